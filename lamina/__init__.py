@@ -1,0 +1,14 @@
+"""lamina: a deep-learning library written from scratch on NumPy (and CuPy), with Keras's API.
+
+``import lamina as keras`` serves Keras 3 code for everything lamina implements.
+"""
+__version__ = "0.1.0"
+
+from . import backend
+from .backend import set_device, get_device, floatx
+from .tensor import Tensor, Variable, no_grad, enable_grad, grad, is_grad_enabled
+from . import ops
+from . import activations, initializers, regularizers, constraints
+from . import layers
+from .layers import Input
+from . import testing

@@ -1,0 +1,49 @@
+"""Activation functions by name: ``activations.get('relu')``, as Keras's ``keras.activations``."""
+from . import ops
+from .ops.activations import (elu, exponential, gelu, hard_sigmoid, hard_silu, leaky_relu, log_softmax,  # noqa: F401
+                              relu, relu6, selu, sigmoid, silu, softmax, softplus, softsign, swish, tanh)
+
+
+def linear(x):
+    """Identity: the output layer of a regression model is linear."""
+    return x
+
+
+_ACTIVATIONS = {
+    "linear": linear, "relu": relu, "relu6": relu6, "leaky_relu": leaky_relu, "elu": elu, "selu": selu,
+    "gelu": gelu, "sigmoid": sigmoid, "hard_sigmoid": hard_sigmoid, "hard_silu": hard_silu,
+    "hard_swish": hard_silu, "tanh": tanh, "softplus": softplus, "softsign": softsign, "silu": silu,
+    "swish": swish, "softmax": softmax, "log_softmax": log_softmax, "exponential": exponential,
+}
+for _name, _fn in _ACTIVATIONS.items():
+    if not hasattr(_fn, "_keras_name"):
+        try:
+            _fn._keras_name = _name
+        except AttributeError:  # pragma: no cover
+            pass
+swish._keras_name = "silu"
+hard_silu._keras_name = "hard_silu"
+
+
+def get(identifier):
+    """A callable activation from a name, a callable, a {'class_name', 'config'} dict, or None (linear)."""
+    if identifier is None:
+        return linear
+    if isinstance(identifier, dict):
+        identifier = identifier.get("config", {}).get("name", identifier.get("class_name"))
+    if isinstance(identifier, str):
+        fn = _ACTIVATIONS.get(identifier)
+        if fn is None:
+            raise ValueError(f"Unknown activation {identifier!r}. Valid names: {', '.join(sorted(_ACTIVATIONS))}.")
+        return fn
+    if callable(identifier):
+        return identifier
+    raise ValueError(f"Could not interpret activation identifier: {identifier!r}")
+
+
+def serialize(fn):
+    return getattr(fn, "_keras_name", getattr(fn, "__name__", None))
+
+
+__all__ = sorted(_ACTIVATIONS) + ["get", "serialize"]
+_ = ops

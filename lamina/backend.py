@@ -1,0 +1,109 @@
+"""The array backend: which array module (NumPy or CuPy) holds the data, the default dtype, seeding.
+
+This is the bottom floor of lamina. Every op asks ``get_array_module`` for the module of its inputs,
+so one source serves both NumPy and CuPy. CuPy is imported only when the CUDA device is asked for.
+"""
+import os
+import random as _pyrandom
+
+import numpy as np
+
+_FLOATX = "float32"
+_DEVICE = None            # resolved lazily from LAMINA_DEVICE on first use
+_RNG = np.random.default_rng()
+_VALID_DEVICES = ("cpu", "cuda")
+
+
+def floatx():
+    """The default float dtype name ('float32')."""
+    return _FLOATX
+
+
+def set_floatx(name):
+    global _FLOATX
+    if name not in ("float16", "float32", "float64"):
+        raise ValueError(f"Unknown floatx {name!r}. Valid: 'float16', 'float32', 'float64'.")
+    _FLOATX = name
+
+
+def _import_cupy():
+    try:
+        import cupy  # noqa: F401  (optional extra: lamina[gpu])
+    except ImportError as e:  # pragma: no cover - depends on the machine
+        raise RuntimeError(
+            "The 'cuda' device needs CuPy, which is not installed. "
+            "Install it with: pip install 'lamina[gpu]'") from e
+    return cupy
+
+
+def set_device(name):
+    """Choose where new arrays live: 'cpu' (NumPy) or 'cuda' (CuPy)."""
+    global _DEVICE
+    if name not in _VALID_DEVICES:
+        raise ValueError(f"Unknown device {name!r}. Valid devices: {', '.join(_VALID_DEVICES)}.")
+    if name == "cuda":
+        _import_cupy()
+    _DEVICE = name
+
+
+def get_device():
+    global _DEVICE
+    if _DEVICE is None:
+        set_device(os.environ.get("LAMINA_DEVICE", "cpu").lower() or "cpu")
+    return _DEVICE
+
+
+def device_module():
+    """The array module of the current device (numpy or cupy)."""
+    return _import_cupy() if get_device() == "cuda" else np
+
+
+def is_cupy_array(a):
+    return type(a).__module__.startswith("cupy")
+
+
+def get_array_module(*arrays):
+    """numpy, or cupy if any of the arrays is a CuPy array (CuPy is never imported otherwise)."""
+    for a in arrays:
+        a = getattr(a, "data", a) if not isinstance(a, np.ndarray) else a
+        if is_cupy_array(a):
+            import cupy
+            return cupy
+    return np
+
+
+def to_numpy(a):
+    """A NumPy array from a NumPy or CuPy array (or anything array-like)."""
+    if is_cupy_array(a):
+        return a.get()
+    return np.asarray(a)
+
+
+def to_device(a, xp=None):
+    """Move an array to the current device (or to the module xp)."""
+    xp = xp or device_module()
+    if xp is np:
+        return to_numpy(a)
+    return xp.asarray(a)
+
+
+def set_random_seed(seed):
+    """Seed every random stream lamina uses (weights, dropout, shuffling), and Python's and NumPy's."""
+    global _RNG
+    seed = int(seed)
+    _RNG = np.random.default_rng(seed)
+    _pyrandom.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+
+
+def rng():
+    """lamina's random Generator (NumPy). Draws happen on the host and move to the device."""
+    return _RNG
+
+
+def get_rng_state():
+    return _RNG.bit_generator.state
+
+
+def set_rng_state(state):
+    _RNG.bit_generator.state = state

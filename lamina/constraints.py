@@ -1,0 +1,91 @@
+"""Constraints projected onto a weight after each optimizer update: MaxNorm, NonNeg, UnitNorm, MinMaxNorm.
+
+A constraint maps an array to an array (no gradient flows through it)."""
+from .backend import get_array_module
+from .registry import register
+
+_EPS = 1e-7
+
+
+class Constraint:
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        register(cls)
+
+    def __call__(self, w):
+        return w
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+class MaxNorm(Constraint):
+    """Rescale so that the norm along axis is at most max_value."""
+
+    def __init__(self, max_value=2, axis=0):
+        self.max_value, self.axis = max_value, axis
+
+    def __call__(self, w):
+        xp = get_array_module(w)
+        norms = xp.sqrt((w * w).sum(axis=self.axis, keepdims=True))
+        desired = xp.clip(norms, 0, self.max_value)
+        return w * (desired / (_EPS + norms))
+
+    def get_config(self):
+        return {"max_value": self.max_value, "axis": self.axis}
+
+
+class NonNeg(Constraint):
+    def __call__(self, w):
+        return w * (w >= 0)
+
+
+class UnitNorm(Constraint):
+    def __init__(self, axis=0):
+        self.axis = axis
+
+    def __call__(self, w):
+        xp = get_array_module(w)
+        return w / (_EPS + xp.sqrt((w * w).sum(axis=self.axis, keepdims=True)))
+
+    def get_config(self):
+        return {"axis": self.axis}
+
+
+class MinMaxNorm(Constraint):
+    def __init__(self, min_value=0.0, max_value=1.0, rate=1.0, axis=0):
+        self.min_value, self.max_value, self.rate, self.axis = min_value, max_value, rate, axis
+
+    def __call__(self, w):
+        xp = get_array_module(w)
+        norms = xp.sqrt((w * w).sum(axis=self.axis, keepdims=True))
+        desired = self.rate * xp.clip(norms, self.min_value, self.max_value) + (1 - self.rate) * norms
+        return w * (desired / (_EPS + norms))
+
+    def get_config(self):
+        return {"min_value": self.min_value, "max_value": self.max_value, "rate": self.rate, "axis": self.axis}
+
+
+max_norm, non_neg, unit_norm, min_max_norm = MaxNorm, NonNeg, UnitNorm, MinMaxNorm
+_ALIASES = {"max_norm": MaxNorm, "non_neg": NonNeg, "unit_norm": UnitNorm, "min_max_norm": MinMaxNorm,
+            "MaxNorm": MaxNorm, "NonNeg": NonNeg, "UnitNorm": UnitNorm, "MinMaxNorm": MinMaxNorm}
+
+
+def get(identifier):
+    if identifier is None or isinstance(identifier, Constraint) or callable(identifier) and not isinstance(identifier, (str, type)):
+        return identifier
+    if isinstance(identifier, dict):
+        cls = _ALIASES.get(identifier["class_name"])
+        if cls is None:
+            raise ValueError(f"Unknown constraint {identifier['class_name']!r}. Valid names: {', '.join(_ALIASES)}.")
+        return cls.from_config(identifier.get("config", {}))
+    if isinstance(identifier, str):
+        cls = _ALIASES.get(identifier)
+        if cls is None:
+            raise ValueError(f"Unknown constraint {identifier!r}. Valid names: {', '.join(_ALIASES)}.")
+        return cls()
+    raise ValueError(f"Could not interpret constraint identifier: {identifier!r}")

@@ -1,0 +1,248 @@
+"""Weight initializers with Keras 3's names and defaults.
+
+An initializer is called with a shape (and dtype) and returns a host NumPy array drawn from
+lamina's seeded generator (``lamina.utils.set_random_seed``); layers move it to the device.
+Fans follow Keras: for a kernel (..., in, out) the receptive field is the product of the leading axes.
+"""
+import math
+
+import numpy as np
+
+from . import backend
+from .registry import register, registered_names
+
+
+def compute_fans(shape):
+    shape = tuple(shape)
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    receptive = int(np.prod(shape[:-2]))
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+class Initializer:
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        register(cls)
+
+    def __call__(self, shape, dtype=None):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _rng(self):
+        if getattr(self, "seed", None) is not None:
+            # A seeded initializer gives the same values each call, as Keras's stateless ones do.
+            return np.random.default_rng(self.seed)
+        return backend.rng()
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _dt(dtype):
+    return np.dtype(dtype or backend.floatx())
+
+
+class Zeros(Initializer):
+    def __call__(self, shape, dtype=None):
+        return np.zeros(shape, _dt(dtype))
+
+
+class Ones(Initializer):
+    def __call__(self, shape, dtype=None):
+        return np.ones(shape, _dt(dtype))
+
+
+class Constant(Initializer):
+    def __init__(self, value=0.0):
+        self.value = value
+
+    def __call__(self, shape, dtype=None):
+        return np.full(shape, self.value, _dt(dtype))
+
+    def get_config(self):
+        return {"value": self.value}
+
+
+class RandomNormal(Initializer):
+    def __init__(self, mean=0.0, stddev=0.05, seed=None):
+        self.mean, self.stddev, self.seed = mean, stddev, seed
+
+    def __call__(self, shape, dtype=None):
+        return self._rng().normal(self.mean, self.stddev, shape).astype(_dt(dtype))
+
+    def get_config(self):
+        return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
+
+
+class RandomUniform(Initializer):
+    def __init__(self, minval=-0.05, maxval=0.05, seed=None):
+        self.minval, self.maxval, self.seed = minval, maxval, seed
+
+    def __call__(self, shape, dtype=None):
+        return self._rng().uniform(self.minval, self.maxval, shape).astype(_dt(dtype))
+
+    def get_config(self):
+        return {"minval": self.minval, "maxval": self.maxval, "seed": self.seed}
+
+
+def _truncated_normal(rng, shape, stddev):
+    """Normal(0, stddev) redrawn outside two standard deviations (vectorised resampling)."""
+    out = rng.standard_normal(shape)
+    bad = np.abs(out) > 2.0
+    while bad.any():
+        out[bad] = rng.standard_normal(int(bad.sum()))
+        bad = np.abs(out) > 2.0
+    return out * stddev
+
+
+class TruncatedNormal(Initializer):
+    def __init__(self, mean=0.0, stddev=0.05, seed=None):
+        self.mean, self.stddev, self.seed = mean, stddev, seed
+
+    def __call__(self, shape, dtype=None):
+        return (self.mean + _truncated_normal(self._rng(), shape, self.stddev)).astype(_dt(dtype))
+
+    def get_config(self):
+        return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
+
+
+class VarianceScaling(Initializer):
+    """Draws with variance scale / fan (fan_in, fan_out or their average), as Keras."""
+
+    _MODES = ("fan_in", "fan_out", "fan_avg")
+    _DISTS = ("truncated_normal", "untruncated_normal", "uniform")
+
+    def __init__(self, scale=1.0, mode="fan_in", distribution="truncated_normal", seed=None):
+        if mode not in self._MODES:
+            raise ValueError(f"Invalid mode {mode!r}. Valid: {', '.join(self._MODES)}.")
+        if distribution == "normal":
+            distribution = "truncated_normal"
+        if distribution not in self._DISTS:
+            raise ValueError(f"Invalid distribution {distribution!r}. Valid: {', '.join(self._DISTS)}.")
+        if scale <= 0:
+            raise ValueError(f"scale must be positive. Received: scale={scale}")
+        self.scale, self.mode, self.distribution, self.seed = scale, mode, distribution, seed
+
+    def __call__(self, shape, dtype=None):
+        fan_in, fan_out = compute_fans(shape)
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
+        scale = self.scale / max(1.0, fan)
+        rng = self._rng()
+        if self.distribution == "truncated_normal":
+            stddev = math.sqrt(scale) / 0.87962566103423978  # std of a unit normal truncated at 2
+            out = _truncated_normal(rng, shape, stddev)
+        elif self.distribution == "untruncated_normal":
+            out = rng.normal(0.0, math.sqrt(scale), shape)
+        else:
+            limit = math.sqrt(3.0 * scale)
+            out = rng.uniform(-limit, limit, shape)
+        return out.astype(_dt(dtype))
+
+    def get_config(self):
+        return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution, "seed": self.seed}
+
+
+def _fixed(name, scale, mode, distribution):
+    def __init__(self, seed=None):
+        VarianceScaling.__init__(self, scale, mode, distribution, seed)
+
+    def get_config(self):
+        return {"seed": self.seed}
+
+    cls = type(name, (VarianceScaling,), {"__init__": __init__, "get_config": get_config,
+                                          "__doc__": f"VarianceScaling(scale={scale}, mode={mode!r}, "
+                                                     f"distribution={distribution!r})."})
+    return cls
+
+
+GlorotUniform = _fixed("GlorotUniform", 1.0, "fan_avg", "uniform")
+GlorotNormal = _fixed("GlorotNormal", 1.0, "fan_avg", "truncated_normal")
+HeUniform = _fixed("HeUniform", 2.0, "fan_in", "uniform")
+HeNormal = _fixed("HeNormal", 2.0, "fan_in", "truncated_normal")
+LecunUniform = _fixed("LecunUniform", 1.0, "fan_in", "uniform")
+LecunNormal = _fixed("LecunNormal", 1.0, "fan_in", "truncated_normal")
+
+
+class Orthogonal(Initializer):
+    """A (scaled) orthogonal matrix from the QR decomposition of a normal draw, as Keras."""
+
+    def __init__(self, gain=1.0, seed=None):
+        self.gain, self.seed = gain, seed
+
+    def __call__(self, shape, dtype=None):
+        if len(shape) < 2:
+            raise ValueError(f"Orthogonal initializer needs a shape of rank >= 2. Received: shape={shape}")
+        rows = int(np.prod(shape[:-1]))
+        cols = shape[-1]
+        flat = self._rng().standard_normal((max(rows, cols), min(rows, cols)))
+        q, r = np.linalg.qr(flat)
+        q *= np.sign(np.diag(r))
+        if rows < cols:
+            q = q.T
+        return (self.gain * q.reshape(shape)).astype(_dt(dtype))
+
+    def get_config(self):
+        return {"gain": self.gain, "seed": self.seed}
+
+
+class Identity(Initializer):
+    def __init__(self, gain=1.0):
+        self.gain = gain
+
+    def __call__(self, shape, dtype=None):
+        if len(shape) != 2:
+            raise ValueError(f"Identity initializer needs a 2-D shape. Received: shape={shape}")
+        return (self.gain * np.eye(*shape)).astype(_dt(dtype))
+
+    def get_config(self):
+        return {"gain": self.gain}
+
+
+_ALIASES = {
+    "zeros": Zeros, "ones": Ones, "constant": Constant, "random_normal": RandomNormal,
+    "random_uniform": RandomUniform, "truncated_normal": TruncatedNormal, "variance_scaling": VarianceScaling,
+    "glorot_uniform": GlorotUniform, "glorot_normal": GlorotNormal, "he_uniform": HeUniform,
+    "he_normal": HeNormal, "lecun_uniform": LecunUniform, "lecun_normal": LecunNormal,
+    "orthogonal": Orthogonal, "identity": Identity,
+}
+for _name, _cls in _ALIASES.items():
+    register(_cls, _name)
+    register(_cls)
+
+zeros, ones = Zeros, Ones
+
+
+def get(identifier):
+    """An initializer from a name ('glorot_uniform'), a class name, a config dict, an instance or a callable."""
+    if identifier is None:
+        return None
+    if isinstance(identifier, Initializer) or (callable(identifier) and not isinstance(identifier, (str, type))):
+        return identifier
+    if isinstance(identifier, type) and issubclass(identifier, Initializer):
+        return identifier()
+    if isinstance(identifier, dict):
+        cls = _ALIASES.get(identifier["class_name"]) or globals().get(identifier["class_name"])
+        if cls is None or not (isinstance(cls, type) and issubclass(cls, Initializer)):
+            raise ValueError(f"Unknown initializer {identifier['class_name']!r}. Valid names: {', '.join(_ALIASES)}.")
+        return cls.from_config(identifier.get("config", {}))
+    if isinstance(identifier, str):
+        cls = _ALIASES.get(identifier) or _ALIASES.get(identifier.lower())
+        if cls is None:
+            cands = {c.__name__: c for c in _ALIASES.values()}
+            cls = cands.get(identifier)
+        if cls is None:
+            raise ValueError(f"Unknown initializer {identifier!r}. Valid names: {', '.join(_ALIASES)}.")
+        return cls()
+    raise ValueError(f"Could not interpret initializer identifier: {identifier!r}")
+
+
+__all__ = list(_ALIASES) + [c.__name__ for c in set(_ALIASES.values())] + ["get", "Initializer", "compute_fans"]
+_ = registered_names

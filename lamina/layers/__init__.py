@@ -1,0 +1,13 @@
+"""Keras-named layers, by family. ``lamina.layers.Dense``, ``lamina.layers.Conv2D``, ..."""
+from .layer import Layer, InputSpec, KerasTensor, clear_session  # noqa: F401
+from .core import *  # noqa: F401,F403
+from .convolutional import *  # noqa: F401,F403
+from .pooling import *  # noqa: F401,F403
+from .normalization import *  # noqa: F401,F403
+from .regularization import *  # noqa: F401,F403
+from .reshaping import *  # noqa: F401,F403
+from .merging import *  # noqa: F401,F403
+from .activations import *  # noqa: F401,F403
+from .rnn import *  # noqa: F401,F403
+from .attention import *  # noqa: F401,F403
+from .preprocessing import *  # noqa: F401,F403

@@ -1,0 +1,2 @@
+"""(placeholder: these layers are being written)"""
+__all__ = []

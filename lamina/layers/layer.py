@@ -1,0 +1,625 @@
+"""The Layer base class, InputSpec, and the symbolic KerasTensor used by the functional API.
+
+A layer turns inputs into outputs with weights it owns. ``__call__`` converts the input, builds the
+weights once from the input's shape (``build``), checks the input against ``input_spec`` (a clear
+ValueError naming the layer, the expected and the received shape), then runs ``call``.
+Called on a symbolic ``KerasTensor`` (from ``lamina.Input``) it records a graph node instead.
+"""
+import contextlib
+import functools
+import inspect
+import re
+import threading
+
+import numpy as np
+
+from .. import backend, initializers
+from ..registry import register, serialize
+from ..tensor import Tensor, Variable, no_grad
+
+_ctx = threading.local()
+_NAME_UIDS = {}
+_BASE_KWARGS = ("name", "trainable", "dtype", "input_shape", "batch_input_shape", "batch_size", "input_dim",
+                "autocast", "input_length")
+
+
+def _snake(name):
+    s = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s).lower()
+
+
+def unique_name(prefix):
+    n = _NAME_UIDS.get(prefix, 0)
+    _NAME_UIDS[prefix] = n + 1
+    return prefix if n == 0 else f"{prefix}_{n}"
+
+
+def clear_session():
+    """Reset automatic layer names (dense, dense_1, ...), as keras.backend.clear_session()."""
+    _NAME_UIDS.clear()
+
+
+@contextlib.contextmanager
+def call_context(training):
+    prev = getattr(_ctx, "training", None)
+    if training is not None:
+        _ctx.training = training
+    try:
+        yield
+    finally:
+        _ctx.training = prev
+
+
+def current_training():
+    return getattr(_ctx, "training", None)
+
+
+_autocast_state = threading.local()
+
+
+@contextlib.contextmanager
+def no_autocast():
+    """Inside, layers keep their inputs' float dtype (used by float64 gradient checks)."""
+    prev = getattr(_autocast_state, "off", False)
+    _autocast_state.off = True
+    try:
+        yield
+    finally:
+        _autocast_state.off = prev
+
+
+def _nest_flatten(x):
+    if isinstance(x, (list, tuple)):
+        out = []
+        for v in x:
+            out.extend(_nest_flatten(v))
+        return out
+    if isinstance(x, dict):
+        out = []
+        for k in sorted(x):
+            out.extend(_nest_flatten(x[k]))
+        return out
+    return [x]
+
+
+def _nest_map(fn, x):
+    if isinstance(x, list):
+        return [_nest_map(fn, v) for v in x]
+    if isinstance(x, tuple):
+        return tuple(_nest_map(fn, v) for v in x)
+    if isinstance(x, dict):
+        return {k: _nest_map(fn, v) for k, v in x.items()}
+    return fn(x)
+
+
+class KerasTensor:
+    """A symbolic tensor: a shape (None for unknown sizes), a dtype, and the layer call that made it."""
+
+    def __init__(self, shape, dtype="float32", name=None, history=None, sparse=False):
+        self.shape = tuple(None if d is None else int(d) for d in shape)
+        self.dtype = np.dtype(dtype)
+        self.name = name
+        self._history = history   # (layer, node_index, tensor_index)
+        self._keras_mask = None
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __repr__(self):
+        return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
+
+    def _op_layer(self, fn, name, *others):
+        from .core import Lambda  # the layer that wraps a plain function
+        return Lambda(fn, name=unique_name(name))([self, *others] if others else self)
+
+    # Operators on symbolic tensors become layers, as in Keras's functional API.
+    def __add__(self, o): return _binary_symbolic(self, o, "add", lambda a, b: a + b)
+    def __radd__(self, o): return _binary_symbolic(self, o, "add", lambda a, b: b + a)
+    def __sub__(self, o): return _binary_symbolic(self, o, "subtract", lambda a, b: a - b)
+    def __rsub__(self, o): return _binary_symbolic(self, o, "subtract", lambda a, b: b - a)
+    def __mul__(self, o): return _binary_symbolic(self, o, "multiply", lambda a, b: a * b)
+    def __rmul__(self, o): return _binary_symbolic(self, o, "multiply", lambda a, b: b * a)
+    def __truediv__(self, o): return _binary_symbolic(self, o, "divide", lambda a, b: a / b)
+    def __neg__(self): return self._op_layer(lambda a: -a, "negative")
+    def __getitem__(self, idx): return self._op_layer(lambda a: a[idx], "get_item")
+
+
+def _binary_symbolic(a, b, name, fn):
+    from .core import Lambda
+    if isinstance(b, KerasTensor):
+        return Lambda(lambda xs: fn(xs[0], xs[1]), name=unique_name(name))([a, b])
+    return Lambda(lambda x: fn(x, b), name=unique_name(name))(a)
+
+
+class Node:
+    """One call of a layer on symbolic inputs: what went in (with non-tensor arguments) and what came out."""
+
+    def __init__(self, layer, call_args, call_kwargs, outputs):
+        self.layer = layer
+        self.call_args = call_args
+        self.call_kwargs = call_kwargs
+        self.input_tensors = [t for t in _nest_flatten((call_args, call_kwargs)) if isinstance(t, KerasTensor)]
+        self.outputs = outputs
+        self.output_tensors = _nest_flatten(outputs)
+
+    @property
+    def parent_nodes(self):
+        out = []
+        for t in self.input_tensors:
+            if t._history is not None:
+                layer, ni, _ = t._history
+                out.append(layer._inbound_nodes[ni])
+        return out
+
+
+class InputSpec:
+    """What a layer accepts: rank (ndim / min_ndim / max_ndim), exact shape, fixed sizes on some axes."""
+
+    def __init__(self, dtype=None, shape=None, ndim=None, max_ndim=None, min_ndim=None, axes=None,
+                 allow_last_axis_squeeze=False, name=None):
+        self.dtype = dtype
+        self.shape = tuple(shape) if shape is not None else None
+        self.ndim = len(shape) if shape is not None else ndim
+        self.max_ndim, self.min_ndim = max_ndim, min_ndim
+        self.axes = dict(axes or {})
+        self.name = name
+
+    def check(self, layer, i, shape):
+        where = f"Input {i} of layer '{layer.name}' is incompatible with the layer"
+        rank = len(shape)
+        if self.ndim is not None and rank != self.ndim:
+            raise ValueError(f"{where}: expected ndim={self.ndim}, found ndim={rank}. "
+                             f"Full shape received: {tuple(shape)}")
+        if self.min_ndim is not None and rank < self.min_ndim:
+            raise ValueError(f"{where}: expected min_ndim={self.min_ndim}, found ndim={rank}. "
+                             f"Full shape received: {tuple(shape)}")
+        if self.max_ndim is not None and rank > self.max_ndim:
+            raise ValueError(f"{where}: expected max_ndim={self.max_ndim}, found ndim={rank}. "
+                             f"Full shape received: {tuple(shape)}")
+        for axis, value in self.axes.items():
+            if value is None:
+                continue
+            got = shape[axis] if -rank <= axis < rank else None
+            if got is not None and got != value:
+                expected = tuple(value if (a == axis % rank) else None for a in range(rank))
+                raise ValueError(f"{where}: expected axis {axis} of input shape to have value {value} "
+                                 f"(expected shape {expected}), but received input with shape {tuple(shape)}")
+        if self.shape is not None:
+            for want, got in zip(self.shape, shape):
+                if want is not None and got is not None and want != got:
+                    raise ValueError(f"{where}: expected shape={self.shape}, found shape={tuple(shape)}")
+
+
+class Layer:
+    """Base of every layer. Subclasses write ``build(input_shape)`` (weights via ``add_weight``),
+    ``call(inputs, training=None)`` (composing ops) and ``compute_output_shape``."""
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        register(cls)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_captures_config", False):
+            cls.__init__ = _capture_config(init)
+
+    def __init__(self, name=None, trainable=True, dtype=None, input_shape=None, batch_input_shape=None,
+                 batch_size=None, input_dim=None, autocast=True, input_length=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}.__init__() got unexpected keyword argument(s): "
+                            f"{', '.join(sorted(kwargs))}")
+        object.__setattr__(self, "_layers", [])
+        self._own_weights = []
+        self._trainable = trainable
+        self.name = name or unique_name(_snake(type(self).__name__))
+        if isinstance(dtype, dict):  # a serialised dtype policy
+            dtype = dtype.get("config", {}).get("name")
+        self._dtype = np.dtype(dtype or backend.floatx())
+        self.autocast = autocast
+        self.built = False
+        self.input_spec = None
+        self.supports_masking = getattr(self, "supports_masking", False)
+        self._inbound_nodes = []
+        self._activity_losses = []
+        if input_dim is not None and input_shape is None:
+            input_shape = (input_dim,)
+        if batch_input_shape is not None:
+            self._batch_input_shape = tuple(batch_input_shape)
+        elif input_shape is not None:
+            self._batch_input_shape = (batch_size,) + tuple(input_shape)
+        else:
+            self._batch_input_shape = None
+        if not hasattr(self, "_auto_config"):
+            self._auto_config = {}
+
+    # ----- tracking
+    def __setattr__(self, name, value):
+        if not name.startswith("__") and "_layers" in self.__dict__:
+            if isinstance(value, Layer) and value is not self and not any(value is l for l in self._layers):
+                self._layers.append(value)
+            elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Layer) for v in value):
+                for v in value:
+                    if not any(v is l for l in self._layers):
+                        self._layers.append(v)
+        object.__setattr__(self, name, value)
+
+    @property
+    def dtype(self):
+        return self._dtype.name
+
+    @property
+    def compute_dtype(self):
+        return self._dtype.name
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        value = bool(value)
+        self._trainable = value
+        for layer in self._layers:
+            layer.trainable = value
+        self._on_trainable_change()
+
+    def _on_trainable_change(self):
+        """Hook for models: a compiled model warns that the change needs compile() to take effect."""
+
+    # ----- weights
+    def add_weight(self, shape=None, initializer=None, dtype=None, trainable=True, autocast=True,
+                   regularizer=None, constraint=None, aggregation="none", name=None):
+        """Create a weight (a Variable), tracked in creation order. ``add_weight("kernel", shape, init)``
+        (name first) is accepted too."""
+        if isinstance(shape, str):  # name given first: add_weight("kernel", shape, initializer)
+            name, shape, initializer, dtype = shape, initializer, dtype, None
+        shape = () if shape is None else tuple(int(d) for d in shape)
+        dtype = np.dtype(dtype or self._dtype)
+        if initializer is None:
+            initializer = "glorot_uniform" if np.issubdtype(dtype, np.floating) else "zeros"
+        init = initializers.get(initializer)
+        value = init(shape, dtype=dtype) if isinstance(init, initializers.Initializer) else np.asarray(init(shape, dtype=dtype))
+        from .. import regularizers as _reg, constraints as _con  # side floor, loaded lazily to keep import light
+        var = Variable(backend.to_device(np.asarray(value, dtype)), name=name or f"variable_{len(self._own_weights)}",
+                       trainable=trainable, dtype=dtype, constraint=_con.get(constraint), regularizer=_reg.get(regularizer))
+        var.path = f"{self.name}/{var.name}"
+        self._own_weights.append(var)
+        return var
+
+    def _tracked_own(self):
+        seen = set()
+        out = []
+        for w in self._own_weights:
+            if id(w) not in seen:
+                seen.add(id(w))
+                out.append(w)
+        return out
+
+    @property
+    def weights(self):
+        """Own trainable, then own non-trainable weights, then those of sub-layers (Keras's order)."""
+        own = self._tracked_own()
+        out = [w for w in own if w.trainable] + [w for w in own if not w.trainable]
+        seen = {id(w) for w in out}
+        for layer in self._layers:
+            for w in layer.weights:
+                if id(w) not in seen:
+                    seen.add(id(w))
+                    out.append(w)
+        return out
+
+    variables = weights
+
+    @property
+    def trainable_weights(self):
+        if not self.trainable:
+            return []
+        out = [w for w in self._tracked_own() if w.trainable]
+        seen = {id(w) for w in out}
+        for layer in self._layers:
+            for w in layer.trainable_weights:
+                if id(w) not in seen:
+                    seen.add(id(w))
+                    out.append(w)
+        return out
+
+    trainable_variables = trainable_weights
+
+    @property
+    def non_trainable_weights(self):
+        if not self.trainable:
+            return self.weights
+        out = [w for w in self._tracked_own() if not w.trainable]
+        seen = {id(w) for w in out}
+        for layer in self._layers:
+            for w in layer.non_trainable_weights:
+                if id(w) not in seen:
+                    seen.add(id(w))
+                    out.append(w)
+        return out
+
+    non_trainable_variables = non_trainable_weights
+
+    def get_weights(self):
+        return [w.numpy() for w in self.weights]
+
+    def set_weights(self, weights):
+        params = self.weights
+        weights = list(weights)
+        if len(weights) != len(params):
+            raise ValueError(f"Layer '{self.name}' expects {len(params)} weight arrays "
+                             f"({', '.join(w.name for w in params) or 'none'}), but received {len(weights)}.")
+        for p, w in zip(params, weights):
+            w = np.asarray(w)
+            if tuple(w.shape) != p.shape:
+                raise ValueError(f"Layer '{self.name}' weight '{p.name}' has shape {p.shape}, "
+                                 f"but the value given has shape {tuple(w.shape)}.")
+        for p, w in zip(params, weights):
+            p.assign(np.asarray(w, p.dtype))
+
+    def count_params(self):
+        if not self.built and not self.weights:
+            raise ValueError(f"You tried to call count_params on layer '{self.name}', but the layer isn't built. "
+                             "Build it first by calling it on data or with build(input_shape).")
+        return int(sum(int(np.prod(w.shape)) for w in self.weights))
+
+    # ----- losses
+    def add_loss(self, loss):
+        self._activity_losses.append(loss)
+
+    @property
+    def losses(self):
+        """Regularisation penalties of the weights (differentiable) and losses added during the last call."""
+        out = list(self._activity_losses)
+        for w in self._tracked_own():
+            if w.regularizer is not None and w.trainable:
+                out.append(w.regularizer(w))
+        for layer in self._layers:
+            out.extend(layer.losses)
+        return out
+
+    def _clear_losses(self):
+        self._activity_losses = []
+        for layer in self._layers:
+            layer._clear_losses()
+
+    # ----- building and calling
+    def build(self, input_shape):
+        """Create weights from the input shape. The base version creates none."""
+        self.built = True
+
+    def call(self, inputs, *args, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError(f"Layer {type(self).__name__} has no call() method.")
+
+    def compute_output_shape(self, input_shape):
+        raise NotImplementedError
+
+    def compute_mask(self, inputs, mask=None):
+        return mask if self.supports_masking else None
+
+    def _call_params(self):
+        cache = type(self).__dict__.get("_call_sig_cache")
+        if cache is None:
+            params = inspect.signature(self.call).parameters
+            cache = (set(params), any(p.kind == p.VAR_KEYWORD for p in params.values()))
+            type.__setattr__(type(self), "_call_sig_cache", cache)
+        return cache
+
+    def _convert_input(self, x):
+        if isinstance(x, Tensor):
+            t = x
+        elif isinstance(x, (np.ndarray, np.generic, list, float, int)) or backend.is_cupy_array(x):
+            t = Tensor(backend.to_device(np.asarray(x)) if not backend.is_cupy_array(x) else x)
+        else:
+            return x
+        if (self.autocast and np.issubdtype(t.dtype, np.floating) and t.dtype != self._dtype
+                and not getattr(_autocast_state, "off", False)):
+            from ..ops.math import cast
+            mask = getattr(t, "_keras_mask", None)
+            t = cast(t, self._dtype)
+            t._keras_mask = mask
+        return t
+
+    def _maybe_build(self, shapes):
+        if self.built:
+            return
+        self.build(shapes)
+        self.built = True
+
+    def __call__(self, *args, **kwargs):
+        if not args:
+            if "inputs" not in kwargs:
+                raise TypeError(f"Layer '{self.name}' must be called with its inputs as the first argument.")
+            args = (kwargs.pop("inputs"),)
+        inputs = args[0]
+        if any(isinstance(t, KerasTensor) for t in _nest_flatten((args, kwargs))):
+            return self._symbolic_call(*args, **kwargs)
+        names, var_kw = self._call_params()
+        inputs = _nest_map(self._convert_input, inputs)
+        args = (inputs,) + tuple(_nest_map(self._convert_input, a) if isinstance(a, (np.ndarray, Tensor)) else a
+                                 for a in args[1:])
+        training = kwargs.pop("training", None)
+        if training is None:
+            training = current_training()
+        if "training" in names or var_kw:
+            kwargs["training"] = bool(training) if training is not None else False
+        if ("mask" in names) and kwargs.get("mask") is None:
+            masks = [getattr(t, "_keras_mask", None) for t in _nest_flatten(inputs)]
+            if any(m is not None for m in masks):
+                kwargs["mask"] = masks[0] if not isinstance(inputs, (list, tuple)) else masks
+        shapes = _nest_map(lambda t: t.shape if isinstance(t, Tensor) else None, inputs)
+        if not self.built:
+            self._maybe_build(shapes)
+        self._check_input_spec(inputs)
+        self._activity_losses = []
+        with call_context(training):
+            outputs = self.call(*args, **kwargs)
+        self._set_output_mask(inputs, outputs, kwargs.get("mask"))
+        return outputs
+
+    def _set_output_mask(self, inputs, outputs, mask):
+        if mask is None:
+            masks = [getattr(t, "_keras_mask", None) for t in _nest_flatten(inputs)]
+            mask = None if all(m is None for m in masks) else (masks[0] if len(masks) == 1 else masks)
+        out_mask = self.compute_mask(inputs, mask) if (mask is not None or type(self).compute_mask is not Layer.compute_mask) else None
+        if isinstance(outputs, Tensor):
+            if out_mask is not None and not isinstance(out_mask, list):
+                outputs._keras_mask = out_mask
+            elif getattr(outputs, "_keras_mask", None) is None:
+                outputs._keras_mask = None
+
+    def _check_input_spec(self, inputs):
+        if self.input_spec is None:
+            return
+        specs = self.input_spec if isinstance(self.input_spec, (list, tuple)) else [self.input_spec]
+        flat = _nest_flatten(inputs)
+        for i, (spec, x) in enumerate(zip(specs, flat)):
+            if spec is not None and hasattr(x, "shape"):
+                spec.check(self, i, tuple(x.shape))
+
+    # ----- symbolic (functional API)
+    def _symbolic_call(self, *args, **kwargs):
+        inputs = args[0]
+        shapes = _nest_map(lambda t: t.shape if isinstance(t, KerasTensor) else None, inputs)
+        if not self.built:
+            self._maybe_build(shapes)
+        self._check_input_spec(inputs)
+        out_spec = self.compute_output_spec(*args, **kwargs)
+        node_index = len(self._inbound_nodes)
+        counter = iter(range(10 ** 6))
+
+        def make(spec):
+            shape, dtype = spec
+            return KerasTensor(shape, dtype, name=self.name, history=(self, node_index, next(counter)))
+
+        outputs = _nest_map(make, out_spec) if not _is_spec(out_spec) else make(out_spec)
+        self._inbound_nodes.append(Node(self, args, kwargs, outputs))
+        return outputs
+
+    def compute_output_spec(self, *args, **kwargs):
+        """(shape, dtype) of the output for symbolic inputs: from compute_output_shape when the layer
+        defines it, else by running call() on small dummy data."""
+        inputs = args[0]
+        if type(self).compute_output_shape is not Layer.compute_output_shape and len(args) == 1:
+            shapes = _nest_map(lambda t: t.shape, inputs)
+            try:
+                out_shape = self.compute_output_shape(shapes)
+            except NotImplementedError:
+                out_shape = None
+            if out_shape is not None:
+                dtype = self._output_dtype(inputs)
+                if isinstance(out_shape, list) or (isinstance(out_shape, tuple) and out_shape and
+                                                   isinstance(out_shape[0], (tuple, list))):
+                    return [(tuple(s), dtype) for s in out_shape]
+                return (tuple(out_shape), dtype)
+        return self._trace_output_spec(*args, **kwargs)
+
+    def _output_dtype(self, inputs):
+        return self._dtype.name
+
+    def _trace_output_spec(self, *args, **kwargs):
+        outs = []
+        for fill in (2, 3):
+            def dummy(t):
+                if not isinstance(t, KerasTensor):
+                    return t
+                shape = tuple(fill if d is None else d for d in t.shape)
+                if np.issubdtype(t.dtype, np.integer):
+                    return Tensor(np.ones(shape, t.dtype))
+                return Tensor(np.zeros(shape, t.dtype) + 0.5)
+            a = _nest_map(dummy, args)
+            k = _nest_map(dummy, kwargs)
+            k.pop("training", None)
+            with no_grad():
+                outs.append(Layer.__call__(self, *a, training=False, **k))
+        first, second = outs
+
+        def spec(o1, o2):
+            shape = tuple(None if d1 != d2 else d1 for d1, d2 in zip(o1.shape, o2.shape))
+            return (shape, o1.dtype.name)
+        if isinstance(first, Tensor):
+            return spec(first, second)
+        return _nest_map_pair(spec, first, second)
+
+    # ----- introspection
+    @property
+    def input(self):
+        if not self._inbound_nodes:
+            raise AttributeError(f"Layer '{self.name}' is not connected: it has no defined input.")
+        ins = self._inbound_nodes[0].input_tensors
+        return ins[0] if len(ins) == 1 else ins
+
+    @property
+    def output(self):
+        if not self._inbound_nodes:
+            raise AttributeError(f"Layer '{self.name}' has never been called and thus has no defined output.")
+        return self._inbound_nodes[0].outputs
+
+    @property
+    def input_shape(self):
+        i = self.input
+        return i.shape if isinstance(i, KerasTensor) else [t.shape for t in i]
+
+    @property
+    def output_shape(self):
+        o = self.output
+        return o.shape if isinstance(o, KerasTensor) else [t.shape for t in _nest_flatten(o)]
+
+    # ----- config
+    def get_config(self):
+        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
+        if self._batch_input_shape is not None:
+            config["batch_input_shape"] = list(self._batch_input_shape)
+        for k, v in self._auto_config.items():
+            if k in ("name", "trainable", "dtype", "input_shape", "batch_size", "input_dim", "batch_input_shape"):
+                continue
+            config[k] = serialize(v)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _is_spec(x):
+    return isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], tuple) and isinstance(x[1], str)
+
+
+def _nest_map_pair(fn, a, b):
+    if isinstance(a, (list, tuple)):
+        return type(a)(_nest_map_pair(fn, x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return {k: _nest_map_pair(fn, a[k], b[k]) for k in a}
+    return fn(a, b)
+
+
+def _capture_config(init):
+    """Wrap a subclass __init__ so that the outermost call records its arguments (the layer's config)."""
+    sig = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        if "_auto_config" not in self.__dict__:
+            try:
+                bound = sig.bind(self, *args, **kwargs)
+                bound.apply_defaults()
+                config = {}
+                for pname, value in list(bound.arguments.items())[1:]:
+                    p = sig.parameters[pname]
+                    if p.kind == p.VAR_KEYWORD:
+                        config.update(value)
+                    elif p.kind == p.VAR_POSITIONAL:
+                        if value:
+                            config[pname] = list(value)
+                    else:
+                        config[pname] = value
+            except TypeError:
+                config = {}
+            object.__setattr__(self, "_auto_config", config)
+        init(self, *args, **kwargs)
+
+    __init__._captures_config = True
+    return __init__
+

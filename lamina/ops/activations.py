@@ -1,0 +1,334 @@
+"""Activation functions: forward and backward side by side, numerically stable, any array module.
+
+An activation gives a neuron its non-linearity: without one, a stack of Dense layers is one linear map.
+"""
+import math
+
+from ..tensor import Op
+from .math import unbroadcast
+
+__all__ = ["relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "sigmoid", "hard_sigmoid", "tanh",
+           "softplus", "softsign", "silu", "swish", "softmax", "log_softmax", "exponential", "linear_act",
+           "prelu", "hard_silu"]
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+class ReLU(Op):
+    """max(x, 0), optionally capped at max_value, with Keras's negative_slope and threshold."""
+
+    def forward(self, x):
+        xp = self.xp
+        th, slope, cap = self.threshold, self.negative_slope, self.max_value
+        self.saved = (x,)
+        y = xp.where(x > th, x, (x - th) * slope if slope else xp.zeros((), x.dtype))
+        if cap is not None:
+            y = xp.minimum(y, xp.asarray(cap, x.dtype))
+        return y.astype(x.dtype, copy=False)
+
+    def backward(self, gy):
+        (x,) = self.saved
+        th, slope, cap = self.threshold, self.negative_slope, self.max_value
+        d = (x > th).astype(gy.dtype)
+        if slope:
+            d = d + (x <= th) * slope
+        if cap is not None:
+            d = d * (x < cap)
+        return gy * d
+
+
+class LeakyReLU(Op):
+    def forward(self, x):
+        self.saved = (x,)
+        return self.xp.where(x > 0, x, x * self.alpha)
+
+    def backward(self, gy):
+        (x,) = self.saved
+        return self.xp.where(x > 0, gy, gy * self.alpha)
+
+
+class ELU(Op):
+    """x if x > 0 else alpha (e^x - 1). Backward: 1 or y + alpha."""
+
+    def forward(self, x):
+        xp = self.xp
+        neg = self.alpha * xp.expm1(xp.minimum(x, 0))
+        y = xp.where(x > 0, x, neg)
+        self.saved = (x, neg)
+        return y
+
+    def backward(self, gy):
+        x, neg = self.saved
+        return self.xp.where(x > 0, gy, gy * (neg + self.alpha))
+
+
+class SELU(Op):
+    def forward(self, x):
+        xp = self.xp
+        neg = _SELU_ALPHA * xp.expm1(xp.minimum(x, 0))
+        self.saved = (x, neg)
+        return (_SELU_SCALE * xp.where(x > 0, x, neg)).astype(x.dtype, copy=False)
+
+    def backward(self, gy):
+        x, neg = self.saved
+        return (_SELU_SCALE * self.xp.where(x > 0, gy, gy * (neg + _SELU_ALPHA))).astype(gy.dtype, copy=False)
+
+
+def _erf(xp, x):
+    """erf by Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7, below float32 resolution)."""
+    t = 1.0 / (1.0 + 0.3275911 * xp.abs(x))
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return xp.sign(x) * (1.0 - poly * xp.exp(-x * x))
+
+
+class GELU(Op):
+    """x Phi(x), exact (erf) or with the tanh approximation."""
+
+    def forward(self, x):
+        xp = self.xp
+        if self.approximate:
+            c = math.sqrt(2.0 / math.pi)
+            inner = c * (x + 0.044715 * x ** 3)
+            t = xp.tanh(inner)
+            self.saved = (x, t)
+            return 0.5 * x * (1.0 + t)
+        cdf = 0.5 * (1.0 + _erf(xp, x / math.sqrt(2.0)))
+        self.saved = (x, cdf)
+        return x * cdf
+
+    def backward(self, gy):
+        xp = self.xp
+        x, s = self.saved
+        if self.approximate:
+            c = math.sqrt(2.0 / math.pi)
+            d = 0.5 * (1.0 + s) + 0.5 * x * (1.0 - s * s) * c * (1.0 + 3 * 0.044715 * x * x)
+            return gy * d
+        pdf = xp.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+        return gy * (s + x * pdf)
+
+
+class Sigmoid(Op):
+    def forward(self, x):
+        y = 0.5 * (self.xp.tanh(0.5 * x) + 1.0)   # equals 1/(1+e^-x) and never overflows
+        self.saved = (y,)
+        return y
+
+    def backward(self, gy):
+        (y,) = self.saved
+        return gy * y * (1.0 - y)
+
+
+class HardSigmoid(Op):
+    """Keras 3: relu6(x + 3) / 6. Backward: 1/6 inside (-3, 3)."""
+
+    def forward(self, x):
+        self.saved = (x,)
+        return self.xp.clip(x / 6.0 + 0.5, 0.0, 1.0).astype(x.dtype, copy=False)
+
+    def backward(self, gy):
+        (x,) = self.saved
+        return gy * ((x > -3.0) & (x < 3.0)) / 6.0
+
+
+class HardSiLU(Op):
+    """x * hard_sigmoid(x)."""
+
+    def forward(self, x):
+        hs = self.xp.clip(x / 6.0 + 0.5, 0.0, 1.0)
+        self.saved = (x, hs)
+        return (x * hs).astype(x.dtype, copy=False)
+
+    def backward(self, gy):
+        x, hs = self.saved
+        return (gy * (hs + x * ((x > -3.0) & (x < 3.0)) / 6.0)).astype(gy.dtype, copy=False)
+
+
+class Tanh(Op):
+    def forward(self, x):
+        y = self.xp.tanh(x)
+        self.saved = (y,)
+        return y
+
+    def backward(self, gy):
+        (y,) = self.saved
+        return gy * (1.0 - y * y)
+
+
+class Softplus(Op):
+    """log(1 + e^x), computed as max(x, 0) + log1p(e^-|x|). Backward: sigmoid(x)."""
+
+    def forward(self, x):
+        xp = self.xp
+        self.saved = (x,)
+        return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+
+    def backward(self, gy):
+        (x,) = self.saved
+        return gy * 0.5 * (self.xp.tanh(0.5 * x) + 1.0)
+
+
+class Softsign(Op):
+    def forward(self, x):
+        self.saved = (x,)
+        return x / (1.0 + self.xp.abs(x))
+
+    def backward(self, gy):
+        (x,) = self.saved
+        d = 1.0 + self.xp.abs(x)
+        return gy / (d * d)
+
+
+class SiLU(Op):
+    """x sigmoid(x). Backward: s + x s (1 - s)."""
+
+    def forward(self, x):
+        s = 0.5 * (self.xp.tanh(0.5 * x) + 1.0)
+        self.saved = (x, s)
+        return x * s
+
+    def backward(self, gy):
+        x, s = self.saved
+        return gy * (s + x * s * (1.0 - s))
+
+
+class Softmax(Op):
+    """exp(x - max) / sum. Backward: y (g - sum(g y))."""
+
+    def forward(self, x):
+        xp = self.xp
+        e = xp.exp(x - x.max(axis=self.axis, keepdims=True))
+        y = e / e.sum(axis=self.axis, keepdims=True)
+        self.saved = (y,)
+        return y
+
+    def backward(self, gy):
+        (y,) = self.saved
+        gyy = gy * y
+        return gyy - y * gyy.sum(axis=self.axis, keepdims=True)
+
+
+class LogSoftmax(Op):
+    """x - max - log(sum(exp(x - max))). Backward: g - softmax * sum(g)."""
+
+    def forward(self, x):
+        xp = self.xp
+        z = x - x.max(axis=self.axis, keepdims=True)
+        y = z - xp.log(xp.exp(z).sum(axis=self.axis, keepdims=True))
+        self.saved = (y,)
+        return y
+
+    def backward(self, gy):
+        (y,) = self.saved
+        return gy - self.xp.exp(y) * gy.sum(axis=self.axis, keepdims=True)
+
+
+class Exponential(Op):
+    def forward(self, x):
+        y = self.xp.exp(x)
+        self.saved = (y,)
+        return y
+
+    def backward(self, gy):
+        return gy * self.saved[0]
+
+
+class PReLU(Op):
+    """x if x > 0 else alpha x, with a learned alpha broadcast against x."""
+
+    def forward(self, x, alpha):
+        self.saved = (x, alpha)
+        return self.xp.where(x > 0, x, x * alpha)
+
+    def backward(self, gy):
+        x, alpha = self.saved
+        pos = x > 0
+        gx = self.xp.where(pos, gy, gy * alpha) if self.needs_grad[0] else None
+        ga = unbroadcast(self.xp.where(pos, 0, gy * x), alpha.shape).astype(gy.dtype) if self.needs_grad[1] else None
+        return gx, ga
+
+
+def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
+    """Rectified linear unit: max(x, 0). Backward: gy where x > 0."""
+    return ReLU.apply(x, negative_slope=negative_slope, max_value=max_value, threshold=threshold)
+
+
+def relu6(x):
+    """min(max(x, 0), 6)."""
+    return ReLU.apply(x, negative_slope=0.0, max_value=6.0, threshold=0.0)
+
+
+def leaky_relu(x, negative_slope=0.2):
+    """x if x > 0 else negative_slope * x (Keras's default slope is 0.2)."""
+    return LeakyReLU.apply(x, alpha=negative_slope)
+
+
+def elu(x, alpha=1.0):
+    return ELU.apply(x, alpha=alpha)
+
+
+def selu(x):
+    return SELU.apply(x)
+
+
+def gelu(x, approximate=False):
+    """Gaussian error linear unit; approximate=True uses the tanh form.
+
+    Keras's activations.gelu defaults to approximate=False, as here."""
+    return GELU.apply(x, approximate=approximate)
+
+
+def sigmoid(x):
+    """Logistic sigmoid 1 / (1 + e^-x). Backward: gy * y * (1 - y)."""
+    return Sigmoid.apply(x)
+
+
+def hard_sigmoid(x):
+    return HardSigmoid.apply(x)
+
+
+def hard_silu(x):
+    return HardSiLU.apply(x)
+
+
+def tanh(x):
+    """Hyperbolic tangent. Backward: gy * (1 - y^2)."""
+    return Tanh.apply(x)
+
+
+def softplus(x):
+    return Softplus.apply(x)
+
+
+def softsign(x):
+    return Softsign.apply(x)
+
+
+def silu(x):
+    """x * sigmoid(x), also called swish."""
+    return SiLU.apply(x)
+
+
+swish = silu
+
+
+def softmax(x, axis=-1):
+    """Normalised exponentials along axis; each slice sums to 1."""
+    return Softmax.apply(x, axis=axis)
+
+
+def log_softmax(x, axis=-1):
+    return LogSoftmax.apply(x, axis=axis)
+
+
+def exponential(x):
+    return Exponential.apply(x)
+
+
+def linear_act(x):
+    """The identity activation ('linear')."""
+    return x
+
+
+def prelu(x, alpha):
+    return PReLU.apply(x, alpha)

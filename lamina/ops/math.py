@@ -1,0 +1,471 @@
+"""Elementwise arithmetic, reductions and matmul: forward and backward side by side.
+
+Binary ops broadcast like NumPy; their backward sums each gradient back to its operand's shape
+with ``unbroadcast``.
+"""
+import numpy as np
+
+from ..backend import get_array_module
+from ..tensor import Op, Tensor, as_tensor
+
+__all__ = [
+    "unbroadcast", "add", "subtract", "multiply", "divide", "negative", "power", "matmul", "exp", "log",
+    "sqrt", "square", "abs", "clip", "maximum", "minimum", "where", "sum", "mean", "max", "min", "var",
+    "std", "cast", "linear", "sign",
+]
+
+
+def unbroadcast(g, shape):
+    """Sum g over the axes that broadcasting added or stretched, so that it has ``shape``."""
+    shape = tuple(shape)
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    if lead:
+        g = g.reshape(g.shape[lead:])
+    return g.reshape(shape)
+
+
+class Add(Op):
+    def forward(self, a, b):
+        self.shapes = (a.shape, b.shape)
+        return a + b
+
+    def backward(self, gy):
+        sa, sb = self.shapes
+        return (unbroadcast(gy, sa) if self.needs_grad[0] else None,
+                unbroadcast(gy, sb) if self.needs_grad[1] else None)
+
+
+class Subtract(Op):
+    def forward(self, a, b):
+        self.shapes = (a.shape, b.shape)
+        return a - b
+
+    def backward(self, gy):
+        sa, sb = self.shapes
+        return (unbroadcast(gy, sa) if self.needs_grad[0] else None,
+                unbroadcast(-gy, sb) if self.needs_grad[1] else None)
+
+
+class Multiply(Op):
+    def forward(self, a, b):
+        self.saved = (a, b)
+        return a * b
+
+    def backward(self, gy):
+        a, b = self.saved
+        return (unbroadcast(gy * b, a.shape) if self.needs_grad[0] else None,
+                unbroadcast(gy * a, b.shape) if self.needs_grad[1] else None)
+
+
+class Divide(Op):
+    def forward(self, a, b):
+        self.saved = (a, b)
+        return a / b
+
+    def backward(self, gy):
+        a, b = self.saved
+        ga = unbroadcast(gy / b, a.shape) if self.needs_grad[0] else None
+        gb = unbroadcast(-gy * a / (b * b), b.shape) if self.needs_grad[1] else None
+        return ga, gb
+
+
+class Negative(Op):
+    def forward(self, x):
+        return -x
+
+    def backward(self, gy):
+        return -gy
+
+
+class PowerScalar(Op):
+    """x ** p for a constant p. Backward: p x^(p-1)."""
+
+    def forward(self, x):
+        self.saved = (x,)
+        return x ** self.p
+
+    def backward(self, gy):
+        (x,) = self.saved
+        return gy * self.p * x ** (self.p - 1)
+
+
+class Power(Op):
+    """a ** b with both operands tensors. Backward: b a^(b-1), and a^b log(a) for b."""
+
+    def forward(self, a, b):
+        y = a ** b
+        self.saved = (a, b, y)
+        return y
+
+    def backward(self, gy):
+        a, b, y = self.saved
+        ga = unbroadcast(gy * b * a ** (b - 1), a.shape) if self.needs_grad[0] else None
+        gb = None
+        if self.needs_grad[1]:
+            xp = self.xp
+            loga = xp.log(xp.where(a > 0, a, 1))
+            gb = unbroadcast(gy * y * loga, b.shape)
+        return ga, gb
+
+
+class MatMul(Op):
+    """a @ b with NumPy's batching rules. Backward: gy b^T and a^T gy, summed over broadcast batches."""
+
+    def forward(self, a, b):
+        self.saved = (a, b)
+        return a @ b
+
+    def backward(self, gy):
+        a, b = self.saved
+        xp = self.xp
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g2 = gy
+        if a.ndim == 1:
+            g2 = xp.expand_dims(g2, -2)
+        if b.ndim == 1:
+            g2 = xp.expand_dims(g2, -1)
+        ga = gb = None
+        if self.needs_grad[0]:
+            ga = g2 @ xp.swapaxes(b2, -1, -2)
+            ga = unbroadcast(ga, a2.shape).reshape(a.shape)
+        if self.needs_grad[1]:
+            if a2.ndim == 2 and g2.ndim == 2:
+                gb = a2.T @ g2
+            elif b2.ndim == 2:  # fold batch axes into one big product
+                gb = a2.reshape(-1, a2.shape[-1]).T @ g2.reshape(-1, g2.shape[-1])
+            else:
+                gb = unbroadcast(xp.swapaxes(a2, -1, -2) @ g2, b2.shape)
+            gb = gb.reshape(b.shape)
+        return ga, gb
+
+
+class Linear(Op):
+    """x @ kernel + bias over the last axis (Dense). One GEMM forward, two backward."""
+
+    def forward(self, x, w, b):
+        self.saved = (x, w)
+        y = x @ w
+        if b is not None:
+            y += b
+        return y
+
+    def backward(self, gy):
+        x, w = self.saved
+        gx = gy @ w.T if self.needs_grad[0] else None
+        gw = gb = None
+        if self.needs_grad[1]:
+            gw = x.reshape(-1, x.shape[-1]).T @ gy.reshape(-1, gy.shape[-1])
+        if len(self.needs_grad) > 2 and self.needs_grad[2]:
+            gb = gy.reshape(-1, gy.shape[-1]).sum(axis=0)
+        return gx, gw, gb
+
+
+class Exp(Op):
+    def forward(self, x):
+        y = self.xp.exp(x)
+        self.saved = (y,)
+        return y
+
+    def backward(self, gy):
+        return gy * self.saved[0]
+
+
+class Log(Op):
+    def forward(self, x):
+        self.saved = (x,)
+        return self.xp.log(x)
+
+    def backward(self, gy):
+        return gy / self.saved[0]
+
+
+class Sqrt(Op):
+    def forward(self, x):
+        y = self.xp.sqrt(x)
+        self.saved = (y,)
+        return y
+
+    def backward(self, gy):
+        return gy * 0.5 / self.saved[0]
+
+
+class Square(Op):
+    def forward(self, x):
+        self.saved = (x,)
+        return x * x
+
+    def backward(self, gy):
+        return gy * 2 * self.saved[0]
+
+
+class Abs(Op):
+    def forward(self, x):
+        self.saved = (x,)
+        return self.xp.abs(x)
+
+    def backward(self, gy):
+        return gy * self.xp.sign(self.saved[0])
+
+
+class Clip(Op):
+    """Clip to [lo, hi]. Backward passes the gradient where the input was inside the range."""
+
+    def forward(self, x):
+        self.saved = (x,)
+        return self.xp.clip(x, self.lo, self.hi)
+
+    def backward(self, gy):
+        (x,) = self.saved
+        mask = (x >= self.lo) & (x <= self.hi) if self.lo is not None and self.hi is not None else \
+            (x >= self.lo) if self.lo is not None else (x <= self.hi)
+        return gy * mask
+
+
+class Maximum(Op):
+    """Elementwise max; a tie sends half the gradient to each side."""
+
+    def forward(self, a, b):
+        self.saved = (a, b)
+        return self.xp.maximum(a, b)
+
+    def backward(self, gy):
+        a, b = self.saved
+        wa = (a > b) + 0.5 * (a == b)
+        return (unbroadcast(gy * wa, a.shape) if self.needs_grad[0] else None,
+                unbroadcast(gy * (1 - wa), b.shape) if self.needs_grad[1] else None)
+
+
+class Minimum(Op):
+    def forward(self, a, b):
+        self.saved = (a, b)
+        return self.xp.minimum(a, b)
+
+    def backward(self, gy):
+        a, b = self.saved
+        wa = (a < b) + 0.5 * (a == b)
+        return (unbroadcast(gy * wa, a.shape) if self.needs_grad[0] else None,
+                unbroadcast(gy * (1 - wa), b.shape) if self.needs_grad[1] else None)
+
+
+class Where(Op):
+    """where(cond, a, b); cond is a constant. Backward routes the gradient by cond."""
+
+    def forward(self, c, a, b):
+        self.saved = (c, a.shape, b.shape)
+        return self.xp.where(c, a, b)
+
+    def backward(self, gy):
+        c, sa, sb = self.saved
+        z = self.xp.zeros((), gy.dtype)
+        return (None,
+                unbroadcast(self.xp.where(c, gy, z), sa) if self.needs_grad[1] else None,
+                unbroadcast(self.xp.where(c, z, gy), sb) if self.needs_grad[2] else None)
+
+
+def _norm_axis(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, int):
+        axis = (axis,)
+    return tuple(a % ndim for a in axis)
+
+
+def _expand(g, shape, axes, keepdims):
+    """Reshape a reduced gradient so it broadcasts against the input."""
+    if keepdims:
+        return g
+    shp = list(shape)
+    for a in axes:
+        shp[a] = 1
+    return g.reshape(shp)
+
+
+class Sum(Op):
+    def forward(self, x):
+        self.shape_in = x.shape
+        self.axes = _norm_axis(self.axis, x.ndim)
+        return x.sum(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        g = _expand(gy, self.shape_in, self.axes, self.keepdims)
+        return self.xp.broadcast_to(g, self.shape_in)
+
+
+class Mean(Op):
+    def forward(self, x):
+        self.shape_in = x.shape
+        self.axes = _norm_axis(self.axis, x.ndim)
+        self.count = int(np.prod([x.shape[a] for a in self.axes])) if self.axes else 1
+        return x.mean(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        g = _expand(gy, self.shape_in, self.axes, self.keepdims) / self.count
+        return self.xp.broadcast_to(g, self.shape_in).astype(gy.dtype, copy=False)
+
+
+class MaxMin(Op):
+    """max or min over axes; ties share the gradient equally (like reduce_max)."""
+
+    def forward(self, x):
+        self.axes = _norm_axis(self.axis, x.ndim)
+        y = (x.max if self.is_max else x.min)(axis=self.axes, keepdims=True)
+        self.saved = (x, y)
+        return y if self.keepdims else y.reshape([n for i, n in enumerate(y.shape) if i not in self.axes])
+
+    def backward(self, gy):
+        x, y = self.saved
+        mask = (x == y)
+        count = mask.sum(axis=self.axes, keepdims=True)
+        g = _expand(gy, x.shape, self.axes, self.keepdims)
+        return (mask * (g / count)).astype(gy.dtype, copy=False)
+
+
+class Var(Op):
+    """Population variance (ddof=0). Backward: 2 (x - mean) / n."""
+
+    def forward(self, x):
+        self.axes = _norm_axis(self.axis, x.ndim)
+        self.count = int(np.prod([x.shape[a] for a in self.axes])) if self.axes else 1
+        mu = x.mean(axis=self.axes, keepdims=True)
+        d = x - mu
+        self.saved = (d,)
+        return (d * d).mean(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        (d,) = self.saved
+        g = _expand(gy, d.shape, self.axes, self.keepdims)
+        return (g * d * (2.0 / self.count)).astype(gy.dtype, copy=False)
+
+
+class Cast(Op):
+    def forward(self, x):
+        self.dtype_in = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, gy):
+        return gy.astype(self.dtype_in)
+
+
+def add(a, b):
+    """a + b with broadcasting."""
+    return Add.apply(a, b)
+
+
+def subtract(a, b):
+    """a - b with broadcasting."""
+    return Subtract.apply(a, b)
+
+
+def multiply(a, b):
+    """a * b with broadcasting."""
+    return Multiply.apply(a, b)
+
+
+def divide(a, b):
+    """a / b with broadcasting."""
+    return Divide.apply(a, b)
+
+
+def negative(x):
+    return Negative.apply(x)
+
+
+def power(a, b):
+    """a ** b; b a Python number or a tensor."""
+    if isinstance(b, (int, float)):
+        return PowerScalar.apply(a, p=b)
+    return Power.apply(a, b)
+
+
+def matmul(a, b):
+    """Matrix product with NumPy's batching rules."""
+    return MatMul.apply(a, b)
+
+
+def linear(x, kernel, bias=None):
+    """x @ kernel + bias, contracting the last axis of x (the Dense layer's op)."""
+    return Linear.apply(x, kernel, bias)
+
+
+def exp(x):
+    return Exp.apply(x)
+
+
+def log(x):
+    return Log.apply(x)
+
+
+def sqrt(x):
+    return Sqrt.apply(x)
+
+
+def square(x):
+    return Square.apply(x)
+
+
+def abs(x):  # noqa: A001 - NumPy's name
+    return Abs.apply(x)
+
+
+def sign(x):
+    """Sign, elementwise; no gradient."""
+    x = as_tensor(x)
+    return Tensor(get_array_module(x.data).sign(x.data))
+
+
+def clip(x, lo, hi):
+    """Clip values to [lo, hi] (either may be None)."""
+    return Clip.apply(x, lo=lo, hi=hi)
+
+
+def maximum(a, b):
+    return Maximum.apply(a, b)
+
+
+def minimum(a, b):
+    return Minimum.apply(a, b)
+
+
+def where(cond, a, b):
+    """Elementwise cond ? a : b. cond carries no gradient."""
+    cond = cond.data if isinstance(cond, Tensor) else cond
+    return Where.apply(Tensor(cond), a, b)
+
+
+def sum(x, axis=None, keepdims=False):  # noqa: A001
+    return Sum.apply(x, axis=axis, keepdims=keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    return Mean.apply(x, axis=axis, keepdims=keepdims)
+
+
+def max(x, axis=None, keepdims=False):  # noqa: A001
+    return MaxMin.apply(x, axis=axis, keepdims=keepdims, is_max=True)
+
+
+def min(x, axis=None, keepdims=False):  # noqa: A001
+    return MaxMin.apply(x, axis=axis, keepdims=keepdims, is_max=False)
+
+
+def var(x, axis=None, keepdims=False):
+    """Population variance (ddof=0), as Keras's ops.var."""
+    return Var.apply(x, axis=axis, keepdims=keepdims)
+
+
+def std(x, axis=None, keepdims=False):
+    return sqrt(var(x, axis, keepdims))
+
+
+def cast(x, dtype):
+    """Change dtype; the gradient is cast back."""
+    x = as_tensor(x)
+    if x.dtype == np.dtype(dtype):
+        return x
+    return Cast.apply(x, dtype=np.dtype(dtype))

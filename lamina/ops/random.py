@@ -1,0 +1,2 @@
+"""(placeholder: this op family is being written)"""
+__all__ = []

@@ -1,0 +1,227 @@
+"""Shape ops: reshape, transpose, indexing, concatenate, stack, split, pad, broadcast, tile."""
+from ..tensor import Op, Tensor, as_tensor
+from .math import unbroadcast
+
+__all__ = ["reshape", "transpose", "getitem", "concatenate", "stack", "split", "pad", "expand_dims",
+           "squeeze", "broadcast_to", "flatten", "tile", "repeat", "swapaxes"]
+
+
+class Reshape(Op):
+    def forward(self, x):
+        self.shape_in = x.shape
+        return x.reshape(self.shape)
+
+    def backward(self, gy):
+        return gy.reshape(self.shape_in)
+
+
+class Transpose(Op):
+    def forward(self, x):
+        self.axes_ = self.axes if self.axes is not None else tuple(reversed(range(x.ndim)))
+        return x.transpose(self.axes_)
+
+    def backward(self, gy):
+        inv = [0] * len(self.axes_)
+        for i, a in enumerate(self.axes_):
+            inv[a] = i
+        return gy.transpose(inv)
+
+
+def _is_basic(idx):
+    """True when idx uses only ints, slices, None and Ellipsis (a view; no duplicates possible)."""
+    items = idx if isinstance(idx, tuple) else (idx,)
+    return all(i is None or i is Ellipsis or isinstance(i, (int, slice)) for i in items)
+
+
+class GetItem(Op):
+    """x[idx]. Backward scatters the gradient back; integer-array indices may repeat, so they add."""
+
+    def forward(self, x):
+        self.meta = (x.shape, x.dtype)
+        return x[self.idx]
+
+    def backward(self, gy):
+        shape, dtype = self.meta
+        g = self.xp.zeros(shape, dtype)
+        if _is_basic(self.idx):
+            g[self.idx] = gy
+        else:
+            self.xp.add.at(g, self.idx, gy)
+        return g
+
+
+class Concatenate(Op):
+    def forward(self, *xs):
+        self.sizes = [x.shape[self.axis] for x in xs]
+        return self.xp.concatenate(xs, axis=self.axis)
+
+    def backward(self, gy):
+        xp = self.xp
+        cuts = list(xp.cumsum(xp.asarray(self.sizes))[:-1].tolist()) if len(self.sizes) > 1 else []
+        parts = xp.split(gy, cuts, axis=self.axis)
+        return tuple(p if need else None for p, need in zip(parts, self.needs_grad))
+
+
+class Stack(Op):
+    def forward(self, *xs):
+        return self.xp.stack(xs, axis=self.axis)
+
+    def backward(self, gy):
+        n = gy.shape[self.axis]
+        return tuple(self.xp.take(gy, i, axis=self.axis) if need else None
+                     for i, need in zip(range(n), self.needs_grad))
+
+
+class Split(Op):
+    """np.split; one output per piece. Backward concatenates the pieces' gradients."""
+
+    def forward(self, x):
+        return tuple(self.xp.split(x, self.indices_or_sections, axis=self.axis))
+
+    def backward(self, *gys):
+        return self.xp.concatenate(gys, axis=self.axis)
+
+
+class Pad(Op):
+    """Constant padding; backward slices the gradient back out."""
+
+    def forward(self, x):
+        self.pw = [tuple(p) for p in self.pad_width]
+        return self.xp.pad(x, self.pw, mode="constant", constant_values=self.value)
+
+    def backward(self, gy):
+        sl = tuple(slice(lo, gy.shape[i] - hi) for i, (lo, hi) in enumerate(self.pw))
+        return gy[sl]
+
+
+class BroadcastTo(Op):
+    def forward(self, x):
+        self.shape_in = x.shape
+        return self.xp.broadcast_to(x, self.shape)
+
+    def backward(self, gy):
+        return unbroadcast(gy, self.shape_in)
+
+
+class Tile(Op):
+    def forward(self, x):
+        self.shape_in = x.shape
+        return self.xp.tile(x, self.reps)
+
+    def backward(self, gy):
+        reps = tuple(self.reps) if isinstance(self.reps, (tuple, list)) else (self.reps,)
+        shape = self.shape_in
+        reps = (1,) * (len(shape) - len(reps)) + reps
+        shape = (1,) * (len(reps) - len(shape)) + tuple(shape)
+        # view gy as (r0, s0, r1, s1, ...) and sum the r axes
+        inter = []
+        for r, s in zip(reps, shape):
+            inter += [r, s]
+        g = gy.reshape(inter).sum(axis=tuple(range(0, 2 * len(reps), 2)))
+        return g.reshape(self.shape_in)
+
+
+class Repeat(Op):
+    """np.repeat with an int count along one axis."""
+
+    def forward(self, x):
+        self.shape_in = x.shape
+        return self.xp.repeat(x, self.repeats, axis=self.axis)
+
+    def backward(self, gy):
+        ax = self.axis % gy.ndim
+        shp = list(gy.shape)
+        shp[ax:ax + 1] = [self.shape_in[ax], self.repeats]
+        return gy.reshape(shp).sum(axis=ax + 1)
+
+
+def reshape(x, shape):
+    return Reshape.apply(x, shape=tuple(shape) if not isinstance(shape, int) else (shape,))
+
+
+def flatten(x):
+    """(N, ...) -> (N, prod(...))."""
+    x = as_tensor(x)
+    return reshape(x, (x.shape[0], -1))
+
+
+def transpose(x, axes=None):
+    return Transpose.apply(x, axes=None if axes is None else tuple(axes))
+
+
+def swapaxes(x, a, b):
+    x = as_tensor(x)
+    axes = list(range(x.ndim))
+    axes[a], axes[b] = axes[b], axes[a]
+    return transpose(x, axes)
+
+
+def _unwrap_index(idx):
+    if isinstance(idx, Tensor):
+        return idx.data
+    if isinstance(idx, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in idx)
+    if isinstance(idx, list):
+        return _unwrap_index(Tensor(idx, dtype="int64"))
+    return idx
+
+
+def getitem(x, idx):
+    """x[idx] with basic and integer-array indexing."""
+    return GetItem.apply(x, idx=_unwrap_index(idx))
+
+
+def concatenate(xs, axis=0):
+    return Concatenate.apply(*xs, axis=axis)
+
+
+def stack(xs, axis=0):
+    return Stack.apply(*xs, axis=axis)
+
+
+def split(x, indices_or_sections, axis=0):
+    """Split into pieces like np.split; returns a list of tensors."""
+    out = Split.apply(x, indices_or_sections=indices_or_sections, axis=axis)
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+def pad(x, pad_width, constant_values=0):
+    """Constant padding with np.pad's pad_width ((before, after) per axis)."""
+    x = as_tensor(x)
+    if isinstance(pad_width, int):
+        pad_width = [(pad_width, pad_width)] * x.ndim
+    return Pad.apply(x, pad_width=pad_width, value=constant_values)
+
+
+def expand_dims(x, axis):
+    x = as_tensor(x)
+    shape = list(x.shape)
+    axis = axis % (x.ndim + 1)
+    shape.insert(axis, 1)
+    return reshape(x, shape)
+
+
+def squeeze(x, axis=None):
+    x = as_tensor(x)
+    if axis is None:
+        shape = [n for n in x.shape if n != 1]
+    else:
+        axes = {a % x.ndim for a in ((axis,) if isinstance(axis, int) else axis)}
+        for a in axes:
+            if x.shape[a] != 1:
+                raise ValueError(f"Cannot squeeze axis {a} of shape {x.shape}: its size is not 1.")
+        shape = [n for i, n in enumerate(x.shape) if i not in axes]
+    return reshape(x, shape)
+
+
+def broadcast_to(x, shape):
+    return BroadcastTo.apply(x, shape=tuple(shape))
+
+
+def tile(x, reps):
+    return Tile.apply(x, reps=reps)
+
+
+def repeat(x, repeats, axis):
+    """Repeat each element `repeats` times along axis (int repeats only)."""
+    return Repeat.apply(x, repeats=int(repeats), axis=axis)

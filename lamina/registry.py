@@ -1,0 +1,64 @@
+"""The name registry: every serialisable class (layers, initializers, losses, optimizers, ...)
+registers itself here when defined, so that configs and model files can find classes by name
+without importing anything from an upper floor, and without ever executing code from a file."""
+
+_REGISTRY = {}
+
+
+def register(cls, name=None):
+    """Register cls under its class name (and an optional extra name). Returns cls (usable as a decorator)."""
+    _REGISTRY[name or cls.__name__] = cls
+    return cls
+
+
+def register_keras_serializable(package="Custom", name=None):
+    """Decorator registering a user class, as ``keras.saving.register_keras_serializable``."""
+    def deco(cls):
+        key = name or cls.__name__
+        _REGISTRY[f"{package}>{key}"] = cls
+        _REGISTRY.setdefault(key, cls)
+        cls._registered_name = f"{package}>{key}"
+        return cls
+    return deco
+
+
+def get_registered_object(name, custom_objects=None, base=None):
+    """The class registered as name (custom_objects first), or None."""
+    if custom_objects and name in custom_objects:
+        return custom_objects[name]
+    cls = _REGISTRY.get(name)
+    if cls is None and ">" in name:
+        cls = _REGISTRY.get(name.split(">", 1)[1])
+    if cls is not None and base is not None and not (isinstance(cls, type) and issubclass(cls, base)):
+        return None
+    return cls
+
+
+def registered_names(base=None):
+    return sorted(k for k, v in _REGISTRY.items()
+                  if ">" not in k and (base is None or (isinstance(v, type) and issubclass(v, base))))
+
+
+def serialize(obj):
+    """A JSON-able description of obj: {'class_name', 'config'} for objects with get_config;
+    plain values stay as they are (tuples become lists)."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return [serialize(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: serialize(v) for k, v in obj.items()}
+    if hasattr(obj, "get_config") and not isinstance(obj, type):
+        return {"class_name": getattr(type(obj), "_registered_name", type(obj).__name__),
+                "config": serialize(obj.get_config())}
+    if callable(obj) and hasattr(obj, "__name__"):
+        return getattr(obj, "_keras_name", obj.__name__)
+    try:  # NumPy scalars and arrays
+        import numpy as np
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    raise TypeError(f"Cannot serialize {obj!r} of type {type(obj).__name__} into a config.")

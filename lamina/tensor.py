@@ -1,0 +1,431 @@
+"""Tensor, the recorded graph, and reverse-mode automatic differentiation.
+
+A Tensor wraps one array (NumPy or CuPy) in ``.data``. Every differentiable function is an ``Op``
+subclass with ``forward`` (arrays in, array(s) out) and ``backward`` (upstream gradient(s) in, one
+gradient or None per input out). ``Op.apply`` runs ``forward`` and, when any input requires a
+gradient and recording is on, links the output to the op so that ``backward()`` can walk back.
+
+Backward sorts the graph once, iteratively (no recursion, so a chain of 100,000 ops is fine), runs
+each op's backward once, accumulates gradients over repeated uses and frees the graph.
+Gradients are first-order only: backward works on arrays and records nothing.
+"""
+import contextlib
+import threading
+import weakref
+
+import numpy as np
+
+from . import backend
+
+_state = threading.local()
+
+
+def is_grad_enabled():
+    return getattr(_state, "grad_enabled", True)
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Context manager: ops inside record no graph (inference, updates)."""
+    prev = is_grad_enabled()
+    _state.grad_enabled = False
+    try:
+        yield
+    finally:
+        _state.grad_enabled = prev
+
+
+@contextlib.contextmanager
+def enable_grad():
+    prev = is_grad_enabled()
+    _state.grad_enabled = True
+    try:
+        yield
+    finally:
+        _state.grad_enabled = prev
+
+
+def _is_float(dtype):
+    return np.issubdtype(dtype, np.floating)
+
+
+def _as_array(data, dtype=None):
+    """An array (NumPy or CuPy) from data; Python floats and lists become floatx."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if isinstance(data, np.ndarray) or backend.is_cupy_array(data):
+        return data if dtype is None or data.dtype == dtype else data.astype(dtype)
+    if isinstance(data, np.generic):
+        arr = np.asarray(data)
+    else:
+        arr = np.asarray(data)
+        if dtype is None and arr.dtype == np.float64:
+            dtype = backend.floatx()
+    if dtype is not None:
+        arr = arr.astype(dtype)
+    xp = backend.device_module()
+    return arr if xp is np else xp.asarray(arr)
+
+
+class Tensor:
+    """An array with an optional gradient and a link to the op that made it.
+
+    >>> import lamina
+    >>> x = lamina.Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> (x * x).sum().backward()
+    >>> x.grad
+    array([2., 4., 6.], dtype=float32)
+    """
+
+    __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor's reflected operator
+    __hash__ = object.__hash__  # __eq__ is elementwise, identity stays the hash
+
+    def __init__(self, data, requires_grad=False, dtype=None, name=None):
+        self.data = _as_array(data, dtype)
+        if requires_grad and not _is_float(self.data.dtype):
+            raise TypeError(f"Only float tensors can require gradients, got dtype {self.data.dtype}.")
+        self.requires_grad = bool(requires_grad)
+        self.grad = None
+        self.name = name
+        self._op = None          # the Op that produced this tensor (None for leaves)
+        self._out_index = 0
+        self._retain_grad = False
+
+    # ----- basic properties
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return int(self.data.size)
+
+    @property
+    def is_leaf(self):
+        return self._op is None
+
+    @property
+    def T(self):
+        return transpose(self)
+
+    def __len__(self):
+        return self.data.shape[0]
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def numpy(self):
+        """The data as a NumPy array (copied from the GPU if needed)."""
+        return backend.to_numpy(self.data)
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.numpy()
+        return a.astype(dtype) if dtype is not None else a
+
+    def item(self):
+        return self.numpy().item()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        return bool(self.item())
+
+    def __repr__(self):
+        body = np.array2string(self.numpy(), separator=", ", prefix="Tensor(")
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({body}, dtype={self.dtype}{extra})"
+
+    def detach(self):
+        """The same data, cut from the graph."""
+        return Tensor(self.data)
+
+    def retain_grad(self):
+        """Keep .grad on this non-leaf tensor after backward()."""
+        self._retain_grad = True
+        return self
+
+    def astype(self, dtype):
+        return cast(self, dtype)
+
+    def zero_grad(self):
+        self.grad = None
+
+    def backward(self, grad=None, retain_graph=False):
+        """Back-propagate from this tensor, accumulating into ``.grad`` of every leaf that requires it."""
+        if not self.requires_grad:
+            raise RuntimeError("backward() called on a tensor that does not require grad "
+                               "(was it computed under no_grad(), or from inputs without requires_grad?)")
+        if grad is None:
+            if self.size != 1:
+                raise RuntimeError(f"backward() without a gradient needs a scalar tensor; this one has shape {self.shape}. "
+                                   "Reduce it (e.g. .sum() or .mean()) or pass grad=.")
+            xp = backend.get_array_module(self.data)
+            grad = xp.ones_like(self.data)
+        else:
+            grad = _as_array(grad, self.dtype)
+        _backprop(self, grad, retain_graph, accumulate=True)
+
+    # ----- operators (the ops themselves live in lamina.ops)
+    def _other(self, other):
+        if isinstance(other, Tensor):
+            return other
+        if isinstance(other, (int, float, bool)) and _is_float(self.dtype):
+            xp = backend.get_array_module(self.data)
+            return Tensor(xp.asarray(other, dtype=self.dtype))
+        return Tensor(_as_array(other))
+
+    def __add__(self, o): return _m.add(self, self._other(o))
+    def __radd__(self, o): return _m.add(self._other(o), self)
+    def __sub__(self, o): return _m.subtract(self, self._other(o))
+    def __rsub__(self, o): return _m.subtract(self._other(o), self)
+    def __mul__(self, o): return _m.multiply(self, self._other(o))
+    def __rmul__(self, o): return _m.multiply(self._other(o), self)
+    def __truediv__(self, o): return _m.divide(self, self._other(o))
+    def __rtruediv__(self, o): return _m.divide(self._other(o), self)
+    def __neg__(self): return _m.negative(self)
+    def __pos__(self): return self
+    def __abs__(self): return _m.abs(self)
+    def __matmul__(self, o): return _m.matmul(self, self._other(o))
+    def __rmatmul__(self, o): return _m.matmul(self._other(o), self)
+    def __getitem__(self, idx): return _s.getitem(self, idx)
+
+    def __pow__(self, o):
+        if isinstance(o, (int, float)):
+            return _m.power(self, o)
+        return _m.power(self, self._other(o))
+
+    def __rpow__(self, o):
+        return _m.power(self._other(o), self)
+
+    # comparisons carry no gradient
+    def _cmp(self, o, fn):
+        o = o.data if isinstance(o, Tensor) else o
+        return Tensor(fn(self.data, o))
+
+    def __lt__(self, o): return self._cmp(o, lambda a, b: a < b)
+    def __le__(self, o): return self._cmp(o, lambda a, b: a <= b)
+    def __gt__(self, o): return self._cmp(o, lambda a, b: a > b)
+    def __ge__(self, o): return self._cmp(o, lambda a, b: a >= b)
+    def __eq__(self, o): return self._cmp(o, lambda a, b: a == b)
+    def __ne__(self, o): return self._cmp(o, lambda a, b: a != b)
+
+    # ----- methods mirroring NumPy / torch
+    def sum(self, axis=None, keepdims=False): return _m.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return _m.mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return _m.max(self, axis, keepdims)
+    def min(self, axis=None, keepdims=False): return _m.min(self, axis, keepdims)
+    def var(self, axis=None, keepdims=False): return _m.var(self, axis, keepdims)
+    def exp(self): return _m.exp(self)
+    def log(self): return _m.log(self)
+    def sqrt(self): return _m.sqrt(self)
+    def clip(self, lo, hi): return _m.clip(self, lo, hi)
+    def argmax(self, axis=None): return Tensor(self.data.argmax(axis=axis))
+    def argmin(self, axis=None): return Tensor(self.data.argmin(axis=axis))
+    def squeeze(self, axis=None): return _s.squeeze(self, axis)
+    def flatten(self): return _s.reshape(self, (-1,))
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return _s.reshape(self, shape)
+
+    def transpose(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return _s.transpose(self, axes or None)
+
+
+def as_tensor(x, dtype=None):
+    """x itself if it is a Tensor (cast if dtype is given), else a constant Tensor."""
+    if isinstance(x, Tensor):
+        return x if dtype is None or x.dtype == dtype else cast(x, dtype)
+    return Tensor(x, dtype=dtype)
+
+
+class Op:
+    """Base of every differentiable function.
+
+    Subclasses write ``forward(*arrays) -> array | tuple`` and ``backward(*grads) -> grad | tuple``.
+    Keyword parameters given to ``apply`` become attributes; ``self.xp`` is the array module of the
+    inputs; ``self.needs_grad[i]`` says whether input i wants a gradient (skip work when it does not);
+    ``self.saved`` holds only what backward reads.
+    """
+
+    def __init__(self, **params):
+        self.__dict__.update(params)
+
+    @classmethod
+    def apply(cls, *inputs, **params):
+        op = cls(**params)
+        tensors = [None if x is None else as_tensor(x) for x in inputs]
+        arrays = [None if t is None else t.data for t in tensors]
+        op.xp = backend.get_array_module(*[a for a in arrays if a is not None])
+        record = is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+        op.needs_grad = tuple(t is not None and t.requires_grad for t in tensors)
+        out = op.forward(*arrays)
+        if isinstance(out, tuple):
+            outs = tuple(Tensor(o, requires_grad=record) for o in out)
+        else:
+            outs = (Tensor(out, requires_grad=record),)
+        if record:
+            op.inputs = tensors
+            op.n_out = len(outs)
+            op.outputs = [weakref.ref(o) for o in outs]
+            op.out_meta = [(o.data.shape, o.data.dtype) for o in outs]
+            for i, o in enumerate(outs):
+                o._op, o._out_index = op, i
+        else:
+            op.saved = None
+        return outs if isinstance(out, tuple) else outs[0]
+
+    def forward(self, *xs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, *gys):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} has no backward")
+
+
+def _toposort(root_op):
+    """Ops reachable from root_op, each after every op that consumes its outputs (reversed post-order)."""
+    order, visited = [], set()
+    stack = [(root_op, False)]
+    while stack:
+        op, done = stack.pop()
+        if done:
+            order.append(op)
+            continue
+        if id(op) in visited:
+            continue
+        visited.add(id(op))
+        stack.append((op, True))
+        for t in op.inputs:
+            if t is not None and t._op is not None and id(t._op) not in visited:
+                stack.append((t._op, False))
+    order.reverse()
+    return order
+
+
+def _backprop(root, grad, retain_graph=False, accumulate=True, targets=None):
+    """Reverse-mode sweep from root. With accumulate, leaves' .grad get the gradient added; with
+    targets (a list of tensors), their gradients are returned (leaves or not) in that order."""
+    want = None if targets is None else {id(t): i for i, t in enumerate(targets)}
+    result = [None] * (0 if targets is None else len(targets))
+
+    def deliver(t, g):
+        if want is not None and id(t) in want:
+            i = want[id(t)]
+            result[i] = g if result[i] is None else result[i] + g
+        if accumulate and (t._op is None or t._retain_grad):
+            t.grad = g if t.grad is None else t.grad + g
+
+    if root._op is None:
+        deliver(root, grad)
+        return result
+    pending = {id(root): (root, grad)}  # id -> (tensor, grad); holding the tensor keeps its id unique
+    for op in _toposort(root._op):
+        gys = []
+        for k, ref in enumerate(op.outputs):
+            out = ref()
+            g = None if out is None else pending.pop(id(out), (None, None))[1]
+            if g is not None:
+                deliver(out, g)  # a non-leaf output keeps it only if retained or asked for
+            gys.append(g)
+        if all(g is None for g in gys):
+            continue
+        xp = op.xp
+        gys = [xp.zeros(s, d) if g is None else g for g, (s, d) in zip(gys, op.out_meta)]
+        gxs = op.backward(*gys)
+        if not isinstance(gxs, (tuple, list)):
+            gxs = (gxs,)
+        if len(gxs) != len(op.inputs):
+            raise RuntimeError(f"{type(op).__name__}.backward returned {len(gxs)} gradients for {len(op.inputs)} inputs")
+        for i, (t, g) in enumerate(zip(op.inputs, gxs)):
+            if t is None or g is None or not t.requires_grad:
+                continue
+            if tuple(g.shape) != t.shape:
+                raise RuntimeError(f"{type(op).__name__}.backward returned a gradient of shape {tuple(g.shape)} "
+                                   f"for input {i} of shape {t.shape}")
+            if g.dtype != t.dtype:
+                g = g.astype(t.dtype)
+            if t._op is None:
+                deliver(t, g)
+            else:
+                key = id(t)
+                pending[key] = (t, g) if key not in pending else (t, pending[key][1] + g)
+        if not retain_graph:
+            for ref in op.outputs:
+                out = ref()
+                if out is not None:
+                    out._op = None
+            op.inputs, op.saved = (), None
+    return result
+
+
+def grad(output, inputs, grad_output=None, retain_graph=False):
+    """Gradients of a scalar output with respect to each tensor in inputs, without touching ``.grad``."""
+    if grad_output is None:
+        xp = backend.get_array_module(output.data)
+        grad_output = xp.ones_like(output.data)
+    if not output.requires_grad:
+        return [None for _ in inputs]
+    return _backprop(output, grad_output, retain_graph, accumulate=False, targets=list(inputs))
+
+
+class Variable(Tensor):
+    """A model weight: a named leaf Tensor updated in place by optimizers (Keras's Variable)."""
+
+    def __init__(self, value, name=None, trainable=True, dtype=None, constraint=None, regularizer=None):
+        super().__init__(value, requires_grad=False, dtype=dtype or backend.floatx(), name=name)
+        self.requires_grad = _is_float(self.data.dtype)
+        self.trainable = trainable
+        self.constraint = constraint
+        self.regularizer = regularizer
+        self.path = name
+
+    def assign(self, value):
+        value = _as_array(value, self.dtype)
+        if tuple(value.shape) != self.shape:
+            raise ValueError(f"Cannot assign a value of shape {tuple(value.shape)} to variable "
+                             f"'{self.name}' of shape {self.shape}.")
+        xp = backend.get_array_module(self.data)
+        if backend.get_array_module(value) is not xp:
+            value = backend.to_device(value, xp)
+        self.data[...] = value
+        return self
+
+    def assign_add(self, value):
+        self.data += _as_array(value, self.dtype)
+        return self
+
+    def assign_sub(self, value):
+        self.data -= _as_array(value, self.dtype)
+        return self
+
+    @property
+    def value(self):
+        return self
+
+    def __repr__(self):
+        return f"<Variable path={self.path} shape={self.shape} dtype={self.dtype}>"
+
+
+# The operator methods above call these; the ops package imports Op and Tensor from this module,
+# which is complete by the time Python reaches this line.
+from .ops import math as _m  # noqa: E402
+from .ops import shape as _s  # noqa: E402
+
+cast = _m.cast
+transpose = _s.transpose

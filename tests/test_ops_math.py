@@ -1,0 +1,98 @@
+"""Numerical gradient checks for the math and shape ops."""
+import numpy as np
+import pytest
+
+from lamina import ops
+from lamina.testing import check_grad
+
+R = np.random.default_rng(1)
+
+
+def r(*shape, lo=None):
+    a = R.standard_normal(shape)
+    return np.abs(a) + 0.5 if lo == "pos" else a
+
+
+BINARY = [ops.add, ops.subtract, ops.multiply, ops.divide, ops.maximum, ops.minimum]
+
+
+@pytest.mark.parametrize("fn", BINARY, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("sa,sb", [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((3, 1), (1, 5)), ((), (2, 2))])
+def test_binary_broadcast(fn, sa, sb):
+    b = r(*sb, lo="pos") if fn is ops.divide else r(*sb)
+    check_grad(fn, r(*sa), b)
+
+
+@pytest.mark.parametrize("fn,pos", [(ops.exp, False), (ops.log, True), (ops.sqrt, True), (ops.square, False),
+                                    (ops.abs, False), (ops.negative, False)], ids=lambda v: getattr(v, "__name__", ""))
+def test_unary(fn, pos):
+    check_grad(fn, r(3, 5, lo="pos" if pos else None))
+
+
+def test_power():
+    check_grad(lambda x: ops.power(x, 3), r(4, 3))
+    check_grad(lambda x: ops.power(x, 0.5), r(4, 3, lo="pos"))
+    check_grad(ops.power, r(3, lo="pos"), r(3))
+
+
+def test_clip_where():
+    x = R.uniform(-2, 2, (6, 5))
+    x[np.abs(np.abs(x) - 1) < 0.05] = 0.3  # away from the kinks
+    check_grad(lambda t: ops.clip(t, -1.0, 1.0), x)
+    cond = R.random((6, 5)) > 0.5
+    check_grad(lambda a, b: ops.where(cond, a, b), r(6, 5), r(5))
+
+
+@pytest.mark.parametrize("sa,sb", [((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((2, 3, 4), (2, 4, 5)),
+                                   ((4,), (4, 3)), ((3, 4), (4,)), ((2, 1, 3, 4), (5, 4, 2))])
+def test_matmul(sa, sb):
+    check_grad(ops.matmul, r(*sa), r(*sb))
+
+
+def test_linear():
+    check_grad(ops.linear, r(2, 3, 4), r(4, 5), r(5))
+    check_grad(lambda x, w: ops.linear(x, w), r(3, 4), r(4, 2))
+
+
+@pytest.mark.parametrize("fn", [ops.sum, ops.mean, ops.var, ops.max, ops.min], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("axis,keepdims", [(None, False), (0, False), (1, True), ((0, 2), False), (-1, True)])
+def test_reductions(fn, axis, keepdims):
+    check_grad(lambda x: fn(x, axis=axis, keepdims=keepdims), r(3, 4, 5))
+
+
+def test_max_ties_share_gradient():
+    from lamina import Tensor
+    x = Tensor(np.array([1.0, 3.0, 3.0]), requires_grad=True)
+    ops.max(x).backward()
+    np.testing.assert_allclose(x.grad, [0, 0.5, 0.5])
+
+
+def test_shape_ops():
+    check_grad(lambda x: ops.reshape(x, (6, 4)), r(2, 3, 4))
+    check_grad(lambda x: ops.transpose(x, (2, 0, 1)), r(2, 3, 4))
+    check_grad(lambda x: x[1:, ::2], r(4, 5))
+    check_grad(lambda x: x[np.array([0, 2, 2, 1])], r(3, 4))           # repeated integer index adds
+    check_grad(lambda x: x[:, np.array([1, 1, 0])], r(3, 4))
+    check_grad(lambda a, b: ops.concatenate([a, b], axis=1), r(2, 3), r(2, 5))
+    check_grad(lambda a, b: ops.stack([a, b], axis=1), r(2, 3), r(2, 3))
+    check_grad(lambda x: ops.pad(x, [(1, 2), (0, 1)]), r(3, 2))
+    check_grad(lambda x: ops.split(x, [1, 3], axis=1)[2] * 2 + ops.split(x, [1, 3], axis=1)[0], r(2, 5))
+    check_grad(lambda x: ops.broadcast_to(x, (4, 3, 2)), r(3, 1))
+    check_grad(lambda x: ops.tile(x, (2, 3)), r(2, 2))
+    check_grad(lambda x: ops.repeat(x, 3, axis=1), r(2, 2, 3))
+    check_grad(lambda x: ops.expand_dims(ops.squeeze(x, 1), 0), r(3, 1, 2))
+
+
+def test_check_grad_catches_a_wrong_backward():
+    from lamina.tensor import Op
+
+    class WrongSquare(Op):
+        def forward(self, x):
+            self.saved = (x,)
+            return x * x
+
+        def backward(self, gy):
+            return gy * self.saved[0]  # missing factor 2
+
+    with pytest.raises(AssertionError, match="WrongSquare|index"):
+        check_grad(lambda x: WrongSquare.apply(x), r(3), name="WrongSquare")
