@@ -10,5 +10,11 @@ from .tensor import Tensor, Variable, no_grad, enable_grad, grad, is_grad_enable
 from . import ops
 from . import activations, initializers, regularizers, constraints
 from . import layers
-from .layers import Input
+from .layers import Input, Layer
+from . import losses, metrics, optimizers, callbacks
+from . import models
+from .models import *  # noqa: F401,F403  (Sequential, Model, load_model)
+from . import utils, datasets, data
 from . import testing
+
+saving = models

@@ -87,6 +87,21 @@ def to_device(a, xp=None):
     return xp.asarray(a)
 
 
+_NAME_UIDS = {}
+
+
+def unique_name(prefix):
+    """prefix, prefix_1, prefix_2, ... (automatic layer and model names)."""
+    n = _NAME_UIDS.get(prefix, 0)
+    _NAME_UIDS[prefix] = n + 1
+    return prefix if n == 0 else f"{prefix}_{n}"
+
+
+def clear_session():
+    """Reset automatic names (dense, dense_1, ...), as keras.backend.clear_session()."""
+    _NAME_UIDS.clear()
+
+
 def set_random_seed(seed):
     """Seed every random stream lamina uses (weights, dropout, shuffling), and Python's and NumPy's."""
     global _RNG

@@ -14,11 +14,11 @@ import threading
 import numpy as np
 
 from .. import backend, initializers
+from ..backend import clear_session, unique_name  # noqa: F401  (re-exported)
 from ..registry import register, serialize
 from ..tensor import Tensor, Variable, no_grad
 
 _ctx = threading.local()
-_NAME_UIDS = {}
 _BASE_KWARGS = ("name", "trainable", "dtype", "input_shape", "batch_input_shape", "batch_size", "input_dim",
                 "autocast", "input_length")
 
@@ -26,17 +26,6 @@ _BASE_KWARGS = ("name", "trainable", "dtype", "input_shape", "batch_input_shape"
 def _snake(name):
     s = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s).lower()
-
-
-def unique_name(prefix):
-    n = _NAME_UIDS.get(prefix, 0)
-    _NAME_UIDS[prefix] = n + 1
-    return prefix if n == 0 else f"{prefix}_{n}"
-
-
-def clear_session():
-    """Reset automatic layer names (dense, dense_1, ...), as keras.backend.clear_session()."""
-    _NAME_UIDS.clear()
 
 
 @contextlib.contextmanager

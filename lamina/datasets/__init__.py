@@ -1,0 +1,1 @@
+"""Data sets with keras.datasets signatures: digits (bundled, offline), mnist, fashion_mnist, cifar10."""

@@ -1,0 +1,5 @@
+"""Models: Sequential, the functional Model over symbolic Inputs, subclassed Models, training, saving."""
+from .model import *  # noqa: F401,F403
+from .sequential import *  # noqa: F401,F403
+from .functional import *  # noqa: F401,F403
+from .saving import *  # noqa: F401,F403

@@ -1,0 +1,4 @@
+"""Utilities with Keras's names: set_random_seed, to_categorical, pad_sequences, ..."""
+from ..backend import set_random_seed  # noqa: F401
+from ..registry import register_keras_serializable  # noqa: F401
+from .data_utils import *  # noqa: F401,F403

@@ -1,0 +1,1 @@
+"""Ready-made models and their training recipes (the top floor)."""
