@@ -272,7 +272,13 @@ class Op:
         op = cls(**params)
         tensors = [None if x is None else as_tensor(x) for x in inputs]
         arrays = [None if t is None else t.data for t in tensors]
-        op.xp = backend.get_array_module(*[a for a in arrays if a is not None])
+        present = [a for a in arrays if a is not None]
+        op.xp = backend.get_array_module(*present)
+        if op.xp is not np and any(isinstance(a, np.ndarray) and a.ndim > 0 for a in present):
+            where = ", ".join(f"input {i}: {'cuda' if backend.is_cupy_array(a) else 'cpu'} {tuple(a.shape)}"
+                              for i, a in enumerate(arrays) if a is not None)
+            raise ValueError(f"{cls.__name__}: inputs are on different devices ({where}). Move them to one "
+                             "device first (lamina.backend.to_device, or model.to(...)).")
         record = is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
         op.needs_grad = tuple(t is not None and t.requires_grad for t in tensors)
         out = op.forward(*arrays)
