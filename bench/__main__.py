@@ -1,0 +1,134 @@
+"""The benchmark runner: python -m bench [--workloads mlp,cnn,...] [--reps 3] [--json FILE] [--smoke]
+
+Each framework x workload runs in its own process with 2 BLAS threads (override with --threads),
+lamina and PyTorch alternating within each repetition so that drift on a shared machine hits both. The
+machine's own float32 GEMM rate is measured in the same run. Prints median ms/step (min-max over
+repetitions' medians), the ratio lamina/PyTorch, peak memory, and lamina's GFLOP/s against the GEMM ceiling.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from .workloads import WORKLOADS
+
+
+def _idle_wait(limit_s=60.0, threshold=0.3):
+    """Wait until other processes use less than `threshold` cores (or give up after limit_s)."""
+    from .worker import _proc_stat
+    hz = os.sysconf("SC_CLK_TCK")
+    end = time.time() + limit_s
+    while time.time() < end:
+        b0, _ = _proc_stat()
+        time.sleep(1.0)
+        b1, _ = _proc_stat()
+        if (b1 - b0) / hz < threshold:
+            return True
+    return False
+
+
+def _run_worker(framework, workload, threads, extra):
+    env = dict(os.environ)
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[k] = str(threads)
+    cmd = [sys.executable, "-m", "bench.worker", framework, workload] + extra
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    return {"framework": framework, "workload": workload, "error": (out.stderr or out.stdout).strip()[-2000:]}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1])
+    p.add_argument("--workloads", default=",".join(WORKLOADS))
+    p.add_argument("--frameworks", default="lamina,torch")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--min-steps", type=int, default=30)
+    p.add_argument("--min-time", type=float, default=10.0)
+    p.add_argument("--json", default="bench/results.json")
+    p.add_argument("--smoke", action="store_true", help="one warm-up step and one timed step per run (a test)")
+    p.add_argument("--no-idle-wait", action="store_true")
+    a = p.parse_args(argv)
+    extra = ["--min-steps", str(a.min_steps), "--min-time", str(a.min_time)]
+    if a.smoke:
+        extra = ["--min-steps", "1", "--min-time", "0", "--warmup", "1"]
+        a.reps = 1
+    workloads = [w for w in a.workloads.split(",") if w]
+    frameworks = [f for f in a.frameworks.split(",") if f]
+    runs = []
+    if not a.smoke:
+        for fw in ("gemm-numpy", "gemm-torch"):
+            if not a.no_idle_wait:
+                _idle_wait()
+            runs.append(_run_worker(fw, "gemm", a.threads, extra))
+    for rep in range(a.reps):
+        for w in workloads:
+            order = frameworks if rep % 2 == 0 else frameworks[::-1]
+            for fw in order:
+                if not a.smoke and not a.no_idle_wait:
+                    _idle_wait()
+                r = _run_worker(fw, w, a.threads, extra)
+                r["rep"] = rep
+                runs.append(r)
+                status = r.get("error", "").splitlines()[-1:] if "error" in r else f"{r['median_ms']:.1f} ms"
+                print(f"  rep {rep} {w:12s} {fw:7s} {status}", file=sys.stderr, flush=True)
+    report = summarise(runs, workloads, frameworks)
+    print(report)
+    if a.json:
+        os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
+        with open(a.json, "w") as f:
+            json.dump({"runs": runs, "machine": _machine(), "threads": a.threads}, f, indent=1)
+    bad = [r for r in runs if "error" in r or r.get("loss_decreased") is False]
+    return 1 if bad else 0
+
+
+def _machine():
+    info = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return info
+
+
+def summarise(runs, workloads, frameworks):
+    gemm = {r["framework"]: r for r in runs if r.get("workload") == "gemm" and "error" not in r}
+    ceiling = gemm.get("gemm-numpy", {}).get("gflops_median")
+    lines = []
+    if gemm:
+        lines.append("GEMM 1024^3 float32: " + ", ".join(f"{k[5:]} {v['gflops_median']:.1f} GFLOP/s" for k, v in gemm.items()))
+    lines.append(f"{'workload':12s} {'lamina ms (min-max)':>22s} {'torch ms (min-max)':>22s} {'ratio':>6s} "
+                 f"{'lamina MB':>9s} {'torch MB':>9s} {'mem x':>6s} {'GFLOP/s':>8s} {'%gemm':>6s} {'loss ok':>8s}")
+    for w in workloads:
+        cells = {}
+        for fw in frameworks:
+            rs = [r for r in runs if r.get("workload") == w and r.get("framework") == fw and "error" not in r]
+            if rs:
+                meds = [r["median_ms"] for r in rs]
+                cells[fw] = (statistics.median(meds), min(meds), max(meds), max(r["peak_rss_mb"] for r in rs),
+                             statistics.median(r["gflops"] for r in rs),
+                             all(r.get("loss_decreased") in (True, None) for r in rs))
+        la, to = cells.get("lamina"), cells.get("torch")
+        fmt = lambda c: f"{c[0]:8.2f} ({c[1]:.1f}-{c[2]:.1f})" if c else "error"
+        ratio = f"{la[0] / to[0]:6.2f}" if la and to else "   n/a"
+        mem = f"{la[3] / to[3]:6.2f}" if la and to else "   n/a"
+        gf = f"{la[4]:8.1f}" if la else "     n/a"
+        pct = f"{100 * la[4] / ceiling:5.0f}%" if la and ceiling else "   n/a"
+        ok = ("yes" if la and la[5] else "NO") + "/" + ("yes" if to and to[5] else "NO")
+        lines.append(f"{w:12s} {fmt(la):>22s} {fmt(to):>22s} {ratio} {la[3] if la else 0:9.0f} "
+                     f"{to[3] if to else 0:9.0f} {mem} {gf} {pct} {ok:>8s}")
+    errors = [r for r in runs if "error" in r]
+    for r in errors:
+        lines.append(f"ERROR {r['framework']} {r['workload']}: {r['error'].splitlines()[-1] if r['error'] else '?'}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
