@@ -1,2 +1,627 @@
-"""(placeholder: this op family is being written)"""
-__all__ = []
+"""Convolution, transposed convolution, pooling, resampling, zero padding and cropping.
+
+Channels-last throughout: images (N, H, W, C), sequences (N, L, C). Kernels use Keras's layouts:
+convolution (KH, KW, C_in, C_out), transposed convolution (KH, KW, C_out, C_in).
+
+How the convolution is computed (the hot path of a CNN):
+- forward: the padded input is viewed through strides as (N, OH, OW, KH, KW, C) without copying
+  (``as_strided``), copied once into the (N*OH*OW, KH*KW*C) "column" matrix (im2col), and multiplied
+  by the kernel reshaped to (KH*KW*C, C_out): ONE large GEMM per call;
+- backward: dW = cols^T dY and dcols = dY W^T are GEMMs; col2im adds dcols back into the input
+  gradient with one strided, vectorised addition per kernel offset (KH*KW of them), never a
+  scatter over pixels. The input gradient is skipped when the input needs none (a first layer).
+
+Padding follows Keras (TensorFlow's rule): 'same' pads total = max((ceil(n/s)-1)*s + (k-1)*d + 1 - n, 0)
+with total // 2 before and the rest after (so at stride 2 the extra row goes at the bottom, unlike
+PyTorch's symmetric padding); 'causal' (1-D) pads (k-1)*d on the left only.
+"""
+import numpy as np
+
+from ..tensor import Op, as_tensor
+from .shape import getitem, pad, repeat, reshape
+
+__all__ = ["conv1d", "conv2d", "conv1d_transpose", "conv2d_transpose", "max_pool1d", "max_pool2d",
+           "avg_pool1d", "avg_pool2d", "upsampling1d", "upsampling2d", "zero_padding1d", "zero_padding2d",
+           "cropping1d", "cropping2d", "conv_output_length", "conv_transpose_output_length"]
+
+_PADDINGS = ("valid", "same")
+
+
+# ----------------------------------------------------------------------------- argument helpers
+def _tuple(value, n, what, op):
+    """An int or a sequence of n positive ints -> tuple of n ints."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (int(value),) * n
+    try:
+        value = tuple(int(v) for v in value)
+    except TypeError:
+        raise ValueError(f"{op}: {what} must be an int or a tuple of {n} ints. Received: {what}={value!r}") from None
+    if len(value) != n or any(v < 1 for v in value):
+        raise ValueError(f"{op}: {what} must be a positive int or a tuple of {n} positive ints. "
+                         f"Received: {what}={value!r}")
+    return value
+
+
+def _padding_name(padding, op, allowed=_PADDINGS):
+    p = padding.lower() if isinstance(padding, str) else padding
+    if p not in allowed:
+        raise ValueError(f"{op}: unknown padding {padding!r}. Valid values: "
+                         f"{', '.join(repr(a) for a in allowed)}.")
+    return p
+
+
+def _pads(padding, size, k, s, d):
+    """(before, after) padding of one spatial axis under Keras's rule."""
+    keff = (k - 1) * d + 1
+    if padding == "valid":
+        return 0, 0
+    if padding == "causal":
+        return keff - 1, 0
+    total = max((-(-size // s) - 1) * s + keff - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_output_length(size, kernel_size, padding, stride, dilation=1):
+    """Output length of a convolution or pooling along one axis (None stays None).
+
+    'valid': floor((n - keff) / s) + 1; 'same': ceil(n / s); 'causal': ceil(n / s), with keff = (k-1)*d + 1.
+    """
+    if size is None:
+        return None
+    keff = (kernel_size - 1) * dilation + 1
+    if padding == "valid":
+        return (size - keff) // stride + 1
+    return -(-size // stride)
+
+
+def conv_transpose_output_length(size, kernel_size, padding, output_padding, stride, dilation=1):
+    """Output length of a transposed convolution along one axis, as Keras computes it.
+
+    Without output_padding: 'valid' n*s + max(keff - s, 0), 'same' n*s.
+    With output_padding p: (n-1)*s + keff - 2*pad + p, pad = 0 ('valid') or keff // 2 ('same').
+    """
+    if size is None:
+        return None
+    keff = (kernel_size - 1) * dilation + 1
+    if output_padding is None:
+        return size * stride + max(keff - stride, 0) if padding == "valid" else size * stride
+    pad_ = 0 if padding == "valid" else keff // 2
+    return (size - 1) * stride + keff - 2 * pad_ + output_padding
+
+
+def _pad_hw(xp, x, pads, value):
+    """x (N, H, W, C) with (top, bottom), (left, right) constant padding; x itself when no padding."""
+    (t, b), (l, r) = pads
+    if not (t or b or l or r):
+        return x
+    n, h, w, c = x.shape
+    out = xp.full((n, h + t + b, w + l + r, c), value, dtype=x.dtype)
+    out[:, t:t + h, l:l + w, :] = x
+    return out
+
+
+def _window(x, i, j, oh, ow, stride, dilation=(1, 1)):
+    """The (N, OH, OW, C) strided view of x seen by kernel offset (i, j)."""
+    sh, sw = stride
+    r0, c0 = i * dilation[0], j * dilation[1]
+    return x[:, r0:r0 + sh * (oh - 1) + 1:sh, c0:c0 + sw * (ow - 1) + 1:sw, :]
+
+
+def _im2col(xp, x, kh, kw, oh, ow, stride, dilation):
+    """(N*OH*OW, KH*KW*C) matrix of the receptive fields of x (N, Hp, Wp, C), one row per output pixel.
+
+    A strided view does the gathering (no Python loop); the single copy makes the GEMM operand contiguous.
+    """
+    n, _, _, c = x.shape
+    sn, sh_, sw_, sc = x.strides
+    view = xp.lib.stride_tricks.as_strided(
+        x, shape=(n, oh, ow, kh, kw, c),
+        strides=(sn, sh_ * stride[0], sw_ * stride[1], sh_ * dilation[0], sw_ * dilation[1], sc))
+    return xp.ascontiguousarray(view).reshape(n * oh * ow, kh * kw * c)
+
+
+def _col2im(xp, cols, shape, kh, kw, oh, ow, stride, dilation):
+    """Adjoint of _im2col: cols (N, OH, OW, KH, KW, C) summed back into an array of ``shape``.
+
+    One vectorised strided addition per kernel offset; overlapping windows accumulate correctly.
+    """
+    out = xp.zeros(shape, dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            _window(out, i, j, oh, ow, stride, dilation)[...] += cols[:, :, :, i, j, :]
+    return out
+
+
+def _crop_hw(x, pads, h, w):
+    (t, _), (l, _) = pads
+    if x.shape[1] == h and x.shape[2] == w:
+        return x
+    return x[:, t:t + h, l:l + w, :]
+
+
+# ----------------------------------------------------------------------------- convolution
+class Conv2D(Op):
+    """y = im2col(pad(x)) @ W.reshape(KH*KW*C, O) + b. Backward: dW = cols^T dy, db = sum dy,
+    dx = crop(col2im(dy W^T))."""
+
+    def forward(self, x, w, b):
+        xp = self.xp
+        n, h, wd, c = x.shape
+        kh, kw, _, o = w.shape
+        xp_ = _pad_hw(xp, x, self.pads, 0)
+        oh = (xp_.shape[1] - (kh - 1) * self.dilation[0] - 1) // self.stride[0] + 1
+        ow = (xp_.shape[2] - (kw - 1) * self.dilation[1] - 1) // self.stride[1] + 1
+        cols = _im2col(xp, xp_, kh, kw, oh, ow, self.stride, self.dilation)
+        y = cols @ w.reshape(kh * kw * c, o)
+        if b is not None:
+            y += b
+        self.meta = (x.shape, xp_.shape, oh, ow)
+        self.saved = (cols if self.needs_grad[1] else None, w)
+        return y.reshape(n, oh, ow, o)
+
+    def backward(self, gy):
+        cols, w = self.saved
+        xshape, pshape, oh, ow = self.meta
+        kh, kw, c, o = w.shape
+        g2 = gy.reshape(-1, o)
+        gx = gw = gb = None
+        if self.needs_grad[1]:
+            gw = (cols.T @ g2).reshape(w.shape)
+        if self.needs_grad[2]:
+            gb = g2.sum(axis=0)
+        if self.needs_grad[0]:
+            gcols = (g2 @ w.reshape(kh * kw * c, o).T).reshape(xshape[0], oh, ow, kh, kw, c)
+            gxp = _col2im(self.xp, gcols, pshape, kh, kw, oh, ow, self.stride, self.dilation)
+            gx = _crop_hw(gxp, self.pads, xshape[1], xshape[2])
+        return gx, gw, gb
+
+
+class Conv2DTranspose(Op):
+    """The adjoint of Conv2D as a forward op: y = crop(col2im(x @ W2^T)) + b, W2 = W.reshape(KH*KW*O, C).
+    Backward: dcols = im2col(pad(dy)); dx = dcols @ W2; dW = dcols^T x; db = sum dy."""
+
+    def forward(self, x, w, b):
+        xp = self.xp
+        n, h, wd, c = x.shape
+        kh, kw, o, _ = w.shape
+        sh, sw = self.stride
+        dh, dw = self.dilation
+        full = ((h - 1) * sh + (kh - 1) * dh + 1, (wd - 1) * sw + (kw - 1) * dw + 1)
+        w2 = w.reshape(kh * kw * o, c)
+        cols = (x.reshape(-1, c) @ w2.T).reshape(n, h, wd, kh, kw, o)
+        yfull = _col2im(xp, cols, (n, full[0], full[1], o), kh, kw, h, wd, self.stride, self.dilation)
+        # output window [before, before + out) of the full result; zeros where it runs past the end
+        (bh, oh), (bw, ow) = self.window
+        y = xp.zeros((n, oh, ow, o), dtype=yfull.dtype)
+        hh, ww = min(oh, full[0] - bh), min(ow, full[1] - bw)
+        y[:, :hh, :ww, :] = yfull[:, bh:bh + hh, bw:bw + ww, :]
+        if b is not None:
+            y += b
+        self.meta = (x.shape, full)
+        self.saved = (x if self.needs_grad[1] else None, w)
+        return y
+
+    def backward(self, gy):
+        x, w = self.saved
+        xshape, full = self.meta
+        n, h, wd, c = xshape
+        kh, kw, o, _ = w.shape
+        (bh, oh), (bw, ow) = self.window
+        gfull = self.xp.zeros((n, full[0], full[1], o), dtype=gy.dtype)
+        hh, ww = min(oh, full[0] - bh), min(ow, full[1] - bw)
+        gfull[:, bh:bh + hh, bw:bw + ww, :] = gy[:, :hh, :ww, :]
+        gcols = _im2col(self.xp, gfull, kh, kw, h, wd, self.stride, self.dilation)
+        w2 = w.reshape(kh * kw * o, c)
+        gx = gw = gb = None
+        if self.needs_grad[0]:
+            gx = (gcols @ w2).reshape(xshape)
+        if self.needs_grad[1]:
+            gw = (gcols.T @ x.reshape(-1, c)).reshape(w.shape)
+        if self.needs_grad[2]:
+            gb = gy.reshape(-1, o).sum(axis=0)
+        return gx, gw, gb
+
+
+def _check_rank(x, rank, op, what="input"):
+    if x.ndim != rank:
+        raise ValueError(f"{op}: the {what} must have rank {rank}, "
+                         f"got shape {tuple(x.shape)}.")
+
+
+def _conv_args(op, x, kernel, rank, strides, padding, dilation_rate, groups, allowed=_PADDINGS):
+    if groups != 1:
+        raise ValueError(f"{op}: only groups=1 is supported. Received: groups={groups!r}")
+    _check_rank(x, rank + 2, op)
+    _check_rank(kernel, rank + 2, op, "kernel")
+    return (_tuple(strides, rank, "strides", op), _padding_name(padding, op, allowed),
+            _tuple(dilation_rate, rank, "dilation_rate", op))
+
+
+def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, groups=1):
+    """2-D convolution (cross-correlation, as in Keras), channels-last.
+
+    Args:
+        x: (N, H, W, C). kernel: (KH, KW, C, O). bias: (O,) or None.
+        strides, dilation_rate: int or (sh, sw). padding: 'valid' or 'same' (Keras's asymmetric rule).
+    Returns: (N, OH, OW, O); OH = floor((H + pad - (KH-1)*dh - 1) / sh) + 1.
+    Forward: y[n,p,q,o] = b[o] + sum_{i,j,c} xpad[n, p*sh + i*dh, q*sw + j*dw, c] * W[i,j,c,o],
+    as one GEMM of the im2col matrix with the reshaped kernel.
+    Backward: dW = cols^T dy; dx = col2im(dy W^T) (one strided add per kernel offset); db = sum dy.
+
+    >>> import numpy as np
+    >>> conv2d(np.ones((1, 4, 4, 1), 'float32'), np.ones((3, 3, 1, 2), 'float32')).shape
+    (1, 2, 2, 2)
+    """
+    x, kernel = as_tensor(x), as_tensor(kernel)
+    s, p, d = _conv_args("conv2d", x, kernel, 2, strides, padding, dilation_rate, groups)
+    if kernel.shape[2] != x.shape[3]:
+        raise ValueError(f"conv2d: the kernel expects {kernel.shape[2]} input channels, but the input "
+                         f"has {x.shape[3]} (input shape {x.shape}, kernel shape {kernel.shape}).")
+    pads = tuple(_pads(p, x.shape[1 + a], kernel.shape[a], s[a], d[a]) for a in range(2))
+    for a in range(2):
+        if x.shape[1 + a] + sum(pads[a]) < (kernel.shape[a] - 1) * d[a] + 1:
+            raise ValueError(f"conv2d: the input {x.shape} is smaller than the dilated kernel "
+                             f"{kernel.shape[:2]} (dilation {d}) along spatial axis {a}.")
+    return Conv2D.apply(x, kernel, bias, stride=s, dilation=d, pads=pads)
+
+
+def conv1d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, groups=1):
+    """1-D convolution, channels-last: x (N, L, C), kernel (K, C, O) -> (N, OL, O).
+
+    padding: 'valid', 'same' or 'causal' (left padding (K-1)*d, so y[t] sees x[<= t] only).
+    Computed as conv2d on (N, 1, L, C); forward and backward as there.
+    """
+    x, kernel = as_tensor(x), as_tensor(kernel)
+    s, p, d = _conv_args("conv1d", x, kernel, 1, strides, padding, dilation_rate, groups,
+                         allowed=("valid", "same", "causal"))
+    if kernel.shape[1] != x.shape[2]:
+        raise ValueError(f"conv1d: the kernel expects {kernel.shape[1]} input channels, but the input "
+                         f"has {x.shape[2]} (input shape {x.shape}, kernel shape {kernel.shape}).")
+    pads = ((0, 0), _pads(p, x.shape[1], kernel.shape[0], s[0], d[0]))
+    if x.shape[1] + sum(pads[1]) < (kernel.shape[0] - 1) * d[0] + 1:
+        raise ValueError(f"conv1d: the input {x.shape} is shorter than the dilated kernel "
+                         f"({kernel.shape[0]}, dilation {d[0]}).")
+    y = Conv2D.apply(reshape(x, (x.shape[0], 1) + x.shape[1:]), reshape(kernel, (1,) + kernel.shape), bias,
+                     stride=(1, s[0]), dilation=(1, d[0]), pads=pads)
+    return reshape(y, (y.shape[0],) + y.shape[2:])
+
+
+def _transpose_window(size, k, s, d, padding, output_padding):
+    """(crop offset, output length) of a transposed conv along one axis (Keras / TF semantics)."""
+    keff = (k - 1) * d + 1
+    if padding == "valid":
+        before = 0
+    else:
+        pad_len = s + keff - 2 if output_padding is None else keff + keff % 2 - 2 + output_padding
+        before = keff - 1 - min(pad_len // 2 + pad_len % 2, keff - 1)
+    return before, conv_transpose_output_length(size, k, padding, output_padding, s, d)
+
+
+def conv2d_transpose(x, kernel, bias=None, strides=1, padding="valid", output_padding=None, dilation_rate=1):
+    """2-D transposed convolution (the gradient of conv2d w.r.t. its input, used to upsample).
+
+    Args:
+        x: (N, H, W, C). kernel: (KH, KW, O, C) (Keras's Conv2DTranspose layout). bias: (O,) or None.
+        strides, dilation_rate: int or pair. padding: 'valid' or 'same'. output_padding: None, int or
+        pair, each < stride: extra rows/columns at the end, as in Keras.
+    Returns: (N, OH, OW, O), OH as ``conv_transpose_output_length``.
+    Forward: every input pixel adds x[n,h,w,:] @ W[i,j,:,:]^T at (h*sh + i*dh, w*sw + j*dw) of a full
+    canvas ((H-1)*sh + keff rows), which is then cropped as Keras does; plus the bias.
+    Backward: dx = im2col(dy) @ W2, dW = im2col(dy)^T x (a plain convolution of dy), db = sum dy.
+    """
+    x, kernel = as_tensor(x), as_tensor(kernel)
+    op = "conv2d_transpose"
+    s, p, d = _conv_args(op, x, kernel, 2, strides, padding, dilation_rate, 1)
+    if kernel.shape[3] != x.shape[3]:
+        raise ValueError(f"{op}: the kernel (KH, KW, out, in) expects {kernel.shape[3]} input channels, but "
+                         f"the input has {x.shape[3]} (input shape {x.shape}, kernel shape {kernel.shape}).")
+    op_pad = None if output_padding is None else _output_padding(output_padding, 2, s, op)
+    window = tuple(_transpose_window(x.shape[1 + a], kernel.shape[a], s[a], d[a], p,
+                                     None if op_pad is None else op_pad[a]) for a in range(2))
+    return Conv2DTranspose.apply(x, kernel, bias, stride=s, dilation=d, window=window)
+
+
+def _output_padding(value, n, strides, op):
+    if isinstance(value, (int, np.integer)):
+        value = (int(value),) * n
+    value = tuple(int(v) for v in value)
+    if len(value) != n or any(v < 0 or v >= s for v, s in zip(value, strides)):
+        raise ValueError(f"{op}: output_padding must be non-negative and smaller than the stride "
+                         f"along each axis. Received: output_padding={value}, strides={strides}")
+    return value
+
+
+def conv1d_transpose(x, kernel, bias=None, strides=1, padding="valid", output_padding=None, dilation_rate=1):
+    """1-D transposed convolution: x (N, L, C), kernel (K, O, C) -> (N, OL, O). As conv2d_transpose
+    on (N, 1, L, C)."""
+    x, kernel = as_tensor(x), as_tensor(kernel)
+    op = "conv1d_transpose"
+    s, p, d = _conv_args(op, x, kernel, 1, strides, padding, dilation_rate, 1)
+    if kernel.shape[2] != x.shape[2]:
+        raise ValueError(f"{op}: the kernel (K, out, in) expects {kernel.shape[2]} input channels, but "
+                         f"the input has {x.shape[2]} (input shape {x.shape}, kernel shape {kernel.shape}).")
+    op_pad = None if output_padding is None else _output_padding(output_padding, 1, s, op)[0]
+    window = ((0, 1), _transpose_window(x.shape[1], kernel.shape[0], s[0], d[0], p, op_pad))
+    y = Conv2DTranspose.apply(reshape(x, (x.shape[0], 1) + x.shape[1:]), reshape(kernel, (1,) + kernel.shape),
+                              bias, stride=(1, s[0]), dilation=(1, d[0]), window=window)
+    return reshape(y, (y.shape[0],) + y.shape[2:])
+
+
+# ----------------------------------------------------------------------------- pooling
+class MaxPool2D(Op):
+    """y = max over each window (padding is -inf, so never chosen). One np.maximum per window offset.
+    Backward: the gradient goes to ONE maximum per window (the first in row-major window order, as
+    PyTorch), found by comparing each offset's view with y; no per-pixel scatter."""
+
+    def forward(self, x):
+        xp = self.xp
+        xp_ = _pad_hw(xp, x, self.pads, -xp.inf)
+        (ph, pw), (sh, sw) = self.pool, self.stride
+        oh = (xp_.shape[1] - ph) // sh + 1
+        ow = (xp_.shape[2] - pw) // sw + 1
+        y = None
+        for i in range(ph):
+            for j in range(pw):
+                v = _window(xp_, i, j, oh, ow, self.stride)
+                if y is None:
+                    y = v.copy()
+                else:
+                    xp.maximum(y, v, out=y)
+        self.meta = (x.shape, oh, ow)
+        self.saved = (xp_, y)
+        return y
+
+    def backward(self, gy):
+        xp = self.xp
+        xp_, y = self.saved
+        xshape, oh, ow = self.meta
+        (ph, pw), (sh, sw) = self.pool, self.stride
+        disjoint = sh >= ph and sw >= pw
+        g = (xp.empty if disjoint and not any(sum(self.pads, ())) and xp_.shape[1] == oh * ph
+             and xp_.shape[2] == ow * pw else xp.zeros)(xp_.shape, dtype=gy.dtype)
+        taken = None
+        for i in range(ph):
+            for j in range(pw):
+                m = _window(xp_, i, j, oh, ow, self.stride) == y
+                if taken is None:
+                    taken = m
+                else:
+                    m &= ~taken
+                    if i < ph - 1 or j < pw - 1:
+                        taken |= m
+                gw = _window(g, i, j, oh, ow, self.stride)
+                if disjoint:
+                    xp.multiply(gy, m, out=gw)
+                else:
+                    gw += gy * m
+        return _crop_hw(g, self.pads, xshape[1], xshape[2])
+
+
+class AvgPool2D(Op):
+    """y = mean of the real (non-padded) elements of each window, as Keras's 'same' pooling.
+    Backward: each element of a window gets dy / count."""
+
+    def forward(self, x):
+        xp = self.xp
+        xp_ = _pad_hw(xp, x, self.pads, 0)
+        (ph, pw), (sh, sw) = self.pool, self.stride
+        oh = (xp_.shape[1] - ph) // sh + 1
+        ow = (xp_.shape[2] - pw) // sw + 1
+        y = None
+        for i in range(ph):
+            for j in range(pw):
+                v = _window(xp_, i, j, oh, ow, self.stride)
+                if y is None:
+                    y = v.copy()
+                else:
+                    y += v
+        if any(sum(self.pads, ())):
+            # count of real elements per window: the same pooling applied to a padded mask of ones
+            ones = xp.zeros((1,) + xp_.shape[1:3] + (1,), dtype=x.dtype)
+            (t, _), (l, _) = self.pads
+            ones[:, t:t + x.shape[1], l:l + x.shape[2], :] = 1
+            count = sum(_window(ones, i, j, oh, ow, self.stride) for i in range(ph) for j in range(pw))
+        else:
+            count = xp.asarray(ph * pw, dtype=x.dtype)
+        y /= count
+        self.meta = (x.shape, xp_.shape, oh, ow, count)
+        return y
+
+    def backward(self, gy):
+        xshape, pshape, oh, ow, count = self.meta
+        (ph, pw) = self.pool
+        g = self.xp.zeros(pshape, dtype=gy.dtype)
+        gs = gy / count
+        for i in range(ph):
+            for j in range(pw):
+                _window(g, i, j, oh, ow, self.stride)[...] += gs
+        return _crop_hw(g, self.pads, xshape[1], xshape[2])
+
+
+def _pool_args(op, x, rank, pool_size, strides, padding):
+    x = as_tensor(x)
+    _check_rank(x, rank + 2, op)
+    pool = _tuple(pool_size, rank, "pool_size", op)
+    stride = pool if strides is None else _tuple(strides, rank, "strides", op)
+    p = _padding_name(padding, op)
+    pads = tuple(_pads(p, x.shape[1 + a], pool[a], stride[a], 1) for a in range(rank))
+    for a in range(rank):
+        if x.shape[1 + a] + sum(pads[a]) < pool[a]:
+            raise ValueError(f"{op}: the input {x.shape} is smaller than the pool {pool} along spatial axis {a}.")
+    return x, pool, stride, pads
+
+
+def max_pool2d(x, pool_size=2, strides=None, padding="valid"):
+    """2-D max pooling, channels-last: (N, H, W, C) -> (N, OH, OW, C).
+
+    strides default to pool_size. 'valid': OH = floor((H - ph) / sh) + 1; 'same': ceil(H / sh), padded
+    with -inf by Keras's rule. Backward: dy to one maximum per window (first in row-major order).
+    """
+    x, pool, stride, pads = _pool_args("max_pool2d", x, 2, pool_size, strides, padding)
+    return MaxPool2D.apply(x, pool=pool, stride=stride, pads=pads)
+
+
+def avg_pool2d(x, pool_size=2, strides=None, padding="valid"):
+    """2-D average pooling, channels-last. With 'same', each window is averaged over its real
+    (non-padded) elements only, as Keras. Backward: dy / count to every element of the window."""
+    x, pool, stride, pads = _pool_args("avg_pool2d", x, 2, pool_size, strides, padding)
+    return AvgPool2D.apply(x, pool=pool, stride=stride, pads=pads)
+
+
+def _pool1d(cls, op, x, pool_size, strides, padding):
+    x, pool, stride, pads = _pool_args(op, x, 1, pool_size, strides, padding)
+    y = cls.apply(reshape(x, (x.shape[0], 1) + x.shape[1:]), pool=(1,) + pool, stride=(1,) + stride,
+                  pads=((0, 0),) + pads)
+    return reshape(y, (y.shape[0],) + y.shape[2:])
+
+
+def max_pool1d(x, pool_size=2, strides=None, padding="valid"):
+    """1-D max pooling: (N, L, C) -> (N, OL, C); rules as max_pool2d."""
+    return _pool1d(MaxPool2D, "max_pool1d", x, pool_size, strides, padding)
+
+
+def avg_pool1d(x, pool_size=2, strides=None, padding="valid"):
+    """1-D average pooling: (N, L, C) -> (N, OL, C); rules as avg_pool2d."""
+    return _pool1d(AvgPool2D, "avg_pool1d", x, pool_size, strides, padding)
+
+
+# ----------------------------------------------------------------------------- resampling
+class UpsampleNearest2D(Op):
+    """Each pixel repeated (sh, sw) times: a broadcast view reshaped. Backward sums each block."""
+
+    def forward(self, x):
+        n, h, w, c = x.shape
+        sh, sw = self.size
+        return self.xp.broadcast_to(x[:, :, None, :, None, :], (n, h, sh, w, sw, c)).reshape(n, h * sh, w * sw, c)
+
+    def backward(self, gy):
+        n, oh, ow, c = gy.shape
+        sh, sw = self.size
+        return gy.reshape(n, oh // sh, sh, ow // sw, sw, c).sum(axis=(2, 4))
+
+
+def _linear_matrix(n_in, scale):
+    """(n_in*scale, n_in) matrix of half-pixel linear interpolation (source coordinate
+    (o + 0.5) / scale - 0.5, clamped to the edges): TF / Keras 3 'bilinear' and PyTorch's
+    align_corners=False for integer upscaling."""
+    n_out = n_in * scale
+    src = np.maximum((np.arange(n_out) + 0.5) / scale - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    frac = src - i0
+    a = np.zeros((n_out, n_in))
+    np.add.at(a, (np.arange(n_out), i0), 1.0 - frac)  # tiny host-side matrix, built once per call
+    np.add.at(a, (np.arange(n_out), i1), frac)
+    return a
+
+
+class UpsampleBilinear2D(Op):
+    """y = A_h x A_w^T per channel, with A the linear interpolation matrices: two batched GEMMs.
+    Backward: dx = A_h^T dy A_w (the transposed matrices)."""
+
+    def forward(self, x):
+        xp = self.xp
+        n, h, w, c = x.shape
+        ah = xp.asarray(_linear_matrix(h, self.size[0]), dtype=x.dtype)
+        aw = xp.asarray(_linear_matrix(w, self.size[1]), dtype=x.dtype)
+        t = xp.matmul(ah, x.reshape(n, h, w * c))                        # (N, OH, W*C)
+        oh, ow = ah.shape[0], aw.shape[0]
+        y = xp.matmul(aw, t.reshape(n * oh, w, c)).reshape(n, oh, ow, c)
+        self.saved = (ah, aw)
+        self.shape_in = x.shape
+        return y
+
+    def backward(self, gy):
+        ah, aw = self.saved
+        n, h, w, c = self.shape_in
+        oh, ow = ah.shape[0], aw.shape[0]
+        t = self.xp.matmul(aw.T, gy.reshape(n * oh, ow, c)).reshape(n, oh, w * c)
+        return self.xp.matmul(ah.T, t).reshape(self.shape_in)
+
+
+_INTERPOLATIONS = ("nearest", "bilinear")
+
+
+def upsampling2d(x, size=2, interpolation="nearest"):
+    """Upscale (N, H, W, C) to (N, H*sh, W*sw, C) by integer factors.
+
+    'nearest' repeats pixels (backward: sum over each block); 'bilinear' interpolates with half-pixel
+    centres and edge clamping, as Keras 3's UpSampling2D (= torch interpolate, align_corners=False).
+    """
+    x = as_tensor(x)
+    _check_rank(x, 4, "upsampling2d")
+    size = _tuple(size, 2, "size", "upsampling2d")
+    if interpolation == "nearest":
+        return UpsampleNearest2D.apply(x, size=size)
+    if interpolation == "bilinear":
+        return UpsampleBilinear2D.apply(x, size=size)
+    raise ValueError(f"upsampling2d: unknown interpolation {interpolation!r}. Valid values: "
+                     f"{', '.join(repr(i) for i in _INTERPOLATIONS)}.")
+
+
+def upsampling1d(x, size=2):
+    """Repeat each step of (N, L, C) ``size`` times: (N, L*size, C). Backward sums the repeats."""
+    x = as_tensor(x)
+    _check_rank(x, 3, "upsampling1d")
+    return repeat(x, _tuple(size, 1, "size", "upsampling1d")[0], axis=1)
+
+
+# ----------------------------------------------------------------------------- padding and cropping
+def _pairs(value, n, what, op):
+    """int -> ((v, v),)*n; (a, b) -> per-axis symmetric (n == 2) or (before, after) (n == 1); nested pairs."""
+    try:
+        if isinstance(value, (int, np.integer)):
+            out = ((int(value), int(value)),) * n
+        elif n == 1 and len(value) == 2 and all(isinstance(v, (int, np.integer)) for v in value):
+            out = ((int(value[0]), int(value[1])),)
+        elif len(value) == n and all(isinstance(v, (int, np.integer)) for v in value):
+            out = tuple((int(v), int(v)) for v in value)
+        elif len(value) == n:
+            out = tuple((int(a), int(b)) for a, b in value)
+        else:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"{op}: {what} must be an int, a tuple of {n} ints or a tuple of {n} "
+                         f"(before, after) pairs. Received: {what}={value!r}") from None
+    if any(v < 0 for pair in out for v in pair):
+        raise ValueError(f"{op}: {what} must be non-negative. Received: {what}={value!r}")
+    return out
+
+
+def zero_padding2d(x, padding=1):
+    """Zeros around the image: (N, H, W, C) -> (N, H+t+b, W+l+r, C). padding: int, (h, w) or
+    ((t, b), (l, r)). Backward: the inner slice of the gradient."""
+    x = as_tensor(x)
+    _check_rank(x, 4, "zero_padding2d")
+    (t, b), (l, r) = _pairs(padding, 2, "padding", "zero_padding2d")
+    return pad(x, [(0, 0), (t, b), (l, r), (0, 0)])
+
+
+def zero_padding1d(x, padding=1):
+    """Zeros at both ends of the steps: (N, L, C) -> (N, L+a+b, C). padding: int or (a, b)."""
+    x = as_tensor(x)
+    _check_rank(x, 3, "zero_padding1d")
+    ((a, b),) = _pairs(padding, 1, "padding", "zero_padding1d")
+    return pad(x, [(0, 0), (a, b), (0, 0)])
+
+
+def cropping2d(x, cropping=((0, 0), (0, 0))):
+    """Cut rows and columns off the borders: (N, H, W, C) -> (N, H-t-b, W-l-r, C).
+    Backward: the gradient placed back in a zero array."""
+    x = as_tensor(x)
+    _check_rank(x, 4, "cropping2d")
+    (t, b), (l, r) = _pairs(cropping, 2, "cropping", "cropping2d")
+    if t + b >= x.shape[1] or l + r >= x.shape[2]:
+        raise ValueError(f"cropping2d: cropping ((top, bottom), (left, right)) = {((t, b), (l, r))} leaves "
+                         f"nothing of the input of shape {x.shape}.")
+    return getitem(x, (slice(None), slice(t, x.shape[1] - b), slice(l, x.shape[2] - r)))
+
+
+def cropping1d(x, cropping=(1, 1)):
+    """Cut steps off both ends: (N, L, C) -> (N, L-a-b, C)."""
+    x = as_tensor(x)
+    _check_rank(x, 3, "cropping1d")
+    ((a, b),) = _pairs(cropping, 1, "cropping", "cropping1d")
+    if a + b >= x.shape[1]:
+        raise ValueError(f"cropping1d: cropping {(a, b)} leaves nothing of the input of shape {x.shape}.")
+    return getitem(x, (slice(None), slice(a, x.shape[1] - b)))
