@@ -1,0 +1,205 @@
+"""Adam, AdamW (Adam with decoupled weight decay), Adamax and Nadam: adaptive moment estimation."""
+import math
+
+from .base import Optimizer
+
+_BASE_DOC = "and the base arguments (weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ...)"
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2014), Keras 3 formula.
+
+    With step ``t = iterations + 1``::
+
+        m = m + (g - m) * (1 - beta_1)              # running mean of the gradient
+        v = v + (g^2 - v) * (1 - beta_2)            # running mean of its square
+        alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)
+        w -= alpha * m / (sqrt(v) + epsilon)        # amsgrad: v replaced by max(v_hat, v)
+
+    epsilon is added to ``sqrt(v)`` before bias correction of v (PyTorch adds it after), so the two
+    agree when epsilon is small against sqrt(v).
+
+    Args: learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, """ + _BASE_DOC + "."
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
+                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, use_ema=False,
+                 ema_momentum=0.99, ema_overwrite_frequency=None, loss_scale_factor=None,
+                 gradient_accumulation_steps=None, name="adam", **kwargs):
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, clipnorm=clipnorm,
+                         clipvalue=clipvalue, global_clipnorm=global_clipnorm, use_ema=use_ema,
+                         ema_momentum=ema_momentum, ema_overwrite_frequency=ema_overwrite_frequency,
+                         loss_scale_factor=loss_scale_factor,
+                         gradient_accumulation_steps=gradient_accumulation_steps, name=name, **kwargs)
+        self.beta_1, self.beta_2, self.epsilon, self.amsgrad = beta_1, beta_2, epsilon, bool(amsgrad)
+
+    def _active_slots(self):
+        return ["momentum", "velocity"] + (["velocity_hat"] if self.amsgrad else [])
+
+    def update_step(self, gradient, variable, learning_rate):
+        b1, b2 = float(self.beta_1), float(self.beta_2)
+        t = self.iterations + 1
+        alpha = learning_rate * math.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
+        m, v = self._slot("momentum", variable), self._slot("velocity", variable)
+        _moments(m, v, gradient, b1, b2)
+        if self.amsgrad:
+            v_hat = self._slot("velocity_hat", variable)
+            xp = _xp(v)
+            xp.maximum(v_hat, v, out=v_hat)
+            v = v_hat
+        tmp = _xp(v).sqrt(v)
+        tmp += self.epsilon
+        _xp(v).divide(m, tmp, out=tmp)
+        tmp *= alpha
+        variable.data -= tmp
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
+                       "amsgrad": self.amsgrad})
+        return config
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019): before each Adam step,
+    ``w -= lr * weight_decay * w``. Same as ``torch.optim.AdamW`` up to where epsilon enters.
+
+    Args: learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
+    """ + _BASE_DOC + "."
+
+    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 amsgrad=False, clipnorm=None, clipvalue=None, global_clipnorm=None, use_ema=False,
+                 ema_momentum=0.99, ema_overwrite_frequency=None, loss_scale_factor=None,
+                 gradient_accumulation_steps=None, name="adamw", **kwargs):
+        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+                         amsgrad=amsgrad, weight_decay=weight_decay, clipnorm=clipnorm, clipvalue=clipvalue,
+                         global_clipnorm=global_clipnorm, use_ema=use_ema, ema_momentum=ema_momentum,
+                         ema_overwrite_frequency=ema_overwrite_frequency, loss_scale_factor=loss_scale_factor,
+                         gradient_accumulation_steps=gradient_accumulation_steps, name=name, **kwargs)
+        if self.weight_decay is None:
+            raise ValueError("AdamW: argument `weight_decay` must be a float. Received: weight_decay=None")
+
+
+class Adamax(Optimizer):
+    """Adamax: Adam with the infinity norm in place of the root mean square (Keras 3 formula).
+
+    ``m = m + (g - m) * (1 - beta_1)``, ``u = max(beta_2 * u, |g|)``,
+    ``w -= lr * m / ((1 - beta_1^t) * (u + epsilon))`` with ``t = iterations + 1``.
+    (PyTorch adds epsilon to |g| inside the max instead.)
+
+    Args: learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, """ + _BASE_DOC + "."
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, use_ema=False, ema_momentum=0.99,
+                 ema_overwrite_frequency=None, loss_scale_factor=None, gradient_accumulation_steps=None,
+                 name="adamax", **kwargs):
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, clipnorm=clipnorm,
+                         clipvalue=clipvalue, global_clipnorm=global_clipnorm, use_ema=use_ema,
+                         ema_momentum=ema_momentum, ema_overwrite_frequency=ema_overwrite_frequency,
+                         loss_scale_factor=loss_scale_factor,
+                         gradient_accumulation_steps=gradient_accumulation_steps, name=name, **kwargs)
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+
+    _slot_names = ("momentum", "norm")
+
+    def update_step(self, gradient, variable, learning_rate):
+        b1, b2 = float(self.beta_1), float(self.beta_2)
+        t = self.iterations + 1
+        m, u = self._slot("momentum", variable), self._slot("norm", variable)
+        xp = _xp(m)
+        tmp = xp.subtract(gradient, m)
+        tmp *= 1.0 - b1
+        m += tmp
+        u *= b2
+        xp.abs(gradient, out=tmp)
+        xp.maximum(u, tmp, out=u)
+        xp.add(u, self.epsilon, out=tmp)
+        xp.divide(m, tmp, out=tmp)
+        tmp *= learning_rate / (1.0 - b1 ** t)
+        variable.data -= tmp
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon})
+        return config
+
+
+class Nadam(Optimizer):
+    """Nadam: Adam with Nesterov momentum (Dozat, 2016), Keras 3 formula.
+
+    With ``t = iterations + 1``, ``u_t = beta_1 * (1 - 0.5 * 0.96^t)`` and ``P_t = u_1 * ... * u_t``::
+
+        m = m + (g - m) * (1 - beta_1);  v = v + (g^2 - v) * (1 - beta_2)
+        m_hat = u_{t+1} * m / (1 - P_t * u_{t+1}) + (1 - u_t) * g / (1 - P_t)
+        v_hat = v / (1 - beta_2^t)
+        w -= lr * m_hat / (sqrt(v_hat) + epsilon)
+
+    (Keras 3 decays ``0.96^t``; PyTorch's NAdam uses ``0.96^(0.004 t)``, so they differ.)
+
+    Args: learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, """ + _BASE_DOC + "."
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, use_ema=False, ema_momentum=0.99,
+                 ema_overwrite_frequency=None, loss_scale_factor=None, gradient_accumulation_steps=None,
+                 name="nadam", **kwargs):
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, clipnorm=clipnorm,
+                         clipvalue=clipvalue, global_clipnorm=global_clipnorm, use_ema=use_ema,
+                         ema_momentum=ema_momentum, ema_overwrite_frequency=ema_overwrite_frequency,
+                         loss_scale_factor=loss_scale_factor,
+                         gradient_accumulation_steps=gradient_accumulation_steps, name=name, **kwargs)
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self._u_product = 1.0
+
+    _slot_names = ("momentum", "velocity")
+
+    def _u(self, t):
+        return float(self.beta_1) * (1.0 - 0.5 * 0.96 ** t)
+
+    def _before_update(self):
+        self._u_product *= self._u(self.iterations + 1)
+
+    def _restore_extra(self):
+        # the momentum product is a function of the step counter: recompute it
+        p = 1.0
+        for t in range(1, self.iterations + 1):
+            p *= self._u(t)
+        self._u_product = p
+
+    def update_step(self, gradient, variable, learning_rate):
+        b2 = float(self.beta_2)
+        t = self.iterations + 1
+        u_t, u_t1 = self._u(t), self._u(t + 1)
+        p_t = self._u_product
+        p_t1 = p_t * u_t1
+        m, v = self._slot("momentum", variable), self._slot("velocity", variable)
+        _moments(m, v, gradient, float(self.beta_1), b2)
+        xp = _xp(m)
+        denom = xp.multiply(v, 1.0 / (1.0 - b2 ** t))
+        xp.sqrt(denom, out=denom)
+        denom += self.epsilon
+        num = xp.multiply(m, u_t1 / (1.0 - p_t1))
+        num += ((1.0 - u_t) / (1.0 - p_t)) * gradient
+        num /= denom
+        num *= learning_rate
+        variable.data -= num
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon})
+        return config
+
+
+def _xp(a):
+    from ..backend import get_array_module
+    return get_array_module(a)
+
+
+def _moments(m, v, g, b1, b2):
+    """In place: m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2), with one temporary."""
+    xp = _xp(m)
+    tmp = xp.subtract(g, m)
+    tmp *= 1.0 - b1
+    m += tmp
+    xp.multiply(g, g, out=tmp)
+    tmp -= v
+    tmp *= 1.0 - b2
+    v += tmp
