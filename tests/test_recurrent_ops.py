@@ -1,0 +1,178 @@
+"""Fused recurrent ops: gradient checks and a slow NumPy reference of Keras's step formulas
+(masks, go_backwards, initial states, every fused activation)."""
+import numpy as np
+import pytest
+
+from lamina import Tensor, grad, ops
+from lamina.testing import check_grad
+
+R = np.random.default_rng(5)
+
+ACT = {
+    "tanh": np.tanh,
+    "sigmoid": lambda a: 1.0 / (1.0 + np.exp(-a)),
+    "hard_sigmoid": lambda a: np.clip(a / 6.0 + 0.5, 0.0, 1.0),
+    "relu": lambda a: np.maximum(a, 0.0),
+    "linear": lambda a: a,
+}
+
+
+def reference(kind, x, W, U, b, states, mask, go_backwards, act="tanh", ract="sigmoid", reset_after=True):
+    """Keras's cell formulas, one time step at a time, in float64 NumPy (Keras 3 masking rule: a masked
+    step keeps the states, and its output is the carried state)."""
+    f, g = ACT[act], ACT[ract]
+    N, T, _ = x.shape
+    u = U.shape[0]
+    h = np.zeros((N, u)) if states is None else states[0]
+    c = np.zeros((N, u)) if (states is None or len(states) < 2) else states[1]
+    outs = []
+    for t in (range(T - 1, -1, -1) if go_backwards else range(T)):
+        xt = x[:, t]
+        if kind == "simple_rnn":
+            hn, cn = f(xt @ W + (0 if b is None else b) + h @ U), c
+        elif kind == "lstm":
+            zz = xt @ W + h @ U + (0 if b is None else b)
+            i, ff, gg, o = g(zz[:, :u]), g(zz[:, u:2 * u]), f(zz[:, 2 * u:3 * u]), g(zz[:, 3 * u:])
+            cn = ff * c + i * gg
+            hn = o * f(cn)
+        else:
+            bi = 0 if b is None else (b[0] if reset_after else b)
+            br = 0 if (b is None or not reset_after) else b[1]
+            xw = xt @ W + bi
+            if reset_after:
+                rec = h @ U + br
+                z, r = g(xw[:, :u] + rec[:, :u]), g(xw[:, u:2 * u] + rec[:, u:2 * u])
+                hh = f(xw[:, 2 * u:] + r * rec[:, 2 * u:])
+            else:
+                z = g(xw[:, :u] + h @ U[:, :u])
+                r = g(xw[:, u:2 * u] + h @ U[:, u:2 * u])
+                hh = f(xw[:, 2 * u:] + (r * h) @ U[:, 2 * u:])
+            hn, cn = z * h + (1 - z) * hh, c
+        m = np.ones((N, 1), bool) if mask is None else mask[:, t, None]
+        h, c = np.where(m, hn, h), np.where(m, cn, c)
+        outs.append(h)
+    return np.stack(outs, 1), h, c
+
+
+GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
+
+
+def make(kind, N, T, D, u, use_bias=True, reset_after=True, scale=0.5):
+    x = R.standard_normal((N, T, D))
+    W = R.standard_normal((D, GATES[kind] * u)) * scale
+    U = R.standard_normal((u, GATES[kind] * u)) * scale
+    if not use_bias:
+        b = None
+    elif kind == "gru" and reset_after:
+        b = R.standard_normal((2, 3 * u)) * scale
+    else:
+        b = R.standard_normal((GATES[kind] * u,)) * scale
+    return x, W, U, b
+
+
+def run(kind, x, W, U, b, states=None, mask=None, go_backwards=False, act="tanh", ract="sigmoid", reset_after=True):
+    if kind == "simple_rnn":
+        return ops.simple_rnn(x, W, U, b, initial_state=None if states is None else states[0], mask=mask,
+                              go_backwards=go_backwards, activation=act)
+    if kind == "lstm":
+        return ops.lstm(x, W, U, b, initial_state=states, mask=mask, go_backwards=go_backwards,
+                        activation=act, recurrent_activation=ract)
+    return ops.gru(x, W, U, b, initial_state=None if states is None else states[0], mask=mask,
+                   go_backwards=go_backwards, activation=act, recurrent_activation=ract, reset_after=reset_after)
+
+
+def random_mask(N, T):
+    mask = R.random((N, T)) > 0.35
+    mask[0, :2] = False          # a sample that starts masked (keeps its initial state)
+    mask[1, -2:] = False         # one whose last steps are masked
+    return mask
+
+
+VARIANTS = [
+    ("simple_rnn", True), ("lstm", True), ("gru", True), ("gru", False),
+]
+
+
+@pytest.mark.parametrize("kind,reset_after", VARIANTS)
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_forward_matches_keras_formulas(kind, reset_after, masked, go_backwards, with_state):
+    N, T, D, u = 3, 5, 4, 3
+    x, W, U, b = make(kind, N, T, D, u, reset_after=reset_after)
+    states = [R.standard_normal((N, u)) for _ in range(2 if kind == "lstm" else 1)] if with_state else None
+    mask = random_mask(N, T) if masked else None
+    outs = run(kind, x, W, U, b, states, mask, go_backwards, reset_after=reset_after)
+    seq, h, c = reference(kind, x, W, U, b, states, mask, go_backwards, reset_after=reset_after)
+    np.testing.assert_allclose(outs[0].numpy(), seq, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(outs[1].numpy(), h, rtol=1e-10, atol=1e-12)
+    if kind == "lstm":
+        np.testing.assert_allclose(outs[2].numpy(), c, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["simple_rnn", "lstm", "gru"])
+@pytest.mark.parametrize("act,ract", [("relu", "hard_sigmoid"), ("linear", "sigmoid"), ("tanh", "tanh")])
+def test_other_activations_match_formulas(kind, act, ract):
+    x, W, U, b = make(kind, 2, 4, 3, 3, scale=0.3)
+    outs = run(kind, x, W, U, b, act=act, ract=ract)
+    seq, h, _ = reference(kind, x, W, U, b, None, None, False, act=act, ract=ract)
+    np.testing.assert_allclose(outs[0].numpy(), seq, rtol=1e-10, atol=1e-12)
+
+
+def _fn(kind, n_out, states, mask, go_backwards, reset_after, act="tanh", ract="sigmoid", use_bias=True):
+    """A function of (x, W, U, b, states...) returning all outputs joined, for check_grad."""
+    def f(x, W, U, *rest):
+        b = rest[0] if use_bias else None
+        st = list(rest[1:] if use_bias else rest) or None
+        outs = run(kind, x, W, U, b, st, mask, go_backwards, act, ract, reset_after)
+        parts = [outs[0].reshape(-1)] + [o.reshape(-1) for o in outs[1:n_out]]
+        return ops.concatenate(parts, axis=0)
+    f.__name__ = kind
+    return f
+
+
+@pytest.mark.parametrize("kind,reset_after", VARIANTS)
+@pytest.mark.parametrize("masked,go_backwards,with_state", [
+    (False, False, False), (True, False, True), (False, True, True), (True, True, False)])
+def test_check_grad(kind, reset_after, masked, go_backwards, with_state):
+    N, T, D, u = 2, 4, 3, 2
+    x, W, U, b = make(kind, N, T, D, u, reset_after=reset_after)
+    n_states = 2 if kind == "lstm" else 1
+    states = [R.standard_normal((N, u)) for _ in range(n_states)] if with_state else []
+    mask = random_mask(N, T) if masked else None
+    check_grad(_fn(kind, 1 + n_states, states or None, mask, go_backwards, reset_after), x, W, U, b, *states)
+
+
+@pytest.mark.parametrize("kind", ["simple_rnn", "lstm", "gru"])
+@pytest.mark.parametrize("act,ract", [("relu", "hard_sigmoid"), ("linear", "tanh")])
+def test_check_grad_other_activations(kind, act, ract):
+    x, W, U, b = make(kind, 2, 3, 2, 2, scale=0.4)
+    check_grad(_fn(kind, 2, None, None, False, True, act, ract), x, W, U, b)
+
+
+@pytest.mark.parametrize("kind,reset_after", VARIANTS)
+def test_check_grad_no_bias(kind, reset_after):
+    x, W, U, _ = make(kind, 2, 3, 2, 2, reset_after=reset_after)
+    check_grad(_fn(kind, 2, None, None, False, reset_after, use_bias=False), x, W, U)
+
+
+def test_float32_stays_float32_and_unused_outputs():
+    x, W, U, b = (a.astype(np.float32) for a in make("lstm", 2, 3, 4, 3))
+    xt = Tensor(x, requires_grad=True)
+    seq, h, c = ops.lstm(xt, W, U, b)
+    assert seq.dtype == np.float32 and h.dtype == np.float32 and c.dtype == np.float32
+    (gx,) = grad(h.sum(), [xt])   # only the last state used: the other outputs get zero gradients
+    assert gx.dtype == np.float32 and gx.shape == x.shape
+    np.testing.assert_allclose(seq.numpy()[:, -1], h.numpy())
+
+
+def test_bad_shapes_raise_clear_errors():
+    x, W, U, b = make("lstm", 2, 3, 4, 3)
+    with pytest.raises(ValueError, match="lstm: kernel must have shape"):
+        ops.lstm(x, W[:, :-1], U, b)
+    with pytest.raises(ValueError, match="lstm: mask must have shape"):
+        ops.lstm(x, W, U, b, mask=np.ones((2, 4), bool))
+    with pytest.raises(ValueError, match="3-D"):
+        ops.lstm(x[0], W, U, b)
+    with pytest.raises(ValueError, match="no fused form"):
+        ops.gru(*make("gru", 2, 3, 4, 3), activation="gelu")
