@@ -1,2 +1,448 @@
-"""(placeholder: this op family is being written)"""
-__all__ = []
+"""Per-sample losses (Keras's loss *functions*): each reduces over the class / last axis only, never
+over the batch (the Loss classes in ``lamina.losses`` do the batch reduction and sample weights).
+
+The hot losses are fused ops with a hand-written backward, all numerically stable:
+cross-entropy from logits works on log-softmax (never exp of a large logit), and from probabilities
+follows Keras 3 exactly: normalise to sum 1, clip to [1e-7, 1 - 1e-7], take the log.
+``y_true`` is normally a constant; where a gradient with respect to it is cheap it is given too
+(soft targets in distillation), so every float input is differentiable.
+"""
+import math
+
+import numpy as np
+
+from .. import backend
+from ..tensor import Op, Tensor, as_tensor
+from . import math as _m
+from . import shape as _s
+from .math import unbroadcast
+
+__all__ = [
+    "sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
+    "mean_squared_error", "mean_absolute_error", "huber", "kl_divergence", "log_cosh", "hinge",
+    "squared_hinge", "categorical_hinge", "mean_absolute_percentage_error", "mean_squared_logarithmic_error",
+    "poisson", "EPSILON",
+]
+
+EPSILON = 1e-7  # Keras's backend.epsilon()
+
+
+# ----------------------------------------------------------------------------- input handling
+def _pred(y_pred):
+    y_pred = as_tensor(y_pred)
+    if not np.issubdtype(y_pred.dtype, np.floating):
+        y_pred = Tensor(y_pred.data.astype(backend.floatx()))
+    return y_pred
+
+
+def _true(y_true, y_pred):
+    """y_true as a Tensor of y_pred's float dtype on y_pred's device (a Tensor that needs a gradient
+    is kept as it is, cast if needed)."""
+    if isinstance(y_true, Tensor):
+        if y_true.dtype == y_pred.dtype:
+            return y_true
+        if y_true.requires_grad:
+            return _m.cast(y_true, y_pred.dtype)
+        y_true = y_true.data
+    xp = backend.get_array_module(y_pred.data)
+    a = y_true if backend.is_cupy_array(y_true) else np.asarray(y_true)
+    if xp is not np and not backend.is_cupy_array(a):
+        a = backend.to_device(a, xp)
+    return Tensor(a.astype(y_pred.dtype, copy=False))
+
+
+def _same_rank(t, p):
+    """Keras's squeeze_or_expand_to_same_rank: fix a trailing axis of 1 on one side."""
+    rt, rp = len(t.shape), len(p.shape)
+    if rt == rp + 1 and t.shape[-1] == 1:
+        t = _s.reshape(t, t.shape[:-1]) if rp != 1 else t
+        p = _s.expand_dims(p, -1) if rp == 1 else p
+    elif rp == rt + 1 and p.shape[-1] == 1:
+        if rt == 1:
+            t = _s.expand_dims(t, -1)
+        else:
+            p = _s.reshape(p, p.shape[:-1])
+    return t, p
+
+
+def _check_axis(axis, ndim, op):
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: axis must be an int in [-{ndim}, {ndim}) for y_pred of rank {ndim}. "
+                         f"Received: axis={axis!r}")
+    return int(axis) % ndim
+
+
+# ----------------------------------------------------------------------------- cross-entropies
+class SparseCategoricalCrossentropy(Op):
+    """-log p[label] over the class axis (last, after moving ``axis`` there).
+
+    From logits: loss = logsumexp(x) - x[label]; dx = (softmax(x) - onehot) * g.
+    From probabilities: q = clip(p / sum(p), eps, 1 - eps); loss = -log q[label];
+    dp = (1 - onehot / q[label]) * inrange / sum(p) * g (the normalisation's Jacobian included).
+    Entries whose label is ``ignore_class`` give 0 and no gradient.
+    """
+
+    def forward(self, y_pred):
+        xp = self.xp
+        x = xp.moveaxis(y_pred, self.axis, -1)
+        labels, valid = self.labels, self.valid
+        K = x.shape[-1]
+        onehot = (xp.arange(K) == labels[..., None])
+        if self.from_logits:
+            z = x - x.max(axis=-1, keepdims=True)
+            e = xp.exp(z)
+            s = e.sum(axis=-1, keepdims=True)
+            loss = (xp.log(s) - (z * onehot).sum(axis=-1, keepdims=True))[..., 0]
+            self.saved = (e / s, onehot)
+        else:
+            total = x.sum(axis=-1, keepdims=True)
+            q = (x * onehot).sum(axis=-1, keepdims=True) / total
+            qc = xp.clip(q, EPSILON, 1.0 - EPSILON)
+            loss = -xp.log(qc)[..., 0]
+            inrange = ((q >= EPSILON) & (q <= 1.0 - EPSILON)).astype(x.dtype)
+            self.saved = (q, total, inrange, onehot)
+        if valid is not None:
+            loss = loss * valid
+        return loss.astype(y_pred.dtype, copy=False)
+
+    def backward(self, g):
+        xp = self.xp
+        g = g[..., None] if self.valid is None else (g * self.valid)[..., None]
+        if self.from_logits:
+            soft, onehot = self.saved
+            dx = (soft - onehot) * g
+        else:
+            q, total, inrange, onehot = self.saved
+            dx = (1.0 - onehot / q) * (inrange / total) * g
+        return xp.moveaxis(dx, -1, self.axis)
+
+
+class CategoricalCrossentropy(Op):
+    """-sum(t * log p) over ``axis`` with soft / one-hot targets t (smoothed: t (1 - ls) + ls / K).
+
+    From logits: loss = sum(t) * logsumexp(x) - sum(t x); dx = softmax(x) sum(t) - t; dt = -log_softmax(x).
+    From probabilities (Keras): q = clip(p / sum(p), eps, 1 - eps); loss = -sum(t log q);
+    dp = (-t / q * inrange + sum(t * inrange)) / sum(p); dt = -log q.
+    """
+
+    def forward(self, t, p):
+        xp = self.xp
+        self.shapes = (t.shape, p.shape)
+        t, p = xp.broadcast_arrays(t, p)
+        ax, ls = self.axis, self.label_smoothing
+        if ls:
+            t = t * (1.0 - ls) + ls / p.shape[ax]
+        if self.from_logits:
+            z = p - p.max(axis=ax, keepdims=True)
+            logq = z - xp.log(xp.exp(z).sum(axis=ax, keepdims=True))
+            self.saved = (t, logq)
+        else:
+            total = p.sum(axis=ax, keepdims=True)
+            q = p / total
+            inrange = ((q >= EPSILON) & (q <= 1.0 - EPSILON)).astype(p.dtype)
+            logq = xp.log(xp.clip(q, EPSILON, 1.0 - EPSILON))
+            self.saved = (t, logq, q, total, inrange)
+        return -(t * logq).sum(axis=ax)
+
+    def backward(self, g):
+        xp = self.xp
+        ax = self.axis
+        g = xp.expand_dims(g, ax)
+        t, logq = self.saved[:2]
+        dt = dp = None
+        if self.needs_grad[0]:
+            dt = unbroadcast(-logq * g * (1.0 - self.label_smoothing), self.shapes[0])
+        if self.needs_grad[1]:
+            if self.from_logits:
+                dp = (xp.exp(logq) * t.sum(axis=ax, keepdims=True) - t) * g
+            else:
+                _, _, q, total, inrange = self.saved
+                dp = (-t / q * inrange + (t * inrange).sum(axis=ax, keepdims=True)) / total * g
+            dp = unbroadcast(dp, self.shapes[1])
+        return dt, dp
+
+
+class BinaryCrossentropy(Op):
+    """Elementwise binary cross-entropy, averaged over ``axis``.
+
+    From logits (stable): l = max(x, 0) - x t + log1p(exp(-|x|)); dx = sigmoid(x) - t; dt = -x.
+    From probabilities (Keras): pc = clip(p, eps, 1 - eps); l = -(t log pc + (1 - t) log(1 - pc));
+    dp = (pc - t) / (pc (1 - pc)) * inrange; dt = log(1 - pc) - log(pc).
+    """
+
+    def forward(self, t, p):
+        xp = self.xp
+        self.shapes = (t.shape, p.shape)
+        t, p = xp.broadcast_arrays(t, p)
+        ls = self.label_smoothing
+        if ls:
+            t = t * (1.0 - ls) + 0.5 * ls
+        self.count = p.shape[self.axis]
+        if self.from_logits:
+            l = xp.maximum(p, 0) - p * t + xp.log1p(xp.exp(-xp.abs(p)))
+            self.saved = (t, p)
+        else:
+            pc = xp.clip(p, EPSILON, 1.0 - EPSILON)
+            l = -(t * xp.log(pc) + (1.0 - t) * xp.log(1.0 - pc))
+            inrange = ((p >= EPSILON) & (p <= 1.0 - EPSILON)).astype(p.dtype)
+            self.saved = (t, pc, inrange)
+        return l.mean(axis=self.axis)
+
+    def backward(self, g):
+        xp = self.xp
+        g = xp.expand_dims(g, self.axis) * (1.0 / self.count)
+        dt = dp = None
+        if self.from_logits:
+            t, x = self.saved
+            if self.needs_grad[0]:
+                dt = -x * g * (1.0 - self.label_smoothing)
+            if self.needs_grad[1]:
+                dp = (0.5 * (xp.tanh(0.5 * x) + 1.0) - t) * g  # sigmoid without overflow
+        else:
+            t, pc, inrange = self.saved
+            if self.needs_grad[0]:
+                dt = (xp.log(1.0 - pc) - xp.log(pc)) * g * (1.0 - self.label_smoothing)
+            if self.needs_grad[1]:
+                dp = (pc - t) / (pc * (1.0 - pc)) * inrange * g
+        return (None if dt is None else unbroadcast(dt, self.shapes[0]),
+                None if dp is None else unbroadcast(dp, self.shapes[1]))
+
+
+# ----------------------------------------------------------------------------- regression losses
+class _MeanOfDiff(Op):
+    """mean over the last axis of f(d), d = y_pred - y_true. Subclasses give f and f'.
+    Backward: dp = f'(d) / D * g, dt = -dp."""
+
+    def forward(self, t, p):
+        self.shapes = (t.shape, p.shape)
+        d = p - t
+        self.saved = (d,)
+        self.count = d.shape[-1] if d.ndim else 1
+        v = self.f(d)
+        return v.mean(axis=-1) if d.ndim else v
+
+    def backward(self, g):
+        (d,) = self.saved
+        g = g[..., None] if d.ndim else g
+        gd = self.df(d) * g * (1.0 / self.count)
+        return (unbroadcast(-gd, self.shapes[0]) if self.needs_grad[0] else None,
+                unbroadcast(gd, self.shapes[1]) if self.needs_grad[1] else None)
+
+
+class MeanSquaredError(_MeanOfDiff):
+    def f(self, d): return d * d
+    def df(self, d): return 2.0 * d
+
+
+class MeanAbsoluteError(_MeanOfDiff):
+    def f(self, d): return self.xp.abs(d)
+    def df(self, d): return self.xp.sign(d)
+
+
+class Huber(_MeanOfDiff):
+    """0.5 d^2 where |d| <= delta, else delta (|d| - 0.5 delta); derivative clip(d, -delta, delta)."""
+    def f(self, d):
+        a = self.xp.abs(d)
+        return self.xp.where(a <= self.delta, 0.5 * d * d, self.delta * a - 0.5 * self.delta ** 2)
+
+    def df(self, d): return self.xp.clip(d, -self.delta, self.delta)
+
+
+class LogCosh(_MeanOfDiff):
+    """log(cosh(d)) = d + softplus(-2 d) - log 2 (no overflow); derivative tanh(d)."""
+    def f(self, d):
+        xp = self.xp
+        z = -2.0 * d
+        return d + (xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z)))) - math.log(2.0)
+
+    def df(self, d): return self.xp.tanh(d)
+
+
+class KLDivergence(Op):
+    """sum(tc * log(tc / pc)) over the last axis, tc = clip(t, eps, 1), pc = clip(p, eps, 1) (Keras).
+    Backward: dp = -tc / pc * [eps <= p <= 1] * g; dt = (log(tc / pc) + 1) * [eps <= t <= 1] * g."""
+
+    def forward(self, t, p):
+        xp = self.xp
+        self.shapes = (t.shape, p.shape)
+        t, p = xp.broadcast_arrays(t, p)
+        tc, pc = xp.clip(t, EPSILON, 1.0), xp.clip(p, EPSILON, 1.0)
+        logr = xp.log(tc / pc)
+        self.saved = (t, p, tc, pc, logr)
+        return (tc * logr).sum(axis=-1)
+
+    def backward(self, g):
+        t, p, tc, pc, logr = self.saved
+        g = g[..., None]
+        dt = dp = None
+        if self.needs_grad[0]:
+            dt = unbroadcast((logr + 1.0) * ((t >= EPSILON) & (t <= 1.0)) * g, self.shapes[0])
+        if self.needs_grad[1]:
+            dp = unbroadcast(-tc / pc * ((p >= EPSILON) & (p <= 1.0)) * g, self.shapes[1])
+        return dt, dp
+
+
+# ----------------------------------------------------------------------------- public functions
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1, ignore_class=None):
+    """Cross-entropy with integer class labels (one fused op).
+
+    Args:
+        y_true: integer labels of shape y_pred.shape without the class axis (a trailing axis of 1 is
+            accepted); floats holding integers are accepted too. A constant.
+        y_pred: logits (from_logits=True) or probabilities, classes on ``axis``.
+        ignore_class: a label value whose entries give loss 0 and no gradient; the result then carries
+            ``_keras_mask`` (True where the label is valid), as in Keras.
+    Output: shape y_pred.shape without the class axis.
+    Forward (logits): logsumexp(x) - x[label]. Backward: (softmax(x) - onehot(label)) * g.
+    Forward (probabilities): -log(clip(p[label] / sum(p), 1e-7, 1 - 1e-7)).
+    """
+    y_pred = _pred(y_pred)
+    ax = _check_axis(axis, y_pred.ndim, "sparse_categorical_crossentropy")
+    lab = y_true.data if isinstance(y_true, Tensor) else y_true
+    xp = backend.get_array_module(y_pred.data)
+    lab = lab if backend.is_cupy_array(lab) else np.asarray(lab)
+    want = y_pred.shape[:ax] + y_pred.shape[ax + 1:]
+    if tuple(lab.shape) == want + (1,):
+        lab = lab.reshape(want)
+    if tuple(lab.shape) != want:
+        raise ValueError(f"sparse_categorical_crossentropy: y_true must hold one integer label per sample, "
+                         f"shape {want} (or {want + (1,)}) for y_pred of shape {y_pred.shape}; "
+                         f"received y_true of shape {tuple(lab.shape)}.")
+    if xp is not np and not backend.is_cupy_array(lab):
+        lab = backend.to_device(lab, xp)
+    lab = lab.astype(np.int64, copy=False)
+    K = y_pred.shape[ax]
+    valid = None
+    if ignore_class is not None:
+        keep = lab != int(ignore_class)
+        valid = keep.astype(y_pred.dtype)
+        lab = xp.where(keep, lab, 0)
+    if lab.size:
+        lo, hi = int(lab.min()), int(lab.max())
+        if lo < 0 or hi >= K:
+            raise ValueError(f"sparse_categorical_crossentropy: labels must be in [0, {K}) for {K} classes; "
+                             f"received labels from {lo} to {hi}.")
+    out = SparseCategoricalCrossentropy.apply(y_pred, labels=lab, valid=valid, axis=ax,
+                                              from_logits=bool(from_logits))
+    if ignore_class is not None:
+        out._keras_mask = Tensor(valid > 0)
+    return out
+
+
+def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
+    """Cross-entropy with one-hot or soft targets over ``axis`` (one fused op).
+
+    Output: y_pred's shape without ``axis``.
+    Forward (logits): -sum(t * log_softmax(x)). Backward: dx = softmax(x) sum(t) - t.
+    Forward (probabilities, Keras): -sum(t * log(clip(p / sum(p), 1e-7, 1 - 1e-7))).
+    label_smoothing: t <- t (1 - ls) + ls / num_classes.
+    """
+    y_pred = _pred(y_pred)
+    ax = _check_axis(axis, y_pred.ndim, "categorical_crossentropy")
+    y_true = _true(y_true, y_pred)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"categorical_crossentropy: y_true and y_pred must have the same shape (one-hot or soft "
+                         f"labels); received y_true {y_true.shape} and y_pred {y_pred.shape}. For integer labels "
+                         "use sparse_categorical_crossentropy.")
+    return CategoricalCrossentropy.apply(y_true, y_pred, from_logits=bool(from_logits),
+                                         label_smoothing=float(label_smoothing), axis=ax)
+
+
+def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
+    """Binary cross-entropy of each entry, averaged over ``axis`` (one fused op).
+
+    Forward (logits, stable): max(x, 0) - x t + log1p(exp(-|x|)). Backward: (sigmoid(x) - t) / D.
+    Forward (probabilities, Keras): -(t log pc + (1 - t) log(1 - pc)), pc = clip(p, 1e-7, 1 - 1e-7).
+    label_smoothing: t <- t (1 - ls) + 0.5 ls.
+    """
+    y_pred = _pred(y_pred)
+    y_true = _true(y_true, y_pred)
+    ax = _check_axis(axis, max(y_pred.ndim, y_true.ndim), "binary_crossentropy")
+    return BinaryCrossentropy.apply(y_true, y_pred, from_logits=bool(from_logits),
+                                    label_smoothing=float(label_smoothing), axis=ax)
+
+
+def _regression(cls, y_true, y_pred, **params):
+    y_pred = _pred(y_pred)
+    t, p = _same_rank(_true(y_true, y_pred), y_pred)
+    return cls.apply(t, p, **params)
+
+
+def mean_squared_error(y_true, y_pred):
+    """mean((y_pred - y_true)^2, axis=-1). Backward: 2 (y_pred - y_true) / D."""
+    return _regression(MeanSquaredError, y_true, y_pred)
+
+
+def mean_absolute_error(y_true, y_pred):
+    """mean(|y_pred - y_true|, axis=-1). Backward: sign(y_pred - y_true) / D."""
+    return _regression(MeanAbsoluteError, y_true, y_pred)
+
+
+def huber(y_true, y_pred, delta=1.0):
+    """mean over the last axis of 0.5 d^2 (|d| <= delta) or delta (|d| - 0.5 delta), d = y_pred - y_true.
+    Quadratic near 0, linear for outliers. Backward: clip(d, -delta, delta) / D."""
+    return _regression(Huber, y_true, y_pred, delta=float(delta))
+
+
+def log_cosh(y_true, y_pred):
+    """mean(log(cosh(y_pred - y_true)), axis=-1), computed without overflow. Backward: tanh(d) / D."""
+    return _regression(LogCosh, y_true, y_pred)
+
+
+def kl_divergence(y_true, y_pred):
+    """sum(t log(t / p), axis=-1) with both clipped to [1e-7, 1] (Keras). Backward: -t / p."""
+    y_pred = _pred(y_pred)
+    return KLDivergence.apply(_true(y_true, y_pred), y_pred)
+
+
+def _hinge_labels(t):
+    """Keras converts 0/1 labels to -1/1 for the hinge losses (only when every label is 0 or 1)."""
+    d = t.data
+    if bool(((d == 0) | (d == 1)).all()):
+        return t * 2.0 - 1.0
+    return t
+
+
+def hinge(y_true, y_pred):
+    """mean(max(1 - t p, 0), axis=-1) with t in {-1, 1} (0/1 labels are converted)."""
+    y_pred = _pred(y_pred)
+    t, p = _same_rank(_true(y_true, y_pred), y_pred)
+    return _m.mean(_m.maximum(1.0 - _hinge_labels(t) * p, 0.0), axis=-1)
+
+
+def squared_hinge(y_true, y_pred):
+    """mean(max(1 - t p, 0)^2, axis=-1) with t in {-1, 1} (0/1 labels are converted)."""
+    y_pred = _pred(y_pred)
+    t, p = _same_rank(_true(y_true, y_pred), y_pred)
+    return _m.mean(_m.square(_m.maximum(1.0 - _hinge_labels(t) * p, 0.0)), axis=-1)
+
+
+def categorical_hinge(y_true, y_pred):
+    """max(0, 1 + max((1 - t) p) - sum(t p)) over the last axis (one-hot t)."""
+    y_pred = _pred(y_pred)
+    t = _true(y_true, y_pred)
+    pos = _m.sum(t * y_pred, axis=-1)
+    neg = _m.max((1.0 - t) * y_pred, axis=-1)
+    return _m.maximum(neg - pos + 1.0, 0.0)
+
+
+def mean_absolute_percentage_error(y_true, y_pred):
+    """100 * mean(|t - p| / max(|t|, 1e-7), axis=-1)."""
+    y_pred = _pred(y_pred)
+    t, p = _same_rank(_true(y_true, y_pred), y_pred)
+    return _m.mean(_m.abs(t - p) / _m.maximum(_m.abs(t), EPSILON), axis=-1) * 100.0
+
+
+def mean_squared_logarithmic_error(y_true, y_pred):
+    """mean((log(max(p, 1e-7) + 1) - log(max(t, 1e-7) + 1))^2, axis=-1)."""
+    y_pred = _pred(y_pred)
+    t, p = _same_rank(_true(y_true, y_pred), y_pred)
+    d = _m.log(_m.maximum(p, EPSILON) + 1.0) - _m.log(_m.maximum(t, EPSILON) + 1.0)
+    return _m.mean(d * d, axis=-1)
+
+
+def poisson(y_true, y_pred):
+    """mean(p - t log(p + 1e-7), axis=-1)."""
+    y_pred = _pred(y_pred)
+    t = _true(y_true, y_pred)
+    return _m.mean(y_pred - t * _m.log(y_pred + EPSILON), axis=-1)

@@ -1,2 +1,295 @@
-"""(placeholder: this op family is being written)"""
-__all__ = []
+"""Normalisation ops: batch, layer and group normalisation, each one fused op with a hand-written backward.
+
+All three share one idea: subtract a mean, divide by a standard deviation, then scale by ``gamma`` and
+shift by ``beta``. They differ only in which entries share a mean and variance:
+
+- batch norm: every entry of one channel, over the whole batch (and all spatial positions);
+- layer norm: every entry of one sample, over the given feature axes;
+- group norm: the entries of one sample within one group of channels (and all spatial positions).
+
+Forward, with the statistics taken over the reduction axes R (M entries each):
+    mu = mean_R(x),  var = mean_R((x - mu)^2)  (biased),  inv = 1 / sqrt(var + epsilon)
+    xhat = (x - mu) * inv,   y = xhat * gamma + beta
+Backward, when mu and var come from x itself (gxhat = gy * gamma):
+    dx = inv * (gxhat - mean_R(gxhat) - xhat * mean_R(gxhat * xhat))
+    dgamma = sum(gy * xhat) and dbeta = sum(gy) over every axis but the parameter axes.
+``gamma`` / ``beta`` may be None (Keras's scale=False / center=False).
+"""
+import numpy as np
+
+from ..tensor import Op
+
+__all__ = ["batch_norm", "batch_norm_training", "layer_norm", "group_norm"]
+
+
+def _norm_backward(gxhat, xhat, inv, axes):
+    """dx when the mean and variance over ``axes`` were computed from x (the three-term rule above)."""
+    return inv * (gxhat - gxhat.mean(axis=axes, keepdims=True)
+                  - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True))
+
+
+def _param_shape(ndim, axes, shape):
+    """Shape that makes a parameter over ``axes`` broadcast against an array of rank ndim."""
+    return tuple(shape[i] if i in axes else 1 for i in range(ndim))
+
+
+def _channel_axis(axis, ndim, op):
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: axis={axis} is out of range for an input of rank {ndim}.")
+    return axis % ndim
+
+
+def _check_param(p, name, want, op):
+    if p is not None and tuple(p.shape) != tuple(want):
+        raise ValueError(f"{op}: {name} must have shape {tuple(want)} (the normalised axes of the input), "
+                         f"received shape {tuple(p.shape)}.")
+
+
+class BatchNorm(Op):
+    """Inference batch norm with given statistics: y = (x - mean) * gamma / sqrt(var + eps) + beta."""
+
+    def forward(self, x, gamma, beta, mean, var):
+        ax = _channel_axis(self.axis, x.ndim, "batch_norm")
+        C = x.shape[ax]
+        for p, n in ((gamma, "gamma"), (beta, "beta"), (mean, "mean"), (var, "variance")):
+            _check_param(p, n, (C,), "batch_norm")
+        self.red = tuple(i for i in range(x.ndim) if i != ax)
+        self.bshape = _param_shape(x.ndim, (ax,), x.shape)
+        inv = 1.0 / self.xp.sqrt(var + self.epsilon)
+        scale = inv if gamma is None else inv * gamma
+        shift = -mean * scale if beta is None else beta - mean * scale
+        self.saved = (x, gamma, mean, inv, scale)
+        return x * scale.reshape(self.bshape) + shift.reshape(self.bshape)
+
+    def backward(self, gy):
+        x, gamma, mean, inv, scale = self.saved
+        need_x, need_g, need_b, need_m, need_v = self.needs_grad
+        dx = gy * scale.reshape(self.bshape) if need_x else None
+        dgamma = dbeta = dmean = dvar = None
+        if need_g or need_b or need_m or need_v:
+            sum_g = gy.sum(axis=self.red)
+            dbeta = sum_g if need_b else None
+            dmean = -scale * sum_g if need_m else None
+            if need_g or need_v:
+                # sum(gy * (x - mean)) without materialising x - mean
+                sum_gd = (gy * x).sum(axis=self.red) - mean * sum_g
+                dgamma = inv * sum_gd if need_g else None
+                if need_v:
+                    g = 1.0 if gamma is None else gamma
+                    dvar = -0.5 * g * sum_gd * inv * inv * inv
+        return dx, dgamma, dbeta, dmean, dvar
+
+
+class BatchNormTraining(Op):
+    """Training batch norm: statistics from the batch (optionally weighted by a mask), returned too."""
+
+    def forward(self, x, gamma, beta, mask):
+        xp = self.xp
+        ax = _channel_axis(self.axis, x.ndim, "batch_norm_training")
+        C = x.shape[ax]
+        _check_param(gamma, "gamma", (C,), "batch_norm_training")
+        _check_param(beta, "beta", (C,), "batch_norm_training")
+        red = tuple(i for i in range(x.ndim) if i != ax)
+        self.ax, self.red, self.bshape = ax, red, _param_shape(x.ndim, (ax,), x.shape)
+        if mask is None:
+            w = None
+            mean = x.mean(axis=red, keepdims=True)
+            d = x - mean
+            var = (d * d).mean(axis=red, keepdims=True)
+            W = None
+        else:
+            want = x.shape[:ax] + x.shape[ax + 1:]
+            if tuple(mask.shape) != want:
+                raise ValueError(f"batch_norm_training: the mask must have the input's shape without the channel "
+                                 f"axis, {want}; received {tuple(mask.shape)}.")
+            w = xp.expand_dims(mask.astype(x.dtype), ax)
+            # Keras adds epsilon 1e-7 to the weight total so that an all-masked batch gives 0, not NaN
+            W = w.sum(axis=red, keepdims=True) + 1e-7
+            mean = (w * x).sum(axis=red, keepdims=True) / W
+            d = x - mean
+            var = (w * d * d).sum(axis=red, keepdims=True) / W
+        inv = 1.0 / xp.sqrt(var + self.epsilon)
+        xhat = d * inv
+        y = xhat if gamma is None else xhat * gamma.reshape(self.bshape)
+        if beta is not None:
+            y = y + beta.reshape(self.bshape)
+        self.saved = (xhat, inv, gamma, w, W, d)
+        return y, mean.reshape(C), var.reshape(C)
+
+    def backward(self, gy, gmean, gvar):
+        xhat, inv, gamma, w, W, d = self.saved
+        red, bshape = self.red, self.bshape
+        dx = dgamma = dbeta = None
+        if self.needs_grad[1]:
+            dgamma = (gy * xhat).sum(axis=red)
+        if self.needs_grad[2]:
+            dbeta = gy.sum(axis=red)
+        if self.needs_grad[0]:
+            gxhat = gy if gamma is None else gy * gamma.reshape(bshape)
+            gm, gv = gmean.reshape(bshape), gvar.reshape(bshape)
+            if w is None:
+                M = xhat.size // xhat.shape[self.ax]
+                dx = _norm_backward(gxhat, xhat, inv, red)
+                # the mean and variance are outputs too: d mean/dx = 1/M, d var/dx = 2 (x - mean) / M
+                dx = dx + (gm + 2.0 * gv * d) * (1.0 / M)
+            else:
+                # general weighted rule: mean and var depend on x only through the weighted entries
+                dvar = -0.5 * inv * inv * (gxhat * xhat).sum(axis=red, keepdims=True) + gv
+                dmean = (-inv * gxhat.sum(axis=red, keepdims=True)
+                         - 2.0 * dvar * (w * d).sum(axis=red, keepdims=True) / W + gm)
+                dx = gxhat * inv + (w / W) * (2.0 * dvar * d + dmean)
+        return dx, dgamma, dbeta, None
+
+
+class LayerNorm(Op):
+    """Per-sample normalisation over ``axes``; with rms_scaling, y = x * gamma / sqrt(var + eps)."""
+
+    def forward(self, x, gamma, beta):
+        xp = self.xp
+        axes = tuple(sorted(_channel_axis(a, x.ndim, "layer_norm") for a in self.axes))
+        pshape = tuple(x.shape[a] for a in axes)
+        for p, n in ((gamma, "gamma"), (beta, "beta")):
+            if p is not None and p.size != int(np.prod(pshape)):
+                raise ValueError(f"layer_norm: {n} must have shape {pshape} (the normalised axes of the input), "
+                                 f"received shape {tuple(p.shape)}.")
+        self.axes, self.bshape = axes, _param_shape(x.ndim, axes, x.shape)
+        self.beta_shape = None if beta is None else beta.shape
+        self.other = tuple(i for i in range(x.ndim) if i not in axes)
+        mean = x.mean(axis=axes, keepdims=True)
+        d = x - mean
+        inv = 1.0 / xp.sqrt((d * d).mean(axis=axes, keepdims=True) + self.epsilon)
+        # rms_scaling (Keras 3): scale by the inverse standard deviation but do not subtract the mean
+        xhat = x * inv if self.rms_scaling else d * inv
+        y = xhat if gamma is None else xhat * gamma.reshape(self.bshape)
+        if beta is not None:
+            y = y + beta.reshape(self.bshape)
+        self.saved = (xhat, inv, gamma, d if self.rms_scaling else None)
+        return y
+
+    def backward(self, gy):
+        xhat, inv, gamma, d = self.saved
+        dx = dgamma = dbeta = None
+        if self.needs_grad[1]:
+            dgamma = (gy * xhat).sum(axis=self.other).reshape(gamma.shape)
+        if self.needs_grad[2]:
+            dbeta = gy.sum(axis=self.other).reshape(self.beta_shape)
+        if self.needs_grad[0]:
+            gxhat = gy if gamma is None else gy * gamma.reshape(self.bshape)
+            if self.rms_scaling:
+                # y = x * inv: d inv/dx = -inv^3 (x - mean) / M
+                dx = inv * gxhat - d * (inv * inv) * (gxhat * xhat).mean(axis=self.axes, keepdims=True)
+            else:
+                dx = _norm_backward(gxhat, xhat, inv, self.axes)
+        return dx, dgamma, dbeta
+
+
+class GroupNorm(Op):
+    """Per-sample normalisation within groups of channels (channels on ``axis``, default last)."""
+
+    def forward(self, x, gamma, beta):
+        xp = self.xp
+        ax = _channel_axis(self.axis, x.ndim, "group_norm")
+        C, G = x.shape[ax], self.groups
+        if G <= 0 or C % G:
+            raise ValueError(f"group_norm: the number of channels ({C}) must be a positive multiple of "
+                             f"groups ({G}).")
+        _check_param(gamma, "gamma", (C,), "group_norm")
+        _check_param(beta, "beta", (C,), "group_norm")
+        xc = xp.moveaxis(x, ax, -1)  # channels last: (N, ..., C)
+        self.ax, self.cshape = ax, xc.shape
+        xr = xc.reshape(xc.shape[0], -1, G, C // G)  # (N, S, G, C/G)
+        mean = xr.mean(axis=(1, 3), keepdims=True)
+        d = xr - mean
+        inv = 1.0 / xp.sqrt((d * d).mean(axis=(1, 3), keepdims=True) + self.epsilon)
+        xhat = (d * inv).reshape(xc.shape)
+        y = xhat if gamma is None else xhat * gamma
+        if beta is not None:
+            y = y + beta
+        self.saved = (xhat, inv, gamma)
+        return xp.moveaxis(y, -1, ax)
+
+    def backward(self, gy):
+        xp = self.xp
+        xhat, inv, gamma = self.saved
+        gc = xp.moveaxis(gy, self.ax, -1)
+        lead = tuple(range(gc.ndim - 1))
+        dx = dgamma = dbeta = None
+        if self.needs_grad[1]:
+            dgamma = (gc * xhat).sum(axis=lead)
+        if self.needs_grad[2]:
+            dbeta = gc.sum(axis=lead)
+        if self.needs_grad[0]:
+            N, C, G = gc.shape[0], gc.shape[-1], self.groups
+            gxhat = gc if gamma is None else gc * gamma
+            gr = gxhat.reshape(N, -1, G, C // G)
+            dx = _norm_backward(gr, xhat.reshape(gr.shape), inv, (1, 3)).reshape(self.cshape)
+            dx = xp.moveaxis(dx, -1, self.ax)
+        return dx, dgamma, dbeta
+
+
+def batch_norm(x, gamma, beta, mean, variance, epsilon=1e-3, axis=-1):
+    """Batch normalisation with given statistics (inference, Keras's moving mean and variance).
+
+    Args:
+        x: input (..., C, ...), channels on ``axis``.
+        gamma, beta: (C,) scale and offset, or None (no scale / no offset).
+        mean, variance: (C,) statistics to normalise with.
+        epsilon: added to the variance.
+    Output: the shape of x.
+    Forward: y = (x - mean) * gamma / sqrt(variance + epsilon) + beta.
+    Backward: dx = gy * gamma * inv; dgamma = sum(gy * xhat); dbeta = sum(gy);
+    dmean = -sum(gy) * gamma * inv; dvariance = -0.5 * gamma * inv^3 * sum(gy * (x - mean)).
+    """
+    return BatchNorm.apply(x, gamma, beta, mean, variance, epsilon=float(epsilon), axis=int(axis))
+
+
+def batch_norm_training(x, gamma, beta, epsilon=1e-3, axis=-1, mask=None):
+    """Batch normalisation with the statistics of this batch (training mode).
+
+    The mean and the biased variance are taken over every axis but the channel ``axis``; with a
+    ``mask`` (the input's shape without the channel axis; 1 keeps an entry, 0 ignores it) they are
+    weighted means over the kept entries, as Keras does for masked sequences. Gradients flow through
+    the statistics.
+
+    Returns: (y, batch_mean, batch_variance), the last two of shape (C,) (differentiable too).
+    Forward: y = (x - mean) / sqrt(var + epsilon) * gamma + beta.
+    Backward: dx = inv * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat)), gxhat = gy * gamma,
+    plus the contributions of the mean and variance outputs (1/M and 2 (x - mean) / M).
+    """
+    return BatchNormTraining.apply(x, gamma, beta, mask, epsilon=float(epsilon), axis=int(axis))
+
+
+def layer_norm(x, gamma=None, beta=None, axes=-1, epsilon=1e-3, rms_scaling=False):
+    """Layer normalisation (Keras LayerNormalization) over ``axes`` of each sample.
+
+    Args:
+        x: input of any rank.
+        gamma, beta: parameters with the sizes of x on ``axes`` (in sorted axis order), or None.
+        axes: int or list of ints: the axes normalised together.
+        rms_scaling: Keras 3's option: y = x / sqrt(var(x) + epsilon) * gamma (no centring, no beta).
+    Output: the shape of x.
+    Forward: y = (x - mean) / sqrt(var + epsilon) * gamma + beta, statistics over ``axes``.
+    Backward: dx = inv * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat)); dgamma = sum(gy * xhat);
+    dbeta = sum(gy), sums over the other axes.
+    """
+    if isinstance(axes, (int, np.integer)):
+        axes = (int(axes),)
+    return LayerNorm.apply(x, gamma, beta, axes=tuple(int(a) for a in axes), epsilon=float(epsilon),
+                           rms_scaling=bool(rms_scaling))
+
+
+def group_norm(x, gamma=None, beta=None, groups=32, epsilon=1e-3, axis=-1):
+    """Group normalisation (Keras GroupNormalization): channels split into ``groups`` groups; each
+    sample's group is normalised over its channels and all spatial positions.
+
+    Args:
+        x: input (N, ..., C) (channels on ``axis``, default last).
+        gamma, beta: (C,) or None.
+        groups: number of groups; C must be a multiple of it (groups == C is instance norm, 1 is layer norm
+            over all non-batch axes).
+    Output: the shape of x.
+    Forward: reshape to (N, S, G, C/G); y = (x - mean) / sqrt(var + epsilon) * gamma + beta with the
+    statistics over S and C/G.
+    Backward: the three-term rule within each group; dgamma, dbeta summed over all but the channel axis.
+    """
+    return GroupNorm.apply(x, gamma, beta, groups=int(groups), epsilon=float(epsilon), axis=int(axis))
