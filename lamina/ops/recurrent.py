@@ -68,32 +68,28 @@ def _dact(xp, name, y):
 
 
 def _prepare(xp, x, kernel, bias, mask, go_backwards):
-    """Time-major flattened inputs (T*N, D), the all-steps input projection (T, N, G*u), masks (T, N, 1)."""
+    """Flattened inputs (N*T, D), the all-steps input projection (N, T, G*u), masks (N, T, 1), step order.
+
+    Buffers stay batch-major and indexed by the ORIGINAL time step (go_backwards only changes the order
+    of the loop): then the kernel and input gradients are single products with no copy of x, and the
+    per-step products write straight into strided (N, G*u) slices (BLAS takes the row stride)."""
     N, T, D = x.shape
-    xt = x.transpose(1, 0, 2)
-    if go_backwards:
-        xt = xt[::-1]
-    xs = xp.ascontiguousarray(xt).reshape(T * N, D)
-    xw = xs @ kernel  # ONE product for the input part of every gate at every step
+    x2 = x.reshape(N * T, D)
+    xw = x2 @ kernel  # ONE product for the input part of every gate at every step
     if bias is not None:
         xw += bias
-    xw = xw.reshape(T, N, kernel.shape[1])
+    xw = xw.reshape(N, T, kernel.shape[1])
     mt = mf = None
     if mask is not None:
-        mt = mask.astype(bool).T
-        if go_backwards:
-            mt = mt[::-1]
-        mt = xp.ascontiguousarray(mt)[:, :, None]  # (T, N, 1) bool, for exact xp.where in forward
-        mf = mt.astype(x.dtype)                    # (T, N, 1) 0/1, for gradients routing in backward
-    return xs, xw, mt, mf
+        mt = mask.astype(bool)[:, :, None]  # exact xp.where in forward
+        mf = mt.astype(x.dtype)             # 0/1 routing of gradients in backward
+    steps = range(T - 1, -1, -1) if go_backwards else range(T)
+    return x2, xw, mt, mf, steps
 
 
-def _finish_dx(xp, dxw, kernel, N, T, D, go_backwards):
-    """Input gradient from all gate gradients at once: one (T*N, G*u) @ (G*u, D) product."""
-    dxs = (dxw @ kernel.T).reshape(T, N, D)
-    if go_backwards:
-        dxs = dxs[::-1]
-    return xp.ascontiguousarray(dxs.transpose(1, 0, 2))
+def _sequence_out(xp, H, go_backwards):
+    """Keras returns the outputs in processing order: reversed in time when go_backwards."""
+    return xp.ascontiguousarray(H[:, ::-1]) if go_backwards else H
 
 
 def _check(opname, x, kernel, recurrent_kernel, gates, bias_shapes, bias, states, mask):
@@ -101,9 +97,10 @@ def _check(opname, x, kernel, recurrent_kernel, gates, bias_shapes, bias, states
         raise ValueError(f"{opname}: inputs must be 3-D (batch, timesteps, features). Received shape {tuple(x.shape)}")
     N, T, D = x.shape
     u = recurrent_kernel.shape[0]
-    if kernel.shape != (D, gates * u):
-        raise ValueError(f"{opname}: kernel must have shape {(D, gates * u)} for inputs of {D} features and "
-                         f"{u} units. Received {tuple(kernel.shape)}")
+    if kernel.shape != (D, gates * u) or recurrent_kernel.shape != (u, gates * u):
+        raise ValueError(f"{opname}: kernel must have shape {(D, gates * u)} and recurrent_kernel {(u, gates * u)} "
+                         f"for inputs of {D} features and {u} units. Received {tuple(kernel.shape)} and "
+                         f"{tuple(recurrent_kernel.shape)}")
     if bias is not None and tuple(bias.shape) not in bias_shapes:
         raise ValueError(f"{opname}: bias must have shape {' or '.join(map(str, bias_shapes))}. "
                          f"Received {tuple(bias.shape)}")
@@ -116,6 +113,19 @@ def _check(opname, x, kernel, recurrent_kernel, gates, bias_shapes, bias, states
         raise ValueError(f"{opname}: the sequence must have at least one time step. Received shape {tuple(x.shape)}")
 
 
+def _common_grads(op, xp, x2, kernel, Hp, dZ, dR, N, T, D):
+    """Gradients of x, kernel, recurrent kernel and bias AFTER the time loop, one product each.
+    dZ (N, T, G*u): gradients of the input projections; dR: of the recurrent products h_{t-1} U;
+    Hp (N, T, u): the state each step read."""
+    G = dZ.shape[2]
+    dz2 = dZ.reshape(N * T, G)
+    gx = (dz2 @ kernel.T).reshape(N, T, D) if op.needs_grad[0] else None
+    gk = x2.T @ dz2 if op.needs_grad[1] else None
+    grk = Hp.reshape(N * T, -1).T @ dR.reshape(N * T, dR.shape[2]) if op.needs_grad[2] else None
+    gb = dz2.sum(axis=0) if op.needs_grad[3] else None
+    return gx, gk, grk, gb
+
+
 class SimpleRNNSeq(Op):
     """h_t = act(x_t W + b + h_{t-1} U) over the whole sequence."""
 
@@ -124,60 +134,45 @@ class SimpleRNNSeq(Op):
         _check("simple_rnn", x, kernel, recurrent_kernel, 1, [(recurrent_kernel.shape[0],)], bias, [h0], mask)
         N, T, D = x.shape
         u = recurrent_kernel.shape[0]
-        xs, xw, mt, mf = _prepare(xp, x, kernel, bias, mask, self.go_backwards)
+        x2, xw, mt, mf, steps = _prepare(xp, x, kernel, bias, mask, self.go_backwards)
         act = self.activation
         h = xp.zeros((N, u), x.dtype) if h0 is None else h0
-        Hn = xp.empty((T, N, u), x.dtype)  # new (unmasked) states: what the derivative reads
-        H = Hn if mask is None else xp.empty((T, N, u), x.dtype)  # carried states = outputs
-        for t in range(T):
-            a = xp.matmul(h, recurrent_kernel, out=Hn[t])
-            a += xw[t]
+        Hn = xp.empty((N, T, u), x.dtype)  # new (unmasked) states: what the derivative reads
+        Hp = xp.empty((N, T, u), x.dtype)  # the state each step read
+        H = Hn if mask is None else xp.empty((N, T, u), x.dtype)  # carried states = outputs
+        for t in steps:
+            Hp[:, t] = h
+            a = xp.matmul(h, recurrent_kernel, out=Hn[:, t])
+            a += xw[:, t]
             _act_(xp, act, a)
-            h = a if mask is None else xp.where(mt[t], a, h)
             if mask is not None:
-                H[t] = h
-        self.saved = (xs, kernel, recurrent_kernel, h0, mf, Hn, H)
-        self.shape = (N, T, D, u)
-        return xp.ascontiguousarray(H.transpose(1, 0, 2)), h.copy()
+                H[:, t] = xp.where(mt[:, t], a, h)
+            h = H[:, t]
+        self.saved = (x2, kernel, recurrent_kernel, mf, Hn, Hp, steps)
+        return _sequence_out(xp, H, self.go_backwards), h.copy()
 
     def backward(self, gH, gh):
         xp = self.xp
-        xs, kernel, recurrent_kernel, h0, mf, Hn, H = self.saved
-        N, T, D, u = self.shape
-        gHt = gH.transpose(1, 0, 2)
-        dZ = _dact(xp, self.activation, Hn)  # (T, N, u) derivative, becomes the pre-activation gradient
+        x2, kernel, recurrent_kernel, mf, Hn, Hp, steps = self.saved
+        N, T, u = Hn.shape
+        if self.go_backwards:
+            gH = gH[:, ::-1]
+        dZ = _dact(xp, self.activation, Hn)  # (N, T, u): derivative, then the pre-activation gradient
         rkT = xp.ascontiguousarray(recurrent_kernel.T)
         dh = gh.copy()
-        for t in range(T - 1, -1, -1):
-            dh += gHt[t]
+        for t in reversed(steps):
+            dh += gH[:, t]
+            dz = dZ[:, t]
             if mf is None:
-                dZ[t] *= dh
-                dh = dZ[t] @ rkT
+                dz *= dh
+                dh = dz @ rkT
             else:
-                dn = dh * mf[t]   # gradient into the new state; the rest flows to the carried one
-                keep = dh - dn
-                dZ[t] *= dn
-                dh = dZ[t] @ rkT
-                dh += keep
-        return _weight_grads(self, xp, dZ, xs, kernel, H, h0, dh, N, T, D, u, dZ)
-
-
-def _weight_grads(op, xp, dZ, xs, kernel, H, h0, dh, N, T, D, u, dR):
-    """Gradients of x, kernel, recurrent kernel, bias, h0 (+ None for the mask) after the time loop.
-    dZ (T, N, G*u): gradients of the input projections; dR (T, N, G*u): of the recurrent products."""
-    G = dZ.shape[2]
-    dxw = dZ.reshape(T * N, G)
-    gx = _finish_dx(xp, dxw, kernel, N, T, D, op.go_backwards) if op.needs_grad[0] else None
-    gk = xs.T @ dxw if op.needs_grad[1] else None
-    grk = None
-    if op.needs_grad[2]:
-        # h_{t-1} for t >= 1 is H[t-1]: one product over steps 1..T-1, plus the first step's h0 term
-        grk = H[:-1].reshape((T - 1) * N, u).T @ dR[1:].reshape((T - 1) * N, G)
-        if h0 is not None:
-            grk += h0.T @ dR[0]
-    gb = dxw.sum(axis=0) if op.needs_grad[3] else None
-    gh0 = dh if (len(op.needs_grad) > 4 and op.needs_grad[4]) else None
-    return gx, gk, grk, gb, gh0, None
+                dn = dh * mf[:, t]   # gradient into the new state; the rest flows to the carried one
+                dh -= dn
+                dz *= dn
+                dh += dz @ rkT
+        gx, gk, grk, gb = _common_grads(self, xp, x2, kernel, Hp, dZ, dZ, N, T, x2.shape[1])
+        return gx, gk, grk, gb, (dh if self.needs_grad[4] else None), None
 
 
 class LSTMSeq(Op):
@@ -188,81 +183,90 @@ class LSTMSeq(Op):
         u = recurrent_kernel.shape[0]
         _check("lstm", x, kernel, recurrent_kernel, 4, [(4 * u,)], bias, [h0, c0], mask)
         N, T, D = x.shape
-        xs, xw, mt, mf = _prepare(xp, x, kernel, bias, mask, self.go_backwards)
+        x2, xw, mt, mf, steps = _prepare(xp, x, kernel, bias, mask, self.go_backwards)
         ract, act = self.recurrent_activation, self.activation
         h = xp.zeros((N, u), x.dtype) if h0 is None else h0
         c = xp.zeros((N, u), x.dtype) if c0 is None else c0
-        Gs = xp.empty((T, N, 4 * u), x.dtype)  # gate activations i, f, g, o
-        H = xp.empty((T, N, u), x.dtype)       # carried h (= outputs)
-        C = xp.empty((T, N, u), x.dtype)       # carried c
-        TC = xp.empty((T, N, u), x.dtype)      # act(new c)
-        for t in range(T):
-            z = xp.matmul(h, recurrent_kernel, out=Gs[t])  # one product for all four gates
-            z += xw[t]
-            _act_(xp, ract, z[:, :2 * u])
-            _act_(xp, act, z[:, 2 * u:3 * u])
-            _act_(xp, ract, z[:, 3 * u:])
+        Gs = xp.empty((N, T, 4 * u), x.dtype)  # gate activations i, f, g, o
+        H = xp.empty((N, T, u), x.dtype)       # carried h (= outputs)
+        Hp = xp.empty((N, T, u), x.dtype)      # h read by each step
+        Cp = xp.empty((N, T, u), x.dtype)      # c read by each step
+        TC = xp.empty((N, T, u), x.dtype)      # act(new c)
+        for t in steps:
+            Hp[:, t] = h
+            Cp[:, t] = c
+            z = xp.matmul(h, recurrent_kernel, out=Gs[:, t])  # one product for all four gates
+            z += xw[:, t]
+            if ract == "sigmoid" and act == "tanh":
+                # fused default: one tanh over the four gates (sigmoid(a) = (tanh(a/2) + 1) / 2)
+                z[:, :2 * u] *= 0.5
+                z[:, 3 * u:] *= 0.5
+                xp.tanh(z, out=z)
+                z[:, :2 * u] *= 0.5
+                z[:, :2 * u] += 0.5
+                z[:, 3 * u:] *= 0.5
+                z[:, 3 * u:] += 0.5
+            else:
+                _act_(xp, ract, z[:, :2 * u])
+                _act_(xp, act, z[:, 2 * u:3 * u])
+                _act_(xp, ract, z[:, 3 * u:])
             i, f, g, o = z[:, :u], z[:, u:2 * u], z[:, 2 * u:3 * u], z[:, 3 * u:]
             cn = f * c
             cn += i * g
-            tc = TC[t]
+            tc = TC[:, t]
             tc[...] = cn
             _act_(xp, act, tc)
-            hn = o * tc
+            hn = H[:, t]
+            xp.multiply(o, tc, out=hn)
             if mt is not None:
-                cn = xp.where(mt[t], cn, c)
-                hn = xp.where(mt[t], hn, h)
-            C[t] = cn
-            H[t] = hn
+                cn = xp.where(mt[:, t], cn, c)
+                hn[...] = xp.where(mt[:, t], hn, h)
             h, c = hn, cn
-        self.saved = (xs, kernel, recurrent_kernel, h0, c0, mf, Gs, H, C, TC)
-        self.shape = (N, T, D, u)
-        return xp.ascontiguousarray(H.transpose(1, 0, 2)), h.copy(), c.copy()
+        self.saved = (x2, kernel, recurrent_kernel, mf, Gs, Hp, Cp, TC, steps)
+        return _sequence_out(xp, H, self.go_backwards), h.copy(), c.copy()
 
     def backward(self, gH, gh, gc):
         xp = self.xp
-        xs, kernel, recurrent_kernel, h0, c0, mf, Gs, H, C, TC = self.saved
-        N, T, D, u = self.shape
+        x2, kernel, recurrent_kernel, mf, Gs, Hp, Cp, TC, steps = self.saved
+        N, T, u = Hp.shape
         ract, act = self.recurrent_activation, self.activation
-        gHt = gH.transpose(1, 0, 2)
+        if self.go_backwards:
+            gH = gH[:, ::-1]
         # derivatives of every gate at every step, from the saved activations: few large ops
-        dG = xp.empty_like(Gs)
-        dG[:, :, :2 * u] = _dact(xp, ract, Gs[:, :, :2 * u])
-        dG[:, :, 2 * u:3 * u] = _dact(xp, act, Gs[:, :, 2 * u:3 * u])
-        dG[:, :, 3 * u:] = _dact(xp, ract, Gs[:, :, 3 * u:])
+        dZ = xp.empty_like(Gs)
+        dZ[:, :, :2 * u] = _dact(xp, ract, Gs[:, :, :2 * u])
+        dZ[:, :, 2 * u:3 * u] = _dact(xp, act, Gs[:, :, 2 * u:3 * u])
+        dZ[:, :, 3 * u:] = _dact(xp, ract, Gs[:, :, 3 * u:])
         dTC = _dact(xp, act, TC)
         rkT = xp.ascontiguousarray(recurrent_kernel.T)
-        zeros = xp.zeros((N, u), xs.dtype)
-        dZ = dG  # overwritten step by step with the pre-activation gate gradients
         dh = gh.copy()
         dc = gc.copy()
-        for t in range(T - 1, -1, -1):
-            dh += gHt[t]
-            g_t = Gs[t]
+        for t in reversed(steps):
+            dh += gH[:, t]
+            g_t = Gs[:, t]
             i, f, g, o = g_t[:, :u], g_t[:, u:2 * u], g_t[:, 2 * u:3 * u], g_t[:, 3 * u:]
-            c_prev = C[t - 1] if t > 0 else (c0 if c0 is not None else zeros)
             if mf is not None:
-                m = mf[t]
+                m = mf[:, t]
                 dhn = dh * m
-                keep_h = dh - dhn
+                dh -= dhn      # what stays flows to the carried state
                 dcn = dc * m
-                keep_c = dc - dcn
+                dc -= dcn
             else:
                 dhn, dcn = dh, dc
-            dcn = dcn + dhn * o * dTC[t]
-            dA = dZ[t]
+            dcn = dcn + dhn * o * dTC[:, t]
+            dA = dZ[:, t]  # gate derivatives in, pre-activation gradients out
             dA[:, :u] *= dcn * g
-            dA[:, u:2 * u] *= dcn * c_prev
+            dA[:, u:2 * u] *= dcn * Cp[:, t]
             dA[:, 2 * u:3 * u] *= dcn * i
-            dA[:, 3 * u:] *= dhn * TC[t]
-            dh = dA @ rkT
-            dc = dcn * f
-            if mf is not None:
-                dh += keep_h
-                dc += keep_c
-        gx, gk, grk, gb, gh0, _ = _weight_grads(self, xp, dZ, xs, kernel, H, h0, dh, N, T, D, u, dZ)
-        gc0 = dc if self.needs_grad[5] else None
-        return gx, gk, grk, gb, gh0, gc0, None
+            dA[:, 3 * u:] *= dhn * TC[:, t]
+            if mf is None:
+                dh = dA @ rkT
+                dc = dcn * f
+            else:
+                dh += dA @ rkT
+                dc += dcn * f
+        gx, gk, grk, gb = _common_grads(self, xp, x2, kernel, Hp, dZ, dZ, N, T, x2.shape[1])
+        return (gx, gk, grk, gb, dh if self.needs_grad[4] else None, dc if self.needs_grad[5] else None, None)
 
 
 class GRUSeq(Op):
@@ -276,118 +280,109 @@ class GRUSeq(Op):
         N, T, D = x.shape
         b_in = None if bias is None else (bias[0] if ra else bias)
         b_rec = None if (bias is None or not ra) else bias[1]
-        xs, xw, mt, mf = _prepare(xp, x, kernel, b_in, mask, self.go_backwards)
+        x2, xw, mt, mf, steps = _prepare(xp, x, kernel, b_in, mask, self.go_backwards)
         ract, act = self.recurrent_activation, self.activation
         h = xp.zeros((N, u), x.dtype) if h0 is None else h0
-        ZR = xp.empty((T, N, 2 * u), x.dtype)  # z and r
-        HH = xp.empty((T, N, u), x.dtype)      # candidate state
-        RH = xp.empty((T, N, u), x.dtype)      # reset_after: h U_h + b_h (pre-reset); else: r * h_{t-1}
-        H = xp.empty((T, N, u), x.dtype)
-        uzr = recurrent_kernel[:, :2 * u]
-        uh = recurrent_kernel[:, 2 * u:]
-        for t in range(T):
+        ZR = xp.empty((N, T, 2 * u), x.dtype)  # z and r
+        HH = xp.empty((N, T, u), x.dtype)      # candidate state
+        RH = xp.empty((N, T, u), x.dtype)      # reset_after: h U_h + b'_h (before the reset); else r * h_{t-1}
+        H = xp.empty((N, T, u), x.dtype)
+        Hp = xp.empty((N, T, u), x.dtype)
+        uzr = xp.ascontiguousarray(recurrent_kernel[:, :2 * u])
+        uh = xp.ascontiguousarray(recurrent_kernel[:, 2 * u:])
+        for t in steps:
+            Hp[:, t] = h
+            zr = ZR[:, t]
+            hh = HH[:, t]
             if ra:
                 rec = h @ recurrent_kernel  # one product for all three gates
                 if b_rec is not None:
                     rec += b_rec
-                zr = ZR[t]
-                xp.add(xw[t, :, :2 * u], rec[:, :2 * u], out=zr)
+                xp.add(xw[:, t, :2 * u], rec[:, :2 * u], out=zr)
                 _act_(xp, ract, zr)
-                RH[t] = rec[:, 2 * u:]
-                hh = HH[t]
-                xp.multiply(zr[:, u:], RH[t], out=hh)
+                RH[:, t] = rec[:, 2 * u:]
+                xp.multiply(zr[:, u:], rec[:, 2 * u:], out=hh)
             else:
-                zr = xp.matmul(h, uzr, out=ZR[t])
-                zr += xw[t, :, :2 * u]
+                xp.matmul(h, uzr, out=zr)
+                zr += xw[:, t, :2 * u]
                 _act_(xp, ract, zr)
-                xp.multiply(zr[:, u:], h, out=RH[t])
-                hh = xp.matmul(RH[t], uh, out=HH[t])
-            hh += xw[t, :, 2 * u:]
+                xp.multiply(zr[:, u:], h, out=RH[:, t])
+                xp.matmul(RH[:, t], uh, out=hh)
+            hh += xw[:, t, 2 * u:]
             _act_(xp, act, hh)
-            z = zr[:, :u]
-            hn = h - hh     # h_t = z h_{t-1} + (1 - z) hh = hh + z (h_{t-1} - hh)
-            hn *= z
+            hn = H[:, t]
+            xp.subtract(h, hh, out=hn)  # h_t = z h_{t-1} + (1 - z) hh = hh + z (h_{t-1} - hh)
+            hn *= zr[:, :u]
             hn += hh
             if mt is not None:
-                hn = xp.where(mt[t], hn, h)
-            H[t] = hn
+                hn[...] = xp.where(mt[:, t], hn, h)
             h = hn
-        self.saved = (xs, kernel, recurrent_kernel, h0, mf, ZR, HH, RH, H)
-        self.shape = (N, T, D, u)
-        return xp.ascontiguousarray(H.transpose(1, 0, 2)), h.copy()
+        self.saved = (x2, kernel, recurrent_kernel, mf, ZR, HH, RH, Hp, steps)
+        return _sequence_out(xp, H, self.go_backwards), h.copy()
 
     def backward(self, gH, gh):
         xp = self.xp
-        xs, kernel, recurrent_kernel, h0, mf, ZR, HH, RH, H = self.saved
-        N, T, D, u = self.shape
+        x2, kernel, recurrent_kernel, mf, ZR, HH, RH, Hp, steps = self.saved
+        N, T, u = Hp.shape
         ra = self.reset_after
-        gHt = gH.transpose(1, 0, 2)
-        dZR = _dact(xp, self.recurrent_activation, ZR)  # (T, N, 2u)
-        dHH = _dact(xp, self.activation, HH)            # (T, N, u)
-        dX = xp.empty((T, N, 3 * u), xs.dtype)          # gradient of the input projections
-        dR = xp.empty((T, N, 3 * u), xs.dtype) if ra else None  # of h U + b_rec (reset_after)
+        if self.go_backwards:
+            gH = gH[:, ::-1]
+        dZR = _dact(xp, self.recurrent_activation, ZR)  # (N, T, 2u)
+        dHH = _dact(xp, self.activation, HH)            # (N, T, u)
+        dX = xp.empty((N, T, 3 * u), x2.dtype)          # gradient of the input projections
+        dR = xp.empty((N, T, 3 * u), x2.dtype) if ra else None  # of h U + b' (reset_after)
         rkT = xp.ascontiguousarray(recurrent_kernel.T)
         uzrT = xp.ascontiguousarray(recurrent_kernel[:, :2 * u].T)
         uhT = xp.ascontiguousarray(recurrent_kernel[:, 2 * u:].T)
-        zeros = xp.zeros((N, u), xs.dtype)
         dh = gh.copy()
-        for t in range(T - 1, -1, -1):
-            dh += gHt[t]
-            h_prev = H[t - 1] if t > 0 else (h0 if h0 is not None else zeros)
-            zr = ZR[t]
-            z, r, hh = zr[:, :u], zr[:, u:], HH[t]
+        for t in reversed(steps):
+            dh += gH[:, t]
+            h_prev = Hp[:, t]
+            zr = ZR[:, t]
+            z, r, hh = zr[:, :u], zr[:, u:], HH[:, t]
             if mf is not None:
-                dn = dh * mf[t]
-                keep = dh - dn
+                dn = dh * mf[:, t]
+                dh -= dn        # what stays flows to the carried state
             else:
                 dn = dh
-            dx = dX[t]
+            dx = dX[:, t]
             dah = dx[:, 2 * u:]
             xp.multiply(dn, 1.0 - z, out=dah)
-            dah *= dHH[t]                       # gradient of the candidate's pre-activation
+            dah *= dHH[:, t]                    # gradient of the candidate's pre-activation
             dzr = dx[:, :2 * u]
             xp.multiply(dn, h_prev - hh, out=dzr[:, :u])
             dprev = dn * z
             if ra:
-                xp.multiply(dah, RH[t], out=dzr[:, u:])
-                dzr *= dZR[t]
-                dr = dR[t]
+                xp.multiply(dah, RH[:, t], out=dzr[:, u:])
+                dzr *= dZR[:, t]
+                dr = dR[:, t]
                 dr[:, :2 * u] = dzr
                 xp.multiply(dah, r, out=dr[:, 2 * u:])
-                dh = dr @ rkT
+                rec = dr @ rkT
             else:
                 drh = dah @ uhT                 # gradient of r * h_{t-1}
                 xp.multiply(drh, h_prev, out=dzr[:, u:])
-                dzr *= dZR[t]
-                dh = dzr @ uzrT
-                dh += drh * r
-            dh += dprev
+                dzr *= dZR[:, t]
+                rec = dzr @ uzrT
+                rec += drh * r
+            rec += dprev
             if mf is not None:
-                dh += keep
-        dxw = dX.reshape(T * N, 3 * u)
-        gx = _finish_dx(xp, dxw, kernel, N, T, D, self.go_backwards) if self.needs_grad[0] else None
-        gk = xs.T @ dxw if self.needs_grad[1] else None
-        grk = None
-        if self.needs_grad[2]:
-            Hp = H[:-1].reshape((T - 1) * N, u).T
-            if ra:
-                grk = Hp @ dR[1:].reshape((T - 1) * N, 3 * u)
-                if h0 is not None:
-                    grk += h0.T @ dR[0]
+                dh += rec
             else:
-                grk = xp.empty_like(recurrent_kernel)
-                grk[:, :2 * u] = Hp @ dX[1:, :, :2 * u].reshape((T - 1) * N, 2 * u)
-                if h0 is not None:
-                    grk[:, :2 * u] += h0.T @ dX[0, :, :2 * u]
+                dh = rec
+        D = x2.shape[1]
+        if ra:
+            gx, gk, grk, gb = _common_grads(self, xp, x2, kernel, Hp, dX, dR, N, T, D)
+            if gb is not None:
+                gb = xp.stack([gb, dR.reshape(N * T, 3 * u).sum(axis=0)])
+        else:
+            gx, gk, grk_zr, gb = _common_grads(self, xp, x2, kernel, Hp, dX, dX[:, :, :2 * u], N, T, D)
+            grk = None
+            if self.needs_grad[2]:
                 # the candidate's recurrent product reads r * h_{t-1}, saved at every step
-                grk[:, 2 * u:] = RH.reshape(T * N, u).T @ dX[:, :, 2 * u:].reshape(T * N, u)
-        gb = None
-        if self.needs_grad[3]:
-            gb = dxw.sum(axis=0)
-            if ra:
-                gb = xp.stack([gb, dR.reshape(T * N, 3 * u).sum(axis=0)])
-        gh0 = dh if self.needs_grad[4] else None
-        return gx, gk, grk, gb, gh0, None
+                grk_h = RH.reshape(N * T, u).T @ dX[:, :, 2 * u:].reshape(N * T, u)
+                grk = xp.concatenate([grk_zr, grk_h], axis=1)
+        return gx, gk, grk, gb, (dh if self.needs_grad[4] else None), None
 
 
 def _names(opname, activation, recurrent_activation=None):
