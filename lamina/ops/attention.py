@@ -1,2 +1,150 @@
-"""(placeholder: this op family is being written)"""
-__all__ = []
+"""Scaled dot-product attention as one fused op: forward and hand-written backward side by side.
+
+Attention lets every query position look at all key positions at once and take a weighted mix of
+their values, the weights saying how much each position matters to this query:
+
+    S = scale * Q K^T            (..., Tq, Tk)   scores: how well each query matches each key
+    W = softmax(S) over keys     masked entries get weight 0; a row with no allowed key gives zeros
+    O = dropout(W) V             (..., Tq, dv)
+
+One op instead of a chain of matmul/softmax/where/multiply ops keeps a single (Tq, Tk) weight
+array in memory for backward (plus the dropout mask) and runs five batched GEMMs in all.
+"""
+import numpy as np
+
+from .. import backend
+from ..tensor import Op, Tensor, as_tensor
+from .math import unbroadcast
+
+__all__ = ["scaled_dot_product_attention", "causal_mask"]
+
+
+def causal_mask(q_len, k_len, xp=np):
+    """Boolean (q_len, k_len) mask, True where query i may attend key j (j <= i): a lower triangle,
+    aligned at the top-left as in Keras's ``use_causal_mask`` and torch's ``is_causal``."""
+    return xp.tril(xp.ones((q_len, k_len), dtype=bool))
+
+
+class ScaledDotProductAttention(Op):
+    """Fused attention. Inputs q, k, v (float) and an optional boolean mask (True = attend).
+    Params: scale, rate (dropout on the weights), training, is_causal, return_weights."""
+
+    def forward(self, q, k, v, mask):
+        xp = self.xp
+        dt = q.dtype.type
+        qs = q * dt(self.scale)                       # scale Q (Tq*d products) instead of S (Tq*Tk)
+        s = qs @ xp.swapaxes(k, -1, -2)               # (..., Tq, Tk)
+        allowed = None if mask is None else mask.astype(bool, copy=False)
+        if self.is_causal:
+            tri = causal_mask(s.shape[-2], s.shape[-1], xp)
+            allowed = tri if allowed is None else allowed & tri
+        if allowed is not None:
+            # the most negative finite float: exp() of it minus the row max is exactly 0, and a row
+            # with no allowed key stays finite (uniform), to be zeroed below instead of becoming NaN
+            s = xp.where(allowed, s, dt(xp.finfo(s.dtype).min))
+        s -= s.max(axis=-1, keepdims=True)            # stable softmax, in place on the score buffer
+        xp.exp(s, out=s)
+        s /= s.sum(axis=-1, keepdims=True)
+        if allowed is not None:
+            s *= allowed
+        w = s
+        keep = None
+        if self.training and self.rate > 0.0:
+            # inverted dropout on the weights: drop whole key positions for a query, as in Keras
+            draw = backend.rng().random(w.shape, dtype=np.float32) >= self.rate
+            keep = draw.astype(w.dtype) * dt(1.0 / (1.0 - self.rate))
+            if xp is not np:
+                keep = backend.to_device(keep, xp)
+            out = (w * keep) @ v
+        else:
+            out = w @ v
+        self.saved = (qs, k, v, w, keep)
+        self.shapes = (q.shape, k.shape, v.shape)
+        return (out, w) if self.return_weights else out
+
+    def backward(self, gy, gw=None):
+        xp = self.xp
+        qs, k, v, w, keep = self.saved
+        q_shape, k_shape, v_shape = self.shapes
+        wd = w if keep is None else w * keep
+        gq = gk = gv = None
+        if self.needs_grad[2]:
+            gv = unbroadcast(xp.swapaxes(wd, -1, -2) @ gy, v_shape)         # dV = Wd^T dO
+        if self.needs_grad[0] or self.needs_grad[1]:
+            dw = gy @ xp.swapaxes(v, -1, -2)                                   # dWd = dO V^T
+            if keep is not None:
+                dw *= keep
+            if gw is not None:
+                dw += gw                                                       # weights returned and used
+            # softmax backward: dS = W * (dW - sum_j dW_j W_j); masked entries have W = 0, so dS = 0
+            ds = dw
+            ds -= (dw * w).sum(axis=-1, keepdims=True)
+            ds *= w
+            if self.needs_grad[0]:
+                gq = unbroadcast((ds @ k) * qs.dtype.type(self.scale), q_shape)   # dQ = scale dS K
+            if self.needs_grad[1]:
+                gk = unbroadcast(xp.swapaxes(ds, -1, -2) @ qs, k_shape)              # dK = dS^T (scale Q)
+        return gq, gk, gv, None
+
+
+def _shape_error(msg, q, k, v):
+    return ValueError(f"scaled_dot_product_attention: {msg}. Received: query shape {q.shape}, key shape "
+                      f"{k.shape}, value shape {v.shape}.")
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, scale=None, dropout_rate=0.0, training=False,
+                                 is_causal=False, return_weights=False):
+    """Attention of queries over keys, mixing values: ``softmax(scale * q k^T, masked) v``.
+
+    Args:
+        q: queries, shape (..., Tq, d).
+        k: keys, shape (..., Tk, d).
+        v: values, shape (..., Tk, dv).
+        mask: optional boolean array/Tensor broadcastable to (..., Tq, Tk); True = may attend.
+            A query row with no allowed key gets all-zero weights (and output), never NaN.
+        scale: multiplier of the scores; default 1 / sqrt(d).
+        dropout_rate: fraction of attention weights dropped when ``training`` (inverted dropout,
+            mask drawn from ``lamina.backend.rng()``).
+        is_causal: also forbid query i to attend key j > i (lower-triangular mask, top-left aligned).
+        return_weights: also return the attention weights W (before dropout), shape (..., Tq, Tk).
+    Output: (..., Tq, dv), or (output, weights).
+
+    Forward: S = scale q k^T; W = softmax(S) with masked entries 0; O = dropout(W) v.
+    Backward: dV = Wd^T dO; dWd = dO V^T (times the dropout mask); dS = W * (dW - sum(dW * W, -1));
+    dQ = scale dS K; dK = dS^T (scale Q).
+
+    >>> import numpy as np
+    >>> q = k = v = np.eye(2, dtype="float32")[None]
+    >>> scaled_dot_product_attention(q, k, v, is_causal=True).numpy()[0, 0]
+    array([1., 0.], dtype=float32)
+    """
+    q, k, v = as_tensor(q), as_tensor(k), as_tensor(v)
+    for name, t in (("query", q), ("key", k), ("value", v)):
+        if t.ndim < 2 or not np.issubdtype(t.dtype, np.floating):
+            raise _shape_error(f"{name} must be a float tensor of rank >= 2 (..., length, features)", q, k, v)
+    if q.shape[-1] != k.shape[-1]:
+        raise _shape_error("query and key must have the same last axis (the dot product's length)", q, k, v)
+    if k.shape[-2] != v.shape[-2]:
+        raise _shape_error("key and value must have the same length (axis -2)", q, k, v)
+    if not (k.dtype == q.dtype == v.dtype):
+        raise ValueError(f"scaled_dot_product_attention: query, key and value must share one dtype. "
+                         f"Received: {q.dtype}, {k.dtype}, {v.dtype}.")
+    try:
+        batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except ValueError:
+        raise _shape_error("the leading (batch, head) axes must broadcast", q, k, v) from None
+    if mask is not None:
+        mask = mask if isinstance(mask, Tensor) else Tensor(backend.to_device(np.asarray(mask), backend.get_array_module(q.data)))
+        try:
+            np.broadcast_shapes(mask.shape, batch + (q.shape[-2], k.shape[-2]))
+        except ValueError:
+            raise ValueError(f"scaled_dot_product_attention: mask of shape {mask.shape} does not broadcast to "
+                             f"the scores' shape {batch + (q.shape[-2], k.shape[-2])} (..., Tq, Tk).") from None
+    if not isinstance(dropout_rate, (int, float, np.floating)) or not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"scaled_dot_product_attention: dropout_rate must be in [0, 1). "
+                         f"Received: dropout_rate={dropout_rate!r}")
+    if scale is None:
+        scale = 1.0 / float(np.sqrt(q.shape[-1]))
+    return ScaledDotProductAttention.apply(q, k, v, mask, scale=float(scale), rate=float(dropout_rate),
+                                           training=bool(training), is_causal=bool(is_causal),
+                                           return_weights=bool(return_weights))
