@@ -1,0 +1,146 @@
+"""Dropout and noise: mask statistics, scaling, identity at inference, seeded reproducibility, layers."""
+import numpy as np
+import pytest
+
+import lamina
+from lamina import Tensor, grad, layers, ops
+from lamina.testing import check_grad, check_layer
+
+
+def test_dropout_mask_statistics_and_scaling():
+    x = np.ones((200, 100), np.float32)
+    y = ops.dropout(x, 0.3).numpy()
+    assert y.dtype == np.float32
+    kept = y != 0
+    assert abs(kept.mean() - 0.7) < 0.02
+    np.testing.assert_allclose(y[kept], 1 / 0.7, rtol=1e-6)  # inverted scaling
+    assert abs(y.mean() - 1.0) < 0.03                          # expectation preserved
+
+
+def test_dropout_backward_uses_the_same_mask():
+    x = Tensor(np.random.default_rng(0).standard_normal((20, 10)).astype(np.float32), requires_grad=True)
+    y = ops.dropout(x, 0.5)
+    (g,) = grad(y.sum(), [x])
+    np.testing.assert_allclose(g, (y.numpy() != 0) * 2.0)
+
+
+def test_dropout_grad_check():
+    lamina.utils.set_random_seed(1)
+    x = np.random.default_rng(1).standard_normal((4, 5))
+    # the mask is drawn per call: fix it by reseeding before every call
+    def f(x):
+        lamina.utils.set_random_seed(7)
+        return ops.dropout(x, 0.4)
+    check_grad(f, x)
+
+    def g(x):
+        lamina.utils.set_random_seed(7)
+        return ops.gaussian_dropout(x, 0.4)
+    check_grad(g, x)
+
+    def h(x):
+        lamina.utils.set_random_seed(7)
+        return ops.gaussian_noise(x, 0.5)
+    check_grad(h, x)
+
+
+def test_noise_shape_shares_the_decision():
+    x = np.ones((6, 5, 4), np.float32)
+    y = ops.dropout(x, 0.5, noise_shape=(None, 1, 4)).numpy()
+    assert (y == y[:, :1, :]).all()  # same mask along axis 1
+    with pytest.raises(ValueError, match="noise_shape"):
+        ops.dropout(x, 0.5, noise_shape=(6, 2, 4))
+
+
+def test_identity_at_inference_and_rate_zero():
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    for layer in (layers.Dropout(0.5), layers.GaussianNoise(0.3), layers.GaussianDropout(0.4),
+                  layers.SpatialDropout1D(0.5)):
+        inp = x[:, :, None] if isinstance(layer, layers.SpatialDropout1D) else x
+        np.testing.assert_array_equal(layer(inp).numpy(), inp)
+        np.testing.assert_array_equal(layer(inp, training=False).numpy(), inp)
+    np.testing.assert_array_equal(ops.dropout(x, 0.0).numpy(), x)
+    np.testing.assert_array_equal(ops.dropout(x, 0.5, training=False).numpy(), x)
+
+
+def test_seeded_reproducibility():
+    x = np.ones((10, 10), np.float32)
+    lamina.utils.set_random_seed(42)
+    a = layers.Dropout(0.5)(x, training=True).numpy()
+    b = ops.gaussian_noise(x, 0.1).numpy()
+    lamina.utils.set_random_seed(42)
+    np.testing.assert_array_equal(layers.Dropout(0.5)(x, training=True).numpy(), a)
+    np.testing.assert_array_equal(ops.gaussian_noise(x, 0.1).numpy(), b)
+    # a layer seed gives its own repeatable stream, whatever the global one does
+    c = layers.Dropout(0.5, seed=3)(x, training=True).numpy()
+    lamina.utils.set_random_seed(99)
+    np.testing.assert_array_equal(layers.Dropout(0.5, seed=3)(x, training=True).numpy(), c)
+    assert not np.array_equal(a, c)
+
+
+def test_spatial_dropout_drops_whole_channels():
+    x = np.ones((8, 5, 5, 6), np.float32)
+    y = layers.SpatialDropout2D(0.5)(x, training=True).numpy()
+    per_channel = y.reshape(8, 25, 6)
+    assert (per_channel == per_channel[:, :1, :]).all()
+    assert 0 < (per_channel[:, 0, :] == 0).mean() < 1
+    y1 = layers.SpatialDropout1D(0.5)(np.ones((8, 7, 6), np.float32), training=True).numpy()
+    assert (y1 == y1[:, :1, :]).all()
+    yf = layers.SpatialDropout2D(0.5, data_format="channels_first")(x, training=True).numpy()
+    assert (yf.reshape(8, 5, 30) == yf.reshape(8, 5, 30)[:, :, :1]).all()
+
+
+def test_gaussian_layers_statistics():
+    x = np.ones((300, 100), np.float32)
+    n = layers.GaussianNoise(0.5)(x, training=True).numpy() - 1
+    assert abs(n.mean()) < 0.01 and abs(n.std() - 0.5) < 0.01
+    m = layers.GaussianDropout(0.2)(x, training=True).numpy()
+    assert abs(m.mean() - 1) < 0.01 and abs(m.std() - np.sqrt(0.2 / 0.8)) < 0.01
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, "0.5", None])
+def test_bad_rate_raises_clear_error(bad):
+    with pytest.raises(ValueError, match=r"rate must be a float in \[0, 1\)"):
+        layers.Dropout(bad, name="drop")
+    with pytest.raises(ValueError, match="rate"):
+        ops.dropout(np.ones(3, np.float32), bad)
+    with pytest.raises(ValueError, match="GaussianDropout"):
+        layers.GaussianDropout(bad)
+
+
+def test_gaussian_noise_bad_stddev():
+    with pytest.raises(ValueError, match="stddev"):
+        layers.GaussianNoise(-1.0)
+
+
+def test_activity_regularization_adds_loss():
+    x = Tensor(np.array([[1.0, -2.0], [3.0, 0.5]], np.float32), requires_grad=True)
+    layer = layers.ActivityRegularization(l1=0.1, l2=0.01)
+    y = layer(x)
+    np.testing.assert_array_equal(y.numpy(), x.numpy())
+    (loss,) = layer.losses
+    assert float(loss.item()) == pytest.approx(0.1 * 6.5 + 0.01 * 14.25, rel=1e-6)
+    (g,) = grad(loss, [x])
+    np.testing.assert_allclose(g, 0.1 * np.sign(x.numpy()) + 0.02 * x.numpy(), rtol=1e-6)
+    layer(x)
+    assert len(layer.losses) == 1  # losses of the last call only
+
+
+@pytest.mark.parametrize("cls,kwargs,shape", [
+    (layers.Dropout, {"rate": 0.5, "noise_shape": (None, 1)}, (4, 5)),
+    (layers.SpatialDropout1D, {"rate": 0.3}, (2, 4, 3)),
+    (layers.SpatialDropout2D, {"rate": 0.3}, (2, 3, 3, 4)),
+    (layers.SpatialDropout3D, {"rate": 0.3}, (2, 2, 2, 2, 3)),
+    (layers.GaussianNoise, {"stddev": 0.2, "seed": 1}, (4, 5)),
+    (layers.GaussianDropout, {"rate": 0.2}, (4, 5)),
+    (layers.ActivityRegularization, {"l1": 0.01}, (4, 5)),
+])
+def test_check_layer_regularization(cls, kwargs, shape):
+    layer = check_layer(cls, kwargs, shape, shape, 0, 0, [], check_bad_shape=False)
+    assert layer.count_params() == 0
+    assert layer(lamina.Input(shape[1:])).shape == (None,) + shape[1:]
+
+
+def test_spatial_dropout_rank_error_names_layer():
+    with pytest.raises(ValueError, match="sd"):
+        layers.SpatialDropout2D(0.5, name="sd")(np.ones((2, 3, 4), np.float32))
