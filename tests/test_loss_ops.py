@@ -1,0 +1,269 @@
+"""Per-sample loss ops: gradient checks, PyTorch parity (value and gradient), Keras's clipping, stability."""
+import numpy as np
+import pytest
+
+from lamina import Tensor, grad, ops
+from lamina.testing import check_grad
+
+R = np.random.default_rng(5)
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def ours(fn, y_true, y_pred, **kw):
+    """Per-sample loss and its gradient w.r.t. y_pred under a random upstream gradient."""
+    p = Tensor(y_pred, requires_grad=True)
+    out = fn(y_true, p, **kw)
+    gy = R.standard_normal(out.shape).astype(np.float32)
+    (g,) = grad((out * Tensor(gy)).sum(), [p])
+    return out.numpy(), g, gy
+
+
+def theirs(fn, y_pred, gy, *args, **kw):
+    p = torch.tensor(y_pred, requires_grad=True)
+    out = fn(p, *args, **kw)
+    (out * torch.tensor(gy)).sum().backward()
+    return out.detach().numpy(), p.grad.numpy()
+
+
+def assert_close(a, b):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- gradient checks
+LABELS = R.integers(0, 5, (4, 3))
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_sparse_ce_grad(from_logits, axis):
+    shape = (4, 5, 3) if axis == 1 else (4, 3, 5)
+    pred = R.standard_normal(shape) if from_logits else R.uniform(0.1, 1.0, shape)
+    check_grad(lambda p: ops.sparse_categorical_crossentropy(LABELS, p, from_logits, axis), pred)
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("ls", [0.0, 0.2])
+def test_categorical_ce_grad(from_logits, ls):
+    t = R.dirichlet(np.ones(5), (6,))
+    pred = R.standard_normal((6, 5)) if from_logits else R.uniform(0.1, 1.0, (6, 5))
+    check_grad(lambda t, p: ops.categorical_crossentropy(t, p, from_logits, ls), t, pred)
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("ls", [0.0, 0.1])
+def test_binary_ce_grad(from_logits, ls):
+    t = R.uniform(0, 1, (4, 3))
+    pred = R.standard_normal((4, 3)) * 3 if from_logits else R.uniform(0.05, 0.95, (4, 3))
+    check_grad(lambda t, p: ops.binary_crossentropy(t, p, from_logits, ls), t, pred)
+
+
+def _away_from_kinks(shape, delta=1.0):
+    d = R.uniform(-3, 3, shape)
+    for k in (0.0, delta, -delta):
+        d[np.abs(d - k) < 0.05] += 0.2
+    return d
+
+
+@pytest.mark.parametrize("name", ["mean_squared_error", "mean_absolute_error", "huber", "log_cosh",
+                                  "mean_squared_logarithmic_error", "mean_absolute_percentage_error"])
+@pytest.mark.parametrize("shapes", [((4, 3), (4, 3)), ((5,), (5,)), ((4, 1), (4,)), ((4, 3), (1, 3))])
+def test_regression_grad(name, shapes):
+    st, sp = shapes
+    t = R.uniform(0.5, 2.0, st)
+    p = np.broadcast_to(t, np.broadcast_shapes(st, sp)).reshape(-1)[:int(np.prod(sp))].reshape(sp) \
+        + _away_from_kinks(sp) * 0.2 if st == sp else R.uniform(0.5, 2.0, sp)
+    check_grad(getattr(ops, name), t, p)
+
+
+def test_kl_hinge_poisson_grad():
+    t = R.dirichlet(np.ones(4), (5,))
+    check_grad(ops.kl_divergence, t, R.dirichlet(np.ones(4), (5,)))
+    labels = R.integers(0, 2, (5, 4)).astype(np.float64)
+    p = R.uniform(-2, 2, (5, 4))
+    p[np.abs(1 - np.abs(p)) < 0.1] = 0.3  # away from the hinge's kink at t p = 1
+    check_grad(lambda p: ops.hinge(labels, p), p)
+    check_grad(lambda p: ops.squared_hinge(labels, p), p)
+    check_grad(lambda p: ops.categorical_hinge(np.eye(4)[[0, 1, 2, 3, 0]], p), p)
+    check_grad(ops.poisson, t, R.uniform(0.5, 2, (5, 4)))
+
+
+# ----------------------------------------------------------------------------- PyTorch parity
+@pytest.mark.parametrize("trailing_one", [False, True])
+def test_sparse_ce_from_logits_matches_torch_cross_entropy(trailing_one):
+    x = (R.standard_normal((6, 7)) * 3).astype(np.float32)
+    y = R.integers(0, 7, 6)
+    out, g, gy = ours(ops.sparse_categorical_crossentropy, y[:, None] if trailing_one else y, x, from_logits=True)
+    ref, gref = theirs(F.cross_entropy, x, gy, torch.tensor(y), reduction="none")
+    assert_close(out, ref)
+    assert_close(g, gref)
+
+
+def test_sparse_ce_from_probabilities_matches_nll_of_log():
+    p = R.dirichlet(np.ones(5), 8).astype(np.float32) * 0.9 + 0.02
+    p /= p.sum(-1, keepdims=True)
+    y = R.integers(0, 5, 8)
+    out, g, gy = ours(ops.sparse_categorical_crossentropy, y, p)
+    # probabilities inside [eps, 1 - eps] and summing to 1: Keras's loss is nll(log p); torch
+    # differentiates the renormalisation too, so compare against a normalised input
+    ref, gref = theirs(lambda t, y: F.nll_loss(torch.log(t / t.sum(-1, keepdim=True)), y, reduction="none"),
+                       p, gy, torch.tensor(y))
+    assert_close(out, ref)
+    assert_close(g, gref)
+
+
+def test_sparse_ce_sequence_and_ignore_class():
+    x = R.standard_normal((2, 4, 5)).astype(np.float32)
+    y = R.integers(0, 5, (2, 4))
+    y[0, 1] = y[1, 3] = -1
+    out, g, gy = ours(ops.sparse_categorical_crossentropy, y, x, from_logits=True, ignore_class=-1)
+    ref, gref = theirs(lambda t, y: F.cross_entropy(t.permute(0, 2, 1), y, ignore_index=-1, reduction="none"),
+                       x, gy, torch.tensor(y))
+    assert_close(out, ref)
+    assert_close(g, gref)
+    res = ops.sparse_categorical_crossentropy(y, x, from_logits=True, ignore_class=-1)
+    np.testing.assert_array_equal(res._keras_mask.numpy(), y != -1)
+
+
+def test_categorical_ce_matches_torch_with_soft_labels_and_smoothing():
+    x = (R.standard_normal((6, 4)) * 2).astype(np.float32)
+    t = R.dirichlet(np.ones(4), 6).astype(np.float32)
+    out, g, gy = ours(ops.categorical_crossentropy, t, x, from_logits=True, label_smoothing=0.1)
+    ref, gref = theirs(F.cross_entropy, x, gy, torch.tensor(t), label_smoothing=0.1, reduction="none")
+    assert_close(out, ref)
+    assert_close(g, gref)
+    # from probabilities (already normalised, away from the clip): -sum(t log p)
+    p = R.dirichlet(np.ones(4) * 3, 6).astype(np.float32)
+    out, g, gy = ours(ops.categorical_crossentropy, t, p)
+    ref, gref = theirs(lambda q, t: -(t * torch.log(q / q.sum(-1, keepdim=True))).sum(-1), p, gy, torch.tensor(t))
+    assert_close(out, ref)
+    assert_close(g, gref)
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_binary_ce_matches_torch(from_logits):
+    t = R.integers(0, 2, (5, 3)).astype(np.float32)
+    if from_logits:
+        x = (R.standard_normal((5, 3)) * 4).astype(np.float32)
+        out, g, gy = ours(ops.binary_crossentropy, t, x, from_logits=True)
+        ref, gref = theirs(lambda p, t: F.binary_cross_entropy_with_logits(p, t, reduction="none").mean(-1),
+                           x, gy, torch.tensor(t))
+    else:
+        p = R.uniform(0.01, 0.99, (5, 3)).astype(np.float32)
+        out, g, gy = ours(ops.binary_crossentropy, t, p)
+        ref, gref = theirs(lambda q, t: F.binary_cross_entropy(q, t, reduction="none").mean(-1), p, gy, torch.tensor(t))
+    assert_close(out, ref)
+    assert_close(g, gref)
+
+
+@pytest.mark.parametrize("name,ref", [
+    ("mean_squared_error", lambda p, t: F.mse_loss(p, t, reduction="none").mean(-1)),
+    ("mean_absolute_error", lambda p, t: F.l1_loss(p, t, reduction="none").mean(-1)),
+    ("huber", lambda p, t: F.huber_loss(p, t, reduction="none", delta=1.0).mean(-1)),
+    ("log_cosh", lambda p, t: torch.log(torch.cosh(p - t)).mean(-1)),
+])
+def test_regression_losses_match_torch(name, ref):
+    t = R.standard_normal((6, 4)).astype(np.float32)
+    p = (t + _away_from_kinks((6, 4)) * 0.7).astype(np.float32)
+    out, g, gy = ours(getattr(ops, name), t, p)
+    r, gr = theirs(ref, p, gy, torch.tensor(t))
+    assert_close(out, r)
+    assert_close(g, gr)
+
+
+def test_huber_delta_matches_torch():
+    t = R.standard_normal((6, 4)).astype(np.float32)
+    p = (t + _away_from_kinks((6, 4), 2.0)).astype(np.float32)
+    out, g, gy = ours(ops.huber, t, p, delta=2.0)
+    r, gr = theirs(lambda p, t: F.huber_loss(p, t, reduction="none", delta=2.0).mean(-1), p, gy, torch.tensor(t))
+    assert_close(out, r)
+    assert_close(g, gr)
+
+
+def test_kl_divergence_matches_torch_kl_div():
+    t = R.dirichlet(np.ones(5), 4).astype(np.float32)
+    p = R.dirichlet(np.ones(5), 4).astype(np.float32)
+    out, g, gy = ours(ops.kl_divergence, t, p)
+    r, gr = theirs(lambda q, t: F.kl_div(torch.log(q), t, reduction="none").sum(-1), p, gy, torch.tensor(t))
+    assert_close(out, r)
+    assert_close(g, gr)
+
+
+# ----------------------------------------------------------------------------- Keras's rules and stability
+def test_probability_losses_clip_like_keras():
+    p = np.array([[0.0, 1.0, 0.0]], np.float32)
+    # the true class has probability 0: Keras clips to 1e-7, so the loss is -log(1e-7)
+    out = ops.sparse_categorical_crossentropy(np.array([0]), p).numpy()
+    assert out[0] == pytest.approx(-np.log(np.float32(1e-7)), rel=1e-5)
+    out = ops.categorical_crossentropy(np.array([[1.0, 0, 0]]), p).numpy()
+    assert out[0] == pytest.approx(-np.log(np.float32(1e-7)), rel=1e-5)
+    # unnormalised probabilities are divided by their sum first
+    out = ops.sparse_categorical_crossentropy(np.array([1]), np.array([[1.0, 3.0]], np.float32)).numpy()
+    assert out[0] == pytest.approx(-np.log(0.75), rel=1e-6)
+    out = ops.binary_crossentropy(np.array([[1.0]]), np.array([[0.0]], np.float32)).numpy()
+    assert out[0] == pytest.approx(-np.log(np.float32(1e-7)), rel=1e-4)
+    kl = ops.kl_divergence(np.array([[0.0, 1.0]]), np.array([[0.5, 0.0]], np.float32)).numpy()
+    ref = 1e-7 * np.log(1e-7 / 0.5) + np.log(1 / 1e-7)
+    assert kl[0] == pytest.approx(ref, rel=1e-4)
+
+
+def test_label_smoothing_rules():
+    x = np.array([[2.0, 0.0, -1.0]], np.float32)
+    t = np.array([[1.0, 0.0, 0.0]], np.float32)
+    smooth = t * 0.7 + 0.3 / 3
+    a = ops.categorical_crossentropy(t, x, from_logits=True, label_smoothing=0.3).numpy()
+    b = ops.categorical_crossentropy(smooth, x, from_logits=True).numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    a = ops.binary_crossentropy(t, x, from_logits=True, label_smoothing=0.3).numpy()
+    b = ops.binary_crossentropy(t * 0.7 + 0.15, x, from_logits=True).numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_hinge_converts_binary_labels():
+    p = np.array([[0.3, -0.4]], np.float32)
+    a = ops.hinge(np.array([[1.0, 0.0]]), p).numpy()
+    b = ops.hinge(np.array([[1.0, -1.0]]), p).numpy()
+    np.testing.assert_allclose(a, b)
+    np.testing.assert_allclose(a, [(0.7 + 0.6) / 2], rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["sparse", "categorical", "binary"])
+def test_huge_logits_give_finite_loss_and_gradient(case):
+    x = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 3.0]], np.float32)
+    if case == "sparse":
+        out, g, _ = ours(ops.sparse_categorical_crossentropy, np.array([1, 1]), x, from_logits=True)
+        np.testing.assert_allclose(out, [2e4, 0.0], rtol=1e-6)
+    elif case == "categorical":
+        out, g, _ = ours(ops.categorical_crossentropy, np.eye(3, dtype=np.float32)[[1, 1]], x, from_logits=True)
+        np.testing.assert_allclose(out, [2e4, 0.0], rtol=1e-6)
+    else:
+        out, g, _ = ours(ops.binary_crossentropy, np.array([[1, 0, 1], [1, 1, 0]], np.float32), x, from_logits=True)
+        np.testing.assert_allclose(out, [np.log(2) / 3, (1e4 + 0 + 3.0485873) / 3], rtol=1e-5)
+    assert np.isfinite(out).all() and np.isfinite(g).all()
+
+
+def test_log_cosh_is_finite_for_huge_errors():
+    out, g, _ = ours(ops.log_cosh, np.zeros((1, 2), np.float32), np.array([[1e4, -1e4]], np.float32))
+    np.testing.assert_allclose(out, [1e4 - np.log(2)], rtol=1e-6)
+    assert np.isfinite(g).all()
+
+
+def test_losses_keep_float32_and_reduce_only_the_last_axis():
+    x = R.standard_normal((3, 4, 5)).astype(np.float32)
+    y = R.integers(0, 5, (3, 4))
+    for out in (ops.sparse_categorical_crossentropy(y, x, from_logits=True),
+                ops.categorical_crossentropy(np.eye(5, dtype=np.float32)[y], x, from_logits=True),
+                ops.binary_crossentropy(x > 0, x, from_logits=True),
+                ops.mean_squared_error(x, x * 2), ops.mean_absolute_error(x, x), ops.huber(x, x),
+                ops.kl_divergence(x, x), ops.log_cosh(x, x)):
+        assert out.shape == (3, 4) and out.dtype == np.float32
+
+
+def test_bad_labels_raise_clear_errors():
+    x = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        ops.sparse_categorical_crossentropy(np.array([0, 1, 3, 2]), x)
+    with pytest.raises(ValueError, match="one integer label per sample"):
+        ops.sparse_categorical_crossentropy(np.zeros((4, 3)), x)
+    with pytest.raises(ValueError, match="same shape"):
+        ops.categorical_crossentropy(np.zeros((4, 2)), x)
