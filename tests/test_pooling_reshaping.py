@@ -1,0 +1,160 @@
+"""Pooling and reshaping layers: layer contract, shapes, gradients, PyTorch parity, Keras rules."""
+import numpy as np
+import pytest
+
+import lamina
+from lamina import Tensor, grad, layers
+from lamina.testing import check_grad, check_layer
+
+R = np.random.default_rng(11)
+
+
+def distinct(*shape):
+    n = int(np.prod(shape))
+    return (R.permutation(n).reshape(shape) * 0.1).astype(np.float64)
+
+
+# ----------------------------------------------------------------------------- contract and shapes
+CONTRACT = [
+    (layers.MaxPooling2D, {}, (2, 6, 7, 3), (2, 3, 3, 3)),
+    (layers.MaxPooling2D, dict(pool_size=3, strides=2, padding="same"), (2, 6, 7, 3), (2, 3, 4, 3)),
+    (layers.AveragePooling2D, dict(pool_size=(2, 3), strides=1), (1, 5, 5, 2), (1, 4, 3, 2)),
+    (layers.AveragePooling2D, dict(padding="same"), (1, 5, 5, 2), (1, 3, 3, 2)),
+    (layers.MaxPooling1D, {}, (2, 7, 3), (2, 3, 3)),
+    (layers.AveragePooling1D, dict(pool_size=3, strides=2, padding="same"), (2, 7, 3), (2, 4, 3)),
+    (layers.GlobalAveragePooling2D, {}, (2, 4, 5, 3), (2, 3)),
+    (layers.GlobalAveragePooling2D, dict(keepdims=True), (2, 4, 5, 3), (2, 1, 1, 3)),
+    (layers.GlobalMaxPooling2D, {}, (2, 4, 5, 3), (2, 3)),
+    (layers.GlobalAveragePooling1D, {}, (2, 4, 3), (2, 3)),
+    (layers.GlobalMaxPooling1D, dict(keepdims=True), (2, 4, 3), (2, 1, 3)),
+    (layers.GlobalMaxPooling1D, dict(data_format="channels_first"), (2, 4, 3), (2, 4)),
+    (layers.Flatten, {}, (2, 3, 4, 5), (2, 60)),
+    (layers.Reshape, dict(target_shape=(-1, 4)), (2, 3, 4, 2), (2, 6, 4)),
+    (layers.Reshape, dict(target_shape=(6, 4)), (2, 24), (2, 6, 4)),
+    (layers.Permute, dict(dims=(3, 1, 2)), (2, 3, 4, 5), (2, 5, 3, 4)),
+    (layers.RepeatVector, dict(n=3), (2, 4), (2, 3, 4)),
+    (layers.UpSampling1D, dict(size=3), (2, 4, 2), (2, 12, 2)),
+    (layers.UpSampling2D, {}, (2, 3, 4, 2), (2, 6, 8, 2)),
+    (layers.UpSampling2D, dict(size=(3, 2), interpolation="bilinear"), (2, 3, 4, 2), (2, 9, 8, 2)),
+    (layers.ZeroPadding1D, dict(padding=(1, 2)), (2, 4, 2), (2, 7, 2)),
+    (layers.ZeroPadding2D, {}, (2, 3, 4, 2), (2, 5, 6, 2)),
+    (layers.ZeroPadding2D, dict(padding=((1, 2), (0, 3))), (2, 3, 4, 2), (2, 6, 7, 2)),
+    (layers.ZeroPadding2D, dict(padding=(2, 1), data_format="channels_first"), (2, 3, 4, 2), (2, 3, 8, 4)),
+    (layers.Cropping1D, {}, (2, 5, 2), (2, 3, 2)),
+    (layers.Cropping2D, dict(cropping=((1, 0), (1, 2))), (2, 4, 5, 2), (2, 3, 2, 2)),
+    (layers.Cropping2D, dict(cropping=1, data_format="channels_first"), (2, 3, 4, 5), (2, 3, 2, 3)),
+]
+
+
+@pytest.mark.parametrize("cls,kwargs,in_shape,out_shape", CONTRACT)
+def test_layer_contract(cls, kwargs, in_shape, out_shape):
+    layer = check_layer(cls, kwargs, in_shape, out_shape, expected_num_trainable_weights=0,
+                        expected_num_non_trainable_weights=0, expected_weight_names=[], check_bad_shape=False)
+    # symbolic call: shape from compute_output_shape with an unknown batch size
+    y = layer(lamina.Input(in_shape[1:]))
+    assert y.shape == (None,) + tuple(out_shape[1:])
+
+
+@pytest.mark.parametrize("cls,kwargs,in_shape", [(c, k, i) for c, k, i, _ in CONTRACT])
+def test_layer_gradients(cls, kwargs, in_shape):
+    check_grad(cls(**kwargs), distinct(*in_shape))
+
+
+def test_input_rank_is_checked():
+    for layer, shape in [(layers.MaxPooling2D(name="mp"), (2, 4, 4)), (layers.RepeatVector(2, name="mp"), (2, 3, 4)),
+                         (layers.Cropping2D(name="mp"), (2, 4, 4)), (layers.Permute((2, 1), name="mp"), (2, 2, 2, 2))]:
+        with pytest.raises(ValueError, match="mp.*ndim"):
+            layer(np.zeros(shape, np.float32))
+
+
+def test_argument_errors():
+    with pytest.raises(ValueError, match="pool_size"):
+        layers.MaxPooling2D(pool_size=(2, 0))
+    with pytest.raises(ValueError, match="'valid', 'same'"):
+        layers.AveragePooling1D(padding="causal")
+    with pytest.raises(ValueError, match="permutation"):
+        layers.Permute((1, 3))
+    with pytest.raises(ValueError, match="at most one -1"):
+        layers.Reshape((-1, -1))
+    with pytest.raises(ValueError, match="cannot reshape"):
+        layers.Reshape((5,))(np.zeros((2, 6), np.float32))
+    with pytest.raises(ValueError, match="'nearest', 'bilinear'"):
+        layers.UpSampling2D(interpolation="bicubic")
+    with pytest.raises(ValueError, match="non-negative"):
+        layers.ZeroPadding2D(padding=-1)
+    with pytest.raises(ValueError, match="leaves nothing"):
+        layers.Cropping2D(cropping=2).compute_output_shape((None, 4, 4, 1))
+
+
+def test_flatten_channels_first_orders_features_channels_last():
+    x = R.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    y = layers.Flatten(data_format="channels_first")(x).numpy()
+    np.testing.assert_array_equal(y, x.transpose(0, 2, 3, 1).reshape(2, -1))
+    assert layers.Flatten().compute_output_shape((None, None, 3)) == (None, None)
+
+
+def test_pooling_channels_first():
+    x = distinct(2, 3, 6, 5)
+    y = layers.MaxPooling2D(data_format="channels_first")(x).numpy()
+    ref = layers.MaxPooling2D()(x.transpose(0, 2, 3, 1)).numpy().transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(y, ref)
+    assert y.shape == (2, 3, 3, 2)
+
+
+def test_global_average_pooling1d_mask_leaves_out_masked_steps():
+    x = R.standard_normal((2, 4, 3)).astype(np.float32)
+    mask = np.array([[True, True, False, False], [True, True, True, True]])
+    y = layers.GlobalAveragePooling1D()(x, mask=mask).numpy()
+    np.testing.assert_allclose(y[0], x[0, :2].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(y[1], x[1].mean(0), rtol=1e-6)
+
+
+def test_avg_pool_same_divides_by_real_elements():
+    x = np.ones((1, 5, 5, 1), np.float32)
+    y = layers.AveragePooling2D(pool_size=3, strides=2, padding="same")(x).numpy()
+    np.testing.assert_allclose(y, 1.0)   # counting the padding would give values below 1 at the borders
+
+
+def test_global_max_pool_keepdims_channels_first():
+    x = R.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    y = layers.GlobalMaxPooling2D(data_format="channels_first", keepdims=True)(x)
+    np.testing.assert_allclose(y.numpy(), x.max(axis=(2, 3), keepdims=True))
+
+
+# ----------------------------------------------------------------------------- PyTorch parity
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def _both(layer, x, torch_fn):
+    t = Tensor(x, requires_grad=True)
+    y = layer(t)
+    gy = R.standard_normal(y.shape).astype(np.float32)
+    (gx,) = grad((y * Tensor(gy)).sum(), [t])
+    xt = torch.tensor(x.transpose(0, 3, 1, 2).copy(), requires_grad=True)
+    yt = torch_fn(xt)
+    (yt * torch.tensor(gy.transpose(0, 3, 1, 2).copy())).sum().backward()
+    np.testing.assert_allclose(y.numpy(), yt.detach().numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gx, xt.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-6)
+
+
+def test_pooling_layers_match_torch():
+    x = R.standard_normal((2, 7, 6, 3)).astype(np.float32)
+    _both(layers.MaxPooling2D(), x, lambda t: F.max_pool2d(t, 2))
+    _both(layers.MaxPooling2D(3, strides=1), x, lambda t: F.max_pool2d(t, 3, 1))
+    _both(layers.AveragePooling2D((3, 2), strides=(2, 1)), x, lambda t: F.avg_pool2d(t, (3, 2), (2, 1)))
+    _both(layers.GlobalAveragePooling2D(keepdims=True), x, lambda t: t.mean(dim=(2, 3), keepdim=True))
+    _both(layers.GlobalMaxPooling2D(keepdims=True), x, lambda t: t.amax(dim=(2, 3), keepdim=True))
+    # 'same' max pooling at stride 2: Keras pads (0, 1) on 7 rows; torch only pads symmetrically,
+    # so the padding is written out here with -inf
+    _both(layers.MaxPooling2D(3, 2, padding="same"), x,
+          lambda t: F.max_pool2d(F.pad(t, (0, 1, 1, 1), value=-np.inf), 3, 2))
+
+
+def test_resampling_layers_match_torch():
+    x = R.standard_normal((2, 3, 4, 2)).astype(np.float32)
+    _both(layers.UpSampling2D((2, 3)), x, lambda t: F.interpolate(t, scale_factor=(2, 3), mode="nearest"))
+    _both(layers.UpSampling2D(2, interpolation="bilinear"), x,
+          lambda t: F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False))
+    _both(layers.ZeroPadding2D(((1, 2), (3, 0))), x, lambda t: F.pad(t, (3, 0, 1, 2)))
+    _both(layers.Cropping2D(((1, 0), (1, 2))), x, lambda t: t[:, :, 1:, 1:2])
