@@ -71,8 +71,9 @@ def _away_from_kinks(shape, delta=1.0):
 def test_regression_grad(name, shapes):
     st, sp = shapes
     t = R.uniform(0.5, 2.0, st)
-    p = np.broadcast_to(t, np.broadcast_shapes(st, sp)).reshape(-1)[:int(np.prod(sp))].reshape(sp) \
-        + _away_from_kinks(sp) * 0.2 if st == sp else R.uniform(0.5, 2.0, sp)
+    # away from the kinks of |d| (0) and Huber (|d| = 1): d in +-[0.1, 0.6]
+    d = R.uniform(0.1, 0.6, sp) * R.choice([-1.0, 1.0], sp)
+    p = np.broadcast_to(t.reshape(-1)[:1], sp) + 1.0 + d if st != sp else t + d
     check_grad(getattr(ops, name), t, p)
 
 

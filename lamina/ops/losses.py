@@ -21,7 +21,7 @@ __all__ = [
     "sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
     "mean_squared_error", "mean_absolute_error", "huber", "kl_divergence", "log_cosh", "hinge",
     "squared_hinge", "categorical_hinge", "mean_absolute_percentage_error", "mean_squared_logarithmic_error",
-    "poisson", "EPSILON",
+    "poisson",
 ]
 
 EPSILON = 1e-7  # Keras's backend.epsilon()
