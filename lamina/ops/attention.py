@@ -51,7 +51,7 @@ class ScaledDotProductAttention(Op):
         keep = None
         if self.training and self.rate > 0.0:
             # inverted dropout on the weights: drop whole key positions for a query, as in Keras
-            draw = backend.rng().random(w.shape, dtype=np.float32) >= self.rate
+            draw = (self.rng or backend.rng()).random(w.shape, dtype=np.float32) >= self.rate
             keep = draw.astype(w.dtype) * dt(1.0 / (1.0 - self.rate))
             if xp is not np:
                 keep = backend.to_device(keep, xp)
@@ -93,7 +93,7 @@ def _shape_error(msg, q, k, v):
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, scale=None, dropout_rate=0.0, training=False,
-                                 is_causal=False, return_weights=False):
+                                 is_causal=False, return_weights=False, rng=None):
     """Attention of queries over keys, mixing values: ``softmax(scale * q k^T, masked) v``.
 
     Args:
@@ -107,6 +107,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, scale=None, dropout_rate=0.
             mask drawn from ``lamina.backend.rng()``).
         is_causal: also forbid query i to attend key j > i (lower-triangular mask, top-left aligned).
         return_weights: also return the attention weights W (before dropout), shape (..., Tq, Tk).
+        rng: a NumPy Generator for the dropout mask (default: lamina's seeded one).
     Output: (..., Tq, dv), or (output, weights).
 
     Forward: S = scale q k^T; W = softmax(S) with masked entries 0; O = dropout(W) v.
@@ -147,4 +148,4 @@ def scaled_dot_product_attention(q, k, v, mask=None, scale=None, dropout_rate=0.
         scale = 1.0 / float(np.sqrt(q.shape[-1]))
     return ScaledDotProductAttention.apply(q, k, v, mask, scale=float(scale), rate=float(dropout_rate),
                                            training=bool(training), is_causal=bool(is_causal),
-                                           return_weights=bool(return_weights))
+                                           return_weights=bool(return_weights), rng=rng)
