@@ -181,7 +181,8 @@ def ref_conv2d_transpose(x, w, b, strides, padding, output_padding, dilation):
         for q in range(wd):
             for i in range(kh):
                 for j in range(kw):
-                    canvas[:, p * strides[0] + i * dilation[0], q * strides[1] + j * dilation[1]] += x[:, p, q] @ w[i, j].T
+                    r, c_ = p * strides[0] + i * dilation[0], q * strides[1] + j * dilation[1]
+                    canvas[:, r, c_] += x[:, p, q] @ w[i, j].T
     y = canvas[:, pads[0][0]:pads[0][0] + out[0], pads[1][0]:pads[1][0] + out[1]]
     return y + (0 if b is None else b)
 
