@@ -1,2 +1,556 @@
-"""(placeholder: these layers are being written)"""
-__all__ = []
+"""Preprocessing layers used inside Keras pipelines: Normalization, Rescaling, Resizing, CenterCrop, and
+the augmentation layers RandomFlip, RandomRotation, RandomTranslation, RandomZoom, RandomContrast.
+
+Images are channels-last (N, H, W, C); a single image (H, W, C) is accepted too. Augmentation runs only
+when the layer is called with ``training=True`` (fit does); at inference the input passes unchanged.
+Random draws come from lamina's seeded generator (``lamina.utils.set_random_seed``), or from the layer's
+own generator when a ``seed`` is given. Geometric augmentations build one affine map per image and
+resample the whole batch at once (no loop over images); resizing is two small interpolation matrices
+applied as GEMMs, so both are differentiable with plain matrix backward passes.
+"""
+import math
+
+import numpy as np
+
+from .. import backend, ops
+from ..tensor import Op, Tensor
+from .layer import InputSpec, Layer
+
+_EPS = 1e-7
+_FILL_MODES = ("reflect", "wrap", "constant", "nearest")
+_INTERPOLATIONS = ("bilinear", "nearest")
+
+
+# ---------------------------------------------------------------- ops (image resampling)
+def _interp_matrix(out_size, in_size, method, xp, dtype):
+    """(out_size, in_size) matrix of 1-D interpolation weights with half-pixel centres
+    (source = (i + 0.5) * in / out - 0.5), as TF / Keras / torch align_corners=False."""
+    scale = in_size / out_size
+    src = (np.arange(out_size) + 0.5) * scale - 0.5
+    m = np.zeros((out_size, in_size), np.float64)
+    rows = np.arange(out_size)
+    if method == "nearest":
+        idx = np.minimum(np.floor((np.arange(out_size) + 0.5) * scale).astype(np.int64), in_size - 1)
+        m[rows, idx] = 1.0
+    else:
+        src = np.clip(src, 0.0, in_size - 1)
+        lo = np.floor(src).astype(np.int64)
+        hi = np.minimum(lo + 1, in_size - 1)
+        frac = src - lo
+        np.add.at(m, (rows, lo), 1.0 - frac)  # over out_size rows only (a tiny 1-D table), not pixels
+        np.add.at(m, (rows, hi), frac)
+    return xp.asarray(m.astype(dtype))
+
+
+class Resize(Op):
+    """Separable resize of (N, H, W, C) images: y = A_h x A_w^T per channel, as two batched GEMMs.
+
+    Forward: t = A_h @ x (over H), y = A_w @ t (over W). Backward: the transposes, in reverse order.
+    """
+
+    def forward(self, x):
+        xp = self.xp
+        n, h, w, c = x.shape
+        oh, ow = self.size
+        ah = _interp_matrix(oh, h, self.method, xp, x.dtype)
+        aw = _interp_matrix(ow, w, self.method, xp, x.dtype)
+        self.saved = (ah, aw, x.shape)
+        t = xp.matmul(ah, x.reshape(n, h, w * c)).reshape(n * oh, w, c)      # (N*OH, W, C)
+        return xp.matmul(aw, t).reshape(n, oh, ow, c)
+
+    def backward(self, gy):
+        xp = self.xp
+        ah, aw, (n, h, w, c) = self.saved
+        oh, ow = self.size
+        gt = xp.matmul(aw.T, gy.reshape(n * oh, ow, c))                      # (N*OH, W, C)
+        return xp.matmul(ah.T, gt.reshape(n, oh, w * c)).reshape(n, h, w, c)
+
+
+def resize(images, size, interpolation="bilinear"):
+    """Resize (N, H, W, C) images to size=(height, width) with 'bilinear' or 'nearest' interpolation."""
+    return Resize.apply(images, size=tuple(int(s) for s in size), method=interpolation)
+
+
+def _fix_index(i, size, mode):
+    """Map integer pixel indices outside [0, size) by fill_mode; returns (index, inside-mask)."""
+    xp = backend.get_array_module(i)
+    inside = (i >= 0) & (i < size)
+    if mode == "reflect":          # (d c b a | a b c d | d c b a)
+        period = 2 * size
+        j = xp.mod(i, period)
+        j = xp.where(j >= size, period - 1 - j, j)
+        return j, None
+    if mode == "wrap":             # (a b c d | a b c d | a b c d)
+        return xp.mod(i, size), None
+    if mode == "nearest":          # (a a a a | a b c d | d d d d)
+        return xp.clip(i, 0, size - 1), None
+    return xp.clip(i, 0, size - 1), inside   # constant: read anything, then mask with fill_value
+
+
+class AffineSample(Op):
+    """Resample (N, H, W, C) images through one projective map per image (Keras's 8-number transform
+    [a0, a1, a2, b0, b1, b2, c0, c1]: output (x, y) reads input ((a0 x + a1 y + a2) / k,
+    (b0 x + b1 y + b2) / k), k = c0 x + c1 y + 1), with bilinear or nearest interpolation and a fill mode.
+
+    Forward: gather the (up to) four neighbours of every output pixel from the flattened batch and blend.
+    Backward: the same weights scatter the gradient back with one bincount per channel block.
+    """
+
+    def forward(self, x):
+        xp = self.xp
+        n, h, w, c = x.shape
+        t = xp.asarray(self.transforms, dtype=np.float64)                     # (N, 8)
+        ys, xs = xp.meshgrid(xp.arange(h, dtype=np.float64), xp.arange(w, dtype=np.float64), indexing="ij")
+        k = t[:, 6, None, None] * xs + t[:, 7, None, None] * ys + 1.0
+        src_x = (t[:, 0, None, None] * xs + t[:, 1, None, None] * ys + t[:, 2, None, None]) / k   # (N, H, W)
+        src_y = (t[:, 3, None, None] * xs + t[:, 4, None, None] * ys + t[:, 5, None, None]) / k
+        if self.interpolation == "nearest":
+            corners = [(xp.floor(src_y + 0.5), xp.floor(src_x + 0.5), None)]
+        else:
+            y0, x0 = xp.floor(src_y), xp.floor(src_x)
+            fy, fx = src_y - y0, src_x - x0
+            corners = [(y0, x0, (1 - fy) * (1 - fx)), (y0, x0 + 1, (1 - fy) * fx),
+                       (y0 + 1, x0, fy * (1 - fx)), (y0 + 1, x0 + 1, fy * fx)]
+        base = (xp.arange(n) * (h * w))[:, None, None]
+        flat = x.reshape(n * h * w, c)
+        out = xp.zeros((n, h, w, c), x.dtype)
+        taps = []
+        for cy, cx, wt in corners:          # 4 bilinear taps (a fixed count, not a loop over pixels)
+            iy, my = _fix_index(cy.astype(np.int64), h, self.fill_mode)
+            ix, mx = _fix_index(cx.astype(np.int64), w, self.fill_mode)
+            weight = xp.ones((n, h, w)) if wt is None else wt
+            if my is not None:
+                weight = weight * (my & mx)
+            idx = (base + iy * w + ix).reshape(-1)
+            weight = weight.astype(x.dtype)
+            out += flat[idx].reshape(n, h, w, c) * weight[..., None]
+            taps.append((idx, weight.reshape(-1)))
+        if self.fill_mode == "constant" and self.fill_value:
+            # the share of each output pixel that fell outside the image takes fill_value
+            covered = sum(wt for _, wt in taps).reshape(n, h, w, 1)
+            out += (1 - covered) * x.dtype.type(self.fill_value)
+        self.saved = (taps, x.shape)
+        return out
+
+    def backward(self, gy):
+        xp = self.xp
+        taps, (n, h, w, c) = self.saved
+        size = n * h * w * c
+        g = xp.zeros(size, gy.dtype)
+        gflat = gy.reshape(-1, c)
+        chans = xp.arange(c)
+        for idx, wt in taps:
+            # scatter-add: one bincount over (source pixel, channel) flat positions, so repeats add up
+            where = (idx[:, None] * c + chans[None, :]).reshape(-1)
+            g += xp.bincount(where, weights=(gflat * wt[:, None]).reshape(-1), minlength=size).astype(gy.dtype)
+        return g.reshape(n, h, w, c)
+
+
+def affine_transform(images, transforms, interpolation="bilinear", fill_mode="constant", fill_value=0.0):
+    """Apply one 8-number projective transform per image (see AffineSample) to (N, H, W, C) images."""
+    return AffineSample.apply(images, transforms=np.asarray(transforms, np.float64), interpolation=interpolation,
+                              fill_mode=fill_mode, fill_value=float(fill_value))
+
+
+# ---------------------------------------------------------------- deterministic layers
+class Normalization(Layer):
+    """Feature-wise standardisation: ``(x - mean) / max(sqrt(variance), 1e-7)``; with invert,
+    ``mean + x * max(sqrt(variance), 1e-7)``.
+
+    ``adapt(data)`` computes mean and (population) variance over every axis except ``axis`` and stores
+    them in the non-trainable weights 'mean' and 'variance'. Or give ``mean`` and ``variance`` directly
+    (then the layer holds them as constants and has no weights, as in Keras).
+
+    Args: axis=-1 (int, tuple of kept axes, or None for one scalar), mean=None, variance=None, invert=False.
+    Input shape: any, (N, ..., d). Output: same shape.
+    """
+
+    def __init__(self, axis=-1, mean=None, variance=None, invert=False, **kwargs):
+        super().__init__(**kwargs)
+        if axis is None:
+            axis = ()
+        elif isinstance(axis, int):
+            axis = (axis,)
+        self.axis = tuple(axis)
+        if (mean is None) != (variance is None):
+            raise ValueError(f"Normalization '{self.name}': set both `mean` and `variance`, or neither. "
+                             f"Received: mean={mean!r}, variance={variance!r}")
+        self.input_mean, self.input_variance, self.invert = mean, variance, bool(invert)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        ndim = len(input_shape)
+        for a in self.axis:
+            if not -ndim <= a < ndim:
+                raise ValueError(f"Normalization '{self.name}': axis {a} is out of range for input shape "
+                                 f"{tuple(input_shape)}.")
+        self._keep = tuple(sorted(a % ndim for a in self.axis))
+        if any(input_shape[a] is None for a in self._keep):
+            raise ValueError(f"Normalization '{self.name}': the normalised axes {self._keep} must have known "
+                             f"sizes. Received input shape {tuple(input_shape)}.")
+        self._reduce = tuple(a for a in range(ndim) if a not in self._keep)
+        shape = tuple(input_shape[a] for a in self._keep)
+        self._broadcast = tuple(input_shape[a] if a in self._keep else 1 for a in range(ndim))
+        if self.input_mean is None:
+            self.adapt_mean = self.add_weight(name="mean", shape=shape, initializer="zeros", trainable=False)
+            self.adapt_variance = self.add_weight(name="variance", shape=shape, initializer="ones", trainable=False)
+        else:
+            xp = backend.device_module()
+            self._const_mean = Tensor(xp.asarray(np.broadcast_to(np.asarray(self.input_mean, np.float32),
+                                                                  self._broadcast).copy()))
+            self._const_var = Tensor(xp.asarray(np.broadcast_to(np.asarray(self.input_variance, np.float32),
+                                                                 self._broadcast).copy()))
+        self.input_spec = InputSpec(ndim=ndim, axes={a: input_shape[a] for a in self._keep})
+
+    def adapt(self, data, batch_size=None, steps=None):
+        """Compute mean and variance from data: an array (or Tensor), or an iterable of batches (arrays or
+        (x, y) tuples), combined exactly across batches."""
+        if self.input_mean is not None:
+            raise ValueError(f"Normalization '{self.name}': cannot adapt a layer created with fixed mean and "
+                             "variance.")
+        if isinstance(data, (np.ndarray, Tensor, list)) or backend.is_cupy_array(data):
+            chunks = [data]
+        else:
+            chunks = data
+        count, mean, m2 = 0, None, None
+        for i, chunk in enumerate(chunks):
+            if steps is not None and i >= steps:
+                break
+            if isinstance(chunk, tuple):
+                chunk = chunk[0]
+            x = backend.to_numpy(chunk.data if isinstance(chunk, Tensor) else chunk).astype(np.float64)
+            if not self.built:
+                self.build(tuple(x.shape))
+                self.built = True
+            n = int(np.prod([x.shape[a] for a in self._reduce])) if self._reduce else 1
+            bm = x.mean(axis=self._reduce) if self._reduce else x
+            bv = x.var(axis=self._reduce) if self._reduce else np.zeros_like(x)
+            if mean is None:
+                count, mean, m2 = n, bm, bv * n
+            else:  # Chan et al.'s pairwise combination of means and squared deviations
+                total = count + n
+                delta = bm - mean
+                mean = mean + delta * (n / total)
+                m2 = m2 + bv * n + delta ** 2 * (count * n / total)
+                count = total
+        if mean is None:
+            raise ValueError(f"Normalization '{self.name}': adapt() received no data.")
+        self.adapt_mean.assign(np.asarray(mean, np.float32).reshape(self.adapt_mean.shape))
+        self.adapt_variance.assign(np.asarray(m2 / count, np.float32).reshape(self.adapt_variance.shape))
+
+    def _stats(self):
+        if self.input_mean is not None:
+            return self._const_mean, self._const_var
+        return ops.reshape(self.adapt_mean, self._broadcast), ops.reshape(self.adapt_variance, self._broadcast)
+
+    def call(self, inputs):
+        mean, var = self._stats()
+        std = ops.maximum(ops.sqrt(var), Tensor(np.float32(_EPS)))
+        if self.invert:
+            return mean + inputs * std
+        return (inputs - mean) / std
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config["axis"] = list(self.axis) if len(self.axis) != 1 else self.axis[0]
+        for k, v in (("mean", self.input_mean), ("variance", self.input_variance)):
+            config[k] = None if v is None else np.asarray(v).tolist()
+        return config
+
+
+class Rescaling(Layer):
+    """``inputs * scale + offset`` (e.g. ``Rescaling(1/255)`` maps [0, 255] pixels to [0, 1]).
+
+    Args: scale, offset=0.0 (floats, or arrays broadcast over the channels). Output: same shape, float.
+    """
+
+    def __init__(self, scale, offset=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scale, self.offset = scale, offset
+
+    def call(self, inputs):
+        dtype = inputs.dtype if np.issubdtype(inputs.dtype, np.floating) else np.dtype(self.dtype)
+        if inputs.dtype != dtype:
+            inputs = ops.cast(inputs, dtype)
+        scale = Tensor(np.asarray(self.scale, dtype))
+        offset = Tensor(np.asarray(self.offset, dtype))
+        return inputs * scale + offset
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+
+def _to_batch(inputs):
+    """(H, W, C) -> (1, H, W, C); returns the batched tensor and whether to unbatch at the end."""
+    if inputs.ndim == 3:
+        return ops.expand_dims(inputs, 0), True
+    if inputs.ndim != 4:
+        raise ValueError(f"Expected images of rank 3 (H, W, C) or 4 (N, H, W, C); received shape {inputs.shape}.")
+    return inputs, False
+
+
+def _check_choice(layer, arg, value, valid):
+    if value not in valid:
+        raise ValueError(f"{type(layer).__name__} '{layer.name}': unknown {arg} {value!r}. "
+                         f"Valid: {', '.join(repr(v) for v in valid)}.")
+
+
+def _crop_box(h, w, th, tw):
+    """Keras's centred crop to the target aspect ratio: (top, left, height, width)."""
+    ch = max(min(h, int(float(w * th) / tw)), 1)
+    cw = max(min(w, int(float(h * tw) / th)), 1)
+    return int(float(h - ch) / 2), int(float(w - cw) / 2), ch, cw
+
+
+class Resizing(Layer):
+    """Resize images to (height, width) with half-pixel-centred 'bilinear' or 'nearest' interpolation
+    (Keras/TF ``resize`` without antialiasing). With ``crop_to_aspect_ratio``, first crop the largest
+    centred window of the target aspect ratio so that the image is not distorted.
+
+    Input (N, H, W, C) or (H, W, C) -> (N, height, width, C).
+    Backward: the transposed interpolation matrices (the op ``Resize``).
+    """
+
+    def __init__(self, height, width, interpolation="bilinear", crop_to_aspect_ratio=False, pad_to_aspect_ratio=False,
+                 fill_mode="constant", fill_value=0.0, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        _check_choice(self, "interpolation", interpolation, _INTERPOLATIONS)
+        if data_format not in (None, "channels_last"):
+            raise ValueError(f"Resizing '{self.name}': only data_format='channels_last' is supported. "
+                             f"Received: {data_format!r}")
+        if pad_to_aspect_ratio and crop_to_aspect_ratio:
+            raise ValueError(f"Resizing '{self.name}': only one of crop_to_aspect_ratio and pad_to_aspect_ratio.")
+        self.height, self.width = int(height), int(width)
+        self.interpolation, self.crop_to_aspect_ratio = interpolation, bool(crop_to_aspect_ratio)
+        self.pad_to_aspect_ratio, self.fill_value = bool(pad_to_aspect_ratio), fill_value
+
+    def call(self, inputs):
+        x, single = _to_batch(inputs)
+        _, h, w, c = x.shape
+        if self.crop_to_aspect_ratio:
+            top, left, ch, cw = _crop_box(h, w, self.height, self.width)
+            x = x[:, top:top + ch, left:left + cw, :]
+        elif self.pad_to_aspect_ratio:
+            ph = max(h, int(math.ceil(w * self.height / self.width)))
+            pw = max(w, int(math.ceil(h * self.width / self.height)))
+            top, left = (ph - h) // 2, (pw - w) // 2
+            x = ops.pad(x, ((0, 0), (top, ph - h - top), (left, pw - w - left), (0, 0)),
+                        constant_values=self.fill_value)
+        if not np.issubdtype(x.dtype, np.floating):
+            x = ops.cast(x, self.dtype)
+        y = resize(x, (self.height, self.width), self.interpolation)
+        return y[0] if single else y
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-3]) + (self.height, self.width, input_shape[-1])
+
+
+class CenterCrop(Layer):
+    """Crop the central (height, width) window of each image; an image smaller than the target is first
+    cropped to the target aspect ratio and resized up (Keras's behaviour).
+
+    Input (N, H, W, C) or (H, W, C) -> (N, height, width, C).
+    """
+
+    def __init__(self, height, width, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        self.height, self.width = int(height), int(width)
+
+    def call(self, inputs):
+        x, single = _to_batch(inputs)
+        _, h, w, _ = x.shape
+        dh, dw = h - self.height, w - self.width
+        if dh < 0 or dw < 0:
+            top, left, ch, cw = _crop_box(h, w, self.height, self.width)
+            x = x[:, top:top + ch, left:left + cw, :]
+            if not np.issubdtype(x.dtype, np.floating):
+                x = ops.cast(x, self.dtype)
+            y = resize(x, (self.height, self.width))
+        else:
+            top, left = dh // 2, dw // 2
+            y = x[:, top:top + self.height, left:left + self.width, :]
+        return y[0] if single else y
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-3]) + (self.height, self.width, input_shape[-1])
+
+
+# ---------------------------------------------------------------- augmentation
+def _factor_range(layer, name, factor, symmetric=True):
+    """A factor given as x (-> (-x, x)) or (lo, hi), checked."""
+    if isinstance(factor, (int, float)):
+        lo, hi = (-abs(factor), abs(factor)) if symmetric else (0.0, float(factor))
+    elif isinstance(factor, (list, tuple)) and len(factor) == 2:
+        lo, hi = float(factor[0]), float(factor[1])
+    else:
+        raise ValueError(f"{type(layer).__name__} '{layer.name}': `{name}` must be a float or a pair (lower, upper). "
+                         f"Received: {name}={factor!r}")
+    if lo > hi:
+        raise ValueError(f"{type(layer).__name__} '{layer.name}': `{name}` lower bound {lo} is above the upper "
+                         f"bound {hi}.")
+    return lo, hi
+
+
+class _RandomLayer(Layer):
+    """Shared by augmentation layers: a seeded generator, and identity outside training."""
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self._gen = np.random.default_rng(seed) if seed is not None else None
+        self.supports_masking = True
+
+    def _rng(self):
+        return self._gen if self._gen is not None else backend.rng()
+
+    def call(self, inputs, training=True):
+        if not training:
+            return inputs
+        x, single = _to_batch(inputs)
+        if not np.issubdtype(x.dtype, np.floating):
+            x = ops.cast(x, self.dtype)
+        y = self._augment(x)
+        return y[0] if single else y
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+
+class RandomFlip(_RandomLayer):
+    """Flip each image left-right and/or up-down with probability 1/2 (per image, per direction).
+
+    Args: mode='horizontal_and_vertical' | 'horizontal' | 'vertical', seed=None.
+    """
+
+    def __init__(self, mode="horizontal_and_vertical", seed=None, data_format=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        _check_choice(self, "mode", mode, ("horizontal", "vertical", "horizontal_and_vertical"))
+        self.mode = mode
+
+    def _augment(self, x):
+        n = x.shape[0]
+        xp = backend.get_array_module(x.data)
+        if self.mode in ("horizontal", "horizontal_and_vertical"):
+            flip = xp.asarray(self._rng().random(n) < 0.5).reshape(n, 1, 1, 1)
+            x = ops.where(Tensor(flip), x[:, :, ::-1, :], x)
+        if self.mode in ("vertical", "horizontal_and_vertical"):
+            flip = xp.asarray(self._rng().random(n) < 0.5).reshape(n, 1, 1, 1)
+            x = ops.where(Tensor(flip), x[:, ::-1, :, :], x)
+        return x
+
+
+class _AffineLayer(_RandomLayer):
+    def __init__(self, fill_mode="reflect", interpolation="bilinear", seed=None, fill_value=0.0, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        _check_choice(self, "fill_mode", fill_mode, _FILL_MODES)
+        _check_choice(self, "interpolation", interpolation, _INTERPOLATIONS)
+        self.fill_mode, self.interpolation, self.fill_value = fill_mode, interpolation, fill_value
+
+    def _augment(self, x):
+        n, h, w, _ = x.shape
+        return affine_transform(x, self._transforms(n, h, w), self.interpolation, self.fill_mode, self.fill_value)
+
+
+class RandomRotation(_AffineLayer):
+    """Rotate each image by a random angle about its centre.
+
+    Args: factor: a fraction of a full turn, x -> angle in [-x, x] * 2 pi, or (lower, upper);
+    fill_mode='reflect' ('wrap', 'constant', 'nearest'), interpolation='bilinear' | 'nearest', seed,
+    fill_value=0.0 (for 'constant').
+    """
+
+    def __init__(self, factor, fill_mode="reflect", interpolation="bilinear", seed=None, fill_value=0.0,
+                 value_range=(0, 255), data_format=None, **kwargs):
+        super().__init__(fill_mode=fill_mode, interpolation=interpolation, seed=seed, fill_value=fill_value, **kwargs)
+        self.factor = factor
+        self._lo, self._hi = _factor_range(self, "factor", factor)
+
+    def _transforms(self, n, h, w):
+        angle = self._rng().uniform(self._lo, self._hi, n) * 2.0 * math.pi
+        cos, sin = np.cos(angle), np.sin(angle)
+        x_off = ((w - 1) - (cos * (w - 1) - sin * (h - 1))) / 2.0
+        y_off = ((h - 1) - (sin * (w - 1) + cos * (h - 1))) / 2.0
+        zero = np.zeros(n)
+        return np.stack([cos, -sin, x_off, sin, cos, y_off, zero, zero], axis=1)
+
+
+class RandomTranslation(_AffineLayer):
+    """Shift each image by a random fraction of its height and width.
+
+    Args: height_factor, width_factor: x -> shift in [-x, x] * size, or (lower, upper); fill_mode='reflect',
+    interpolation='bilinear', seed, fill_value=0.0.
+    """
+
+    def __init__(self, height_factor, width_factor, fill_mode="reflect", interpolation="bilinear", seed=None,
+                 fill_value=0.0, data_format=None, **kwargs):
+        super().__init__(fill_mode=fill_mode, interpolation=interpolation, seed=seed, fill_value=fill_value, **kwargs)
+        self.height_factor, self.width_factor = height_factor, width_factor
+        self._h = _factor_range(self, "height_factor", height_factor)
+        self._w = _factor_range(self, "width_factor", width_factor)
+
+    def _transforms(self, n, h, w):
+        r = self._rng()
+        dy = r.uniform(*self._h, n) * h
+        dx = r.uniform(*self._w, n) * w
+        one, zero = np.ones(n), np.zeros(n)
+        return np.stack([one, zero, -dx, zero, one, -dy, zero, zero], axis=1)
+
+
+class RandomZoom(_AffineLayer):
+    """Zoom each image in or out about its centre by a random factor.
+
+    Args: height_factor: x -> zoom in [-x, x], or (lower, upper); a positive value zooms out (the image
+    shrinks), a negative one zooms in; width_factor=None keeps the aspect ratio; fill_mode='reflect',
+    interpolation='bilinear', seed, fill_value=0.0.
+    """
+
+    def __init__(self, height_factor, width_factor=None, fill_mode="reflect", interpolation="bilinear", seed=None,
+                 fill_value=0.0, data_format=None, **kwargs):
+        super().__init__(fill_mode=fill_mode, interpolation=interpolation, seed=seed, fill_value=fill_value, **kwargs)
+        self.height_factor, self.width_factor = height_factor, width_factor
+        self._h = _factor_range(self, "height_factor", height_factor)
+        self._w = None if width_factor is None else _factor_range(self, "width_factor", width_factor)
+
+    def _transforms(self, n, h, w):
+        r = self._rng()
+        zy = 1.0 + r.uniform(*self._h, n)
+        zx = zy if self._w is None else 1.0 + r.uniform(*self._w, n)
+        x_off = (w - 1) / 2.0 * (1.0 - zx)
+        y_off = (h - 1) / 2.0 * (1.0 - zy)
+        zero = np.zeros(n)
+        return np.stack([zx, zero, x_off, zero, zy, y_off, zero, zero], axis=1)
+
+
+class RandomContrast(_RandomLayer):
+    """Scale each image's deviation from its per-channel mean by a random factor in [1 - f, 1 + f], then
+    clip to value_range: ``clip((x - mean) * c + mean, *value_range)``.
+
+    Args: factor: f or (lower, upper) with values in [0, 1]; value_range=(0, 255); seed.
+    """
+
+    def __init__(self, factor, value_range=(0, 255), seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        lo, hi = _factor_range(self, "factor", factor)
+        if isinstance(factor, (int, float)):
+            lo, hi = abs(factor), abs(factor)
+        else:
+            lo, hi = abs(lo), abs(hi)
+        if not (0 <= lo <= 1 and 0 <= hi <= 1):
+            raise ValueError(f"RandomContrast '{self.name}': `factor` must be in [0, 1]. Received: {factor!r}")
+        self.factor, self.value_range = factor, tuple(value_range)
+        self._lo, self._hi = 1.0 - lo, 1.0 + hi
+
+    def _augment(self, x):
+        n = x.shape[0]
+        xp = backend.get_array_module(x.data)
+        c = xp.asarray(self._rng().uniform(self._lo, self._hi, n).astype(x.dtype)).reshape(n, 1, 1, 1)
+        mean = ops.mean(x, axis=(1, 2), keepdims=True)
+        y = (x - mean) * Tensor(c) + mean
+        return ops.clip(y, self.value_range[0], self.value_range[1])
+
+
+__all__ = ["Normalization", "Rescaling", "Resizing", "CenterCrop", "RandomFlip", "RandomRotation",
+           "RandomTranslation", "RandomZoom", "RandomContrast"]
