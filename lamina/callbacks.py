@@ -1,2 +1,558 @@
-"""(placeholder: being written)"""
-__all__ = []
+"""Callbacks: code that fit / evaluate / predict call at fixed points (Keras's hooks and classes).
+
+Hooks, in the order fit calls them: on_train_begin, then per epoch on_epoch_begin, per batch
+on_train_batch_begin / on_train_batch_end (``logs`` = running loss and metrics), the validation pass
+(on_test_begin, on_test_batch_*, on_test_end), on_epoch_end (``logs`` with the ``val_`` entries), and
+finally on_train_end. ``self.model`` is the model being trained (set by ``set_model``); setting
+``self.model.stop_training = True`` ends fit after the current batch or epoch.
+"""
+import csv
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+from . import backend
+from .registry import register
+
+
+class Callback:
+    """Base class: override the hooks you need. ``self.model`` and ``self.params`` are set by fit."""
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        register(cls)
+
+    def __init__(self):
+        self.model = None
+        self.params = {}
+
+    def set_model(self, model):
+        self.model = model
+
+    def set_params(self, params):
+        self.params = params
+
+    def on_train_begin(self, logs=None): pass
+    def on_train_end(self, logs=None): pass
+    def on_epoch_begin(self, epoch, logs=None): pass
+    def on_epoch_end(self, epoch, logs=None): pass
+    def on_train_batch_begin(self, batch, logs=None): self.on_batch_begin(batch, logs)
+    def on_train_batch_end(self, batch, logs=None): self.on_batch_end(batch, logs)
+    def on_batch_begin(self, batch, logs=None): pass
+    def on_batch_end(self, batch, logs=None): pass
+    def on_test_begin(self, logs=None): pass
+    def on_test_end(self, logs=None): pass
+    def on_test_batch_begin(self, batch, logs=None): pass
+    def on_test_batch_end(self, batch, logs=None): pass
+    def on_predict_begin(self, logs=None): pass
+    def on_predict_end(self, logs=None): pass
+    def on_predict_batch_begin(self, batch, logs=None): pass
+    def on_predict_batch_end(self, batch, logs=None): pass
+
+
+class CallbackList:
+    """Several callbacks called in order (History first, the progress bar last, as Keras)."""
+
+    def __init__(self, callbacks=None, add_history=False, add_progbar=False, model=None, **params):
+        self.callbacks = list(callbacks or [])
+        if add_history:
+            history = next((c for c in self.callbacks if isinstance(c, History)), None) or History()
+            if history not in self.callbacks:
+                self.callbacks.insert(0, history)
+            if model is not None:
+                model.history = history
+        if add_progbar and not any(isinstance(c, ProgbarLogger) for c in self.callbacks):
+            self.callbacks.append(ProgbarLogger())
+        self.params = params
+        for c in self.callbacks:
+            c.set_params(params)
+            if model is not None:
+                c.set_model(model)
+
+    def _call(self, hook, *args):
+        for c in self.callbacks:
+            getattr(c, hook)(*args)
+
+    def on_train_begin(self, logs=None): self._call("on_train_begin", logs or {})
+    def on_train_end(self, logs=None): self._call("on_train_end", logs or {})
+    def on_epoch_begin(self, epoch, logs=None): self._call("on_epoch_begin", epoch, logs or {})
+    def on_epoch_end(self, epoch, logs=None): self._call("on_epoch_end", epoch, logs if logs is not None else {})
+    def on_train_batch_begin(self, batch, logs=None): self._call("on_train_batch_begin", batch, logs or {})
+    def on_train_batch_end(self, batch, logs=None): self._call("on_train_batch_end", batch, logs or {})
+    def on_test_begin(self, logs=None): self._call("on_test_begin", logs or {})
+    def on_test_end(self, logs=None): self._call("on_test_end", logs or {})
+    def on_test_batch_begin(self, batch, logs=None): self._call("on_test_batch_begin", batch, logs or {})
+    def on_test_batch_end(self, batch, logs=None): self._call("on_test_batch_end", batch, logs or {})
+    def on_predict_begin(self, logs=None): self._call("on_predict_begin", logs or {})
+    def on_predict_end(self, logs=None): self._call("on_predict_end", logs or {})
+    def on_predict_batch_begin(self, batch, logs=None): self._call("on_predict_batch_begin", batch, logs or {})
+    def on_predict_batch_end(self, batch, logs=None): self._call("on_predict_batch_end", batch, logs or {})
+
+
+class History(Callback):
+    """Records the epoch logs: ``history.history['loss']``, ``history.epoch``, ``history.params``."""
+
+    def __init__(self):
+        super().__init__()
+        self.history = {}
+        self.epoch = []
+
+    def on_train_begin(self, logs=None):
+        self.epoch = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for k, v in (logs or {}).items():
+            self.history.setdefault(k, []).append(v)
+
+
+def _format_logs(logs):
+    return " - ".join(f"{k}: {v:.4f}" if isinstance(v, (float, int, np.floating)) else f"{k}: {v}"
+                      for k, v in logs.items())
+
+
+def _format_time(seconds):
+    if seconds >= 1:
+        return f"{seconds:.0f}s"
+    return f"{seconds * 1000:.0f}ms"
+
+
+class ProgbarLogger(Callback):
+    """Keras-style progress: verbose=1 draws a live bar per epoch (tqdm) with the step counter, ETA and
+    running metrics when output is a terminal, and prints one line per epoch otherwise (logs, CI);
+    verbose=2 prints one line per epoch."""
+
+    def __init__(self, count_mode="steps", stream=None):
+        super().__init__()
+        self.stream = stream
+        self.bar = None
+
+    def _out(self):
+        return self.stream or sys.stdout
+
+    def _live(self):
+        out = self._out()
+        return self.params.get("verbose", 1) == 1 and hasattr(out, "isatty") and out.isatty()
+
+    def _open(self, total):
+        from tqdm.auto import tqdm  # progress bars are the one display dependency (declared in pyproject)
+        self.bar = tqdm(total=total, file=self._out(), leave=True, dynamic_ncols=True, unit="step",
+                        bar_format="{n_fmt}/{total_fmt} {bar:20} {elapsed}<{remaining} {rate_fmt}{postfix}")
+
+    def _close(self, logs):
+        if self.bar is not None:
+            self.bar.set_postfix_str(_format_logs(logs), refresh=False)
+            self.bar.close()
+            self.bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._seen = time.perf_counter(), 0
+        if self.params.get("mode", "train") == "train":
+            print(f"Epoch {epoch + 1}/{self.params.get('epochs', 1)}", file=self._out(), flush=True)
+        if self._live():
+            self._open(self.params.get("steps"))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._seen = batch + 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(_format_logs(logs or {}), refresh=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._finish(logs or {})
+
+    def _finish(self, logs):
+        if self.bar is not None:
+            self._close(logs)
+            return
+        elapsed = time.perf_counter() - self._start
+        steps = self._seen
+        per_step = _format_time(elapsed / max(steps, 1))
+        print(f"{steps}/{self.params.get('steps') or steps} - {_format_time(elapsed)} - {per_step}/step - "
+              f"{_format_logs(logs)}", file=self._out(), flush=True)
+
+    def on_test_begin(self, logs=None):
+        if self.params.get("mode") == "test":
+            self.on_epoch_begin(0)
+
+    def on_test_batch_end(self, batch, logs=None):
+        if self.params.get("mode") == "test":
+            self.on_train_batch_end(batch, logs)
+
+    def on_test_end(self, logs=None):
+        if self.params.get("mode") == "test":
+            self._finish(logs or {})
+
+    def on_predict_begin(self, logs=None):
+        self.on_epoch_begin(0)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.on_train_batch_end(batch, {})
+
+    def on_predict_end(self, logs=None):
+        self._finish({})
+
+
+def _mode_for(monitor, mode, who):
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"{who}: mode must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
+    if mode == "auto":
+        name = monitor.lower()
+        maximise = any(k in name for k in ("acc", "auc", "precision", "recall", "f1", "iou"))
+        return "max" if maximise and "loss" not in name else "min"
+    return mode
+
+
+class EarlyStopping(Callback):
+    """Stop training when ``monitor`` has stopped improving for ``patience`` epochs.
+
+    Args: monitor ('val_loss'), min_delta (smallest change counted as an improvement), patience, verbose,
+    mode ('auto' | 'min' | 'max'), baseline, restore_best_weights (put back the best epoch's weights at
+    the end), start_from_epoch (epochs to wait before counting)."""
+
+    def __init__(self, monitor="val_loss", min_delta=0, patience=0, verbose=0, mode="auto", baseline=None,
+                 restore_best_weights=False, start_from_epoch=0):
+        super().__init__()
+        self.monitor, self.patience, self.verbose = monitor, patience, verbose
+        self.baseline, self.restore_best_weights = baseline, restore_best_weights
+        self.start_from_epoch = start_from_epoch
+        self.mode = _mode_for(monitor, mode, "EarlyStopping")
+        self.min_delta = abs(min_delta) if self.mode == "max" else -abs(min_delta)
+
+    def _better(self, current, reference):
+        if reference is None:
+            return True
+        if self.mode == "max":
+            return current - self.min_delta > reference
+        return current - self.min_delta < reference
+
+    def on_train_begin(self, logs=None):
+        self.wait, self.stopped_epoch = 0, 0
+        self.best, self.best_weights, self.best_epoch = None, None, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = (logs or {}).get(self.monitor)
+        if current is None:
+            warnings.warn(f"EarlyStopping: metric '{self.monitor}' is not in the logs "
+                          f"(available: {', '.join(logs or {})}).", UserWarning, stacklevel=2)
+            return
+        if epoch < self.start_from_epoch:
+            return
+        if self.restore_best_weights and self.best_weights is None:
+            self.best_weights = self.model.get_weights()
+        self.wait += 1
+        if self._better(current, self.best):
+            self.best, self.best_epoch = current, epoch
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            if self.baseline is None or self._better(current, self.baseline):
+                self.wait = 0
+                return
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+            # As Keras: the best weights come back only when training is stopped early.
+            if self.restore_best_weights and self.best_weights is not None:
+                if self.verbose > 0:
+                    print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
+                self.model.set_weights(self.best_weights)
+
+    def on_train_end(self, logs=None):
+        if self.stopped_epoch > 0 and self.verbose > 0:
+            print(f"Epoch {self.stopped_epoch + 1}: early stopping")
+
+
+class ModelCheckpoint(Callback):
+    """Save the model (or only its weights) after each epoch; ``filepath`` may hold ``{epoch}`` and log keys
+    (``'ckpt-{epoch:02d}-{val_loss:.2f}.keras'``). With save_best_only, only when ``monitor`` improved.
+    Files are written atomically (temporary file, then rename), so a crash never leaves a broken one."""
+
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, save_weights_only=False,
+                 mode="auto", save_freq="epoch", initial_value_threshold=None):
+        super().__init__()
+        self.filepath, self.monitor, self.verbose = os.fspath(filepath), monitor, verbose
+        self.save_best_only, self.save_weights_only = save_best_only, save_weights_only
+        self.mode = _mode_for(monitor, mode, "ModelCheckpoint")
+        if save_freq != "epoch" and not (isinstance(save_freq, int) and save_freq > 0):
+            raise ValueError(f"ModelCheckpoint: save_freq must be 'epoch' or a positive int. Received: {save_freq!r}")
+        self.save_freq = save_freq
+        self.best = initial_value_threshold
+        self._batches = 0
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if isinstance(self.save_freq, int):
+            self._batches += 1
+            if self._batches % self.save_freq == 0:
+                self._save(self._epoch, logs or {}, batch=batch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.save_freq == "epoch":
+            self._save(epoch, logs or {})
+
+    def _save(self, epoch, logs, batch=None):
+        try:
+            path = self.filepath.format(epoch=epoch + 1, batch=batch, **logs)
+        except KeyError as e:
+            raise KeyError(f"ModelCheckpoint: filepath {self.filepath!r} names {e}, which is not in the logs "
+                           f"(available: epoch, batch, {', '.join(logs)}).") from None
+        if self.save_best_only:
+            current = logs.get(self.monitor)
+            if current is None:
+                warnings.warn(f"ModelCheckpoint: can save best model only with '{self.monitor}' available, "
+                              "skipping.", UserWarning, stacklevel=2)
+                return
+            if not np.isfinite(current):
+                return
+            better = self.best is None or (current > self.best if self.mode == "max" else current < self.best)
+            if not better:
+                if self.verbose > 0:
+                    print(f"Epoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
+                return
+            if self.verbose > 0:
+                prev = "inf" if self.best is None else f"{self.best:.5f}"
+                print(f"Epoch {epoch + 1}: {self.monitor} improved from {prev} to {current:.5f}, saving model to {path}")
+            self.best = current
+        elif self.verbose > 0:
+            print(f"Epoch {epoch + 1}: saving model to {path}")
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        else:
+            self.model.save(path)
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` has not improved for ``patience`` epochs
+    (by at least min_delta), then wait ``cooldown`` epochs; never below ``min_lr``."""
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4,
+                 cooldown=0, min_lr=0.0, **kwargs):
+        super().__init__()
+        if factor >= 1.0:
+            raise ValueError(f"ReduceLROnPlateau does not support a factor >= 1.0. Received: factor={factor}")
+        self.monitor, self.factor, self.patience, self.verbose = monitor, factor, patience, verbose
+        self.mode = _mode_for(monitor, mode, "ReduceLROnPlateau")
+        self.min_delta, self.cooldown, self.min_lr = min_delta, cooldown, min_lr
+        self._reset()
+
+    def _reset(self):
+        self.best = -np.inf if self.mode == "max" else np.inf
+        self.wait, self.cooldown_counter = 0, 0
+
+    def _better(self, current):
+        if self.mode == "max":
+            return current > self.best + self.min_delta
+        return current < self.best - self.min_delta
+
+    def on_train_begin(self, logs=None):
+        self._reset()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        logs["learning_rate"] = float(self.model.optimizer.learning_rate)
+        current = logs.get(self.monitor)
+        if current is None:
+            warnings.warn(f"ReduceLROnPlateau: metric '{self.monitor}' is not in the logs "
+                          f"(available: {', '.join(logs)}).", UserWarning, stacklevel=2)
+            return
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._better(current):
+            self.best, self.wait = current, 0
+        elif self.cooldown_counter <= 0:
+            self.wait += 1
+            if self.wait >= self.patience:
+                old = float(self.model.optimizer.learning_rate)
+                if old > self.min_lr:
+                    new = max(old * self.factor, self.min_lr)
+                    self.model.optimizer.learning_rate = new
+                    if self.verbose > 0:
+                        print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
+                    self.cooldown_counter, self.wait = self.cooldown, 0
+
+
+class LearningRateScheduler(Callback):
+    """Set the learning rate at the start of each epoch to ``schedule(epoch, lr)`` (or ``schedule(epoch)``)."""
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        self.schedule, self.verbose = schedule, verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        lr = float(self.model.optimizer.learning_rate)
+        try:
+            new = self.schedule(epoch, lr)
+        except TypeError:  # a one-argument schedule, as Keras 1 allowed
+            new = self.schedule(epoch)
+        new = float(new)
+        if not math.isfinite(new):
+            raise ValueError(f"LearningRateScheduler: the schedule returned {new} at epoch {epoch}; "
+                             "it must return a finite float.")
+        self.model.optimizer.learning_rate = new
+        if self.verbose > 0:
+            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {new}.")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(self.model.optimizer.learning_rate)
+
+
+class CSVLogger(Callback):
+    """Stream epoch results to a CSV file: an 'epoch' column then the log keys, sorted."""
+
+    def __init__(self, filename, separator=",", append=False):
+        super().__init__()
+        self.filename, self.sep, self.append = os.fspath(filename), separator, append
+        self.keys, self._file, self._writer = None, None, None
+
+    def on_train_begin(self, logs=None):
+        exists = self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
+        self._file = open(self.filename, "a" if self.append else "w", newline="")
+        self._header_done = exists
+        if exists:
+            with open(self.filename, newline="") as f:
+                self.keys = next(csv.reader(f, delimiter=self.sep))[1:]
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            self.keys = sorted(logs)
+        if self._writer is None:
+            self._writer = csv.DictWriter(self._file, fieldnames=["epoch"] + self.keys, delimiter=self.sep)
+            if not self._header_done:
+                self._writer.writeheader()
+        row = {"epoch": epoch}
+        row.update({k: logs.get(k, "NA") for k in self.keys})
+        self._writer.writerow(row)
+        self._file.flush()
+
+    def on_train_end(self, logs=None):
+        if self._file is not None:
+            self._file.close()
+        self._file, self._writer, self.keys = None, None, None
+
+
+class TerminateOnNaN(Callback):
+    """Stop training when a batch's loss is NaN or inf (fit already refuses such a batch's update)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            print(f"Batch {batch}: Invalid loss, terminating training")
+            self.model.stop_training = True
+
+
+class LambdaCallback(Callback):
+    """A callback from functions: on_epoch_begin(epoch, logs), on_epoch_end(epoch, logs),
+    on_train_batch_begin/end(batch, logs), on_train_begin(logs), on_train_end(logs), ..."""
+
+    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None, on_train_end=None,
+                 on_train_batch_begin=None, on_train_batch_end=None, **kwargs):
+        super().__init__()
+        given = dict(on_epoch_begin=on_epoch_begin, on_epoch_end=on_epoch_end, on_train_begin=on_train_begin,
+                     on_train_end=on_train_end, on_train_batch_begin=on_train_batch_begin,
+                     on_train_batch_end=on_train_batch_end, **kwargs)
+        for hook, fn in given.items():
+            if fn is None:
+                continue
+            if not hasattr(Callback, hook):
+                raise ValueError(f"LambdaCallback: unknown hook {hook!r}.")
+            setattr(self, hook, fn)
+
+
+def _atomic_write(path, write):
+    """Write a file through a temporary sibling and a rename: readers see the old or the new file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class BackupAndRestore(Callback):
+    """Resume an interrupted fit exactly where it stopped.
+
+    At the end of every epoch (or every ``save_freq`` batches... only 'epoch' is supported) it writes to
+    ``backup_dir`` the weights, the optimizer state, the epoch and lamina's random-generator state (no
+    pickle: an .npz of arrays and a JSON file, each written atomically). When fit starts with a backup
+    present, all of it is restored and training continues with the next epoch, giving the same weights as
+    an uninterrupted run. The backup is deleted when fit ends normally (delete_checkpoint=True)."""
+
+    def __init__(self, backup_dir, save_freq="epoch", double_checkpoint=False, delete_checkpoint=True):
+        super().__init__()
+        if not backup_dir:
+            raise ValueError("BackupAndRestore: backup_dir must be a non-empty path.")
+        if save_freq != "epoch":
+            raise ValueError(f"BackupAndRestore: only save_freq='epoch' is supported. Received: {save_freq!r}")
+        self.backup_dir = os.fspath(backup_dir)
+        self.save_freq, self.delete_checkpoint = save_freq, delete_checkpoint
+        self._arrays = os.path.join(self.backup_dir, "state.npz")
+        self._meta = os.path.join(self.backup_dir, "state.json")
+        self._completed = False
+
+    def on_train_begin(self, logs=None):
+        self._completed = False
+        if not (os.path.exists(self._meta) and os.path.exists(self._arrays)):
+            return
+        with open(self._meta) as f:
+            meta = json.load(f)
+        with np.load(self._arrays, allow_pickle=False) as data:
+            n_w = meta["num_weights"]
+            weights = [data[f"w{i}"] for i in range(n_w)]
+            opt_state = [data[f"o{i}"] for i in range(meta["num_optimizer"])]
+        self.model.set_weights(weights)
+        opt = self.model.optimizer
+        if opt_state:
+            if not getattr(opt, "built", True):
+                with self.model._compiled_flags():
+                    opt.build(self.model.trainable_weights)
+            opt.set_state(opt_state)
+        if meta.get("learning_rate") is not None:
+            opt.learning_rate = meta["learning_rate"]
+        backend.set_rng_state(meta["rng_state"])
+        self.model._initial_epoch = meta["epoch"] + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        model = self.model
+        opt = model.optimizer
+        opt_state = opt.get_state() if getattr(opt, "built", True) else []
+        arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+        arrays.update({f"o{i}": np.asarray(backend.to_numpy(s)) for i, s in enumerate(opt_state)})
+        lr = opt.learning_rate
+        meta = {"epoch": epoch, "num_weights": len(model.weights), "num_optimizer": len(opt_state),
+                "learning_rate": float(lr) if isinstance(lr, (float, int)) else None,
+                "rng_state": backend.get_rng_state()}
+        _atomic_write(self._arrays, lambda f: np.savez(f, **arrays))
+        _atomic_write(self._meta, lambda f: f.write(json.dumps(meta).encode()))
+
+    def on_train_end(self, logs=None):
+        # Only a fit that ran to its end deletes the backup; an exception never reaches this hook.
+        if self.delete_checkpoint and os.path.isdir(self.backup_dir) and not getattr(self.model, "stop_reason", None):
+            shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+
+__all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "EarlyStopping", "ModelCheckpoint",
+           "ReduceLROnPlateau", "LearningRateScheduler", "CSVLogger", "TerminateOnNaN", "LambdaCallback",
+           "BackupAndRestore"]

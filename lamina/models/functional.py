@@ -1,2 +1,356 @@
-"""(placeholder: being written)"""
-__all__ = []
+"""The functional model: a graph of layer calls between symbolic ``lamina.Input`` tensors and outputs.
+
+``Model(inputs, outputs)`` walks back from the outputs through the recorded calls (each KerasTensor
+knows the layer call, a ``Node``, that made it), keeps the calls in an order where every call comes after
+the calls it reads from, and runs them in that order on real data. Several inputs and outputs (lists or
+dicts), layers shared between calls, and models used as layers all work, as in Keras.
+"""
+import numpy as np
+
+from .. import ops
+from ..backend import get_array_module, unique_name
+from ..layers.core import InputLayer
+from ..layers.layer import KerasTensor, Layer, Node, _is_spec, _nest_flatten, _nest_map
+from ..registry import serialize
+from ..tensor import Tensor, no_grad
+from .model import Model, deserialize_layer
+
+
+def _producer(t):
+    layer, node_index, _ = t._history
+    return layer._inbound_nodes[node_index]
+
+
+def _spec_to_tensor(spec):
+    """KerasTensors (no history) from what compute_output_spec returns: (shape, dtype) or a nest of them."""
+    if _is_spec(spec):
+        return KerasTensor(spec[0], spec[1])
+    if isinstance(spec, KerasTensor):
+        return spec
+    if isinstance(spec, dict):
+        return {k: _spec_to_tensor(v) for k, v in spec.items()}
+    return [_spec_to_tensor(s) for s in spec]
+
+
+def _tensor_to_spec(t):
+    if isinstance(t, KerasTensor):
+        return (t.shape, t.dtype.name)
+    if isinstance(t, dict):
+        return {k: _tensor_to_spec(v) for k, v in t.items()}
+    return [_tensor_to_spec(v) for v in t]
+
+
+def _nonfinite(t):
+    if not isinstance(t, Tensor) or not np.issubdtype(t.dtype, np.floating):
+        return False
+    return not bool(get_array_module(t.data).isfinite(t.data).all())
+
+
+def _adjust_rank(value, kt):
+    """A trailing axis of size 1 added or dropped to match the Input's rank, as Keras does."""
+    if not isinstance(value, Tensor) or value.ndim == kt.ndim:
+        return value
+    if value.ndim == kt.ndim - 1 and kt.shape[-1] == 1:
+        return ops.expand_dims(value, -1)
+    if value.ndim == kt.ndim + 1 and value.shape[-1] == 1:
+        return ops.squeeze(value, -1)
+    return value
+
+
+class Functional(Model):
+    """``Model(inputs, outputs, name=None)`` over symbolic tensors. Build it through ``lamina.Model``."""
+
+    def __init__(self, inputs, outputs, name=None, trainable=True, **kwargs):
+        Layer.__init__(self, name=name or unique_name("functional"), trainable=trainable, **kwargs)
+        self._init_model_state()
+        self._init_graph(inputs, outputs)
+
+    def _init_graph(self, inputs, outputs):
+        if isinstance(inputs, tuple):
+            inputs = list(inputs)
+        if isinstance(outputs, tuple):
+            outputs = list(outputs)
+        flat_in, flat_out = _nest_flatten(inputs), _nest_flatten(outputs)
+        for what, flat in (("inputs", flat_in), ("outputs", flat_out)):
+            bad = [t for t in flat if not isinstance(t, KerasTensor)]
+            if bad or not flat:
+                raise ValueError(f"Model {what} must be symbolic tensors (from lamina.Input and layer calls on "
+                                 f"them). Received: {bad[0] if bad else flat!r}")
+        self._inputs_struct, self._outputs_struct = inputs, outputs
+        self._flat_inputs, self._flat_outputs = flat_in, flat_out
+        input_ids = {id(t) for t in flat_in}
+        order, state = [], {}
+        for out in flat_out:
+            if id(out) in input_ids:
+                continue
+            stack = [(_producer(out), False)]
+            while stack:
+                node, expanded = stack.pop()
+                if expanded:
+                    if state.get(id(node)) != 2:
+                        state[id(node)] = 2
+                        order.append(node)
+                    continue
+                if id(node) in state:
+                    continue
+                state[id(node)] = 1
+                stack.append((node, True))
+                for t in reversed(node.input_tensors):
+                    if id(t) in input_ids:
+                        continue
+                    if t._history is None or isinstance(t._history[0], InputLayer):
+                        raise ValueError(
+                            f"Graph disconnected: cannot obtain the value of tensor {t} at layer "
+                            f"'{node.layer.name}': it comes from an Input that is not among the model's inputs "
+                            f"({[x.name for x in flat_in]}).")
+                    parent = _producer(t)
+                    if id(parent) not in state:
+                        stack.append((parent, False))
+        self._nodes = order
+        layers, seen = [], set()
+        for t in flat_in:
+            if t._history is not None and id(t._history[0]) not in seen:
+                seen.add(id(t._history[0]))
+                layers.append(t._history[0])
+        for node in order:
+            if id(node.layer) not in seen:
+                seen.add(id(node.layer))
+                layers.append(node.layer)
+        self._layers = layers
+        self._model_inputs, self._model_outputs = inputs, outputs
+        if isinstance(outputs, dict):
+            self.output_names = sorted(outputs)
+        else:
+            self.output_names = [t._history[0].name if t._history else t.name for t in flat_out]
+        self.input_names = [t.name for t in flat_in]
+        self.built = True
+
+    # ----- running the graph
+    def _flatten_inputs(self, inputs):
+        struct = self._inputs_struct
+        if isinstance(struct, dict):
+            if not isinstance(inputs, dict):
+                if isinstance(inputs, (list, tuple)) and len(inputs) == len(struct):
+                    return list(inputs)
+                raise ValueError(f"Model '{self.name}' expects a dict of inputs with keys {sorted(struct)}.")
+            missing = [k for k in struct if k not in inputs]
+            if missing:
+                raise ValueError(f"Model '{self.name}': missing inputs {missing}; expected keys {sorted(struct)}.")
+            return [inputs[k] for k in sorted(struct)]
+        n = len(self._flat_inputs)
+        if isinstance(inputs, dict):
+            try:
+                return [inputs[name] for name in self.input_names]
+            except KeyError:
+                raise ValueError(f"Model '{self.name}': inputs given as a dict need the keys {self.input_names}; "
+                                 f"received {sorted(inputs)}.") from None
+        if isinstance(inputs, (list, tuple)):
+            if len(inputs) != n:
+                raise ValueError(f"Model '{self.name}' expects {n} input(s) ({self.input_names}), "
+                                 f"but it received {len(inputs)} input tensors.")
+            return list(inputs)
+        if n != 1:
+            raise ValueError(f"Model '{self.name}' expects {n} inputs ({self.input_names}), but it received "
+                             "a single tensor. Pass a list or a dict.")
+        return [inputs]
+
+    def _check_input_spec(self, inputs):
+        pass  # checked in call(), after Keras's rank adjustment
+
+    def _run_graph(self, inputs, probe=None):
+        flat = self._flatten_inputs(inputs)
+        values = {}
+        for i, (kt, v) in enumerate(zip(self._flat_inputs, flat)):
+            v = _adjust_rank(v, kt)
+            shape = getattr(v, "shape", None)
+            if shape is not None:
+                if len(shape) != kt.ndim or any(a is not None and a != b for a, b in zip(kt.shape, shape)):
+                    raise ValueError(f"Input {i} of model '{self.name}' is incompatible with the model: "
+                                     f"expected shape={kt.shape}, found shape={tuple(shape)}")
+            values[id(kt)] = v
+
+        def look(t):
+            return values[id(t)] if isinstance(t, KerasTensor) else t
+        for node in self._nodes:
+            args = _nest_map(look, node.call_args)
+            kwargs = _nest_map(look, node.call_kwargs)
+            out = node.layer(*args, **kwargs)
+            flat_out = _nest_flatten(out)
+            for kt, o in zip(node.output_tensors, flat_out):
+                values[id(kt)] = o
+            if probe is not None and any(_nonfinite(o) for o in flat_out):
+                return node.layer
+        if probe is not None:
+            return None
+        return _nest_map(look, self._outputs_struct)
+
+    def call(self, inputs, training=None, mask=None):
+        return self._run_graph(inputs)
+
+    def _first_nonfinite_layer(self, x):
+        with no_grad():
+            return self._run_graph(_nest_map(lambda a: self._convert_input(a), x), probe=True)
+
+    # ----- symbolic use (a model called on symbolic tensors, as a layer of another model)
+    def compute_output_spec(self, inputs, training=None, mask=None, **kwargs):
+        flat = self._flatten_inputs(inputs)
+        values = {id(kt): KerasTensor(v.shape, v.dtype) for kt, v in zip(self._flat_inputs, flat)}
+
+        def look(t):
+            return values[id(t)] if isinstance(t, KerasTensor) else t
+        for node in self._nodes:
+            args = _nest_map(look, node.call_args)
+            kw = _nest_map(look, node.call_kwargs)
+            outs = _nest_flatten(_spec_to_tensor(node.layer.compute_output_spec(*args, **kw)))
+            for kt, o in zip(node.output_tensors, outs):
+                values[id(kt)] = o
+        return _tensor_to_spec(_nest_map(look, self._outputs_struct))
+
+    def _symbolic_call(self, *args, **kwargs):
+        spec = self.compute_output_spec(*args, **kwargs)
+        node_index = len(self._inbound_nodes)
+        counter = iter(range(10 ** 6))
+
+        def make(s):
+            if _is_spec(s):
+                return KerasTensor(s[0], s[1], name=self.name, history=(self, node_index, next(counter)))
+            if isinstance(s, dict):
+                return {k: make(v) for k, v in s.items()}
+            return [make(v) for v in s]
+        outputs = make(spec)
+        self._inbound_nodes.append(Node(self, args, kwargs, outputs))
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        spec = self.compute_output_spec(_nest_map_shape(input_shape))
+        return _nest_spec_shapes(spec)
+
+    # ----- config
+    def _node_index_map(self):
+        """(layer, original node index) -> index among this model's calls of that layer."""
+        mapping, counts = {}, {}
+        own = {id(n) for n in self._nodes}
+        for layer in self._layers:
+            for i, node in enumerate(layer._inbound_nodes):
+                if id(node) in own or isinstance(layer, InputLayer):
+                    mapping[(id(layer), i)] = counts.get(id(layer), 0)
+                    counts[id(layer)] = counts.get(id(layer), 0) + 1
+        return mapping
+
+    def get_config(self):
+        mapping = self._node_index_map()
+
+        def tensor_config(t):
+            layer, ni, ti = t._history
+            return {"class_name": "__keras_tensor__",
+                    "config": {"shape": list(t.shape), "dtype": t.dtype.name,
+                               "keras_history": [layer.name, mapping[(id(layer), ni)], ti]}}
+
+        def arg_config(v):
+            if isinstance(v, KerasTensor):
+                return tensor_config(v)
+            if isinstance(v, (list, tuple)):
+                return [arg_config(x) for x in v]
+            if isinstance(v, dict):
+                return {k: arg_config(x) for k, x in v.items()}
+            return serialize(v)
+
+        own = {id(n) for n in self._nodes}
+        layer_configs = []
+        for layer in self._layers:
+            entry = serialize(layer)
+            entry["name"] = layer.name
+            entry["inbound_nodes"] = [{"args": arg_config(list(node.call_args)), "kwargs": arg_config(node.call_kwargs)}
+                                      for node in layer._inbound_nodes if id(node) in own]
+            layer_configs.append(entry)
+
+        def ref(t):
+            layer, ni, ti = t._history
+            return [layer.name, mapping[(id(layer), ni)], ti]
+        return {"name": self.name, "trainable": self.trainable, "layers": layer_configs,
+                "input_layers": _nest_map(ref, self._inputs_struct),
+                "output_layers": _nest_map(ref, self._outputs_struct)}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        layers, pending, produced = {}, {}, {}
+        order = []
+        for entry in config["layers"]:
+            layer = deserialize_layer(entry, custom_objects)
+            name = entry.get("name", layer.name)
+            layers[name] = layer
+            order.append(name)
+            if isinstance(layer, InputLayer):
+                produced[(name, 0)] = layer.output_tensor
+            pending[name] = list(entry.get("inbound_nodes", []))
+
+        def is_ref(v):
+            return isinstance(v, dict) and v.get("class_name") == "__keras_tensor__"
+
+        def refs(v):
+            if is_ref(v):
+                return [v]
+            if isinstance(v, list):
+                return [r for x in v for r in refs(x)]
+            if isinstance(v, dict):
+                return [r for x in v.values() for r in refs(x)]
+            return []
+
+        def resolve(v):
+            if is_ref(v):
+                lname, ni, ti = v["config"]["keras_history"]
+                return _nest_flatten(produced[(lname, ni)])[ti]
+            if isinstance(v, list):
+                return [resolve(x) for x in v]
+            if isinstance(v, dict):
+                return {k: resolve(x) for k, x in v.items()}
+            return v
+
+        done_nodes = {name: (1 if isinstance(layers[name], InputLayer) else 0) for name in order}
+        progress = True
+        while progress and any(pending.values()):
+            progress = False
+            for name in order:
+                while pending[name]:
+                    node = pending[name][0]
+                    needed = refs(node.get("args", [])) + refs(node.get("kwargs", {}))
+                    if not all(tuple(r["config"]["keras_history"][:2]) in produced for r in needed):
+                        break
+                    args, kwargs = resolve(node.get("args", [])), resolve(node.get("kwargs", {}))
+                    out = layers[name](*args, **kwargs)
+                    produced[(name, done_nodes[name])] = out
+                    done_nodes[name] += 1
+                    pending[name].pop(0)
+                    progress = True
+        if any(pending.values()):
+            stuck = [n for n, p in pending.items() if p]
+            raise ValueError(f"Could not rebuild the functional model: the calls of layers {stuck} read tensors "
+                             "that are never produced (a corrupt or incomplete config).")
+
+        def out_ref(r):
+            if isinstance(r, list) and len(r) == 3 and isinstance(r[0], str):
+                return _nest_flatten(produced[(r[0], r[1])])[r[2]]
+            if isinstance(r, dict):
+                return {k: out_ref(v) for k, v in r.items()}
+            return [out_ref(v) for v in r]
+        inputs, outputs = out_ref(config["input_layers"]), out_ref(config["output_layers"])
+        return cls(inputs, outputs, name=config.get("name"), trainable=config.get("trainable", True))
+
+
+def _nest_map_shape(shape):
+    if isinstance(shape, dict):
+        return {k: _nest_map_shape(v) for k, v in shape.items()}
+    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple, dict)):
+        return [_nest_map_shape(s) for s in shape]
+    return KerasTensor(tuple(shape))
+
+
+def _nest_spec_shapes(spec):
+    if _is_spec(spec):
+        return spec[0]
+    if isinstance(spec, dict):
+        return {k: _nest_spec_shapes(v) for k, v in spec.items()}
+    return [_nest_spec_shapes(s) for s in spec]
+
+
+__all__ = ["Functional"]

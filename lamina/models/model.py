@@ -1,2 +1,418 @@
-"""(placeholder: being written)"""
-__all__ = []
+"""The Model class: a Layer that can be compiled, trained, evaluated, summarised and saved.
+
+Three ways to make one, as in Keras:
+- functional: ``Model(inputs, outputs)`` over symbolic ``lamina.Input`` tensors (see functional.py);
+- ``Sequential([...])`` (see sequential.py);
+- subclassing: ``class M(Model)`` with layers as attributes and a ``call(self, x, training=None)``.
+
+compile() records the optimizer, the losses and metrics, and the ``trainable`` flag of every layer as it
+stands at that moment: training steps of this model use those flags, whatever happens to them later,
+until compile() is called again (the classic GAN recipe relies on it). fit/evaluate/predict run the loops
+in training.py; the step functions (train_step, test_step, predict_step) live here and may be overridden.
+"""
+import contextlib
+import warnings
+
+import numpy as np
+
+from .. import backend, losses as losses_mod, optimizers
+from ..layers.layer import KerasTensor, Layer, _nest_flatten, _nest_map
+from ..registry import get_registered_object, serialize
+from ..tensor import Tensor, grad, no_grad
+from . import summary as summary_mod
+from . import training
+
+
+def _all_layers(layer):
+    """layer and every layer nested in it, each once, depth first."""
+    out, seen, stack = [], set(), [layer]
+    while stack:
+        lay = stack.pop()
+        if id(lay) in seen:
+            continue
+        seen.add(id(lay))
+        out.append(lay)
+        stack.extend(reversed(lay._layers))
+    return out
+
+
+def deserialize_layer(config, custom_objects=None):
+    """A layer (or a nested model) from ``{'class_name', 'config'}``, found in the registry by name."""
+    name = config.get("class_name")
+    cls = get_registered_object(name, custom_objects)
+    if cls is None:
+        raise ValueError(f"Unknown layer class {name!r}. If it is a custom layer, register it with "
+                         "lamina.utils.register_keras_serializable or pass it in custom_objects.")
+    if isinstance(cls, type) and issubclass(cls, Model):
+        return cls.from_config(config.get("config", {}), custom_objects=custom_objects)
+    return cls.from_config(config.get("config", {}))
+
+
+class Model(Layer):
+    """A trainable group of layers with compile/fit/evaluate/predict.
+
+    ``Model(inputs, outputs, name=None)`` builds a functional model; a subclass defines ``call``.
+    """
+
+    def __new__(cls, *args, **kwargs):
+        if cls is Model and (len(args) >= 2 or "inputs" in kwargs or "outputs" in kwargs):
+            functional = get_registered_object("Functional")
+            return object.__new__(functional)
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        if args or "inputs" in kwargs or "outputs" in kwargs:
+            raise TypeError(f"{type(self).__name__}: a subclassed Model takes no inputs/outputs; build a "
+                            "functional model with lamina.Model(inputs, outputs) instead.")
+        super().__init__(**kwargs)
+        self._init_model_state()
+
+    def _init_model_state(self):
+        object.__setattr__(self, "optimizer", None)
+        self.compiled = False
+        self.stop_training = False
+        self.history = None
+        self._compile_state = None
+        self._compile_flags = None
+        self._compile_config = None
+        self._warned_trainable = False
+        self._initial_epoch = None
+        self._called_shapes = None
+
+    # ----- structure
+    @property
+    def layers(self):
+        return list(self._layers)
+
+    def get_layer(self, name=None, index=None):
+        """The layer called name, or at position index of ``model.layers``."""
+        if index is not None and name is not None:
+            raise ValueError("get_layer: give either name or index, not both.")
+        if isinstance(name, int) and index is None:
+            name, index = None, name
+        layers = self.layers
+        if index is not None:
+            if not -len(layers) <= index < len(layers):
+                raise ValueError(f"get_layer: index {index} is out of range: model '{self.name}' has "
+                                 f"{len(layers)} layers.")
+            return layers[index]
+        if name is not None:
+            for layer in layers:
+                if layer.name == name:
+                    return layer
+            raise ValueError(f"No such layer: {name}. Existing layers are: {[l.name for l in layers]}.")
+        raise ValueError("get_layer: provide a layer name or index.")
+
+    @property
+    def inputs(self):
+        return getattr(self, "_model_inputs", None)
+
+    @property
+    def outputs(self):
+        return getattr(self, "_model_outputs", None)
+
+    @property
+    def input(self):
+        ins = self.inputs
+        if ins is None:
+            return Layer.input.fget(self)
+        flat = _nest_flatten(ins)
+        return flat[0] if len(flat) == 1 and not isinstance(ins, dict) else ins
+
+    @property
+    def output(self):
+        outs = self.outputs
+        if outs is None:
+            return Layer.output.fget(self)
+        flat = _nest_flatten(outs)
+        return flat[0] if len(flat) == 1 else outs
+
+    @property
+    def input_shape(self):
+        i = self.input
+        if isinstance(i, KerasTensor):
+            return i.shape
+        if isinstance(i, dict):
+            return {k: t.shape for k, t in i.items()}
+        return [t.shape for t in _nest_flatten(i)]
+
+    @property
+    def output_shape(self):
+        o = self.output
+        if isinstance(o, KerasTensor):
+            return o.shape
+        return [t.shape for t in _nest_flatten(o)]
+
+    def _maybe_build(self, shapes):
+        # A subclassed model creates its sub-layers' weights by running call() right after this.
+        self.built = True
+
+    def build(self, input_shape):
+        """Create the weights of a subclassed model by running it once on zeros of input_shape
+        (None sizes count as 1)."""
+        def zeros(shape):
+            return np.zeros(tuple(1 if d is None else d for d in shape), backend.floatx())
+        is_shape = isinstance(input_shape, (tuple, list)) and all(d is None or isinstance(d, int) for d in input_shape)
+        data = zeros(input_shape) if is_shape else _nest_map_shapes(zeros, input_shape)
+        self.built = True
+        with no_grad():
+            self(data, training=False)
+
+    def call(self, inputs, training=None):  # pragma: no cover - subclasses define it
+        raise NotImplementedError(f"Model '{self.name}' ({type(self).__name__}) has no call() method: "
+                                  "subclass Model and define call(self, inputs, training=None).")
+
+    def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False,
+                show_trainable=False, layer_range=None):
+        """Print Keras's table of layers, output shapes, parameter counts (and connections)."""
+        summary_mod.print_summary(self, line_length=line_length, positions=positions, print_fn=print_fn,
+                                  expand_nested=expand_nested, show_trainable=show_trainable,
+                                  layer_range=layer_range)
+
+    # ----- trainable flags as they stood at compile()
+    def _on_trainable_change(self):
+        if self.compiled and not self._warned_trainable:
+            self._warned_trainable = True
+            warnings.warn(
+                f"Model '{self.name}': `trainable` was changed after compile(). The compiled model keeps the "
+                "trainable flags it had at compile() time (so the classic GAN recipe works); the change takes "
+                "effect for this model at its next compile() call, and for any model compiled from now on.",
+                UserWarning, stacklevel=3)
+
+    def _snapshot_flags(self):
+        return [(layer, layer._trainable) for layer in _all_layers(self)]
+
+    @contextlib.contextmanager
+    def _compiled_flags(self):
+        """Inside, every layer's trainable flag is the one recorded at compile()."""
+        if self._compile_flags is None:
+            yield
+            return
+        known = {id(layer) for layer, _ in self._compile_flags}
+        current = [(layer, layer._trainable) for layer in _all_layers(self)]
+        if not self._warned_trainable and any(layer._trainable != flag for layer, flag in self._compile_flags):
+            self._on_trainable_change()
+        try:
+            for layer, flag in self._compile_flags:
+                object.__setattr__(layer, "_trainable", flag)
+            yield
+        finally:
+            for layer, flag in current:
+                object.__setattr__(layer, "_trainable", flag)
+            # layers added after compile() (lazy builds) keep their own flags
+            _ = known
+
+    # ----- compile
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
+                run_eagerly=False, steps_per_execution=1, jit_compile="auto", auto_scale_loss=True):
+        """Configure training: optimizer, loss(es), metrics and loss weights (strings or objects)."""
+        self.optimizer = optimizers.get(optimizer)
+        self.loss = loss
+        self._compile_state = training.CompileState(self, loss, metrics, weighted_metrics, loss_weights)
+        self._compile_config = {"optimizer": optimizer if isinstance(optimizer, str) else serialize(self.optimizer),
+                                "loss": _serialize_structure(loss, losses_mod.serialize),
+                                "metrics": _serialize_structure(metrics, _serialize_metric),
+                                "weighted_metrics": _serialize_structure(weighted_metrics, _serialize_metric),
+                                "loss_weights": loss_weights}
+        self._compile_flags = self._snapshot_flags()
+        self._warned_trainable = False
+        self.compiled = True
+        self.stop_training = False
+
+    def get_compile_config(self):
+        return dict(self._compile_config) if self._compile_config is not None else None
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        opt = config.get("optimizer", "rmsprop")
+        loss = _deserialize_structure(config.get("loss"), losses_mod.deserialize)
+        self.compile(optimizer=optimizers.get(opt), loss=loss, metrics=config.get("metrics"),
+                     weighted_metrics=config.get("weighted_metrics"), loss_weights=config.get("loss_weights"))
+
+    def _assert_compiled(self, what):
+        if not self.compiled:
+            raise RuntimeError(f"You must call compile() on model '{self.name}' before {what}().")
+
+    @property
+    def metrics(self):
+        return self._compile_state.metric_objects() if self._compile_state is not None else []
+
+    @property
+    def metrics_names(self):
+        return ["loss"] + ([n for n, _ in self._compile_state.named_metrics()] if self._compile_state else [])
+
+    def reset_metrics(self):
+        if self._compile_state is not None:
+            self._compile_state.reset()
+
+    # ----- steps (override points, as in Keras)
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Scalar loss Tensor: the compiled losses (weighted) plus the model's regularisation losses."""
+        return self._compile_state.compute_loss(y, y_pred, sample_weight)
+
+    def train_step(self, data):
+        """One update: forward (training=True), loss, lamina.grad, optimizer.apply_gradients. Returns logs."""
+        x, y, sample_weight = training.unpack_x_y_sample_weight(data)
+        state = self._compile_state
+        with self._compiled_flags():
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x, y, y_pred, sample_weight)
+            value = float(loss.numpy())
+            if not np.isfinite(value):
+                raise training.NonFiniteLoss(value)
+            variables = self.trainable_weights
+            if variables and loss.requires_grad:
+                grads = grad(loss, variables)
+                self.optimizer.apply_gradients(zip(grads, variables))
+        state.update_metrics(y, y_pred, sample_weight, training.batch_size_of(x))
+        return state.result()
+
+    def test_step(self, data):
+        x, y, sample_weight = training.unpack_x_y_sample_weight(data)
+        with self._compiled_flags(), no_grad():
+            y_pred = self(x, training=False)
+            self.compute_loss(x, y, y_pred, sample_weight)
+        self._compile_state.update_metrics(y, y_pred, sample_weight, training.batch_size_of(x))
+        return self._compile_state.result()
+
+    def predict_step(self, data):
+        x, _, _ = training.unpack_x_y_sample_weight(data)
+        with no_grad():
+            return self(x, training=False)
+
+    # ----- loops
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
+            validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
+            steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1):
+        """Train for a number of epochs; returns a History (``history.history['loss']`` etc.)."""
+        self._assert_compiled("fit")
+        return training.fit(self, x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
+                            validation_split=validation_split, validation_data=validation_data, shuffle=shuffle,
+                            class_weight=class_weight, sample_weight=sample_weight, initial_epoch=initial_epoch,
+                            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+                            validation_batch_size=validation_batch_size, validation_freq=validation_freq)
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
+                 callbacks=None, return_dict=False):
+        """Loss and metrics over the data: a scalar (loss only), a list [loss, *metrics], or a dict."""
+        self._assert_compiled("evaluate")
+        logs = training.evaluate(self, x, y, batch_size=batch_size, verbose=verbose, sample_weight=sample_weight,
+                                 steps=steps, callbacks=callbacks)
+        return logs if return_dict else self._flatten_logs(logs)
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """Outputs for x as NumPy arrays, computed in batches without recording a graph."""
+        return training.predict(self, x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """One update on one batch; returns that batch's loss (and metrics)."""
+        self._assert_compiled("train_on_batch")
+        self.reset_metrics()
+        sample_weight = training.apply_class_weight(y, sample_weight, class_weight)
+        try:
+            logs = self.train_step((training.to_batch(x), training.to_batch(y), sample_weight))
+        except training.NonFiniteLoss as e:
+            raise FloatingPointError(training.nonfinite_message(self, x, e.value, "train_on_batch")) from None
+        return logs if return_dict else self._flatten_logs(logs)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        self._assert_compiled("test_on_batch")
+        self.reset_metrics()
+        logs = self.test_step((training.to_batch(x), training.to_batch(y), sample_weight))
+        return logs if return_dict else self._flatten_logs(logs)
+
+    def predict_on_batch(self, x):
+        return training.to_numpy_structure(self.predict_step((training.to_batch(x), None, None)))
+
+    def _flatten_logs(self, logs):
+        values = [logs[k] for k in self.metrics_names if k in logs]
+        values += [v for k, v in logs.items() if k not in self.metrics_names]
+        return values[0] if len(values) == 1 else values
+
+    # ----- weights files and config
+    def save(self, filepath, overwrite=True, **kwargs):
+        """One zip file: the JSON config and the weights (safetensors); no pickle."""
+        from . import saving  # saving imports this module: loaded lazily to avoid the cycle
+        return saving.save_model(self, filepath, overwrite=overwrite, **kwargs) if _accepts(saving.save_model, "overwrite") \
+            else saving.save_model(self, filepath)
+
+    def save_weights(self, filepath, overwrite=True):
+        from . import saving
+        return saving.save_weights(self, filepath)
+
+    def load_weights(self, filepath, skip_mismatch=False, **kwargs):
+        from . import saving
+        return saving.load_weights(self, filepath)
+
+    def get_config(self):
+        config = Layer.get_config(self)
+        config.pop("batch_input_shape", None)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        if cls is Model:
+            functional = get_registered_object("Functional")
+            return functional.from_config(config, custom_objects=custom_objects)
+        config = dict(config)
+        try:
+            return cls(**config)
+        except TypeError as e:
+            raise TypeError(f"Could not rebuild {cls.__name__} from its config: {e}. A subclassed model must "
+                            "accept its get_config() keys in __init__ (override get_config/from_config).") from e
+
+    def to_json(self, **kwargs):
+        import json
+        return json.dumps({"class_name": type(self).__name__, "config": self.get_config()}, **kwargs)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _accepts(fn, arg):
+    import inspect
+    try:
+        return arg in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _nest_map_shapes(fn, shapes):
+    if isinstance(shapes, dict):
+        return {k: _nest_map_shapes(fn, v) for k, v in shapes.items()}
+    if isinstance(shapes, (list, tuple)) and shapes and isinstance(shapes[0], (list, tuple, dict)):
+        return [_nest_map_shapes(fn, s) for s in shapes]
+    return fn(shapes)
+
+
+def _serialize_metric(m):
+    if m is None or isinstance(m, str):
+        return m
+    try:
+        return serialize(m)
+    except TypeError:
+        return getattr(m, "__name__", repr(m))
+
+
+def _serialize_structure(value, fn):
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {k: _serialize_structure(v, fn) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_serialize_structure(v, fn) for v in value]
+    return fn(value)
+
+
+def _deserialize_structure(value, fn):
+    if value is None:
+        return None
+    if isinstance(value, dict) and "class_name" not in value:
+        return {k: _deserialize_structure(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deserialize_structure(v, fn) for v in value]
+    return fn(value)
+
+
+__all__ = ["Model"]
+_ = (Tensor, _nest_map)

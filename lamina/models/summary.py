@@ -1,2 +1,172 @@
-"""(placeholder: being written)"""
-__all__ = []
+"""model.summary(): Keras 3's table of layers, output shapes and parameter counts.
+
+Sequential-like models get three columns (Layer (type), Output Shape, Param #); other functional models a
+fourth, Connected to (``layer_name[node][tensor]``). Totals count trainable and non-trainable weights with
+their memory size, in Keras's units (1 KB = 1024 B).
+"""
+import sys
+import textwrap
+
+import numpy as np
+
+from ..layers.layer import KerasTensor, _nest_flatten
+
+_BOX = dict(top="┏━┳┓", head="┃┃", mid="┡━╇┩", row="││", sep="├─┼┤", bottom="└─┴┘")
+_ASCII = dict(top="+-++", head="||", mid="+=++", row="||", sep="+-++", bottom="+-++")
+
+
+def readable_memory_size(num_bytes):
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if num_bytes < 1024:
+            return f"{num_bytes:.2f} {unit}"
+        num_bytes /= 1024
+    return f"{num_bytes:.2f} EB"
+
+
+def _weights_size(weights):
+    count = sum(int(np.prod(w.shape)) for w in weights)
+    size = sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in weights)
+    return count, size
+
+
+def _shape_str(t):
+    if t is None:
+        return "?"
+    if isinstance(t, KerasTensor):
+        return str(t.shape).replace(",)", ")") if len(t.shape) != 1 else f"({t.shape[0]},)"
+    flat = _nest_flatten(t)
+    return "[" + ", ".join(_shape_str(x) for x in flat) + "]" if len(flat) > 1 else _shape_str(flat[0])
+
+
+def _params(layer):
+    if not layer.built and not layer.weights:
+        return "0 (unbuilt)"
+    return f"{layer.count_params():,}"
+
+
+def _is_sequential_like(model):
+    nodes = getattr(model, "_nodes", None)
+    if nodes is None:
+        return True
+    if len(_nest_flatten(model.inputs)) != 1 or len(_nest_flatten(model.outputs)) != 1:
+        return False
+    seen = set()
+    for node in nodes:
+        if len(node.input_tensors) > 1 or id(node.layer) in seen:
+            return False
+        seen.add(id(node.layer))
+    return True
+
+
+def _rows(model, sequential_like):
+    rows = []
+    nodes = getattr(model, "_nodes", None)
+    if nodes is not None:  # functional
+        own = {id(n) for n in nodes}
+        index_map = model._node_index_map()
+        for layer in model.layers:
+            layer_nodes = [n for n in layer._inbound_nodes if id(n) in own] or layer._inbound_nodes[:1]
+            outs = [n.outputs for n in layer_nodes]
+            shape = _shape_str(outs[0]) if len(outs) == 1 else ", ".join(_shape_str(o) for o in outs)
+            connected = []
+            for n in layer_nodes:
+                for t in n.input_tensors:
+                    if t._history is None:
+                        continue
+                    src, ni, ti = t._history
+                    connected.append(f"{src.name}[{index_map.get((id(src), ni), ni)}][{ti}]")
+            rows.append([f"{layer.name} ({type(layer).__name__})", shape, _params(layer), connected or ["-"]])
+        return rows
+    outputs = getattr(model, "_layer_outputs", {})
+    for layer in model.layers:
+        rows.append([f"{layer.name} ({type(layer).__name__})", _shape_str(outputs.get(id(layer))), _params(layer),
+                     []])
+    return rows
+
+
+def _can_encode(chars):
+    enc = getattr(sys.stdout, "encoding", None) or "ascii"
+    try:
+        chars.encode(enc)
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
+
+
+def print_summary(model, line_length=None, positions=None, print_fn=None, expand_nested=False,
+                  show_trainable=False, layer_range=None):
+    """Print (or pass to print_fn, line by line) Keras's summary table of model."""
+    print_fn = print_fn or (lambda line, **kw: print(line))
+    sequential_like = _is_sequential_like(model)
+    if sequential_like:
+        headers = ["Layer (type)", "Output Shape", "Param #"]
+        line_length = line_length or 88
+        positions = positions or [0.45, 0.84, 1.0]
+    else:
+        headers = ["Layer (type)", "Output Shape", "Param #", "Connected to"]
+        line_length = line_length or 108
+        positions = positions or [0.3, 0.6, 0.7, 1.0]
+    if positions[-1] <= 1:
+        positions = [int(line_length * p) for p in positions]
+    widths = [positions[0]] + [positions[i] - positions[i - 1] for i in range(1, len(positions))]
+    widths = [max(w - 3, 4) for w in widths]
+    if show_trainable:
+        headers.append("Trainable")
+        widths.append(9)
+    rows = _rows(model, sequential_like)
+    if layer_range is not None:
+        names = [r[0].split(" (")[0] for r in rows]
+        start, end = names.index(layer_range[0]), names.index(layer_range[1]) + 1
+        rows = rows[start:end]
+    box = _BOX if _can_encode("".join(_BOX.values())) else _ASCII
+
+    def rule(kind):
+        left, fill, cross, right = box[kind]
+        return left + cross.join(fill * (w + 2) for w in widths) + right
+
+    def line(cells, kind, align):
+        wrapped = [textwrap.wrap(c, w) or [""] for c, w in zip(cells, widths)]
+        height = max(len(c) for c in wrapped)
+        out = []
+        for i in range(height):
+            parts = []
+            for j, (c, w) in enumerate(zip(wrapped, widths)):
+                text = c[i] if i < len(c) else ""
+                parts.append(text.rjust(w) if align[j] == "r" else text.ljust(w))
+            out.append(box[kind][0] + " " + (" " + box[kind][1] + " ").join(parts) + " " + box[kind][1])
+        return out
+
+    align = ["l", "l", "r", "l", "l"]
+    lines = [f'Model: "{model.name}"', rule("top")] + line(headers, "head", align) + [rule("mid")]
+    for k, row in enumerate(rows):
+        name, shape, params, connected = row
+        cells = [name, shape, params]
+        if not sequential_like:
+            extra = connected[1:]
+            cells.append(connected[0])
+        if show_trainable:
+            layer = model.get_layer(name.split(" (")[0])
+            cells.append("Y" if layer.trainable else "N")
+        lines += line(cells, "row", align)
+        if not sequential_like:
+            for c in extra:
+                lines += line(["", "", "", c] + (["" ] if show_trainable else []), "row", align)
+        if k < len(rows) - 1:
+            lines.append(rule("sep"))
+    lines.append(rule("bottom"))
+    total_n, total_b = _weights_size(model.weights)
+    train_n, train_b = _weights_size(model.trainable_weights)
+    non_n, non_b = _weights_size(model.non_trainable_weights)
+    lines.append(f" Total params: {total_n:,} ({readable_memory_size(total_b)})")
+    lines.append(f" Trainable params: {train_n:,} ({readable_memory_size(train_b)})")
+    lines.append(f" Non-trainable params: {non_n:,} ({readable_memory_size(non_b)})")
+    opt = getattr(model, "optimizer", None)
+    if opt is not None and getattr(opt, "built", False):
+        opt_n, opt_b = _weights_size([v for v in opt.variables if v.ndim > 0])
+        if opt_n:
+            lines.append(f" Optimizer params: {opt_n:,} ({readable_memory_size(opt_b)})")
+    for text in lines:
+        print_fn(text)
+
+
+__all__ = ["print_summary", "readable_memory_size"]

@@ -1,2 +1,643 @@
-"""(placeholder: being written)"""
-__all__ = []
+"""The training loops behind Model.fit / evaluate / predict, the data they accept, and the compiled
+losses and metrics.
+
+Data: NumPy arrays (or lists / dicts of them for several inputs or outputs), Python generators and other
+iterables of ``(x, y)`` or ``(x, y, sample_weight)`` batches, and Keras ``PyDataset``-like objects
+(``__len__`` + ``__getitem__`` returning batches). Arrays are shuffled each epoch with lamina's seeded
+generator, so ``lamina.utils.set_random_seed(n)`` makes two runs identical.
+
+A batch whose loss is not finite stops fit() before any weight is touched: a warning names the epoch and
+batch and, for Sequential and functional models, the first layer whose output was not finite.
+"""
+import math
+import warnings
+
+import numpy as np
+
+from .. import backend, callbacks as callbacks_mod, losses as losses_mod, metrics as metrics_mod
+from ..layers.layer import _nest_flatten, _nest_map
+from ..tensor import Tensor, no_grad
+
+
+class NonFiniteLoss(Exception):
+    """Raised inside train_step when the loss is NaN or inf (before any update)."""
+
+    def __init__(self, value):
+        super().__init__(value)
+        self.value = value
+
+
+# ----- batches
+def unpack_x_y_sample_weight(data):
+    if isinstance(data, tuple):
+        if len(data) == 1:
+            return data[0], None, None
+        if len(data) == 2:
+            return data[0], data[1], None
+        if len(data) == 3:
+            return data
+        raise ValueError(f"A batch must be x, (x,), (x, y) or (x, y, sample_weight); received a tuple of "
+                         f"{len(data)} elements.")
+    return data, None, None
+
+
+def _to_array(a):
+    if isinstance(a, Tensor):
+        return a.data
+    if isinstance(a, np.ndarray) or backend.is_cupy_array(a):
+        return a
+    return np.asarray(a)
+
+
+def _is_structure_of_arrays(x):
+    """A list/tuple of arrays (several inputs), as opposed to a (nested) Python list of numbers."""
+    return bool(x) and all(isinstance(v, (np.ndarray, Tensor, dict)) or backend.is_cupy_array(v) for v in x)
+
+
+def to_batch(x):
+    """Arrays from a batch structure: lists and dicts of arrays stay structures; a list of numbers becomes one array."""
+    if x is None:
+        return None
+    if isinstance(x, dict):
+        return {k: to_batch(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)) and _is_structure_of_arrays(x):
+        return [to_batch(v) for v in x]
+    return _to_array(x)
+
+
+def batch_size_of(x):
+    flat = _nest_flatten(x)
+    return int(flat[0].shape[0]) if flat and hasattr(flat[0], "shape") and len(flat[0].shape) else 1
+
+
+def to_numpy_structure(y):
+    return _nest_map(lambda t: backend.to_numpy(t.data if isinstance(t, Tensor) else t), y)
+
+
+def apply_class_weight(y, sample_weight, class_weight):
+    """Per-sample weights class_weight[label] (integer or one-hot targets), times sample_weight."""
+    if not class_weight:
+        return sample_weight
+    flat = _nest_flatten(y)
+    if len(flat) != 1:
+        raise ValueError("class_weight is only supported for models with a single output; "
+                         "pass sample_weight for each output instead.")
+    labels = np.asarray(backend.to_numpy(_to_array(flat[0])))
+    if labels.ndim >= 2 and labels.shape[-1] > 1:
+        labels = labels.argmax(-1)
+    elif labels.ndim >= 2:
+        labels = labels[..., 0]
+    labels = np.rint(labels).astype(np.int64)
+    table = np.ones(max(max(class_weight) + 1, labels.max() + 1 if labels.size else 1), np.float32)
+    for k, v in class_weight.items():
+        table[int(k)] = v
+    weights = table[labels]
+    if sample_weight is not None:
+        weights = weights * np.asarray(backend.to_numpy(_to_array(sample_weight)), np.float32)
+    return weights
+
+
+class ArrayData:
+    """Batches of in-memory arrays, reshuffled each epoch (rng of lamina.backend)."""
+
+    def __init__(self, x, y=None, sample_weight=None, batch_size=32, shuffle=True, steps=None):
+        self.x, self.y, self.sample_weight = x, y, sample_weight
+        sizes = [int(a.shape[0]) for a in _nest_flatten((x, y, sample_weight)) if a is not None]
+        if len(set(sizes)) > 1:
+            def lens(s):
+                return [int(a.shape[0]) for a in _nest_flatten(s) if a is not None]
+            raise ValueError(f"Data cardinality is ambiguous: make sure all arrays contain the same number of "
+                             f"samples. x sizes: {lens(x)}, y sizes: {lens(y)}, sample_weight sizes: "
+                             f"{lens(sample_weight)}.")
+        self.n = sizes[0] if sizes else 0
+        self.batch_size = int(batch_size or 32)
+        self.shuffle = shuffle
+        self.steps = steps
+
+    @property
+    def steps_per_epoch(self):
+        return self.steps or int(math.ceil(self.n / self.batch_size))
+
+    def __iter__(self):
+        n, bs = self.n, self.batch_size
+        order = backend.rng().permutation(n) if self.shuffle and self.shuffle != "none" else None
+        n_batches = int(math.ceil(n / bs))
+        for step in range(self.steps_per_epoch):
+            b = step % n_batches
+            if order is None:
+                idx = slice(b * bs, min(n, (b + 1) * bs))
+            else:
+                idx = order[b * bs:(b + 1) * bs]
+            take = lambda a: None if a is None else a[idx]  # noqa: E731
+            yield (_nest_map(take, self.x), _nest_map(take, self.y) if self.y is not None else None,
+                   _nest_map(take, self.sample_weight) if self.sample_weight is not None else None)
+
+
+class IterableData:
+    """Batches from a generator, an iterable, or a PyDataset-like object (``__len__`` + ``__getitem__``)."""
+
+    def __init__(self, data, steps=None):
+        self.data, self.steps = data, steps
+        self.indexable = (hasattr(data, "__getitem__") and hasattr(data, "__len__")
+                          and not isinstance(data, (list, tuple)))
+        self.is_iterator = not self.indexable and iter(data) is data
+        self._it = iter(data) if self.is_iterator else None
+        self.exhausted = False
+
+    @property
+    def steps_per_epoch(self):
+        if self.steps:
+            return self.steps
+        if self.indexable or isinstance(self.data, (list, tuple)):
+            return len(self.data)
+        try:
+            return len(self.data)
+        except TypeError:
+            return None
+
+    def __iter__(self):
+        if self.indexable:
+            source = (self.data[i] for i in range(len(self.data)))
+        elif self.is_iterator:
+            source = self._it
+        else:
+            source = iter(self.data)
+        for step, batch in enumerate(source):
+            yield tuple(to_batch(b) for b in batch) if isinstance(batch, tuple) else (to_batch(batch), None, None)
+            if self.steps and step + 1 >= self.steps:
+                break
+        else:
+            if self.is_iterator:
+                self.exhausted = True
+        if self.indexable and hasattr(self.data, "on_epoch_end"):
+            self.data.on_epoch_end()
+
+
+def make_data(x, y=None, sample_weight=None, batch_size=None, shuffle=False, steps=None, class_weight=None):
+    if x is None:
+        raise ValueError("No data given: pass x (arrays, a generator or an iterable of batches).")
+    if _is_array_input(x):
+        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size <= 0):
+            raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
+        x, y, sample_weight = to_batch(x), to_batch(y), to_batch(sample_weight)
+        sample_weight = apply_class_weight(y, sample_weight, class_weight) if class_weight else sample_weight
+        return ArrayData(x, y, sample_weight, batch_size or 32, shuffle, steps)
+    if y is not None:
+        raise ValueError("When x is a generator or an iterable of batches, y must be None: the batches "
+                         "already hold (x, y) pairs.")
+    if batch_size is not None:
+        warnings.warn("batch_size is ignored when x is a generator or an iterable of batches.", stacklevel=4)
+    return IterableData(x, steps)
+
+
+def _is_array_input(x):
+    if isinstance(x, (np.ndarray, Tensor)) or backend.is_cupy_array(x):
+        return True
+    if isinstance(x, dict):
+        return all(_is_array_input(v) or isinstance(v, (list, float, int)) for v in x.values())
+    if isinstance(x, (list, tuple)):
+        return True
+    return False
+
+
+def _split(x, split_at):
+    return _nest_map(lambda a: None if a is None else (a[:split_at], a[split_at:]), x)
+
+
+def _validation_split(x, y, sample_weight, validation_split):
+    flat = _nest_flatten(x)
+    n = int(flat[0].shape[0])
+    split_at = int(math.floor(n * (1.0 - validation_split)))
+    if split_at == 0 or split_at == n:
+        raise ValueError(f"validation_split={validation_split} leaves no training or no validation samples "
+                         f"out of {n}.")
+
+    def part(s, i):
+        return None if s is None else _nest_map(lambda a: a[:split_at] if i == 0 else a[split_at:], s)
+    return ((part(x, 0), part(y, 0), part(sample_weight, 0)), (part(x, 1), part(y, 1), part(sample_weight, 1)))
+
+
+# ----- compiled losses and metrics
+class _Mean:
+    def __init__(self):
+        self.total, self.count = 0.0, 0.0
+
+    def update(self, value, weight=1.0):
+        self.total += float(value) * weight
+        self.count += weight
+
+    def result(self):
+        return self.total / self.count if self.count else 0.0
+
+
+class _FnMetric:
+    """A metric from a function (y_true, y_pred) -> per-sample values: their running mean."""
+
+    def __init__(self, fn, name):
+        self.fn, self.name, self._mean = fn, name, _Mean()
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        with no_grad():
+            values = self.fn(Tensor(y_true), Tensor(y_pred))
+        values = np.asarray(values.numpy() if isinstance(values, Tensor) else values, np.float64)
+        if sample_weight is not None:
+            sw = np.broadcast_to(np.asarray(sample_weight, np.float64).reshape(
+                values.shape[:1] + (1,) * (values.ndim - 1)), values.shape)
+            self._mean.update((values * sw).sum(), 1.0)
+            self._mean.count += sw.sum() - 1.0
+        else:
+            self._mean.update(values.sum(), 1.0)
+            self._mean.count += values.size - 1.0
+
+    def result(self):
+        return self._mean.result()
+
+    def reset_state(self):
+        self._mean = _Mean()
+
+
+def _loss_object(loss):
+    if loss is None:
+        return None
+    if isinstance(loss, (str, dict)):
+        loss = losses_mod.get(loss)
+    if isinstance(loss, losses_mod.Loss):
+        return loss
+    if isinstance(loss, type) and issubclass(loss, losses_mod.Loss):
+        return loss()
+    if callable(loss):
+        return losses_mod.LossFunctionWrapper(loss)
+    raise ValueError(f"Could not interpret loss {loss!r}.")
+
+
+def _loss_kind(loss):
+    fn = getattr(loss, "fn", None)
+    name = getattr(fn, "_keras_name", None) or getattr(loss, "name", "") or ""
+    if "sparse_categorical" in name:
+        return "sparse"
+    if "categorical_crossentropy" in name:
+        return "categorical"
+    if "binary" in name:
+        return "binary"
+    return "other"
+
+
+def resolve_metric(identifier, y_true, y_pred, loss=None):
+    """A Metric for identifier; 'accuracy'/'acc' (and 'crossentropy'/'ce') chosen from the output and
+    target shapes as Keras does: width 1 -> binary, integer labels -> sparse, else categorical."""
+    if isinstance(identifier, str) and identifier in ("accuracy", "acc", "crossentropy", "ce"):
+        p_shape, t_shape = tuple(y_pred.shape), tuple(np.shape(y_true))
+        kind = _loss_kind(loss) if loss is not None else "other"
+        if kind == "binary" or (p_shape and p_shape[-1] == 1):
+            base = "binary"
+        elif kind == "sparse" or len(t_shape) < len(p_shape) or (t_shape and t_shape[-1] == 1):
+            base = "sparse_categorical"
+        else:
+            base = "categorical"
+        suffix = "accuracy" if identifier in ("accuracy", "acc") else "crossentropy"
+        return metrics_mod.get(f"{base}_{suffix}")
+    if isinstance(identifier, (str, dict)) or hasattr(identifier, "update_state"):
+        return metrics_mod.get(identifier)
+    if isinstance(identifier, type):
+        return identifier()
+    if callable(identifier):
+        return _FnMetric(identifier, getattr(identifier, "__name__", "metric"))
+    raise ValueError(f"Could not interpret metric identifier {identifier!r}.")
+
+
+def _metric_name(identifier, metric):
+    if isinstance(identifier, str):
+        return identifier
+    return getattr(metric, "name", None) or getattr(identifier, "__name__", "metric")
+
+
+def _per_output(value, names, what, allow_single=True):
+    """value (one item, a list, or a dict keyed by output name) as one entry per output."""
+    n = len(names)
+    if isinstance(value, dict):
+        unknown = set(value) - set(names)
+        if unknown:
+            raise ValueError(f"{what} has keys {sorted(unknown)} that are not output names of the model. "
+                             f"Valid output names: {names}.")
+        return [value.get(k) for k in names]
+    if isinstance(value, (list, tuple)) and what != "metrics":
+        if len(value) != n:
+            raise ValueError(f"{what} has {len(value)} entries but the model has {n} outputs ({names}).")
+        return list(value)
+    return [value] * n
+
+
+class CompileState:
+    """What compile() recorded: losses per output, their weights, metrics; running means of the logs."""
+
+    def __init__(self, model, loss, metrics, weighted_metrics, loss_weights):
+        self.model = model
+        self.loss_spec, self.metrics_spec, self.weighted_spec = loss, metrics, weighted_metrics
+        self.loss_weights_spec = loss_weights
+        self.built = False
+        self.loss_tracker = _Mean()
+        self.output_trackers = []
+        self._last = None
+
+    # resolution happens at the first batch, when output and target shapes are known
+    def _output_names(self, n):
+        names = getattr(self.model, "output_names", None)
+        if names and len(names) == n:
+            return list(names)
+        return [f"output_{i}" if n > 1 else "output" for i in range(n)]
+
+    def build(self, y_true_flat, y_pred_flat):
+        n = len(y_pred_flat)
+        self.names = self._output_names(n)
+        if self.loss_spec is None:
+            raise ValueError(f"Model '{self.model.name}' was compiled without a loss: pass loss= to compile() "
+                             "(e.g. 'sparse_categorical_crossentropy' or 'mse'), or override compute_loss.")
+        loss_list = self.loss_spec if isinstance(self.loss_spec, (list, tuple, dict)) else [self.loss_spec] * n
+        self.losses = [_loss_object(l) for l in _per_output(loss_list, self.names, "loss")] \
+            if isinstance(loss_list, dict) or len(loss_list) == n else None
+        if self.losses is None:
+            raise ValueError(f"compile(loss=...) got {len(loss_list)} losses but model '{self.model.name}' has "
+                             f"{n} outputs ({self.names}).")
+        weights = self.loss_weights_spec
+        self.loss_weights = [1.0 if w is None else float(w) for w in _per_output(weights, self.names, "loss_weights")] \
+            if weights is not None else [1.0] * n
+        self.metric_entries = []
+        for spec, weighted in ((self.metrics_spec, False), (self.weighted_spec, True)):
+            if not spec:
+                continue
+            if isinstance(spec, dict):
+                per = _per_output(spec, self.names, "metrics")
+            elif isinstance(spec, (list, tuple)) and n > 1 and len(spec) == n and all(
+                    isinstance(s, (list, tuple)) or s is None for s in spec):
+                per = list(spec)
+            else:
+                per = [spec] * n
+            for i, ms in enumerate(per):
+                if ms is None:
+                    continue
+                for ident in (ms if isinstance(ms, (list, tuple)) else [ms]):
+                    if y_true_flat[i] is None:
+                        continue
+                    m = resolve_metric(ident, y_true_flat[i], y_pred_flat[i], self.losses[i])
+                    name = _metric_name(ident, m)
+                    if weighted and not isinstance(ident, str):
+                        name = "weighted_" + name
+                    if n > 1:
+                        name = f"{self.names[i]}_{name}"
+                    self.metric_entries.append((name, m, i, weighted))
+        self.output_trackers = [_Mean() for _ in range(n)] if n > 1 else []
+        self.built = True
+
+    def metric_objects(self):
+        return [m for _, m, _, _ in getattr(self, "metric_entries", [])]
+
+    def named_metrics(self):
+        return [(name, m) for name, m, _, _ in getattr(self, "metric_entries", [])]
+
+    def _flat_targets(self, y, n):
+        if y is None:
+            return [None] * n
+        if isinstance(y, dict):
+            names = self._output_names(n)
+            missing = [k for k in names if k not in y]
+            if missing:
+                raise ValueError(f"Targets given as a dict must have one entry per output {names}; missing {missing}.")
+            return [y[k] for k in names]
+        if isinstance(y, (list, tuple)) and n > 1:
+            if len(y) != n:
+                raise ValueError(f"Model '{self.model.name}' has {n} outputs but {len(y)} targets were given.")
+            return list(y)
+        if n > 1:
+            raise ValueError(f"Model '{self.model.name}' has {n} outputs: give the targets as a list of {n} "
+                             "arrays or a dict keyed by output name.")
+        return [y]
+
+    def _check(self, loss, yt, yp):
+        """Catch target/output mismatches with a message saying what to use instead."""
+        kind = _loss_kind(loss)
+        t_shape, p_shape = tuple(np.shape(yt)), tuple(yp.shape)
+        if kind == "sparse":
+            labels = backend.to_numpy(yt)
+            classes = p_shape[-1]
+            if labels.size and np.issubdtype(labels.dtype, np.number) and (labels.max() >= classes or labels.min() < 0):
+                raise ValueError(f"sparse_categorical_crossentropy: labels must be integers in [0, {classes}) "
+                                 f"for a model output of width {classes}; received labels in "
+                                 f"[{labels.min()}, {labels.max()}]. Widen the last layer to "
+                                 f"{int(labels.max()) + 1} units or fix the labels.")
+            return
+        if kind == "categorical":
+            return  # the loss function raises its own message
+        # element-wise losses: the target's width must match the output's
+        if len(t_shape) == len(p_shape) - 1 and p_shape[-1] not in (1, None):
+            hint = (" For integer class labels use loss='sparse_categorical_crossentropy' with a softmax output."
+                    if kind == "binary" or np.issubdtype(np.asarray(yt).dtype, np.integer) else "")
+            raise ValueError(f"{loss.name}: targets of shape {t_shape} do not match model outputs of shape "
+                             f"{p_shape}.{hint}")
+        if len(t_shape) == len(p_shape) and t_shape[-1] not in (1, p_shape[-1]) and p_shape[-1] not in (1, None):
+            raise ValueError(f"{loss.name}: the target width {t_shape[-1]} does not match the model output width "
+                             f"{p_shape[-1]} (targets {t_shape}, outputs {p_shape}).")
+
+    def compute_loss(self, y, y_pred, sample_weight=None):
+        y_pred_flat = _nest_flatten(y_pred)
+        n = len(y_pred_flat)
+        y_true_flat = self._flat_targets(y, n)
+        first = not self.built
+        if first:
+            self.build(y_true_flat, y_pred_flat)
+        sw_flat = self._flat_targets(sample_weight, n) if isinstance(sample_weight, (dict, list, tuple)) and n > 1 \
+            else [sample_weight] * n
+        total, per = None, []
+        for i, (loss, yt, yp) in enumerate(zip(self.losses, y_true_flat, y_pred_flat)):
+            if loss is None or yt is None:
+                per.append(None)
+                continue
+            if first:
+                self._check(loss, yt, yp)
+            value = loss(yt if isinstance(yt, Tensor) else Tensor(_to_array(yt)), yp, sample_weight=sw_flat[i])
+            per.append(value)
+            value = value * self.loss_weights[i] if self.loss_weights[i] != 1.0 else value
+            total = value if total is None else total + value
+        if total is None:
+            raise ValueError(f"Model '{self.model.name}': no targets were given, so there is no loss to compute. "
+                             "Pass y to fit()/evaluate() or yield (x, y) batches.")
+        for reg in self.model.losses:
+            total = total + reg
+        self._last = (total, per)
+        return total
+
+    def update_metrics(self, y, y_pred, sample_weight, batch_size):
+        if self._last is not None:
+            total, per = self._last
+            self.loss_tracker.update(float(total.numpy()), batch_size)
+            for tracker, value in zip(self.output_trackers, per):
+                if value is not None:
+                    tracker.update(float(value.numpy()), batch_size)
+            self._last = None
+        if not getattr(self, "metric_entries", None):
+            return
+        y_pred_flat = [backend.to_numpy(p.data if isinstance(p, Tensor) else p) for p in _nest_flatten(y_pred)]
+        y_true_flat = [None if t is None else backend.to_numpy(_to_array(t))
+                       for t in self._flat_targets(y, len(y_pred_flat))]
+        sw = None if sample_weight is None else sample_weight
+        for name, m, i, weighted in self.metric_entries:
+            if y_true_flat[i] is None:
+                continue
+            w = None
+            if weighted and sw is not None:
+                w = backend.to_numpy(_to_array(sw[i] if isinstance(sw, (list, tuple)) else sw))
+            m.update_state(y_true_flat[i], y_pred_flat[i], sample_weight=w)
+
+    def result(self):
+        logs = {"loss": self.loss_tracker.result()}
+        for name, tracker in zip(getattr(self, "names", []), self.output_trackers):
+            logs[f"{name}_loss"] = tracker.result()
+        for name, m, _, _ in getattr(self, "metric_entries", []):
+            logs[name] = float(m.result())
+        return logs
+
+    def reset(self):
+        self.loss_tracker = _Mean()
+        self.output_trackers = [_Mean() for _ in self.output_trackers]
+        for m in self.metric_objects():
+            m.reset_state()
+
+
+# ----- non-finite losses
+def _nonfinite(t):
+    a = t.data if isinstance(t, Tensor) else t
+    if not hasattr(a, "dtype") or not np.issubdtype(a.dtype, np.floating):
+        return False
+    xp = backend.get_array_module(a)
+    return not bool(xp.isfinite(a).all())
+
+
+def nonfinite_message(model, x, value, where):
+    lines = [f"Training stopped: the loss became {value} at {where}. The weights were not updated with this "
+             "batch: they are those of the last good step (and the last checkpoint was left as it was)."]
+    if any(_nonfinite(_to_array(a)) for a in _nest_flatten(x)):
+        lines.append("The input batch itself contains NaN or inf values: clean the data.")
+    else:
+        bad = [w.path for w in model.weights if _nonfinite(w)]
+        if bad:
+            lines.append(f"These weights are not finite: {', '.join(bad[:5])}.")
+        probe = getattr(model, "_first_nonfinite_layer", None)
+        layer = probe(to_batch(x)) if probe is not None else None
+        if layer is not None:
+            lines.append(f"The first layer whose output is not finite is '{layer.name}' ({type(layer).__name__}).")
+        elif probe is not None:
+            lines.append("Every layer output is finite: the loss itself overflowed (check the targets and "
+                         "the loss, e.g. from_logits).")
+    lines.append("Try a lower learning rate, normalised inputs, or gradient clipping (clipnorm=1.0).")
+    return " ".join(lines)
+
+
+# ----- loops
+def _verbose(verbose):
+    return 1 if verbose == "auto" else int(verbose)
+
+
+def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
+        validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
+        steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1):
+    verbose = _verbose(verbose)
+    val = None
+    if validation_split and validation_data is None:
+        if not _is_array_input(x):
+            raise ValueError("validation_split is only supported for array inputs; pass validation_data for "
+                             "generators and iterables.")
+        (x, y, sample_weight), val = _validation_split(to_batch(x), to_batch(y), to_batch(sample_weight),
+                                                       validation_split)
+    elif validation_data is not None:
+        val = validation_data if isinstance(validation_data, tuple) else validation_data
+    data = make_data(x, y, sample_weight, batch_size, shuffle, steps_per_epoch, class_weight)
+    val_data = None
+    if val is not None:
+        if isinstance(val, tuple):
+            vx, vy, vsw = unpack_x_y_sample_weight(val)
+            val_data = make_data(vx, vy, vsw, validation_batch_size or batch_size, False, validation_steps)
+        else:
+            val_data = make_data(val, None, None, None, False, validation_steps)
+    cbs = callbacks_mod.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=model,
+                                     verbose=verbose, epochs=epochs, steps=data.steps_per_epoch)
+    model.stop_training = False
+    model.stop_reason = None
+    model._initial_epoch = None
+    cbs.on_train_begin()
+    start = model._initial_epoch if model._initial_epoch is not None else initial_epoch
+    logs = {}
+    for epoch in range(start, epochs):
+        model.reset_metrics()
+        cbs.on_epoch_begin(epoch)
+        batch_logs, seen = {}, 0
+        for step, batch in enumerate(data):
+            cbs.on_train_batch_begin(step)
+            try:
+                batch_logs = model.train_step(batch)
+            except NonFiniteLoss as e:
+                msg = nonfinite_message(model, batch[0], e.value, f"epoch {epoch + 1}, batch {step}")
+                warnings.warn(msg, RuntimeWarning, stacklevel=3)
+                model.stop_training = True
+                model.stop_reason = msg
+                cbs.on_train_end(logs)
+                return model.history
+            seen += 1
+            cbs.on_train_batch_end(step, batch_logs)
+            if model.stop_training:
+                break
+        if seen == 0:
+            warnings.warn("Your input ran out of data; interrupting training. Make sure the generator can "
+                          "produce steps_per_epoch * epochs batches.", UserWarning, stacklevel=3)
+            break
+        logs = dict(batch_logs)
+        if val_data is not None and (epoch + 1) % validation_freq == 0:
+            val_logs = _evaluate_loop(model, val_data, cbs)
+            logs.update({"val_" + k: v for k, v in val_logs.items()})
+        cbs.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    cbs.on_train_end(logs)
+    return model.history
+
+
+def _evaluate_loop(model, data, cbs):
+    model.reset_metrics()
+    cbs.on_test_begin()
+    logs = {}
+    for step, batch in enumerate(data):
+        cbs.on_test_batch_begin(step)
+        logs = model.test_step(batch)
+        cbs.on_test_batch_end(step, logs)
+    logs = model._compile_state.result() if not logs else logs
+    cbs.on_test_end(logs)
+    return logs
+
+
+def evaluate(model, x, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None, callbacks=None):
+    verbose = _verbose(verbose)
+    data = make_data(x, y, sample_weight, batch_size, False, steps)
+    cbs = callbacks_mod.CallbackList(callbacks, add_progbar=verbose != 0, model=model, verbose=verbose,
+                                     epochs=1, steps=data.steps_per_epoch, mode="test")
+    return _evaluate_loop(model, data, cbs)
+
+
+def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+    verbose = _verbose(verbose)
+    data = make_data(x, None, None, batch_size, False, steps)
+    cbs = callbacks_mod.CallbackList(callbacks, add_progbar=verbose != 0, model=model, verbose=verbose,
+                                     epochs=1, steps=data.steps_per_epoch, mode="predict")
+    cbs.on_predict_begin()
+    outputs = []
+    for step, batch in enumerate(data):
+        cbs.on_predict_batch_begin(step)
+        out = to_numpy_structure(model.predict_step(batch))
+        outputs.append(out)
+        cbs.on_predict_batch_end(step, {"outputs": out})
+    cbs.on_predict_end()
+    if not outputs:
+        raise ValueError("predict() received no data.")
+    first = outputs[0]
+    if isinstance(first, (list, tuple)):
+        return [np.concatenate([o[i] for o in outputs]) for i in range(len(first))]
+    if isinstance(first, dict):
+        return {k: np.concatenate([o[k] for o in outputs]) for k in first}
+    return np.concatenate(outputs)
