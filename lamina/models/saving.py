@@ -1,2 +1,212 @@
-"""(placeholder: being written)"""
-__all__ = []
+"""Models to files and back: ``save_model`` / ``load_model`` (whole models), ``save_weights`` / ``load_weights``.
+
+A model file (any extension: '.keras' and '.lamina' are both fine) is the zip written by ``lamina.io``:
+- config.json: ``{"class_name", "config", "compile_config", "build_config"}`` of the model;
+- model.weights.safetensors: every weight under ``model/<index>/<layer>/<weight>`` (index = position in
+  ``model.weights``, which is how they are matched on load; the rest of the key is for people reading the
+  file), and the optimizer's exact state under ``optimizer/<index>``;
+- metadata.json: lamina version, date, format version.
+Loading looks classes up only in lamina's registry and in ``custom_objects``; nothing from the file is
+executed. That is why Lambda layers (arbitrary code) cannot be saved: use a registered Layer subclass.
+"""
+import os
+
+import numpy as np
+
+from .. import __version__, backend, io
+from ..io import ModelFileError
+from ..registry import get_registered_object, serialize
+from .model import Model
+
+__all__ = ["save_model", "load_model", "save_weights", "load_weights"]
+
+MODEL_PREFIX, OPTIMIZER_PREFIX = "model/", "optimizer/"
+
+
+def _class_name(model):
+    return getattr(type(model), "_registered_name", type(model).__name__)
+
+
+def _weight_arrays(model):
+    return {f"{MODEL_PREFIX}{i:05d}/{getattr(w, 'path', None) or w.name}": backend.to_numpy(w.data)
+            for i, w in enumerate(model.weights)}
+
+
+def _indexed(weights, prefix, path):
+    """The arrays whose keys start with prefix, in index order (the number right after the prefix)."""
+    items = []
+    for key, value in weights.items():
+        if key.startswith(prefix):
+            index = key[len(prefix):].split("/", 1)[0]
+            if not index.isdigit():
+                raise ModelFileError(path, f"weight key {key!r} has no index after {prefix!r}.")
+            items.append((int(index), key, value))
+    items.sort()
+    if [i for i, _, _ in items] != list(range(len(items))):
+        raise ModelFileError(path, f"the {prefix.rstrip('/')} arrays are not numbered 0..{len(items) - 1}.")
+    return [v for _, _, v in items]
+
+
+def _build_config(model):
+    shape = getattr(model, "_called_shapes", None) or getattr(model, "_batch_input_shape", None)
+    if shape is None:
+        return None
+
+    def plain(s):
+        if isinstance(s, dict):
+            return {k: plain(v) for k, v in s.items()}
+        if isinstance(s, (list, tuple)) and s and isinstance(s[0], (list, tuple, dict)):
+            return [plain(v) for v in s]
+        return [None if d is None else int(d) for d in s]
+    return {"input_shape": plain(shape)}
+
+
+def save_model(model, filepath, overwrite=True, zipped=True):
+    """Write model (architecture, weights, compile config and optimizer state) to one file, atomically.
+
+    Args: model: a built Sequential, functional or registered subclassed Model; filepath: any extension;
+    overwrite: if False and the file exists, raise FileExistsError.
+    Raises ValueError when the model cannot be described without code (a Lambda layer, an unregistered
+    custom class) - before anything is written.
+    """
+    filepath = os.fspath(filepath)
+    if not zipped:
+        raise ValueError("save_model: lamina writes only zipped model files (zipped=True).")
+    if not overwrite and os.path.exists(filepath):
+        raise FileExistsError(f"{filepath} exists; pass overwrite=True to replace it.")
+    if not model.built:
+        raise ValueError(f"Model '{model.name}' is not built yet: call it on data or build() it before "
+                         "saving, so that its weights exist.")
+    try:
+        model_config = model.get_config()
+    except (ValueError, NotImplementedError, TypeError) as e:
+        raise ValueError(f"Cannot save model '{model.name}': {e}") from e
+    config = {"class_name": _class_name(model), "config": model_config,
+              "compile_config": None, "build_config": _build_config(model)}
+    weights = _weight_arrays(model)
+    optimizer = getattr(model, "optimizer", None)
+    if getattr(model, "compiled", False) and model.get_compile_config() is not None:
+        compile_config = dict(model.get_compile_config())
+        if optimizer is not None:
+            compile_config["optimizer"] = serialize(optimizer)   # the live settings, not just 'adam'
+        config["compile_config"] = compile_config
+        if optimizer is not None and getattr(optimizer, "built", False):
+            for i, a in enumerate(optimizer.get_state()):
+                weights[f"{OPTIMIZER_PREFIX}{i:05d}"] = backend.to_numpy(a)
+    try:
+        io.write_model_file(filepath, config, weights, lamina_version=__version__)
+    except ValueError as e:  # NaN in a config, an unserialisable value
+        raise ValueError(f"Cannot save model '{model.name}' to {filepath}: {e}") from e
+    return filepath
+
+
+def _rebuild(config, custom_objects, path):
+    name = config.get("class_name")
+    if not isinstance(name, str):
+        raise ModelFileError(path, "config.json has no model class_name.")
+    cls = get_registered_object(name, custom_objects)
+    if cls is None or not (isinstance(cls, type) and issubclass(cls, Model)):
+        what = "is not a model class" if cls is not None else "is not in lamina's registry nor in custom_objects"
+        raise ModelFileError(path, f"the model class {name!r} {what}. A custom model must be registered with "
+                                   "lamina.utils.register_keras_serializable() or passed in custom_objects.")
+    model_config = config.get("config")
+    if not isinstance(model_config, dict):
+        raise ModelFileError(path, "config.json has no model config object.")
+    try:
+        model = cls.from_config(model_config, custom_objects=custom_objects)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+        raise ModelFileError(path, f"cannot rebuild the model from its config: {e}") from e
+    build = config.get("build_config") or {}
+    if not model.built or (not model.weights and build.get("input_shape") is not None):
+        shape = build.get("input_shape")
+        if shape is None:
+            raise ModelFileError(path, f"model '{model.name}' has no build_config input_shape to create its "
+                                       "weights from.")
+        try:
+            model.build(tuple(shape) if shape and not isinstance(shape[0], (list, dict)) else shape)
+        except (ValueError, TypeError) as e:
+            raise ModelFileError(path, f"cannot build the model for input shape {shape}: {e}") from e
+    return model
+
+
+def _assign(model, arrays, path):
+    params = model.weights
+    if len(arrays) != len(params):
+        raise ModelFileError(path, f"the file holds {len(arrays)} weight arrays but model '{model.name}' has "
+                                   f"{len(params)} weights.")
+    for p, a in zip(params, arrays):
+        if tuple(a.shape) != tuple(p.shape):
+            raise ModelFileError(path, f"weight '{getattr(p, 'path', p.name)}' has shape {tuple(p.shape)} but "
+                                       f"the file holds shape {tuple(a.shape)}.")
+    for p, a in zip(params, arrays):
+        p.assign(np.asarray(a, dtype=p.dtype))
+
+
+def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
+    """Rebuild a model saved by ``save_model`` (or ``model.save``) and restore its weights exactly.
+
+    Args:
+        filepath: the model file.
+        custom_objects: {name: class} for custom layers/models not registered with
+            ``lamina.utils.register_keras_serializable``.
+        compile: also restore the compile config (optimizer, losses, metrics) and the optimizer's state,
+            so training continues exactly where it stopped.
+        safe_mode: accepted for Keras compatibility; lamina is always safe (it never runs code from a file).
+    Raises: FileNotFoundError; ``lamina.io.ModelFileError`` (a ValueError) naming the file and the problem
+    for anything truncated, corrupt, foreign or naming unknown classes.
+    """
+    filepath = os.fspath(filepath)
+    config, weights, _ = io.read_model_file(filepath)
+    model = _rebuild(config, custom_objects, filepath)
+    _assign(model, _indexed(weights, MODEL_PREFIX, filepath), filepath)
+    compile_config = config.get("compile_config")
+    if compile and compile_config:
+        if not isinstance(compile_config, dict):
+            raise ModelFileError(filepath, "compile_config is not an object.")
+        try:
+            model.compile_from_config(compile_config)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise ModelFileError(filepath, f"cannot restore the compile config: {e}") from e
+        state = _indexed(weights, OPTIMIZER_PREFIX, filepath)
+        if state and model.optimizer is not None:
+            flags = getattr(model, "_compiled_flags", None)
+            try:
+                if flags is not None:
+                    with flags():
+                        model.optimizer.build(model.trainable_weights)
+                else:
+                    model.optimizer.build(model.trainable_weights)
+                model.optimizer.set_state(state)
+            except ValueError as e:
+                raise ModelFileError(filepath, f"cannot restore the optimizer state: {e}") from e
+    return model
+
+
+def save_weights(model, filepath, overwrite=True):
+    """Write the model's weights (only) to a safetensors file, atomically. Keys as in model files."""
+    filepath = os.fspath(filepath)
+    if not overwrite and os.path.exists(filepath):
+        raise FileExistsError(f"{filepath} exists; pass overwrite=True to replace it.")
+    if not model.built:
+        raise ValueError(f"Model '{model.name}' is not built yet: it has no weights to save.")
+    io.write_weights_file(filepath, _weight_arrays(model),
+                          {"format": "lamina.weights", "lamina_version": __version__})
+    return filepath
+
+
+def load_weights(model, filepath, skip_mismatch=False):
+    """Load weights saved by ``save_weights`` (or the weights inside a model file) into a built model.
+
+    Weights are matched by position; shapes must agree (``skip_mismatch=True`` leaves mismatched ones as
+    they are instead of raising)."""
+    filepath = os.fspath(filepath)
+    if not model.built:
+        raise ValueError(f"Model '{model.name}' is not built yet: build it (call it on data) before "
+                         "load_weights, so that its weights exist.")
+    arrays = _indexed(io.read_weights_any(filepath), MODEL_PREFIX, filepath)
+    if skip_mismatch:
+        for p, a in zip(model.weights, arrays):
+            if tuple(a.shape) == tuple(p.shape):
+                p.assign(np.asarray(a, dtype=p.dtype))
+        return
+    _assign(model, arrays, filepath)
