@@ -61,35 +61,35 @@ def mean_squared_error(y_true, y_pred):
     """mean((y_true - y_pred)^2, axis=-1)."""
     y_pred = _tensor(y_pred)
     y_true, y_pred = align_ranks(_tensor(y_true), y_pred)
-    return _loss_op("mean_squared_error")(_float_target(y_true, y_pred), y_pred)
+    return ops.mean_squared_error(_float_target(y_true, y_pred), y_pred)
 
 
 def mean_absolute_error(y_true, y_pred):
     """mean(|y_true - y_pred|, axis=-1)."""
     y_pred = _tensor(y_pred)
     y_true, y_pred = align_ranks(_tensor(y_true), y_pred)
-    return _loss_op("mean_absolute_error")(_float_target(y_true, y_pred), y_pred)
+    return ops.mean_absolute_error(_float_target(y_true, y_pred), y_pred)
 
 
 def huber(y_true, y_pred, delta=1.0):
     """mean(0.5 e^2 if |e| <= delta else delta (|e| - 0.5 delta), axis=-1), e = y_true - y_pred."""
     y_pred = _tensor(y_pred)
     y_true, y_pred = align_ranks(_tensor(y_true), y_pred)
-    return _loss_op("huber")(_float_target(y_true, y_pred), y_pred, delta=delta)
+    return ops.huber(_float_target(y_true, y_pred), y_pred, delta=delta)
 
 
 def kl_divergence(y_true, y_pred):
     """sum(y_true * log(y_true / y_pred), axis=-1), both clipped to [1e-7, 1]."""
     y_pred = _tensor(y_pred)
     y_true, y_pred = align_ranks(_tensor(y_true), y_pred)
-    return _loss_op("kl_divergence")(_float_target(y_true, y_pred), y_pred)
+    return ops.kl_divergence(_float_target(y_true, y_pred), y_pred)
 
 
 def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
     """mean(-(t log p + (1 - t) log(1 - p)), axis=-1); t smoothed towards 0.5 by label_smoothing."""
     y_pred = _tensor(y_pred)
     y_true, y_pred = align_ranks(_tensor(y_true), y_pred)
-    return _loss_op("binary_crossentropy")(_float_target(y_true, y_pred), y_pred, from_logits=from_logits,
+    return ops.binary_crossentropy(_float_target(y_true, y_pred), y_pred, from_logits=from_logits,
                                    label_smoothing=label_smoothing)
 
 
@@ -99,7 +99,7 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
     y_true = _tensor(y_true)
     if y_true.ndim == y_pred.ndim - 1 or (y_true.ndim == y_pred.ndim and y_true.shape[-1] != y_pred.shape[-1]):
         raise ValueError(_cce_shape_message(y_true.shape, y_pred.shape))
-    return _loss_op("categorical_crossentropy")(_float_target(y_true, y_pred), y_pred, from_logits=from_logits,
+    return ops.categorical_crossentropy(_float_target(y_true, y_pred), y_pred, from_logits=from_logits,
                                         label_smoothing=label_smoothing, axis=axis)
 
 
@@ -109,7 +109,7 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_cl
     y_true, y_pred = align_ranks(_tensor(y_true), y_pred, sparse=True)
     if y_true.ndim != y_pred.ndim - 1:
         raise ValueError(_scce_shape_message(y_true.shape, y_pred.shape))
-    return _loss_op("sparse_categorical_crossentropy")(y_true, y_pred, from_logits=from_logits, axis=axis,
+    return ops.sparse_categorical_crossentropy(y_true, y_pred, from_logits=from_logits, axis=axis,
                                                ignore_class=ignore_class)
 
 
@@ -132,67 +132,6 @@ def _scce_shape_message(t_shape, p_shape):
                 "y.argmax(-1).")
     return (f"sparse_categorical_crossentropy: targets of shape {tuple(t_shape)} do not fit model outputs of "
             f"shape {tuple(p_shape)}; expected targets of shape {tuple(p_shape[:-1])}.")
-
-
-# ----- composed fallbacks, used only while lamina.ops.losses lacks the fused op of that name
-_EPS = 1e-7
-
-
-def _fb_mse(t, p):
-    return ops.mean(ops.square(p - t), axis=-1)
-
-
-def _fb_mae(t, p):
-    return ops.mean(ops.abs(p - t), axis=-1)
-
-
-def _fb_huber(t, p, delta=1.0):
-    e = ops.abs(p - t)
-    quad = ops.minimum(e, Tensor(np.asarray(delta, p.dtype)))
-    return ops.mean(0.5 * quad * quad + delta * (e - quad), axis=-1)
-
-
-def _fb_kld(t, p):
-    t = ops.clip(t, _EPS, 1.0)
-    p = ops.clip(p, _EPS, 1.0)
-    return ops.sum(t * ops.log(t / p), axis=-1)
-
-
-def _fb_bce(t, p, from_logits=False, label_smoothing=0.0):
-    if label_smoothing:
-        t = t * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    if from_logits:  # log(1 + e^-|x|) + max(x, 0) - x t
-        x = p
-        loss = ops.log(1.0 + ops.exp(-ops.abs(x))) + ops.maximum(x, Tensor(np.zeros((), x.dtype))) - x * t
-        return ops.mean(loss, axis=-1)
-    p = ops.clip(p, _EPS, 1.0 - _EPS)
-    return ops.mean(-(t * ops.log(p) + (1.0 - t) * ops.log(1.0 - p)), axis=-1)
-
-
-def _fb_cce(t, p, from_logits=False, label_smoothing=0.0, axis=-1):
-    if label_smoothing:
-        t = t * (1.0 - label_smoothing) + label_smoothing / p.shape[-1]
-    if from_logits:
-        logp = ops.log_softmax(p, axis=-1)
-    else:
-        p = p / ops.sum(p, axis=-1, keepdims=True)
-        logp = ops.log(ops.clip(p, _EPS, 1.0 - _EPS))
-    return -ops.sum(t * logp, axis=-1)
-
-
-def _fb_scce(t, p, from_logits=False, axis=-1, ignore_class=None):
-    labels = np.asarray(t.numpy()).astype(np.int64)
-    onehot = Tensor((labels[..., None] == np.arange(p.shape[-1])).astype(p.dtype))
-    return _fb_cce(onehot, p, from_logits=from_logits)
-
-
-_FALLBACK = {"mean_squared_error": _fb_mse, "mean_absolute_error": _fb_mae, "huber": _fb_huber,
-             "kl_divergence": _fb_kld, "binary_crossentropy": _fb_bce, "categorical_crossentropy": _fb_cce,
-             "sparse_categorical_crossentropy": _fb_scce}
-
-
-def _loss_op(name):
-    return getattr(ops, name, None) or _FALLBACK[name]
 
 
 mse = MSE = mean_squared_error

@@ -144,7 +144,9 @@ class Model(Layer):
         return [t.shape for t in _nest_flatten(o)]
 
     def _maybe_build(self, shapes):
-        # A subclassed model creates its sub-layers' weights by running call() right after this.
+        # A subclassed model creates its sub-layers' weights by running call() right after this;
+        # the input shape is kept (batch axis as None) so that a saved model can be rebuilt.
+        self._called_shapes = _nest_map_shapes(lambda s: (None,) + tuple(s[1:]), shapes)
         self.built = True
 
     def build(self, input_shape):

@@ -230,32 +230,6 @@ class _Mean:
         return self.total / self.count if self.count else 0.0
 
 
-class _FnMetric:
-    """A metric from a function (y_true, y_pred) -> per-sample values: their running mean."""
-
-    def __init__(self, fn, name):
-        self.fn, self.name, self._mean = fn, name, _Mean()
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        with no_grad():
-            values = self.fn(Tensor(y_true), Tensor(y_pred))
-        values = np.asarray(values.numpy() if isinstance(values, Tensor) else values, np.float64)
-        if sample_weight is not None:
-            sw = np.broadcast_to(np.asarray(sample_weight, np.float64).reshape(
-                values.shape[:1] + (1,) * (values.ndim - 1)), values.shape)
-            self._mean.update((values * sw).sum(), 1.0)
-            self._mean.count += sw.sum() - 1.0
-        else:
-            self._mean.update(values.sum(), 1.0)
-            self._mean.count += values.size - 1.0
-
-    def result(self):
-        return self._mean.result()
-
-    def reset_state(self):
-        self._mean = _Mean()
-
-
 def _loss_object(loss):
     if loss is None:
         return None
@@ -296,13 +270,7 @@ def resolve_metric(identifier, y_true, y_pred, loss=None):
             base = "categorical"
         suffix = "accuracy" if identifier in ("accuracy", "acc") else "crossentropy"
         return metrics_mod.get(f"{base}_{suffix}")
-    if isinstance(identifier, (str, dict)) or hasattr(identifier, "update_state"):
-        return metrics_mod.get(identifier)
-    if isinstance(identifier, type):
-        return identifier()
-    if callable(identifier):
-        return _FnMetric(identifier, getattr(identifier, "__name__", "metric"))
-    raise ValueError(f"Could not interpret metric identifier {identifier!r}.")
+    return metrics_mod.get(identifier)
 
 
 def _metric_name(identifier, metric):
