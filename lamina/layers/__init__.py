@@ -10,4 +10,5 @@ from .merging import *  # noqa: F401,F403
 from .activations import *  # noqa: F401,F403
 from .rnn import *  # noqa: F401,F403
 from .attention import *  # noqa: F401,F403
+from .transformer import *  # noqa: F401,F403
 from .preprocessing import *  # noqa: F401,F403
