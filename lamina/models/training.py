@@ -196,7 +196,8 @@ def _is_array_input(x):
     if isinstance(x, dict):
         return all(_is_array_input(v) or isinstance(v, (list, float, int)) for v in x.values())
     if isinstance(x, (list, tuple)):
-        return True
+        # a list of (x, y) batches is an iterable of batches; a list of arrays is several inputs
+        return not any(isinstance(v, tuple) for v in x)
     return False
 
 
@@ -303,6 +304,9 @@ class CompileState:
         self.loss_spec, self.metrics_spec, self.weighted_spec = loss, metrics, weighted_metrics
         self.loss_weights_spec = loss_weights
         self.built = False
+        for spec in _nest_flatten(loss if isinstance(loss, (list, tuple, dict)) else [loss]):
+            if isinstance(spec, str):
+                losses_mod.get(spec)  # an unknown name fails here, at compile(), listing the valid ones
         self.loss_tracker = _Mean()
         self.output_trackers = []
         self._last = None
