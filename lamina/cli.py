@@ -1,2 +1,299 @@
-"""(placeholder: being written)"""
-__all__ = []
+"""The ``lamina`` command: train ready-made models, evaluate, predict with and inspect model files.
+
+    lamina train                      # the default CNN on the bundled digits, into ./runs/cnn
+    lamina train --model mlp --epochs 20 --batch-size 64 --out runs/mlp --seed 1
+    lamina evaluate runs/cnn/model.lamina
+    lamina predict runs/cnn/model.lamina images.npy --output probabilities.npy
+    lamina summary runs/cnn/model.lamina
+    lamina models
+
+Exit status: 0 on success, 2 for a usage error (from argparse), 1 for any other problem (a missing or
+corrupt file, a failed download, input of the wrong shape), reported on one line without a traceback.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+__all__ = ["main"]
+
+MODEL_FILE, RUN_FILE, HISTORY_FILE, PLOT_FILE = "model.lamina", "run.json", "history.json", "history.png"
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line, exit status 1."""
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _say(*args):
+    print(*args, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ train
+def _plot(history, path):
+    """Loss and accuracy curves as a PNG; returns False when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    epochs = range(1, len(history["loss"]) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
+        if key in history:
+            ax.plot(epochs, history[key], label="train")
+        if "val_" + key in history:
+            ax.plot(epochs, history["val_" + key], label="test")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _write_json(path, obj):
+    from .io import atomic_write
+    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
+
+
+def cmd_train(args):
+    import numpy as np
+    from . import backend
+    from .zoo import catalog
+    recipe = catalog.get(args.model)
+    epochs = args.epochs or recipe.epochs
+    batch_size = args.batch_size or recipe.batch_size
+    out = args.out or os.path.join("runs", recipe.name)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the output folder {out}: {e.strerror or e}") from e
+    backend.set_random_seed(args.seed)
+    (x_train, y_train), (x_test, y_test) = catalog.load_dataset(recipe.dataset)
+    model = recipe.compile(recipe.build(input_shape=x_train.shape[1:], num_classes=int(y_train.max()) + 1))
+    _say(f"Training '{recipe.name}' ({recipe.description}) on {recipe.dataset}: {len(x_train)} training and "
+         f"{len(x_test)} test samples, {epochs} epochs, batch size {batch_size}, seed {args.seed}.")
+    verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
+    start = time.perf_counter()
+    history = model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                        validation_data=(x_test, y_test)).history
+    seconds = time.perf_counter() - start
+    loss, accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
+    _say(f"Test accuracy: {accuracy:.4f} (loss {loss:.4f}) after {seconds:.1f} s of training.")
+    model_path = os.path.join(out, MODEL_FILE)
+    model.save(model_path)
+    history = {k: [float(v) for v in vals] for k, vals in history.items()}
+    _write_json(os.path.join(out, HISTORY_FILE), history)
+    from . import __version__
+    _write_json(os.path.join(out, RUN_FILE), {
+        "model": recipe.name, "dataset": recipe.dataset, "epochs": epochs, "batch_size": batch_size,
+        "seed": args.seed, "test_accuracy": float(accuracy), "test_loss": float(loss),
+        "train_seconds": round(seconds, 2), "lamina_version": __version__,
+        "params": int(sum(int(np.prod(w.shape)) for w in model.weights))})
+    _say(f"Saved {model_path}")
+    plot_path = os.path.join(out, PLOT_FILE)
+    if _plot(history, plot_path):
+        _say(f"Saved {plot_path}")
+    else:
+        _say("(Install matplotlib, e.g. pip install 'lamina[plot]', for a PNG of the training curves.)")
+    return 0
+
+
+# ------------------------------------------------------------------------- model file commands
+def _load(path, compile=True):
+    from .models import load_model
+    if not os.path.exists(path):
+        raise UserError(f"{path}: no such file")
+    return load_model(path, compile=compile)
+
+
+def _dataset_of(model_path, given):
+    """The data set a model was trained on: --data, else the run.json written beside it by `lamina train`."""
+    from .zoo import catalog
+    if given:
+        return given
+    run = os.path.join(os.path.dirname(os.path.abspath(model_path)), RUN_FILE)
+    if os.path.exists(run):
+        try:
+            with open(run, encoding="utf-8") as f:
+                name = json.load(f).get("dataset")
+        except (OSError, ValueError, AttributeError):
+            name = None
+        if name in catalog.DATASETS:
+            return name
+    return None
+
+
+def cmd_evaluate(args):
+    from .zoo import catalog
+    if not os.path.exists(args.model_file):
+        raise UserError(f"{args.model_file}: no such file")
+    dataset = _dataset_of(args.model_file, args.data)
+    if dataset is None:
+        raise UserError(f"cannot tell which data set {args.model_file} was trained on (no {RUN_FILE} beside it); "
+                        f"pass --data NAME ({', '.join(catalog.DATASETS)})")
+    model = _load(args.model_file)
+    if not getattr(model, "compiled", False):
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    _, (x_test, y_test) = catalog.load_dataset(dataset)
+    try:
+        logs = model.evaluate(x_test, y_test, batch_size=args.batch_size, verbose=0, return_dict=True)
+    except ValueError as e:
+        raise UserError(f"{args.model_file} does not fit the {dataset} data: {e}") from e
+    parts = [f"{k} {v:.4f}" for k, v in logs.items()]
+    _say(f"{args.model_file} on the {dataset} test set ({len(x_test)} samples): " + ", ".join(parts))
+    return 0
+
+
+def cmd_predict(args):
+    import numpy as np
+    from .zoo import catalog
+    if not os.path.exists(args.input):
+        raise UserError(f"{args.input}: no such file")
+    try:
+        x = np.load(args.input, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"{args.input}: not a NumPy .npy array file of numbers ({e})") from e
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
+        raise UserError(f"{args.input}: expected an array of numbers, got {getattr(x, 'dtype', type(x))}")
+    model = _load(args.model_file, compile=False)
+    dataset = _dataset_of(args.model_file, args.data)
+    if x.dtype.kind in "biu" and dataset is not None:
+        x = catalog.preprocess(dataset, x)       # raw images as the data set loader returns them
+    x = x.astype("float32", copy=False)
+    expected = getattr(model, "input_shape", None)
+    if isinstance(expected, tuple) and expected:
+        if x.ndim == len(expected) - 1 and expected[-1] == 1 and x.shape[1:] == tuple(expected[1:-1]):
+            x = x[..., None]                     # grey images without their channel axis
+        if x.ndim == len(expected) - 1 and x.shape == tuple(expected[1:]):
+            x = x[None]                          # one sample without its batch axis
+    try:
+        y = model.predict(x, batch_size=args.batch_size, verbose=0)
+    except ValueError as e:
+        raise UserError(f"{args.input} does not fit the model: {e}") from e
+    y = np.asarray(y)
+    if args.output:
+        from .io import atomic_write
+        atomic_write(args.output, lambda f: np.save(f, y, allow_pickle=False))
+    if y.ndim == 2 and y.shape[1] > 1:
+        classes = y.argmax(axis=1)
+        for i in range(min(len(y), args.show)):
+            _say(f"{i}: class {int(classes[i])} (p={float(y[i, classes[i]]):.3f})")
+        if len(y) > args.show:
+            _say(f"... {len(y) - args.show} more")
+    else:
+        with np.printoptions(precision=4, threshold=50):
+            _say(y[:args.show])
+    _say(f"Predicted {len(y)} sample(s); output shape {y.shape}"
+         + (f", saved to {args.output}" if args.output else "") + ".")
+    return 0
+
+
+def cmd_summary(args):
+    model = _load(args.model_file, compile=False)
+    model.summary()
+    return 0
+
+
+def cmd_models(args):
+    from .zoo import catalog
+    _say(f"{'name':<13} {'data set':<14} {'epochs':>6}  description")
+    for r in catalog.RECIPES.values():
+        mark = " (default)" if r.name == catalog.DEFAULT else ""
+        _say(f"{r.name:<13} {r.dataset:<14} {r.epochs:>6}  {r.description}{mark}")
+    _say("\nData sets:")
+    for name, (_, _, _, description) in catalog.DATASETS.items():
+        _say(f"  {name:<14} {description}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ parser
+def build_parser():
+    from . import __version__
+    from .zoo import catalog
+    parser = argparse.ArgumentParser(
+        prog="lamina", description="lamina: train ready-made models, evaluate, predict with and inspect model "
+                                   "files. Run 'lamina COMMAND --help' for each command.")
+    parser.add_argument("--version", action="version", version=f"lamina {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a ready-made model (default: the CNN on the bundled digits)",
+                       description="Train a model from the catalog ('lamina models' lists them), print its "
+                                   "test accuracy and save model.lamina, run.json, history.json and (with "
+                                   "matplotlib) history.png into --out.")
+    p.add_argument("--model", default=catalog.DEFAULT, choices=list(catalog.RECIPES), metavar="NAME",
+                   help=f"model to train: {', '.join(catalog.RECIPES)} (default: {catalog.DEFAULT})")
+    p.add_argument("--epochs", type=_positive_int, metavar="N", help="epochs (default: the recipe's)")
+    p.add_argument("--batch-size", type=_positive_int, metavar="B", help="batch size (default: the recipe's)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: ./runs/NAME)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    p.set_defaults(func=cmd_train)
+
+    data_help = f"data set ({', '.join(catalog.DATASETS)}); default: the one in run.json beside the model file"
+    p = sub.add_parser("evaluate", help="loss and accuracy of a model file on its data set's test split",
+                       description="Evaluate a model file on the test split of the data set it was trained on.")
+    p.add_argument("model_file", metavar="MODEL", help="model file (from 'lamina train' or model.save)")
+    p.add_argument("--data", choices=list(catalog.DATASETS), metavar="NAME", help=data_help)
+    p.add_argument("--batch-size", type=_positive_int, default=256, metavar="B")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="run a model file on an array from a .npy file",
+                       description="Predict with a model file on INPUT.npy. Integer arrays (raw images as the "
+                                   "data set loaders return them) are scaled like the training data; float "
+                                   "arrays are used as they are. Prints the predicted class of each sample.")
+    p.add_argument("model_file", metavar="MODEL", help="model file")
+    p.add_argument("input", metavar="INPUT.npy", help="input array, samples on the first axis")
+    p.add_argument("--output", metavar="OUT.npy", help="save the model's outputs here")
+    p.add_argument("--data", choices=list(catalog.DATASETS), metavar="NAME", help=data_help)
+    p.add_argument("--batch-size", type=_positive_int, default=256, metavar="B")
+    p.add_argument("--show", type=int, default=10, metavar="K", help="print at most K predictions (default 10)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("summary", help="print the layers, output shapes and parameter counts of a model file",
+                       description="Print the summary table of a model file.")
+    p.add_argument("model_file", metavar="MODEL", help="model file")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("models", help="list the models 'lamina train' can train",
+                       description="List the ready-made models and data sets.")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the ``lamina`` command. Returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    from .io import ModelFileError
+    from .utils.data_utils import DownloadError
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("lamina: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, ModelFileError, DownloadError, FileNotFoundError, PermissionError, ValueError) as e:
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"lamina: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

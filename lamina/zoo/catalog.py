@@ -1,2 +1,152 @@
-"""(placeholder: being written)"""
-__all__ = []
+"""Ready-made training recipes: a model builder, the data it trains on, and default settings.
+
+``RECIPES[name]`` is a ``Recipe``; ``get(name)`` raises a ValueError listing the valid names.
+Data sets are returned preprocessed (float32 in [0, 1], a channel axis for images, integer labels), by
+``load_dataset(name)``; ``preprocess(name, x)`` applies the same scaling to raw images, so the command
+line can predict on raw arrays as the loaders return them.
+"""
+import dataclasses
+
+import numpy as np
+
+from .. import layers, optimizers
+from ..models import Sequential
+
+__all__ = ["Recipe", "RECIPES", "DATASETS", "get", "load_dataset", "preprocess", "DEFAULT"]
+
+
+# ------------------------------------------------------------------------------------------- data
+def _digits():
+    from ..datasets import digits
+    return digits.load_data()
+
+
+def _mnist():
+    from ..datasets import mnist
+    return mnist.load_data()
+
+
+def _fashion_mnist():
+    from ..datasets import fashion_mnist
+    return fashion_mnist.load_data()
+
+
+def _cifar10():
+    from ..datasets import cifar10
+    return cifar10.load_data()
+
+
+# name -> (raw loader, maximum pixel value, whether images need a channel axis, description)
+DATASETS = {
+    "digits": (_digits, 16.0, True, "1,797 8x8 handwritten digits, bundled (offline)"),
+    "mnist": (_mnist, 255.0, True, "70,000 28x28 handwritten digits (download, 11 MB)"),
+    "fashion_mnist": (_fashion_mnist, 255.0, True, "70,000 28x28 clothing images (download, 30 MB)"),
+    "cifar10": (_cifar10, 255.0, False, "60,000 32x32 colour images (download, 163 MB)"),
+}
+
+
+def preprocess(dataset, x):
+    """Raw images of a data set (uint8) -> float32 in [0, 1] with a channel axis (N, H, W, C)."""
+    _, scale, add_channel, _ = DATASETS[dataset]
+    x = np.asarray(x, dtype=np.float32) / np.float32(scale)
+    return x[..., None] if add_channel else x
+
+
+def load_dataset(dataset):
+    """((x_train, y_train), (x_test, y_test)) of a data set, preprocessed: x float32 (N, H, W, C) in [0, 1],
+    y int64 class labels (N,)."""
+    if dataset not in DATASETS:
+        raise ValueError(f"Unknown data set {dataset!r}. Valid: {', '.join(DATASETS)}.")
+    (x_train, y_train), (x_test, y_test) = DATASETS[dataset][0]()
+    return ((preprocess(dataset, x_train), np.asarray(y_train, np.int64).reshape(-1)),
+            (preprocess(dataset, x_test), np.asarray(y_test, np.int64).reshape(-1)))
+
+
+# ---------------------------------------------------------------------------------------- models
+def digits_cnn(input_shape=(8, 8, 1), num_classes=10):
+    """The seed-style CNN, sized for 8x8 digits: two 3x3 convolutions ('same'), 2x2 max pooling, dense head."""
+    return Sequential([
+        layers.Input(shape=input_shape),
+        layers.Conv2D(32, 3, padding="same", activation="relu"),
+        layers.Conv2D(32, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Flatten(),
+        layers.Dense(64, activation="relu"),
+        layers.Dense(num_classes, activation="softmax"),
+    ], name="digits_cnn")
+
+
+def digits_mlp(input_shape=(8, 8, 1), num_classes=10):
+    """A multilayer perceptron: flatten, one hidden ReLU layer of 128 units, softmax."""
+    return Sequential([
+        layers.Input(shape=input_shape),
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"),
+        layers.Dense(num_classes, activation="softmax"),
+    ], name="digits_mlp")
+
+
+def mnist_cnn(input_shape=(28, 28, 1), num_classes=10):
+    """The classic Keras MNIST convnet: two conv + pool stages, dropout, softmax."""
+    return Sequential([
+        layers.Input(shape=input_shape),
+        layers.Conv2D(32, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(64, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Flatten(),
+        layers.Dropout(0.5),
+        layers.Dense(num_classes, activation="softmax"),
+    ], name="mnist_cnn")
+
+
+def cifar10_cnn(input_shape=(32, 32, 3), num_classes=10):
+    """A small VGG-style convnet for CIFAR-10."""
+    return Sequential([
+        layers.Input(shape=input_shape),
+        layers.Conv2D(32, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(64, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(128, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Flatten(),
+        layers.Dropout(0.3),
+        layers.Dense(128, activation="relu"),
+        layers.Dense(num_classes, activation="softmax"),
+    ], name="cifar10_cnn")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How to train one model: build() -> an uncompiled model; dataset: a DATASETS name."""
+    name: str
+    build: object
+    dataset: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    description: str
+
+    def compile(self, model):
+        model.compile(optimizer=optimizers.Adam(learning_rate=self.learning_rate),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+
+RECIPES = {r.name: r for r in [
+    Recipe("cnn", digits_cnn, "digits", 15, 32, 2e-3, "small CNN on the bundled 8x8 digits (~98%)"),
+    Recipe("mlp", digits_mlp, "digits", 30, 32, 2e-3, "MLP on the bundled 8x8 digits (~97%)"),
+    Recipe("mnist-cnn", mnist_cnn, "mnist", 5, 128, 1e-3, "Keras's MNIST convnet (downloads MNIST; ~99%)"),
+    Recipe("fashion-cnn", mnist_cnn, "fashion_mnist", 5, 128, 1e-3,
+           "the same convnet on Fashion-MNIST (downloads it; ~90%)"),
+    Recipe("cifar10-cnn", cifar10_cnn, "cifar10", 10, 64, 1e-3, "VGG-style CNN on CIFAR-10 (downloads it; ~70%)"),
+]}
+DEFAULT = "cnn"
+
+
+def get(name):
+    """The recipe called name (ValueError listing the valid names otherwise)."""
+    if name not in RECIPES:
+        raise ValueError(f"Unknown model {name!r}. Valid models: {', '.join(RECIPES)}.")
+    return RECIPES[name]
