@@ -143,6 +143,10 @@ class Model(Layer):
             return o.shape
         return [t.shape for t in _nest_flatten(o)]
 
+    def get_weights(self):
+        """Copies of the weights as NumPy arrays, in ``model.weights`` order (later updates leave them be)."""
+        return [np.array(w.numpy(), copy=True) for w in self.weights]
+
     def _maybe_build(self, shapes):
         # A subclassed model creates its sub-layers' weights by running call() right after this;
         # the input shape is kept (batch axis as None) so that a saved model can be rebuilt.
@@ -179,7 +183,7 @@ class Model(Layer):
                 f"Model '{self.name}': `trainable` was changed after compile(). The compiled model keeps the "
                 "trainable flags it had at compile() time (so the classic GAN recipe works); the change takes "
                 "effect for this model at its next compile() call, and for any model compiled from now on.",
-                UserWarning, stacklevel=3)
+                UserWarning, stacklevel=4)
 
     def _snapshot_flags(self):
         return [(layer, layer._trainable) for layer in _all_layers(self)]
@@ -227,7 +231,8 @@ class Model(Layer):
     def compile_from_config(self, config):
         config = dict(config)
         opt = config.get("optimizer", "rmsprop")
-        loss = _deserialize_structure(config.get("loss"), losses_mod.deserialize)
+        loss = _deserialize_structure(config.get("loss"),
+                                      lambda v: v if isinstance(v, str) else losses_mod.deserialize(v))
         self.compile(optimizer=optimizers.get(opt), loss=loss, metrics=config.get("metrics"),
                      weighted_metrics=config.get("weighted_metrics"), loss_weights=config.get("loss_weights"))
 
