@@ -1,0 +1,156 @@
+"""The `lamina` command, run as a user runs it: a subprocess with a fresh LAMINA_HOME and working folder."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli")
+
+
+def lamina(*args, cwd, timeout=120):
+    env = {**os.environ, "LAMINA_HOME": str(pathlib.Path(cwd) / "home"), "OMP_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "lamina.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_one_line_error(result, *words):
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lamina: error:"), result.stderr
+    for w in words:
+        assert w in lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(workdir):
+    """`lamina train` with no arguments: the default CNN on the bundled digits."""
+    result = lamina("train", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    return workdir / "runs" / "cnn", result
+
+
+def test_default_train_reaches_97_percent(trained):
+    out, result = trained
+    run = json.loads((out / "run.json").read_text())
+    assert run["model"] == "cnn" and run["dataset"] == "digits"
+    assert run["test_accuracy"] >= 0.97
+    assert "Test accuracy: " in result.stdout and "Epoch 1/" in result.stdout
+    printed = float(result.stdout.split("Test accuracy: ")[1].split()[0])
+    assert abs(printed - run["test_accuracy"]) < 1e-4
+    assert (out / "model.lamina").exists()
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["loss"]) == run["epochs"] and history["loss"][-1] < history["loss"][0]
+    try:
+        import matplotlib  # noqa: F401
+        assert (out / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    except ImportError:
+        assert not (out / "history.png").exists() and "matplotlib" in result.stdout
+
+
+def test_train_options(workdir):
+    result = lamina("train", "--model", "mlp", "--epochs", "2", "--batch-size", "64", "--out", "mlp_run",
+                    "--seed", "3", "--quiet", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    run = json.loads((workdir / "mlp_run" / "run.json").read_text())
+    assert (run["model"], run["epochs"], run["batch_size"], run["seed"]) == ("mlp", 2, 64, 3)
+    assert "Epoch" not in result.stdout
+
+
+def test_train_is_reproducible_with_seed(workdir):
+    a = lamina("train", "--model", "mlp", "--epochs", "1", "--out", "a", "--quiet", cwd=workdir)
+    b = lamina("train", "--model", "mlp", "--epochs", "1", "--out", "b", "--quiet", cwd=workdir)
+    assert a.returncode == b.returncode == 0
+    ra, rb = (json.loads((workdir / d / "run.json").read_text()) for d in "ab")
+    assert ra["test_loss"] == rb["test_loss"]
+
+
+def test_evaluate(trained, workdir):
+    out, _ = trained
+    result = lamina("evaluate", str(out / "model.lamina"), cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    run = json.loads((out / "run.json").read_text())
+    assert f"accuracy {run['test_accuracy']:.4f}" in result.stdout
+    # A model file moved away from its run.json needs --data.
+    moved = workdir / "moved.keras"
+    moved.write_bytes((out / "model.lamina").read_bytes())
+    assert_one_line_error(lamina("evaluate", str(moved), cwd=workdir), "--data")
+    assert lamina("evaluate", str(moved), "--data", "digits", cwd=workdir).returncode == 0
+
+
+def test_predict(trained, workdir):
+    out, _ = trained
+    import lamina as lm
+    _, (x_test, y_test) = lm.datasets.digits.load_data()
+    np.save(workdir / "raw.npy", x_test[:12])                                   # raw uint8 (n, 8, 8)
+    np.save(workdir / "scaled.npy", (x_test[:12] / 16.0).astype("float32")[..., None])
+    result = lamina("predict", str(out / "model.lamina"), "raw.npy", "--output", "p.npy", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    probs = np.load(workdir / "p.npy", allow_pickle=False)
+    assert probs.shape == (12, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert (probs.argmax(1) == y_test[:12]).mean() >= 0.9
+    assert "0: class " in result.stdout and "... 2 more" in result.stdout
+    result = lamina("predict", str(out / "model.lamina"), "scaled.npy", "--output", "q.npy", cwd=workdir)
+    assert result.returncode == 0 and np.allclose(np.load(workdir / "q.npy"), probs, atol=1e-6)
+
+
+def test_summary_and_models(trained, workdir):
+    out, _ = trained
+    result = lamina("summary", str(out / "model.lamina"), cwd=workdir)
+    assert result.returncode == 0 and "Conv2D" in result.stdout and "Total params" in result.stdout
+    result = lamina("models", cwd=workdir)
+    assert result.returncode == 0 and "cnn" in result.stdout and "mlp" in result.stdout and "(default)" in result.stdout
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["summary"], ["models"]])
+def test_help_everywhere(command, workdir):
+    result = lamina(*command, "--help", cwd=workdir)
+    assert result.returncode == 0 and "usage: lamina" in result.stdout
+
+
+@pytest.mark.parametrize("args", [[], ["bogus"], ["train", "--model", "nope"], ["train", "--epochs", "0"],
+                                  ["train", "--batch-size", "x"], ["predict", "only-one.keras"], ["evaluate"]])
+def test_usage_errors_exit_2(args, workdir):
+    result = lamina(*args, cwd=workdir)
+    assert result.returncode == 2 and "usage:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_user_errors_exit_1(trained, workdir):
+    out, _ = trained
+    model = str(out / "model.lamina")
+    assert_one_line_error(lamina("summary", "missing.keras", cwd=workdir), "missing.keras", "no such file")
+    assert_one_line_error(lamina("evaluate", "missing.keras", cwd=workdir), "missing.keras")
+    corrupt = workdir / "corrupt.keras"
+    corrupt.write_bytes((out / "model.lamina").read_bytes()[:300])
+    assert_one_line_error(lamina("summary", str(corrupt), cwd=workdir), "corrupt.keras")
+    (workdir / "text.keras").write_text("hello")
+    assert_one_line_error(lamina("summary", "text.keras", cwd=workdir), "not a lamina model file")
+    assert_one_line_error(lamina("predict", model, "nothere.npy", cwd=workdir), "nothere.npy")
+    (workdir / "bad.npy").write_bytes(b"not numpy")
+    assert_one_line_error(lamina("predict", model, "bad.npy", cwd=workdir), "bad.npy")
+    np.save(workdir / "wrong.npy", np.zeros((2, 5, 5, 1), "float32"))
+    assert_one_line_error(lamina("predict", model, "wrong.npy", cwd=workdir), "wrong.npy")
+    np.save(workdir / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    assert_one_line_error(lamina("predict", model, "objects.npy", cwd=workdir), "objects.npy")
+
+
+def test_offline_download_error_is_one_line(workdir):
+    # mnist is not cached in this fresh LAMINA_HOME; point it at a closed local port by running a wrapper.
+    code = ("import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; "
+            "s.close(); from lamina.datasets import mnist; mnist.ORIGINS = [f'http://127.0.0.1:{port}/']; "
+            "import lamina.utils.data_utils as du; du.time.sleep = lambda s: None; "
+            "from lamina.cli import main; sys.exit(main(['train', '--model', 'mnist-cnn', '--epochs', '1']))")
+    env = {**os.environ, "LAMINA_HOME": str(workdir / "home"), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert_one_line_error(result, "offline", str(workdir / "home" / "datasets" / "mnist"))
