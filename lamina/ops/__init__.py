@@ -2,6 +2,7 @@
 from .math import *  # noqa: F401,F403
 from .shape import *  # noqa: F401,F403
 from .activations import *  # noqa: F401,F403
+from .image import *  # noqa: F401,F403
 from .losses import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
 from .norm import *  # noqa: F401,F403
