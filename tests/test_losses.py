@@ -1,0 +1,102 @@
+"""Loss classes and functions against NumPy references of Keras's formulas; reductions, weights, get()."""
+import numpy as np
+import pytest
+
+import lamina
+from lamina import losses
+
+EPS = 1e-7
+rng = np.random.default_rng(0)
+P = rng.random((6, 4)).astype(np.float32) + 0.05
+P /= P.sum(-1, keepdims=True)
+LOGITS = rng.normal(size=(6, 4)).astype(np.float32)
+LABELS = rng.integers(0, 4, 6)
+ONEHOT = np.eye(4, dtype=np.float32)[LABELS]
+YR = rng.normal(size=(6, 3)).astype(np.float32)
+PR = rng.normal(size=(6, 3)).astype(np.float32)
+YB = rng.integers(0, 2, (6, 1)).astype(np.float32)
+PB = rng.uniform(0.05, 0.95, (6, 1)).astype(np.float32)
+
+
+def _log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def _huber(t, p, d=1.0):
+    e = np.abs(t - p)
+    return np.where(e <= d, 0.5 * e ** 2, d * (e - 0.5 * d)).mean(-1)
+
+
+CASES = [
+    (losses.SparseCategoricalCrossentropy(), LABELS, P, -np.log(np.clip(P[np.arange(6), LABELS], EPS, 1 - EPS))),
+    (losses.SparseCategoricalCrossentropy(from_logits=True), LABELS, LOGITS,
+     -_log_softmax(LOGITS)[np.arange(6), LABELS]),
+    (losses.CategoricalCrossentropy(), ONEHOT, P, -(ONEHOT * np.log(np.clip(P, EPS, 1 - EPS))).sum(-1)),
+    (losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1), ONEHOT, LOGITS,
+     -((ONEHOT * 0.9 + 0.1 / 4) * _log_softmax(LOGITS)).sum(-1)),
+    (losses.BinaryCrossentropy(), YB, PB, -(YB * np.log(PB) + (1 - YB) * np.log(1 - PB)).mean(-1)),
+    (losses.BinaryCrossentropy(from_logits=True, label_smoothing=0.2), YB, LOGITS[:, :1],
+     (lambda t, z: (np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))).mean(-1))(YB * 0.8 + 0.1, LOGITS[:, :1])),
+    (losses.MeanSquaredError(), YR, PR, ((YR - PR) ** 2).mean(-1)),
+    (losses.MeanAbsoluteError(), YR, PR, np.abs(YR - PR).mean(-1)),
+    (losses.Huber(delta=0.5), YR, PR, _huber(YR, PR, 0.5)),
+    (losses.KLDivergence(), ONEHOT * 0.7 + 0.075, P,
+     (lambda t, p: (t * np.log(t / p)).sum(-1))(ONEHOT * 0.7 + 0.075, np.clip(P, EPS, 1))),
+]
+
+
+@pytest.mark.parametrize("loss,y_true,y_pred,per_sample", CASES, ids=lambda c: getattr(c, "name", ""))
+def test_loss_classes_match_numpy(loss, y_true, y_pred, per_sample):
+    np.testing.assert_allclose(loss(y_true, y_pred).numpy(), per_sample.mean(), rtol=1e-5)
+    sw = np.linspace(0.0, 2.0, 6).astype(np.float32)
+    np.testing.assert_allclose(loss(y_true, y_pred, sample_weight=sw).numpy(), (per_sample * sw).mean(), rtol=1e-5)
+    loss.reduction = "sum"
+    np.testing.assert_allclose(loss(y_true, y_pred, sample_weight=sw).numpy(), (per_sample * sw).sum(), rtol=1e-5)
+    loss.reduction = "none"
+    np.testing.assert_allclose(loss(y_true, y_pred).numpy(), per_sample, rtol=1e-5)
+    loss.reduction = "mean_with_sample_weight"
+    np.testing.assert_allclose(loss(y_true, y_pred, sample_weight=sw).numpy(),
+                               (per_sample * sw).sum() / sw.sum(), rtol=1e-5)
+    loss.reduction = "sum_over_batch_size"
+
+
+def test_function_aliases_and_get():
+    per = losses.mse(YR, PR).numpy()
+    np.testing.assert_allclose(per, ((YR - PR) ** 2).mean(-1), rtol=1e-6)
+    assert losses.get("mse") is losses.mean_squared_error
+    assert losses.get("MAE") is losses.mean_absolute_error
+    assert isinstance(losses.get("BinaryCrossentropy"), losses.BinaryCrossentropy)
+    obj = losses.get({"class_name": "Huber", "config": {"delta": 2.0}})
+    assert isinstance(obj, losses.Huber) and obj.get_config()["delta"] == 2.0
+    with pytest.raises(ValueError, match="Valid names: .*mean_squared_error"):
+        losses.get("nope")
+    with pytest.raises(ValueError, match="reduction"):
+        losses.MeanSquaredError(reduction="average")
+
+
+def test_rank_alignment_and_gradient():
+    # (N,) targets against (N, 1) predictions: Keras aligns the ranks
+    t = np.array([0.0, 1.0, 1.0], np.float32)
+    p = lamina.Tensor(np.array([[0.2], [0.7], [0.9]], np.float32), requires_grad=True)
+    loss = losses.BinaryCrossentropy()(t, p)
+    loss.backward()
+    ref = -(t * np.log(p.numpy()[:, 0]) + (1 - t) * np.log(1 - p.numpy()[:, 0])).mean()
+    assert np.isclose(loss.numpy(), ref, rtol=1e-5)
+    expected = (-(t / p.numpy()[:, 0]) + (1 - t) / (1 - p.numpy()[:, 0])) / 3
+    np.testing.assert_allclose(np.asarray(p.grad)[:, 0], expected, rtol=1e-4)
+
+
+def test_wrong_targets_raise_helpful_errors():
+    with pytest.raises(ValueError, match="sparse_categorical_crossentropy"):
+        losses.CategoricalCrossentropy()(LABELS, P)
+    with pytest.raises(ValueError, match="categorical_crossentropy"):
+        losses.SparseCategoricalCrossentropy()(ONEHOT, P)
+
+
+def test_mask_on_predictions_averages_over_valid_entries():
+    p = lamina.Tensor(PR)
+    p._keras_mask = np.array([True, True, False, True, False, True])
+    value = losses.MeanSquaredError()(YR, p).numpy()
+    per = ((YR - PR) ** 2).mean(-1)
+    assert np.isclose(value, per[p._keras_mask].mean(), rtol=1e-5)
