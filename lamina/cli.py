@@ -181,6 +181,9 @@ def cmd_predict(args):
             x = x[..., None]                     # grey images without their channel axis
         if x.ndim == len(expected) - 1 and x.shape == tuple(expected[1:]):
             x = x[None]                          # one sample without its batch axis
+        if len(expected) != x.ndim or any(e is not None and e != g for e, g in zip(expected[1:], x.shape[1:])):
+            raise UserError(f"{args.input} holds an array of shape {x.shape}, but the model expects "
+                            f"{tuple(expected)} (None = any size)")
     try:
         y = model.predict(x, batch_size=args.batch_size, verbose=0)
     except ValueError as e:
