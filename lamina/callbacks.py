@@ -58,14 +58,14 @@ class Callback:
 
 
 class CallbackList:
-    """Several callbacks called in order (History first, the progress bar last, as Keras)."""
+    """Several callbacks called in order: the user's, then History, then the progress bar (as Keras)."""
 
     def __init__(self, callbacks=None, add_history=False, add_progbar=False, model=None, **params):
         self.callbacks = list(callbacks or [])
         if add_history:
             history = next((c for c in self.callbacks if isinstance(c, History)), None) or History()
             if history not in self.callbacks:
-                self.callbacks.insert(0, history)
+                self.callbacks.append(history)  # after the user's: it records what they add to the logs
             if model is not None:
                 model.history = history
         if add_progbar and not any(isinstance(c, ProgbarLogger) for c in self.callbacks):
