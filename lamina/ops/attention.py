@@ -58,13 +58,13 @@ class ScaledDotProductAttention(Op):
             out = (w * keep) @ v
         else:
             out = w @ v
-        self.saved = (qs, k, v, w, keep)
+        self.saved = (qs, k, v, w, keep, out)
         self.shapes = (q.shape, k.shape, v.shape)
         return (out, w) if self.return_weights else out
 
     def backward(self, gy, gw=None):
         xp = self.xp
-        qs, k, v, w, keep = self.saved
+        qs, k, v, w, keep, out = self.saved
         q_shape, k_shape, v_shape = self.shapes
         wd = w if keep is None else w * keep
         gq = gk = gv = None
@@ -74,11 +74,14 @@ class ScaledDotProductAttention(Op):
             dw = gy @ xp.swapaxes(v, -1, -2)                                   # dWd = dO V^T
             if keep is not None:
                 dw *= keep
-            if gw is not None:
-                dw += gw                                                       # weights returned and used
-            # softmax backward: dS = W * (dW - sum_j dW_j W_j); masked entries have W = 0, so dS = 0
+            # softmax backward: dS = W * (dW - sum_j dW_j W_j); masked entries have W = 0, so dS = 0.
+            # The row sum needs no (Tq, Tk) temporary: sum_j (dO V^T)_ij keep_ij W_ij = dO_i . O_i
+            rowsum = (gy * out).sum(axis=-1, keepdims=True)
+            if gw is not None:                                                 # weights returned and used
+                dw += gw
+                rowsum += (gw * w).sum(axis=-1, keepdims=True)
             ds = dw
-            ds -= (dw * w).sum(axis=-1, keepdims=True)
+            ds -= rowsum
             ds *= w
             if self.needs_grad[0]:
                 gq = unbroadcast((ds @ k) * qs.dtype.type(self.scale), q_shape)   # dQ = scale dS K
@@ -111,8 +114,8 @@ def scaled_dot_product_attention(q, k, v, mask=None, scale=None, dropout_rate=0.
     Output: (..., Tq, dv), or (output, weights).
 
     Forward: S = scale q k^T; W = softmax(S) with masked entries 0; O = dropout(W) v.
-    Backward: dV = Wd^T dO; dWd = dO V^T (times the dropout mask); dS = W * (dW - sum(dW * W, -1));
-    dQ = scale dS K; dK = dS^T (scale Q).
+    Backward: dV = Wd^T dO; dW = dO V^T (times the dropout mask); dS = W * (dW - sum(dW * W, -1)),
+    where the row sum equals sum(dO * O, -1) (no (Tq, Tk) temporary); dQ = scale dS K; dK = dS^T (scale Q).
 
     >>> import numpy as np
     >>> q = k = v = np.eye(2, dtype="float32")[None]
