@@ -242,6 +242,7 @@ def test_uncompiled_and_bad_arguments():
         model.compile("adam", "msee")
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
 def test_nan_loss_stops_fit_naming_batch_and_layer():
     x, y = _data(n=32)
     model = models.Sequential([layers.Dense(4, input_shape=(8,), name="first"),

@@ -173,6 +173,7 @@ def test_gan_recipe_trainable_flag_as_at_compile():
     assert discriminator.trainable is False  # the user's flag is left as they set it
 
 
+@pytest.mark.filterwarnings("ignore:Model .* `trainable` was changed")
 def test_toggling_trainable_before_each_update_gives_the_same_result():
     def run(toggle):
         generator, discriminator = _gan(batch_norm=False)
@@ -225,3 +226,16 @@ def test_low_level_loop_with_grad_and_apply_gradients():
     loss.backward()
     opt.step(model.trainable_weights)
     assert all(w.grad is not None for w in model.trainable_weights)
+
+
+def test_docs_gan_example_runs():
+    pytest.importorskip("sklearn")
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "gan.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 3
+    scope = {}
+    for block in blocks:
+        exec(compile(block, "docs/gan.md", "exec"), scope)  # noqa: S102 - our own documentation
+    assert scope["samples"].shape == (16, 28, 28, 1) and np.isfinite(float(scope["g_loss"]))

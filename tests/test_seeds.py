@@ -5,7 +5,6 @@ random so that the whole file stays fast. Parameter totals are Keras's (computed
 formulas, e.g. Conv2D: kh * kw * in * filters + filters).
 """
 import numpy as np
-import pytest
 
 import lamina as keras
 from lamina import layers, models

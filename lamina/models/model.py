@@ -11,14 +11,15 @@ until compile() is called again (the classic GAN recipe relies on it). fit/evalu
 in training.py; the step functions (train_step, test_step, predict_step) live here and may be overridden.
 """
 import contextlib
+import json
 import warnings
 
 import numpy as np
 
 from .. import backend, losses as losses_mod, optimizers
-from ..layers.layer import KerasTensor, Layer, _nest_flatten, _nest_map
+from ..layers.layer import KerasTensor, Layer, _nest_flatten
 from ..registry import get_registered_object, serialize
-from ..tensor import Tensor, grad, no_grad
+from ..tensor import grad, no_grad
 from . import summary as summary_mod
 from . import training
 
@@ -194,7 +195,6 @@ class Model(Layer):
         if self._compile_flags is None:
             yield
             return
-        known = {id(layer) for layer, _ in self._compile_flags}
         current = [(layer, layer._trainable) for layer in _all_layers(self)]
         if not self._warned_trainable and any(layer._trainable != flag for layer, flag in self._compile_flags):
             self._on_trainable_change()
@@ -205,8 +205,6 @@ class Model(Layer):
         finally:
             for layer, flag in current:
                 object.__setattr__(layer, "_trainable", flag)
-            # layers added after compile() (lazy builds) keep their own flags
-            _ = known
 
     # ----- compile
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
@@ -340,16 +338,15 @@ class Model(Layer):
     def save(self, filepath, overwrite=True, **kwargs):
         """One zip file: the JSON config and the weights (safetensors); no pickle."""
         from . import saving  # saving imports this module: loaded lazily to avoid the cycle
-        return saving.save_model(self, filepath, overwrite=overwrite, **kwargs) if _accepts(saving.save_model, "overwrite") \
-            else saving.save_model(self, filepath)
+        return saving.save_model(self, filepath, overwrite=overwrite, **kwargs)
 
     def save_weights(self, filepath, overwrite=True):
         from . import saving
-        return saving.save_weights(self, filepath)
+        return saving.save_weights(self, filepath, overwrite=overwrite)
 
     def load_weights(self, filepath, skip_mismatch=False, **kwargs):
         from . import saving
-        return saving.load_weights(self, filepath)
+        return saving.load_weights(self, filepath, skip_mismatch=skip_mismatch)
 
     def get_config(self):
         config = Layer.get_config(self)
@@ -369,19 +366,10 @@ class Model(Layer):
                             "accept its get_config() keys in __init__ (override get_config/from_config).") from e
 
     def to_json(self, **kwargs):
-        import json
         return json.dumps({"class_name": type(self).__name__, "config": self.get_config()}, **kwargs)
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
-
-
-def _accepts(fn, arg):
-    import inspect
-    try:
-        return arg in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _nest_map_shapes(fn, shapes):
@@ -422,4 +410,3 @@ def _deserialize_structure(value, fn):
 
 
 __all__ = ["Model"]
-_ = (Tensor, _nest_map)

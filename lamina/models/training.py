@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import backend, callbacks as callbacks_mod, losses as losses_mod, metrics as metrics_mod
 from ..layers.layer import _nest_flatten, _nest_map
-from ..tensor import Tensor, no_grad
+from ..tensor import Tensor
 
 
 class NonFiniteLoss(Exception):
