@@ -25,7 +25,7 @@ _BASE_KWARGS = ("name", "trainable", "dtype", "input_shape", "batch_input_shape"
 
 def _snake(name):
     s = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s).lower()
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", s).lower()
 
 
 @contextlib.contextmanager
