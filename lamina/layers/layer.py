@@ -329,7 +329,8 @@ class Layer:
     non_trainable_variables = non_trainable_weights
 
     def get_weights(self):
-        return [w.numpy() for w in self.weights]
+        """Copies of the weight values (later updates do not change them), in Keras's order."""
+        return [np.array(w.numpy(), copy=True) for w in self.weights]
 
     def set_weights(self, weights):
         params = self.weights
@@ -480,7 +481,7 @@ class Layer:
             shape, dtype = spec
             return KerasTensor(shape, dtype, name=self.name, history=(self, node_index, next(counter)))
 
-        outputs = _nest_map(make, out_spec) if not _is_spec(out_spec) else make(out_spec)
+        outputs = _map_specs(make, out_spec)
         self._inbound_nodes.append(Node(self, args, kwargs, outputs))
         return outputs
 
@@ -570,6 +571,17 @@ class Layer:
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _map_specs(fn, spec):
+    """Apply fn to every (shape, dtype) leaf of a nested output spec."""
+    if _is_spec(spec):
+        return fn(spec)
+    if isinstance(spec, (list, tuple)):
+        return type(spec)(_map_specs(fn, s) for s in spec)
+    if isinstance(spec, dict):
+        return {k: _map_specs(fn, v) for k, v in spec.items()}
+    raise TypeError(f"Cannot build symbolic outputs from {spec!r}")
 
 
 def _is_spec(x):

@@ -22,7 +22,8 @@ class ReLU(Op):
         xp = self.xp
         th, slope, cap = self.threshold, self.negative_slope, self.max_value
         self.saved = (x,)
-        y = xp.where(x > th, x, (x - th) * slope if slope else xp.zeros((), x.dtype))
+        # x <= th selects the low side, so NaN (never <= anything) passes through as NaN, as in torch
+        y = xp.where(x <= th, (x - th) * slope if slope else xp.zeros((), x.dtype), x)
         if cap is not None:
             y = xp.minimum(y, xp.asarray(cap, x.dtype))
         return y.astype(x.dtype, copy=False)
