@@ -540,9 +540,10 @@ class BackupAndRestore(Callback):
         opt_state = opt.get_state() if getattr(opt, "built", True) else []
         arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
         arrays.update({f"o{i}": np.asarray(backend.to_numpy(s)) for i, s in enumerate(opt_state)})
-        lr = opt.learning_rate
+        # a schedule is recomputed from the restored iteration count; only a plain rate is stored
+        scheduled = not isinstance(opt.get_config().get("learning_rate"), (float, int))
         meta = {"epoch": epoch, "num_weights": len(model.weights), "num_optimizer": len(opt_state),
-                "learning_rate": float(lr) if isinstance(lr, (float, int)) else None,
+                "learning_rate": None if scheduled else float(opt.learning_rate),
                 "rng_state": backend.get_rng_state()}
         _atomic_write(self._arrays, lambda f: np.savez(f, **arrays))
         _atomic_write(self._meta, lambda f: f.write(json.dumps(meta).encode()))

@@ -158,3 +158,21 @@ def test_backup_and_restore_resumes_exactly(tmp_path):
         np.testing.assert_array_equal(a, b)
     assert resumed.optimizer.iterations == reference.optimizer.iterations
     assert not os.path.exists(backup)  # deleted once the fit completed
+
+
+def test_backup_and_restore_with_a_learning_rate_schedule(tmp_path):
+    import lamina
+    from lamina import layers
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((32, 4)).astype("float32"), rng.integers(0, 2, 32)
+    lamina.utils.set_random_seed(0)
+    m = lamina.Sequential([layers.Input((4,)), layers.Dense(2)])
+    sched = lamina.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+    m.compile(lamina.optimizers.SGD(sched), "sparse_categorical_crossentropy")
+    cb = lamina.callbacks.BackupAndRestore(str(tmp_path / "bk"), delete_checkpoint=False)
+    m.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[cb])
+    m2 = lamina.Sequential([layers.Input((4,)), layers.Dense(2)])
+    m2.compile(lamina.optimizers.SGD(sched), "sparse_categorical_crossentropy")
+    m2.fit(x, y, epochs=2, batch_size=8, verbose=0,
+           callbacks=[lamina.callbacks.BackupAndRestore(str(tmp_path / "bk"))])  # resumes; must not raise
+    assert m2.optimizer.iterations == 8
