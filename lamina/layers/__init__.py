@@ -12,3 +12,4 @@ from .rnn import *  # noqa: F401,F403
 from .attention import *  # noqa: F401,F403
 from .transformer import *  # noqa: F401,F403
 from .preprocessing import *  # noqa: F401,F403
+from .text import *  # noqa: F401,F403
