@@ -452,12 +452,12 @@ def test_sinusoidal_position_encoding_formula():
     layer = layers.SinusoidalPositionEncoding(max_wavelength=100)
     y = layer(np.zeros((2, 5, 6), "f4"), start_index=1).numpy()
     assert y.shape == (2, 5, 6) and y.dtype == np.float32
-    p, i = 3 + 1, 4     # position 4, feature 4 (even: sine), feature 5 (odd: cosine), both frequency index 2
+    p = 3 + 1           # row 3 is position 4; features 4 (even: sine) and 5 (odd: cosine) share frequency 2
     f = 100.0 ** (-4 / 6)
     np.testing.assert_allclose(y[0, 3, 4], np.sin(p * f), rtol=1e-6)
     np.testing.assert_allclose(y[1, 3, 5], np.cos(p * f), rtol=1e-6)
     np.testing.assert_allclose(y[0, :, 0], np.sin(np.arange(1, 6)), rtol=1e-6, atol=1e-7)
-    assert layer.count_params() == 0 if layer.built else True
+    assert layer.weights == []
 
 
 def test_token_and_position_embedding():
