@@ -9,3 +9,4 @@ from .norm import *  # noqa: F401,F403
 from .random import *  # noqa: F401,F403
 from .recurrent import *  # noqa: F401,F403
 from .attention import *  # noqa: F401,F403
+from .embedding import *  # noqa: F401,F403
