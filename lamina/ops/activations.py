@@ -22,6 +22,8 @@ class ReLU(Op):
         xp = self.xp
         th, slope, cap = self.threshold, self.negative_slope, self.max_value
         self.saved = (x,)
+        if th == 0 and not slope and cap is None:
+            return xp.maximum(x, x.dtype.type(0))  # the common case: one pass; maximum keeps NaN
         # x <= th selects the low side, so NaN (never <= anything) passes through as NaN, as in torch
         y = xp.where(x <= th, (x - th) * slope if slope else xp.zeros((), x.dtype), x)
         if cap is not None:
@@ -31,6 +33,8 @@ class ReLU(Op):
     def backward(self, gy):
         (x,) = self.saved
         th, slope, cap = self.threshold, self.negative_slope, self.max_value
+        if th == 0 and not slope and cap is None:
+            return gy * (x > 0)
         d = (x > th).astype(gy.dtype)
         if slope:
             d = d + (x <= th) * slope
