@@ -212,6 +212,8 @@ _ALIASES = {
     "glorot_uniform": GlorotUniform, "glorot_normal": GlorotNormal, "he_uniform": HeUniform,
     "he_normal": HeNormal, "lecun_uniform": LecunUniform, "lecun_normal": LecunNormal,
     "orthogonal": Orthogonal, "identity": Identity,
+    # Keras's short names (Embedding's default embeddings_initializer is "uniform")
+    "uniform": RandomUniform, "normal": RandomNormal,
 }
 for _name, _cls in _ALIASES.items():
     register(_cls, _name)

@@ -1,4 +1,4 @@
-"""Core layers: Input, Dense, Activation, Lambda.
+"""Core layers: Input, Dense, Activation, Lambda, Embedding.
 
 The input layer only declares the shape of the data; a hidden or output Dense layer connects every
 input to every unit (y = activation(x W + b)); the output layer's activation fits the task
@@ -86,6 +86,8 @@ class Dense(Layer):
         self.built = True
 
     def call(self, inputs):
+        if inputs.dtype.kind not in "fc":  # integer or bool features: compute in the layer's float dtype
+            inputs = ops.cast(inputs, self.dtype)
         return self.activation(ops.linear(inputs, self.kernel, self.bias))
 
     def compute_output_shape(self, input_shape):
@@ -136,5 +138,130 @@ class Lambda(Layer):
                          "lamina.utils.register_keras_serializable.")
 
 
-__all__ = ["InputLayer", "Input", "Dense", "Activation", "Lambda"]
-_ = Tensor
+class Embedding(Layer):
+    """Turns integer token ids into dense vectors: row ``ids[...]`` of a learned (input_dim, output_dim) table.
+
+    A one-hot vector over a vocabulary of V words times a Dense kernel would pick one kernel row; the
+    embedding does exactly that without building the one-hot vector.
+
+    Args:
+        input_dim: vocabulary size V (largest id + 1). output_dim: D, the length of each vector.
+        embeddings_initializer ('uniform': U(-0.05, 0.05)), embeddings_regularizer, embeddings_constraint.
+        mask_zero: id 0 is padding: the output's mask (``output._keras_mask``) is ``ids != 0``, read by
+            the layers downstream (RNNs, attention, pooling); then id 0 must not be a real token.
+        weights: an optional initial table (a (V, D) array or a list holding it).
+        lora_rank, lora_alpha: train a low-rank update ``(lora_alpha / rank) * A @ B`` instead of the table.
+        input_length: accepted for old Keras code and ignored.
+    Input shape (...) of integer ids in [0, V) (whole-number floats are accepted and cast, as Keras does).
+    Output shape (..., D), float32. Parameters: V * D.
+    Forward: y[..., :] = embeddings[ids[...], :]. Backward: each gy row is added to the table row of its id.
+    """
+
+    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", embeddings_regularizer=None,
+                 embeddings_constraint=None, mask_zero=False, weights=None, lora_rank=None, lora_alpha=None,
+                 **kwargs):
+        kwargs.pop("input_length", None)  # Keras 2's argument: shapes come from the data now
+        super().__init__(**kwargs)
+        for arg, value in (("input_dim", input_dim), ("output_dim", output_dim)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"Embedding '{self.name}': {arg} must be a positive int. Received: {arg}={value!r}")
+        self.input_dim, self.output_dim = int(input_dim), int(output_dim)
+        self.embeddings_initializer = initializers.get(embeddings_initializer)
+        self.embeddings_regularizer = embeddings_regularizer
+        self.embeddings_constraint = embeddings_constraint
+        self.mask_zero = bool(mask_zero)
+        self.supports_masking = self.mask_zero
+        self.autocast = False  # ids must not be cast to float32
+        self.lora_rank, self.lora_alpha = lora_rank, lora_alpha
+        self.lora_enabled = False
+        if weights is not None:
+            self.build()
+            if not (isinstance(weights, list) and len(weights) == 1):
+                weights = [weights]
+            self.set_weights(weights)
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        self._embeddings = self.add_weight(shape=(self.input_dim, self.output_dim),
+                                           initializer=self.embeddings_initializer,
+                                           regularizer=self.embeddings_regularizer,
+                                           constraint=self.embeddings_constraint, name="embeddings")
+        self.built = True
+        if self.lora_rank:
+            self.enable_lora(self.lora_rank, self.lora_alpha)
+
+    def enable_lora(self, rank, lora_alpha=None, a_initializer="he_uniform", b_initializer="zeros"):
+        """Freeze the table and learn a rank-``rank`` update A (V, r) @ B (r, D), B starting at zero."""
+        if not self.built:
+            raise ValueError(f"Embedding '{self.name}': build the layer before enable_lora().")
+        if self.lora_enabled:
+            raise ValueError(f"Embedding '{self.name}': LoRA is already enabled.")
+        self.lora_embeddings_a = self.add_weight(shape=(self.input_dim, rank), initializer=a_initializer,
+                                                 regularizer=self.embeddings_regularizer, name="lora_embeddings_a")
+        self.lora_embeddings_b = self.add_weight(shape=(rank, self.output_dim), initializer=b_initializer,
+                                                 regularizer=self.embeddings_regularizer, name="lora_embeddings_b")
+        self._embeddings.trainable = False
+        self.lora_enabled = True
+        self.lora_rank = rank
+        self.lora_alpha = lora_alpha if lora_alpha is not None else rank
+
+    @property
+    def embeddings(self):
+        if self.lora_enabled:
+            return self._embeddings + ops.matmul(self.lora_embeddings_a, self.lora_embeddings_b) * \
+                (self.lora_alpha / self.lora_rank)
+        return self._embeddings
+
+    @property
+    def weights(self):
+        # Keras keeps creation order here (the frozen table first, then the LoRA factors).
+        return self._tracked_own()
+
+    def _ids(self, inputs):
+        """Integer ids from the input: whole-number floats are cast (as Keras casts them); others refused."""
+        x = inputs.data
+        if x.dtype.kind in "iu":
+            ids = x
+        elif x.dtype.kind in "fb":
+            ids = x.astype("int64")
+            if x.dtype.kind == "f" and ids.size and bool((ids != x).any()):
+                bad = x[ids != x].reshape(-1)[0]
+                raise ValueError(f"Embedding '{self.name}': expected integer token ids in [0, {self.input_dim}), "
+                                 f"received a {x.dtype} input of shape {tuple(x.shape)} holding non-integer "
+                                 f"values such as {float(bad)!r}.")
+        else:
+            raise ValueError(f"Embedding '{self.name}': expected integer token ids in [0, {self.input_dim}), "
+                             f"received an input of dtype {x.dtype} and shape {tuple(x.shape)}.")
+        if ids.size:
+            lo, hi = int(ids.min()), int(ids.max())
+            if lo < 0 or hi >= self.input_dim:
+                raise ValueError(f"Embedding '{self.name}': token ids must be in [0, {self.input_dim}) "
+                                 f"(input_dim={self.input_dim}); received ids from {lo} to {hi} in an input of "
+                                 f"shape {tuple(x.shape)}.")
+        return ids
+
+    def call(self, inputs):
+        return ops.embedding(self._ids(inputs), self.embeddings)
+
+    def compute_mask(self, inputs, mask=None):
+        if not self.mask_zero:
+            return None
+        data = inputs.data if isinstance(inputs, Tensor) else np.asarray(inputs)
+        return Tensor(data != 0)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (self.output_dim,)
+
+    def _output_dtype(self, inputs):
+        return self.dtype  # float vectors, whatever the (integer) dtype of the ids
+
+    def get_config(self):
+        config = super().get_config()  # drops "input_dim" (a base-layer argument elsewhere): put it back
+        config.pop("weights", None)
+        config.pop("input_length", None)
+        base = {k: config.pop(k) for k in ("name", "trainable", "dtype") if k in config}
+        return {**base, "input_dim": self.input_dim, **config}
+
+
+__all__ = ["InputLayer", "Input", "Dense", "Activation", "Lambda", "Embedding"]
