@@ -138,7 +138,8 @@ class PReLU(_Elementwise):
 class Softmax(_Elementwise):
     """Softmax along ``axis`` (an int or a tuple of axes): exponentials normalised to sum to 1.
 
-    Call: ``layer(x, mask=None)``; where the mask (broadcast against x) is False the input gets -1e9
+    Call: ``layer(x, mask=None)``; where the mask is False (a mask over x's leading axes, like (N, T)
+    for (N, T, D), covers the rest; otherwise it broadcasts as NumPy does) the input gets -1e9
     added, as in Keras, so masked positions get ~0 probability, and the output is multiplied by the
     mask (an entirely masked slice gives zeros, not a uniform distribution).
     Forward: y_i = exp(x_i) / sum_j exp(x_j). Backward: dx = y * (dy - sum(dy * y)).
@@ -168,6 +169,9 @@ class Softmax(_Elementwise):
         m = mask.data if isinstance(mask, Tensor) else mask
         xp = get_array_module(inputs.data)
         m = xp.asarray(m).astype(bool)
+        if m.ndim < inputs.ndim and tuple(m.shape) == tuple(inputs.shape[:m.ndim]):
+            # a propagated mask covers the leading axes ((N, T) for (N, T, D)): spread it over the rest
+            m = m.reshape(m.shape + (1,) * (inputs.ndim - m.ndim))
         large_negative = -3e4 if inputs.dtype == np.float16 else -1e9
         adder = Tensor(xp.where(m, 0.0, large_negative).astype(inputs.dtype))
         y = self._softmax(ops.add(inputs, adder))
