@@ -7,6 +7,11 @@ from .registry import register
 _EPS = 1e-7
 
 
+def _axis(axis):
+    """Keras documents axis=[0, 1, 2] for a conv kernel: NumPy wants a tuple."""
+    return tuple(axis) if isinstance(axis, list) else axis
+
+
 class Constraint:
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -24,14 +29,16 @@ class Constraint:
 
 
 class MaxNorm(Constraint):
-    """Rescale so that the norm along axis is at most max_value."""
+    """Rescale so that the L2 norm along ``axis`` is at most max_value: w * clip(n, 0, max) / (eps + n).
+
+    axis=0 bounds each column of a Dense kernel (in, units); axis=[0, 1, 2] each filter of a Conv2D kernel."""
 
     def __init__(self, max_value=2, axis=0):
         self.max_value, self.axis = max_value, axis
 
     def __call__(self, w):
         xp = get_array_module(w)
-        norms = xp.sqrt((w * w).sum(axis=self.axis, keepdims=True))
+        norms = xp.sqrt((w * w).sum(axis=_axis(self.axis), keepdims=True))
         desired = xp.clip(norms, 0, self.max_value)
         return w * (desired / (_EPS + norms))
 
@@ -40,17 +47,21 @@ class MaxNorm(Constraint):
 
 
 class NonNeg(Constraint):
+    """Negative entries set to zero: w * (w >= 0)."""
+
     def __call__(self, w):
         return w * (w >= 0)
 
 
 class UnitNorm(Constraint):
+    """Unit L2 norm along ``axis``: w / (eps + ||w||)."""
+
     def __init__(self, axis=0):
         self.axis = axis
 
     def __call__(self, w):
         xp = get_array_module(w)
-        return w / (_EPS + xp.sqrt((w * w).sum(axis=self.axis, keepdims=True)))
+        return w / (_EPS + xp.sqrt((w * w).sum(axis=_axis(self.axis), keepdims=True)))
 
     def get_config(self):
         return {"axis": self.axis}
@@ -62,7 +73,7 @@ class MinMaxNorm(Constraint):
 
     def __call__(self, w):
         xp = get_array_module(w)
-        norms = xp.sqrt((w * w).sum(axis=self.axis, keepdims=True))
+        norms = xp.sqrt((w * w).sum(axis=_axis(self.axis), keepdims=True))
         desired = self.rate * xp.clip(norms, self.min_value, self.max_value) + (1 - self.rate) * norms
         return w * (desired / (_EPS + norms))
 

@@ -2,8 +2,20 @@
 
 A regularizer is called on a weight and returns a scalar Tensor; the penalties of a layer's weights
 are in ``layer.losses`` and the training loop adds them to the loss."""
+import math
+import numbers
+
 from . import ops
 from .registry import register
+
+
+def _factor(name, value):
+    """A penalty factor: a finite, non-negative number (as Keras validates it)."""
+    if value is None:
+        return 0.0
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"Invalid value for argument {name}: expected a non-negative float. Received: {name}={value!r}")
+    return float(value)
 
 
 class Regularizer:
@@ -26,7 +38,7 @@ class L1L2(Regularizer):
     """l1 * sum(|w|) + l2 * sum(w^2)."""
 
     def __init__(self, l1=0.0, l2=0.0):
-        self.l1, self.l2 = float(l1), float(l2)
+        self.l1, self.l2 = _factor("l1", l1), _factor("l2", l2)
 
     def __call__(self, x):
         out = None
@@ -57,15 +69,14 @@ class L2(L1L2):
         return {"l2": self.l2}
 
 
-def l1_l2(l1=0.01, l2=0.01):
-    return L1L2(l1=l1, l2=l2)
-
-
-l1, l2 = L1, L2
+# Keras 3 exports the classes under the lower-case names too (so l1_l2() defaults to no penalty,
+# unlike Keras 2's l1_l2 function with 0.01 each).
+l1, l2, l1_l2 = L1, L2, L1L2
 _ALIASES = {"l1": L1, "l2": L2, "l1_l2": L1L2, "L1": L1, "L2": L2, "L1L2": L1L2}
 
 
 def get(identifier):
+    """A regularizer from a name ('l1', 'l2', 'l1_l2'), a config dict, an instance or a callable."""
     if identifier is None or isinstance(identifier, Regularizer) or callable(identifier) and not isinstance(identifier, (str, type)):
         return identifier
     if isinstance(identifier, dict):
