@@ -1,6 +1,6 @@
 """Text corpora for the sequence models: sentiment data (one bundled, two downloadable) and a character corpus.
 
-- ``load_movie_snippets()``: 10,072 real movie-review sentences with human sentiment labels, bundled with
+- ``load_movie_snippets()``: 10,070 real movie-review sentences with human sentiment labels, bundled with
   lamina (offline). From the VADER data set of Hutto & Gilbert (2014), shipped under the MIT licence in
   the vaderSentiment 3.3.2 source distribution; see lamina/data/movie_snippets_NOTICE.txt.
 - ``load_sentiment_sentences()``: UCI "Sentiment Labelled Sentences" (Kotzias et al. 2015, CC BY 4.0):
@@ -65,7 +65,7 @@ def load_movie_snippets(test_split=0.2, return_ratings=False):
     Args:
         test_split: fraction held out for testing (the file is stored shuffled; the last part is the test set).
         return_ratings: also return the mean human ratings (-4..+4) as ((x, y, r), (x, y, r)).
-    Returns: x object arrays of str (8,058 and 2,014 snippets by default), y int64 (1 positive, 0 negative;
+    Returns: x object arrays of str (8,056 and 2,014 snippets by default), y int64 (1 positive, 0 negative;
     the two classes are balanced to within 1%).
     """
     if not 0.0 < test_split < 1.0:

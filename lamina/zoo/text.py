@@ -84,7 +84,7 @@ def _corpus_ids():
     return char_vectorizer()(text).numpy(), text
 
 
-def charlm_data(window=CHARLM_WINDOW, step=3, validation_fraction=0.1):
+def charlm_data(window=CHARLM_WINDOW, step=5, validation_fraction=0.1):
     """Next-character examples from the pydoc help text: x (N, window) ids, y (N,) the id that follows.
 
     The first 90% of the text gives the training windows, the last 10% (never seen in training) the
@@ -100,12 +100,12 @@ def charlm_data(window=CHARLM_WINDOW, step=3, validation_fraction=0.1):
 
 
 def charlm_model(input_shape=(CHARLM_WINDOW,), num_classes=len(CHARS) + 2):
-    """Embedding -> GRU(256) -> softmax over the characters (the last step's state predicts the next one)."""
+    """Embedding -> GRU(128) -> softmax over the characters (the last step's state predicts the next one)."""
     num_classes = max(int(num_classes), len(CHARS) + 2)
     return Sequential([
         layers.Input(shape=input_shape, dtype="int64"),
         layers.Embedding(len(CHARS) + 2, 32),
-        layers.GRU(256),
+        layers.GRU(128),
         layers.Dense(num_classes, activation="softmax"),
     ], name="charlm_gru")
 
@@ -215,7 +215,7 @@ class SequenceRecipe(catalog.Recipe):
 # pass through its float32 conversion exactly (all are below 2 ** 24) and Embedding casts them back.
 DATASETS = {
     "movie_snippets": (sentiment_data, 1.0, False,
-                       "10,072 movie-review sentences with human sentiment labels, bundled (offline)"),
+                       "10,070 movie-review sentences with human sentiment labels, bundled (offline)"),
     "pydoc_chars": (charlm_data, 1.0, False, "next character of CPython's pydoc help text (offline)"),
     "longmemory": (longmemory_data, 1.0, False, "synthetic: the symbol seen 40 steps earlier (seeded)"),
 }
@@ -223,7 +223,7 @@ DATASETS = {
 RECIPES = {r.name: r for r in [
     SequenceRecipe("sentiment", sentiment_model, "movie_snippets", 2, 32, 2e-3,
                    "Embedding + bidirectional LSTM sentiment classifier on real movie-review sentences (~80%)"),
-    SequenceRecipe("charlm", charlm_model, "pydoc_chars", 3, 128, 2e-3,
+    SequenceRecipe("charlm", charlm_model, "pydoc_chars", 3, 128, 3e-3,
                    "character-level GRU language model on CPython's help text (sample with generate())"),
     SequenceRecipe("longmemory", _longmemory_builder("lstm"), "longmemory", 10, 32, 1e-2,
                    "LSTM recalls the symbol seen 40 steps earlier (~100%; chance 12.5%)"),
@@ -239,15 +239,21 @@ catalog.RECIPES.update({k: v for k, v in RECIPES.items() if k not in catalog.REC
 
 # ------------------------------------------------------------------------------------ command line
 def main(argv=None):
-    """``python -m lamina.zoo.text generate MODEL [--seed-text TEXT] [--length N] [--temperature T ...]``."""
+    """``python -m lamina.zoo.text generate MODEL [--seed-text TEXT] [--length N] [--temperature T ...]``;
+    any other command goes to the ``lamina`` command with these recipes registered (``... train --model charlm``)."""
     import argparse
+    import sys
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] != "generate":
+        from ..cli import main as cli_main
+        return cli_main(argv)
     from ..models import load_model
     parser = argparse.ArgumentParser(prog="python -m lamina.zoo.text",
                                      description="Sample text from a trained charlm model file.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("generate", help="continue a seed text with temperature sampling")
     p.add_argument("model_file")
-    p.add_argument("--seed-text", default="The \"if\" statement\n*****")
+    p.add_argument("--seed-text", default="The value of ")
     p.add_argument("--length", type=int, default=300)
     p.add_argument("--temperature", type=float, nargs="+", default=[0.2, 0.5, 1.0])
     p.add_argument("--seed", type=int, default=0)
