@@ -185,7 +185,7 @@ class Tensor:
         if isinstance(other, (int, float, bool)) and _is_float(self.dtype):
             xp = backend.get_array_module(self.data)
             return Tensor(xp.asarray(other, dtype=self.dtype))
-        return Tensor(_as_array(other))
+        return other  # an array or list: a constant, cast to this tensor's float dtype by Op.apply
 
     def __add__(self, o): return _m.add(self, self._other(o))
     def __radd__(self, o): return _m.add(self._other(o), self)
@@ -264,6 +264,8 @@ class Op:
     ``self.saved`` holds only what backward reads.
     """
 
+    same_float_dtype = False  # binary arithmetic: float inputs must share one dtype (see apply)
+
     def __init__(self, **params):
         self.__dict__.update(params)
 
@@ -279,6 +281,8 @@ class Op:
                               for i, a in enumerate(arrays) if a is not None)
             raise ValueError(f"{cls.__name__}: inputs are on different devices ({where}). Move them to one "
                              "device first (lamina.backend.to_device, or model.to(...)).")
+        if cls.same_float_dtype and len({a.dtype for a in present if a.dtype.kind == "f"}) > 1:
+            arrays = _unify_float_dtypes(cls, inputs, arrays)
         record = is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
         op.needs_grad = tuple(t is not None and t.requires_grad for t in tensors)
         out = op.forward(*arrays)
@@ -302,6 +306,21 @@ class Op:
 
     def backward(self, *gys):  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} has no backward")
+
+
+def _unify_float_dtypes(cls, inputs, arrays):
+    """Float tensors of different dtypes are an error (no silent float64 upcast); plain arrays and
+    numbers given as constants take the tensors' dtype."""
+    tensor_dtypes = {x.dtype for x in inputs if isinstance(x, Tensor) and x.dtype.kind == "f"}
+    if len(tensor_dtypes) > 1:
+        got = ", ".join(f"input {i}: {x.dtype}" for i, x in enumerate(inputs) if isinstance(x, Tensor))
+        raise ValueError(f"{cls.__name__}: float inputs have different dtypes ({got}). Cast one first, "
+                         "e.g. lamina.ops.cast(x, 'float32').")
+    if not tensor_dtypes:
+        return arrays
+    target = tensor_dtypes.pop()
+    return [a if a is None or isinstance(x, Tensor) or a.dtype.kind != "f" else a.astype(target)
+            for x, a in zip(inputs, arrays)]
 
 
 def _toposort(root_op):

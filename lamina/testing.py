@@ -44,8 +44,11 @@ def check_grad(fn, *inputs, params=None, seed=0, eps=1e-6, atol=1e-6, rtol=1e-4,
             fn(*xs)  # build, then cast the new weights too
         params = fn.trainable_weights
         saved = [(p, p.data) for p in params]
+    # every weight of a layer goes to float64 for the check (moving statistics too), not only the checked ones
+    extra = [w for w in (fn.weights if isinstance(fn, Layer) else []) if all(w is not p for p in params)]
+    saved += [(w, w.data) for w in extra if np.issubdtype(w.dtype, np.floating)]
     try:
-        for p in params:
+        for p, _ in saved:
             p.data = p.data.astype(np.float64)
         with no_autocast():
             y = fn(*xs)

@@ -139,3 +139,11 @@ def test_variable_assign_checks_shape():
     assert v.numpy().sum() == 6
     with pytest.raises(ValueError, match="shape"):
         v.assign(np.ones((3, 2)))
+
+
+def test_mixed_float_dtypes_are_refused_but_constants_follow():
+    a = Tensor(np.ones(3, np.float32), requires_grad=True)
+    assert (a * np.ones(3)).dtype == np.float32          # a float64 constant takes the tensor's dtype
+    assert ops.matmul(a, np.ones((3, 2))).dtype == np.float32
+    with pytest.raises(ValueError, match="Add: float inputs have different dtypes .*float32.*float64"):
+        ops.add(a, Tensor(np.ones(3)))

@@ -30,6 +30,8 @@ def unbroadcast(g, shape):
 
 
 class Add(Op):
+    same_float_dtype = True
+
     def forward(self, a, b):
         self.shapes = (a.shape, b.shape)
         return a + b
@@ -41,6 +43,8 @@ class Add(Op):
 
 
 class Subtract(Op):
+    same_float_dtype = True
+
     def forward(self, a, b):
         self.shapes = (a.shape, b.shape)
         return a - b
@@ -52,6 +56,8 @@ class Subtract(Op):
 
 
 class Multiply(Op):
+    same_float_dtype = True
+
     def forward(self, a, b):
         self.saved = (a, b)
         return a * b
@@ -63,6 +69,8 @@ class Multiply(Op):
 
 
 class Divide(Op):
+    same_float_dtype = True
+
     def forward(self, a, b):
         self.saved = (a, b)
         return a / b
@@ -96,6 +104,8 @@ class PowerScalar(Op):
 
 class Power(Op):
     """a ** b with both operands tensors. Backward: b a^(b-1), and a^b log(a) for b."""
+    same_float_dtype = True
+
 
     def forward(self, a, b):
         y = a ** b
@@ -115,6 +125,8 @@ class Power(Op):
 
 class MatMul(Op):
     """a @ b with NumPy's batching rules. Backward: gy b^T and a^T gy, summed over broadcast batches."""
+    same_float_dtype = True
+
 
     def forward(self, a, b):
         self.saved = (a, b)
@@ -147,6 +159,8 @@ class MatMul(Op):
 
 class Linear(Op):
     """x @ kernel + bias over the last axis (Dense). One GEMM forward, two backward."""
+    same_float_dtype = True
+
 
     def forward(self, x, w, b):
         self.saved = (x, w)
@@ -229,6 +243,8 @@ class Clip(Op):
 
 class Maximum(Op):
     """Elementwise max; a tie sends half the gradient to each side."""
+    same_float_dtype = True
+
 
     def forward(self, a, b):
         self.saved = (a, b)
@@ -242,6 +258,8 @@ class Maximum(Op):
 
 
 class Minimum(Op):
+    same_float_dtype = True
+
     def forward(self, a, b):
         self.saved = (a, b)
         return self.xp.minimum(a, b)
