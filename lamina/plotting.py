@@ -45,7 +45,10 @@ def plot_attention(weights, x_labels, y_labels, path, title=None, cmap="viridis"
     plt = _pyplot()
     heads, tq, tk = w.shape
     cell = 0.32                                  # inches per cell: labels stay legible at any size
-    fig, axes = plt.subplots(1, heads, figsize=(heads * (tk * cell + 1.2) + 0.6, tq * cell + 1.6), squeeze=False)
+    width = heads * (tk * cell + 1.2) + 0.6
+    if title:                                    # room for the title over narrow maps
+        width = max(width, 0.11 * len(title) + 1.0)
+    fig, axes = plt.subplots(1, heads, figsize=(width, tq * cell + 1.6), squeeze=False)
     for h, ax in enumerate(axes[0]):
         im = ax.imshow(w[h], cmap=cmap, vmin=0.0, vmax=max(float(w[h].max()), 1e-12), aspect="equal")
         ax.set_xticks(range(tk))
