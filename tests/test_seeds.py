@@ -151,3 +151,27 @@ def _resized(config, size):
         if layer["class_name"] == "InputLayer":
             layer["config"]["batch_shape"] = [None, size, size, 3]
     return config
+
+
+def test_001_simple_rnn_and_lstm_text_classifiers():
+    # 001 sections 3.2 and 3.3, verbatim apart from the import; Keras builds them on first data
+    rnn = tf.keras.Sequential([
+        tf.keras.layers.Embedding(input_dim=10000, output_dim=256),
+        tf.keras.layers.SimpleRNN(128),
+        tf.keras.layers.Dense(10, activation='softmax')
+    ])
+    lstm = tf.keras.Sequential([
+        tf.keras.layers.Embedding(input_dim=10000, output_dim=256),
+        tf.keras.layers.LSTM(128),
+        tf.keras.layers.Dense(10, activation='softmax')
+    ])
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 10000, (8, 12))
+    y = rng.integers(0, 10, 8)
+    for model, recurrent in ((rnn, 49_280), (lstm, 197_120)):
+        model.compile(optimizer='adam', loss='sparse_categorical_crossentropy', metrics=['accuracy'])
+        history = model.fit(x, y, epochs=3, verbose=0)
+        assert history.history["loss"][-1] < history.history["loss"][0]
+        assert model.predict(x, verbose=0).shape == (8, 10)
+        # Keras's counts: Embedding 10000*256, the recurrent layer, Dense 128*10 + 10
+        assert [layer.count_params() for layer in model.layers] == [2_560_000, recurrent, 1_290]
