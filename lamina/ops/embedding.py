@@ -25,27 +25,50 @@ def _check_ids(ids, num_rows, who):
                              f"received ids from {lo} to {hi}.")
 
 
+_RANK_PASSES = 2  # duplicates handled by direct row adds before the segmented sum takes the rest
+
+
 def _scatter_rows(xp, ids, gy, num_rows):
     """Sum the rows of gy (N, D) into a zero (num_rows, D) table at rows ids (N,), repeated ids adding.
 
-    Sort the ids, then one segmented sum (add.reduceat) per run of equal ids: on NumPy 2.x this measured
-    ~8.0 ms against ~9.2 ms for add.at, for ids (64, 80) into a (10000, 256) float32 table (one core).
+    Sort the ids (stable), so that equal ids form runs, and number each row within its run (its rank).
+    Rows of rank 0 hold distinct ids: one fancy-index assignment places them all. Rows of rank k = 1, 2
+    also hold distinct ids among themselves: one fancy-index addition each. Whatever remains (ids seen
+    more than 3 times, e.g. a padding token) is summed per run by add.reduceat and added once.
+    Why: reduceat over every run cost ~8 ms for ids (64, 80) into a (10000, 256) float32 table, one
+    core, most runs being one row long; this path measured ~2 ms there (and ~0.5 against ~3.2 ms for
+    ids (32, 64) into (5000, 128)). The additions follow the sorted order, as reduceat did.
     CuPy has no reduceat, and its add.at is a native scatter-add kernel, so it takes that path.
     """
     out = xp.zeros((num_rows, gy.shape[-1]), gy.dtype)
-    if ids.size == 0:
+    n = ids.shape[0]
+    if n == 0:
         return out
     if not hasattr(xp.add, "reduceat"):  # pragma: no cover - CuPy
         xp.add.at(out, ids, gy)
         return out
     order = xp.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-    # start of each run of equal ids in the sorted order
-    new_run = xp.empty(sorted_ids.shape, bool)
+    sids, g = ids[order], gy[order]
+    new_run = xp.empty(sids.shape, bool)  # start of each run of equal ids in the sorted order
     new_run[0] = True
-    xp.not_equal(sorted_ids[1:], sorted_ids[:-1], out=new_run[1:])
+    xp.not_equal(sids[1:], sids[:-1], out=new_run[1:])
     starts = xp.flatnonzero(new_run)
-    out[sorted_ids[starts]] = xp.add.reduceat(gy[order], starts, axis=0)
+    out[sids[starts]] = g[starts]
+    if starts.shape[0] == n:  # every id distinct
+        return out
+    rank = xp.arange(n) - starts[xp.cumsum(new_run) - 1]
+    top = int(rank.max())
+    for k in range(1, min(top, _RANK_PASSES) + 1):  # a loop over repeat counts, not over rows
+        sel = xp.flatnonzero(rank == k)
+        out[sids[sel]] += g[sel]
+    if top > _RANK_PASSES:
+        tail = rank > _RANK_PASSES
+        tids, tg = sids[tail], g[tail]
+        tnew = xp.empty(tids.shape, bool)
+        tnew[0] = True
+        xp.not_equal(tids[1:], tids[:-1], out=tnew[1:])
+        tstarts = xp.flatnonzero(tnew)
+        out[tids[tstarts]] += xp.add.reduceat(tg, tstarts, axis=0)
     return out
 
 
