@@ -275,26 +275,14 @@ class Layer:
         return var
 
     def _tracked_own(self):
-        seen = set()
-        out = []
-        for w in self._own_weights:
-            if id(w) not in seen:
-                seen.add(id(w))
-                out.append(w)
-        return out
+        return _unique(self._own_weights)
 
     @property
     def weights(self):
         """Own trainable, then own non-trainable weights, then those of sub-layers (Keras's order)."""
         own = self._tracked_own()
-        out = [w for w in own if w.trainable] + [w for w in own if not w.trainable]
-        seen = {id(w) for w in out}
-        for layer in self._layers:
-            for w in layer.weights:
-                if id(w) not in seen:
-                    seen.add(id(w))
-                    out.append(w)
-        return out
+        return _unique([w for w in own if w.trainable] + [w for w in own if not w.trainable],
+                       *(layer.weights for layer in self._layers))
 
     variables = weights
 
@@ -302,14 +290,8 @@ class Layer:
     def trainable_weights(self):
         if not self.trainable:
             return []
-        out = [w for w in self._tracked_own() if w.trainable]
-        seen = {id(w) for w in out}
-        for layer in self._layers:
-            for w in layer.trainable_weights:
-                if id(w) not in seen:
-                    seen.add(id(w))
-                    out.append(w)
-        return out
+        return _unique([w for w in self._tracked_own() if w.trainable],
+                       *(layer.trainable_weights for layer in self._layers))
 
     trainable_variables = trainable_weights
 
@@ -317,14 +299,8 @@ class Layer:
     def non_trainable_weights(self):
         if not self.trainable:
             return self.weights
-        out = [w for w in self._tracked_own() if not w.trainable]
-        seen = {id(w) for w in out}
-        for layer in self._layers:
-            for w in layer.non_trainable_weights:
-                if id(w) not in seen:
-                    seen.add(id(w))
-                    out.append(w)
-        return out
+        return _unique([w for w in self._tracked_own() if not w.trainable],
+                       *(layer.non_trainable_weights for layer in self._layers))
 
     non_trainable_variables = non_trainable_weights
 
@@ -571,6 +547,17 @@ class Layer:
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _unique(*lists):
+    """The weights of the lists in order, each once (a weight shared by two layers is listed once)."""
+    out, seen = [], set()
+    for ws in lists:
+        for w in ws:
+            if id(w) not in seen:
+                seen.add(id(w))
+                out.append(w)
+    return out
 
 
 def _map_specs(fn, spec):
