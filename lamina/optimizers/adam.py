@@ -40,15 +40,16 @@ class Adam(Optimizer):
         t = self.iterations + 1
         alpha = learning_rate * math.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
         m, v = self._slot("momentum", variable), self._slot("velocity", variable)
-        _moments(m, v, gradient, b1, b2)
+        tmp = _moments(m, v, gradient, b1, b2)
+        xp = _xp(v)
         if self.amsgrad:
             v_hat = self._slot("velocity_hat", variable)
-            xp = _xp(v)
             xp.maximum(v_hat, v, out=v_hat)
             v = v_hat
-        tmp = _xp(v).sqrt(v)
+        # reuse the moments' scratch array: no second weight-sized allocation (and its page faults)
+        xp.sqrt(v, out=tmp)
         tmp += self.epsilon
-        _xp(v).divide(m, tmp, out=tmp)
+        xp.divide(m, tmp, out=tmp)
         tmp *= alpha
         variable.data -= tmp
 
@@ -194,7 +195,7 @@ def _xp(a):
 
 
 def _moments(m, v, g, b1, b2):
-    """In place: m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2), with one temporary."""
+    """In place: m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2), with one temporary (returned, for reuse)."""
     xp = _xp(m)
     tmp = xp.subtract(g, m)
     tmp *= 1.0 - b1
@@ -203,3 +204,4 @@ def _moments(m, v, g, b1, b2):
     tmp -= v
     tmp *= 1.0 - b2
     v += tmp
+    return tmp
