@@ -214,13 +214,16 @@ def cmd_summary(args):
 
 def cmd_models(args):
     from .zoo import catalog
-    _say(f"{'name':<13} {'data set':<14} {'epochs':>6}  description")
+    wn = max(len("name"), *(len(n) for n in catalog.RECIPES))
+    wd = max(len("data set"), *(len(r.dataset) for r in catalog.RECIPES.values()))
+    _say(f"{'name':<{wn}}  {'data set':<{wd}}  {'epochs':>6}  description")
     for r in catalog.RECIPES.values():
         mark = " (default)" if r.name == catalog.DEFAULT else ""
-        _say(f"{r.name:<13} {r.dataset:<14} {r.epochs:>6}  {r.description}{mark}")
+        _say(f"{r.name:<{wn}}  {r.dataset:<{wd}}  {r.epochs:>6}  {r.description}{mark}")
     _say("\nData sets:")
+    wk = max(len(k) for k in catalog.DATASETS)
     for name, (_, _, _, description) in catalog.DATASETS.items():
-        _say(f"  {name:<14} {description}")
+        _say(f"  {name:<{wk}}  {description}")
     return 0
 
 

@@ -229,3 +229,13 @@ def test_symbolic_call_gives_int64_ids():
     assert ids_tensor.shape == (None, 7) and ids_tensor.dtype == np.int64
     vec = TextVectorization(vocabulary=["a", "b"], output_mode="multi_hot")
     assert vec.compute_output_shape((None,)) == (None, 3)
+
+
+def test_functional_model_from_string_input():
+    import lamina as keras
+    inp = keras.Input(shape=(1,), dtype="string")
+    tv = keras.layers.TextVectorization(max_tokens=20, output_sequence_length=4)
+    tv.adapt(["the cat sat", "the dog ran"])
+    out = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 3)(tv(inp))))
+    model = keras.Model(inp, out)
+    assert model.predict(np.array([["the cat"], ["a dog"]], dtype=object), verbose=0).shape == (2, 2)

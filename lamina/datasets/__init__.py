@@ -3,6 +3,6 @@
 ``(x_train, y_train), (x_test, y_test) = lamina.datasets.mnist.load_data()``. Downloads are cached under
 ``$LAMINA_HOME/datasets`` (default ``~/.lamina``), verified by SHA-256 and never unpickled.
 """
-from . import digits, mnist, fashion_mnist, cifar10  # noqa: F401
+from . import digits, mnist, fashion_mnist, cifar10, text  # noqa: F401
 
-__all__ = ["digits", "mnist", "fashion_mnist", "cifar10"]
+__all__ = ["digits", "mnist", "fashion_mnist", "cifar10", "text"]

@@ -19,7 +19,8 @@ class InputLayer(Layer):
         kwargs.pop("input_shape", None)
         if "batch_input_shape" in kwargs:
             batch_shape = kwargs.pop("batch_input_shape")
-        super().__init__(name=name or unique_name("input_layer"), dtype=dtype, **kwargs)
+        super().__init__(name=name or unique_name("input_layer"),
+                         dtype=None if dtype in ("string", "str") else dtype, **kwargs)
         if batch_shape is None:
             if shape is None:
                 raise ValueError("InputLayer needs a shape, e.g. InputLayer(shape=(28, 28, 1)).")
@@ -27,7 +28,8 @@ class InputLayer(Layer):
                 shape = (shape,)
             batch_shape = (batch_size,) + tuple(shape)
         self.batch_shape = tuple(None if d is None else int(d) for d in batch_shape)
-        self._input_dtype = np.dtype(dtype or "float32")
+        # Keras's "string" inputs (text models starting with TextVectorization) are NumPy object arrays
+        self._input_dtype = np.dtype(object if dtype in ("string", "str") else (dtype or "float32"))
         self.built = True
         tensor = KerasTensor(self.batch_shape, self._input_dtype, name=self.name, history=(self, 0, 0))
         self._inbound_nodes.append(Node(self, (), {}, tensor))

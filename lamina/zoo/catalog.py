@@ -150,3 +150,7 @@ def get(name):
     if name not in RECIPES:
         raise ValueError(f"Unknown model {name!r}. Valid models: {', '.join(RECIPES)}.")
     return RECIPES[name]
+
+
+# Recipe modules register themselves in RECIPES / DATASETS when imported (they import this module first).
+from . import text as _text  # noqa: E402,F401  (sentiment, charlm, longmemory)
