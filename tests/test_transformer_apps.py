@@ -232,3 +232,18 @@ def test_recipes_are_listed():
     assert set(T.RECIPES) == {"transformer-classifier", "translate-dates", "char-transformer"}
     for r in T.RECIPES.values():
         assert r.epochs > 0 and r.batch_size > 0 and r.description and callable(r.train) and callable(r.build)
+
+
+def test_classifier_recipe_beats_its_order_blind_baseline(tmp_path):
+    run = T.train_transformer_classifier(epochs=2, out=str(tmp_path), verbose=0, num_train=5000, num_test=400)
+    assert run["test_accuracy"] > run["baseline_test_accuracy"] + 0.1, run
+    assert run["test_accuracy_numeric_formats"] > run["baseline_test_accuracy_numeric_formats"] + 0.2, run
+    assert os.path.exists(tmp_path / "model.lamina")
+
+
+def test_recipes_are_registered_in_the_catalog():
+    from lamina.zoo import catalog
+    for name in T.RECIPES:
+        assert catalog.get(name) is T.RECIPES[name]
+    (x, y), (xt, yt) = catalog.load_dataset("dates_month")    # what `lamina evaluate` reads for the classifier
+    assert x.shape[1:] == (T.DATE_LENGTH,) and set(np.unique(y)) == set(range(12))
