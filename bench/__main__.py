@@ -34,6 +34,8 @@ def _run_worker(framework, workload, threads, extra):
     env = dict(os.environ)
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[k] = str(threads)
+    if "+" in framework:  # 'lamina+SkylakeX': lamina with OpenBLAS's kernels chosen by hand (machine tuning)
+        env["OPENBLAS_CORETYPE"] = framework.split("+", 1)[1]
     cmd = [sys.executable, "-m", "bench.worker", framework, workload] + extra
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
@@ -54,6 +56,8 @@ def main(argv=None):
     p.add_argument("--json", default="bench/results.json")
     p.add_argument("--smoke", action="store_true", help="one warm-up step and one timed step per run (a test)")
     p.add_argument("--no-idle-wait", action="store_true")
+    p.add_argument("--openblas-coretype", metavar="NAME",
+                   help="also run lamina with OPENBLAS_CORETYPE=NAME, reported as its own row 'lamina+NAME'")
     a = p.parse_args(argv)
     extra = ["--min-steps", str(a.min_steps), "--min-time", str(a.min_time)]
     if a.smoke:
@@ -61,9 +65,12 @@ def main(argv=None):
         a.reps = 1
     workloads = [w for w in a.workloads.split(",") if w]
     frameworks = [f for f in a.frameworks.split(",") if f]
+    if a.openblas_coretype:
+        frameworks.append(f"lamina+{a.openblas_coretype}")
     runs = []
     if not a.smoke:
-        for fw in ("gemm-numpy", "gemm-torch"):
+        gemms = ["gemm-numpy", "gemm-torch"] + ([f"gemm-numpy+{a.openblas_coretype}"] if a.openblas_coretype else [])
+        for fw in gemms:
             if not a.no_idle_wait:
                 _idle_wait()
             runs.append(_run_worker(fw, "gemm", a.threads, extra))
@@ -98,13 +105,25 @@ def _machine():
     return info
 
 
+def _row(label, la, to, ceiling):
+    """One table row: lamina cell la against torch cell to (median, min, max, MB, GFLOP/s, loss ok)."""
+    fmt = lambda c: f"{c[0]:8.2f} ({c[1]:.1f}-{c[2]:.1f})" if c else "error"
+    ratio = f"{la[0] / to[0]:6.2f}" if la and to else "   n/a"
+    mem = f"{la[3] / to[3]:6.2f}" if la and to else "   n/a"
+    gf = f"{la[4]:8.1f}" if la else "     n/a"
+    pct = f"{100 * la[4] / ceiling:5.0f}%" if la and ceiling else "   n/a"
+    ok = ("yes" if la and la[5] else "NO") + "/" + ("yes" if to and to[5] else "NO")
+    return (f"{label:18s} {fmt(la):>22s} {fmt(to):>22s} {ratio} {la[3] if la else 0:9.0f} "
+            f"{to[3] if to else 0:9.0f} {mem} {gf} {pct} {ok:>8s}")
+
+
 def summarise(runs, workloads, frameworks):
     gemm = {r["framework"]: r for r in runs if r.get("workload") == "gemm" and "error" not in r}
     ceiling = gemm.get("gemm-numpy", {}).get("gflops_median")
     lines = []
     if gemm:
         lines.append("GEMM 1024^3 float32: " + ", ".join(f"{k[5:]} {v['gflops_median']:.1f} GFLOP/s" for k, v in gemm.items()))
-    lines.append(f"{'workload':12s} {'lamina ms (min-max)':>22s} {'torch ms (min-max)':>22s} {'ratio':>6s} "
+    lines.append(f"{'workload':18s} {'lamina ms (min-max)':>22s} {'torch ms (min-max)':>22s} {'ratio':>6s} "
                  f"{'lamina MB':>9s} {'torch MB':>9s} {'mem x':>6s} {'GFLOP/s':>8s} {'%gemm':>6s} {'loss ok':>8s}")
     for w in workloads:
         cells = {}
@@ -115,15 +134,9 @@ def summarise(runs, workloads, frameworks):
                 cells[fw] = (statistics.median(meds), min(meds), max(meds), max(r["peak_rss_mb"] for r in rs),
                              statistics.median(r["gflops"] for r in rs),
                              all(r.get("loss_decreased") in (True, None) for r in rs))
-        la, to = cells.get("lamina"), cells.get("torch")
-        fmt = lambda c: f"{c[0]:8.2f} ({c[1]:.1f}-{c[2]:.1f})" if c else "error"
-        ratio = f"{la[0] / to[0]:6.2f}" if la and to else "   n/a"
-        mem = f"{la[3] / to[3]:6.2f}" if la and to else "   n/a"
-        gf = f"{la[4]:8.1f}" if la else "     n/a"
-        pct = f"{100 * la[4] / ceiling:5.0f}%" if la and ceiling else "   n/a"
-        ok = ("yes" if la and la[5] else "NO") + "/" + ("yes" if to and to[5] else "NO")
-        lines.append(f"{w:12s} {fmt(la):>22s} {fmt(to):>22s} {ratio} {la[3] if la else 0:9.0f} "
-                     f"{to[3] if to else 0:9.0f} {mem} {gf} {pct} {ok:>8s}")
+        lines.append(_row(w, cells.get("lamina"), cells.get("torch"), ceiling))
+        for variant in [f for f in frameworks if f.startswith("lamina+")]:
+            lines.append(_row(f"{w}[{variant[7:]}]", cells.get(variant), cells.get("torch"), ceiling))
     errors = [r for r in runs if "error" in r]
     for r in errors:
         lines.append(f"ERROR {r['framework']} {r['workload']}: {r['error'].splitlines()[-1] if r['error'] else '?'}")

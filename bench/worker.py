@@ -36,9 +36,9 @@ def run(framework, workload, min_steps=30, min_time=10.0, warmup=5):
         import torch
         torch.set_num_threads(threads)
         from .workloads import torch_workload as build
-    elif framework == "lamina":
+    elif framework == "lamina" or framework.startswith("lamina+"):
         from .workloads import lamina_workload as build
-    elif framework == "gemm-numpy" or framework == "gemm-torch":
+    elif framework.startswith("gemm-"):
         return _gemm(framework, min_steps, min_time, warmup, threads)
     else:
         raise SystemExit(f"unknown framework {framework!r}")
