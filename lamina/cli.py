@@ -74,7 +74,15 @@ def cmd_train(args):
     import numpy as np
     from . import backend
     from .zoo import catalog
+    if args.name and args.model and args.name != args.model:
+        sys.stderr.write(f"lamina train: error: two models given: {args.name!r} and --model {args.model!r}\n")
+        return 2
+    args.model = args.name or args.model or catalog.DEFAULT
     recipe = catalog.get(args.model)
+    if getattr(recipe, "train", None) is not None:  # recipes with their own data and loop (e.g. translation)
+        recipe.train(epochs=args.epochs, batch_size=args.batch_size, out=args.out, seed=args.seed,
+                     verbose=0 if args.quiet else (1 if sys.stdout.isatty() else 2))
+        return 0
     epochs = args.epochs or recipe.epochs
     batch_size = args.batch_size or recipe.batch_size
     out = args.out or os.path.join("runs", recipe.name)
@@ -241,7 +249,9 @@ def build_parser():
                        description="Train a model from the catalog ('lamina models' lists them), print its "
                                    "test accuracy and save model.lamina, run.json, history.json and (with "
                                    "matplotlib) history.png into --out.")
-    p.add_argument("--model", default=catalog.DEFAULT, choices=list(catalog.RECIPES), metavar="NAME",
+    p.add_argument("name", nargs="?", choices=list(catalog.RECIPES), metavar="NAME",
+                   help="model to train, as 'lamina train NAME' (same as --model NAME)")
+    p.add_argument("--model", choices=list(catalog.RECIPES), metavar="NAME",
                    help=f"model to train: {', '.join(catalog.RECIPES)} (default: {catalog.DEFAULT})")
     p.add_argument("--epochs", type=_positive_int, metavar="N", help="epochs (default: the recipe's)")
     p.add_argument("--batch-size", type=_positive_int, metavar="B", help="batch size (default: the recipe's)")

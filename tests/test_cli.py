@@ -154,3 +154,13 @@ def test_offline_download_error_is_one_line(workdir):
     result = subprocess.run([sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True, text=True,
                             timeout=60)
     assert_one_line_error(result, "offline", str(workdir / "home" / "datasets" / "mnist"))
+
+
+def test_train_takes_the_model_name_as_a_positional_argument(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "lamina.cli", "train", "longmemory-dense", "--epochs", "1", "--quiet",
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "o" / "model.lamina").exists()
+    r = subprocess.run([sys.executable, "-m", "lamina.cli", "train", "cnn", "--model", "mlp"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and "two models" in r.stderr

@@ -154,3 +154,4 @@ def get(name):
 
 # Recipe modules register themselves in RECIPES / DATASETS when imported (they import this module first).
 from . import text as _text  # noqa: E402,F401  (sentiment, charlm, longmemory)
+from . import transformers as _transformers  # noqa: E402,F401  (transformer-classifier, translate-dates, char-transformer)
