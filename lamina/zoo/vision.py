@@ -426,7 +426,7 @@ def train_vae(epochs=None, batch_size=None, out=None, seed=0, verbose=2, latent_
     return run
 
 
-def _plot_latent(decoder, z, labels, path, n=12, span=2.5):
+def _plot_latent(decoder, z, labels, path, n=10, span=2.5):
     """Left: the test digits' mean codes coloured by class; right: decodings of an n x n grid of latent points
     over [-span, span]^2 (the prior's bulk), tiled into one image."""
     plt = _pyplot()
@@ -434,7 +434,7 @@ def _plot_latent(decoder, z, labels, path, n=12, span=2.5):
         return None
     g = np.linspace(-span, span, n, dtype=np.float32)
     zz = np.stack(np.meshgrid(g, g[::-1]), axis=-1).reshape(-1, 2)       # rows from top (high z1) to bottom
-    imgs = decoder.predict(zz, verbose=0)[..., 0]
+    imgs = np.pad(decoder.predict(zz, verbose=0)[..., 0], ((0, 0), (1, 1), (1, 1)))   # a white frame per cell
     h, w = imgs.shape[1:]
     tiled = imgs.reshape(n, n, h, w).transpose(0, 2, 1, 3).reshape(n * h, n * w)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.6))
