@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import lamina
-from lamina import backend, layers
+from lamina import backend
 from lamina.datasets import synthetic
 from lamina.models import load_model
 from lamina.testing import check_grad
