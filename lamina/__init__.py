@@ -14,7 +14,5 @@ from .layers import Input, Layer
 from . import losses, metrics, optimizers, callbacks
 from . import models
 from .models import *  # noqa: F401,F403  (Sequential, Model, load_model)
-from . import utils, datasets, data
+from . import utils, datasets, data, random, saving
 from . import testing
-
-saving = models

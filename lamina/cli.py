@@ -80,8 +80,9 @@ def cmd_train(args):
     args.model = args.name or args.model or catalog.DEFAULT
     recipe = catalog.get(args.model)
     if getattr(recipe, "train", None) is not None:  # recipes with their own data and loop (e.g. translation)
+        # a recipe's verbose: 1 prints results only, 2 adds one line per epoch
         recipe.train(epochs=args.epochs, batch_size=args.batch_size, out=args.out, seed=args.seed,
-                     verbose=0 if args.quiet else (1 if sys.stdout.isatty() else 2))
+                     verbose=1 if args.quiet else 2)
         return 0
     epochs = args.epochs or recipe.epochs
     batch_size = args.batch_size or recipe.batch_size
@@ -129,27 +130,34 @@ def _load(path, compile=True):
     return load_model(path, compile=compile)
 
 
+def _run_info(model_path):
+    """The run.json written beside a model file by `lamina train`, as a dict ({} if absent or unreadable)."""
+    run = os.path.join(os.path.dirname(os.path.abspath(model_path)), RUN_FILE)
+    try:
+        with open(run, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
 def _dataset_of(model_path, given):
     """The data set a model was trained on: --data, else the run.json written beside it by `lamina train`."""
     from .zoo import catalog
     if given:
         return given
-    run = os.path.join(os.path.dirname(os.path.abspath(model_path)), RUN_FILE)
-    if os.path.exists(run):
-        try:
-            with open(run, encoding="utf-8") as f:
-                name = json.load(f).get("dataset")
-        except (OSError, ValueError, AttributeError):
-            name = None
-        if name in catalog.DATASETS:
-            return name
-    return None
+    name = _run_info(model_path).get("dataset")
+    return name if name in catalog.DATASETS else None
 
 
 def cmd_evaluate(args):
     from .zoo import catalog
     if not os.path.exists(args.model_file):
         raise UserError(f"{args.model_file}: no such file")
+    recipe = _run_info(args.model_file).get("model")
+    if recipe in catalog.RECIPES and getattr(catalog.RECIPES[recipe], "train", None) is not None and not args.data:
+        raise UserError(f"{args.model_file} comes from the '{recipe}' recipe, which measures itself with its own "
+                        f"metrics: see {RUN_FILE} beside it (or pass --data NAME to evaluate it as a classifier)")
     dataset = _dataset_of(args.model_file, args.data)
     if dataset is None:
         raise UserError(f"cannot tell which data set {args.model_file} was trained on (no {RUN_FILE} beside it); "

@@ -3,3 +3,5 @@ from .model import *  # noqa: F401,F403
 from .sequential import *  # noqa: F401,F403
 from .functional import *  # noqa: F401,F403
 from .saving import *  # noqa: F401,F403
+
+__all__ = ["Model", "Sequential", "Functional", "load_model", "save_model", "load_weights", "save_weights"]

@@ -5,6 +5,7 @@ Data sets are returned preprocessed (float32 in [0, 1], a channel axis for image
 ``load_dataset(name)``; ``preprocess(name, x)`` applies the same scaling to raw images, so the command
 line can predict on raw arrays as the loaders return them.
 """
+import os
 import dataclasses
 
 import numpy as np
@@ -58,8 +59,13 @@ def load_dataset(dataset):
     if dataset not in DATASETS:
         raise ValueError(f"Unknown data set {dataset!r}. Valid: {', '.join(DATASETS)}.")
     (x_train, y_train), (x_test, y_test) = DATASETS[dataset][0]()
-    return ((preprocess(dataset, x_train), np.asarray(y_train, np.int64).reshape(-1)),
-            (preprocess(dataset, x_test), np.asarray(y_test, np.int64).reshape(-1)))
+    return (preprocess(dataset, x_train), _labels(y_train)), (preprocess(dataset, x_test), _labels(y_test))
+
+
+def _labels(y):
+    """Integer labels, one per sample ((n, 1) -> (n,)); per-pixel labels (segmentation masks) keep their shape."""
+    y = np.asarray(y, np.int64)
+    return y.reshape(-1) if y.size == len(y) else y
 
 
 # ---------------------------------------------------------------------------------------- models
@@ -152,6 +158,58 @@ def get(name):
     return RECIPES[name]
 
 
+# ---------------------------------------------------------------- helpers for recipes with their own loop
+def say(verbose, *args):
+    """Print a result line unless verbose is 0 (recipes: 0 silent, 1 results only, 2 results + epochs)."""
+    if verbose:
+        print(*args, flush=True)
+
+
+def fit_verbose(verbose):
+    """The fit() verbosity for a recipe's verbose level: one line per epoch at 2, silent otherwise."""
+    return 2 if verbose >= 2 else 0
+
+
+def save_run(out, models, history, run, verbose):
+    """Each model as out/NAME (models: {file name: model}), history.json, run.json and, with matplotlib,
+    history.png; every file written atomically."""
+    import json
+    from ..io import atomic_write
+    os.makedirs(out, exist_ok=True)
+    for file_name, model in models.items():
+        path = os.path.join(out, file_name)
+        model.save(path)
+        say(verbose, f"Saved {path}")
+    history = {k: [float(v) for v in vals] for k, vals in history.items()}
+    for name, obj in (("history.json", history), ("run.json", run)):
+        atomic_write(os.path.join(out, name), (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
+    if not history:
+        return
+    try:
+        from ..plotting import plot_history
+        path = plot_history(history, os.path.join(out, "history.png"))
+        say(verbose, f"Saved {path}")
+    except ImportError:
+        say(verbose, "(Install matplotlib, e.g. pip install 'lamina[plot]', for PNG figures.)")
+
+
+def recipe_main(prog, description, recipes, argv=None):
+    """``python -m PROG NAME [--epochs N] [--batch-size B] [--out DIR] [--seed S] [--quiet]`` for a module
+    of recipes that carry their own training loop."""
+    import argparse
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("name", choices=list(recipes))
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(argv)
+    recipes[a.name].train(epochs=a.epochs, batch_size=a.batch_size, out=a.out, seed=a.seed,
+                          verbose=1 if a.quiet else 2)
+    return 0
+
 # Recipe modules register themselves in RECIPES / DATASETS when imported (they import this module first).
 from . import text as _text  # noqa: E402,F401  (sentiment, charlm, longmemory)
 from . import transformers as _transformers  # noqa: E402,F401  (transformer-classifier, translate-dates, char-transformer)
+from . import vision as _vision  # noqa: E402,F401  (unet, autoencoder, vae, gan)

@@ -16,7 +16,6 @@ character model) that returns logits (B, T, V); they run it on whole padded sequ
 decoder's causal mask: the logits at position t never depend on the (padding) tokens after t.
 """
 import dataclasses
-import json
 import os
 import time
 
@@ -394,32 +393,6 @@ def sample_text(model, vocabulary, prompt, length=200, temperature=1.0, top_k=No
 
 
 # --------------------------------------------------------------------------------------------- recipes
-def _say(verbose, *args):
-    if verbose:
-        print(*args, flush=True)
-
-
-def _save_run(out, model, history, run, verbose):
-    """model.lamina, history.json, run.json and (with matplotlib) history.png into out."""
-    from ..io import atomic_write
-    os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, "model.lamina")
-    model.save(path)
-    history = {k: [float(v) for v in vals] for k, vals in history.items()}
-    for name, obj in (("history.json", history), ("run.json", run)):
-        atomic_write(os.path.join(out, name), (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
-    _say(verbose, f"Saved {path}")
-    try:
-        from ..plotting import plot_history
-        plot_history(history, os.path.join(out, "history.png"))
-        _say(verbose, f"Saved {os.path.join(out, 'history.png')}")
-    except ImportError:
-        _say(verbose, "(Install matplotlib, e.g. pip install 'lamina[plot]', for PNG figures.)")
-
-
-def _fit_verbose(verbose):
-    return 2 if verbose >= 2 else 0          # verbose: 0 silent, 1 results only, 2 results and one line per epoch
-
 
 def train_transformer_classifier(epochs=None, batch_size=None, out=None, seed=0, verbose=2,
                                  num_train=20000, num_test=2000, baseline=True):
@@ -432,10 +405,10 @@ def train_transformer_classifier(epochs=None, batch_size=None, out=None, seed=0,
     model = r.build(len(vocab))
     model.compile(optimizer=optimizers.Adam(r.learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    _say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} test dates, "
+    catalog.say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} test dates, "
                   f"{epochs} epochs, batch size {batch_size}, seed {seed}.")
     start = time.perf_counter()
-    history = model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=_fit_verbose(verbose),
+    history = model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=catalog.fit_verbose(verbose),
                         validation_data=(xt, yt)).history
     seconds = time.perf_counter() - start
     loss, acc = model.evaluate(xt, yt, batch_size=256, verbose=0)
@@ -446,7 +419,7 @@ def train_transformer_classifier(epochs=None, batch_size=None, out=None, seed=0,
            "test_accuracy": float(acc), "test_loss": float(loss), "test_accuracy_numeric_formats": on_numeric(model),
            "numeric_share": float(numeric.mean()), "train_seconds": round(seconds, 2),
            "params": int(sum(int(np.prod(w.shape)) for w in model.weights))}
-    _say(verbose, f"Test accuracy: {acc:.4f} (loss {loss:.4f}; {run['test_accuracy_numeric_formats']:.4f} on "
+    catalog.say(verbose, f"Test accuracy: {acc:.4f} (loss {loss:.4f}; {run['test_accuracy_numeric_formats']:.4f} on "
                   f"all-digit dates) after {seconds:.1f} s of training.")
     if baseline:
         backend.set_random_seed(seed)
@@ -456,9 +429,9 @@ def train_transformer_classifier(epochs=None, batch_size=None, out=None, seed=0,
         base.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0)
         run["baseline_test_accuracy"] = float(base.evaluate(xt, yt, batch_size=256, verbose=0)[1])
         run["baseline_test_accuracy_numeric_formats"] = on_numeric(base)
-        _say(verbose, f"Bag-of-embeddings baseline (no order): test accuracy {run['baseline_test_accuracy']:.4f} "
+        catalog.say(verbose, f"Bag-of-embeddings baseline (no order): test accuracy {run['baseline_test_accuracy']:.4f} "
                       f"({run['baseline_test_accuracy_numeric_formats']:.4f} on all-digit dates).")
-    _save_run(out, model, history, run, verbose)
+    catalog.save_run(out, {"model.lamina": model}, history, run, verbose)
     return run
 
 
@@ -476,11 +449,11 @@ def train_translate_dates(epochs=None, batch_size=None, out=None, seed=0, verbos
                   loss=losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=PAD),
                   metrics=["accuracy"])
     tr, te = data["train"], data["test"]
-    _say(verbose, f"Training '{r.name}' ({r.description}): {len(tr['source'])} training and {len(te['source'])} "
+    catalog.say(verbose, f"Training '{r.name}' ({r.description}): {len(tr['source'])} training and {len(te['source'])} "
                   f"held-out dates, {epochs} epochs, batch size {batch_size}, seed {seed}.")
     start = time.perf_counter()
     history = model.fit([tr["source"], tr["target_in"]], tr["target_out"], batch_size=batch_size, epochs=epochs,
-                        verbose=_fit_verbose(verbose),
+                        verbose=catalog.fit_verbose(verbose),
                         validation_data=([te["source"], te["target_in"]], te["target_out"])).history
     seconds = time.perf_counter() - start
     greedy = tv.decode(greedy_decode(model, te["source"], ISO_LENGTH))
@@ -495,18 +468,18 @@ def train_translate_dates(epochs=None, batch_size=None, out=None, seed=0, verbos
            "train_seconds": round(seconds, 2), "params": int(sum(int(np.prod(w.shape)) for w in model.weights)),
            "samples": [[str(s), g, b] for s, g, b in zip(te["text"][:12], greedy[:12], beam[:12])],
            "errors": [[str(s), t, g] for s, t, g in zip(te["text"], iso, greedy) if g != t][:20]}
-    _say(verbose, f"Held-out exact match: greedy {run['exact_match_greedy']:.4f}, beam search (k={beam_width}) "
+    catalog.say(verbose, f"Held-out exact match: greedy {run['exact_match_greedy']:.4f}, beam search (k={beam_width}) "
                   f"{run['exact_match_beam']:.4f}; character accuracy {chars:.4f}; {seconds:.1f} s of training.")
     for s, g, _ in run["samples"][:6]:
-        _say(verbose, f"  {s!r:>32} -> {g}")
-    _save_run(out, model, history, run, verbose)
+        catalog.say(verbose, f"  {s!r:>32} -> {g}")
+    catalog.save_run(out, {"model.lamina": model}, history, run, verbose)
     if plot:
         try:
             from ..plotting import plot_attention
             ys, xs, w = translation_attention(model, "Tuesday, March 3, 1998")
             path = plot_attention(w.mean(axis=0), xs, ys, os.path.join(out, "attention.png"),
                                   title="cross-attention (mean over heads)")
-            _say(verbose, f"Saved {path}")
+            catalog.say(verbose, f"Saved {path}")
         except ImportError:
             pass
     return run
@@ -525,11 +498,11 @@ def train_char_transformer(epochs=None, batch_size=None, out=None, seed=0, verbo
     model = r.build(len(vocab), sequence_length, **(model_kwargs or {}))
     model.compile(optimizer=optimizers.Adam(r.learning_rate),
                   loss=losses.SparseCategoricalCrossentropy(from_logits=True))
-    _say(verbose, f"Training '{r.name}' ({r.description}): {len(train)} training and {len(val)} validation "
+    catalog.say(verbose, f"Training '{r.name}' ({r.description}): {len(train)} training and {len(val)} validation "
                   f"windows of {sequence_length} characters, {epochs} epochs, batch size {batch_size}, seed {seed}.")
     start = time.perf_counter()
     history = model.fit(train[:, :-1], train[:, 1:], batch_size=batch_size, epochs=epochs,
-                        verbose=_fit_verbose(verbose), validation_data=(val[:, :-1], val[:, 1:])).history
+                        verbose=catalog.fit_verbose(verbose), validation_data=(val[:, :-1], val[:, 1:])).history
     seconds = time.perf_counter() - start
     val_loss = float(model.evaluate(val[:, :-1], val[:, 1:], batch_size=64, verbose=0))
     unigram = unigram_cross_entropy(train[:, 1:], val[:, 1:], len(vocab))
@@ -541,11 +514,11 @@ def train_char_transformer(epochs=None, batch_size=None, out=None, seed=0, verbo
            "validation_loss": val_loss, "validation_bits_per_char": val_loss / np.log(2),
            "unigram_loss": unigram, "unigram_bits_per_char": unigram / np.log(2), "train_seconds": round(seconds, 2),
            "params": int(sum(int(np.prod(w.shape)) for w in model.weights)), "samples": samples}
-    _say(verbose, f"Validation loss {val_loss:.3f} nats/char ({val_loss / np.log(2):.2f} bits) vs the unigram "
+    catalog.say(verbose, f"Validation loss {val_loss:.3f} nats/char ({val_loss / np.log(2):.2f} bits) vs the unigram "
                   f"baseline {unigram:.3f} ({unigram / np.log(2):.2f} bits); {seconds:.1f} s of training.")
     for name, s in samples.items():
-        _say(verbose, f"--- {name}:\nThe {s}")
-    _save_run(out, model, history, run, verbose)
+        catalog.say(verbose, f"--- {name}:\nThe {s}")
+    catalog.save_run(out, {"model.lamina": model}, history, run, verbose)
     return run
 
 
@@ -584,17 +557,7 @@ catalog.RECIPES.update({k: v for k, v in RECIPES.items() if k not in catalog.REC
 
 def main(argv=None):
     """``python -m lamina.zoo.transformers NAME [--epochs N] [--batch-size B] [--out DIR] [--seed S]``."""
-    import argparse
-    p = argparse.ArgumentParser(prog="python -m lamina.zoo.transformers", description=__doc__.splitlines()[0])
-    p.add_argument("name", choices=list(RECIPES))
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--out")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
-    a = p.parse_args(argv)
-    RECIPES[a.name].train(epochs=a.epochs, batch_size=a.batch_size, out=a.out, seed=a.seed, verbose=1 if a.quiet else 2)
-    return 0
+    return catalog.recipe_main("python -m lamina.zoo.transformers", __doc__.splitlines()[0], RECIPES, argv)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ model achieved against a trivial baseline and saves model.lamina, run.json, hist
 ``python -m lamina.zoo.vision NAME [--epochs N] [--out DIR] [--seed S]`` trains one of them.
 """
 import dataclasses
-import json
 import os
 import time
 
@@ -38,15 +37,6 @@ __all__ = ["Sampling", "reparameterize", "kl_divergence", "unet", "dense_autoenc
            "train_unet", "train_autoencoder", "train_vae", "train_gan", "VisionRecipe", "RECIPES"]
 
 
-def _say(verbose, *args):
-    if verbose:
-        print(*args, flush=True)
-
-
-def _fit_verbose(verbose):
-    return 2 if verbose >= 2 else 0      # verbose: 0 silent, 1 results only, 2 results and one line per epoch
-
-
 def _params(*models):
     return int(sum(int(np.prod(w.shape)) for m in models for w in m.weights))
 
@@ -60,27 +50,6 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
-
-
-def _write_json(path, obj):
-    from ..io import atomic_write
-    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
-
-
-def _save_run(out, models, history, run, verbose):
-    """Each model as NAME.lamina, history.json, run.json and (with matplotlib) history.png into out."""
-    os.makedirs(out, exist_ok=True)
-    for file_name, model in models.items():
-        path = os.path.join(out, file_name)
-        model.save(path)
-        _say(verbose, f"Saved {path}")
-    history = {k: [float(v) for v in vals] for k, vals in history.items()}
-    _write_json(os.path.join(out, "history.json"), history)
-    _write_json(os.path.join(out, "run.json"), run)
-    if history and _pyplot() is not None:
-        from ..plotting import plot_history
-        path = plot_history(history, os.path.join(out, "history.png"))
-        _say(verbose, f"Saved {path}")
 
 
 def _digits01():
@@ -166,10 +135,10 @@ def train_unet(epochs=None, batch_size=None, out=None, seed=0, verbose=2, num_tr
     model = unet(x.shape[1:], k, filters=filters, depth=depth)
     model.compile(optimizer=optimizers.Adam(r.learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    _say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} held-out {size}x{size} "
+    catalog.say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} held-out {size}x{size} "
                   f"images, {epochs} epochs, batch size {batch_size}, seed {seed}.")
     start = time.perf_counter()
-    history = model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=_fit_verbose(verbose),
+    history = model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=catalog.fit_verbose(verbose),
                         validation_data=(xt, yt)).history
     seconds = time.perf_counter() - start
     pred = model.predict(xt, batch_size=128, verbose=0).argmax(-1)
@@ -184,13 +153,13 @@ def train_unet(epochs=None, batch_size=None, out=None, seed=0, verbose=2, num_tr
            "baseline_all_background": {"pixel_accuracy": baseline["pixel_accuracy"],
                                        "mean_iou": baseline["mean_iou"]},
            "train_seconds": round(seconds, 2), "params": _params(model)}
-    _say(verbose, f"Held-out pixel accuracy {scores['pixel_accuracy']:.4f}, mean IoU {run['test_mean_iou']:.4f} "
+    catalog.say(verbose, f"Held-out pixel accuracy {scores['pixel_accuracy']:.4f}, mean IoU {run['test_mean_iou']:.4f} "
                   f"(all-background baseline: {baseline['pixel_accuracy']:.4f}, {baseline['mean_iou']:.4f}); "
                   f"{seconds:.1f} s of training.")
-    _say(verbose, "  IoU per class: " + ", ".join(f"{c} {v:.3f}" for c, v in run["test_iou_per_class"].items()))
-    _save_run(out, {"model.lamina": model}, history, run, verbose)
+    catalog.say(verbose, "  IoU per class: " + ", ".join(f"{c} {v:.3f}" for c, v in run["test_iou_per_class"].items()))
+    catalog.save_run(out, {"model.lamina": model}, history, run, verbose)
     if plot and _plot_segmentation(xt, yt, pred, os.path.join(out, "segmentation.png")):
-        _say(verbose, f"Saved {os.path.join(out, 'segmentation.png')}")
+        catalog.say(verbose, f"Saved {os.path.join(out, 'segmentation.png')}")
     return run
 
 
@@ -249,10 +218,10 @@ def train_autoencoder(epochs=None, batch_size=None, out=None, seed=0, verbose=2,
     (x, _), (xt, _) = _digits01()
     model, encoder, decoder = dense_autoencoder(x.shape[1:], code_size)
     model.compile(optimizer=optimizers.Adam(r.learning_rate), loss="mse")
-    _say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} test digits, "
+    catalog.say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} test digits, "
                   f"{epochs} epochs, batch size {batch_size}, seed {seed}.")
     start = time.perf_counter()
-    history = model.fit(x, x, batch_size=batch_size, epochs=epochs, verbose=_fit_verbose(verbose),
+    history = model.fit(x, x, batch_size=batch_size, epochs=epochs, verbose=catalog.fit_verbose(verbose),
                         validation_data=(xt, xt)).history
     seconds = time.perf_counter() - start
     recon = model.predict(xt, verbose=0)
@@ -263,12 +232,12 @@ def train_autoencoder(epochs=None, batch_size=None, out=None, seed=0, verbose=2,
            "code_size": code_size, "test_mse": mse, "pca_test_mse": pca, "mean_image_test_mse": mean_image,
            "first_epoch_val_mse": float(history["val_loss"][0]), "train_seconds": round(seconds, 2),
            "params": _params(model)}
-    _say(verbose, f"Test reconstruction MSE {mse:.4f} per pixel (PCA with {code_size} components {pca:.4f}, "
+    catalog.say(verbose, f"Test reconstruction MSE {mse:.4f} per pixel (PCA with {code_size} components {pca:.4f}, "
                   f"the mean image {mean_image:.4f}); {seconds:.1f} s of training.")
-    _save_run(out, {"model.lamina": model}, history, run, verbose)
+    catalog.save_run(out, {"model.lamina": model}, history, run, verbose)
     if plot and _plot_pairs(xt, recon, os.path.join(out, "reconstructions.png"),
                             f"test digits (top) and their reconstructions from a {code_size}-number code"):
-        _say(verbose, f"Saved {os.path.join(out, 'reconstructions.png')}")
+        catalog.say(verbose, f"Saved {os.path.join(out, 'reconstructions.png')}")
     return run
 
 
@@ -388,10 +357,10 @@ def train_vae(epochs=None, batch_size=None, out=None, seed=0, verbose=2, latent_
     (x, _), (xt, yt) = _digits01()
     model, encoder, decoder = vae(x.shape[1:], latent_dim)
     model.compile(optimizer=optimizers.Adam(r.learning_rate), loss="binary_crossentropy")
-    _say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} test digits, "
+    catalog.say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} test digits, "
                   f"{epochs} epochs, batch size {batch_size}, seed {seed}.")
     start = time.perf_counter()
-    history = model.fit(x, x, batch_size=batch_size, epochs=epochs, verbose=_fit_verbose(verbose),
+    history = model.fit(x, x, batch_size=batch_size, epochs=epochs, verbose=catalog.fit_verbose(verbose),
                         validation_data=(xt, xt)).history
     seconds = time.perf_counter() - start
     with no_grad():
@@ -409,20 +378,20 @@ def train_vae(epochs=None, batch_size=None, out=None, seed=0, verbose=2, latent_
            "first_epoch_loss": float(history["loss"][0]), "last_epoch_loss": float(history["loss"][-1]),
            "final_val_loss_per_pixel": float(history["val_loss"][-1]), "pixels": pixels,
            "train_seconds": round(seconds, 2), "params": _params(model)}
-    _say(verbose, f"Test reconstruction MSE {mse:.4f} per pixel from the mean code (PCA with {latent_dim} "
+    catalog.say(verbose, f"Test reconstruction MSE {mse:.4f} per pixel from the mean code (PCA with {latent_dim} "
                   f"components {run['pca_test_mse']:.4f}); KL {kl:.3f} nats; negative ELBO "
                   f"{run['test_negative_elbo_per_image']:.2f} nats per image; {seconds:.1f} s of training.")
-    _save_run(out, {"model.lamina": model, "encoder.lamina": encoder, "decoder.lamina": decoder}, history, run,
+    catalog.save_run(out, {"model.lamina": model, "encoder.lamina": encoder, "decoder.lamina": decoder}, history, run,
               verbose)
     if plot:
         rng = np.random.default_rng(seed)
         samples = decoder.predict(rng.standard_normal((64, latent_dim)).astype(np.float32), verbose=0)
         if _plot_grid(samples, os.path.join(out, "samples.png"),
                       "VAE: digits decoded from random latent points z ~ N(0, I)", 8, 8):
-            _say(verbose, f"Saved {os.path.join(out, 'samples.png')}")
+            catalog.say(verbose, f"Saved {os.path.join(out, 'samples.png')}")
         if latent_dim == 2:
             _plot_latent(decoder, z_mean.numpy(), yt, os.path.join(out, "latent.png"))
-            _say(verbose, f"Saved {os.path.join(out, 'latent.png')}")
+            catalog.say(verbose, f"Saved {os.path.join(out, 'latent.png')}")
     return run
 
 
@@ -535,7 +504,7 @@ def train_gan(epochs=None, batch_size=None, out=None, seed=0, verbose=2, latent_
     steps = len(x) // batch_size
     probe = np.random.default_rng(seed + 2).standard_normal((num_samples, latent_dim)).astype(np.float32)
     untrained = generator.predict(probe, verbose=0)
-    _say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training digits, {epochs} epochs of {steps} "
+    catalog.say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training digits, {epochs} epochs of {steps} "
                   f"steps, batch size {batch_size}, latent size {latent_dim}, seed {seed}.")
     history = {k: [] for k in ("d_loss", "g_loss", "d_accuracy_real", "d_accuracy_fake")}
     start = time.perf_counter()
@@ -563,7 +532,7 @@ def train_gan(epochs=None, batch_size=None, out=None, seed=0, verbose=2, latent_
             raise FloatingPointError(f"train_gan: a loss became non-finite in epoch {epoch + 1}; lower the "
                                      "learning rate.")
         if verbose >= 2 and (epoch + 1) % max(1, epochs // 10) == 0:
-            _say(verbose, f"Epoch {epoch + 1}/{epochs} - " + " - ".join(f"{k}: {v[-1]:.4f}"
+            catalog.say(verbose, f"Epoch {epoch + 1}/{epochs} - " + " - ".join(f"{k}: {v[-1]:.4f}"
                                                                     for k, v in history.items()))
     seconds = time.perf_counter() - start
 
@@ -587,19 +556,19 @@ def train_gan(epochs=None, batch_size=None, out=None, seed=0, verbose=2, latent_
                "fake": [history["d_accuracy_fake"][0], history["d_accuracy_fake"][-1]]},
            "train_seconds": round(seconds, 2), "params": _params(generator, discriminator)}
     g, t, u = scores["generated"], scores["real_test"], scores["uniform_noise"]
-    _say(verbose, f"{seconds:.1f} s of training. Discriminator accuracy in the last epoch: real "
+    catalog.say(verbose, f"{seconds:.1f} s of training. Discriminator accuracy in the last epoch: real "
                   f"{history['d_accuracy_real'][-1]:.3f}, fake {history['d_accuracy_fake'][-1]:.3f}.")
-    _say(verbose, f"Digits classifier (test accuracy {judge_accuracy:.3f}) mean confidence: generated "
+    catalog.say(verbose, f"Digits classifier (test accuracy {judge_accuracy:.3f}) mean confidence: generated "
                   f"{g['mean_confidence']:.3f}, real test digits {t['mean_confidence']:.3f}, uniform noise "
                   f"{u['mean_confidence']:.3f}; classes given to over 3% of the generated digits: "
                   f"{g['classes_over_3_percent']} of 10.")
-    _say(verbose, "Frechet distance to the test digits in the classifier's hidden features (lower is closer): "
+    catalog.say(verbose, "Frechet distance to the test digits in the classifier's hidden features (lower is closer): "
                   + ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in frechet.items()) + ".")
-    _save_run(out, {"model.lamina": generator, "generator.lamina": generator,
+    catalog.save_run(out, {"model.lamina": generator, "generator.lamina": generator,
                     "discriminator.lamina": discriminator}, history, run, verbose)
     if plot and _plot_grid(generated[:64], os.path.join(out, "samples.png"),
                            "GAN: generated digits (random noise in, one per cell)", 8, 8):
-        _say(verbose, f"Saved {os.path.join(out, 'samples.png')}")
+        catalog.say(verbose, f"Saved {os.path.join(out, 'samples.png')}")
     return run
 
 
@@ -656,18 +625,7 @@ catalog.RECIPES.update({k: v for k, v in RECIPES.items() if k not in catalog.REC
 
 def main(argv=None):
     """``python -m lamina.zoo.vision NAME [--epochs N] [--batch-size B] [--out DIR] [--seed S] [--quiet]``."""
-    import argparse
-    p = argparse.ArgumentParser(prog="python -m lamina.zoo.vision", description=__doc__.splitlines()[0])
-    p.add_argument("name", choices=list(RECIPES))
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--out")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
-    a = p.parse_args(argv)
-    RECIPES[a.name].train(epochs=a.epochs, batch_size=a.batch_size, out=a.out, seed=a.seed,
-                          verbose=1 if a.quiet else 2)
-    return 0
+    return catalog.recipe_main("python -m lamina.zoo.vision", __doc__.splitlines()[0], RECIPES, argv)
 
 
 if __name__ == "__main__":
