@@ -459,7 +459,7 @@ class Variable(Tensor):
 # The operator methods above call these; the ops package imports Op and Tensor from this module,
 # which is complete by the time Python reaches this line.
 from .ops import math as _m  # noqa: E402
-from .ops import shape as _s  # noqa: E402
+from .ops import manipulation as _s  # noqa: E402
 
 cast = _m.cast
 transpose = _s.transpose

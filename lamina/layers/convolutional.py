@@ -3,7 +3,7 @@
 A convolution slides a small learned filter over the image (or sequence) and computes, at every
 position, a weighted sum of the pixels under it: the same weights everywhere, so a feature learned
 in one corner is recognised in every other, with far fewer weights than a Dense layer. Each of the
-``filters`` filters gives one output channel (a feature map). The math lives in ``lamina.ops.conv``.
+``filters`` filters gives one output channel (a feature map). The math lives in ``lamina.ops.convolution``.
 """
 import numpy as np
 

@@ -1,7 +1,7 @@
 """Normalisation layers: BatchNormalization, LayerNormalization, GroupNormalization, InstanceNormalization.
 
 Each rescales activations to zero mean and unit variance over some axes, then applies a learned
-per-feature scale ``gamma`` and offset ``beta``. The math lives in ``lamina.ops.norm`` (fused ops with
+per-feature scale ``gamma`` and offset ``beta``. The math lives in ``lamina.ops.normalization`` (fused ops with
 hand-written backward); the layers own the weights and, for batch norm, the moving statistics.
 """
 from .. import initializers, ops

@@ -3,7 +3,7 @@
 Pooling shrinks a feature map by summarising each small window with one number: its maximum (the
 strongest response of a feature there: small shifts of the image change little) or its mean. It has
 no weights. Global pooling summarises each whole channel with one number, turning a feature map into
-a vector (a light alternative to Flatten before the classifier). The math lives in ``lamina.ops.conv``.
+a vector (a light alternative to Flatten before the classifier). The math lives in ``lamina.ops.convolution``.
 """
 from .. import ops
 from ..tensor import Tensor

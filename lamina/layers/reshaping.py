@@ -8,7 +8,7 @@ UpSampling and ZeroPadding in decoders and U-Nets, Cropping to match skip connec
 import numpy as np
 
 from .. import ops
-from ..ops.conv import _pairs
+from ..ops.convolution import _pairs
 from .convolutional import standardize_data_format, standardize_tuple, to_channels_first, to_channels_last
 from .layer import InputSpec, Layer
 

@@ -14,7 +14,7 @@ import numpy as np
 from .. import backend
 from ..tensor import Op, Tensor, as_tensor
 from . import math as _m
-from . import shape as _s
+from . import manipulation as _s
 from .math import unbroadcast
 
 __all__ = [

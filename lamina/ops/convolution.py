@@ -19,7 +19,7 @@ PyTorch's symmetric padding); 'causal' (1-D) pads (k-1)*d on the left only.
 import numpy as np
 
 from ..tensor import Op, as_tensor
-from .shape import getitem, pad, repeat, reshape
+from .manipulation import getitem, pad, repeat, reshape
 
 __all__ = ["conv1d", "conv2d", "conv1d_transpose", "conv2d_transpose", "max_pool1d", "max_pool2d",
            "avg_pool1d", "avg_pool2d", "upsampling1d", "upsampling2d", "zero_padding1d", "zero_padding2d",
