@@ -1,0 +1,2 @@
+"""Part of lamina.ops.numpy (see numpy.py)."""
+__all__ = []

@@ -1,0 +1,2 @@
+"""``keras.ops.linalg``: linear algebra, differentiable where Keras's is."""
+__all__ = []

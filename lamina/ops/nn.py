@@ -1,0 +1,2 @@
+"""``keras.ops.nn``: activations, convolution and pooling, normalisation, losses and attention as functions."""
+__all__ = []
