@@ -553,6 +553,8 @@ RECIPES = {r.name: r for r in [
 catalog.DATASETS.setdefault("dates_month", (_month_dataset, 1.0, False,
                                             "the month of 22,000 human-written dates as character ids (seeded)"))
 catalog.RECIPES.update({k: v for k, v in RECIPES.items() if k not in catalog.RECIPES})
+catalog.OTHER_DATASETS.setdefault("dates", "human-written dates in 19 formats paired with ISO 8601 (seeded)")
+catalog.OTHER_DATASETS.setdefault("pydoc_topics", "CPython's pydoc topic help text as characters (offline)")
 
 
 def main(argv=None):
