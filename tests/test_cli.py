@@ -246,3 +246,23 @@ def test_npy_header_claiming_huge_array_fails_before_allocating(trained, workdir
         f.write(b"\0" * 16)
     result = lamina("predict", str(out / "model.lamina"), "huge.npy", cwd=workdir)
     assert_one_line_error(result, "huge.npy", "truncated or corrupt")
+
+
+@pytest.mark.parametrize("columns", [80, 120, 0])
+def test_train_progress_in_a_terminal_shows_every_metric(columns, tmp_path):
+    import ptyscreen
+    env = {**os.environ, "LAMINA_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    status, lines = ptyscreen.run([sys.executable, "-m", "lamina", "train", "--epochs", "2", "--out", "run"],
+                                  columns, env=env, cwd=tmp_path)
+    assert status == 0, "\n".join(lines)
+    if columns:  # progress and metric lines fit (other messages may wrap, as text does)
+        assert all(len(line) < columns for line in lines if "/step" in line or "loss: " in line), lines
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    text = "\n".join(lines)
+    blocks = text.split("Epoch 2/2")
+    assert len(blocks) == 2
+    for epoch, block in enumerate(blocks):
+        for key, values in history.items():
+            assert f"{key}: {values[epoch]:.4f}" in block, (key, epoch, block)
