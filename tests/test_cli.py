@@ -266,3 +266,18 @@ def test_train_progress_in_a_terminal_shows_every_metric(columns, tmp_path):
     for epoch, block in enumerate(blocks):
         for key, values in history.items():
             assert f"{key}: {values[epoch]:.4f}" in block, (key, epoch, block)
+
+
+@pytest.mark.parametrize("columns", [60, 80])
+def test_summary_fits_the_terminal(columns, tmp_path):
+    import ptyscreen
+    script = ("import lamina; from lamina.zoo import catalog; "
+              "catalog.digits_cnn().summary(); "
+              "i = lamina.Input((8,)); a = lamina.layers.Dense(4, name='a_long_layer_name_here')(i); "
+              "b = lamina.layers.Dense(4)(i); lamina.Model(i, lamina.layers.Add()([a, b])).summary()")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    status, lines = ptyscreen.run([sys.executable, "-c", script], columns, env=env)
+    assert status == 0, "\n".join(lines)
+    assert [line for line in lines if len(line) >= columns] == []
+    text = "\n".join(lines)
+    assert "Total params: 43,050" in text and "Total params: 72" in text and "a_long_layer" in text
