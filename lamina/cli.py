@@ -53,25 +53,10 @@ def _say(*args):
 def _plot(history, path):
     """Loss and accuracy curves as a PNG; returns False when matplotlib is not installed."""
     try:
-        import matplotlib
+        from .plotting import plot_history
+        plot_history(history, path, keys=["loss", "accuracy"], val_label="test")
     except ImportError:
         return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    epochs = range(1, len(history["loss"]) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
-        if key in history:
-            ax.plot(epochs, history[key], label="train")
-        if "val_" + key in history:
-            ax.plot(epochs, history["val_" + key], label="test")
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
     return True
 
 
