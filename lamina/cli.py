@@ -5,6 +5,7 @@
     lamina evaluate runs/cnn/model.lamina
     lamina predict runs/cnn/model.lamina images.npy --output probabilities.npy
     lamina summary runs/cnn/model.lamina
+    lamina export runs/cnn/model.lamina --format onnx
     lamina models
 
 Exit status: 0 on success, 2 for a usage error (from argparse), 1 for any other problem (a missing or
@@ -286,6 +287,21 @@ def cmd_summary(args):
     return 0
 
 
+def cmd_export(args):
+    model_file = _resolve_model_file(args.model_file)
+    output = args.output or os.path.splitext(model_file)[0] + "." + args.format
+    _check_output_path(output)
+    model = _load(model_file, compile=False)
+    try:
+        model.export(output, format=args.format, verbose=False)
+    except ImportError as e:
+        raise UserError(str(e)) from None
+    except NotImplementedError as e:
+        raise UserError(f"{model_file}: {e}") from None
+    _say(f"Exported {model_file} to {output} ({args.format}).")
+    return 0
+
+
 def cmd_models(args):
     from .zoo import catalog
     wn = max(len("name"), *(len(n) for n in catalog.RECIPES))
@@ -361,6 +377,14 @@ def build_parser():
                        description="Print the summary table of a model file.")
     p.add_argument("model_file", metavar="MODEL", help="model file, or a catalog name for its latest run under ./runs")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("export", help="write a model file as an ONNX inference graph",
+                       description="Export a model file to ONNX (needs: pip install 'lamina[onnx]'). The batch axis "
+                                   "is dynamic; inputs and outputs keep the model's names.")
+    p.add_argument("model_file", metavar="MODEL", help="model file, or a catalog name for its latest run under ./runs")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: onnx)")
+    p.add_argument("--output", metavar="OUT", help="output file (default: MODEL with the format's extension)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", help="list the models 'lamina train' can train",
                        description="List the ready-made models and data sets.")

@@ -281,3 +281,16 @@ def test_summary_fits_the_terminal(columns, tmp_path):
     assert [line for line in lines if len(line) >= columns] == []
     text = "\n".join(lines)
     assert "Total params: 43,050" in text and "Total params: 72" in text and "a_long_layer" in text
+
+
+def test_export_onnx_from_the_command_line(trained, workdir):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    out, _ = trained
+    result = lamina("export", "cnn", "--output", "cnn.onnx", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    session = ort.InferenceSession(str(workdir / "cnn.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
+    import lamina as lam
+    want = lam.models.load_model(str(out / "model.lamina")).predict(x, verbose=0)
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], want, atol=1e-5)

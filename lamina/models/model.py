@@ -327,6 +327,17 @@ class Model(Layer):
         from . import saving  # saving imports this module: loaded lazily to avoid the cycle
         return saving.save_model(self, filepath, overwrite=overwrite, **kwargs)
 
+    def export(self, filepath, format="onnx", verbose=True, **kwargs):
+        """Write an inference artifact of the model: ``format="onnx"`` writes an ONNX graph (needs the onnx
+        package: pip install 'lamina[onnx]'), with a dynamic batch axis and the model's input/output names."""
+        from ..registry import EXPORTERS
+        if format not in EXPORTERS:
+            raise ValueError(f"Unrecognized format={format!r}. Supported formats: {', '.join(sorted(EXPORTERS))}.")
+        path = EXPORTERS[format](self, filepath, **kwargs)
+        if verbose:
+            print(f"Saved artifact at '{path}'.")
+        return path
+
     def save_weights(self, filepath, overwrite=True):
         from . import saving
         return saving.save_weights(self, filepath, overwrite=overwrite)
