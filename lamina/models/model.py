@@ -183,15 +183,22 @@ class Model(Layer):
             yield
             return
         current = [(layer, layer._trainable) for layer in self._sublayers()]
-        if not self._warned_trainable and any(layer._trainable != flag for layer, flag in self._compile_flags):
+        if all(layer._trainable == flag for layer, flag in self._compile_flags):
+            yield  # nothing changed since compile(): the weights' requires_grad already match the flags
+            return
+        if not self._warned_trainable:
             self._on_trainable_change()
         try:
             for layer, flag in self._compile_flags:
                 object.__setattr__(layer, "_trainable", flag)
+            for layer, _ in current:  # weights of layers frozen at compile() ask for no gradient
+                layer._sync_requires_grad()
             yield
         finally:
             for layer, flag in current:
                 object.__setattr__(layer, "_trainable", flag)
+            for layer, _ in current:
+                layer._sync_requires_grad()
 
     # ----- compile
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
