@@ -267,3 +267,74 @@ def test_compiled_frozen_model_unfrozen_later_still_trains_frozen():
     for a, b in zip(before, base.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert all(w.requires_grad for w in base.weights)  # the current flag is back after the step
+
+
+# ----- finding 5: separate random streams
+class _OrderSpy(models.Model):
+    """x[:, 0] holds the sample index; train_step records the order the batches come in."""
+
+    def __init__(self, dropout):
+        super().__init__()
+        self.hidden = layers.Dense(8)
+        self.drop = layers.Dropout(0.5) if dropout else None
+        self.out = layers.Dense(1)
+        self.order = []
+
+    def call(self, x, training=None):
+        h = self.hidden(x)
+        if self.drop is not None:
+            h = self.drop(h, training=training)
+        return self.out(h)
+
+    def train_step(self, data):
+        self.order.extend(int(i) for i in data[0][:, 0])
+        return super().train_step(data)
+
+
+def _spy_run(dropout):
+    lamina.utils.set_random_seed(7)
+    model = _OrderSpy(dropout)
+    x = np.concatenate([np.arange(40, dtype=np.float32)[:, None], RNG.standard_normal((40, 3)).astype(np.float32)], 1)
+    y = np.zeros((40, 1), np.float32)
+    model.compile(optimizer=lamina.optimizers.SGD(learning_rate=0.0), loss="mse")  # order only
+    model.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=True)
+    return model
+
+
+def test_data_order_of_fit_does_not_depend_on_dropout_draws():
+    with_drop, without = _spy_run(True), _spy_run(False)
+    assert len(with_drop.order) == 120
+    assert with_drop.order == without.order
+    assert with_drop.order[:40] != list(range(40))  # it did shuffle
+    # initialisation is the same too: dropout draws come from their own stream
+    for a, b in zip(with_drop.hidden.get_weights() + with_drop.out.get_weights(),
+                    without.hidden.get_weights() + without.out.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_initialisation_does_not_depend_on_dropout_draws():
+    def kernel(draw_dropout_first):
+        lamina.utils.set_random_seed(3)
+        if draw_dropout_first:
+            layers.Dropout(0.5)(np.ones((16, 16), np.float32), training=True)
+        d = layers.Dense(4)
+        d(np.ones((1, 5), np.float32))
+        return d.get_weights()[0]
+    np.testing.assert_array_equal(kernel(True), kernel(False))
+
+
+def test_each_stream_is_reproducible_from_set_random_seed():
+    def draws():
+        lamina.utils.set_random_seed(11)
+        return (lamina.backend.rng("init").random(3), lamina.backend.rng("noise").random(3),
+                lamina.backend.rng("shuffle").random(3))
+    first, second = draws(), draws()
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], first[1]) and not np.array_equal(first[1], first[2])
+    with pytest.raises(ValueError, match="stream"):
+        lamina.backend.rng("weights")
+    state = lamina.backend.get_rng_state()
+    a = lamina.backend.rng("shuffle").permutation(10)
+    lamina.backend.set_rng_state(state)
+    np.testing.assert_array_equal(a, lamina.backend.rng("shuffle").permutation(10))

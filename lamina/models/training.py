@@ -120,7 +120,7 @@ class ArrayData:
 
     def __iter__(self):
         n, bs = self.n, self.batch_size
-        order = backend.rng().permutation(n) if self.shuffle and self.shuffle != "none" else None
+        order = backend.rng("shuffle").permutation(n) if self.shuffle and self.shuffle != "none" else None
         n_batches = int(math.ceil(n / bs))
         for step in range(self.steps_per_epoch):
             b = step % n_batches
