@@ -155,3 +155,113 @@ def test_last_partial_batch_is_kept():
     model.train_step = spy
     model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=True)
     assert sorted(seen) == [2, 4, 4]
+
+
+# ----- finding 6: callbacks in max mode with min_delta and baseline (Keras 3.15 semantics:
+# improvement in max mode is ``current - min_delta > best``; an improving epoch never stops training and
+# resets the wait only once it beats the baseline; restore_best_weights puts the best weights back at the
+# end of training, stopped early or not)
+class _FakeModel:
+    def __init__(self, lr=1.0):
+        self.stop_training = False
+        self.w = [np.zeros(1)]
+        self.optimizer = type("Opt", (), {"learning_rate": lr})()
+        self.saved = []
+
+    def get_weights(self):
+        return [a.copy() for a in self.w]
+
+    def set_weights(self, w):
+        self.w = [a.copy() for a in w]
+
+    def save(self, path):
+        self.saved.append(path)
+
+    save_weights = save
+
+
+def _feed(callback, values, monitor="val_acc"):
+    model = _FakeModel()
+    callback.set_model(model)
+    callback.on_train_begin()
+    last = None
+    for epoch, v in enumerate(values):
+        callback.on_epoch_begin(epoch)
+        model.w = [np.array([float(epoch)])]  # the weights "of" each epoch
+        callback.on_epoch_end(epoch, {monitor: v})
+        last = epoch
+        if model.stop_training:
+            break
+    callback.on_train_end()
+    return model, last
+
+
+@pytest.mark.parametrize("values,kwargs,stopped,best", [
+    # min_delta 0.02: +0.05 improves, +0.01 does not -> stops at the first patience-exceeding epoch
+    ([0.5, 0.55, 0.56, 0.57, 0.571, 0.6], dict(min_delta=0.02, patience=1), 2, 0.55),
+    ([0.5, 0.55, 0.56, 0.57, 0.571, 0.6], dict(min_delta=0.02, patience=2), 3, 0.55),
+    # min_delta given negative: its sign is ignored, as Keras's abs()
+    ([0.5, 0.55, 0.56, 0.57, 0.571, 0.6], dict(min_delta=-0.02, patience=1), 2, 0.55),
+    # improving epochs below the baseline do not stop training even with patience 0 ...
+    ([0.5, 0.6, 0.7, 0.72, 0.71, 0.7], dict(baseline=0.75, patience=0), 4, 0.72),
+    # ... but they do not reset the wait either: the first non-improving epoch stops it
+    ([0.5, 0.6, 0.7, 0.72, 0.71, 0.7, 0.69], dict(baseline=0.75, patience=2), 4, 0.72),
+    # min_delta and baseline together: 0.51 - 0.01 is not above 0.5
+    ([0.5, 0.51, 0.515, 0.52], dict(min_delta=0.01, baseline=0.505, patience=1), 1, 0.5),
+    # above the baseline: plain patience
+    ([0.8, 0.9, 0.85, 0.86, 0.87], dict(baseline=0.75, patience=2), 3, 0.9),
+])
+def test_early_stopping_max_mode_min_delta_baseline(values, kwargs, stopped, best):
+    es = cb.EarlyStopping(monitor="val_acc", mode="max", **kwargs)
+    model, last = _feed(es, values)
+    assert es.stopped_epoch == stopped and last == stopped and model.stop_training
+    assert es.best == pytest.approx(best)
+
+
+def test_early_stopping_restores_best_weights_at_the_end_even_without_stopping():
+    es = cb.EarlyStopping(monitor="val_acc", mode="max", patience=5, restore_best_weights=True)
+    model, last = _feed(es, [0.5, 0.9, 0.7, 0.6])
+    assert last == 3 and not model.stop_training
+    assert model.w[0][0] == 1.0  # epoch 1's weights
+    es = cb.EarlyStopping(monitor="val_acc", mode="max", min_delta=0.005, patience=2, restore_best_weights=True)
+    model, last = _feed(es, [0.5, 0.8, 0.7, 0.72, 0.81, 0.7, 0.6])
+    assert last == 3 and model.w[0][0] == 1.0
+
+
+def test_early_stopping_auto_mode_maximises_accuracy():
+    es = cb.EarlyStopping(monitor="val_accuracy", patience=1)
+    _, last = _feed(es, [0.5, 0.6, 0.55, 0.7], monitor="val_accuracy")
+    assert last == 2
+
+
+def test_reduce_lr_on_plateau_max_mode_min_delta_cooldown():
+    # Keras: improvement = current - min_delta > best; a cut starts `cooldown` epochs, each first counting
+    # down and resetting the wait; an epoch counts towards patience once the count is back at 0
+    rl = cb.ReduceLROnPlateau(monitor="val_acc", mode="max", factor=0.5, patience=2, min_delta=0.05, cooldown=2,
+                              min_lr=0.1)
+    model = _FakeModel(lr=1.0)
+    rl.set_model(model)
+    rl.on_train_begin()
+    lrs = []
+    for epoch, v in enumerate([0.5, 0.58, 0.6, 0.62, 0.66, 0.67, 0.68, 0.69, 0.7, 0.8, 0.81, 0.82, 0, 0, 0, 0]):
+        rl.on_epoch_end(epoch, {"val_acc": v})
+        lrs.append(model.optimizer.learning_rate)
+    # .5 best; .58 (+.08) improves; .6, .62 (+.02, +.04) do not -> cut at 3 (cooldown 2); at 4 the count
+    # goes to 1 and .66 improves (.66 - .05 > .58); at 5 it reaches 0 and .67 counts (wait 1); .68 -> cut
+    # at 6; 7: count 1, not counted; 8: count 0, .7 counts (wait 1); .8 improves; .81, .82 -> cut at 11;
+    # 12 not counted, 13 wait 1, 14 -> cut to max(0.0625, min_lr) = 0.1; 15 cooldown
+    assert lrs == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.25, 0.25, 0.125, 0.125, 0.125, 0.1, 0.1]
+    for _ in range(4):
+        rl.on_epoch_end(16, {"val_acc": 0.0})
+    assert model.optimizer.learning_rate == 0.1  # never below min_lr, and a rate at min_lr is left alone
+
+
+def test_model_checkpoint_max_mode_with_initial_threshold(tmp_path):
+    ck = cb.ModelCheckpoint(str(tmp_path / "m{epoch}.keras"), monitor="val_acc", mode="max", save_best_only=True,
+                            initial_value_threshold=0.6)
+    model, _ = _feed(ck, [0.5, 0.6, 0.61, 0.55, 0.61, 0.7, float("nan")])
+    # strictly better than the best so far, starting from the threshold 0.6
+    assert [p.rsplit("/", 1)[-1] for p in model.saved] == ["m3.keras", "m6.keras"]
+    ck = cb.ModelCheckpoint(str(tmp_path / "n{epoch}.keras"), monitor="val_loss", save_best_only=True)
+    model, _ = _feed(ck, [0.5, 0.6, 0.4, 0.4], monitor="val_loss")
+    assert [p.rsplit("/", 1)[-1] for p in model.saved] == ["n1.keras", "n3.keras"]
