@@ -265,3 +265,82 @@ def test_model_checkpoint_max_mode_with_initial_threshold(tmp_path):
     ck = cb.ModelCheckpoint(str(tmp_path / "n{epoch}.keras"), monitor="val_loss", save_best_only=True)
     model, _ = _feed(ck, [0.5, 0.6, 0.4, 0.4], monitor="val_loss")
     assert [p.rsplit("/", 1)[-1] for p in model.saved] == ["n1.keras", "n3.keras"]
+
+
+# ----- finding 6: save/load round trips, weight by weight
+def _bn_model():
+    inp = layers.Input((4,))
+    h = layers.Dense(4)(inp)
+    return models.Model(inp, layers.Dense(2)(layers.BatchNormalization(momentum=0.5)(h)))
+
+
+def _lstm_model():
+    # input width == units: kernel and recurrent_kernel have the same shape, so only values tell them apart
+    return models.Sequential([layers.Input((5, 4)), layers.LSTM(4, return_sequences=True), layers.LSTM(4),
+                              layers.Dense(2)])
+
+
+def _gru_model():
+    return models.Sequential([layers.Input((5, 3)), layers.GRU(3, return_sequences=True), layers.GRU(3), layers.Dense(2)])
+
+
+def _mha_model():
+    inp = layers.Input((5, 4))
+    att = layers.MultiHeadAttention(num_heads=2, key_dim=4, value_dim=3)(inp, inp)
+    return models.Model(inp, layers.Dense(2)(layers.Flatten()(att)))
+
+
+def _nested_model():
+    inner = models.Sequential([layers.Dense(4, activation="tanh"), layers.Dense(4)], name="inner")
+    inp = layers.Input((4,))
+    return models.Model(inp, layers.Dense(2)(layers.Add()([inner(layers.Dense(4)(inp)), inp])))
+
+
+@pytest.mark.parametrize("make,shape", [(_bn_model, (8, 4)), (_lstm_model, (8, 5, 4)), (_gru_model, (8, 5, 3)),
+                                        (_mha_model, (8, 5, 4)), (_nested_model, (8, 4))],
+                         ids=["batchnorm", "lstm", "gru", "mha", "nested"])
+def test_save_load_round_trip_weight_by_weight(tmp_path, make, shape):
+    lamina.utils.set_random_seed(0)
+    model = make()
+    x = RNG.standard_normal(shape).astype(np.float32)
+    y = RNG.standard_normal((shape[0], 2)).astype(np.float32)
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(x, y, epochs=2, batch_size=4, verbose=0)  # every weight (BN statistics too) moves off its init
+    names = [w.path for w in model.weights]
+    values = model.get_weights()
+    pred = model.predict(x, verbose=0)
+
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = lamina.models.load_model(path)
+    assert [w.path.split("/")[-1] for w in loaded.weights] == [n.split("/")[-1] for n in names]
+    got = loaded.get_weights()
+    assert len(got) == len(values)
+    for name, a, b in zip(names, values, got):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), pred)
+
+    # weights only, into a freshly initialised copy of the architecture
+    model.save_weights(tmp_path / "w.weights.h5")
+    lamina.utils.set_random_seed(1)
+    fresh = make()
+    fresh(x[:1])
+    assert any(not np.array_equal(a, b) for a, b in zip(fresh.get_weights(), values))
+    fresh.load_weights(tmp_path / "w.weights.h5")
+    for name, a, b in zip(names, values, fresh.get_weights()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    np.testing.assert_array_equal(fresh.predict(x, verbose=0), pred)
+
+
+def test_lstm_kernel_and_recurrent_kernel_are_not_interchangeable():
+    # the round trip above would miss a swap if the two held equal values: they do not, and swapping
+    # them changes the output
+    lamina.utils.set_random_seed(0)
+    model = _lstm_model()
+    x = RNG.standard_normal((2, 5, 4)).astype(np.float32)
+    pred = model.predict(x, verbose=0)
+    lstm = model.layers[0]
+    k, rk, b = lstm.get_weights()
+    assert k.shape == rk.shape and not np.array_equal(k, rk)
+    lstm.set_weights([rk, k, b])
+    assert not np.allclose(model.predict(x, verbose=0), pred)
