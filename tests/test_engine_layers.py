@@ -338,3 +338,11 @@ def test_each_stream_is_reproducible_from_set_random_seed():
     a = lamina.backend.rng("shuffle").permutation(10)
     lamina.backend.set_rng_state(state)
     np.testing.assert_array_equal(a, lamina.backend.rng("shuffle").permutation(10))
+
+
+def test_embedding_lora_table_asks_no_gradient():
+    emb = layers.Embedding(10, 4, lora_rank=2)
+    emb(np.array([[1, 2]]))
+    by_name = {w.name: w for w in emb.weights}
+    assert not by_name["embeddings"].requires_grad
+    assert by_name["lora_embeddings_a"].requires_grad and by_name["lora_embeddings_b"].requires_grad
