@@ -262,13 +262,10 @@ class Model(Layer):
             variables = self.trainable_weights
             if variables and loss.requires_grad:
                 grads = grad(loss, variables)
-                bad = training.nonfinite_indices(grads)
+                bad = training.nonfinite_indices(grads)  # before the update: NaN never reaches the weights
                 if bad:
-                    raise training.NonFiniteUpdate(self, [variables[i] for i in bad], after_update=False)
+                    raise training.NonFiniteUpdate(self, [variables[i] for i in bad])
                 self.optimizer.apply_gradients(zip(grads, variables))
-                bad = training.nonfinite_indices(variables)
-                if bad:
-                    raise training.NonFiniteUpdate(self, [variables[i] for i in bad], after_update=True)
         state.update_metrics(y, y_pred, sample_weight, training.batch_size_of(x))
         return state.result()
 

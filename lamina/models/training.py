@@ -8,8 +8,9 @@ generator, so ``lamina.utils.set_random_seed(n)`` makes two runs identical.
 
 A batch whose loss is not finite stops fit() before any weight is touched: a warning names the epoch and
 batch and, for Sequential and functional models, the first layer whose output was not finite. So does a
-finite loss whose gradients are not (the warning names the first layer whose weight gradient is NaN or
-inf), and an update that makes a weight non-finite stops it after that step (naming the layer).
+finite loss whose gradients are not (the warning names the layer nearest the output whose weight gradient
+is NaN or inf). An update that overflows a weight shows at the next batch as a non-finite loss, whose
+warning lists the weights that are not finite.
 (Keras does not stop by default; its TerminateOnNaN callback stops on a NaN loss.)
 """
 import math
@@ -31,34 +32,26 @@ class NonFiniteLoss(Exception):
 
 
 class NonFiniteUpdate(Exception):
-    """Raised inside train_step when gradients (before the update: the weights are untouched) or updated
-    weights (after it) hold NaN or inf although the loss was finite. ``variables``: the offending ones, in
-    model order."""
+    """Raised inside train_step, before the update, when gradients hold NaN or inf although the loss was
+    finite. ``variables``: the weights with such gradients, in model order; ``layer``: the owner of the
+    last of them (the one nearest the output, where a NaN made in the backward pass first appears)."""
 
-    def __init__(self, model, variables, after_update):
-        self.variables, self.after_update = list(variables), after_update
+    def __init__(self, model, variables):
+        self.variables = list(variables)
         owners = [_owner(model, v) for v in self.variables]
+        self.layer = owners[-1]
 
         def describe(v, layer):
             return (f"'{v.name}' of layer '{layer.name}' ({type(layer).__name__})" if layer is not None
                     else f"'{v.path}'")
-        if after_update:
-            # the first weight (in model order) that the update made non-finite
-            self.layer = owners[0]
-            text = (f"the update made the weight {describe(self.variables[0], owners[0])} non-finite (NaN or "
-                    "inf), although the loss and the gradients were finite: the weights now hold these values. "
-                    "The learning rate is probably far too high.")
-        else:
-            # a NaN made in the backward pass flows to every earlier layer: the last one is nearest its source
-            self.layer = owners[-1]
-            text = (f"the gradient of the weight {describe(self.variables[-1], owners[-1])} is not finite (NaN "
-                    "or inf), although the loss was finite")
-            if len(self.variables) > 1:
-                text += (" (so are the gradients of " + ", ".join(describe(v, l) for v, l in
-                                                                    zip(self.variables[:-1], owners[:-1])) + ")")
-            text += (". The weights were not updated with this batch: they are those of the last good step. An "
-                     "op with an infinite slope where it was used (e.g. sqrt at 0) in or after that layer, or an "
-                     "overflow in the backward pass, is the usual cause.")
+        text = (f"the gradient of the weight {describe(self.variables[-1], owners[-1])} is not finite (NaN or "
+                "inf), although the loss was finite")
+        if len(self.variables) > 1:
+            text += (" (so are the gradients of " + ", ".join(describe(v, l) for v, l in
+                                                                zip(self.variables[:-1], owners[:-1])) + ")")
+        text += (". The weights were not updated with this batch: they are those of the last good step. An op "
+                 "with an infinite slope where it was used (e.g. sqrt at 0) in or after that layer, or an "
+                 "overflow in the backward pass, is the usual cause.")
         super().__init__(text)
 
 
@@ -71,23 +64,17 @@ def _owner(model, variable):
 
 
 def nonfinite_indices(arrays):
-    """Indices of the float arrays holding NaN or inf ([] when all are finite). One reduction per array
-    and a single host sync (one device round trip on CuPy)."""
-    checks, where = [], []
-    for i, a in enumerate(arrays):
-        if a is None:
-            continue
-        a = a.data if isinstance(a, Tensor) else a
-        if a.dtype.kind != "f":
-            continue
-        xp = backend.get_array_module(a)
-        checks.append(xp.isfinite(a).all())
-        where.append(i)
-    if not checks:
+    """Indices of the float arrays (or Tensors) holding NaN or inf; [] when all are finite. One isfinite
+    reduction per array; on CuPy the results come back in a single device-to-host copy."""
+    arrays = [a.data if isinstance(a, Tensor) else a for a in arrays]
+    present = [(i, a) for i, a in enumerate(arrays) if a is not None and a.dtype.kind == "f"]
+    if not present:
         return []
-    xp = backend.get_array_module(checks[0])
-    ok = backend.to_numpy(xp.stack(checks))
-    return [] if ok.all() else [i for i, good in zip(where, ok) if not good]
+    xp = backend.get_array_module(present[0][1])
+    if xp is np:
+        return [i for i, a in present if not np.isfinite(a).all()]
+    ok = backend.to_numpy(xp.stack([xp.isfinite(a).all() for _, a in present]))
+    return [] if ok.all() else [i for (i, _), good in zip(present, ok) if not good]
 
 
 # ----- batches
