@@ -142,8 +142,8 @@ def check_layer(layer_cls, init_kwargs=None, input_shape=None, expected_output_s
             assert config[k] == clone_config.get(k), f"{name}: config key {k!r} changed in the round trip"
     clone(input_data)
     clone.set_weights(layer.get_weights())
-    y1 = np.asarray(layer(input_data).data)
-    y2 = np.asarray(clone(input_data).data)
+    y1 = np.asarray(layer(input_data, training=False).data)  # inference: no random augmentation or dropout
+    y2 = np.asarray(clone(input_data, training=False).data)
     np.testing.assert_allclose(y1, y2, rtol=1e-6, atol=1e-6, err_msg=f"{name}: from_config + set_weights differs")
     if check_training and layer.trainable_weights:
         target = Tensor(rng.standard_normal(y1.shape).astype(y1.dtype))

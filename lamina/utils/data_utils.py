@@ -180,7 +180,7 @@ def split_dataset(dataset, left_size=None, right_size=None, shuffle=False, seed=
     left, right = _split_sizes(n, left_size, right_size)
     order = np.arange(n)
     if shuffle:
-        gen = np.random.default_rng(seed) if seed is not None else backend.rng()
+        gen = np.random.default_rng(seed) if seed is not None else backend.rng("shuffle")
         order = gen.permutation(n)
     li, ri = order[:left], order[left:left + right]
 
