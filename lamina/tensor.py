@@ -492,6 +492,8 @@ def _backprop(root, grad, retain_graph=False, accumulate=True, targets=None):
         for op in order:
             gys = pending.pop(id(op), None)
             if gys is None or all(g is None for g in gys):
+                if not retain_graph:
+                    _free(op)
                 continue
             retained = op._retained
             for k, g in enumerate(gys):
@@ -503,6 +505,7 @@ def _backprop(root, grad, retain_graph=False, accumulate=True, targets=None):
             xp = op.xp
             gys = [xp.zeros(s, d) if g is None else g for g, (s, d) in zip(gys, op.out_meta)]
             gxs = op.backward(*gys)
+            gys = None  # no longer held here: a view of one returned for a leaf need not be copied
             if not isinstance(gxs, (tuple, list)):
                 gxs = (gxs,)
             edges = op._edges
@@ -524,14 +527,21 @@ def _backprop(root, grad, retain_graph=False, accumulate=True, targets=None):
                     if slot is None:
                         slot = pending[id(parent)] = [None] * len(parent.out_meta)
                     slot[k] = g if slot[k] is None else slot[k] + g
+            if not retain_graph:  # free what it saved now: the peak memory of backward stays low
+                _free(op)
     finally:
-        if not retain_graph:  # free the graph: saved arrays and edges go, the ops refuse a second pass
+        if not retain_graph:  # and the rest (ops no gradient reached, or after an error)
             for op in order:
-                op.saved = None
-                op._edges = ()
-                op._watch = ()
-                op._freed = True
+                _free(op)
     return result
+
+
+def _free(op):
+    """Drop what backward needs (saved arrays, edges); the op refuses a second pass."""
+    op.saved = None
+    op._edges = ()
+    op._watch = ()
+    op._freed = True
 
 
 def grad(output, inputs, grad_output=None, retain_graph=False):
