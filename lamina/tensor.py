@@ -199,7 +199,12 @@ class Tensor:
         self.grad = None
 
     def backward(self, grad=None, retain_graph=False):
-        """Back-propagate from this tensor, accumulating into ``.grad`` of every leaf that requires it."""
+        """Back-propagate from this tensor, accumulating into ``.grad`` of every leaf that requires it
+        (and of non-leaves that called ``retain_grad()``). Each gets its own writable array.
+
+        The graph is freed afterwards; a second backward through any part of it raises RuntimeError
+        unless the first one passed ``retain_graph=True``. Raises RuntimeError if a weight the graph
+        saved was changed in place (``assign``, an optimizer step) after the forward pass."""
         if not self.requires_grad:
             raise RuntimeError("backward() called on a tensor that does not require grad "
                                "(was it computed under no_grad(), or from inputs without requires_grad?)")
@@ -349,10 +354,11 @@ class Op:
         if record:
             edges, watch = [], []
             for i, t in enumerate(tensors):
-                if not needs[i]:
+                if not needs[i]:     # a constant; a Variable (frozen weight) is still watched
                     edges.append(None)
-                    if t is not None and t._base is not None:
-                        watch.append((i, t._base, t._base._version))
+                    src = None if t is None else t if isinstance(t, Variable) else t._base
+                    if src is not None:
+                        watch.append((i, src, src._version))
                 elif t._op is None:  # a leaf: kept itself (it is alive anyway), its version watched
                     edges.append((None, 0, t, t.data.shape, t.data.dtype))
                     watch.append((i, t, t._version))
@@ -365,7 +371,8 @@ class Op:
                 op._watch = tuple(watch)
             op.out_meta = tuple((o.data.shape, o.data.dtype) for o in outs)
             for i, o in enumerate(outs):
-                o._op, o._out_index = op, i
+                if o.requires_grad:  # an integer output stays a leaf without gradient
+                    o._op, o._out_index = op, i
             if cls.is_view:
                 src = tensors[0]
                 src = src if src._op is None else src._base

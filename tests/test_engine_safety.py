@@ -137,6 +137,37 @@ def test_inplace_change_seen_through_a_view_is_detected():
         y.backward()
 
 
+def test_frozen_variable_without_grad_is_watched_too():
+    w = Variable(np.ones(3), name="frozen", dtype="float64")
+    w.requires_grad = False
+    x = Tensor(np.arange(3.0), requires_grad=True)
+    y = (x * w).sum()
+    w.assign(np.full(3, 2.0))
+    with pytest.raises(RuntimeError, match="Multiply: input 1 .*'frozen'.*modified by an inplace operation"):
+        y.backward()
+
+
+class _SortWithIndices(Op):
+    def forward(self, x):
+        self.order = np.argsort(x)
+        return x[self.order], self.order
+
+    def backward(self, gy, gi):
+        g = np.zeros_like(gy)
+        g[self.order] = gy
+        return g
+
+
+def test_integer_outputs_of_recorded_ops_are_leaves_without_grad():
+    x = Tensor(np.array([3.0, 1.0, 2.0]), requires_grad=True)
+    i = ops.cast(x * 2, "int64")
+    assert i.is_leaf and not i.requires_grad
+    values, order = _SortWithIndices.apply(x)      # the old engine raised TypeError here
+    assert order.is_leaf and not order.requires_grad and order.dtype.kind == "i"
+    (values * Tensor(np.array([1.0, 2.0, 3.0]))).sum().backward()
+    np.testing.assert_array_equal(x.grad, [3.0, 1.0, 2.0])
+
+
 def test_normal_training_loop_is_not_disturbed():
     rng = np.random.default_rng(0)
     w = Variable(rng.standard_normal((3, 1)), name="w", dtype="float64")
