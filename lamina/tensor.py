@@ -465,8 +465,10 @@ def _check_versions(op):
 def _owned(g, handed):
     """g, or a copy of it when a user could see it aliased: a view (unless of a temporary nobody else
     holds), read-only (broadcast), or already handed to another tensor or the caller in this backward."""
+    if isinstance(g, np.generic):  # a NumPy scalar from a reduction: a fresh 0-d array instead
+        g = np.array(g)
     # a view's base seen only by the view itself has refcount 2 here (the view, getrefcount's argument)
-    if (id(g) in handed or (g.base is not None and sys.getrefcount(g.base) > 2)
+    elif (id(g) in handed or (g.base is not None and sys.getrefcount(g.base) > 2)
             or not getattr(g.flags, "writeable", True)):
         g = g.copy()
     handed[id(g)] = g  # keeps g alive, so its id stays unique for this backward
