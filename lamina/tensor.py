@@ -307,7 +307,7 @@ class Op:
     """
 
     same_float_dtype = False  # binary arithmetic: float inputs must share one dtype (see apply)
-    is_view = False           # output 0 may be a view of input 0's array
+    is_view = False           # the outputs may be views of input 0's array
     saved = None
     # graph bookkeeping, set by apply when the op is recorded (see _backprop)
     _edges = None             # per input: None, or (parent_op, out_index, leaf, shape, dtype)
