@@ -20,7 +20,8 @@ intermediates as leaves. Every leaf gets its own writable ``.grad`` array.
 Version counter: every in-place change lamina makes to a tensor (``Variable.assign*``, optimizer
 updates) bumps ``tensor._version``. An op records the versions of its leaf inputs when it is
 recorded; if one changed by backward time and the op saved an array sharing its memory, backward
-raises instead of using the new values.
+raises instead of using the new values. Direct writes into ``.data`` are not tracked: code that
+changes a tensor in place outside these calls bumps its version itself (``t._bump_version()``).
 
 Gradients are first-order only: backward works on arrays and records nothing.
 """

@@ -117,6 +117,20 @@ def test_every_optimizer_step_bumps_the_weights_version(name):
     assert w._version > v0
 
 
+def test_ema_overwrite_and_gradient_accumulation_bump_versions():
+    w = Variable(np.ones(3), name="w")
+    opt = lamina.optimizers.SGD(learning_rate=0.1, use_ema=True)
+    opt.apply([np.ones(3)], [w])
+    v0 = w._version
+    opt.finalize_variable_values([w])             # copies the moving average into the weight
+    assert w._version > v0
+    w2 = Variable(np.ones(3), name="w2")
+    opt2 = lamina.optimizers.SGD(learning_rate=0.1, gradient_accumulation_steps=2)
+    opt2.apply([np.ones(3)], [w2])                # accumulates only: the weight is untouched
+    acc = opt2._slots["gradient_accumulator"][0]
+    assert acc._version > 0
+
+
 def test_inplace_change_of_an_input_the_op_did_not_save_is_fine():
     # Add's backward reads only shapes: PyTorch lets this through as well, with the same gradient
     w = Variable(np.ones(3), name="b", dtype="float64")
