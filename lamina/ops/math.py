@@ -99,13 +99,15 @@ class PowerScalar(Op):
 
     def backward(self, gy):
         (x,) = self.saved
+        if self.p == 0:  # x**0 is constant 1: gradient 0 everywhere, also at x = 0 (not 0 * inf)
+            return self.xp.zeros_like(gy)
         return gy * self.p * x ** (self.p - 1)
 
 
 class Power(Op):
-    """a ** b with both operands tensors. Backward: b a^(b-1), and a^b log(a) for b."""
+    """a ** b with both operands tensors. Backward: b a^(b-1) for a (0 where b == 0), and a^b log(a)
+    for b (0 where a == 0 and b >= 0, where a^b is flat in b; NaN for a < 0), as PyTorch."""
     same_float_dtype = True
-
 
     def forward(self, a, b):
         y = a ** b
@@ -114,12 +116,15 @@ class Power(Op):
 
     def backward(self, gy):
         a, b, y = self.saved
-        ga = unbroadcast(gy * b * a ** (b - 1), a.shape) if self.needs_grad[0] else None
-        gb = None
-        if self.needs_grad[1]:
-            xp = self.xp
-            loga = xp.log(xp.where(a > 0, a, 1))
-            gb = unbroadcast(gy * y * loga, b.shape)
+        xp = self.xp
+        ga = gb = None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.needs_grad[0]:
+                ga = unbroadcast(xp.where(b == 0, 0, gy * b * a ** (b - 1)).astype(gy.dtype, copy=False), a.shape)
+            if self.needs_grad[1]:
+                flat = (a == 0) & (b >= 0)
+                loga = xp.log(xp.where(flat, 1, a))
+                gb = unbroadcast(xp.where(flat, 0, gy * y * loga).astype(gy.dtype, copy=False), b.shape)
         return ga, gb
 
 
@@ -487,8 +492,12 @@ def std(x, axis=None, keepdims=False):
 
 
 def cast(x, dtype):
-    """Change dtype; the gradient is cast back."""
+    """Change dtype. Float to float is differentiable (the gradient is cast back); a cast to or from
+    an integer or bool dtype gives a tensor without gradient, as in PyTorch and Keras."""
     x = as_tensor(x)
-    if x.dtype == np.dtype(dtype):
+    dtype = np.dtype(dtype)
+    if x.dtype == dtype:
         return x
-    return Cast.apply(x, dtype=np.dtype(dtype))
+    if dtype.kind != "f" or x.dtype.kind != "f":
+        return Tensor(x.data.astype(dtype))
+    return Cast.apply(x, dtype=dtype)
