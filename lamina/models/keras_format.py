@@ -114,6 +114,8 @@ def to_keras_config(model):
 
 # -------------------------------------------------------------------------------------- configs in
 _OFF = (None, False, 0, [], {}, "")
+# Keras arguments lamina lacks whose default is not an "off" value: dropped when they hold that default
+_KERAS_DEFAULTS = {"renorm_momentum": 0.99, "pool_mode": "max"}
 
 
 def _accepted(cls):
@@ -150,7 +152,7 @@ def from_keras_config(obj, path, where="model"):
                                         "build_input_shape"}
             for key in list(inner):
                 if key not in allowed:
-                    if inner[key] in _OFF:
+                    if inner[key] in _OFF or _KERAS_DEFAULTS.get(key, object()) == inner[key]:
                         del inner[key]
                     else:
                         raise ModelFileError(path, f"{where} > {name} ({out['class_name']}): Keras argument "
@@ -184,14 +186,69 @@ def save_keras(model, filepath):
     return filepath
 
 
-def _keras_optimizer_vars(model, optimizer):
-    """Keras's optimizer variables ([iterations, learning_rate, slots per trainable variable...]) when
-    lamina's optimizer can give them in Keras's order, else None (the file then holds no optimizer state,
-    and Keras starts the optimizer afresh, as for a model saved before training)."""
-    getter = getattr(optimizer, "keras_variables", None)
-    if getter is None or not getattr(optimizer, "built", False):
+# How Keras 3.15 orders each optimizer's variables after [iteration, learning_rate]: groups of slot names;
+# within a group the slots are interleaved per weight (a_momentum, a_velocity, b_momentum, ...), and the
+# groups follow one another.
+_KERAS_SLOT_LAYOUT = {
+    "SGD": [("momentum",)], "Adam": [("momentum", "velocity"), ("velocity_hat",)],
+    "AdamW": [("momentum", "velocity"), ("velocity_hat",)], "RMSprop": [("velocity",), ("momentum",),
+                                                                        ("average_gradient",)],
+    "Adagrad": [("accumulator",)], "Adadelta": [("accumulated_grad", "accumulated_delta_var")],
+    "Adamax": [("momentum", "norm")],
+}
+
+
+def _keras_slot_order(optimizer):
+    """[(slot name, weight index)] in Keras's variable order, or None when lamina does not know it."""
+    layout = _KERAS_SLOT_LAYOUT.get(type(optimizer).__name__)
+    if layout is None or getattr(optimizer, "use_ema", False):
         return None
-    return [backend.to_numpy(a) for a in getter()]
+    active = list(optimizer._slots)
+    if set(active) - {n for group in layout for n in group}:
+        return None
+    n = len(optimizer._trainable_variables)
+    order = []
+    for group in layout:
+        names = [name for name in group if name in active]
+        order += [(name, i) for i in range(n) for name in names]
+    return order
+
+
+def _keras_optimizer_vars(model, optimizer):
+    """Keras's optimizer variables (iteration, learning_rate, the slots in Keras's order), or None when lamina
+    cannot give them in Keras's order (the file then holds no optimizer state, and training resumes with a
+    fresh optimizer, as for a model saved before training)."""
+    if optimizer is None or not getattr(optimizer, "built", False) or not isinstance(optimizer._learning_rate, float):
+        return None
+    order = _keras_slot_order(optimizer)
+    if order is None:
+        return None
+    out = [np.asarray(optimizer._iterations, np.int64), np.asarray(optimizer._learning_rate, np.float32)]
+    return out + [backend.to_numpy(optimizer._slots[name][i].data) for name, i in order]
+
+
+def _restore_optimizer(model, arrays, path):
+    optimizer = model.optimizer
+    stored = [arrays[f"optimizer/vars/{i}"] for i in range(len(arrays)) if f"optimizer/vars/{i}" in arrays]
+    if not stored or optimizer is None:
+        return
+    flags = getattr(model, "_compiled_flags", None)
+    if flags is not None:
+        with flags():
+            optimizer.build(model.trainable_weights)
+    else:
+        optimizer.build(model.trainable_weights)
+    order = _keras_slot_order(optimizer)
+    if order is None or len(stored) != 2 + len(order):
+        return   # a layout lamina does not know: the optimizer starts afresh (as Keras does on a mismatch)
+    state = {(name, i): a for (name, i), a in zip(order, stored[2:])}
+    try:
+        optimizer.set_state([stored[0]] + [state[(name, i)] for name in optimizer._slots
+                                           for i in range(len(optimizer._slots[name]))])
+    except ValueError as e:
+        raise ModelFileError(path, f"cannot restore the optimizer state: {e}") from e
+    if isinstance(optimizer._learning_rate, float) and np.float32(optimizer._learning_rate) != np.float32(stored[1]):
+        optimizer.learning_rate = float(stored[1])   # changed during training (ReduceLROnPlateau...)
 
 
 def load_keras(filepath, custom_objects=None, compile=True):
@@ -208,6 +265,7 @@ def load_keras(filepath, custom_objects=None, compile=True):
             model.compile_from_config(compile_config)
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise ModelFileError(filepath, f"cannot restore the compile config: {e}") from e
+        _restore_optimizer(model, arrays, filepath)
     return model
 
 
@@ -235,6 +293,13 @@ def save_weights_h5(model, filepath):
     groups = [(p, [backend.to_numpy(v.data) for v in vs]) for p, vs in weight_paths(model)]
     atomic_write(os.fspath(filepath), write_weights_h5(groups))
     return filepath
+
+
+def load_weights_from_archive(model, filepath):
+    """``load_weights`` given a whole .keras file: the weights only, matched by path."""
+    filepath = os.fspath(filepath)
+    _, _, arrays = read_keras_archive(filepath)
+    _assign_by_path(model, arrays, filepath)
 
 
 def load_weights_h5(model, filepath):

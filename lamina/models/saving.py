@@ -17,7 +17,7 @@ from .. import __version__, backend, io
 from ..io import ModelFileError
 from ..registry import serialize
 from ..io.keras_archive import is_keras_archive
-from .keras_format import load_keras, load_weights_h5, save_keras, save_weights_h5
+from .keras_format import load_keras, load_weights_from_archive, load_weights_h5, save_keras, save_weights_h5
 from .model import Model
 from .serialization import build_config as _build_config, class_name as _class_name, rebuild as _rebuild
 
@@ -173,6 +173,8 @@ def load_weights(model, filepath, skip_mismatch=False):
     if not model.built:
         raise ValueError(f"Model '{model.name}' is not built yet: build it (call it on data) before "
                          "load_weights, so that its weights exist.")
+    if os.path.isfile(filepath) and is_keras_archive(filepath):
+        return load_weights_from_archive(model, filepath)
     if _is_hdf5(filepath):
         if skip_mismatch:
             raise ValueError("load_weights: skip_mismatch is not supported for .weights.h5 files.")
