@@ -448,3 +448,42 @@ def test_layers_keep_the_kernel_calling_conventions():
     np.testing.assert_array_equal(ops.where(m, x, 0.0).numpy(), np.where(A > 0, A, 0))
     y = ops.matmul(x, Tensor(B))
     assert y.dtype == np.float32
+
+
+# ------------------------------------------------------------------------------------------ device
+
+DEVICE_FNS = {
+    "gather": lambda x: ops.take(x, np.array([2, 0, 2]), axis=1) + ops.take_along_axis(x, np.array([[1, 1, 0]]), 1)
+    + ops.get_item(x, (slice(None), [0, 0, 1])),
+    "sort_roll_flip": lambda x: ops.sort(x, axis=0) + ops.roll(x, 1) + ops.flip(x) + ops.rot90(ops.rot90(x, 2)),
+    "pad_repeat": lambda x: ops.pad(x, ((1, 1), (2, 0)), mode="reflect")[:3, :3] + ops.pad(x, 1)[1:4, :3]
+    + ops.repeat(x, [1, 2, 0], axis=1)[:, :3],
+    "products": lambda x: ops.einsum("ij,kj->ik", x, x) + ops.tensordot(x, x, ([1], [1])) + ops.dot(x, ops.transpose(x))
+    + ops.inner(x, x) + ops.matmul(x, ops.moveaxis(x, 0, 1)) + ops.outer(x[0], x[1]),
+    "kron_cross": lambda x: ops.kron(x[:1, :2], x[1:2, :1]) + ops.cross(x, x[::-1])[:1, :2],
+    "triangles_diagonals": lambda x: ops.tril(x) + ops.triu(x, 1) + ops.diag(ops.diagonal(x)) + ops.trace(x)
+    + ops.diagflat(x[0]) + ops.copy(x),
+    "where_select_joins": lambda x: ops.where(x > 0, x, x * 2) + ops.select([x > 0.5], [x], 1.0)
+    + ops.vstack([x[:1], x[1:]]) + ops.hstack(ops.hsplit(x, 3)) + ops.append(x[:2], x[2:], axis=0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEVICE_FNS))
+def test_device_path_matches_cpu(name, device_xp):
+    from lamina import backend
+    fn = DEVICE_FNS[name]
+    x = rng.standard_normal((3, 3)).astype(np.float32)
+    results = []
+    for xp in (np, device_xp):
+        t = Tensor(backend.to_device(x, xp), requires_grad=True)
+        y = fn(t)
+        y.backward(backend.to_device(np.ones(y.shape, np.float32), xp))
+        assert backend.get_array_module(y.data) is xp and backend.get_array_module(t.grad) is xp
+        results.append((backend.to_numpy(y.data), backend.to_numpy(t.grad)))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=name)
+    # the integer-valued functions give device tensors too
+    d = Tensor(backend.to_device(x, device_xp))
+    for out in (ops.argsort(d), ops.nonzero(d > 0)[0], ops.unique(d), ops.searchsorted(ops.sort(d[0]), d[1]),
+                ops.digitize(d, ops.sort(d[0])), ops.isin(d, d[0]), ops.where(d > 0), ops.argpartition(d, 1), ops.size(d)):
+        assert backend.get_array_module(out.data) is device_xp

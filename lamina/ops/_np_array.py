@@ -64,8 +64,8 @@ def _axis(a, nd):
 
 
 def _result(*xs, int8_to=None, narrow=True):
-    """Keras's result dtype for an op over xs (tensors or Python numbers), except that float64 tensors
-    keep float64. With narrow=False, 64-bit tensor dtypes are kept as torch's promotion keeps them (the
+    """Keras's result dtype for an op over xs (tensors or Python numbers), except that float64 operands
+    (with no other float dtype among them) keep float64. With narrow=False, 64-bit tensor dtypes are kept as torch's promotion keeps them (the
     ops Keras's torch backend leaves to torch: where, concatenate, outer, einsum, ...)."""
     names = [x if isinstance(x, (bool, int, float)) else str(x.dtype) for x in xs]
     strong = [n for n in names if isinstance(n, str)]
@@ -73,8 +73,9 @@ def _result(*xs, int8_to=None, narrow=True):
         return int8_to
     out = _keras_result_type(*names)
     wide = {"float32": "float64", "int32": "int64", "uint32": "uint64"}
-    if out in wide and wide[out] in strong and (not narrow or out == "float32"):
-        return wide[out]
+    if out in wide and wide[out] in strong:
+        if not narrow or (out == "float32" and all(n == "float64" for n in strong if n.startswith("float"))):
+            return wide[out]
     return out
 
 
@@ -412,7 +413,7 @@ def take(x, indices, axis=None):
         x, axis = ravel(x), 0
     axis = _axis(axis, x.ndim)
     idx = _t(indices).data.astype(np.int64, copy=False)
-    idx = _fill_negative(idx, x.shape[axis])
+    idx = _fill_negative(backend.to_device(idx, _xp(x)), x.shape[axis])
     return _man.getitem(x, (slice(None),) * axis + (idx,))
 
 
@@ -424,7 +425,7 @@ def take_along_axis(x, indices, axis=None):
         x, axis = ravel(x), 0
     axis = _axis(axis, x.ndim)
     idx = _t(indices).data.astype(np.int64, copy=False)
-    idx = _fill_negative(idx, x.shape[axis])
+    idx = _fill_negative(backend.to_device(idx, _xp(x)), x.shape[axis])
     return _ix.TakeAlongAxis.apply(x, Tensor(idx), axis=axis)
 
 
@@ -444,7 +445,7 @@ def where(condition, x1=None, x2=None):
     dtype = _result(a, b, narrow=False) if not (isinstance(a, Tensor) and isinstance(b, Tensor)
                                                   and a.dtype == b.dtype) else a.dtype
     a, b = _t(a, dtype), _t(b, dtype)
-    return _m.where(Tensor(cond), _m.cast(a, dtype), _m.cast(b, dtype))
+    return _m.where(Tensor(backend.to_device(cond, _xp(a, b))), _m.cast(a, dtype), _m.cast(b, dtype))
 
 
 def select(condlist, choicelist, default=0):
