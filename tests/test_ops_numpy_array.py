@@ -487,3 +487,83 @@ def test_device_path_matches_cpu(name, device_xp):
     for out in (ops.argsort(d), ops.nonzero(d > 0)[0], ops.unique(d), ops.searchsorted(ops.sort(d[0]), d[1]),
                 ops.digitize(d, ops.sort(d[0])), ops.isin(d, d[0]), ops.where(d > 0), ops.argpartition(d, 1), ops.size(d)):
         assert backend.get_array_module(out.data) is device_xp
+
+
+# ----------------------------------------------------------------------------- keyword calls, all 61
+
+KEYWORD_CALLS = {
+    "append": {"x1": A, "x2": V, "axis": None},
+    "argpartition": {"x": V, "kth": 2, "axis": -1},
+    "argsort": {"x": A, "axis": 0},
+    "array_split": {"x": A, "indices_or_sections": 3, "axis": 1},
+    "broadcast_to": {"x": V, "shape": (2, 4)},
+    "concatenate": {"xs": [A, A], "axis": 0},
+    "copy": {"x": A},
+    "cross": {"x1": V3, "x2": W3, "axisa": -1, "axisb": -1, "axisc": -1, "axis": None},
+    "diag": {"x": V, "k": 1},
+    "diagflat": {"x": A[:2, :2], "k": -1},
+    "diagonal": {"x": C, "offset": 1, "axis1": 1, "axis2": 2},
+    "digitize": {"x": A, "bins": SEQ},
+    "dot": {"x1": A, "x2": B},
+    "dsplit": {"x": C, "indices_or_sections": [1]},
+    "dstack": {"xs": [A, A]},
+    "expand_dims": {"x": A, "axis": -1},
+    "flip": {"x": A, "axis": 1},
+    "fliplr": {"x": A},
+    "flipud": {"x": A},
+    "get_item": {"x": A, "key": 1},
+    "hsplit": {"x": A, "indices_or_sections": 2},
+    "hstack": {"xs": [A, A]},
+    "inner": {"x1": A, "x2": A},
+    "isin": {"x1": I, "x2": np.array([2], np.int32), "assume_unique": False, "invert": False},
+    "kron": {"x1": V, "x2": W},
+    "matmul": {"x1": A, "x2": B},
+    "moveaxis": {"x": C, "source": 0, "destination": -1},
+    "ndim": {"x": C},
+    "outer": {"x1": V, "x2": W},
+    "pad": {"x": A, "pad_width": ((1, 1), (2, 2)), "mode": "constant", "constant_values": 2.0},
+    "ravel": {"x": A},
+    "repeat": {"x": A, "repeats": 2, "axis": 0},
+    "reshape": {"x": A, "newshape": (2, 6)},
+    "roll": {"x": A, "shift": 2, "axis": 0},
+    "rot90": {"array": A, "k": 1, "axes": (0, 1)},
+    "searchsorted": {"sorted_sequence": SEQ, "values": V, "side": "right"},
+    "select": {"condlist": [A > 0], "choicelist": [A], "default": 0.0},
+    "size": {"x": A},
+    "sort": {"x": A, "axis": 0},
+    "split": {"x": A, "indices_or_sections": 2, "axis": 1},
+    "squeeze": {"x": A[None], "axis": 0},
+    "stack": {"x": [A, A], "axis": -1},
+    "swapaxes": {"x": C, "axis1": 0, "axis2": -1},
+    "take": {"x": A, "indices": [0, 2], "axis": 1},
+    "take_along_axis": {"x": A, "indices": np.array([[0], [2], [1]]), "axis": 1},
+    "tensordot": {"x1": A, "x2": B, "axes": 1},
+    "tile": {"x": V, "repeats": (2, 2)},
+    "trace": {"x": SQ, "offset": -1, "axis1": 0, "axis2": 1},
+    "transpose": {"x": C, "axes": (1, 0, 2)},
+    "tril": {"x": A, "k": 1},
+    "triu": {"x": A, "k": -1},
+    "unique": {"x": I, "sorted": True, "return_index": False, "return_inverse": False, "return_counts": True,
+               "axis": None, "size": None, "fill_value": None},
+    "unravel_index": {"indices": np.array([3, 5], np.int32), "shape": (2, 3)},
+    "vdot": {"x1": V, "x2": W},
+    "view": {"x": A, "dtype": None},
+    "vsplit": {"x": SQ, "indices_or_sections": 2},
+    "vstack": {"xs": [V, W]},
+    "where": {"condition": A > 0, "x1": A, "x2": -A},
+}
+
+
+def test_every_function_takes_keras_keywords():
+    assert set(KEYWORD_CALLS) | {"einsum", "vectorize", "nonzero"} == set(_np_array.__all__)
+    for name, kwargs in KEYWORD_CALLS.items():
+        g, w = to_np(getattr(ops, name)(**kwargs)), to_np(getattr(kops, name)(**kwargs))
+        g, w = (g, w) if isinstance(w, list) else ([g], [w])
+        for gi, wi in zip(g, w):
+            np.testing.assert_allclose(gi.astype(np.float64), wi.astype(np.float64), rtol=1e-5, atol=1e-6,
+                                       err_msg=name)
+            assert str(gi.dtype) == str(wi.dtype), name
+    np.testing.assert_allclose(ops.einsum("ij,jk->ik", A, B, optimize=True).numpy(), A @ B, rtol=1e-5)
+    np.testing.assert_allclose(ops.nonzero(x=I)[1].numpy(), np.nonzero(I)[1])
+    f = ops.vectorize(pyfunc=lambda a, s: a * s, excluded={1}, signature=None)
+    np.testing.assert_allclose(f(A, 3.0).numpy(), A * 3)
