@@ -567,3 +567,36 @@ def test_every_function_takes_keras_keywords():
     np.testing.assert_allclose(ops.nonzero(x=I)[1].numpy(), np.nonzero(I)[1])
     f = ops.vectorize(pyfunc=lambda a, s: a * s, excluded={1}, signature=None)
     np.testing.assert_allclose(f(A, 3.0).numpy(), A * 3)
+
+
+def _float_first(case):
+    name, args, kwargs = case
+    first = args[0] if args else next(iter(kwargs.values()))
+    return isinstance(first, np.ndarray) and first.dtype == np.float32 and name not in (
+        "argsort", "argpartition", "searchsorted", "digitize", "view", "ndim", "size", "where", "unique")
+
+
+GRAD_CASES = [c for c in CASES if _float_first(c)]
+
+
+@pytest.mark.parametrize("name,args,kwargs", GRAD_CASES, ids=[f"{i}-{c[0]}" for i, c in enumerate(GRAD_CASES)])
+def test_gradient_of_first_input_matches_torch_autograd(name, args, kwargs):
+    """The gradient reaching the first argument, against torch autograd through keras.ops (float64)."""
+    import torch
+    x = np.ascontiguousarray(args[0] if args else kwargs[next(iter(kwargs))], np.float64)
+    rest = [np.asarray(a, np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a for a in args[1:]]
+    kw = {k: (np.asarray(v, np.float64) if isinstance(v, np.ndarray) and v.dtype == np.float32 else v)
+          for k, v in kwargs.items()}
+
+    def run(mod, t):
+        y = getattr(mod, name)(t, *rest, **kw) if args else getattr(mod, name)(**{**kw, next(iter(kwargs)): t})
+        return list(y) if isinstance(y, (list, tuple)) else [y]
+
+    tx = torch.tensor(x, requires_grad=True)
+    ys = run(kops, tx)
+    gys = [rng.standard_normal(tuple(y.shape)) for y in ys]
+    sum((y * torch.tensor(g)).sum() for y, g in zip(ys, gys)).backward()
+    lx = Tensor(x, requires_grad=True)
+    sum((y * Tensor(g)).sum() for y, g in zip(run(ops, lx), gys)).backward()
+    tol = 1e-5 if name in KEEPS_FLOAT64 | {"vdot"} else 1e-9  # Keras computes these in float32
+    np.testing.assert_allclose(lx.grad, tx.grad.numpy(), rtol=tol, atol=tol * 1e-3, err_msg=name)

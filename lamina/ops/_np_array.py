@@ -564,9 +564,10 @@ def unique(x, sorted=True, return_index=False, return_inverse=False, return_coun
 # ------------------------------------------------------------------------ products and contractions
 
 def _prep2(x1, x2, int8_to=None, narrow=True):
-    a, b = _t(x1), _t(x2)
+    """x1 and x2 as tensors of their common dtype (Python numbers weak, as in Keras)."""
+    a, b = [x if isinstance(x, (bool, int, float)) else _t(x) for x in (x1, x2)]
     res = _result(a, b, int8_to=int8_to, narrow=narrow)
-    return _m.cast(a, res), _m.cast(b, res), res
+    return _t(a, res), _t(b, res), res
 
 
 def matmul(x1, x2):
