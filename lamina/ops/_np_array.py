@@ -433,6 +433,11 @@ def where(condition, x1=None, x2=None):
     """Elementwise ``x1 if condition else x2``; with neither x1 nor x2, the indices of the nonzero
     entries stacked as (ndim, count) int64 (as Keras's torch backend). The condition carries no
     gradient."""
+    if isinstance(x1, Tensor) and isinstance(x2, Tensor) and x1.dtype == x2.dtype:  # the layers' path
+        cond = condition.data if isinstance(condition, Tensor) else condition
+        if getattr(cond, "dtype", None) == np.bool_ and \
+                backend.get_array_module(cond) is backend.get_array_module(x1.data, x2.data):
+            return _m.where(cond, x1, x2)
     c = _t(condition)
     cond = c.data.astype(bool, copy=False)
     if x1 is None and x2 is None:
