@@ -485,7 +485,8 @@ def test_device_path_matches_cpu(name, device_xp):
     # the integer-valued functions give device tensors too
     d = Tensor(backend.to_device(x, device_xp))
     for out in (ops.argsort(d), ops.nonzero(d > 0)[0], ops.unique(d), ops.searchsorted(ops.sort(d[0]), d[1]),
-                ops.digitize(d, ops.sort(d[0])), ops.isin(d, d[0]), ops.where(d > 0), ops.argpartition(d, 1), ops.size(d)):
+                ops.digitize(d, ops.sort(d[0])), ops.isin(d, d[0]), ops.where(d > 0), ops.argpartition(d, 1),
+                ops.size(d)):
         assert backend.get_array_module(out.data) is device_xp
 
 

@@ -65,8 +65,9 @@ def _axis(a, nd):
 
 def _result(*xs, int8_to=None, narrow=True):
     """Keras's result dtype for an op over xs (tensors or Python numbers), except that float64 operands
-    (with no other float dtype among them) keep float64. With narrow=False, 64-bit tensor dtypes are kept as torch's promotion keeps them (the
-    ops Keras's torch backend leaves to torch: where, concatenate, outer, einsum, ...)."""
+    (with no other float dtype among them) keep float64. With narrow=False, 64-bit tensor dtypes are
+    kept as torch's promotion keeps them (the ops Keras's torch backend leaves to torch: where,
+    concatenate, outer, einsum, ...)."""
     names = [x if isinstance(x, (bool, int, float)) else str(x.dtype) for x in xs]
     strong = [n for n in names if isinstance(n, str)]
     if int8_to and strong and all(n == "int8" for n in names):
