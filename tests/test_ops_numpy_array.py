@@ -285,8 +285,12 @@ def test_numpy_semantics_where_keras_torch_differs():
     np.testing.assert_allclose(ops.dot(x, y).numpy(), np.dot(x, y), rtol=1e-12)
     # pad "symmetric" is NumPy's (edge repeated), and the modes Keras's torch backend lacks
     for mode in ("symmetric", "edge", "wrap", "reflect", "maximum", "mean", "minimum", "median", "linear_ramp"):
-        np.testing.assert_array_equal(ops.pad(A, ((2, 3), (4, 1)), mode=mode).numpy(),
-                                      np.pad(A, ((2, 3), (4, 1)), mode=mode), err_msg=mode)
+        np.testing.assert_allclose(ops.pad(A, ((2, 3), (4, 1)), mode=mode).numpy(),
+                                   np.pad(A, ((2, 3), (4, 1)), mode=mode), rtol=1e-6, atol=1e-6, err_msg=mode)
+        np.testing.assert_array_equal(ops.pad(I, ((1, 2), (0, 3)), mode=mode).numpy(),
+                                      np.pad(I, ((1, 2), (0, 3)), mode=mode), err_msg=mode)
+        np.testing.assert_allclose(ops.pad(C[:, :, :3], ((1, 0), (2, 2), (0, 1)), mode=mode).numpy(),
+                                   np.pad(C[:, :, :3], ((1, 0), (2, 2), (0, 1)), mode=mode), rtol=1e-6, atol=1e-6)
     # cross with axisa/axisb/axisc and 2-vectors
     a, b = rng.standard_normal((3, 5)), rng.standard_normal((5, 3))
     np.testing.assert_allclose(ops.cross(a, b, axisa=0, axisb=1, axisc=0).numpy(),
@@ -371,6 +375,12 @@ GRADS = [
     ("pad_symmetric", lambda x: ops.pad(x, ((4, 1), (0, 5)), mode="symmetric"), f64(A)),
     ("pad_edge", lambda x: ops.pad(x, 2, mode="edge"), f64(A)),
     ("pad_wrap", lambda x: ops.pad(x, ((1, 5), (2, 0)), mode="wrap"), f64(A)),
+    ("pad_maximum", lambda x: ops.pad(x, ((1, 2), (2, 1)), mode="maximum"), f64(A)),
+    ("pad_minimum", lambda x: ops.pad(x, ((0, 2), (1, 0)), mode="minimum"), f64(A)),
+    ("pad_mean", lambda x: ops.pad(x, ((2, 1), (1, 3)), mode="mean"), f64(A)),
+    ("pad_median", lambda x: ops.pad(x, ((1, 1), (2, 1)), mode="median"), f64(A)),
+    ("pad_median_odd", lambda x: ops.pad(x, ((0, 0), (2, 1)), mode="median"), f64(A[:, :3])),
+    ("pad_linear_ramp", lambda x: ops.pad(x, ((3, 2), (1, 2)), mode="linear_ramp"), f64(A)),
     ("roll", lambda x: ops.roll(x, (1, -2), axis=(0, 1)), f64(A)),
     ("roll_flat", lambda x: ops.roll(x, 5), f64(A)),
     ("flip", lambda x: ops.flip(x, 1), f64(C)),
@@ -457,7 +467,8 @@ DEVICE_FNS = {
     + ops.get_item(x, (slice(None), [0, 0, 1])),
     "sort_roll_flip": lambda x: ops.sort(x, axis=0) + ops.roll(x, 1) + ops.flip(x) + ops.rot90(ops.rot90(x, 2)),
     "pad_repeat": lambda x: ops.pad(x, ((1, 1), (2, 0)), mode="reflect")[:3, :3] + ops.pad(x, 1)[1:4, :3]
-    + ops.repeat(x, [1, 2, 0], axis=1)[:, :3],
+    + ops.repeat(x, [1, 2, 0], axis=1)[:, :3] + ops.pad(x, 1, mode="median")[:3, 2:] + ops.pad(x, 1, mode="mean")[2:, :3]
+    + ops.pad(x, 2, mode="linear_ramp")[:3, 1:4] + ops.pad(x, 1, mode="maximum")[1:4, :3],
     "products": lambda x: ops.einsum("ij,kj->ik", x, x) + ops.tensordot(x, x, ([1], [1])) + ops.dot(x, ops.transpose(x))
     + ops.inner(x, x) + ops.matmul(x, ops.moveaxis(x, 0, 1)) + ops.outer(x[0], x[1]),
     "kron_cross": lambda x: ops.kron(x[:1, :2], x[1:2, :1]) + ops.cross(x, x[::-1])[:1, :2],

@@ -314,11 +314,45 @@ def _pad_width(pad_width, nd):
     return pw
 
 
+def _pad_from_values(x, pw, mode):
+    """The statistic and ramp pad modes as differentiable compositions, axis after axis as NumPy pads
+    (each axis's statistic covers the previous axes' padding too): the border is the max / min /
+    mean / median of the axis (broadcast), or a linear ramp from 0 to the edge value."""
+    xp = _xp(x)
+    for ax, (lo, hi) in enumerate(pw):
+        if lo == 0 and hi == 0:
+            continue
+        n = x.shape[ax]
+        if mode == "linear_ramp":
+            def edge(i):
+                return _man.getitem(x, (slice(None),) * ax + (slice(i, i + 1 if i != -1 else None),))
+
+            def ramp(w):
+                shape = [1] * x.ndim
+                shape[ax] = len(w)
+                return Tensor(xp.asarray(np.asarray(w).reshape(shape), dtype=x.dtype))
+            before = _m.multiply(edge(0), ramp(np.arange(lo) / builtins.max(lo, 1)))
+            after = _m.multiply(edge(-1), ramp((hi - np.arange(1, hi + 1)) / builtins.max(hi, 1)))
+        else:
+            if mode == "median":
+                srt = sort(x, axis=ax)
+                mid = (slice(None),) * ax
+                stat = _m.mean(_man.getitem(srt, mid + (slice((n - 1) // 2, n // 2 + 1),)), axis=ax, keepdims=True)
+            else:
+                reduce = {"maximum": _m.max, "minimum": _m.min, "mean": _m.mean}[mode]
+                stat = reduce(x, axis=ax, keepdims=True)
+            shape = list(x.shape)
+            before = _man.broadcast_to(stat, shape[:ax] + [lo] + shape[ax + 1:])
+            after = _man.broadcast_to(stat, shape[:ax] + [hi] + shape[ax + 1:])
+        x = _man.concatenate([before, x, after], axis=ax)
+    return x
+
+
 def pad(x, pad_width, mode="constant", constant_values=None):
     """Pads x by pad_width ((before, after) per axis, one pair for all, or an int) in one of NumPy's
-    modes: constant, edge, reflect, symmetric, wrap (= circular) are differentiable (the gradient is
-    scattered back through the copied positions); linear_ramp, maximum, mean, median, minimum and
-    empty give values without a gradient."""
+    modes: constant; edge, reflect, symmetric, wrap (= circular), whose gradient is scattered back
+    through the copied positions; maximum, minimum, mean, median (the axis's statistic) and
+    linear_ramp (from 0 to the edge), differentiable through the statistic; empty (zeros here)."""
     x = _t(x)
     if constant_values is not None and mode != "constant":
         raise ValueError("Argument `constant_values` can only be provided when `mode == 'constant'`. "
@@ -328,9 +362,12 @@ def pad(x, pad_width, mode="constant", constant_values=None):
         return _man.pad(x, pw, 0 if constant_values is None else constant_values)
     if mode in _PAD_INDEX_MODES:
         return _ix.PadIndexed.apply(x, pad_width=pw, mode=_PAD_INDEX_MODES[mode])
-    if mode in _PAD_VALUE_MODES or mode == "empty":
-        np_mode = "constant" if mode == "empty" else mode
-        return Tensor(_xp(x).pad(x.data, pw, mode=np_mode))
+    if mode == "empty":  # NumPy leaves the border undefined; zeros here
+        return _man.pad(x, pw, 0)
+    if mode in _PAD_VALUE_MODES:
+        if x.dtype.kind != "f":  # integers carry no gradient: NumPy's own rounding
+            return Tensor(_xp(x).pad(x.data, pw, mode=mode))
+        return _pad_from_values(x, pw, mode)
     raise ValueError(f"pad: unknown mode {mode!r}; expected one of constant, edge, reflect, symmetric, wrap, "
                      "circular, linear_ramp, maximum, mean, median, minimum, empty.")
 
