@@ -70,15 +70,15 @@ def _compare(fn, xs, gy, t, g, lab, label, rng, eps, atol, rtol, max_elements):
     base = t.data.copy()
     if t.size <= max_elements:
         num = np.zeros(t.shape)
-        flat = t.data.reshape(-1)
-        for i in range(t.size):
-            old = flat[i]
-            flat[i] = old + eps
+        for i in range(t.size):   # index the array itself: reshape(-1) of a strided input would be a copy
+            at = np.unravel_index(i, t.shape)
+            old = t.data[at]
+            t.data[at] = old + eps
             fp = _scalar(fn, xs, gy)
-            flat[i] = old - eps
+            t.data[at] = old - eps
             fm = _scalar(fn, xs, gy)
-            flat[i] = old
-            num.reshape(-1)[i] = (fp - fm) / (2 * eps)
+            t.data[at] = old
+            num[at] = (fp - fm) / (2 * eps)
         err = np.abs(num - g) - (atol + rtol * np.abs(num))
         if (err > 0).any():
             worst = np.unravel_index(int(np.argmax(err)), t.shape)
