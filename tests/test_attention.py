@@ -325,7 +325,8 @@ def test_mha_scores_dropout_config_and_errors():
     same = layers.MultiHeadAttention(2, 3, attention_axes=(1,))   # what Keras writes for (batch, time, features)
     same(q, v)
     with pytest.raises(ValueError, match="attention_axes"):
-        layers.MultiHeadAttention(2, 3, attention_axes=(2,))(np.zeros((2, 3, 4, 5), "f4"))
+        x4 = np.zeros((2, 3, 4, 5), "f4")
+        layers.MultiHeadAttention(2, 3, attention_axes=(2,))(x4, x4)
     with pytest.raises(ValueError, match="num_heads"):
         layers.MultiHeadAttention(0, 3)
     with pytest.raises(ValueError, match="needs a value"):

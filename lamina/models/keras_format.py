@@ -147,7 +147,10 @@ def from_keras_config(obj, path, where="model"):
         cls = get_registered_object(out["class_name"])
         name = out["config"].get("name", out["class_name"])
         inner = {k: from_keras_config(v, path, f"{where} > {name}") for k, v in out["config"].items()}
-        if cls is not None and isinstance(cls, type) and not hasattr(cls, "_keras_config_passthrough"):
+        # a class with its own from_config reads (and pops) extra keys itself; the others pass the config
+        # straight to __init__, so an argument it lacks must be checked here
+        own_from_config = cls is not None and "from_config" in vars(cls)
+        if cls is not None and isinstance(cls, type) and not own_from_config:
             allowed = _accepted(cls) | {"name", "trainable", "dtype", "layers", "input_layers", "output_layers",
                                         "build_input_shape"}
             for key in list(inner):
