@@ -1,0 +1,171 @@
+"""Issue 22 (engine correctness), numerics: cross-entropy on probabilities with exact 0 / 1, loss axis
+arguments, numerically stable sigmoid family, gradient checks at extreme inputs.
+
+References: PyTorch 2.13 (float64 / float32), and Keras 3.15's torch-backend formulas written out with
+torch ops and differentiated by torch's autograd (what real Keras does with KERAS_BACKEND=torch):
+    categorical:  q = clip(p / sum(p, axis), 1e-7, 1 - 1e-7);  loss = -sum(t * log q, axis)
+    sparse:       the same, then nll_loss (pick the label's -log q)
+    binary:       pc = clip(p, 1e-7, 1 - 1e-7);  loss = mean(binary_cross_entropy(pc, t), axis)
+"""
+import numpy as np
+import pytest
+
+import lamina
+from lamina import Tensor, grad, layers, losses, ops
+from lamina.testing import check_grad
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+EPS = 1e-7
+
+
+# ----------------------------------------------------------------------------- helpers
+def _ours(fn, y_pred, gy=None, **kw):
+    """Loss values and the gradient w.r.t. y_pred under upstream gradient gy (ones by default)."""
+    p = Tensor(y_pred, requires_grad=True)
+    out = fn(p, **kw)
+    gy = np.ones(out.shape, out.dtype) if gy is None else gy
+    (g,) = grad((out * Tensor(gy.astype(out.dtype))).sum(), [p])
+    return out.numpy(), np.asarray(g)
+
+
+def _theirs(fn, y_pred, gy=None):
+    p = torch.tensor(y_pred, requires_grad=True)
+    out = fn(p)
+    gy = torch.ones_like(out) if gy is None else torch.tensor(gy)
+    (out * gy).sum().backward()
+    return out.detach().numpy(), p.grad.numpy()
+
+
+def keras_cce(t, p, axis=-1):
+    q = torch.clip(p / torch.sum(p, dim=axis, keepdim=True), EPS, 1.0 - EPS)
+    return -torch.sum(torch.tensor(t) * torch.log(q), dim=axis)
+
+
+def keras_scce(labels, p, axis=-1):
+    p = p.movedim(axis % p.dim(), 1) if p.dim() > 1 else p
+    q = torch.clip(p / torch.sum(p, dim=1, keepdim=True), EPS, 1.0 - EPS)
+    return F.nll_loss(torch.log(q), torch.tensor(labels), reduction="none")
+
+
+def keras_bce(t, p, axis=-1):
+    pc = torch.clip(p, EPS, 1.0 - EPS)
+    return torch.mean(F.binary_cross_entropy(pc, torch.tensor(t), reduction="none"), dim=axis)
+
+
+def _assert_finite(*arrays):
+    for a in arrays:
+        assert np.isfinite(a).all(), f"non-finite values: {a}"
+
+
+# probabilities with exact zeros and ones, as a saturated softmax gives them in float32
+P_EDGE = np.array([[0.0, 1.0, 0.0, 0.0],
+                   [0.0, 0.0, 1.0, 0.0],    # the label below (1) has probability exactly 0
+                   [0.2, 0.0, 0.5, 0.3],    # a zero where the target is 0
+                   [0.25, 0.25, 0.25, 0.25],
+                   [1e-9, 0.5, 0.5 - 1e-9, 0.0]], np.float32)
+LABELS_EDGE = np.array([1, 1, 2, 3, 0])
+T_EDGE = np.eye(4, dtype=np.float32)[LABELS_EDGE]
+
+
+# ----------------------------------------------------------------------------- finding 1: CE on probabilities
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sparse_ce_probabilities_with_exact_zeros_match_keras(dtype):
+    """Finding 1: a label probability of exactly 0 gave 0/0 = NaN in the gradient (the loss was finite)."""
+    p = P_EDGE.astype(dtype)
+    gy = np.random.default_rng(0).standard_normal(len(p)).astype(dtype)
+    v, g = _ours(lambda x: ops.sparse_categorical_crossentropy(LABELS_EDGE, x), p, gy)
+    rv, rg = _theirs(lambda x: keras_scce(LABELS_EDGE, x), p, gy)
+    _assert_finite(v, g)
+    np.testing.assert_allclose(v, rv, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g, rg, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_categorical_ce_probabilities_with_exact_zeros_match_keras(dtype):
+    """Finding 1: -t / q at q = 0 gave NaN gradients (0/0 where t = 0, -inf * 0 where clipped)."""
+    p = P_EDGE.astype(dtype)
+    t = T_EDGE.astype(dtype)
+    t[3] = [0.1, 0.2, 0.3, 0.4]  # a soft target row
+    gy = np.random.default_rng(1).standard_normal(len(p)).astype(dtype)
+    v, g = _ours(lambda x: ops.categorical_crossentropy(t, x), p, gy)
+    rv, rg = _theirs(lambda x: keras_cce(t, x), p, gy)
+    _assert_finite(v, g)
+    np.testing.assert_allclose(v, rv, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g, rg, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_binary_ce_probabilities_with_exact_zeros_and_ones_match_keras(dtype):
+    p = np.array([[0.0, 1.0, 0.5, 1e-8], [1.0, 0.0, 1 - 1e-8, 0.3]], dtype)
+    t = np.array([[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.3, 1.0]], dtype)
+    gy = np.random.default_rng(2).standard_normal(2).astype(dtype)
+    v, g = _ours(lambda x: ops.binary_crossentropy(t, x), p, gy)
+    rv, rg = _theirs(lambda x: keras_bce(t, x), p, gy)
+    _assert_finite(v, g)
+    np.testing.assert_allclose(v, rv, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g, rg, rtol=1e-5, atol=1e-6)
+
+
+def test_ce_probability_gradients_check_at_exact_zeros_and_ones():
+    """Gradient checker at the clip boundaries. eps = 1e-9 keeps each central difference on one side of
+    the clip (1e-7), where the loss is locally flat in the clipped entries: the exact gradient there is 0."""
+    kw = dict(eps=1e-9, atol=1e-5, rtol=1e-4)
+    check_grad(lambda p: ops.sparse_categorical_crossentropy(LABELS_EDGE[:4], p), P_EDGE[:4], **kw)
+    check_grad(lambda p: ops.categorical_crossentropy(T_EDGE[:4], p), P_EDGE[:4], **kw)
+    t = np.array([[0.0, 1.0, 1.0], [0.0, 1.0, 0.3]])
+    check_grad(lambda p: ops.binary_crossentropy(t, p), np.array([[0.0, 1.0, 0.5], [1.0, 0.0, 0.4]]), **kw)
+
+
+@pytest.mark.parametrize("loss", ["sparse_categorical_crossentropy", "categorical_crossentropy"])
+def test_softmax_dense_on_unscaled_pixels_trains_without_nan(loss):
+    """Finding 1, end to end: Dense(10, 'softmax') on 0..255 pixels saturates the softmax (exact 0 and 1 in
+    float32); the weights went NaN after the first batch."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (256, 64)).astype(np.float32)
+    y = rng.integers(0, 10, 256)
+    target = y if loss.startswith("sparse") else np.eye(10, dtype=np.float32)[y]
+    model = lamina.models.Sequential([layers.Input((64,)), layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss=loss)
+    with np.errstate(divide="raise", invalid="raise"):
+        p = model(x[:32]).numpy()
+    assert (p == 0).any() and (p == 1).any()  # the softmax really is saturated
+    hist = model.fit(x, target, epochs=2, batch_size=32, verbose=0)
+    assert len(hist.history["loss"]) == 2 and np.isfinite(hist.history["loss"]).all()
+    for w in model.weights:
+        assert np.isfinite(w.numpy()).all(), w.name
+
+
+# ----------------------------------------------------------------------------- finding 2: axis arguments
+def test_binary_crossentropy_honours_axis():
+    rng = np.random.default_rng(3)
+    t = (rng.random((2, 3, 4)) > 0.5).astype(np.float32)
+    p = rng.random((2, 3, 4)).astype(np.float32)
+    want = keras_bce(t, torch.tensor(p), axis=1).numpy()
+    got = losses.binary_crossentropy(t, p, axis=1).numpy()
+    assert got.shape == (2, 4)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    cls = losses.BinaryCrossentropy(axis=1, reduction=None)(t, p).numpy()
+    np.testing.assert_allclose(cls, want, rtol=1e-5)
+    np.testing.assert_allclose(losses.BinaryCrossentropy(axis=1)(t, p).numpy(), want.mean(), rtol=1e-5)
+
+
+def test_categorical_and_sparse_crossentropy_honour_axis():
+    rng = np.random.default_rng(4)
+    p = rng.random((2, 3, 4)).astype(np.float32)
+    lab = rng.integers(0, 3, (2, 4))
+    t = np.moveaxis(np.eye(3, dtype=np.float32)[lab], -1, 1)
+    want = keras_cce(t, torch.tensor(p), axis=1).numpy()
+    np.testing.assert_allclose(losses.categorical_crossentropy(t, p, axis=1).numpy(), want, rtol=1e-5)
+    np.testing.assert_allclose(losses.CategoricalCrossentropy(axis=1, reduction=None)(t, p).numpy(), want,
+                               rtol=1e-5)
+    want_s = keras_scce(lab, torch.tensor(p), axis=1).numpy()
+    np.testing.assert_allclose(want_s, want, rtol=1e-5)
+    np.testing.assert_allclose(losses.sparse_categorical_crossentropy(lab, p, axis=1).numpy(), want_s, rtol=1e-5)
+    scce = losses.SparseCategoricalCrossentropy(axis=1, reduction=None)
+    np.testing.assert_allclose(scce(lab, p).numpy(), want_s, rtol=1e-5)
+    # Keras's signature order (from_logits, ignore_class, reduction, axis, ...) and config
+    assert losses.SparseCategoricalCrossentropy(False, None, "sum", 1).get_config()["axis"] == 1
+    assert "axis" not in losses.SparseCategoricalCrossentropy().get_config()  # as Keras 3.15's
+    again = losses.SparseCategoricalCrossentropy.from_config(scce.get_config())
+    np.testing.assert_allclose(again(lab, p).numpy(), want_s, rtol=1e-5)
