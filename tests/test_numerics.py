@@ -169,3 +169,122 @@ def test_categorical_and_sparse_crossentropy_honour_axis():
     assert "axis" not in losses.SparseCategoricalCrossentropy().get_config()  # as Keras 3.15's
     again = losses.SparseCategoricalCrossentropy.from_config(scce.get_config())
     np.testing.assert_allclose(again(lab, p).numpy(), want_s, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- finding 4: stable sigmoid family
+X_WIDE = np.concatenate([np.linspace(-100, 100, 401), [-20.0, -50.0, -15.0, -10.0, -30.0, -80.0, 0.0]])
+
+
+def _rel_err(a, b, tiny):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.max(np.abs(a - b) / np.maximum(np.abs(b), tiny))
+
+
+# (ours, torch reference); softplus's reference is NumPy's exact logaddexp (torch's softplus switches to
+# the identity above x = 20, a 1e-9-relative approximation), with gradient sigmoid(x)
+ACTS = {
+    "sigmoid": (ops.sigmoid, torch.sigmoid),
+    "log_sigmoid": (ops.log_sigmoid, F.logsigmoid),
+    "silu": (ops.silu, F.silu),
+    "softplus": (ops.softplus, None),
+}
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+@pytest.mark.parametrize("name", sorted(ACTS))
+def test_sigmoid_family_relative_error_over_wide_range(name, dtype, rtol):
+    """Finding 4: 0.5 (tanh(x/2) + 1) lost relative precision for x < 0 (2.6e-2 at -15, exactly 0 from -20
+    in float64); the values and gradients must be relatively exact on [-100, 100]."""
+    fn, ref = ACTS[name]
+    x = X_WIDE.astype(dtype)
+    v, g = _ours(fn, x)
+    # the reference is torch in float64 (for float32 too: torch's float32 kernels flush subnormal results
+    # to 0); where the true value is below float32's smallest normal only absolute accuracy is possible
+    if ref is None:
+        rv = np.logaddexp(0.0, X_WIDE)
+        rg = torch.sigmoid(torch.tensor(X_WIDE)).numpy()
+    else:
+        rv, rg = _theirs(ref, X_WIDE)
+    # (x sigmoid(x) inherits the subnormal precision of sigmoid near x = -87: a margin above tiny)
+    tiny = np.finfo(dtype).tiny * 2 ** 10
+    assert v.dtype == dtype and g.dtype == dtype
+    assert _rel_err(v, rv, tiny) < rtol, (name, "value")
+    # for x > 0 the derivative of a value near 1 (y (1 - y), as torch's backward) is only absolutely exact
+    neg = X_WIDE <= 0
+    assert _rel_err(g[neg], rg[neg], tiny) < rtol * 10, (name, "gradient")
+    # (silu's s + x s (1 - s) multiplies that error by x)
+    bound = 4 * np.finfo(dtype).eps * (1.0 + np.abs(X_WIDE[~neg]))
+    assert (np.abs(g[~neg] - rg[~neg]) < bound).all(), (name, "gradient, x > 0")
+    if dtype == np.float32:  # and no worse than torch's own float32 kernel where that one is normal
+        tv, tg = _theirs(ref or F.softplus, x)
+        normal = (np.abs(tv) >= tiny) & (np.abs(X_WIDE) < 20)  # (torch's softplus is x itself above 20)
+        assert _rel_err(v[normal], tv[normal], tiny) < rtol * 2, (name, "value vs torch float32")
+
+
+def test_sigmoid_family_gradient_check_at_extreme_inputs():
+    neg = np.array([-80.0, -50.0, -30.0, -20.0, -5.0, -1.0])
+    pos = np.array([0.0, 1e-3, 1.0, 5.0, 20.0, 30.0, 80.0])
+    for fn in (ops.sigmoid, ops.log_sigmoid, ops.softplus, ops.silu):
+        # relative tolerance only: at x = -80 the derivatives are ~1e-35 and must be right relatively
+        # (one point per check, so that the central differences of a tiny value are not lost in a sum)
+        for v in neg:
+            check_grad(fn, np.array([v]), atol=0.0, rtol=1e-5, eps=1e-6, name=f"{fn.__name__} at {v}")
+        # for x >= 20 sigmoid's central differences see changes of 1e-15 in a value of 1: absolute tolerance
+        check_grad(fn, pos, atol=1e-9, rtol=1e-5, eps=1e-6, name=fn.__name__)
+
+
+def test_sigmoid_keeps_nan_and_infinities():
+    x = np.array([np.nan, np.inf, -np.inf], np.float32)
+    for fn, want in ((ops.sigmoid, [np.nan, 1.0, 0.0]), (ops.silu, [np.nan, np.inf, np.nan]),
+                     (ops.log_sigmoid, [np.nan, 0.0, -np.inf])):
+        got = fn(Tensor(x)).numpy()
+        np.testing.assert_array_equal(got, np.array(want, np.float32), err_msg=fn.__name__)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-10), (np.float32, 1e-4)])
+def test_lstm_gates_relatively_exact_when_saturated(dtype, rtol):
+    """Finding 4, fused LSTM gates: with gate pre-activations near -30 the input, forget and output gates
+    are ~1e-13; the tanh form made them exactly 0 (float64), so h was 0 and their gradients vanished."""
+    rng = np.random.default_rng(7)
+    N, T, D, u = 3, 4, 5, 6
+    x = rng.standard_normal((N, T, D)).astype(dtype)
+    kernel = (0.3 * rng.standard_normal((D, 4 * u))).astype(dtype)
+    rec = (0.3 * rng.standard_normal((u, 4 * u))).astype(dtype)
+    bias = np.concatenate([np.full(u, -30.0), np.full(u, -25.0), np.zeros(u), np.full(u, -28.0)]).astype(dtype)
+    gy = rng.standard_normal((N, T, u)).astype(dtype)
+
+    xs = [Tensor(a, requires_grad=True) for a in (x, kernel, rec, bias)]
+    seq, _, _ = ops.lstm(*xs)
+    grads = grad((seq * Tensor(gy)).sum(), xs)
+
+    m = torch.nn.LSTM(D, u, batch_first=True).to(torch.float64 if dtype == np.float64 else torch.float32)
+    with torch.no_grad():
+        m.weight_ih_l0.copy_(torch.tensor(kernel.T))
+        m.weight_hh_l0.copy_(torch.tensor(rec.T))
+        m.bias_ih_l0.copy_(torch.tensor(bias))
+        m.bias_hh_l0.zero_()
+    tx = torch.tensor(x, requires_grad=True)
+    tseq, _ = m(tx)
+    (tseq * torch.tensor(gy)).sum().backward()
+    assert np.abs(tseq.detach().numpy()).max() < 1e-9  # the gates really are saturated
+    np.testing.assert_allclose(seq.numpy(), tseq.detach().numpy(), rtol=rtol, atol=0)
+    np.testing.assert_allclose(grads[0], tx.grad.numpy(), rtol=rtol * 10, atol=0)
+    np.testing.assert_allclose(grads[3], m.bias_ih_l0.grad.numpy(), rtol=rtol * 10, atol=0)
+
+
+def test_ce_logits_gradient_check_at_large_logits():
+    """from_logits stays exact at +-30 and +-80 (float64; the gradient is softmax - onehot)."""
+    x = np.array([[80.0, -80.0, 0.0, 30.0], [-30.0, -80.0, 80.0, 79.0], [30.0, 30.0, -30.0, -30.0]])
+    lab = np.array([1, 2, 0])
+    check_grad(lambda p: ops.sparse_categorical_crossentropy(lab, p, from_logits=True), x)
+    check_grad(lambda p: ops.categorical_crossentropy(np.eye(4)[lab], p, from_logits=True), x)
+    t = np.array([[1.0, 0.0, 0.5, 0.0], [0.0, 1.0, 1.0, 0.2], [1.0, 1.0, 0.0, 0.0]])
+    check_grad(lambda p: ops.binary_crossentropy(t, p, from_logits=True), x)
+    # and against torch at those logits
+    v, g = _ours(lambda p: ops.binary_crossentropy(t, p, from_logits=True), x)
+    rv, rg = _theirs(lambda p: F.binary_cross_entropy_with_logits(p, torch.tensor(t), reduction="none").mean(-1), x)
+    # (exp(-30) = 9.3576e-14 is the exact loss of the last row; torch's value is 0.6% off there)
+    np.testing.assert_allclose(v, rv, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(g, rg, rtol=1e-9, atol=1e-300)
+
+

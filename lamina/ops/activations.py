@@ -9,7 +9,7 @@ from .math import unbroadcast
 
 __all__ = ["relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "sigmoid", "hard_sigmoid", "tanh",
            "softplus", "softsign", "silu", "swish", "softmax", "log_softmax", "exponential", "linear_act",
-           "prelu", "hard_silu"]
+           "prelu", "hard_silu", "log_sigmoid"]
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
@@ -113,9 +113,33 @@ class GELU(Op):
         return gy * (s + x * pdf)
 
 
+def sigmoid_inplace(xp, a):
+    """Logistic sigmoid of ``a`` written INTO ``a`` (which may be a view), accurate for every x.
+
+    With e = exp(-|x|), in (0, 1] so it never overflows: sigmoid(x) = 1 / (1 + e) for x >= 0 and
+    e / (1 + e) for x < 0; the numerator is max(e, [x >= 0]). Neither side subtracts nearly equal
+    numbers, so the relative error is a few ulps everywhere (the form 0.5 (tanh(x / 2) + 1) cancels
+    for negative x: relative error 2.6e-2 at x = -15 and exactly 0 from x = -20 in float64).
+    fmax, not maximum: with x = NaN, e is NaN and fmax gives 0, and 0 / (NaN + 1) is NaN again.
+    """
+    e = xp.empty_like(a)
+    xp.abs(a, out=e)  # (out=: a 0-d input would give a scalar otherwise)
+    xp.negative(e, out=e)
+    xp.exp(e, out=e)
+    xp.fmax(e, a >= 0, out=a)
+    e += 1.0
+    a /= e
+    return a
+
+
+def stable_sigmoid(xp, x):
+    """sigmoid(x) as a new array of x's dtype (see sigmoid_inplace for the formula)."""
+    return sigmoid_inplace(xp, x.copy())
+
+
 class Sigmoid(Op):
     def forward(self, x):
-        y = 0.5 * (self.xp.tanh(0.5 * x) + 1.0)   # equals 1/(1+e^-x) and never overflows
+        y = stable_sigmoid(self.xp, x)
         self.saved = (y,)
         return y
 
@@ -170,7 +194,20 @@ class Softplus(Op):
 
     def backward(self, gy):
         (x,) = self.saved
-        return gy * 0.5 * (self.xp.tanh(0.5 * x) + 1.0)
+        return gy * stable_sigmoid(self.xp, x)
+
+
+class LogSigmoid(Op):
+    """log(sigmoid(x)) = min(x, 0) - log1p(e^-|x|) (no overflow, no log of 0). Backward: sigmoid(-x)."""
+
+    def forward(self, x):
+        xp = self.xp
+        self.saved = (x,)
+        return xp.minimum(x, 0) - xp.log1p(xp.exp(-xp.abs(x)))
+
+    def backward(self, gy):
+        (x,) = self.saved
+        return gy * stable_sigmoid(self.xp, -x)
 
 
 class Softsign(Op):
@@ -188,7 +225,7 @@ class SiLU(Op):
     """x sigmoid(x). Backward: s + x s (1 - s)."""
 
     def forward(self, x):
-        s = 0.5 * (self.xp.tanh(0.5 * x) + 1.0)
+        s = stable_sigmoid(self.xp, x)
         self.saved = (x, s)
         return x * s
 
@@ -286,6 +323,11 @@ def gelu(x, approximate=False):
 def sigmoid(x):
     """Logistic sigmoid 1 / (1 + e^-x). Backward: gy * y * (1 - y)."""
     return Sigmoid.apply(x)
+
+
+def log_sigmoid(x):
+    """log(sigmoid(x)) = -softplus(-x), stable for every x. Backward: gy * sigmoid(-x)."""
+    return LogSigmoid.apply(x)
 
 
 def hard_sigmoid(x):

@@ -15,6 +15,7 @@ from .. import backend
 from ..tensor import Op, Tensor, as_tensor
 from . import math as _m
 from . import manipulation as _s
+from .activations import stable_sigmoid
 from .math import unbroadcast
 
 __all__ = [
@@ -202,7 +203,7 @@ class BinaryCrossentropy(Op):
             if self.needs_grad[0]:
                 dt = -x * g * (1.0 - self.label_smoothing)
             if self.needs_grad[1]:
-                dp = (0.5 * (xp.tanh(0.5 * x) + 1.0) - t) * g  # sigmoid without overflow
+                dp = (stable_sigmoid(xp, x) - t) * g
         else:
             t, pc, inrange = self.saved
             if self.needs_grad[0]:
