@@ -80,7 +80,7 @@ def _compare(fn, xs, gy, t, g, lab, label, rng, eps, atol, rtol, max_elements):
             flat[i] = old
             num.reshape(-1)[i] = (fp - fm) / (2 * eps)
         err = np.abs(num - g) - (atol + rtol * np.abs(num))
-        err[~np.isfinite(g)] = np.inf  # a NaN gradient compares False with everything: fail it explicitly
+        err = np.where(np.isfinite(g), err, np.inf)  # NaN compares False with everything: fail it explicitly
         if (err > 0).any():
             worst = np.unravel_index(int(np.argmax(err)), t.shape)
             raise AssertionError(f"check_grad({label}): gradient of {lab} is wrong at index {worst}: "
