@@ -237,7 +237,8 @@ def test_sigmoid_keeps_nan_and_infinities():
     x = np.array([np.nan, np.inf, -np.inf], np.float32)
     for fn, want in ((ops.sigmoid, [np.nan, 1.0, 0.0]), (ops.silu, [np.nan, np.inf, np.nan]),
                      (ops.log_sigmoid, [np.nan, 0.0, -np.inf])):
-        got = fn(Tensor(x)).numpy()
+        with np.errstate(invalid="ignore"):  # silu(-inf) = -inf * 0 = NaN, as torch's
+            got = fn(Tensor(x)).numpy()
         np.testing.assert_array_equal(got, np.array(want, np.float32), err_msg=fn.__name__)
 
 
@@ -288,3 +289,184 @@ def test_ce_logits_gradient_check_at_large_logits():
     np.testing.assert_allclose(g, rg, rtol=1e-9, atol=1e-300)
 
 
+
+
+# ----------------------------------------------------------------------------- finding 3: half-precision statistics
+X300 = np.array([[0.0, 300.0, 600.0, 900.0]])
+
+
+def _torch_layer_norm(x, eps=1e-3):
+    return F.layer_norm(torch.tensor(x, dtype=torch.float64), x.shape[-1:], eps=eps).numpy()
+
+
+def test_layer_norm_float16_computes_statistics_in_float32():
+    """Finding 3: x = [0, 300, 600, 900] in float16 squared to inf (float16's max is 65504): var = inf and
+    the output was zeros. Keras computes in float32 and returns the input's dtype."""
+    x16 = X300.astype(np.float16)
+    y = ops.layer_norm(Tensor(x16))
+    assert y.dtype == np.float16
+    np.testing.assert_allclose(y.numpy().astype(np.float64), _torch_layer_norm(X300), rtol=1e-3)
+    # the layer with a float16 dtype (float16 weights and compute dtype)
+    layer = layers.LayerNormalization(dtype="float16")
+    out = layer(x16)
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(out.numpy().astype(np.float64), _torch_layer_norm(X300), rtol=1e-3)
+    # group norm shares the rule
+    g = ops.group_norm(Tensor(x16.reshape(1, 1, 4)), groups=1)
+    assert g.dtype == np.float16
+    np.testing.assert_allclose(g.numpy().reshape(1, 4).astype(np.float64), _torch_layer_norm(X300), rtol=1e-3)
+
+
+def test_layer_norm_float16_gradients_against_float32():
+    """float16 forward and backward against the float32 computation, with a float16 tolerance."""
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((4, 8)) * 200 + 100).astype(np.float32)
+    gamma = rng.standard_normal(8).astype(np.float32)
+    beta = rng.standard_normal(8).astype(np.float32)
+    gy = rng.standard_normal((4, 8)).astype(np.float32)
+    res = {}
+    for dt in (np.float32, np.float16):
+        ts = [Tensor(a.astype(dt), requires_grad=True) for a in (x, gamma, beta)]
+        y = ops.layer_norm(*ts)
+        gs = grad((y * Tensor(gy.astype(dt))).sum(), ts)
+        assert y.dtype == dt and all(np.asarray(g).dtype == dt for g in gs)
+        res[dt] = [y.numpy()] + [np.asarray(g) for g in gs]
+    for a16, a32 in zip(res[np.float16], res[np.float32]):
+        assert np.isfinite(a16).all()
+        np.testing.assert_allclose(a16.astype(np.float32), a32, rtol=2e-2, atol=2e-2 * np.abs(a32).max())
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_float16_layer_matches_float32(training):
+    """BatchNormalization(dtype='float16') on large values: statistics in float32, output float16."""
+    x = np.array([[0.0], [300.0], [600.0], [900.0]])
+    layers_ = {dt: layers.BatchNormalization(dtype=dt, momentum=0.5) for dt in ("float32", "float16")}
+    outs = {}
+    for dt, bn in layers_.items():
+        if not training:
+            bn.build((None, 1))
+            bn.moving_mean.assign(np.array([450.0]))
+            bn.moving_variance.assign(np.array([60000.0]))  # (a float16 variable holds up to 65504)
+        outs[dt] = bn(x.astype(dt), training=training)
+    assert outs["float16"].dtype == np.float16
+    np.testing.assert_allclose(outs["float16"].numpy().astype(np.float32), outs["float32"].numpy(), rtol=2e-3,
+                               atol=2e-3)
+    if training:  # the moving variance 0.5 + 0.5 * 112500 overflows nothing (float16 max 65504 -> inf before)
+        np.testing.assert_allclose(layers_["float16"].moving_mean.numpy().astype(np.float32),
+                                   layers_["float32"].moving_mean.numpy(), rtol=1e-3)
+        mv16 = layers_["float16"].moving_variance.numpy()
+        assert np.isfinite(mv16).all()
+        np.testing.assert_allclose(mv16.astype(np.float32), layers_["float32"].moving_variance.numpy(), rtol=1e-3)
+
+
+def test_batch_norm_ops_float16():
+    x16 = X300.T.astype(np.float16)  # (4, 1): one channel
+    y, mean, var = ops.batch_norm_training(Tensor(x16), None, None)
+    assert y.dtype == np.float16
+    np.testing.assert_allclose(var.numpy(), [112500.0], rtol=1e-6)  # not inf: computed in float32
+    want = F.batch_norm(torch.tensor(X300.T), None, None, training=True, eps=1e-3).numpy()
+    np.testing.assert_allclose(y.numpy().astype(np.float64), want, rtol=1e-3, atol=1e-3)
+    y2 = ops.batch_norm(Tensor(x16), None, None, np.array([450.0], np.float16), np.array([60000.0], np.float16))
+    assert y2.dtype == np.float16 and np.isfinite(y2.numpy()).all()
+
+
+def test_softmax_float16_in_float32():
+    x = np.array([[0.0, 10.0, 20.0, -20.0]])
+    for fn, ref in ((ops.softmax, torch.softmax), (ops.log_softmax, torch.log_softmax)):
+        t = Tensor(x.astype(np.float16), requires_grad=True)
+        y = fn(t)
+        assert y.dtype == np.float16
+        gy = np.array([[1.0, -2.0, 0.5, 3.0]])
+        (g,) = grad((y * Tensor(gy.astype(np.float16))).sum(), [t])
+        assert np.asarray(g).dtype == np.float16
+        rv, rg = _theirs(lambda p: ref(p, -1), x, gy)
+        np.testing.assert_allclose(y.numpy().astype(np.float64), rv, rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(g).astype(np.float64), rg, rtol=1e-3, atol=1e-3)
+
+
+# Keras 3.15 (KERAS_BACKEND=torch), keras.ops.where(c, x, s) / where(c, s, x) for s in 0.0, 0, 1.5, True
+WHERE_KERAS = {
+    "float16": ["float16"] * 8, "float32": ["float32"] * 8, "float64": ["float64"] * 8,
+    "int8": ["float32", "float32", "int8", "int8", "float32", "float32", "int8", "int8"],
+    "int32": ["float32", "float32", "int32", "int32", "float32", "float32", "int32", "int32"],
+    "int64": ["float32", "float32", "int64", "int64", "float32", "float32", "int64", "int64"],
+    "uint8": ["float32", "float32", "uint8", "uint8", "float32", "float32", "uint8", "uint8"],
+    "bool": ["float32", "float32", "int32", "int32", "float32", "float32", "bool", "bool"],
+}
+
+
+@pytest.mark.parametrize("dtype", sorted(WHERE_KERAS))
+def test_where_python_scalars_are_weak_types(dtype):
+    """Finding 3: where(c, float16_tensor, 0.0) was float32; Python scalars take the tensor's dtype."""
+    c = np.array([True, False, True])
+    x = Tensor(np.array([1, 0, 1]).astype(dtype))
+    got = []
+    for s in (0.0, 0, 1.5, True):
+        got += [str(ops.where(c, x, s).dtype), str(ops.where(c, s, x).dtype)]
+    assert got == WHERE_KERAS[dtype]
+    if dtype.startswith("float"):
+        np.testing.assert_array_equal(ops.where(c, x, 0.5).numpy(), np.array([1, 0.5, 1], dtype))
+
+
+def test_where_dtypes_of_scalars_and_mixed_tensors():
+    c = np.array([True, False])
+    assert ops.where(c, 1.0, 0.0).dtype == np.float32
+    assert ops.where(c, 1, 0).dtype == np.int32
+    assert ops.where(c, 1, 0.0).dtype == np.float32
+    f16 = Tensor(np.ones(2, np.float16))
+    assert ops.where(c, f16, Tensor(np.ones(2, np.float32))).dtype == np.float32
+    assert ops.where(c, Tensor(np.ones(2, np.int32)), f16).dtype == np.float16
+    # gradients still route by the condition, in float16
+    t = Tensor(np.array([2.0, 3.0], np.float16), requires_grad=True)
+    (g,) = grad(ops.where(c, t, 0.0).sum(), [t])
+    assert np.asarray(g).dtype == np.float16
+    np.testing.assert_array_equal(g, [1.0, 0.0])
+
+
+# ----------------------------------------------------------------------------- findings 5 and 6: batch norm
+def test_batch_norm_empty_batch_leaves_moving_statistics():
+    """Finding 5: an empty batch in training gave NaN statistics (and NaN moving averages). Like PyTorch:
+    an empty output, moving statistics unchanged (Keras 3.15 sets them to NaN)."""
+    bn = layers.BatchNormalization()
+    bn(np.ones((3, 4), np.float32), training=True)
+    mm, mv = bn.moving_mean.numpy().copy(), bn.moving_variance.numpy().copy()
+    m = torch.nn.BatchNorm1d(4)
+    with np.errstate(all="raise"):
+        y = bn(np.zeros((0, 4), np.float32), training=True)
+    ty = m(torch.zeros(0, 4))
+    assert y.shape == tuple(ty.shape) == (0, 4)
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), mm)
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), mv)
+    # gradients of an empty batch: zeros for gamma and beta, as torch
+    x = Tensor(np.zeros((0, 4), np.float32), requires_grad=True)
+    out = bn(x, training=True)
+    gs = grad(out.sum(), [bn.gamma, bn.beta])
+    for g in gs:
+        np.testing.assert_array_equal(g, np.zeros(4))
+    # the op itself refuses to make statistics of nothing
+    with pytest.raises(ValueError, match="no entries"):
+        ops.batch_norm_training(Tensor(np.zeros((0, 4), np.float32)), None, None)
+
+
+def test_batch_norm_inference_backward_uses_the_statistics_it_ran_with():
+    """Finding 6: inference saved a reference to moving_mean; a later training call updated it in place
+    and changed the first call's gradients (of the variance, through sum(gy * (x - mean)))."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((6, 3)).astype(np.float32) * 3 + 1
+    gy = rng.standard_normal((6, 3)).astype(np.float32)
+
+    def first_call_grads(interleave):
+        layers.clear_session()
+        bn = layers.BatchNormalization(momentum=0.0)
+        bn.build((None, 3))
+        bn.moving_mean.assign(np.array([0.5, -1.0, 2.0]))
+        bn.moving_variance.assign(np.array([2.0, 0.5, 4.0]))
+        xt = Tensor(x, requires_grad=True)
+        y = bn(xt, training=False)
+        if interleave:  # momentum 0: the moving statistics become this batch's, in place
+            bn(x * 10 + 5, training=True)
+        return [np.asarray(g) for g in grad((y * Tensor(gy)).sum(), [xt, bn.gamma, bn.beta])]
+
+    fresh, interleaved = first_call_grads(False), first_call_grads(True)
+    for a, b in zip(interleaved, fresh):
+        np.testing.assert_array_equal(a, b)

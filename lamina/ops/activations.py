@@ -234,35 +234,47 @@ class SiLU(Op):
         return gy * (s + x * s * (1.0 - s))
 
 
+def _half(dtype):
+    """float16 / bfloat16: the sums of softmax run in float32 (as Keras), the result is cast back."""
+    return dtype.name == "bfloat16" or (dtype.kind == "f" and dtype.itemsize < 4)
+
+
 class Softmax(Op):
-    """exp(x - max) / sum. Backward: y (g - sum(g y))."""
+    """exp(x - max) / sum (in float32 for a half-precision x). Backward: y (g - sum(g y))."""
 
     def forward(self, x):
         xp = self.xp
+        self.dtype = x.dtype
+        if _half(x.dtype):
+            x = x.astype(xp.float32)
         e = xp.exp(x - x.max(axis=self.axis, keepdims=True))
         y = e / e.sum(axis=self.axis, keepdims=True)
         self.saved = (y,)
-        return y
+        return y.astype(self.dtype, copy=False)
 
     def backward(self, gy):
         (y,) = self.saved
-        gyy = gy * y
-        return gyy - y * gyy.sum(axis=self.axis, keepdims=True)
+        gyy = gy.astype(y.dtype, copy=False) * y
+        return (gyy - y * gyy.sum(axis=self.axis, keepdims=True)).astype(self.dtype, copy=False)
 
 
 class LogSoftmax(Op):
-    """x - max - log(sum(exp(x - max))). Backward: g - softmax * sum(g)."""
+    """x - max - log(sum(exp(x - max))) (in float32 for a half-precision x). Backward: g - softmax * sum(g)."""
 
     def forward(self, x):
         xp = self.xp
+        self.dtype = x.dtype
+        if _half(x.dtype):
+            x = x.astype(xp.float32)
         z = x - x.max(axis=self.axis, keepdims=True)
         y = z - xp.log(xp.exp(z).sum(axis=self.axis, keepdims=True))
         self.saved = (y,)
-        return y
+        return y.astype(self.dtype, copy=False)
 
     def backward(self, gy):
         (y,) = self.saved
-        return gy - self.xp.exp(y) * gy.sum(axis=self.axis, keepdims=True)
+        gy = gy.astype(y.dtype, copy=False)
+        return (gy - self.xp.exp(y) * gy.sum(axis=self.axis, keepdims=True)).astype(self.dtype, copy=False)
 
 
 class Exponential(Op):
