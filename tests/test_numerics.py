@@ -470,3 +470,61 @@ def test_batch_norm_inference_backward_uses_the_statistics_it_ran_with():
     fresh, interleaved = first_call_grads(False), first_call_grads(True)
     for a, b in zip(interleaved, fresh):
         np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- finding 8: checker at extremes
+X_EXTREME = np.array([-80.0, -30.0, -5.0, -1.0, -1e-3, 1e-3, 0.7, 5.0, 30.0, 80.0])
+ACTIVATIONS = {
+    "relu": ops.relu, "leaky_relu": ops.leaky_relu, "elu": ops.elu, "selu": ops.selu, "tanh": ops.tanh,
+    "gelu": ops.gelu, "gelu_tanh": lambda x: ops.gelu(x, approximate=True), "softsign": ops.softsign,
+    "sigmoid": ops.sigmoid, "log_sigmoid": ops.log_sigmoid, "softplus": ops.softplus, "silu": ops.silu,
+    "hard_silu": ops.hard_silu, "relu6": ops.relu6,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_gradients_at_extreme_inputs(name):
+    """Central differences in float64 at +-30 and +-80 (no kinks among the points)."""
+    check_grad(ACTIVATIONS[name], X_EXTREME, name=name)
+
+
+def test_softmax_family_gradients_at_extreme_logits():
+    x = np.array([[80.0, -80.0, 0.0, 30.0], [-30.0, -80.0, 80.0, 79.0], [30.0, 30.0, -30.0, -30.0]])
+    check_grad(ops.softmax, x)
+    check_grad(ops.log_softmax, x)
+    check_grad(lambda v: ops.softmax(v, axis=0), x)
+
+
+def test_normalisation_gradients_at_extreme_inputs():
+    """Large common offsets, spreads from 1e-3 to 1e3, and a constant row (variance 0: only epsilon)."""
+    rng = np.random.default_rng(10)
+    x = np.stack([1e4 + rng.standard_normal(6), 1e3 * rng.standard_normal(6), -80 + 1e-3 * rng.standard_normal(6),
+                  np.full(6, 30.0)])
+    gamma, beta = rng.standard_normal(6), rng.standard_normal(6)
+    check_grad(lambda v, g, b: ops.layer_norm(v, g, b), x, gamma, beta)
+    # (rms: row 0 gives outputs ~1e4, so the summed central differences carry ~1e-6 of rounding)
+    check_grad(lambda v, g: ops.layer_norm(v, g, rms_scaling=True), x, gamma, atol=1e-5)
+    check_grad(lambda v, g, b: ops.group_norm(v.reshape(4, 2, 3), g, b, groups=1), x, gamma[:3], beta[:3])
+    check_grad(lambda v, g, b: ops.batch_norm_training(v, g, b)[0], x, gamma, beta)
+    check_grad(lambda v, g, b: ops.batch_norm(v, g, b, np.full(6, 1e4), np.full(6, 1e6)), x, gamma, beta)
+
+
+HALF_FNS = dict(ACTIVATIONS, softmax=ops.softmax, log_softmax=ops.log_softmax,
+                layer_norm=lambda x: ops.layer_norm(x), exponential=ops.exponential)
+
+
+@pytest.mark.parametrize("name", sorted(HALF_FNS))
+def test_float16_forward_against_float32(name):
+    """float16 in, float16 out, within float16 accuracy of the float32 computation (relative where the
+    result is a normal float16, absolute below 6.1e-5, float16's smallest normal)."""
+    x = np.concatenate([np.linspace(-10, 10, 81), [-30.0, -15.0, 15.0, 30.0]]).reshape(5, 17)
+    if name == "exponential":
+        x = np.clip(x, -10, 10)  # e^11 > 65504: float16 overflows there by definition
+    fn = HALF_FNS[name]
+    with np.errstate(over="ignore"):
+        y16 = fn(Tensor(x.astype(np.float16))).numpy()
+    y32 = fn(Tensor(x.astype(np.float32))).numpy()
+    assert y16.dtype == np.float16
+    tiny = np.finfo(np.float16).tiny
+    err = np.abs(y16.astype(np.float64) - y32) - 4e-3 * np.abs(y32) - tiny
+    assert (err <= 0).all(), (name, x.ravel()[np.argmax(err)], y16.ravel()[np.argmax(err)], y32.ravel()[np.argmax(err)])

@@ -80,6 +80,11 @@ class SELU(Op):
         return (_SELU_SCALE * self.xp.where(x > 0, gy, gy * (neg + _SELU_ALPHA))).astype(gy.dtype, copy=False)
 
 
+def _half(dtype):
+    """float16 / bfloat16: computed in float32 (softmax as Keras, GELU as PyTorch), the result cast back."""
+    return dtype.name == "bfloat16" or (dtype.kind == "f" and dtype.itemsize < 4)
+
+
 def _erf(xp, x):
     """erf by Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7, below float32 resolution)."""
     t = 1.0 / (1.0 + 0.3275911 * xp.abs(x))
@@ -88,10 +93,22 @@ def _erf(xp, x):
 
 
 class GELU(Op):
-    """x Phi(x), exact (erf) or with the tanh approximation."""
+    """x Phi(x), exact (erf) or with the tanh approximation. A half-precision x is computed in float32 and
+    the result cast back (as PyTorch's kernels do): 1 + erf(x) cancels for x < 0, and float16 keeps
+    too few digits for it (gelu(-3.75) came out 0 instead of -3.3e-4)."""
 
     def forward(self, x):
         xp = self.xp
+        self.dtype = x.dtype
+        if _half(x.dtype):
+            x = x.astype(xp.float32)
+        return self._forward(xp, x).astype(self.dtype, copy=False)
+
+    def backward(self, gy):
+        x = self.saved[0]
+        return self._backward(gy.astype(x.dtype, copy=False)).astype(self.dtype, copy=False)
+
+    def _forward(self, xp, x):
         if self.approximate:
             c = math.sqrt(2.0 / math.pi)
             inner = c * (x + 0.044715 * x ** 3)
@@ -102,7 +119,7 @@ class GELU(Op):
         self.saved = (x, cdf)
         return x * cdf
 
-    def backward(self, gy):
+    def _backward(self, gy):
         xp = self.xp
         x, s = self.saved
         if self.approximate:
@@ -232,11 +249,6 @@ class SiLU(Op):
     def backward(self, gy):
         x, s = self.saved
         return gy * (s + x * s * (1.0 - s))
-
-
-def _half(dtype):
-    """float16 / bfloat16: the sums of softmax run in float32 (as Keras), the result is cast back."""
-    return dtype.name == "bfloat16" or (dtype.kind == "f" and dtype.itemsize < 4)
 
 
 class Softmax(Op):
