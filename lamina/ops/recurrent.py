@@ -196,9 +196,16 @@ class LSTMSeq(Op):
             Cp[:, t] = c
             z = xp.matmul(h, recurrent_kernel, out=Gs[:, t])  # one product for all four gates
             z += xw[:, t]
-            _act_(xp, ract, z[:, :2 * u])
-            _act_(xp, act, z[:, 2 * u:3 * u])
-            _act_(xp, ract, z[:, 3 * u:])
+            if ract == "sigmoid" and act == "tanh":
+                # the default: g's tanh aside, then ONE sigmoid pass over all four gates (fewer, larger
+                # array calls than a sigmoid per slice), then g back in place
+                g_act = xp.tanh(z[:, 2 * u:3 * u])
+                sigmoid_inplace(xp, z)
+                z[:, 2 * u:3 * u] = g_act
+            else:
+                _act_(xp, ract, z[:, :2 * u])
+                _act_(xp, act, z[:, 2 * u:3 * u])
+                _act_(xp, ract, z[:, 3 * u:])
             i, f, g, o = z[:, :u], z[:, u:2 * u], z[:, 2 * u:3 * u], z[:, 3 * u:]
             cn = f * c
             cn += i * g
