@@ -5,9 +5,12 @@ convolution (KH, KW, C_in, C_out), transposed convolution (KH, KW, C_out, C_in).
 
 How the convolution is computed (the hot path of a CNN):
 - forward: the padded input is viewed through strides as (N, OH, OW, KH, KW, C) without copying
-  (``as_strided``), copied once into the (N*OH*OW, KH*KW*C) "column" matrix (im2col), and multiplied
-  by the kernel reshaped to (KH*KW*C, C_out): ONE large GEMM per call;
-- backward: dW = cols^T dY is one GEMM; the input gradient col2im(dY W^T) is computed per kernel
+  (``as_strided``), copied into the (N*OH*OW, KH*KW*C) "column" matrix (im2col), and multiplied
+  by the kernel reshaped to (KH*KW*C, C_out). The columns are built a block of samples at a time (about
+  2 MB on the CPU: the copy and its GEMM stay in cache), so the whole matrix never exists;
+- backward keeps the smaller of (input, columns): for a 3x3 kernel the input (9x smaller), and
+  dW = cols^T dY is accumulated over the same blocks, rebuilding their columns; the input gradient
+  col2im(dY W^T) is computed per kernel
   offset: one (N*OH*OW, O) @ (O, C) GEMM and one strided, vectorised addition into the input
   gradient per offset (KH*KW of them), never a scatter over pixels. The input gradient is
   skipped when the input needs none (a first layer).
