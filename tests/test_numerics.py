@@ -528,3 +528,24 @@ def test_float16_forward_against_float32(name):
     tiny = np.finfo(np.float16).tiny
     err = np.abs(y16.astype(np.float64) - y32) - 4e-3 * np.abs(y32) - tiny
     assert (err <= 0).all(), (name, x.ravel()[np.argmax(err)], y16.ravel()[np.argmax(err)], y32.ravel()[np.argmax(err)])
+
+
+def test_bfloat16_statistics_in_float32():
+    """bfloat16 (NumPy-reachable through ml_dtypes, when installed): statistics in float32, output bfloat16.
+    bfloat16 has float32's range but 8 bits of mantissa: summing 1000 entries in it loses the mean."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((2, 1000)) + 100.0).astype(np.float32)
+    xb = x.astype(bf16)
+    ref = _torch_layer_norm(xb.astype(np.float64))  # the exact normalisation of the bfloat16 values
+    y = ops.layer_norm(Tensor(xb))
+    assert y.dtype == bf16
+    np.testing.assert_allclose(y.numpy().astype(np.float64), ref, rtol=1e-2, atol=2e-2)
+    yb, mean, var = ops.batch_norm_training(Tensor(xb.T.copy()), None, None)
+    assert yb.dtype == bf16 and mean.dtype == np.float32
+    np.testing.assert_allclose(mean.numpy(), xb.astype(np.float64).mean(axis=1), rtol=1e-6)
+    s = ops.softmax(Tensor(xb[:, :10]))
+    assert s.dtype == bf16
+    np.testing.assert_allclose(s.numpy().astype(np.float64),
+                               torch.softmax(torch.tensor(xb[:, :10].astype(np.float64)), -1).numpy(), rtol=1e-2)
