@@ -137,3 +137,27 @@ def test_conv_transpose_gradients_with_blocks(blocks, strides, padding):
     assert _saved_bytes(only_k) == x.nbytes
     only_x = ops.conv2d_transpose(Tensor(x, requires_grad=True), Tensor(k), strides=strides, padding=padding)
     assert _saved_bytes(only_x) == k.nbytes
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_conv_blocks_on_device_match_cpu(device_xp, monkeypatch, transpose):
+    """The block loop on the device array module (one sample per block), against the CPU."""
+    from lamina import backend
+    monkeypatch.setattr(conv_mod, "_BLOCK_BYTES_DEVICE", 1)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 6, 5, 4)).astype(np.float32)
+    k = rng.standard_normal((3, 3, 4, 5) if not transpose else (3, 3, 5, 4)).astype(np.float32)
+    gy_seed = np.random.default_rng(7)
+    fn = (lambda a, b: ops.conv2d_transpose(a, b, strides=2, padding="same")) if transpose else \
+        (lambda a, b: ops.conv2d(a, b, strides=2, padding="same"))
+    results = []
+    for xp in (np, device_xp):
+        ts = [Tensor(backend.to_device(a, xp), requires_grad=True) for a in (x, k)]
+        y = fn(*ts)
+        gy = gy_seed.standard_normal(y.shape).astype(np.float32) if not results else results[0][-1]
+        y.backward(backend.to_device(gy, xp))
+        out = [y.data, ts[0].grad, ts[1].grad]
+        assert all(backend.get_array_module(a) is xp for a in out)
+        results.append([backend.to_numpy(a) for a in out] + [gy])
+    for a, b in zip(results[0][:3], results[1][:3]):
+        np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-5)

@@ -549,3 +549,35 @@ def test_bfloat16_statistics_in_float32():
     assert s.dtype == bf16
     np.testing.assert_allclose(s.numpy().astype(np.float64),
                                torch.softmax(torch.tensor(xb[:, :10].astype(np.float64)), -1).numpy(), rtol=1e-2)
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "log_sigmoid", "silu", "softplus", "softmax16", "layer_norm16",
+                                  "where16", "scce_probs", "lstm"])
+def test_numerics_on_device_match_cpu(device_xp, name):
+    """The new code paths (stable sigmoid, float32 statistics of float16, weak scalars, clipped CE
+    backward, LSTM gates) on the device array module, against the CPU."""
+    from lamina import backend
+    rng = np.random.default_rng(12)
+    x = np.concatenate([np.linspace(-90, 90, 19), rng.standard_normal(5)]).astype(np.float32).reshape(4, 6)
+    fns = {
+        "sigmoid": (ops.sigmoid, [x]), "log_sigmoid": (ops.log_sigmoid, [x]), "silu": (ops.silu, [x]),
+        "softplus": (ops.softplus, [x]),
+        "softmax16": (ops.softmax, [(x / 10).astype(np.float16)]),
+        "layer_norm16": (ops.layer_norm, [(x * 10).astype(np.float16)]),
+        "where16": (lambda a: ops.where(a > 0, a, 0.5), [x.astype(np.float16)]),
+        "scce_probs": (lambda p: ops.sparse_categorical_crossentropy(np.array([1, 1, 2, 3, 0]), p), [P_EDGE]),
+        "lstm": (lambda a, k, r: ops.lstm(a, k, r)[0],
+                 [x.reshape(2, 3, 4), rng.standard_normal((4, 8)).astype(np.float32) * 10,
+                  rng.standard_normal((2, 8)).astype(np.float32)]),
+    }
+    fn, arrays = fns[name]
+    results = []
+    for xp in (np, device_xp):
+        ts = [Tensor(backend.to_device(a, xp), requires_grad=True) for a in arrays]
+        y = fn(*ts)
+        y.backward(backend.to_device(np.ones(y.shape, y.dtype), xp))
+        out = [y.data] + [t.grad for t in ts]
+        assert all(backend.get_array_module(a) is xp for a in out)
+        results.append([backend.to_numpy(a).astype(np.float64) for a in out])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-5)  # (test_device.py's GPU tolerance)
