@@ -80,6 +80,7 @@ def _compare(fn, xs, gy, t, g, lab, label, rng, eps, atol, rtol, max_elements):
             t.data[at] = old
             num[at] = (fp - fm) / (2 * eps)
         err = np.abs(num - g) - (atol + rtol * np.abs(num))
+        err = np.where(np.isfinite(g), err, np.inf)  # NaN compares False with everything: fail it explicitly
         if (err > 0).any():
             worst = np.unravel_index(int(np.argmax(err)), t.shape)
             raise AssertionError(f"check_grad({label}): gradient of {lab} is wrong at index {worst}: "
@@ -95,7 +96,7 @@ def _compare(fn, xs, gy, t, g, lab, label, rng, eps, atol, rtol, max_elements):
             t.data[...] = base
             num = (fp - fm) / (2 * eps)
             ana = float(np.sum(g * d))
-            if abs(num - ana) > atol * np.sqrt(t.size) + rtol * abs(num) * 10:
+            if not abs(num - ana) <= atol * np.sqrt(t.size) + rtol * abs(num) * 10:  # (NaN fails too)
                 raise AssertionError(f"check_grad({label}): directional derivative of {lab} along random "
                                      f"direction {k} is wrong: backward gives {ana:.8g}, central differences "
                                      f"give {num:.8g}")
