@@ -284,3 +284,61 @@ def test_normalize_matches_keras(order, axis):
     np.testing.assert_array_equal(z, 0.0)
     with pytest.raises(ValueError, match="order"):
         N.normalize(x, order=0)
+
+
+# ----------------------------------------------------------------------------- cross-entropies
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_binary_crossentropy_is_elementwise_as_keras(from_logits):
+    rng = np.random.default_rng(9)
+    t = rng.uniform(0, 1, (3, 4)).astype(np.float32)
+    p = (rng.standard_normal((3, 4)) if from_logits else rng.uniform(0.05, 0.95, (3, 4))).astype(np.float32)
+    y = both("binary_crossentropy", [t, p], {"from_logits": from_logits}, diff=(0, 1))
+    assert y.shape == (3, 4)
+    y2 = N.binary_crossentropy(target=t, output=p, from_logits=from_logits)
+    np.testing.assert_array_equal(y2.numpy(), y)
+    check_grad(lambda a, b: N.binary_crossentropy(a, b, from_logits), t, p)
+    with pytest.raises(ValueError, match="same shape"):
+        N.binary_crossentropy(t, p[:, :1])
+
+
+@pytest.mark.parametrize("from_logits,axis", [(False, -1), (True, -1), (True, 0), (False, 1)])
+def test_categorical_crossentropy_matches_keras(from_logits, axis):
+    rng = np.random.default_rng(10)
+    t = rng.dirichlet(np.ones(4), (3,)).astype(np.float32)
+    if axis == 0:
+        t = t.T.copy()
+    p = rng.standard_normal(t.shape).astype(np.float32)
+    if not from_logits:
+        p = np.exp(p) / np.exp(p).sum(axis=axis, keepdims=True)
+    both("categorical_crossentropy", [t, p], {"from_logits": from_logits, "axis": axis}, diff=(0, 1))
+    got = N.categorical_crossentropy(target=t, output=p, from_logits=from_logits, axis=axis)
+    assert got.shape == tuple(n for i, n in enumerate(p.shape) if i != axis % 2)
+    check_grad(lambda a, b: N.categorical_crossentropy(a, b, from_logits, axis), t, p)
+
+
+@pytest.mark.parametrize("from_logits,axis", [(False, -1), (True, -1), (True, 1)])
+def test_sparse_categorical_crossentropy_matches_keras(from_logits, axis):
+    rng = np.random.default_rng(11)
+    p = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    if not from_logits:
+        p = np.exp(p) / np.exp(p).sum(axis=axis, keepdims=True)
+    lab_shape = tuple(n for i, n in enumerate(p.shape) if i != axis % 3)
+    t = rng.integers(0, p.shape[axis], lab_shape).astype(np.int32)
+    both("sparse_categorical_crossentropy", [t, p], {"from_logits": from_logits, "axis": axis}, diff=(1,))
+    got = N.sparse_categorical_crossentropy(target=np.expand_dims(t, axis), output=p, from_logits=from_logits,
+                                            axis=axis)
+    np.testing.assert_allclose(got.numpy(), _np(K.sparse_categorical_crossentropy(t, p, from_logits, axis)),
+                               atol=1e-5)
+    check_grad(lambda b: N.sparse_categorical_crossentropy(t[:2], b, from_logits, axis), p[:2])
+
+
+def test_crossentropy_dtypes():
+    for dt in ("float16", "float64"):
+        p = np.array([[0.2, 0.8]], dt)
+        t = np.array([[0.0, 1.0]], dt)
+        for name, args in (("binary_crossentropy", (t, p)), ("categorical_crossentropy", (t, p)),
+                           ("sparse_categorical_crossentropy", (np.array([1]), p))):
+            got = getattr(N, name)(*args)
+            want = getattr(K, name)(*args)
+            assert str(got.dtype) == keras.backend.standardize_dtype(want.dtype), (name, dt)
+            np.testing.assert_allclose(got.numpy().astype(np.float64), _np(want).astype(np.float64), rtol=4e-3)
