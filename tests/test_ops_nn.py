@@ -342,3 +342,136 @@ def test_crossentropy_dtypes():
             want = getattr(K, name)(*args)
             assert str(got.dtype) == keras.backend.standardize_dtype(want.dtype), (name, dt)
             np.testing.assert_allclose(got.numpy().astype(np.float64), _np(want).astype(np.float64), rtol=4e-3)
+
+
+# ----------------------------------------------------------------------------- convolution and pooling
+def _r(seed, *shape):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+CONVS = [  # (input shape channels-last, kernel shape, kwargs)
+    ((2, 9, 3), (3, 3, 4), {}),
+    ((2, 9, 3), (3, 3, 4), {"strides": 2, "padding": "same"}),
+    ((2, 10, 3), (3, 3, 2), {"dilation_rate": 2, "padding": "same"}),
+    ((2, 7, 6, 3), (3, 2, 3, 4), {"strides": (2, 1), "padding": "same"}),
+    ((1, 8, 7, 2), (3, 3, 2, 3), {"dilation_rate": (2, 1)}),
+    ((2, 6, 5, 4), (3, 3, 2, 6), {"padding": "same"}),                         # grouped: 2 groups
+    ((1, 5, 6, 4, 2), (2, 3, 2, 2, 3), {}),                                     # 3-D
+    ((1, 6, 5, 5, 2), (3, 3, 2, 2, 3), {"strides": 2, "padding": "same"}),
+    ((1, 7, 5, 4, 4), (3, 2, 2, 2, 4), {"dilation_rate": (2, 1, 1), "padding": "same"}),  # 3-D grouped
+]
+
+
+@pytest.mark.parametrize("xs,ws,kw", CONVS)
+def test_conv_matches_keras(xs, ws, kw):
+    x, w = _r(1, *xs), _r(2, *ws) * 0.5
+    both("conv", [x, w], kw, diff=(0, 1), atol=1e-4)
+    xc = np.moveaxis(x, -1, 1).copy()
+    both("conv", [xc, w], dict(kw, data_format="channels_first"), atol=1e-4)
+    small = tuple(min(n, 5) for n in xs[:-1]) + xs[-1:]
+    xs_ = x[tuple(slice(0, n) for n in small)][:1]
+    check_grad(lambda a, b: N.conv(a, b, **kw), xs_, w, max_elements=64)
+
+
+def test_conv_keywords_and_errors():
+    x, w = _r(1, 2, 6, 6, 3), _r(2, 3, 3, 3, 2)
+    y = N.conv(inputs=x, kernel=w, strides=1, padding="valid", data_format="channels_last", dilation_rate=1)
+    np.testing.assert_allclose(y.numpy(), _np(K.conv(x, w)), atol=1e-4)
+    with pytest.raises(ValueError, match="multiple"):
+        N.conv(x, _r(2, 3, 3, 2, 2))
+    with pytest.raises(ValueError, match="padding"):
+        N.conv(x, w, padding="full")
+
+
+DEPTHWISE = [
+    ((2, 9, 3), (3, 3, 2), {}),
+    ((2, 7, 6, 3), (3, 3, 3, 2), {"strides": 2, "padding": "same"}),
+    ((1, 8, 7, 2), (2, 3, 2, 1), {"dilation_rate": 2}),
+    ((1, 5, 5, 4, 2), (2, 2, 3, 2, 2), {"padding": "same"}),
+]
+
+
+@pytest.mark.parametrize("xs,ws,kw", DEPTHWISE)
+def test_depthwise_and_separable_conv_match_keras(xs, ws, kw):
+    x, w = _r(3, *xs), _r(4, *ws)
+    both("depthwise_conv", [x, w], kw, diff=(0, 1), atol=1e-4)
+    pw = _r(5, *((1,) * (len(xs) - 2) + (ws[-2] * ws[-1], 3)))
+    both("separable_conv", [x, w, pw], kw, diff=(0, 1, 2), atol=1e-4)
+    both("depthwise_conv", [np.moveaxis(x, -1, 1).copy(), w], dict(kw, data_format="channels_first"), atol=1e-4)
+    check_grad(lambda a, b, c: N.separable_conv(a, b, c, **kw), x[:1], w, pw, max_elements=64)
+    y = N.depthwise_conv(inputs=x, kernel=w, strides=1, padding="valid", data_format=None, dilation_rate=1)
+    np.testing.assert_allclose(y.numpy(), _np(K.depthwise_conv(x, w)), atol=1e-4)
+
+
+CONV_T = [
+    ((2, 5, 3), (3, 4, 3), {}),
+    ((2, 5, 3), (3, 4, 3), {"strides": 2, "padding": "same"}),
+    ((2, 5, 3), (4, 2, 3), {"strides": 3, "padding": "valid", "output_padding": 1}),
+    ((2, 4, 3, 3), (3, 3, 2, 3), {"strides": 2, "padding": "same"}),
+    ((1, 4, 4, 2), (3, 2, 3, 2), {"strides": (2, 1), "dilation_rate": 1, "output_padding": (1, 0)}),
+    ((1, 3, 4, 3, 2), (3, 2, 2, 3, 2), {}),
+    ((1, 3, 4, 3, 2), (3, 3, 2, 2, 2), {"strides": 2, "padding": "same"}),
+    ((1, 3, 3, 2, 2), (2, 3, 3, 2, 2), {"strides": (2, 2, 1), "padding": "valid", "output_padding": (1, 0, 0)}),
+]
+
+
+@pytest.mark.parametrize("xs,ws,kw", CONV_T)
+def test_conv_transpose_matches_keras(xs, ws, kw):
+    x, w = _r(6, *xs), _r(7, *ws)
+    both("conv_transpose", [x, w], kw, diff=(0, 1), atol=1e-4)
+    both("conv_transpose", [np.moveaxis(x, -1, 1).copy(), w], dict(kw, data_format="channels_first"), atol=1e-4)
+    check_grad(lambda a, b: N.conv_transpose(a, b, **kw), x[:1], w, max_elements=64)
+
+
+POOLS = [
+    ((2, 9, 3), 2, None, "valid"), ((2, 9, 3), 3, 2, "same"), ((2, 7, 6, 3), 2, None, "valid"),
+    ((2, 7, 6, 3), (3, 2), (2, 1), "same"), ((1, 5, 6, 4, 2), 2, None, "valid"),
+    ((1, 5, 6, 7, 2), (3, 2, 3), (2, 2, 1), "same"), ((1, 5, 5, 5, 2), 3, 1, "same"),
+]
+
+
+@pytest.mark.parametrize("xs,pool,strides,padding", POOLS)
+def test_max_pool_matches_keras(xs, pool, strides, padding):
+    x = _r(8, *xs)
+    both("max_pool", [x, pool, strides, padding], diff=(0,))
+    both("max_pool", [np.moveaxis(x, -1, 1).copy(), pool], {"strides": strides, "padding": padding,
+                                                            "data_format": "channels_first"})
+    check_grad(lambda a: N.max_pool(a, pool, strides, padding), x[:1], max_elements=64)
+    y = N.max_pool(inputs=x, pool_size=pool, strides=strides, padding=padding, data_format="channels_last")
+    np.testing.assert_allclose(y.numpy(), _np(K.max_pool(x, pool, strides, padding)))
+
+
+@pytest.mark.parametrize("xs,pool,strides,padding", POOLS)
+def test_average_pool(xs, pool, strides, padding):
+    """Against Keras where 'same' pads symmetrically (Keras's torch backend then excludes the padding
+    as TensorFlow does); everywhere against a NumPy mean over each window's real entries (TensorFlow's
+    rule; with asymmetric 'same' padding Keras 3.15's torch backend averages edge-replicated values)."""
+    x = _r(9, *xs)
+    d = x.ndim - 2
+    pool_t = (pool,) * d if isinstance(pool, int) else pool
+    st = pool_t if strides is None else ((strides,) * d if isinstance(strides, int) else strides)
+    from lamina.ops.convolution import _pads
+    pads = [_pads(padding, x.shape[1 + a], pool_t[a], st[a], 1) for a in range(d)]
+    if all(a == b for a, b in pads):
+        both("average_pool", [x, pool, strides, padding], diff=(0,))
+    xp_ = np.pad(x, [(0, 0)] + pads + [(0, 0)], constant_values=np.nan)
+    out = [(xp_.shape[1 + a] - pool_t[a]) // st[a] + 1 for a in range(d)]
+    want = np.empty((x.shape[0],) + tuple(out) + (x.shape[-1],), np.float32)
+    for o in np.ndindex(*out):
+        win = xp_[(slice(None),) + tuple(slice(o[a] * st[a], o[a] * st[a] + pool_t[a]) for a in range(d))]
+        want[(slice(None),) + o] = np.nanmean(win.reshape(x.shape[0], -1, x.shape[-1]), axis=1)
+    np.testing.assert_allclose(N.average_pool(x, pool, strides, padding).numpy(), want, atol=1e-5)
+    check_grad(lambda a: N.average_pool(a, pool, strides, padding), x[:1], max_elements=64)
+
+
+@pytest.mark.parametrize("xs,out", [((2, 10, 3), 4), ((2, 7, 9, 3), (3, 4)), ((2, 8, 6, 3), 5),
+                                    ((1, 5, 7, 6, 2), (2, 3, 4))])
+def test_adaptive_pools_match_keras(xs, out):
+    x = _r(10, *xs)
+    for name in ("adaptive_average_pool", "adaptive_max_pool"):
+        both(name, [x, out], diff=(0,))
+        both(name, [np.moveaxis(x, -1, 1).copy(), out], {"data_format": "channels_first"}, diff=(0,))
+        fn = getattr(N, name)
+        check_grad(lambda a: fn(a, out), x[:1], max_elements=64)
+        y = fn(inputs=x, output_size=out, data_format="channels_last")
+        np.testing.assert_allclose(y.numpy(), _np(getattr(K, name)(x, out)), atol=1e-5)
