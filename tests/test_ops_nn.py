@@ -102,7 +102,7 @@ def test_activation_value_and_gradient_match_keras(name, kw):
     check_grad(lambda t: fn(t, **kw), x[:2, :2], name=name)
 
 
-@pytest.mark.parametrize("name,kw", ACTS[:30], ids=[f"{n}-{k}" for n, k in ACTS[:30]])
+@pytest.mark.parametrize("name,kw", ACTS, ids=[f"{n}-{k}" for n, k in ACTS])
 def test_activation_keyword_call(name, kw):
     x = _act_input(2)
     want = getattr(N, name)(x, **kw).numpy()
@@ -475,3 +475,189 @@ def test_adaptive_pools_match_keras(xs, out):
         check_grad(lambda a: fn(a, out), x[:1], max_elements=64)
         y = fn(inputs=x, output_size=out, data_format="channels_last")
         np.testing.assert_allclose(y.numpy(), _np(getattr(K, name)(x, out)), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- attention
+ATTN = [
+    ({}, None), ({"is_causal": True}, None), ({"scale": 0.3}, None), ({}, "mask"), ({"is_causal": True}, "mask"),
+    ({}, "bias"), ({"is_causal": True}, "bias"),
+]
+
+
+@pytest.mark.parametrize("kw,extra", ATTN)
+def test_dot_product_attention_matches_keras(kw, extra):
+    B, Tq, Tk, H, D = 2, 4, 5, 3, 6
+    q, k, v = _r(11, B, Tq, H, D), _r(12, B, Tk, H, D), _r(13, B, Tk, H, D)
+    kw = dict(kw)
+    if extra == "mask":
+        m = np.random.default_rng(0).uniform(size=(B, H, Tq, Tk)) > 0.3
+        m[..., 0] = True
+        kw["mask"] = m
+    if extra == "bias":
+        kw["bias"] = _r(14, B, H, Tq, Tk)
+    both("dot_product_attention", [q, k, v], kw, diff=(0, 1, 2), atol=1e-5)
+    _attention_grad_check(q[:1], k[:1], v[:1], kw)
+
+
+def _attention_grad_check(q, k, v, kw):
+    """Keras's dot_product_attention gives float32 even for float64 inputs (its result_type narrows), so the
+    float64 gradient check runs its dtype-keeping body."""
+    kw = dict(kw)
+    args = [kw.pop(n, None) for n in ("bias", "mask", "scale", "is_causal")]
+    if args[0] is not None:
+        args[0] = args[0][:1].astype(np.float64)
+    if args[1] is not None:
+        args[1] = args[1][:1]
+    check_grad(lambda a, b, c: N._attention(a, b, c, *args[:3], bool(args[3])), q, k, v, max_elements=32)
+
+
+def test_dot_product_attention_row_with_no_allowed_key():
+    """Such a row averages all values, as Keras (its large-negative fill). Its output does not depend on
+    the scores, so lamina gives their queries / keys no gradient from it (as Keras's JAX backend, whose
+    where() cuts it; the torch backend back-propagates softmax's Jacobian through the fill)."""
+    q, k, v = _r(11, 1, 3, 2, 4), _r(12, 1, 5, 2, 4), _r(13, 1, 5, 2, 4)
+    m = np.ones((1, 2, 3, 5), bool)
+    m[0, 1, 2] = False
+    both("dot_product_attention", [q, k, v], {"mask": m})  # values only: torch's CPU SDPA backward gives such a
+    # row weight 1 per key (its log-sum-exp of the fill loses the log(Tk)), not the 1/Tk of its forward
+    y = N.dot_product_attention(q, k, v, mask=m).numpy()
+    np.testing.assert_allclose(y[0, 2, 1], v[0, :, 1].mean(0), rtol=1e-5)
+    _attention_grad_check(q, k, v, {"mask": m})
+
+
+def test_dot_product_attention_grouped_heads_and_keywords():
+    q, k, v = _r(15, 2, 4, 4, 3), _r(16, 2, 5, 2, 3), _r(17, 2, 5, 2, 3)
+    both("dot_product_attention", [q, k, v], {}, diff=(0, 1, 2))
+    y = N.dot_product_attention(query=q, key=k, value=v, bias=None, mask=None, scale=None, is_causal=False,
+                                flash_attention=None, attn_logits_soft_cap=None)
+    np.testing.assert_allclose(y.numpy(), _np(K.dot_product_attention(q, k, v)), atol=1e-5)
+    with pytest.raises(ValueError, match="4D"):
+        N.dot_product_attention(q[0], k[0], v[0])
+    with pytest.raises(ValueError, match="Only one"):
+        N.dot_product_attention(q, k, v, bias=np.zeros((1,), np.float32), mask=np.ones((1,), bool))
+
+
+# ----------------------------------------------------------------------------- CTC
+def _ctc_case(seed=0, B=3, T=8, C=5, U=3):
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((B, T, C)).astype(np.float32)
+    target = rng.integers(1, C, (B, U)).astype(np.int32)
+    target[1, 1] = target[1, 0]               # a repeated label needs a blank between
+    tl = np.array([U, 2, 1], np.int32)[:B]
+    ol = np.array([T, T - 2, 3], np.int32)[:B]
+    return target, logits, tl, ol
+
+
+def test_ctc_loss_matches_keras():
+    target, logits, tl, ol = _ctc_case()
+    both("ctc_loss", [target, logits, tl, ol], diff=(1,), atol=1e-4)
+    check_grad(lambda o: N._ctc_loss(target, o, tl, ol, 0), logits, max_elements=64)  # float64 (the public one
+    assert N.ctc_loss(target, logits.astype(np.float64), tl, ol).dtype == np.float32  # gives float32, as Keras)
+    y = N.ctc_loss(target=target, output=logits, target_length=tl, output_length=ol, mask_index=0)
+    np.testing.assert_allclose(y.numpy(), _np(K.ctc_loss(target, logits, tl, ol)), rtol=1e-5)
+    # another blank index
+    t2 = np.where(target == 4, 1, target)
+    both("ctc_loss", [t2, logits, tl, ol], {"mask_index": 4}, diff=(1,), atol=1e-4)
+
+
+def test_ctc_loss_impossible_alignment_is_inf():
+    target = np.array([[1, 1, 1]], np.int32)         # needs 5 frames, gets 3
+    logits = _r(3, 1, 3, 4)
+    y = N.ctc_loss(target, logits, np.array([3]), np.array([3]))
+    assert np.isinf(y.numpy()).all()
+    assert np.isinf(_np(K.ctc_loss(target, logits, np.array([3]), np.array([3])))).all()
+
+
+@pytest.mark.parametrize("merge_repeated,mask_index", [(True, 0), (False, 0), (True, 3)])
+def test_ctc_decode_greedy_matches_keras(merge_repeated, mask_index):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 7, 4)).astype(np.float32)
+    x[0, 1] = x[0, 0]                                      # a repeat
+    lens = np.array([7, 5, 2], np.int32)
+    kp, ks = K.ctc_decode(x, lens, strategy="greedy", merge_repeated=merge_repeated, mask_index=mask_index)
+    lp, ls = N.ctc_decode(inputs=x, sequence_lengths=lens, strategy="greedy", merge_repeated=merge_repeated,
+                          mask_index=mask_index)
+    np.testing.assert_array_equal(lp.numpy(), _np(kp))
+    np.testing.assert_allclose(ls.numpy(), _np(ks), rtol=1e-6)
+    assert lp.dtype == np.int32
+
+
+@pytest.mark.parametrize("beam_width,top_paths", [(4, 1), (3, 2), (10, 3)])
+def test_ctc_decode_beam_search_matches_keras(beam_width, top_paths):
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((2, 6, 4)) * 2).astype(np.float32)
+    lens = np.array([6, 4], np.int32)
+    kp, ks = K.ctc_decode(x, lens, strategy="beam_search", beam_width=beam_width, top_paths=top_paths)
+    lp, ls = N.ctc_decode(x, lens, strategy="beam_search", beam_width=beam_width, top_paths=top_paths)
+    np.testing.assert_array_equal(lp.numpy(), _np(kp))
+    np.testing.assert_allclose(ls.numpy(), _np(ks), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="strategy"):
+        N.ctc_decode(x, lens, strategy="best")
+
+
+# ----------------------------------------------------------------------------- the rest
+def test_psnr_matches_keras():
+    a, b = np.random.default_rng(1).uniform(0, 1, (2, 4, 4, 3)).astype(np.float32), _r(2, 2, 4, 4, 3) * 0.1
+    b = a + b
+    both("psnr", [a, b, 1.0], diff=(0, 1))
+    np.testing.assert_allclose(N.psnr(x1=a, x2=b, max_val=255.0).numpy(), _np(K.psnr(a, b, 255.0)), rtol=1e-5)
+    check_grad(lambda u, w: N.psnr(u, w, 2.0), a[:1, :2], b[:1, :2])
+
+
+def test_polar_matches_keras():
+    r, th = np.abs(_r(1, 2, 3)), _r(2, 2, 3)
+    got = N.polar(abs_=r, angle=th)
+    want = _np(K.polar(r, th))
+    assert got.dtype == want.dtype == np.complex64
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-6)
+    assert N.polar(r.astype(np.float64), th.astype(np.float64)).dtype == np.complex128
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_depth_and_space_rearrangements_match_keras(data_format):
+    x = _r(3, 2, 4, 6, 8) if data_format == "channels_last" else _r(3, 2, 8, 4, 6)
+    both("depth_to_space", [x, 2], {"data_format": data_format}, diff=(0,))
+    both("space_to_depth", [x, 2], {"data_format": data_format}, diff=(0,))
+    y = N.space_to_depth(N.depth_to_space(x=x, block_size=2, data_format=data_format), block_size=2,
+                         data_format=data_format)
+    np.testing.assert_array_equal(y.numpy(), x)
+    check_grad(lambda a: N.depth_to_space(a, 2, data_format), x[:1])
+
+
+@pytest.mark.parametrize("kw", [{}, {"dilation": 2, "padding": 1, "stride": 2}, {"stride": (1, 2), "padding": (2, 0)}])
+def test_unfold_and_fold_match_keras(kw):
+    x = _r(4, 2, 3, 7, 8)
+    cols = both("unfold", [x, (2, 3)], kw, diff=(0,))
+    both("fold", [cols, (7, 8), (2, 3)], kw, diff=(0,))
+    check_grad(lambda a: N.unfold(a, (2, 3), **kw), x[:1, :2], max_elements=64)
+    check_grad(lambda c: N.fold(c, (7, 8), (2, 3), **kw), cols[:1, :6], max_elements=64)
+    y = N.fold(x=cols, output_size=(7, 8), kernel_size=(2, 3), dilation=kw.get("dilation", 1),
+               padding=kw.get("padding", 0), stride=kw.get("stride", 1))
+    np.testing.assert_allclose(y.numpy(), _np(K.fold(torch.tensor(cols), (7, 8), (2, 3), **kw)), atol=1e-5)
+
+
+def test_keyword_calls_by_keras_names():
+    """Every argument by its Keras name gives the positional call's result (the functions not covered above)."""
+    x4, w = _r(1, 1, 5, 5, 2), _r(2, 3, 3, 2, 2)
+    cases = [
+        (N.conv_transpose, (x4, w, 2, "same", None, "channels_last", 1),
+         dict(inputs=x4, kernel=w, strides=2, padding="same", output_padding=None, data_format="channels_last",
+              dilation_rate=1)),
+        (N.average_pool, (x4, 2, 1, "same", None),
+         dict(inputs=x4, pool_size=2, strides=1, padding="same", data_format=None)),
+        (N.separable_conv, (x4, w[..., :1], _r(3, 1, 1, 2, 3), 1, "valid", None, 1),
+         dict(inputs=x4, depthwise_kernel=w[..., :1], pointwise_kernel=_r(3, 1, 1, 2, 3), strides=1, padding="valid",
+              data_format=None, dilation_rate=1)),
+        (N.layer_normalization, (x4, None, None, -1, 1e-3), dict(x=x4, gamma=None, beta=None, axis=-1, epsilon=1e-3)),
+        (N.unfold, (np.moveaxis(x4, -1, 1), 2, 1, 1, 2),
+         dict(x=np.moveaxis(x4, -1, 1), kernel_size=2, dilation=1, padding=1, stride=2)),
+        (N.sparse_categorical_crossentropy, (np.array([1, 0]), x4[0, 0, :2], True, -1),
+         dict(target=np.array([1, 0]), output=x4[0, 0, :2], from_logits=True, axis=-1)),
+        (N.ctc_decode, (_r(4, 2, 5, 3), np.array([5, 3]), "beam_search", 3, 2, True, 0),
+         dict(inputs=_r(4, 2, 5, 3), sequence_lengths=np.array([5, 3]), strategy="beam_search", beam_width=3,
+              top_paths=2, merge_repeated=True, mask_index=0)),
+    ]
+    for fn, args, kwargs in cases:
+        a, b = fn(*args), fn(**kwargs)
+        for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+            np.testing.assert_array_equal(u.numpy(), v.numpy(), err_msg=fn.__name__)

@@ -651,9 +651,13 @@ def ctc_loss(target, output, target_length, output_length, mask_index=0):
 
     Backward: softmax(output) - the posterior of each class at each frame (through log_softmax)."""
     out = _float(output)
-    dtype = result_type(standardize_dtype(out.dtype), "float32")
-    if out.dtype != dtype:
-        out = _m.cast(out, dtype)
+    dtype = result_type(standardize_dtype(out.dtype), "float32")  # Keras: float32 (float64 narrowed too)
+    return _ctc_loss(target, out if out.dtype == dtype else _m.cast(out, dtype), target_length, output_length,
+                     mask_index)
+
+
+def _ctc_loss(target, out, target_length, output_length, mask_index):
+    """ctc_loss in out's own float dtype (the float64 path of the gradient checks)."""
     if out.ndim != 3:
         raise ValueError(f"ctc_loss: output must have shape (batch, time, classes); received {out.shape}.")
     lab = _ints(target, out)
@@ -811,8 +815,14 @@ def dot_product_attention(query, key, value, bias=None, mask=None, scale=None, i
                          f"key.shape={k.shape}, value.shape={v.shape}.")
     if bias is not None and mask is not None:
         raise ValueError("Only one of `bias` and `mask` can be provided. Received both.")
-    dtype = result_type(*(standardize_dtype(t.dtype) for t in (q, k, v)))
+    dtype = result_type(*(standardize_dtype(t.dtype) for t in (q, k, v)))  # float64 narrows to float32, as Keras
     q, k, v = (t if t.dtype == dtype else _m.cast(t, dtype) for t in (q, k, v))
+    return _attention(q, k, v, bias, mask, scale, is_causal)
+
+
+def _attention(q, k, v, bias, mask, scale, is_causal):
+    """dot_product_attention on float tensors of one dtype, kept (the float64 path of the gradient checks)."""
+    dtype = q.dtype
     q, k, v = (_s.transpose(t, (0, 2, 1, 3)) for t in (q, k, v))           # (B, heads, T, H)
     hq, hk = q.shape[1], k.shape[1]
     if hq > hk > 1:
