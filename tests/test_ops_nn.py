@@ -661,3 +661,79 @@ def test_keyword_calls_by_keras_names():
         a, b = fn(*args), fn(**kwargs)
         for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
             np.testing.assert_array_equal(u.numpy(), v.numpy(), err_msg=fn.__name__)
+
+
+# ----------------------------------------------------------------------------- device
+def _ids(rng, hi, *shape):
+    return rng.integers(0, hi, shape).astype(np.int32)
+
+
+def _f(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+DEVICE = {  # name: (fn of Tensors, make arrays); float arrays get gradients
+    "activations": (lambda x: sum(getattr(N, n)(x, **kw).sum() for n, kw in ACTS) + N.sparsemax(x).sum(),
+                    lambda r: [_f(r, 4, 6)]),
+    "int_activations": (lambda x: N.relu(x) + N.hard_tanh(x) + N.relu6(x) + N.threshold(x, 1, 7), lambda r: [_ids(r, 9, 5)]),
+    "one_multi_hot": (lambda i: N.one_hot(i, 5, axis=0) .sum() + N.multi_hot(i, 9).sum(), lambda r: [_ids(r, 9, 3, 4)]),
+    "statistics": (lambda x, g: N.moments(x, [0, 1])[1].sum() + N.layer_normalization(x, g).sum()
+                   + N.rms_normalization(x, g).sum() + N.normalize(x, order=3).sum()
+                   + N.batch_normalization(x, g, g * g + 1, -1, g, g).sum(), lambda r: [_f(r, 2, 3, 4), _f(r, 4)]),
+    "crossentropies": (lambda t, p, i: N.binary_crossentropy(N.sigmoid(t), p, True).sum()
+                       + N.categorical_crossentropy(N.softmax(t), N.softmax(p)).sum()
+                       + N.sparse_categorical_crossentropy(i, p, True).sum(), lambda r: [_f(r, 3, 5), _f(r, 3, 5),
+                                                                                      _ids(r, 5, 3)]),
+    "conv": (lambda x, w, d, p: N.conv(x, w, 2, "same").sum() + N.conv(x, w[..., :1, :], padding="same").sum()
+             + N.separable_conv(x, d, p).sum() + N.conv_transpose(x, w, 2, "same").sum(),
+             lambda r: [_f(r, 1, 4, 5, 3, 2), _f(r, 2, 2, 2, 2, 2), _f(r, 2, 2, 2, 2, 2), _f(r, 1, 1, 1, 4, 3)]),
+    "pool": (lambda x: N.max_pool(x, 2, 1, "same").sum() + N.average_pool(x, 2, 1, "same").sum()
+             + N.adaptive_max_pool(x, 2).sum() + N.adaptive_average_pool(x, (3, 2, 2)).sum(),
+             lambda r: [_f(r, 1, 5, 4, 3, 2)]),
+    "attention": (lambda q, k, v, b: N.dot_product_attention(q, k, v, mask=np.tril(np.ones((3, 4), bool))).sum()
+                  + N.dot_product_attention(q, k, v, bias=b, is_causal=True).sum(),
+                  lambda r: [_f(r, 2, 3, 2, 4), _f(r, 2, 4, 2, 4), _f(r, 2, 4, 2, 4), _f(r, 2, 2, 3, 4)]),
+    "ctc_loss": (lambda t, o: N.ctc_loss(t, o, np.array([2, 1]), np.array([6, 4])).sum(),
+                 lambda r: [_ids(r, 3, 2, 2) + 1, _f(r, 2, 6, 5)]),
+    "rest": (lambda a, b, c: N.psnr(a, b, 2.0) + N.depth_to_space(N.space_to_depth(a, 2), 2).sum()
+             + N.fold(N.unfold(c, 2, padding=1), (4, 5), 2, padding=1).sum(), lambda r: [_f(r, 1, 4, 4, 4),
+                                                                                    _f(r, 1, 4, 4, 4), _f(r, 1, 2, 4, 5)]),
+}
+
+
+def _on(fn, arrays, xp):
+    from lamina import backend
+    ts = [Tensor(backend.to_device(a, xp), requires_grad=a.dtype.kind == "f") for a in arrays]
+    y = fn(*ts)
+    out = [y.data]
+    if y.requires_grad:
+        y.backward()
+        out += [t.grad for t in ts if t.requires_grad]
+    for a in out:
+        assert backend.get_array_module(a) is xp
+    return [backend.to_numpy(a) for a in out]
+
+
+@pytest.mark.parametrize("name", sorted(DEVICE))
+def test_nn_on_device_matches_cpu(name, device_xp):
+    fn, make = DEVICE[name]
+    arrays = make(np.random.default_rng(0))
+    want = _on(fn, arrays, np)
+    got = _on(fn, arrays, device_xp)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_nn_decoders_and_polar_on_device(device_xp):
+    from lamina import backend
+    x = np.random.default_rng(1).standard_normal((2, 6, 4)).astype(np.float32)
+    lens = np.array([6, 3], np.int32)
+    for strategy in ("greedy", "beam_search"):
+        cpu = N.ctc_decode(x, lens, strategy=strategy, beam_width=3, top_paths=2)
+        dev = N.ctc_decode(backend.to_device(x, device_xp), backend.to_device(lens, device_xp), strategy=strategy,
+                           beam_width=3, top_paths=2)
+        for c, d in zip(cpu, dev):
+            assert backend.get_array_module(d.data) is device_xp
+            np.testing.assert_allclose(backend.to_numpy(d.data), c.numpy(), rtol=1e-5)
+    p = N.polar(backend.to_device(x, device_xp), backend.to_device(x, device_xp))
+    np.testing.assert_allclose(backend.to_numpy(p.data), N.polar(x, x).numpy(), rtol=1e-6)

@@ -697,8 +697,7 @@ def _log_merge(xp, inverse, scores, n):
     """log(sum(exp(scores))) within each bucket of ``inverse`` (n buckets)."""
     m = scores.max() if scores.size else 0.0
     m = m if np.isfinite(float(m)) else 0.0
-    out = xp.zeros(n, dtype=scores.dtype)
-    xp.add.at(out, inverse, xp.exp(scores - m))
+    out = xp.bincount(inverse, weights=xp.exp(scores - m), minlength=n).astype(scores.dtype)
     with np.errstate(divide="ignore"):
         return xp.log(out) + m
 
