@@ -737,3 +737,22 @@ def test_nn_decoders_and_polar_on_device(device_xp):
             np.testing.assert_allclose(backend.to_numpy(d.data), c.numpy(), rtol=1e-5)
     p = N.polar(backend.to_device(x, device_xp), backend.to_device(x, device_xp))
     np.testing.assert_allclose(backend.to_numpy(p.data), N.polar(x, x).numpy(), rtol=1e-6)
+
+
+def test_integer_inputs_keep_keras_dtypes():
+    """Keras's torch backend runs conv / depthwise_conv / max_pool on integers and casts the normalisations
+    back to the input dtype; the rest give float32 (where Keras's torch backend raises, lamina gives that)."""
+    x = (np.arange(100).reshape(1, 5, 5, 4) % 7).astype(np.int32)
+    w = (np.arange(72).reshape(3, 3, 4, 2) % 5 - 2).astype(np.int32)
+    cases = [("conv", (x, w, 2, "same")), ("depthwise_conv", (x, w[..., :1])), ("max_pool", (x, 2)),
+             ("layer_normalization", (x * 3,)), ("rms_normalization", (x * 3,)), ("normalize", (x,)),
+             ("one_hot", (x[0, 0], 7)), ("depth_to_space", (x, 2)), ("space_to_depth", (x[:, :4, :4], 2)),
+             ("ctc_decode", (x[0, :2].astype(np.float32), np.array([5, 3])))]
+    for name, args in cases:
+        got, want = getattr(N, name)(*args), getattr(K, name)(*args)
+        got, want = (got[0], want[0]) if isinstance(got, tuple) else (got, want)
+        assert str(got.dtype) == keras.backend.standardize_dtype(want.dtype), name
+        np.testing.assert_allclose(got.numpy(), _np(want), atol=1e-6, err_msg=name)
+    for name in ("average_pool", "adaptive_average_pool", "adaptive_max_pool"):
+        assert getattr(N, name)(x, 2).dtype == np.float32
+    assert N.moments(x, 0)[0].dtype == np.float32

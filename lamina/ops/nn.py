@@ -74,6 +74,16 @@ def _float(x):
     return t if _is_float(t) else Tensor(t.data.astype(backend.floatx()))
 
 
+def _int_out(fn, *inputs):
+    """Integer inputs (all of them): Keras's torch backend computes in their integer dtype. Here the result is
+    computed in float64 and cast back (truncating, as torch's cast); not differentiable. None otherwise."""
+    ts = [_tensor(x) for x in inputs]
+    if not all(t.dtype.kind in "iu" for t in ts):
+        return None
+    y = fn(*(Tensor(t.data.astype(np.float64)) for t in ts))
+    return Tensor(y.data.astype(ts[0].dtype))
+
+
 def _like(x, ref):
     """x as a Tensor of ref's float dtype (a Tensor that needs a gradient is cast differentiably)."""
     t = _tensor(x)
@@ -318,7 +328,10 @@ def _pool(x, pool_size, strides, padding, op, kernel_1d, kernel_2d, kernel_nd):
 
 def max_pool(inputs, pool_size, strides=None, padding="valid", data_format=None):
     """Max over each pool_size window (1-D, 2-D or 3-D); strides default to pool_size; 'same' pads
-    with -inf by TensorFlow's rule. Backward: gy to the first maximum of each window."""
+    with -inf by TensorFlow's rule. Integers stay integers. Backward: gy to the first maximum of each window."""
+    y = _int_out(lambda t: max_pool(t, pool_size, strides, padding, data_format), inputs)
+    if y is not None:
+        return y
     x = _float(inputs)
     return _channels_last(lambda t: _pool(t, pool_size, strides, padding, "max_pool", _conv.max_pool1d,
                                           _conv.max_pool2d, _k.MaxPoolND), x, data_format, "max_pool")
@@ -420,7 +433,11 @@ def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_
 
     When C_in is a multiple of the kernel's input channels, the convolution is grouped as in Keras
     (groups = C_in / kernel_in). 'same' pads by TensorFlow's rule (the extra row at the end).
+    Integer inputs and kernel give integers, as Keras.
     Backward: dkernel = im2col(x)^T dy; dx = col2im(dy kernel^T)."""
+    y = _int_out(lambda a, b: conv(a, b, strides, padding, data_format, dilation_rate), inputs, kernel)
+    if y is not None:
+        return y
     x = _float(inputs)
     w = _like(kernel, x)
     return _channels_last(lambda t: _conv_last(t, w, strides, padding, dilation_rate, "conv"), x, data_format,
@@ -429,7 +446,10 @@ def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_
 
 def depthwise_conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
     """Depthwise convolution: each input channel c convolved with its own kernel[..., c, :]
-    (K..., C, multiplier), giving C * multiplier channels (c * multiplier + m)."""
+    (K..., C, multiplier), giving C * multiplier channels (c * multiplier + m). Integers give integers."""
+    y = _int_out(lambda a, b: depthwise_conv(a, b, strides, padding, data_format, dilation_rate), inputs, kernel)
+    if y is not None:
+        return y
     x = _float(inputs)
     w = _like(kernel, x)
     d = _spatial(x, "depthwise_conv")
@@ -595,12 +615,12 @@ def batch_normalization(x, mean, variance, axis, offset=None, scale=None, epsilo
 
 def layer_normalization(x, gamma=None, beta=None, axis=-1, epsilon=None, **kwargs):
     """(x - mean) / sqrt(var + epsilon) * gamma + beta, statistics over ``axis`` (int or tuple) of each
-    sample; epsilon defaults to 1e-7; computed in at least float32. ``rms_scaling=True`` (deprecated in
+    sample; epsilon defaults to 1e-7; computed in at least float32 and cast back to x's dtype (integers too). ``rms_scaling=True`` (deprecated in
     Keras) gives x / sqrt(var + epsilon) * gamma."""
     rms_scaling = bool(kwargs.pop("rms_scaling", False))
     if kwargs:
         raise TypeError(f"layer_normalization: unexpected arguments {sorted(kwargs)}.")
-    t = _float(x)
+    t = _tensor(x)
     xf = _compute_float(t)
     g = None if gamma is None else _like(gamma, xf)
     b = None if beta is None else _like(beta, xf)
@@ -611,8 +631,9 @@ def layer_normalization(x, gamma=None, beta=None, axis=-1, epsilon=None, **kwarg
 
 
 def rms_normalization(x, scale=None, axis=-1, epsilon=None):
-    """x / sqrt(mean(x^2, axis) + epsilon) * scale (epsilon defaults to 1e-7; computed in >= float32)."""
-    t = _float(x)
+    """x / sqrt(mean(x^2, axis) + epsilon) * scale (epsilon defaults to 1e-7; computed in >= float32 and cast
+    back to x's dtype, integers too)."""
+    t = _tensor(x)
     xf = _compute_float(t)
     if xf.ndim == 0:
         xf = _s.expand_dims(xf, 0)
