@@ -408,6 +408,9 @@ def _grouped(x, w, groups, strides, padding, dilation_rate, op):
         if x.shape[1 + a] + sum(pads[a]) < (w.shape[a] - 1) * dil[a] + 1:
             raise ValueError(f"{op}: the input {x.shape} is smaller than the dilated kernel {w.shape[:d]} "
                              f"along spatial axis {a}.")
+    if groups > 1 and groups == x.shape[-1]:  # depthwise: one input channel per group
+        w = _s.reshape(w, w.shape[:d] + (groups, w.shape[-1] // groups))
+        return _k.DepthwiseConvND.apply(x, w, stride=s, dilation=dil, pads=pads)
     return _k.GroupConvND.apply(x, w, groups=groups, stride=s, dilation=dil, pads=pads)
 
 

@@ -254,6 +254,58 @@ class GroupConvND(Op):
         return gx, gw
 
 
+class DepthwiseConvND(Op):
+    """Depthwise N-d convolution, channels last: x (N, S..., C), w (K..., C, M) -> (N, O..., C*M), output
+    channel c*M + m = sum_k x[o*stride + k*dilation, c] w[k, c, m].
+
+    Computed per kernel offset and multiplier m (M is small, usually 1): one strided view of the padded input
+    times that offset's (C,) weights, accumulated -- elementwise passes only, no im2col copy and no tiny
+    per-channel GEMMs. Backward, per offset: dw[k, :, m] = sum over positions of view * dy[m];
+    dx's window += dy[m] w[k, :, m].
+    """
+
+    def forward(self, x, w):
+        xp = self.xp
+        d = x.ndim - 2
+        kernel, (c, m) = w.shape[:d], w.shape[d:]
+        xpd = _pad(xp, x, self.pads)
+        out = _out_size(xpd.shape[1:-1], kernel, self.stride, self.dilation)
+        w3 = w.reshape(-1, c, m)
+        y = xp.zeros((m, x.shape[0]) + out + (c,), dtype=x.dtype)           # multiplier first: contiguous slices
+        for j, off in enumerate(np.ndindex(*kernel)):
+            v = self._view(xpd, off, out)
+            for k in range(m):
+                y[k] += v * w3[j, :, k]
+        self.meta = (x.shape, xpd.shape, out)
+        self.saved = (xpd if self.needs_grad[1] else None, w3, w.shape)
+        return xp.moveaxis(y, 0, -1).reshape((x.shape[0],) + out + (c * m,))
+
+    def _view(self, a, off, out):
+        return a[(slice(None),) + tuple(
+            slice(o * dl, o * dl + st * (n - 1) + 1, st) for o, dl, st, n in zip(off, self.dilation, self.stride, out))]
+
+    def backward(self, gy):
+        xp = self.xp
+        xpd, w3, wshape = self.saved
+        xshape, pshape, out = self.meta
+        d = len(out)
+        kernel, (c, m) = wshape[:d], wshape[d:]
+        g = xp.ascontiguousarray(xp.moveaxis(gy.reshape(gy.shape[:-1] + (c, m)), -1, 0))  # (M, N, O..., C)
+        lead = tuple(range(d + 1))
+        gx = xp.zeros(pshape, dtype=gy.dtype) if self.needs_grad[0] else None
+        gw = xp.empty_like(w3) if self.needs_grad[1] else None
+        for j, off in enumerate(np.ndindex(*kernel)):
+            v = self._view(xpd, off, out) if gw is not None else None
+            win = self._view(gx, off, out) if gx is not None else None
+            for k in range(m):
+                if gw is not None:
+                    gw[j, :, k] = (g[k] * v).sum(axis=lead)
+                if win is not None:
+                    win += g[k] * w3[j, :, k]
+        return (None if gx is None else _crop(gx, self.pads, xshape[1:-1]),
+                None if gw is None else gw.reshape(wshape))
+
+
 class ConvTransposeND(Op):
     """N-d transposed convolution, channels last: x (N, S..., C), w (K..., O, C) (Keras's layout).
 
