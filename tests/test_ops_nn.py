@@ -560,6 +560,16 @@ def test_ctc_loss_matches_keras():
     both("ctc_loss", [t2, logits, tl, ol], {"mask_index": 4}, diff=(1,), atol=1e-4)
 
 
+def test_ctc_loss_length_errors_and_softmax_warning():
+    target, logits, tl, ol = _ctc_case()
+    with pytest.raises(ValueError, match="output lengths"):
+        N.ctc_loss(target, logits, tl, ol + 1)
+    with pytest.raises(ValueError, match="one length per sample"):
+        N.ctc_loss(target, logits, tl[:2], ol)
+    with pytest.warns(UserWarning, match="size 1"):
+        N.softmax(np.ones((3, 1), np.float32))
+
+
 def test_ctc_loss_impossible_alignment_is_inf():
     target = np.array([[1, 1, 1]], np.int32)         # needs 5 frames, gets 3
     logits = _r(3, 1, 3, 4)

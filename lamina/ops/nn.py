@@ -11,6 +11,8 @@ NumPy arrays keep their dtype). Activations of integer or bool inputs give float
 hard_tanh and threshold keep integers, as in Keras), where Keras's torch backend raises for lack of an integer kernel.
 Images are channels-last unless ``data_format="channels_first"``.
 """
+import warnings
+
 import numpy as np
 
 from .. import backend
@@ -262,6 +264,10 @@ def softmax(x, axis=-1):
     x = _float(x)
     if isinstance(axis, list):
         axis = tuple(axis)
+    if isinstance(axis, (int, np.integer)) and -x.ndim <= axis < x.ndim and x.shape[axis] == 1:
+        warnings.warn(f"You are using a softmax over axis {axis} of a tensor of shape {x.shape}. This axis has "
+                      "size 1. The softmax operation will always return the value 1, which is likely not what you "
+                      "intended. Did you mean to use a sigmoid instead?", stacklevel=2)
     return _act.softmax(x, axis=axis)
 
 
@@ -689,6 +695,13 @@ def _ctc_loss(target, out, target_length, output_length, mask_index):
         raise ValueError(f"ctc_loss: target must have shape (batch, max_label_length); received {lab.shape}.")
     tl = _ints(target_length, out).reshape(-1)
     ol = _ints(output_length, out).reshape(-1)
+    B, T = out.shape[:2]
+    if tl.shape != (B,) or ol.shape != (B,):
+        raise ValueError(f"ctc_loss: target_length and output_length must hold one length per sample ({B}); "
+                         f"received shapes {tuple(tl.shape)} and {tuple(ol.shape)}.")
+    if B and (int(tl.min()) < 0 or int(tl.max()) > lab.shape[1] or int(ol.min()) < 0 or int(ol.max()) > T):
+        raise ValueError(f"ctc_loss: target lengths must lie in [0, {lab.shape[1]}] and output lengths in "
+                         f"[0, {T}]; received {backend.to_numpy(tl).tolist()} and {backend.to_numpy(ol).tolist()}.")
     xp = _xp(out)
     blank = int(mask_index)
     lab = xp.where(xp.arange(lab.shape[1])[None, :] < tl[:, None], lab, blank)
