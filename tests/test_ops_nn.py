@@ -15,7 +15,6 @@ torch = pytest.importorskip("torch")
 keras = pytest.importorskip("keras")
 from keras import ops as K  # noqa: E402
 
-import lamina  # noqa: E402
 from lamina import ops  # noqa: E402
 from lamina.ops import nn as N  # noqa: E402
 from lamina.tensor import Tensor, grad  # noqa: E402
@@ -685,8 +684,9 @@ def _f(rng, *shape):
 DEVICE = {  # name: (fn of Tensors, make arrays); float arrays get gradients
     "activations": (lambda x: sum(getattr(N, n)(x, **kw).sum() for n, kw in ACTS) + N.sparsemax(x).sum(),
                     lambda r: [_f(r, 4, 6)]),
-    "int_activations": (lambda x: N.relu(x) + N.hard_tanh(x) + N.relu6(x) + N.threshold(x, 1, 7), lambda r: [_ids(r, 9, 5)]),
-    "one_multi_hot": (lambda i: N.one_hot(i, 5, axis=0) .sum() + N.multi_hot(i, 9).sum(), lambda r: [_ids(r, 9, 3, 4)]),
+    "int_activations": (lambda x: N.relu(x) + N.hard_tanh(x) + N.relu6(x) + N.threshold(x, 1, 7),
+                        lambda r: [_ids(r, 9, 5)]),
+    "one_multi_hot": (lambda i: N.one_hot(i, 5, axis=0).sum() + N.multi_hot(i, 9).sum(), lambda r: [_ids(r, 9, 3, 4)]),
     "statistics": (lambda x, g: N.moments(x, [0, 1])[1].sum() + N.layer_normalization(x, g).sum()
                    + N.rms_normalization(x, g).sum() + N.normalize(x, order=3).sum()
                    + N.batch_normalization(x, g, g * g + 1, -1, g, g).sum(), lambda r: [_f(r, 2, 3, 4), _f(r, 4)]),
@@ -706,8 +706,8 @@ DEVICE = {  # name: (fn of Tensors, make arrays); float arrays get gradients
     "ctc_loss": (lambda t, o: N.ctc_loss(t, o, np.array([2, 1]), np.array([6, 4])).sum(),
                  lambda r: [_ids(r, 3, 2, 2) + 1, _f(r, 2, 6, 5)]),
     "rest": (lambda a, b, c: N.psnr(a, b, 2.0) + N.depth_to_space(N.space_to_depth(a, 2), 2).sum()
-             + N.fold(N.unfold(c, 2, padding=1), (4, 5), 2, padding=1).sum(), lambda r: [_f(r, 1, 4, 4, 4),
-                                                                                    _f(r, 1, 4, 4, 4), _f(r, 1, 2, 4, 5)]),
+             + N.fold(N.unfold(c, 2, padding=1), (4, 5), 2, padding=1).sum(),
+             lambda r: [_f(r, 1, 4, 4, 4), _f(r, 1, 4, 4, 4), _f(r, 1, 2, 4, 5)]),
 }
 
 

@@ -624,8 +624,8 @@ def batch_normalization(x, mean, variance, axis, offset=None, scale=None, epsilo
 
 def layer_normalization(x, gamma=None, beta=None, axis=-1, epsilon=None, **kwargs):
     """(x - mean) / sqrt(var + epsilon) * gamma + beta, statistics over ``axis`` (int or tuple) of each
-    sample; epsilon defaults to 1e-7; computed in at least float32 and cast back to x's dtype (integers too). ``rms_scaling=True`` (deprecated in
-    Keras) gives x / sqrt(var + epsilon) * gamma."""
+    sample; epsilon defaults to 1e-7; computed in at least float32 and cast back to x's dtype (integers too).
+    ``rms_scaling=True`` (deprecated in Keras) gives x / sqrt(var + epsilon) * gamma."""
     rms_scaling = bool(kwargs.pop("rms_scaling", False))
     if kwargs:
         raise TypeError(f"layer_normalization: unexpected arguments {sorted(kwargs)}.")
