@@ -766,3 +766,39 @@ def test_integer_inputs_keep_keras_dtypes():
     for name in ("average_pool", "adaptive_average_pool", "adaptive_max_pool"):
         assert getattr(N, name)(x, 2).dtype == np.float32
     assert N.moments(x, 0)[0].dtype == np.float32
+
+
+def test_conv_and_pool_argument_sweep_matches_keras():
+    """Values for every combination of kernel size, stride, dilation, padding (and output_padding) in 1-D,
+    2-D and 3-D that Keras accepts (Keras refuses strides > 1 with dilation > 1)."""
+    import itertools
+    rng = np.random.default_rng(0)
+    count = 0
+    for d in (1, 2, 3):
+        for k, s, dil, pad in itertools.product((1, 2, 3), (1, 2, 3), (1, 2), ("valid", "same")):
+            if s > 1 and dil > 1:
+                continue
+            x = rng.standard_normal((1,) + (6,) * d + (2,)).astype(np.float32)
+            w = rng.standard_normal((k,) * d + (2, 3)).astype(np.float32)
+            for name, ww in (("conv", w), ("depthwise_conv", w[..., :1])):
+                want = _np(getattr(K, name)(x, ww, s, pad, dilation_rate=dil))
+                got = getattr(N, name)(x, ww, s, pad, dilation_rate=dil).numpy()
+                np.testing.assert_allclose(got, want, atol=1e-4, err_msg=f"{name} {d}-D k={k} s={s} d={dil} {pad}")
+                count += 1
+            for op in (None, 0, 1):
+                if k == 1 or (op is not None and op >= s):
+                    continue
+                wt = rng.standard_normal((k,) * d + (3, 2)).astype(np.float32)
+                xt = x[(slice(None),) + (slice(0, 4),) * d]
+                want = _np(K.conv_transpose(xt, wt, s, pad, op, dilation_rate=dil))
+                got = N.conv_transpose(xt, wt, s, pad, op, dilation_rate=dil).numpy()
+                np.testing.assert_allclose(got, want, atol=1e-4,
+                                           err_msg=f"conv_transpose {d}-D k={k} s={s} d={dil} {pad} op={op}")
+                count += 1
+        for p, s, pad in itertools.product((1, 2, 3), (1, 2, 3), ("valid", "same")):
+            x = rng.standard_normal((1,) + (7,) * d + (2,)).astype(np.float32)
+            for name in ("max_pool", "average_pool"):
+                np.testing.assert_allclose(getattr(N, name)(x, p, s, pad).numpy(), _np(getattr(K, name)(x, p, s, pad)),
+                                           atol=1e-5, err_msg=f"{name} {d}-D p={p} s={s} {pad}")
+                count += 1
+    assert count > 350
