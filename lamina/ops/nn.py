@@ -333,8 +333,10 @@ def _pool(x, pool_size, strides, padding, op, kernel_1d, kernel_2d, kernel_nd):
 
 
 def max_pool(inputs, pool_size, strides=None, padding="valid", data_format=None):
-    """Max over each pool_size window (1-D, 2-D or 3-D); strides default to pool_size; 'same' pads
-    with -inf by TensorFlow's rule. Integers stay integers. Backward: gy to the first maximum of each window."""
+    """Max over each pool_size window (1-D, 2-D or 3-D).
+
+    strides default to pool_size; 'same' pads with -inf by TensorFlow's rule. Integers stay integers.
+    Backward: gy to the first maximum of each window."""
     y = _int_out(lambda t: max_pool(t, pool_size, strides, padding, data_format), inputs)
     if y is not None:
         return y
@@ -344,8 +346,12 @@ def max_pool(inputs, pool_size, strides=None, padding="valid", data_format=None)
 
 
 def average_pool(inputs, pool_size, strides=None, padding="valid", data_format=None):
-    """Mean over each pool_size window (1-D, 2-D or 3-D); with 'same' a window averages its real
-    (non-padded) entries only. Backward: gy / count to each entry of the window."""
+    """Mean over each pool_size window (1-D, 2-D or 3-D), of its real entries only under 'same' padding.
+
+    strides default to pool_size; 'same' pads by TensorFlow's rule and a window averages only its real
+    (non-padded) entries, as TensorFlow and JAX do (Keras 3.15's torch backend, with asymmetric padding
+    of two or more on a side, averages edge-replicated values instead).
+    Backward: gy / count to each entry of the window."""
     x = _float(inputs)
     return _channels_last(lambda t: _pool(t, pool_size, strides, padding, "average_pool", _conv.avg_pool1d,
                                           _conv.avg_pool2d, _k.AvgPoolND), x, data_format, "average_pool")
@@ -388,8 +394,9 @@ def adaptive_average_pool(inputs, output_size, data_format=None):
 
 
 def adaptive_max_pool(inputs, output_size, data_format=None):
-    """Max over torch's adaptive windows [floor(i L / o), ceil((i + 1) L / o)) on each spatial axis
-    (separable: one axis at a time). Backward: gy to the first maximum of each window."""
+    """Max over torch's adaptive windows [floor(i L / o), ceil((i + 1) L / o)) on each spatial axis.
+
+    Separable: one axis at a time. Backward: gy to the first maximum of each window."""
     x = _float(inputs)
 
     def run(t):
@@ -454,8 +461,10 @@ def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_
 
 
 def depthwise_conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
-    """Depthwise convolution: each input channel c convolved with its own kernel[..., c, :]
-    (K..., C, multiplier), giving C * multiplier channels (c * multiplier + m). Integers give integers."""
+    """Depthwise convolution: channel c convolved with its own kernel[..., c, :], kernel (K..., C, M).
+
+    The output has C * M channels, c * M + m. Integers give integers.
+    Backward: per kernel offset, dkernel = sum of x's window * dy; dx's window += dy kernel."""
     y = _int_out(lambda a, b: depthwise_conv(a, b, strides, padding, data_format, dilation_rate), inputs, kernel)
     if y is not None:
         return y
@@ -513,7 +522,8 @@ def conv_transpose(inputs, kernel, strides=1, padding="valid", output_padding=No
 # ----------------------------------------------------------------------------- encodings
 def one_hot(x, num_classes, axis=-1, dtype=None, sparse=False):
     """Integer labels to one-hot vectors of length num_classes on ``axis`` (negative labels: all zeros).
-    Not differentiable."""
+
+    dtype defaults to floatx. Not differentiable."""
     if sparse:
         raise ValueError("one_hot: sparse=True is not supported (lamina has no sparse tensors).")
     t = _tensor(x)
@@ -527,8 +537,9 @@ def one_hot(x, num_classes, axis=-1, dtype=None, sparse=False):
 
 
 def multi_hot(inputs, num_classes=None, axis=-1, dtype=None, sparse=False, **kwargs):
-    """Integer labels to multi-hot vectors: the max of their one-hot vectors over the labels of each
-    sample (axis 1 for batched input, 0 for a single sample). ``num_tokens`` is accepted for num_classes."""
+    """Integer labels to multi-hot vectors: the max of their one-hot vectors over each sample's labels.
+
+    The labels are axis 1 of a batch, axis 0 of a single sample. ``num_tokens`` is accepted for num_classes."""
     if num_classes is None and "num_tokens" in kwargs:
         num_classes = kwargs.pop("num_tokens")
     if num_classes is None:
@@ -554,8 +565,10 @@ def binary_crossentropy(target, output, from_logits=False):
 
 
 def categorical_crossentropy(target, output, from_logits=False, axis=-1):
-    """-sum(t log(q)) over ``axis``, q = softmax(output) (logits) or output / sum(output) clipped to
-    [1e-7, 1 - 1e-7]. Backward (logits): softmax(x) sum(t) - t."""
+    """-sum(t log(q)) over ``axis``, q = softmax(output) or (probabilities) output / sum(output), clipped.
+
+    Probabilities are clipped to [1e-7, 1 - 1e-7] after the normalisation, as Keras.
+    Backward (logits): softmax(x) sum(t) - t."""
     p = _float(output)
     t = _like(target, p)
     if t.shape != p.shape or p.ndim < 1:
@@ -565,8 +578,10 @@ def categorical_crossentropy(target, output, from_logits=False, axis=-1):
 
 
 def sparse_categorical_crossentropy(target, output, from_logits=False, axis=-1):
-    """-log(q[label]) with integer labels (shape of output without ``axis``; a size-1 axis there is
-    squeezed). Backward (logits): softmax(x) - onehot(label)."""
+    """-log(q[label]) with integer labels, one per slice of output along ``axis``.
+
+    target has output's shape without ``axis`` (a size-1 axis there is squeezed); q = softmax(output) or
+    the normalised, clipped probabilities. Backward (logits): softmax(x) - onehot(label)."""
     p = _float(output)
     if p.ndim < 1:
         raise ValueError(f"sparse_categorical_crossentropy: output must have rank >= 1; received {p.shape}.")
@@ -623,8 +638,10 @@ def batch_normalization(x, mean, variance, axis, offset=None, scale=None, epsilo
 
 
 def layer_normalization(x, gamma=None, beta=None, axis=-1, epsilon=None, **kwargs):
-    """(x - mean) / sqrt(var + epsilon) * gamma + beta, statistics over ``axis`` (int or tuple) of each
-    sample; epsilon defaults to 1e-7; computed in at least float32 and cast back to x's dtype (integers too).
+    """(x - mean) / sqrt(var + epsilon) * gamma + beta, statistics over ``axis`` of each sample.
+
+    ``axis`` is an int or a tuple; epsilon defaults to 1e-7; computed in at least float32 and cast back to
+    x's dtype (integers too).
     ``rms_scaling=True`` (deprecated in Keras) gives x / sqrt(var + epsilon) * gamma."""
     rms_scaling = bool(kwargs.pop("rms_scaling", False))
     if kwargs:
@@ -640,8 +657,9 @@ def layer_normalization(x, gamma=None, beta=None, axis=-1, epsilon=None, **kwarg
 
 
 def rms_normalization(x, scale=None, axis=-1, epsilon=None):
-    """x / sqrt(mean(x^2, axis) + epsilon) * scale (epsilon defaults to 1e-7; computed in >= float32 and cast
-    back to x's dtype, integers too)."""
+    """x / sqrt(mean(x^2, axis) + epsilon) * scale: RMS normalisation.
+
+    epsilon defaults to 1e-7; computed in at least float32 and cast back to x's dtype (integers too)."""
     t = _tensor(x)
     xf = _compute_float(t)
     if xf.ndim == 0:
@@ -676,8 +694,10 @@ def normalize(x, axis=-1, order=2, epsilon=None):
 
 # ----------------------------------------------------------------------------- CTC
 def ctc_loss(target, output, target_length, output_length, mask_index=0):
-    """CTC negative log-likelihood per sample, (B,), from logits ``output`` (B, T, C) and padded integer
-    targets (B, U); ``mask_index`` is the blank class. An impossible alignment gives inf.
+    """CTC negative log-likelihood per sample (B,), from logits (B, T, C) and padded integer targets (B, U).
+
+    ``mask_index`` is the blank class. An impossible alignment gives inf. Computed in float32 (Keras's
+    result_type narrows float64 too).
 
     Backward: softmax(output) - the posterior of each class at each frame (through log_softmax)."""
     out = _float(output)
