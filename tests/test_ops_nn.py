@@ -802,3 +802,11 @@ def test_conv_and_pool_argument_sweep_matches_keras():
                                            atol=1e-5, err_msg=f"{name} {d}-D p={p} s={s} {pad}")
                 count += 1
     assert count > 350
+
+
+def test_attention_broadcasting_and_ctc_empty_target_match_keras():
+    q, k, v = _r(1, 2, 3, 4, 5), _r(2, 2, 6, 1, 5), _r(3, 2, 6, 1, 5)        # one key/value head for four queries
+    both("dot_product_attention", [q, k, v], {"mask": np.tril(np.ones((3, 6), bool))}, diff=(0, 1, 2))
+    both("dot_product_attention", [q, k, v], {"bias": _r(4, 1, 1, 3, 6)}, diff=(0, 1, 2))
+    t, o = np.array([[1, 2], [3, 0]], np.int32), _r(5, 2, 5, 4)
+    both("ctc_loss", [t, o, np.array([2, 0]), np.array([5, 4])], diff=(1,), atol=1e-4)
