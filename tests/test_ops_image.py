@@ -125,7 +125,8 @@ def test_affine_transform_and_map_coordinates_match_keras(fill_mode, interpolati
     same(I.affine_transform(X, T, interpolation, fill_mode, 0.3),
          KI.affine_transform(X, T, interpolation, fill_mode, 0.3))
     order = 1 if interpolation == "bilinear" else 0
-    same(I.map_coordinates(PLANE, COORDS, order, fill_mode, 0.7), KI.map_coordinates(PLANE, COORDS, order, fill_mode, 0.7))
+    same(I.map_coordinates(PLANE, COORDS, order, fill_mode, 0.7),
+         KI.map_coordinates(PLANE, COORDS, order, fill_mode, 0.7))
 
 
 @pytest.mark.parametrize("method", ["linear", "bilinear", "cubic", "lanczos3", "lanczos5"])
@@ -266,3 +267,38 @@ def test_layer_kernels_unchanged():
     np.testing.assert_allclose(P.resize(X, (5, 7)).numpy(), I.resize(X, (5, 7)).numpy(), atol=1e-6)
     np.testing.assert_allclose(P.affine_transform(X, T.astype("float64"), "bilinear", "constant", 0.0).numpy(),
                                I.affine_transform(X, T).numpy(), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- device path
+DEVICE_CASES = {
+    "resize": lambda x: I.resize(x, (5, 13), "bicubic") .sum() + I.resize(x, (4, 5), antialias=True).sum()
+    + I.resize(x, (6, 6), "lanczos3", crop_to_aspect_ratio=True).sum(),
+    "affine_persp": lambda x: I.affine_transform(x, T, fill_mode="reflect").sum()
+    + I.perspective_transform(x, SP, EP).sum() + I.elastic_transform(x, 2.0, 1.0, seed=1).sum(),
+    "filters": lambda x: I.gaussian_blur(x, (5, 3)).sum() + I.sobel_edges(x).sum()
+    + I.ssim(x, x * 0.9, filter_size=3).sum(),
+    "colour": lambda x: I.rgb_to_hsv(x).sum() + I.hsv_to_rgb(x).sum() + I.rgb_to_grayscale(x).sum(),
+    "patches": lambda x: I.extract_patches(x, 2, padding="same").sum() + I.pad_images(x, 1, 1, 1, 1).sum()
+    + I.crop_images(x, 1, 1, 1, 1).sum() + I.extract_patches_3d(x, 2).sum()
+    + I.scale_and_translate(x, (2, 4, 5, 3), [0.5, 0.5], [0, 0], (1, 2), "cubic").sum(),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEVICE_CASES))
+def test_device_path_matches_cpu(case, device_xp):
+    """Forward and backward on the 'cuda' array module (fake CuPy in CI) equal the CPU's."""
+    from lamina import backend
+    outs = []
+    for xp in (np, device_xp):
+        x = Tensor(backend.to_device(X, xp), requires_grad=True)
+        y = DEVICE_CASES[case](x)
+        y.backward()
+        assert backend.get_array_module(y.data) is xp and backend.get_array_module(x.grad) is xp
+        outs.append((backend.to_numpy(y.data), backend.to_numpy(x.grad)))
+    for cpu, dev in zip(*outs):
+        np.testing.assert_allclose(dev, cpu, rtol=2e-4, atol=2e-5)
+    coords = Tensor(backend.to_device(COORDS, device_xp), requires_grad=True)
+    m = I.map_coordinates(backend.to_device(PLANE, device_xp), coords, 1, "mirror")
+    m.sum().backward()
+    np.testing.assert_allclose(backend.to_numpy(m.data), I.map_coordinates(PLANE, COORDS, 1, "mirror").numpy(),
+                               rtol=1e-6)

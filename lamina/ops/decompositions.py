@@ -29,6 +29,12 @@ def _eye_like(xp, n, dtype):
     return xp.eye(n, dtype=dtype)
 
 
+def _parts(xp, result):
+    """The arrays of a multi-output xp.linalg result, as arrays of xp (NumPy's named tuples hold host arrays
+    under stand-ins for CuPy; on CuPy and NumPy this is a no-op)."""
+    return tuple(xp.asarray(r) for r in result)
+
+
 def _tri_solve(xp, a, b, lower):
     """Solve a x = b with a triangular (only its lower / upper triangle is read), batched."""
     tri = xp.tril(a) if lower else xp.triu(a)
@@ -116,7 +122,7 @@ class QR(Op):
 
     def forward(self, a):
         xp = self.xp
-        q, r = xp.linalg.qr(a, mode=self.mode)
+        q, r = _parts(xp, xp.linalg.qr(a, mode=self.mode))
         self.saved = (q, r)
         return q, r
 
@@ -163,7 +169,7 @@ class SVD(Op):
         need_uv = self.compute_uv or any(self.needs_grad)
         if not need_uv:
             return xp.linalg.svd(a, compute_uv=False)
-        u, s, vh = xp.linalg.svd(a, full_matrices=self.full_matrices)
+        u, s, vh = _parts(xp, xp.linalg.svd(a, full_matrices=self.full_matrices))
         k = s.shape[-1]
         self.saved = (u[..., :, :k], s, vh[..., :k, :], a.shape)
         return (u, s, vh) if self.compute_uv else s
@@ -207,7 +213,7 @@ class Eigh(Op):
     """
 
     def forward(self, a):
-        w, v = self.xp.linalg.eigh(a)
+        w, v = _parts(self.xp, self.xp.linalg.eigh(a))
         self.saved = (w, v)
         return w, v
 
@@ -251,7 +257,7 @@ def _pinv(xp, a, rtol):
     m, n = a.shape[-2], a.shape[-1]
     if rtol is None:
         rtol = max(m, n) * np.finfo(a.dtype).eps
-    u, s, vh = xp.linalg.svd(a, full_matrices=False)
+    u, s, vh = _parts(xp, xp.linalg.svd(a, full_matrices=False))
     cut = rtol * s.max(axis=-1, keepdims=True) if s.shape[-1] else s
     keep = s > cut
     s_inv = xp.where(keep, 1.0 / xp.where(keep, s, 1.0), 0.0).astype(a.dtype)

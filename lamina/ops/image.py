@@ -66,7 +66,8 @@ class Resize(Op):
 
 
 def _resize(images, size, interpolation="bilinear"):
-    """Kernel of the Resizing layer: resize (N, H, W, C) images to size=(height, width) with 'bilinear' or 'nearest' interpolation."""
+    """Kernel of the Resizing layer: resize (N, H, W, C) images to size=(height, width), 'bilinear' or
+    'nearest'."""
     return Resize.apply(images, size=tuple(int(s) for s in size), method=interpolation)
 
 
@@ -146,7 +147,8 @@ class AffineSample(Op):
 
 
 def _affine_transform(images, transforms, interpolation="bilinear", fill_mode="constant", fill_value=0.0):
-    """Kernel of the augmentation layers: apply one 8-number projective transform per image (see AffineSample) to (N, H, W, C) images."""
+    """Kernel of the augmentation layers: one 8-number projective transform per (N, H, W, C) image
+    (see AffineSample)."""
     return AffineSample.apply(images, transforms=np.asarray(transforms, np.float64), interpolation=interpolation,
                               fill_mode=fill_mode, fill_value=float(fill_value))
 
@@ -632,7 +634,7 @@ def ssim(image1, image2, max_val=1.0, filter_size=11, filter_sigma=1.5, k1=0.01,
     out_dtype = image1.dtype
     cdt = result_type(standardize_dtype(image1.dtype), float)
     if image1.dtype == np.float64:
-        cdt = "float64"     # Keras computes float64 images in float32 (its result_type); the output is float64 either way
+        cdt = "float64"  # Keras computes float64 images in float32 (its result_type); output float64 either way
     for name, im in (("image1", image1), ("image2", image2)):
         _check_rank(im, what=name)
     a, undo = _to_nhwc(_m.cast(image1, cdt) if image1.dtype != cdt else image1, df)
