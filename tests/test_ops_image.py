@@ -209,6 +209,12 @@ T64 = T[:1]
     ("affine_constant_fill", lambda x: I.affine_transform(x, T64, fill_value=0.5), (X64,)),
     ("affine_nearest_mirror", lambda x: I.affine_transform(x, T64, "nearest", "mirror"), (X64,)),
     ("perspective", lambda x: I.perspective_transform(x, SP, EP), (X64,)),
+    ("affine_wrt_transform", lambda x, t: I.affine_transform(x, t, fill_mode="reflect"),
+     (X64, np.array([[1.1317, 0.2683, -1.9121, 0.1234, 0.9312, 1.4711, 0.0, 0.0]]))),   # no integer coordinates (kinks)
+    ("affine_projective", lambda x, t: I.affine_transform(x, t, fill_value=0.2),
+     (X64, np.array([[1.1031, 0.2137, -0.5123, 0.1071, 0.9043, 0.3111, 0.0123, -0.0217]]))),
+    ("perspective_wrt_points", lambda x, s, e: I.perspective_transform(x, s, e, fill_value=0.1),
+     (X64, SP.astype("float64") * 0.6, EP.astype("float64") * 0.6)),
     ("elastic", lambda x: I.elastic_transform(x, 3.0, 1.0, seed=2), (X64,)),
     ("map_coordinates", lambda x, c: I.map_coordinates(x, c, 1, "constant", 0.3),
      (PLANE[:5, :6].astype("float64"), RNG.uniform(-1, 6, (2, 3, 4)))),
@@ -250,6 +256,26 @@ def test_gradients_match_keras_autograd(name, call):
     x = Tensor(X, requires_grad=True)
     (call(I, x) * Tensor(gy)).sum().backward()
     np.testing.assert_allclose(x.grad, _np(tx.grad), rtol=1e-4, atol=1e-5)
+
+
+def test_transform_and_point_gradients_match_keras_autograd():
+    gy = RNG.standard_normal(X.shape).astype("float32")
+    tt = torch.tensor(T, requires_grad=True)
+    # (Keras's torch backend writes into the transform in place, so it must not be a leaf there)
+    (KI.affine_transform(torch.tensor(X), tt * 1.0, fill_mode="wrap") * torch.tensor(gy)).sum().backward()
+    t = Tensor(T, requires_grad=True)
+    (I.affine_transform(X, t, fill_mode="wrap") * Tensor(gy)).sum().backward()
+    # c0, c1 (entries 6, 7): Keras's torch backend multiplies them with the channel index instead of dividing
+    # by c0 x + c1 y + 1, so only the affine entries are comparable; the projective ones are checked numerically
+    np.testing.assert_allclose(t.grad[:, :6], _np(tt.grad)[:, :6], rtol=1e-4, atol=1e-3)
+    # points off the integer grid, so that no pixel samples exactly at a kink of bilinear interpolation
+    sp, ep = SP * 0.93 + 0.137, EP * 0.97 + 0.211
+    ts, te = torch.tensor(sp, requires_grad=True), torch.tensor(ep, requires_grad=True)
+    (KI.perspective_transform(torch.tensor(X), ts, te) * torch.tensor(gy)).sum().backward()
+    s, e = Tensor(sp, requires_grad=True), Tensor(ep, requires_grad=True)
+    (I.perspective_transform(X, s, e) * Tensor(gy)).sum().backward()
+    np.testing.assert_allclose(s.grad, _np(ts.grad), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(e.grad, _np(te.grad), rtol=1e-3, atol=1e-3)
 
 
 def test_map_coordinates_coordinate_gradient_matches_keras():

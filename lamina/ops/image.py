@@ -10,6 +10,7 @@ from .. import backend
 from ..dtypes import result_type, standardize_dtype
 from ..tensor import Op, Tensor, as_tensor
 from . import convolution as _c
+from .decompositions import Solve as _Solve
 from . import manipulation as _s
 from . import math as _m
 
@@ -439,12 +440,37 @@ def _check_interp(interpolation):
 
 
 def _sample_nhwc(x, rows, cols, order, fill_mode, fill_value):
-    """Sample (N, H, W, C) images at per-image (N, H', W') source rows / cols (arrays, not differentiated)."""
+    """Sample (N, H, W, C) images at per-image (N, H', W') source rows / cols (arrays or Tensors; Tensors that
+    require a gradient receive one, for order 1)."""
     xp = backend.get_array_module(x.data)
     n, c = x.shape[0], x.shape[3]
     bi = Tensor(xp.arange(n).reshape(n, 1, 1, 1))
     ci = Tensor(xp.arange(c).reshape(1, 1, 1, c))
-    return _map(x, [bi, Tensor(rows[..., None]), Tensor(cols[..., None]), ci], order, fill_mode, fill_value)
+    rows, cols = _s.expand_dims(as_tensor(rows), -1), _s.expand_dims(as_tensor(cols), -1)
+    return _map(x, [bi, rows, cols, ci], order, fill_mode, fill_value)
+
+
+def _beside(t, ref):
+    """A constant tensor t moved to ref's device (a transform given as a host array for device images)."""
+    xp = backend.get_array_module(ref.data)
+    if backend.get_array_module(t.data) is xp or t.requires_grad:
+        return t
+    return Tensor(backend.to_device(t.data, xp))
+
+
+def _projective_coords(t, h, w, dt):
+    """Source (rows, cols), each (N, H, W), of output pixels under transforms t (N, 8), differentiably:
+    cols = (t0 x + t1 y + t2) / k, rows = (t3 x + t4 y + t5) / k, k = t6 x + t7 y + 1."""
+    xp = backend.get_array_module(t.data)
+    ys, xs = xp.meshgrid(xp.arange(h, dtype=dt), xp.arange(w, dtype=dt), indexing="ij")
+    ys, xs = Tensor(ys), Tensor(xs)
+    n = t.shape[0]
+    col = [_s.reshape(_s.getitem(t, (slice(None), k)), (n, 1, 1)) for k in range(8)]
+    lin = lambda a, b, c: _m.add(_m.add(_m.multiply(a, xs), _m.multiply(b, ys)), c)  # noqa: E731
+    k = _m.add(_m.add(_m.multiply(col[6], xs), _m.multiply(col[7], ys)), 1.0)
+    cols = _m.divide(lin(col[0], col[1], col[2]), k)
+    rows = _m.divide(lin(col[3], col[4], col[5]), k)
+    return rows, cols
 
 
 def affine_transform(images, transform, interpolation="bilinear", fill_mode="constant", fill_value=0,
@@ -452,7 +478,7 @@ def affine_transform(images, transform, interpolation="bilinear", fill_mode="con
     """Resample images through [a0, a1, a2, b0, b1, b2, c0, c1] (one per image, or one for all): output
     (x, y) reads input ((a0 x + a1 y + a2) / k, (b0 x + b1 y + b2) / k), k = c0 x + c1 y + 1.
 
-    Differentiable with respect to images.
+    Differentiable with respect to images and (bilinear) to the transform.
     """
     df = _data_format(data_format)
     _check_interp(interpolation)
@@ -465,44 +491,47 @@ def affine_transform(images, transform, interpolation="bilinear", fill_mode="con
     if t.ndim not in (1, 2):
         raise ValueError("Invalid transform rank: expected rank 1 (single transform) or rank 2 (batch of "
                          f"transforms). Received input with shape: transform.shape={t.shape}")
+    if not np.issubdtype(t.dtype, np.floating):
+        t = _m.cast(t, "float32")
+    t = _beside(t, images)
     x, undo = _to_nhwc(images, df)
-    xp = backend.get_array_module(x.data)
-    cdt = t.dtype if np.issubdtype(t.dtype, np.floating) else np.dtype("float32")
-    tt = xp.asarray(t.data, cdt).reshape(-1, 8)
     n, h, w, _ = x.shape
-    ys, xs = xp.meshgrid(xp.arange(h, dtype=cdt), xp.arange(w, dtype=cdt), indexing="ij")
-    col = lambda k: tt[:, k, None, None]  # noqa: E731
-    k = col(6) * xs + col(7) * ys + 1
-    rows = (col(3) * xs + col(4) * ys + col(5)) / k
-    cols = (col(0) * xs + col(1) * ys + col(2)) / k
-    rows, cols = xp.broadcast_to(rows, (n, h, w)), xp.broadcast_to(cols, (n, h, w))
+    t = _s.reshape(t, (-1, 8))
+    rows, cols = _projective_coords(t, h, w, t.dtype)
+    if rows.shape[0] != n:
+        rows, cols = _s.broadcast_to(rows, (n, h, w)), _s.broadcast_to(cols, (n, h, w))
     return undo(_sample_nhwc(x, rows, cols, _ORDERS[interpolation], fill_mode, fill_value))
 
 
-def _homography(xp, start, end):
-    """(N, 8) transforms mapping end points to start points (Keras's compute_homography_matrix)."""
+def _homography(start, end):
+    """(N, 8) transforms mapping end points to start points (N, 4, 2) (Keras's compute_homography_matrix):
+    an 8 x 8 linear solve per image, differentiable in both point sets."""
     n = start.shape[0]
-    ex, ey, sx, sy = end[:, :, 0], end[:, :, 1], start[:, :, 0], start[:, :, 1]
-    one, zero = xp.ones_like(ex), xp.zeros_like(ex)
-    row_x = xp.stack([ex, ey, one, zero, zero, zero, -sx * ex, -sx * ey], axis=-1)   # (N, 4, 8)
-    row_y = xp.stack([zero, zero, zero, ex, ey, one, -sy * ex, -sy * ey], axis=-1)
-    a = xp.stack([row_x, row_y], axis=2).reshape(n, 8, 8)
-    b = xp.stack([sx, sy], axis=-1).reshape(n, 8, 1)
-    return xp.linalg.solve(a, b).reshape(n, 8)
+    ex, ey = _s.getitem(end, (slice(None), slice(None), 0)), _s.getitem(end, (slice(None), slice(None), 1))
+    sx, sy = _s.getitem(start, (slice(None), slice(None), 0)), _s.getitem(start, (slice(None), slice(None), 1))
+    xp = backend.get_array_module(ex.data)
+    one, zero = Tensor(xp.ones(ex.shape, ex.dtype)), Tensor(xp.zeros(ex.shape, ex.dtype))
+    row_x = _s.stack([ex, ey, one, zero, zero, zero, _m.negative(_m.multiply(sx, ex)),
+                      _m.negative(_m.multiply(sx, ey))], axis=-1)                      # (N, 4, 8)
+    row_y = _s.stack([zero, zero, zero, ex, ey, one, _m.negative(_m.multiply(sy, ex)),
+                      _m.negative(_m.multiply(sy, ey))], axis=-1)
+    a = _s.reshape(_s.stack([row_x, row_y], axis=2), (n, 8, 8))
+    b = _s.reshape(_s.stack([sx, sy], axis=-1), (n, 8, 1))
+    return _s.reshape(_Solve.apply(a, b), (n, 8))
 
 
 def perspective_transform(images, start_points, end_points, interpolation="bilinear", fill_value=0,
                           data_format=None):
     """Warp images so that the 4 start_points (x, y) land on the 4 end_points ((4, 2) or (N, 4, 2)),
-    constant fill outside. Differentiable with respect to images."""
+    constant fill outside. Differentiable with respect to images and (bilinear) to both point sets."""
     df = _data_format(data_format)
     _check_interp(interpolation)
     images = as_tensor(images)
     _check_rank(images)
-    xp = backend.get_array_module(images.data)
     dt = images.dtype if np.issubdtype(images.dtype, np.floating) else np.dtype("float32")
-    sp = xp.asarray(as_tensor(start_points).data, dt)
-    ep = xp.asarray(as_tensor(end_points).data, dt)
+    sp, ep = _beside(as_tensor(start_points), images), _beside(as_tensor(end_points), images)
+    sp = sp if sp.dtype == dt else _m.cast(sp, dt)
+    ep = ep if ep.dtype == dt else _m.cast(ep, dt)
     for name, p in (("start_points", sp), ("end_points", ep)):
         if p.shape[-2:] != (4, 2) or p.ndim not in (2, 3):
             raise ValueError(f"Invalid {name} shape: expected (4,2) for a single image or (N,4,2) for a batch. "
@@ -510,18 +539,17 @@ def perspective_transform(images, start_points, end_points, interpolation="bilin
     if sp.shape != ep.shape:
         raise ValueError("start_points and end_points must have the same shape. Received start_points.shape="
                          f"{sp.shape}, end_points.shape={ep.shape}")
-    sp, ep = sp.reshape(-1, 4, 2), ep.reshape(-1, 4, 2)
+    sp, ep = _s.reshape(sp, (-1, 4, 2)), _s.reshape(ep, (-1, 4, 2))
     cdt = np.promote_types(dt, np.float32)
-    t = _homography(xp, sp.astype(cdt), ep.astype(cdt)).astype(dt)
+    if cdt != dt:
+        sp, ep = _m.cast(sp, cdt), _m.cast(ep, cdt)
+    t = _homography(sp, ep)
+    t = t if t.dtype == dt else _m.cast(t, dt)
     x, undo = _to_nhwc(images, df)
     n, h, w, _ = x.shape
-    if t.shape[0] == 1 and n > 1:
-        t = xp.broadcast_to(t, (n, 8))
-    ys, xs = xp.meshgrid(xp.arange(h, dtype=dt), xp.arange(w, dtype=dt), indexing="ij")
-    col = lambda k: t[:, k, None, None]  # noqa: E731
-    den = col(6) * xs + col(7) * ys + 1.0
-    cols = (col(0) * xs + col(1) * ys + col(2)) / den
-    rows = (col(3) * xs + col(4) * ys + col(5)) / den
+    rows, cols = _projective_coords(t, h, w, dt)
+    if rows.shape[0] != n:
+        rows, cols = _s.broadcast_to(rows, (n, h, w)), _s.broadcast_to(cols, (n, h, w))
     return undo(_sample_nhwc(x, rows, cols, _ORDERS[interpolation], "constant", fill_value))
 
 
