@@ -185,6 +185,7 @@ BT64 = np.ascontiguousarray(B64.swapaxes(1, 2))
     ("solve_vec", lambda a, b: L.solve(a, b), (A64, B64[..., 0])),
     ("inv", L.inv, (A64,)),
     ("det", L.det, (A64,)),
+    ("lu_factor", lambda x: L.lu_factor(x)[0], (A64,)),
     ("cholesky", lambda x: L.cholesky(sym(x)), (SPD64,)),
     ("cholesky_upper", lambda x: L.cholesky(sym(x), upper=True), (SPD64,)),
     ("cholesky_inverse", L.cholesky_inverse, (np.linalg.cholesky(SPD64),)),
@@ -221,6 +222,7 @@ def test_gradients_match_torch_autograd():
         (lambda m: L.svd(m)[0], lambda m: torch.linalg.svd(m)[0], A64),
         (L.pinv, torch.linalg.pinv, B64),
         (L.det, torch.linalg.det, A64),
+        (lambda m: L.lu_factor(m)[0], lambda m: torch.linalg.lu_factor(m)[0], A64),
     ]
     for ours, theirs, x in cases:
         gy = RNG.standard_normal(_np(theirs(torch.tensor(x))).shape)
@@ -229,6 +231,11 @@ def test_gradients_match_torch_autograd():
         xt = Tensor(x, requires_grad=True)
         (ours(xt) * Tensor(gy)).sum().backward()
         close(xt.grad, tx.grad, 1e-7)
+
+
+def test_lu_factor_gradient_square_only():
+    with pytest.raises(NotImplementedError, match="square"):
+        L.lu_factor(Tensor(B64, requires_grad=True))[0].sum().backward()
 
 
 def test_svd_full_matrices_non_square_only_s_differentiable():

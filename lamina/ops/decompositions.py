@@ -3,6 +3,7 @@
 Every op works on stacks of matrices (..., M, N) with ``xp.linalg`` (NumPy or CuPy) and writes its
 gradient in closed form, as PyTorch and JAX define it (real inputs only):
 
+- lu_factor (square): gA = P L^-T (tril(L^T gL, -1) + triu(gU U^T)) U^-T (PyTorch's rule).
 - solve / inv / det: from d(A^-1) = -A^-1 dA A^-1.
 - cholesky: gA = sym(L^-T Phi(L^T gL) L^-1), Phi = lower triangle with the diagonal halved.
 - qr (M >= N, and M < N by splitting A = [X | Y]): gA = (gQ + Q copyltu(M)) R^-T, M = R gR^T - gQ^T Q.
@@ -17,7 +18,7 @@ from ..tensor import Op
 from .math import unbroadcast
 
 __all__ = ["Solve", "Inv", "Det", "Cholesky", "QR", "SVD", "Eigh", "SolveTriangular", "Pinv", "Lstsq",
-           "VectorNorm"]
+           "VectorNorm", "LUFactor"]
 
 
 def _t(a):
@@ -359,3 +360,55 @@ class VectorNorm(Op):
         else:
             out = sgn * xp.abs(x) ** (p - 1) * (g / safe ** (p - 1))
         return xp.where(n == 0, 0.0, out).astype(x.dtype)
+
+
+class LUFactor(Op):
+    """LU with partial pivoting, packed as LAPACK's getrf: (LU, pivots), pivots 0-based int32 (row i was swapped
+    with row pivots[i] at step i). The elimination steps are sequential; each is vectorised over the batch.
+
+    Backward (square matrices, PyTorch's rule): with A = P L U, gL = tril(gLU, -1), gU = triu(gLU),
+    gA = P L^-T (tril(L^T gL, -1) + triu(gU U^T)) U^-T.
+    """
+
+    def forward(self, x):
+        xp = self.xp
+        batch, (m, n) = x.shape[:-2], x.shape[-2:]
+        a = x.reshape((-1, m, n)).copy()
+        nb, k = a.shape[0], min(m, n)
+        piv = xp.zeros((nb, k), dtype=np.int32)
+        perm = xp.broadcast_to(xp.arange(m), (nb, m)).copy()
+        bi = xp.arange(nb)
+        for j in range(k):
+            p = xp.argmax(xp.abs(a[:, j:, j]), axis=-1) + j
+            piv[:, j] = p
+            row_j, row_p = a[bi, j].copy(), a[bi, p].copy()
+            a[bi, j], a[bi, p] = row_p, row_j
+            pj, pp = perm[bi, j].copy(), perm[bi, p].copy()
+            perm[bi, j], perm[bi, p] = pp, pj
+            pivot = a[:, j, j]
+            safe = xp.where(pivot == 0, 1.0, pivot).astype(a.dtype)
+            col = xp.where((pivot == 0)[:, None], a[:, j + 1:, j], a[:, j + 1:, j] / safe[:, None])
+            a[:, j + 1:, j] = col
+            a[:, j + 1:, j + 1:] -= col[:, :, None] * a[:, j, None, j + 1:]
+        lu = a.reshape(batch + (m, n))
+        self.saved = (lu, perm.reshape(batch + (m,)))
+        return lu, piv.reshape(batch + (k,)).astype(x.dtype)   # a float output (exact): see lu_factor
+
+    def backward(self, g, _gpiv):
+        xp = self.xp
+        lu, perm = self.saved
+        m, n = lu.shape[-2:]
+        if m != n:
+            raise NotImplementedError("lu_factor: the gradient is implemented for square matrices only.")
+        eye = xp.eye(n, dtype=lu.dtype)
+        lo = xp.tril(lu, -1) + eye
+        up = xp.triu(lu)
+        phi = xp.tril(_t(lo) @ xp.tril(g, -1), -1) + xp.triu(xp.triu(g) @ _t(up))
+        inner = _tri_solve(xp, _t(lo), phi, False)                  # L^-T phi
+        m_ = _t(_tri_solve(xp, up, _t(inner), False))               # (U^-1 (L^-T phi)^T)^T = L^-T phi U^-T
+        ga = xp.zeros_like(m_)
+        batch = m_.shape[:-2]
+        flat_g, flat_m, flat_p = ga.reshape(-1, n, n), m_.reshape(-1, n, n), perm.reshape(-1, n)
+        bi = xp.arange(flat_g.shape[0])[:, None]
+        flat_g[bi, flat_p] = flat_m                                 # gA[perm] = L^-T phi U^-T
+        return flat_g.reshape(batch + (n, n))

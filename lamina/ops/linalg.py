@@ -253,26 +253,14 @@ def eig(x):
 def lu_factor(x):
     """LU decomposition with partial pivoting, packed as LAPACK's getrf: (LU, pivots), L unit-lower below
     the diagonal and U on and above it; pivots (..., min(M, N)) int32, 0-based: row i was swapped with
-    row pivots[i] at step i. Not differentiable."""
-    x, _ = _float(x)
+    row pivots[i] at step i.
+
+    Gradient of LU for square x (PyTorch's rule): P L^-T (tril(L^T gL, -1) + triu(gU U^T)) U^-T.
+    """
+    x, dt = _float(x)
     _assert_2d(x)
-    xp = _xp(x)
-    batch, (m, n) = x.shape[:-2], x.shape[-2:]
-    a = x.data.reshape((-1, m, n)).copy()
-    nb, k = a.shape[0], min(m, n)
-    piv = xp.zeros((nb, k), dtype=np.int32)
-    bi = xp.arange(nb)
-    for j in range(k):  # the elimination steps are sequential; every step is vectorised over the batch
-        p = xp.argmax(xp.abs(a[:, j:, j]), axis=-1) + j
-        piv[:, j] = p
-        row_j, row_p = a[bi, j].copy(), a[bi, p].copy()
-        a[bi, j], a[bi, p] = row_p, row_j
-        pivot = a[:, j, j]
-        safe = xp.where(pivot == 0, 1.0, pivot).astype(a.dtype)
-        col = xp.where((pivot == 0)[:, None], a[:, j + 1:, j], a[:, j + 1:, j] / safe[:, None])
-        a[:, j + 1:, j] = col
-        a[:, j + 1:, j + 1:] -= col[:, :, None] * a[:, j, None, j + 1:]
-    return Tensor(a.reshape(batch + (m, n))), Tensor(piv.reshape(batch + (k,)))
+    lu, piv = _d.LUFactor.apply(x)
+    return _back(lu, dt), Tensor(piv.data.astype(np.int32))   # the op's outputs are float, pivots int32
 
 
 def matrix_rank(x, tol=None):
