@@ -328,3 +328,52 @@ def test_device_path_matches_cpu(case, device_xp):
     m.sum().backward()
     np.testing.assert_allclose(backend.to_numpy(m.data), I.map_coordinates(PLANE, COORDS, 1, "mirror").numpy(),
                                rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- dtypes
+DTYPE_CASES = {
+    "resize": lambda m, a: m.resize(a, (5, 7)),
+    "resize_bicubic": lambda m, a: m.resize(a, (5, 7), "bicubic"),
+    "affine": lambda m, a: m.affine_transform(a, T),
+    "map": lambda m, a: m.map_coordinates(a[0, ..., 0], COORDS, 1),
+    "gray": lambda m, a: m.rgb_to_grayscale(a),
+    "hsv": lambda m, a: m.rgb_to_hsv(a),
+    "rgb": lambda m, a: m.hsv_to_rgb(a),
+    "blur": lambda m, a: m.gaussian_blur(a, data_format="channels_last"),
+    "sobel": lambda m, a: m.sobel_edges(a),
+    "patches": lambda m, a: m.extract_patches(a, 2),
+    "patches3d": lambda m, a: m.extract_patches_3d(a[None], 2),
+    "pad": lambda m, a: m.pad_images(a, 1, 1, 1, 1),
+    "crop": lambda m, a: m.crop_images(a, 1, 1, 1, 1),
+    "scale_and_translate": lambda m, a: m.scale_and_translate(a, (2, 5, 5, 3), np.array([0.5, 0.5], "float32"),
+                                                              np.array([0, 0], "float32"), (1, 2), "linear"),
+    "ssim": lambda m, a: m.ssim(a, a, filter_size=3),
+    "perspective": lambda m, a: m.perspective_transform(a, SP, EP),
+}
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int32", "int64", "bool", "float16", "float32", "float64"])
+def test_result_dtypes_match_keras(dtype):
+    """Where Keras's torch backend accepts the dtype, lamina returns the same dtype (and the same values for
+    the exact ops); where Keras raises, lamina either raises too or computes in float32 and rounds back."""
+    a = (X * 10).astype(dtype)
+    checked = 0
+    for name, fn in DTYPE_CASES.items():
+        try:
+            want = fn(KI, a)
+        except Exception:
+            continue
+        got = fn(I, a)
+        assert got.dtype == np.dtype(keras.backend.standardize_dtype(want.dtype)), name
+        if name in ("pad", "crop", "patches", "patches3d", "gray") or (dtype == "float32" and name != "hsv"):
+            np.testing.assert_allclose(got.numpy().astype("float64"), _np(want).astype("float64"),
+                                       rtol=2e-3 if dtype == "float16" else 1e-5, atol=1e-5)
+        checked += 1
+    assert checked >= 8
+
+
+def test_integer_blur_rounds_in_float():
+    a = (X * 200).astype("uint8")
+    got = I.gaussian_blur(a).numpy()
+    want = np.round(I.gaussian_blur(a.astype("float32")).numpy())
+    np.testing.assert_array_equal(got, want.astype("uint8"))
