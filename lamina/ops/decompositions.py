@@ -4,7 +4,7 @@ Every op works on stacks of matrices (..., M, N) with ``xp.linalg`` (NumPy or Cu
 gradient in closed form, as PyTorch and JAX define it (real inputs only):
 
 - lu_factor (square): gA = P L^-T (tril(L^T gL, -1) + triu(gU U^T)) U^-T (PyTorch's rule).
-- solve / inv / det: from d(A^-1) = -A^-1 dA A^-1.
+- solve / inv: from d(A^-1) = -A^-1 dA A^-1; det: g times the cofactor matrix (by SVD, singular A too).
 - cholesky: gA = sym(L^-T Phi(L^T gL) L^-1), Phi = lower triangle with the diagonal halved.
 - qr (M >= N, and M < N by splitting A = [X | Y]): gA = (gQ + Q copyltu(M)) R^-T, M = R gR^T - gQ^T Q.
 - svd: the Townsend formula; defined for distinct non-zero singular values.
@@ -73,16 +73,26 @@ class Inv(Op):
 
 
 class Det(Op):
-    """d = det(A). Backward: gA = g d A^-T (A invertible)."""
+    """d = det(A). Backward: g times the cofactor matrix, C = det(U) det(V) U diag(prod_{j != i} s_j) V^T from
+    A = U S V^T, which is d A^-T for invertible A and stays defined (no division) for singular A."""
 
     def forward(self, a):
         d = self.xp.linalg.det(a)
-        self.saved = (a, d)
+        self.saved = (a,)
         return d
 
     def backward(self, gd):
-        a, d = self.saved
-        return (gd * d)[..., None, None] * _t(self.xp.linalg.inv(a))
+        xp = self.xp
+        (a,) = self.saved
+        u, s, vh = _parts(xp, xp.linalg.svd(a))
+        n = s.shape[-1]
+        ones = xp.ones(s.shape[:-1] + (1,), s.dtype)
+        left = xp.cumprod(xp.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)        # prod_{j < i} s_j
+        right = xp.flip(xp.cumprod(xp.flip(xp.concatenate([s[..., 1:], ones], axis=-1), axis=-1), axis=-1),
+                        axis=-1)                                                        # prod_{j > i} s_j
+        sign = xp.linalg.det(u) * xp.linalg.det(vh)
+        cof = (u * (left * right)[..., None, :]) @ vh
+        return (gd * sign)[..., None, None] * cof if n else xp.zeros_like(a)
 
 
 class Cholesky(Op):
