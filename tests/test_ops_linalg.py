@@ -354,3 +354,33 @@ def test_device_path_matches_cpu(case, device_xp):
         lu, piv = L.lu_factor(Tensor(backend.to_device(A, device_xp)))
         np.testing.assert_allclose(backend.to_numpy(lu.data), L.lu_factor(A)[0].numpy(), rtol=1e-5, atol=1e-6)
         assert int(L.matrix_rank(Tensor(backend.to_device(A[0], device_xp)))) == 4
+
+
+LINALG_DTYPE_CASES = {
+    "cholesky": lambda m, a: m.cholesky(a @ np.swapaxes(a, -1, -2) + 4 * np.eye(4, dtype=a.dtype)),
+    "cholesky_inverse": lambda m, a: m.cholesky_inverse(np.tril(a) + 5 * np.eye(4, dtype=a.dtype)),
+    "det": lambda m, a: m.det(a),
+    "eig": lambda m, a: m.eig(a)[0],
+    "eigh": lambda m, a: m.eigh(a + np.swapaxes(a, -1, -2))[0],   # vectors: up to sign (tested above)
+    "inv": lambda m, a: m.inv(a),
+    "lstsq": lambda m, a: m.lstsq(a[0], a[1]),
+    "lu_factor": lambda m, a: m.lu_factor(a)[0],
+    "lu_pivots": lambda m, a: m.lu_factor(a)[1],
+    "matrix_rank": lambda m, a: m.matrix_rank(a),
+    "norm": lambda m, a: m.norm(a, axis=(1, 2)),
+    "pinv": lambda m, a: m.pinv(a),
+    "qr": lambda m, a: m.qr(a)[1],
+    "solve": lambda m, a: m.solve(a, a[..., 0]),
+    "solve_triangular": lambda m, a: m.solve_triangular(a + 5 * np.eye(4, dtype=a.dtype), a),
+    "svd": lambda m, a: m.svd(a)[1],
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(LINALG_DTYPE_CASES))
+def test_result_dtypes_match_keras(name, dtype):
+    a = A.astype(dtype)
+    want = LINALG_DTYPE_CASES[name](kops, a)
+    got = LINALG_DTYPE_CASES[name](L, a)
+    assert got.dtype == np.dtype(keras.backend.standardize_dtype(want.dtype))
+    close(got.numpy(), want, 1e-10 if got.dtype == np.float64 else 2e-5)   # norm: float64 -> float32, as Keras
