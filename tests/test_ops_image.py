@@ -142,6 +142,29 @@ def test_scale_and_translate_integer_images_round_and_clip():
     same(I.scale_and_translate(xi, *args), KI.scale_and_translate(xi, *args))
 
 
+@pytest.mark.parametrize("method", ["lanczos3", "lanczos5"])
+@pytest.mark.parametrize("antialias", [False, True])
+@pytest.mark.parametrize("size", [(4, 5), (17, 20)])
+def test_resize_lanczos_is_jax_scale_and_translate(method, antialias, size):
+    """Keras's torch backend refuses lanczos; lamina resizes as Keras's JAX backend does (jax.image.resize,
+    i.e. scale_and_translate with scale out/in and no translation), checked against Keras's own
+    scale_and_translate."""
+    scale = np.array([size[0] / 9, size[1] / 11], "float32")
+    want = KI.scale_and_translate(X, (2,) + size + (3,), scale, np.zeros(2, "float32"), (1, 2), method, antialias)
+    same(I.resize(X, size, method, antialias=antialias), want, 2e-6)
+
+
+def test_resize_area_is_box_average():
+    """'area' (TensorFlow's; Keras's torch backend refuses it): integer factors give torch's adaptive average
+    pooling, and any factor keeps the mean of a constant image."""
+    x = RNG.random((2, 9, 12, 3)).astype("float32")
+    pooled = torch.nn.functional.adaptive_avg_pool2d(torch.tensor(x).permute(0, 3, 1, 2), (3, 4)).permute(0, 2, 3, 1)
+    same(I.resize(x, (3, 4), "area"), pooled)
+    np.testing.assert_allclose(I.resize(np.full((1, 7, 5, 1), 2.5, "float32"), (3, 4), "area").numpy(), 2.5,
+                               rtol=1e-6)
+    check_grad(lambda t: I.resize(t, (4, 3), "area"), X64)
+
+
 def test_keyword_calls():
     same(I.resize(images=X, size=(4, 6), interpolation="bicubic", antialias=True, data_format="channels_last"),
          KI.resize(X, (4, 6), "bicubic", antialias=True))

@@ -950,7 +950,17 @@ def _aa_cubic(x, a=-0.5):
                     np.where(x < 2, (((x - 5) * x + 8) * x - 4) * a, 0.0))
 
 
-_RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "lanczos3", "lanczos5")
+_RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "lanczos3", "lanczos5", "area")
+
+
+def _area_matrix(out_size, in_size):
+    """TensorFlow's 'area' resize: output i averages the input over [i s, (i + 1) s), s = in / out, each input
+    pixel weighted by its overlap with that box."""
+    s = in_size / out_size
+    lo = np.arange(out_size)[:, None] * s
+    hi = lo + s
+    j = np.arange(in_size)[None, :]
+    return np.clip(np.minimum(hi, j + 1) - np.maximum(lo, j), 0, None) / s
 
 
 def _resize_matrix(out_size, in_size, method, antialias):
@@ -960,6 +970,8 @@ def _resize_matrix(out_size, in_size, method, antialias):
         return _aa_matrix(out_size, in_size, 2, _aa_linear)
     if method == "bicubic":
         return _aa_matrix(out_size, in_size, 4, _aa_cubic) if antialias else _cubic_matrix(out_size, in_size)
+    if method == "area":
+        return _area_matrix(out_size, in_size)
     return _st_matrix(in_size, out_size, out_size / in_size, 0.0, _ST_KERNELS[method], antialias)
 
 
@@ -980,7 +992,8 @@ def resize(images, size, interpolation="bilinear", antialias=False, crop_to_aspe
            pad_to_aspect_ratio=False, fill_mode="constant", fill_value=0.0, data_format=None):
     """Resize images to size=(height, width): 'bilinear', 'nearest' (half-pixel centres, torch's
     'nearest-exact'), 'bicubic' (A = -0.75), with torch's antialias filter when antialias=True; 'lanczos3' /
-    'lanczos5' use JAX's scale_and_translate kernels. Optional centre crop or fill_value padding to the target
+    'lanczos5' as JAX (scale_and_translate kernels) and 'area' as TensorFlow (box averages), which Keras's
+    torch backend refuses. Optional centre crop or fill_value padding to the target
     aspect ratio first. Differentiable (two interpolation matrices)."""
     df = _data_format(data_format)
     if interpolation not in _RESIZE_METHODS:
@@ -1012,7 +1025,7 @@ def resize(images, size, interpolation="bilinear", antialias=False, crop_to_aspe
         if top > 0 or left > 0:
             x = _s.pad(x, ((0, 0), (top, top), (left, left), (0, 0)), constant_values=float(fill_value))
     n, h, w, c = x.shape
-    aa = bool(antialias) and interpolation != "nearest"
+    aa = bool(antialias) and interpolation not in ("nearest", "area")
     ah = _resize_matrix(th, h, interpolation, aa)
     aw = _resize_matrix(tw, w, interpolation, aa)
     y = _MatrixResize.apply(x, size=(th, tw), ah=ah, aw=aw)
