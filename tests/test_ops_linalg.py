@@ -316,8 +316,14 @@ def test_jvp_matches_keras():
 
 def test_jvp_keyword_and_errors():
     from lamina.ops import math as M
-    p, t = L.jvp(fun=M.sin if hasattr(M, "sin") else M.exp, primals=(np.float32(1.0),), tangents=(np.float32(2.0),))
-    assert t.shape == ()
+    p, t = L.jvp(fun=M.exp, primals=(np.float32(1.0),), tangents=(np.float32(2.0),))
+    assert t.shape == () and abs(float(t) - 2 * np.e) < 1e-5
+    # nested primals and a dict output keep their structure
+    (out, tan) = L.jvp(lambda d: {"s": M.sum(d[0] * d[1]), "p": d[0] * 3.0},
+                       ([np.ones(2, "float32"), np.full(2, 2.0, "float32")],),
+                       ([np.array([1.0, 0.0], "float32"), np.array([0.0, 1.0], "float32")],))
+    assert set(out) == {"s", "p"} and abs(float(tan["s"]) - 3.0) < 1e-6
+    np.testing.assert_allclose(tan["p"].numpy(), [3.0, 0.0])
     with pytest.raises(ValueError):
         L.jvp(M.exp, (np.ones(2, "float32"),), (np.ones(3, "float32"),))
 
