@@ -74,7 +74,7 @@ def test_sparse_ce_probabilities_with_exact_zeros_match_keras(dtype):
     """Finding 1: a label probability of exactly 0 gave 0/0 = NaN in the gradient (the loss was finite)."""
     p = P_EDGE.astype(dtype)
     gy = np.random.default_rng(0).standard_normal(len(p)).astype(dtype)
-    v, g = _ours(lambda x: ops.sparse_categorical_crossentropy(LABELS_EDGE, x), p, gy)
+    v, g = _ours(lambda x: ops.losses.sparse_categorical_crossentropy(LABELS_EDGE, x), p, gy)
     rv, rg = _theirs(lambda x: keras_scce(LABELS_EDGE, x), p, gy)
     _assert_finite(v, g)
     np.testing.assert_allclose(v, rv, rtol=1e-5, atol=1e-6)
@@ -88,7 +88,7 @@ def test_categorical_ce_probabilities_with_exact_zeros_match_keras(dtype):
     t = T_EDGE.astype(dtype)
     t[3] = [0.1, 0.2, 0.3, 0.4]  # a soft target row
     gy = np.random.default_rng(1).standard_normal(len(p)).astype(dtype)
-    v, g = _ours(lambda x: ops.categorical_crossentropy(t, x), p, gy)
+    v, g = _ours(lambda x: ops.losses.categorical_crossentropy(t, x), p, gy)
     rv, rg = _theirs(lambda x: keras_cce(t, x), p, gy)
     _assert_finite(v, g)
     np.testing.assert_allclose(v, rv, rtol=1e-5, atol=1e-6)
@@ -100,7 +100,7 @@ def test_binary_ce_probabilities_with_exact_zeros_and_ones_match_keras(dtype):
     p = np.array([[0.0, 1.0, 0.5, 1e-8], [1.0, 0.0, 1 - 1e-8, 0.3]], dtype)
     t = np.array([[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.3, 1.0]], dtype)
     gy = np.random.default_rng(2).standard_normal(2).astype(dtype)
-    v, g = _ours(lambda x: ops.binary_crossentropy(t, x), p, gy)
+    v, g = _ours(lambda x: ops.losses.binary_crossentropy(t, x), p, gy)
     rv, rg = _theirs(lambda x: keras_bce(t, x), p, gy)
     _assert_finite(v, g)
     np.testing.assert_allclose(v, rv, rtol=1e-5, atol=1e-6)
@@ -111,10 +111,10 @@ def test_ce_probability_gradients_check_at_exact_zeros_and_ones():
     """Gradient checker at the clip boundaries. eps = 1e-9 keeps each central difference on one side of
     the clip (1e-7), where the loss is locally flat in the clipped entries: the exact gradient there is 0."""
     kw = dict(eps=1e-9, atol=1e-5, rtol=1e-4)
-    check_grad(lambda p: ops.sparse_categorical_crossentropy(LABELS_EDGE[:4], p), P_EDGE[:4], **kw)
-    check_grad(lambda p: ops.categorical_crossentropy(T_EDGE[:4], p), P_EDGE[:4], **kw)
+    check_grad(lambda p: ops.losses.sparse_categorical_crossentropy(LABELS_EDGE[:4], p), P_EDGE[:4], **kw)
+    check_grad(lambda p: ops.losses.categorical_crossentropy(T_EDGE[:4], p), P_EDGE[:4], **kw)
     t = np.array([[0.0, 1.0, 1.0], [0.0, 1.0, 0.3]])
-    check_grad(lambda p: ops.binary_crossentropy(t, p), np.array([[0.0, 1.0, 0.5], [1.0, 0.0, 0.4]]), **kw)
+    check_grad(lambda p: ops.losses.binary_crossentropy(t, p), np.array([[0.0, 1.0, 0.5], [1.0, 0.0, 0.4]]), **kw)
 
 
 @pytest.mark.parametrize("loss", ["sparse_categorical_crossentropy", "categorical_crossentropy"])
@@ -277,12 +277,12 @@ def test_ce_logits_gradient_check_at_large_logits():
     """from_logits stays exact at +-30 and +-80 (float64; the gradient is softmax - onehot)."""
     x = np.array([[80.0, -80.0, 0.0, 30.0], [-30.0, -80.0, 80.0, 79.0], [30.0, 30.0, -30.0, -30.0]])
     lab = np.array([1, 2, 0])
-    check_grad(lambda p: ops.sparse_categorical_crossentropy(lab, p, from_logits=True), x)
-    check_grad(lambda p: ops.categorical_crossentropy(np.eye(4)[lab], p, from_logits=True), x)
+    check_grad(lambda p: ops.losses.sparse_categorical_crossentropy(lab, p, from_logits=True), x)
+    check_grad(lambda p: ops.losses.categorical_crossentropy(np.eye(4)[lab], p, from_logits=True), x)
     t = np.array([[1.0, 0.0, 0.5, 0.0], [0.0, 1.0, 1.0, 0.2], [1.0, 1.0, 0.0, 0.0]])
-    check_grad(lambda p: ops.binary_crossentropy(t, p, from_logits=True), x)
+    check_grad(lambda p: ops.losses.binary_crossentropy(t, p, from_logits=True), x)
     # and against torch at those logits
-    v, g = _ours(lambda p: ops.binary_crossentropy(t, p, from_logits=True), x)
+    v, g = _ours(lambda p: ops.losses.binary_crossentropy(t, p, from_logits=True), x)
     rv, rg = _theirs(lambda p: F.binary_cross_entropy_with_logits(p, torch.tensor(t), reduction="none").mean(-1), x)
     # (exp(-30) = 9.3576e-14 is the exact loss of the last row; torch's value is 0.6% off there)
     np.testing.assert_allclose(v, rv, rtol=1e-12, atol=1e-15)
@@ -565,7 +565,7 @@ def test_numerics_on_device_match_cpu(device_xp, name):
         "softmax16": (ops.softmax, [(x / 10).astype(np.float16)]),
         "layer_norm16": (ops.layer_norm, [(x * 10).astype(np.float16)]),
         "where16": (lambda a: ops.where(a > 0, a, 0.5), [x.astype(np.float16)]),
-        "scce_probs": (lambda p: ops.sparse_categorical_crossentropy(np.array([1, 1, 2, 3, 0]), p), [P_EDGE]),
+        "scce_probs": (lambda p: ops.losses.sparse_categorical_crossentropy(np.array([1, 1, 2, 3, 0]), p), [P_EDGE]),
         "lstm": (lambda a, k, r: ops.lstm(a, k, r)[0],
                  [x.reshape(2, 3, 4), rng.standard_normal((4, 8)).astype(np.float32) * 10,
                   rng.standard_normal((2, 8)).astype(np.float32)]),

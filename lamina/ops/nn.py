@@ -67,7 +67,7 @@ def _tensor(x, dtype=None):
 
 
 def _is_float(t):
-    return t.dtype.kind == "f"
+    return t.dtype.kind == "f" or t.dtype.name == "bfloat16"   # ml_dtypes' bfloat16 has kind 'V'
 
 
 def _float(x):
