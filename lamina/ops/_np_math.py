@@ -82,6 +82,10 @@ def convert(x, dtype=None):
             arr = arr.astype(backend.floatx())
     if dtype is not None:
         arr = arr.astype(dtype, copy=False)
+    if not backend.is_cupy_array(arr):  # host data goes to the current device, as Keras's does
+        xp = backend.device_module()
+        if xp is not np:
+            arr = xp.asarray(arr)
     return Tensor(arr)
 
 
@@ -758,6 +762,8 @@ def nan_to_num(x, nan=0.0, posinf=None, neginf=None):
 
 def _bitwise(name, x, y):
     d = _torch_dtype(x, y)
+    if "shift" in name and isinstance(y, int) and _name(x) == "bool":
+        d = "int64"  # torch: a bool tensor shifted by a Python int is int64
     a, b = _data(convert(x, d)), _data(convert(y, d))
     if a.dtype.kind not in "iub" or (a.dtype == bool and "shift" in name):
         raise TypeError(f"{name} expects integer inputs, got {a.dtype}.")
@@ -1379,35 +1385,41 @@ def _space_dtype(dtype, *ends):
     return _rf_dtype(*[e for e in ends])
 
 
+def _host(v):
+    """A value as a float64 NumPy array (these small tables are made on the host, then moved)."""
+    return np.asarray(backend.to_numpy(_data(v)) if hasattr(_data(v), "dtype") else _data(v), dtype=np.float64)
+
+
+def _made(a):
+    """A host-made array on the current device, as a constant Tensor."""
+    xp = backend.device_module()
+    return _const(a if xp is np else xp.asarray(a))
+
+
 def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0):
     """num evenly spaced values from start to stop (inclusive unless endpoint=False); with retstep,
     (values, step)."""
     d = _space_dtype(dtype, start, stop)
-    xp = backend.device_module()
-    s, e = xp.asarray(_data(start), dtype=np.float64), xp.asarray(_data(stop), dtype=np.float64)
-    out, step = xp.linspace(s, e, int(num), endpoint=endpoint, retstep=True, axis=axis)
+    out, step = np.linspace(_host(start), _host(stop), int(num), endpoint=endpoint, retstep=True, axis=axis)
     if dtypes.is_int(d):
-        out = xp.floor(out)
-    out = _const(out.astype(d))
+        out = np.floor(out)
+    out = _made(out.astype(d))
     if retstep:
-        return out, _const(xp.asarray(step).astype(d if dtypes.is_float(d) else backend.floatx()))
+        return out, _made(np.asarray(step).astype(d if dtypes.is_float(d) else backend.floatx()))
     return out
 
 
 def logspace(start, stop, num=50, endpoint=True, base=10, dtype=None, axis=0):
     """base ** linspace(start, stop, num)."""
     d = _space_dtype(dtype, start, stop)
-    xp = backend.device_module()
-    s, e = xp.asarray(_data(start), dtype=np.float64), xp.asarray(_data(stop), dtype=np.float64)
-    return _const(xp.logspace(s, e, int(num), endpoint=endpoint, base=base, axis=axis).astype(d))
+    return _made(np.logspace(_host(start), _host(stop), int(num), endpoint=endpoint, base=_host(base),
+                             axis=axis).astype(d))
 
 
 def geomspace(start, stop, num=50, endpoint=True, dtype=None, axis=0):
     """num values from start to stop evenly spaced on a log scale."""
     d = _space_dtype(dtype, start, stop)
-    xp = backend.device_module()
-    s, e = xp.asarray(_data(start), dtype=np.float64), xp.asarray(_data(stop), dtype=np.float64)
-    return _const(xp.geomspace(s, e, int(num), endpoint=endpoint, axis=axis).astype(d))
+    return _made(np.geomspace(_host(start), _host(stop), int(num), endpoint=endpoint, axis=axis).astype(d))
 
 
 def meshgrid(*x, indexing="xy"):
@@ -1450,9 +1462,7 @@ def vander(x, N=None, increasing=False):
 
 
 def _window(name, x):
-    n = int(_data(x))
-    xp = backend.device_module()
-    return _const(getattr(xp, name)(n).astype(backend.floatx()))
+    return _made(getattr(np, name)(int(_data(x))).astype(backend.floatx()))
 
 
 def bartlett(x):
@@ -1477,7 +1487,5 @@ def hanning(x):
 
 def kaiser(x, beta):
     """Kaiser window of length x with shape parameter beta."""
-    n = int(_data(x))
-    xp = backend.device_module()
-    return _const(xp.kaiser(n, float(_data(beta))).astype(backend.floatx()))
+    return _made(np.kaiser(int(_data(x)), float(_data(beta))).astype(backend.floatx()))
 
