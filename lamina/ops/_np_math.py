@@ -1305,9 +1305,7 @@ def arange(start, stop=None, step=None, dtype=None):
 
 
 def array(x, dtype=None):
-    """A tensor from x (convert_to_tensor with an optional dtype)."""
-    if isinstance(x, Tensor):
-        return _const(x.data.astype(dtypes.standardize_dtype(dtype)) if dtype is not None else x.data.copy())
+    """A tensor from x (convert_to_tensor with an optional dtype); a Tensor stays in the graph."""
     return convert(x, None if dtype is None else dtypes.standardize_dtype(dtype))
 
 
