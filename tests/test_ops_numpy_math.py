@@ -175,6 +175,7 @@ CASES = [
     ("sum", (X34,), dict(axis=1, keepdims=True)), ("sum", (X34,), dict(axis=(0, 1))),
     ("sum", (I34,), dict(axis=0)), ("mean", (X34,), dict(axis=-1)), ("mean", (I34,), {}),
     ("max", (X34,), dict(axis=0, keepdims=True)), ("max", (X34,), dict(initial=0.5)),
+    ("max", (X34.astype("float64"),), dict(axis=1, initial=0.5)), ("min", (I34.astype("int64"),), dict(initial=0)),
     ("min", (I34,), dict(axis=1, initial=-1)), ("max", (np.zeros((0,), "float32"),), dict(initial=5.0)),
     ("amax", (X34,), dict(axis=1)), ("amin", (X34,), dict(axis=(0, 1), keepdims=True)),
     ("argmax", (X34,), dict(axis=1)), ("argmax", (X34,), dict(keepdims=True)),
@@ -529,6 +530,10 @@ def test_where_numpy_and_keras_differ():
                                np.linspace([0.0, 1.0], [1.0, 3.0], num=3, axis=1), rtol=1e-6)
     np.testing.assert_allclose(lnp.geomspace(np.array([1.0, 2.0]), 8.0, num=3, axis=1).numpy(),
                                np.geomspace([1.0, 2.0], 8.0, num=3, axis=1), rtol=1e-6)
+    # correlate in 'same' mode with the second array longer: NumPy's length max(n, m)
+    a, v = np.array([1.0, 2, 3], "float32"), np.array([0.5, 1, -1, 2, 4], "float32")
+    for mode in ("valid", "same", "full"):
+        np.testing.assert_allclose(lnp.correlate(a, v, mode).numpy(), np.correlate(a, v, mode), rtol=1e-6)
     # vander is differentiable (Keras's torch vander fails in backward: an in-place write)
     x = Tensor(np.array([1.0, 2.0, 3.0], "float32"), requires_grad=True)
     lnp.sum(lnp.vander(x, N=3)).backward()

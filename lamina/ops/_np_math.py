@@ -859,8 +859,11 @@ def _maxmin(x, axis, keepdims, initial, is_max):
     else:
         y = _const((x.data.max if is_max else x.data.min)(axis=axes, keepdims=keepdims))
     if initial is not None:
-        y = (maximum if is_max else minimum)(y, convert(initial, y.dtype) if not _is_num(initial) else
-                                             Tensor(xp.asarray(initial, dtype=y.dtype)))
+        init = convert(initial, y.dtype) if not _is_num(initial) else Tensor(xp.asarray(initial, dtype=y.dtype))
+        if y.dtype.kind == "f":
+            y = (_m.maximum if is_max else _m.minimum)(y, init)
+        else:
+            y = _const((xp.maximum if is_max else xp.minimum)(y.data, init.data))
     return y
 
 
