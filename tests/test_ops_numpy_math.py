@@ -148,7 +148,8 @@ def test_binary_dtypes_and_values(name):
 MIXED = [("int32", "int64"), ("int8", "uint8"), ("float32", "float64"), ("float16", "float32"),
          ("int32", "float32"), ("int64", "float16"), ("bool", "int32"), ("bool", "float32"),
          ("int32", 2), ("int8", 3), ("int32", 1.5), ("float16", 2.5), ("float64", 2), ("bool", 2),
-         ("float32", 0.5)]
+         ("float32", 0.5), ("float16", np.float64(2.0)), ("int8", np.int64(3)), ("int32", np.float64(1.5)),
+         ("bool", np.array(True)), ("float16", np.array(3.0, "float64"))]
 
 
 @pytest.mark.parametrize("name", ["add", "subtract", "multiply", "divide", "power", "maximum", "minimum",

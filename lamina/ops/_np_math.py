@@ -72,7 +72,9 @@ def convert(x, dtype=None):
     """x as a Tensor, by keras.ops.convert_to_tensor's rules; cast (differentiably) when dtype is given."""
     if isinstance(x, Tensor):
         return x if dtype is None or x.dtype == np.dtype(dtype) else _m.cast(x, dtype)
-    if isinstance(x, (np.ndarray, np.generic)) or backend.is_cupy_array(x):
+    if isinstance(x, float) and isinstance(x, np.generic) and dtype is None:
+        arr = np.asarray(x, dtype=backend.floatx())  # np.float64 is a Python float: floatx, as in Keras
+    elif isinstance(x, (np.ndarray, np.generic)) or backend.is_cupy_array(x):
         arr = x
     else:
         arr = np.asarray(x)
@@ -103,25 +105,37 @@ def _const(a):
     return Tensor(a)
 
 
-def _torch_dtype(*xs):
-    """Result dtype of torch's own promotion, which Keras's add/subtract/multiply/divide/power/mod use:
-    the highest kind wins; within one kind arrays promote like NumPy; a Python number only counts
-    when its kind is higher than every array's (then int -> int32, float -> floatx)."""
-    strong = [dtypes.standardize_dtype(_data(x).dtype) if hasattr(_data(x), "dtype") else
-              dtypes.standardize_dtype(convert(x).dtype) for x in xs if not _is_num(x)]
-    weak = [x for x in xs if _is_num(x)]
-    if not strong:
-        return dtypes.result_type(*weak)
-    top = builtins.max(_KIND_RANK[np.dtype(d).kind] for d in strong)
-    same = [d for d in strong if _KIND_RANK[np.dtype(d).kind] == top]
+def _kind_top(names):
+    """Promote dtype names the way torch does within one priority level: the highest kind wins, and
+    names of that kind promote like NumPy's."""
+    top = builtins.max(_KIND_RANK[np.dtype(d).kind] for d in names)
+    same = [d for d in names if _KIND_RANK[np.dtype(d).kind] == top]
     out = same[0]
     for d in same[1:]:
         out = np.promote_types(out, d).name
-    for w in weak:
-        rank = 0 if isinstance(w, bool) else 1 if isinstance(w, int) else 2 if isinstance(w, float) else 3
-        if rank > _KIND_RANK[np.dtype(out).kind]:
-            out = dtypes.result_type(type(w))
-            top = rank
+    return out
+
+
+def _torch_dtype(*xs):
+    """Result dtype of torch's own promotion, which Keras's add/subtract/multiply/divide/power/mod use.
+    Arrays with dimensions rank first, then 0-d arrays and Python numbers (which Keras makes int32 or
+    floatx 0-d tensors): a lower rank only counts when its kind is higher. Within a rank the highest
+    kind wins and same-kind dtypes promote like NumPy's."""
+    if builtins.all(_is_num(x) for x in xs):
+        return dtypes.result_type(*xs)
+    dims, zeros_ = [], []
+    for x in xs:
+        if _is_num(x):
+            zeros_.append("bool" if isinstance(x, bool) else "int32" if isinstance(x, int) else
+                          backend.floatx() if isinstance(x, float) else "complex64")
+            continue
+        a = _data(x) if hasattr(_data(x), "dtype") and not isinstance(x, np.generic) else _data(convert(x))
+        (dims if a.ndim > 0 else zeros_).append(dtypes.standardize_dtype(a.dtype))
+    out = _kind_top(dims) if dims else None
+    if zeros_:
+        z = _kind_top(zeros_)
+        if out is None or _KIND_RANK[np.dtype(z).kind] > _KIND_RANK[np.dtype(out).kind]:
+            out = z
     return out
 
 
