@@ -141,6 +141,8 @@ def _torch_dtype(*xs):
 
 def _float_dtype(x):
     """Floats keep their dtype; bool and integers compute in floatx."""
+    if isinstance(x, Tensor) and x.dtype.kind == "f":
+        return x.dtype.name
     d = _name(x)
     return d if dtypes.is_float(d) else backend.floatx()
 
@@ -183,14 +185,37 @@ def _keep(y, shape, axes):
 
 # ============================================================================ arithmetic
 
+def _float_tensor_and_number(x1, x2):
+    """(tensor, number-as-tensor, tensor_first) when one operand is a float Tensor and the other a Python
+    int/float: the common case, whose result keeps the tensor's dtype; else None."""
+    for t, n, first in ((x1, x2, True), (x2, x1, False)):
+        if isinstance(t, Tensor) and t.dtype.kind == "f" and type(n) in (int, float):
+            return t, Tensor(backend.get_array_module(t.data).asarray(n, dtype=t.dtype)), first
+    return None
+
+
+def _fast(fn, x1, x2, keep64=True):
+    """fn on (x1, x2) when both are float Tensors of one dtype, or a float Tensor and a number; else None."""
+    if isinstance(x1, Tensor) and isinstance(x2, Tensor):
+        if x1.dtype == x2.dtype and x1.dtype.kind == "f" and (keep64 or x1.dtype != np.float64):
+            return fn(x1, x2)
+        return None
+    pair = _float_tensor_and_number(x1, x2)
+    if pair is None or (not keep64 and pair[0].dtype == np.float64):
+        return None
+    t, n, first = pair
+    return fn(t, n) if first else fn(n, t)
+
+
 def _binary_kernel(fn, x1, x2, dtype):
     return fn(convert(x1, dtype), convert(x2, dtype))
 
 
 def add(x1, x2):
     """x1 + x2, elementwise with broadcasting."""
-    if isinstance(x1, Tensor) and isinstance(x2, Tensor) and x1.dtype == x2.dtype:
-        return _m.add(x1, x2) if x1.dtype.kind == "f" else _const(x1.data + x2.data)
+    y = _fast(_m.add, x1, x2)
+    if y is not None:
+        return y
     d = _torch_dtype(x1, x2)
     if not dtypes.is_float(d):
         return _const(_xp(x1, x2).add(_data(convert(x1, d)), _data(convert(x2, d))).astype(d, copy=False))
@@ -199,8 +224,9 @@ def add(x1, x2):
 
 def subtract(x1, x2):
     """x1 - x2, elementwise with broadcasting."""
-    if isinstance(x1, Tensor) and isinstance(x2, Tensor) and x1.dtype == x2.dtype and x1.dtype.kind == "f":
-        return _m.subtract(x1, x2)
+    y = _fast(_m.subtract, x1, x2)
+    if y is not None:
+        return y
     d = _torch_dtype(x1, x2)
     if d == "bool":
         raise TypeError("subtract of two bool tensors is not supported; use logical_xor.")
@@ -212,8 +238,9 @@ def subtract(x1, x2):
 
 def multiply(x1, x2):
     """x1 * x2, elementwise with broadcasting."""
-    if isinstance(x1, Tensor) and isinstance(x2, Tensor) and x1.dtype == x2.dtype and x1.dtype.kind == "f":
-        return _m.multiply(x1, x2)
+    y = _fast(_m.multiply, x1, x2)
+    if y is not None:
+        return y
     d = _torch_dtype(x1, x2)
     if not dtypes.is_float(d):
         a, b = _data(convert(x1, d)), _data(convert(x2, d))
@@ -223,8 +250,9 @@ def multiply(x1, x2):
 
 def divide(x1, x2):
     """x1 / x2 (true division); integers divide in floatx."""
-    if isinstance(x1, Tensor) and isinstance(x2, Tensor) and x1.dtype == x2.dtype and x1.dtype.kind == "f":
-        return _m.divide(x1, x2)
+    y = _fast(_m.divide, x1, x2)
+    if y is not None:
+        return y
     d = _torch_dtype(x1, x2)
     if not dtypes.is_float(d):
         d = backend.floatx()
@@ -336,9 +364,9 @@ def reciprocal(x):
 
 def maximum(x1, x2):
     """Elementwise maximum (NaN propagates); a tie sends half the gradient to each side."""
-    if isinstance(x1, Tensor) and isinstance(x2, Tensor) and x1.dtype == x2.dtype and x1.dtype.kind == "f" \
-            and x1.dtype != np.float64:
-        return _m.maximum(x1, x2)
+    y = _fast(_m.maximum, x1, x2, keep64=False)
+    if y is not None:
+        return y
     d = dtypes.result_type(_name(x1), _name(x2))
     if not dtypes.is_float(d):
         return _const(_xp(x1, x2).maximum(_data(convert(x1, d)), _data(convert(x2, d))))
@@ -347,9 +375,9 @@ def maximum(x1, x2):
 
 def minimum(x1, x2):
     """Elementwise minimum (NaN propagates); a tie sends half the gradient to each side."""
-    if isinstance(x1, Tensor) and isinstance(x2, Tensor) and x1.dtype == x2.dtype and x1.dtype.kind == "f" \
-            and x1.dtype != np.float64:
-        return _m.minimum(x1, x2)
+    y = _fast(_m.minimum, x1, x2, keep64=False)
+    if y is not None:
+        return y
     d = dtypes.result_type(_name(x1), _name(x2))
     if not dtypes.is_float(d):
         return _const(_xp(x1, x2).minimum(_data(convert(x1, d)), _data(convert(x2, d))))
@@ -843,6 +871,8 @@ def sum(x, axis=None, keepdims=False):  # noqa: A001 - Keras's name
     """Sum over axis (None: all); gradient 1 for each entry. bool and small integers sum in int32."""
     x = convert(x)
     axes = _norm_axes(axis, x.ndim)
+    if x.dtype.kind == "f":
+        return _m.sum(x, axis=axes, keepdims=keepdims)
     d = _sum_dtype(dtypes.standardize_dtype(x.dtype))
     if d == "uint32":
         d = "int32"
@@ -853,7 +883,8 @@ def sum(x, axis=None, keepdims=False):  # noqa: A001 - Keras's name
 
 def mean(x, axis=None, keepdims=False):
     """Arithmetic mean over axis; integers average in floatx."""
-    x = convert(x, _float_dtype(x))
+    if not (isinstance(x, Tensor) and x.dtype.kind == "f"):
+        x = convert(x, _float_dtype(x))
     return _m.mean(x, axis=_norm_axes(axis, x.ndim), keepdims=keepdims)
 
 
