@@ -495,6 +495,8 @@ def test_reduction_and_scan_kernel_gradients():
         check_grad(lambda t: E.Quantile.apply(t, q=np.array([0.1, 0.5, 0.8]), scalar_q=False, axes=(1,),
                                               method=method, keepdims=False, ignore_nan=False),
                    _f64(3, 5, 2), name=f"Quantile {method}")
+    check_grad(lambda t: E.Quantile.apply(t, q=np.array([0.35]), scalar_q=True, axes=(0, 2), method="linear",
+                                          keepdims=True, ignore_nan=False), _f64(3, 2, 4), name="Quantile axes (0, 2)")
     xn = _f64(2, 5)
     xn[0, 1] = np.nan
     check_grad(lambda t: E.Quantile.apply(t, q=np.array([0.3]), scalar_q=True, axes=(1,), method="linear",
