@@ -174,7 +174,7 @@ I34 = R.integers(-5, 6, (3, 4)).astype("int32")
 
 CASES = [
     ("sum", (X34,), dict(axis=1, keepdims=True)), ("sum", (X34,), dict(axis=(0, 1))),
-    ("sum", (I34,), dict(axis=0)), ("mean", (X34,), dict(axis=-1)), ("mean", (I34,), {}),
+    ("sum", (I34,), dict(axis=0)), ("sum", (I34.astype("uint32"),), {}), ("sum", (I34.astype("int16"),), {}), ("mean", (X34,), dict(axis=-1)), ("mean", (I34,), {}),
     ("max", (X34,), dict(axis=0, keepdims=True)), ("max", (X34,), dict(initial=0.5)),
     ("max", (X34.astype("float64"),), dict(axis=1, initial=0.5)), ("min", (I34.astype("int64"),), dict(initial=0)),
     ("min", (I34,), dict(axis=1, initial=-1)), ("max", (np.zeros((0,), "float32"),), dict(initial=5.0)),

@@ -863,8 +863,10 @@ def right_shift(x, y):
 # ============================================================================ reductions
 
 def _sum_dtype(d):
-    return d if d in ("int64", "uint64") or dtypes.is_float(d) else "int32" if d in ("bool", "int8", "int16", "int32") else \
-        "uint32" if d in ("uint8", "uint16", "uint32") else d
+    """Keras's sum dtype: floats, int64 and uint64 keep theirs; bool and narrower integers sum in int32."""
+    if d == "uint32":
+        return "int64"
+    return d if d in ("int64", "uint64") or dtypes.is_float(d) else "int32"
 
 
 def sum(x, axis=None, keepdims=False):  # noqa: A001 - Keras's name
@@ -874,8 +876,6 @@ def sum(x, axis=None, keepdims=False):  # noqa: A001 - Keras's name
     if x.dtype.kind == "f":
         return _m.sum(x, axis=axes, keepdims=keepdims)
     d = _sum_dtype(dtypes.standardize_dtype(x.dtype))
-    if d == "uint32":
-        d = "int32"
     if x.dtype.kind != "f":
         return _const(x.data.sum(axis=axes, keepdims=keepdims, dtype=d))
     return _m.sum(x, axis=axes, keepdims=keepdims)
