@@ -145,6 +145,28 @@ def test_binary_dtypes_and_values(name):
     assert checked >= 3, f"{name}: Keras accepted fewer than 3 dtypes"
 
 
+SPECIAL = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30, 1e30, -1.0, 1.0, 0.5, -2.5, 3.7], "float32")
+
+
+@pytest.mark.parametrize("name", """abs sign square sqrt cbrt reciprocal exp exp2 expm1 log log2 log10 log1p sin cos
+tan arcsin arccos arctan sinh cosh tanh arcsinh arccosh arctanh floor ceil trunc round fabs negative sinc i0
+deg2rad rad2deg isnan isinf isfinite isneginf isposinf signbit nan_to_num real conj angle""".split())
+def test_special_values_like_keras(name):
+    """NaN, infinities, signed zeros, tiny and huge values give what Keras gives."""
+    with np.errstate(all="ignore"):
+        _same(getattr(lnp, name)(SPECIAL), _keras(name, SPECIAL), name, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", """add subtract multiply divide power maximum minimum fmax fmin mod fmod arctan2
+hypot logaddexp logaddexp2 divide_no_nan floor_divide heaviside equal less greater_equal isclose""".split())
+def test_special_pairs_like_keras(name):
+    """Every pair of special values (NaN, infinities, signed zeros, ...) gives what Keras gives."""
+    sv = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.5, 2.0], "float32")
+    a, b = np.meshgrid(sv, sv)
+    with np.errstate(all="ignore"):
+        _same(getattr(lnp, name)(a, b), _keras(name, a, b), name, rtol=1e-5, atol=1e-6)
+
+
 MIXED = [("int32", "int64"), ("int8", "uint8"), ("float32", "float64"), ("float16", "float32"),
          ("int32", "float32"), ("int64", "float16"), ("bool", "int32"), ("bool", "float32"),
          ("int32", 2), ("int8", 3), ("int32", 1.5), ("float16", 2.5), ("float64", 2), ("bool", 2),
@@ -537,6 +559,10 @@ def test_where_numpy_and_keras_differ():
     a, v = np.array([1.0, 2, 3], "float32"), np.array([0.5, 1, -1, 2, 4], "float32")
     for mode in ("valid", "same", "full"):
         np.testing.assert_allclose(lnp.correlate(a, v, mode).numpy(), np.correlate(a, v, mode), rtol=1e-6)
+    # nextafter gives the neighbouring float32 (Keras's torch backend steps in float64, then rounds back)
+    sv = np.array([0.0, 1.0, -np.inf, 2.0], "float32")
+    np.testing.assert_array_equal(lnp.nextafter(sv, np.float32(np.inf) * np.ones(4, "float32")).numpy(),
+                                  np.nextafter(sv, np.full(4, np.inf, "float32")))
     # vander is differentiable (Keras's torch vander fails in backward: an in-place write)
     x = Tensor(np.array([1.0, 2.0, 3.0], "float32"), requires_grad=True)
     lnp.sum(lnp.vander(x, N=3)).backward()

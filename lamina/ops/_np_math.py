@@ -330,9 +330,13 @@ def fabs(x):
 
 
 def sign(x):
-    """sign(x): -1, 0 or 1 (NaN stays NaN); no gradient."""
+    """sign(x): -1, 0 or 1 (NaN gives 0, as Keras's torch backend); no gradient."""
     x = convert(x)
-    return _const(x.data.copy() if x.dtype == bool else _xp(x).sign(x.data))
+    if x.dtype == bool:
+        return _const(x.data.copy())
+    xp = _xp(x)
+    out = xp.sign(x.data)
+    return _const(xp.where(xp.isnan(out), 0, out).astype(out.dtype, copy=False) if out.dtype.kind == "f" else out)
 
 
 def square(x):
@@ -590,14 +594,16 @@ def i0(x):
 
 
 def heaviside(x1, x2):
-    """Step function: 0 where x1 < 0, x2 where x1 == 0, 1 where x1 > 0; no gradient."""
+    """Step function: 0 where x1 < 0 (or NaN), x2 where x1 == 0, 1 where x1 > 0; no gradient."""
     d = dtypes.result_type(_strong(x1), _strong(x2))
     d = "float64" if d == "int64" else d if (dtypes.is_float(d) or d == "bool") else backend.floatx()
     a, b = _data(convert(x1, d)), _data(convert(x2, d))
     xp = _xp(x1, x2)
     if d == "bool":
         return _const(xp.where(a, True, b) & xp.ones_like(a | b))
-    return _const(xp.heaviside(a, b).astype(d, copy=False))
+    one, zero = xp.ones((), dtype=d), xp.zeros((), dtype=d)
+    # NaN in x1 gives 0, as Keras's torch backend (NumPy gives NaN)
+    return _const(xp.where(a > 0, one, xp.where(a == 0, b, zero)).astype(d, copy=False))
 
 
 def ldexp(x1, x2):
@@ -666,7 +672,11 @@ def angle(x):
     if x.dtype.kind == "c":
         return _const(_xp(x).angle(x.data))
     d = _float_dtype(x)
-    return _const(_xp(x).angle(x.data).astype(d))
+    xp = _xp(x)
+    xf = x.data.astype(d)
+    # pi for negative reals, 0 otherwise (also for -0.0, as Keras's torch backend); NaN stays NaN
+    zero_or_nan = xp.where(xp.isnan(xf), xf, xp.zeros((), dtype=d))
+    return _const(xp.where(xf < 0, xp.asarray(np.pi, dtype=d), zero_or_nan).astype(d, copy=False))
 
 
 def isreal(x):
