@@ -435,6 +435,13 @@ G = [
     ("corrcoef", (X34,)), ("diff", (X34,), dict(n=2)), ("trapezoid", (X34,), dict(x=np.array([0, 1, 3, 3.5], "float32"))),
     ("correlate", (X34[0], X34[1, :3]), dict(mode="full")), ("correlate", (X34[0], X34[1, :3]), dict(mode="same")),
     ("meshgrid", (X34[0], X34[1, :3])), ("slogdet", (X34[:, :3],)),
+    ("amin", (X34,), dict(axis=1, keepdims=True)), ("nanmin", (XNAN[[0, 2]],), dict(axis=1)),
+    ("nancumprod", (XNAN[[0]],), dict(axis=1)), ("nanquantile", (XNAN[[0, 2]], [0.3, 0.8]), dict(axis=1)),
+    ("nanpercentile", (XNAN[[0]], 40.0), dict(axis=1, method="nearest")),
+    ("quantile", (X34, 0.6), dict(axis=1, method="lower")), ("quantile", (X34, 0.6), dict(method="higher")),
+    ("average", (X34,), dict(axis=0)), ("trapezoid", (X34,), dict(dx=0.3, axis=0)), ("correlate", (X34[0], X34[1, :2])),
+    ("max", (X34,), dict(axis=1, initial=0.2)), ("cumsum", (X34,), {}), ("prod", (X34,), {}),
+    ("logaddexp", (X34, 0.5)), ("power", (P34, 2.5)), ("subtract", (1.0, X34)), ("divide", (2, P34)),
 ]
 
 
@@ -460,6 +467,22 @@ def test_gradients_like_keras(case):
             np.testing.assert_allclose(np.asarray(lt.grad), t.grad.numpy(), rtol=1e-4, atol=1e-5)
         return
     _grads_like_keras(name, arrays, kwargs)
+
+
+XTIE = np.array([[1.0, 3.0, 3.0, -1.0], [0.0, 0.0, 2.0, 2.0], [0.5, 0.5, 0.5, 0.5]], "float32")
+TIES = [
+    ("max", (XTIE,), dict(axis=1)), ("max", (XTIE,), {}), ("min", (XTIE,), dict(axis=0)), ("amax", (XTIE,), dict(axis=1)),
+    ("maximum", (XTIE, XTIE[::-1].copy())), ("minimum", (XTIE, np.float32(0.5) * np.ones(4, "float32"))),
+    ("clip", (XTIE, 0.5, 2.0)), ("abs", (XTIE - 0.5,)), ("sqrt", (XTIE + 1,)), ("fmax", (XTIE, XTIE[::-1].copy())),
+    ("ptp", (XTIE,), dict(axis=1)), ("cumprod", (XTIE,), dict(axis=1)), ("prod", (XTIE,), dict(axis=0)),
+    ("nanmax", (XTIE,), dict(axis=1)), ("hypot", (XTIE, XTIE[::-1].copy())),
+]
+
+
+@pytest.mark.parametrize("case", TIES, ids=[c[0] for c in TIES])
+def test_gradients_at_ties_and_kinks_like_keras(case):
+    """Ties (max, maximum), clip's edges, zeros in products: the gradient goes where Keras's goes."""
+    _grads_like_keras(case[0], case[1], case[2] if len(case) > 2 else {})
 
 
 # ---------------------------------------------------------------------------- kernels, float64 central differences
