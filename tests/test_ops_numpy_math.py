@@ -247,6 +247,8 @@ CASES = [
     ("angle", (np.array([-1.0, 2.0, 0.0]),), {}), ("angle", (np.array([1 + 2j, -1 - 1j]),), {}),
     ("real", (np.array([1 + 2j, 3 - 1j]),), {}), ("imag", (np.array([1 + 2j, 3 - 1j]),), {}),
     ("conj", (np.array([1 + 2j, 3 - 1j]),), {}), ("isreal", (np.array([1 + 0j, 3 - 1j]),), {}),
+    ("exp", (np.array([1 + 2j, -1j]),), {}), ("sqrt", (np.array([1 + 2j, -1j]),), {}),
+    ("abs", (np.array([3 + 4j, -1j]),), {}), ("multiply", (np.array([1 + 2j]), np.array([2 - 1j])), {}),
     ("sinc", (np.array([0.0, 0.5, -1.5], "float32"),), {}), ("i0", (np.array([0.0, 0.5, -3.0, 20.0], "float32"),), {}),
     ("i0", (np.array([0.0, 0.5, -3.0, 20.0]),), {}),
     ("cbrt", (np.array([-8.0, 27.0, 2.0], "float32"),), {}),

@@ -144,7 +144,7 @@ def _float_dtype(x):
     if isinstance(x, Tensor) and x.dtype.kind == "f":
         return x.dtype.name
     d = _name(x)
-    return d if dtypes.is_float(d) else backend.floatx()
+    return d if dtypes.is_float(d) or d in dtypes.COMPLEX else backend.floatx()
 
 
 def _strong(x):
