@@ -71,7 +71,9 @@ try:
     import matplotlib.pyplot as plt
 except ImportError:
     plt = None
-if plt is not None:
+if plt is None:
+    print("matplotlib is not installed: no vae_samples.png (pip install 'lamina[plot]' for the picture)")
+else:
     fig, axes = plt.subplots(4, 10, figsize=(8, 3.4))
     for ax, img in zip(axes.ravel(), samples):
         ax.imshow(img[..., 0], cmap="gray_r", vmin=0, vmax=1)

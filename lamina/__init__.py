@@ -16,3 +16,4 @@ from . import models
 from .models import *  # noqa: F401,F403  (Sequential, Model, load_model)
 from . import utils, datasets, data, random, saving
 from . import testing
+from . import export  # noqa: F401  (registers model.export formats)

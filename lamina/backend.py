@@ -12,7 +12,6 @@ import numpy as np
 
 _FLOATX = "float32"
 _DEVICE = None            # resolved lazily from LAMINA_DEVICE on first use
-_RNG = np.random.default_rng()
 _VALID_DEVICES = ("cpu", "cuda")
 
 
@@ -139,23 +138,49 @@ def clear_session():
     _NAME_UIDS.clear()
 
 
+# Separate random streams, so that one kind of draw never shifts another: adding an unseeded Dropout to a
+# model leaves its weight initialisation and the order fit() visits the data unchanged. "noise" (dropout,
+# noise and augmentation layers, lamina.random without a seed) is the stream rng() gives by default.
+STREAMS = ("noise", "init", "shuffle")
+_STREAMS = {name: np.random.default_rng() for name in STREAMS}
+_RNG = _STREAMS["noise"]
+
+
+def _stream_seed(seed, name):
+    # the noise stream keeps the generator of the plain seed; the others get their own entropy
+    return seed if name == "noise" else [seed, STREAMS.index(name)]
+
+
 def set_random_seed(seed):
-    """Seed every random stream lamina uses (weights, dropout, shuffling), and Python's and NumPy's."""
+    """Seed every random stream lamina uses (weight initialisation, dropout/noise/augmentation, shuffling),
+    and Python's and NumPy's global generators."""
     global _RNG
     seed = int(seed)
-    _RNG = np.random.default_rng(seed)
+    for name in STREAMS:
+        _STREAMS[name] = np.random.default_rng(_stream_seed(seed, name))
+    _RNG = _STREAMS["noise"]
     _pyrandom.seed(seed)
     np.random.seed(seed % (2 ** 32))
 
 
-def rng():
-    """lamina's random Generator (NumPy). Draws happen on the host and move to the device."""
-    return _RNG
+def rng(stream="noise"):
+    """One of lamina's random Generators (NumPy): 'noise' (dropout, noise, augmentation; the default),
+    'init' (weight initialisers) or 'shuffle' (the order of the data). Draws happen on the host and move
+    to the device."""
+    try:
+        return _STREAMS[stream]
+    except KeyError:
+        raise ValueError(f"Unknown random stream {stream!r}. Valid streams: {', '.join(STREAMS)}.") from None
 
 
 def get_rng_state():
-    return _RNG.bit_generator.state
+    """The state of every stream (a JSON-serialisable dict)."""
+    return {name: gen.bit_generator.state for name, gen in _STREAMS.items()}
 
 
 def set_rng_state(state):
-    _RNG.bit_generator.state = state
+    """Restore get_rng_state()'s result (an older single-generator state sets the noise stream)."""
+    if "bit_generator" in state:
+        state = {"noise": state}
+    for name, value in state.items():
+        rng(name).bit_generator.state = value

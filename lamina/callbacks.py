@@ -113,6 +113,111 @@ class History(Callback):
             self.history.setdefault(k, []).append(v)
 
 
+class ProgbarLogger(Callback):
+    """Keras-style progress: verbose=1 draws a live bar per epoch that fits the terminal's width (the
+    metrics are never cut: lamina.utils.Progbar) and prints one plain line per epoch when the output is
+    not a terminal or reports no width (logs, CI); verbose=2 prints one line per epoch."""
+
+    def __init__(self, count_mode="steps", stream=None):
+        super().__init__()
+        self.stream = stream
+        self.bar = None
+
+    def _out(self):
+        return self.stream or sys.stdout
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from .utils.progbar import Progbar
+        if self.params.get("mode", "train") == "train":
+            print(f"Epoch {epoch + 1}/{self.params.get('epochs', 1)}", file=self._out(), flush=True)
+        self._seen = 0
+        self.bar = Progbar(self.params.get("steps"), verbose=1 if self.params.get("verbose", 1) == 1 else 2,
+                           stream=self._out())
+
+    def _show(self, logs, finalize):
+        logs = logs or {}
+        self.bar.stateful_metrics.update(logs)   # fit's logs are running means already: shown as given
+        self.bar.update(self._seen, list(logs.items()), finalize=finalize)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._seen = batch + 1
+        if self.bar is not None:
+            self._show(logs, finalize=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._finish(logs or {})
+
+    def _finish(self, logs):
+        if self.bar is not None:
+            self._show(logs, finalize=True)   # the epoch's logs, val_ metrics included
+            self.bar = None
+
+    def on_test_begin(self, logs=None): pass
+    def on_test_end(self, logs=None): pass
+    def on_test_batch_begin(self, batch, logs=None): pass
+    def on_test_batch_end(self, batch, logs=None): pass
+    def on_predict_begin(self, logs=None): pass
+    def on_predict_end(self, logs=None): pass
+    def on_predict_batch_begin(self, batch, logs=None): pass
+    def on_predict_batch_end(self, batch, logs=None): pass
+
+
+class CallbackList:
+    """Several callbacks called in order: the user's, then History, then the progress bar (as Keras)."""
+
+    def __init__(self, callbacks=None, add_history=False, add_progbar=False, model=None, **params):
+        self.callbacks = list(callbacks or [])
+        if add_history:
+            history = next((c for c in self.callbacks if isinstance(c, History)), None) or History()
+            if history not in self.callbacks:
+                self.callbacks.append(history)  # after the user's: it records what they add to the logs
+            if model is not None:
+                model.history = history
+        if add_progbar and not any(isinstance(c, ProgbarLogger) for c in self.callbacks):
+            self.callbacks.append(ProgbarLogger())
+        self.params = params
+        for c in self.callbacks:
+            c.set_params(params)
+            if model is not None:
+                c.set_model(model)
+
+    def _call(self, hook, *args):
+        for c in self.callbacks:
+            getattr(c, hook)(*args)
+
+    def on_train_begin(self, logs=None): self._call("on_train_begin", logs or {})
+    def on_train_end(self, logs=None): self._call("on_train_end", logs or {})
+    def on_epoch_begin(self, epoch, logs=None): self._call("on_epoch_begin", epoch, logs or {})
+    def on_epoch_end(self, epoch, logs=None): self._call("on_epoch_end", epoch, logs if logs is not None else {})
+    def on_train_batch_begin(self, batch, logs=None): self._call("on_train_batch_begin", batch, logs or {})
+    def on_train_batch_end(self, batch, logs=None): self._call("on_train_batch_end", batch, logs or {})
+    def on_test_begin(self, logs=None): self._call("on_test_begin", logs or {})
+    def on_test_end(self, logs=None): self._call("on_test_end", logs or {})
+    def on_test_batch_begin(self, batch, logs=None): self._call("on_test_batch_begin", batch, logs or {})
+    def on_test_batch_end(self, batch, logs=None): self._call("on_test_batch_end", batch, logs or {})
+    def on_predict_begin(self, logs=None): self._call("on_predict_begin", logs or {})
+    def on_predict_end(self, logs=None): self._call("on_predict_end", logs or {})
+    def on_predict_batch_begin(self, batch, logs=None): self._call("on_predict_batch_begin", batch, logs or {})
+    def on_predict_batch_end(self, batch, logs=None): self._call("on_predict_batch_end", batch, logs or {})
+
+
+class History(Callback):
+    """Records the epoch logs: ``history.history['loss']``, ``history.epoch``, ``history.params``."""
+
+    def __init__(self):
+        super().__init__()
+        self.history = {}
+        self.epoch = []
+
+    def on_train_begin(self, logs=None):
+        self.epoch = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for k, v in (logs or {}).items():
+            self.history.setdefault(k, []).append(v)
+
+
 def _format_logs(logs):
     return " - ".join(f"{k}: {v:.4f}" if isinstance(v, (float, int, np.floating)) else f"{k}: {v}"
                       for k, v in logs.items())
@@ -125,9 +230,9 @@ def _format_time(seconds):
 
 
 class ProgbarLogger(Callback):
-    """Keras-style progress: verbose=1 draws a live bar per epoch (tqdm) with the step counter, ETA and
-    running metrics when output is a terminal, and prints one line per epoch otherwise (logs, CI);
-    verbose=2 prints one line per epoch."""
+    """Keras-style progress: verbose=1 draws a live bar per epoch that fits the terminal's width (the
+    metrics are never cut: lamina.utils.Progbar) and prints one plain line per epoch when the output is
+    not a terminal or reports no width (logs, CI); verbose=2 prints one line per epoch."""
 
     def __init__(self, count_mode="steps", stream=None):
         super().__init__()
@@ -137,46 +242,42 @@ class ProgbarLogger(Callback):
     def _out(self):
         return self.stream or sys.stdout
 
-    def _live(self):
-        out = self._out()
-        return self.params.get("verbose", 1) == 1 and hasattr(out, "isatty") and out.isatty()
-
-    def _open(self, total):
-        from tqdm.auto import tqdm  # progress bars are the one display dependency (declared in pyproject)
-        self.bar = tqdm(total=total, file=self._out(), leave=True, dynamic_ncols=True, unit="step",
-                        bar_format="{n_fmt}/{total_fmt} {bar:20} {elapsed}<{remaining} {rate_fmt}{postfix}")
-
-    def _close(self, logs):
-        if self.bar is not None:
-            self.bar.set_postfix_str(_format_logs(logs), refresh=False)
-            self.bar.close()
-            self.bar = None
+    def _open(self):
+        from .utils.progbar import Progbar
+        keys = self._keys = []
+        self.bar = Progbar(self.params.get("steps"), verbose=1 if self.params.get("verbose", 1) == 1 else 2,
+                           stream=self._out())
+        return keys
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start, self._seen = time.perf_counter(), 0
         if self.params.get("mode", "train") == "train":
             print(f"Epoch {epoch + 1}/{self.params.get('epochs', 1)}", file=self._out(), flush=True)
-        if self._live():
-            self._open(self.params.get("steps"))
+        self._open()
+
+    def _logs_as_values(self, logs):
+        names = list(logs or {})
+        self.bar.stateful_metrics.update(names)   # fit's logs are running means already: show them as given
+        return [(k, logs[k]) for k in names]
 
     def on_train_batch_end(self, batch, logs=None):
-        self._seen = batch + 1
         if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix_str(_format_logs(logs or {}), refresh=False)
+            self.bar.update(batch + 1, self._logs_as_values(logs), finalize=False)
 
     def on_epoch_end(self, epoch, logs=None):
         self._finish(logs or {})
 
     def _finish(self, logs):
-        if self.bar is not None:
-            self._close(logs)
+        if self.bar is None:
             return
-        elapsed = time.perf_counter() - self._start
-        steps = self._seen
-        per_step = _format_time(elapsed / max(steps, 1))
-        print(f"{steps}/{self.params.get('steps') or steps} - {_format_time(elapsed)} - {per_step}/step - "
-              f"{_format_logs(logs)}", file=self._out(), flush=True)
+        bar, self.bar = self.bar, None
+        bar._order = []                            # the epoch's own logs, in their order (val_ included)
+        bar._values = {}
+        bar.update(max(bar._seen, 1) if bar._seen else 0, self._logs_as_with(bar, logs), finalize=True)
+
+    @staticmethod
+    def _logs_as_with(bar, logs):
+        bar.stateful_metrics.update(logs)
+        return list(logs.items())
 
     def on_test_begin(self, logs=None):
         if self.params.get("mode") == "test":
@@ -246,27 +347,28 @@ class EarlyStopping(Callback):
         if epoch < self.start_from_epoch:
             return
         if self.restore_best_weights and self.best_weights is None:
-            self.best_weights = self.model.get_weights()
+            self.best_weights, self.best_epoch = self.model.get_weights(), epoch
         self.wait += 1
         if self._better(current, self.best):
             self.best, self.best_epoch = current, epoch
             if self.restore_best_weights:
                 self.best_weights = self.model.get_weights()
+            # an improvement never stops training; it resets the wait only once it also beats the baseline
             if self.baseline is None or self._better(current, self.baseline):
                 self.wait = 0
-                return
+            return
         if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
             self.model.stop_training = True
-            # As Keras: the best weights come back only when training is stopped early.
-            if self.restore_best_weights and self.best_weights is not None:
-                if self.verbose > 0:
-                    print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
-                self.model.set_weights(self.best_weights)
 
     def on_train_end(self, logs=None):
         if self.stopped_epoch > 0 and self.verbose > 0:
             print(f"Epoch {self.stopped_epoch + 1}: early stopping")
+        # As Keras 3: the best epoch's weights come back at the end of training, stopped early or not.
+        if self.restore_best_weights and self.best_weights is not None:
+            if self.verbose > 0:
+                print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
+            self.model.set_weights(self.best_weights)
 
 
 class ModelCheckpoint(Callback):
@@ -377,7 +479,7 @@ class ReduceLROnPlateau(Callback):
             self.wait += 1
             if self.wait >= self.patience:
                 old = float(self.model.optimizer.learning_rate)
-                if old > self.min_lr:
+                if old > np.float32(self.min_lr):  # as Keras: a float32 rate at min_lr is not reduced again
                     new = max(old * self.factor, self.min_lr)
                     self.model.optimizer.learning_rate = new
                     if self.verbose > 0:

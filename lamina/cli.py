@@ -5,6 +5,7 @@
     lamina evaluate runs/cnn/model.lamina
     lamina predict runs/cnn/model.lamina images.npy --output probabilities.npy
     lamina summary runs/cnn/model.lamina
+    lamina export runs/cnn/model.lamina --format onnx
     lamina models
 
 Exit status: 0 on success, 2 for a usage error (from argparse), 1 for any other problem (a missing or
@@ -35,6 +36,16 @@ def _positive_int(text):
     return value
 
 
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0 or value >= 2 ** 32:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**32 - 1, got {text!r}")
+    return value
+
+
 def _say(*args):
     print(*args, flush=True)
 
@@ -43,25 +54,10 @@ def _say(*args):
 def _plot(history, path):
     """Loss and accuracy curves as a PNG; returns False when matplotlib is not installed."""
     try:
-        import matplotlib
+        from .plotting import plot_history
+        plot_history(history, path, keys=["loss", "accuracy"], val_label="test")
     except ImportError:
         return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    epochs = range(1, len(history["loss"]) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
-        if key in history:
-            ax.plot(epochs, history[key], label="train")
-        if "val_" + key in history:
-            ax.plot(epochs, history["val_" + key], label="test")
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
     return True
 
 
@@ -123,6 +119,34 @@ def cmd_train(args):
 
 
 # ------------------------------------------------------------------------- model file commands
+def _latest_run(name):
+    """The newest model file that `lamina train NAME` wrote under ./runs (run.json names the model), or None."""
+    candidates = []
+    root = "runs"
+    if os.path.isdir(root):
+        for entry in os.scandir(root):
+            model_path = os.path.join(entry.path, MODEL_FILE)
+            if entry.is_dir() and os.path.isfile(model_path) and _run_info(model_path).get("model") == name:
+                candidates.append((os.path.getmtime(model_path), model_path))
+    return max(candidates)[1] if candidates else None
+
+
+def _resolve_model_file(given):
+    """A model file path, or a catalog name standing for the latest run of that model under ./runs."""
+    if os.path.exists(given):
+        return given
+    from .zoo import catalog
+    if given in catalog.RECIPES:
+        found = _latest_run(given)
+        if found is None:
+            raise UserError(f"{given!r} is a catalog model but no trained run of it was found under ./runs; "
+                            f"train one with 'lamina train {given}', or give a model file path")
+        print(f"Using {found} (the latest run of '{given}').", file=sys.stderr, flush=True)
+        return found
+    raise UserError(f"{given}: no such file (give a model file, e.g. runs/cnn/{MODEL_FILE}, or a catalog name "
+                    f"from 'lamina models' after training it)")
+
+
 def _load(path, compile=True):
     from .models import load_model
     if not os.path.exists(path):
@@ -152,8 +176,7 @@ def _dataset_of(model_path, given):
 
 def cmd_evaluate(args):
     from .zoo import catalog
-    if not os.path.exists(args.model_file):
-        raise UserError(f"{args.model_file}: no such file")
+    args.model_file = _resolve_model_file(args.model_file)
     recipe = _run_info(args.model_file).get("model")
     if recipe in catalog.RECIPES and getattr(catalog.RECIPES[recipe], "train", None) is not None and not args.data:
         raise UserError(f"{args.model_file} comes from the '{recipe}' recipe, which measures itself with its own "
@@ -175,15 +198,51 @@ def cmd_evaluate(args):
     return 0
 
 
+def _check_output_path(path):
+    """Refuse an --output that cannot be written before any work is done."""
+    if os.path.isdir(path):
+        raise UserError(f"--output {path}: is a folder; give a file name such as {os.path.join(path, 'out.npy')}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f"--output {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"--output {path}: the folder {folder} is not writable")
+
+
+def _load_npy(path):
+    """An .npy file as an array of numbers, read without pickle; its header is checked before any allocation."""
+    import numpy as np
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file" if not os.path.exists(path) else f"{path}: not a regular file")
+    size = os.path.getsize(path)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f, max_header_size=10000)
+            header_end = f.tell()
+    except (ValueError, OSError, EOFError, SyntaxError) as e:
+        raise UserError(f"{path}: not a NumPy .npy array file ({' '.join(str(e).split())})") from e
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise UserError(f"{path}: expected an array of numbers, got dtype {dtype}")
+    needed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if needed != size - header_end:
+        raise UserError(f"{path}: its header declares shape {tuple(shape)} of {dtype} ({needed:,} bytes) but the "
+                        f"file holds {size - header_end:,} bytes of data (truncated or corrupt)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"{path}: not a NumPy .npy array file of numbers ({e})") from e
+
+
 def cmd_predict(args):
     import numpy as np
     from .zoo import catalog
-    if not os.path.exists(args.input):
-        raise UserError(f"{args.input}: no such file")
-    try:
-        x = np.load(args.input, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise UserError(f"{args.input}: not a NumPy .npy array file of numbers ({e})") from e
+    args.model_file = _resolve_model_file(args.model_file)
+    if args.output:
+        _check_output_path(args.output)
+    x = _load_npy(args.input)
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
         raise UserError(f"{args.input}: expected an array of numbers, got {getattr(x, 'dtype', type(x))}")
     model = _load(args.model_file, compile=False)
@@ -223,8 +282,23 @@ def cmd_predict(args):
 
 
 def cmd_summary(args):
-    model = _load(args.model_file, compile=False)
+    model = _load(_resolve_model_file(args.model_file), compile=False)
     model.summary()
+    return 0
+
+
+def cmd_export(args):
+    model_file = _resolve_model_file(args.model_file)
+    output = args.output or os.path.splitext(model_file)[0] + "." + args.format
+    _check_output_path(output)
+    model = _load(model_file, compile=False)
+    try:
+        model.export(output, format=args.format, verbose=False)
+    except ImportError as e:
+        raise UserError(str(e)) from None
+    except NotImplementedError as e:
+        raise UserError(f"{model_file}: {e}") from None
+    _say(f"Exported {model_file} to {output} ({args.format}).")
     return 0
 
 
@@ -237,8 +311,10 @@ def cmd_models(args):
         mark = " (default)" if r.name == catalog.DEFAULT else ""
         _say(f"{r.name:<{wn}}  {r.dataset:<{wd}}  {r.epochs:>6}  {r.description}{mark}")
     _say("\nData sets:")
-    wk = max(len(k) for k in catalog.DATASETS)
-    for name, (_, _, _, description) in catalog.DATASETS.items():
+    described = {name: info[3] for name, info in catalog.DATASETS.items()}
+    described.update((k, v) for k, v in catalog.OTHER_DATASETS.items() if k not in described)
+    wk = max(len(k) for k in described)
+    for name, description in described.items():
         _say(f"  {name:<{wk}}  {description}")
     return 0
 
@@ -269,7 +345,7 @@ def build_parser():
     p.add_argument("--epochs", type=_positive_int, metavar="N", help="epochs (default: the recipe's)")
     p.add_argument("--batch-size", type=_positive_int, metavar="B", help="batch size (default: the recipe's)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: ./runs/NAME)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="S", help="random seed (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     _add_device_option(p)
     p.set_defaults(func=cmd_train)
@@ -277,7 +353,8 @@ def build_parser():
     data_help = f"data set ({', '.join(catalog.DATASETS)}); default: the one in run.json beside the model file"
     p = sub.add_parser("evaluate", help="loss and accuracy of a model file on its data set's test split",
                        description="Evaluate a model file on the test split of the data set it was trained on.")
-    p.add_argument("model_file", metavar="MODEL", help="model file (from 'lamina train' or model.save)")
+    p.add_argument("model_file", metavar="MODEL", help="model file (from 'lamina train' or model.save), or a catalog "
+                   "name for its latest run under ./runs")
     p.add_argument("--data", choices=list(catalog.DATASETS), metavar="NAME", help=data_help)
     p.add_argument("--batch-size", type=_positive_int, default=256, metavar="B")
     _add_device_option(p)
@@ -287,7 +364,7 @@ def build_parser():
                        description="Predict with a model file on INPUT.npy. Integer arrays (raw images as the "
                                    "data set loaders return them) are scaled like the training data; float "
                                    "arrays are used as they are. Prints the predicted class of each sample.")
-    p.add_argument("model_file", metavar="MODEL", help="model file")
+    p.add_argument("model_file", metavar="MODEL", help="model file, or a catalog name for its latest run under ./runs")
     p.add_argument("input", metavar="INPUT.npy", help="input array, samples on the first axis")
     p.add_argument("--output", metavar="OUT.npy", help="save the model's outputs here")
     p.add_argument("--data", choices=list(catalog.DATASETS), metavar="NAME", help=data_help)
@@ -298,8 +375,16 @@ def build_parser():
 
     p = sub.add_parser("summary", help="print the layers, output shapes and parameter counts of a model file",
                        description="Print the summary table of a model file.")
-    p.add_argument("model_file", metavar="MODEL", help="model file")
+    p.add_argument("model_file", metavar="MODEL", help="model file, or a catalog name for its latest run under ./runs")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("export", help="write a model file as an ONNX inference graph",
+                       description="Export a model file to ONNX (needs: pip install 'lamina[onnx]'). The batch axis "
+                                   "is dynamic; inputs and outputs keep the model's names.")
+    p.add_argument("model_file", metavar="MODEL", help="model file, or a catalog name for its latest run under ./runs")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: onnx)")
+    p.add_argument("--output", metavar="OUT", help="output file (default: MODEL with the format's extension)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", help="list the models 'lamina train' can train",
                        description="List the ready-made models and data sets.")

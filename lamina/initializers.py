@@ -36,7 +36,7 @@ class Initializer:
         if getattr(self, "seed", None) is not None:
             # A seeded initializer gives the same values each call, as Keras's stateless ones do.
             return np.random.default_rng(self.seed)
-        return backend.rng()
+        return backend.rng("init")
 
     def get_config(self):
         return {}

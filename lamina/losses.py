@@ -17,6 +17,7 @@ import re
 import numpy as np
 
 from . import backend, ops
+from .ops import losses as _loss_ops  # the kernels: lamina.ops.NAME is keras.ops's (elementwise) form
 from .registry import register, registered_names, get_registered_object
 from .tensor import Tensor, as_tensor
 
@@ -86,11 +87,11 @@ def kl_divergence(y_true, y_pred):
 
 
 def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
-    """mean(-(t log p + (1 - t) log(1 - p)), axis=-1); t smoothed towards 0.5 by label_smoothing."""
+    """mean(-(t log p + (1 - t) log(1 - p)), axis); t smoothed towards 0.5 by label_smoothing."""
     y_pred = _tensor(y_pred)
     y_true, y_pred = align_ranks(_tensor(y_true), y_pred)
-    return ops.binary_crossentropy(_float_target(y_true, y_pred), y_pred, from_logits=from_logits,
-                                   label_smoothing=label_smoothing)
+    return _loss_ops.binary_crossentropy(_float_target(y_true, y_pred), y_pred, from_logits=from_logits,
+                                         label_smoothing=label_smoothing, axis=axis)
 
 
 def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
@@ -99,7 +100,7 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
     y_true = _tensor(y_true)
     if y_true.ndim == y_pred.ndim - 1 or (y_true.ndim == y_pred.ndim and y_true.shape[-1] != y_pred.shape[-1]):
         raise ValueError(_cce_shape_message(y_true.shape, y_pred.shape))
-    return ops.categorical_crossentropy(_float_target(y_true, y_pred), y_pred, from_logits=from_logits,
+    return _loss_ops.categorical_crossentropy(_float_target(y_true, y_pred), y_pred, from_logits=from_logits,
                                         label_smoothing=label_smoothing, axis=axis)
 
 
@@ -109,7 +110,7 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_cl
     y_true, y_pred = align_ranks(_tensor(y_true), y_pred, sparse=True)
     if y_true.ndim != y_pred.ndim - 1:
         raise ValueError(_scce_shape_message(y_true.shape, y_pred.shape))
-    return ops.sparse_categorical_crossentropy(y_true, y_pred, from_logits=from_logits, axis=axis,
+    return _loss_ops.sparse_categorical_crossentropy(y_true, y_pred, from_logits=from_logits, axis=axis,
                                                ignore_class=ignore_class)
 
 
@@ -286,11 +287,19 @@ class CategoricalCrossentropy(LossFunctionWrapper):
 class SparseCategoricalCrossentropy(LossFunctionWrapper):
     """Cross-entropy for integer labels; probabilities or logits (``from_logits=True``)."""
 
-    def __init__(self, from_logits=False, ignore_class=None, reduction="sum_over_batch_size",
+    def __init__(self, from_logits=False, ignore_class=None, reduction="sum_over_batch_size", axis=-1,
                  name="sparse_categorical_crossentropy", dtype=None):
         super().__init__(sparse_categorical_crossentropy, reduction=reduction, name=name, dtype=dtype,
-                         from_logits=from_logits, ignore_class=ignore_class)
+                         from_logits=from_logits, ignore_class=ignore_class, axis=axis)
         self.from_logits = from_logits
+
+    def get_config(self):
+        # Keras 3.15's config of this class has no axis key; it is written only when it is not the default,
+        # so that the default config matches Keras's and a non-default axis survives a round trip
+        config = super().get_config()
+        if config.get("axis") == -1:
+            del config["axis"]
+        return config
 
 
 _ALIASES = {

@@ -72,26 +72,30 @@ def plot_attention(weights, x_labels, y_labels, path, title=None, cmap="viridis"
     return path
 
 
-def plot_history(history, path, keys=None, dpi=100):
+def plot_history(history, path, keys=None, dpi=100, val_label="validation"):
     """Training curves (one panel per metric, training and validation together) saved as a PNG.
 
     Args:
         history: a dict of lists as ``model.fit(...).history`` gives (or a History object).
         path: the PNG file to write.
-        keys: metric names to draw (default: every key without a ``val_`` prefix).
+        keys: metric names to draw (default: every key without a ``val_`` prefix); names missing from
+            history are left out.
+        val_label: the legend's name for the ``val_`` curves.
     Returns the path.
     """
     history = getattr(history, "history", history)
-    keys = keys or [k for k in history if not k.startswith("val_")]
+    keys = [k for k in keys if k in history] if keys else [k for k in history if not k.startswith("val_")]
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.8), squeeze=False)
     for ax, key in zip(axes[0], keys):
         epochs = range(1, len(history[key]) + 1)
         ax.plot(epochs, history[key], label="train")
         if "val_" + key in history:
-            ax.plot(epochs, history["val_" + key], label="validation")
+            ax.plot(epochs, history["val_" + key], label=val_label)
         ax.set_title(key)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # epochs are whole numbers
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -3,6 +3,8 @@ registers itself here when defined, so that configs and model files can find cla
 without importing anything from an upper floor, and without ever executing code from a file."""
 
 _REGISTRY = {}
+# export format name -> function(model, filepath, **kwargs); filled by lamina.export (a higher floor)
+EXPORTERS = {}
 
 
 def register(cls, name=None):

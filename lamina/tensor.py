@@ -5,11 +5,28 @@ subclass with ``forward`` (arrays in, array(s) out) and ``backward`` (upstream g
 gradient or None per input out). ``Op.apply`` runs ``forward`` and, when any input requires a
 gradient and recording is on, links the output to the op so that ``backward()`` can walk back.
 
+The graph holds only what backward needs. A recorded op keeps, per input that wants a gradient, an
+edge: the producing op and output index for an intermediate tensor, the tensor itself for a leaf
+(leaves are alive anyway), plus the input's shape and dtype. It never holds an intermediate
+Tensor or its array, except what the op itself put in ``self.saved``; so the forward arrays of a
+chain of ``Add`` and ``Reshape`` die as soon as the caller drops them.
+
 Backward sorts the graph once, iteratively (no recursion, so a chain of 100,000 ops is fine), runs
-each op's backward once, accumulates gradients over repeated uses and frees the graph.
+each op's backward once and accumulates gradients over repeated uses. Then, unless
+``retain_graph=True``, it frees the graph: each op drops ``saved`` and its edges and is marked freed,
+and a second backward through it raises (as PyTorch does) instead of silently treating the
+intermediates as leaves. Every leaf gets its own writable ``.grad`` array.
+
+Version counter: every in-place change lamina makes to a tensor (``Variable.assign*``, optimizer
+updates) bumps ``tensor._version``. An op records the versions of its leaf inputs when it is
+recorded; if one changed by backward time and the op saved an array sharing its memory, backward
+raises instead of using the new values. Direct writes into ``.data`` are not tracked: code that
+changes a tensor in place outside these calls bumps its version itself (``t._bump_version()``).
+
 Gradients are first-order only: backward works on arrays and records nothing.
 """
 import contextlib
+import sys
 import threading
 import weakref
 
@@ -71,6 +88,12 @@ def _as_array(data, dtype=None, xp=None):
 class Tensor:
     """An array with an optional gradient and a link to the op that made it.
 
+    ``Tensor(array)`` wraps a NumPy (or CuPy) array without copying it when its dtype already fits,
+    as ``torch.from_numpy`` / ``torch.as_tensor`` do: writes to the array show in the tensor and the
+    other way round (ops make new arrays, so this only matters for code that writes into ``.data``).
+    Python numbers and lists are always copied into a new array. ``Variable`` (a weight updated in
+    place) always copies what it is given.
+
     >>> import lamina
     >>> x = lamina.Tensor([1.0, 2.0, 3.0], requires_grad=True)
     >>> (x * x).sum().backward()
@@ -81,16 +104,23 @@ class Tensor:
     __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor's reflected operator
     __hash__ = object.__hash__  # __eq__ is elementwise, identity stays the hash
 
+    _version = 0           # bumped by every in-place change lamina makes to .data (_bump_version)
+    _base = None           # output of a view op: the leaf whose memory it may view (version checks)
+    _retain_grad = False
+
     def __init__(self, data, requires_grad=False, dtype=None, name=None):
         self.data = _as_array(data, dtype)
-        if requires_grad and not _is_float(self.data.dtype):
+        if requires_grad and self.data.dtype.kind != "f":
             raise TypeError(f"Only float tensors can require gradients, got dtype {self.data.dtype}.")
         self.requires_grad = bool(requires_grad)
         self.grad = None
         self.name = name
         self._op = None          # the Op that produced this tensor (None for leaves)
         self._out_index = 0
-        self._retain_grad = False
+
+    def _bump_version(self):
+        """Record an in-place change of ``.data``: graphs that saved the old values refuse to backward."""
+        self._version += 1
 
     # ----- basic properties
     @property
@@ -156,6 +186,11 @@ class Tensor:
     def retain_grad(self):
         """Keep .grad on this non-leaf tensor after backward()."""
         self._retain_grad = True
+        op = self._op
+        if op is not None:  # the op holds no reference to its outputs otherwise
+            if op._retained is None:
+                op._retained = {}
+            op._retained[self._out_index] = weakref.ref(self)
         return self
 
     def astype(self, dtype):
@@ -165,7 +200,12 @@ class Tensor:
         self.grad = None
 
     def backward(self, grad=None, retain_graph=False):
-        """Back-propagate from this tensor, accumulating into ``.grad`` of every leaf that requires it."""
+        """Back-propagate from this tensor, accumulating into ``.grad`` of every leaf that requires it
+        (and of non-leaves that called ``retain_grad()``). Each gets its own writable array.
+
+        The graph is freed afterwards; a second backward through any part of it raises RuntimeError
+        unless the first one passed ``retain_graph=True``. Raises RuntimeError if a weight the graph
+        saved was changed in place (``assign``, an optimizer step) after the forward pass."""
         if not self.requires_grad:
             raise RuntimeError("backward() called on a tensor that does not require grad "
                                "(was it computed under no_grad(), or from inputs without requires_grad?)")
@@ -262,10 +302,19 @@ class Op:
     Subclasses write ``forward(*arrays) -> array | tuple`` and ``backward(*grads) -> grad | tuple``.
     Keyword parameters given to ``apply`` become attributes; ``self.xp`` is the array module of the
     inputs; ``self.needs_grad[i]`` says whether input i wants a gradient (skip work when it does not);
-    ``self.saved`` holds only what backward reads.
+    ``self.saved`` holds only what backward reads (the engine frees it after backward, and checks the
+    arrays in it against in-place changes of the inputs, so keep input arrays there and nowhere else).
+    A view op (its output may share the input's memory) sets ``is_view = True``.
     """
 
     same_float_dtype = False  # binary arithmetic: float inputs must share one dtype (see apply)
+    is_view = False           # the outputs may be views of input 0's array
+    saved = None
+    # graph bookkeeping, set by apply when the op is recorded (see _backprop)
+    _edges = None             # per input: None, or (parent_op, out_index, leaf, shape, dtype)
+    _watch = ()               # (input index, leaf tensor, its version when recorded)
+    _retained = None          # out_index -> weakref of an output that asked for retain_grad()
+    _freed = False
 
     def __init__(self, **params):
         self.__dict__.update(params)
@@ -293,22 +342,47 @@ class Op:
             arrays = [a if a is None or backend.is_cupy_array(a) else op.xp.asarray(a) for a in arrays]
         if cls.same_float_dtype and len({a.dtype for a in present if a.dtype.kind == "f"}) > 1:
             arrays = _unify_float_dtypes(cls, inputs, arrays)
-        record = is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-        op.needs_grad = tuple(t is not None and t.requires_grad for t in tensors)
+        op.needs_grad = needs = tuple(t is not None and t.requires_grad for t in tensors)
+        record = is_grad_enabled() and any(needs)
         out = op.forward(*arrays)
-        # NumPy reductions return scalars (np.generic): they stay on the op's device as 0-d arrays
-        outs = tuple(Tensor(_as_array(o, xp=op.xp) if isinstance(o, np.generic) else o, requires_grad=record)
-                     for o in (out if isinstance(out, tuple) else (out,)))
+        # NumPy reductions return scalars (np.generic): they stay on the op's device as 0-d arrays;
+        # integer and bool outputs (argmax, masks) never require a gradient
+        outs = []
+        for o in (out if isinstance(out, tuple) else (out,)):
+            if isinstance(o, np.generic):
+                o = _as_array(o, xp=op.xp)
+            outs.append(Tensor(o, requires_grad=record and o.dtype.kind == "f"))
         if record:
-            op.inputs = tensors
-            op.n_out = len(outs)
-            op.outputs = [weakref.ref(o) for o in outs]
-            op.out_meta = [(o.data.shape, o.data.dtype) for o in outs]
+            edges, watch = [], []
+            for i, t in enumerate(tensors):
+                if not needs[i]:     # a constant; a Variable (frozen weight) is still watched
+                    edges.append(None)
+                    src = None if t is None else t if isinstance(t, Variable) else t._base
+                    if src is not None:
+                        watch.append((i, src, src._version))
+                elif t._op is None:  # a leaf: kept itself (it is alive anyway), its version watched
+                    edges.append((None, 0, t, t.data.shape, t.data.dtype))
+                    watch.append((i, t, t._version))
+                else:                # an intermediate: only the op that made it, never its array
+                    edges.append((t._op, t._out_index, None, t.data.shape, t.data.dtype))
+                    if t._base is not None:
+                        watch.append((i, t._base, t._base._version))
+            op._edges = tuple(edges)
+            if watch:
+                op._watch = tuple(watch)
+            op.out_meta = tuple((o.data.shape, o.data.dtype) for o in outs)
             for i, o in enumerate(outs):
-                o._op, o._out_index = op, i
+                if o.requires_grad:  # an integer output stays a leaf without gradient
+                    o._op, o._out_index = op, i
+            if cls.is_view:
+                src = tensors[0]
+                src = src if src._op is None else src._base
+                if src is not None:
+                    for o in outs:
+                        o._base = src
         else:
             op.saved = None
-        return outs if isinstance(out, tuple) else outs[0]
+        return tuple(outs) if isinstance(out, tuple) else outs[0]
 
     def forward(self, *xs):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -332,8 +406,15 @@ def _unify_float_dtypes(cls, inputs, arrays):
             for x, a in zip(inputs, arrays)]
 
 
+_FREED_MESSAGE = (
+    "Trying to backward through the graph a second time: {op} (and the graph before it) was freed by an "
+    "earlier backward() or lamina.grad(), which drops the arrays the ops saved. Pass retain_graph=True to "
+    "the first call if you need to go back through the same graph again, or compute the forward again.")
+
+
 def _toposort(root_op):
-    """Ops reachable from root_op, each after every op that consumes its outputs (reversed post-order)."""
+    """Ops reachable from root_op, each after every op that consumes its outputs (reversed post-order).
+    Raises if one of them was freed by an earlier backward."""
     order, visited = [], set()
     stack = [(root_op, False)]
     while stack:
@@ -343,86 +424,164 @@ def _toposort(root_op):
             continue
         if id(op) in visited:
             continue
+        if op._freed:
+            raise RuntimeError(_FREED_MESSAGE.format(op=type(op).__name__))
         visited.add(id(op))
         stack.append((op, True))
-        for t in op.inputs:
-            if t is not None and t._op is not None and id(t._op) not in visited:
-                stack.append((t._op, False))
+        for e in op._edges:
+            if e is not None and e[0] is not None and id(e[0]) not in visited:
+                stack.append((e[0], False))
     order.reverse()
     return order
+
+
+def _saved_arrays(saved):
+    stack = [saved]
+    while stack:
+        s = stack.pop()
+        if isinstance(s, (tuple, list)):
+            stack.extend(s)
+        elif isinstance(s, np.ndarray) or backend.is_cupy_array(s):
+            yield s
+
+
+def _check_versions(op):
+    """Raise if a leaf input changed in place since op was recorded and op saved an array sharing its
+    memory (its backward would read the new values). Only runs the memory check on a version change."""
+    for i, t, version in op._watch:
+        if t._version == version:
+            continue
+        may_share = getattr(op.xp, "may_share_memory", None)
+        for a in _saved_arrays(op.saved):
+            if a is t.data or may_share is None or may_share(a, t.data):
+                what = getattr(t, "path", None) or t.name
+                what = f"'{what}' " if what else ""
+                raise RuntimeError(
+                    f"{type(op).__name__}: input {i} ({type(t).__name__} {what}of shape {t.shape}) was modified by "
+                    f"an inplace operation after the op recorded it (it is at version {t._version}, the graph "
+                    f"saved version {version}), so the gradient would use the new values. Run the forward "
+                    "again after changing it, or change it (e.g. optimizer.apply) after backward().")
+
+
+def _owned(g, handed):
+    """g, or a copy of it when a user could see it aliased: a view (unless of a temporary nobody else
+    holds), read-only (broadcast), or already handed to another tensor or the caller in this backward."""
+    if isinstance(g, np.generic):  # a NumPy scalar from a reduction: a fresh 0-d array instead
+        g = np.array(g)
+    # a view's base seen only by the view itself has refcount 2 here (the view, getrefcount's argument)
+    elif (id(g) in handed or (g.base is not None and sys.getrefcount(g.base) > 2)
+            or not getattr(g.flags, "writeable", True)):
+        g = g.copy()
+    handed[id(g)] = g  # keeps g alive, so its id stays unique for this backward
+    return g
 
 
 def _backprop(root, grad, retain_graph=False, accumulate=True, targets=None):
     """Reverse-mode sweep from root. With accumulate, leaves' .grad get the gradient added; with
     targets (a list of tensors), their gradients are returned (leaves or not) in that order."""
-    want = None if targets is None else {id(t): i for i, t in enumerate(targets)}
+    want = {}
+    for i, t in enumerate(targets or ()):
+        want.setdefault(id(t) if t._op is None else (id(t._op), t._out_index), []).append(i)
     result = [None] * (0 if targets is None else len(targets))
+    handed = {id(grad): grad}  # the caller's array is never handed back as someone's .grad
 
-    def deliver(t, g):
-        if want is not None and id(t) in want:
-            i = want[id(t)]
-            result[i] = g if result[i] is None else result[i] + g
-        if accumulate and (t._op is None or t._retain_grad):
-            t.grad = g if t.grad is None else t.grad + g
+    def give(key, t, g):
+        """g is the (full) gradient of t from this root: deliver it where it is wanted."""
+        for i in want.get(key, ()):
+            result[i] = _owned(g, handed) if result[i] is None else result[i] + g
+        if accumulate and t is not None and (t._op is None or t._retain_grad):
+            t.grad = _owned(g, handed) if t.grad is None else t.grad + g
 
     if root._op is None:
-        deliver(root, grad)
+        give(id(root), root, grad)
         return result
-    pending = {id(root): (root, grad)}  # id -> (tensor, grad); holding the tensor keeps its id unique
-    for op in _toposort(root._op):
-        gys = []
-        for k, ref in enumerate(op.outputs):
-            out = ref()
-            g = None if out is None else pending.pop(id(out), (None, None))[1]
-            if g is not None:
-                deliver(out, g)  # a non-leaf output keeps it only if retained or asked for
-            gys.append(g)
-        if all(g is None for g in gys):
-            continue
-        xp = op.xp
-        gys = [xp.zeros(s, d) if g is None else g for g, (s, d) in zip(gys, op.out_meta)]
-        gxs = op.backward(*gys)
-        if not isinstance(gxs, (tuple, list)):
-            gxs = (gxs,)
-        if len(gxs) != len(op.inputs):
-            raise RuntimeError(f"{type(op).__name__}.backward returned {len(gxs)} gradients for {len(op.inputs)} inputs")
-        for i, (t, g) in enumerate(zip(op.inputs, gxs)):
-            if t is None or g is None or not t.requires_grad:
+    order = _toposort(root._op)
+    pending = {id(root._op): [None] * len(root._op.out_meta)}  # id(op) -> gradient of each output
+    pending[id(root._op)][root._out_index] = grad
+    try:
+        for op in order:
+            gys = pending.pop(id(op), None)
+            if gys is None or all(g is None for g in gys):
+                if not retain_graph:
+                    _free(op)
                 continue
-            if tuple(g.shape) != t.shape:
-                raise RuntimeError(f"{type(op).__name__}.backward returned a gradient of shape {tuple(g.shape)} "
-                                   f"for input {i} of shape {t.shape}")
-            if g.dtype != t.dtype:
-                g = g.astype(t.dtype)
-            if t._op is None:
-                deliver(t, g)
-            else:
-                key = id(t)
-                pending[key] = (t, g) if key not in pending else (t, pending[key][1] + g)
-        if not retain_graph:
-            for ref in op.outputs:
-                out = ref()
-                if out is not None:
-                    out._op = None
-            op.inputs, op.saved = (), None
+            retained = op._retained
+            for k, g in enumerate(gys):
+                if g is not None and (want or retained):
+                    ref = retained.get(k) if retained else None
+                    give((id(op), k), ref() if ref is not None else None, g)
+            if op._watch:
+                _check_versions(op)
+            xp = op.xp
+            gys = [xp.zeros(s, d) if g is None else g for g, (s, d) in zip(gys, op.out_meta)]
+            gxs = op.backward(*gys)
+            gys = None  # no longer held here: a view of one returned for a leaf need not be copied
+            if not isinstance(gxs, (tuple, list)):
+                gxs = (gxs,)
+            edges = op._edges
+            if len(gxs) != len(edges):
+                raise RuntimeError(f"{type(op).__name__}.backward returned {len(gxs)} gradients for {len(edges)} inputs")
+            for i, (e, g) in enumerate(zip(edges, gxs)):
+                if e is None or g is None:
+                    continue
+                parent, k, leaf, shape, dtype = e
+                if g.shape != shape:
+                    raise RuntimeError(f"{type(op).__name__}.backward returned a gradient of shape {tuple(g.shape)} "
+                                       f"for input {i} of shape {tuple(shape)}")
+                if g.dtype != dtype:
+                    g = g.astype(dtype)
+                if leaf is not None:
+                    give(id(leaf), leaf, g)
+                else:
+                    slot = pending.get(id(parent))
+                    if slot is None:
+                        slot = pending[id(parent)] = [None] * len(parent.out_meta)
+                    slot[k] = g if slot[k] is None else slot[k] + g
+            if not retain_graph:  # free what it saved now: the peak memory of backward stays low
+                _free(op)
+    finally:
+        if not retain_graph:  # and the rest (ops no gradient reached, or after an error)
+            for op in order:
+                _free(op)
     return result
 
 
+def _free(op):
+    """Drop what backward needs (saved arrays, edges); the op refuses a second pass."""
+    op.saved = None
+    op._edges = ()
+    op._watch = ()
+    op._freed = True
+
+
 def grad(output, inputs, grad_output=None, retain_graph=False):
-    """Gradients of a scalar output with respect to each tensor in inputs, without touching ``.grad``."""
+    """Gradients of output with respect to each tensor in inputs (leaves or intermediates), without
+    touching ``.grad``; None for an input the output does not depend on. Frees the graph unless
+    ``retain_graph=True``, like ``backward()``."""
+    inputs = list(inputs)
+    if not output.requires_grad:
+        return [None for _ in inputs]
     if grad_output is None:
         xp = backend.get_array_module(output.data)
         grad_output = xp.ones_like(output.data)
-    if not output.requires_grad:
-        return [None for _ in inputs]
-    return _backprop(output, grad_output, retain_graph, accumulate=False, targets=list(inputs))
+    else:
+        grad_output = _as_array(grad_output, output.dtype)
+    return _backprop(output, grad_output, retain_graph, accumulate=False, targets=inputs)
 
 
 class Variable(Tensor):
-    """A model weight: a named leaf Tensor updated in place by optimizers (Keras's Variable)."""
+    """A model weight: a named leaf Tensor updated in place by optimizers (Keras's Variable).
+
+    The initial value is always copied (as Keras does), so updates never write into the caller's
+    array. Every in-place change (``assign``, ``assign_add``, ``assign_sub``, optimizer steps) bumps
+    the version counter, so a graph recorded before the change refuses to backward through it.
+    """
 
     def __init__(self, value, name=None, trainable=True, dtype=None, constraint=None, regularizer=None):
+        given = value.data if isinstance(value, Tensor) else value
         super().__init__(value, requires_grad=False, dtype=dtype or backend.floatx(), name=name)
+        if self.data is given:
+            self.data = self.data.copy()
         self.requires_grad = _is_float(self.data.dtype)
         self.trainable = trainable
         self.constraint = constraint
@@ -438,14 +597,17 @@ class Variable(Tensor):
         if backend.get_array_module(value) is not xp:
             value = backend.to_device(value, xp)
         self.data[...] = value
+        self._bump_version()
         return self
 
     def assign_add(self, value):
         self.data += _as_array(value, self.dtype)
+        self._bump_version()
         return self
 
     def assign_sub(self, value):
         self.data -= _as_array(value, self.dtype)
+        self._bump_version()
         return self
 
     @property

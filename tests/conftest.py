@@ -1,4 +1,16 @@
+import os
 import sys
+
+# Two xdist workers on two cores, each with a full BLAS thread team, oversubscribe the machine many times
+# over (a 12-minute suite instead of one). Each worker, and every process a test starts, gets one thread.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn in the test extra
+        pass
 
 import numpy as np
 import pytest

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from lamina import activations, ops
+from lamina import activations
+from lamina.ops import activations as ops  # the kernels (lamina.ops.gelu is keras.ops.gelu, approximate)
 from lamina.testing import check_grad
 
 torch = pytest.importorskip("torch")

@@ -322,8 +322,11 @@ def test_mha_scores_dropout_config_and_errors():
     np.testing.assert_allclose(clone(q, v).numpy(), y1, rtol=1e-6)
     with pytest.raises(ValueError, match="att"):
         mha(np.zeros((2, 4, 7), "f4"), v)
+    same = layers.MultiHeadAttention(2, 3, attention_axes=(1,))   # what Keras writes for (batch, time, features)
+    same(q, v)
     with pytest.raises(ValueError, match="attention_axes"):
-        layers.MultiHeadAttention(2, 3, attention_axes=(1,))
+        x4 = np.zeros((2, 3, 4, 5), "f4")
+        layers.MultiHeadAttention(2, 3, attention_axes=(2,))(x4, x4)
     with pytest.raises(ValueError, match="num_heads"):
         layers.MultiHeadAttention(0, 3)
     with pytest.raises(ValueError, match="needs a value"):

@@ -174,3 +174,123 @@ def test_evaluate_refuses_models_that_measure_themselves(tmp_path):
     r = subprocess.run([sys.executable, "-m", "lamina.cli", "evaluate", str(out / "model.lamina")],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 1 and "own metrics" in r.stderr and "Traceback" not in r.stderr
+
+
+# --------------------------------------------------------------------------- docs and catalog in step
+def _table_rows(text, header):
+    """The first column's `names` of the markdown table that starts with header."""
+    lines = text[text.index(header):].splitlines()[2:]
+    rows = []
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def test_docs_cli_tables_match_the_catalog():
+    from lamina.zoo import catalog
+    text = (ROOT / "docs" / "cli.md").read_text()
+    models = _table_rows(text, "| model | data set | epochs | what it is |")
+    assert [r[0].split("`")[1] for r in models] == list(catalog.RECIPES), "docs/cli.md's model table is out of date"
+    for (name, dataset, epochs, description), recipe in zip(models, catalog.RECIPES.values()):
+        assert (dataset, int(epochs), description) == (recipe.dataset, recipe.epochs, recipe.description), name
+    datasets = [r[0].strip("`") for r in _table_rows(text, "| data set | what it is |")]
+    used = {r.dataset for r in catalog.RECIPES.values()}
+    assert set(datasets) == set(catalog.DATASETS) | set(catalog.OTHER_DATASETS)
+    assert used <= set(datasets), f"data sets without a description: {used - set(datasets)}"
+
+
+def test_models_lists_every_data_set_a_recipe_uses(workdir):
+    result = lamina("models", cwd=workdir)
+    assert result.returncode == 0
+    listed = {line.split()[0] for line in result.stdout.split("Data sets:")[1].strip().splitlines()}
+    from lamina.zoo import catalog
+    assert {r.dataset for r in catalog.RECIPES.values()} <= listed
+
+
+def test_python_dash_m_lamina_is_the_cli(workdir):
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    result = subprocess.run([sys.executable, "-m", "lamina", "--version"], cwd=workdir, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("lamina ")
+
+
+def test_catalog_name_stands_for_its_latest_run(trained, workdir):
+    result = lamina("summary", "cnn", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "runs/cnn/model.lamina" in result.stderr and "Total params" in result.stdout
+    result = lamina("evaluate", "mlp", cwd=workdir)  # a catalog name never trained here
+    assert_one_line_error(result, "lamina train mlp")
+
+
+def test_seed_must_be_a_non_negative_integer(workdir):
+    result = lamina("train", "--seed", "-5", "--epochs", "1", cwd=workdir)
+    assert result.returncode == 2 and "--seed" in result.stderr and "-5" in result.stderr
+
+
+def test_predict_output_path_problems_are_one_line(trained, workdir):
+    out, _ = trained
+    np.save(workdir / "few.npy", np.zeros((2, 8, 8), np.float32))
+    model = str(out / "model.lamina")
+    assert_one_line_error(lamina("predict", model, "few.npy", "--output", str(workdir), cwd=workdir),
+                          "--output", "is a folder")
+    assert_one_line_error(lamina("predict", model, "few.npy", "--output", "no/such/dir/p.npy", cwd=workdir),
+                          "no/such/dir/p.npy", "does not exist")
+
+
+def test_npy_header_claiming_huge_array_fails_before_allocating(trained, workdir):
+    out, _ = trained
+    with open(workdir / "huge.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (2 ** 33,)})
+        f.write(b"\0" * 16)
+    result = lamina("predict", str(out / "model.lamina"), "huge.npy", cwd=workdir)
+    assert_one_line_error(result, "huge.npy", "truncated or corrupt")
+
+
+@pytest.mark.parametrize("columns", [80, 120, 0])
+def test_train_progress_in_a_terminal_shows_every_metric(columns, tmp_path):
+    import ptyscreen
+    env = {**os.environ, "LAMINA_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    status, lines = ptyscreen.run([sys.executable, "-m", "lamina", "train", "--epochs", "2", "--out", "run"],
+                                  columns, env=env, cwd=tmp_path)
+    assert status == 0, "\n".join(lines)
+    if columns:  # progress and metric lines fit (other messages may wrap, as text does)
+        assert all(len(line) < columns for line in lines if "/step" in line or "loss: " in line), lines
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    text = "\n".join(lines)
+    blocks = text.split("Epoch 2/2")
+    assert len(blocks) == 2
+    for epoch, block in enumerate(blocks):
+        for key, values in history.items():
+            assert f"{key}: {values[epoch]:.4f}" in block, (key, epoch, block)
+
+
+@pytest.mark.parametrize("columns", [60, 80])
+def test_summary_fits_the_terminal(columns, tmp_path):
+    import ptyscreen
+    script = ("import lamina; from lamina.zoo import catalog; "
+              "catalog.digits_cnn().summary(); "
+              "i = lamina.Input((8,)); a = lamina.layers.Dense(4, name='a_long_layer_name_here')(i); "
+              "b = lamina.layers.Dense(4)(i); lamina.Model(i, lamina.layers.Add()([a, b])).summary()")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    status, lines = ptyscreen.run([sys.executable, "-c", script], columns, env=env)
+    assert status == 0, "\n".join(lines)
+    assert [line for line in lines if len(line) >= columns] == []
+    text = "\n".join(lines)
+    assert "Total params: 43,050" in text and "Total params: 72" in text and "a_long_layer" in text
+
+
+def test_export_onnx_from_the_command_line(trained, workdir):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    out, _ = trained
+    result = lamina("export", "cnn", "--output", "cnn.onnx", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    session = ort.InferenceSession(str(workdir / "cnn.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
+    import lamina as lam
+    want = lam.models.load_model(str(out / "model.lamina")).predict(x, verbose=0)
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], want, atol=1e-5)

@@ -355,3 +355,40 @@ def test_normalize():
     out = normalize(x)
     assert out.dtype == np.float32 and np.allclose(out, [[0.6, 0.8], [0, 0]])
     assert np.allclose(normalize(x, axis=0, order=1)[:, 0], [1, 0])
+
+
+def test_offline_message_lists_every_missing_file_once(home, monkeypatch):
+    urls = [f"http://127.0.0.1:{unused_port()}/", f"http://127.0.0.1:{unused_port()}/m2/"]
+    monkeypatch.setattr(mnist, "ORIGINS", urls)
+    with pytest.raises(data_utils.DownloadError) as info:
+        mnist.load_data()
+    msg = str(info.value)
+    for name, file_hash in mnist.FILES.items():
+        assert msg.count(f"- {name} -> ") == 1 and file_hash in msg
+        assert str(home / "datasets" / "mnist" / name) in msg
+        for url in urls:
+            assert msg.count(url + name + ":") == 1       # each URL once, with its reason
+
+
+def test_silent_server_gives_up_within_the_timeout(home):
+    """A server that accepts the connection and never answers costs one timeout per mirror, not minutes."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/f"
+    try:
+        with pytest.raises(data_utils.DownloadError) as info:
+            data_utils.get_file("f", url, file_hash="0" * 64, verbose=False, timeout=0.5)
+    finally:
+        listener.close()
+    assert "no answer within 0.5 s" in str(info.value)
+
+
+def test_checksum_mismatch_falls_through_to_next_mirror_and_keeps_the_reason(home):
+    good, bad = b"good" * 10, b"bad!" * 10
+    with Server({"/a/f": bad, "/b/f": good}) as srv:
+        path = data_utils.get_file("f", [srv.url + "a/f", srv.url + "b/f"], file_hash=sha(good), verbose=False)
+        assert open(path, "rb").read() == good
+        with pytest.raises(data_utils.DownloadError) as info:
+            data_utils.get_file("g", [srv.url + "a/f"], file_hash=sha(good), verbose=False, cache_subdir="y")
+    assert "corrupt: SHA-256 " + sha(bad) in str(info.value) and "deleted" in str(info.value)

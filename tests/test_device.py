@@ -89,7 +89,7 @@ OPS = {
         lambda r: [_f(r, 2, 1, 3, 4), _f(r, 2, 1, 4, 4), _f(r, 2, 1, 4, 4)]),
     "sparse_ce_logits": (lambda y, p: ops.sparse_categorical_crossentropy(y, p, from_logits=True),
                          lambda r: [_ids(r, 5, 6), _f(r, 6, 5)]),
-    "categorical_ce_probs": (lambda y, p: ops.categorical_crossentropy(ops.softmax(y), ops.softmax(p), label_smoothing=0.1),
+    "categorical_ce_probs": (lambda y, p: ops.losses.categorical_crossentropy(ops.softmax(y), ops.softmax(p), label_smoothing=0.1),
                              lambda r: [_f(r, 6, 5), _f(r, 6, 5)]),
     "binary_ce_logits": (lambda y, p: ops.binary_crossentropy(ops.sigmoid(y), p, from_logits=True), lambda r: [_f(r, 6, 1), _f(r, 6, 1)]),
     "regression_losses": (lambda y, p: ops.mean_squared_error(y, p) + ops.mean_absolute_error(y, p) + ops.huber(y, p)

@@ -119,9 +119,10 @@ def test_activity_regularization_adds_loss():
     y = layer(x)
     np.testing.assert_array_equal(y.numpy(), x.numpy())
     (loss,) = layer.losses
-    assert float(loss.item()) == pytest.approx(0.1 * 6.5 + 0.01 * 14.25, rel=1e-6)
+    # Keras 3.15 divides an activity penalty by the batch size (here 2); checked against real Keras
+    assert float(loss.item()) == pytest.approx((0.1 * 6.5 + 0.01 * 14.25) / 2, rel=1e-6)
     (g,) = grad(loss, [x])
-    np.testing.assert_allclose(g, 0.1 * np.sign(x.numpy()) + 0.02 * x.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(g, (0.1 * np.sign(x.numpy()) + 0.02 * x.numpy()) / 2, rtol=1e-6)
     layer(x)
     assert len(layer.losses) == 1  # losses of the last call only
 

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from lamina import Tensor, grad, ops
+from lamina import Tensor, grad
+from lamina.ops import losses as ops  # the kernels (lamina.ops.NAME is keras.ops's elementwise form)
 from lamina.testing import check_grad
 
 R = np.random.default_rng(5)

@@ -122,7 +122,11 @@ AUG = [(layers.RandomFlip, {}), (layers.RandomRotation, {"factor": 0.2}),
 def test_augmentation_identity_at_inference_and_seeded(cls, kw):
     x = images(4)
     layer = cls(**kw)
-    np.testing.assert_array_equal(layer(x).numpy(), x)                      # training defaults to False
+    np.testing.assert_array_equal(layer(x, training=False).numpy(), x)
+    # called directly, the layer augments: call()'s default training=True applies, as in Keras 3
+    assert not np.allclose(layer(x).numpy(), x)
+    model = lamina.Sequential([lamina.Input(x.shape[1:]), cls(**kw)])
+    np.testing.assert_array_equal(model.predict(x, verbose=0), x)           # inference inside predict
     lamina.backend.set_random_seed(7)
     a = layer(x, training=True).numpy()
     lamina.backend.set_random_seed(7)

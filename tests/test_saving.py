@@ -107,8 +107,8 @@ def test_file_layout(tmp_path):
     model = sequential()
     model.compile("adam", "sparse_categorical_crossentropy")
     fit(model, *data(), epochs=1)
-    model.save(tmp_path / "m.keras")
-    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+    model.save(tmp_path / "m.lamina")      # lamina's own format (a .keras name gets Keras's format)
+    with zipfile.ZipFile(tmp_path / "m.lamina") as z:
         assert sorted(z.namelist()) == ["config.json", "metadata.json", "model.weights.safetensors"]
         meta = json.loads(z.read("metadata.json"))
         config = json.loads(z.read("config.json"))
@@ -119,6 +119,28 @@ def test_file_layout(tmp_path):
     model_keys = sorted(k for k in weights if k.startswith("model/"))
     assert model_keys[0].startswith("model/00000/") and model_keys[0].endswith("/kernel")
     assert len(model_keys) == 4 and any(k.startswith("optimizer/") for k in weights)
+
+
+def test_keras_file_layout(tmp_path):
+    """A .keras name gets Keras 3's own format: config.json, metadata.json and model.weights.h5."""
+    h5py = pytest.importorskip("h5py")
+    import io
+    model = sequential()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    fit(model, *data(), epochs=1)
+    model.save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+        assert sorted(z.namelist()) == ["config.json", "metadata.json", "model.weights.h5"]
+        meta = json.loads(z.read("metadata.json"))
+        config = json.loads(z.read("config.json"))
+        names = []
+        with h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as f:
+            f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    assert meta["keras_version"].startswith("3.")
+    assert config["class_name"] == "Sequential" and config["module"] == "keras"
+    assert config["compile_config"]["optimizer"]["class_name"] == "Adam"
+    assert "layers/dense/vars/0" in names and "layers/dense_1/vars/1" in names
+    assert "optimizer/vars/0" in names and "optimizer/vars/1" in names   # iteration, learning rate
 
 
 def test_custom_objects_for_unregistered_layer(tmp_path):

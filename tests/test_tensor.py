@@ -72,7 +72,12 @@ def test_graph_freed_after_backward():
     y = x * 2
     z = y * 3
     z.backward()
-    assert z.is_leaf and y.is_leaf  # links dropped: the graph can be collected
+    # freed: the ops dropped what they saved and their edges (the graph can be collected); the
+    # intermediates stay non-leaves, and going through them again raises (tests/test_engine_safety.py)
+    assert not z.is_leaf and not y.is_leaf
+    assert z._op.saved is None and z._op._edges == () and z._op._freed
+    with pytest.raises(RuntimeError, match="retain_graph"):
+        z.backward()
 
 
 def _chain(n):

@@ -247,3 +247,14 @@ def test_recipes_are_registered_in_the_catalog():
         assert catalog.get(name) is T.RECIPES[name]
     (x, y), (xt, yt) = catalog.load_dataset("dates_month")    # what `lamina evaluate` reads for the classifier
     assert x.shape[1:] == (T.DATE_LENGTH,) and set(np.unique(y)) == set(range(12))
+
+
+def test_history_plot_has_whole_epoch_ticks(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+    from lamina.plotting import plot_history
+    figures = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig))
+    plot_history({"loss": [2.0, 1.5, 1.0], "val_loss": [2.5, 2.0, 1.5]}, str(tmp_path / "h.png"))
+    ticks = figures[0].axes[0].get_xticks()
+    assert len(ticks) and all(float(t).is_integer() for t in ticks)

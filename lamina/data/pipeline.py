@@ -63,7 +63,7 @@ def num_batches(n, batch_size, drop_remainder=False):
 
 def shuffled_indices(n, seed=None):
     """A permutation of range(n): from np.random.default_rng(seed), or lamina's seeded RNG when seed is None."""
-    gen = np.random.default_rng(seed) if seed is not None else backend.rng()
+    gen = np.random.default_rng(seed) if seed is not None else backend.rng("shuffle")
     return gen.permutation(n)
 
 

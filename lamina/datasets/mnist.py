@@ -5,7 +5,7 @@ values 0..255, y uint8 (60000,) / (10000,) with values 0..9, as keras.datasets.m
 """
 import os
 
-from ..utils.data_utils import get_file
+from ..utils.data_utils import get_files
 from ._readers import read_idx
 
 __all__ = ["load_data"]
@@ -23,8 +23,8 @@ FILES = {
 
 
 def load_idx_set(subdir, origins, files, image_shape=(28, 28)):
-    paths = {name: get_file(name, [o + name for o in origins], file_hash=sha, cache_subdir=os.path.join("datasets", subdir))
-             for name, sha in files.items()}
+    paths = get_files({name: ([o + name for o in origins], sha) for name, sha in files.items()},
+                      cache_subdir=os.path.join("datasets", subdir))
     x_train = read_idx(paths["train-images-idx3-ubyte.gz"])
     y_train = read_idx(paths["train-labels-idx1-ubyte.gz"])
     x_test = read_idx(paths["t10k-images-idx3-ubyte.gz"])

@@ -10,6 +10,7 @@ import numbers
 import numpy as np
 
 from .. import constraints, initializers, ops, regularizers
+from ..ops import activations as _act  # the kernels (lamina.ops.relu is keras.ops.relu(x))
 from ..backend import get_array_module
 from ..tensor import Tensor
 from .layer import InputSpec, Layer
@@ -50,7 +51,7 @@ class ReLU(_Elementwise):
         self.threshold = _non_negative(self, "threshold", threshold)
 
     def call(self, inputs):
-        return ops.relu(inputs, negative_slope=self.negative_slope, max_value=self.max_value,
+        return _act.relu(inputs, negative_slope=self.negative_slope, max_value=self.max_value,
                         threshold=self.threshold)
 
 

@@ -99,10 +99,11 @@ class MultiHeadAttention(Layer):
             for d in output_shape:
                 _positive_int(self, "output_shape entries", d)
         self._output_shape = output_shape
-        if attention_axes is not None:
-            raise ValueError(f"MultiHeadAttention '{self.name}': only attention_axes=None is supported (attend "
-                             f"over every axis between batch and features). Received: attention_axes={attention_axes!r}")
-        self._attention_axes = None
+        if isinstance(attention_axes, (int, np.integer)):
+            attention_axes = (int(attention_axes),)
+        # Keras's files hold the axes it chose at build: (1,) for (batch, time, features). Any other choice
+        # (attending over some of several inner axes) is refused at build.
+        self._attention_axes = None if attention_axes is None else tuple(int(a) for a in attention_axes)
         self._kernel_initializer = initializers.get(kernel_initializer)
         self._bias_initializer = initializers.get(bias_initializer)
         self._kernel_regularizer, self._bias_regularizer = kernel_regularizer, bias_regularizer
@@ -141,6 +142,12 @@ class MultiHeadAttention(Layer):
             if shape is None or len(shape) < 3 or shape[-1] is None:
                 raise ValueError(f"MultiHeadAttention '{self.name}': {what} must have shape (batch, length, features) "
                                  f"with a known last axis. Received: {what} shape {shape}")
+        if self._attention_axes is not None:
+            rank = len(query_shape)
+            if tuple(a % rank for a in self._attention_axes) != tuple(range(1, rank - 1)):
+                raise ValueError(f"MultiHeadAttention '{self.name}': only attention over every axis between batch "
+                                 f"and features is supported (attention_axes=None or {tuple(range(1, rank - 1))}). "
+                                 f"Received: attention_axes={self._attention_axes}")
         if tuple(value_shape[1:-1]) != tuple(key_shape[1:-1]):
             raise ValueError(f"MultiHeadAttention '{self.name}': all dimensions of value and key, except the last one, "
                              f"must be equal. Received: value_shape={tuple(value_shape)} and key_shape={tuple(key_shape)}")

@@ -104,7 +104,7 @@ class BaseConv(Layer):
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
         self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.activity_regularizer = regularizers.get(activity_regularizer)
+        self.activity_regularizer = activity_regularizer  # applied by Layer.__call__
         self.kernel_constraint = constraints.get(kernel_constraint)
         self.bias_constraint = constraints.get(bias_constraint)
         self.input_spec = InputSpec(ndim=rank + 2)
@@ -135,8 +135,6 @@ class BaseConv(Layer):
     def call(self, inputs):
         y = self._conv(to_channels_last(inputs, self.data_format))
         y = self.activation(y)
-        if self.activity_regularizer is not None:
-            self.add_loss(self.activity_regularizer(y))
         return to_channels_first(y, self.data_format)
 
     def _spatial_out(self, size, a):

@@ -204,6 +204,7 @@ class Embedding(Layer):
         self.lora_embeddings_b = self.add_weight(shape=(rank, self.output_dim), initializer=b_initializer,
                                                  regularizer=self.embeddings_regularizer, name="lora_embeddings_b")
         self._embeddings.trainable = False
+        self._sync_requires_grad()  # the frozen table asks for no gradient
         self.lora_enabled = True
         self.lora_rank = rank
         self.lora_alpha = lora_alpha if lora_alpha is not None else rank

@@ -20,7 +20,7 @@ from ..tensor import Tensor, Variable, no_grad
 
 _ctx = threading.local()
 _BASE_KWARGS = ("name", "trainable", "dtype", "input_shape", "batch_input_shape", "batch_size", "input_dim",
-                "autocast", "input_length")
+                "autocast", "input_length", "activity_regularizer")
 
 
 def _snake(name):
@@ -41,6 +41,32 @@ def call_context(training):
 
 def current_training():
     return getattr(_ctx, "training", None)
+
+
+@contextlib.contextmanager
+def _outer_call(layer):
+    """Marks a layer call. The outermost one (no layer call around it) first clears the losses that
+    ``add_loss`` and activity regularizers recorded in the layer and its sub-layers, as Keras does: a
+    layer called several times inside one outer call keeps every call's losses."""
+    depth = getattr(_ctx, "depth", 0)
+    if depth == 0:
+        layer._clear_losses()
+    _ctx.depth = depth + 1
+    try:
+        yield
+    finally:
+        _ctx.depth = depth
+
+
+@contextlib.contextmanager
+def _no_losses():
+    """Inside (the dummy calls that infer a symbolic output's shape), add_loss records nothing."""
+    prev = getattr(_ctx, "no_losses", False)
+    _ctx.no_losses = True
+    try:
+        yield
+    finally:
+        _ctx.no_losses = prev
 
 
 _autocast_state = threading.local()
@@ -192,7 +218,8 @@ class Layer:
             cls.__init__ = _capture_config(init)
 
     def __init__(self, name=None, trainable=True, dtype=None, input_shape=None, batch_input_shape=None,
-                 batch_size=None, input_dim=None, autocast=True, input_length=None, **kwargs):
+                 batch_size=None, input_dim=None, autocast=True, input_length=None, activity_regularizer=None,
+                 **kwargs):
         if kwargs:
             raise TypeError(f"{type(self).__name__}.__init__() got unexpected keyword argument(s): "
                             f"{', '.join(sorted(kwargs))}")
@@ -209,6 +236,7 @@ class Layer:
         self.supports_masking = getattr(self, "supports_masking", False)
         self._inbound_nodes = []
         self._activity_losses = []
+        self.activity_regularizer = activity_regularizer
         if input_dim is not None and input_shape is None:
             input_shape = (input_dim,)
         if batch_input_shape is not None:
@@ -240,6 +268,17 @@ class Layer:
         return self._dtype.name
 
     @property
+    def activity_regularizer(self):
+        """A regularizer applied to every output of each call (Keras's ``activity_regularizer``): the
+        penalty ``regularizer(output) / batch_size`` joins ``layer.losses``, hence the training loss."""
+        return self.__dict__.get("_activity_regularizer")
+
+    @activity_regularizer.setter
+    def activity_regularizer(self, value):
+        from .. import regularizers as _reg  # side floor, loaded lazily to keep import light
+        object.__setattr__(self, "_activity_regularizer", _reg.get(value))
+
+    @property
     def trainable(self):
         return self._trainable
 
@@ -247,9 +286,16 @@ class Layer:
     def trainable(self, value):
         value = bool(value)
         self._trainable = value
+        self._sync_requires_grad()
         for layer in self._layers:
             layer.trainable = value
         self._on_trainable_change()
+
+    def _sync_requires_grad(self):
+        """A weight asks for a gradient only while its layer and the weight itself are trainable: the
+        ops of a frozen layer then skip its weight gradients and keep nothing only they would need."""
+        for w in self._own_weights:
+            w.requires_grad = bool(self._trainable and w.trainable and np.issubdtype(w.dtype, np.floating))
 
     def _on_trainable_change(self):
         """Hook for models: a compiled model warns that the change needs compile() to take effect."""
@@ -271,6 +317,7 @@ class Layer:
         var = Variable(backend.to_device(np.asarray(value, dtype), self._array_module()), name=name or f"variable_{len(self._own_weights)}",
                        trainable=trainable, dtype=dtype, constraint=_con.get(constraint), regularizer=_reg.get(regularizer))
         var.path = f"{self.name}/{var.name}"
+        var.requires_grad = bool(var.requires_grad and self._trainable and trainable)
         self._own_weights.append(var)
         return var
 
@@ -375,13 +422,15 @@ class Layer:
 
     # ----- losses
     def add_loss(self, loss):
-        self._activity_losses.append(loss)
+        if not getattr(_ctx, "no_losses", False):
+            self._activity_losses.append(loss)
 
     @property
     def losses(self):
-        """Regularisation penalties of the weights (differentiable) and losses added during the last call."""
+        """Losses added (add_loss, activity regularizers) during the last outermost call, and the
+        regularisation penalties of the trainable weights (differentiable)."""
         out = list(self._activity_losses)
-        for w in self._tracked_own():
+        for w in self._tracked_own() if self._trainable else ():
             if w.regularizer is not None and w.trainable:
                 out.append(w.regularizer(w))
         for layer in self._layers:
@@ -411,7 +460,9 @@ class Layer:
         cache = type(self).__dict__.get("_call_sig_cache")
         if cache is None:
             params = inspect.signature(self.call).parameters
-            cache = (set(params), any(p.kind == p.VAR_KEYWORD for p in params.values()))
+            default = params["training"].default if "training" in params else None
+            default = None if default is inspect.Parameter.empty else default
+            cache = (set(params), any(p.kind == p.VAR_KEYWORD for p in params.values()), default)
             type.__setattr__(type(self), "_call_sig_cache", cache)
         return cache
 
@@ -444,13 +495,16 @@ class Layer:
         inputs = args[0]
         if any(isinstance(t, KerasTensor) for t in _nest_flatten((args, kwargs))):
             return self._symbolic_call(*args, **kwargs)
-        names, var_kw = self._call_params()
+        names, var_kw, training_default = self._call_params()
         inputs = _nest_map(self._convert_input, inputs)
         args = (inputs,) + tuple(_nest_map(self._convert_input, a) if isinstance(a, (np.ndarray, Tensor)) else a
                                  for a in args[1:])
+        # training: given by the caller, else from an outer layer call, else call()'s default (Keras)
         training = kwargs.pop("training", None)
         if training is None:
             training = current_training()
+        if training is None:
+            training = training_default
         if "training" in names or var_kw:
             kwargs["training"] = bool(training) if training is not None else False
         if ("mask" in names) and kwargs.get("mask") is None:
@@ -461,11 +515,22 @@ class Layer:
         if not self.built:
             self._maybe_build(shapes)
         self._check_input_spec(inputs)
-        self._activity_losses = []
-        with call_context(training):
-            outputs = self.call(*args, **kwargs)
+        with _outer_call(self):
+            with call_context(training):
+                outputs = self.call(*args, **kwargs)
+            if self.activity_regularizer is not None:
+                self._add_activity_losses(outputs)
         self._set_output_mask(inputs, outputs, kwargs.get("mask"))
         return outputs
+
+    def _add_activity_losses(self, outputs):
+        for out in _nest_flatten(outputs):
+            if not isinstance(out, Tensor):
+                continue
+            penalty = self.activity_regularizer(out)
+            if out.ndim > 0:  # per sample, as Keras 3 (an empty batch adds 0, as its divide_no_nan)
+                penalty = penalty / float(out.shape[0]) if out.shape[0] else penalty * 0.0
+            self.add_loss(penalty)
 
     def _set_output_mask(self, inputs, outputs, mask):
         if mask is None:
@@ -541,7 +606,7 @@ class Layer:
             a = _nest_map(dummy, args)
             k = _nest_map(dummy, kwargs)
             k.pop("training", None)
-            with no_grad():
+            with no_grad(), _no_losses():
                 outs.append(Layer.__call__(self, *a, training=False, **k))
         first, second = outs
 
@@ -579,6 +644,8 @@ class Layer:
     # ----- config
     def get_config(self):
         config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
+        if self.activity_regularizer is not None:
+            config["activity_regularizer"] = serialize(self.activity_regularizer)
         if self._batch_input_shape is not None:
             config["batch_input_shape"] = list(self._batch_input_shape)
         for k, v in self._auto_config.items():

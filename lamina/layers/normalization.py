@@ -76,7 +76,10 @@ class BatchNormalization(Layer):
         if mask is not None and len(mask.shape) != len(inputs.shape) - 1:
             raise ValueError(f"BatchNormalization '{self.name}': the mask must have one axis less than the "
                              f"inputs. Received: mask.shape={tuple(mask.shape)}, inputs.shape={inputs.shape}")
-        if training and self.trainable:
+        # an empty batch (no entries per channel) has no statistics: like PyTorch, the output is empty and
+        # the moving statistics stay as they are (Keras 3.15 turns them into NaN), via the inference path
+        empty = inputs.shape[self.axis] > 0 and 0 in inputs.shape
+        if training and self.trainable and not empty:
             m = None if mask is None else getattr(mask, "data", mask)
             y, mean, var = ops.batch_norm_training(inputs, self.gamma, self.beta, self.epsilon, self.axis, mask=m)
             # Keras's rule, with the biased batch variance; the statistics are not trained, so no graph

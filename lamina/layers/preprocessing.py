@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .. import backend, ops
-from ..ops.image import _FILL_MODES, _INTERPOLATIONS, affine_transform, resize
+from ..ops.image import _FILL_MODES, _INTERPOLATIONS, _affine_transform as affine_transform, _resize as resize
 from ..tensor import Tensor
 from .layer import InputSpec, Layer
 

@@ -140,27 +140,28 @@ class GaussianDropout(_RandomLayer):
 
 
 class ActivityRegularization(Layer):
-    """Identity that adds l1 * sum(|x|) + l2 * sum(x^2) of its input to ``layer.losses`` (each call),
-    pushing activations towards small or sparse values. Args (Keras 3): l1=0.0, l2=0.0."""
+    """Identity whose activity regularizer adds (l1 * sum(|x|) + l2 * sum(x^2)) / batch_size of its input to
+    ``layer.losses`` (each call, as Keras 3), pushing activations towards small or sparse values.
+    Args (Keras 3): l1=0.0, l2=0.0."""
 
     def __init__(self, l1=0.0, l2=0.0, **kwargs):
-        super().__init__(**kwargs)
+        if float(l1) < 0 or float(l2) < 0:
+            raise ValueError(f"ActivityRegularization '{kwargs.get('name') or 'activity_regularization'}': l1 and "
+                             f"l2 must be >= 0. Received: l1={l1!r}, l2={l2!r}")
+        kwargs.pop("activity_regularizer", None)
+        from .. import regularizers
+        super().__init__(activity_regularizer=regularizers.L1L2(l1=float(l1), l2=float(l2))
+                         if (l1 or l2) else None, **kwargs)
         self.l1, self.l2 = float(l1), float(l2)
-        if self.l1 < 0 or self.l2 < 0:
-            raise ValueError(f"ActivityRegularization '{self.name}': l1 and l2 must be >= 0. "
-                             f"Received: l1={l1!r}, l2={l2!r}")
         self.supports_masking = True
 
     def call(self, inputs):
-        penalty = None
-        if self.l1:
-            penalty = ops.sum(ops.abs(inputs)) * self.l1
-        if self.l2:
-            p2 = ops.sum(ops.square(inputs)) * self.l2
-            penalty = p2 if penalty is None else penalty + p2
-        if penalty is not None:
-            self.add_loss(penalty)
         return inputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("activity_regularizer", None)
+        return config
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

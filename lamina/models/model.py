@@ -183,15 +183,22 @@ class Model(Layer):
             yield
             return
         current = [(layer, layer._trainable) for layer in self._sublayers()]
-        if not self._warned_trainable and any(layer._trainable != flag for layer, flag in self._compile_flags):
+        if all(layer._trainable == flag for layer, flag in self._compile_flags):
+            yield  # nothing changed since compile(): the weights' requires_grad already match the flags
+            return
+        if not self._warned_trainable:
             self._on_trainable_change()
         try:
             for layer, flag in self._compile_flags:
                 object.__setattr__(layer, "_trainable", flag)
+            for layer, _ in current:  # weights of layers frozen at compile() ask for no gradient
+                layer._sync_requires_grad()
             yield
         finally:
             for layer, flag in current:
                 object.__setattr__(layer, "_trainable", flag)
+            for layer, _ in current:
+                layer._sync_requires_grad()
 
     # ----- compile
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
@@ -255,6 +262,9 @@ class Model(Layer):
             variables = self.trainable_weights
             if variables and loss.requires_grad:
                 grads = grad(loss, variables)
+                bad = training.nonfinite_indices(grads)  # before the update: NaN never reaches the weights
+                if bad:
+                    raise training.NonFiniteUpdate(self, [variables[i] for i in bad])
                 self.optimizer.apply_gradients(zip(grads, variables))
         state.update_metrics(y, y_pred, sample_weight, training.batch_size_of(x))
         return state.result()
@@ -305,6 +315,8 @@ class Model(Layer):
             logs = self.train_step((training.to_batch(x), training.to_batch(y), sample_weight))
         except training.NonFiniteLoss as e:
             raise FloatingPointError(training.nonfinite_message(self, x, e.value, "train_on_batch")) from None
+        except training.NonFiniteUpdate as e:
+            raise FloatingPointError(f"train_on_batch: {e}") from None
         return logs if return_dict else self._flatten_logs(logs)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
@@ -326,6 +338,17 @@ class Model(Layer):
         """One zip file: the JSON config and the weights (safetensors); no pickle."""
         from . import saving  # saving imports this module: loaded lazily to avoid the cycle
         return saving.save_model(self, filepath, overwrite=overwrite, **kwargs)
+
+    def export(self, filepath, format="onnx", verbose=True, **kwargs):
+        """Write an inference artifact of the model: ``format="onnx"`` writes an ONNX graph (needs the onnx
+        package: pip install 'lamina[onnx]'), with a dynamic batch axis and the model's input/output names."""
+        from ..registry import EXPORTERS
+        if format not in EXPORTERS:
+            raise ValueError(f"Unrecognized format={format!r}. Supported formats: {', '.join(sorted(EXPORTERS))}.")
+        path = EXPORTERS[format](self, filepath, **kwargs)
+        if verbose:
+            print(f"Saved artifact at '{path}'.")
+        return path
 
     def save_weights(self, filepath, overwrite=True):
         from . import saving

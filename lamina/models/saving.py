@@ -15,16 +15,15 @@ import numpy as np
 
 from .. import __version__, backend, io
 from ..io import ModelFileError
-from ..registry import get_registered_object, serialize
+from ..registry import serialize
+from ..io.keras_archive import is_keras_archive
+from .keras_format import load_keras, load_weights_from_archive, load_weights_h5, save_keras, save_weights_h5
 from .model import Model
+from .serialization import build_config as _build_config, class_name as _class_name, rebuild as _rebuild
 
 __all__ = ["save_model", "load_model", "save_weights", "load_weights"]
 
 MODEL_PREFIX, OPTIMIZER_PREFIX = "model/", "optimizer/"
-
-
-def _class_name(model):
-    return getattr(type(model), "_registered_name", type(model).__name__)
 
 
 def _weight_arrays(model):
@@ -47,20 +46,6 @@ def _indexed(weights, prefix, path):
     return [v for _, _, v in items]
 
 
-def _build_config(model):
-    shape = getattr(model, "_called_shapes", None) or getattr(model, "_batch_input_shape", None)
-    if shape is None:
-        return None
-
-    def plain(s):
-        if isinstance(s, dict):
-            return {k: plain(v) for k, v in s.items()}
-        if isinstance(s, (list, tuple)) and s and isinstance(s[0], (list, tuple, dict)):
-            return [plain(v) for v in s]
-        return [None if d is None else int(d) for d in s]
-    return {"input_shape": plain(shape)}
-
-
 def save_model(model, filepath, overwrite=True, zipped=True):
     """Write model (architecture, weights, compile config and optimizer state) to one file, atomically.
 
@@ -74,6 +59,8 @@ def save_model(model, filepath, overwrite=True, zipped=True):
         raise ValueError("save_model: lamina writes only zipped model files (zipped=True).")
     if not overwrite and os.path.exists(filepath):
         raise FileExistsError(f"{filepath} exists; pass overwrite=True to replace it.")
+    if filepath.endswith(".keras"):   # Keras 3's own format, which real Keras loads
+        return save_keras(model, filepath)
     if not model.built:
         raise ValueError(f"Model '{model.name}' is not built yet: call it on data or build() it before "
                          "saving, so that its weights exist.")
@@ -98,35 +85,6 @@ def save_model(model, filepath, overwrite=True, zipped=True):
     except ValueError as e:  # NaN in a config, an unserialisable value
         raise ValueError(f"Cannot save model '{model.name}' to {filepath}: {e}") from e
     return filepath
-
-
-def _rebuild(config, custom_objects, path):
-    name = config.get("class_name")
-    if not isinstance(name, str):
-        raise ModelFileError(path, "config.json has no model class_name.")
-    cls = get_registered_object(name, custom_objects)
-    if cls is None or not (isinstance(cls, type) and issubclass(cls, Model)):
-        what = "is not a model class" if cls is not None else "is not in lamina's registry nor in custom_objects"
-        raise ModelFileError(path, f"the model class {name!r} {what}. A custom model must be registered with "
-                                   "lamina.utils.register_keras_serializable() or passed in custom_objects.")
-    model_config = config.get("config")
-    if not isinstance(model_config, dict):
-        raise ModelFileError(path, "config.json has no model config object.")
-    try:
-        model = cls.from_config(model_config, custom_objects=custom_objects)
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
-        raise ModelFileError(path, f"cannot rebuild the model from its config: {e}") from e
-    build = config.get("build_config") or {}
-    if not model.built or (not model.weights and build.get("input_shape") is not None):
-        shape = build.get("input_shape")
-        if shape is None:
-            raise ModelFileError(path, f"model '{model.name}' has no build_config input_shape to create its "
-                                       "weights from.")
-        try:
-            model.build(tuple(shape) if shape and not isinstance(shape[0], (list, dict)) else shape)
-        except (ValueError, TypeError) as e:
-            raise ModelFileError(path, f"cannot build the model for input shape {shape}: {e}") from e
-    return model
 
 
 def _assign(model, arrays, path):
@@ -156,6 +114,8 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
     for anything truncated, corrupt, foreign or naming unknown classes.
     """
     filepath = os.fspath(filepath)
+    if os.path.isfile(filepath) and is_keras_archive(filepath):   # told apart by content, not by name
+        return load_keras(filepath, custom_objects=custom_objects, compile=compile)
     config, weights, _ = io.read_model_file(filepath)
     model = _rebuild(config, custom_objects, filepath)
     _assign(model, _indexed(weights, MODEL_PREFIX, filepath), filepath)
@@ -182,6 +142,14 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
     return model
 
 
+def _is_hdf5(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == b"\x89HDF\r\n\x1a\n"
+    except OSError:
+        return False
+
+
 def save_weights(model, filepath, overwrite=True):
     """Write the model's weights (only) to a safetensors file, atomically. Keys as in model files."""
     filepath = os.fspath(filepath)
@@ -189,6 +157,8 @@ def save_weights(model, filepath, overwrite=True):
         raise FileExistsError(f"{filepath} exists; pass overwrite=True to replace it.")
     if not model.built:
         raise ValueError(f"Model '{model.name}' is not built yet: it has no weights to save.")
+    if filepath.endswith(".h5"):   # Keras's .weights.h5 layout
+        return save_weights_h5(model, filepath)
     io.write_weights_file(filepath, _weight_arrays(model),
                           {"format": "lamina.weights", "lamina_version": __version__})
     return filepath
@@ -203,6 +173,12 @@ def load_weights(model, filepath, skip_mismatch=False):
     if not model.built:
         raise ValueError(f"Model '{model.name}' is not built yet: build it (call it on data) before "
                          "load_weights, so that its weights exist.")
+    if os.path.isfile(filepath) and is_keras_archive(filepath):
+        return load_weights_from_archive(model, filepath)
+    if _is_hdf5(filepath):
+        if skip_mismatch:
+            raise ValueError("load_weights: skip_mismatch is not supported for .weights.h5 files.")
+        return load_weights_h5(model, filepath)
     arrays = _indexed(io.read_weights_any(filepath), MODEL_PREFIX, filepath)
     if skip_mismatch:
         for p, a in zip(model.weights, arrays):

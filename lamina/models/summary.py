@@ -96,20 +96,32 @@ def _can_encode(chars):
 def print_summary(model, line_length=None, positions=None, print_fn=None, expand_nested=False,
                   show_trainable=False, layer_range=None):
     """Print (or pass to print_fn, line by line) Keras's summary table of model."""
-    print_fn = print_fn or (lambda line, **kw: print(line))
     sequential_like = _is_sequential_like(model)
+    default_length = 88 if sequential_like else 108
+    if line_length is None and print_fn is None:  # printed to a terminal: fit its width (cells wrap)
+        from ..utils.progbar import terminal_columns
+        columns = terminal_columns(sys.stdout)
+        line_length = max(min(default_length, columns - 2), 40) if columns else default_length
+    line_length = line_length or default_length
+    print_fn = print_fn or (lambda line, **kw: print(line))
     if sequential_like:
         headers = ["Layer (type)", "Output Shape", "Param #"]
-        line_length = line_length or 88
         positions = positions or [0.45, 0.84, 1.0]
     else:
         headers = ["Layer (type)", "Output Shape", "Param #", "Connected to"]
-        line_length = line_length or 108
         positions = positions or [0.3, 0.6, 0.7, 1.0]
     if positions[-1] <= 1:
         positions = [int(line_length * p) for p in positions]
     widths = [positions[0]] + [positions[i] - positions[i - 1] for i in range(1, len(positions))]
     widths = [max(w - 3, 4) for w in widths]
+    for i, h in enumerate(headers):  # a narrow table keeps each header word whole ("Param #")
+        need = max(len(word) for word in h.split()) + (2 if h == "Param #" else 0)
+        while widths[i] < need and max(widths) > need:
+            widest = widths.index(max(widths))
+            widths[widest] -= 1
+            widths[i] += 1
+    while sum(widths) + 3 * len(widths) > line_length and max(widths) > 9:  # stay within line_length + 1
+        widths[widths.index(max(widths))] -= 1
     if show_trainable:
         headers.append("Trainable")
         widths.append(9)

@@ -7,7 +7,11 @@ iterables of ``(x, y)`` or ``(x, y, sample_weight)`` batches, and Keras ``PyData
 generator, so ``lamina.utils.set_random_seed(n)`` makes two runs identical.
 
 A batch whose loss is not finite stops fit() before any weight is touched: a warning names the epoch and
-batch and, for Sequential and functional models, the first layer whose output was not finite.
+batch and, for Sequential and functional models, the first layer whose output was not finite. So does a
+finite loss whose gradients are not (the warning names the layer nearest the output whose weight gradient
+is NaN or inf). An update that overflows a weight shows at the next batch as a non-finite loss, whose
+warning lists the weights that are not finite.
+(Keras does not stop by default; its TerminateOnNaN callback stops on a NaN loss.)
 """
 import math
 import warnings
@@ -25,6 +29,52 @@ class NonFiniteLoss(Exception):
     def __init__(self, value):
         super().__init__(value)
         self.value = value
+
+
+class NonFiniteUpdate(Exception):
+    """Raised inside train_step, before the update, when gradients hold NaN or inf although the loss was
+    finite. ``variables``: the weights with such gradients, in model order; ``layer``: the owner of the
+    last of them (the one nearest the output, where a NaN made in the backward pass first appears)."""
+
+    def __init__(self, model, variables):
+        self.variables = list(variables)
+        owners = [_owner(model, v) for v in self.variables]
+        self.layer = owners[-1]
+
+        def describe(v, layer):
+            return (f"'{v.name}' of layer '{layer.name}' ({type(layer).__name__})" if layer is not None
+                    else f"'{v.path}'")
+        text = (f"the gradient of the weight {describe(self.variables[-1], owners[-1])} is not finite (NaN or "
+                "inf), although the loss was finite")
+        if len(self.variables) > 1:
+            text += (" (so are the gradients of " + ", ".join(describe(v, l) for v, l in
+                                                                zip(self.variables[:-1], owners[:-1])) + ")")
+        text += (". The weights were not updated with this batch: they are those of the last good step. An op "
+                 "with an infinite slope where it was used (e.g. sqrt at 0) in or after that layer, or an "
+                 "overflow in the backward pass, is the usual cause.")
+        super().__init__(text)
+
+
+def _owner(model, variable):
+    """The innermost layer of model that owns variable, or None."""
+    for layer in model._sublayers():
+        if any(w is variable for w in layer._own_weights):
+            return layer
+    return None
+
+
+def nonfinite_indices(arrays):
+    """Indices of the float arrays (or Tensors) holding NaN or inf; [] when all are finite. One isfinite
+    reduction per array; on CuPy the results come back in a single device-to-host copy."""
+    arrays = [a.data if isinstance(a, Tensor) else a for a in arrays]
+    present = [(i, a) for i, a in enumerate(arrays) if a is not None and a.dtype.kind == "f"]
+    if not present:
+        return []
+    xp = backend.get_array_module(present[0][1])
+    if xp is np:
+        return [i for i, a in present if not np.isfinite(a).all()]
+    ok = backend.to_numpy(xp.stack([xp.isfinite(a).all() for _, a in present]))
+    return [] if ok.all() else [i for (i, _), good in zip(present, ok) if not good]
 
 
 # ----- batches
@@ -120,7 +170,7 @@ class ArrayData:
 
     def __iter__(self):
         n, bs = self.n, self.batch_size
-        order = backend.rng().permutation(n) if self.shuffle and self.shuffle != "none" else None
+        order = backend.rng("shuffle").permutation(n) if self.shuffle and self.shuffle != "none" else None
         n_batches = int(math.ceil(n / bs))
         for step in range(self.steps_per_epoch):
             b = step % n_batches
@@ -545,8 +595,10 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
             cbs.on_train_batch_begin(step)
             try:
                 batch_logs = model.train_step(batch)
-            except NonFiniteLoss as e:
-                msg = nonfinite_message(model, batch[0], e.value, f"epoch {epoch + 1}, batch {step}")
+            except (NonFiniteLoss, NonFiniteUpdate) as e:
+                where = f"epoch {epoch + 1}, batch {step}"
+                msg = (nonfinite_message(model, batch[0], e.value, where) if isinstance(e, NonFiniteLoss)
+                       else f"Training stopped at {where}: {e}")
                 warnings.warn(msg, RuntimeWarning, stacklevel=3)
                 model.stop_training = True
                 model.stop_reason = msg

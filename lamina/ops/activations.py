@@ -9,7 +9,7 @@ from .math import unbroadcast
 
 __all__ = ["relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "sigmoid", "hard_sigmoid", "tanh",
            "softplus", "softsign", "silu", "swish", "softmax", "log_softmax", "exponential", "linear_act",
-           "prelu", "hard_silu"]
+           "prelu", "hard_silu", "log_sigmoid"]
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
@@ -80,6 +80,11 @@ class SELU(Op):
         return (_SELU_SCALE * self.xp.where(x > 0, gy, gy * (neg + _SELU_ALPHA))).astype(gy.dtype, copy=False)
 
 
+def _half(dtype):
+    """float16 / bfloat16: computed in float32 (softmax as Keras, GELU as PyTorch), the result cast back."""
+    return dtype.name == "bfloat16" or (dtype.kind == "f" and dtype.itemsize < 4)
+
+
 def _erf(xp, x):
     """erf by Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7, below float32 resolution)."""
     t = 1.0 / (1.0 + 0.3275911 * xp.abs(x))
@@ -88,10 +93,22 @@ def _erf(xp, x):
 
 
 class GELU(Op):
-    """x Phi(x), exact (erf) or with the tanh approximation."""
+    """x Phi(x), exact (erf) or with the tanh approximation. A half-precision x is computed in float32 and
+    the result cast back (as PyTorch's kernels do): 1 + erf(x) cancels for x < 0, and float16 keeps
+    too few digits for it (gelu(-3.75) came out 0 instead of -3.3e-4)."""
 
     def forward(self, x):
         xp = self.xp
+        self.dtype = x.dtype
+        if _half(x.dtype):
+            x = x.astype(xp.float32)
+        return self._forward(xp, x).astype(self.dtype, copy=False)
+
+    def backward(self, gy):
+        x = self.saved[0]
+        return self._backward(gy.astype(x.dtype, copy=False)).astype(self.dtype, copy=False)
+
+    def _forward(self, xp, x):
         if self.approximate:
             c = math.sqrt(2.0 / math.pi)
             inner = c * (x + 0.044715 * x ** 3)
@@ -102,7 +119,7 @@ class GELU(Op):
         self.saved = (x, cdf)
         return x * cdf
 
-    def backward(self, gy):
+    def _backward(self, gy):
         xp = self.xp
         x, s = self.saved
         if self.approximate:
@@ -113,9 +130,33 @@ class GELU(Op):
         return gy * (s + x * pdf)
 
 
+def sigmoid_inplace(xp, a):
+    """Logistic sigmoid of ``a`` written INTO ``a`` (which may be a view), accurate for every x.
+
+    With e = exp(-|x|), in (0, 1] so it never overflows: sigmoid(x) = 1 / (1 + e) for x >= 0 and
+    e / (1 + e) for x < 0; the numerator is max(e, [x >= 0]). Neither side subtracts nearly equal
+    numbers, so the relative error is a few ulps everywhere (the form 0.5 (tanh(x / 2) + 1) cancels
+    for negative x: relative error 2.6e-2 at x = -15 and exactly 0 from x = -20 in float64).
+    fmax, not maximum: with x = NaN, e is NaN and fmax gives 0, and 0 / (NaN + 1) is NaN again.
+    """
+    e = xp.empty_like(a)
+    xp.abs(a, out=e)  # (out=: a 0-d input would give a scalar otherwise)
+    xp.negative(e, out=e)
+    xp.exp(e, out=e)
+    xp.fmax(e, a >= 0, out=a)
+    e += 1.0
+    a /= e
+    return a
+
+
+def stable_sigmoid(xp, x):
+    """sigmoid(x) as a new array of x's dtype (see sigmoid_inplace for the formula)."""
+    return sigmoid_inplace(xp, x.copy())
+
+
 class Sigmoid(Op):
     def forward(self, x):
-        y = 0.5 * (self.xp.tanh(0.5 * x) + 1.0)   # equals 1/(1+e^-x) and never overflows
+        y = stable_sigmoid(self.xp, x)
         self.saved = (y,)
         return y
 
@@ -170,7 +211,20 @@ class Softplus(Op):
 
     def backward(self, gy):
         (x,) = self.saved
-        return gy * 0.5 * (self.xp.tanh(0.5 * x) + 1.0)
+        return gy * stable_sigmoid(self.xp, x)
+
+
+class LogSigmoid(Op):
+    """log(sigmoid(x)) = min(x, 0) - log1p(e^-|x|) (no overflow, no log of 0). Backward: sigmoid(-x)."""
+
+    def forward(self, x):
+        xp = self.xp
+        self.saved = (x,)
+        return xp.minimum(x, 0) - xp.log1p(xp.exp(-xp.abs(x)))
+
+    def backward(self, gy):
+        (x,) = self.saved
+        return gy * stable_sigmoid(self.xp, -x)
 
 
 class Softsign(Op):
@@ -188,7 +242,7 @@ class SiLU(Op):
     """x sigmoid(x). Backward: s + x s (1 - s)."""
 
     def forward(self, x):
-        s = 0.5 * (self.xp.tanh(0.5 * x) + 1.0)
+        s = stable_sigmoid(self.xp, x)
         self.saved = (x, s)
         return x * s
 
@@ -198,34 +252,41 @@ class SiLU(Op):
 
 
 class Softmax(Op):
-    """exp(x - max) / sum. Backward: y (g - sum(g y))."""
+    """exp(x - max) / sum (in float32 for a half-precision x). Backward: y (g - sum(g y))."""
 
     def forward(self, x):
         xp = self.xp
+        self.dtype = x.dtype
+        if _half(x.dtype):
+            x = x.astype(xp.float32)
         e = xp.exp(x - x.max(axis=self.axis, keepdims=True))
         y = e / e.sum(axis=self.axis, keepdims=True)
         self.saved = (y,)
-        return y
+        return y.astype(self.dtype, copy=False)
 
     def backward(self, gy):
         (y,) = self.saved
-        gyy = gy * y
-        return gyy - y * gyy.sum(axis=self.axis, keepdims=True)
+        gyy = gy.astype(y.dtype, copy=False) * y
+        return (gyy - y * gyy.sum(axis=self.axis, keepdims=True)).astype(self.dtype, copy=False)
 
 
 class LogSoftmax(Op):
-    """x - max - log(sum(exp(x - max))). Backward: g - softmax * sum(g)."""
+    """x - max - log(sum(exp(x - max))) (in float32 for a half-precision x). Backward: g - softmax * sum(g)."""
 
     def forward(self, x):
         xp = self.xp
+        self.dtype = x.dtype
+        if _half(x.dtype):
+            x = x.astype(xp.float32)
         z = x - x.max(axis=self.axis, keepdims=True)
         y = z - xp.log(xp.exp(z).sum(axis=self.axis, keepdims=True))
         self.saved = (y,)
-        return y
+        return y.astype(self.dtype, copy=False)
 
     def backward(self, gy):
         (y,) = self.saved
-        return gy - self.xp.exp(y) * gy.sum(axis=self.axis, keepdims=True)
+        gy = gy.astype(y.dtype, copy=False)
+        return (gy - self.xp.exp(y) * gy.sum(axis=self.axis, keepdims=True)).astype(self.dtype, copy=False)
 
 
 class Exponential(Op):
@@ -286,6 +347,11 @@ def gelu(x, approximate=False):
 def sigmoid(x):
     """Logistic sigmoid 1 / (1 + e^-x). Backward: gy * y * (1 - y)."""
     return Sigmoid.apply(x)
+
+
+def log_sigmoid(x):
+    """log(sigmoid(x)) = -softplus(-x), stable for every x. Backward: gy * sigmoid(-x)."""
+    return LogSigmoid.apply(x)
 
 
 def hard_sigmoid(x):

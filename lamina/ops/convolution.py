@@ -5,9 +5,12 @@ convolution (KH, KW, C_in, C_out), transposed convolution (KH, KW, C_out, C_in).
 
 How the convolution is computed (the hot path of a CNN):
 - forward: the padded input is viewed through strides as (N, OH, OW, KH, KW, C) without copying
-  (``as_strided``), copied once into the (N*OH*OW, KH*KW*C) "column" matrix (im2col), and multiplied
-  by the kernel reshaped to (KH*KW*C, C_out): ONE large GEMM per call;
-- backward: dW = cols^T dY is one GEMM; the input gradient col2im(dY W^T) is computed per kernel
+  (``as_strided``), copied into the (N*OH*OW, KH*KW*C) "column" matrix (im2col), and multiplied
+  by the kernel reshaped to (KH*KW*C, C_out). The columns are built a block of samples at a time (about
+  2 MB on the CPU: the copy and its GEMM stay in cache), so the whole matrix never exists;
+- backward keeps the smaller of (input, columns): for a 3x3 kernel the input (9x smaller), and
+  dW = cols^T dY is accumulated over the same blocks, rebuilding their columns; the input gradient
+  col2im(dY W^T) is computed per kernel
   offset: one (N*OH*OW, O) @ (O, C) GEMM and one strided, vectorised addition into the input
   gradient per offset (KH*KW of them), never a scatter over pixels. The input gradient is
   skipped when the input needs none (a first layer).
@@ -121,6 +124,44 @@ def _im2col(xp, x, kh, kw, oh, ow, stride, dilation):
     return xp.ascontiguousarray(view).reshape(n * oh * ow, kh * kw * c)
 
 
+def _im2col_into(xp, x, kh, kw, oh, ow, stride, dilation, buf):
+    """_im2col written into the first rows of the preallocated 2-D ``buf`` (returned as that view)."""
+    n, _, _, c = x.shape
+    sn, sh_, sw_, sc = x.strides
+    view = xp.lib.stride_tricks.as_strided(
+        x, shape=(n, oh, ow, kh, kw, c),
+        strides=(sn, sh_ * stride[0], sw_ * stride[1], sh_ * dilation[0], sw_ * dilation[1], sc))
+    rows = buf[:n * oh * ow]
+    rows.reshape(n, oh, ow, kh, kw, c)[...] = view
+    return rows
+
+
+# The im2col matrix is built a block of samples at a time, each block about this many bytes: on the CPU
+# the block stays in cache between its copy and its GEMM (faster than one matrix of 9x the input in
+# memory), and neither pass ever holds the whole matrix. On a GPU one big GEMM is better: a larger block.
+_BLOCK_BYTES_CPU = 2 ** 21
+_BLOCK_BYTES_DEVICE = 2 ** 28
+
+
+def _block(xp, n, per_sample_bytes):
+    """Samples per block (at least 1)."""
+    target = _BLOCK_BYTES_CPU if xp is np else _BLOCK_BYTES_DEVICE
+    return max(1, min(n, target // max(per_sample_bytes, 1)))
+
+
+def _im2col_blocks(xp, x, pads, kh, kw, oh, ow, stride, dilation):
+    """(first sample, end sample, im2col rows of those samples of pad(x)) for consecutive blocks of
+    samples; the rows live in one reused buffer, valid until the next block."""
+    n, c = x.shape[0], x.shape[3]
+    k = kh * kw * c
+    step = _block(xp, n, oh * ow * k * x.dtype.itemsize)
+    buf = xp.empty((step * oh * ow, k), dtype=x.dtype)
+    for s0 in range(0, n, step):  # blocks of samples, each one vectorised copy (and the caller's GEMM)
+        s1 = min(s0 + step, n)
+        xb = _pad_hw(xp, x[s0:s1], pads, 0)
+        yield s0, s1, _im2col_into(xp, xb, kh, kw, oh, ow, stride, dilation, buf)
+
+
 def _gemm_col2im(xp, g2, kernels, shape, oh, ow, stride, dilation):
     """col2im fused with the GEMM that makes the columns: for each kernel offset (i, j), the
     (N*OH*OW, C) product g2 @ kernels[i, j] is added at its strided window of a zero array of ``shape``.
@@ -154,36 +195,64 @@ def _crop_hw(x, pads, h, w):
 # ----------------------------------------------------------------------------- convolution
 class Conv2D(Op):
     """y = im2col(pad(x)) @ W.reshape(KH*KW*C, O) + b. Backward: dW = cols^T dy, db = sum dy,
-    dx = crop(col2im(dy W^T))."""
+    dx = crop(col2im(dy W^T)).
+
+    Memory: backward needs the columns only for dW. When the im2col matrix is no larger than the input
+    (1x1 kernels, stride >= kernel) it is kept; otherwise (3x3: 9x the input) only the input is kept (a
+    reference: the graph holds it anyway) and the columns are rebuilt block by block in backward. Nothing
+    is kept for dW when the kernel needs no gradient, nor the kernel for dx when the input needs none."""
 
     def forward(self, x, w, b):
         xp = self.xp
         n, h, wd, c = x.shape
         kh, kw, _, o = w.shape
-        xp_ = _pad_hw(xp, x, self.pads, 0)
-        oh = (xp_.shape[1] - (kh - 1) * self.dilation[0] - 1) // self.stride[0] + 1
-        ow = (xp_.shape[2] - (kw - 1) * self.dilation[1] - 1) // self.stride[1] + 1
-        cols = _im2col(xp, xp_, kh, kw, oh, ow, self.stride, self.dilation)
-        y = cols @ w.reshape(kh * kw * c, o)
+        (pt, pb), (pl, pr) = self.pads
+        oh = (h + pt + pb - (kh - 1) * self.dilation[0] - 1) // self.stride[0] + 1
+        ow = (wd + pl + pr - (kw - 1) * self.dilation[1] - 1) // self.stride[1] + 1
+        k = kh * kw * c
+        w2 = w.reshape(k, o)
+        keep_cols = self.needs_grad[1] and n * oh * ow * k <= x.size
+        cols = None
+        if keep_cols:
+            cols = _im2col(xp, _pad_hw(xp, x, self.pads, 0), kh, kw, oh, ow, self.stride, self.dilation)
+            y = cols @ w2
+        else:
+            y = xp.empty((n * oh * ow, o), dtype=np.result_type(x.dtype, w.dtype))
+            for s0, s1, cc in self._blocks(x, kh, kw, oh, ow):
+                xp.matmul(cc, w2, out=y[s0 * oh * ow:s1 * oh * ow])
         if b is not None:
             y += b
-        self.meta = (x.shape, xp_.shape, oh, ow)
-        self.saved = (cols if self.needs_grad[1] else None, w)
+        self.meta = (x.shape, (h + pt + pb, wd + pl + pr), oh, ow)
+        self.kernel_shape = w.shape
+        self.saved = (cols, x if self.needs_grad[1] and not keep_cols else None,
+                      w if self.needs_grad[0] else None)
         return y.reshape(n, oh, ow, o)
 
+    def _blocks(self, x, kh, kw, oh, ow):
+        return _im2col_blocks(self.xp, x, self.pads, kh, kw, oh, ow, self.stride, self.dilation)
+
     def backward(self, gy):
-        cols, w = self.saved
+        xp = self.xp
+        cols, x, w = self.saved
         xshape, pshape, oh, ow = self.meta
-        kh, kw, c, o = w.shape
+        n, o = gy.shape[0], gy.shape[-1]
         g2 = gy.reshape(-1, o)
         gx = gw = gb = None
         if self.needs_grad[1]:
-            gw = (cols.T @ g2).reshape(w.shape)
+            kh, kw, c, _ = self.kernel_shape
+            if cols is not None:
+                gw = cols.T @ g2
+            else:
+                gw = xp.zeros((kh * kw * c, o), dtype=np.result_type(x.dtype, gy.dtype))
+                for s0, s1, cc in self._blocks(x, kh, kw, oh, ow):
+                    gw += cc.T @ g2[s0 * oh * ow:s1 * oh * ow]
+            gw = gw.reshape(self.kernel_shape)
         if self.needs_grad[2]:
-            gb = _sum_rows(self.xp, g2)
+            gb = _sum_rows(xp, g2)
         if self.needs_grad[0]:
             # dx = col2im(dy W2^T), one (M, O) @ (O, C) product per kernel offset
-            gxp = _gemm_col2im(self.xp, g2, w.transpose(0, 1, 3, 2), pshape, oh, ow, self.stride, self.dilation)
+            gxp = _gemm_col2im(xp, g2, w.transpose(0, 1, 3, 2), (n,) + pshape + (xshape[3],), oh, ow,
+                               self.stride, self.dilation)
             gx = _crop_hw(gxp, self.pads, xshape[1], xshape[2])
         return gx, gw, gb
 
@@ -209,28 +278,41 @@ class Conv2DTranspose(Op):
         y[:, :hh, :ww, :] = yfull[:, bh:bh + hh, bw:bw + ww, :]
         if b is not None:
             y += b
-        self.meta = (x.shape, full)
-        self.saved = (x if self.needs_grad[1] else None, w)
+        self.meta = (x.shape, full, w.shape)
+        # the input only for dW, the kernel only for dx
+        self.saved = (x if self.needs_grad[1] else None, w if self.needs_grad[0] else None)
         return y
 
     def backward(self, gy):
+        xp = self.xp
         x, w = self.saved
-        xshape, full = self.meta
+        xshape, full, wshape = self.meta
         n, h, wd, c = xshape
-        kh, kw, o, _ = w.shape
+        kh, kw, o, _ = wshape
         (bh, oh), (bw, ow) = self.window
-        gfull = self.xp.zeros((n, full[0], full[1], o), dtype=gy.dtype)
-        hh, ww = min(oh, full[0] - bh), min(ow, full[1] - bw)
-        gfull[:, bh:bh + hh, bw:bw + ww, :] = gy[:, :hh, :ww, :]
-        gcols = _im2col(self.xp, gfull, kh, kw, h, wd, self.stride, self.dilation)
-        w2 = w.reshape(kh * kw * o, c)
         gx = gw = gb = None
-        if self.needs_grad[0]:
-            gx = (gcols @ w2).reshape(xshape)
-        if self.needs_grad[1]:
-            gw = (gcols.T @ x.reshape(-1, c)).reshape(w.shape)
+        if self.needs_grad[0] or self.needs_grad[1]:
+            gfull = xp.zeros((n, full[0], full[1], o), dtype=gy.dtype)
+            hh, ww = min(oh, full[0] - bh), min(ow, full[1] - bw)
+            gfull[:, bh:bh + hh, bw:bw + ww, :] = gy[:, :hh, :ww, :]
+            if self.needs_grad[0]:
+                w2 = w.reshape(kh * kw * o, c)
+                gx = xp.empty((n * h * wd, c), dtype=np.result_type(gy.dtype, w.dtype))
+            if self.needs_grad[1]:
+                x2 = x.reshape(-1, c)
+                gw = xp.zeros((kh * kw * o, c), dtype=np.result_type(gy.dtype, x.dtype))
+            # im2col of the gradient a block of samples at a time: never the (N*H*W, KH*KW*O) matrix
+            for s0, s1, gc in _im2col_blocks(xp, gfull, ((0, 0), (0, 0)), kh, kw, h, wd, self.stride,
+                                             self.dilation):
+                rows = slice(s0 * h * wd, s1 * h * wd)
+                if gx is not None:
+                    xp.matmul(gc, w2, out=gx[rows])
+                if gw is not None:
+                    gw += gc.T @ x2[rows]
+            gx = None if gx is None else gx.reshape(xshape)
+            gw = None if gw is None else gw.reshape(wshape)
         if self.needs_grad[2]:
-            gb = _sum_rows(self.xp, gy.reshape(-1, o))
+            gb = _sum_rows(xp, gy.reshape(-1, o))
         return gx, gw, gb
 
 

@@ -15,6 +15,7 @@ from .. import backend
 from ..tensor import Op, Tensor, as_tensor
 from . import math as _m
 from . import manipulation as _s
+from .activations import stable_sigmoid
 from .math import unbroadcast
 
 __all__ = [
@@ -78,7 +79,8 @@ class SparseCategoricalCrossentropy(Op):
 
     From logits: loss = logsumexp(x) - x[label]; dx = (softmax(x) - onehot) * g.
     From probabilities: q = clip(p / sum(p), eps, 1 - eps); loss = -log q[label];
-    dp = (1 - onehot / q[label]) * inrange / sum(p) * g (the normalisation's Jacobian included).
+    dp = (1 - onehot / qc[label]) * inrange / sum(p) * g (the normalisation's Jacobian included; qc, the
+    clipped value, equals q wherever inrange is 1 and is never 0, so the gradient is finite everywhere).
     Entries whose label is ``ignore_class`` give 0 and no gradient.
     """
 
@@ -100,7 +102,9 @@ class SparseCategoricalCrossentropy(Op):
             qc = xp.clip(q, EPSILON, 1.0 - EPSILON)
             loss = -xp.log(qc)[..., 0]
             inrange = ((q >= EPSILON) & (q <= 1.0 - EPSILON)).astype(x.dtype)
-            self.saved = (q, total, inrange, onehot)
+            # backward divides by the CLIPPED value: equal to q wherever inrange is 1, never 0 (a
+            # probability of exactly 0 would give 0 / 0 = NaN, and NaN * 0 is still NaN)
+            self.saved = (qc, total, inrange, onehot)
         if valid is not None:
             loss = loss * valid
         return loss.astype(y_pred.dtype, copy=False)
@@ -112,8 +116,8 @@ class SparseCategoricalCrossentropy(Op):
             soft, onehot = self.saved
             dx = (soft - onehot) * g
         else:
-            q, total, inrange, onehot = self.saved
-            dx = (1.0 - onehot / q) * (inrange / total) * g
+            qc, total, inrange, onehot = self.saved
+            dx = (1.0 - onehot / qc) * (inrange / total) * g
         return xp.moveaxis(dx, -1, self.axis)
 
 
@@ -122,7 +126,7 @@ class CategoricalCrossentropy(Op):
 
     From logits: loss = sum(t) * logsumexp(x) - sum(t x); dx = softmax(x) sum(t) - t; dt = -log_softmax(x).
     From probabilities (Keras): q = clip(p / sum(p), eps, 1 - eps); loss = -sum(t log q);
-    dp = (-t / q * inrange + sum(t * inrange)) / sum(p); dt = -log q.
+    dp = (-t / qc * inrange + sum(t * inrange)) / sum(p), qc = clip(q) (finite at q = 0); dt = -log qc.
     """
 
     def forward(self, t, p):
@@ -140,8 +144,10 @@ class CategoricalCrossentropy(Op):
             total = p.sum(axis=ax, keepdims=True)
             q = p / total
             inrange = ((q >= EPSILON) & (q <= 1.0 - EPSILON)).astype(p.dtype)
-            logq = xp.log(xp.clip(q, EPSILON, 1.0 - EPSILON))
-            self.saved = (t, logq, q, total, inrange)
+            qc = xp.clip(q, EPSILON, 1.0 - EPSILON)
+            logq = xp.log(qc)
+            # backward divides by qc (= q where inrange, never 0): t / q at q = 0 would be NaN
+            self.saved = (t, logq, qc, total, inrange)
         return -(t * logq).sum(axis=ax)
 
     def backward(self, g):
@@ -156,8 +162,8 @@ class CategoricalCrossentropy(Op):
             if self.from_logits:
                 dp = (xp.exp(logq) * t.sum(axis=ax, keepdims=True) - t) * g
             else:
-                _, _, q, total, inrange = self.saved
-                dp = (-t / q * inrange + (t * inrange).sum(axis=ax, keepdims=True)) / total * g
+                _, _, qc, total, inrange = self.saved
+                dp = (-t / qc * inrange + (t * inrange).sum(axis=ax, keepdims=True)) / total * g
             dp = unbroadcast(dp, self.shapes[1])
         return dt, dp
 
@@ -197,7 +203,7 @@ class BinaryCrossentropy(Op):
             if self.needs_grad[0]:
                 dt = -x * g * (1.0 - self.label_smoothing)
             if self.needs_grad[1]:
-                dp = (0.5 * (xp.tanh(0.5 * x) + 1.0) - t) * g  # sigmoid without overflow
+                dp = (stable_sigmoid(xp, x) - t) * g
         else:
             t, pc, inrange = self.saved
             if self.needs_grad[0]:

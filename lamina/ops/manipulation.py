@@ -9,6 +9,8 @@ __all__ = ["reshape", "transpose", "getitem", "concatenate", "stack", "split", "
 
 
 class Reshape(Op):
+    is_view = True
+
     def forward(self, x):
         self.shape_in = x.shape
         return x.reshape(self.shape)
@@ -18,6 +20,8 @@ class Reshape(Op):
 
 
 class Transpose(Op):
+    is_view = True
+
     def forward(self, x):
         self.axes_ = self.axes if self.axes is not None else tuple(reversed(range(x.ndim)))
         return x.transpose(self.axes_)
@@ -48,6 +52,7 @@ def _index_on(xp, idx):
 
 class GetItem(Op):
     """x[idx]. Backward scatters the gradient back; integer-array indices may repeat, so they add."""
+    is_view = True  # basic indices give a view (the version check looks at the memory itself)
 
     def forward(self, x):
         self.meta = (x.shape, x.dtype)
@@ -88,6 +93,7 @@ class Stack(Op):
 
 class Split(Op):
     """np.split; one output per piece. Backward concatenates the pieces' gradients."""
+    is_view = True
 
     def forward(self, x):
         return tuple(self.xp.split(x, self.indices_or_sections, axis=self.axis))
@@ -109,6 +115,8 @@ class Pad(Op):
 
 
 class BroadcastTo(Op):
+    is_view = True
+
     def forward(self, x):
         self.shape_in = x.shape
         return self.xp.broadcast_to(x, self.shape)
@@ -170,18 +178,32 @@ def swapaxes(x, a, b):
     return transpose(x, axes)
 
 
+def _index_array(i):
+    """A list index as NumPy reads it: bools stay a boolean mask, ints an integer index (an empty
+    list is an empty integer index)."""
+    a = np.asarray(i)
+    if a.dtype.kind not in "biu":
+        if a.size:
+            raise IndexError(f"Only integers, slices, None, Ellipsis and integer or boolean arrays are "
+                             f"valid indices; got a list of {a.dtype}.")
+        a = a.astype(np.intp)
+    return a
+
+
 def _unwrap_index(idx):
     if isinstance(idx, Tensor):
         return idx.data
-    if isinstance(idx, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in idx)
     if isinstance(idx, list):
-        return _unwrap_index(Tensor(idx, dtype="int64"))
+        return _index_array(idx)
+    if isinstance(idx, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else _index_array(i) if isinstance(i, list) else i
+                     for i in idx)
     return idx
 
 
 def getitem(x, idx):
-    """x[idx] with basic and integer-array indexing."""
+    """x[idx] with NumPy's basic and advanced indexing: ints, slices (with steps), None, Ellipsis,
+    integer arrays or lists, boolean arrays or lists (masks)."""
     return GetItem.apply(x, idx=_unwrap_index(idx))
 
 

@@ -99,13 +99,15 @@ class PowerScalar(Op):
 
     def backward(self, gy):
         (x,) = self.saved
+        if self.p == 0:  # x**0 is constant 1: gradient 0 everywhere, also at x = 0 (not 0 * inf)
+            return self.xp.zeros_like(gy)
         return gy * self.p * x ** (self.p - 1)
 
 
 class Power(Op):
-    """a ** b with both operands tensors. Backward: b a^(b-1), and a^b log(a) for b."""
+    """a ** b with both operands tensors. Backward: b a^(b-1) for a (0 where b == 0), and a^b log(a)
+    for b (0 where a == 0 and b >= 0, where a^b is flat in b; NaN for a < 0), as PyTorch."""
     same_float_dtype = True
-
 
     def forward(self, a, b):
         y = a ** b
@@ -114,12 +116,15 @@ class Power(Op):
 
     def backward(self, gy):
         a, b, y = self.saved
-        ga = unbroadcast(gy * b * a ** (b - 1), a.shape) if self.needs_grad[0] else None
-        gb = None
-        if self.needs_grad[1]:
-            xp = self.xp
-            loga = xp.log(xp.where(a > 0, a, 1))
-            gb = unbroadcast(gy * y * loga, b.shape)
+        xp = self.xp
+        ga = gb = None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.needs_grad[0]:
+                ga = unbroadcast(xp.where(b == 0, 0, gy * b * a ** (b - 1)).astype(gy.dtype, copy=False), a.shape)
+            if self.needs_grad[1]:
+                flat = (a == 0) & (b >= 0)
+                loga = xp.log(xp.where(flat, 1, a))
+                gb = unbroadcast(xp.where(flat, 0, gy * y * loga).astype(gy.dtype, copy=False), b.shape)
         return ga, gb
 
 
@@ -455,9 +460,57 @@ def minimum(a, b):
     return Minimum.apply(a, b)
 
 
+def _is_weak(v):
+    """A Python (or NumPy) scalar: a weak type that takes the other operand's dtype, as in Keras."""
+    return isinstance(v, (bool, int, float, np.generic)) and not isinstance(v, np.ndarray)
+
+
+def _scalar_kind(v):
+    if isinstance(v, (bool, np.bool_)):
+        return "b"
+    return "i" if isinstance(v, (int, np.integer)) else "f"
+
+
+def _where_dtype(a, b):
+    """Keras 3's result dtype of where(c, a, b); None: leave it to NumPy's promotion.
+
+    A scalar keeps a tensor's dtype when it fits its kind (float16 stays float16 with 0.0; int32 stays
+    int32 with 0) and moves an integer or bool tensor to floatx when it is a float; two scalars give
+    floatx, int32 or bool; an integer tensor with a float tensor gives the float tensor's dtype."""
+    from ..backend import floatx
+    weak_a, weak_b = _is_weak(a), _is_weak(b)
+    if weak_a and weak_b:
+        kinds = {_scalar_kind(a), _scalar_kind(b)}
+        return np.dtype(floatx() if "f" in kinds else "int32" if "i" in kinds else bool)
+    if weak_a or weak_b:
+        scalar, t = (a, b) if weak_a else (b, a)
+        dt = np.dtype(t.dtype) if hasattr(t, "dtype") else np.asarray(t).dtype
+        k = _scalar_kind(scalar)
+        if dt.kind == "f":
+            return dt
+        if k == "f":
+            return np.dtype(floatx())
+        if dt.kind == "b" and k == "i":
+            return np.dtype("int32")
+        return dt
+    da, db = (np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype for x in (a, b))
+    if (da.kind == "f") != (db.kind == "f"):
+        return da if da.kind == "f" else db
+    return None
+
+
 def where(cond, a, b):
-    """Elementwise cond ? a : b. cond carries no gradient."""
+    """Elementwise cond ? a : b. cond carries no gradient.
+
+    Result dtype as Keras's ops.where: a Python scalar is weakly typed, so where(c, x_float16, 0.0) is
+    float16 and where(c, x_int32, 0) int32 (see _where_dtype)."""
     cond = cond.data if isinstance(cond, Tensor) else cond
+    dt = _where_dtype(a, b)
+    if dt is not None:
+        a, b = (np.asarray(v, dt) if _is_weak(v) else
+                cast(v, dt) if isinstance(v, Tensor) and v.dtype != dt else
+                v if isinstance(v, Tensor) or getattr(v, "dtype", None) == dt else Tensor(v, dtype=dt)
+                for v in (a, b))
     return Where.apply(Tensor(cond), a, b)
 
 
@@ -487,8 +540,12 @@ def std(x, axis=None, keepdims=False):
 
 
 def cast(x, dtype):
-    """Change dtype; the gradient is cast back."""
+    """Change dtype. Float to float is differentiable (the gradient is cast back); a cast to or from
+    an integer or bool dtype gives a tensor without gradient, as in PyTorch and Keras."""
     x = as_tensor(x)
-    if x.dtype == np.dtype(dtype):
+    dtype = np.dtype(dtype)
+    if x.dtype == dtype:
         return x
-    return Cast.apply(x, dtype=np.dtype(dtype))
+    if dtype.kind != "f" or x.dtype.kind != "f":
+        return Tensor(x.data.astype(dtype))
+    return Cast.apply(x, dtype=dtype)

@@ -22,6 +22,31 @@ from ..tensor import Op
 __all__ = ["batch_norm", "batch_norm_training", "layer_norm", "group_norm"]
 
 
+def _compute_dtype(dtype):
+    """The dtype the statistics are computed in: at least float32, as Keras (result_type(x, float32)).
+    float16 (and bfloat16) have too little range and precision for a variance: x = [0, 300, 600, 900]
+    squares to 2.5e5 > 65504 (float16's largest), i.e. var = inf and an output of zeros."""
+    dtype = np.dtype(dtype)
+    if dtype.name == "bfloat16" or (dtype.kind == "f" and dtype.itemsize < 4):
+        return np.dtype(np.float32)
+    return dtype
+
+
+def _upcast(cd, *arrays):
+    """Arrays in the compute dtype (None stays None); an array already in it is returned as it is."""
+    return tuple(None if a is None else a if a.dtype == cd else a.astype(cd) for a in arrays)
+
+
+def _in_dtypes(grads, dtypes):
+    """Each gradient in its input's dtype (the statistics ran in float32 for a float16 input)."""
+    return tuple(g if g is None or d is None or g.dtype == d else g.astype(d) for g, d in zip(grads, dtypes))
+
+
+def _out_dtype(x_dtype, computed):
+    """A half-precision input gets its own dtype back; otherwise the dtype the arithmetic promoted to."""
+    return x_dtype if _compute_dtype(x_dtype) != x_dtype else computed
+
+
 def _norm_backward(gxhat, xhat, inv, axes):
     """dx when the mean and variance over ``axes`` were computed from x (the three-term rule above)."""
     return inv * (gxhat - gxhat.mean(axis=axes, keepdims=True)
@@ -55,14 +80,24 @@ class BatchNorm(Op):
             _check_param(p, n, (C,), "batch_norm")
         self.red = tuple(i for i in range(x.ndim) if i != ax)
         self.bshape = _param_shape(x.ndim, (ax,), x.shape)
+        self.dtypes = tuple(None if a is None else a.dtype for a in (x, gamma, beta, mean, var))
+        cd = _compute_dtype(np.result_type(*(a.dtype for a in (x, gamma, beta, mean, var) if a is not None)))
+        x, gamma, beta, mean, var = _upcast(cd, x, gamma, beta, mean, var)
         inv = 1.0 / self.xp.sqrt(var + self.epsilon)
         scale = inv if gamma is None else inv * gamma
         shift = -mean * scale if beta is None else beta - mean * scale
-        self.saved = (x, gamma, mean, inv, scale)
-        return x * scale.reshape(self.bshape) + shift.reshape(self.bshape)
+        # backward reads the per-channel vectors as they are NOW: copies (C entries each, cheap), since the
+        # layer passes its moving-statistics arrays, which a later training call updates in place
+        self.saved = (x, None if gamma is None else gamma.copy(), mean.copy(), inv, scale)
+        y = x * scale.reshape(self.bshape) + shift.reshape(self.bshape)
+        return y.astype(_out_dtype(self.dtypes[0], y.dtype), copy=False)
 
     def backward(self, gy):
         x, gamma, mean, inv, scale = self.saved
+        gy = gy.astype(x.dtype, copy=False)
+        return _in_dtypes(self._backward(gy, x, gamma, mean, inv, scale), self.dtypes)
+
+    def _backward(self, gy, x, gamma, mean, inv, scale):
         need_x, need_g, need_b, need_m, need_v = self.needs_grad
         dx = gy * scale.reshape(self.bshape) if need_x else None
         dgamma = dbeta = dmean = dvar = None
@@ -89,6 +124,13 @@ class BatchNormTraining(Op):
         C = x.shape[ax]
         _check_param(gamma, "gamma", (C,), "batch_norm_training")
         _check_param(beta, "beta", (C,), "batch_norm_training")
+        self.dtypes = tuple(None if a is None else a.dtype for a in (x, gamma, beta))
+        cd = _compute_dtype(np.result_type(*(a.dtype for a in (x, gamma, beta) if a is not None)))
+        x, gamma, beta = _upcast(cd, x, gamma, beta)
+        if x.size == 0 and C > 0:
+            # statistics of no entries are undefined: a clear error rather than NaN moving statistics
+            raise ValueError(f"batch_norm_training: the input {tuple(x.shape)} has no entries per channel, so "
+                             "there are no batch statistics. Run inference mode (batch_norm) on an empty batch.")
         red = tuple(i for i in range(x.ndim) if i != ax)
         self.ax, self.red, self.bshape = ax, red, _param_shape(x.ndim, (ax,), x.shape)
         if mask is None:
@@ -114,10 +156,17 @@ class BatchNormTraining(Op):
         if beta is not None:
             y = y + beta.reshape(self.bshape)
         self.saved = (xhat, inv, gamma, w, W, d)
-        return y, mean.reshape(C), var.reshape(C)
+        # y in the input's dtype; the statistics stay in the compute dtype (float32 for a float16 input),
+        # which is what the layer's moving averages need
+        return y.astype(_out_dtype(self.dtypes[0], y.dtype), copy=False), mean.reshape(C), var.reshape(C)
 
     def backward(self, gy, gmean, gvar):
         xhat, inv, gamma, w, W, d = self.saved
+        cd = xhat.dtype
+        gy, gmean, gvar = (g.astype(cd, copy=False) for g in (gy, gmean, gvar))
+        return _in_dtypes(self._backward(gy, gmean, gvar, xhat, inv, gamma, w, W, d), self.dtypes + (None,))
+
+    def _backward(self, gy, gmean, gvar, xhat, inv, gamma, w, W, d):
         red, bshape = self.red, self.bshape
         dx = dgamma = dbeta = None
         if self.needs_grad[1]:
@@ -155,6 +204,8 @@ class LayerNorm(Op):
         self.axes, self.bshape = axes, _param_shape(x.ndim, axes, x.shape)
         self.beta_shape = None if beta is None else beta.shape
         self.other = tuple(i for i in range(x.ndim) if i not in axes)
+        self.dtypes = tuple(None if a is None else a.dtype for a in (x, gamma, beta))
+        x, gamma, beta = _upcast(_compute_dtype(x.dtype), x, gamma, beta)
         mean = x.mean(axis=axes, keepdims=True)
         d = x - mean
         inv = 1.0 / xp.sqrt((d * d).mean(axis=axes, keepdims=True) + self.epsilon)
@@ -164,10 +215,11 @@ class LayerNorm(Op):
         if beta is not None:
             y = y + beta.reshape(self.bshape)
         self.saved = (xhat, inv, gamma, d if self.rms_scaling else None)
-        return y
+        return y.astype(_out_dtype(self.dtypes[0], y.dtype), copy=False)
 
     def backward(self, gy):
         xhat, inv, gamma, d = self.saved
+        gy = gy.astype(xhat.dtype, copy=False)
         dx = dgamma = dbeta = None
         if self.needs_grad[1]:
             dgamma = (gy * xhat).sum(axis=self.other).reshape(gamma.shape)
@@ -180,7 +232,7 @@ class LayerNorm(Op):
                 dx = inv * gxhat - d * (inv * inv) * (gxhat * xhat).mean(axis=self.axes, keepdims=True)
             else:
                 dx = _norm_backward(gxhat, xhat, inv, self.axes)
-        return dx, dgamma, dbeta
+        return _in_dtypes((dx, dgamma, dbeta), self.dtypes)
 
 
 class GroupNorm(Op):
@@ -195,6 +247,8 @@ class GroupNorm(Op):
                              f"groups ({G}).")
         _check_param(gamma, "gamma", (C,), "group_norm")
         _check_param(beta, "beta", (C,), "group_norm")
+        self.dtypes = tuple(None if a is None else a.dtype for a in (x, gamma, beta))
+        x, gamma, beta = _upcast(_compute_dtype(x.dtype), x, gamma, beta)
         xc = xp.moveaxis(x, ax, -1)  # channels last: (N, ..., C)
         self.ax, self.cshape = ax, xc.shape
         xr = xc.reshape(xc.shape[0], -1, G, C // G)  # (N, S, G, C/G)
@@ -206,12 +260,12 @@ class GroupNorm(Op):
         if beta is not None:
             y = y + beta
         self.saved = (xhat, inv, gamma)
-        return xp.moveaxis(y, -1, ax)
+        return xp.moveaxis(y, -1, ax).astype(_out_dtype(self.dtypes[0], y.dtype), copy=False)
 
     def backward(self, gy):
         xp = self.xp
         xhat, inv, gamma = self.saved
-        gc = xp.moveaxis(gy, self.ax, -1)
+        gc = xp.moveaxis(gy.astype(xhat.dtype, copy=False), self.ax, -1)
         lead = tuple(range(gc.ndim - 1))
         dx = dgamma = dbeta = None
         if self.needs_grad[1]:
@@ -224,7 +278,7 @@ class GroupNorm(Op):
             gr = gxhat.reshape(N, -1, G, C // G)
             dx = _norm_backward(gr, xhat.reshape(gr.shape), inv, (1, 3)).reshape(self.cshape)
             dx = xp.moveaxis(dx, -1, self.ax)
-        return dx, dgamma, dbeta
+        return _in_dtypes((dx, dgamma, dbeta), self.dtypes)
 
 
 def batch_norm(x, gamma, beta, mean, variance, epsilon=1e-3, axis=-1):

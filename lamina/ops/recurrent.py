@@ -20,6 +20,7 @@ a cell loop with autograd for any other activation).
 """
 from .. import backend
 from ..tensor import Op, Tensor
+from .activations import sigmoid_inplace
 
 __all__ = ["simple_rnn", "lstm", "gru", "FUSED_ACTIVATIONS"]
 
@@ -39,11 +40,8 @@ def _act_(xp, name, a):
     if name == "tanh":
         xp.tanh(a, out=a)
     elif name == "sigmoid":
-        # sigmoid(x) = (tanh(x/2) + 1) / 2: one vectorised transcendental, no overflow in exp
-        a *= 0.5
-        xp.tanh(a, out=a)
-        a *= 0.5
-        a += 0.5
+        # exp(-|x|) based: accurate for every x, never overflows ((tanh(x/2) + 1) / 2 cancels for x < 0)
+        sigmoid_inplace(xp, a)
     elif name == "hard_sigmoid":
         a *= 1.0 / 6.0
         a += 0.5
@@ -199,14 +197,11 @@ class LSTMSeq(Op):
             z = xp.matmul(h, recurrent_kernel, out=Gs[:, t])  # one product for all four gates
             z += xw[:, t]
             if ract == "sigmoid" and act == "tanh":
-                # fused default: one tanh over the four gates (sigmoid(a) = (tanh(a/2) + 1) / 2)
-                z[:, :2 * u] *= 0.5
-                z[:, 3 * u:] *= 0.5
-                xp.tanh(z, out=z)
-                z[:, :2 * u] *= 0.5
-                z[:, :2 * u] += 0.5
-                z[:, 3 * u:] *= 0.5
-                z[:, 3 * u:] += 0.5
+                # the default: g's tanh aside, then ONE sigmoid pass over all four gates (fewer, larger
+                # array calls than a sigmoid per slice), then g back in place
+                g_act = xp.tanh(z[:, 2 * u:3 * u])
+                sigmoid_inplace(xp, z)
+                z[:, 2 * u:3 * u] = g_act
             else:
                 _act_(xp, ract, z[:, :2 * u])
                 _act_(xp, act, z[:, 2 * u:3 * u])

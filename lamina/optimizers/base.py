@@ -319,6 +319,7 @@ class Optimizer:
             if (self._iterations + 1) % steps != 0:
                 for acc, g in zip(accs, kept_g):
                     acc += g
+                _bump(self._slot_variables(kept_v, ("gradient_accumulator",)))
                 self._iterations += 1
                 return
             kept_g = [(g + acc) / steps for g, acc in zip(kept_g, accs)]
@@ -335,7 +336,14 @@ class Optimizer:
                 v.data[...] = _array(v.constraint(v.data))
         if self.use_ema:
             self._update_ema()
+        # the weights and their slots changed in place: graphs recorded before refuse to backward
+        _bump(kept_v)
+        _bump(self._slot_variables(kept_v, self._slots))
         self._iterations += 1
+
+    def _slot_variables(self, variables, names):
+        return [self._slots[n][self._index[id(v)]] for n in names if n in self._slots
+                for v in variables if id(v) in self._index]
 
     def _before_update(self):
         """Hook run once per step before the per-weight updates (Nadam updates its momentum product)."""
@@ -391,6 +399,7 @@ class Optimizer:
         if self.use_ema:
             for v in var_list:
                 v.data[...] = self._slot("average", v)
+            _bump(var_list)
 
     def scale_loss(self, loss):
         return loss * self.loss_scale_factor if self.loss_scale_factor is not None else loss
@@ -430,6 +439,12 @@ class Optimizer:
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name} learning_rate={self._current_lr():.6g}>"
+
+
+def _bump(tensors):
+    """Record an in-place change of each tensor's data (see Tensor._bump_version)."""
+    for t in tensors:
+        t._bump_version()
 
 
 def _snake(name):

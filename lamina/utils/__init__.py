@@ -2,3 +2,4 @@
 from ..backend import set_random_seed  # noqa: F401
 from ..registry import register_keras_serializable  # noqa: F401
 from .data_utils import *  # noqa: F401,F403
+from .progbar import Progbar  # noqa: F401

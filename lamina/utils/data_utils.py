@@ -8,6 +8,7 @@ allows it, else restarted), checked against their SHA-256 and only then renamed 
 import hashlib
 import http.client
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +17,7 @@ import numpy as np
 
 from .. import backend
 
-__all__ = ["to_categorical", "pad_sequences", "split_dataset", "normalize", "get_file", "lamina_home",
+__all__ = ["to_categorical", "pad_sequences", "split_dataset", "normalize", "get_file", "get_files", "lamina_home",
            "DownloadError"]
 
 
@@ -179,7 +180,7 @@ def split_dataset(dataset, left_size=None, right_size=None, shuffle=False, seed=
     left, right = _split_sizes(n, left_size, right_size)
     order = np.arange(n)
     if shuffle:
-        gen = np.random.default_rng(seed) if seed is not None else backend.rng()
+        gen = np.random.default_rng(seed) if seed is not None else backend.rng("shuffle")
         order = gen.permutation(n)
     li, ri = order[:left], order[left:left + right]
 
@@ -240,64 +241,115 @@ def _fetch(url, part, timeout):
             raise http.client.IncompleteRead(b"", int(length) - got)
 
 
+def _download_one(url, part, timeout, retries, verbose):
+    """Fetch url into part. Returns None on success, else why it failed (one line). A connection cut
+    mid-file is retried, resuming; an HTTP error, a timeout or an unreachable host moves on at once."""
+    reason = None
+    for attempt in range(retries):
+        try:
+            if verbose and attempt == 0:
+                print(f"lamina: downloading {url}")
+            _fetch(url, part, timeout)   # a retry resumes the .part file where the last attempt stopped
+            return None
+        except urllib.error.HTTPError as e:
+            return f"HTTP {e.code} {e.reason}"
+        except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, cut connections
+            cause = e.reason if isinstance(e, urllib.error.URLError) else e
+            if isinstance(cause, (TimeoutError, socket.timeout)):
+                return f"no answer within {timeout:g} s"
+            reason = " ".join(str(cause).split()) or type(cause).__name__
+            if isinstance(e, urllib.error.URLError):   # refused, unknown host, no route: no point in retrying
+                return reason
+            if attempt + 1 < retries:
+                time.sleep(min(0.5 * 2 ** attempt, 4.0))
+    return f"{reason} (after {retries} attempts)"
+
+
+def _fetch_verified(fname, origins, file_hash, path, retries, timeout, verbose):
+    """Download to path through the mirrors in turn. Returns None, or the list of 'url: reason' failures."""
+    part = path + ".part"
+    errors = []
+    for url in origins:
+        reason = _download_one(url, part, timeout, retries, verbose)
+        if reason is None and file_hash is not None:
+            got = _sha256(part)
+            if got != file_hash.lower():
+                os.remove(part)   # never keep or resume from bytes that failed the check
+                reason = f"the file is corrupt: SHA-256 {got}, expected {file_hash.lower()}; the download was deleted"
+        if reason is None:
+            os.replace(part, path)   # atomic: the cache never holds a half-written or unverified file
+            return None
+        errors.append(f"{url}: {reason}")
+    return errors
+
+
+def _cached(path, file_hash, force_download, verbose):
+    if os.path.exists(path) and not force_download:
+        if file_hash is None or _sha256(path) == file_hash.lower():
+            return True
+        if verbose:
+            print(f"lamina: {path} does not match its SHA-256; downloading it again.")
+        os.remove(path)
+    return False
+
+
+def _check_fname(fname):
+    if os.sep in fname or (os.altsep and os.altsep in fname) or fname in ("", ".", ".."):
+        raise ValueError(f"get_file: fname must be a plain file name. Received {fname!r}")
+
+
+def _missing_message(missing):
+    """One message for files that could not be fetched: each file once, with its URLs and reasons, where to
+    place it by hand, and its SHA-256."""
+    lines = [f"Could not download {len(missing)} file(s) (are you offline?). To use them offline, download each "
+             "by hand and place it at the path given:"]
+    for fname, path, file_hash, errors in missing:
+        lines.append(f"- {fname} -> {path}" + (f" (SHA-256 {file_hash.lower()})" if file_hash else ""))
+        lines.extend(f"    {e}" for e in errors)
+    return "\n".join(lines)
+
+
 def get_file(fname, origin, file_hash=None, cache_subdir="datasets", hash_algorithm="sha256", cache_dir=None,
-             force_download=False, retries=3, timeout=30, verbose=True):
+             force_download=False, retries=3, timeout=10, verbose=True):
     """Return the local path of ``fname``, downloading it from ``origin`` into the cache if needed.
 
     Args:
         fname: file name in the cache.
         origin: URL, or a list of mirror URLs tried in order.
         file_hash: expected SHA-256 (hex). A cached file that does not match is fetched again; a download
-            that does not match is deleted and a DownloadError raised.
+            that does not match is deleted and the next mirror tried.
         cache_subdir: folder under the cache root; cache_dir: the cache root (default ``lamina_home()``).
         force_download: fetch even if the file is cached.
-        retries: attempts per mirror; each resumes the partial file when the server supports it.
-    Raises: DownloadError naming the URL(s) and the path where the file can be placed by hand when offline.
+        retries: attempts per mirror when a connection is cut mid-file (each resumes the partial file).
+        timeout: seconds to wait for a connection or for data before giving up on a mirror.
+    Raises: DownloadError naming each URL tried with its reason, the path where the file can be placed by
+    hand, and its SHA-256.
     """
+    return get_files({fname: (origin, file_hash)}, cache_subdir=cache_subdir, hash_algorithm=hash_algorithm,
+                     cache_dir=cache_dir, force_download=force_download, retries=retries, timeout=timeout,
+                     verbose=verbose)[fname]
+
+
+def get_files(files, cache_subdir="datasets", hash_algorithm="sha256", cache_dir=None, force_download=False,
+              retries=3, timeout=10, verbose=True):
+    """``get_file`` for several files: ``files`` maps each file name to (origin URL or mirror list, SHA-256).
+    Returns {name: local path}. Every file is attempted; if any cannot be had, one DownloadError lists each
+    missing file once (its URLs with reasons, the path to place it at, its SHA-256)."""
     if hash_algorithm not in ("sha256", "auto"):
         raise ValueError(f"get_file: only sha256 is supported. Received hash_algorithm={hash_algorithm!r}")
-    if os.sep in fname or (os.altsep and os.altsep in fname) or fname in ("", ".", ".."):
-        raise ValueError(f"get_file: fname must be a plain file name. Received {fname!r}")
     folder = os.path.join(cache_dir or lamina_home(), cache_subdir)
-    path = os.path.join(folder, fname)
-    origins = [origin] if isinstance(origin, str) else list(origin)
-    if os.path.exists(path) and not force_download:
-        if file_hash is None or _sha256(path) == file_hash.lower():
-            return path
-        if verbose:
-            print(f"lamina: {path} does not match its SHA-256; downloading it again.")
-        os.remove(path)
-    os.makedirs(folder, exist_ok=True)
-    part = path + ".part"
-    errors = []
-    for url in origins:
-        done = False
-        for attempt in range(retries):
-            try:
-                if verbose and attempt == 0:
-                    print(f"lamina: downloading {url}")
-                _fetch(url, part, timeout)   # a retry resumes the .part file where the last attempt stopped
-                done = True
-                break
-            except (OSError, http.client.HTTPException) as e:  # URLError, HTTPError, timeouts, cut connections
-                reason = getattr(e, "reason", None) or repr(e)
-                errors.append(f"{url}: {reason}")
-                if isinstance(e, urllib.error.HTTPError) and e.code in (403, 404, 410):
-                    break                                   # this mirror does not have the file
-                if attempt + 1 < retries:
-                    time.sleep(min(0.5 * 2 ** attempt, 4.0))
-        if not done:
-            continue  # try the next mirror
-        if file_hash is not None:
-            got = _sha256(part)
-            if got != file_hash.lower():
-                os.remove(part)
-                raise DownloadError(f"The file downloaded from {url} is corrupt: SHA-256 {got}, expected "
-                                    f"{file_hash.lower()}. The download was deleted; run again to retry, or "
-                                    f"place a good copy at {path}.")
-        os.replace(part, path)   # atomic: the cache never holds a half-written or unverified file
-        return path
-    raise DownloadError(
-        f"Could not download {fname} (are you offline?). Tried: {'; '.join(errors)}. "
-        f"To use it offline, download {origins[0]} by hand and place it at {path}"
-        + (f" (SHA-256 {file_hash.lower()})." if file_hash else "."))
+    paths, missing = {}, []
+    for fname, (origin, file_hash) in files.items():
+        _check_fname(fname)
+        path = os.path.join(folder, fname)
+        paths[fname] = path
+        if _cached(path, file_hash, force_download, verbose):
+            continue
+        os.makedirs(folder, exist_ok=True)
+        origins = [origin] if isinstance(origin, str) else list(origin)
+        errors = _fetch_verified(fname, origins, file_hash, path, retries, timeout, verbose)
+        if errors:
+            missing.append((fname, path, file_hash, errors))
+    if missing:
+        raise DownloadError(_missing_message(missing))
+    return paths

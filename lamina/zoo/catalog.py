@@ -13,7 +13,7 @@ import numpy as np
 from .. import layers, optimizers
 from ..models import Sequential
 
-__all__ = ["Recipe", "RECIPES", "DATASETS", "get", "load_dataset", "preprocess", "DEFAULT"]
+__all__ = ["Recipe", "RECIPES", "DATASETS", "OTHER_DATASETS", "get", "load_dataset", "preprocess", "DEFAULT"]
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -44,6 +44,10 @@ DATASETS = {
     "fashion_mnist": (_fashion_mnist, 255.0, True, "70,000 28x28 clothing images (download, 30 MB)"),
     "cifar10": (_cifar10, 255.0, False, "60,000 32x32 colour images (download, 163 MB)"),
 }
+
+
+# data sets that recipes with their own training loop use (not loadable by `lamina evaluate`): name -> description
+OTHER_DATASETS = {}
 
 
 def preprocess(dataset, x):

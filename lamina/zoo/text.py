@@ -239,14 +239,11 @@ catalog.RECIPES.update({k: v for k, v in RECIPES.items() if k not in catalog.REC
 
 # ------------------------------------------------------------------------------------ command line
 def main(argv=None):
-    """``python -m lamina.zoo.text generate MODEL [--seed-text TEXT] [--length N] [--temperature T ...]``;
-    any other command goes to the ``lamina`` command with these recipes registered (``... train --model charlm``)."""
+    """``python -m lamina.zoo.text generate MODEL [--seed-text TEXT] [--length N] [--temperature T ...]``.
+    Training goes through the ``lamina`` command (``lamina train charlm``), where these recipes are listed."""
     import argparse
     import sys
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] != "generate":
-        from ..cli import main as cli_main
-        return cli_main(argv)
     from ..models import load_model
     parser = argparse.ArgumentParser(prog="python -m lamina.zoo.text",
                                      description="Sample text from a trained charlm model file.")

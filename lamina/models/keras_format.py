@@ -1,0 +1,314 @@
+"""Keras 3's ``.keras`` format, both ways: lamina models to files real Keras loads, and Keras's files to
+lamina models.
+
+Config: lamina's ``get_config`` already uses Keras's class and argument names; writing adds Keras's
+envelope (``module``, ``registered_name``, ``build_config``) and reading removes it, turns Keras's dtype
+policies into dtype names, and refuses, with a message naming the layer and argument, any argument that
+asks for something lamina does not have (an argument lamina lacks is dropped only when its value is the
+"off" value: None, False, 0 or an empty list).
+
+Weights: ``model.weights.h5`` holds each layer's variables under a path Keras derives from the object
+tree: ``layers/<snake_case class name>[_<k>]/vars/<i>`` in each model (the k-th layer of the same class
+gets the suffix), recurrent layers under ``.../cell/vars``, Bidirectional under ``forward_layer/`` and
+``backward_layer/``, TimeDistributed under ``layer/``, MultiHeadAttention under ``query_dense/``,
+``key_dense/``, ``value_dense/`` and ``output_dense/``, nested models under their own ``layers/``. The
+same walk over a lamina model gives the same paths, so weights are matched by path, and each shape is
+checked before anything is assigned.
+"""
+import inspect
+import os
+import re
+
+import numpy as np
+
+from .. import backend
+from ..io import ModelFileError
+from ..io.keras_archive import read_keras_archive, write_keras_archive
+from ..registry import get_registered_object, serialize
+from .serialization import build_config, class_name, rebuild
+
+__all__ = ["save_keras", "load_keras", "weight_paths", "to_keras_config", "from_keras_config"]
+
+KERAS_VERSION = "3.15.1"
+_SNAKE_1, _SNAKE_2 = re.compile(r"(.)([A-Z][a-z0-9]+)"), re.compile(r"([a-z])([A-Z])")
+
+
+def _snake(name):
+    return _SNAKE_2.sub(r"\1_\2", _SNAKE_1.sub(r"\1_\2", name)).lower()
+
+
+# ---------------------------------------------------------------------------------- weight paths
+def _container_layers(model):
+    """The layers Keras walks in a model: a Sequential's without its InputLayer, a functional model's all."""
+    from ..layers.core import InputLayer
+    layers = list(model.layers)
+    if getattr(model, "_nodes", None) is None:
+        layers = [layer for layer in layers if not isinstance(layer, InputLayer)]
+    return layers
+
+
+def weight_paths(obj, prefix=""):
+    """[(group path, [Variables])] for obj (a model or a layer) in Keras's h5 layout."""
+    from .model import Model
+    kind = type(obj).__name__
+    if isinstance(obj, Model):
+        out, seen = [(prefix + "vars", [])], {}
+        for layer in _container_layers(obj):
+            base = _snake(type(layer).__name__)
+            k = seen.get(base, 0)
+            seen[base] = k + 1
+            out += weight_paths(layer, f"{prefix}layers/{base}{'_' + str(k) if k else ''}/")
+        return out
+    if kind in ("SimpleRNN", "LSTM", "GRU", "RNN"):
+        cell = getattr(obj, "cell", None)
+        if kind == "RNN" and cell is not None:
+            return weight_paths(cell, prefix + "cell/")
+        return [(prefix + "cell/vars", list(obj.weights))]
+    if kind == "Bidirectional":
+        return weight_paths(obj.forward_layer, prefix + "forward_layer/") + \
+            weight_paths(obj.backward_layer, prefix + "backward_layer/")
+    if kind == "TimeDistributed":
+        return [(prefix + "vars", [])] + weight_paths(obj.layer, prefix + "layer/")
+    if kind == "MultiHeadAttention":
+        ws = list(obj.weights)
+        step = 2 if obj.get_config().get("use_bias", True) else 1
+        names = ("query_dense", "key_dense", "value_dense", "output_dense")
+        return [(prefix + "vars", [])] + [(f"{prefix}{n}/vars", ws[i * step:(i + 1) * step])
+                                          for i, n in enumerate(names)]
+    return [(prefix + "vars", list(obj.weights))]
+
+
+# ------------------------------------------------------------------------------------- configs out
+def _keras_object(obj):
+    """Keras's envelope around a serialized object dict ({'class_name', 'config'}), recursively."""
+    if isinstance(obj, list):
+        return [_keras_object(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {k: _keras_object(v) for k, v in obj.items()}
+    if "class_name" in obj and "config" in obj and isinstance(obj["config"], dict):
+        cls = get_registered_object(obj["class_name"])
+        module = "keras.layers"
+        if cls is not None:
+            mod = cls.__module__
+            for floor, name in (("initializers", "keras.initializers"), ("regularizers", "keras.regularizers"),
+                                ("constraints", "keras.constraints"), ("optimizers", "keras.optimizers"),
+                                ("losses", "keras.losses"), ("metrics", "keras.metrics"),
+                                ("models", "keras.models")):
+                if f".{floor}" in mod:
+                    module = name
+                    break
+        out.setdefault("module", module)
+        out.setdefault("registered_name", None)
+    return out
+
+
+def to_keras_config(model):
+    """The config.json dict Keras 3 writes for model (without compile_config)."""
+    config = _keras_object({"class_name": class_name(model), "config": model.get_config()})
+    config["module"] = "keras.src.models.functional" if config["class_name"] == "Functional" else "keras"
+    config["registered_name"] = config["class_name"]
+    config["build_config"] = build_config(model)
+    return config
+
+
+# -------------------------------------------------------------------------------------- configs in
+_OFF = (None, False, 0, [], {}, "")
+# Keras arguments lamina lacks whose default is not an "off" value: dropped when they hold that default
+_KERAS_DEFAULTS = {"renorm_momentum": 0.99, "pool_mode": "max"}
+
+
+def _accepted(cls):
+    """The argument names cls.__init__ takes (all, when it takes **kwargs beyond the base Layer's)."""
+    names = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                names.add(p.name)
+    return names
+
+
+def from_keras_config(obj, path, where="model"):
+    """Keras's serialized object -> lamina's: envelope and dtype policies removed, unknown arguments
+    dropped when off and refused otherwise."""
+    if isinstance(obj, list):
+        return [from_keras_config(v, path, where) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if obj.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and isinstance(obj.get("config"), dict):
+        return obj["config"].get("name", "float32")
+    if obj.get("class_name") == "__keras_tensor__":
+        return obj
+    out = {k: v for k, v in obj.items() if k not in ("module", "registered_name", "shared_object_id")}
+    if "class_name" in out and isinstance(out.get("config"), dict):
+        cls = get_registered_object(out["class_name"])
+        name = out["config"].get("name", out["class_name"])
+        inner = {k: from_keras_config(v, path, f"{where} > {name}") for k, v in out["config"].items()}
+        # a class with its own from_config reads (and pops) extra keys itself; the others pass the config
+        # straight to __init__, so an argument it lacks must be checked here
+        own_from_config = cls is not None and "from_config" in vars(cls)
+        if cls is not None and isinstance(cls, type) and not own_from_config:
+            allowed = _accepted(cls) | {"name", "trainable", "dtype", "layers", "input_layers", "output_layers",
+                                        "build_input_shape"}
+            for key in list(inner):
+                if key not in allowed:
+                    if inner[key] in _OFF or _KERAS_DEFAULTS.get(key, object()) == inner[key]:
+                        del inner[key]
+                    else:
+                        raise ModelFileError(path, f"{where} > {name} ({out['class_name']}): Keras argument "
+                                                   f"{key}={inner[key]!r} is not supported by lamina.")
+        out["config"] = inner
+        return out
+    return {k: from_keras_config(v, path, where) for k, v in out.items()}
+
+
+# -------------------------------------------------------------------------------------- save / load
+def save_keras(model, filepath):
+    """Write model as a Keras 3 ``.keras`` archive (config.json, metadata.json, model.weights.h5)."""
+    filepath = os.fspath(filepath)
+    if not model.built:
+        raise ValueError(f"Model '{model.name}' is not built yet: call it on data or build() it before saving.")
+    try:
+        config = to_keras_config(model)
+    except (ValueError, NotImplementedError, TypeError) as e:
+        raise ValueError(f"Cannot save model '{model.name}': {e}") from e
+    groups = [(p, [backend.to_numpy(v.data) for v in vs]) for p, vs in weight_paths(model)]
+    optimizer = getattr(model, "optimizer", None)
+    if getattr(model, "compiled", False) and model.get_compile_config() is not None:
+        compile_config = dict(model.get_compile_config())
+        if optimizer is not None:
+            compile_config["optimizer"] = serialize(optimizer)
+        config["compile_config"] = _keras_object(compile_config)
+        slots = _keras_optimizer_vars(model, optimizer)
+        if slots is not None:
+            groups.append(("optimizer/vars", slots))
+    write_keras_archive(filepath, config, groups, KERAS_VERSION)
+    return filepath
+
+
+# How Keras 3.15 orders each optimizer's variables after [iteration, learning_rate]: groups of slot names;
+# within a group the slots are interleaved per weight (a_momentum, a_velocity, b_momentum, ...), and the
+# groups follow one another.
+_KERAS_SLOT_LAYOUT = {
+    "SGD": [("momentum",)], "Adam": [("momentum", "velocity"), ("velocity_hat",)],
+    "AdamW": [("momentum", "velocity"), ("velocity_hat",)], "RMSprop": [("velocity",), ("momentum",),
+                                                                        ("average_gradient",)],
+    "Adagrad": [("accumulator",)], "Adadelta": [("accumulated_grad", "accumulated_delta_var")],
+    "Adamax": [("momentum", "norm")],
+}
+
+
+def _keras_slot_order(optimizer):
+    """[(slot name, weight index)] in Keras's variable order, or None when lamina does not know it."""
+    layout = _KERAS_SLOT_LAYOUT.get(type(optimizer).__name__)
+    if layout is None or getattr(optimizer, "use_ema", False):
+        return None
+    active = list(optimizer._slots)
+    if set(active) - {n for group in layout for n in group}:
+        return None
+    n = len(optimizer._trainable_variables)
+    order = []
+    for group in layout:
+        names = [name for name in group if name in active]
+        order += [(name, i) for i in range(n) for name in names]
+    return order
+
+
+def _keras_optimizer_vars(model, optimizer):
+    """Keras's optimizer variables (iteration, learning_rate, the slots in Keras's order), or None when lamina
+    cannot give them in Keras's order (the file then holds no optimizer state, and training resumes with a
+    fresh optimizer, as for a model saved before training)."""
+    if optimizer is None or not getattr(optimizer, "built", False) or not isinstance(optimizer._learning_rate, float):
+        return None
+    order = _keras_slot_order(optimizer)
+    if order is None:
+        return None
+    out = [np.asarray(optimizer._iterations, np.int64), np.asarray(optimizer._learning_rate, np.float32)]
+    return out + [backend.to_numpy(optimizer._slots[name][i].data) for name, i in order]
+
+
+def _restore_optimizer(model, arrays, path):
+    optimizer = model.optimizer
+    stored = [arrays[f"optimizer/vars/{i}"] for i in range(len(arrays)) if f"optimizer/vars/{i}" in arrays]
+    if not stored or optimizer is None:
+        return
+    flags = getattr(model, "_compiled_flags", None)
+    if flags is not None:
+        with flags():
+            optimizer.build(model.trainable_weights)
+    else:
+        optimizer.build(model.trainable_weights)
+    order = _keras_slot_order(optimizer)
+    if order is None or len(stored) != 2 + len(order):
+        return   # a layout lamina does not know: the optimizer starts afresh (as Keras does on a mismatch)
+    state = {(name, i): a for (name, i), a in zip(order, stored[2:])}
+    try:
+        optimizer.set_state([stored[0]] + [state[(name, i)] for name in optimizer._slots
+                                           for i in range(len(optimizer._slots[name]))])
+    except ValueError as e:
+        raise ModelFileError(path, f"cannot restore the optimizer state: {e}") from e
+    if isinstance(optimizer._learning_rate, float) and np.float32(optimizer._learning_rate) != np.float32(stored[1]):
+        optimizer.learning_rate = float(stored[1])   # changed during training (ReduceLROnPlateau...)
+
+
+def load_keras(filepath, custom_objects=None, compile=True):
+    """A lamina model from a Keras 3 ``.keras`` archive (written by Keras or by lamina)."""
+    filepath = os.fspath(filepath)
+    config, _, arrays = read_keras_archive(filepath)
+    converted = from_keras_config(config, filepath)
+    model = rebuild({"class_name": converted.get("class_name"), "config": converted.get("config"),
+                      "build_config": converted.get("build_config")}, custom_objects, filepath)
+    _assign_by_path(model, arrays, filepath)
+    compile_config = converted.get("compile_config")
+    if compile and compile_config:
+        try:
+            model.compile_from_config(compile_config)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise ModelFileError(filepath, f"cannot restore the compile config: {e}") from e
+        _restore_optimizer(model, arrays, filepath)
+    return model
+
+
+def _assign_by_path(model, arrays, path):
+    pending = []
+    for group, variables in weight_paths(model):
+        for i, v in enumerate(variables):
+            key = f"{group}/{i}"
+            if key not in arrays:
+                raise ModelFileError(path, f"the weights file has no {key} for weight '{getattr(v, 'path', v.name)}' "
+                                           f"{tuple(v.shape)} (the file does not match the model's layers).")
+            a = arrays[key]
+            if tuple(a.shape) != tuple(v.shape):
+                raise ModelFileError(path, f"{key} has shape {tuple(a.shape)}, but weight "
+                                           f"'{getattr(v, 'path', v.name)}' has shape {tuple(v.shape)}.")
+            pending.append((v, a))
+    for v, a in pending:
+        v.assign(np.asarray(a, dtype=v.dtype))
+
+
+def save_weights_h5(model, filepath):
+    """``model.save_weights('x.weights.h5')``: the weights alone, in Keras's h5 layout."""
+    from ..io import atomic_write
+    from ..io.keras_archive import write_weights_h5
+    groups = [(p, [backend.to_numpy(v.data) for v in vs]) for p, vs in weight_paths(model)]
+    atomic_write(os.fspath(filepath), write_weights_h5(groups))
+    return filepath
+
+
+def load_weights_from_archive(model, filepath):
+    """``load_weights`` given a whole .keras file: the weights only, matched by path."""
+    filepath = os.fspath(filepath)
+    _, _, arrays = read_keras_archive(filepath)
+    _assign_by_path(model, arrays, filepath)
+
+
+def load_weights_h5(model, filepath):
+    from ..io.keras_archive import read_weights_h5
+    filepath = os.fspath(filepath)
+    with open(filepath, "rb") as f:
+        blob = f.read()
+    _assign_by_path(model, read_weights_h5(filepath, blob), filepath)
+

@@ -1,0 +1,581 @@
+"""Kernels behind ``keras.ops.nn`` that the other family modules lack: forward and backward side by side.
+
+- elementwise activations (celu, hard_tanh, the shrinks, threshold, squareplus, sparse_plus,
+  sparse_sigmoid, log_sigmoid) and sparsemax;
+- N-d convolution helpers: a strided window view (im2col without a copy) and its adjoint (col2im, one
+  strided addition per kernel offset), a grouped convolution (groups = 1 is a plain 3-D convolution,
+  groups = channels is a depthwise one), a transposed convolution and max / average pooling of any rank;
+- adaptive max pooling along one axis, unfold / fold (torch's im2col / col2im, channels-first);
+- the CTC loss (forward-backward in log space, vectorised over the batch and the label positions,
+  one step per time frame).
+
+Every kernel is xp-agnostic (``self.xp`` is NumPy or CuPy). The public functions are in ``nn.py``.
+"""
+import numpy as np
+
+from ..tensor import Op
+
+__all__ = []  # kernels only: the public functions live in lamina.ops.nn
+
+
+# ----------------------------------------------------------------------------- elementwise activations
+class _Elementwise(Op):
+    """y = f(x); backward gy * f'(x). Subclasses give f and df."""
+
+    def forward(self, x):
+        self.saved = (x,)
+        return self.f(x).astype(x.dtype, copy=False)
+
+    def backward(self, gy):
+        (x,) = self.saved
+        return (gy * self.df(x)).astype(gy.dtype, copy=False)
+
+
+class CELU(_Elementwise):
+    """max(x, 0) + min(0, alpha (e^(x/alpha) - 1)). Derivative: 1 for x > 0, e^(x/alpha) otherwise."""
+
+    def f(self, x):
+        xp = self.xp
+        return xp.where(x > 0, x, self.alpha * xp.expm1(xp.minimum(x, 0) / self.alpha))
+
+    def df(self, x):
+        xp = self.xp
+        return xp.where(x > 0, 1.0, xp.exp(xp.minimum(x, 0) / self.alpha))
+
+
+class HardTanh(_Elementwise):
+    """clip(x, -1, 1). Derivative: 1 inside (-1, 1), else 0."""
+
+    def f(self, x):
+        return self.xp.clip(x, -1, 1)
+
+    def df(self, x):
+        return (x > -1) & (x < 1)
+
+
+class HardShrink(_Elementwise):
+    """x where |x| > threshold, else 0. Derivative: 1 where |x| > threshold."""
+
+    def f(self, x):
+        return self.xp.where(self.xp.abs(x) > self.threshold, x, 0)
+
+    def df(self, x):
+        return self.xp.abs(x) > self.threshold
+
+
+class SoftShrink(_Elementwise):
+    """x - t for x > t, x + t for x < -t, else 0. Derivative: 1 where |x| > t."""
+
+    def f(self, x):
+        t = self.threshold
+        return self.xp.where(x > t, x - t, self.xp.where(x < -t, x + t, 0))
+
+    def df(self, x):
+        return self.xp.abs(x) > self.threshold
+
+
+class TanhShrink(_Elementwise):
+    """x - tanh(x). Derivative: tanh(x)^2."""
+
+    def f(self, x):
+        return x - self.xp.tanh(x)
+
+    def df(self, x):
+        t = self.xp.tanh(x)
+        return t * t
+
+
+class Threshold(_Elementwise):
+    """x where x > threshold, else default_value. Derivative: 1 where x > threshold."""
+
+    def f(self, x):
+        return self.xp.where(x > self.threshold, x, self.default_value)
+
+    def df(self, x):
+        return x > self.threshold
+
+
+class Squareplus(_Elementwise):
+    """(x + sqrt(x^2 + b)) / 2. Derivative: (1 + x / sqrt(x^2 + b)) / 2."""
+
+    def f(self, x):
+        return (x + self.xp.sqrt(x * x + self.b)) / 2
+
+    def df(self, x):
+        return (1 + x / self.xp.sqrt(x * x + self.b)) / 2
+
+
+class SparsePlus(_Elementwise):
+    """0 for x <= -1, (x + 1)^2 / 4 for -1 < x < 1, x for x >= 1. Derivative: 0, (x + 1) / 2, 1."""
+
+    def f(self, x):
+        xp = self.xp
+        return xp.where(x <= -1, 0, xp.where(x < 1, 0.25 * (x + 1) ** 2, x))
+
+    def df(self, x):
+        xp = self.xp
+        return xp.where(x <= -1, 0, xp.where(x < 1, 0.5 * (x + 1), 1))
+
+
+class SparseSigmoid(_Elementwise):
+    """0 for x <= -1, (x + 1) / 2 for -1 < x < 1, 1 for x >= 1. Derivative: 1/2 inside (-1, 1)."""
+
+    def f(self, x):
+        xp = self.xp
+        return xp.where(x <= -1, 0, xp.where(x >= 1, 1, 0.5 * (x + 1)))
+
+    def df(self, x):
+        return ((x > -1) & (x < 1)) * 0.5
+
+
+class LogSigmoid(_Elementwise):
+    """log(sigmoid(x)) = min(x, 0) - log1p(e^-|x|) (never overflows). Derivative: sigmoid(-x)."""
+
+    def f(self, x):
+        xp = self.xp
+        return xp.minimum(x, 0) - xp.log1p(xp.exp(-xp.abs(x)))
+
+    def df(self, x):
+        return 0.5 * (1.0 - self.xp.tanh(0.5 * x))
+
+
+class Sparsemax(Op):
+    """Euclidean projection of x onto the probability simplex along ``axis``:
+    y = max(x - tau, 0), tau chosen so that y sums to 1 (found on the sorted values).
+    Backward: on the support S (y > 0), dx = gy - mean_S(gy); 0 elsewhere."""
+
+    def forward(self, x):
+        xp = self.xp
+        ax = self.axis
+        z = -xp.sort(-x, axis=ax)                                    # descending
+        cs = xp.cumsum(z, axis=ax)
+        shape = [1] * x.ndim
+        shape[ax] = -1
+        r = xp.arange(1, x.shape[ax] + 1, dtype=x.dtype).reshape(shape)
+        support = z - (cs - 1) / r > 0
+        k = support.sum(axis=ax, keepdims=True)
+        tau = (xp.take_along_axis(cs, k - 1, axis=ax) - 1) / k                 # (sum of the k largest - 1) / k
+        y = xp.maximum(x - tau, 0).astype(x.dtype, copy=False)
+        self.saved = (y > 0,)
+        return y
+
+    def backward(self, gy):
+        (s,) = self.saved
+        gs = gy * s
+        return (gs - s * (gs.sum(axis=self.axis, keepdims=True) / s.sum(axis=self.axis, keepdims=True))).astype(
+            gy.dtype, copy=False)
+
+
+# ----------------------------------------------------------------------------- N-d windows
+def window_view(xp, x, kernel, out, stride, dilation):
+    """The (N, O1..Od, K1..Kd, C) strided view of x (N, S1..Sd, C): entry [n, o, k, c] is
+    x[n, o*stride + k*dilation, c]. No copy."""
+    d = len(kernel)
+    st = x.strides
+    shape = (x.shape[0],) + tuple(out) + tuple(kernel) + (x.shape[-1],)
+    strides = ((st[0],) + tuple(st[1 + i] * stride[i] for i in range(d))
+               + tuple(st[1 + i] * dilation[i] for i in range(d)) + (st[-1],))
+    return xp.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
+
+
+def col2im(xp, cols, shape, kernel, out, stride, dilation):
+    """The adjoint of ``window_view``: cols (N, O..., K..., C) summed into a zero array of ``shape``
+    (N, S..., C), one strided, vectorised addition per kernel offset."""
+    d = len(kernel)
+    g = xp.zeros(shape, dtype=cols.dtype)
+    lead = (slice(None),) * (1 + d)
+    for off in np.ndindex(*kernel):
+        sl = tuple(slice(off[i] * dilation[i], off[i] * dilation[i] + stride[i] * (out[i] - 1) + 1, stride[i])
+                   for i in range(d))
+        g[(slice(None),) + sl] += cols[lead + off]
+    return g
+
+
+def _pad(xp, x, pads, value=0):
+    if not any(a or b for a, b in pads):
+        return x
+    return xp.pad(x, ((0, 0),) + tuple(pads) + ((0, 0),), constant_values=value)
+
+
+def _crop(x, pads, size):
+    if not any(a or b for a, b in pads):
+        return x
+    return x[(slice(None),) + tuple(slice(a, a + n) for (a, _), n in zip(pads, size))]
+
+
+def _out_size(padded, kernel, stride, dilation):
+    return tuple((p - (k - 1) * d - 1) // s + 1 for p, k, s, d in zip(padded, kernel, stride, dilation))
+
+
+class GroupConvND(Op):
+    """Grouped N-d convolution, channels last: x (N, S..., C), w (K..., C/G, O), G groups.
+
+    Forward: cols = im2col(pad(x)) arranged (G, M, K*C/G); y = cols @ w (G, K*C/G, O/G), one batched GEMM;
+    output channel g*(O/G) + j is group g's j-th filter (torch's / Keras's order; groups = C with
+    w (K..., 1, C*M) is a depthwise convolution).
+    Backward: dw = cols^T dy (batched GEMM); dx = crop(col2im(dy w^T)).
+    """
+
+    def forward(self, x, w):
+        xp = self.xp
+        G, d = self.groups, x.ndim - 2
+        kernel = w.shape[:d]
+        cg, o = w.shape[-2], w.shape[-1]
+        og, kp = o // G, int(np.prod(kernel))
+        xpd = _pad(xp, x, self.pads)
+        out = _out_size(xpd.shape[1:-1], kernel, self.stride, self.dilation)
+        n, m = x.shape[0], x.shape[0] * int(np.prod(out))
+        view = window_view(xp, xpd, kernel, out, self.stride, self.dilation)
+        cols = xp.ascontiguousarray(view.reshape(m, kp, G, cg).transpose(2, 0, 1, 3)).reshape(G, m, kp * cg)
+        w3 = w.reshape(kp, cg, G, og).transpose(2, 0, 1, 3).reshape(G, kp * cg, og)
+        y = xp.matmul(cols, w3)                                            # (G, M, O/G)
+        self.meta = (x.shape, xpd.shape, out)
+        self.saved = (cols if self.needs_grad[1] else None, w3, w.shape)
+        return y.transpose(1, 0, 2).reshape((n,) + out + (o,))
+
+    def backward(self, gy):
+        xp = self.xp
+        cols, w3, wshape = self.saved
+        xshape, pshape, out = self.meta
+        G, d = self.groups, len(out)
+        kernel = wshape[:d]
+        cg, o = wshape[-2], wshape[-1]
+        kp, og = int(np.prod(kernel)), o // G
+        g2 = xp.ascontiguousarray(gy.reshape(-1, G, og).transpose(1, 0, 2))  # (G, M, O/G)
+        gx = gw = None
+        if self.needs_grad[1]:
+            gw = xp.matmul(cols.transpose(0, 2, 1), g2)                    # (G, K*C/G, O/G)
+            gw = gw.reshape(G, kp, cg, og).transpose(1, 2, 0, 3).reshape(wshape)
+        if self.needs_grad[0]:
+            gc = xp.matmul(g2, w3.transpose(0, 2, 1))                      # (G, M, K*C/G)
+            gc = gc.reshape(G, -1, kp, cg).transpose(1, 2, 0, 3)           # (M, K, G, C/G)
+            gc = gc.reshape((xshape[0],) + out + tuple(kernel) + (G * cg,))
+            gx = _crop(col2im(xp, gc, pshape, kernel, out, self.stride, self.dilation), self.pads, xshape[1:-1])
+        return gx, gw
+
+
+class DepthwiseConvND(Op):
+    """Depthwise N-d convolution, channels last: x (N, S..., C), w (K..., C, M) -> (N, O..., C*M), output
+    channel c*M + m = sum_k x[o*stride + k*dilation, c] w[k, c, m].
+
+    Computed per kernel offset and multiplier m (M is small, usually 1): one strided view of the padded input
+    times that offset's (C,) weights, accumulated -- elementwise passes only, no im2col copy and no tiny
+    per-channel GEMMs. Backward, per offset: dw[k, :, m] = sum over positions of view * dy[m];
+    dx's window += dy[m] w[k, :, m].
+    """
+
+    def forward(self, x, w):
+        xp = self.xp
+        d = x.ndim - 2
+        kernel, (c, m) = w.shape[:d], w.shape[d:]
+        xpd = _pad(xp, x, self.pads)
+        out = _out_size(xpd.shape[1:-1], kernel, self.stride, self.dilation)
+        w3 = w.reshape(-1, c, m)
+        y = xp.zeros((m, x.shape[0]) + out + (c,), dtype=x.dtype)           # multiplier first: contiguous slices
+        for j, off in enumerate(np.ndindex(*kernel)):
+            v = self._view(xpd, off, out)
+            for k in range(m):
+                y[k] += v * w3[j, :, k]
+        self.meta = (x.shape, xpd.shape, out)
+        self.saved = (xpd if self.needs_grad[1] else None, w3, w.shape)
+        return xp.moveaxis(y, 0, -1).reshape((x.shape[0],) + out + (c * m,))
+
+    def _view(self, a, off, out):
+        return a[(slice(None),) + tuple(
+            slice(o * dl, o * dl + st * (n - 1) + 1, st) for o, dl, st, n in zip(off, self.dilation, self.stride, out))]
+
+    def backward(self, gy):
+        xp = self.xp
+        xpd, w3, wshape = self.saved
+        xshape, pshape, out = self.meta
+        d = len(out)
+        kernel, (c, m) = wshape[:d], wshape[d:]
+        g = xp.ascontiguousarray(xp.moveaxis(gy.reshape(gy.shape[:-1] + (c, m)), -1, 0))  # (M, N, O..., C)
+        lead = tuple(range(d + 1))
+        gx = xp.zeros(pshape, dtype=gy.dtype) if self.needs_grad[0] else None
+        gw = xp.empty_like(w3) if self.needs_grad[1] else None
+        for j, off in enumerate(np.ndindex(*kernel)):
+            v = self._view(xpd, off, out) if gw is not None else None
+            win = self._view(gx, off, out) if gx is not None else None
+            for k in range(m):
+                if gw is not None:
+                    gw[j, :, k] = (g[k] * v).sum(axis=lead)
+                if win is not None:
+                    win += g[k] * w3[j, :, k]
+        return (None if gx is None else _crop(gx, self.pads, xshape[1:-1]),
+                None if gw is None else gw.reshape(wshape))
+
+
+class ConvTransposeND(Op):
+    """N-d transposed convolution, channels last: x (N, S..., C), w (K..., O, C) (Keras's layout).
+
+    Forward: every input position adds x @ w[k]^T at position s*stride + k*dilation of a full canvas
+    (col2im of x @ W2^T, W2 = w.reshape(K*O, C)), then the Keras output window is cut from it
+    (zeros where the window runs past the canvas).
+    Backward: dcols = im2col(dy placed on the canvas); dx = dcols @ W2; dw = dcols^T x.
+    """
+
+    def forward(self, x, w):
+        xp = self.xp
+        d = x.ndim - 2
+        kernel, (o, c) = w.shape[:d], w.shape[d:]
+        size = x.shape[1:-1]
+        full = tuple((s - 1) * st + (k - 1) * dl + 1 for s, k, st, dl in zip(size, kernel, self.stride, self.dilation))
+        w2 = w.reshape(-1, c)
+        cols = (x.reshape(-1, c) @ w2.T).reshape(x.shape[:-1] + tuple(kernel) + (o,))
+        canvas = col2im(xp, cols, (x.shape[0],) + full + (o,), kernel, size, self.stride, self.dilation)
+        y = xp.zeros((x.shape[0],) + tuple(n for _, n in self.window) + (o,), dtype=x.dtype)
+        src, dst = self._slices(full)
+        y[dst] = canvas[src]
+        self.meta = (x.shape, full)
+        self.saved = (x if self.needs_grad[1] else None, w)
+        return y
+
+    def _slices(self, full):
+        src, dst = [slice(None)], [slice(None)]
+        for (b, n), f in zip(self.window, full):
+            m = max(min(n, f - b), 0)
+            src.append(slice(b, b + m))
+            dst.append(slice(0, m))
+        return tuple(src), tuple(dst)
+
+    def backward(self, gy):
+        xp = self.xp
+        x, w = self.saved
+        xshape, full = self.meta
+        d = len(full)
+        kernel, (o, c) = w.shape[:d], w.shape[d:]
+        gfull = xp.zeros((xshape[0],) + full + (o,), dtype=gy.dtype)
+        src, dst = self._slices(full)
+        gfull[src] = gy[dst]
+        gcols = xp.ascontiguousarray(window_view(xp, gfull, kernel, xshape[1:-1], self.stride, self.dilation))
+        gcols = gcols.reshape(-1, int(np.prod(kernel)) * o)
+        w2 = w.reshape(-1, c)
+        gx = (gcols @ w2).reshape(xshape) if self.needs_grad[0] else None
+        gw = (gcols.T @ x.reshape(-1, c)).reshape(w.shape) if self.needs_grad[1] else None
+        return gx, gw
+
+
+class MaxPoolND(Op):
+    """Max over each window (-inf padding, never chosen). Backward: dy to the first maximum of each
+    window (row-major order within the window, as torch)."""
+
+    def forward(self, x):
+        xp = self.xp
+        d = x.ndim - 2
+        xpd = _pad(xp, x, self.pads, -xp.inf)
+        out = _out_size(xpd.shape[1:-1], self.pool, self.stride, (1,) * d)
+        view = window_view(xp, xpd, self.pool, out, self.stride, (1,) * d)
+        flat = view.reshape((x.shape[0],) + out + (-1, x.shape[-1]))     # (N, O..., K, C)
+        arg = flat.argmax(axis=-2)
+        self.meta = (x.shape, xpd.shape, out)
+        self.saved = (arg,)
+        return xp.take_along_axis(flat, arg[..., None, :], axis=-2)[..., 0, :]
+
+    def backward(self, gy):
+        xp = self.xp
+        (arg,) = self.saved
+        xshape, pshape, out = self.meta
+        kp = int(np.prod(self.pool))
+        onehot = arg[..., None, :] == xp.arange(kp).reshape(kp, 1)
+        cols = (onehot * gy[..., None, :]).reshape((xshape[0],) + out + tuple(self.pool) + (xshape[-1],))
+        g = col2im(xp, cols.astype(gy.dtype, copy=False), pshape, self.pool, out, self.stride, (1,) * len(out))
+        return _crop(g, self.pads, xshape[1:-1])
+
+
+class AvgPoolND(Op):
+    """Mean of the real (non-padded) entries of each window. Backward: dy / count to every entry."""
+
+    def forward(self, x):
+        xp = self.xp
+        d = x.ndim - 2
+        ones = (1,) * d
+        xpd = _pad(xp, x, self.pads)
+        out = _out_size(xpd.shape[1:-1], self.pool, self.stride, ones)
+        axes = tuple(range(1 + d, 1 + 2 * d))
+        s = window_view(xp, xpd, self.pool, out, self.stride, ones).sum(axis=axes)
+        mask = _pad(xp, xp.ones((1,) + x.shape[1:-1] + (1,), dtype=x.dtype), self.pads)
+        count = window_view(xp, mask, self.pool, out, self.stride, ones).sum(axis=axes)
+        self.meta = (x.shape, xpd.shape, out, count)
+        return (s / count).astype(x.dtype, copy=False)
+
+    def backward(self, gy):
+        xp = self.xp
+        xshape, pshape, out, count = self.meta
+        d = len(out)
+        g = gy / count
+        cols = xp.broadcast_to(g.reshape(g.shape[:-1] + (1,) * d + g.shape[-1:]),
+                               g.shape[:-1] + tuple(self.pool) + g.shape[-1:])
+        return _crop(col2im(xp, cols, pshape, self.pool, out, self.stride, (1,) * d), self.pads, xshape[1:-1])
+
+
+# ----------------------------------------------------------------------------- adaptive pooling
+def adaptive_bounds(n_in, n_out):
+    """torch's adaptive windows along one axis: [floor(i n / o), ceil((i + 1) n / o)) for i < o."""
+    i = np.arange(n_out)
+    start = (i * n_in) // n_out
+    end = -((-(i + 1) * n_in) // n_out)
+    return start, end
+
+
+class AdaptiveMaxAxis(Op):
+    """Max over torch's adaptive windows along the LAST axis: (..., L) -> (..., out).
+    A window gathers at most ceil(L/out)+1 entries (the index clamped inside the window, repeats are
+    harmless for a max). Backward: dy to the first maximum of each window."""
+
+    def forward(self, x):
+        xp = self.xp
+        n = x.shape[-1]
+        start, end = adaptive_bounds(n, self.size)
+        width = int((end - start).max())
+        idx = np.minimum(start[:, None] + np.arange(width)[None, :], end[:, None] - 1)   # (out, W)
+        idx = xp.asarray(idx)
+        g = x[..., idx]                                                      # (..., out, W)
+        am = g.argmax(axis=-1)
+        self.saved = (xp.take_along_axis(idx[None], am.reshape(-1, self.size, 1), axis=-1)[..., 0]
+                      .reshape(am.shape),)
+        self.n = n
+        return xp.take_along_axis(g, am[..., None], axis=-1)[..., 0]
+
+    def backward(self, gy):
+        xp = self.xp
+        (src,) = self.saved
+        onehot = src[..., None] == xp.arange(self.n)                        # (..., out, L)
+        return (onehot * gy[..., None]).sum(axis=-2).astype(gy.dtype, copy=False)
+
+
+# ----------------------------------------------------------------------------- unfold / fold (NCHW)
+def _unfold_array(xp, x, kernel, dilation, padding, stride):
+    """(N, C, H, W) -> (N, C*KH*KW, L): torch's unfold (im2col, channel-major rows)."""
+    n, c = x.shape[:2]
+    xl = _pad(xp, xp.moveaxis(x, 1, -1), tuple((p, p) for p in padding))
+    out = _out_size(xl.shape[1:3], kernel, stride, dilation)
+    v = window_view(xp, xl, kernel, out, stride, dilation)                  # (N, OH, OW, KH, KW, C)
+    return xp.ascontiguousarray(v.transpose(0, 5, 3, 4, 1, 2)).reshape(n, c * kernel[0] * kernel[1], -1), out
+
+
+def _fold_array(xp, cols, size, kernel, dilation, padding, stride):
+    """The adjoint of ``_unfold_array``: (N, C*KH*KW, L) -> (N, C, H, W), overlapping blocks summed."""
+    n = cols.shape[0]
+    kh, kw = kernel
+    c = cols.shape[1] // (kh * kw)
+    padded = tuple(s + 2 * p for s, p in zip(size, padding))
+    out = _out_size(padded, kernel, stride, dilation)
+    blocks = cols.reshape(n, c, kh, kw, out[0], out[1]).transpose(0, 4, 5, 2, 3, 1)
+    g = col2im(xp, blocks, (n,) + padded + (c,), kernel, out, stride, dilation)
+    g = _crop(g, tuple((p, p) for p in padding), size)
+    return xp.moveaxis(g, -1, 1)
+
+
+class Unfold(Op):
+    """Sliding blocks of an NCHW image as columns. Backward: fold (col2im) of the gradient."""
+
+    def forward(self, x):
+        y, _ = _unfold_array(self.xp, x, self.kernel, self.dilation, self.padding, self.stride)
+        self.size = x.shape[2:]
+        return y
+
+    def backward(self, gy):
+        return self.xp.ascontiguousarray(
+            _fold_array(self.xp, gy, self.size, self.kernel, self.dilation, self.padding, self.stride))
+
+
+class Fold(Op):
+    """Columns summed back into an NCHW image (overlaps add up). Backward: unfold of the gradient."""
+
+    def forward(self, x):
+        return self.xp.ascontiguousarray(
+            _fold_array(self.xp, x, self.size, self.kernel, self.dilation, self.padding, self.stride))
+
+    def backward(self, gy):
+        return _unfold_array(self.xp, gy, self.kernel, self.dilation, self.padding, self.stride)[0]
+
+
+# ----------------------------------------------------------------------------- CTC
+def _logsumexp(xp, *arrays):
+    """log(sum(exp(a))) over the given same-shape arrays, -inf safe (all -inf gives -inf, not NaN)."""
+    m = arrays[0]
+    for a in arrays[1:]:
+        m = xp.maximum(m, a)
+    ms = xp.where(xp.isfinite(m), m, 0)
+    s = sum(xp.exp(a - ms) for a in arrays)
+    with np.errstate(divide="ignore"):
+        return xp.log(s) + ms
+
+
+class CTCLoss(Op):
+    """Negative log-likelihood of each target under CTC, from log-probabilities lp (B, T, C).
+
+    The target l (length U) is extended with blanks to l' (length 2U+1). Forward variables (alpha, with
+    the emission at t) and backward ones (beta, without it) are computed in log space, all samples and
+    positions at once, one recursion step per frame; frames past a sample's output length freeze.
+    loss = -log P, P = alpha_{T-1}(2U) + alpha_{T-1}(2U-1).
+    Backward: d loss / d lp[t, c] = -sum_{s: l'_s = c} exp(alpha_t(s) + beta_t(s) - log P) for t < T_b,
+    0 after; an impossible target (P = 0, loss inf) gets a zero gradient.
+    """
+
+    def forward(self, lp):
+        xp = self.xp
+        labels, tl, ol, blank = self.labels, self.target_length, self.output_length, self.blank
+        B, T, C = lp.shape
+        U = labels.shape[1]
+        S = 2 * U + 1
+        ext = xp.full((B, S), blank, dtype=labels.dtype)
+        ext[:, 1::2] = labels
+        s_idx = xp.arange(S)
+        valid = s_idx[None, :] < (2 * tl[:, None] + 1)
+        skip = xp.zeros((B, S), dtype=bool)
+        skip[:, 2:] = (ext[:, 2:] != blank) & (ext[:, 2:] != ext[:, :-2])
+        e = xp.take_along_axis(lp, xp.broadcast_to(ext[:, None, :], (B, T, S)), axis=2)   # (B, T, S)
+        neg = xp.asarray(-xp.inf, dtype=lp.dtype)
+        alpha = xp.full((T, B, S), -xp.inf, dtype=lp.dtype)
+        a = xp.full((B, S), -xp.inf, dtype=lp.dtype)
+        a[:, 0] = e[:, 0, 0]
+        if S > 1:
+            a[:, 1] = xp.where(tl > 0, e[:, 0, 1], neg)
+        a = xp.where(valid & (ol[:, None] > 0), a, neg)
+        alpha[0] = a
+        ninf1 = xp.full((B, 1), -xp.inf, dtype=lp.dtype)
+        ninf2 = xp.full((B, 2), -xp.inf, dtype=lp.dtype)
+        for t in range(1, T):
+            a1 = xp.concatenate([ninf1, a[:, :-1]], axis=1)
+            a2 = xp.where(skip, xp.concatenate([ninf2, a[:, :-2]], axis=1), neg)
+            new = xp.where(valid, _logsumexp(xp, a, a1, a2) + e[:, t], neg)
+            a = xp.where((t < ol)[:, None], new, a)
+            alpha[t] = a
+        end = xp.take_along_axis(a, (2 * tl)[:, None], axis=1)[:, 0]
+        end1 = xp.where(tl > 0, xp.take_along_axis(a, xp.maximum(2 * tl - 1, 0)[:, None], axis=1)[:, 0], neg)
+        logp = _logsumexp(xp, end, end1)
+        self.saved = (alpha, e, ext, skip, valid, logp)
+        return (-logp).astype(lp.dtype, copy=False)
+
+    def backward(self, gy):
+        xp = self.xp
+        alpha, e, ext, skip, valid, logp = self.saved
+        tl, ol = self.target_length, self.output_length
+        T, B, S = alpha.shape
+        C = self.num_classes
+        neg = xp.asarray(-xp.inf, dtype=alpha.dtype)
+        s_idx = xp.arange(S)[None, :]
+        init = xp.where((s_idx == 2 * tl[:, None]) | (s_idx == 2 * tl[:, None] - 1), 0.0, neg).astype(alpha.dtype)
+        init = xp.where(valid, init, neg)
+        ninf1 = xp.full((B, 1), -xp.inf, dtype=alpha.dtype)
+        ninf2 = xp.full((B, 2), -xp.inf, dtype=alpha.dtype)
+        skip_next = xp.concatenate([skip[:, 2:], xp.zeros((B, 2), dtype=bool)], axis=1)   # may s jump to s+2
+        ok = xp.isfinite(logp)
+        lps = xp.where(ok, logp, 0)
+        grad = xp.zeros((B, T, S), dtype=alpha.dtype)
+        b = init
+        for t in range(T - 1, -1, -1):
+            if t < T - 1:
+                be = b + e[:, t + 1]
+                b1 = xp.concatenate([be[:, 1:], ninf1], axis=1)
+                b2 = xp.where(skip_next, xp.concatenate([be[:, 2:], ninf2], axis=1), neg)
+                rec = xp.where(valid, _logsumexp(xp, be, b1, b2), neg)
+                b = xp.where((t < ol - 1)[:, None], rec, init)
+            gamma = xp.exp(alpha[t] + b - lps[:, None])
+            grad[:, t] = xp.where(((t < ol) & ok)[:, None], gamma, 0)
+        onehot = (ext[:, :, None] == xp.arange(C)).astype(alpha.dtype)                 # (B, S, C)
+        g = -xp.matmul(grad, onehot)                                                   # (B, T, C)
+        return (g * gy[:, None, None]).astype(gy.dtype, copy=False)
+

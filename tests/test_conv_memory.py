@@ -1,0 +1,163 @@
+"""Issue 22 finding 7: convolution memory. Conv2D (and Conv1D, which runs on it) kept the whole im2col
+matrix for backward (9x the input for a 3x3 kernel). Now it keeps the smaller of (input, im2col) and
+rebuilds the columns block by block in backward; nothing for the kernel gradient when the kernel needs
+none, nothing for the input gradient when the input needs none. Values and gradients against torch."""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from lamina import Tensor, grad, ops
+from lamina.ops import convolution as conv_mod
+from lamina.testing import check_grad
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+@pytest.fixture(params=["one block", "block per sample"])
+def blocks(request, monkeypatch):
+    """Run each test with the default block size and with one sample per block (several blocks)."""
+    if request.param == "block per sample":
+        monkeypatch.setattr(conv_mod, "_BLOCK_BYTES_CPU", 1)
+    return request.param
+
+
+CASES = [  # (input shape, kernel shape, strides, padding, dilation)
+    ((3, 7, 6, 4), (3, 3, 4, 5), 1, "valid", 1),
+    ((3, 7, 6, 4), (3, 3, 4, 5), 2, "same", 1),
+    ((2, 9, 8, 3), (3, 2, 3, 4), 1, "same", 2),
+    ((3, 5, 5, 4), (1, 1, 4, 6), 1, "valid", 1),   # 1x1: the columns are the input, they are kept
+    ((3, 6, 6, 2), (2, 2, 2, 3), 2, "valid", 1),   # stride = kernel: columns as large as the input
+]
+
+
+def _torch_conv(x, k, b, s, padding, d):
+    """Keras's padding rule applied explicitly, then torch's conv2d (NCHW)."""
+    pads = [conv_mod._pads(padding, x.shape[1 + a], k.shape[a], s, d) for a in range(2)]
+    xt = F.pad(x.permute(0, 3, 1, 2), (pads[1][0], pads[1][1], pads[0][0], pads[0][1]))
+    return F.conv2d(xt, k.permute(3, 2, 0, 1), b, stride=s, dilation=d).permute(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("xs,ks,s,padding,d", CASES)
+def test_conv2d_matches_torch_values_and_gradients(blocks, xs, ks, s, padding, d):
+    rng = np.random.default_rng(0)
+    x, k, b = rng.standard_normal(xs), rng.standard_normal(ks), rng.standard_normal(ks[-1])
+    ts = [Tensor(a, requires_grad=True) for a in (x, k, b)]
+    y = ops.conv2d(*ts, strides=s, padding=padding, dilation_rate=d)
+    gy = rng.standard_normal(y.shape)
+    gs = grad((y * Tensor(gy)).sum(), ts)
+    tt = [torch.tensor(a, requires_grad=True) for a in (x, k, b)]
+    ty = _torch_conv(*tt, s, padding, d)
+    (ty * torch.tensor(gy)).sum().backward()
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-10, atol=1e-10)
+    for g, t in zip(gs, tt):
+        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("xs,ks,s,padding,d", CASES[:3])
+def test_conv2d_gradient_check_with_blocks(blocks, xs, ks, s, padding, d):
+    rng = np.random.default_rng(1)
+    check_grad(lambda x, k: ops.conv2d(x, k, strides=s, padding=padding, dilation_rate=d),
+               rng.standard_normal(xs), rng.standard_normal(ks))
+
+
+def test_conv1d_and_only_kernel_or_only_input_gradients(blocks):
+    rng = np.random.default_rng(2)
+    x, k = rng.standard_normal((3, 11, 4)), rng.standard_normal((3, 4, 5))
+    check_grad(lambda x, k: ops.conv1d(x, k, padding="causal", dilation_rate=2), x, k)
+    # kernel only (a first layer: the input needs no gradient) and input only (a frozen kernel)
+    kt = Tensor(k[None], requires_grad=True)
+    (gk,) = grad((ops.conv2d(Tensor(x[:, None]), kt) ** 2).sum(), [kt])
+    xt = Tensor(x[:, None], requires_grad=True)
+    (gx,) = grad((ops.conv2d(xt, Tensor(k[None])) ** 2).sum(), [xt])
+    tx, tk = torch.tensor(x[:, None], requires_grad=True), torch.tensor(k[None], requires_grad=True)
+    (_torch_conv(tx, tk, None, 1, "valid", 1) ** 2).sum().backward()
+    np.testing.assert_allclose(gk, tk.grad.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-10)
+
+
+def _saved_bytes(t):
+    return sum(a.nbytes for a in t._op.saved if a is not None)
+
+
+def test_conv2d_saves_no_im2col_matrix_for_3x3():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 16, 16, 8)).astype(np.float32)
+    k = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    cols_bytes = 4 * 16 * 16 * 9 * 8 * 4
+    both = ops.conv2d(Tensor(x, requires_grad=True), Tensor(k, requires_grad=True), padding="same")
+    assert _saved_bytes(both) <= x.nbytes + k.nbytes < cols_bytes / 4
+    # the kernel needs no gradient: nothing for dW (the input itself is not kept)
+    only_x = ops.conv2d(Tensor(x, requires_grad=True), Tensor(k), padding="same")
+    assert all(a is not x for a in only_x._op.saved if a is not None)
+    assert _saved_bytes(only_x) == k.nbytes
+    # the input needs no gradient (a first layer): the kernel is not kept for dx
+    only_k = ops.conv2d(Tensor(x), Tensor(k, requires_grad=True), padding="same")
+    assert _saved_bytes(only_k) == x.nbytes and all(a is not k for a in only_k._op.saved if a is not None)
+    # 1x1: the columns are no larger than the input, so they are kept (no rebuild in backward)
+    one = ops.conv2d(Tensor(x), Tensor(k[1:2, 1:2], requires_grad=True))
+    assert _saved_bytes(one) == x.nbytes
+
+
+def test_conv2d_memory_held_for_backward_and_peak():
+    """tracemalloc (NumPy reports its buffers to it): what a forward call leaves allocated for backward,
+    and the peak of forward + backward, against the im2col matrix's size."""
+    rng = np.random.default_rng(4)
+    x = Tensor(rng.standard_normal((16, 32, 32, 16)).astype(np.float32), requires_grad=True)
+    k = Tensor(rng.standard_normal((3, 3, 16, 16)).astype(np.float32), requires_grad=True)
+    cols_bytes = 16 * 32 * 32 * 9 * 16 * 4  # 9.4 MB; the input is 1 MB, the output 1 MB
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        y = ops.conv2d(x, k, padding="same")
+        held = tracemalloc.get_traced_memory()[0] - base - y.data.nbytes
+        tracemalloc.reset_peak()
+        gx, gk = grad(y.sum(), [x, k])
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert held < cols_bytes / 8, held
+    assert peak < cols_bytes * 3 / 4, peak  # (it held the columns before: peak > cols_bytes)
+    assert gx.shape == x.shape and gk.shape == k.shape
+
+
+@pytest.mark.parametrize("strides,padding", [(1, "valid"), (2, "same"), (2, "valid")])
+def test_conv_transpose_gradients_with_blocks(blocks, strides, padding):
+    """The transposed convolutions rebuild the gradient's columns block by block too."""
+    rng = np.random.default_rng(5)
+    check_grad(lambda x, k, b: ops.conv2d_transpose(x, k, b, strides=strides, padding=padding),
+               rng.standard_normal((3, 4, 5, 2)), rng.standard_normal((3, 3, 4, 2)), rng.standard_normal(4))
+    check_grad(lambda x, k: ops.conv1d_transpose(x, k, strides=strides, padding=padding),
+               rng.standard_normal((3, 6, 2)), rng.standard_normal((3, 3, 2)))
+    # only what each gradient needs is kept
+    x = rng.standard_normal((3, 4, 5, 2)).astype(np.float32)
+    k = rng.standard_normal((3, 3, 4, 2)).astype(np.float32)
+    only_k = ops.conv2d_transpose(Tensor(x), Tensor(k, requires_grad=True), strides=strides, padding=padding)
+    assert _saved_bytes(only_k) == x.nbytes
+    only_x = ops.conv2d_transpose(Tensor(x, requires_grad=True), Tensor(k), strides=strides, padding=padding)
+    assert _saved_bytes(only_x) == k.nbytes
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_conv_blocks_on_device_match_cpu(device_xp, monkeypatch, transpose):
+    """The block loop on the device array module (one sample per block), against the CPU."""
+    from lamina import backend
+    monkeypatch.setattr(conv_mod, "_BLOCK_BYTES_DEVICE", 1)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 6, 5, 4)).astype(np.float32)
+    k = rng.standard_normal((3, 3, 4, 5) if not transpose else (3, 3, 5, 4)).astype(np.float32)
+    gy_seed = np.random.default_rng(7)
+    fn = (lambda a, b: ops.conv2d_transpose(a, b, strides=2, padding="same")) if transpose else \
+        (lambda a, b: ops.conv2d(a, b, strides=2, padding="same"))
+    results = []
+    for xp in (np, device_xp):
+        ts = [Tensor(backend.to_device(a, xp), requires_grad=True) for a in (x, k)]
+        y = fn(*ts)
+        gy = gy_seed.standard_normal(y.shape).astype(np.float32) if not results else results[0][-1]
+        y.backward(backend.to_device(gy, xp))
+        out = [y.data, ts[0].grad, ts[1].grad]
+        assert all(backend.get_array_module(a) is xp for a in out)
+        results.append([backend.to_numpy(a) for a in out] + [gy])
+    for a, b in zip(results[0][:3], results[1][:3]):
+        np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-5)
