@@ -217,3 +217,4 @@ def recipe_main(prog, description, recipes, argv=None):
 from . import text as _text  # noqa: E402,F401  (sentiment, charlm, longmemory)
 from . import transformers as _transformers  # noqa: E402,F401  (transformer-classifier, translate-dates, char-transformer)
 from . import vision as _vision  # noqa: E402,F401  (unet, autoencoder, vae, gan)
+from . import perceptron as _perceptron  # noqa: E402,F401  (perceptron: AND, OR, XOR)
