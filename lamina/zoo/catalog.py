@@ -219,3 +219,4 @@ from . import transformers as _transformers  # noqa: E402,F401  (transformer-cla
 from . import vision as _vision  # noqa: E402,F401  (unet, autoencoder, vae, gan)
 from . import perceptron as _perceptron  # noqa: E402,F401  (perceptron: AND, OR, XOR)
 from . import detection as _detection  # noqa: E402,F401  (detection)
+from . import rl as _rl  # noqa: E402,F401  (dqn; gymnasium is imported only when it trains)
