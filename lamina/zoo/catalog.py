@@ -220,3 +220,4 @@ from . import vision as _vision  # noqa: E402,F401  (unet, autoencoder, vae, gan
 from . import perceptron as _perceptron  # noqa: E402,F401  (perceptron: AND, OR, XOR)
 from . import detection as _detection  # noqa: E402,F401  (detection)
 from . import rl as _rl  # noqa: E402,F401  (dqn; gymnasium is imported only when it trains)
+from . import style as _style  # noqa: E402,F401  (style-transfer)
