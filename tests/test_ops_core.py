@@ -441,3 +441,58 @@ def test_view_as_complex_and_real():
 def test_flat_namespace_exports_core():
     for name in L.core.__all__:
         assert getattr(L, name) is getattr(L.core, name), name
+
+
+# ----------------------------------------------------------------------------- device path
+def _dev_run(fn, arrays, xp):
+    """fn on Tensors moved to xp; output and float-input gradients as NumPy, all checked to be on xp."""
+    from lamina import backend
+    ts = [lamina.Tensor(backend.to_device(a, xp), requires_grad=a.dtype.kind == "f") for a in arrays]
+    y = fn(*ts)
+    gy = backend.to_device(np.random.default_rng(1).standard_normal(y.shape).astype(y.dtype), xp)
+    y.backward(gy)
+    out = [y.data] + [t.grad for t in ts if t.requires_grad]
+    for a in out:
+        assert backend.get_array_module(a) is xp, f"{type(a)} is not a device array"
+    return [backend.to_numpy(a) for a in out]
+
+
+DEVICE_CASES = {
+    "segments": (lambda d: L.segment_max(d, np.array([0, 0, 2, 1]), num_segments=3) + L.segment_sum(d, np.array([0, 0, 2, 1]))
+                 + L.segment_prod(d, np.array([0, 0, 2, 1])), lambda: [f32(4, 2, lo=0.5, hi=2)]),
+    "scatter_slice": (lambda x, u: L.scatter_update(x, np.array([[0], [2]]), u, "max") + L.slice_update(x, [1, 0], u[:1])
+                      + L.scatter(np.array([[1, 1]]), L.slice(x, [0, 0], [1, 1])[0], (4, 3)), lambda: [f32(4, 3), f32(2, 3)]),
+    "top_k_logsumexp": (lambda x: L.top_k(x, 2)[0] * L.logsumexp(x, axis=1, keepdims=True)
+                        + L.cast(L.in_top_k(np.array([0, 1, 2]), x, 2), "float32")[:, None],
+                        lambda: [RNG.permutation(15).reshape(3, 5).astype(np.float32)]),
+    "special": (lambda x: L.erf(x) + L.erfc(x) * L.erfinv(x * 0.5) + L.rsqrt(x + 2.0), lambda: [f32(6)]),
+    "logdet_cdist": (lambda a, b: L.cdist(a, b) + L.logdet(L.matmul(a, L.transpose(a))),
+                     lambda: [f32(3, 4), f32(2, 4)]),
+    "fft_stft": (lambda x: L.stft(x, 8, 4, 8)[0].sum(axis=-1) + L.istft(L.stft(x, 8, 4, 8), 8, 4, 8)[..., :5].sum(axis=-1, keepdims=True)
+                 + L.fft2((x[:, :4, None] * x[:, None, :4], x[:, :4, None] + x[:, None, :4]))[1].sum(axis=-1)[:, :1]
+                 + L.irfft(L.rfft(x, 16), 16)[:, :1], lambda: [f32(2, 24)]),
+    "control_flow": (lambda x: L.associative_scan(lambda a, b: a * b, x)
+                     + L.scan(lambda c, v: (c + v, c * v), x[0], x)[1] + L.while_loop(lambda i, v: i < 2, lambda i, v: (i + 1, v * x), (0, x))[1]
+                     + L.rearrange(x, "(a b) c -> (b a) c", a=2),
+                     lambda: [f32(4, 3)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEVICE_CASES))
+def test_core_ops_on_device_match_cpu(name, device_xp):
+    fn, make = DEVICE_CASES[name]
+    arrays = make()
+    expected = _dev_run(fn, arrays, np)
+    got = _dev_run(fn, arrays, device_xp)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=2e-4, atol=2e-5, err_msg=name)
+
+
+def test_product_at_without_multiply_at():
+    """The CuPy path of segment_prod / scatter_update(mul): products from sums of logs, signs and zeros."""
+    from lamina.ops.special import product_at
+    vals = np.array([2.0, -3.0, 0.5, -1.5, 0.0, 4.0, -2.0, -0.25])
+    idx = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    expected = np.ones(5)
+    np.multiply.at(expected, idx, vals)
+    np.testing.assert_allclose(product_at(np, (5,), idx, vals, np.float64), expected, rtol=1e-12)

@@ -356,7 +356,8 @@ def _segment(kind, data, segment_ids, num_segments):
     if ids.ndim != 1 or ids.shape[0] != data.shape[0]:
         raise ValueError(f"segment_ids must be 1-D with one id per row of data: got {ids.shape} "
                          f"for data of shape {data.shape}.")
-    return _k.SegmentReduce.apply(data, Tensor(ids.data), num_segments=int(num_segments), kind=kind)
+    ids = backend.to_device(ids.data, backend.get_array_module(data.data))  # the ids follow the data's device
+    return _k.SegmentReduce.apply(data, Tensor(ids), num_segments=int(num_segments), kind=kind)
 
 
 def segment_sum(data, segment_ids, num_segments=None, sorted=False):  # noqa: A002
@@ -606,7 +607,8 @@ def irfft(x, fft_length=None):
     return _k.IRFFT.apply(*_complex_pair(x), fft_length=fft_length)
 
 
-def _window(window, length, dt):
+def _window(window, length, dt, xp):
+    """The window as a Tensor on xp (the signal's array module)."""
     if window is None:
         return None
     if isinstance(window, str):
@@ -616,8 +618,9 @@ def _window(window, length, dt):
         n = np.arange(length)
         a = 0.5 if window == "hann" else 0.54
         w = a - (1 - a) * np.cos(2 * np.pi * n / length)   # periodic window, as scipy's get_window
-        return Tensor(backend.to_device(w.astype(dt)))
-    w = cast(_t(window), dt)
+        return Tensor(backend.to_device(w.astype(dt), xp))
+    w = _t(window)
+    w = cast(Tensor(backend.to_device(w.data, xp)), dt)
     if w.ndim != 1 or w.shape[0] != length:
         raise ValueError(f"The shape of `window` must be equal to [sequence_length]. Received: window shape={w.shape}")
     return w
@@ -641,7 +644,7 @@ def stft(x, sequence_length, sequence_stride, fft_length, window="hann", center=
     if fft_length < sequence_length:
         raise ValueError("`fft_length` must equal or larger than `sequence_length`. "
                          f"Received: sequence_length={sequence_length}, fft_length={fft_length}")
-    win = _window(window, sequence_length, x.dtype)
+    win = _window(window, sequence_length, x.dtype, backend.get_array_module(x.data))
     if win is None:
         win = Tensor(backend.get_array_module(x.data).ones(sequence_length, x.dtype))
     win = _pad_window(win, fft_length, x.dtype)
@@ -665,7 +668,7 @@ def istft(x, sequence_length, sequence_stride, fft_length, length=None, window="
     inverse_stft_window_fn)."""
     re_, im = _complex_pair(x)
     dt = re_.dtype
-    win = _window(window, sequence_length, dt)
+    win = _window(window, sequence_length, dt, backend.get_array_module(re_.data))
     frames = irfft((re_, im), fft_length)
     n_frames = frames.shape[-2]
     expected = fft_length + sequence_stride * (n_frames - 1)

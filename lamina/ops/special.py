@@ -143,6 +143,29 @@ class Rsqrt(Op):
 
 
 # ----------------------------------------------------------------------------- reductions
+def product_at(xp, shape, idx, vals, dtype):
+    """P with P[idx] = product of the vals that land there (1 elsewhere), without ``multiply.at``,
+    which CuPy lacks: magnitudes multiply as a sum of logs, signs by counting negatives, zeros by
+    counting zeros."""
+    add = xp.add
+    logs = xp.zeros(shape, dtype)
+    add.at(logs, idx, xp.log(xp.where(vals == 0, 1, xp.abs(vals))).astype(dtype))
+    negs = xp.zeros(shape, np.int64)
+    add.at(negs, idx, (vals < 0).astype(np.int64))
+    zeros = xp.zeros(shape, np.int64)
+    add.at(zeros, idx, (vals == 0).astype(np.int64))
+    sign = 1 - 2 * (negs % 2)
+    return xp.where(zeros > 0, 0, sign * xp.exp(logs)).astype(dtype)
+
+
+def multiply_at(xp, out, idx, vals):
+    """out[idx] *= vals with repeated indices all applied (NumPy's multiply.at; a log-sum on CuPy)."""
+    if xp is np:
+        np.multiply.at(out, idx, vals)
+    else:
+        out *= product_at(xp, out.shape, idx, vals, out.dtype)
+
+
 def _norm_axes(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
@@ -188,8 +211,10 @@ class SegmentReduce(Op):
             info = np.iinfo(data.dtype) if data.dtype.kind in "iu" else None
             init = (info.min if self.kind == "max" else info.max) if info else (self.kind == "min")
         out = xp.full((n + 1,) + tuple(data.shape[1:]), init, dtype=data.dtype)
-        ufunc = {"sum": xp.add, "max": xp.maximum, "min": xp.minimum, "prod": xp.multiply}[self.kind]
-        ufunc.at(out, ids_c, data)
+        if self.kind == "prod":
+            multiply_at(xp, out, ids_c, data)
+        else:
+            {"sum": xp.add, "max": xp.maximum, "min": xp.minimum}[self.kind].at(out, ids_c, data)
         self.saved = (data, ids_c, out)
         return out[:n]
 
@@ -207,7 +232,7 @@ class SegmentReduce(Op):
         zero = data == 0
         nz = xp.where(zero, 1, data)
         prod_nz = xp.ones(out.shape, data.dtype)
-        xp.multiply.at(prod_nz, ids, nz)
+        multiply_at(xp, prod_nz, ids, nz)
         zeros = xp.zeros(out.shape, np.int64)
         xp.add.at(zeros, ids, zero.astype(np.int64))
         zc = zeros[ids]
@@ -251,8 +276,10 @@ class ScatterUpdate(Op):
         red = self.reduction
         if red is None:
             out[idx] = u
-        elif red in ("add", "max", "min", "mul"):
-            {"add": xp.add, "max": xp.maximum, "min": xp.minimum, "mul": xp.multiply}[red].at(out, idx, u)
+        elif red == "mul":
+            multiply_at(xp, out, idx, u)
+        elif red in ("add", "max", "min"):
+            {"add": xp.add, "max": xp.maximum, "min": xp.minimum}[red].at(out, idx, u)
         else:
             raise ValueError(f"Unsupported reduction: {red!r}. Expected None, 'add', 'max', 'min' or 'mul'.")
         self.idx, self.ushape = idx, u.shape
@@ -276,7 +303,7 @@ class ScatterUpdate(Op):
         if red == "mul":
             # out = x * prod(u at the same place): d/dx = out / x, d/du_i = out / u_i (nonzero factors)
             factor = xp.ones_like(x)
-            xp.multiply.at(factor, idx, u)
+            multiply_at(xp, factor, idx, u)
             return gy * factor, gy[idx] * out[idx] / u
         # max/min: the gradient goes to every term equal to the result, shared equally
         hit_x = (x == out)
