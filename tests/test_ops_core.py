@@ -79,6 +79,8 @@ def test_conversion_helpers():
     assert L.is_tensor(x) and not L.is_tensor(np.ones(2)) and not L.is_tensor(1.0)
     assert L.shape(x) == (2, 3) and all(type(n) is int for n in L.shape(x))
     assert L.shape(np.ones((4, 1))) == (4, 1)
+    sym = lamina.Input((None, 3))
+    assert L.shape(sym) == (None, None, 3) and L.dtype(sym) == "float32"
     assert L.dtype(x) == "float32" and L.dtype(np.ones(2, "int64")) == "int64"
     assert isinstance(L.convert_to_numpy(x), np.ndarray)
     np.testing.assert_array_equal(L.convert_to_numpy([np.ones(2), np.zeros(2)]), [[1, 1], [0, 0]])

@@ -99,12 +99,14 @@ def is_tensor(x):
 def shape(x):
     """The static shape as a tuple of ints."""
     if isinstance(x, Tensor) or hasattr(x, "shape"):
-        return tuple(int(n) for n in x.shape)
+        return tuple(None if n is None else int(n) for n in x.shape)  # None: a symbolic tensor's unknown size
     return tuple(_t(x).shape)
 
 
 def dtype(x):
     """The Keras dtype name of x ('float32', 'int32', ...)."""
+    if hasattr(x, "dtype") and not isinstance(x, np.generic):
+        return _dt.standardize_dtype(x.dtype)
     return _dt.standardize_dtype(_t(x).dtype)
 
 
