@@ -26,6 +26,9 @@ SIGNATURES = ROOT / "tests" / "data" / "keras_ops_signatures.json"
 NAMESPACES = ("ops", "nn", "numpy", "linalg", "image")
 FLOAT_NAMES = {"x", "x1", "x2", "y", "a", "b", "inputs", "target", "output", "data", "tensor", "array", "values",
                "query", "key", "value", "mean", "variance", "m", "v", "elems", "predictions", "logits", "labels"}
+# functions of square matrices, wherever they appear (linalg, and flat in ops / numpy)
+_SQUARE = set(json.loads(SIGNATURES.read_text())["linalg"]) | {"slogdet", "det", "inv", "trace"} \
+    if SIGNATURES.exists() else set()
 INT_FUNCTIONS = {"bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "bitwise_invert", "bitwise_left_shift",
                  "bitwise_right_shift", "left_shift", "right_shift", "gcd", "lcm", "bincount", "invert"}
 
@@ -156,6 +159,39 @@ def _samples():
                                                                  "target_height": 3, "target_width": 3})
     S["image.pad_images"] = lambda r: ((_f(r, 1, 4, 4, 3),), {"top_padding": 1, "left_padding": 1,
                                                                "target_height": 6, "target_width": 6})
+    for n in ("bartlett", "blackman", "hamming", "hanning"):
+        S[n] = lambda r: ((6,), {})
+    S["bincount"] = lambda r: ((np.array([0, 1, 1, 3, 1]),), {})
+    S["cholesky_inverse"] = lambda r: ((np.linalg.cholesky(_spd(r)).astype(np.float32),), {})
+    S["get_item"] = lambda r: ((_f(r, 3, 4), 1), {})
+    S["glu"] = lambda r: ((_f(r, 2, 4),), {})
+    S["histogram"] = S["vander"] = lambda r: ((_f(r, 6),), {})
+    S["imag"] = S["real"] = S["conj"] = S["conjugate"] = S["angle"] = \
+        lambda r: (((_f(r, 3) + 1j * _f(r, 3)).astype(np.complex64),), {})
+    S["ldexp"] = lambda r: ((_f(r, 3), np.array([1, 2, 3], np.int32)), {})
+    S["meshgrid"] = lambda r: ((_f(r, 3), _f(r, 2)), {})
+    S["multi_hot"] = lambda r: ((np.array([[0, 2], [1, 3]]),), {"num_classes": 4})
+    S["vdot"] = lambda r: ((_f(r, 3), _f(r, 3)), {})
+    S["adaptive_average_pool"] = S["adaptive_max_pool"] = lambda r: ((_f(r, 1, 6, 6, 2), (3, 3)), {})
+    S["unfold"] = lambda r: ((_f(r, 1, 2, 5, 5), 3), {})
+    S["fold"] = lambda r: ((_f(r, 1, 18, 9), (5, 5), 3), {})
+    S["geomspace"] = S["logspace"] = lambda r: ((1.0, 3.0), {"num": 5})
+    S["kaiser"] = lambda r: ((6, 2.0), {})
+    S["psnr"] = lambda r: ((_f(r, 2, 4, 4, 1, lo=0, hi=1), _f(r, 2, 4, 4, 1, lo=0, hi=1), 1.0), {})
+    S["unravel_index"] = lambda r: ((np.array([1, 5, 7]), (2, 4)), {})
+    S["vectorize"] = lambda r: ((lambda ops, a, b: a * b + 1.0,), {"_then": (_f(r, 3), _f(r, 3))})
+    S["jvp"] = lambda r: ((lambda ops, x: ops.exp(x) * x, (_f(r, 3),), (_f(r, 3),)), {})
+    S["ctc_loss"] = lambda r: ((np.array([[1, 2, 0], [2, 2, 1]]), _f(r, 2, 6, 4), np.array([2, 3]), np.array([6, 5])), {})
+    S["ctc_decode"] = lambda r: ((_f(r, 2, 6, 4), np.array([6, 4])), {})
+    S["image.affine_transform"] = lambda r: ((_f(r, 1, 6, 6, 3), np.array([[1.1, 0.1, -0.5, 0.05, 0.9, 0.3, 0, 0]],
+                                                                              np.float32)), {})
+    S["image.extract_patches_3d"] = lambda r: ((_f(r, 1, 4, 4, 4, 2), 2), {})
+    S["image.map_coordinates"] = lambda r: ((_f(r, 5, 5), r.uniform(0, 4, (2, 3, 3)).astype(np.float32), 1), {})
+    S["image.perspective_transform"] = lambda r: ((_f(r, 1, 6, 6, 3), np.array([[[0, 0], [5, 0], [0, 5], [5, 5]]], np.float32),
+                                                   np.array([[[0, 1], [5, 0], [1, 5], [4, 4]]], np.float32)), {})
+    S["image.scale_and_translate"] = lambda r: ((_f(r, 1, 6, 6, 3), (1, 9, 9, 3), np.array([1.5, 1.5], np.float32),
+                                                 np.array([0.0, 0.0], np.float32), (1, 2), "bilinear"), {})
+    S["image.ssim"] = lambda r: ((_f(r, 1, 16, 16, 1, lo=0, hi=1), _f(r, 1, 16, 16, 1, lo=0, hi=1)), {"filter_size": 5})
     return S
 
 
@@ -167,7 +203,7 @@ def _guess(ns, name, sig_params, rng):
             break
         if name in INT_FUNCTIONS and pname in FLOAT_NAMES:
             args.append(rng.integers(1, 9, (2, 3)).astype(np.int32))
-        elif ns == "linalg" and pname in ("x", "a"):
+        elif (ns == "linalg" or name in _SQUARE) and pname in ("x", "a"):
             args.append(_spd(rng))
         elif pname == "images":
             args.append(_f(rng, 1, 6, 6, 3, lo=0.0, hi=1.0))
