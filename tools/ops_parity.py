@@ -29,6 +29,11 @@ FLOAT_NAMES = {"x", "x1", "x2", "y", "a", "b", "inputs", "target", "output", "da
 # functions of square matrices, wherever they appear (linalg, and flat in ops / numpy)
 _SQUARE = set(json.loads(SIGNATURES.read_text())["linalg"]) | {"slogdet", "det", "inv", "trace"} \
     if SIGNATURES.exists() else set()
+# results that cannot be compared by value: uninitialised memory, random draws, unspecified order
+SHAPE_ONLY = {"empty": "uninitialised memory", "empty_like": "uninitialised memory",
+              "elastic_transform": "random displacements", "argpartition": "order inside the parts is unspecified"}
+# only the first output is unique (eigenvectors have free signs / order among equal eigenvalues)
+FIRST_ONLY = {"eig": "eigenvectors are unique only up to sign", "eigh": "eigenvectors are unique only up to sign"}
 INT_FUNCTIONS = {"bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "bitwise_invert", "bitwise_left_shift",
                  "bitwise_right_shift", "left_shift", "right_shift", "gcd", "lcm", "bincount", "invert"}
 
@@ -172,6 +177,9 @@ def _samples():
     S["meshgrid"] = lambda r: ((_f(r, 3), _f(r, 2)), {})
     S["multi_hot"] = lambda r: ((np.array([[0, 2], [1, 3]]),), {"num_classes": 4})
     S["vdot"] = lambda r: ((_f(r, 3), _f(r, 3)), {})
+    S["arccos"] = S["arcsin"] = S["arctanh"] = lambda r: ((_f(r, 2, 3, lo=-0.9, hi=0.9),), {})
+    S["arccosh"] = lambda r: ((_f(r, 2, 3, lo=1.1, hi=3.0),), {})
+    S["correlate"] = S["convolve"] = lambda r: ((_f(r, 6), _f(r, 3)), {})
     S["adaptive_average_pool"] = S["adaptive_max_pool"] = lambda r: ((_f(r, 1, 6, 6, 2), (3, 3)), {})
     S["unfold"] = lambda r: ((_f(r, 1, 2, 5, 5), 3), {})
     S["fold"] = lambda r: ((_f(r, 1, 18, 9), (5, 5), 3), {})
@@ -312,12 +320,16 @@ def compare_one(ns, name, sig, lamina_mod, keras_mod, samples, rtol=1e-4, atol=1
     kl, ll = _leaves_of(k_out), _leaves_of(l_out)
     if len(kl) != len(ll):
         return "differs", f"{len(ll)} outputs, Keras {len(kl)}"
+    if name in FIRST_ONLY:
+        kl, ll = kl[:1], ll[:1]
     for a, b in zip(ll, kl):
         a, b = _np(a), _np(b)
         if a.shape != b.shape:
             return "shape", f"{a.shape} vs Keras {b.shape}"
         if a.dtype != b.dtype:
             return "dtype", f"{a.dtype} vs Keras {b.dtype}"
+        if name in SHAPE_ONLY:
+            continue
         if a.dtype.kind in "fc":
             if not np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True):
                 return "differs", f"max |diff| {np.nanmax(np.abs(a.astype(np.complex128) - b)):.3g}"
@@ -326,8 +338,12 @@ def compare_one(ns, name, sig, lamina_mod, keras_mod, samples, rtol=1e-4, atol=1
     # gradients of sum_i <w_i, out_i> over the float outputs
     pairs = [(a, b) for a, b in zip(ll, kl) if isinstance(a, lamina.Tensor) and a.dtype.kind == "f"
              and isinstance(b, torch.Tensor) and b.is_floating_point()]
+    if name in SHAPE_ONLY:
+        return "equal", f"shapes and dtypes ({SHAPE_ONLY[name]})"
     if not pairs or not any(getattr(b, "requires_grad", False) for _, b in pairs):
-        return "equal", "values"
+        return "equal", "values" + (f" (first output: {FIRST_ONLY[name]})" if name in FIRST_ONLY else "")
+    if name in FIRST_ONLY:
+        return "equal", f"values of the first output ({FIRST_ONLY[name]})"
     ws = [rng.standard_normal(tuple(b.shape)) for _, b in pairs]
     try:
         ksum = sum((b * torch.tensor(w, dtype=b.dtype)).sum() for (_, b), w in zip(pairs, ws) if b.requires_grad)
@@ -349,7 +365,7 @@ def compare_one(ns, name, sig, lamina_mod, keras_mod, samples, rtol=1e-4, atol=1
         if isinstance(a, lamina.Tensor) and isinstance(b, torch.Tensor) and b.requires_grad:
             kg = np.zeros(tuple(b.shape)) if b.grad is None else b.grad.numpy()
             lg = np.zeros(a.shape) if a.grad is None else np.asarray(a.grad)
-            if not np.allclose(lg, kg, rtol=rtol * 10, atol=atol * 10):
+            if not np.allclose(lg, kg, rtol=rtol * 10, atol=atol * 10, equal_nan=True):
                 return "grad differs", f"max |diff| {np.abs(lg - kg).max():.3g}"
     return "equal", "values and gradients"
 
