@@ -4,7 +4,7 @@
 """
 __version__ = "0.1.0"
 
-from . import backend
+from . import backend, config, tree
 from .backend import set_device, get_device, floatx
 from .tensor import Tensor, Variable, no_grad, enable_grad, grad, is_grad_enabled
 from . import ops
