@@ -411,6 +411,14 @@ class TextVectorization(Layer):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        # A config comes from a model file: it must carry its vocabulary inline. A path here would make loading
+        # a file read another file (any file on the machine) into the model, so it is refused, never opened.
+        for key in ("vocabulary", "idf_weights"):
+            value = config.get(key)
+            if value is not None and not isinstance(value, (list, tuple)):
+                raise ValueError(f"TextVectorization.from_config: '{key}' must be a list held in the config "
+                                 f"itself; a config never names a file to read. Received {type(value).__name__} "
+                                 f"{value!r:.100}")
         for key in ("standardize", "split"):
             value = config.get(key)
             if isinstance(value, (dict, str)) and value not in (_STANDARDIZE + _SPLIT):
