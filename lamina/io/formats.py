@@ -274,9 +274,9 @@ def _read_bounded(path, max_bytes, what="weights file"):
         size = os.fstat(f.fileno()).st_size
         if size > max_bytes:
             raise ModelFileError(path, f"the file is {size} bytes, over the {max_bytes}-byte limit.")
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ModelFileError(path, f"the file is over the {max_bytes}-byte limit.")
+        data = f.read(size + 1)   # (never ask for more than the file holds: read(n) reserves n bytes)
+    if len(data) != size:
+        raise ModelFileError(path, f"the file changed size while it was read ({size} bytes expected).")
     return data
 
 
