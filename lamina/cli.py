@@ -412,7 +412,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("lamina: interrupted", file=sys.stderr)
         return 130
-    except (UserError, ModelFileError, DownloadError, FileNotFoundError, PermissionError, ValueError) as e:
+    except (UserError, ModelFileError, DownloadError, OSError, ValueError) as e:
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"lamina: error: {message}", file=sys.stderr)
         return 1

@@ -103,8 +103,8 @@ def atomic_write(path, write):
     _remove_stale_temps(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=folder)
-    except PermissionError as e:
-        raise PermissionError(f"Cannot write {path}: permission denied in {folder}.") from e
+    except OSError as e:   # name the path asked for, not the temporary file
+        raise type(e)(e.errno, f"Cannot write {path}: {e.strerror} (in {folder})") from None
     try:
         try:
             import fcntl
@@ -119,11 +119,13 @@ def atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.remove(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and e.errno is not None and getattr(e, "filename", None) in (tmp, path):
+            raise type(e)(e.errno, f"Cannot write {path}: {e.strerror}") from None
         raise
     try:  # persist the rename itself (POSIX); not possible on every platform
         dfd = os.open(folder, os.O_RDONLY)
