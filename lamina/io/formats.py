@@ -28,7 +28,7 @@ from .errors import ModelFileError
 from .limits import open_regular
 
 __all__ = ["ModelFileError", "atomic_write", "write_model_file", "read_model_file", "write_weights_file",
-           "read_weights_file", "read_weights_any", "is_model_file", "weights_nbytes", "read_model_parts", "FORMAT_NAME",
+           "read_weights_file", "read_weights_any", "is_model_file", "read_model_parts", "FORMAT_NAME",
            "FORMAT_VERSION"]
 
 FORMAT_NAME = "lamina.model"
@@ -249,14 +249,6 @@ def _decode_weights(path, blob):
             a = a.astype(a.dtype.newbyteorder("="), copy=True)   # an own, writable, native-order copy
         arrays[name] = a
     return arrays, {k: v for k, v in meta.items() if k != CHECKSUM_KEY}
-
-
-def weights_nbytes(path, blob, prefix=""):
-    """Bytes of the tensors whose names start with prefix, read from a safetensors header alone."""
-    (n,) = struct.unpack("<Q", bytes(blob[:8]))
-    header = json.loads(bytes(blob[8:8 + n]))
-    return sum(v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items()
-               if k != "__metadata__" and k.startswith(prefix))
 
 
 def write_weights_file(path, weights, metadata=None):
