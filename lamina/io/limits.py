@@ -71,10 +71,11 @@ def weight_budget(nbytes, path):
 
 
 def charge_weight(shape, itemsize, where):
-    """Count a weight about to be created against the current budget (no-op outside weight_budget)."""
+    """Count a weight about to be created against the current budget. Returns True inside weight_budget (the
+    weight's values will come from the file), False outside it (nothing counted)."""
     budget = _budget.get()
     if budget is None:
-        return
+        return False
     n = 1
     for d in shape:
         n *= int(d)
@@ -84,3 +85,4 @@ def charge_weight(shape, itemsize, where):
         raise ModelFileError(budget.path, f"the config asks for weight {where} of shape {tuple(shape)} "
                                           f"({nbytes} bytes), beyond the {budget.limit - BUDGET_SLACK_BYTES} "
                                           "bytes of weights the file stores; refused before allocating it.")
+    return True
