@@ -368,3 +368,31 @@ def test_checksums_are_written_per_tensor(tmp_path):
             assert sums[name] == f"{zlib.crc32(data[a:b]):08x}"
     from safetensors.numpy import load_file   # still a standard safetensors file for other readers
     assert set(load_file(str(path))) == set(sums)
+
+
+def test_hdf5_weights_that_point_elsewhere_or_inflate_are_refused(tmp_path):
+    import h5py
+    m = _model()
+    good = tmp_path / "w.weights.h5"
+    m.save_weights(str(good))
+    # a dataset declaring 400 MB of zeros in a few KB (gzip): refused before reading
+    bomb = tmp_path / "bomb.weights.h5"
+    with h5py.File(bomb, "w") as f:
+        f.create_dataset("layers/dense/vars/0", shape=(100_000_000,), dtype="f4", compression="gzip",
+                         chunks=(1_000_000,), fillvalue=0.0)
+        f["layers/dense/vars/0"][:1000] = 1.0
+    assert os.path.getsize(bomb) < (1 << 20)
+    peak = _peak(lambda: pytest.raises(ModelFileError, m.load_weights, str(bomb)))
+    assert peak < (8 << 20)
+    with pytest.raises(ModelFileError, match="stores|limit"):
+        m.load_weights(str(bomb))
+    # links to other files (or to nothing) are never followed
+    for kind in ("external", "soft"):
+        linked = tmp_path / f"{kind}.weights.h5"
+        with h5py.File(linked, "w") as f, h5py.File(good, "r") as g:
+            g.copy(g["layers"], f, "layers")
+            del f["layers/dense/vars/0"]
+            f["layers/dense/vars/0"] = (h5py.ExternalLink(str(good), "/layers/dense/vars/0") if kind == "external"
+                                        else h5py.SoftLink("/layers/dense_1/vars/0"))
+        with pytest.raises(ModelFileError, match="Link"):
+            m.load_weights(str(linked))
