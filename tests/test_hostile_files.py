@@ -396,3 +396,47 @@ def test_hdf5_weights_that_point_elsewhere_or_inflate_are_refused(tmp_path):
                                         else h5py.SoftLink("/layers/dense_1/vars/0"))
         with pytest.raises(ModelFileError, match="Link"):
             m.load_weights(str(linked))
+
+
+MEMORY_CAPPED = """
+import resource, sys, numpy as np, lamina
+from lamina.io import ModelFileError
+from lamina.models import load_model
+vm = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize')][0]
+resource.setrlimit(resource.RLIMIT_AS, (vm + (256 << 20), resource.RLIM_INFINITY))   # 256 MiB more, at most
+m = lamina.Sequential([lamina.layers.Input((4,)), lamina.layers.Dense(3, activation="relu"), lamina.layers.Dense(3)])
+for path in sys.argv[1:]:
+    try:
+        load_model(path) if path.endswith((".lamina", ".keras")) else m.load_weights(path)
+        print("loaded", path)
+    except ModelFileError as e:
+        print("refused", path)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux's /proc")
+def test_hostile_files_stay_under_an_address_space_cap(tmp_path):
+    """The same refusals in a process whose address space may grow by 256 MiB only (C allocations included)."""
+    import subprocess
+    import sys
+    import h5py
+    path = tmp_path / "m.lamina"
+    _model().save(str(path))
+    bomb = _rewrite(path, tmp_path / "bomb.lamina", {"model.weights.safetensors": lambda b: b + bytes(320 << 20)},
+                    ctype=zipfile.ZIP_DEFLATED)
+    big = _rewrite(path, tmp_path / "big.lamina",
+                   {"config.json": lambda b: b.replace(b'"units": 3', b'"units": 1000000000', 1)})
+    keras_path = tmp_path / "m.keras"
+    _model().save(str(keras_path))
+    kbig = _rewrite(keras_path, tmp_path / "big.keras",
+                    {"config.json": lambda b: b.replace(b'"units": 3', b'"units": 1000000000', 1)})
+    h5 = tmp_path / "bomb.weights.h5"
+    with h5py.File(h5, "w") as f:
+        f.create_dataset("layers/dense/vars/0", shape=(1 << 28,), dtype="f4", compression="gzip", chunks=(1 << 20,))
+    files = [str(p) for p in (bomb, big, kbig, h5)] + ["/dev/zero"]
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", MEMORY_CAPPED, *files], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:-1] == [f"refused {f}" for f in files]
