@@ -460,8 +460,10 @@ class CompileState:
             if len(t_cmp) == len(p_shape) and all(a == b or a is None or b is None
                                                   for a, b in zip(t_cmp[1:], p_shape[1:])):
                 return
+            hint = (" For integer class labels use loss='sparse_categorical_crossentropy' with a softmax output."
+                    if len(t_shape) == len(p_shape) - 1 else "")
             raise ValueError(f"Arguments `target` and `output` must have the same shape. Received: "
-                             f"target.shape={t_shape}, output.shape={p_shape}")
+                             f"target.shape={t_shape}, output.shape={p_shape}.{hint}")
         # element-wise losses: the target's width must match the output's
         if len(t_shape) == len(p_shape) - 1 and p_shape[-1] not in (1, None):
             hint = (" For integer class labels use loss='sparse_categorical_crossentropy' with a softmax output."
