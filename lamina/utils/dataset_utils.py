@@ -140,9 +140,6 @@ def timeseries_dataset_from_array(data, targets, sequence_length, sequence_strid
     num_seqs = end_index - start_index - (sequence_length - 1) * sampling_rate
     if targets is not None:
         targets = np.asarray(targets)
-        if len(targets) != n:
-            raise ValueError(f"Expected data and targets to have the same number of time steps (axis 0) but got "
-                             f"data.shape={data.shape} and targets.shape={targets.shape}.")
         num_seqs = min(num_seqs, len(targets))
     starts = np.arange(0, max(num_seqs, 0), sequence_stride, dtype=np.int64)
     order = None
