@@ -394,6 +394,12 @@ def test_pydataset_shuffle_workers_lists_and_class_weight():
     np.testing.assert_array_equal(model.predict(threaded, verbose=0), model.predict(x, verbose=0))
     assert threaded.workers == 3 and threaded.max_queue_size == 2 and threaded.use_multiprocessing is False
     assert len(list(iter(_Batches(x, y, 10)))) == 5
+    # as validation data: evaluated in order after each epoch, with its own epoch hooks
+    val = _Batches(x, y, 15)
+    hist = model.fit(x, y, epochs=2, validation_data=val, verbose=0)
+    assert val.seen == [0, 1, 2] * 2 and val.begins == val.ends == 2
+    np.testing.assert_allclose(hist.history["val_loss"][-1], model.evaluate(x, y, batch_size=15, verbose=0),
+                               rtol=1e-5)
     # class_weight on integer targets: equal to the same fit with those weights as sample_weight
     labels = (x[:, 0] > 0).astype(np.int32)
     w0 = [np.full((3, 1), 0.1, np.float32), np.zeros(1, np.float32)]
@@ -735,6 +741,15 @@ def test_small_utils_match_keras(capsys):
     for args in ((x,), (x, y), (x, y, w), ((x, y),), ([x, y],)):
         a, b = L.utils.pack_x_y_sample_weight(*args), keras.utils.pack_x_y_sample_weight(*args)
         assert type(a) is type(b) and len(a) == len(b)
+    # split_dataset takes Keras 3.15's arguments (lamina returns arrays where Keras returns datasets)
+    xs, ys = np.arange(20).reshape(10, 2), np.arange(10)
+    (lx, ly), (rx, ry) = L.utils.split_dataset((xs, ys), left_size=0.7, preferred_backend="torch")
+    k_left, k_right = keras.utils.split_dataset((xs, ys), left_size=0.7, preferred_backend="torch")
+    assert len(lx) == len(k_left) == 7 and len(rx) == len(k_right) == 3
+    # Keras's torch path always splits at random (torch's random_split); its documented shuffle=False keeps
+    # the order, as its tf path does and lamina does
+    np.testing.assert_array_equal(lx, xs[:7])
+    np.testing.assert_array_equal(ry, ys[7:])
     # standardize_dtype
     for d in ("float32", np.float64, "int8", int, float, bool, np.dtype("uint16"), None):
         assert L.utils.standardize_dtype(d) == keras.utils.standardize_dtype(d)
