@@ -607,12 +607,21 @@ def test_image_dataset_from_directory(tmp_path, capsys):
         L.utils.image_dataset_from_directory(str(tmp_path), class_names=["cats", "birds"])
     with pytest.raises(ValueError, match="exactly 2"):
         L.utils.image_dataset_from_directory(str(tmp_path), class_names=["cats"], label_mode="binary")
+    # tf.data's map / take / prefetch as Keras examples use them
+    mapped = ds.map(lambda images, labels: (images / 255.0, labels)).prefetch(2)
+    np.testing.assert_allclose(mapped[1][0], ds[1][0] / 255.0)
+    np.testing.assert_array_equal(mapped[1][1], ds[1][1])
+    assert mapped.class_names == ds.class_names and len(mapped) == len(ds)
+    taken = [b for b in ds.take(2)]
+    assert len(taken) == 2 and len(ds.take(10)) == 3
+    np.testing.assert_array_equal(taken[1][0], ds[1][0])
     # a model trains on it directly
     model = L.Sequential([L.Input((4, 6, 3)), L.layers.Rescaling(1 / 255), L.layers.Flatten(),
                           L.layers.Dense(2, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     hist = model.fit(ds, epochs=2, verbose=0)
     assert len(hist.history["loss"]) == 2
+    assert len(model.fit(mapped.take(2), epochs=1, verbose=0).history["loss"]) == 1
 
 
 def test_text_and_audio_datasets(tmp_path):

@@ -7,7 +7,8 @@ are batches of NumPy arrays: ``ds[i]`` / ``for x, y in ds`` give ``(x, y)`` (or 
 targets), ``len(ds)`` is the number of batches, and ``model.fit(ds)``, ``evaluate(ds)`` and ``predict(ds)``
 take it directly. Files are read batch by batch when the batch is asked for (images decoded with Pillow,
 WAV files with the standard library), so a directory larger than memory works. The datasets keep
-Keras's attributes ``class_names`` and ``file_paths``. Keras's ``format`` argument ('tf' or 'grain') is
+Keras's attributes ``class_names`` and ``file_paths``, and the tf.data methods Keras examples use most:
+``map``, ``take``, and ``prefetch`` / ``cache`` (no-ops). Keras's ``format`` argument ('tf' or 'grain') is
 accepted and ignored.
 
 File order, labels, shuffling (NumPy's ``RandomState(seed)`` over the sorted file list) and the
@@ -39,7 +40,68 @@ def pack_x_y_sample_weight(x, y=None, sample_weight=None):
     return (x, y, sample_weight)
 
 
-class _Batches(PyDataset):
+class _DatasetMethods:
+    """The tf.data methods Keras examples call on these datasets most: ``map(fn)`` (fn gets a batch's parts as
+    arguments, as tf.data's map), ``take(n)`` (the first n batches), and ``prefetch`` / ``cache`` (no-ops
+    returning the dataset: batches are read on demand)."""
+
+    def map(self, fn, num_parallel_calls=None, deterministic=None, name=None):
+        return _Mapped(self, fn)
+
+    def take(self, count):
+        return _Taken(self, count)
+
+    def prefetch(self, buffer_size=None, name=None):
+        return self
+
+    def cache(self, filename="", name=None):
+        return self
+
+
+class _Derived(_DatasetMethods, PyDataset):
+    def __init__(self, parent):
+        super().__init__()
+        self.parent = parent
+        self.class_names = getattr(parent, "class_names", None)
+        self.file_paths = getattr(parent, "file_paths", None)
+
+    def __len__(self):
+        return len(self.parent)
+
+    def on_epoch_begin(self):
+        self.parent.on_epoch_begin()
+
+    def on_epoch_end(self):
+        self.parent.on_epoch_end()
+
+
+class _Mapped(_Derived):
+    def __init__(self, parent, fn):
+        super().__init__(parent)
+        self.fn = fn
+
+    def __getitem__(self, index):
+        batch = self.parent[index]
+        return self.fn(*batch) if isinstance(batch, tuple) else self.fn(batch)
+
+
+class _Taken(_Derived):
+    def __init__(self, parent, count):
+        super().__init__(parent)
+        self.count = len(parent) if count is None or count < 0 else min(int(count), len(parent))
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, index):
+        if index < 0:
+            index += self.count
+        if not 0 <= index < self.count:
+            raise IndexError(f"batch index {index} out of range for a dataset of {self.count} batches")
+        return self.parent[index]
+
+
+class _Batches(_DatasetMethods, PyDataset):
     """Batches of samples 0..n-1 in an order (shuffled after each epoch when asked); ``_load(idx)`` makes
     the x of the samples idx (a NumPy index array)."""
 
