@@ -88,7 +88,10 @@ def serialize_keras_object(obj):
     if hasattr(obj, "get_config"):
         out = _keras_object(registry.serialize(obj))
         registered = getattr(type(obj), "_registered_name", None)
-        out["registered_name"] = registered if registered in registry._CUSTOM_OBJECTS else None
+        if registered in registry._CUSTOM_OBJECTS:  # Keras: the class's own name, and 'package>Name' beside it
+            out["class_name"], out["registered_name"] = type(obj).__name__, registered
+        else:
+            out["registered_name"] = None
         return out
     if callable(obj) and hasattr(obj, "__name__"):
         name = getattr(obj, "_registered_name", None) or getattr(obj, "_keras_name", None) or obj.__name__

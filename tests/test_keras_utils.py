@@ -146,7 +146,9 @@ def test_registration_scope_and_names():
     assert L.utils.get_registered_object("kutils_test>Scale") is Scale
     assert L.saving.get_registered_object("nothing", module_objects={"nothing": 5}) == 5
     cfg = L.saving.serialize_keras_object(Scale(3.0, name="s"))
-    assert cfg["registered_name"] == "kutils_test>Scale"
+    assert cfg["registered_name"] == "kutils_test>Scale" and cfg["class_name"] == "Scale"
+    k_cfg = keras.saving.serialize_keras_object(KScale(name="k"))
+    assert k_cfg["registered_name"] == "kutils_test>KScale" and k_cfg["class_name"] == "KScale"
     again = L.saving.deserialize_keras_object(cfg)
     assert type(again) is Scale and again.factor == 3.0
 
@@ -733,6 +735,18 @@ def test_plot_model_png_and_svg_layout(tmp_path):
 
     dot = L.utils.model_to_dot(model).to_string()
     assert dot.startswith('digraph "branchy"') and '"left" -> "cat";' in dot and '"inp" -> "right";' in dot
+
+    # a nested model with two inputs and two outputs: expanded, each arrow joins the layers it really joins
+    a, b = L.Input((2,), name="a"), L.Input((2,), name="b")
+    ia, ib = L.Input((2,)), L.Input((2,))
+    sub = L.Model([ia, ib], [L.layers.Add(name="add")([ia, ib]), L.layers.Dense(1, name="d1")(ib)], name="sub")
+    o1, o2 = sub([a, b])
+    two = L.Model([a, b], [L.layers.Dense(1, name="h1")(o1), L.layers.Dense(1, name="h2")(o2)])
+    arrows = set(re.findall(r'^  "([^"]+)" -> "([^"]+)";$', L.utils.model_to_dot(two, expand_nested=True).to_string(),
+                            re.M))
+    assert arrows == {("a", "sub/add"), ("b", "sub/add"), ("b", "sub/d1"), ("sub/add", "h1"), ("sub/d1", "h2")}
+    arrows = set(re.findall(r'^  "([^"]+)" -> "([^"]+)";$', L.utils.model_to_dot(two).to_string(), re.M))
+    assert arrows == {("a", "sub"), ("b", "sub"), ("sub", "h1"), ("sub", "h2")}
 
     class Sub(L.Model):
         def call(self, x):

@@ -27,8 +27,8 @@ def _is_container(layer):
 
 
 def _calls(model):
-    """[(layer, node, [sources])] in execution order and the output sources; a source is a layer or an int
-    (the index of a model input)."""
+    """[(layer, node, [sources])] in execution order and the output sources; a source is an int (the index
+    of a model input) or (layer, index of the tensor among that layer call's outputs)."""
     from ..layers.core import InputLayer
     from ..models.sequential import Sequential
     if isinstance(model, Sequential):
@@ -36,14 +36,14 @@ def _calls(model):
         for layer in model.layers:
             node = layer._inbound_nodes[-1] if layer._inbound_nodes else None
             calls.append((layer, node, [prev]))
-            prev = layer
+            prev = (layer, 0)
         return calls, [prev]
     inputs = {id(t): i for i, t in enumerate(model._flat_inputs)}
 
     def source(t):
         if id(t) in inputs:
             return inputs[id(t)]
-        return t._history[0]
+        return (t._history[0], t._history[2])
     calls = []
     for node in model._nodes:
         if isinstance(node.layer, InputLayer):
@@ -53,9 +53,9 @@ def _calls(model):
 
 
 def _graph(model, expand, prefix="", cluster=None, boxes=None, edges=None, clusters=None):
-    """Add the model's calls to boxes/edges; return ({input index: [entry keys]}, [exit keys])."""
+    """Add the model's calls to boxes/edges; return ({input index: [entry keys]}, {output index: [exit keys]})."""
     calls, outs = _calls(model)
-    ends = {}       # id(layer) -> (entry keys by input index, exit keys)
+    ends = {}       # id(layer) -> (entry keys by input index, exit keys by output index)
     entries = {}
     for layer, node, sources in calls:
         if id(layer) not in ends:
@@ -66,23 +66,28 @@ def _graph(model, expand, prefix="", cluster=None, boxes=None, edges=None, clust
                 ends[id(layer)] = _graph(layer, expand, sub, sub, boxes, edges, clusters)
             else:
                 boxes[key] = _Box(key, layer, node, cluster)
-                ends[id(layer)] = ({i: [key] for i in range(max(1, len(sources)))}, [key])
-        layer_in, _ = ends[id(layer)]
+                ends[id(layer)] = ({i: [key] for i in range(max(1, len(sources)))}, None)
+        layer_in = ends[id(layer)][0]
         for position, src in enumerate(sources):
             targets = layer_in.get(position) or [k for ks in layer_in.values() for k in ks]
             if isinstance(src, int):
                 entries.setdefault(src, []).extend(targets)
             else:
-                for a in ends[id(src)][1]:
+                for a in _exit_keys(ends, prefix, *src):
                     for b in targets:
                         edges.append((a, b))
-    exits = []
-    for src in outs:
-        if isinstance(src, int):
-            exits.extend(entries.get(src, []))
-        else:
-            exits.extend(ends[id(src)][1])
+    exits = {}
+    for i, src in enumerate(outs):
+        exits[i] = entries.get(src, []) if isinstance(src, int) else _exit_keys(ends, prefix, *src)
     return entries, exits
+
+
+def _exit_keys(ends, prefix, layer, index):
+    """The boxes that produce output `index` of a layer call (the layer's own box unless it was expanded)."""
+    exits = ends[id(layer)][1]
+    if exits is None:
+        return [f"{prefix}{layer.name}"]
+    return exits.get(index) or [k for ks in exits.values() for k in ks]
 
 
 def _model_graph(model, expand_nested):
@@ -101,13 +106,14 @@ def _model_graph(model, expand_nested):
         input_layers = [model._input_layer] if model._input_layer is not None else []
     else:
         input_layers = [t._history[0] for t in model._flat_inputs]
-    ordered = {}
+    ordered, first = {}, []
     for i, layer in enumerate(input_layers):
         if isinstance(layer, InputLayer):
             key = f"{layer.name}"
             ordered[key] = _Box(key, layer, layer._inbound_nodes[0], None)
-            edges[:0] = [(key, b) for b in entries.get(i, [])]
+            first += [(key, b) for b in entries.get(i, [])]
     ordered.update(boxes)
+    edges = first + edges
     seen, unique = set(), []
     for e in edges:
         if e not in seen and e[0] != e[1]:
