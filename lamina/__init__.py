@@ -17,3 +17,4 @@ from .models import *  # noqa: F401,F403  (Sequential, Model, load_model)
 from . import utils, datasets, data, random, saving, preprocessing
 from . import testing
 from . import export  # noqa: F401  (registers model.export formats)
+from . import applications  # noqa: F401,E402
