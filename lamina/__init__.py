@@ -14,7 +14,7 @@ from .layers import Input, Layer
 from . import losses, metrics, optimizers, callbacks
 from . import models
 from .models import *  # noqa: F401,F403  (Sequential, Model, load_model)
-from . import utils, datasets, data, random, saving
+from . import utils, datasets, data, random, saving, preprocessing
 from . import testing
 from . import export  # noqa: F401  (registers model.export formats)
 from . import applications  # noqa: F401,E402

@@ -3,6 +3,10 @@ registers itself here when defined, so that configs and model files can find cla
 without importing anything from an upper floor, and without ever executing code from a file."""
 
 _REGISTRY = {}
+# keras.saving.get_custom_objects(): user objects registered by name (register_keras_serializable adds
+# 'package>Name' here); _SCOPE holds the dict of the innermost custom_object_scope (lamina.saving).
+_CUSTOM_OBJECTS = {}
+_SCOPE = {}
 # export format name -> function(model, filepath, **kwargs); filled by lamina.export (a higher floor)
 EXPORTERS = {}
 
@@ -16,8 +20,11 @@ def register(cls, name=None):
 def register_keras_serializable(package="Custom", name=None):
     """Decorator registering a user class, as ``keras.saving.register_keras_serializable``."""
     def deco(cls):
+        if isinstance(cls, type) and not hasattr(cls, "get_config"):
+            raise ValueError("Cannot register a class that does not have a get_config() method.")
         key = name or cls.__name__
         _REGISTRY[f"{package}>{key}"] = cls
+        _CUSTOM_OBJECTS[f"{package}>{key}"] = cls
         _REGISTRY.setdefault(key, cls)
         cls._registered_name = f"{package}>{key}"
         return cls
@@ -25,9 +32,11 @@ def register_keras_serializable(package="Custom", name=None):
 
 
 def get_registered_object(name, custom_objects=None, base=None):
-    """The class registered as name (custom_objects first), or None."""
-    if custom_objects and name in custom_objects:
-        return custom_objects[name]
+    """The class registered as name, or None: looked up in the active custom_object_scope, the user's
+    custom objects (get_custom_objects), custom_objects, then lamina's own classes."""
+    for table in (_SCOPE, _CUSTOM_OBJECTS, custom_objects):
+        if table and name in table:
+            return table[name]
     cls = _REGISTRY.get(name)
     if cls is None and ">" in name:
         cls = _REGISTRY.get(name.split(">", 1)[1])

@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 
 from .. import backend, callbacks as callbacks_mod, losses as losses_mod, metrics as metrics_mod
+from ..data.py_dataset import PyDataset, PyDatasetAdapter
 from ..layers.layer import _nest_flatten, _nest_map
 from ..tensor import Tensor
 
@@ -237,6 +238,9 @@ def make_data(x, y=None, sample_weight=None, batch_size=None, shuffle=False, ste
                          "already hold (x, y) pairs.")
     if batch_size is not None:
         warnings.warn("batch_size is ignored when x is a generator or an iterable of batches.", stacklevel=4)
+    if isinstance(x, PyDataset):  # keras.utils.PyDataset: epoch hooks, batch-order shuffling, worker threads
+        weigh = (lambda yb, sw: apply_class_weight(yb, sw, class_weight)) if class_weight else None
+        x = PyDatasetAdapter(x, shuffle, weigh)
     return IterableData(x, steps)
 
 

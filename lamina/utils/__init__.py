@@ -1,5 +1,20 @@
-"""Utilities with Keras's names: set_random_seed, to_categorical, pad_sequences, ..."""
+"""``keras.utils`` with Keras 3's names: data sets from arrays and directories, PyDataset, image files,
+plot_model, serialisation helpers, set_random_seed, to_categorical, pad_sequences, Progbar, ...
+
+What lamina leaves out of keras.utils, and why: ``FeatureSpace`` (a tf.data-based preprocessing pipeline
+over mixed feature types), ``bounding_boxes`` (box-format conversion for KerasCV-style detection
+pipelines), and ``unpack_x_y_sample_weight`` here only when another part of lamina provides it.
+"""
 from ..backend import set_random_seed  # noqa: F401
-from ..registry import register_keras_serializable  # noqa: F401
+from ..data.py_dataset import PyDataset, Sequence  # noqa: F401
+from ..saving import (CustomObjectScope, custom_object_scope, deserialize_keras_object,  # noqa: F401
+                      get_custom_objects, get_registered_name, get_registered_object,
+                      register_keras_serializable, serialize_keras_object)
+from . import legacy  # noqa: F401
 from .data_utils import *  # noqa: F401,F403
+from .dataset_utils import (audio_dataset_from_directory, image_dataset_from_directory,  # noqa: F401
+                            pack_x_y_sample_weight, text_dataset_from_directory, timeseries_dataset_from_array)
+from .general import *  # noqa: F401,F403
+from .image_utils import array_to_img, img_to_array, load_img, save_img  # noqa: F401
+from .model_visualization import model_to_dot, plot_model  # noqa: F401
 from .progbar import Progbar  # noqa: F401

@@ -152,7 +152,7 @@ def _split_sizes(n, left_size, right_size):
     return left, right
 
 
-def split_dataset(dataset, left_size=None, right_size=None, shuffle=False, seed=None):
+def split_dataset(dataset, left_size=None, right_size=None, shuffle=False, seed=None, preferred_backend=None):
     """Split an array (or a tuple/list/dict of arrays with the same first axis) into two parts.
 
     Args:
@@ -162,7 +162,8 @@ def split_dataset(dataset, left_size=None, right_size=None, shuffle=False, seed=
         shuffle: shuffle the samples before splitting; seed: seed for that shuffle (default lamina's RNG).
     Returns: (left, right), each of the same structure as ``dataset``.
 
-    Unlike Keras (which returns tf.data datasets), lamina returns arrays.
+    Unlike Keras (which returns tf.data datasets), lamina returns arrays; ``preferred_backend`` (Keras's
+    choice between tf.data and torch datasets) is accepted and ignored.
     """
     if isinstance(dataset, dict):
         keys = list(dataset)

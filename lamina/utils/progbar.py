@@ -90,6 +90,10 @@ class Progbar:
 
     @property
     def _out(self):
+        if self.stream is None:
+            from .general import is_interactive_logging_enabled
+            if not is_interactive_logging_enabled():
+                return _LogStream()
         return self.stream or sys.stdout
 
     def add(self, n, values=None):
@@ -185,3 +189,20 @@ class Progbar:
             text = "\n".join([head] + _wrap(metrics, columns - 1))
         self._out.write(("\r" if self._drawn else "") + text.replace("\n", "\x1b[K\n") + "\x1b[K\n")
         self._out.flush()
+
+
+class _LogStream:
+    """A stream that sends each finished line to the 'lamina' logger (disable_interactive_logging)."""
+
+    def write(self, text):
+        import logging
+        for line in text.replace("\r", "\n").split("\n"):
+            if line.strip():
+                logging.getLogger("lamina").info(line)
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
