@@ -239,3 +239,14 @@ def test_docs_gan_example_runs():
     for block in blocks:
         exec(compile(block, "docs/gan.md", "exec"), scope)  # noqa: S102 - our own documentation
     assert scope["samples"].shape == (16, 28, 28, 1) and np.isfinite(float(scope["g_loss"]))
+
+
+def test_inputs_and_outputs_are_flat_lists_as_in_keras():
+    a, b = lamina.Input((3,), name="a"), lamina.Input((3,), name="b")
+    added = lamina.layers.Add()([a, b])
+    model = lamina.Model({"a": a, "b": b}, added)
+    assert isinstance(model.inputs, list) and [t.name for t in model.inputs] == ["a", "b"]
+    assert isinstance(model.outputs, list) and len(model.outputs) == 1
+    assert model.output is added and isinstance(model.input, dict)
+    single = lamina.Sequential([lamina.Input((3,)), lamina.layers.Dense(2)])
+    assert isinstance(single.inputs, list) and single.inputs[0] is single.input

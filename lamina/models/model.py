@@ -93,15 +93,19 @@ class Model(Layer):
 
     @property
     def inputs(self):
-        return getattr(self, "_model_inputs", None)
+        """The model's symbolic inputs as a flat list, as Keras gives them (``input`` keeps the structure)."""
+        ins = getattr(self, "_model_inputs", None)
+        return None if ins is None else _nest_flatten(ins)
 
     @property
     def outputs(self):
-        return getattr(self, "_model_outputs", None)
+        """The model's symbolic outputs as a flat list (``output`` keeps the structure)."""
+        outs = getattr(self, "_model_outputs", None)
+        return None if outs is None else _nest_flatten(outs)
 
     @property
     def input(self):
-        ins = self.inputs
+        ins = getattr(self, "_model_inputs", None)
         if ins is None:
             return Layer.input.fget(self)
         flat = _nest_flatten(ins)
@@ -109,7 +113,7 @@ class Model(Layer):
 
     @property
     def output(self):
-        outs = self.outputs
+        outs = getattr(self, "_model_outputs", None)
         if outs is None:
             return Layer.output.fget(self)
         flat = _nest_flatten(outs)
