@@ -51,6 +51,13 @@ class Model(Layer):
 
     def __init__(self, *args, **kwargs):
         if args or "inputs" in kwargs or "outputs" in kwargs:
+            functional = get_registered_object("Functional")
+            if len(args) + ("inputs" in kwargs) + ("outputs" in kwargs) >= 2 and not isinstance(self, functional):
+                # ``class Custom(Model)`` built as ``Custom(inputs, outputs)``: a functional model with the
+                # subclass's overrides (train_step, ...), as in Keras's "customizing fit()" guide
+                _make_functional(type(self), functional)
+                functional.__init__(self, *args, **kwargs)
+                return
             raise TypeError(f"{type(self).__name__}: a subclassed Model takes no inputs/outputs; build a "
                             "functional model with lamina.Model(inputs, outputs) instead.")
         super().__init__(**kwargs)
@@ -447,6 +454,16 @@ class Model(Layer):
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _make_functional(cls, functional):
+    """Rebase a Model subclass on Functional (where it named Model as a base), as Keras does for a subclass
+    called with inputs and outputs: its methods then override Functional's, and Functional's call runs the graph."""
+    if cls is Model or cls is functional or not issubclass(cls, Model) or issubclass(cls, functional):
+        return
+    for base in cls.__bases__:
+        _make_functional(base, functional)
+    cls.__bases__ = tuple(functional if base is Model else base for base in cls.__bases__)
 
 
 def _to_float(value):
