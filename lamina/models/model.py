@@ -290,6 +290,13 @@ class Model(Layer):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Scalar loss Tensor: the compiled losses (weighted) plus the model's added and regularisation
         losses. Override it to train on another loss: fit logs and evaluate returns the value it returns."""
+        if self._compile_state is None:
+            if not self.losses:
+                raise RuntimeError(f"Model '{self.name}' has no loss to compute: call compile(loss=...) first.")
+            total = None
+            for extra in self.losses:
+                total = extra if total is None else total + extra
+            return total
         return self._compile_state.compute_loss(y, y_pred, sample_weight)
 
     def _compute_loss(self, x, y, y_pred, sample_weight, training):
