@@ -729,3 +729,34 @@ def test_embedding_in_a_custom_layer_on_a_float_input(keras):
     k_model, _ = build(keras)
     k_model.set_weights(model.get_weights())
     np.testing.assert_allclose(out, k_model.predict(ids, verbose=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda K: K.layers.LayerNormalization(), (2, 4)),
+    (lambda K: K.layers.BatchNormalization(), (2, 4)),
+    (lambda K: K.layers.GroupNormalization(2), (2, 4)),
+    (lambda K: K.layers.Normalization(mean=0.5, variance=2.0), (2, 4)),
+    (lambda K: K.layers.GlobalAveragePooling1D(), (2, 5, 3)),
+    (lambda K: K.layers.PReLU(), (2, 4)),
+    (lambda K: K.layers.Dense(3), (2, 4)),
+], ids=["LayerNormalization", "BatchNormalization", "GroupNormalization", "Normalization",
+        "GlobalAveragePooling1D", "PReLU", "Dense"])
+@pytest.mark.parametrize("dtype", ["bool", "int32"])
+def test_float_layers_compute_integer_inputs_in_float32_as_keras(keras, make, shape, dtype):
+    if dtype == "bool" and make(lamina).__class__.__name__ == "PReLU":
+        pytest.skip("Keras refuses bool inputs to PReLU (torch has no bool PReLU)")
+    x = (np.arange(np.prod(shape)).reshape(shape) % 3).astype(dtype)
+    layer = make(lamina)
+    out = layer(x)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out.numpy(), layer(x.astype("float32")).numpy(), rtol=1e-6)
+    theirs = make(keras)
+    theirs(x.astype("float32"))
+    theirs.set_weights(layer.get_weights())
+    k_out = theirs(x)
+    assert str(k_out.dtype).endswith("float32")
+    if type(layer).__name__ in ("LayerNormalization", "GroupNormalization"):
+        # Keras takes these moments in the integer dtype (all outputs 1.0 here); lamina normalises the
+        # float values, what Keras gives for the same input as float32
+        k_out = theirs(x.astype("float32"))
+    np.testing.assert_allclose(out.numpy(), keras.ops.convert_to_numpy(k_out), rtol=1e-5, atol=1e-6)
