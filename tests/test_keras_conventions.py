@@ -760,3 +760,23 @@ def test_float_layers_compute_integer_inputs_in_float32_as_keras(keras, make, sh
         # float values, what Keras gives for the same input as float32
         k_out = theirs(x.astype("float32"))
     np.testing.assert_allclose(out.numpy(), keras.ops.convert_to_numpy(k_out), rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_list_order_for_several_outputs_is_keras_s(keras):
+    def run(K):
+        i = K.Input((3,))
+        m = K.Model(i, [K.layers.Dense(1, name="a")(i), K.layers.Dense(2, name="b")(i)])
+        m.compile("sgd", ["mse", "mae"], metrics=[["mae"], ["mse"]])
+        m.set_weights([np.full(w.shape, 0.1 * (j + 1), "float32") for j, w in enumerate(m.get_weights())])
+        x = np.arange(12, dtype="float32").reshape(4, 3) / 10
+        ys = [np.ones((4, 1), "float32"), np.zeros((4, 2), "float32")]
+        ev, d = m.evaluate(x, ys, verbose=0), m.evaluate(x, ys, verbose=0, return_dict=True)
+        return ev, m.train_on_batch(x, ys), d
+
+    (ev, tob, d), (k_ev, k_tob, k_d) = run(lamina), run(keras)
+    np.testing.assert_allclose(ev, k_ev, rtol=1e-5)
+    np.testing.assert_allclose(tob, k_tob, rtol=1e-5)
+    assert d.keys() == k_d.keys()
+    # [loss, a_loss, b_loss, a_mae, b_mse], each recomputed
+    np.testing.assert_allclose(ev[0], ev[1] + ev[2], rtol=1e-6)
+    np.testing.assert_allclose(ev[1:], [d["a_loss"], d["b_loss"], d["a_mae"], d["b_mse"]], rtol=1e-6)

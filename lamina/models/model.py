@@ -261,7 +261,8 @@ class Model(Layer):
 
     @property
     def metrics_names(self):
-        """The names of the logged values, in the order evaluate() lists them (compile_metrics expanded)."""
+        """The names of the logged values: the loss, the compiled metrics (compile_metrics expanded), the
+        per-output losses, the model's own metrics."""
         names = []
         for m in self.metrics:
             if isinstance(m, training.CompileMetrics):
@@ -407,9 +408,16 @@ class Model(Layer):
         return training.to_numpy_structure(self.predict_step((training.to_batch(x),)))
 
     def _flatten_logs(self, logs):
-        """[loss, *metrics] in ``metrics_names`` order, then the other logged values by name; a single
-        value alone (Keras's evaluate)."""
-        names = self.metrics_names
+        """The logs as Keras's evaluate lists them: loss, the compiled metrics in compile order (one output)
+        and the per-output losses, then every other logged value by name (for several outputs, the
+        compiled metrics come there, as in Keras); a single value alone."""
+        names = []
+        for m in self.metrics:
+            if isinstance(m, training.CompileMetrics):
+                if not m._state.output_trackers:  # one output
+                    names.extend(n for n, _ in m._state.named_metrics())
+            else:
+                names.append(m.name)
         values = [logs[k] for k in names if k in logs]
         values += [logs[k] for k in sorted(logs) if k not in names]
         return values[0] if len(values) == 1 else values
