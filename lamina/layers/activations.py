@@ -99,6 +99,8 @@ class PReLU(_Elementwise):
     dalpha = sum of dy * x over the entries with x <= 0 (and over the batch and shared axes).
     """
 
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype, as Keras
+
     def __init__(self, alpha_initializer="Zeros", alpha_regularizer=None, alpha_constraint=None, shared_axes=None,
                  **kwargs):
         super().__init__(**kwargs)

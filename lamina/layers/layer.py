@@ -209,7 +209,14 @@ class InputSpec:
 
 class Layer:
     """Base of every layer. Subclasses write ``build(input_shape)`` (weights via ``add_weight``),
-    ``call(inputs, training=None)`` (composing ops) and ``compute_output_shape``."""
+    ``call(inputs, training=None)`` (composing ops) and ``compute_output_shape``.
+
+    Input casting, as Keras: with ``autocast`` (the default) float inputs are cast to the layer's dtype;
+    layers that compute in float whatever they are given (``_cast_integer_inputs = True``: the recurrent
+    layers and cells; Dense casts in its call) cast bool and integer inputs to it as well; Embedding
+    (autocast off) casts whole-number floats to ids. Other layers pass integers through (Flatten, Dropout)."""
+
+    _cast_integer_inputs = False
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -487,6 +494,15 @@ class Layer:
             t._keras_mask = mask
         return t
 
+    def _cast_integers(self, t):
+        """A bool or integer input in the layer's float dtype (layers with ``_cast_integer_inputs``)."""
+        if isinstance(t, Tensor) and self.autocast and t.dtype.kind in "biu":
+            from ..ops.math import cast
+            mask = getattr(t, "_keras_mask", None)
+            t = cast(t, self._dtype)
+            t._keras_mask = mask
+        return t
+
     def _maybe_build(self, shapes):
         if self.built:
             return
@@ -503,6 +519,8 @@ class Layer:
             return self._symbolic_call(*args, **kwargs)
         names, var_kw, training_default = self._call_params()
         inputs = _nest_map(self._convert_input, inputs)
+        if self._cast_integer_inputs:
+            inputs = _nest_map(self._cast_integers, inputs)
         args = (inputs,) + tuple(_nest_map(self._convert_input, a) if isinstance(a, (np.ndarray, Tensor)) else a
                                  for a in args[1:])
         # training: given by the caller, else from an outer layer call, else call()'s default (Keras)
@@ -606,9 +624,8 @@ class Layer:
                     return t
                 shape = tuple(fill if d is None else d for d in t.shape)
                 xp = self._array_module()
-                if np.issubdtype(t.dtype, np.integer):
-                    return Tensor(xp.ones(shape, t.dtype))
-                return Tensor(xp.full(shape, 0.5, t.dtype))
+                # ones, as Keras's tracing: valid ids for an Embedding inside a custom layer, too
+                return Tensor(xp.ones(shape, t.dtype))
             a = _nest_map(dummy, args)
             k = _nest_map(dummy, kwargs)
             k.pop("training", None)

@@ -24,6 +24,8 @@ class BatchNormalization(Layer):
     always runs in inference mode, as in Keras 3.
     """
 
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype, as Keras
+
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  beta_initializer="zeros", gamma_initializer="ones", moving_mean_initializer="zeros",
                  moving_variance_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
@@ -106,6 +108,8 @@ class LayerNormalization(Layer):
     rms_scaling (Keras 3's formula): y = x / sqrt(var + epsilon) * gamma.
     """
 
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype, as Keras
+
     def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, rms_scaling=False,
                  beta_initializer="zeros", gamma_initializer="ones", beta_regularizer=None,
                  gamma_regularizer=None, beta_constraint=None, gamma_constraint=None, **kwargs):
@@ -168,6 +172,8 @@ class GroupNormalization(Layer):
     Forward: channels split into ``groups`` groups of C / groups; y = (x - mean_g) / sqrt(var_g + epsilon)
     * gamma + beta, statistics per sample and group over the group's channels and all positions.
     """
+
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype, as Keras
 
     def __init__(self, groups=32, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
                  gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None, beta_constraint=None,

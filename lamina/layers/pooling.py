@@ -107,6 +107,8 @@ class GlobalAveragePooling1D(BaseGlobalPooling):
     """Mean over the steps: (N, L, C) -> (N, C) (keepdims: (N, 1, C)); no parameters.
     With a mask (N, L), masked steps are left out of the mean: sum(x * m) / sum(m)."""
 
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype, as Keras
+
     def __init__(self, data_format=None, keepdims=False, **kwargs):
         super().__init__(1, "avg", data_format, keepdims, **kwargs)
         self.supports_masking = True
@@ -126,6 +128,8 @@ class GlobalAveragePooling1D(BaseGlobalPooling):
 
 class GlobalAveragePooling2D(BaseGlobalPooling):
     """Mean of each channel over the image: (N, H, W, C) -> (N, C) (keepdims: (N, 1, 1, C)); no parameters."""
+
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype, as Keras
 
     def __init__(self, data_format=None, keepdims=False, **kwargs):
         super().__init__(2, "avg", data_format, keepdims, **kwargs)

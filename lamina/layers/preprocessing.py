@@ -32,6 +32,8 @@ class Normalization(Layer):
     Input shape: any, (N, ..., d). Output: same shape.
     """
 
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype, as Keras
+
     def __init__(self, axis=-1, mean=None, variance=None, invert=False, **kwargs):
         super().__init__(**kwargs)
         if axis is None:

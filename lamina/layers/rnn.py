@@ -39,6 +39,8 @@ def _dropout_mask(shape, rate, dtype, like):
 class _CellBase(Layer):
     """What the three built-in cells share: arguments, dropout masks reused across the time steps."""
 
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype, as Keras
+
     def _setup(self, units, activation, use_bias, kernel_initializer, recurrent_initializer, bias_initializer,
                kernel_regularizer, recurrent_regularizer, bias_regularizer, kernel_constraint,
                recurrent_constraint, bias_constraint, dropout, recurrent_dropout, seed):
@@ -277,6 +279,8 @@ class RNN(Layer):
     unroll (accepted, no effect); zero_output_for_mask.
     Call: ``layer(x, initial_state=None, mask=None, training=False)``.
     """
+
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype, as Keras
 
     def __init__(self, cell, return_sequences=False, return_state=False, go_backwards=False, stateful=False,
                  unroll=False, zero_output_for_mask=False, **kwargs):
@@ -548,6 +552,8 @@ class Bidirectional(Layer):
     flipped back to the input's time order before merging. return_state adds the forward states, then
     the backward states. Weights: forward layer's, then backward layer's.
     """
+
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype, as Keras
 
     def __init__(self, layer, merge_mode="concat", weights=None, backward_layer=None, **kwargs):
         if isinstance(layer, dict):

@@ -11,15 +11,16 @@ until compile() is called again (the classic GAN recipe relies on it). fit/evalu
 in training.py; the step functions (train_step, test_step, predict_step) live here and may be overridden.
 """
 import contextlib
+import inspect
 import json
 import warnings
 
 import numpy as np
 
-from .. import backend, losses as losses_mod, optimizers
+from .. import backend, losses as losses_mod, metrics as metrics_mod, optimizers
 from ..layers.layer import KerasTensor, Layer, _nest_flatten
 from ..registry import get_registered_object, serialize
-from ..tensor import grad, no_grad
+from ..tensor import Tensor, grad, no_grad
 from . import summary as summary_mod
 from . import training
 
@@ -50,6 +51,13 @@ class Model(Layer):
 
     def __init__(self, *args, **kwargs):
         if args or "inputs" in kwargs or "outputs" in kwargs:
+            functional = get_registered_object("Functional")
+            if len(args) + ("inputs" in kwargs) + ("outputs" in kwargs) >= 2 and not isinstance(self, functional):
+                # ``class Custom(Model)`` built as ``Custom(inputs, outputs)``: a functional model with the
+                # subclass's overrides (train_step, ...), as in Keras's "customizing fit()" guide
+                _make_functional(type(self), functional)
+                functional.__init__(self, *args, **kwargs)
+                return
             raise TypeError(f"{type(self).__name__}: a subclassed Model takes no inputs/outputs; build a "
                             "functional model with lamina.Model(inputs, outputs) instead.")
         super().__init__(**kwargs)
@@ -175,7 +183,7 @@ class Model(Layer):
                 f"Model '{self.name}': `trainable` was changed after compile(). The compiled model keeps the "
                 "trainable flags it had at compile() time (so the classic GAN recipe works); the change takes "
                 "effect for this model at its next compile() call, and for any model compiled from now on.",
-                UserWarning, stacklevel=4)
+                UserWarning, stacklevel=5)  # past the setter, Layer.__setattr__, Model.__setattr__
 
     def _snapshot_flags(self):
         return [(layer, layer._trainable) for layer in self._sublayers()]
@@ -235,55 +243,124 @@ class Model(Layer):
         if not self.compiled:
             raise RuntimeError(f"You must call compile() on model '{self.name}' before {what}().")
 
+    # ----- metrics (Keras's order: loss, compiled metrics, per-output losses, the model's own Metric attributes)
+    def __setattr__(self, name, value):
+        if isinstance(value, metrics_mod.Metric) or (isinstance(value, (list, tuple)) and value and all(
+                isinstance(v, metrics_mod.Metric) for v in value)):
+            tracked = self.__dict__.setdefault("_tracked_metrics", [])
+            for m in value if isinstance(value, (list, tuple)) else [value]:
+                if not any(m is t for t in tracked):
+                    tracked.append(m)
+        super().__setattr__(name, value)
+
     @property
     def metrics(self):
-        return self._compile_state.metric_objects() if self._compile_state is not None else []
+        """Every metric fit() resets at each epoch and logs: the loss tracker (name 'loss'), the compiled
+        metrics as one entry named 'compile_metrics' (its ``result()`` is a dict), one loss tracker per
+        output, then the Metric objects set as attributes of the model (``self.loss_tracker = ...``).
+        Subclasses may override it, as in Keras's guide, to list their own trackers."""
+        out = self._compile_state.trackers() if self._compile_state is not None else []
+        return out + list(self.__dict__.get("_tracked_metrics", []))
 
     @property
     def metrics_names(self):
-        return ["loss"] + ([n for n, _ in self._compile_state.named_metrics()] if self._compile_state else [])
+        """The names of the logged values: the loss, the compiled metrics (compile_metrics expanded), the
+        per-output losses, the model's own metrics."""
+        names = []
+        for m in self.metrics:
+            if isinstance(m, training.CompileMetrics):
+                names.extend(n for n, _ in m._state.named_metrics())
+            else:
+                names.append(m.name)
+        return names
 
     def reset_metrics(self):
-        if self._compile_state is not None:
-            self._compile_state.reset()
+        """Reset every metric of ``model.metrics`` (fit does at the start of each epoch)."""
+        for m in self.metrics:
+            m.reset_state()
+
+    def get_metrics_result(self):
+        """{name: value} of every metric in ``model.metrics`` (a dict result, compile_metrics', merged in)."""
+        logs = {}
+        for m in self.metrics:
+            result = m.result()
+            if isinstance(result, dict):
+                logs.update(result)
+            else:
+                logs[m.name] = result
+        return training.pythonify_logs(logs)
 
     # ----- steps (override points, as in Keras)
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Scalar loss Tensor: the compiled losses (weighted) plus the model's regularisation losses."""
+        """Scalar loss Tensor: the compiled losses (weighted) plus the model's added and regularisation
+        losses. Override it to train on another loss: fit logs and evaluate returns the value it returns."""
+        if self._compile_state is None:
+            if not self.losses:
+                raise RuntimeError(f"Model '{self.name}' has no loss to compute: call compile(loss=...) first.")
+            total = None
+            for extra in self.losses:
+                total = extra if total is None else total + extra
+            return total
         return self._compile_state.compute_loss(y, y_pred, sample_weight)
 
+    def _compute_loss(self, x, y, y_pred, sample_weight, training):
+        """compute_loss, also for overrides written before Keras 3.3 (without the training argument)."""
+        params = inspect.signature(self.compute_loss).parameters
+        if "training" in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            return self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+        return self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Update the compiled metrics with one batch; returns ``get_metrics_result()`` (the step's logs)."""
+        if self._compile_state is not None and self._compile_state.compile_metrics is not None:
+            self._compile_state.compile_metrics.update_state(y, y_pred, sample_weight)
+        return self.get_metrics_result()
+
+    def _track_loss(self, loss, x):
+        """The running mean of the loss (weighted by batch size), kept by the loss tracker of compile()."""
+        if loss is not None and self._compile_state is not None:
+            self._compile_state.loss_tracker.update_state(float(_to_float(loss)),
+                                                          sample_weight=training.batch_size_of(x))
+
     def train_step(self, data):
-        """One update: forward (training=True), loss, lamina.grad, optimizer.apply_gradients. Returns logs."""
+        """One update: forward (training=True), ``compute_loss``, lamina.grad, optimizer.apply_gradients.
+        ``data`` is x, (x, y) or (x, y, sample_weight), as Keras passes it. Returns the logs."""
         x, y, sample_weight = training.unpack_x_y_sample_weight(data)
-        state = self._compile_state
         with self._compiled_flags():
             y_pred = self(x, training=True)
-            loss = self.compute_loss(x, y, y_pred, sample_weight)
-            value = float(loss.numpy())
+            loss = self._compute_loss(x, y, y_pred, sample_weight, True)
+            value = _to_float(loss)
             if not np.isfinite(value):
                 raise training.NonFiniteLoss(value)
+            self._track_loss(value, x)
             variables = self.trainable_weights
-            if variables and loss.requires_grad:
+            if variables and isinstance(loss, Tensor) and loss.requires_grad:
                 grads = grad(loss, variables)
                 bad = training.nonfinite_indices(grads)  # before the update: NaN never reaches the weights
                 if bad:
                     raise training.NonFiniteUpdate(self, [variables[i] for i in bad])
                 self.optimizer.apply_gradients(zip(grads, variables))
-        state.update_metrics(y, y_pred, sample_weight, training.batch_size_of(x))
-        return state.result()
+        return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
+        """Forward (training=False), ``compute_loss`` and the metrics for one batch. Returns the logs."""
         x, y, sample_weight = training.unpack_x_y_sample_weight(data)
         with self._compiled_flags(), no_grad():
             y_pred = self(x, training=False)
-            self.compute_loss(x, y, y_pred, sample_weight)
-        self._compile_state.update_metrics(y, y_pred, sample_weight, training.batch_size_of(x))
-        return self._compile_state.result()
+            loss = self._compute_loss(x, y, y_pred, sample_weight, False)
+        self._track_loss(loss, x)
+        return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def predict_step(self, data):
         x, _, _ = training.unpack_x_y_sample_weight(data)
         with no_grad():
             return self(x, training=False)
+
+    def zero_grad(self, set_to_none=True):
+        """Clear ``.grad`` of every weight of the model (what ``loss.backward()`` accumulates into), as
+        torch's ``Module.zero_grad``: the PyTorch-style custom train_step calls it before each backward."""
+        for w in self.weights:
+            w.grad = None if set_to_none or w.grad is None else w.grad * 0
 
     # ----- loops
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
@@ -315,7 +392,8 @@ class Model(Layer):
         self.reset_metrics()
         sample_weight = training.apply_class_weight(y, sample_weight, class_weight)
         try:
-            logs = self.train_step((training.to_batch(x), training.to_batch(y), sample_weight))
+            logs = training.pythonify_logs(
+                self.train_step((training.to_batch(x), training.to_batch(y), training.to_batch(sample_weight))))
         except training.NonFiniteLoss as e:
             raise FloatingPointError(training.nonfinite_message(self, x, e.value, "train_on_batch")) from None
         except training.NonFiniteUpdate as e:
@@ -325,15 +403,26 @@ class Model(Layer):
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
         self._assert_compiled("test_on_batch")
         self.reset_metrics()
-        logs = self.test_step((training.to_batch(x), training.to_batch(y), sample_weight))
+        logs = training.pythonify_logs(
+            self.test_step((training.to_batch(x), training.to_batch(y), training.to_batch(sample_weight))))
         return logs if return_dict else self._flatten_logs(logs)
 
     def predict_on_batch(self, x):
-        return training.to_numpy_structure(self.predict_step((training.to_batch(x), None, None)))
+        return training.to_numpy_structure(self.predict_step((training.to_batch(x),)))
 
     def _flatten_logs(self, logs):
-        values = [logs[k] for k in self.metrics_names if k in logs]
-        values += [v for k, v in logs.items() if k not in self.metrics_names]
+        """The logs as Keras's evaluate lists them: loss, the compiled metrics in compile order (one output)
+        and the per-output losses, then every other logged value by name (for several outputs, the
+        compiled metrics come there, as in Keras); a single value alone."""
+        names = []
+        for m in self.metrics:
+            if isinstance(m, training.CompileMetrics):
+                if not m._state.output_trackers:  # one output
+                    names.extend(n for n, _ in m._state.named_metrics())
+            else:
+                names.append(m.name)
+        values = [logs[k] for k in names if k in logs]
+        values += [logs[k] for k in sorted(logs) if k not in names]
         return values[0] if len(values) == 1 else values
 
     # ----- weights files and config
@@ -383,6 +472,23 @@ class Model(Layer):
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _make_functional(cls, functional):
+    """Rebase a Model subclass on Functional (where it named Model as a base), as Keras does for a subclass
+    called with inputs and outputs: its methods then override Functional's, and Functional's call runs the graph."""
+    if cls is Model or cls is functional or not issubclass(cls, Model) or issubclass(cls, functional):
+        return
+    for base in cls.__bases__:
+        _make_functional(base, functional)
+    cls.__bases__ = tuple(functional if base is Model else base for base in cls.__bases__)
+
+
+def _to_float(value):
+    """A Python float from a scalar loss (Tensor, array or number)."""
+    if isinstance(value, Tensor):
+        value = value.numpy()
+    return float(np.asarray(value).reshape(()) if np.ndim(value) == 0 else np.asarray(value).mean())
 
 
 def _nest_map_shapes(fn, shapes):

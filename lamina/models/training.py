@@ -22,6 +22,7 @@ from .. import backend, callbacks as callbacks_mod, losses as losses_mod, metric
 from ..data.py_dataset import PyDataset, PyDatasetAdapter
 from ..layers.layer import _nest_flatten, _nest_map
 from ..tensor import Tensor
+from ..utils.packing import pack_x_y_sample_weight, unpack_x_y_sample_weight  # noqa: F401  (Keras's batch forms)
 
 
 class NonFiniteLoss(Exception):
@@ -79,19 +80,6 @@ def nonfinite_indices(arrays):
 
 
 # ----- batches
-def unpack_x_y_sample_weight(data):
-    if isinstance(data, tuple):
-        if len(data) == 1:
-            return data[0], None, None
-        if len(data) == 2:
-            return data[0], data[1], None
-        if len(data) == 3:
-            return data
-        raise ValueError(f"A batch must be x, (x,), (x, y) or (x, y, sample_weight); received a tuple of "
-                         f"{len(data)} elements.")
-    return data, None, None
-
-
 def _to_array(a):
     if isinstance(a, Tensor):
         return a.data
@@ -180,8 +168,11 @@ class ArrayData:
             else:
                 idx = order[b * bs:(b + 1) * bs]
             take = lambda a: None if a is None else a[idx]  # noqa: E731
-            yield (_nest_map(take, self.x), _nest_map(take, self.y) if self.y is not None else None,
-                   _nest_map(take, self.sample_weight) if self.sample_weight is not None else None)
+            # Keras's forms: x, (x, y), or (x, y, sample_weight) only when there are sample weights
+            yield pack_x_y_sample_weight(_nest_map(take, self.x),
+                                         _nest_map(take, self.y) if self.y is not None else None,
+                                         _nest_map(take, self.sample_weight) if self.sample_weight is not None
+                                         else None)
 
 
 class IterableData:
@@ -214,7 +205,9 @@ class IterableData:
         else:
             source = iter(self.data)
         for step, batch in enumerate(source):
-            yield tuple(to_batch(b) for b in batch) if isinstance(batch, tuple) else (to_batch(batch), None, None)
+            # a tuple batch goes to train_step as it came; anything else is x alone (a list of arrays: (x,))
+            yield tuple(to_batch(b) for b in batch) if isinstance(batch, tuple) else \
+                pack_x_y_sample_weight(to_batch(batch))
             if self.steps and step + 1 >= self.steps:
                 break
         else:
@@ -274,16 +267,38 @@ def _validation_split(x, y, sample_weight, validation_split):
 
 
 # ----- compiled losses and metrics
-class _Mean:
-    def __init__(self):
-        self.total, self.count = 0.0, 0.0
+class CompileMetrics:
+    """The metrics given to compile(), seen as one entry of ``model.metrics`` named 'compile_metrics' (Keras's
+    CompileMetrics): ``update_state(y, y_pred, sample_weight)`` updates each of them (resolving them from the
+    first batch's shapes), ``result()`` is a dict {metric name: value}, ``metrics`` lists them."""
 
-    def update(self, value, weight=1.0):
-        self.total += float(value) * weight
-        self.count += weight
+    name = "compile_metrics"
+
+    def __init__(self, state):
+        self._state = state
+
+    @property
+    def metrics(self):
+        return self._state.metric_objects()
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        self._state.update_metrics(y_true, y_pred, sample_weight)
 
     def result(self):
-        return self.total / self.count if self.count else 0.0
+        return {name: float(m.result()) for name, m in self._state.named_metrics()}
+
+    def reset_state(self):
+        for m in self.metrics:
+            m.reset_state()
+
+    reset_states = reset_state
+
+    @property
+    def variables(self):
+        return [v for m in self.metrics for v in m.variables]
+
+    def __repr__(self):
+        return f"<CompileMetrics name={self.name}>"
 
 
 def _loss_object(loss):
@@ -362,9 +377,13 @@ class CompileState:
         for spec in _nest_flatten(loss if isinstance(loss, (list, tuple, dict)) else [loss]):
             if isinstance(spec, str):
                 losses_mod.get(spec)  # an unknown name fails here, at compile(), listing the valid ones
-        self.loss_tracker = _Mean()
+        # the running mean of the total loss (train_step/test_step update it with compute_loss's value), and
+        # one per output for several outputs (the compiled loss updates those when it computes them)
+        self.loss_tracker = metrics_mod.Mean(name="loss")
         self.output_trackers = []
-        self._last = None
+        self.metric_entries = []
+        self.metrics_built = False
+        self.compile_metrics = CompileMetrics(self) if (metrics or weighted_metrics) else None
 
     # resolution happens at the first batch, when output and target shapes are known
     def _output_names(self, n):
@@ -388,6 +407,27 @@ class CompileState:
         weights = self.loss_weights_spec
         self.loss_weights = [1.0 if w is None else float(w) for w in _per_output(weights, self.names, "loss_weights")] \
             if weights is not None else [1.0] * n
+        self.output_trackers = [metrics_mod.Mean(name=f"{name}_loss") for name in self.names] if n > 1 else []
+        self.built = True
+        if not self.metrics_built:
+            self.build_metrics(y_true_flat, y_pred_flat)
+
+    def _losses_for_resolution(self, n):
+        """The loss of each output, to choose the kind of 'accuracy': the built ones, else those the
+        compile() spec names (None where it names none)."""
+        if self.built:
+            return self.losses
+        try:
+            spec = self.loss_spec if isinstance(self.loss_spec, (list, tuple, dict)) else [self.loss_spec] * n
+            return [_loss_object(l) for l in _per_output(spec, self._output_names(n), "loss")]
+        except ValueError:
+            return [None] * n
+
+    def build_metrics(self, y_true_flat, y_pred_flat):
+        """Resolve the compiled metrics from the first batch (names, 'accuracy' from the shapes)."""
+        n = len(y_pred_flat)
+        names = self._output_names(n)
+        losses = self._losses_for_resolution(n)
         self.metric_entries = []
         for spec, weighted in ((self.metrics_spec, False), (self.weighted_spec, True)):
             if not spec:
@@ -405,21 +445,20 @@ class CompileState:
                 for ident in (ms if isinstance(ms, (list, tuple)) else [ms]):
                     if y_true_flat[i] is None:
                         continue
-                    m = resolve_metric(ident, y_true_flat[i], y_pred_flat[i], self.losses[i])
+                    m = resolve_metric(ident, y_true_flat[i], y_pred_flat[i], losses[i])
                     name = _metric_name(ident, m)
                     if weighted and not isinstance(ident, str):
                         name = "weighted_" + name
                     if n > 1:
-                        name = f"{self.names[i]}_{name}"
+                        name = f"{names[i]}_{name}"
                     self.metric_entries.append((name, m, i, weighted))
-        self.output_trackers = [_Mean() for _ in range(n)] if n > 1 else []
-        self.built = True
+        self.metrics_built = True
 
     def metric_objects(self):
-        return [m for _, m, _, _ in getattr(self, "metric_entries", [])]
+        return [m for _, m, _, _ in self.metric_entries]
 
     def named_metrics(self):
-        return [(name, m) for name, m, _, _ in getattr(self, "metric_entries", [])]
+        return [(name, m) for name, m, _, _ in self.metric_entries]
 
     def _flat_targets(self, y, n):
         if y is None:
@@ -479,8 +518,15 @@ class CompileState:
                              f"{p_shape[-1]} (targets {t_shape}, outputs {p_shape}).")
 
     def compute_loss(self, y, y_pred, sample_weight=None):
+        """The compiled losses (weighted) plus the model's added and regularisation losses; updates the
+        per-output loss trackers. Compiled without a loss, the model's own losses alone (add_loss), as Keras."""
         y_pred_flat = _nest_flatten(y_pred)
         n = len(y_pred_flat)
+        if self.loss_spec is None and self.model.losses:
+            total = None
+            for extra in self.model.losses:
+                total = extra if total is None else total + extra
+            return total
         y_true_flat = self._flat_targets(y, n)
         first = not self.built
         if first:
@@ -503,22 +549,21 @@ class CompileState:
                              "Pass y to fit()/evaluate() or yield (x, y) batches.")
         for reg in self.model.losses:
             total = total + reg
-        self._last = (total, per)
+        batch = batch_size_of(y_pred_flat[0])
+        for tracker, value in zip(self.output_trackers, per):
+            if value is not None:
+                tracker.update_state(float(value.numpy()), sample_weight=batch)
         return total
 
-    def update_metrics(self, y, y_pred, sample_weight, batch_size):
-        if self._last is not None:
-            total, per = self._last
-            self.loss_tracker.update(float(total.numpy()), batch_size)
-            for tracker, value in zip(self.output_trackers, per):
-                if value is not None:
-                    tracker.update(float(value.numpy()), batch_size)
-            self._last = None
-        if not getattr(self, "metric_entries", None):
+    def update_metrics(self, y, y_pred, sample_weight=None):
+        """Update the compiled metrics with one batch (building them at the first)."""
+        if not (self.metrics_spec or self.weighted_spec):
             return
         y_pred_flat = [backend.to_numpy(p.data if isinstance(p, Tensor) else p) for p in _nest_flatten(y_pred)]
         y_true_flat = [None if t is None else backend.to_numpy(_to_array(t))
                        for t in self._flat_targets(y, len(y_pred_flat))]
+        if not self.metrics_built:
+            self.build_metrics(y_true_flat, y_pred_flat)
         sw = None if sample_weight is None else sample_weight
         for name, m, i, weighted in self.metric_entries:
             if y_true_flat[i] is None:
@@ -528,19 +573,29 @@ class CompileState:
                 w = backend.to_numpy(_to_array(sw[i] if isinstance(sw, (list, tuple)) else sw))
             m.update_state(y_true_flat[i], y_pred_flat[i], sample_weight=w)
 
-    def result(self):
-        logs = {"loss": self.loss_tracker.result()}
-        for name, tracker in zip(getattr(self, "names", []), self.output_trackers):
-            logs[f"{name}_loss"] = tracker.result()
-        for name, m, _, _ in getattr(self, "metric_entries", []):
-            logs[name] = float(m.result())
-        return logs
+    def trackers(self):
+        """What this state adds to ``model.metrics``, in Keras's order: the loss, the compiled metrics (one
+        entry), the per-output losses."""
+        out = [self.loss_tracker]
+        if self.compile_metrics is not None:
+            out.append(self.compile_metrics)
+        return out + list(self.output_trackers)
 
-    def reset(self):
-        self.loss_tracker = _Mean()
-        self.output_trackers = [_Mean() for _ in self.output_trackers]
-        for m in self.metric_objects():
-            m.reset_state()
+
+def pythonify_logs(logs):
+    """Logs as a flat dict of Python floats (as Keras): nested dicts (a CompileMetrics result) are merged
+    in, Tensors and NumPy scalars become floats; values that are not numbers stay as they are."""
+    out = {}
+    for key, value in (logs or {}).items():
+        if isinstance(value, dict):
+            out.update(pythonify_logs(value))
+            continue
+        try:
+            value = float(value.numpy() if isinstance(value, Tensor) else value)
+        except (TypeError, ValueError):
+            pass
+        out[key] = value
+    return out
 
 
 # ----- non-finite losses
@@ -690,10 +745,10 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
         for step, batch in enumerate(data):
             cbs.on_train_batch_begin(step)
             try:
-                batch_logs = model.train_step(batch)
+                batch_logs = pythonify_logs(model.train_step(batch))
             except (NonFiniteLoss, NonFiniteUpdate) as e:
                 where = f"epoch {epoch + 1}, batch {step}"
-                msg = (nonfinite_message(model, batch[0], e.value, where) if isinstance(e, NonFiniteLoss)
+                msg = (nonfinite_message(model, unpack_x_y_sample_weight(batch)[0], e.value, where) if isinstance(e, NonFiniteLoss)
                        else f"Training stopped at {where}: {e}")
                 warnings.warn(msg, RuntimeWarning, stacklevel=3)
                 model.stop_training = True
@@ -725,9 +780,9 @@ def _evaluate_loop(model, data, cbs):
     logs = {}
     for step, batch in enumerate(data):
         cbs.on_test_batch_begin(step)
-        logs = model.test_step(batch)
+        logs = pythonify_logs(model.test_step(batch))
         cbs.on_test_batch_end(step, logs)
-    logs = model._compile_state.result() if not logs else logs
+    logs = pythonify_logs(model.get_metrics_result()) if not logs else logs
     cbs.on_test_end(logs)
     return logs
 

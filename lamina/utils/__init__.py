@@ -18,3 +18,4 @@ from .general import *  # noqa: F401,F403
 from .image_utils import array_to_img, img_to_array, load_img, save_img  # noqa: F401
 from .model_visualization import model_to_dot, plot_model  # noqa: F401
 from .progbar import Progbar  # noqa: F401
+from .packing import pack_x_y_sample_weight, unpack_x_y_sample_weight  # noqa: F401
