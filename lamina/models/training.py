@@ -22,7 +22,7 @@ from .. import backend, callbacks as callbacks_mod, losses as losses_mod, metric
 from ..data.py_dataset import PyDataset, PyDatasetAdapter
 from ..layers.layer import _nest_flatten, _nest_map
 from ..tensor import Tensor
-from ..utils.packing import pack_x_y_sample_weight, unpack_x_y_sample_weight  # noqa: F401  (Keras's batch forms)
+from ..data.packing import pack_x_y_sample_weight, unpack_x_y_sample_weight  # noqa: F401  (Keras's batch forms)
 
 
 class NonFiniteLoss(Exception):

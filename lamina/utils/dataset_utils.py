@@ -22,22 +22,13 @@ import wave
 import numpy as np
 
 from .. import backend
+from ..data.packing import pack_x_y_sample_weight  # noqa: F401  (one definition, in data/)
 from ..data.py_dataset import PyDataset
 
 __all__ = ["timeseries_dataset_from_array", "image_dataset_from_directory", "text_dataset_from_directory",
            "audio_dataset_from_directory", "pack_x_y_sample_weight"]
 
 IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
-
-
-def pack_x_y_sample_weight(x, y=None, sample_weight=None):
-    """``x`` alone as ``(x,)``, else ``(x, y)`` or ``(x, y, sample_weight)``: the tuple a batch is made of.
-    A lone tuple or list x is wrapped as ``(x,)`` so that it stays one input."""
-    if y is None:
-        return (x,) if isinstance(x, (tuple, list)) else x
-    if sample_weight is None:
-        return (x, y)
-    return (x, y, sample_weight)
 
 
 class _DatasetMethods:
