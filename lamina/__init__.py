@@ -17,3 +17,4 @@ from .models import *  # noqa: F401,F403  (Sequential, Model, load_model)
 from . import utils, datasets, data, random, saving
 from . import testing
 from . import export  # noqa: F401  (registers model.export formats)
+from . import distribution  # noqa: F401  (keras.distribution: data-parallel training over MPI)

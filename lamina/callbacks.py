@@ -403,6 +403,8 @@ class ModelCheckpoint(Callback):
             self._save(epoch, logs or {})
 
     def _save(self, epoch, logs, batch=None):
+        if not _is_chief():
+            return  # data-parallel: only rank 0 writes (and reports) checkpoints
         try:
             path = self.filepath.format(epoch=epoch + 1, batch=batch, **logs)
         except KeyError as e:
@@ -522,6 +524,8 @@ class CSVLogger(Callback):
         self.keys, self._file, self._writer = None, None, None
 
     def on_train_begin(self, logs=None):
+        if not _is_chief():
+            return  # data-parallel: only rank 0 writes the file
         exists = self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
         self._file = open(self.filename, "a" if self.append else "w", newline="")
         self._header_done = exists
@@ -530,6 +534,8 @@ class CSVLogger(Callback):
                 self.keys = next(csv.reader(f, delimiter=self.sep))[1:]
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._file is None:
+            return
         logs = logs or {}
         if self.keys is None:
             self.keys = sorted(logs)
@@ -574,6 +580,11 @@ class LambdaCallback(Callback):
             if not hasattr(Callback, hook):
                 raise ValueError(f"LambdaCallback: unknown hook {hook!r}.")
             setattr(self, hook, fn)
+
+
+def _is_chief():
+    from .distribution import is_chief  # rank 0 of a data-parallel job (always True in a plain process)
+    return is_chief()
 
 
 def _atomic_write(path, write):
@@ -637,6 +648,8 @@ class BackupAndRestore(Callback):
         self.model._initial_epoch = meta["epoch"] + 1
 
     def on_epoch_end(self, epoch, logs=None):
+        if not _is_chief():
+            return  # data-parallel: every rank holds the same state; rank 0 writes it
         model = self.model
         opt = model.optimizer
         opt_state = opt.get_state() if getattr(opt, "built", True) else []
@@ -652,7 +665,8 @@ class BackupAndRestore(Callback):
 
     def on_train_end(self, logs=None):
         # Only a fit that ran to its end deletes the backup; an exception never reaches this hook.
-        if self.delete_checkpoint and os.path.isdir(self.backup_dir) and not getattr(self.model, "stop_reason", None):
+        if self.delete_checkpoint and os.path.isdir(self.backup_dir) and not getattr(self.model, "stop_reason", None) \
+                and _is_chief():
             shutil.rmtree(self.backup_dir, ignore_errors=True)
 
 

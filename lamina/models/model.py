@@ -22,6 +22,7 @@ from ..registry import get_registered_object, serialize
 from ..tensor import grad, no_grad
 from . import summary as summary_mod
 from . import training
+from ..distribution import _runtime as _dist
 
 
 def deserialize_layer(config, custom_objects=None):
@@ -256,17 +257,18 @@ class Model(Layer):
         with self._compiled_flags():
             y_pred = self(x, training=True)
             loss = self.compute_loss(x, y, y_pred, sample_weight)
-            value = float(loss.numpy())
+            value = _dist.reduce_loss(float(loss.numpy()))  # data-parallel: the global loss on every rank
             if not np.isfinite(value):
                 raise training.NonFiniteLoss(value)
             variables = self.trainable_weights
             if variables and loss.requires_grad:
-                grads = grad(loss, variables)
+                grads = _dist.reduce_gradients(grad(loss, variables))  # data-parallel: one fused all-reduce
                 bad = training.nonfinite_indices(grads)  # before the update: NaN never reaches the weights
                 if bad:
                     raise training.NonFiniteUpdate(self, [variables[i] for i in bad])
                 self.optimizer.apply_gradients(zip(grads, variables))
-        state.update_metrics(y, y_pred, sample_weight, training.batch_size_of(x))
+        with _dist.reduce_metrics(state):  # data-parallel: metric states summed over the ranks
+            state.update_metrics(y, y_pred, sample_weight, training.batch_size_of(x))
         return state.result()
 
     def test_step(self, data):
@@ -274,7 +276,8 @@ class Model(Layer):
         with self._compiled_flags(), no_grad():
             y_pred = self(x, training=False)
             self.compute_loss(x, y, y_pred, sample_weight)
-        self._compile_state.update_metrics(y, y_pred, sample_weight, training.batch_size_of(x))
+        with _dist.reduce_metrics(self._compile_state):
+            self._compile_state.update_metrics(y, y_pred, sample_weight, training.batch_size_of(x))
         return self._compile_state.result()
 
     def predict_step(self, data):
@@ -337,6 +340,8 @@ class Model(Layer):
     def save(self, filepath, overwrite=True, **kwargs):
         """One zip file: the JSON config and the weights (safetensors); no pickle."""
         from . import saving  # saving imports this module: loaded lazily to avoid the cycle
+        if not _dist.is_chief():
+            return None  # data-parallel: every rank holds the same model; rank 0 writes it
         return saving.save_model(self, filepath, overwrite=overwrite, **kwargs)
 
     def export(self, filepath, format="onnx", verbose=True, **kwargs):
@@ -352,6 +357,8 @@ class Model(Layer):
 
     def save_weights(self, filepath, overwrite=True):
         from . import saving
+        if not _dist.is_chief():
+            return None  # data-parallel: rank 0 writes
         return saving.save_weights(self, filepath, overwrite=overwrite)
 
     def load_weights(self, filepath, skip_mismatch=False, **kwargs):

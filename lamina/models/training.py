@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 
 from .. import backend, callbacks as callbacks_mod, losses as losses_mod, metrics as metrics_mod
+from ..distribution import _runtime as _dist
 from ..layers.layer import _nest_flatten, _nest_map
 from ..tensor import Tensor
 
@@ -555,6 +556,8 @@ def nonfinite_message(model, x, value, where):
 
 # ----- loops
 def _verbose(verbose):
+    if not _dist.is_chief():
+        return 0  # data-parallel: only rank 0 prints progress
     return 1 if verbose == "auto" else int(verbose)
 
 
@@ -584,6 +587,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
     model.stop_training = False
     model.stop_reason = None
     model._initial_epoch = None
+    _dist.begin(model)
     cbs.on_train_begin()
     start = model._initial_epoch if model._initial_epoch is not None else initial_epoch
     logs = {}
@@ -594,7 +598,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
         for step, batch in enumerate(data):
             cbs.on_train_batch_begin(step)
             try:
-                batch_logs = model.train_step(batch)
+                batch_logs = model.train_step(_dist.shard(batch))
             except (NonFiniteLoss, NonFiniteUpdate) as e:
                 where = f"epoch {epoch + 1}, batch {step}"
                 msg = (nonfinite_message(model, batch[0], e.value, where) if isinstance(e, NonFiniteLoss)
@@ -629,7 +633,7 @@ def _evaluate_loop(model, data, cbs):
     logs = {}
     for step, batch in enumerate(data):
         cbs.on_test_batch_begin(step)
-        logs = model.test_step(batch)
+        logs = model.test_step(_dist.shard(batch))
         cbs.on_test_batch_end(step, logs)
     logs = model._compile_state.result() if not logs else logs
     cbs.on_test_end(logs)
@@ -641,6 +645,7 @@ def evaluate(model, x, y=None, batch_size=None, verbose="auto", sample_weight=No
     data = make_data(x, y, sample_weight, batch_size, False, steps)
     cbs = callbacks_mod.CallbackList(callbacks, add_progbar=verbose != 0, model=model, verbose=verbose,
                                      epochs=1, steps=data.steps_per_epoch, mode="test")
+    _dist.begin(model)
     return _evaluate_loop(model, data, cbs)
 
 
@@ -649,11 +654,12 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
     data = make_data(x, None, None, batch_size, False, steps)
     cbs = callbacks_mod.CallbackList(callbacks, add_progbar=verbose != 0, model=model, verbose=verbose,
                                      epochs=1, steps=data.steps_per_epoch, mode="predict")
+    _dist.begin(model)
     cbs.on_predict_begin()
     outputs = []
     for step, batch in enumerate(data):
         cbs.on_predict_batch_begin(step)
-        out = to_numpy_structure(model.predict_step(batch))
+        out = _dist.gather(to_numpy_structure(model.predict_step(_dist.shard(batch))))
         outputs.append(out)
         cbs.on_predict_batch_end(step, {"outputs": out})
     cbs.on_predict_end()

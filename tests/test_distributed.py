@@ -1,0 +1,257 @@
+"""Data-parallel training over MPI (lamina.distribution): a 2-rank run under ``mpirun -n 2`` must give the
+same weights, History, evaluate results and predictions as one process with the same global batch.
+
+This file is also the program the ranks run: ``python tests/test_distributed.py OUT_DIR MODE``. The
+pytest side launches it with mpirun (from the Open MPI wheel, or one on PATH) and runs the same cases in
+its own process without a distribution, then compares. Skipped only when no mpirun can be found.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import lamina  # noqa: E402
+from lamina import layers  # noqa: E402
+
+CASES = ("mlp", "cnn", "lstm", "transformer")
+
+
+# ----------------------------------------------------------------------------- the cases (both sides)
+def _case(name):
+    """(model, x, y, sample_weight, fit kwargs) for a case; the same on every rank and in the reference."""
+    lamina.utils.set_random_seed(7)
+    rng = np.random.default_rng(1)
+    if name == "mlp":
+        x = rng.normal(size=(45, 6)).astype("float32")
+        y = rng.integers(0, 3, 45)
+        sw = rng.uniform(0.2, 2.0, 45).astype("float32")   # sample weights make the gradients uneven
+        model = lamina.Sequential([lamina.Input((6,)), layers.Dense(8, activation="relu"),
+                                   layers.Dense(3, activation="softmax")])
+        model.compile(optimizer=lamina.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"], weighted_metrics=["accuracy"])
+        return model, x, y, sw, dict(batch_size=10, epochs=3)   # 45 = 4 x 10 + a ragged 5
+    if name == "cnn":
+        x = rng.normal(size=(21, 6, 6, 1)).astype("float32")
+        y = rng.integers(0, 2, 21)
+        model = lamina.Sequential([lamina.Input((6, 6, 1)), layers.Conv2D(3, 3, activation="relu"),
+                                   layers.Dropout(0.3), layers.Flatten(), layers.Dense(2, activation="softmax")])
+        model.compile(optimizer=lamina.optimizers.SGD(0.1, momentum=0.9), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return model, x, y, None, dict(batch_size=8, epochs=2)  # 21 = 8 + 8 + 5
+    if name == "lstm":
+        x = rng.normal(size=(13, 5, 3)).astype("float32")
+        y = rng.normal(size=(13, 2)).astype("float32")
+        model = lamina.Sequential([lamina.Input((5, 3)), layers.LSTM(4, dropout=0.2, recurrent_dropout=0.2),
+                                   layers.Dense(2)])
+        model.compile(optimizer=lamina.optimizers.RMSprop(0.01), loss="mse", metrics=["mae"])
+        return model, x, y, None, dict(batch_size=4, epochs=2)  # 13 = 3 x 4 + 1: one rank gets nothing
+    if name == "transformer":
+        x = rng.normal(size=(12, 4, 8)).astype("float32")
+        y = rng.integers(0, 2, 12)
+        inp = lamina.Input((4, 8))
+        h = layers.MultiHeadAttention(num_heads=2, key_dim=4, dropout=0.2)(inp, inp)
+        h = layers.LayerNormalization()(layers.Add()([inp, layers.Dropout(0.1)(h)]))
+        f = layers.Dense(8)(layers.Dense(16, activation="relu")(h))
+        h = layers.LayerNormalization()(layers.Add()([h, f]))
+        out = layers.Dense(2, activation="softmax")(layers.GlobalAveragePooling1D()(h))
+        model = lamina.Model(inp, out)
+        model.compile(optimizer=lamina.optimizers.AdamW(0.005), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return model, x, y, None, dict(batch_size=5, epochs=2)  # 12 = 5 + 5 + 2
+    raise ValueError(name)
+
+
+def run_case(name):
+    """Train, evaluate and predict one case; returns the arrays to compare."""
+    model, x, y, sw, kw = _case(name)
+    history = model.fit(x, y, sample_weight=sw, validation_data=(x[:7], y[:7]), verbose=0, **kw).history
+    ev = model.evaluate(x, y, batch_size=3, verbose=0, return_dict=True)
+    pred = model.predict(x, batch_size=4, verbose=0)
+    out = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+    out.update({f"h_{k}": np.asarray(v, np.float64) for k, v in history.items()})
+    out.update({f"e_{k}": np.asarray(v, np.float64) for k, v in ev.items()})
+    out["predict"] = pred
+    out["names"] = np.array([w.path for w in model.weights])
+    return out
+
+
+def _zero_gradient(path):
+    """The key projection's bias of attention: softmax over the keys is unchanged by adding the same
+    number to every score, so its gradient is exactly zero and its value is accumulated rounding noise
+    (about 1e-5 here, amplified by Adam's normalisation), which differs with the summation order."""
+    return "key" in path and path.endswith("bias")
+
+
+# ----------------------------------------------------------------------------- the rank side
+def _worker(out_dir, mode):
+    from lamina import distribution
+    distribution.initialize()
+    distribution.set_distribution(distribution.DataParallel())
+    rank = distribution.process_index()
+    if mode == "cases":
+        for name in CASES:
+            np.savez(os.path.join(out_dir, f"{name}_rank{rank}.npz"), **run_case(name))
+    elif mode == "callbacks":
+        from lamina.models import saving
+        real = saving.save_model
+
+        def counting(*args, **kwargs):  # records which rank wrote a model file
+            with open(os.path.join(out_dir, f"saves_rank{rank}.txt"), "a") as f:
+                f.write("save\n")
+            return real(*args, **kwargs)
+        saving.save_model = counting
+        model, x, y, sw, kw = _case("mlp")
+        cbs = [lamina.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=True),
+               lamina.callbacks.ModelCheckpoint(os.path.join(out_dir, "ckpt.keras")),
+               lamina.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)]
+        history = model.fit(x, y, batch_size=10, epochs=4, verbose=1, callbacks=cbs)
+        with open(os.path.join(out_dir, f"epochs_rank{rank}.json"), "w") as f:
+            json.dump(len(history.history["loss"]), f)
+    elif mode == "fail":
+        model, x, y, sw, kw = _case("mlp")
+
+        def boom(epoch, logs):
+            if rank == 1 and epoch == 1:
+                raise RuntimeError("boom on purpose in rank 1")
+        model.fit(x, y, batch_size=10, epochs=50, verbose=0,
+                  callbacks=[lamina.callbacks.LambdaCallback(on_epoch_end=boom)])
+
+
+# ----------------------------------------------------------------------------- the pytest side
+def _mpirun():
+    """mpirun from the Open MPI wheel (beside this Python), else one on PATH, else None."""
+    from lamina.distribution import launcher
+    return launcher.find_mpirun()
+
+
+def _launch(out_dir, mode, n=2, timeout=120):
+    from lamina.distribution import launcher
+    cmd = launcher.mpirun_command(n) + [sys.executable, os.path.abspath(__file__), str(out_dir), mode]
+    env = launcher.child_environment()
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _require_mpi():
+    import pytest
+    if _mpirun() is None:
+        pytest.skip("no mpirun found (pip install 'lamina[mpi]' brings Open MPI's)")
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        pytest.skip("mpi4py is not installed (pip install 'lamina[mpi]')")
+
+
+def test_two_ranks_equal_one_process(tmp_path):
+    _require_mpi()
+    r = _launch(tmp_path, "cases")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in CASES:
+        ref = run_case(name)
+        ranks = [np.load(tmp_path / f"{name}_rank{k}.npz") for k in range(2)]
+        for got in ranks:
+            assert sorted(got.files) == sorted(ref), name
+            np.testing.assert_array_equal(got["names"], ref["names"])
+            for key in ref:
+                if key == "names":
+                    continue
+                if key.startswith("w") and _zero_gradient(str(ref["names"][int(key[1:])])):
+                    assert np.abs(got[key]).max() < 1e-4 and np.abs(ref[key]).max() < 1e-4
+                    continue
+                np.testing.assert_allclose(got[key], ref[key], rtol=2e-4, atol=2e-5, err_msg=f"{name}: {key}")
+        for key in ref:  # the ranks agree with each other exactly: every rank applied the same update
+            if key.startswith("w"):
+                np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=f"{name}: {key}")
+
+
+def test_callbacks_write_once_and_decide_alike(tmp_path):
+    _require_mpi()
+    r = _launch(tmp_path, "callbacks")
+    assert r.returncode == 0, r.stdout + r.stderr
+    # EarlyStopping stopped every rank after the same epoch (min_delta=10 never counts as improvement)
+    epochs = [json.load(open(tmp_path / f"epochs_rank{k}.json")) for k in range(2)]
+    assert epochs == [2, 2]
+    rows = open(tmp_path / "log.csv").read().splitlines()
+    assert len(rows) == 1 + 2 and rows[0].startswith("epoch"), rows   # one header, one row per epoch
+    assert open(tmp_path / "saves_rank0.txt").read().split() == ["save", "save"]
+    assert not (tmp_path / "saves_rank1.txt").exists()
+    assert (tmp_path / "ckpt.keras").exists()
+    assert r.stdout.count("Epoch 1/4") == 1   # only rank 0 prints progress
+
+
+def test_a_failing_rank_stops_the_job(tmp_path):
+    _require_mpi()
+    r = _launch(tmp_path, "fail", timeout=90)
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "boom on purpose in rank 1" in out
+    assert "rank 1 of 2 failed" in out
+
+
+def test_cli_workers(tmp_path):
+    _require_mpi()
+    from lamina.distribution import launcher
+    env = launcher.child_environment()
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-m", "lamina", "train", "mlp", "--epochs", "1", "--workers", "2",
+                        "--out", str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=120,
+                       cwd=str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("Test accuracy") == 1          # rank 0 reports
+    assert "on 2 ranks" in r.stdout
+    run = json.load(open(tmp_path / "run" / "run.json"))
+    assert run["workers"] == 2 and run["test_accuracy"] > 0.5
+
+
+def test_single_process_api():
+    from lamina import distribution
+    distribution.initialize()   # a plain process: nothing to join
+    assert distribution.process_count() == 1 and distribution.process_index() == 0
+    assert distribution.list_devices() == ["cpu:0"]
+    d = distribution.DataParallel()
+    assert d.devices == ["cpu:0"] and distribution.distribution() is None
+    distribution.set_distribution(d)
+    try:
+        assert distribution.distribution() is d
+        ref_out = run_case("mlp")  # a one-rank world: unchanged behaviour
+    finally:
+        distribution.set_distribution(None)
+    plain = run_case("mlp")
+    for key in plain:
+        np.testing.assert_array_equal(ref_out[key], plain[key])
+    import pytest
+    with pytest.raises(ValueError):
+        distribution.DataParallel(devices=["cpu:0", "cpu:1"])
+
+
+def test_missing_mpi4py_message(monkeypatch):
+    """Under a launcher without mpi4py, initialize() fails with one line saying what to install."""
+    import builtins
+
+    import pytest
+    from lamina.distribution import _runtime
+    real_import = builtins.__import__
+
+    def no_mpi4py(name, *args, **kwargs):
+        if name.startswith("mpi4py"):
+            raise ImportError("No module named 'mpi4py'")
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_mpi4py)
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    monkeypatch.setattr(_runtime, "_COMM", None)
+    with pytest.raises(ImportError) as e:
+        _runtime.initialize()
+    assert str(e.value) == "lamina.distribution needs mpi4py and Open MPI: pip install 'lamina[mpi]'"
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1], sys.argv[2])
