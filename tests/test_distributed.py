@@ -7,10 +7,8 @@ its own process without a distribution, then compares. Skipped only when no mpir
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
-import sysconfig
 
 import numpy as np
 
@@ -251,6 +249,28 @@ def test_missing_mpi4py_message(monkeypatch):
     with pytest.raises(ImportError) as e:
         _runtime.initialize()
     assert str(e.value) == "lamina.distribution needs mpi4py and Open MPI: pip install 'lamina[mpi]'"
+
+
+def test_cli_workers_without_mpi_says_what_to_install(monkeypatch, capsys):
+    from lamina import cli
+    from lamina.distribution import launcher
+    monkeypatch.setattr(launcher, "find_mpirun", lambda: None)
+    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"):
+        monkeypatch.delenv(var, raising=False)
+    assert cli.main(["train", "mlp", "--workers", "2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "lamina: error: lamina.distribution needs mpi4py and Open MPI: pip install 'lamina[mpi]'"
+
+
+def test_child_environment_opts_in_only_for_children(monkeypatch):
+    from lamina.distribution import launcher
+    monkeypatch.delenv("OMPI_ALLOW_RUN_AS_ROOT", raising=False)
+    env = launcher.child_environment()
+    if os.geteuid() == 0:
+        assert env["OMPI_ALLOW_RUN_AS_ROOT"] == "1" and env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] == "1"
+    else:
+        assert "OMPI_ALLOW_RUN_AS_ROOT" not in env
+    assert "OMPI_ALLOW_RUN_AS_ROOT" not in os.environ   # lamina's own process is left alone
 
 
 if __name__ == "__main__":
