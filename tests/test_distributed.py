@@ -114,6 +114,15 @@ def _worker(out_dir, mode):
         history = model.fit(x, y, batch_size=10, epochs=4, verbose=1, callbacks=cbs)
         with open(os.path.join(out_dir, f"epochs_rank{rank}.json"), "w") as f:
             json.dump(len(history.history["loss"]), f)
+    elif mode == "backup":   # killed after epoch 2 of 4, once BackupAndRestore has written its backup
+        model, x, y, sw, kw = _case("mlp")
+
+        def kill(epoch, logs):
+            if epoch == 1 and rank == 0:
+                raise KeyboardInterrupt("killed after epoch 2")
+        model.fit(x, y, sample_weight=sw, batch_size=10, epochs=4, verbose=0,
+                  callbacks=[lamina.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
+                             lamina.callbacks.LambdaCallback(on_epoch_end=kill)])
     elif mode == "fail":
         model, x, y, sw, kw = _case("mlp")
 
@@ -184,6 +193,23 @@ def test_callbacks_write_once_and_decide_alike(tmp_path):
     assert not (tmp_path / "saves_rank1.txt").exists()
     assert (tmp_path / "ckpt.keras").exists()
     assert r.stdout.count("Epoch 1/4") == 1   # only rank 0 prints progress
+
+
+def test_resume_after_a_kill_with_another_number_of_ranks(tmp_path):
+    """A 2-rank fit killed after epoch 2 resumes in one process and ends with the weights of an
+    uninterrupted single-process fit (the backup holds the global state)."""
+    _require_mpi()
+    r = _launch(tmp_path, "backup")
+    assert r.returncode != 0 and "rank 0 of 2 failed" in r.stdout + r.stderr
+    assert (tmp_path / "backup" / "state.json").exists()
+    model, x, y, sw, kw = _case("mlp")
+    history = model.fit(x, y, sample_weight=sw, batch_size=10, epochs=4, verbose=0,
+                        callbacks=[lamina.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+    assert len(history.history["loss"]) == 2   # epochs 3 and 4 only
+    ref, x, y, sw, kw = _case("mlp")
+    ref.fit(x, y, sample_weight=sw, batch_size=10, epochs=4, verbose=0)
+    for a, b in zip(model.get_weights(), ref.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 
 def test_a_failing_rank_stops_the_job(tmp_path):
