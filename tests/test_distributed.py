@@ -26,6 +26,7 @@ CASES = ("mlp", "cnn", "lstm", "transformer")
 # ----------------------------------------------------------------------------- the cases (both sides)
 def _case(name):
     """(model, x, y, sample_weight, fit kwargs) for a case; the same on every rank and in the reference."""
+    lamina.backend.clear_session()   # the same layer names in every process, whatever ran before
     lamina.utils.set_random_seed(7)
     rng = np.random.default_rng(1)
     if name == "mlp":
