@@ -237,6 +237,20 @@ def test_cli_workers(tmp_path):
     assert run["workers"] == 2 and run["test_accuracy"] > 0.5
 
 
+def test_cli_under_your_own_mpirun(tmp_path):
+    """mpirun -n 2 lamina train NAME: the ranks see the launcher, join and train data-parallel."""
+    _require_mpi()
+    from lamina.distribution import launcher
+    env = launcher.child_environment()
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = launcher.mpirun_command(2) + [sys.executable, "-m", "lamina", "train", "mlp", "--epochs", "1",
+                                        "--quiet", "--out", str(tmp_path / "run")]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("data-parallel on 2 ranks") == 1 and r.stdout.count("Saved") >= 1
+    assert json.load(open(tmp_path / "run" / "run.json"))["workers"] == 2
+
+
 def test_single_process_api():
     from lamina import distribution
     distribution.initialize()   # a plain process: nothing to join
