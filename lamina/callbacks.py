@@ -363,11 +363,11 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, logs=None):
         if self.stopped_epoch > 0 and self.verbose > 0:
-            print(f"Epoch {self.stopped_epoch + 1}: early stopping")
+            _say(f"Epoch {self.stopped_epoch + 1}: early stopping")
         # As Keras 3: the best epoch's weights come back at the end of training, stopped early or not.
         if self.restore_best_weights and self.best_weights is not None:
             if self.verbose > 0:
-                print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
+                _say(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
             self.model.set_weights(self.best_weights)
 
 
@@ -485,7 +485,7 @@ class ReduceLROnPlateau(Callback):
                     new = max(old * self.factor, self.min_lr)
                     self.model.optimizer.learning_rate = new
                     if self.verbose > 0:
-                        print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
+                        _say(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
                     self.cooldown_counter, self.wait = self.cooldown, 0
 
 
@@ -508,7 +508,7 @@ class LearningRateScheduler(Callback):
                              "it must return a finite float.")
         self.model.optimizer.learning_rate = new
         if self.verbose > 0:
-            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {new}.")
+            _say(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {new}.")
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -560,7 +560,7 @@ class TerminateOnNaN(Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(loss):
-            print(f"Batch {batch}: Invalid loss, terminating training")
+            _say(f"Batch {batch}: Invalid loss, terminating training")
             self.model.stop_training = True
 
 
@@ -585,6 +585,12 @@ class LambdaCallback(Callback):
 def _is_chief():
     from .distribution import is_chief  # rank 0 of a data-parallel job (always True in a plain process)
     return is_chief()
+
+
+def _say(*args):
+    """print on rank 0 only (every rank of a data-parallel job makes the same decisions)."""
+    if _is_chief():
+        print(*args)
 
 
 def _atomic_write(path, write):

@@ -111,7 +111,7 @@ def _worker(out_dir, mode):
         model, x, y, sw, kw = _case("mlp")
         cbs = [lamina.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=True),
                lamina.callbacks.ModelCheckpoint(os.path.join(out_dir, "ckpt.keras")),
-               lamina.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)]
+               lamina.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0, verbose=1)]
         history = model.fit(x, y, batch_size=10, epochs=4, verbose=1, callbacks=cbs)
         with open(os.path.join(out_dir, f"epochs_rank{rank}.json"), "w") as f:
             json.dump(len(history.history["loss"]), f)
@@ -194,6 +194,7 @@ def test_callbacks_write_once_and_decide_alike(tmp_path):
     assert not (tmp_path / "saves_rank1.txt").exists()
     assert (tmp_path / "ckpt.keras").exists()
     assert r.stdout.count("Epoch 1/4") == 1   # only rank 0 prints progress
+    assert r.stdout.count("early stopping") == 1   # and the callbacks' messages
 
 
 def test_resume_after_a_kill_with_another_number_of_ranks(tmp_path):
