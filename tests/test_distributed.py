@@ -99,6 +99,23 @@ def _worker(out_dir, mode):
     if mode == "cases":
         for name in CASES:
             np.savez(os.path.join(out_dir, f"{name}_rank{rank}.npz"), **run_case(name))
+    elif mode == "fake-cupy":   # the 'cuda' device on tests/fake_cupy.py: gradients staged through the host
+        sys.path.insert(0, HERE)
+        import fake_cupy
+        sys.modules["cupy"] = fake_cupy.make_module()
+        lamina.backend.set_device("cuda")
+        from lamina.distribution import _runtime
+        real, seen = _runtime.reduce_gradients, []
+
+        def spy(grads):   # records that the gradients arrive, and leave, as device arrays
+            out = real(grads)
+            seen.append(all(lamina.backend.is_cupy_array(g.data if isinstance(g, lamina.Tensor) else g)
+                            for g in list(grads) + out))
+            return out
+        _runtime.reduce_gradients = spy
+        result = run_case("cnn")
+        np.savez(os.path.join(out_dir, f"cupy_rank{rank}.npz"), on_device=np.array(bool(seen) and all(seen)),
+                 **result)
     elif mode == "callbacks":
         from lamina.models import saving
         real = saving.save_model
@@ -179,6 +196,22 @@ def test_two_ranks_equal_one_process(tmp_path):
         for key in ref:  # the ranks agree with each other exactly: every rank applied the same update
             if key.startswith("w"):
                 np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=f"{name}: {key}")
+
+
+def test_two_ranks_on_the_device_stand_in(tmp_path):
+    """With device arrays (tests/fake_cupy.py, the CPU stand-in that refuses implicit host conversions as
+    CuPy does), the broadcast, the gradient all-reduce and the gathers go through the host and give the
+    CPU single-process result."""
+    _require_mpi()
+    r = _launch(tmp_path, "fake-cupy")
+    assert r.returncode == 0, r.stdout + r.stderr
+    ref = run_case("cnn")
+    for k in range(2):
+        got = np.load(tmp_path / f"cupy_rank{k}.npz")
+        assert bool(got["on_device"])
+        for key in ref:
+            if key != "names":
+                np.testing.assert_allclose(got[key], ref[key], rtol=2e-4, atol=2e-5, err_msg=key)
 
 
 def test_callbacks_write_once_and_decide_alike(tmp_path):
