@@ -4,7 +4,7 @@
 """
 __version__ = "0.1.0"
 
-from . import backend
+from . import backend, config, tree
 from .backend import set_device, get_device, floatx
 from .tensor import Tensor, Variable, no_grad, enable_grad, grad, is_grad_enabled
 from . import ops
@@ -17,4 +17,5 @@ from .models import *  # noqa: F401,F403  (Sequential, Model, load_model)
 from . import utils, datasets, data, random, saving
 from . import testing
 from . import export  # noqa: F401  (registers model.export formats)
+from . import applications  # noqa: F401,E402
 from . import distribution  # noqa: F401  (keras.distribution: data-parallel training over MPI)

@@ -11,6 +11,9 @@ import sys
 import numpy as np
 
 _FLOATX = "float32"
+_EPSILON = 1e-7
+_IMAGE_DATA_FORMAT = "channels_last"
+BACKEND_NAME = "lamina"  # what keras.backend.backend() answers (see lamina.config.backend)
 _DEVICE = None            # resolved lazily from LAMINA_DEVICE on first use
 _VALID_DEVICES = ("cpu", "cuda")
 
@@ -42,11 +45,45 @@ def floatx():
     return _FLOATX
 
 
-def set_floatx(name):
+def set_floatx(value):
+    """Set the default float dtype: 'float16', 'float32' or 'float64' (NumPy has no bfloat16)."""
     global _FLOATX
+    name = str(value)
     if name not in ("float16", "float32", "float64"):
-        raise ValueError(f"Unknown floatx {name!r}. Valid: 'float16', 'float32', 'float64'.")
+        raise ValueError(f"Unknown `floatx` value: {value}. Expected one of 'float16', 'float32', 'float64'"
+                         " (lamina has no 'bfloat16').")
     _FLOATX = name
+
+
+def epsilon():
+    """The fuzz factor added to denominators (1e-7), as keras.backend.epsilon()."""
+    return _EPSILON
+
+
+def set_epsilon(value):
+    """Set the fuzz factor returned by epsilon()."""
+    global _EPSILON
+    _EPSILON = value
+
+
+def image_data_format():
+    """The default image layout: 'channels_last' (NHWC) or 'channels_first' (NCHW)."""
+    return _IMAGE_DATA_FORMAT
+
+
+def set_image_data_format(data_format):
+    """Set the default image layout: 'channels_last' or 'channels_first'."""
+    global _IMAGE_DATA_FORMAT
+    value = str(data_format).lower()
+    if value not in ("channels_first", "channels_last"):
+        raise ValueError("The `data_format` argument must be one of {'channels_first', 'channels_last'}. "
+                         f"Received: data_format={data_format}")
+    _IMAGE_DATA_FORMAT = value
+
+
+def backend():
+    """The name of the running backend: 'lamina' (see lamina.config.backend for why not 'numpy')."""
+    return BACKEND_NAME
 
 
 def _import_cupy():
@@ -133,9 +170,52 @@ def unique_name(prefix):
     return prefix if n == 0 else f"{prefix}_{n}"
 
 
-def clear_session():
-    """Reset automatic names (dense, dense_1, ...), as keras.backend.clear_session()."""
+def get_uid(prefix=""):
+    """1, 2, 3, ... for successive calls with one prefix; shares the counter of automatic names, so
+    after one 'dense' layer get_uid('dense') is 2, as in Keras."""
+    n = _NAME_UIDS.get(prefix, 0) + 1
+    _NAME_UIDS[prefix] = n
+    return n
+
+
+def clear_session(free_memory=True):
+    """Reset automatic names (dense, dense_1, ...), as keras.backend.clear_session(); with free_memory,
+    also run the garbage collector (and free CuPy's memory pool if CuPy is loaded)."""
     _NAME_UIDS.clear()
+    if free_memory:
+        import gc
+        gc.collect()
+        cupy = sys.modules.get("cupy")
+        if cupy is not None:
+            cupy.get_default_memory_pool().free_all_blocks()
+
+
+def standardize_dtype(dtype):
+    """A dtype's Keras name ('float32', 'int32', ...), as keras.backend.standardize_dtype."""
+    from .dtypes import standardize_dtype as std
+    return std(dtype)
+
+
+def result_type(*dtypes):
+    """The dtype Keras gives an operation on these dtypes or values (lamina.dtypes.result_type)."""
+    from .dtypes import result_type as rt
+    return rt(*dtypes)
+
+
+def is_float_dtype(dtype):
+    """True for float16/bfloat16/float32/float64 (any spelling standardize_dtype accepts)."""
+    return standardize_dtype(dtype) in ("bfloat16", "float16", "float32", "float64")
+
+
+def is_int_dtype(dtype):
+    """True for the signed and unsigned integer dtypes."""
+    return standardize_dtype(dtype) in ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64")
+
+
+def is_keras_tensor(x):
+    """True for a symbolic tensor of the functional API (what keras.Input returns)."""
+    from .layers.layer import KerasTensor  # a higher floor: imported only when asked
+    return isinstance(x, KerasTensor)
 
 
 # Separate random streams, so that one kind of draw never shifts another: adding an unseeded Dropout to a

@@ -12,7 +12,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 
@@ -594,30 +593,25 @@ def _say(*args):
 
 
 def _atomic_write(path, write):
-    """Write a file through a temporary sibling and a rename: readers see the old or the new file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write a file through a locked temporary sibling and a rename (lamina.io.atomic_write): readers see the old
+    or the new file, and temporary files of killed writers are removed by the next write."""
+    from .io import atomic_write
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, write)
 
 
 class BackupAndRestore(Callback):
     """Resume an interrupted fit exactly where it stopped.
 
-    At the end of every epoch (or every ``save_freq`` batches... only 'epoch' is supported) it writes to
-    ``backup_dir`` the weights, the optimizer state, the epoch and lamina's random-generator state (no
-    pickle: an .npz of arrays and a JSON file, each written atomically). When fit starts with a backup
-    present, all of it is restored and training continues with the next epoch, giving the same weights as
-    an uninterrupted run. The backup is deleted when fit ends normally (delete_checkpoint=True)."""
+    At the end of every epoch (or every ``save_freq`` batches... only 'epoch' is supported) it writes ONE file,
+    ``backup_dir/backup.safetensors``, in one atomic write: the weights, the optimizer state, and (in the
+    header's metadata) the epoch, learning rate and lamina's random-generator state, every tensor with its
+    checksum (no pickle). A kill at any moment leaves the previous epoch's complete backup or the new one,
+    never a mix. When fit starts with a backup present, all of it is restored and training continues with
+    the next epoch, giving the same weights as an uninterrupted run. The backup is deleted when fit ends
+    normally (delete_checkpoint=True)."""
+
+    FILENAME, META_KEY = "backup.safetensors", "lamina.backup"
 
     def __init__(self, backup_dir, save_freq="epoch", double_checkpoint=False, delete_checkpoint=True):
         super().__init__()
@@ -627,20 +621,26 @@ class BackupAndRestore(Callback):
             raise ValueError(f"BackupAndRestore: only save_freq='epoch' is supported. Received: {save_freq!r}")
         self.backup_dir = os.fspath(backup_dir)
         self.save_freq, self.delete_checkpoint = save_freq, delete_checkpoint
-        self._arrays = os.path.join(self.backup_dir, "state.npz")
-        self._meta = os.path.join(self.backup_dir, "state.json")
+        self._path = os.path.join(self.backup_dir, self.FILENAME)
         self._completed = False
 
     def on_train_begin(self, logs=None):
+        from .io import ModelFileError, read_weights_file
         self._completed = False
-        if not (os.path.exists(self._meta) and os.path.exists(self._arrays)):
+        if not os.path.exists(self._path):
             return
-        with open(self._meta) as f:
-            meta = json.load(f)
-        with np.load(self._arrays, allow_pickle=False) as data:
-            n_w = meta["num_weights"]
-            weights = [data[f"w{i}"] for i in range(n_w)]
-            opt_state = [data[f"o{i}"] for i in range(meta["num_optimizer"])]
+        arrays, header = read_weights_file(self._path)
+        try:
+            meta = json.loads(header[self.META_KEY])
+            n_w, n_o = int(meta["num_weights"]), int(meta["num_optimizer"])
+            weights = [arrays[f"w/{i:05d}"] for i in range(n_w)]
+            opt_state = [arrays[f"o/{i:05d}"] for i in range(n_o)]
+            epoch, rng_state, lr = int(meta["epoch"]), meta["rng_state"], meta.get("learning_rate")
+        except (KeyError, ValueError, TypeError) as e:
+            raise ModelFileError(self._path, f"not a complete BackupAndRestore backup ({type(e).__name__}: {e}).") from e
+        if n_w != len(self.model.weights) or len(arrays) != n_w + n_o:
+            raise ModelFileError(self._path, f"the backup holds {n_w} weights but model '{self.model.name}' has "
+                                             f"{len(self.model.weights)}: it belongs to another model.")
         self.model.set_weights(weights)
         opt = self.model.optimizer
         if opt_state:
@@ -648,26 +648,27 @@ class BackupAndRestore(Callback):
                 with self.model._compiled_flags():
                     opt.build(self.model.trainable_weights)
             opt.set_state(opt_state)
-        if meta.get("learning_rate") is not None:
-            opt.learning_rate = meta["learning_rate"]
-        backend.set_rng_state(meta["rng_state"])
-        self.model._initial_epoch = meta["epoch"] + 1
+        if lr is not None:
+            opt.learning_rate = lr
+        backend.set_rng_state(rng_state)
+        self.model._initial_epoch = epoch + 1
 
     def on_epoch_end(self, epoch, logs=None):
         if not _is_chief():
             return  # data-parallel: every rank holds the same state; rank 0 writes it
+        from .io import write_weights_file
         model = self.model
         opt = model.optimizer
         opt_state = opt.get_state() if getattr(opt, "built", True) else []
-        arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
-        arrays.update({f"o{i}": np.asarray(backend.to_numpy(s)) for i, s in enumerate(opt_state)})
+        arrays = {f"w/{i:05d}": w for i, w in enumerate(model.get_weights())}
+        arrays.update({f"o/{i:05d}": np.asarray(backend.to_numpy(s)) for i, s in enumerate(opt_state)})
         # a schedule is recomputed from the restored iteration count; only a plain rate is stored
         scheduled = not isinstance(opt.get_config().get("learning_rate"), (float, int))
         meta = {"epoch": epoch, "num_weights": len(model.weights), "num_optimizer": len(opt_state),
                 "learning_rate": None if scheduled else float(opt.learning_rate),
                 "rng_state": backend.get_rng_state()}
-        _atomic_write(self._arrays, lambda f: np.savez(f, **arrays))
-        _atomic_write(self._meta, lambda f: f.write(json.dumps(meta).encode()))
+        os.makedirs(self.backup_dir, exist_ok=True)
+        write_weights_file(self._path, arrays, {self.META_KEY: json.dumps(meta)})
 
     def on_train_end(self, logs=None):
         # Only a fit that ran to its end deletes the backup; an exception never reaches this hook.

@@ -260,8 +260,9 @@ def _load_npy(path):
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file" if not os.path.exists(path) else f"{path}: not a regular file")
     size = os.path.getsize(path)
+    from .io.limits import open_regular
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, ".npy file") as f:
             version = np.lib.format.read_magic(f)
             read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                            else np.lib.format.read_array_header_2_0)
@@ -462,7 +463,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("lamina: interrupted", file=sys.stderr)
         return 130
-    except (UserError, ModelFileError, DownloadError, FileNotFoundError, PermissionError, ValueError) as e:
+    except (UserError, ModelFileError, DownloadError, OSError, ValueError) as e:
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"lamina: error: {message}", file=sys.stderr)
         return 1

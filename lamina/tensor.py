@@ -226,6 +226,10 @@ class Tensor:
         if isinstance(other, (int, float, bool)) and _is_float(self.dtype):
             xp = backend.get_array_module(self.data)
             return Tensor(xp.asarray(other, dtype=self.dtype))
+        if (type(other) is int and self.dtype.kind in "iu"
+                and np.iinfo(self.dtype).min <= other <= np.iinfo(self.dtype).max):
+            # a Python int is weak, as in Keras: int32 tensor + 1 stays int32
+            return Tensor(backend.get_array_module(self.data).asarray(other, dtype=self.dtype))
         return other  # an array or list: a constant, cast to this tensor's float dtype by Op.apply
 
     def __add__(self, o): return _m.add(self, self._other(o))

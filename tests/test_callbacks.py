@@ -149,7 +149,7 @@ def test_backup_and_restore_resumes_exactly(tmp_path):
                 raise RuntimeError("power cut")
     backup = str(tmp_path / "backup")
     fit(5, [callbacks.BackupAndRestore(backup), Crash()])
-    assert os.path.exists(os.path.join(backup, "state.json"))
+    assert os.listdir(backup) == ["backup.safetensors"]   # one file, written in one atomic write
     epochs_run = []
     resumed = fit(5, [callbacks.BackupAndRestore(backup),
                       callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs_run.append(e))])
@@ -176,3 +176,17 @@ def test_backup_and_restore_with_a_learning_rate_schedule(tmp_path):
     m2.fit(x, y, epochs=2, batch_size=8, verbose=0,
            callbacks=[lamina.callbacks.BackupAndRestore(str(tmp_path / "bk"))])  # resumes; must not raise
     assert m2.optimizer.iterations == 8
+
+
+def test_early_stopping_messages_come_in_keras_order(capsys):
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    model = lamina.Sequential([lamina.Input((4,)), lamina.layers.Dense(1)])
+    model.compile(lamina.optimizers.SGD(0.0), "mse")   # nothing improves: stops after patience
+    model.fit(x, x[:, :1] * 0, epochs=4, verbose=2, validation_data=(x, x[:, :1] * 0),
+              callbacks=[lamina.callbacks.EarlyStopping(patience=1, restore_best_weights=True, verbose=1)])
+    lines = capsys.readouterr().out.splitlines()
+    # as Keras 3.15 prints it: each epoch's line, then the stop, then the restore
+    assert [l.split(" - ")[0] if l.startswith("1/1") else l for l in lines] == [
+        "Epoch 1/4", "1/1", "Epoch 2/4", "1/1", "Epoch 2: early stopping",
+        "Restoring model weights from the end of the best epoch: 1."]
+    assert lines[1].startswith("1/1 - 0s - ")              # whole seconds, as Keras

@@ -192,9 +192,11 @@ def test_docs_cli_tables_match_the_catalog():
     from lamina.zoo import catalog
     text = (ROOT / "docs" / "cli.md").read_text()
     models = _table_rows(text, "| model | data set | epochs | what it is |")
-    assert [r[0].split("`")[1] for r in models] == list(catalog.RECIPES), "docs/cli.md's model table is out of date"
-    for (name, dataset, epochs, description), recipe in zip(models, catalog.RECIPES.values()):
-        assert (dataset, int(epochs), description) == (recipe.dataset, recipe.epochs, recipe.description), name
+    documented = {r[0].split("`")[1]: (r[1], int(r[2]), r[3]) for r in models}
+    # registration order depends on which zoo module a process imports first: compare by name
+    assert set(documented) == set(catalog.RECIPES), "docs/cli.md's model table is out of date"
+    for name, recipe in catalog.RECIPES.items():
+        assert documented[name] == (recipe.dataset, recipe.epochs, recipe.description), name
     datasets = [r[0].strip("`") for r in _table_rows(text, "| data set | what it is |")]
     used = {r.dataset for r in catalog.RECIPES.values()}
     assert set(datasets) == set(catalog.DATASETS) | set(catalog.OTHER_DATASETS)

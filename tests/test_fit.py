@@ -362,3 +362,18 @@ def test_progbar_keras_api_averages_and_plain_line():
     lamina_bar = Progbar(2, stream=out)
     lamina_bar.update(2)
     assert not out.getvalue().rstrip().endswith("-")    # no trailing dash without metrics (predict)
+
+
+def test_compile_accepts_a_plain_loss_function_as_keras_does(tmp_path):
+    def halved_mse(y_true, y_pred):
+        return lamina.ops.mean(lamina.ops.square(y_true - y_pred), axis=-1) * 0.5
+    x, _ = _data()
+    model = lamina.Sequential([lamina.layers.Input((x.shape[1],)), lamina.layers.Dense(1)])
+    model.compile("sgd", loss=halved_mse)
+    y = np.ones((len(x), 1), "float32")
+    pred = model.predict(x, verbose=0)
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(float(np.mean((y - pred) ** 2) * 0.5), rel=1e-5)
+    model.save(tmp_path / "m.lamina")
+    with pytest.raises(ValueError, match="halved_mse"):   # not registered: named in the error, as Keras does
+        lamina.models.load_model(tmp_path / "m.lamina")
+    assert lamina.models.load_model(tmp_path / "m.lamina", compile=False).predict(x, verbose=0).shape == pred.shape

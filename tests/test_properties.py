@@ -18,7 +18,7 @@ BINARY = {
     "subtract": (ops.subtract, torch.sub),
     "multiply": (ops.multiply, torch.mul),
     "divide": (ops.divide, torch.div),
-    "maximum": (ops.maximum, torch.maximum),
+    "maximum": (ops.math.maximum, torch.maximum),  # the kernel: keras.ops.maximum narrows float64 as Keras does
     "power": (ops.power, torch.pow),
 }
 

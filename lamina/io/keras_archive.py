@@ -10,11 +10,14 @@ objects and is refused).
 import datetime
 import io
 import json
+import os
 import zipfile
 
 import numpy as np
 
-from .formats import MAX_JSON_BYTES, MAX_WEIGHTS_BYTES, ModelFileError, _parse_json, _read_member, atomic_write
+from .formats import (MAX_INFLATE_RATIO, MAX_JSON_BYTES, MAX_WEIGHTS_BYTES, ModelFileError, _parse_json, _read_member,
+                      atomic_write, open_zip)
+from .limits import open_regular
 
 __all__ = ["CONFIG", "METADATA", "WEIGHTS_H5", "is_keras_archive", "read_keras_archive", "write_keras_archive",
            "read_weights_h5", "write_weights_h5"]
@@ -28,9 +31,13 @@ _NUMERIC = "biuf"
 def is_keras_archive(path):
     """True when path is a zip whose members are Keras's (config.json beside model.weights.h5)."""
     try:
-        with zipfile.ZipFile(path) as z:
-            names = set(z.namelist())
-    except (zipfile.BadZipFile, OSError):
+        with open_regular(path) as f:
+            if f.read(4) != b"PK\x03\x04":
+                return False
+            f.seek(0)
+            with open_zip(path, f) as z:
+                names = set(z.namelist())
+    except (OSError, ModelFileError):
         return False
     return CONFIG in names and (WEIGHTS_H5 in names or WEIGHTS_NPZ in names)
 
@@ -85,6 +92,10 @@ def _walk_h5(path, group, prefix, out, budget):
         if item.is_virtual or item.external:
             raise ModelFileError(path, f"weight {full} stores its data outside the file; refused.")
         nbytes = int(np.prod(item.shape, dtype=np.float64)) * item.dtype.itemsize
+        stored = item.id.get_storage_size()
+        if nbytes > 4096 and nbytes > MAX_INFLATE_RATIO * stored:
+            raise ModelFileError(path, f"weight {full} declares shape {item.shape} ({nbytes} bytes) but stores "
+                                       f"{stored} bytes; refused before reading it.")
         budget[0] -= nbytes
         if budget[0] < 0:
             raise ModelFileError(path, f"the weights add up to more than the {MAX_WEIGHTS_BYTES}-byte limit.")
@@ -99,24 +110,21 @@ def read_weights_h5(path, blob):
     out = {}
     try:
         with h5py.File(io.BytesIO(blob), "r") as f:
-            _walk_h5(path, f, "", out, [MAX_WEIGHTS_BYTES])
+            _walk_h5(path, f, "", out, [min(MAX_WEIGHTS_BYTES, MAX_INFLATE_RATIO * len(blob))])
     except ModelFileError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, IndexError, OverflowError, RecursionError,
+            UnicodeDecodeError, AttributeError) as e:
         raise ModelFileError(path, f"{WEIGHTS_H5} is corrupt ({' '.join(str(e).split())}).") from e
     return out
 
 
 def read_keras_archive(path):
     """(config dict, metadata dict, {dataset path: array}) of a .keras archive."""
-    try:
-        with zipfile.ZipFile(path, "r") as z:
+    with open_regular(path, ".keras file") as f:
+        size = os.fstat(f.fileno()).st_size
+        with open_zip(path, f, max_members=1000) as z:
             infos = z.infolist()
-            names = [i.filename for i in infos]
-            if len(names) != len(set(names)):
-                raise ModelFileError(path, "duplicate members in the archive.")
-            if len(names) > 1000:
-                raise ModelFileError(path, f"the archive has {len(names)} members; a .keras file has three.")
             by_name = {i.filename: i for i in infos}
             if WEIGHTS_NPZ in by_name and WEIGHTS_H5 not in by_name:
                 raise ModelFileError(path, f"its weights are in {WEIGHTS_NPZ}, which stores pickled objects; "
@@ -125,15 +133,11 @@ def read_keras_archive(path):
             missing = [m for m in (CONFIG, WEIGHTS_H5) if m not in by_name]
             if missing:
                 raise ModelFileError(path, f"missing member(s) {', '.join(missing)}: not a Keras 3 .keras file.")
+            if sum(i.compress_size for i in infos) > size:
+                raise ModelFileError(path, "the archive's members claim more bytes than the file holds.")
             config = _parse_json(path, _read_member(path, z, by_name[CONFIG], MAX_JSON_BYTES), CONFIG)
             metadata = {}
             if METADATA in by_name:
                 metadata = _parse_json(path, _read_member(path, z, by_name[METADATA], 1 << 20), METADATA)
             blob = _read_member(path, z, by_name[WEIGHTS_H5], MAX_WEIGHTS_BYTES)
-    except zipfile.BadZipFile as e:
-        raise ModelFileError(path, f"corrupt or truncated zip archive ({e}).") from e
-    except (EOFError, OSError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise
-        raise ModelFileError(path, f"could not be read ({e}).") from e
     return config, metadata, read_weights_h5(path, blob)

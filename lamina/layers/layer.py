@@ -17,6 +17,7 @@ from .. import backend, initializers
 from ..backend import clear_session, unique_name  # noqa: F401  (re-exported)
 from ..registry import register, serialize
 from ..tensor import Tensor, Variable, no_grad
+from ..io.limits import charge_weight
 
 _ctx = threading.local()
 _BASE_KWARGS = ("name", "trainable", "dtype", "input_shape", "batch_input_shape", "batch_size", "input_dim",
@@ -312,7 +313,12 @@ class Layer:
         if initializer is None:
             initializer = "glorot_uniform" if np.issubdtype(dtype, np.floating) else "zeros"
         init = initializers.get(initializer)
-        value = init(shape, dtype=dtype) if isinstance(init, initializers.Initializer) else np.asarray(init(shape, dtype=dtype))
+        # loading a model file: counted against the file's budget before allocating, and left at zeros (the
+        # file's values replace it) instead of drawing random numbers that would be thrown away
+        if charge_weight(shape, dtype.itemsize, f"{self.name}/{name}"):
+            value = np.zeros(shape, dtype)
+        else:
+            value = init(shape, dtype=dtype) if isinstance(init, initializers.Initializer) else np.asarray(init(shape, dtype=dtype))
         from .. import regularizers as _reg, constraints as _con  # side floor, loaded lazily to keep import light
         var = Variable(backend.to_device(np.asarray(value, dtype), self._array_module()), name=name or f"variable_{len(self._own_weights)}",
                        trainable=trainable, dtype=dtype, constraint=_con.get(constraint), regularizer=_reg.get(regularizer))

@@ -225,13 +225,13 @@ class Maximum(_ExtremumMerge):
     """Elementwise maximum of a list of inputs. Backward: dy goes to the input that is largest
     (split evenly on exact ties); masked entries are skipped."""
 
-    _op = staticmethod(ops.maximum)
+    _op = staticmethod(ops.math.maximum)
 
 
 class Minimum(_ExtremumMerge):
     """Elementwise minimum of a list of inputs. Backward: dy goes to the smallest input (ties split)."""
 
-    _op = staticmethod(ops.minimum)
+    _op = staticmethod(ops.math.minimum)
 
 
 class Concatenate(Layer):
@@ -365,7 +365,7 @@ class Dot(Layer):
     def _l2_normalize(self, x, axis):
         # x / max(||x||, 1e-7), Keras's normalize (x * min(rsqrt(sum x^2), 1 / epsilon))
         ss = ops.sum(ops.square(x), axis=axis, keepdims=True)
-        return ops.divide(x, ops.sqrt(ops.maximum(ss, _const(ss, 1e-14))))
+        return ops.divide(x, ops.sqrt(ops.math.maximum(ss, _const(ss, 1e-14))))
 
     def call(self, inputs):
         x1, x2 = inputs

@@ -113,7 +113,7 @@ class Normalization(Layer):
     def call(self, inputs):
         mean, var = self._stats()
         mean, var = ops.cast(mean, inputs.dtype), ops.cast(var, inputs.dtype)  # follow the input's float dtype
-        std = ops.maximum(ops.sqrt(var), _EPS)
+        std = ops.math.maximum(ops.sqrt(var), _EPS)
         if self.invert:
             return mean + inputs * std
         return (inputs - mean) / std

@@ -34,6 +34,9 @@ _LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _STRIP = str.maketrans("", "", string.punctuation)
 
 
+MAX_VOCABULARY_FILE_BYTES = 1 << 30   # a vocabulary file larger than 1 GiB is refused, not read
+
+
 def _as_strings(data, who):
     """A NumPy array of Python strings from a str, a list/tuple/array of str or bytes, or a Tensor of them."""
     if isinstance(data, Tensor):
@@ -170,11 +173,16 @@ class TextVectorization(Layer):
         ``set_vocabulary(get_vocabulary())`` round-trips. In 'tf_idf' mode idf_weights (one per token,
         or one per entry including '[UNK]') are required."""
         who = self._who()
-        if isinstance(vocabulary, (str, os.PathLike)):
-            if not os.path.isfile(vocabulary):
+        if isinstance(vocabulary, (str, os.PathLike)):   # a file named in code (from_config refuses paths)
+            from ..io.formats import _read_bounded
+            if not os.path.exists(vocabulary):
                 raise ValueError(f"{who}: vocabulary file {os.fspath(vocabulary)!r} does not exist.")
-            with open(vocabulary, encoding="utf-8") as f:
-                lines = f.read().split("\n")
+            raw = _read_bounded(vocabulary, MAX_VOCABULARY_FILE_BYTES, "vocabulary file")
+            try:
+                lines = raw.decode("utf-8").split("\n")
+            except UnicodeDecodeError as e:
+                from ..io import ModelFileError
+                raise ModelFileError(vocabulary, f"the vocabulary file is not UTF-8 text ({e}).") from e
             while lines and lines[-1] == "":
                 lines.pop()
             vocabulary = lines
@@ -411,6 +419,14 @@ class TextVectorization(Layer):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        # A config comes from a model file: it must carry its vocabulary inline. A path here would make loading
+        # a file read another file (any file on the machine) into the model, so it is refused, never opened.
+        for key in ("vocabulary", "idf_weights"):
+            value = config.get(key)
+            if value is not None and not isinstance(value, (list, tuple)):
+                raise ValueError(f"TextVectorization.from_config: '{key}' must be a list held in the config "
+                                 f"itself; a config never names a file to read. Received {type(value).__name__} "
+                                 f"{value!r:.100}")
         for key in ("standardize", "split"):
             value = config.get(key)
             if isinstance(value, (dict, str)) and value not in (_STANDARDIZE + _SPLIT):

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import backend
 from ..io import ModelFileError
+from ..io.limits import weight_budget
 from ..io.keras_archive import read_keras_archive, write_keras_archive
 from ..registry import get_registered_object, serialize
 from .serialization import build_config, class_name, rebuild
@@ -259,8 +260,10 @@ def load_keras(filepath, custom_objects=None, compile=True):
     filepath = os.fspath(filepath)
     config, _, arrays = read_keras_archive(filepath)
     converted = from_keras_config(config, filepath)
-    model = rebuild({"class_name": converted.get("class_name"), "config": converted.get("config"),
-                      "build_config": converted.get("build_config")}, custom_objects, filepath)
+    stored = sum(a.nbytes for k, a in arrays.items() if not k.startswith("optimizer/"))
+    with weight_budget(stored, filepath):   # the config may not ask for more weight memory than the file holds
+        model = rebuild({"class_name": converted.get("class_name"), "config": converted.get("config"),
+                         "build_config": converted.get("build_config")}, custom_objects, filepath)
     _assign_by_path(model, arrays, filepath)
     compile_config = converted.get("compile_config")
     if compile and compile_config:
@@ -284,6 +287,10 @@ def _assign_by_path(model, arrays, path):
             if tuple(a.shape) != tuple(v.shape):
                 raise ModelFileError(path, f"{key} has shape {tuple(a.shape)}, but weight "
                                            f"'{getattr(v, 'path', v.name)}' has shape {tuple(v.shape)}.")
+            if np.dtype(a.dtype).kind != np.dtype(v.dtype).kind and not {np.dtype(a.dtype).kind,
+                                                                            np.dtype(v.dtype).kind} <= set("iub"):
+                raise ModelFileError(path, f"{key} holds {a.dtype} data, but weight "
+                                           f"'{getattr(v, 'path', v.name)}' is {np.dtype(v.dtype)}.")
             pending.append((v, a))
     for v, a in pending:
         v.assign(np.asarray(a, dtype=v.dtype))
@@ -307,8 +314,8 @@ def load_weights_from_archive(model, filepath):
 
 def load_weights_h5(model, filepath):
     from ..io.keras_archive import read_weights_h5
+    from ..io.formats import MAX_WEIGHTS_BYTES, _read_bounded
     filepath = os.fspath(filepath)
-    with open(filepath, "rb") as f:
-        blob = f.read()
+    blob = _read_bounded(filepath, MAX_WEIGHTS_BYTES)
     _assign_by_path(model, read_weights_h5(filepath, blob), filepath)
 

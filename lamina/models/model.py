@@ -209,7 +209,7 @@ class Model(Layer):
         self.loss = loss
         self._compile_state = training.CompileState(self, loss, metrics, weighted_metrics, loss_weights)
         self._compile_config = {"optimizer": optimizer if isinstance(optimizer, str) else serialize(self.optimizer),
-                                "loss": _serialize_structure(loss, losses_mod.serialize),
+                                "loss": _serialize_structure(loss, _serialize_loss),
                                 "metrics": _serialize_structure(metrics, _serialize_metric),
                                 "weighted_metrics": _serialize_structure(weighted_metrics, _serialize_metric),
                                 "loss_weights": loss_weights}
@@ -224,8 +224,7 @@ class Model(Layer):
     def compile_from_config(self, config):
         config = dict(config)
         opt = config.get("optimizer", "rmsprop")
-        loss = _deserialize_structure(config.get("loss"),
-                                      lambda v: v if isinstance(v, str) else losses_mod.deserialize(v))
+        loss = _deserialize_structure(config.get("loss"), _deserialize_loss)
         self.compile(optimizer=optimizers.get(opt), loss=loss, metrics=config.get("metrics"),
                      weighted_metrics=config.get("weighted_metrics"), loss_weights=config.get("loss_weights"))
 
@@ -404,6 +403,28 @@ def _serialize_metric(m):
         return serialize(m)
     except TypeError:
         return getattr(m, "__name__", repr(m))
+
+
+def _serialize_loss(loss):
+    """A loss for the compile config. A plain function (Keras accepts one in compile) is saved by name, as
+    Keras saves it; loading the file then finds it in the registry (register_keras_serializable)."""
+    try:
+        return losses_mod.serialize(loss)
+    except ValueError:
+        return {"module": getattr(loss, "__module__", None), "class_name": "function",
+                "config": getattr(loss, "__name__", "loss"), "registered_name": "function"}
+
+
+def _deserialize_loss(value):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and value.get("class_name") == "function":
+        fn = get_registered_object(str(value.get("config")))
+        if fn is None or not callable(fn):
+            raise ValueError(f"Could not locate the loss function {value.get('config')!r}: register it with "
+                             "lamina.saving.register_keras_serializable() (or pass it in custom_objects).")
+        return fn
+    return losses_mod.deserialize(value)
 
 
 def _serialize_structure(value, fn):

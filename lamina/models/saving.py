@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import __version__, backend, io
 from ..io import ModelFileError
+from ..io.limits import open_regular, weight_budget
 from ..registry import serialize
 from ..io.keras_archive import is_keras_archive
 from .keras_format import load_keras, load_weights_from_archive, load_weights_h5, save_keras, save_weights_h5
@@ -37,7 +38,8 @@ def _indexed(weights, prefix, path):
     for key, value in weights.items():
         if key.startswith(prefix):
             index = key[len(prefix):].split("/", 1)[0]
-            if not index.isdigit():
+            # ASCII digits only: str.isdigit() also accepts superscripts, which int() refuses
+            if not (0 < len(index) <= 9 and index.isascii() and index.isdigit()):
                 raise ModelFileError(path, f"weight key {key!r} has no index after {prefix!r}.")
             items.append((int(index), key, value))
     items.sort()
@@ -87,7 +89,17 @@ def save_model(model, filepath, overwrite=True, zipped=True):
     return filepath
 
 
-def _assign(model, arrays, path):
+def check_dtype(path, variable, array, exact):
+    """The file's dtype must be the weight's (exact: a model file rebuilt from its own config) or at least of
+    the same kind (float data for a float weight: load_weights into a model of another precision)."""
+    want, got = np.dtype(variable.dtype), np.dtype(array.dtype)
+    same = want == got if exact else (want.kind == got.kind or {want.kind, got.kind} <= set("iu"))
+    if not same:
+        raise ModelFileError(path, f"weight '{getattr(variable, 'path', variable.name)}' is {want} but the file "
+                                   f"declares {got} data for it (a header that does not match the model).")
+
+
+def _assign(model, arrays, path, exact_dtype=False):
     params = model.weights
     if len(arrays) != len(params):
         raise ModelFileError(path, f"the file holds {len(arrays)} weight arrays but model '{model.name}' has "
@@ -96,6 +108,7 @@ def _assign(model, arrays, path):
         if tuple(a.shape) != tuple(p.shape):
             raise ModelFileError(path, f"weight '{getattr(p, 'path', p.name)}' has shape {tuple(p.shape)} but "
                                        f"the file holds shape {tuple(a.shape)}.")
+        check_dtype(path, p, a, exact_dtype)
     for p, a in zip(params, arrays):
         p.assign(np.asarray(a, dtype=p.dtype))
 
@@ -114,11 +127,24 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
     for anything truncated, corrupt, foreign or naming unknown classes.
     """
     filepath = os.fspath(filepath)
-    if os.path.isfile(filepath) and is_keras_archive(filepath):   # told apart by content, not by name
+    try:
+        return _load_model(filepath, custom_objects, compile)
+    except (ModelFileError, FileNotFoundError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:   # anything else a hostile file provokes still names the file, in one line
+        raise ModelFileError(filepath, f"cannot be loaded ({type(e).__name__}: {e}).") from e
+
+
+def _load_model(filepath, custom_objects, compile):
+    if is_keras_archive(filepath):   # told apart by content, not by name
         return load_keras(filepath, custom_objects=custom_objects, compile=compile)
-    config, weights, _ = io.read_model_file(filepath)
-    model = _rebuild(config, custom_objects, filepath)
-    _assign(model, _indexed(weights, MODEL_PREFIX, filepath), filepath)
+    config, blob, _ = io.read_model_parts(filepath)
+    wpath = f"{filepath} ({io.formats.WEIGHTS_NAME})"
+    weights = io.formats._decode_weights(wpath, blob)[0]
+    stored = sum(a.nbytes for k, a in weights.items() if k.startswith(MODEL_PREFIX))
+    with weight_budget(stored, filepath):   # the config may not ask for more weight memory than the file holds
+        model = _rebuild(config, custom_objects, filepath)
+    _assign(model, _indexed(weights, MODEL_PREFIX, filepath), filepath, exact_dtype=True)
     compile_config = config.get("compile_config")
     if compile and compile_config:
         if not isinstance(compile_config, dict):
@@ -143,11 +169,8 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
 
 
 def _is_hdf5(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read(8) == b"\x89HDF\r\n\x1a\n"
-    except OSError:
-        return False
+    with open_regular(path, "weights file") as f:   # FileNotFoundError / ModelFileError for anything else
+        return f.read(8) == b"\x89HDF\r\n\x1a\n"
 
 
 def save_weights(model, filepath, overwrite=True):
@@ -173,7 +196,16 @@ def load_weights(model, filepath, skip_mismatch=False):
     if not model.built:
         raise ValueError(f"Model '{model.name}' is not built yet: build it (call it on data) before "
                          "load_weights, so that its weights exist.")
-    if os.path.isfile(filepath) and is_keras_archive(filepath):
+    try:
+        return _load_weights(model, filepath, skip_mismatch)
+    except (ModelFileError, FileNotFoundError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        raise ModelFileError(filepath, f"cannot be loaded ({type(e).__name__}: {e}).") from e
+
+
+def _load_weights(model, filepath, skip_mismatch):
+    if is_keras_archive(filepath):
         return load_weights_from_archive(model, filepath)
     if _is_hdf5(filepath):
         if skip_mismatch:
@@ -182,7 +214,7 @@ def load_weights(model, filepath, skip_mismatch=False):
     arrays = _indexed(io.read_weights_any(filepath), MODEL_PREFIX, filepath)
     if skip_mismatch:
         for p, a in zip(model.weights, arrays):
-            if tuple(a.shape) == tuple(p.shape):
+            if tuple(a.shape) == tuple(p.shape) and np.dtype(a.dtype).kind == np.dtype(p.dtype).kind:
                 p.assign(np.asarray(a, dtype=p.dtype))
         return
     _assign(model, arrays, filepath)

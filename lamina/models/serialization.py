@@ -40,6 +40,8 @@ def rebuild(config, custom_objects, path):
         raise ModelFileError(path, "config.json has no model config object.")
     try:
         model = cls.from_config(model_config, custom_objects=custom_objects)
+    except ModelFileError:
+        raise
     except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
         raise ModelFileError(path, f"cannot rebuild the model from its config: {e}") from e
     build = config.get("build_config") or {}
@@ -50,6 +52,8 @@ def rebuild(config, custom_objects, path):
                                        "weights from.")
         try:
             model.build(tuple(shape) if shape and not isinstance(shape[0], (list, dict)) else shape)
+        except ModelFileError:
+            raise
         except (ValueError, TypeError) as e:
             raise ModelFileError(path, f"cannot build the model for input shape {shape}: {e}") from e
     return model

@@ -261,8 +261,9 @@ def _validation_split(x, y, sample_weight, validation_split):
     n = int(flat[0].shape[0])
     split_at = int(math.floor(n * (1.0 - validation_split)))
     if split_at == 0 or split_at == n:
-        raise ValueError(f"validation_split={validation_split} leaves no training or no validation samples "
-                         f"out of {n}.")
+        raise ValueError(f"Training data contains {n} samples, which is not sufficient to split it into a "
+                         f"validation and training set as specified by `validation_split={validation_split}`. "
+                         "Either provide more data, or a different value for the `validation_split` argument.")
 
     def part(s, i):
         return None if s is None else _nest_map(lambda a: a[:split_at] if i == 0 else a[split_at:], s)
@@ -442,6 +443,10 @@ class CompileState:
         if kind == "sparse":
             labels = backend.to_numpy(yt)
             classes = p_shape[-1]
+            if labels.size and np.issubdtype(labels.dtype, np.floating) and not np.all(np.isfinite(labels)):
+                bad = int(np.count_nonzero(~np.isfinite(labels)))
+                raise ValueError(f"sparse_categorical_crossentropy: labels must be integers in [0, {classes}); "
+                                 f"received {bad} NaN or inf label(s).")
             if labels.size and np.issubdtype(labels.dtype, np.number) and (labels.max() >= classes or labels.min() < 0):
                 raise ValueError(f"sparse_categorical_crossentropy: labels must be integers in [0, {classes}) "
                                  f"for a model output of width {classes}; received labels in "
@@ -450,6 +455,16 @@ class CompileState:
             return
         if kind == "categorical":
             return  # the loss function raises its own message
+        if kind == "binary":
+            # Keras: target and output must have the same shape (a missing trailing 1 is added first)
+            t_cmp = t_shape + (1,) if len(t_shape) == len(p_shape) - 1 and p_shape[-1] == 1 else t_shape
+            if len(t_cmp) == len(p_shape) and all(a == b or a is None or b is None
+                                                  for a, b in zip(t_cmp[1:], p_shape[1:])):
+                return
+            hint = (" For integer class labels use loss='sparse_categorical_crossentropy' with a softmax output."
+                    if len(t_shape) == len(p_shape) - 1 else "")
+            raise ValueError(f"Arguments `target` and `output` must have the same shape. Received: "
+                             f"target.shape={t_shape}, output.shape={p_shape}.{hint}")
         # element-wise losses: the target's width must match the output's
         if len(t_shape) == len(p_shape) - 1 and p_shape[-1] not in (1, None):
             hint = (" For integer class labels use loss='sparse_categorical_crossentropy' with a softmax output."
@@ -554,6 +569,73 @@ def nonfinite_message(model, x, value, where):
     return " ".join(lines)
 
 
+# ----- argument checks (fit / evaluate / predict), with Keras's wording where Keras has a message
+_TEXT_LAYERS = ("TextVectorization", "StringLookup", "Hashing")
+
+
+def _accepts_text(model):
+    """True when the model takes strings in (an Input(dtype='string') or a text layer first)."""
+    for layer in getattr(model, "layers", []):
+        if type(layer).__name__ in _TEXT_LAYERS or getattr(layer, "_input_dtype", None) == np.dtype(object):
+            return True
+    return False
+
+
+def _positive_int(value, name, allow_none=True):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}. "
+                         f"Received: {name}={value!r}")
+
+
+def _check_array_data(model, who, x, y=None, sample_weight=None):
+    """Refuse what Keras refuses (or should): strings/objects where numbers are needed, empty data,
+    non-finite sample weights."""
+    if not _is_array_input(x):
+        return
+    text_ok = _accepts_text(model)
+    for what, value, strings_ok in (("x", x, text_ok), ("y", y, False), ("sample_weight", sample_weight, False)):
+        if value is None:
+            continue
+        for a in _nest_flatten(to_batch(value)):
+            if a is None or not hasattr(a, "dtype"):
+                continue
+            kind = np.dtype(a.dtype).kind
+            if kind in "OUS" and not strings_ok:
+                raise ValueError(f"Invalid dtype: {a.dtype} for {what} in {who}(): it must hold numbers. "
+                                 + ("Convert it first (np.asarray(..., 'float32'))." if what != "y" else
+                                    "Labels must be numeric (for text labels, map them to integer ids first)."))
+            if kind not in "biufOUS" and not strings_ok:
+                raise ValueError(f"Invalid dtype: {a.dtype} for {what} in {who}(): it must hold numbers.")
+            if len(getattr(a, "shape", ())) and int(a.shape[0]) == 0:
+                raise ValueError(f"{who}() received empty data: {what} has shape {tuple(a.shape)} (0 samples). "
+                                 "num_samples should be a positive integer value, but got num_samples=0")
+            if what == "sample_weight" and kind in "fc" and not bool(np.all(np.isfinite(backend.to_numpy(a)))):
+                raise ValueError(f"{who}(): sample_weight holds NaN or inf values.")
+
+
+def _check_class_weight(model, class_weight):
+    if not class_weight:
+        return
+    if not isinstance(class_weight, dict):
+        raise ValueError(f"class_weight must be a dict of class index -> weight. Received: {type(class_weight).__name__}")
+    width = None
+    outputs = _nest_flatten(getattr(model, "outputs", None))
+    shape = getattr(outputs[0], "shape", None) if len(outputs) == 1 else None
+    if shape and shape[-1] is not None:
+        width = int(shape[-1])
+    for k, v in class_weight.items():
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ValueError(f"class_weight keys must be class indices (integers >= 0). Received key {k!r}")
+        if width is not None and width > 1 and k >= width:
+            raise ValueError(f"class_weight has key {k}, but the model's output has {width} classes "
+                             f"(valid keys: 0 to {width - 1}).")
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v) \
+                or v < 0:
+            raise ValueError(f"class_weight values must be finite numbers >= 0. Received {k}: {v!r}")
+
+
 # ----- loops
 def _verbose(verbose):
     if not _dist.is_chief():
@@ -565,6 +647,16 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
         validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
         steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1):
     verbose = _verbose(verbose)
+    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float, np.integer, np.floating)) \
+            or not 0 <= validation_split <= 1:   # (1.0 gets Keras's "not sufficient to split" message below)
+        raise ValueError(f"validation_split must be a float in [0, 1). Received: validation_split={validation_split!r}")
+    _positive_int(validation_freq, "validation_freq", allow_none=False)
+    _positive_int(steps_per_epoch, "steps_per_epoch")
+    _positive_int(validation_steps, "validation_steps")
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
+        raise ValueError(f"initial_epoch must be an integer >= 0. Received: initial_epoch={initial_epoch!r}")
+    _check_class_weight(model, class_weight)
+    _check_array_data(model, "fit", x, y, sample_weight)
     val = None
     if validation_split and validation_data is None:
         if not _is_array_input(x):
@@ -642,6 +734,8 @@ def _evaluate_loop(model, data, cbs):
 
 def evaluate(model, x, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None, callbacks=None):
     verbose = _verbose(verbose)
+    _positive_int(steps, "steps")
+    _check_array_data(model, "evaluate", x, y, sample_weight)
     data = make_data(x, y, sample_weight, batch_size, False, steps)
     cbs = callbacks_mod.CallbackList(callbacks, add_progbar=verbose != 0, model=model, verbose=verbose,
                                      epochs=1, steps=data.steps_per_epoch, mode="test")
@@ -651,6 +745,8 @@ def evaluate(model, x, y=None, batch_size=None, verbose="auto", sample_weight=No
 
 def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
     verbose = _verbose(verbose)
+    _positive_int(steps, "steps")
+    _check_array_data(model, "predict", x)
     data = make_data(x, None, None, batch_size, False, steps)
     cbs = callbacks_mod.CallbackList(callbacks, add_progbar=verbose != 0, model=model, verbose=verbose,
                                      epochs=1, steps=data.steps_per_epoch, mode="predict")

@@ -171,12 +171,12 @@ class Progbar:
         elapsed = now - self._start
         metrics = self._metrics()
         if columns <= 0:  # a pipe or a terminal without a width: one plain line
-            parts = [f"{self._seen}/{self.target or self._seen}", format_time(elapsed),
+            parts = [f"{self._seen}/{self.target or self._seen}", f"{elapsed:.0f}s",   # Keras: whole seconds
                      f"{format_time(self._per_step(now))}/{self.unit_name}"] + metrics
             self._out.write(" - ".join(parts) + "\n")
             self._out.flush()
             return
-        timing = f"{format_time(elapsed)} {format_time(self._per_step(now))}/{self.unit_name}"
+        timing = f"{elapsed:.0f}s {format_time(self._per_step(now))}/{self.unit_name}"
         line = self._line(self._counter(), timing, metrics, columns)
         if line is not None:
             text = line

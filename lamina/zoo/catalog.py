@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 
 from .. import layers, optimizers
-from ..models import Sequential
+from ..models import Model, Sequential
 
 __all__ = ["Recipe", "RECIPES", "DATASETS", "OTHER_DATASETS", "get", "load_dataset", "preprocess", "DEFAULT"]
 
@@ -73,6 +73,28 @@ def _labels(y):
 
 
 # ---------------------------------------------------------------------------------------- models
+def small_resnet(input_shape=(32, 32, 3), num_classes=10, widths=(16, 32, 64), blocks_per_stage=2):
+    """A small ResNet (He et al. 2015, the CIFAR variant): a 3x3 stem, then stages of basic residual blocks
+    (two 3x3 convolutions with batch normalisation, added to the shortcut), the width doubling and the
+    resolution halving from one stage to the next (1x1 projection shortcuts there), global average pooling
+    and a softmax classifier."""
+    inputs = layers.Input(shape=input_shape)
+    x = layers.Conv2D(widths[0], 3, padding="same", use_bias=False)(inputs)
+    x = layers.Activation("relu")(layers.BatchNormalization()(x))
+    for stage, width in enumerate(widths):
+        for block in range(blocks_per_stage):
+            stride = 2 if stage > 0 and block == 0 else 1
+            shortcut = x
+            if stride != 1 or x.shape[-1] != width:
+                shortcut = layers.BatchNormalization()(layers.Conv2D(width, 1, strides=stride, use_bias=False)(x))
+            y = layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False)(x)
+            y = layers.Activation("relu")(layers.BatchNormalization()(y))
+            y = layers.BatchNormalization()(layers.Conv2D(width, 3, padding="same", use_bias=False)(y))
+            x = layers.Activation("relu")(layers.Add()([shortcut, y]))
+    x = layers.GlobalAveragePooling2D()(x)
+    return Model(inputs, layers.Dense(num_classes, activation="softmax")(x), name="small_resnet")
+
+
 def digits_cnn(input_shape=(8, 8, 1), num_classes=10):
     """The seed-style CNN, sized for 8x8 digits: two 3x3 convolutions ('same'), 2x2 max pooling, dense head."""
     return Sequential([
@@ -151,6 +173,9 @@ RECIPES = {r.name: r for r in [
     Recipe("fashion-cnn", mnist_cnn, "fashion_mnist", 5, 128, 1e-3,
            "the same convnet on Fashion-MNIST (downloads it; ~90%)"),
     Recipe("cifar10-cnn", cifar10_cnn, "cifar10", 10, 64, 1e-3, "VGG-style CNN on CIFAR-10 (downloads it; ~70%)"),
+    Recipe("resnet", small_resnet, "digits", 15, 32, 2e-3, "small ResNet (residual blocks, batch norm) on the "
+                                                           "bundled digits (~98%)"),
+    Recipe("cifar10-resnet", small_resnet, "cifar10", 15, 64, 1e-3, "small ResNet-14 on CIFAR-10 (downloads it)"),
 ]}
 DEFAULT = "cnn"
 
@@ -217,3 +242,7 @@ def recipe_main(prog, description, recipes, argv=None):
 from . import text as _text  # noqa: E402,F401  (sentiment, charlm, longmemory)
 from . import transformers as _transformers  # noqa: E402,F401  (transformer-classifier, translate-dates, char-transformer)
 from . import vision as _vision  # noqa: E402,F401  (unet, autoencoder, vae, gan)
+from . import perceptron as _perceptron  # noqa: E402,F401  (perceptron: AND, OR, XOR)
+from . import detection as _detection  # noqa: E402,F401  (detection)
+from . import rl as _rl  # noqa: E402,F401  (dqn; gymnasium is imported only when it trains)
+from . import style as _style  # noqa: E402,F401  (style-transfer)

@@ -338,7 +338,10 @@ def translation_attention(model, text, layer=-1):
     source, target = _date_vocabularies()
     out = translate(model, [text])[0]
     src = source.encode([text], DATE_LENGTH)
-    tgt = target.encode([out], ISO_LENGTH, start=True)
+    # the decoder reads START + the output so far; an output that filled every step (no END: an undertrained
+    # model) has no row for END
+    tgt = target.encode([out[:ISO_LENGTH - 1]], ISO_LENGTH, start=True)
+    labels = list(out) + (["<end>"] if len(out) < ISO_LENGTH else [])
     decoders = [ly for ly in model.layers if ly.name.startswith("decoder_")]
     encoders = [ly for ly in model.layers if ly.name.startswith("encoder_")]
     with no_grad():
@@ -351,8 +354,7 @@ def translation_attention(model, text, layer=-1):
             y = res[0]
             if i == (layer % len(decoders)):
                 cross = res[2].numpy()[0]
-    steps = len(out) + 1
-    return list(out) + ["<end>"], list(text), cross[:, :steps, :len(text)]
+    return labels, list(text), cross[:, :len(labels), :len(text)]
 
 
 def sample_text(model, vocabulary, prompt, length=200, temperature=1.0, top_k=None, num_samples=1, seed=0):

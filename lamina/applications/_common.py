@@ -1,0 +1,130 @@
+"""What every ``keras.applications`` builder shares: the input, the classifier head, the weights argument,
+and ``preprocess_input`` / ``decode_predictions``.
+
+Pretrained weights cannot be downloaded here. ``weights="imagenet"`` loads a file the user placed in
+``$LAMINA_HOME/models/`` (a ``.keras`` model or a ``.weights.h5`` weights file in Keras 3's layout, saved by
+Keras from the same architecture); without one it stops with a message saying where to put it.
+``weights=None`` gives a randomly initialised model, ``weights="path"`` loads that file.
+"""
+import json
+import os
+
+import numpy as np
+
+from .. import layers
+from ..models import Model
+from ..utils.data_utils import lamina_home
+
+__all__ = ["image_input", "classifier_head", "load_weights", "preprocess", "decode_imagenet"]
+
+
+def image_input(input_tensor, input_shape, default_size, min_size, include_top, weights, name):
+    """The model's Input, checking the shape as Keras does (3 channels, at least min_size)."""
+    if weights not in (None, "imagenet") and not (isinstance(weights, str) and os.path.exists(weights)):
+        raise ValueError(f"{name}: the `weights` argument should be None (random initialisation), 'imagenet' or "
+                         f"the path to a weights file. Received: weights={weights!r}")
+    if input_shape is None:
+        input_shape = (default_size, default_size, 3) if include_top or weights == "imagenet" else (None, None, 3)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(f"{name}: input_shape must be (height, width, channels). Received: {input_shape}")
+    if include_top and weights == "imagenet" and input_shape != (default_size, default_size, 3):
+        raise ValueError(f"{name}: with include_top=True and ImageNet weights the input must be "
+                         f"({default_size}, {default_size}, 3). Received: {input_shape}")
+    for d in input_shape[:2]:
+        if d is not None and d < min_size:
+            raise ValueError(f"{name}: input height and width must be at least {min_size}. Received: {input_shape}")
+    if input_tensor is not None:
+        return input_tensor
+    return layers.Input(shape=input_shape)
+
+
+def classifier_head(x, include_top, pooling, classes, classifier_activation, pool_names=("avg_pool", "max_pool")):
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name=pool_names[0])(x)
+        return layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D(name=pool_names[0])(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(name=pool_names[1])(x)
+    if pooling is not None:
+        raise ValueError(f"pooling must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
+    return x
+
+
+def check_classes(weights, include_top, classes, name):
+    if weights == "imagenet" and include_top and classes != 1000:
+        raise ValueError(f"{name}: with weights='imagenet' and include_top=True, classes must be 1000. "
+                         f"Received: classes={classes}")
+
+
+def build(inputs, outputs, name, weights, weights_name):
+    model = Model(inputs, outputs, name=name)
+    if weights == "imagenet":
+        folder = os.path.join(lamina_home(), "models")
+        candidates = [os.path.join(folder, f"{weights_name}{ext}") for ext in (".weights.h5", ".keras")]
+        found = next((c for c in candidates if os.path.isfile(c)), None)
+        if found is None:
+            raise FileNotFoundError(
+                f"{name}: ImageNet weights are not downloaded by lamina. Save them from Keras (keras.applications."
+                f"{_keras_name(weights_name)}(weights='imagenet')"
+                f".save_weights(...)) and place the file at {candidates[0]} (or a whole model at {candidates[1]}); "
+                f"or pass weights=None for random initialisation.")
+        load_weights(model, found)
+    elif weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def _keras_name(weights_name):
+    return {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152",
+            "resnet50v2": "ResNet50V2", "resnet101v2": "ResNet101V2", "resnet152v2": "ResNet152V2",
+            "vgg16": "VGG16", "vgg19": "VGG19", "densenet121": "DenseNet121", "densenet169": "DenseNet169",
+            "densenet201": "DenseNet201"}.get(weights_name, weights_name)
+
+
+def load_weights(model, path):
+    if path.endswith(".keras"):
+        from ..models import load_model
+        source = load_model(path, compile=False)
+        model.set_weights(source.get_weights())
+    else:
+        model.load_weights(path)
+
+
+def preprocess(x, data_format=None, mode="caffe"):
+    """ImageNet preprocessing as Keras's modes: 'caffe' (RGB -> BGR, minus the per-channel ImageNet mean),
+    'torch' (to [0, 1], minus mean, over std), 'tf' (to [-1, 1])."""
+    x = np.asarray(x)
+    x = x.astype("float32") if not np.issubdtype(x.dtype, np.floating) else x.copy()
+    if data_format not in (None, "channels_last"):
+        raise ValueError(f"Only data_format='channels_last' is supported. Received: {data_format!r}")
+    if mode == "tf":
+        return x / 127.5 - 1.0
+    if mode == "torch":
+        x = x / 255.0
+        return ((x - np.array([0.485, 0.456, 0.406], x.dtype)) / np.array([0.229, 0.224, 0.225], x.dtype))
+    x = x[..., ::-1]
+    return x - np.array([103.939, 116.779, 123.68], x.dtype)
+
+
+def decode_imagenet(preds, top=5):
+    """[[(class_id, class_name, score), ...] per sample] from (N, 1000) ImageNet scores. Needs Keras's
+    ``imagenet_class_index.json`` placed in ``$LAMINA_HOME/models/`` (lamina does not download it)."""
+    preds = np.asarray(preds)
+    if preds.ndim != 2 or preds.shape[1] != 1000:
+        raise ValueError("decode_predictions expects a batch of predictions (i.e. a 2D array of shape "
+                         f"(samples, 1000)). Received array with shape: {preds.shape}")
+    path = os.path.join(lamina_home(), "models", "imagenet_class_index.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"decode_predictions needs the ImageNet class index: place Keras's "
+                                f"imagenet_class_index.json at {path}")
+    if os.path.getsize(path) > 1 << 20:
+        raise ValueError(f"{path}: larger than a class index can be (1 MiB)")
+    with open(path, encoding="utf-8") as f:
+        index = json.load(f)
+    out = []
+    for row in preds:
+        best = np.argsort(row)[::-1][:top]
+        out.append([(*index[str(int(i))], float(row[i])) for i in best])
+    return out
