@@ -19,3 +19,4 @@ from . import utils, datasets, data, random, saving, preprocessing
 from . import testing
 from . import export  # noqa: F401  (registers model.export formats)
 from . import applications  # noqa: F401,E402
+from . import distribution  # noqa: F401  (keras.distribution: data-parallel training over MPI)

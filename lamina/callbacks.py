@@ -362,11 +362,11 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, logs=None):
         if self.stopped_epoch > 0 and self.verbose > 0:
-            print(f"Epoch {self.stopped_epoch + 1}: early stopping")
+            _say(f"Epoch {self.stopped_epoch + 1}: early stopping")
         # As Keras 3: the best epoch's weights come back at the end of training, stopped early or not.
         if self.restore_best_weights and self.best_weights is not None:
             if self.verbose > 0:
-                print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
+                _say(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
             self.model.set_weights(self.best_weights)
 
 
@@ -402,6 +402,8 @@ class ModelCheckpoint(Callback):
             self._save(epoch, logs or {})
 
     def _save(self, epoch, logs, batch=None):
+        if not _is_chief():
+            return  # data-parallel: only rank 0 writes (and reports) checkpoints
         try:
             path = self.filepath.format(epoch=epoch + 1, batch=batch, **logs)
         except KeyError as e:
@@ -482,7 +484,7 @@ class ReduceLROnPlateau(Callback):
                     new = max(old * self.factor, self.min_lr)
                     self.model.optimizer.learning_rate = new
                     if self.verbose > 0:
-                        print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
+                        _say(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
                     self.cooldown_counter, self.wait = self.cooldown, 0
 
 
@@ -505,7 +507,7 @@ class LearningRateScheduler(Callback):
                              "it must return a finite float.")
         self.model.optimizer.learning_rate = new
         if self.verbose > 0:
-            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {new}.")
+            _say(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {new}.")
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -521,6 +523,8 @@ class CSVLogger(Callback):
         self.keys, self._file, self._writer = None, None, None
 
     def on_train_begin(self, logs=None):
+        if not _is_chief():
+            return  # data-parallel: only rank 0 writes the file
         exists = self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
         self._file = open(self.filename, "a" if self.append else "w", newline="")
         self._header_done = exists
@@ -529,6 +533,8 @@ class CSVLogger(Callback):
                 self.keys = next(csv.reader(f, delimiter=self.sep))[1:]
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._file is None:
+            return
         logs = logs or {}
         if self.keys is None:
             self.keys = sorted(logs)
@@ -553,7 +559,7 @@ class TerminateOnNaN(Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(loss):
-            print(f"Batch {batch}: Invalid loss, terminating training")
+            _say(f"Batch {batch}: Invalid loss, terminating training")
             self.model.stop_training = True
 
 
@@ -573,6 +579,17 @@ class LambdaCallback(Callback):
             if not hasattr(Callback, hook):
                 raise ValueError(f"LambdaCallback: unknown hook {hook!r}.")
             setattr(self, hook, fn)
+
+
+def _is_chief():
+    from .distribution import is_chief  # rank 0 of a data-parallel job (always True in a plain process)
+    return is_chief()
+
+
+def _say(*args):
+    """print on rank 0 only (every rank of a data-parallel job makes the same decisions)."""
+    if _is_chief():
+        print(*args)
 
 
 def _atomic_write(path, write):
@@ -637,6 +654,8 @@ class BackupAndRestore(Callback):
         self.model._initial_epoch = epoch + 1
 
     def on_epoch_end(self, epoch, logs=None):
+        if not _is_chief():
+            return  # data-parallel: every rank holds the same state; rank 0 writes it
         from .io import write_weights_file
         model = self.model
         opt = model.optimizer
@@ -653,7 +672,8 @@ class BackupAndRestore(Callback):
 
     def on_train_end(self, logs=None):
         # Only a fit that ran to its end deletes the backup; an exception never reaches this hook.
-        if self.delete_checkpoint and os.path.isdir(self.backup_dir) and not getattr(self.model, "stop_reason", None):
+        if self.delete_checkpoint and os.path.isdir(self.backup_dir) and not getattr(self.model, "stop_reason", None) \
+                and _is_chief():
             shutil.rmtree(self.backup_dir, ignore_errors=True)
 
 

@@ -7,6 +7,8 @@
     lamina summary runs/cnn/model.lamina
     lamina export runs/cnn/model.lamina --format onnx
     lamina models
+    lamina train mlp --workers 2      # data-parallel over 2 MPI ranks (pip install 'lamina[mpi]')
+    mpirun -n 2 lamina train mlp      # the same, started by your own mpirun
 
 Exit status: 0 on success, 2 for a usage error (from argparse), 1 for any other problem (a missing or
 corrupt file, a failed download, input of the wrong shape), reported on one line without a traceback.
@@ -20,6 +22,9 @@ import time
 __all__ = ["main"]
 
 MODEL_FILE, RUN_FILE, HISTORY_FILE, PLOT_FILE = "model.lamina", "run.json", "history.json", "history.png"
+
+
+_ARGV = None  # the arguments main() was given (lamina train --workers re-runs them under mpirun)
 
 
 class UserError(Exception):
@@ -66,16 +71,52 @@ def _write_json(path, obj):
     atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
 
 
+def _launch_workers(n):
+    """Run this same command under mpirun -n N (the ranks see they were launched and train together)."""
+    import subprocess
+    from .distribution import launcher
+    try:
+        cmd = launcher.mpirun_command(n)
+    except RuntimeError as e:
+        raise UserError(str(e)) from None
+    argv = sys.argv[1:] if _ARGV is None else list(_ARGV)
+    # Open MPI's run-as-root opt-in goes only into the children's environment
+    return subprocess.call(cmd + [sys.executable, "-m", "lamina"] + argv, env=launcher.child_environment())
+
+
+def _join_workers(args):
+    """Under mpirun/srun: join the world and train data-parallel. Returns the number of ranks."""
+    from . import distribution
+    from .distribution import _runtime
+    if not _runtime.launched_by_mpi():
+        return 1
+    try:
+        distribution.initialize()
+    except ImportError as e:
+        raise UserError(str(e)) from None
+    if args.workers and args.workers != distribution.process_count():
+        raise UserError(f"--workers {args.workers} but mpirun started {distribution.process_count()} ranks")
+    distribution.set_distribution(distribution.DataParallel())
+    return distribution.process_count()
+
+
 def cmd_train(args):
     import numpy as np
     from . import backend
     from .zoo import catalog
+    from .distribution import _runtime
+    if args.workers and args.workers > 1 and not _runtime.launched_by_mpi():
+        return _launch_workers(args.workers)
+    workers = _join_workers(args)
+    chief = _runtime.is_chief()
     if args.name and args.model and args.name != args.model:
         sys.stderr.write(f"lamina train: error: two models given: {args.name!r} and --model {args.model!r}\n")
         return 2
     args.model = args.name or args.model or catalog.DEFAULT
     recipe = catalog.get(args.model)
     if getattr(recipe, "train", None) is not None:  # recipes with their own data and loop (e.g. translation)
+        if workers > 1:
+            raise UserError(f"'{recipe.name}' has its own training loop: --workers is not supported for it")
         # a recipe's verbose: 1 prints results only, 2 adds one line per epoch
         recipe.train(epochs=args.epochs, batch_size=args.batch_size, out=args.out, seed=args.seed,
                      verbose=1 if args.quiet else 2)
@@ -90,14 +131,18 @@ def cmd_train(args):
     backend.set_random_seed(args.seed)
     (x_train, y_train), (x_test, y_test) = catalog.load_dataset(recipe.dataset)
     model = recipe.compile(recipe.build(input_shape=x_train.shape[1:], num_classes=int(y_train.max()) + 1))
-    _say(f"Training '{recipe.name}' ({recipe.description}) on {recipe.dataset}: {len(x_train)} training and "
-         f"{len(x_test)} test samples, {epochs} epochs, batch size {batch_size}, seed {args.seed}.")
+    if chief:
+        _say(f"Training '{recipe.name}' ({recipe.description}) on {recipe.dataset}: {len(x_train)} training and "
+             f"{len(x_test)} test samples, {epochs} epochs, batch size {batch_size}, seed {args.seed}"
+             + (f", data-parallel on {workers} ranks." if workers > 1 else "."))
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
     start = time.perf_counter()
     history = model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=verbose,
                         validation_data=(x_test, y_test)).history
     seconds = time.perf_counter() - start
     loss, accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
+    if not chief:
+        return 0  # data-parallel: rank 0 reports and writes the files
     _say(f"Test accuracy: {accuracy:.4f} (loss {loss:.4f}) after {seconds:.1f} s of training.")
     model_path = os.path.join(out, MODEL_FILE)
     model.save(model_path)
@@ -107,7 +152,7 @@ def cmd_train(args):
     _write_json(os.path.join(out, RUN_FILE), {
         "model": recipe.name, "dataset": recipe.dataset, "epochs": epochs, "batch_size": batch_size,
         "seed": args.seed, "test_accuracy": float(accuracy), "test_loss": float(loss),
-        "train_seconds": round(seconds, 2), "lamina_version": __version__,
+        "train_seconds": round(seconds, 2), "lamina_version": __version__, "workers": workers,
         "params": int(sum(int(np.prod(w.shape)) for w in model.weights))})
     _say(f"Saved {model_path}")
     plot_path = os.path.join(out, PLOT_FILE)
@@ -348,6 +393,9 @@ def build_parser():
     p.add_argument("--out", metavar="DIR", help="output folder (default: ./runs/NAME)")
     p.add_argument("--seed", type=_seed, default=0, metavar="S", help="random seed (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    p.add_argument("--workers", type=_positive_int, metavar="N",
+                   help="train data-parallel on N MPI ranks: starts mpirun -n N (Open MPI from "
+                        "pip install 'lamina[mpi]'); --batch-size stays the global batch")
     _add_device_option(p)
     p.set_defaults(func=cmd_train)
 
@@ -395,6 +443,8 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of the ``lamina`` command. Returns the exit status."""
+    global _ARGV
+    _ARGV = None if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -23,6 +23,7 @@ from ..registry import get_registered_object, serialize
 from ..tensor import Tensor, grad, no_grad
 from . import summary as summary_mod
 from . import training
+from ..distribution import _runtime as _dist
 
 
 def deserialize_layer(config, custom_objects=None):
@@ -322,6 +323,12 @@ class Model(Layer):
             self._compile_state.loss_tracker.update_state(float(_to_float(loss)),
                                                           sample_weight=training.batch_size_of(x))
 
+    def _step_metrics(self, loss, x, y, y_pred, sample_weight):
+        """This rank's loss into the loss tracker and its batch into the compiled metrics (summed over the ranks
+        by the caller when training data-parallel); returns compute_metrics' logs."""
+        self._track_loss(loss, x)
+        return self.compute_metrics(x, y, y_pred, sample_weight)
+
     def train_step(self, data):
         """One update: forward (training=True), ``compute_loss``, lamina.grad, optimizer.apply_gradients.
         ``data`` is x, (x, y) or (x, y, sample_weight), as Keras passes it. Returns the logs."""
@@ -329,18 +336,20 @@ class Model(Layer):
         with self._compiled_flags():
             y_pred = self(x, training=True)
             loss = self._compute_loss(x, y, y_pred, sample_weight, True)
-            value = _to_float(loss)
+            local = _to_float(loss)
+            value = _dist.reduce_loss(local)  # data-parallel: the global loss on every rank
             if not np.isfinite(value):
                 raise training.NonFiniteLoss(value)
-            self._track_loss(value, x)
             variables = self.trainable_weights
             if variables and isinstance(loss, Tensor) and loss.requires_grad:
-                grads = grad(loss, variables)
+                grads = _dist.reduce_gradients(grad(loss, variables))  # data-parallel: one fused all-reduce
                 bad = training.nonfinite_indices(grads)  # before the update: NaN never reaches the weights
                 if bad:
                     raise training.NonFiniteUpdate(self, [variables[i] for i in bad])
                 self.optimizer.apply_gradients(zip(grads, variables))
-        return self.compute_metrics(x, y, y_pred, sample_weight)
+        with _dist.reduce_metrics(self._compile_state):  # data-parallel: metric states summed over ranks
+            logs = self._step_metrics(local, x, y, y_pred, sample_weight)
+        return self.get_metrics_result() if _dist.active() else logs
 
     def test_step(self, data):
         """Forward (training=False), ``compute_loss`` and the metrics for one batch. Returns the logs."""
@@ -348,8 +357,9 @@ class Model(Layer):
         with self._compiled_flags(), no_grad():
             y_pred = self(x, training=False)
             loss = self._compute_loss(x, y, y_pred, sample_weight, False)
-        self._track_loss(loss, x)
-        return self.compute_metrics(x, y, y_pred, sample_weight)
+        with _dist.reduce_metrics(self._compile_state):
+            logs = self._step_metrics(loss, x, y, y_pred, sample_weight)
+        return self.get_metrics_result() if _dist.active() else logs
 
     def predict_step(self, data):
         x, _, _ = training.unpack_x_y_sample_weight(data)
@@ -429,6 +439,8 @@ class Model(Layer):
     def save(self, filepath, overwrite=True, **kwargs):
         """One zip file: the JSON config and the weights (safetensors); no pickle."""
         from . import saving  # saving imports this module: loaded lazily to avoid the cycle
+        if not _dist.is_chief():
+            return None  # data-parallel: every rank holds the same model; rank 0 writes it
         return saving.save_model(self, filepath, overwrite=overwrite, **kwargs)
 
     def export(self, filepath, format="onnx", verbose=True, **kwargs):
@@ -444,6 +456,8 @@ class Model(Layer):
 
     def save_weights(self, filepath, overwrite=True):
         from . import saving
+        if not _dist.is_chief():
+            return None  # data-parallel: rank 0 writes
         return saving.save_weights(self, filepath, overwrite=overwrite)
 
     def load_weights(self, filepath, skip_mismatch=False, **kwargs):

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import backend, callbacks as callbacks_mod, losses as losses_mod, metrics as metrics_mod
 from ..data.py_dataset import PyDataset, PyDatasetAdapter
+from ..distribution import _runtime as _dist
 from ..layers.layer import _nest_flatten, _nest_map
 from ..tensor import Tensor
 from ..data.packing import pack_x_y_sample_weight, unpack_x_y_sample_weight  # noqa: F401  (Keras's batch forms)
@@ -696,6 +697,8 @@ def _check_class_weight(model, class_weight):
 
 # ----- loops
 def _verbose(verbose):
+    if not _dist.is_chief():
+        return 0  # data-parallel: only rank 0 prints progress
     return 1 if verbose == "auto" else int(verbose)
 
 
@@ -735,6 +738,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
     model.stop_training = False
     model.stop_reason = None
     model._initial_epoch = None
+    _dist.begin(model)
     cbs.on_train_begin()
     start = model._initial_epoch if model._initial_epoch is not None else initial_epoch
     logs = {}
@@ -745,7 +749,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
         for step, batch in enumerate(data):
             cbs.on_train_batch_begin(step)
             try:
-                batch_logs = pythonify_logs(model.train_step(batch))
+                batch_logs = pythonify_logs(model.train_step(_dist.shard(batch)))
             except (NonFiniteLoss, NonFiniteUpdate) as e:
                 where = f"epoch {epoch + 1}, batch {step}"
                 msg = (nonfinite_message(model, unpack_x_y_sample_weight(batch)[0], e.value, where) if isinstance(e, NonFiniteLoss)
@@ -780,7 +784,7 @@ def _evaluate_loop(model, data, cbs):
     logs = {}
     for step, batch in enumerate(data):
         cbs.on_test_batch_begin(step)
-        logs = pythonify_logs(model.test_step(batch))
+        logs = pythonify_logs(model.test_step(_dist.shard(batch)))
         cbs.on_test_batch_end(step, logs)
     logs = pythonify_logs(model.get_metrics_result()) if not logs else logs
     cbs.on_test_end(logs)
@@ -794,6 +798,7 @@ def evaluate(model, x, y=None, batch_size=None, verbose="auto", sample_weight=No
     data = make_data(x, y, sample_weight, batch_size, False, steps)
     cbs = callbacks_mod.CallbackList(callbacks, add_progbar=verbose != 0, model=model, verbose=verbose,
                                      epochs=1, steps=data.steps_per_epoch, mode="test")
+    _dist.begin(model)
     return _evaluate_loop(model, data, cbs)
 
 
@@ -804,11 +809,12 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
     data = make_data(x, None, None, batch_size, False, steps)
     cbs = callbacks_mod.CallbackList(callbacks, add_progbar=verbose != 0, model=model, verbose=verbose,
                                      epochs=1, steps=data.steps_per_epoch, mode="predict")
+    _dist.begin(model)
     cbs.on_predict_begin()
     outputs = []
     for step, batch in enumerate(data):
         cbs.on_predict_batch_begin(step)
-        out = to_numpy_structure(model.predict_step(batch))
+        out = _dist.gather(to_numpy_structure(model.predict_step(_dist.shard(batch))))
         outputs.append(out)
         cbs.on_predict_batch_end(step, {"outputs": out})
     cbs.on_predict_end()
