@@ -13,3 +13,4 @@ from .attention import *  # noqa: F401,F403
 from .transformer import *  # noqa: F401,F403
 from .preprocessing import *  # noqa: F401,F403
 from .text import *  # noqa: F401,F403
+from .convolutional_extra import *  # noqa: F401,F403
