@@ -14,3 +14,4 @@ from .transformer import *  # noqa: F401,F403
 from .preprocessing import *  # noqa: F401,F403
 from .text import *  # noqa: F401,F403
 from .convolutional_extra import *  # noqa: F401,F403
+from .convolutional_recurrent import *  # noqa: F401,F403
