@@ -59,6 +59,10 @@ def weight_paths(obj, prefix=""):
             seen[base] = k + 1
             out += weight_paths(layer, f"{prefix}layers/{base}{'_' + str(k) if k else ''}/")
         return out
+    if kind == "SpectralNormalization":  # Keras tracks the wrapped kernel and vector_u on the wrapper too
+        return [(prefix + "vars", [obj.kernel, obj.vector_u])] + weight_paths(obj.layer, prefix + "layer/")
+    if kind == "Wrapper":
+        return [(prefix + "vars", [])] + weight_paths(obj.layer, prefix + "layer/")
     if kind == "StackedRNNCells":  # Keras: .../cell/cells/<snake cell name>[_k]/vars
         out, seen = [(prefix + "vars", [])], {}
         for c in obj.cells:
