@@ -110,6 +110,8 @@ def _images(n=3, h=5, w=4):
     ("RandomGrayscale", dict(factor=1.0)), ("RandomGrayscale", dict(factor=0.0)),
     ("RandomBrightness", dict(factor=(0.2, 0.2))), ("RandomBrightness", dict(factor=(-0.3, -0.3), value_range=(0, 1))),
     ("RandomInvert", dict(factor=(1.0, 1.0))), ("Solarization", dict()),
+    ("RandomColorDegeneration", dict(factor=(0.4, 0.4))), ("RandomColorDegeneration", dict(factor=(1.0, 1.0))),
+    ("RandomPosterization", dict(factor=(3, 3))), ("RandomPosterization", dict(factor=(5, 5), value_range=(0, 1))),
 ])
 def test_colour_layers_match_keras(name, kwargs):
     x = _images()
@@ -129,6 +131,11 @@ def test_random_colour_layers_draw_per_image_and_pass_through_at_inference():
         y = layer(x, training=True).numpy()
         changed = np.any(np.abs(y - x) > 1e-4, axis=(1, 2, 3))
         assert 0.2 < changed.mean() < 1.0 or isinstance(layer, layers.RandomBrightness), type(layer).__name__
+    post = layers.RandomPosterization(4, seed=3)(x, training=True).numpy()   # 1 to 3 bits kept, per image
+    steps = [next(s for s in (128, 64, 32) if np.all(np.mod(img, s) == 0)) for img in post]
+    assert set(steps) == {128, 64, 32}
+    np.testing.assert_array_equal(post, np.floor(np.floor(x) / np.reshape(steps, (-1, 1, 1, 1)))
+                                  * np.reshape(steps, (-1, 1, 1, 1)))
     y = layers.RandomInvert(0.5, seed=2)(x, training=True).numpy()
     assert np.all(np.isclose(y, x, atol=1e-3) | np.isclose(y, 255 - x, atol=1e-3))
     sol = layers.Solarization(threshold_factor=(0.0, 0.5), seed=1)
@@ -144,6 +151,7 @@ def test_random_colour_layers_draw_per_image_and_pass_through_at_inference():
 
 
 @pytest.mark.parametrize("layer", [layers.AutoContrast(), layers.RandomGrayscale(1.0),
+                                   layers.RandomColorDegeneration((0.3, 0.3)),
                                    layers.RandomBrightness((0.1, 0.1))])
 def test_colour_layer_gradients(layer):
     x = R.permutation(np.linspace(10, 200, 2 * 3 * 3 * 3)).reshape(2, 3, 3, 3)

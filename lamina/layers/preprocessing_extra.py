@@ -17,7 +17,8 @@ from .layer import Layer
 from .preprocessing import _RandomLayer, _factor_range
 
 __all__ = ["CategoryEncoding", "Discretization", "StringLookup", "IntegerLookup", "RandomBrightness",
-           "RandomGrayscale", "RandomInvert", "Solarization", "AutoContrast", "MelSpectrogram"]
+           "RandomGrayscale", "RandomInvert", "Solarization", "AutoContrast", "MelSpectrogram",
+           "RandomColorDegeneration", "RandomPosterization"]
 
 
 def _array(x):
@@ -579,3 +580,44 @@ class MelSpectrogram(Layer):
     def compute_output_shape(self, input_shape):
         s = tuple(input_shape)
         return s[:-1] + (self.num_mel_bins, None if s[-1] is None else self._frames(s[-1]))
+
+
+class RandomColorDegeneration(_RandomLayer):
+    """Blends each image towards its grayscale version: x + f (gray - x), f ~ U(factor) per image, clipped to
+    value_range. factor: f (-> (0, f)) or (lower, upper) in [0, 1]."""
+
+    def __init__(self, factor, value_range=(0, 255), data_format=None, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self._lo, self._hi = _factor_range(self, "factor", factor, symmetric=False)
+        if self._lo < 0 or self._hi > 1:
+            raise ValueError(f"RandomColorDegeneration '{self.name}': factor must be in [0, 1]. Received: {factor!r}")
+        self.factor, self.value_range, self.data_format = factor, tuple(value_range), data_format
+
+    def _augment(self, x):
+        f = _per_image(self, x, self._lo, self._hi)
+        y = x + f * (ops.rgb_to_grayscale(x) - x)
+        return ops.clip(y, self.value_range[0], self.value_range[1])
+
+
+class RandomPosterization(_RandomLayer):
+    """Keeps the top b bits of each 8-bit channel value: on the 0..255 scale y = floor(x / 2^(8-b)) 2^(8-b),
+    mapped back to value_range. No gradient. b per image as Keras draws it: factor (lower, upper) -> an int in
+    [lower, upper) (exactly lower when lower == upper); an int factor f means (1, f)."""
+
+    def __init__(self, factor, value_range=(0, 255), data_format=None, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        lo, hi = (1, factor) if isinstance(factor, (int, np.integer)) else tuple(int(v) for v in factor)
+        if not 1 <= lo <= hi <= 8:
+            raise ValueError(f"RandomPosterization '{self.name}': factor must be an int (or a pair) in [1, 8]. "
+                             f"Received: factor={factor!r}")
+        self._lo, self._hi = int(lo), int(hi)
+        self.factor, self.value_range, self.data_format = factor, tuple(value_range), data_format
+
+    def _augment(self, x):
+        n = x.shape[0]
+        xp = backend.get_array_module(x.data)
+        bits = np.full(n, self._lo) if self._lo == self._hi else self._rng().integers(self._lo, self._hi, n)
+        step = xp.asarray((2.0 ** (8 - bits)).astype(x.dtype)).reshape(n, 1, 1, 1)
+        v = xp.trunc(_to_range(x.data, self.value_range, (0, 255))).astype(np.uint8).astype(x.dtype)
+        y = xp.floor(v / step) * step
+        return Tensor(_to_range(y, (0, 255), self.value_range).astype(x.dtype))
