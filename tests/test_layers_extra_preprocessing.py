@@ -177,3 +177,26 @@ def test_mel_spectrogram_matches_keras(kwargs, n):
     for key in ("fft_length", "sequence_stride", "window", "sampling_rate", "num_mel_bins", "min_freq",
                 "power_to_db", "top_db", "mag_exp", "min_power", "ref_power"):
         assert cfg[key] == kcfg[key], key
+
+
+@pytest.mark.parametrize("shape,target", [((2, 6, 8, 3), (6, 4)), ((2, 4, 5, 3), (6, 6)), ((1, 5, 5, 2), (5, 5))])
+def test_random_crop_deterministic_paths_match_keras(shape, target):
+    x = R.uniform(0, 255, shape).astype(np.float32)
+    got = layers.RandomCrop(*target)(x, training=True).numpy()
+    want = _np(keras.layers.RandomCrop(*target)(x, training=True))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
+
+
+def test_random_crop_takes_a_window_of_the_batch():
+    x = R.uniform(0, 255, (3, 9, 7, 2)).astype(np.float32)
+    layer = layers.RandomCrop(4, 3, seed=5)
+    offsets = set()
+    for _ in range(20):
+        y = layer(x, training=True).numpy()
+        assert y.shape == (3, 4, 3, 2)
+        hits = [(i, j) for i in range(6) for j in range(5) if np.array_equal(x[:, i:i + 4, j:j + 3], y)]
+        assert len(hits) == 1
+        offsets.add(hits[0])
+    assert len(offsets) > 3
+    np.testing.assert_array_equal(layer(x, training=False).numpy(), x)   # Keras 3.15: unchanged at inference
+    check_grad(lambda t: layers.RandomCrop(5, 5)(t, training=True), R.standard_normal((1, 3, 4, 2)))

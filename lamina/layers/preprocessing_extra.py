@@ -18,7 +18,7 @@ from .preprocessing import _RandomLayer, _factor_range
 
 __all__ = ["CategoryEncoding", "Discretization", "StringLookup", "IntegerLookup", "RandomBrightness",
            "RandomGrayscale", "RandomInvert", "Solarization", "AutoContrast", "MelSpectrogram",
-           "RandomColorDegeneration", "RandomPosterization"]
+           "RandomColorDegeneration", "RandomPosterization", "RandomCrop"]
 
 
 def _array(x):
@@ -621,3 +621,32 @@ class RandomPosterization(_RandomLayer):
         v = xp.trunc(_to_range(x.data, self.value_range, (0, 255))).astype(np.uint8).astype(x.dtype)
         y = xp.floor(v / step) * step
         return Tensor(_to_range(y, (0, 255), self.value_range).astype(x.dtype))
+
+
+class RandomCrop(_RandomLayer):
+    """Training: crops one random (height, width) window (the same offset for the whole batch, as Keras) when
+    the images are larger on both axes; otherwise, as Keras 3.15, the window [top:top+height, left:left+width]
+    from the offset of the centred aspect-ratio crop, resized bilinearly to (height, width) when it comes out
+    smaller. At inference the images pass unchanged, as in Keras 3.15."""
+
+    def __init__(self, height, width, seed=None, data_format=None, name=None, **kwargs):
+        super().__init__(seed=seed, name=name, **kwargs)
+        self.height, self.width = int(height), int(width)
+        self.data_format = data_format
+
+    def _augment(self, x):
+        from .preprocessing import _crop_box, resize
+        _, h, w, _ = x.shape
+        if h > self.height and w > self.width:
+            rng = self._rng()
+            top = int(rng.uniform(0, h - self.height + 1))
+            left = int(rng.uniform(0, w - self.width + 1))
+            return x[:, top:top + self.height, left:left + self.width, :]
+        top, left, _, _ = _crop_box(h, w, self.height, self.width)
+        x = x[:, top:top + self.height, left:left + self.width, :]
+        if tuple(x.shape[1:3]) != (self.height, self.width):
+            x = resize(x, (self.height, self.width), "bilinear")
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-3]) + (self.height, self.width, input_shape[-1])
