@@ -13,3 +13,7 @@ from .attention import *  # noqa: F401,F403
 from .transformer import *  # noqa: F401,F403
 from .preprocessing import *  # noqa: F401,F403
 from .text import *  # noqa: F401,F403
+from .convolutional_extra import *  # noqa: F401,F403
+from .convolutional_recurrent import *  # noqa: F401,F403
+from .preprocessing_extra import *  # noqa: F401,F403
+from .wrappers_extra import *  # noqa: F401,F403

@@ -263,6 +263,14 @@ class GRUCell(_CellBase):
         return seq, [h]
 
 
+def _flat_states(x):
+    """Initial states given flat or per cell (StackedRNNCells, as Keras), as one flat list."""
+    out = []
+    for s in _as_list(x):
+        out += _flat_states(s) if isinstance(s, (list, tuple)) else [s]
+    return out
+
+
 def _as_list(x):
     if x is None:
         return None
@@ -284,9 +292,9 @@ class RNN(Layer):
 
     def __init__(self, cell, return_sequences=False, return_state=False, go_backwards=False, stateful=False,
                  unroll=False, zero_output_for_mask=False, **kwargs):
-        if isinstance(cell, (list, tuple)):
-            raise ValueError(f"RNN: a list of cells (StackedRNNCells) is not supported; stack RNN layers "
-                             f"instead. Received: cell={cell!r}")
+        if isinstance(cell, (list, tuple)):  # as Keras: a list of cells runs as StackedRNNCells
+            from .convolutional_recurrent import StackedRNNCells
+            cell = StackedRNNCells(cell)
         if isinstance(cell, dict):
             cell = _deserialize(cell)
         if not hasattr(cell, "call") or not hasattr(cell, "state_size"):
@@ -342,7 +350,7 @@ class RNN(Layer):
         if initial_state is not None:
             xp = backend.get_array_module(sequences.data)
             states = [s if isinstance(s, Tensor) else Tensor(backend.to_device(np.asarray(s, self.dtype), xp))
-                      for s in _as_list(initial_state)]
+                      for s in _flat_states(initial_state)]
             if len(states) != len(self.state_size):
                 raise ValueError(f"{type(self).__name__} '{self.name}': expected {len(self.state_size)} initial "
                                  f"state(s), received {len(states)}.")
@@ -377,9 +385,8 @@ class RNN(Layer):
             seq, new_states = fused(x, states, mask, self.go_backwards)
         else:
             seq, new_states = self._loop(sequences, states, mask, training)
-        if isinstance(cell, _CellBase):
-            cell.reset_dropout_mask()
-            cell.reset_recurrent_dropout_mask()
+        for reset in ("reset_dropout_mask", "reset_recurrent_dropout_mask"):
+            getattr(cell, reset, lambda: None)()
         last = new_states[0] if isinstance(cell, _CellBase) else None
         if mask is not None and self.zero_output_for_mask:
             m = mask[:, ::-1] if self.go_backwards else mask
@@ -392,7 +399,8 @@ class RNN(Layer):
                 v.assign(s.data)
         output = seq if self.return_sequences else last
         if self.return_state:
-            return [output] + list(new_states)
+            nest = getattr(cell, "_nest_states", None)  # StackedRNNCells: the states per cell, as Keras
+            return [output] + (nest(list(new_states)) if nest else list(new_states))
         return output
 
     def _loop(self, sequences, states, mask, training):
@@ -417,7 +425,9 @@ class RNN(Layer):
         out = getattr(self.cell, "output_size", None) or self.state_size[0]
         output_shape = (N, T, out) if self.return_sequences else (N, out)
         if self.return_state:
-            return [output_shape] + [(N, s) for s in self.state_size]
+            nest = getattr(self.cell, "_nest_states", None)
+            shapes = [(N, s) for s in self.state_size]
+            return [output_shape] + (nest(shapes) if nest else shapes)
         return output_shape
 
     def compute_mask(self, inputs, mask):
@@ -425,7 +435,9 @@ class RNN(Layer):
             mask = mask[0]
         out = mask if self.return_sequences else None
         if self.return_state:
-            return [out] + [None] * len(self.state_size)
+            nest = getattr(self.cell, "_nest_states", None)
+            masks = [None] * len(self.state_size)
+            return [out] + (nest(masks) if nest else masks)
         return out
 
     @classmethod

@@ -31,7 +31,7 @@ from .serialization import build_config, class_name, rebuild
 __all__ = ["save_keras", "load_keras", "weight_paths", "to_keras_config", "from_keras_config"]
 
 KERAS_VERSION = "3.15.1"
-_SNAKE_1, _SNAKE_2 = re.compile(r"(.)([A-Z][a-z0-9]+)"), re.compile(r"([a-z])([A-Z])")
+_SNAKE_1, _SNAKE_2 = re.compile(r"(.)([A-Z][a-z]+)"), re.compile(r"([a-z])([A-Z])")  # Keras's to_snake_case
 
 
 def _snake(name):
@@ -60,6 +60,20 @@ def weight_paths(obj, prefix=""):
             seen[base] = k + 1
             out += weight_paths(layer, f"{prefix}layers/{base}{'_' + str(k) if k else ''}/")
         return out
+    if kind == "SpectralNormalization":  # Keras tracks the wrapped kernel and vector_u on the wrapper too
+        return [(prefix + "vars", [obj.kernel, obj.vector_u])] + weight_paths(obj.layer, prefix + "layer/")
+    if kind == "Wrapper":
+        return [(prefix + "vars", [])] + weight_paths(obj.layer, prefix + "layer/")
+    if kind == "StackedRNNCells":  # Keras: .../cell/cells/<snake cell name>[_k]/vars
+        out, seen = [(prefix + "vars", [])], {}
+        for c in obj.cells:
+            base = _snake(type(c).__name__)
+            k = seen.get(base, 0)
+            seen[base] = k + 1
+            out += weight_paths(c, f"{prefix}cells/{base}{'_' + str(k) if k else ''}/")
+        return out
+    if kind in ("ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"):
+        return [(prefix + "vars", []), (prefix + "cell/vars", list(obj.weights))]
     if kind in ("SimpleRNN", "LSTM", "GRU", "RNN"):
         cell = getattr(obj, "cell", None)
         if kind == "RNN" and cell is not None:
