@@ -21,6 +21,7 @@ KERAS = {
     "DenseNet121": (8062504, 429, "densenet121"),
     "DenseNet169": (14307880, 597, "densenet169"),
     "DenseNet201": (20242984, 709, "densenet201"),
+    "MobileNet": (4253864, 91, "mobilenet_1.00_224"),
 }
 
 
@@ -31,7 +32,7 @@ def test_parameter_and_layer_counts_equal_keras(name):
     assert model.output_shape == (None, 1000)
 
 
-@pytest.mark.parametrize("name", ["ResNet50", "ResNet50V2", "DenseNet121", "VGG16"])
+@pytest.mark.parametrize("name", ["ResNet50", "ResNet50V2", "DenseNet121", "VGG16", "MobileNet"])
 def test_layer_names_and_shapes_equal_real_keras(name, monkeypatch):
     monkeypatch.setenv("KERAS_BACKEND", "torch")
     keras = pytest.importorskip("keras")
