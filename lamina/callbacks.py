@@ -900,4 +900,40 @@ class SwapEMAWeights(Callback):
         self.on_test_end(logs)
 
 
-__all__ += ["TensorBoard", "SwapEMAWeights", "EventFileWriter"]
+class RemoteMonitor(Callback):
+    """POST each epoch's logs to a server: ``root + path`` receives ``{"epoch": epoch, **logs}`` as a JSON
+    body (send_as_json=True) or as the form field ``field`` holding that JSON (Keras's default). Uses the
+    standard library only; a failed request warns and training goes on.
+
+    Args (Keras's): root='http://localhost:9000', path='/publish/epoch/end/', field='data', headers=None,
+    send_as_json=False."""
+
+    def __init__(self, root="http://localhost:9000", path="/publish/epoch/end/", field="data", headers=None,
+                 send_as_json=False):
+        super().__init__()
+        self.root, self.path, self.field = root, path, field
+        self.headers, self.send_as_json = headers, send_as_json
+
+    def on_epoch_end(self, epoch, logs=None):
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+        send = {"epoch": epoch}
+        for k, v in (logs or {}).items():
+            send[k] = float(v) if _is_number(v) else v
+        headers = dict(self.headers or {})
+        if self.send_as_json:
+            body = json.dumps(send).encode()
+            headers.setdefault("Content-Type", "application/json")
+        else:
+            body = urllib.parse.urlencode({self.field: json.dumps(send)}).encode()
+            headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        request = urllib.request.Request(self.root + self.path, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                response.read()
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            warnings.warn(f"Could not reach RemoteMonitor root server at {self.root} ({e}).")
+
+
+__all__ += ["TensorBoard", "SwapEMAWeights", "EventFileWriter", "RemoteMonitor"]

@@ -121,3 +121,47 @@ def test_swap_ema_weights_evaluates_with_the_average(tmp_path):
     no_ema.compile(optimizer="sgd", loss="mse")
     with pytest.raises(ValueError, match="use_ema"):
         no_ema.fit(x, y, epochs=1, verbose=0, callbacks=[callbacks.SwapEMAWeights()])
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_remote_monitor_posts_epoch_logs(as_json):
+    import json
+    import threading
+    import urllib.parse
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            received.append((self.path, self.headers["Content-Type"], body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        cb = callbacks.RemoteMonitor(root=f"http://127.0.0.1:{server.server_port}", send_as_json=as_json)
+        x = np.ones((8, 2), np.float32)
+        model = lamina.Sequential([lamina.layers.Input((2,)), lamina.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        h = model.fit(x, x[:, :1], epochs=2, verbose=0, callbacks=[cb])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [r[0] for r in received] == ["/publish/epoch/end/"] * 2
+    for epoch, (_, ctype, body) in enumerate(received):
+        data = json.loads(body) if as_json else json.loads(urllib.parse.parse_qs(body)["data"][0])
+        assert ctype.startswith("application/json" if as_json else "application/x-www-form-urlencoded")
+        assert data["epoch"] == epoch and data["loss"] == pytest.approx(h.history["loss"][epoch])
+
+
+def test_remote_monitor_warns_when_unreachable():
+    cb = callbacks.RemoteMonitor(root="http://127.0.0.1:9")
+    with pytest.warns(UserWarning, match="RemoteMonitor"):
+        cb.on_epoch_end(0, {"loss": 1.0})
