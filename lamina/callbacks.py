@@ -825,7 +825,7 @@ class TensorBoard(Callback):
         if "epoch_learning_rate" not in train and opt is not None:
             try:
                 train["epoch_learning_rate"] = float(opt.learning_rate)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, AttributeError):  # MultiOptimizer has no single learning rate
                 pass
         if self.write_steps_per_second and self._epoch_start is not None:
             elapsed = time.time() - self._epoch_start

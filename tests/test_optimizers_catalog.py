@@ -94,3 +94,26 @@ def test_new_optimizers_train_a_model():
         model.compile(optimizer=opt, loss="mse")
         h = model.fit(x, y, epochs=5, batch_size=16, verbose=0)
         assert h.history["loss"][-1] < h.history["loss"][0], opt
+
+
+def test_multi_optimizer_matches_keras():
+    init = _init()
+    ov = [lamina.Variable(w.copy(), name=f"w{i}") for i, w in enumerate(init)]
+    rv = [keras.Variable(w.copy(), name=f"w{i}") for i, w in enumerate(init)]
+    # paths differ between the two libraries: map each side's path of the first weight to Adam
+    ours = optimizers.MultiOptimizer(optimizers.OptimizerMap(optimizers.SGD(0.1, momentum=0.5),
+                                                             {ov[0].path: optimizers.Adam(0.01)}))
+    ref = keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(keras.optimizers.SGD(0.1, momentum=0.5),
+                                                                        {rv[0].path: keras.optimizers.Adam(0.01)}))
+    for gs in _grads():
+        ours.apply_gradients(zip([g.copy() for g in gs], ov))
+        ref.apply_gradients(zip([keras.ops.convert_to_tensor(g) for g in gs], rv))
+    for a, b in zip(ov, rv):
+        np.testing.assert_allclose(a.numpy(), keras.ops.convert_to_numpy(b), rtol=1e-6, atol=1e-6)
+    assert ours.iterations == STEPS and len(ours.optimizers) == 2
+    with pytest.raises(AttributeError):
+        ours.learning_rate
+    again = optimizers.MultiOptimizer.from_config(ours.get_config())
+    assert isinstance(again._optimizer_map.default_optimizer, optimizers.SGD)
+    with pytest.raises(ValueError, match="MultiOptimizer"):
+        optimizers.OptimizerMap(optimizers.SGD(), {"x": ours})

@@ -322,7 +322,8 @@ def read_npy_int_sequences(raw, name="array"):
         raise UnsafePickleError(f"{name}: unsupported .npy version {major}")
     header = raw[start:start + hl].decode("latin-1")
     if "'|O'" not in header:
-        return np.load(io.BytesIO(raw), allow_pickle=False)
+        buf = io.BytesIO(raw)
+        return np.load(buf, allow_pickle=False)
     if "'fortran_order': False" not in header:
         raise UnsafePickleError(f"{name}: Fortran-ordered object array")
     seqs = read_int_sequences(raw[start + hl:])

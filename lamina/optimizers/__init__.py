@@ -9,7 +9,7 @@ from .base import Optimizer
 from .sgd import SGD
 from .adam import Adam, AdamW, Adamax, Nadam
 from .rmsprop import RMSprop, Adagrad, Adadelta
-from .extra import Lion, Lamb, Ftrl, Adafactor, LossScaleOptimizer
+from .extra import Lion, Lamb, Ftrl, Adafactor, LossScaleOptimizer, MultiOptimizer, OptimizerMap
 from ..registry import get_registered_object, serialize
 
 _BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad,
@@ -43,5 +43,5 @@ def deserialize(config, custom_objects=None):
 
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adagrad", "Adadelta", "Lion", "Lamb", "Ftrl", "Adafactor",
-           "LossScaleOptimizer",
+           "LossScaleOptimizer", "MultiOptimizer", "OptimizerMap",
            "get", "serialize", "deserialize", "schedules"]

@@ -281,3 +281,148 @@ class LossScaleOptimizer(Optimizer):
         if isinstance(inner, dict):
             inner = deserialize(inner, custom_objects)
         return cls(inner, **config)
+
+
+class OptimizerMap:
+    """Which optimizer trains which variable: ``optimizer_map`` maps variable paths or regular expressions
+    (matched in full against ``variable.path``) to optimizers; any other variable goes to
+    ``default_optimizer``. Calling the map on a variable returns its optimizer."""
+
+    def __init__(self, default_optimizer, optimizer_map=None):
+        if not isinstance(default_optimizer, Optimizer):
+            raise TypeError(f"default_optimizer must be a Keras Optimizer instance. Received: {default_optimizer}")
+        if optimizer_map is not None and not isinstance(optimizer_map, dict):
+            raise TypeError(f"optimizer_map must be a dictionary. Received: {optimizer_map}")
+        self.default_optimizer = default_optimizer
+        self._optimizer_map = {}
+        for key, opt in (optimizer_map or {}).items():
+            self[key] = opt
+
+    def __getitem__(self, key):
+        import re
+        if key in self._optimizer_map:
+            return self._optimizer_map[key]
+        matches = [p for p in self._optimizer_map if re.fullmatch(p, key)]
+        if len(matches) > 1:
+            raise ValueError(f"Multiple optimizers assigned to variable {key}.")
+        return self._optimizer_map[matches[0]] if matches else self.default_optimizer
+
+    def __setitem__(self, key, optimizer):
+        if key in self._optimizer_map:
+            raise ValueError(f"'{key}' already exists in the OptimizerMap with value {self._optimizer_map[key]}. "
+                             "Please make sure to not use duplicated keys.")
+        if not isinstance(key, str):
+            raise ValueError(f"key must be a string. Received: {key}")
+        if not isinstance(optimizer, Optimizer):
+            raise ValueError(f"optimizer must be a Keras Optimizer instance. Received: {optimizer}")
+        if isinstance(optimizer, (LossScaleOptimizer, MultiOptimizer)):
+            raise ValueError(f"optimizer cannot be {type(optimizer).__name__}.")
+        self._optimizer_map[key] = optimizer
+
+    def __delitem__(self, key):
+        del self._optimizer_map[key]
+
+    def __len__(self):
+        return len(self._optimizer_map)
+
+    def __iter__(self):
+        return iter(self._optimizer_map)
+
+    def values(self):
+        return self._optimizer_map.values()
+
+    def __call__(self, variable):
+        return self[getattr(variable, "path", None) or variable.name]
+
+    def get_config(self):
+        from ..registry import serialize
+        return {"default_optimizer": serialize(self.default_optimizer),
+                "optimizer_map": {k: serialize(v) for k, v in self._optimizer_map.items()}}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        from . import deserialize
+        return cls(deserialize(config["default_optimizer"], custom_objects),
+                   {k: deserialize(v, custom_objects) for k, v in (config.get("optimizer_map") or {}).items()})
+
+
+class MultiOptimizer(Optimizer):
+    """Delegates each variable to its own optimizer (an OptimizerMap, or a callable variable -> optimizer).
+    Each inner optimizer keeps its own state and step count; ``iterations`` counts the MultiOptimizer's
+    steps. The learning rate belongs to the inner optimizers."""
+
+    def __init__(self, optimizer_map, loss_scale_factor=None, name=None):
+        super().__init__(learning_rate=0.0, loss_scale_factor=loss_scale_factor, name=name or "multi_optimizer")
+        self._optimizer_map = optimizer_map
+        self._inner = []
+        for opt in list(getattr(optimizer_map, "values", lambda: [])()) + \
+                [getattr(optimizer_map, "default_optimizer", None)]:
+            if opt is not None and all(opt is not o for o in self._inner):
+                self._inner.append(opt)
+
+    @property
+    def optimizers(self):
+        return list(self._inner)
+
+    @property
+    def learning_rate(self):
+        raise AttributeError("Learning rate cannot be accessed on a MultiOptimizer. Access the learning rate on "
+                             "the individual sub-optimizers instead.")
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        raise AttributeError("Learning rate cannot be set on a MultiOptimizer. Set the learning rate on the "
+                             "individual sub-optimizers instead.")
+
+    def _owner(self, variable):
+        opt = self._optimizer_map(variable)
+        if not isinstance(opt, Optimizer):
+            raise ValueError(f"Optimizer for variable {variable} is not an Optimizer instance.")
+        if isinstance(opt, (LossScaleOptimizer, MultiOptimizer)):
+            raise ValueError(f"{type(opt).__name__} cannot be used inside an MultiOptimizer.")
+        if all(opt is not o for o in self._inner):
+            self._inner.append(opt)
+        return opt
+
+    def build(self, variables):
+        if self.built:
+            return
+        variables = list(variables)
+        self._trainable_variables = variables
+        self._index = {id(v): i for i, v in enumerate(variables)}
+        self._groups = {id(v): self._owner(v) for v in variables}
+        for opt in self._inner:
+            mine = [v for v in variables if self._groups[id(v)] is opt]
+            if mine:
+                opt.build(mine)
+        self.built = True
+
+    def apply(self, grads, trainable_variables=None):
+        grads = list(grads)
+        variables = list(trainable_variables) if trainable_variables is not None else self._trainable_variables
+        if not self.built:
+            self.build(variables)
+        if self.loss_scale_factor is not None:
+            grads = [None if g is None else _array(g) / self.loss_scale_factor for g in grads]
+        for opt in self._inner:
+            pairs = [(g, v) for g, v in zip(grads, variables) if self._groups.get(id(v)) is opt and g is not None]
+            if pairs:
+                opt.apply([g for g, _ in pairs], [v for _, v in pairs])
+        self._iterations += 1
+
+    def get_state(self):
+        return [s for opt in self._inner for s in opt.get_state()]
+
+    def get_config(self):
+        from ..registry import serialize
+        om = self._optimizer_map
+        return {"name": self.name, "loss_scale_factor": self.loss_scale_factor,
+                "optimizer_map": om.get_config() if isinstance(om, OptimizerMap) else serialize(om)}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        om = config.pop("optimizer_map")
+        if isinstance(om, dict) and "default_optimizer" in om:
+            om = OptimizerMap.from_config(om, custom_objects)
+        return cls(om, **config)
