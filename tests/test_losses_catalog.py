@@ -121,3 +121,20 @@ def test_compile_by_name_and_fit_with_focal_loss():
     model.compile(optimizer="sgd", loss="binary_focal_crossentropy")
     h = model.fit(PB, YB, epochs=2, verbose=0)
     assert np.isfinite(h.history["loss"]).all()
+
+
+def test_new_catalog_objects_survive_a_model_file(tmp_path):
+    model = lamina.Sequential([lamina.layers.Input((3,)), lamina.layers.Dense(
+        2, kernel_initializer=lamina.initializers.Orthogonal(seed=1),
+        kernel_regularizer=lamina.regularizers.OrthogonalRegularizer(0.1))])
+    model.compile(optimizer=lamina.optimizers.Lion(1e-3), loss=losses.Tversky(alpha=0.3),
+                  metrics=[lamina.metrics.R2Score(), lamina.metrics.PrecisionAtRecall(0.5)])
+    x = rng.random((8, 3)).astype(np.float32)
+    y = (rng.random((8, 2)) > 0.5).astype(np.float32)
+    model.fit(x, y, epochs=1, verbose=0)
+    model.save(str(tmp_path / "m.keras"))
+    again = lamina.models.load_model(str(tmp_path / "m.keras"))
+    assert type(again.optimizer).__name__ == "Lion"
+    assert isinstance(again.loss, losses.Tversky) and again.loss.get_config() == model.loss.get_config()
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(again.evaluate(x, y, verbose=0), model.evaluate(x, y, verbose=0), rtol=1e-5)
