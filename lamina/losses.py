@@ -237,9 +237,9 @@ def _masked_logsumexp(x, mask):
     m = xp.where(xp.isfinite(m), m, 0.0).astype(x.dtype)
     e = ops.exp(x - Tensor(m)) * Tensor(mask.astype(x.dtype))
     s = ops.sum(e, axis=1)
-    tiny = xp.asarray(np.finfo(np.dtype(x.dtype)).tiny, dtype=x.dtype)
-    empty = Tensor(xp.where(mask.any(axis=1), 0.0, -1e30).astype(x.dtype))
-    return ops.log(ops.maximum(s, Tensor(tiny))) + Tensor(m[:, 0]) + empty
+    tiny = float(np.finfo(np.dtype(x.dtype)).tiny)  # keeps log finite on a row with no entries
+    shift = Tensor(m[:, 0] + xp.where(mask.any(axis=1), 0.0, -1e30).astype(x.dtype))
+    return ops.log(s + tiny) + shift
 
 
 def circle(y_true, y_pred, ref_labels=None, ref_embeddings=None, remove_diagonal=True, gamma=80, margin=0.4):
@@ -250,7 +250,7 @@ def circle(y_true, y_pred, ref_labels=None, ref_embeddings=None, remove_diagonal
     labels = backend.to_numpy(_tensor(y_true).data).astype(np.int32).reshape(-1, 1)
     ref = y_pred if ref_embeddings is None else _tensor(ref_embeddings)
     ref_l = labels if ref_labels is None else backend.to_numpy(_tensor(ref_labels).data).astype(np.int32).reshape(-1, 1)
-    dist = ops.maximum(1.0 - ops.matmul(y_pred, ops.transpose(ref)), 0.0)
+    dist = ops.relu(1.0 - ops.matmul(y_pred, ops.transpose(ref)))  # relu keeps the input's float dtype
     pos = labels == ref_l.T
     neg = ~pos
     if remove_diagonal:
@@ -259,8 +259,8 @@ def circle(y_true, y_pred, ref_labels=None, ref_embeddings=None, remove_diagonal
     if xp is not np:
         pos, neg = backend.to_device(pos, xp), backend.to_device(neg, xp)
     posf, negf = Tensor(pos.astype(dist.dtype)), Tensor(neg.astype(dist.dtype))
-    pos_w = ops.maximum((margin + dist) * posf, 0.0)
-    neg_w = ops.maximum((1.0 + margin - dist) * negf, 0.0)
+    pos_w = ops.relu((margin + dist) * posf)
+    neg_w = ops.relu((1.0 + margin - dist) * negf)
     p_loss = _masked_logsumexp(-1.0 * gamma * pos_w * (margin - dist), pos)
     n_loss = _masked_logsumexp(gamma * neg_w * ((1.0 - margin) - dist), neg)
     return ops.softplus(p_loss + n_loss)
