@@ -680,3 +680,281 @@ class BackupAndRestore(Callback):
 __all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "EarlyStopping", "ModelCheckpoint",
            "ReduceLROnPlateau", "LearningRateScheduler", "CSVLogger", "TerminateOnNaN", "LambdaCallback",
            "BackupAndRestore"]
+
+
+# ---------------------------------------------------------------- TensorBoard event files
+# TensorBoard reads "events.out.tfevents.*" files: TFRecord framing (little-endian uint64 length, masked
+# CRC-32C of it, the payload, masked CRC-32C of the payload) around serialized tensorflow.Event protocol
+# buffers. Only the few fields needed for scalars are written, encoded here (no TensorFlow, no protobuf
+# dependency): Event{1: wall_time double, 2: step int64, 3: file_version string, 5: Summary{1: repeated
+# Value{1: tag string, 2: simple_value float}}}.
+def _crc32c_table():
+    table = np.zeros(256, np.uint32)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table[i] = c
+    return [int(v) for v in table]
+
+
+_CRC_TABLE = None
+
+
+def _crc32c(data):
+    global _CRC_TABLE
+    if _CRC_TABLE is None:
+        _CRC_TABLE = _crc32c_table()
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _masked_crc(data):
+    crc = _crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _varint(n):
+    out = bytearray()
+    n &= (1 << 64) - 1
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _field_bytes(num, payload):
+    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _event(wall_time, step=None, file_version=None, scalars=None):
+    import struct
+    out = _varint(1 << 3 | 1) + struct.pack("<d", wall_time)
+    if step is not None:
+        out += _varint(2 << 3 | 0) + _varint(int(step))
+    if file_version is not None:
+        out += _field_bytes(3, file_version.encode())
+    if scalars:
+        summary = b"".join(_field_bytes(1, _field_bytes(1, tag.encode()) + _varint(2 << 3 | 5)
+                                        + struct.pack("<f", float(value)))
+                           for tag, value in scalars.items())
+        out += _field_bytes(5, summary)
+    return out
+
+
+class EventFileWriter:
+    """Appends scalar summaries to a TensorBoard event file in ``logdir`` (created on first use)."""
+
+    def __init__(self, logdir):
+        import socket
+        self.logdir = os.fspath(logdir)
+        os.makedirs(self.logdir, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.{id(self) % 1000}.v2"
+        self.path = os.path.join(self.logdir, name)
+        self._f = open(self.path, "ab")
+        self._write(_event(time.time(), step=0, file_version="brain.Event:2"))
+
+    def _write(self, payload):
+        import struct
+        header = struct.pack("<Q", len(payload))
+        self._f.write(header + struct.pack("<I", _masked_crc(header)) + payload
+                      + struct.pack("<I", _masked_crc(payload)))
+
+    def add_scalars(self, scalars, step):
+        values = {k: float(v) for k, v in scalars.items() if _is_number(v)}
+        if values:
+            self._write(_event(time.time(), step=step, scalars=values))
+
+    def flush(self):
+        if not self._f.closed:
+            self._f.flush()
+
+    def close(self):
+        if not self._f.closed:
+            self._f.close()
+
+
+def _is_number(v):
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return np.ndim(v) == 0
+
+
+class TensorBoard(Callback):
+    """Write the epoch (and optionally batch) losses and metrics to TensorBoard event files, as Keras's
+    TensorBoard callback lays them out: ``log_dir/train`` and ``log_dir/validation``, tags ``epoch_loss``,
+    ``epoch_<metric>``, ``epoch_learning_rate`` (step = epoch) and, with an integer ``update_freq``,
+    ``batch_<name>`` every that many batches (step = global batch). Event files are written by lamina
+    itself (TFRecord framing with CRC-32C and hand-encoded Event protos); no TensorFlow or TensorBoard
+    install is needed to write them, only to view them (``tensorboard --logdir logs``).
+
+    Args (Keras's): log_dir='logs', histogram_freq=0, write_graph=True, write_images=False,
+    write_steps_per_second=False, update_freq='epoch', profile_batch=0, embeddings_freq=0,
+    embeddings_metadata=None. Histograms, graphs, images, profiling and embeddings are not written
+    (a warning says so when they are requested)."""
+
+    def __init__(self, log_dir="logs", histogram_freq=0, write_graph=True, write_images=False,
+                 write_steps_per_second=False, update_freq="epoch", profile_batch=0, embeddings_freq=0,
+                 embeddings_metadata=None):
+        super().__init__()
+        if update_freq != "epoch" and not (isinstance(update_freq, int) and update_freq > 0):
+            raise ValueError(f"update_freq must be 'epoch' or a positive int. Received: update_freq={update_freq!r}")
+        self.log_dir = os.fspath(log_dir)
+        self.histogram_freq, self.write_graph, self.write_images = histogram_freq, write_graph, write_images
+        self.write_steps_per_second = write_steps_per_second
+        self.update_freq = update_freq
+        self.profile_batch, self.embeddings_freq, self.embeddings_metadata = profile_batch, embeddings_freq, \
+            embeddings_metadata
+        unsupported = [n for n, v in (("histogram_freq", histogram_freq), ("write_images", write_images),
+                                      ("profile_batch", profile_batch), ("embeddings_freq", embeddings_freq)) if v]
+        if unsupported:
+            warnings.warn(f"TensorBoard: {', '.join(unsupported)} are not written by lamina (scalars only).")
+        self._writers = {}
+        self._global_batch = 0
+        self._epoch_start = None
+        self._epoch_batches = 0
+
+    def _writer(self, which):
+        if which not in self._writers:
+            self._writers[which] = EventFileWriter(os.path.join(self.log_dir, which))
+        return self._writers[which]
+
+    def on_train_begin(self, logs=None):
+        self._global_batch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start, self._epoch_batches = time.time(), 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._global_batch += 1
+        self._epoch_batches += 1
+        if self.update_freq != "epoch" and self._global_batch % self.update_freq == 0 and logs:
+            self._writer("train").add_scalars({f"batch_{k}": v for k, v in logs.items()}, self._global_batch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        train = {f"epoch_{k}": v for k, v in logs.items() if not k.startswith("val_")}
+        opt = getattr(self.model, "optimizer", None)
+        if "epoch_learning_rate" not in train and opt is not None:
+            try:
+                train["epoch_learning_rate"] = float(opt.learning_rate)
+            except (TypeError, ValueError, AttributeError):  # MultiOptimizer has no single learning rate
+                pass
+        if self.write_steps_per_second and self._epoch_start is not None:
+            elapsed = time.time() - self._epoch_start
+            train["epoch_steps_per_second"] = self._epoch_batches / elapsed if elapsed > 0 else 0.0
+        self._writer("train").add_scalars(train, epoch)
+        val = {f"epoch_{k[4:]}": v for k, v in logs.items() if k.startswith("val_")}
+        if val:
+            self._writer("validation").add_scalars(val, epoch)
+        for w in self._writers.values():
+            w.flush()
+
+    def on_train_end(self, logs=None):
+        for w in self._writers.values():
+            w.close()
+        self._writers = {}
+
+
+class SwapEMAWeights(Callback):
+    """Evaluate and predict with the optimizer's exponential moving average of the weights
+    (``use_ema=True``): the averages are swapped into the model for the test / predict pass and swapped
+    back after. With ``swap_on_epoch=True`` they are also swapped in at the end of each epoch (so that
+    later callbacks, such as ModelCheckpoint, see them) and out at the start of the next."""
+
+    def __init__(self, swap_on_epoch=False):
+        super().__init__()
+        self.swap_on_epoch = swap_on_epoch
+        self._ema_in_model = False
+
+    def _check(self):
+        opt = getattr(self.model, "optimizer", None)
+        if opt is None or not getattr(opt, "use_ema", False):
+            raise ValueError("SwapEMAWeights must be used when `use_ema=True` is set on the optimizer. "
+                             f"Received: use_ema={getattr(opt, 'use_ema', None)}")
+        return opt
+
+    def _swap(self):
+        opt = self._check()
+        if not opt.built:
+            return
+        for v, a in zip(opt._trainable_variables, opt._slots["average"]):
+            tmp = v.data.copy()
+            v.data[...] = a.data
+            a.data[...] = tmp
+            for t in (v, a):
+                if hasattr(t, "_bump_version"):
+                    t._bump_version()
+        self._ema_in_model = not self._ema_in_model
+
+    def on_train_begin(self, logs=None):
+        self._check()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.swap_on_epoch and self._ema_in_model:
+            self._swap()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.swap_on_epoch and not self._ema_in_model:
+            self._swap()
+
+    def on_test_begin(self, logs=None):
+        if not self._ema_in_model:
+            self._swap()
+
+    def on_test_end(self, logs=None):
+        if self._ema_in_model:
+            self._swap()
+
+    def on_predict_begin(self, logs=None):
+        self.on_test_begin(logs)
+
+    def on_predict_end(self, logs=None):
+        self.on_test_end(logs)
+
+
+class RemoteMonitor(Callback):
+    """POST each epoch's logs to a server: ``root + path`` receives ``{"epoch": epoch, **logs}`` as a JSON
+    body (send_as_json=True) or as the form field ``field`` holding that JSON (Keras's default). Uses the
+    standard library only; a failed request warns and training goes on.
+
+    Args (Keras's): root='http://localhost:9000', path='/publish/epoch/end/', field='data', headers=None,
+    send_as_json=False."""
+
+    def __init__(self, root="http://localhost:9000", path="/publish/epoch/end/", field="data", headers=None,
+                 send_as_json=False):
+        super().__init__()
+        self.root, self.path, self.field = root, path, field
+        self.headers, self.send_as_json = headers, send_as_json
+
+    def on_epoch_end(self, epoch, logs=None):
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+        send = {"epoch": epoch}
+        for k, v in (logs or {}).items():
+            send[k] = float(v) if _is_number(v) else v
+        headers = dict(self.headers or {})
+        if self.send_as_json:
+            body = json.dumps(send).encode()
+            headers.setdefault("Content-Type", "application/json")
+        else:
+            body = urllib.parse.urlencode({self.field: json.dumps(send)}).encode()
+            headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        request = urllib.request.Request(self.root + self.path, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                response.read()
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            warnings.warn(f"Could not reach RemoteMonitor root server at {self.root} ({e}).")
+
+
+__all__ += ["TensorBoard", "SwapEMAWeights", "EventFileWriter", "RemoteMonitor"]

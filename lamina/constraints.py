@@ -100,3 +100,18 @@ def get(identifier):
             raise ValueError(f"Unknown constraint {identifier!r}. Valid names: {', '.join(_ALIASES)}.")
         return cls()
     raise ValueError(f"Could not interpret constraint identifier: {identifier!r}")
+
+
+def serialize(constraint):
+    """``{'class_name', 'config'}`` of a constraint (Keras's layout)."""
+    if constraint is None:
+        return None
+    return {"module": "keras.constraints", "class_name": type(constraint).__name__,
+            "config": constraint.get_config(), "registered_name": None}
+
+
+def deserialize(config, custom_objects=None):
+    """A constraint from serialize()'s dict (or a name)."""
+    if isinstance(config, dict) and custom_objects and config.get("class_name") in custom_objects:
+        return custom_objects[config["class_name"]].from_config(config.get("config", {}))
+    return get(config)

@@ -206,12 +206,72 @@ class Identity(Initializer):
         return {"gain": self.gain}
 
 
+def _window(name, n, periodic):
+    """A named window of length n (symmetric, or periodic as for an FFT frame): hann, hamming, blackman,
+    bartlett, boxcar in NumPy; any other SciPy window name when SciPy is installed."""
+    m = n + 1 if periodic and n > 1 else n
+    simple = {"hann": np.hanning, "hanning": np.hanning, "hamming": np.hamming, "blackman": np.blackman,
+              "bartlett": np.bartlett, "boxcar": np.ones, "rectangular": np.ones, "rect": np.ones}
+    if name in simple:
+        w = simple[name](m)
+        return w[:n] if m != n else w
+    try:
+        import scipy.signal
+    except ImportError:  # pragma: no cover - SciPy is optional
+        raise ValueError(f"Unknown window {name!r}: without SciPy the windows are {sorted(simple)}.") from None
+    return scipy.signal.get_window(name, n, periodic)
+
+
+class STFT(Initializer):
+    """The real or imaginary part of the (windowed, scaled) DFT basis as a Conv1D kernel for the shape
+    (frame_length, input_channels, fft_length), returned with a channel axis of 1 as Keras does: cos / sin(-2 pi t f / (2 (fft_length - 1)))
+    times the window, divided by sqrt(sum(window^2)) ('density') or sum(|window|) ('spectrum').
+
+    Args: side='real' | 'imag', window='hann' (a name, an array of length frame_length, or None),
+    scaling='density' | 'spectrum' | None, periodic=False."""
+
+    def __init__(self, side="real", window="hann", scaling="density", periodic=False):
+        if side not in ("real", "imag"):
+            raise ValueError(f"side should be 'real' or 'imag', not {side}")
+        if isinstance(window, str):
+            _window(window, 1, periodic)  # an unknown name raises here, as Keras
+        if scaling is not None and scaling not in ("density", "spectrum"):
+            raise ValueError(f"Scaling is invalid, it must be `None`, 'density' or 'spectrum'. Received scaling={scaling}")
+        self.side, self.window, self.scaling, self.periodic = side, window, scaling, periodic
+
+    def __call__(self, shape, dtype=None):
+        frame_length, _, fft_length = shape
+        dt = _dt(dtype)
+        freq = np.arange(fft_length, dtype=dt).reshape(1, 1, -1) / dt.type((fft_length - 1) * 2)
+        time = np.arange(frame_length, dtype=dt).reshape(-1, 1, 1)
+        args = (-2 * time * freq) * dt.type(np.pi)
+        kernel = (np.cos(args) if self.side == "real" else np.sin(args)).astype(dt)
+        if self.window is not None:
+            win = _window(self.window, frame_length, self.periodic) if isinstance(self.window, str) \
+                else np.asarray(self.window)
+            win = win.astype(dt)
+            if win.ndim != 1 or win.shape[-1] != frame_length:
+                raise ValueError(f"The shape of `window` must be equal to [frame_length].Received: window shape={win.shape}")
+            win = win.reshape(frame_length, 1, 1)
+            scale = 1.0
+            if self.scaling == "density":
+                scale = np.sqrt(np.sum(np.square(win)))
+            elif self.scaling == "spectrum":
+                scale = np.sum(np.abs(win))
+            kernel = kernel * win / scale
+        # (frame_length, 1, fft_length), as Keras: it broadcasts over the input channels
+        return kernel.astype(dt)
+
+    def get_config(self):
+        return {"side": self.side, "window": self.window, "periodic": self.periodic, "scaling": self.scaling}
+
+
 _ALIASES = {
     "zeros": Zeros, "ones": Ones, "constant": Constant, "random_normal": RandomNormal,
     "random_uniform": RandomUniform, "truncated_normal": TruncatedNormal, "variance_scaling": VarianceScaling,
     "glorot_uniform": GlorotUniform, "glorot_normal": GlorotNormal, "he_uniform": HeUniform,
     "he_normal": HeNormal, "lecun_uniform": LecunUniform, "lecun_normal": LecunNormal,
-    "orthogonal": Orthogonal, "identity": Identity,
+    "orthogonal": Orthogonal, "identity": Identity, "stft": STFT,
     # Keras's short names (Embedding's default embeddings_initializer is "uniform")
     "uniform": RandomUniform, "normal": RandomNormal,
 }
@@ -219,7 +279,35 @@ for _name, _cls in _ALIASES.items():
     register(_cls, _name)
     register(_cls)
 
-zeros, ones = Zeros, Ones
+# Keras 3 exports each class under its snake-case name and a few long names as well
+zeros, ones, constant = Zeros, Ones, Constant
+random_normal, random_uniform, truncated_normal, variance_scaling = RandomNormal, RandomUniform, TruncatedNormal, \
+    VarianceScaling
+glorot_uniform, glorot_normal, he_uniform, he_normal = GlorotUniform, GlorotNormal, HeUniform, HeNormal
+lecun_uniform, lecun_normal = LecunUniform, LecunNormal
+orthogonal = OrthogonalInitializer = Orthogonal
+identity = IdentityInitializer = Identity
+stft = STFTInitializer = STFT
+for _name, _cls in (("OrthogonalInitializer", Orthogonal), ("IdentityInitializer", Identity),
+                    ("STFTInitializer", STFT)):
+    _ALIASES[_name] = _cls
+    register(_cls, _name)
+    register(_cls)
+
+
+def serialize(initializer):
+    """``{'class_name', 'config'}`` of an initializer (Keras's layout, module included)."""
+    if initializer is None:
+        return None
+    return {"module": "keras.initializers", "class_name": type(initializer).__name__,
+            "config": initializer.get_config(), "registered_name": None}
+
+
+def deserialize(config, custom_objects=None):
+    """An initializer from serialize()'s dict (or a name)."""
+    if isinstance(config, dict) and custom_objects and config.get("class_name") in custom_objects:
+        return custom_objects[config["class_name"]].from_config(config.get("config", {}))
+    return get(config)
 
 
 def get(identifier):
@@ -246,5 +334,6 @@ def get(identifier):
     raise ValueError(f"Could not interpret initializer identifier: {identifier!r}")
 
 
-__all__ = list(_ALIASES) + [c.__name__ for c in set(_ALIASES.values())] + ["get", "Initializer", "compute_fans"]
+__all__ = list(_ALIASES) + [c.__name__ for c in set(_ALIASES.values())] + ["get", "Initializer", "compute_fans",
+                                                                            "serialize", "deserialize"]
 _ = registered_names

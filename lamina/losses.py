@@ -135,13 +135,171 @@ def _scce_shape_message(t_shape, p_shape):
             f"shape {tuple(p_shape)}; expected targets of shape {tuple(p_shape[:-1])}.")
 
 
+
+def _wrap_regression(kernel, doc):
+    def fn(y_true, y_pred):
+        y_pred = _tensor(y_pred)
+        y_true, y_pred = align_ranks(_tensor(y_true), y_pred)
+        return kernel(_float_target(y_true, y_pred), y_pred)
+    fn.__doc__ = doc
+    return fn
+
+
+log_cosh = _wrap_regression(_loss_ops.log_cosh, "mean(log(cosh(y_pred - y_true)), axis=-1).")
+hinge = _wrap_regression(_loss_ops.hinge, "mean(max(1 - t p, 0), axis=-1); 0/1 labels become -1/1.")
+squared_hinge = _wrap_regression(_loss_ops.squared_hinge, "mean(max(1 - t p, 0)^2, axis=-1); 0/1 labels become -1/1.")
+categorical_hinge = _wrap_regression(_loss_ops.categorical_hinge, "max(0, 1 + max((1 - t) p) - sum(t p)) (one-hot t).")
+mean_absolute_percentage_error = _wrap_regression(_loss_ops.mean_absolute_percentage_error,
+                                                  "100 * mean(|t - p| / max(|t|, 1e-7), axis=-1).")
+mean_squared_logarithmic_error = _wrap_regression(_loss_ops.mean_squared_logarithmic_error,
+                                                  "mean((log(max(p, eps) + 1) - log(max(t, eps) + 1))^2, axis=-1).")
+poisson = _wrap_regression(_loss_ops.poisson, "mean(p - t log(p + 1e-7), axis=-1).")
+
+
+def binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False, alpha=0.25, gamma=2.0,
+                              from_logits=False, label_smoothing=0.0, axis=-1):
+    """mean((1 - p_t)^gamma * bce, axis), p_t = t p + (1 - t)(1 - p); times t alpha + (1 - t)(1 - alpha)
+    with apply_class_balancing. Targets smoothed towards 0.5 by label_smoothing."""
+    y_pred = _tensor(y_pred)
+    y_true = _float_target(_tensor(y_true), y_pred)
+    if label_smoothing:
+        y_true = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    if from_logits:
+        y_pred = ops.sigmoid(y_pred)
+    p = ops.clip(y_pred, _loss_ops.EPSILON, 1.0 - _loss_ops.EPSILON)
+    bce = -(y_true * ops.log(p) + (1.0 - y_true) * ops.log(1.0 - p))
+    p_t = y_true * y_pred + (1.0 - y_true) * (1.0 - y_pred)
+    focal = ops.power(1.0 - p_t, float(gamma)) * bce
+    if apply_class_balancing:
+        focal = (y_true * alpha + (1.0 - y_true) * (1.0 - alpha)) * focal
+    return ops.mean(focal, axis=axis)
+
+
+def categorical_focal_crossentropy(y_true, y_pred, alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0,
+                                   axis=-1):
+    """sum(alpha (1 - p)^gamma * -t log p, axis) with p normalised to sum 1 and clipped to [eps, 1 - eps]."""
+    if isinstance(axis, bool):
+        raise ValueError(f"`axis` must be of type `int`. Received: axis={axis} of type {type(axis)}")
+    y_pred = _tensor(y_pred)
+    y_true = _float_target(_tensor(y_true), y_pred)
+    if label_smoothing:
+        y_true = y_true * (1.0 - label_smoothing) + label_smoothing / y_true.shape[-1]
+    if from_logits:
+        y_pred = ops.softmax(y_pred, axis=axis)
+    out = y_pred / ops.sum(y_pred, axis=axis, keepdims=True)
+    out = ops.clip(out, _loss_ops.EPSILON, 1.0 - _loss_ops.EPSILON)
+    cce = -y_true * ops.log(out)
+    return ops.sum(ops.power(1.0 - out, float(gamma)) * alpha * cce, axis=axis)
+
+
+def categorical_generalized_cross_entropy(y_true, y_pred, q):
+    """(1 - p[label]^q) / q for integer labels: between cross-entropy (q -> 0) and MAE (q = 1)."""
+    y_pred = _tensor(y_pred)
+    labels = backend.to_numpy(_tensor(y_true).data).astype(np.int64)
+    onehot = np.eye(y_pred.shape[-1], dtype=y_pred.dtype)[labels]
+    xp = backend.get_array_module(y_pred.data)
+    p = ops.sum(y_pred * Tensor(backend.to_device(onehot, xp) if xp is not np else onehot), axis=-1)
+    return (1.0 - ops.power(p, float(q))) / q
+
+
+def cosine_similarity(y_true, y_pred, axis=-1):
+    """-sum(l2_normalize(t) * l2_normalize(p), axis): -1 for parallel vectors, 0 for orthogonal ones."""
+    y_pred = _tensor(y_pred)
+    y_true, y_pred = align_ranks(_tensor(y_true), y_pred)
+    y_true = _float_target(y_true, y_pred)
+    return -ops.sum(ops.normalize(y_true, axis=axis) * ops.normalize(y_pred, axis=axis), axis=axis)
+
+
+def dice(y_true, y_pred, axis=None):
+    """1 - 2 sum(t p) / (sum(t) + sum(p) + eps), summed over axis (None: everything)."""
+    y_pred = _tensor(y_pred)
+    y_true = _float_target(_tensor(y_true), y_pred)
+    inter = ops.sum(y_true * y_pred, axis=axis)
+    return 1.0 - 2.0 * inter / (ops.sum(y_true, axis=axis) + ops.sum(y_pred, axis=axis) + _loss_ops.EPSILON)
+
+
+def tversky(y_true, y_pred, alpha=0.5, beta=0.5, axis=None):
+    """1 - TP / (TP + alpha FP + beta FN + eps) with Keras's sums: TP = sum(t p), FP = sum((1 - p) t),
+    FN = sum(p (1 - t)) over axis (None: everything)."""
+    y_pred = _tensor(y_pred)
+    y_true = _float_target(_tensor(y_true), y_pred)
+    inter = ops.sum(y_true * y_pred, axis=axis)
+    fp = ops.sum((1.0 - y_pred) * y_true, axis=axis)
+    fn = ops.sum(y_pred * (1.0 - y_true), axis=axis)
+    return 1.0 - inter / (inter + fp * alpha + fn * beta + _loss_ops.EPSILON)
+
+
+def _masked_logsumexp(x, mask):
+    """logsumexp over axis 1 of the entries where mask holds; a row with none gives a very negative value
+    (Keras: -inf), which the softplus after it turns into 0."""
+    xp = backend.get_array_module(x.data)
+    m = xp.where(mask, x.data, -xp.inf).max(axis=1, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0.0).astype(x.dtype)
+    e = ops.exp(x - Tensor(m)) * Tensor(mask.astype(x.dtype))
+    s = ops.sum(e, axis=1)
+    tiny = float(np.finfo(np.dtype(x.dtype)).tiny)  # keeps log finite on a row with no entries
+    shift = Tensor(m[:, 0] + xp.where(mask.any(axis=1), 0.0, -1e30).astype(x.dtype))
+    return ops.log(s + tiny) + shift
+
+
+def circle(y_true, y_pred, ref_labels=None, ref_embeddings=None, remove_diagonal=True, gamma=80, margin=0.4):
+    """Circle loss (Sun et al. 2020) for L2-normalised embeddings y_pred (B, D) and integer labels y_true (B,):
+    softplus(logsumexp over positives of -gamma a_p (margin - d) + logsumexp over negatives of
+    gamma a_n (1 - margin - d)), d the pairwise cosine distances to ref_embeddings (default y_pred)."""
+    y_pred = _tensor(y_pred)
+    labels = backend.to_numpy(_tensor(y_true).data).astype(np.int32).reshape(-1, 1)
+    ref = y_pred if ref_embeddings is None else _tensor(ref_embeddings)
+    ref_l = labels if ref_labels is None else backend.to_numpy(_tensor(ref_labels).data).astype(np.int32).reshape(-1, 1)
+    dist = ops.relu(1.0 - ops.matmul(y_pred, ops.transpose(ref)))  # relu keeps the input's float dtype
+    pos = labels == ref_l.T
+    neg = ~pos
+    if remove_diagonal:
+        pos = pos & ~np.eye(labels.size, ref_l.size, dtype=bool)
+    xp = backend.get_array_module(y_pred.data)
+    if xp is not np:
+        pos, neg = backend.to_device(pos, xp), backend.to_device(neg, xp)
+    posf, negf = Tensor(pos.astype(dist.dtype)), Tensor(neg.astype(dist.dtype))
+    pos_w = ops.relu((margin + dist) * posf)
+    neg_w = ops.relu((1.0 + margin - dist) * negf)
+    p_loss = _masked_logsumexp(-1.0 * gamma * pos_w * (margin - dist), pos)
+    n_loss = _masked_logsumexp(gamma * neg_w * ((1.0 - margin) - dist), neg)
+    return ops.softplus(p_loss + n_loss)
+
+
+def ctc(y_true, y_pred):
+    """CTC loss per sample for padded integer targets (B, U) (0 = blank and padding) and logits (B, T, C)."""
+    y_pred = _tensor(y_pred)
+    y_true = _tensor(y_true)
+    if y_true.ndim != 2:
+        raise ValueError("Targets `y_true` are expected to be a tensor of shape `(batch_size, max_length)` in "
+                         f"integer format. Received: y_true.shape={tuple(y_true.shape)}")
+    if y_pred.ndim != 3:
+        raise ValueError("Logits `y_pred` are expected to be a tensor of shape `(batch_size, max_length, "
+                         f"num_classes)`. Received: y_pred.shape={tuple(y_pred.shape)}")
+    xp = backend.get_array_module(y_true.data)
+    label_length = (y_true.data != 0).sum(axis=-1).astype(np.int32)
+    input_length = xp.full((y_pred.shape[0],), y_pred.shape[1], dtype=np.int32)
+    return ops.ctc_loss(y_true, y_pred, label_length, input_length, mask_index=0)
+
 mse = MSE = mean_squared_error
 mae = MAE = mean_absolute_error
+mape = MAPE = mean_absolute_percentage_error
+msle = MSLE = mean_squared_logarithmic_error
+logcosh = log_cosh
 kld = KLD = kullback_leibler_divergence = kl_divergence
 for _fn, _name in ((mean_squared_error, "mean_squared_error"), (mean_absolute_error, "mean_absolute_error"),
                    (huber, "huber"), (kl_divergence, "kl_divergence"), (binary_crossentropy, "binary_crossentropy"),
                    (categorical_crossentropy, "categorical_crossentropy"),
-                   (sparse_categorical_crossentropy, "sparse_categorical_crossentropy")):
+                   (sparse_categorical_crossentropy, "sparse_categorical_crossentropy"),
+                   (log_cosh, "log_cosh"), (hinge, "hinge"), (squared_hinge, "squared_hinge"),
+                   (categorical_hinge, "categorical_hinge"),
+                   (mean_absolute_percentage_error, "mean_absolute_percentage_error"),
+                   (mean_squared_logarithmic_error, "mean_squared_logarithmic_error"), (poisson, "poisson"),
+                   (binary_focal_crossentropy, "binary_focal_crossentropy"),
+                   (categorical_focal_crossentropy, "categorical_focal_crossentropy"),
+                   (categorical_generalized_cross_entropy, "categorical_generalized_cross_entropy"),
+                   (cosine_similarity, "cosine_similarity"), (dice, "dice"), (tversky, "tversky"),
+                   (circle, "circle"), (ctc, "ctc")):
     _fn._keras_name = _name
 
 
@@ -302,6 +460,100 @@ class SparseCategoricalCrossentropy(LossFunctionWrapper):
         return config
 
 
+
+def _simple(fn, default_name, doc):
+    def __init__(self, reduction="sum_over_batch_size", name=default_name, dtype=None):
+        LossFunctionWrapper.__init__(self, fn, reduction=reduction, name=name, dtype=dtype)
+    return {"__init__": __init__, "__doc__": doc}
+
+
+MeanAbsolutePercentageError = type("MeanAbsolutePercentageError", (LossFunctionWrapper,), _simple(
+    mean_absolute_percentage_error, "mean_absolute_percentage_error", "100 * mean(|t - p| / |t|), then the reduction."))
+MeanSquaredLogarithmicError = type("MeanSquaredLogarithmicError", (LossFunctionWrapper,), _simple(
+    mean_squared_logarithmic_error, "mean_squared_logarithmic_error", "mean((log(p + 1) - log(t + 1))^2)."))
+LogCosh = type("LogCosh", (LossFunctionWrapper,), _simple(log_cosh, "log_cosh", "mean(log(cosh(p - t)))."))
+Hinge = type("Hinge", (LossFunctionWrapper,), _simple(hinge, "hinge", "mean(max(1 - t p, 0)), labels -1/1 or 0/1."))
+SquaredHinge = type("SquaredHinge", (LossFunctionWrapper,), _simple(squared_hinge, "squared_hinge",
+                                                                    "mean(max(1 - t p, 0)^2)."))
+CategoricalHinge = type("CategoricalHinge", (LossFunctionWrapper,), _simple(
+    categorical_hinge, "categorical_hinge", "max(0, 1 + max((1 - t) p) - sum(t p)) for one-hot targets."))
+Poisson = type("Poisson", (LossFunctionWrapper,), _simple(poisson, "poisson", "mean(p - t log(p + eps))."))
+CTC = type("CTC", (LossFunctionWrapper,), _simple(ctc, "ctc", "CTC loss: padded integer targets, logits (B, T, C)."))
+for _c in (MeanAbsolutePercentageError, MeanSquaredLogarithmicError, LogCosh, Hinge, SquaredHinge,
+           CategoricalHinge, Poisson, CTC):
+    _c.__module__ = __name__
+
+
+class BinaryFocalCrossentropy(LossFunctionWrapper):
+    """Binary cross-entropy down-weighting easy examples by (1 - p_t)^gamma (Lin et al. 2017)."""
+
+    def __init__(self, apply_class_balancing=False, alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0,
+                 axis=-1, reduction="sum_over_batch_size", name="binary_focal_crossentropy", dtype=None):
+        super().__init__(binary_focal_crossentropy, reduction=reduction, name=name, dtype=dtype,
+                         apply_class_balancing=apply_class_balancing, alpha=alpha, gamma=gamma,
+                         from_logits=from_logits, label_smoothing=label_smoothing, axis=axis)
+        self.from_logits = from_logits
+
+
+class CategoricalFocalCrossentropy(LossFunctionWrapper):
+    """Categorical cross-entropy weighted by alpha (1 - p)^gamma per class."""
+
+    def __init__(self, alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0, axis=-1,
+                 reduction="sum_over_batch_size", name="categorical_focal_crossentropy", dtype=None):
+        super().__init__(categorical_focal_crossentropy, reduction=reduction, name=name, dtype=dtype,
+                         alpha=alpha, gamma=gamma, from_logits=from_logits, label_smoothing=label_smoothing,
+                         axis=axis)
+        self.from_logits = from_logits
+
+
+class CategoricalGeneralizedCrossEntropy(LossFunctionWrapper):
+    """Generalized cross-entropy (Zhang & Sabuncu 2018), robust to noisy integer labels; q in (0, 1)."""
+
+    def __init__(self, q=0.5, reduction="sum_over_batch_size", name="categorical_generalized_cross_entropy",
+                 dtype=None):
+        if not 0 < q < 1:
+            raise ValueError("q must be in the interval (0, 1)")
+        super().__init__(categorical_generalized_cross_entropy, reduction=reduction, name=name, dtype=dtype, q=q)
+
+
+class CosineSimilarity(LossFunctionWrapper):
+    """-cosine similarity of target and prediction along axis (minimising it aligns them)."""
+
+    def __init__(self, axis=-1, reduction="sum_over_batch_size", name="cosine_similarity", dtype=None):
+        super().__init__(cosine_similarity, reduction=reduction, name=name, dtype=dtype, axis=axis)
+
+    def get_config(self):
+        return Loss.get_config(self)  # Keras's config has no axis
+
+
+class Dice(LossFunctionWrapper):
+    """1 - Dice coefficient (segmentation overlap)."""
+
+    def __init__(self, reduction="sum_over_batch_size", name="dice", axis=None, dtype=None):
+        super().__init__(dice, reduction=reduction, name=name, dtype=dtype, axis=axis)
+
+
+class Tversky(LossFunctionWrapper):
+    """1 - Tversky index: Dice with separate weights alpha (false positives) and beta (false negatives)."""
+
+    def __init__(self, alpha=0.5, beta=0.5, reduction="sum_over_batch_size", name="tversky", axis=None, dtype=None):
+        super().__init__(tversky, reduction=reduction, name=name, dtype=dtype, alpha=alpha, beta=beta, axis=axis)
+
+
+class Circle(LossFunctionWrapper):
+    """Circle loss for metric learning on L2-normalised embeddings with integer labels; the mean reduction runs
+    over the samples whose loss is positive (Keras masks the others)."""
+
+    def __init__(self, gamma=80.0, margin=0.4, remove_diagonal=True, reduction="sum_over_batch_size",
+                 name="circle", dtype=None):
+        super().__init__(circle, reduction=reduction, name=name, dtype=dtype, gamma=gamma, margin=margin,
+                         remove_diagonal=remove_diagonal)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        values = self.call(_tensor(y_true), _tensor(y_pred))
+        return reduce_weighted_values(values, sample_weight, values.data > 0, self.reduction)
+
+
 _ALIASES = {
     "mean_squared_error": MeanSquaredError, "mse": MeanSquaredError, "MSE": MeanSquaredError,
     "mean_absolute_error": MeanAbsoluteError, "mae": MeanAbsoluteError, "MAE": MeanAbsoluteError,
@@ -319,7 +571,21 @@ _FUNCTIONS = {
     "kullback_leibler_divergence": kl_divergence, "binary_crossentropy": binary_crossentropy,
     "categorical_crossentropy": categorical_crossentropy,
     "sparse_categorical_crossentropy": sparse_categorical_crossentropy,
+    "mean_absolute_percentage_error": mean_absolute_percentage_error, "mape": mean_absolute_percentage_error,
+    "MAPE": mean_absolute_percentage_error, "mean_squared_logarithmic_error": mean_squared_logarithmic_error,
+    "msle": mean_squared_logarithmic_error, "MSLE": mean_squared_logarithmic_error, "log_cosh": log_cosh,
+    "logcosh": log_cosh, "hinge": hinge, "squared_hinge": squared_hinge, "categorical_hinge": categorical_hinge,
+    "poisson": poisson, "binary_focal_crossentropy": binary_focal_crossentropy,
+    "categorical_focal_crossentropy": categorical_focal_crossentropy,
+    "categorical_generalized_cross_entropy": categorical_generalized_cross_entropy,
+    "cosine_similarity": cosine_similarity, "dice": dice, "tversky": tversky, "circle": circle, "ctc": ctc,
 }
+
+for _c in (MeanSquaredError, MeanAbsoluteError, Huber, KLDivergence, BinaryCrossentropy, CategoricalCrossentropy,
+           SparseCategoricalCrossentropy, MeanAbsolutePercentageError, MeanSquaredLogarithmicError, LogCosh, Hinge,
+           SquaredHinge, CategoricalHinge, Poisson, CTC, BinaryFocalCrossentropy, CategoricalFocalCrossentropy,
+           CategoricalGeneralizedCrossEntropy, CosineSimilarity, Dice, Tversky, Circle):
+    _ALIASES[_c.__name__] = _c  # a config's class_name finds the loss even where a metric shares the name
 
 
 def get(identifier):
@@ -378,4 +644,10 @@ __all__ = ["Loss", "LossFunctionWrapper", "MeanSquaredError", "MeanAbsoluteError
            "mean_squared_error", "mean_absolute_error", "huber", "kl_divergence", "binary_crossentropy",
            "categorical_crossentropy", "sparse_categorical_crossentropy", "mse", "mae", "MSE", "MAE", "kld",
            "KLD", "kullback_leibler_divergence", "get", "serialize", "deserialize", "reduce_weighted_values",
-           "align_ranks"]
+           "align_ranks", "MeanAbsolutePercentageError", "MeanSquaredLogarithmicError", "LogCosh", "Hinge",
+           "SquaredHinge", "CategoricalHinge", "Poisson", "CTC", "BinaryFocalCrossentropy",
+           "CategoricalFocalCrossentropy", "CategoricalGeneralizedCrossEntropy", "CosineSimilarity", "Dice",
+           "Tversky", "Circle", "log_cosh", "logcosh", "hinge", "squared_hinge", "categorical_hinge",
+           "mean_absolute_percentage_error", "mean_squared_logarithmic_error", "mape", "MAPE", "msle", "MSLE",
+           "poisson", "binary_focal_crossentropy", "categorical_focal_crossentropy",
+           "categorical_generalized_cross_entropy", "cosine_similarity", "dice", "tversky", "circle", "ctc"]

@@ -9,6 +9,8 @@ String names resolve through ``get``: 'mse', 'mae', 'binary_accuracy', 'categori
 'sparse_categorical_accuracy', 'auc', 'precision', 'recall', ... 'accuracy' is left to the training
 loop, which picks binary, categorical or sparse accuracy from the loss and the shapes.
 """
+import warnings
+
 import numpy as np
 
 from . import backend
@@ -265,19 +267,27 @@ def _log_probs(p, from_logits):
     return np.log(np.clip(p, _EPS, 1.0 - _EPS))
 
 
-def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0):
+def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
     t, p = _np(y_true, np.float64), _np(y_pred, np.float64)
+    if axis not in (-1, p.ndim - 1):
+        t, p = np.moveaxis(t, axis, -1), np.moveaxis(p, axis, -1)
     if label_smoothing:
         t = t * (1.0 - label_smoothing) + label_smoothing / t.shape[-1]
     return -np.sum(t * _log_probs(p, from_logits), axis=-1)
 
 
-def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False):
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1):
     t, p = _np(y_true), _np(y_pred, np.float64)
+    if axis not in (-1, p.ndim - 1):
+        p = np.moveaxis(p, axis, -1)
     if t.ndim == p.ndim and t.shape[-1] == 1:
         t = t[..., 0]
-    logp = _log_probs(p, from_logits)
-    return -np.take_along_axis(logp, t.astype(np.int64)[..., None], axis=-1)[..., 0]
+    t = t.astype(np.int64)
+    if ignore_class is None:
+        return -np.take_along_axis(_log_probs(p, from_logits), t[..., None], axis=-1)[..., 0]
+    ignored = t == ignore_class
+    values = -np.take_along_axis(_log_probs(p, from_logits), np.where(ignored, 0, t)[..., None], axis=-1)[..., 0]
+    return np.where(ignored, 0.0, values)  # Keras: 0 for ignored labels, still counted in the metric's mean
 
 
 def hinge(y_true, y_pred):
@@ -298,20 +308,75 @@ def log_cosh(y_true, y_pred):
     return np.mean(x + np.log1p(np.exp(-2.0 * x)) - np.log(2.0), axis=-1)
 
 
+def _via_loss(name):
+    """A per-sample metric function computed by the loss function of the same name (float64 NumPy out)."""
+    def fn(y_true, y_pred, **kwargs):
+        from . import losses as _losses
+        t = _np(y_true)
+        p = _np(y_pred, np.float64)
+        return _np(getattr(_losses, name)(t if t.dtype.kind in "iub" else t.astype(np.float64), p, **kwargs))
+    fn.__name__ = name
+    fn.__doc__ = f"Per-sample {name}, as the loss function of that name."
+    return fn
+
+
+kl_divergence = _via_loss("kl_divergence")
+poisson = _via_loss("poisson")
+squared_hinge = _via_loss("squared_hinge")
+categorical_hinge = _via_loss("categorical_hinge")
+huber = _via_loss("huber")
+binary_focal_crossentropy = _via_loss("binary_focal_crossentropy")
+categorical_focal_crossentropy = _via_loss("categorical_focal_crossentropy")
+
+
+def pearson_correlation(y_true, y_pred, axis=-1):
+    """mean over axis of the standardised products: Pearson's r along axis (per sample)."""
+    t, p = squeeze_or_expand_to_same_rank(_np(y_true, np.float64), _np(y_pred, np.float64))
+    t = t - t.mean(axis=axis, keepdims=True)
+    p = p - p.mean(axis=axis, keepdims=True)
+    t = t / t.std(axis=axis, keepdims=True)
+    p = p / p.std(axis=axis, keepdims=True)
+    return np.mean(t * p, axis=axis)
+
+
+def concordance_correlation(y_true, y_pred, axis=-1):
+    """Lin's concordance correlation along axis, with Keras's formula (its covariance term centres
+    y_true on the mean of y_pred)."""
+    t, p = squeeze_or_expand_to_same_rank(_np(y_true, np.float64), _np(y_pred, np.float64))
+    tm, pm = t.mean(axis=axis, keepdims=True), p.mean(axis=axis, keepdims=True)
+    tv, pv = (t - tm).var(axis=axis, keepdims=True), (p - pm).var(axis=axis, keepdims=True)
+    covar = (t - pm) * (p - pm)
+    return np.mean(2 * covar / (tv + pv + (tm - pm) ** 2 + _EPS), axis=axis)
+
+
 _FUNCTIONS = {f.__name__: f for f in (
     accuracy, binary_accuracy, categorical_accuracy, sparse_categorical_accuracy, top_k_categorical_accuracy,
     sparse_top_k_categorical_accuracy, mean_squared_error, mean_absolute_error, mean_absolute_percentage_error,
     mean_squared_logarithmic_error, binary_crossentropy, categorical_crossentropy,
-    sparse_categorical_crossentropy, hinge, cosine_similarity, log_cosh)}
+    sparse_categorical_crossentropy, hinge, cosine_similarity, log_cosh, kl_divergence, poisson, squared_hinge,
+    categorical_hinge, huber, binary_focal_crossentropy, categorical_focal_crossentropy, pearson_correlation,
+    concordance_correlation)}
 
 
 # ---------------------------------------------------------------- mean-wrapped metric classes
-def _wrapper(fn, default_name, doc, **defaults):
-    keys = list(defaults)
+def _wrapper(fn, default_name, doc, order=None, **defaults):
+    """__init__ taking Keras's positional order: (name, dtype, *options) unless ``order`` says otherwise
+    (TopKCategoricalAccuracy: k first), so that ``BinaryAccuracy("acc")`` names the metric "acc"."""
+    order = list(order) if order is not None else ["name", "dtype", *defaults]
 
-    def __init__(self, *args, name=default_name, dtype=None, **kwargs):
+    def __init__(self, *args, **kwargs):
+        if len(args) > len(order):
+            raise TypeError(f"{type(self).__name__}() takes at most {len(order)} positional arguments "
+                            f"({', '.join(order)}); received {len(args)}.")
+        for key, value in zip(order, args):
+            if key in kwargs:
+                raise TypeError(f"{type(self).__name__}() got multiple values for argument {key!r}")
+            kwargs[key] = value
         values = dict(defaults)
-        values.update(zip(keys, args))
+        name, dtype = kwargs.pop("name", default_name), kwargs.pop("dtype", None)
+        unknown = set(kwargs) - set(defaults)
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments {sorted(unknown)}")
         values.update(kwargs)
         MeanMetricWrapper.__init__(self, fn, name=name, dtype=dtype, **values)
 
@@ -344,13 +409,13 @@ class SparseCategoricalAccuracy(MeanMetricWrapper):
 class TopKCategoricalAccuracy(MeanMetricWrapper):
     """How often the one-hot target is among the k highest predictions."""
     __init__ = _wrapper(top_k_categorical_accuracy, "top_k_categorical_accuracy",
-                        "TopKCategoricalAccuracy(k=5, name, dtype)", k=5)
+                        "TopKCategoricalAccuracy(k=5, name, dtype)", order=("k", "name", "dtype"), k=5)
 
 
 class SparseTopKCategoricalAccuracy(MeanMetricWrapper):
     """How often the integer target is among the k highest predictions."""
     __init__ = _wrapper(sparse_top_k_categorical_accuracy, "sparse_top_k_categorical_accuracy",
-                        "SparseTopKCategoricalAccuracy(k=5, name, dtype)", k=5)
+                        "SparseTopKCategoricalAccuracy(k=5, name, dtype)", order=("k", "name", "dtype"), k=5)
 
 
 class MeanSquaredError(MeanMetricWrapper):
@@ -385,14 +450,28 @@ class BinaryCrossentropy(MeanMetricWrapper):
 class CategoricalCrossentropy(MeanMetricWrapper):
     """Running categorical cross-entropy over one-hot targets."""
     __init__ = _wrapper(categorical_crossentropy, "categorical_crossentropy",
-                        "CategoricalCrossentropy(name, dtype, from_logits=False, label_smoothing=0)",
-                        from_logits=False, label_smoothing=0.0)
+                        "CategoricalCrossentropy(name, dtype, from_logits=False, label_smoothing=0, axis=-1)",
+                        from_logits=False, label_smoothing=0, axis=-1)
 
 
 class SparseCategoricalCrossentropy(MeanMetricWrapper):
     """Running categorical cross-entropy over integer targets."""
     __init__ = _wrapper(sparse_categorical_crossentropy, "sparse_categorical_crossentropy",
-                        "SparseCategoricalCrossentropy(name, dtype, from_logits=False)", from_logits=False)
+                        "SparseCategoricalCrossentropy(name, dtype, from_logits=False, ignore_class=None, axis=-1)",
+                        from_logits=False, ignore_class=None, axis=-1)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        # Keras: ignored labels give 0; with sample weights they also get weight 0 (the mask is applied to
+        # the weights only), without they count as zeros in the mean
+        ignore = self._fn_kwargs.get("ignore_class")
+        if ignore is not None and sample_weight is not None:
+            t = _np(y_true)
+            t = t[..., 0] if t.ndim == _np(y_pred).ndim and t.shape[-1] == 1 else t
+            sw = _np(sample_weight, np.float64)
+            sw = sw.reshape(sw.shape + (1,) * (t.ndim - sw.ndim))
+            sample_weight = np.broadcast_to(sw, t.shape) * (t != ignore)
+        MeanMetricWrapper.update_state(self, y_true, y_pred, sample_weight)
+
 
 
 class Hinge(MeanMetricWrapper):
@@ -404,10 +483,120 @@ class CosineSimilarity(MeanMetricWrapper):
     """Mean cosine similarity between y_true and y_pred along axis."""
     __init__ = _wrapper(cosine_similarity, "cosine_similarity", "CosineSimilarity(name, dtype, axis=-1)", axis=-1)
 
+    def get_config(self):
+        config = super().get_config()
+        if config.get("axis") == -1:  # Keras 3.15's config has no axis key; a non-default one is kept
+            del config["axis"]
+        return config
+
 
 class LogCoshError(MeanMetricWrapper):
     """Mean of log(cosh(y_pred - y_true))."""
     __init__ = _wrapper(log_cosh, "logcosh", "LogCoshError(name, dtype)")
+
+
+class KLDivergence(MeanMetricWrapper):
+    """Mean of sum(t log(t / p)) over the last axis."""
+    __init__ = _wrapper(kl_divergence, "kl_divergence", "KLDivergence(name, dtype)")
+
+
+class Poisson(MeanMetricWrapper):
+    """Mean of p - t log(p + eps)."""
+    __init__ = _wrapper(poisson, "poisson", "Poisson(name, dtype)")
+
+
+class SquaredHinge(MeanMetricWrapper):
+    """Mean of max(1 - t p, 0)^2 with 0/1 labels mapped to -1/1."""
+    __init__ = _wrapper(squared_hinge, "squared_hinge", "SquaredHinge(name, dtype)")
+
+
+class CategoricalHinge(MeanMetricWrapper):
+    """Mean of max(0, 1 + max((1 - t) p) - sum(t p)) for one-hot targets."""
+    __init__ = _wrapper(categorical_hinge, "categorical_hinge", "CategoricalHinge(name, dtype)")
+
+
+class PearsonCorrelation(MeanMetricWrapper):
+    """Mean over samples of Pearson's correlation along axis."""
+    __init__ = _wrapper(pearson_correlation, "pearson_correlation", "PearsonCorrelation(name, dtype, axis=-1)",
+                        axis=-1)
+
+
+class ConcordanceCorrelation(MeanMetricWrapper):
+    """Mean over samples of Lin's concordance correlation along axis."""
+    __init__ = _wrapper(concordance_correlation, "concordance_correlation",
+                        "ConcordanceCorrelation(name, dtype, axis=-1)", axis=-1)
+
+
+class R2Score(Metric):
+    """Coefficient of determination 1 - SS_res / SS_tot per output column, from running weighted sums.
+
+    Args: class_aggregation ('uniform_average', 'variance_weighted_average' or None for one score per
+    column), num_regressors (> 0: the adjusted R^2 with n = number of target entries seen), name, dtype."""
+
+    def __init__(self, class_aggregation="uniform_average", num_regressors=0, name="r2_score", dtype=None):
+        if class_aggregation not in (None, "uniform_average", "variance_weighted_average"):
+            raise ValueError("Invalid value for argument `class_aggregation`. Expected one of "
+                             "(None, 'uniform_average', 'variance_weighted_average'). "
+                             f"Received: class_aggregation={class_aggregation}")
+        if num_regressors < 0:
+            raise ValueError("Invalid value for argument `num_regressors`. Expected a value >= 0. "
+                             f"Received: num_regressors={num_regressors}")
+        self.class_aggregation, self.num_regressors = class_aggregation, num_regressors
+        super().__init__(name=name, dtype=dtype)
+
+    def reset_state(self):
+        self.sum = self.squared_sum = self.total_mse = self.count = None
+        self.num_samples = 0
+
+    def _state(self):
+        return [v for v in (self.sum, self.squared_sum, self.total_mse, self.count) if v is not None] + \
+            [self.num_samples]
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        t, p = squeeze_or_expand_to_same_rank(_np(y_true, np.float64), _np(y_pred, np.float64))
+        if t.ndim == 1:
+            t, p = t[:, None], p[:, None]
+        if t.ndim != 2:
+            raise ValueError(f"R2Score expects 2D inputs (batch_size, output_dim); received y_true.shape={t.shape}")
+        w = np.ones(1) if sample_weight is None else _np(sample_weight, np.float64)
+        if w.ndim == 1:
+            w = w[:, None]
+        w = np.broadcast_to(w, t.shape)
+        if self.sum is None:
+            self.sum, self.squared_sum, self.total_mse, self.count = (np.zeros(t.shape[1]) for _ in range(4))
+        self.sum = self.sum + (t * w).sum(0)
+        self.squared_sum = self.squared_sum + (t * t * w).sum(0)
+        self.total_mse = self.total_mse + ((t - p) ** 2 * w).sum(0)
+        self.count = self.count + w.sum(0)
+        self.num_samples += t.size
+
+    def result(self):
+        if self.sum is None:
+            return 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = self.sum / self.count
+            total = self.squared_sum - self.sum * mean
+            raw = 1.0 - self.total_mse / total
+        raw = np.where(np.isinf(raw), 0.0, raw)
+        if self.class_aggregation == "uniform_average":
+            r2 = raw.mean()
+        elif self.class_aggregation == "variance_weighted_average":
+            r2 = (total * raw).sum() / total.sum()
+        else:
+            r2 = raw
+        n, k = self.num_samples, self.num_regressors
+        if k and k > n - 1:
+            warnings.warn("More independent predictors than datapoints in adjusted R2 score. "
+                          "Falling back to standard R2 score.", stacklevel=2)
+        elif k and k == n - 1:
+            warnings.warn("Division by zero in Adjusted R2 score. Falling back to standard R2 score.", stacklevel=2)
+        elif k:
+            r2 = 1.0 - (1.0 - r2) * (n - 1.0) / (n - k - 1.0)
+        return float(r2) if np.ndim(r2) == 0 else r2
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype, "class_aggregation": self.class_aggregation,
+                "num_regressors": self.num_regressors}
 
 
 class RootMeanSquaredError(Mean):
@@ -862,6 +1051,167 @@ class MeanIoU(Metric):
         return config
 
 
+class _AtConstraint(_ConfusionMetric):
+    """Base of PrecisionAtRecall and its siblings: confusion counts at num_thresholds evenly spaced
+    thresholds in [0, 1]; the result is the best dependent rate among thresholds meeting the constraint."""
+    _value_key = "value"
+
+    def __init__(self, value, num_thresholds=200, class_id=None, name=None, dtype=None):
+        if not 0 <= value <= 1:
+            raise ValueError(f"Argument `{self._value_key}` must be in the range [0, 1]. "
+                             f"Received: {self._value_key}={value}")
+        if num_thresholds <= 0:
+            raise ValueError(f"Argument `num_thresholds` must be an integer > 0. Received: num_thresholds={num_thresholds}")
+        self.value, self.num_thresholds, self.class_id = value, num_thresholds, class_id
+        if num_thresholds == 1:
+            self.thresholds = [0.5]
+        else:
+            self.thresholds = [0.0] + [(i + 1) / (num_thresholds - 1) for i in range(num_thresholds - 2)] + [1.0]
+        self._thresholds, self._single = self.thresholds, False
+        super().__init__(name=name, dtype=dtype)
+
+    def reset_state(self):
+        n = len(self.thresholds)
+        self.true_positives, self.false_positives = np.zeros(n), np.zeros(n)
+        self.false_negatives, self.true_negatives = np.zeros(n), np.zeros(n)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        tp, fp, fn, tn = self._counts(y_true, y_pred, sample_weight, self.class_id)
+        self.true_positives += tp
+        self.false_positives += fp
+        self.false_negatives += fn
+        self.true_negatives += tn
+
+    def _rates(self):
+        tp, fp, fn, tn = self.true_positives, self.false_positives, self.false_negatives, self.true_negatives
+        return {"recall": _div(tp, tp + fn), "precision": _div(tp, tp + fp), "specificity": _div(tn, tn + fp)}
+
+    def _best(self, constrained, dependent):
+        feasible = constrained >= self.value
+        return float(np.max(np.where(feasible, dependent, 0.0), initial=0.0))
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype, self._value_key: self.value,
+                "num_thresholds": self.num_thresholds, "class_id": self.class_id}
+
+
+class SensitivityAtSpecificity(_AtConstraint):
+    """The best sensitivity (recall) among thresholds whose specificity is >= ``specificity``."""
+    _value_key = "specificity"
+
+    def __init__(self, specificity, num_thresholds=200, class_id=None, name=None, dtype=None):
+        super().__init__(specificity, num_thresholds, class_id, name, dtype)
+
+    def result(self):
+        r = self._rates()
+        return self._best(r["specificity"], r["recall"])
+
+
+class SpecificityAtSensitivity(_AtConstraint):
+    """The best specificity among thresholds whose sensitivity (recall) is >= ``sensitivity``."""
+    _value_key = "sensitivity"
+
+    def __init__(self, sensitivity, num_thresholds=200, class_id=None, name=None, dtype=None):
+        super().__init__(sensitivity, num_thresholds, class_id, name, dtype)
+
+    def result(self):
+        r = self._rates()
+        return self._best(r["recall"], r["specificity"])
+
+
+class PrecisionAtRecall(_AtConstraint):
+    """The best precision among thresholds whose recall is >= ``recall``."""
+    _value_key = "recall"
+
+    def __init__(self, recall, num_thresholds=200, class_id=None, name=None, dtype=None):
+        super().__init__(recall, num_thresholds, class_id, name, dtype)
+
+    def result(self):
+        r = self._rates()
+        return self._best(r["recall"], r["precision"])
+
+
+class RecallAtPrecision(_AtConstraint):
+    """The best recall among thresholds whose precision is >= ``precision``."""
+    _value_key = "precision"
+
+    def __init__(self, precision, num_thresholds=200, class_id=None, name=None, dtype=None):
+        super().__init__(precision, num_thresholds, class_id, name, dtype)
+
+    def result(self):
+        r = self._rates()
+        return self._best(r["precision"], r["recall"])
+
+
+class IoU(MeanIoU):
+    """Intersection-over-union averaged over ``target_class_ids`` only (Keras's formula:
+    TP / (TP + FP + FN + eps), classes with an empty denominator left out of the mean)."""
+
+    def __init__(self, num_classes, target_class_ids, name=None, dtype=None, ignore_class=None, sparse_y_true=True,
+                 sparse_y_pred=True, axis=-1):
+        if max(target_class_ids) >= num_classes:
+            raise ValueError(f"Target class id {max(target_class_ids)} is out of range, which is [0, {num_classes}).")
+        self.target_class_ids = list(target_class_ids)
+        super().__init__(num_classes, name=name, dtype=dtype or "int32", ignore_class=ignore_class,
+                         sparse_y_true=sparse_y_true, sparse_y_pred=sparse_y_pred, axis=axis)
+
+    def result(self):
+        cm = self.total_cm
+        tp = np.diag(cm)
+        denom = (cm.sum(axis=0) + cm.sum(axis=1) - tp)[self.target_class_ids]
+        tp = tp[self.target_class_ids]
+        valid = denom > 1e-9
+        iou = np.where(valid, tp / (denom + _EPS), 0.0)
+        return float(iou.sum() / (valid.sum() + _EPS))
+
+    def get_config(self):
+        config = super().get_config()
+        config["target_class_ids"] = self.target_class_ids
+        return config
+
+
+class BinaryIoU(IoU):
+    """IoU for binary labels; predictions >= threshold count as class 1."""
+
+    def __init__(self, target_class_ids=(0, 1), threshold=0.5, name=None, dtype=None):
+        self.threshold = threshold
+        super().__init__(2, target_class_ids, name=name, dtype=dtype or "int32")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        super().update_state(y_true, (_np(y_pred, np.float32) >= self.threshold).astype(np.int64), sample_weight)
+
+    def get_config(self):
+        return {"target_class_ids": self.target_class_ids, "threshold": self.threshold, "name": self.name,
+                "dtype": self.dtype}
+
+
+class OneHotIoU(IoU):
+    """IoU for one-hot labels (argmax taken over axis); sparse_y_pred=False takes the argmax of y_pred too."""
+
+    def __init__(self, num_classes, target_class_ids, name=None, dtype=None, ignore_class=None, sparse_y_pred=False,
+                 axis=-1):
+        super().__init__(num_classes, target_class_ids, name=name, dtype=dtype or "int32", ignore_class=ignore_class,
+                         sparse_y_true=False, sparse_y_pred=sparse_y_pred, axis=axis)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["sparse_y_true"]
+        return config
+
+
+class OneHotMeanIoU(MeanIoU):
+    """MeanIoU for one-hot labels."""
+
+    def __init__(self, num_classes, name=None, dtype=None, ignore_class=None, sparse_y_pred=False, axis=-1):
+        super().__init__(num_classes, name=name, dtype=dtype or "int32", ignore_class=ignore_class, sparse_y_true=False,
+                         sparse_y_pred=sparse_y_pred, axis=axis)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["sparse_y_true"]
+        return config
+
+
 # ---------------------------------------------------------------- lookup
 _BY_NAME = {
     "binary_accuracy": BinaryAccuracy, "categorical_accuracy": CategoricalAccuracy,
@@ -879,6 +1229,9 @@ _BY_NAME = {
     "auc": AUC, "precision": Precision, "recall": Recall, "f1_score": F1Score, "fbeta_score": FBetaScore,
     "true_positives": TruePositives, "false_positives": FalsePositives,
     "true_negatives": TrueNegatives, "false_negatives": FalseNegatives,
+    "kl_divergence": KLDivergence, "kld": KLDivergence, "poisson": Poisson, "squared_hinge": SquaredHinge,
+    "categorical_hinge": CategoricalHinge, "pearson_correlation": PearsonCorrelation,
+    "concordance_correlation": ConcordanceCorrelation, "r2_score": R2Score,
 }
 
 
@@ -933,4 +1286,7 @@ __all__ = ["Metric", "Mean", "Sum", "MeanMetricWrapper", "Accuracy", "BinaryAccu
            "RootMeanSquaredError", "BinaryCrossentropy", "CategoricalCrossentropy", "SparseCategoricalCrossentropy",
            "Hinge", "CosineSimilarity", "LogCoshError", "Precision", "Recall", "TruePositives", "FalsePositives",
            "TrueNegatives", "FalseNegatives", "AUC", "FBetaScore", "F1Score", "MeanIoU", "get", "deserialize",
+           "KLDivergence", "Poisson", "SquaredHinge", "CategoricalHinge", "PearsonCorrelation",
+           "ConcordanceCorrelation", "R2Score", "SensitivityAtSpecificity", "SpecificityAtSensitivity",
+           "PrecisionAtRecall", "RecallAtPrecision", "IoU", "BinaryIoU", "OneHotIoU", "OneHotMeanIoU",
            "serialize", "squeeze_or_expand_to_same_rank"] + sorted(_FUNCTIONS) + ["mse", "mae", "mape", "msle"]

@@ -69,10 +69,41 @@ class L2(L1L2):
         return {"l2": self.l2}
 
 
+class OrthogonalRegularizer(Regularizer):
+    """Pushes the rows (mode='rows') or columns (mode='columns') of a 2-D weight towards orthogonality:
+    factor * 0.5 * sum(|off-diagonal cosines|) / number of pairs, on L2-normalised rows / columns."""
+
+    def __init__(self, factor=0.01, mode="rows"):
+        if mode not in ("rows", "columns"):
+            raise ValueError(f"Invalid value for argument `mode`. Expected one of {{'rows', 'columns'}}. "
+                             f"Received: mode={mode}")
+        self.factor, self.mode = _factor("factor", factor), mode
+
+    def __call__(self, x):
+        if len(x.shape) != 2:
+            raise ValueError(f"Inputs to OrthogonalRegularizer must have rank 2. Received: inputs.shape={tuple(x.shape)}")
+        import numpy as np
+        if self.mode == "rows":
+            x = ops.normalize(x, axis=1)
+            product = ops.matmul(x, ops.transpose(x))
+            size = x.shape[0]
+        else:
+            x = ops.normalize(x, axis=0)
+            product = ops.matmul(ops.transpose(x), x)
+            size = x.shape[1]
+        off = product * (1.0 - np.eye(size, dtype=np.dtype(product.dtype)))
+        pairs = size * (size - 1.0) / 2.0
+        return self.factor * 0.5 * ops.sum(ops.abs(off)) / pairs
+
+    def get_config(self):
+        return {"factor": self.factor, "mode": self.mode}
+
+
 # Keras 3 exports the classes under the lower-case names too (so l1_l2() defaults to no penalty,
 # unlike Keras 2's l1_l2 function with 0.01 each).
-l1, l2, l1_l2 = L1, L2, L1L2
-_ALIASES = {"l1": L1, "l2": L2, "l1_l2": L1L2, "L1": L1, "L2": L2, "L1L2": L1L2}
+l1, l2, l1_l2, orthogonal_regularizer = L1, L2, L1L2, OrthogonalRegularizer
+_ALIASES = {"l1": L1, "l2": L2, "l1_l2": L1L2, "L1": L1, "L2": L2, "L1L2": L1L2,
+            "orthogonal_regularizer": OrthogonalRegularizer, "OrthogonalRegularizer": OrthogonalRegularizer}
 
 
 def get(identifier):
@@ -90,3 +121,18 @@ def get(identifier):
             raise ValueError(f"Unknown regularizer {identifier!r}. Valid names: {', '.join(_ALIASES)}.")
         return cls()
     raise ValueError(f"Could not interpret regularizer identifier: {identifier!r}")
+
+
+def serialize(regularizer):
+    """``{'class_name', 'config'}`` of a regularizer (Keras's layout)."""
+    if regularizer is None:
+        return None
+    return {"module": "keras.regularizers", "class_name": type(regularizer).__name__,
+            "config": regularizer.get_config(), "registered_name": None}
+
+
+def deserialize(config, custom_objects=None):
+    """A regularizer from serialize()'s dict (or a name)."""
+    if isinstance(config, dict) and custom_objects and config.get("class_name") in custom_objects:
+        return custom_objects[config["class_name"]].from_config(config.get("config", {}))
+    return get(config)

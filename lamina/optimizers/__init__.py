@@ -9,10 +9,12 @@ from .base import Optimizer
 from .sgd import SGD
 from .adam import Adam, AdamW, Adamax, Nadam
 from .rmsprop import RMSprop, Adagrad, Adadelta
+from .extra import Lion, Lamb, Ftrl, Adafactor, LossScaleOptimizer, MultiOptimizer, OptimizerMap
 from ..registry import get_registered_object, serialize
 
 _BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad,
-            "adadelta": Adadelta, "adamax": Adamax, "nadam": Nadam}
+            "adadelta": Adadelta, "adamax": Adamax, "nadam": Nadam, "lion": Lion, "lamb": Lamb, "ftrl": Ftrl,
+            "adafactor": Adafactor, "lossscaleoptimizer": LossScaleOptimizer}
 
 
 def get(identifier):
@@ -40,5 +42,6 @@ def deserialize(config, custom_objects=None):
     return cls.from_config(config.get("config", {}), custom_objects)
 
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adagrad", "Adadelta",
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adagrad", "Adadelta", "Lion", "Lamb", "Ftrl", "Adafactor",
+           "LossScaleOptimizer", "MultiOptimizer", "OptimizerMap",
            "get", "serialize", "deserialize", "schedules"]
