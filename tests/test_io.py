@@ -34,7 +34,7 @@ def test_round_trip(model_file):
     assert set(weights) == set(WEIGHTS)
     for k, v in WEIGHTS.items():
         assert weights[k].dtype == v.dtype and weights[k].shape == v.shape and np.array_equal(weights[k], v)
-    assert meta["format"] == "lamina.model" and meta["format_version"] == 1 and meta["lamina_version"] == "0.1.0"
+    assert meta["format"] == "lamina.model" and meta["format_version"] == lio.FORMAT_VERSION == 2 and meta["lamina_version"] == "0.1.0"
     assert "date_saved" in meta
     with zipfile.ZipFile(model_file) as z:
         assert sorted(z.namelist()) == ["config.json", "metadata.json", "model.weights.safetensors"]

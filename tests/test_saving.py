@@ -114,7 +114,7 @@ def test_file_layout(tmp_path):
         config = json.loads(z.read("config.json"))
         from safetensors.numpy import load
         weights = load(z.read("model.weights.safetensors"))
-    assert meta["lamina_version"] == keras.__version__ and meta["format_version"] == 1
+    assert meta["lamina_version"] == keras.__version__ and meta["format_version"] == 2
     assert config["class_name"] == "Sequential" and config["compile_config"]["optimizer"]["class_name"] == "Adam"
     model_keys = sorted(k for k in weights if k.startswith("model/"))
     assert model_keys[0].startswith("model/00000/") and model_keys[0].endswith("/kernel")

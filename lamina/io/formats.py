@@ -32,7 +32,7 @@ __all__ = ["ModelFileError", "atomic_write", "write_model_file", "read_model_fil
            "FORMAT_VERSION"]
 
 FORMAT_NAME = "lamina.model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                 # 2: the weights carry per-tensor CRC-32s (version 1 files still load)
 CONFIG_NAME, METADATA_NAME, WEIGHTS_NAME = "config.json", "metadata.json", "model.weights.safetensors"
 MEMBERS = (CONFIG_NAME, METADATA_NAME, WEIGHTS_NAME)
 
@@ -45,6 +45,8 @@ MAX_TENSORS = 100_000
 # compress, JSON about 10x; a zip bomb inflates ~1000x.
 MAX_INFLATE_RATIO = 100
 CHECKSUM_KEY = "lamina.crc32"      # safetensors metadata: JSON {tensor name: crc32 of its bytes, 8 hex digits}
+# a second, separate marker: a damaged (renamed) checksum key cannot switch the check off on its own
+CHECKSUM_MARKER = "lamina.checksummed"
 # safetensors dtype names -> NumPy dtypes (little-endian, as the format stores them).
 DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
           "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
@@ -165,6 +167,7 @@ def _encode_weights(weights, metadata=None):
         offset += a.nbytes
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     meta[CHECKSUM_KEY] = json.dumps(checksums, separators=(",", ":"))
+    meta[CHECKSUM_MARKER] = "crc32"
     header = {"__metadata__": meta, **header}
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)   # the data start 8-byte aligned
@@ -175,7 +178,7 @@ def _encode_weights(weights, metadata=None):
     return bytes(out)
 
 
-def _decode_weights(path, blob):
+def _decode_weights(path, blob, require_checksums=False):
     """{name: array} and the metadata of a safetensors byte string, every field checked before use.
 
     Checked: header length, JSON (size, depth, duplicates), each entry's dtype, shape and byte range; the
@@ -232,6 +235,10 @@ def _decode_weights(path, blob):
     if end != data_len:
         raise ModelFileError(path, f"the weights data hold {data_len} bytes but the tensors cover {end}.")
     checksums = None
+    if (require_checksums or CHECKSUM_MARKER in meta) and CHECKSUM_KEY not in meta:
+        raise ModelFileError(path, "the weights' checksums are missing (the file was written with them: corrupt).")
+    if CHECKSUM_MARKER in meta and meta[CHECKSUM_MARKER] != "crc32":
+        raise ModelFileError(path, f"unknown checksum kind {meta[CHECKSUM_MARKER]!r} in the weights' metadata.")
     if CHECKSUM_KEY in meta:
         checksums = _parse_json(path, meta[CHECKSUM_KEY].encode("utf-8"), "the weights' checksums")
         if set(checksums) != {e[2] for e in entries}:
@@ -248,7 +255,7 @@ def _decode_weights(path, blob):
         else:
             a = a.astype(a.dtype.newbyteorder("="), copy=True)   # an own, writable, native-order copy
         arrays[name] = a
-    return arrays, {k: v for k, v in meta.items() if k != CHECKSUM_KEY}
+    return arrays, {k: v for k, v in meta.items() if k not in (CHECKSUM_KEY, CHECKSUM_MARKER)}
 
 
 def write_weights_file(path, weights, metadata=None):
@@ -418,7 +425,9 @@ def _read_member(path, z, info, limit):
 def read_model_file(path, max_bytes=MAX_WEIGHTS_BYTES):
     """(config dict, {name: array}, metadata dict) from a model file, after checking all of it."""
     config, weights_blob, metadata = read_model_parts(path, max_bytes)
-    return config, _decode_weights(f"{path} ({WEIGHTS_NAME})", weights_blob)[0], metadata
+    weights = _decode_weights(f"{path} ({WEIGHTS_NAME})", weights_blob,
+                              require_checksums=metadata.get("format_version", 1) >= 2)[0]
+    return config, weights, metadata
 
 
 def read_model_parts(path, max_bytes=MAX_WEIGHTS_BYTES):

@@ -138,9 +138,9 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
 def _load_model(filepath, custom_objects, compile):
     if is_keras_archive(filepath):   # told apart by content, not by name
         return load_keras(filepath, custom_objects=custom_objects, compile=compile)
-    config, blob, _ = io.read_model_parts(filepath)
+    config, blob, metadata = io.read_model_parts(filepath)
     wpath = f"{filepath} ({io.formats.WEIGHTS_NAME})"
-    weights = io.formats._decode_weights(wpath, blob)[0]
+    weights = io.formats._decode_weights(wpath, blob, require_checksums=metadata.get("format_version", 1) >= 2)[0]
     stored = sum(a.nbytes for k, a in weights.items() if k.startswith(MODEL_PREFIX))
     with weight_budget(stored, filepath):   # the config may not ask for more weight memory than the file holds
         model = _rebuild(config, custom_objects, filepath)
