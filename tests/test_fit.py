@@ -377,3 +377,15 @@ def test_compile_accepts_a_plain_loss_function_as_keras_does(tmp_path):
     with pytest.raises(ValueError, match="halved_mse"):   # not registered: named in the error, as Keras does
         lamina.models.load_model(tmp_path / "m.lamina")
     assert lamina.models.load_model(tmp_path / "m.lamina", compile=False).predict(x, verbose=0).shape == pred.shape
+
+
+def test_evaluate_and_predict_print_one_line_each(capsys):
+    x, y = _data()
+    model = _mlp()
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.evaluate(x, y, batch_size=16, verbose=1)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("4/4 - ") and "loss: " in out[0] and "accuracy: " in out[0]
+    model.predict(x, batch_size=16, verbose=2)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("4/4 - ") and out[0].endswith("/step")
