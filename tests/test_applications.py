@@ -22,6 +22,7 @@ KERAS = {
     "DenseNet169": (14307880, 597, "densenet169"),
     "DenseNet201": (20242984, 709, "densenet201"),
     "MobileNet": (4253864, 91, "mobilenet_1.00_224"),
+    "MobileNetV2": (3538984, 156, "mobilenetv2_1.00_224"),
 }
 
 
@@ -32,7 +33,8 @@ def test_parameter_and_layer_counts_equal_keras(name):
     assert model.output_shape == (None, 1000)
 
 
-@pytest.mark.parametrize("name", ["ResNet50", "ResNet50V2", "DenseNet121", "VGG16", "MobileNet"])
+@pytest.mark.parametrize("name", ["ResNet50", "ResNet50V2", "DenseNet121", "VGG16", "MobileNet",
+                                  "MobileNetV2"])
 def test_layer_names_and_shapes_equal_real_keras(name, monkeypatch):
     monkeypatch.setenv("KERAS_BACKEND", "torch")
     keras = pytest.importorskip("keras")
@@ -44,7 +46,7 @@ def test_layer_names_and_shapes_equal_real_keras(name, monkeypatch):
     assert named(mine) == named(theirs)
 
 
-@pytest.mark.parametrize("name", ["ResNet50", "ResNet50V2", "DenseNet121"])
+@pytest.mark.parametrize("name", ["ResNet50", "ResNet50V2", "DenseNet121", "MobileNetV2"])
 def test_forward_at_a_small_size(name):
     lamina.utils.set_random_seed(0)
     model = getattr(applications, name)(weights=None, include_top=False, input_shape=(32, 32, 3), pooling="avg")
@@ -96,3 +98,25 @@ def test_bad_arguments_are_named():
         applications.ResNet50(weights="imagenet", classes=10)
     with pytest.raises(ValueError, match="at least 32"):
         applications.ResNet50(weights=None, include_top=False, input_shape=(16, 16, 3))
+
+
+@pytest.mark.parametrize("name", ["MobileNetV2", "ResNet50V2"])
+def test_same_weights_give_keras_outputs(name, monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    theirs = getattr(keras.applications, name)(weights=None, include_top=False, input_shape=(48, 48, 3),
+                                               pooling="avg")
+    mine = getattr(applications, name)(weights=None, include_top=False, input_shape=(48, 48, 3), pooling="avg")
+    rng = np.random.default_rng(0)
+    for layer in theirs.layers:
+        ws = layer.get_weights()
+        if ws:
+            if "moving_variance" in [w.path.split("/")[-1] for w in layer.weights]:
+                ws[-1] = rng.uniform(0.5, 1.5, ws[-1].shape).astype("float32")   # non-trivial statistics
+                ws[-2] = rng.normal(0, 0.1, ws[-2].shape).astype("float32")
+                layer.set_weights(ws)
+            mine.get_layer(layer.name).set_weights(ws)
+    x = rng.random((2, 48, 48, 3), dtype=np.float32)
+    np.testing.assert_allclose(mine.predict(x, verbose=0), np.asarray(theirs.predict(x, verbose=0)),
+                               rtol=1e-4, atol=1e-4)

@@ -4,13 +4,14 @@ parameter counts (``weights=None``; ImageNet weights load from a file you place,
     from lamina import applications
     model = applications.ResNet50(weights=None)          # 25,636,712 parameters, as Keras's
 """
-from . import densenet, mobilenet, resnet, vgg
+from . import densenet, mobilenet, mobilenet_v2, resnet, vgg
 from . import resnet as resnet50, resnet as resnet_v2, vgg as vgg16, vgg as vgg19  # Keras's module paths
 from .densenet import DenseNet121, DenseNet169, DenseNet201
 from .mobilenet import MobileNet
+from .mobilenet_v2 import MobileNetV2
 from .resnet import ResNet50, ResNet50V2, ResNet101, ResNet101V2, ResNet152, ResNet152V2
 from .vgg import VGG16, VGG19
 
 __all__ = ["ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2", "VGG16", "VGG19",
-           "DenseNet121", "DenseNet169", "DenseNet201", "MobileNet", "densenet", "mobilenet", "resnet", "resnet50", "resnet_v2", "vgg16",
+           "DenseNet121", "DenseNet169", "DenseNet201", "MobileNet", "MobileNetV2", "densenet", "mobilenet", "mobilenet_v2", "resnet", "resnet50", "resnet_v2", "vgg16",
            "vgg19"]
