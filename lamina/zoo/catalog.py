@@ -13,7 +13,8 @@ import numpy as np
 from .. import layers, optimizers
 from ..models import Model, Sequential
 
-__all__ = ["Recipe", "RECIPES", "DATASETS", "OTHER_DATASETS", "get", "load_dataset", "preprocess", "DEFAULT"]
+__all__ = ["Recipe", "LoopRecipe", "RECIPES", "DATASETS", "OTHER_DATASETS", "get", "load_dataset", "preprocess",
+           "DEFAULT", "small_resnet"]
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -164,6 +165,16 @@ class Recipe:
         model.compile(optimizer=optimizers.Adam(learning_rate=self.learning_rate),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         return model
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopRecipe(Recipe):
+    """A catalog recipe with its own data and training loop: ``train(epochs=None, batch_size=None, out=None,
+    seed=0, verbose=2)`` (verbose: 0 silent, 1 results only, 2 also one line per epoch) trains, prints the
+    results, saves the model files, run.json, history.json and PNG figures into out and returns the run
+    summary (a dict). ``lamina train NAME`` calls it: the plain catalog loop (fit a classifier, report
+    accuracy) cannot train, decode or sample these."""
+    train: object = None
 
 
 RECIPES = {r.name: r for r in [

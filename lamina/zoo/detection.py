@@ -14,7 +14,6 @@ Box utilities (``iou``, ``nms``, ``encode_boxes``, ``decode_predictions``, ``ave
 ``mean_average_precision``) are plain NumPy functions with tests of their own. Boxes are [x1, y1, x2, y2] in
 pixels.
 """
-import dataclasses
 import os
 import time
 
@@ -26,7 +25,7 @@ from ..models import Sequential
 from . import catalog
 
 __all__ = ["iou", "nms", "encode_boxes", "decode_predictions", "average_precision", "mean_average_precision",
-           "detector", "detection_loss", "DetectionLoss", "detect", "train_detection", "DetectionRecipe", "RECIPES"]
+           "detector", "detection_loss", "DetectionLoss", "detect", "train_detection", "RECIPES"]
 
 GRID, CELL, IMAGE = 8, 8, 64
 NUM_CLASSES = len(scene_data.CLASSES)
@@ -274,17 +273,11 @@ def train_detection(epochs=None, batch_size=None, out=None, seed=0, verbose=2, n
     return run
 
 
-@dataclasses.dataclass(frozen=True)
-class DetectionRecipe(catalog.Recipe):
-    """A catalog recipe with its own loop (see VisionRecipe)."""
-    train: object = None
-
-
 RECIPES = {r.name: r for r in [
-    DetectionRecipe("detection", lambda input_shape=(IMAGE, IMAGE, 1), num_classes=None: detector(input_shape),
-                    "scenes", 15, 32, 2e-3,
-                    "YOLO-style grid detector on synthetic scenes of shapes (mAP@0.5; detections PNG)",
-                    train_detection),
+    catalog.LoopRecipe("detection", lambda input_shape=(IMAGE, IMAGE, 1), num_classes=None: detector(input_shape),
+                       "scenes", 15, 32, 2e-3,
+                       "YOLO-style grid detector on synthetic scenes of shapes (mAP@0.5; detections PNG)",
+                       train_detection),
 ]}
 
 catalog.OTHER_DATASETS.setdefault("scenes", "64x64 synthetic scenes with 1-4 circles/squares/triangles and exact "

@@ -7,7 +7,6 @@ The four inputs are the corners of the unit square; the targets are the truth ta
 ``Dense(1, activation="sigmoid")`` on the two inputs (a logistic perceptron, trained by gradient descent);
 the MLP adds ``Dense(8, activation="tanh")`` in front of it.
 """
-import dataclasses
 import os
 import time
 
@@ -17,7 +16,7 @@ from .. import backend, layers, optimizers
 from ..models import Sequential
 from . import catalog
 
-__all__ = ["truth_table", "perceptron", "mlp", "train_perceptron", "PerceptronRecipe", "RECIPES"]
+__all__ = ["truth_table", "perceptron", "mlp", "train_perceptron", "RECIPES"]
 
 TASKS = {"AND": (0, 0, 0, 1), "OR": (0, 1, 1, 1), "XOR": (0, 1, 1, 0)}
 CORNERS = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
@@ -107,16 +106,10 @@ def train_perceptron(epochs=None, batch_size=None, out=None, seed=0, verbose=2, 
     return run
 
 
-@dataclasses.dataclass(frozen=True)
-class PerceptronRecipe(catalog.Recipe):
-    """A catalog recipe with its own loop (see VisionRecipe)."""
-    train: object = None
-
-
 RECIPES = {r.name: r for r in [
-    PerceptronRecipe("perceptron", lambda input_shape=(2,), num_classes=None: perceptron(), "logic_gates", 2000, 4,
-                     1.0, "one neuron learns AND and OR, fails XOR; an MLP solves XOR (decision-boundary PNG)",
-                     train_perceptron),
+    catalog.LoopRecipe("perceptron", lambda input_shape=(2,), num_classes=None: perceptron(), "logic_gates", 2000, 4,
+                       1.0, "one neuron learns AND and OR, fails XOR; an MLP solves XOR (decision-boundary PNG)",
+                       train_perceptron),
 ]}
 
 catalog.OTHER_DATASETS.setdefault("logic_gates", "the truth tables of AND, OR and XOR on the unit square's corners")

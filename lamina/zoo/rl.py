@@ -10,7 +10,6 @@ Q(s', a)) - the online network picks the next action, a slowly updated copy (the
 which keeps the targets from chasing themselves. Actions are epsilon-greedy with epsilon decaying from 1.
 Every ``eval_every`` steps a few greedy episodes are played and the best weights so far are kept.
 """
-import dataclasses
 import os
 import time
 
@@ -20,7 +19,7 @@ from .. import backend, layers, optimizers
 from ..models import Sequential
 from . import catalog
 
-__all__ = ["ReplayBuffer", "q_network", "train_dqn", "evaluate_policy", "DQNRecipe", "RECIPES"]
+__all__ = ["ReplayBuffer", "q_network", "train_dqn", "evaluate_policy", "RECIPES"]
 
 
 def _gym():
@@ -176,17 +175,11 @@ def _plot(curves, history, path, verbose):
     catalog.say(verbose, f"Saved {path}")
 
 
-@dataclasses.dataclass(frozen=True)
-class DQNRecipe(catalog.Recipe):
-    """A catalog recipe with its own loop (see VisionRecipe)."""
-    train: object = None
-
-
 RECIPES = {r.name: r for r in [
-    DQNRecipe("dqn", lambda input_shape=(4,), num_classes=2: q_network(input_shape[0], num_classes),
-              "cartpole", 50, 64, 1e-3,
-              "Double DQN with replay and a target network on gymnasium's CartPole-v1 (needs lamina[rl])",
-              train_dqn),
+    catalog.LoopRecipe("dqn", lambda input_shape=(4,), num_classes=2: q_network(input_shape[0], num_classes),
+                       "cartpole", 50, 64, 1e-3,
+                       "Double DQN with replay and a target network on gymnasium's CartPole-v1 (needs lamina[rl])",
+                       train_dqn),
 ]}
 
 catalog.OTHER_DATASETS.setdefault("cartpole", "gymnasium's CartPole-v1 environment (pip install 'lamina[rl]')")

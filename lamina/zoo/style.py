@@ -11,7 +11,6 @@ user who has them can pass any feature model (for example ``lamina.applications.
 in $LAMINA_HOME/models) and its layer names to ``transfer``. The images are synthetic and seeded: the
 content is a scene of shapes, the style a pattern of coloured waves.
 """
-import dataclasses
 import os
 import time
 
@@ -23,7 +22,7 @@ from ..tensor import Variable, no_grad
 from . import catalog
 
 __all__ = ["gram_matrix", "feature_network", "content_image", "style_image", "transfer", "train_style_transfer",
-           "StyleRecipe", "RECIPES"]
+           "RECIPES"]
 
 SIZE = 96
 
@@ -170,17 +169,11 @@ def train_style_transfer(epochs=None, batch_size=None, out=None, seed=0, verbose
     return run
 
 
-@dataclasses.dataclass(frozen=True)
-class StyleRecipe(catalog.Recipe):
-    """A catalog recipe with its own loop (see VisionRecipe)."""
-    train: object = None
-
-
 RECIPES = {r.name: r for r in [
-    StyleRecipe("style-transfer", lambda input_shape=(SIZE, SIZE, 3), num_classes=None: feature_network()[0],
-                "style_pair", 30, 1, 0.02,
-                "Gatys-style transfer on a random multi-scale filter bank (content + style -> picture)",
-                train_style_transfer),
+    catalog.LoopRecipe("style-transfer", lambda input_shape=(SIZE, SIZE, 3), num_classes=None: feature_network()[0],
+                       "style_pair", 30, 1, 0.02,
+                       "Gatys-style transfer on a random multi-scale filter bank (content + style -> picture)",
+                       train_style_transfer),
 ]}
 
 catalog.OTHER_DATASETS.setdefault("style_pair", "a seeded synthetic scene (content) and wave texture (style)")

@@ -15,7 +15,6 @@ Decoding functions take any model called as ``model([source_ids, target_ids])`` 
 character model) that returns logits (B, T, V); they run it on whole padded sequences, relying on the
 decoder's causal mask: the logits at position t never depend on the (padding) tokens after t.
 """
-import dataclasses
 import os
 import time
 
@@ -524,13 +523,7 @@ def train_char_transformer(epochs=None, batch_size=None, out=None, seed=0, verbo
     return run
 
 
-@dataclasses.dataclass(frozen=True)
-class TaskRecipe(catalog.Recipe):
-    """A catalog recipe with its own data and training loop: ``train(epochs=None, batch_size=None, out=None,
-    seed=0, verbose=2)`` (verbose: 0 silent, 1 results only, 2 also one line per epoch) trains, prints the
-    results, saves model.lamina, run.json, history.json (and PNGs) into out and returns the run summary.
-    ``lamina train --model NAME`` calls it (the plain catalog loop cannot decode or sample)."""
-    train: object = None
+TaskRecipe = catalog.LoopRecipe   # (kept under its old name)
 
 
 def _month_dataset():
