@@ -120,3 +120,15 @@ def test_same_weights_give_keras_outputs(name, monkeypatch):
     x = rng.random((2, 48, 48, 3), dtype=np.float32)
     np.testing.assert_allclose(mine.predict(x, verbose=0), np.asarray(theirs.predict(x, verbose=0)),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_imagenet_weights_are_found_by_architecture_not_by_the_models_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAMINA_HOME", str(tmp_path))
+    source = applications.DenseNet121(weights=None)
+    os.makedirs(tmp_path / "models")
+    source.save_weights(tmp_path / "models" / "densenet121.weights.h5")
+    renamed = applications.DenseNet121(name="my_densenet")          # weights='imagenet' (the default)
+    assert renamed.name == "my_densenet"
+    np.testing.assert_array_equal(renamed.get_weights()[0], source.get_weights()[0])
+    with pytest.raises(FileNotFoundError, match=r"keras\.applications\.MobileNetV2\(weights='imagenet'\)"):
+        applications.MobileNetV2()

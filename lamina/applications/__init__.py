@@ -13,5 +13,6 @@ from .resnet import ResNet50, ResNet50V2, ResNet101, ResNet101V2, ResNet152, Res
 from .vgg import VGG16, VGG19
 
 __all__ = ["ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2", "VGG16", "VGG19",
-           "DenseNet121", "DenseNet169", "DenseNet201", "MobileNet", "MobileNetV2", "densenet", "mobilenet", "mobilenet_v2", "resnet", "resnet50", "resnet_v2", "vgg16",
+           "DenseNet121", "DenseNet169", "DenseNet201", "MobileNet", "MobileNetV2", "densenet", "mobilenet",
+           "mobilenet_v2", "resnet", "resnet50", "resnet_v2", "vgg", "vgg16",
            "vgg19"]

@@ -58,29 +58,24 @@ def check_classes(weights, include_top, classes, name):
                          f"Received: classes={classes}")
 
 
-def build(inputs, outputs, name, weights, weights_name):
+def build(inputs, outputs, name, weights, keras_name, weights_name=None):
+    """The model; with weights='imagenet', loaded from ``$LAMINA_HOME/models/<weights_name>.weights.h5`` (or
+    ``.keras``), weights_name defaulting to the architecture's lower-case name (never the model's name=)."""
     model = Model(inputs, outputs, name=name)
     if weights == "imagenet":
         folder = os.path.join(lamina_home(), "models")
-        candidates = [os.path.join(folder, f"{weights_name}{ext}") for ext in (".weights.h5", ".keras")]
+        stem = weights_name or keras_name.lower()
+        candidates = [os.path.join(folder, f"{stem}{ext}") for ext in (".weights.h5", ".keras")]
         found = next((c for c in candidates if os.path.isfile(c)), None)
         if found is None:
             raise FileNotFoundError(
                 f"{name}: ImageNet weights are not downloaded by lamina. Save them from Keras (keras.applications."
-                f"{_keras_name(weights_name)}(weights='imagenet')"
-                f".save_weights(...)) and place the file at {candidates[0]} (or a whole model at {candidates[1]}); "
-                f"or pass weights=None for random initialisation.")
+                f"{keras_name}(weights='imagenet').save_weights(...)) and place the file at {candidates[0]} (or a "
+                f"whole model at {candidates[1]}); or pass weights=None for random initialisation.")
         load_weights(model, found)
     elif weights is not None:
         load_weights(model, weights)
     return model
-
-
-def _keras_name(weights_name):
-    return {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152",
-            "resnet50v2": "ResNet50V2", "resnet101v2": "ResNet101V2", "resnet152v2": "ResNet152V2",
-            "vgg16": "VGG16", "vgg19": "VGG19", "densenet121": "DenseNet121", "densenet169": "DenseNet169",
-            "densenet201": "DenseNet201"}.get(weights_name, weights_name)
 
 
 def load_weights(model, path):

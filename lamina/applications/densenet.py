@@ -25,7 +25,8 @@ def _transition(x, reduction, name):
     return layers.AveragePooling2D(2, strides=2, name=f"{name}_pool")(x)
 
 
-def _densenet(blocks, include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation, name):
+def _densenet(keras_name, blocks, include_top, weights, input_tensor, input_shape, pooling, classes,
+              classifier_activation, name):
     _common.check_classes(weights, include_top, classes, name)
     inputs = _common.image_input(input_tensor, input_shape, 224, 32, include_top, weights, name)
     x = layers.ZeroPadding2D(padding=((3, 3), (3, 3)))(inputs)
@@ -42,28 +43,28 @@ def _densenet(blocks, include_top, weights, input_tensor, input_shape, pooling, 
     x = layers.BatchNormalization(axis=-1, epsilon=_EPS, name="bn")(x)
     x = layers.Activation("relu", name="relu")(x)
     x = _common.classifier_head(x, include_top, pooling, classes, classifier_activation)
-    return _common.build(inputs, x, name, weights, name)
+    return _common.build(inputs, x, name, weights, keras_name)
 
 
 def DenseNet121(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
                 classes=1000, classifier_activation="softmax", name="densenet121"):
     """DenseNet121: dense blocks of (6, 12, 24, 16) conv blocks, growth rate 32."""
-    return _densenet((6, 12, 24, 16), include_top, weights, input_tensor, input_shape, pooling, classes,
-                     classifier_activation, name)
+    return _densenet("DenseNet121", (6, 12, 24, 16), include_top, weights, input_tensor, input_shape,
+                     pooling, classes, classifier_activation, name)
 
 
 def DenseNet169(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
                 classes=1000, classifier_activation="softmax", name="densenet169"):
     """DenseNet169: dense blocks of (6, 12, 32, 32)."""
-    return _densenet((6, 12, 32, 32), include_top, weights, input_tensor, input_shape, pooling, classes,
-                     classifier_activation, name)
+    return _densenet("DenseNet169", (6, 12, 32, 32), include_top, weights, input_tensor, input_shape,
+                     pooling, classes, classifier_activation, name)
 
 
 def DenseNet201(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
                 classes=1000, classifier_activation="softmax", name="densenet201"):
     """DenseNet201: dense blocks of (6, 12, 48, 32)."""
-    return _densenet((6, 12, 48, 32), include_top, weights, input_tensor, input_shape, pooling, classes,
-                     classifier_activation, name)
+    return _densenet("DenseNet201", (6, 12, 48, 32), include_top, weights, input_tensor, input_shape,
+                     pooling, classes, classifier_activation, name)
 
 
 def preprocess_input(x, data_format=None):

@@ -54,7 +54,7 @@ def MobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, inc
         x = _common.classifier_head(x, False, pooling, classes, classifier_activation,
                                     pool_names=("global_average_pooling2d", "global_max_pooling2d"))
     weights_name = f"mobilenet_{alpha:0.2f}_{size}"
-    return _common.build(inputs, x, name, weights, weights_name)
+    return _common.build(inputs, x, name, weights, "MobileNet", weights_name)
 
 
 def preprocess_input(x, data_format=None):

@@ -72,7 +72,7 @@ def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights="imagenet
                                                                       name="Conv_1_bn")(x))
     x = _common.classifier_head(x, include_top, pooling, classes, classifier_activation,
                                 pool_names=("global_average_pooling2d", "global_max_pooling2d"))
-    return _common.build(inputs, x, name, weights, f"mobilenet_v2_{alpha:0.2f}_{size}")
+    return _common.build(inputs, x, name, weights, "MobileNetV2", f"mobilenet_v2_{alpha:0.2f}_{size}")
 
 
 def preprocess_input(x, data_format=None):

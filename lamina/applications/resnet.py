@@ -59,7 +59,7 @@ def _stack_v2(x, filters, blocks, stride1=2, name=None):
 
 
 def _resnet(depths, v2, include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation,
-            name):
+            name, keras_name):
     _common.check_classes(weights, include_top, classes, name)
     inputs = _common.image_input(input_tensor, input_shape, 224, 32, include_top, weights, name)
     x = layers.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(inputs)
@@ -75,14 +75,16 @@ def _resnet(depths, v2, include_top, weights, input_tensor, input_shape, pooling
     if v2:
         x = layers.Activation("relu", name="post_relu")(_bn("post_bn")(x))
     x = _common.classifier_head(x, include_top, pooling, classes, classifier_activation)
-    return _common.build(inputs, x, name, weights, name)
+    return _common.build(inputs, x, name, weights, keras_name)
 
 
-def _builder(depths, v2, default_name, doc):
+def _builder(depths, v2, keras_name, doc):
+    default_name = keras_name.lower()
+
     def build(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
               classes=1000, classifier_activation="softmax", name=default_name):
         return _resnet(depths, v2, include_top, weights, input_tensor, input_shape, pooling, classes,
-                       classifier_activation, name)
+                       classifier_activation, name, keras_name)
     build.__doc__ = doc
     return build
 
@@ -92,12 +94,12 @@ _ARGS = """
     Args (Keras's): include_top (the 1000-way classifier), weights (None, 'imagenet': a file placed in
     $LAMINA_HOME/models, or a path), input_tensor, input_shape (default (224, 224, 3)), pooling (None, 'avg',
     'max' when include_top=False), classes, classifier_activation, name."""
-ResNet50 = _builder((3, 4, 6, 3), False, "resnet50", "ResNet50: 50 layers, bottleneck blocks (3, 4, 6, 3)." + _ARGS)
-ResNet101 = _builder((3, 4, 23, 3), False, "resnet101", "ResNet101: bottleneck blocks (3, 4, 23, 3)." + _ARGS)
-ResNet152 = _builder((3, 8, 36, 3), False, "resnet152", "ResNet152: bottleneck blocks (3, 8, 36, 3)." + _ARGS)
-ResNet50V2 = _builder((3, 4, 6, 3), True, "resnet50v2", "ResNet50V2: pre-activation blocks (3, 4, 6, 3)." + _ARGS)
-ResNet101V2 = _builder((3, 4, 23, 3), True, "resnet101v2", "ResNet101V2: pre-activation (3, 4, 23, 3)." + _ARGS)
-ResNet152V2 = _builder((3, 8, 36, 3), True, "resnet152v2", "ResNet152V2: pre-activation (3, 8, 36, 3)." + _ARGS)
+ResNet50 = _builder((3, 4, 6, 3), False, "ResNet50", "ResNet50: 50 layers, bottleneck blocks (3, 4, 6, 3)." + _ARGS)
+ResNet101 = _builder((3, 4, 23, 3), False, "ResNet101", "ResNet101: bottleneck blocks (3, 4, 23, 3)." + _ARGS)
+ResNet152 = _builder((3, 8, 36, 3), False, "ResNet152", "ResNet152: bottleneck blocks (3, 8, 36, 3)." + _ARGS)
+ResNet50V2 = _builder((3, 4, 6, 3), True, "ResNet50V2", "ResNet50V2: pre-activation blocks (3, 4, 6, 3)." + _ARGS)
+ResNet101V2 = _builder((3, 4, 23, 3), True, "ResNet101V2", "ResNet101V2: pre-activation (3, 4, 23, 3)." + _ARGS)
+ResNet152V2 = _builder((3, 8, 36, 3), True, "ResNet152V2", "ResNet152V2: pre-activation (3, 8, 36, 3)." + _ARGS)
 
 
 def preprocess_input(x, data_format=None):

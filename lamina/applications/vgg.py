@@ -5,7 +5,8 @@ from . import _common
 __all__ = ["VGG16", "VGG19", "preprocess_input", "decode_predictions"]
 
 
-def _vgg(convs, include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation, name):
+def _vgg(keras_name, convs, include_top, weights, input_tensor, input_shape, pooling, classes,
+         classifier_activation, name):
     _common.check_classes(weights, include_top, classes, name)
     inputs = _common.image_input(input_tensor, input_shape, 224, 32, include_top, weights, name)
     x = inputs
@@ -21,21 +22,21 @@ def _vgg(convs, include_top, weights, input_tensor, input_shape, pooling, classe
     else:
         x = _common.classifier_head(x, False, pooling, classes, classifier_activation,
                                     pool_names=("global_average_pooling2d", "global_max_pooling2d"))
-    return _common.build(inputs, x, name, weights, name)
+    return _common.build(inputs, x, name, weights, keras_name)
 
 
 def VGG16(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None, classes=1000,
           classifier_activation="softmax", name="vgg16"):
     """VGG16: 13 3x3 convolutions in 5 blocks, then two 4096-unit layers (138,357,544 parameters)."""
-    return _vgg((2, 2, 3, 3, 3), include_top, weights, input_tensor, input_shape, pooling, classes,
-                classifier_activation, name)
+    return _vgg("VGG16", (2, 2, 3, 3, 3), include_top, weights, input_tensor, input_shape,
+                pooling, classes, classifier_activation, name)
 
 
 def VGG19(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None, classes=1000,
           classifier_activation="softmax", name="vgg19"):
     """VGG19: 16 3x3 convolutions in 5 blocks, then two 4096-unit layers (143,667,240 parameters)."""
-    return _vgg((2, 2, 4, 4, 4), include_top, weights, input_tensor, input_shape, pooling, classes,
-                classifier_activation, name)
+    return _vgg("VGG19", (2, 2, 4, 4, 4), include_top, weights, input_tensor, input_shape,
+                pooling, classes, classifier_activation, name)
 
 
 def preprocess_input(x, data_format=None):
