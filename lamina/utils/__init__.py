@@ -4,14 +4,12 @@ plot_model, serialisation helpers, set_random_seed, to_categorical, pad_sequence
 What lamina leaves out of keras.utils, and why: ``FeatureSpace`` (a tf.data-based preprocessing pipeline
 over mixed feature types), ``bounding_boxes`` (box-format conversion for KerasCV-style detection
 pipelines).
-
-The serialisation names (``serialize_keras_object``, ``custom_object_scope``, ...) live in ``lamina.saving``,
-which sits above the models; they are looked up from there on first use, so that the model floor can import
-``lamina.utils`` helpers without a cycle.
 """
 from ..backend import set_random_seed  # noqa: F401
 from ..data.py_dataset import PyDataset, Sequence  # noqa: F401
-from ..registry import register_keras_serializable  # noqa: F401
+from ..saving import (CustomObjectScope, custom_object_scope, deserialize_keras_object,  # noqa: F401
+                      get_custom_objects, get_registered_name, get_registered_object,
+                      register_keras_serializable, serialize_keras_object)
 from . import legacy  # noqa: F401
 from .data_utils import *  # noqa: F401,F403
 from .dataset_utils import (audio_dataset_from_directory, image_dataset_from_directory,  # noqa: F401
@@ -21,14 +19,3 @@ from .image_utils import array_to_img, img_to_array, load_img, save_img  # noqa:
 from .model_visualization import model_to_dot, plot_model  # noqa: F401
 from .progbar import Progbar  # noqa: F401
 from ..data.packing import pack_x_y_sample_weight, unpack_x_y_sample_weight  # noqa: F401
-
-_FROM_SAVING = ("CustomObjectScope", "custom_object_scope", "deserialize_keras_object", "get_custom_objects",
-                "get_registered_name", "get_registered_object", "serialize_keras_object")
-
-
-def __getattr__(name):
-    if name in _FROM_SAVING:
-        from .. import saving
-        return getattr(saving, name)
-    raise AttributeError(f"module 'lamina.utils' has no attribute {name!r}")
-
