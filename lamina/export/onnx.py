@@ -263,8 +263,8 @@ def _export_conv(g, layer, xs, cfg):
     w = layer.get_weights()
     kernel = w[0]                                   # (k..., in, out) or, transposed, (k..., out, in)
     k = list(kernel.shape[:rank])
-    perm = [rank + 1, rank] + list(range(rank)) if not transpose else [rank + 1, rank] + list(range(rank))
-    wname = g.const(np.transpose(kernel, perm), f"{layer.name}/kernel")
+    # (k..., a, b) -> (b, a, k...): Conv's (out, in, k...) and ConvTranspose's (in, out, k...) alike
+    wname = g.const(np.transpose(kernel, [rank + 1, rank] + list(range(rank))), f"{layer.name}/kernel")
     strides = _tuple(cfg.get("strides", 1), rank)
     dilations = _tuple(cfg.get("dilation_rate", 1), rank)
     padding = cfg.get("padding", "valid")
@@ -430,15 +430,10 @@ def _rnn_node(g, layer, x_time_major, direction, parts):
         acts = [_GATE_ACTS[rec], _GATE_ACTS[act], _GATE_ACTS[act]] * n_dir
         outs = g.op("LSTM", [x_time_major, W, R, B], outputs=3, hidden_size=units, direction=direction,
                     activations=acts)
-    elif kind == "GRU":
-        if not cfg.get("reset_after", True):
-            acts = [_GATE_ACTS[rec], _GATE_ACTS[act]] * n_dir
-            outs = g.op("GRU", [x_time_major, W, R, B], outputs=2, hidden_size=units, direction=direction,
-                        activations=acts, linear_before_reset=0)
-        else:
-            acts = [_GATE_ACTS[rec], _GATE_ACTS[act]] * n_dir
-            outs = g.op("GRU", [x_time_major, W, R, B], outputs=2, hidden_size=units, direction=direction,
-                        activations=acts, linear_before_reset=1)
+    elif kind == "GRU":   # Keras's reset_after is ONNX's linear_before_reset
+        outs = g.op("GRU", [x_time_major, W, R, B], outputs=2, hidden_size=units, direction=direction,
+                    activations=[_GATE_ACTS[rec], _GATE_ACTS[act]] * n_dir,
+                    linear_before_reset=int(bool(cfg.get("reset_after", True))))
     else:
         outs = g.op("RNN", [x_time_major, W, R, B], outputs=2, hidden_size=units, direction=direction,
                     activations=[_GATE_ACTS[act]] * n_dir)
@@ -454,8 +449,6 @@ def _check_rnn(layer, xs):
         raise _unsupported(layer, "is stateful or returns its state")
     if cfg.get("go_backwards"):
         raise _unsupported(layer, "runs backwards outside Bidirectional")
-    if cfg.get("dropout") or cfg.get("recurrent_dropout"):
-        pass  # inference: dropout is off
     return cfg
 
 
@@ -542,7 +535,7 @@ def _export_mha(g, layer, xs, cfg, call_kwargs=None):
     weights = g.op("Softmax", [scores], axis=-1)
     out = g.op("MatMul", [weights, v])                         # (N, heads, T, value_dim)
     out = g.op("Transpose", [out], perm=[0, 2, 1, 3])
-    heads, vdim, dim = ok.shape[0], ok.shape[1], ok.shape[-1]
+    heads, vdim = ok.shape[0], ok.shape[1]
     out = g.op("Reshape", [out, g.ints([0, 0, heads * vdim])])
     y = g.op("MatMul", [out, g.const(ok.reshape(heads * vdim, -1), f"{layer.name}/output/kernel")])
     if ob is not None:
