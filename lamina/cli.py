@@ -369,6 +369,8 @@ def cmd_models(args):
 def _add_device_option(p):
     p.add_argument("--device", choices=("cpu", "cuda"), help="where to compute (default: $LAMINA_DEVICE or cpu; "
                    "cuda needs CuPy: pip install 'lamina[gpu]')")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="BLAS threads (default: $LAMINA_NUM_THREADS, else lamina times steps and picks the fastest)")
 
 
 def build_parser():
@@ -453,6 +455,9 @@ def main(argv=None):
     from .io import ModelFileError
     from .utils.data_utils import DownloadError
     try:
+        if getattr(args, "threads", None):
+            from . import threads
+            threads.set_num_threads(args.threads)
         if getattr(args, "device", None):
             from . import backend
             try:
