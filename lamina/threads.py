@@ -70,11 +70,11 @@ def _read_env():
 
 def set_num_threads(n):
     """Run BLAS with exactly ``n`` threads from now on (the governor stops choosing); ``None`` or ``"auto"``
-    lets lamina choose again."""
-    _state["checked_env"] = True
+    returns to the default (lamina chooses, unless a thread variable is set in the environment)."""
     if n is None or (isinstance(n, str) and n.lower() == "auto"):
-        _state["fixed"] = None
+        _state.update(fixed=None, checked_env=False)
         return
+    _state["checked_env"] = True
     n = _parse(n, "num_threads")
     _state["fixed"] = n
     _apply(n)
