@@ -20,7 +20,6 @@ its inner sum, so every thread count computes the same numbers. Thread counts ar
 (a runtime dependency, pure Python); if no BLAS it knows is loaded, this module does nothing.
 """
 import os
-import time
 
 __all__ = ["get_num_threads", "set_num_threads", "usable_cores", "Governor", "governor", "blas_info"]
 
@@ -114,28 +113,30 @@ def blas_info():
 class Governor:
     """Chooses the BLAS thread count from measured step times (see the module docstring).
 
-    ``step(seconds)`` is called after each training step with its wall time. The first ``warmup`` steps are
-    ignored (allocation, caches). Then each candidate runs ``probe`` steps and the one with the lowest median
-    wins. Every ``interval`` seconds of training the best rival is tried again for ``probe`` steps (stopped
-    after one step if that step is already twice the current median); a rival faster by more than
-    ``margin`` takes over and the interval restarts at its minimum, otherwise the interval doubles up to
-    ``max_interval``.
+    ``begin()`` before each training step sets the count it runs with; ``step(seconds)`` after it records its
+    wall time. The first ``warmup`` steps run on one thread and are not counted (allocation, caches). Then
+    the candidates are measured for ``probe`` steps each, fewest threads first, and the lowest median wins
+    if it beats the current choice by more than ``margin``. Every ``interval`` seconds of training the best
+    rival is measured again; a rival faster by more than ``margin`` takes over and the interval restarts at
+    its minimum, otherwise the interval doubles up to ``max_interval``. A rival's measurement stops after
+    one step when that step already takes ``abort`` times the best median known: on a busy machine a thread
+    team can be many times slower, and one such step is all it costs to find out.
     """
 
-    def __init__(self, candidates=None, warmup=2, probe=3, interval=4.0, max_interval=64.0, margin=0.08,
-                 clock=time.perf_counter, apply=None):
+    def __init__(self, candidates=None, warmup=1, probe=3, interval=4.0, max_interval=64.0, margin=0.08,
+                 abort=1.5, apply=None):
         if candidates is None:
             top = usable_cores()
             current = get_num_threads()
             top = max(1, min(top, current)) if current > 1 else top
             candidates = sorted({1, max(1, top // 2), top})
-        self.candidates = list(candidates)
-        self.warmup, self.probe, self.margin = warmup, probe, margin
+        self.candidates = sorted(candidates)
+        self.warmup, self.probe, self.margin, self.abort = warmup, probe, margin, abort
         self.min_interval, self.max_interval = interval, max_interval
-        self.clock, self._apply = clock, apply or _apply
-        self.choice = self.candidates[-1]
+        self._apply = apply or _apply
+        self.choice = self.candidates[0]                # the safe count until measurements say otherwise
         self.times = {c: [] for c in self.candidates}   # recent step times per candidate
-        self._queue = list(reversed(self.candidates))   # candidates still to measure, first first
+        self._queue = list(self.candidates)             # candidates still to measure, first first
         self._seen = 0
         self._trained = 0.0      # seconds of training since the last decision
         self._interval = interval
@@ -168,8 +169,8 @@ class Governor:
             return
         c = self._trying
         self._record(c, seconds)
-        current = self._median(self.choice, None)
-        aborted = c != self.choice and current is not None and seconds > 2 * current
+        known = [m for m in (self._median(k, None) for k in self.candidates if k != c) if m is not None]
+        aborted = bool(known) and seconds > self.abort * min(known)
         if len(self.times[c]) >= self.probe or aborted:
             self._trying = None
             if not self._queue:
