@@ -10,7 +10,7 @@ import pytest
 import lamina
 from lamina import applications
 from lamina.applications import efficientnet, efficientnet_v2, mobilenet_v3
-from lamina.testing import check_grad
+from lamina.testing import check_grad, check_layer
 
 _spec = importlib.util.spec_from_file_location(
     "gen_keras_application_figures", os.path.join(os.path.dirname(__file__), "gen_keras_application_figures.py"))
@@ -139,6 +139,8 @@ def test_hard_sigmoid_gate_is_relu6_shifted_and_differentiable():
     gate = mobilenet_v3.MobileNetV3HardSigmoid()
     np.testing.assert_allclose(gate(x.astype("float32")).numpy(), np.clip(x + 3, 0, 6) / 6, rtol=1e-6, atol=1e-7)
     check_grad(gate, x)
+    check_layer(mobilenet_v3.MobileNetV3HardSigmoid, {}, (2, 3), (2, 3), expected_num_trainable_weights=0,
+                expected_num_non_trainable_weights=0)
 
 
 @pytest.mark.parametrize("builder", ["MobileNetV3Small", "EfficientNetV2B0"])
