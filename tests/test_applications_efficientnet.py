@@ -232,3 +232,6 @@ def test_bad_arguments_are_named():
         applications.EfficientNetB0(weights=None, include_top=False, input_shape=(24, 24, 3))
     with pytest.raises(ValueError, match="weights"):
         applications.EfficientNetB1(weights="no_such_file.h5")
+    for builder in ("EfficientNetB0", "EfficientNetV2B0", "MobileNetV3Small"):   # Keras's validate_activation
+        with pytest.raises(ValueError, match="Only `None` and `softmax`"):
+            getattr(applications, builder)(classifier_activation="sigmoid")

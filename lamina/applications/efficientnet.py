@@ -7,7 +7,7 @@ layer whose ImageNet statistics come with the weights), so ``preprocess_input`` 
 """
 import math
 
-from .. import initializers, layers
+from .. import activations, initializers, layers
 from . import _common
 from .mobilenet_v2 import _correct_pad
 
@@ -102,18 +102,28 @@ def _efficientnet(width, depth, default_size, dropout_rate, name, include_top, w
                       name="top_conv")(x)
     x = layers.BatchNormalization(axis=3, name="top_bn")(x)
     x = layers.Activation(activation, name="top_activation")(x)
-    x = classifier_top(x, include_top, pooling, dropout_rate, classes, classifier_activation)
+    x = classifier_top(x, include_top, pooling, dropout_rate, classes, classifier_activation, weights)
     return _common.build(inputs, x, name, weights, keras_name, keras_name.lower())
 
 
-def classifier_top(x, include_top, pooling, dropout_rate, classes, classifier_activation, dense_bias_init="zeros"):
+def validate_activation(classifier_activation, weights):
+    """As Keras: with any weights file (ImageNet or a path), the classifier must be softmax or linear."""
+    if weights is not None and activations.get(classifier_activation) not in (activations.get("softmax"),
+                                                                             activations.get(None)):
+        raise ValueError("Only `None` and `softmax` activations are allowed for the `classifier_activation` "
+                         "argument when using pretrained weights, with `include_top=True`; Received: "
+                         f"classifier_activation={classifier_activation!r}")
+
+
+def classifier_top(x, include_top, pooling, dropout_rate, classes, classifier_activation, weights):
     """Global average pooling, dropout and the classifier (or the feature-extraction pooling)."""
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         if dropout_rate > 0:
             x = layers.Dropout(dropout_rate, name="top_dropout")(x)
+        validate_activation(classifier_activation, weights)
         return layers.Dense(classes, activation=classifier_activation, kernel_initializer=dense_init(),
-                            bias_initializer=dense_bias_init, name="predictions")(x)
+                            name="predictions")(x)
     return _common.classifier_head(x, False, pooling, classes, classifier_activation)
 
 

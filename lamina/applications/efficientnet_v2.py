@@ -95,7 +95,7 @@ def _efficientnet_v2(variant, width, depth, default_size, name, include_top, wei
     x = layers.Conv2D(_round_filters(1280, width), 1, padding="same", use_bias=False,
                       kernel_initializer=conv_init(), name="top_conv")(x)
     x = layers.Activation(activation, name="top_activation")(_bn("top_bn")(x))
-    x = classifier_top(x, include_top, pooling, dropout_rate, classes, classifier_activation)
+    x = classifier_top(x, include_top, pooling, dropout_rate, classes, classifier_activation, weights)
     return _common.build(inputs, x, name, weights, keras_name, f"efficientnetv2-{keras_name[14:].lower()}")
 
 

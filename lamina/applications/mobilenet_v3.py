@@ -10,6 +10,7 @@ import warnings
 from .. import layers, ops
 from ..backend import unique_name
 from . import _common
+from .efficientnet import validate_activation
 from .mobilenet_v2 import _correct_pad, _make_divisible as _depth
 
 __all__ = ["MobileNetV3Small", "MobileNetV3Large", "preprocess_input", "decode_predictions"]
@@ -110,9 +111,6 @@ def _mobilenet_v3(plan, last_point_ch, model_type, keras_name, input_shape, alph
         if rows != cols or rows != 224:
             warnings.warn("`input_shape` is undefined or non-square, or `rows` is not 224. Weights for input "
                           "shape (224, 224) will be loaded as the default.", stacklevel=3)
-        if include_top and classifier_activation not in (None, "softmax"):
-            raise ValueError("Only `None` and `softmax` activations are allowed for the `classifier_activation` "
-                             f"argument when using pretrained weights. Received: {classifier_activation!r}")
     kernel, activation, se_ratio = (3, _relu, None) if minimalistic else (5, _hard_swish, 0.25)
     x = inputs
     if include_preprocessing:
@@ -135,6 +133,7 @@ def _mobilenet_v3(plan, last_point_ch, model_type, keras_name, input_shape, alph
             x = layers.Dropout(dropout_rate)(x)
         x = layers.Conv2D(classes, kernel_size=1, padding="same", name="logits")(x)
         x = layers.Flatten()(x)
+        validate_activation(classifier_activation, weights)
         x = layers.Activation(activation=classifier_activation, name="predictions")(x)
     elif pooling == "avg":
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
