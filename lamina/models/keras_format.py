@@ -212,8 +212,11 @@ _KERAS_SLOT_LAYOUT = {
     "AdamW": [("momentum", "velocity"), ("velocity_hat",)], "RMSprop": [("velocity",), ("momentum",),
                                                                         ("average_gradient",)],
     "Adagrad": [("accumulator",)], "Adadelta": [("accumulated_grad", "accumulated_delta_var")],
-    "Adamax": [("momentum", "norm")],
+    "Adamax": [("momentum", "norm")], "Nadam": [("momentum", "velocity")], "Lion": [("momentum",)],
+    "Lamb": [("momentum", "velocity")], "Ftrl": [("accumulator", "linear")], "Adafactor": [("r", "c", "velocity")],
 }
+# Variables Keras keeps after the slots: Nadam's running product of its momentum schedule (a float32 scalar)
+_KERAS_TRAILING = {"Nadam": 1}
 
 
 def _keras_slot_order(optimizer):
@@ -242,7 +245,10 @@ def _keras_optimizer_vars(model, optimizer):
     if order is None:
         return None
     out = [np.asarray(optimizer._iterations, np.int64), np.asarray(optimizer._learning_rate, np.float32)]
-    return out + [backend.to_numpy(optimizer._slots[name][i].data) for name, i in order]
+    out += [backend.to_numpy(optimizer._slots[name][i].data) for name, i in order]
+    if type(optimizer).__name__ == "Nadam":
+        out.append(np.asarray(optimizer._u_product, np.float32))
+    return out
 
 
 def _restore_optimizer(model, arrays, path):
@@ -257,14 +263,21 @@ def _restore_optimizer(model, arrays, path):
     else:
         optimizer.build(model.trainable_weights)
     order = _keras_slot_order(optimizer)
-    if order is None or len(stored) != 2 + len(order):
+    trailing = _KERAS_TRAILING.get(type(optimizer).__name__, 0)
+    if order is None or len(stored) != 2 + len(order) + trailing:
         return   # a layout lamina does not know: the optimizer starts afresh (as Keras does on a mismatch)
-    state = {(name, i): a for (name, i), a in zip(order, stored[2:])}
+    state = {(name, i): a for (name, i), a in zip(order, stored[2:2 + len(order)])}
     try:
         optimizer.set_state([stored[0]] + [state[(name, i)] for name in optimizer._slots
                                            for i in range(len(optimizer._slots[name]))])
     except ValueError as e:
         raise ModelFileError(path, f"cannot restore the optimizer state: {e}") from e
+    if type(optimizer).__name__ == "Nadam":
+        u_product = np.asarray(stored[-1])
+        if u_product.shape != () or u_product.dtype.kind != "f":
+            raise ModelFileError(path, f"Nadam's momentum product must be a float scalar, found {u_product.dtype} "
+                                       f"of shape {u_product.shape}")
+        optimizer._u_product = float(u_product)
     if isinstance(optimizer._learning_rate, float) and np.float32(optimizer._learning_rate) != np.float32(stored[1]):
         optimizer.learning_rate = float(stored[1])   # changed during training (ReduceLROnPlateau...)
 
