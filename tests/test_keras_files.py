@@ -90,19 +90,26 @@ OPTIMIZERS = {"SGD": dict(momentum=0.9, nesterov=True), "SGD_plain": dict(), "RM
               "AdamW": dict(weight_decay=0.05), "Adadelta": dict(learning_rate=0.5), "Adagrad": dict(),
               "Adamax": dict(), "Nadam": dict(), "Ftrl": dict(l1_regularization_strength=0.01,
                                                              l2_regularization_strength=0.02),
-              "Lion": dict(), "Lamb": dict(), "Adafactor": dict(learning_rate=0.05)}
+              "Lion": dict(), "Lamb": dict(), "Adafactor": dict(learning_rate=0.05),
+              "Adam_ema": dict(use_ema=True, ema_momentum=0.5), "Adam_accumulating": dict(gradient_accumulation_steps=2),
+              "LossScaleOptimizer": dict(initial_scale=64.0, dynamic_growth_steps=2),
+              "RMSprop_loss_scale_factor": dict(loss_scale_factor=8.0)}
 
 
 def _opt_model(K, name, kwargs):
     model = K.Sequential([K.Input((4,)), K.layers.Dense(5, activation="tanh"), K.layers.Dense(2)])
-    model.compile(getattr(K.optimizers, name.split("_")[0])(**kwargs), "mse")
+    if name == "LossScaleOptimizer":
+        optimizer = K.optimizers.LossScaleOptimizer(K.optimizers.SGD(momentum=0.9), **kwargs)
+    else:
+        optimizer = getattr(K.optimizers, name.split("_")[0])(**kwargs)
+    model.compile(optimizer, "mse")
     return model
 
 
 def _batches():
     rng = np.random.default_rng(3)
     return [(rng.normal(size=(6, 4)).astype("float32"), rng.normal(size=(6, 2)).astype("float32"))
-            for _ in range(3)]
+            for _ in range(4)]
 
 
 def _train(model, batches):
@@ -117,19 +124,22 @@ def _weights(model):
 @pytest.mark.parametrize("direction", ["keras_to_lamina", "lamina_to_keras"])
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_optimizer_state_in_kerass_variable_order(name, direction, tmp_path):
-    """One side trains 2 steps and saves; the other loads the file; both then take the same third step and
-    agree on every weight to 1e-5 (a slot in the wrong place, or one left out, changes that step)."""
+    """One side trains 3 steps and saves; the other loads the file; both then take the same fourth step and
+    agree on every weight to 1e-5 (a slot in the wrong place, or one left out, changes that step; with
+    gradient accumulation over 2 steps the fourth step applies the gradient accumulated at the third)."""
     batches = _batches()
     writer, reader = (keras, lamina) if direction == "keras_to_lamina" else (lamina, keras)
     writer.utils.set_random_seed(0)
     first = _opt_model(writer, name, OPTIMIZERS[name])
-    _train(first, batches[:2])
+    _train(first, batches[:3])
     first.save(tmp_path / "m.keras")
     second = reader.models.load_model(tmp_path / "m.keras")
     assert type(second.optimizer).__name__ == name.split("_")[0]
-    assert int(np.asarray(second.optimizer.iterations)) == 2
-    _train(first, batches[2:])
-    _train(second, batches[2:])
+    assert int(np.asarray(second.optimizer.iterations)) == int(np.asarray(first.optimizer.iterations)) > 0
+    if name == "LossScaleOptimizer":
+        assert float(np.asarray(second.optimizer.dynamic_scale)) == float(np.asarray(first.optimizer.dynamic_scale))
+    _train(first, batches[3:])
+    _train(second, batches[3:])
     for a, b in zip(_weights(first), _weights(second)):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
