@@ -93,7 +93,9 @@ OPTIMIZERS = {"SGD": dict(momentum=0.9, nesterov=True), "SGD_plain": dict(), "RM
               "Lion": dict(), "Lamb": dict(), "Adafactor": dict(learning_rate=0.05),
               "Adam_ema": dict(use_ema=True, ema_momentum=0.5), "Adam_accumulating": dict(gradient_accumulation_steps=2),
               "LossScaleOptimizer": dict(initial_scale=64.0, dynamic_growth_steps=2),
-              "RMSprop_loss_scale_factor": dict(loss_scale_factor=8.0)}
+              "RMSprop_loss_scale_factor": dict(loss_scale_factor=8.0),
+              "Adam_schedule": dict(learning_rate={"class_name": "ExponentialDecay", "config": dict(
+                  initial_learning_rate=0.01, decay_steps=1, decay_rate=0.5)})}
 
 
 def _opt_model(K, name, kwargs):
@@ -101,6 +103,9 @@ def _opt_model(K, name, kwargs):
     if name == "LossScaleOptimizer":
         optimizer = K.optimizers.LossScaleOptimizer(K.optimizers.SGD(momentum=0.9), **kwargs)
     else:
+        kwargs = dict(kwargs)
+        if isinstance(kwargs.get("learning_rate"), dict):
+            kwargs["learning_rate"] = K.optimizers.schedules.deserialize(kwargs["learning_rate"])
         optimizer = getattr(K.optimizers, name.split("_")[0])(**kwargs)
     model.compile(optimizer, "mse")
     return model

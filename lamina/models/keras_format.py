@@ -107,7 +107,9 @@ def _keras_object(obj):
         if cls is not None:
             mod = cls.__module__
             for floor, name in (("initializers", "keras.initializers"), ("regularizers", "keras.regularizers"),
-                                ("constraints", "keras.constraints"), ("optimizers", "keras.optimizers"),
+                                ("constraints", "keras.constraints"),
+                                ("optimizers.schedules", "keras.optimizers.schedules"),
+                                ("optimizers", "keras.optimizers"),
                                 ("losses", "keras.losses"), ("metrics", "keras.metrics"),
                                 ("models", "keras.models")):
                 if f".{floor}" in mod:
@@ -256,12 +258,14 @@ def _keras_optimizer_vars(model, optimizer):
             return None
         return [np.asarray(0, np.int64), np.asarray(0.0, np.float32), np.asarray(optimizer.step_counter, np.int64),
                 np.asarray(optimizer.dynamic_scale, np.float32)] + inner
-    if optimizer is None or not getattr(optimizer, "built", False) or not isinstance(optimizer._learning_rate, float):
+    if optimizer is None or not getattr(optimizer, "built", False):
         return None
     order = _keras_slot_order(optimizer)
     if order is None:
         return None
-    out = [np.asarray(optimizer._iterations, np.int64), np.asarray(optimizer._learning_rate, np.float32)]
+    out = [np.asarray(optimizer._iterations, np.int64)]
+    if isinstance(optimizer._learning_rate, float):   # a schedule is no variable (Keras)
+        out.append(np.asarray(optimizer._learning_rate, np.float32))
     out += [backend.to_numpy(optimizer._slots[name][i].data) for name, i in order]
     if type(optimizer).__name__ == "Nadam":
         out.append(np.asarray(optimizer._u_product, np.float32))
@@ -299,9 +303,10 @@ def _restore_state(optimizer, stored, path):
     """Set optimizer (built) from Keras's variables; False (left fresh) when the layout is not one lamina knows."""
     order = _keras_slot_order(optimizer)
     trailing = _KERAS_TRAILING.get(type(optimizer).__name__, 0)
-    if order is None or len(stored) != 2 + len(order) + trailing:
+    head = 2 if isinstance(optimizer._learning_rate, float) else 1   # iteration[, learning_rate]
+    if order is None or len(stored) != head + len(order) + trailing:
         return False  # a layout lamina does not know: the optimizer starts afresh (as Keras does on a mismatch)
-    state = {(name, i): a for (name, i), a in zip(order, stored[2:2 + len(order)])}
+    state = {(name, i): a for (name, i), a in zip(order, stored[head:head + len(order)])}
     try:
         optimizer.set_state([stored[0]] + [state[(name, i)] for name in optimizer._slots
                                            for i in range(len(optimizer._slots[name]))])
@@ -309,7 +314,7 @@ def _restore_state(optimizer, stored, path):
         raise ModelFileError(path, f"cannot restore the optimizer state: {e}") from e
     if type(optimizer).__name__ == "Nadam":
         optimizer._u_product = float(_scalar(path, stored[-1], "f", "Nadam's momentum product"))
-    if isinstance(optimizer._learning_rate, float) and np.float32(optimizer._learning_rate) != np.float32(stored[1]):
+    if head == 2 and np.float32(optimizer._learning_rate) != np.float32(stored[1]):
         optimizer.learning_rate = float(stored[1])   # changed during training (ReduceLROnPlateau...)
     return True
 
