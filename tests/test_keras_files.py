@@ -91,7 +91,8 @@ OPTIMIZERS = {"SGD": dict(momentum=0.9, nesterov=True), "SGD_plain": dict(), "RM
               "Adamax": dict(), "Nadam": dict(), "Ftrl": dict(l1_regularization_strength=0.01,
                                                              l2_regularization_strength=0.02),
               "Lion": dict(), "Lamb": dict(), "Adafactor": dict(learning_rate=0.05),
-              "Adam_ema": dict(use_ema=True, ema_momentum=0.5), "Adam_accumulating": dict(gradient_accumulation_steps=2),
+              "Adam_ema": dict(use_ema=True, ema_momentum=0.5),
+              "Adam_accumulating": dict(gradient_accumulation_steps=2),
               "LossScaleOptimizer": dict(initial_scale=64.0, dynamic_growth_steps=2),
               "RMSprop_loss_scale_factor": dict(loss_scale_factor=8.0),
               "Adam_schedule": dict(learning_rate={"class_name": "ExponentialDecay", "config": dict(

@@ -197,6 +197,16 @@ def test_transformer_encoder_decoder_and_embeddings(normalize_first, mask_zero, 
     _check(lamina.Model([src, tgt], out), [int32(padded_ids(12, 7)), int32(padded_ids(12, 5))], tmp_path)
 
 
+def test_sinusoidal_positions_and_a_nested_model_receiving_a_mask(tmp_path):
+    """A nested Sequential gets the Embedding's mask through the outer graph, as in lamina's own call."""
+    ids = lamina.Input((9,), dtype="int64")
+    x = layers.Embedding(10, 6, mask_zero=True)(ids)
+    x = layers.Add()([x, layers.SinusoidalPositionEncoding(max_wavelength=50)(x)])
+    inner = lamina.Sequential([layers.Input((9, 6)), layers.Dense(6), layers.GRU(4, return_sequences=True),
+                               layers.LSTM(3)])
+    _check(lamina.Model(ids, inner(x)), [padded_ids(10, 9, holes=True)], tmp_path)
+
+
 def test_transformer_explicit_padding_mask_input(tmp_path):
     x, pad = lamina.Input((6, 8)), lamina.Input((6,), dtype="bool")
     y = layers.TransformerEncoder(12, 2)(x, padding_mask=pad)
@@ -274,13 +284,36 @@ def test_mask_consumers_through_merges_and_softmax(tmp_path):
     _check(lamina.Model(ids, out), [padded_ids(12, 6)], tmp_path)
 
 
-def test_masked_layer_without_masked_export_is_named(tmp_path):
+@pytest.mark.parametrize("kind", ["Multiply", "Maximum", "Minimum"])
+def test_masked_merges_that_read_the_masks(kind, tmp_path):
+    """Multiply counts masked entries as 1 (0 where every input is masked), Maximum/Minimum never let a masked
+    entry win; one input masked, two masked with different masks, and the merged mask feeding an LSTM."""
+    a, b = lamina.Input((6,), dtype="int64"), lamina.Input((6,), dtype="int64")
+    ea, eb = layers.Embedding(10, 4, mask_zero=True)(a), layers.Embedding(10, 4, mask_zero=True)(b)
+    plain = layers.Dense(4)(layers.Embedding(10, 4)(a))
+    merge = getattr(layers, kind)
+    both = merge()([ea, eb])                     # every input masked: OR of the masks
+    one = merge()([plain, eb])                   # only the second
+    out = layers.LSTM(3)(both)
+    model = lamina.Model([a, b], [out, one, both])
+    shifted = lambda n: np.roll(padded_ids(10, 6)(n), 1, axis=0)  # noqa: E731  (other lengths per row)
+    _check(model, [padded_ids(10, 6), shifted], tmp_path)
+
+
+def test_masks_ONNX_cannot_follow_are_refused_by_name(tmp_path):
     inp = lamina.Input((5,), dtype="int64")
     e = layers.Embedding(10, 4, mask_zero=True)(inp)
-    out = layers.Maximum(name="maxi")([e, layers.Dense(4)(e)])
-    model = lamina.Model(inp, out)
-    with pytest.raises(NotImplementedError, match="'maxi' \\(Maximum\\).*mask"):
-        model.export(str(tmp_path / "m.onnx"), format="onnx")
+    out = layers.Concatenate(axis=1, name="joined")([e, e])
+    with pytest.raises(NotImplementedError, match="'joined' \\(Concatenate\\).*mask"):
+        lamina.Model(inp, out).export(str(tmp_path / "m.onnx"), format="onnx")
+    x = lamina.Input((4, 6))
+    out = layers.PositionEmbedding(10, name="shifted")(x, start_index=2)
+    with pytest.raises(NotImplementedError, match="'shifted' \\(PositionEmbedding\\).*start_index=2"):
+        lamina.Model(x, out).export(str(tmp_path / "m.onnx"), format="onnx")
+    out = layers.MultiHeadAttention(2, 3, name="mha")(x, x, return_attention_scores=True)
+    with pytest.raises(NotImplementedError, match="'mha' \\(MultiHeadAttention\\).*return_attention_scores"):
+        lamina.Model(x, out).export(str(tmp_path / "m.onnx"), format="onnx")
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_unknown_format_lists_the_valid_ones(tmp_path):

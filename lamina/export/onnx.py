@@ -386,7 +386,7 @@ def _export_layernorm(g, layer, xs, cfg):
 
 
 # ------------------------------------------------------------------------------------ merging
-def _merge_masks(g, layer, xs, masks, how):
+def _merge_masks(g, masks, how):
     """The output mask of a merge: AND (OR) of the inputs' masks that exist, as lamina's Merge layers."""
     present = [m for m in masks if m is not None]
     if not present:
@@ -402,24 +402,36 @@ def _export_merge(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
     kind = type(layer).__name__
     if kw_tensors:
         raise _unsupported(layer, "is called with an explicit mask= of graph tensors")
-    present = [m is not None for m in masks]
-    how = "and"
-    if kind in ("Multiply", "Maximum", "Minimum") and any(present):
-        # lamina fills masked entries before merging (values depend on the masks): not exported
-        raise _unsupported(layer, "receives masks, which change its values")
+    every = all(m is not None for m in masks)
     if kind == "Subtract":
         y = g.op("Sub", [xs[0], xs[1]])
-    else:
-        op = {"Add": "Sum", "Average": "Mean"}[kind] if kind in ("Add", "Average") else None
-        if op is None:
-            op = {"Maximum": "Max", "Minimum": "Min", "Multiply": "Mul"}[kind]
-        if op == "Mul":
-            y = xs[0]
-            for x in xs[1:]:
-                y = g.op("Mul", [y, x])
-        else:
-            y = g.op(op, list(xs))
-    m = _merge_masks(g, layer, xs, masks, how)
+    elif kind in ("Add", "Average"):   # the values ignore the masks
+        y = g.op({"Add": "Sum", "Average": "Mean"}[kind], list(xs))
+    elif kind == "Multiply":           # lamina: a masked entry counts as 1; 0 where every input is masked
+        y, union = None, None
+        for x, m in zip(xs, masks):
+            if m is not None:
+                ms = _spread(g, m, x)
+                x = g.op("Where", [ms, x, g.const(np.float32(1))])
+                if every:
+                    union = ms if union is None else g.op("Or", [union, ms])
+            y = x if y is None else g.op("Mul", [y, x])
+        if union is not None:
+            y = g.op("Where", [union, y, g.const(np.float32(0))])
+    else:                              # Maximum / Minimum: masked entries cannot win
+        op = "Max" if kind == "Maximum" else "Min"
+        y = xs[0]
+        y_mask = None if masks[0] is None else _spread(g, masks[0], xs[0])
+        for x, m in zip(xs[1:], masks[1:]):
+            ms = None if m is None else _spread(g, m, x)
+            if ms is not None:
+                x = g.op("Where", [ms, x, y])
+            if y_mask is not None:
+                y = g.op("Where", [y_mask, y, x])
+            y_mask = None if ms is None or y_mask is None else g.op("Or", [y_mask, ms])
+            y = g.op(op, [y, x])
+    # the output mask: OR when every input has one for Multiply/Maximum/Minimum, else AND of those present
+    m = _merge_masks(g, masks, "or" if kind in ("Multiply", "Maximum", "Minimum") and every else "and")
     if m is not None:
         g.masks[y] = m
     return [y]
@@ -437,7 +449,7 @@ def _export_concat(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
             if int(cfg.get("axis", -1)) not in (-1, 2):
                 raise _unsupported(layer, "concatenates masked inputs along the time axis")
             return [y]
-        g.masks[y] = _merge_masks(g, layer, xs, masks, "or")
+        g.masks[y] = _merge_masks(g, masks, "or")
     return [y]
 
 
@@ -732,15 +744,12 @@ def _mha(g, layer, query, value, key=None, query_mask=None, value_mask=None, key
     return y
 
 
-def _attention_mask_input(g, m):
-    """An attention_mask tensor of the graph as bool (N, T, S) (a (T, S) one broadcasts)."""
-    return None if m is None else _as_bool(g, m)
-
-
 @exporter("MultiHeadAttention", masks=True)
 def _export_mha(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
     if call_kwargs.get("return_attention_scores"):
         raise _unsupported(layer, "is called with return_attention_scores")
+    if any(len(t.shape) != 3 for node in layer._inbound_nodes for t in node.input_tensors[:len(xs)]):
+        raise _unsupported(layer, "attends over the positions of inputs of rank above 3")
     if set(kw_tensors) - {"query_mask", "value_mask", "key_mask", "attention_mask"}:
         raise _unsupported(layer, f"is called with tensors for {sorted(kw_tensors)}")
     query, value = xs[0], xs[1] if len(xs) > 1 else xs[0]
@@ -751,7 +760,7 @@ def _export_mha(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
     vm = kw_tensors.get("value_mask", mask_of(1) if len(xs) > 1 else mask_of(0))
     km = kw_tensors.get("key_mask", None if key_is_value else mask_of(2))
     y = _mha(g, layer, query, value, None if key_is_value else key, qm, vm, km,
-             _attention_mask_input(g, kw_tensors.get("attention_mask")), bool(call_kwargs.get("use_causal_mask")))
+             _as_bool(g, kw_tensors.get("attention_mask")), bool(call_kwargs.get("use_causal_mask")))
     if masks and masks[0] is not None:
         g.masks[y] = masks[0]      # the query's mask travels on (Keras)
     return [y]
@@ -895,6 +904,25 @@ def _position_table(g, layer, table, x, start):
                           g.op("Add", [steps, g.ints([start])]), g.ints([0])])
 
 
+@exporter("SinusoidalPositionEncoding")
+def _export_sinusoidal(g, layer, xs, cfg):
+    """sin(p f_i) at even features i, cos at odd ones, f_i = max_wavelength^(-2 floor(i/2) / dim), for the
+    positions p = start .. start + T - 1 of x (N, T, dim), broadcast to x's shape."""
+    dim = None
+    for node in layer._inbound_nodes:
+        dim = node.input_tensors[0].shape[-1]
+    if dim is None:
+        raise _unsupported(layer, "has an input with an unknown feature size")
+    i = np.arange(dim)
+    freq = np.power(1.0 / float(cfg.get("max_wavelength", 10000)), 2 * (i // 2) / dim)
+    ones = g.op("ConstantOfShape", [g.op("Shape", [xs[0]], start=1, end=2)],
+                value=g.helper.make_tensor("one", g.onnx.TensorProto.FLOAT, [1], [1.0]))
+    pos = g.op("Sub", [g.op("CumSum", [ones, g.const(np.int64(0))]), g.const(np.float32(1))])
+    angles = g.op("Mul", [g.op("Unsqueeze", [pos, g.ints([1])]), g.const(freq.astype(np.float32))])   # (T, dim)
+    table = g.op("Where", [g.const(i % 2 == 0), g.op("Sin", [angles]), g.op("Cos", [angles])])
+    return [g.op("Expand", [table, g.op("Shape", [xs[0]])])]
+
+
 @exporter("PositionEmbedding")
 def _export_position_embedding(g, layer, xs, cfg):
     rows = _position_table(g, layer, layer.get_weights()[0], xs[0], 0)
@@ -988,6 +1016,10 @@ def _export_layer(g, layer, xs, call_kwargs=None, kw_tensors=None, list_input=Fa
         return fn(g, layer, xs, cfg, masks=masks, call_kwargs=call_kwargs, kw_tensors=kw_tensors)
     if kw_tensors:
         raise _unsupported(layer, f"is called with tensors for {sorted(kw_tensors)}")
+    extra = {k: v for k, v in call_kwargs.items() if k not in ("training", "mask") and v not in (None, False, 0)}
+    if extra:
+        raise _unsupported(layer, f"is called with {', '.join(f'{k}={v!r}' for k, v in extra.items())}, which its "
+                                  "ONNX export does not take")
     if any(m is not None for m in masks) and _reads_mask(layer):
         raise _unsupported(layer, "receives a mask (from Embedding(mask_zero=True) or Masking), which its ONNX "
                                   "export cannot apply: exporting it would read the padding as data")
