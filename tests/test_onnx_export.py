@@ -191,7 +191,7 @@ def test_transformer_encoder_decoder_and_embeddings(normalize_first, mask_zero, 
     y = layers.TransformerDecoder(16, 2, normalize_first=normalize_first)(y, x)
     y = layers.TransformerDecoder(8, 4, normalize_first=normalize_first)(y)          # decoder-only block
     z = layers.Embedding(12, 8)(tgt)
-    z = layers.Add()([z, layers.PositionEmbedding(5)(z)])
+    z = layers.Add()([z, layers.PositionEmbedding(9)(z, start_index=3)])
     out = layers.Dense(12)(layers.Concatenate()([y, z]))
     int32 = lambda make: lambda n: make(n).astype("int32")  # noqa: E731
     _check(lamina.Model([src, tgt], out), [int32(padded_ids(12, 7)), int32(padded_ids(12, 5))], tmp_path)
@@ -307,8 +307,8 @@ def test_masks_ONNX_cannot_follow_are_refused_by_name(tmp_path):
     with pytest.raises(NotImplementedError, match="'joined' \\(Concatenate\\).*mask"):
         lamina.Model(inp, out).export(str(tmp_path / "m.onnx"), format="onnx")
     x = lamina.Input((4, 6))
-    out = layers.PositionEmbedding(10, name="shifted")(x, start_index=2)
-    with pytest.raises(NotImplementedError, match="'shifted' \\(PositionEmbedding\\).*start_index=2"):
+    out = layers.SinusoidalPositionEncoding(name="shifted")(x, start_index=2)
+    with pytest.raises(NotImplementedError, match="'shifted' \\(SinusoidalPositionEncoding\\).*start_index=2"):
         lamina.Model(x, out).export(str(tmp_path / "m.onnx"), format="onnx")
     out = layers.MultiHeadAttention(2, 3, name="mha")(x, x, return_attention_scores=True)
     with pytest.raises(NotImplementedError, match="'mha' \\(MultiHeadAttention\\).*return_attention_scores"):

@@ -923,10 +923,16 @@ def _export_sinusoidal(g, layer, xs, cfg):
     return [g.op("Expand", [table, g.op("Shape", [xs[0]])])]
 
 
-@exporter("PositionEmbedding")
-def _export_position_embedding(g, layer, xs, cfg):
-    rows = _position_table(g, layer, layer.get_weights()[0], xs[0], 0)
-    return [g.op("Expand", [rows, g.op("Shape", [xs[0]])])]
+@exporter("PositionEmbedding", masks=True)
+def _export_position_embedding(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
+    start = call_kwargs.get("start_index", 0)
+    if kw_tensors or not isinstance(start, (int, np.integer)):
+        raise _unsupported(layer, "is called with a tensor start_index")
+    rows = _position_table(g, layer, layer.get_weights()[0], xs[0], int(start))
+    y = g.op("Expand", [rows, g.op("Shape", [xs[0]])])
+    if masks[0] is not None:
+        g.masks[y] = masks[0]
+    return [y]
 
 
 def _mask_zero(g, ids):
