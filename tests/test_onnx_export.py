@@ -241,6 +241,7 @@ MASKED_RNN_CASES = {
     "simple_rnn_sequences": lambda: [layers.SimpleRNN(4, return_sequences=True), layers.SimpleRNN(3)],
     "lstm_sequences": lambda: [layers.LSTM(4, return_sequences=True), layers.Dense(2)],
     "lstm_last": lambda: [layers.LSTM(4)],
+    "lstm_zero_output": lambda: [layers.LSTM(4, return_sequences=True, zero_output_for_mask=True)],
     "gru_sequences": lambda: [layers.GRU(4, return_sequences=True), layers.GRU(3, reset_after=False)],
     "bidirectional_lstm_concat": lambda: [layers.Bidirectional(layers.LSTM(3, return_sequences=True)),
                                           layers.Bidirectional(layers.GRU(2), merge_mode="sum")],

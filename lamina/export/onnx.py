@@ -613,7 +613,7 @@ def _export_rnn(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
     if not cfg.get("return_sequences"):
         return [lasts[0]]
     yd, cs, started = seqs[0]
-    keep = m if cfg.get("zero_output_for_mask") else started
+    keep = m if getattr(layer, "zero_output_for_mask", False) else started
     out = _uncompact(g, yd, cs, keep)
     g.masks[out] = m
     return [out]
