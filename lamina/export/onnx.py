@@ -17,12 +17,15 @@ __all__ = ["export_onnx", "EXPORTERS", "OPSET"]
 
 OPSET = 17
 EXPORTERS = {}
+_MASK_AWARE = set()   # layers whose exporter takes the input masks and sets its outputs' masks itself
 
 
-def exporter(*class_names):
+def exporter(*class_names, masks=False):
     def register(fn):
         for name in class_names:
             EXPORTERS[name] = fn
+            if masks:
+                _MASK_AWARE.add(name)
         return fn
     return register
 
@@ -33,6 +36,7 @@ class _Graph:
     def __init__(self, onnx_module):
         self.onnx, self.helper = onnx_module, onnx_module.helper
         self.nodes, self.initializers, self._count = [], [], {}
+        self.masks = {}   # tensor name -> name of its Keras mask, bool (N, T)
 
     def name(self, base):
         """A fresh tensor name; the "~" prefix keeps them apart from the graph's input and output names."""
@@ -124,16 +128,33 @@ def _export_elu(g, layer, xs, cfg):
     return [g.op("Elu", [xs[0]], alpha=float(cfg.get("alpha", 1.0)))]
 
 
-@exporter("Softmax")
-def _export_softmax(g, layer, xs, cfg):
+def _spread(g, m, x):
+    """A (N, T) mask reshaped to (N, T, 1, ...) with x's rank, so that it broadcasts over x's other axes."""
+    rank = g.op("Shape", [g.op("Shape", [x])])
+    ones = g.op("ConstantOfShape", [g.op("Sub", [rank, g.ints([2])])],
+                value=g.helper.make_tensor("one", g.onnx.TensorProto.INT64, [1], [1]))
+    return g.op("Reshape", [m, g.op("Concat", [g.op("Shape", [m]), ones], axis=0)])
+
+
+@exporter("Softmax", masks=True)
+def _export_softmax(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
     axis = cfg.get("axis", -1)
     if isinstance(axis, (list, tuple)):
         if len(axis) != 1:
             raise _unsupported(layer, "takes the softmax over several axes")
         axis = axis[0]
-    if len(xs) > 1:
-        raise _unsupported(layer, "is called with a mask")
-    return [g.op("Softmax", [xs[0]], axis=int(axis))]
+    if kw_tensors:
+        raise _unsupported(layer, "is called with an explicit mask= of graph tensors")
+    m = masks[0]
+    if m is None:
+        return [g.op("Softmax", [xs[0]], axis=int(axis))]
+    # lamina / Keras: -1e9 added where the (N, T) mask is false (spread over the remaining axes), the output
+    # times the mask
+    mf = _spread(g, g.op("Cast", [m], to=g.onnx.TensorProto.FLOAT), xs[0])
+    penalty = g.op("Mul", [g.op("Sub", [g.const(np.float32(1)), mf]), g.const(np.float32(-1e9))])
+    y = g.op("Mul", [g.op("Softmax", [g.op("Add", [xs[0], penalty])], axis=int(axis)), mf])
+    g.masks[y] = m
+    return [y]
 
 
 # ------------------------------------------------------------------------------------------ core
@@ -151,12 +172,6 @@ def _export_dense(g, layer, xs, cfg):
           "RandomZoom", "RandomContrast")
 def _export_identity(g, layer, xs, cfg):
     return [g.op("Identity", [xs[0]])]   # inference: these layers pass their input through
-
-
-@exporter("Embedding")
-def _export_embedding(g, layer, xs, cfg):
-    ids = g.op("Cast", [xs[0]], to=g.onnx.TensorProto.INT64)
-    return [g.op("Gather", [g.const(layer.get_weights()[0], f"{layer.name}/embeddings"), ids], axis=0)]
 
 
 @exporter("Rescaling")
@@ -307,13 +322,25 @@ def _export_pool(g, layer, xs, cfg):
     return [_channels_last(g, y, rank)]
 
 
-@exporter("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D")
-def _export_global_pool(g, layer, xs, cfg):
-    rank = 1 if "1D" in type(layer).__name__ else 2
+@exporter("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
+          masks=True)
+def _export_global_pool(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
+    kind = type(layer).__name__
+    rank = 1 if "1D" in kind else 2
     if cfg.get("data_format") not in (None, "channels_last"):
         raise _unsupported(layer, "uses data_format='channels_first'")
-    op = "ReduceMean" if "Average" in type(layer).__name__ else "ReduceMax"
-    return [g.op(op, [xs[0]], axes=list(range(1, rank + 1)), keepdims=int(bool(cfg.get("keepdims", False))))]
+    keepdims = int(bool(cfg.get("keepdims", False)))
+    if kw_tensors:
+        raise _unsupported(layer, "is called with an explicit mask= of graph tensors")
+    if kind == "GlobalAveragePooling1D" and masks[0] is not None:   # the mean over the unmasked steps
+        mf = g.op("Unsqueeze", [g.op("Cast", [masks[0]], to=g.onnx.TensorProto.FLOAT), g.ints([2])])
+        total = g.op("ReduceSum", [g.op("Mul", [xs[0], mf]), g.ints([1])], keepdims=keepdims)
+        return [g.op("Div", [total, g.op("ReduceSum", [mf, g.ints([1])], keepdims=keepdims)])]
+    op = "ReduceMean" if "Average" in kind else "ReduceMax"
+    y = g.op(op, [xs[0]], axes=list(range(1, rank + 1)), keepdims=keepdims)
+    if masks[0] is not None and getattr(layer, "supports_masking", False) and kind != "GlobalAveragePooling1D":
+        g.masks[y] = masks[0]
+    return [y]
 
 
 # ------------------------------------------------------------------------------- normalisation
@@ -359,23 +386,71 @@ def _export_layernorm(g, layer, xs, cfg):
 
 
 # ------------------------------------------------------------------------------------ merging
-@exporter("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
-def _export_merge(g, layer, xs, cfg):
+def _merge_masks(g, masks, how):
+    """The output mask of a merge: AND (OR) of the inputs' masks that exist, as lamina's Merge layers."""
+    present = [m for m in masks if m is not None]
+    if not present:
+        return None
+    out = present[0]
+    for m in present[1:]:
+        out = g.op("And" if how == "and" else "Or", [out, m])
+    return out
+
+
+@exporter("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", masks=True)
+def _export_merge(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
     kind = type(layer).__name__
+    if kw_tensors:
+        raise _unsupported(layer, "is called with an explicit mask= of graph tensors")
+    every = all(m is not None for m in masks)
     if kind == "Subtract":
-        return [g.op("Sub", [xs[0], xs[1]])]
-    op = {"Add": "Sum", "Average": "Mean", "Maximum": "Max", "Minimum": "Min", "Multiply": "Mul"}[kind]
-    if op == "Mul":
+        y = g.op("Sub", [xs[0], xs[1]])
+    elif kind in ("Add", "Average"):   # the values ignore the masks
+        y = g.op({"Add": "Sum", "Average": "Mean"}[kind], list(xs))
+    elif kind == "Multiply":           # lamina: a masked entry counts as 1; 0 where every input is masked
+        y, union = None, None
+        for x, m in zip(xs, masks):
+            if m is not None:
+                ms = _spread(g, m, x)
+                x = g.op("Where", [ms, x, g.const(np.float32(1))])
+                if every:
+                    union = ms if union is None else g.op("Or", [union, ms])
+            y = x if y is None else g.op("Mul", [y, x])
+        if union is not None:
+            y = g.op("Where", [union, y, g.const(np.float32(0))])
+    else:                              # Maximum / Minimum: masked entries cannot win
+        op = "Max" if kind == "Maximum" else "Min"
         y = xs[0]
-        for x in xs[1:]:
-            y = g.op("Mul", [y, x])
-        return [y]
-    return [g.op(op, list(xs))]
+        y_mask = None if masks[0] is None else _spread(g, masks[0], xs[0])
+        for x, m in zip(xs[1:], masks[1:]):
+            ms = None if m is None else _spread(g, m, x)
+            if ms is not None:
+                x = g.op("Where", [ms, x, y])
+            if y_mask is not None:
+                y = g.op("Where", [y_mask, y, x])
+            y_mask = None if ms is None or y_mask is None else g.op("Or", [y_mask, ms])
+            y = g.op(op, [y, x])
+    # the output mask: OR when every input has one for Multiply/Maximum/Minimum, else AND of those present
+    m = _merge_masks(g, masks, "or" if kind in ("Multiply", "Maximum", "Minimum") and every else "and")
+    if m is not None:
+        g.masks[y] = m
+    return [y]
 
 
-@exporter("Concatenate")
-def _export_concat(g, layer, xs, cfg):
-    return [g.op("Concat", list(xs), axis=int(cfg.get("axis", -1)))]
+@exporter("Concatenate", masks=True)
+def _export_concat(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
+    if kw_tensors:
+        raise _unsupported(layer, "is called with an explicit mask= of graph tensors")
+    y = g.op("Concat", list(xs), axis=int(cfg.get("axis", -1)))
+    present = [m for m in masks if m is not None]
+    if present:
+        if int(cfg.get("axis", -1)) not in (-1, 2) or len(present) < len(masks):
+            # along the features an input without a mask makes every step unmasked: the mask would be all true
+            if int(cfg.get("axis", -1)) not in (-1, 2):
+                raise _unsupported(layer, "concatenates masked inputs along the time axis")
+            return [y]
+        g.masks[y] = _merge_masks(g, masks, "or")
+    return [y]
 
 
 # ---------------------------------------------------------------------------------- recurrent
@@ -412,7 +487,7 @@ def _rnn_weights(layer):
     return kernel.T, recurrent.T, b, units
 
 
-def _rnn_node(g, layer, x_time_major, direction, parts):
+def _rnn_node(g, layer, x_time_major, direction, parts, lens=None):
     """The ONNX recurrent node for layer (parts: one (W, R, B) per direction)."""
     kind = _rnn_kind(layer)
     cfg = layer.get_config()
@@ -426,25 +501,25 @@ def _rnn_node(g, layer, x_time_major, direction, parts):
         if a not in _GATE_ACTS:
             raise _unsupported(layer, f"uses the activation {a!r} inside the cell")
     n_dir = len(parts)
+    ins = [x_time_major, W, R, B] + ([lens] if lens is not None else [])
     if kind == "LSTM":
         acts = [_GATE_ACTS[rec], _GATE_ACTS[act], _GATE_ACTS[act]] * n_dir
-        outs = g.op("LSTM", [x_time_major, W, R, B], outputs=3, hidden_size=units, direction=direction,
+        outs = g.op("LSTM", ins, outputs=3, hidden_size=units, direction=direction,
                     activations=acts)
     elif kind == "GRU":   # Keras's reset_after is ONNX's linear_before_reset
-        outs = g.op("GRU", [x_time_major, W, R, B], outputs=2, hidden_size=units, direction=direction,
+        outs = g.op("GRU", ins, outputs=2, hidden_size=units, direction=direction,
                     activations=[_GATE_ACTS[rec], _GATE_ACTS[act]] * n_dir,
                     linear_before_reset=int(bool(cfg.get("reset_after", True))))
     else:
-        outs = g.op("RNN", [x_time_major, W, R, B], outputs=2, hidden_size=units, direction=direction,
+        outs = g.op("RNN", ins, outputs=2, hidden_size=units, direction=direction,
                     activations=[_GATE_ACTS[act]] * n_dir)
     return outs[0], outs[1], units   # Y (T, dirs, N, units), Y_h (dirs, N, units)
 
 
-def _check_rnn(layer, xs):
+def _check_rnn(layer, xs, kw_tensors):
     cfg = layer.get_config()
-    if len(xs) > 1:
-        raise _unsupported(layer, "is called with a mask or initial state (ONNX export of masked recurrent "
-                                  "layers is not supported: padding would be read as data)")
+    if len(xs) > 1 or set(kw_tensors) - {"mask"}:
+        raise _unsupported(layer, "is called with an initial state")
     if cfg.get("stateful") or cfg.get("return_state"):
         raise _unsupported(layer, "is stateful or returns its state")
     if cfg.get("go_backwards"):
@@ -452,29 +527,134 @@ def _check_rnn(layer, xs):
     return cfg
 
 
-@exporter("SimpleRNN", "LSTM", "GRU")
-def _export_rnn(g, layer, xs, cfg):
-    _check_rnn(layer, xs)
-    x = g.op("Transpose", [xs[0]], perm=[1, 0, 2])
+def _rnn_mask(g, masks, kw_tensors):
+    """The (N, T) bool mask a recurrent layer applies: an explicit mask= argument, else its input's."""
+    m = kw_tensors.get("mask")
+    if isinstance(m, list):
+        m = m[0]
+    if m is not None:
+        return g.op("Cast", [m], to=g.onnx.TensorProto.BOOL)
+    return masks[0]
+
+
+def _compact(g, x, m):
+    """Move the unmasked steps of x (N, T, F) to the front, in order (a per-sample permutation).
+
+    ONNX's recurrent nodes skip only the steps at the end (sequence_lens); Keras skips masked steps anywhere,
+    carrying the state over them. Running the node on the compacted sequence with sequence_lens = the number
+    of unmasked steps processes exactly the steps Keras processes, in the same order, for any mask (for the
+    usual right padding the permutation is the identity). Returns (compacted x, cs, lens): cs (N, T) int64
+    is the running count of unmasked steps (the state Keras holds after step t is the compacted output at
+    cs - 1), lens (N,) int32 the counts (at least 1: a sample with no unmasked step runs one step whose
+    outputs are never read)."""
+    int64 = g.onnx.TensorProto.INT64
+    mi = g.op("Cast", [m], to=int64)
+    cs = g.op("CumSum", [mi, g.const(np.int64(1))])
+    count = g.op("ReduceSum", [mi, g.ints([1])], keepdims=1)                     # (N, 1)
+    one = g.const(np.int64(1))
+    t = g.op("Sub", [g.op("CumSum", [g.op("Add", [g.op("Mul", [mi, g.const(np.int64(0))]), one]),
+                                     g.const(np.int64(1))]), one])          # (N, T): the step numbers
+    # an unmasked step goes to its rank among the unmasked ones, a masked step after all of them
+    dest = g.op("Where", [m, g.op("Sub", [cs, one]), g.op("Sub", [g.op("Add", [count, t]), cs])])
+    index = g.op("Expand", [g.op("Unsqueeze", [dest, g.ints([2])]), g.op("Shape", [x])])
+    xc = g.op("ScatterElements", [x, index, x], axis=1)
+    lens = g.op("Cast", [g.op("Max", [g.op("Squeeze", [count, g.ints([1])]), one])], to=g.onnx.TensorProto.INT32)
+    return xc, cs, lens
+
+
+def _uncompact(g, yc, cs, keep):
+    """Outputs at the original steps: out[t] = yc[cs[t] - 1] where keep (N, T) is true, else 0."""
+    index = g.op("Max", [g.op("Sub", [cs, g.const(np.int64(1))]), g.const(np.int64(0))])
+    index = g.op("Expand", [g.op("Unsqueeze", [index, g.ints([2])]), g.op("Shape", [yc])])
+    got = g.op("GatherElements", [yc, index], axis=1)
+    return g.op("Where", [g.op("Unsqueeze", [keep, g.ints([2])]), got, g.const(np.float32(0))])
+
+
+def _last_step(g, y):
+    return g.op("Squeeze", [g.op("Slice", [y, g.ints([-1]), g.ints([np.iinfo(np.int64).max]), g.ints([1])]),
+                            g.ints([1])])
+
+
+def _masked_rnn(g, layer, x, m, direction, parts):
+    """Keras's masked recurrence: one (N, T, units) sequence per direction (batch-major, original step order)
+    and one (N, units) last output per direction. Forward: the output at step t is the state after the
+    unmasked steps <= t (the carried state at masked steps, 0 before the first one). Backward: the state
+    after the unmasked steps >= t, processed from the end."""
+    xc, cs, lens = _compact(g, x, m)
+    y, _, units = _rnn_node(g, layer, g.op("Transpose", [xc], perm=[1, 0, 2]), direction, parts, lens)
+    y = g.op("Transpose", [y], perm=[1, 2, 0, 3])                    # (dirs, N, T, units), compacted steps
+    started = g.op("Greater", [cs, g.const(np.int64(0))])
+    seqs, lasts = [], []
+    for d in range(len(parts)):
+        yd = g.op("Squeeze", [g.op("Slice", [y, g.ints([d]), g.ints([d + 1]), g.ints([0])]), g.ints([0])])
+        seqs.append((yd, cs, started))
+        if d == 0:   # forward: the state after the last unmasked step
+            lasts.append(_last_step(g, _uncompact(g, yd, cs, started)))
+        else:        # backward: the state after processing every unmasked step, i.e. compacted step 0
+            first = g.op("Squeeze", [g.op("Slice", [yd, g.ints([0]), g.ints([1]), g.ints([1])]), g.ints([1])])
+            any_step = g.op("Greater", [_last_step(g, g.op("Unsqueeze", [cs, g.ints([2])])), g.const(np.int64(0))])
+            lasts.append(g.op("Where", [any_step, first, g.const(np.float32(0))]))
+    return seqs, lasts
+
+
+@exporter("SimpleRNN", "LSTM", "GRU", masks=True)
+def _export_rnn(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
+    _check_rnn(layer, xs, kw_tensors)
+    m = _rnn_mask(g, masks, kw_tensors)
     W, R, B, units = _rnn_weights(layer)
-    y, y_h, _ = _rnn_node(g, layer, x, "forward", [(W, R, B, units)])
-    if cfg.get("return_sequences"):
-        y = g.op("Squeeze", [y, g.ints([1])])
-        return [g.op("Transpose", [y], perm=[1, 0, 2])]
-    return [g.op("Squeeze", [y_h, g.ints([0])])]
+    if m is None:
+        x = g.op("Transpose", [xs[0]], perm=[1, 0, 2])
+        y, y_h, _ = _rnn_node(g, layer, x, "forward", [(W, R, B, units)])
+        if cfg.get("return_sequences"):
+            y = g.op("Squeeze", [y, g.ints([1])])
+            return [g.op("Transpose", [y], perm=[1, 0, 2])]
+        return [g.op("Squeeze", [y_h, g.ints([0])])]
+    seqs, lasts = _masked_rnn(g, layer, xs[0], m, "forward", [(W, R, B, units)])
+    if not cfg.get("return_sequences"):
+        return [lasts[0]]
+    yd, cs, started = seqs[0]
+    keep = m if getattr(layer, "zero_output_for_mask", False) else started
+    out = _uncompact(g, yd, cs, keep)
+    g.masks[out] = m
+    return [out]
 
 
-@exporter("Bidirectional")
-def _export_bidirectional(g, layer, xs, cfg):
+def _merge_pair(g, layer, a, b, mode):
+    if mode == "concat":
+        return g.op("Concat", [a, b], axis=-1)
+    if mode == "sum":
+        return g.op("Add", [a, b])
+    if mode == "mul":
+        return g.op("Mul", [a, b])
+    if mode == "ave":
+        return g.op("Mul", [g.op("Add", [a, b]), g.const(np.float32(0.5))])
+    raise _unsupported(layer, f"uses merge_mode={mode!r}")
+
+
+@exporter("Bidirectional", masks=True)
+def _export_bidirectional(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
     fwd, bwd = layer.forward_layer, layer.backward_layer
     if _rnn_kind(fwd) != _rnn_kind(bwd) or _rnn_kind(fwd) not in ("SimpleRNN", "LSTM", "GRU"):
         raise _unsupported(layer, "wraps layers ONNX cannot run as one bidirectional recurrent node")
-    _check_rnn(fwd, xs)
-    x = g.op("Transpose", [xs[0]], perm=[1, 0, 2])
-    f, b = _rnn_weights(fwd), _rnn_weights(bwd)
-    y, y_h, units = _rnn_node(g, fwd, x, "bidirectional", [f, b])
+    _check_rnn(fwd, xs, kw_tensors)
     mode = cfg.get("merge_mode", "concat")
-    if fwd.get_config().get("return_sequences"):
+    if mode is None:
+        raise _unsupported(layer, "uses merge_mode=None (two outputs)")
+    m = _rnn_mask(g, masks, kw_tensors)
+    f, b = _rnn_weights(fwd), _rnn_weights(bwd)
+    sequences = fwd.get_config().get("return_sequences")
+    if m is not None:
+        seqs, lasts = _masked_rnn(g, fwd, xs[0], m, "bidirectional", [f, b])
+        if not sequences:
+            return [_merge_pair(g, layer, lasts[0], lasts[1], mode)]
+        # Bidirectional sets zero_output_for_mask on both layers: masked steps output zeros
+        parts = [_uncompact(g, yd, cs, m) for yd, cs, _ in seqs]
+        out = _merge_pair(g, layer, parts[0], parts[1], mode)
+        g.masks[out] = m
+        return [out]
+    x = g.op("Transpose", [xs[0]], perm=[1, 0, 2])
+    y, y_h, units = _rnn_node(g, fwd, x, "bidirectional", [f, b])
+    if sequences:
         y = g.op("Transpose", [y], perm=[2, 0, 1, 3])            # (N, T, 2, units)
         if mode == "concat":
             return [g.op("Reshape", [y, g.ints([0, 0, 2 * units])])]
@@ -486,16 +666,13 @@ def _export_bidirectional(g, layer, xs, cfg):
             return [g.op("Reshape", [y_h, g.ints([0, 2 * units])])]
         parts = g.op("Split", [y_h, g.ints([1, 1])], outputs=2, axis=1)
         parts = [g.op("Squeeze", [p, g.ints([1])]) for p in parts]
-    if mode == "sum":
-        return [g.op("Add", parts)]
-    if mode == "mul":
-        return [g.op("Mul", parts)]
-    if mode == "ave":
-        return [g.op("Mul", [g.op("Add", parts), g.const(np.float32(0.5))])]
-    raise _unsupported(layer, f"uses merge_mode={mode!r}")
+    return [_merge_pair(g, layer, parts[0], parts[1], mode)]
 
 
 # ---------------------------------------------------------------------------------- attention
+_MOST_NEGATIVE = np.finfo(np.float32).min
+
+
 def _project(g, x, kernel, bias, name):
     """x (N, T, dim) @ kernel (dim, heads, size) + bias -> (N, heads, T, size)."""
     dim, heads, size = kernel.shape
@@ -506,32 +683,56 @@ def _project(g, x, kernel, bias, name):
     return g.op("Transpose", [y], perm=[0, 2, 1, 3])
 
 
-@exporter("MultiHeadAttention")
-def _export_mha(g, layer, xs, cfg, call_kwargs=None):
-    call_kwargs = call_kwargs or {}
-    if call_kwargs.get("attention_mask") is not None or call_kwargs.get("return_attention_scores"):
-        raise _unsupported(layer, "is called with attention_mask or return_attention_scores")
-    query, value = xs[0], xs[1] if len(xs) > 1 else xs[0]
-    key = xs[2] if len(xs) > 2 else value
+def _and(g, a, b):
+    return b if a is None else (a if b is None else g.op("And", [a, b]))
+
+
+def _causal(g, query, key):
+    """Bool (1, Tq, Tk), true where query i may attend key j <= i (aligned at the top left, as Keras)."""
+    tq = g.op("Shape", [query], start=1, end=2)
+    tk = g.op("Shape", [key], start=1, end=2)
+    ones = g.op("ConstantOfShape", [g.op("Concat", [tq, tk], axis=0)],
+                value=g.helper.make_tensor("one", g.onnx.TensorProto.FLOAT, [1], [1.0]))
+    tri = g.op("Cast", [g.op("Trilu", [ones], upper=0)], to=g.onnx.TensorProto.BOOL)
+    return g.op("Unsqueeze", [tri, g.ints([0])])
+
+
+def _as_bool(g, m):
+    return None if m is None else g.op("Cast", [m], to=g.onnx.TensorProto.BOOL)
+
+
+def _mha(g, layer, query, value, key=None, query_mask=None, value_mask=None, key_mask=None, attention_mask=None,
+         causal=False):
+    """Nodes of MultiHeadAttention (rank-3 inputs) with Keras's masks: the AND of query_mask (N, T),
+    value_mask / key_mask (N, S), attention_mask (N, T, S) or (T, S) and the causal mask; a query row with
+    no allowed key gets uniform weights (the masked scores all equal the most negative float, as lamina)."""
+    cfg = layer.get_config()
+    key = value if key is None else key
     ws = layer.get_weights()   # Keras's order: query, key, value, output; each kernel then bias
     use_bias = cfg.get("use_bias", True)
     step = 2 if use_bias else 1
     qk, kk, vk, ok = ws[0], ws[step], ws[2 * step], ws[3 * step]
     qb, kb, vb, ob = (ws[1], ws[3], ws[5], ws[7]) if use_bias else (None,) * 4
+    if ok.ndim != 3:
+        raise _unsupported(layer, "has a multi-axis output_shape")
     q = _project(g, query, qk, qb, f"{layer.name}/query")
     k = _project(g, key, kk, kb, f"{layer.name}/key")
     v = _project(g, value, vk, vb, f"{layer.name}/value")
     key_dim = qk.shape[-1]
     scores = g.op("MatMul", [g.op("Mul", [q, g.const(np.float32(1.0 / np.sqrt(key_dim)))]),
                              g.op("Transpose", [k], perm=[0, 1, 3, 2])])
-    if call_kwargs.get("use_causal_mask"):
-        tq = g.op("Gather", [g.op("Shape", [query]), g.ints([1])], axis=0)
-        tk = g.op("Gather", [g.op("Shape", [key]), g.ints([1])], axis=0)
-        ones = g.op("ConstantOfShape", [g.op("Concat", [tq, tk], axis=0)],
-                    value=g.helper.make_tensor("one", g.onnx.TensorProto.FLOAT, [1], [1.0]))
-        allowed = g.op("Trilu", [ones], upper=0)
-        penalty = g.op("Mul", [g.op("Sub", [allowed, g.const(np.float32(1))]), g.const(np.float32(1e9))])
-        scores = g.op("Add", [scores, penalty])
+    allowed = None
+    if query_mask is not None:
+        allowed = g.op("Unsqueeze", [_as_bool(g, query_mask), g.ints([2])])
+    for m in (value_mask, key_mask):
+        if m is not None:
+            allowed = _and(g, allowed, g.op("Unsqueeze", [_as_bool(g, m), g.ints([1])]))
+    if causal:
+        allowed = _and(g, allowed, _causal(g, query, key))
+    allowed = _and(g, allowed, attention_mask)
+    if allowed is not None:
+        allowed = g.op("Unsqueeze", [allowed, g.ints([1])])        # one mask for every head
+        scores = g.op("Where", [allowed, scores, g.const(np.float32(_MOST_NEGATIVE))])
     weights = g.op("Softmax", [scores], axis=-1)
     out = g.op("MatMul", [weights, v])                         # (N, heads, T, value_dim)
     out = g.op("Transpose", [out], perm=[0, 2, 1, 3])
@@ -540,39 +741,297 @@ def _export_mha(g, layer, xs, cfg, call_kwargs=None):
     y = g.op("MatMul", [out, g.const(ok.reshape(heads * vdim, -1), f"{layer.name}/output/kernel")])
     if ob is not None:
         y = g.op("Add", [y, g.const(ob, f"{layer.name}/output/bias")])
+    return y
+
+
+@exporter("MultiHeadAttention", masks=True)
+def _export_mha(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
+    if call_kwargs.get("return_attention_scores"):
+        raise _unsupported(layer, "is called with return_attention_scores")
+    if any(len(t.shape) != 3 for node in layer._inbound_nodes for t in node.input_tensors[:len(xs)]):
+        raise _unsupported(layer, "attends over the positions of inputs of rank above 3")
+    if set(kw_tensors) - {"query_mask", "value_mask", "key_mask", "attention_mask"}:
+        raise _unsupported(layer, f"is called with tensors for {sorted(kw_tensors)}")
+    query, value = xs[0], xs[1] if len(xs) > 1 else xs[0]
+    key = xs[2] if len(xs) > 2 else None
+    key_is_value = key is None or key == value
+    mask_of = lambda i: masks[i] if i < len(masks) else None  # noqa: E731
+    qm = kw_tensors.get("query_mask", mask_of(0))
+    vm = kw_tensors.get("value_mask", mask_of(1) if len(xs) > 1 else mask_of(0))
+    km = kw_tensors.get("key_mask", None if key_is_value else mask_of(2))
+    y = _mha(g, layer, query, value, None if key_is_value else key, qm, vm, km,
+             _as_bool(g, kw_tensors.get("attention_mask")), bool(call_kwargs.get("use_causal_mask")))
+    if masks and masks[0] is not None:
+        g.masks[y] = masks[0]      # the query's mask travels on (Keras)
+    return [y]
+
+
+@exporter("Attention", "AdditiveAttention", masks=True)
+def _export_attention(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
+    if call_kwargs.get("return_attention_scores"):
+        raise _unsupported(layer, "is called with return_attention_scores")
+    if kw_tensors:
+        raise _unsupported(layer, "is called with an explicit mask= of graph tensors")
+    kind = type(layer).__name__
+    q, v = xs[0], xs[1]
+    k = xs[2] if len(xs) > 2 else v
+    q_mask, v_mask = (masks + [None, None])[:2]
+    weights = {w.name.split("/")[-1]: w.numpy() for w in layer.weights}
+    scale = weights.get("scale")
+    allowed = None
+    if v_mask is not None:
+        allowed = g.op("Unsqueeze", [v_mask, g.ints([1])])                  # (N, 1, Tv)
+    if call_kwargs.get("use_causal_mask"):
+        allowed = _and(g, allowed, _causal(g, q, k))
+    if kind == "Attention" and cfg.get("score_mode", "dot") == "dot":
+        qs = q if scale is None else g.op("Mul", [q, g.const(np.float32(scale))])
+        scores = g.op("MatMul", [qs, g.op("Transpose", [k], perm=[0, 2, 1])])
+        if allowed is not None:   # lamina's fused attention: most negative float, uniform empty rows
+            scores = g.op("Where", [allowed, scores, g.const(np.float32(_MOST_NEGATIVE))])
+    else:
+        z = g.op("Add", [g.op("Unsqueeze", [q, g.ints([2])]), g.op("Unsqueeze", [k, g.ints([1])])])  # (N,Tq,Tv,d)
+        if kind == "AdditiveAttention":
+            z = g.op("Tanh", [z])
+            if scale is not None:
+                z = g.op("Mul", [z, g.const(scale.astype(np.float32), f"{layer.name}/scale")])
+            scores = g.op("ReduceSum", [z, g.ints([-1])], keepdims=0)
+        else:   # concat: c * sum(tanh(scale * (q + k)))
+            if scale is not None:
+                z = g.op("Mul", [z, g.const(np.float32(scale))])
+            scores = g.op("ReduceSum", [g.op("Tanh", [z]), g.ints([-1])], keepdims=0)
+            scores = g.op("Mul", [scores, g.const(np.float32(weights["concat_score_weight"]))])
+        if allowed is not None:   # Keras: masked scores minus 1e9
+            penalty = g.op("Mul", [g.op("Cast", [g.op("Not", [allowed])], to=g.onnx.TensorProto.FLOAT),
+                                   g.const(np.float32(1e9))])
+            scores = g.op("Sub", [scores, penalty])
+    out = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
+    if q_mask is not None:
+        out = g.op("Mul", [out, g.op("Unsqueeze", [g.op("Cast", [q_mask], to=g.onnx.TensorProto.FLOAT),
+                                                   g.ints([2])])])
+        g.masks[out] = q_mask
+    return [out]
+
+
+# -------------------------------------------------------------------------------- transformers
+def _sub(g, layer, x):
+    """A sublayer of a composite layer (LayerNormalization, Dense) on x."""
+    return EXPORTERS[type(layer).__name__](g, layer, [x], layer.get_config())[0]
+
+
+def _padding_and_attention(g, seq_mask, padding_mask, attention_mask):
+    """keras_hub's merge: the (N, 1, T) padding mask (given, else the sequence's mask) AND attention_mask."""
+    pad = padding_mask if padding_mask is not None else seq_mask
+    mask = None if pad is None else g.op("Unsqueeze", [_as_bool(g, pad), g.ints([1])])
+    return _and(g, mask, _as_bool(g, attention_mask))
+
+
+def _transformer_ffn(g, layer, x):
+    residual = x
+    if layer.normalize_first:
+        x = _sub(g, layer._feedforward_layer_norm, x)
+    x = _sub(g, layer._feedforward_output_dense, _sub(g, layer._feedforward_intermediate_dense, x))
+    x = g.op("Add", [x, residual])
+    if not layer.normalize_first:
+        x = _sub(g, layer._feedforward_layer_norm, x)
+    return x
+
+
+def _transformer_attention_block(g, layer, mha, norm, x, x_mask, value, value_mask, mask, causal=False):
+    """Residual attention sublayer: pre-norm x + MHA(LN(x)), or post-norm LN(x + MHA(x)). The query keeps
+    x's Keras mask through the pre-norm (LayerNormalization passes masks on), so MHA ANDs it in as lamina."""
+    residual = x
+    if layer.normalize_first:
+        x = _sub(g, norm, x)
+        if value is None:
+            value = x
+    elif value is None:
+        value = x
+    y = _mha(g, mha, x, value, None, x_mask, value_mask, None, mask, causal)
+    y = g.op("Add", [y, residual])
+    if not layer.normalize_first:
+        y = _sub(g, norm, y)
+    return y
+
+
+@exporter("TransformerEncoder", masks=True)
+def _export_encoder(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
+    if call_kwargs.get("return_attention_scores"):
+        raise _unsupported(layer, "is called with return_attention_scores")
+    if set(kw_tensors) - {"padding_mask", "attention_mask"}:
+        raise _unsupported(layer, f"is called with tensors for {sorted(kw_tensors)}")
+    x, x_mask = xs[0], masks[0]
+    mask = _padding_and_attention(g, x_mask, kw_tensors.get("padding_mask"), kw_tensors.get("attention_mask"))
+    y = _transformer_attention_block(g, layer, layer._self_attention_layer, layer._self_attention_layer_norm,
+                                     x, x_mask, None, x_mask, mask)
+    y = _transformer_ffn(g, layer, y)
+    if x_mask is not None:
+        g.masks[y] = x_mask
+    return [y]
+
+
+@exporter("TransformerDecoder", masks=True)
+def _export_decoder(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
+    if call_kwargs.get("return_attention_scores"):
+        raise _unsupported(layer, "is called with return_attention_scores")
+    allowed_kw = {"decoder_padding_mask", "decoder_attention_mask", "encoder_padding_mask", "encoder_attention_mask"}
+    if set(kw_tensors) - allowed_kw:
+        raise _unsupported(layer, f"is called with tensors for {sorted(kw_tensors)}")
+    x, x_mask = xs[0], masks[0]
+    enc, enc_mask = (xs[1], masks[1]) if len(xs) > 1 else (None, None)
+    if (enc is not None) != (layer._cross_attention_layer is not None):
+        raise _unsupported(layer, "is called differently from how it was built (with/without encoder_sequence)")
+    mask = _padding_and_attention(g, x_mask, kw_tensors.get("decoder_padding_mask"),
+                                  kw_tensors.get("decoder_attention_mask"))
+    causal = call_kwargs.get("use_causal_mask", True)
+    y = _transformer_attention_block(g, layer, layer._self_attention_layer, layer._self_attention_layer_norm,
+                                     x, x_mask, None, x_mask, mask, causal=bool(causal))
+    if enc is not None:
+        cmask = _padding_and_attention(g, enc_mask, kw_tensors.get("encoder_padding_mask"),
+                                       kw_tensors.get("encoder_attention_mask"))
+        # the residual sum has no Keras mask: the cross-attention query is unmasked
+        y = _transformer_attention_block(g, layer, layer._cross_attention_layer, layer._cross_attention_layer_norm,
+                                         y, None, enc, enc_mask, cmask)
+    y = _transformer_ffn(g, layer, y)
+    if x_mask is not None:
+        g.masks[y] = x_mask
+    return [y]
+
+
+def _position_table(g, layer, table, x, start):
+    """Rows start .. start + T of a (L, dim) table, T = x's axis 1 (x: ids (N, T) or vectors (N, T, dim))."""
+    steps = g.op("Shape", [x], start=1, end=2)
+    return g.op("Slice", [g.const(table, f"{layer.name}/positions"), g.ints([start]),
+                          g.op("Add", [steps, g.ints([start])]), g.ints([0])])
+
+
+@exporter("SinusoidalPositionEncoding")
+def _export_sinusoidal(g, layer, xs, cfg):
+    """sin(p f_i) at even features i, cos at odd ones, f_i = max_wavelength^(-2 floor(i/2) / dim), for the
+    positions p = start .. start + T - 1 of x (N, T, dim), broadcast to x's shape."""
+    dim = None
+    for node in layer._inbound_nodes:
+        dim = node.input_tensors[0].shape[-1]
+    if dim is None:
+        raise _unsupported(layer, "has an input with an unknown feature size")
+    i = np.arange(dim)
+    freq = np.power(1.0 / float(cfg.get("max_wavelength", 10000)), 2 * (i // 2) / dim)
+    ones = g.op("ConstantOfShape", [g.op("Shape", [xs[0]], start=1, end=2)],
+                value=g.helper.make_tensor("one", g.onnx.TensorProto.FLOAT, [1], [1.0]))
+    pos = g.op("Sub", [g.op("CumSum", [ones, g.const(np.int64(0))]), g.const(np.float32(1))])
+    angles = g.op("Mul", [g.op("Unsqueeze", [pos, g.ints([1])]), g.const(freq.astype(np.float32))])   # (T, dim)
+    table = g.op("Where", [g.const(i % 2 == 0), g.op("Sin", [angles]), g.op("Cos", [angles])])
+    return [g.op("Expand", [table, g.op("Shape", [xs[0]])])]
+
+
+@exporter("PositionEmbedding", masks=True)
+def _export_position_embedding(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
+    start = call_kwargs.get("start_index", 0)
+    if kw_tensors or not isinstance(start, (int, np.integer)):
+        raise _unsupported(layer, "is called with a tensor start_index")
+    rows = _position_table(g, layer, layer.get_weights()[0], xs[0], int(start))
+    y = g.op("Expand", [rows, g.op("Shape", [xs[0]])])
+    if masks[0] is not None:
+        g.masks[y] = masks[0]
+    return [y]
+
+
+def _mask_zero(g, ids):
+    return g.op("Not", [g.op("Equal", [ids, g.const(np.int64(0))])])
+
+
+@exporter("Embedding", masks=True)
+def _export_embedding(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
+    if getattr(layer, "lora_enabled", False):
+        table = np.asarray(layer.embeddings.numpy(), np.float32)
+    else:
+        table = layer.get_weights()[0]
+    ids = g.op("Cast", [xs[0]], to=g.onnx.TensorProto.INT64)
+    y = g.op("Gather", [g.const(table, f"{layer.name}/embeddings"), ids], axis=0)
+    if cfg.get("mask_zero"):
+        g.masks[y] = _mask_zero(g, ids)
+    return [y]
+
+
+@exporter("TokenAndPositionEmbedding", masks=True)
+def _export_token_and_position(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
+    start = call_kwargs.get("start_index", 0)
+    if kw_tensors or not isinstance(start, (int, np.integer)):
+        raise _unsupported(layer, "is called with a tensor start_index")
+    ids = g.op("Cast", [xs[0]], to=g.onnx.TensorProto.INT64)
+    tokens = g.op("Gather", [g.const(layer.token_embedding.get_weights()[0], f"{layer.name}/token_embeddings"),
+                             ids], axis=0)
+    y = g.op("Add", [tokens, _position_table(g, layer, layer.position_embedding.get_weights()[0], xs[0],
+                                               int(start))])
+    if layer.mask_zero:
+        g.masks[y] = _mask_zero(g, ids)
+    return [y]
+
+
+@exporter("Masking", masks=True)
+def _export_masking(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
+    keep = g.op("Not", [g.op("Equal", [xs[0], g.const(np.float32(cfg.get("mask_value", 0.0)))])])
+    keep = g.op("Cast", [g.op("ReduceMax", [g.op("Cast", [keep], to=g.onnx.TensorProto.INT32)], axes=[-1],
+                              keepdims=0)], to=g.onnx.TensorProto.BOOL)
+    y = g.op("Mul", [xs[0], g.op("Unsqueeze", [g.op("Cast", [keep], to=g.onnx.TensorProto.FLOAT), g.ints([2])])])
+    g.masks[y] = keep
     return [y]
 
 
 # ------------------------------------------------------------------------------------ the walk
-# layers whose output values do not depend on a mask they receive (the mask only travels through them)
-_MASK_BLIND = {"Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "Dropout", "SpatialDropout1D", "GaussianNoise",
-               "GaussianDropout", "LayerNormalization", "BatchNormalization", "Rescaling", "ActivityRegularization",
-               "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}
+def _reads_mask(layer):
+    """Whether the layer's output values depend on a mask it receives (its call takes one)."""
+    import inspect
+    if type(layer).__name__ in ("BatchNormalization",):   # the mask only matters to its training statistics
+        return False
+    return "mask" in inspect.signature(layer.call).parameters
 
 
-def _makes_mask(layer):
-    kind = type(layer).__name__
-    return kind == "Masking" or (kind in ("Embedding", "TokenAndPositionEmbedding") and
-                                 bool(getattr(layer, "mask_zero", False)))
+def _default_output_mask(g, layer, outs, masks, list_input):
+    """lamina's rule for layers whose exporter does not set masks: a layer that supports masking and keeps
+    Layer.compute_mask passes its one input's mask on; masks of list inputs and other layers' stop."""
+    from ..layers.layer import Layer
+    present = [m for m in masks if m is not None]
+    if not present:
+        return
+    if type(layer).compute_mask is not Layer.compute_mask and type(layer).__name__ not in _MASK_STOPS:
+        raise _unsupported(layer, "receives a mask and computes its own output mask, which the ONNX export "
+                                  "cannot follow")
+    if len(outs) == 1 and not list_input and getattr(layer, "supports_masking", False) and \
+            type(layer).compute_mask is Layer.compute_mask:
+        g.masks[outs[0]] = masks[0]
 
 
-def _export_layer(g, layer, xs, call_kwargs=None, masked=False):
+_MASK_STOPS = {"GlobalAveragePooling1D", "Dot"}   # compute_mask returns None
+
+
+def _export_layer(g, layer, xs, call_kwargs=None, kw_tensors=None, list_input=False):
     from ..models.model import Model
-    if masked and type(layer).__name__ not in _MASK_BLIND:
-        raise _unsupported(layer, "receives a mask (from Embedding(mask_zero=True) or Masking), which the ONNX "
-                                  "graph cannot apply: exporting it would read the padding as data")
+    call_kwargs, kw_tensors = call_kwargs or {}, kw_tensors or {}
+    masks = [g.masks.get(x) for x in xs]
     if isinstance(layer, Model):
+        if kw_tensors:
+            raise _unsupported(layer, f"is called with tensors for {sorted(kw_tensors)}")
         return _export_model_body(g, layer, xs)
-    fn = EXPORTERS.get(type(layer).__name__)
+    kind = type(layer).__name__
+    fn = EXPORTERS.get(kind)
     if fn is None:
-        raise NotImplementedError(f"ONNX export: layer '{layer.name}' ({type(layer).__name__}) has no ONNX "
+        raise NotImplementedError(f"ONNX export: layer '{layer.name}' ({kind}) has no ONNX "
                                   f"exporter. Supported: {', '.join(sorted(EXPORTERS))}.")
     cfg = layer.get_config()
-    if fn is _export_mha:
-        return fn(g, layer, xs, cfg, call_kwargs)
-    if call_kwargs and call_kwargs.get("mask") is not None:
-        raise _unsupported(layer, "is called with a mask")
-    return fn(g, layer, xs, cfg)
+    if kind in _MASK_AWARE:
+        return fn(g, layer, xs, cfg, masks=masks, call_kwargs=call_kwargs, kw_tensors=kw_tensors)
+    if kw_tensors:
+        raise _unsupported(layer, f"is called with tensors for {sorted(kw_tensors)}")
+    extra = {k: v for k, v in call_kwargs.items() if k not in ("training", "mask") and v not in (None, False, 0)}
+    if extra:
+        raise _unsupported(layer, f"is called with {', '.join(f'{k}={v!r}' for k, v in extra.items())}, which its "
+                                  "ONNX export does not take")
+    if any(m is not None for m in masks) and _reads_mask(layer):
+        raise _unsupported(layer, "receives a mask (from Embedding(mask_zero=True) or Masking), which its ONNX "
+                                  "export cannot apply: exporting it would read the padding as data")
+    outs = fn(g, layer, xs, cfg)
+    _default_output_mask(g, layer, outs, masks, list_input)
+    return outs
 
 
 def _export_model_body(g, model, inputs):
@@ -581,32 +1040,34 @@ def _export_model_body(g, model, inputs):
     from ..layers.layer import KerasTensor, _nest_flatten
     nodes = getattr(model, "_nodes", None)
     if nodes is None:  # Sequential
-        x, masked = inputs, False
+        x = inputs
         for layer in model.layers:
             if isinstance(layer, InputLayer):
                 continue
-            x = _export_layer(g, layer, x, masked=masked)
-            masked = masked or _makes_mask(layer)
+            x = _export_layer(g, layer, x)
         return x
     names = {id(kt): name for kt, name in zip(model._flat_inputs, inputs)}
-    masked_names = set()
     for node in nodes:
-        xs = [names[id(t)] for t in node.input_tensors]
-        masked = any(x in masked_names for x in xs)
-        kwargs = {k: v for k, v in (node.call_kwargs or {}).items() if not isinstance(v, KerasTensor)}
-        if any(isinstance(v, KerasTensor) for v in _nest_flatten(node.call_kwargs or {})) and \
-                type(node.layer).__name__ == "MultiHeadAttention":
-            kwargs["attention_mask"] = True   # a symbolic mask: refused by the exporter
-        outs = _export_layer(g, node.layer, xs, kwargs, masked=masked)
+        xs = [names[id(t)] for t in _nest_flatten(node.call_args) if isinstance(t, KerasTensor)]
+        kwargs, kw_tensors = {}, {}
+        for k, v in (node.call_kwargs or {}).items():
+            flat = [t for t in _nest_flatten(v) if isinstance(t, KerasTensor)]
+            if flat:
+                named = [names[id(t)] for t in flat]
+                kw_tensors[k] = named if isinstance(v, (list, tuple)) else named[0]
+            else:
+                kwargs[k] = v
+        list_input = bool(node.call_args) and isinstance(node.call_args[0], (list, tuple))
+        outs = _export_layer(g, node.layer, xs, kwargs, kw_tensors, list_input)
         for kt, name in zip(node.output_tensors, outs):
             names[id(kt)] = name
-            if masked or _makes_mask(node.layer):
-                masked_names.add(name)
     return [names[id(kt)] for kt in model._flat_outputs]
 
 
 def _onnx_type(dtype, onnx):
     dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return onnx.TensorProto.BOOL
     if dtype.kind == "f":
         return onnx.TensorProto.FLOAT
     if dtype.kind in "iu":

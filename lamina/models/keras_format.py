@@ -107,7 +107,9 @@ def _keras_object(obj):
         if cls is not None:
             mod = cls.__module__
             for floor, name in (("initializers", "keras.initializers"), ("regularizers", "keras.regularizers"),
-                                ("constraints", "keras.constraints"), ("optimizers", "keras.optimizers"),
+                                ("constraints", "keras.constraints"),
+                                ("optimizers.schedules", "keras.optimizers.schedules"),
+                                ("optimizers", "keras.optimizers"),
                                 ("losses", "keras.losses"), ("metrics", "keras.metrics"),
                                 ("models", "keras.models")):
                 if f".{floor}" in mod:
@@ -200,6 +202,8 @@ def save_keras(model, filepath):
         slots = _keras_optimizer_vars(model, optimizer)
         if slots is not None:
             groups.append(("optimizer/vars", slots))
+            if _is_loss_scale(optimizer):   # Keras also keeps the inner optimizer's variables on their own
+                groups.append(("optimizer/inner_optimizer/vars", slots[4:]))
     write_keras_archive(filepath, config, groups, KERAS_VERSION)
     return filepath
 
@@ -212,15 +216,22 @@ _KERAS_SLOT_LAYOUT = {
     "AdamW": [("momentum", "velocity"), ("velocity_hat",)], "RMSprop": [("velocity",), ("momentum",),
                                                                         ("average_gradient",)],
     "Adagrad": [("accumulator",)], "Adadelta": [("accumulated_grad", "accumulated_delta_var")],
-    "Adamax": [("momentum", "norm")],
+    "Adamax": [("momentum", "norm")], "Nadam": [("momentum", "velocity")], "Lion": [("momentum",)],
+    "Lamb": [("momentum", "velocity")], "Ftrl": [("accumulator", "linear")], "Adafactor": [("r", "c", "velocity")],
 }
+# Variables Keras keeps after the slots: Nadam's running product of its momentum schedule (a float32 scalar)
+_KERAS_TRAILING = {"Nadam": 1}
+
+
+_KERAS_BASE_SLOTS = ("average", "gradient_accumulator")   # use_ema, gradient_accumulation_steps: first
 
 
 def _keras_slot_order(optimizer):
     """[(slot name, weight index)] in Keras's variable order, or None when lamina does not know it."""
     layout = _KERAS_SLOT_LAYOUT.get(type(optimizer).__name__)
-    if layout is None or getattr(optimizer, "use_ema", False):
+    if layout is None:
         return None
+    layout = [(name,) for name in _KERAS_BASE_SLOTS] + list(layout)
     active = list(optimizer._slots)
     if set(active) - {n for group in layout for n in group}:
         return None
@@ -232,17 +243,40 @@ def _keras_slot_order(optimizer):
     return order
 
 
+def _is_loss_scale(optimizer):
+    return type(optimizer).__name__ == "LossScaleOptimizer"
+
+
 def _keras_optimizer_vars(model, optimizer):
     """Keras's optimizer variables (iteration, learning_rate, the slots in Keras's order), or None when lamina
     cannot give them in Keras's order (the file then holds no optimizer state, and training resumes with a
-    fresh optimizer, as for a model saved before training)."""
-    if optimizer is None or not getattr(optimizer, "built", False) or not isinstance(optimizer._learning_rate, float):
+    fresh optimizer, as for a model saved before training). A LossScaleOptimizer has its own iteration and
+    learning rate (unused, 0), step_counter and dynamic_scale, then its inner optimizer's variables."""
+    if optimizer is not None and _is_loss_scale(optimizer):
+        inner = _keras_optimizer_vars(model, optimizer.inner_optimizer)
+        if inner is None:
+            return None
+        return [np.asarray(0, np.int64), np.asarray(0.0, np.float32), np.asarray(optimizer.step_counter, np.int64),
+                np.asarray(optimizer.dynamic_scale, np.float32)] + inner
+    if optimizer is None or not getattr(optimizer, "built", False):
         return None
     order = _keras_slot_order(optimizer)
     if order is None:
         return None
-    out = [np.asarray(optimizer._iterations, np.int64), np.asarray(optimizer._learning_rate, np.float32)]
-    return out + [backend.to_numpy(optimizer._slots[name][i].data) for name, i in order]
+    out = [np.asarray(optimizer._iterations, np.int64)]
+    if isinstance(optimizer._learning_rate, float):   # a schedule is no variable (Keras)
+        out.append(np.asarray(optimizer._learning_rate, np.float32))
+    out += [backend.to_numpy(optimizer._slots[name][i].data) for name, i in order]
+    if type(optimizer).__name__ == "Nadam":
+        out.append(np.asarray(optimizer._u_product, np.float32))
+    return out
+
+
+def _scalar(path, value, kind, what):
+    value = np.asarray(value)
+    if value.shape != () or value.dtype.kind not in kind:
+        raise ModelFileError(path, f"{what} must be a scalar, found {value.dtype} of shape {value.shape}")
+    return value
 
 
 def _restore_optimizer(model, arrays, path):
@@ -256,17 +290,33 @@ def _restore_optimizer(model, arrays, path):
             optimizer.build(model.trainable_weights)
     else:
         optimizer.build(model.trainable_weights)
+    if _is_loss_scale(optimizer):
+        if len(stored) < 4 or not _restore_state(optimizer.inner_optimizer, stored[4:], path):
+            return
+        optimizer.step_counter = int(_scalar(path, stored[2], "iu", "LossScaleOptimizer's step_counter"))
+        optimizer.dynamic_scale = float(_scalar(path, stored[3], "f", "LossScaleOptimizer's dynamic_scale"))
+        return
+    _restore_state(optimizer, stored, path)
+
+
+def _restore_state(optimizer, stored, path):
+    """Set optimizer (built) from Keras's variables; False (left fresh) when the layout is not one lamina knows."""
     order = _keras_slot_order(optimizer)
-    if order is None or len(stored) != 2 + len(order):
-        return   # a layout lamina does not know: the optimizer starts afresh (as Keras does on a mismatch)
-    state = {(name, i): a for (name, i), a in zip(order, stored[2:])}
+    trailing = _KERAS_TRAILING.get(type(optimizer).__name__, 0)
+    head = 2 if isinstance(optimizer._learning_rate, float) else 1   # iteration[, learning_rate]
+    if order is None or len(stored) != head + len(order) + trailing:
+        return False  # a layout lamina does not know: the optimizer starts afresh (as Keras does on a mismatch)
+    state = {(name, i): a for (name, i), a in zip(order, stored[head:head + len(order)])}
     try:
         optimizer.set_state([stored[0]] + [state[(name, i)] for name in optimizer._slots
                                            for i in range(len(optimizer._slots[name]))])
     except ValueError as e:
         raise ModelFileError(path, f"cannot restore the optimizer state: {e}") from e
-    if isinstance(optimizer._learning_rate, float) and np.float32(optimizer._learning_rate) != np.float32(stored[1]):
+    if type(optimizer).__name__ == "Nadam":
+        optimizer._u_product = float(_scalar(path, stored[-1], "f", "Nadam's momentum product"))
+    if head == 2 and np.float32(optimizer._learning_rate) != np.float32(stored[1]):
         optimizer.learning_rate = float(stored[1])   # changed during training (ReduceLROnPlateau...)
+    return True
 
 
 def load_keras(filepath, custom_objects=None, compile=True):

@@ -342,7 +342,10 @@ class Model(Layer):
                 raise training.NonFiniteLoss(value)
             variables = self.trainable_weights
             if variables and isinstance(loss, Tensor) and loss.requires_grad:
-                grads = _dist.reduce_gradients(grad(loss, variables))  # data-parallel: one fused all-reduce
+                # Keras: the gradients are of optimizer.scale_loss(loss) (LossScaleOptimizer's dynamic scale,
+                # loss_scale_factor); apply_gradients divides them by the same factor
+                scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") else loss
+                grads = _dist.reduce_gradients(grad(scaled, variables))  # data-parallel: one fused all-reduce
                 bad = training.nonfinite_indices(grads)  # before the update: NaN never reaches the weights
                 if bad:
                     raise training.NonFiniteUpdate(self, [variables[i] for i in bad])
