@@ -306,7 +306,8 @@ class RandomColorJitter(_Augmentation):
     contrast_factor as Keras 3.15's RandomContrast ((x - mean) c + mean per image and channel, c ~ U(1 - lower,
     1 + upper) where a number f means (0, f), in [0, 1]); saturation_factor as RandomSaturation; hue_factor as
     RandomHue. Each step clips to value_range. Transformation: {'brightness': {'rgb_delta'}, 'contrast':
-    {'contrast_factor'}, 'saturation': {'factor'}, 'hue': {'factor'}} for the steps in use.
+    {'contrast_factor'} (both (N, 1, 1, 1) as Keras), 'saturation': {'factor'}, 'hue': {'factor'}} for the steps
+    in use; as in Keras, transform_images(images, None) draws them itself.
     """
 
     def __init__(self, value_range=(0, 255), brightness_factor=None, contrast_factor=None, saturation_factor=None,
@@ -332,9 +333,9 @@ class RandomColorJitter(_Augmentation):
         for step, (lo, hi) in self._steps.items():
             if step == "brightness":
                 span = self._brightness_range[1] - self._brightness_range[0]
-                out[step] = {"rgb_delta": rng.uniform(lo, hi, n).astype(_F32) * _F32(span)}
+                out[step] = {"rgb_delta": rng.uniform(lo, hi, (n, 1, 1, 1)).astype(_F32) * _F32(span)}
             elif step == "contrast":
-                out[step] = {"contrast_factor": rng.uniform(1.0 - lo, 1.0 + hi, n).astype(_F32)}
+                out[step] = {"contrast_factor": rng.uniform(1.0 - lo, 1.0 + hi, (n, 1, 1, 1)).astype(_F32)}
             elif step == "saturation":
                 f = rng.uniform(lo, hi, n).astype(_F32)
                 out[step] = {"factor": f / (_F32(1) - f + _F32(_KERAS_EPSILON))}
@@ -632,9 +633,10 @@ class MaxNumBoundingBoxes(_Augmentation):
                                "`labels` are supported.")
             shape = dict(input_shape)
             boxes = dict(shape["bounding_boxes"])
+            batched = len(boxes["boxes"]) == 3
             for key in ("boxes", "labels"):
                 s = list(boxes[key])
-                s[1] = self.max_number
+                s[1 if batched else 0] = self.max_number
                 boxes[key] = tuple(s)
             shape["bounding_boxes"] = boxes
             return shape
