@@ -409,7 +409,7 @@ def _augmenter(lib, equalization=True):
 def test_fit_save_and_load(tmp_path, equalization):
     """fit() with the augmentations active; .keras files read back by lamina, and by Keras where Keras can
     build the model (Keras 3.15's Equalization returns its input tensor as its symbolic output, so a Keras model
-    holding it fails with 'part of a cycle': that file is checked in lamina only)."""
+    holding it after another layer fails with 'part of a cycle': that file is checked in lamina only)."""
     x = _images((16, 8, 8, 3))
     y = R.integers(0, 2, 16)
     model = lamina.Sequential([lamina.Input((8, 8, 3))] + _augmenter(lamina, equalization) +
@@ -432,3 +432,30 @@ def test_fit_save_and_load(tmp_path, equalization):
     theirs.save(tmp_path / "k.keras")
     again = lamina.models.load_model(tmp_path / "k.keras", compile=False)
     np.testing.assert_allclose(again.predict(x, verbose=0), want, rtol=1e-5, atol=1e-5)
+
+
+DEVICE = [("RandomHue", dict(factor=0.5)), ("RandomSaturation", dict(factor=(0.3, 0.8))),
+          ("RandomSharpness", dict(factor=0.9)), ("RandomGaussianBlur", dict(factor=0.8)),
+          ("RandomErasing", dict(factor=0.9, fill_value=[1, 2, 3])),
+          ("RandomColorJitter", dict(brightness_factor=0.1, contrast_factor=0.2, saturation_factor=0.7,
+                                     hue_factor=0.2)),
+          ("Equalization", dict()), ("ContrastLimitedAdaptiveHistogramEqualization", dict(tile_grid_size=(2, 3)))]
+
+
+@pytest.mark.parametrize("name,kwargs", DEVICE)
+def test_on_device_matches_cpu(name, kwargs, device_xp):
+    """The CuPy path (real CuPy where a GPU is present, else the fake_cupy stand-in that refuses host arrays)."""
+    from lamina import backend
+    x = _images((2, 7, 6, 3))
+    layer = getattr(layers, name)(**kwargs)
+    t = layer.get_random_transformation(x, seed=9)
+    backend.set_device("cpu")
+    want = layer.transform_images(lamina.Tensor(x), t).numpy()
+    backend.set_device("cuda")
+    xd = lamina.Tensor(backend.to_device(x, device_xp), requires_grad=True)
+    y = layer.transform_images(xd, t)
+    assert backend.get_array_module(y.data) is device_xp
+    np.testing.assert_allclose(backend.to_numpy(y.data), want, rtol=1e-5, atol=1e-3)
+    if y.requires_grad:
+        (y * 1.0).sum().backward()
+        assert backend.get_array_module(xd.grad) is device_xp
