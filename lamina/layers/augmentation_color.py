@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import backend, ops
 from ..ops.image import _data_format, _depthwise, gaussian_blur, hsv_to_rgb, rgb_to_hsv
-from ..tensor import Tensor
+from ..tensor import Tensor, as_tensor
 from .preprocessing import _RandomLayer, _to_batch
 
 __all__ = ["RandomHue", "RandomSaturation", "RandomSharpness", "RandomColorJitter", "RandomGaussianBlur",
@@ -111,9 +111,10 @@ class _Augmentation(_RandomLayer):
     """Keras's BaseImagePreprocessingLayer plumbing over lamina's _RandomLayer: the draw / apply split, rank-3
     images, channels_first, and dict inputs."""
 
-    _nhwc = True               # transpose channels_first images to NHWC around _transform
-    _always = False            # also applies at inference (training=False)
+    _nhwc = True                 # transpose channels_first images to NHWC around _transform
+    _always = False              # also applies at inference (training=False)
     _float_at_inference = False  # Keras casts the images to float even when it leaves them unchanged
+    _draw_when_none = True       # transform_images(images, None) draws its own parameters
 
     def __init__(self, seed=None, data_format=None, bounding_box_format=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
@@ -152,7 +153,7 @@ class _Augmentation(_RandomLayer):
         x, single = _to_batch(x)
         if not np.issubdtype(x.dtype, np.floating):
             x = ops.cast(x, self.dtype)
-        if transformation is None and self._needs_transformation:   # Keras's RandomColorJitter draws here
+        if transformation is None and self._draw_when_none:   # Keras's RandomColorJitter draws here
             transformation = self._draw(tuple(x.shape), self._rng())
         first = self._nhwc and self.data_format == "channels_first"
         if first:
@@ -161,8 +162,6 @@ class _Augmentation(_RandomLayer):
         if first:
             y = ops.transpose(y, (0, 3, 1, 2))
         return y[0] if single else y
-
-    _needs_transformation = True
 
     def _transform(self, x, transformation):
         raise NotImplementedError
@@ -209,10 +208,7 @@ def _check_boxes(layer, bounding_boxes):
         raise ValueError(f"{type(layer).__name__} '{layer.name}': `bounding_boxes` must be a dict with keys 'boxes' "
                          f"and 'labels'. Received: bounding_boxes={bounding_boxes!r}")
     out = dict(bounding_boxes)
-    boxes = out["boxes"]
-    boxes = boxes if isinstance(boxes, Tensor) else Tensor(np.asarray(boxes))
-    labels = out["labels"]
-    labels = labels if isinstance(labels, Tensor) else Tensor(np.asarray(labels))
+    boxes, labels = as_tensor(out["boxes"]), as_tensor(out["labels"])
     if boxes.ndim not in (2, 3):
         raise ValueError(f"{type(layer).__name__} '{layer.name}': bounding_boxes['boxes'] must have rank 2 or 3, "
                          f"(num_boxes, 4) or (batch_size, num_boxes, 4). Received shape {boxes.shape}")
@@ -387,7 +383,11 @@ class RandomGaussianBlur(_Augmentation):
         sig = rng.uniform(self.sigma[0], self.sigma[1], 2).astype(_F32) + _F32(1e-6)
         return {"should_apply_blur": apply, "blur_factor": sig}
 
+    _draw_when_none = False   # Keras leaves the images as they are without a transformation
+
     def _transform(self, x, t):
+        if t is None:
+            return x
         sig = np.asarray(backend.to_numpy(t["blur_factor"]), np.float64)
         blurred = gaussian_blur(x, tuple(int(k) for k in self.kernel_size), (float(sig[0]), float(sig[1])))
         apply = _per_image(np.asarray(backend.to_numpy(t["should_apply_blur"])), x) > 0.5
@@ -480,7 +480,7 @@ class Equalization(_Augmentation):
         self.bins = int(bins)
         self.value_range = _value_range(self, value_range)
 
-    _needs_transformation = False
+    _draw_when_none = False
 
     def _scale(self, x, src, dst):
         """Keras's _scale_values with its Python arithmetic for scale and offset (float32 product)."""
@@ -530,7 +530,7 @@ class ContrastLimitedAdaptiveHistogramEqualization(_Augmentation):
         self.value_range, self.clip_limit = value_range, clip_limit
         self.tile_grid_size = tile_grid_size
 
-    _needs_transformation = False
+    _draw_when_none = False
 
     def transform_images(self, images, transformation=None, training=True):
         x = images if isinstance(images, Tensor) else self._convert_input(images)
@@ -602,7 +602,7 @@ class MaxNumBoundingBoxes(_Augmentation):
     """
 
     _always = True
-    _needs_transformation = False
+    _draw_when_none = False
 
     def __init__(self, max_number, fill_value=-1, **kwargs):
         super().__init__(**kwargs)
@@ -615,8 +615,7 @@ class MaxNumBoundingBoxes(_Augmentation):
         out = dict(bounding_boxes)
         k = self.max_number
         for key, width in (("boxes", 4), ("labels", None)):
-            t = out[key]
-            t = t if isinstance(t, Tensor) else Tensor(np.asarray(t))
+            t = as_tensor(out[key])
             xp = backend.get_array_module(t.data)
             v = t.data[:, :k]
             pad = k - v.shape[1]
