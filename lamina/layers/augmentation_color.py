@@ -54,11 +54,12 @@ def _bounded_factor(layer, value, bounds, name="factor"):
     raise ValueError(msg)
 
 
-def _value_range(layer, value_range, sort=True):
+def _value_range(layer, value_range):
+    """Keras's _set_value_range: two numbers, kept sorted."""
     if not isinstance(value_range, (tuple, list)) or len(value_range) != 2:
         raise ValueError(f"{type(layer).__name__} '{layer.name}': `value_range` must be a list of two numbers. "
                          f"Received: value_range={value_range!r}")
-    return sorted(value_range) if sort else tuple(value_range)
+    return sorted(value_range)
 
 
 # ----------------------------------------------------------------------------- shared numerics
@@ -71,7 +72,7 @@ def _keras_range(x, src, dst):
     return (x - a) / (b - a) * (d - c) + c
 
 
-def _per_image(values, x):
+def _column(values, x):
     """(N,) host values -> an (N, 1, 1, 1) constant Tensor on x's device, in x's dtype."""
     xp = backend.get_array_module(x.data)
     v = np.asarray(backend.to_numpy(values.data if isinstance(values, Tensor) else values))
@@ -82,7 +83,7 @@ def _hue(x, delta, value_range):
     """Rotates the hue of NHWC images by delta (N,) turns on the 0..1 scale (Keras's RandomHue)."""
     y = _keras_range(x, value_range, (0, 1))
     hsv = rgb_to_hsv(y)
-    h = hsv[..., 0:1] + _per_image(delta, y)
+    h = hsv[..., 0:1] + _column(delta, y)
     h = ops.where(h > 1.0, h - 1.0, h)
     h = ops.where(h < 0.0, h + 1.0, h)
     rgb = ops.clip(hsv_to_rgb(ops.concatenate([h, hsv[..., 1:]], axis=-1)), 0.0, 1.0)
@@ -93,17 +94,17 @@ def _saturation(x, factor, value_range):
     """Multiplies the HSV saturation of NHWC images by factor (N,), clipped to value_range (Keras's formula,
     which works on the images' own scale)."""
     hsv = rgb_to_hsv(x)
-    s = ops.clip(hsv[..., 1:2] * _per_image(factor, x), value_range[0], value_range[1])
+    s = ops.clip(hsv[..., 1:2] * _column(factor, x), value_range[0], value_range[1])
     return hsv_to_rgb(ops.concatenate([hsv[..., 0:1], s, hsv[..., 2:3]], axis=-1))
 
 
 def _brightness(x, rgb_delta, value_range):
-    return ops.clip(x + _per_image(rgb_delta, x), value_range[0], value_range[1])
+    return ops.clip(x + _column(rgb_delta, x), value_range[0], value_range[1])
 
 
 def _contrast(x, contrast_factor, value_range):
     mean = ops.mean(ops.mean(x, axis=1, keepdims=True), axis=2, keepdims=True)   # per image and channel
-    return ops.clip((x - mean) * _per_image(contrast_factor, x) + mean, value_range[0], value_range[1])
+    return ops.clip((x - mean) * _column(contrast_factor, x) + mean, value_range[0], value_range[1])
 
 
 # ----------------------------------------------------------------------------- base
@@ -287,7 +288,7 @@ class RandomSharpness(_Augmentation):
         a, b = 1.0 / 13.0, 5.0 / 13.0
         kernel = Tensor(xp.asarray(np.array([[a, a, a], [a, b, a], [a, a, a]]).reshape(3, 3, 1, 1), x.dtype))
         smooth = _depthwise(x, kernel, (1, 1))
-        s = _per_image(np.asarray(t["factor"], _F32) * _F32(2), x)
+        s = _column(np.asarray(t["factor"], _F32) * _F32(2), x)
         return ops.clip(x + (1.0 - s) * (smooth - x), self.value_range[0], self.value_range[1])
 
     def get_config(self):
@@ -390,7 +391,7 @@ class RandomGaussianBlur(_Augmentation):
             return x
         sig = np.asarray(backend.to_numpy(t["blur_factor"]), np.float64)
         blurred = gaussian_blur(x, tuple(int(k) for k in self.kernel_size), (float(sig[0]), float(sig[1])))
-        apply = _per_image(np.asarray(backend.to_numpy(t["should_apply_blur"])), x) > 0.5
+        apply = _column(np.asarray(backend.to_numpy(t["should_apply_blur"])), x) > 0.5
         return ops.clip(ops.where(apply, blurred, x), self.value_range[0], self.value_range[1])
 
     def get_config(self):
@@ -518,10 +519,10 @@ class ContrastLimitedAdaptiveHistogramEqualization(_Augmentation):
     """CLAHE with Keras 3.15's numerics (torch backend). On the 0..255 scale each image is cut into
     tile_grid_size tiles (the image is padded at the bottom and right by repeating its edge, as Keras's torch
     backend pads); each tile's 256-level histogram of trunc(v) is clipped at trunc(clip_limit * tile_pixels /
-    256) (Keras's torch backend counts in integers) and the excess spread evenly; the normalised cdfs give per-tile lookups, and each pixel is the bilinear
-    blend of the lookups of the four nearest tile centres. Runs at inference too (as Keras); the output has
-    the input's dtype; no gradient. Vectorised: one bincount for all (image, tile, channel) histograms and one
-    gather per corner."""
+    256) (Keras's torch backend counts in integers) and the excess spread evenly; the normalised cdfs give
+    per-tile lookups, and each pixel is the bilinear blend of the lookups of the four nearest tile centres.
+    Runs at inference too (as Keras); the output has the input's dtype; no gradient. Vectorised over batch,
+    tiles and channels: one bincount for all (image, tile, channel) histograms and one gather per corner."""
 
     _always = True
 
