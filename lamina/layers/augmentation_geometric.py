@@ -1,0 +1,500 @@
+"""Keras 3's mixing and geometric augmentation layers: MixUp, CutMix, RandomShear, RandomPerspective,
+RandomElasticTransform, and the policies AugMix and RandAugment, which compose lamina's other augmentation
+layers.
+
+Each layer works in Keras's two steps (its BaseImagePreprocessingLayer):
+``get_random_transformation(data, training=True, seed=None)`` draws the parameters for a batch and returns
+them as a dict of host arrays under Keras's keys; ``transform_images(images, transformation,
+training=True)`` (and ``transform_labels``, ``transform_segmentation_masks``) applies given parameters to
+the whole batch at once. A transformation drawn by Keras can be handed to lamina's ``transform_*`` as it is
+(its arrays are read with ``np.asarray``), which is how the tests compare the two.
+
+Calling the layer does both steps. It takes a batch (N, H, W, C), one image (H, W, C), or Keras's dict
+``{"images": ..., "labels": ..., "segmentation_masks": ...}`` (returned as a new dict with the same keys).
+As in Keras, ``training`` defaults to True when the layer is called directly; fit() passes True and
+predict()/evaluate() pass False, where the images pass through (cast to float, as Keras does).
+Random draws come from the layer's own generator when a ``seed`` is given, else from lamina's seeded one.
+"""
+import numpy as np
+
+from .. import backend, ops
+from ..ops.image import _data_format, _sample_nhwc, affine_transform, gaussian_blur, perspective_transform
+from ..tensor import Tensor
+from .preprocessing import _RandomLayer
+
+__all__ = ["MixUp", "CutMix", "RandomShear", "RandomPerspective", "RandomElasticTransform"]
+
+_INTERPOLATIONS = ("nearest", "bilinear")
+
+
+# ----------------------------------------------------------------------------- helpers
+def _host(v):
+    """A NumPy array from a transformation value: a NumPy/CuPy array, a lamina Tensor, a number, or
+    anything with __array__ (a CPU torch tensor that Keras drew)."""
+    if isinstance(v, Tensor):
+        v = v.data
+    return backend.to_numpy(v)
+
+
+def _on(v, like, dtype=None):
+    """A transformation value as a constant Tensor on the device of the Tensor ``like``."""
+    a = _host(v)
+    if dtype is not None:
+        a = a.astype(dtype)
+    return Tensor(backend.to_device(a, backend.get_array_module(like.data)))
+
+
+def _keras_factor(layer, factor, bounds=(0, 1), name="factor", shown="factor"):
+    """Keras's BaseImagePreprocessingLayer._set_factor: x -> (max(-|x|, low), |x|) with x inside bounds; a
+    pair (a, b) -> sorted, rejected only when a > high or b < low. Keras's message."""
+    msg = (f"The `{name}` argument should be a number (or a list of two numbers) in the range "
+           f"[{bounds[0]}, {bounds[1]}]. Received: {shown}={factor}")
+    if isinstance(factor, (tuple, list)):
+        if len(factor) != 2 or factor[0] > bounds[1] or factor[1] < bounds[0]:
+            raise ValueError(msg)
+        lo, hi = sorted(factor)
+    elif isinstance(factor, (int, float)) and not isinstance(factor, bool):
+        if factor < bounds[0] or factor > bounds[1]:
+            raise ValueError(msg)
+        factor = abs(factor)
+        lo, hi = max(-factor, bounds[0]), factor
+    else:
+        raise ValueError(msg)
+    return lo, hi
+
+
+def _check_interpolation(layer, interpolation, valid=_INTERPOLATIONS):
+    if interpolation not in valid:
+        raise NotImplementedError(f"Unknown `interpolation` {interpolation}. Expected of one {valid}.")
+
+
+def _rank(images):
+    nd = len(images.shape)
+    if nd not in (3, 4):
+        raise ValueError("Expected image tensor to have rank 3 (single image) or 4 (batch of images). "
+                         f"Received: data.shape={tuple(images.shape)}")
+    return nd
+
+
+def _float(layer, x):
+    x = x if isinstance(x, Tensor) else Tensor(backend.to_device(np.asarray(x), layer._array_module()))
+    return x if x.dtype == np.dtype(layer.compute_dtype) else ops.cast(x, layer.compute_dtype)
+
+
+class _Augmentation(_RandomLayer):
+    """Keras's image-augmentation protocol on top of lamina's seeded _RandomLayer (see the module text).
+
+    Subclasses define get_random_transformation and _transform(images, transformation, interpolation) on
+    batched images in the layer's data_format; the base casts, handles single images, dicts and training.
+    """
+
+    _ALWAYS_CAST = True      # Keras's base transform_images casts to the compute dtype even at inference
+
+    def __init__(self, seed=None, data_format=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self.data_format = _data_format(data_format)
+        self.interpolation = getattr(self, "interpolation", "bilinear")
+
+    # ----- draws
+    def _generator(self, seed=None):
+        """The NumPy Generator for a draw: the layer's (or lamina's) by default; an int seed draws the
+        same values every time, as Keras's integer seeds; a Generator or SeedGenerator is used as given."""
+        if seed is None:
+            return self._rng()
+        if isinstance(seed, np.random.Generator):
+            return seed
+        if hasattr(seed, "generator"):
+            return seed.generator()
+        return np.random.default_rng(int(seed))
+
+    def _hw(self, shape):
+        return (shape[-3], shape[-2]) if self.data_format == "channels_last" else (shape[-2], shape[-1])
+
+    @staticmethod
+    def _images_of(data):
+        return data["images"] if isinstance(data, dict) else data
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        return None
+
+    # ----- application
+    def _transform(self, images, transformation, interpolation):
+        raise NotImplementedError
+
+    def _batched(self, fn, images, *args):
+        """fn on a batch; a single image is expanded to a batch of one and squeezed back."""
+        if images.ndim == 3:
+            return fn(ops.expand_dims(images, 0), *args)[0]
+        return fn(images, *args)
+
+    def transform_images(self, images, transformation, training=True):
+        x = _float(self, images) if (self._ALWAYS_CAST or training) else images
+        if training and transformation is not None:
+            x = self._batched(self._transform, x, transformation, self.interpolation)
+        return x
+
+    def transform_labels(self, labels, transformation, training=True):
+        return labels
+
+    def transform_segmentation_masks(self, segmentation_masks, transformation, training=True):
+        if training and transformation is not None:
+            return self._batched(self._transform, segmentation_masks, transformation, "nearest")
+        return segmentation_masks
+
+    # ----- call
+    def call(self, inputs, training=True):
+        if not isinstance(inputs, dict):
+            _rank(inputs)
+            transformation = self.get_random_transformation(inputs, training=training)
+            return self.transform_images(inputs, transformation, training=training)
+        if "images" not in inputs:
+            raise ValueError(f"{type(self).__name__}: a dict input needs an 'images' entry. "
+                             f"Received keys: {sorted(inputs)}")
+        if "bounding_boxes" in inputs:
+            raise NotImplementedError(f"{type(self).__name__}: lamina does not transform 'bounding_boxes' yet.")
+        single = _rank(inputs["images"]) == 3
+        transformation = self.get_random_transformation(inputs, training=training)
+        out = dict(inputs)
+        out["images"] = self.transform_images(inputs["images"], transformation, training=training)
+        for key, fn in (("labels", self.transform_labels), ("segmentation_masks", self.transform_segmentation_masks)):
+            if key in inputs:
+                value = inputs[key]
+                if single:   # Keras's transform_single_*: a batch of one, squeezed back
+                    out[key] = fn(ops.expand_dims(value, 0), transformation, training=training)[0]
+                else:
+                    out[key] = fn(value, transformation, training=training)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config["data_format"] = self.data_format
+        return config
+
+
+def _mix(weight, a, b, shape):
+    """weight * a + (1 - weight) * b, weight (N,) reshaped to ``shape`` in a's dtype (Keras's order)."""
+    w = ops.reshape(_on(weight, a, a.dtype), shape)
+    return w * a + (1.0 - w) * b
+
+
+# ----------------------------------------------------------------------------- MixUp, CutMix
+class MixUp(_Augmentation):
+    """MixUp (Zhang et al. 2018): each image becomes w x_i + (1 - w) x_perm(i), w ~ Beta(alpha, alpha) per
+    image and perm a random permutation of the batch; one-hot labels are mixed by the same weights.
+
+    Args: alpha=0.2, data_format=None, seed=None. Call with a batch of images or with
+    ``{"images": ..., "labels": ...}``. Transformation keys: mix_weight (N,), permutation_order (N,).
+    Differentiable with respect to the images.
+    """
+
+    _ALWAYS_CAST = False     # Keras's MixUp returns the images untouched (not cast) at inference
+
+    def __init__(self, alpha=0.2, data_format=None, seed=None, **kwargs):
+        super().__init__(seed=seed, data_format=data_format, **kwargs)
+        self.alpha = alpha
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        if not training:
+            return None
+        shape = self._images_of(data).shape
+        n = 1 if len(shape) == 3 else shape[0]
+        rng = self._generator(seed)
+        permutation = rng.permutation(n).astype(np.int64)
+        weight = rng.beta(self.alpha, self.alpha, n).astype(np.float32)
+        return {"mix_weight": weight, "permutation_order": permutation}
+
+    def _transform(self, images, transformation, interpolation):
+        perm = _host(transformation["permutation_order"]).astype(np.int64)
+        return _mix(transformation["mix_weight"], images, ops.take(images, perm, axis=0), (-1, 1, 1, 1))
+
+    def transform_labels(self, labels, transformation, training=True):
+        if not training or transformation is None:
+            return labels
+        labels = labels if isinstance(labels, Tensor) else Tensor(np.asarray(labels))
+        perm = _host(transformation["permutation_order"]).astype(np.int64)
+        dtype = labels.dtype if np.issubdtype(labels.dtype, np.floating) else np.dtype(self.compute_dtype)
+        return _mix(transformation["mix_weight"], ops.cast(labels, dtype) if labels.dtype != dtype else labels,
+                    ops.take(labels, perm, axis=0), (-1,) + (1,) * (labels.ndim - 1))
+
+    def transform_segmentation_masks(self, segmentation_masks, transformation, training=True):
+        if not training or transformation is None:
+            return segmentation_masks
+        m = _float(self, segmentation_masks)
+        return self._batched(self._transform, m, transformation, "nearest")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(alpha=self.alpha, seed=self.seed)
+        return config
+
+
+class CutMix(_Augmentation):
+    """CutMix (Yun et al. 2019): a box of each image is replaced by the same box of another image of the
+    batch, and the labels are mixed by the area that stays: w = 1 - box area / image area.
+
+    Keras's draws: alpha ~ U(factor) + 1e-6 for the batch, lambda ~ Beta(alpha, alpha) per image; the box
+    has sides sqrt(1 - lambda) * (W, H) (real numbers) at a uniform position inside the image; a pixel is
+    replaced when its integer (x, y) lies in [x0, x1) x [y0, y1). Single images pass unchanged.
+
+    Args: factor=1.0 (f -> (0, f), or a pair, in [0, 1]), seed=None, data_format=None. Transformation
+    keys: permutation_order (N,), batch_masks (the images' shape, bool), mix_weight (N,).
+    """
+
+    def __init__(self, factor=1.0, seed=None, data_format=None, **kwargs):
+        super().__init__(seed=seed, data_format=data_format, **kwargs)
+        self.factor = _keras_factor(self, factor)
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        if not training:
+            return None
+        shape = tuple(self._images_of(data).shape)
+        if len(shape) == 3:
+            return None
+        n = shape[0]
+        h, w = self._hw(shape)
+        c = shape[-1] if self.data_format == "channels_last" else shape[1]
+        rng = self._generator(seed)
+        f32 = np.float32
+        alpha = f32(rng.uniform(self.factor[0], self.factor[1])) + f32(1e-6)
+        lam = rng.beta(alpha, alpha, n).astype(f32)
+        ratio = np.sqrt(f32(1.0) - lam)
+
+        def bounds(length):
+            cut = (ratio * f32(length)).astype(f32)
+            start = rng.uniform(0.0, 1.0, n).astype(f32) * (f32(length) - cut)
+            return start, start + cut
+        x0, x1 = bounds(w)
+        y0, y1 = bounds(h)
+        gy, gx = np.meshgrid(np.arange(h, dtype=f32), np.arange(w, dtype=f32), indexing="ij")
+        box = lambda v: v[:, None, None]  # noqa: E731
+        mask = (gx >= box(x0)) & (gx < box(x1)) & (gy >= box(y0)) & (gy < box(y1))       # (N, H, W)
+        if self.data_format == "channels_last":
+            mask = np.repeat(mask[..., None], c, axis=-1)
+        else:
+            mask = np.repeat(mask[:, None], c, axis=1)
+        weight = (f32(1.0) - (x1 - x0) * (y1 - y0) / f32(w * h)).astype(f32)
+        permutation = rng.permutation(n).astype(np.int32)
+        return {"permutation_order": permutation, "batch_masks": mask, "mix_weight": weight}
+
+    def _transform(self, images, transformation, interpolation):
+        perm = _host(transformation["permutation_order"]).astype(np.int64)
+        mask = _on(transformation["batch_masks"], images, bool)
+        return ops.where(mask, ops.take(images, perm, axis=0), images)
+
+    def transform_labels(self, labels, transformation, training=True):
+        if not training or transformation is None:
+            return labels
+        labels = labels if isinstance(labels, Tensor) else Tensor(np.asarray(labels))
+        perm = _host(transformation["permutation_order"]).astype(np.int64)
+        dtype = labels.dtype if np.issubdtype(labels.dtype, np.floating) else np.dtype(self.compute_dtype)
+        return _mix(transformation["mix_weight"], ops.cast(labels, dtype) if labels.dtype != dtype else labels,
+                    ops.take(labels, perm, axis=0), (-1,) + (1,) * (labels.ndim - 1))
+
+    def transform_segmentation_masks(self, segmentation_masks, transformation, training=True):
+        return self.transform_images(segmentation_masks, transformation, training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(factor=list(self.factor), seed=self.seed)
+        return config
+
+
+# ----------------------------------------------------------------------------- geometric
+class RandomShear(_Augmentation):
+    """Shears each image: the output pixel (x, y) reads the input at (x + s_x y, y + s_y x) (about the
+    top-left corner, as Keras), with s_x ~ U(x_factor), s_y ~ U(y_factor) and both signs flipped together
+    with probability 1/2. Resampled by lamina.ops.image.affine_transform (bilinear or nearest, fill_mode
+    'reflect' | 'wrap' | 'constant' | 'nearest'), so it is differentiable with respect to the images.
+
+    Args: x_factor=0.0, y_factor=0.0: f in [0, 1] -> (-f, f), or a pair of values in [0, 1];
+    interpolation='bilinear', fill_mode='reflect', fill_value=0.0, data_format=None, seed=None.
+    Transformation keys: shear_factor (N, 2) = (s_x, s_y), input_shape.
+    """
+
+    _FILL_MODES = ("reflect", "wrap", "constant", "nearest")
+    _MSG = "The `factor` argument should be a number (or a list of two numbers) in the range [0, 1.0]. "
+
+    def __init__(self, x_factor=0.0, y_factor=0.0, interpolation="bilinear", fill_mode="reflect", fill_value=0.0,
+                 data_format=None, seed=None, **kwargs):
+        super().__init__(seed=seed, data_format=data_format, **kwargs)
+        self.x_factor = self._factor(x_factor, "x_factor")
+        self.y_factor = self._factor(y_factor, "y_factor")
+        if fill_mode not in self._FILL_MODES:
+            raise NotImplementedError(f"Unknown `fill_mode` {fill_mode}. Expected of one {self._FILL_MODES}.")
+        _check_interpolation(self, interpolation)
+        self.fill_mode, self.fill_value, self.interpolation = fill_mode, fill_value, interpolation
+
+    def _factor(self, factor, name):
+        """Keras's RandomShear rule: every number in [0, 1]; x -> (-x, x); a pair is sorted."""
+        def check(v):
+            if v > 1.0 or v < 0.0:
+                raise ValueError(self._MSG + f"Received: input_number={v}")
+        if isinstance(factor, (tuple, list)):
+            if len(factor) != 2:
+                raise ValueError(self._MSG + f"Received: {name}={factor}")
+            check(factor[0])
+            check(factor[1])
+            return tuple(sorted(factor))
+        if isinstance(factor, (int, float)) and not isinstance(factor, bool):
+            check(factor)
+            return (-abs(factor), abs(factor))
+        raise ValueError(self._MSG + f"Received: {name}={factor}")
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        if not training:
+            return None
+        shape = tuple(self._images_of(data).shape)
+        n = 1 if len(shape) == 3 else shape[0]
+        rng = self._generator(seed)
+        invert = np.where(rng.uniform(0.0, 1.0, (n, 1)) > 0.5, -1.0, 1.0)
+        shear_y = rng.uniform(self.y_factor[0], self.y_factor[1], (n, 1))
+        shear_x = rng.uniform(self.x_factor[0], self.x_factor[1], (n, 1))
+        factor = (np.concatenate([shear_x, shear_y], axis=1) * invert).astype(np.float32)
+        return {"shear_factor": factor, "input_shape": shape}
+
+    @staticmethod
+    def _matrix(shear):
+        """(N, 2) shear factors -> Keras's (N, 8) transforms [1, s_x, 0, s_y, 1, 0, 0, 0]."""
+        n = shear.shape[0]
+        one, zero = np.ones(n, shear.dtype), np.zeros(n, shear.dtype)
+        return np.stack([one, shear[:, 0], zero, shear[:, 1], one, zero, zero, zero], axis=1)
+
+    def _transform(self, images, transformation, interpolation):
+        shear = _host(transformation["shear_factor"]).astype(np.float32)
+        return affine_transform(images, _on(self._matrix(shear), images), interpolation=interpolation,
+                                fill_mode=self.fill_mode, fill_value=self.fill_value, data_format=self.data_format)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(x_factor=list(self.x_factor), y_factor=list(self.y_factor), fill_mode=self.fill_mode,
+                      interpolation=self.interpolation, seed=self.seed, fill_value=self.fill_value)
+        return config
+
+
+class RandomPerspective(_Augmentation):
+    """Warps each image (with probability p ~ U(factor), drawn per image) by the homography that moves the
+    corners (0, 0), (W-1, 0), (0, H-1), (W-1, H-1) to corner * (1 + d), d ~ U(-scale/2, scale/2) per
+    coordinate (so, as in Keras, the (0, 0) corner stays), via lamina.ops.image.perspective_transform
+    (constant fill_value outside). Differentiable with respect to the images.
+
+    Args: factor=1.0 (probability; f -> (0, f), or a pair, in [0, 1]), scale=1.0 (in [0, 1]),
+    interpolation='bilinear', fill_value=0.0, seed=None, data_format=None. Transformation keys:
+    apply_perspective (N,) bool, start_points, end_points (N, 4, 2) as (x, y), input_shape.
+    """
+
+    def __init__(self, factor=1.0, scale=1.0, interpolation="bilinear", fill_value=0.0, seed=None, data_format=None,
+                 **kwargs):
+        super().__init__(seed=seed, data_format=data_format, **kwargs)
+        self.factor = _keras_factor(self, factor)
+        self.scale, self.fill_value, self.interpolation = scale, fill_value, interpolation
+        if scale < 0.0 or scale > 1.0:
+            raise ValueError(f"The `scale` argument should be a number in the range [0,1]. Received: scale={scale}")
+        _check_interpolation(self, interpolation)
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        if not training:
+            return None
+        shape = tuple(self._images_of(data).shape)
+        n = 1 if len(shape) == 3 else shape[0]
+        h, w = self._hw(shape)
+        rng = self._generator(seed)
+        probability = rng.uniform(self.factor[0], self.factor[1], n)
+        apply = rng.uniform(0.0, 1.0, n) < probability
+        shift = rng.uniform(-0.5 * self.scale, 0.5 * self.scale, (n, 4, 2)).astype(np.float32)
+        start = np.repeat(np.array([[[0.0, 0.0], [w - 1, 0.0], [0.0, h - 1], [w - 1, h - 1]]], np.float32), n, axis=0)
+        return {"apply_perspective": apply, "start_points": start, "end_points": start + start * shift,
+                "input_shape": shape}
+
+    def _transform(self, images, transformation, interpolation):
+        start = _host(transformation["start_points"]).astype(np.float32)
+        end = _host(transformation["end_points"]).astype(np.float32)
+        warped = perspective_transform(images, _on(start, images), _on(end, images), interpolation=interpolation,
+                                       fill_value=self.fill_value, data_format=self.data_format)
+        apply = _on(transformation["apply_perspective"], images, bool)
+        return ops.where(ops.reshape(apply, (-1, 1, 1, 1)), warped, images)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(factor=list(self.factor), scale=self.scale, interpolation=self.interpolation,
+                      fill_value=self.fill_value, seed=self.seed)
+        return config
+
+
+class RandomElasticTransform(_Augmentation):
+    """Elastic deformation (Simard et al. 2003) as Keras: with probability p ~ U(factor) per image, every
+    pixel moves by alpha * G_sigma * (sigma * noise), noise ~ N(0, 1) per pixel and axis, G_sigma a Gaussian
+    blur of size int(6 sigma) | 1 (zero padded); alpha = 0.1 d max(H, W), sigma = 0.05 d min(H, W), d ~
+    U(scale) once per batch. Then every image is clipped to value_range (as Keras). Differentiable with
+    respect to the images (the field is a constant draw).
+
+    Args: factor=1.0 (probability; f -> (0, f), or a pair), scale=1.0 (f -> (0, f), or a pair), in [0, 1];
+    interpolation='bilinear', fill_mode='reflect' ('constant', 'nearest', 'wrap', 'mirror'), fill_value=0.0,
+    value_range=(0, 255), seed=None, data_format=None. Transformation keys: apply_transform (N,) bool,
+    distortion_factor (), and lamina's noise (2, N, H, W): the standard normals for (dx, dy) (drawn at
+    apply time from the layer's generator when absent, e.g. in a transformation that Keras drew).
+    """
+
+    _FILL_MODES = {"constant", "nearest", "wrap", "mirror", "reflect"}
+
+    def __init__(self, factor=1.0, scale=1.0, interpolation="bilinear", fill_mode="reflect", fill_value=0.0,
+                 value_range=(0, 255), seed=None, data_format=None, **kwargs):
+        super().__init__(seed=seed, data_format=data_format, **kwargs)
+        self.factor = _keras_factor(self, factor)
+        self.scale = _keras_factor(self, scale, name="scale")
+        self.interpolation, self.fill_mode, self.fill_value = interpolation, fill_mode, fill_value
+        self.value_range = value_range
+        _check_interpolation(self, interpolation)
+        if fill_mode not in self._FILL_MODES:
+            raise NotImplementedError(f"Unknown `fill_mode` {fill_mode}. Expected of one {self._FILL_MODES}.")
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        if not training or self.scale[1] == 0 or self.factor[1] == 0:
+            return None
+        shape = tuple(self._images_of(data).shape)
+        n = 1 if len(shape) == 3 else shape[0]
+        h, w = self._hw(shape)
+        rng = self._generator(seed)
+        probability = rng.uniform(self.factor[0], self.factor[1], n)
+        apply = rng.uniform(0.0, 1.0, n) < probability
+        distortion = np.float32(rng.uniform(self.scale[0], self.scale[1]))
+        noise = rng.standard_normal((2, n, h, w)).astype(np.float32)
+        return {"apply_transform": apply, "distortion_factor": distortion, "noise": noise}
+
+    @staticmethod
+    def elastic_params(height, width, factor):
+        """Keras's get_elastic_transform_params, in float32: alpha = max(H, W) * 0.1 f, sigma = min(H, W) *
+        0.05 f."""
+        f = np.float32(factor)
+        return (np.float32(max(height, width)) * (np.float32(0.1) * f),
+                np.float32(min(height, width)) * (np.float32(0.05) * f))
+
+    def _transform(self, images, transformation, interpolation):
+        x = images if self.data_format == "channels_last" else ops.transpose(images, (0, 2, 3, 1))
+        n, h, w, _ = x.shape
+        xp = backend.get_array_module(x.data)
+        alpha, sigma = self.elastic_params(h, w, _host(transformation["distortion_factor"]))
+        noise = transformation.get("noise")
+        noise = (self._rng().standard_normal((2, n, h, w)) if noise is None else _host(noise)).astype(x.dtype)
+        # the two fields as a batch of 2N one-channel images, blurred by one separable Gaussian
+        field = Tensor(xp.asarray((noise * sigma).reshape(2 * n, h, w, 1)))
+        ks = int(6 * float(sigma)) | 1
+        field = gaussian_blur(field, (ks, ks), (float(sigma), float(sigma))).data.reshape(2, n, h, w)
+        ys, xs = xp.meshgrid(xp.arange(h, dtype=x.dtype), xp.arange(w, dtype=x.dtype), indexing="ij")
+        a = x.dtype.type(alpha)
+        rows, cols = ys + a * field[1], xs + a * field[0]
+        moved = _sample_nhwc(x, rows, cols, {"nearest": 0, "bilinear": 1}[interpolation], self.fill_mode,
+                             self.fill_value)
+        apply = _on(transformation["apply_transform"], x, bool)
+        y = ops.where(ops.reshape(apply, (-1, 1, 1, 1)), moved, x)
+        y = ops.clip(y, self.value_range[0], self.value_range[1])
+        return y if self.data_format == "channels_last" else ops.transpose(y, (0, 3, 1, 2))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(factor=list(self.factor), scale=list(self.scale), interpolation=self.interpolation,
+                      fill_mode=self.fill_mode, fill_value=self.fill_value, value_range=list(self.value_range),
+                      seed=self.seed)
+        return config
