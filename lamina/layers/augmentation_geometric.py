@@ -335,6 +335,10 @@ class RandomShear(_Augmentation):
         if isinstance(factor, (tuple, list)):
             if len(factor) != 2:
                 raise ValueError(self._MSG + f"Received: {name}={factor}")
+            if factor[0] < 0 and factor[0] == -factor[1] <= 1.0:
+                # (-f, f) is what get_config writes for f: Keras 3.15 rejects its own config here (its
+                # from_config fails); lamina reads it back, so such layers and files round-trip
+                return (float(factor[0]), float(factor[1]))
             check(factor[0])
             check(factor[1])
             return tuple(sorted(factor))
