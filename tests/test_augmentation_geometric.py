@@ -305,3 +305,173 @@ def _fixed(layer, x):
 def test_gradients_with_respect_to_images(make):
     x = R.uniform(-1, 1, (3, 6, 5, 2))
     check_grad(_fixed(make(), x), x)
+
+
+# ----------------------------------------------------------------------------- AugMix, RandAugment
+# Equalization and RandomSharpness come from lamina/layers/augmentation_color.py (another branch). Until
+# they are here, the policies are built with these stand-ins, which the Keras comparisons never choose;
+# they are plain objects (not Layers), so nothing joins lamina's class registry.
+class _StandInEqualization:
+    def __init__(self, value_range=(0, 255), name=None, **kwargs):
+        self.value_range = value_range
+
+    def __call__(self, x):
+        return x
+
+
+class _StandInSharpness:
+    def __init__(self, factor=(0, 1), value_range=(0, 255), name=None, **kwargs):
+        self._gen = None
+
+    def _augment(self, x):
+        return x
+
+
+HAVE_COLOR = hasattr(layers, "Equalization") and hasattr(layers, "RandomSharpness")
+
+
+@pytest.fixture
+def policy_layers(monkeypatch):
+    if not hasattr(layers, "Equalization"):
+        monkeypatch.setattr(layers, "Equalization", _StandInEqualization, raising=False)
+    if not hasattr(layers, "RandomSharpness"):
+        monkeypatch.setattr(layers, "RandomSharpness", _StandInSharpness, raising=False)
+
+
+def test_policies_name_the_layers_they_miss(monkeypatch):
+    monkeypatch.delattr(layers, "Equalization", raising=False)
+    with pytest.raises(NotImplementedError, match="Equalization"):
+        layers.RandAugment()
+    with pytest.raises(NotImplementedError, match="Equalization"):
+        layers.AugMix(all_ops=False)
+
+
+@pytest.fixture
+def keras_brightness_without_aliasing(monkeypatch):
+    """Keras 3.15's RandomBrightness.transform_images does ``images += delta``: on the torch backend that
+    changes the caller's tensor, so inside RandAugment (which evaluates every layer and keeps the chosen
+    one with a where) each op also adds the brightness delta to the images. TensorFlow and JAX make a new
+    array there, which is the intended behaviour and lamina's; the comparison uses that one."""
+    from keras.src.layers.preprocessing.image_preprocessing.random_brightness import RandomBrightness
+
+    def transform_images(self, images, transformation, training=True):
+        if training:
+            images = images + self.backend.cast(transformation["rgb_delta"], images.dtype)
+            return self.backend.numpy.clip(images, self.value_range[0], self.value_range[1])
+        return images
+    monkeypatch.setattr(RandomBrightness, "transform_images", transform_images)
+
+
+@pytest.mark.parametrize("idxes", [[0, 9], [9, 0], [0, 0], [9, 9, 0]])
+def test_rand_augment_matches_keras_on_its_split_layers(policy_layers, keras_brightness_without_aliasing, idxes):
+    # RandomShear (index 0) has Keras's split in lamina, AutoContrast (9) is deterministic: on these the
+    # composition can be compared with Keras's own transform_images, same draws
+    kw = dict(num_ops=len(idxes), factor=0.6, value_range=(0, 255))
+    k, l = keras.layers.RandAugment(**kw), layers.RandAugment(**kw)
+    xt = _kt(X)
+    kt = k.get_random_transformation(xt)
+    kt["layer_idxes"] = torch.tensor(idxes, dtype=torch.int32)
+    want = _np(k.transform_images(xt, kt))
+    got = l.transform_images(X, kt).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-3)
+    assert np.abs(want - X).max() > 1.0
+
+
+def test_aug_mix_matches_keras_on_its_split_layers(policy_layers):
+    kw = dict(num_chains=3, chain_depth=2, factor=0.5, alpha=0.7, value_range=(0, 255))
+    k, l = keras.layers.AugMix(**kw), layers.AugMix(**kw)
+    xt = _kt(X)
+    shear = [keras.layers.RandomShear(0.5, 0.5).get_random_transformation(xt) for _ in range(3)]
+    kt = {"chain_mixing_weights": torch.tensor([0.2, 0.5, 0.3]), "weight_sample": torch.tensor(0.35),
+          "chain_transforms": [
+              [{"layer_name": "random_shear", "transformation": shear[0]},
+               {"layer_name": "auto_contrast", "transformation": None}],
+              [],                                                     # a chain that drew 'none' twice
+              [{"layer_name": "random_shear", "transformation": shear[1]},
+               {"layer_name": "random_shear", "transformation": shear[2]}]]}
+    want = _np(k.transform_images(xt, kt))
+    np.testing.assert_allclose(l.transform_images(X, kt).numpy(), want, rtol=0, atol=1e-3)
+    # and the formula, with lamina's own layers: clip(w x + (1 - w) sum_k m_k chain_k(x))
+    sh, ac = layers.RandomShear(0.5, 0.5), layers.AutoContrast()
+    chains = [ac(sh.transform_images(X, shear[0])).numpy(), X,
+              sh.transform_images(sh.transform_images(X, shear[1]), shear[2]).numpy()]
+    mixed = sum(m * c for m, c in zip([0.2, 0.5, 0.3], chains))
+    np.testing.assert_allclose(l.transform_images(X, kt).numpy(), np.clip(0.35 * X + 0.65 * mixed, 0, 255),
+                               rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.skipif(not HAVE_COLOR, reason="Equalization / RandomSharpness are not on this branch yet")
+@pytest.mark.parametrize("idxes", [[10], [6], [10, 0]])
+def test_rand_augment_colour_layers_match_keras(keras_brightness_without_aliasing, idxes):
+    k, l = keras.layers.RandAugment(num_ops=len(idxes)), layers.RandAugment(num_ops=len(idxes))
+    xt = _kt(X)
+    kt = k.get_random_transformation(xt)
+    kt["layer_idxes"] = torch.tensor(idxes, dtype=torch.int32)
+    np.testing.assert_allclose(l.transform_images(X, kt).numpy(), _np(k.transform_images(xt, kt)), atol=1e-3)
+
+
+def test_policy_draws(policy_layers):
+    r = layers.RandAugment(num_ops=3, seed=2)
+    t = r.get_random_transformation(X)
+    assert sorted(t["transforms"]) == sorted(keras.layers.RandAugment()._AUGMENT_LAYERS)
+    assert t["layer_idxes"].shape == (3,) and np.all((t["layer_idxes"] >= 0) & (t["layer_idxes"] < 11))
+    assert t["transforms"]["auto_contrast"] is None and set(t["transforms"]["random_shear"]) >= {"shear_factor"}
+    # a transformation is one augmentation: applied twice it gives the same images (legacy layers too)
+    for idx in range(11):
+        t["layer_idxes"] = np.array([idx, idx, idx])
+        np.testing.assert_array_equal(r.transform_images(X, t).numpy(), r.transform_images(X, t).numpy())
+    seen = np.concatenate([layers.RandAugment(seed=s).get_random_transformation(X)["layer_idxes"]
+                           for s in range(200)])
+    assert set(seen) == set(range(11))
+    a = layers.AugMix(num_chains=4, chain_depth=3, all_ops=False, alpha=0.5, seed=1)
+    names, total = set(), 0
+    for _ in range(60):
+        t = a.get_random_transformation(X)
+        w = t["chain_mixing_weights"]
+        assert w.shape == (4,) and abs(w.sum() - 1) < 1e-6 and np.all(w >= 0) and 0 <= t["weight_sample"] <= 1
+        assert len(t["chain_transforms"]) == 4 and all(len(c) <= 3 for c in t["chain_transforms"])
+        names |= {s["layer_name"] for c in t["chain_transforms"] for s in c}
+        total += sum(len(c) for c in t["chain_transforms"])
+    assert names == set(keras.layers.AugMix(all_ops=False)._augment_layers)        # the 7 of all_ops=False
+    assert abs(total / (60 * 4 * 3) - 7 / 8) < 0.07          # each step: one of 7 layers or none, uniformly
+
+
+def test_policies_run_and_pass_through(policy_layers):
+    x = R.uniform(0, 1, (4, 8, 8, 3)).astype(np.float32)
+    for layer in (layers.RandAugment(value_range=(0, 1), num_ops=3, seed=0),
+                  layers.AugMix(value_range=(0, 1), seed=0)):
+        y = layer(x).numpy()
+        assert y.shape == x.shape and y.dtype == np.float32 and np.all((y >= 0) & (y <= 1))
+        np.testing.assert_array_equal(layer(x, training=False).numpy(), x)
+        xcf = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        cf = type(layer)(value_range=(0, 1), seed=0, data_format="channels_first")
+        t = cf.get_random_transformation(x)
+        np.testing.assert_allclose(cf.transform_images(xcf, t).numpy().transpose(0, 2, 3, 1),
+                                   layer.transform_images(x, t).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("name,kw", [("AugMix", dict(factor=2.0)), ("RandAugment", dict(factor=2.0)),
+                                     ("AugMix", dict(factor=(0.1, 0.2, 0.3)))])
+def test_policy_bad_arguments_raise_as_keras(policy_layers, name, kw):
+    test_bad_arguments_raise_as_keras(name, kw)
+
+
+@pytest.mark.parametrize("name,kw", [("AugMix", dict(num_chains=2, chain_depth=4, factor=0.4, alpha=0.5,
+                                                     all_ops=False, interpolation="nearest", seed=3)),
+                                     ("RandAugment", dict(value_range=(0, 1), num_ops=3, factor=(0.2, 0.6)))])
+def test_policy_get_config_matches_keras(policy_layers, name, kw):
+    test_get_config_matches_keras(name, kw)
+
+
+@pytest.mark.parametrize("name", ["AugMix", "RandAugment"])
+def test_policy_trains_in_fit_and_round_trips(policy_layers, name, tmp_path):
+    layer = getattr(layers, name)(value_range=(0, 1), seed=1)
+    test_layer_trains_in_fit_and_round_trips_through_keras_file(layer, tmp_path)
+
+
+def test_rand_augment_gradient_through_shear(policy_layers):
+    layer = layers.RandAugment(num_ops=2, factor=0.5, seed=0, dtype="float64")
+    x = R.uniform(-1, 1, (2, 6, 5, 2))
+    t = layer.get_random_transformation(x)
+    t["layer_idxes"] = np.array([0, 0])
+    check_grad(lambda images: layer.transform_images(images, t), x)

@@ -22,7 +22,8 @@ from ..ops.image import _data_format, _sample_nhwc, affine_transform, gaussian_b
 from ..tensor import Tensor
 from .preprocessing import _RandomLayer
 
-__all__ = ["MixUp", "CutMix", "RandomShear", "RandomPerspective", "RandomElasticTransform"]
+__all__ = ["MixUp", "CutMix", "RandomShear", "RandomPerspective", "RandomElasticTransform", "AugMix",
+           "RandAugment"]
 
 _INTERPOLATIONS = ("nearest", "bilinear")
 
@@ -501,4 +502,201 @@ class RandomElasticTransform(_Augmentation):
         config.update(factor=list(self.factor), scale=list(self.scale), interpolation=self.interpolation,
                       fill_mode=self.fill_mode, fill_value=self.fill_value, value_range=list(self.value_range),
                       seed=self.seed)
+        return config
+
+
+# ----------------------------------------------------------------------------- policies
+# Keras's names of the augmentations the two policies choose from, and the lamina.layers class of each
+_POLICY_LAYERS = {
+    "random_shear": "RandomShear", "random_translation": "RandomTranslation", "random_rotation": "RandomRotation",
+    "random_brightness": "RandomBrightness", "random_color_degeneration": "RandomColorDegeneration",
+    "random_contrast": "RandomContrast", "random_sharpness": "RandomSharpness",
+    "random_posterization": "RandomPosterization", "solarization": "Solarization", "auto_contrast": "AutoContrast",
+    "equalization": "Equalization",
+}
+
+
+class _Policy(_Augmentation):
+    """Shared by AugMix and RandAugment: builds Keras's set of augmentation layers (found by class name in
+    lamina.layers when the policy is made) and draws / applies one of them on the whole batch.
+
+    A sub-layer with Keras's split (get_random_transformation / transform_images: RandomShear here) draws
+    from an int seed taken from the policy's generator, and its transformation is Keras's dict. A lamina
+    layer that still draws and applies in one step (``_augment``) gets ``{"seed": s}`` and is run with a
+    generator seeded by s, so that a transformation means the same augmentation each time it is applied.
+    A deterministic layer (AutoContrast, Equalization) has the transformation None. Images are processed
+    channels_last (a channels_first policy transposes around the whole thing).
+    """
+
+    def _make_layers(self, names, factor, value_range, interpolation):
+        from .. import layers as lib          # the package, complete by the time a policy is made
+        f = tuple(factor)
+        args = {
+            "random_shear": dict(x_factor=f, y_factor=f, interpolation=interpolation),
+            "random_translation": dict(height_factor=f, width_factor=f, interpolation=interpolation),
+            "random_rotation": dict(factor=f, interpolation=interpolation),
+            "random_brightness": dict(factor=f, value_range=value_range),
+            "random_color_degeneration": dict(factor=f, value_range=value_range),
+            "random_contrast": dict(factor=f, value_range=value_range),
+            "random_sharpness": dict(factor=f, value_range=value_range),
+            "random_posterization": dict(factor=max(1, int(8 * f[1])), value_range=value_range),
+            "solarization": dict(addition_factor=f, threshold_factor=f, value_range=value_range),
+            "auto_contrast": dict(value_range=value_range),
+            "equalization": dict(value_range=value_range),
+        }
+        missing = [_POLICY_LAYERS[n] for n in names if not hasattr(lib, _POLICY_LAYERS[n])]
+        if missing:
+            raise NotImplementedError(f"{type(self).__name__} uses lamina.layers.{', '.join(missing)}, which this "
+                                      "lamina does not have yet (lamina/layers/augmentation_color.py).")
+        # a plain dict, not attributes: the sub-layers hold no weights and are not part of the saved model
+        self._ops = {n: getattr(lib, _POLICY_LAYERS[n])(**args[n], name=f"{self.name}_{n}", dtype=self.dtype)
+                     for n in names}
+
+    def _draw(self, name, x, rng):
+        layer = self._ops[name]
+        if hasattr(layer, "get_random_transformation") and hasattr(layer, "transform_images"):
+            return layer.get_random_transformation(x, training=True, seed=int(rng.integers(2 ** 31)))
+        if hasattr(layer, "_augment"):
+            return {"seed": int(rng.integers(2 ** 31))}
+        return None
+
+    def _apply(self, name, x, transformation):
+        layer = self._ops[name]
+        if hasattr(layer, "get_random_transformation") and hasattr(layer, "transform_images"):
+            return layer.transform_images(x, transformation, training=True)
+        if hasattr(layer, "_augment"):
+            seed = (transformation or {}).get("seed")
+            saved = layer._gen
+            layer._gen = np.random.default_rng(int(_host(seed))) if seed is not None else saved
+            try:
+                return layer._augment(x)
+            finally:
+                layer._gen = saved
+        return layer(x)
+
+    def _transform(self, images, transformation, interpolation):
+        if self.data_format == "channels_first":
+            return ops.transpose(self._mixed(ops.transpose(images, (0, 2, 3, 1)), transformation), (0, 3, 1, 2))
+        return self._mixed(images, transformation)
+
+    def transform_segmentation_masks(self, segmentation_masks, transformation, training=True):
+        raise NotImplementedError(f"{type(self).__name__}: lamina does not transform segmentation masks here.")
+
+
+class AugMix(_Policy):
+    """AugMix (Hendrycks et al. 2020), as Keras: num_chains chains, each of up to chain_depth augmentations
+    (each step picks one of the policy's layers, or none, uniformly) applied to the whole batch; the
+    chains are mixed with Dirichlet(alpha) weights m, and the result with the images by w ~ Beta(alpha,
+    alpha): clip(w x + (1 - w) sum_k m_k chain_k(x), value_range).
+
+    The layers: RandomShear, RandomTranslation, RandomRotation, RandomPosterization, Solarization,
+    AutoContrast, Equalization, and with all_ops=True also RandomBrightness, RandomColorDegeneration,
+    RandomContrast, RandomSharpness, all with strength factor (f -> (0, f), in [0, 1]).
+
+    Args: value_range=(0, 255), num_chains=3, chain_depth=3, factor=0.3, alpha=1.0, all_ops=True,
+    interpolation='bilinear', seed=None, data_format=None. Transformation keys (Keras's):
+    chain_mixing_weights (num_chains,), weight_sample (), chain_transforms (per chain, a list of
+    {"layer_name", "transformation"}).
+    """
+
+    _LAYERS = ["random_shear", "random_translation", "random_rotation", "random_posterization", "solarization",
+               "auto_contrast", "equalization"]
+    _LAYERS_ALL = _LAYERS + ["random_brightness", "random_color_degeneration", "random_contrast",
+                             "random_sharpness"]
+
+    def __init__(self, value_range=(0, 255), num_chains=3, chain_depth=3, factor=0.3, alpha=1.0, all_ops=True,
+                 interpolation="bilinear", seed=None, data_format=None, **kwargs):
+        super().__init__(seed=seed, data_format=data_format, **kwargs)
+        self.value_range, self.num_chains, self.chain_depth = value_range, num_chains, chain_depth
+        self.factor = _keras_factor(self, factor)
+        self.alpha, self.all_ops, self.interpolation = alpha, all_ops, interpolation
+        self._augment_layers = list(self._LAYERS_ALL if all_ops else self._LAYERS)
+        self._make_layers(self._augment_layers, self.factor, value_range, interpolation)
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        if not training:
+            return None
+        x = self._images_of(data)
+        rng = self._generator(seed)
+        gamma = rng.gamma(self.alpha, 1.0, self.num_chains)
+        weights = (gamma / gamma.sum()).astype(np.float32)
+        sample = np.float32(rng.beta(self.alpha, self.alpha))
+        choices = self._augment_layers + [None]
+        chains = []
+        for _ in range(self.num_chains):          # a few Python steps per batch, not per image
+            steps = []
+            for _ in range(self.chain_depth):
+                name = choices[int(rng.integers(len(choices)))]
+                if name is not None:
+                    steps.append({"layer_name": name, "transformation": self._draw(name, x, rng)})
+            chains.append(steps)
+        return {"chain_mixing_weights": weights, "weight_sample": sample, "chain_transforms": chains}
+
+    def _mixed(self, x, transformation):
+        weights = _host(transformation["chain_mixing_weights"]).astype(x.dtype)
+        sample = x.dtype.type(_host(transformation["weight_sample"]))
+        mixed = None
+        for k, chain in enumerate(transformation["chain_transforms"]):
+            y = x
+            for step in chain:
+                y = self._apply(step["layer_name"], y, step["transformation"])
+            term = y * x.dtype.type(weights[k])
+            mixed = term if mixed is None else mixed + term
+        if mixed is None:
+            mixed = x * 0.0
+        out = x * sample + mixed * (x.dtype.type(1) - sample)
+        return ops.clip(out, self.value_range[0], self.value_range[1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(value_range=list(self.value_range), num_chains=self.num_chains, chain_depth=self.chain_depth,
+                      factor=list(self.factor), alpha=self.alpha, all_ops=self.all_ops,
+                      interpolation=self.interpolation, seed=self.seed)
+        return config
+
+
+class RandAugment(_Policy):
+    """RandAugment (Cubuk et al. 2020), as Keras: num_ops augmentations, each chosen uniformly (with
+    repeats) among RandomShear, RandomTranslation, RandomRotation, RandomBrightness,
+    RandomColorDegeneration, RandomContrast, RandomSharpness, RandomPosterization, Solarization,
+    AutoContrast and Equalization, applied in turn to the whole batch with strength factor. Each layer's
+    parameters are drawn once per batch (a layer chosen twice applies the same draw twice, as Keras).
+
+    Args: value_range=(0, 255), num_ops=2, factor=0.5 (f -> (0, f), in [0, 1]), interpolation='bilinear',
+    seed=None, data_format=None. Transformation keys (Keras's): transforms ({layer name: its
+    transformation}), layer_idxes (num_ops,) into that list.
+    """
+
+    _AUGMENT_LAYERS = ["random_shear", "random_translation", "random_rotation", "random_brightness",
+                       "random_color_degeneration", "random_contrast", "random_sharpness", "random_posterization",
+                       "solarization", "auto_contrast", "equalization"]
+
+    def __init__(self, value_range=(0, 255), num_ops=2, factor=0.5, interpolation="bilinear", seed=None,
+                 data_format=None, **kwargs):
+        super().__init__(seed=seed, data_format=data_format, **kwargs)
+        self.value_range, self.num_ops = value_range, num_ops
+        self.factor = _keras_factor(self, factor)
+        self.interpolation = interpolation
+        self._make_layers(self._AUGMENT_LAYERS, self.factor, value_range, interpolation)
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        if not training:
+            return None
+        x = self._images_of(data)
+        rng = self._generator(seed)
+        idxes = rng.integers(0, len(self._AUGMENT_LAYERS), self.num_ops).astype(np.int32)
+        transforms = {name: self._draw(name, x, rng) for name in self._AUGMENT_LAYERS}
+        return {"transforms": transforms, "layer_idxes": idxes}
+
+    def _mixed(self, x, transformation):
+        transforms = transformation["transforms"]
+        for i in _host(transformation["layer_idxes"]).reshape(-1)[:self.num_ops]:
+            name = self._AUGMENT_LAYERS[int(i)]
+            x = self._apply(name, x, transforms[name])
+        return x
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(value_range=list(self.value_range), num_ops=self.num_ops, factor=list(self.factor),
+                      interpolation=self.interpolation, seed=self.seed)
         return config
