@@ -475,3 +475,35 @@ def test_rand_augment_gradient_through_shear(policy_layers):
     t = layer.get_random_transformation(x)
     t["layer_idxes"] = np.array([0, 0])
     check_grad(lambda images: layer.transform_images(images, t), x)
+
+
+# ----------------------------------------------------------------------------- device (fake CuPy here, CuPy with a GPU)
+_DEVICE_LAYERS = {
+    "MixUp": lambda: layers.MixUp(seed=1), "CutMix": lambda: layers.CutMix(seed=1),
+    "RandomShear": lambda: layers.RandomShear(0.3, 0.3, seed=1),
+    "RandomShear-nearest-constant": lambda: layers.RandomShear(0.3, 0.3, interpolation="nearest",
+                                                               fill_mode="constant", fill_value=1.0, seed=1),
+    "RandomPerspective": lambda: layers.RandomPerspective(scale=0.5, seed=1),
+    "RandomElasticTransform": lambda: layers.RandomElasticTransform(value_range=(-5, 5), seed=1),
+    "RandAugment": lambda: layers.RandAugment(num_ops=4, value_range=(-5, 5), seed=3),
+    "AugMix": lambda: layers.AugMix(value_range=(-5, 5), seed=3),
+}
+
+
+def _device_run(make, x, xp, device):
+    lamina.backend.set_device(device)
+    t = lamina.Tensor(lamina.backend.to_device(x, xp), requires_grad=True)
+    y = make()(t, training=True)
+    (y * y).sum().backward()
+    for a in (y.data, t.grad):
+        assert lamina.backend.get_array_module(a) is xp
+    return [lamina.backend.to_numpy(a) for a in (y.data, t.grad)]
+
+
+@pytest.mark.parametrize("name", sorted(_DEVICE_LAYERS))
+def test_layers_on_device_match_cpu(name, device_xp, policy_layers):
+    x = R.uniform(-3, 3, (4, 7, 6, 3)).astype(np.float32)
+    want = _device_run(_DEVICE_LAYERS[name], x, np, "cpu")
+    got = _device_run(_DEVICE_LAYERS[name], x, device_xp, "cuda")
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
