@@ -18,7 +18,7 @@ Random draws come from the layer's own generator when a ``seed`` is given, else 
 import numpy as np
 
 from .. import backend, ops
-from ..ops.image import _data_format, _sample_nhwc, affine_transform, gaussian_blur, perspective_transform
+from ..ops.image import _data_format, _gauss1d, _sample_nhwc, affine_transform, perspective_transform
 from ..tensor import Tensor
 from .preprocessing import _RandomLayer
 
@@ -91,9 +91,10 @@ class _Augmentation(_RandomLayer):
 
     _ALWAYS_CAST = True      # Keras's base transform_images casts to the compute dtype even at inference
 
-    def __init__(self, seed=None, data_format=None, **kwargs):
+    def __init__(self, seed=None, data_format=None, bounding_box_format=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
         self.data_format = _data_format(data_format)
+        self.bounding_box_format = bounding_box_format   # accepted and saved, as Keras; boxes are not supported
         self.interpolation = getattr(self, "interpolation", "bilinear")
 
     # ----- draws
@@ -152,7 +153,8 @@ class _Augmentation(_RandomLayer):
             raise ValueError(f"{type(self).__name__}: a dict input needs an 'images' entry. "
                              f"Received keys: {sorted(inputs)}")
         if "bounding_boxes" in inputs:
-            raise NotImplementedError(f"{type(self).__name__}: lamina does not transform 'bounding_boxes' yet.")
+            raise NotImplementedError(f"{type(self).__name__}: lamina does not transform 'bounding_boxes' yet "
+                                      "(images, labels and segmentation_masks only).")
         single = _rank(inputs["images"]) == 3
         transformation = self.get_random_transformation(inputs, training=training)
         out = dict(inputs)
@@ -172,6 +174,8 @@ class _Augmentation(_RandomLayer):
     def get_config(self):
         config = super().get_config()
         config["data_format"] = self.data_format
+        if self.bounding_box_format is not None:
+            config["bounding_box_format"] = self.bounding_box_format
         return config
 
 
@@ -428,12 +432,20 @@ class RandomPerspective(_Augmentation):
         return config
 
 
+def _band(size, ks, sigma, xp, dtype):
+    """(size, size) matrix of a zero-padded 1-D Gaussian blur of ks taps: row i holds g[j - i + ks // 2]."""
+    g = _gauss1d(ks, sigma)
+    d = np.arange(size)[None, :] - np.arange(size)[:, None] + ks // 2
+    m = np.where((d >= 0) & (d < ks), g[np.clip(d, 0, ks - 1)], 0.0)
+    return xp.asarray(m.astype(dtype))
+
+
 class RandomElasticTransform(_Augmentation):
     """Elastic deformation (Simard et al. 2003) as Keras: with probability p ~ U(factor) per image, every
     pixel moves by alpha * G_sigma * (sigma * noise), noise ~ N(0, 1) per pixel and axis, G_sigma a Gaussian
     blur of size int(6 sigma) | 1 (zero padded); alpha = 0.1 d max(H, W), sigma = 0.05 d min(H, W), d ~
-    U(scale) once per batch. Then every image is clipped to value_range (as Keras). Differentiable with
-    respect to the images (the field is a constant draw).
+    U(scale) once per batch (the blur is applied as two band-matrix products). Then every image is clipped
+    to value_range (as Keras). Differentiable with respect to the images (the field is a constant draw).
 
     Args: factor=1.0 (probability; f -> (0, f), or a pair), scale=1.0 (f -> (0, f), or a pair), in [0, 1];
     interpolation='bilinear', fill_mode='reflect' ('constant', 'nearest', 'wrap', 'mirror'), fill_value=0.0,
@@ -483,10 +495,12 @@ class RandomElasticTransform(_Augmentation):
         alpha, sigma = self.elastic_params(h, w, _host(transformation["distortion_factor"]))
         noise = transformation.get("noise")
         noise = (self._rng().standard_normal((2, n, h, w)) if noise is None else _host(noise)).astype(x.dtype)
-        # the two fields as a batch of 2N one-channel images, blurred by one separable Gaussian
-        field = Tensor(xp.asarray((noise * sigma).reshape(2 * n, h, w, 1)))
+        # the two fields (2N planes) blurred as Keras does (a ks x ks Gaussian, zero padding ks // 2), as
+        # the separable product rows @ field @ cols^T: two GEMMs instead of a ks^2-tap convolution
         ks = int(6 * float(sigma)) | 1
-        field = gaussian_blur(field, (ks, ks), (float(sigma), float(sigma))).data.reshape(2, n, h, w)
+        field = xp.asarray((noise * sigma).reshape(2 * n, h, w))
+        field = _band(h, ks, float(sigma), xp, x.dtype) @ field @ _band(w, ks, float(sigma), xp, x.dtype).T
+        field = field.reshape(2, n, h, w)
         ys, xs = xp.meshgrid(xp.arange(h, dtype=x.dtype), xp.arange(w, dtype=x.dtype), indexing="ij")
         a = x.dtype.type(alpha)
         rows, cols = ys + a * field[1], xs + a * field[0]
