@@ -296,6 +296,32 @@ def test_layer_trains_in_fit_and_round_trips_through_keras_file(layer, tmp_path)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
 
+@pytest.mark.parametrize("cls", [layers.MixUp, layers.CutMix])
+def test_mix_layers_in_a_keras_style_input_pipeline(cls):
+    # Keras's examples map {"images", "labels"} batches through the layer before fit (tf.data there; a
+    # PyDataset here): the soft labels it returns train the model
+    x = R.uniform(0, 255, (32, 8, 8, 3)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[R.integers(0, 3, 32)]
+    mix, seen = cls(seed=0), []
+
+    class Batches(lamina.utils.PyDataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            out = mix({"images": x[i * 8:(i + 1) * 8], "labels": y[i * 8:(i + 1) * 8]})
+            seen.append(out["labels"].numpy())
+            return out["images"], out["labels"]
+    model = lamina.models.Sequential([layers.Input((8, 8, 3)), layers.Rescaling(1 / 255), layers.Flatten(),
+                                      layers.Dense(3, activation="softmax")])
+    model.compile("adam", "categorical_crossentropy")
+    history = model.fit(Batches(), epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    labels = np.concatenate(seen)
+    np.testing.assert_allclose(labels.sum(axis=1), 1.0, atol=1e-6)
+    assert ((labels > 0.01) & (labels < 0.99)).any()                 # soft, mixed labels
+
+
 # ----------------------------------------------------------------------------- gradients
 def _fixed(layer, x):
     t = layer.get_random_transformation(x)
