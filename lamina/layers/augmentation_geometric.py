@@ -45,11 +45,11 @@ def _on(v, like, dtype=None):
     return Tensor(backend.to_device(a, backend.get_array_module(like.data)))
 
 
-def _keras_factor(layer, factor, bounds=(0, 1), name="factor", shown="factor"):
+def _keras_factor(factor, bounds=(0, 1), name="factor"):
     """Keras's BaseImagePreprocessingLayer._set_factor: x -> (max(-|x|, low), |x|) with x inside bounds; a
     pair (a, b) -> sorted, rejected only when a > high or b < low. Keras's message."""
     msg = (f"The `{name}` argument should be a number (or a list of two numbers) in the range "
-           f"[{bounds[0]}, {bounds[1]}]. Received: {shown}={factor}")
+           f"[{bounds[0]}, {bounds[1]}]. Received: factor={factor}")
     if isinstance(factor, (tuple, list)):
         if len(factor) != 2 or factor[0] > bounds[1] or factor[1] < bounds[0]:
             raise ValueError(msg)
@@ -64,7 +64,7 @@ def _keras_factor(layer, factor, bounds=(0, 1), name="factor", shown="factor"):
     return lo, hi
 
 
-def _check_interpolation(layer, interpolation, valid=_INTERPOLATIONS):
+def _check_interpolation(interpolation, valid=_INTERPOLATIONS):
     if interpolation not in valid:
         raise NotImplementedError(f"Unknown `interpolation` {interpolation}. Expected of one {valid}.")
 
@@ -185,6 +185,18 @@ def _mix(weight, a, b, shape):
     return w * a + (1.0 - w) * b
 
 
+def _mix_labels(layer, labels, transformation):
+    """Labels (N, ...) mixed with their permutation by the transformation's mix_weight (integer labels in
+    the layer's float dtype)."""
+    labels = labels if isinstance(labels, Tensor) else Tensor(backend.to_device(np.asarray(labels),
+                                                                                  layer._array_module()))
+    if labels.dtype.kind != "f":
+        labels = ops.cast(labels, layer.compute_dtype)
+    perm = _host(transformation["permutation_order"]).astype(np.int64)
+    return _mix(transformation["mix_weight"], labels, ops.take(labels, perm, axis=0),
+                (-1,) + (1,) * (labels.ndim - 1))
+
+
 # ----------------------------------------------------------------------------- MixUp, CutMix
 class MixUp(_Augmentation):
     """MixUp (Zhang et al. 2018): each image becomes w x_i + (1 - w) x_perm(i), w ~ Beta(alpha, alpha) per
@@ -216,13 +228,7 @@ class MixUp(_Augmentation):
         return _mix(transformation["mix_weight"], images, ops.take(images, perm, axis=0), (-1, 1, 1, 1))
 
     def transform_labels(self, labels, transformation, training=True):
-        if not training or transformation is None:
-            return labels
-        labels = labels if isinstance(labels, Tensor) else Tensor(np.asarray(labels))
-        perm = _host(transformation["permutation_order"]).astype(np.int64)
-        dtype = labels.dtype if np.issubdtype(labels.dtype, np.floating) else np.dtype(self.compute_dtype)
-        return _mix(transformation["mix_weight"], ops.cast(labels, dtype) if labels.dtype != dtype else labels,
-                    ops.take(labels, perm, axis=0), (-1,) + (1,) * (labels.ndim - 1))
+        return _mix_labels(self, labels, transformation) if training and transformation is not None else labels
 
     def transform_segmentation_masks(self, segmentation_masks, transformation, training=True):
         if not training or transformation is None:
@@ -250,7 +256,7 @@ class CutMix(_Augmentation):
 
     def __init__(self, factor=1.0, seed=None, data_format=None, **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
-        self.factor = _keras_factor(self, factor)
+        self.factor = _keras_factor(factor)
 
     def get_random_transformation(self, data, training=True, seed=None):
         if not training:
@@ -290,13 +296,7 @@ class CutMix(_Augmentation):
         return ops.where(mask, ops.take(images, perm, axis=0), images)
 
     def transform_labels(self, labels, transformation, training=True):
-        if not training or transformation is None:
-            return labels
-        labels = labels if isinstance(labels, Tensor) else Tensor(np.asarray(labels))
-        perm = _host(transformation["permutation_order"]).astype(np.int64)
-        dtype = labels.dtype if np.issubdtype(labels.dtype, np.floating) else np.dtype(self.compute_dtype)
-        return _mix(transformation["mix_weight"], ops.cast(labels, dtype) if labels.dtype != dtype else labels,
-                    ops.take(labels, perm, axis=0), (-1,) + (1,) * (labels.ndim - 1))
+        return _mix_labels(self, labels, transformation) if training and transformation is not None else labels
 
     def transform_segmentation_masks(self, segmentation_masks, transformation, training=True):
         return self.transform_images(segmentation_masks, transformation, training)
@@ -329,7 +329,7 @@ class RandomShear(_Augmentation):
         self.y_factor = self._factor(y_factor, "y_factor")
         if fill_mode not in self._FILL_MODES:
             raise NotImplementedError(f"Unknown `fill_mode` {fill_mode}. Expected of one {self._FILL_MODES}.")
-        _check_interpolation(self, interpolation)
+        _check_interpolation(interpolation)
         self.fill_mode, self.fill_value, self.interpolation = fill_mode, fill_value, interpolation
 
     def _factor(self, factor, name):
@@ -397,11 +397,11 @@ class RandomPerspective(_Augmentation):
     def __init__(self, factor=1.0, scale=1.0, interpolation="bilinear", fill_value=0.0, seed=None, data_format=None,
                  **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
-        self.factor = _keras_factor(self, factor)
+        self.factor = _keras_factor(factor)
         self.scale, self.fill_value, self.interpolation = scale, fill_value, interpolation
         if scale < 0.0 or scale > 1.0:
             raise ValueError(f"The `scale` argument should be a number in the range [0,1]. Received: scale={scale}")
-        _check_interpolation(self, interpolation)
+        _check_interpolation(interpolation)
 
     def get_random_transformation(self, data, training=True, seed=None):
         if not training:
@@ -459,11 +459,11 @@ class RandomElasticTransform(_Augmentation):
     def __init__(self, factor=1.0, scale=1.0, interpolation="bilinear", fill_mode="reflect", fill_value=0.0,
                  value_range=(0, 255), seed=None, data_format=None, **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
-        self.factor = _keras_factor(self, factor)
-        self.scale = _keras_factor(self, scale, name="scale")
+        self.factor = _keras_factor(factor)
+        self.scale = _keras_factor(scale, name="scale")
         self.interpolation, self.fill_mode, self.fill_value = interpolation, fill_mode, fill_value
         self.value_range = value_range
-        _check_interpolation(self, interpolation)
+        _check_interpolation(interpolation)
         if fill_mode not in self._FILL_MODES:
             raise NotImplementedError(f"Unknown `fill_mode` {fill_mode}. Expected of one {self._FILL_MODES}.")
 
@@ -492,17 +492,18 @@ class RandomElasticTransform(_Augmentation):
         x = images if self.data_format == "channels_last" else ops.transpose(images, (0, 2, 3, 1))
         n, h, w, _ = x.shape
         xp = backend.get_array_module(x.data)
+        dt = x.dtype if x.dtype.kind == "f" else np.dtype("float32")     # integer segmentation masks
         alpha, sigma = self.elastic_params(h, w, _host(transformation["distortion_factor"]))
         noise = transformation.get("noise")
-        noise = (self._rng().standard_normal((2, n, h, w)) if noise is None else _host(noise)).astype(x.dtype)
+        noise = (self._rng().standard_normal((2, n, h, w)) if noise is None else _host(noise)).astype(dt)
         # the two fields (2N planes) blurred as Keras does (a ks x ks Gaussian, zero padding ks // 2), as
         # the separable product rows @ field @ cols^T: two GEMMs instead of a ks^2-tap convolution
         ks = int(6 * float(sigma)) | 1
         field = xp.asarray((noise * sigma).reshape(2 * n, h, w))
-        field = _band(h, ks, float(sigma), xp, x.dtype) @ field @ _band(w, ks, float(sigma), xp, x.dtype).T
+        field = _band(h, ks, float(sigma), xp, dt) @ field @ _band(w, ks, float(sigma), xp, dt).T
         field = field.reshape(2, n, h, w)
-        ys, xs = xp.meshgrid(xp.arange(h, dtype=x.dtype), xp.arange(w, dtype=x.dtype), indexing="ij")
-        a = x.dtype.type(alpha)
+        ys, xs = xp.meshgrid(xp.arange(h, dtype=dt), xp.arange(w, dtype=dt), indexing="ij")
+        a = dt.type(alpha)
         rows, cols = ys + a * field[1], xs + a * field[0]
         moved = _sample_nhwc(x, rows, cols, {"nearest": 0, "bilinear": 1}[interpolation], self.fill_mode,
                              self.fill_value)
@@ -622,7 +623,7 @@ class AugMix(_Policy):
                  interpolation="bilinear", seed=None, data_format=None, **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
         self.value_range, self.num_chains, self.chain_depth = value_range, num_chains, chain_depth
-        self.factor = _keras_factor(self, factor)
+        self.factor = _keras_factor(factor)
         self.alpha, self.all_ops, self.interpolation = alpha, all_ops, interpolation
         self._augment_layers = list(self._LAYERS_ALL if all_ops else self._LAYERS)
         self._make_layers(self._augment_layers, self.factor, value_range, interpolation)
@@ -689,7 +690,7 @@ class RandAugment(_Policy):
                  data_format=None, **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
         self.value_range, self.num_ops = value_range, num_ops
-        self.factor = _keras_factor(self, factor)
+        self.factor = _keras_factor(factor)
         self.interpolation = interpolation
         self._make_layers(self._AUGMENT_LAYERS, self.factor, value_range, interpolation)
 
