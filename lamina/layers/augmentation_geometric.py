@@ -538,8 +538,9 @@ class _Policy(_Augmentation):
     A sub-layer with Keras's split (get_random_transformation / transform_images: RandomShear here) draws
     from an int seed taken from the policy's generator, and its transformation is Keras's dict. A lamina
     layer that still draws and applies in one step (``_augment``) gets ``{"seed": s}`` and is run with a
-    generator seeded by s, so that a transformation means the same augmentation each time it is applied.
-    A deterministic layer (AutoContrast, Equalization) has the transformation None. Images are processed
+    generator seeded by s, so that a transformation means the same augmentation each time it is applied
+    (given a transformation that Keras drew, such a layer makes a fresh draw of its own: its Keras-format
+    parameters cannot be read until it has the split too). A deterministic layer (AutoContrast, Equalization) has the transformation None. Images are processed
     channels_last (a channels_first policy transposes around the whole thing).
     """
 
@@ -604,7 +605,8 @@ class AugMix(_Policy):
     chains are mixed with Dirichlet(alpha) weights m, and the result with the images by w ~ Beta(alpha,
     alpha): clip(w x + (1 - w) sum_k m_k chain_k(x), value_range).
 
-    The layers: RandomShear, RandomTranslation, RandomRotation, RandomPosterization, Solarization,
+    The choices are drawn from the layer's generator (Keras uses Python's unseeded ``random.choice``), so a
+    seeded AugMix repeats its augmentations. The layers: RandomShear, RandomTranslation, RandomRotation, RandomPosterization, Solarization,
     AutoContrast, Equalization, and with all_ops=True also RandomBrightness, RandomColorDegeneration,
     RandomContrast, RandomSharpness, all with strength factor (f -> (0, f), in [0, 1]).
 
