@@ -82,7 +82,7 @@ def _float(layer, x):
     return x if x.dtype == np.dtype(layer.compute_dtype) else ops.cast(x, layer.compute_dtype)
 
 
-class _Augmentation(_RandomLayer):
+class _ImageAugmentation(_RandomLayer):
     """Keras's image-augmentation protocol on top of lamina's seeded _RandomLayer (see the module text).
 
     Subclasses define get_random_transformation and _transform(images, transformation, interpolation) on
@@ -198,7 +198,7 @@ def _mix_labels(layer, labels, transformation):
 
 
 # ----------------------------------------------------------------------------- MixUp, CutMix
-class MixUp(_Augmentation):
+class MixUp(_ImageAugmentation):
     """MixUp (Zhang et al. 2018): each image becomes w x_i + (1 - w) x_perm(i), w ~ Beta(alpha, alpha) per
     image and perm a random permutation of the batch; one-hot labels are mixed by the same weights.
 
@@ -242,7 +242,7 @@ class MixUp(_Augmentation):
         return config
 
 
-class CutMix(_Augmentation):
+class CutMix(_ImageAugmentation):
     """CutMix (Yun et al. 2019): a box of each image is replaced by the same box of another image of the
     batch, and the labels are mixed by the area that stays: w = 1 - box area / image area.
 
@@ -308,7 +308,7 @@ class CutMix(_Augmentation):
 
 
 # ----------------------------------------------------------------------------- geometric
-class RandomShear(_Augmentation):
+class RandomShear(_ImageAugmentation):
     """Shears each image: the output pixel (x, y) reads the input at (x + s_x y, y + s_y x) (about the
     top-left corner, as Keras), with s_x ~ U(x_factor), s_y ~ U(y_factor) and both signs flipped together
     with probability 1/2. Resampled by lamina.ops.image.affine_transform (bilinear or nearest, fill_mode
@@ -383,7 +383,7 @@ class RandomShear(_Augmentation):
         return config
 
 
-class RandomPerspective(_Augmentation):
+class RandomPerspective(_ImageAugmentation):
     """Warps each image (with probability p ~ U(factor), drawn per image) by the homography that moves the
     corners (0, 0), (W-1, 0), (0, H-1), (W-1, H-1) to corner * (1 + d), d ~ U(-scale/2, scale/2) per
     coordinate (so, as in Keras, the (0, 0) corner stays), via lamina.ops.image.perspective_transform
@@ -440,7 +440,7 @@ def _band(size, ks, sigma, xp, dtype):
     return xp.asarray(m.astype(dtype))
 
 
-class RandomElasticTransform(_Augmentation):
+class RandomElasticTransform(_ImageAugmentation):
     """Elastic deformation (Simard et al. 2003) as Keras: with probability p ~ U(factor) per image, every
     pixel moves by alpha * G_sigma * (sigma * noise), noise ~ N(0, 1) per pixel and axis, G_sigma a Gaussian
     blur of size int(6 sigma) | 1 (zero padded); alpha = 0.1 d max(H, W), sigma = 0.05 d min(H, W), d ~
@@ -531,7 +531,7 @@ _POLICY_LAYERS = {
 }
 
 
-class _Policy(_Augmentation):
+class _Policy(_ImageAugmentation):
     """Shared by AugMix and RandAugment: builds Keras's set of augmentation layers (found by class name in
     lamina.layers when the policy is made) and draws / applies one of them on the whole batch.
 
