@@ -341,8 +341,8 @@ class RandomShear(_ImageAugmentation):
             if len(factor) != 2:
                 raise ValueError(self._MSG + f"Received: {name}={factor}")
             if factor[0] < 0 and factor[0] == -factor[1] <= 1.0:
-                # (-f, f) is what get_config writes for f: Keras 3.15 rejects its own config here (its
-                # from_config fails); lamina reads it back, so such layers and files round-trip
+                # (-f, f) is what Keras's get_config writes for f, and Keras 3.15 rejects it when loading;
+                # lamina reads such configs and files
                 return (float(factor[0]), float(factor[1]))
             check(factor[0])
             check(factor[1])
@@ -378,7 +378,10 @@ class RandomShear(_ImageAugmentation):
 
     def get_config(self):
         config = super().get_config()
-        config.update(x_factor=list(self.x_factor), y_factor=list(self.y_factor), fill_mode=self.fill_mode,
+        # Keras writes (-f, f) for a factor f, which Keras 3.15 then refuses to load; f means the same and
+        # loads in both
+        readable = lambda p: p[1] if p[0] < 0 and p[0] == -p[1] else list(p)  # noqa: E731
+        config.update(x_factor=readable(self.x_factor), y_factor=readable(self.y_factor), fill_mode=self.fill_mode,
                       interpolation=self.interpolation, seed=self.seed, fill_value=self.fill_value)
         return config
 
