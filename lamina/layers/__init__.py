@@ -18,3 +18,4 @@ from .convolutional_recurrent import *  # noqa: F401,F403
 from .preprocessing_extra import *  # noqa: F401,F403
 from .wrappers_extra import *  # noqa: F401,F403
 from .augmentation_color import *  # noqa: F401,F403
+from .augmentation_geometric import *  # noqa: F401,F403
