@@ -10,8 +10,8 @@ Each word is built like speech is: a voiced sound is a buzz of harmonics of a pi
 per speaker, gliding and wobbling a little) whose loudness at each frequency follows three formant
 resonances (F1, F2, F3: the vocal tract's shape; they tell the vowels apart); a fricative ("s") is
 high-pass noise; whistles and beeps are pure tones. Every example draws its own pitch, a speaker factor
-that scales all formants (0.88-1.12, like a shorter or longer vocal tract), its start time and length, its
-loudness, and background noise at a signal-to-noise ratio of 5-30 dB, so no single sample value or
+that scales all formants (0.85-1.15, like a shorter or longer vocal tract), its start time and length, its
+loudness, and background noise at a signal-to-noise ratio of 0-25 dB, so no single sample value or
 frequency bin gives the class away; a spectrogram's shape over time does.
 
 Classes (``CLASSES``): 'ah', 'ee', 'oo' (steady vowels), 'eye' (ah gliding to ee), 'wah' (oo gliding to ah),
@@ -67,7 +67,7 @@ def _voiced(rng, cls, t, onset, length, voice_start):
     # the formants and the pitch change slowly: the harmonics' loudness is computed every 2 ms and held
     hold = 16
     coarse = t[:, ::hold]
-    formants = _formant_tracks(cls, coarse, onset, length, rng.uniform(0.88, 1.12, n))   # (3, n, T / hold)
+    formants = _formant_tracks(cls, coarse, onset, length, rng.uniform(0.85, 1.15, n))   # (3, n, T / hold)
     pitch_coarse = pitch[:, ::hold]
     s1, c1 = np.sin(phase), np.cos(phase)
     s_prev, s_k = np.zeros_like(phase), s1                   # sin(0 phase), sin(1 phase)
@@ -145,7 +145,7 @@ def _draw(rng, cls):
     signal += np.where(fricative, hiss, 0.0) + _tones(rng, cls, t, onset, length)
     signal /= np.abs(signal).max(axis=1, keepdims=True) + 1e-12
     signal *= rng.uniform(0.3, 0.9, (n, 1))                          # loudness
-    snr_db = rng.uniform(5.0, 30.0, (n, 1))
+    snr_db = rng.uniform(0.0, 25.0, (n, 1))
     power = np.mean(signal ** 2, axis=1, keepdims=True)
     signal += rng.standard_normal(signal.shape) * np.sqrt(power / 10.0 ** (snr_db / 10.0))
     return np.clip(signal, -1.0, 1.0)
