@@ -154,3 +154,20 @@ def test_runs_on_the_device_like_on_cpu(device_xp):
     lamina.backend.set_device("cuda")
     got = layers.STFTSpectrogram(mode="magnitude", frame_length=32, padding="same")(device_xp.asarray(x))
     np.testing.assert_allclose(lamina.backend.to_numpy(got.data), want, rtol=1e-5, atol=1e-5)
+
+
+def test_keras_files_both_ways(tmp_path):
+    """A Keras model with STFTSpectrogram loads in lamina with the same outputs, and lamina's file loads in
+    Keras (the kernels travel as real_kernel / imag_kernel)."""
+    inputs = keras.Input((300, 2))
+    x = keras.layers.STFTSpectrogram(mode="log", frame_length=64, padding="same", expand_dims=True)(inputs)
+    x = keras.layers.Conv2D(3, 3)(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+    model.save(tmp_path / "k.keras")
+    data = R.standard_normal((2, 300, 2)).astype(np.float32)
+    want = keras.ops.convert_to_numpy(model(data))
+    ours = lamina.models.load_model(tmp_path / "k.keras")
+    np.testing.assert_allclose(ours.predict(data, verbose=0), want, rtol=1e-5, atol=1e-6)
+    ours.save(tmp_path / "l.keras")
+    back = keras.models.load_model(tmp_path / "l.keras")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(back(data)), want, rtol=1e-5, atol=1e-6)
