@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import backend, layers, optimizers
 from ..datasets import keywords as keyword_data
+from ..datasets import speech_commands
 from ..models import Model
 from . import catalog
 
@@ -137,7 +138,6 @@ def train_speech_commands(epochs=None, batch_size=None, out=None, seed=0, verbos
     """Train the keyword spotter on Speech Commands v0.02's ten command words (the archive's own train/test
     split), resampled to 8 kHz. archive: a path to speech_commands_v0.02.tar.gz (SHA-256 checked) or to its
     extracted folder; default: download it into the cache."""
-    from ..datasets import speech_commands
     r = RECIPES["speech-commands"]
     if archive is None:
         (x, y), (xt, yt) = speech_commands.load_data(max_per_word=max_per_word)
