@@ -19,3 +19,4 @@ from .preprocessing_extra import *  # noqa: F401,F403
 from .wrappers_extra import *  # noqa: F401,F403
 from .augmentation_color import *  # noqa: F401,F403
 from .augmentation_geometric import *  # noqa: F401,F403
+from .audio import *  # noqa: F401,F403

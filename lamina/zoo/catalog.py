@@ -257,3 +257,4 @@ from . import perceptron as _perceptron  # noqa: E402,F401  (perceptron: AND, OR
 from . import detection as _detection  # noqa: E402,F401  (detection)
 from . import rl as _rl  # noqa: E402,F401  (dqn; gymnasium is imported only when it trains)
 from . import style as _style  # noqa: E402,F401  (style-transfer)
+from . import speech as _speech  # noqa: E402,F401  (speech, speech-commands)
