@@ -58,6 +58,43 @@ def _move_call_args(layer, args, kwargs, names):
     return tuple(args), kwargs
 
 
+def _project_heads(x, kernel, bias, n, t, heads, d):
+    """x (N, T, dim) through an EinsumDense kernel (dim, heads, d) and bias (heads, d): (N, heads, T, d)."""
+    k2 = ops.reshape(kernel, (kernel.shape[0], heads * d))
+    b2 = None if bias is None else ops.reshape(bias, (heads * d,))
+    y = ops.reshape(ops.linear(x, k2, b2), (n, t, heads, d))
+    return ops.transpose(y, (0, 2, 1, 3))
+
+
+def _attention_mask(xp, n, t, s, query_mask, value_mask, key_mask, attention_mask, use_causal_mask, q_pos, v_pos,
+                    sliding_window=None):
+    """AND of the masks, shape (N or 1, T, S), or None; True = attend (Keras's rules). The sliding window
+    keeps keys j with |i - j| < sliding_window (Keras's GroupQueryAttention band)."""
+    mask = None
+
+    def both(a, b):
+        return b if a is None else a & b
+    if query_mask is not None:
+        mask = _mask_array(query_mask, xp).reshape(n, t)[:, :, None]
+    if value_mask is not None:
+        mask = both(mask, _mask_array(value_mask, xp).reshape(n, s)[:, None, :])
+    if key_mask is not None:
+        mask = both(mask, _mask_array(key_mask, xp).reshape(n, s)[:, None, :])
+    if use_causal_mask:
+        mask = both(mask, causal_mask(t, s, xp)[None])
+    if sliding_window is not None:
+        gap = xp.abs(xp.arange(t)[:, None] - xp.arange(s)[None, :])
+        mask = both(mask, (gap < sliding_window)[None])
+    if attention_mask is not None:
+        am = _mask_array(attention_mask, xp)
+        if am.ndim == len(q_pos) + len(v_pos) + 1 and am.ndim > 3:   # (N, *T, *S) of high-rank inputs
+            am = am.reshape(am.shape[0], t, s)
+        if am.ndim == 2:
+            am = am[None]
+        mask = both(mask, am)
+    return mask
+
+
 class MultiHeadAttention(Layer):
     """Multi-head attention (Vaswani et al., 2017) with Keras 3's arguments and weight layout.
 
@@ -173,34 +210,12 @@ class MultiHeadAttention(Layer):
 
     # ----- calling
     def _project_in(self, x, kernel, bias, n, t, heads, d):
-        k2 = ops.reshape(kernel, (kernel.shape[0], heads * d))
-        b2 = None if bias is None else ops.reshape(bias, (heads * d,))
-        y = ops.reshape(ops.linear(x, k2, b2), (n, t, heads, d))
-        return ops.transpose(y, (0, 2, 1, 3))                       # (N, heads, T, d)
+        return _project_heads(x, kernel, bias, n, t, heads, d)
 
     def _compute_attention_mask(self, xp, n, t, s, query_mask, value_mask, key_mask, attention_mask,
                                 use_causal_mask, q_pos, v_pos):
-        """AND of the masks, shape (N or 1, T, S), or None; True = attend (Keras's rules)."""
-        mask = None
-
-        def both(a, b):
-            return b if a is None else a & b
-        if query_mask is not None:
-            mask = _mask_array(query_mask, xp).reshape(n, t)[:, :, None]
-        if value_mask is not None:
-            mask = both(mask, _mask_array(value_mask, xp).reshape(n, s)[:, None, :])
-        if key_mask is not None:
-            mask = both(mask, _mask_array(key_mask, xp).reshape(n, s)[:, None, :])
-        if use_causal_mask:
-            mask = both(mask, causal_mask(t, s, xp)[None])
-        if attention_mask is not None:
-            am = _mask_array(attention_mask, xp)
-            if am.ndim == len(q_pos) + len(v_pos) + 1 and am.ndim > 3:   # (N, *T, *S) of high-rank inputs
-                am = am.reshape(am.shape[0], t, s)
-            if am.ndim == 2:
-                am = am[None]
-            mask = both(mask, am)
-        return mask
+        return _attention_mask(xp, n, t, s, query_mask, value_mask, key_mask, attention_mask, use_causal_mask,
+                               q_pos, v_pos)
 
     def call(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None, attention_mask=None,
              return_attention_scores=False, training=None, use_causal_mask=False):

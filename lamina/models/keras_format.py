@@ -90,6 +90,12 @@ def weight_paths(obj, prefix=""):
         names = ("query_dense", "key_dense", "value_dense", "output_dense")
         return [(prefix + "vars", [])] + [(f"{prefix}{n}/vars", ws[i * step:(i + 1) * step])
                                           for i, n in enumerate(names)]
+    if kind == "GroupedQueryAttention":  # Keras tracks its sublayers by their private attribute names
+        subs = [("_query_dense", obj.query_kernel, obj.query_bias), ("_key_dense", obj.key_kernel, obj.key_bias),
+                ("_gate_dense", obj.gate_kernel, obj.gate_bias), ("_value_dense", obj.value_kernel, obj.value_bias),
+                ("_output_dense", obj.output_kernel, obj.output_bias)]
+        return [(prefix + "vars", []), (prefix + "_softmax/vars", []), (prefix + "_dropout_layer/vars", [])] + \
+            [(f"{prefix}{n}/vars", [w for w in (k, b) if w is not None]) for n, k, b in subs if k is not None]
     return [(prefix + "vars", list(obj.weights))]
 
 
