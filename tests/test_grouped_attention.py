@@ -102,24 +102,40 @@ def test_outputs_and_scores_match_keras(case, mask):
     assert out.dtype == np.float32
     np.testing.assert_allclose(out.numpy(), want_out, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(scores.numpy(), want_scores, rtol=1e-5, atol=1e-6)
-    # without the scores Keras takes its fused dot_product_attention path: same numbers
+    # without the scores Keras takes its fused dot_product_attention path: the same numbers
     tk = None if k is None else torch.tensor(k)
     fused = theirs(torch.tensor(q), torch.tensor(v), tk,
                    **{n: (torch.tensor(a) if isinstance(a, np.ndarray) else a) for n, a in mk.items()})
-    if mask in ("none", "causal"):  # (with a fully masked query row the fused kernel gives NaN, Keras's softmax uniform)
-        np.testing.assert_allclose(mine(q, v, k, **mk).numpy(), fused.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mine(q, v, k, **mk).numpy(), fused.detach().numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_fully_masked_query_row_gets_zero_weights_as_keras():
-    theirs, mine = _pair()
+@pytest.mark.parametrize("cls", ["GroupQueryAttention", "MultiHeadAttention"])
+def test_fully_masked_query_row_as_keras(cls):
+    """Keras 3.15 gives a query row with no key uniform weights on its fused path (no scores, no dropout)
+    and zero weights through its masked Softmax (scores asked for, or dropout > 0 even in inference)."""
     q, v, _ = _inputs()
     am = np.ones((B, T, S), bool)
     am[0, 2] = False
-    want_out, want_scores = _keras_call(theirs, q, v, None, dict(attention_mask=am))
-    out, scores = mine(q, v, attention_mask=am, return_attention_scores=True)
-    np.testing.assert_array_equal(scores.numpy()[0, :, 2], 0)   # Keras's Softmax zeroes masked entries
-    np.testing.assert_allclose(scores.numpy(), want_scores, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(out.numpy(), want_out, rtol=1e-5, atol=1e-5)
+    for dropout in (0.0, 0.3):
+        if cls == "GroupQueryAttention":
+            theirs, mine = _pair(dropout=dropout)
+        else:
+            theirs = keras.layers.MultiHeadAttention(2, 3, dropout=dropout)
+            mine = layers.MultiHeadAttention(2, 3, dropout=dropout)
+            theirs(q, v)
+            mine(q, v)
+            ws = [np.random.default_rng(0).normal(0, 0.5, w.shape).astype("float32") for w in theirs.get_weights()]
+            theirs.set_weights(ws)
+            mine.set_weights(ws)
+        want_out, want_scores = _keras_call(theirs, q, v, None, dict(attention_mask=am))
+        out, scores = mine(q, v, attention_mask=am, return_attention_scores=True)
+        np.testing.assert_array_equal(scores.numpy()[0, :, 2], 0)
+        np.testing.assert_allclose(scores.numpy(), want_scores, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out.numpy(), want_out, rtol=1e-5, atol=1e-5)
+        plain = theirs(torch.tensor(q), torch.tensor(v), attention_mask=torch.tensor(am)).detach().numpy()
+        np.testing.assert_allclose(mine(q, v, attention_mask=am).numpy(), plain, rtol=1e-5, atol=1e-5)
+        if dropout == 0.0:
+            assert not np.allclose(plain[0, 2], want_out[0, 2])   # the two Keras paths really differ there
 
 
 def test_padding_masks_of_the_inputs_are_used():

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import backend, initializers, ops
 from ..registry import register
-from .attention import _attention_mask, _move_call_args, _positive_int, _project_heads, _shape_of
+from .attention import _attention_mask, _empty_rows, _move_call_args, _positive_int, _project_heads, _shape_of
 from ..ops.attention import scaled_dot_product_attention
 from .layer import InputSpec, Layer
 
@@ -40,8 +40,9 @@ class GroupedQueryAttention(Layer):
     value kernel (dim_v, Hkv, head_dim) + bias; attention_output kernel (Hq, head_dim, dim) + bias (dim,).
     Forward: Q_u = q Wq_u + bq_u; K_g, V_g likewise for group g; head u uses group g = u // (Hq / Hkv);
     O_u = softmax(Q_u K_g^T / sqrt(head_dim), mask) V_g; with use_gate O_u *= sigmoid(q Wg_u + bg_u);
-    out = sum_u O_u Wo_u + bo. A query row with no key left by the masks gets zero weights, as Keras 3.15's
-    masked Softmax gives (its fused path, taken when no scores are asked for, gives uniform ones). Backward: the fused attention op and the projections (GEMMs); each shared
+    out = sum_u O_u Wo_u + bo. A query row with no key left by the masks gets what Keras 3.15 gives it:
+    uniform weights from its fused kernel (no scores asked for, dropout 0), zero weights from its masked
+    Softmax otherwise. Backward: the fused attention op and the projections (GEMMs); each shared
     key/value head receives the sum of its query heads' gradients.
     Parameters (all inputs of size dim, with bias): dim*h*(2 Hq + 2 Hkv) + h*(Hq + 2 Hkv) + dim (+ gate).
 
@@ -171,7 +172,7 @@ class GroupedQueryAttention(Layer):
                                            ops.reshape(v, (nv, hkv, 1, s, h)), mask=mask,
                                            scale=self._inverse_sqrt_head_dim, dropout_rate=self.dropout,
                                            training=bool(training), return_weights=return_attention_scores,
-                                           rng=self._rng, empty_rows="zeros")
+                                           rng=self._rng, empty_rows=_empty_rows(self.dropout, return_attention_scores))
         o, w = res if return_attention_scores else (res, None)
         o = ops.reshape(o, (n, hq, t, h))
         if self.use_gate:
