@@ -18,3 +18,4 @@ from .convolutional_recurrent import *  # noqa: F401,F403
 from .preprocessing_extra import *  # noqa: F401,F403
 from .wrappers_extra import *  # noqa: F401,F403
 from .grouped_attention import *  # noqa: F401,F403
+from .hashing import *  # noqa: F401,F403
