@@ -218,14 +218,19 @@ _KERAS_SLOT_LAYOUT = {
     "AdamW": [("momentum", "velocity"), ("velocity_hat",)], "RMSprop": [("velocity",), ("momentum",),
                                                                         ("average_gradient",)],
     "Adagrad": [("accumulator",)], "Adadelta": [("accumulated_grad", "accumulated_delta_var")],
-    "Adamax": [("momentum", "norm")],
+    "Adamax": [("momentum", "norm")], "ScheduleFreeAdamW": [("momentum", "velocity")],
 }
 
 
 def _keras_slot_order(optimizer):
     """[(slot name, weight index)] in Keras's variable order, or None when lamina does not know it."""
+    if getattr(optimizer, "use_ema", False):
+        return None
+    own = getattr(optimizer, "_keras_slot_order", None)   # a layout that depends on the weights (Muon)
+    if own is not None:
+        return own()
     layout = _KERAS_SLOT_LAYOUT.get(type(optimizer).__name__)
-    if layout is None or getattr(optimizer, "use_ema", False):
+    if layout is None:
         return None
     active = list(optimizer._slots)
     if set(active) - {n for group in layout for n in group}:
@@ -267,7 +272,8 @@ def _restore_optimizer(model, arrays, path):
         return   # a layout lamina does not know: the optimizer starts afresh (as Keras does on a mismatch)
     state = {(name, i): a for (name, i), a in zip(order, stored[2:])}
     try:
-        optimizer.set_state([stored[0]] + [state[(name, i)] for name in optimizer._slots
+        # a slot Keras does not keep (Muon's velocity of a Muon-stepped weight) keeps its value
+        optimizer.set_state([stored[0]] + [state.get((name, i), optimizer._slots[name][i].data) for name in optimizer._slots
                                            for i in range(len(optimizer._slots[name]))])
     except ValueError as e:
         raise ModelFileError(path, f"cannot restore the optimizer state: {e}") from e

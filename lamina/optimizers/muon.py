@@ -58,6 +58,16 @@ class Muon(Optimizer):
             return True
         return any(re.search(k, path) for k in self.exclude_layers)
 
+    def _keras_slot_order(self):
+        """Keras's order of the state in its files: each weight's momentum, then its velocity when it
+        takes the AdamW step (Keras creates no velocity for the others)."""
+        order = []
+        for i, v in enumerate(self._trainable_variables):
+            order.append(("momentum", i))
+            if self._should_use_adamw(v):
+                order.append(("velocity", i))
+        return order
+
     def _apply_weight_decay(self, variables, lr):
         for v in variables:
             if not self._use_weight_decay(v):
