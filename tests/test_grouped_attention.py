@@ -276,3 +276,28 @@ def test_errors():
         layer(np.zeros((2, 5, 7), "float32"), v)
     with pytest.raises(ValueError, match="flash attention"):
         layers.GroupQueryAttention(4, 4, 2, flash_attention=True)(q, v, return_attention_scores=True)
+
+
+# ------------------------------------------------------------------------------------------- device
+def _device_run(xp, device, q, v, am):
+    lamina.backend.set_device(device)
+    lamina.backend.set_random_seed(0)             # same weights and dropout draws on both devices
+    layer = layers.GroupQueryAttention(3, 4, 2, dropout=0.2, use_gate=True, sliding_window=3, seed=1,
+                                       bias_initializer="random_normal")
+    tq, tv = (Tensor(lamina.backend.to_device(a, xp), requires_grad=True) for a in (q, v))
+    out, scores = layer(tq, tv, attention_mask=lamina.backend.to_device(am, xp), use_causal_mask=True,
+                        return_attention_scores=True, training=True)
+    ((out * out).sum() + scores.sum()).backward()
+    arrays = [out.data, scores.data, tq.grad, tv.grad] + [w.grad for w in layer.weights]
+    for a in arrays:
+        assert lamina.backend.get_array_module(a) is xp
+    return [lamina.backend.to_numpy(a) for a in arrays]
+
+
+def test_on_device_matches_cpu(device_xp):
+    q, v, _ = _inputs()
+    am = _masks()[2]
+    want = _device_run(np, "cpu", q, v, am)
+    got = _device_run(device_xp, "cuda", q, v, am)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-5)

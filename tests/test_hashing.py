@@ -229,3 +229,13 @@ def test_config_and_keras_file_round_trip(tmp_path):
     back = lamina.models.load_model(tmp_path / "h.keras")
     assert back.layers[0].salt == [3, 4] and back.layers[0].output_mode == "multi_hot"
     np.testing.assert_allclose(back.predict(x, verbose=0), want, rtol=1e-6)
+
+
+def test_outputs_land_on_the_device(device_xp):
+    words = np.array([["A", "B"], ["C", ""]])
+    want = layers.Hashing(5, output_mode="count").call(words).numpy()   # computed on the CPU strings either way
+    for layer, x in ((layers.Hashing(5, output_mode="count"), words),
+                     (layers.HashedCrossing(5), (words[:, 0], np.array([1, 2])))):
+        out = layer(x)
+        assert lamina.backend.get_array_module(out.data) is device_xp
+    np.testing.assert_array_equal(lamina.backend.to_numpy(layers.Hashing(5, output_mode="count")(words).data), want)
