@@ -176,8 +176,10 @@ def test_input_and_weight_gradients_match_keras_autograd(case):
 
 @pytest.mark.parametrize("kw", [dict(), dict(use_gate=True, sliding_window=3), dict(num_key_value_heads=1)])
 def test_numerical_gradient_check(kw):
+    kw = dict(kw)
     lamina.utils.set_random_seed(0)
-    layer = layers.GroupQueryAttention(head_dim=2, num_query_heads=4, num_key_value_heads=kw.pop("num_key_value_heads", 2),
+    layer = layers.GroupQueryAttention(head_dim=2, num_query_heads=4,
+                                       num_key_value_heads=kw.pop("num_key_value_heads", 2),
                                        bias_initializer="random_normal", **kw)
     rng = np.random.default_rng(4)
     q, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 4, 4))

@@ -221,8 +221,8 @@ def test_config_and_keras_file_round_trip(tmp_path):
     assert layers.HashedCrossing.from_config(c.get_config()).get_config() == c.get_config()
 
     lamina.utils.set_random_seed(0)
-    model = lamina.Sequential([lamina.Input((3,), dtype="int64"), layers.Hashing(11, salt=[3, 4], output_mode="multi_hot"),
-                               layers.Dense(2)])
+    model = lamina.Sequential([lamina.Input((3,), dtype="int64"),
+                               layers.Hashing(11, salt=[3, 4], output_mode="multi_hot"), layers.Dense(2)])
     x = np.array([[1, 2, 3], [4, 5, 5], [0, 0, 7]])
     want = model.predict(x, verbose=0)
     model.save(tmp_path / "h.keras")

@@ -291,6 +291,10 @@ def _host_array(x):
     return a
 
 
+def _is_positive_int(n):
+    return isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n > 0
+
+
 def _is_text(a):
     return a.dtype == object
 
@@ -330,7 +334,7 @@ class Hashing(Layer):
 
     def __init__(self, num_bins, mask_value=None, salt=None, output_mode="int", sparse=False, **kwargs):
         super().__init__(**_default_dtype(kwargs, output_mode))
-        if num_bins is None or isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) or num_bins <= 0:
+        if not _is_positive_int(num_bins):
             raise ValueError(f"Hashing '{self.name}': num_bins cannot be None or non-positive. "
                              f"Received: num_bins={num_bins!r}")
         if sparse and output_mode == "int":
@@ -424,7 +428,7 @@ class HashedCrossing(Layer):
 
     def __init__(self, num_bins, output_mode="int", sparse=False, **kwargs):
         super().__init__(**_default_dtype(kwargs, output_mode))
-        if num_bins is None or isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) or num_bins <= 0:
+        if not _is_positive_int(num_bins):
             raise ValueError(f"HashedCrossing '{self.name}': num_bins must be a positive int. "
                              f"Received: num_bins={num_bins!r}")
         _check_encoding(self, output_mode, ("int", "one_hot"), sparse)

@@ -273,8 +273,8 @@ def _restore_optimizer(model, arrays, path):
     state = {(name, i): a for (name, i), a in zip(order, stored[2:])}
     try:
         # a slot Keras does not keep (Muon's velocity of a Muon-stepped weight) keeps its value
-        optimizer.set_state([stored[0]] + [state.get((name, i), optimizer._slots[name][i].data) for name in optimizer._slots
-                                           for i in range(len(optimizer._slots[name]))])
+        optimizer.set_state([stored[0]] + [state.get((name, i), slot.data) for name, slots in optimizer._slots.items()
+                                           for i, slot in enumerate(slots)])
     except ValueError as e:
         raise ModelFileError(path, f"cannot restore the optimizer state: {e}") from e
     if isinstance(optimizer._learning_rate, float) and np.float32(optimizer._learning_rate) != np.float32(stored[1]):
