@@ -303,3 +303,19 @@ def test_on_device_matches_cpu(device_xp):
     got = _device_run(device_xp, "cuda", q, v, am)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-5)
+
+
+def test_functional_model_with_padding_masks_matches_keras():
+    """Embedding(mask_zero=True) -> GroupQueryAttention -> masked pooling, the masks carried by the graph."""
+    def build(K):
+        inp = K.Input((6,), dtype="int32")
+        e = K.layers.Embedding(10, 8, mask_zero=True)(inp)
+        a = K.layers.GroupQueryAttention(4, 4, 2)(e, e)
+        return K.Model(inp, K.layers.Dense(3)(K.layers.GlobalAveragePooling1D()(a)))
+    theirs, mine = build(keras), build(lamina)
+    ws = [np.random.default_rng(1).normal(0, 0.3, w.shape).astype("float32") for w in theirs.get_weights()]
+    theirs.set_weights(ws)
+    mine.set_weights(ws)
+    x = np.array([[1, 2, 3, 0, 0, 0], [4, 5, 6, 7, 8, 9], [3, 0, 0, 0, 0, 0]])
+    np.testing.assert_allclose(mine.predict(x, verbose=0), np.asarray(theirs.predict(x, verbose=0)),
+                               rtol=1e-5, atol=1e-5)
