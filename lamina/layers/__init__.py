@@ -20,3 +20,5 @@ from .wrappers_extra import *  # noqa: F401,F403
 from .augmentation_color import *  # noqa: F401,F403
 from .augmentation_geometric import *  # noqa: F401,F403
 from .audio import *  # noqa: F401,F403
+from .grouped_attention import *  # noqa: F401,F403
+from .hashing import *  # noqa: F401,F403

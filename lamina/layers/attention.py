@@ -58,6 +58,50 @@ def _move_call_args(layer, args, kwargs, names):
     return tuple(args), kwargs
 
 
+def _project_heads(x, kernel, bias, n, t, heads, d):
+    """x (N, T, dim) through an EinsumDense kernel (dim, heads, d) and bias (heads, d): (N, heads, T, d)."""
+    k2 = ops.reshape(kernel, (kernel.shape[0], heads * d))
+    b2 = None if bias is None else ops.reshape(bias, (heads * d,))
+    y = ops.reshape(ops.linear(x, k2, b2), (n, t, heads, d))
+    return ops.transpose(y, (0, 2, 1, 3))
+
+
+def _empty_rows(dropout, return_attention_scores, high_rank=False):
+    """What a query row with no key left gets, as Keras 3.15 decides: its fused dot_product_attention
+    (taken for rank-3 inputs without dropout or returned scores) gives uniform weights; its masked
+    Softmax layer (the other cases) zeroes the masked entries, so the row's weights are all zero."""
+    return "zeros" if dropout > 0 or return_attention_scores or high_rank else "uniform"
+
+
+def _attention_mask(xp, n, t, s, query_mask, value_mask, key_mask, attention_mask, use_causal_mask, q_pos, v_pos,
+                    sliding_window=None):
+    """AND of the masks, shape (N or 1, T, S), or None; True = attend (Keras's rules). The sliding window
+    keeps keys j with |i - j| < sliding_window (Keras's GroupQueryAttention band)."""
+    mask = None
+
+    def both(a, b):
+        return b if a is None else a & b
+    if query_mask is not None:
+        mask = _mask_array(query_mask, xp).reshape(n, t)[:, :, None]
+    if value_mask is not None:
+        mask = both(mask, _mask_array(value_mask, xp).reshape(n, s)[:, None, :])
+    if key_mask is not None:
+        mask = both(mask, _mask_array(key_mask, xp).reshape(n, s)[:, None, :])
+    if use_causal_mask:
+        mask = both(mask, causal_mask(t, s, xp)[None])
+    if sliding_window is not None:
+        gap = xp.abs(xp.arange(t)[:, None] - xp.arange(s)[None, :])
+        mask = both(mask, (gap < sliding_window)[None])
+    if attention_mask is not None:
+        am = _mask_array(attention_mask, xp)
+        if am.ndim == len(q_pos) + len(v_pos) + 1 and am.ndim > 3:   # (N, *T, *S) of high-rank inputs
+            am = am.reshape(am.shape[0], t, s)
+        if am.ndim == 2:
+            am = am[None]
+        mask = both(mask, am)
+    return mask
+
+
 class MultiHeadAttention(Layer):
     """Multi-head attention (Vaswani et al., 2017) with Keras 3's arguments and weight layout.
 
@@ -78,7 +122,9 @@ class MultiHeadAttention(Layer):
     output kernel (heads, value_dim, dim) + bias (dim,). Parameters (dim_q = dim_k = dim_v = dim):
     3 (dim h k + h k) with value_dim = key_dim = k, plus h k dim + dim; e.g. 4 heads of 32 on 128: 66,048.
     Forward: Q_h = q Wq_h + bq_h (likewise K_h, V_h); O_h = softmax(Q_h K_h^T / sqrt(key_dim), mask) V_h;
-    out = sum_h O_h Wo_h + bo. Backward: through the fused attention op and the projections (GEMMs).
+    out = sum_h O_h Wo_h + bo. A query row with no key left by the masks gets uniform weights (Keras 3.15's
+    fused kernel) for rank-3 inputs without dropout or returned scores, else zero weights (its masked
+    Softmax). Backward: through the fused attention op and the projections (GEMMs).
     """
 
     def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0, use_bias=True, output_shape=None,
@@ -173,34 +219,12 @@ class MultiHeadAttention(Layer):
 
     # ----- calling
     def _project_in(self, x, kernel, bias, n, t, heads, d):
-        k2 = ops.reshape(kernel, (kernel.shape[0], heads * d))
-        b2 = None if bias is None else ops.reshape(bias, (heads * d,))
-        y = ops.reshape(ops.linear(x, k2, b2), (n, t, heads, d))
-        return ops.transpose(y, (0, 2, 1, 3))                       # (N, heads, T, d)
+        return _project_heads(x, kernel, bias, n, t, heads, d)
 
     def _compute_attention_mask(self, xp, n, t, s, query_mask, value_mask, key_mask, attention_mask,
                                 use_causal_mask, q_pos, v_pos):
-        """AND of the masks, shape (N or 1, T, S), or None; True = attend (Keras's rules)."""
-        mask = None
-
-        def both(a, b):
-            return b if a is None else a & b
-        if query_mask is not None:
-            mask = _mask_array(query_mask, xp).reshape(n, t)[:, :, None]
-        if value_mask is not None:
-            mask = both(mask, _mask_array(value_mask, xp).reshape(n, s)[:, None, :])
-        if key_mask is not None:
-            mask = both(mask, _mask_array(key_mask, xp).reshape(n, s)[:, None, :])
-        if use_causal_mask:
-            mask = both(mask, causal_mask(t, s, xp)[None])
-        if attention_mask is not None:
-            am = _mask_array(attention_mask, xp)
-            if am.ndim == len(q_pos) + len(v_pos) + 1 and am.ndim > 3:   # (N, *T, *S) of high-rank inputs
-                am = am.reshape(am.shape[0], t, s)
-            if am.ndim == 2:
-                am = am[None]
-            mask = both(mask, am)
-        return mask
+        return _attention_mask(xp, n, t, s, query_mask, value_mask, key_mask, attention_mask, use_causal_mask,
+                               q_pos, v_pos)
 
     def call(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None, attention_mask=None,
              return_attention_scores=False, training=None, use_causal_mask=False):
@@ -241,7 +265,8 @@ class MultiHeadAttention(Layer):
         res = scaled_dot_product_attention(q, k, v, mask=mask, scale=self._inverse_sqrt_key_dim,
                                            dropout_rate=self._dropout, training=bool(training),
                                            return_weights=return_attention_scores, rng=self._rng,
-                                           empty_rows="uniform")
+                                           empty_rows=_empty_rows(self._dropout, return_attention_scores,
+                                                                  len(q_pos) > 1))
         o, w = res if return_attention_scores else (res, None)
         o = ops.reshape(ops.transpose(o, (0, 2, 1, 3)), (n, t, h * vd))   # heads side by side
         out_shape = tuple(self.output_kernel.shape[2:])

@@ -90,6 +90,12 @@ def weight_paths(obj, prefix=""):
         names = ("query_dense", "key_dense", "value_dense", "output_dense")
         return [(prefix + "vars", [])] + [(f"{prefix}{n}/vars", ws[i * step:(i + 1) * step])
                                           for i, n in enumerate(names)]
+    if kind == "GroupedQueryAttention":  # Keras tracks its sublayers by their private attribute names
+        subs = [("_query_dense", obj.query_kernel, obj.query_bias), ("_key_dense", obj.key_kernel, obj.key_bias),
+                ("_gate_dense", obj.gate_kernel, obj.gate_bias), ("_value_dense", obj.value_kernel, obj.value_bias),
+                ("_output_dense", obj.output_kernel, obj.output_bias)]
+        return [(prefix + "vars", []), (prefix + "_softmax/vars", []), (prefix + "_dropout_layer/vars", [])] + \
+            [(f"{prefix}{n}/vars", [w for w in (k, b) if w is not None]) for n, k, b in subs if k is not None]
     return [(prefix + "vars", list(obj.weights))]
 
 
@@ -218,6 +224,7 @@ _KERAS_SLOT_LAYOUT = {
     "Adagrad": [("accumulator",)], "Adadelta": [("accumulated_grad", "accumulated_delta_var")],
     "Adamax": [("momentum", "norm")], "Nadam": [("momentum", "velocity")], "Lion": [("momentum",)],
     "Lamb": [("momentum", "velocity")], "Ftrl": [("accumulator", "linear")], "Adafactor": [("r", "c", "velocity")],
+    "ScheduleFreeAdamW": [("momentum", "velocity")],
 }
 # Variables Keras keeps after the slots: Nadam's running product of its momentum schedule (a float32 scalar)
 _KERAS_TRAILING = {"Nadam": 1}
@@ -228,6 +235,9 @@ _KERAS_BASE_SLOTS = ("average", "gradient_accumulator")   # use_ema, gradient_ac
 
 def _keras_slot_order(optimizer):
     """[(slot name, weight index)] in Keras's variable order, or None when lamina does not know it."""
+    own = getattr(optimizer, "_keras_slot_order", None)   # a layout that depends on the weights (Muon)
+    if own is not None:
+        return own()
     layout = _KERAS_SLOT_LAYOUT.get(type(optimizer).__name__)
     if layout is None:
         return None
@@ -308,8 +318,9 @@ def _restore_state(optimizer, stored, path):
         return False  # a layout lamina does not know: the optimizer starts afresh (as Keras does on a mismatch)
     state = {(name, i): a for (name, i), a in zip(order, stored[head:head + len(order)])}
     try:
-        optimizer.set_state([stored[0]] + [state[(name, i)] for name in optimizer._slots
-                                           for i in range(len(optimizer._slots[name]))])
+        # a slot Keras does not keep (Muon's velocity of a Muon-stepped weight) keeps its value
+        optimizer.set_state([stored[0]] + [state.get((name, i), slot.data) for name, slots in optimizer._slots.items()
+                                           for i, slot in enumerate(slots)])
     except ValueError as e:
         raise ModelFileError(path, f"cannot restore the optimizer state: {e}") from e
     if type(optimizer).__name__ == "Nadam":

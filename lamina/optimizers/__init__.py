@@ -10,11 +10,14 @@ from .sgd import SGD
 from .adam import Adam, AdamW, Adamax, Nadam
 from .rmsprop import RMSprop, Adagrad, Adadelta
 from .extra import Lion, Lamb, Ftrl, Adafactor, LossScaleOptimizer, MultiOptimizer, OptimizerMap
+from .muon import Muon
+from .schedule_free import ScheduleFreeAdamW
 from ..registry import get_registered_object, serialize
 
 _BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad,
             "adadelta": Adadelta, "adamax": Adamax, "nadam": Nadam, "lion": Lion, "lamb": Lamb, "ftrl": Ftrl,
-            "adafactor": Adafactor, "lossscaleoptimizer": LossScaleOptimizer}
+            "adafactor": Adafactor, "lossscaleoptimizer": LossScaleOptimizer, "muon": Muon,
+            "schedulefreeadamw": ScheduleFreeAdamW}
 
 
 def get(identifier):
@@ -43,5 +46,5 @@ def deserialize(config, custom_objects=None):
 
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adagrad", "Adadelta", "Lion", "Lamb", "Ftrl", "Adafactor",
-           "LossScaleOptimizer", "MultiOptimizer", "OptimizerMap",
+           "LossScaleOptimizer", "MultiOptimizer", "OptimizerMap", "Muon", "ScheduleFreeAdamW",
            "get", "serialize", "deserialize", "schedules"]
