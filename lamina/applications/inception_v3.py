@@ -85,7 +85,7 @@ def InceptionV3(include_top=True, weights="imagenet", input_tensor=None, input_s
     for i in range(2):
         x = _block_8(x, i)
     x = head(x, include_top, pooling, classes, classifier_activation)
-    return _common.build(inputs, x, name, weights, "InceptionV3")
+    return _common.build(inputs, x, name, weights, "InceptionV3", "inception_v3")
 
 
 def preprocess_input(x, data_format=None):
