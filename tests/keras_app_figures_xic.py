@@ -10,7 +10,7 @@ import hashlib
 import os
 import sys
 
-NAMES = ["Xception", "InceptionV3", "ConvNeXtTiny", "ConvNeXtSmall", "ConvNeXtBase", "ConvNeXtLarge",
+NAMES = ["Xception", "InceptionV3", "InceptionResNetV2", "ConvNeXtTiny", "ConvNeXtSmall", "ConvNeXtBase", "ConvNeXtLarge",
          "ConvNeXtXLarge"]
 
 

@@ -1,4 +1,4 @@
-"""Xception, InceptionV3 and ConvNeXt (keras.applications): Keras 3.15's parameter counts, layer counts and
+"""Xception, InceptionV3, InceptionResNetV2 and ConvNeXt (keras.applications): Keras 3.15's parameter counts, layer counts and
 exact layer names (in Keras's order), a forward pass at the smallest size, the same predictions as real Keras
 from a weights file Keras saved, preprocess_input, ImageNet weights placed by the user; and what they needed:
 Conv2D/Conv1D groups, LayerScale, StochasticDepth, the residual sum as a graph operation, Keras's layer order
@@ -21,6 +21,7 @@ from keras_app_figures_xic import names_digest
 KERAS = {
     "Xception": (22910480, 134, 'xception', 'input_layer', 'predictions', 'a65ec06ca9bedd25'),
     "InceptionV3": (23851784, 313, 'inception_v3', 'input_layer', 'predictions', '21d32daafca798d9'),
+    "InceptionResNetV2": (55873736, 782, 'inception_resnet_v2', 'input_layer', 'predictions', '45e8663620a51f78'),
     "ConvNeXtTiny": (28589128, 135, 'convnext_tiny', 'input_layer', 'convnext_tiny_head_dense', 'a20b4ada36fdc8d9'),
     "ConvNeXtSmall": (50223688, 261, 'convnext_small', 'input_layer', 'convnext_small_head_dense',
                       'dfd1f42dd0d10c15'),
@@ -47,7 +48,8 @@ def test_counts_and_layer_names_equal_keras(name):
     assert got == KERAS[name]
 
 
-@pytest.mark.parametrize("name,size", [("Xception", 71), ("InceptionV3", 75), ("ConvNeXtTiny", 32)])
+@pytest.mark.parametrize("name,size", [("Xception", 71), ("InceptionV3", 75), ("InceptionResNetV2", 75),
+                                       ("ConvNeXtTiny", 32)])
 def test_forward_at_the_smallest_size(name, size):
     lamina.utils.set_random_seed(0)
     model = getattr(applications, name)(weights=None, input_shape=(size, size, 3))
@@ -84,8 +86,9 @@ def test_weights_saved_by_keras_give_keras_predictions(name, size, keras, tmp_pa
 
 
 def test_include_top_false_and_pooling_as_keras(keras):
-    for name, size in (("Xception", 71), ("InceptionV3", 75), ("ConvNeXtTiny", 32)):
-        for pooling in (None, "avg", "max"):
+    for name, size, poolings in (("Xception", 71, (None,)), ("InceptionV3", 75, ("avg",)),
+                                 ("InceptionResNetV2", 75, ("max",)), ("ConvNeXtTiny", 32, (None, "avg", "max"))):
+        for pooling in poolings:
             mine = getattr(applications, name)(weights=None, include_top=False, input_shape=(size, size, 3),
                                                pooling=pooling)
             theirs = getattr(keras.applications, name)(weights=None, include_top=False,
@@ -106,7 +109,7 @@ def test_convnext_without_preprocessing_and_with_classes():
 
 def test_preprocess_input_matches_keras(keras):
     x = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3)).astype("float32")
-    for module in ("xception", "inception_v3", "convnext"):
+    for module in ("xception", "inception_v3", "inception_resnet_v2", "convnext"):
         mine = getattr(applications, module).preprocess_input(x.copy())
         theirs = np.asarray(getattr(keras.applications, module).preprocess_input(x.copy()))
         np.testing.assert_allclose(mine, theirs, rtol=1e-6, atol=1e-5)
@@ -114,7 +117,7 @@ def test_preprocess_input_matches_keras(keras):
 
 
 @pytest.mark.parametrize("name,stem", [("Xception", "xception"), ("InceptionV3", "inception_v3"),
-                                       ("ConvNeXtTiny", "convnext_tiny")])
+                                       ("InceptionResNetV2", "inception_resnet_v2"), ("ConvNeXtTiny", "convnext_tiny")])
 def test_imagenet_weights_missing_say_where(name, stem, tmp_path, monkeypatch):
     monkeypatch.setenv("LAMINA_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError) as info:
@@ -193,6 +196,16 @@ def test_layer_scale_and_stochastic_depth():
     assert (per_sample == per_sample[:, :1]).all()
     assert abs((per_sample[:, 0] == 0).mean() - 0.5) < 0.05
     assert convnext.StochasticDepth.from_config(depth.get_config()).drop_path_rate == 0.5
+
+
+def test_custom_scale_layer():
+    from lamina.applications.inception_resnet_v2 import CustomScaleLayer
+    rng = np.random.default_rng(0)
+    x, r = rng.standard_normal((2, 3, 3, 4)), rng.standard_normal((2, 3, 3, 4))
+    layer = CustomScaleLayer(0.17)
+    np.testing.assert_allclose(layer([x.astype("float32"), r.astype("float32")]).numpy(), x + 0.17 * r, rtol=1e-5, atol=1e-6)
+    check_grad(lambda a, b: layer([a, b]), x, r)
+    assert CustomScaleLayer.from_config(layer.get_config()).scale == 0.17
 
 
 def test_a_small_convnext_round_trips_through_a_keras_file(tmp_path):
