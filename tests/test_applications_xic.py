@@ -1,8 +1,8 @@
-"""Xception, InceptionV3, InceptionResNetV2 and ConvNeXt (keras.applications): Keras 3.15's parameter counts, layer counts and
-exact layer names (in Keras's order), a forward pass at the smallest size, the same predictions as real Keras
-from a weights file Keras saved, preprocess_input, ImageNet weights placed by the user; and what they needed:
-Conv2D/Conv1D groups, LayerScale, StochasticDepth, the residual sum as a graph operation, Keras's layer order
-in functional models."""
+"""Xception, InceptionV3, InceptionResNetV2, ConvNeXt and NASNet (keras.applications): Keras 3.15's parameter
+counts, layer counts and exact layer names (in Keras's order), a forward pass at the smallest size, the same
+predictions as real Keras from a weights file Keras saved, preprocess_input, ImageNet weights placed by the
+user; and what they needed: Conv2D/Conv1D groups, LayerScale, StochasticDepth, the residual sum as a graph
+operation, Keras's layer order in functional models."""
 import os
 
 import numpy as np
@@ -13,7 +13,7 @@ from lamina import applications, layers
 from lamina.applications import convnext
 from lamina.testing import check_grad
 
-from keras_app_figures_xic import names_digest
+from keras_app_figures_xic import keras_builder, names_digest
 
 # Keras 3.15, weights=None and default arguments, after clear_session(); regenerate with
 # `KERAS_BACKEND=torch python tests/keras_app_figures_xic.py`:
@@ -30,6 +30,8 @@ KERAS = {
                       '1aa56b6c023a9d98'),
     "ConvNeXtXLarge": (350196968, 261, 'convnext_xlarge', 'input_layer', 'convnext_xlarge_head_dense',
                        '6913f5c410f2b3fe'),
+    "NASNetMobile": (5326716, 771, 'nasnet_mobile', 'input_layer', 'predictions', '726ef9113a330e0a'),
+    "NASNetLarge": (88949818, 1041, 'nasnet_large', 'input_layer', 'predictions', '430d5cc571d5d878'),
 }
 
 
@@ -49,7 +51,7 @@ def test_counts_and_layer_names_equal_keras(name):
 
 
 @pytest.mark.parametrize("name,size", [("Xception", 71), ("InceptionV3", 75), ("InceptionResNetV2", 75),
-                                       ("ConvNeXtTiny", 32)])
+                                       ("ConvNeXtTiny", 32), ("NASNetMobile", 32)])
 def test_forward_at_the_smallest_size(name, size):
     lamina.utils.set_random_seed(0)
     model = getattr(applications, name)(weights=None, input_shape=(size, size, 3))
@@ -60,14 +62,13 @@ def test_forward_at_the_smallest_size(name, size):
         getattr(applications, name)(weights=None, include_top=False, input_shape=(size - 1, size, 3))
 
 
-@pytest.mark.parametrize("name,size", [("Xception", 71), ("ConvNeXtTiny", 32)])
+@pytest.mark.parametrize("name,size", [("Xception", 71), ("ConvNeXtTiny", 32), ("NASNetMobile", 32)])
 def test_weights_saved_by_keras_give_keras_predictions(name, size, keras, tmp_path):
     """Keras's save_weights -> lamina's load_weights: the weight files' paths (layers/<class>_<k>/vars/<i>)
     only line up when lamina has Keras's layers, classes and layer order exactly."""
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
-    theirs = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3),
-                                               classifier_activation=None)
+    theirs = keras_builder(keras, name)(weights=None, input_shape=(size, size, 3), classifier_activation=None)
     for layer in theirs.layers:                # non-trivial statistics and layer scales
         ws = layer.get_weights()
         if any(w.path.endswith("moving_variance") for w in layer.weights):
@@ -86,13 +87,13 @@ def test_weights_saved_by_keras_give_keras_predictions(name, size, keras, tmp_pa
 
 
 def test_include_top_false_and_pooling_as_keras(keras):
-    for name, size, poolings in (("Xception", 71, (None,)), ("InceptionV3", 75, ("avg",)),
-                                 ("InceptionResNetV2", 75, ("max",)), ("ConvNeXtTiny", 32, (None, "avg", "max"))):
+    for name, size, poolings in (("Xception", 71, (None, "avg")), ("InceptionV3", 75, ("max",)),
+                                 ("ConvNeXtTiny", 32, (None, "avg", "max")), ("NASNetMobile", 32, ("avg",))):
         for pooling in poolings:
             mine = getattr(applications, name)(weights=None, include_top=False, input_shape=(size, size, 3),
                                                pooling=pooling)
-            theirs = getattr(keras.applications, name)(weights=None, include_top=False,
-                                                       input_shape=(size, size, 3), pooling=pooling)
+            theirs = keras_builder(keras, name)(weights=None, include_top=False, input_shape=(size, size, 3),
+                                                pooling=pooling)
             assert mine.output_shape == tuple(theirs.output_shape)
             assert (mine.count_params(), len(mine.layers)) == (theirs.count_params(), len(theirs.layers))
             assert [type(l).__name__ for l in mine.layers] == [type(l).__name__ for l in theirs.layers]
@@ -109,7 +110,7 @@ def test_convnext_without_preprocessing_and_with_classes():
 
 def test_preprocess_input_matches_keras(keras):
     x = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3)).astype("float32")
-    for module in ("xception", "inception_v3", "inception_resnet_v2", "convnext"):
+    for module in ("xception", "inception_v3", "inception_resnet_v2", "convnext", "nasnet"):
         mine = getattr(applications, module).preprocess_input(x.copy())
         theirs = np.asarray(getattr(keras.applications, module).preprocess_input(x.copy()))
         np.testing.assert_allclose(mine, theirs, rtol=1e-6, atol=1e-5)
@@ -117,7 +118,8 @@ def test_preprocess_input_matches_keras(keras):
 
 
 @pytest.mark.parametrize("name,stem", [("Xception", "xception"), ("InceptionV3", "inception_v3"),
-                                       ("InceptionResNetV2", "inception_resnet_v2"), ("ConvNeXtTiny", "convnext_tiny")])
+                                       ("InceptionResNetV2", "inception_resnet_v2"), ("ConvNeXtTiny", "convnext_tiny"),
+                                       ("NASNetMobile", "nasnet_mobile")])
 def test_imagenet_weights_missing_say_where(name, stem, tmp_path, monkeypatch):
     monkeypatch.setenv("LAMINA_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError) as info:
