@@ -224,6 +224,28 @@ def test_a_small_convnext_round_trips_through_a_keras_file(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
 
 
+def test_convnext_keras_files_move_both_ways(keras, tmp_path):
+    """A .keras file of Keras's ConvNeXt (its residual sums are Keras operations, its LayerScale lives in
+    keras.src.applications.convnext) loads into lamina, and lamina's loads into Keras, with equal outputs."""
+    from keras.src.applications import convnext as keras_convnext
+    keras.utils.set_random_seed(0)
+    theirs = keras_convnext.ConvNeXt([1, 1, 2, 1], [8, 16, 24, 32], drop_path_rate=0.1, name="small_convnext",
+                                     input_shape=(32, 32, 3), classes=5)
+    for layer in theirs.layers:
+        if type(layer).__name__ == "LayerScale":
+            layer.set_weights([np.full(layer.weights[0].shape, 0.7, "float32")])
+    theirs.save(tmp_path / "k.keras")
+    mine = lamina.models.load_model(tmp_path / "k.keras")
+    assert [l.name for l in mine.layers] == [l.name for l in theirs.layers]
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(mine.predict(x, verbose=0), np.asarray(theirs.predict(x, verbose=0)),
+                               rtol=1e-4, atol=1e-5)
+    mine.save(tmp_path / "l.keras")
+    back = keras.models.load_model(tmp_path / "l.keras")
+    np.testing.assert_allclose(np.asarray(back.predict(x, verbose=0)), mine.predict(x, verbose=0),
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_graph_operations_are_not_layers():
     inputs = layers.Input((4,))
     hidden = layers.Dense(4, name="d")(inputs)

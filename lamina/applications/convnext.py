@@ -35,6 +35,8 @@ class LayerScale(Layer):
 
     Args (Keras's): init_values, projection_dim. Parameters: projection_dim."""
 
+    _keras_module = "keras.src.applications.convnext"
+
     def __init__(self, init_values, projection_dim, **kwargs):
         super().__init__(**kwargs)
         self.init_values = init_values
@@ -60,6 +62,8 @@ class StochasticDepth(Dropout):
     """Drops the whole residual branch of a sample with probability drop_path_rate during training (the
     kept ones scaled by 1 / (1 - rate)); the identity at inference. Args (Keras's): drop_path_rate."""
 
+    _keras_module = "keras.src.applications.convnext"
+
     def __init__(self, drop_path_rate, **kwargs):
         super().__init__(drop_path_rate, **kwargs)
         self.drop_path_rate = self.rate
@@ -83,10 +87,13 @@ class AddOperation(Layer):
     Keras's operations it is saved with the graph but not listed in ``model.layers``."""
 
     _operation = True
+    _keras_module, _keras_class_name = "keras.src.ops.numpy", "Add"      # how Keras's .keras files name it
 
-    def __init__(self, **kwargs):
-        kwargs.setdefault("name", unique_name("add"))
-        super().__init__(**kwargs)
+    def __init__(self, name=None, **kwargs):
+        super().__init__(name=name or unique_name("add"), **kwargs)
+
+    def get_config(self):
+        return {"name": self.name}                                     # Keras's Add(name=None) takes no more
 
     def call(self, x1, x2):
         return x1 + x2

@@ -11,6 +11,8 @@ __all__ = ["InceptionResNetV2", "CustomScaleLayer", "preprocess_input", "decode_
 class CustomScaleLayer(Layer):
     """[x, r] -> x + scale * r: the scaled residual sum of an Inception-ResNet block (Keras's layer)."""
 
+    _keras_module = "keras.src.applications.inception_resnet_v2"
+
     def __init__(self, scale, **kwargs):
         super().__init__(**kwargs)
         self.scale = scale
