@@ -246,6 +246,22 @@ def test_convnext_keras_files_move_both_ways(keras, tmp_path):
                                rtol=1e-4, atol=1e-5)
 
 
+def test_a_small_convnext_trains():
+    """One SGD step moves every trainable weight, the layer scales included (the gradient flows through the
+    residual operations and, in training, through StochasticDepth)."""
+    lamina.utils.set_random_seed(0)
+    model = convnext.ConvNeXt((1, 1, 1, 1), (8, 16, 24, 32), drop_path_rate=0.2, input_shape=(32, 32, 3),
+                              classes=3, name="small", layer_scale_init_value=0.5)   # 1e-6: float32 steps vanish
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    loss = model.train_on_batch(x, np.array([0, 1, 2, 0]))
+    assert np.isfinite(loss)
+    moved = [not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights)]
+    assert sum(moved) >= len(moved) - 1     # at most one block's branch dropped by StochasticDepth this step
+    assert all(m for w, m in zip(model.trainable_weights, moved) if "head" in w.path)
+
+
 def test_graph_operations_are_not_layers():
     inputs = layers.Input((4,))
     hidden = layers.Dense(4, name="d")(inputs)
