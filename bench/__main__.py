@@ -1,11 +1,15 @@
 """The benchmark runner: python -m bench [--workloads mlp,cnn,...] [--reps 3] [--json FILE] [--smoke]
 
-Each framework x workload runs in its own process with 2 BLAS threads (override with --threads),
-lamina and PyTorch alternating within each repetition so that drift on a shared machine hits both. The
+Each framework x workload runs in its own process with 2 BLAS threads (override with --threads;
+``--threads auto`` leaves each framework its default: lamina's thread governor, PyTorch's one thread per
+core), lamina and PyTorch alternating within each repetition so that drift on a shared machine hits both. The
 machine's own float32 GEMM rate is measured in the same run. Prints median ms/step (min-max over
 repetitions' medians), the ratio lamina/PyTorch, peak memory, and lamina's GFLOP/s against the GEMM ceiling.
+``--contention N`` keeps N busy processes (pure-Python spin loops) running during every measurement: the
+shared-machine case, where a BLAS thread team that counts on every core collapses.
 """
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -32,8 +36,10 @@ def _idle_wait(limit_s=60.0, threshold=0.3):
 
 def _run_worker(framework, workload, threads, extra):
     env = dict(os.environ)
-    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[k] = str(threads)
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "LAMINA_NUM_THREADS"):
+        env.pop(k, None)
+        if threads != "auto" and k != "LAMINA_NUM_THREADS":
+            env[k] = str(threads)
     if "+" in framework:  # 'lamina+SkylakeX': lamina with OpenBLAS's kernels chosen by hand (machine tuning)
         env["OPENBLAS_CORETYPE"] = framework.split("+", 1)[1]
     name, _, size = workload.partition("@")  # 'mlp@large': the large variant
@@ -51,7 +57,9 @@ def main(argv=None):
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--frameworks", default="lamina,torch")
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=_threads_arg, default=2, help="BLAS threads per process, or 'auto'")
+    p.add_argument("--contention", type=int, default=0, metavar="N",
+                   help="keep N busy processes running during the measurements (default 0)")
     p.add_argument("--min-steps", type=int, default=30)
     p.add_argument("--min-time", type=float, default=10.0)
     p.add_argument("--json", default="bench/results.json")
@@ -76,6 +84,43 @@ def main(argv=None):
     if a.openblas_coretype:
         frameworks.append(f"lamina+{a.openblas_coretype}")
     runs = []
+    if a.contention:
+        a.no_idle_wait = True
+    with _busy(a.contention):
+        _measure(a, frameworks, workloads, extra, runs)
+    report = summarise(runs, workloads, frameworks)
+    print(report)
+    if a.json:
+        os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
+        with open(a.json, "w") as f:
+            json.dump({"runs": runs, "machine": _machine(), "threads": a.threads, "contention": a.contention},
+                      f, indent=1)
+    bad = [r for r in runs if "error" in r or r.get("loss_decreased") is False]
+    return 1 if bad else 0
+
+
+def _threads_arg(value):
+    if value == "auto":
+        return value
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError("threads must be a positive integer or 'auto'")
+    return n
+
+
+@contextlib.contextmanager
+def _busy(n):
+    """N processes spinning in pure Python (no BLAS, no memory traffic): another user's job on the machine."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def _measure(a, frameworks, workloads, extra, runs):
     if not a.smoke and a.device == "cpu":
         gemms = ["gemm-numpy", "gemm-torch"] + ([f"gemm-numpy+{a.openblas_coretype}"] if a.openblas_coretype else [])
         for fw in gemms:
@@ -93,14 +138,6 @@ def main(argv=None):
                 runs.append(r)
                 status = r.get("error", "").splitlines()[-1:] if "error" in r else f"{r['median_ms']:.1f} ms"
                 print(f"  rep {rep} {w:12s} {fw:7s} {status}", file=sys.stderr, flush=True)
-    report = summarise(runs, workloads, frameworks)
-    print(report)
-    if a.json:
-        os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
-        with open(a.json, "w") as f:
-            json.dump({"runs": runs, "machine": _machine(), "threads": a.threads}, f, indent=1)
-    bad = [r for r in runs if "error" in r or r.get("loss_decreased") is False]
-    return 1 if bad else 0
 
 
 def _machine():
@@ -109,6 +146,11 @@ def _machine():
         with open("/proc/cpuinfo") as f:
             info["cpu"] = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
     except (OSError, StopIteration):
+        pass
+    try:  # which BLAS and which of its kernels (OpenBLAS's core type) NumPy runs on this CPU
+        from lamina.threads import blas_info
+        info["blas"] = blas_info()
+    except ImportError:  # pragma: no cover
         pass
     return info
 

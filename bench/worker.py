@@ -41,10 +41,12 @@ def _gpu_memory_mb(framework):
 
 
 def run(framework, workload, min_steps=30, min_time=10.0, warmup=5, size="base", device="cpu"):
-    threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
+    threads = os.environ.get("OMP_NUM_THREADS", "auto")  # unset: each framework's default ('--threads auto')
+    threads = threads if threads == "auto" else int(threads)
     if framework == "torch":
         import torch
-        torch.set_num_threads(threads)
+        if threads != "auto":
+            torch.set_num_threads(threads)
         from .workloads import torch_workload
 
         def build(name):
@@ -61,6 +63,8 @@ def run(framework, workload, min_steps=30, min_time=10.0, warmup=5, size="base",
     else:
         raise SystemExit(f"unknown framework {framework!r}")
     step, flops = build(workload)
+    if framework.startswith("lamina") and threads == "auto":
+        step = _governed(step)
     rss_setup = _rss_mb()
     t0 = time.perf_counter()
     losses = [step() for _ in range(warmup)]
@@ -81,6 +85,12 @@ def run(framework, workload, min_steps=30, min_time=10.0, warmup=5, size="base",
     ms = [t * 1000 for t in times]
     med = _percentile(ms, 0.5)
     extra = {"gpu_mem_mb": _gpu_memory_mb(framework)} if device == "cuda" else {}
+    if framework.startswith("lamina"):
+        from lamina.threads import blas_info, get_num_threads
+        extra.update(blas=blas_info(), threads_end=get_num_threads())
+    elif framework == "torch":
+        import torch
+        extra.update(threads_end=torch.get_num_threads())
     return {
         **extra, "size": size, "device": device,
         "framework": framework, "workload": workload, "steps": len(ms), "threads": threads,
@@ -93,6 +103,22 @@ def run(framework, workload, min_steps=30, min_time=10.0, warmup=5, size="base",
     }
 
 
+def _governed(step):
+    """The step under lamina's thread governor, as fit() runs it (lamina/threads.py)."""
+    from lamina import threads
+    gov = threads.governor()
+    if gov is None:
+        return step
+
+    def governed():
+        gov.begin()
+        began = time.perf_counter()
+        loss = step()
+        gov.step(time.perf_counter() - began)
+        return loss
+    return governed
+
+
 def _gemm(framework, min_steps, min_time, warmup, threads):
     import numpy as np
     rng = np.random.default_rng(0)
@@ -100,7 +126,8 @@ def _gemm(framework, min_steps, min_time, warmup, threads):
     b = rng.random((1024, 1024), np.float32)
     if framework == "gemm-torch":
         import torch
-        torch.set_num_threads(threads)
+        if threads != "auto":
+            torch.set_num_threads(threads)
         ta, tb, out = torch.from_numpy(a), torch.from_numpy(b), torch.empty(1024, 1024)
 
         def prod():

@@ -2,6 +2,15 @@
 from . import ops
 from .ops.activations import (elu, exponential, gelu, hard_sigmoid, hard_silu, leaky_relu, log_softmax,  # noqa: F401
                               relu, relu6, selu, sigmoid, silu, softmax, softplus, softsign, swish, tanh)
+from .ops.nn import (celu, glu, hard_shrink, hard_tanh, log_sigmoid, soft_shrink, sparse_plus,  # noqa: F401
+                     sparse_sigmoid, sparsemax, squareplus, tanh_shrink, threshold)
+
+hard_swish = hard_silu
+
+
+def mish(x):
+    """x tanh(softplus(x)) (Misra, 2019): smooth, non-monotonic, unbounded above, as Keras's mish."""
+    return ops.multiply(x, ops.tanh(ops.softplus(x)))
 
 
 def linear(x):
@@ -14,6 +23,9 @@ _ACTIVATIONS = {
     "gelu": gelu, "sigmoid": sigmoid, "hard_sigmoid": hard_sigmoid, "hard_silu": hard_silu,
     "hard_swish": hard_silu, "tanh": tanh, "softplus": softplus, "softsign": softsign, "silu": silu,
     "swish": swish, "softmax": softmax, "log_softmax": log_softmax, "exponential": exponential,
+    "celu": celu, "glu": glu, "hard_shrink": hard_shrink, "hard_tanh": hard_tanh, "log_sigmoid": log_sigmoid,
+    "mish": mish, "soft_shrink": soft_shrink, "sparse_plus": sparse_plus, "sparse_sigmoid": sparse_sigmoid,
+    "sparsemax": sparsemax, "squareplus": squareplus, "tanh_shrink": tanh_shrink, "threshold": threshold,
 }
 for _name, _fn in _ACTIVATIONS.items():
     if not hasattr(_fn, "_keras_name"):
@@ -45,5 +57,15 @@ def serialize(fn):
     return getattr(fn, "_keras_name", getattr(fn, "__name__", None))
 
 
-__all__ = sorted(_ACTIVATIONS) + ["get", "serialize"]
+def deserialize(config, custom_objects=None):
+    """The activation a name or a serialised {'class_name', 'config'} dict stands for (custom_objects first)."""
+    name = config.get("config", {}).get("name", config.get("class_name")) if isinstance(config, dict) else config
+    if custom_objects and name in custom_objects:
+        return custom_objects[name]
+    if not isinstance(name, str):
+        raise ValueError(f"Could not interpret serialized activation: {config!r}")
+    return get(name)
+
+
+__all__ = sorted(_ACTIVATIONS) + ["get", "serialize", "deserialize"]
 _ = ops

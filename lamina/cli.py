@@ -288,10 +288,17 @@ def cmd_predict(args):
     args.model_file = _resolve_model_file(args.model_file)
     if args.output:
         _check_output_path(args.output)
-    x = _load_npy(args.input)
+    boxes = args.boxes or _run_info(args.model_file).get("model") == "detection"
+    draw = args.draw or (os.path.splitext(args.input)[0] + ".boxes.png" if boxes else None)
+    if draw:
+        _check_output_path(draw)
+    model = _load(args.model_file, compile=False)
+    if args.input.lower().endswith(IMAGE_EXTENSIONS):
+        x = _load_image(args.input, getattr(model, "input_shape", None))
+    else:
+        x = _load_npy(args.input)
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
         raise UserError(f"{args.input}: expected an array of numbers, got {getattr(x, 'dtype', type(x))}")
-    model = _load(args.model_file, compile=False)
     dataset = _dataset_of(args.model_file, args.data)
     if x.dtype.kind in "biu" and dataset is not None:
         x = catalog.preprocess(dataset, x)       # raw images as the data set loader returns them
@@ -313,6 +320,8 @@ def cmd_predict(args):
     if args.output:
         from .io import atomic_write
         atomic_write(args.output, lambda f: np.save(f, y, allow_pickle=False))
+    if boxes:
+        return _report_detections(x, y, args, draw)
     if y.ndim == 2 and y.shape[1] > 1:
         classes = y.argmax(axis=1)
         for i in range(min(len(y), args.show)):
@@ -324,6 +333,50 @@ def cmd_predict(args):
             _say(y[:args.show])
     _say(f"Predicted {len(y)} sample(s); output shape {y.shape}"
          + (f", saved to {args.output}" if args.output else "") + ".")
+    return 0
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def _load_image(path, input_shape):
+    """One image file as a (1, H, W, C) float array in [0, 1], resized and converted to the model's input."""
+    import numpy as np
+    from .utils import image_utils
+    size = channels = None
+    if isinstance(input_shape, tuple) and len(input_shape) == 4:
+        size = tuple(input_shape[1:3]) if None not in input_shape[1:3] else None
+        channels = input_shape[3]
+    mode = {1: "grayscale", 4: "rgba"}.get(channels, "rgb")
+    try:
+        img = image_utils.load_img(path, color_mode=mode, target_size=size, interpolation="bilinear")
+    except ImportError as e:
+        raise UserError(f"reading image files needs Pillow: pip install 'lamina[image]' ({e})") from None
+    except Exception as e:  # a hostile or broken file: Pillow's own error, in one line
+        raise UserError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    return (image_utils.img_to_array(img, dtype="float32") / 255.0)[None]
+
+
+def _report_detections(x, y, args, draw):
+    """The detection grid decoded into boxes: printed per image, and drawn over the images into a PNG."""
+    from .zoo import detection
+    if y.ndim != 4 or y.shape[-1] != detection.CHANNELS:
+        raise UserError(f"--boxes: the model's output {y.shape} is not a detection grid (N, rows, cols, "
+                        f"{detection.CHANNELS})")
+    found = detection.decode_predictions(y, args.score_threshold)
+    for i, dets in enumerate(found[:args.show]):
+        listed = ", ".join(f"{detection.class_name(c)} {s:.2f} at [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]"
+                           for c, s, x1, y1, x2, y2 in dets)
+        _say(f"{i}: {len(dets)} object(s)" + (f": {listed}" if dets else ""))
+    if len(found) > args.show:
+        _say(f"... {len(found) - args.show} more")
+    shown = min(len(x), 16)
+    if detection.draw_detections(x[:shown], found[:shown], draw):
+        _say(f"Drew the boxes of {shown} image(s) into {draw}")
+    else:
+        _say("No picture: matplotlib is not installed (pip install 'lamina[plot]').")
+    _say(f"Detected {sum(len(d) for d in found)} object(s) in {len(found)} image(s) (score >= {args.score_threshold})"
+         + (f"; raw grid saved to {args.output}" if args.output else "") + ".")
     return 0
 
 
@@ -369,6 +422,8 @@ def cmd_models(args):
 def _add_device_option(p):
     p.add_argument("--device", choices=("cpu", "cuda"), help="where to compute (default: $LAMINA_DEVICE or cpu; "
                    "cuda needs CuPy: pip install 'lamina[gpu]')")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="BLAS threads (default: $LAMINA_NUM_THREADS, else lamina times steps and picks the fastest)")
 
 
 def build_parser():
@@ -409,16 +464,24 @@ def build_parser():
     _add_device_option(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="run a model file on an array from a .npy file",
+    p = sub.add_parser("predict", help="run a model file on an array from a .npy file (or an image file)",
                        description="Predict with a model file on INPUT.npy. Integer arrays (raw images as the "
                                    "data set loaders return them) are scaled like the training data; float "
-                                   "arrays are used as they are. Prints the predicted class of each sample.")
+                                   "arrays are used as they are; an image file (.png, .jpg, ...) is read, "
+                                   "resized to the model's input and scaled to [0, 1]. Prints the predicted "
+                                   "class of each sample, or, for a detector, its boxes, and draws them.")
     p.add_argument("model_file", metavar="MODEL", help="model file, or a catalog name for its latest run under ./runs")
-    p.add_argument("input", metavar="INPUT.npy", help="input array, samples on the first axis")
+    p.add_argument("input", metavar="INPUT.npy", help="input array, samples on the first axis, or an image file")
     p.add_argument("--output", metavar="OUT.npy", help="save the model's outputs here")
     p.add_argument("--data", choices=list(catalog.DATASETS), metavar="NAME", help=data_help)
     p.add_argument("--batch-size", type=_positive_int, default=256, metavar="B")
     p.add_argument("--show", type=int, default=10, metavar="K", help="print at most K predictions (default 10)")
+    p.add_argument("--boxes", action="store_true", help="decode the output as a detection grid and print boxes "
+                   "(automatic for models from 'lamina train detection')")
+    p.add_argument("--draw", metavar="OUT.png", help="with boxes: where to draw them over the images "
+                   "(default: INPUT with .boxes.png)")
+    p.add_argument("--score-threshold", type=float, default=0.3, metavar="S",
+                   help="with boxes: keep detections scoring at least S (default 0.3)")
     _add_device_option(p)
     p.set_defaults(func=cmd_predict)
 
@@ -453,6 +516,9 @@ def main(argv=None):
     from .io import ModelFileError
     from .utils.data_utils import DownloadError
     try:
+        if getattr(args, "threads", None):
+            from . import threads
+            threads.set_num_threads(args.threads)
         if getattr(args, "device", None):
             from . import backend
             try:

@@ -9,6 +9,7 @@ and that there is no autograd (Keras skips or refuses training there), both fals
 """
 from . import backend as _backend
 from .backend import epsilon, floatx, image_data_format, set_epsilon, set_floatx, set_image_data_format  # noqa: F401
+from .threads import get_num_threads, set_num_threads  # noqa: F401  (lamina's own: BLAS threads, lamina/threads.py)
 
 __all__ = [
     "backend", "disable_flash_attention", "disable_interactive_logging", "disable_traceback_filtering",
@@ -17,6 +18,7 @@ __all__ = [
     "is_interactive_logging_enabled", "is_nnx_enabled", "is_traceback_filtering_enabled", "max_epochs",
     "max_steps_per_epoch", "set_backend", "set_dtype_policy", "set_epsilon", "set_floatx",
     "set_image_data_format", "set_max_epochs", "set_max_steps_per_epoch", "DTypePolicy",
+    "get_num_threads", "set_num_threads",
 ]
 
 _STATE = {

@@ -1,5 +1,5 @@
 """Random tensors with Keras 3's ``keras.random`` names: normal, uniform, truncated_normal, randint, dropout,
-shuffle, and SeedGenerator.
+shuffle, beta, binomial, categorical, gamma, and SeedGenerator.
 
 Without a seed the draws come from lamina's global generator (``lamina.utils.set_random_seed``); an int seed
 gives the same values every call; a SeedGenerator gives a reproducible stream.
@@ -74,4 +74,36 @@ def dropout(inputs, rate, noise_shape=None, seed=None):
     return _dropout(inputs, rate, noise_shape=noise_shape, training=True, rng=_rng(seed))
 
 
-__all__ = ["SeedGenerator", "normal", "uniform", "truncated_normal", "randint", "shuffle", "dropout"]
+def _value(v):
+    return np.asarray(v.numpy() if isinstance(v, Tensor) else backend.to_numpy(v) if not np.isscalar(v) else v)
+
+
+def gamma(shape, alpha, dtype=None, seed=None):
+    """Gamma(alpha, scale 1) draws."""
+    return _out(_rng(seed).gamma(_value(alpha), 1.0, shape), dtype)
+
+
+def beta(shape, alpha, beta, dtype=None, seed=None):
+    """Beta(alpha, beta) draws (alpha, beta broadcast against shape)."""
+    return _out(_rng(seed).beta(_value(alpha), _value(beta), shape), dtype)
+
+
+def binomial(shape, counts, probabilities, dtype=None, seed=None):
+    """Binomial(counts, probabilities) draws, as floats by default like Keras."""
+    return _out(_rng(seed).binomial(_value(counts).astype(np.int64), _value(probabilities), shape), dtype)
+
+
+def categorical(logits, num_samples, dtype="int32", seed=None):
+    """For each row of logits (batch, classes), num_samples class indices drawn from softmax(logits)."""
+    z = _value(logits).astype(np.float64)
+    if z.ndim != 2:
+        raise ValueError(f"`logits` should be a 2-D tensor (batch_size, num_classes). Received: shape={z.shape}")
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    cdf = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
+    u = _rng(seed).random((z.shape[0], int(num_samples)))
+    idx = (u[:, :, None] >= cdf[:, None, :-1]).sum(axis=2)  # inverse CDF, vectorised over rows and draws
+    return _out(idx, dtype)
+
+
+__all__ = ["SeedGenerator", "normal", "uniform", "truncated_normal", "randint", "shuffle", "dropout", "gamma",
+           "beta", "binomial", "categorical"]

@@ -3,6 +3,8 @@ tiny training run that beats the untrained network by a wide margin."""
 import numpy as np
 import pytest
 
+import lamina
+
 from lamina.datasets import scenes
 from lamina.zoo import detection as det
 
@@ -88,9 +90,66 @@ def test_scenes_boxes_are_exact_pixel_extents():
         assert img[~inside].max() < 0.45                           # and nothing bright outside the boxes
 
 
-def test_tiny_training_run_detects(tmp_path):
-    run = det.train_detection(epochs=6, num_train=600, num_test=100, out=str(tmp_path / "run"), verbose=0,
-                              plot=False)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("detection") / "run"
+    run = det.train_detection(epochs=6, num_train=600, num_test=100, out=str(out), verbose=0, plot=False)
+    return run, out
+
+
+def test_tiny_training_run_detects(trained):
+    run, out = trained
     assert run["untrained_map50"] < 0.05
     assert run["test_map50"] > 0.5
-    assert (tmp_path / "run" / "model.lamina").exists()
+    assert (out / "model.lamina").exists()
+
+
+def test_cli_predict_prints_and_draws_boxes(trained, tmp_path, capsys):
+    from lamina import cli
+    from lamina.datasets import scenes
+    _, out = trained
+    (x, boxes), _ = scenes.load_data(8, 1, seed=123)
+    np.save(tmp_path / "scenes.npy", x)
+    assert cli.main(["predict", str(out / "model.lamina"), str(tmp_path / "scenes.npy"), "--show", "8"]) == 0
+    printed = capsys.readouterr().out
+    model = lamina.models.load_model(str(out / "model.lamina"))
+    expected = det.decode_predictions(model.predict(x, verbose=0), 0.3)
+    for i, dets in enumerate(expected):       # the printed boxes are the decoded grid's, image by image
+        line = next(l for l in printed.splitlines() if l.startswith(f"{i}: "))
+        assert line.startswith(f"{i}: {len(dets)} object(s)")
+        for c, s, x1, y1, x2, y2 in dets:
+            assert f"{det.class_name(c)} {s:.2f} at [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]" in line
+    found = sum(len(d) for d in expected)
+    truth = int((boxes[:, :, 0] >= 0).sum())
+    assert found >= truth // 2                 # a trained detector finds most objects
+    picture = tmp_path / "scenes.boxes.png"
+    assert picture.exists() and picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"into {picture}" in printed
+
+
+def test_cli_predict_reads_an_image_file(trained, tmp_path, capsys):
+    from PIL import Image
+    from lamina import cli
+    from lamina.datasets import scenes
+    _, out = trained
+    (x, _), _ = scenes.load_data(1, 1, seed=7)
+    Image.fromarray((x[0, :, :, 0] * 255).round().astype(np.uint8)).save(tmp_path / "scene.png")
+    draw = tmp_path / "drawn.png"
+    assert cli.main(["predict", str(out / "model.lamina"), str(tmp_path / "scene.png"), "--draw", str(draw)]) == 0
+    model = lamina.models.load_model(str(out / "model.lamina"))
+    again = np.asarray(Image.open(tmp_path / "scene.png"), np.float32)[None, :, :, None] / 255
+    expected = det.decode_predictions(model.predict(again, verbose=0), 0.3)[0]
+    assert capsys.readouterr().out.startswith(f"0: {len(expected)} object(s)")
+    assert draw.exists()
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    assert cli.main(["predict", str(out / "model.lamina"), str(tmp_path / "broken.png")]) == 1
+    assert "not a readable image" in capsys.readouterr().err
+
+
+def test_cli_boxes_refuses_a_classifier(tmp_path, capsys):
+    from lamina import cli
+    model = lamina.Sequential([lamina.Input((4,)), lamina.layers.Dense(3)])
+    model.save(str(tmp_path / "m.lamina"))
+    np.save(tmp_path / "x.npy", np.ones((2, 4), np.float32))
+    assert cli.main(["predict", str(tmp_path / "m.lamina"), str(tmp_path / "x.npy"), "--boxes"]) == 1
+    assert "not a detection grid" in capsys.readouterr().err

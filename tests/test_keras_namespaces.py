@@ -47,3 +47,21 @@ def test_saving_namespace_round_trip(tmp_path):
     again = keras.saving.load_model(path)
     np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
     assert keras.saving.get_registered_object("test_ns>Double") is Double
+
+
+def test_random_gamma_beta_binomial_categorical_statistics():
+    g = keras.random.gamma((20000,), alpha=3.0, seed=1).numpy()
+    assert g.dtype == np.float32 and abs(g.mean() - 3.0) < 0.1 and abs(g.var() - 3.0) < 0.2
+    b = keras.random.beta((20000,), alpha=2.0, beta=5.0, seed=2).numpy()
+    assert (b > 0).all() and (b < 1).all() and abs(b.mean() - 2 / 7) < 0.01
+    n = keras.random.binomial((20000,), counts=10, probabilities=0.3, seed=3).numpy()
+    assert n.dtype == np.float32 and set(np.unique(n)) <= set(range(11)) and abs(n.mean() - 3.0) < 0.05
+    logits = np.log(np.array([[0.1, 0.6, 0.3], [0.8, 0.1, 0.1]], np.float32))
+    c = keras.random.categorical(logits, 20000, seed=4).numpy()
+    assert c.shape == (2, 20000) and c.dtype == np.int32
+    for row, p in zip(c, np.exp(logits)):
+        np.testing.assert_allclose(np.bincount(row, minlength=3) / 20000, p, atol=0.015)
+    again = keras.random.categorical(logits, 20000, seed=4).numpy()
+    np.testing.assert_array_equal(c, again)
+    with pytest.raises(ValueError, match="2-D"):
+        keras.random.categorical(np.zeros(3), 2)

@@ -53,7 +53,7 @@ def test_normalization_axes_and_invert():
 
 def test_normalization_contract():
     check_layer(layers.Normalization, {}, (3, 4), (3, 4), expected_num_trainable_weights=0,
-                expected_num_non_trainable_weights=2, expected_weight_names=["mean", "variance"])
+                expected_num_non_trainable_weights=3, expected_weight_names=["mean", "variance", "count"])
     check_layer(layers.Normalization, {"mean": [1.0, 2.0], "variance": [4.0, 9.0]}, (3, 2), (3, 2))
     with pytest.raises(ValueError, match="both `mean` and `variance`"):
         layers.Normalization(mean=1.0)

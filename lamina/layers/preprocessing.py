@@ -25,8 +25,8 @@ class Normalization(Layer):
     ``mean + x * max(sqrt(variance), 1e-7)``.
 
     ``adapt(data)`` computes mean and (population) variance over every axis except ``axis`` and stores
-    them in the non-trainable weights 'mean' and 'variance'. Or give ``mean`` and ``variance`` directly
-    (then the layer holds them as constants and has no weights, as in Keras).
+    them in the non-trainable weights 'mean' and 'variance' (then 'count', a scalar Keras keeps). Or give
+    ``mean`` and ``variance`` directly (then the layer holds them as constants and has no weights, as in Keras).
 
     Args: axis=-1 (int, tuple of kept axes, or None for one scalar), mean=None, variance=None, invert=False.
     Input shape: any, (N, ..., d). Output: same shape.
@@ -63,6 +63,8 @@ class Normalization(Layer):
         if self.input_mean is None:
             self.adapt_mean = self.add_weight(name="mean", shape=shape, initializer="zeros", trainable=False)
             self.adapt_variance = self.add_weight(name="variance", shape=shape, initializer="ones", trainable=False)
+            # Keras keeps a scalar int32 'count' (never updated) for old saved models: one parameter, one file entry
+            self.count = self.add_weight(name="count", shape=(), dtype="int32", initializer="zeros", trainable=False)
         else:
             xp = self._array_module()
             self._const_mean = Tensor(xp.asarray(np.broadcast_to(np.asarray(self.input_mean, np.float32),

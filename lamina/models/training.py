@@ -14,11 +14,12 @@ warning lists the weights that are not finite.
 (Keras does not stop by default; its TerminateOnNaN callback stops on a NaN loss.)
 """
 import math
+import time
 import warnings
 
 import numpy as np
 
-from .. import backend, callbacks as callbacks_mod, losses as losses_mod, metrics as metrics_mod
+from .. import backend, callbacks as callbacks_mod, losses as losses_mod, metrics as metrics_mod, threads as _threads
 from ..data.py_dataset import PyDataset, PyDatasetAdapter
 from ..distribution import _runtime as _dist
 from ..layers.layer import _nest_flatten, _nest_map
@@ -742,12 +743,16 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
     cbs.on_train_begin()
     start = model._initial_epoch if model._initial_epoch is not None else initial_epoch
     logs = {}
+    gov = _threads.governor()  # chooses the BLAS thread count from measured step times (lamina/threads.py)
     for epoch in range(start, epochs):
         model.reset_metrics()
         cbs.on_epoch_begin(epoch)
         batch_logs, seen = {}, 0
         for step, batch in enumerate(data):
             cbs.on_train_batch_begin(step)
+            if gov is not None:
+                gov.begin()
+                began = time.perf_counter()
             try:
                 batch_logs = pythonify_logs(model.train_step(_dist.shard(batch)))
             except (NonFiniteLoss, NonFiniteUpdate) as e:
@@ -759,6 +764,8 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
                 model.stop_reason = msg
                 cbs.on_train_end(logs)
                 return model.history
+            if gov is not None:
+                gov.step(time.perf_counter() - began)
             seen += 1
             cbs.on_train_batch_end(step, batch_logs)
             if model.stop_training:

@@ -25,7 +25,8 @@ from ..models import Sequential
 from . import catalog
 
 __all__ = ["iou", "nms", "encode_boxes", "decode_predictions", "average_precision", "mean_average_precision",
-           "detector", "detection_loss", "DetectionLoss", "detect", "train_detection", "RECIPES"]
+           "detector", "detection_loss", "DetectionLoss", "detect", "draw_detections", "class_name",
+           "train_detection", "RECIPES"]
 
 GRID, CELL, IMAGE = 8, 8, 64
 NUM_CLASSES = len(scene_data.CLASSES)
@@ -218,27 +219,43 @@ def detect(model, images, score_threshold=0.3, iou_threshold=0.45):
     return decode_predictions(raw, score_threshold, iou_threshold)
 
 
-def _plot(images, detections, boxes, path):
+def draw_detections(images, detections, path, boxes=None, columns=4):
+    """Save a picture of the images with their detections (coloured boxes labelled with class and score) and,
+    when ``boxes`` are given, the true boxes (dotted). Returns False when matplotlib is not installed."""
     try:
         from ..plotting import _pyplot
         plt = _pyplot()
     except ImportError:
         return False
     colours = ("tab:red", "tab:green", "tab:blue")
-    fig, axes = plt.subplots(2, 4, figsize=(10, 5.4))
-    for ax, img, dets, truth in zip(axes.ravel(), images, detections, boxes):
-        ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=1)
-        for c, x1, y1, x2, y2 in truth[truth[:, 0] >= 0]:
-            ax.add_patch(plt.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, ls=":", ec="white"))
-        for c, s, x1, y1, x2, y2 in dets:
-            ax.add_patch(plt.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=2, ec=colours[c]))
-            ax.text(x1, y1 - 1, f"{scene_data.CLASSES[c]} {s:.2f}", color=colours[c], fontsize=7)
+    n = len(images)
+    columns = min(columns, n)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.5 * columns, 2.7 * rows), squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
         ax.axis("off")
-    fig.suptitle("detections (coloured) over the true boxes (dotted)")
+        if i >= n:
+            continue
+        img = np.asarray(images[i])
+        ax.imshow(img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+        if boxes is not None:
+            truth = np.asarray(boxes[i])
+            for c, x1, y1, x2, y2 in truth[truth[:, 0] >= 0]:
+                ax.add_patch(plt.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, ls=":", ec="white"))
+        for c, s, x1, y1, x2, y2 in detections[i]:
+            colour = colours[int(c) % len(colours)]
+            ax.add_patch(plt.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=2, ec=colour))
+            ax.text(x1, y1 - 1, f"{class_name(c)} {s:.2f}", color=colour, fontsize=7)
+    fig.suptitle("detections" + (" (coloured) over the true boxes (dotted)" if boxes is not None else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return True
+
+
+def class_name(c):
+    """The scenes data set's name of class index c."""
+    return scene_data.CLASSES[int(c)] if 0 <= int(c) < NUM_CLASSES else str(int(c))
 
 
 def train_detection(epochs=None, batch_size=None, out=None, seed=0, verbose=2, num_train=2000, num_test=400,
@@ -268,7 +285,7 @@ def train_detection(epochs=None, batch_size=None, out=None, seed=0, verbose=2, n
     catalog.say(verbose, f"Test mAP@0.5 {m_ap:.3f} (" + ", ".join(f"{k} {v:.3f}" for k, v in per_class.items())
                 + f"); untrained network {baseline:.3f}; {seconds:.1f} s of training.")
     catalog.save_run(out, {"model.lamina": model}, history, run, verbose)
-    if plot and _plot(xt[:8], detect(model, xt[:8]), boxes_t[:8], os.path.join(out, "detections.png")):
+    if plot and draw_detections(xt[:8], detect(model, xt[:8]), os.path.join(out, "detections.png"), boxes_t[:8]):
         catalog.say(verbose, f"Saved {os.path.join(out, 'detections.png')}")
     return run
 

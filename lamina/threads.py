@@ -1,0 +1,209 @@
+"""How many threads lamina's BLAS (NumPy's OpenBLAS or MKL) runs with.
+
+Why lamina chooses: a BLAS thread team is fastest on an idle machine with large matrices, and collapses
+when a core it counts on is busy with another process (each GEMM waits for the descheduled thread: a 3-epoch
+``lamina train`` went from ~1 s to ~10 s on a 2-core machine with one busy neighbour). Small matrices do not
+gain from threads either. No static rule gets both right, so by default lamina measures: during ``fit`` the
+:class:`Governor` times a few training steps with each candidate thread count (1 and all usable cores, and
+half on larger machines), keeps the fastest, and re-checks now and then (less often while the choice holds),
+so a neighbour that starts or stops mid-training moves the choice.
+
+A fixed count switches the governor off:
+
+- ``lamina.config.set_num_threads(n)`` (``None`` or ``"auto"`` gives the choice back to lamina);
+- the ``LAMINA_NUM_THREADS`` environment variable, or ``lamina train --threads N``;
+- ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` / ``MKL_NUM_THREADS`` set in the environment: the user (or a
+  test runner, or MPI launcher) already decided, and lamina keeps out of the way.
+
+Results do not depend on the choice: OpenBLAS and MKL split a GEMM's rows and columns among threads, never
+its inner sum, so every thread count computes the same numbers. Thread counts are set through threadpoolctl
+(a runtime dependency, pure Python); if no BLAS it knows is loaded, this module does nothing.
+"""
+import os
+
+__all__ = ["get_num_threads", "set_num_threads", "usable_cores", "Governor", "governor", "blas_info"]
+
+_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_state = {"fixed": None, "controller": None, "checked_env": False}
+
+
+def usable_cores():
+    """Cores this process may run on (its CPU affinity, which containers and ``taskset`` narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _controller():
+    if _state["controller"] is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            ctl = ThreadpoolController().select(user_api="blas")
+        except Exception:  # pragma: no cover - threadpoolctl missing or unable to inspect the process
+            ctl = None
+        _state["controller"] = ctl if ctl is not None and ctl.lib_controllers else False
+    return _state["controller"] or None
+
+
+def _parse(value, source):
+    try:
+        n = int(value) if isinstance(value, str) or (not isinstance(value, bool) and value == int(value)) else 0
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{source} must be a positive integer or 'auto'. Received: {value!r}") from None
+    if n < 1:
+        raise ValueError(f"{source} must be a positive integer or 'auto'. Received: {value!r}")
+    return n
+
+
+def _read_env():
+    if _state["checked_env"]:
+        return
+    _state["checked_env"] = True
+    value = os.environ.get("LAMINA_NUM_THREADS", "").strip()
+    if value and value.lower() != "auto":
+        set_num_threads(_parse(value, "LAMINA_NUM_THREADS"))
+    elif not value and any(os.environ.get(v, "").strip() for v in _ENV_VARS):
+        _state["fixed"] = "env"
+
+
+def set_num_threads(n):
+    """Run BLAS with exactly ``n`` threads from now on (the governor stops choosing); ``None`` or ``"auto"``
+    returns to the default (lamina chooses, unless a thread variable is set in the environment)."""
+    if n is None or (isinstance(n, str) and n.lower() == "auto"):
+        _state.update(fixed=None, checked_env=False)
+        return
+    _state["checked_env"] = True
+    n = _parse(n, "num_threads")
+    _state["fixed"] = n
+    _apply(n)
+
+
+def get_num_threads():
+    """The number of threads BLAS runs with now."""
+    ctl = _controller()
+    if ctl is None:
+        return 1
+    return max(lc.num_threads for lc in ctl.lib_controllers)
+
+
+def is_fixed():
+    """Whether the thread count is the user's (set_num_threads, LAMINA_NUM_THREADS or a BLAS variable)."""
+    _read_env()
+    return _state["fixed"] is not None
+
+
+def _apply(n):
+    ctl = _controller()
+    if ctl is not None:
+        for lc in ctl.lib_controllers:
+            lc.set_num_threads(n)
+
+
+def blas_info():
+    """What bench/ and bug reports want to know: each BLAS library, its version, its kernel architecture
+    (OpenBLAS's core type, e.g. Haswell on Zen, SkylakeX/Cooperlake on recent Xeons), and its thread count."""
+    ctl = _controller()
+    if ctl is None:
+        return []
+    return [{k: info.get(k) for k in ("internal_api", "version", "architecture", "threading_layer", "num_threads")}
+            for info in ctl.info()]
+
+
+class Governor:
+    """Chooses the BLAS thread count from measured step times (see the module docstring).
+
+    ``begin()`` before each training step sets the count it runs with; ``step(seconds)`` after it records its
+    wall time. The first ``warmup`` steps run on one thread and are not counted (allocation, caches). Then
+    the candidates are measured for ``probe`` steps each, fewest threads first, and the lowest median wins
+    if it beats the current choice by more than ``margin``. Every ``interval`` seconds of training the best
+    rival is measured again; a rival faster by more than ``margin`` takes over and the interval restarts at
+    its minimum, otherwise the interval doubles up to ``max_interval``. A rival's measurement stops after
+    one step when that step already takes ``abort`` times the best median known: on a busy machine a thread
+    team can be many times slower, and one such step is all it costs to find out.
+    """
+
+    def __init__(self, candidates=None, warmup=1, probe=3, interval=4.0, max_interval=64.0, margin=0.08,
+                 abort=1.5, apply=None):
+        if candidates is None:
+            top = usable_cores()
+            current = get_num_threads()
+            top = max(1, min(top, current)) if current > 1 else top
+            candidates = sorted({1, max(1, top // 2), top})
+        self.candidates = sorted(candidates)
+        self.warmup, self.probe, self.margin, self.abort = warmup, probe, margin, abort
+        self.min_interval, self.max_interval = interval, max_interval
+        self._apply = apply or _apply
+        self.choice = self.candidates[0]                # the safe count until measurements say otherwise
+        self.times = {c: [] for c in self.candidates}   # recent step times per candidate
+        self._queue = list(self.candidates)             # candidates still to measure, first first
+        self._seen = 0
+        self._trained = 0.0      # seconds of training since the last decision
+        self._interval = interval
+        self._trying = None      # the candidate being measured now
+        self.history = []        # (step number, thread count chosen) each time the choice changes
+
+    @property
+    def active(self):
+        return len(self.candidates) > 1
+
+    def begin(self):
+        """Set the thread count the next step should run with."""
+        if self._trying is None and self._queue and self._seen >= self.warmup:
+            self._trying = self._queue.pop(0)
+            self.times[self._trying] = []
+        self._apply(self._trying if self._trying is not None else self.choice)
+
+    def step(self, seconds):
+        """Record one step's wall time (run with the count ``begin`` set)."""
+        self._seen += 1
+        if self._seen <= self.warmup:
+            return
+        if self._trying is None:
+            self._record(self.choice, seconds)
+            self._trained += seconds
+            if self._trained >= self._interval and self.active:
+                rivals = [c for c in self.candidates if c != self.choice]
+                self._queue = [min(rivals, key=lambda c: self._median(c, float("inf")))]
+                self._trained = 0.0
+            return
+        c = self._trying
+        self._record(c, seconds)
+        known = [m for m in (self._median(k, None) for k in self.candidates if k != c) if m is not None]
+        aborted = bool(known) and seconds > self.abort * min(known)
+        if len(self.times[c]) >= self.probe or aborted:
+            self._trying = None
+            if not self._queue:
+                self._decide()
+
+    def _record(self, c, seconds):
+        t = self.times[c]
+        t.append(seconds)
+        del t[:-max(self.probe, 5)]
+
+    def _median(self, c, default):
+        t = sorted(self.times[c])
+        return t[len(t) // 2] if t else default
+
+    def _decide(self):
+        best = min(self.candidates, key=lambda c: self._median(c, float("inf")))
+        if best != self.choice and self._median(best, 0) < (1 - self.margin) * self._median(self.choice, float("inf")):
+            self.choice = best
+            self._interval = self.min_interval
+            self.history.append((self._seen, best))
+        else:
+            self._interval = min(self._interval * 2, self.max_interval)
+        self._trained = 0.0
+
+
+_governor = {"g": None}
+
+
+def governor():
+    """The process's governor, or None when the thread count is fixed or there is nothing to choose."""
+    if is_fixed():
+        return None
+    if _governor["g"] is None:
+        g = Governor()
+        _governor["g"] = g if g.active else False
+    return _governor["g"] or None
