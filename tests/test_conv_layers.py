@@ -59,8 +59,8 @@ def test_conv_defaults_and_initializers_as_keras():
 
 
 def test_conv_errors_name_the_layer():
-    with pytest.raises(ValueError, match="groups=1"):
-        layers.Conv2D(4, 3, groups=2)
+    with pytest.raises(ValueError, match="groups must be a positive int dividing filters"):
+        layers.Conv2D(4, 3, groups=3)
     with pytest.raises(ValueError, match="filters"):
         layers.Conv2D(0, 3)
     with pytest.raises(ValueError, match="'valid', 'same', 'causal'"):

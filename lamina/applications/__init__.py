@@ -17,9 +17,15 @@ from .efficientnet import (EfficientNetB0, EfficientNetB1, EfficientNetB2, Effic
 from .efficientnet_v2 import (EfficientNetV2B0, EfficientNetV2B1, EfficientNetV2B2, EfficientNetV2B3,
                               EfficientNetV2L, EfficientNetV2M, EfficientNetV2S)
 from .mobilenet_v3 import MobileNetV3Large, MobileNetV3Small
+from . import inception_resnet_v2, inception_v3, xception; from .inception_resnet_v2 import InceptionResNetV2; from .inception_v3 import InceptionV3; from .xception import Xception  # noqa: E702,E501
+from . import nasnet; from .nasnet import NASNetLarge, NASNetMobile  # noqa: E702
+from . import convnext; from .convnext import ConvNeXtBase, ConvNeXtLarge, ConvNeXtSmall, ConvNeXtTiny, ConvNeXtXLarge  # noqa: E702
 
 __all__ = ["ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2", "VGG16", "VGG19",
            "DenseNet121", "DenseNet169", "DenseNet201", "MobileNet", "MobileNetV2", "densenet", "mobilenet",
            "mobilenet_v2", "resnet", "resnet50", "resnet_v2", "vgg", "vgg16",
            "vgg19"] + ["efficientnet", "efficientnet_v2", "mobilenet_v3", "MobileNetV3Small", "MobileNetV3Large"] + [
-    n for n in efficientnet.__all__ + efficientnet_v2.__all__ if n[0].isupper()]
+    n for n in efficientnet.__all__ + efficientnet_v2.__all__ if n[0].isupper()] + [
+    "Xception", "xception", "InceptionV3", "inception_v3", "InceptionResNetV2", "inception_resnet_v2", "ConvNeXtTiny",
+    "ConvNeXtSmall", "ConvNeXtBase", "ConvNeXtLarge", "ConvNeXtXLarge", "convnext", "NASNetMobile", "NASNetLarge",
+    "nasnet"]

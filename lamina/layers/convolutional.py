@@ -84,10 +84,12 @@ class BaseConv(Layer):
         self.dilation_rate = standardize_tuple(dilation_rate, rank, "dilation_rate", self.name)
         self.padding = standardize_padding(padding, self.name, self.paddings)
         self.data_format = standardize_data_format(data_format, self.name)
-        if groups != 1:
-            raise ValueError(f"Layer '{self.name}': only groups=1 is supported (grouped and depthwise "
-                             f"convolutions are not implemented). Received: groups={groups!r}")
-        self.groups = 1
+        if (not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1
+                or self.filters % groups or (groups != 1 and self.transpose)):
+            raise ValueError(f"Layer '{self.name}': groups must be a positive int dividing filters ({self.filters})"
+                             f"{'; transposed convolutions take groups=1 only' if self.transpose else ''}. "
+                             f"Received: groups={groups!r}")
+        self.groups = int(groups)   # > 1: the channels split into that many independent convolutions
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
             raise ValueError(f"Layer '{self.name}': strides > 1 are not supported together with "
                              f"dilation_rate > 1 (as in Keras). Received: strides={self.strides}, "
@@ -118,8 +120,11 @@ class BaseConv(Layer):
         if in_channels is None:
             raise ValueError(f"Layer '{self.name}': the channel axis of the input must be known. "
                              f"Received input_shape={tuple(input_shape)}")
-        # Conv kernel (*k, in, filters); transposed conv kernel (*k, filters, in), as Keras.
-        io = (self.filters, in_channels) if self.transpose else (in_channels, self.filters)
+        if in_channels % self.groups:
+            raise ValueError(f"Layer '{self.name}': the input channels ({in_channels}) must be a multiple of "
+                             f"groups ({self.groups}).")
+        # Conv kernel (*k, in / groups, filters); transposed conv kernel (*k, filters, in), as Keras.
+        io = (self.filters, in_channels) if self.transpose else (in_channels // self.groups, self.filters)
         self.kernel = self.add_weight(shape=self.kernel_size + io, initializer=self.kernel_initializer,
                                       regularizer=self.kernel_regularizer, constraint=self.kernel_constraint,
                                       name="kernel")
@@ -157,6 +162,17 @@ class BaseConv(Layer):
         return (shape[0], self.filters) + out
 
 
+def _grouped_conv(layer, x):
+    """groups > 1 (depthwise when groups equals the input channels): ops.conv infers the groups from the
+    kernel's input channels."""
+    padding = layer.padding
+    if padding == "causal":      # Conv1D: pad the past only
+        x = ops.pad(x, ((0, 0), (layer.dilation_rate[0] * (layer.kernel_size[0] - 1), 0), (0, 0)))
+        padding = "valid"
+    y = ops.conv(x, layer.kernel, layer.strides, padding, "channels_last", layer.dilation_rate)
+    return y if layer.bias is None else y + ops.cast(layer.bias, y.dtype)
+
+
 class Conv1D(BaseConv):
     """1-D convolution over steps: (N, L, C) -> (N, OL, filters).
 
@@ -179,6 +195,8 @@ class Conv1D(BaseConv):
                          bias_constraint=bias_constraint, **kwargs)
 
     def _conv(self, x):
+        if self.groups > 1:
+            return _grouped_conv(self, x)
         return ops.conv1d(x, self.kernel, self.bias, self.strides, self.padding, self.dilation_rate)
 
 
@@ -202,6 +220,8 @@ class Conv2D(BaseConv):
                          bias_constraint=bias_constraint, **kwargs)
 
     def _conv(self, x):
+        if self.groups > 1:
+            return _grouped_conv(self, x)
         return ops.conv2d(x, self.kernel, self.bias, self.strides, self.padding, self.dilation_rate)
 
 

@@ -57,6 +57,48 @@ def _adjust_rank(value, kt):
     return value
 
 
+def _keras_layer_order(flat_in, flat_out):
+    """The model's layers in Keras's order (its ``map_graph``), which ``model.layers``, ``get_weights()`` and
+    the ``layers/<class>_<k>`` paths of weight files follow: by depth (the longest path to an output), deepest
+    first; within a depth, in the order a depth-first walk from the outputs first reached them."""
+    input_ids = {id(t) for t in flat_in}
+    finished, index, post = set(), {}, []       # post: nodes, inputs before the calls that read them
+    for out in flat_out:
+        stack = [(out, None)]
+        while stack:
+            t, node = stack.pop()
+            if node is not None:                # every parent done: the node itself
+                finished.add(id(node))
+                post.append(node)
+                continue
+            if t._history is None:
+                continue
+            node = _producer(t)
+            if id(node) in finished:
+                continue
+            if id(t) in input_ids and not isinstance(node.layer, InputLayer):
+                finished.add(id(node))          # a model input made by a layer outside this model
+                continue
+            index.setdefault(id(node.layer), (len(index), node.layer))
+            stack.append((None, node))
+            if not isinstance(node.layer, InputLayer):
+                stack.extend((p, None) for p in reversed(node.input_tensors))
+    in_graph = {id(n) for n in post}
+    node_depth, layer_depth = {}, {}
+    for node in reversed(post):
+        depth = max(node_depth.setdefault(id(node), 0), layer_depth.get(id(node.layer), 0))
+        layer_depth[id(node.layer)] = node_depth[id(node)] = depth
+        for parent in node.parent_nodes:
+            if id(parent) in in_graph:
+                node_depth[id(parent)] = max(depth + 1, node_depth.get(id(parent), 0))
+    for t in flat_in:                           # inputs no output depends on
+        if t._history is not None and id(t._history[0]) not in layer_depth:
+            layer_depth[id(t._history[0])] = 0
+            index[id(t._history[0])] = (-1, t._history[0])
+    return [layer for _, (_, layer) in sorted(((-layer_depth[k], v) for k, v in index.items()),
+                                              key=lambda e: (e[0], e[1][0]))]
+
+
 class Functional(Model):
     """``Model(inputs, outputs, name=None)`` over symbolic tensors. Build it through ``lamina.Model``."""
 
@@ -107,16 +149,7 @@ class Functional(Model):
                     if id(parent) not in state:
                         stack.append((parent, False))
         self._nodes = order
-        layers, seen = [], set()
-        for t in flat_in:
-            if t._history is not None and id(t._history[0]) not in seen:
-                seen.add(id(t._history[0]))
-                layers.append(t._history[0])
-        for node in order:
-            if id(node.layer) not in seen:
-                seen.add(id(node.layer))
-                layers.append(node.layer)
-        self._layers = layers
+        self._layers = _keras_layer_order(flat_in, flat_out)
         self._model_inputs, self._model_outputs = inputs, outputs
         if isinstance(outputs, dict):
             self.output_names = sorted(outputs)

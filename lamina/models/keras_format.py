@@ -121,6 +121,10 @@ def _keras_object(obj):
                 if f".{floor}" in mod:
                     module = name
                     break
+        keras_module = getattr(cls, "_keras_module", None)   # a class Keras keeps outside keras.layers
+        if keras_module is not None:
+            module = keras_module
+            out["class_name"] = out["registered_name"] = getattr(cls, "_keras_class_name", obj["class_name"])
         out.setdefault("module", module)
         out.setdefault("registered_name", None)
     return out
@@ -139,6 +143,8 @@ def to_keras_config(model):
 _OFF = (None, False, 0, [], {}, "")
 # Keras arguments lamina lacks whose default is not an "off" value: dropped when they hold that default
 _KERAS_DEFAULTS = {"renorm_momentum": 0.99, "pool_mode": "max"}
+# Keras's operations (keras.src.ops.*) in functional graphs -> lamina's classes for them
+_KERAS_OPERATIONS = {"Add": "AddOperation"}
 
 
 def _accepted(cls):
@@ -166,6 +172,8 @@ def from_keras_config(obj, path, where="model"):
     if obj.get("class_name") == "__keras_tensor__":
         return obj
     out = {k: v for k, v in obj.items() if k not in ("module", "registered_name", "shared_object_id")}
+    if str(obj.get("module", "")).startswith("keras.src.ops.") and obj.get("class_name") in _KERAS_OPERATIONS:
+        out["class_name"] = _KERAS_OPERATIONS[obj["class_name"]]   # a symbolic op in a functional graph
     if "class_name" in out and isinstance(out.get("config"), dict):
         cls = get_registered_object(out["class_name"])
         name = out["config"].get("name", out["class_name"])

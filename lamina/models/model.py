@@ -78,8 +78,8 @@ class Model(Layer):
 
     # ----- structure
     @property
-    def layers(self):
-        return list(self._layers)
+    def layers(self):   # operations in the graph (Keras's symbolic ops, `_operation = True`) are not layers
+        return [layer for layer in self._layers if not getattr(layer, "_operation", False)]
 
     def get_layer(self, name=None, index=None):
         """The layer called name, or at position index of ``model.layers``."""
