@@ -46,6 +46,18 @@ def _case(name):
         model.compile(optimizer=lamina.optimizers.SGD(0.1, momentum=0.9), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
         return model, x, y, None, dict(batch_size=8, epochs=2)  # 21 = 8 + 8 + 5
+    if name in ("cnn_syncbn", "cnn_localbn"):   # BatchNormalization after a convolution and after a Dense
+        sync = name == "cnn_syncbn"
+        x = (rng.normal(size=(21, 6, 6, 2)) * 2.0 + 1.5).astype("float32")
+        y = rng.integers(0, 3, 21)
+        model = lamina.Sequential([lamina.Input((6, 6, 2)), layers.Conv2D(4, 3),
+                                   layers.BatchNormalization(synchronized=sync, momentum=0.8),
+                                   layers.Activation("relu"), layers.Flatten(), layers.Dense(5),
+                                   layers.BatchNormalization(synchronized=sync, momentum=0.8),
+                                   layers.Activation("relu"), layers.Dense(3, activation="softmax")])
+        model.compile(optimizer=lamina.optimizers.SGD(0.1, momentum=0.9), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return model, x, y, None, dict(batch_size=8, epochs=2)  # 21 = 8 + 8 + 5
     if name == "lstm":
         x = rng.normal(size=(13, 5, 3)).astype("float32")
         y = rng.normal(size=(13, 2)).astype("float32")
@@ -98,6 +110,9 @@ def _worker(out_dir, mode):
     rank = distribution.process_index()
     if mode == "cases":
         for name in CASES:
+            np.savez(os.path.join(out_dir, f"{name}_rank{rank}.npz"), **run_case(name))
+    elif mode == "syncbn":
+        for name in ("cnn_syncbn", "cnn_localbn"):
             np.savez(os.path.join(out_dir, f"{name}_rank{rank}.npz"), **run_case(name))
     elif mode == "fake-cupy":   # the 'cuda' device on tests/fake_cupy.py: gradients staged through the host
         sys.path.insert(0, HERE)
@@ -196,6 +211,73 @@ def test_two_ranks_equal_one_process(tmp_path):
         for key in ref:  # the ranks agree with each other exactly: every rank applied the same update
             if key.startswith("w"):
                 np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=f"{name}: {key}")
+
+
+def test_synchronized_batch_norm_on_two_ranks_equals_one_process(tmp_path):
+    """BatchNormalization(synchronized=True) under mpirun -n 2 (a CNN, a ragged last batch of 5 split 2/3):
+    weights, moving statistics, History, evaluate and predict of one process with the same global batch.
+    The same model with per-rank statistics (synchronized=False) does not match: its moving statistics
+    come from half batches, which shows the comparison can tell."""
+    _require_mpi()
+    r = _launch(tmp_path, "syncbn")
+    assert r.returncode == 0, r.stdout + r.stderr
+    ref = run_case("cnn_syncbn")
+    ranks = [np.load(tmp_path / f"cnn_syncbn_rank{k}.npz") for k in range(2)]
+    moving = [i for i, n in enumerate(ref["names"]) if "moving" in str(n)]
+    assert len(moving) == 4
+    for got in ranks:
+        assert sorted(got.files) == sorted(ref)
+        for key in ref:
+            if key != "names":
+                np.testing.assert_allclose(got[key], ref[key], rtol=2e-4, atol=2e-5, err_msg=key)
+    for key in ref:
+        if key.startswith("w"):
+            np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=key)
+    local = np.load(tmp_path / "cnn_localbn_rank0.npz")
+    assert not all(np.allclose(local[f"w{i}"], ref[f"w{i}"], rtol=2e-4, atol=2e-5) for i in moving)
+
+
+def test_synchronized_batch_norm_without_a_distribution_is_plain_batch_norm(tmp_path):
+    """In one process (no distribution, or a one-rank DataParallel) synchronized=True computes exactly what
+    synchronized=False does; the option round-trips through get_config, model.save/load_model, and a
+    Keras 3 .keras file whose config has it."""
+    from lamina import distribution
+    plain = run_case("cnn_localbn")
+    for d in (None, distribution.DataParallel()):
+        distribution.set_distribution(d)
+        try:
+            sync = run_case("cnn_syncbn")
+        finally:
+            distribution.set_distribution(None)
+        for key in plain:
+            np.testing.assert_array_equal(sync[key], plain[key], err_msg=key)
+    layer = layers.BatchNormalization(synchronized=True)
+    assert layer.get_config()["synchronized"] is True
+    assert layers.BatchNormalization.from_config(layer.get_config()).synchronized is True
+    model, *_ = _case("cnn_syncbn")
+    model.save(tmp_path / "m.keras")
+    loaded = lamina.models.load_model(tmp_path / "m.keras")
+    assert [getattr(la, "synchronized", None) for la in loaded.layers if "batch" in la.name] == [True, True]
+    import pytest
+    os.environ.setdefault("KERAS_BACKEND", "torch")   # as tests/test_keras_files.py
+    keras = pytest.importorskip("keras")
+    import zipfile
+    km = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization()])
+    km.save(tmp_path / "k.keras")   # Keras 3 refuses synchronized=True off TensorFlow: set it in the file
+    with zipfile.ZipFile(tmp_path / "k.keras") as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    cfg = json.loads(files["config.json"])
+    bn = [la for la in cfg["config"]["layers"] if la["class_name"] == "BatchNormalization"][0]
+    assert bn["config"]["synchronized"] is False
+    bn["config"]["synchronized"] = True
+    files["config.json"] = json.dumps(cfg).encode()
+    with zipfile.ZipFile(tmp_path / "k_sync.keras", "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+    loaded = lamina.models.load_model(tmp_path / "k_sync.keras")
+    assert loaded.layers[-1].synchronized is True
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), km.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
 
 
 def test_two_ranks_on_the_device_stand_in(tmp_path):
@@ -346,6 +428,108 @@ def test_child_environment_opts_in_only_for_children(monkeypatch):
     else:
         assert "OMPI_ALLOW_RUN_AS_ROOT" not in env
     assert "OMPI_ALLOW_RUN_AS_ROOT" not in os.environ   # lamina's own process is left alone
+
+
+# ----------------------------------------------------------------------------- synchronized batch norm (op)
+class _ThreadRanks:
+    """N threads standing in for N ranks: allgather / allreduce through a barrier (no MPI)."""
+
+    def __init__(self, n):
+        import threading
+        self.barrier, self.slots = threading.Barrier(n, timeout=30), [None] * n
+
+    def member(self, rank, share):
+        group = self
+
+        class Member:
+            def allgather(self, vec):
+                group.slots[rank] = np.array(vec, np.float64)
+                group.barrier.wait()
+                out = np.stack(group.slots)
+                group.barrier.wait()
+                return out
+
+            def allreduce(self, vec):
+                return self.allgather(vec).sum(axis=0)
+        m = Member()
+        m.share = share
+        return m
+
+
+def _sync_bn_case(x, mask, n_ranks, cm, cv):
+    """The single-process batch norm of the whole batch, and the same split over n_ranks threads with
+    synchronized statistics: each thread's loss is the mean over its rows of sum(y * c + y^2 / 2) plus
+    terms of the global mean and variance; returns both results as (y, mean, var, dx, dgamma, dbeta)."""
+    import threading
+    from lamina import ops
+    from lamina.tensor import Tensor, grad
+    rng = np.random.default_rng(5)
+    B, C = x.shape[0], x.shape[-1]
+    c = rng.normal(size=x.shape).astype(x.dtype)
+    g0 = rng.uniform(0.5, 1.5, C).astype(x.dtype)
+    b0 = rng.normal(size=C).astype(x.dtype)
+
+    def run(xs, cs, ms, reducer, n_rows):
+        xt, gt, bt = Tensor(xs, requires_grad=True), Tensor(g0, requires_grad=True), Tensor(b0, requires_grad=True)
+        y, mean, var = ops.batch_norm_training(xt, gt, bt, 1e-3, -1, mask=ms, reducer=reducer)
+        loss = (y * Tensor(cs) + y * y * 0.5).sum() * (1.0 / n_rows) + (mean * cm).sum() + (var * cv).sum()
+        return [y.data, mean.data, var.data] + list(grad(loss, [xt, gt, bt]))
+
+    ref = run(x, c, mask, None, B)
+    results = [None] * n_ranks
+
+    def rank(r):
+        start, stop = B * r // n_ranks, B * (r + 1) // n_ranks
+        sl = slice(start, stop) if stop > start else slice(0, 1)   # an empty slice: a dummy row, share 0
+        results[r] = run(x[sl], c[sl], None if mask is None else mask[sl], group.member(r, (stop - start) / B),
+                         max(stop - start, 1))
+        results[r].append(stop > start)
+    group = _ThreadRanks(n_ranks)
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(n_ranks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    B_ranks = [(B * (r + 1) // n_ranks - B * r // n_ranks) / B for r in range(n_ranks)]
+    kept = [res for res in results if res[-1]]
+    got = [np.concatenate([res[0] for res in kept]), results[0][1], results[0][2],
+           # dL/dx = share * (what each rank returns); dgamma, dbeta: the gradient all-reduce's weighted sum
+           np.concatenate([res[3] * s for res, s in zip(results, B_ranks) if res[-1]]),
+           sum(res[4] * s for res, s in zip(results, B_ranks)), sum(res[5] * s for res, s in zip(results, B_ranks))]
+    for res in results[1:]:   # every rank has the same global statistics
+        np.testing.assert_array_equal(res[1], results[0][1])
+        np.testing.assert_array_equal(res[2], results[0][2])
+    return ref, got
+
+
+def test_synchronized_batch_norm_op_equals_the_whole_batch():
+    """The op's forward and backward, split over 2, 3 and 4 ranks (4 ranks on 3 rows: one empty slice),
+    give the whole batch's outputs, statistics and gradients: float64 to 1e-10, and float32 data far
+    from zero (mean 300, std 0.5) to float32 rounding (the per-rank mean/M2 combination does not cancel)."""
+    rng = np.random.default_rng(0)
+    cm, cv = np.array([0.3, -0.2, 0.1], np.float64), np.array([0.5, 0.4, -0.3], np.float64)
+    for shape, n in (((6, 4, 3), 2), ((7, 3), 3), ((3, 2, 3), 4)):
+        x = rng.normal(size=shape)
+        ref, got = _sync_bn_case(x, None, n, cm, cv)
+        for name, a, b in zip(("y", "mean", "var", "dx", "dgamma", "dbeta"), got, ref):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=f"{shape} on {n}: {name}")
+    x = (300.0 + 0.5 * rng.normal(size=(8, 5, 3))).astype(np.float32)
+    ref, got = _sync_bn_case(x, None, 2, cm.astype(np.float32), cv.astype(np.float32))
+    for name, a, b in zip(("y", "mean", "var", "dx", "dgamma", "dbeta"), got, ref):
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4, err_msg=f"float32: {name}")
+
+
+def test_synchronized_batch_norm_op_with_a_mask():
+    """With a mask (masked sequences), the weighted statistics of the whole batch (Keras's rule, weight
+    total + 1e-7) and their gradients; one rank's rows are all masked."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(6, 4, 3))
+    mask = (rng.uniform(size=(6, 4)) > 0.3).astype(np.float64)
+    mask[3:5] = 0.0   # rank 1 of 3 keeps nothing
+    cm, cv = np.array([0.3, -0.2, 0.1]), np.array([0.5, 0.4, -0.3])
+    ref, got = _sync_bn_case(x, mask, 3, cm, cv)
+    for name, a, b in zip(("y", "mean", "var", "dx", "dgamma", "dbeta"), got, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11, err_msg=name)
 
 
 if __name__ == "__main__":

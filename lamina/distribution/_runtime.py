@@ -19,6 +19,7 @@ import sys
 import numpy as np
 
 from .. import backend
+from ..layers import normalization as _normalization
 from ..layers.layer import _nest_flatten, _nest_map
 from ..tensor import Tensor
 
@@ -333,6 +334,41 @@ def reduce_gradients(grads):
         out[i] = Tensor(part) if isinstance(grads[i], Tensor) else part
         offset += n
     return out
+
+
+class _StepReducer:
+    """What BatchNormalization(synchronized=True) needs of the running step (ops.batch_norm_training's
+    reducer): this rank's share of the step's loss, and a gather and a sum of small float64 host vectors
+    over the ranks (one collective each; every rank reaches them in the same order, one model graph)."""
+
+    @property
+    def share(self):
+        return _weight()
+
+    @staticmethod
+    def allgather(vec):
+        vec = np.ascontiguousarray(vec, np.float64)
+        out = np.empty((_COMM.size, vec.size), np.float64)
+        _COMM.Allgather(vec, out)
+        return out
+
+    @staticmethod
+    def allreduce(vec):
+        vec = np.array(vec, np.float64, order="C")
+        _COMM.Allreduce(_MPI.IN_PLACE, vec, op=_MPI.SUM)
+        return vec
+
+
+_STEP_REDUCER = _StepReducer()
+
+
+def step_reducer():
+    """The reducer of synchronized batch norm while a DataParallel distribution runs on several ranks,
+    else None (the layer then computes its statistics alone, as synchronized=False)."""
+    return _STEP_REDUCER if active() else None
+
+
+_normalization.set_sync_reducer(step_reducer)
 
 
 def _numeric_state(obj):
