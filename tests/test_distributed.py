@@ -21,6 +21,7 @@ import lamina  # noqa: E402
 from lamina import layers  # noqa: E402
 
 CASES = ("mlp", "cnn", "lstm", "transformer")
+BUCKET_CASES = ("mlp", "lstm", "cnn_syncbn")
 
 
 # ----------------------------------------------------------------------------- the cases (both sides)
@@ -114,6 +115,21 @@ def _worker(out_dir, mode):
     elif mode == "syncbn":
         for name in ("cnn_syncbn", "cnn_localbn"):
             np.savez(os.path.join(out_dir, f"{name}_rank{rank}.npz"), **run_case(name))
+    elif mode == "buckets":   # tiny buckets (105 bytes): several per step, overlapped or not
+        from lamina.distribution import _runtime
+        launches, real = [], _runtime._BucketedReduce._launch
+
+        def spy(self, k):   # records each bucket's all-reduce: (non-blocking?, bucket index)
+            launches.append((self.nonblocking, k))
+            return real(self, k)
+        _runtime._BucketedReduce._launch = spy
+        for overlap in (True, False):
+            distribution.set_distribution(distribution.DataParallel(bucket_mb=0.0001, overlap=overlap))
+            for name in BUCKET_CASES:
+                del launches[:]
+                out = run_case(name)
+                out["launches"] = np.array(launches, np.int64).reshape(-1, 2)
+                np.savez(os.path.join(out_dir, f"{name}_overlap{int(overlap)}_rank{rank}.npz"), **out)
     elif mode == "fake-cupy":   # the 'cuda' device on tests/fake_cupy.py: gradients staged through the host
         sys.path.insert(0, HERE)
         import fake_cupy
@@ -235,6 +251,70 @@ def test_synchronized_batch_norm_on_two_ranks_equals_one_process(tmp_path):
             np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=key)
     local = np.load(tmp_path / "cnn_localbn_rank0.npz")
     assert not all(np.allclose(local[f"w{i}"], ref[f"w{i}"], rtol=2e-4, atol=2e-5) for i in moving)
+
+
+def test_gradient_buckets_on_two_ranks_equal_one_process(tmp_path):
+    """DataParallel(bucket_mb=0.0001): the gradients go in buckets of at most 105 bytes, so every step
+    all-reduces several; overlapped with the backward pass (non-blocking, started as buckets complete;
+    with synchronized batch norm's own collectives in between) and not, the result is the single-process
+    one (MLP with sample weights, LSTM with an empty slice, CNN with synchronized batch norm)."""
+    _require_mpi()
+    r = _launch(tmp_path, "buckets", timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in BUCKET_CASES:
+        ref = run_case(name)
+        for overlap in (1, 0):
+            for k in range(2):
+                got = np.load(tmp_path / f"{name}_overlap{overlap}_rank{k}.npz")
+                launches = got["launches"]
+                assert len(launches) and (launches[:, 0] == overlap).all()
+                assert launches[:, 1].max() + 1 >= 3, (name, launches[:, 1].max())   # buckets per step
+                for key in ref:
+                    if key != "names":
+                        np.testing.assert_allclose(got[key], ref[key], rtol=2e-4, atol=2e-5,
+                                                   err_msg=f"{name} overlap={overlap}: {key}")
+
+
+def test_grad_announces_each_gradient_once_it_is_complete():
+    """lamina.grad(on_ready=...): each input's gradient is announced exactly once, equal to the one
+    returned, and a leaf's as soon as the last op using it has run, before the sweep reaches the ops
+    below it (what lets a bucket's all-reduce start during the backward pass)."""
+    from lamina.tensor import Op, Tensor, grad
+
+    log = []
+
+    class Mark(Op):   # identity that logs when the sweep passes it
+        def forward(self, x):
+            return x.copy()
+
+        def backward(self, gy):
+            log.append(("backward", self.tag))
+            return gy
+
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.normal(size=(4, 3)))
+    w1, w2, unused = (Tensor(rng.normal(size=s), requires_grad=True) for s in ((3, 5), (5, 2), (2,)))
+    h = Mark.apply(lamina.ops.tanh(x @ w1), tag="h")
+    y = (h @ w2) * 0.5 + (w1 * w1).sum() * 0.1   # w1 used twice: complete only after both uses
+    loss = (y * y).sum()
+    ready = {}
+
+    def on_ready(i, g):
+        assert i not in ready
+        ready[i] = g
+        log.append(("ready", i))
+    grads = grad(loss, [w1, w2, unused, h], on_ready=on_ready)
+    ref = grad(((Mark.apply(lamina.ops.tanh(x @ w1), tag="r") @ w2) * 0.5 + (w1 * w1).sum() * 0.1).__pow__(2).sum(),
+               [w1, w2, unused])
+    assert sorted(ready) == [0, 1, 2, 3]
+    for i in range(3):
+        assert ready[i] is grads[i] or (ready[i] is None and grads[i] is None)
+    assert grads[2] is None
+    np.testing.assert_allclose(grads[0], ref[0], rtol=1e-12)
+    np.testing.assert_allclose(grads[1], ref[1], rtol=1e-12)
+    order = [e for e in log if e != ("backward", "r")]
+    # w2 is complete before the sweep goes below h; w1 only after it
+    assert order.index(("ready", 1)) < order.index(("backward", "h")) < order.index(("ready", 0))
 
 
 def test_synchronized_batch_norm_without_a_distribution_is_plain_batch_norm(tmp_path):
