@@ -22,6 +22,8 @@ from lamina import layers  # noqa: E402
 
 CASES = ("mlp", "cnn", "lstm", "transformer")
 BUCKET_CASES = ("mlp", "lstm", "cnn_syncbn")
+# (name, bucket_mb, overlap): buckets of 105 bytes (several per step) overlapped or blocking; one buffer
+BUCKET_SETTINGS = (("overlap", 0.0001, True), ("blocking", 0.0001, False), ("fused", None, True))
 
 
 # ----------------------------------------------------------------------------- the cases (both sides)
@@ -123,27 +125,27 @@ def _worker(out_dir, mode):
             launches.append((self.nonblocking, k))
             return real(self, k)
         _runtime._BucketedReduce._launch = spy
-        for overlap in (True, False):
-            distribution.set_distribution(distribution.DataParallel(bucket_mb=0.0001, overlap=overlap))
+        for setting, mb, overlap in BUCKET_SETTINGS:
+            distribution.set_distribution(distribution.DataParallel(bucket_mb=mb, overlap=overlap))
             for name in BUCKET_CASES:
                 del launches[:]
                 out = run_case(name)
                 out["launches"] = np.array(launches, np.int64).reshape(-1, 2)
-                np.savez(os.path.join(out_dir, f"{name}_overlap{int(overlap)}_rank{rank}.npz"), **out)
+                np.savez(os.path.join(out_dir, f"{name}_{setting}_rank{rank}.npz"), **out)
     elif mode == "fake-cupy":   # the 'cuda' device on tests/fake_cupy.py: gradients staged through the host
         sys.path.insert(0, HERE)
         import fake_cupy
         sys.modules["cupy"] = fake_cupy.make_module()
         lamina.backend.set_device("cuda")
         from lamina.distribution import _runtime
-        real, seen = _runtime.reduce_gradients, []
+        real, seen = _runtime.gradients, []
 
-        def spy(grads):   # records that the gradients arrive, and leave, as device arrays
-            out = real(grads)
+        def spy(loss, variables):   # records that the weights and their summed gradients are device arrays
+            out = real(loss, variables)
             seen.append(all(lamina.backend.is_cupy_array(g.data if isinstance(g, lamina.Tensor) else g)
-                            for g in list(grads) + out))
+                            for g in list(variables) + out))
             return out
-        _runtime.reduce_gradients = spy
+        _runtime.gradients = spy
         result = run_case("cnn")
         np.savez(os.path.join(out_dir, f"cupy_rank{rank}.npz"), on_device=np.array(bool(seen) and all(seen)),
                  **result)
@@ -256,23 +258,25 @@ def test_synchronized_batch_norm_on_two_ranks_equals_one_process(tmp_path):
 def test_gradient_buckets_on_two_ranks_equal_one_process(tmp_path):
     """DataParallel(bucket_mb=0.0001): the gradients go in buckets of at most 105 bytes, so every step
     all-reduces several; overlapped with the backward pass (non-blocking, started as buckets complete;
-    with synchronized batch norm's own collectives in between) and not, the result is the single-process
-    one (MLP with sample weights, LSTM with an empty slice, CNN with synchronized batch norm)."""
+    with synchronized batch norm's own collectives in between) and not, and with one fused buffer
+    (bucket_mb=None), the result is the single-process one (MLP with sample weights, LSTM with an empty
+    slice, CNN with synchronized batch norm). The default (25 MB, overlapped) runs in the other tests."""
     _require_mpi()
     r = _launch(tmp_path, "buckets", timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
     for name in BUCKET_CASES:
         ref = run_case(name)
-        for overlap in (1, 0):
+        for setting, mb, overlap in BUCKET_SETTINGS:
             for k in range(2):
-                got = np.load(tmp_path / f"{name}_overlap{overlap}_rank{k}.npz")
+                got = np.load(tmp_path / f"{name}_{setting}_rank{k}.npz")
                 launches = got["launches"]
-                assert len(launches) and (launches[:, 0] == overlap).all()
-                assert launches[:, 1].max() + 1 >= 3, (name, launches[:, 1].max())   # buckets per step
+                assert len(launches) and (launches[:, 0] == (setting == "overlap")).all()
+                per_step = launches[:, 1].max() + 1
+                assert per_step >= 3 if mb else per_step == 1, (name, setting, per_step)
                 for key in ref:
                     if key != "names":
                         np.testing.assert_allclose(got[key], ref[key], rtol=2e-4, atol=2e-5,
-                                                   err_msg=f"{name} overlap={overlap}: {key}")
+                                                   err_msg=f"{name} {setting}: {key}")
 
 
 def test_grad_announces_each_gradient_once_it_is_complete():
