@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -540,7 +541,7 @@ class _ThreadRanks:
         return m
 
 
-def _sync_bn_case(x, mask, n_ranks, cm, cv):
+def _sync_bn_case(x, mask, n_ranks, cm, cv, xp=np):
     """The single-process batch norm of the whole batch, and the same split over n_ranks threads with
     synchronized statistics: each thread's loss is the mean over its rows of sum(y * c + y^2 / 2) plus
     terms of the global mean and variance; returns both results as (y, mean, var, dx, dgamma, dbeta)."""
@@ -553,11 +554,15 @@ def _sync_bn_case(x, mask, n_ranks, cm, cv):
     g0 = rng.uniform(0.5, 1.5, C).astype(x.dtype)
     b0 = rng.normal(size=C).astype(x.dtype)
 
-    def run(xs, cs, ms, reducer, n_rows):
-        xt, gt, bt = Tensor(xs, requires_grad=True), Tensor(g0, requires_grad=True), Tensor(b0, requires_grad=True)
-        y, mean, var = ops.batch_norm_training(xt, gt, bt, 1e-3, -1, mask=ms, reducer=reducer)
-        loss = (y * Tensor(cs) + y * y * 0.5).sum() * (1.0 / n_rows) + (mean * cm).sum() + (var * cv).sum()
-        return [y.data, mean.data, var.data] + list(grad(loss, [xt, gt, bt]))
+    def run(xs, cs, ms, reducer, n_rows):   # on the device of xp (fake_cupy's stand-in or NumPy)
+        dev = xp.asarray
+        xt, gt, bt = (Tensor(dev(a), requires_grad=True) for a in (xs, g0, b0))
+        y, mean, var = ops.batch_norm_training(xt, gt, bt, 1e-3, -1, mask=None if ms is None else dev(ms),
+                                               reducer=reducer)
+        loss = (y * Tensor(dev(cs)) + y * y * 0.5).sum() * (1.0 / n_rows) + (mean * Tensor(dev(cm))).sum() \
+            + (var * Tensor(dev(cv))).sum()
+        host = lamina.backend.to_numpy
+        return [host(y.data), host(mean.data), host(var.data)] + [host(g) for g in grad(loss, [xt, gt, bt])]
 
     ref = run(x, c, mask, None, B)
     results = [None] * n_ranks
@@ -603,6 +608,21 @@ def test_synchronized_batch_norm_op_equals_the_whole_batch():
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4, err_msg=f"float32: {name}")
 
 
+@pytest.mark.parametrize("device_xp", ["fake-cupy"], indirect=True)
+def test_synchronized_batch_norm_op_on_the_device_stand_in(device_xp):
+    """The same with device arrays (tests/fake_cupy.py, which refuses implicit host conversions as CuPy
+    does): the per-channel statistics and sums go through the host, the activations and gradients stay on
+    the device, and the split batch still equals the whole batch."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(5, 2, 3))
+    mask = (rng.uniform(size=(5, 2)) > 0.3).astype(np.float64)
+    cm, cv = np.array([0.3, -0.2, 0.1]), np.array([0.5, 0.4, -0.3])
+    for m in (None, mask):
+        ref, got = _sync_bn_case(x, m, 2, cm, cv, xp=device_xp)
+        for name, a, b in zip(("y", "mean", "var", "dx", "dgamma", "dbeta"), got, ref):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11, err_msg=name)
+
+
 def test_synchronized_batch_norm_op_with_a_mask():
     """With a mask (masked sequences), the weighted statistics of the whole batch (Keras's rule, weight
     total + 1e-7) and their gradients; one rank's rows are all masked."""
@@ -614,6 +634,60 @@ def test_synchronized_batch_norm_op_with_a_mask():
     ref, got = _sync_bn_case(x, mask, 3, cm, cv)
     for name, a, b in zip(("y", "mean", "var", "dx", "dgamma", "dbeta"), got, ref):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11, err_msg=name)
+
+
+class _RecordingComm:
+    """Stands in for a 2-rank COMM_WORLD whose other rank sent the same gradients: the sum is twice the
+    buffer. Records the type of every buffer MPI is handed, and the events around it."""
+    size, rank = 2, 0
+
+    def __init__(self, events):
+        self.events, self.buffers = events, []
+
+    def Allreduce(self, sendbuf, buf, op=None):
+        self.buffers.append(type(buf).__module__.split(".")[0])
+        self.events.append("allreduce")
+        buf *= 2
+
+    def Iallreduce(self, sendbuf, buf, op=None):
+        self.Allreduce(sendbuf, buf, op)
+        return None
+
+
+@pytest.mark.parametrize("device_xp", ["fake-cupy"], indirect=True)
+@pytest.mark.parametrize("aware", [False, True])
+def test_device_gradients_are_host_staged_unless_mpi_is_cuda_aware(device_xp, aware, monkeypatch):
+    """The routing of CuPy gradients (on tests/fake_cupy.py, in one process, MPI replaced by a recorder):
+    without CUDA-aware MPI every buffer handed to MPI is a host NumPy array and the sums come back as
+    device arrays; with it (as MPIX_Query_cuda_support would report), MPI gets the device buffers
+    directly, after the stream is synchronised. What a real CUDA-aware transfer does is not tested here."""
+    from types import SimpleNamespace
+
+    from lamina.distribution import _runtime
+    events = []
+    comm = _RecordingComm(events)
+    fake_mpi = SimpleNamespace(IN_PLACE=None, SUM=None,
+                               Request=SimpleNamespace(Testall=lambda reqs: True, Waitall=lambda reqs: None))
+    monkeypatch.setattr(_runtime, "_COMM", comm)
+    monkeypatch.setattr(_runtime, "_MPI", fake_mpi)
+    monkeypatch.setattr(_runtime, "_CUDA_AWARE", aware)
+    if not hasattr(device_xp, "cuda"):
+        stream = SimpleNamespace(synchronize=lambda: events.append("synchronize"))
+        monkeypatch.setattr(device_xp, "cuda", SimpleNamespace(get_current_stream=lambda: stream), raising=False)
+    rng = np.random.default_rng(0)
+    host = [rng.normal(size=s).astype("float32") for s in ((3, 4), (4,), (2, 2, 2))]
+    for mb in (None, 0.00003):   # one buffer; buckets of 31 bytes (one per gradient)
+        dist = _runtime.DataParallel(devices=["gpu:0", "gpu:1"], bucket_mb=mb, overlap=False)
+        monkeypatch.setattr(_runtime, "_DISTRIBUTION", dist)
+        del events[:], comm.buffers[:]
+        out = _runtime.reduce_gradients([device_xp.asarray(h) for h in host] + [None])
+        assert out[-1] is None
+        assert comm.buffers == (["cupy"] if aware else ["numpy"]) * (1 if mb is None else 3)
+        if aware:
+            assert events == ["synchronize", "allreduce"] * len(comm.buffers)
+        for got, h in zip(out, host):
+            assert lamina.backend.is_cupy_array(got)
+            np.testing.assert_allclose(lamina.backend.to_numpy(got), h * 2 * 0.5, rtol=1e-6)  # share 1/2
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ process with the whole batch would (to float32 rounding). See docs/distributed.m
 and the measured costs.
 
 The models reach this package through a narrow seam (``_runtime``): ``shard`` a batch, ``reduce_loss``,
-``gradients`` (lamina.grad and the all-reduce), ``reduce_metrics``, ``gather`` predictions, ``begin`` a fit (broadcast rank 0's state)
-and ``is_chief`` (only rank 0 prints and writes files). Without a distribution set, each is a no-op.
+``gradients`` (lamina.grad and the all-reduce), ``reduce_metrics``, ``gather`` predictions, ``begin`` a fit
+(broadcast rank 0's state) and ``is_chief`` (only rank 0 prints and writes files). Without a distribution
+set, each is a no-op.
 """
 from ._runtime import (DataParallel, Distribution, MPI_INSTALL_HINT, distribution, initialize, is_chief,
                        is_initialized, list_devices, process_count, process_index, set_distribution)
