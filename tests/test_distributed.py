@@ -562,7 +562,8 @@ def _sync_bn_case(x, mask, n_ranks, cm, cv, xp=np):
         loss = (y * Tensor(dev(cs)) + y * y * 0.5).sum() * (1.0 / n_rows) + (mean * Tensor(dev(cm))).sum() \
             + (var * Tensor(dev(cv))).sum()
         host = lamina.backend.to_numpy
-        return [host(y.data), host(mean.data), host(var.data)] + [host(g) for g in grad(loss, [xt, gt, bt])]
+        value = float(host(loss.data))
+        return [host(y.data), host(mean.data), host(var.data)] + [host(g) for g in grad(loss, [xt, gt, bt])] + [value]
 
     ref = run(x, c, mask, None, B)
     results = [None] * n_ranks
@@ -584,7 +585,8 @@ def _sync_bn_case(x, mask, n_ranks, cm, cv, xp=np):
     got = [np.concatenate([res[0] for res in kept]), results[0][1], results[0][2],
            # dL/dx = share * (what each rank returns); dgamma, dbeta: the gradient all-reduce's weighted sum
            np.concatenate([res[3] * s for res, s in zip(results, B_ranks) if res[-1]]),
-           sum(res[4] * s for res, s in zip(results, B_ranks)), sum(res[5] * s for res, s in zip(results, B_ranks))]
+           sum(res[4] * s for res, s in zip(results, B_ranks)), sum(res[5] * s for res, s in zip(results, B_ranks)),
+           sum(res[6] * s for res, s in zip(results, B_ranks))]   # the global loss
     for res in results[1:]:   # every rank has the same global statistics
         np.testing.assert_array_equal(res[1], results[0][1])
         np.testing.assert_array_equal(res[2], results[0][2])
@@ -621,6 +623,25 @@ def test_synchronized_batch_norm_op_on_the_device_stand_in(device_xp):
         ref, got = _sync_bn_case(x, m, 2, cm, cv, xp=device_xp)
         for name, a, b in zip(("y", "mean", "var", "dx", "dgamma", "dbeta"), got, ref):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11, err_msg=name)
+
+
+def test_synchronized_batch_norm_op_numerical_gradient():
+    """Central differences (float64) of the global loss sum_r share_r L_r, computed by 3 thread-ranks with
+    synchronized statistics, against the gradient the ranks return (times their share): every entry of x,
+    with a mask, so the check does not lean on the single-process op."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5, 2, 2))
+    mask = (rng.uniform(size=(5, 2)) > 0.25).astype(np.float64)
+    cm, cv = np.array([0.3, -0.2]), np.array([0.5, 0.4])
+    _, got = _sync_bn_case(x, mask, 3, cm, cv)
+    numeric = np.zeros_like(x)
+    h = 1e-6
+    for idx in np.ndindex(x.shape):
+        xp_, xm = x.copy(), x.copy()
+        xp_[idx] += h
+        xm[idx] -= h
+        numeric[idx] = (_sync_bn_case(xp_, mask, 3, cm, cv)[1][6] - _sync_bn_case(xm, mask, 3, cm, cv)[1][6]) / (2 * h)
+    np.testing.assert_allclose(got[3], numeric, rtol=1e-5, atol=1e-7)
 
 
 def test_synchronized_batch_norm_op_with_a_mask():
