@@ -8,7 +8,10 @@ It measures (each part launches its own ranks with mpirun from the Open MPI whee
    a least-squares fit t(n) = alpha + beta * n gives the alpha-beta figures;
 2. samples/s of model.fit for the bench MLP and CNN with 1 rank x 2 threads and 2 ranks x 1 thread (equal
    total threads), the same global batch;
-3. the compute time of one step of each workload (1 process, 2 threads), for the cost model.
+3. the compute time of one step of each workload (1 process, 2 threads), for the cost model;
+4. (also alone: python -m bench.allreduce --buckets) the gradient all-reduce as one fused buffer against
+   buckets of 1, 4 and 25 MB, blocking or overlapped with the backward pass: a data-parallel step of each
+   workload on 2 ranks, and the all-reduce alone; writes bench/allreduce_buckets.json.
 Then it predicts, per workload, the time of one step on N ranks of a cluster as
     T(N) = C / N + 2 (N - 1) alpha_net + 2 (N - 1) / N * bytes * beta_net    (ring all-reduce)
 for N = 8, 64, 512 at 10 and 100 Gbit/s. The machine is shared with other jobs: figures vary run to run.
@@ -118,6 +121,100 @@ def rank_fit(out):
             json.dump(results, f)
 
 
+# the gradient all-reduce settings compared by --rank-buckets: (label, bucket_mb, overlap)
+BUCKET_MODES = (("fused", None, False), ("1 MB", 1.0, False), ("1 MB overlap", 1.0, True),
+                ("4 MB overlap", 4.0, True), ("25 MB overlap", 25.0, True))
+
+
+def rank_buckets(out):
+    """Per workload (bench/workloads.py, base size), on 2 ranks x 1 thread: the time of a data-parallel
+    training step (each rank its half of the batch: forward, backward, gradient all-reduce, Adam) for each
+    setting of BUCKET_MODES, plus the step without any all-reduce (the compute alone), and the all-reduce
+    alone of the workload's gradients (no compute) per setting. Settings alternate, in a new random order,
+    within each repetition so that the machine's load drifts evenly over them; min and median over the
+    repetitions."""
+    import lamina
+    from lamina import distribution, ops
+    from lamina.distribution import _runtime
+    sys.path.insert(0, ROOT)
+    from bench.workloads import lamina_workload
+    distribution.initialize()
+    comm = _runtime._COMM
+    reps = int(os.environ.get("LAMINA_BENCH_REPS", "7"))
+    results = {}
+    for name in os.environ.get("LAMINA_BENCH_WORKLOADS", ",".join(TRAIN_WORKLOADS)).split(","):
+        step, _ = lamina_workload(name)
+        env = inspect.getclosurevars(step).nonlocals
+        forward, weights, x, y, opt = env["forward"], env["weights"], env["x"], env["y"], env["opt"]
+
+        def one_step(reduce):
+            xs, ys = _runtime.shard((x, y))
+            logits = forward(xs, training=True)
+            loss = ops.mean(ops.sparse_categorical_crossentropy(ys, logits, from_logits=True))
+            grads = _runtime.gradients(loss, weights) if reduce else lamina.grad(loss, weights)
+            opt.apply_gradients(zip(grads, weights))
+            _runtime._end_step()
+
+        modes = [("no all-reduce", None, False)] + list(BUCKET_MODES)
+        times = {label: [] for label, _, _ in modes}
+        comm_only = {label: [] for label, _, _ in BUCKET_MODES}
+        grads = [np.ones(w.shape, np.float32) for w in weights]
+        order = np.random.default_rng(0)   # the same on every rank
+        for rep in range(reps + 1):   # the first repetition warms up
+            for j in order.permutation(len(modes)):
+                label, mb, overlap = modes[j]
+                distribution.set_distribution(distribution.DataParallel(bucket_mb=mb, overlap=overlap))
+                comm.Barrier()
+                t0 = time.perf_counter()
+                one_step(label != "no all-reduce")
+                dt = np.array([time.perf_counter() - t0])
+                comm.Allreduce(_runtime._MPI.IN_PLACE, dt, op=_runtime._MPI.MAX)
+                if rep:
+                    times[label].append(float(dt[0]))
+            for label, mb, overlap in BUCKET_MODES:
+                distribution.set_distribution(distribution.DataParallel(bucket_mb=mb, overlap=overlap))
+                ts = []
+                for _ in range(5):
+                    comm.Barrier()
+                    t0 = time.perf_counter()
+                    _runtime.reduce_gradients(grads)
+                    ts.append(time.perf_counter() - t0)
+                dt = np.array([min(ts)])
+                comm.Allreduce(_runtime._MPI.IN_PLACE, dt, op=_runtime._MPI.MAX)
+                if rep:
+                    comm_only[label].append(float(dt[0]))
+        distribution.set_distribution(None)
+        plan = {label: len(_runtime._Buckets([w.shape for w in weights], [w.dtype for w in weights],
+                                             None if mb is None else int(mb * (1 << 20))).members)
+                for label, mb, _ in BUCKET_MODES}
+        results[name] = {"bytes": int(sum(w.size for w in weights) * 4), "buckets": plan,
+                         "step_s": {k: [float(np.min(v)), float(np.median(v))] for k, v in times.items()},
+                         "allreduce_only_s": {k: [float(np.min(v)), float(np.median(v))] for k, v in comm_only.items()}}
+    if comm.rank == 0:
+        results["loadavg"] = os.getloadavg()
+        with open(out, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+def buckets_main(out=None):
+    """python -m bench.allreduce --buckets [OUT]: the bucketing comparison alone (default OUT:
+    bench/allreduce_buckets.json; LAMINA_BENCH_REPS and LAMINA_BENCH_WORKLOADS=lstm,transformer narrow it)."""
+    from lamina.distribution import launcher
+    out = out or os.path.join(HERE, "allreduce_buckets.json")
+    subprocess.run(launcher.mpirun_command(2) + [sys.executable, os.path.abspath(__file__), "--rank-buckets", out],
+                   env=_env(1), check=True)
+    res = json.load(open(out))
+    print(f"2 ranks x 1 thread, load average {res['loadavg']}")
+    for name in [k for k in res if k != "loadavg"]:
+        r = res[name]
+        print(f"{name:12s} {r['bytes'] / 1e6:6.2f} MB  buckets {r['buckets']}")
+        for label, (lo, med) in r["step_s"].items():
+            comm = r["allreduce_only_s"].get(label)
+            extra = f"   all-reduce alone min {comm[0] * 1e3:7.3f} ms" if comm else ""
+            print(f"    {label:15s} step min {lo * 1e3:8.1f} ms  median {med * 1e3:8.1f} ms{extra}")
+    return res
+
+
 def step_times():
     """Seconds per training step of each workload in one process (2 threads), the fastest of 5 steps."""
     code = ("import sys, json, time, numpy as np; sys.path.insert(0, %r)\n"
@@ -191,6 +288,7 @@ def main():
         print(setup, {k: round(v["samples_per_s"], 1) for k, v in r.items()})
     for name, rows in model.items():
         print(name, {k: f"x{v['speedup']:.1f} ({v['efficiency']:.0%})" for k, v in rows.items()})
+    buckets_main()
 
 
 if __name__ == "__main__":
@@ -198,5 +296,9 @@ if __name__ == "__main__":
         rank_allreduce(sys.argv[2])
     elif len(sys.argv) > 2 and sys.argv[1] == "--rank-fit":
         rank_fit(sys.argv[2])
+    elif len(sys.argv) > 2 and sys.argv[1] == "--rank-buckets":
+        rank_buckets(sys.argv[2])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--buckets":
+        buckets_main(sys.argv[2] if len(sys.argv) > 2 else None)
     else:
         main()

@@ -480,9 +480,10 @@ def _owned(g, handed):
     return g
 
 
-def _backprop(root, grad, retain_graph=False, accumulate=True, targets=None):
+def _backprop(root, grad, retain_graph=False, accumulate=True, targets=None, on_ready=None):
     """Reverse-mode sweep from root. With accumulate, leaves' .grad get the gradient added; with
-    targets (a list of tensors), their gradients are returned (leaves or not) in that order."""
+    targets (a list of tensors), their gradients are returned (leaves or not) in that order. on_ready(i, g)
+    is called once per target, as soon as its gradient g is complete (None: the root does not reach it)."""
     want = {}
     for i, t in enumerate(targets or ()):
         want.setdefault(id(t) if t._op is None else (id(t._op), t._out_index), []).append(i)
@@ -498,12 +499,16 @@ def _backprop(root, grad, retain_graph=False, accumulate=True, targets=None):
 
     if root._op is None:
         give(id(root), root, grad)
+        _announce(on_ready, result, range(len(result)))
         return result
     order = _toposort(root._op)
+    ready_after = _ready_after(order, want) if on_ready is not None else {}
     pending = {id(root._op): [None] * len(root._op.out_meta)}  # id(op) -> gradient of each output
     pending[id(root._op)][root._out_index] = grad
     try:
-        for op in order:
+        for pos, op in enumerate(order):
+            if pos - 1 in ready_after:   # the previous op was the last to feed these leaves
+                _announce(on_ready, result, ready_after.pop(pos - 1))
             gys = pending.pop(id(op), None)
             if gys is None or all(g is None for g in gys):
                 if not retain_graph:
@@ -543,11 +548,33 @@ def _backprop(root, grad, retain_graph=False, accumulate=True, targets=None):
                     slot[k] = g if slot[k] is None else slot[k] + g
             if not retain_graph:  # free what it saved now: the peak memory of backward stays low
                 _free(op)
+        if ready_after:   # the leaves the last op fed, and targets that are not leaves or not reached
+            _announce(on_ready, result, [i for p in sorted(ready_after) for i in ready_after[p]])
     finally:
         if not retain_graph:  # and the rest (ops no gradient reached, or after an error)
             for op in order:
                 _free(op)
     return result
+
+
+def _ready_after(order, want):
+    """position in order -> the target indices whose gradient is complete once that op has run: a leaf's
+    after the last op that takes it as an input; other targets (intermediates) at the end (-> len(order))."""
+    last = {}
+    for pos, op in enumerate(order):
+        for e in op._edges:
+            if e is not None and e[2] is not None and id(e[2]) in want:
+                last[id(e[2])] = pos
+    ready = {}
+    for key, idx in want.items():
+        ready.setdefault(last.get(key, len(order)) if isinstance(key, int) else len(order), []).extend(idx)
+    return ready
+
+
+def _announce(on_ready, result, indices):
+    if on_ready is not None:
+        for i in indices:
+            on_ready(i, result[i])
 
 
 def _free(op):
@@ -558,19 +585,24 @@ def _free(op):
     op._freed = True
 
 
-def grad(output, inputs, grad_output=None, retain_graph=False):
+def grad(output, inputs, grad_output=None, retain_graph=False, on_ready=None):
     """Gradients of output with respect to each tensor in inputs (leaves or intermediates), without
     touching ``.grad``; None for an input the output does not depend on. Frees the graph unless
-    ``retain_graph=True``, like ``backward()``."""
+    ``retain_graph=True``, like ``backward()``. ``on_ready(i, g)``, if given, is called once per input as
+    soon as its gradient is complete, while the sweep goes on (lamina.distribution starts the all-reduce
+    of a bucket of gradients there); the array g is the one returned, so it must not be modified."""
     inputs = list(inputs)
     if not output.requires_grad:
+        if on_ready is not None:
+            for i in range(len(inputs)):
+                on_ready(i, None)
         return [None for _ in inputs]
     if grad_output is None:
         xp = backend.get_array_module(output.data)
         grad_output = xp.ones_like(output.data)
     else:
         grad_output = _as_array(grad_output, output.dtype)
-    return _backprop(output, grad_output, retain_graph, accumulate=False, targets=inputs)
+    return _backprop(output, grad_output, retain_graph, accumulate=False, targets=inputs, on_ready=on_ready)
 
 
 class Variable(Tensor):

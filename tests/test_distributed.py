@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -21,6 +22,9 @@ import lamina  # noqa: E402
 from lamina import layers  # noqa: E402
 
 CASES = ("mlp", "cnn", "lstm", "transformer")
+BUCKET_CASES = ("mlp", "lstm", "cnn_syncbn")
+# (name, bucket_mb, overlap): buckets of 105 bytes (several per step) overlapped or blocking; one buffer
+BUCKET_SETTINGS = (("overlap", 0.0001, True), ("blocking", 0.0001, False), ("fused", None, True))
 
 
 # ----------------------------------------------------------------------------- the cases (both sides)
@@ -43,6 +47,18 @@ def _case(name):
         y = rng.integers(0, 2, 21)
         model = lamina.Sequential([lamina.Input((6, 6, 1)), layers.Conv2D(3, 3, activation="relu"),
                                    layers.Dropout(0.3), layers.Flatten(), layers.Dense(2, activation="softmax")])
+        model.compile(optimizer=lamina.optimizers.SGD(0.1, momentum=0.9), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return model, x, y, None, dict(batch_size=8, epochs=2)  # 21 = 8 + 8 + 5
+    if name in ("cnn_syncbn", "cnn_localbn"):   # BatchNormalization after a convolution and after a Dense
+        sync = name == "cnn_syncbn"
+        x = (rng.normal(size=(21, 6, 6, 2)) * 2.0 + 1.5).astype("float32")
+        y = rng.integers(0, 3, 21)
+        model = lamina.Sequential([lamina.Input((6, 6, 2)), layers.Conv2D(4, 3),
+                                   layers.BatchNormalization(synchronized=sync, momentum=0.8),
+                                   layers.Activation("relu"), layers.Flatten(), layers.Dense(5),
+                                   layers.BatchNormalization(synchronized=sync, momentum=0.8),
+                                   layers.Activation("relu"), layers.Dense(3, activation="softmax")])
         model.compile(optimizer=lamina.optimizers.SGD(0.1, momentum=0.9), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
         return model, x, y, None, dict(batch_size=8, epochs=2)  # 21 = 8 + 8 + 5
@@ -99,20 +115,38 @@ def _worker(out_dir, mode):
     if mode == "cases":
         for name in CASES:
             np.savez(os.path.join(out_dir, f"{name}_rank{rank}.npz"), **run_case(name))
+    elif mode == "syncbn":
+        for name in ("cnn_syncbn", "cnn_localbn"):
+            np.savez(os.path.join(out_dir, f"{name}_rank{rank}.npz"), **run_case(name))
+    elif mode == "buckets":   # tiny buckets (105 bytes): several per step, overlapped or not
+        from lamina.distribution import _runtime
+        launches, real = [], _runtime._BucketedReduce._launch
+
+        def spy(self, k):   # records each bucket's all-reduce: (non-blocking?, bucket index)
+            launches.append((self.nonblocking, k))
+            return real(self, k)
+        _runtime._BucketedReduce._launch = spy
+        for setting, mb, overlap in BUCKET_SETTINGS:
+            distribution.set_distribution(distribution.DataParallel(bucket_mb=mb, overlap=overlap))
+            for name in BUCKET_CASES:
+                del launches[:]
+                out = run_case(name)
+                out["launches"] = np.array(launches, np.int64).reshape(-1, 2)
+                np.savez(os.path.join(out_dir, f"{name}_{setting}_rank{rank}.npz"), **out)
     elif mode == "fake-cupy":   # the 'cuda' device on tests/fake_cupy.py: gradients staged through the host
         sys.path.insert(0, HERE)
         import fake_cupy
         sys.modules["cupy"] = fake_cupy.make_module()
         lamina.backend.set_device("cuda")
         from lamina.distribution import _runtime
-        real, seen = _runtime.reduce_gradients, []
+        real, seen = _runtime.gradients, []
 
-        def spy(grads):   # records that the gradients arrive, and leave, as device arrays
-            out = real(grads)
+        def spy(loss, variables):   # records that the weights and their summed gradients are device arrays
+            out = real(loss, variables)
             seen.append(all(lamina.backend.is_cupy_array(g.data if isinstance(g, lamina.Tensor) else g)
-                            for g in list(grads) + out))
+                            for g in list(variables) + out))
             return out
-        _runtime.reduce_gradients = spy
+        _runtime.gradients = spy
         result = run_case("cnn")
         np.savez(os.path.join(out_dir, f"cupy_rank{rank}.npz"), on_device=np.array(bool(seen) and all(seen)),
                  **result)
@@ -196,6 +230,139 @@ def test_two_ranks_equal_one_process(tmp_path):
         for key in ref:  # the ranks agree with each other exactly: every rank applied the same update
             if key.startswith("w"):
                 np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=f"{name}: {key}")
+
+
+def test_synchronized_batch_norm_on_two_ranks_equals_one_process(tmp_path):
+    """BatchNormalization(synchronized=True) under mpirun -n 2 (a CNN, a ragged last batch of 5 split 2/3):
+    weights, moving statistics, History, evaluate and predict of one process with the same global batch.
+    The same model with per-rank statistics (synchronized=False) does not match: its moving statistics
+    come from half batches, which shows the comparison can tell."""
+    _require_mpi()
+    r = _launch(tmp_path, "syncbn")
+    assert r.returncode == 0, r.stdout + r.stderr
+    ref = run_case("cnn_syncbn")
+    ranks = [np.load(tmp_path / f"cnn_syncbn_rank{k}.npz") for k in range(2)]
+    moving = [i for i, n in enumerate(ref["names"]) if "moving" in str(n)]
+    assert len(moving) == 4
+    for got in ranks:
+        assert sorted(got.files) == sorted(ref)
+        for key in ref:
+            if key != "names":
+                np.testing.assert_allclose(got[key], ref[key], rtol=2e-4, atol=2e-5, err_msg=key)
+    for key in ref:
+        if key.startswith("w"):
+            np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=key)
+    local = np.load(tmp_path / "cnn_localbn_rank0.npz")
+    assert not all(np.allclose(local[f"w{i}"], ref[f"w{i}"], rtol=2e-4, atol=2e-5) for i in moving)
+
+
+def test_gradient_buckets_on_two_ranks_equal_one_process(tmp_path):
+    """DataParallel(bucket_mb=0.0001): the gradients go in buckets of at most 105 bytes, so every step
+    all-reduces several; overlapped with the backward pass (non-blocking, started as buckets complete;
+    with synchronized batch norm's own collectives in between) and not, and with one fused buffer
+    (bucket_mb=None), the result is the single-process one (MLP with sample weights, LSTM with an empty
+    slice, CNN with synchronized batch norm). The default (25 MB, overlapped) runs in the other tests."""
+    _require_mpi()
+    r = _launch(tmp_path, "buckets", timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in BUCKET_CASES:
+        ref = run_case(name)
+        for setting, mb, overlap in BUCKET_SETTINGS:
+            for k in range(2):
+                got = np.load(tmp_path / f"{name}_{setting}_rank{k}.npz")
+                launches = got["launches"]
+                assert len(launches) and (launches[:, 0] == (setting == "overlap")).all()
+                per_step = launches[:, 1].max() + 1
+                assert per_step >= 3 if mb else per_step == 1, (name, setting, per_step)
+                for key in ref:
+                    if key != "names":
+                        np.testing.assert_allclose(got[key], ref[key], rtol=2e-4, atol=2e-5,
+                                                   err_msg=f"{name} {setting}: {key}")
+
+
+def test_grad_announces_each_gradient_once_it_is_complete():
+    """lamina.grad(on_ready=...): each input's gradient is announced exactly once, equal to the one
+    returned, and a leaf's as soon as the last op using it has run, before the sweep reaches the ops
+    below it (what lets a bucket's all-reduce start during the backward pass)."""
+    from lamina.tensor import Op, Tensor, grad
+
+    log = []
+
+    class Mark(Op):   # identity that logs when the sweep passes it
+        def forward(self, x):
+            return x.copy()
+
+        def backward(self, gy):
+            log.append(("backward", self.tag))
+            return gy
+
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.normal(size=(4, 3)))
+    w1, w2, unused = (Tensor(rng.normal(size=s), requires_grad=True) for s in ((3, 5), (5, 2), (2,)))
+    h = Mark.apply(lamina.ops.tanh(x @ w1), tag="h")
+    y = (h @ w2) * 0.5 + (w1 * w1).sum() * 0.1   # w1 used twice: complete only after both uses
+    loss = (y * y).sum()
+    ready = {}
+
+    def on_ready(i, g):
+        assert i not in ready
+        ready[i] = g
+        log.append(("ready", i))
+    grads = grad(loss, [w1, w2, unused, h], on_ready=on_ready)
+    ref = grad(((Mark.apply(lamina.ops.tanh(x @ w1), tag="r") @ w2) * 0.5 + (w1 * w1).sum() * 0.1).__pow__(2).sum(),
+               [w1, w2, unused])
+    assert sorted(ready) == [0, 1, 2, 3]
+    for i in range(3):
+        assert ready[i] is grads[i] or (ready[i] is None and grads[i] is None)
+    assert grads[2] is None
+    np.testing.assert_allclose(grads[0], ref[0], rtol=1e-12)
+    np.testing.assert_allclose(grads[1], ref[1], rtol=1e-12)
+    order = [e for e in log if e != ("backward", "r")]
+    # w2 is complete before the sweep goes below h; w1 only after it
+    assert order.index(("ready", 1)) < order.index(("backward", "h")) < order.index(("ready", 0))
+
+
+def test_synchronized_batch_norm_without_a_distribution_is_plain_batch_norm(tmp_path):
+    """In one process (no distribution, or a one-rank DataParallel) synchronized=True computes exactly what
+    synchronized=False does; the option round-trips through get_config, model.save/load_model, and a
+    Keras 3 .keras file whose config has it."""
+    from lamina import distribution
+    plain = run_case("cnn_localbn")
+    for d in (None, distribution.DataParallel()):
+        distribution.set_distribution(d)
+        try:
+            sync = run_case("cnn_syncbn")
+        finally:
+            distribution.set_distribution(None)
+        for key in plain:
+            np.testing.assert_array_equal(sync[key], plain[key], err_msg=key)
+    layer = layers.BatchNormalization(synchronized=True)
+    assert layer.get_config()["synchronized"] is True
+    assert layers.BatchNormalization.from_config(layer.get_config()).synchronized is True
+    model, *_ = _case("cnn_syncbn")
+    model.save(tmp_path / "m.keras")
+    loaded = lamina.models.load_model(tmp_path / "m.keras")
+    assert [getattr(la, "synchronized", None) for la in loaded.layers if "batch" in la.name] == [True, True]
+    import pytest
+    os.environ.setdefault("KERAS_BACKEND", "torch")   # as tests/test_keras_files.py
+    keras = pytest.importorskip("keras")
+    import zipfile
+    km = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization()])
+    km.save(tmp_path / "k.keras")   # Keras 3 refuses synchronized=True off TensorFlow: set it in the file
+    with zipfile.ZipFile(tmp_path / "k.keras") as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    cfg = json.loads(files["config.json"])
+    bn = [la for la in cfg["config"]["layers"] if la["class_name"] == "BatchNormalization"][0]
+    assert bn["config"]["synchronized"] is False
+    bn["config"]["synchronized"] = True
+    files["config.json"] = json.dumps(cfg).encode()
+    with zipfile.ZipFile(tmp_path / "k_sync.keras", "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+    loaded = lamina.models.load_model(tmp_path / "k_sync.keras")
+    assert loaded.layers[-1].synchronized is True
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), km.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
 
 
 def test_two_ranks_on_the_device_stand_in(tmp_path):
@@ -346,6 +513,202 @@ def test_child_environment_opts_in_only_for_children(monkeypatch):
     else:
         assert "OMPI_ALLOW_RUN_AS_ROOT" not in env
     assert "OMPI_ALLOW_RUN_AS_ROOT" not in os.environ   # lamina's own process is left alone
+
+
+# ----------------------------------------------------------------------------- synchronized batch norm (op)
+class _ThreadRanks:
+    """N threads standing in for N ranks: allgather / allreduce through a barrier (no MPI)."""
+
+    def __init__(self, n):
+        import threading
+        self.barrier, self.slots = threading.Barrier(n, timeout=30), [None] * n
+
+    def member(self, rank, share):
+        group = self
+
+        class Member:
+            def allgather(self, vec):
+                group.slots[rank] = np.array(vec, np.float64)
+                group.barrier.wait()
+                out = np.stack(group.slots)
+                group.barrier.wait()
+                return out
+
+            def allreduce(self, vec):
+                return self.allgather(vec).sum(axis=0)
+        m = Member()
+        m.share = share
+        return m
+
+
+def _sync_bn_case(x, mask, n_ranks, cm, cv, xp=np):
+    """The single-process batch norm of the whole batch, and the same split over n_ranks threads with
+    synchronized statistics: each thread's loss is the mean over its rows of sum(y * c + y^2 / 2) plus
+    terms of the global mean and variance; returns both results as (y, mean, var, dx, dgamma, dbeta)."""
+    import threading
+    from lamina import ops
+    from lamina.tensor import Tensor, grad
+    rng = np.random.default_rng(5)
+    B, C = x.shape[0], x.shape[-1]
+    c = rng.normal(size=x.shape).astype(x.dtype)
+    g0 = rng.uniform(0.5, 1.5, C).astype(x.dtype)
+    b0 = rng.normal(size=C).astype(x.dtype)
+
+    def run(xs, cs, ms, reducer, n_rows):   # on the device of xp (fake_cupy's stand-in or NumPy)
+        dev = xp.asarray
+        xt, gt, bt = (Tensor(dev(a), requires_grad=True) for a in (xs, g0, b0))
+        y, mean, var = ops.batch_norm_training(xt, gt, bt, 1e-3, -1, mask=None if ms is None else dev(ms),
+                                               reducer=reducer)
+        loss = (y * Tensor(dev(cs)) + y * y * 0.5).sum() * (1.0 / n_rows) + (mean * Tensor(dev(cm))).sum() \
+            + (var * Tensor(dev(cv))).sum()
+        host = lamina.backend.to_numpy
+        value = float(host(loss.data))
+        return [host(y.data), host(mean.data), host(var.data)] + [host(g) for g in grad(loss, [xt, gt, bt])] + [value]
+
+    ref = run(x, c, mask, None, B)
+    results = [None] * n_ranks
+
+    def rank(r):
+        start, stop = B * r // n_ranks, B * (r + 1) // n_ranks
+        sl = slice(start, stop) if stop > start else slice(0, 1)   # an empty slice: a dummy row, share 0
+        results[r] = run(x[sl], c[sl], None if mask is None else mask[sl], group.member(r, (stop - start) / B),
+                         max(stop - start, 1))
+        results[r].append(stop > start)
+    group = _ThreadRanks(n_ranks)
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(n_ranks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    B_ranks = [(B * (r + 1) // n_ranks - B * r // n_ranks) / B for r in range(n_ranks)]
+    kept = [res for res in results if res[-1]]
+    got = [np.concatenate([res[0] for res in kept]), results[0][1], results[0][2],
+           # dL/dx = share * (what each rank returns); dgamma, dbeta: the gradient all-reduce's weighted sum
+           np.concatenate([res[3] * s for res, s in zip(results, B_ranks) if res[-1]]),
+           sum(res[4] * s for res, s in zip(results, B_ranks)), sum(res[5] * s for res, s in zip(results, B_ranks)),
+           sum(res[6] * s for res, s in zip(results, B_ranks))]   # the global loss
+    for res in results[1:]:   # every rank has the same global statistics
+        np.testing.assert_array_equal(res[1], results[0][1])
+        np.testing.assert_array_equal(res[2], results[0][2])
+    return ref, got
+
+
+def test_synchronized_batch_norm_op_equals_the_whole_batch():
+    """The op's forward and backward, split over 2, 3 and 4 ranks (4 ranks on 3 rows: one empty slice),
+    give the whole batch's outputs, statistics and gradients: float64 to 1e-10, and float32 data far
+    from zero (mean 300, std 0.5) to float32 rounding (the per-rank mean/M2 combination does not cancel)."""
+    rng = np.random.default_rng(0)
+    cm, cv = np.array([0.3, -0.2, 0.1], np.float64), np.array([0.5, 0.4, -0.3], np.float64)
+    for shape, n in (((6, 4, 3), 2), ((7, 3), 3), ((3, 2, 3), 4)):
+        x = rng.normal(size=shape)
+        ref, got = _sync_bn_case(x, None, n, cm, cv)
+        for name, a, b in zip(("y", "mean", "var", "dx", "dgamma", "dbeta"), got, ref):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=f"{shape} on {n}: {name}")
+    x = (300.0 + 0.5 * rng.normal(size=(8, 5, 3))).astype(np.float32)
+    ref, got = _sync_bn_case(x, None, 2, cm.astype(np.float32), cv.astype(np.float32))
+    for name, a, b in zip(("y", "mean", "var", "dx", "dgamma", "dbeta"), got, ref):
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4, err_msg=f"float32: {name}")
+
+
+@pytest.mark.parametrize("device_xp", ["fake-cupy"], indirect=True)
+def test_synchronized_batch_norm_op_on_the_device_stand_in(device_xp):
+    """The same with device arrays (tests/fake_cupy.py, which refuses implicit host conversions as CuPy
+    does): the per-channel statistics and sums go through the host, the activations and gradients stay on
+    the device, and the split batch still equals the whole batch."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(5, 2, 3))
+    mask = (rng.uniform(size=(5, 2)) > 0.3).astype(np.float64)
+    cm, cv = np.array([0.3, -0.2, 0.1]), np.array([0.5, 0.4, -0.3])
+    for m in (None, mask):
+        ref, got = _sync_bn_case(x, m, 2, cm, cv, xp=device_xp)
+        for name, a, b in zip(("y", "mean", "var", "dx", "dgamma", "dbeta"), got, ref):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11, err_msg=name)
+
+
+def test_synchronized_batch_norm_op_numerical_gradient():
+    """Central differences (float64) of the global loss sum_r share_r L_r, computed by 3 thread-ranks with
+    synchronized statistics, against the gradient the ranks return (times their share): every entry of x,
+    with a mask, so the check does not lean on the single-process op."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5, 2, 2))
+    mask = (rng.uniform(size=(5, 2)) > 0.25).astype(np.float64)
+    cm, cv = np.array([0.3, -0.2]), np.array([0.5, 0.4])
+    _, got = _sync_bn_case(x, mask, 3, cm, cv)
+    numeric = np.zeros_like(x)
+    h = 1e-6
+    for idx in np.ndindex(x.shape):
+        xp_, xm = x.copy(), x.copy()
+        xp_[idx] += h
+        xm[idx] -= h
+        numeric[idx] = (_sync_bn_case(xp_, mask, 3, cm, cv)[1][6] - _sync_bn_case(xm, mask, 3, cm, cv)[1][6]) / (2 * h)
+    np.testing.assert_allclose(got[3], numeric, rtol=1e-5, atol=1e-7)
+
+
+def test_synchronized_batch_norm_op_with_a_mask():
+    """With a mask (masked sequences), the weighted statistics of the whole batch (Keras's rule, weight
+    total + 1e-7) and their gradients; one rank's rows are all masked."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(6, 4, 3))
+    mask = (rng.uniform(size=(6, 4)) > 0.3).astype(np.float64)
+    mask[3:5] = 0.0   # rank 1 of 3 keeps nothing
+    cm, cv = np.array([0.3, -0.2, 0.1]), np.array([0.5, 0.4, -0.3])
+    ref, got = _sync_bn_case(x, mask, 3, cm, cv)
+    for name, a, b in zip(("y", "mean", "var", "dx", "dgamma", "dbeta"), got, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11, err_msg=name)
+
+
+class _RecordingComm:
+    """Stands in for a 2-rank COMM_WORLD whose other rank sent the same gradients: the sum is twice the
+    buffer. Records the type of every buffer MPI is handed, and the events around it."""
+    size, rank = 2, 0
+
+    def __init__(self, events):
+        self.events, self.buffers = events, []
+
+    def Allreduce(self, sendbuf, buf, op=None):
+        self.buffers.append(type(buf).__module__.split(".")[0])
+        self.events.append("allreduce")
+        buf *= 2
+
+    def Iallreduce(self, sendbuf, buf, op=None):
+        self.Allreduce(sendbuf, buf, op)
+        return None
+
+
+@pytest.mark.parametrize("device_xp", ["fake-cupy"], indirect=True)
+@pytest.mark.parametrize("aware", [False, True])
+def test_device_gradients_are_host_staged_unless_mpi_is_cuda_aware(device_xp, aware, monkeypatch):
+    """The routing of CuPy gradients (on tests/fake_cupy.py, in one process, MPI replaced by a recorder):
+    without CUDA-aware MPI every buffer handed to MPI is a host NumPy array and the sums come back as
+    device arrays; with it (as MPIX_Query_cuda_support would report), MPI gets the device buffers
+    directly, after the stream is synchronised. What a real CUDA-aware transfer does is not tested here."""
+    from types import SimpleNamespace
+
+    from lamina.distribution import _runtime
+    events = []
+    comm = _RecordingComm(events)
+    fake_mpi = SimpleNamespace(IN_PLACE=None, SUM=None,
+                               Request=SimpleNamespace(Testall=lambda reqs: True, Waitall=lambda reqs: None))
+    monkeypatch.setattr(_runtime, "_COMM", comm)
+    monkeypatch.setattr(_runtime, "_MPI", fake_mpi)
+    monkeypatch.setattr(_runtime, "_CUDA_AWARE", aware)
+    if not hasattr(device_xp, "cuda"):
+        stream = SimpleNamespace(synchronize=lambda: events.append("synchronize"))
+        monkeypatch.setattr(device_xp, "cuda", SimpleNamespace(get_current_stream=lambda: stream), raising=False)
+    rng = np.random.default_rng(0)
+    host = [rng.normal(size=s).astype("float32") for s in ((3, 4), (4,), (2, 2, 2))]
+    for mb in (None, 0.00003):   # one buffer; buckets of 31 bytes (one per gradient)
+        dist = _runtime.DataParallel(devices=["gpu:0", "gpu:1"], bucket_mb=mb, overlap=False)
+        monkeypatch.setattr(_runtime, "_DISTRIBUTION", dist)
+        del events[:], comm.buffers[:]
+        out = _runtime.reduce_gradients([device_xp.asarray(h) for h in host] + [None])
+        assert out[-1] is None
+        assert comm.buffers == (["cupy"] if aware else ["numpy"]) * (1 if mb is None else 3)
+        if aware:
+            assert events == ["synchronize", "allreduce"] * len(comm.buffers)
+        for got, h in zip(out, host):
+            assert lamina.backend.is_cupy_array(got)
+            np.testing.assert_allclose(lamina.backend.to_numpy(got), h * 2 * 0.5, rtol=1e-6)  # share 1/2
 
 
 if __name__ == "__main__":

@@ -7,13 +7,15 @@
 
 Every rank runs the same program on the same data. With a DataParallel distribution set, fit / evaluate /
 predict give each rank a contiguous slice of every global batch; the training step sums the gradients of
-all ranks, each weighted by the share of the global batch it computed, in one fused all-reduce over a flat
-buffer, so every rank applies the same update as one process with the whole batch would (to float32
-rounding). See docs/distributed.md for what is guaranteed and the measured costs.
+all ranks, each weighted by the share of the global batch it computed, in all-reduces over flat buffers
+(buckets of up to 25 MB, started during the backward pass), so every rank applies the same update as one
+process with the whole batch would (to float32 rounding). See docs/distributed.md for what is guaranteed
+and the measured costs.
 
 The models reach this package through a narrow seam (``_runtime``): ``shard`` a batch, ``reduce_loss``,
-``reduce_gradients``, ``reduce_metrics``, ``gather`` predictions, ``begin`` a fit (broadcast rank 0's state)
-and ``is_chief`` (only rank 0 prints and writes files). Without a distribution set, each is a no-op.
+``gradients`` (lamina.grad and the all-reduce), ``reduce_metrics``, ``gather`` predictions, ``begin`` a fit
+(broadcast rank 0's state) and ``is_chief`` (only rank 0 prints and writes files). Without a distribution
+set, each is a no-op.
 """
 from ._runtime import (DataParallel, Distribution, MPI_INSTALL_HINT, distribution, initialize, is_chief,
                        is_initialized, list_devices, process_count, process_index, set_distribution)

@@ -6,7 +6,9 @@ Seam (each a no-op unless a DataParallel distribution is set and the world has m
   shard(batch)           the rank's contiguous slice of a global batch (and, until the step ends, random
                          draws of the noise stream are made for the global batch and sliced);
   reduce_loss(value)     the global mean loss of the step (so a NaN on any rank stops every rank);
-  reduce_gradients(gs)   one fused all-reduce of the sample-weighted gradients over a flat buffer;
+  gradients(loss, vs)    lamina.grad, then the all-reduce of the sample-weighted gradients: one fused buffer,
+                         or buckets (DataParallel(bucket_mb=...)), started during the backward pass (overlap);
+  reduce_gradients(gs)   the same all-reduce, of gradients already computed (for a custom train_step);
   reduce_metrics(state)  (a context) the metric and loss-tracker states become global sums;
   gather(outputs)        predictions of every rank, concatenated in order, on every rank;
   is_chief()             only rank 0 prints progress and writes files.
@@ -19,14 +21,19 @@ import sys
 import numpy as np
 
 from .. import backend
+from ..layers import normalization as _normalization
 from ..layers.layer import _nest_flatten, _nest_map
-from ..tensor import Tensor
+from ..tensor import Tensor, grad
 
 MPI_INSTALL_HINT = "lamina.distribution needs mpi4py and Open MPI: pip install 'lamina[mpi]'"
 
 # environment variables set by the launchers: Open MPI's mpirun, MPICH/Intel MPI (PMI), PMIx, Slurm's srun
 _LAUNCH_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
 _LAUNCH_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
+
+# gradient buckets of DataParallel (MB; None: one fused buffer per step), chosen by measurement: see
+# docs/distributed.md, "Buckets and overlap"
+DEFAULT_BUCKET_MB = 25.0
 
 _MPI = None        # the mpi4py.MPI module once initialize() joined a world
 _COMM = None       # its COMM_WORLD
@@ -134,9 +141,17 @@ class DataParallel(Distribution):
 
     Args:
         devices: the devices (one per rank) as from list_devices(); default: all ranks.
+        bucket_mb: (lamina's, not Keras's) the gradients of a step are cut, in reverse layer order, into
+            buckets of at most this many MB (a larger tensor makes a bucket alone), each all-reduced on its
+            own; default 25. None: one all-reduce over one flat buffer after the backward pass.
+        overlap: True (default): the default train_step starts each bucket's non-blocking all-reduce
+            (MPI_Iallreduce) as soon as the backward pass has completed its gradients, while the sweep
+            goes on, and waits for them all before the optimizer step. False: one blocking all-reduce per
+            bucket after the backward pass (measured slower; kept for comparison).
     """
 
-    def __init__(self, devices=None, device_mesh=None, auto_shard_dataset=True):
+    def __init__(self, devices=None, device_mesh=None, auto_shard_dataset=True, *, bucket_mb=DEFAULT_BUCKET_MB,
+                 overlap=True):
         if device_mesh is not None:
             raise ValueError("DataParallel: lamina builds its mesh from the MPI world; pass devices (or nothing).")
         initialize()
@@ -146,9 +161,14 @@ class DataParallel(Distribution):
                              f"{process_count()} ranks; lamina runs one rank per device (mpirun -n "
                              f"{len(self.devices)}).")
         self.auto_shard_dataset = auto_shard_dataset
+        if bucket_mb is not None and not float(bucket_mb) > 0:
+            raise ValueError(f"DataParallel: bucket_mb must be a positive number of MB or None (one fused buffer). "
+                             f"Received: bucket_mb={bucket_mb!r}")
+        self.bucket_mb = None if bucket_mb is None else float(bucket_mb)
+        self.overlap = bool(overlap)
 
     def __repr__(self):
-        return f"<DataParallel devices={self.devices}>"
+        return f"<DataParallel devices={self.devices} bucket_mb={self.bucket_mb} overlap={self.overlap}>"
 
 
 def set_distribution(value):
@@ -304,35 +324,209 @@ def reduce_loss(value):
     return float(buf[0])
 
 
+def _array(g):
+    return g.data if isinstance(g, Tensor) else g
+
+
+def cuda_aware():
+    """True when the MPI library takes device (CUDA) buffers: mpi4py's Query_cuda_support where it has
+    one, else Open MPI's MPIX_Query_cuda_support from the loaded libmpi; False when neither answers."""
+    global _CUDA_AWARE
+    if _CUDA_AWARE is None:
+        _CUDA_AWARE = False
+        try:
+            query = getattr(_MPI, "Query_cuda_support", None)
+            if query is not None:
+                _CUDA_AWARE = bool(query())
+            else:
+                import ctypes
+                import re
+                with open("/proc/self/maps") as f:
+                    libs = sorted(set(re.findall(r"(/\S*libmpi\.so[.\d]*)", f.read())))
+                for lib in libs:
+                    fn = getattr(ctypes.CDLL(lib), "MPIX_Query_cuda_support", None)
+                    if fn is not None:
+                        fn.restype = ctypes.c_int
+                        _CUDA_AWARE = fn() == 1
+                        break
+        except Exception:  # noqa: BLE001 - no answer (another MPI, no /proc): stage through the host
+            _CUDA_AWARE = False
+    return _CUDA_AWARE
+
+
+_CUDA_AWARE = None
+
+
+class _Buckets:
+    """How a step's gradients are packed: buckets of parameter indices in reverse order (the order the
+    backward pass completes them), each at most cap bytes (a larger tensor alone); one bucket when cap is
+    None. Every rank builds the same plan from the same model."""
+
+    def __init__(self, shapes, dtypes, cap):
+        self.members, self.dtypes, self.sizes, self.slot, self.bucket_of = [], [], [], {}, {}
+        current, nbytes = [], 0
+        for i in reversed(range(len(shapes))):
+            size = int(np.prod(shapes[i], dtype=np.int64))
+            b = size * np.dtype(dtypes[i]).itemsize
+            if current and cap is not None and nbytes + b > cap:
+                self._close(current, shapes, dtypes)
+                current, nbytes = [], 0
+            current.append(i)
+            nbytes += b
+        if current:
+            self._close(current, shapes, dtypes)
+
+    def _close(self, members, shapes, dtypes):
+        k, offset = len(self.members), 0
+        for i in members:
+            size = int(np.prod(shapes[i], dtype=np.int64))
+            self.slot[i], self.bucket_of[i] = (offset, size), k
+            offset += size
+        self.members.append(members)
+        self.dtypes.append(np.result_type(*[dtypes[i] for i in members]))
+        self.sizes.append(offset)
+
+
+class _BucketedReduce:
+    """Packs gradients into the buckets' buffers as they come, all-reduces each full bucket (blocking, or
+    non-blocking and in bucket order so that every rank issues the collectives in the same order), and
+    unpacks the sums. Buffers live on the host (CuPy gradients are staged there), or on the device when
+    the gradients are CuPy arrays and the MPI library is CUDA-aware."""
+
+    def __init__(self, plan, weight, nonblocking, xp):
+        self.plan, self.weight, self.nonblocking, self.xp = plan, weight, nonblocking, xp
+        self.on_device = xp is not np and cuda_aware()
+        self.bufs = [None] * len(plan.members)
+        self.filled = [0] * len(plan.members)
+        self.grads = {}
+        self.requests, self.launched = [], 0
+
+    def add(self, i, g):
+        """Gradient i is complete (None: the loss does not reach it, the same on every rank)."""
+        plan = self.plan
+        k = plan.bucket_of[i]
+        buf = self.bufs[k]
+        if buf is None:
+            buf = self.bufs[k] = (self.xp if self.on_device else np).empty(plan.sizes[k], plan.dtypes[k])
+        offset, size = plan.slot[i]
+        a = _array(g)
+        self.grads[i] = a
+        if a is None:
+            buf[offset:offset + size] = 0
+        else:
+            buf[offset:offset + size] = a.ravel() if self.on_device else backend.to_numpy(a).ravel()
+        self.filled[k] += 1
+        while self.launched < len(plan.members) and self.filled[self.launched] == len(plan.members[self.launched]):
+            self._launch(self.launched)
+            self.launched += 1
+        if self.requests:   # let MPI progress the collectives already started
+            _MPI.Request.Testall(self.requests)
+
+    def _launch(self, k):
+        buf, w = self.bufs[k], self.weight
+        if w != 1.0:
+            buf *= buf.dtype.type(w)
+            if w == 0.0:
+                buf[...] = 0  # an empty slice's dummy sample may have made inf/NaN: it contributes nothing
+        if self.on_device:   # MPI reads device memory directly: the kernels that wrote it must be done
+            self.xp.cuda.get_current_stream().synchronize()
+        if self.nonblocking:
+            self.requests.append(_COMM.Iallreduce(_MPI.IN_PLACE, buf, op=_MPI.SUM))
+        else:
+            _COMM.Allreduce(_MPI.IN_PLACE, buf, op=_MPI.SUM)
+
+    def finish(self, like):
+        """The summed gradients, in the form of ``like`` (the list of gradients or variables)."""
+        if self.requests:
+            _MPI.Request.Waitall(self.requests)
+        out = [None] * len(like)
+        for i, a in self.grads.items():
+            if a is None:
+                continue
+            k = self.plan.bucket_of[i]
+            offset, size = self.plan.slot[i]
+            part = self.bufs[k][offset:offset + size].reshape(a.shape).astype(a.dtype, copy=False)
+            xp = backend.get_array_module(a)
+            if xp is not np and not self.on_device:
+                part = backend.to_device(part, xp)
+            out[i] = Tensor(part) if isinstance(like[i], Tensor) else part
+        return out
+
+
+def _cap():
+    mb = getattr(_DISTRIBUTION, "bucket_mb", None)
+    return None if mb is None else int(mb * (1 << 20))
+
+
 def reduce_gradients(grads):
     """The gradients summed over ranks, each weighted by its share of the global batch: one all-reduce
-    over one flat buffer (on CuPy, staged through the host)."""
+    over one flat buffer, or one blocking all-reduce per bucket with DataParallel(bucket_mb=..., overlap=
+    False) (on CuPy, staged through the host unless MPI is CUDA-aware). Gradients already computed leave
+    nothing to overlap with, so with overlap=True (the default) they go in one fused buffer: measured, the
+    fewest collectives are fastest there."""
     if not active():
         return grads
-    present = [(i, g.data if isinstance(g, Tensor) else g) for i, g in enumerate(grads) if g is not None]
+    present = [i for i, g in enumerate(grads) if g is not None]
     if not present:
         return grads
-    dtype = np.result_type(*[a.dtype for _, a in present])
-    w = _weight()
-    sizes = [int(a.size) for _, a in present]
-    flat = np.empty(sum(sizes), dtype)
-    offset = 0
-    for (_, a), n in zip(present, sizes):
-        flat[offset:offset + n] = backend.to_numpy(a).ravel()
-        offset += n
-    if w != 1.0:
-        flat *= dtype.type(w)
-        if w == 0.0:
-            flat[...] = 0  # an empty slice's dummy sample may have made inf/NaN: it contributes nothing
-    _COMM.Allreduce(_MPI.IN_PLACE, flat, op=_MPI.SUM)
-    out, offset = list(grads), 0
-    for (i, a), n in zip(present, sizes):
-        part = flat[offset:offset + n].reshape(a.shape).astype(a.dtype, copy=False)
-        xp = backend.get_array_module(a)
-        part = part if xp is np else backend.to_device(part, xp)
-        out[i] = Tensor(part) if isinstance(grads[i], Tensor) else part
-        offset += n
+    arrays = [_array(grads[i]) for i in present]
+    cap = None if getattr(_DISTRIBUTION, "overlap", True) else _cap()
+    plan = _Buckets([a.shape for a in arrays], [a.dtype for a in arrays], cap)
+    red = _BucketedReduce(plan, _weight(), False, backend.get_array_module(*arrays))
+    for j, a in enumerate(arrays):
+        red.add(j, a)
+    summed = red.finish([grads[i] for i in present])
+    out = list(grads)
+    for j, i in enumerate(present):
+        out[i] = summed[j]
     return out
+
+
+def gradients(loss, variables):
+    """lamina.grad(loss, variables), then reduce_gradients; with DataParallel(bucket_mb=..., overlap=True)
+    each bucket's all-reduce starts during the backward pass, as soon as its gradients are complete."""
+    if not active() or _cap() is None or not getattr(_DISTRIBUTION, "overlap", False):
+        return reduce_gradients(grad(loss, variables))
+    variables = list(variables)
+    plan = _Buckets([v.shape for v in variables], [v.dtype for v in variables], _cap())
+    red = _BucketedReduce(plan, _weight(), True, backend.get_array_module(*[v.data for v in variables]))
+    grad(loss, variables, on_ready=red.add)
+    return red.finish([None] * len(variables))
+
+
+class _StepReducer:
+    """What BatchNormalization(synchronized=True) needs of the running step (ops.batch_norm_training's
+    reducer): this rank's share of the step's loss, and a gather and a sum of small float64 host vectors
+    over the ranks (one collective each; every rank reaches them in the same order, one model graph)."""
+
+    @property
+    def share(self):
+        return _weight()
+
+    @staticmethod
+    def allgather(vec):
+        vec = np.ascontiguousarray(vec, np.float64)
+        out = np.empty((_COMM.size, vec.size), np.float64)
+        _COMM.Allgather(vec, out)
+        return out
+
+    @staticmethod
+    def allreduce(vec):
+        vec = np.array(vec, np.float64, order="C")
+        _COMM.Allreduce(_MPI.IN_PLACE, vec, op=_MPI.SUM)
+        return vec
+
+
+_STEP_REDUCER = _StepReducer()
+
+
+def step_reducer():
+    """The reducer of synchronized batch norm while a DataParallel distribution runs on several ranks,
+    else None (the layer then computes its statistics alone, as synchronized=False)."""
+    return _STEP_REDUCER if active() else None
+
+
+_normalization.set_sync_reducer(step_reducer)
 
 
 def _numeric_state(obj):

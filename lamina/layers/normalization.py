@@ -9,13 +9,26 @@ from .layer import InputSpec, Layer
 
 __all__ = ["BatchNormalization", "LayerNormalization", "GroupNormalization", "InstanceNormalization"]
 
+# synchronized batch norm: lamina.distribution (a floor above) registers here a function returning the
+# reducer of the running data-parallel step, or None (no distribution, one rank, or not inside a step)
+_SYNC_REDUCER = None
+
+
+def set_sync_reducer(source):
+    """Register ``source()`` -> reducer or None (see ops.batch_norm_training); None unregisters."""
+    global _SYNC_REDUCER
+    _SYNC_REDUCER = source
+
 
 class BatchNormalization(Layer):
     """Normalise each channel with the statistics of the batch (training) or moving averages (inference).
 
     Args (Keras 3): axis=-1 (the channel axis), momentum=0.99, epsilon=1e-3, center, scale,
     beta/gamma/moving_mean/moving_variance initializers, beta/gamma regularizers and constraints,
-    synchronized (accepted, ignored: one process).
+    synchronized=False: under a lamina.distribution DataParallel run on several ranks, the training
+    statistics are those of the global batch (all ranks' slices) and the backward pass all-reduces the two
+    per-channel sums it needs, so N ranks equal one process with the same global batch; without a
+    distribution (or on one rank) it changes nothing. Keras 3 builds it on TensorFlow only.
     Weights: gamma (C,), beta (C,), moving_mean (C,), moving_variance (C,) (the last two not trainable).
     Parameters: 4 C (2 C trainable). Input and output shape: the same, any rank.
     Forward: training=True: y = (x - mean_B) / sqrt(var_B + epsilon) * gamma + beta with the batch mean
@@ -41,7 +54,7 @@ class BatchNormalization(Layer):
         if not 0.0 <= self.momentum <= 1.0:
             raise ValueError(f"BatchNormalization '{self.name}': momentum must be in [0, 1]. "
                              f"Received: momentum={momentum!r}")
-        self.center, self.scale, self.synchronized = bool(center), bool(scale), synchronized
+        self.center, self.scale, self.synchronized = bool(center), bool(scale), bool(synchronized)
         self.beta_initializer = initializers.get(beta_initializer)
         self.gamma_initializer = initializers.get(gamma_initializer)
         self.moving_mean_initializer = initializers.get(moving_mean_initializer)
@@ -83,7 +96,9 @@ class BatchNormalization(Layer):
         empty = inputs.shape[self.axis] > 0 and 0 in inputs.shape
         if training and self.trainable and not empty:
             m = None if mask is None else getattr(mask, "data", mask)
-            y, mean, var = ops.batch_norm_training(inputs, self.gamma, self.beta, self.epsilon, self.axis, mask=m)
+            reducer = _SYNC_REDUCER() if self.synchronized and _SYNC_REDUCER is not None else None
+            y, mean, var = ops.batch_norm_training(inputs, self.gamma, self.beta, self.epsilon, self.axis, mask=m,
+                                                   reducer=reducer)
             # Keras's rule, with the biased batch variance; the statistics are not trained, so no graph
             mom = self.momentum
             self.moving_mean.assign(self.moving_mean.data * mom + mean.data * (1.0 - mom))

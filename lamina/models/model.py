@@ -20,7 +20,7 @@ import numpy as np
 from .. import backend, losses as losses_mod, metrics as metrics_mod, optimizers
 from ..layers.layer import KerasTensor, Layer, _nest_flatten
 from ..registry import get_registered_object, serialize
-from ..tensor import Tensor, grad, no_grad
+from ..tensor import Tensor, no_grad
 from . import summary as summary_mod
 from . import training
 from ..distribution import _runtime as _dist
@@ -345,7 +345,7 @@ class Model(Layer):
                 # Keras: the gradients are of optimizer.scale_loss(loss) (LossScaleOptimizer's dynamic scale,
                 # loss_scale_factor); apply_gradients divides them by the same factor
                 scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") else loss
-                grads = _dist.reduce_gradients(grad(scaled, variables))  # data-parallel: one fused all-reduce
+                grads = _dist.gradients(scaled, variables)  # lamina.grad; data-parallel: + the all-reduce
                 bad = training.nonfinite_indices(grads)  # before the update: NaN never reaches the weights
                 if bad:
                     raise training.NonFiniteUpdate(self, [variables[i] for i in bad])

@@ -17,6 +17,7 @@ Backward, when mu and var come from x itself (gxhat = gy * gamma):
 """
 import numpy as np
 
+from .. import backend
 from ..tensor import Op
 
 __all__ = ["batch_norm", "batch_norm_training", "layer_norm", "group_norm"]
@@ -190,6 +191,108 @@ class BatchNormTraining(Op):
         return dx, dgamma, dbeta, None
 
 
+class SyncBatchNormTraining(BatchNormTraining):
+    """Training batch norm whose statistics span the global batch of a data-parallel step.
+
+    ``reducer`` connects the ranks: ``reducer.share`` is this rank's share of the step's loss (its rows /
+    the global batch; 0 for a rank whose slice is empty and computes on a dummy row), and
+    ``reducer.allgather(v)`` / ``reducer.allreduce(v)`` gather / sum a float64 host vector over the ranks.
+    Forward: every rank gathers (count, mean, M2 = sum of squared deviations) of its slice per channel and
+    combines them (Chan's pairwise rule in float64: M2 = sum_r M2_r + n_r (mean_r - mean)^2), so the
+    statistics are those of the global batch without the cancellation of sum-of-squares formulas.
+    Backward: the loss being sum_r share_r L_r, the mean and variance receive gradient from every rank;
+    the per-channel sums they need (sum gxhat * xhat, sum gxhat, weighted by share, and sum mask * d) are
+    all-reduced in one float64 call. Each rank returns dL/dx of its rows divided by its share, the
+    convention of every other gradient of the step (the gradient all-reduce weights them by the share).
+    """
+
+    def forward(self, x, gamma, beta, mask):
+        xp = self.xp
+        ax = _channel_axis(self.axis, x.ndim, "batch_norm_training")
+        C = x.shape[ax]
+        _check_param(gamma, "gamma", (C,), "batch_norm_training")
+        _check_param(beta, "beta", (C,), "batch_norm_training")
+        self.dtypes = tuple(None if a is None else a.dtype for a in (x, gamma, beta))
+        cd = _compute_dtype(np.result_type(*(a.dtype for a in (x, gamma, beta) if a is not None)))
+        x, gamma, beta = _upcast(cd, x, gamma, beta)
+        red = tuple(i for i in range(x.ndim) if i != ax)
+        self.ax, self.red, self.bshape = ax, red, _param_shape(x.ndim, (ax,), x.shape)
+        share = float(self.reducer.share)
+        w = None
+        if mask is not None:
+            want = x.shape[:ax] + x.shape[ax + 1:]
+            if tuple(mask.shape) != want:
+                raise ValueError(f"batch_norm_training: the mask must have the input's shape without the channel "
+                                 f"axis, {want}; received {tuple(mask.shape)}.")
+            w = xp.expand_dims(mask.astype(x.dtype), ax)
+        # this rank's (count, mean, M2) per channel; a rank with an empty slice contributes nothing
+        local = np.zeros((3, C), np.float64)
+        if share > 0 and x.size:
+            if w is None:
+                n = x.size // C
+                mean_r = x.mean(axis=red, keepdims=True)
+                d = x - mean_r
+                m2_r = (d * d).sum(axis=red)
+                local[0] = n
+            else:
+                n = w.sum(axis=red, keepdims=True)
+                mean_r = (w * x).sum(axis=red, keepdims=True) / xp.maximum(n, 1e-30)
+                d = x - mean_r
+                m2_r = (w * d * d).sum(axis=red)
+                local[0] = backend.to_numpy(n).reshape(-1)   # the same for every channel
+            local[1] = backend.to_numpy(mean_r).reshape(C)
+            local[2] = backend.to_numpy(m2_r).reshape(C)
+        rows = np.asarray(self.reducer.allgather(local.reshape(-1)), np.float64).reshape(-1, 3, C)
+        counts, means, m2s = rows[:, 0], rows[:, 1], rows[:, 2]
+        # Keras adds 1e-7 to a mask's weight total (an all-masked batch gives 0, not NaN)
+        W = counts.sum(axis=0) + (0.0 if w is None else 1e-7)
+        mean = (counts * means).sum(axis=0) / W
+        var = (m2s + counts * (means - mean) ** 2).sum(axis=0) / W
+        on_device = (lambda a: backend.to_device(a.astype(cd), xp)) if xp is not np else (lambda a: a.astype(cd))
+        mean_x, var_x = on_device(mean), on_device(var)
+        d = x - mean_x.reshape(self.bshape)
+        inv = 1.0 / xp.sqrt(var_x.reshape(self.bshape) + self.epsilon)
+        xhat = d * inv
+        y = xhat if gamma is None else xhat * gamma.reshape(self.bshape)
+        if beta is not None:
+            y = y + beta.reshape(self.bshape)
+        self.saved = (xhat, inv, gamma, w, W, d, share)
+        return y.astype(_out_dtype(self.dtypes[0], y.dtype), copy=False), mean_x, var_x
+
+    def backward(self, gy, gmean, gvar):
+        xhat, inv, gamma, w, W, d, share = self.saved
+        cd = xhat.dtype
+        gy, gmean, gvar = (g.astype(cd, copy=False) for g in (gy, gmean, gvar))
+        red, bshape, xp = self.red, self.bshape, self.xp
+        dx = dgamma = dbeta = None
+        if self.needs_grad[1]:
+            dgamma = (gy * xhat).sum(axis=red)
+        if self.needs_grad[2]:
+            dbeta = gy.sum(axis=red)
+        if self.needs_grad[0]:   # the same on every rank (one graph), so every rank joins the all-reduce
+            C = xhat.shape[self.ax]
+            gxhat = gy if gamma is None else gy * gamma.reshape(bshape)
+            local = np.zeros((5, C), np.float64)
+            if share > 0:
+                host = backend.to_numpy
+                local[0] = share * host((gxhat * xhat).sum(axis=red)).astype(np.float64)
+                local[1] = share * host(gxhat.sum(axis=red)).astype(np.float64)
+                local[2] = host((d if w is None else w * d).sum(axis=red)).astype(np.float64)
+                local[3] = share * host(gvar).astype(np.float64)
+                local[4] = share * host(gmean).astype(np.float64)
+            tot = np.asarray(self.reducer.allreduce(local.reshape(-1)), np.float64).reshape(5, C)
+            inv_h = backend.to_numpy(inv).reshape(C).astype(np.float64)
+            dvar = -0.5 * inv_h * inv_h * tot[0] + tot[3]
+            dmean = -inv_h * tot[1] - 2.0 * dvar * tot[2] / W + tot[4]
+            if share > 0:
+                a, b = 2.0 * dvar / (W * share), dmean / (W * share)   # per channel, float64 on the host
+                to = (lambda v: backend.to_device(v.astype(cd), xp)) if xp is not np else (lambda v: v.astype(cd))
+                dx = gxhat * inv + (1.0 if w is None else w) * (to(a).reshape(bshape) * d + to(b).reshape(bshape))
+            else:   # a dummy row: its gradient is dropped by the all-reduce anyway (share 0)
+                dx = xp.zeros_like(xhat)
+        return _in_dtypes((dx, dgamma, dbeta, None), self.dtypes + (None,))
+
+
 class LayerNorm(Op):
     """Per-sample normalisation over ``axes``; with rms_scaling, y = x * gamma / sqrt(var + eps)."""
 
@@ -297,7 +400,7 @@ def batch_norm(x, gamma, beta, mean, variance, epsilon=1e-3, axis=-1):
     return BatchNorm.apply(x, gamma, beta, mean, variance, epsilon=float(epsilon), axis=int(axis))
 
 
-def batch_norm_training(x, gamma, beta, epsilon=1e-3, axis=-1, mask=None):
+def batch_norm_training(x, gamma, beta, epsilon=1e-3, axis=-1, mask=None, reducer=None):
     """Batch normalisation with the statistics of this batch (training mode).
 
     The mean and the biased variance are taken over every axis but the channel ``axis``; with a
@@ -309,7 +412,13 @@ def batch_norm_training(x, gamma, beta, epsilon=1e-3, axis=-1, mask=None):
     Forward: y = (x - mean) / sqrt(var + epsilon) * gamma + beta.
     Backward: dx = inv * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat)), gxhat = gy * gamma,
     plus the contributions of the mean and variance outputs (1/M and 2 (x - mean) / M).
+
+    ``reducer`` (synchronized batch norm, from lamina.distribution during a data-parallel step): the
+    statistics are those of the global batch, every rank's slice together (see SyncBatchNormTraining).
     """
+    if reducer is not None:
+        return SyncBatchNormTraining.apply(x, gamma, beta, mask, epsilon=float(epsilon), axis=int(axis),
+                                           reducer=reducer)
     return BatchNormTraining.apply(x, gamma, beta, mask, epsilon=float(epsilon), axis=int(axis))
 
 
