@@ -1,0 +1,80 @@
+"""Patterns met running held-out keras.io example programs on lamina (docs/keras_programs.md), each written
+here as our own small code and checked against real Keras (KERAS_BACKEND=torch) where Keras runs here."""
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import lamina
+from lamina import initializers, layers, ops
+
+keras = pytest.importorskip("keras")
+
+INITS = [("RandomNormal", {}), ("RandomUniform", {}), ("TruncatedNormal", {}), ("GlorotNormal", {}),
+         ("GlorotUniform", {}), ("HeNormal", {}), ("LecunUniform", {}), ("VarianceScaling", {}),
+         ("Orthogonal", {})]
+
+
+@pytest.mark.parametrize("name,kw", INITS)
+def test_seeded_initializer_call_is_a_tensor_like_keras(name, kw):
+    """keras.io reproducibility recipe: float(Init(seed=42)(shape=(1, 1))) twice gives the same number."""
+    ours = getattr(initializers, name)(seed=42, **kw)(shape=(1, 1))
+    theirs = getattr(keras.initializers, name)(seed=42, **kw)(shape=(1, 1))
+    assert isinstance(ours, lamina.Tensor)                       # Keras: a backend tensor
+    assert float(ours) == float(getattr(initializers, name)(seed=42, **kw)(shape=(1, 1)))
+    assert isinstance(float(theirs), float) and isinstance(float(ours), float)
+    assert ours.shape == tuple(theirs.shape) and str(ours.dtype) == "float32" == str(theirs.dtype).split(".")[-1]
+    # a (2,) result has no single float, in Keras as here
+    with pytest.raises(ValueError):
+        float(keras.initializers.get(name.lower() if name != "VarianceScaling" else "variance_scaling")(shape=(2,)))
+    with pytest.raises(ValueError):
+        float(getattr(initializers, name)(seed=42, **kw)(shape=(2,)))
+
+
+def test_initializer_result_works_with_ops_and_numpy():
+    w = initializers.GlorotNormal(seed=42)(shape=(3, 5))
+    np.testing.assert_array_equal(np.asarray(ops.add(w, 1.0)), np.asarray(w) + 1.0)
+    assert np.allclose(w, initializers.GlorotNormal(seed=42)(shape=(3, 5)))          # np.allclose takes tensors
+    np.testing.assert_array_equal(np.asarray(initializers.Constant(2.5)((2, 3))), np.full((2, 3), 2.5, np.float32))
+    assert initializers.Zeros()((2, 2), dtype="float64").dtype == np.float64
+
+
+def test_custom_initializers_and_add_weight_take_the_tensor_values():
+    class NumpyInit(initializers.Initializer):                   # returns a NumPy array: handed back as a Tensor
+        def __call__(self, shape, dtype=None):
+            return np.arange(np.prod(shape), dtype=dtype or "float32").reshape(shape)
+
+    class OpsInit(initializers.Initializer):                     # returns a tensor already: left as it is
+        def __call__(self, shape, dtype=None):
+            return ops.ones(shape, dtype=dtype) * 3.0
+
+    assert isinstance(NumpyInit()((2, 3)), lamina.Tensor) and isinstance(OpsInit()((2,)), lamina.Tensor)
+    layer = layers.Dense(3, kernel_initializer=NumpyInit(), bias_initializer=OpsInit())
+    layer.build((None, 2))
+    np.testing.assert_array_equal(layer.kernel.numpy(), np.arange(6, dtype=np.float32).reshape(2, 3))
+    np.testing.assert_array_equal(layer.bias.numpy(), np.full(3, 3.0, np.float32))
+    # a seeded built-in initializer gives the layer the very values a direct call gives
+    dense = layers.Dense(4, kernel_initializer=initializers.HeNormal(seed=7))
+    dense.build((None, 3))
+    np.testing.assert_array_equal(dense.kernel.numpy(), np.asarray(initializers.HeNormal(seed=7)((3, 4))))
+    # an LSTM with unit_forget_bias builds its bias from the tensor the bias initializer returns
+    lstm = layers.LSTM(2)
+    lstm.build((None, 4, 3))
+    np.testing.assert_array_equal(lstm.cell.bias.numpy() if hasattr(lstm, "cell") else lstm.bias.numpy(),
+                                  np.array([0, 0, 1, 1, 0, 0, 0, 0], np.float32))
+
+
+def test_dataset_cardinality_is_the_number_of_batches(tmp_path):
+    """keras.io text classification prints raw_train_ds.cardinality(): the number of batches."""
+    for label in ("neg", "pos"):
+        (tmp_path / label).mkdir()
+        for i in range(5):
+            (tmp_path / label / f"{i}.txt").write_text(f"review {label} {i}")
+    ds = lamina.utils.text_dataset_from_directory(str(tmp_path), batch_size=4, shuffle=False)
+    assert ds.cardinality() == 3 == len(ds) == len(list(ds))       # ceil(10 / 4)
+    assert ds.take(2).cardinality() == 2
+    assert ds.map(lambda x, y: (x, y)).prefetch(8).cache().cardinality() == 3
+    series = lamina.utils.timeseries_dataset_from_array(np.arange(20.0), None, sequence_length=5, batch_size=4)
+    assert series.cardinality() == 4                                  # 16 windows in batches of 4
