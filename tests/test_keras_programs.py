@@ -78,3 +78,78 @@ def test_dataset_cardinality_is_the_number_of_batches(tmp_path):
     assert ds.map(lambda x, y: (x, y)).prefetch(8).cache().cardinality() == 3
     series = lamina.utils.timeseries_dataset_from_array(np.arange(20.0), None, sequence_length=5, batch_size=4)
     assert series.cardinality() == 4                                  # 16 windows in batches of 4
+
+
+def _spy_model(lib, seen):
+    class Spy(lib.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = lib.layers.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+        def train_step(self, data):
+            seen.append("bare" if not isinstance(data, (tuple, list)) else f"{type(data).__name__}{len(data)}")
+            return {}
+
+    return Spy()
+
+
+def test_a_dataset_of_x_alone_gives_train_step_x_alone(tmp_path):
+    """keras.io's DCGAN: image_dataset_from_directory(label_mode=None).map(lambda x: x / 255.0) is fitted and
+    train_step(real_images) concatenates real_images with generated images, so it must get the batch itself."""
+    from PIL import Image
+    (tmp_path / "img").mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((8, 8, 3), 20 * i, np.uint8)).save(tmp_path / "img" / f"{i}.png")
+    ds = lamina.utils.image_dataset_from_directory(str(tmp_path), label_mode=None, image_size=(8, 8),
+                                                   batch_size=4).map(lambda x: x / 255.0)
+    ours = []
+    m = _spy_model(lamina, ours)
+    m.compile()
+    m.fit(ds, epochs=1, verbose=0)
+
+    class Xs(lamina.utils.PyDataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return np.zeros((4, 3), "float32")
+
+    m.fit(Xs(), epochs=1, verbose=0)
+    m.fit(np.zeros((4, 3), "float32"), epochs=1, verbose=0, batch_size=4)
+    assert ours == ["bare", "bare", "bare", "bare"]
+    # Keras gives train_step the lone array as it is for array input (the TensorFlow backend does the same
+    # for a dataset's lone tensor; this torch build of Keras only runs the array case)
+    theirs = []
+    k = _spy_model(keras, theirs)
+    k.compile()
+    k.fit(np.zeros((4, 3), "float32"), epochs=1, verbose=0, batch_size=4)
+    assert theirs == ["bare"]
+    # a tuple (x,) or (x, y) from a PyDataset still arrives as a tuple
+    class Pairs(lamina.utils.PyDataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return np.zeros((4, 3), "float32"), np.zeros((4, 2), "float32")
+
+    ours.clear()
+    m.fit(Pairs(), epochs=1, verbose=0)
+    assert ours == ["tuple2"]
+    # the default train_step trains on a lone-x PyDataset when the loss needs no y (add_loss)
+    class Recon(lamina.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = layers.Dense(3)
+
+        def call(self, x):
+            out = self.d(x)
+            self.add_loss(ops.mean(ops.square(out - x)))
+            return out
+
+    r = Recon()
+    r.compile(optimizer="sgd")
+    hist = r.fit(Xs(), epochs=2, verbose=0)
+    assert len(hist.history["loss"]) == 2
