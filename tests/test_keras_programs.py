@@ -153,3 +153,42 @@ def test_a_dataset_of_x_alone_gives_train_step_x_alone(tmp_path):
     r.compile(optimizer="sgd")
     hist = r.fit(Xs(), epochs=2, verbose=0)
     assert len(hist.history["loss"]) == 2
+
+
+def _endpoint(lib):
+    class Endpoint(lib.layers.Layer):
+        def call(self, logits, targets=None, sample_weight=None):
+            if targets is not None:
+                self.add_loss(lib.ops.mean(lib.ops.square(logits - targets)))
+            return logits * 2.0
+
+    return Endpoint()
+
+
+def test_a_layer_takes_its_first_argument_by_keyword_like_keras():
+    """keras.io's endpoint layer pattern calls self.logistic_endpoint(logits=..., targets=..., sample_weight=...)."""
+    x, t = np.arange(6, dtype="float32").reshape(3, 2), np.ones((3, 2), "float32")
+    ours, theirs = _endpoint(lamina), _endpoint(keras)
+    np.testing.assert_allclose(np.asarray(ours(logits=x, targets=t)),
+                               keras.ops.convert_to_numpy(theirs(logits=x, targets=t)))
+    assert [float(v) for v in ours.losses] == pytest.approx([float(keras.ops.convert_to_numpy(v)) for v in theirs.losses])
+    assert ours(logits=lamina.Input((2,))).shape == tuple(theirs(logits=keras.Input((2,))).shape) == (None, 2)
+    with pytest.raises(TypeError):
+        ours(targets=t)
+    with pytest.raises(TypeError):
+        theirs(targets=t)
+
+    # in a subclassed model fitted on a dict, as the example does
+    class LogReg(lamina.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = layers.Dense(2)
+            self.endpoint = _endpoint(lamina)
+
+        def call(self, inputs):
+            return self.endpoint(logits=self.dense(inputs["x"]), targets=inputs["t"])
+
+    m = LogReg()
+    m.compile(optimizer="adam")
+    hist = m.fit({"x": x, "t": t}, epochs=2, verbose=0)
+    assert len(hist.history["loss"]) == 2 and np.isfinite(hist.history["loss"]).all()
