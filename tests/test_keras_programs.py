@@ -192,3 +192,43 @@ def test_a_layer_takes_its_first_argument_by_keyword_like_keras():
     m.compile(optimizer="adam")
     hist = m.fit({"x": x, "t": t}, epochs=2, verbose=0)
     assert len(hist.history["loss"]) == 2 and np.isfinite(hist.history["loss"]).all()
+
+
+def _distill(lib, seed=0):
+    """keras.io's Keras 3 knowledge distillation pattern: compute_loss overridden, teacher held as an attribute."""
+    ops = lib.ops
+
+    class Distiller(lib.Model):
+        def __init__(self, student, teacher):
+            super().__init__()
+            self.teacher, self.student = teacher, student
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, allow_empty=False):
+            teacher_pred = self.teacher(x, training=False)
+            student = lib.losses.SparseCategoricalCrossentropy(from_logits=True)(y, y_pred)
+            distill = lib.losses.KLDivergence()(ops.softmax(teacher_pred / 3.0, axis=1),
+                                                ops.softmax(y_pred / 3.0, axis=1)) * 9.0
+            return 0.1 * student + 0.9 * distill
+
+        def call(self, x):
+            return self.student(x)
+
+    rng = np.random.default_rng(seed)
+    nets = []
+    for _ in range(2):
+        net = lib.Sequential([lib.Input((4,)), lib.layers.Dense(3)])
+        net.set_weights([rng.normal(size=(4, 3)).astype("float32"), np.zeros(3, "float32")])
+        nets.append(net)
+    d = Distiller(*nets)
+    d.compile(optimizer=lib.optimizers.SGD(0.1), metrics=[lib.metrics.SparseCategoricalAccuracy()])
+    x, y = rng.normal(size=(8, 4)).astype("float32"), rng.integers(0, 3, 8)
+    hist = d.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+    return hist.history["loss"], d.evaluate(x, y, verbose=0), [n.get_weights()[0] for n in nets]
+
+
+def test_compute_loss_override_with_a_teacher_matches_keras():
+    ours, theirs = _distill(lamina), _distill(keras)
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-5)
+    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-5)
+    for a, b in zip(ours[2], theirs[2]):   # the teacher is trained too, in Keras as here (it is a sub-model)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
