@@ -1,9 +1,13 @@
 """Weight initializers with Keras 3's names and defaults.
 
-An initializer is called with a shape (and dtype) and returns a host NumPy array drawn from
-lamina's seeded generator (``lamina.utils.set_random_seed``); layers move it to the device.
+An initializer is called with a shape (and dtype) and returns a lamina Tensor (Keras returns a backend
+tensor, so ``float(init(shape=(1, 1)))`` and ``ops`` calls on the result work as in Keras), its values a
+host NumPy array drawn from lamina's seeded generator (``lamina.utils.set_random_seed``); ``add_weight``
+moves them to the device. Each subclass's ``__call__`` is wrapped so that a NumPy array it returns comes
+back as a Tensor; one that already returns a tensor is left as it is.
 Fans follow Keras: for a kernel (..., in, out) the receptive field is the product of the leading axes.
 """
+import functools
 import math
 
 import numpy as np
@@ -24,9 +28,25 @@ def compute_fans(shape):
     return shape[-2] * receptive, shape[-1] * receptive
 
 
+def _returns_tensor(call):
+    """``call`` with a NumPy result handed back as a lamina Tensor (Keras initializers return tensors)."""
+    @functools.wraps(call)
+    def wrapped(self, *args, **kwargs):
+        out = call(self, *args, **kwargs)
+        if isinstance(out, np.ndarray):
+            from .tensor import Tensor  # the tensor floor, imported here to keep this side module light
+            return Tensor(out)
+        return out
+    wrapped._returns_tensor = True
+    return wrapped
+
+
 class Initializer:
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
+        call = cls.__dict__.get("__call__")
+        if call is not None and not getattr(call, "_returns_tensor", False):
+            cls.__call__ = _returns_tensor(call)
         register(cls)
 
     def __call__(self, shape, dtype=None):  # pragma: no cover - abstract

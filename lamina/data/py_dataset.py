@@ -131,6 +131,10 @@ class PyDatasetAdapter:
         return int(n)
 
     def _standardize(self, batch):
+        if not isinstance(batch, (tuple, list, dict)):
+            # x alone goes to train_step as it came, as Keras passes a dataset's lone tensor (keras.io's DCGAN
+            # does ops.concatenate([generated, real_images]) on it); there is no y to weigh
+            return batch
         batch = standardize_batch(batch)
         if self.class_weight_fn is not None:
             if len(batch) == 3:

@@ -509,11 +509,24 @@ class Layer:
         self.build(shapes)
         self.built = True
 
+    def _first_call_arg(self):
+        """The name of call()'s first positional parameter (Keras lets it be passed by keyword), or None."""
+        cache = type(self).__dict__.get("_first_arg_cache")
+        if cache is None:
+            first = next(iter(inspect.signature(self.call).parameters.values()), None)
+            cache = (first.name if first is not None and first.kind in (first.POSITIONAL_ONLY,
+                                                                          first.POSITIONAL_OR_KEYWORD) else None,)
+            type.__setattr__(type(self), "_first_arg_cache", cache)
+        return cache[0]
+
     def __call__(self, *args, **kwargs):
         if not args:
-            if "inputs" not in kwargs:
+            # the inputs given by keyword, as Keras allows: layer(logits=x, targets=y) for call(self, logits, ...)
+            first = self._first_call_arg()
+            key = first if first in kwargs else "inputs" if "inputs" in kwargs else None
+            if key is None:
                 raise TypeError(f"Layer '{self.name}' must be called with its inputs as the first argument.")
-            args = (kwargs.pop("inputs"),)
+            args = (kwargs.pop(key),)
         inputs = args[0]
         if any(isinstance(t, KerasTensor) for t in _nest_flatten((args, kwargs))):
             return self._symbolic_call(*args, **kwargs)

@@ -8,7 +8,7 @@ targets), ``len(ds)`` is the number of batches, and ``model.fit(ds)``, ``evaluat
 take it directly. Files are read batch by batch when the batch is asked for (images decoded with Pillow,
 WAV files with the standard library), so a directory larger than memory works. The datasets keep
 Keras's attributes ``class_names`` and ``file_paths``, and the tf.data methods Keras examples use most:
-``map``, ``take``, and ``prefetch`` / ``cache`` (no-ops). Keras's ``format`` argument ('tf' or 'grain') is
+``map``, ``take``, ``cardinality`` (the number of batches), and ``prefetch`` / ``cache`` (no-ops). Keras's ``format`` argument ('tf' or 'grain') is
 accepted and ignored.
 
 File order, labels, shuffling (NumPy's ``RandomState(seed)`` over the sorted file list) and the
@@ -33,7 +33,7 @@ IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
 class _DatasetMethods:
     """The tf.data methods Keras examples call on these datasets most: ``map(fn)`` (fn gets a batch's parts as
-    arguments, as tf.data's map), ``take(n)`` (the first n batches), and ``prefetch`` / ``cache`` (no-ops
+    arguments, as tf.data's map), ``take(n)`` (the first n batches), ``cardinality()`` (the number of batches), and ``prefetch`` / ``cache`` (no-ops
     returning the dataset: batches are read on demand)."""
 
     def map(self, fn, num_parallel_calls=None, deterministic=None, name=None):
@@ -41,6 +41,10 @@ class _DatasetMethods:
 
     def take(self, count):
         return _Taken(self, count)
+
+    def cardinality(self):
+        """The number of batches, as tf.data's ``cardinality()`` (an int here, a scalar tensor there)."""
+        return len(self)
 
     def prefetch(self, buffer_size=None, name=None):
         return self
