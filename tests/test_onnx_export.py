@@ -353,3 +353,35 @@ def test_zoo_models_export_or_name_what_stops_them(name, tmp_path):
     inputs = [(lambda make, dtype: lambda n: make(n).astype(dtype))(padded_ids(10, t.shape[1]), t.dtype)
               if t.dtype.kind in "iu" else floats(*t.shape[1:]) for t in specs]
     _check(model, inputs, tmp_path, randomise=False)
+
+
+@pytest.mark.parametrize("mode", ["real", "imag", "magnitude", "log", "psd", "stft"])
+@pytest.mark.parametrize("padding,expand_dims,channels", [("valid", False, 1), ("same", True, 2),
+                                                          ("valid", True, 3), ("same", False, 2)])
+def test_stft_spectrogram(mode, padding, expand_dims, channels, tmp_path):
+    inp = layers.Input((300, channels))
+    out = layers.STFTSpectrogram(mode=mode, frame_length=40, frame_step=16, fft_length=64, padding=padding,
+                                 expand_dims=expand_dims)(inp)
+    model = lamina.Model(inp, out)
+    _check(model, [floats(300, channels)], tmp_path, atol=2e-4, randomise=False)
+
+
+def test_stft_spectrogram_angle_is_refused_by_name(tmp_path):
+    inp = layers.Input((100, 1))
+    model = lamina.Model(inp, layers.STFTSpectrogram(mode="angle", frame_length=32, frame_step=16)(inp))
+    with pytest.raises(NotImplementedError, match="mode='angle'"):
+        model.export(str(tmp_path / "m.onnx"), format="onnx", verbose=False)
+
+
+@pytest.mark.parametrize("axis,center,scale", [([1, 2, 3], False, False), ([2, 3], True, True), (-1, True, False)])
+def test_layer_normalization_over_trailing_axes(axis, center, scale, tmp_path):
+    inp = layers.Input((5, 6, 3))
+    model = lamina.Model(inp, layers.LayerNormalization(axis=axis, center=center, scale=scale)(inp))
+    _check(model, [floats(5, 6, 3)], tmp_path)
+
+
+def test_layer_normalization_over_axes_not_running_to_the_end_is_refused(tmp_path):
+    inp = layers.Input((5, 6, 3))
+    model = lamina.Model(inp, layers.LayerNormalization(axis=[1, 2])(inp))
+    with pytest.raises(NotImplementedError, match="run of axes"):
+        model.export(str(tmp_path / "m.onnx"), format="onnx", verbose=False)

@@ -13,6 +13,8 @@ file against lamina's own predict.
 """
 import numpy as np
 
+from .. import backend
+
 __all__ = ["export_onnx", "EXPORTERS", "OPSET"]
 
 OPSET = 17
@@ -309,6 +311,53 @@ def _export_conv(g, layer, xs, cfg):
     return [_activation(g, y, _act_name(layer.activation), layer)]
 
 
+@exporter("STFTSpectrogram")
+def _export_stft(g, layer, xs, cfg):
+    """As the layer computes it: every channel alone through a strided Conv with the windowed DFT basis
+    (real and imaginary kernels), then the mode's arithmetic, then the layer's output layout."""
+    mode = cfg["mode"]
+    if mode == "angle":
+        raise _unsupported(layer, "uses mode='angle' (ONNX has no two-argument arctangent)")
+    if cfg.get("data_format") not in (None, "channels_last"):
+        raise _unsupported(layer, "uses data_format='channels_first'")
+    shape, out_shape = tuple(layer.input_shape), tuple(layer.output_shape)
+    time, channels = shape[1], shape[2]
+    if time is None or channels is None:
+        raise _unsupported(layer, "has an input of unknown length or channels")
+    steps = out_shape[1]
+    x = g.op("Reshape", [g.op("Transpose", [xs[0]], perm=[0, 2, 1]), g.ints([-1, 1, time])])  # (B*C, 1, T)
+    pad = "SAME_UPPER" if cfg.get("padding", "valid") == "same" else "VALID"
+
+    def transform(kernel, name):   # (frame, 1, bins) -> Conv weight (bins, 1, frame); out (B*C, steps, bins)
+        w = g.const(np.transpose(backend.to_numpy(kernel.data), [2, 1, 0]), f"{layer.name}/{name}")
+        y = g.op("Conv", [x, w], kernel_shape=[int(kernel.shape[0])], strides=[int(layer._frame_step)],
+                 auto_pad=pad)
+        return g.op("Transpose", [y], perm=[0, 2, 1])
+
+    re = transform(layer.real_kernel, "real_kernel") if mode != "imag" else None
+    im = transform(layer.imag_kernel, "imag_kernel") if mode != "real" else None
+    if mode in ("real", "imag"):
+        y = re if mode == "real" else im
+    elif mode == "stft":
+        y = g.op("Concat", [re, im], axis=-1)
+    else:
+        power = g.op("Add", [g.op("Mul", [re, re]), g.op("Mul", [im, im])])
+        if mode == "psd":   # the inner bins counted twice (their mirror images), as the layer does
+            inner = g.op("Slice", [power, g.ints([1]), g.ints([-1]), g.ints([2])])
+            y = g.op("Add", [power, g.op("Pad", [inner, g.ints([0, 0, 1, 0, 0, 1])], mode="constant")])
+        else:
+            eps = g.const(np.asarray(backend.epsilon(), np.float32), "epsilon")
+            y = g.op("Sqrt", [g.op("Max", [power, eps])])
+            if mode == "log":
+                y = g.op("Log", [g.op("Max", [y, eps])])
+    freq = out_shape[2] if cfg.get("expand_dims") else out_shape[2] // channels
+    y = g.op("Reshape", [y, g.ints([-1, channels, steps, freq])])          # (B, C, steps, freq)
+    if cfg.get("expand_dims"):
+        return [g.op("Transpose", [y], perm=[0, 2, 3, 1])]                  # (B, steps, freq, C)
+    y = g.op("Reshape", [g.op("Transpose", [y], perm=[0, 1, 3, 2]), g.ints([-1, channels * freq, steps])])
+    return [g.op("Transpose", [y], perm=[0, 2, 1])]                         # (B, steps, C*freq)
+
+
 @exporter("MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D")
 def _export_pool(g, layer, xs, cfg):
     rank = 1 if "1D" in type(layer).__name__ else 2
@@ -366,23 +415,30 @@ def _export_batchnorm(g, layer, xs, cfg):
 
 @exporter("LayerNormalization")
 def _export_layernorm(g, layer, xs, cfg):
+    """ONNX's LayerNormalization normalises from `axis` to the last axis: Keras's axis -1, or a list of axes
+    that runs to the end (such as [1, 2, 3] of a 4-D input)."""
     axis = cfg.get("axis", -1)
-    if isinstance(axis, (list, tuple)):
-        if list(axis) != [-1]:
-            raise _unsupported(layer, f"normalises over axes {axis}")
-    elif axis != -1:
-        raise _unsupported(layer, f"normalises over axis {axis}")
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    shape = tuple(layer.input_shape) if getattr(layer, "input_shape", None) is not None else None
+    rank = len(shape) if shape is not None else None
+    if axes == [-1]:
+        first = -1
+    elif rank is not None and sorted(a % rank for a in axes) == list(range(min(a % rank for a in axes), rank)):
+        first = min(a % rank for a in axes)
+    else:
+        raise _unsupported(layer, f"normalises over axes {axis} (ONNX normalises a run of axes up to the last)")
     if cfg.get("rms_scaling"):
         raise _unsupported(layer, "uses rms_scaling")
     w = {v.name.split("/")[-1]: v.numpy() for v in layer.weights}
-    dim = next(iter(w.values())).shape[-1] if w else None
-    if dim is None:
-        raise _unsupported(layer, "has neither scale nor center")
-    gamma = w.get("gamma", np.ones(dim, np.float32))
-    beta = w.get("beta", np.zeros(dim, np.float32))
+    norm_shape = next(iter(w.values())).shape if w else (shape[first:] if shape is not None and first != -1
+                                                         else (shape[-1:] if shape is not None else None))
+    if norm_shape is None or any(d is None for d in norm_shape):
+        raise _unsupported(layer, "normalises axes of unknown size")
+    gamma = w.get("gamma", np.ones(norm_shape, np.float32))
+    beta = w.get("beta", np.zeros(norm_shape, np.float32))
     return [g.op("LayerNormalization", [xs[0], g.const(gamma, f"{layer.name}/gamma"),
                                         g.const(beta, f"{layer.name}/beta")],
-                 axis=-1, epsilon=float(cfg.get("epsilon", 1e-3)))]
+                 axis=first, epsilon=float(cfg.get("epsilon", 1e-3)))]
 
 
 # ------------------------------------------------------------------------------------ merging
