@@ -67,6 +67,13 @@ def test_string_lookup_documented_examples():
     two_oov = layers.StringLookup(vocabulary=vocab, num_oov_indices=2)(data).numpy()
     np.testing.assert_array_equal(np.delete(two_oov, 4), [2, 4, 5, 5, 3])
     assert two_oov[1, 1] in (0, 1)
+    # Keras's documented multi-OOV example (slots from TensorFlow's Fingerprint64): "m" -> 0, "z" -> 1
+    np.testing.assert_array_equal(layers.StringLookup(vocabulary=vocab, num_oov_indices=2)(
+        np.array([["a", "c", "d"], ["m", "z", "b"]])).numpy(), [[2, 4, 5], [0, 1, 3]])
+    from lamina.layers.hashing import fingerprint64
+    words = np.array([f"word{i}" for i in range(200)])
+    slots = layers.StringLookup(vocabulary=vocab, num_oov_indices=7)(words).numpy()
+    np.testing.assert_array_equal(slots, fingerprint64(words).astype(np.uint64) % np.uint64(7))
     np.testing.assert_array_equal(
         layers.StringLookup(vocabulary=vocab, output_mode="one_hot")(np.array(["a", "b", "c", "d", "z"])).numpy(),
         np.eye(5)[[1, 2, 3, 4, 0]])

@@ -7,7 +7,6 @@ augmentations are differentiable NumPy/CuPy expressions of the images; they run 
 ``training=True`` (AutoContrast, which is deterministic, always runs, as Keras). Random draws come from the
 layer's own generator when a ``seed`` is given, else from lamina's seeded one.
 """
-import zlib
 
 import numpy as np
 
@@ -343,8 +342,9 @@ class _Lookup(Layer):
 class StringLookup(_Lookup):
     """Strings -> integer indices (or one_hot/multi_hot/count/tf_idf vectors), or back with invert=True.
 
-    OOV tokens: with num_oov_indices = k > 1 a token goes to slot crc32(token) mod k (Keras uses
-    FarmHash, which needs TensorFlow; the slot assignment differs, the layout does not).
+    OOV tokens: with num_oov_indices = k > 1 a token goes to slot Fingerprint64(token) mod k, TensorFlow's
+    vocabulary-table hash that Keras uses (lamina.layers.hashing computes it without TensorFlow); with a
+    salt, SipHash-2-4 keyed by it, as Hashing(salt=...).
     """
 
     def __init__(self, max_tokens=None, num_oov_indices=1, mask_token=None, oov_token="[UNK]", vocabulary=None,
@@ -361,9 +361,14 @@ class StringLookup(_Lookup):
         return t.decode(self.encoding) if isinstance(t, bytes) else str(t)
 
     def _oov_slot(self, tokens):
-        salt = "" if self.salt is None else str(self.salt)
-        return np.asarray([zlib.crc32((salt + t).encode(self.encoding)) % self.num_oov_indices for t in tokens],
-                          np.int64)
+        from .hashing import fingerprint64, siphash24
+        text = np.asarray([t.encode(self.encoding) for t in tokens], dtype=object)
+        if self.salt is None:
+            h = fingerprint64(text)
+        else:
+            key = list(self.salt) if isinstance(self.salt, (list, tuple)) else [int(self.salt)] * 2
+            h = siphash24(text, key)
+        return (np.asarray(h, np.uint64) % np.uint64(self.num_oov_indices)).astype(np.int64)
 
     def _finish_invert(self, tokens):
         return tokens.astype(str)
