@@ -341,7 +341,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 def _load_image(path, input_shape):
     """One image file as a (1, H, W, C) float array in [0, 1], resized and converted to the model's input."""
-    import numpy as np
     from .utils import image_utils
     size = channels = None
     if isinstance(input_shape, tuple) and len(input_shape) == 4:

@@ -16,8 +16,6 @@ import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
 from .. import backend
 
 __all__ = ["PyDataset", "Sequence", "PyDatasetAdapter"]

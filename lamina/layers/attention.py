@@ -44,6 +44,18 @@ def _mask_array(m, xp):
     return m.astype(bool, copy=False)
 
 
+def _query_value_call(layer, title, short, args, kwargs):
+    """The (query, value, key) call of a multi-head layer: arguments in place, a value required, and the
+    layer built from the shapes it is first called with."""
+    args, kwargs = _move_call_args(layer, args, kwargs, ("query", "value", "key"))
+    if len(args) < 2 or args[1] is None:
+        raise ValueError(f"{title} '{layer.name}' needs a value: call it as {short}(query, value) "
+                         f"({short}(x, x) for self-attention).")
+    if not layer.built:
+        layer.build(_shape_of(args[0]), _shape_of(args[1]), _shape_of(args[2]) if len(args) > 2 else None)
+    return args, kwargs
+
+
 def _move_call_args(layer, args, kwargs, names):
     """Keras lets the first inputs of attention layers come by keyword (``query=x, value=y``): make them
     positional so that Layer.__call__ sees the first one as the input."""
@@ -209,12 +221,7 @@ class MultiHeadAttention(Layer):
         self.built = True
 
     def __call__(self, *args, **kwargs):
-        args, kwargs = _move_call_args(self, args, kwargs, ("query", "value", "key"))
-        if len(args) < 2 or args[1] is None:
-            raise ValueError(f"MultiHeadAttention '{self.name}' needs a value: call it as mha(query, value) "
-                             "(mha(x, x) for self-attention).")
-        if not self.built:
-            self.build(_shape_of(args[0]), _shape_of(args[1]), _shape_of(args[2]) if len(args) > 2 else None)
+        args, kwargs = _query_value_call(self, "MultiHeadAttention", "mha", args, kwargs)
         return super().__call__(*args, **kwargs)
 
     # ----- calling

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import backend, initializers, ops
 from ..registry import register
-from .attention import _attention_mask, _empty_rows, _move_call_args, _positive_int, _project_heads, _shape_of
+from .attention import _attention_mask, _empty_rows, _positive_int, _project_heads, _query_value_call
 from ..ops.attention import scaled_dot_product_attention
 from .layer import InputSpec, Layer
 
@@ -126,12 +126,7 @@ class GroupedQueryAttention(Layer):
         self.built = True
 
     def __call__(self, *args, **kwargs):
-        args, kwargs = _move_call_args(self, args, kwargs, ("query", "value", "key"))
-        if len(args) < 2 or args[1] is None:
-            raise ValueError(f"GroupQueryAttention '{self.name}' needs a value: call it as gqa(query, value) "
-                             "(gqa(x, x) for self-attention).")
-        if not self.built:
-            self.build(_shape_of(args[0]), _shape_of(args[1]), _shape_of(args[2]) if len(args) > 2 else None)
+        args, kwargs = _query_value_call(self, "GroupQueryAttention", "gqa", args, kwargs)
         return super().__call__(*args, **kwargs)
 
     # ----- calling

@@ -116,18 +116,34 @@ class BatchNorm(Op):
         return dx, dgamma, dbeta, dmean, dvar
 
 
+def _bn_training_inputs(op, x, gamma, beta):
+    """Checked, upcast inputs of a training batch norm, its channel axis, channel count and compute dtype
+    (op.dtypes set)."""
+    ax = _channel_axis(op.axis, x.ndim, "batch_norm_training")
+    C = x.shape[ax]
+    _check_param(gamma, "gamma", (C,), "batch_norm_training")
+    _check_param(beta, "beta", (C,), "batch_norm_training")
+    op.dtypes = tuple(None if a is None else a.dtype for a in (x, gamma, beta))
+    cd = _compute_dtype(np.result_type(*(a.dtype for a in (x, gamma, beta) if a is not None)))
+    x, gamma, beta = _upcast(cd, x, gamma, beta)
+    return x, gamma, beta, ax, C, cd
+
+
+def _bn_mask_weights(xp, mask, x, ax):
+    """The mask (the input's shape without the channel axis) as 0/1 weights broadcasting against x."""
+    want = x.shape[:ax] + x.shape[ax + 1:]
+    if tuple(mask.shape) != want:
+        raise ValueError(f"batch_norm_training: the mask must have the input's shape without the channel "
+                         f"axis, {want}; received {tuple(mask.shape)}.")
+    return xp.expand_dims(mask.astype(x.dtype), ax)
+
+
 class BatchNormTraining(Op):
     """Training batch norm: statistics from the batch (optionally weighted by a mask), returned too."""
 
     def forward(self, x, gamma, beta, mask):
         xp = self.xp
-        ax = _channel_axis(self.axis, x.ndim, "batch_norm_training")
-        C = x.shape[ax]
-        _check_param(gamma, "gamma", (C,), "batch_norm_training")
-        _check_param(beta, "beta", (C,), "batch_norm_training")
-        self.dtypes = tuple(None if a is None else a.dtype for a in (x, gamma, beta))
-        cd = _compute_dtype(np.result_type(*(a.dtype for a in (x, gamma, beta) if a is not None)))
-        x, gamma, beta = _upcast(cd, x, gamma, beta)
+        x, gamma, beta, ax, C, cd = _bn_training_inputs(self, x, gamma, beta)
         if x.size == 0 and C > 0:
             # statistics of no entries are undefined: a clear error rather than NaN moving statistics
             raise ValueError(f"batch_norm_training: the input {tuple(x.shape)} has no entries per channel, so "
@@ -141,11 +157,7 @@ class BatchNormTraining(Op):
             var = (d * d).mean(axis=red, keepdims=True)
             W = None
         else:
-            want = x.shape[:ax] + x.shape[ax + 1:]
-            if tuple(mask.shape) != want:
-                raise ValueError(f"batch_norm_training: the mask must have the input's shape without the channel "
-                                 f"axis, {want}; received {tuple(mask.shape)}.")
-            w = xp.expand_dims(mask.astype(x.dtype), ax)
+            w = _bn_mask_weights(xp, mask, x, ax)
             # Keras adds epsilon 1e-7 to the weight total so that an all-masked batch gives 0, not NaN
             W = w.sum(axis=red, keepdims=True) + 1e-7
             mean = (w * x).sum(axis=red, keepdims=True) / W
@@ -208,23 +220,13 @@ class SyncBatchNormTraining(BatchNormTraining):
 
     def forward(self, x, gamma, beta, mask):
         xp = self.xp
-        ax = _channel_axis(self.axis, x.ndim, "batch_norm_training")
-        C = x.shape[ax]
-        _check_param(gamma, "gamma", (C,), "batch_norm_training")
-        _check_param(beta, "beta", (C,), "batch_norm_training")
-        self.dtypes = tuple(None if a is None else a.dtype for a in (x, gamma, beta))
-        cd = _compute_dtype(np.result_type(*(a.dtype for a in (x, gamma, beta) if a is not None)))
-        x, gamma, beta = _upcast(cd, x, gamma, beta)
+        x, gamma, beta, ax, C, cd = _bn_training_inputs(self, x, gamma, beta)
         red = tuple(i for i in range(x.ndim) if i != ax)
         self.ax, self.red, self.bshape = ax, red, _param_shape(x.ndim, (ax,), x.shape)
         share = float(self.reducer.share)
         w = None
         if mask is not None:
-            want = x.shape[:ax] + x.shape[ax + 1:]
-            if tuple(mask.shape) != want:
-                raise ValueError(f"batch_norm_training: the mask must have the input's shape without the channel "
-                                 f"axis, {want}; received {tuple(mask.shape)}.")
-            w = xp.expand_dims(mask.astype(x.dtype), ax)
+            w = _bn_mask_weights(xp, mask, x, ax)
         # this rank's (count, mean, M2) per channel; a rank with an empty slice contributes nothing
         local = np.zeros((3, C), np.float64)
         if share > 0 and x.size:

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from .. import backend, layers, optimizers
+from .. import backend, layers
 from ..datasets import keywords as keyword_data
 from ..datasets import speech_commands
 from ..models import Model
