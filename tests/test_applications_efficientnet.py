@@ -10,7 +10,7 @@ import pytest
 import lamina
 from lamina import applications
 from lamina.applications import efficientnet, efficientnet_v2, mobilenet_v3
-from lamina.testing import check_grad, check_layer
+from lamina.testing import check_grad
 
 _spec = importlib.util.spec_from_file_location(
     "gen_keras_application_figures", os.path.join(os.path.dirname(__file__), "gen_keras_application_figures.py"))
@@ -134,13 +134,14 @@ def test_one_training_step_with_stochastic_depth():
 
 
 def test_hard_sigmoid_gate_is_relu6_shifted_and_differentiable():
+    from lamina.applications.mobilenet_v3 import _hard_sigmoid
     x = np.random.default_rng(1).uniform(-5, 5, (3, 2, 2, 4))
     x[np.abs(np.abs(x) - 3) < 0.05] = 0.5                              # away from the kinks at -3 and 3
-    gate = mobilenet_v3.MobileNetV3HardSigmoid()
+    inp = lamina.Input((2, 2, 4))
+    gate = lamina.Model(inp, _hard_sigmoid(inp))
+    assert [type(l).__name__ for l in gate.layers] == ["InputLayer", "ReLU"]   # the + and * are operations
     np.testing.assert_allclose(gate(x.astype("float32")).numpy(), np.clip(x + 3, 0, 6) / 6, rtol=1e-6, atol=1e-7)
     check_grad(gate, x)
-    check_layer(mobilenet_v3.MobileNetV3HardSigmoid, {}, (2, 3), (2, 3), expected_num_trainable_weights=0,
-                expected_num_non_trainable_weights=0)
 
 
 @pytest.mark.parametrize("builder", ["MobileNetV3Small", "EfficientNetV2B0"])
@@ -235,3 +236,20 @@ def test_bad_arguments_are_named():
     for builder in ("EfficientNetB0", "EfficientNetV2B0", "MobileNetV3Small"):   # Keras's validate_activation
         with pytest.raises(ValueError, match="Only `None` and `softmax`"):
             getattr(applications, builder)(classifier_activation="sigmoid")
+
+
+def test_mobilenet_v3_keras_files_move_both_ways(monkeypatch, tmp_path):
+    """Keras's squeeze-and-excitation gate is ReLU(6) between two graph operations (+ 3, * 1/6): a Keras
+    MobileNetV3Small .keras file loads in lamina and lamina's loads in Keras, with equal outputs."""
+    keras = _keras(monkeypatch)
+    keras.utils.set_random_seed(0)
+    theirs = keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3), classes=5)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    want = keras.ops.convert_to_numpy(theirs.predict(x, verbose=0))
+    theirs.save(tmp_path / "k.keras")
+    mine = lamina.models.load_model(tmp_path / "k.keras")
+    np.testing.assert_allclose(mine.predict(x, verbose=0), want, rtol=1e-4, atol=1e-6)
+    assert [l.name for l in mine.layers] == [l.name for l in theirs.layers]
+    mine.save(tmp_path / "l.keras")
+    back = keras.models.load_model(tmp_path / "l.keras")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(back.predict(x, verbose=0)), want, rtol=1e-4, atol=1e-6)

@@ -12,7 +12,7 @@ with the model, but is not listed in ``model.layers``, so the layer list and its
 import numpy as np
 
 from .. import layers, ops
-from ..backend import unique_name
+from ..layers.operations import AddOperation  # noqa: F401  (convnext.AddOperation, as before)
 from ..layers.layer import Layer
 from ..layers.regularization import Dropout
 from ..models import Sequential
@@ -80,26 +80,6 @@ class StochasticDepth(Dropout):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
-
-
-class AddOperation(Layer):
-    """``x1 + x2`` as a node of a functional graph: Keras's symbolic ``ops.add`` (named add, add_1, ...). Like
-    Keras's operations it is saved with the graph but not listed in ``model.layers``."""
-
-    _operation = True
-    _keras_module, _keras_class_name = "keras.src.ops.numpy", "Add"      # how Keras's .keras files name it
-
-    def __init__(self, name=None, **kwargs):
-        super().__init__(name=name or unique_name("add"), **kwargs)
-
-    def get_config(self):
-        return {"name": self.name}                                     # Keras's Add(name=None) takes no more
-
-    def call(self, x1, x2):
-        return x1 + x2
-
-    def compute_output_shape(self, shape1, shape2=None):
-        return tuple(shape1)
 
 
 def _block(x, projection_dim, drop_path_rate, layer_scale_init_value, name):

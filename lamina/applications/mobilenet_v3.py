@@ -7,8 +7,8 @@ The input is pixels in [0, 255] (``include_preprocessing=True`` rescales to [-1,
 """
 import warnings
 
-from .. import layers, ops
-from ..backend import unique_name
+from .. import layers
+from ..layers.operations import AddOperation, MultiplyOperation
 from . import _common
 from .efficientnet import validate_activation
 from .mobilenet_v2 import _correct_pad, _make_divisible as _depth
@@ -16,24 +16,12 @@ from .mobilenet_v2 import _correct_pad, _make_divisible as _depth
 __all__ = ["MobileNetV3Small", "MobileNetV3Large", "preprocess_input", "decode_predictions"]
 
 
-class MobileNetV3HardSigmoid(layers.Layer):
-    """relu6(x + 3) / 6, the squeeze-and-excitation gate.
-
-    Keras builds it from a ``ReLU(6.0)`` layer between two tensor operations (``+ 3`` and ``* (1/6)``) that
-    are not layers; lamina's symbolic operators would become layers of their own, so the three steps are one
-    layer here, named like Keras's ReLU (re_lu, re_lu_1, ...): the model's layer names and weights line up
-    with Keras's. No parameters."""
-
-    def __init__(self, **kwargs):
-        kwargs["name"] = kwargs.get("name") or unique_name("re_lu")
-        super().__init__(**kwargs)
-        self.supports_masking = True
-
-    def call(self, inputs):
-        return ops.relu6(inputs + 3.0) * (1.0 / 6.0)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
+def _hard_sigmoid(x):
+    """relu6(x + 3) / 6, the squeeze-and-excitation gate, built as Keras builds it: a ReLU(6.0) layer between
+    two operations (``+ 3`` and ``* (1/6)``) that are graph nodes but not layers, so the layer names, counts
+    and .keras files are Keras's."""
+    x = layers.ReLU(6.0)(AddOperation()(x, 3.0))
+    return MultiplyOperation()(x, 1.0 / 6.0)
 
 
 def _relu(x):
@@ -54,7 +42,7 @@ def _se_block(inputs, filters, se_ratio, prefix):
                       name=f"{prefix}squeeze_excite_conv")(x)
     x = layers.ReLU(name=f"{prefix}squeeze_excite_relu")(x)
     x = layers.Conv2D(filters, kernel_size=1, padding="same", name=f"{prefix}squeeze_excite_conv_1")(x)
-    x = MobileNetV3HardSigmoid()(x)
+    x = _hard_sigmoid(x)
     return layers.Multiply(name=f"{prefix}squeeze_excite_mul")([inputs, x])
 
 

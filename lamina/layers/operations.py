@@ -13,7 +13,7 @@ from .layer import Layer
 
 # Keras's class name -> the keras.ops (numpy namespace) function it records
 NUMPY_OPERATIONS = {
-    "NotEqual": "not_equal", "Equal": "equal", "Greater": "greater", "GreaterEqual": "greater_equal",
+    "Add": "add", "NotEqual": "not_equal", "Equal": "equal", "Greater": "greater", "GreaterEqual": "greater_equal",
     "Less": "less", "LessEqual": "less_equal", "Subtract": "subtract", "Multiply": "multiply",
     "Divide": "divide", "TrueDivide": "true_divide", "Maximum": "maximum", "Minimum": "minimum",
     "Power": "power", "LogicalAnd": "logical_and", "LogicalOr": "logical_or", "LogicalNot": "logical_not",

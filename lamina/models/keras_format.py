@@ -145,7 +145,7 @@ _OFF = (None, False, 0, [], {}, "")
 # Keras arguments lamina lacks whose default is not an "off" value: dropped when they hold that default
 _KERAS_DEFAULTS = {"renorm_momentum": 0.99, "pool_mode": "max"}
 # Keras's operations (keras.src.ops.*) in functional graphs -> lamina's classes for them
-_KERAS_OPERATIONS = {"Add": "AddOperation", **{k: f"{k}Operation" for k in NUMPY_OPERATIONS}}
+_KERAS_OPERATIONS = {k: f"{k}Operation" for k in NUMPY_OPERATIONS}
 
 
 def _accepted(cls):
