@@ -116,6 +116,16 @@ class _ImageAugmentation(_RandomLayer):
     def _images_of(data):
         return data["images"] if isinstance(data, dict) else data
 
+    def _draw_which(self, data, seed):
+        """(images, height, width, generator, which images to transform): each image is transformed with a
+        probability drawn in the factor range, as Keras's perspective and elastic layers draw it."""
+        shape = tuple(self._images_of(data).shape)
+        n = 1 if len(shape) == 3 else shape[0]
+        h, w = self._hw(shape)
+        rng = self._generator(seed)
+        probability = rng.uniform(self.factor[0], self.factor[1], n)
+        return n, h, w, rng, rng.uniform(0.0, 1.0, n) < probability
+
     def get_random_transformation(self, data, training=True, seed=None):
         return None
 
@@ -409,16 +419,11 @@ class RandomPerspective(_ImageAugmentation):
     def get_random_transformation(self, data, training=True, seed=None):
         if not training:
             return None
-        shape = tuple(self._images_of(data).shape)
-        n = 1 if len(shape) == 3 else shape[0]
-        h, w = self._hw(shape)
-        rng = self._generator(seed)
-        probability = rng.uniform(self.factor[0], self.factor[1], n)
-        apply = rng.uniform(0.0, 1.0, n) < probability
+        n, h, w, rng, apply = self._draw_which(data, seed)
         shift = rng.uniform(-0.5 * self.scale, 0.5 * self.scale, (n, 4, 2)).astype(np.float32)
         start = np.repeat(np.array([[[0.0, 0.0], [w - 1, 0.0], [0.0, h - 1], [w - 1, h - 1]]], np.float32), n, axis=0)
         return {"apply_perspective": apply, "start_points": start, "end_points": start + start * shift,
-                "input_shape": shape}
+                "input_shape": tuple(self._images_of(data).shape)}
 
     def _transform(self, images, transformation, interpolation):
         start = _host(transformation["start_points"]).astype(np.float32)
@@ -473,12 +478,7 @@ class RandomElasticTransform(_ImageAugmentation):
     def get_random_transformation(self, data, training=True, seed=None):
         if not training or self.scale[1] == 0 or self.factor[1] == 0:
             return None
-        shape = tuple(self._images_of(data).shape)
-        n = 1 if len(shape) == 3 else shape[0]
-        h, w = self._hw(shape)
-        rng = self._generator(seed)
-        probability = rng.uniform(self.factor[0], self.factor[1], n)
-        apply = rng.uniform(0.0, 1.0, n) < probability
+        n, h, w, rng, apply = self._draw_which(data, seed)
         distortion = np.float32(rng.uniform(self.scale[0], self.scale[1]))
         noise = rng.standard_normal((2, n, h, w)).astype(np.float32)
         return {"apply_transform": apply, "distortion_factor": distortion, "noise": noise}
