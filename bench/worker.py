@@ -107,16 +107,7 @@ def _governed(step):
     """The step under lamina's thread governor, as fit() runs it (lamina/threads.py)."""
     from lamina import threads
     gov = threads.governor()
-    if gov is None:
-        return step
-
-    def governed():
-        gov.begin()
-        began = time.perf_counter()
-        loss = step()
-        gov.step(time.perf_counter() - began)
-        return loss
-    return governed
+    return step if gov is None else (lambda: gov.timed(step))
 
 
 def _gemm(framework, min_steps, min_time, warmup, threads):

@@ -20,6 +20,7 @@ its inner sum, so every thread count computes the same numbers. Thread counts ar
 (a runtime dependency, pure Python); if no BLAS it knows is loaded, this module does nothing.
 """
 import os
+import time
 
 __all__ = ["get_num_threads", "set_num_threads", "usable_cores", "Governor", "governor", "blas_info"]
 
@@ -153,6 +154,15 @@ class Governor:
             self._trying = self._queue.pop(0)
             self.times[self._trying] = []
         self._apply(self._trying if self._trying is not None else self.choice)
+
+    def timed(self, fn, *args):
+        """fn(*args) as one measured step: the thread count set before, its wall time recorded after (not
+        when fn raises)."""
+        self.begin()
+        began = time.perf_counter()
+        result = fn(*args)
+        self.step(time.perf_counter() - began)
+        return result
 
     def step(self, seconds):
         """Record one step's wall time (run with the count ``begin`` set)."""

@@ -151,3 +151,13 @@ def test_blas_info_names_the_kernels():
     info = threads.blas_info()
     assert info and all(i["num_threads"] >= 1 for i in info)
     assert any(i["internal_api"] in ("openblas", "mkl", "blis") for i in info)
+
+
+def test_timed_runs_one_measured_step():
+    m = Machine({1: 0.0, 2: 0.0})
+    g = threads.Governor(candidates=[1, 2], apply=m.apply)
+    assert g.timed(lambda a, b: a + b, 2, 3) == 5
+    assert m.applied == [1] and g._seen == 1
+    with pytest.raises(RuntimeError):
+        g.timed(lambda: (_ for _ in ()).throw(RuntimeError("x")))
+    assert g._seen == 1            # a step that raised is not measured

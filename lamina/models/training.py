@@ -14,7 +14,6 @@ warning lists the weights that are not finite.
 (Keras does not stop by default; its TerminateOnNaN callback stops on a NaN loss.)
 """
 import math
-import time
 import warnings
 
 import numpy as np
@@ -744,17 +743,15 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
     start = model._initial_epoch if model._initial_epoch is not None else initial_epoch
     logs = {}
     gov = _threads.governor()  # chooses the BLAS thread count from measured step times (lamina/threads.py)
+    run_step = model.train_step if gov is None else (lambda b: gov.timed(model.train_step, b))
     for epoch in range(start, epochs):
         model.reset_metrics()
         cbs.on_epoch_begin(epoch)
         batch_logs, seen = {}, 0
         for step, batch in enumerate(data):
             cbs.on_train_batch_begin(step)
-            if gov is not None:
-                gov.begin()
-                began = time.perf_counter()
             try:
-                batch_logs = pythonify_logs(model.train_step(_dist.shard(batch)))
+                batch_logs = pythonify_logs(run_step(_dist.shard(batch)))
             except (NonFiniteLoss, NonFiniteUpdate) as e:
                 where = f"epoch {epoch + 1}, batch {step}"
                 msg = (nonfinite_message(model, unpack_x_y_sample_weight(batch)[0], e.value, where) if isinstance(e, NonFiniteLoss)
@@ -764,8 +761,6 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
                 model.stop_reason = msg
                 cbs.on_train_end(logs)
                 return model.history
-            if gov is not None:
-                gov.step(time.perf_counter() - began)
             seen += 1
             cbs.on_train_batch_end(step, batch_logs)
             if model.stop_training:
