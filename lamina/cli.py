@@ -41,6 +41,16 @@ def _positive_int(text):
     return value
 
 
+def _score(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a score from 0 to 1, got {text!r}")
+    return value
+
+
 def _seed(text):
     try:
         value = int(text)
@@ -479,7 +489,7 @@ def build_parser():
                    "(automatic for models from 'lamina train detection')")
     p.add_argument("--draw", metavar="OUT.png", help="with boxes: where to draw them over the images "
                    "(default: INPUT with .boxes.png)")
-    p.add_argument("--score-threshold", type=float, default=0.3, metavar="S",
+    p.add_argument("--score-threshold", type=_score, default=0.3, metavar="S",
                    help="with boxes: keep detections scoring at least S (default 0.3)")
     _add_device_option(p)
     p.set_defaults(func=cmd_predict)

@@ -153,3 +153,8 @@ def test_cli_boxes_refuses_a_classifier(tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.ones((2, 4), np.float32))
     assert cli.main(["predict", str(tmp_path / "m.lamina"), str(tmp_path / "x.npy"), "--boxes"]) == 1
     assert "not a detection grid" in capsys.readouterr().err
+    for bad in ("1.5", "-0.1", "nan", "high"):
+        with pytest.raises(SystemExit):
+            cli.main(["predict", str(tmp_path / "m.lamina"), str(tmp_path / "x.npy"), "--boxes",
+                      "--score-threshold", bad])
+        assert "expected a score from 0 to 1" in capsys.readouterr().err
