@@ -37,12 +37,18 @@ swish._keras_name = "silu"
 hard_silu._keras_name = "hard_silu"
 
 
+def _name_of(identifier):
+    """The name inside a serialised {'class_name', 'config': {'name'}} dict; anything else as it is."""
+    if isinstance(identifier, dict):
+        return identifier.get("config", {}).get("name", identifier.get("class_name"))
+    return identifier
+
+
 def get(identifier):
     """A callable activation from a name, a callable, a {'class_name', 'config'} dict, or None (linear)."""
     if identifier is None:
         return linear
-    if isinstance(identifier, dict):
-        identifier = identifier.get("config", {}).get("name", identifier.get("class_name"))
+    identifier = _name_of(identifier)
     if isinstance(identifier, str):
         fn = _ACTIVATIONS.get(identifier)
         if fn is None:
@@ -59,8 +65,8 @@ def serialize(fn):
 
 def deserialize(config, custom_objects=None):
     """The activation a name or a serialised {'class_name', 'config'} dict stands for (custom_objects first)."""
-    name = config.get("config", {}).get("name", config.get("class_name")) if isinstance(config, dict) else config
-    if custom_objects and name in custom_objects:
+    name = _name_of(config)
+    if custom_objects and isinstance(name, str) and name in custom_objects:
         return custom_objects[name]
     if not isinstance(name, str):
         raise ValueError(f"Could not interpret serialized activation: {config!r}")

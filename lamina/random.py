@@ -75,7 +75,8 @@ def dropout(inputs, rate, noise_shape=None, seed=None):
 
 
 def _value(v):
-    return np.asarray(v.numpy() if isinstance(v, Tensor) else backend.to_numpy(v) if not np.isscalar(v) else v)
+    """A NumPy array of a Tensor, a NumPy/CuPy array or a Python number (the distributions draw on the host)."""
+    return backend.to_numpy(v.data if isinstance(v, Tensor) else v)
 
 
 def gamma(shape, alpha, dtype=None, seed=None):

@@ -430,8 +430,7 @@ def _export_layernorm(g, layer, xs, cfg):
     if cfg.get("rms_scaling"):
         raise _unsupported(layer, "uses rms_scaling")
     w = {v.name.split("/")[-1]: v.numpy() for v in layer.weights}
-    norm_shape = next(iter(w.values())).shape if w else (shape[first:] if shape is not None and first != -1
-                                                         else (shape[-1:] if shape is not None else None))
+    norm_shape = next(iter(w.values())).shape if w else (None if shape is None else shape[first:])
     if norm_shape is None or any(d is None for d in norm_shape):
         raise _unsupported(layer, "normalises axes of unknown size")
     gamma = w.get("gamma", np.ones(norm_shape, np.float32))

@@ -21,7 +21,7 @@ import re
 
 import numpy as np
 
-from ..layers.operations import NUMPY_OPERATIONS
+from ..layers.operations import OPERATION_CLASSES
 from .. import backend
 from ..io import ModelFileError
 from ..io.limits import weight_budget
@@ -145,7 +145,7 @@ _OFF = (None, False, 0, [], {}, "")
 # Keras arguments lamina lacks whose default is not an "off" value: dropped when they hold that default
 _KERAS_DEFAULTS = {"renorm_momentum": 0.99, "pool_mode": "max"}
 # Keras's operations (keras.src.ops.*) in functional graphs -> lamina's classes for them
-_KERAS_OPERATIONS = {k: f"{k}Operation" for k in NUMPY_OPERATIONS}
+_KERAS_OPERATIONS = {k: cls.__name__ for k, cls in OPERATION_CLASSES.items()}
 
 
 def _accepted(cls):
