@@ -155,3 +155,19 @@ def test_keras_file_with_conv_lstm_and_stacked_cells_both_ways(tmp_path):
     back = lamina.models.load_model(tmp_path / "k.keras", compile=False)
     for g, w in zip(back.predict(xs, verbose=0), want):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_unit_forget_bias_opens_the_forget_gate_of_lstm_and_conv_lstm():
+    import lamina
+    lstm = lamina.layers.LSTM(3, bias_initializer="ones")
+    lstm.build((None, 4, 2))
+    np.testing.assert_array_equal(lstm.cell.bias.numpy(), np.ones(12))        # ones everywhere either way
+    lstm = lamina.layers.LSTM(3)
+    lstm.build((None, 4, 2))
+    np.testing.assert_array_equal(lstm.cell.bias.numpy(), np.r_[np.zeros(3), np.ones(3), np.zeros(6)])
+    conv = lamina.layers.ConvLSTM1D(2, 3)
+    conv.build((None, 4, 5, 1))
+    np.testing.assert_array_equal(conv.cell.bias.numpy(), np.r_[np.zeros(2), np.ones(2), np.zeros(4)])
+    off = lamina.layers.ConvLSTM1D(2, 3, unit_forget_bias=False)
+    off.build((None, 4, 5, 1))
+    np.testing.assert_array_equal(off.cell.bias.numpy(), np.zeros(8))

@@ -10,12 +10,12 @@ kernel (*k, C, 4 filters), recurrent_kernel (*k, filters, 4 filters), bias (4 fi
 """
 import numpy as np
 
-from .. import activations, backend, constraints, initializers, ops, regularizers
+from .. import activations, backend, ops
 from ..registry import serialize
 from ..tensor import Tensor, Variable
 from .convolutional import standardize_data_format, standardize_padding, standardize_tuple
 from .layer import InputSpec, Layer
-from .rnn import _deserialize, _dropout_mask, _rate
+from .rnn import _deserialize, _dropout_mask, _set_weight_arguments, _unit_forget_bias
 
 __all__ = ["StackedRNNCells", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"]
 
@@ -144,19 +144,10 @@ class ConvLSTMCell(Layer):
         self.activation = activations.get(activation)
         self.recurrent_activation = activations.get(recurrent_activation)
         self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.recurrent_initializer = initializers.get(recurrent_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
         self.unit_forget_bias = bool(unit_forget_bias)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.recurrent_regularizer = regularizers.get(recurrent_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.kernel_constraint = constraints.get(kernel_constraint)
-        self.recurrent_constraint = constraints.get(recurrent_constraint)
-        self.bias_constraint = constraints.get(bias_constraint)
-        self.dropout = _rate(self, "dropout", dropout)
-        self.recurrent_dropout = _rate(self, "recurrent_dropout", recurrent_dropout)
-        self.seed = seed
+        _set_weight_arguments(self, kernel_initializer, recurrent_initializer, bias_initializer,
+                              kernel_regularizer, recurrent_regularizer, bias_regularizer, kernel_constraint,
+                              recurrent_constraint, bias_constraint, dropout, recurrent_dropout, seed)
 
     def build(self, input_shape):
         c, f = input_shape[-1], self.filters
@@ -167,11 +158,7 @@ class ConvLSTMCell(Layer):
                                                 initializer=self.recurrent_initializer,
                                                 regularizer=self.recurrent_regularizer,
                                                 constraint=self.recurrent_constraint)
-        init = self.bias_initializer
-        if self.unit_forget_bias:
-            def init(shape, dtype=None, base=self.bias_initializer):
-                return np.concatenate([np.asarray(base((f,), dtype=dtype)), np.ones((f,), dtype),
-                                       np.asarray(base((2 * f,), dtype=dtype))])
+        init = _unit_forget_bias(self.bias_initializer, f) if self.unit_forget_bias else self.bias_initializer
         self.bias = self.add_weight(shape=(4 * f,), name="bias", initializer=init,
                                     regularizer=self.bias_regularizer,
                                     constraint=self.bias_constraint) if self.use_bias else None

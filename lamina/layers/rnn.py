@@ -36,6 +36,34 @@ def _dropout_mask(shape, rate, dtype, like):
     return Tensor(backend.to_device(keep, backend.get_array_module(like.data)))
 
 
+def _set_weight_arguments(cell, kernel_initializer, recurrent_initializer, bias_initializer, kernel_regularizer,
+                          recurrent_regularizer, bias_regularizer, kernel_constraint, recurrent_constraint,
+                          bias_constraint, dropout, recurrent_dropout, seed):
+    """A recurrent cell's kernel/recurrent/bias initializers, regularizers and constraints, its two dropout
+    rates (checked) and seed, under Keras's attribute names (the dense cells and ConvLSTMCell alike)."""
+    cell.kernel_initializer = initializers.get(kernel_initializer)
+    cell.recurrent_initializer = initializers.get(recurrent_initializer)
+    cell.bias_initializer = initializers.get(bias_initializer)
+    cell.kernel_regularizer = regularizers.get(kernel_regularizer)
+    cell.recurrent_regularizer = regularizers.get(recurrent_regularizer)
+    cell.bias_regularizer = regularizers.get(bias_regularizer)
+    cell.kernel_constraint = constraints.get(kernel_constraint)
+    cell.recurrent_constraint = constraints.get(recurrent_constraint)
+    cell.bias_constraint = constraints.get(bias_constraint)
+    cell.dropout = _rate(cell, "dropout", dropout)
+    cell.recurrent_dropout = _rate(cell, "recurrent_dropout", recurrent_dropout)
+    cell.seed = seed
+
+
+def _unit_forget_bias(base, units):
+    """The LSTM bias initializer with Keras's unit_forget_bias: base for the gates i, c, o and ones for the
+    forget gate (Jozefowicz et al. 2015: a forget gate open at start lets gradients flow through c)."""
+    def init(shape, dtype=None):
+        return np.concatenate([np.asarray(base((units,), dtype=dtype)), np.ones((units,), dtype),
+                               np.asarray(base((2 * units,), dtype=dtype))])
+    return init
+
+
 class _CellBase(Layer):
     """What the three built-in cells share: arguments, dropout masks reused across the time steps."""
 
@@ -50,18 +78,9 @@ class _CellBase(Layer):
         self.units = int(units)
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.recurrent_initializer = initializers.get(recurrent_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.recurrent_regularizer = regularizers.get(recurrent_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.kernel_constraint = constraints.get(kernel_constraint)
-        self.recurrent_constraint = constraints.get(recurrent_constraint)
-        self.bias_constraint = constraints.get(bias_constraint)
-        self.dropout = _rate(self, "dropout", dropout)
-        self.recurrent_dropout = _rate(self, "recurrent_dropout", recurrent_dropout)
-        self.seed = seed
+        _set_weight_arguments(self, kernel_initializer, recurrent_initializer, bias_initializer,
+                              kernel_regularizer, recurrent_regularizer, bias_regularizer, kernel_constraint,
+                              recurrent_constraint, bias_constraint, dropout, recurrent_dropout, seed)
         self._dp_mask = self._rec_dp_mask = None
 
     def _weights(self, input_dim, gates, bias_shape, bias_init):
@@ -178,12 +197,8 @@ class LSTMCell(_CellBase):
         self.output_size = self.units
 
     def build(self, input_shape):
-        u, init = self.units, self.bias_initializer
-        if self.unit_forget_bias:
-            def init(shape, dtype=None, base=self.bias_initializer):
-                # Jozefowicz et al. 2015: a forget gate open at start lets gradients flow through c
-                return np.concatenate([np.asarray(base((u,), dtype=dtype)), np.ones((u,), dtype),
-                                       np.asarray(base((2 * u,), dtype=dtype))])
+        u = self.units
+        init = _unit_forget_bias(self.bias_initializer, u) if self.unit_forget_bias else self.bias_initializer
         self._weights(input_shape[-1], 4, (4 * u,), init)
 
     def call(self, inputs, states, training=False):
