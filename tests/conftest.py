@@ -12,10 +12,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn in the test extra
         pass
 
-import numpy as np
-import pytest
+# Real Keras is the reference in many modules, and without a backend named it tries TensorFlow (not installed):
+# name torch once here, before any module imports keras, so no module is skipped for want of it whatever
+# order the modules run in (several set it themselves too, for running them on their own).
+os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import lamina
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import lamina  # noqa: E402
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
 import fake_cupy  # noqa: E402  (tests/fake_cupy.py)
