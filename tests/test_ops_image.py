@@ -400,3 +400,15 @@ def test_integer_blur_rounds_in_float():
     got = I.gaussian_blur(a).numpy()
     want = np.round(I.gaussian_blur(a.astype("float32")).numpy())
     np.testing.assert_array_equal(got, want.astype("uint8"))
+
+
+def test_pad_and_crop_refuse_negative_amounts_by_name():
+    x = np.zeros((1, 4, 4, 1), np.float32)
+    with pytest.raises(ValueError, match="top_padding must be >= 0"):
+        I.pad_images(x, top_padding=-1, left_padding=0, target_height=6, target_width=6)
+    with pytest.raises(ValueError, match="bottom_padding must be >= 0"):      # derived: 3 - 1 - 4 < 0
+        I.pad_images(x, top_padding=1, left_padding=0, target_height=3, target_width=6)
+    with pytest.raises(ValueError, match="target_height must be >= 0"):       # derived: 4 - 3 - 2 < 0
+        I.crop_images(x, top_cropping=3, bottom_cropping=2, left_cropping=0, target_width=2)
+    with pytest.raises(ValueError, match="left_cropping must be >= 0"):
+        I.crop_images(x, top_cropping=0, target_height=2, left_cropping=-2, target_width=2)

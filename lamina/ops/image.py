@@ -765,7 +765,12 @@ def _check_three(a, b, target, names):
     if [a, b, target].count(None) != 1:
         raise ValueError(f"Must specify exactly two of {', '.join(names)}. Received: {names[0]}={a}, "
                          f"{names[1]}={b}, {names[2]}={target}")
-    for name, v in zip(names, (a, b, target)):
+    _check_non_negative(zip(names, (a, b, target)))
+
+
+def _check_non_negative(named_values):
+    """ValueError naming the first (name, value) pair whose value is negative (None values are skipped)."""
+    for name, v in named_values:
         if v is not None and v < 0:
             raise ValueError(f"{name} must be >= 0. Received: {name}={v}")
 
@@ -792,10 +797,8 @@ def pad_images(images, top_padding=None, left_padding=None, bottom_padding=None,
         left_padding = target_width - right_padding - w
     if right_padding is None:
         right_padding = target_width - left_padding - w
-    for name, v in (("top_padding", top_padding), ("left_padding", left_padding),
-                    ("right_padding", right_padding), ("bottom_padding", bottom_padding)):
-        if v < 0:
-            raise ValueError(f"{name} must be >= 0. Received: {name}={v}")
+    _check_non_negative((("top_padding", top_padding), ("left_padding", left_padding),
+                         ("right_padding", right_padding), ("bottom_padding", bottom_padding)))
     pw = [(int(top_padding), int(bottom_padding)), (int(left_padding), int(right_padding))]
     pw = pw + [(0, 0)] if df == "channels_last" else [(0, 0)] + pw
     if images.ndim == 4:
@@ -821,10 +824,8 @@ def crop_images(images, top_cropping=None, left_cropping=None, bottom_cropping=N
         left_cropping = w - target_width - right_cropping
     if target_width is None:
         target_width = w - right_cropping - left_cropping
-    for name, v in (("top_cropping", top_cropping), ("target_height", target_height),
-                    ("left_cropping", left_cropping), ("target_width", target_width)):
-        if v < 0:
-            raise ValueError(f"{name} must be >= 0. Received: {name}={v}")
+    _check_non_negative((("top_cropping", top_cropping), ("target_height", target_height),
+                         ("left_cropping", left_cropping), ("target_width", target_width)))
     top, left = int(top_cropping), int(left_cropping)
     sl = [slice(top, top + int(target_height)), slice(left, left + int(target_width))]
     sl = sl + [slice(None)] if df == "channels_last" else [slice(None)] + sl
