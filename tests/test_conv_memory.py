@@ -81,7 +81,8 @@ def _saved_bytes(t):
     return sum(a.nbytes for a in t._op.saved if a is not None)
 
 
-def test_conv2d_saves_no_im2col_matrix_for_3x3():
+def test_conv2d_saves_no_im2col_matrix_for_3x3(monkeypatch):
+    monkeypatch.setattr(conv_mod, "_KEEP_COLS_BYTES", 0)  # as for any matrix over the budget
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 16, 16, 8)).astype(np.float32)
     k = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)
@@ -100,9 +101,10 @@ def test_conv2d_saves_no_im2col_matrix_for_3x3():
     assert _saved_bytes(one) == x.nbytes
 
 
-def test_conv2d_memory_held_for_backward_and_peak():
+def test_conv2d_memory_held_for_backward_and_peak(monkeypatch):
     """tracemalloc (NumPy reports its buffers to it): what a forward call leaves allocated for backward,
-    and the peak of forward + backward, against the im2col matrix's size."""
+    and the peak of forward + backward, against the im2col matrix's size, when it is over the budget."""
+    monkeypatch.setattr(conv_mod, "_KEEP_COLS_BYTES", 2 ** 23)
     rng = np.random.default_rng(4)
     x = Tensor(rng.standard_normal((16, 32, 32, 16)).astype(np.float32), requires_grad=True)
     k = Tensor(rng.standard_normal((3, 3, 16, 16)).astype(np.float32), requires_grad=True)
@@ -120,6 +122,25 @@ def test_conv2d_memory_held_for_backward_and_peak():
     assert held < cols_bytes / 8, held
     assert peak < cols_bytes * 3 / 4, peak  # (it held the columns before: peak > cols_bytes)
     assert gx.shape == x.shape and gk.shape == k.shape
+
+
+def test_conv2d_keeps_columns_within_the_budget_with_the_same_gradients(blocks, monkeypatch):
+    """Columns up to _KEEP_COLS_BYTES are kept from forward (no rebuild in backward); over it they are
+    rebuilt. Both give the same numbers (up to float32 rounding: with several blocks, the rebuilt path sums
+    the kernel gradient block by block)."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 9, 8, 3)).astype(np.float32)
+    k = rng.standard_normal((3, 3, 3, 5)).astype(np.float32)
+    cols_bytes = 4 * 9 * 8 * 27 * 4
+    results = []
+    for budget in (cols_bytes, cols_bytes - 1):
+        monkeypatch.setattr(conv_mod, "_KEEP_COLS_BYTES", budget)
+        xt, kt = Tensor(x, requires_grad=True), Tensor(k, requires_grad=True)
+        y = ops.conv2d(xt, kt, padding="same")
+        assert _saved_bytes(y) == (cols_bytes + k.nbytes if budget == cols_bytes else x.nbytes + k.nbytes)
+        results.append([y.numpy()] + list(grad((y * y).sum(), [xt, kt])))
+    for kept, rebuilt in zip(*results):
+        np.testing.assert_allclose(kept, rebuilt, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("strides,padding", [(1, "valid"), (2, "same"), (2, "valid")])

@@ -141,6 +141,10 @@ def _im2col_into(xp, x, kh, kw, oh, ow, stride, dilation, buf):
 # memory), and neither pass ever holds the whole matrix. On a GPU one big GEMM is better: a larger block.
 _BLOCK_BYTES_CPU = 2 ** 21
 _BLOCK_BYTES_DEVICE = 2 ** 28
+# Conv2D keeps its im2col matrix for the kernel gradient up to this size (rebuilding it in backward cost
+# ~0.4-3 ms of the bench cnn's 19-27 ms step, whose two larger matrices are 6 and 12.5 MB); larger ones
+# (big images or batches: 9x the input for 3x3) are rebuilt block by block, so memory stays bounded.
+_KEEP_COLS_BYTES = 2 ** 24
 
 
 def _block(xp, n, per_sample_bytes):
@@ -149,17 +153,19 @@ def _block(xp, n, per_sample_bytes):
     return max(1, min(n, target // max(per_sample_bytes, 1)))
 
 
-def _im2col_blocks(xp, x, pads, kh, kw, oh, ow, stride, dilation):
+def _im2col_blocks(xp, x, pads, kh, kw, oh, ow, stride, dilation, into=None):
     """(first sample, end sample, im2col rows of those samples of pad(x)) for consecutive blocks of
-    samples; the rows live in one reused buffer, valid until the next block."""
+    samples; the rows live in one reused buffer, valid until the next block, or, given ``into`` (the
+    whole (N*OH*OW, KH*KW*C) matrix), in their own rows of it."""
     n, c = x.shape[0], x.shape[3]
     k = kh * kw * c
     step = _block(xp, n, oh * ow * k * x.dtype.itemsize)
-    buf = xp.empty((step * oh * ow, k), dtype=x.dtype)
+    buf = xp.empty((step * oh * ow, k), dtype=x.dtype) if into is None else None
     for s0 in range(0, n, step):  # blocks of samples, each one vectorised copy (and the caller's GEMM)
         s1 = min(s0 + step, n)
         xb = _pad_hw(xp, x[s0:s1], pads, 0)
-        yield s0, s1, _im2col_into(xp, xb, kh, kw, oh, ow, stride, dilation, buf)
+        rows = buf if into is None else into[s0 * oh * ow:]
+        yield s0, s1, _im2col_into(xp, xb, kh, kw, oh, ow, stride, dilation, rows)
 
 
 def _gemm_col2im(xp, g2, kernels, shape, oh, ow, stride, dilation):
@@ -198,8 +204,9 @@ class Conv2D(Op):
     dx = crop(col2im(dy W^T)).
 
     Memory: backward needs the columns only for dW. When the im2col matrix is no larger than the input
-    (1x1 kernels, stride >= kernel) it is kept; otherwise (3x3: 9x the input) only the input is kept (a
-    reference: the graph holds it anyway) and the columns are rebuilt block by block in backward. Nothing
+    (1x1 kernels, stride >= kernel) or than _KEEP_COLS_BYTES it is kept; otherwise (3x3: 9x the input)
+    only the input is kept (a reference: the graph holds it anyway) and the columns are rebuilt block by
+    block in backward. Nothing
     is kept for dW when the kernel needs no gradient, nor the kernel for dx when the input needs none."""
 
     def forward(self, x, w, b):
@@ -211,14 +218,19 @@ class Conv2D(Op):
         ow = (wd + pl + pr - (kw - 1) * self.dilation[1] - 1) // self.stride[1] + 1
         k = kh * kw * c
         w2 = w.reshape(k, o)
-        keep_cols = self.needs_grad[1] and n * oh * ow * k <= x.size
+        keep_cols = self.needs_grad[1] and (n * oh * ow * k <= x.size
+                                            or n * oh * ow * k * x.dtype.itemsize <= _KEEP_COLS_BYTES)
         cols = None
-        if keep_cols:
+        if keep_cols and n * oh * ow * k <= x.size:
             cols = _im2col(xp, _pad_hw(xp, x, self.pads, 0), kh, kw, oh, ow, self.stride, self.dilation)
             y = cols @ w2
         else:
+            # block by block (each block's copy still in cache for its product), into one kept matrix
+            # when it is small enough, else into a reused block buffer
             y = xp.empty((n * oh * ow, o), dtype=np.result_type(x.dtype, w.dtype))
-            for s0, s1, cc in self._blocks(x, kh, kw, oh, ow):
+            if keep_cols:
+                cols = xp.empty((n * oh * ow, k), dtype=x.dtype)
+            for s0, s1, cc in self._blocks(x, kh, kw, oh, ow, cols):
                 xp.matmul(cc, w2, out=y[s0 * oh * ow:s1 * oh * ow])
         if b is not None:
             y += b
@@ -228,8 +240,8 @@ class Conv2D(Op):
                       w if self.needs_grad[0] else None)
         return y.reshape(n, oh, ow, o)
 
-    def _blocks(self, x, kh, kw, oh, ow):
-        return _im2col_blocks(self.xp, x, self.pads, kh, kw, oh, ow, self.stride, self.dilation)
+    def _blocks(self, x, kh, kw, oh, ow, into=None):
+        return _im2col_blocks(self.xp, x, self.pads, kh, kw, oh, ow, self.stride, self.dilation, into)
 
     def backward(self, gy):
         xp = self.xp
