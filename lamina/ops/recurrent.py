@@ -67,23 +67,36 @@ def _dact(xp, name, y):
 
 
 def _prepare(xp, x, kernel, bias, mask, go_backwards):
-    """Flattened inputs (N*T, D), the all-steps input projection (N, T, G*u), masks (N, T, 1), step order.
+    """Time-major rows of x (T*N, D), the all-steps input projection (N, T, G*u) backed by time-major
+    memory, masks (N, T, 1), step order.
 
-    Buffers stay batch-major and indexed by the ORIGINAL time step (go_backwards only changes the order
-    of the loop): then the kernel and input gradients are single products with no copy of x, and the
-    per-step products write straight into strided (N, G*u) slices (BLAS takes the row stride)."""
+    Every per-step buffer is allocated time-major (see _buffer) and indexed [:, t] by the ORIGINAL time
+    step (go_backwards only changes the order of the loop), so each step reads and writes one contiguous
+    (N, k) block; x is copied once into time-major rows so that the input projection, and after the loop
+    the kernel and input gradients, are single products over rows in the same (t, n) order."""
     N, T, D = x.shape
-    x2 = x.reshape(N * T, D)
+    x2 = xp.ascontiguousarray(x.transpose(1, 0, 2)).reshape(T * N, D)
     xw = x2 @ kernel  # ONE product for the input part of every gate at every step
     if bias is not None:
         xw += bias
-    xw = xw.reshape(N, T, kernel.shape[1])
+    xw = xw.reshape(T, N, kernel.shape[1]).transpose(1, 0, 2)
     mt = mf = None
     if mask is not None:
         mt = mask.astype(bool)[:, :, None]  # exact xp.where in forward
         mf = mt.astype(x.dtype)             # 0/1 routing of gradients in backward
     steps = range(T - 1, -1, -1) if go_backwards else range(T)
     return x2, xw, mt, mf, steps
+
+
+def _buffer(xp, N, T, k, dtype):
+    """An (N, T, k) array laid out time-major in memory: [:, t] is one contiguous (N, k) block (element-wise
+    passes over a step's gates ran ~20-40% faster there than over the strided rows of a batch-major one)."""
+    return xp.empty((T, N, k), dtype).transpose(1, 0, 2)
+
+
+def _rows(a):
+    """The (T*N, k) rows, in (t, n) order, of an (N, T, k) array backed by time-major memory (a view)."""
+    return a.transpose(1, 0, 2).reshape(-1, a.shape[2])
 
 
 def _sequence_out(xp, H, go_backwards):
@@ -114,13 +127,12 @@ def _check(opname, x, kernel, recurrent_kernel, gates, bias_shapes, bias, states
 
 def _common_grads(op, xp, x2, kernel, Hp, dZ, dR, N, T, D):
     """Gradients of x, kernel, recurrent kernel and bias AFTER the time loop, one product each.
-    dZ (N, T, G*u): gradients of the input projections; dR: of the recurrent products h_{t-1} U;
-    Hp (N, T, u): the state each step read."""
-    G = dZ.shape[2]
-    dz2 = dZ.reshape(N * T, G)
-    gx = (dz2 @ kernel.T).reshape(N, T, D) if op.needs_grad[0] else None
+    x2 (T*N, D): the time-major rows of x; dZ (N, T, G*u): gradients of the input projections; dR: of the
+    recurrent products h_{t-1} U; Hp (N, T, u): the state each step read (all three time-major buffers)."""
+    dz2 = _rows(dZ)
+    gx = (dz2 @ kernel.T).reshape(T, N, D).transpose(1, 0, 2) if op.needs_grad[0] else None
     gk = x2.T @ dz2 if op.needs_grad[1] else None
-    grk = Hp.reshape(N * T, -1).T @ dR.reshape(N * T, dR.shape[2]) if op.needs_grad[2] else None
+    grk = _rows(Hp).T @ _rows(dR) if op.needs_grad[2] else None
     gb = dz2.sum(axis=0) if op.needs_grad[3] else None
     return gx, gk, grk, gb
 
@@ -136,9 +148,9 @@ class SimpleRNNSeq(Op):
         x2, xw, mt, mf, steps = _prepare(xp, x, kernel, bias, mask, self.go_backwards)
         act = self.activation
         h = xp.zeros((N, u), x.dtype) if h0 is None else h0
-        Hn = xp.empty((N, T, u), x.dtype)  # new (unmasked) states: what the derivative reads
-        Hp = xp.empty((N, T, u), x.dtype)  # the state each step read
-        H = Hn if mask is None else xp.empty((N, T, u), x.dtype)  # carried states = outputs
+        Hn = _buffer(xp, N, T, u, x.dtype)  # new (unmasked) states: what the derivative reads
+        Hp = _buffer(xp, N, T, u, x.dtype)  # the state each step read
+        H = Hn if mask is None else _buffer(xp, N, T, u, x.dtype)  # carried states = outputs
         for t in steps:
             Hp[:, t] = h
             a = xp.matmul(h, recurrent_kernel, out=Hn[:, t])
@@ -174,39 +186,42 @@ class SimpleRNNSeq(Op):
         return gx, gk, grk, gb, (dh if self.needs_grad[4] else None), None
 
 
+def _swap_last_gates(xp, a, u):
+    """Columns (..., 4u) in gate order i, f, c, o <-> i, f, o, c (the swap is its own inverse)."""
+    return xp.concatenate([a[..., :2 * u], a[..., 3 * u:], a[..., 2 * u:3 * u]], axis=-1)
+
+
 class LSTMSeq(Op):
-    """Keras LSTM (gates i, f, c, o) over the whole sequence."""
+    """Keras LSTM (gates i, f, c, o) over the whole sequence.
+
+    Inside the op the gates are ordered i, f, o, c (the weights' columns swapped on the way in, their
+    gradients' on the way out): the three gates of the recurrent activation are then one contiguous block
+    per step, one activation call over 3u columns, and the cell candidate's activation works in place."""
 
     def forward(self, x, kernel, recurrent_kernel, bias, h0, c0, mask):
         xp = self.xp
         u = recurrent_kernel.shape[0]
         _check("lstm", x, kernel, recurrent_kernel, 4, [(4 * u,)], bias, [h0, c0], mask)
         N, T, D = x.shape
+        kernel, recurrent_kernel = _swap_last_gates(xp, kernel, u), _swap_last_gates(xp, recurrent_kernel, u)
+        bias = None if bias is None else _swap_last_gates(xp, bias, u)
         x2, xw, mt, mf, steps = _prepare(xp, x, kernel, bias, mask, self.go_backwards)
         ract, act = self.recurrent_activation, self.activation
         h = xp.zeros((N, u), x.dtype) if h0 is None else h0
         c = xp.zeros((N, u), x.dtype) if c0 is None else c0
-        Gs = xp.empty((N, T, 4 * u), x.dtype)  # gate activations i, f, g, o
-        H = xp.empty((N, T, u), x.dtype)       # carried h (= outputs)
-        Hp = xp.empty((N, T, u), x.dtype)      # h read by each step
-        Cp = xp.empty((N, T, u), x.dtype)      # c read by each step
-        TC = xp.empty((N, T, u), x.dtype)      # act(new c)
+        Gs = _buffer(xp, N, T, 4 * u, x.dtype)  # gate activations i, f, o, g
+        H = _buffer(xp, N, T, u, x.dtype)       # carried h (= outputs)
+        Hp = _buffer(xp, N, T, u, x.dtype)      # h read by each step
+        Cp = _buffer(xp, N, T, u, x.dtype)      # c read by each step
+        TC = _buffer(xp, N, T, u, x.dtype)      # act(new c)
         for t in steps:
             Hp[:, t] = h
             Cp[:, t] = c
             z = xp.matmul(h, recurrent_kernel, out=Gs[:, t])  # one product for all four gates
             z += xw[:, t]
-            if ract == "sigmoid" and act == "tanh":
-                # the default: g's tanh aside, then ONE sigmoid pass over all four gates (fewer, larger
-                # array calls than a sigmoid per slice), then g back in place
-                g_act = xp.tanh(z[:, 2 * u:3 * u])
-                sigmoid_inplace(xp, z)
-                z[:, 2 * u:3 * u] = g_act
-            else:
-                _act_(xp, ract, z[:, :2 * u])
-                _act_(xp, act, z[:, 2 * u:3 * u])
-                _act_(xp, ract, z[:, 3 * u:])
-            i, f, g, o = z[:, :u], z[:, u:2 * u], z[:, 2 * u:3 * u], z[:, 3 * u:]
+            _act_(xp, ract, z[:, :3 * u])
+            _act_(xp, act, z[:, 3 * u:])
+            i, f, o, g = z[:, :u], z[:, u:2 * u], z[:, 2 * u:3 * u], z[:, 3 * u:]
             cn = f * c
             cn += i * g
             tc = TC[:, t]
@@ -230,9 +245,8 @@ class LSTMSeq(Op):
             gH = gH[:, ::-1]
         # derivatives of every gate at every step, from the saved activations: few large ops
         dZ = xp.empty_like(Gs)
-        dZ[:, :, :2 * u] = _dact(xp, ract, Gs[:, :, :2 * u])
-        dZ[:, :, 2 * u:3 * u] = _dact(xp, act, Gs[:, :, 2 * u:3 * u])
-        dZ[:, :, 3 * u:] = _dact(xp, ract, Gs[:, :, 3 * u:])
+        dZ[:, :, :3 * u] = _dact(xp, ract, Gs[:, :, :3 * u])
+        dZ[:, :, 3 * u:] = _dact(xp, act, Gs[:, :, 3 * u:])
         dTC = _dact(xp, act, TC)
         rkT = xp.ascontiguousarray(recurrent_kernel.T)
         dh = gh.copy()
@@ -240,7 +254,7 @@ class LSTMSeq(Op):
         for t in reversed(steps):
             dh += gH[:, t]
             g_t = Gs[:, t]
-            i, f, g, o = g_t[:, :u], g_t[:, u:2 * u], g_t[:, 2 * u:3 * u], g_t[:, 3 * u:]
+            i, f, o, g = g_t[:, :u], g_t[:, u:2 * u], g_t[:, 2 * u:3 * u], g_t[:, 3 * u:]
             if mf is not None:
                 m = mf[:, t]
                 dhn = dh * m
@@ -253,8 +267,8 @@ class LSTMSeq(Op):
             dA = dZ[:, t]  # gate derivatives in, pre-activation gradients out
             dA[:, :u] *= dcn * g
             dA[:, u:2 * u] *= dcn * Cp[:, t]
-            dA[:, 2 * u:3 * u] *= dcn * i
-            dA[:, 3 * u:] *= dhn * TC[:, t]
+            dA[:, 2 * u:3 * u] *= dhn * TC[:, t]
+            dA[:, 3 * u:] *= dcn * i
             if mf is None:
                 dh = dA @ rkT
                 dc = dcn * f
@@ -262,6 +276,7 @@ class LSTMSeq(Op):
                 dh += dA @ rkT
                 dc += dcn * f
         gx, gk, grk, gb = _common_grads(self, xp, x2, kernel, Hp, dZ, dZ, N, T, x2.shape[1])
+        gk, grk, gb = (None if a is None else _swap_last_gates(xp, a, u) for a in (gk, grk, gb))
         return (gx, gk, grk, gb, dh if self.needs_grad[4] else None, dc if self.needs_grad[5] else None, None)
 
 
@@ -279,11 +294,11 @@ class GRUSeq(Op):
         x2, xw, mt, mf, steps = _prepare(xp, x, kernel, b_in, mask, self.go_backwards)
         ract, act = self.recurrent_activation, self.activation
         h = xp.zeros((N, u), x.dtype) if h0 is None else h0
-        ZR = xp.empty((N, T, 2 * u), x.dtype)  # z and r
-        HH = xp.empty((N, T, u), x.dtype)      # candidate state
-        RH = xp.empty((N, T, u), x.dtype)      # reset_after: h U_h + b'_h (before the reset); else r * h_{t-1}
-        H = xp.empty((N, T, u), x.dtype)
-        Hp = xp.empty((N, T, u), x.dtype)
+        ZR = _buffer(xp, N, T, 2 * u, x.dtype)  # z and r
+        HH = _buffer(xp, N, T, u, x.dtype)      # candidate state
+        RH = _buffer(xp, N, T, u, x.dtype)      # reset_after: h U_h + b'_h (before the reset); else r * h_{t-1}
+        H = _buffer(xp, N, T, u, x.dtype)
+        Hp = _buffer(xp, N, T, u, x.dtype)
         uzr = xp.ascontiguousarray(recurrent_kernel[:, :2 * u])
         uh = xp.ascontiguousarray(recurrent_kernel[:, 2 * u:])
         for t in steps:
@@ -325,8 +340,8 @@ class GRUSeq(Op):
             gH = gH[:, ::-1]
         dZR = _dact(xp, self.recurrent_activation, ZR)  # (N, T, 2u)
         dHH = _dact(xp, self.activation, HH)            # (N, T, u)
-        dX = xp.empty((N, T, 3 * u), x2.dtype)          # gradient of the input projections
-        dR = xp.empty((N, T, 3 * u), x2.dtype) if ra else None  # of h U + b' (reset_after)
+        dX = _buffer(xp, N, T, 3 * u, x2.dtype)          # gradient of the input projections
+        dR = _buffer(xp, N, T, 3 * u, x2.dtype) if ra else None  # of h U + b' (reset_after)
         rkT = xp.ascontiguousarray(recurrent_kernel.T)
         uzrT = xp.ascontiguousarray(recurrent_kernel[:, :2 * u].T)
         uhT = xp.ascontiguousarray(recurrent_kernel[:, 2 * u:].T)
@@ -370,13 +385,13 @@ class GRUSeq(Op):
         if ra:
             gx, gk, grk, gb = _common_grads(self, xp, x2, kernel, Hp, dX, dR, N, T, D)
             if gb is not None:
-                gb = xp.stack([gb, dR.reshape(N * T, 3 * u).sum(axis=0)])
+                gb = xp.stack([gb, _rows(dR).sum(axis=0)])
         else:
             gx, gk, grk_zr, gb = _common_grads(self, xp, x2, kernel, Hp, dX, dX[:, :, :2 * u], N, T, D)
             grk = None
             if self.needs_grad[2]:
                 # the candidate's recurrent product reads r * h_{t-1}, saved at every step
-                grk_h = RH.reshape(N * T, u).T @ dX[:, :, 2 * u:].reshape(N * T, u)
+                grk_h = _rows(RH).T @ _rows(dX[:, :, 2 * u:])
                 grk = xp.concatenate([grk_zr, grk_h], axis=1)
         return gx, gk, grk, gb, (dh if self.needs_grad[4] else None), None
 
