@@ -176,3 +176,37 @@ def test_bad_shapes_raise_clear_errors():
         ops.lstm(x[0], W, U, b)
     with pytest.raises(ValueError, match="no fused form"):
         ops.gru(*make("gru", 2, 3, 4, 3), activation="gelu")
+
+
+@pytest.mark.parametrize("kind", ["simple_rnn", "lstm", "gru"])
+def test_embedding_table_gradient_through_a_recurrent_op(kind):
+    """The recurrent ops hand back their input gradient laid out time-major (a transposed view); the
+    embedding's backward pairs ids with rows in that layout. With repeated ids, the table's gradient must
+    equal the input gradient scattered by np.add.at."""
+    ids = R.integers(0, 7, (4, 6))
+    table = R.standard_normal((7, 5))
+    g = {"simple_rnn": 1, "lstm": 4, "gru": 3}[kind]
+    W, U = Tensor(R.standard_normal((5, g * 3)) * 0.5), Tensor(R.standard_normal((3, g * 3)) * 0.5)
+    fn = {"simple_rnn": ops.simple_rnn, "lstm": ops.lstm, "gru": ops.gru}[kind]
+    gout = Tensor(R.standard_normal((4, 6, 3)))
+    tt = Tensor(table, requires_grad=True)
+    (gtable,) = grad((fn(ops.embedding(ids, tt), W, U)[0] * gout).sum(), [tt])
+    xt = Tensor(table[ids], requires_grad=True)
+    (gx,) = grad((fn(xt, W, U)[0] * gout).sum(), [xt])
+    want = np.zeros_like(table)
+    np.add.at(want, ids.reshape(-1), np.asarray(gx).reshape(-1, 5))
+    np.testing.assert_allclose(gtable, want, rtol=1e-10, atol=1e-12)
+
+
+def test_embedding_backward_pairs_ids_with_a_transposed_gradient():
+    from lamina.ops.embedding import Embedding
+    ids = R.integers(0, 5, (3, 4))
+    op = Embedding()
+    op.xp, op.needs_grad = np, (False, True)
+    op.forward(ids, R.standard_normal((5, 2)))
+    gy = R.standard_normal((4, 3, 2)).transpose(1, 0, 2)   # (3, 4, 2) backed by time-major memory
+    assert not gy.flags.c_contiguous
+    _, got = op.backward(gy)
+    want = np.zeros((5, 2))
+    np.add.at(want, ids.reshape(-1), gy.reshape(-1, 2))
+    np.testing.assert_allclose(got, want, rtol=1e-12)

@@ -88,6 +88,14 @@ class Embedding(Op):
             return None, None
         (ids,) = self.saved
         d = gy.shape[-1]
+        if gy.ndim > 2 and not gy.flags.c_contiguous:
+            # a gradient laid out with its leading axes in another order (a recurrent op's time-major input
+            # gradient): pair the ids in that same order instead of copying gy into the ids' order
+            order = sorted(range(gy.ndim - 1), key=lambda a: -gy.strides[a])
+            view = gy.transpose(order + [gy.ndim - 1])
+            if view.flags.c_contiguous:
+                return None, _scatter_rows(self.xp, ids.transpose(order).reshape(-1), view.reshape(-1, d),
+                                           self.num_rows)
         return None, _scatter_rows(self.xp, ids.reshape(-1), gy.reshape(-1, d), self.num_rows)
 
 
