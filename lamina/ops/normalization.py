@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Op
+from .math import sum_rows
 
 __all__ = ["batch_norm", "batch_norm_training", "layer_norm", "group_norm"]
 
@@ -52,6 +53,13 @@ def _norm_backward(gxhat, xhat, inv, axes):
     """dx when the mean and variance over ``axes`` were computed from x (the three-term rule above)."""
     return inv * (gxhat - gxhat.mean(axis=axes, keepdims=True)
                   - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True))
+
+
+def _sum_over(xp, a, axes):
+    """a summed over ``axes``; when those are the leading axes (LayerNorm over the last ones), as one GEMV."""
+    if axes == tuple(range(len(axes))) and a.flags.c_contiguous:
+        return sum_rows(xp, a.reshape(-1, int(np.prod(a.shape[len(axes):]))))
+    return a.sum(axis=axes)
 
 
 def _param_shape(ndim, axes, shape):
@@ -313,12 +321,21 @@ class LayerNorm(Op):
         x, gamma, beta = _upcast(_compute_dtype(x.dtype), x, gamma, beta)
         mean = x.mean(axis=axes, keepdims=True)
         d = x - mean
-        inv = 1.0 / xp.sqrt((d * d).mean(axis=axes, keepdims=True) + self.epsilon)
-        # rms_scaling (Keras 3): scale by the inverse standard deviation but do not subtract the mean
-        xhat = x * inv if self.rms_scaling else d * inv
+        sq = d * d
+        inv = 1.0 / xp.sqrt(sq.mean(axis=axes, keepdims=True) + self.epsilon)
+        # rms_scaling (Keras 3): scale by the inverse standard deviation but do not subtract the mean.
+        # In place where an array is no longer needed (fewer fresh allocations of the input's size).
+        if self.rms_scaling:
+            xhat = xp.multiply(x, inv, out=sq)
+        else:
+            xhat = d
+            xhat *= inv
         y = xhat if gamma is None else xhat * gamma.reshape(self.bshape)
         if beta is not None:
-            y = y + beta.reshape(self.bshape)
+            if y is xhat:
+                y = y + beta.reshape(self.bshape)
+            else:
+                y += beta.reshape(self.bshape)
         self.saved = (xhat, inv, gamma, d if self.rms_scaling else None)
         return y.astype(_out_dtype(self.dtypes[0], y.dtype), copy=False)
 
@@ -327,9 +344,9 @@ class LayerNorm(Op):
         gy = gy.astype(xhat.dtype, copy=False)
         dx = dgamma = dbeta = None
         if self.needs_grad[1]:
-            dgamma = (gy * xhat).sum(axis=self.other).reshape(gamma.shape)
+            dgamma = _sum_over(self.xp, gy * xhat, self.other).reshape(gamma.shape)
         if self.needs_grad[2]:
-            dbeta = gy.sum(axis=self.other).reshape(self.beta_shape)
+            dbeta = _sum_over(self.xp, gy, self.other).reshape(self.beta_shape)
         if self.needs_grad[0]:
             gxhat = gy if gamma is None else gy * gamma.reshape(self.bshape)
             if self.rms_scaling:

@@ -21,6 +21,7 @@ a cell loop with autograd for any other activation).
 from .. import backend
 from ..tensor import Op, Tensor
 from .activations import sigmoid_inplace
+from .math import sum_rows
 
 __all__ = ["simple_rnn", "lstm", "gru", "FUSED_ACTIVATIONS"]
 
@@ -133,7 +134,7 @@ def _common_grads(op, xp, x2, kernel, Hp, dZ, dR, N, T, D):
     gx = (dz2 @ kernel.T).reshape(T, N, D).transpose(1, 0, 2) if op.needs_grad[0] else None
     gk = x2.T @ dz2 if op.needs_grad[1] else None
     grk = _rows(Hp).T @ _rows(dR) if op.needs_grad[2] else None
-    gb = dz2.sum(axis=0) if op.needs_grad[3] else None
+    gb = sum_rows(xp, dz2) if op.needs_grad[3] else None
     return gx, gk, grk, gb
 
 
@@ -385,7 +386,7 @@ class GRUSeq(Op):
         if ra:
             gx, gk, grk, gb = _common_grads(self, xp, x2, kernel, Hp, dX, dR, N, T, D)
             if gb is not None:
-                gb = xp.stack([gb, _rows(dR).sum(axis=0)])
+                gb = xp.stack([gb, sum_rows(xp, _rows(dR))])
         else:
             gx, gk, grk_zr, gb = _common_grads(self, xp, x2, kernel, Hp, dX, dX[:, :, :2 * u], N, T, D)
             grk = None
