@@ -182,3 +182,50 @@ def test_conv_blocks_on_device_match_cpu(device_xp, monkeypatch, transpose):
         results.append([backend.to_numpy(a) for a in out] + [gy])
     for a, b in zip(results[0][:3], results[1][:3]):
         np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("budget", [2 ** 24, 0])   # columns kept from forward / rebuilt in backward
+def test_fused_relu_equals_relu_after_the_conv(blocks, budget, monkeypatch):
+    """conv2d/conv1d(activation='relu') applies ReLU to each block inside the op: the same values and
+    gradients as ops.relu on the op's output (a bias that puts many outputs at or below 0 included)."""
+    monkeypatch.setattr(conv_mod, "_KEEP_COLS_BYTES", budget)
+    rng = np.random.default_rng(7)
+    x, k, b = rng.standard_normal((3, 7, 6, 4)), rng.standard_normal((3, 3, 4, 5)), rng.standard_normal(5) - 1
+    gy = rng.standard_normal((3, 7, 6, 5))
+    results = []
+    for fused in (True, False):
+        ts = [Tensor(a, requires_grad=True) for a in (x, k, b)]
+        y = (ops.conv2d(*ts, padding="same", activation="relu") if fused
+             else ops.relu(ops.conv2d(*ts, padding="same")))
+        results.append([y.numpy()] + list(grad((y * Tensor(gy)).sum(), ts)))
+    assert (results[0][0] == 0).mean() > 0.3
+    for a, b_ in zip(*results):
+        np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-12)
+    check_grad(lambda x, k: ops.conv1d(x, k, padding="causal", activation="relu"),
+               rng.standard_normal((2, 6, 3)) + 0.5, rng.standard_normal((2, 3, 4)))
+    with pytest.raises(ValueError, match="activation must be None or 'relu'"):
+        ops.conv2d(Tensor(x), Tensor(k), activation="tanh")
+
+
+def test_conv_layers_fuse_their_relu_and_match_the_unfused_layer():
+    from lamina import layers
+    from lamina.ops.activations import relu
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 9, 8, 3)).astype(np.float32)
+    fused = layers.Conv2D(4, 3, activation="relu")
+    plain = layers.Conv2D(4, 3)
+    fused.build(x.shape)
+    plain.build(x.shape)
+    plain.kernel.assign(fused.kernel.numpy())
+    plain.bias.assign(fused.bias.numpy() - 0.5)
+    fused.bias.assign(fused.bias.numpy() - 0.5)
+    y = fused(Tensor(x))
+    assert type(y._op).__name__ == "Conv2D" and y._op.activation == "relu"   # one op, no separate ReLU
+    want = relu(plain(Tensor(x)))
+    np.testing.assert_array_equal(y.numpy(), want.numpy())
+    g_fused = grad(y.sum(), [fused.kernel, fused.bias])
+    g_plain = grad(relu(plain(Tensor(x))).sum(), [plain.kernel, plain.bias])
+    for a, b in zip(g_fused, g_plain):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    # grouped convolutions and other activations keep the separate activation
+    assert type(layers.Conv2D(4, 3, activation="tanh")(Tensor(x))._op).__name__ != "Conv2D"

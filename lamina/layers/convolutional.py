@@ -8,6 +8,7 @@ in one corner is recognised in every other, with far fewer weights than a Dense 
 import numpy as np
 
 from .. import activations, constraints, initializers, ops, regularizers
+from ..ops.activations import relu as _relu
 from .layer import InputSpec, Layer
 
 _DATA_FORMATS = ("channels_last", "channels_first")
@@ -134,12 +135,17 @@ class BaseConv(Layer):
         self.input_spec = InputSpec(ndim=self.rank + 2, axes={self._channel_axis: in_channels})
         self.built = True
 
+    _fuses_relu = False  # whether _conv takes activation='relu' (fused into the op)
+
     def _conv(self, x):
         raise NotImplementedError
 
     def call(self, inputs):
-        y = self._conv(to_channels_last(inputs, self.data_format))
-        y = self.activation(y)
+        x = to_channels_last(inputs, self.data_format)
+        if self._fuses_relu and self.groups == 1 and self.activation is _relu:
+            y = self._conv(x, activation="relu")  # inside the op, block by block (ops.conv2d)
+        else:
+            y = self.activation(self._conv(x))
         return to_channels_first(y, self.data_format)
 
     def _spatial_out(self, size, a):
@@ -194,10 +200,13 @@ class Conv1D(BaseConv):
                          activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
                          bias_constraint=bias_constraint, **kwargs)
 
-    def _conv(self, x):
+    _fuses_relu = True
+
+    def _conv(self, x, activation=None):
         if self.groups > 1:
             return _grouped_conv(self, x)
-        return ops.conv1d(x, self.kernel, self.bias, self.strides, self.padding, self.dilation_rate)
+        return ops.conv1d(x, self.kernel, self.bias, self.strides, self.padding, self.dilation_rate,
+                          activation=activation)
 
 
 class Conv2D(BaseConv):
@@ -219,10 +228,13 @@ class Conv2D(BaseConv):
                          activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
                          bias_constraint=bias_constraint, **kwargs)
 
-    def _conv(self, x):
+    _fuses_relu = True
+
+    def _conv(self, x, activation=None):
         if self.groups > 1:
             return _grouped_conv(self, x)
-        return ops.conv2d(x, self.kernel, self.bias, self.strides, self.padding, self.dilation_rate)
+        return ops.conv2d(x, self.kernel, self.bias, self.strides, self.padding, self.dilation_rate,
+                          activation=activation)
 
 
 class Conv1DTranspose(BaseConv):

@@ -205,6 +205,8 @@ class Conv2D(Op):
     block in backward. Nothing
     is kept for dW when the kernel needs no gradient, nor the kernel for dx when the input needs none."""
 
+    activation = None  # or 'relu', fused (conv2d's argument)
+
     def forward(self, x, w, b):
         xp = self.xp
         n, h, wd, c = x.shape
@@ -220,6 +222,7 @@ class Conv2D(Op):
         if keep_cols and n * oh * ow * k <= x.size:
             cols = _im2col(xp, _pad_hw(xp, x, self.pads, 0), kh, kw, oh, ow, self.stride, self.dilation)
             y = cols @ w2
+            self._finish(y, b)
         else:
             # block by block (each block's copy still in cache for its product), into one kept matrix
             # when it is small enough, else into a reused block buffer
@@ -227,14 +230,22 @@ class Conv2D(Op):
             if keep_cols:
                 cols = xp.empty((n * oh * ow, k), dtype=x.dtype)
             for s0, s1, cc in self._blocks(x, kh, kw, oh, ow, cols):
-                xp.matmul(cc, w2, out=y[s0 * oh * ow:s1 * oh * ow])
-        if b is not None:
-            y += b
+                yb = xp.matmul(cc, w2, out=y[s0 * oh * ow:s1 * oh * ow])
+                self._finish(yb, b)  # while the block is still in cache
         self.meta = (x.shape, (h + pt + pb, wd + pl + pr), oh, ow)
         self.kernel_shape = w.shape
         self.saved = (cols, x if self.needs_grad[1] and not keep_cols else None,
                       w if self.needs_grad[0] else None)
-        return y.reshape(n, oh, ow, o)
+        y = y.reshape(n, oh, ow, o)
+        self.out = y if self.activation == "relu" else None  # the graph holds it anyway
+        return y
+
+    def _finish(self, y, b):
+        """Bias, then the fused activation (the Conv2D layer's ReLU), in place on rows of the output."""
+        if b is not None:
+            y += b
+        if self.activation == "relu":
+            self.xp.maximum(y, y.dtype.type(0), out=y)  # maximum keeps NaN, as the ReLU op
 
     def _blocks(self, x, kh, kw, oh, ow, into=None):
         return _im2col_blocks(self.xp, x, self.pads, kh, kw, oh, ow, self.stride, self.dilation, into)
@@ -243,6 +254,8 @@ class Conv2D(Op):
         xp = self.xp
         cols, x, w = self.saved
         xshape, pshape, oh, ow = self.meta
+        if self.out is not None:
+            gy = gy * (self.out > 0)  # the fused ReLU's backward, as the ReLU op's
         n, o = gy.shape[0], gy.shape[-1]
         g2 = gy.reshape(-1, o)
         gx = gw = gb = None
@@ -339,12 +352,15 @@ def _conv_args(op, x, kernel, rank, strides, padding, dilation_rate, groups, all
             _tuple(dilation_rate, rank, "dilation_rate", op))
 
 
-def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, groups=1):
+def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, groups=1, activation=None):
     """2-D convolution (cross-correlation, as in Keras), channels-last.
 
     Args:
         x: (N, H, W, C). kernel: (KH, KW, C, O). bias: (O,) or None.
         strides, dilation_rate: int or (sh, sw). padding: 'valid' or 'same' (Keras's asymmetric rule).
+        activation: None or 'relu' (lamina's own): ReLU applied inside the op, to each block of output
+            rows right after its product and bias while it is in cache, instead of one more pass over
+            the whole output (the Conv2D/Conv1D layers pass their ReLU here).
     Returns: (N, OH, OW, O); OH = floor((H + pad - (KH-1)*dh - 1) / sh) + 1.
     Forward: y[n,p,q,o] = b[o] + sum_{i,j,c} xpad[n, p*sh + i*dh, q*sw + j*dw, c] * W[i,j,c,o],
     as one GEMM of the im2col matrix with the reshaped kernel.
@@ -364,13 +380,21 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, gr
         if x.shape[1 + a] + sum(pads[a]) < (kernel.shape[a] - 1) * d[a] + 1:
             raise ValueError(f"conv2d: the input {x.shape} is smaller than the dilated kernel "
                              f"{kernel.shape[:2]} (dilation {d}) along spatial axis {a}.")
-    return Conv2D.apply(x, kernel, bias, stride=s, dilation=d, pads=pads)
+    return Conv2D.apply(x, kernel, bias, stride=s, dilation=d, pads=pads, activation=_fused(activation, "conv2d"))
 
 
-def conv1d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, groups=1):
+def _fused(activation, op):
+    if activation not in (None, "relu"):
+        raise ValueError(f"{op}: activation must be None or 'relu' (the one fused into the op). "
+                         f"Received: activation={activation!r}")
+    return activation
+
+
+def conv1d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, groups=1, activation=None):
     """1-D convolution, channels-last: x (N, L, C), kernel (K, C, O) -> (N, OL, O).
 
     padding: 'valid', 'same' or 'causal' (left padding (K-1)*d, so y[t] sees x[<= t] only).
+    activation: None or 'relu', fused as in conv2d.
     Computed as conv2d on (N, 1, L, C); forward and backward as there.
     """
     x, kernel = as_tensor(x), as_tensor(kernel)
@@ -384,7 +408,7 @@ def conv1d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, gr
         raise ValueError(f"conv1d: the input {x.shape} is shorter than the dilated kernel "
                          f"({kernel.shape[0]}, dilation {d[0]}).")
     y = Conv2D.apply(reshape(x, (x.shape[0], 1) + x.shape[1:]), reshape(kernel, (1,) + kernel.shape), bias,
-                     stride=(1, s[0]), dilation=(1, d[0]), pads=pads)
+                     stride=(1, s[0]), dilation=(1, d[0]), pads=pads, activation=_fused(activation, "conv1d"))
     return reshape(y, (y.shape[0],) + y.shape[2:])
 
 
