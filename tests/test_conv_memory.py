@@ -229,3 +229,28 @@ def test_conv_layers_fuse_their_relu_and_match_the_unfused_layer():
         np.testing.assert_allclose(a, b, rtol=1e-6)
     # grouped convolutions and other activations keep the separate activation
     assert type(layers.Conv2D(4, 3, activation="tanh")(Tensor(x))._op).__name__ != "Conv2D"
+
+
+def test_dense_fuses_its_relu_into_the_linear_op():
+    """Dense(activation='relu') runs ops.linear(..., activation='relu'): ReLU in place inside the op.
+    Values and gradients equal the unfused op followed by ReLU; other activations stay separate."""
+    from lamina import layers
+    from lamina.ops.activations import relu
+    rng = np.random.default_rng(9)
+    x, k, b = rng.standard_normal((4, 3, 6)), rng.standard_normal((6, 5)), rng.standard_normal(5) - 0.5
+    gy = rng.standard_normal((4, 3, 5))
+    results = []
+    for fused in (True, False):
+        ts = [Tensor(a, requires_grad=True) for a in (x, k, b)]
+        y = ops.linear(*ts, activation="relu") if fused else relu(ops.linear(*ts))
+        results.append([y.numpy()] + list(grad((y * Tensor(gy)).sum(), ts)))
+    assert (results[0][0] == 0).mean() > 0.3
+    for a, b_ in zip(*results):
+        np.testing.assert_array_equal(a, b_)
+    check_grad(lambda x, k: ops.linear(x, k, activation="relu"), x + 0.1, k)
+    dense = layers.Dense(5, activation="relu")
+    y = dense(Tensor(x.astype(np.float32)))
+    assert type(y._op).__name__ == "Linear" and y._op.activation == "relu"
+    assert type(layers.Dense(5, activation="tanh")(Tensor(x.astype(np.float32)))._op).__name__ != "Linear"
+    with pytest.raises(ValueError, match="activation must be None or 'relu'"):
+        ops.linear(Tensor(x), Tensor(k), activation="gelu")

@@ -7,6 +7,7 @@ input to every unit (y = activation(x W + b)); the output layer's activation fit
 import numpy as np
 
 from .. import activations, initializers, ops
+from ..ops.activations import relu as _relu
 from ..tensor import Tensor
 from .layer import InputSpec, KerasTensor, Layer, Node, unique_name
 
@@ -90,6 +91,8 @@ class Dense(Layer):
     def call(self, inputs):
         if inputs.dtype.kind not in "fc":  # integer or bool features: compute in the layer's float dtype
             inputs = ops.cast(inputs, self.dtype)
+        if self.activation is _relu:
+            return ops.linear(inputs, self.kernel, self.bias, activation="relu")  # fused into the op
         return self.activation(ops.linear(inputs, self.kernel, self.bias))
 
     def compute_output_shape(self, input_shape):

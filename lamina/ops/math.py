@@ -176,6 +176,7 @@ class Linear(Op):
     Leading axes are folded into one before each product: NumPy runs (N, T, k) @ (k, n) as N separate
     small GEMMs, while (N*T, k) @ (k, n) is one large one (~20% faster at the transformer's shapes)."""
     same_float_dtype = True
+    activation = None  # or 'relu', fused (linear's argument)
 
     def forward(self, x, w, b):
         self.saved = (x, w)
@@ -183,10 +184,16 @@ class Linear(Op):
         y = x2 @ w
         if b is not None:
             y += b
-        return y.reshape(x.shape[:-1] + (w.shape[-1],)) if x.ndim > 2 else y
+        if self.activation == "relu":
+            self.xp.maximum(y, y.dtype.type(0), out=y)  # in place: no second output-sized array
+        y = y.reshape(x.shape[:-1] + (w.shape[-1],)) if x.ndim > 2 else y
+        self.out = y if self.activation == "relu" else None  # the graph holds it anyway
+        return y
 
     def backward(self, gy):
         x, w = self.saved
+        if self.out is not None:
+            gy = gy * (self.out > 0)  # the fused ReLU's backward, as the ReLU op's
         g2 = gy.reshape(-1, gy.shape[-1])
         gx = gw = gb = None
         if self.needs_grad[0]:
@@ -424,9 +431,14 @@ def matmul(a, b):
     return MatMul.apply(a, b)
 
 
-def linear(x, kernel, bias=None):
-    """x @ kernel + bias, contracting the last axis of x (the Dense layer's op)."""
-    return Linear.apply(x, kernel, bias)
+def linear(x, kernel, bias=None, activation=None):
+    """x @ kernel + bias, contracting the last axis of x (the Dense layer's op). activation: None or
+    'relu' (lamina's own): ReLU applied in place inside the op, instead of as one more op with its own
+    output array (the Dense layer passes its ReLU here)."""
+    if activation not in (None, "relu"):
+        raise ValueError(f"linear: activation must be None or 'relu' (the one fused into the op). "
+                         f"Received: activation={activation!r}")
+    return Linear.apply(x, kernel, bias, activation=activation)
 
 
 def exp(x):
