@@ -6,6 +6,8 @@ matplotlib is optional (``pip install 'lamina[plot]'``) and imported only inside
 ``import lamina`` never needs it. Figures are drawn with the non-interactive Agg backend and closed
 after saving, so the helpers work on servers without a display.
 """
+import os
+
 import numpy as np
 
 from . import backend
@@ -23,6 +25,17 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def save_figure(fig, path, **kwargs):
+    """fig.savefig to ``path`` atomically (lamina.io.formats.atomic_write): a crash or a full disk midway
+    leaves the previous picture, never half a file. The format comes from the extension (png without one,
+    'jpg' read as jpeg); keyword arguments go to savefig."""
+    from .io.formats import atomic_write
+    ext = os.path.splitext(os.fspath(path))[1][1:].lower() or "png"
+    kwargs.setdefault("format", "jpeg" if ext == "jpg" else ext)
+    atomic_write(path, lambda f: fig.savefig(f, **kwargs))
+    return path
 
 
 def plot_attention(weights, x_labels, y_labels, path, title=None, cmap="viridis", dpi=120):
@@ -70,7 +83,7 @@ def plot_attention(weights, x_labels, y_labels, path, title=None, cmap="viridis"
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    save_figure(fig, path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -102,7 +115,7 @@ def plot_history(history, path, keys=None, dpi=100, val_label="validation"):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    save_figure(fig, path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -132,7 +145,7 @@ def plot_filters(layer, path, max_filters=64, dpi=100):
         if i < n:
             ax.imshow(images[..., i], cmap="RdBu_r", vmin=-lim, vmax=lim)
     fig.suptitle(f"{layer.name}: {n} filters (red +, blue -)")
-    fig.savefig(path, dpi=dpi)
+    save_figure(fig, path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -169,7 +182,7 @@ def plot_feature_maps(model, x, path, layer_names=None, max_maps=16, dpi=100):
                 ax.imshow(m[..., i], cmap="viridis")
         row[0].set_title(name, fontsize=8, loc="left")
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    save_figure(fig, path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -191,7 +204,7 @@ def plot_activation_histograms(model, x, path, layer_names=None, bins=50, dpi=10
         ax.hist(values, bins=bins, color="tab:blue")
         ax.set_title(f"{name} (zeros: {np.mean(values == 0):.0%})", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    save_figure(fig, path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -245,7 +258,7 @@ def plot_loss_surface(model, x, y, path, steps=21, span=1.0, seed=0, dpi=100):
     ax.set_ylabel("direction 1")
     ax.set_title("loss around the trained weights")
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    save_figure(fig, path, dpi=dpi)
     plt.close(fig)
     return path
 

@@ -62,3 +62,27 @@ def test_default_layers_include_the_first_convolution(trained, tmp_path, monkeyp
     plotting.plot_activation_histograms(model, x[:20], str(tmp_path / "h.png"))
     assert seen[0] == [model.layers[0].name, model.layers[1].name, model.layers[2].name]
     assert seen[1] == [layer.name for layer in model.layers]
+
+
+def test_figures_are_written_atomically(trained, tmp_path, monkeypatch):
+    """Every picture goes through plotting.save_figure: a savefig that dies midway (here after writing some
+    bytes) leaves the previous picture whole and no temporary file behind; the format follows the name."""
+    from matplotlib.figure import Figure
+    model, x, _ = trained
+    path = str(tmp_path / "f.png")
+    plotting.plot_filters(model.layers[0], path)
+    before = open(path, "rb").read()
+
+    def dies(self, f, **kwargs):
+        f.write(b"half a picture")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(Figure, "savefig", dies)
+    with pytest.raises(OSError, match="No space left"):
+        plotting.plot_filters(model.layers[0], path)
+    monkeypatch.undo()
+    assert open(path, "rb").read() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png"]
+    fig = Figure()
+    fig.add_subplot().plot([0, 1])
+    assert open(plotting.save_figure(fig, str(tmp_path / "a.jpg")), "rb").read(2) == b"\xff\xd8"
+    assert open(plotting.save_figure(fig, str(tmp_path / "b.svg")), "rb").read(5) in (b"<?xml", b"<svg ")

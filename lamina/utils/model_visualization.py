@@ -9,7 +9,6 @@ JPEG, chosen by the file's extension; SVG keeps its text as text, so layer names
 ``expand_nested=True`` draws the layers of nested models inside a dashed frame named after the model.
 ``model_to_dot`` returns the same graph in Graphviz's DOT language (a pydot graph when pydot is installed).
 """
-import os
 
 __all__ = ["plot_model", "model_to_dot"]
 
@@ -290,8 +289,8 @@ def plot_model(model, to_file="model.png", show_shapes=False, show_dtype=False, 
             start, end = _edge_points(centres[a], sizes[a], centres[b], sizes[b])
             ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=10, linewidth=1.0,
                                          color="#333333", shrinkA=0, shrinkB=0, zorder=1))
-        ext = os.path.splitext(str(to_file))[1][1:].lower() or "png"
-        fig.savefig(to_file, dpi=dpi, format="jpeg" if ext == "jpg" else ext)
+        from ..plotting import save_figure
+        save_figure(fig, to_file, dpi=dpi)
     return None
 
 

@@ -223,7 +223,7 @@ def draw_detections(images, detections, path, boxes=None, columns=4):
     """Save a picture of the images with their detections (coloured boxes labelled with class and score) and,
     when ``boxes`` are given, the true boxes (dotted). Returns False when matplotlib is not installed."""
     try:
-        from ..plotting import _pyplot
+        from ..plotting import _pyplot, save_figure
         plt = _pyplot()
     except ImportError:
         return False
@@ -248,7 +248,7 @@ def draw_detections(images, detections, path, boxes=None, columns=4):
             ax.text(x1, y1 - 1, f"{class_name(c)} {s:.2f}", color=colour, fontsize=7)
     fig.suptitle("detections" + (" (coloured) over the true boxes (dotted)" if boxes is not None else ""))
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return True
 

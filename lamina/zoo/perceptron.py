@@ -50,7 +50,7 @@ def _fit(model, task, epochs, learning_rate):
 
 def _plot(models, path):
     try:
-        from ..plotting import _pyplot
+        from ..plotting import _pyplot, save_figure
         plt = _pyplot()
     except ImportError:
         return False
@@ -72,7 +72,7 @@ def _plot(models, path):
             ax.set_yticks([0, 1])
     fig.suptitle("decision boundaries: one neuron draws one straight line; XOR needs two")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return True
 

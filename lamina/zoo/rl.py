@@ -155,7 +155,7 @@ def train_dqn(epochs=None, batch_size=None, out=None, seed=0, verbose=2, total_s
 
 def _plot(curves, history, path, verbose):
     try:
-        from ..plotting import _pyplot
+        from ..plotting import _pyplot, save_figure
         plt = _pyplot()
     except ImportError:
         return
@@ -170,7 +170,7 @@ def _plot(curves, history, path, verbose):
     ax.set_title("DQN on CartPole-v1")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     catalog.say(verbose, f"Saved {path}")
 

@@ -67,7 +67,7 @@ def majority_baseline(y_train, y_test):
 
 def _plot(x, y_true, y_pred, names, path, n=10):
     try:
-        from ..plotting import _pyplot
+        from ..plotting import _pyplot, save_figure
         plt = _pyplot()
     except ImportError:
         return False
@@ -87,7 +87,7 @@ def _plot(x, y_true, y_pred, names, path, n=10):
         ax.axis("off")
     fig.suptitle("test clips: log spectrograms titled with the predicted word (red: wrong, with the true word)")
     fig.tight_layout()
-    fig.savefig(path, dpi=72)
+    save_figure(fig, path, dpi=72)
     plt.close(fig)
     return True
 

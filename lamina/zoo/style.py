@@ -123,7 +123,7 @@ def transfer(content, style, steps=200, content_weight=1.0, style_weight=50.0, t
 
 def _plot(content, style, result, path):
     try:
-        from ..plotting import _pyplot
+        from ..plotting import _pyplot, save_figure
         plt = _pyplot()
     except ImportError:
         return False
@@ -133,7 +133,7 @@ def _plot(content, style, result, path):
         ax.set_title(title)
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return True
 
