@@ -15,3 +15,24 @@ def test_workload_one_step(framework, workload):
     assert r["steps"] == 2 and r["median_ms"] > 0
     if workload != "cnn_infer":
         assert r["loss_decreased"], f"{framework} {workload}: loss went from {r['loss_first']} to {r['loss_last']}"
+
+
+def test_ab_compares_a_revision_with_the_working_tree():
+    """bench.ab times the mlp in a worktree of HEAD and in the working tree, one pair, and removes the
+    worktree afterwards."""
+    import os
+    import shutil
+    import subprocess
+
+    from bench import ab
+    if shutil.which("git") is None or not os.path.isdir(os.path.join(ab.ROOT, ".git")):
+        pytest.skip("needs a git checkout")
+    before = subprocess.run(["git", "worktree", "list"], cwd=ab.ROOT, capture_output=True, text=True).stdout
+    lines = []
+    res = ab.compare("HEAD", ["mlp"], pairs=1, steps=2, warmup=1, report=lines.append)
+    (base, new), = res.values()
+    assert len(base) == len(new) == 1 and base[0] > 0 and new[0] > 0 and lines[0].startswith("mlp")
+    after = subprocess.run(["git", "worktree", "list"], cwd=ab.ROOT, capture_output=True, text=True).stdout
+    assert after == before
+    with pytest.raises(SystemExit):
+        ab.main(["--workloads", "nope"])
