@@ -181,7 +181,7 @@ def from_keras_config(obj, path, where="model"):
         inner = {k: from_keras_config(v, path, f"{where} > {name}") for k, v in out["config"].items()}
         # a class with its own from_config reads (and pops) extra keys itself; the others pass the config
         # straight to __init__, so an argument it lacks must be checked here
-        own_from_config = cls is not None and "from_config" in vars(cls)
+        own_from_config = cls is not None and ("from_config" in vars(cls) or getattr(cls, "_operation", False))
         if cls is not None and isinstance(cls, type) and not own_from_config:
             allowed = _accepted(cls) | {"name", "trainable", "dtype", "layers", "input_layers", "output_layers",
                                         "build_input_shape"}
