@@ -234,10 +234,10 @@ class Conv2D(Op):
                 self._finish(yb, b)  # while the block is still in cache
         self.meta = (x.shape, (h + pt + pb, wd + pl + pr), oh, ow)
         self.kernel_shape = w.shape
-        self.saved = (cols, x if self.needs_grad[1] and not keep_cols else None,
-                      w if self.needs_grad[0] else None)
         y = y.reshape(n, oh, ow, o)
-        self.out = y if self.activation == "relu" else None  # the graph holds it anyway
+        # the output for the fused ReLU's mask (a reference: the graph holds it anyway)
+        self.saved = (cols, x if self.needs_grad[1] and not keep_cols else None,
+                      w if self.needs_grad[0] else None, y if self.activation == "relu" else None)
         return y
 
     def _finish(self, y, b):
@@ -252,10 +252,10 @@ class Conv2D(Op):
 
     def backward(self, gy):
         xp = self.xp
-        cols, x, w = self.saved
+        cols, x, w, out = self.saved
         xshape, pshape, oh, ow = self.meta
-        if self.out is not None:
-            gy = gy * (self.out > 0)  # the fused ReLU's backward, as the ReLU op's
+        if out is not None:
+            gy = gy * (out > 0)  # the fused ReLU's backward, as the ReLU op's
         n, o = gy.shape[0], gy.shape[-1]
         g2 = gy.reshape(-1, o)
         gx = gw = gb = None

@@ -187,13 +187,14 @@ class Linear(Op):
         if self.activation == "relu":
             self.xp.maximum(y, y.dtype.type(0), out=y)  # in place: no second output-sized array
         y = y.reshape(x.shape[:-1] + (w.shape[-1],)) if x.ndim > 2 else y
-        self.out = y if self.activation == "relu" else None  # the graph holds it anyway
+        if self.activation == "relu":
+            self.saved = (x, w, y)   # the output for the ReLU's mask (the graph holds it anyway)
         return y
 
     def backward(self, gy):
-        x, w = self.saved
-        if self.out is not None:
-            gy = gy * (self.out > 0)  # the fused ReLU's backward, as the ReLU op's
+        x, w = self.saved[:2]
+        if len(self.saved) > 2:
+            gy = gy * (self.saved[2] > 0)  # the fused ReLU's backward, as the ReLU op's
         g2 = gy.reshape(-1, gy.shape[-1])
         gx = gw = gb = None
         if self.needs_grad[0]:
