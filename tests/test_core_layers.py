@@ -196,3 +196,27 @@ def test_functional_concatenate_of_two_dense_branches():
     x = lamina.Input(shape=(4,))
     y = layers.Concatenate()([layers.Dense(3)(x), layers.Dense(2)(x)])
     assert isinstance(y, layers.KerasTensor) and y.shape == (None, 5)
+
+
+def test_dense_lora_freezes_the_kernel_and_trains_the_factors():
+    """Dense(lora_rank=r, lora_alpha=a): y = x (W + a/r A B) + b, W frozen, B starting at zero (Keras's
+    enable_lora); lamina had accepted lora_rank and ignored it."""
+    rng = np.random.default_rng(0)
+    layer = layers.Dense(4, lora_rank=2, lora_alpha=6)
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    y0 = layer(x).numpy()
+    assert [w.name for w in layer.weights] == ["kernel", "bias", "lora_kernel_a", "lora_kernel_b"]
+    assert [w.name for w in layer.trainable_weights] == ["bias", "lora_kernel_a", "lora_kernel_b"]
+    np.testing.assert_allclose(y0, x @ layer.kernel.numpy() + layer.bias.numpy(), rtol=1e-6, atol=1e-6)
+    layer.lora_kernel_b.assign(rng.standard_normal((2, 4)).astype(np.float32))
+    a, b, k = (w.numpy().copy() for w in (layer.lora_kernel_a, layer.lora_kernel_b, layer.kernel))
+    np.testing.assert_allclose(layer(x).numpy(), x @ (k + 3.0 * a @ b) + layer.bias.numpy(), rtol=1e-5, atol=1e-5)
+    model = lamina.Sequential([lamina.Input((3,)), layer])
+    model.compile("sgd", "mse")
+    model.fit(x, rng.standard_normal((5, 4)).astype(np.float32), epochs=2, verbose=0)
+    np.testing.assert_array_equal(layer.kernel.numpy(), k)            # frozen
+    assert not np.array_equal(layer.lora_kernel_a.numpy(), a)          # trained
+    with pytest.raises(ValueError, match="lora_rank must be a positive int"):
+        layers.Dense(4, lora_rank=0)
+    with pytest.raises(ValueError, match="already enabled"):
+        layer.enable_lora(2)

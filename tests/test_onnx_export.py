@@ -385,3 +385,8 @@ def test_layer_normalization_over_axes_not_running_to_the_end_is_refused(tmp_pat
     model = lamina.Model(inp, layers.LayerNormalization(axis=[1, 2])(inp))
     with pytest.raises(NotImplementedError, match="run of axes"):
         model.export(str(tmp_path / "m.onnx"), format="onnx", verbose=False)
+
+
+def test_dense_with_lora_exports_the_merged_kernel(tmp_path):
+    model = lamina.Sequential([lamina.Input((5,)), layers.Dense(4, lora_rank=2, activation="relu"), layers.Dense(3)])
+    _check(model, [floats(5)], tmp_path)   # randomised: the LoRA factors are non-zero

@@ -163,6 +163,8 @@ def _export_softmax(g, layer, xs, cfg, masks, call_kwargs, kw_tensors):
 @exporter("Dense")
 def _export_dense(g, layer, xs, cfg):
     w = layer.get_weights()
+    if getattr(layer, "lora_enabled", False):   # the kernel with the low-rank update merged in
+        w[0] = np.asarray(layer.effective_kernel().numpy(), np.float32)
     y = g.op("MatMul", [xs[0], g.const(w[0], f"{layer.name}/kernel")])
     if cfg.get("use_bias", True):
         y = g.op("Add", [y, g.const(w[1], f"{layer.name}/bias")])

@@ -52,14 +52,18 @@ def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None
 class Dense(Layer):
     """Fully connected layer: ``activation(inputs @ kernel + bias)`` over the last axis.
 
-    Args: units, activation, use_bias, kernel/bias initializer, regularizer and constraint.
+    Args: units, activation, use_bias, kernel/bias initializer, regularizer and constraint;
+    lora_rank, lora_alpha: freeze the kernel and train a low-rank update ``(lora_alpha / rank) * A @ B``
+    (A (in, rank), B (rank, units) starting at zero), as Keras's ``enable_lora``.
     Input shape (..., in) -> output shape (..., units). Parameters: in * units + units.
     Backward: dx = dy W^T, dW = x^T dy, db = sum(dy).
+    A ``.keras`` file holds the kernel with the LoRA update merged in, as Keras writes it.
     """
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
-                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None, lora_rank=None, **kwargs):
+                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None, lora_rank=None,
+                 lora_alpha=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(units, (int, np.integer)) or isinstance(units, bool) or units <= 0:
             raise ValueError(f"Dense '{self.name}': units must be a positive int. Received: units={units!r}")
@@ -73,6 +77,12 @@ class Dense(Layer):
         self.activity_regularizer = activity_regularizer
         self.input_spec = InputSpec(min_ndim=2)
         self.supports_masking = True
+        if lora_rank is not None and (isinstance(lora_rank, bool) or not isinstance(lora_rank, (int, np.integer))
+                                      or lora_rank < 1):
+            raise ValueError(f"Dense '{self.name}': lora_rank must be a positive int or None. "
+                             f"Received: lora_rank={lora_rank!r}")
+        self.lora_rank, self.lora_alpha = lora_rank, lora_alpha
+        self.lora_enabled = False
 
     def build(self, input_shape):
         in_dim = input_shape[-1]
@@ -87,13 +97,46 @@ class Dense(Layer):
                                     name="bias") if self.use_bias else None
         self.input_spec = InputSpec(min_ndim=2, axes={-1: in_dim})
         self.built = True
+        if self.lora_rank:
+            self.enable_lora(self.lora_rank, self.lora_alpha)
+
+    def enable_lora(self, rank, lora_alpha=None, a_initializer="he_uniform", b_initializer="zeros"):
+        """Freeze the kernel and learn a rank-``rank`` update A (in, rank) @ B (rank, units), B starting at
+        zero (so the layer computes what it did); the bias stays trainable. As Keras's Dense.enable_lora."""
+        if not self.built:
+            raise ValueError(f"Dense '{self.name}': build the layer before enable_lora().")
+        if self.lora_enabled:
+            raise ValueError(f"Dense '{self.name}': LoRA is already enabled.")
+        in_dim = self.kernel.shape[0]
+        self.lora_kernel_a = self.add_weight(shape=(in_dim, rank), initializer=a_initializer,
+                                             regularizer=self.kernel_regularizer, name="lora_kernel_a")
+        self.lora_kernel_b = self.add_weight(shape=(rank, self.units), initializer=b_initializer,
+                                             regularizer=self.kernel_regularizer, name="lora_kernel_b")
+        self.kernel.trainable = False
+        self._sync_requires_grad()  # the frozen kernel asks for no gradient
+        self.lora_enabled = True
+        self.lora_rank = rank
+        self.lora_alpha = lora_alpha if lora_alpha is not None else rank
+
+    def effective_kernel(self):
+        """The kernel the layer multiplies by: the kernel, plus the scaled LoRA update when enabled."""
+        if self.lora_enabled:
+            return self.kernel + ops.matmul(self.lora_kernel_a, self.lora_kernel_b) * \
+                (self.lora_alpha / self.lora_rank)
+        return self.kernel
+
+    @property
+    def weights(self):
+        # Keras keeps creation order here (the frozen kernel and the bias first, then the LoRA factors).
+        return self._tracked_own()
 
     def call(self, inputs):
         if inputs.dtype.kind not in "fc":  # integer or bool features: compute in the layer's float dtype
             inputs = ops.cast(inputs, self.dtype)
+        kernel = self.effective_kernel()
         if self.activation is _relu:
-            return ops.linear(inputs, self.kernel, self.bias, activation="relu")  # fused into the op
-        return self.activation(ops.linear(inputs, self.kernel, self.bias))
+            return ops.linear(inputs, kernel, self.bias, activation="relu")  # fused into the op
+        return self.activation(ops.linear(inputs, kernel, self.bias))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)

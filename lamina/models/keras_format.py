@@ -97,7 +97,28 @@ def weight_paths(obj, prefix=""):
                 ("_output_dense", obj.output_kernel, obj.output_bias)]
         return [(prefix + "vars", []), (prefix + "_softmax/vars", []), (prefix + "_dropout_layer/vars", [])] + \
             [(f"{prefix}{n}/vars", [w for w in (k, b) if w is not None]) for n, k, b in subs if k is not None]
+    if kind == "Dense" and getattr(obj, "lora_enabled", False):   # Keras writes the merged kernel, then the bias
+        return [(prefix + "vars", [_MergedLoraKernel(obj)] + ([obj.bias] if obj.bias is not None else []))]
     return [(prefix + "vars", list(obj.weights))]
+
+
+class _MergedLoraKernel:
+    """A LoRA-enabled Dense's kernel as Keras saves and loads it: saved with the low-rank update merged in;
+    loaded into the frozen kernel with both factors reset to zero (so the layer computes the file's kernel)."""
+
+    def __init__(self, layer):
+        self.layer = layer
+        self.shape, self.dtype = tuple(layer.kernel.shape), layer.kernel.dtype
+        self.name, self.path = layer.kernel.name, getattr(layer.kernel, "path", layer.kernel.name)
+
+    @property
+    def data(self):
+        return self.layer.effective_kernel().data
+
+    def assign(self, value):
+        self.layer.kernel.assign(value)
+        for factor in (self.layer.lora_kernel_a, self.layer.lora_kernel_b):
+            factor.assign(np.zeros(factor.shape, dtype=factor.dtype))
 
 
 # ------------------------------------------------------------------------------------- configs out
