@@ -183,3 +183,22 @@ def test_dense_lora_moves_both_ways_with_the_kernel_merged(tmp_path):
     mine.save(tmp_path / "l.keras")
     back = keras.models.load_model(tmp_path / "l.keras")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(back.predict(x, verbose=0)), want, rtol=1e-5, atol=1e-5)
+
+
+def test_embedding_lora_moves_both_ways_with_the_table_merged(tmp_path):
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 10, (4, 6)).astype(np.int32)
+    theirs = keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Embedding(10, 4, lora_rank=2),
+                               keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(3)])
+    theirs.layers[0].lora_embeddings_b.assign(rng.standard_normal((2, 4)).astype(np.float32))
+    want = keras.ops.convert_to_numpy(theirs.predict(ids, verbose=0))
+    theirs.save(tmp_path / "k.keras")
+    mine = lamina.models.load_model(tmp_path / "k.keras")
+    np.testing.assert_allclose(mine.predict(ids, verbose=0), want, rtol=1e-5, atol=1e-5)
+    assert mine.layers[0].lora_enabled and not mine.layers[0].lora_embeddings_b.numpy().any()
+
+    mine.layers[0].lora_embeddings_b.assign(rng.standard_normal((2, 4)).astype(np.float32))
+    want = mine.predict(ids, verbose=0)
+    mine.save(tmp_path / "l.keras")
+    back = keras.models.load_model(tmp_path / "l.keras")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(back.predict(ids, verbose=0)), want, rtol=1e-5, atol=1e-5)

@@ -98,26 +98,30 @@ def weight_paths(obj, prefix=""):
         return [(prefix + "vars", []), (prefix + "_softmax/vars", []), (prefix + "_dropout_layer/vars", [])] + \
             [(f"{prefix}{n}/vars", [w for w in (k, b) if w is not None]) for n, k, b in subs if k is not None]
     if kind == "Dense" and getattr(obj, "lora_enabled", False):   # Keras writes the merged kernel, then the bias
-        return [(prefix + "vars", [_MergedLoraKernel(obj)] + ([obj.bias] if obj.bias is not None else []))]
+        merged = _MergedLora(obj.kernel, obj.effective_kernel, (obj.lora_kernel_a, obj.lora_kernel_b))
+        return [(prefix + "vars", [merged] + ([obj.bias] if obj.bias is not None else []))]
+    if kind == "Embedding" and getattr(obj, "lora_enabled", False):   # ... and the merged table alone
+        merged = _MergedLora(obj._embeddings, lambda: obj.embeddings, (obj.lora_embeddings_a, obj.lora_embeddings_b))
+        return [(prefix + "vars", [merged])]
     return [(prefix + "vars", list(obj.weights))]
 
 
-class _MergedLoraKernel:
-    """A LoRA-enabled Dense's kernel as Keras saves and loads it: saved with the low-rank update merged in;
-    loaded into the frozen kernel with both factors reset to zero (so the layer computes the file's kernel)."""
+class _MergedLora:
+    """A LoRA-enabled layer's frozen weight as Keras saves and loads it: saved with the low-rank update merged
+    in; loaded into the frozen weight with both factors reset to zero (so the layer computes the file's)."""
 
-    def __init__(self, layer):
-        self.layer = layer
-        self.shape, self.dtype = tuple(layer.kernel.shape), layer.kernel.dtype
-        self.name, self.path = layer.kernel.name, getattr(layer.kernel, "path", layer.kernel.name)
+    def __init__(self, variable, effective, factors):
+        self.variable, self.effective, self.factors = variable, effective, factors
+        self.shape, self.dtype = tuple(variable.shape), variable.dtype
+        self.name, self.path = variable.name, getattr(variable, "path", variable.name)
 
     @property
     def data(self):
-        return self.layer.effective_kernel().data
+        return self.effective().data
 
     def assign(self, value):
-        self.layer.kernel.assign(value)
-        for factor in (self.layer.lora_kernel_a, self.layer.lora_kernel_b):
+        self.variable.assign(value)
+        for factor in self.factors:
             factor.assign(np.zeros(factor.shape, dtype=factor.dtype))
 
 
