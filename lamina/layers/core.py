@@ -49,6 +49,29 @@ def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None
     return layer.output_tensor
 
 
+def _enable_lora(layer, frozen, prefix, rows, cols, rank, lora_alpha, a_initializer, b_initializer, regularizer):
+    """Keras's enable_lora: freeze ``frozen`` and add factors A (rows, rank) and B (rank, cols) named
+    <prefix>_a/_b (B from zero); returns (A, B)."""
+    what = f"{type(layer).__name__} '{layer.name}'"
+    if not layer.built:
+        raise ValueError(f"{what}: build the layer before enable_lora().")
+    if layer.lora_enabled:
+        raise ValueError(f"{what}: LoRA is already enabled.")
+    a = layer.add_weight(shape=(rows, rank), initializer=a_initializer, regularizer=regularizer, name=f"{prefix}_a")
+    b = layer.add_weight(shape=(rank, cols), initializer=b_initializer, regularizer=regularizer, name=f"{prefix}_b")
+    frozen.trainable = False
+    layer._sync_requires_grad()  # the frozen weight asks for no gradient
+    layer.lora_enabled = True
+    layer.lora_rank = rank
+    layer.lora_alpha = lora_alpha if lora_alpha is not None else rank
+    return a, b
+
+
+def _lora_update(layer, a, b):
+    """(lora_alpha / rank) * A @ B, the low-rank update added to the frozen weight."""
+    return ops.matmul(a, b) * (layer.lora_alpha / layer.lora_rank)
+
+
 class Dense(Layer):
     """Fully connected layer: ``activation(inputs @ kernel + bias)`` over the last axis.
 
@@ -103,26 +126,14 @@ class Dense(Layer):
     def enable_lora(self, rank, lora_alpha=None, a_initializer="he_uniform", b_initializer="zeros"):
         """Freeze the kernel and learn a rank-``rank`` update A (in, rank) @ B (rank, units), B starting at
         zero (so the layer computes what it did); the bias stays trainable. As Keras's Dense.enable_lora."""
-        if not self.built:
-            raise ValueError(f"Dense '{self.name}': build the layer before enable_lora().")
-        if self.lora_enabled:
-            raise ValueError(f"Dense '{self.name}': LoRA is already enabled.")
-        in_dim = self.kernel.shape[0]
-        self.lora_kernel_a = self.add_weight(shape=(in_dim, rank), initializer=a_initializer,
-                                             regularizer=self.kernel_regularizer, name="lora_kernel_a")
-        self.lora_kernel_b = self.add_weight(shape=(rank, self.units), initializer=b_initializer,
-                                             regularizer=self.kernel_regularizer, name="lora_kernel_b")
-        self.kernel.trainable = False
-        self._sync_requires_grad()  # the frozen kernel asks for no gradient
-        self.lora_enabled = True
-        self.lora_rank = rank
-        self.lora_alpha = lora_alpha if lora_alpha is not None else rank
+        self.lora_kernel_a, self.lora_kernel_b = _enable_lora(
+            self, self.kernel, "lora_kernel", self.kernel.shape[0], self.units, rank, lora_alpha, a_initializer,
+            b_initializer, self.kernel_regularizer)
 
     def effective_kernel(self):
         """The kernel the layer multiplies by: the kernel, plus the scaled LoRA update when enabled."""
         if self.lora_enabled:
-            return self.kernel + ops.matmul(self.lora_kernel_a, self.lora_kernel_b) * \
-                (self.lora_alpha / self.lora_rank)
+            return self.kernel + _lora_update(self, self.lora_kernel_a, self.lora_kernel_b)
         return self.kernel
 
     @property
@@ -241,25 +252,14 @@ class Embedding(Layer):
 
     def enable_lora(self, rank, lora_alpha=None, a_initializer="he_uniform", b_initializer="zeros"):
         """Freeze the table and learn a rank-``rank`` update A (V, r) @ B (r, D), B starting at zero."""
-        if not self.built:
-            raise ValueError(f"Embedding '{self.name}': build the layer before enable_lora().")
-        if self.lora_enabled:
-            raise ValueError(f"Embedding '{self.name}': LoRA is already enabled.")
-        self.lora_embeddings_a = self.add_weight(shape=(self.input_dim, rank), initializer=a_initializer,
-                                                 regularizer=self.embeddings_regularizer, name="lora_embeddings_a")
-        self.lora_embeddings_b = self.add_weight(shape=(rank, self.output_dim), initializer=b_initializer,
-                                                 regularizer=self.embeddings_regularizer, name="lora_embeddings_b")
-        self._embeddings.trainable = False
-        self._sync_requires_grad()  # the frozen table asks for no gradient
-        self.lora_enabled = True
-        self.lora_rank = rank
-        self.lora_alpha = lora_alpha if lora_alpha is not None else rank
+        self.lora_embeddings_a, self.lora_embeddings_b = _enable_lora(
+            self, self._embeddings, "lora_embeddings", self.input_dim, self.output_dim, rank, lora_alpha,
+            a_initializer, b_initializer, self.embeddings_regularizer)
 
     @property
     def embeddings(self):
         if self.lora_enabled:
-            return self._embeddings + ops.matmul(self.lora_embeddings_a, self.lora_embeddings_b) * \
-                (self.lora_alpha / self.lora_rank)
+            return self._embeddings + _lora_update(self, self.lora_embeddings_a, self.lora_embeddings_b)
         return self._embeddings
 
     @property
