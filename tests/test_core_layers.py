@@ -220,3 +220,12 @@ def test_dense_lora_freezes_the_kernel_and_trains_the_factors():
         layers.Dense(4, lora_rank=0)
     with pytest.raises(ValueError, match="already enabled"):
         layer.enable_lora(2)
+
+
+def test_enable_lora_refuses_a_bad_rank():
+    for layer in (layers.Dense(3), layers.Embedding(5, 3)):
+        layer.build((None, 4))
+        with pytest.raises(ValueError, match="lora_rank must be a positive int"):
+            layer.enable_lora(0)
+    with pytest.raises(ValueError, match="lora_rank must be a positive int"):
+        layers.Embedding(5, 3, lora_rank=-1)

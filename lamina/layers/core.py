@@ -49,14 +49,22 @@ def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None
     return layer.output_tensor
 
 
+def _check_lora_rank(layer, rank):
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1):
+        raise ValueError(f"{type(layer).__name__} '{layer.name}': lora_rank must be a positive int or None. "
+                         f"Received: lora_rank={rank!r}")
+
+
 def _enable_lora(layer, frozen, prefix, rows, cols, rank, lora_alpha, a_initializer, b_initializer, regularizer):
     """Keras's enable_lora: freeze ``frozen`` and add factors A (rows, rank) and B (rank, cols) named
-    <prefix>_a/_b (B from zero); returns (A, B)."""
+    <prefix>_a/_b (B from zero); returns (A, B). ``layer._lora`` keeps (frozen, A, B) for lora_merged and
+    for the .keras writer, which stores the merged weight in the frozen one's place, as Keras does."""
     what = f"{type(layer).__name__} '{layer.name}'"
     if not layer.built:
         raise ValueError(f"{what}: build the layer before enable_lora().")
     if layer.lora_enabled:
         raise ValueError(f"{what}: LoRA is already enabled.")
+    _check_lora_rank(layer, rank)
     a = layer.add_weight(shape=(rows, rank), initializer=a_initializer, regularizer=regularizer, name=f"{prefix}_a")
     b = layer.add_weight(shape=(rank, cols), initializer=b_initializer, regularizer=regularizer, name=f"{prefix}_b")
     frozen.trainable = False
@@ -64,12 +72,14 @@ def _enable_lora(layer, frozen, prefix, rows, cols, rank, lora_alpha, a_initiali
     layer.lora_enabled = True
     layer.lora_rank = rank
     layer.lora_alpha = lora_alpha if lora_alpha is not None else rank
+    layer._lora = (frozen, a, b)
     return a, b
 
 
-def _lora_update(layer, a, b):
-    """(lora_alpha / rank) * A @ B, the low-rank update added to the frozen weight."""
-    return ops.matmul(a, b) * (layer.lora_alpha / layer.lora_rank)
+def lora_merged(layer):
+    """A LoRA-enabled layer's frozen weight plus its update (lora_alpha / rank) * A @ B."""
+    frozen, a, b = layer._lora
+    return frozen + ops.matmul(a, b) * (layer.lora_alpha / layer.lora_rank)
 
 
 class Dense(Layer):
@@ -100,10 +110,7 @@ class Dense(Layer):
         self.activity_regularizer = activity_regularizer
         self.input_spec = InputSpec(min_ndim=2)
         self.supports_masking = True
-        if lora_rank is not None and (isinstance(lora_rank, bool) or not isinstance(lora_rank, (int, np.integer))
-                                      or lora_rank < 1):
-            raise ValueError(f"Dense '{self.name}': lora_rank must be a positive int or None. "
-                             f"Received: lora_rank={lora_rank!r}")
+        _check_lora_rank(self, lora_rank)
         self.lora_rank, self.lora_alpha = lora_rank, lora_alpha
         self.lora_enabled = False
 
@@ -132,9 +139,7 @@ class Dense(Layer):
 
     def effective_kernel(self):
         """The kernel the layer multiplies by: the kernel, plus the scaled LoRA update when enabled."""
-        if self.lora_enabled:
-            return self.kernel + _lora_update(self, self.lora_kernel_a, self.lora_kernel_b)
-        return self.kernel
+        return lora_merged(self) if self.lora_enabled else self.kernel
 
     @property
     def weights(self):
@@ -231,6 +236,7 @@ class Embedding(Layer):
         self.mask_zero = bool(mask_zero)
         self.supports_masking = self.mask_zero
         self.autocast = False  # ids must not be cast to float32
+        _check_lora_rank(self, lora_rank)
         self.lora_rank, self.lora_alpha = lora_rank, lora_alpha
         self.lora_enabled = False
         if weights is not None:
@@ -258,9 +264,7 @@ class Embedding(Layer):
 
     @property
     def embeddings(self):
-        if self.lora_enabled:
-            return self._embeddings + _lora_update(self, self.lora_embeddings_a, self.lora_embeddings_b)
-        return self._embeddings
+        return lora_merged(self) if self.lora_enabled else self._embeddings
 
     @property
     def weights(self):

@@ -21,6 +21,7 @@ import re
 
 import numpy as np
 
+from ..layers.core import lora_merged
 from ..layers.operations import OPERATION_CLASSES
 from .. import backend
 from ..io import ModelFileError
@@ -97,12 +98,10 @@ def weight_paths(obj, prefix=""):
                 ("_output_dense", obj.output_kernel, obj.output_bias)]
         return [(prefix + "vars", []), (prefix + "_softmax/vars", []), (prefix + "_dropout_layer/vars", [])] + \
             [(f"{prefix}{n}/vars", [w for w in (k, b) if w is not None]) for n, k, b in subs if k is not None]
-    if kind == "Dense" and getattr(obj, "lora_enabled", False):   # Keras writes the merged kernel, then the bias
-        merged = _MergedLora(obj.kernel, obj.effective_kernel, (obj.lora_kernel_a, obj.lora_kernel_b))
-        return [(prefix + "vars", [merged] + ([obj.bias] if obj.bias is not None else []))]
-    if kind == "Embedding" and getattr(obj, "lora_enabled", False):   # ... and the merged table alone
-        merged = _MergedLora(obj._embeddings, lambda: obj.embeddings, (obj.lora_embeddings_a, obj.lora_embeddings_b))
-        return [(prefix + "vars", [merged])]
+    if getattr(obj, "lora_enabled", False):   # Keras writes the merged weight in the frozen one's place, no factors
+        frozen, a, b = obj._lora
+        return [(prefix + "vars", [_MergedLora(obj) if w is frozen else w for w in obj.weights
+                                   if w is not a and w is not b])]
     return [(prefix + "vars", list(obj.weights))]
 
 
@@ -110,18 +109,20 @@ class _MergedLora:
     """A LoRA-enabled layer's frozen weight as Keras saves and loads it: saved with the low-rank update merged
     in; loaded into the frozen weight with both factors reset to zero (so the layer computes the file's)."""
 
-    def __init__(self, variable, effective, factors):
-        self.variable, self.effective, self.factors = variable, effective, factors
-        self.shape, self.dtype = tuple(variable.shape), variable.dtype
-        self.name, self.path = variable.name, getattr(variable, "path", variable.name)
+    def __init__(self, layer):
+        self.layer = layer
+        frozen = layer._lora[0]
+        self.shape, self.dtype = tuple(frozen.shape), frozen.dtype
+        self.name, self.path = frozen.name, getattr(frozen, "path", frozen.name)
 
     @property
     def data(self):
-        return self.effective().data
+        return lora_merged(self.layer).data
 
     def assign(self, value):
-        self.variable.assign(value)
-        for factor in self.factors:
+        frozen, a, b = self.layer._lora
+        frozen.assign(value)
+        for factor in (a, b):
             factor.assign(np.zeros(factor.shape, dtype=factor.dtype))
 
 
