@@ -1,12 +1,13 @@
 """Keras's symbolic operations as nodes of a functional graph.
 
 Keras code may call ``keras.ops`` functions on symbolic tensors while building a functional model
-(``mask = ops.not_equal(tokens, 0)``, ``y = ops.multiply(x, 2.0)``); Keras then records each call as an
-operation node, saved in ``.keras`` files under ``keras.src.ops.numpy`` (or ``.nn``, ``.math``, ``.core``) with
-the op's class name (NotEqual, Multiply, Relu, Softmax, ...) and its arguments (axis=...). The table of
-them (keras_operations_table.py) is generated from Keras by tools/keras_operations.py. lamina reads such a node as one of the classes here: a layer without weights that calls the
-lamina.ops function of the same name, is saved back under Keras's module and class name, and, like Keras's
-operations, is kept out of ``model.layers``.
+(``mask = ops.not_equal(tokens, 0)``, ``y = ops.softmax(x, axis=-1)``); Keras then records each call as an
+operation node, saved in ``.keras`` files under ``keras.src.ops.numpy`` (or ``.nn``, ``.math``, ``.core``)
+with the op's class name (NotEqual, Softmax, ...) and its arguments (axis=...). lamina reads such a node as
+one of the classes here: a layer without weights that calls the lamina.ops function of the same name with
+those arguments, is saved back under Keras's module and class name, and, like Keras's operations, is kept
+out of ``model.layers``. The table of them (keras_operations_table.py) is generated from Keras by
+tools/keras_operations.py.
 """
 from .. import ops
 from ..backend import unique_name

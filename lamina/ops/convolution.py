@@ -23,7 +23,7 @@ import numpy as np
 
 from ..tensor import Op, as_tensor
 from .manipulation import getitem, pad, repeat, reshape
-from .math import sum_rows
+from .math import fused_activation, sum_rows
 
 __all__ = ["conv1d", "conv2d", "conv1d_transpose", "conv2d_transpose", "max_pool1d", "max_pool2d",
            "avg_pool1d", "avg_pool2d", "upsampling1d", "upsampling2d", "zero_padding1d", "zero_padding2d",
@@ -380,14 +380,8 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, gr
         if x.shape[1 + a] + sum(pads[a]) < (kernel.shape[a] - 1) * d[a] + 1:
             raise ValueError(f"conv2d: the input {x.shape} is smaller than the dilated kernel "
                              f"{kernel.shape[:2]} (dilation {d}) along spatial axis {a}.")
-    return Conv2D.apply(x, kernel, bias, stride=s, dilation=d, pads=pads, activation=_fused(activation, "conv2d"))
-
-
-def _fused(activation, op):
-    if activation not in (None, "relu"):
-        raise ValueError(f"{op}: activation must be None or 'relu' (the one fused into the op). "
-                         f"Received: activation={activation!r}")
-    return activation
+    return Conv2D.apply(x, kernel, bias, stride=s, dilation=d, pads=pads,
+                        activation=fused_activation(activation, "conv2d"))
 
 
 def conv1d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, groups=1, activation=None):
@@ -408,7 +402,8 @@ def conv1d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, gr
         raise ValueError(f"conv1d: the input {x.shape} is shorter than the dilated kernel "
                          f"({kernel.shape[0]}, dilation {d[0]}).")
     y = Conv2D.apply(reshape(x, (x.shape[0], 1) + x.shape[1:]), reshape(kernel, (1,) + kernel.shape), bias,
-                     stride=(1, s[0]), dilation=(1, d[0]), pads=pads, activation=_fused(activation, "conv1d"))
+                     stride=(1, s[0]), dilation=(1, d[0]), pads=pads,
+                     activation=fused_activation(activation, "conv1d"))
     return reshape(y, (y.shape[0],) + y.shape[2:])
 
 

@@ -179,22 +179,21 @@ class Linear(Op):
     activation = None  # or 'relu', fused (linear's argument)
 
     def forward(self, x, w, b):
-        self.saved = (x, w)
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x
         y = x2 @ w
         if b is not None:
             y += b
-        if self.activation == "relu":
+        relu = self.activation == "relu"
+        if relu:
             self.xp.maximum(y, y.dtype.type(0), out=y)  # in place: no second output-sized array
         y = y.reshape(x.shape[:-1] + (w.shape[-1],)) if x.ndim > 2 else y
-        if self.activation == "relu":
-            self.saved = (x, w, y)   # the output for the ReLU's mask (the graph holds it anyway)
+        self.saved = (x, w, y if relu else None)   # the output for the ReLU's mask (the graph holds it anyway)
         return y
 
     def backward(self, gy):
-        x, w = self.saved[:2]
-        if len(self.saved) > 2:
-            gy = gy * (self.saved[2] > 0)  # the fused ReLU's backward, as the ReLU op's
+        x, w, out = self.saved
+        if out is not None:
+            gy = gy * (out > 0)  # the fused ReLU's backward, as the ReLU op's
         g2 = gy.reshape(-1, gy.shape[-1])
         gx = gw = gb = None
         if self.needs_grad[0]:
@@ -436,10 +435,15 @@ def linear(x, kernel, bias=None, activation=None):
     """x @ kernel + bias, contracting the last axis of x (the Dense layer's op). activation: None or
     'relu' (lamina's own): ReLU applied in place inside the op, instead of as one more op with its own
     output array (the Dense layer passes its ReLU here)."""
+    return Linear.apply(x, kernel, bias, activation=fused_activation(activation, "linear"))
+
+
+def fused_activation(activation, op):
+    """The activation an op runs inside itself (linear, conv1d, conv2d): None or 'relu', checked."""
     if activation not in (None, "relu"):
-        raise ValueError(f"linear: activation must be None or 'relu' (the one fused into the op). "
+        raise ValueError(f"{op}: activation must be None or 'relu' (the one fused into the op). "
                          f"Received: activation={activation!r}")
-    return Linear.apply(x, kernel, bias, activation=activation)
+    return activation
 
 
 def exp(x):
