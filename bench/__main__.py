@@ -34,7 +34,9 @@ def _idle_wait(limit_s=60.0, threshold=0.3):
     return False
 
 
-def _run_worker(framework, workload, threads, extra):
+def _run_worker(framework, workload, threads, extra, root=None):
+    """One bench.worker process, its RESULT as a dict (or an 'error' entry). ``root``: the checkout to run
+    it in, its own lamina and bench first on the path (bench.ab's other revision); default this one."""
     env = dict(os.environ)
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "LAMINA_NUM_THREADS"):
         env.pop(k, None)
@@ -44,7 +46,10 @@ def _run_worker(framework, workload, threads, extra):
         env["OPENBLAS_CORETYPE"] = framework.split("+", 1)[1]
     name, _, size = workload.partition("@")  # 'mlp@large': the large variant
     cmd = [sys.executable, "-m", "bench.worker", framework, name, "--size", size or "base"] + extra
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root is None:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    else:
+        env["PYTHONPATH"] = root
     out = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
     for line in out.stdout.splitlines():
         if line.startswith("RESULT "):

@@ -8,30 +8,23 @@ the table gives both medians, their ratio and every pair's ratio (new / base: be
 Nothing else should run meanwhile.
 """
 import argparse
-import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 
+from .__main__ import _run_worker
 from .workloads import WORKLOADS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _time(tree, workload, threads, steps, warmup):
-    env = dict(os.environ, PYTHONPATH=tree)
-    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[k] = str(threads)
-    env.pop("LAMINA_NUM_THREADS", None)
-    cmd = [sys.executable, "-m", "bench.worker", "lamina", workload, "--min-steps", str(steps),
-           "--min-time", "0", "--warmup", str(warmup)]
-    out = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
-    for line in out.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])["median_ms"]
-    raise RuntimeError(f"{workload} in {tree} failed:\n{(out.stderr or out.stdout)[-2000:]}")
+    r = _run_worker("lamina", workload, threads,
+                    ["--min-steps", str(steps), "--min-time", "0", "--warmup", str(warmup)], root=tree)
+    if "error" in r:
+        raise RuntimeError(f"{workload} in {tree} failed:\n{r['error']}")
+    return r["median_ms"]
 
 
 def compare(base, workloads, pairs, threads=2, steps=30, warmup=5, report=print):
