@@ -1,7 +1,6 @@
 """MobileNetV3, EfficientNet and EfficientNetV2 as Keras 3.15's keras.applications: parameter counts, layer
 counts and layer names (a digest of the whole list) for every builder, the same predictions as real Keras
 from the same weights file, a forward pass and a training step at a small size, and weights='imagenet'."""
-import importlib.util
 import os
 
 import numpy as np
@@ -12,10 +11,9 @@ from lamina import applications
 from lamina.applications import efficientnet, efficientnet_v2, mobilenet_v3
 from lamina.testing import check_grad
 
-_spec = importlib.util.spec_from_file_location(
-    "gen_keras_application_figures", os.path.join(os.path.dirname(__file__), "gen_keras_application_figures.py"))
-gen = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gen)
+from repo_scripts import load_script  # tests/repo_scripts.py
+
+gen = load_script("tests/gen_keras_application_figures.py")
 
 # Real Keras 3.15, weights=None, printed by `KERAS_BACKEND=torch python tests/gen_keras_application_figures.py`:
 # (count_params(), len(model.layers), model.name, digest of the layer names, first 3 names, last 3 names)

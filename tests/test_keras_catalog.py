@@ -1,22 +1,16 @@
 """Issue 14's bar, counted name by name against Keras 3.15's public catalog (tests/data/keras_catalog_names.json,
 written from the installed Keras by tools/keras_catalog.py): at least 90% of each counted namespace, every name
 left out on purpose is really absent and says why, and docs/keras_coverage.md is current."""
-import importlib.util
 import pathlib
 
 import pytest
 
+from repo_scripts import load_script  # tests/repo_scripts.py
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("keras_catalog", ROOT / "tools" / "keras_catalog.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-TOOL = _tool()
+TOOL = load_script("tools/keras_catalog.py")
 COVERAGE, _ = TOOL.coverage()
 
 

@@ -95,12 +95,8 @@ def test_an_operation_with_an_argument_lamina_does_not_know_is_refused(keras, tm
 
 def test_the_operations_table_is_current(keras):
     """lamina/layers/keras_operations_table.py holds what tools/keras_operations.py finds in this Keras."""
-    import importlib.util
-    import os
     from lamina.layers.keras_operations_table import KERAS_OPERATIONS
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "keras_operations.py")
-    spec = importlib.util.spec_from_file_location("keras_operations_tool", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from repo_scripts import load_script
+    tool = load_script("tools/keras_operations.py")
     assert tool.supported(tool.keras_operations()) == KERAS_OPERATIONS
     assert len(KERAS_OPERATIONS) >= 290

@@ -89,15 +89,12 @@ def test_parse_signature():
 
 def test_parity_tool_runs_and_reports():
     """tools/ops_parity.py compares values and gradients with Keras and reports missing names."""
-    import importlib.util
     import io
     import os
     import types
     os.environ.setdefault("KERAS_BACKEND", "torch")
-    path = pathlib.Path(__file__).resolve().parents[1] / "tools" / "ops_parity.py"
-    spec = importlib.util.spec_from_file_location("ops_parity", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from repo_scripts import load_script
+    tool = load_script("tools/ops_parity.py")
     out = io.StringIO()
     rows, summary = tool.run(["ops"], only={"logsumexp", "top_k", "segment_max", "while_loop", "stft"}, out=out)
     assert {name: status for _, name, status, _ in rows} == dict.fromkeys(
