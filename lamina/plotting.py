@@ -27,14 +27,19 @@ def _pyplot():
     return plt
 
 
-def save_figure(fig, path, **kwargs):
+def save_figure(fig, path, close=False, **kwargs):
     """fig.savefig to ``path`` atomically (lamina.io.formats.atomic_write): a crash or a full disk midway
     leaves the previous picture, never half a file. The format comes from the extension (png without one,
-    'jpg' read as jpeg); keyword arguments go to savefig."""
+    'jpg' read as jpeg); keyword arguments go to savefig. ``close``: close the pyplot figure afterwards,
+    also when saving failed (an open figure would stay in pyplot's list)."""
     from .io.formats import atomic_write
     ext = os.path.splitext(os.fspath(path))[1][1:].lower() or "png"
     kwargs.setdefault("format", "jpeg" if ext == "jpg" else ext)
-    atomic_write(path, lambda f: fig.savefig(f, **kwargs))
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, **kwargs))
+    finally:
+        if close:
+            _pyplot().close(fig)
     return path
 
 
@@ -83,8 +88,7 @@ def plot_attention(weights, x_labels, y_labels, path, title=None, cmap="viridis"
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    save_figure(fig, path, dpi=dpi)
-    plt.close(fig)
+    save_figure(fig, path, dpi=dpi, close=True)
     return path
 
 
@@ -115,8 +119,7 @@ def plot_history(history, path, keys=None, dpi=100, val_label="validation"):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    save_figure(fig, path, dpi=dpi)
-    plt.close(fig)
+    save_figure(fig, path, dpi=dpi, close=True)
     return path
 
 
@@ -145,8 +148,7 @@ def plot_filters(layer, path, max_filters=64, dpi=100):
         if i < n:
             ax.imshow(images[..., i], cmap="RdBu_r", vmin=-lim, vmax=lim)
     fig.suptitle(f"{layer.name}: {n} filters (red +, blue -)")
-    save_figure(fig, path, dpi=dpi)
-    plt.close(fig)
+    save_figure(fig, path, dpi=dpi, close=True)
     return path
 
 
@@ -182,8 +184,7 @@ def plot_feature_maps(model, x, path, layer_names=None, max_maps=16, dpi=100):
                 ax.imshow(m[..., i], cmap="viridis")
         row[0].set_title(name, fontsize=8, loc="left")
     fig.tight_layout()
-    save_figure(fig, path, dpi=dpi)
-    plt.close(fig)
+    save_figure(fig, path, dpi=dpi, close=True)
     return path
 
 
@@ -204,8 +205,7 @@ def plot_activation_histograms(model, x, path, layer_names=None, bins=50, dpi=10
         ax.hist(values, bins=bins, color="tab:blue")
         ax.set_title(f"{name} (zeros: {np.mean(values == 0):.0%})", fontsize=8)
     fig.tight_layout()
-    save_figure(fig, path, dpi=dpi)
-    plt.close(fig)
+    save_figure(fig, path, dpi=dpi, close=True)
     return path
 
 
@@ -258,7 +258,6 @@ def plot_loss_surface(model, x, y, path, steps=21, span=1.0, seed=0, dpi=100):
     ax.set_ylabel("direction 1")
     ax.set_title("loss around the trained weights")
     fig.tight_layout()
-    save_figure(fig, path, dpi=dpi)
-    plt.close(fig)
+    save_figure(fig, path, dpi=dpi, close=True)
     return path
 

@@ -77,9 +77,12 @@ def test_figures_are_written_atomically(trained, tmp_path, monkeypatch):
         f.write(b"half a picture")
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(Figure, "savefig", dies)
+    import matplotlib.pyplot as plt
+    open_before = plt.get_fignums()
     with pytest.raises(OSError, match="No space left"):
         plotting.plot_filters(model.layers[0], path)
     monkeypatch.undo()
+    assert plt.get_fignums() == open_before   # the failed figure was closed all the same
     assert open(path, "rb").read() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png"]
     fig = Figure()

@@ -248,8 +248,7 @@ def draw_detections(images, detections, path, boxes=None, columns=4):
             ax.text(x1, y1 - 1, f"{class_name(c)} {s:.2f}", color=colour, fontsize=7)
     fig.suptitle("detections" + (" (coloured) over the true boxes (dotted)" if boxes is not None else ""))
     fig.tight_layout()
-    save_figure(fig, path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90, close=True)
     return True
 
 

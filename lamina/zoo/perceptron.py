@@ -72,8 +72,7 @@ def _plot(models, path):
             ax.set_yticks([0, 1])
     fig.suptitle("decision boundaries: one neuron draws one straight line; XOR needs two")
     fig.tight_layout()
-    save_figure(fig, path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90, close=True)
     return True
 
 

@@ -170,8 +170,7 @@ def _plot(curves, history, path, verbose):
     ax.set_title("DQN on CartPole-v1")
     ax.legend()
     fig.tight_layout()
-    save_figure(fig, path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90, close=True)
     catalog.say(verbose, f"Saved {path}")
 
 

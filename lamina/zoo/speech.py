@@ -87,8 +87,7 @@ def _plot(x, y_true, y_pred, names, path, n=10):
         ax.axis("off")
     fig.suptitle("test clips: log spectrograms titled with the predicted word (red: wrong, with the true word)")
     fig.tight_layout()
-    save_figure(fig, path, dpi=72)
-    plt.close(fig)
+    save_figure(fig, path, dpi=72, close=True)
     return True
 
 

@@ -133,8 +133,7 @@ def _plot(content, style, result, path):
         ax.set_title(title)
         ax.axis("off")
     fig.tight_layout()
-    save_figure(fig, path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90, close=True)
     return True
 
 

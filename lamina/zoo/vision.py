@@ -118,8 +118,7 @@ def _plot_segmentation(x, y_true, y_pred, path, n=6):
         axes[row, 0].set_ylabel(label)
     fig.suptitle("U-Net on held-out shapes: red circle, blue square, yellow triangle")
     fig.tight_layout()
-    save_figure(fig, path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90, close=True)
     return path
 
 
@@ -203,8 +202,7 @@ def _plot_pairs(x, recon, path, title, n=10):
             axes[row, i].axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    save_figure(fig, path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90, close=True)
     return path
 
 
@@ -342,8 +340,7 @@ def _plot_grid(images, path, title, rows, cols, cmap="gray_r", vmin=0.0, vmax=1.
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    save_figure(fig, path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90, close=True)
     return path
 
 
@@ -416,8 +413,7 @@ def _plot_latent(decoder, z, labels, path, n=10, span=2.5):
     b.set_title("decoded latent grid")
     b.set_xlabel("z[0]")
     fig.tight_layout()
-    save_figure(fig, path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90, close=True)
     return path
 
 
