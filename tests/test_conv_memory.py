@@ -254,3 +254,30 @@ def test_dense_fuses_its_relu_into_the_linear_op():
     assert type(layers.Dense(5, activation="tanh")(Tensor(x.astype(np.float32)))._op).__name__ != "Linear"
     with pytest.raises(ValueError, match="activation must be None or 'relu'"):
         ops.linear(Tensor(x), Tensor(k), activation="gelu")
+
+
+@pytest.mark.parametrize("shape", [(64, 30, 30, 32), (7, 5), (4096,), (3, 1024), (0, 8), ()])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_into_equals_maximum_with_zero(shape, dtype):
+    """relu_into (the fused ReLUs' and the ReLU op's kernel) takes contiguous arrays as rows of a cached
+    zero row instead of a scalar zero (faster in NumPy): the same values as np.maximum(x, 0), NaN kept and
+    -inf to 0, in place or not, contiguous or strided, and the cached zero row is never written."""
+    from lamina.ops.math import relu_into
+    rng = np.random.default_rng(10)
+    x = np.asarray(rng.standard_normal(shape), dtype=dtype)
+    if x.size >= 3:
+        x.flat[:3] = [np.nan, -np.inf, np.inf]
+    want = np.maximum(x, dtype(0))
+    out = np.empty_like(x)
+    assert relu_into(np, x, out) is out
+    np.testing.assert_array_equal(out, want)
+    inplace = x.copy()
+    relu_into(np, inplace, inplace)
+    np.testing.assert_array_equal(inplace, want)
+    if x.ndim == 2 and x.size:
+        strided = np.empty((x.shape[1], x.shape[0]), dtype=dtype)
+        relu_into(np, x.T, strided)
+        np.testing.assert_array_equal(strided, want.T)
+    from lamina.ops import math as math_mod
+    assert all(not z.any() and not z.flags.writeable for z in math_mod._ZERO_ROWS.values())
+    np.testing.assert_array_equal(ops.relu(Tensor(x)).numpy(), want)

@@ -5,7 +5,7 @@ An activation gives a neuron its non-linearity: without one, a stack of Dense la
 import math
 
 from ..tensor import Op
-from .math import unbroadcast
+from .math import relu_into, unbroadcast
 
 __all__ = ["relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "sigmoid", "hard_sigmoid", "tanh",
            "softplus", "softsign", "silu", "swish", "softmax", "log_softmax", "exponential", "linear_act",
@@ -23,7 +23,7 @@ class ReLU(Op):
         th, slope, cap = self.threshold, self.negative_slope, self.max_value
         self.saved = (x,)
         if th == 0 and not slope and cap is None:
-            return xp.maximum(x, x.dtype.type(0))  # the common case: one pass; maximum keeps NaN
+            return relu_into(xp, x, xp.empty_like(x))  # the common case: one pass; NaN stays NaN
         # x <= th selects the low side, so NaN (never <= anything) passes through as NaN, as in torch
         y = xp.where(x <= th, (x - th) * slope if slope else xp.zeros((), x.dtype), x)
         if cap is not None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..tensor import Op, as_tensor
 from .manipulation import getitem, pad, repeat, reshape
-from .math import fused_activation, sum_rows
+from .math import fused_activation, relu_into, sum_rows
 
 __all__ = ["conv1d", "conv2d", "conv1d_transpose", "conv2d_transpose", "max_pool1d", "max_pool2d",
            "avg_pool1d", "avg_pool2d", "upsampling1d", "upsampling2d", "zero_padding1d", "zero_padding2d",
@@ -245,7 +245,7 @@ class Conv2D(Op):
         if b is not None:
             y += b
         if self.activation == "relu":
-            self.xp.maximum(y, y.dtype.type(0), out=y)  # maximum keeps NaN, as the ReLU op
+            relu_into(self.xp, y, y)
 
     def _blocks(self, x, kh, kw, oh, ow, into=None):
         return _im2col_blocks(self.xp, x, self.pads, kh, kw, oh, ow, self.stride, self.dilation, into)

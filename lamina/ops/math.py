@@ -170,6 +170,29 @@ def sum_rows(xp, g2):
     return xp.ones(g2.shape[0], dtype=g2.dtype) @ g2
 
 
+_ZERO_ROWS = {}
+
+
+def relu_into(xp, x, out):
+    """max(x, 0) written to ``out`` (``x`` itself for in place); NaN stays NaN, as the ReLU op.
+
+    NumPy (2.4) runs ``maximum(x, 0)`` against a scalar about 2.4x slower than against an array (its SIMD
+    loop is for two arrays: 0.55 against 0.23 ms for a (57600, 32) float32 conv output), so a contiguous x
+    is taken as rows of a small cached zero row instead of broadcasting a scalar."""
+    if xp is np and x.flags.c_contiguous and out.flags.c_contiguous and x.size:
+        width = next((w for w in (4096, 1024, 256, 64, 16) if x.size % w == 0), 0)
+        if width:
+            key = (x.dtype.str, width)
+            zero = _ZERO_ROWS.get(key)
+            if zero is None:
+                zero = _ZERO_ROWS[key] = np.zeros(width, dtype=x.dtype)
+                zero.flags.writeable = False
+            xp.maximum(x.reshape(-1, width), zero, out=out.reshape(-1, width))
+            return out
+    xp.maximum(x, x.dtype.type(0), out=out)
+    return out
+
+
 class Linear(Op):
     """x @ kernel + bias over the last axis (Dense). One GEMM forward, two backward.
 
@@ -185,7 +208,7 @@ class Linear(Op):
             y += b
         relu = self.activation == "relu"
         if relu:
-            self.xp.maximum(y, y.dtype.type(0), out=y)  # in place: no second output-sized array
+            relu_into(self.xp, y, y)  # in place: no second output-sized array
         y = y.reshape(x.shape[:-1] + (w.shape[-1],)) if x.ndim > 2 else y
         self.saved = (x, w, y if relu else None)   # the output for the ReLU's mask (the graph holds it anyway)
         return y

@@ -21,7 +21,7 @@ a cell loop with autograd for any other activation).
 from .. import backend
 from ..tensor import Op, Tensor
 from .activations import sigmoid_inplace
-from .math import sum_rows
+from .math import relu_into, sum_rows
 
 __all__ = ["simple_rnn", "lstm", "gru", "FUSED_ACTIVATIONS"]
 
@@ -48,7 +48,7 @@ def _act_(xp, name, a):
         a += 0.5
         xp.clip(a, 0.0, 1.0, out=a)
     elif name == "relu":
-        xp.maximum(a, 0.0, out=a)
+        relu_into(xp, a, a)
     elif name != "linear":
         raise ValueError(f"recurrent ops: activation {name!r} is not fused. Fused: {', '.join(FUSED_ACTIVATIONS)}.")
     return a
