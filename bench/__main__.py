@@ -34,6 +34,18 @@ def _idle_wait(limit_s=60.0, threshold=0.3):
     return False
 
 
+def _kernels_env(env, coretype):
+    """OpenBLAS's kernel variables for a 'lamina+NAME' row. Some machines set OPENBLAS_CORETYPE (with
+    OPENBLAS_L2_SIZE) for all processes, to keep old OpenBLAS builds off kernels that fail on their CPU; a
+    current NumPy runs slower for it. Both go together: 'native' drops both (OpenBLAS detects the CPU
+    itself), any other NAME forces those kernels. Each run records which kernels it got (machine.blas)."""
+    env.pop("OPENBLAS_L2_SIZE", None)
+    if coretype == "native":
+        env.pop("OPENBLAS_CORETYPE", None)
+    else:
+        env["OPENBLAS_CORETYPE"] = coretype
+
+
 def _run_worker(framework, workload, threads, extra, root=None):
     """One bench.worker process, its RESULT as a dict (or an 'error' entry). ``root``: the checkout to run
     it in, its own lamina and bench first on the path (bench.ab's other revision); default this one."""
@@ -43,7 +55,7 @@ def _run_worker(framework, workload, threads, extra, root=None):
         if threads != "auto" and k != "LAMINA_NUM_THREADS":
             env[k] = str(threads)
     if "+" in framework:  # 'lamina+SkylakeX': lamina with OpenBLAS's kernels chosen by hand (machine tuning)
-        env["OPENBLAS_CORETYPE"] = framework.split("+", 1)[1]
+        _kernels_env(env, framework.split("+", 1)[1])
     name, _, size = workload.partition("@")  # 'mlp@large': the large variant
     cmd = [sys.executable, "-m", "bench.worker", framework, name, "--size", size or "base"] + extra
     if root is None:
@@ -74,7 +86,9 @@ def main(argv=None):
                    help="cuda: both frameworks on the GPU (lamina through CuPy); no GEMM probe, no idle wait")
     p.add_argument("--size", default="base", help="base, large (the GPU issue's bigger batches) or base,large")
     p.add_argument("--openblas-coretype", metavar="NAME",
-                   help="also run lamina with OPENBLAS_CORETYPE=NAME, reported as its own row 'lamina+NAME'")
+                   help="also run lamina with OPENBLAS_CORETYPE=NAME ('native': OpenBLAS's own detection, the "
+                        "machine's OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset), reported as its own row "
+                        "'workload[NAME]'")
     a = p.parse_args(argv)
     extra = ["--min-steps", str(a.min_steps), "--min-time", str(a.min_time)]
     if a.smoke:

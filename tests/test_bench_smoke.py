@@ -36,3 +36,17 @@ def test_ab_compares_a_revision_with_the_working_tree():
     assert after == before
     with pytest.raises(SystemExit):
         ab.main(["--workloads", "nope"])
+
+
+def test_openblas_rows_set_the_kernel_variables_together():
+    """A 'lamina+NAME' row: 'native' drops the machine's OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (OpenBLAS
+    then detects the CPU), another NAME forces those kernels and drops the L2 size set for the machine's;
+    the rest of the environment is untouched. (Only the variables: no test process runs with them changed.)"""
+    from bench.__main__ import _kernels_env
+    base = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512", "PATH": "/bin"}
+    env = dict(base)
+    _kernels_env(env, "native")
+    assert env == {"PATH": "/bin"}
+    env = dict(base)
+    _kernels_env(env, "SkylakeX")
+    assert env == {"OPENBLAS_CORETYPE": "SkylakeX", "PATH": "/bin"}
