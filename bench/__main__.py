@@ -88,8 +88,16 @@ def main(argv=None):
     p.add_argument("--openblas-coretype", metavar="NAME",
                    help="also run lamina with OPENBLAS_CORETYPE=NAME ('native': OpenBLAS's own detection, the "
                         "machine's OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset), reported as its own row "
-                        "'workload[NAME]'")
+                        "'workload[NAME]'. Default: 'native' where the environment sets OPENBLAS_CORETYPE "
+                        "(a machine-wide pin slows a current NumPy: both rows are shown), else none; "
+                        "'none': no extra row")
     a = p.parse_args(argv)
+    if a.openblas_coretype is None and os.environ.get("OPENBLAS_CORETYPE") and a.device == "cpu":
+        a.openblas_coretype = "native"
+        print(f"OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} is set for this machine: lamina also runs "
+              "with OpenBLAS's own kernel choice, the rows marked [native]", flush=True)
+    if a.openblas_coretype == "none":
+        a.openblas_coretype = None
     extra = ["--min-steps", str(a.min_steps), "--min-time", str(a.min_time)]
     if a.smoke:
         extra = ["--min-steps", "1", "--min-time", "0", "--warmup", "1"]
