@@ -223,9 +223,45 @@ def test_dense_lora_freezes_the_kernel_and_trains_the_factors():
 
 
 def test_enable_lora_refuses_a_bad_rank():
-    for layer in (layers.Dense(3), layers.Embedding(5, 3)):
+    for layer in (layers.Dense(3), layers.Embedding(5, 3), layers.EinsumDense("ab,bc->ac", 3)):
         layer.build((None, 4))
         with pytest.raises(ValueError, match="lora_rank must be a positive int"):
             layer.enable_lora(0)
     with pytest.raises(ValueError, match="lora_rank must be a positive int"):
         layers.Embedding(5, 3, lora_rank=-1)
+    with pytest.raises(ValueError, match="lora_rank must be a positive int"):
+        layers.EinsumDense("ab,bc->ac", 3, lora_rank=1.5)
+
+
+@pytest.mark.parametrize("make", [lambda: layers.Dense(3, kernel_constraint="non_neg", lora_rank=2),
+                                  lambda: layers.Embedding(5, 3, embeddings_constraint="non_neg", lora_rank=2),
+                                  lambda: layers.EinsumDense("ab,bc->ac", 3, kernel_constraint="non_neg",
+                                                             lora_rank=2)])
+def test_lora_refuses_a_constrained_weight(make):
+    """As Keras: a constraint on the frozen weight could not hold for the merged one, so enable_lora refuses."""
+    with pytest.raises(ValueError, match="LoRA is incompatible with (kernel|embeddings) constraints"):
+        make().build((None, 4))
+
+
+def test_einsum_dense_lora_freezes_the_kernel_and_trains_the_factors():
+    """EinsumDense(lora_rank=r, lora_alpha=a) with a 3-D kernel (4, 2, 3): kernel + a/r * A @ B with A
+    (4, 2, r) broadcast against B (r, 3), the kernel frozen, B from zero; lamina used to refuse lora_rank."""
+    rng = np.random.default_rng(1)
+    layer = layers.EinsumDense("ab,bhc->ahc", (2, 3), bias_axes="c", lora_rank=2, lora_alpha=4.0)
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    y0 = layer(x).numpy()
+    assert [w.name for w in layer.weights] == ["kernel", "bias", "lora_kernel_a", "lora_kernel_b"]
+    assert [w.name for w in layer.trainable_weights] == ["bias", "lora_kernel_a", "lora_kernel_b"]
+    assert layer.lora_kernel_a.shape == (4, 2, 2) and layer.lora_kernel_b.shape == (2, 3)
+    k = layer.kernel.numpy().copy()
+    np.testing.assert_allclose(y0, np.einsum("ab,bhc->ahc", x, k) + layer.bias.numpy(), rtol=1e-5, atol=1e-5)
+    layer.lora_kernel_b.assign(rng.standard_normal((2, 3)).astype(np.float32))
+    a, b = layer.lora_kernel_a.numpy().copy(), layer.lora_kernel_b.numpy().copy()
+    want = np.einsum("ab,bhc->ahc", x, k + 2.0 * np.einsum("bhr,rc->bhc", a, b)) + layer.bias.numpy()
+    np.testing.assert_allclose(layer(x).numpy(), want, rtol=1e-5, atol=1e-5)
+    model = lamina.Sequential([lamina.Input((4,)), layer])
+    model.compile("sgd", "mse")
+    model.fit(x, rng.standard_normal((5, 2, 3)).astype(np.float32), epochs=2, verbose=0)
+    np.testing.assert_array_equal(layer.kernel.numpy(), k)            # frozen
+    assert not np.array_equal(layer.lora_kernel_a.numpy(), a)          # trained
+    assert layers.EinsumDense.from_config(layer.get_config()).lora_rank == 2

@@ -164,15 +164,20 @@ def test_optimizer_state_matters_to_the_third_step(tmp_path):
     assert max(np.abs(a - b).max() for a, b in zip(_weights(first), _weights(second))) > 1e-4
 
 
-@pytest.mark.parametrize("kind", ["Dense", "Embedding"])
+@pytest.mark.parametrize("kind", ["Dense", "Embedding", "EinsumDense"])
 def test_lora_moves_both_ways_with_the_update_merged(kind, tmp_path):
-    """Keras saves a LoRA layer's frozen weight (Dense kernel, Embedding table) with the low-rank update
-    merged in and resets the factors when loading; lamina does the same, so each library's file predicts the
-    same in the other."""
+    """Keras saves a LoRA layer's frozen weight (Dense and EinsumDense kernel, Embedding table) with the
+    low-rank update merged in and resets the factors when loading; lamina does the same, so each library's
+    file predicts the same in the other."""
     rng = np.random.default_rng(0)
     if kind == "Dense":
         x = rng.standard_normal((6, 5)).astype(np.float32)
         first = [keras.Input((5,)), keras.layers.Dense(4, lora_rank=2, activation="relu")]
+        factor = "lora_kernel_b"
+    elif kind == "EinsumDense":   # a 3-D kernel (5, 2, 4): A (5, 2, rank) broadcasts against B (rank, 4)
+        x = rng.standard_normal((6, 5)).astype(np.float32)
+        first = [keras.Input((5,)), keras.layers.EinsumDense("ab,bhc->ahc", (2, 4), bias_axes="c", lora_rank=2,
+                                                            lora_alpha=3.0), keras.layers.Flatten()]
         factor = "lora_kernel_b"
     else:
         x = rng.integers(0, 10, (4, 6)).astype(np.int32)

@@ -14,6 +14,7 @@ from ..ops.convolution import _pairs
 from ..tensor import Tensor
 from .convolutional import (BaseConv, standardize_data_format, standardize_padding, standardize_tuple,
                             to_channels_first, to_channels_last)
+from .core import _check_lora_rank, _enable_lora, lora_merged
 from .layer import InputSpec, Layer
 from .pooling import BaseGlobalPooling, BasePooling
 
@@ -571,14 +572,15 @@ class EinsumDense(Layer):
 
     output_shape: the output's shape without the batch axis (None entries are taken from the input);
     bias_axes: the output letters the bias runs along. Weights (Keras's names): kernel, bias.
+    lora_rank, lora_alpha: freeze the kernel (..., k, n) and train ``(lora_alpha / rank) * A @ B`` instead,
+    A (..., k, rank), B (rank, n) from zero, as Keras's ``enable_lora``; a .keras file holds the merged kernel.
     """
 
     def __init__(self, equation, output_shape, activation=None, bias_axes=None, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
                  bias_constraint=None, lora_rank=None, lora_alpha=None, **kwargs):
         super().__init__(**kwargs)
-        if lora_rank:
-            raise ValueError(f"Layer '{self.name}': lora_rank is not supported by lamina's EinsumDense.")
+        _check_lora_rank(self, lora_rank)
         self.equation = equation
         self.partial_output_shape = (tuple(output_shape) if isinstance(output_shape, (list, tuple))
                                      else (output_shape,))
@@ -591,6 +593,7 @@ class EinsumDense(Layer):
         self.kernel_constraint = constraints.get(kernel_constraint)
         self.bias_constraint = constraints.get(bias_constraint)
         self.lora_rank, self.lora_alpha = lora_rank, lora_alpha
+        self.lora_enabled = False
 
     def build(self, input_shape):
         k, b, out = _einsum_shapes(self.equation, self.bias_axes, input_shape, self.partial_output_shape, self.name)
@@ -601,9 +604,27 @@ class EinsumDense(Layer):
                                                            regularizer=self.bias_regularizer,
                                                            constraint=self.bias_constraint)
         self.built = True
+        if self.lora_rank:
+            self.enable_lora(self.lora_rank, self.lora_alpha)
+
+    def enable_lora(self, rank, lora_alpha=None, a_initializer="he_uniform", b_initializer="zeros"):
+        """Freeze the kernel and learn a rank-``rank`` update A (..., k, rank) @ B (rank, n), B starting at
+        zero (so the layer computes what it did); the bias stays trainable. As Keras's EinsumDense."""
+        self.lora_kernel_a, self.lora_kernel_b = _enable_lora(
+            self, self.kernel, "lora_kernel", rank, lora_alpha, a_initializer, b_initializer,
+            self.kernel_regularizer, self.kernel_constraint, "kernel")
+
+    def effective_kernel(self):
+        """The kernel the einsum uses: the kernel, plus the scaled LoRA update when enabled."""
+        return lora_merged(self) if self.lora_enabled else self.kernel
+
+    @property
+    def weights(self):
+        # Keras keeps creation order here (the frozen kernel and the bias first, then the LoRA factors).
+        return self._tracked_own()
 
     def call(self, inputs):
-        y = _bias(ops.einsum(self.equation, inputs, _like(self.kernel, inputs)), self.bias)
+        y = _bias(ops.einsum(self.equation, inputs, _like(self.effective_kernel(), inputs)), self.bias)
         return self.activation(y)
 
     def compute_output_shape(self, input_shape):

@@ -55,17 +55,25 @@ def _check_lora_rank(layer, rank):
                          f"Received: lora_rank={rank!r}")
 
 
-def _enable_lora(layer, frozen, prefix, rows, cols, rank, lora_alpha, a_initializer, b_initializer, regularizer):
-    """Keras's enable_lora: freeze ``frozen`` and add factors A (rows, rank) and B (rank, cols) named
-    <prefix>_a/_b (B from zero); returns (A, B). ``layer._lora`` keeps (frozen, A, B) for lora_merged and
-    for the .keras writer, which stores the merged weight in the frozen one's place, as Keras does."""
+def _enable_lora(layer, frozen, prefix, rank, lora_alpha, a_initializer, b_initializer, regularizer, constraint,
+                 what_constraint):
+    """Keras's enable_lora: freeze ``frozen`` (shape (..., k, cols)) and add factors A (..., k, rank) and
+    B (rank, cols) named <prefix>_a/_b (B from zero); returns (A, B). ``layer._lora`` keeps (frozen, A, B)
+    for lora_merged and for the .keras writer, which stores the merged weight in the frozen one's place, as
+    Keras does. A constraint on the frozen weight is refused, as Keras refuses it (it could not hold for
+    the merged one)."""
     what = f"{type(layer).__name__} '{layer.name}'"
+    if constraint is not None:
+        raise ValueError(f"{what}: LoRA is incompatible with {what_constraint} constraints; remove the "
+                         f"`{what_constraint}_constraint` argument to enable LoRA.")
     if not layer.built:
         raise ValueError(f"{what}: build the layer before enable_lora().")
     if layer.lora_enabled:
         raise ValueError(f"{what}: LoRA is already enabled.")
     _check_lora_rank(layer, rank)
-    a = layer.add_weight(shape=(rows, rank), initializer=a_initializer, regularizer=regularizer, name=f"{prefix}_a")
+    *rows, cols = frozen.shape
+    a = layer.add_weight(shape=tuple(rows) + (rank,), initializer=a_initializer, regularizer=regularizer,
+                         name=f"{prefix}_a")
     b = layer.add_weight(shape=(rank, cols), initializer=b_initializer, regularizer=regularizer, name=f"{prefix}_b")
     frozen.trainable = False
     layer._sync_requires_grad()  # the frozen weight asks for no gradient
@@ -77,7 +85,8 @@ def _enable_lora(layer, frozen, prefix, rows, cols, rank, lora_alpha, a_initiali
 
 
 def lora_merged(layer):
-    """A LoRA-enabled layer's frozen weight plus its update (lora_alpha / rank) * A @ B."""
+    """A LoRA-enabled layer's frozen weight plus its update (lora_alpha / rank) * A @ B (A's leading axes,
+    an EinsumDense kernel's, broadcast)."""
     frozen, a, b = layer._lora
     return frozen + ops.matmul(a, b) * (layer.lora_alpha / layer.lora_rank)
 
@@ -134,8 +143,8 @@ class Dense(Layer):
         """Freeze the kernel and learn a rank-``rank`` update A (in, rank) @ B (rank, units), B starting at
         zero (so the layer computes what it did); the bias stays trainable. As Keras's Dense.enable_lora."""
         self.lora_kernel_a, self.lora_kernel_b = _enable_lora(
-            self, self.kernel, "lora_kernel", self.kernel.shape[0], self.units, rank, lora_alpha, a_initializer,
-            b_initializer, self.kernel_regularizer)
+            self, self.kernel, "lora_kernel", rank, lora_alpha, a_initializer, b_initializer,
+            self.kernel_regularizer, self.kernel_constraint, "kernel")
 
     def effective_kernel(self):
         """The kernel the layer multiplies by: the kernel, plus the scaled LoRA update when enabled."""
@@ -259,8 +268,8 @@ class Embedding(Layer):
     def enable_lora(self, rank, lora_alpha=None, a_initializer="he_uniform", b_initializer="zeros"):
         """Freeze the table and learn a rank-``rank`` update A (V, r) @ B (r, D), B starting at zero."""
         self.lora_embeddings_a, self.lora_embeddings_b = _enable_lora(
-            self, self._embeddings, "lora_embeddings", self.input_dim, self.output_dim, rank, lora_alpha,
-            a_initializer, b_initializer, self.embeddings_regularizer)
+            self, self._embeddings, "lora_embeddings", rank, lora_alpha, a_initializer, b_initializer,
+            self.embeddings_regularizer, self.embeddings_constraint, "embeddings")
 
     @property
     def embeddings(self):
