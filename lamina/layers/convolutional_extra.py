@@ -14,7 +14,7 @@ from ..ops.convolution import _pairs
 from ..tensor import Tensor
 from .convolutional import (BaseConv, standardize_data_format, standardize_padding, standardize_tuple,
                             to_channels_first, to_channels_last)
-from .core import _check_lora_rank, _enable_lora, lora_merged
+from .core import LoraKernel, _check_lora_rank
 from .layer import InputSpec, Layer
 from .pooling import BaseGlobalPooling, BasePooling
 
@@ -567,7 +567,7 @@ def _einsum_shapes(equation, bias_axes, input_shape, output_shape, name):
     return tuple(kernel), None if bias is None else tuple(bias), tuple(out)
 
 
-class EinsumDense(Layer):
+class EinsumDense(LoraKernel, Layer):
     """A Dense layer for any einsum: y = activation(einsum(equation, x, kernel) + bias).
 
     output_shape: the output's shape without the batch axis (None entries are taken from the input);
@@ -606,22 +606,6 @@ class EinsumDense(Layer):
         self.built = True
         if self.lora_rank:
             self.enable_lora(self.lora_rank, self.lora_alpha)
-
-    def enable_lora(self, rank, lora_alpha=None, a_initializer="he_uniform", b_initializer="zeros"):
-        """Freeze the kernel and learn a rank-``rank`` update A (..., k, rank) @ B (rank, n), B starting at
-        zero (so the layer computes what it did); the bias stays trainable. As Keras's EinsumDense."""
-        self.lora_kernel_a, self.lora_kernel_b = _enable_lora(
-            self, self.kernel, "lora_kernel", rank, lora_alpha, a_initializer, b_initializer,
-            self.kernel_regularizer, self.kernel_constraint, "kernel")
-
-    def effective_kernel(self):
-        """The kernel the einsum uses: the kernel, plus the scaled LoRA update when enabled."""
-        return lora_merged(self) if self.lora_enabled else self.kernel
-
-    @property
-    def weights(self):
-        # Keras keeps creation order here (the frozen kernel and the bias first, then the LoRA factors).
-        return self._tracked_own()
 
     def call(self, inputs):
         y = _bias(ops.einsum(self.equation, inputs, _like(self.effective_kernel(), inputs)), self.bias)

@@ -91,7 +91,29 @@ def lora_merged(layer):
     return frozen + ops.matmul(a, b) * (layer.lora_alpha / layer.lora_rank)
 
 
-class Dense(Layer):
+class LoraKernel:
+    """What Dense and EinsumDense share for LoRA on their ``kernel`` (..., k, n): ``enable_lora`` (Keras's
+    names: lora_kernel_a (..., k, rank), lora_kernel_b (rank, n)), the kernel the layer computes with, and
+    Keras's weight order. The layer sets lora_enabled = False and calls enable_lora from build."""
+
+    def enable_lora(self, rank, lora_alpha=None, a_initializer="he_uniform", b_initializer="zeros"):
+        """Freeze the kernel and learn a rank-``rank`` update A @ B, B starting at zero (so the layer computes
+        what it did); the bias stays trainable. As Keras's enable_lora."""
+        self.lora_kernel_a, self.lora_kernel_b = _enable_lora(
+            self, self.kernel, "lora_kernel", rank, lora_alpha, a_initializer, b_initializer,
+            self.kernel_regularizer, self.kernel_constraint, "kernel")
+
+    def effective_kernel(self):
+        """The kernel the layer computes with: the kernel, plus the scaled LoRA update when enabled."""
+        return lora_merged(self) if self.lora_enabled else self.kernel
+
+    @property
+    def weights(self):
+        # Keras keeps creation order here (the frozen kernel and the bias first, then the LoRA factors).
+        return self._tracked_own()
+
+
+class Dense(LoraKernel, Layer):
     """Fully connected layer: ``activation(inputs @ kernel + bias)`` over the last axis.
 
     Args: units, activation, use_bias, kernel/bias initializer, regularizer and constraint;
@@ -138,22 +160,6 @@ class Dense(Layer):
         self.built = True
         if self.lora_rank:
             self.enable_lora(self.lora_rank, self.lora_alpha)
-
-    def enable_lora(self, rank, lora_alpha=None, a_initializer="he_uniform", b_initializer="zeros"):
-        """Freeze the kernel and learn a rank-``rank`` update A (in, rank) @ B (rank, units), B starting at
-        zero (so the layer computes what it did); the bias stays trainable. As Keras's Dense.enable_lora."""
-        self.lora_kernel_a, self.lora_kernel_b = _enable_lora(
-            self, self.kernel, "lora_kernel", rank, lora_alpha, a_initializer, b_initializer,
-            self.kernel_regularizer, self.kernel_constraint, "kernel")
-
-    def effective_kernel(self):
-        """The kernel the layer multiplies by: the kernel, plus the scaled LoRA update when enabled."""
-        return lora_merged(self) if self.lora_enabled else self.kernel
-
-    @property
-    def weights(self):
-        # Keras keeps creation order here (the frozen kernel and the bias first, then the LoRA factors).
-        return self._tracked_own()
 
     def call(self, inputs):
         if inputs.dtype.kind not in "fc":  # integer or bool features: compute in the layer's float dtype
