@@ -9,6 +9,9 @@ _CUSTOM_OBJECTS = {}
 _SCOPE = {}
 # export format name -> function(model, filepath, **kwargs); filled by lamina.export (a higher floor)
 EXPORTERS = {}
+# "save_model", "save_weights", "load_weights": the model-file functions Model.save/save_weights/load_weights
+# call; filled by lamina.models.saving, which imports Model (so Model cannot import it back)
+MODEL_FILES = {}
 
 
 def register(cls, name=None):

@@ -9,7 +9,7 @@ import numpy as np
 from .. import activations, initializers, ops
 from ..ops.activations import relu as _relu
 from ..tensor import Tensor
-from .layer import InputSpec, KerasTensor, Layer, Node, unique_name
+from .layer import InputSpec, KerasTensor, Lambda, Layer, Node, unique_name  # noqa: F401  (Lambda: re-exported)
 
 
 class InputLayer(Layer):
@@ -186,35 +186,6 @@ class Activation(Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
-
-
-class Lambda(Layer):
-    """Wraps a Python function as a layer. In memory only: a model file never stores or runs its code,
-    so a model with a Lambda layer cannot be saved (use a registered custom layer instead)."""
-
-    def __init__(self, function, output_shape=None, mask=None, arguments=None, **kwargs):
-        super().__init__(**kwargs)
-        if not callable(function):
-            raise ValueError(f"Lambda '{self.name}': function must be callable. Received: {function!r}")
-        self.function = function
-        self.arguments = arguments or {}
-        self._output_shape = output_shape
-        self.supports_masking = mask is not None
-
-    def call(self, inputs):
-        return self.function(inputs, **self.arguments)
-
-    def compute_output_shape(self, input_shape):
-        if self._output_shape is None:
-            raise NotImplementedError
-        if callable(self._output_shape):
-            return self._output_shape(input_shape)
-        return (input_shape[0],) + tuple(self._output_shape)
-
-    def get_config(self):
-        raise ValueError(f"Lambda layer '{self.name}' cannot be serialised: lamina never stores or executes "
-                         "code from a model file. Replace it with a custom Layer subclass registered with "
-                         "lamina.utils.register_keras_serializable.")
 
 
 class Embedding(Layer):

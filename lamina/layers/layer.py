@@ -126,7 +126,6 @@ class KerasTensor:
         return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
 
     def _op_layer(self, fn, name, *others):
-        from .core import Lambda  # the layer that wraps a plain function
         return Lambda(fn, name=unique_name(name))([self, *others] if others else self)
 
     # Operators on symbolic tensors become layers, as in Keras's functional API.
@@ -142,7 +141,6 @@ class KerasTensor:
 
 
 def _binary_symbolic(a, b, name, fn):
-    from .core import Lambda
     if isinstance(b, KerasTensor):
         return Lambda(lambda xs: fn(xs[0], xs[1]), name=unique_name(name))([a, b])
     return Lambda(lambda x: fn(x, b), name=unique_name(name))(a)
@@ -760,3 +758,31 @@ def _capture_config(init):
     __init__._captures_config = True
     return __init__
 
+
+class Lambda(Layer):
+    """Wraps a Python function as a layer (here, beside Layer: operators on symbolic tensors make them). In memory only: a model file never stores or runs its code,
+    so a model with a Lambda layer cannot be saved (use a registered custom layer instead)."""
+
+    def __init__(self, function, output_shape=None, mask=None, arguments=None, **kwargs):
+        super().__init__(**kwargs)
+        if not callable(function):
+            raise ValueError(f"Lambda '{self.name}': function must be callable. Received: {function!r}")
+        self.function = function
+        self.arguments = arguments or {}
+        self._output_shape = output_shape
+        self.supports_masking = mask is not None
+
+    def call(self, inputs):
+        return self.function(inputs, **self.arguments)
+
+    def compute_output_shape(self, input_shape):
+        if self._output_shape is None:
+            raise NotImplementedError
+        if callable(self._output_shape):
+            return self._output_shape(input_shape)
+        return (input_shape[0],) + tuple(self._output_shape)
+
+    def get_config(self):
+        raise ValueError(f"Lambda layer '{self.name}' cannot be serialised: lamina never stores or executes "
+                         "code from a model file. Replace it with a custom Layer subclass registered with "
+                         "lamina.utils.register_keras_serializable.")

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import backend, losses as losses_mod, metrics as metrics_mod, optimizers
 from ..layers.layer import KerasTensor, Layer, _nest_flatten
-from ..registry import get_registered_object, serialize
+from ..registry import MODEL_FILES, get_registered_object, serialize
 from ..tensor import Tensor, no_grad
 from . import summary as summary_mod
 from . import training
@@ -441,10 +441,9 @@ class Model(Layer):
     # ----- weights files and config
     def save(self, filepath, overwrite=True, **kwargs):
         """One zip file: the JSON config and the weights (safetensors); no pickle."""
-        from . import saving  # saving imports this module: loaded lazily to avoid the cycle
         if not _dist.is_chief():
             return None  # data-parallel: every rank holds the same model; rank 0 writes it
-        return saving.save_model(self, filepath, overwrite=overwrite, **kwargs)
+        return MODEL_FILES["save_model"](self, filepath, overwrite=overwrite, **kwargs)
 
     def export(self, filepath, format="onnx", verbose=True, **kwargs):
         """Write an inference artifact of the model: ``format="onnx"`` writes an ONNX graph (needs the onnx
@@ -458,14 +457,12 @@ class Model(Layer):
         return path
 
     def save_weights(self, filepath, overwrite=True):
-        from . import saving
         if not _dist.is_chief():
             return None  # data-parallel: rank 0 writes
-        return saving.save_weights(self, filepath, overwrite=overwrite)
+        return MODEL_FILES["save_weights"](self, filepath, overwrite=overwrite)
 
     def load_weights(self, filepath, skip_mismatch=False, **kwargs):
-        from . import saving
-        return saving.load_weights(self, filepath, skip_mismatch=skip_mismatch)
+        return MODEL_FILES["load_weights"](self, filepath, skip_mismatch=skip_mismatch)
 
     def get_config(self):
         config = Layer.get_config(self)

@@ -16,10 +16,9 @@ import numpy as np
 from .. import __version__, backend, io
 from ..io import ModelFileError
 from ..io.limits import open_regular, weight_budget
-from ..registry import serialize
+from ..registry import MODEL_FILES, serialize
 from ..io.keras_archive import is_keras_archive
 from .keras_format import load_keras, load_weights_from_archive, load_weights_h5, save_keras, save_weights_h5
-from .model import Model
 from .serialization import build_config as _build_config, class_name as _class_name, rebuild as _rebuild
 
 __all__ = ["save_model", "load_model", "save_weights", "load_weights"]
@@ -218,3 +217,7 @@ def _load_weights(model, filepath, skip_mismatch):
                 p.assign(np.asarray(a, dtype=p.dtype))
         return
     _assign(model, arrays, filepath)
+
+
+# Model.save / save_weights / load_weights find these here (Model's module cannot import this one back)
+MODEL_FILES.update(save_model=save_model, save_weights=save_weights, load_weights=load_weights)
