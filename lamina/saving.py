@@ -11,10 +11,11 @@ every class lamina has, and the other way round.
 import numpy as np
 
 from . import registry
+from .models.file_editor import KerasFileEditor  # noqa: F401
 from .models.saving import load_model, load_weights, save_model, save_weights  # noqa: F401
 from .registry import get_registered_object as _lookup, register_keras_serializable  # noqa: F401
 
-__all__ = ["load_model", "save_model", "load_weights", "save_weights", "register_keras_serializable",
+__all__ = ["load_model", "save_model", "load_weights", "save_weights", "register_keras_serializable", "KerasFileEditor",
            "get_registered_object", "get_registered_name", "get_custom_objects", "custom_object_scope",
            "CustomObjectScope", "serialize_keras_object", "deserialize_keras_object"]
 

@@ -59,14 +59,15 @@ def write_keras_archive(path, config, weight_groups, keras_version="3.15.1"):
 
 
 def write_weights_h5(weight_groups, target=None):
-    """HDF5 bytes (or a file at target) holding each group's arrays as datasets "<group>/vars/<i>"."""
+    """HDF5 bytes (or a file at target) holding each group's arrays as datasets "<group>/<i>" (a list of
+    arrays) or "<group>/<name>" (a dict of name -> array)."""
     import h5py
     buffer = io.BytesIO() if target is None else None
     with h5py.File(buffer if target is None else target, "w") as f:
         for group_path, arrays in weight_groups:
             group = f.require_group(group_path)
-            for i, a in enumerate(arrays):
-                group.create_dataset(str(i), data=np.asarray(a))
+            for name, a in (arrays.items() if isinstance(arrays, dict) else enumerate(arrays)):
+                group.create_dataset(str(name), data=np.asarray(a))
     return buffer.getvalue() if target is None else None
 
 

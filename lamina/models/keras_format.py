@@ -233,20 +233,28 @@ def save_keras(model, filepath):
         config = to_keras_config(model)
     except (ValueError, NotImplementedError, TypeError) as e:
         raise ValueError(f"Cannot save model '{model.name}': {e}") from e
-    groups = [(p, [backend.to_numpy(v.data) for v in vs]) for p, vs in weight_paths(model)]
     optimizer = getattr(model, "optimizer", None)
     if getattr(model, "compiled", False) and model.get_compile_config() is not None:
         compile_config = dict(model.get_compile_config())
         if optimizer is not None:
             compile_config["optimizer"] = serialize(optimizer)
         config["compile_config"] = _keras_object(compile_config)
+    write_keras_archive(filepath, config, keras_weight_groups(model), KERAS_VERSION)
+    return filepath
+
+
+def keras_weight_groups(model):
+    """[(group path, [arrays])]: what a .keras file of model holds in model.weights.h5 (the layers' weights,
+    then the optimizer's variables when it has state lamina can give in Keras's order)."""
+    groups = [(p, [backend.to_numpy(v.data) for v in vs]) for p, vs in weight_paths(model)]
+    optimizer = getattr(model, "optimizer", None)
+    if getattr(model, "compiled", False) and model.get_compile_config() is not None:
         slots = _keras_optimizer_vars(model, optimizer)
         if slots is not None:
             groups.append(("optimizer/vars", slots))
             if _is_loss_scale(optimizer):   # Keras also keeps the inner optimizer's variables on their own
                 groups.append(("optimizer/inner_optimizer/vars", slots[4:]))
-    write_keras_archive(filepath, config, groups, KERAS_VERSION)
-    return filepath
+    return groups
 
 
 # How Keras 3.15 orders each optimizer's variables after [iteration, learning_rate]: groups of slot names;
