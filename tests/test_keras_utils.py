@@ -46,7 +46,6 @@ KERAS_NAMES = {
 SKIPPED = {
     "utils.FeatureSpace": "a tf.data preprocessing pipeline over mixed feature types",
     "utils.bounding_boxes": "box-format conversion for KerasCV-style detection pipelines",
-    "saving.KerasFileEditor": "an interactive editor of .keras files' weights",
 }
 # Added by the branch that brings Keras's training conventions (train_step data) to lamina.
 ELSEWHERE = {"utils.unpack_x_y_sample_weight"}
