@@ -1,9 +1,11 @@
-"""The array backend: which array module (NumPy or CuPy) holds the data, the default dtype, seeding.
+"""The array backend: which array module (NumPy or CuPy) holds the data, dtypes (the default one, Keras's
+names and promotion rules), seeding.
 
 This is the bottom floor of lamina. Every op asks ``get_array_module`` for the module of its inputs,
 so one source serves both NumPy and CuPy. CuPy is imported only when the CUDA device is asked for.
 """
 import ctypes
+import functools
 import os
 import random as _pyrandom
 import sys
@@ -190,32 +192,166 @@ def clear_session(free_memory=True):
             cupy.get_default_memory_pool().free_all_blocks()
 
 
+# ----- dtypes: Keras 3's names and type-promotion rules (lamina.dtypes re-exports them for lamina.ops)
+# Keras promotes dtypes on a lattice (the one JAX documents): a result dtype is the least upper bound of its
+# operands. Python numbers are "weak": int32_array + 1 stays int32 and float16_array + 1.5 stays float16,
+# while a weak float meeting an integer becomes floatx. Outside the TensorFlow backend Keras then narrows a
+# 64-bit *promoted* result to 32 bits (an op whose operands all share one dtype keeps it: that case is
+# decided by each op, not here). They live here, not in lamina.dtypes, because they fall back on floatx
+# and keras.backend exposes them: the bottom floor cannot import a module that imports it.
+BOOL = ("bool",)
+INTS = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64")
+FLOATS = ("bfloat16", "float16", "float32", "float64")
+COMPLEX = ("complex64", "complex128")
+ALLOWED = BOOL + INTS + FLOATS + COMPLEX + ("string",)
+
+# weak (Python-number) kinds, as nodes of the lattice; Python complex is a strong complex64 in Keras
+_WEAK_INT, _WEAK_FLOAT = "int", "float"
+
+# each node -> the nodes directly above it
+_ABOVE = {
+    "bool": (_WEAK_INT,),
+    _WEAK_INT: ("uint8", "int8"),
+    "uint8": ("uint16", "int16"),
+    "uint16": ("uint32", "int32"),
+    "uint32": ("uint64", "int64"),
+    "uint64": (_WEAK_FLOAT,),
+    "int8": ("int16",),
+    "int16": ("int32",),
+    "int32": ("int64",),
+    "int64": (_WEAK_FLOAT,),
+    _WEAK_FLOAT: ("bfloat16", "float16"),
+    "bfloat16": ("float32",),
+    "float16": ("float32",),
+    "float32": ("float64", "complex64"),
+    "float64": ("complex128",),
+    "complex64": ("complex128",),
+    "complex128": (),
+}
+
+_NARROW = {"int64": "int32", "uint64": "uint32", "float64": "float32", "complex128": "complex64"}
+
+
+def _closure():
+    up = {}
+    for node in _ABOVE:
+        seen, todo = {node}, [node]
+        while todo:
+            for nxt in _ABOVE[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        up[node] = frozenset(seen)
+    return up
+
+
+_UPPER = _closure()
+
+
 def standardize_dtype(dtype):
-    """A dtype's Keras name ('float32', 'int32', ...), as keras.backend.standardize_dtype."""
-    from .dtypes import standardize_dtype as std
-    return std(dtype)
+    """A dtype's Keras name ('float32', 'int32', ...), as keras.backend.standardize_dtype. None means floatx;
+    Python ``int`` is int32, ``float`` float32; NumPy, CuPy and torch dtypes give their names. Anything else
+    raises ValueError."""
+    if dtype is None:
+        return floatx()
+    if dtype is bool:
+        return "bool"
+    if dtype is int or (isinstance(dtype, str) and dtype == "int"):
+        return "int32"
+    if dtype is float:
+        return "float32"
+    if dtype is complex:
+        return "complex64"
+    if dtype is str:
+        return "string"
+    name = getattr(dtype, "name", None)
+    if name is None and isinstance(dtype, type):
+        name = getattr(dtype, "__name__", None)
+        if issubclass(dtype, np.generic):
+            name = np.dtype(dtype).name
+    if name is None:
+        name = str(dtype)
+    if "torch." in name:
+        name = name.split(".")[-1]
+    if name not in ALLOWED:
+        raise ValueError(f"Invalid dtype: {dtype!r}. Expected one of {', '.join(ALLOWED)}.")
+    return name
+
+
+def _node(x):
+    """(lattice node, is_weak) of a dtype-like or a value."""
+    if x is None:
+        return floatx(), False
+    if isinstance(x, bool):
+        return "bool", False
+    if isinstance(x, int) or x is int:
+        return _WEAK_INT, True
+    if isinstance(x, float) or x is float:
+        return _WEAK_FLOAT, True
+    if isinstance(x, complex):
+        return "complex64", False
+    if hasattr(x, "dtype") and not isinstance(x, (type, np.dtype)):
+        return standardize_dtype(x.dtype), False
+    return standardize_dtype(x), False
+
+
+@functools.lru_cache(1024)
+def _join(nodes):
+    common = frozenset.intersection(*(_UPPER[n] for n in nodes))
+    # the least element of the common upper bounds: the one every other one is above
+    for cand in common:
+        if all(other in _UPPER[cand] for other in common):
+            return cand
+    raise ValueError(f"No common dtype for {sorted(nodes)}")  # pragma: no cover - lattice is complete
+
+
+def _resolve_weak(node):
+    precision = floatx()[-2:]
+    if node == _WEAK_INT:
+        return "int32"
+    if node == _WEAK_FLOAT:
+        return "float" + precision
+    return node
 
 
 def result_type(*dtypes):
-    """The dtype Keras gives an operation on these dtypes or values (lamina.dtypes.result_type)."""
-    from .dtypes import result_type as rt
-    return rt(*dtypes)
+    """The dtype Keras gives an operation on these dtypes (or values). Python ``int``/``float`` and
+    Python numbers are weak. No argument: floatx."""
+    if not dtypes:
+        return floatx()
+    nodes, weak = zip(*(_node(d) for d in dtypes))
+    if len(nodes) == 1:
+        out, out_weak = nodes[0], weak[0]
+    elif len(set(nodes)) == 1 and not all(weak):
+        out, out_weak = nodes[0], False
+    elif all(weak):
+        out, out_weak = _join(frozenset(nodes)), True
+    else:
+        out = _join(frozenset(n for n, w in zip(nodes, weak)))
+        out_weak = out in (_WEAK_INT, _WEAK_FLOAT)
+    if out_weak and out != "bool":
+        out = _resolve_weak(out)
+    return _NARROW.get(out, out)
 
 
 def is_float_dtype(dtype):
     """True for float16/bfloat16/float32/float64 (any spelling standardize_dtype accepts)."""
-    return standardize_dtype(dtype) in ("bfloat16", "float16", "float32", "float64")
+    return standardize_dtype(dtype) in FLOATS
 
 
 def is_int_dtype(dtype):
     """True for the signed and unsigned integer dtypes."""
-    return standardize_dtype(dtype) in ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64")
+    return standardize_dtype(dtype) in INTS
+
+
+# The symbolic tensor class of the functional API, for is_keras_tensor. KerasTensor is defined floors above
+# (lamina.layers.layer), which puts it in this slot when it loads; until then nothing can be one.
+_KERAS_TENSOR_TYPES = ()
 
 
 def is_keras_tensor(x):
     """True for a symbolic tensor of the functional API (what keras.Input returns)."""
-    from .layers.layer import KerasTensor  # a higher floor: imported only when asked
-    return isinstance(x, KerasTensor)
+    return isinstance(x, _KERAS_TENSOR_TYPES)
 
 
 # Separate random streams, so that one kind of draw never shifts another: adding an unseeded Dropout to a

@@ -654,10 +654,22 @@ class Variable(Tensor):
         return f"<Variable path={self.path} shape={self.shape} dtype={self.dtype}>"
 
 
-# The operator methods above call these; the ops package imports Op and Tensor from this module,
-# which is complete by the time Python reaches this line.
-from .ops import math as _m  # noqa: E402
-from .ops import manipulation as _s  # noqa: E402
+# ----- the ops behind the operator methods
+# Tensor's operators and methods (+, *, @, [], .sum(), .reshape(), .T, .astype(), ...) call differentiable
+# ops, which live a floor above in lamina.ops.math and lamina.ops.manipulation and are built on Op and
+# Tensor from this module. So this module does not import them: each of the two puts itself in its slot
+# here when it loads (see its last lines), the way lamina.export fills registry.EXPORTERS. lamina/__init__
+# imports lamina.ops just after this module, and lamina.ops loads those two first, so the slots are
+# filled before any Tensor operator can run.
+_m = None  # lamina.ops.math: add, subtract, multiply, divide, matmul, power, sum, mean, cast, ...
+_s = None  # lamina.ops.manipulation: getitem, reshape, transpose, squeeze
 
-cast = _m.cast
-transpose = _s.transpose
+
+def cast(x, dtype):
+    """lamina.ops.cast (as_tensor and Tensor.astype use it)."""
+    return _m.cast(x, dtype)
+
+
+def transpose(x, axes=None):
+    """lamina.ops.transpose (Tensor.T uses it)."""
+    return _s.transpose(x, axes)

@@ -1,8 +1,8 @@
-"""StackedRNNCells and the convolutional LSTMs (ConvLSTM1D, ConvLSTM2D, ConvLSTM3D), as Keras 3.
+"""The convolutional LSTMs (ConvLSTM1D, ConvLSTM2D, ConvLSTM3D), as Keras 3, and StackedRNNCells (defined in
+rnn.py beside RNN, which makes one from a list of cells; exported here too, where it used to live).
 
-StackedRNNCells runs several cells as one: the output of each is the input of the next, and the state is the
-list of the cells' states. ConvLSTM is an LSTM whose matrix products are convolutions, so its state keeps the
-input's spatial layout (precipitation nowcasting, video frames): with gates i, f, c, o (Keras's order),
+ConvLSTM is an LSTM whose matrix products are convolutions, so its state keeps the input's spatial layout
+(precipitation nowcasting, video frames): with gates i, f, c, o (Keras's order),
     z = conv(x_t, W, strides, padding) + b + conv(h_{t-1}, U, 'same');
     c_t = f c_{t-1} + i act(z_c);  h_t = o act(c_t),
 i, f, o = recurrent_activation(z_i, z_f, z_o). Weights (Keras's names, under ``<layer>/cell`` in files):
@@ -11,115 +11,13 @@ kernel (*k, C, 4 filters), recurrent_kernel (*k, filters, 4 filters), bias (4 fi
 import numpy as np
 
 from .. import activations, backend, ops
-from ..registry import serialize
 from ..tensor import Tensor, Variable
 from .convolutional import standardize_data_format, standardize_padding, standardize_tuple
 from .layer import InputSpec, Layer
-from .rnn import _deserialize, _dropout_mask, _set_weight_arguments, _unit_forget_bias
+from .rnn import StackedRNNCells  # noqa: F401  (re-exported; it lives in rnn.py, as RNN builds one from a list of cells)
+from .rnn import _dropout_mask, _set_weight_arguments, _unit_forget_bias
 
 __all__ = ["StackedRNNCells", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"]
-
-
-def _sizes(state_size):
-    return list(state_size) if isinstance(state_size, (list, tuple)) else [state_size]
-
-
-class StackedRNNCells(Layer):
-    """Several RNN cells run as one cell: ``RNN(StackedRNNCells([LSTMCell(8), GRUCell(4)]))``.
-
-    state_size is the flat list of the cells' state sizes (the RNN passes and returns the states flat;
-    ``return_state`` regroups them per cell as Keras does). The output is the last cell's.
-    """
-
-    def __init__(self, cells, **kwargs):
-        super().__init__(**kwargs)
-        cells = [(_deserialize(c) if isinstance(c, dict) else c) for c in cells]
-        for c in cells:
-            if not hasattr(c, "call") or not hasattr(c, "state_size"):
-                raise ValueError(f"StackedRNNCells: every cell needs a `call` method and a `state_size` "
-                                 f"attribute. Received: {c!r}")
-        self.cells = cells
-
-    @property
-    def state_size(self):
-        return [int(s) for c in self.cells for s in _sizes(c.state_size)]
-
-    @property
-    def output_size(self):
-        last = self.cells[-1]
-        return getattr(last, "output_size", None) or _sizes(last.state_size)[0]
-
-    def _nest_states(self, flat):
-        out, k = [], 0
-        for c in self.cells:
-            n = len(_sizes(c.state_size))
-            group = list(flat[k:k + n])
-            out.append(group if isinstance(c.state_size, (list, tuple)) else group[0])
-            k += n
-        return out
-
-    def build(self, input_shape):
-        shape = tuple(input_shape)
-        for c in self.cells:
-            if isinstance(c, Layer) and not c.built:
-                c.build(shape)
-                c.built = True
-            shape = shape[:-1] + (getattr(c, "output_size", None) or _sizes(c.state_size)[0],)
-        self.built = True
-
-    def call(self, inputs, states, training=False):
-        new_states = []
-        for c, group in zip(self.cells, self._nest_states(list(states))):
-            inputs, new = c(inputs, group if isinstance(group, list) else [group], training=training)
-            new_states += list(new) if isinstance(new, (list, tuple)) else [new]
-        return inputs, new_states
-
-    def get_initial_state(self, batch_size=None):
-        out = []
-        for c in self.cells:
-            fn = getattr(c, "get_initial_state", None)
-            if fn is not None:
-                s = fn(batch_size=batch_size)
-                out += list(s) if isinstance(s, (list, tuple)) else [s]
-            else:
-                xp = self._array_module()
-                out += [Tensor(xp.zeros((batch_size, n), self.dtype)) for n in _sizes(c.state_size)]
-        return out
-
-    def reset_dropout_mask(self):
-        for c in self.cells:
-            getattr(c, "reset_dropout_mask", lambda: None)()
-
-    def reset_recurrent_dropout_mask(self):
-        for c in self.cells:
-            getattr(c, "reset_recurrent_dropout_mask", lambda: None)()
-
-    @property
-    def trainable_weights(self):
-        return [w for c in self.cells for w in c.trainable_weights] if self.trainable else []
-
-    @property
-    def non_trainable_weights(self):
-        ws = [w for c in self.cells for w in c.non_trainable_weights]
-        return ws if self.trainable else [w for c in self.cells for w in c.weights]
-
-    @property
-    def weights(self):
-        return [w for c in self.cells for w in c.weights]
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.output_size)
-
-    def get_config(self):
-        config = super().get_config()
-        config["cells"] = [serialize(c) for c in self.cells]
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["cells"] = [(_deserialize(c) if isinstance(c, dict) else c) for c in config["cells"]]
-        return cls(**config)
 
 
 # ----------------------------------------------------------------------------- ConvLSTM

@@ -22,8 +22,8 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Tensor
+from ._encoding import _encode
 from .layer import Layer
-from .preprocessing_extra import _encode
 
 __all__ = ["Hashing", "HashedCrossing"]
 

@@ -140,6 +140,10 @@ class KerasTensor:
     def __getitem__(self, idx): return self._op_layer(lambda a: a[idx], "get_item")
 
 
+# lamina.backend.is_keras_tensor answers from this slot (backend is the bottom floor and cannot import this module)
+backend._KERAS_TENSOR_TYPES = (KerasTensor,)
+
+
 def _binary_symbolic(a, b, name, fn):
     if isinstance(b, KerasTensor):
         return Lambda(lambda xs: fn(xs[0], xs[1]), name=unique_name(name))([a, b])

@@ -12,6 +12,8 @@ import numpy as np
 
 from .. import backend, ops
 from ..tensor import Tensor
+from ._encoding import _encode, _xp_of
+from .hashing import fingerprint64, siphash24
 from .layer import Layer
 from .preprocessing import _RandomLayer, _factor_range
 
@@ -26,29 +28,6 @@ def _array(x):
     if isinstance(x, (list, tuple)):
         return np.asarray(x)
     return x
-
-
-def _xp_of(a):
-    return backend.get_array_module(a) if not isinstance(a, (list, tuple)) else np
-
-
-def _encode(ids, depth, mode, dtype, weights=None):
-    """Integer ids (..., T) -> one_hot (..., T, depth) or multi_hot/count over the last axis (..., depth)."""
-    xp = _xp_of(ids)
-    ids = xp.asarray(ids)
-    if mode == "one_hot":
-        if ids.ndim > 1 and ids.shape[-1] == 1:
-            ids = ids[..., 0]
-        return (ids[..., None] == xp.arange(depth)).astype(dtype)
-    if ids.ndim == 0:
-        ids = ids[None]
-    hot = ids[..., None] == xp.arange(depth)            # (..., T, depth)
-    if mode == "multi_hot":
-        return hot.any(axis=-2).astype(dtype)
-    w = hot.astype(dtype)
-    if weights is not None:
-        w = w * xp.asarray(weights, dtype)[..., None]
-    return w.sum(axis=-2)
 
 
 _MODES = ("int", "one_hot", "multi_hot", "count", "tf_idf")
@@ -361,7 +340,6 @@ class StringLookup(_Lookup):
         return t.decode(self.encoding) if isinstance(t, bytes) else str(t)
 
     def _oov_slot(self, tokens):
-        from .hashing import fingerprint64, siphash24
         text = np.asarray([t.encode(self.encoding) for t in tokens], dtype=object)
         if self.salt is None:
             h = fingerprint64(text)

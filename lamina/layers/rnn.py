@@ -1,4 +1,4 @@
-"""Recurrent layers: SimpleRNN, LSTM, GRU, their cells, the generic RNN(cell), Bidirectional,
+"""Recurrent layers: SimpleRNN, LSTM, GRU, their cells, StackedRNNCells, the generic RNN(cell), Bidirectional,
 TimeDistributed and Masking.
 
 A recurrent layer reads a sequence one step at a time and keeps a hidden state h, a summary of what it
@@ -15,12 +15,12 @@ Bidirectional sets for sequence outputs).
 import numpy as np
 
 from .. import activations, backend, constraints, initializers, ops, regularizers
-from ..registry import get_registered_object
+from ..registry import get_registered_object, serialize
 from ..tensor import Tensor, Variable, no_grad
 from .layer import InputSpec, Layer
 
-__all__ = ["SimpleRNNCell", "LSTMCell", "GRUCell", "RNN", "SimpleRNN", "LSTM", "GRU", "Bidirectional",
-           "TimeDistributed", "Masking"]
+__all__ = ["SimpleRNNCell", "LSTMCell", "GRUCell", "StackedRNNCells", "RNN", "SimpleRNN", "LSTM", "GRU",
+           "Bidirectional", "TimeDistributed", "Masking"]
 
 
 def _rate(owner, name, value):
@@ -292,6 +292,109 @@ def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
+def _sizes(state_size):
+    return list(state_size) if isinstance(state_size, (list, tuple)) else [state_size]
+
+
+class StackedRNNCells(Layer):
+    """Several RNN cells run as one cell, the output of each the input of the next:
+    ``RNN(StackedRNNCells([LSTMCell(8), GRUCell(4)]))``.
+
+    state_size is the flat list of the cells' state sizes (the RNN passes and returns the states flat;
+    ``return_state`` regroups them per cell as Keras does). The output is the last cell's.
+    """
+
+    def __init__(self, cells, **kwargs):
+        super().__init__(**kwargs)
+        cells = [(_deserialize(c) if isinstance(c, dict) else c) for c in cells]
+        for c in cells:
+            if not hasattr(c, "call") or not hasattr(c, "state_size"):
+                raise ValueError(f"StackedRNNCells: every cell needs a `call` method and a `state_size` "
+                                 f"attribute. Received: {c!r}")
+        self.cells = cells
+
+    @property
+    def state_size(self):
+        return [int(s) for c in self.cells for s in _sizes(c.state_size)]
+
+    @property
+    def output_size(self):
+        last = self.cells[-1]
+        return getattr(last, "output_size", None) or _sizes(last.state_size)[0]
+
+    def _nest_states(self, flat):
+        out, k = [], 0
+        for c in self.cells:
+            n = len(_sizes(c.state_size))
+            group = list(flat[k:k + n])
+            out.append(group if isinstance(c.state_size, (list, tuple)) else group[0])
+            k += n
+        return out
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for c in self.cells:
+            if isinstance(c, Layer) and not c.built:
+                c.build(shape)
+                c.built = True
+            shape = shape[:-1] + (getattr(c, "output_size", None) or _sizes(c.state_size)[0],)
+        self.built = True
+
+    def call(self, inputs, states, training=False):
+        new_states = []
+        for c, group in zip(self.cells, self._nest_states(list(states))):
+            inputs, new = c(inputs, group if isinstance(group, list) else [group], training=training)
+            new_states += list(new) if isinstance(new, (list, tuple)) else [new]
+        return inputs, new_states
+
+    def get_initial_state(self, batch_size=None):
+        out = []
+        for c in self.cells:
+            fn = getattr(c, "get_initial_state", None)
+            if fn is not None:
+                s = fn(batch_size=batch_size)
+                out += list(s) if isinstance(s, (list, tuple)) else [s]
+            else:
+                xp = self._array_module()
+                out += [Tensor(xp.zeros((batch_size, n), self.dtype)) for n in _sizes(c.state_size)]
+        return out
+
+    def reset_dropout_mask(self):
+        for c in self.cells:
+            getattr(c, "reset_dropout_mask", lambda: None)()
+
+    def reset_recurrent_dropout_mask(self):
+        for c in self.cells:
+            getattr(c, "reset_recurrent_dropout_mask", lambda: None)()
+
+    @property
+    def trainable_weights(self):
+        return [w for c in self.cells for w in c.trainable_weights] if self.trainable else []
+
+    @property
+    def non_trainable_weights(self):
+        ws = [w for c in self.cells for w in c.non_trainable_weights]
+        return ws if self.trainable else [w for c in self.cells for w in c.weights]
+
+    @property
+    def weights(self):
+        return [w for c in self.cells for w in c.weights]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.output_size)
+
+    def get_config(self):
+        config = super().get_config()
+        config["cells"] = [serialize(c) for c in self.cells]
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["cells"] = [(_deserialize(c) if isinstance(c, dict) else c) for c in config["cells"]]
+        return cls(**config)
+
+
 class RNN(Layer):
     """Runs a cell over the time axis of (N, T, features) inputs.
 
@@ -308,7 +411,6 @@ class RNN(Layer):
     def __init__(self, cell, return_sequences=False, return_state=False, go_backwards=False, stateful=False,
                  unroll=False, zero_output_for_mask=False, **kwargs):
         if isinstance(cell, (list, tuple)):  # as Keras: a list of cells runs as StackedRNNCells
-            from .convolutional_recurrent import StackedRNNCells
             cell = StackedRNNCells(cell)
         if isinstance(cell, dict):
             cell = _deserialize(cell)

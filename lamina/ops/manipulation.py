@@ -1,6 +1,9 @@
 """Shape ops: reshape, transpose, indexing, concatenate, stack, split, pad, broadcast, tile."""
+import sys as _sys
+
 import numpy as np
 
+from .. import tensor as _tensor_module
 from ..tensor import Op, Tensor, as_tensor
 from .math import unbroadcast
 
@@ -261,3 +264,8 @@ def tile(x, reps):
 def repeat(x, repeats, axis):
     """Repeat each element `repeats` times along axis (int repeats only)."""
     return Repeat.apply(x, repeats=int(repeats), axis=axis)
+
+
+# Tensor's operator methods (indexing, reshape, transpose) call this module's ops through the slot tensor._s:
+# tensor.py is the floor below and cannot import this module, so this module puts itself there.
+_tensor_module._s = _sys.modules[__name__]

@@ -3,8 +3,11 @@
 Binary ops broadcast like NumPy; their backward sums each gradient back to its operand's shape
 with ``unbroadcast``.
 """
+import sys as _sys
+
 import numpy as np
 
+from .. import tensor as _tensor_module
 from ..backend import get_array_module
 from ..tensor import Op, Tensor, as_tensor
 
@@ -597,3 +600,8 @@ def cast(x, dtype):
     if dtype.kind != "f" or x.dtype.kind != "f":
         return Tensor(x.data.astype(dtype))
     return Cast.apply(x, dtype=dtype)
+
+
+# Tensor's operator methods (arithmetic, reductions, cast) call this module's ops through the slot tensor._m:
+# tensor.py is the floor below and cannot import this module, so this module puts itself there.
+_tensor_module._m = _sys.modules[__name__]

@@ -22,7 +22,7 @@ import numpy as np
 from .. import backend, layers, losses, ops, optimizers
 from ..datasets import scenes as scene_data
 from ..models import Sequential
-from . import catalog
+from . import common
 
 __all__ = ["iou", "nms", "encode_boxes", "decode_predictions", "average_precision", "mean_average_precision",
            "detector", "detection_loss", "DetectionLoss", "detect", "draw_detections", "class_name",
@@ -269,11 +269,11 @@ def train_detection(epochs=None, batch_size=None, out=None, seed=0, verbose=2, n
     model = detector()
     model.compile(optimizer=optimizers.Adam(r.learning_rate), loss=DetectionLoss())
     baseline, _ = mean_average_precision(detect(model, xt, score_threshold=0.05), boxes_t)
-    catalog.say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} test scenes, "
+    common.say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} test scenes, "
                          f"{epochs} epochs, batch size {batch_size}, seed {seed}.")
     start = time.perf_counter()
     history = model.fit(x, encode_boxes(boxes), batch_size=batch_size, epochs=epochs,
-                        verbose=catalog.fit_verbose(verbose),
+                        verbose=common.fit_verbose(verbose),
                         validation_data=(xt, encode_boxes(boxes_t))).history
     seconds = time.perf_counter() - start
     detections = detect(model, xt, score_threshold=0.05)
@@ -281,21 +281,21 @@ def train_detection(epochs=None, batch_size=None, out=None, seed=0, verbose=2, n
     run = {"model": r.name, "dataset": r.dataset, "epochs": epochs, "batch_size": batch_size, "seed": seed,
            "test_map50": m_ap, "test_ap50_per_class": per_class, "untrained_map50": baseline,
            "train_seconds": round(seconds, 2), "params": int(model.count_params())}
-    catalog.say(verbose, f"Test mAP@0.5 {m_ap:.3f} (" + ", ".join(f"{k} {v:.3f}" for k, v in per_class.items())
+    common.say(verbose, f"Test mAP@0.5 {m_ap:.3f} (" + ", ".join(f"{k} {v:.3f}" for k, v in per_class.items())
                 + f"); untrained network {baseline:.3f}; {seconds:.1f} s of training.")
-    catalog.save_run(out, {"model.lamina": model}, history, run, verbose)
+    common.save_run(out, {"model.lamina": model}, history, run, verbose)
     if plot and draw_detections(xt[:8], detect(model, xt[:8]), os.path.join(out, "detections.png"), boxes_t[:8]):
-        catalog.say(verbose, f"Saved {os.path.join(out, 'detections.png')}")
+        common.say(verbose, f"Saved {os.path.join(out, 'detections.png')}")
     return run
 
 
 RECIPES = {r.name: r for r in [
-    catalog.LoopRecipe("detection", lambda input_shape=(IMAGE, IMAGE, 1), num_classes=None: detector(input_shape),
+    common.LoopRecipe("detection", lambda input_shape=(IMAGE, IMAGE, 1), num_classes=None: detector(input_shape),
                        "scenes", 15, 32, 2e-3,
                        "YOLO-style grid detector on synthetic scenes of shapes (mAP@0.5; detections PNG)",
                        train_detection),
 ]}
 
-catalog.OTHER_DATASETS.setdefault("scenes", "64x64 synthetic scenes with 1-4 circles/squares/triangles and exact "
+common.OTHER_DATASETS.setdefault("scenes", "64x64 synthetic scenes with 1-4 circles/squares/triangles and exact "
                                             "boxes (seeded)")
-catalog.RECIPES.update({k: v for k, v in RECIPES.items() if k not in catalog.RECIPES})
+common.RECIPES.update({k: v for k, v in RECIPES.items() if k not in common.RECIPES})

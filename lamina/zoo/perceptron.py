@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import backend, layers, optimizers
 from ..models import Sequential
-from . import catalog
+from . import common
 
 __all__ = ["truth_table", "perceptron", "mlp", "train_perceptron", "RECIPES"]
 
@@ -82,7 +82,7 @@ def train_perceptron(epochs=None, batch_size=None, out=None, seed=0, verbose=2, 
     epochs = epochs or r.epochs
     out = out or os.path.join("runs", r.name)
     backend.set_random_seed(seed)
-    catalog.say(verbose, f"Training '{r.name}' ({r.description}): {epochs} epochs of full-batch gradient descent, "
+    common.say(verbose, f"Training '{r.name}' ({r.description}): {epochs} epochs of full-batch gradient descent, "
                          f"seed {seed}.")
     start = time.perf_counter()
     results, models, history = {}, {}, {}
@@ -93,23 +93,23 @@ def train_perceptron(epochs=None, batch_size=None, out=None, seed=0, verbose=2, 
             results[f"{kind}_{task.lower()}_accuracy"] = accuracy
             models[(kind, task)] = (model, accuracy)
             history[f"{kind}_{task.lower()}_loss"] = h["loss"]
-            catalog.say(verbose, f"{kind:>10} on {task:<3}: {accuracy:.0%} of the truth table right "
+            common.say(verbose, f"{kind:>10} on {task:<3}: {accuracy:.0%} of the truth table right "
                                  f"(final loss {h['loss'][-1]:.3f})")
     seconds = time.perf_counter() - start
     run = {"model": r.name, "dataset": r.dataset, "epochs": epochs, "seed": seed, **results,
            "train_seconds": round(seconds, 2)}
-    catalog.save_run(out, {"perceptron_xor.lamina": models[("perceptron", "XOR")][0],
+    common.save_run(out, {"perceptron_xor.lamina": models[("perceptron", "XOR")][0],
                            "mlp_xor.lamina": models[("mlp", "XOR")][0]}, {}, run, verbose)
     if plot and _plot(models, os.path.join(out, "decision_boundaries.png")):
-        catalog.say(verbose, f"Saved {os.path.join(out, 'decision_boundaries.png')}")
+        common.say(verbose, f"Saved {os.path.join(out, 'decision_boundaries.png')}")
     return run
 
 
 RECIPES = {r.name: r for r in [
-    catalog.LoopRecipe("perceptron", lambda input_shape=(2,), num_classes=None: perceptron(), "logic_gates", 2000, 4,
+    common.LoopRecipe("perceptron", lambda input_shape=(2,), num_classes=None: perceptron(), "logic_gates", 2000, 4,
                        1.0, "one neuron learns AND and OR, fails XOR; an MLP solves XOR (decision-boundary PNG)",
                        train_perceptron),
 ]}
 
-catalog.OTHER_DATASETS.setdefault("logic_gates", "the truth tables of AND, OR and XOR on the unit square's corners")
-catalog.RECIPES.update({k: v for k, v in RECIPES.items() if k not in catalog.RECIPES})
+common.OTHER_DATASETS.setdefault("logic_gates", "the truth tables of AND, OR and XOR on the unit square's corners")
+common.RECIPES.update({k: v for k, v in RECIPES.items() if k not in common.RECIPES})

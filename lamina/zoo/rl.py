@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import backend, layers, optimizers
 from ..models import Sequential
-from . import catalog
+from . import common
 
 __all__ = ["ReplayBuffer", "q_network", "train_dqn", "evaluate_policy", "RECIPES"]
 
@@ -99,7 +99,7 @@ def train_dqn(epochs=None, batch_size=None, out=None, seed=0, verbose=2, total_s
     online.compile(optimizer=optimizers.Adam(r.learning_rate), loss="huber")
     target.set_weights(online.get_weights())
     buffer = ReplayBuffer(buffer_size, state.shape[0], seed=seed)
-    catalog.say(verbose, f"Training '{r.name}' ({r.description}): {total_steps} environment steps, batch size "
+    common.say(verbose, f"Training '{r.name}' ({r.description}): {total_steps} environment steps, batch size "
                          f"{batch_size}, seed {seed}.")
     start = time.perf_counter()
     history = {"episode_return": [], "eval_step": [], "eval_return": []}
@@ -134,7 +134,7 @@ def train_dqn(epochs=None, batch_size=None, out=None, seed=0, verbose=2, total_s
             history["eval_return"].append(score)
             if score >= best:
                 best, best_weights = score, online.get_weights()
-            catalog.say(verbose if verbose >= 2 else 0,
+            common.say(verbose if verbose >= 2 else 0,
                         f"step {step}: greedy return {score:.1f} over {eval_episodes} episodes (best {best:.1f}), "
                         f"epsilon {epsilon:.2f}")
     env.close()
@@ -144,10 +144,10 @@ def train_dqn(epochs=None, batch_size=None, out=None, seed=0, verbose=2, total_s
     run = {"model": r.name, "dataset": r.dataset, "total_steps": total_steps, "batch_size": batch_size,
            "seed": seed, "mean_return": float(returns.mean()), "min_return": float(returns.min()),
            "episodes": final_episodes, "train_seconds": round(seconds, 2), "params": int(online.count_params())}
-    catalog.say(verbose, f"Mean return of {final_episodes} greedy episodes: {returns.mean():.1f} (of 500; min "
+    common.say(verbose, f"Mean return of {final_episodes} greedy episodes: {returns.mean():.1f} (of 500; min "
                          f"{returns.min():.0f}); {seconds:.1f} s of training.")
     curves = {"episode_return": history["episode_return"]}
-    catalog.save_run(out, {"model.lamina": online}, {}, run, verbose)
+    common.save_run(out, {"model.lamina": online}, {}, run, verbose)
     if plot:
         _plot(curves, history, os.path.join(out, "learning_curve.png"), verbose)
     return run
@@ -171,15 +171,15 @@ def _plot(curves, history, path, verbose):
     ax.legend()
     fig.tight_layout()
     save_figure(fig, path, dpi=90, close=True)
-    catalog.say(verbose, f"Saved {path}")
+    common.say(verbose, f"Saved {path}")
 
 
 RECIPES = {r.name: r for r in [
-    catalog.LoopRecipe("dqn", lambda input_shape=(4,), num_classes=2: q_network(input_shape[0], num_classes),
+    common.LoopRecipe("dqn", lambda input_shape=(4,), num_classes=2: q_network(input_shape[0], num_classes),
                        "cartpole", 50, 64, 1e-3,
                        "Double DQN with replay and a target network on gymnasium's CartPole-v1 (needs lamina[rl])",
                        train_dqn),
 ]}
 
-catalog.OTHER_DATASETS.setdefault("cartpole", "gymnasium's CartPole-v1 environment (pip install 'lamina[rl]')")
-catalog.RECIPES.update({k: v for k, v in RECIPES.items() if k not in catalog.RECIPES})
+common.OTHER_DATASETS.setdefault("cartpole", "gymnasium's CartPole-v1 environment (pip install 'lamina[rl]')")
+common.RECIPES.update({k: v for k, v in RECIPES.items() if k not in common.RECIPES})

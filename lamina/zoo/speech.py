@@ -21,7 +21,7 @@ from .. import backend, layers
 from ..datasets import keywords as keyword_data
 from ..datasets import speech_commands
 from ..models import Model
-from . import catalog
+from . import common
 
 __all__ = ["keyword_spotter", "resample", "majority_baseline", "train_speech", "train_speech_commands", "RECIPES"]
 
@@ -99,10 +99,10 @@ def _train(r, data, names, epochs, batch_size, out, seed, verbose, plot, detail)
     model = keyword_spotter((x.shape[1], 1), len(names))
     r.compile(model)
     baseline = majority_baseline(y, yt)
-    catalog.say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} test clips "
+    common.say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} test clips "
                          f"of {len(names)} words, {epochs} epochs, batch size {batch_size}, seed {seed}.")
     start = time.perf_counter()
-    history = model.fit(x[..., None], y, batch_size=batch_size, epochs=epochs, verbose=catalog.fit_verbose(verbose),
+    history = model.fit(x[..., None], y, batch_size=batch_size, epochs=epochs, verbose=common.fit_verbose(verbose),
                         validation_data=(xt[..., None], yt)).history
     seconds = time.perf_counter() - start
     pred = np.argmax(model.predict(xt[..., None], batch_size=256, verbose=0), axis=-1)
@@ -111,15 +111,15 @@ def _train(r, data, names, epochs, batch_size, out, seed, verbose, plot, detail)
     run = {"model": r.name, "dataset": r.dataset, "epochs": epochs, "batch_size": batch_size, "seed": seed,
            "test_accuracy": accuracy, "majority_baseline": baseline, "test_accuracy_per_word": per_class,
            "words": list(names), "train_seconds": round(seconds, 2), "params": int(model.count_params()), **detail}
-    catalog.say(verbose, f"Test accuracy {accuracy:.1%} against the majority baseline {baseline:.1%} "
+    common.say(verbose, f"Test accuracy {accuracy:.1%} against the majority baseline {baseline:.1%} "
                          f"({len(xt)} test clips); {seconds:.1f} s of training.")
     worst = [kv for kv in sorted(per_class.items(), key=lambda kv: kv[1])[:3] if kv[1] < 1.0]
     if worst:
-        catalog.say(verbose, "Hardest words: " + ", ".join(f"{k} {v:.0%}" for k, v in worst))
-    catalog.save_run(out, {"model.lamina": model}, history, run, verbose)
+        common.say(verbose, "Hardest words: " + ", ".join(f"{k} {v:.0%}" for k, v in worst))
+    common.save_run(out, {"model.lamina": model}, history, run, verbose)
     path = os.path.join(out, "keywords.png")
     if plot and _plot(xt, yt, pred, names, path):
-        catalog.say(verbose, f"Saved {path}")
+        common.say(verbose, f"Saved {path}")
     return run
 
 
@@ -153,20 +153,20 @@ def train_speech_commands(epochs=None, batch_size=None, out=None, seed=0, verbos
 
 
 RECIPES = {r.name: r for r in [
-    catalog.LoopRecipe("speech", keyword_spotter, "keywords", 10, 32, 2e-3,
+    common.LoopRecipe("speech", keyword_spotter, "keywords", 10, 32, 2e-3,
                        "keyword spotting: STFTSpectrogram + small CNN on synthetic spoken-like words (keywords PNG)",
                        train_speech),
-    catalog.LoopRecipe("speech-commands", keyword_spotter, "speech_commands", 15, 64, 2e-3,
+    common.LoopRecipe("speech-commands", keyword_spotter, "speech_commands", 15, 64, 2e-3,
                        "the same keyword spotter on Google Speech Commands' ten words (downloads 2.4 GB)",
                        train_speech_commands),
 ]}
 
-catalog.OTHER_DATASETS.setdefault("keywords", "10 classes of synthetic one-second spoken-like words at 8 kHz: "
+common.OTHER_DATASETS.setdefault("keywords", "10 classes of synthetic one-second spoken-like words at 8 kHz: "
                                               "vowels, glides, a fricative, whistles, beeps (seeded)")
-catalog.OTHER_DATASETS.setdefault("speech_commands", "Google Speech Commands v0.02: 1-second 16 kHz WAV clips "
+common.OTHER_DATASETS.setdefault("speech_commands", "Google Speech Commands v0.02: 1-second 16 kHz WAV clips "
                                                      "of 35 words (download, 2.4 GB, SHA-256 checked)")
-catalog.RECIPES.update({k: v for k, v in RECIPES.items() if k not in catalog.RECIPES})
+common.RECIPES.update({k: v for k, v in RECIPES.items() if k not in common.RECIPES})
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(catalog.recipe_main("python -m lamina.zoo.speech", "Keyword-spotting recipes.", RECIPES))
+    raise SystemExit(common.recipe_main("python -m lamina.zoo.speech", "Keyword-spotting recipes.", RECIPES))

@@ -19,7 +19,7 @@ import numpy as np
 from .. import backend, initializers, layers, ops, optimizers
 from ..models import Model, Sequential
 from ..tensor import Variable, no_grad
-from . import catalog
+from . import common
 
 __all__ = ["gram_matrix", "feature_network", "content_image", "style_image", "transfer", "train_style_transfer",
            "RECIPES"]
@@ -144,7 +144,7 @@ def train_style_transfer(epochs=None, batch_size=None, out=None, seed=0, verbose
     out = out or os.path.join("runs", r.name)
     backend.set_random_seed(seed)
     content, style = content_image(seed=seed), style_image(seed=seed + 1)
-    catalog.say(verbose, f"Training '{r.name}' ({r.description}): {steps} Adam steps on the pixels of a "
+    common.say(verbose, f"Training '{r.name}' ({r.description}): {steps} Adam steps on the pixels of a "
                          f"{SIZE}x{SIZE} image, seed {seed}.")
 
     def report(step, history):
@@ -158,22 +158,22 @@ def train_style_transfer(epochs=None, batch_size=None, out=None, seed=0, verbose
     run = {"model": r.name, "dataset": r.dataset, "steps": steps, "seed": seed,
            "style_loss_first": history["style"][0], "style_loss_last": history["style"][-1],
            "content_loss_last": history["content"][-1], "train_seconds": round(seconds, 2)}
-    catalog.say(verbose, f"Style loss {history['style'][0]:.5f} -> {history['style'][-1]:.5f}, content loss 0 -> "
+    common.say(verbose, f"Style loss {history['style'][0]:.5f} -> {history['style'][-1]:.5f}, content loss 0 -> "
                          f"{history['content'][-1]:.4f}; {seconds:.1f} s.")
     os.makedirs(out, exist_ok=True)
     np.save(os.path.join(out, "result.npy"), result, allow_pickle=False)
-    catalog.save_run(out, {}, history, run, verbose)
+    common.save_run(out, {}, history, run, verbose)
     if plot and _plot(content, style, result, os.path.join(out, "style_transfer.png")):
-        catalog.say(verbose, f"Saved {os.path.join(out, 'style_transfer.png')}")
+        common.say(verbose, f"Saved {os.path.join(out, 'style_transfer.png')}")
     return run
 
 
 RECIPES = {r.name: r for r in [
-    catalog.LoopRecipe("style-transfer", lambda input_shape=(SIZE, SIZE, 3), num_classes=None: feature_network()[0],
+    common.LoopRecipe("style-transfer", lambda input_shape=(SIZE, SIZE, 3), num_classes=None: feature_network()[0],
                        "style_pair", 30, 1, 0.02,
                        "Gatys-style transfer on a random multi-scale filter bank (content + style -> picture)",
                        train_style_transfer),
 ]}
 
-catalog.OTHER_DATASETS.setdefault("style_pair", "a seeded synthetic scene (content) and wave texture (style)")
-catalog.RECIPES.update({k: v for k, v in RECIPES.items() if k not in catalog.RECIPES})
+common.OTHER_DATASETS.setdefault("style_pair", "a seeded synthetic scene (content) and wave texture (style)")
+common.RECIPES.update({k: v for k, v in RECIPES.items() if k not in common.RECIPES})

@@ -19,7 +19,7 @@ import numpy as np
 from .. import layers, optimizers
 from ..datasets import text as text_data
 from ..models import Sequential
-from . import catalog
+from . import common
 
 __all__ = ["sentiment_vectorizer", "sentiment_data", "sentiment_model", "sentiment_text_model", "CHARS",
            "char_vectorizer", "charlm_data", "charlm_model", "charlm_baselines", "generate", "longmemory_data",
@@ -202,7 +202,7 @@ def _longmemory_builder(kind):
 
 
 # ---------------------------------------------------------------------------------- the catalog
-class SequenceRecipe(catalog.Recipe):
+class SequenceRecipe(common.Recipe):
     """A catalog recipe whose optimizer clips each gradient's norm (recurrent nets can have rare huge ones)."""
 
     def compile(self, model):
@@ -233,8 +233,8 @@ RECIPES = {r.name: r for r in [
                    "order-free Dense baseline on the long-memory task (stays at chance, 12.5%)"),
 ]}
 
-catalog.DATASETS.update({k: v for k, v in DATASETS.items() if k not in catalog.DATASETS})
-catalog.RECIPES.update({k: v for k, v in RECIPES.items() if k not in catalog.RECIPES})
+common.DATASETS.update({k: v for k, v in DATASETS.items() if k not in common.DATASETS})
+common.RECIPES.update({k: v for k, v in RECIPES.items() if k not in common.RECIPES})
 
 
 # ------------------------------------------------------------------------------------ command line

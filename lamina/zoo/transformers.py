@@ -23,7 +23,7 @@ import numpy as np
 from .. import backend, layers, losses, optimizers
 from ..models import Model
 from ..tensor import no_grad
-from . import catalog
+from . import common
 
 __all__ = ["CharVocabulary", "TaskRecipe", "RECIPES", "PAD", "START", "END",
            "date_month_classifier", "bag_of_embeddings_classifier", "date_translator", "char_transformer",
@@ -406,10 +406,10 @@ def train_transformer_classifier(epochs=None, batch_size=None, out=None, seed=0,
     model = r.build(len(vocab))
     model.compile(optimizer=optimizers.Adam(r.learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    catalog.say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} test dates, "
+    common.say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} test dates, "
                   f"{epochs} epochs, batch size {batch_size}, seed {seed}.")
     start = time.perf_counter()
-    history = model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=catalog.fit_verbose(verbose),
+    history = model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=common.fit_verbose(verbose),
                         validation_data=(xt, yt)).history
     seconds = time.perf_counter() - start
     loss, acc = model.evaluate(xt, yt, batch_size=256, verbose=0)
@@ -420,7 +420,7 @@ def train_transformer_classifier(epochs=None, batch_size=None, out=None, seed=0,
            "test_accuracy": float(acc), "test_loss": float(loss), "test_accuracy_numeric_formats": on_numeric(model),
            "numeric_share": float(numeric.mean()), "train_seconds": round(seconds, 2),
            "params": int(sum(int(np.prod(w.shape)) for w in model.weights))}
-    catalog.say(verbose, f"Test accuracy: {acc:.4f} (loss {loss:.4f}; {run['test_accuracy_numeric_formats']:.4f} on "
+    common.say(verbose, f"Test accuracy: {acc:.4f} (loss {loss:.4f}; {run['test_accuracy_numeric_formats']:.4f} on "
                   f"all-digit dates) after {seconds:.1f} s of training.")
     if baseline:
         backend.set_random_seed(seed)
@@ -430,9 +430,9 @@ def train_transformer_classifier(epochs=None, batch_size=None, out=None, seed=0,
         base.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0)
         run["baseline_test_accuracy"] = float(base.evaluate(xt, yt, batch_size=256, verbose=0)[1])
         run["baseline_test_accuracy_numeric_formats"] = on_numeric(base)
-        catalog.say(verbose, f"Bag-of-embeddings baseline (no order): test accuracy {run['baseline_test_accuracy']:.4f} "
+        common.say(verbose, f"Bag-of-embeddings baseline (no order): test accuracy {run['baseline_test_accuracy']:.4f} "
                       f"({run['baseline_test_accuracy_numeric_formats']:.4f} on all-digit dates).")
-    catalog.save_run(out, {"model.lamina": model}, history, run, verbose)
+    common.save_run(out, {"model.lamina": model}, history, run, verbose)
     return run
 
 
@@ -450,11 +450,11 @@ def train_translate_dates(epochs=None, batch_size=None, out=None, seed=0, verbos
                   loss=losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=PAD),
                   metrics=["accuracy"])
     tr, te = data["train"], data["test"]
-    catalog.say(verbose, f"Training '{r.name}' ({r.description}): {len(tr['source'])} training and {len(te['source'])} "
+    common.say(verbose, f"Training '{r.name}' ({r.description}): {len(tr['source'])} training and {len(te['source'])} "
                   f"held-out dates, {epochs} epochs, batch size {batch_size}, seed {seed}.")
     start = time.perf_counter()
     history = model.fit([tr["source"], tr["target_in"]], tr["target_out"], batch_size=batch_size, epochs=epochs,
-                        verbose=catalog.fit_verbose(verbose),
+                        verbose=common.fit_verbose(verbose),
                         validation_data=([te["source"], te["target_in"]], te["target_out"])).history
     seconds = time.perf_counter() - start
     greedy = tv.decode(greedy_decode(model, te["source"], ISO_LENGTH))
@@ -469,18 +469,18 @@ def train_translate_dates(epochs=None, batch_size=None, out=None, seed=0, verbos
            "train_seconds": round(seconds, 2), "params": int(sum(int(np.prod(w.shape)) for w in model.weights)),
            "samples": [[str(s), g, b] for s, g, b in zip(te["text"][:12], greedy[:12], beam[:12])],
            "errors": [[str(s), t, g] for s, t, g in zip(te["text"], iso, greedy) if g != t][:20]}
-    catalog.say(verbose, f"Held-out exact match: greedy {run['exact_match_greedy']:.4f}, beam search (k={beam_width}) "
+    common.say(verbose, f"Held-out exact match: greedy {run['exact_match_greedy']:.4f}, beam search (k={beam_width}) "
                   f"{run['exact_match_beam']:.4f}; character accuracy {chars:.4f}; {seconds:.1f} s of training.")
     for s, g, _ in run["samples"][:6]:
-        catalog.say(verbose, f"  {s!r:>32} -> {g}")
-    catalog.save_run(out, {"model.lamina": model}, history, run, verbose)
+        common.say(verbose, f"  {s!r:>32} -> {g}")
+    common.save_run(out, {"model.lamina": model}, history, run, verbose)
     if plot:
         try:
             from ..plotting import plot_attention
             ys, xs, w = translation_attention(model, "Tuesday, March 3, 1998")
             path = plot_attention(w.mean(axis=0), xs, ys, os.path.join(out, "attention.png"),
                                   title="cross-attention (mean over heads)")
-            catalog.say(verbose, f"Saved {path}")
+            common.say(verbose, f"Saved {path}")
         except ImportError:
             pass
     return run
@@ -499,11 +499,11 @@ def train_char_transformer(epochs=None, batch_size=None, out=None, seed=0, verbo
     model = r.build(len(vocab), sequence_length, **(model_kwargs or {}))
     model.compile(optimizer=optimizers.Adam(r.learning_rate),
                   loss=losses.SparseCategoricalCrossentropy(from_logits=True))
-    catalog.say(verbose, f"Training '{r.name}' ({r.description}): {len(train)} training and {len(val)} validation "
+    common.say(verbose, f"Training '{r.name}' ({r.description}): {len(train)} training and {len(val)} validation "
                   f"windows of {sequence_length} characters, {epochs} epochs, batch size {batch_size}, seed {seed}.")
     start = time.perf_counter()
     history = model.fit(train[:, :-1], train[:, 1:], batch_size=batch_size, epochs=epochs,
-                        verbose=catalog.fit_verbose(verbose), validation_data=(val[:, :-1], val[:, 1:])).history
+                        verbose=common.fit_verbose(verbose), validation_data=(val[:, :-1], val[:, 1:])).history
     seconds = time.perf_counter() - start
     val_loss = float(model.evaluate(val[:, :-1], val[:, 1:], batch_size=64, verbose=0))
     unigram = unigram_cross_entropy(train[:, 1:], val[:, 1:], len(vocab))
@@ -515,15 +515,15 @@ def train_char_transformer(epochs=None, batch_size=None, out=None, seed=0, verbo
            "validation_loss": val_loss, "validation_bits_per_char": val_loss / np.log(2),
            "unigram_loss": unigram, "unigram_bits_per_char": unigram / np.log(2), "train_seconds": round(seconds, 2),
            "params": int(sum(int(np.prod(w.shape)) for w in model.weights)), "samples": samples}
-    catalog.say(verbose, f"Validation loss {val_loss:.3f} nats/char ({val_loss / np.log(2):.2f} bits) vs the unigram "
+    common.say(verbose, f"Validation loss {val_loss:.3f} nats/char ({val_loss / np.log(2):.2f} bits) vs the unigram "
                   f"baseline {unigram:.3f} ({unigram / np.log(2):.2f} bits); {seconds:.1f} s of training.")
     for name, s in samples.items():
-        catalog.say(verbose, f"--- {name}:\nThe {s}")
-    catalog.save_run(out, {"model.lamina": model}, history, run, verbose)
+        common.say(verbose, f"--- {name}:\nThe {s}")
+    common.save_run(out, {"model.lamina": model}, history, run, verbose)
     return run
 
 
-TaskRecipe = catalog.LoopRecipe   # (kept under its old name)
+TaskRecipe = common.LoopRecipe   # (kept under its old name)
 
 
 def _month_dataset():
@@ -545,16 +545,16 @@ RECIPES = {r.name: r for r in [
 
 # ids pass the catalog's float32 conversion exactly and Embedding casts them back, so `lamina evaluate` and
 # `lamina predict` work on the classifier's model file
-catalog.DATASETS.setdefault("dates_month", (_month_dataset, 1.0, False,
+common.DATASETS.setdefault("dates_month", (_month_dataset, 1.0, False,
                                             "the month of 22,000 human-written dates as character ids (seeded)"))
-catalog.RECIPES.update({k: v for k, v in RECIPES.items() if k not in catalog.RECIPES})
-catalog.OTHER_DATASETS.setdefault("dates", "human-written dates in 19 formats paired with ISO 8601 (seeded)")
-catalog.OTHER_DATASETS.setdefault("pydoc_topics", "CPython's pydoc topic help text as characters (offline)")
+common.RECIPES.update({k: v for k, v in RECIPES.items() if k not in common.RECIPES})
+common.OTHER_DATASETS.setdefault("dates", "human-written dates in 19 formats paired with ISO 8601 (seeded)")
+common.OTHER_DATASETS.setdefault("pydoc_topics", "CPython's pydoc topic help text as characters (offline)")
 
 
 def main(argv=None):
     """``python -m lamina.zoo.transformers NAME [--epochs N] [--batch-size B] [--out DIR] [--seed S]``."""
-    return catalog.recipe_main("python -m lamina.zoo.transformers", __doc__.splitlines()[0], RECIPES, argv)
+    return common.recipe_main("python -m lamina.zoo.transformers", __doc__.splitlines()[0], RECIPES, argv)
 
 
 if __name__ == "__main__":

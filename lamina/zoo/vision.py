@@ -29,7 +29,7 @@ from ..datasets import synthetic
 from ..plotting import save_figure
 from ..models import Model, Sequential
 from ..tensor import Tensor, grad, no_grad
-from . import catalog
+from . import common
 
 __all__ = ["Sampling", "reparameterize", "kl_divergence", "unet", "dense_autoencoder", "vae_encoder",
            "vae_decoder", "vae", "gan_generator", "gan_discriminator", "segmentation_scores", "pca_reconstruction",
@@ -54,7 +54,7 @@ def _pyplot():
 
 def _digits01():
     """The bundled digits as float32 (N, 8, 8, 1) in [0, 1], with their labels: (x, y), (x_test, y_test)."""
-    return catalog.load_dataset("digits")
+    return common.load_dataset("digits")
 
 
 # ------------------------------------------------------------------------------------------- U-Net
@@ -134,10 +134,10 @@ def train_unet(epochs=None, batch_size=None, out=None, seed=0, verbose=2, num_tr
     model = unet(x.shape[1:], k, filters=filters, depth=depth)
     model.compile(optimizer=optimizers.Adam(r.learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    catalog.say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} held-out {size}x{size} "
+    common.say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} held-out {size}x{size} "
                   f"images, {epochs} epochs, batch size {batch_size}, seed {seed}.")
     start = time.perf_counter()
-    history = model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=catalog.fit_verbose(verbose),
+    history = model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=common.fit_verbose(verbose),
                         validation_data=(xt, yt)).history
     seconds = time.perf_counter() - start
     pred = model.predict(xt, batch_size=128, verbose=0).argmax(-1)
@@ -152,13 +152,13 @@ def train_unet(epochs=None, batch_size=None, out=None, seed=0, verbose=2, num_tr
            "baseline_all_background": {"pixel_accuracy": baseline["pixel_accuracy"],
                                        "mean_iou": baseline["mean_iou"]},
            "train_seconds": round(seconds, 2), "params": _params(model)}
-    catalog.say(verbose, f"Held-out pixel accuracy {scores['pixel_accuracy']:.4f}, mean IoU {run['test_mean_iou']:.4f} "
+    common.say(verbose, f"Held-out pixel accuracy {scores['pixel_accuracy']:.4f}, mean IoU {run['test_mean_iou']:.4f} "
                   f"(all-background baseline: {baseline['pixel_accuracy']:.4f}, {baseline['mean_iou']:.4f}); "
                   f"{seconds:.1f} s of training.")
-    catalog.say(verbose, "  IoU per class: " + ", ".join(f"{c} {v:.3f}" for c, v in run["test_iou_per_class"].items()))
-    catalog.save_run(out, {"model.lamina": model}, history, run, verbose)
+    common.say(verbose, "  IoU per class: " + ", ".join(f"{c} {v:.3f}" for c, v in run["test_iou_per_class"].items()))
+    common.save_run(out, {"model.lamina": model}, history, run, verbose)
     if plot and _plot_segmentation(xt, yt, pred, os.path.join(out, "segmentation.png")):
-        catalog.say(verbose, f"Saved {os.path.join(out, 'segmentation.png')}")
+        common.say(verbose, f"Saved {os.path.join(out, 'segmentation.png')}")
     return run
 
 
@@ -216,10 +216,10 @@ def train_autoencoder(epochs=None, batch_size=None, out=None, seed=0, verbose=2,
     (x, _), (xt, _) = _digits01()
     model, encoder, decoder = dense_autoencoder(x.shape[1:], code_size)
     model.compile(optimizer=optimizers.Adam(r.learning_rate), loss="mse")
-    catalog.say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} test digits, "
+    common.say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} test digits, "
                   f"{epochs} epochs, batch size {batch_size}, seed {seed}.")
     start = time.perf_counter()
-    history = model.fit(x, x, batch_size=batch_size, epochs=epochs, verbose=catalog.fit_verbose(verbose),
+    history = model.fit(x, x, batch_size=batch_size, epochs=epochs, verbose=common.fit_verbose(verbose),
                         validation_data=(xt, xt)).history
     seconds = time.perf_counter() - start
     recon = model.predict(xt, verbose=0)
@@ -230,12 +230,12 @@ def train_autoencoder(epochs=None, batch_size=None, out=None, seed=0, verbose=2,
            "code_size": code_size, "test_mse": mse, "pca_test_mse": pca, "mean_image_test_mse": mean_image,
            "first_epoch_val_mse": float(history["val_loss"][0]), "train_seconds": round(seconds, 2),
            "params": _params(model)}
-    catalog.say(verbose, f"Test reconstruction MSE {mse:.4f} per pixel (PCA with {code_size} components {pca:.4f}, "
+    common.say(verbose, f"Test reconstruction MSE {mse:.4f} per pixel (PCA with {code_size} components {pca:.4f}, "
                   f"the mean image {mean_image:.4f}); {seconds:.1f} s of training.")
-    catalog.save_run(out, {"model.lamina": model}, history, run, verbose)
+    common.save_run(out, {"model.lamina": model}, history, run, verbose)
     if plot and _plot_pairs(xt, recon, os.path.join(out, "reconstructions.png"),
                             f"test digits (top) and their reconstructions from a {code_size}-number code"):
-        catalog.say(verbose, f"Saved {os.path.join(out, 'reconstructions.png')}")
+        common.say(verbose, f"Saved {os.path.join(out, 'reconstructions.png')}")
     return run
 
 
@@ -354,10 +354,10 @@ def train_vae(epochs=None, batch_size=None, out=None, seed=0, verbose=2, latent_
     (x, _), (xt, yt) = _digits01()
     model, encoder, decoder = vae(x.shape[1:], latent_dim)
     model.compile(optimizer=optimizers.Adam(r.learning_rate), loss="binary_crossentropy")
-    catalog.say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} test digits, "
+    common.say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training and {len(xt)} test digits, "
                   f"{epochs} epochs, batch size {batch_size}, seed {seed}.")
     start = time.perf_counter()
-    history = model.fit(x, x, batch_size=batch_size, epochs=epochs, verbose=catalog.fit_verbose(verbose),
+    history = model.fit(x, x, batch_size=batch_size, epochs=epochs, verbose=common.fit_verbose(verbose),
                         validation_data=(xt, xt)).history
     seconds = time.perf_counter() - start
     with no_grad():
@@ -375,20 +375,20 @@ def train_vae(epochs=None, batch_size=None, out=None, seed=0, verbose=2, latent_
            "first_epoch_loss": float(history["loss"][0]), "last_epoch_loss": float(history["loss"][-1]),
            "final_val_loss_per_pixel": float(history["val_loss"][-1]), "pixels": pixels,
            "train_seconds": round(seconds, 2), "params": _params(model)}
-    catalog.say(verbose, f"Test reconstruction MSE {mse:.4f} per pixel from the mean code (PCA with {latent_dim} "
+    common.say(verbose, f"Test reconstruction MSE {mse:.4f} per pixel from the mean code (PCA with {latent_dim} "
                   f"components {run['pca_test_mse']:.4f}); KL {kl:.3f} nats; negative ELBO "
                   f"{run['test_negative_elbo_per_image']:.2f} nats per image; {seconds:.1f} s of training.")
-    catalog.save_run(out, {"model.lamina": model, "encoder.lamina": encoder, "decoder.lamina": decoder}, history, run,
+    common.save_run(out, {"model.lamina": model, "encoder.lamina": encoder, "decoder.lamina": decoder}, history, run,
               verbose)
     if plot:
         rng = np.random.default_rng(seed)
         samples = decoder.predict(rng.standard_normal((64, latent_dim)).astype(np.float32), verbose=0)
         if _plot_grid(samples, os.path.join(out, "samples.png"),
                       "VAE: digits decoded from random latent points z ~ N(0, I)", 8, 8):
-            catalog.say(verbose, f"Saved {os.path.join(out, 'samples.png')}")
+            common.say(verbose, f"Saved {os.path.join(out, 'samples.png')}")
         if latent_dim == 2:
             _plot_latent(decoder, z_mean.numpy(), yt, os.path.join(out, "latent.png"))
-            catalog.say(verbose, f"Saved {os.path.join(out, 'latent.png')}")
+            common.say(verbose, f"Saved {os.path.join(out, 'latent.png')}")
     return run
 
 
@@ -439,7 +439,7 @@ def gan_discriminator(input_shape=(8, 8, 1)):
 def _judge(x, y, xt, yt, seed, epochs=30):
     """A digits classifier (the catalog's MLP) trained on the real training digits: the judge of the GAN."""
     backend.set_random_seed(seed + 1)
-    clf = catalog.digits_mlp(x.shape[1:], 10)
+    clf = common.digits_mlp(x.shape[1:], 10)
     clf.compile(optimizer=optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     clf.fit(x, y, batch_size=32, epochs=epochs, verbose=0)
     return clf, float(clf.evaluate(xt, yt, verbose=0)[1])
@@ -500,7 +500,7 @@ def train_gan(epochs=None, batch_size=None, out=None, seed=0, verbose=2, latent_
     steps = len(x) // batch_size
     probe = np.random.default_rng(seed + 2).standard_normal((num_samples, latent_dim)).astype(np.float32)
     untrained = generator.predict(probe, verbose=0)
-    catalog.say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training digits, {epochs} epochs of {steps} "
+    common.say(verbose, f"Training '{r.name}' ({r.description}): {len(x)} training digits, {epochs} epochs of {steps} "
                   f"steps, batch size {batch_size}, latent size {latent_dim}, seed {seed}.")
     history = {k: [] for k in ("d_loss", "g_loss", "d_accuracy_real", "d_accuracy_fake")}
     start = time.perf_counter()
@@ -528,7 +528,7 @@ def train_gan(epochs=None, batch_size=None, out=None, seed=0, verbose=2, latent_
             raise FloatingPointError(f"train_gan: a loss became non-finite in epoch {epoch + 1}; lower the "
                                      "learning rate.")
         if verbose >= 2 and (epoch + 1) % max(1, epochs // 10) == 0:
-            catalog.say(verbose, f"Epoch {epoch + 1}/{epochs} - " + " - ".join(f"{k}: {v[-1]:.4f}"
+            common.say(verbose, f"Epoch {epoch + 1}/{epochs} - " + " - ".join(f"{k}: {v[-1]:.4f}"
                                                                     for k, v in history.items()))
     seconds = time.perf_counter() - start
 
@@ -552,24 +552,24 @@ def train_gan(epochs=None, batch_size=None, out=None, seed=0, verbose=2, latent_
                "fake": [history["d_accuracy_fake"][0], history["d_accuracy_fake"][-1]]},
            "train_seconds": round(seconds, 2), "params": _params(generator, discriminator)}
     g, t, u = scores["generated"], scores["real_test"], scores["uniform_noise"]
-    catalog.say(verbose, f"{seconds:.1f} s of training. Discriminator accuracy in the last epoch: real "
+    common.say(verbose, f"{seconds:.1f} s of training. Discriminator accuracy in the last epoch: real "
                   f"{history['d_accuracy_real'][-1]:.3f}, fake {history['d_accuracy_fake'][-1]:.3f}.")
-    catalog.say(verbose, f"Digits classifier (test accuracy {judge_accuracy:.3f}) mean confidence: generated "
+    common.say(verbose, f"Digits classifier (test accuracy {judge_accuracy:.3f}) mean confidence: generated "
                   f"{g['mean_confidence']:.3f}, real test digits {t['mean_confidence']:.3f}, uniform noise "
                   f"{u['mean_confidence']:.3f}; classes given to over 3% of the generated digits: "
                   f"{g['classes_over_3_percent']} of 10.")
-    catalog.say(verbose, "Frechet distance to the test digits in the classifier's hidden features (lower is closer): "
+    common.say(verbose, "Frechet distance to the test digits in the classifier's hidden features (lower is closer): "
                   + ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in frechet.items()) + ".")
-    catalog.save_run(out, {"model.lamina": generator, "generator.lamina": generator,
+    common.save_run(out, {"model.lamina": generator, "generator.lamina": generator,
                     "discriminator.lamina": discriminator}, history, run, verbose)
     if plot and _plot_grid(generated[:64], os.path.join(out, "samples.png"),
                            "GAN: generated digits (random noise in, one per cell)", 8, 8):
-        catalog.say(verbose, f"Saved {os.path.join(out, 'samples.png')}")
+        common.say(verbose, f"Saved {os.path.join(out, 'samples.png')}")
     return run
 
 
 # ---------------------------------------------------------------------------------- the catalog
-VisionRecipe = catalog.LoopRecipe   # (kept under its old name)
+VisionRecipe = common.LoopRecipe   # (kept under its old name)
 
 
 def _build_autoencoder(input_shape=(8, 8, 1), num_classes=None):
@@ -608,14 +608,14 @@ def _shapes_dataset():
     return synthetic.load_shapes()
 
 
-catalog.DATASETS.setdefault("shapes", (_shapes_dataset, 1.0, False,
+common.DATASETS.setdefault("shapes", (_shapes_dataset, 1.0, False,
                                        "2,000 + 400 synthetic 32x32 shape images with per-pixel masks (seeded)"))
-catalog.RECIPES.update({k: v for k, v in RECIPES.items() if k not in catalog.RECIPES})
+common.RECIPES.update({k: v for k, v in RECIPES.items() if k not in common.RECIPES})
 
 
 def main(argv=None):
     """``python -m lamina.zoo.vision NAME [--epochs N] [--batch-size B] [--out DIR] [--seed S] [--quiet]``."""
-    return catalog.recipe_main("python -m lamina.zoo.vision", __doc__.splitlines()[0], RECIPES, argv)
+    return common.recipe_main("python -m lamina.zoo.vision", __doc__.splitlines()[0], RECIPES, argv)
 
 
 if __name__ == "__main__":
