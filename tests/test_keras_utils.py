@@ -44,7 +44,6 @@ KERAS_NAMES = {
 }
 # Left out, with the reason (docs/training.md lists them too).
 SKIPPED = {
-    "utils.FeatureSpace": "a tf.data preprocessing pipeline over mixed feature types",
     "utils.bounding_boxes": "box-format conversion for KerasCV-style detection pipelines",
 }
 # Added by the branch that brings Keras's training conventions (train_step data) to lamina.

@@ -1,9 +1,9 @@
 """``keras.utils`` with Keras 3's names: data sets from arrays and directories, PyDataset, image files,
-plot_model, serialisation helpers, set_random_seed, to_categorical, pad_sequences, Progbar, ...
+plot_model, serialisation helpers, set_random_seed, to_categorical, pad_sequences, Progbar, FeatureSpace
+(structured-data preprocessing), ...
 
-What lamina leaves out of keras.utils, and why: ``FeatureSpace`` (a tf.data-based preprocessing pipeline
-over mixed feature types), ``bounding_boxes`` (box-format conversion for KerasCV-style detection
-pipelines).
+What lamina leaves out of keras.utils, and why: ``bounding_boxes`` (box-format conversion for KerasCV-style
+detection pipelines).
 """
 from ..backend import set_random_seed  # noqa: F401
 from ..data.py_dataset import PyDataset, Sequence  # noqa: F401
@@ -14,6 +14,7 @@ from . import legacy  # noqa: F401
 from .data_utils import *  # noqa: F401,F403
 from .dataset_utils import (audio_dataset_from_directory, image_dataset_from_directory,  # noqa: F401
                             pack_x_y_sample_weight, text_dataset_from_directory, timeseries_dataset_from_array)
+from .feature_space import FeatureSpace  # noqa: F401
 from .general import *  # noqa: F401,F403
 from .image_utils import array_to_img, img_to_array, load_img, save_img  # noqa: F401
 from .model_visualization import model_to_dot, plot_model  # noqa: F401
