@@ -13,8 +13,7 @@ import lamina
 import lamina as keras
 from lamina.utils import FeatureSpace
 
-# 8 rows; the categorical columns have distinct counts so that the vocabulary order (most frequent first)
-# does not depend on how ties are broken
+# 8 rows; the categorical columns have distinct counts, so the expected vocabularies are easy to write down
 TABLE = {
     "n": [1.0, 2.0, 3.0, 6.0, 1.0, 2.0, 3.0, 6.0],          # mean 3, population variance 3.5
     "r": [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5],
@@ -286,9 +285,8 @@ def test_functional_graph_computes_what_the_call_does(tmp_path):
     # the encoded tensor as a model input, fed with fs(x) (Keras's tf.data pattern)
     head = keras.Model(encoded, keras.layers.Dense(2)(encoded))
     assert head.predict(fs(TABLE), verbose=0).shape == (N, 2)
-    # a model on the encoded features saves and loads like any model (here without float_discretized: an
-    # adapted Discretization's config does not load back yet, a bug of Discretization.from_config)
-    fs = make_space(d="float")
+    # a model on the encoded features saves and loads like any model (the adapted Discretization included)
+    fs = make_space()
     fs.adapt(TABLE)
     model = keras.Model(fs.get_inputs(), keras.layers.Dense(3)(fs.get_encoded_features()))
     model.save(tmp_path / "model.keras")

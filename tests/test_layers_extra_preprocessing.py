@@ -207,3 +207,36 @@ def test_random_crop_takes_a_window_of_the_batch():
     assert len(offsets) > 3
     np.testing.assert_array_equal(layer(x, training=False).numpy(), x)   # Keras 3.15: unchanged at inference
     check_grad(lambda t: layers.RandomCrop(5, 5)(t, training=True), R.standard_normal((1, 3, 4, 2)))
+
+
+def test_adapted_discretization_config_loads_back(tmp_path):
+    """An adapted layer's config holds num_bins and the learnt bin_boundaries (Keras's too); from_config made
+    the layer with both and refused it ("not both"), so a model with one did not load from its file."""
+    import lamina
+    from lamina import layers as L
+    layer = L.Discretization(num_bins=3)
+    layer.adapt(np.arange(1.0, 10.0))
+    config = layer.get_config()
+    assert config["num_bins"] == 3 and config["bin_boundaries"] == [4.0, 7.0]
+    again = L.Discretization.from_config(config)
+    assert again.bin_boundaries == [4.0, 7.0] and again.num_bins == 3
+    x = np.array([[0.5, 4.0, 6.9, 7.0, 100.0]])
+    np.testing.assert_array_equal(again(x).numpy(), layer(x).numpy())
+    with pytest.raises(ValueError, match="must be sorted"):
+        L.Discretization.from_config(dict(config, bin_boundaries=[7.0, 4.0]))
+    model = lamina.Sequential([lamina.Input((5,)), layer])
+    model.save(tmp_path / "d.keras")
+    np.testing.assert_array_equal(lamina.models.load_model(tmp_path / "d.keras").predict(x, verbose=0),
+                                  model.predict(x, verbose=0))
+
+
+def test_lookup_vocabulary_ties_follow_keras():
+    """Keras ranks an adapted vocabulary by count, ties by the token itself, higher first
+    (np.lexsort((tokens, counts))[::-1] in its index_lookup); lamina broke ties by first appearance, so equal
+    counts gave other one-hot positions than Keras."""
+    s = layers.StringLookup()
+    s.adapt(np.array(["b", "a", "c", "a", "b", "d"]))
+    assert s.get_vocabulary() == ["[UNK]", "b", "a", "d", "c"]
+    i = layers.IntegerLookup()
+    i.adapt(np.array([3, 1, 2, 1, 3, 5]))
+    assert i.get_vocabulary() == [-1, 3, 1, 5, 2]

@@ -126,6 +126,16 @@ class Discretization(Layer):
         at = np.minimum((np.arange(1, n) * len(values)) // n, len(values) - 1)
         self.bin_boundaries = [float(v) for v in values[at]]
 
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """An adapted layer's config holds both num_bins and the learned bin_boundaries (as Keras's): the layer
+        is made with num_bins and given the boundaries after, as Keras does."""
+        if config.get("bin_boundaries") is not None and config.get("num_bins") is not None:
+            layer = cls(**dict(config, num_bins=None))   # the boundaries checked as given ones are
+            layer.num_bins = config["num_bins"]
+            return layer
+        return cls(**config)
+
     def call(self, inputs):
         if self.bin_boundaries is None:
             raise ValueError(f"Discretization '{self.name}': call adapt() first (num_bins given, no boundaries).")
@@ -229,7 +239,7 @@ class _Lookup(Layer):
 
     def adapt(self, data, steps=None):
         parts = data if not isinstance(data, (np.ndarray, Tensor, list)) else [data]
-        counts, first = {}, {}
+        counts = {}
         for i, p in enumerate(parts):
             if steps is not None and i >= steps:
                 break
@@ -238,8 +248,8 @@ class _Lookup(Layer):
                 if t == self.mask_token or t == self.oov_token:
                     continue
                 counts[t] = counts.get(t, 0) + 1
-                first.setdefault(t, len(first))
-        order = sorted(counts, key=lambda t: (-counts[t], first[t]))  # most frequent first
+        # most frequent first, ties by the token, higher first: Keras's np.lexsort((tokens, counts))[::-1]
+        order = sorted(counts, key=lambda t: (counts[t], t), reverse=True)
         if self.max_tokens is not None:
             order = order[:self.max_tokens - self._reserved()]
         self.set_vocabulary(order)

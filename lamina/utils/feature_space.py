@@ -49,22 +49,13 @@ _KERAS_MODULE = "keras.src.layers.preprocessing.feature_space"
 
 
 def _deserialize_preprocessor(config):
-    """A preprocessing layer from its serialized dict. A Discretization adapted before it was saved holds both
-    num_bins and the learnt bin_boundaries, which its constructor refuses together (Keras's from_config sets
-    the boundaries after construction; so does this). Keras's internal identity layer maps to Identity."""
+    """A preprocessing layer from its serialized dict (an adapted Discretization keeps its learnt boundaries:
+    Discretization.from_config). Keras's internal identity layer maps to Identity."""
     if not isinstance(config, dict):
         raise ValueError(f"A feature's preprocessor must be a layer or its serialized dict. Received: {config!r}")
     config = dict(config)
     if config.get("class_name") == "TFDIdentity":
         config["class_name"], config["registered_name"] = "Identity", None
-    inner = config.get("config")
-    if (config.get("class_name") == "Discretization" and isinstance(inner, dict)
-            and inner.get("bin_boundaries") is not None and inner.get("num_bins") is not None):
-        inner = dict(inner)
-        boundaries = inner.pop("bin_boundaries")
-        layer = deserialize_keras_object({**config, "config": inner})
-        layer.bin_boundaries = [float(b) for b in boundaries]
-        return layer
     layer = deserialize_keras_object(config)
     if not isinstance(layer, Layer):
         raise ValueError(f"A feature's preprocessor must be a layer. Received: {layer!r}")
