@@ -2,7 +2,7 @@
 
 ``import lamina as keras`` serves Keras 3 code for everything lamina implements.
 """
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401
 
 from . import backend, config, tree
 from .backend import set_device, get_device, floatx

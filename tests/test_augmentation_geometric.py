@@ -408,14 +408,6 @@ def policy_layers(monkeypatch):
         monkeypatch.setattr(layers, "RandomSharpness", _StandInSharpness, raising=False)
 
 
-def test_policies_name_the_layers_they_miss(monkeypatch):
-    monkeypatch.delattr(layers, "Equalization", raising=False)
-    with pytest.raises(NotImplementedError, match="Equalization"):
-        layers.RandAugment()
-    with pytest.raises(NotImplementedError, match="Equalization"):
-        layers.AugMix(all_ops=False)
-
-
 @pytest.fixture
 def keras_brightness_without_aliasing(monkeypatch):
     """Keras 3.15's RandomBrightness.transform_images does ``images += delta``: on the torch backend that

@@ -20,7 +20,10 @@ import numpy as np
 from .. import backend, ops
 from ..ops.image import _data_format, _gauss1d, _sample_nhwc, affine_transform, perspective_transform
 from ..tensor import Tensor
-from .preprocessing import _RandomLayer
+from .augmentation_color import Equalization, RandomSharpness
+from .preprocessing import RandomContrast, RandomRotation, RandomTranslation, _RandomLayer
+from .preprocessing_extra import (AutoContrast, RandomBrightness, RandomColorDegeneration, RandomPosterization,
+                                  Solarization)
 
 __all__ = ["MixUp", "CutMix", "RandomShear", "RandomPerspective", "RandomElasticTransform", "AugMix",
            "RandAugment"]
@@ -525,13 +528,15 @@ class RandomElasticTransform(_ImageAugmentation):
 
 # ----------------------------------------------------------------------------- policies
 # Keras's names of the augmentations the two policies choose from, and the lamina.layers class of each
-_POLICY_LAYERS = {
-    "random_shear": "RandomShear", "random_translation": "RandomTranslation", "random_rotation": "RandomRotation",
-    "random_brightness": "RandomBrightness", "random_color_degeneration": "RandomColorDegeneration",
-    "random_contrast": "RandomContrast", "random_sharpness": "RandomSharpness",
-    "random_posterization": "RandomPosterization", "solarization": "Solarization", "auto_contrast": "AutoContrast",
-    "equalization": "Equalization",
-}
+def _policy_layers():
+    """The layer class of each policy operation name (RandomShear is defined above in this module)."""
+    return {
+        "random_shear": RandomShear, "random_translation": RandomTranslation, "random_rotation": RandomRotation,
+        "random_brightness": RandomBrightness, "random_color_degeneration": RandomColorDegeneration,
+        "random_contrast": RandomContrast, "random_sharpness": RandomSharpness,
+        "random_posterization": RandomPosterization, "solarization": Solarization, "auto_contrast": AutoContrast,
+        "equalization": Equalization,
+    }
 
 
 class _Policy(_ImageAugmentation):
@@ -548,7 +553,6 @@ class _Policy(_ImageAugmentation):
     """
 
     def _make_layers(self, names, factor, value_range, interpolation):
-        from .. import layers as lib          # the package, complete by the time a policy is made
         f = tuple(factor)
         args = {
             "random_shear": dict(x_factor=f, y_factor=f, interpolation=interpolation),
@@ -563,13 +567,9 @@ class _Policy(_ImageAugmentation):
             "auto_contrast": dict(value_range=value_range),
             "equalization": dict(value_range=value_range),
         }
-        missing = [_POLICY_LAYERS[n] for n in names if not hasattr(lib, _POLICY_LAYERS[n])]
-        if missing:
-            raise NotImplementedError(f"{type(self).__name__} uses lamina.layers.{', '.join(missing)}, which this "
-                                      "lamina does not have yet (lamina/layers/augmentation_color.py).")
+        classes = _policy_layers()
         # a plain dict, not attributes: the sub-layers hold no weights and are not part of the saved model
-        self._ops = {n: getattr(lib, _POLICY_LAYERS[n])(**args[n], name=f"{self.name}_{n}", dtype=self.dtype)
-                     for n in names}
+        self._ops = {n: classes[n](**args[n], name=f"{self.name}_{n}", dtype=self.dtype) for n in names}
 
     def _draw(self, name, x, rng):
         layer = self._ops[name]

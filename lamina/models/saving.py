@@ -13,7 +13,8 @@ import os
 
 import numpy as np
 
-from .. import __version__, backend, io
+from .. import backend, io
+from .._version import __version__
 from ..io import ModelFileError
 from ..io.limits import open_regular, weight_budget
 from ..registry import MODEL_FILES, serialize

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 
 from .. import backend
-from ..registry import register, serialize
+from ..registry import get_registered_object, register, registered_names, serialize
 from ..tensor import Tensor, Variable
 from . import schedules as _schedules
 
@@ -454,3 +454,47 @@ def _snake(name):
             out.append("_")
         out.append(c.lower())
     return "".join(out)
+
+
+# The names optimizers.get() accepts, Keras's (case-insensitive; each is a lamina optimizer's class name in
+# lower case): the classes are found in the registry, where each registers itself when defined, so this
+# module needs none of the modules that define them (extra.py, which uses get, imports this one)
+_GET_NAMES = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "lion", "lamb", "ftrl",
+              "adafactor", "lossscaleoptimizer", "muon", "schedulefreeadamw")
+
+
+def _by_name(name):
+    """The lamina optimizer class called ``name`` (any case), if get() accepts that name; else None."""
+    name = str(name).lower()
+    if name not in _GET_NAMES:
+        return None
+    for key in registered_names(base=Optimizer):
+        cls = get_registered_object(key)
+        if key.lower() == name and cls.__module__.startswith("lamina.optimizers"):
+            return cls
+    return None
+
+
+def get(identifier):
+    """An optimizer from a name ('adam', 'SGD', ...), an Optimizer (returned as is) or a config dict."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    if isinstance(identifier, str):
+        cls = _by_name(identifier)
+        if cls is None:
+            raise ValueError(f"Unknown optimizer {identifier!r}. Valid names: {', '.join(_GET_NAMES)} "
+                             "(case-insensitive, class names too).")
+        return cls()
+    raise ValueError(f"Could not interpret optimizer identifier: {identifier!r}. Pass a name "
+                     f"({', '.join(_GET_NAMES)}), an Optimizer instance or a {{'class_name', 'config'}} dict.")
+
+
+def deserialize(config, custom_objects=None):
+    """An optimizer from ``{'class_name': ..., 'config': {...}}``."""
+    name = config.get("class_name", "")
+    cls = _by_name(name) or get_registered_object(name, custom_objects, base=Optimizer)
+    if cls is None:
+        raise ValueError(f"Unknown optimizer {name!r}. Valid names: {', '.join(_GET_NAMES)}.")
+    return cls.from_config(config.get("config", {}), custom_objects)

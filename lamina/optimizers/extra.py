@@ -2,7 +2,8 @@
 import math
 
 from .. import backend
-from .base import Optimizer, _array
+from ..registry import serialize
+from .base import Optimizer, _array, deserialize, get
 
 _BASE = dict(weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, use_ema=False,
              ema_momentum=0.99, ema_overwrite_frequency=None, loss_scale_factor=None,
@@ -207,7 +208,6 @@ class LossScaleOptimizer(Optimizer):
 
     def __init__(self, inner_optimizer, initial_scale=2.0 ** 15, dynamic_growth_steps=2000, name=None, **kwargs):
         if not isinstance(inner_optimizer, Optimizer):
-            from . import get
             inner_optimizer = get(inner_optimizer)
         if kwargs.pop("loss_scale_factor", None) is not None:
             raise ValueError("LossScaleOptimizer does not support specifying a `loss_scale_factor`.")
@@ -269,13 +269,11 @@ class LossScaleOptimizer(Optimizer):
         self.inner_optimizer.set_state(state)
 
     def get_config(self):
-        from ..registry import serialize
         return {"name": self.name, "inner_optimizer": serialize(self.inner_optimizer),
                 "initial_scale": self.initial_scale, "dynamic_growth_steps": self.dynamic_growth_steps}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        from . import deserialize
         config = dict(config)
         inner = config.pop("inner_optimizer")
         if isinstance(inner, dict):
@@ -335,13 +333,11 @@ class OptimizerMap:
         return self[getattr(variable, "path", None) or variable.name]
 
     def get_config(self):
-        from ..registry import serialize
         return {"default_optimizer": serialize(self.default_optimizer),
                 "optimizer_map": {k: serialize(v) for k, v in self._optimizer_map.items()}}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        from . import deserialize
         return cls(deserialize(config["default_optimizer"], custom_objects),
                    {k: deserialize(v, custom_objects) for k, v in (config.get("optimizer_map") or {}).items()})
 
@@ -414,7 +410,6 @@ class MultiOptimizer(Optimizer):
         return [s for opt in self._inner for s in opt.get_state()]
 
     def get_config(self):
-        from ..registry import serialize
         om = self._optimizer_map
         return {"name": self.name, "loss_scale_factor": self.loss_scale_factor,
                 "optimizer_map": om.get_config() if isinstance(om, OptimizerMap) else serialize(om)}
