@@ -322,6 +322,16 @@ def test_get_resolves_names_and_rejects_unknown():
     assert optimizers.get(opt) is opt
     with pytest.raises(ValueError, match="Valid names: sgd, adam"):
         optimizers.get("adamm")
+    # the names are lamina's classes, whatever a user's custom-object scope calls "Adam" (get() looks them up
+    # among Optimizer's subclasses, not in the registry the scope shadows)
+    import lamina
+
+    class MyAdam(optimizers.Adam):
+        pass
+    with lamina.saving.custom_object_scope({"Adam": MyAdam}):
+        assert type(optimizers.get("adam")) is optimizers.Adam
+        assert type(optimizers.deserialize({"class_name": "Adam", "config": {}})) is optimizers.Adam
+    assert type(optimizers.get("schedulefreeadamw")) is optimizers.ScheduleFreeAdamW
 
 
 def test_config_round_trip_with_schedule():

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 
 from .. import backend
-from ..registry import get_registered_object, register, registered_names, serialize
+from ..registry import get_registered_object, register, serialize
 from ..tensor import Tensor, Variable
 from . import schedules as _schedules
 
@@ -457,21 +457,24 @@ def _snake(name):
 
 
 # The names optimizers.get() accepts, Keras's (case-insensitive; each is a lamina optimizer's class name in
-# lower case): the classes are found in the registry, where each registers itself when defined, so this
-# module needs none of the modules that define them (extra.py, which uses get, imports this one)
+# lower case). The classes are found among Optimizer's subclasses, so this module needs none of the modules
+# that define them (extra.py, which uses get, imports this one); not through the registry, where a user's
+# custom_object_scope({"Adam": ...}) or a same-named user class would stand in for lamina's.
 _GET_NAMES = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "lion", "lamb", "ftrl",
               "adafactor", "lossscaleoptimizer", "muon", "schedulefreeadamw")
 
 
 def _by_name(name):
-    """The lamina optimizer class called ``name`` (any case), if get() accepts that name; else None."""
+    """lamina's optimizer class called ``name`` (any case), if get() accepts that name; else None."""
     name = str(name).lower()
     if name not in _GET_NAMES:
         return None
-    for key in registered_names(base=Optimizer):
-        cls = get_registered_object(key)
-        if key.lower() == name and cls.__module__.startswith("lamina.optimizers"):
+    todo = list(Optimizer.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        if cls.__name__.lower() == name and cls.__module__.startswith("lamina.optimizers"):
             return cls
+        todo += cls.__subclasses__()
     return None
 
 
