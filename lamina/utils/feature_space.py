@@ -38,7 +38,7 @@ from ..layers import (CategoryEncoding, Concatenate, Discretization, HashedCross
                       IntegerLookup, Normalization, Rescaling, StringLookup, TextVectorization)
 from ..layers.layer import Layer
 from ..registry import register
-from ..saving import CustomObjectScope, deserialize_keras_object, serialize_keras_object
+from ..saving import CustomObjectScope, deserialize_keras_object, save_model, serialize_keras_object
 from ..tensor import Tensor
 
 __all__ = ["FeatureSpace", "Feature", "Cross"]
@@ -538,7 +538,6 @@ class FeatureSpace(Layer):
 
     def save(self, filepath):
         """Write this FeatureSpace to a ``.keras`` file; ``lamina.models.load_model`` reads it back."""
-        from ..models.saving import save_model
         filepath = os.fspath(filepath)
         if not filepath.endswith(".keras"):
             raise ValueError("Invalid `filepath` argument: expected a `.keras` extension. "
