@@ -56,6 +56,29 @@ def test_layer_norm_grad(shape, axes):
                R.standard_normal(pshape) + 1, R.standard_normal(pshape))
 
 
+def test_layer_norm_one_sided_affine_grad():
+    """The row path (trailing axes, contiguous input) with only gamma or only beta."""
+    x = R.standard_normal((3, 2, 5))
+    check_grad(lambda x, g: ops.layer_norm(x, g, None, -1), x, R.standard_normal(5) + 1)
+    check_grad(lambda x, b: ops.layer_norm(x, None, b, -1), x, R.standard_normal(5))
+
+
+def test_layer_norm_row_path_equals_general_path():
+    """A non-contiguous input takes the general (reduce over axes) path: same values and gradients as the
+    row path's matrix-vector statistics."""
+    xt = R.standard_normal((6, 4, 3)).astype(np.float32)
+    g, b = R.standard_normal(6).astype(np.float32) + 1, R.standard_normal(6).astype(np.float32)
+    gy = R.standard_normal((3, 4, 6)).astype(np.float32)
+    out = []
+    for x in (np.ascontiguousarray(xt.transpose(2, 1, 0)), xt.transpose(2, 1, 0)):
+        ts = [Tensor(a, requires_grad=True) for a in (x, g, b)]
+        y = ops.layer_norm(*ts, axes=-1)
+        (y * Tensor(gy)).sum().backward()
+        out.append([y.numpy()] + [t.grad for t in ts])
+    for a, c in zip(*out):
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
+
+
 def test_layer_norm_rms_scaling_and_no_affine_grad():
     x = R.standard_normal((3, 7)) + 0.5
     check_grad(lambda x, g: ops.layer_norm(x, g, None, -1, rms_scaling=True), x, R.standard_normal(7))

