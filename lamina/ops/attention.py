@@ -29,30 +29,40 @@ class ScaledDotProductAttention(Op):
     """Fused attention. Inputs q, k, v (float) and an optional boolean mask (True = attend).
     Params: scale, rate (dropout on the weights), training, is_causal, return_weights, empty_rows."""
 
+    # The scores are computed transposed, sT = K (scale Q)^T of shape (..., Tk, Tq): the softmax over keys
+    # then reduces down columns (axis -2), which NumPy vectorises across rows, while a max or sum over a
+    # short last axis runs row by row (softmax of (32, 4, 64, 64) scores: 1.04 -> 0.70 ms). The weights W
+    # are the transposed view of that buffer; every product reads it with BLAS's transpose flag.
+
     def forward(self, q, k, v, mask):
         xp = self.xp
         dt = q.dtype.type
         qs = q * dt(self.scale)                       # scale Q (Tq*d products) instead of S (Tq*Tk)
-        s = qs @ xp.swapaxes(k, -1, -2)               # (..., Tq, Tk)
+        st = k @ xp.swapaxes(qs, -1, -2)              # (..., Tk, Tq): S^T
         allowed = None if mask is None else mask.astype(bool, copy=False)
         if self.is_causal:
-            tri = causal_mask(s.shape[-2], s.shape[-1], xp)
+            tri = causal_mask(st.shape[-1], st.shape[-2], xp)
             allowed = tri if allowed is None else allowed & tri
+        allowed_t = None if allowed is None else xp.swapaxes(allowed, -1, -2)
         if allowed is not None:
-            # the most negative finite float: exp() of it minus the row max is exactly 0, and a row
+            # the most negative finite float: exp() of it minus the column max is exactly 0, and a query
             # with no allowed key stays finite (uniform), to be zeroed below instead of becoming NaN
-            s = xp.where(allowed, s, dt(xp.finfo(s.dtype).min))
-        s -= s.max(axis=-1, keepdims=True)            # stable softmax, in place on the score buffer
-        xp.exp(s, out=s)
-        s /= s.sum(axis=-1, keepdims=True)
+            low = dt(xp.finfo(st.dtype).min)
+            if np.broadcast_shapes(allowed_t.shape, st.shape) == st.shape:
+                xp.copyto(st, low, where=~allowed_t)   # in place: keeps the transposed layout
+            else:  # the mask has batch axes the scores lack
+                st = xp.ascontiguousarray(xp.where(allowed_t, st, low))
+        st -= st.max(axis=-2, keepdims=True)          # stable softmax over keys, in place on the score buffer
+        xp.exp(st, out=st)
+        st /= st.sum(axis=-2, keepdims=True)
         self.dead = None
         if allowed is not None:
             if self.empty_rows == "zeros":
-                s *= allowed
-            else:  # 'uniform' (Keras): a row with no allowed key keeps its uniform weights
-                dead = ~allowed.any(axis=-1, keepdims=True)
+                st *= allowed_t
+            else:  # 'uniform' (Keras): a query with no allowed key keeps its uniform weights
+                dead = ~allowed_t.any(axis=-2, keepdims=True)
                 self.dead = dead if bool(dead.any()) else None
-        w = s
+        w = xp.swapaxes(st, -1, -2)                   # (..., Tq, Tk), a view
         keep = None
         if self.training and self.rate > 0.0:
             # inverted dropout on the weights: drop whole key positions for a query, as in Keras
@@ -63,37 +73,38 @@ class ScaledDotProductAttention(Op):
             out = (w * keep) @ v
         else:
             out = w @ v
-        self.saved = (qs, k, v, w, keep, out)
+        self.saved = (qs, k, v, st, keep, out)
         self.shapes = (q.shape, k.shape, v.shape)
         return (out, w) if self.return_weights else out
 
     def backward(self, gy, gw=None):
         xp = self.xp
-        qs, k, v, w, keep, out = self.saved
+        qs, k, v, st, keep, out = self.saved
         q_shape, k_shape, v_shape = self.shapes
-        wd = w if keep is None else w * keep
+        keep_t = None if keep is None else xp.swapaxes(keep, -1, -2)
         gq = gk = gv = None
         if self.needs_grad[2]:
-            gv = unbroadcast(xp.swapaxes(wd, -1, -2) @ gy, v_shape)         # dV = Wd^T dO
+            wd_t = st if keep is None else st * keep_t
+            gv = unbroadcast(wd_t @ gy, v_shape)                               # dV = Wd^T dO
         if self.needs_grad[0] or self.needs_grad[1]:
-            dw = gy @ xp.swapaxes(v, -1, -2)                                   # dWd = dO V^T
+            ds_t = v @ xp.swapaxes(gy, -1, -2)                                 # dWd^T = V dO^T
             if keep is not None:
-                dw *= keep
+                ds_t *= keep_t
             # softmax backward: dS = W * (dW - sum_j dW_j W_j); masked entries have W = 0, so dS = 0.
             # The row sum needs no (Tq, Tk) temporary: sum_j (dO V^T)_ij keep_ij W_ij = dO_i . O_i
-            rowsum = (gy * out).sum(axis=-1, keepdims=True)
+            rowsum = (gy * out).sum(axis=-1)[..., None, :]                     # (..., 1, Tq)
             if gw is not None:                                                 # weights returned and used
-                dw += gw
-                rowsum += (gw * w).sum(axis=-1, keepdims=True)
-            ds = dw
-            ds -= rowsum
-            ds *= w
+                gw_t = xp.swapaxes(gw, -1, -2)
+                ds_t += gw_t
+                rowsum += (gw_t * st).sum(axis=-2, keepdims=True)
+            ds_t -= rowsum
+            ds_t *= st
             if self.dead is not None:  # uniform rows came from constants (Keras's where): no score gradient
-                ds *= ~self.dead
+                ds_t *= ~self.dead
             if self.needs_grad[0]:
-                gq = unbroadcast((ds @ k) * qs.dtype.type(self.scale), q_shape)   # dQ = scale dS K
+                gq = unbroadcast((xp.swapaxes(ds_t, -1, -2) @ k) * qs.dtype.type(self.scale), q_shape)  # scale dS K
             if self.needs_grad[1]:
-                gk = unbroadcast(xp.swapaxes(ds, -1, -2) @ qs, k_shape)              # dK = dS^T (scale Q)
+                gk = unbroadcast(ds_t @ qs, k_shape)                              # dK = dS^T (scale Q)
         return gq, gk, gv, None
 
 
