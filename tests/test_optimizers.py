@@ -417,3 +417,25 @@ def test_schedule_config_round_trip():
         clone = schedules.deserialize(lamina.registry.serialize(s))
         assert clone.get_config() == s.get_config()
         assert clone(13) == s(13)
+
+
+@pytest.mark.parametrize("cls,kw", [(optimizers.Adam, {}), (optimizers.Adam, {"amsgrad": True}),
+                                    (optimizers.AdamW, {"weight_decay": 0.01})])
+def test_adam_blocked_update_equals_whole_array_update(cls, kw, monkeypatch):
+    """Large variables are updated in cache-sized blocks (adam._BLOCK elements): the same numbers, bit for
+    bit, as one pass per operation over the whole arrays; the last block is a partial one."""
+    from lamina.optimizers import adam
+    rng = np.random.default_rng(3)
+    w0 = rng.standard_normal((3 * adam._BLOCK + 5,)).astype(np.float32).reshape(-1, 1)
+    grads = [rng.standard_normal(w0.shape).astype(np.float32) for _ in range(3)]
+    results = []
+    for block in (adam._BLOCK, 10 * w0.size):
+        monkeypatch.setattr(adam, "_BLOCK", block)
+        monkeypatch.setattr(adam._blocks, "__defaults__", (block,))
+        var = lamina.Variable(w0.copy())
+        opt = cls(learning_rate=0.01, **kw)
+        for g in grads:
+            opt.apply([g], [var])
+        results.append(np.asarray(var.numpy()))
+    assert not np.array_equal(results[0], w0)
+    np.testing.assert_array_equal(results[0], results[1])
