@@ -225,9 +225,11 @@ RECIPES = {r.name: r for r in [
                    "Embedding + bidirectional LSTM sentiment classifier on real movie-review sentences (~80%)"),
     SequenceRecipe("charlm", charlm_model, "pydoc_chars", 3, 128, 3e-3,
                    "character-level GRU language model on CPython's help text (sample with generate())"),
-    SequenceRecipe("longmemory", _longmemory_builder("lstm"), "longmemory", 10, 32, 1e-2,
+    # learning rate 3e-3: 26 of 26 seeds of the LSTM (12 of 12 of the GRU) reach >= 97% in 3-6 epochs; at
+    # 1e-2, 5 of 24 LSTM seeds were still on a plateau (42-87%) after 12 epochs
+    SequenceRecipe("longmemory", _longmemory_builder("lstm"), "longmemory", 10, 32, 3e-3,
                    "LSTM recalls the symbol seen 40 steps earlier (~100%; chance 12.5%)"),
-    SequenceRecipe("longmemory-gru", _longmemory_builder("gru"), "longmemory", 10, 32, 1e-2,
+    SequenceRecipe("longmemory-gru", _longmemory_builder("gru"), "longmemory", 10, 32, 3e-3,
                    "GRU on the same long-memory task (~100%)"),
     SequenceRecipe("longmemory-dense", _longmemory_builder("dense"), "longmemory", 10, 32, 1e-2,
                    "order-free Dense baseline on the long-memory task (stays at chance, 12.5%)"),
