@@ -7,6 +7,8 @@ torch ops and differentiated by torch's autograd (what real Keras does with KERA
     sparse:       the same, then nll_loss (pick the label's -log q)
     binary:       pc = clip(p, 1e-7, 1 - 1e-7);  loss = mean(binary_cross_entropy(pc, t), axis)
 """
+import warnings
+
 import numpy as np
 import pytest
 
@@ -581,3 +583,24 @@ def test_numerics_on_device_match_cpu(device_xp, name):
         results.append([backend.to_numpy(a).astype(np.float64) for a in out])
     for a, b in zip(*results):
         np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-5)  # (test_device.py's GPU tolerance)
+
+
+@pytest.mark.parametrize("dtype,low", [(np.float32, -87.0), (np.float64, -700.0)])
+def test_gate_sigmoid_relatively_exact_in_the_normal_range(dtype, low):
+    """The fused recurrent gates' sigmoid (1 / (1 + exp(-x)), subnormals=False): a few ulps of relative
+    error wherever sigmoid(x) is a normal number, 0 below that, no overflow warning, NaN kept."""
+    from lamina.ops.activations import sigmoid_inplace
+    x = np.concatenate([np.linspace(low, 100.0, 4001), [-30.0, -1e-3, 0.0, 1e-3]]).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = sigmoid_inplace(np, x.copy(), subnormals=False)
+        edge = sigmoid_inplace(np, np.array([np.nan, -np.inf, np.inf, 2 * low - 100.0], dtype), subnormals=False)
+    want = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    assert got.dtype == dtype
+    assert np.max(np.abs(got - want) / want) < 8 * np.finfo(dtype).eps
+    assert np.isnan(edge[0]) and edge[1] == 0.0 and edge[2] == 1.0 and edge[3] == 0.0
+    # a strided view (a block of gate columns) is written in place, its neighbours untouched
+    block = np.stack([x, x]).T.copy()
+    sigmoid_inplace(np, block[:, :1], subnormals=False)
+    np.testing.assert_array_equal(block[:, 0], got)
+    np.testing.assert_array_equal(block[:, 1], x)

@@ -41,8 +41,9 @@ def _act_(xp, name, a):
     if name == "tanh":
         xp.tanh(a, out=a)
     elif name == "sigmoid":
-        # exp(-|x|) based: accurate for every x, never overflows ((tanh(x/2) + 1) / 2 cancels for x < 0)
-        sigmoid_inplace(xp, a)
+        # relatively exact down to sigmoid's subnormal range, where a gate is 0 in all but name (the form
+        # (tanh(x/2) + 1) / 2 would cancel for x < 0)
+        sigmoid_inplace(xp, a, subnormals=False)
     elif name == "hard_sigmoid":
         a *= 1.0 / 6.0
         a += 0.5
