@@ -313,6 +313,7 @@ class Op:
 
     same_float_dtype = False  # binary arithmetic: float inputs must share one dtype (see apply)
     is_view = False           # the outputs may be views of input 0's array
+    none_grads = False        # backward takes None for an output no gradient reached (else: zeros of its shape)
     saved = None
     # graph bookkeeping, set by apply when the op is recorded (see _backprop)
     _edges = None             # per input: None, or (parent_op, out_index, leaf, shape, dtype)
@@ -521,8 +522,9 @@ def _backprop(root, grad, retain_graph=False, accumulate=True, targets=None, on_
                     give((id(op), k), ref() if ref is not None else None, g)
             if op._watch:
                 _check_versions(op)
-            xp = op.xp
-            gys = [xp.zeros(s, d) if g is None else g for g, (s, d) in zip(gys, op.out_meta)]
+            if not op.none_grads:
+                xp = op.xp
+                gys = [xp.zeros(s, d) if g is None else g for g, (s, d) in zip(gys, op.out_meta)]
             gxs = op.backward(*gys)
             gys = None  # no longer held here: a view of one returned for a leaf need not be copied
             if not isinstance(gxs, (tuple, list)):

@@ -210,3 +210,28 @@ def test_embedding_backward_pairs_ids_with_a_transposed_gradient():
     want = np.zeros((5, 2))
     np.add.at(want, ids.reshape(-1), gy.reshape(-1, 2))
     np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["simple_rnn", "lstm", "gru"])
+@pytest.mark.parametrize("masked,backwards", [(False, False), (True, True)])
+def test_unused_outputs_get_no_zero_gradient_arrays(kind, masked, backwards):
+    """The fused ops take None for an output no gradient reached (Op.none_grads): the sequence output of
+    return_sequences=False, the cell state. Gradients are those of the same loss with explicit zeros."""
+    rng = np.random.default_rng(4)
+    N, T, D, u = 3, 6, 4, 5
+    G = {"simple_rnn": 1, "lstm": 4, "gru": 3}[kind]
+    arrays = [rng.standard_normal((N, T, D)), 0.5 * rng.standard_normal((D, G * u)),
+              0.5 * rng.standard_normal((u, G * u)),
+              rng.standard_normal((2, G * u)) if kind == "gru" else rng.standard_normal(G * u)]
+    mask = rng.random((N, T)) > 0.3 if masked else None
+    w = Tensor(rng.standard_normal((N, u)))
+    grads = []
+    for explicit_zeros in (False, True):
+        xs = [Tensor(a, requires_grad=True) for a in arrays]
+        out = getattr(ops, kind)(*xs, mask=mask, go_backwards=backwards)
+        loss = (out[1] * w).sum()
+        if explicit_zeros:
+            loss = loss + sum((o * 0.0).sum() for o in out[:1] + out[2:])
+        grads.append(grad(loss, xs))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -75,6 +75,12 @@ def _dact_into(xp, name, y, out):
     return out
 
 
+def _start(xp, g, like):
+    """The gradient flowing into the last step's state: a copy of ``g`` (the loop adds to it in place), or
+    zeros of one step's state when no gradient reached that output (the op sets ``none_grads``)."""
+    return xp.zeros(like.shape[:1] + like.shape[2:], like.dtype) if g is None else g.copy()
+
+
 def _prepare(xp, x, kernel, bias, mask, go_backwards):
     """Time-major rows of x (T*N, D), the all-steps input projection (N, T, G*u) backed by time-major
     memory, masks (N, T, 1), step order.
@@ -149,6 +155,8 @@ def _common_grads(op, xp, x2, kernel, Hp, dZ, dR, N, T, D):
 class SimpleRNNSeq(Op):
     """h_t = act(x_t W + b + h_{t-1} U) over the whole sequence."""
 
+    none_grads = True  # the sequence output often gets no gradient (return_sequences=False)
+
     def forward(self, x, kernel, recurrent_kernel, bias, h0, mask):
         xp = self.xp
         _check("simple_rnn", x, kernel, recurrent_kernel, 1, [(recurrent_kernel.shape[0],)], bias, [h0], mask)
@@ -175,13 +183,14 @@ class SimpleRNNSeq(Op):
         xp = self.xp
         x2, kernel, recurrent_kernel, mf, Hn, Hp, steps = self.saved
         N, T, u = Hn.shape
-        if self.go_backwards:
+        if self.go_backwards and gH is not None:
             gH = gH[:, ::-1]
         dZ = xp.empty_like(Hn)  # (N, T, u): each step's derivative, then its pre-activation gradient
         rkT = xp.ascontiguousarray(recurrent_kernel.T)
-        dh = gh.copy()
+        dh = _start(xp, gh, Hn)
         for t in reversed(steps):
-            dh += gH[:, t]
+            if gH is not None:
+                dh += gH[:, t]
             dz = _dact_into(xp, self.activation, Hn[:, t], dZ[:, t])
             if mf is None:
                 dz *= dh
@@ -212,6 +221,8 @@ class LSTMSeq(Op):
     (four per-gate products cost more than they save); adding the input part writes it gate-major, and the
     backward loop writes each step's pre-activation gradients back as an (N, 4u) row block of dZ, in the
     layout of the after-the-loop products."""
+
+    none_grads = True  # the sequence output often gets no gradient (return_sequences=False)
 
     def forward(self, x, kernel, recurrent_kernel, bias, h0, c0, mask):
         xp = self.xp
@@ -259,17 +270,18 @@ class LSTMSeq(Op):
         x2, kernel, recurrent_kernel, mf, Gs, Hp, Cp, TC, steps = self.saved
         N, T, u = Hp.shape
         ract, act = self.recurrent_activation, self.activation
-        if self.go_backwards:
+        if self.go_backwards and gH is not None:
             gH = gH[:, ::-1]
         dZ = _buffer(xp, N, T, 4 * u, x2.dtype)  # pre-activation gradients of every gate at every step
         dA = xp.empty((4, N, u), x2.dtype)       # one step's: gate-major, then written into dZ
         D = xp.empty((4, N, u), x2.dtype)        # one step's gate derivatives
         dtc = xp.empty((N, u), x2.dtype)         # one step's gradient into the new cell state
         rkT = xp.ascontiguousarray(recurrent_kernel.T)
-        dh = gh.copy()
-        dc = gc.copy()
+        dh = _start(xp, gh, Hp)
+        dc = _start(xp, gc, Hp)
         for t in reversed(steps):
-            dh += gH[:, t]
+            if gH is not None:
+                dh += gH[:, t]
             g_t = Gs[t]
             i, f, o, g = g_t
             tc = TC[:, t]
@@ -307,6 +319,8 @@ class LSTMSeq(Op):
 
 class GRUSeq(Op):
     """Keras GRU (gates z, r, h) over the whole sequence; reset_after True (PyTorch's form) or False."""
+
+    none_grads = True  # the sequence output often gets no gradient (return_sequences=False)
 
     def forward(self, x, kernel, recurrent_kernel, bias, h0, mask):
         xp = self.xp
@@ -361,7 +375,7 @@ class GRUSeq(Op):
         x2, kernel, recurrent_kernel, mf, ZR, HH, RH, Hp, steps = self.saved
         N, T, u = Hp.shape
         ra = self.reset_after
-        if self.go_backwards:
+        if self.go_backwards and gH is not None:
             gH = gH[:, ::-1]
         dzr_t = xp.empty_like(ZR[:, 0])  # one step's derivatives of z and r, and of the candidate
         dhh_t = xp.empty_like(HH[:, 0])
@@ -370,9 +384,10 @@ class GRUSeq(Op):
         rkT = xp.ascontiguousarray(recurrent_kernel.T)
         uzrT = xp.ascontiguousarray(recurrent_kernel[:, :2 * u].T)
         uhT = xp.ascontiguousarray(recurrent_kernel[:, 2 * u:].T)
-        dh = gh.copy()
+        dh = _start(xp, gh, Hp)
         for t in reversed(steps):
-            dh += gH[:, t]
+            if gH is not None:
+                dh += gH[:, t]
             h_prev = Hp[:, t]
             zr = ZR[:, t]
             z, r, hh = zr[:, :u], zr[:, u:], HH[:, t]
