@@ -18,6 +18,8 @@ Gate orders and weight layouts are Keras's: LSTM i, f, c, o; GRU z, r, h.
 Activations: 'tanh', 'sigmoid', 'hard_sigmoid', 'relu' and 'linear' are fused (the layers fall back to
 a cell loop with autograd for any other activation).
 """
+import numpy as np
+
 from .. import backend
 from ..tensor import Op, Tensor
 from .activations import sigmoid_inplace
@@ -231,9 +233,11 @@ class LSTMSeq(Op):
         N, T, D = x.shape
         kernel, recurrent_kernel = _swap_last_gates(xp, kernel, u), _swap_last_gates(xp, recurrent_kernel, u)
         bias = None if bias is None else _swap_last_gates(xp, bias, u)
-        x2, xw, mt, mf, steps = _prepare(xp, x, kernel, bias, mask, self.go_backwards)
+        # the bias is added to each step's recurrent product (a pass over (N, 4u) in cache) rather than to
+        # the whole input projection (one more pass over (T*N, 4u) in memory)
+        x2, xw, mt, mf, steps = _prepare(xp, x, kernel, None, mask, self.go_backwards)
         xw4 = xw.transpose(1, 0, 2).reshape(T, N, 4, u).transpose(0, 2, 1, 3)  # (T, 4, N, u) view
-        rec = xp.empty((N, 4 * u), x.dtype)     # one step's recurrent product h U
+        rec = xp.empty((N, 4 * u), np.result_type(x.dtype, recurrent_kernel.dtype))  # one step's h U (+ b)
         rec4 = rec.reshape(N, 4, u).transpose(1, 0, 2)
         ract, act = self.recurrent_activation, self.activation
         h = xp.zeros((N, u), x.dtype) if h0 is None else h0
@@ -247,6 +251,8 @@ class LSTMSeq(Op):
             Hp[:, t] = h
             Cp[:, t] = c
             xp.matmul(h, recurrent_kernel, out=rec)  # one product for all four gates
+            if bias is not None:
+                rec += bias
             z = xp.add(rec4, xw4[t], out=Gs[t])      # + the input part, laid out gate-major
             _act_(xp, ract, z[:3])
             _act_(xp, act, z[3])
