@@ -28,6 +28,17 @@ def _check_ids(ids, num_rows, who):
 _RANK_PASSES = 2  # duplicates handled by direct row adds before the segmented sum takes the rest
 
 
+class _Rows:
+    """gy's rows in sorted order, ``order`` applied at each lookup: each pass gathers just its own rows
+    from gy, instead of one gather of all of gy into sorted order followed by a second gather per pass."""
+
+    def __init__(self, gy, order):
+        self.gy, self.order = gy, order
+
+    def __getitem__(self, sel):
+        return self.gy[self.order[sel]]
+
+
 def _scatter_rows(xp, ids, gy, num_rows):
     """Sum the rows of gy (N, D) into a zero (num_rows, D) table at rows ids (N,), repeated ids adding.
 
@@ -48,7 +59,8 @@ def _scatter_rows(xp, ids, gy, num_rows):
         xp.add.at(out, ids, gy)
         return out
     order = xp.argsort(ids, kind="stable")
-    sids, g = ids[order], gy[order]
+    sids = ids[order]
+    g = _Rows(gy, order)  # rows of gy in sorted order, gathered only as each pass needs them
     new_run = xp.empty(sids.shape, bool)  # start of each run of equal ids in the sorted order
     new_run[0] = True
     xp.not_equal(sids[1:], sids[:-1], out=new_run[1:])
