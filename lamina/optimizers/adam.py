@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 
+from ..backend import get_array_module
 from .base import Optimizer
 
 _BASE_DOC = "and the base arguments (weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ...)"
@@ -195,7 +196,6 @@ class Nadam(Optimizer):
 
 
 def _xp(a):
-    from ..backend import get_array_module
     return get_array_module(a)
 
 
