@@ -324,7 +324,12 @@ class LSTMSeq(Op):
 
 
 class GRUSeq(Op):
-    """Keras GRU (gates z, r, h) over the whole sequence; reset_after True (PyTorch's form) or False."""
+    """Keras GRU (gates z, r, h) over the whole sequence; reset_after True (PyTorch's form) or False.
+
+    As in the LSTM op, each step's z and r are stored gate-major, (2, N, u), so that the element-wise
+    passes over them run on contiguous blocks; the recurrent product stays one GEMM per step, and the
+    backward loop writes each step's gradients back as (N, 3u) row blocks of dX (and dR) for the
+    after-the-loop products."""
 
     none_grads = True  # the sequence output often gets no gradient (return_sequences=False)
 
@@ -337,38 +342,44 @@ class GRUSeq(Op):
         b_in = None if bias is None else (bias[0] if ra else bias)
         b_rec = None if (bias is None or not ra) else bias[1]
         x2, xw, mt, mf, steps = _prepare(xp, x, kernel, b_in, mask, self.go_backwards)
+        xw3 = xw.transpose(1, 0, 2).reshape(T, N, 3, u).transpose(0, 2, 1, 3)  # (T, 3, N, u) view
         ract, act = self.recurrent_activation, self.activation
         h = xp.zeros((N, u), x.dtype) if h0 is None else h0
-        ZR = _buffer(xp, N, T, 2 * u, x.dtype)  # z and r
+        ZR = xp.empty((T, 2, N, u), x.dtype)    # z and r, gate-major per step
         HH = _buffer(xp, N, T, u, x.dtype)      # candidate state
         RH = _buffer(xp, N, T, u, x.dtype)      # reset_after: h U_h + b'_h (before the reset); else r * h_{t-1}
         H = _buffer(xp, N, T, u, x.dtype)
         Hp = _buffer(xp, N, T, u, x.dtype)
-        uzr = xp.ascontiguousarray(recurrent_kernel[:, :2 * u])
-        uh = xp.ascontiguousarray(recurrent_kernel[:, 2 * u:])
+        dt = np.result_type(x.dtype, recurrent_kernel.dtype)
+        if ra:
+            rec = xp.empty((N, 3 * u), dt)      # one step's h U (+ b')
+            rec3 = rec.reshape(N, 3, u).transpose(1, 0, 2)
+        else:
+            uzr = xp.ascontiguousarray(recurrent_kernel[:, :2 * u])
+            uh = xp.ascontiguousarray(recurrent_kernel[:, 2 * u:])
+            rec = xp.empty((N, 2 * u), dt)      # one step's h U_zr
+            rec3 = rec.reshape(N, 2, u).transpose(1, 0, 2)
         for t in steps:
             Hp[:, t] = h
-            zr = ZR[:, t]
+            zr = ZR[t]
             hh = HH[:, t]
+            xp.matmul(h, recurrent_kernel if ra else uzr, out=rec)  # one product for the gates
+            if ra and b_rec is not None:
+                rec += b_rec
+            xp.add(rec3[:2], xw3[t, :2], out=zr)
+            _act_(xp, ract, zr)
             if ra:
-                rec = h @ recurrent_kernel  # one product for all three gates
-                if b_rec is not None:
-                    rec += b_rec
-                xp.add(xw[:, t, :2 * u], rec[:, :2 * u], out=zr)
-                _act_(xp, ract, zr)
-                RH[:, t] = rec[:, 2 * u:]
-                xp.multiply(zr[:, u:], rec[:, 2 * u:], out=hh)
+                rh = RH[:, t]
+                rh[...] = rec3[2]
+                xp.multiply(zr[1], rh, out=hh)
             else:
-                xp.matmul(h, uzr, out=zr)
-                zr += xw[:, t, :2 * u]
-                _act_(xp, ract, zr)
-                xp.multiply(zr[:, u:], h, out=RH[:, t])
+                xp.multiply(zr[1], h, out=RH[:, t])
                 xp.matmul(RH[:, t], uh, out=hh)
-            hh += xw[:, t, 2 * u:]
+            hh += xw3[t, 2]
             _act_(xp, act, hh)
             hn = H[:, t]
             xp.subtract(h, hh, out=hn)  # h_t = z h_{t-1} + (1 - z) hh = hh + z (h_{t-1} - hh)
-            hn *= zr[:, :u]
+            hn *= zr[0]
             hn += hh
             if mt is not None:
                 hn[...] = xp.where(mt[:, t], hn, h)
@@ -383,8 +394,10 @@ class GRUSeq(Op):
         ra = self.reset_after
         if self.go_backwards and gH is not None:
             gH = gH[:, ::-1]
-        dzr_t = xp.empty_like(ZR[:, 0])  # one step's derivatives of z and r, and of the candidate
-        dhh_t = xp.empty_like(HH[:, 0])
+        dzr = xp.empty((2, N, u), x2.dtype)   # one step's gradients of z's and r's pre-activations
+        dzr_t = xp.empty((2, N, u), x2.dtype)  # and their activation's derivatives
+        dah = xp.empty((N, u), x2.dtype)      # of the candidate's pre-activation
+        dhh_t = xp.empty((N, u), x2.dtype)
         dX = _buffer(xp, N, T, 3 * u, x2.dtype)          # gradient of the input projections
         dR = _buffer(xp, N, T, 3 * u, x2.dtype) if ra else None  # of h U + b' (reset_after)
         rkT = xp.ascontiguousarray(recurrent_kernel.T)
@@ -395,33 +408,39 @@ class GRUSeq(Op):
             if gH is not None:
                 dh += gH[:, t]
             h_prev = Hp[:, t]
-            zr = ZR[:, t]
-            z, r, hh = zr[:, :u], zr[:, u:], HH[:, t]
+            zr = ZR[t]
+            z, r, hh = zr[0], zr[1], HH[:, t]
             if mf is not None:
                 dn = dh * mf[:, t]
                 dh -= dn        # what stays flows to the carried state
             else:
                 dn = dh
-            dx = dX[:, t]
-            dah = dx[:, 2 * u:]
-            xp.multiply(dn, 1.0 - z, out=dah)
+            xp.subtract(1.0, z, out=dah)
+            dah *= dn
             dah *= _dact_into(xp, self.activation, hh, dhh_t)  # gradient of the candidate's pre-activation
-            dzr = dx[:, :2 * u]
-            xp.multiply(dn, h_prev - hh, out=dzr[:, :u])
+            xp.subtract(h_prev, hh, out=dzr[0])
+            dzr[0] *= dn
             dprev = dn * z
+            dx = dX[:, t]
+            dx3 = dx.reshape(N, 3, u).transpose(1, 0, 2)
             if ra:
-                xp.multiply(dah, RH[:, t], out=dzr[:, u:])
+                xp.multiply(dah, RH[:, t], out=dzr[1])
                 dzr *= _dact_into(xp, self.recurrent_activation, zr, dzr_t)
                 dr = dR[:, t]
-                dr[:, :2 * u] = dzr
-                xp.multiply(dah, r, out=dr[:, 2 * u:])
+                dr3 = dr.reshape(N, 3, u).transpose(1, 0, 2)
+                dr3[:2] = dzr
+                xp.multiply(dah, r, out=dr3[2])
                 rec = dr @ rkT
             else:
                 drh = dah @ uhT                 # gradient of r * h_{t-1}
-                xp.multiply(drh, h_prev, out=dzr[:, u:])
+                xp.multiply(drh, h_prev, out=dzr[1])
                 dzr *= _dact_into(xp, self.recurrent_activation, zr, dzr_t)
-                rec = dzr @ uzrT
+                dx3[:2] = dzr
+                rec = dx[:, :2 * u] @ uzrT
                 rec += drh * r
+            if ra:
+                dx3[:2] = dzr
+            dx3[2] = dah
             rec += dprev
             if mf is not None:
                 dh += rec
