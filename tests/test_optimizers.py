@@ -422,20 +422,28 @@ def test_schedule_config_round_trip():
 @pytest.mark.parametrize("cls,kw", [(optimizers.Adam, {}), (optimizers.Adam, {"amsgrad": True}),
                                     (optimizers.AdamW, {"weight_decay": 0.01})])
 def test_adam_blocked_update_equals_whole_array_update(cls, kw, monkeypatch):
-    """Large variables are updated in cache-sized blocks (adam._BLOCK elements): the same numbers, bit for
-    bit, as one pass per operation over the whole arrays; the last block is a partial one."""
+    """Large variables (over 16 blocks) are updated in cache-sized blocks: the same numbers, bit for bit, as
+    one pass per operation over the whole arrays; the last block is a partial one. (Blocks of 1000 here.)"""
     from lamina.optimizers import adam
     rng = np.random.default_rng(3)
-    w0 = rng.standard_normal((3 * adam._BLOCK + 5,)).astype(np.float32).reshape(-1, 1)
+    w0 = rng.standard_normal((20 * 1000 + 5,)).astype(np.float32).reshape(-1, 1)
     grads = [rng.standard_normal(w0.shape).astype(np.float32) for _ in range(3)]
+    seen = []
+    real_blocks = adam._blocks
+
+    def counting(arrays, size):
+        blocks = list(real_blocks(arrays, size))
+        seen.append(len(blocks))
+        return blocks
+    monkeypatch.setattr(adam, "_blocks", counting)
     results = []
-    for block in (adam._BLOCK, 10 * w0.size):
-        monkeypatch.setattr(adam, "_BLOCK", block)
-        monkeypatch.setattr(adam._blocks, "__defaults__", (block,))
+    for block in (1000, 10 * w0.size):
+        monkeypatch.setattr(counting, "__defaults__", (block,))
         var = lamina.Variable(w0.copy())
         opt = cls(learning_rate=0.01, **kw)
         for g in grads:
             opt.apply([g], [var])
         results.append(np.asarray(var.numpy()))
+    assert seen == [21] * 3 + [1] * 3   # 20 full blocks and a partial one, then the whole arrays
     assert not np.array_equal(results[0], w0)
     np.testing.assert_array_equal(results[0], results[1])
