@@ -28,17 +28,6 @@ def _check_ids(ids, num_rows, who):
 _RANK_PASSES = 2  # duplicates handled by direct row adds before the segmented sum takes the rest
 
 
-class _Rows:
-    """gy's rows in sorted order, ``order`` applied at each lookup: each pass gathers just its own rows
-    from gy, instead of one gather of all of gy into sorted order followed by a second gather per pass."""
-
-    def __init__(self, gy, order):
-        self.gy, self.order = gy, order
-
-    def __getitem__(self, sel):
-        return self.gy[self.order[sel]]
-
-
 def _scatter_rows(xp, ids, gy, num_rows):
     """Sum the rows of gy (N, D) into a zero (num_rows, D) table at rows ids (N,), repeated ids adding.
 
@@ -59,23 +48,22 @@ def _scatter_rows(xp, ids, gy, num_rows):
         xp.add.at(out, ids, gy)
         return out
     order = xp.argsort(ids, kind="stable")
-    sids = ids[order]
-    g = _Rows(gy, order)  # rows of gy in sorted order, gathered only as each pass needs them
+    sids = ids[order]  # (gy's rows are gathered through order by each pass: no sorted copy of all of gy)
     new_run = xp.empty(sids.shape, bool)  # start of each run of equal ids in the sorted order
     new_run[0] = True
     xp.not_equal(sids[1:], sids[:-1], out=new_run[1:])
     starts = xp.flatnonzero(new_run)
-    out[sids[starts]] = g[starts]
+    out[sids[starts]] = gy[order[starts]]
     if starts.shape[0] == n:  # every id distinct
         return out
     rank = xp.arange(n) - starts[xp.cumsum(new_run) - 1]
     top = int(rank.max())
     for k in range(1, min(top, _RANK_PASSES) + 1):  # a loop over repeat counts, not over rows
         sel = xp.flatnonzero(rank == k)
-        out[sids[sel]] += g[sel]
+        out[sids[sel]] += gy[order[sel]]
     if top > _RANK_PASSES:
         tail = rank > _RANK_PASSES
-        tids, tg = sids[tail], g[tail]
+        tids, tg = sids[tail], gy[order[tail]]
         tnew = xp.empty(tids.shape, bool)
         tnew[0] = True
         xp.not_equal(tids[1:], tids[:-1], out=tnew[1:])

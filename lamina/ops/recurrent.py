@@ -421,26 +421,25 @@ class GRUSeq(Op):
             xp.subtract(h_prev, hh, out=dzr[0])
             dzr[0] *= dn
             dprev = dn * z
-            dx = dX[:, t]
-            dx3 = dx.reshape(N, 3, u).transpose(1, 0, 2)
             if ra:
                 xp.multiply(dah, RH[:, t], out=dzr[1])
-                dzr *= _dact_into(xp, self.recurrent_activation, zr, dzr_t)
+            else:
+                drh = dah @ uhT                 # gradient of r * h_{t-1}
+                xp.multiply(drh, h_prev, out=dzr[1])
+            dzr *= _dact_into(xp, self.recurrent_activation, zr, dzr_t)
+            dx = dX[:, t]
+            dx3 = dx.reshape(N, 3, u).transpose(1, 0, 2)
+            dx3[:2] = dzr
+            dx3[2] = dah
+            if ra:
                 dr = dR[:, t]
                 dr3 = dr.reshape(N, 3, u).transpose(1, 0, 2)
                 dr3[:2] = dzr
                 xp.multiply(dah, r, out=dr3[2])
                 rec = dr @ rkT
             else:
-                drh = dah @ uhT                 # gradient of r * h_{t-1}
-                xp.multiply(drh, h_prev, out=dzr[1])
-                dzr *= _dact_into(xp, self.recurrent_activation, zr, dzr_t)
-                dx3[:2] = dzr
                 rec = dx[:, :2 * u] @ uzrT
                 rec += drh * r
-            if ra:
-                dx3[:2] = dzr
-            dx3[2] = dah
             rec += dprev
             if mf is not None:
                 dh += rec
