@@ -157,22 +157,18 @@ def test_offline_download_error_is_one_line(workdir):
 
 
 def test_train_takes_the_model_name_as_a_positional_argument(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "lamina.cli", "train", "longmemory-dense", "--epochs", "1", "--quiet",
-                        "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=tmp_path)
+    r = lamina("train", "longmemory-dense", "--epochs", "1", "--quiet", "--out", str(tmp_path / "o"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "o" / "model.lamina").exists()
-    r = subprocess.run([sys.executable, "-m", "lamina.cli", "train", "cnn", "--model", "mlp"],
-                       capture_output=True, text=True, cwd=tmp_path)
+    r = lamina("train", "cnn", "--model", "mlp", cwd=tmp_path)
     assert r.returncode == 2 and "two models" in r.stderr
 
 
 def test_evaluate_refuses_models_that_measure_themselves(tmp_path):
     out = tmp_path / "ae"
-    r = subprocess.run([sys.executable, "-m", "lamina.cli", "train", "autoencoder", "--epochs", "1", "--quiet",
-                        "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    r = lamina("train", "autoencoder", "--epochs", "1", "--quiet", "--out", str(out), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([sys.executable, "-m", "lamina.cli", "evaluate", str(out / "model.lamina")],
-                       capture_output=True, text=True, cwd=tmp_path)
+    r = lamina("evaluate", str(out / "model.lamina"), cwd=tmp_path)
     assert r.returncode == 1 and "own metrics" in r.stderr and "Traceback" not in r.stderr
 
 
