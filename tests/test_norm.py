@@ -38,6 +38,31 @@ def test_batch_norm_training_grad_flows_through_batch_statistics(shape, axis):
     check_grad(f, R.standard_normal(shape) * 2 + 1, R.standard_normal(C) + 1, R.standard_normal(C))
 
 
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_batch_norm_training_grad_through_the_statistics_alone(axis):
+    """Only the mean and variance reach the loss: the output's gradient is None (channels last: the row path)."""
+    check_grad(lambda x: (ops.batch_norm_training(x, None, None, 1e-3, axis)[1] * 2.0
+                          + ops.batch_norm_training(x, None, None, 1e-3, axis)[2]),
+               R.standard_normal((4, 3, 5)) * 2 + 1)
+
+
+def test_batch_norm_training_rows_equal_the_general_path():
+    """Channels last runs on (M, C) rows with tiled per-channel factors; channels first on broadcast axes."""
+    x = R.standard_normal((6, 5, 7, 8)) * 3 + 2
+    g, b, gy = R.standard_normal(8) + 1, R.standard_normal(8), R.standard_normal((6, 5, 7, 8))
+    xt, gt, bt = (Tensor(a, requires_grad=True) for a in (x, g, b))
+    y, mean, var = ops.batch_norm_training(xt, gt, bt, 1e-3, -1)
+    grads = _loss_grads(y + (mean * var).sum(), gy, [xt, gt, bt])
+    xf, gf, bf = (Tensor(a, requires_grad=True) for a in (np.moveaxis(x, -1, 1).copy(), g, b))
+    yf, meanf, varf = ops.batch_norm_training(xf, gf, bf, 1e-3, 1)
+    gradsf = _loss_grads(yf + (meanf * varf).sum(), np.moveaxis(gy, -1, 1), [xf, gf, bf])
+    np.testing.assert_allclose(np.moveaxis(yf.numpy(), 1, -1), y.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(meanf.numpy(), mean.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(np.moveaxis(np.asarray(gradsf[0]), 1, -1), np.asarray(grads[0]), rtol=1e-9, atol=1e-11)
+    for a, c in zip(gradsf[1:], grads[1:]):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-10)
+
+
 def test_batch_norm_training_masked_grad():
     mask = (R.random((3, 5)) > 0.3).astype(np.float64)
     mask[:, 0] = 1

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Op
-from .math import sum_rows
+from .math import rows_op, sum_rows
 
 __all__ = ["batch_norm", "batch_norm_training", "layer_norm", "group_norm"]
 
@@ -98,7 +98,11 @@ class BatchNorm(Op):
         # backward reads the per-channel vectors as they are NOW: copies (C entries each, cheap), since the
         # layer passes its moving-statistics arrays, which a later training call updates in place
         self.saved = (x, None if gamma is None else gamma.copy(), mean.copy(), inv, scale)
-        y = x * scale.reshape(self.bshape) + shift.reshape(self.bshape)
+        if ax == x.ndim - 1 and x.flags.c_contiguous and x.size:   # channels last: rows_op's wide rows
+            y = rows_op(self.xp, self.xp.multiply, x.reshape(-1, C), scale)
+            y = rows_op(self.xp, self.xp.add, y, shift, out=y).reshape(x.shape)
+        else:
+            y = x * scale.reshape(self.bshape) + shift.reshape(self.bshape)
         return y.astype(_out_dtype(self.dtypes[0], y.dtype), copy=False)
 
     def backward(self, gy):
@@ -147,7 +151,12 @@ def _bn_mask_weights(xp, mask, x, ax):
 
 
 class BatchNormTraining(Op):
-    """Training batch norm: statistics from the batch (optionally weighted by a mask), returned too."""
+    """Training batch norm: statistics from the batch (optionally weighted by a mask), returned too.
+
+    Channels last without a mask (the usual case) runs on the (M, C) matrix of rows: the per-channel sums are
+    GEMVs with a ones vector (sum_rows) and the element-wise passes reuse their buffers (see _rows_forward)."""
+
+    none_grads = True   # the layer reads the statistics outputs as constants: no zeros for them in backward
 
     def forward(self, x, gamma, beta, mask):
         xp = self.xp
@@ -158,6 +167,9 @@ class BatchNormTraining(Op):
                              "there are no batch statistics. Run inference mode (batch_norm) on an empty batch.")
         red = tuple(i for i in range(x.ndim) if i != ax)
         self.ax, self.red, self.bshape = ax, red, _param_shape(x.ndim, (ax,), x.shape)
+        self.rows = mask is None and ax == x.ndim - 1 and x.flags.c_contiguous and x.dtype.kind == "f"
+        if self.rows:
+            return self._rows_forward(x, gamma, beta, C)
         if mask is None:
             w = None
             mean = x.mean(axis=red, keepdims=True)
@@ -181,11 +193,74 @@ class BatchNormTraining(Op):
         # which is what the layer's moving averages need
         return y.astype(_out_dtype(self.dtypes[0], y.dtype), copy=False), mean.reshape(C), var.reshape(C)
 
+    def _rows_forward(self, x, gamma, beta, C):
+        """Forward on x as (M, C) rows: mean, d = x - mean, var = mean(d^2) (two passes: no cancellation),
+        xhat = d * inv in d's buffer, y = xhat * gamma + beta in the buffer of d^2."""
+        xp = self.xp
+        x2 = x.reshape(-1, C)
+        M = x2.shape[0]
+        mean = sum_rows(xp, x2) * (1.0 / M)
+        xhat = rows_op(xp, xp.subtract, x2, mean)
+        buf = xp.multiply(xhat, xhat)
+        var = sum_rows(xp, buf) * (1.0 / M)
+        inv = 1.0 / xp.sqrt(var + self.epsilon)
+        rows_op(xp, xp.multiply, xhat, inv, out=xhat)
+        if gamma is None and beta is None:
+            y = xhat
+        else:
+            y = rows_op(xp, xp.multiply if gamma is not None else xp.add, xhat,
+                        gamma if gamma is not None else beta, out=buf)
+            if gamma is not None and beta is not None:
+                rows_op(xp, xp.add, y, beta, out=y)
+        self.saved = (xhat, inv, gamma, None, None, None)
+        y = y.reshape(x.shape)
+        return y.astype(_out_dtype(self.dtypes[0], y.dtype), copy=False), mean, var
+
     def backward(self, gy, gmean, gvar):
         xhat, inv, gamma, w, W, d = self.saved
         cd = xhat.dtype
+        if self.rows:
+            return _in_dtypes(self._rows_backward(gy, gmean, gvar, xhat, inv, gamma, cd), self.dtypes + (None,))
+        gy, gmean, gvar = (self.xp.zeros(s, dt) if g is None else g
+                           for g, (s, dt) in zip((gy, gmean, gvar), self.out_meta))
         gy, gmean, gvar = (g.astype(cd, copy=False) for g in (gy, gmean, gvar))
         return _in_dtypes(self._backward(gy, gmean, gvar, xhat, inv, gamma, w, W, d), self.dtypes + (None,))
+
+    def _rows_backward(self, gy, gmean, gvar, xhat, inv, gamma, cd):
+        """The three-term rule on (M, C) rows with every per-channel factor folded together:
+        dx = a * gy + c * xhat + b, a = inv * gamma, b = (gmean - a * sum(gy)) / M,
+        c = (2 * gvar / inv - a * sum(gy * xhat)) / M  (the variance output's 2 (x - mean) / M is 2 xhat / inv / M);
+        sums are GEMVs; two (M, C) buffers."""
+        xp = self.xp
+        M, C = xhat.shape
+        need_x, need_g, need_b = self.needs_grad[:3]
+        if gy is None:   # only the statistics reached the loss
+            sum_g = sum_gx = xp.zeros(C, cd)
+            gy2 = None
+        else:
+            gy2 = gy.astype(cd, copy=False).reshape(M, C)
+            sum_g = sum_rows(xp, gy2)
+            t = xp.multiply(gy2, xhat)
+            sum_gx = sum_rows(xp, t)
+        dx = None
+        if need_x:
+            a = inv if gamma is None else inv * gamma
+            b = -a * sum_g
+            c = -a * sum_gx
+            if gmean is not None:
+                b = b + gmean.astype(cd, copy=False)
+            if gvar is not None:
+                c = c + 2.0 * gvar.astype(cd, copy=False) / inv
+            b, c = b * (1.0 / M), c * (1.0 / M)
+            u = rows_op(xp, xp.multiply, xhat, c)
+            rows_op(xp, xp.add, u, b, out=u)
+            if gy2 is not None:
+                dx = rows_op(xp, xp.multiply, gy2, a, out=t)
+                dx += u
+            else:
+                dx = u
+            dx = dx.reshape(self.out_meta[0][0])
+        return dx, sum_gx if need_g else None, sum_g if need_b else None, None
 
     def _backward(self, gy, gmean, gvar, xhat, inv, gamma, w, W, d):
         red, bshape = self.red, self.bshape
@@ -225,6 +300,8 @@ class SyncBatchNormTraining(BatchNormTraining):
     all-reduced in one float64 call. Each rank returns dL/dx of its rows divided by its share, the
     convention of every other gradient of the step (the gradient all-reduce weights them by the share).
     """
+
+    none_grads = False   # its backward all-reduces every output's gradient, zeros included
 
     def forward(self, x, gamma, beta, mask):
         xp = self.xp
