@@ -387,6 +387,11 @@ DEPTHWISE = [
     ((2, 7, 6, 3), (3, 3, 3, 2), {"strides": 2, "padding": "same"}),
     ((1, 8, 7, 2), (2, 3, 2, 1), {"dilation_rate": 2}),
     ((1, 5, 5, 4, 2), (2, 2, 3, 2, 2), {"padding": "same"}),
+    # multiplier 1, stride 1: the flat path (padded input as one flat array, blocks of rows)
+    ((2, 9, 3), (3, 3, 1), {"padding": "same"}),
+    ((3, 6, 5, 3), (3, 3, 3, 1), {"padding": "same"}),
+    ((2, 7, 6, 5), (3, 2, 5, 1), {"dilation_rate": (2, 1)}),
+    ((1, 4, 5, 3, 2), (2, 3, 2, 2, 1), {}),
 ]
 
 
@@ -400,6 +405,23 @@ def test_depthwise_and_separable_conv_match_keras(xs, ws, kw):
     check_grad(lambda a, b, c: N.separable_conv(a, b, c, **kw), x[:1], w, pw, max_elements=64)
     y = N.depthwise_conv(inputs=x, kernel=w, strides=1, padding="valid", data_format=None, dilation_rate=1)
     np.testing.assert_allclose(y.numpy(), _np(K.depthwise_conv(x, w)), atol=1e-4)
+
+
+def test_depthwise_conv_over_several_flat_blocks_matches_torch():
+    """An input larger than one block of the flat path (so the blocks' seams and the flat tail are crossed):
+    output and both gradients against torch's grouped convolution, in float64."""
+    rng = np.random.default_rng(11)
+    x, w, gy = rng.standard_normal((3, 61, 57, 8)), rng.standard_normal((3, 3, 8, 1)), rng.standard_normal((3, 61, 57, 8))
+    xt, wt = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+    y = N.depthwise_conv(xt, wt, padding="same")
+    gx, gw = grad((y * Tensor(gy)).sum(), [xt, wt])
+    tx = torch.tensor(np.moveaxis(x, -1, 1).copy(), requires_grad=True)
+    tw = torch.tensor(np.transpose(w[..., 0], (2, 0, 1))[:, None].copy(), requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, padding=1, groups=8)
+    (ty * torch.tensor(np.moveaxis(gy, -1, 1).copy())).sum().backward()
+    np.testing.assert_allclose(np.asarray(y.numpy()), np.moveaxis(ty.detach().numpy(), 1, -1), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(gx), np.moveaxis(tx.grad.numpy(), 1, -1), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(gw)[..., 0], np.transpose(tw.grad.numpy()[:, 0], (1, 2, 0)), atol=1e-10)
 
 
 CONV_T = [

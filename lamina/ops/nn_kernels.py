@@ -14,6 +14,7 @@ Every kernel is xp-agnostic (``self.xp`` is NumPy or CuPy). The public functions
 import numpy as np
 
 from ..tensor import Op
+from .math import sum_rows
 
 __all__ = []  # kernels only: the public functions live in lamina.ops.nn
 
@@ -254,6 +255,9 @@ class GroupConvND(Op):
         return gx, gw
 
 
+_FLAT_ROW = 256   # DepthwiseConvND's flat passes run over rows of this many positions (times C entries)
+
+
 class DepthwiseConvND(Op):
     """Depthwise N-d convolution, channels last: x (N, S..., C), w (K..., C, M) -> (N, O..., C*M), output
     channel c*M + m = sum_k x[o*stride + k*dilation, c] w[k, c, m].
@@ -262,15 +266,25 @@ class DepthwiseConvND(Op):
     times that offset's (C,) weights, accumulated -- elementwise passes only, no im2col copy and no tiny
     per-channel GEMMs. Backward, per offset: dw[k, :, m] = sum over positions of view * dy[m];
     dx's window += dy[m] w[k, :, m].
+
+    With M = 1 and stride 1 (the usual MobileNet-style layer) it runs on the padded input as one flat array
+    (see _flat_forward): in padded coordinates offset k reads the same array shifted by a constant, so every
+    pass is over contiguous memory, as rows of _FLAT_ROW entries against the weights tiled to that width
+    (a strided view, or broadcasting a row of C = 32 weights, costs NumPy 2-3x per pass), a block of rows at
+    a time (in cache across the K passes), and the weight gradient's sums are GEMVs.
     """
 
     def forward(self, x, w):
         xp = self.xp
         d = x.ndim - 2
         kernel, (c, m) = w.shape[:d], w.shape[d:]
-        xpd = _pad(xp, x, self.pads)
-        out = _out_size(xpd.shape[1:-1], kernel, self.stride, self.dilation)
+        padded = tuple(n + a + b for n, (a, b) in zip(x.shape[1:-1], self.pads))
+        out = _out_size(padded, kernel, self.stride, self.dilation)
         w3 = w.reshape(-1, c, m)
+        self.flat = m == 1 and all(st == 1 for st in self.stride) and x.size > 0 and x.dtype == w.dtype
+        if self.flat:
+            return self._flat_forward(x, w3, w.shape, kernel, out)
+        xpd = _pad(xp, x, self.pads)
         y = xp.zeros((m, x.shape[0]) + out + (c,), dtype=x.dtype)           # multiplier first: contiguous slices
         for j, off in enumerate(np.ndindex(*kernel)):
             v = self._view(xpd, off, out)
@@ -284,7 +298,77 @@ class DepthwiseConvND(Op):
         return a[(slice(None),) + tuple(
             slice(o * dl, o * dl + st * (n - 1) + 1, st) for o, dl, st, n in zip(off, self.dilation, self.stride, out))]
 
+    def _flat_layout(self, xshape, kernel, c):
+        """Flat geometry: offsets of the K kernel positions in the flattened padded input, the padded shape,
+        and the number of flat positions computed, a multiple of the block (rows of _FLAT_ROW entries)."""
+        padded = (xshape[0],) + tuple(n + a + b for n, (a, b) in zip(xshape[1:-1], self.pads)) + (c,)
+        strides = np.cumprod((1,) + padded[:0:-1])[::-1]     # flat element strides of the padded axes
+        offs = [int(sum(o * dl * st for o, dl, st in zip(off, self.dilation, strides[1:-1])))
+                for off in np.ndindex(*kernel)]
+        row = _FLAT_ROW * c
+        total = int(np.prod(padded))
+        block = row * max(1, (2 ** 16 if self.xp is np else 2 ** 26) // row)
+        length = -(-total // block) * block
+        return offs, padded, length, block, row
+
+    def _flat_forward(self, x, w3, wshape, kernel, out):
+        """y over every position of the padded input (flat, valid where the window fits), then cropped:
+        y_flat[p] = sum_k x_flat[p + off_k] * w_k[p mod C]."""
+        xp = self.xp
+        c = w3.shape[1]
+        offs, padded, length, block, row = self._flat_layout(x.shape, kernel, c)
+        xf = xp.zeros(length + offs[-1], dtype=x.dtype)   # the padded input, flat, zeros past its end
+        inner = tuple(slice(a, a + n) for (a, _), n in zip(self.pads, x.shape[1:-1]))
+        xf[:int(np.prod(padded))].reshape(padded)[(slice(None),) + inner] = x
+        wts = xp.tile(w3[:, :, 0], (1, row // c))           # (K, row): each offset's weights along a row
+        yf = xp.empty(length, dtype=x.dtype)
+        tmp = xp.empty(block // row * row, dtype=x.dtype).reshape(-1, row)
+        for b0 in range(0, length, block):
+            yb = yf[b0:b0 + block].reshape(-1, row)
+            for j, o in enumerate(offs):
+                xb = xf[b0 + o:b0 + o + block].reshape(-1, row)
+                if j == 0:
+                    xp.multiply(xb, wts[j], out=yb)
+                else:
+                    yb += xp.multiply(xb, wts[j], out=tmp)
+        self.meta = (x.shape, padded, out, offs, length, block, row)
+        self.saved = (xf if self.needs_grad[1] else None, w3, wshape)
+        return xp.ascontiguousarray(self._crop_out(yf, padded, out))
+
+    @staticmethod
+    def _crop_out(flat, padded, out):
+        """The (N, O..., C) valid positions of a flat array in padded coordinates (a view)."""
+        return flat[:int(np.prod(padded))].reshape(padded)[(slice(None),) + tuple(slice(0, n) for n in out)]
+
+    def _flat_backward(self, gy):
+        """Adjoint of _flat_forward: gy placed in padded coordinates (zeros elsewhere), then per offset
+        dw_k = sum_p x_flat[p + off_k] g_flat[p] (GEMVs) and dx_flat[p + off_k] += g_flat[p] w_k."""
+        xp = self.xp
+        xf, w3, wshape = self.saved
+        xshape, padded, out, offs, length, block, row = self.meta
+        c = w3.shape[1]
+        gf = xp.zeros(length, dtype=gy.dtype)
+        self._crop_out(gf, padded, out)[...] = gy
+        gx = xp.zeros(length + offs[-1], dtype=gy.dtype) if self.needs_grad[0] else None
+        gws = xp.zeros((len(offs), row), dtype=gy.dtype) if self.needs_grad[1] else None
+        wts = xp.tile(w3[:, :, 0], (1, row // c)) if gx is not None else None
+        tmp = xp.empty(block // row * row, dtype=gy.dtype).reshape(-1, row)
+        for b0 in range(0, length, block):
+            gb = gf[b0:b0 + block].reshape(-1, row)
+            for j, o in enumerate(offs):
+                if gws is not None:
+                    gws[j] += sum_rows(xp, xp.multiply(xf[b0 + o:b0 + o + block].reshape(-1, row), gb, out=tmp))
+                if gx is not None:
+                    gx[b0 + o:b0 + o + block].reshape(-1, row)[...] += xp.multiply(gb, wts[j], out=tmp)
+        gw = None if gws is None else gws.reshape(len(offs), -1, c).sum(axis=1).reshape(wshape)
+        if gx is not None:
+            inner = tuple(slice(a, a + n) for (a, _), n in zip(self.pads, xshape[1:-1]))
+            gx = gx[:int(np.prod(padded))].reshape(padded)[(slice(None),) + inner]
+        return gx, gw
+
     def backward(self, gy):
+        if self.flat:
+            return self._flat_backward(gy)
         xp = self.xp
         xpd, w3, wshape = self.saved
         xshape, pshape, out = self.meta
