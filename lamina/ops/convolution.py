@@ -271,11 +271,37 @@ class Conv2D(Op):
         if self.needs_grad[2]:
             gb = sum_rows(xp, g2)
         if self.needs_grad[0]:
-            # dx = col2im(dy W2^T), one (M, O) @ (O, C) product per kernel offset
-            gxp = _gemm_col2im(xp, g2, w.transpose(0, 1, 3, 2), (n,) + pshape + (xshape[3],), oh, ow,
-                               self.stride, self.dilation)
-            gx = _crop_hw(gxp, self.pads, xshape[1], xshape[2])
+            gx = self._dx_as_conv(gy, w, xshape) if self.stride == (1, 1) and xshape[3] >= 16 else None
+            if gx is None:
+                # dx = col2im(dy W2^T), one (M, O) @ (O, C) product per kernel offset
+                gxp = _gemm_col2im(xp, g2, w.transpose(0, 1, 3, 2), (n,) + pshape + (xshape[3],), oh, ow,
+                                   self.stride, self.dilation)
+                gx = _crop_hw(gxp, self.pads, xshape[1], xshape[2])
         return gx, gw, gb
+
+    def _dx_as_conv(self, gy, w, xshape):
+        """At stride 1 the input gradient is itself a convolution: dy, padded by (k-1)*d less the forward's
+        padding before and the rest after, correlated with the kernel turned 180 degrees and transposed
+        ((KH, KW, O, C)). Run as the forward runs (im2col blocks in cache, one GEMM of K = KH*KW*O each), it
+        replaces KH*KW thin (M, O) @ (O, C) products and as many strided window additions (col2im). Measured
+        (interleaved, 2 threads): 0.57-0.94x col2im's time for C >= 16 input channels (1x1 to 5x5 kernels,
+        C, O 16-256; e.g. (64,32,32,32) -> 32, 3x3 'same' 8.7 against 14.5 ms), but 1.2-1.9x for C = 3 or 8,
+        whose (M, KH*KW*O) @ (KH*KW*O, C) product is too thin: those keep col2im. None when a padding would
+        be negative."""
+        xp = self.xp
+        kh, kw, c, o = w.shape
+        n, h, wd = xshape[:3]
+        oh, ow = gy.shape[1:3]
+        (pt, _), (pl, _) = self.pads
+        dh, dw = self.dilation
+        pads = (((kh - 1) * dh - pt, h + pt - oh), ((kw - 1) * dw - pl, wd + pl - ow))
+        if min(min(p) for p in pads) < 0:
+            return None
+        wf = xp.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(kh * kw * o, c)
+        gx = xp.empty((n * h * wd, c), dtype=np.result_type(gy.dtype, w.dtype))
+        for s0, s1, cc in _im2col_blocks(xp, gy, pads, kh, kw, h, wd, (1, 1), self.dilation):
+            xp.matmul(cc, wf, out=gx[s0 * h * wd:s1 * h * wd])
+        return gx.reshape(n, h, wd, c)
 
 
 class Conv2DTranspose(Op):
