@@ -50,3 +50,19 @@ def test_openblas_rows_set_the_kernel_variables_together():
     env = dict(base)
     _kernels_env(env, "SkylakeX")
     assert env == {"OPENBLAS_CORETYPE": "SkylakeX", "PATH": "/bin"}
+
+
+def test_layer_bench_runs_every_case_in_both_frameworks(tmp_path):
+    """bench.layers: each case's lamina layer and torch module take the same batch (each in its own layout)
+    and back-propagate; the JSON records the machine and one row per case."""
+    pytest.importorskip("torch")
+    import json
+
+    from bench import layers
+    out = tmp_path / "layers.json"
+    assert layers.main(["--reps", "1", "--steps", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [r["case"] for r in data["rows"]] == list(layers._cases())
+    assert all(r["lamina_ms"] > 0 and r["torch_ms"] > 0 for r in data["rows"]) and "cpus" in data["machine"]
+    with pytest.raises(SystemExit):
+        layers.main(["--cases", "nope"])
