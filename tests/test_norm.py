@@ -63,6 +63,15 @@ def test_batch_norm_training_rows_equal_the_general_path():
         np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-10)
 
 
+@pytest.mark.parametrize("shape", [(5, 0), (2, 3, 0)])
+def test_batch_norm_training_of_no_channels_is_empty(shape):
+    """Zero channels: empty output and statistics, and an empty gradient (it divided by zero before)."""
+    x = Tensor(np.zeros(shape, np.float32), requires_grad=True)
+    y, mean, var = ops.batch_norm_training(x, None, None)
+    (gx,) = grad(y.sum() + mean.sum(), [x])
+    assert y.shape == shape and mean.shape == var.shape == (0,) and np.asarray(gx).shape == shape
+
+
 def test_batch_norm_training_masked_grad():
     mask = (R.random((3, 5)) > 0.3).astype(np.float64)
     mask[:, 0] = 1

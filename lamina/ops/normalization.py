@@ -167,7 +167,8 @@ class BatchNormTraining(Op):
                              "there are no batch statistics. Run inference mode (batch_norm) on an empty batch.")
         red = tuple(i for i in range(x.ndim) if i != ax)
         self.ax, self.red, self.bshape = ax, red, _param_shape(x.ndim, (ax,), x.shape)
-        self.rows = mask is None and ax == x.ndim - 1 and x.flags.c_contiguous and x.dtype.kind == "f"
+        self.rows = (mask is None and ax == x.ndim - 1 and x.flags.c_contiguous and x.dtype.kind == "f"
+                     and x.size > 0)
         if self.rows:
             return self._rows_forward(x, gamma, beta, C)
         if mask is None:
@@ -273,7 +274,7 @@ class BatchNormTraining(Op):
             gxhat = gy if gamma is None else gy * gamma.reshape(bshape)
             gm, gv = gmean.reshape(bshape), gvar.reshape(bshape)
             if w is None:
-                M = xhat.size // xhat.shape[self.ax]
+                M = xhat.size // xhat.shape[self.ax] if xhat.shape[self.ax] else 1   # no channels: nothing to divide
                 dx = _norm_backward(gxhat, xhat, inv, red)
                 # the mean and variance are outputs too: d mean/dx = 1/M, d var/dx = 2 (x - mean) / M
                 dx = dx + (gm + 2.0 * gv * d) * (1.0 / M)
