@@ -46,6 +46,16 @@ def _kernels_env(env, coretype):
         env["OPENBLAS_CORETYPE"] = coretype
 
 
+def _malloc_env(env):
+    """A 'torch+malloc' row: PyTorch with glibc's allocator set as lamina sets it for itself at import
+    (lamina.backend._tune_malloc, through mallopt; here through glibc's environment variables). On a VM where
+    page faults are dear, freshly mapped activation buffers cost either framework much of a step; lamina
+    avoids them by default, PyTorch does not, so this row shows how much of a ratio is the allocator."""
+    from lamina.backend import MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD
+    env["MALLOC_MMAP_THRESHOLD_"] = str(MALLOC_MMAP_THRESHOLD)
+    env["MALLOC_TRIM_THRESHOLD_"] = str(MALLOC_TRIM_THRESHOLD)
+
+
 def _run_worker(framework, workload, threads, extra, root=None):
     """One bench.worker process, its RESULT as a dict (or an 'error' entry). ``root``: the checkout to run
     it in, its own lamina and bench first on the path (bench.ab's other revision); default this one."""
@@ -54,7 +64,9 @@ def _run_worker(framework, workload, threads, extra, root=None):
         env.pop(k, None)
         if threads != "auto" and k != "LAMINA_NUM_THREADS":
             env[k] = str(threads)
-    if "+" in framework:  # 'lamina+SkylakeX': lamina with OpenBLAS's kernels chosen by hand (machine tuning)
+    if framework == "torch+malloc":
+        _malloc_env(env)
+    elif "+" in framework:  # 'lamina+SkylakeX': lamina with OpenBLAS's kernels chosen by hand (machine tuning)
         _kernels_env(env, framework.split("+", 1)[1])
     name, _, size = workload.partition("@")  # 'mlp@large': the large variant
     cmd = [sys.executable, "-m", "bench.worker", framework, name, "--size", size or "base"] + extra
@@ -91,6 +103,9 @@ def main(argv=None):
                         "'workload[NAME]'. Default: 'native' where the environment sets OPENBLAS_CORETYPE "
                         "(a machine-wide pin slows a current NumPy: both rows are shown), else none; "
                         "'none': no extra row")
+    p.add_argument("--torch-malloc", choices=("auto", "none"), default="auto",
+                   help="also run PyTorch with glibc's allocator tuned as lamina tunes its own (rows 'vs "
+                        "torch[malloc]'); 'auto': where lamina's tuning applies (Linux, glibc)")
     a = p.parse_args(argv)
     if a.openblas_coretype is None and os.environ.get("OPENBLAS_CORETYPE") and a.device == "cpu":
         a.openblas_coretype = "native"
@@ -110,6 +125,10 @@ def main(argv=None):
     frameworks = [f for f in a.frameworks.split(",") if f]
     if a.openblas_coretype:
         frameworks.append(f"lamina+{a.openblas_coretype}")
+    if a.torch_malloc == "auto" and "torch" in frameworks and a.device == "cpu":
+        from lamina.backend import MALLOC_TUNED
+        if MALLOC_TUNED:
+            frameworks.append("torch+malloc")
     runs = []
     if a.contention:
         a.no_idle_wait = True
@@ -190,7 +209,7 @@ def _row(label, la, to, ceiling):
     gf = f"{la[4]:8.1f}" if la else "     n/a"
     pct = f"{100 * la[4] / ceiling:5.0f}%" if la and ceiling else "   n/a"
     ok = ("yes" if la and la[5] else "NO") + "/" + ("yes" if to and to[5] else "NO")
-    return (f"{label:18s} {fmt(la):>22s} {fmt(to):>22s} {ratio} {la[3] if la else 0:9.0f} "
+    return (f"{label:26s} {fmt(la):>22s} {fmt(to):>22s} {ratio} {la[3] if la else 0:9.0f} "
             f"{to[3] if to else 0:9.0f} {mem} {gf} {pct} {ok:>8s}")
 
 
@@ -200,7 +219,7 @@ def summarise(runs, workloads, frameworks):
     lines = []
     if gemm:
         lines.append("GEMM 1024^3 float32: " + ", ".join(f"{k[5:]} {v['gflops_median']:.1f} GFLOP/s" for k, v in gemm.items()))
-    lines.append(f"{'workload':18s} {'lamina ms (min-max)':>22s} {'torch ms (min-max)':>22s} {'ratio':>6s} "
+    lines.append(f"{'workload':26s} {'lamina ms (min-max)':>22s} {'torch ms (min-max)':>22s} {'ratio':>6s} "
                  f"{'lamina MB':>9s} {'torch MB':>9s} {'mem x':>6s} {'GFLOP/s':>8s} {'%gemm':>6s} {'loss ok':>8s}")
     for w in workloads:
         cells = {}
@@ -214,8 +233,13 @@ def summarise(runs, workloads, frameworks):
                              statistics.median(r["gflops"] for r in rs),
                              all(r.get("loss_decreased") in (True, None) for r in rs))
         lines.append(_row(w, cells.get("lamina"), cells.get("torch"), ceiling))
-        for variant in [f for f in frameworks if f.startswith("lamina+")]:
+        variants = [f for f in frameworks if f.startswith("lamina+")]
+        for variant in variants:
             lines.append(_row(f"{w}[{variant[7:]}]", cells.get(variant), cells.get("torch"), ceiling))
+        if "torch+malloc" in frameworks:   # the same lamina cells against PyTorch with lamina's allocator settings
+            for variant in ["lamina"] + variants:
+                label = w if variant == "lamina" else f"{w}[{variant[7:]}]"
+                lines.append(_row(f"{label} vs t[malloc]", cells.get(variant), cells.get("torch+malloc"), ceiling))
     errors = [r for r in runs if "error" in r]
     for r in errors:
         lines.append(f"ERROR {r['framework']} {r['workload']}: {r['error'].splitlines()[-1] if r['error'] else '?'}")

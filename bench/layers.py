@@ -1,39 +1,41 @@
 """Layer by layer against PyTorch: one layer's forward and backward (input and weight gradients), same shapes.
 
     python -m bench.layers                          # every case: table, and bench/layers.json
-    python -m bench.layers --cases bn,dwconv --reps 5
+    python -m bench.layers --cases batchnorm,dwconv3x3 --reps 5
 
 `python -m bench` says where a whole training step stands; this says which layer to look at. Each case times
 y = layer(x) and the back-propagation of a fixed upstream gradient dy (the same array every step) to x and
-to the layer's weights, lamina and PyTorch alternating
-in one process (2 BLAS / torch threads each, unless --threads), the median of --steps steps, the best of
---reps rounds. lamina gets channels-last inputs (its layout), PyTorch the same values channels-first (its
-own), so neither pays for a transpose. The machine drifts between fast and slow phases for minutes at a
-time (bench/README.md), so compare ratios from one run, not times across runs.
+to the layer's weights. Each framework runs every case in its own process (never both in one: PyTorch's
+OpenMP threads keep spinning after its kernels, and NumPy's BLAS products in the same process ran up to 2x
+slower in about half the processes), the two alternating, 2 threads each (--threads); a case's time is the
+median of --steps steps, the best of --reps rounds. lamina gets channels-last inputs (its layout), PyTorch the
+same values channels-first (its own), so neither pays for a transpose. PyTorch runs twice: as it comes, and
+with glibc's allocator set as lamina sets its own at import (t[malloc]; see bench/__main__.py's _malloc_env).
 """
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 
 import numpy as np
 
 
-def _cases():
-    """name -> (lamina layer factory, torch module factory, lamina input shape, input kind)."""
-    from lamina import layers as L
-    from torch import nn
-
+def _torch_helpers(torch, nn):
     class LastStep(nn.Module):
-        """A recurrent module's output at the last step (what a Keras RNN layer returns by default)."""
+        """A recurrent module's final state (what a Keras RNN layer returns by default); bidirectional: both
+        directions' final states side by side, as Keras's Bidirectional (the reverse direction's final state
+        is its output at position 0, not at the last position)."""
 
         def __init__(self, rnn):
             super().__init__()
             self.rnn = rnn
 
         def forward(self, x):
-            return self.rnn(x)[0][:, -1]
+            h = self.rnn(x)[1]
+            h = h[0] if isinstance(h, tuple) else h          # LSTM: (h_n, c_n)
+            return torch.cat([h[-2], h[-1]], dim=-1) if self.rnn.bidirectional else h[-1]
 
     class SelfAttention(nn.Module):
         def __init__(self):
@@ -42,35 +44,46 @@ def _cases():
 
         def forward(self, x):
             return self.mha(x, x, x, need_weights=False)[0]
+    return LastStep, SelfAttention
 
-    img32, img16 = (64, 32, 32, 32), (64, 16, 16, 64)
-    seq = (64, 80, 128)
-    return {
-        "conv3x3_same": (lambda: L.Conv2D(32, 3, padding="same"), lambda: nn.Conv2d(32, 32, 3, padding=1), img32, "x"),
-        "conv3x3_valid": (lambda: L.Conv2D(64, 3), lambda: nn.Conv2d(64, 64, 3), img16, "x"),
-        "conv3x3_rgb": (lambda: L.Conv2D(32, 3, padding="same"), lambda: nn.Conv2d(3, 32, 3, padding=1),
-                        (64, 32, 32, 3), "x"),
-        "conv1x1": (lambda: L.Conv2D(64, 1), lambda: nn.Conv2d(32, 64, 1), img32, "x"),
-        "conv3x3_s2": (lambda: L.Conv2D(64, 3, strides=2, padding="same"),
-                       lambda: nn.Conv2d(32, 64, 3, stride=2, padding=1), img32, "x"),
-        "dwconv3x3": (lambda: L.DepthwiseConv2D(3, padding="same"),
-                      lambda: nn.Conv2d(32, 32, 3, padding=1, groups=32), img32, "x"),
-        "deconv_s2": (lambda: L.Conv2DTranspose(32, 3, strides=2, padding="same"),
-                      lambda: nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1), img16, "x"),
-        "conv1d_k5": (lambda: L.Conv1D(128, 5), lambda: nn.Conv1d(128, 128, 5), seq, "x"),
-        "batchnorm": (lambda: L.BatchNormalization(), lambda: nn.BatchNorm2d(32), img32, "x"),
-        "layernorm": (lambda: L.LayerNormalization(epsilon=1e-5), lambda: nn.LayerNorm(128), seq, "x"),
-        "maxpool2": (lambda: L.MaxPooling2D(2), lambda: nn.MaxPool2d(2), img32, "x"),
-        "avgpool2": (lambda: L.AveragePooling2D(2), lambda: nn.AvgPool2d(2), img32, "x"),
-        "relu": (lambda: L.ReLU(), lambda: nn.ReLU(), img32, "x"),
-        "dense": (lambda: L.Dense(256), lambda: nn.Linear(256, 256), (4096, 256), "x"),
-        "embedding": (lambda: L.Embedding(10000, 128), lambda: nn.Embedding(10000, 128), (64, 80), "ids"),
-        "lstm": (lambda: L.LSTM(128), lambda: LastStep(nn.LSTM(128, 128, batch_first=True)), seq, "x"),
-        "gru": (lambda: L.GRU(128, reset_after=True), lambda: LastStep(nn.GRU(128, 128, batch_first=True)), seq, "x"),
-        "bilstm": (lambda: L.Bidirectional(L.LSTM(64)),
-                   lambda: LastStep(nn.LSTM(128, 64, batch_first=True, bidirectional=True)), seq, "x"),
-        "attention": (lambda: L.MultiHeadAttention(num_heads=4, key_dim=32), SelfAttention, (32, 64, 128), "x"),
-    }
+
+_IMG32, _IMG16, _SEQ = (64, 32, 32, 32), (64, 16, 16, 64), (64, 80, 128)
+
+# name -> (lamina layer from lamina.layers L, torch module from (torch.nn, helpers H), lamina input shape, kind)
+CASES = {
+    "conv3x3_same": (lambda L: L.Conv2D(32, 3, padding="same"), lambda nn, H: nn.Conv2d(32, 32, 3, padding=1),
+                     _IMG32, "x"),
+    "conv3x3_valid": (lambda L: L.Conv2D(64, 3), lambda nn, H: nn.Conv2d(64, 64, 3), _IMG16, "x"),
+    "conv3x3_rgb": (lambda L: L.Conv2D(32, 3, padding="same"), lambda nn, H: nn.Conv2d(3, 32, 3, padding=1),
+                    (64, 32, 32, 3), "x"),
+    "conv1x1": (lambda L: L.Conv2D(64, 1), lambda nn, H: nn.Conv2d(32, 64, 1), _IMG32, "x"),
+    "conv3x3_s2": (lambda L: L.Conv2D(64, 3, strides=2, padding="same"),
+                   lambda nn, H: nn.Conv2d(32, 64, 3, stride=2, padding=1), _IMG32, "x"),
+    "dwconv3x3": (lambda L: L.DepthwiseConv2D(3, padding="same"),
+                  lambda nn, H: nn.Conv2d(32, 32, 3, padding=1, groups=32), _IMG32, "x"),
+    "deconv_s2": (lambda L: L.Conv2DTranspose(32, 3, strides=2, padding="same"),
+                  lambda nn, H: nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1), _IMG16, "x"),
+    "conv1d_k5": (lambda L: L.Conv1D(128, 5), lambda nn, H: nn.Conv1d(128, 128, 5), _SEQ, "x"),
+    "batchnorm": (lambda L: L.BatchNormalization(), lambda nn, H: nn.BatchNorm2d(32), _IMG32, "x"),
+    "layernorm": (lambda L: L.LayerNormalization(epsilon=1e-5), lambda nn, H: nn.LayerNorm(128), _SEQ, "x"),
+    "maxpool2": (lambda L: L.MaxPooling2D(2), lambda nn, H: nn.MaxPool2d(2), _IMG32, "x"),
+    "avgpool2": (lambda L: L.AveragePooling2D(2), lambda nn, H: nn.AvgPool2d(2), _IMG32, "x"),
+    "relu": (lambda L: L.ReLU(), lambda nn, H: nn.ReLU(), _IMG32, "x"),
+    "dense": (lambda L: L.Dense(256), lambda nn, H: nn.Linear(256, 256), (4096, 256), "x"),
+    "embedding": (lambda L: L.Embedding(10000, 128), lambda nn, H: nn.Embedding(10000, 128), (64, 80), "ids"),
+    "lstm": (lambda L: L.LSTM(128), lambda nn, H: H[0](nn.LSTM(128, 128, batch_first=True)), _SEQ, "x"),
+    "gru": (lambda L: L.GRU(128, reset_after=True), lambda nn, H: H[0](nn.GRU(128, 128, batch_first=True)), _SEQ, "x"),
+    "bilstm": (lambda L: L.Bidirectional(L.LSTM(64)),
+               lambda nn, H: H[0](nn.LSTM(128, 64, batch_first=True, bidirectional=True)), _SEQ, "x"),
+    "attention": (lambda L: L.MultiHeadAttention(num_heads=4, key_dim=32), lambda nn, H: H[1](), (32, 64, 128), "x"),
+}
+
+
+def _batch(name):
+    """The case's input, the same in both frameworks' processes (seeded by the case's position)."""
+    shape, kind = CASES[name][2:]
+    rng = np.random.default_rng(list(CASES).index(name))
+    return rng.integers(0, 10000, shape) if kind == "ids" else rng.standard_normal(shape).astype(np.float32)
 
 
 def _channels_first(x):
@@ -78,9 +91,12 @@ def _channels_first(x):
     return np.ascontiguousarray(np.moveaxis(x, -1, 1))
 
 
-def _lamina_step(factory, x, kind, attention):
+def _lamina_step(name, x):
     import lamina
-    layer = factory()
+    from lamina import layers as L
+    factory, _, _, kind = CASES[name]
+    attention = name == "attention"
+    layer = factory(L)
     y = layer(x, x) if attention else layer(x)
     gy = lamina.Tensor(np.random.default_rng(1).standard_normal(y.shape).astype(np.float32))
     weights = list(layer.trainable_weights)
@@ -92,9 +108,11 @@ def _lamina_step(factory, x, kind, attention):
     return step
 
 
-def _torch_step(factory, x, kind, name):
+def _torch_step(name, x):
     import torch
-    module = factory()
+    from torch import nn
+    _, factory, _, kind = CASES[name]
+    module = factory(nn, _torch_helpers(torch, nn))
     module.train()
     conv_like = name.startswith(("conv", "dwconv", "deconv", "batchnorm", "maxpool", "avgpool", "relu"))
     xt = torch.from_numpy(_channels_first(x) if conv_like else x).requires_grad_(kind == "x")
@@ -118,29 +136,52 @@ def _median_ms(step, steps):
     return 1e3 * times[len(times) // 2]
 
 
-def run(names, reps=3, steps=15, threads=2):
-    import torch
+def _worker(framework, names, steps, threads):
+    """Time every case in this process, one framework only: returns {case: median ms}."""
+    if framework == "torch":
+        import torch
+        torch.set_num_threads(threads)
     from threadpoolctl import threadpool_limits
-    torch.set_num_threads(threads)
-    cases = _cases()
-    rng = np.random.default_rng(0)
-    rows = []
+    out = {}
     with threadpool_limits(threads):
         for name in names:
-            lam_f, torch_f, shape, kind = cases[name]
-            x = rng.integers(0, 10000, shape) if kind == "ids" else rng.standard_normal(shape).astype(np.float32)
-            ts = _torch_step(torch_f, x, kind, name)
-            ls = _lamina_step(lam_f, x, kind, name == "attention")
+            x = _batch(name)
+            step = _lamina_step(name, x) if framework == "lamina" else _torch_step(name, x)
             for _ in range(3):
-                ls(), ts()
-            la, to = [], []
-            for _ in range(reps):
-                la.append(_median_ms(ls, steps))
-                to.append(_median_ms(ts, steps))
-            rows.append({"case": name, "shape": list(shape), "lamina_ms": min(la), "torch_ms": min(to),
-                         "ratio": min(la) / min(to)})
-            print(f"{name:14s} {str(shape):18s} lamina {min(la):8.2f} ms  torch {min(to):8.2f} ms  "
-                  f"ratio {min(la) / min(to):5.2f}", flush=True)
+                step()
+            out[name] = _median_ms(step, steps)
+    return out
+
+
+def run(names, reps=3, steps=15, threads=2):
+    """Each framework in its own processes (lamina never shares one with PyTorch: PyTorch's OpenMP threads keep
+    spinning after its kernels and slowed lamina's products up to 2x in a shared process), alternating, reps
+    rounds; the best median of each case and framework."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    from .__main__ import _malloc_env
+    best = {"lamina": {}, "torch": {}, "torch+malloc": {}}
+    for rep in range(reps):
+        for fw in (("lamina", "torch", "torch+malloc") if rep % 2 == 0 else ("torch+malloc", "torch", "lamina")):
+            cmd = [sys.executable, "-m", "bench.layers", "--worker", fw.split("+")[0], "--cases", ",".join(names),
+                   "--steps", str(steps), "--threads", str(threads)]
+            wenv = dict(env)
+            if fw == "torch+malloc":   # PyTorch with glibc's allocator set as lamina sets its own
+                _malloc_env(wenv)
+            res = subprocess.run(cmd, cwd=root, env=wenv, capture_output=True, text=True)
+            if res.returncode != 0:
+                raise RuntimeError(f"bench.layers {fw} worker failed:\n{res.stderr[-2000:]}")
+            for name, ms in json.loads(res.stdout.strip().splitlines()[-1]).items():
+                best[fw][name] = min(ms, best[fw].get(name, float("inf")))
+    rows = []
+    print(f"{'case':14s} {'shape':18s} {'lamina ms':>9s} {'torch ms':>9s} {'ratio':>6s} {'t[malloc]':>9s} {'ratio':>6s}")
+    for name in names:
+        la, to, tm = best["lamina"][name], best["torch"][name], best["torch+malloc"][name]
+        rows.append({"case": name, "shape": list(CASES[name][2]), "lamina_ms": la, "torch_ms": to, "ratio": la / to,
+                     "torch_malloc_ms": tm, "ratio_malloc": la / tm})
+        print(f"{name:14s} {str(CASES[name][2]):18s} {la:9.2f} {to:9.2f} {la / to:6.2f} {tm:9.2f} {la / tm:6.2f}",
+              flush=True)
     return rows
 
 
@@ -151,11 +192,15 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "layers.json"))
+    p.add_argument("--worker", choices=("lamina", "torch"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    names = list(_cases()) if not a.cases else a.cases.split(",")
-    unknown = [n for n in names if n not in _cases()]
+    names = list(CASES) if not a.cases else a.cases.split(",")
+    unknown = [n for n in names if n not in CASES]
     if unknown:
-        p.error(f"unknown case(s) {', '.join(unknown)}; valid: {', '.join(_cases())}")
+        p.error(f"unknown case(s) {', '.join(unknown)}; valid: {', '.join(CASES)}")
+    if a.worker:
+        print(json.dumps(_worker(a.worker, names, a.steps, a.threads)))
+        return 0
     from .__main__ import _machine
     rows = run(names, a.reps, a.steps, a.threads)
     if a.json:

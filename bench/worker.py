@@ -33,7 +33,7 @@ def _percentile(xs, q):
 
 def _gpu_memory_mb(framework):
     """Device memory held at the end: PyTorch's peak reserved, CuPy's memory pool (both include cached blocks)."""
-    if framework == "torch":
+    if framework.startswith("torch"):
         import torch
         return torch.cuda.max_memory_reserved() / 2 ** 20
     import cupy
@@ -43,7 +43,7 @@ def _gpu_memory_mb(framework):
 def run(framework, workload, min_steps=30, min_time=10.0, warmup=5, size="base", device="cpu"):
     threads = os.environ.get("OMP_NUM_THREADS", "auto")  # unset: each framework's default ('--threads auto')
     threads = threads if threads == "auto" else int(threads)
-    if framework == "torch":
+    if framework == "torch" or framework.startswith("torch+"):
         import torch
         if threads != "auto":
             torch.set_num_threads(threads)
@@ -88,7 +88,7 @@ def run(framework, workload, min_steps=30, min_time=10.0, warmup=5, size="base",
     if framework.startswith("lamina"):
         from lamina.threads import blas_info, get_num_threads
         extra.update(blas=blas_info(), threads_end=get_num_threads())
-    elif framework == "torch":
+    elif framework.startswith("torch"):
         import torch
         extra.update(threads_end=torch.get_num_threads())
     return {

@@ -20,6 +20,10 @@ _DEVICE = None            # resolved lazily from LAMINA_DEVICE on first use
 _VALID_DEVICES = ("cpu", "cuda")
 
 
+MALLOC_MMAP_THRESHOLD = 32 << 20   # bytes: glibc allocations up to this come from the reusable heap
+MALLOC_TRIM_THRESHOLD = 256 << 20  # bytes of free heap kept before glibc returns memory to the OS
+
+
 def _tune_malloc():
     """Keep freed array memory for reuse instead of handing it back to the OS after every op.
 
@@ -36,7 +40,8 @@ def _tune_malloc():
     except OSError:  # not glibc (e.g. musl): nothing to tune
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt parameter numbers from <malloc.h>
-    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 256 << 20))
+    return (bool(libc.mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD))
+            and bool(libc.mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD)))
 
 
 MALLOC_TUNED = _tune_malloc()

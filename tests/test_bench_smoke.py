@@ -52,6 +52,18 @@ def test_openblas_rows_set_the_kernel_variables_together():
     assert env == {"OPENBLAS_CORETYPE": "SkylakeX", "PATH": "/bin"}
 
 
+def test_torch_malloc_rows_set_lamina_s_allocator_thresholds():
+    """A 'torch+malloc' row runs PyTorch with glibc's thresholds at the values lamina sets for itself with
+    mallopt at import (through glibc's environment variables), and nothing else changed."""
+    from bench.__main__ import _malloc_env
+    from lamina.backend import MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD
+    env = {"PATH": "/bin"}
+    _malloc_env(env)
+    assert env == {"PATH": "/bin", "MALLOC_MMAP_THRESHOLD_": str(MALLOC_MMAP_THRESHOLD),
+                   "MALLOC_TRIM_THRESHOLD_": str(MALLOC_TRIM_THRESHOLD)}
+    assert MALLOC_MMAP_THRESHOLD == 32 << 20 and MALLOC_TRIM_THRESHOLD == 256 << 20
+
+
 def test_layer_bench_runs_every_case_in_both_frameworks(tmp_path):
     """bench.layers: each case's lamina layer and torch module take the same batch (each in its own layout)
     and back-propagate; the JSON records the machine and one row per case."""
@@ -62,7 +74,7 @@ def test_layer_bench_runs_every_case_in_both_frameworks(tmp_path):
     out = tmp_path / "layers.json"
     assert layers.main(["--reps", "1", "--steps", "1", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
-    assert [r["case"] for r in data["rows"]] == list(layers._cases())
+    assert [r["case"] for r in data["rows"]] == list(layers.CASES)
     assert all(r["lamina_ms"] > 0 and r["torch_ms"] > 0 for r in data["rows"]) and "cpus" in data["machine"]
     with pytest.raises(SystemExit):
         layers.main(["--cases", "nope"])
