@@ -209,7 +209,7 @@ def _row(label, la, to, ceiling):
     gf = f"{la[4]:8.1f}" if la else "     n/a"
     pct = f"{100 * la[4] / ceiling:5.0f}%" if la and ceiling else "   n/a"
     ok = ("yes" if la and la[5] else "NO") + "/" + ("yes" if to and to[5] else "NO")
-    return (f"{label:26s} {fmt(la):>22s} {fmt(to):>22s} {ratio} {la[3] if la else 0:9.0f} "
+    return (f"{label:32s} {fmt(la):>22s} {fmt(to):>22s} {ratio} {la[3] if la else 0:9.0f} "
             f"{to[3] if to else 0:9.0f} {mem} {gf} {pct} {ok:>8s}")
 
 
@@ -219,7 +219,7 @@ def summarise(runs, workloads, frameworks):
     lines = []
     if gemm:
         lines.append("GEMM 1024^3 float32: " + ", ".join(f"{k[5:]} {v['gflops_median']:.1f} GFLOP/s" for k, v in gemm.items()))
-    lines.append(f"{'workload':26s} {'lamina ms (min-max)':>22s} {'torch ms (min-max)':>22s} {'ratio':>6s} "
+    lines.append(f"{'workload':32s} {'lamina ms (min-max)':>22s} {'torch ms (min-max)':>22s} {'ratio':>6s} "
                  f"{'lamina MB':>9s} {'torch MB':>9s} {'mem x':>6s} {'GFLOP/s':>8s} {'%gemm':>6s} {'loss ok':>8s}")
     for w in workloads:
         cells = {}
