@@ -147,7 +147,7 @@ def _worker(framework, names, steps, threads):
         for name in names:
             x = _batch(name)
             step = _lamina_step(name, x) if framework == "lamina" else _torch_step(name, x)
-            for _ in range(3):
+            for _ in range(min(3, steps)):   # warm-up (one step for a smoke run of --steps 1)
                 step()
             out[name] = _median_ms(step, steps)
     return out
