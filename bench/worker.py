@@ -43,7 +43,7 @@ def _gpu_memory_mb(framework):
 def run(framework, workload, min_steps=30, min_time=10.0, warmup=5, size="base", device="cpu"):
     threads = os.environ.get("OMP_NUM_THREADS", "auto")  # unset: each framework's default ('--threads auto')
     threads = threads if threads == "auto" else int(threads)
-    if framework == "torch" or framework.startswith("torch+"):
+    if framework.startswith("torch"):   # 'torch', or 'torch+malloc' (bench.__main__._malloc_env)
         import torch
         if threads != "auto":
             torch.set_num_threads(threads)

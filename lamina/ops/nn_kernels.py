@@ -318,8 +318,7 @@ class DepthwiseConvND(Op):
         c = w3.shape[1]
         offs, padded, length, block, row = self._flat_layout(x.shape, kernel, c)
         xf = xp.zeros(length + offs[-1], dtype=x.dtype)   # the padded input, flat, zeros past its end
-        inner = tuple(slice(a, a + n) for (a, _), n in zip(self.pads, x.shape[1:-1]))
-        xf[:int(np.prod(padded))].reshape(padded)[(slice(None),) + inner] = x
+        _crop(self._padded(xf, padded), self.pads, x.shape[1:-1])[...] = x
         wts = xp.tile(w3[:, :, 0], (1, row // c))           # (K, row): each offset's weights along a row
         yf = xp.empty(length, dtype=x.dtype)
         tmp = xp.empty(block // row * row, dtype=x.dtype).reshape(-1, row)
@@ -336,9 +335,13 @@ class DepthwiseConvND(Op):
         return xp.ascontiguousarray(self._crop_out(yf, padded, out))
 
     @staticmethod
-    def _crop_out(flat, padded, out):
-        """The (N, O..., C) valid positions of a flat array in padded coordinates (a view)."""
-        return flat[:int(np.prod(padded))].reshape(padded)[(slice(None),) + tuple(slice(0, n) for n in out)]
+    def _padded(flat, padded):
+        """A flat array's first prod(padded) entries as the padded (N, P..., C) array (a view)."""
+        return flat[:int(np.prod(padded))].reshape(padded)
+
+    def _crop_out(self, flat, padded, out):
+        """The (N, O..., C) valid output positions of a flat array in padded coordinates (a view)."""
+        return self._padded(flat, padded)[(slice(None),) + tuple(slice(0, n) for n in out)]
 
     def _flat_backward(self, gy):
         """Adjoint of _flat_forward: gy placed in padded coordinates (zeros elsewhere), then per offset
@@ -362,8 +365,7 @@ class DepthwiseConvND(Op):
                     gx[b0 + o:b0 + o + block].reshape(-1, row)[...] += xp.multiply(gb, wts[j], out=tmp)
         gw = None if gws is None else gws.reshape(len(offs), -1, c).sum(axis=1).reshape(wshape)
         if gx is not None:
-            inner = tuple(slice(a, a + n) for (a, _), n in zip(self.pads, xshape[1:-1]))
-            gx = gx[:int(np.prod(padded))].reshape(padded)[(slice(None),) + inner]
+            gx = _crop(self._padded(gx, padded), self.pads, xshape[1:-1])
         return gx, gw
 
     def backward(self, gy):
