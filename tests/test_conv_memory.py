@@ -148,6 +148,39 @@ def test_conv2d_keeps_columns_within_the_budget_with_the_same_gradients(blocks, 
         np.testing.assert_allclose(kept, rebuilt, rtol=1e-5, atol=1e-4)
 
 
+THIN_CASES = [c for c in CASES if c[0][3] < conv_mod._THIN_CHANNELS]
+
+
+@pytest.mark.parametrize("budget", [2 ** 24, 0])   # columns kept from forward / rebuilt in backward
+@pytest.mark.parametrize("xs,ks,s,padding,d", THIN_CASES)
+def test_thin_inputs_take_the_transposed_columns_with_the_same_numbers(blocks, budget, monkeypatch,
+                                                                      xs, ks, s, padding, d):
+    """Inputs of fewer than _THIN_CHANNELS channels (an RGB first layer) build the columns transposed from a
+    channels-first copy, the bias riding in the product as a row of ones: values, the three gradients and
+    the fused ReLU equal the channels-last path's, whether the columns are kept or rebuilt, in one block
+    or several; only the columns (with their row of ones) or the input are kept."""
+    monkeypatch.setattr(conv_mod, "_KEEP_COLS_BYTES", budget)
+    rng = np.random.default_rng(8)
+    x, k, b = rng.standard_normal(xs), rng.standard_normal(ks), rng.standard_normal(ks[-1]) - 0.5
+    results = []
+    for thin in (conv_mod._THIN_CHANNELS, 0):
+        monkeypatch.setattr(conv_mod, "_THIN_CHANNELS", thin)
+        ts = [Tensor(a, requires_grad=True) for a in (x, k, b)]
+        y = ops.conv2d(*ts, strides=s, padding=padding, dilation_rate=d, activation="relu")
+        assert (y._op.thin is not None) == bool(thin)
+        if thin:
+            oh, ow = y.shape[1:3]
+            rows = ks[0] * ks[1] * ks[2] + 1
+            kept = rows * xs[0] * oh * ow * 8 if budget else x.nbytes
+            # columns or input; the kernel for dx; the output for the ReLU
+            assert _saved_bytes(y) == kept + k.nbytes + y.data.nbytes
+        gy = np.random.default_rng(9).standard_normal(y.shape)
+        results.append([y.numpy()] + list(grad((y * Tensor(gy)).sum(), ts)))
+    assert (results[0][0] == 0).mean() > 0.2
+    for a, b_ in zip(*results):
+        np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("strides,padding", [(1, "valid"), (2, "same"), (2, "valid")])
 def test_conv_transpose_gradients_with_blocks(blocks, strides, padding):
     """The transposed convolutions rebuild the gradient's columns block by block too."""
