@@ -101,6 +101,65 @@ def test_seeded_reproducibility():
     assert not np.array_equal(initializers.HeNormal(seed=8)((3, 4)), init((3, 4)))
 
 
+def _whole_draw(kind, seed, shape, dtype, a, b):
+    """The numbers of one whole float64 draw, as the initializers made them before they drew block by block."""
+    rng = np.random.default_rng(seed)
+    if kind == "uniform":
+        return rng.uniform(a, b, shape).astype(dtype)
+    if kind == "normal":
+        return rng.normal(a, b, shape).astype(dtype)
+    z = rng.standard_normal(shape)  # truncated: everything outside [-2, 2] redrawn at once, until none is
+    outside = np.abs(z) > 2.0
+    while outside.any():
+        z[outside] = rng.standard_normal(int(outside.sum()))
+        outside = np.abs(z) > 2.0
+    return (a + z * b).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+@pytest.mark.parametrize("shape", [(3 * 2 ** 16 + 5, 2), (7,), (), (0, 4)])
+def test_block_by_block_draws_equal_one_whole_draw(shape, dtype):
+    """The initializers draw and cast a block of _DRAW_BLOCK values at a time (a large weight no longer
+    passes through float64 temporaries of twice its size); the values are those of one whole draw, to the
+    bit, so every seed keeps giving the weights it gave."""
+    cases = [(initializers.RandomUniform(-1.0, 2.0, seed=1), "uniform", -1.0, 2.0),
+             (initializers.RandomNormal(0.5, 2.0, seed=2), "normal", 0.5, 2.0),
+             (initializers.TruncatedNormal(0.3, 0.2, seed=3), "truncated", 0.3, 0.2)]
+    fan_in = shape[-2] if len(shape) >= 2 else (shape[0] if shape else 1)
+    fan_in = max(1.0, fan_in)
+    cases += [(initializers.HeUniform(seed=4), "uniform", -math.sqrt(6.0 / fan_in), math.sqrt(6.0 / fan_in)),
+              (initializers.HeNormal(seed=5), "truncated", 0.0, math.sqrt(2.0 / fan_in) / TRUNC_STD),
+              (initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal", seed=6), "normal", 0.0,
+               math.sqrt(2.0 / fan_in))]
+    assert initializers._DRAW_BLOCK < 3 * 2 ** 16  # the first shape spans several blocks
+    for init, kind, a, b in cases:
+        got = np.asarray(init(shape, dtype))
+        want = _whole_draw(kind, init.seed, shape, dtype, a, b)
+        assert got.dtype == np.dtype(dtype) and got.shape == shape
+        np.testing.assert_array_equal(got, want, err_msg=type(init).__name__)
+
+
+def test_weights_are_the_initializers_draw_and_never_a_callers_array():
+    """add_weight keeps the draw of lamina's own initializers as it is (no second copy of a large model's
+    weights), while an array handed in by the caller, through a plain callable or an Initializer subclass
+    of its own, is copied: updating the weight never writes into it."""
+    held = np.ones((2, 3), np.float32)
+
+    class Held(initializers.Initializer):
+        def __call__(self, shape, dtype=None):
+            return held
+
+    layer = layers.Dense(3)
+    for init in (lambda shape, dtype=None: held, Held()):
+        w = layer.add_weight(shape=(2, 3), initializer=init)
+        w.assign_add(np.ones((2, 3), np.float32))
+        np.testing.assert_array_equal(held, 1.0)
+        np.testing.assert_array_equal(w.numpy(), 2.0)
+    w = layer.add_weight(shape=(2, 3), initializer=initializers.Constant(5.0))
+    w.assign_add(np.ones((2, 3), np.float32))
+    np.testing.assert_array_equal(w.numpy(), 6.0)
+
+
 def test_initializer_get_forms_and_round_trip():
     assert isinstance(initializers.get("GlorotUniform"), initializers.GlorotUniform)
     assert isinstance(initializers.get("Zeros"), initializers.Zeros)
