@@ -159,8 +159,15 @@ class Tensor:
         return backend.to_numpy(self.data)
 
     def __array__(self, dtype=None, copy=None):
+        """NumPy's protocol: a copy only when the dtype differs or ``copy=True`` asks for one (``copy=False``
+        refuses a conversion that would need one)."""
         a = self.numpy()
-        return a.astype(dtype) if dtype is not None else a
+        if dtype is not None and a.dtype != np.dtype(dtype):
+            if copy is False:
+                raise ValueError(f"Unable to avoid a copy converting a {a.dtype} Tensor to {np.dtype(dtype)} "
+                                 "with copy=False.")
+            return a.astype(dtype)
+        return a.copy() if copy else a
 
     def item(self):
         return self.numpy().item()
@@ -615,10 +622,13 @@ class Variable(Tensor):
     the version counter, so a graph recorded before the change refuses to backward through it.
     """
 
-    def __init__(self, value, name=None, trainable=True, dtype=None, constraint=None, regularizer=None):
+    def __init__(self, value, name=None, trainable=True, dtype=None, constraint=None, regularizer=None, *,
+                 _copy=True):
+        # (_copy=False: for a fresh array nobody else holds, e.g. add_weight's draw from lamina's own
+        # initializers; copying a large model's weights once more cost as much as drawing them)
         given = value.data if isinstance(value, Tensor) else value
         super().__init__(value, requires_grad=False, dtype=dtype or backend.floatx(), name=name)
-        if self.data is given:
+        if self.data is given and _copy:
             self.data = self.data.copy()
         self.requires_grad = _is_float(self.data.dtype)
         self.trainable = trainable

@@ -174,3 +174,18 @@ def test_allocator_tuning_is_reported_and_can_be_turned_off():
     assert off.stdout.strip() == "False"
     on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert on.stdout.strip() in ("True", "False")  # True on glibc Linux; the call never fails the import
+
+
+def test_array_protocol_copies_only_when_asked_or_converting():
+    """np.asarray(tensor) is the tensor's own array (NumPy's protocol: no copy unless the dtype changes or
+    copy=True asks for one; copy=False refuses a conversion), so handing a large weight to NumPy costs
+    nothing."""
+    t = Tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert np.asarray(t) is t.data and np.asarray(t, dtype=np.float32) is t.data
+    c = np.array(t)  # np.array copies by default
+    assert c is not t.data and np.array_equal(c, t.data)
+    assert np.asarray(t, copy=True) is not t.data
+    d = np.asarray(t, dtype=np.float64)
+    assert d.dtype == np.float64 and np.array_equal(d, t.data)
+    with pytest.raises(ValueError, match="copy=False"):
+        np.asarray(t, dtype=np.float64, copy=False)

@@ -324,13 +324,20 @@ class Layer:
         init = initializers.get(initializer)
         # loading a model file: counted against the file's budget before allocating, and left at zeros (the
         # file's values replace it) instead of drawing random numbers that would be thrown away
+        # fresh: an array nobody else holds (zeros, or a draw of one of lamina's own initializers), which the
+        # Variable may take without its defensive copy
+        fresh = True
         if charge_weight(shape, dtype.itemsize, f"{self.name}/{name}"):
             value = np.zeros(shape, dtype)
+        elif isinstance(init, initializers.Initializer):
+            value = init(shape, dtype=dtype)
+            fresh = type(init).__module__ == initializers.__name__
         else:
-            value = init(shape, dtype=dtype) if isinstance(init, initializers.Initializer) else np.asarray(init(shape, dtype=dtype))
+            value, fresh = np.asarray(init(shape, dtype=dtype)), False
         from .. import regularizers as _reg, constraints as _con  # side floor, loaded lazily to keep import light
         var = Variable(backend.to_device(np.asarray(value, dtype), self._array_module()), name=name or f"variable_{len(self._own_weights)}",
-                       trainable=trainable, dtype=dtype, constraint=_con.get(constraint), regularizer=_reg.get(regularizer))
+                       trainable=trainable, dtype=dtype, constraint=_con.get(constraint), regularizer=_reg.get(regularizer),
+                       _copy=not fresh)
         var.path = f"{self.name}/{var.name}"
         var.requires_grad = bool(var.requires_grad and self._trainable and trainable)
         self._own_weights.append(var)
