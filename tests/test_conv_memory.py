@@ -181,6 +181,31 @@ def test_thin_inputs_take_the_transposed_columns_with_the_same_numbers(blocks, b
         np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("xs,ks,s,padding,outpad,d", [
+    ((3, 4, 5, 6), (3, 3, 3, 6), 1, "valid", None, 1),
+    ((2, 5, 4, 6), (4, 4, 1, 6), 2, "same", None, 1),
+    ((2, 3, 4, 5), (3, 2, 2, 5), (2, 3), "valid", (1, 2), 1),
+    ((2, 4, 4, 5), (3, 3, 3, 5), 1, "same", None, 2),
+])
+def test_thin_transposed_conv_outputs_take_the_transposed_layout_with_the_same_numbers(blocks, monkeypatch, xs, ks,
+                                                                                      s, padding, outpad, d):
+    """conv2d_transpose with fewer than _THIN_CHANNELS output channels (a generator's RGB layer) computes its
+    forward col2im and its backward's columns channels-first; values and the three gradients equal the
+    channels-last path's, in one block or several."""
+    rng = np.random.default_rng(10)
+    x, k, b = rng.standard_normal(xs), rng.standard_normal(ks), rng.standard_normal(ks[2])
+    results = []
+    for thin in (conv_mod._THIN_CHANNELS, 0):
+        monkeypatch.setattr(conv_mod, "_THIN_CHANNELS", thin)
+        ts = [Tensor(a, requires_grad=True) for a in (x, k, b)]
+        y = ops.conv2d_transpose(*ts, strides=s, padding=padding, output_padding=outpad, dilation_rate=d)
+        assert y._op.thin == bool(thin)
+        gy = np.random.default_rng(11).standard_normal(y.shape)
+        results.append([y.numpy()] + list(grad((y * Tensor(gy)).sum(), ts)))
+    for a, b_ in zip(*results):
+        np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("strides,padding", [(1, "valid"), (2, "same"), (2, "valid")])
 def test_conv_transpose_gradients_with_blocks(blocks, strides, padding):
     """The transposed convolutions rebuild the gradient's columns block by block too."""
