@@ -53,6 +53,29 @@ def test_matmul(sa, sb):
 def test_linear():
     check_grad(ops.linear, r(2, 3, 4), r(4, 5), r(5))
     check_grad(lambda x, w: ops.linear(x, w), r(3, 4), r(4, 2))
+    # one input feature, one unit: the products with an inner dimension of 1 (outer products, ops.math.mm)
+    check_grad(ops.linear, r(5, 1), r(1, 3), r(3))
+    check_grad(ops.linear, r(2, 5, 4), r(4, 1), r(1))
+
+
+@pytest.mark.parametrize("sa,sb", [((7, 1), (1, 5)), ((2, 7, 1), (2, 1, 5)), ((2, 7, 1), (1, 5)), ((1, 1), (1, 1))])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_mm_with_an_inner_dimension_of_one_equals_matmul(sa, sb, dtype):
+    """ops.math.mm takes an inner dimension of 1 away from np.matmul (its own loop, ~10x slower than BLAS):
+    the same numbers, with and without ``out`` (contiguous or not), F-ordered operands included; the other
+    shapes are np.matmul's."""
+    from lamina.ops.math import mm
+    a, b = r(*sa).astype(dtype), r(*sb).astype(dtype)
+    want = np.matmul(a, b)
+    for a_ in (a, np.asfortranarray(a)):
+        np.testing.assert_array_equal(mm(np, a_, b), want)
+        out = np.empty_like(want)
+        assert mm(np, a_, b, out=out) is out
+        np.testing.assert_array_equal(out, want)
+        strided = np.empty(want.shape[:-1] + (2 * want.shape[-1],), dtype)[..., ::2]
+        mm(np, a_, b, out=strided)
+        np.testing.assert_array_equal(strided, want)
+    check_grad(ops.matmul, r(*sa), r(*sb))
 
 
 @pytest.mark.parametrize("fn", [ops.sum, ops.mean, ops.math.var, ops.max, ops.min], ids=lambda f: f.__name__)

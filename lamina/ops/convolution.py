@@ -23,7 +23,7 @@ import numpy as np
 
 from ..tensor import Op, as_tensor
 from .manipulation import getitem, pad, repeat, reshape
-from .math import fused_activation, relu_into, sum_rows
+from .math import fused_activation, mm, relu_into, sum_rows
 
 __all__ = ["conv1d", "conv2d", "conv1d_transpose", "conv2d_transpose", "max_pool1d", "max_pool2d",
            "avg_pool1d", "avg_pool2d", "upsampling1d", "upsampling2d", "zero_padding1d", "zero_padding2d",
@@ -227,7 +227,7 @@ def _thin_col2im(xp, g2, w2, kshape, canvas, oh, ow, stride, dilation):
     for s0 in range(0, n, step):
         s1 = min(s0 + step, n)
         m = (s1 - s0) * oh * ow
-        d = xp.matmul(w2, g2[s0 * oh * ow:s1 * oh * ow].T, out=buf[:k * m].reshape(k, m))
+        d = mm(xp, w2, g2[s0 * oh * ow:s1 * oh * ow].T, out=buf[:k * m].reshape(k, m))
         d6 = d.reshape(kh, kw, c, s1 - s0, oh, ow)
         for i in range(kh):
             for j in range(kw):
@@ -248,7 +248,7 @@ def _gemm_col2im(xp, g2, kernels, shape, oh, ow, stride, dilation):
     buf = xp.empty((g2.shape[0], c), dtype=g2.dtype)
     for i in range(kh):
         for j in range(kw):
-            xp.matmul(g2, kernels[i, j], out=buf)
+            mm(xp, g2, kernels[i, j], out=buf)
             _window(out, i, j, oh, ow, stride, dilation)[...] += buf.reshape(n, oh, ow, c)
     return out
 
@@ -290,7 +290,7 @@ class Conv2D(Op):
             return self._thin_forward(x, w, b, oh, ow)
         if keep_cols and n * oh * ow * k <= x.size:
             cols = _im2col(xp, _pad_hw(xp, x, self.pads, 0), kh, kw, oh, ow, self.stride, self.dilation)
-            y = cols @ w2
+            y = mm(xp, cols, w2)
             self._finish(y, b)
         else:
             # block by block (each block's copy still in cache for its product), into one kept matrix
@@ -299,7 +299,7 @@ class Conv2D(Op):
             if keep_cols:
                 cols = xp.empty((n * oh * ow, k), dtype=x.dtype)
             for s0, s1, cc in self._blocks(x, kh, kw, oh, ow, cols):
-                yb = xp.matmul(cc, w2, out=y[s0 * oh * ow:s1 * oh * ow])
+                yb = mm(xp, cc, w2, out=y[s0 * oh * ow:s1 * oh * ow])
                 self._finish(yb, b)  # while the block is still in cache
         self.meta = (x.shape, (h + pt + pb, wd + pl + pr), oh, ow)
         self.kernel_shape = w.shape
@@ -435,8 +435,15 @@ class Conv2D(Op):
             return None
         wf = xp.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(kh * kw * o, c)
         gx = xp.empty((n * h * wd, c), dtype=np.result_type(gy.dtype, w.dtype))
-        for s0, s1, cc in _im2col_blocks(xp, gy, pads, kh, kw, h, wd, (1, 1), self.dilation):
-            xp.matmul(cc, wf, out=gx[s0 * h * wd:s1 * h * wd])
+        if o < _THIN_CHANNELS and xp is np:
+            # dy is thin (a last layer's RGB or one-channel output): its columns transposed, as a thin
+            # input's in forward (_thin_blocks)
+            blocks = ((s0, s1, ct.T) for s0, s1, ct in _thin_blocks(xp, _channels_first(xp, gy, pads), kh, kw, h,
+                                                                    wd, (1, 1), self.dilation, False))
+        else:
+            blocks = _im2col_blocks(xp, gy, pads, kh, kw, h, wd, (1, 1), self.dilation)
+        for s0, s1, cc in blocks:
+            mm(xp, cc, wf, out=gx[s0 * h * wd:s1 * h * wd])
         return gx.reshape(n, h, wd, c)
 
 

@@ -138,7 +138,7 @@ class MatMul(Op):
 
     def forward(self, a, b):
         self.saved = (a, b)
-        return a @ b
+        return mm(self.xp, a, b)
 
     def backward(self, gy):
         a, b = self.saved
@@ -152,17 +152,35 @@ class MatMul(Op):
             g2 = xp.expand_dims(g2, -1)
         ga = gb = None
         if self.needs_grad[0]:
-            ga = g2 @ xp.swapaxes(b2, -1, -2)
+            ga = mm(xp, g2, xp.swapaxes(b2, -1, -2))
             ga = unbroadcast(ga, a2.shape).reshape(a.shape)
         if self.needs_grad[1]:
             if a2.ndim == 2 and g2.ndim == 2:
-                gb = a2.T @ g2
+                gb = mm(xp, a2.T, g2)
             elif b2.ndim == 2:  # fold batch axes into one big product
-                gb = a2.reshape(-1, a2.shape[-1]).T @ g2.reshape(-1, g2.shape[-1])
+                gb = mm(xp, a2.reshape(-1, a2.shape[-1]).T, g2.reshape(-1, g2.shape[-1]))
             else:
-                gb = unbroadcast(xp.swapaxes(a2, -1, -2) @ g2, b2.shape)
+                gb = unbroadcast(mm(xp, xp.swapaxes(a2, -1, -2), g2), b2.shape)
             gb = gb.reshape(b.shape)
         return ga, gb
+
+
+def mm(xp, a, b, out=None):
+    """``a @ b`` (into ``out`` when given). An inner dimension of 1, an outer product (the input gradient of a
+    Dense(1) layer, a Dense layer on one feature, a 1x1 convolution to or from one channel), does not go
+    through np.matmul, which runs it in a loop of its own about 10x slower than BLAS ((65536, 1) @ (1, 64)
+    float32: 3.9 ms against 0.42 through np.dot; NumPy 2.4): np.dot for 2-D operands, else a broadcast
+    product (the same numbers: a single term per entry)."""
+    if xp is not np or a.ndim < 2 or b.ndim < 2 or a.shape[-1] != 1:
+        return a @ b if out is None else xp.matmul(a, b, out=out)
+    if a.ndim == b.ndim == 2:
+        if out is None:
+            return np.dot(a, b)
+        if out.flags.c_contiguous and out.dtype == np.result_type(a, b):
+            return np.dot(a, b, out=out)
+        out[...] = np.dot(a, b)
+        return out
+    return np.multiply(a, b, out=out)
 
 
 def sum_rows(xp, g2):
@@ -223,7 +241,7 @@ class Linear(Op):
 
     def forward(self, x, w, b):
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x
-        y = x2 @ w
+        y = mm(self.xp, x2, w)
         if b is not None:
             y += b
         relu = self.activation == "relu"
@@ -240,9 +258,9 @@ class Linear(Op):
         g2 = gy.reshape(-1, gy.shape[-1])
         gx = gw = gb = None
         if self.needs_grad[0]:
-            gx = (g2 @ w.T).reshape(x.shape)
+            gx = mm(self.xp, g2, w.T).reshape(x.shape)
         if self.needs_grad[1]:
-            gw = x.reshape(-1, x.shape[-1]).T @ g2
+            gw = mm(self.xp, x.reshape(-1, x.shape[-1]).T, g2)
         if len(self.needs_grad) > 2 and self.needs_grad[2]:
             gb = sum_rows(self.xp, g2)
         return gx, gw, gb
