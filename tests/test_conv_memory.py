@@ -34,6 +34,9 @@ CASES = [  # (input shape, kernel shape, strides, padding, dilation)
     ((2, 6, 7, 16), (2, 4, 16, 3), 1, "same", 1),   # even kernel: 'same' pads more after than before
     ((2, 9, 8, 16), (3, 2, 16, 4), 1, "same", 2),
     ((2, 5, 5, 16), (1, 1, 16, 4), 1, "valid", 1),
+    # ... with dy of >= _THIN_CHANNELS channels (above, dy is thin: its columns are built transposed)
+    ((2, 7, 6, 16), (3, 3, 16, 9), 1, "same", 1),
+    ((2, 5, 5, 16), (1, 1, 16, 8), 1, "valid", 1),
 ]
 
 
