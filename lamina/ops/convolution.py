@@ -13,7 +13,11 @@ How the convolution is computed (the hot path of a CNN):
   col2im(dY W^T) is computed per kernel
   offset: one (N*OH*OW, O) @ (O, C) GEMM and one strided, vectorised addition into the input
   gradient per offset (KH*KW of them), never a scatter over pixels. The input gradient is
-  skipped when the input needs none (a first layer).
+  skipped when the input needs none (a first layer);
+- thin images (fewer than _THIN_CHANNELS channels: an RGB or grey input, a generator's RGB output) take the
+  transposed layout: the columns as (KH*KW*C, rows) built from a channels-first copy, whose row copies run OW
+  floats instead of KW*C, the bias as a row of ones inside the product; their col2im adds channels-first
+  slabs (_thin_blocks, _thin_col2im).
 
 Padding follows Keras (TensorFlow's rule): 'same' pads total = max((ceil(n/s)-1)*s + (k-1)*d + 1 - n, 0)
 with total // 2 before and the rest after (so at stride 2 the extra row goes at the bottom, unlike
