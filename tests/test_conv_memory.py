@@ -209,6 +209,19 @@ def test_thin_transposed_conv_outputs_take_the_transposed_layout_with_the_same_n
         np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-12)
 
 
+def test_thin_one_by_one_convolutions_of_one_channel():
+    """The thin layout's products with an inner dimension of 1 (a 1x1 kernel on one channel, no bias; a 1x1
+    transposed convolution to one channel): values against the outer product they are, gradients checked."""
+    rng = np.random.default_rng(12)
+    x, k = rng.standard_normal((2, 4, 3, 1)), rng.standard_normal((1, 1, 1, 5))
+    np.testing.assert_allclose(ops.conv2d(Tensor(x), Tensor(k)).numpy(), x * k[0, 0, 0], rtol=1e-12)
+    check_grad(lambda x, k: ops.conv2d(x, k), x, k)
+    xt, kt = rng.standard_normal((2, 4, 3, 5)), rng.standard_normal((1, 1, 1, 5))
+    np.testing.assert_allclose(ops.conv2d_transpose(Tensor(xt), Tensor(kt)).numpy(),
+                               (xt @ kt[0, 0, 0])[..., None], rtol=1e-12)
+    check_grad(lambda x, k: ops.conv2d_transpose(x, k), xt, kt)
+
+
 @pytest.mark.parametrize("strides,padding", [(1, "valid"), (2, "same"), (2, "valid")])
 def test_conv_transpose_gradients_with_blocks(blocks, strides, padding):
     """The transposed convolutions rebuild the gradient's columns block by block too."""

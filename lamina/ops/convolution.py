@@ -330,7 +330,7 @@ class Conv2D(Op):
         cols = xp.empty((rows, n * oh * ow), dtype=x.dtype) if keep else None
         y = xp.empty((n * oh * ow, o), dtype=np.result_type(x.dtype, w.dtype))
         for s0, s1, ct in _thin_blocks(xp, xt, kh, kw, oh, ow, self.stride, self.dilation, b is not None, cols):
-            yb = xp.matmul(ct.T, w2, out=y[s0 * oh * ow:s1 * oh * ow])
+            yb = mm(xp, ct.T, w2, out=y[s0 * oh * ow:s1 * oh * ow])
             if self.activation == "relu":
                 relu_into(xp, yb, yb)  # while the block is in cache
         (pt, pb), (pl, pr) = self.pads
@@ -518,7 +518,7 @@ class Conv2DTranspose(Op):
                 rows = slice(s0 * h * wd, s1 * h * wd)
                 if self.thin:  # gc: (KH*KW*O, rows)
                     if gx is not None:
-                        xp.matmul(gc.T, w2, out=gx[rows])
+                        mm(xp, gc.T, w2, out=gx[rows])
                     if gw is not None:
                         gw += gc @ x2[rows]
                     continue
