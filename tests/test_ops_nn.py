@@ -407,21 +407,27 @@ def test_depthwise_and_separable_conv_match_keras(xs, ws, kw):
     np.testing.assert_allclose(y.numpy(), _np(K.depthwise_conv(x, w)), atol=1e-4)
 
 
-def test_depthwise_conv_over_several_flat_blocks_matches_torch():
+@pytest.mark.parametrize("m", [1, 3])
+def test_depthwise_conv_over_several_flat_blocks_matches_torch(m):
     """An input larger than one block of the flat path (so the blocks' seams and the flat tail are crossed):
-    output and both gradients against torch's grouped convolution, in float64."""
+    output and both gradients against torch's grouped convolution, in float64. A multiplier M > 1 runs the
+    flat path over the input's channels repeated M times (output channel c*M + k reads channel c)."""
     rng = np.random.default_rng(11)
-    x, w, gy = rng.standard_normal((3, 61, 57, 8)), rng.standard_normal((3, 3, 8, 1)), rng.standard_normal((3, 61, 57, 8))
+    x, w = rng.standard_normal((3, 61, 57, 8)), rng.standard_normal((3, 3, 8, m))
+    gy = rng.standard_normal((3, 61, 57, 8 * m))
     xt, wt = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
     y = N.depthwise_conv(xt, wt, padding="same")
+    assert y._op.flat
     gx, gw = grad((y * Tensor(gy)).sum(), [xt, wt])
     tx = torch.tensor(np.moveaxis(x, -1, 1).copy(), requires_grad=True)
-    tw = torch.tensor(np.transpose(w[..., 0], (2, 0, 1))[:, None].copy(), requires_grad=True)
+    # torch: out channel o of group o // M; lamina: out channel c*M + k is w[..., c, k]
+    tw = torch.tensor(np.transpose(w.reshape(3, 3, 8 * m), (2, 0, 1))[:, None].copy(), requires_grad=True)
     ty = torch.nn.functional.conv2d(tx, tw, padding=1, groups=8)
     (ty * torch.tensor(np.moveaxis(gy, -1, 1).copy())).sum().backward()
     np.testing.assert_allclose(np.asarray(y.numpy()), np.moveaxis(ty.detach().numpy(), 1, -1), atol=1e-12)
     np.testing.assert_allclose(np.asarray(gx), np.moveaxis(tx.grad.numpy(), 1, -1), atol=1e-12)
-    np.testing.assert_allclose(np.asarray(gw)[..., 0], np.transpose(tw.grad.numpy()[:, 0], (1, 2, 0)), atol=1e-10)
+    np.testing.assert_allclose(np.asarray(gw).reshape(3, 3, 8 * m), np.transpose(tw.grad.numpy()[:, 0], (1, 2, 0)),
+                               atol=1e-10)
 
 
 CONV_T = [

@@ -267,7 +267,8 @@ class DepthwiseConvND(Op):
     per-channel GEMMs. Backward, per offset: dw[k, :, m] = sum over positions of view * dy[m];
     dx's window += dy[m] w[k, :, m].
 
-    With M = 1 and stride 1 (the usual MobileNet-style layer) it runs on the padded input as one flat array
+    At stride 1 (the usual MobileNet-style layer; a multiplier M > 1 as M = 1 over the channels repeated M
+    times) it runs on the padded input as one flat array
     (see _flat_forward): in padded coordinates offset k reads the same array shifted by a constant, so every
     pass is over contiguous memory, as rows of _FLAT_ROW entries against the weights tiled to that width
     (a strided view, or broadcasting a row of C = 32 weights, costs NumPy 2-3x per pass), a block of rows at
@@ -281,8 +282,14 @@ class DepthwiseConvND(Op):
         padded = tuple(n + a + b for n, (a, b) in zip(x.shape[1:-1], self.pads))
         out = _out_size(padded, kernel, self.stride, self.dilation)
         w3 = w.reshape(-1, c, m)
-        self.flat = m == 1 and all(st == 1 for st in self.stride) and x.size > 0 and x.dtype == w.dtype
+        self.flat = all(st == 1 for st in self.stride) and x.size > 0 and x.dtype == w.dtype
         if self.flat:
+            if m > 1:
+                # each input channel repeated M times is a depthwise convolution with multiplier 1 over C*M
+                # channels, output channel c*M + m reading channel c with w[..., c, m]: the flat path again
+                # ((64,32,32,32) 3x3, M = 2, forward + backward 86-100 -> 60 ms); backward sums the copies
+                x = xp.repeat(x, m, axis=-1)
+                w3 = w3.reshape(w3.shape[0], c * m, 1)
             return self._flat_forward(x, w3, w.shape, kernel, out)
         xpd = _pad(xp, x, self.pads)
         y = xp.zeros((m, x.shape[0]) + out + (c,), dtype=x.dtype)           # multiplier first: contiguous slices
@@ -366,6 +373,9 @@ class DepthwiseConvND(Op):
         gw = None if gws is None else gws.reshape(len(offs), -1, c).sum(axis=1).reshape(wshape)
         if gx is not None:
             gx = _crop(self._padded(gx, padded), self.pads, xshape[1:-1])
+            m = wshape[-1]
+            if m > 1:  # the input's channels were repeated M times: their gradients add up
+                gx = gx.reshape(gx.shape[:-1] + (c // m, m)).sum(axis=-1)
         return gx, gw
 
     def backward(self, gy):
