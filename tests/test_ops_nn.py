@@ -407,22 +407,30 @@ def test_depthwise_and_separable_conv_match_keras(xs, ws, kw):
     np.testing.assert_allclose(y.numpy(), _np(K.depthwise_conv(x, w)), atol=1e-4)
 
 
-@pytest.mark.parametrize("m", [1, 3])
-def test_depthwise_conv_over_several_flat_blocks_matches_torch(m):
+@pytest.mark.parametrize("m,strides,dilation,padding", [(1, 1, 1, "same"), (3, 1, 1, "same"), (1, 2, 1, "same"),
+                                                      (2, 2, 1, "valid"), (1, (3, 2), (1, 2), "same"),
+                                                      (1, 2, 2, "valid")])
+def test_depthwise_conv_over_several_flat_blocks_matches_torch(m, strides, dilation, padding):
     """An input larger than one block of the flat path (so the blocks' seams and the flat tail are crossed):
     output and both gradients against torch's grouped convolution, in float64. A multiplier M > 1 runs the
-    flat path over the input's channels repeated M times (output channel c*M + k reads channel c)."""
+    flat path over the input's channels repeated M times (output channel c*M + k reads channel c); a stride
+    over the input's stride phases laid side by side (offsets into other phases)."""
+    from lamina.ops.convolution import _pads
     rng = np.random.default_rng(11)
     x, w = rng.standard_normal((3, 61, 57, 8)), rng.standard_normal((3, 3, 8, m))
-    gy = rng.standard_normal((3, 61, 57, 8 * m))
     xt, wt = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
-    y = N.depthwise_conv(xt, wt, padding="same")
+    y = N.depthwise_conv(xt, wt, strides=strides, padding=padding, dilation_rate=dilation)
     assert y._op.flat
+    gy = rng.standard_normal(y.shape)
     gx, gw = grad((y * Tensor(gy)).sum(), [xt, wt])
+    s2 = (strides,) * 2 if isinstance(strides, int) else strides
+    d2 = (dilation,) * 2 if isinstance(dilation, int) else dilation
+    pads = [_pads(padding, x.shape[1 + a], 3, s2[a], d2[a]) for a in range(2)]
     tx = torch.tensor(np.moveaxis(x, -1, 1).copy(), requires_grad=True)
     # torch: out channel o of group o // M; lamina: out channel c*M + k is w[..., c, k]
     tw = torch.tensor(np.transpose(w.reshape(3, 3, 8 * m), (2, 0, 1))[:, None].copy(), requires_grad=True)
-    ty = torch.nn.functional.conv2d(tx, tw, padding=1, groups=8)
+    txp = torch.nn.functional.pad(tx, (pads[1][0], pads[1][1], pads[0][0], pads[0][1]))
+    ty = torch.nn.functional.conv2d(txp, tw, stride=s2, dilation=d2, groups=8)
     (ty * torch.tensor(np.moveaxis(gy, -1, 1).copy())).sum().backward()
     np.testing.assert_allclose(np.asarray(y.numpy()), np.moveaxis(ty.detach().numpy(), 1, -1), atol=1e-12)
     np.testing.assert_allclose(np.asarray(gx), np.moveaxis(tx.grad.numpy(), 1, -1), atol=1e-12)
