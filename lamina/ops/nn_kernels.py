@@ -378,8 +378,8 @@ class DepthwiseConvND(Op):
 
     def _flat_backward(self, gy):
         """Adjoint of _flat_forward: gy placed in grid coordinates (zeros elsewhere), then per offset
-        dw_k = sum_p x_flat[p + off_k] g_flat[p] (GEMVs) and dx_flat[p + off_k] += g_flat[p] w_k; the phases of
-        dx are put back in their padded positions."""
+        dw_k = sum_p x_flat[p + off_k] g_flat[p] (GEMVs) and dx_flat[p + off_k] += g_flat[p] w_k; each phase of
+        dx goes back to its input positions (the padding's are dropped)."""
         xp = self.xp
         xf, w3, wshape = self.saved
         xshape, grid, out, offs, length, block, row, phases, span = self.meta
