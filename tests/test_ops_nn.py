@@ -438,6 +438,25 @@ def test_depthwise_conv_over_several_flat_blocks_matches_torch(m, strides, dilat
                                atol=1e-10)
 
 
+@pytest.mark.parametrize("c", [1000, 8200])
+def test_depthwise_conv_with_many_channels_matches_torch(c):
+    """Wide inputs (MobileNetV2 reaches 960 channels): the flat rows hold a whole number of positions, one when
+    C exceeds _FLAT_ROW entries."""
+    rng = np.random.default_rng(12)
+    x, w = rng.standard_normal((2, 5, 4, c)), rng.standard_normal((3, 3, c, 1))
+    xt, wt = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+    y = N.depthwise_conv(xt, wt, padding="same")
+    gy = rng.standard_normal(y.shape)
+    gx, gw = grad((y * Tensor(gy)).sum(), [xt, wt])
+    tx = torch.tensor(np.moveaxis(x, -1, 1).copy(), requires_grad=True)
+    tw = torch.tensor(np.transpose(w[..., 0], (2, 0, 1))[:, None].copy(), requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, padding=1, groups=c)
+    (ty * torch.tensor(np.moveaxis(gy, -1, 1).copy())).sum().backward()
+    np.testing.assert_allclose(np.asarray(y.numpy()), np.moveaxis(ty.detach().numpy(), 1, -1), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(gx), np.moveaxis(tx.grad.numpy(), 1, -1), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(gw)[..., 0], np.transpose(tw.grad.numpy()[:, 0], (1, 2, 0)), atol=1e-10)
+
+
 CONV_T = [
     ((2, 5, 3), (3, 4, 3), {}),
     ((2, 5, 3), (3, 4, 3), {"strides": 2, "padding": "same"}),
