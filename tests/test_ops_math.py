@@ -120,3 +120,52 @@ def test_check_grad_catches_a_wrong_backward():
 
     with pytest.raises(AssertionError, match="WrongSquare|index"):
         check_grad(lambda x: WrongSquare.apply(x), r(3), name="WrongSquare")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_select_is_where_to_the_bit(dtype):
+    """ops.math.select (np.where without its per-element branch, through integer masks) picks exactly the
+    words np.where picks: NaN payloads, infinities and -0.0 included; other cases fall back to np.where."""
+    from lamina.ops.math import select
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal(1000).astype(dtype)
+    b = rng.standard_normal(1000).astype(dtype)
+    a[:4] = [np.nan, np.inf, -np.inf, -0.0]
+    b[4:8] = [np.nan, np.inf, -np.inf, -0.0]
+    cond = rng.random(1000) > 0.5
+    want = np.where(cond, a, b)
+    got = select(np, cond, a, b)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got.view(f"u{a.itemsize}"), want.view(f"u{a.itemsize}"))
+    # strided operands, 0-d, and the fallbacks (broadcasting, a scalar, integers) agree with np.where too
+    np.testing.assert_array_equal(select(np, cond[::2], a[::2], b[::2]), np.where(cond[::2], a[::2], b[::2]))
+    np.testing.assert_array_equal(select(np, np.array(True), a[5:6].reshape(()), b[5:6].reshape(())), a[5])
+    np.testing.assert_array_equal(select(np, cond.reshape(10, 100), a.reshape(10, 100), b[:100]),
+                                  np.where(cond.reshape(10, 100), a.reshape(10, 100), b[:100]))
+    np.testing.assert_array_equal(select(np, cond, a, 0), np.where(cond, a, 0))
+    ai = (a[8:] * 10).astype(int)
+    np.testing.assert_array_equal(select(np, cond[8:], ai, -ai), np.where(cond[8:], ai, -ai))
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.0, -0.5, 1.0, 3.0, float("nan")])
+def test_leaky_relu_forward_equals_where_for_any_slope(alpha):
+    """LeakyReLU's forward as max(x, alpha x) (min for alpha > 1) gives np.where's values, NaN and -0.0 too."""
+    x = np.array([-2.0, -0.0, 0.0, 1.5, np.nan, -np.inf, np.inf], dtype=np.float32)
+    got = ops.leaky_relu(x, negative_slope=alpha).numpy()
+    with np.errstate(invalid="ignore"):
+        want = np.where(x > 0, x, x * np.float32(alpha))
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("shape", [(300, 128), (100, 96), (70, 3), (65, 512), (65, 1000), (10, 128), (200, 1)])
+def test_row_max_and_row_sum_equal_numpys_reductions(shape):
+    """ops.math.row_max (halving by elementwise maxima, then a reduction across the transposed remainder) gives
+    NumPy's row maxima exactly, NaN and -inf rows included; row_sum (a GEMV) its sums to rounding."""
+    from lamina.ops.math import row_max, row_sum
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[0] = -np.inf
+    x[1, 0] = np.nan
+    np.testing.assert_array_equal(row_max(np, x), x.max(axis=1))
+    y = np.abs(x[2:])
+    np.testing.assert_allclose(row_sum(np, y), y.sum(axis=1), rtol=1e-5)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ..tensor import Op
-from .math import relu_into, unbroadcast
+from .math import relu_into, row_max, row_sum, select, unbroadcast
 
 __all__ = ["relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "sigmoid", "hard_sigmoid", "tanh",
            "softplus", "softsign", "silu", "swish", "softmax", "log_softmax", "exponential", "linear_act",
@@ -54,13 +54,20 @@ class ReLU(Op):
 
 
 class LeakyReLU(Op):
+    """x if x > 0 else alpha x. Forward as max(x, alpha x) (min for alpha > 1): the same values (NaN stays NaN)
+    in plain passes, where np.where's per-element branch on a random sign cost ~10x; a zero or non-finite
+    alpha (inf * 0 is NaN) takes the exact branch-free select."""
+
     def forward(self, x):
         self.saved = (x,)
-        return self.xp.where(x > 0, x, x * self.alpha)
+        xa = x * self.alpha
+        if xa.dtype != x.dtype or x.dtype.kind != "f" or not math.isfinite(self.alpha) or self.alpha == 0:
+            return select(self.xp, x > 0, x, xa)
+        return (self.xp.maximum if self.alpha <= 1 else self.xp.minimum)(x, xa, out=xa)
 
     def backward(self, gy):
         (x,) = self.saved
-        return self.xp.where(x > 0, gy, gy * self.alpha)
+        return select(self.xp, x > 0, gy, gy * self.alpha)
 
 
 class ELU(Op):
@@ -69,13 +76,13 @@ class ELU(Op):
     def forward(self, x):
         xp = self.xp
         neg = self.alpha * xp.expm1(xp.minimum(x, 0))
-        y = xp.where(x > 0, x, neg)
+        y = select(xp, x > 0, x, neg)
         self.saved = (x, neg)
         return y
 
     def backward(self, gy):
         x, neg = self.saved
-        return self.xp.where(x > 0, gy, gy * (neg + self.alpha))
+        return select(self.xp, x > 0, gy, gy * (neg + self.alpha))
 
 
 class SELU(Op):
@@ -83,11 +90,11 @@ class SELU(Op):
         xp = self.xp
         neg = _SELU_ALPHA * xp.expm1(xp.minimum(x, 0))
         self.saved = (x, neg)
-        return (_SELU_SCALE * xp.where(x > 0, x, neg)).astype(x.dtype, copy=False)
+        return (_SELU_SCALE * select(xp, x > 0, x, neg)).astype(x.dtype, copy=False)
 
     def backward(self, gy):
         x, neg = self.saved
-        return (_SELU_SCALE * self.xp.where(x > 0, gy, gy * (neg + _SELU_ALPHA))).astype(gy.dtype, copy=False)
+        return (_SELU_SCALE * select(self.xp, x > 0, gy, gy * (neg + _SELU_ALPHA))).astype(gy.dtype, copy=False)
 
 
 def _half(dtype):
@@ -333,6 +340,20 @@ class SiLU(Op):
         return gy * (s + x * s * (1.0 - s))
 
 
+def _last_axis_rows(x, axis):
+    """x as (R, D) rows when ``axis`` is its last axis and x is a C-contiguous float array (a view); else None."""
+    if not isinstance(axis, (int, np.integer)) or x.ndim == 0 or x.size == 0 or x.dtype.kind != "f":
+        return None
+    if axis % x.ndim != x.ndim - 1 or not x.flags.c_contiguous:
+        return None
+    return x.reshape(-1, x.shape[-1])
+
+
+def _times_rows(xp, a2, v):
+    """a2 (R, D) times v (R,) row by row, as a new array."""
+    return xp.multiply(a2, v[:, None])
+
+
 class Softmax(Op):
     """exp(x - max) / sum (in float32 for a half-precision x). Backward: y (g - sum(g y))."""
 
@@ -341,14 +362,26 @@ class Softmax(Op):
         self.dtype = x.dtype
         if _half(x.dtype):
             x = x.astype(xp.float32)
-        e = xp.exp(x - x.max(axis=self.axis, keepdims=True))
-        y = e / e.sum(axis=self.axis, keepdims=True)
+        rows = _last_axis_rows(x, self.axis)
+        if rows is not None:  # the usual case: over the last axis of a contiguous array, as (R, D) rows
+            e = xp.subtract(rows, row_max(xp, rows)[:, None])
+            xp.exp(e, out=e)
+            e /= row_sum(xp, e)[:, None]
+            y = e.reshape(x.shape)
+        else:
+            e = xp.exp(x - x.max(axis=self.axis, keepdims=True))
+            y = e / e.sum(axis=self.axis, keepdims=True)
         self.saved = (y,)
         return y.astype(self.dtype, copy=False)
 
     def backward(self, gy):
         (y,) = self.saved
         gyy = gy.astype(y.dtype, copy=False) * y
+        rows = _last_axis_rows(gyy, self.axis)
+        if rows is not None:
+            y2 = y.reshape(rows.shape)
+            rows -= _times_rows(self.xp, y2, row_sum(self.xp, rows))
+            return gyy.astype(self.dtype, copy=False)
         return (gyy - y * gyy.sum(axis=self.axis, keepdims=True)).astype(self.dtype, copy=False)
 
 
@@ -360,14 +393,25 @@ class LogSoftmax(Op):
         self.dtype = x.dtype
         if _half(x.dtype):
             x = x.astype(xp.float32)
-        z = x - x.max(axis=self.axis, keepdims=True)
-        y = z - xp.log(xp.exp(z).sum(axis=self.axis, keepdims=True))
+        rows = _last_axis_rows(x, self.axis)
+        if rows is not None:  # over the last axis of a contiguous array, as (R, D) rows
+            z = xp.subtract(rows, row_max(xp, rows)[:, None])
+            z -= xp.log(row_sum(xp, xp.exp(z)))[:, None]
+            y = z.reshape(x.shape)
+        else:
+            z = x - x.max(axis=self.axis, keepdims=True)
+            y = z - xp.log(xp.exp(z).sum(axis=self.axis, keepdims=True))
         self.saved = (y,)
         return y.astype(self.dtype, copy=False)
 
     def backward(self, gy):
         (y,) = self.saved
         gy = gy.astype(y.dtype, copy=False)
+        rows = _last_axis_rows(gy, self.axis)
+        if rows is not None:
+            g = _times_rows(self.xp, self.xp.exp(y.reshape(rows.shape)), row_sum(self.xp, rows))
+            self.xp.subtract(rows, g, out=g)
+            return g.reshape(gy.shape).astype(self.dtype, copy=False)
         return (gy - self.xp.exp(y) * gy.sum(axis=self.axis, keepdims=True)).astype(self.dtype, copy=False)
 
 
@@ -386,12 +430,12 @@ class PReLU(Op):
 
     def forward(self, x, alpha):
         self.saved = (x, alpha)
-        return self.xp.where(x > 0, x, x * alpha)
+        return select(self.xp, x > 0, x, x * alpha)
 
     def backward(self, gy):
         x, alpha = self.saved
         pos = x > 0
-        gx = self.xp.where(pos, gy, gy * alpha) if self.needs_grad[0] else None
+        gx = select(self.xp, pos, gy, gy * alpha) if self.needs_grad[0] else None
         ga = unbroadcast(self.xp.where(pos, 0, gy * x), alpha.shape).astype(gy.dtype) if self.needs_grad[1] else None
         return gx, ga
 
