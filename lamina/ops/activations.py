@@ -33,7 +33,8 @@ class ReLU(Op):
             t = x.dtype.type
             return xp.clip(x, t(0), t(cap), out=xp.empty_like(x))
         # x <= th selects the low side, so NaN (never <= anything) passes through as NaN, as in torch
-        y = xp.where(x <= th, (x - th) * slope if slope else xp.zeros((), x.dtype), x)
+        low = (x - th) * slope if slope else xp.zeros_like(x)
+        y = select(xp, x <= th, low.astype(x.dtype, copy=False), x)
         if cap is not None:
             y = xp.minimum(y, xp.asarray(cap, x.dtype))
         return y.astype(x.dtype, copy=False)

@@ -16,7 +16,7 @@ from ..tensor import Op, Tensor, as_tensor
 from . import math as _m
 from . import manipulation as _s
 from .activations import stable_sigmoid
-from .math import unbroadcast
+from .math import select, unbroadcast
 
 __all__ = [
     "sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
@@ -249,7 +249,7 @@ class Huber(_MeanOfDiff):
     """0.5 d^2 where |d| <= delta, else delta (|d| - 0.5 delta); derivative clip(d, -delta, delta)."""
     def f(self, d):
         a = self.xp.abs(d)
-        return self.xp.where(a <= self.delta, 0.5 * d * d, self.delta * a - 0.5 * self.delta ** 2)
+        return select(self.xp, a <= self.delta, 0.5 * d * d, self.delta * a - 0.5 * self.delta ** 2)
 
     def df(self, d): return self.xp.clip(d, -self.delta, self.delta)
 

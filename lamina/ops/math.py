@@ -406,14 +406,15 @@ class Where(Op):
 
     def forward(self, c, a, b):
         self.saved = (c, a.shape, b.shape)
-        return self.xp.where(c, a, b)
+        return select(self.xp, c, a, b)  # np.where unless one shape and float dtype (then branch-free)
 
     def backward(self, gy):
+        xp = self.xp
         c, sa, sb = self.saved
-        z = self.xp.zeros((), gy.dtype)
+        z = xp.zeros_like(gy) if getattr(c, "shape", None) == gy.shape else xp.zeros((), gy.dtype)
         return (None,
-                unbroadcast(self.xp.where(c, gy, z), sa) if self.needs_grad[1] else None,
-                unbroadcast(self.xp.where(c, z, gy), sb) if self.needs_grad[2] else None)
+                unbroadcast(select(xp, c, gy, z), sa) if self.needs_grad[1] else None,
+                unbroadcast(select(xp, c, z, gy), sb) if self.needs_grad[2] else None)
 
 
 def _norm_axis(axis, ndim):
