@@ -169,3 +169,11 @@ def test_row_max_and_row_sum_equal_numpys_reductions(shape):
     np.testing.assert_array_equal(row_max(np, x), x.max(axis=1))
     y = np.abs(x[2:])
     np.testing.assert_allclose(row_sum(np, y), y.sum(axis=1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("fn", [ops.sigmoid, ops.softplus, ops.log_sigmoid, ops.silu, ops.gelu, ops.hard_silu, ops.elu,
+                                ops.leaky_relu, ops.relu6, ops.selu], ids=lambda f: f.__name__)
+def test_activations_of_a_scalar_equal_those_of_an_array(fn):
+    """A 0-d input (a NumPy scalar or 0-d array) goes through the same formulas as any array."""
+    for v in (np.float32(2.0), np.float32(-1.5), np.array(0.75)):
+        np.testing.assert_allclose(fn(v).numpy(), fn(np.array([v])).numpy()[0], rtol=1e-6)

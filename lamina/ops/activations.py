@@ -62,7 +62,8 @@ class LeakyReLU(Op):
     def forward(self, x):
         self.saved = (x,)
         xa = x * self.alpha
-        if xa.dtype != x.dtype or x.dtype.kind != "f" or not math.isfinite(self.alpha) or self.alpha == 0:
+        if (xa.dtype != x.dtype or x.dtype.kind != "f" or not math.isfinite(self.alpha) or self.alpha == 0
+                or x.ndim == 0):
             return select(self.xp, x > 0, x, xa)
         return (self.xp.maximum if self.alpha <= 1 else self.xp.minimum)(x, xa, out=xa)
 
@@ -328,17 +329,50 @@ class Softsign(Op):
         return gy / (d * d)
 
 
+def _sigmoid_into(xp, x, s, t):
+    """sigmoid_inplace's exact passes (e = exp(-|x|); max(e, [x >= 0]) / (1 + e)) from x into s, t scratch."""
+    xp.abs(x, out=t)
+    xp.negative(t, out=t)
+    xp.exp(t, out=t)
+    xp.fmax(t, x >= 0, out=s)
+    t += 1.0
+    s /= t
+    return s
+
+
 class SiLU(Op):
-    """x sigmoid(x). Backward: s + x s (1 - s)."""
+    """x sigmoid(x) (swish: EfficientNet's activation). Backward: s + x s (1 - s). Both chains run over
+    in-cache blocks (_chain), with the same numbers as whole-array passes."""
 
     def forward(self, x):
-        s = stable_sigmoid(self.xp, x)
+        xp = self.xp
+        if x.dtype.kind != "f" or x.dtype.itemsize < 4:
+            s = stable_sigmoid(xp, x)
+            self.saved = (x, s)
+            return x * s
+
+        def forward(x, y, s, t):
+            _sigmoid_into(xp, x, s, t)
+            xp.multiply(x, s, out=y)
+
+        y, s = _chain(xp, forward, [x], 2)
         self.saved = (x, s)
-        return x * s
+        return y
 
     def backward(self, gy):
+        xp = self.xp
         x, s = self.saved
-        return gy * (s + x * s * (1.0 - s))
+        if x.dtype.kind != "f" or x.dtype.itemsize < 4 or gy.dtype != x.dtype:
+            return gy * (s + x * s * (1.0 - s))
+
+        def backward(x, s, gy, gx, t):
+            xp.multiply(x, s, out=gx)
+            xp.subtract(1.0, s, out=t)
+            gx *= t
+            gx += s
+            gx *= gy
+
+        return _chain(xp, backward, [x, s, xp.broadcast_to(gy, x.shape)], 1)[0]
 
 
 def _last_axis_rows(x, axis):
