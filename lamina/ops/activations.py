@@ -205,6 +205,17 @@ class GELU(Op):
         return _chain(xp, backward, [x, s, xp.broadcast_to(gy, x.shape)], 1)[0]
 
 
+def _sigmoid_into(xp, x, s, t):
+    """sigmoid(x) into s (x itself allowed) with t as scratch: e = exp(-|x|), max(e, [x >= 0]) / (1 + e)."""
+    xp.abs(x, out=t)
+    xp.negative(t, out=t)
+    xp.exp(t, out=t)
+    xp.fmax(t, x >= 0, out=s)
+    t += 1.0
+    s /= t
+    return s
+
+
 def sigmoid_inplace(xp, a, subnormals=True):
     """Logistic sigmoid of ``a`` written INTO ``a`` (which may be a view), accurate for every x.
 
@@ -230,14 +241,7 @@ def sigmoid_inplace(xp, a, subnormals=True):
         e += 1.0
         xp.divide(1.0, e, out=a)
         return a
-    e = xp.empty_like(a)
-    xp.abs(a, out=e)  # (out=: a 0-d input would give a scalar otherwise)
-    xp.negative(e, out=e)
-    xp.exp(e, out=e)
-    xp.fmax(e, a >= 0, out=a)
-    e += 1.0
-    a /= e
-    return a
+    return _sigmoid_into(xp, a, a, xp.empty_like(a))  # (a scratch array: a 0-d input keeps its out= targets)
 
 
 def stable_sigmoid(xp, x):
@@ -327,17 +331,6 @@ class Softsign(Op):
         (x,) = self.saved
         d = 1.0 + self.xp.abs(x)
         return gy / (d * d)
-
-
-def _sigmoid_into(xp, x, s, t):
-    """sigmoid_inplace's exact passes (e = exp(-|x|); max(e, [x >= 0]) / (1 + e)) from x into s, t scratch."""
-    xp.abs(x, out=t)
-    xp.negative(t, out=t)
-    xp.exp(t, out=t)
-    xp.fmax(t, x >= 0, out=s)
-    t += 1.0
-    s /= t
-    return s
 
 
 class SiLU(Op):
