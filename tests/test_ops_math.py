@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lamina import ops
+from lamina import Tensor, grad, ops
 from lamina.testing import check_grad
 
 R = np.random.default_rng(1)
@@ -177,3 +177,24 @@ def test_activations_of_a_scalar_equal_those_of_an_array(fn):
     """A 0-d input (a NumPy scalar or 0-d array) goes through the same formulas as any array."""
     for v in (np.float32(2.0), np.float32(-1.5), np.array(0.75)):
         np.testing.assert_allclose(fn(v).numpy(), fn(np.array([v])).numpy()[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 5, 6, 7), (1, 2)), ((3, 9, 4), 1), ((3, 9, 4), (0, 1)), ((2, 1, 1, 3), (1, 2)),
+                                        ((2, 7, 5), -1), ((5, 4), None)])
+def test_max_min_over_a_run_of_axes_equal_numpy_with_shared_gradients(shape, axis):
+    """max/min over consecutive middle axes (global max pooling) halve the run with elementwise passes
+    (ops.math.run_extreme): NumPy's values exactly (NaN propagating), ties sharing the gradient."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[3] = x.reshape(-1)[4]
+    for fn, ref in ((ops.max, np.max), (ops.min, np.min)):
+        xt = Tensor(x, requires_grad=True)
+        y = fn(xt, axis=axis)
+        (g,) = grad(ops.sum(y * y), [xt])
+        np.testing.assert_array_equal(y.numpy(), ref(x, axis=axis))
+        yk = ref(x, axis=axis, keepdims=True)
+        tie = x == yk
+        np.testing.assert_allclose(g, tie * (2 * yk / tie.sum(axis=axis, keepdims=True)), rtol=1e-6)
+    xn = x.copy()
+    xn.reshape(-1)[0] = np.nan
+    np.testing.assert_array_equal(ops.max(xn, axis=axis).numpy(), np.max(xn, axis=axis))

@@ -458,19 +458,49 @@ class Mean(Op):
         return self.xp.broadcast_to(g, self.shape_in).astype(gy.dtype, copy=False)
 
 
+def _run_of_axes(x, axes):
+    """x as (before, run, after) when ``axes`` are consecutive axes of a C-contiguous array (a view); else None."""
+    if not axes or list(axes) != list(range(axes[0], axes[0] + len(axes))) or not x.flags.c_contiguous:
+        return None
+    sh = x.shape
+    return x.reshape(int(np.prod(sh[:axes[0]])), int(np.prod(sh[axes[0]:axes[-1] + 1])), int(np.prod(sh[axes[-1] + 1:])))
+
+
+def run_extreme(ufunc, a3):
+    """ufunc (np.maximum or np.minimum) reduced over the middle axis of (before, run, after), as (before, 1,
+    after), by halving the run with elementwise passes: NumPy's reduction over middle axes crawls (a global max
+    pooling of (32, 56, 56, 64) float32: 10.7 ms, halving 2.1 ms; the same values, NaN propagating)."""
+    while a3.shape[1] > 1:
+        run = a3.shape[1]
+        half = run // 2
+        m = ufunc(a3[:, :half], a3[:, half:2 * half])
+        if run % 2:
+            ufunc(m[:, :1], a3[:, 2 * half:], out=m[:, :1])
+        a3 = m
+    return a3
+
+
 class MaxMin(Op):
     """max or min over axes; ties share the gradient equally (like reduce_max)."""
 
     def forward(self, x):
+        xp = self.xp
         self.axes = _norm_axis(self.axis, x.ndim)
-        y = (x.max if self.is_max else x.min)(axis=self.axes, keepdims=True)
+        run = _run_of_axes(x, self.axes) if xp is np and x.size and x.dtype.kind == "f" else None
+        if run is not None and run.shape[2] > 1:  # a middle run of axes (global pooling over steps or pixels)
+            y = run_extreme(np.maximum if self.is_max else np.minimum, run)
+            y = y.reshape([1 if i in self.axes else n for i, n in enumerate(x.shape)])
+        else:
+            y = (x.max if self.is_max else x.min)(axis=self.axes, keepdims=True)
         self.saved = (x, y)
         return y if self.keepdims else y.reshape([n for i, n in enumerate(y.shape) if i not in self.axes])
 
     def backward(self, gy):
         x, y = self.saved
         mask = (x == y)
-        count = mask.sum(axis=self.axes, keepdims=True)
+        run = _run_of_axes(mask, self.axes) if self.xp is np else None
+        count = (run.sum(axis=1, dtype=np.int32).reshape(y.shape) if run is not None
+                 else mask.sum(axis=self.axes, keepdims=True))
         g = _expand(gy, x.shape, self.axes, self.keepdims)
         return (mask * (g / count)).astype(gy.dtype, copy=False)
 
