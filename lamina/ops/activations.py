@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ..tensor import Op
-from .math import relu_into, row_max, row_sum, select, unbroadcast
+from .math import relu_into, row_max, select, sum_rows, unbroadcast
 
 __all__ = ["relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "sigmoid", "hard_sigmoid", "tanh",
            "softplus", "softsign", "silu", "swish", "softmax", "log_softmax", "exponential", "linear_act",
@@ -377,11 +377,6 @@ def _last_axis_rows(x, axis):
     return x.reshape(-1, x.shape[-1])
 
 
-def _times_rows(xp, a2, v):
-    """a2 (R, D) times v (R,) row by row, as a new array."""
-    return xp.multiply(a2, v[:, None])
-
-
 class Softmax(Op):
     """exp(x - max) / sum (in float32 for a half-precision x). Backward: y (g - sum(g y))."""
 
@@ -394,7 +389,7 @@ class Softmax(Op):
         if rows is not None:  # the usual case: over the last axis of a contiguous array, as (R, D) rows
             e = xp.subtract(rows, row_max(xp, rows)[:, None])
             xp.exp(e, out=e)
-            e /= row_sum(xp, e)[:, None]
+            e /= sum_rows(xp, e.T)[:, None]  # row sums as a GEMV
             y = e.reshape(x.shape)
         else:
             e = xp.exp(x - x.max(axis=self.axis, keepdims=True))
@@ -408,7 +403,7 @@ class Softmax(Op):
         rows = _last_axis_rows(gyy, self.axis)
         if rows is not None:
             y2 = y.reshape(rows.shape)
-            rows -= _times_rows(self.xp, y2, row_sum(self.xp, rows))
+            rows -= y2 * sum_rows(self.xp, rows.T)[:, None]
             return gyy.astype(self.dtype, copy=False)
         return (gyy - y * gyy.sum(axis=self.axis, keepdims=True)).astype(self.dtype, copy=False)
 
@@ -424,7 +419,7 @@ class LogSoftmax(Op):
         rows = _last_axis_rows(x, self.axis)
         if rows is not None:  # over the last axis of a contiguous array, as (R, D) rows
             z = xp.subtract(rows, row_max(xp, rows)[:, None])
-            z -= xp.log(row_sum(xp, xp.exp(z)))[:, None]
+            z -= xp.log(sum_rows(xp, xp.exp(z).T))[:, None]
             y = z.reshape(x.shape)
         else:
             z = x - x.max(axis=self.axis, keepdims=True)
@@ -437,7 +432,8 @@ class LogSoftmax(Op):
         gy = gy.astype(y.dtype, copy=False)
         rows = _last_axis_rows(gy, self.axis)
         if rows is not None:
-            g = _times_rows(self.xp, self.xp.exp(y.reshape(rows.shape)), row_sum(self.xp, rows))
+            g = self.xp.exp(y.reshape(rows.shape))
+            g *= sum_rows(self.xp, rows.T)[:, None]
             self.xp.subtract(rows, g, out=g)
             return g.reshape(gy.shape).astype(self.dtype, copy=False)
         return (gy - self.xp.exp(y) * gy.sum(axis=self.axis, keepdims=True)).astype(self.dtype, copy=False)

@@ -285,40 +285,48 @@ class Conv2D(Op):
         oh = (h + pt + pb - (kh - 1) * self.dilation[0] - 1) // self.stride[0] + 1
         ow = (wd + pl + pr - (kw - 1) * self.dilation[1] - 1) // self.stride[1] + 1
         k = kh * kw * c
-        w2 = w.reshape(k, o)
-        keep_cols = self.needs_grad[1] and (n * oh * ow * k <= x.size
-                                            or n * oh * ow * k * x.dtype.itemsize <= _KEEP_COLS_BYTES)
-        cols = None
-        self.thin = None
-        if c < _THIN_CHANNELS and xp is np:
-            return self._thin_forward(x, w, b, oh, ow)
-        if keep_cols and n * oh * ow * k <= x.size:
-            cols = _im2col(xp, _pad_hw(xp, x, self.pads, 0), kh, kw, oh, ow, self.stride, self.dilation)
-            y = mm(xp, cols, w2)
-            self._finish(y, b)
-        else:
-            # block by block (each block's copy still in cache for its product), into one kept matrix
-            # when it is small enough, else into a reused block buffer
-            y = xp.empty((n * oh * ow, o), dtype=np.result_type(x.dtype, w.dtype))
-            if keep_cols:
-                cols = xp.empty((n * oh * ow, k), dtype=x.dtype)
-            for s0, s1, cc in self._blocks(x, kh, kw, oh, ow, cols):
-                yb = mm(xp, cc, w2, out=y[s0 * oh * ow:s1 * oh * ow])
-                self._finish(yb, b)  # while the block is still in cache
         self.meta = (x.shape, (h + pt + pb, wd + pl + pr), oh, ow)
         self.kernel_shape = w.shape
+        self.thin = None
+        if c < _THIN_CHANNELS and xp is np:
+            y, cols, keep_cols = self._thin_forward(x, w, b, oh, ow)
+        else:
+            y, cols, keep_cols = self._wide_forward(x, w.reshape(k, o), b, oh, ow)
         y = y.reshape(n, oh, ow, o)
         # the output for the fused ReLU's mask (a reference: the graph holds it anyway)
         self.saved = (cols, x if self.needs_grad[1] and not keep_cols else None,
                       w if self.needs_grad[0] else None, y if self.activation == "relu" else None)
         return y
 
-    def _thin_forward(self, x, w, b, oh, ow):
-        """Conv2D.forward for thin inputs (see _thin_blocks): the columns transposed, the bias as their row
-        of ones, kept whole for the kernel gradient when small enough, else the input is kept and backward
-        rebuilds the blocks from it."""
+    def _wide_forward(self, x, w2, b, oh, ow):
+        """(y rows, the kept columns or None, whether they are kept) in the channels-last layout."""
         xp = self.xp
-        n, h, wd, c = x.shape
+        n, k, o = x.shape[0], w2.shape[0], w2.shape[1]
+        keep_cols = self.needs_grad[1] and (n * oh * ow * k <= x.size
+                                            or n * oh * ow * k * x.dtype.itemsize <= _KEEP_COLS_BYTES)
+        cols = None
+        kh, kw = self.kernel_shape[:2]
+        if keep_cols and n * oh * ow * k <= x.size:
+            cols = _im2col(xp, _pad_hw(xp, x, self.pads, 0), kh, kw, oh, ow, self.stride, self.dilation)
+            y = mm(xp, cols, w2)
+            self._finish(y, b)
+            return y, cols, keep_cols
+        # block by block (each block's copy still in cache for its product), into one kept matrix when it is
+        # small enough, else into a reused block buffer
+        y = xp.empty((n * oh * ow, o), dtype=np.result_type(x.dtype, w2.dtype))
+        if keep_cols:
+            cols = xp.empty((n * oh * ow, k), dtype=x.dtype)
+        for s0, s1, cc in self._blocks(x, kh, kw, oh, ow, cols):
+            yb = mm(xp, cc, w2, out=y[s0 * oh * ow:s1 * oh * ow])
+            self._finish(yb, b)  # while the block is still in cache
+        return y, cols, keep_cols
+
+    def _thin_forward(self, x, w, b, oh, ow):
+        """(y rows, the kept columns or None, whether they are kept) for thin inputs (see _thin_blocks): the
+        columns transposed, the bias as their row of ones, kept whole for the kernel gradient when small
+        enough, else the input is kept and backward rebuilds the blocks from it."""
+        xp = self.xp
+        n, c = x.shape[0], x.shape[3]
         kh, kw, _, o = w.shape
         k = kh * kw * c
         rows = k + (b is not None)
@@ -333,14 +341,8 @@ class Conv2D(Op):
             yb = mm(xp, ct.T, w2, out=y[s0 * oh * ow:s1 * oh * ow])
             if self.activation == "relu":
                 relu_into(xp, yb, yb)  # while the block is in cache
-        (pt, pb), (pl, pr) = self.pads
-        self.meta = (x.shape, (h + pt + pb, wd + pl + pr), oh, ow)
-        self.kernel_shape = w.shape
         self.thin = b is not None  # not None: thin layout; True: the columns carry the bias row
-        y = y.reshape(n, oh, ow, o)
-        self.saved = (cols, x if self.needs_grad[1] and not keep else None, w if self.needs_grad[0] else None,
-                      y if self.activation == "relu" else None)
-        return y
+        return y, cols, keep
 
     def _thin_kernel_grad(self, cols, x, g2):
         """(dW, db or None) of the thin layout: one product of the transposed columns with dy, whose last row
@@ -502,7 +504,8 @@ class Conv2DTranspose(Op):
             if self.thin:  # the gradient's columns transposed, from a channels-first canvas (_thin_blocks)
                 gfull = xp.zeros((o, n, full[0], full[1]), dtype=gy.dtype)
                 gfull[:, :, bh:bh + hh, bw:bw + ww] = gy[:, :hh, :ww, :].transpose(3, 0, 1, 2)
-                blocks = _thin_blocks(xp, gfull, kh, kw, h, wd, self.stride, self.dilation, False)
+                blocks = ((s0, s1, ct.T) for s0, s1, ct in _thin_blocks(xp, gfull, kh, kw, h, wd, self.stride,
+                                                                        self.dilation, False))
             else:
                 gfull = xp.zeros((n, full[0], full[1], o), dtype=gy.dtype)
                 gfull[:, bh:bh + hh, bw:bw + ww, :] = gy[:, :hh, :ww, :]
@@ -514,16 +517,10 @@ class Conv2DTranspose(Op):
             if self.needs_grad[1]:
                 x2 = x.reshape(-1, c)
                 gw = xp.zeros((kh * kw * o, c), dtype=np.result_type(gy.dtype, x.dtype))
-            for s0, s1, gc in blocks:
+            for s0, s1, gc in blocks:  # gc: (rows, KH*KW*O) (a transposed view in the thin layout)
                 rows = slice(s0 * h * wd, s1 * h * wd)
-                if self.thin:  # gc: (KH*KW*O, rows)
-                    if gx is not None:
-                        mm(xp, gc.T, w2, out=gx[rows])
-                    if gw is not None:
-                        gw += gc @ x2[rows]
-                    continue
                 if gx is not None:
-                    xp.matmul(gc, w2, out=gx[rows])
+                    mm(xp, gc, w2, out=gx[rows])
                 if gw is not None:
                     gw += gc.T @ x2[rows]
             gx = None if gx is None else gx.reshape(xshape)

@@ -350,8 +350,9 @@ class DepthwiseConvND(Op):
         xp = self.xp
         c = w3.shape[1]
         offs, grid, length, block, row, phases = self._flat_layout(x.shape, kernel, c)
-        span = (len(phases) - 1) * length + max(offs) % length if len(phases) > 1 else offs[-1]
-        xf = xp.zeros(length + span, dtype=x.dtype)   # the phases of the padded input, flat, zeros past the end
+        # the phases of the padded input, flat, zeros past the end: room for every phase and the largest shift
+        span = (len(phases) - 1) * length + max(o % length for o in offs)
+        xf = xp.zeros(length + span, dtype=x.dtype)
         for i, ph in enumerate(phases):  # (one phase at stride 1: x into the padded grid)
             xs, gs = self._phase_slices(x.shape, ph)
             self._padded(xf[i * length:], grid)[gs] = x[xs]
