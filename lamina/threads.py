@@ -18,11 +18,22 @@ A fixed count switches the governor off:
 Results do not depend on the choice: OpenBLAS and MKL split a GEMM's rows and columns among threads, never
 its inner sum, so every thread count computes the same numbers. Thread counts are set through threadpoolctl
 (a runtime dependency, pure Python); if no BLAS it knows is loaded, this module does nothing.
+
+Element-wise work on every core (:func:`split_width`, :func:`run_split`): NumPy runs an element-wise pass
+on one core. Large passes with no product among them (an optimizer's update of every weight) are split
+over as many threads as BLAS runs with, lamina's own. One obstacle stands in the way with OpenBLAS's
+pthreads build: after every threaded product its worker threads busy-wait ~0.1 s for the next one (its
+THREAD_TIMEOUT, 2^28 cycles; they never yield the core), so a thread of lamina's finds no core free. Before
+such a split lamina stops OpenBLAS's team the way a fork does (``blas_thread_shutdown_``, what OpenBLAS's
+own fork handler calls; the next threaded product starts the team afresh, ~0.2 ms). It does so only while
+no other Python thread is alive, since a product in flight on another thread would lose its team.
 """
 import os
+import threading
 import time
 
-__all__ = ["get_num_threads", "set_num_threads", "usable_cores", "Governor", "governor", "blas_info"]
+__all__ = ["get_num_threads", "set_num_threads", "usable_cores", "Governor", "governor", "blas_info",
+           "split_width", "run_split", "ranges"]
 
 _ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _state = {"fixed": None, "controller": None, "checked_env": False}
@@ -99,6 +110,98 @@ def _apply(n):
     if ctl is not None:
         for lc in ctl.lib_controllers:
             lc.set_num_threads(n)
+
+
+# ------------------------------------------------------------------ element-wise work split over threads
+# The fewest elements a pass must cover to be split: stopping and restarting OpenBLAS's team and handing
+# work to a thread cost ~0.3 ms a split in all, and Adam's update of 1 M float32 weights takes ~1.5 ms on
+# one core of the machine measured (bench/README.md, issue 19 seventh round).
+SPLIT_MIN_ELEMENTS = 1_000_000
+_split = {"pool": None, "size": 0, "release": None}
+
+
+def _team_release():
+    """OpenBLAS's ``blas_thread_shutdown_`` (pthreads builds) as a ctypes function, or None: stopping the
+    team is only known to be safe, and only needed, there (OpenMP builds, MKL: their runtimes own their
+    threads)."""
+    if _split["release"] is None:
+        fn = False
+        ctl = _controller()
+        for lc in (ctl.lib_controllers if ctl is not None else ()):
+            info = lc.info()
+            if info.get("internal_api") == "openblas" and info.get("threading_layer") == "pthreads":
+                try:
+                    fn = getattr(lc.dynlib, "blas_thread_shutdown_")
+                    fn.restype, fn.argtypes = None, []
+                except (AttributeError, OSError):  # pragma: no cover - a build without the symbol
+                    fn = False
+                break
+        _split["release"] = fn
+    return _split["release"] or None
+
+
+def _pool(n):
+    """A pool of n threads (created once, grown when asked for more)."""
+    if _split["pool"] is None or _split["size"] < n:
+        from concurrent.futures import ThreadPoolExecutor
+        if _split["pool"] is not None:
+            _split["pool"].shutdown(wait=True)
+        _split["pool"] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="lamina-split")
+        _split["size"] = n
+    return _split["pool"]
+
+
+def _alone():
+    """Whether this is the only Python thread but lamina's own split threads (none of which is busy when
+    this is asked: run_split waits for its parts)."""
+    return threading.active_count() == 1 + sum(1 for t in threading.enumerate() if t.name.startswith("lamina-split"))
+
+
+def split_width(elements):
+    """How many threads a split element-wise pass over ``elements`` values should run on: 1 below
+    SPLIT_MIN_ELEMENTS, when BLAS runs one thread (the governor or the user chose it: the other cores are
+    busy or not ours), or when OpenBLAS's waiting team cannot be stopped safely; else BLAS's thread count,
+    after stopping the team (so call it right before :func:`run_split`, with no product in between)."""
+    if elements < SPLIT_MIN_ELEMENTS:
+        return 1
+    n = min(get_num_threads(), usable_cores())
+    if n < 2:
+        return 1
+    release = _team_release()
+    if release is None or not _alone():
+        return 1
+    release()
+    return n
+
+
+def ranges(n, width, align=1):
+    """``width`` contiguous (start, stop) ranges covering range(n), about equally long, every start a multiple
+    of ``align`` (so that blocks of ``align`` elements fall the same way on any number of threads)."""
+    units = -(-n // align)
+    cuts = [min(n, (units * k // width) * align) for k in range(width + 1)]
+    return [(lo, hi) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
+
+
+def run_split(parts):
+    """Run the callables ``parts`` (independent, of similar cost) at once: the first on this thread, the
+    others on lamina's split threads; wait for all and re-raise the first exception."""
+    if len(parts) <= 1:
+        for part in parts:
+            part()
+        return
+    futures = [_pool(len(parts) - 1).submit(part) for part in parts[1:]]
+    error = None
+    try:
+        parts[0]()
+    except BaseException as e:  # the others must finish before the caller sees the arrays again
+        error = e
+    for f in futures:
+        try:
+            f.result()
+        except BaseException as e:
+            error = error or e
+    if error is not None:
+        raise error
 
 
 def blas_info():

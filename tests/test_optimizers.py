@@ -431,14 +431,14 @@ def test_adam_blocked_update_equals_whole_array_update(cls, kw, monkeypatch):
     seen = []
     real_blocks = adam._blocks
 
-    def counting(arrays, size):
-        blocks = list(real_blocks(arrays, size))
+    def counting(arrays, size, whole=16):
+        blocks = list(real_blocks(arrays, size, whole))
         seen.append(len(blocks))
         return blocks
     monkeypatch.setattr(adam, "_blocks", counting)
     results = []
     for block in (1000, 10 * w0.size):
-        monkeypatch.setattr(counting, "__defaults__", (block,))
+        monkeypatch.setattr(counting, "__defaults__", (block, 16))
         var = lamina.Variable(w0.copy())
         opt = cls(learning_rate=0.01, **kw)
         for g in grads:

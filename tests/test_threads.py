@@ -161,3 +161,120 @@ def test_timed_runs_one_measured_step():
     with pytest.raises(RuntimeError):
         g.timed(lambda: (_ for _ in ()).throw(RuntimeError("x")))
     assert g._seen == 1            # a step that raised is not measured
+
+
+# ------------------------------------------------------------------ element-wise work split over threads
+def test_split_width_rules(monkeypatch):
+    """Split only large passes, only with more than one BLAS thread and core, only when OpenBLAS's waiting
+    team can be stopped, and only while no other Python thread could be inside a product."""
+    released = []
+    monkeypatch.setattr(threads, "_team_release", lambda: lambda: released.append(1))
+    monkeypatch.setattr(threads, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    big = threads.SPLIT_MIN_ELEMENTS
+    assert threads.split_width(big - 1) == 1 and not released
+    assert threads.split_width(big) == 2 and released == [1]
+    monkeypatch.setattr(threads, "usable_cores", lambda: 1)
+    assert threads.split_width(big) == 1
+    monkeypatch.setattr(threads, "usable_cores", lambda: 8)
+    monkeypatch.setattr(threads, "get_num_threads", lambda: 1)   # the governor or the user chose one thread
+    assert threads.split_width(big) == 1
+    monkeypatch.setattr(threads, "get_num_threads", lambda: 4)
+    assert threads.split_width(big) == 4
+    monkeypatch.setattr(threads, "_team_release", lambda: None)  # MKL, an OpenMP build: the team stays
+    assert threads.split_width(big) == 1
+    monkeypatch.setattr(threads, "_team_release", lambda: lambda: released.append(1))
+    import threading
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert threads.split_width(big) == 1   # a user's thread might be inside a product
+    finally:
+        stop.set()
+        other.join()
+    assert threads.split_width(big) == 4 and len(released) == 3
+
+
+def test_run_split_runs_every_part_and_reraises():
+    import threading
+    ran = []
+    threads.run_split([lambda i=i: ran.append((i, threading.current_thread().name)) for i in range(3)])
+    assert sorted(i for i, _ in ran) == [0, 1, 2]
+    assert ran[0][1] == threading.current_thread().name or any(n.startswith("lamina-split") for _, n in ran)
+    assert all(n.startswith("lamina-split") for i, n in ran if i > 0)
+    done = []
+
+    def slow():
+        import time
+        time.sleep(0.05)
+        done.append(1)
+    with pytest.raises(ZeroDivisionError):
+        threads.run_split([lambda: 1 / 0, slow])
+    assert done == [1]   # the other part finished before the error reached the caller
+    with pytest.raises(KeyError):
+        threads.run_split([lambda: None, lambda: {}["x"]])
+
+
+def test_blas_products_after_the_team_is_stopped():
+    """Stopping OpenBLAS's team (what a fork does) leaves products exact: the next one starts a new team."""
+    from threadpoolctl import threadpool_limits
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((300, 200)).astype(np.float32)
+    b = rng.standard_normal((200, 400)).astype(np.float32)
+    with threadpool_limits(2):
+        want = a @ b
+        release = threads._team_release()
+        if release is None:
+            pytest.skip("NumPy's BLAS is not OpenBLAS with pthreads: lamina never stops its team")
+        for _ in range(3):
+            release()
+            np.testing.assert_array_equal(a @ b, want)
+        release()
+        release()   # twice in a row: nothing to stop the second time
+        np.testing.assert_array_equal(a @ b, want)
+
+
+@pytest.mark.parametrize("cls,kw", [(lamina.optimizers.Adam, {}), (lamina.optimizers.Adam, {"amsgrad": True}),
+                                    (lamina.optimizers.AdamW, {"weight_decay": 0.01})])
+def test_adam_split_over_threads_is_the_same_update(cls, kw, monkeypatch):
+    """Adam's update spread over threads by blocks (Optimizer._update_all) gives the serial update's numbers
+    bit for bit, for a large variable (a partial last block), middling and tiny ones; its parts run on the
+    split threads."""
+    import threading
+    from lamina.optimizers import adam
+    monkeypatch.setattr(adam, "_BLOCK", 1000)
+    monkeypatch.setattr(adam._blocks, "__defaults__", (1000, 16))
+    rng = np.random.default_rng(5)
+    shapes = [(40, 123), (7, 100), (3,), (2500,)]
+    w0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(3)]
+    results, real = [], adam._adam_block
+    for width in (1, 2, 3):
+        names = set()
+
+        def noting(*a, **k):
+            names.add(threading.current_thread().name)
+            return real(*a, **k)
+        monkeypatch.setattr(adam, "_adam_block", noting)
+        monkeypatch.setattr(threads, "split_width", lambda n, width=width: width)
+        var = [lamina.Variable(w.copy()) for w in w0]
+        opt = cls(learning_rate=0.01, **kw)
+        for g in grads:
+            opt.apply(g, var)
+        results.append([np.asarray(v.numpy()) for v in var])
+        assert any(n.startswith("lamina-split") for n in names) == (width > 1)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(results[0][0], w0[0])
+
+
+def test_a_subclass_with_its_own_update_step_is_not_split(monkeypatch):
+    class Mine(lamina.optimizers.Adam):
+        def update_step(self, gradient, variable, learning_rate):
+            variable.data -= learning_rate * gradient
+    monkeypatch.setattr(threads, "split_width", lambda n: 2)
+    var = lamina.Variable(np.ones(10, np.float32))
+    Mine(learning_rate=0.5).apply([np.ones(10, np.float32)], [var])
+    np.testing.assert_array_equal(var.numpy(), np.full(10, 0.5, np.float32))

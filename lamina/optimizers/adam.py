@@ -39,25 +39,29 @@ class Adam(Optimizer):
         return ["momentum", "velocity"] + (["velocity_hat"] if self.amsgrad else [])
 
     def update_step(self, gradient, variable, learning_rate):
+        coefficients, scratch = self._coefficients(learning_rate), None  # one scratch array for all blocks
+        for block in self._update_blocks(gradient, variable):
+            scratch = _adam_block(block, coefficients, scratch)
+
+    def _coefficients(self, learning_rate):
         b1, b2 = float(self.beta_1), float(self.beta_2)
         t = self.iterations + 1
-        alpha = learning_rate * math.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
+        return b1, b2, self.epsilon, learning_rate * math.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
+
+    def _update_blocks(self, gradient, variable, whole=16):
         arrays = [variable.data, gradient, self._slot("momentum", variable), self._slot("velocity", variable)]
         if self.amsgrad:
             arrays.append(self._slot("velocity_hat", variable))
-        xp = _xp(variable.data)
-        scratch = None
-        for w, g, m, v, *v_hat in _blocks(arrays):
-            scratch = tmp = _moments(m, v, g, b1, b2, scratch)
-            if v_hat:
-                xp.maximum(v_hat[0], v, out=v_hat[0])
-                v = v_hat[0]
-            # the moments' scratch array again: no second weight-sized allocation (and its page faults)
-            xp.sqrt(v, out=tmp)
-            tmp += self.epsilon
-            xp.divide(m, tmp, out=tmp)
-            tmp *= alpha
-            w -= tmp
+        return _blocks(arrays, whole=whole)
+
+    def _update_parts(self, gradient, variable, learning_rate):
+        """The update as independent parts [(elements, fn), ...], one per block of at most _BLOCK elements,
+        for Optimizer.apply to spread over threads (the same arithmetic per element as update_step)."""
+        coefficients = self._coefficients(learning_rate)
+        return [(block[0].size, lambda block=block: _adam_block(block, coefficients))
+                for block in self._update_blocks(gradient, variable, whole=1)]
+
+    _parted_update_step = update_step
 
     def get_config(self):
         config = super().get_config()
@@ -207,12 +211,12 @@ def _xp(a):
 _BLOCK = 2 ** 16
 
 
-def _blocks(arrays, size=_BLOCK):
+def _blocks(arrays, size=_BLOCK, whole=16):
     """Equal flat slices of equally shaped arrays, ``size`` elements each; the arrays whole when they are
-    small, not all C-contiguous with one shape and dtype, or on a device (one kernel per pass is better
-    there)."""
+    at most ``whole`` blocks, not all C-contiguous with one shape and dtype, or on a device (one kernel per
+    pass is better there)."""
     first = arrays[0]
-    if (_xp(first) is not np or first.size <= 16 * size
+    if (_xp(first) is not np or first.size <= whole * size
             or not all(a.shape == first.shape and a.dtype == first.dtype and a.flags.c_contiguous for a in arrays)):
         yield arrays
         return
@@ -232,4 +236,22 @@ def _moments(m, v, g, b1, b2, scratch=None):
     tmp -= v
     tmp *= 1.0 - b2
     v += tmp
+    return tmp
+
+
+def _adam_block(block, coefficients, scratch=None):
+    """Adam's update of one block (w, g, m, v[, v_hat]) in place; returns its scratch array for reuse."""
+    w, g, m, v, *v_hat = block
+    b1, b2, eps, alpha = coefficients
+    xp = _xp(w)
+    tmp = _moments(m, v, g, b1, b2, scratch)
+    if v_hat:
+        xp.maximum(v_hat[0], v, out=v_hat[0])
+        v = v_hat[0]
+    # the moments' scratch array again: no second weight-sized allocation (and its page faults)
+    xp.sqrt(v, out=tmp)
+    tmp += eps
+    xp.divide(m, tmp, out=tmp)
+    tmp *= alpha
+    w -= tmp
     return tmp

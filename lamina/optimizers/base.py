@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 
 from .. import backend
+from .. import threads as _threads
 from ..registry import get_registered_object, register, serialize
 from ..tensor import Tensor, Variable
 from . import schedules as _schedules
@@ -329,8 +330,7 @@ class Optimizer:
         lr = self._current_lr()
         self._apply_weight_decay(kept_v, lr)
         self._before_update()
-        for g, v in zip(kept_g, kept_v):
-            self.update_step(g, v, lr)
+        self._update_all(kept_g, kept_v, lr)
         for v in kept_v:
             if getattr(v, "constraint", None) is not None:
                 v.data[...] = _array(v.constraint(v.data))
@@ -340,6 +340,21 @@ class Optimizer:
         _bump(kept_v)
         _bump(self._slot_variables(kept_v, self._slots))
         self._iterations += 1
+
+    def _update_all(self, grads, variables, lr):
+        """update_step for every variable, or, for an optimizer whose update splits into independent
+        element-wise parts (``_update_parts``, Adam's blocks) and a step large enough, those parts spread
+        over lamina's threads (threads.split_width): the same arithmetic per weight, on every core."""
+        parted = getattr(type(self), "_parted_update_step", None)
+        if parted is not None and parted is type(self).update_step and all(
+                backend.get_array_module(v.data) is np for v in variables):
+            width = _threads.split_width(sum(v.data.size for v in variables))
+            if width > 1:
+                parts = [p for g, v in zip(grads, variables) for p in self._update_parts(g, v, lr)]
+                _threads.run_split(_balanced(parts, width))
+                return
+        for g, v in zip(grads, variables):
+            self.update_step(g, v, lr)
 
     def _slot_variables(self, variables, names):
         return [self._slots[n][self._index[id(v)]] for n in names if n in self._slots
@@ -501,3 +516,14 @@ def deserialize(config, custom_objects=None):
     if cls is None:
         raise ValueError(f"Unknown optimizer {name!r}. Valid names: {', '.join(_GET_NAMES)}.")
     return cls.from_config(config.get("config", {}), custom_objects)
+
+
+def _balanced(parts, width):
+    """``width`` callables that each run a contiguous run of ``parts`` [(elements, fn), ...] holding about
+    1/width of all the elements."""
+    total = sum(n for n, _ in parts)
+    groups, done = [[] for _ in range(width)], 0
+    for n, fn in parts:
+        groups[min(width - 1, done * width // max(total, 1))].append(fn)
+        done += n
+    return [lambda group=group: [fn() for fn in group] for group in groups if group]
