@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from .. import threads as _threads
 from ..tensor import Op
 from .math import relu_into, row_max, select, sum_rows, unbroadcast
 
@@ -134,19 +135,26 @@ _CHAIN_BLOCK = 1 << 16
 def _chain(xp, fn, inputs, n_out):
     """``fn(*input blocks, *output blocks, scratch)`` over flat blocks of equally shaped inputs; returns the
     n_out outputs (new arrays of the first input's shape and dtype). CuPy takes whole arrays (one kernel a
-    pass is what it wants)."""
+    pass is what it wants). Large arrays are split over lamina's threads (threads.split_width), each thread
+    a contiguous run of blocks with a scratch of its own: the same numbers as one thread."""
     first = inputs[0]
     outs = [xp.empty_like(first) for _ in range(n_out)]
     if xp is not np or first.size <= _CHAIN_BLOCK:
         fn(*inputs, *outs, xp.empty_like(first))
         return outs
-    flat_in = [a.reshape(-1) for a in inputs]
-    flat_out = [o.reshape(-1) for o in outs]
-    scratch = np.empty(_CHAIN_BLOCK, first.dtype)
-    for s in range(0, first.size, _CHAIN_BLOCK):
-        e = min(s + _CHAIN_BLOCK, first.size)
-        fn(*[a[s:e] for a in flat_in], *[o[s:e] for o in flat_out], scratch[:e - s])
+    flat = [a.reshape(-1) for a in inputs] + [o.reshape(-1) for o in outs]
+
+    def run(lo, hi):
+        scratch = np.empty(_CHAIN_BLOCK, first.dtype)
+        for s in range(lo, hi, _CHAIN_BLOCK):
+            e = min(s + _CHAIN_BLOCK, hi)
+            fn(*[a[s:e] for a in flat], scratch[:e - s])
+    width = _threads.split_width(first.size)
+    _threads.run_split([lambda r=r: run(*r) for r in _threads.ranges(first.size, width, _CHAIN_BLOCK)])
     return outs
+
+
+_GELU_C = math.sqrt(2.0 / math.pi)
 
 
 class GELU(Op):
@@ -167,11 +175,22 @@ class GELU(Op):
 
     def _forward(self, xp, x):
         if self.approximate:
-            c = math.sqrt(2.0 / math.pi)
-            inner = c * (x + 0.044715 * x ** 3)
-            t = xp.tanh(inner)
+            if x.dtype.kind != "f":
+                x = x.astype(np.float64)
+
+            def forward(x, y, t, s):  # t = tanh(c (x + 0.044715 x^3)), y = x (1 + t) / 2
+                xp.multiply(x, x, out=s)
+                s *= _GELU_C * 0.044715
+                s += _GELU_C
+                s *= x
+                xp.tanh(s, out=t)
+                xp.add(t, 1.0, out=y)
+                y *= x
+                y *= 0.5
+
+            y, t = _chain(xp, forward, [x], 2)
             self.saved = (x, t)
-            return 0.5 * x * (1.0 + t)
+            return y
         if x.dtype.kind != "f":  # integers: in float64, as x / sqrt(2) made them before
             x = x.astype(np.float64)
 
@@ -190,9 +209,21 @@ class GELU(Op):
         xp = self.xp
         x, s = self.saved
         if self.approximate:
-            c = math.sqrt(2.0 / math.pi)
-            d = 0.5 * (1.0 + s) + 0.5 * x * (1.0 - s * s) * c * (1.0 + 3 * 0.044715 * x * x)
-            return gy * d
+            def backward(x, t, gy, gx, s):  # gy (1 + t + x (1 - t^2) c (1 + 3 * 0.044715 x^2)) / 2
+                xp.multiply(x, x, out=s)
+                s *= _GELU_C * 3 * 0.044715
+                s += _GELU_C
+                s *= x
+                xp.multiply(t, t, out=gx)
+                xp.subtract(1.0, gx, out=gx)
+                gx *= s
+                gx += t
+                gx += 1.0
+                gx *= 0.5
+                gx *= gy
+
+            return _chain(xp, backward, [x, s, xp.broadcast_to(gy, x.shape)], 1)[0]
+
         def backward(x, s, gy, gx, t):  # gy (cdf + x pdf), pdf = e^(-x^2 / 2) / sqrt(2 pi)
             xp.multiply(x, -0.5, out=t)
             t *= x
