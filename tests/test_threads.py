@@ -278,3 +278,31 @@ def test_a_subclass_with_its_own_update_step_is_not_split(monkeypatch):
     var = lamina.Variable(np.ones(10, np.float32))
     Mine(learning_rate=0.5).apply([np.ones(10, np.float32)], [var])
     np.testing.assert_array_equal(var.numpy(), np.full(10, 0.5, np.float32))
+
+
+@pytest.mark.parametrize("name", ["gelu", "gelu_tanh", "silu"])
+def test_chained_activations_split_over_threads_are_the_same(name, monkeypatch):
+    """The in-cache chains of GELU (both forms) and SiLU spread over threads: the same numbers, values and
+    gradients, as on one thread (a partial last block; 2 and 3 threads)."""
+    from lamina.ops import activations as A
+    fn = {"gelu": lambda t: lamina.ops.gelu(t, approximate=False),
+          "gelu_tanh": lambda t: lamina.ops.gelu(t, approximate=True), "silu": lamina.ops.silu}[name]
+    x = np.random.default_rng(1).standard_normal(3 * A._CHAIN_BLOCK + 77).astype(np.float32) * 4
+    gy = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
+    got = []
+    for width in (1, 2, 3):
+        monkeypatch.setattr(threads, "split_width", lambda n, width=width: width)
+        t = lamina.Variable(x)
+        y = fn(t)
+        (g,) = lamina.grad(lamina.ops.sum(y * gy), [t])
+        got.append((np.asarray(y), np.asarray(g)))
+    for y, g in got[1:]:
+        np.testing.assert_array_equal(y, got[0][0])
+        np.testing.assert_array_equal(g, got[0][1])
+
+
+def test_ranges_cover_and_align():
+    for n, width, align in [(10, 3, 1), (1000, 2, 64), (65, 4, 64), (7, 8, 1), (0, 2, 4)]:
+        r = threads.ranges(n, width, align)
+        assert [i for lo, hi in r for i in range(lo, hi)] == list(range(n))
+        assert all(lo % align == 0 for lo, _ in r) and len(r) <= width
