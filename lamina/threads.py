@@ -33,7 +33,7 @@ import threading
 import time
 
 __all__ = ["get_num_threads", "set_num_threads", "usable_cores", "Governor", "governor", "blas_info",
-           "split_width", "run_split", "ranges"]
+           "split_width", "split_rows", "run_split", "ranges"]
 
 _ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _state = {"fixed": None, "controller": None, "checked_env": False}
@@ -157,12 +157,12 @@ def _alone():
     return threading.active_count() == 1 + sum(1 for t in threading.enumerate() if t.name.startswith("lamina-split"))
 
 
-def split_width(elements):
+def split_width(elements, min_elements=None):
     """How many threads a split element-wise pass over ``elements`` values should run on: 1 below
-    SPLIT_MIN_ELEMENTS, when BLAS runs one thread (the governor or the user chose it: the other cores are
+    ``min_elements`` (default SPLIT_MIN_ELEMENTS; a caller whose passes cost more per element passes less), when BLAS runs one thread (the governor or the user chose it: the other cores are
     busy or not ours), or when OpenBLAS's waiting team cannot be stopped safely; else BLAS's thread count,
     after stopping the team (so call it right before :func:`run_split`, with no product in between)."""
-    if elements < SPLIT_MIN_ELEMENTS:
+    if elements < (SPLIT_MIN_ELEMENTS if min_elements is None else min_elements):
         return 1
     n = min(get_num_threads(), usable_cores())
     if n < 2:
@@ -180,6 +180,16 @@ def ranges(n, width, align=1):
     units = -(-n // align)
     cuts = [min(n, (units * k // width) * align) for k in range(width + 1)]
     return [(lo, hi) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
+
+
+def split_rows(body, n, elements, min_elements=None):
+    """body(lo, hi) over rows 0..n of a NumPy pass over ``elements`` values, on as many threads as
+    :func:`split_width` gives (each a contiguous run of rows), or once on this thread."""
+    width = min(n, split_width(elements, min_elements)) if n > 1 else 1
+    if width < 2:
+        body(0, n)
+        return
+    run_split([lambda r=r: body(*r) for r in ranges(n, width)])
 
 
 def run_split(parts):

@@ -257,7 +257,7 @@ def test_adam_split_over_threads_is_the_same_update(cls, kw, monkeypatch):
             names.add(threading.current_thread().name)
             return real(*a, **k)
         monkeypatch.setattr(adam, "_adam_block", noting)
-        monkeypatch.setattr(threads, "split_width", lambda n, width=width: width)
+        monkeypatch.setattr(threads, "split_width", lambda *a, width=width: width)
         var = [lamina.Variable(w.copy()) for w in w0]
         opt = cls(learning_rate=0.01, **kw)
         for g in grads:
@@ -274,7 +274,7 @@ def test_a_subclass_with_its_own_update_step_is_not_split(monkeypatch):
     class Mine(lamina.optimizers.Adam):
         def update_step(self, gradient, variable, learning_rate):
             variable.data -= learning_rate * gradient
-    monkeypatch.setattr(threads, "split_width", lambda n: 2)
+    monkeypatch.setattr(threads, "split_width", lambda *a: 2)
     var = lamina.Variable(np.ones(10, np.float32))
     Mine(learning_rate=0.5).apply([np.ones(10, np.float32)], [var])
     np.testing.assert_array_equal(var.numpy(), np.full(10, 0.5, np.float32))
@@ -291,7 +291,7 @@ def test_chained_activations_split_over_threads_are_the_same(name, monkeypatch):
     gy = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
     got = []
     for width in (1, 2, 3):
-        monkeypatch.setattr(threads, "split_width", lambda n, width=width: width)
+        monkeypatch.setattr(threads, "split_width", lambda *a, width=width: width)
         t = lamina.Variable(x)
         y = fn(t)
         (g,) = lamina.grad(lamina.ops.sum(y * gy), [t])
@@ -306,3 +306,71 @@ def test_ranges_cover_and_align():
         r = threads.ranges(n, width, align)
         assert [i for lo, hi in r for i in range(lo, hi)] == list(range(n))
         assert all(lo % align == 0 for lo, _ in r) and len(r) <= width
+
+
+@pytest.mark.parametrize("pool,strides,padding", [(2, 2, "valid"), (3, 2, "same"), (3, 1, "valid")])
+def test_max_pooling_split_over_samples_is_the_same(pool, strides, padding, monkeypatch):
+    """MaxPool2D forward and backward spread over threads by samples (ties included: the first maximum in
+    window order gets the gradient): the same outputs and gradients as on one thread."""
+    rng = np.random.default_rng(4)
+    x = rng.integers(-3, 4, (7, 11, 10, 5)).astype(np.float32)   # small integers: many ties
+    gy = None
+    got = []
+    for width in (1, 2, 3):
+        monkeypatch.setattr(threads, "split_width", lambda *a, width=width: width)
+        t = lamina.Variable(x)
+        y = lamina.ops.max_pool(t, pool, strides, padding)
+        if gy is None:
+            gy = rng.standard_normal(y.shape).astype(np.float32)
+        (g,) = lamina.grad(lamina.ops.sum(y * gy), [t])
+        got.append((np.asarray(y), np.asarray(g)))
+    for y, g in got[1:]:
+        np.testing.assert_array_equal(y, got[0][0])
+        np.testing.assert_array_equal(g, got[0][1])
+    assert np.count_nonzero(got[0][1]) > 0
+
+
+@pytest.mark.parametrize("case", ["plain", "batch_mask", "causal_dropout", "weights"])
+def test_attention_split_over_the_batch_is_the_same(case, monkeypatch):
+    """Fused attention spread over threads by its first batch axis (masks per sample or shared, causal,
+    dropout drawn once for the whole batch, returned weights with a gradient): the same outputs and
+    gradients as on one thread."""
+    rng = np.random.default_rng(7)
+    q, k, v = (rng.standard_normal((5, 2, 6, 4)).astype(np.float32) for _ in range(3))
+    mask = (rng.random((5, 2, 6, 6)) > 0.3) if case == "batch_mask" else None
+    got = []
+    for width in (1, 2, 3):
+        monkeypatch.setattr(threads, "split_width", lambda *a, width=width: width)
+        tq, tk, tv = (lamina.Variable(a) for a in (q, k, v))
+        out = lamina.ops.scaled_dot_product_attention(
+            tq, tk, tv, mask=mask, is_causal=case == "causal_dropout", dropout_rate=0.3 if case == "causal_dropout" else 0.0,
+            training=True, rng=np.random.default_rng(1), return_weights=case == "weights")
+        loss = lamina.ops.sum(out[0] * out[0]) + lamina.ops.sum(out[1] * 3.0) if case == "weights" else lamina.ops.sum(out * out)
+        grads = lamina.grad(loss, [tq, tk, tv])
+        y = out[0] if case == "weights" else out
+        got.append([np.asarray(y)] + [np.asarray(g) for g in grads])
+    for other in got[1:]:
+        for a, b in zip(got[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_relu_passes_split_over_threads_are_the_same(monkeypatch):
+    """ReLU (alone, fused into Conv2D and Dense) forward and backward split by rows: the one-thread numbers,
+    NaN passing through as the ReLU op passes it."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((6, 8, 8, 4)).astype(np.float32)   # 1536 values: rows of 16 for relu_into
+    x[0, 0, 0, :2] = np.nan
+    kernel = rng.standard_normal((3, 3, 4, 8)).astype(np.float32)
+    dense = rng.standard_normal((4, 16)).astype(np.float32)
+    got = []
+    for width in (1, 2, 3):
+        monkeypatch.setattr(threads, "split_width", lambda *a, width=width: width)
+        tx, tk, td = (lamina.Variable(a) for a in (x, kernel, dense))
+        ys = [lamina.ops.relu(tx), lamina.ops.convolution.conv2d(tx, tk, padding="same", activation="relu"),
+              lamina.ops.math.linear(tx, td, None, activation="relu")]
+        loss = sum(lamina.ops.sum(y * np.float32(i + 1.5)) for i, y in enumerate(ys))
+        got.append([np.asarray(y) for y in ys] + [np.asarray(g) for g in lamina.grad(loss, [tx, tk, td])])
+    for other in got[1:]:
+        for a, b in zip(got[0], other):
+            np.testing.assert_array_equal(a, b)
+    assert np.isnan(got[0][0][0, 0, 0, 0])

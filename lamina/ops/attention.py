@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Op, Tensor, as_tensor
+from ..threads import split_rows
 from .math import unbroadcast
 
 __all__ = ["scaled_dot_product_attention", "causal_mask"]
@@ -37,76 +38,122 @@ class ScaledDotProductAttention(Op):
     def forward(self, q, k, v, mask):
         xp = self.xp
         dt = q.dtype.type
-        qs = q * dt(self.scale)                       # scale Q (Tq*d products) instead of S (Tq*Tk)
-        st = k @ xp.swapaxes(qs, -1, -2)              # (..., Tk, Tq): S^T
+        self.shapes = (q.shape, k.shape, v.shape)
         allowed = None if mask is None else mask.astype(bool, copy=False)
         if self.is_causal:
-            tri = causal_mask(st.shape[-1], st.shape[-2], xp)
+            tri = causal_mask(q.shape[-2], k.shape[-2], xp)
             allowed = tri if allowed is None else allowed & tri
         allowed_t = None if allowed is None else xp.swapaxes(allowed, -1, -2)
-        if allowed is not None:
-            # the most negative finite float: exp() of it minus the column max is exactly 0, and a query
-            # with no allowed key stays finite (uniform), to be zeroed below instead of becoming NaN
-            low = dt(xp.finfo(st.dtype).min)
-            if np.broadcast_shapes(allowed_t.shape, st.shape) == st.shape:
-                xp.copyto(st, low, where=~allowed_t)   # in place: keeps the transposed layout
-            else:  # the mask has batch axes the scores lack
-                st = xp.ascontiguousarray(xp.where(allowed_t, st, low))
-        st -= st.max(axis=-2, keepdims=True)          # stable softmax over keys, in place on the score buffer
-        xp.exp(st, out=st)
-        st /= st.sum(axis=-2, keepdims=True)
         self.dead = None
-        if allowed is not None:
-            if self.empty_rows == "zeros":
-                st *= allowed_t
-            else:  # 'uniform' (Keras): a query with no allowed key keeps its uniform weights
-                dead = ~allowed_t.any(axis=-2, keepdims=True)
-                self.dead = dead if bool(dead.any()) else None
-        w = xp.swapaxes(st, -1, -2)                   # (..., Tq, Tk), a view
+        if allowed is not None and self.empty_rows != "zeros":
+            # 'uniform' (Keras): a query with no allowed key keeps its uniform weights
+            dead = ~allowed_t.any(axis=-2, keepdims=True)
+            self.dead = dead if bool(dead.any()) else None
+        tq, tk = q.shape[-2], k.shape[-2]
+        # the scores' batch axes: those of q, k, v, and of a mask that has more (every head its own mask)
+        batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2],
+                                    () if allowed is None else allowed.shape[:-2])
+        if (q.shape[:-2], k.shape[:-2], v.shape[:-2]) != (batch,) * 3:  # views, for the products' slices
+            q, k, v = (xp.broadcast_to(a, batch + a.shape[-2:]) for a in (q, k, v))
         keep = None
         if self.training and self.rate > 0.0:
-            # inverted dropout on the weights: drop whole key positions for a query, as in Keras
-            draw = (self.rng or backend.rng()).random(w.shape, dtype=np.float32) >= self.rate
-            keep = draw.astype(w.dtype) * dt(1.0 / (1.0 - self.rate))
+            # inverted dropout on the weights: drop whole key positions for a query, as in Keras (one draw
+            # for the whole batch, before any split: the same mask whatever the thread count)
+            draw = (self.rng or backend.rng()).random(batch + (tq, tk), dtype=np.float32) >= self.rate
+            keep = draw.astype(q.dtype) * dt(1.0 / (1.0 - self.rate))
             if xp is not np:
                 keep = backend.to_device(keep, xp)
-            out = (w * keep) @ v
-        else:
-            out = w @ v
+        qs = xp.multiply(q, dt(self.scale))             # scale Q (Tq*d products) instead of S (Tq*Tk)
+        st = xp.empty(batch + (tk, tq), q.dtype)        # S^T, then the weights W^T in place
+        out = xp.empty(batch + (tq, v.shape[-1]), q.dtype)
+        low = dt(xp.finfo(q.dtype).min) if allowed is not None else None
+
+        def part(sl):
+            s = st[sl]
+            xp.matmul(k[sl], xp.swapaxes(qs[sl], -1, -2), out=s)   # (..., Tk, Tq): S^T
+            a = None if allowed_t is None else _part(allowed_t, sl, len(batch))
+            if a is not None:
+                # the most negative finite float: exp() of it minus the column max is exactly 0, and a
+                # query with no allowed key stays finite (uniform), to be zeroed below instead of NaN
+                xp.copyto(s, low, where=~a)            # in place: keeps the transposed layout
+            s -= s.max(axis=-2, keepdims=True)         # stable softmax over keys, in place
+            xp.exp(s, out=s)
+            s /= s.sum(axis=-2, keepdims=True)
+            if a is not None and self.empty_rows == "zeros":
+                s *= a
+            w = xp.swapaxes(s, -1, -2)                 # (..., Tq, Tk), a view
+            if keep is not None:
+                w = w * keep[sl]
+            xp.matmul(w, v[sl], out=out[sl])
+        _by_batch(xp, part, batch, (q, k, v), st.size)
         self.saved = (qs, k, v, st, keep, out)
-        self.shapes = (q.shape, k.shape, v.shape)
-        return (out, w) if self.return_weights else out
+        return (out, xp.swapaxes(st, -1, -2)) if self.return_weights else out
 
     def backward(self, gy, gw=None):
         xp = self.xp
         qs, k, v, st, keep, out = self.saved
         q_shape, k_shape, v_shape = self.shapes
-        keep_t = None if keep is None else xp.swapaxes(keep, -1, -2)
-        gq = gk = gv = None
-        if self.needs_grad[2]:
-            wd_t = st if keep is None else st * keep_t
-            gv = unbroadcast(wd_t @ gy, v_shape)                               # dV = Wd^T dO
-        if self.needs_grad[0] or self.needs_grad[1]:
-            ds_t = v @ xp.swapaxes(gy, -1, -2)                                 # dWd^T = V dO^T
+        batch = st.shape[:-2]
+        need_v, need_s = self.needs_grad[2], self.needs_grad[0] or self.needs_grad[1]
+        # gradients over the broadcast batch shape, reduced to each input's shape after the parts
+        gv = xp.empty(batch + v_shape[-2:], v.dtype) if need_v else None
+        gq = xp.empty(batch + q_shape[-2:], qs.dtype) if self.needs_grad[0] else None
+        gk = xp.empty(batch + k_shape[-2:], k.dtype) if self.needs_grad[1] else None
+        scale = qs.dtype.type(self.scale)
+
+        def part(sl):
+            s = st[sl]
+            keep_t = None if keep is None else xp.swapaxes(keep[sl], -1, -2)
+            if need_v:
+                xp.matmul(s if keep is None else s * keep_t, gy[sl], out=gv[sl])   # dV = Wd^T dO
+            if not need_s:
+                return
+            ds_t = v[sl] @ xp.swapaxes(gy[sl], -1, -2)                               # dWd^T = V dO^T
             if keep is not None:
                 ds_t *= keep_t
             # softmax backward: dS = W * (dW - sum_j dW_j W_j); masked entries have W = 0, so dS = 0.
             # The row sum needs no (Tq, Tk) temporary: sum_j (dO V^T)_ij keep_ij W_ij = dO_i . O_i
             # (a row-wise dot product: einsum's one pass, 3x faster than a product and a sum over a short axis)
-            rowsum = xp.einsum("...i,...i->...", gy, out)[..., None, :]       # (..., 1, Tq)
-            if gw is not None:                                                 # weights returned and used
-                gw_t = xp.swapaxes(gw, -1, -2)
+            rowsum = xp.einsum("...i,...i->...", gy[sl], out[sl])[..., None, :]     # (..., 1, Tq)
+            if gw is not None:                                                       # weights returned and used
+                gw_t = xp.swapaxes(_part(gw, sl, len(batch)), -1, -2)
                 ds_t += gw_t
-                rowsum += (gw_t * st).sum(axis=-2, keepdims=True)
+                rowsum += (gw_t * s).sum(axis=-2, keepdims=True)
             ds_t -= rowsum
-            ds_t *= st
+            ds_t *= s
             if self.dead is not None:  # uniform rows came from constants (Keras's where): no score gradient
-                ds_t *= ~self.dead
-            if self.needs_grad[0]:
-                gq = unbroadcast((xp.swapaxes(ds_t, -1, -2) @ k) * qs.dtype.type(self.scale), q_shape)  # scale dS K
-            if self.needs_grad[1]:
-                gk = unbroadcast(ds_t @ qs, k_shape)                              # dK = dS^T (scale Q)
-        return gq, gk, gv, None
+                ds_t *= ~_part(self.dead, sl, len(batch))
+            if gq is not None:
+                xp.matmul(xp.swapaxes(ds_t, -1, -2), k[sl], out=gq[sl])              # dS K, then the scale
+                gq[sl] *= scale
+            if gk is not None:
+                xp.matmul(ds_t, qs[sl], out=gk[sl])                                  # dK = dS^T (scale Q)
+        _by_batch(xp, part, batch, (qs, k, v, gy, out), st.size)
+        return (None if gq is None else unbroadcast(gq, q_shape), None if gk is None else unbroadcast(gk, k_shape),
+                None if gv is None else unbroadcast(gv, v_shape), None)
+
+
+# Attention is split over threads by its first batch axis from this many scores (a (32, 4, 64, 64) batch has
+# 524 K): each thread runs its samples' products, softmax and weighted sums.
+_SPLIT_SCORES = 1 << 18
+
+
+def _part(a, sl, nbatch):
+    """``a`` (broadcastable to batch + 2 trailing axes) for the batch slice ``sl`` of the first axis: sliced
+    where a has that axis at full length, else whole (it broadcasts)."""
+    if a.ndim < nbatch + 2 or a.shape[0] == 1:
+        return a
+    return a[sl]
+
+
+def _by_batch(xp, part, batch, arrays, scores):
+    """part(slice) over the first batch axis, split over lamina's threads when large and when every array
+    has that axis at full length (no broadcasting along it); else part(slice(None)) once."""
+    n = batch[0] if batch else 1
+    if xp is np and bool(batch) and all(a.ndim == len(batch) + 2 and a.shape[0] == n for a in arrays):
+        split_rows(lambda lo, hi: part(slice(lo, hi)), n, scores, _SPLIT_SCORES)
+    else:
+        part(slice(None))
 
 
 def _shape_error(msg, q, k, v):

@@ -27,7 +27,8 @@ import numpy as np
 
 from ..tensor import Op, as_tensor
 from .manipulation import getitem, pad, repeat, reshape
-from .math import fused_activation, mm, relu_into, sum_rows
+from ..threads import split_rows
+from .math import fused_activation, mm, relu_grad, relu_into, sum_rows
 
 __all__ = ["conv1d", "conv2d", "conv1d_transpose", "conv2d_transpose", "max_pool1d", "max_pool2d",
            "avg_pool1d", "avg_pool2d", "upsampling1d", "upsampling2d", "zero_padding1d", "zero_padding2d",
@@ -388,7 +389,7 @@ class Conv2D(Op):
         cols, x, w, out = self.saved
         xshape, pshape, oh, ow = self.meta
         if out is not None:
-            gy = gy * (out > 0)  # the fused ReLU's backward, as the ReLU op's
+            gy = relu_grad(self.xp, gy, out)  # the fused ReLU's backward, as the ReLU op's
         n, o = gy.shape[0], gy.shape[-1]
         g2 = gy.reshape(-1, o)
         gx = gw = gb = None
@@ -676,21 +677,27 @@ class MaxPool2D(Op):
         (ph, pw), (sh, sw) = self.pool, self.stride
         oh = (xp_.shape[1] - ph) // sh + 1
         ow = (xp_.shape[2] - pw) // sw + 1
-        y = _window(xp_, 0, 0, oh, ow, self.stride).copy()
-        # offsets are numbered in row-major window order, and an offset is noted only where it beats the
-        # maximum so far: k * (v > y) and an elementwise maximum do that (k exceeds every earlier note)
-        # several times faster than a masked assignment
+        y = xp.empty((x.shape[0], oh, ow, x.shape[3]), dtype=xp_.dtype)
         kind = np.uint8 if ph * pw <= 256 else np.int32
         which = xp.zeros(y.shape, dtype=kind) if self.needs_grad[0] else None
-        above = xp.empty(y.shape, dtype=bool) if which is not None else None
-        note = xp.empty(y.shape, dtype=kind) if which is not None else None
-        for k in range(1, ph * pw):
-            v = _window(xp_, k // pw, k % pw, oh, ow, self.stride)
-            if which is not None:
-                xp.greater(v, y, out=above)
-                xp.multiply(above, kind(k), out=note)
-                xp.maximum(which, note, out=which)
-            xp.maximum(y, v, out=y)
+
+        def rows(lo, hi):  # samples lo:hi
+            xs, ys = xp_[lo:hi], y[lo:hi]
+            ys[...] = _window(xs, 0, 0, oh, ow, self.stride)
+            # offsets are numbered in row-major window order, and an offset is noted only where it beats
+            # the maximum so far: k * (v > y) and an elementwise maximum do that (k exceeds every earlier
+            # note) several times faster than a masked assignment
+            ws = which[lo:hi] if which is not None else None
+            above = xp.empty(ys.shape, dtype=bool) if ws is not None else None
+            note = xp.empty(ys.shape, dtype=kind) if ws is not None else None
+            for k in range(1, ph * pw):
+                v = _window(xs, k // pw, k % pw, oh, ow, self.stride)
+                if ws is not None:
+                    xp.greater(v, ys, out=above)
+                    xp.multiply(above, kind(k), out=note)
+                    xp.maximum(ws, note, out=ws)
+                xp.maximum(ys, v, out=ys)
+        _by_samples(xp, rows, x.shape[0], x.size)
         self.meta = (x.shape, xp_.shape, oh, ow)
         self.saved = which
         return y
@@ -703,15 +710,31 @@ class MaxPool2D(Op):
         disjoint = sh >= ph and sw >= pw
         covered = disjoint and pshape[1] == oh * ph and pshape[2] == ow * pw
         g = (xp.empty if covered else xp.zeros)(pshape, dtype=gy.dtype)
-        chosen = xp.empty(which.shape, dtype=bool)
-        for k in range(ph * pw):
-            xp.equal(which, k, out=chosen)
-            gw = _window(g, k // pw, k % pw, oh, ow, self.stride)
-            if disjoint:
-                xp.multiply(gy, chosen, out=gw)
-            else:
-                gw += gy * chosen
+
+        def rows(lo, hi):
+            ws, gys, gs = which[lo:hi], gy[lo:hi], g[lo:hi]
+            chosen = xp.empty(ws.shape, dtype=bool)
+            for k in range(ph * pw):
+                xp.equal(ws, k, out=chosen)
+                gw = _window(gs, k // pw, k % pw, oh, ow, self.stride)
+                if disjoint:
+                    xp.multiply(gys, chosen, out=gw)
+                else:
+                    gw += gys * chosen
+        _by_samples(xp, rows, gy.shape[0], g.size)
         return _crop_hw(g, self.pads, xshape[1], xshape[2])
+
+
+def _by_samples(xp, body, n, elements):
+    """body(lo, hi) over samples 0..n, split over lamina's threads when the pass is large (NumPy only)."""
+    if xp is np:
+        split_rows(body, n, elements, _SPLIT_POOL)
+    else:
+        body(0, n)
+
+
+# Pooling passes split over threads from this many input elements (~0.5 ms of one core's passes).
+_SPLIT_POOL = 1 << 20
 
 
 class AvgPool2D(Op):
