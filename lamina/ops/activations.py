@@ -138,7 +138,9 @@ def _chain(xp, fn, inputs, n_out):
     pass is what it wants). Large arrays are split over lamina's threads (threads.split_width), each thread
     a contiguous run of blocks with a scratch of its own: the same numbers as one thread."""
     first = inputs[0]
-    outs = [xp.empty_like(first) for _ in range(n_out)]
+    # C order whatever the inputs' layout: the blocks are written through flat views (reshape(-1) of a
+    # transposed output would be a copy, and the values would be lost)
+    outs = [xp.empty(first.shape, first.dtype) for _ in range(n_out)]
     if xp is not np or first.size <= _CHAIN_BLOCK:
         fn(*inputs, *outs, xp.empty_like(first))
         return outs
