@@ -1,9 +1,20 @@
-"""The element-wise activations as in-cache chains (ops/activations.py's _chain)."""
+"""The element-wise activations as in-cache chains (ops/activations.py's _chain): values and gradients on arrays of
+several blocks, a partial last one and special values, against
+
+* the whole-array formulas they replaced, to the bit (same operations in the same order; NaN where NaN);
+* a float64 reference of the Keras formula (rtol 1e-6 for float32, plus a few ulps of 1 absolute where the
+  formula cancels, as 1 - tanh(x)^2 does);
+* themselves on 2 and 3 threads, to the bit;
+
+and the inputs the chains leave to the whole-array code (half precision, 0-d, a gy of another dtype).
+"""
 import numpy as np
 import pytest
 
 import lamina
+from lamina import threads
 from lamina.ops import activations as A
+from lamina.ops import nn_kernels as K
 
 SPECIAL = [0.0, -0.0, 1e-40, -1e-40, 3.0, -3.0, 20.0, -20.0, 100.0, -100.0, np.inf, -np.inf, np.nan,
            1e-45, -1e-45, 2.9999, -2.9999, 1e-300, -1e-300]
@@ -28,6 +39,47 @@ def _gy(x, seed=1):
     return g.reshape(x.shape)
 
 
+def _sigmoid(x):  # ops.activations.stable_sigmoid's whole-array formula
+    e = np.exp(-np.abs(x))
+    return np.fmax(e, x >= 0) / (1.0 + e)
+
+
+def _softplus_ref(x):
+    return np.logaddexp(0, x), np.exp(-np.logaddexp(0, -x))
+
+
+# name: (op class, params, the whole-array code the chain replaced (x, gy) -> (y, gx),
+#        float64 reference x -> (y, dy/dx), absolute tolerance in ulps of 1 where the formula cancels)
+CASES = {
+    "sigmoid": (A.Sigmoid, {}, lambda x, gy: (lambda y: (y, gy * y * (1.0 - y)))(_sigmoid(x)),
+                lambda x: (lambda s: (s, s * (1 - s)))(np.exp(-np.logaddexp(0, -x))), 2),
+    "tanh": (A.Tanh, {}, lambda x, gy: (lambda y: (y, gy * (1.0 - y * y)))(np.tanh(x)),
+             lambda x: (np.tanh(x), 1 / np.cosh(np.minimum(np.abs(x), 700)) ** 2), 4),
+    "softplus": (A.Softplus, {}, lambda x, gy: (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x))), gy * _sigmoid(x)),
+                 _softplus_ref, 0),
+    "log_sigmoid": (A.LogSigmoid, {},
+                    lambda x, gy: (np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x))), gy * _sigmoid(-x)),
+                    lambda x: (-np.logaddexp(0, -x), np.exp(-np.logaddexp(0, x))), 0),
+    # ops.log_sigmoid (keras.activations.log_sigmoid): the derivative as 0.5 (1 - tanh(x / 2)), which
+    # cancels for large x (0 from x = 20 in float32: left as it was)
+    "nn.log_sigmoid": (K.LogSigmoid, {},
+                       lambda x, gy: (np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x))),
+                                      gy * (0.5 * (1.0 - np.tanh(0.5 * x)))),
+                       lambda x: (-np.logaddexp(0, -x), np.exp(-np.logaddexp(0, x))), 2),
+    "softsign": (A.Softsign, {}, lambda x, gy: (x / (1.0 + np.abs(x)), gy / ((1.0 + np.abs(x)) * (1.0 + np.abs(x)))),
+                 lambda x: (x / (1 + np.abs(x)), 1 / (1 + np.abs(x)) ** 2), 0),
+}
+DTYPES = [np.float32, np.float64]
+
+
+def _run(name, x, gy):
+    cls, params, *_ = CASES[name]
+    op = cls(**params)
+    op.xp = np
+    y = op.forward(x)
+    return y, op.backward(gy)
+
+
 def assert_bits(got, want):
     """The same values to the bit (-0.0 apart from 0.0), NaN where NaN (any payload)."""
     got, want = np.asarray(got), np.asarray(want)
@@ -39,7 +91,70 @@ def assert_bits(got, want):
     assert bad.size == 0, f"{bad.size} differ, e.g. {got[~nan][bad[:5]]} against {want[~nan][bad[:5]]}"
 
 
-CHAINED = {"gelu": lambda t: lamina.ops.gelu(t, approximate=False),
+def assert_close(got, ref, x, rtol, atol):
+    """|got - ref| <= rtol |ref| + atol (+ a few of the dtype's smallest subnormals); NaN and infinities where
+    the float64 reference has them."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    inf = np.isinf(ref)
+    np.testing.assert_array_equal(got[inf], ref[inf])
+    ok = ~np.isnan(ref) & ~inf
+    err = np.abs(got[ok] - ref[ok])
+    atol = np.broadcast_to(atol, ref.shape)[ok]
+    lim = rtol * np.abs(ref[ok]) + atol + 4 * np.finfo(x.dtype).smallest_subnormal
+    worst = np.argmax(err - lim)
+    assert np.all(err <= lim), f"x={x[ok][worst]!r}: {got[ok][worst]!r} against {ref[ok][worst]!r}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(CASES))
+def test_chain_is_the_whole_array_formula_to_the_bit(name, dtype):
+    x, gy = _x(dtype), _gy(_x(dtype))
+    y, gx = _run(name, x, gy)
+    with np.errstate(all="ignore"):
+        want_y, want_gx = CASES[name][2](x, gy)
+    assert_bits(y, want_y.astype(dtype))
+    assert_bits(gx, want_gx.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(CASES))
+def test_chain_against_the_float64_formula(name, dtype):
+    """Through lamina.grad, as a model sees them: value and gy * dy/dx against float64 references."""
+    x = _x(dtype)
+    gy = np.random.default_rng(1).standard_normal(x.shape).astype(dtype)
+    cls, params, _, ref, ulps = CASES[name]
+    t = lamina.Tensor(x, requires_grad=True)
+    y = cls.apply(t, **params)
+    (g,) = lamina.grad(lamina.ops.sum(y * gy), [t])
+    with np.errstate(all="ignore"):
+        ry, rd = ref(x.astype(np.float64))
+    eps = np.finfo(dtype).eps
+    rtol = 1e-6 if dtype == np.float32 else 1e-13
+    assert_close(y, ry, x, rtol, ulps * eps)
+    assert_close(g, gy * rd, x, rtol, ulps * eps * np.abs(gy))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_chain_split_over_threads_is_the_same(name, monkeypatch):
+    """Split over 2 and 3 threads (each a run of whole blocks): the one-thread values and gradients, bit for bit."""
+    x = _x(np.float32)
+    gy = _gy(x)
+    cls, params, *_ = CASES[name]
+    got = []
+    for width in (1, 2, 3):
+        monkeypatch.setattr(threads, "split_width", lambda n, width=width: width)
+        t = lamina.Tensor(x, requires_grad=True)
+        y = cls.apply(t, **params)
+        (g,) = lamina.grad(lamina.ops.sum(y * gy), [t])
+        got.append((np.asarray(y), np.asarray(g)))
+    for y, g in got[1:]:
+        assert_bits(y, got[0][0])
+        assert_bits(g, got[0][1])
+
+
+CHAINED = {**{k: (lambda c, p: (lambda t: c.apply(t, **p)))(v[0], v[1]) for k, v in CASES.items()},
+           "gelu": lambda t: lamina.ops.gelu(t, approximate=False),
            "gelu_tanh": lambda t: lamina.ops.gelu(t, approximate=True), "silu": lamina.ops.silu}
 
 
@@ -57,3 +172,35 @@ def test_chain_of_a_transposed_input(name):
         got.append((np.asarray(y), np.asarray(g)))
     assert_bits(got[0][0], got[1][0])
     assert_bits(got[0][1], got[1][1])
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_small_broadcast_gradient(name):
+    """A block-sized array and a gy broadcast from a scalar (what sum's backward gives): as the formula."""
+    x = _x(np.float32, n=1000)
+    gy = np.broadcast_to(np.float32(0.75), x.shape)
+    y, gx = _run(name, x, gy)
+    with np.errstate(all="ignore"):
+        want_y, want_gx = CASES[name][2](x, np.ascontiguousarray(gy))
+    assert_bits(y, want_y.astype(np.float32))
+    assert_bits(gx, want_gx.astype(np.float32))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("case", ["float16", "0-d", "gy float64"])
+def test_inputs_left_to_the_whole_array_code(name, case):
+    """Half precision, 0-d inputs and a gy of another dtype take the whole-array code: its dtypes and values."""
+    if case == "float16":
+        x = _x(np.float16, n=300)
+        gy = _gy(x)
+    elif case == "0-d":
+        x, gy = np.array(-1.5, np.float32), np.array(0.5, np.float32)
+    else:
+        x = _x(np.float32, n=300)
+        gy = _gy(x).astype(np.float64)
+    y, gx = _run(name, x, gy)
+    with np.errstate(all="ignore"):
+        want_y, want_gx = CASES[name][2](x, gy)
+    assert y.dtype == x.dtype and gx.dtype == np.result_type(x, gy)
+    assert_bits(y, np.asarray(want_y).astype(x.dtype))
+    assert_bits(gx, np.asarray(want_gx).astype(gx.dtype))

@@ -18,6 +18,66 @@ _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
 
 
+# Chains of element-wise passes (GELU's ~25, a few for the other activations) run over flat blocks of this
+# many elements, in cache across the passes, in place: ConvNeXtTiny's GELU on (8, 56, 56, 384) float32, erf
+# alone, 76 -> 22 ms (whole arrays, a fresh array a pass) with the same numbers.
+_CHAIN_BLOCK = 1 << 16
+
+
+def _chain(xp, fn, inputs, n_out):
+    """``fn(*input blocks, *output blocks, scratch)`` over flat blocks of equally shaped inputs; returns the
+    n_out outputs (new arrays of the first input's shape and dtype). CuPy takes whole arrays (one kernel a
+    pass is what it wants). Large arrays are split over lamina's threads (threads.split_width), each thread
+    a contiguous run of blocks with a scratch of its own: the same numbers as one thread."""
+    first = inputs[0]
+    # C order whatever the inputs' layout: the blocks are written through flat views (reshape(-1) of a
+    # transposed output would be a copy, and the values would be lost)
+    outs = [xp.empty(first.shape, first.dtype) for _ in range(n_out)]
+    if xp is not np or first.size <= _CHAIN_BLOCK:
+        fn(*inputs, *outs, xp.empty_like(first))
+        return outs
+    flat = [a.reshape(-1) for a in inputs] + [o.reshape(-1) for o in outs]
+
+    def run(lo, hi):
+        scratch = np.empty(_CHAIN_BLOCK, first.dtype)
+        for s in range(lo, hi, _CHAIN_BLOCK):
+            e = min(s + _CHAIN_BLOCK, hi)
+            fn(*[a[s:e] for a in flat], scratch[:e - s])
+    width = _threads.split_width(first.size)
+    _threads.run_split([lambda r=r: run(*r) for r in _threads.ranges(first.size, width, _CHAIN_BLOCK)])
+    return outs
+
+
+# What the chains take: float32 / float64. Half precision (computed in its own dtype, as NumPy does), integers
+# and 0-d arrays keep the whole-array formulas.
+_CHAIN_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _chains(x, gy=None, alpha=0.0):
+    """Whether the chains take x (and gy, and a parameter alpha): x float32 / float64 of one dimension or more,
+    gy of x's dtype, alpha not promoting x (a NumPy float64 scalar times a float32 array is float64)."""
+    return (x.dtype in _CHAIN_DTYPES and x.ndim > 0 and (gy is None or gy.dtype == x.dtype)
+            and np.result_type(x.dtype, alpha) == x.dtype)
+
+
+_FILLED = {}
+
+
+def _filled(xp, x, value):
+    """``value`` in x's shape and dtype (x a chain block) for maximum / minimum against it: NumPy's SIMD loop is
+    for two arrays, and against a scalar runs ~5x slower (0.31 against 0.066 ns an element, 65536 float32). A
+    cached read-only block; CuPy takes the number."""
+    if xp is not np:
+        return value
+    key = (x.dtype.str, repr(value))  # repr keeps 0.0 and -0.0 apart
+    block = _FILLED.get(key)
+    if block is None:
+        block = np.full(_CHAIN_BLOCK, value, x.dtype)
+        block.flags.writeable = False
+        _FILLED[key] = block
+    return block[:x.size].reshape(x.shape)
+
+
 class ReLU(Op):
     """max(x, 0), optionally capped at max_value, with Keras's negative_slope and threshold."""
 
@@ -124,36 +184,6 @@ def _erf_into(xp, x, out, t):
     xp.sign(x, out=t)
     out *= t
     return out
-
-
-# GELU's chains of ~25 element-wise passes run over flat blocks of this many elements, in cache across the
-# passes, in place: ConvNeXtTiny's GELU on (8, 56, 56, 384) float32, erf alone, 76 -> 22 ms (whole arrays,
-# a fresh array a pass) with the same numbers.
-_CHAIN_BLOCK = 1 << 16
-
-
-def _chain(xp, fn, inputs, n_out):
-    """``fn(*input blocks, *output blocks, scratch)`` over flat blocks of equally shaped inputs; returns the
-    n_out outputs (new arrays of the first input's shape and dtype). CuPy takes whole arrays (one kernel a
-    pass is what it wants). Large arrays are split over lamina's threads (threads.split_width), each thread
-    a contiguous run of blocks with a scratch of its own: the same numbers as one thread."""
-    first = inputs[0]
-    # C order whatever the inputs' layout: the blocks are written through flat views (reshape(-1) of a
-    # transposed output would be a copy, and the values would be lost)
-    outs = [xp.empty(first.shape, first.dtype) for _ in range(n_out)]
-    if xp is not np or first.size <= _CHAIN_BLOCK:
-        fn(*inputs, *outs, xp.empty_like(first))
-        return outs
-    flat = [a.reshape(-1) for a in inputs] + [o.reshape(-1) for o in outs]
-
-    def run(lo, hi):
-        scratch = np.empty(_CHAIN_BLOCK, first.dtype)
-        for s in range(lo, hi, _CHAIN_BLOCK):
-            e = min(s + _CHAIN_BLOCK, hi)
-            fn(*[a[s:e] for a in flat], scratch[:e - s])
-    width = _threads.split_width(first.size)
-    _threads.run_split([lambda r=r: run(*r) for r in _threads.ranges(first.size, width, _CHAIN_BLOCK)])
-    return outs
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)
@@ -284,12 +314,24 @@ def stable_sigmoid(xp, x):
 
 class Sigmoid(Op):
     def forward(self, x):
-        y = stable_sigmoid(self.xp, x)
+        xp = self.xp
+        if _chains(x):
+            y = _chain(xp, lambda x, y, t: _sigmoid_into(xp, x, y, t), [x], 1)[0]
+        else:
+            y = stable_sigmoid(xp, x)
         self.saved = (y,)
         return y
 
     def backward(self, gy):
+        xp = self.xp
         (y,) = self.saved
+        if _chains(y, gy):
+            def backward(y, gy, gx, t):  # gy y (1 - y)
+                xp.multiply(gy, y, out=gx)
+                xp.subtract(1.0, y, out=t)
+                gx *= t
+
+            return _chain(xp, backward, [y, xp.broadcast_to(gy, y.shape)], 1)[0]
         return gy * y * (1.0 - y)
 
 
@@ -320,13 +362,33 @@ class HardSiLU(Op):
 
 class Tanh(Op):
     def forward(self, x):
-        y = self.xp.tanh(x)
+        xp = self.xp
+        if _chains(x):
+            y = _chain(xp, lambda x, y, t: xp.tanh(x, out=y), [x], 1)[0]
+        else:
+            y = xp.tanh(x)
         self.saved = (y,)
         return y
 
     def backward(self, gy):
+        xp = self.xp
         (y,) = self.saved
+        if _chains(y, gy):
+            def backward(y, gy, gx, t):  # gy (1 - y^2)
+                xp.multiply(y, y, out=t)
+                xp.subtract(1.0, t, out=t)
+                xp.multiply(gy, t, out=gx)
+
+            return _chain(xp, backward, [y, xp.broadcast_to(gy, y.shape)], 1)[0]
         return gy * (1.0 - y * y)
+
+
+def _log1p_exp_into(xp, x, t):
+    """log1p(e^-|x|) into t: in (0, log 2], never overflowing."""
+    xp.abs(x, out=t)
+    xp.negative(t, out=t)
+    xp.exp(t, out=t)
+    xp.log1p(t, out=t)
 
 
 class Softplus(Op):
@@ -335,11 +397,25 @@ class Softplus(Op):
     def forward(self, x):
         xp = self.xp
         self.saved = (x,)
+        if _chains(x):
+            def forward(x, y, t):
+                _log1p_exp_into(xp, x, t)
+                xp.maximum(x, _filled(xp, x, 0.0), out=y)
+                y += t
+
+            return _chain(xp, forward, [x], 1)[0]
         return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
 
     def backward(self, gy):
+        xp = self.xp
         (x,) = self.saved
-        return gy * stable_sigmoid(self.xp, x)
+        if _chains(x, gy):
+            def backward(x, gy, gx, t):
+                _sigmoid_into(xp, x, gx, t)
+                gx *= gy
+
+            return _chain(xp, backward, [x, xp.broadcast_to(gy, x.shape)], 1)[0]
+        return gy * stable_sigmoid(xp, x)
 
 
 class LogSigmoid(Op):
@@ -348,21 +424,56 @@ class LogSigmoid(Op):
     def forward(self, x):
         xp = self.xp
         self.saved = (x,)
+        if _chains(x):
+            def forward(x, y, t):
+                _log1p_exp_into(xp, x, t)
+                xp.minimum(x, _filled(xp, x, 0.0), out=y)
+                y -= t
+
+            return _chain(xp, forward, [x], 1)[0]
         return xp.minimum(x, 0) - xp.log1p(xp.exp(-xp.abs(x)))
 
     def backward(self, gy):
+        xp = self.xp
         (x,) = self.saved
-        return gy * stable_sigmoid(self.xp, -x)
+        if _chains(x, gy):
+            def backward(x, gy, gx, t):
+                xp.negative(x, out=gx)
+                _sigmoid_into(xp, gx, gx, t)
+                gx *= gy
+
+            return _chain(xp, backward, [x, xp.broadcast_to(gy, x.shape)], 1)[0]
+        # -x of a 0-d array is a NumPy scalar, which sigmoid_inplace cannot write into
+        return gy * sigmoid_inplace(xp, xp.negative(x, out=xp.empty_like(x)))
 
 
 class Softsign(Op):
+    """x / (1 + |x|). Backward: 1 / (1 + |x|)^2."""
+
     def forward(self, x):
+        xp = self.xp
         self.saved = (x,)
-        return x / (1.0 + self.xp.abs(x))
+        if _chains(x):
+            def forward(x, y, t):
+                xp.abs(x, out=t)
+                t += 1.0
+                xp.divide(x, t, out=y)
+
+            return _chain(xp, forward, [x], 1)[0]
+        return x / (1.0 + xp.abs(x))
 
     def backward(self, gy):
+        xp = self.xp
         (x,) = self.saved
-        d = 1.0 + self.xp.abs(x)
+        if _chains(x, gy):
+            def backward(x, gy, gx, t):
+                xp.abs(x, out=t)
+                t += 1.0
+                t *= t
+                xp.divide(gy, t, out=gx)
+
+            return _chain(xp, backward, [x, xp.broadcast_to(gy, x.shape)], 1)[0]
+        d = 1.0 + xp.abs(x)
         return gy / (d * d)
 
 
