@@ -16,6 +16,7 @@ from lamina import threads
 from lamina.ops import activations as A
 from lamina.ops import nn_kernels as K
 
+ALPHA, SCALE = A._SELU_ALPHA, A._SELU_SCALE
 SPECIAL = [0.0, -0.0, 1e-40, -1e-40, 3.0, -3.0, 20.0, -20.0, 100.0, -100.0, np.inf, -np.inf, np.nan,
            1e-45, -1e-45, 2.9999, -2.9999, 1e-300, -1e-300]
 N = 3 * A._CHAIN_BLOCK + 1234  # three full blocks and a partial one
@@ -44,6 +45,23 @@ def _sigmoid(x):  # ops.activations.stable_sigmoid's whole-array formula
     return np.fmax(e, x >= 0) / (1.0 + e)
 
 
+def _hard_old(x, gy, silu):
+    hs = np.clip(x / 6.0 + 0.5, 0.0, 1.0)
+    inside = (x > -3.0) & (x < 3.0)
+    if silu:
+        return x * hs, gy * (hs + x * inside / 6.0)
+    return hs, gy * inside / 6.0
+
+
+def _hard_ref(x, silu):
+    hs = np.minimum(np.maximum(x + 3, 0), 6) / 6
+    inside = (x > -3) & (x < 3)
+    if silu:  # x hs + x [inside] / 6: inf * 0 is NaN at +-inf, as lamina's gradient there (left as it was)
+        with np.errstate(invalid="ignore"):
+            return x * hs, hs + x * inside / 6
+    return hs, inside / 6
+
+
 def _softplus_ref(x):
     return np.logaddexp(0, x), np.exp(-np.logaddexp(0, -x))
 
@@ -55,6 +73,8 @@ CASES = {
                 lambda x: (lambda s: (s, s * (1 - s)))(np.exp(-np.logaddexp(0, -x))), 2),
     "tanh": (A.Tanh, {}, lambda x, gy: (lambda y: (y, gy * (1.0 - y * y)))(np.tanh(x)),
              lambda x: (np.tanh(x), 1 / np.cosh(np.minimum(np.abs(x), 700)) ** 2), 4),
+    "hard_sigmoid": (A.HardSigmoid, {}, lambda x, gy: _hard_old(x, gy, False), lambda x: _hard_ref(x, False), 2),
+    "hard_silu": (A.HardSiLU, {}, lambda x, gy: _hard_old(x, gy, True), lambda x: _hard_ref(x, True), 4),
     "softplus": (A.Softplus, {}, lambda x, gy: (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x))), gy * _sigmoid(x)),
                  _softplus_ref, 0),
     "log_sigmoid": (A.LogSigmoid, {},

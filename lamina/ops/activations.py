@@ -335,28 +335,67 @@ class Sigmoid(Op):
         return gy * y * (1.0 - y)
 
 
+def _hard_sigmoid_into(xp, x, out):
+    """clip(x / 6 + 0.5, 0, 1) into out: relu6(x + 3) / 6 as the whole-array code computed it."""
+    xp.divide(x, 6.0, out=out)
+    out += 0.5
+    xp.clip(out, 0.0, 1.0, out=out)
+
+
 class HardSigmoid(Op):
     """Keras 3: relu6(x + 3) / 6. Backward: 1/6 inside (-3, 3)."""
 
     def forward(self, x):
+        xp = self.xp
         self.saved = (x,)
-        return self.xp.clip(x / 6.0 + 0.5, 0.0, 1.0).astype(x.dtype, copy=False)
+        if _chains(x):
+            return _chain(xp, lambda x, y, t: _hard_sigmoid_into(xp, x, y), [x], 1)[0]
+        return xp.clip(x / 6.0 + 0.5, 0.0, 1.0).astype(x.dtype, copy=False)
 
     def backward(self, gy):
+        xp = self.xp
         (x,) = self.saved
+        if _chains(x, gy):
+            def backward(x, gy, gx, t):  # gy [|x| < 3] / 6 (as 1.0 / 0.0; NaN is outside)
+                xp.abs(x, out=t)
+                xp.less(t, 3.0, out=gx)
+                gx *= gy
+                gx /= 6.0
+
+            return _chain(xp, backward, [x, xp.broadcast_to(gy, x.shape)], 1)[0]
         return gy * ((x > -3.0) & (x < 3.0)) / 6.0
 
 
 class HardSiLU(Op):
-    """x * hard_sigmoid(x)."""
+    """x * hard_sigmoid(x). Backward: hs + x [-3 < x < 3] / 6 (the chains recompute hs rather than keep it)."""
 
     def forward(self, x):
-        hs = self.xp.clip(x / 6.0 + 0.5, 0.0, 1.0)
-        self.saved = (x, hs)
-        return (x * hs).astype(x.dtype, copy=False)
+        xp = self.xp
+        self.saved = (x,)
+        if _chains(x):
+            def forward(x, y, t):
+                _hard_sigmoid_into(xp, x, t)
+                xp.multiply(x, t, out=y)
+
+            return _chain(xp, forward, [x], 1)[0]
+        return (x * xp.clip(x / 6.0 + 0.5, 0.0, 1.0)).astype(x.dtype, copy=False)
 
     def backward(self, gy):
-        x, hs = self.saved
+        xp = self.xp
+        (x,) = self.saved
+        if _chains(x, gy):
+            def backward(x, gy, gx, t):  # gy (hs + [|x| < 3] (x / 6)): x / 6 once, the bits of x [|x| < 3] / 6
+                xp.divide(x, 6.0, out=gx)
+                xp.abs(x, out=t)
+                xp.less(t, 3.0, out=t)
+                t *= gx
+                gx += 0.5
+                xp.clip(gx, 0.0, 1.0, out=gx)
+                gx += t
+                gx *= gy
+
+            return _chain(xp, backward, [x, xp.broadcast_to(gy, x.shape)], 1)[0]
+        hs = xp.clip(x / 6.0 + 0.5, 0.0, 1.0)
         return (gy * (hs + x * ((x > -3.0) & (x < 3.0)) / 6.0)).astype(gy.dtype, copy=False)
 
 
