@@ -45,6 +45,33 @@ def _sigmoid(x):  # ops.activations.stable_sigmoid's whole-array formula
     return np.fmax(e, x >= 0) / (1.0 + e)
 
 
+def _elu(alpha):
+    def old(x, gy):
+        neg = alpha * np.expm1(np.minimum(x, 0))
+        return np.where(x > 0, x, neg), np.where(x > 0, gy, gy * (neg + alpha))
+
+    def ref(x):
+        e = np.exp(np.minimum(x, 0))
+        return np.where(x > 0, x, alpha * (e - 1)), np.where(x > 0, 1.0, alpha * e)
+    return old, ref
+
+
+def _selu_old(x, gy):
+    neg = ALPHA * np.expm1(np.minimum(x, 0))
+    return SCALE * np.where(x > 0, x, neg), SCALE * np.where(x > 0, gy, gy * (neg + ALPHA))
+
+
+def _leaky(alpha):
+    def old(x, gy):
+        xa = x * alpha
+        y = (np.maximum if alpha <= 1 else np.minimum)(x, xa) if alpha else np.where(x > 0, x, xa)
+        return y, np.where(x > 0, gy, gy * alpha)
+
+    def ref(x):
+        return np.where(x > 0, x, alpha * x), np.where(x > 0, 1.0, alpha)
+    return old, ref
+
+
 def _hard_old(x, gy, silu):
     hs = np.clip(x / 6.0 + 0.5, 0.0, 1.0)
     inside = (x > -3.0) & (x < 3.0)
@@ -88,6 +115,17 @@ CASES = {
                        lambda x: (-np.logaddexp(0, -x), np.exp(-np.logaddexp(0, x))), 2),
     "softsign": (A.Softsign, {}, lambda x, gy: (x / (1.0 + np.abs(x)), gy / ((1.0 + np.abs(x)) * (1.0 + np.abs(x)))),
                  lambda x: (x / (1 + np.abs(x)), 1 / (1 + np.abs(x)) ** 2), 0),
+    "elu": (A.ELU, {"alpha": 1.0}, *_elu(1.0), 2),
+    "elu_0.3": (A.ELU, {"alpha": 0.3}, *_elu(0.3), 2),
+    "elu_2.5": (A.ELU, {"alpha": 2.5}, *_elu(2.5), 4),
+    "elu_-0.5": (A.ELU, {"alpha": -0.5}, *_elu(-0.5), 2),  # forward: the select
+    "selu": (A.SELU, {}, _selu_old,
+             lambda x: tuple(SCALE * v for v in _elu(ALPHA)[1](x)), 4),
+    "leaky_relu": (A.LeakyReLU, {"alpha": 0.2}, *_leaky(0.2), 0),
+    "leaky_relu_0.01": (A.LeakyReLU, {"alpha": 0.01}, *_leaky(0.01), 0),
+    "leaky_relu_3": (A.LeakyReLU, {"alpha": 3.0}, *_leaky(3.0), 0),
+    "leaky_relu_-0.5": (A.LeakyReLU, {"alpha": -0.5}, *_leaky(-0.5), 0),
+    "leaky_relu_0": (A.LeakyReLU, {"alpha": 0.0}, *_leaky(0.0), 0),  # forward: the select
 }
 DTYPES = [np.float32, np.float64]
 
@@ -224,3 +262,12 @@ def test_inputs_left_to_the_whole_array_code(name, case):
     assert y.dtype == x.dtype and gx.dtype == np.result_type(x, gy)
     assert_bits(y, np.asarray(want_y).astype(x.dtype))
     assert_bits(gx, np.asarray(want_gx).astype(gx.dtype))
+
+
+def test_a_float64_alpha_keeps_the_whole_array_code():
+    """A NumPy float64 alpha makes a float32 x's results float64 (NumPy's promotion), as before the chains."""
+    x = _x(np.float32, n=300)
+    for cls in (A.ELU, A.LeakyReLU):
+        op = cls(alpha=np.float64(0.3))
+        op.xp = np
+        assert op.forward(x).dtype == np.float64
