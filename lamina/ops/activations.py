@@ -18,6 +18,90 @@ _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
 
 
+# Chains of element-wise passes (GELU's ~25, a few for the other activations) run over flat blocks of this
+# many elements, in cache across the passes, in place: ConvNeXtTiny's GELU on (8, 56, 56, 384) float32, erf
+# alone, 76 -> 22 ms (whole arrays, a fresh array a pass) with the same numbers.
+_CHAIN_BLOCK = 1 << 16
+
+
+def _chain(xp, fn, inputs, n_out):
+    """``fn(*input blocks, *output blocks, scratch)`` over flat blocks of equally shaped inputs; returns the
+    n_out outputs (new arrays of the first input's shape and dtype). CuPy takes whole arrays (one kernel a
+    pass is what it wants). Large arrays are split over lamina's threads (threads.split_width), each thread
+    a contiguous run of blocks with a scratch of its own: the same numbers as one thread."""
+    first = inputs[0]
+    # C order whatever the inputs' layout: the blocks are written through flat views (reshape(-1) of a
+    # transposed output would be a copy, and the values would be lost)
+    outs = [xp.empty(first.shape, first.dtype) for _ in range(n_out)]
+    if xp is not np or first.size <= _CHAIN_BLOCK:
+        fn(*inputs, *outs, xp.empty_like(first))
+        return outs
+    flat = [a.reshape(-1) for a in inputs] + [o.reshape(-1) for o in outs]
+
+    def run(lo, hi):
+        scratch = np.empty(_CHAIN_BLOCK, first.dtype)
+        for s in range(lo, hi, _CHAIN_BLOCK):
+            e = min(s + _CHAIN_BLOCK, hi)
+            fn(*[a[s:e] for a in flat], scratch[:e - s])
+    width = _threads.split_width(first.size)
+    _threads.run_split([lambda r=r: run(*r) for r in _threads.ranges(first.size, width, _CHAIN_BLOCK)])
+    return outs
+
+
+# What the chains take: float32 / float64. Half precision (computed in its own dtype, as NumPy does), integers
+# and 0-d arrays keep the whole-array formulas.
+_CHAIN_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _chains(x, gy=None, alpha=0.0):
+    """Whether the chains take x (and gy, and a parameter alpha): x float32 / float64 of one dimension or more,
+    gy of x's dtype, alpha not promoting x (a NumPy float64 scalar times a float32 array is float64)."""
+    return (x.dtype in _CHAIN_DTYPES and x.ndim > 0 and (gy is None or gy.dtype == x.dtype)
+            and np.result_type(x.dtype, alpha) == x.dtype)
+
+
+_FILLED = {}
+
+
+def _filled(xp, x, value):
+    """``value`` in x's shape and dtype (x a chain block) for maximum / minimum against it: NumPy's SIMD loop is
+    for two arrays, and against a scalar runs ~5x slower (0.31 against 0.066 ns an element, 65536 float32). A
+    cached read-only block; CuPy takes the number."""
+    if xp is not np:
+        return value
+    key = (x.dtype.str, repr(value))  # repr keeps 0.0 and -0.0 apart
+    block = _FILLED.get(key)
+    if block is None:
+        block = np.full(_CHAIN_BLOCK, value, x.dtype)
+        block.flags.writeable = False
+        _FILLED[key] = block
+    return block[:x.size].reshape(x.shape)
+
+
+_WORDS = {4: np.int32, 8: np.int64}
+
+
+def _words(a):
+    """a's bits as signed integers of its width (a view)."""
+    return a.view(_WORDS[a.dtype.itemsize])
+
+
+def _bits(dtype, value):
+    """The bits of ``value`` as a ``dtype`` float, a Python int (signed as _words)."""
+    return int(np.array(value, dtype).view(_WORDS[dtype.itemsize]))
+
+
+def _where_positive_words(xp, x, m, k):
+    """m's words set to the integer k where x > 0, else 0 (NaN is not > 0); returns them. Xor-ed into an array
+    that holds exactly a wherever x > 0, k = bits(a) ^ bits(b) turns those into b and leaves the rest: a select
+    to the bit without np.where, whose per-element branch costs ~3 ns an element on a random sign (these two
+    in-cache passes ~0.2 ns)."""
+    mw = _words(m)
+    xp.greater(x, 0, out=mw)
+    mw *= k
+    return mw
+
+
 class ReLU(Op):
     """max(x, 0), optionally capped at max_value, with Keras's negative_slope and threshold."""
 
@@ -58,46 +142,125 @@ class ReLU(Op):
 class LeakyReLU(Op):
     """x if x > 0 else alpha x. Forward as max(x, alpha x) (min for alpha > 1): the same values (NaN stays NaN)
     in plain passes, where np.where's per-element branch on a random sign cost ~10x; a zero or non-finite
-    alpha (inf * 0 is NaN) takes the exact branch-free select."""
+    alpha (inf * 0 is NaN) takes the exact branch-free select. Backward: gy d, d = 1 where x > 0 else alpha,
+    the bits of select(x > 0, gy, gy alpha) (gy 1 is gy). Both as in-cache chains for float32 / float64."""
 
     def forward(self, x):
+        xp, alpha = self.xp, self.alpha
         self.saved = (x,)
-        xa = x * self.alpha
-        if (xa.dtype != x.dtype or x.dtype.kind != "f" or not math.isfinite(self.alpha) or self.alpha == 0
+        pick = xp.maximum if alpha <= 1 else xp.minimum
+        if _chains(x, alpha=alpha) and math.isfinite(alpha) and alpha != 0:
+            def forward(x, y, t):
+                xp.multiply(x, alpha, out=y)
+                pick(x, y, out=y)
+
+            return _chain(xp, forward, [x], 1)[0]
+        xa = x * alpha
+        if (xa.dtype != x.dtype or x.dtype.kind != "f" or not math.isfinite(alpha) or alpha == 0
                 or x.ndim == 0):
-            return select(self.xp, x > 0, x, xa)
-        return (self.xp.maximum if self.alpha <= 1 else self.xp.minimum)(x, xa, out=xa)
+            return select(xp, x > 0, x, xa)
+        return pick(x, xa, out=xa)
 
     def backward(self, gy):
+        xp, alpha = self.xp, self.alpha
         (x,) = self.saved
-        return select(self.xp, x > 0, gy, gy * self.alpha)
+        if _chains(x, gy, alpha):
+            low, high = _bits(x.dtype, alpha), _bits(x.dtype, 1.0)
+
+            def backward(x, gy, gx, t):
+                d = _where_positive_words(xp, x, t, low ^ high)
+                d ^= low
+                xp.multiply(gy, t, out=gx)
+
+            return _chain(xp, backward, [x, xp.broadcast_to(gy, x.shape)], 1)[0]
+        return select(xp, x > 0, gy, gy * alpha)
+
+
+def _exp_side_into(xp, x, t, alpha):
+    """alpha (e^min(x, 0) - 1) into t: ELU's x <= 0 side (0 or -0.0 for x > 0, alpha finite)."""
+    xp.minimum(x, _filled(xp, x, 0.0), out=t)
+    xp.expm1(t, out=t)
+    t *= alpha
 
 
 class ELU(Op):
-    """x if x > 0 else alpha (e^x - 1). Backward: 1 or y + alpha."""
+    """x if x > 0 else alpha (e^x - 1). Backward: 1 or alpha e^x (as y + alpha).
+
+    The forward chain writes the select as a sum: neg + max(x, -0.0), neg = alpha (e^min(x, 0) - 1). For x > 0,
+    neg is 0 and the sum x; otherwise the other term is -0.0, which adds to anything (-0.0 and +0.0 included)
+    without changing it (at x = +0.0: neg is +0.0, the sum +0.0). The same bits as select (NaN: NaN + NaN).
+    With alpha >= 0, y > 0 just where x > 0 and y is neg elsewhere, so backward reads y alone. A negative
+    alpha (neg = -0.0 at x = +0.0) or a non-finite one (inf * 0) keeps select."""
+
+    def forward(self, x):
+        xp, alpha = self.xp, self.alpha
+        if _chains(x, alpha=alpha) and 0 <= alpha < math.inf:
+            def forward(x, y, t):
+                _exp_side_into(xp, x, y, alpha)
+                xp.maximum(x, _filled(xp, x, -0.0), out=t)
+                y += t
+
+            y = _chain(xp, forward, [x], 1)[0]
+            self.saved = (None, y)
+            return y
+        self.saved = (x, None)
+        return select(xp, x > 0, x, alpha * xp.expm1(xp.minimum(x, 0)))
+
+    def backward(self, gy):
+        xp, alpha = self.xp, self.alpha
+        x, y = self.saved
+        if y is None:
+            neg = alpha * xp.expm1(xp.minimum(x, 0))
+            return select(xp, x > 0, gy, gy * (neg + alpha))
+        if not _chains(y, gy):
+            return select(xp, y > 0, gy, gy * (y + alpha))
+        flip = _bits(y.dtype, alpha) ^ _bits(y.dtype, 1.0)
+
+        def backward(y, gy, gx, t):  # gy d, d = y + alpha, 1 where y > 0 (there min(y, 0) + alpha is alpha)
+            xp.minimum(y, _filled(xp, y, 0.0), out=t)
+            t += alpha
+            d = _words(t)
+            d ^= _where_positive_words(xp, y, gx, flip)
+            xp.multiply(gy, t, out=gx)
+
+        return _chain(xp, backward, [y, xp.broadcast_to(gy, y.shape)], 1)[0]
+
+
+class SELU(Op):
+    """scale * ELU(x) with alpha = 1.67..., scale = 1.05.... The forward chain as ELU's, keeping
+    neg = alpha (e^min(x, 0) - 1) (0 for x > 0) for backward."""
 
     def forward(self, x):
         xp = self.xp
-        neg = self.alpha * xp.expm1(xp.minimum(x, 0))
-        y = select(xp, x > 0, x, neg)
+        if _chains(x):
+            def forward(x, y, neg, t):
+                _exp_side_into(xp, x, neg, _SELU_ALPHA)
+                xp.maximum(x, _filled(xp, x, -0.0), out=t)
+                xp.add(neg, t, out=y)
+                y *= _SELU_SCALE
+
+            y, neg = _chain(xp, forward, [x], 2)
+        else:
+            neg = _SELU_ALPHA * xp.expm1(xp.minimum(x, 0))
+            y = (_SELU_SCALE * select(xp, x > 0, x, neg)).astype(x.dtype, copy=False)
         self.saved = (x, neg)
         return y
 
     def backward(self, gy):
-        x, neg = self.saved
-        return select(self.xp, x > 0, gy, gy * (neg + self.alpha))
-
-
-class SELU(Op):
-    def forward(self, x):
         xp = self.xp
-        neg = _SELU_ALPHA * xp.expm1(xp.minimum(x, 0))
-        self.saved = (x, neg)
-        return (_SELU_SCALE * select(xp, x > 0, x, neg)).astype(x.dtype, copy=False)
-
-    def backward(self, gy):
         x, neg = self.saved
-        return (_SELU_SCALE * select(self.xp, x > 0, gy, gy * (neg + _SELU_ALPHA))).astype(gy.dtype, copy=False)
+        if _chains(x, gy):
+            flip = _bits(x.dtype, _SELU_ALPHA) ^ _bits(x.dtype, 1.0)
+
+            def backward(x, neg, gy, gx, t):  # gy d scale, d = neg + alpha, 1 where x > 0 (there it is alpha)
+                xp.add(neg, _SELU_ALPHA, out=t)
+                d = _words(t)
+                d ^= _where_positive_words(xp, x, gx, flip)
+                xp.multiply(gy, t, out=gx)
+                gx *= _SELU_SCALE
+
+            return _chain(xp, backward, [x, neg, xp.broadcast_to(gy, x.shape)], 1)[0]
+        return (_SELU_SCALE * select(xp, x > 0, gy, gy * (neg + _SELU_ALPHA))).astype(gy.dtype, copy=False)
 
 
 def _half(dtype):
@@ -124,34 +287,6 @@ def _erf_into(xp, x, out, t):
     xp.sign(x, out=t)
     out *= t
     return out
-
-
-# GELU's chains of ~25 element-wise passes run over flat blocks of this many elements, in cache across the
-# passes, in place: ConvNeXtTiny's GELU on (8, 56, 56, 384) float32, erf alone, 76 -> 22 ms (whole arrays,
-# a fresh array a pass) with the same numbers.
-_CHAIN_BLOCK = 1 << 16
-
-
-def _chain(xp, fn, inputs, n_out):
-    """``fn(*input blocks, *output blocks, scratch)`` over flat blocks of equally shaped inputs; returns the
-    n_out outputs (new arrays of the first input's shape and dtype). CuPy takes whole arrays (one kernel a
-    pass is what it wants). Large arrays are split over lamina's threads (threads.split_width), each thread
-    a contiguous run of blocks with a scratch of its own: the same numbers as one thread."""
-    first = inputs[0]
-    outs = [xp.empty_like(first) for _ in range(n_out)]
-    if xp is not np or first.size <= _CHAIN_BLOCK:
-        fn(*inputs, *outs, xp.empty_like(first))
-        return outs
-    flat = [a.reshape(-1) for a in inputs] + [o.reshape(-1) for o in outs]
-
-    def run(lo, hi):
-        scratch = np.empty(_CHAIN_BLOCK, first.dtype)
-        for s in range(lo, hi, _CHAIN_BLOCK):
-            e = min(s + _CHAIN_BLOCK, hi)
-            fn(*[a[s:e] for a in flat], scratch[:e - s])
-    width = _threads.split_width(first.size)
-    _threads.run_split([lambda r=r: run(*r) for r in _threads.ranges(first.size, width, _CHAIN_BLOCK)])
-    return outs
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)
@@ -282,49 +417,120 @@ def stable_sigmoid(xp, x):
 
 class Sigmoid(Op):
     def forward(self, x):
-        y = stable_sigmoid(self.xp, x)
+        xp = self.xp
+        if _chains(x):
+            y = _chain(xp, lambda x, y, t: _sigmoid_into(xp, x, y, t), [x], 1)[0]
+        else:
+            y = stable_sigmoid(xp, x)
         self.saved = (y,)
         return y
 
     def backward(self, gy):
+        xp = self.xp
         (y,) = self.saved
+        if _chains(y, gy):
+            def backward(y, gy, gx, t):  # gy y (1 - y)
+                xp.multiply(gy, y, out=gx)
+                xp.subtract(1.0, y, out=t)
+                gx *= t
+
+            return _chain(xp, backward, [y, xp.broadcast_to(gy, y.shape)], 1)[0]
         return gy * y * (1.0 - y)
+
+
+def _hard_sigmoid_into(xp, x, out):
+    """clip(x / 6 + 0.5, 0, 1) into out: relu6(x + 3) / 6 as the whole-array code computed it."""
+    xp.divide(x, 6.0, out=out)
+    out += 0.5
+    xp.clip(out, 0.0, 1.0, out=out)
 
 
 class HardSigmoid(Op):
     """Keras 3: relu6(x + 3) / 6. Backward: 1/6 inside (-3, 3)."""
 
     def forward(self, x):
+        xp = self.xp
         self.saved = (x,)
-        return self.xp.clip(x / 6.0 + 0.5, 0.0, 1.0).astype(x.dtype, copy=False)
+        if _chains(x):
+            return _chain(xp, lambda x, y, t: _hard_sigmoid_into(xp, x, y), [x], 1)[0]
+        return xp.clip(x / 6.0 + 0.5, 0.0, 1.0).astype(x.dtype, copy=False)
 
     def backward(self, gy):
+        xp = self.xp
         (x,) = self.saved
+        if _chains(x, gy):
+            def backward(x, gy, gx, t):  # gy [|x| < 3] / 6 (as 1.0 / 0.0; NaN is outside)
+                xp.abs(x, out=t)
+                xp.less(t, 3.0, out=gx)
+                gx *= gy
+                gx /= 6.0
+
+            return _chain(xp, backward, [x, xp.broadcast_to(gy, x.shape)], 1)[0]
         return gy * ((x > -3.0) & (x < 3.0)) / 6.0
 
 
 class HardSiLU(Op):
-    """x * hard_sigmoid(x)."""
+    """x * hard_sigmoid(x). Backward: hs + x [-3 < x < 3] / 6 (the chains recompute hs rather than keep it)."""
 
     def forward(self, x):
-        hs = self.xp.clip(x / 6.0 + 0.5, 0.0, 1.0)
-        self.saved = (x, hs)
-        return (x * hs).astype(x.dtype, copy=False)
+        xp = self.xp
+        self.saved = (x,)
+        if _chains(x):
+            def forward(x, y, t):
+                _hard_sigmoid_into(xp, x, t)
+                xp.multiply(x, t, out=y)
+
+            return _chain(xp, forward, [x], 1)[0]
+        return (x * xp.clip(x / 6.0 + 0.5, 0.0, 1.0)).astype(x.dtype, copy=False)
 
     def backward(self, gy):
-        x, hs = self.saved
+        xp = self.xp
+        (x,) = self.saved
+        if _chains(x, gy):
+            def backward(x, gy, gx, t):  # gy (hs + [|x| < 3] (x / 6)): x / 6 once, the bits of x [|x| < 3] / 6
+                xp.divide(x, 6.0, out=gx)
+                xp.abs(x, out=t)
+                xp.less(t, 3.0, out=t)
+                t *= gx
+                gx += 0.5
+                xp.clip(gx, 0.0, 1.0, out=gx)
+                gx += t
+                gx *= gy
+
+            return _chain(xp, backward, [x, xp.broadcast_to(gy, x.shape)], 1)[0]
+        hs = xp.clip(x / 6.0 + 0.5, 0.0, 1.0)
         return (gy * (hs + x * ((x > -3.0) & (x < 3.0)) / 6.0)).astype(gy.dtype, copy=False)
 
 
 class Tanh(Op):
     def forward(self, x):
-        y = self.xp.tanh(x)
+        xp = self.xp
+        if _chains(x):
+            y = _chain(xp, lambda x, y, t: xp.tanh(x, out=y), [x], 1)[0]
+        else:
+            y = xp.tanh(x)
         self.saved = (y,)
         return y
 
     def backward(self, gy):
+        xp = self.xp
         (y,) = self.saved
+        if _chains(y, gy):
+            def backward(y, gy, gx, t):  # gy (1 - y^2)
+                xp.multiply(y, y, out=t)
+                xp.subtract(1.0, t, out=t)
+                xp.multiply(gy, t, out=gx)
+
+            return _chain(xp, backward, [y, xp.broadcast_to(gy, y.shape)], 1)[0]
         return gy * (1.0 - y * y)
+
+
+def _log1p_exp_into(xp, x, t):
+    """log1p(e^-|x|) into t: in (0, log 2], never overflowing."""
+    xp.abs(x, out=t)
+    xp.negative(t, out=t)
+    xp.exp(t, out=t)
+    xp.log1p(t, out=t)
 
 
 class Softplus(Op):
@@ -333,11 +539,25 @@ class Softplus(Op):
     def forward(self, x):
         xp = self.xp
         self.saved = (x,)
+        if _chains(x):
+            def forward(x, y, t):
+                _log1p_exp_into(xp, x, t)
+                xp.maximum(x, _filled(xp, x, 0.0), out=y)
+                y += t
+
+            return _chain(xp, forward, [x], 1)[0]
         return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
 
     def backward(self, gy):
+        xp = self.xp
         (x,) = self.saved
-        return gy * stable_sigmoid(self.xp, x)
+        if _chains(x, gy):
+            def backward(x, gy, gx, t):
+                _sigmoid_into(xp, x, gx, t)
+                gx *= gy
+
+            return _chain(xp, backward, [x, xp.broadcast_to(gy, x.shape)], 1)[0]
+        return gy * stable_sigmoid(xp, x)
 
 
 class LogSigmoid(Op):
@@ -346,21 +566,56 @@ class LogSigmoid(Op):
     def forward(self, x):
         xp = self.xp
         self.saved = (x,)
+        if _chains(x):
+            def forward(x, y, t):
+                _log1p_exp_into(xp, x, t)
+                xp.minimum(x, _filled(xp, x, 0.0), out=y)
+                y -= t
+
+            return _chain(xp, forward, [x], 1)[0]
         return xp.minimum(x, 0) - xp.log1p(xp.exp(-xp.abs(x)))
 
     def backward(self, gy):
+        xp = self.xp
         (x,) = self.saved
-        return gy * stable_sigmoid(self.xp, -x)
+        if _chains(x, gy):
+            def backward(x, gy, gx, t):
+                xp.negative(x, out=gx)
+                _sigmoid_into(xp, gx, gx, t)
+                gx *= gy
+
+            return _chain(xp, backward, [x, xp.broadcast_to(gy, x.shape)], 1)[0]
+        # -x of a 0-d array is a NumPy scalar, which sigmoid_inplace cannot write into
+        return gy * sigmoid_inplace(xp, xp.negative(x, out=xp.empty_like(x)))
 
 
 class Softsign(Op):
+    """x / (1 + |x|). Backward: 1 / (1 + |x|)^2."""
+
     def forward(self, x):
+        xp = self.xp
         self.saved = (x,)
-        return x / (1.0 + self.xp.abs(x))
+        if _chains(x):
+            def forward(x, y, t):
+                xp.abs(x, out=t)
+                t += 1.0
+                xp.divide(x, t, out=y)
+
+            return _chain(xp, forward, [x], 1)[0]
+        return x / (1.0 + xp.abs(x))
 
     def backward(self, gy):
+        xp = self.xp
         (x,) = self.saved
-        d = 1.0 + self.xp.abs(x)
+        if _chains(x, gy):
+            def backward(x, gy, gx, t):
+                xp.abs(x, out=t)
+                t += 1.0
+                t *= t
+                xp.divide(gy, t, out=gx)
+
+            return _chain(xp, backward, [x, xp.broadcast_to(gy, x.shape)], 1)[0]
+        d = 1.0 + xp.abs(x)
         return gy / (d * d)
 
 

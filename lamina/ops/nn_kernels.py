@@ -14,6 +14,7 @@ Every kernel is xp-agnostic (``self.xp`` is NumPy or CuPy). The public functions
 import numpy as np
 
 from ..tensor import Op
+from . import activations as _act
 from .math import sum_rows
 
 __all__ = []  # kernels only: the public functions live in lamina.ops.nn
@@ -129,15 +130,23 @@ class SparseSigmoid(_Elementwise):
         return ((x > -1) & (x < 1)) * 0.5
 
 
-class LogSigmoid(_Elementwise):
-    """log(sigmoid(x)) = min(x, 0) - log1p(e^-|x|) (never overflows). Derivative: sigmoid(-x)."""
+class LogSigmoid(_act.LogSigmoid):
+    """log(sigmoid(x)) = min(x, 0) - log1p(e^-|x|) (never overflows; activations.LogSigmoid's forward).
+    Derivative: sigmoid(-x) as 0.5 (1 - tanh(x / 2))."""
 
-    def f(self, x):
+    def backward(self, gy):
         xp = self.xp
-        return xp.minimum(x, 0) - xp.log1p(xp.exp(-xp.abs(x)))
+        (x,) = self.saved
+        if _act._chains(x, gy):
+            def backward(x, gy, gx, t):
+                xp.multiply(x, 0.5, out=gx)
+                xp.tanh(gx, out=gx)
+                xp.subtract(1.0, gx, out=gx)
+                gx *= 0.5
+                gx *= gy
 
-    def df(self, x):
-        return 0.5 * (1.0 - self.xp.tanh(0.5 * x))
+            return _act._chain(xp, backward, [x, xp.broadcast_to(gy, x.shape)], 1)[0]
+        return (gy * (0.5 * (1.0 - xp.tanh(0.5 * x)))).astype(gy.dtype, copy=False)
 
 
 class Sparsemax(Op):
