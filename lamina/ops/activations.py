@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import threads as _threads
 from ..tensor import Op
-from .math import relu_into, row_max, select, sum_rows, unbroadcast
+from .math import relu_grad, relu_into, row_max, select, sum_rows, unbroadcast
 
 __all__ = ["relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "sigmoid", "hard_sigmoid", "tanh",
            "softplus", "softsign", "silu", "swish", "softmax", "log_softmax", "exponential", "linear_act",
@@ -128,7 +128,7 @@ class ReLU(Op):
         (x,) = self.saved
         th, slope, cap = self.threshold, self.negative_slope, self.max_value
         if th == 0 and not slope and cap is None:
-            return gy * (x > 0)
+            return relu_grad(self.xp, gy, x)
         if th == 0 and not slope:
             return gy * ((x > 0) & (x < cap))
         d = (x > th).astype(gy.dtype)
