@@ -85,7 +85,7 @@ class ScaledDotProductAttention(Op):
             if keep is not None:
                 w = w * keep[sl]
             xp.matmul(w, v[sl], out=out[sl])
-        _by_batch(xp, part, batch, (q, k, v), st.size)
+        _by_batch(xp, part, batch, (q, k, v), st.size, tq * tk * max(q.shape[-1], v.shape[-1]))
         self.saved = (qs, k, v, st, keep, out)
         return (out, xp.swapaxes(st, -1, -2)) if self.return_weights else out
 
@@ -128,14 +128,19 @@ class ScaledDotProductAttention(Op):
                 gq[sl] *= scale
             if gk is not None:
                 xp.matmul(ds_t, qs[sl], out=gk[sl])                                  # dK = dS^T (scale Q)
-        _by_batch(xp, part, batch, (qs, k, v, gy, out), st.size)
+        _by_batch(xp, part, batch, (qs, k, v, gy, out), st.size,
+                  st.shape[-1] * st.shape[-2] * max(qs.shape[-1], v.shape[-1]))
         return (None if gq is None else unbroadcast(gq, q_shape), None if gk is None else unbroadcast(gk, k_shape),
                 None if gv is None else unbroadcast(gv, v_shape), None)
 
 
 # Attention is split over threads by its first batch axis from this many scores (a (32, 4, 64, 64) batch has
-# 524 K): each thread runs its samples' products, softmax and weighted sums.
+# 524 K): each thread runs its samples' products, softmax and weighted sums; (32, 4, 64, 32) fwd+bwd 5.8 ->
+# 4.7 ms. Only while each batch entry's product is small enough for OpenBLAS to run it on one thread (M N K
+# up to 2^18; NumPy calls it once per entry): larger ones run threaded, and two threads calling them at once
+# compete for the BLAS team ((8, 4, 128, 64) 4.3-4.8 -> 4.9-7.7 ms, (4, 8, 512, 64) 57 -> 67-70 when split).
 _SPLIT_SCORES = 1 << 18
+_SMALL_PRODUCT = 1 << 18
 
 
 def _part(a, sl, nbatch):
@@ -146,11 +151,13 @@ def _part(a, sl, nbatch):
     return a[sl]
 
 
-def _by_batch(xp, part, batch, arrays, scores):
-    """part(slice) over the first batch axis, split over lamina's threads when large and when every array
-    has that axis at full length (no broadcasting along it); else part(slice(None)) once."""
+def _by_batch(xp, part, batch, arrays, scores, product):
+    """part(slice) over the first batch axis, split over lamina's threads when large, when each entry's
+    product (M N K = ``product``) runs on one BLAS thread, and when every array has that axis at full length
+    (no broadcasting along it); else part(slice(None)) once."""
     n = batch[0] if batch else 1
-    if xp is np and bool(batch) and all(a.ndim == len(batch) + 2 and a.shape[0] == n for a in arrays):
+    if (xp is np and bool(batch) and product <= _SMALL_PRODUCT
+            and all(a.ndim == len(batch) + 2 and a.shape[0] == n for a in arrays)):
         split_rows(lambda lo, hi: part(slice(lo, hi)), n, scores, _SPLIT_SCORES)
     else:
         part(slice(None))
