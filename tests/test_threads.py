@@ -374,3 +374,24 @@ def test_relu_passes_split_over_threads_are_the_same(monkeypatch):
         for a, b in zip(got[0], other):
             np.testing.assert_array_equal(a, b)
     assert np.isnan(got[0][0][0, 0, 0, 0])
+
+
+@pytest.mark.parametrize("strides,multiplier", [(1, 1), (2, 1), (1, 2)])
+def test_depthwise_forward_split_over_blocks_is_the_same(strides, multiplier, monkeypatch):
+    """DepthwiseConv's flat forward spread over threads by output blocks: the one-thread output bit for bit
+    (and the gradients, computed on one thread, unchanged)."""
+    from lamina.ops import nn_kernels
+    monkeypatch.setattr(nn_kernels, "_FLAT_ROW", 64)     # small blocks: several per thread
+    monkeypatch.setattr(nn_kernels, "_FLAT_BLOCK", 512)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 17, 15, 8)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 8, multiplier)).astype(np.float32)
+    got = []
+    for width in (1, 2, 3):
+        monkeypatch.setattr(threads, "split_width", lambda *a, width=width: width)
+        tx, tw = lamina.Variable(x), lamina.Variable(w)
+        y = lamina.ops.depthwise_conv(tx, tw, strides=strides, padding="same")
+        got.append([np.asarray(y)] + [np.asarray(g) for g in lamina.grad(lamina.ops.sum(y * y), [tx, tw])])
+    for other in got[1:]:
+        for a, b in zip(got[0], other):
+            np.testing.assert_array_equal(a, b)
