@@ -395,3 +395,23 @@ def test_depthwise_forward_split_over_blocks_is_the_same(strides, multiplier, mo
     for other in got[1:]:
         for a, b in zip(got[0], other):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_batch_norm_split_over_rows_is_the_same(training, monkeypatch):
+    """BatchNormalization's per-channel passes (rows_op) split by rows: the one-thread outputs, gradients
+    and moving statistics bit for bit."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((6, 10, 10, 24)).astype(np.float32) * 3 + 1
+    got = []
+    for width in (1, 2, 3):
+        monkeypatch.setattr(threads, "split_width", lambda *a, width=width: width)
+        lamina.utils.set_random_seed(0)
+        layer = lamina.layers.BatchNormalization()
+        tx = lamina.Variable(x)
+        y = layer(tx, training=training)
+        grads = lamina.grad(lamina.ops.sum(y * y), [tx] + layer.trainable_weights)
+        got.append([np.asarray(y)] + [np.asarray(g) for g in grads] + [np.asarray(w.numpy()) for w in layer.weights])
+    for other in got[1:]:
+        for a, b in zip(got[0], other):
+            np.testing.assert_array_equal(a, b)
