@@ -140,6 +140,15 @@ def _team_release():
     return _split["release"] or None
 
 
+def _forget_pool():
+    """In a forked child: the parent's pool threads do not exist there (a new pool starts on first use)."""
+    _split["pool"], _split["size"] = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _pool(n):
     """A pool of n threads (created once, grown when asked for more)."""
     if _split["pool"] is None or _split["size"] < n:

@@ -415,3 +415,32 @@ def test_batch_norm_split_over_rows_is_the_same(training, monkeypatch):
     for other in got[1:]:
         for a, b in zip(got[0], other):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_a_pool_of_its_own():
+    """A process forked after lamina's split threads exist (multiprocessing's default on Linux) must not hand
+    work to the parent's threads, which do not exist in the child: it would wait forever."""
+    import os
+    import signal
+    import time
+    threads.run_split([lambda: None, lambda: None])   # the pool exists now
+    pid = os.fork()
+    if pid == 0:  # the child: split work, exit 0 if it came back
+        code = 1
+        try:
+            got = []
+            threads.run_split([lambda: got.append(1), lambda: got.append(2)])
+            code = 0 if sorted(got) == [1, 2] else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's split never finished")
