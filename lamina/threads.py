@@ -121,22 +121,22 @@ _split = {"pool": None, "size": 0, "release": None}
 
 
 def _team_release():
-    """OpenBLAS's ``blas_thread_shutdown_`` (pthreads builds) as a ctypes function, or None: stopping the
-    team is only known to be safe, and only needed, there (OpenMP builds, MKL: their runtimes own their
-    threads)."""
+    """A function stopping the teams of the OpenBLAS pthreads builds loaded (NumPy's, and any other copy, e.g.
+    SciPy's), each through its ``blas_thread_shutdown_``, or None when there is none: stopping a team is
+    only known to be safe, and only needed, there (OpenMP builds, MKL: their runtimes own their threads)."""
     if _split["release"] is None:
-        fn = False
+        fns = []
         ctl = _controller()
         for lc in (ctl.lib_controllers if ctl is not None else ()):
             info = lc.info()
             if info.get("internal_api") == "openblas" and info.get("threading_layer") == "pthreads":
                 try:
                     fn = getattr(lc.dynlib, "blas_thread_shutdown_")
-                    fn.restype, fn.argtypes = None, []
                 except (AttributeError, OSError):  # pragma: no cover - a build without the symbol
-                    fn = False
-                break
-        _split["release"] = fn
+                    continue
+                fn.restype, fn.argtypes = None, []
+                fns.append(fn)
+        _split["release"] = (lambda: [fn() for fn in fns]) if fns else False
     return _split["release"] or None
 
 
