@@ -444,3 +444,23 @@ def test_a_forked_child_gets_a_pool_of_its_own():
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     pytest.fail("the forked child's split never finished")
+
+
+@pytest.mark.parametrize("scale,center", [(True, True), (False, True), (True, False), (False, False)])
+def test_layer_norm_split_over_rows_is_the_same(scale, center, monkeypatch):
+    """LayerNormalization's row-by-row passes split over threads (its matrix-vector products outside the
+    split): the one-thread outputs and gradients bit for bit."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((5, 7, 24)).astype(np.float32) * 2 + 0.5
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+    got = []
+    for width in (1, 2, 3):
+        monkeypatch.setattr(threads, "split_width", lambda *a, width=width: width)
+        layer = lamina.layers.LayerNormalization(scale=scale, center=center)
+        tx = lamina.Variable(x)
+        y = layer(tx)
+        grads = lamina.grad(lamina.ops.sum(y * gy), [tx] + layer.trainable_weights)
+        got.append([np.asarray(y)] + [np.asarray(g) for g in grads])
+    for other in got[1:]:
+        for a, b in zip(got[0], other):
+            np.testing.assert_array_equal(a, b)

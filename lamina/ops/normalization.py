@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Op
+from ..threads import split_rows
 from .math import rows_op, sum_rows
 
 __all__ = ["batch_norm", "batch_norm_training", "layer_norm", "group_norm"]
@@ -429,42 +430,69 @@ class LayerNorm(Op):
         xp = self.xp
         D = int(np.prod([x.shape[a] for a in self.axes]))
         x2 = x.reshape(-1, D)
-        d = x2 - (x2 @ xp.full(D, 1.0 / D, dtype=x2.dtype))[:, None]
-        var = xp.einsum("ij,ij->i", d, d)
-        var *= 1.0 / D
-        inv = 1.0 / xp.sqrt(var + self.epsilon)
-        xhat = d
-        xhat *= inv[:, None]
-        y = xhat if gamma is None else xhat * gamma.reshape(D)
-        if beta is not None:
-            y = y + beta.reshape(D) if y is xhat else xp.add(y, beta.reshape(D), out=y)
+        mean = x2 @ xp.full(D, 1.0 / D, dtype=x2.dtype)
+        d = xp.empty(x2.shape, x2.dtype)          # x - mean, then xhat in place
+        inv = xp.empty(x2.shape[0], x2.dtype)
+        params = [a for a in (gamma, beta) if a is not None]
+        y = xp.empty(x2.shape, np.result_type(x2, *params)) if params else d
+
+        def rows(lo, hi):  # everything after the means is row by row
+            dr, ir = d[lo:hi], inv[lo:hi]
+            xp.subtract(x2[lo:hi], mean[lo:hi, None], out=dr)
+            xp.einsum("ij,ij->i", dr, dr, out=ir)
+            ir *= 1.0 / D
+            ir += self.epsilon
+            xp.sqrt(ir, out=ir)
+            xp.divide(1.0, ir, out=ir)
+            dr *= ir[:, None]
+            if gamma is not None:
+                xp.multiply(dr, gamma.reshape(D), out=y[lo:hi])
+            if beta is not None:
+                xp.add(y[lo:hi] if gamma is not None else dr, beta.reshape(D), out=y[lo:hi])
+        _by_rows(xp, rows, x2.shape[0], x2.size)
         self.rows = D
-        self.saved = (xhat, inv, gamma, None)
+        self.saved = (d, inv, gamma, None)
         return y.reshape(x.shape).astype(_out_dtype(self.dtypes[0], y.dtype), copy=False)
 
     def _rows_backward(self, gy):
         """dx = inv (gxhat - mean(gxhat) - xhat mean(gxhat xhat)) with gxhat = gy gamma, on (R, D) rows;
-        both means as matrix-vector products with gamma (no gxhat * xhat temporary)."""
+        both means as matrix-vector products with gamma (no gxhat * xhat temporary). The products run on
+        the BLAS threads; the passes before and after them row by row (over lamina's threads when large)."""
         xp = self.xp
         xhat, inv, gamma, _ = self.saved
         D = self.rows
         gy2 = gy.astype(xhat.dtype, copy=False).reshape(-1, D)
+        R = gy2.shape[0]
         need_x, need_g, need_b = self.needs_grad
-        p = gy2 * xhat if (need_g or need_x) else None   # gy xhat: dgamma's rows, and gxhat xhat / gamma
+        p = xp.empty(gy2.shape, gy2.dtype) if (need_g or need_x) else None  # gy xhat: dgamma's rows, and
+        dx = xp.empty(gy2.shape, gy2.dtype) if need_x else None            # gxhat xhat / gamma
+        g = None if gamma is None else gamma.reshape(D)
+
+        def first(lo, hi):
+            if p is not None:
+                xp.multiply(gy2[lo:hi], xhat[lo:hi], out=p[lo:hi])
+            if dx is not None:
+                if g is None:
+                    dx[lo:hi] = gy2[lo:hi]
+                else:
+                    xp.multiply(gy2[lo:hi], g, out=dx[lo:hi])
+        _by_rows(xp, first, R, gy2.size)
         dgamma = sum_rows(xp, p).reshape(gamma.shape) if need_g else None
         dbeta = sum_rows(xp, gy2).reshape(self.beta_shape) if need_b else None
-        dx = None
         if need_x:
-            if gamma is None:
-                m1, m2, dx = sum_rows(xp, gy2.T), sum_rows(xp, p.T), gy2.copy()
+            if g is None:
+                m1, m2 = sum_rows(xp, gy2.T), sum_rows(xp, p.T)
             else:
-                g = gamma.reshape(D)
-                m1, m2, dx = gy2 @ g, p @ g, gy2 * g
+                m1, m2 = gy2 @ g, p @ g
             m1 *= 1.0 / D
             m2 *= 1.0 / D
-            dx -= m1[:, None]
-            dx -= xp.multiply(xhat, m2[:, None], out=p)
-            dx *= inv[:, None]
+
+            def second(lo, hi):
+                dr = dx[lo:hi]
+                dr -= m1[lo:hi, None]
+                dr -= xp.multiply(xhat[lo:hi], m2[lo:hi, None], out=p[lo:hi])
+                dr *= inv[lo:hi, None]
+            _by_rows(xp, second, R, gy2.size)
             dx = dx.reshape(gy.shape)
         return _in_dtypes((dx, dgamma, dbeta), self.dtypes)
 
@@ -606,3 +634,15 @@ def group_norm(x, gamma=None, beta=None, groups=32, epsilon=1e-3, axis=-1):
     Backward: the three-term rule within each group; dgamma, dbeta summed over all but the channel axis.
     """
     return GroupNorm.apply(x, gamma, beta, groups=int(groups), epsilon=float(epsilon), axis=int(axis))
+
+
+# LayerNorm's row-by-row passes are split over lamina's threads from this many elements (its statistics'
+# matrix-vector products stay outside the split: threaded BLAS calls from two threads at once compete).
+_SPLIT_ROWS = 1 << 20
+
+
+def _by_rows(xp, body, n, elements):
+    if xp is np:
+        split_rows(body, n, elements, _SPLIT_ROWS)
+    else:
+        body(0, n)
