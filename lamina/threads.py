@@ -117,7 +117,7 @@ def _apply(n):
 # work to a thread cost ~0.3 ms a split in all, and Adam's update of 1 M float32 weights takes ~1.5 ms on
 # one core of the machine measured (bench/README.md, issue 19 seventh round).
 SPLIT_MIN_ELEMENTS = 1_000_000
-_split = {"pool": None, "size": 0, "release": None}
+_split = {"pool": None, "size": 0, "release": None, "busy": False}
 
 
 def _team_release():
@@ -142,7 +142,7 @@ def _team_release():
 
 def _forget_pool():
     """In a forked child: the parent's pool threads do not exist there (a new pool starts on first use)."""
-    _split["pool"], _split["size"] = None, 0
+    _split["pool"], _split["size"], _split["busy"] = None, 0, False
 
 
 if hasattr(os, "register_at_fork"):
@@ -162,7 +162,10 @@ def _pool(n):
 
 def _alone():
     """Whether this is the only Python thread but lamina's own split threads (none of which is busy when
-    this is asked: run_split waits for its parts)."""
+    this is asked: run_split waits for its parts), and not itself one of them (a split inside a split's part
+    would stop the team while the other parts may be inside a product)."""
+    if _split["busy"] or threading.current_thread().name.startswith("lamina-split"):
+        return False
     return threading.active_count() == 1 + sum(1 for t in threading.enumerate() if t.name.startswith("lamina-split"))
 
 
@@ -208,17 +211,21 @@ def run_split(parts):
         for part in parts:
             part()
         return
-    futures = [_pool(len(parts) - 1).submit(part) for part in parts[1:]]
-    error = None
+    busy, _split["busy"] = _split["busy"], True   # no split inside a part (see _alone)
     try:
-        parts[0]()
-    except BaseException as e:  # the others must finish before the caller sees the arrays again
-        error = e
-    for f in futures:
+        futures = [_pool(len(parts) - 1).submit(part) for part in parts[1:]]
+        error = None
         try:
-            f.result()
-        except BaseException as e:
-            error = error or e
+            parts[0]()
+        except BaseException as e:  # the others must finish before the caller sees the arrays again
+            error = e
+        for f in futures:
+            try:
+                f.result()
+            except BaseException as e:
+                error = error or e
+    finally:
+        _split["busy"] = busy
     if error is not None:
         raise error
 

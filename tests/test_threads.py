@@ -464,3 +464,17 @@ def test_layer_norm_split_over_rows_is_the_same(scale, center, monkeypatch):
     for other in got[1:]:
         for a, b in zip(got[0], other):
             np.testing.assert_array_equal(a, b)
+
+
+def test_no_split_inside_a_split(monkeypatch):
+    """A part that itself asks for a split runs on one thread (stopping the team from a part could pull it
+    from under the other parts' products)."""
+    monkeypatch.setattr(threads, "_team_release", lambda: lambda: None)
+    monkeypatch.setattr(threads, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    big = threads.SPLIT_MIN_ELEMENTS
+    widths = []
+    threads.run_split([lambda: widths.append(("first", threads.split_width(big))),
+                       lambda: widths.append(("second", threads.split_width(big)))])
+    assert dict(widths) == {"first": 1, "second": 1}   # asked from inside a split, on either thread
+    assert threads.split_width(big) == 2                 # and after it, again
