@@ -113,9 +113,10 @@ def _apply(n):
 
 
 # ------------------------------------------------------------------ element-wise work split over threads
-# The fewest elements a pass must cover to be split: stopping and restarting OpenBLAS's team and handing
-# work to a thread cost ~0.3 ms a split in all, and Adam's update of 1 M float32 weights takes ~1.5 ms on
-# one core of the machine measured (bench/README.md, issue 19 seventh round).
+# The fewest elements a pass must cover to be split (callers whose passes cost more per element give less):
+# stopping OpenBLAS's team (20-55 us), its restart at the next product (~27 us) and handing work to a thread
+# and back (~50 us) cost ~0.1 ms a split on the machine measured, where Adam's update of 1 M float32 weights
+# takes ~1.5 ms on one core (bench/README.md, issue 19 seventh round).
 SPLIT_MIN_ELEMENTS = 1_000_000
 _split = {"pool": None, "size": 0, "release": None, "busy": False}
 
@@ -166,14 +167,16 @@ def _alone():
     would stop the team while the other parts may be inside a product)."""
     if _split["busy"] or threading.current_thread().name.startswith("lamina-split"):
         return False
-    return threading.active_count() == 1 + sum(1 for t in threading.enumerate() if t.name.startswith("lamina-split"))
+    ours = sum(1 for t in threading.enumerate() if t.name.startswith("lamina-split"))
+    return threading.active_count() == 1 + ours
 
 
 def split_width(elements, min_elements=None):
     """How many threads a split element-wise pass over ``elements`` values should run on: 1 below
-    ``min_elements`` (default SPLIT_MIN_ELEMENTS; a caller whose passes cost more per element passes less), when BLAS runs one thread (the governor or the user chose it: the other cores are
-    busy or not ours), or when OpenBLAS's waiting team cannot be stopped safely; else BLAS's thread count,
-    after stopping the team (so call it right before :func:`run_split`, with no product in between)."""
+    ``min_elements`` (default SPLIT_MIN_ELEMENTS), when BLAS runs one thread (the governor or the user chose
+    it: the other cores are busy or not ours), or when OpenBLAS's waiting team cannot be stopped safely; else
+    BLAS's thread count, after stopping the team (so call it right before :func:`run_split`, with no product
+    in between, and let no part call a threaded product)."""
     if elements < (SPLIT_MIN_ELEMENTS if min_elements is None else min_elements):
         return 1
     n = min(get_num_threads(), usable_cores())
@@ -212,9 +215,9 @@ def run_split(parts):
             part()
         return
     busy, _split["busy"] = _split["busy"], True   # no split inside a part (see _alone)
+    error = None
     try:
         futures = [_pool(len(parts) - 1).submit(part) for part in parts[1:]]
-        error = None
         try:
             parts[0]()
         except BaseException as e:  # the others must finish before the caller sees the arrays again

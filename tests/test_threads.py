@@ -342,10 +342,14 @@ def test_attention_split_over_the_batch_is_the_same(case, monkeypatch):
     for width in (1, 2, 3):
         monkeypatch.setattr(threads, "split_width", lambda *a, width=width: width)
         tq, tk, tv = (lamina.Variable(a) for a in (q, k, v))
+        dropping = case == "causal_dropout"
         out = lamina.ops.scaled_dot_product_attention(
-            tq, tk, tv, mask=mask, is_causal=case == "causal_dropout", dropout_rate=0.3 if case == "causal_dropout" else 0.0,
-            training=True, rng=np.random.default_rng(1), return_weights=case == "weights")
-        loss = lamina.ops.sum(out[0] * out[0]) + lamina.ops.sum(out[1] * 3.0) if case == "weights" else lamina.ops.sum(out * out)
+            tq, tk, tv, mask=mask, is_causal=dropping, dropout_rate=0.3 if dropping else 0.0, training=True,
+            rng=np.random.default_rng(1), return_weights=case == "weights")
+        if case == "weights":
+            loss = lamina.ops.sum(out[0] * out[0]) + lamina.ops.sum(out[1] * 3.0)
+        else:
+            loss = lamina.ops.sum(out * out)
         grads = lamina.grad(loss, [tq, tk, tv])
         y = out[0] if case == "weights" else out
         got.append([np.asarray(y)] + [np.asarray(g) for g in grads])

@@ -478,7 +478,8 @@ def _run_of_axes(x, axes):
     if not axes or list(axes) != list(range(axes[0], axes[0] + len(axes))) or not x.flags.c_contiguous:
         return None
     sh = x.shape
-    return x.reshape(int(np.prod(sh[:axes[0]])), int(np.prod(sh[axes[0]:axes[-1] + 1])), int(np.prod(sh[axes[-1] + 1:])))
+    before, run, after = sh[:axes[0]], sh[axes[0]:axes[-1] + 1], sh[axes[-1] + 1:]
+    return x.reshape(int(np.prod(before)), int(np.prod(run)), int(np.prod(after)))
 
 
 def run_extreme(ufunc, a3):
