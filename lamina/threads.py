@@ -165,10 +165,24 @@ def _alone():
     """Whether this is the only Python thread but lamina's own split threads (none of which is busy when
     this is asked: run_split waits for its parts), and not itself one of them (a split inside a split's part
     would stop the team while the other parts may be inside a product)."""
-    if _split["busy"] or threading.current_thread().name.startswith("lamina-split"):
+    me = threading.current_thread()
+    if _split["busy"] or me.name.startswith("lamina-split"):
         return False
-    ours = sum(1 for t in threading.enumerate() if t.name.startswith("lamina-split"))
-    return threading.active_count() == 1 + ours
+    return all(t is me or t.name.startswith("lamina-split") or _harmless(t) for t in threading.enumerate())
+
+
+# Packages whose threads never run a NumPy product: a Jupyter kernel's heartbeat, IOPub, control, shell
+# channel, output-pipe and history threads are alive in every notebook, where lamina's learners work.
+_HARMLESS_PACKAGES = frozenset({"ipykernel", "IPython", "zmq", "jupyter_client", "tornado"})
+
+
+def _harmless(t):
+    """Whether thread t is one of those: its class, or the function a plain Thread runs (IOPub's is a method
+    of ipykernel's), comes from one of _HARMLESS_PACKAGES."""
+    for obj in (type(t), getattr(t, "_target", None)):
+        if (getattr(obj, "__module__", None) or "").split(".")[0] in _HARMLESS_PACKAGES:
+            return True
+    return False
 
 
 def split_width(elements, min_elements=None):

@@ -482,3 +482,29 @@ def test_no_split_inside_a_split(monkeypatch):
                        lambda: widths.append(("second", threads.split_width(big)))])
     assert dict(widths) == {"first": 1, "second": 1}   # asked from inside a split, on either thread
     assert threads.split_width(big) == 2                 # and after it, again
+
+
+def test_a_notebook_kernels_own_threads_do_not_stop_splits(monkeypatch):
+    """Threads of a Jupyter kernel's packages (heartbeat, IOPub, ...) never run a product: splits go on beside
+    them; any other thread (a user's, a data loader's) still keeps the passes on one core."""
+    import threading
+    monkeypatch.setattr(threads, "_team_release", lambda: lambda: None)
+    monkeypatch.setattr(threads, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    Kernelish = type("Heartbeat", (threading.Thread,), {"__module__": "ipykernel.heartbeat"})
+    stop = threading.Event()
+
+    def iopub_loop():  # a plain Thread running a kernel package's function, as ipykernel's IOPub thread
+        stop.wait()
+    iopub_loop.__module__ = "ipykernel.iostream"
+    for make, expected in ((lambda: Kernelish(target=stop.wait, daemon=True), 2),
+                           (lambda: threading.Thread(target=iopub_loop, daemon=True), 2),
+                           (lambda: threading.Thread(target=stop.wait, daemon=True), 1)):
+        t = make()
+        t.start()
+        try:
+            assert threads.split_width(threads.SPLIT_MIN_ELEMENTS) == expected
+        finally:
+            stop.set()
+            t.join()
+            stop.clear()
