@@ -25,8 +25,9 @@ over as many threads as BLAS runs with, lamina's own. One obstacle stands in the
 pthreads build: after every threaded product its worker threads busy-wait ~0.1 s for the next one (its
 THREAD_TIMEOUT, 2^28 cycles; they never yield the core), so a thread of lamina's finds no core free. Before
 such a split lamina stops OpenBLAS's team the way a fork does (``blas_thread_shutdown_``, what OpenBLAS's
-own fork handler calls; the next threaded product starts the team afresh, ~0.2 ms). It does so only while
-no other Python thread is alive, since a product in flight on another thread would lose its team.
+own fork handler calls; the next threaded product starts the team afresh, ~30 us). It does so only while
+no other Python thread that might run a product is alive (a Jupyter kernel's own threads do not count),
+since a product in flight on another thread would lose its team.
 """
 import os
 import threading
@@ -162,12 +163,12 @@ def _pool(n):
 
 
 def _alone():
-    """Whether this is the only Python thread but lamina's own split threads (none of which is busy when
-    this is asked: run_split waits for its parts), and not itself one of them (a split inside a split's part
-    would stop the team while the other parts may be inside a product)."""
-    me = threading.current_thread()
-    if _split["busy"] or me.name.startswith("lamina-split"):
+    """Whether every other Python thread is one of lamina's split threads (idle unless a split runs) or
+    harmless, and no split is running (a split inside a split's part, on whichever thread, would stop the
+    team while another part may be inside a product)."""
+    if _split["busy"]:
         return False
+    me = threading.current_thread()
     return all(t is me or t.name.startswith("lamina-split") or _harmless(t) for t in threading.enumerate())
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import threads as _threads
 from ..tensor import Op
+from .math import _WORD as _WORDS  # float width -> signed integer of that width (select's)
 from .math import relu_grad, relu_into, row_max, select, sum_rows, unbroadcast
 
 __all__ = ["relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "sigmoid", "hard_sigmoid", "tanh",
@@ -81,9 +82,6 @@ def _filled(xp, x, value):
         block.flags.writeable = False
         _FILLED[key] = block
     return block[:x.size].reshape(x.shape)
-
-
-_WORDS = {4: np.int32, 8: np.int64}
 
 
 def _words(a):

@@ -27,8 +27,7 @@ import numpy as np
 
 from ..tensor import Op, as_tensor
 from .manipulation import getitem, pad, repeat, reshape
-from ..threads import split_rows
-from .math import fused_activation, mm, relu_grad, relu_into, sum_rows
+from .math import fused_activation, mm, relu_grad, relu_into, split_pass, sum_rows
 
 __all__ = ["conv1d", "conv2d", "conv1d_transpose", "conv2d_transpose", "max_pool1d", "max_pool2d",
            "avg_pool1d", "avg_pool2d", "upsampling1d", "upsampling2d", "zero_padding1d", "zero_padding2d",
@@ -697,7 +696,7 @@ class MaxPool2D(Op):
                     xp.multiply(above, kind(k), out=note)
                     xp.maximum(ws, note, out=ws)
                 xp.maximum(ys, v, out=ys)
-        _by_samples(xp, rows, x.shape[0], x.size)
+        split_pass(xp, rows, x.shape[0], x.size)  # by samples, over lamina's threads when large
         self.meta = (x.shape, xp_.shape, oh, ow)
         self.saved = which
         return y
@@ -721,20 +720,8 @@ class MaxPool2D(Op):
                     xp.multiply(gys, chosen, out=gw)
                 else:
                     gw += gys * chosen
-        _by_samples(xp, rows, gy.shape[0], g.size)
+        split_pass(xp, rows, gy.shape[0], g.size)
         return _crop_hw(g, self.pads, xshape[1], xshape[2])
-
-
-def _by_samples(xp, body, n, elements):
-    """body(lo, hi) over samples 0..n, split over lamina's threads when the pass is large (NumPy only)."""
-    if xp is np:
-        split_rows(body, n, elements, _SPLIT_POOL)
-    else:
-        body(0, n)
-
-
-# Pooling passes split over threads from this many input elements (~0.5 ms of one core's passes).
-_SPLIT_POOL = 1 << 20
 
 
 class AvgPool2D(Op):

@@ -245,7 +245,7 @@ def rows_op(xp, ufunc, a2, vec, out=None):
         k = next((k for k in range(4096 // C, 1, -1) if M % k == 0), 1) if 0 < C < 1024 else 1
         rows, v, o = (a2, vec, out) if k == 1 else (a2.reshape(M // k, k * C), xp.tile(vec, k),
                                                     out.reshape(M // k, k * C))
-        _threads.split_rows(lambda lo, hi: ufunc(rows[lo:hi], v, out=o[lo:hi]), len(rows), a2.size, _SPLIT_PASS)
+        split_pass(xp, lambda lo, hi: ufunc(rows[lo:hi], v, out=o[lo:hi]), len(rows), a2.size)
         return out
     ufunc(a2, vec, out=out)
     return out
@@ -267,8 +267,7 @@ def relu_into(xp, x, out):
                 zero = _ZERO_ROWS[key] = np.zeros(width, dtype=x.dtype)
                 zero.flags.writeable = False
             rows_x, rows_out = x.reshape(-1, width), out.reshape(-1, width)
-            _threads.split_rows(lambda lo, hi: xp.maximum(rows_x[lo:hi], zero, out=rows_out[lo:hi]),
-                                len(rows_x), x.size, _SPLIT_PASS)
+            split_pass(xp, lambda lo, hi: xp.maximum(rows_x[lo:hi], zero, out=rows_out[lo:hi]), len(rows_x), x.size)
             return out
     xp.maximum(x, x.dtype.type(0), out=out)
     return out
@@ -281,13 +280,22 @@ def relu_grad(xp, gy, y):
         return gy * (y > 0)
     out = np.empty(gy.shape, np.result_type(gy.dtype, np.bool_))
     fg, fy, fo = gy.reshape(-1), y.reshape(-1), out.reshape(-1)
-    _threads.split_rows(lambda lo, hi: np.multiply(fg[lo:hi], fy[lo:hi] > 0, out=fo[lo:hi]),
-                        fg.size, fg.size, _SPLIT_PASS)
+    split_pass(xp, lambda lo, hi: np.multiply(fg[lo:hi], fy[lo:hi] > 0, out=fo[lo:hi]), fg.size, fg.size)
     return out
 
 
-# Cheap element-wise passes (a ReLU, its mask) are split over threads from this many elements.
+# Element-wise passes over rows are split over lamina's threads from this many elements (a ReLU, its mask,
+# a per-channel scale, max pooling's offsets, layer norm's rows: ~0.3-1 ms of one core).
 _SPLIT_PASS = 1 << 20
+
+
+def split_pass(xp, body, n, elements, min_elements=_SPLIT_PASS):
+    """body(lo, hi) over rows 0..n of a pass over ``elements`` values: spread over lamina's threads
+    (threads.split_rows) for NumPy, once for CuPy (one kernel a pass is what it wants)."""
+    if xp is np:
+        _threads.split_rows(body, n, elements, min_elements)
+    else:
+        body(0, n)
 
 
 class Linear(Op):

@@ -19,8 +19,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Op
-from ..threads import split_rows
-from .math import rows_op, sum_rows
+from .math import rows_op, split_pass, sum_rows
 
 __all__ = ["batch_norm", "batch_norm_training", "layer_norm", "group_norm"]
 
@@ -449,7 +448,7 @@ class LayerNorm(Op):
                 xp.multiply(dr, gamma.reshape(D), out=y[lo:hi])
             if beta is not None:
                 xp.add(y[lo:hi] if gamma is not None else dr, beta.reshape(D), out=y[lo:hi])
-        _by_rows(xp, rows, x2.shape[0], x2.size)
+        split_pass(xp, rows, x2.shape[0], x2.size)
         self.rows = D
         self.saved = (d, inv, gamma, None)
         return y.reshape(x.shape).astype(_out_dtype(self.dtypes[0], y.dtype), copy=False)
@@ -476,7 +475,7 @@ class LayerNorm(Op):
                     dx[lo:hi] = gy2[lo:hi]
                 else:
                     xp.multiply(gy2[lo:hi], g, out=dx[lo:hi])
-        _by_rows(xp, first, R, gy2.size)
+        split_pass(xp, first, R, gy2.size)
         dgamma = sum_rows(xp, p).reshape(gamma.shape) if need_g else None
         dbeta = sum_rows(xp, gy2).reshape(self.beta_shape) if need_b else None
         if need_x:
@@ -492,7 +491,7 @@ class LayerNorm(Op):
                 dr -= m1[lo:hi, None]
                 dr -= xp.multiply(xhat[lo:hi], m2[lo:hi, None], out=p[lo:hi])
                 dr *= inv[lo:hi, None]
-            _by_rows(xp, second, R, gy2.size)
+            split_pass(xp, second, R, gy2.size)
             dx = dx.reshape(gy.shape)
         return _in_dtypes((dx, dgamma, dbeta), self.dtypes)
 
@@ -634,15 +633,3 @@ def group_norm(x, gamma=None, beta=None, groups=32, epsilon=1e-3, axis=-1):
     Backward: the three-term rule within each group; dgamma, dbeta summed over all but the channel axis.
     """
     return GroupNorm.apply(x, gamma, beta, groups=int(groups), epsilon=float(epsilon), axis=int(axis))
-
-
-# LayerNorm's row-by-row passes are split over lamina's threads from this many elements (its statistics'
-# matrix-vector products stay outside the split: threaded BLAS calls from two threads at once compete).
-_SPLIT_ROWS = 1 << 20
-
-
-def _by_rows(xp, body, n, elements):
-    if xp is np:
-        split_rows(body, n, elements, _SPLIT_ROWS)
-    else:
-        body(0, n)

@@ -122,10 +122,7 @@ def _carried(xp, N, T, u, dtype, h0, go_backwards):
     buffer of read states did: ~3 us a step at (64, 128)), and the rows of Hp stay one contiguous block
     for the recurrent kernel's gradient."""
     buf = xp.empty((T + 1, N, u), dtype)
-    if h0 is None:
-        buf[T if go_backwards else 0] = 0
-    else:
-        buf[T if go_backwards else 0] = h0
+    buf[T if go_backwards else 0] = 0 if h0 is None else h0
     H, Hp = (buf[:T], buf[1:]) if go_backwards else (buf[1:], buf[:T])
     return H.transpose(1, 0, 2), Hp.transpose(1, 0, 2)
 
