@@ -15,9 +15,12 @@ A fixed count switches the governor off:
 - ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` / ``MKL_NUM_THREADS`` set in the environment: the user (or a
   test runner, or MPI launcher) already decided, and lamina keeps out of the way.
 
-Results do not depend on the choice: OpenBLAS and MKL split a GEMM's rows and columns among threads, never
-its inner sum, so every thread count computes the same numbers. Thread counts are set through threadpoolctl
-(a runtime dependency, pure Python); if no BLAS it knows is loaded, this module does nothing.
+Each thread count gives the same numbers run after run, but not always the same as another count: with
+NumPy 2.4's OpenBLAS 0.3.31 (Haswell kernels) a float32 product on one thread and on two differs in the last
+bits in 2-30% of its entries for many shapes (e.g. (640, 256) x (256, 512): up to 4e-5 absolute), so a
+training run whose governor picks another count rounds differently from then on. Thread counts are set
+through threadpoolctl (a runtime dependency, pure Python); if no BLAS it knows is loaded, this module does
+nothing.
 
 Element-wise work on every core (:func:`split_width`, :func:`run_split`): NumPy runs an element-wise pass
 on one core. Large passes with no product among them (an optimizer's update of every weight) are split
@@ -34,7 +37,7 @@ import threading
 import time
 
 __all__ = ["get_num_threads", "set_num_threads", "usable_cores", "Governor", "governor", "blas_info",
-           "split_width", "split_rows", "run_split", "ranges"]
+           "split_width", "split_rows", "run_split", "ranges", "Overlap"]
 
 _ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _state = {"fixed": None, "controller": None, "checked_env": False}
@@ -246,6 +249,144 @@ def run_split(parts):
         _split["busy"] = busy
     if error is not None:
         raise error
+
+
+class Overlap:
+    """Large products on a second core while this thread works through a loop of small steps.
+
+    A recurrent op's time loop (one small product and a dozen small element-wise passes a step) keeps one
+    core busy while the other mostly waits, and its big products (the input projection of every step
+    before the loop, the input gradient after it) wait for the loop. Cut into independent tasks (a chunk of
+    steps each), those products can run on the idle core meanwhile: ``run(k)`` performs task k and writes
+    only its own outputs.
+
+    Use inside a ``with`` block: ``post(k)`` queues task k for the second thread (in the order it should
+    run); ``need(k)`` returns once task k is done, running it here if it has not started; ``finish()`` runs
+    the tasks still queued on both threads (this one takes them from the back) and waits for all. Leaving the
+    block waits for the second thread, so no task outlives it, and re-raises a task's error.
+
+    Active only where it is safe and a second core is ours: BLAS runs exactly two threads (the governor's or
+    the user's choice, on a machine with two usable cores), OpenBLAS's waiting team can be stopped (see
+    split_width) and no other Python thread is alive. While active, BLAS runs one thread on each side (the
+    count is put back on leaving); the count is lowered BEFORE the team is stopped, since setting the count
+    starts a stopped team afresh, and its worker then busy-waits ~0.1 s on the second core (the second
+    thread's products ran at half speed that way). Otherwise nothing runs on another thread: ``post`` only
+    records the task and ``need``/``finish`` run it here (callers then make the whole job one task)."""
+
+    _QUEUED, _RUNNING, _DONE = 0, 1, 2
+
+    def __init__(self, run, active=None):
+        self._run = run
+        self._active = overlap_ok() if active is None else bool(active)
+        self._state = {}
+        self._queue = []
+        self._error = None
+        self._cv = threading.Condition()
+        self._closed = False
+        self._saved = None
+
+    @property
+    def active(self):
+        return self._active
+
+    def __enter__(self):
+        if self._active:
+            self._saved = (get_num_threads(), _split["busy"])
+            _apply(1)              # first: raising the count again would restart the team
+            _team_release()()
+            _split["busy"] = True  # no split inside (see _alone)
+            self._helper = _pool(1).submit(self._serve)
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if not self._active:
+            self._run = None  # no cycle through a bound method: the owner's buffers go with the owner
+            return False
+        with self._cv:
+            if kind is not None:
+                self._queue.clear()  # the caller failed: start nothing more
+            self._closed = True
+            self._cv.notify_all()
+        try:
+            self._helper.result()
+        finally:
+            threads_before, busy = self._saved
+            _split["busy"] = busy
+            _apply(threads_before)
+            self._run = None
+        if kind is None and self._error is not None:
+            raise self._error
+        return False
+
+    def _serve(self):
+        while True:
+            with self._cv:
+                while not self._queue and not self._closed:
+                    self._cv.wait()
+                if not self._queue:
+                    return
+                k = self._queue.pop(0)
+                self._state[k] = self._RUNNING
+            self._perform(k)
+
+    def _perform(self, k):
+        try:
+            if self._error is None:
+                self._run(k)
+        except BaseException as e:  # kept for the caller; the other tasks are skipped
+            self._error = self._error or e
+        finally:
+            with self._cv:
+                self._state[k] = self._DONE
+                self._cv.notify_all()
+
+    def post(self, k):
+        with self._cv:
+            self._state[k] = self._QUEUED
+            self._queue.append(k)
+            if self._active:
+                self._cv.notify_all()
+
+    def _claim(self, k):
+        """Take task k from the queue for this thread (True), or say it is running or done elsewhere."""
+        with self._cv:
+            if self._state.get(k, self._QUEUED) != self._QUEUED:
+                return False
+            if k in self._queue:
+                self._queue.remove(k)
+            self._state[k] = self._RUNNING
+            return True
+
+    def need(self, k):
+        if self._claim(k):
+            self._perform(k)
+        else:
+            with self._cv:
+                while self._state[k] != self._DONE:
+                    self._cv.wait()
+        if self._error is not None:
+            raise self._error
+
+    def finish(self):
+        while True:
+            with self._cv:
+                if not self._queue:
+                    break
+                k = self._queue.pop() if self._active else self._queue.pop(0)
+                self._state[k] = self._RUNNING
+            self._perform(k)
+        with self._cv:
+            while any(s != self._DONE for s in self._state.values()):
+                self._cv.wait()
+        if self._error is not None:
+            raise self._error
+
+
+def overlap_ok():
+    """Whether an :class:`Overlap` should run tasks on a second thread now (see there)."""
+    if get_num_threads() != 2 or usable_cores() < 2:
+        return False
+    return _team_release() is not None and _alone()
 
 
 def blas_info():

@@ -235,3 +235,81 @@ def test_unused_outputs_get_no_zero_gradient_arrays(kind, masked, backwards):
         grads.append(grad(loss, xs))
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def _overlap_on(monkeypatch):
+    """The recurrent ops' input projection and input gradient on a second thread (threads.Overlap active)
+    at test sizes: chunks of two steps (the one the loop reaches first: one), every loop step slowed a
+    little so that the second thread gets chunks to do. Returns the (task, chunk, thread name) of every run."""
+    import threading
+    import time
+    from lamina import threads
+    from lamina.ops import recurrent
+    monkeypatch.setattr(recurrent, "_CHUNK_ROWS", 6)
+    monkeypatch.setattr(recurrent, "_overlap", lambda *a: None)
+    monkeypatch.setattr(threads, "overlap_ok", lambda: True)
+    real_act = recurrent._act_
+
+    def slow_act(*a, **k):
+        time.sleep(0.0005)
+        return real_act(*a, **k)
+    monkeypatch.setattr(recurrent, "_act_", slow_act)
+    seen = []
+    for cls in (recurrent._Inputs, recurrent._Grads):
+        def run(self, k, real=cls.run, name=cls.__name__):
+            seen.append((name, k, threading.current_thread().name))
+            return real(self, k)
+        monkeypatch.setattr(cls, "run", run)
+    return seen
+
+
+@pytest.mark.parametrize("kind,reset_after", VARIANTS)
+@pytest.mark.parametrize("masked,go_backwards,with_state", [(False, False, False), (True, True, True)])
+def test_products_beside_the_time_loop_are_the_same(kind, reset_after, masked, go_backwards, with_state,
+                                                    monkeypatch):
+    """With the input projection and input gradient computed by chunks on a second thread while the time
+    loop runs (lamina.threads.Overlap), outputs and every gradient equal the one-thread op's (to rounding:
+    the products are cut differently); every chunk runs once, some on the second thread; BLAS's thread
+    count is back afterwards."""
+    from lamina import threads
+    N, T, D, u = 3, 9, 4, 2
+    x, W, U, b = make(kind, N, T, D, u, reset_after=reset_after)
+    n_states = 2 if kind == "lstm" else 1
+    states = [R.standard_normal((N, u)) for _ in range(n_states)] if with_state else None
+    mask = random_mask(N, T) if masked else None
+    weights = [Tensor(a, requires_grad=True) for a in (x, W, U, b)]
+    gys = None
+
+    def outputs_and_grads():
+        nonlocal gys
+        outs = run(kind, *weights, states, mask, go_backwards, reset_after=reset_after)
+        if gys is None:
+            gys = [R.standard_normal(o.shape) for o in outs]
+        loss = ops.sum(ops.stack([ops.sum(o * g) for o, g in zip(outs, gys)]))
+        return [np.asarray(o) for o in outs] + [np.asarray(g) for g in grad(loss, weights)]
+
+    want = outputs_and_grads()
+    before = threads.get_num_threads()
+    seen = _overlap_on(monkeypatch)
+    got = outputs_and_grads()
+    for a, b_ in zip(got, want):
+        np.testing.assert_allclose(a, b_, rtol=1e-10, atol=1e-12)
+    chunks = len(__import__("lamina").ops.recurrent._chunks(T, N, go_backwards, True)[0])
+    assert chunks == 5
+    for task in ("_Inputs", "_Grads"):
+        assert sorted(k for name, k, _ in seen if name == task) == list(range(chunks))
+    assert any(t.startswith("lamina-split") for _, _, t in seen)
+    assert threads.get_num_threads() == before and not threads._split["busy"]
+
+
+def test_chunks_cover_the_steps_and_the_first_reached_is_short():
+    from lamina.ops.recurrent import _chunks
+    assert _chunks(7, 64, False, False) == ([(0, 7)], [0])
+    for T, N, back in [(80, 64, False), (80, 64, True), (9, 3, True), (1, 5, False), (23, 1000, False)]:
+        chunks, order = _chunks(T, N, back, True)
+        assert [t for s, e in chunks for t in range(s, e)] == list(range(T))
+        assert sorted(order) == list(range(len(chunks)))
+        assert order == (sorted(order, reverse=True) if back else sorted(order))
+        first, rest = chunks[order[0]], [chunks[k] for k in order[1:]]
+        assert all(first[1] - first[0] <= e - s for s, e in rest[:-1])
+    assert _chunks(80, 64, False, True)[0][:3] == [(0, 5), (5, 15), (15, 25)]

@@ -508,3 +508,71 @@ def test_a_notebook_kernels_own_threads_do_not_stop_splits(monkeypatch):
             stop.set()
             t.join()
             stop.clear()
+
+
+def test_overlap_runs_every_task_once_on_both_threads():
+    """threads.Overlap, active: queued tasks run on lamina's split thread while the caller works, need()
+    waits for (or runs) one, finish() the rest; BLAS's count and the split flag are back afterwards."""
+    import threading
+    import time
+    ran = []
+
+    def run(k):
+        ran.append((k, threading.current_thread().name))
+        time.sleep(0.002)
+    before = threads.get_num_threads()
+    with threads.Overlap(run, active=True) as ov:
+        assert ov.active and threads._split["busy"]
+        for k in range(8):
+            ov.post(k)
+        ov.need(0)
+        time.sleep(0.05)   # the caller's own work: the second thread takes queued tasks meanwhile
+        ov.need(7)
+        ov.finish()
+    assert sorted(k for k, _ in ran) == list(range(8))
+    assert any(name.startswith("lamina-split") for _, name in ran)
+    assert threads.get_num_threads() == before and not threads._split["busy"]
+
+
+def test_overlap_inactive_runs_every_task_here_in_order():
+    import threading
+    ran = []
+    with threads.Overlap(lambda k: ran.append((k, threading.current_thread().name)), active=False) as ov:
+        for k in (2, 0, 1, 3):
+            ov.post(k)
+        ov.need(1)
+        assert [k for k, _ in ran] == [1]
+        ov.finish()
+    assert [k for k, _ in ran] == [1, 2, 0, 3]
+    assert {name for _, name in ran} == {threading.current_thread().name}
+
+
+def test_overlap_task_error_reaches_the_caller():
+    def run(k):
+        if k == 2:
+            raise ValueError("chunk 2 failed")
+    for active in (True, False):
+        with pytest.raises(ValueError, match="chunk 2"):
+            with threads.Overlap(run, active=active) as ov:
+                for k in range(5):
+                    ov.post(k)
+                ov.finish()
+        assert not threads._split["busy"]
+
+
+def test_overlap_stops_queued_tasks_when_the_caller_fails():
+    """An error in the caller's loop: tasks not yet started are dropped, and none runs after the block."""
+    import time
+    ran = []
+
+    def run(k):
+        time.sleep(0.01)
+        ran.append(k)
+    with pytest.raises(RuntimeError):
+        with threads.Overlap(run, active=True) as ov:
+            for k in range(50):
+                ov.post(k)
+            raise RuntimeError("the loop failed")
+    count = len(ran)
+    time.sleep(0.05)
+    assert count < 50 and len(ran) == count and not threads._split["busy"]

@@ -10,6 +10,11 @@ not in arithmetic. Here each op walks the time axis once:
   are written into one (T, N, G*u) buffer, and after the loop the kernel, recurrent kernel, bias and
   input gradients are each one large matrix product (or sum) over all steps.
 
+The time loop keeps one core busy with small products and passes. Where BLAS runs two threads and the
+inputs are wide (see _overlap), the input projection and the input gradient are cut into chunks of steps
+that a second thread computes while the loop runs (lamina.threads.Overlap: the forward's chunks ahead of
+the loop, the backward's behind it), and the loop's own products run on one core meanwhile.
+
 Internally everything is time-major (T, N, ...) so that each step reads and writes contiguous blocks.
 Masks follow Keras 3: a masked step (mask False) keeps the state unchanged, and its output is the
 carried-forward state (``RNN(zero_output_for_mask=True)`` zeroes it afterwards, in the layer).
@@ -20,7 +25,7 @@ a cell loop with autograd for any other activation).
 """
 import numpy as np
 
-from .. import backend
+from .. import backend, threads
 from ..tensor import Op, Tensor
 from .activations import sigmoid_inplace
 from .math import relu_into, sum_rows
@@ -87,26 +92,82 @@ def _start(xp, g, like):
     return xp.zeros(like.shape[:1] + like.shape[2:], like.dtype) if g is None else g.copy()
 
 
-def _prepare(xp, x, kernel, bias, mask, go_backwards):
-    """Time-major rows of x (T*N, D), the all-steps input projection (N, T, G*u) backed by time-major
-    memory, masks (N, T, 1), step order.
+# Rows (steps x batch) in one chunk of the input projection and input gradient when those run beside the
+# time loop (see _Inputs): small enough that the loop soon has its first chunk, large enough to run near
+# the GEMM rate (at a batch of 64: 10 steps, the first one 5).
+_CHUNK_ROWS = 640
 
-    Every per-step buffer is allocated time-major (see _buffer) and indexed [:, t] by the ORIGINAL time
-    step (go_backwards only changes the order of the loop), so each step reads and writes one contiguous
-    (N, k) block; x is copied once into time-major rows so that the input projection, and after the loop
-    the kernel and input gradients, are single products over rows in the same (t, n) order."""
-    N, T, D = x.shape
-    x2 = xp.ascontiguousarray(x.transpose(1, 0, 2)).reshape(T * N, D)
-    xw = x2 @ kernel  # ONE product for the input part of every gate at every step
-    if bias is not None:
-        xw += bias
-    xw = xw.reshape(T, N, kernel.shape[1]).transpose(1, 0, 2)
-    mt = mf = None
-    if mask is not None:
-        mt = mask.astype(bool)[:, :, None]  # exact xp.where in forward
-        mf = mt.astype(x.dtype)             # 0/1 routing of gradients in backward
-    steps = range(T - 1, -1, -1) if go_backwards else range(T)
-    return x2, xw, mt, mf, steps
+
+def _chunks(T, N, go_backwards, overlap):
+    """The steps cut into consecutive chunks [s, e) (in time order) and the order the time loop reaches them:
+    one chunk of every step without a second core, else chunks of about _CHUNK_ROWS rows, the one the loop
+    reaches first half as long (the loop waits for it)."""
+    if not overlap:
+        return [(0, T)], [0]
+    L = max(1, round(_CHUNK_ROWS / max(N, 1)))
+    cuts = [0, min(T, max(1, L // 2))]
+    while cuts[-1] < T:
+        cuts.append(min(T, cuts[-1] + L))
+    if go_backwards:
+        cuts = [T - c for c in reversed(cuts)]
+    chunks = list(zip(cuts, cuts[1:]))
+    order = list(range(len(chunks)))
+    return chunks, order[::-1] if go_backwards else order
+
+
+def _overlap(xp, N, T, D, u):
+    """Whether the input projection and input gradient may run on a second core beside the time loop
+    (threads.Overlap, which also checks that a second core is free): on the CPU, for sequences of at least
+    two chunks, with inputs at least twice as wide as the units and N*T*D*u >= 2^24.
+    The loop's own products run on one core meanwhile, ~1.8x slower at (64, 128) x (128, 512); measured
+    against that (fwd + bwd, LSTM / GRU / SimpleRNN): (N, T, D, u) = (64, 80, 256, 128) 0.85-0.95, while
+    (32, 50, 128, 256), (128, 30, 64, 64) and (8, 200, 16, 32) ran 1.1-1.6x slower."""
+    return None if (xp is np and T > 1 and D >= 2 * u and N * T >= 2 * _CHUNK_ROWS and
+                    N * T * D * u >= 1 << 24) else False
+
+
+class _Inputs:
+    """The input projection x_t W (+ b) of every step into time-major rows, and the time-major rows x2 of x
+    (kept for the backward products).
+
+    Use as a ``with`` block around the time loop, calling ``ready(t)`` at each step. With a second core
+    (threads.Overlap) the projection is cut into chunks of steps (_chunks): the loop computes the first
+    and a second thread the others while the loop runs (the loop computes any it reaches first); else it
+    is one product, computed when the loop starts. xw (N, T, G*u) is the projection, a view of time-major
+    memory."""
+
+    def __init__(self, xp, x, kernel, bias, go_backwards, units):
+        N, T, D = x.shape
+        self.xp, self.x, self.kernel, self.bias, self.N, self.units = xp, x, kernel, bias, N, units
+        self.go_backwards = go_backwards
+        self.x2 = xp.empty((T * N, D), x.dtype)
+        self.xw2 = xp.empty((T * N, kernel.shape[1]), np.result_type(x.dtype, kernel.dtype))
+        self.xw = self.xw2.reshape(T, N, -1).transpose(1, 0, 2)
+        self.overlap = threads.Overlap(self.run, _overlap(xp, N, T, D, units))
+        self.chunks, self.order = _chunks(T, N, go_backwards, self.overlap.active)
+        self.starts = {self.chunks[k][1] - 1 if go_backwards else self.chunks[k][0]: k for k in self.order}
+
+    def run(self, k):
+        s, e = self.chunks[k]
+        rows = slice(s * self.N, e * self.N)
+        self.x2[rows].reshape(e - s, self.N, -1)[...] = self.x[:, s:e].transpose(1, 0, 2)
+        out = self.xp.matmul(self.x2[rows], self.kernel, out=self.xw2[rows])
+        if self.bias is not None:
+            out += self.bias
+
+    def __enter__(self):
+        self.overlap.__enter__()
+        for k in self.order:
+            self.overlap.post(k)
+        return self
+
+    def __exit__(self, *exc):
+        return self.overlap.__exit__(*exc)
+
+    def ready(self, t):
+        k = self.starts.get(t)
+        if k is not None:
+            self.overlap.need(k)
 
 
 def _buffer(xp, N, T, k, dtype):
@@ -158,16 +219,73 @@ def _check(opname, x, kernel, recurrent_kernel, gates, bias_shapes, bias, states
         raise ValueError(f"{opname}: the sequence must have at least one time step. Received shape {tuple(x.shape)}")
 
 
-def _common_grads(op, xp, x2, kernel, Hp, dZ, dR, N, T, D):
-    """Gradients of x, kernel, recurrent kernel and bias AFTER the time loop, one product each.
-    x2 (T*N, D): the time-major rows of x; dZ (N, T, G*u): gradients of the input projections; dR: of the
-    recurrent products h_{t-1} U; Hp (N, T, u): the state each step read (all three time-major buffers)."""
-    dz2 = _rows(dZ)
-    gx = (dz2 @ kernel.T).reshape(T, N, D).transpose(1, 0, 2) if op.needs_grad[0] else None
-    gk = x2.T @ dz2 if op.needs_grad[1] else None
-    grk = _rows(Hp).T @ _rows(dR) if op.needs_grad[2] else None
-    gb = sum_rows(xp, dz2) if op.needs_grad[3] else None
-    return gx, gk, grk, gb
+def _masks(xp, x, mask, go_backwards):
+    """Masks (N, T, 1) as bools (for the forward's exact where) and as 0/1 (routing gradients backward), and
+    the order of the steps."""
+    mt = mf = None
+    if mask is not None:
+        mt = mask.astype(bool)[:, :, None]
+        mf = mt.astype(x.dtype)
+    T = x.shape[1]
+    return mt, mf, (range(T - 1, -1, -1) if go_backwards else range(T))
+
+
+class _Grads:
+    """Gradients of x, kernel, recurrent kernel and bias from the backward loop's per-step gradients, as
+    products over the time-major rows of every step.
+
+    dZ (N, T, G*u): gradients of the input projections; ``pairs``: (A, B) of (T*N, k) rows (_rows) whose
+    products A^T B, side by side, make the recurrent kernel's gradient (e.g. the rows of Hp and dZ: the state
+    each step read, and the gradient of its recurrent product). Use as a ``with`` block around the backward
+    loop, calling ``done(t)`` after each step: with a second core (as in _Inputs) the input gradient of each
+    chunk of steps the loop has finished is computed on it meanwhile; the kernels' gradients (sums over
+    every step) are one product each after the loop, on every core."""
+
+    def __init__(self, op, xp, inputs, dZ, pairs):
+        self.op, self.xp, self.inputs, self.N = op, xp, inputs, inputs.N
+        self.dz2 = _rows(dZ)
+        self.pairs = pairs
+        self.gx2 = xp.empty(inputs.x2.shape, self.dz2.dtype) if op.needs_grad[0] else None
+        self.kT = inputs.kernel.T
+        self.ends = {e - 1 if inputs.go_backwards else s: k for k, (s, e) in enumerate(inputs.chunks)}
+        self.overlap = threads.Overlap(self.run, None if inputs.overlap.active and self.gx2 is not None else False)
+
+    def run(self, k):
+        if self.gx2 is not None:
+            s, e = self.inputs.chunks[k]
+            rows = slice(s * self.N, e * self.N)
+            self.xp.matmul(self.dz2[rows], self.kT, out=self.gx2[rows])
+
+    def __enter__(self):
+        self.overlap.__enter__()
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if kind is None:
+            try:
+                self.overlap.finish()
+            except BaseException as e:
+                self.overlap.__exit__(type(e), e, e.__traceback__)
+                raise
+        return self.overlap.__exit__(kind, error, tb)
+
+    def done(self, t):
+        k = self.ends.get(t)
+        if k is not None:
+            self.overlap.post(k)
+
+    def result(self):
+        """(gx (N, T, D) or None, kernel gradient or None, recurrent kernel gradient or None, bias gradient
+        (the column sums of dZ) or None), the kernels' after the ``with`` block."""
+        xp, N, need = self.xp, self.N, self.op.needs_grad
+        gx = None if self.gx2 is None else self.gx2.reshape(-1, N, self.gx2.shape[1]).transpose(1, 0, 2)
+        gk = self.inputs.x2.T @ self.dz2 if need[1] else None
+        grk = None
+        if need[2]:
+            grk = [a.T @ b for a, b in self.pairs]
+            grk = grk[0] if len(grk) == 1 else xp.concatenate(grk, axis=1)
+        gb = sum_rows(xp, self.dz2) if need[3] else None
+        return gx, gk, grk, gb
 
 
 class SimpleRNNSeq(Op):
@@ -180,43 +298,48 @@ class SimpleRNNSeq(Op):
         _check("simple_rnn", x, kernel, recurrent_kernel, 1, [(recurrent_kernel.shape[0],)], bias, [h0], mask)
         N, T, D = x.shape
         u = recurrent_kernel.shape[0]
-        x2, xw, mt, mf, steps = _prepare(xp, x, kernel, bias, mask, self.go_backwards)
-        act = self.activation
+        inputs = _Inputs(xp, x, kernel, bias, self.go_backwards, u)
+        mt, mf, steps = _masks(xp, x, mask, self.go_backwards)
+        xw, act = inputs.xw, self.activation
         H, Hp = _carried(xp, N, T, u, x.dtype, h0, self.go_backwards)  # carried states = outputs; read states
         Hn = H if mask is None else _buffer(xp, N, T, u, x.dtype)  # new (unmasked) states: what act' reads
         h = Hp[:, steps[0]]
-        for t in steps:
-            a = xp.matmul(h, recurrent_kernel, out=Hn[:, t])
-            a += xw[:, t]
-            _act_(xp, act, a)
-            if mask is not None:
-                H[:, t] = xp.where(mt[:, t], a, h)
-            h = H[:, t]
-        self.saved = (x2, kernel, recurrent_kernel, mf, Hn, Hp, steps)
+        with inputs:
+            for t in steps:
+                inputs.ready(t)
+                a = xp.matmul(h, recurrent_kernel, out=Hn[:, t])
+                a += xw[:, t]
+                _act_(xp, act, a)
+                if mask is not None:
+                    H[:, t] = xp.where(mt[:, t], a, h)
+                h = H[:, t]
+        self.saved = (inputs, recurrent_kernel, mf, Hn, Hp, steps)
         return _sequence_out(xp, H, self.go_backwards), h.copy()
 
     def backward(self, gH, gh):
         xp = self.xp
-        x2, kernel, recurrent_kernel, mf, Hn, Hp, steps = self.saved
-        N, T, u = Hn.shape
+        inputs, recurrent_kernel, mf, Hn, Hp, steps = self.saved
         if self.go_backwards and gH is not None:
             gH = gH[:, ::-1]
-        dZ = xp.empty_like(Hn)  # (N, T, u): each step's derivative, then its pre-activation gradient
+        dZ = _buffer(xp, *Hn.shape, Hn.dtype)  # each step's derivative, then its pre-activation gradient
         rkT = xp.ascontiguousarray(recurrent_kernel.T)
         dh = _start(xp, gh, Hn)
-        for t in reversed(steps):
-            if gH is not None:
-                dh += gH[:, t]
-            dz = _dact_into(xp, self.activation, Hn[:, t], dZ[:, t])
-            if mf is None:
-                dz *= dh
-                dh = dz @ rkT
-            else:
-                dn = dh * mf[:, t]   # gradient into the new state; the rest flows to the carried one
-                dh -= dn
-                dz *= dn
-                dh += dz @ rkT
-        gx, gk, grk, gb = _common_grads(self, xp, x2, kernel, Hp, dZ, dZ, N, T, x2.shape[1])
+        grads = _Grads(self, xp, inputs, dZ, [(_rows(Hp), _rows(dZ))])
+        with grads:
+            for t in reversed(steps):
+                if gH is not None:
+                    dh += gH[:, t]
+                dz = _dact_into(xp, self.activation, Hn[:, t], dZ[:, t])
+                if mf is None:
+                    dz *= dh
+                    dh = dz @ rkT
+                else:
+                    dn = dh * mf[:, t]   # gradient into the new state; the rest flows to the carried one
+                    dh -= dn
+                    dz *= dn
+                    dh += dz @ rkT
+                grads.done(t)
+        gx, gk, grk, gb = grads.result()
         return gx, gk, grk, gb, (dh if self.needs_grad[4] else None), None
 
 
@@ -247,11 +370,14 @@ class LSTMSeq(Op):
         N, T, D = x.shape
         kernel, recurrent_kernel = _swap_last_gates(xp, kernel, u), _swap_last_gates(xp, recurrent_kernel, u)
         bias = None if bias is None else _swap_last_gates(xp, bias, u)
-        # the bias is added to each step's recurrent product (a pass over (N, 4u) in cache) rather than to
-        # the whole input projection (one more pass over (T*N, 4u) in memory)
-        x2, xw, mt, mf, steps = _prepare(xp, x, kernel, None, mask, self.go_backwards)
-        xw4 = xw.transpose(1, 0, 2).reshape(T, N, 4, u).transpose(0, 2, 1, 3)  # (T, 4, N, u) view
-        rec = xp.empty((N, 4 * u), np.result_type(x.dtype, recurrent_kernel.dtype))  # one step's h U (+ b)
+        inputs = _Inputs(xp, x, kernel, None, self.go_backwards, u)
+        if inputs.overlap.active:  # the bias is added to each chunk of the projection, on the other core
+            inputs.bias, bias = bias, None
+        # else to each step's recurrent product (a pass over (N, 4u) in cache) rather than to the whole
+        # projection (one more pass over (T*N, 4u) in memory)
+        mt, mf, steps = _masks(xp, x, mask, self.go_backwards)
+        xw4 = inputs.xw2.reshape(T, N, 4, u).transpose(0, 2, 1, 3)  # (T, 4, N, u) view
+        rec = xp.empty((N, 4 * u), np.result_type(x.dtype, recurrent_kernel.dtype))  # one step's h U
         rec4 = rec.reshape(N, 4, u).transpose(1, 0, 2)
         ract, act = self.recurrent_activation, self.activation
         Gs = xp.empty((T, 4, N, u), x.dtype)    # gate activations i, f, o, g, gate-major per step
@@ -260,73 +386,79 @@ class LSTMSeq(Op):
         TC = _buffer(xp, N, T, u, x.dtype)      # act(new c)
         ig = xp.empty((N, u), x.dtype)
         h, c = Hp[:, steps[0]], Cp[:, steps[0]]
-        for t in steps:
-            xp.matmul(h, recurrent_kernel, out=rec)  # one product for all four gates
-            if bias is not None:
-                rec += bias
-            z = xp.add(rec4, xw4[t], out=Gs[t])      # + the input part, laid out gate-major
-            _act_(xp, ract, z[:3])
-            _act_(xp, act, z[3])
-            i, f, o, g = z
-            cn = xp.multiply(f, c, out=C[:, t])
-            cn += xp.multiply(i, g, out=ig)
-            tc = _act_(xp, act, TC[:, t], cn)
-            hn = xp.multiply(o, tc, out=H[:, t])
-            if mt is not None:
-                cn[...] = xp.where(mt[:, t], cn, c)
-                hn[...] = xp.where(mt[:, t], hn, h)
-            h, c = hn, cn
-        self.saved = (x2, kernel, recurrent_kernel, mf, Gs, Hp, Cp, TC, steps)
+        with inputs:
+            for t in steps:
+                inputs.ready(t)
+                xp.matmul(h, recurrent_kernel, out=rec)  # one product for all four gates
+                if bias is not None:
+                    rec += bias
+                z = xp.add(rec4, xw4[t], out=Gs[t])      # + the input part, laid out gate-major
+                _act_(xp, ract, z[:3])
+                _act_(xp, act, z[3])
+                i, f, o, g = z
+                cn = xp.multiply(f, c, out=C[:, t])
+                cn += xp.multiply(i, g, out=ig)
+                tc = _act_(xp, act, TC[:, t], cn)
+                hn = xp.multiply(o, tc, out=H[:, t])
+                if mt is not None:
+                    cn[...] = xp.where(mt[:, t], cn, c)
+                    hn[...] = xp.where(mt[:, t], hn, h)
+                h, c = hn, cn
+        self.saved = (inputs, recurrent_kernel, mf, Gs, Hp, Cp, TC, steps)
         return _sequence_out(xp, H, self.go_backwards), h.copy(), c.copy()
 
     def backward(self, gH, gh, gc):
         xp = self.xp
-        x2, kernel, recurrent_kernel, mf, Gs, Hp, Cp, TC, steps = self.saved
+        inputs, recurrent_kernel, mf, Gs, Hp, Cp, TC, steps = self.saved
         N, T, u = Hp.shape
+        dtype = inputs.x2.dtype
         ract, act = self.recurrent_activation, self.activation
         if self.go_backwards and gH is not None:
             gH = gH[:, ::-1]
-        dZ = _buffer(xp, N, T, 4 * u, x2.dtype)  # pre-activation gradients of every gate at every step
-        dA = xp.empty((4, N, u), x2.dtype)       # one step's: gate-major, then written into dZ
-        D = xp.empty((4, N, u), x2.dtype)        # one step's gate derivatives
-        dtc = xp.empty((N, u), x2.dtype)         # one step's gradient into the new cell state
+        dZ = _buffer(xp, N, T, 4 * u, dtype)  # pre-activation gradients of every gate at every step
+        dA = xp.empty((4, N, u), dtype)       # one step's: gate-major, then written into dZ
+        D = xp.empty((4, N, u), dtype)        # one step's gate derivatives
+        dtc = xp.empty((N, u), dtype)         # one step's gradient into the new cell state
         rkT = xp.ascontiguousarray(recurrent_kernel.T)
         dh = _start(xp, gh, Hp)
         dc = _start(xp, gc, Hp)
-        for t in reversed(steps):
-            if gH is not None:
-                dh += gH[:, t]
-            g_t = Gs[t]
-            i, f, o, g = g_t
-            tc = TC[:, t]
-            if mf is not None:
-                m = mf[:, t]
-                dhn = dh * m
-                dh -= dhn      # what stays flows to the carried state
-                dcn = dc * m
-                dc -= dcn
-            else:
-                dhn, dcn = dh, dc
-            _dact_into(xp, act, tc, dtc)  # dcn + dhn o act'(c_t)
-            dtc *= o
-            dtc *= dhn
-            dtc += dcn
-            dcn = dtc
-            xp.multiply(dcn, g, out=dA[0])
-            xp.multiply(dcn, Cp[:, t], out=dA[1])
-            xp.multiply(dhn, tc, out=dA[2])
-            xp.multiply(dcn, i, out=dA[3])
-            _dact_into(xp, ract, g_t[:3], D[:3])
-            _dact_into(xp, act, g, D[3])
-            dz = dZ[:, t]  # (N, 4u): this step's row block of the after-the-loop products
-            xp.multiply(dA, D, out=dz.reshape(N, 4, u).transpose(1, 0, 2))
-            if mf is None:
-                dh = dz @ rkT
-                dc = dcn * f
-            else:
-                dh += dz @ rkT
-                dc += dcn * f
-        gx, gk, grk, gb = _common_grads(self, xp, x2, kernel, Hp, dZ, dZ, N, T, x2.shape[1])
+        grads = _Grads(self, xp, inputs, dZ, [(_rows(Hp), _rows(dZ))])
+        with grads:
+            for t in reversed(steps):
+                if gH is not None:
+                    dh += gH[:, t]
+                g_t = Gs[t]
+                i, f, o, g = g_t
+                tc = TC[:, t]
+                if mf is not None:
+                    m = mf[:, t]
+                    dhn = dh * m
+                    dh -= dhn      # what stays flows to the carried state
+                    dcn = dc * m
+                    dc -= dcn
+                else:
+                    dhn, dcn = dh, dc
+                _dact_into(xp, act, tc, dtc)  # dcn + dhn o act'(c_t)
+                dtc *= o
+                dtc *= dhn
+                dtc += dcn
+                dcn = dtc
+                xp.multiply(dcn, g, out=dA[0])
+                xp.multiply(dcn, Cp[:, t], out=dA[1])
+                xp.multiply(dhn, tc, out=dA[2])
+                xp.multiply(dcn, i, out=dA[3])
+                _dact_into(xp, ract, g_t[:3], D[:3])
+                _dact_into(xp, act, g, D[3])
+                dz = dZ[:, t]  # (N, 4u): this step's row block of the after-the-loop products
+                xp.multiply(dA, D, out=dz.reshape(N, 4, u).transpose(1, 0, 2))
+                if mf is None:
+                    dh = dz @ rkT
+                    dc = dcn * f
+                else:
+                    dh += dz @ rkT
+                    dc += dcn * f
+                grads.done(t)
+        gx, gk, grk, gb = grads.result()
         gk, grk, gb = (None if a is None else _swap_last_gates(xp, a, u) for a in (gk, grk, gb))
         return (gx, gk, grk, gb, dh if self.needs_grad[4] else None, dc if self.needs_grad[5] else None, None)
 
@@ -349,8 +481,9 @@ class GRUSeq(Op):
         N, T, D = x.shape
         b_in = None if bias is None else (bias[0] if ra else bias)
         b_rec = None if (bias is None or not ra) else bias[1]
-        x2, xw, mt, mf, steps = _prepare(xp, x, kernel, b_in, mask, self.go_backwards)
-        xw3 = xw.transpose(1, 0, 2).reshape(T, N, 3, u).transpose(0, 2, 1, 3)  # (T, 3, N, u) view
+        inputs = _Inputs(xp, x, kernel, b_in, self.go_backwards, u)
+        mt, mf, steps = _masks(xp, x, mask, self.go_backwards)
+        xw3 = inputs.xw2.reshape(T, N, 3, u).transpose(0, 2, 1, 3)  # (T, 3, N, u) view
         ract, act = self.recurrent_activation, self.activation
         ZR = xp.empty((T, 2, N, u), x.dtype)    # z and r, gate-major per step
         HH = _buffer(xp, N, T, u, x.dtype)      # candidate state
@@ -366,103 +499,105 @@ class GRUSeq(Op):
             uh = xp.ascontiguousarray(recurrent_kernel[:, 2 * u:])
             rec = xp.empty((N, 2 * u), dt)      # one step's h U_zr
             rec3 = rec.reshape(N, 2, u).transpose(1, 0, 2)
-        for t in steps:
-            zr = ZR[t]
-            hh = HH[:, t]
-            xp.matmul(h, recurrent_kernel if ra else uzr, out=rec)  # one product for the gates
-            if ra and b_rec is not None:
-                rec += b_rec
-            xp.add(rec3[:2], xw3[t, :2], out=zr)
-            _act_(xp, ract, zr)
-            if ra:
-                rh = RH[:, t]
-                rh[...] = rec3[2]
-                xp.multiply(zr[1], rh, out=hh)
-            else:
-                xp.multiply(zr[1], h, out=RH[:, t])
-                xp.matmul(RH[:, t], uh, out=hh)
-            hh += xw3[t, 2]
-            _act_(xp, act, hh)
-            hn = H[:, t]
-            xp.subtract(h, hh, out=hn)  # h_t = z h_{t-1} + (1 - z) hh = hh + z (h_{t-1} - hh)
-            hn *= zr[0]
-            hn += hh
-            if mt is not None:
-                hn[...] = xp.where(mt[:, t], hn, h)
-            h = hn
-        self.saved = (x2, kernel, recurrent_kernel, mf, ZR, HH, RH, Hp, steps)
+        with inputs:
+            for t in steps:
+                inputs.ready(t)
+                zr = ZR[t]
+                hh = HH[:, t]
+                xp.matmul(h, recurrent_kernel if ra else uzr, out=rec)  # one product for the gates
+                if ra and b_rec is not None:
+                    rec += b_rec
+                xp.add(rec3[:2], xw3[t, :2], out=zr)
+                _act_(xp, ract, zr)
+                if ra:
+                    rh = RH[:, t]
+                    rh[...] = rec3[2]
+                    xp.multiply(zr[1], rh, out=hh)
+                else:
+                    xp.multiply(zr[1], h, out=RH[:, t])
+                    xp.matmul(RH[:, t], uh, out=hh)
+                hh += xw3[t, 2]
+                _act_(xp, act, hh)
+                hn = H[:, t]
+                xp.subtract(h, hh, out=hn)  # h_t = z h_{t-1} + (1 - z) hh = hh + z (h_{t-1} - hh)
+                hn *= zr[0]
+                hn += hh
+                if mt is not None:
+                    hn[...] = xp.where(mt[:, t], hn, h)
+                h = hn
+        self.saved = (inputs, recurrent_kernel, mf, ZR, HH, RH, Hp, steps)
         return _sequence_out(xp, H, self.go_backwards), h.copy()
 
     def backward(self, gH, gh):
         xp = self.xp
-        x2, kernel, recurrent_kernel, mf, ZR, HH, RH, Hp, steps = self.saved
+        inputs, recurrent_kernel, mf, ZR, HH, RH, Hp, steps = self.saved
+        dtype = inputs.x2.dtype
         N, T, u = Hp.shape
         ra = self.reset_after
         if self.go_backwards and gH is not None:
             gH = gH[:, ::-1]
-        dzr = xp.empty((2, N, u), x2.dtype)   # one step's gradients of z's and r's pre-activations
-        dzr_t = xp.empty((2, N, u), x2.dtype)  # and their activation's derivatives
-        dah = xp.empty((N, u), x2.dtype)      # of the candidate's pre-activation
-        dhh_t = xp.empty((N, u), x2.dtype)
-        dX = _buffer(xp, N, T, 3 * u, x2.dtype)          # gradient of the input projections
-        dR = _buffer(xp, N, T, 3 * u, x2.dtype) if ra else None  # of h U + b' (reset_after)
+        dzr = xp.empty((2, N, u), dtype)   # one step's gradients of z's and r's pre-activations
+        dzr_t = xp.empty((2, N, u), dtype)  # and their activation's derivatives
+        dah = xp.empty((N, u), dtype)      # of the candidate's pre-activation
+        dhh_t = xp.empty((N, u), dtype)
+        dX = _buffer(xp, N, T, 3 * u, dtype)          # gradient of the input projections
+        dR = _buffer(xp, N, T, 3 * u, dtype) if ra else None  # of h U + b' (reset_after)
         rkT = xp.ascontiguousarray(recurrent_kernel.T)
         uzrT = xp.ascontiguousarray(recurrent_kernel[:, :2 * u].T)
         uhT = xp.ascontiguousarray(recurrent_kernel[:, 2 * u:].T)
         dh = _start(xp, gh, Hp)
-        for t in reversed(steps):
-            if gH is not None:
-                dh += gH[:, t]
-            h_prev = Hp[:, t]
-            zr = ZR[t]
-            z, r, hh = zr[0], zr[1], HH[:, t]
-            if mf is not None:
-                dn = dh * mf[:, t]
-                dh -= dn        # what stays flows to the carried state
-            else:
-                dn = dh
-            xp.subtract(1.0, z, out=dah)
-            dah *= dn
-            dah *= _dact_into(xp, self.activation, hh, dhh_t)  # gradient of the candidate's pre-activation
-            xp.subtract(h_prev, hh, out=dzr[0])
-            dzr[0] *= dn
-            dprev = dn * z
-            if ra:
-                xp.multiply(dah, RH[:, t], out=dzr[1])
-            else:
-                drh = dah @ uhT                 # gradient of r * h_{t-1}
-                xp.multiply(drh, h_prev, out=dzr[1])
-            dzr *= _dact_into(xp, self.recurrent_activation, zr, dzr_t)
-            dx = dX[:, t]
-            dx3 = dx.reshape(N, 3, u).transpose(1, 0, 2)
-            dx3[:2] = dzr
-            dx3[2] = dah
-            if ra:
-                dr = dR[:, t]
-                dr3 = dr.reshape(N, 3, u).transpose(1, 0, 2)
-                dr3[:2] = dzr
-                xp.multiply(dah, r, out=dr3[2])
-                rec = dr @ rkT
-            else:
-                rec = dx[:, :2 * u] @ uzrT
-                rec += drh * r
-            rec += dprev
-            if mf is not None:
-                dh += rec
-            else:
-                dh = rec
-        D = x2.shape[1]
         if ra:
-            gx, gk, grk, gb = _common_grads(self, xp, x2, kernel, Hp, dX, dR, N, T, D)
-            if gb is not None:
-                gb = xp.stack([gb, sum_rows(xp, _rows(dR))])
-        else:
-            gx, gk, grk_zr, gb = _common_grads(self, xp, x2, kernel, Hp, dX, dX[:, :, :2 * u], N, T, D)
-            grk = None
-            if self.needs_grad[2]:
-                # the candidate's recurrent product reads r * h_{t-1}, saved at every step
-                grk_h = _rows(RH).T @ _rows(dX[:, :, 2 * u:])
-                grk = xp.concatenate([grk_zr, grk_h], axis=1)
+            pairs = [(_rows(Hp), _rows(dR))]
+        else:  # the candidate's recurrent product reads r * h_{t-1}, saved at every step
+            dX2 = _rows(dX)
+            pairs = [(_rows(Hp), dX2[:, :2 * u]), (_rows(RH), dX2[:, 2 * u:])]
+        grads = _Grads(self, xp, inputs, dX, pairs)
+        with grads:
+            for t in reversed(steps):
+                if gH is not None:
+                    dh += gH[:, t]
+                h_prev = Hp[:, t]
+                zr = ZR[t]
+                z, r, hh = zr[0], zr[1], HH[:, t]
+                if mf is not None:
+                    dn = dh * mf[:, t]
+                    dh -= dn        # what stays flows to the carried state
+                else:
+                    dn = dh
+                xp.subtract(1.0, z, out=dah)
+                dah *= dn
+                dah *= _dact_into(xp, self.activation, hh, dhh_t)  # gradient of the candidate's pre-activation
+                xp.subtract(h_prev, hh, out=dzr[0])
+                dzr[0] *= dn
+                dprev = dn * z
+                if ra:
+                    xp.multiply(dah, RH[:, t], out=dzr[1])
+                else:
+                    drh = dah @ uhT                 # gradient of r * h_{t-1}
+                    xp.multiply(drh, h_prev, out=dzr[1])
+                dzr *= _dact_into(xp, self.recurrent_activation, zr, dzr_t)
+                dx = dX[:, t]
+                dx3 = dx.reshape(N, 3, u).transpose(1, 0, 2)
+                dx3[:2] = dzr
+                dx3[2] = dah
+                if ra:
+                    dr = dR[:, t]
+                    dr3 = dr.reshape(N, 3, u).transpose(1, 0, 2)
+                    dr3[:2] = dzr
+                    xp.multiply(dah, r, out=dr3[2])
+                    rec = dr @ rkT
+                else:
+                    rec = dx[:, :2 * u] @ uzrT
+                    rec += drh * r
+                rec += dprev
+                if mf is not None:
+                    dh += rec
+                else:
+                    dh = rec
+                grads.done(t)
+        gx, gk, grk, gb = grads.result()
+        if ra and gb is not None:
+            gb = xp.stack([gb, sum_rows(xp, _rows(dR))])
         return gx, gk, grk, gb, (dh if self.needs_grad[4] else None), None
 
 
