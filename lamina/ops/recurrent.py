@@ -118,11 +118,12 @@ def _chunks(T, N, go_backwards, overlap):
 def _overlap(xp, N, T, D, u):
     """Whether the input projection and input gradient may run on a second core beside the time loop
     (threads.Overlap, which also checks that a second core is free): on the CPU, for sequences of at least
-    two chunks, with inputs at least twice as wide as the units and N*T*D*u >= 2^24.
-    The loop's own products run on one core meanwhile, ~1.8x slower at (64, 128) x (128, 512); measured
-    against that (fwd + bwd, LSTM / GRU / SimpleRNN): (N, T, D, u) = (64, 80, 256, 128) 0.85-0.95, while
-    (32, 50, 128, 256), (128, 30, 64, 64) and (8, 200, 16, 32) ran 1.1-1.6x slower."""
-    return None if (xp is np and T > 1 and D >= 2 * u and N * T >= 2 * _CHUNK_ROWS and
+    two chunks, with inputs at least twice as wide as the units, N*T*D*u >= 2^24, and steps of at least 4096
+    states (NumPy keeps the GIL through passes of up to 500 elements, and the second thread needs it between
+    chunks). The loop's own products run on one core meanwhile, ~1.8x slower at (64, 128) x (128, 512);
+    measured against that (fwd + bwd, LSTM / GRU / SimpleRNN): (N, T, D, u) = (64, 80, 256, 128) 0.85-0.95,
+    while (32, 50, 128, 256), (128, 30, 64, 64) and (8, 200, 16, 32) ran 1.1-1.6x slower."""
+    return None if (xp is np and T > 1 and D >= 2 * u and N * u >= 4096 and N * T >= 2 * _CHUNK_ROWS and
                     N * T * D * u >= 1 << 24) else False
 
 
