@@ -163,7 +163,10 @@ class _Inputs:
         return self
 
     def __exit__(self, *exc):
-        return self.overlap.__exit__(*exc)
+        try:
+            return self.overlap.__exit__(*exc)
+        finally:
+            self.x = None  # the op keeps this object for backward, which needs x2, not x
 
     def ready(self, t):
         k = self.starts.get(t)
