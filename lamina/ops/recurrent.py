@@ -165,8 +165,8 @@ class _Inputs:
     def __exit__(self, *exc):
         try:
             return self.overlap.__exit__(*exc)
-        finally:
-            self.x = None  # the op keeps this object for backward, which needs x2, not x
+        finally:  # the op keeps this object for backward, which needs x2, not x or the projection
+            self.x = self.xw = self.xw2 = None
 
     def ready(self, t):
         k = self.starts.get(t)
