@@ -91,7 +91,9 @@ def main(argv=None):
                    help="keep N busy processes running during the measurements (default 0)")
     p.add_argument("--min-steps", type=int, default=30)
     p.add_argument("--min-time", type=float, default=10.0)
-    p.add_argument("--json", default="bench/results.json")
+    p.add_argument("--json", help=f"where the runs go (default: {DEFAULT_JSON} for a full default run only: every "
+                                  "workload, both frameworks, 2 threads, no contention, base size on the CPU; "
+                                  "another run is kept only where you say)")
     p.add_argument("--smoke", action="store_true", help="one warm-up step and one timed step per run (a test)")
     p.add_argument("--no-idle-wait", action="store_true")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -136,13 +138,31 @@ def main(argv=None):
         _measure(a, frameworks, workloads, extra, runs)
     report = summarise(runs, workloads, frameworks)
     print(report)
-    if a.json:
-        os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
-        with open(a.json, "w") as f:
+    path = _json_path(a)
+    if path is None:
+        print(f"(not saved to {DEFAULT_JSON}, which holds full default runs: pass --json FILE to keep this one)")
+    else:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w") as f:
             json.dump({"runs": runs, "machine": _machine(), "threads": a.threads, "contention": a.contention},
                       f, indent=1)
     bad = [r for r in runs if "error" in r or r.get("loss_decreased") is False]
     return 1 if bad else 0
+
+
+DEFAULT_JSON = "bench/results.json"
+
+
+def _json_path(a):
+    """Where the parsed arguments' runs are written: --json, else DEFAULT_JSON for a full default run (every
+    workload, lamina and torch, 2 threads, no contention, the base size on the CPU, not a smoke run), else
+    nowhere: a partial run written there replaced the full table that bench/README.md cites."""
+    if a.json:
+        return a.json
+    full = (set(w for w in a.workloads.split(",") if w) == set(WORKLOADS)
+            and {"lamina", "torch"} <= set(a.frameworks.split(",")) and a.threads == 2 and not a.contention
+            and a.size == "base" and a.device == "cpu" and not a.smoke)
+    return DEFAULT_JSON if full else None
 
 
 def _threads_arg(value):

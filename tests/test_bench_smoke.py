@@ -78,3 +78,18 @@ def test_layer_bench_runs_every_case_in_both_frameworks(tmp_path):
     assert all(r["lamina_ms"] > 0 and r["torch_ms"] > 0 for r in data["rows"]) and "cpus" in data["machine"]
     with pytest.raises(SystemExit):
         layers.main(["--cases", "nope"])
+
+
+def test_only_a_full_default_run_replaces_the_results_file():
+    """python -m bench writes bench/results.json (the table bench/README.md cites) only for a full default
+    run; a partial or otherwise changed run goes where --json says, or nowhere."""
+    from argparse import Namespace
+
+    from bench.__main__ import DEFAULT_JSON, _json_path
+    full = dict(json=None, workloads=",".join(WORKLOADS), frameworks="lamina,torch", threads=2, contention=0,
+                size="base", device="cpu", smoke=False)
+    assert _json_path(Namespace(**full)) == DEFAULT_JSON
+    for change in [dict(workloads="lstm"), dict(frameworks="lamina"), dict(threads="auto"), dict(contention=1),
+                   dict(size="large"), dict(device="cuda"), dict(smoke=True)]:
+        assert _json_path(Namespace(**dict(full, **change))) is None, change
+        assert _json_path(Namespace(**dict(full, json="x.json", **change))) == "x.json"
