@@ -139,13 +139,14 @@ class _Inputs:
 
     def __init__(self, xp, x, kernel, bias, go_backwards, units):
         N, T, D = x.shape
-        self.xp, self.x, self.kernel, self.bias, self.N, self.units = xp, x, kernel, bias, N, units
-        self.go_backwards = go_backwards
+        self.xp, self.x, self.kernel, self.bias, self.N = xp, x, kernel, bias, N
         self.x2 = xp.empty((T * N, D), x.dtype)
         self.xw2 = xp.empty((T * N, kernel.shape[1]), np.result_type(x.dtype, kernel.dtype))
         self.xw = self.xw2.reshape(T, N, -1).transpose(1, 0, 2)
         self.overlap = threads.Overlap(self.run, _overlap(xp, N, T, D, units))
         self.chunks, self.order = _chunks(T, N, go_backwards, self.overlap.active)
+        # chunk k by the step where the forward loop enters it, which is also where the backward loop (the
+        # reverse order) leaves it
         self.starts = {self.chunks[k][1] - 1 if go_backwards else self.chunks[k][0]: k for k in self.order}
 
     def run(self, k):
@@ -251,7 +252,6 @@ class _Grads:
         self.pairs = pairs
         self.gx2 = xp.empty(inputs.x2.shape, self.dz2.dtype) if op.needs_grad[0] else None
         self.kT = inputs.kernel.T
-        self.ends = {e - 1 if inputs.go_backwards else s: k for k, (s, e) in enumerate(inputs.chunks)}
         self.overlap = threads.Overlap(self.run, None if inputs.overlap.active and self.gx2 is not None else False)
 
     def run(self, k):
@@ -274,7 +274,7 @@ class _Grads:
         return self.overlap.__exit__(kind, error, tb)
 
     def done(self, t):
-        k = self.ends.get(t)
+        k = self.inputs.starts.get(t)  # the backward loop has finished chunk k
         if k is not None:
             self.overlap.post(k)
 
