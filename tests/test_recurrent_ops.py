@@ -294,7 +294,8 @@ def test_products_beside_the_time_loop_are_the_same(kind, reset_after, masked, g
     got = outputs_and_grads()
     for a, b_ in zip(got, want):
         np.testing.assert_allclose(a, b_, rtol=1e-10, atol=1e-12)
-    chunks = len(__import__("lamina").ops.recurrent._chunks(T, N, go_backwards, True)[0])
+    from lamina.ops.recurrent import _chunks
+    chunks = len(_chunks(T, N, go_backwards, True)[0])
     assert chunks == 5
     for task in ("_Inputs", "_Grads"):
         assert sorted(k for name, k, _ in seen if name == task) == list(range(chunks))
