@@ -314,3 +314,15 @@ def test_chunks_cover_the_steps_and_the_first_reached_is_short():
         first, rest = chunks[order[0]], [chunks[k] for k in order[1:]]
         assert all(first[1] - first[0] <= e - s for s, e in rest[:-1])
     assert _chunks(80, 64, False, True)[0][:3] == [(0, 5), (5, 15), (15, 25)]
+
+
+@pytest.mark.parametrize("kind,reset_after", VARIANTS)
+def test_an_empty_batch_gives_empty_outputs_and_zero_kernel_gradients(kind, reset_after):
+    x, W, U, b = make(kind, 0, 5, 3, 2, reset_after=reset_after)
+    weights = [Tensor(a, requires_grad=True) for a in (x, W, U, b)]
+    outs = run(kind, *weights, reset_after=reset_after)
+    assert outs[0].shape == (0, 5, 2) and all(o.shape == (0, 2) for o in outs[1:])
+    gx, gW, gU, gb = grad(ops.sum(outs[0]), weights)
+    assert gx.shape == (0, 5, 3)
+    for g, w in zip((gW, gU, gb), (W, U, b)):
+        assert g.shape == w.shape and not np.asarray(g).any()

@@ -139,10 +139,10 @@ class _Inputs:
 
     def __init__(self, xp, x, kernel, bias, go_backwards, units):
         N, T, D = x.shape
-        self.xp, self.x, self.kernel, self.bias, self.N = xp, x, kernel, bias, N
+        self.xp, self.x, self.kernel, self.bias, self.N, self.T = xp, x, kernel, bias, N, T
         self.x2 = xp.empty((T * N, D), x.dtype)
         self.xw2 = xp.empty((T * N, kernel.shape[1]), np.result_type(x.dtype, kernel.dtype))
-        self.xw = self.xw2.reshape(T, N, -1).transpose(1, 0, 2)
+        self.xw = self.xw2.reshape(T, N, kernel.shape[1]).transpose(1, 0, 2)  # (widths spelt out: N may be 0)
         self.overlap = threads.Overlap(self.run, _overlap(xp, N, T, D, units))
         self.chunks, self.order = _chunks(T, N, go_backwards, self.overlap.active)
         # chunk k by the step where the forward loop enters it, which is also where the backward loop (the
@@ -152,7 +152,7 @@ class _Inputs:
     def run(self, k):
         s, e = self.chunks[k]
         rows = slice(s * self.N, e * self.N)
-        self.x2[rows].reshape(e - s, self.N, -1)[...] = self.x[:, s:e].transpose(1, 0, 2)
+        self.x2[rows].reshape(e - s, self.N, self.x2.shape[1])[...] = self.x[:, s:e].transpose(1, 0, 2)
         out = self.xp.matmul(self.x2[rows], self.kernel, out=self.xw2[rows])
         if self.bias is not None:
             out += self.bias
@@ -282,7 +282,7 @@ class _Grads:
         """(gx (N, T, D) or None, kernel gradient or None, recurrent kernel gradient or None, bias gradient
         (the column sums of dZ) or None), the kernels' after the ``with`` block."""
         xp, N, need = self.xp, self.N, self.op.needs_grad
-        gx = None if self.gx2 is None else self.gx2.reshape(-1, N, self.gx2.shape[1]).transpose(1, 0, 2)
+        gx = None if self.gx2 is None else self.gx2.reshape(self.inputs.T, N, self.gx2.shape[1]).transpose(1, 0, 2)
         gk = self.inputs.x2.T @ self.dz2 if need[1] else None
         grk = None
         if need[2]:
