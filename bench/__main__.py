@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 
+from . import save_json
 from .workloads import WORKLOADS
 
 
@@ -142,10 +143,7 @@ def main(argv=None):
     if path is None:
         print(f"(not saved to {DEFAULT_JSON}, which holds full default runs: pass --json FILE to keep this one)")
     else:
-        from lamina.io.formats import atomic_write   # a run killed while writing leaves the old file whole
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        atomic_write(path, json.dumps({"runs": runs, "machine": _machine(), "threads": a.threads,
-                                       "contention": a.contention}, indent=1).encode())
+        save_json(path, {"runs": runs, "machine": _machine(), "threads": a.threads, "contention": a.contention})
     bad = [r for r in runs if "error" in r or r.get("loss_decreased") is False]
     return 1 if bad else 0
 

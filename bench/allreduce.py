@@ -191,9 +191,9 @@ def rank_buckets(out):
                          "step_s": {k: [float(np.min(v)), float(np.median(v))] for k, v in times.items()},
                          "allreduce_only_s": {k: [float(np.min(v)), float(np.median(v))] for k, v in comm_only.items()}}
     if comm.rank == 0:
+        from bench import save_json   # (ranks run this file as a script, with the repository on PYTHONPATH)
         results["loadavg"] = os.getloadavg()
-        with open(out, "w") as f:
-            json.dump(results, f, indent=1)
+        save_json(out, results)
 
 
 def buckets_main(out=None):
@@ -276,8 +276,8 @@ def main():
               "loopback_GBps": 1e-9 / beta if beta > 0 else None, "fit": fits, "step_s_1proc_2threads": compute,
               "model": model, "networks": {k: {"bits_per_s": v[0], "latency_s": v[1]} for k, v in NETWORKS.items()},
               "loadavg": os.getloadavg(), "cpus": os.cpu_count()}
-    with open(os.path.join(HERE, "allreduce_results.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    from bench import save_json
+    save_json(os.path.join(HERE, "allreduce_results.json"), result)
     print(f"alpha = {alpha * 1e6:.1f} us, beta = {beta * 1e9:.3f} ns/B ({1e-9 / beta:.2f} GB/s) on loopback")
     for name in TRAIN_WORKLOADS:
         nbytes, t, med = ar["workloads"][name]

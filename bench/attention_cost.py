@@ -7,7 +7,6 @@ score/weight array is computed, kept for backward, and differentiated. Prints a 
 JSON. With --torch, PyTorch's scaled_dot_product_attention is timed on the same arrays for context.
 """
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -19,6 +18,8 @@ for _k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import tracemalloc  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+from . import save_json  # noqa: E402
 
 
 def _measure(fn, min_reps, min_seconds):
@@ -118,8 +119,7 @@ def main(argv=None):
     result = {"op": "scaled_dot_product_attention", "batch": a.batch, "heads": a.heads, "head_dim": a.dim,
               "causal": a.causal, "threads": int(os.environ["OMP_NUM_THREADS"]), "loadavg_1m_end": _load_avg(),
               "numpy": np.__version__, "python": sys.version.split()[0], "rows": rows}
-    with open(a.json, "w") as f:
-        json.dump(result, f, indent=2)
+    save_json(a.json, result, indent=2)
     print(f"wrote {a.json}")
     return result
 

@@ -201,11 +201,11 @@ def main(argv=None):
     if a.worker:
         print(json.dumps(_worker(a.worker, names, a.steps, a.threads)))
         return 0
+    from . import save_json
     from .__main__ import _machine
     rows = run(names, a.reps, a.steps, a.threads)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"machine": _machine(), "threads": a.threads, "rows": rows}, f, indent=1)
+        save_json(a.json, {"machine": _machine(), "threads": a.threads, "rows": rows})
     return 0
 
 
