@@ -20,3 +20,19 @@ from . import testing
 from . import export  # noqa: F401  (registers model.export formats)
 from . import applications  # noqa: F401,E402
 from . import distribution  # noqa: F401  (keras.distribution: data-parallel training over MPI)
+from . import dtype_policies, mixed_precision  # noqa: F401
+# Keras 3's top-level names for the base classes and policies that Keras code subclasses or checks against
+from .backend import device  # noqa: F401  (``with keras.device("cpu"):``)
+from .config import DTypePolicy, FloatDTypePolicy  # noqa: F401
+from .initializers import Initializer  # noqa: F401
+from .layers import InputSpec  # noqa: F401
+from .layers.layer import KerasTensor  # noqa: F401
+from .losses import Loss  # noqa: F401
+from .metrics import Metric  # noqa: F401
+from .optimizers import Optimizer  # noqa: F401
+from .regularizers import Regularizer  # noqa: F401
+
+
+def version():
+    """lamina's version (``keras.version()``)."""
+    return __version__

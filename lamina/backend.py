@@ -4,6 +4,7 @@ names and promotion rules), seeding.
 This is the bottom floor of lamina. Every op asks ``get_array_module`` for the module of its inputs,
 so one source serves both NumPy and CuPy. CuPy is imported only when the CUDA device is asked for.
 """
+import contextlib
 import ctypes
 import functools
 import os
@@ -111,6 +112,23 @@ def set_device(name):
     if name == "cuda":
         _import_cupy()
     _DEVICE = name
+
+
+@contextlib.contextmanager
+def device(device_name):
+    """``with keras.device("cuda"):``: arrays made in the block live on that device (Keras's device scope);
+    Keras's names are accepted ("cpu", "cpu:0", "gpu:0", "cuda:0": lamina has one device of each kind)."""
+    kind = str(device_name).split(":")[0].strip().lower()
+    kind = "cuda" if kind == "gpu" else kind
+    if kind not in _VALID_DEVICES:
+        raise ValueError(f"Unknown device {device_name!r}. Valid devices: 'cpu', 'gpu' or 'cuda' (with an "
+                         "optional ':0').")
+    previous = get_device()
+    set_device(kind)
+    try:
+        yield
+    finally:
+        set_device(previous)
 
 
 def module_for(device):

@@ -7,6 +7,8 @@ and that there is no autograd (Keras skips or refuses training there), both fals
 ``"tensorflow"``/``"jax"``/``"torch"`` answer would make it call those libraries on lamina tensors. With
 ``"lamina"`` such code takes its backend-neutral path, which is written with ``keras.ops`` and works.
 """
+import numpy as _np
+
 from . import backend as _backend
 from .backend import epsilon, floatx, image_data_format, set_epsilon, set_floatx, set_image_data_format  # noqa: F401
 from .threads import get_num_threads, set_num_threads  # noqa: F401  (lamina's own: BLAS threads, lamina/threads.py)
@@ -17,7 +19,7 @@ __all__ = [
     "enable_unsafe_deserialization", "epsilon", "floatx", "image_data_format", "is_flash_attention_enabled",
     "is_interactive_logging_enabled", "is_nnx_enabled", "is_traceback_filtering_enabled", "max_epochs",
     "max_steps_per_epoch", "set_backend", "set_dtype_policy", "set_epsilon", "set_floatx",
-    "set_image_data_format", "set_max_epochs", "set_max_steps_per_epoch", "DTypePolicy",
+    "set_image_data_format", "set_max_epochs", "set_max_steps_per_epoch", "DTypePolicy", "FloatDTypePolicy",
     "get_num_threads", "set_num_threads",
 ]
 
@@ -124,19 +126,30 @@ def max_steps_per_epoch():
 
 # ----------------------------------------------------------------------------- dtype policy
 class DTypePolicy:
-    """A dtype policy: the dtype layers compute in and the dtype of their variables.
+    """A dtype policy: the dtype a layer computes in and the dtype of its variables (Keras's DTypePolicy).
 
-    'float32', 'float16', 'float64', 'bfloat16' are plain policies; 'mixed_float16' / 'mixed_bfloat16'
-    compute in 16 bits with float32 variables.
+    A dtype name ('float32', 'float16', 'int32', ...) is a plain policy: both dtypes are that one.
+    'mixed_float16' / 'mixed_bfloat16' compute in 16 bits and keep float32 variables: a layer with such a
+    policy casts its floating inputs and, while its call() runs, every float32 weight it reads to the compute
+    dtype (the gradients reach the float32 weights), and its outputs come out in 16 bits. NumPy has no
+    bfloat16, so a layer refuses the bfloat16 policies (the names are still valid here, as in Keras, for
+    files and configs). None: the plain policy of floatx().
     """
 
-    _NAMES = ("float16", "float32", "float64", "bfloat16", "mixed_float16", "mixed_bfloat16")
+    _MIXED = ("mixed_float16", "mixed_bfloat16")
 
     def __init__(self, name=None):
-        name = floatx() if name is None else str(name)
-        if name not in self._NAMES:
-            raise ValueError(f"Cannot convert '{name}' to a mixed precision DTypePolicy. Valid policies: "
-                             f"{', '.join(self._NAMES)}.")
+        name = floatx() if name is None else name
+        if not isinstance(name, str):
+            raise TypeError(f"'name' must be a string, such as 'mixed_float16'. Received: name={name} "
+                            f"(of type {type(name)})")
+        if name not in self._MIXED and name != "bfloat16":
+            try:
+                name = _np.dtype(name).name
+            except TypeError:
+                raise ValueError(f"Cannot convert '{name}' to a mixed precision DTypePolicy. Valid policies: a "
+                                 f"dtype name (float16, float32, float64, bfloat16, int32, ...) or "
+                                 f"{', '.join(self._MIXED)}.") from None
         self._name = name
 
     @property
@@ -149,7 +162,12 @@ class DTypePolicy:
 
     @property
     def variable_dtype(self):
-        return "float32" if self._name.startswith("mixed_") else self._name
+        return "float32" if self._name in self._MIXED else self._name
+
+    @property
+    def quantization_mode(self):
+        """None: lamina has no quantized policies."""
+        return None
 
     def get_config(self):
         return {"name": self._name}
@@ -165,6 +183,10 @@ class DTypePolicy:
 
     def __repr__(self):
         return f'<DTypePolicy "{self._name}">'
+
+
+class FloatDTypePolicy(DTypePolicy):
+    """Keras's older name for a float DTypePolicy (kept for code and files that use it)."""
 
 
 def set_dtype_policy(policy):

@@ -325,9 +325,16 @@ class Loss:
         raise NotImplementedError
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        y_pred = _tensor(y_pred)
+        y_pred, y_true = _tensor(y_pred), _tensor(y_true)
         mask = getattr(y_pred, "_keras_mask", None)
-        values = self.call(_tensor(y_true), y_pred)
+        # computed in the loss's dtype when one is given, and float16 predictions (a 'mixed_float16' model's)
+        # in floatx, as Keras computes losses in float32
+        dtype = (np.dtype(self.dtype) if self.dtype is not None else
+                 np.dtype(backend.floatx()) if y_pred.dtype.kind == "f" and y_pred.dtype.itemsize < 4 else None)
+        if dtype is not None:
+            y_pred, y_true = (ops.cast(t, dtype) if t.dtype.kind == "f" and t.dtype != dtype else t
+                              for t in (y_pred, y_true))
+        values = self.call(y_true, y_pred)
         return reduce_weighted_values(values, sample_weight, mask, self.reduction)
 
     def get_config(self):

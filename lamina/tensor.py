@@ -328,11 +328,21 @@ class Op:
     _retained = None          # out_index -> weakref of an output that asked for retain_grad()
     _freed = False
 
+    keeps_variables = False   # the op reads variables as they are, also in an autocast scope (Cast itself)
+    # float16 arrays in float32 on the CPU, forward and backward, the results cast back to float16: NumPy has
+    # no BLAS and no SIMD loops for float16 (a float16 product ran ~200x, an addition ~20x slower), and its
+    # float16 arithmetic goes through float32 element by element anyway (the products now accumulate in
+    # float32, as on a GPU). Set on the products (matmul, dense, convolutions, recurrent, attention).
+    half_via_float32 = False
+    _half = False
+
     def __init__(self, **params):
         self.__dict__.update(params)
 
     @classmethod
     def apply(cls, *inputs, **params):
+        if AUTOCAST[0] is not None and not cls.keeps_variables:
+            inputs = _autocast(inputs, AUTOCAST[0])
         op = cls(**params)
         if all(x is None or isinstance(x, Tensor) for x in inputs):
             tensors = inputs
@@ -356,7 +366,13 @@ class Op:
             arrays = _unify_float_dtypes(cls, inputs, arrays)
         op.needs_grad = needs = tuple(t is not None and t.requires_grad for t in tensors)
         record = is_grad_enabled() and any(needs)
-        out = op.forward(*arrays)
+        if cls.half_via_float32 and op.xp is np and any(a is not None and a.dtype == np.float16 for a in arrays):
+            op._half = True
+            arrays = [a.astype(np.float32) if a is not None and a.dtype == np.float16 else a for a in arrays]
+            out = op.forward(*arrays)
+            out = (tuple(_half(o) for o in out) if isinstance(out, tuple) else _half(out))
+        else:
+            out = op.forward(*arrays)
         # NumPy reductions return scalars (np.generic): they stay on the op's device as 0-d arrays;
         # integer and bool outputs (argmax, masks) never require a gradient
         outs = []
@@ -401,6 +417,25 @@ class Op:
 
     def backward(self, *gys):  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} has no backward")
+
+
+def _half(o):
+    """An output of a half_via_float32 op back in float16."""
+    return o.astype(np.float16) if isinstance(o, np.ndarray) and o.dtype == np.float32 else o
+
+
+# Keras's autocast scope: while a layer with a mixed dtype policy ('mixed_float16') runs its call(), the ops it
+# calls read its float variables in the compute dtype, through a differentiable cast, so the gradient reaches
+# the float32 variable (lamina.layers.Layer sets and restores this; None: no scope).
+AUTOCAST = [None]
+
+
+def _autocast(inputs, dtype):
+    if not any(isinstance(x, Variable) and x.autocast and x.data.dtype.kind == "f" and x.data.dtype != dtype
+               for x in inputs):
+        return inputs
+    return tuple(cast(x, dtype) if isinstance(x, Variable) and x.autocast and x.data.dtype.kind == "f"
+                 and x.data.dtype != dtype else x for x in inputs)
 
 
 def _unify_float_dtypes(cls, inputs, arrays):
@@ -532,6 +567,8 @@ def _backprop(root, grad, retain_graph=False, accumulate=True, targets=None, on_
             if not op.none_grads:
                 xp = op.xp
                 gys = [xp.zeros(s, d) if g is None else g for g, (s, d) in zip(gys, op.out_meta)]
+            if op._half:  # (its gradients are cast to the inputs' float16 below, as any other dtype)
+                gys = [g.astype(np.float32) if g is not None and g.dtype == np.float16 else g for g in gys]
             gxs = op.backward(*gys)
             gys = None  # no longer held here: a view of one returned for a leaf need not be copied
             if not isinstance(gxs, (tuple, list)):
@@ -621,6 +658,8 @@ class Variable(Tensor):
     array. Every in-place change (``assign``, ``assign_add``, ``assign_sub``, optimizer steps) bumps
     the version counter, so a graph recorded before the change refuses to backward through it.
     """
+
+    autocast = True  # read in a mixed layer's compute dtype inside its call() (see AUTOCAST); add_weight sets it
 
     def __init__(self, value, name=None, trainable=True, dtype=None, constraint=None, regularizer=None, *,
                  _copy=True):

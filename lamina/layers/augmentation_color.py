@@ -150,10 +150,10 @@ class _Augmentation(_RandomLayer):
         """Applies given parameters (from get_random_transformation) to a batch (or one image)."""
         x = images if isinstance(images, Tensor) else self._convert_input(images)
         if not (training or self._always):
-            return ops.cast(x, self.dtype) if self._float_at_inference and x.dtype != self.dtype else x
+            return ops.cast(x, self.compute_dtype) if self._float_at_inference and x.dtype != self.compute_dtype else x
         x, single = _to_batch(x)
         if not np.issubdtype(x.dtype, np.floating):
-            x = ops.cast(x, self.dtype)
+            x = ops.cast(x, self.compute_dtype)
         if transformation is None and self._draw_when_none:   # Keras's RandomColorJitter draws here
             transformation = self._draw(tuple(x.shape), self._rng())
         first = self._nhwc and self.data_format == "channels_first"

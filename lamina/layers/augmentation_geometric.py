@@ -569,7 +569,7 @@ class _Policy(_ImageAugmentation):
         }
         classes = _policy_layers()
         # a plain dict, not attributes: the sub-layers hold no weights and are not part of the saved model
-        self._ops = {n: classes[n](**args[n], name=f"{self.name}_{n}", dtype=self.dtype) for n in names}
+        self._ops = {n: classes[n](**args[n], name=f"{self.name}_{n}", dtype=self.dtype_policy) for n in names}
 
     def _draw(self, name, x, rng):
         layer = self._ops[name]

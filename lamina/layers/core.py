@@ -163,7 +163,7 @@ class Dense(LoraKernel, Layer):
 
     def call(self, inputs):
         if inputs.dtype.kind not in "fc":  # integer or bool features: compute in the layer's float dtype
-            inputs = ops.cast(inputs, self.dtype)
+            inputs = ops.cast(inputs, self.compute_dtype)
         kernel = self.effective_kernel()
         if self.activation is _relu:
             return ops.linear(inputs, kernel, self.bias, activation="relu")  # fused into the op
@@ -293,7 +293,7 @@ class Embedding(Layer):
         return tuple(input_shape) + (self.output_dim,)
 
     def _output_dtype(self, inputs):
-        return self.dtype  # float vectors, whatever the (integer) dtype of the ids
+        return self.compute_dtype  # float vectors, whatever the (integer) dtype of the ids
 
     def get_config(self):
         config = super().get_config()  # drops "input_dim" (a base-layer argument elsewhere): put it back

@@ -341,9 +341,9 @@ class Hashing(Layer):
             raise ValueError(f"Hashing '{self.name}': sparse may only be true if output_mode is 'one_hot', "
                              f"'multi_hot', or 'count'. Received: sparse={sparse} and output_mode={output_mode!r}")
         _check_encoding(self, output_mode, ("int", "one_hot", "multi_hot", "count"), sparse)
-        if output_mode == "int" and np.dtype(self.dtype) not in (np.dtype("int32"), np.dtype("int64")):
+        if output_mode == "int" and np.dtype(self.compute_dtype) not in (np.dtype("int32"), np.dtype("int64")):
             raise ValueError(f"Hashing '{self.name}': when output_mode='int', dtype should be an integer type, "
-                             f"'int32' or 'int64'. Received: dtype={self.dtype}")
+                             f"'int32' or 'int64'. Received: dtype={self.compute_dtype}")
         self.num_bins = int(num_bins)
         self.mask_value = mask_value
         self.output_mode = output_mode
@@ -387,9 +387,9 @@ class Hashing(Layer):
             a = a[..., 0]
         ids = self._bins(a)
         if self.output_mode == "int":
-            out = ids.astype(self.dtype)
+            out = ids.astype(self.compute_dtype)
         else:
-            out = _encode(ids, self.num_bins, self.output_mode, np.dtype(self.dtype))
+            out = _encode(ids, self.num_bins, self.output_mode, np.dtype(self.compute_dtype))
         return Tensor(backend.to_device(out, self._array_module()))
 
     def compute_output_shape(self, input_shape):
@@ -403,7 +403,7 @@ class Hashing(Layer):
         return s[:-1] + (self.num_bins,)
 
     def compute_output_spec(self, inputs, **kwargs):
-        return self.compute_output_shape(inputs.shape), self.dtype
+        return self.compute_output_shape(inputs.shape), self.compute_dtype
 
     def get_config(self):
         config = super().get_config()
@@ -467,9 +467,9 @@ class HashedCrossing(Layer):
             h = fingerprint_cat64(h, fh)
         ids = (np.asarray(h, _U64) % _U64(self.num_bins)).astype(np.int64).reshape(shape)
         if self.output_mode == "int":
-            out = ids.astype(self.dtype)
+            out = ids.astype(self.compute_dtype)
         else:
-            out = _encode(ids, self.num_bins, "one_hot", np.dtype(self.dtype))
+            out = _encode(ids, self.num_bins, "one_hot", np.dtype(self.compute_dtype))
         return Tensor(backend.to_device(np.asarray(out), self._array_module()))
 
     def compute_output_shape(self, input_shape):
@@ -481,4 +481,4 @@ class HashedCrossing(Layer):
         return (s[:-1] if s[-1] == 1 and len(s) > 1 else s) + (self.num_bins,)
 
     def compute_output_spec(self, inputs, **kwargs):
-        return self.compute_output_shape([tuple(x.shape) for x in inputs]), self.dtype
+        return self.compute_output_shape([tuple(x.shape) for x in inputs]), self.compute_dtype

@@ -13,10 +13,10 @@ import threading
 
 import numpy as np
 
-from .. import backend, initializers
+from .. import backend, config, initializers
 from ..backend import clear_session, unique_name  # noqa: F401  (re-exported)
 from ..registry import register, serialize
-from ..tensor import Tensor, Variable, no_grad
+from ..tensor import AUTOCAST, Tensor, Variable, no_grad
 from ..io.limits import charge_weight
 
 _ctx = threading.local()
@@ -42,6 +42,22 @@ def call_context(training):
 
 def current_training():
     return getattr(_ctx, "training", None)
+
+
+class _AutocastScope:
+    """Sets tensor.AUTOCAST for a block (see Layer._autocast_scope)."""
+
+    def __init__(self, dtype):
+        self.dtype, self.prev = dtype, None
+
+    def __enter__(self):
+        self.prev, AUTOCAST[0] = AUTOCAST[0], self.dtype
+
+    def __exit__(self, *exc):
+        AUTOCAST[0] = self.prev
+
+
+_NO_SCOPE = contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -237,9 +253,7 @@ class Layer:
         self._own_weights = []
         self._trainable = trainable
         self.name = name or unique_name(_snake(type(self).__name__))
-        if isinstance(dtype, dict):  # a serialised dtype policy
-            dtype = dtype.get("config", {}).get("name")
-        self._dtype = np.dtype(dtype or backend.floatx())
+        self._set_dtype_policy(dtype)
         self.autocast = autocast
         self.built = False
         self.input_spec = None
@@ -269,13 +283,57 @@ class Layer:
                         self._layers.append(v)
         object.__setattr__(self, name, value)
 
+    def _set_dtype_policy(self, dtype):
+        """The layer's dtype policy from its ``dtype`` argument (a dtype or policy name, a DTypePolicy, a
+        serialized policy, or None: the global policy), as Keras: ``_dtype`` is its variables' dtype and
+        ``_compute`` the one it computes in (float16 with float32 variables for 'mixed_float16')."""
+        if isinstance(dtype, dict):  # a serialised dtype policy
+            dtype = dtype.get("config", {}).get("name")
+        if isinstance(dtype, config.DTypePolicy):
+            policy = dtype
+        elif dtype is None:
+            policy = config.dtype_policy()
+        else:
+            name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+            policy = config.DTypePolicy(name)
+        if "bfloat16" in policy.name:
+            raise ValueError(f"{type(self).__name__}: the dtype policy {policy.name!r} computes in bfloat16, which "
+                             "NumPy (lamina's arrays) does not have. Use 'mixed_float16', 'float16' or 'float32'.")
+        self._dtype_policy = policy
+        self._dtype = np.dtype(policy.variable_dtype)
+        self._compute = np.dtype(policy.compute_dtype)
+
+    def _autocast_scope(self):
+        """Keras's autocast scope for this layer's call(): a mixed layer's ops read its float variables in its
+        compute dtype (tensor.AUTOCAST); a layer inside keeps the scope, sets its own compute dtype, or (autocast
+        off, or a non-float compute dtype) clears it."""
+        current = AUTOCAST[0]
+        if current is not None:
+            if not self.autocast or self._compute.kind != "f":
+                return _AutocastScope(None)
+            return _AutocastScope(self._compute) if current != self._compute else _NO_SCOPE
+        if self._compute != self._dtype and self._compute.kind == "f":
+            return _AutocastScope(self._compute)
+        return _NO_SCOPE
+
+    @property
+    def dtype_policy(self):
+        """The layer's DTypePolicy (Keras's): its compute and variable dtypes."""
+        return self._dtype_policy
+
     @property
     def dtype(self):
+        """The dtype of the layer's variables (Keras's ``layer.dtype``: float32 under 'mixed_float16')."""
+        return self._dtype.name
+
+    @property
+    def variable_dtype(self):
         return self._dtype.name
 
     @property
     def compute_dtype(self):
-        return self._dtype.name
+        """The dtype the layer computes in: its inputs are cast to it, and its outputs have it."""
+        return self._compute.name
 
     @property
     def activity_regularizer(self):
@@ -340,6 +398,8 @@ class Layer:
                        _copy=not fresh)
         var.path = f"{self.name}/{var.name}"
         var.requires_grad = bool(var.requires_grad and self._trainable and trainable)
+        if not autocast:
+            var.autocast = False
         self._own_weights.append(var)
         return var
 
@@ -495,11 +555,11 @@ class Layer:
             t = Tensor(backend.to_device(np.asarray(x), self._array_module()) if not backend.is_cupy_array(x) else x)
         else:
             return x
-        if (self.autocast and np.issubdtype(t.dtype, np.floating) and t.dtype != self._dtype
+        if (self.autocast and np.issubdtype(t.dtype, np.floating) and t.dtype != self._compute
                 and not getattr(_autocast_state, "off", False)):
             from ..ops.math import cast
             mask = getattr(t, "_keras_mask", None)
-            t = cast(t, self._dtype)
+            t = cast(t, self._compute)
             t._keras_mask = mask
         return t
 
@@ -508,7 +568,7 @@ class Layer:
         if isinstance(t, Tensor) and self.autocast and t.dtype.kind in "biu":
             from ..ops.math import cast
             mask = getattr(t, "_keras_mask", None)
-            t = cast(t, self._dtype)
+            t = cast(t, self._compute)
             t._keras_mask = mask
         return t
 
@@ -562,7 +622,7 @@ class Layer:
             self._maybe_build(shapes)
         self._check_input_spec(inputs)
         with _outer_call(self):
-            with call_context(training):
+            with call_context(training), self._autocast_scope():
                 outputs = self.call(*args, **kwargs)
             if self.activity_regularizer is not None:
                 self._add_activity_losses(outputs)
@@ -636,7 +696,7 @@ class Layer:
         return self._trace_output_spec(*args, **kwargs)
 
     def _output_dtype(self, inputs):
-        return self._dtype.name
+        return self._compute.name
 
     def _trace_output_spec(self, *args, **kwargs):
         outs = []
@@ -688,7 +748,7 @@ class Layer:
 
     # ----- config
     def get_config(self):
-        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
+        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype_policy.name}
         if self.activity_regularizer is not None:
             config["activity_regularizer"] = serialize(self.activity_regularizer)
         if self._batch_input_shape is not None:

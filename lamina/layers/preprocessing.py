@@ -144,7 +144,7 @@ class Rescaling(Layer):
         self.scale, self.offset = scale, offset
 
     def call(self, inputs):
-        dtype = inputs.dtype if np.issubdtype(inputs.dtype, np.floating) else np.dtype(self.dtype)
+        dtype = inputs.dtype if np.issubdtype(inputs.dtype, np.floating) else np.dtype(self.compute_dtype)
         if inputs.dtype != dtype:
             inputs = ops.cast(inputs, dtype)
         xp = backend.get_array_module(inputs.data)
@@ -213,7 +213,7 @@ class Resizing(Layer):
             x = ops.pad(x, ((0, 0), (top, ph - h - top), (left, pw - w - left), (0, 0)),
                         constant_values=self.fill_value)
         if not np.issubdtype(x.dtype, np.floating):
-            x = ops.cast(x, self.dtype)
+            x = ops.cast(x, self.compute_dtype)
         y = resize(x, (self.height, self.width), self.interpolation)
         return y[0] if single else y
 
@@ -240,7 +240,7 @@ class CenterCrop(Layer):
             top, left, ch, cw = _crop_box(h, w, self.height, self.width)
             x = x[:, top:top + ch, left:left + cw, :]
             if not np.issubdtype(x.dtype, np.floating):
-                x = ops.cast(x, self.dtype)
+                x = ops.cast(x, self.compute_dtype)
             y = resize(x, (self.height, self.width))
         else:
             top, left = dh // 2, dw // 2
@@ -284,7 +284,7 @@ class _RandomLayer(Layer):
             return inputs
         x, single = _to_batch(inputs)
         if not np.issubdtype(x.dtype, np.floating):
-            x = ops.cast(x, self.dtype)
+            x = ops.cast(x, self.compute_dtype)
         y = self._augment(x)
         return y[0] if single else y
 

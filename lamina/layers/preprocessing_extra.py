@@ -70,7 +70,7 @@ class CategoryEncoding(Layer):
             raise ValueError(f"CategoryEncoding '{self.name}': inputs must have rank 1 or 2. "
                              f"Received shape {ids.shape}")
         w = None if count_weights is None else _array(count_weights)
-        return Tensor(_encode(ids.astype(np.int64), self.num_tokens, self.output_mode, np.dtype(self.dtype), w))
+        return Tensor(_encode(ids.astype(np.int64), self.num_tokens, self.output_mode, np.dtype(self.compute_dtype), w))
 
     def compute_output_shape(self, input_shape):
         s = tuple(input_shape)
@@ -83,7 +83,7 @@ class CategoryEncoding(Layer):
         return s[:-1] + (self.num_tokens,) if len(s) > 1 else (self.num_tokens,)
 
     def compute_output_spec(self, inputs, **kwargs):
-        return self.compute_output_shape(inputs.shape), self.dtype
+        return self.compute_output_shape(inputs.shape), self.compute_dtype
 
 
 class Discretization(Layer):
@@ -144,8 +144,8 @@ class Discretization(Layer):
         ids = xp.searchsorted(xp.asarray(self.bin_boundaries, dtype=np.float64), xp.asarray(x, np.float64),
                               side="right")
         if self.output_mode == "int":
-            return Tensor(ids.astype(self.dtype))
-        return Tensor(_encode(ids, len(self.bin_boundaries) + 1, self.output_mode, np.dtype(self.dtype)))
+            return Tensor(ids.astype(self.compute_dtype))
+        return Tensor(_encode(ids, len(self.bin_boundaries) + 1, self.output_mode, np.dtype(self.compute_dtype)))
 
     def compute_output_shape(self, input_shape):
         s = tuple(input_shape)
@@ -157,7 +157,7 @@ class Discretization(Layer):
         return s[:-1] + (depth,)
 
     def compute_output_spec(self, inputs, **kwargs):
-        return self.compute_output_shape(inputs.shape), self.dtype
+        return self.compute_output_shape(inputs.shape), self.compute_dtype
 
     def get_config(self):
         config = super().get_config()
@@ -301,10 +301,10 @@ class _Lookup(Layer):
             return Tensor(ids)
         depth = self.max_tokens if self.pad_to_max_tokens and self.max_tokens else self.vocabulary_size()
         if self.output_mode in ("one_hot", "multi_hot", "count"):
-            return Tensor(_encode(ids, depth, self.output_mode, np.dtype(self.dtype)))
-        counts = _encode(ids, depth, "count", np.dtype(self.dtype))
-        idf = np.zeros(depth, self.dtype)
-        known = np.asarray(self.idf_weights, self.dtype)
+            return Tensor(_encode(ids, depth, self.output_mode, np.dtype(self.compute_dtype)))
+        counts = _encode(ids, depth, "count", np.dtype(self.compute_dtype))
+        idf = np.zeros(depth, self.compute_dtype)
+        known = np.asarray(self.idf_weights, self.compute_dtype)
         idf[self._reserved():self._reserved() + len(known)] = known
         idf[(1 if self.mask_token is not None else 0):self._reserved()] = known.mean() if len(known) else 0
         return Tensor(counts * idf)
@@ -475,7 +475,7 @@ class AutoContrast(Layer):
         self.value_range = tuple(value_range)
 
     def call(self, inputs):
-        x = inputs if np.issubdtype(inputs.dtype, np.floating) else ops.cast(inputs, self.dtype)
+        x = inputs if np.issubdtype(inputs.dtype, np.floating) else ops.cast(inputs, self.compute_dtype)
         y = _to_range(x, self.value_range, (0, 255))
         low = ops.min(y, axis=(-3, -2), keepdims=True)
         high = ops.max(y, axis=(-3, -2), keepdims=True)
@@ -568,7 +568,7 @@ class MelSpectrogram(Layer):
             db = 10.0 * xp.log10(xp.maximum(mel, self.min_power))
             db = db - 10.0 * np.log10(max(abs(self.ref_power), self.min_power))
             mel = xp.maximum(db, db.max() - self.top_db)
-        return Tensor(xp.swapaxes(mel, -1, -2).astype(self.dtype))
+        return Tensor(xp.swapaxes(mel, -1, -2).astype(self.compute_dtype))
 
     def compute_output_shape(self, input_shape):
         s = tuple(input_shape)

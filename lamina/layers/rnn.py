@@ -122,7 +122,7 @@ class _CellBase(Layer):
 
     def get_initial_state(self, batch_size=None):
         sizes = self.state_size if isinstance(self.state_size, (list, tuple)) else [self.state_size]
-        return [Tensor(backend.to_device(np.zeros((batch_size, s), self.dtype), self._array_module())) for s in sizes]
+        return [Tensor(backend.to_device(np.zeros((batch_size, s), self.compute_dtype), self._array_module())) for s in sizes]
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.units)
@@ -356,7 +356,7 @@ class StackedRNNCells(Layer):
                 out += list(s) if isinstance(s, (list, tuple)) else [s]
             else:
                 xp = self._array_module()
-                out += [Tensor(xp.zeros((batch_size, n), self.dtype)) for n in _sizes(c.state_size)]
+                out += [Tensor(xp.zeros((batch_size, n), self.compute_dtype)) for n in _sizes(c.state_size)]
         return out
 
     def reset_dropout_mask(self):
@@ -452,7 +452,7 @@ class RNN(Layer):
         if fn is not None:
             return _as_list(fn(batch_size=batch_size))
         xp = self._array_module()
-        return [Tensor(xp.zeros((batch_size, s), self.dtype)) for s in self.state_size]
+        return [Tensor(xp.zeros((batch_size, s), self.compute_dtype)) for s in self.state_size]
 
     def reset_states(self):
         self.reset_state()
@@ -466,7 +466,7 @@ class RNN(Layer):
         N = sequences.shape[0]
         if initial_state is not None:
             xp = backend.get_array_module(sequences.data)
-            states = [s if isinstance(s, Tensor) else Tensor(backend.to_device(np.asarray(s, self.dtype), xp))
+            states = [s if isinstance(s, Tensor) else Tensor(backend.to_device(np.asarray(s, self.compute_dtype), xp))
                       for s in _flat_states(initial_state)]
             if len(states) != len(self.state_size):
                 raise ValueError(f"{type(self).__name__} '{self.name}': expected {len(self.state_size)} initial "
@@ -479,7 +479,7 @@ class RNN(Layer):
         if self.stateful:
             if self.states is None or self.states[0].shape[0] != N:
                 xp = backend.get_array_module(sequences.data)
-                self.states = [Variable(xp.zeros((N, s), self.dtype), name="rnn_state", trainable=False)
+                self.states = [Variable(xp.zeros((N, s), self.compute_dtype), name="rnn_state", trainable=False)
                                for s in self.state_size]
             return [Tensor(v.data.copy()) for v in self.states]
         return self.get_initial_state(N)
@@ -802,7 +802,7 @@ class Bidirectional(Layer):
         return None
 
     def get_config(self):
-        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype,
+        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype_policy.name,
                   "merge_mode": self.merge_mode}
         from ..registry import serialize
         config["layer"] = serialize(self.forward_layer)

@@ -187,7 +187,7 @@ class ReversibleEmbedding(Embedding):
     def call(self, inputs, reverse=False):
         if not reverse:
             return super().call(inputs)
-        x = inputs if np.issubdtype(inputs.dtype, np.floating) else ops.cast(inputs, self.dtype)
+        x = inputs if np.issubdtype(inputs.dtype, np.floating) else ops.cast(inputs, self.compute_dtype)
         table = ops.transpose(self.embeddings) if self.tie_weights else self.reverse_embeddings
         if table.dtype != x.dtype:
             table = ops.cast(table, x.dtype)
@@ -206,4 +206,4 @@ class ReversibleEmbedding(Embedding):
 
     def compute_output_spec(self, inputs, reverse=False):
         shape = self.compute_output_shape(inputs.shape, reverse=reverse)
-        return shape, (self.dtype if not reverse else (self.reverse_dtype or self.dtype))
+        return shape, (self.compute_dtype if not reverse else (self.reverse_dtype or self.compute_dtype))

@@ -217,10 +217,14 @@ class Model(Layer):
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
                 run_eagerly=False, steps_per_execution=1, jit_compile="auto", auto_scale_loss=True):
         """Configure training: optimizer, loss(es), metrics and loss weights (strings or objects)."""
-        self.optimizer = optimizers.get(optimizer)
+        self.optimizer = inner = optimizers.get(optimizer)
+        if (auto_scale_loss and self.dtype_policy.name == "mixed_float16" and self.optimizer is not None
+                and not isinstance(self.optimizer, optimizers.LossScaleOptimizer)):
+            # float16 gradients underflow without loss scaling: Keras wraps the optimizer here
+            self.optimizer = optimizers.LossScaleOptimizer(self.optimizer, name="loss_scale_optimizer")
         self.loss = loss
         self._compile_state = training.CompileState(self, loss, metrics, weighted_metrics, loss_weights)
-        self._compile_config = {"optimizer": optimizer if isinstance(optimizer, str) else serialize(self.optimizer),
+        self._compile_config = {"optimizer": optimizer if isinstance(optimizer, str) else serialize(inner),
                                 "loss": _serialize_structure(loss, _serialize_loss),
                                 "metrics": _serialize_structure(metrics, _serialize_metric),
                                 "weighted_metrics": _serialize_structure(weighted_metrics, _serialize_metric),

@@ -30,6 +30,7 @@ class ScaledDotProductAttention(Op):
     """Fused attention. Inputs q, k, v (float) and an optional boolean mask (True = attend).
     Params: scale, rate (dropout on the weights), training, is_causal, return_weights, empty_rows."""
 
+    half_via_float32 = True  # float16 through float32 BLAS (tensor.Op)
     # The scores are computed transposed, sT = K (scale Q)^T of shape (..., Tk, Tq): the softmax over keys
     # then reduces down columns (axis -2), which NumPy vectorises across rows, while a max or sum over a
     # short last axis runs row by row (softmax of (32, 4, 64, 64) scores: 1.04 -> 0.70 ms). The weights W

@@ -275,6 +275,7 @@ class Conv2D(Op):
     block in backward. Nothing
     is kept for dW when the kernel needs no gradient, nor the kernel for dx when the input needs none."""
 
+    half_via_float32 = True  # float16 through float32 BLAS (tensor.Op)
     activation = None  # or 'relu', fused (conv2d's argument)
 
     def forward(self, x, w, b):
@@ -460,6 +461,8 @@ class Conv2DTranspose(Op):
     col2im as _thin_col2im, the backward's columns as _thin_blocks. Measured (2 threads, forward + backward):
     (16,32,32,64) 4x4 stride 2 -> 3 6.29 -> 3.97 ms; (16,64,64,32) 3x3 -> 3 8.54 -> 6.18 ms; (64,14,14,64) 4x4
     stride 2 -> 1 1.70 -> 1.00 ms."""
+
+    half_via_float32 = True  # float16 through float32 BLAS (tensor.Op)
 
     def forward(self, x, w, b):
         xp = self.xp
@@ -670,6 +673,8 @@ class MaxPool2D(Op):
     backward then writes each offset's share, dy where the note names it, straight into its strided view
     of dx: one compare and one multiply per offset, over output-sized arrays."""
 
+    half_via_float32 = True  # float16 in float32 (tensor.Op): NumPy's float16 comparisons have no SIMD loops
+
     def forward(self, x):
         xp = self.xp
         xp_ = _pad_hw(xp, x, self.pads, -xp.inf)
@@ -727,6 +732,8 @@ class MaxPool2D(Op):
 class AvgPool2D(Op):
     """y = mean of the real (non-padded) elements of each window, as Keras's 'same' pooling.
     Backward: each element of a window gets dy / count."""
+
+    half_via_float32 = True  # float16 in float32 (tensor.Op): NumPy's float16 comparisons have no SIMD loops
 
     def forward(self, x):
         xp = self.xp

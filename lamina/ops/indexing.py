@@ -179,6 +179,8 @@ class Einsum(Op):
     gets an identity matrix, a letter found nowhere else (summed out, or a broadcast size-1 axis) is
     broadcast back."""
 
+    half_via_float32 = True  # float16 through float32 BLAS (tensor.Op)
+
     def _einsum(self, subs, *arrays):
         if self.xp is np:  # optimize routes contractions to BLAS: 25x faster for a batched matmul
             return np.einsum(subs, *arrays, optimize=True)

@@ -134,6 +134,8 @@ class Power(Op):
 
 class MatMul(Op):
     """a @ b with NumPy's batching rules. Backward: gy b^T and a^T gy, summed over broadcast batches."""
+
+    half_via_float32 = True  # float16 through float32 BLAS (tensor.Op)
     same_float_dtype = True
 
 
@@ -303,6 +305,8 @@ class Linear(Op):
 
     Leading axes are folded into one before each product: NumPy runs (N, T, k) @ (k, n) as N separate
     small GEMMs, while (N*T, k) @ (k, n) is one large one (~20% faster at the transformer's shapes)."""
+
+    half_via_float32 = True  # float16 through float32 BLAS (tensor.Op)
     same_float_dtype = True
     activation = None  # or 'relu', fused (linear's argument)
 
@@ -547,6 +551,8 @@ class Var(Op):
 
 
 class Cast(Op):
+    keeps_variables = True  # (the autocast of variables is itself a Cast)
+
     def forward(self, x):
         self.dtype_in = x.dtype
         return x.astype(self.dtype)

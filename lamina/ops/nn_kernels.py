@@ -227,6 +227,8 @@ class GroupConvND(Op):
     Backward: dw = cols^T dy (batched GEMM); dx = crop(col2im(dy w^T)).
     """
 
+    half_via_float32 = True  # float16 through float32 BLAS (tensor.Op)
+
     def forward(self, x, w):
         xp = self.xp
         G, d = self.groups, x.ndim - 2
@@ -293,6 +295,8 @@ class DepthwiseConvND(Op):
     s^d stride phases are laid side by side first (see _flat_layout), so each offset is again one shifted
     slice: (64,32,32,32) 3x3 stride 2, forward + backward 11.3-11.7 -> 8.3-8.8 ms.
     """
+
+    half_via_float32 = True  # float16 through float32 BLAS (tensor.Op)
 
     def forward(self, x, w):
         xp = self.xp
@@ -474,6 +478,8 @@ class ConvTransposeND(Op):
     Backward: dcols = im2col(dy placed on the canvas); dx = dcols @ W2; dw = dcols^T x.
     """
 
+    half_via_float32 = True  # float16 through float32 BLAS (tensor.Op)
+
     def forward(self, x, w):
         xp = self.xp
         d = x.ndim - 2
@@ -519,6 +525,8 @@ class MaxPoolND(Op):
     """Max over each window (-inf padding, never chosen). Backward: dy to the first maximum of each
     window (row-major order within the window, as torch)."""
 
+    half_via_float32 = True  # float16 in float32 (tensor.Op): NumPy's float16 comparisons have no SIMD loops
+
     def forward(self, x):
         xp = self.xp
         d = x.ndim - 2
@@ -544,6 +552,8 @@ class MaxPoolND(Op):
 
 class AvgPoolND(Op):
     """Mean of the real (non-padded) entries of each window. Backward: dy / count to every entry."""
+
+    half_via_float32 = True  # float16 in float32 (tensor.Op): NumPy's float16 comparisons have no SIMD loops
 
     def forward(self, x):
         xp = self.xp

@@ -295,6 +295,7 @@ class _Grads:
 class SimpleRNNSeq(Op):
     """h_t = act(x_t W + b + h_{t-1} U) over the whole sequence."""
 
+    half_via_float32 = True  # float16 through float32 BLAS (tensor.Op)
     none_grads = True  # the sequence output often gets no gradient (return_sequences=False)
 
     def forward(self, x, kernel, recurrent_kernel, bias, h0, mask):
@@ -365,6 +366,7 @@ class LSTMSeq(Op):
     backward loop writes each step's pre-activation gradients back as an (N, 4u) row block of dZ, in the
     layout of the after-the-loop products."""
 
+    half_via_float32 = True  # float16 through float32 BLAS (tensor.Op)
     none_grads = True  # the sequence output often gets no gradient (return_sequences=False)
 
     def forward(self, x, kernel, recurrent_kernel, bias, h0, c0, mask):
@@ -474,6 +476,7 @@ class GRUSeq(Op):
     backward loop writes each step's gradients back as (N, 3u) row blocks of dX (and dR) for the
     after-the-loop products."""
 
+    half_via_float32 = True  # float16 through float32 BLAS (tensor.Op)
     none_grads = True  # the sequence output often gets no gradient (return_sequences=False)
 
     def forward(self, x, kernel, recurrent_kernel, bias, h0, mask):
