@@ -301,8 +301,10 @@ class Tensor:
 
 
 def as_tensor(x, dtype=None):
-    """x itself if it is a Tensor (cast if dtype is given), else a constant Tensor."""
+    """x itself if it is a Tensor (cast if dtype is given; a variable read in an autocast scope comes in the
+    scope's dtype), else a constant Tensor."""
     if isinstance(x, Tensor):
+        x = autocast_variable(x)
         return x if dtype is None or x.dtype == dtype else cast(x, dtype)
     return Tensor(x, dtype=dtype)
 
@@ -341,8 +343,9 @@ class Op:
 
     @classmethod
     def apply(cls, *inputs, **params):
-        if AUTOCAST[0] is not None and not cls.keeps_variables:
-            inputs = _autocast(inputs, AUTOCAST[0])
+        scope = _AUTOCAST.dtype
+        if scope is not None and not cls.keeps_variables:
+            inputs = _autocast(inputs, scope)
         op = cls(**params)
         if all(x is None or isinstance(x, Tensor) for x in inputs):
             tensors = inputs
@@ -366,7 +369,7 @@ class Op:
             arrays = _unify_float_dtypes(cls, inputs, arrays)
         op.needs_grad = needs = tuple(t is not None and t.requires_grad for t in tensors)
         record = is_grad_enabled() and any(needs)
-        if cls.half_via_float32 and op.xp is np and any(a is not None and a.dtype == np.float16 for a in arrays):
+        if cls.half_via_float32 and op.xp is np and _all_half(arrays):
             op._half = True
             arrays = [a.astype(np.float32) if a is not None and a.dtype == np.float16 else a for a in arrays]
             out = op.forward(*arrays)
@@ -419,23 +422,54 @@ class Op:
         raise NotImplementedError(f"{type(self).__name__} has no backward")
 
 
+def _all_half(arrays):
+    """Whether the float arrays among ``arrays`` are all float16 (and there is one)."""
+    floats = [a.dtype for a in arrays if a is not None and a.dtype.kind == "f"]
+    return bool(floats) and all(d == np.float16 for d in floats)
+
+
 def _half(o):
     """An output of a half_via_float32 op back in float16."""
     return o.astype(np.float16) if isinstance(o, np.ndarray) and o.dtype == np.float32 else o
 
 
+class _AutocastState(threading.local):
+    dtype = None
+
+
 # Keras's autocast scope: while a layer with a mixed dtype policy ('mixed_float16') runs its call(), the ops it
 # calls read its float variables in the compute dtype, through a differentiable cast, so the gradient reaches
-# the float32 variable (lamina.layers.Layer sets and restores this; None: no scope).
-AUTOCAST = [None]
+# the float32 variable (lamina.layers.Layer sets and restores this, per thread as Keras's; None: no scope).
+_AUTOCAST = _AutocastState()
+
+
+def autocast_dtype():
+    """The compute dtype of the autocast scope of this thread, or None."""
+    return _AUTOCAST.dtype
+
+
+def set_autocast_dtype(dtype):
+    """Enter (a dtype) or leave (None) an autocast scope in this thread; returns the previous one."""
+    previous, _AUTOCAST.dtype = _AUTOCAST.dtype, dtype
+    return previous
 
 
 def _autocast(inputs, dtype):
-    if not any(isinstance(x, Variable) and x.autocast and x.data.dtype.kind == "f" and x.data.dtype != dtype
-               for x in inputs):
+    if not any(_casts(x, dtype) for x in inputs):
         return inputs
-    return tuple(cast(x, dtype) if isinstance(x, Variable) and x.autocast and x.data.dtype.kind == "f"
-                 and x.data.dtype != dtype else x for x in inputs)
+    return tuple(cast(x, dtype) if _casts(x, dtype) else x for x in inputs)
+
+
+def _casts(x, dtype):
+    return isinstance(x, Variable) and x.autocast and x.data.dtype.kind == "f" and x.data.dtype != dtype
+
+
+def autocast_variable(x):
+    """x, or in an autocast scope a float variable of x's read in the scope's dtype (a differentiable cast):
+    where the ops convert their arguments, so that a function deciding dtypes before its op sees the variable
+    as the scope's dtype, as Keras's variables read inside a mixed layer's call()."""
+    dtype = _AUTOCAST.dtype
+    return cast(x, dtype) if dtype is not None and _casts(x, dtype) else x
 
 
 def _unify_float_dtypes(cls, inputs, arrays):
@@ -659,7 +693,7 @@ class Variable(Tensor):
     the version counter, so a graph recorded before the change refuses to backward through it.
     """
 
-    autocast = True  # read in a mixed layer's compute dtype inside its call() (see AUTOCAST); add_weight sets it
+    autocast = True  # read in a mixed layer's compute dtype inside its call() (see Op.apply); add_weight sets it
 
     def __init__(self, value, name=None, trainable=True, dtype=None, constraint=None, regularizer=None, *,
                  _copy=True):

@@ -289,3 +289,24 @@ def test_float16_ops_compute_on_float32_arrays(case, monkeypatch):
     grads = tape.gradient(loss, variables)
     assert out.dtype == np.float16 and all(g.dtype == np.float16 for g in grads)
     assert seen and all(d == np.float32 for _, dtypes in seen for d in dtypes if d.kind == "f"), seen
+
+
+def test_the_autocast_scope_belongs_to_the_thread_that_entered_it():
+    """A mixed layer's call() casts weights in its own thread only (Keras keeps the scope per thread): a
+    float32 layer used meanwhile from another thread (a data pipeline's) reads its float32 weights as they are."""
+    import threading
+    plain = layers.Dense(2)
+    plain(np.ones((1, 3), "float32"))
+    seen = []
+
+    class Probe(layers.Layer):
+        def call(self, x):
+            worker = threading.Thread(target=lambda: seen.append(ops.matmul(np.ones((1, 3), "float32"),
+                                                                            plain.kernel).dtype))
+            worker.start()
+            worker.join()
+            seen.append(ops.matmul(ops.cast(np.ones((1, 3)), "float16"), plain.kernel).dtype)
+            return x
+    Probe(dtype="mixed_float16")(np.ones((1, 3), "float32"))
+    assert seen == [np.float32, np.float16]
+

@@ -16,7 +16,7 @@ import numpy as np
 from .. import backend, config, initializers
 from ..backend import clear_session, unique_name  # noqa: F401  (re-exported)
 from ..registry import register, serialize
-from ..tensor import AUTOCAST, Tensor, Variable, no_grad
+from ..tensor import Tensor, Variable, autocast_dtype, no_grad, set_autocast_dtype
 from ..io.limits import charge_weight
 
 _ctx = threading.local()
@@ -45,16 +45,16 @@ def current_training():
 
 
 class _AutocastScope:
-    """Sets tensor.AUTOCAST for a block (see Layer._autocast_scope)."""
+    """The autocast scope of this thread set for a block (tensor.set_autocast_dtype; see Layer._autocast_scope)."""
 
     def __init__(self, dtype):
         self.dtype, self.prev = dtype, None
 
     def __enter__(self):
-        self.prev, AUTOCAST[0] = AUTOCAST[0], self.dtype
+        self.prev = set_autocast_dtype(self.dtype)
 
     def __exit__(self, *exc):
-        AUTOCAST[0] = self.prev
+        set_autocast_dtype(self.prev)
 
 
 _NO_SCOPE = contextlib.nullcontext()
@@ -305,9 +305,9 @@ class Layer:
 
     def _autocast_scope(self):
         """Keras's autocast scope for this layer's call(): a mixed layer's ops read its float variables in its
-        compute dtype (tensor.AUTOCAST); a layer inside keeps the scope, sets its own compute dtype, or (autocast
+        compute dtype (tensor.Op.apply); a layer inside keeps the scope, sets its own compute dtype, or (autocast
         off, or a non-float compute dtype) clears it."""
-        current = AUTOCAST[0]
+        current = autocast_dtype()
         if current is not None:
             if not self.autocast or self._compute.kind != "f":
                 return _AutocastScope(None)

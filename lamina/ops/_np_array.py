@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import backend
 from ..dtypes import result_type as _keras_result_type
-from ..tensor import Tensor
+from ..tensor import Tensor, autocast_variable
 from . import indexing as _ix
 from . import manipulation as _man
 from . import math as _m
@@ -39,6 +39,7 @@ __all__ = [
 def _t(x, dtype=None):
     """x as a Tensor, converted like keras.ops.convert_to_tensor."""
     if isinstance(x, Tensor):
+        x = autocast_variable(x)
         return x if dtype is None else _m.cast(x, dtype)
     if isinstance(x, (list, tuple)) and any(isinstance(e, Tensor) for e in x):
         return _man.stack([_t(e) for e in x], axis=0) if dtype is None else _m.cast(_t(x), dtype)

@@ -733,7 +733,7 @@ def std(x, axis=None, keepdims=False):
 def cast(x, dtype):
     """Change dtype. Float to float is differentiable (the gradient is cast back); a cast to or from
     an integer or bool dtype gives a tensor without gradient, as in PyTorch and Keras."""
-    x = as_tensor(x)
+    x = x if isinstance(x, Tensor) else as_tensor(x)  # (a variable as it is, also in an autocast scope)
     dtype = np.dtype(dtype)
     if x.dtype == dtype:
         return x
