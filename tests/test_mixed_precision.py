@@ -310,3 +310,24 @@ def test_the_autocast_scope_belongs_to_the_thread_that_entered_it():
     Probe(dtype="mixed_float16")(np.ones((1, 3), "float32"))
     assert seen == [np.float32, np.float16]
 
+
+
+def test_mixed_training_steps_follow_keras(mixed):
+    """Five SGD steps of a mixed_float16 model from the same weights: Keras's losses and weights, to float16
+    rounding (Keras on torch rounds some float16 intermediates in other places)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 6)).astype("float32")
+    y = rng.integers(0, 3, 32)
+
+    def build(k):
+        m = k.Sequential([k.Input((6,)), k.layers.Dense(16, activation="relu"), k.layers.Dense(3),
+                          k.layers.Activation("softmax", dtype="float32")])
+        m.compile(k.optimizers.SGD(0.1, momentum=0.9), "sparse_categorical_crossentropy")
+        return m
+    theirs, ours = build(real), build(keras)
+    ours.set_weights([np.asarray(w) for w in theirs.get_weights()])
+    for _ in range(5):
+        np.testing.assert_allclose(ours.train_on_batch(x, y), theirs.train_on_batch(x, y), rtol=1e-4)
+    for a, b in zip(ours.get_weights(), theirs.get_weights()):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-4)
+    assert ours.optimizer.dynamic_scale == float(np.asarray(theirs.optimizer.dynamic_scale))
