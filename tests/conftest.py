@@ -65,3 +65,13 @@ def device_xp(request, monkeypatch):
         yield module
     finally:
         lamina.backend.set_device("cpu")
+
+
+@pytest.fixture
+def zero_initial_weights():
+    """New weights built as zeros instead of random draws, as when a model file is loaded (the file's values
+    replace them; lamina.io.limits.weight_budget). For tests of a model's structure (names, shapes, counts):
+    drawing the initial values of large applications (ConvNeXtXLarge: 350 M) was about half their time."""
+    from lamina.io.limits import weight_budget
+    with weight_budget(1 << 60, "a structure-only test"):
+        yield

@@ -27,6 +27,7 @@ KERAS = {
 
 
 @pytest.mark.parametrize("name", sorted(KERAS))
+@pytest.mark.usefixtures("zero_initial_weights")
 def test_parameter_and_layer_counts_equal_keras(name):
     model = getattr(applications, name)(weights=None)
     assert (model.count_params(), len(model.layers), model.name) == KERAS[name]
@@ -35,6 +36,7 @@ def test_parameter_and_layer_counts_equal_keras(name):
 
 @pytest.mark.parametrize("name", ["ResNet50", "ResNet50V2", "DenseNet121", "VGG16", "MobileNet",
                                   "MobileNetV2"])
+@pytest.mark.usefixtures("zero_initial_weights")
 def test_layer_names_and_shapes_equal_real_keras(name, monkeypatch):
     monkeypatch.setenv("KERAS_BACKEND", "torch")
     keras = pytest.importorskip("keras")

@@ -48,6 +48,7 @@ KERAS_FIGURES = {
 
 
 @pytest.mark.parametrize("builder, kwargs", sorted(KERAS_FIGURES), ids=lambda v: str(v))
+@pytest.mark.usefixtures("zero_initial_weights")
 def test_counts_and_layer_names_equal_keras(builder, kwargs):
     lamina.backend.clear_session()     # automatic names (re_lu_3, activation_7, ...) count from zero, as there
     assert gen.figures(builder, dict(kwargs), applications) == KERAS_FIGURES[(builder, kwargs)]
@@ -67,6 +68,7 @@ def _keras(monkeypatch):
     ("EfficientNetV2S", {"include_top": False, "include_preprocessing": False}),
     ("MobileNetV3Large", {"minimalistic": True}), ("MobileNetV3Small", {"alpha": 0.75, "pooling": "max",
                                                                         "include_top": False})])
+@pytest.mark.usefixtures("zero_initial_weights")
 def test_layer_names_and_weight_shapes_equal_live_keras(builder, kwargs, monkeypatch):
     keras = _keras(monkeypatch)
     keras.backend.clear_session()

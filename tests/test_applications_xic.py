@@ -42,6 +42,7 @@ def keras(monkeypatch):
 
 
 @pytest.mark.parametrize("name", list(KERAS))
+@pytest.mark.usefixtures("zero_initial_weights")
 def test_counts_and_layer_names_equal_keras(name):
     lamina.backend.clear_session()        # automatic names (conv2d_<k>, add_<k>, ...) as in a fresh session
     model = getattr(applications, name)(weights=None)
@@ -86,6 +87,7 @@ def test_weights_saved_by_keras_give_keras_predictions(name, size, keras, tmp_pa
                                rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.usefixtures("zero_initial_weights")
 def test_include_top_false_and_pooling_as_keras(keras):
     for name, size, poolings in (("Xception", 71, (None, "avg")), ("InceptionV3", 75, ("max",)),
                                  ("ConvNeXtTiny", 32, (None, "avg", "max")), ("NASNetMobile", 32, ("avg",))):

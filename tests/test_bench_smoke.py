@@ -72,7 +72,7 @@ def test_layer_bench_runs_every_case_in_both_frameworks(tmp_path):
 
     from bench import layers
     out = tmp_path / "layers.json"
-    assert layers.main(["--reps", "1", "--steps", "1", "--json", str(out)]) == 0
+    assert layers.main(["--reps", "1", "--steps", "1", "--threads", "1", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert [r["case"] for r in data["rows"]] == list(layers.CASES)
     assert all(r["lamina_ms"] > 0 and r["torch_ms"] > 0 for r in data["rows"]) and "cpus" in data["machine"]
