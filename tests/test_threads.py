@@ -381,9 +381,10 @@ def test_relu_passes_split_over_threads_are_the_same(monkeypatch):
 
 
 @pytest.mark.parametrize("strides,multiplier", [(1, 1), (2, 1), (1, 2)])
-def test_depthwise_forward_split_over_blocks_is_the_same(strides, multiplier, monkeypatch):
-    """DepthwiseConv's flat forward spread over threads by output blocks: the one-thread output bit for bit
-    (and the gradients, computed on one thread, unchanged)."""
+def test_depthwise_split_over_blocks_is_the_same(strides, multiplier, monkeypatch):
+    """DepthwiseConv's flat forward and backward spread over threads by blocks (the input gradient gathered
+    by output blocks, the kernel gradient's block sums added in block order): the one-thread output and
+    gradients bit for bit."""
     from lamina.ops import nn_kernels
     monkeypatch.setattr(nn_kernels, "_FLAT_ROW", 64)     # small blocks: several per thread
     monkeypatch.setattr(nn_kernels, "_FLAT_BLOCK", 512)
