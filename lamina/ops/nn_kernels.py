@@ -275,6 +275,9 @@ _FLAT_BLOCK = 2 ** 16  # entries a block (whole rows), in cache across the kerne
 # (flat positions x kernel offsets), with a product before each call: (8,56,56,384) 7x7 110 -> 79 ms,
 # (8,112,112,96) 3x3 27 -> 22, (8,14,14,576) 3x3 (10.6 M) 2.8 -> 2.4; (8,7,7,960) (5.6 M) no gain.
 _SPLIT_DEPTHWISE = 1 << 23
+# ... and the backward (weight and input gradients, counted twice) from this many: (8,20,20,96) 3x3 at 2 threads
+# 1.65 -> 1.35 ms, (16,12,12,144) 1.88 -> 1.67, (8,8,8,480) 1.8-2.2 -> 1.6; about even at (8,5,5,480), below.
+_SPLIT_DEPTHWISE_BACKWARD = 1 << 21
 
 
 class DepthwiseConvND(Op):
@@ -464,7 +467,7 @@ class DepthwiseConvND(Op):
                 input_blocks(*x_range)
 
         wblocks, xblocks = length // block, -(-total // block)    # (xblocks >= wblocks)
-        width = min(wblocks, _threads.split_width(length * K * 2, _SPLIT_DEPTHWISE)) if xp is np else 1
+        width = min(wblocks, _threads.split_width(length * K * 2, _SPLIT_DEPTHWISE_BACKWARD)) if xp is np else 1
         if width > 1:  # each thread a share of both (one handoff)
             _threads.run_split([lambda w=w, x=x: share(w, x) for w, x in zip(_threads.ranges(wblocks, width),
                                                                             _threads.ranges(xblocks, width))])
