@@ -102,6 +102,15 @@ CASES = {
     "softmax": (lambda L: L.Softmax(), (2, 3)),
     "float32_output": (lambda L: L.Activation("softmax", dtype="float32"), (2, 3)),
     "embedding": (lambda L: L.Embedding(10, 4), "ids"),
+    "category_encoding": (lambda L: L.CategoryEncoding(4, output_mode="one_hot"), "ids"),
+    "upsampling": (lambda L: L.UpSampling2D(), (1, 4, 4, 2)),
+    "separable": (lambda L: L.SeparableConv2D(3, 3), (1, 6, 6, 2)),
+    "group_norm": (lambda L: L.GroupNormalization(2), (2, 4, 4, 4)),
+    "bidirectional": (lambda L: L.Bidirectional(L.LSTM(3)), (2, 5, 4)),
+    "conv_lstm": (lambda L: L.ConvLSTM2D(2, 3), (1, 3, 5, 5, 2)),
+    "prelu": (lambda L: L.PReLU(), (2, 3)),
+    "rescaling": (lambda L: L.Rescaling(1 / 255.0), (2, 3)),
+    "einsum_dense": (lambda L: L.EinsumDense("ab,bc->ac", output_shape=4, bias_axes="c"), (2, 3)),
     "attention": (lambda L: L.MultiHeadAttention(2, 4), "attention"),
 }
 

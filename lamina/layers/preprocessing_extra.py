@@ -70,7 +70,8 @@ class CategoryEncoding(Layer):
             raise ValueError(f"CategoryEncoding '{self.name}': inputs must have rank 1 or 2. "
                              f"Received shape {ids.shape}")
         w = None if count_weights is None else _array(count_weights)
-        return Tensor(_encode(ids.astype(np.int64), self.num_tokens, self.output_mode, np.dtype(self.compute_dtype), w))
+        # (in the variables' dtype, as Keras encodes: float32 under 'mixed_float16')
+        return Tensor(_encode(ids.astype(np.int64), self.num_tokens, self.output_mode, np.dtype(self.dtype), w))
 
     def compute_output_shape(self, input_shape):
         s = tuple(input_shape)
@@ -83,7 +84,7 @@ class CategoryEncoding(Layer):
         return s[:-1] + (self.num_tokens,) if len(s) > 1 else (self.num_tokens,)
 
     def compute_output_spec(self, inputs, **kwargs):
-        return self.compute_output_shape(inputs.shape), self.compute_dtype
+        return self.compute_output_shape(inputs.shape), self.dtype
 
 
 class Discretization(Layer):
