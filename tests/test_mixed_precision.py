@@ -157,6 +157,17 @@ def test_a_mixed_layer_equals_its_float32_twin_to_float16_rounding_and_its_gradi
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-2, atol=2e-2)
 
 
+def test_the_policy_can_be_set_on_a_layer_as_in_keras():
+    for k in (keras, real):
+        fresh, built = k.layers.Dense(2), k.layers.Dense(2)
+        built(np.ones((1, 3), "float32"))
+        fresh.dtype_policy = built.dtype_policy = "mixed_float16"
+        for layer in (fresh, built):
+            y = layer(np.ones((1, 3), "float32"))
+            assert (_name(y.dtype), layer.compute_dtype, layer.dtype, _name(layer.kernel.dtype)) == \
+                   ("float16", "float16", "float32", "float32"), k
+
+
 def test_bfloat16_policies_are_refused_with_a_reason():
     for dtype in ("bfloat16", "mixed_bfloat16", keras.DTypePolicy("mixed_bfloat16")):
         with pytest.raises(ValueError, match="bfloat16"):

@@ -318,8 +318,13 @@ class Layer:
 
     @property
     def dtype_policy(self):
-        """The layer's DTypePolicy (Keras's): its compute and variable dtypes."""
+        """The layer's DTypePolicy (Keras's): its compute and variable dtypes. Settable, as in Keras (weights
+        already made keep their dtype)."""
         return self._dtype_policy
+
+    @dtype_policy.setter
+    def dtype_policy(self, value):
+        self._set_dtype_policy(value)
 
     @property
     def dtype(self):
