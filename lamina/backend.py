@@ -10,6 +10,7 @@ import functools
 import os
 import random as _pyrandom
 import sys
+import threading
 
 import numpy as np
 
@@ -112,6 +113,53 @@ def set_device(name):
     if name == "cuda":
         _import_cupy()
     _DEVICE = name
+
+
+class _NameScopes(threading.local):
+    def __init__(self):
+        self.stack = []
+
+
+_NAME_SCOPES = _NameScopes()
+
+
+class name_scope:
+    """Keras's name scope: variables made inside it have its path as the prefix of theirs
+    (``with keras.name_scope("enc"): ...`` -> ``enc/dense/kernel``). Layers open one with their own name (the
+    caller) around build, call and add_weight, which makes Keras's weight paths: ``model/dense/kernel`` for a
+    subclassed model's layer, ``lstm/lstm_cell/kernel``. A scope entered again by the same caller with the same
+    name right inside itself is not repeated (deduplicate); ``override_parent`` replaces the path above it."""
+
+    def __init__(self, name, caller=None, deduplicate=True, override_parent=None):
+        if not isinstance(name, str) or "/" in name:
+            raise ValueError(f"Argument `name` must be a string and cannot contain character `/`. Received: "
+                             f"name={name}")
+        self.name, self.caller, self.deduplicate, self.override_parent = name, caller, deduplicate, override_parent
+        self._pushed = False
+
+    def __enter__(self):
+        stack = _NAME_SCOPES.stack
+        if (self.deduplicate and stack and self.caller is not None and stack[-1].caller is self.caller
+                and stack[-1].name == self.name):
+            return self
+        stack.append(self)
+        self._pushed = True
+        return self
+
+    def __exit__(self, *exc):
+        if self._pushed:
+            _NAME_SCOPES.stack.pop()
+            self._pushed = False
+
+
+def current_path():
+    """The path of the name scopes open in this thread ('' outside any)."""
+    parts = []
+    for scope in _NAME_SCOPES.stack:
+        if scope.override_parent is not None:
+            parts = [p for p in scope.override_parent.split("/") if p]
+        parts.append(scope.name)
+    return "/".join(parts)
 
 
 @contextlib.contextmanager

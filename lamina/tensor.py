@@ -707,7 +707,8 @@ class Variable(Tensor):
         self.trainable = trainable
         self.constraint = constraint
         self.regularizer = regularizer
-        self.path = name
+        scope = backend.current_path()   # inside keras.name_scope("enc"): enc/<name>
+        self.path = f"{scope}/{name}" if scope and name else name
 
     def assign(self, value):
         value = _as_array(value, self.dtype)

@@ -34,7 +34,8 @@ def test_sequential_with_leading_input_and_weights_api():
     w = [np.ones((3, 2), np.float32), np.zeros(2, np.float32)]
     model.set_weights(w)
     np.testing.assert_array_equal(model.predict(np.ones((1, 3)), verbose=0), [[3.0, 3.0]])
-    assert [v.path for v in model.weights] == [f"{model.layers[0].name}/kernel", f"{model.layers[0].name}/bias"]
+    layer = f"{model.name}/{model.layers[0].name}"   # Keras's paths: the Sequential's scope, then the layer's
+    assert [v.path for v in model.weights] == [f"{layer}/kernel", f"{layer}/bias"]
 
 
 def test_functional_shared_layers_and_nested_models():

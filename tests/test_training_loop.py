@@ -47,7 +47,7 @@ def test_update_that_overflows_the_weights_stops_fit_at_the_next_batch_naming_th
     model = models.Sequential([layers.Input((2,)), layers.Dense(1, name="blows_up")])
     model.compile(optimizer=lamina.optimizers.SGD(learning_rate=1e37), loss="mse")
     x, y = np.full((4, 2), 100.0, np.float32), np.full((4, 1), 1e4, np.float32)
-    with pytest.warns(RuntimeWarning, match="weights are not finite: blows_up/kernel") as rec:
+    with pytest.warns(RuntimeWarning, match="weights are not finite: sequential/blows_up/kernel") as rec:
         h = model.fit(x, y, batch_size=4, epochs=3, verbose=0)
     assert model.stop_training and len(h.history["loss"]) == 1
     assert "epoch 2, batch 0" in str(rec[-1].message)

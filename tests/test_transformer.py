@@ -110,9 +110,9 @@ def test_encoder_matches_torch(normalize_first, how_masked):
     _close(gs[1 + 7], ref.self_attn.out_proj.bias.grad.numpy(), "d output bias")
     _close(gs[1 + 1].reshape(-1), ref.self_attn.in_proj_bias.grad.numpy()[:d], "d query bias")
     names = [w.path for w in enc.trainable_weights]
-    i = names.index("feedforward_intermediate_dense/kernel")
+    i = names.index(f"{enc.name}/feedforward_intermediate_dense/kernel")   # Keras's paths: the sublayers' scopes
     _close(gs[1 + i], ref.linear1.weight.grad.numpy().T, "d W1")
-    i = names.index("self_attention_layer_norm/gamma")
+    i = names.index(f"{enc.name}/self_attention_layer_norm/gamma")
     _close(gs[1 + i], ref.norm1.weight.grad.numpy(), "d gamma1")
     assert mha.num_heads == h
 

@@ -185,12 +185,12 @@ class MultiHeadAttention(Layer):
         kernel = self.add_weight(shape=(in_dim,) + mid if out_shape is None else mid + out_shape,
                                  initializer=self._kernel_initializer, regularizer=self._kernel_regularizer,
                                  constraint=self._kernel_constraint, name="kernel")
-        kernel.path = f"{self.name}/{sub}/kernel"
+        kernel.path = f"{kernel.path.rsplit('/', 1)[0]}/{sub}/kernel"  # Keras's EinsumDense sublayer's path
         bias = None
         if self._use_bias:
             bias = self.add_weight(shape=mid if out_shape is None else out_shape, initializer=self._bias_initializer,
                                    regularizer=self._bias_regularizer, constraint=self._bias_constraint, name="bias")
-            bias.path = f"{self.name}/{sub}/bias"
+            bias.path = f"{bias.path.rsplit('/', 1)[0]}/{sub}/bias"
         return kernel, bias
 
     def build(self, query_shape, value_shape=None, key_shape=None):

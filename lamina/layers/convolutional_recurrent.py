@@ -144,8 +144,6 @@ class _ConvLSTM(Layer):
             raise ValueError(f"Layer '{self.name}': the channel axis of the input must be known. "
                              f"Received input_shape={tuple(input_shape)}")
         self.cell.build((None,) + (None,) * self.rank + (c,))
-        for w in self.cell.weights:
-            w.path = f"{self.name}/{self.cell.name}/{w.name}"
         ax = 2 if self.data_format == "channels_first" else -1
         self.input_spec = InputSpec(ndim=self.rank + 3, axes={ax: c})
         self.built = True

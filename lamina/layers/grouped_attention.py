@@ -96,12 +96,12 @@ class GroupedQueryAttention(Layer):
         """Keras's EinsumDense sublayer ``sub``: kernel and (with use_bias) bias, named by Keras's path."""
         kernel = self.add_weight(shape=kernel_shape, initializer=self.kernel_initializer,
                                  regularizer=self.kernel_regularizer, constraint=self.kernel_constraint, name="kernel")
-        kernel.path = f"{self.name}/{sub}/kernel"
+        kernel.path = f"{kernel.path.rsplit('/', 1)[0]}/{sub}/kernel"  # Keras's EinsumDense sublayer's path
         bias = None
         if self.use_bias:
             bias = self.add_weight(shape=bias_shape, initializer=self.bias_initializer,
                                    regularizer=self.bias_regularizer, constraint=self.bias_constraint, name="bias")
-            bias.path = f"{self.name}/{sub}/bias"
+            bias.path = f"{bias.path.rsplit('/', 1)[0]}/{sub}/bias"
         return kernel, bias
 
     def build(self, query_shape, value_shape=None, key_shape=None):

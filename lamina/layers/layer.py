@@ -242,6 +242,9 @@ class Layer:
         init = cls.__dict__.get("__init__")
         if init is not None and not getattr(init, "_captures_config", False):
             cls.__init__ = _capture_config(init)
+        build = cls.__dict__.get("build")
+        if build is not None and not getattr(build, "_in_name_scope", False):
+            cls.build = _build_in_name_scope(build)
 
     def __init__(self, name=None, trainable=True, dtype=None, input_shape=None, batch_input_shape=None,
                  batch_size=None, input_dim=None, autocast=True, input_length=None, activity_regularizer=None,
@@ -401,7 +404,8 @@ class Layer:
         var = Variable(backend.to_device(np.asarray(value, dtype), self._array_module()), name=name or f"variable_{len(self._own_weights)}",
                        trainable=trainable, dtype=dtype, constraint=_con.get(constraint), regularizer=_reg.get(regularizer),
                        _copy=not fresh)
-        var.path = f"{self.name}/{var.name}"
+        with backend.name_scope(self.name, caller=self):   # Keras's path: the open scopes, then this layer's
+            var.path = f"{backend.current_path()}/{var.name}"
         var.requires_grad = bool(var.requires_grad and self._trainable and trainable)
         if not autocast:
             var.autocast = False
@@ -623,14 +627,15 @@ class Layer:
             if any(m is not None for m in masks):
                 kwargs["mask"] = masks[0] if not isinstance(inputs, (list, tuple)) else masks
         shapes = _nest_map(lambda t: t.shape if isinstance(t, Tensor) else None, inputs)
-        if not self.built:
-            self._maybe_build(shapes)
-        self._check_input_spec(inputs)
-        with _outer_call(self):
-            with call_context(training), self._autocast_scope():
-                outputs = self.call(*args, **kwargs)
-            if self.activity_regularizer is not None:
-                self._add_activity_losses(outputs)
+        with backend.name_scope(self.name, caller=self):  # (sublayers built in call() get this layer's path)
+            if not self.built:
+                self._maybe_build(shapes)
+            self._check_input_spec(inputs)
+            with _outer_call(self):
+                with call_context(training), self._autocast_scope():
+                    outputs = self.call(*args, **kwargs)
+                if self.activity_regularizer is not None:
+                    self._add_activity_losses(outputs)
         self._set_output_mask(inputs, outputs, kwargs.get("mask"))
         return outputs
 
@@ -667,10 +672,11 @@ class Layer:
     def _symbolic_call(self, *args, **kwargs):
         inputs = args[0]
         shapes = _nest_map(lambda t: t.shape if isinstance(t, KerasTensor) else None, inputs)
-        if not self.built:
-            self._maybe_build(shapes)
-        self._check_input_spec(inputs)
-        out_spec = self.compute_output_spec(*args, **kwargs)
+        with backend.name_scope(self.name, caller=self):
+            if not self.built:
+                self._maybe_build(shapes)
+            self._check_input_spec(inputs)
+            out_spec = self.compute_output_spec(*args, **kwargs)
         node_index = len(self._inbound_nodes)
         counter = iter(range(10 ** 6))
 
@@ -804,6 +810,17 @@ def _nest_map_pair(fn, a, b):
     if isinstance(a, dict):
         return {k: _nest_map_pair(fn, a[k], b[k]) for k in a}
     return fn(a, b)
+
+
+def _build_in_name_scope(build):
+    """Wrap a subclass build so that it runs in the layer's name scope, as Keras's: the weights it makes, and
+    those of sublayers it builds (an RNN's cell, a Bidirectional's layers), get Keras's paths."""
+    @functools.wraps(build)
+    def wrapped(self, *args, **kwargs):
+        with backend.name_scope(self.name, caller=self):
+            return build(self, *args, **kwargs)
+    wrapped._in_name_scope = True
+    return wrapped
 
 
 def _capture_config(init):

@@ -440,9 +440,6 @@ class RNN(Layer):
         if isinstance(self.cell, Layer) and not self.cell.built:
             self.cell.build((sequences_shape[0],) + tuple(sequences_shape[2:]))
             self.cell.built = True
-        if isinstance(self.cell, Layer):
-            for w in self.cell.weights:  # Keras paths: lstm/lstm_cell/kernel
-                w.path = f"{self.name}/{self.cell.name}/{w.name}"
         self.input_spec = InputSpec(ndim=3, axes={-1: sequences_shape[-1]})
         self.built = True
 
