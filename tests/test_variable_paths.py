@@ -97,3 +97,19 @@ def test_optimizer_map_patterns_see_keras_paths():
         return [(w.path, "fast" if routes[w.path] is fast else "slow") for w in model.weights]
     assert routed(keras) == routed(real) == [("net/body/kernel", "slow"), ("net/body/bias", "slow"),
                                              ("net/head/kernel", "fast"), ("net/head/bias", "fast")]
+
+
+def test_layer_paths_as_keras():
+    """``layer.path``: None until its build ran, then the scopes it was built in and its name."""
+    def paths(k):
+        d = k.layers.Dense(2)
+        before = d.path
+        d(_x(1, 3))
+        seq = k.Sequential([k.Input((3,)), k.layers.Dense(2, name="a")], name="seq")
+        fun = _functional(k)
+        sub = _subclassed(k)
+        return (before, d.path, [layer.path for layer in seq.layers], seq.path, [layer.path for layer in fun.layers],
+                fun.path, sub.d.path)
+    real.backend.clear_session()
+    keras.backend.clear_session()
+    assert paths(keras) == paths(real)

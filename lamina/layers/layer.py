@@ -320,6 +320,12 @@ class Layer:
         return _NO_SCOPE
 
     @property
+    def path(self):
+        """Where the layer was built, as Keras's ``layer.path``: the name scopes open around its build and its own
+        name ("model/dense" for a subclassed model's layer); None before its build ran."""
+        return getattr(self, "_path", None)
+
+    @property
     def dtype_policy(self):
         """The layer's DTypePolicy (Keras's): its compute and variable dtypes. Settable, as in Keras (weights
         already made keep their dtype)."""
@@ -818,6 +824,7 @@ def _build_in_name_scope(build):
     @functools.wraps(build)
     def wrapped(self, *args, **kwargs):
         with backend.name_scope(self.name, caller=self):
+            self._path = backend.current_path()
             return build(self, *args, **kwargs)
     wrapped._in_name_scope = True
     return wrapped
