@@ -13,7 +13,8 @@ import threading
 
 import numpy as np
 
-from .. import backend, config, initializers
+from .. import backend, dtype_policies, initializers
+from ..config import DTypePolicy
 from ..backend import clear_session, unique_name  # noqa: F401  (re-exported)
 from ..registry import register, serialize
 from ..tensor import Tensor, Variable, autocast_dtype, no_grad, set_autocast_dtype
@@ -292,13 +293,9 @@ class Layer:
         ``_compute`` the one it computes in (float16 with float32 variables for 'mixed_float16')."""
         if isinstance(dtype, dict):  # a serialised dtype policy
             dtype = dtype.get("config", {}).get("name")
-        if isinstance(dtype, config.DTypePolicy):
-            policy = dtype
-        elif dtype is None:
-            policy = config.dtype_policy()
-        else:
-            name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
-            policy = config.DTypePolicy(name)
+        if dtype is not None and not isinstance(dtype, (str, DTypePolicy)):
+            dtype = np.dtype(dtype).name     # np.float32, np.dtype("int64"), ...
+        policy = dtype_policies.get(dtype)  # (None: the global policy)
         if "bfloat16" in policy.name:
             raise ValueError(f"{type(self).__name__}: the dtype policy {policy.name!r} computes in bfloat16, which "
                              "NumPy (lamina's arrays) does not have. Use 'mixed_float16', 'float16' or 'float32'.")
@@ -318,6 +315,11 @@ class Layer:
         if self._compute != self._dtype and self._compute.kind == "f":
             return _AutocastScope(self._compute)
         return _NO_SCOPE
+
+    def _name_scope(self):
+        """This layer's name scope (backend.name_scope, the layer as its caller: not repeated inside itself),
+        opened around its build, call and add_weight, as Keras's."""
+        return backend.name_scope(self.name, caller=self)
 
     @property
     def path(self):
@@ -410,7 +412,7 @@ class Layer:
         var = Variable(backend.to_device(np.asarray(value, dtype), self._array_module()), name=name or f"variable_{len(self._own_weights)}",
                        trainable=trainable, dtype=dtype, constraint=_con.get(constraint), regularizer=_reg.get(regularizer),
                        _copy=not fresh)
-        with backend.name_scope(self.name, caller=self):   # Keras's path: the open scopes, then this layer's
+        with self._name_scope():   # Keras's path: the open scopes, then this layer's
             var.path = f"{backend.current_path()}/{var.name}"
         var.requires_grad = bool(var.requires_grad and self._trainable and trainable)
         if not autocast:
@@ -633,7 +635,7 @@ class Layer:
             if any(m is not None for m in masks):
                 kwargs["mask"] = masks[0] if not isinstance(inputs, (list, tuple)) else masks
         shapes = _nest_map(lambda t: t.shape if isinstance(t, Tensor) else None, inputs)
-        with backend.name_scope(self.name, caller=self):  # (sublayers built in call() get this layer's path)
+        with self._name_scope():  # (sublayers built in call() get this layer's path)
             if not self.built:
                 self._maybe_build(shapes)
             self._check_input_spec(inputs)
@@ -678,7 +680,7 @@ class Layer:
     def _symbolic_call(self, *args, **kwargs):
         inputs = args[0]
         shapes = _nest_map(lambda t: t.shape if isinstance(t, KerasTensor) else None, inputs)
-        with backend.name_scope(self.name, caller=self):
+        with self._name_scope():
             if not self.built:
                 self._maybe_build(shapes)
             self._check_input_spec(inputs)
@@ -823,7 +825,7 @@ def _build_in_name_scope(build):
     those of sublayers it builds (an RNN's cell, a Bidirectional's layers), get Keras's paths."""
     @functools.wraps(build)
     def wrapped(self, *args, **kwargs):
-        with backend.name_scope(self.name, caller=self):
+        with self._name_scope():
             self._path = backend.current_path()
             return build(self, *args, **kwargs)
     wrapped._in_name_scope = True

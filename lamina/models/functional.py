@@ -8,7 +8,7 @@ dicts), layers shared between calls, and models used as layers all work, as in K
 import numpy as np
 
 from .. import ops
-from ..backend import current_path, get_array_module, name_scope, unique_name
+from ..backend import current_path, get_array_module, unique_name
 from ..layers.core import InputLayer
 from ..layers.layer import KerasTensor, Layer, Node, _is_spec, _nest_flatten, _nest_map
 from ..registry import serialize
@@ -106,7 +106,7 @@ class Functional(Model):
         Layer.__init__(self, name=name or unique_name("functional"), trainable=trainable, **kwargs)
         self._init_model_state()
         self._init_graph(inputs, outputs)
-        with name_scope(self.name, caller=self):   # built here, as Keras's (its layers were built when called)
+        with self._name_scope():   # built here, as Keras's (its layers were built when called)
             self._path = current_path()
 
     def _init_graph(self, inputs, outputs):
