@@ -79,14 +79,16 @@ def test_cutmix_matches_keras_images_and_labels():
 def test_random_shear_matches_keras(fill_mode, interpolation):
     kw = dict(x_factor=0.3, y_factor=(0.1, 0.5), fill_mode=fill_mode, interpolation=interpolation, fill_value=7.0)
     k, l = keras.layers.RandomShear(**kw), layers.RandomShear(**kw)
-    kt = _both_ways(k, l)
+    # bilinear weights from coordinates whose last bit depends on the order of the products (torch's einsum
+    # runs them through MKL on an Intel CPU): a few float32 ulps of these 0-255 values
+    kt = _both_ways(k, l, atol=1e-3 if interpolation == "bilinear" else 0.0)
     assert np.abs(l.transform_images(X, kt).numpy() - X).max() > 1.0
 
 
 def test_random_shear_channels_first_matches_keras():
     x = np.ascontiguousarray(X.transpose(0, 3, 1, 2))
     kw = dict(x_factor=0.4, y_factor=0.2, data_format="channels_first")
-    _both_ways(keras.layers.RandomShear(**kw), layers.RandomShear(**kw), x=x)
+    _both_ways(keras.layers.RandomShear(**kw), layers.RandomShear(**kw), x=x, atol=1e-3)
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])

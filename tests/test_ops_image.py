@@ -20,6 +20,7 @@ X = RNG.random((2, 9, 11, 3)).astype("float32")
 XCF = np.ascontiguousarray(X.transpose(0, 3, 1, 2))
 Y = np.clip(X + RNG.normal(0, 0.1, X.shape), 0, 1).astype("float32")
 T = np.array([[1.2, 0.3, -2, 0.1, 0.9, 1.5, 0, 0], [0.8, -0.2, 1, 0.3, 1.1, -1, 0, 0]], "float32")
+T_NEAREST = T + np.array([0, 0, 0.25, 0, 0, 0.25, 0, 0], "float32")  # no source coordinate near a half-integer
 SP = np.array([[0, 0], [10, 0], [0, 8], [10, 8]], "float32")
 EP = np.array([[1, 1], [9, 0], [0, 7], [10, 8.5]], "float32")
 V = RNG.random((2, 6, 7, 5, 2)).astype("float32")
@@ -122,8 +123,18 @@ def test_resize_matches_keras(interpolation, antialias, size):
 @pytest.mark.parametrize("fill_mode", ["constant", "nearest", "wrap", "mirror", "reflect"])
 @pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
 def test_affine_transform_and_map_coordinates_match_keras(fill_mode, interpolation):
-    same(I.affine_transform(X, T, interpolation, fill_mode, 0.3),
-         KI.affine_transform(X, T, interpolation, fill_mode, 0.3))
+    # T maps some pixels to exact half-integers (0.1 * 7 + 0.9 * 7 + 1.5 = 8.5), where nearest sampling picks
+    # either neighbour by the last bit of the float32 coordinate, which depends on the order of the products
+    # (Keras's einsum runs them through MKL on an Intel CPU, NumPy/OpenBLAS elsewhere): nearest is compared on
+    # a transform whose coordinates all lie well away from such ties (T's offsets moved by a quarter pixel)
+    t = T if interpolation == "bilinear" else T_NEAREST
+    if interpolation == "nearest":
+        ys, xs = np.meshgrid(np.arange(X.shape[1]), np.arange(X.shape[2]), indexing="ij")
+        t64 = t.astype("float64")[:, :, None, None]
+        coords = np.stack([t64[:, 0] * xs + t64[:, 1] * ys + t64[:, 2], t64[:, 3] * xs + t64[:, 4] * ys + t64[:, 5]])
+        assert np.abs(coords - np.floor(coords) - 0.5).min() > 0.01
+    same(I.affine_transform(X, t, interpolation, fill_mode, 0.3),
+         KI.affine_transform(X, t, interpolation, fill_mode, 0.3))
     order = 1 if interpolation == "bilinear" else 0
     same(I.map_coordinates(PLANE, COORDS, order, fill_mode, 0.7),
          KI.map_coordinates(PLANE, COORDS, order, fill_mode, 0.7))
@@ -168,8 +179,8 @@ def test_resize_area_is_box_average():
 def test_keyword_calls():
     same(I.resize(images=X, size=(4, 6), interpolation="bicubic", antialias=True, data_format="channels_last"),
          KI.resize(X, (4, 6), "bicubic", antialias=True))
-    same(I.affine_transform(images=X, transform=T, interpolation="nearest", fill_mode="wrap", fill_value=0,
-                            data_format="channels_last"), KI.affine_transform(X, T, "nearest", "wrap"))
+    same(I.affine_transform(images=X, transform=T_NEAREST, interpolation="nearest", fill_mode="wrap", fill_value=0,
+                            data_format="channels_last"), KI.affine_transform(X, T_NEAREST, "nearest", "wrap"))
     same(I.map_coordinates(inputs=PLANE, coordinates=COORDS, order=1, fill_mode="mirror", fill_value=0),
          KI.map_coordinates(PLANE, COORDS, 1, "mirror"))
     same(I.pad_images(images=X, top_padding=1, left_padding=1, bottom_padding=0, right_padding=2),
