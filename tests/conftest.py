@@ -1,6 +1,16 @@
 import os
 import sys
 
+# Bytecode even where the environment says not to write it (PYTHONDONTWRITEBYTECODE, set on the machines this
+# project is developed and tested on): the suite starts ~150 Python processes (CLI runs, docs snippets,
+# examples, MPI ranks), and without cached bytecode each one compiles lamina's source afresh (0.5 s of a 0.8 s
+# import on a 2-core Intel VM), and every xdist worker rewrites every test module. The test session writes it
+# where Python does by default (__pycache__ beside the sources, ignored by git), so the processes the tests
+# start read it from there. (A PYTHONPYCACHEPREFIX folder would hide the pip-installed packages' own bytecode
+# from those processes, which cannot write it.) Measured there: the suite 6m44 -> 4m35.
+if sys.flags.dont_write_bytecode and not sys.pycache_prefix:
+    sys.dont_write_bytecode = False
+
 # Two xdist workers on two cores, each with a full BLAS thread team, oversubscribe the machine many times
 # over (a 12-minute suite instead of one). Each worker, and every process a test starts, gets one thread.
 if os.environ.get("PYTEST_XDIST_WORKER"):
