@@ -426,8 +426,8 @@ class HashedCrossing(Layer):
     [1, 4, 1, 1, 3]
     """
 
-    def __init__(self, num_bins, output_mode="int", sparse=False, **kwargs):
-        super().__init__(**_default_dtype(kwargs, output_mode))
+    def __init__(self, num_bins, output_mode="int", sparse=False, name=None, dtype=None, **kwargs):
+        super().__init__(**_default_dtype(dict(kwargs, name=name, dtype=dtype), output_mode))
         if not _is_positive_int(num_bins):
             raise ValueError(f"HashedCrossing '{self.name}': num_bins must be a positive int. "
                              f"Received: num_bins={num_bins!r}")

@@ -188,17 +188,46 @@ class Node:
         return out
 
 
+def _dtype_name(dtype):
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return str(dtype)
+
+
 class InputSpec:
     """What a layer accepts: rank (ndim / min_ndim / max_ndim), exact shape, fixed sizes on some axes."""
 
     def __init__(self, dtype=None, shape=None, ndim=None, max_ndim=None, min_ndim=None, axes=None,
-                 allow_last_axis_squeeze=False, name=None):
-        self.dtype = dtype
+                 allow_last_axis_squeeze=False, name=None, optional=False):
+        self.dtype = None if dtype is None else _dtype_name(dtype)
         self.shape = tuple(shape) if shape is not None else None
         self.ndim = len(shape) if shape is not None else ndim
         self.max_ndim, self.min_ndim = max_ndim, min_ndim
-        self.axes = dict(axes or {})
+        try:
+            self.axes = {int(k): v for k, v in (axes or {}).items()}
+        except (AttributeError, ValueError, TypeError):
+            raise TypeError(f"Argument `axes` must be a dict with integer keys. Received: axes={axes}") from None
+        top = self.ndim if self.ndim else self.max_ndim
+        if self.axes and top is not None and max(self.axes) > top - 1:
+            raise ValueError(f"Axis {max(self.axes)} is greater than the maximum allowed value: {top - 1}")
         self.name = name
+        self.optional = optional     # an input that may be None (then nothing is checked), as Keras's
+        self.allow_last_axis_squeeze = allow_last_axis_squeeze
+
+    def __repr__(self):
+        parts = [f"{k}={v}" for k, v in (("dtype", self.dtype), ("shape", self.shape), ("ndim", self.ndim),
+                                           ("max_ndim", self.max_ndim), ("min_ndim", self.min_ndim),
+                                           ("axes", self.axes)) if v]
+        return f"InputSpec({', '.join(parts)})"
+
+    def get_config(self):
+        return {"dtype": self.dtype, "shape": self.shape, "ndim": self.ndim, "max_ndim": self.max_ndim,
+                "min_ndim": self.min_ndim, "axes": self.axes, "optional": self.optional}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
     def check(self, layer, i, shape):
         where = f"Input {i} of layer '{layer.name}' is incompatible with the layer"
@@ -673,7 +702,7 @@ class Layer:
         specs = self.input_spec if isinstance(self.input_spec, (list, tuple)) else [self.input_spec]
         flat = _nest_flatten(inputs)
         for i, (spec, x) in enumerate(zip(specs, flat)):
-            if spec is not None and hasattr(x, "shape"):
+            if spec is not None and hasattr(x, "shape"):   # (an optional spec's None input: nothing to check)
                 spec.check(self, i, tuple(x.shape))
 
     # ----- symbolic (functional API)

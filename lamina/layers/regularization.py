@@ -62,8 +62,8 @@ class SpatialDropout1D(Dropout):
     Adjacent steps are strongly correlated, so dropping single entries regularises little.
     Args: rate, seed. Forward: mask of shape (N, 1, C)."""
 
-    def __init__(self, rate, seed=None, **kwargs):
-        super().__init__(rate, seed=seed, **kwargs)
+    def __init__(self, rate, seed=None, name=None, dtype=None, **kwargs):
+        super().__init__(rate, seed=seed, name=name, dtype=dtype, **kwargs)
         self.input_spec = InputSpec(ndim=3)
 
     def _noise_shape(self, inputs):
@@ -74,8 +74,8 @@ class SpatialDropout2D(Dropout):
     """Dropout of whole feature maps of images: mask (N, 1, 1, C) (channels_last) or (N, C, 1, 1).
     Args: rate, data_format=None ('channels_last'), seed."""
 
-    def __init__(self, rate, data_format=None, seed=None, **kwargs):
-        super().__init__(rate, seed=seed, **kwargs)
+    def __init__(self, rate, data_format=None, seed=None, name=None, dtype=None, **kwargs):
+        super().__init__(rate, seed=seed, name=name, dtype=dtype, **kwargs)
         self.data_format = _data_format(self, data_format)
         self.input_spec = InputSpec(ndim=4)
 
@@ -87,8 +87,8 @@ class SpatialDropout2D(Dropout):
 class SpatialDropout3D(Dropout):
     """Dropout of whole 3-D feature maps: mask (N, 1, 1, 1, C) (channels_last) or (N, C, 1, 1, 1)."""
 
-    def __init__(self, rate, data_format=None, seed=None, **kwargs):
-        super().__init__(rate, seed=seed, **kwargs)
+    def __init__(self, rate, data_format=None, seed=None, name=None, dtype=None, **kwargs):
+        super().__init__(rate, seed=seed, name=name, dtype=dtype, **kwargs)
         self.data_format = _data_format(self, data_format)
         self.input_spec = InputSpec(ndim=5)
 
