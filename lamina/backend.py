@@ -418,6 +418,9 @@ def is_int_dtype(dtype):
 # The symbolic tensor class of the functional API, for is_keras_tensor. KerasTensor is defined floors above
 # (lamina.layers.layer), which puts it in this slot when it loads; until then nothing can be one.
 _KERAS_TENSOR_TYPES = ()
+# fn(op, args, kwargs) -> the symbolic result of a public op called on symbolic tensors (set by lamina.layers,
+# which makes the functional node; lamina.ops dispatches to it)
+_SYMBOLIC_OP = None
 
 
 def is_keras_tensor(x):

@@ -1,5 +1,6 @@
 """Keras-named layers, by family. ``lamina.layers.Dense``, ``lamina.layers.Conv2D``, ..."""
 from .layer import Layer, InputSpec, KerasTensor, clear_session  # noqa: F401
+from . import operations as _operations  # noqa: F401  (keras.ops on symbolic tensors make its nodes)
 from .core import *  # noqa: F401,F403
 from .convolutional import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403

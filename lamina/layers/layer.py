@@ -14,6 +14,7 @@ import threading
 import numpy as np
 
 from .. import backend, dtype_policies, initializers
+from .. import ops as _ops
 from ..config import DTypePolicy
 from ..backend import clear_session, unique_name  # noqa: F401  (re-exported)
 from ..registry import register, serialize
@@ -145,26 +146,43 @@ class KerasTensor:
     def _op_layer(self, fn, name, *others):
         return Lambda(fn, name=unique_name(name))([self, *others] if others else self)
 
-    # Operators on symbolic tensors become layers, as in Keras's functional API.
-    def __add__(self, o): return _binary_symbolic(self, o, "add", lambda a, b: a + b)
-    def __radd__(self, o): return _binary_symbolic(self, o, "add", lambda a, b: b + a)
-    def __sub__(self, o): return _binary_symbolic(self, o, "subtract", lambda a, b: a - b)
-    def __rsub__(self, o): return _binary_symbolic(self, o, "subtract", lambda a, b: b - a)
-    def __mul__(self, o): return _binary_symbolic(self, o, "multiply", lambda a, b: a * b)
-    def __rmul__(self, o): return _binary_symbolic(self, o, "multiply", lambda a, b: b * a)
-    def __truediv__(self, o): return _binary_symbolic(self, o, "divide", lambda a, b: a / b)
-    def __neg__(self): return self._op_layer(lambda a: -a, "negative")
+    # Operators on symbolic tensors are keras.ops calls, which make operation nodes of the functional graph
+    # (as Keras records them, so that such models save); indexing stays an in-memory node.
+    def __add__(self, o): return _ops.add(self, o)
+    def __radd__(self, o): return _ops.add(o, self)
+    def __sub__(self, o): return _ops.subtract(self, o)
+    def __rsub__(self, o): return _ops.subtract(o, self)
+    def __mul__(self, o): return _ops.multiply(self, o)
+    def __rmul__(self, o): return _ops.multiply(o, self)
+    def __truediv__(self, o): return _ops.true_divide(self, o)
+    def __rtruediv__(self, o): return _ops.true_divide(o, self)
+    def __floordiv__(self, o): return _ops.floor_divide(self, o)
+    def __rfloordiv__(self, o): return _ops.floor_divide(o, self)
+    def __mod__(self, o): return _ops.mod(self, o)
+    def __rmod__(self, o): return _ops.mod(o, self)
+    def __pow__(self, o): return _ops.power(self, o)
+    def __rpow__(self, o): return _ops.power(o, self)
+    def __matmul__(self, o): return _ops.matmul(self, o)
+    def __rmatmul__(self, o): return _ops.matmul(o, self)
+    def __gt__(self, o): return _ops.greater(self, o)
+    def __ge__(self, o): return _ops.greater_equal(self, o)
+    def __lt__(self, o): return _ops.less(self, o)
+    def __le__(self, o): return _ops.less_equal(self, o)
+    def __and__(self, o): return _ops.logical_and(self, o)
+    def __rand__(self, o): return _ops.logical_and(o, self)
+    def __or__(self, o): return _ops.logical_or(self, o)
+    def __ror__(self, o): return _ops.logical_or(o, self)
+    def __xor__(self, o): return _ops.logical_xor(self, o)
+    def __rxor__(self, o): return _ops.logical_xor(o, self)
+    def __neg__(self): return _ops.negative(self)
+    def __pos__(self): return self
+    def __abs__(self): return _ops.absolute(self)
+    def __invert__(self): return _ops.logical_not(self)
     def __getitem__(self, idx): return self._op_layer(lambda a: a[idx], "get_item")
 
 
 # lamina.backend.is_keras_tensor answers from this slot (backend is the bottom floor and cannot import this module)
 backend._KERAS_TENSOR_TYPES = (KerasTensor,)
-
-
-def _binary_symbolic(a, b, name, fn):
-    if isinstance(b, KerasTensor):
-        return Lambda(lambda xs: fn(xs[0], xs[1]), name=unique_name(name))([a, b])
-    return Lambda(lambda x: fn(x, b), name=unique_name(name))(a)
 
 
 class Node:

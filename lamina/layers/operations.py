@@ -9,10 +9,12 @@ those arguments, is saved back under Keras's module and class name, and, like Ke
 out of ``model.layers``. The table of them (keras_operations_table.py) is generated from Keras by
 tools/keras_operations.py.
 """
-from .. import ops
+import inspect
+
+from .. import backend, ops
 from ..backend import unique_name
 from .keras_operations_table import KERAS_OPERATIONS
-from .layer import Layer
+from .layer import KerasTensor, Lambda, Layer
 
 # Keras's class name -> the keras.ops (numpy namespace) function it records, for the operations whose
 # config holds nothing but a name (the first ones lamina read; kept for the tests and callers that use it)
@@ -55,5 +57,104 @@ for _keras_name, (_module, _function, _arguments) in KERAS_OPERATIONS.items():
         "__doc__": f"``keras.ops.{_function}`` recorded as a node of a functional graph (Keras's {_keras_name})."})
     OPERATION_CLASSES[_keras_name] = _cls
     globals()[_cls.__name__] = _cls
+
+# keras.ops function name -> its operation class (the function's own, where several classes record it), and
+# the names Keras records under another function's class (found by calling each keras.ops function on a
+# symbolic tensor)
+_BY_FUNCTION = {}
+for _cls in OPERATION_CLASSES.values():
+    if _BY_FUNCTION.get(_cls._function) is None or _cls._keras_class_name.lower() == _cls._function.replace("_", ""):
+        _BY_FUNCTION[_cls._function] = _cls
+for _alias, _keras_name in {"abs": "Absolute", "conj": "Conjugate", "hard_swish": "HardSilu",
+                            "swish": "Silu"}.items():
+    _BY_FUNCTION[_alias] = OPERATION_CLASSES[_keras_name]
+
+
+def _symbolic_op(fn, args, kwargs):
+    """A keras.ops function called on symbolic tensors (directly or inside a list or tuple argument): a node
+    of the functional graph, as Keras records it. Where Keras has an operation class for the function and the
+    call binds to it (tensors, and constants, as its inputs; the arguments Keras keeps in the node's config as
+    its config) the node is that operation (saved in .keras files under Keras's name, both ways); otherwise an
+    in-memory node replaying the call (such a model runs but cannot be saved)."""
+    node = _as_operation(fn, args, kwargs)
+    if node is not None:
+        cls, config, inputs = node
+        return cls(**config)(*inputs)
+    found = []
+
+    def mark(v):
+        if isinstance(v, KerasTensor):
+            found.append(v)
+            return _Slot(len(found) - 1)
+        return v
+
+    def mark_arg(a):
+        return type(a)(mark(v) for v in a) if isinstance(a, (list, tuple)) else mark(a)
+
+    margs = [mark_arg(a) for a in args]
+    mkwargs = {k: mark_arg(v) for k, v in kwargs.items()}
+
+    def replay(values):
+        values = values if isinstance(values, list) else [values]
+        fill = lambda v: values[v.index] if isinstance(v, _Slot) else v  # noqa: E731
+        put = lambda a: type(a)(fill(v) for v in a) if isinstance(a, (list, tuple)) else fill(a)  # noqa: E731
+        return fn(*[put(a) for a in margs], **{k: put(v) for k, v in mkwargs.items()})
+
+    return _OpNode(replay, op_name=fn.__name__, name=unique_name(fn.__name__))(list(found))
+
+
+def _as_operation(fn, args, kwargs):
+    """(operation class, config, inputs) for the call, or None where it does not bind to one."""
+    cls = _BY_FUNCTION.get(fn.__name__)
+    if cls is None:
+        return None
+    try:
+        signature = inspect.signature(fn)
+        bound = signature.bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return None
+    config, inputs = {}, []
+    for name, value in bound.arguments.items():
+        kind = signature.parameters[name].kind
+        if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            return None
+        if name in cls._arguments:
+            if _holds_symbolic(value):
+                return None
+            config[name] = value
+        else:
+            if config:                # an input after a config argument: inputs are passed first, by position
+                return None
+            inputs.append(value)
+    return (cls, config, inputs) if inputs else None
+
+
+def _holds_symbolic(value):
+    return isinstance(value, KerasTensor) or (isinstance(value, (list, tuple))
+                                              and any(isinstance(v, KerasTensor) for v in value))
+
+
+class _Slot:
+    __slots__ = ("index",)
+
+    def __init__(self, index):
+        self.index = index
+
+
+class _OpNode(Lambda):
+    """A keras.ops function called on symbolic tensors, as an in-memory node (see _symbolic_op)."""
+
+    def __init__(self, function, op_name, **kwargs):
+        super().__init__(function, **kwargs)
+        self.op_name = op_name
+
+    def get_config(self):
+        raise ValueError(f"This model calls lamina.ops.{self.op_name} on symbolic tensors (node '{self.name}') in "
+                         "a way no Keras operation records: such a node runs in memory but cannot be saved. To "
+                         "save the model, do that computation inside a custom Layer subclass registered with "
+                         "lamina.utils.register_keras_serializable.")
+
+
+backend._SYMBOLIC_OP = _symbolic_op
 
 __all__ = []   # not public names of keras.layers: they come from reading Keras files

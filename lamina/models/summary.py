@@ -64,7 +64,7 @@ def _rows(model, sequential_like):
     if nodes is not None:  # functional
         own = {id(n) for n in nodes}
         index_map = model._node_index_map()
-        for layer in model.layers:
+        for layer in getattr(model, "_layers", model.layers):  # operations (ops on symbolic tensors) too, as Keras
             layer_nodes = [n for n in layer._inbound_nodes if id(n) in own] or layer._inbound_nodes[:1]
             outs = [n.outputs for n in layer_nodes]
             shape = _shape_str(outs[0]) if len(outs) == 1 else ", ".join(_shape_str(o) for o in outs)
@@ -75,7 +75,8 @@ def _rows(model, sequential_like):
                         continue
                     src, ni, ti = t._history
                     connected.append(f"{src.name}[{index_map.get((id(src), ni), ni)}][{ti}]")
-            rows.append([f"{layer.name} ({type(layer).__name__})", shape, _params(layer), connected or ["-"]])
+            kind = getattr(layer, "_keras_class_name", type(layer).__name__)
+            rows.append([f"{layer.name} ({kind})", shape, _params(layer), connected or ["-"]])
         return rows
     outputs = getattr(model, "_layer_outputs", {})
     for layer in model.layers:

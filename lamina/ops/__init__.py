@@ -19,3 +19,55 @@ from .nn import *  # noqa: F401,F403,E402
 from .linalg import *  # noqa: F401,F403,E402
 from .core import *  # noqa: F401,F403,E402
 from . import numpy, nn, linalg, image, core  # noqa: F401,E402
+
+
+# ---------------------------------------------------------------- symbolic tensors (the functional API)
+# keras.ops functions called on keras.Input's symbolic tensors build the model's graph, as in Keras 3:
+# ``y = ops.mean(x, axis=1)`` between layers becomes a node of the functional model. The public functions
+# of these namespaces check their arguments (and the items of list or tuple arguments) for symbolic
+# tensors and hand such calls to the layers floor (backend._SYMBOLIC_OP, set by lamina.layers), which makes
+# the node; other calls go straight through. lamina's own code calls the kernels of the family modules.
+def _install_symbolic_dispatch():
+    import functools
+    import sys
+    import types
+
+    from .. import backend
+
+    untouched = {"shape", "dtype", "is_tensor", "convert_to_numpy", "convert_to_tensor", "result_type",
+                 "custom_gradient", "name_scope", "device_scope"}
+
+    def symbolic(args, kwargs):   # (builtins spelt out: this module's any, all, ... are lamina.ops functions)
+        kinds = backend._KERAS_TENSOR_TYPES
+        for a in (*args, *kwargs.values()):
+            if isinstance(a, kinds):
+                return True
+            if isinstance(a, (list, tuple)):
+                for v in a:
+                    if isinstance(v, kinds):
+                        return True
+        return False
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def op(*args, **kwargs):
+            if backend._KERAS_TENSOR_TYPES and symbolic(args, kwargs):
+                return backend._SYMBOLIC_OP(fn, args, kwargs)
+            return fn(*args, **kwargs)
+        return op
+
+    here = sys.modules[__name__]
+    wrapped = {}
+    for module in (here, numpy, nn, linalg, core, image):
+        names = getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")]
+        for name in names:
+            fn = getattr(module, name, None)
+            if (name in untouched or not isinstance(fn, types.FunctionType)
+                    or not fn.__module__.startswith(__name__)):
+                continue
+            if id(fn) not in wrapped:
+                wrapped[id(fn)] = (fn, wrap(fn))
+            setattr(module, name, wrapped[id(fn)][1])
+
+
+_install_symbolic_dispatch()
