@@ -31,6 +31,7 @@ CASES = {
     "operators_arith": lambda o, x: (1.0 / (abs(x) + 1.0)) ** 2 - x // 0.5 + x % 0.7,
     "operators_compare": lambda o, x: o.cast(((x > 0) & (x < 1)) | ~(x >= -0.5), "float32"),
     "operators_matmul": lambda o, x: x @ o.ones((5, 2)),
+    "indexing": lambda o, x: x[:, 0, 1:4] + x[..., ::2][:, -1, :3],
 }
 
 
@@ -75,7 +76,7 @@ def test_eager_calls_are_unchanged_and_shape_stays_static():
 
 
 @pytest.mark.parametrize("case", ["mean_axis", "concatenate", "where_abs", "split_first", "logsumexp", "operators_arith",
-                                  "operators_compare", "stack_sum"])
+                                  "operators_compare", "stack_sum", "indexing"])
 def test_models_with_op_nodes_travel_as_keras_files_both_ways(case, tmp_path):
     ours, _ = _model(lamina, case)
     want = ours.predict(X, verbose=0)
@@ -99,3 +100,21 @@ def test_an_op_call_no_keras_operation_records_runs_but_saving_says_what_to_do(t
     with pytest.raises(ValueError, match=r"calls lamina\.ops\.einsum on symbolic tensors .*custom Layer"):
         model.save(tmp_path / "m.keras")
     assert not (tmp_path / "m.keras").exists()
+
+
+def test_a_slice_in_a_file_must_have_integer_bounds(tmp_path):
+    import json
+    import zipfile
+    x = keras.Input((6, 5))
+    keras.Model(x, x[:, 1:3]).save(tmp_path / "ok.keras")
+    with zipfile.ZipFile(tmp_path / "ok.keras") as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    config = files["config.json"].decode().replace('"start": 1', '"start": "1; rm -rf /"')
+    assert config != files["config.json"].decode()
+    files["config.json"] = config.encode()
+    with zipfile.ZipFile(tmp_path / "bad.keras", "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    np.testing.assert_allclose(lamina.saving.load_model(tmp_path / "ok.keras").predict(X, verbose=0), X[:, 1:3])
+    with pytest.raises(Exception, match="integer bounds"):
+        lamina.saving.load_model(tmp_path / "bad.keras")

@@ -147,7 +147,7 @@ class KerasTensor:
         return Lambda(fn, name=unique_name(name))([self, *others] if others else self)
 
     # Operators on symbolic tensors are keras.ops calls, which make operation nodes of the functional graph
-    # (as Keras records them, so that such models save); indexing stays an in-memory node.
+    # (as Keras records them, so that such models save), indexing included (GetItem, the key a call argument).
     def __add__(self, o): return _ops.add(self, o)
     def __radd__(self, o): return _ops.add(o, self)
     def __sub__(self, o): return _ops.subtract(self, o)
@@ -178,7 +178,7 @@ class KerasTensor:
     def __pos__(self): return self
     def __abs__(self): return _ops.absolute(self)
     def __invert__(self): return _ops.logical_not(self)
-    def __getitem__(self, idx): return self._op_layer(lambda a: a[idx], "get_item")
+    def __getitem__(self, idx): return _ops.get_item(self, idx)
 
 
 # lamina.backend.is_keras_tensor answers from this slot (backend is the bottom floor and cannot import this module)

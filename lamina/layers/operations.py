@@ -58,6 +58,13 @@ for _keras_name, (_module, _function, _arguments) in KERAS_OPERATIONS.items():
     OPERATION_CLASSES[_keras_name] = _cls
     globals()[_cls.__name__] = _cls
 
+def _get_item_call(self, x, key):
+    # Keras's GetItem: a key read back from a file is a list (JSON has no tuples), and means the tuple
+    return ops.get_item(x, tuple(key) if isinstance(key, list) else key)
+
+
+OPERATION_CLASSES["GetItem"].call = _get_item_call
+
 # keras.ops function name -> its operation class (the function's own, where several classes record it), and
 # the names Keras records under another function's class (found by calling each keras.ops function on a
 # symbolic tensor)

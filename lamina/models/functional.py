@@ -284,6 +284,11 @@ class Functional(Model):
         def arg_config(v):
             if isinstance(v, KerasTensor):
                 return tensor_config(v)
+            if isinstance(v, slice):       # an index's parts (GetItem's key), as Keras writes them
+                return {"class_name": "__slice__", "config": {"start": arg_config(v.start), "stop": arg_config(v.stop),
+                                                              "step": arg_config(v.step)}}
+            if v is Ellipsis:
+                return {"class_name": "__ellipsis__", "config": {}}
             if isinstance(v, (list, tuple)):
                 return [arg_config(x) for x in v]
             if isinstance(v, dict):
@@ -335,6 +340,13 @@ class Functional(Model):
             if is_ref(v):
                 lname, ni, ti = v["config"]["keras_history"]
                 return _nest_flatten(produced[(lname, ni)])[ti]
+            if isinstance(v, dict) and v.get("class_name") == "__slice__" and isinstance(v.get("config"), dict):
+                part = {k: resolve(v["config"].get(k)) for k in ("start", "stop", "step")}
+                if not all(p is None or isinstance(p, int) for p in part.values()):
+                    raise ValueError(f"a slice in a node's arguments must have integer bounds, got {part}")
+                return slice(part["start"], part["stop"], part["step"])
+            if isinstance(v, dict) and v.get("class_name") == "__ellipsis__":
+                return Ellipsis
             if isinstance(v, list):
                 return [resolve(x) for x in v]
             if isinstance(v, dict):
