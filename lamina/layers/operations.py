@@ -65,6 +65,15 @@ def _get_item_call(self, x, key):
 
 OPERATION_CLASSES["GetItem"].call = _get_item_call
 
+
+def _einsum_call(self, *operands):
+    # Keras's Einsum keeps the subscripts in its config and takes the operands as its inputs
+    return ops.einsum(self._call_arguments["subscripts"], *operands)
+
+
+OPERATION_CLASSES["Einsum"].call = _einsum_call
+_CONFIG_FIRST = {"Einsum"}   # operations whose config arguments come before their inputs in the function
+
 # keras.ops function name -> its operation class (the function's own, where several classes record it), and
 # the names Keras records under another function's class (found by calling each keras.ops function on a
 # symbolic tensor)
@@ -123,16 +132,18 @@ def _as_operation(fn, args, kwargs):
     config, inputs = {}, []
     for name, value in bound.arguments.items():
         kind = signature.parameters[name].kind
-        if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+        if kind == inspect.Parameter.VAR_KEYWORD:
             return None
         if name in cls._arguments:
             if _holds_symbolic(value):
                 return None
             config[name] = value
         else:
-            if config:                # an input after a config argument: inputs are passed first, by position
+            # inputs are passed first, by position: an input after a config argument only where the
+            # operation's call takes its config by name
+            if config and cls._keras_class_name not in _CONFIG_FIRST:
                 return None
-            inputs.append(value)
+            inputs.extend(value) if kind == inspect.Parameter.VAR_POSITIONAL else inputs.append(value)
     return (cls, config, inputs) if inputs else None
 
 
