@@ -428,6 +428,13 @@ def is_keras_tensor(x):
     return isinstance(x, _KERAS_TENSOR_TYPES)
 
 
+def holds_keras_tensor(x):
+    """True for a symbolic tensor, or a list or tuple with one among its items (an op's argument that makes
+    its call symbolic: ``ops.concatenate([a, b])``)."""
+    return isinstance(x, _KERAS_TENSOR_TYPES) or (
+        isinstance(x, (list, tuple)) and any(isinstance(v, _KERAS_TENSOR_TYPES) for v in x))
+
+
 # Separate random streams, so that one kind of draw never shifts another: adding an unseeded Dropout to a
 # model leaves its weight initialisation and the order fit() visits the data unchanged. "noise" (dropout,
 # noise and augmentation layers, lamina.random without a seed) is the stream rng() gives by default.

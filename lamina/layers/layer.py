@@ -143,9 +143,6 @@ class KerasTensor:
     def __repr__(self):
         return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
 
-    def _op_layer(self, fn, name, *others):
-        return Lambda(fn, name=unique_name(name))([self, *others] if others else self)
-
     # Operators on symbolic tensors are keras.ops calls, which make operation nodes of the functional graph
     # (as Keras records them, so that such models save), indexing included (GetItem, the key a call argument).
     def __add__(self, o): return _ops.add(self, o)

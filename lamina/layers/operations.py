@@ -58,6 +58,7 @@ for _keras_name, (_module, _function, _arguments) in KERAS_OPERATIONS.items():
     OPERATION_CLASSES[_keras_name] = _cls
     globals()[_cls.__name__] = _cls
 
+
 def _get_item_call(self, x, key):
     # Keras's GetItem: a key read back from a file is a list (JSON has no tuples), and means the tuple
     return ops.get_item(x, tuple(key) if isinstance(key, list) else key)
@@ -135,7 +136,7 @@ def _as_operation(fn, args, kwargs):
         if kind == inspect.Parameter.VAR_KEYWORD:
             return None
         if name in cls._arguments:
-            if _holds_symbolic(value):
+            if backend.holds_keras_tensor(value):
                 return None
             config[name] = value
         else:
@@ -145,11 +146,6 @@ def _as_operation(fn, args, kwargs):
                 return None
             inputs.extend(value) if kind == inspect.Parameter.VAR_POSITIONAL else inputs.append(value)
     return (cls, config, inputs) if inputs else None
-
-
-def _holds_symbolic(value):
-    return isinstance(value, KerasTensor) or (isinstance(value, (list, tuple))
-                                              and any(isinstance(v, KerasTensor) for v in value))
 
 
 class _Slot:

@@ -64,7 +64,7 @@ def _rows(model, sequential_like):
     if nodes is not None:  # functional
         own = {id(n) for n in nodes}
         index_map = model._node_index_map()
-        for layer in getattr(model, "_layers", model.layers):  # operations (ops on symbolic tensors) too, as Keras
+        for layer in model._layers:  # operations (ops on symbolic tensors) too, as Keras
             layer_nodes = [n for n in layer._inbound_nodes if id(n) in own] or layer._inbound_nodes[:1]
             outs = [n.outputs for n in layer_nodes]
             shape = _shape_str(outs[0]) if len(outs) == 1 else ", ".join(_shape_str(o) for o in outs)

@@ -37,15 +37,10 @@ def _install_symbolic_dispatch():
     untouched = {"shape", "dtype", "is_tensor", "convert_to_numpy", "convert_to_tensor", "result_type",
                  "custom_gradient", "name_scope", "device_scope"}
 
-    def symbolic(args, kwargs):   # (builtins spelt out: this module's any, all, ... are lamina.ops functions)
-        kinds = backend._KERAS_TENSOR_TYPES
+    def symbolic(args, kwargs):   # (a loop: this module's any, all, ... are lamina.ops functions)
         for a in (*args, *kwargs.values()):
-            if isinstance(a, kinds):
+            if backend.holds_keras_tensor(a):
                 return True
-            if isinstance(a, (list, tuple)):
-                for v in a:
-                    if isinstance(v, kinds):
-                        return True
         return False
 
     def wrap(fn):
