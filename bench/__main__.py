@@ -138,12 +138,15 @@ def main(argv=None):
     with _busy(a.contention):
         _measure(a, frameworks, workloads, extra, runs)
     report = summarise(runs, workloads, frameworks)
+    machine = _machine()
     print(report)
+    archs = ", ".join(str(b.get("architecture")) for b in machine.get("blas", [])) or "?"
+    print(f"machine: {machine.get('cpu', '?')}; BLAS kernels {archs}; element-wise kernels {machine['kernels']}")
     path = _json_path(a)
     if path is None:
         print(f"(not saved to {DEFAULT_JSON}, which holds full default runs: pass --json FILE to keep this one)")
     else:
-        save_json(path, {"runs": runs, "machine": _machine(), "threads": a.threads, "contention": a.contention})
+        save_json(path, {"runs": runs, "machine": machine, "threads": a.threads, "contention": a.contention})
     bad = [r for r in runs if "error" in r or r.get("loss_decreased") is False]
     return 1 if bad else 0
 
@@ -216,6 +219,12 @@ def _machine():
         info["blas"] = blas_info()
     except ImportError:  # pragma: no cover
         pass
+    from lamina.ops import kernels   # compiled element-wise kernels (numba) or NumPy's passes
+    if kernels.available():
+        import numba
+        info["kernels"] = f"numba {numba.__version__}"
+    else:
+        info["kernels"] = "numpy" + ("" if kernels.mode() == "numpy" else " (numba not installed)")
     return info
 
 

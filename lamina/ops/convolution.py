@@ -27,6 +27,7 @@ import numpy as np
 
 from ..tensor import Op, as_tensor
 from .manipulation import getitem, pad, repeat, reshape
+from . import kernels as _kernels
 from .math import fused_activation, mm, relu_grad, relu_into, split_pass, sum_rows
 
 __all__ = ["conv1d", "conv2d", "conv1d_transpose", "conv2d_transpose", "max_pool1d", "max_pool2d",
@@ -376,6 +377,8 @@ class Conv2D(Op):
 
     def _finish(self, y, b):
         """Bias, then the fused activation (the Conv2D layer's ReLU), in place on rows of the output."""
+        if self.activation == "relu" and b is not None and _kernels.bias_relu(y, b):   # one pass where compiled
+            return
         if b is not None:
             y += b
         if self.activation == "relu":
@@ -388,11 +391,18 @@ class Conv2D(Op):
         xp = self.xp
         cols, x, w, out = self.saved
         xshape, pshape, oh, ow = self.meta
-        if out is not None:
-            gy = relu_grad(self.xp, gy, out)  # the fused ReLU's backward, as the ReLU op's
+        gb = None
+        if out is not None:   # the fused ReLU's backward, as the ReLU op's (with the bias gradient where compiled)
+            o = gy.shape[-1]
+            done = _kernels.relu_bias_grad(gy.reshape(-1, o), out.reshape(-1, o),
+                                           self.needs_grad[2] and self.thin is None)
+            if done is not None:
+                gy, gb = done[0].reshape(gy.shape), done[1]
+            else:
+                gy = relu_grad(self.xp, gy, out)
         n, o = gy.shape[0], gy.shape[-1]
         g2 = gy.reshape(-1, o)
-        gx = gw = gb = None
+        gx = gw = None
         if self.needs_grad[1]:
             kh, kw, c, _ = self.kernel_shape
             if self.thin is not None:

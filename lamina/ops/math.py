@@ -11,6 +11,7 @@ from .. import threads as _threads
 from .. import tensor as _tensor_module
 from ..backend import get_array_module
 from ..tensor import Op, Tensor, as_tensor
+from . import kernels as _kernels
 
 __all__ = [
     "unbroadcast", "add", "subtract", "multiply", "divide", "negative", "power", "matmul", "exp", "log",
@@ -313,26 +314,33 @@ class Linear(Op):
     def forward(self, x, w, b):
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x
         y = mm(self.xp, x2, w)
-        if b is not None:
-            y += b
         relu = self.activation == "relu"
-        if relu:
-            relu_into(self.xp, y, y)  # in place: no second output-sized array
+        if not (relu and b is not None and _kernels.bias_relu(y, b)):   # one pass where compiled (kernels.py)
+            if b is not None:
+                y += b
+            if relu:
+                relu_into(self.xp, y, y)  # in place: no second output-sized array
         y = y.reshape(x.shape[:-1] + (w.shape[-1],)) if x.ndim > 2 else y
         self.saved = (x, w, y if relu else None)   # the output for the ReLU's mask (the graph holds it anyway)
         return y
 
     def backward(self, gy):
         x, w, out = self.saved
-        if out is not None:
-            gy = relu_grad(self.xp, gy, out)  # the fused ReLU's backward, as the ReLU op's
+        need_b = len(self.needs_grad) > 2 and self.needs_grad[2]
+        gb = done = None
+        if out is not None:   # the fused ReLU's backward, as the ReLU op's (with the bias gradient where compiled)
+            done = _kernels.relu_bias_grad(gy.reshape(-1, gy.shape[-1]), out.reshape(-1, out.shape[-1]), need_b)
+            if done is not None:
+                gy, gb = done
+            else:
+                gy = relu_grad(self.xp, gy, out)
         g2 = gy.reshape(-1, gy.shape[-1])
-        gx = gw = gb = None
+        gx = gw = None
         if self.needs_grad[0]:
             gx = mm(self.xp, g2, w.T).reshape(x.shape)
         if self.needs_grad[1]:
             gw = mm(self.xp, x.reshape(-1, x.shape[-1]).T, g2)
-        if len(self.needs_grad) > 2 and self.needs_grad[2]:
+        if need_b and gb is None:
             gb = sum_rows(self.xp, g2)
         return gx, gw, gb
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Op
+from . import kernels as _kernels
 from .math import rows_op, split_pass, sum_rows
 
 __all__ = ["batch_norm", "batch_norm_training", "layer_norm", "group_norm"]
@@ -398,6 +399,7 @@ class LayerNorm(Op):
         self.dtypes = tuple(None if a is None else a.dtype for a in (x, gamma, beta))
         x, gamma, beta = _upcast(_compute_dtype(x.dtype), x, gamma, beta)
         self.rows = None
+        self.compiled = False
         if (not self.rms_scaling and axes == tuple(range(x.ndim - len(axes), x.ndim)) and x.size
                 and x.flags.c_contiguous):
             return self._rows_forward(x, gamma, beta)
@@ -429,6 +431,14 @@ class LayerNorm(Op):
         xp = self.xp
         D = int(np.prod([x.shape[a] for a in self.axes]))
         x2 = x.reshape(-1, D)
+        vectors = [None if p is None else p.reshape(D) for p in (gamma, beta)]
+        done = _kernels.layer_norm_forward(x2, *vectors, self.epsilon)   # one pass, where compiled (kernels.py)
+        if done is not None:
+            y, mean, inv = done
+            self.rows = D
+            self.saved = (x2, inv, gamma, mean)   # x-hat is recomputed from x in backward: no copy kept
+            self.compiled = True
+            return y.reshape(x.shape).astype(_out_dtype(self.dtypes[0], y.dtype), copy=False)
         mean = x2 @ xp.full(D, 1.0 / D, dtype=x2.dtype)
         d = xp.empty(x2.shape, x2.dtype)          # x - mean, then xhat in place
         inv = xp.empty(x2.shape[0], x2.dtype)
@@ -458,11 +468,21 @@ class LayerNorm(Op):
         both means as matrix-vector products with gamma (no gxhat * xhat temporary). The products run on
         the BLAS threads; the passes before and after them row by row (over lamina's threads when large)."""
         xp = self.xp
-        xhat, inv, gamma, _ = self.saved
+        xhat, inv, gamma, mean = self.saved
         D = self.rows
         gy2 = gy.astype(xhat.dtype, copy=False).reshape(-1, D)
         R = gy2.shape[0]
         need_x, need_g, need_b = self.needs_grad
+        if self.compiled:   # saved: x (not x-hat), inv and the mean
+            g = None if gamma is None else gamma.reshape(D)
+            done = _kernels.layer_norm_backward(xp.ascontiguousarray(gy2), xhat, mean, inv, g, need_x,
+                                                need_g or need_b)
+            if done is not None:
+                dx, dgamma, dbeta = done
+                return _in_dtypes((None if dx is None else dx.reshape(gy.shape),
+                                   dgamma.reshape(gamma.shape) if need_g else None,
+                                   dbeta.reshape(self.beta_shape) if need_b else None), self.dtypes)
+            xhat = (xhat - mean[:, None]) * inv[:, None]   # the kernels were switched off in between
         p = xp.empty(gy2.shape, gy2.dtype) if (need_g or need_x) else None  # gy xhat: dgamma's rows, and
         dx = xp.empty(gy2.shape, gy2.dtype) if need_x else None            # gxhat xhat / gamma
         g = None if gamma is None else gamma.reshape(D)

@@ -1,0 +1,281 @@
+"""Compiled kernels for the hottest element-wise chains (optional: ``pip install 'lamina[fast]'``, numba).
+
+NumPy runs one pass over memory per call: LayerNorm's forward is ~6 passes over its input-sized arrays and
+its backward ~8, a Dense layer's bias + ReLU two forward and two backward. Once the arrays outgrow the core's
+cache, each pass costs a trip to memory, and on a machine whose single core moves ~20 GB/s that is most of
+the time these ops take (a (2048, 128) float32 LayerNorm: ~0.9 ms forward in NumPy on a 2.1 GHz Xeon, of
+which ~0.1 ms is reading and writing it once). The kernels here do the same arithmetic row by row, each row
+read while it sits in the first-level cache, so each array is read or written once:
+
+- :func:`layer_norm_forward` / :func:`layer_norm_backward`: LayerNormalization over the trailing axes
+  (rows of D values); the backward recomputes x-hat from x, the mean and the inverse deviation instead of
+  keeping an input-sized x-hat (less memory as well).
+- :func:`bias_relu`: y += bias, then max(y, 0), in place, one pass.
+- :func:`relu_bias_grad`: the ReLU mask of the gradient and the bias gradient (its column sums), one pass.
+
+They are used only where they pay: NumPy arrays (not CuPy), float32 or float64, C-contiguous, at least
+:data:`MIN_ELEMENTS` values (smaller arrays stay in cache anyway, and a program that never has a large one
+never imports numba, ~0.5 s). Without numba, or with ``LAMINA_KERNELS=numpy`` in the environment (or
+:func:`set_mode`), every caller runs its NumPy code, which computes the same values (tests check both ways;
+the sums run in another order, so the last bits may differ). The arithmetic follows the NumPy code's rules:
+NaN propagates as there (no ``fastmath`` flags that assume finite values; only reassociation and fused
+multiply-add, so the sums vectorise). Per-row statistics accumulate in the array's dtype; column sums over
+many rows (bias and gamma gradients) in the array's dtype within blocks of _BLOCK rows and in float64
+across blocks.
+
+numba compiles each kernel on its first call for a dtype and caches the machine code on disk
+(``cache=True``: in ``__pycache__`` beside this file, or numba's user cache directory when that is read-only;
+``NUMBA_CACHE_DIR`` moves it). That cache is numba's, like Python's own bytecode cache: lamina's model and
+data files never pass through it.
+"""
+import os
+
+import numpy as np
+
+from .. import threads as _threads
+
+__all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "layer_norm_forward", "layer_norm_backward",
+           "bias_relu", "relu_bias_grad"]
+
+# Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
+MIN_ELEMENTS = 1 << 15
+# Rows are split over lamina's threads from this many values (a fused pass costs a third of NumPy's, so
+# the hand-off to another thread pays later than for NumPy's passes).
+SPLIT_ELEMENTS = 1 << 21
+# Column sums over many rows add each block of this many rows in the array's dtype (SIMD-wide), then the
+# blocks' sums in float64 (so a float32 sum over 65536 rows loses little more than one over 256).
+_BLOCK = 256
+_MODES = ("auto", "numba", "numpy")
+_state = {"mode": None, "kernels": None}
+
+
+def set_mode(value):
+    """'auto' (default: numba when installed), 'numba' (the same, but an error now if it is missing) or
+    'numpy' (never the compiled kernels)."""
+    value = "auto" if value is None else str(value).strip().lower()
+    if value not in _MODES:
+        raise ValueError(f"The kernel mode must be one of {', '.join(_MODES)}. Received: {value!r}")
+    if value == "numba" and _load() is None:
+        raise ImportError("numba is not installed: pip install 'lamina[fast]' (or numba) for the compiled kernels.")
+    _state["mode"] = value
+
+
+def mode():
+    """The mode in force: set_mode's, else the ``LAMINA_KERNELS`` environment variable's, else 'auto'."""
+    if _state["mode"] is None:
+        env = os.environ.get("LAMINA_KERNELS", "").strip().lower() or "auto"
+        _state["mode"] = env if env in _MODES else "auto"
+    return _state["mode"]
+
+
+def available():
+    """Whether the compiled kernels run (numba importable and the mode allows it)."""
+    return mode() != "numpy" and _load() is not None
+
+
+def _load():
+    if _state["kernels"] is None:
+        try:
+            import numba
+        except ImportError:
+            _state["kernels"] = False
+        else:
+            _state["kernels"] = _define(numba)
+    return _state["kernels"] or None
+
+
+def _eligible(*arrays):
+    """The kernels if they should run on these arrays (the first one decides the size), else None."""
+    first = arrays[0]
+    if (type(first) is not np.ndarray or first.size < max(MIN_ELEMENTS, 1)
+            or first.dtype not in (np.float32, np.float64)):
+        return None
+    for a in arrays:
+        if a is not None and (type(a) is not np.ndarray or a.dtype != first.dtype or not a.flags.c_contiguous):
+            return None
+    return _load() if mode() != "numpy" else None
+
+
+class _Kernels:
+    pass
+
+
+def _define(numba):
+    """Compile-on-first-call definitions (kept in a function so that importing this module never imports
+    numba)."""
+    jit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+    k = _Kernels()
+
+    @jit
+    def layer_norm_rows(x, gamma, beta, has_gamma, has_beta, eps, y, mean, inv):
+        rows, d = x.shape
+        zero, one = x.dtype.type(0), x.dtype.type(1)
+        scale = one / x.dtype.type(d)
+        for i in range(rows):
+            s = zero
+            for j in range(d):
+                s += x[i, j]
+            m = s * scale
+            v = zero
+            for j in range(d):
+                t = x[i, j] - m
+                v += t * t
+            r = one / np.sqrt(v * scale + eps)
+            mean[i] = m
+            inv[i] = r
+            for j in range(d):
+                h = (x[i, j] - m) * r
+                if has_gamma:
+                    h = h * gamma[j]
+                if has_beta:
+                    h = h + beta[j]
+                y[i, j] = h
+    k.layer_norm_rows = layer_norm_rows
+
+    @jit
+    def layer_norm_rows_grad(gy, x, mean, inv, gamma, has_gamma, need_x, need_params, dx, blocks):
+        # dx = inv * (g - mean(g) - xhat * mean(g * xhat)) with g = gy * gamma; blocks[b, 0] += gy * xhat and
+        # blocks[b, 1] += gy over the rows of block b (zeroed by the caller): the gamma and beta gradients
+        rows, d = gy.shape
+        zero, one = gy.dtype.type(0), gy.dtype.type(1)
+        scale = one / gy.dtype.type(d)
+        for i in range(rows):
+            m = mean[i]
+            r = inv[i]
+            if need_x:
+                m1 = zero
+                m2 = zero
+                for j in range(d):
+                    g = gy[i, j] * gamma[j] if has_gamma else gy[i, j]
+                    m1 += g
+                    m2 += g * ((x[i, j] - m) * r)
+                m1 *= scale
+                m2 *= scale
+                for j in range(d):
+                    g = gy[i, j] * gamma[j] if has_gamma else gy[i, j]
+                    dx[i, j] = (g - m1 - (x[i, j] - m) * r * m2) * r
+            if need_params:
+                sg = blocks[i // _BLOCK, 0]
+                sb = blocks[i // _BLOCK, 1]
+                for j in range(d):
+                    sg[j] += gy[i, j] * ((x[i, j] - m) * r)
+                    sb[j] += gy[i, j]
+    k.layer_norm_rows_grad = layer_norm_rows_grad
+
+    @jit
+    def bias_relu_rows(y, b):
+        rows, d = y.shape
+        zero = y.dtype.type(0)
+        for i in range(rows):
+            for j in range(d):
+                v = y[i, j] + b[j]
+                y[i, j] = zero if v < zero else v   # NaN stays NaN, as maximum(v, 0)
+    k.bias_relu_rows = bias_relu_rows
+
+    @jit
+    def relu_bias_grad_rows(gy, y, g, need_b, blocks):
+        # g = gy * (y > 0): NaN in gy stays NaN (NaN * 0), NaN in y passes nothing; blocks[b] += g over the
+        # rows of block b (zeroed by the caller): the bias gradient
+        rows, d = gy.shape
+        zero, one = gy.dtype.type(0), gy.dtype.type(1)
+        for i in range(rows):
+            if need_b:
+                sb = blocks[i // _BLOCK]
+                for j in range(d):
+                    v = gy[i, j] * (one if y[i, j] > zero else zero)
+                    g[i, j] = v
+                    sb[j] += v
+            else:
+                for j in range(d):
+                    g[i, j] = gy[i, j] * (one if y[i, j] > zero else zero)
+    k.relu_bias_grad_rows = relu_bias_grad_rows
+    return k
+
+
+def _split(body, rows, elements):
+    """body(lo, hi) over rows 0..rows, split over lamina's threads for large arrays, every part starting on a
+    block of _BLOCK rows (so that each block's column sums are the same whichever thread makes them)."""
+    width = min(-(-rows // _BLOCK), _threads.split_width(elements, SPLIT_ELEMENTS)) if rows > _BLOCK else 1
+    if width < 2:
+        body(0, rows)
+    else:
+        _threads.run_split([lambda r=r: body(*r) for r in _threads.ranges(rows, width, align=_BLOCK)])
+
+
+def _blocks(rows, shape, dtype):
+    """Zeroed per-block column sums: one row (of ``shape``) for each block of _BLOCK rows."""
+    return np.zeros((-(-rows // _BLOCK),) + shape, dtype)
+
+
+def _column_sums(blocks):
+    """The blocks' sums added in float64 (the same order on any number of threads), in their dtype."""
+    return blocks.sum(axis=0, dtype=np.float64).astype(blocks.dtype, copy=False)
+
+
+def layer_norm_forward(x2, gamma, beta, epsilon):
+    """LayerNorm of the rows of a (R, D) array: (y, mean, inv) with mean and inv (R,), or None where the
+    kernels do not run (the caller's NumPy code does then). gamma and beta: (D,) or None."""
+    k = _eligible(x2, gamma, beta)
+    if k is None:
+        return None
+    rows, d = x2.shape
+    y = np.empty_like(x2)
+    mean = np.empty(rows, x2.dtype)
+    inv = np.empty(rows, x2.dtype)
+    dummy = x2[0]
+    eps = x2.dtype.type(epsilon)
+    g = dummy if gamma is None else gamma
+    b = dummy if beta is None else beta
+
+    def body(lo, hi):
+        k.layer_norm_rows(x2[lo:hi], g, b, gamma is not None, beta is not None, eps, y[lo:hi], mean[lo:hi],
+                          inv[lo:hi])
+    _split(body, rows, x2.size)
+    return y, mean, inv
+
+
+def layer_norm_backward(gy2, x2, mean, inv, gamma, need_x, need_params):
+    """(dx, dgamma, dbeta) of :func:`layer_norm_forward` for the gradient gy2 (R, D); dx is None unless
+    need_x, dgamma and dbeta None unless need_params (dgamma None as well without gamma). None where the
+    kernels do not run."""
+    k = _eligible(gy2, x2, gamma)
+    if k is None:
+        return None
+    rows, d = gy2.shape
+    dx = np.empty_like(gy2) if need_x else gy2[:1]
+    g = gy2[0] if gamma is None else gamma
+    blocks = _blocks(rows, (2, d), gy2.dtype) if need_params else _blocks(1, (2, 1), gy2.dtype)
+
+    def body(lo, hi):
+        k.layer_norm_rows_grad(gy2[lo:hi], x2[lo:hi], mean[lo:hi], inv[lo:hi], g, gamma is not None, need_x,
+                               need_params, dx[lo:hi] if need_x else dx, blocks[lo // _BLOCK:] if need_params else blocks)
+    _split(body, rows, gy2.size)
+    dgamma = dbeta = None
+    if need_params:
+        dgamma, dbeta = _column_sums(blocks)
+        dgamma = dgamma if gamma is not None else None
+    return (dx if need_x else None), dgamma, dbeta
+
+
+def bias_relu(y2, b):
+    """y2 += b, then max(y2, 0), in place on a (R, D) array with b (D,): True if done here, False where the
+    kernels do not run (the caller's NumPy code does then)."""
+    k = _eligible(y2, b)
+    if k is None:
+        return False
+    _split(lambda lo, hi: k.bias_relu_rows(y2[lo:hi], b), y2.shape[0], y2.size)
+    return True
+
+
+def relu_bias_grad(gy2, y2, need_b):
+    """(gy2 * (y2 > 0), its column sums or None) for (R, D) arrays, one pass; None where the kernels do not
+    run."""
+    k = _eligible(gy2, y2)
+    if k is None or gy2.shape != y2.shape:
+        return None
+    rows, d = gy2.shape
+    g = np.empty_like(gy2)
+    blocks = _blocks(rows if need_b else 1, (d if need_b else 1,), gy2.dtype)
+    _split(lambda lo, hi: k.relu_bias_grad_rows(gy2[lo:hi], y2[lo:hi], g[lo:hi], need_b,
+                                                blocks[lo // _BLOCK:] if need_b else blocks), rows, gy2.size)
+    return g, (_column_sums(blocks) if need_b else None)

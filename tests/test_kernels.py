@@ -1,0 +1,286 @@
+"""lamina.ops.kernels, the compiled (numba) kernels of LayerNorm and the fused bias + ReLU: the same values
+as the NumPy code they stand in for (forward and every gradient, float32 and float64, split over threads or
+not), PyTorch's values, numerical gradients, NaN handled as NumPy handles it, and the NumPy code taken
+wherever they should not run (small, CuPy-less strided or integer arrays, LAMINA_KERNELS=numpy, no numba)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import lamina
+from lamina import Tensor, grad, layers, ops
+from lamina.ops import kernels as K
+from lamina.testing import check_grad
+
+numba = pytest.importorskip("numba")   # in the test extra, so CI runs every test here
+R = np.random.default_rng(11)
+
+
+@pytest.fixture
+def compiled(monkeypatch):
+    """Kernels on for arrays of any size; the mode restored afterwards."""
+    monkeypatch.setattr(K, "MIN_ELEMENTS", 0)
+    monkeypatch.setitem(K._state, "mode", "auto")
+    return monkeypatch
+
+
+def _force_split(monkeypatch, width=3):
+    """Every pass over more than one block of rows split in ``width`` parts; returns the list of the parts'
+    counts, one entry per split."""
+    from lamina import threads
+    monkeypatch.setattr(threads, "split_width", lambda *a: width)
+    splits = []
+    real = threads.run_split
+
+    def counting(parts):
+        splits.append(len(parts))
+        return real(parts)
+    monkeypatch.setattr(threads, "run_split", counting)
+    return splits
+
+
+def _both(monkeypatch, fn):
+    """fn() with the kernels, then with NumPy's code."""
+    monkeypatch.setitem(K._state, "mode", "auto")
+    a = fn()
+    monkeypatch.setitem(K._state, "mode", "numpy")
+    b = fn()
+    monkeypatch.setitem(K._state, "mode", "auto")
+    return a, b
+
+
+def _grads(layer, x, gy):
+    xt = Tensor(x, requires_grad=True)
+    y = layer(xt, training=True)
+    gs = grad(y, [xt] + list(layer.trainable_weights), grad_output=Tensor(gy))
+    return [np.asarray(y.data)] + [np.asarray(g.data) for g in gs]
+
+
+def _close(a, b, dtype):
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    for u, v in zip(a, b):
+        np.testing.assert_allclose(u, v, **tol)
+
+
+# ----------------------------------------------------------------------------- LayerNorm
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", [((6, 7, 16), -1), ((5, 4, 3, 8), [-2, -1]), ((700, 33), -1)])
+@pytest.mark.parametrize("center,scale", [(True, True), (False, True), (True, False), (False, False)])
+def test_layer_norm_kernels_equal_numpy(compiled, dtype, shape, axis, center, scale):
+    ln = layers.LayerNormalization(axis=axis, center=center, scale=scale, epsilon=1e-5, dtype=dtype.__name__)
+    x = (R.standard_normal(shape) * 3 + 1).astype(dtype)
+    ln(x)
+    for w in ln.trainable_weights:
+        w.assign(R.standard_normal(w.shape).astype(dtype))
+    gy = R.standard_normal(shape).astype(dtype)
+    calls = []
+    real = K._load().layer_norm_rows
+
+    def counting(*a):
+        calls.append(1)
+        return real(*a)
+    compiled.setattr(K._load(), "layer_norm_rows", counting)
+    got, want = _both(compiled, lambda: _grads(ln, x, gy))
+    assert len(calls) >= 1   # the first run did take the kernels
+    assert got[0].dtype == want[0].dtype == dtype and len(got) == 2 + scale + center
+    _close(got, want, dtype)
+
+
+def test_layer_norm_kernels_equal_pytorch(compiled):
+    torch = pytest.importorskip("torch")
+    x = R.standard_normal((64, 32, 128)).astype(np.float32)
+    gy = R.standard_normal(x.shape).astype(np.float32)
+    ln = layers.LayerNormalization(epsilon=1e-5)
+    ln(x)
+    g, b = (R.standard_normal(128).astype(np.float32) for _ in range(2))
+    ln.gamma.assign(g)
+    ln.beta.assign(b)
+    y, dx, dg, db = _grads(ln, x, gy)
+    tl = torch.nn.LayerNorm(128, eps=1e-5)
+    with torch.no_grad():
+        tl.weight.copy_(torch.from_numpy(g))
+        tl.bias.copy_(torch.from_numpy(b))
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt = tl(xt)
+    yt.backward(torch.from_numpy(gy))
+    np.testing.assert_allclose(y, yt.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), atol=1e-5)
+    # sums over 2048 rows in float32: compared relative to their size
+    np.testing.assert_allclose(dg, tl.weight.grad.numpy(), atol=2e-5 * np.abs(dg).max())
+    np.testing.assert_allclose(db, tl.bias.grad.numpy(), atol=2e-5 * np.abs(db).max())
+
+
+@pytest.mark.parametrize("case", ["layer_norm", "dense", "conv"])
+def test_split_over_threads_gives_the_same_bits(compiled, case):
+    """Split over 1, 2 or 3 threads, the kernels give the same outputs and gradients bit for bit (parts start on
+    blocks of rows, and the column sums add the same blocks in the same order)."""
+    x = R.standard_normal((1100, 40) if case != "conv" else (12, 10, 10, 18)).astype(np.float32)
+    layer = {"layer_norm": lambda: layers.LayerNormalization(), "dense": lambda: layers.Dense(40, activation="relu"),
+             "conv": lambda: layers.Conv2D(20, 3, padding="same", activation="relu")}[case]()
+    layer(x)
+    for w in layer.trainable_weights:
+        w.assign(R.standard_normal(w.shape).astype(np.float32))
+    gy = R.standard_normal(layer(x).shape).astype(np.float32)
+    results = []
+    for width in (1, 2, 3):
+        splits = _force_split(compiled, width)
+        results.append(_grads(layer, x, gy))
+        assert splits.count(width) >= 2 if width > 1 else splits == []   # forward and backward were split
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_layer_norm_kernel_gradients_are_numerically_right(compiled):
+    g, b = R.standard_normal(6) + 1, R.standard_normal(6)
+    check_grad(lambda x, g, b: ops.layer_norm(x, g, b, axes=-1, epsilon=1e-3), R.standard_normal((4, 5, 6)) * 2, g, b)
+    check_grad(lambda x: ops.layer_norm(x, None, None, axes=(-2, -1), epsilon=1e-3), R.standard_normal((3, 4, 5)))
+
+
+def test_layer_norm_mode_switched_between_forward_and_backward(compiled):
+    """A forward pass through the kernels and a backward pass without them (the mode set in between)
+    still gives the right gradients: backward rebuilds x-hat from what the kernels kept."""
+    x = R.standard_normal((8, 16)).astype(np.float32)
+    gy = R.standard_normal(x.shape).astype(np.float32)
+    g = Tensor(R.standard_normal(16).astype(np.float32), requires_grad=True)
+    xt = Tensor(x, requires_grad=True)
+    y = ops.layer_norm(xt, g, None, axes=-1, epsilon=1e-5)
+    compiled.setitem(K._state, "mode", "numpy")
+    got = grad(y, [xt, g], grad_output=Tensor(gy))
+    xt2 = Tensor(x, requires_grad=True)
+    want = grad(ops.layer_norm(xt2, g, None, axes=-1, epsilon=1e-5), [xt2, g], grad_output=Tensor(gy))
+    _close([a.data for a in got], [b.data for b in want], np.float32)
+
+
+def test_layer_norm_nan_rows_stay_nan_and_others_are_untouched(compiled):
+    x = R.standard_normal((6, 16)).astype(np.float32)
+    x[2, 5] = np.nan
+    x[4, 0] = np.inf
+    with np.errstate(invalid="ignore"):   # inf - inf in NumPy's code
+        got, want = _both(compiled, lambda: np.asarray(ops.layer_norm(x, None, None, axes=-1, epsilon=1e-5).data))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(got[2]).all() and np.isnan(got[4]).all()
+    np.testing.assert_allclose(got[[0, 1, 3, 5]], want[[0, 1, 3, 5]], rtol=2e-5, atol=2e-5)
+
+
+# ----------------------------------------------------------------------------- bias + ReLU
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(40, 24), (3, 7, 24), (700, 24)])
+def test_dense_relu_kernels_equal_numpy(compiled, dtype, shape):
+    dense = layers.Dense(24, activation="relu", dtype=dtype.__name__)
+    x = R.standard_normal(shape[:-1] + (10,)).astype(dtype)
+    dense(x)
+    dense.bias.assign(R.standard_normal(24).astype(dtype))
+    gy = R.standard_normal(shape).astype(dtype)
+    got, want = _both(compiled, lambda: _grads(dense, x, gy))
+    assert (got[0] == 0).any() and (got[0] > 0).any()   # both sides of the ReLU are exercised
+    _close(got, want, dtype)
+    check_grad(dense, x[:4].astype(np.float64))   # the layer's fused path, its kernel and bias too
+
+
+def test_conv_relu_kernels_equal_numpy(compiled):
+    conv = layers.Conv2D(20, 3, activation="relu", padding="same")
+    x = R.standard_normal((4, 9, 9, 18)).astype(np.float32)   # 18 channels: not the thin layout
+    conv(x)
+    conv.bias.assign(R.standard_normal(20).astype(np.float32))
+    gy = R.standard_normal((4, 9, 9, 20)).astype(np.float32)
+    calls = []
+    real = K._load().relu_bias_grad_rows
+
+    def counting(*a):
+        calls.append(a[3])
+        return real(*a)
+    compiled.setattr(K._load(), "relu_bias_grad_rows", counting)
+    got, want = _both(compiled, lambda: _grads(conv, x, gy))
+    assert calls == [True]   # the kernel made the bias gradient too
+    _close(got, want, np.float32)
+
+
+def test_relu_kernels_keep_numpy_nan_rules(compiled):
+    """Forward: NaN stays NaN (maximum(v, 0)); backward gy * (y > 0): NaN in y passes nothing, NaN in gy
+    passes through where y > 0 and, as NaN * 0, elsewhere too."""
+    y = np.array([[1.0, -1.0, np.nan, 2.0, 0.0, -np.inf]], np.float32)
+    b = np.zeros(6, np.float32)
+    fused = y.copy()
+    assert K.bias_relu(fused, b)
+    plain = np.maximum(y + b, 0)
+    np.testing.assert_array_equal(fused, plain)
+    gy = np.array([[np.nan, np.nan, 1.0, 2.0, 3.0, 4.0]], np.float32)
+    g, db = K.relu_bias_grad(gy, plain, True)
+    np.testing.assert_array_equal(g, gy * (plain > 0))
+    assert np.isnan(db[0]) and np.isnan(db[1]) and db[2] == 0 and db[3] == 2
+
+
+def test_column_sums_of_many_rows_stay_accurate(compiled):
+    """The bias gradient over 2^18 float32 rows (blocks of rows in float32, the blocks in float64) is within
+    a few float32 ulps of the float64 sum; a float32 GEMV with ones (the NumPy path's sum_rows) is off by
+    1.5e-4 of it here and gy.sum(axis=0) by 2.5e-3."""
+    gy = np.full((1 << 18, 4), 0.1, np.float32)
+    y = np.ones_like(gy)
+    _, db = K.relu_bias_grad(gy, y, True)
+    exact = gy.astype(np.float64).sum(axis=0)
+    np.testing.assert_allclose(db, exact, rtol=5e-6)
+
+
+# ----------------------------------------------------------------------------- when they run
+def test_kernels_stand_aside_where_they_should_not_run(monkeypatch):
+    monkeypatch.setitem(K._state, "mode", "auto")
+    monkeypatch.setattr(K, "MIN_ELEMENTS", 0)
+    assert K.layer_norm_forward(np.ones((0, 8), np.float32), None, None, 1e-3) is None   # empty
+    monkeypatch.setattr(K, "MIN_ELEMENTS", 1 << 15)
+    big = np.ones((K.MIN_ELEMENTS // 64, 64), np.float32)
+    assert K.layer_norm_forward(big, None, None, 1e-3) is not None
+    small = np.ones((4, 8), np.float32)
+    assert K.layer_norm_forward(small, None, None, 1e-3) is None            # stays in cache anyway
+    assert K.layer_norm_forward(big[:, ::2], None, None, 1e-3) is None      # strided
+    assert K.layer_norm_forward(big.astype(np.float16), None, None, 1e-3) is None
+    assert not K.bias_relu(big.astype(np.int32), np.ones(64, np.int32))    # integers
+    assert not K.bias_relu(big, np.ones(64, np.float64))                  # mixed dtypes
+    monkeypatch.setitem(K._state, "mode", "numpy")
+    assert K.layer_norm_forward(big, None, None, 1e-3) is None and not K.available()
+
+
+def test_mode_is_validated_and_read_from_the_environment(monkeypatch):
+    monkeypatch.setitem(K._state, "mode", None)
+    with pytest.raises(ValueError, match="auto, numba, numpy"):
+        K.set_mode("fast")
+    K.set_mode("NumPy")
+    assert K.mode() == "numpy"
+    monkeypatch.setitem(K._state, "mode", None)
+    monkeypatch.setenv("LAMINA_KERNELS", "numpy")
+    assert K.mode() == "numpy" and not K.available()
+    monkeypatch.setitem(K._state, "mode", None)
+    monkeypatch.setenv("LAMINA_KERNELS", "")
+    assert K.mode() == "auto" and K.available()
+    monkeypatch.setattr(K, "_load", lambda: None)
+    with pytest.raises(ImportError, match="lamina\\[fast\\]"):
+        K.set_mode("numba")
+
+
+def test_small_programs_never_import_numba_and_missing_numba_falls_back():
+    """Importing lamina and training on small arrays does not import numba (~0.5 s); with numba made
+    unimportable, large arrays take NumPy's code and give the same values."""
+    code = (
+        "import sys, numpy as np\n"
+        "if sys.argv[1] == 'hide': sys.modules['numba'] = None\n"
+        "import lamina\n"
+        "from lamina import layers\n"
+        "lamina.utils.set_random_seed(0)\n"
+        "from lamina.ops import kernels\n"
+        "n = int(sys.argv[2])\n"
+        "x = np.random.default_rng(0).standard_normal((n, 64)).astype(np.float32)\n"
+        "m = lamina.Sequential([layers.Dense(64, activation='relu'), layers.LayerNormalization()])\n"
+        "y = m(x)\n"
+        "print('numba' in sys.modules and sys.modules['numba'] is not None, float(np.abs(np.asarray(y.data)).sum()))\n")
+    env = dict(os.environ, LAMINA_KERNELS="auto")
+
+    def run(*args):
+        out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+    assert run("keep", "8")[0] == "False"
+    with_numba, without = run("keep", "4096"), run("hide", "4096")
+    assert with_numba[0] == "True" and without[0] == "False"
+    np.testing.assert_allclose(float(with_numba[1]), float(without[1]), rtol=1e-5)
