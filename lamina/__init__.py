@@ -31,6 +31,7 @@ from .losses import Loss  # noqa: F401
 from .metrics import Metric  # noqa: F401
 from .optimizers import Optimizer  # noqa: F401
 from .regularizers import Regularizer  # noqa: F401
+from .rematerialization import RematScope, remat  # noqa: F401  (keras.RematScope, keras.remat: gradient checkpointing)
 
 
 def version():

@@ -41,6 +41,22 @@ def is_grad_enabled():
     return getattr(_state, "grad_enabled", True)
 
 
+def _recorder():
+    """The running rematerialisation's record (lamina/rematerialization.py), or None: it collects the ops recorded and
+    the variables assigned meanwhile."""
+    return getattr(_state, "recorder", None)
+
+
+def _set_recorder(rec):
+    _state.recorder = rec
+
+
+def _note_assign(variable):
+    rec = getattr(_state, "recorder", None)
+    if rec is not None and id(variable) not in rec.assigned:
+        rec.assigned[id(variable)] = (variable, variable.data.copy())
+
+
 @contextlib.contextmanager
 def no_grad():
     """Context manager: ops inside record no graph (inference, updates)."""
@@ -401,6 +417,9 @@ class Op:
             op._edges = tuple(edges)
             if watch:
                 op._watch = tuple(watch)
+            rec = getattr(_state, "recorder", None)
+            if rec is not None:
+                rec.ops.append(op)
             op.out_meta = tuple((o.data.shape, o.data.dtype) for o in outs)
             for i, o in enumerate(outs):
                 if o.requires_grad:  # an integer output stays a leaf without gradient
@@ -711,6 +730,7 @@ class Variable(Tensor):
         self.path = f"{scope}/{name}" if scope and name else name
 
     def assign(self, value):
+        _note_assign(self)
         value = _as_array(value, self.dtype)
         if tuple(value.shape) != self.shape:
             raise ValueError(f"Cannot assign a value of shape {tuple(value.shape)} to variable "
@@ -723,11 +743,13 @@ class Variable(Tensor):
         return self
 
     def assign_add(self, value):
+        _note_assign(self)
         self.data += _as_array(value, self.dtype)
         self._bump_version()
         return self
 
     def assign_sub(self, value):
+        _note_assign(self)
         self.data -= _as_array(value, self.dtype)
         self._bump_version()
         return self

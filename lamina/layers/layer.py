@@ -14,6 +14,7 @@ import threading
 import numpy as np
 
 from .. import backend, dtype_policies, initializers
+from .. import rematerialization as _remat
 from .. import ops as _ops
 from ..config import DTypePolicy
 from ..backend import clear_session, unique_name  # noqa: F401  (re-exported)
@@ -68,7 +69,7 @@ def _outer_call(layer):
     ``add_loss`` and activity regularizers recorded in the layer and its sub-layers, as Keras does: a
     layer called several times inside one outer call keeps every call's losses."""
     depth = getattr(_ctx, "depth", 0)
-    if depth == 0:
+    if depth == 0 and not _remat.is_recomputing():   # (a rerun in backward keeps the forward's losses)
         layer._clear_losses()
     _ctx.depth = depth + 1
     try:
@@ -309,6 +310,7 @@ class Layer:
         self._inbound_nodes = []
         self._activity_losses = []
         self.activity_regularizer = activity_regularizer
+        self._remat_mode = _remat.get_current_remat_mode()   # a RematScope around the layer's creation (Keras)
         if input_dim is not None and input_shape is None:
             input_shape = (input_dim,)
         if batch_input_shape is not None:
@@ -565,7 +567,7 @@ class Layer:
 
     # ----- losses
     def add_loss(self, loss):
-        if not getattr(_ctx, "no_losses", False):
+        if not getattr(_ctx, "no_losses", False) and not _remat.is_recomputing():
             self._activity_losses.append(loss)
 
     @property
@@ -684,12 +686,42 @@ class Layer:
                 self._maybe_build(shapes)
             self._check_input_spec(inputs)
             with _outer_call(self):
-                with call_context(training), self._autocast_scope():
-                    outputs = self.call(*args, **kwargs)
+                _remat.note_layer_call(self)
+                if getattr(self, "_remat_mode", None) is None:
+                    with call_context(training), self._autocast_scope():
+                        outputs = self.call(*args, **kwargs)
+                else:
+                    outputs = self._rematerialized_call(training, args, kwargs)
                 if self.activity_regularizer is not None:
                     self._add_activity_losses(outputs)
         self._set_output_mask(inputs, outputs, kwargs.get("mask"))
         return outputs
+
+    def _rematerialized_call(self, training, args, kwargs):
+        """call() under the RematScope the layer was created in (Keras's modes): 'full' recomputes the whole
+        call in backward, 'larger_than' when the output has more values than the threshold, 'activations'
+        only the layer's activation, 'list_of_layers' the whole call of the layers named."""
+        mode = self._remat_mode
+
+        def run(*a, **k):
+            _remat.note_layer_call(self)   # (its own generators, for this remat's rerun)
+            with call_context(training), self._autocast_scope():
+                return self.call(*a, **k)
+        if mode.mode == "full" or (mode.mode == "list_of_layers" and self.name in mode.layer_names):
+            return _remat.remat(run)(*args, **kwargs)
+        if mode.mode == "larger_than":
+            def large(out):
+                return sum(int(np.prod(t.shape)) for t in _nest_flatten(out) if isinstance(t, Tensor)) > \
+                    mode.output_size_threshold
+            return _remat.remat(run, when=large)(*args, **kwargs)
+        if mode.mode == "activations" and getattr(self, "activation", None) is not None:
+            original = self.activation
+            self.activation = _remat.remat(original)
+            try:
+                return run(*args, **kwargs)
+            finally:
+                self.activation = original
+        return run(*args, **kwargs)
 
     def _add_activity_losses(self, outputs):
         for out in _nest_flatten(outputs):
