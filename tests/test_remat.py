@@ -238,3 +238,35 @@ def test_keras_docstring_example_trains_like_the_plain_layer():
         weights.append(model.get_weights())
     for a, b in zip(*weights):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_deep_stack_holds_less_memory_with_remat():
+    """Six blocks of four Dense(128, tanh) on 4096 rows, the blocks rematerialised by name: NumPy's memory
+    (tracemalloc) held after the forward pass is a quarter of the plain model's (each block keeps its input
+    and output instead of every layer's), the peak of forward + backward about half, and the gradients are
+    the same."""
+    import tracemalloc
+    x = np.random.default_rng(0).standard_normal((4096, 128)).astype(np.float32)
+
+    def run(scope):
+        lamina.utils.set_random_seed(0)
+        with (lamina.RematScope(mode="list_of_layers", layer_names=[f"blk{i}" for i in range(6)]) if scope
+              else lamina.RematScope(mode=None)):
+            blocks = [lamina.Sequential([layers.Dense(128, activation="tanh") for _ in range(4)], name=f"blk{i}")
+                      for i in range(6)]
+        model = lamina.Sequential(blocks)
+        model(x[:2])
+        tracemalloc.start()
+        try:
+            y = model(Tensor(x), training=True)
+            held = tracemalloc.get_traced_memory()[0]
+            gs = grad((y * y).mean(), model.trainable_weights)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        return held, peak, [np.asarray(g.data) for g in gs]
+    held0, peak0, g0 = run(False)
+    held1, peak1, g1 = run(True)
+    assert held1 < 0.3 * held0 and peak1 < 0.65 * peak0, (held0, held1, peak0, peak1)
+    for a, b in zip(g0, g1):
+        np.testing.assert_array_equal(a, b)
