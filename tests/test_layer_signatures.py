@@ -106,3 +106,33 @@ def test_optional_input_spec_accepts_none_and_still_checks_a_given_input():
     np.testing.assert_array_equal(layer([x, x]).numpy(), 2 * x)
     with pytest.raises(ValueError, match="expected ndim=2"):
         layer([x, np.ones((2, 3, 1), "float32")])
+
+
+_CONFIG_CASES = [
+    ("Conv1D", dict(filters=4, kernel_size=3, strides=2)), ("Conv2D", dict(filters=4, kernel_size=3, strides=2)),
+    ("Conv3D", dict(filters=4, kernel_size=3)), ("Conv2DTranspose", dict(filters=4, kernel_size=3, strides=2)),
+    ("Conv1DTranspose", dict(filters=4, kernel_size=3)), ("SeparableConv2D", dict(filters=4, kernel_size=3)),
+    ("DepthwiseConv2D", dict(kernel_size=3)), ("DepthwiseConv1D", dict(kernel_size=3)),
+    ("MaxPooling2D", dict(pool_size=2)), ("AveragePooling2D", dict(pool_size=2, strides=1)),
+    ("MaxPooling1D", dict(pool_size=2)), ("AveragePooling3D", dict(pool_size=2)),
+    ("ZeroPadding2D", dict(padding=1)), ("ZeroPadding1D", dict(padding=1)), ("Cropping2D", dict(cropping=1)),
+    ("Cropping3D", dict(cropping=1)), ("UpSampling2D", dict(size=2)), ("UpSampling1D", dict(size=2)),
+    ("Reshape", dict(target_shape=[5, 6])), ("Permute", dict(dims=[2, 1])), ("Dense", dict(units=3)),
+]
+
+
+@pytest.mark.parametrize("name,kwargs", _CONFIG_CASES, ids=[c[0] for c in _CONFIG_CASES])
+def test_get_config_reports_standardised_arguments_as_keras(name, kwargs):
+    """get_config gives kernel_size=3 as (3, 3), a list as a tuple, the default data format resolved and no
+    activation as 'linear', as Keras does (code reads them: `config["kernel_size"] == (5, 5)` in keras.io's
+    ConvMixer); and such a config builds the same layer again."""
+    theirs = getattr(keras.layers, name)(**kwargs).get_config()
+    layer = getattr(L, name)(**kwargs)
+    ours = layer.get_config()
+    keys = [k for k in ("kernel_size", "strides", "dilation_rate", "pool_size", "size", "cropping", "padding",
+                        "target_shape", "dims", "data_format", "activation") if k in theirs]
+    assert keys
+    for k in keys:
+        assert ours[k] == theirs[k] and type(ours[k]) is type(theirs[k]), (k, ours[k], theirs[k])
+    again = getattr(L, name).from_config(ours).get_config()
+    assert {k: again[k] for k in keys} == {k: ours[k] for k in keys}

@@ -851,6 +851,13 @@ class Layer:
         for k, v in self._auto_config.items():
             if k in ("name", "trainable", "dtype", "input_shape", "batch_size", "input_dim", "batch_input_shape"):
                 continue
+            if k in _STANDARDIZED:   # as Keras reports them: kernel_size=3 -> (3, 3), data_format None -> resolved
+                std = self.__dict__.get(k)
+                if isinstance(std, tuple) or (k == "data_format" and isinstance(std, str)):
+                    config[k] = std
+                    continue
+            if k == "activation" and v is None:
+                v = "linear"    # Keras serialises no activation as 'linear'
             config[k] = serialize(v)
         return config
 
@@ -860,6 +867,12 @@ class Layer:
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+# Constructor arguments a layer standardises (an int for every spatial axis, a list as a tuple, the default data
+# format resolved): get_config reports the standardised value, as Keras's does.
+_STANDARDIZED = ("kernel_size", "strides", "dilation_rate", "pool_size", "size", "cropping", "padding",
+                 "output_padding", "target_shape", "dims", "data_format")
 
 
 def _unique(*lists):
