@@ -284,3 +284,48 @@ def test_small_programs_never_import_numba_and_missing_numba_falls_back():
     with_numba, without = run("keep", "4096"), run("hide", "4096")
     assert with_numba[0] == "True" and without[0] == "False"
     np.testing.assert_allclose(float(with_numba[1]), float(without[1]), rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the LSTM's backward step
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kwargs", [dict(), dict(return_sequences=True), dict(go_backwards=True, return_state=True)])
+def test_lstm_backward_step_kernel_equals_numpy(compiled, dtype, kwargs):
+    calls = []
+    real = K._load().lstm_cell_grad
+
+    def counting(*a):
+        calls.append(1)
+        return real(*a)
+    compiled.setattr(K._load(), "lstm_cell_grad", counting)
+    lstm = layers.LSTM(6, dtype=dtype.__name__, **kwargs)
+    x = R.standard_normal((5, 7, 4)).astype(dtype)
+    out = lstm(x)
+    first = out[0] if isinstance(out, (list, tuple)) else out
+    gy = R.standard_normal(first.shape).astype(dtype)
+
+    def run():
+        xt = Tensor(x, requires_grad=True)
+        y = lstm(xt, training=True)
+        y = y[0] if isinstance(y, (list, tuple)) else y
+        gs = grad(y, [xt] + list(lstm.trainable_weights), grad_output=Tensor(gy))
+        return [np.asarray(y.data)] + [np.asarray(g.data) for g in gs]
+    got, want = _both(compiled, run)
+    assert len(calls) == 7   # one per step, the NumPy run none
+    _close(got, want, dtype)
+
+
+def test_lstm_kernel_stands_aside_for_masks_and_other_activations(compiled):
+    calls = []
+    real = K._load().lstm_cell_grad
+    compiled.setattr(K._load(), "lstm_cell_grad", lambda *a: (calls.append(1), real(*a))[1])
+    x = R.standard_normal((3, 5, 4)).astype(np.float32)
+    for layer, inputs in ((layers.LSTM(4, activation="relu"), x),
+                          (layers.LSTM(4, recurrent_activation="hard_sigmoid"), x)):
+        xt = Tensor(inputs, requires_grad=True)
+        grad(layer(xt, training=True).sum(), [xt])
+    masked = lamina.Sequential([layers.Masking(0.0), layers.LSTM(4)])
+    xm = x.copy()
+    xm[0, 3:] = 0.0
+    xt = Tensor(xm, requires_grad=True)
+    grad(masked(xt, training=True).sum(), [xt])
+    assert calls == []

@@ -12,6 +12,9 @@ read while it sits in the first-level cache, so each array is read or written on
   keeping an input-sized x-hat (less memory as well).
 - :func:`bias_relu`: y += bias, then max(y, 0), in place, one pass.
 - :func:`relu_bias_grad`: the ReLU mask of the gradient and the bias gradient (its column sums), one pass.
+- :func:`lstm_cell_grad`: one backward step of the LSTM's gate arithmetic (sigmoid and tanh derivatives from
+  the saved activations: no transcendental function, which a compiled loop computes slower than NumPy's SIMD
+  code), one call where NumPy makes a dozen per step.
 
 They are used only where they pay: NumPy arrays (not CuPy), float32 or float64, C-contiguous, at least
 :data:`MIN_ELEMENTS` values (smaller arrays stay in cache anyway, and a program that never has a large one
@@ -35,7 +38,7 @@ import numpy as np
 from .. import threads as _threads
 
 __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "layer_norm_forward", "layer_norm_backward",
-           "bias_relu", "relu_bias_grad"]
+           "bias_relu", "relu_bias_grad", "lstm_cell_grad"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
@@ -189,6 +192,28 @@ def _define(numba):
                 for j in range(d):
                     g[i, j] = gy[i, j] * (one if y[i, j] > zero else zero)
     k.relu_bias_grad_rows = relu_bias_grad_rows
+
+    @jit
+    def lstm_cell_grad(dh, dc, gates, tc, c_prev, dz, dc_prev):
+        # one LSTM step backward (sigmoid gates i, f, o; tanh candidate g and cell output), no mask:
+        # d(act c) = dc + dh o (1 - tc^2); the pre-activation gradients of i, f, o, g into dz (N, 4u, gate
+        # blocks of u columns) and the gradient into the previous cell state into dc_prev
+        n, u = dh.shape
+        one = dh.dtype.type(1)
+        for r in range(n):
+            for j in range(u):
+                i = gates[0, r, j]
+                f = gates[1, r, j]
+                o = gates[2, r, j]
+                g = gates[3, r, j]
+                t = tc[r, j]
+                d = (one - t * t) * o * dh[r, j] + dc[r, j]
+                dz[r, j] = d * g * ((one - i) * i)
+                dz[r, u + j] = d * c_prev[r, j] * ((one - f) * f)
+                dz[r, 2 * u + j] = dh[r, j] * t * ((one - o) * o)
+                dz[r, 3 * u + j] = d * i * (one - g * g)
+                dc_prev[r, j] = d * f
+    k.lstm_cell_grad = lstm_cell_grad
     return k
 
 
@@ -279,3 +304,16 @@ def relu_bias_grad(gy2, y2, need_b):
     _split(lambda lo, hi: k.relu_bias_grad_rows(gy2[lo:hi], y2[lo:hi], g[lo:hi], need_b,
                                                 blocks[lo // _BLOCK:] if need_b else blocks), rows, gy2.size)
     return g, (_column_sums(blocks) if need_b else None)
+
+
+def lstm_cell_grad(gates, elements):
+    """The compiled backward step of an LSTM with sigmoid gates and tanh activations, for a sequence of
+    ``elements`` gate values whose per-step gate block ``gates`` (4, N, u) shows the dtype; None where the
+    kernels do not run (the caller's NumPy passes do then). Called as
+    ``f(dh, dc, gates_t, tanh_c_t, c_prev, dz_t, dc_prev)`` on contiguous (N, u) / (N, 4u) arrays: it replaces
+    the step's dozen NumPy passes over (N, u) blocks (each mostly call overhead at the usual sizes)."""
+    if (type(gates) is not np.ndarray or elements < MIN_ELEMENTS or gates.dtype not in (np.float32, np.float64)
+            or mode() == "numpy"):
+        return None
+    k = _load()
+    return None if k is None else k.lstm_cell_grad

@@ -25,6 +25,7 @@ a cell loop with autograd for any other activation).
 """
 import numpy as np
 
+from . import kernels as _kernels
 from .. import backend, threads
 from ..tensor import Op, Tensor
 from .activations import sigmoid_inplace
@@ -428,10 +429,22 @@ class LSTMSeq(Op):
         dh = _start(xp, gh, Hp)
         dc = _start(xp, gc, Hp)
         grads = _Grads(self, xp, inputs, dZ, [(_rows(Hp), _rows(dZ))])
+        # the step's gate arithmetic as one compiled call where it can run (kernels.py): Keras's default
+        # activations, no mask, contiguous NumPy blocks
+        cell = _kernels.lstm_cell_grad(Gs, Gs.size) if (mf is None and act == "tanh" and ract == "sigmoid") else None
+        dc_next = xp.empty((N, u), dtype) if cell is not None else None
         with grads:
             for t in reversed(steps):
                 if gH is not None:
                     dh += gH[:, t]
+                if cell is not None and dh.dtype == dtype and dc.dtype == dtype and dh.flags.c_contiguous \
+                        and dc.flags.c_contiguous:
+                    dz = dZ[:, t]
+                    cell(dh, dc, Gs[t], TC[:, t], Cp[:, t], dz, dc_next)
+                    dh = dz @ rkT
+                    dc, dc_next = dc_next, dc
+                    grads.done(t)
+                    continue
                 g_t = Gs[t]
                 i, f, o, g = g_t
                 tc = TC[:, t]
