@@ -12,7 +12,7 @@ read while it sits in the first-level cache, so each array is read or written on
   keeping an input-sized x-hat (less memory as well).
 - :func:`bias_relu`: y += bias, then max(y, 0), in place, one pass.
 - :func:`relu_bias_grad`: the ReLU mask of the gradient and the bias gradient (its column sums), one pass.
-- :func:`lstm_cell_grad`: one backward step of the LSTM's gate arithmetic (sigmoid and tanh derivatives from
+- :func:`lstm_cell_grad` / :func:`gru_cell_grad`: one backward step of the LSTM's (GRU's) gate arithmetic (sigmoid and tanh derivatives from
   the saved activations: no transcendental function, which a compiled loop computes slower than NumPy's SIMD
   code), one call where NumPy makes a dozen per step.
 
@@ -38,7 +38,7 @@ import numpy as np
 from .. import threads as _threads
 
 __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "layer_norm_forward", "layer_norm_backward",
-           "bias_relu", "relu_bias_grad", "lstm_cell_grad"]
+           "bias_relu", "relu_bias_grad", "lstm_cell_grad", "gru_cell_grad"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
@@ -214,6 +214,30 @@ def _define(numba):
                 dz[r, 3 * u + j] = d * i * (one - g * g)
                 dc_prev[r, j] = d * f
     k.lstm_cell_grad = lstm_cell_grad
+
+    @jit
+    def gru_cell_grad(dh, zr, hh, h_prev, rh, dx, dr, dprev):
+        # one GRU step backward (reset_after, sigmoid z and r, tanh candidate), no mask: the pre-activation
+        # gradients of z, r and the candidate into dx (N, 3u), those of h U + b' into dr, and dh z into dprev
+        n, u = dh.shape
+        one = dh.dtype.type(1)
+        for i in range(n):
+            for j in range(u):
+                z = zr[0, i, j]
+                r = zr[1, i, j]
+                c = hh[i, j]
+                d = dh[i, j]
+                da = (one - z) * d * (one - c * c)
+                dz = (h_prev[i, j] - c) * d * ((one - z) * z)
+                dgr = da * rh[i, j] * ((one - r) * r)
+                dx[i, j] = dz
+                dx[i, u + j] = dgr
+                dx[i, 2 * u + j] = da
+                dr[i, j] = dz
+                dr[i, u + j] = dgr
+                dr[i, 2 * u + j] = da * r
+                dprev[i, j] = d * z
+    k.gru_cell_grad = gru_cell_grad
     return k
 
 
@@ -317,3 +341,9 @@ def lstm_cell_grad(gates, elements):
         return None
     k = _load()
     return None if k is None else k.lstm_cell_grad
+
+
+def gru_cell_grad(gates, elements):
+    """As :func:`lstm_cell_grad`, for a GRU with reset_after, sigmoid gates and a tanh candidate: called as
+    ``f(dh, zr_t, candidate_t, h_prev, rh_t, dx_t, dr_t, dprev)``."""
+    return None if lstm_cell_grad(gates, elements) is None else _load().gru_cell_grad

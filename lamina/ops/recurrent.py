@@ -571,10 +571,22 @@ class GRUSeq(Op):
             dX2 = _rows(dX)
             pairs = [(_rows(Hp), dX2[:, :2 * u]), (_rows(RH), dX2[:, 2 * u:])]
         grads = _Grads(self, xp, inputs, dX, pairs)
+        # the step's gate arithmetic as one compiled call where it can run (kernels.py): reset_after with
+        # Keras's default activations, no mask
+        cell = (_kernels.gru_cell_grad(ZR, ZR.size) if (ra and mf is None and self.activation == "tanh"
+                                                        and self.recurrent_activation == "sigmoid") else None)
+        dprev = xp.empty((N, u), dtype) if cell is not None else None
         with grads:
             for t in reversed(steps):
                 if gH is not None:
                     dh += gH[:, t]
+                if cell is not None and dh.dtype == dtype and dh.flags.c_contiguous:
+                    dr = dR[:, t]
+                    cell(dh, ZR[t], HH[:, t], Hp[:, t], RH[:, t], dX[:, t], dr, dprev)
+                    dh = dr @ rkT
+                    dh += dprev
+                    grads.done(t)
+                    continue
                 h_prev = Hp[:, t]
                 zr = ZR[t]
                 z, r, hh = zr[0], zr[1], HH[:, t]
