@@ -41,6 +41,18 @@ def _force_split(monkeypatch, width=3):
     return splits
 
 
+def _count_calls(monkeypatch, kernel, record=lambda args: 1):
+    """Replace the compiled kernel ``kernel`` by a wrapper that notes record(args) at each call; the list."""
+    calls = []
+    real = getattr(K._load(), kernel)
+
+    def counting(*args):
+        calls.append(record(args))
+        return real(*args)
+    monkeypatch.setattr(K._load(), kernel, counting)
+    return calls
+
+
 def _both(monkeypatch, fn):
     """fn() with the kernels, then with NumPy's code."""
     monkeypatch.setitem(K._state, "mode", "auto")
@@ -75,13 +87,7 @@ def test_layer_norm_kernels_equal_numpy(compiled, dtype, shape, axis, center, sc
     for w in ln.trainable_weights:
         w.assign(R.standard_normal(w.shape).astype(dtype))
     gy = R.standard_normal(shape).astype(dtype)
-    calls = []
-    real = K._load().layer_norm_rows
-
-    def counting(*a):
-        calls.append(1)
-        return real(*a)
-    compiled.setattr(K._load(), "layer_norm_rows", counting)
+    calls = _count_calls(compiled, "layer_norm_rows")
     got, want = _both(compiled, lambda: _grads(ln, x, gy))
     assert len(calls) >= 1   # the first run did take the kernels
     assert got[0].dtype == want[0].dtype == dtype and len(got) == 2 + scale + center
@@ -186,13 +192,7 @@ def test_conv_relu_kernels_equal_numpy(compiled):
     conv(x)
     conv.bias.assign(R.standard_normal(20).astype(np.float32))
     gy = R.standard_normal((4, 9, 9, 20)).astype(np.float32)
-    calls = []
-    real = K._load().relu_bias_grad_rows
-
-    def counting(*a):
-        calls.append(a[3])
-        return real(*a)
-    compiled.setattr(K._load(), "relu_bias_grad_rows", counting)
+    calls = _count_calls(compiled, "relu_bias_grad_rows", lambda args: args[3])
     got, want = _both(compiled, lambda: _grads(conv, x, gy))
     assert calls == [True]   # the kernel made the bias gradient too
     _close(got, want, np.float32)
@@ -290,13 +290,7 @@ def test_small_programs_never_import_numba_and_missing_numba_falls_back():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kwargs", [dict(), dict(return_sequences=True), dict(go_backwards=True, return_state=True)])
 def test_lstm_backward_step_kernel_equals_numpy(compiled, dtype, kwargs):
-    calls = []
-    real = K._load().lstm_cell_grad
-
-    def counting(*a):
-        calls.append(1)
-        return real(*a)
-    compiled.setattr(K._load(), "lstm_cell_grad", counting)
+    calls = _count_calls(compiled, "lstm_cell_grad")
     lstm = layers.LSTM(6, dtype=dtype.__name__, **kwargs)
     x = R.standard_normal((5, 7, 4)).astype(dtype)
     out = lstm(x)
@@ -315,9 +309,7 @@ def test_lstm_backward_step_kernel_equals_numpy(compiled, dtype, kwargs):
 
 
 def test_lstm_kernel_stands_aside_for_masks_and_other_activations(compiled):
-    calls = []
-    real = K._load().lstm_cell_grad
-    compiled.setattr(K._load(), "lstm_cell_grad", lambda *a: (calls.append(1), real(*a))[1])
+    calls = _count_calls(compiled, "lstm_cell_grad")
     x = R.standard_normal((3, 5, 4)).astype(np.float32)
     for layer, inputs in ((layers.LSTM(4, activation="relu"), x),
                           (layers.LSTM(4, recurrent_activation="hard_sigmoid"), x)):
@@ -334,9 +326,7 @@ def test_lstm_kernel_stands_aside_for_masks_and_other_activations(compiled):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kwargs", [dict(), dict(return_sequences=True), dict(go_backwards=True)])
 def test_gru_backward_step_kernel_equals_numpy(compiled, dtype, kwargs):
-    calls = []
-    real = K._load().gru_cell_grad
-    compiled.setattr(K._load(), "gru_cell_grad", lambda *a: (calls.append(1), real(*a))[1])
+    calls = _count_calls(compiled, "gru_cell_grad")
     gru = layers.GRU(6, dtype=dtype.__name__, **kwargs)
     x = R.standard_normal((5, 7, 4)).astype(dtype)
     gy = R.standard_normal(gru(x).shape).astype(dtype)
