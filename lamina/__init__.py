@@ -27,6 +27,7 @@ from .config import DTypePolicy, FloatDTypePolicy  # noqa: F401
 from .initializers import Initializer  # noqa: F401
 from .layers import InputSpec  # noqa: F401
 from .layers.layer import KerasTensor  # noqa: F401
+from .layers.operations import Operation  # noqa: F401  (keras.Operation: a custom stateless op's base)
 from .losses import Loss  # noqa: F401
 from .metrics import Metric  # noqa: F401
 from .optimizers import Optimizer  # noqa: F401

@@ -120,3 +120,43 @@ def test_a_slice_in_a_file_must_have_integer_bounds(tmp_path):
     np.testing.assert_allclose(lamina.saving.load_model(tmp_path / "ok.keras").predict(X, verbose=0), X[:, 1:3])
     with pytest.raises(lamina.io.errors.ModelFileError, match="integer bounds"):
         lamina.saving.load_model(tmp_path / "bad.keras")
+
+
+def _scaled_softplus_op(base):
+    class ScaledSoftplus(base.Operation):
+        """A custom stateless op, as Keras code subclasses keras.Operation."""
+
+        def __init__(self, scale, name=None):
+            super().__init__(name=name)
+            self.scale = scale
+
+        def call(self, x, y=None):
+            out = base.ops.softplus(x) * self.scale
+            return out if y is None else out + y
+
+        def compute_output_spec(self, x, y=None):
+            return base.KerasTensor(x.shape, x.dtype)
+    return ScaledSoftplus
+
+
+def test_custom_operation_eager_and_in_a_functional_model_as_keras():
+    """keras.Operation subclassed: called on arrays it runs call(); on symbolic tensors it is a node of the
+    model, whose predictions equal Keras's for the same weights; its name is the snake-cased class name."""
+    x = np.random.default_rng(3).standard_normal((4, 5)).astype("float32")
+    results = []
+    for base in (keras, lamina):
+        op = _scaled_softplus_op(base)(2.0)
+        assert op.name.startswith("scaled_softplus") and isinstance(op, base.Operation)
+        eager = np.asarray(op(x, y=x))
+        inp = base.Input((5,))
+        dense = base.layers.Dense(3)
+        out = dense(op(inp))
+        assert tuple(out.shape) == (None, 3)
+        model = base.Model(inp, out)
+        results.append((eager, model, dense))
+    (k_eager, k_model, k_dense), (l_eager, l_model, l_dense) = results
+    np.testing.assert_allclose(l_eager, k_eager, rtol=1e-6)
+    l_dense.set_weights([np.asarray(w) for w in k_dense.get_weights()])
+    np.testing.assert_allclose(l_model.predict(x, verbose=0), k_model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(NotImplementedError):
+        lamina.Operation()(x)

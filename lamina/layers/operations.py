@@ -11,7 +11,10 @@ tools/keras_operations.py.
 """
 import inspect
 
-from .. import backend, ops
+import numpy as np
+
+from .. import backend, ops, tree
+from .. import rematerialization as _remat
 from ..backend import unique_name
 from .keras_operations_table import KERAS_OPERATIONS
 from .layer import KerasTensor, Lambda, Layer
@@ -170,5 +173,61 @@ class _OpNode(Lambda):
 
 
 backend._SYMBOLIC_OP = _symbolic_op
+
+
+def _values(out):
+    return sum(int(np.prod(t.shape)) for t in tree.flatten(out) if hasattr(t, "shape"))
+
+
+def _snake(name):
+    out = "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+    return out or "operation"
+
+
+class Operation:
+    """keras.Operation: a stateless computation (no weights) written as ``call``; subclass it for a custom op.
+
+    Called on arrays or tensors it runs ``call``; called on symbolic tensors (the functional API) it becomes a
+    node of the graph that replays ``call`` on the values (in memory: a model holding one runs, and saving it
+    asks for a registered custom Layer, as for any keras.ops call Keras has no operation class for).
+    ``compute_output_spec`` may say the output's shape and dtype; by default it is found by running ``call``
+    on small dummy data, as a layer's."""
+
+    def __init__(self, name=None):
+        self.name = name or unique_name(_snake(type(self).__name__))
+        self._remat_mode = _remat.get_current_remat_mode()   # a RematScope around its creation (Keras)
+
+    def __call__(self, *args, **kwargs):
+        if any(backend.holds_keras_tensor(a) for a in list(args) + list(kwargs.values())):
+            return self.symbolic_call(*args, **kwargs)
+        mode = self._remat_mode.mode if self._remat_mode is not None else None
+        if mode == "full":
+            return _remat.remat(self.call)(*args, **kwargs)
+        if mode == "larger_than":
+            limit = self._remat_mode.output_size_threshold
+            return _remat.remat(self.call, when=lambda out: _values(out) > limit)(*args, **kwargs)
+        return self.call(*args, **kwargs)
+
+    def symbolic_call(self, *args, **kwargs):
+        def run(*a, **k):
+            return self.call(*a, **k)
+        run.__name__ = self.name
+        return _symbolic_op(run, args, kwargs)
+
+    def call(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must define call().")
+
+    def compute_output_spec(self, *args, **kwargs):
+        return self.symbolic_call(*args, **kwargs)
+
+    def get_config(self):
+        return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"<Operation name={self.name}>"
 
 __all__ = []   # not public names of keras.layers: they come from reading Keras files
