@@ -28,7 +28,7 @@ import numpy as np
 from ..tensor import Op, as_tensor
 from .manipulation import getitem, pad, repeat, reshape
 from . import kernels as _kernels
-from .math import fused_activation, mm, relu_grad, relu_into, split_pass, sum_rows
+from .math import fused_activation, mm, relu_bias_grad, relu_into, split_pass, sum_rows
 
 __all__ = ["conv1d", "conv2d", "conv1d_transpose", "conv2d_transpose", "max_pool1d", "max_pool2d",
            "avg_pool1d", "avg_pool2d", "upsampling1d", "upsampling2d", "zero_padding1d", "zero_padding2d",
@@ -392,14 +392,8 @@ class Conv2D(Op):
         cols, x, w, out = self.saved
         xshape, pshape, oh, ow = self.meta
         gb = None
-        if out is not None:   # the fused ReLU's backward, as the ReLU op's (with the bias gradient where compiled)
-            o = gy.shape[-1]
-            done = _kernels.relu_bias_grad(gy.reshape(-1, o), out.reshape(-1, o),
-                                           self.needs_grad[2] and self.thin is None)
-            if done is not None:
-                gy, gb = done[0].reshape(gy.shape), done[1]
-            else:
-                gy = relu_grad(self.xp, gy, out)
+        if out is not None:   # the fused ReLU's backward, as the ReLU op's (the thin layout makes its own db)
+            gy, gb = relu_bias_grad(self.xp, gy, out, self.needs_grad[2] and self.thin is None)
         n, o = gy.shape[0], gy.shape[-1]
         g2 = gy.reshape(-1, o)
         gx = gw = None

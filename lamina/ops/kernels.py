@@ -12,9 +12,9 @@ read while it sits in the first-level cache, so each array is read or written on
   keeping an input-sized x-hat (less memory as well).
 - :func:`bias_relu`: y += bias, then max(y, 0), in place, one pass.
 - :func:`relu_bias_grad`: the ReLU mask of the gradient and the bias gradient (its column sums), one pass.
-- :func:`lstm_cell_grad` / :func:`gru_cell_grad`: one backward step of the LSTM's (GRU's) gate arithmetic (sigmoid and tanh derivatives from
-  the saved activations: no transcendental function, which a compiled loop computes slower than NumPy's SIMD
-  code), one call where NumPy makes a dozen per step.
+- :func:`lstm_cell_grad` / :func:`gru_cell_grad`: one backward step of the LSTM's (GRU's) gate arithmetic
+  (sigmoid and tanh derivatives from the saved activations: no transcendental function, which a compiled
+  loop computes slower than NumPy's SIMD code), one call where NumPy makes a dozen per step.
 
 They are used only where they pay: NumPy arrays (not CuPy), float32 or float64, C-contiguous, at least
 :data:`MIN_ELEMENTS` values (smaller arrays stay in cache anyway, and a program that never has a large one
@@ -330,20 +330,19 @@ def relu_bias_grad(gy2, y2, need_b):
     return g, (_column_sums(blocks) if need_b else None)
 
 
-def lstm_cell_grad(gates, elements):
-    """The compiled backward step of an LSTM with sigmoid gates and tanh activations, for a sequence of
-    ``elements`` gate values whose per-step gate block ``gates`` (4, N, u) shows the dtype; None where the
+def lstm_cell_grad(gates):
+    """The compiled backward step of an LSTM with sigmoid gates and tanh activations, for the sequence's gate
+    activations ``gates`` (T, 4, N, u) (their size and dtype decide, as for the other kernels); None where the
     kernels do not run (the caller's NumPy passes do then). Called as
-    ``f(dh, dc, gates_t, tanh_c_t, c_prev, dz_t, dc_prev)`` on contiguous (N, u) / (N, 4u) arrays: it replaces
+    ``f(dh, dc, gates[t], tanh_c_t, c_prev, dz_t, dc_prev)`` on contiguous (N, u) / (N, 4u) arrays: it replaces
     the step's dozen NumPy passes over (N, u) blocks (each mostly call overhead at the usual sizes)."""
-    if (type(gates) is not np.ndarray or elements < MIN_ELEMENTS or gates.dtype not in (np.float32, np.float64)
-            or mode() == "numpy"):
-        return None
-    k = _load()
+    k = _eligible(gates)
     return None if k is None else k.lstm_cell_grad
 
 
-def gru_cell_grad(gates, elements):
-    """As :func:`lstm_cell_grad`, for a GRU with reset_after, sigmoid gates and a tanh candidate: called as
-    ``f(dh, zr_t, candidate_t, h_prev, rh_t, dx_t, dr_t, dprev)``."""
-    return None if lstm_cell_grad(gates, elements) is None else _load().gru_cell_grad
+def gru_cell_grad(gates):
+    """As :func:`lstm_cell_grad`, for a GRU with reset_after, sigmoid gates and a tanh candidate (``gates``:
+    the sequence's z and r, (T, 2, N, u)): called as ``f(dh, zr[t], candidate_t, h_prev, rh_t, dx_t, dr_t,
+    dprev)``."""
+    k = _eligible(gates)
+    return None if k is None else k.gru_cell_grad

@@ -287,6 +287,18 @@ def relu_grad(xp, gy, y):
     return out
 
 
+def relu_bias_grad(xp, gy, y, need_b):
+    """The fused ReLU's backward (gy where y > 0, as relu_grad) for a layer whose output y had a bias added
+    before the ReLU: (the masked gradient, the bias gradient or None). Where the compiled kernels run
+    (kernels.py) the bias gradient comes from the same pass; otherwise it is None and the caller sums the
+    masked gradient itself."""
+    d = gy.shape[-1]
+    done = _kernels.relu_bias_grad(gy.reshape(-1, d), y.reshape(-1, d), need_b)
+    if done is None:
+        return relu_grad(xp, gy, y), None
+    return done[0].reshape(gy.shape), done[1]
+
+
 # Element-wise passes over rows are split over lamina's threads from this many elements (a ReLU, its mask,
 # a per-channel scale, max pooling's offsets, layer norm's rows: ~0.3-1 ms of one core).
 _SPLIT_PASS = 1 << 20
@@ -327,13 +339,9 @@ class Linear(Op):
     def backward(self, gy):
         x, w, out = self.saved
         need_b = len(self.needs_grad) > 2 and self.needs_grad[2]
-        gb = done = None
-        if out is not None:   # the fused ReLU's backward, as the ReLU op's (with the bias gradient where compiled)
-            done = _kernels.relu_bias_grad(gy.reshape(-1, gy.shape[-1]), out.reshape(-1, out.shape[-1]), need_b)
-            if done is not None:
-                gy, gb = done
-            else:
-                gy = relu_grad(self.xp, gy, out)
+        gb = None
+        if out is not None:   # the fused ReLU's backward, as the ReLU op's
+            gy, gb = relu_bias_grad(self.xp, gy, out, need_b)
         g2 = gy.reshape(-1, gy.shape[-1])
         gx = gw = None
         if self.needs_grad[0]:

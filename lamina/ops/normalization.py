@@ -399,7 +399,6 @@ class LayerNorm(Op):
         self.dtypes = tuple(None if a is None else a.dtype for a in (x, gamma, beta))
         x, gamma, beta = _upcast(_compute_dtype(x.dtype), x, gamma, beta)
         self.rows = None
-        self.compiled = False
         if (not self.rms_scaling and axes == tuple(range(x.ndim - len(axes), x.ndim)) and x.size
                 and x.flags.c_contiguous):
             return self._rows_forward(x, gamma, beta)
@@ -436,8 +435,7 @@ class LayerNorm(Op):
         if done is not None:
             y, mean, inv = done
             self.rows = D
-            self.saved = (x2, inv, gamma, mean)   # x-hat is recomputed from x in backward: no copy kept
-            self.compiled = True
+            self.saved = (x2, inv, gamma, mean)   # x (not x-hat) and the mean: x-hat is recomputed in backward
             return y.reshape(x.shape).astype(_out_dtype(self.dtypes[0], y.dtype), copy=False)
         mean = x2 @ xp.full(D, 1.0 / D, dtype=x2.dtype)
         d = xp.empty(x2.shape, x2.dtype)          # x - mean, then xhat in place
@@ -473,7 +471,7 @@ class LayerNorm(Op):
         gy2 = gy.astype(xhat.dtype, copy=False).reshape(-1, D)
         R = gy2.shape[0]
         need_x, need_g, need_b = self.needs_grad
-        if self.compiled:   # saved: x (not x-hat), inv and the mean
+        if mean is not None:   # the kernels' forward ran: saved x (not x-hat), inv and the mean
             g = None if gamma is None else gamma.reshape(D)
             done = _kernels.layer_norm_backward(xp.ascontiguousarray(gy2), xhat, mean, inv, g, need_x,
                                                 need_g or need_b)

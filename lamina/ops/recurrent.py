@@ -430,15 +430,15 @@ class LSTMSeq(Op):
         dc = _start(xp, gc, Hp)
         grads = _Grads(self, xp, inputs, dZ, [(_rows(Hp), _rows(dZ))])
         # the step's gate arithmetic as one compiled call where it can run (kernels.py): Keras's default
-        # activations, no mask, contiguous NumPy blocks
-        cell = _kernels.lstm_cell_grad(Gs, Gs.size) if (mf is None and act == "tanh" and ract == "sigmoid") else None
+        # activations, no mask, one dtype throughout (dh and dc stay contiguous arrays of it every step)
+        cell = (_kernels.lstm_cell_grad(Gs) if (mf is None and act == "tanh" and ract == "sigmoid"
+                                                and dh.dtype == dc.dtype == rkT.dtype == dtype) else None)
         dc_next = xp.empty((N, u), dtype) if cell is not None else None
         with grads:
             for t in reversed(steps):
                 if gH is not None:
                     dh += gH[:, t]
-                if cell is not None and dh.dtype == dtype and dc.dtype == dtype and dh.flags.c_contiguous \
-                        and dc.flags.c_contiguous:
+                if cell is not None:
                     dz = dZ[:, t]
                     cell(dh, dc, Gs[t], TC[:, t], Cp[:, t], dz, dc_next)
                     dh = dz @ rkT
@@ -572,15 +572,16 @@ class GRUSeq(Op):
             pairs = [(_rows(Hp), dX2[:, :2 * u]), (_rows(RH), dX2[:, 2 * u:])]
         grads = _Grads(self, xp, inputs, dX, pairs)
         # the step's gate arithmetic as one compiled call where it can run (kernels.py): reset_after with
-        # Keras's default activations, no mask
-        cell = (_kernels.gru_cell_grad(ZR, ZR.size) if (ra and mf is None and self.activation == "tanh"
-                                                        and self.recurrent_activation == "sigmoid") else None)
+        # Keras's default activations, no mask, one dtype throughout (dh stays a contiguous array of it)
+        cell = (_kernels.gru_cell_grad(ZR) if (ra and mf is None and self.activation == "tanh"
+                                               and self.recurrent_activation == "sigmoid"
+                                               and dh.dtype == rkT.dtype == dtype) else None)
         dprev = xp.empty((N, u), dtype) if cell is not None else None
         with grads:
             for t in reversed(steps):
                 if gH is not None:
                     dh += gH[:, t]
-                if cell is not None and dh.dtype == dtype and dh.flags.c_contiguous:
+                if cell is not None:
                     dr = dR[:, t]
                     cell(dh, ZR[t], HH[:, t], Hp[:, t], RH[:, t], dX[:, t], dr, dprev)
                     dh = dr @ rkT
