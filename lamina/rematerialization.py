@@ -30,7 +30,7 @@ from . import tensor as _tensor
 from . import tree as _tree
 from .tensor import Op, Tensor, Variable, enable_grad, is_grad_enabled
 
-__all__ = ["RematScope", "RematMode", "get_current_remat_mode", "remat", "is_recomputing"]
+__all__ = ["RematScope", "RematMode", "get_current_remat_mode", "remat", "rematerialized", "is_recomputing"]
 
 RematMode = namedtuple("RematMode", ["mode", "output_size_threshold", "layer_names"])
 _MODES = ("full", "activations", "larger_than", "list_of_layers", None)
@@ -152,7 +152,7 @@ class Remat(Op):
     none_grads = False
 
     def backward(self, *gys):
-        f, args, kwargs, arg_leaves, others, rec = self.saved
+        f, args, kwargs, arg_leaves, rec = self.saved
         # the arguments as fresh leaves (the rerun's graph ends there, not in the enclosing graph)
         fresh = {}
 
@@ -204,12 +204,7 @@ def remat(f, when=None):
         rec = _Record()
         with _Recording(rec):
             out = f(*args, **kwargs)
-        if when is not None and not when(out):
-            parent = _tensor._recorder()
-            if parent is not None:
-                parent.ops.extend(rec.ops)
-            return out
-        linked = _stand_in(f, args, kwargs, out, rec)
+        linked = _stand_in(f, args, kwargs, out, rec) if when is None or when(out) else None
         if linked is None:
             parent = _tensor._recorder()
             if parent is not None:   # f's graph stays: an enclosing remat must see its ops
@@ -220,6 +215,21 @@ def remat(f, when=None):
     wrapped.__wrapped__ = f
     wrapped.__name__ = getattr(f, "__name__", "remat")
     return wrapped
+
+
+def _output_size(out):
+    return sum(int(np.prod(t.shape)) for t in _tree.flatten(out) if isinstance(t, Tensor))
+
+
+def rematerialized(mode, fn):
+    """``fn`` as an operation created under RematScope ``mode`` (a RematMode or None) runs it, as Keras's
+    Operation: 'full' rematerialised, 'larger_than' rematerialised when its outputs hold more values than the
+    threshold, otherwise as it is (Layer adds the modes that look at the layer itself)."""
+    if mode is not None and mode.mode == "full":
+        return remat(fn)
+    if mode is not None and mode.mode == "larger_than":
+        return remat(fn, when=lambda out: _output_size(out) > mode.output_size_threshold)
+    return fn
 
 
 def _stand_in(f, args, kwargs, out, rec):
@@ -251,9 +261,8 @@ def _stand_in(f, args, kwargs, out, rec):
             if key not in seen:
                 seen.add(key)
                 inputs.append(t)
-    flat = _tree.flatten(out)
-    positions = [i for i, o in enumerate(x for x in flat if isinstance(x, Tensor))
-                 if o.requires_grad and o._op is not None and id(o._op) in made]
+    tensors = [x for x in _tree.flatten(out) if isinstance(x, Tensor)]
+    positions = [i for i, o in enumerate(tensors) if o.requires_grad and o._op is not None and id(o._op) in made]
     if not positions:
         return None
     node = Remat()
@@ -266,9 +275,8 @@ def _stand_in(f, args, kwargs, out, rec):
         node._watch = tuple(watch)
     node.inputs_order = inputs
     node.out_positions = positions
-    node.saved = (f, args, kwargs, {id(t) for t in arg_tensors}, None, rec)
+    node.saved = (f, args, kwargs, {id(t) for t in arg_tensors}, rec)
     rec.ops = []   # the first run's graph is no longer needed: only the node is kept
-    tensors = [x for x in flat if isinstance(x, Tensor)]
     replaced = {}
     for n, i in enumerate(positions):
         o = tensors[i]

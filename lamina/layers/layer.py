@@ -686,8 +686,8 @@ class Layer:
                 self._maybe_build(shapes)
             self._check_input_spec(inputs)
             with _outer_call(self):
-                _remat.note_layer_call(self)
                 if getattr(self, "_remat_mode", None) is None:
+                    _remat.note_layer_call(self)   # (its own generators, for an enclosing remat's rerun)
                     with call_context(training), self._autocast_scope():
                         outputs = self.call(*args, **kwargs)
                 else:
@@ -704,16 +704,11 @@ class Layer:
         mode = self._remat_mode
 
         def run(*a, **k):
-            _remat.note_layer_call(self)   # (its own generators, for this remat's rerun)
+            _remat.note_layer_call(self)   # (its own generators, for the rerun; an enclosing one's too)
             with call_context(training), self._autocast_scope():
                 return self.call(*a, **k)
-        if mode.mode == "full" or (mode.mode == "list_of_layers" and self.name in mode.layer_names):
+        if mode.mode == "list_of_layers" and self.name in mode.layer_names:
             return _remat.remat(run)(*args, **kwargs)
-        if mode.mode == "larger_than":
-            def large(out):
-                return sum(int(np.prod(t.shape)) for t in _nest_flatten(out) if isinstance(t, Tensor)) > \
-                    mode.output_size_threshold
-            return _remat.remat(run, when=large)(*args, **kwargs)
         if mode.mode == "activations" and getattr(self, "activation", None) is not None:
             original = self.activation
             self.activation = _remat.remat(original)
@@ -721,7 +716,7 @@ class Layer:
                 return run(*args, **kwargs)
             finally:
                 self.activation = original
-        return run(*args, **kwargs)
+        return _remat.rematerialized(mode, run)(*args, **kwargs)
 
     def _add_activity_losses(self, outputs):
         for out in _nest_flatten(outputs):

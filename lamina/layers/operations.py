@@ -11,13 +11,11 @@ tools/keras_operations.py.
 """
 import inspect
 
-import numpy as np
-
-from .. import backend, ops, tree
+from .. import backend, ops
 from .. import rematerialization as _remat
 from ..backend import unique_name
 from .keras_operations_table import KERAS_OPERATIONS
-from .layer import KerasTensor, Lambda, Layer
+from .layer import KerasTensor, Lambda, Layer, _snake
 
 # Keras's class name -> the keras.ops (numpy namespace) function it records, for the operations whose
 # config holds nothing but a name (the first ones lamina read; kept for the tests and callers that use it)
@@ -175,15 +173,6 @@ class _OpNode(Lambda):
 backend._SYMBOLIC_OP = _symbolic_op
 
 
-def _values(out):
-    return sum(int(np.prod(t.shape)) for t in tree.flatten(out) if hasattr(t, "shape"))
-
-
-def _snake(name):
-    out = "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
-    return out or "operation"
-
-
 class Operation:
     """keras.Operation: a stateless computation (no weights) written as ``call``; subclass it for a custom op.
 
@@ -200,13 +189,7 @@ class Operation:
     def __call__(self, *args, **kwargs):
         if any(backend.holds_keras_tensor(a) for a in list(args) + list(kwargs.values())):
             return self.symbolic_call(*args, **kwargs)
-        mode = self._remat_mode.mode if self._remat_mode is not None else None
-        if mode == "full":
-            return _remat.remat(self.call)(*args, **kwargs)
-        if mode == "larger_than":
-            limit = self._remat_mode.output_size_threshold
-            return _remat.remat(self.call, when=lambda out: _values(out) > limit)(*args, **kwargs)
-        return self.call(*args, **kwargs)
+        return _remat.rematerialized(self._remat_mode, self.call)(*args, **kwargs)
 
     def symbolic_call(self, *args, **kwargs):
         def run(*a, **k):
@@ -229,5 +212,6 @@ class Operation:
 
     def __repr__(self):
         return f"<Operation name={self.name}>"
+
 
 __all__ = []   # not public names of keras.layers: they come from reading Keras files
