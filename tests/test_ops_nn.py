@@ -789,6 +789,26 @@ def test_nn_on_device_matches_cpu(name, device_xp):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
+def test_depthwise_conv_on_device_allocates_in_proportion_to_its_input(device_xp):
+    """On a device the flat depthwise path runs the whole input as one block: a (1, 4, 5, 3, 2) input once
+    took a fixed 2^26-entry block (~2 GB of zeros and tiled weights). NumPy arrays behind the stand-in show
+    in tracemalloc; real CuPy memory does not, so there only the values are checked."""
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((1, 4, 5, 3, 2), np.float32), rng.standard_normal((2, 2, 2, 2, 3), np.float32)
+    want = _on(lambda a, b: N.depthwise_conv(a, b, 1, "same").sum(), [x, w], np)
+    tracemalloc.start()
+    try:
+        got = _on(lambda a, b: N.depthwise_conv(a, b, 1, "same").sum(), [x, w], device_xp)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    for g, v in zip(got, want):
+        np.testing.assert_allclose(g, v, rtol=1e-5, atol=1e-5)
+    if getattr(device_xp, "is_fake", False):
+        assert peak < 4 << 20, peak
+
+
 def test_nn_decoders_and_polar_on_device(device_xp):
     from lamina import backend
     x = np.random.default_rng(1).standard_normal((2, 6, 4)).astype(np.float32)
