@@ -357,6 +357,45 @@ def test_mha_weight_gradients_check_grad():
     check_grad(lambda a, b: mha(a, b, attention_mask=mask), q, v, params=mha.trainable_weights, name="mha")
 
 
+def test_project_heads_grad_with_a_missing_bias_and_an_unused_output():
+    from lamina.ops.attention import project_heads
+    x = R.standard_normal((2, 3, 4))
+    wq, wk, wv = R.standard_normal((4, 2, 3)), R.standard_normal((4, 2, 3)), R.standard_normal((4, 2, 5))
+    bq, bv = R.standard_normal((2, 3)), R.standard_normal((2, 5))
+
+    def fn(a, q_kernel, k_kernel, v_kernel, q_bias, v_bias):
+        q, _, v = project_heads(a, (q_kernel, k_kernel, v_kernel), (q_bias, None, v_bias))
+        return ops.sum(q * q) + ops.sum(ops.sin(v))            # the key projection gets no gradient
+    check_grad(fn, x, wq, wk, wv, bq, bv, name="project_heads")
+    q, k, v = project_heads(x, (wq, wk, wv), (bq, None, bv))
+    np.testing.assert_allclose(k.numpy(), np.einsum("ntd,dhk->nhtk", x, wk), rtol=1e-12)
+    np.testing.assert_allclose(v.numpy(), np.einsum("ntd,dhk->nhtk", x, wv) + bv[:, None], rtol=1e-12)
+
+
+def test_mha_self_attention_runs_one_projection_product_with_the_same_results():
+    """Self-attention (query is value, no key) projects its input once through the three kernels side by side;
+    the results equal three separate projections (another tensor with the same values as value)."""
+    from lamina.ops import attention as att
+    x = lamina.Variable(R.standard_normal((2, 5, 8)).astype(np.float32))
+    mha = layers.MultiHeadAttention(2, 4, value_dim=3)
+    mha(x, x)                           # built
+    calls = []
+    forward = att.ProjectHeads.forward
+    att.ProjectHeads.forward = lambda self, *a: calls.append(1) or forward(self, *a)
+    try:
+        fused = mha(x, x)
+        g_fused = grad(ops.sum(fused * fused), [x] + mha.trainable_weights)
+        assert len(calls) == 1
+        apart = mha(x, ops.add(x, 0.0))
+        g_apart = grad(ops.sum(apart * apart), [x] + mha.trainable_weights)
+        assert len(calls) == 1
+    finally:
+        att.ProjectHeads.forward = forward
+    np.testing.assert_array_equal(fused.numpy(), apart.numpy())
+    for a, b in zip(g_fused, g_apart):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------- Attention / AdditiveAttention
 def _softmax(s):
     e = np.exp(s - s.max(-1, keepdims=True))

@@ -12,7 +12,7 @@ Masks follow Keras: True = keep/attend. Padding masks from ``Embedding(mask_zero
 import numpy as np
 
 from .. import backend, initializers, ops
-from ..ops.attention import causal_mask, scaled_dot_product_attention
+from ..ops.attention import causal_mask, project_heads, scaled_dot_product_attention
 from ..tensor import Tensor
 from .layer import InputSpec, KerasTensor, Layer
 
@@ -236,6 +236,7 @@ class MultiHeadAttention(Layer):
     def call(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None, attention_mask=None,
              return_attention_scores=False, training=None, use_causal_mask=False):
         key_is_value = key is None or key is value
+        self_attention = key_is_value and query is value
         key = value if key is None else key
         if query_mask is None:
             query_mask = getattr(query, "_keras_mask", None)
@@ -261,9 +262,14 @@ class MultiHeadAttention(Layer):
             key = value if key_is_value else ops.reshape(key, (key.shape[0], s, key.shape[-1]))
         h, kd, vd = self._num_heads, self._key_dim, self._value_dim
         nv = value.shape[0]
-        q = self._project_in(query, self.query_kernel, self.query_bias, n, t, h, kd)
-        k = self._project_in(key, self.key_kernel, self.key_bias, nv, s, h, kd)
-        v = self._project_in(value, self.value_kernel, self.value_bias, nv, s, h, vd)
+        if self_attention and type(self)._project_in is MultiHeadAttention._project_in:
+            # one input projected three times: one product (ProjectHeads)
+            q, k, v = project_heads(query, (self.query_kernel, self.key_kernel, self.value_kernel),
+                                    (self.query_bias, self.key_bias, self.value_bias))
+        else:
+            q = self._project_in(query, self.query_kernel, self.query_bias, n, t, h, kd)
+            k = self._project_in(key, self.key_kernel, self.key_bias, nv, s, h, kd)
+            v = self._project_in(value, self.value_kernel, self.value_bias, nv, s, h, vd)
         xp = backend.get_array_module(q.data)
         mask = self._compute_attention_mask(xp, n, t, s, query_mask, value_mask, key_mask, attention_mask,
                                             use_causal_mask, q_pos, v_pos)

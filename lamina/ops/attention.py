@@ -15,7 +15,7 @@ import numpy as np
 from .. import backend
 from ..tensor import Op, Tensor, as_tensor
 from ..threads import split_rows
-from .math import unbroadcast
+from .math import mm, sum_rows, unbroadcast
 
 __all__ = ["scaled_dot_product_attention", "causal_mask"]
 
@@ -133,6 +133,72 @@ class ScaledDotProductAttention(Op):
                   st.shape[-1] * st.shape[-2] * max(qs.shape[-1], v.shape[-1]))
         return (None if gq is None else unbroadcast(gq, q_shape), None if gk is None else unbroadcast(gk, k_shape),
                 None if gv is None else unbroadcast(gv, v_shape), None)
+
+
+class ProjectHeads(Op):
+    """x (N, T, dim) through several EinsumDense kernels (dim, heads, d_i) with biases (heads, d_i) or None,
+    as ONE product: each projection comes out split by head, (N, heads, T, d_i), a view of one
+    (N*T, sum of heads*d_i) array. Self-attention projects one input three times (query, key, value): one
+    GEMM three times as wide forward, and backward one product for the input's gradient (instead of three
+    and two additions of input-sized gradients) and one for the kernels'.
+    Inputs: x, the kernels, then their biases (None where a projection has none)."""
+
+    half_via_float32 = True  # float16 through float32 BLAS (tensor.Op)
+    same_float_dtype = True
+    none_grads = True        # a projection no gradient reached adds nothing
+
+    def forward(self, x, *wb):
+        xp = self.xp
+        m = len(wb) // 2
+        ws, bs = wb[:m], wb[m:]
+        n, t, dim = x.shape
+        widths = [w.shape[1] * w.shape[2] for w in ws]
+        w_all = xp.concatenate([w.reshape(dim, -1) for w in ws], axis=1)     # (dim, sum of heads*d_i)
+        y = mm(xp, x.reshape(n * t, dim), w_all)
+        if any(b is not None for b in bs):
+            y += xp.concatenate([xp.zeros(c, y.dtype) if b is None else b.reshape(-1) for b, c in zip(bs, widths)])
+        self.saved = (x, w_all)
+        self.meta = [(w.shape, b is not None) for w, b in zip(ws, bs)]
+        outs, lo = [], 0
+        for w, c in zip(ws, widths):
+            # columns lo:lo+c of y, rows split into (N, T) and columns into (heads, d): still a view
+            outs.append(xp.swapaxes(y[:, lo:lo + c].reshape(n, t, w.shape[1], w.shape[2]), 1, 2))
+            lo += c
+        return tuple(outs)
+
+    def backward(self, *gys):
+        xp = self.xp
+        x, w_all = self.saved
+        n, t, dim = x.shape
+        g = xp.empty((n * t, w_all.shape[1]), w_all.dtype)   # the product's gradient, filled per projection
+        lo = 0
+        for gy, (shape, _) in zip(gys, self.meta):
+            c = shape[1] * shape[2]
+            part = g[:, lo:lo + c].reshape(n, t, shape[1], shape[2])           # a view into g
+            if gy is None:
+                part[...] = 0
+            else:
+                xp.copyto(part, xp.swapaxes(gy, 1, 2))
+            lo += c
+        m = len(self.meta)
+        gx = mm(xp, g, w_all.T).reshape(x.shape) if self.needs_grad[0] else None
+        gw = mm(xp, x.reshape(n * t, dim).T, g) if any(self.needs_grad[1:1 + m]) else None
+        gb = sum_rows(xp, g) if any(self.needs_grad[1 + m:]) else None
+        gws, gbs, lo = [], [], 0
+        for i, (shape, has_bias) in enumerate(self.meta):
+            c = shape[1] * shape[2]
+            gws.append(xp.ascontiguousarray(gw[:, lo:lo + c]).reshape(shape) if self.needs_grad[1 + i] else None)
+            gbs.append(gb[lo:lo + c].reshape(shape[1:]).copy() if has_bias and self.needs_grad[1 + m + i] else None)
+            lo += c
+        return (gx, *gws, *gbs)
+
+
+def project_heads(x, kernels, biases):
+    """x (N, T, dim) through each EinsumDense kernel (dim, heads, d_i) and bias (heads, d_i) (or None), in one
+    product: a tuple of (N, heads, T, d_i) tensors (see ProjectHeads)."""
+    if len(kernels) != len(biases):
+        raise ValueError(f"project_heads: {len(kernels)} kernels but {len(biases)} biases")
+    return ProjectHeads.apply(as_tensor(x), *kernels, *biases)
 
 
 # Attention is split over threads by its first batch axis from this many scores (a (32, 4, 64, 64) batch has
