@@ -430,19 +430,31 @@ class LSTMSeq(Op):
         dc = _start(xp, gc, Hp)
         grads = _Grads(self, xp, inputs, dZ, [(_rows(Hp), _rows(dZ))])
         # the step's gate arithmetic as one compiled call where it can run (kernels.py): Keras's default
-        # activations, no mask, one dtype throughout (dh and dc stay contiguous arrays of it every step)
-        cell = (_kernels.lstm_cell_grad(Gs) if (mf is None and act == "tanh" and ract == "sigmoid"
+        # activations, one dtype throughout (dh and dc stay contiguous arrays of it every step)
+        cell = (_kernels.lstm_cell_grad(Gs) if (act == "tanh" and ract == "sigmoid"
                                                 and dh.dtype == dc.dtype == rkT.dtype == dtype) else None)
         dc_next = xp.empty((N, u), dtype) if cell is not None else None
+        if cell is not None and mf is not None:
+            dhn, dcn = xp.empty((N, u), dtype), xp.empty((N, u), dtype)
         with grads:
             for t in reversed(steps):
                 if gH is not None:
                     dh += gH[:, t]
                 if cell is not None:
                     dz = dZ[:, t]
-                    cell(dh, dc, Gs[t], TC[:, t], Cp[:, t], dz, dc_next)
-                    dh = dz @ rkT
-                    dc, dc_next = dc_next, dc
+                    if mf is None:
+                        cell(dh, dc, Gs[t], TC[:, t], Cp[:, t], dz, dc_next)
+                        dh = dz @ rkT
+                        dc, dc_next = dc_next, dc
+                    else:  # the step's rows go through the cell, the masked rows' gradients to the carried state
+                        m = mf[:, t]
+                        xp.multiply(dh, m, out=dhn)
+                        dh -= dhn
+                        xp.multiply(dc, m, out=dcn)
+                        dc -= dcn
+                        cell(dhn, dcn, Gs[t], TC[:, t], Cp[:, t], dz, dc_next)
+                        dh += dz @ rkT
+                        dc += dc_next
                     grads.done(t)
                     continue
                 g_t = Gs[t]
@@ -572,19 +584,26 @@ class GRUSeq(Op):
             pairs = [(_rows(Hp), dX2[:, :2 * u]), (_rows(RH), dX2[:, 2 * u:])]
         grads = _Grads(self, xp, inputs, dX, pairs)
         # the step's gate arithmetic as one compiled call where it can run (kernels.py): reset_after with
-        # Keras's default activations, no mask, one dtype throughout (dh stays a contiguous array of it)
-        cell = (_kernels.gru_cell_grad(ZR) if (ra and mf is None and self.activation == "tanh"
+        # Keras's default activations, one dtype throughout (dh stays a contiguous array of it)
+        cell = (_kernels.gru_cell_grad(ZR) if (ra and self.activation == "tanh"
                                                and self.recurrent_activation == "sigmoid"
                                                and dh.dtype == rkT.dtype == dtype) else None)
         dprev = xp.empty((N, u), dtype) if cell is not None else None
+        dn = xp.empty((N, u), dtype) if cell is not None and mf is not None else None
         with grads:
             for t in reversed(steps):
                 if gH is not None:
                     dh += gH[:, t]
                 if cell is not None:
                     dr = dR[:, t]
-                    cell(dh, ZR[t], HH[:, t], Hp[:, t], RH[:, t], dX[:, t], dr, dprev)
-                    dh = dr @ rkT
+                    if mf is None:
+                        cell(dh, ZR[t], HH[:, t], Hp[:, t], RH[:, t], dX[:, t], dr, dprev)
+                        dh = dr @ rkT
+                    else:  # the step's rows go through the cell, the masked rows' gradient to the carried state
+                        xp.multiply(dh, mf[:, t], out=dn)
+                        dh -= dn
+                        cell(dn, ZR[t], HH[:, t], Hp[:, t], RH[:, t], dX[:, t], dr, dprev)
+                        dh += dr @ rkT
                     dh += dprev
                     grads.done(t)
                     continue
