@@ -2,6 +2,7 @@
 
     python -m bench.layers                          # every case: table, and bench/layers.json
     python -m bench.layers --cases batchnorm,dwconv3x3 --reps 5
+    python -m bench.layers --smoke --reps 1 --steps 1   # every case at a tiny size: runs, times nothing real
 
 `python -m bench` says where a whole training step stands; this says which layer to look at. Each case times
 y = layer(x) and the back-propagation of a fixed upstream gradient dy (the same array every step) to x and
@@ -79,9 +80,20 @@ CASES = {
 }
 
 
-def _batch(name):
-    """The case's input, the same in both frameworks' processes (seeded by the case's position)."""
+def _shape(name, smoke=False):
+    """The case's lamina input shape. A smoke run (the test that each case still runs in both frameworks) keeps
+    the channels or features the layers were built for and shrinks the rest: 2 samples, at most 8 positions
+    along each spatial or time axis (the full sizes took ~10 s of CPU for one step of every case)."""
     shape, kind = CASES[name][2:]
+    if not smoke:
+        return shape
+    inner = shape[1:] if kind == "ids" else shape[1:-1]
+    return (2,) + tuple(min(d, 8) for d in inner) + (() if kind == "ids" else shape[-1:])
+
+
+def _batch(name, smoke=False):
+    """The case's input, the same in both frameworks' processes (seeded by the case's position)."""
+    shape, kind = _shape(name, smoke), CASES[name][3]
     rng = np.random.default_rng(list(CASES).index(name))
     return rng.integers(0, 10000, shape) if kind == "ids" else rng.standard_normal(shape).astype(np.float32)
 
@@ -136,7 +148,7 @@ def _median_ms(step, steps):
     return 1e3 * times[len(times) // 2]
 
 
-def _worker(framework, names, steps, threads):
+def _worker(framework, names, steps, threads, smoke=False):
     """Time every case in this process, one framework only: returns {case: median ms}."""
     if framework == "torch":
         import torch
@@ -145,7 +157,7 @@ def _worker(framework, names, steps, threads):
     out = {}
     with threadpool_limits(threads):
         for name in names:
-            x = _batch(name)
+            x = _batch(name, smoke)
             step = _lamina_step(name, x) if framework == "lamina" else _torch_step(name, x)
             for _ in range(min(3, steps)):   # warm-up (one step for a smoke run of --steps 1)
                 step()
@@ -153,7 +165,7 @@ def _worker(framework, names, steps, threads):
     return out
 
 
-def run(names, reps=3, steps=15, threads=2):
+def run(names, reps=3, steps=15, threads=2, smoke=False):
     """Each framework in its own processes (lamina never shares one with PyTorch: PyTorch's OpenMP threads keep
     spinning after its kernels and slowed lamina's products up to 2x in a shared process), alternating, reps
     rounds; the best median of each case and framework."""
@@ -165,7 +177,7 @@ def run(names, reps=3, steps=15, threads=2):
     for rep in range(reps):
         for fw in (("lamina", "torch", "torch+malloc") if rep % 2 == 0 else ("torch+malloc", "torch", "lamina")):
             cmd = [sys.executable, "-m", "bench.layers", "--worker", fw.split("+")[0], "--cases", ",".join(names),
-                   "--steps", str(steps), "--threads", str(threads)]
+                   "--steps", str(steps), "--threads", str(threads)] + (["--smoke"] if smoke else [])
             wenv = dict(env)
             if fw == "torch+malloc":   # PyTorch with glibc's allocator set as lamina sets its own
                 _malloc_env(wenv)
@@ -178,9 +190,10 @@ def run(names, reps=3, steps=15, threads=2):
     print(f"{'case':14s} {'shape':18s} {'lamina ms':>9s} {'torch ms':>9s} {'ratio':>6s} {'t[malloc]':>9s} {'ratio':>6s}")
     for name in names:
         la, to, tm = best["lamina"][name], best["torch"][name], best["torch+malloc"][name]
-        rows.append({"case": name, "shape": list(CASES[name][2]), "lamina_ms": la, "torch_ms": to, "ratio": la / to,
+        rows.append({"case": name, "shape": list(_shape(name, smoke)), "lamina_ms": la, "torch_ms": to,
+                     "ratio": la / to,
                      "torch_malloc_ms": tm, "ratio_malloc": la / tm})
-        print(f"{name:14s} {str(CASES[name][2]):18s} {la:9.2f} {to:9.2f} {la / to:6.2f} {tm:9.2f} {la / tm:6.2f}",
+        print(f"{name:14s} {str(_shape(name, smoke)):18s} {la:9.2f} {to:9.2f} {la / to:6.2f} {tm:9.2f} {la / tm:6.2f}",
               flush=True)
     return rows
 
@@ -191,7 +204,8 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "layers.json"))
+    p.add_argument("--smoke", action="store_true", help="every case at a tiny size (a test that each runs)")
+    p.add_argument("--json", help="where to write the rows (default: bench/layers.json, none for --smoke)")
     p.add_argument("--worker", choices=("lamina", "torch"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     names = list(CASES) if not a.cases else a.cases.split(",")
@@ -199,13 +213,16 @@ def main(argv=None):
     if unknown:
         p.error(f"unknown case(s) {', '.join(unknown)}; valid: {', '.join(CASES)}")
     if a.worker:
-        print(json.dumps(_worker(a.worker, names, a.steps, a.threads)))
+        print(json.dumps(_worker(a.worker, names, a.steps, a.threads, a.smoke)))
         return 0
     from . import save_json
     from .__main__ import _machine
-    rows = run(names, a.reps, a.steps, a.threads)
-    if a.json:
-        save_json(a.json, {"machine": _machine(), "threads": a.threads, "rows": rows})
+    rows = run(names, a.reps, a.steps, a.threads, a.smoke)
+    path = a.json
+    if path is None and not a.smoke:  # a smoke run's times never replace the table of real ones unasked
+        path = os.path.join(os.path.dirname(__file__), "layers.json")
+    if path:
+        save_json(path, {"machine": _machine(), "threads": a.threads, "rows": rows})
     return 0
 
 

@@ -66,16 +66,18 @@ def test_torch_malloc_rows_set_lamina_s_allocator_thresholds():
 
 def test_layer_bench_runs_every_case_in_both_frameworks(tmp_path):
     """bench.layers: each case's lamina layer and torch module take the same batch (each in its own layout)
-    and back-propagate; the JSON records the machine and one row per case."""
+    and back-propagate; the JSON records the machine and one row per case. --smoke shrinks every batch (the
+    benchmark's sizes took ~10 s here), keeping the channels and features each layer was built for."""
     pytest.importorskip("torch")
     import json
 
     from bench import layers
     out = tmp_path / "layers.json"
-    assert layers.main(["--reps", "1", "--steps", "1", "--threads", "1", "--json", str(out)]) == 0
+    assert layers.main(["--smoke", "--reps", "1", "--steps", "1", "--threads", "1", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert [r["case"] for r in data["rows"]] == list(layers.CASES)
     assert all(r["lamina_ms"] > 0 and r["torch_ms"] > 0 for r in data["rows"]) and "cpus" in data["machine"]
+    assert all(r["shape"][0] == 2 for r in data["rows"])
     with pytest.raises(SystemExit):
         layers.main(["--cases", "nope"])
 
