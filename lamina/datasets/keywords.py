@@ -56,30 +56,45 @@ def _envelope(t, start, length, ramp=0.02):
     return (0.5 - 0.5 * np.cos(np.pi * rise)) * (0.5 - 0.5 * np.cos(np.pi * fall))
 
 
-def _voiced(rng, cls, t, onset, length, voice_start):
-    """Harmonics of a gliding, wobbling pitch, shaped by the formant tracks."""
+def _voiced(rng, cls, t, onset, length, voice_start, voiced):
+    """Harmonics of a gliding, wobbling pitch, shaped by the formant tracks; zero in the rows that are not
+    voiced (``voiced`` (n, 1) bool: every row draws its random numbers all the same, so that the stream of
+    draws does not depend on the classes, but only the voiced rows are computed)."""
     n, sr = len(cls), SAMPLING_RATE
     f0 = rng.uniform(90.0, 260.0, (n, 1))
     glide = rng.uniform(-0.15, 0.15, (n, 1))            # the pitch drifts by up to 15% over the word
     vibrato = 0.02 * np.sin(2 * np.pi * rng.uniform(3.0, 7.0, (n, 1)) * t + rng.uniform(0, 2 * np.pi, (n, 1)))
-    pitch = f0 * (1.0 + glide * np.clip((t - onset) / length, 0.0, 1.0) + vibrato)   # (n, T)
+    scale = rng.uniform(0.85, 1.15, n)
+    rows = voiced[:, 0]
+    cls, t, onset, length, voice_start = cls[rows], t[rows], onset[rows], length[rows], voice_start[rows]
+    pitch = f0[rows] * (1.0 + glide[rows] * np.clip((t - onset) / length, 0.0, 1.0) + vibrato[rows])   # (n, T)
     phase = 2 * np.pi * np.cumsum(pitch, axis=1) / sr
     # the formants and the pitch change slowly: the harmonics' loudness is computed every 2 ms and held
     hold = 16
+    m, T = phase.shape
     coarse = t[:, ::hold]
-    formants = _formant_tracks(cls, coarse, onset, length, rng.uniform(0.85, 1.15, n))   # (3, n, T / hold)
+    formants = _formant_tracks(cls, coarse, onset, length, scale[rows])   # (3, m, T / hold)
     pitch_coarse = pitch[:, ::hold]
-    s1, c1 = np.sin(phase), np.cos(phase)
-    s_prev, s_k = np.zeros_like(phase), s1                   # sin(0 phase), sin(1 phase)
-    out = np.zeros_like(phase)
+    c2 = 2.0 * np.cos(phase)
+    s_prev, s_k = np.zeros_like(phase), np.sin(phase)       # sin(0 phase), sin(1 phase)
+    out, tmp = np.zeros_like(phase), np.empty_like(phase)
+    # (m, T / hold, hold) views: a coarse gain multiplies its block of hold samples without being repeated
+    held = lambda a: a.reshape(m, T // hold, hold)  # noqa: E731  (T = 8000 is a multiple of hold)
     for k in range(1, int(0.45 * sr / 90.0) + 1):   # a loop over harmonic numbers, each over all examples
         f = k * pitch_coarse
         gain = np.sum(_FORMANT_GAINS[:, None, None]
                       / (1.0 + ((f[None] - formants) / _BANDWIDTHS[:, None, None]) ** 2), axis=0)
         gain = np.where(f < 0.45 * sr, gain / np.sqrt(k), 0.0)
-        out += np.repeat(gain, hold, axis=1)[:, :t.shape[1]] * s_k
-        s_prev, s_k = s_k, 2.0 * c1 * s_k - s_prev          # sin((k + 1) phase) by the Chebyshev recurrence
-    return out * _envelope(t, voice_start, onset + length - voice_start)
+        np.multiply(gain[:, :, None], held(s_k), out=held(tmp))
+        out += tmp
+        # sin((k + 1) phase) = 2 cos(phase) sin(k phase) - sin((k - 1) phase), the Chebyshev recurrence,
+        # written over sin((k - 1) phase), which is not needed any more
+        np.multiply(c2, s_k, out=tmp)
+        np.subtract(tmp, s_prev, out=s_prev)
+        s_prev, s_k = s_k, s_prev
+    full = np.zeros(voiced.shape[:1] + out.shape[1:])
+    full[rows] = out * _envelope(t, voice_start, onset + length - voice_start)
+    return full
 
 
 def _fricative(rng, t, onset, length):
@@ -141,7 +156,7 @@ def _draw(rng, cls):
     hiss, voice_start = _fricative(rng, t, onset, length)
     fricative = (cls == CLASSES.index("sah"))[:, None]
     voice_start = np.where(fricative, voice_start, onset)
-    signal = np.where(voiced, _voiced(rng, cls, t, onset, length, voice_start), 0.0)
+    signal = _voiced(rng, cls, t, onset, length, voice_start, voiced)
     signal += np.where(fricative, hiss, 0.0) + _tones(rng, cls, t, onset, length)
     signal /= np.abs(signal).max(axis=1, keepdims=True) + 1e-12
     signal *= rng.uniform(0.3, 0.9, (n, 1))                          # loudness
