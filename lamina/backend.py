@@ -210,6 +210,8 @@ def is_cupy_array(a):
 def get_array_module(*arrays):
     """numpy, or cupy if any of the arrays is a CuPy array (CuPy is never imported otherwise)."""
     for a in arrays:
+        if type(a) is np.ndarray:   # the common case first: every op asks of each of its inputs
+            continue
         if not isinstance(a, np.ndarray) and not is_cupy_array(a):
             a = getattr(a, "data", a)  # a Tensor's array
         if is_cupy_array(a):
@@ -220,6 +222,8 @@ def get_array_module(*arrays):
 
 def to_numpy(a):
     """A NumPy array from a NumPy or CuPy array (or anything array-like)."""
+    if type(a) is np.ndarray:
+        return a
     if is_cupy_array(a):
         return a.get()
     return np.asarray(a)

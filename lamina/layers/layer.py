@@ -32,15 +32,22 @@ def _snake(name):
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", s).lower()
 
 
-@contextlib.contextmanager
-def call_context(training):
-    prev = getattr(_ctx, "training", None)
-    if training is not None:
-        _ctx.training = training
-    try:
-        yield
-    finally:
-        _ctx.training = prev
+# call_context and _outer_call are entered by every layer call, so they are classes: a generator-based
+# context manager (contextlib.contextmanager) costs ~1 us more to enter and leave, a few percent of a small
+# model's training step
+class call_context:
+    """The training flag of the layer calls inside the block (None: the enclosing one's)."""
+
+    def __init__(self, training):
+        self.training = training
+
+    def __enter__(self):
+        self.prev = getattr(_ctx, "training", None)
+        if self.training is not None:
+            _ctx.training = self.training
+
+    def __exit__(self, *exc):
+        _ctx.training = self.prev
 
 
 def current_training():
@@ -63,19 +70,22 @@ class _AutocastScope:
 _NO_SCOPE = contextlib.nullcontext()
 
 
-@contextlib.contextmanager
-def _outer_call(layer):
+class _outer_call:
     """Marks a layer call. The outermost one (no layer call around it) first clears the losses that
     ``add_loss`` and activity regularizers recorded in the layer and its sub-layers, as Keras does: a
     layer called several times inside one outer call keeps every call's losses."""
-    depth = getattr(_ctx, "depth", 0)
-    if depth == 0 and not _remat.is_recomputing():   # (a rerun in backward keeps the forward's losses)
-        layer._clear_losses()
-    _ctx.depth = depth + 1
-    try:
-        yield
-    finally:
-        _ctx.depth = depth
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def __enter__(self):
+        self.depth = depth = getattr(_ctx, "depth", 0)
+        if depth == 0 and not _remat.is_recomputing():   # (a rerun in backward keeps the forward's losses)
+            self.layer._clear_losses()
+        _ctx.depth = depth + 1
+
+    def __exit__(self, *exc):
+        _ctx.depth = self.depth
 
 
 @contextlib.contextmanager
@@ -115,6 +125,22 @@ def _nest_flatten(x):
             out.extend(_nest_flatten(x[k]))
         return out
     return [x]
+
+
+def _holds_keras_tensor(x):
+    """Whether the nest x (lists, tuples, dicts) holds a KerasTensor: any(isinstance(t, KerasTensor) for t in
+    _nest_flatten(x)) without building the flat list (every layer call asks, nearly always of one Tensor)."""
+    if isinstance(x, (list, tuple)):
+        for v in x:
+            if _holds_keras_tensor(v):
+                return True
+        return False
+    if isinstance(x, dict):
+        for v in x.values():
+            if _holds_keras_tensor(v):
+                return True
+        return False
+    return isinstance(x, KerasTensor)
 
 
 def _nest_map(fn, x):
@@ -583,7 +609,8 @@ class Layer:
         return out
 
     def _clear_losses(self):
-        self._activity_losses = []
+        if self._activity_losses:   # (every outermost call comes here: no attribute set when there is nothing)
+            self._activity_losses = []
         for layer in self._layers:
             layer._clear_losses()
 
@@ -660,7 +687,7 @@ class Layer:
                 raise TypeError(f"Layer '{self.name}' must be called with its inputs as the first argument.")
             args = (kwargs.pop(key),)
         inputs = args[0]
-        if any(isinstance(t, KerasTensor) for t in _nest_flatten((args, kwargs))):
+        if _holds_keras_tensor(args) or (kwargs and _holds_keras_tensor(kwargs)):
             return self._symbolic_call(*args, **kwargs)
         names, var_kw, training_default = self._call_params()
         inputs = _nest_map(self._convert_input, inputs)
