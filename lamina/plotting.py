@@ -105,6 +105,10 @@ def plot_history(history, path, keys=None, dpi=100, val_label="validation"):
     """
     history = getattr(history, "history", history)
     keys = [k for k in keys if k in history] if keys else [k for k in history if not k.startswith("val_")]
+    keys = [k for k in keys if len(history[k])]
+    if not keys:
+        raise ValueError("plot_history: the history has no epoch to draw (an empty history, or none of the "
+                         f"keys asked for). Received keys: {sorted(history)}")
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.8), squeeze=False)

@@ -302,3 +302,19 @@ def test_export_onnx_from_the_command_line(trained, workdir):
     import lamina as lam
     want = lam.models.load_model(str(out / "model.lamina")).predict(x, verbose=0)
     np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], want, atol=1e-5)
+
+
+def test_train_that_stops_in_its_first_epoch_saves_and_draws_nothing(tmp_path, monkeypatch, capsys):
+    """fit() leaves an empty history when the first epoch's loss is not finite: the run still measures and saves
+    the model it has, and says there is no curve to draw (plot_history refuses an empty history)."""
+    from lamina import cli
+    from lamina.models import model as model_mod
+
+    class Stopped:
+        history = {}
+    monkeypatch.setattr(model_mod.Model, "fit", lambda self, *args, **kwargs: Stopped())
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "mlp", "--epochs", "1", "--quiet", "--out", "run"]) == 0
+    printed = capsys.readouterr().out
+    assert "No epoch finished" in printed and "Test accuracy: " in printed
+    assert (tmp_path / "run" / "model.lamina").exists() and not (tmp_path / "run" / "history.png").exists()

@@ -89,3 +89,10 @@ def test_figures_are_written_atomically(trained, tmp_path, monkeypatch):
     fig.add_subplot().plot([0, 1])
     assert open(plotting.save_figure(fig, str(tmp_path / "a.jpg")), "rb").read(2) == b"\xff\xd8"
     assert open(plotting.save_figure(fig, str(tmp_path / "b.svg")), "rb").read(5) in (b"<?xml", b"<svg ")
+
+
+def test_plot_history_with_no_epoch_says_so(tmp_path):
+    for history in ({}, {"loss": [], "val_loss": []}):
+        with pytest.raises(ValueError, match="no epoch to draw"):
+            plotting.plot_history(history, str(tmp_path / "h.png"))
+    assert not (tmp_path / "h.png").exists()
