@@ -153,6 +153,9 @@ def _worker(framework, names, steps, threads, smoke=False):
     if framework == "torch":
         import torch
         torch.set_num_threads(threads)
+    else:
+        from .workloads import steady_kernels
+        steady_kernels()
     from threadpoolctl import threadpool_limits
     out = {}
     with threadpool_limits(threads):

@@ -46,9 +46,20 @@ def make_batch(name, size="base"):
 
 
 # ---------------------------------------------------------------- lamina
+def steady_kernels():
+    """The compiled element-wise kernels (numba) from the first step where installed: lamina's 'auto' mode runs
+    NumPy's code for a process's first WARMUP_ELEMENTS values (loading numba does not pay in a short program),
+    and a benchmark measures the steady state of a long run."""
+    from lamina.ops import kernels
+    if kernels.mode() == "auto" and kernels.available():
+        kernels.set_mode("numba")
+
+
 def lamina_workload(name, size="base"):
     import lamina
     from lamina import backend, layers as L, ops
+
+    steady_kernels()
 
     lamina.utils.set_random_seed(0)
     x, y = make_batch(name, size)

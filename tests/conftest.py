@@ -31,6 +31,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import lamina  # noqa: E402
+from lamina.ops import kernels as _kernels  # noqa: E402
+
+# The compiled kernels (numba, in the test extra) from the first eligible call, whatever ran before in this
+# worker: in 'auto' mode a process first runs NumPy's code for kernels.WARMUP_ELEMENTS values, and a worker's
+# running count would make each test's rounding depend on the tests that ran before it in that worker.
+_kernels._state["pending"] = 0
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
 import fake_cupy  # noqa: E402  (tests/fake_cupy.py)

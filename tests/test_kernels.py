@@ -23,6 +23,7 @@ def compiled(monkeypatch):
     """Kernels on for arrays of any size; the mode restored afterwards."""
     monkeypatch.setattr(K, "MIN_ELEMENTS", 0)
     monkeypatch.setitem(K._state, "mode", "auto")
+    monkeypatch.setitem(K._state, "pending", 0)
     return monkeypatch
 
 
@@ -259,9 +260,11 @@ def test_mode_is_validated_and_read_from_the_environment(monkeypatch):
         K.set_mode("numba")
 
 
-def test_small_programs_never_import_numba_and_missing_numba_falls_back():
-    """Importing lamina and training on small arrays does not import numba (~0.5 s); with numba made
-    unimportable, large arrays take NumPy's code and give the same values."""
+def test_small_and_short_programs_never_import_numba_and_missing_numba_falls_back():
+    """Importing lamina and training on small arrays does not import numba (~0.9 s with its first kernel),
+    nor does a short program on large ones (the warm-up: WARMUP_ELEMENTS values through NumPy's code first, here
+    lowered to 3 calls' worth); a longer one does, at the same call every run; with numba made unimportable,
+    large arrays take NumPy's code and give the same values."""
     code = (
         "import sys, numpy as np\n"
         "if sys.argv[1] == 'hide': sys.modules['numba'] = None\n"
@@ -269,10 +272,12 @@ def test_small_programs_never_import_numba_and_missing_numba_falls_back():
         "from lamina import layers\n"
         "lamina.utils.set_random_seed(0)\n"
         "from lamina.ops import kernels\n"
-        "n = int(sys.argv[2])\n"
+        "n, calls = int(sys.argv[2]), int(sys.argv[3])\n"
+        "kernels.WARMUP_ELEMENTS = 3 * n * 64\n"
         "x = np.random.default_rng(0).standard_normal((n, 64)).astype(np.float32)\n"
         "m = lamina.Sequential([layers.Dense(64, activation='relu'), layers.LayerNormalization()])\n"
-        "y = m(x)\n"
+        "for _ in range(calls):\n"
+        "    y = m(x)\n"
         "print('numba' in sys.modules and sys.modules['numba'] is not None, float(np.abs(np.asarray(y.data)).sum()))\n")
     env = dict(os.environ, LAMINA_KERNELS="auto")
 
@@ -280,10 +285,27 @@ def test_small_programs_never_import_numba_and_missing_numba_falls_back():
         out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
         assert out.returncode == 0, out.stderr
         return out.stdout.split()
-    assert run("keep", "8")[0] == "False"
-    with_numba, without = run("keep", "4096"), run("hide", "4096")
+    assert run("keep", "8", "3")[0] == "False"
+    assert run("keep", "4096", "1")[0] == "False"      # 2 eligible calls (bias + ReLU, LayerNorm): warming up
+    with_numba, without = run("keep", "4096", "3"), run("hide", "4096", "3")
     assert with_numba[0] == "True" and without[0] == "False"
     np.testing.assert_allclose(float(with_numba[1]), float(without[1]), rtol=1e-5)
+
+
+def test_auto_mode_warms_up_on_numpy_then_runs_the_kernels(monkeypatch):
+    """'auto' runs NumPy's code until WARMUP_ELEMENTS values have passed through eligible calls, then the
+    kernels; 'numba' starts at once."""
+    big = R.standard_normal((512, 64)).astype(np.float32)
+    bias = np.ones(64, np.float32)
+    monkeypatch.setattr(K, "WARMUP_ELEMENTS", 2 * big.size + 1)
+    monkeypatch.setitem(K._state, "mode", "auto")
+    monkeypatch.setitem(K._state, "pending", None)
+    ran = [bool(K.bias_relu(big.copy(), bias)) for _ in range(4)]
+    assert ran == [False, False, False, True]
+    monkeypatch.setitem(K._state, "pending", None)
+    K.set_mode("numba")
+    assert K.bias_relu(big.copy(), bias)
+    monkeypatch.setitem(K._state, "mode", "auto")
 
 
 # ----------------------------------------------------------------------------- the LSTM's backward step

@@ -17,8 +17,9 @@ read while it sits in the first-level cache, so each array is read or written on
   loop computes slower than NumPy's SIMD code), one call where NumPy makes a dozen per step.
 
 They are used only where they pay: NumPy arrays (not CuPy), float32 or float64, C-contiguous, at least
-:data:`MIN_ELEMENTS` values (smaller arrays stay in cache anyway, and a program that never has a large one
-never imports numba, ~0.5 s). Without numba, or with ``LAMINA_KERNELS=numpy`` in the environment (or
+:data:`MIN_ELEMENTS` values (smaller arrays stay in cache anyway), and in 'auto' mode only once the process
+has passed :data:`WARMUP_ELEMENTS` values through eligible calls (loading numba costs ~0.9 s, which a short
+program never wins back). Without numba, or with ``LAMINA_KERNELS=numpy`` in the environment (or
 :func:`set_mode`), every caller runs its NumPy code, which computes the same values (tests check both ways;
 the sums run in another order, so the last bits may differ). The arithmetic follows the NumPy code's rules:
 NaN propagates as there (no ``fastmath`` flags that assume finite values; only reassociation and fused
@@ -48,8 +49,15 @@ SPLIT_ELEMENTS = 1 << 21
 # Column sums over many rows add each block of this many rows in the array's dtype (SIMD-wide), then the
 # blocks' sums in float64 (so a float32 sum over 65536 rows loses little more than one over 256).
 _BLOCK = 256
+# In 'auto' mode a process runs NumPy's code until its eligible calls have passed this many values, then the
+# kernels. The first compiled call imports numba and LLVM (~0.9 s of CPU, ~125 MB), which the kernels' saving
+# (~1-3 ns a value: a (2048, 128) float32 LayerNorm forward and backward save ~1.4 ms) wins back only after
+# some 10^8-10^9 values: a short program (an evaluation, a few epochs of a small model, a docs snippet) never
+# pays it, a long training run switches after its first seconds. The count is deterministic: the same program
+# switches at the same call on every run. set_mode('numba') (or LAMINA_KERNELS=numba) starts at once.
+WARMUP_ELEMENTS = 1 << 29
 _MODES = ("auto", "numba", "numpy")
-_state = {"mode": None, "kernels": None}
+_state = {"mode": None, "kernels": None, "pending": None}   # pending: values 'auto' still waits for
 
 
 def set_mode(value):
@@ -61,6 +69,8 @@ def set_mode(value):
     if value == "numba" and _load() is None:
         raise ImportError("numba is not installed: pip install 'lamina[fast]' (or numba) for the compiled kernels.")
     _state["mode"] = value
+    if value == "numba":
+        _state["pending"] = 0
 
 
 def mode():
@@ -96,7 +106,15 @@ def _eligible(*arrays):
     for a in arrays:
         if a is not None and (type(a) is not np.ndarray or a.dtype != first.dtype or not a.flags.c_contiguous):
             return None
-    return _load() if mode() != "numpy" else None
+    m = mode()
+    if m == "numpy":
+        return None
+    if m == "auto":
+        pending = WARMUP_ELEMENTS if _state["pending"] is None else _state["pending"]
+        if pending > 0:   # still warming up: NumPy's code (see WARMUP_ELEMENTS)
+            _state["pending"] = pending - first.size
+            return None
+    return _load()
 
 
 class _Kernels:
