@@ -350,7 +350,9 @@ class Layer:
 
     # ----- tracking
     def __setattr__(self, name, value):
-        if not name.startswith("__") and "_layers" in self.__dict__:
+        # '_layers' itself is skipped: a Functional model assigns its whole layer list there, and tracking each
+        # member into the list being replaced was quadratic (a quarter of building NASNetLarge's 1041 layers)
+        if name != "_layers" and not name.startswith("__") and "_layers" in self.__dict__:
             if isinstance(value, Layer) and value is not self and not any(value is l for l in self._layers):
                 self._layers.append(value)
             elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Layer) for v in value):
