@@ -91,3 +91,25 @@ def zero_initial_weights():
     from lamina.io.limits import weight_budget
     with weight_budget(1 << 60, "a structure-only test"):
         yield
+
+
+@pytest.fixture
+def keras_shapes_only():
+    """A context in which real Keras builds variables with shapes but no values (its StatelessScope with
+    initialize_variables=False), for tests that compare a Keras model's structure (names, shapes, counts)
+    with lamina's: zero_initial_weights's counterpart on Keras's side. Keras's random initial values (on
+    torch its truncated normal draws four candidates per weight) were two thirds of building EfficientNetV2S.
+    Keras keeps a list of the variables left without values, to fill them when a later eager StatelessScope
+    closes; it is emptied on the way out, so no other test pays for them."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def scope():
+        import keras
+        from keras.src.backend.common import global_state
+        try:
+            with keras.StatelessScope(initialize_variables=False):
+                yield
+        finally:
+            global_state.set_global_attribute("uninitialized_variables", [])
+    return scope
