@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from . import backend
+from . import backend, threads
 from .registry import register, registered_names
 
 
@@ -231,7 +231,8 @@ class Orthogonal(Initializer):
         rows = int(np.prod(shape[:-1]))
         cols = shape[-1]
         flat = self._rng().standard_normal((max(rows, cols), min(rows, cols)))
-        q, r = np.linalg.qr(flat)
+        with threads.one_thread():   # (faster here, and no collapse when another process holds a core)
+            q, r = np.linalg.qr(flat)
         q *= np.sign(np.diag(r))
         if rows < cols:
             q = q.T

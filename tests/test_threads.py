@@ -577,3 +577,22 @@ def test_overlap_stops_queued_tasks_when_the_caller_fails():
     count = len(ran)
     time.sleep(0.05)
     assert count < 50 and len(ran) == count and not threads._split["busy"]
+
+
+def test_orthogonal_initializer_factorises_on_one_blas_thread(monkeypatch):
+    """QR at weight sizes gains nothing from a second BLAS thread and collapses when a core is busy: the
+    Orthogonal initializer runs it under threads.one_thread, which restores the count afterwards."""
+    if threads._controller() is None:
+        pytest.skip("no BLAS that threadpoolctl can control")
+    seen = []
+    real = np.linalg.qr
+    monkeypatch.setattr(np.linalg, "qr", lambda a: seen.append(threads.get_num_threads()) or real(a))
+    before = threads.get_num_threads()
+    threads._apply(2)
+    try:
+        w = lamina.initializers.Orthogonal(seed=1)((6, 4))
+        assert threads.get_num_threads() == 2
+    finally:
+        threads._apply(before)
+    assert seen == [1]
+    np.testing.assert_allclose(w.T @ w, np.eye(4), atol=1e-5)
