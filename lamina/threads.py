@@ -32,6 +32,7 @@ own fork handler calls; the next threaded product starts the team afresh, ~30 us
 no other Python thread that might run a product is alive (a Jupyter kernel's own threads do not count),
 since a product in flight on another thread would lose its team.
 """
+import contextlib
 import os
 import threading
 import time
@@ -116,25 +117,13 @@ def _apply(n):
             lc.set_num_threads(n)
 
 
-class one_thread:
-    """BLAS (and its LAPACK) on one thread inside the block, the count restored after. For factorizations at
-    the sizes of weight matrices: np.linalg.qr of (384, 128) float64 took 3.0 ms on one OpenBLAS thread and
-    6.8 on two on a quiet 2-core machine ((1024, 1024) and (4096, 512): the same on both), and 4.6 s on two
-    with the other core busy, where the team waits for a descheduled thread."""
-
-    def __enter__(self):
-        ctl = _controller()
-        self.before = None if ctl is None else [lc.num_threads for lc in ctl.lib_controllers]
-        if self.before is not None and max(self.before) > 1:
-            _apply(1)
-        return self
-
-    def __exit__(self, *exc):
-        ctl = _controller()
-        if ctl is not None and self.before is not None:
-            for lc, n in zip(ctl.lib_controllers, self.before):
-                if lc.num_threads != n:
-                    lc.set_num_threads(n)
+def one_thread():
+    """A context in which BLAS (and its LAPACK) runs on one thread, the counts restored after (threadpoolctl's
+    own limiter). For factorizations at the sizes of weight matrices: np.linalg.qr of (384, 128) float64 took
+    3.0 ms on one OpenBLAS thread and 6.8 on two on a quiet 2-core machine ((1024, 1024) and (4096, 512): the
+    same on both), and 4.6 s on two with the other core busy, where the team waits for a descheduled thread."""
+    ctl = _controller()
+    return contextlib.nullcontext() if ctl is None else ctl.limit(limits=1)
 
 
 # ------------------------------------------------------------------ element-wise work split over threads

@@ -157,39 +157,34 @@ class ProjectHeads(Op):
         y = mm(xp, x.reshape(n * t, dim), w_all)
         if any(b is not None for b in bs):
             y += xp.concatenate([xp.zeros(c, y.dtype) if b is None else b.reshape(-1) for b, c in zip(bs, widths)])
+        ends = np.cumsum(widths)
+        # each projection: its kernel's shape, whether it has a bias, and its columns of y
+        self.parts = [(w.shape, b is not None, slice(int(e) - c, int(e)))
+                      for w, b, c, e in zip(ws, bs, widths, ends)]
         self.saved = (x, w_all)
-        self.meta = [(w.shape, b is not None) for w, b in zip(ws, bs)]
-        outs, lo = [], 0
-        for w, c in zip(ws, widths):
-            # columns lo:lo+c of y, rows split into (N, T) and columns into (heads, d): still a view
-            outs.append(xp.swapaxes(y[:, lo:lo + c].reshape(n, t, w.shape[1], w.shape[2]), 1, 2))
-            lo += c
-        return tuple(outs)
+        # rows split into (N, T) and columns into (heads, d): still views of y
+        return tuple(xp.swapaxes(y[:, cols].reshape(n, t, shape[1], shape[2]), 1, 2)
+                     for shape, _, cols in self.parts)
 
     def backward(self, *gys):
         xp = self.xp
         x, w_all = self.saved
         n, t, dim = x.shape
         g = xp.empty((n * t, w_all.shape[1]), w_all.dtype)   # the product's gradient, filled per projection
-        lo = 0
-        for gy, (shape, _) in zip(gys, self.meta):
-            c = shape[1] * shape[2]
-            part = g[:, lo:lo + c].reshape(n, t, shape[1], shape[2])           # a view into g
+        for gy, (shape, _, cols) in zip(gys, self.parts):
+            part = g[:, cols].reshape(n, t, shape[1], shape[2])                 # a view into g
             if gy is None:
                 part[...] = 0
             else:
                 xp.copyto(part, xp.swapaxes(gy, 1, 2))
-            lo += c
-        m = len(self.meta)
+        m = len(self.parts)
         gx = mm(xp, g, w_all.T).reshape(x.shape) if self.needs_grad[0] else None
         gw = mm(xp, x.reshape(n * t, dim).T, g) if any(self.needs_grad[1:1 + m]) else None
         gb = sum_rows(xp, g) if any(self.needs_grad[1 + m:]) else None
-        gws, gbs, lo = [], [], 0
-        for i, (shape, has_bias) in enumerate(self.meta):
-            c = shape[1] * shape[2]
-            gws.append(xp.ascontiguousarray(gw[:, lo:lo + c]).reshape(shape) if self.needs_grad[1 + i] else None)
-            gbs.append(gb[lo:lo + c].reshape(shape[1:]).copy() if has_bias and self.needs_grad[1 + m + i] else None)
-            lo += c
+        gws = [xp.ascontiguousarray(gw[:, cols]).reshape(shape) if self.needs_grad[1 + i] else None
+               for i, (shape, _, cols) in enumerate(self.parts)]
+        gbs = [gb[cols].reshape(shape[1:]).copy() if has_bias and self.needs_grad[1 + m + i] else None
+               for i, (shape, has_bias, cols) in enumerate(self.parts)]
         return (gx, *gws, *gbs)
 
 

@@ -213,7 +213,8 @@ def _define(numba):
 
     @jit
     def lstm_cell_grad(dh, dc, gates, tc, c_prev, dz, dc_prev):
-        # one LSTM step backward (sigmoid gates i, f, o; tanh candidate g and cell output), no mask:
+        # one LSTM step backward (sigmoid gates i, f, o; tanh candidate g and cell output; a mask is the
+        # caller's: it passes the step's share of dh and dc):
         # d(act c) = dc + dh o (1 - tc^2); the pre-activation gradients of i, f, o, g into dz (N, 4u, gate
         # blocks of u columns) and the gradient into the previous cell state into dc_prev
         n, u = dh.shape
@@ -235,7 +236,8 @@ def _define(numba):
 
     @jit
     def gru_cell_grad(dh, zr, hh, h_prev, rh, dx, dr, dprev):
-        # one GRU step backward (reset_after, sigmoid z and r, tanh candidate), no mask: the pre-activation
+        # one GRU step backward (reset_after, sigmoid z and r, tanh candidate; a mask is the caller's: it
+        # passes the step's share of dh): the pre-activation
         # gradients of z, r and the candidate into dx (N, 3u), those of h U + b' into dr, and dh z into dprev
         n, u = dh.shape
         one = dh.dtype.type(1)
