@@ -313,28 +313,37 @@ def test_auto_mode_warms_up_on_numpy_then_runs_the_kernels(monkeypatch):
 _MASK = np.ones((5, 7), bool)
 _MASK[0, 4:] = _MASK[1, 2] = _MASK[2, :] = False
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("kwargs", [dict(), dict(return_sequences=True), dict(go_backwards=True, return_state=True),
-                                    dict(return_sequences=True, masked=True), dict(go_backwards=True, masked=True)])
-def test_lstm_backward_step_kernel_equals_numpy(compiled, dtype, kwargs):
-    calls = _count_calls(compiled, "lstm_cell_grad")
+def _cell_kernel_equals_numpy(compiled, make, kernel, dtype, kwargs):
+    """A recurrent layer forward and backward (outputs and every gradient) with the compiled backward step
+    (one call per step) and with NumPy's passes: equal to the dtype's rounding. kwargs: the layer's, and
+    masked=True for padded, inner-masked and all-masked sequences (_MASK). Returns the kernel's call list."""
+    calls = _count_calls(compiled, kernel)
     kwargs = dict(kwargs)
     mask = _MASK if kwargs.pop("masked", False) else None
-    lstm = layers.LSTM(6, dtype=dtype.__name__, **kwargs)
+    layer = make(6, dtype=dtype.__name__, **kwargs)
     x = R.standard_normal((5, 7, 4)).astype(dtype)
-    out = lstm(x, mask=mask)
-    first = out[0] if isinstance(out, (list, tuple)) else out
-    gy = R.standard_normal(first.shape).astype(dtype)
+
+    def first(out):   # the sequence or last output, without the states of return_state
+        return out[0] if isinstance(out, (list, tuple)) else out
+    gy = R.standard_normal(first(layer(x, mask=mask)).shape).astype(dtype)
 
     def run():
         xt = Tensor(x, requires_grad=True)
-        y = lstm(xt, training=True, mask=mask)
-        y = y[0] if isinstance(y, (list, tuple)) else y
-        gs = grad(y, [xt] + list(lstm.trainable_weights), grad_output=Tensor(gy))
+        y = first(layer(xt, training=True, mask=mask))
+        gs = grad(y, [xt] + list(layer.trainable_weights), grad_output=Tensor(gy))
         return [np.asarray(y.data)] + [np.asarray(g.data) for g in gs]
     got, want = _both(compiled, run)
     assert len(calls) == 7   # one per step, the NumPy run none
     _close(got, want, dtype)
+    calls.clear()
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kwargs", [dict(), dict(return_sequences=True), dict(go_backwards=True, return_state=True),
+                                    dict(return_sequences=True, masked=True), dict(go_backwards=True, masked=True)])
+def test_lstm_backward_step_kernel_equals_numpy(compiled, dtype, kwargs):
+    _cell_kernel_equals_numpy(compiled, layers.LSTM, "lstm_cell_grad", dtype, kwargs)
 
 
 def test_lstm_kernel_stands_aside_for_other_activations(compiled):
@@ -350,22 +359,8 @@ def test_lstm_kernel_stands_aside_for_other_activations(compiled):
 @pytest.mark.parametrize("kwargs", [dict(), dict(return_sequences=True), dict(go_backwards=True),
                                     dict(return_sequences=True, masked=True), dict(go_backwards=True, masked=True)])
 def test_gru_backward_step_kernel_equals_numpy(compiled, dtype, kwargs):
-    calls = _count_calls(compiled, "gru_cell_grad")
-    kwargs = dict(kwargs)
-    mask = _MASK if kwargs.pop("masked", False) else None
-    gru = layers.GRU(6, dtype=dtype.__name__, **kwargs)
+    calls = _cell_kernel_equals_numpy(compiled, layers.GRU, "gru_cell_grad", dtype, kwargs)
     x = R.standard_normal((5, 7, 4)).astype(dtype)
-    gy = R.standard_normal(gru(x, mask=mask).shape).astype(dtype)
-
-    def run():
-        xt = Tensor(x, requires_grad=True)
-        y = gru(xt, training=True, mask=mask)
-        gs = grad(y, [xt] + list(gru.trainable_weights), grad_output=Tensor(gy))
-        return [np.asarray(y.data)] + [np.asarray(g.data) for g in gs]
-    got, want = _both(compiled, run)
-    assert len(calls) == 7
-    _close(got, want, dtype)
-    calls.clear()
     old_style = layers.GRU(6, reset_after=False)   # its candidate reads r * h: NumPy's passes
     xt = Tensor(x.astype(np.float32), requires_grad=True)
     grad(old_style(xt, training=True).sum(), [xt])
