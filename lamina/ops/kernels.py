@@ -69,8 +69,6 @@ def set_mode(value):
     if value == "numba" and _load() is None:
         raise ImportError("numba is not installed: pip install 'lamina[fast]' (or numba) for the compiled kernels.")
     _state["mode"] = value
-    if value == "numba":
-        _state["pending"] = 0
 
 
 def mode():
