@@ -225,6 +225,47 @@ def test_column_sums_of_many_rows_stay_accurate(compiled):
     np.testing.assert_allclose(db, exact, rtol=5e-6)
 
 
+# ----------------------------------------------------------------------------- Adam
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+@pytest.mark.parametrize("split", [False, True])
+def test_adam_kernel_gives_numpys_weights_to_the_bit(compiled, dtype, name, split):
+    """Five steps on a small weight, a 2-D one and one of over 16 blocks (the blocked path), with NaN and inf
+    in a gradient, split over threads or not: the kernel's weights and moments equal NumPy's code's bit for
+    bit (the same float operations), and it ran for every variable."""
+    from lamina import threads
+    if split:
+        compiled.setattr(threads, "split_width", lambda *a: 3)
+    shapes = [(300,), (64, 96), (17 * 65536 + 5,)]
+    grads = [[R.standard_normal(s).astype(dtype) for s in shapes] for _ in range(5)]
+    grads[2][0][3] = np.nan
+    grads[3][1][0, 1] = np.inf
+    start = [R.standard_normal(s).astype(dtype) for s in shapes]
+
+    def run():
+        vs = [lamina.Variable(w) for w in start]
+        opt = getattr(lamina.optimizers, name)(learning_rate=0.01)
+        for gs in grads:
+            opt.apply([g.copy() for g in gs], vs)
+        return [np.asarray(v.data) for v in vs] + [np.asarray(s.data) for s in opt.variables[2:]]
+    calls = _count_calls(compiled, "adam_update")
+    fused, plain = _both(compiled, run)
+    assert len(calls) >= 5 * len(shapes)
+    for a, b in zip(fused, plain):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_adam_kernel_stands_aside_for_amsgrad_and_odd_coefficients(compiled):
+    """AMSGrad (a running maximum the kernel does not keep) and a NumPy-scalar epsilon (whose float64 sum NumPy
+    rounds differently) run NumPy's code."""
+    calls = _count_calls(compiled, "adam_update")
+    for opt in (lamina.optimizers.Adam(amsgrad=True), lamina.optimizers.Adam(epsilon=np.float64(1e-7))):
+        v = lamina.Variable(np.ones((50, 50), np.float32))
+        opt.apply([np.full((50, 50), 0.5, np.float32)], [v])
+        assert np.isfinite(np.asarray(v.data)).all()
+    assert calls == []
+
+
 # ----------------------------------------------------------------------------- when they run
 def test_kernels_stand_aside_where_they_should_not_run(monkeypatch):
     monkeypatch.setitem(K._state, "mode", "auto")

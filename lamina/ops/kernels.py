@@ -15,6 +15,8 @@ read while it sits in the first-level cache, so each array is read or written on
 - :func:`lstm_cell_grad` / :func:`gru_cell_grad`: one backward step of the LSTM's (GRU's) gate arithmetic
   (sigmoid and tanh derivatives from the saved activations: no transcendental function, which a compiled
   loop computes slower than NumPy's SIMD code), one call where NumPy makes a dozen per step.
+- :func:`adam_update`: Adam's moments and weight update, one pass over the four arrays instead of twelve
+  NumPy passes, with NumPy's float operations (the same weights to the bit).
 
 They are used only where they pay: NumPy arrays (not CuPy), float32 or float64, C-contiguous, at least
 :data:`MIN_ELEMENTS` values (smaller arrays stay in cache anyway), and in 'auto' mode only once the process
@@ -39,7 +41,7 @@ import numpy as np
 from .. import threads as _threads
 
 __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "layer_norm_forward", "layer_norm_backward",
-           "bias_relu", "relu_bias_grad", "lstm_cell_grad", "gru_cell_grad"]
+           "bias_relu", "relu_bias_grad", "lstm_cell_grad", "gru_cell_grad", "adam_update"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
@@ -256,6 +258,20 @@ def _define(numba):
                 dr[i, 2 * u + j] = da * r
                 dprev[i, j] = d * z
     k.gru_cell_grad = gru_cell_grad
+
+    # Adam's update is element-wise with no reduction: compiled without fastmath, so the float operations
+    # are those of the NumPy code (optimizers/adam.py, _adam_block), in its order and rounding: no fused
+    # multiply-add, the scalars already in the arrays' dtype. The same weights to the bit either way.
+    @numba.njit(cache=True, nogil=True, error_model="numpy")
+    def adam_update(w, g, m, v, c1, c2, eps, alpha):
+        for i in range(w.size):
+            gi = g[i]
+            mi = m[i] + (gi - m[i]) * c1
+            vi = v[i] + (gi * gi - v[i]) * c2
+            m[i] = mi
+            v[i] = vi
+            w[i] -= mi / (np.sqrt(vi) + eps) * alpha
+    k.adam_update = adam_update
     return k
 
 
@@ -356,6 +372,19 @@ def lstm_cell_grad(gates):
     the step's dozen NumPy passes over (N, u) blocks (each mostly call overhead at the usual sizes)."""
     k = _eligible(gates)
     return None if k is None else k.lstm_cell_grad
+
+
+def adam_update(w, g, m, v, b1, b2, eps, alpha):
+    """Adam's update of equally shaped arrays in place, one pass: m += (g - m)(1 - b1), v += (g^2 - v)(1 - b2),
+    w -= alpha m / (sqrt(v) + eps), with the same float operations as the NumPy code (no AMSGrad): True if
+    done here, False where the kernels do not run (the caller's NumPy code does then)."""
+    k = _eligible(w, g, m, v)
+    if k is None or not (w.shape == g.shape == m.shape == v.shape):
+        return False
+    t = w.dtype.type
+    k.adam_update(w.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), t(1.0 - b1), t(1.0 - b2), t(eps),
+                  t(alpha))
+    return True
 
 
 def gru_cell_grad(gates):
