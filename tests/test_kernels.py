@@ -225,6 +225,33 @@ def test_column_sums_of_many_rows_stay_accurate(compiled):
     np.testing.assert_allclose(db, exact, rtol=5e-6)
 
 
+# ----------------------------------------------------------------------------- col2im
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel,strides,dilation,padding", [
+    (3, 1, 1, "valid"), (3, 2, 1, "same"), ((2, 3), (1, 3), 1, "valid"), (3, 1, 2, "same"), (5, 2, 1, "same")])
+def test_col2im_kernel_equals_numpy(compiled, dtype, kernel, strides, dilation, padding):
+    """Conv2D's input gradient (col2im: 10 input channels, neither the thin layout nor the stride-1 'dx as a
+    convolution') and Conv2DTranspose's forward through the compiled gather equal NumPy's code, every weight
+    gradient too. The gather adds in NumPy's order; the columns come from one wider product, which BLAS may
+    round differently in the last bit (so not bit for bit)."""
+    calls = _count_calls(compiled, "col2im_gather")
+    conv = layers.Conv2D(12, kernel, strides=strides, dilation_rate=dilation, padding=padding, dtype=dtype.__name__)
+    x = R.standard_normal((3, 11, 13, 10)).astype(dtype)
+    gy = R.standard_normal(conv(x).shape).astype(dtype)
+    got, want = _both(compiled, lambda: _grads(conv, x, gy))
+    _close(got, want, dtype)
+    assert len(calls) == 1
+    if dilation == 1:
+        up = layers.Conv2DTranspose(12, kernel, strides=strides, padding=padding, dtype=dtype.__name__)
+        x = R.standard_normal((3, 6, 7, 10)).astype(dtype)
+        gy = R.standard_normal(up(x).shape).astype(dtype)
+        got, want = _both(compiled, lambda: _grads(up, x, gy))
+        _close(got, want, dtype)
+        assert len(calls) == 3   # and the transposed convolution's forward, built and run once compiled
+    if dtype == np.float64:
+        check_grad(conv, x[:2, :8, :9])   # numerically, through the gather
+
+
 # ----------------------------------------------------------------------------- Adam
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])

@@ -17,6 +17,8 @@ read while it sits in the first-level cache, so each array is read or written on
   loop computes slower than NumPy's SIMD code), one call where NumPy makes a dozen per step.
 - :func:`adam_update`: Adam's moments and weight update, one pass over the four arrays instead of twelve
   NumPy passes, with NumPy's float operations (the same weights to the bit).
+- :func:`col2im_gather`: a convolution's input gradient from its columns, each input position summed once
+  in the NumPy code's order, instead of one strided window addition per kernel offset.
 
 They are used only where they pay: NumPy arrays (not CuPy), float32 or float64, C-contiguous, at least
 :data:`MIN_ELEMENTS` values (smaller arrays stay in cache anyway), and in 'auto' mode only once the process
@@ -41,7 +43,8 @@ import numpy as np
 from .. import threads as _threads
 
 __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "layer_norm_forward", "layer_norm_backward",
-           "bias_relu", "relu_bias_grad", "lstm_cell_grad", "gru_cell_grad", "adam_update"]
+           "bias_relu", "relu_bias_grad", "lstm_cell_grad", "gru_cell_grad", "adam_update",
+           "col2im_gather"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
@@ -272,6 +275,44 @@ def _define(numba):
             v[i] = vi
             w[i] -= mi / (np.sqrt(vi) + eps) * alpha
     k.adam_update = adam_update
+
+    # col2im as a gather: each padded input position sums, in kernel-offset order, the column entries that
+    # reached it (the NumPy code adds one strided window per offset to a zero array: the same additions in
+    # the same order for every position), and is written once. No fastmath (the order). The columns come from
+    # one wider product than the NumPy code's per-offset ones, which BLAS may round differently in the last bit.
+    @numba.njit(cache=True, nogil=True, error_model="numpy")
+    def col2im_gather(cols, out, sh, sw, dh, dw):
+        # cols (S, OH, OW, KH, KW, C) -> out (S, Hp, Wp, C)
+        samples, oh, ow, kh, kw, c = cols.shape
+        hp, wp = out.shape[1], out.shape[2]
+        zero = out.dtype.type(0)
+        for s in range(samples):
+            for py in range(hp):
+                for px in range(wp):
+                    o = out[s, py, px]
+                    for q in range(c):
+                        o[q] = zero
+                    if sh == 1 and dh == 1:   # the offsets that reach this row: a range, no test per offset
+                        i_lo, i_hi = max(0, py - oh + 1), min(kh, py + 1)
+                    else:
+                        i_lo, i_hi = 0, kh
+                    if sw == 1 and dw == 1:
+                        j_lo, j_hi = max(0, px - ow + 1), min(kw, px + 1)
+                    else:
+                        j_lo, j_hi = 0, kw
+                    for i in range(i_lo, i_hi):
+                        y = py - i * dh
+                        if y < 0 or y % sh != 0 or y // sh >= oh:
+                            continue
+                        y //= sh
+                        for j in range(j_lo, j_hi):
+                            x = px - j * dw
+                            if x < 0 or x % sw != 0 or x // sw >= ow:
+                                continue
+                            src = cols[s, y, x // sw, i, j]
+                            for q in range(c):
+                                o[q] += src[q]
+    k.col2im_gather = col2im_gather
     return k
 
 
@@ -385,6 +426,15 @@ def adam_update(w, g, m, v, b1, b2, eps, alpha):
     k.adam_update(w.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), t(1.0 - b1), t(1.0 - b2), t(eps),
                   t(alpha))
     return True
+
+
+def col2im_gather(g2, w2):
+    """The compiled col2im for a convolution's input gradient g2 (rows, O) @ w2 (O, KH*KW*C) (their size and
+    dtypes decide, as for the other kernels), or None where the kernels do not run. Called as
+    ``f(cols, out, sh, sw, dh, dw)`` with a block's columns (S, OH, OW, KH, KW, C) and its padded input
+    gradient (S, Hp, Wp, C), which it writes whole (no zeroed array needed)."""
+    k = _eligible(g2, w2)
+    return None if k is None else k.col2im_gather
 
 
 def gru_cell_grad(gates):
