@@ -3,6 +3,7 @@ as the NumPy code they stand in for (forward and every gradient, float32 and flo
 not), PyTorch's values, numerical gradients, NaN handled as NumPy handles it, and the NumPy code taken
 wherever they should not run (small, CuPy-less strided or integer arrays, LAMINA_KERNELS=numpy, no numba)."""
 import os
+import platform
 import subprocess
 import sys
 
@@ -433,3 +434,186 @@ def test_gru_backward_step_kernel_equals_numpy(compiled, dtype, kwargs):
     xt = Tensor(x.astype(np.float32), requires_grad=True)
     grad(old_style(xt, training=True).sum(), [xt])
     assert calls == []
+
+
+# ----------------------------------------------------------------------------- max pooling
+# (shape, pool_size, strides, padding): windows tiling the input, the last row and column dropped (floor), gaps
+# between windows, overlapping windows, 'same' padding (on the bottom and right, or on every side), a
+# 1x1 pool, a 17x17 window (289 offsets: an int32 note)
+_POOLS = [((3, 8, 8, 5), 2, None, "valid"), ((2, 7, 9, 4), 2, None, "valid"), ((2, 9, 9, 3), 2, 3, "valid"),
+          ((3, 9, 8, 6), 3, 2, "valid"), ((2, 7, 6, 4), 3, 2, "same"), ((2, 5, 7, 3), (3, 2), 1, "same"),
+          ((2, 6, 7, 2), (2, 3), (1, 2), "same"), ((2, 5, 5, 9), 1, 1, "valid"), ((1, 18, 18, 2), 17, 1, "valid"),
+          ((2, 7, 7, 16), 2, None, "same")]
+
+
+def _awkward(shape, dtype, seed, rare=1.0, ties=True):
+    """Values of few kinds (many exact ties, 0.0 beside -0.0; normal ones unless ``ties``) sprinkled with NaN
+    of both signs, inf and -inf (``rare`` times as often as by default)."""
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(-3, 4, shape) / 2 if ties else rng.standard_normal(shape)).astype(dtype)
+    u = rng.random(shape) / rare
+    x[u < 0.04] = np.nan
+    x[(u >= 0.04) & (u < 0.06)] = -np.nan
+    x[(u >= 0.06) & (u < 0.12)] = -np.inf
+    x[(u >= 0.12) & (u < 0.14)] = np.inf
+    x[(u >= 0.14) & (u < 0.24)] = -0.0
+    return x
+
+
+def _bits(a):
+    return np.ascontiguousarray(a).view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+def _same_bits(got, want, nan_sign=True):
+    """Equal to the bit, -0.0 against 0.0 included. NaN: at the same places; with nan_sign the same NaN too.
+    The sign of a zero is compared on x86-64 only, where NumPy's maximum of equal values is its second
+    argument (as the kernel's; another machine's SIMD maximum may choose otherwise)."""
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    keep = ~np.isnan(want) if not nan_sign else np.ones(want.shape, bool)
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        keep &= want != 0
+    np.testing.assert_array_equal(_bits(got)[keep], _bits(want)[keep])
+
+
+def _pool_run(x, gy, pool, strides, padding, pool_fn=None):
+    """(y, the note, dx) of max pooling x with the upstream gradient gy."""
+    xt = Tensor(x, requires_grad=True)
+    y = (pool_fn or (lambda t: ops.max_pool2d(t, pool, strides, padding)))(xt)
+    note = y._op.saved.copy() if pool_fn is None else None
+    (dx,) = grad(y, [xt], grad_output=Tensor(gy))
+    return np.asarray(y.data), note, np.asarray(dx.data)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,pool,strides,padding", _POOLS)
+def test_max_pool_kernels_equal_numpy(compiled, dtype, shape, pool, strides, padding):
+    """Forward: the same maximum (NaN, -inf, the sign of a tied zero) and the same note (the first maximum in
+    row-major window order, never a NaN) to the bit; backward: the same gradient to the bit, where windows
+    overlap too (the kernel adds in NumPy's order; only which of two NaNs an addition keeps may differ)."""
+    x = _awkward(shape, dtype, seed=sum(shape), rare=1 / 20 if pool == 17 else 1)   # some 17x17 windows without NaN
+    gy = _awkward(ops.max_pool2d(x, pool, strides, padding).shape, dtype, seed=7, ties=False)   # sums that round
+    forward, backward = _count_calls(compiled, "max_pool_rows"), _count_calls(compiled, "max_pool_rows_grad")
+    with np.errstate(invalid="ignore"):   # inf * 0 in the gradient
+        got, want = _both(compiled, lambda: _pool_run(x, gy, pool, strides, padding))
+    assert len(forward) == len(backward) == 1   # the first run took the kernels, the second NumPy's code
+    assert np.isnan(want[0]).any() and not np.isnan(want[0]).all() and (want[1].any() or pool == 1)
+    _same_bits(got[0], want[0])
+    assert got[1].dtype == want[1].dtype == (np.int32 if pool == 17 else np.uint8)
+    np.testing.assert_array_equal(got[1], want[1])
+    _same_bits(got[2], want[2], nan_sign=False)
+
+
+def test_max_pool_kernel_notes_the_first_maximum_and_skips_padding(compiled):
+    """One channel by hand: ties go to the first offset, NaN wins the maximum but keeps the note where it was,
+    a window starting in the 'same' padding notes its first real value unless that is -inf (then the padding's
+    offset 0 stays noted, as in NumPy's code, and its gradient falls outside the input)."""
+    x = np.array([[1.0, 1.0, -np.inf, 2.0],
+                  [2.0, 2.0, -np.inf, -np.inf],
+                  [0.0, np.nan, 3.0, np.nan],
+                  [5.0, 3.0, 3.0, 4.0]], np.float32).reshape(1, 4, 4, 1)
+    y, note = K.max_pool2d(x, (2, 2), (2, 2), ((0, 0), (0, 0)), True)
+    np.testing.assert_array_equal(y[0, :, :, 0], [[2.0, 2.0], [np.nan, np.nan]])
+    np.testing.assert_array_equal(note[0, :, :, 0], [[2, 1], [0, 0]])   # after a NaN, nothing is noted
+    right = np.ascontiguousarray(x[:, :, 2:])
+    y, note = K.max_pool2d(right, (3, 3), (2, 2), ((1, 1), (1, 0)), True)   # padded: (4, 2) -> (2, 1)
+    np.testing.assert_array_equal(y[0, :, :, 0], [[2.0], [np.nan]])
+    np.testing.assert_array_equal(note[0, :, :, 0], [[5], [4]])
+    y, note = K.max_pool2d(np.full((1, 2, 2, 1), -np.inf, np.float32), (2, 2), (1, 1), ((1, 0), (1, 0)), True)
+    np.testing.assert_array_equal(note[0, :, :, 0], [[0, 0], [0, 0]])
+    dx = K.max_pool2d_grad(np.ones((1, 2, 2, 1), np.float32), note, (1, 2, 2, 1), (2, 2), (1, 1), ((1, 0), (1, 0)))
+    np.testing.assert_array_equal(dx[0, :, :, 0], [[1, 0], [0, 0]])   # only the window starting inside
+
+
+def test_max_pool_note_is_the_same_for_either_code(compiled):
+    """The forward pass through the kernels and the backward through NumPy's code (the mode switched in
+    between), and the other way round: the same gradient, since both write the same note."""
+    x = _awkward((3, 9, 8, 6), np.float32, seed=3)
+    gy = R.standard_normal((3, 5, 4, 6)).astype(np.float32)
+    want = _pool_run(x, gy, 3, 2, "same")[2]
+    for first, then in (("auto", "numpy"), ("numpy", "auto")):
+        compiled.setitem(K._state, "mode", first)
+        xt = Tensor(x, requires_grad=True)
+        y = ops.max_pool2d(xt, 3, 2, "same")
+        compiled.setitem(K._state, "mode", then)
+        _same_bits(np.asarray(grad(y, [xt], grad_output=Tensor(gy))[0].data), want)
+
+
+@pytest.mark.parametrize("case", [(2, None, "valid"), (3, 2, "same")])
+def test_max_pool_split_over_threads_gives_the_same_bits(compiled, case):
+    x = _awkward((7, 10, 9, 5), np.float32, seed=5)
+    gy = R.standard_normal(ops.max_pool2d(x, *case).shape).astype(np.float32)
+    results = []
+    for width in (1, 2, 3):
+        splits = _force_split(compiled, width)
+        results.append(_pool_run(x, gy, *case))
+        assert splits == ([width, width] if width > 1 else [])   # forward and backward
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            _same_bits(a, b) if a.dtype.kind == "f" else np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shape,pool,strides,padding", [_POOLS[1], _POOLS[3], _POOLS[4], _POOLS[6]])
+def test_max_pool_kernel_gradients_are_numerically_right(compiled, shape, pool, strides, padding):
+    calls = _count_calls(compiled, "max_pool_rows_grad")
+    x = np.random.default_rng(2).permutation(np.prod(shape)).reshape(shape) / 7.0   # distinct: no ties
+    check_grad(lambda x: ops.max_pool2d(x, pool, strides, padding), x)
+    assert calls
+
+
+def test_max_pool_1d_and_keras_ops_take_the_kernels(compiled):
+    """MaxPooling1D, ops.max_pool1d and ops.max_pool (1-D and 2-D) run MaxPool2D, so the kernels; 3-D
+    pooling has its own op (nn_kernels.MaxPoolND), and channels-first input reaches MaxPool2D as a strided
+    view (NumPy's code)."""
+    calls = _count_calls(compiled, "max_pool_rows")
+    x3, x4 = _awkward((3, 11, 4), np.float32, 1), _awkward((3, 8, 9, 4), np.float32, 2)
+    runs = [lambda: layers.MaxPooling1D(3, 2, padding="same")(x3), lambda: ops.max_pool(x3, 2),
+            lambda: ops.max_pool(x4, 3, 2, "same"), lambda: layers.MaxPooling2D()(x4)]
+    for run in runs:
+        got, want = _both(compiled, lambda: np.asarray(run().data))
+        _same_bits(got, want)
+    assert len(calls) == len(runs)
+    ops.max_pool(x4[:, :, :, :, None], 2)
+    layers.MaxPooling2D(data_format="channels_first")(x4)
+    assert len(calls) == len(runs)
+
+
+def test_max_pool_kernels_stand_aside_where_they_should_not_run(monkeypatch):
+    monkeypatch.setitem(K._state, "mode", "auto")
+    monkeypatch.setitem(K._state, "pending", 0)
+    geometry = ((2, 2), (2, 2), ((0, 0), (0, 0)))
+    big = np.ones((8, 32, 32, 16), np.float32)
+    assert K.max_pool2d(big, *geometry, True) is not None
+    assert K.max_pool2d(big[:4, :16], *geometry, True) is None                          # small
+    assert K.max_pool2d(big.transpose(0, 2, 1, 3), *geometry, True) is None              # strided
+    assert K.max_pool2d(big.astype(np.float16), *geometry, True) is None                 # (MaxPool2D: float32)
+    gy, note = np.ones((8, 16, 16, 16), np.float32), np.zeros((8, 16, 16, 16), np.uint8)
+    assert K.max_pool2d_grad(gy, note, big.shape, *geometry) is not None
+    assert K.max_pool2d_grad(gy, note[:, ::-1], big.shape, *geometry) is None            # strided note
+    assert K.max_pool2d_grad(gy[:4], note[:4], big[:4].shape, *geometry) is not None     # the input's size decides
+    monkeypatch.setitem(K._state, "mode", "numpy")
+    assert K.max_pool2d(big, *geometry, True) is None
+
+
+def test_max_pool_layer_trains_the_same_with_and_without_the_kernels(compiled):
+    """A CNN's training step (Conv2D + ReLU, MaxPooling2D twice, the first overlapping with 'same' padding,
+    Dense): the same loss and weights after it, either way (the other kernels' sums round differently)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((16, 12, 12, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 16)
+    lamina.utils.set_random_seed(1)
+    model = lamina.Sequential([layers.Input((12, 12, 3)), layers.Conv2D(8, 3, activation="relu"),
+                               layers.MaxPooling2D(3, 2, padding="same"), layers.Conv2D(8, 3, activation="relu"),
+                               layers.MaxPooling2D(), layers.Flatten(), layers.Dense(3)])
+    model.compile(optimizer=lamina.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    start = model.get_weights()
+    calls = _count_calls(compiled, "max_pool_rows_grad")
+
+    def step():
+        model.set_weights(start)
+        loss = model.train_on_batch(x, y)
+        return [np.asarray(loss)] + model.get_weights()
+    got, want = _both(compiled, step)
+    assert len(calls) == 2   # both pooling layers' backward, the first run only
+    _close(got, want, np.float32)
+    assert not np.allclose(got[1], start[0])   # the step did change the weights

@@ -699,14 +699,28 @@ class MaxPool2D(Op):
     PyTorch); no per-pixel scatter. Forward notes, per output, which window offset held that maximum
     (one uint8 per output, written where an offset beats the maximum so far, so the first one stays);
     backward then writes each offset's share, dy where the note names it, straight into its strided view
-    of dx: one compare and one multiply per offset, over output-sized arrays."""
+    of dx: one compare and one multiply per offset, over output-sized arrays.
+
+    Where the compiled kernels run (kernels.max_pool2d: NumPy float32/float64 C-contiguous input of at least
+    kernels.MIN_ELEMENTS values, numba installed, not LAMINA_KERNELS=numpy) each direction is one pass
+    instead, with no padded copy, giving the same y, note and dx bit for bit; elsewhere (CuPy, small or
+    strided input such as a channels-first layer's transposed view) the NumPy code below. Either backward
+    reads either forward's note. MaxPooling1D, ops.max_pool1d and ops.max_pool in 1-D and 2-D come here;
+    3-D pooling is nn_kernels.MaxPoolND."""
 
     half_via_float32 = True  # float16 in float32 (tensor.Op): NumPy's float16 comparisons have no SIMD loops
 
     def forward(self, x):
         xp = self.xp
-        xp_ = _pad_hw(xp, x, self.pads, -xp.inf)
         (ph, pw), (sh, sw) = self.pool, self.stride
+        done = _kernels.max_pool2d(x, self.pool, self.stride, self.pads, self.needs_grad[0])
+        if done is not None:   # compiled: one pass, no padded copy (kernels.py)
+            y, self.saved = done
+            (t, b), (l, r) = self.pads
+            self.meta = (x.shape, (x.shape[0], x.shape[1] + t + b, x.shape[2] + l + r, x.shape[3]), y.shape[1],
+                         y.shape[2])
+            return y
+        xp_ = _pad_hw(xp, x, self.pads, -xp.inf)
         oh = (xp_.shape[1] - ph) // sh + 1
         ow = (xp_.shape[2] - pw) // sw + 1
         y = xp.empty((x.shape[0], oh, ow, x.shape[3]), dtype=xp_.dtype)
@@ -739,6 +753,9 @@ class MaxPool2D(Op):
         which = self.saved
         xshape, pshape, oh, ow = self.meta
         (ph, pw), (sh, sw) = self.pool, self.stride
+        done = _kernels.max_pool2d_grad(gy, which, xshape, self.pool, self.stride, self.pads)
+        if done is not None:   # compiled, whichever code noted `which` (the same note either way)
+            return done
         disjoint = sh >= ph and sw >= pw
         covered = disjoint and pshape[1] == oh * ph and pshape[2] == ow * pw
         g = (xp.empty if covered else xp.zeros)(pshape, dtype=gy.dtype)

@@ -19,6 +19,11 @@ read while it sits in the first-level cache, so each array is read or written on
   NumPy passes, with NumPy's float operations (the same weights to the bit).
 - :func:`col2im_gather`: a convolution's input gradient from its columns, each input position summed once
   in the NumPy code's order, instead of one strided window addition per kernel offset.
+- :func:`max_pool2d` / :func:`max_pool2d_grad`: 2-D max pooling (MaxPooling1D/2D, ops.max_pool in 1-D and
+  2-D), the maximum and the note of its window offset in one pass over the input (NumPy: one compare, multiply
+  and two maxima per window offset, over a padded copy), the gradient in one pass writing each input value
+  once (NumPy: a compare and a multiply per offset). Equal to NumPy's code bit for bit, overlapping windows'
+  sums included (they add in its order), but for which of two NaNs an addition keeps.
 
 They are used only where they pay: NumPy arrays (not CuPy), float32 or float64, C-contiguous, at least
 :data:`MIN_ELEMENTS` values (smaller arrays stay in cache anyway), and in 'auto' mode only once the process
@@ -44,13 +49,17 @@ from .. import threads as _threads
 
 __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "layer_norm_forward", "layer_norm_backward",
            "bias_relu", "relu_bias_grad", "lstm_cell_grad", "gru_cell_grad", "adam_update",
-           "col2im_gather"]
+           "col2im_gather", "max_pool2d", "max_pool2d_grad"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
 # Rows are split over lamina's threads from this many values (a fused pass costs a third of NumPy's, so
 # the hand-off to another thread pays later than for NumPy's passes).
 SPLIT_ELEMENTS = 1 << 21
+# Max pooling splits its samples over lamina's threads from this many input values, as NumPy's pooling code
+# does (on 2 threads, with the other core partly busy: (32, 32, 32, 32) float32 forward and backward 1.59 ->
+# 1.23 ms split; below, split at 2^17 values, (64, 13, 13, 64) 0.69 -> 0.99 and (16, 32, 32, 32) 0.89 -> 1.15).
+POOL_SPLIT_ELEMENTS = 1 << 20
 # Column sums over many rows add each block of this many rows in the array's dtype (SIMD-wide), then the
 # blocks' sums in float64 (so a float32 sum over 65536 rows loses little more than one over 256).
 _BLOCK = 256
@@ -100,10 +109,12 @@ def _load():
     return _state["kernels"] or None
 
 
-def _eligible(*arrays):
-    """The kernels if they should run on these arrays (the first one decides the size), else None."""
+def _eligible(*arrays, size=None):
+    """The kernels if they should run on these arrays (the first one decides the size, unless ``size`` says
+    how many values the call writes), else None."""
     first = arrays[0]
-    if (type(first) is not np.ndarray or first.size < max(MIN_ELEMENTS, 1)
+    size = first.size if size is None else size
+    if (type(first) is not np.ndarray or size < max(MIN_ELEMENTS, 1)
             or first.dtype not in (np.float32, np.float64)):
         return None
     for a in arrays:
@@ -115,7 +126,7 @@ def _eligible(*arrays):
     if m == "auto":
         pending = WARMUP_ELEMENTS if _state["pending"] is None else _state["pending"]
         if pending > 0:   # still warming up: NumPy's code (see WARMUP_ELEMENTS)
-            _state["pending"] = pending - first.size
+            _state["pending"] = pending - size
             return None
     return _load()
 
@@ -313,6 +324,102 @@ def _define(numba):
                             for q in range(c):
                                 o[q] += src[q]
     k.col2im_gather = col2im_gather
+
+    # Max pooling compares and selects only: no fastmath at all, so that the compiled code keeps the NumPy
+    # code's every rule (NaN, the sign of a zero, the order of the overlapping windows' additions).
+    exact = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+    @exact
+    def max_pool_rows(x, ph, pw, sh, sw, pt, pl, y, which, note):
+        # y (N, OH, OW, C) = the maximum over each window of x (N, H, W, C), window (oi, oj) starting at row
+        # oi*sh - pt and column oj*sw - pl. Per output, the NumPy code's chain: y = the window's first value,
+        # then for the offsets k = 1, 2, ... in row-major window order the note becomes k where v > y, and
+        # y = maximum(y, v). So the note is the FIRST offset holding the maximum, a NaN wins the maximum (the
+        # first NaN, as np.maximum) but is never noted (v > y is False), and on equal values y takes the later
+        # one (np.maximum(a, b) is b when a == b: -0.0 against 0.0). Positions outside x are the NumPy code's
+        # -inf padding: a window starting there begins at y = -inf, note 0, and each real value then goes
+        # through the chain (noted unless it is -inf or NaN; maximum(-inf, v) is v); padding later in a window
+        # changes nothing, so it is skipped (no padded copy of x).
+        n, h, w, c = x.shape
+        oh, ow = y.shape[1], y.shape[2]
+        nb = np.empty(c, np.int32)   # the note of one output (int32: as wide as float32's lanes)
+        low = x.dtype.type(-np.inf)
+        for s in range(n):
+            for oi in range(oh):
+                i0 = oi * sh - pt
+                ki0, ki1 = max(0, -i0), min(ph, h - i0)
+                for oj in range(ow):
+                    j0 = oj * sw - pl
+                    kj0, kj1 = max(0, -j0), min(pw, w - j0)
+                    ym = y[s, oi, oj]
+                    first = ki0 * pw + kj0
+                    if first == 0:   # the window's first value, note 0
+                        xr = x[s, i0, j0]
+                        for ch in range(c):
+                            ym[ch] = xr[ch]
+                            nb[ch] = 0
+                    else:            # padding first: -inf, note 0, and the first real value goes through the chain
+                        first = -1
+                        for ch in range(c):
+                            ym[ch] = low
+                            nb[ch] = 0
+                    for ki in range(ki0, ki1):
+                        for kj in range(kj0, kj1):
+                            kk = ki * pw + kj
+                            if kk == first:
+                                continue
+                            xr = x[s, i0 + ki, j0 + kj]
+                            if note:
+                                k = np.int32(kk)
+                                for ch in range(c):
+                                    v = xr[ch]
+                                    m = ym[ch]
+                                    nb[ch] = k if v > m else nb[ch]
+                                    ym[ch] = m if (m > v or m != m) else v
+                            else:
+                                for ch in range(c):
+                                    v = xr[ch]
+                                    m = ym[ch]
+                                    ym[ch] = m if (m > v or m != m) else v
+                    if note:
+                        wm = which[s, oi, oj]
+                        for ch in range(c):
+                            wm[ch] = nb[ch]
+    k.max_pool_rows = max_pool_rows
+
+    @exact
+    def max_pool_rows_grad(gy, which, ph, pw, sh, sw, pt, pl, dx, fill, overlap):
+        # dx (N, H, W, C): each window's offset k gets gy * (note == k) (so NaN and inf in gy spread over
+        # the window as NaN * 0, and -0.0 stays -0.0, as the NumPy code's multiply); disjoint windows assign,
+        # overlapping ones add, each position's terms in the NumPy code's order (offset by offset: k rises as
+        # the output falls, so the outputs are walked backwards). fill: zero each sample first (positions no
+        # window covers, and the sums' start)
+        n, h, w, c = dx.shape
+        oh, ow = gy.shape[1], gy.shape[2]
+        zero, one = dx.dtype.type(0), dx.dtype.type(1)
+        for s in range(n):
+            if fill:
+                for i in range(h):
+                    for j in range(w):
+                        for ch in range(c):
+                            dx[s, i, j, ch] = zero
+            for oi in range(oh - 1, -1, -1):
+                i0 = oi * sh - pt
+                ki0, ki1 = max(0, -i0), min(ph, h - i0)
+                for oj in range(ow - 1, -1, -1):
+                    j0 = oj * sw - pl
+                    kj0, kj1 = max(0, -j0), min(pw, w - j0)
+                    for ki in range(ki0, ki1):
+                        for kj in range(kj0, kj1):
+                            k = which.dtype.type(ki * pw + kj)
+                            i, j = i0 + ki, j0 + kj
+                            if overlap:
+                                for ch in range(c):
+                                    dx[s, i, j, ch] += gy[s, oi, oj, ch] * (one if which[s, oi, oj, ch] == k else zero)
+                            else:
+                                for ch in range(c):
+                                    dx[s, i, j, ch] = gy[s, oi, oj, ch] * (one if which[s, oi, oj, ch] == k else zero)
+    k.max_pool_rows_grad = max_pool_rows_grad
     return k
 
 
@@ -443,3 +550,49 @@ def gru_cell_grad(gates):
     dprev)``."""
     k = _eligible(gates)
     return None if k is None else k.gru_cell_grad
+
+
+def _pool_geometry(shape, pool, stride, pads):
+    (ph, pw), (sh, sw), ((pt, pb), (pl, pr)) = pool, stride, pads
+    oh = (shape[1] + pt + pb - ph) // sh + 1
+    ow = (shape[2] + pl + pr - pw) // sw + 1
+    return oh, ow
+
+
+def max_pool2d(x, pool, stride, pads, note):
+    """Max pooling of a (N, H, W, C) array (pads: ((top, bottom), (left, right)), -inf): (y, which) with y
+    (N, OH, OW, C) and which the window offset (row-major) of each output's first maximum, uint8 (int32 for
+    windows over 256 values; None unless ``note``), as ops.convolution.MaxPool2D's NumPy code gives bit for
+    bit; None where the kernels do not run."""
+    k = _eligible(x)
+    if k is None or x.ndim != 4:
+        return None
+    (ph, pw), (sh, sw), ((pt, _), (pl, _)) = pool, stride, pads
+    oh, ow = _pool_geometry(x.shape, pool, stride, pads)
+    y = np.empty((x.shape[0], oh, ow, x.shape[3]), x.dtype)
+    which = np.empty(y.shape, np.uint8 if ph * pw <= 256 else np.int32) if note else np.empty((1, 1, 1, 1), np.uint8)
+
+    def body(lo, hi):
+        k.max_pool_rows(x[lo:hi], ph, pw, sh, sw, pt, pl, y[lo:hi], which[lo:hi] if note else which, note)
+    _threads.split_rows(body, x.shape[0], x.size, POOL_SPLIT_ELEMENTS)
+    return y, (which if note else None)
+
+
+def max_pool2d_grad(gy, which, xshape, pool, stride, pads):
+    """The input gradient (N, H, W, C) of :func:`max_pool2d` for gy (N, OH, OW, C) and its note ``which``:
+    the NumPy code's values bit for bit (overlapping windows add in its order); None where the kernels do not
+    run."""
+    k = _eligible(gy, size=int(np.prod(xshape)))   # the input's size, as the forward pass's
+    if (k is None or gy.ndim != 4 or type(which) is not np.ndarray or which.shape != gy.shape
+            or not which.flags.c_contiguous):
+        return None
+    (ph, pw), (sh, sw), ((pt, _), (pl, _)) = pool, stride, pads
+    overlap = sh < ph or sw < pw
+    # every position in exactly one window: no padding, disjoint windows tiling the input
+    tiled = pt == pl == 0 and sh == ph and sw == pw and xshape[1] == gy.shape[1] * ph and xshape[2] == gy.shape[2] * pw
+    dx = np.empty(xshape, gy.dtype)
+
+    def body(lo, hi):
+        k.max_pool_rows_grad(gy[lo:hi], which[lo:hi], ph, pw, sh, sw, pt, pl, dx[lo:hi], not tiled, overlap)
+    _threads.split_rows(body, gy.shape[0], dx.size, POOL_SPLIT_ELEMENTS)
+    return dx
