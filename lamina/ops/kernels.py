@@ -31,8 +31,9 @@ has passed :data:`WARMUP_ELEMENTS` values through eligible calls (loading numba 
 program never wins back). Without numba, or with ``LAMINA_KERNELS=numpy`` in the environment (or
 :func:`set_mode`), every caller runs its NumPy code, which computes the same values (tests check both ways;
 the sums run in another order, so the last bits may differ). The arithmetic follows the NumPy code's rules:
-NaN propagates as there (no ``fastmath`` flags that assume finite values; only reassociation and fused
-multiply-add, so the sums vectorise). Per-row statistics accumulate in the array's dtype; column sums over
+NaN propagates as there (no ``fastmath`` flags that assume finite values: the kernels that reduce allow only
+reassociation and fused multiply-add, so their sums vectorise; Adam's, col2im's and max pooling's none, so
+they repeat the NumPy code's operations in its order). Per-row statistics accumulate in the array's dtype; column sums over
 many rows (bias and gamma gradients) in the array's dtype within blocks of _BLOCK rows and in float64
 across blocks.
 
