@@ -143,7 +143,7 @@ def test_remote_monitor_posts_epoch_logs(as_json):
             pass
 
     server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     try:
         cb = callbacks.RemoteMonitor(root=f"http://127.0.0.1:{server.server_port}", send_as_json=as_json)
