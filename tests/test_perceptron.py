@@ -15,7 +15,9 @@ def test_truth_tables():
 
 
 def test_one_neuron_cannot_learn_xor_but_an_mlp_can(tmp_path):
-    run = perceptron.train_perceptron(epochs=800, out=str(tmp_path / "run"), verbose=0, plot=False)
+    # 200 epochs: over seeds 0-19 every prediction ends within 0.13 of its target (the MLP's on XOR within 0.02),
+    # where the accuracies below need 0.5
+    run = perceptron.train_perceptron(epochs=200, out=str(tmp_path / "run"), verbose=0, plot=False)
     assert run["perceptron_and_accuracy"] == 1.0 and run["perceptron_or_accuracy"] == 1.0
     assert run["perceptron_xor_accuracy"] <= 0.75          # no straight line separates XOR's classes
     assert run["mlp_xor_accuracy"] == 1.0
