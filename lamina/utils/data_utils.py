@@ -6,12 +6,8 @@ Downloads use only the standard library (urllib): files land in a cache under ``
 allows it, else restarted), checked against their SHA-256 and only then renamed into place. No pickle.
 """
 import hashlib
-import http.client
 import os
-import socket
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 
@@ -216,6 +212,7 @@ def _sha256(path):
 
 def _fetch(url, part, timeout):
     """Download url into the file part, resuming from its current size when the server honours Range."""
+    import http.client, urllib.error, urllib.request   # noqa: E401 (see _download_one)
     have = os.path.getsize(part) if os.path.exists(part) else 0
     request = urllib.request.Request(url, headers={"User-Agent": "lamina"})
     if have:
@@ -245,6 +242,9 @@ def _fetch(url, part, timeout):
 def _download_one(url, part, timeout, retries, verbose):
     """Fetch url into part. Returns None on success, else why it failed (one line). A connection cut
     mid-file is retried, resuming; an HTTP error, a timeout or an unreachable host moves on at once."""
+    # The network stack (urllib, http.client, ssl, email: ~20 ms of CPU) loads with the first download, not with
+    # `import lamina`: most processes never download, and the test suite alone starts ~150 of them.
+    import http.client, urllib.error   # noqa: E401
     reason = None
     for attempt in range(retries):
         try:
@@ -256,7 +256,7 @@ def _download_one(url, part, timeout, retries, verbose):
             return f"HTTP {e.code} {e.reason}"
         except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, cut connections
             cause = e.reason if isinstance(e, urllib.error.URLError) else e
-            if isinstance(cause, (TimeoutError, socket.timeout)):
+            if isinstance(cause, TimeoutError):   # socket.timeout is TimeoutError (Python 3.10)
                 return f"no answer within {timeout:g} s"
             reason = " ".join(str(cause).split()) or type(cause).__name__
             if isinstance(e, urllib.error.URLError):   # refused, unknown host, no route: no point in retrying
