@@ -37,14 +37,24 @@ CHANNELS = 5 + NUM_CLASSES            # objectness, tx, ty, tw, th, class scores
 def iou(a, b):
     """Pairwise intersection over union of boxes a (N, 4) and b (M, 4): an (N, M) array."""
     a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    return _iou(a[:, None, :], b[None, :, :])
+
+
+def _iou(a, b):
+    """IoU of the boxes a (..., 4) and b (..., 4) broadcast against each other (float64)."""
+    x1 = np.maximum(a[..., 0], b[..., 0])
+    y1 = np.maximum(a[..., 1], b[..., 1])
+    x2 = np.minimum(a[..., 2], b[..., 2])
+    y2 = np.minimum(a[..., 3], b[..., 3])
     inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda z: np.clip(z[:, 2] - z[:, 0], 0, None) * np.clip(z[:, 3] - z[:, 1], 0, None)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
+    area = lambda z: np.clip(z[..., 2] - z[..., 0], 0, None) * np.clip(z[..., 3] - z[..., 1], 0, None)  # noqa: E731
+    union = area(a) + area(b) - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+# Up to this many boxes NMS computes every pair's IoU at once (256^2 float64: 0.5 MB an array), then only
+# walks the kept boxes; more boxes take one IoU row per kept box, so memory stays linear.
+_NMS_PAIRS = 256
 
 
 def nms(boxes, scores, iou_threshold=0.45, max_output=100):
@@ -52,6 +62,17 @@ def nms(boxes, scores, iou_threshold=0.45, max_output=100):
     boxes, scores = np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64).ravel()
     order = np.argsort(-scores, kind="stable")
     keep = []
+    if order.size <= _NMS_PAIRS:
+        ranked = boxes[order]
+        stays = iou(ranked, ranked) <= iou_threshold      # stays[i, j]: box j survives kept box i
+        alive = np.ones(order.size, bool)
+        for i in range(order.size):
+            if alive[i]:
+                keep.append(int(order[i]))
+                if len(keep) == max_output:
+                    break
+                alive[i + 1:] &= stays[i, i + 1:]
+        return np.array(keep, np.int64)
     while order.size and len(keep) < max_output:   # one pass per kept box, each vectorised over the rest
         best = order[0]
         keep.append(int(best))
@@ -137,27 +158,47 @@ def mean_average_precision(detections, boxes, iou_threshold=0.5, num_classes=NUM
     threshold; AP is the area under the interpolated precision-recall curve; mAP the mean over classes
     that have ground truth. Returns (mAP, {class: AP})."""
     boxes = np.asarray(boxes)
+    flat = [(d[0], d[1], i, d[2:6]) for i, ds in enumerate(detections) for d in ds]
+    det_cls = np.array([d[0] for d in flat], np.int64)
+    det_score = np.array([d[1] for d in flat], np.float64)
+    det_img = np.array([d[2] for d in flat], np.int64)
+    det_box = np.array([d[3] for d in flat], np.float64).reshape(-1, 4)
     aps = {}
     for k in range(num_classes):
-        gt = {i: boxes[i][boxes[i][:, 0] == k][:, 1:] for i in range(len(boxes))}
-        total = sum(len(g) for g in gt.values())
+        mine = boxes[..., 0] == k                                  # (images, K) ground truth of class k
+        total = int(mine.sum())
         if total == 0:
             continue
-        dets = sorted(((d[1], i, d[2:]) for i, ds in enumerate(detections) for d in ds if d[0] == k),
-                      key=lambda t: -t[0])
-        used = {i: np.zeros(len(g), bool) for i, g in gt.items()}
-        tp = np.zeros(len(dets))
-        for j, (_, i, box) in enumerate(dets):
-            if len(gt[i]):
-                overlaps = iou(box, gt[i])[0]
-                overlaps[used[i]] = -1
-                best = int(np.argmax(overlaps))
-                if overlaps[best] >= iou_threshold:
-                    used[i][best] = True
-                    tp[j] = 1
+        # each image's boxes of class k in their order, padded to the longest (padding never matches)
+        slots = max(1, int(mine.sum(axis=1).max()))
+        gt = np.zeros((len(boxes), slots, 4))
+        real = np.zeros((len(boxes), slots), bool)
+        rank = np.cumsum(mine, axis=1) - 1
+        img, col = np.nonzero(mine)
+        gt[img, rank[img, col]] = boxes[img, col, 1:5]
+        real[img, rank[img, col]] = True
+        sel = np.flatnonzero(det_cls == k)
+        sel = sel[np.argsort(-det_score[sel], kind="stable")]     # by score; ties in detection order
+        tp = np.zeros(len(sel))
+        if len(sel):
+            imgs = det_img[sel]
+            overlaps = np.where(real[imgs], _iou(det_box[sel][:, None, :], gt[imgs]), -np.inf)
+            # Greedy matching, in score order within each image (images never share a ground truth): the
+            # r-th detection of every image at once, r = 0, 1, ...
+            used = np.zeros_like(real)
+            order = np.argsort(imgs, kind="stable")                # by image, score order kept within one
+            starts = np.searchsorted(imgs[order], imgs[order], side="left")
+            nth = np.arange(len(sel)) - starts                     # each detection's rank within its image
+            for r in range(int(nth.max()) + 1):
+                js = order[nth == r]
+                ov = np.where(used[imgs[js]], -1.0, overlaps[js])
+                best = np.argmax(ov, axis=1)
+                hit = ov[np.arange(len(js)), best] >= iou_threshold
+                used[imgs[js][hit], best[hit]] = True
+                tp[js[hit]] = 1
         hits = np.cumsum(tp)
         recall = hits / total
-        precision = hits / np.arange(1, len(dets) + 1) if len(dets) else np.zeros(0)
+        precision = hits / np.arange(1, len(sel) + 1) if len(sel) else np.zeros(0)
         aps[scene_data.CLASSES[k] if k < len(scene_data.CLASSES) else k] = average_precision(recall, precision)
     return (float(np.mean(list(aps.values()))) if aps else 0.0), aps
 
