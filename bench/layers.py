@@ -3,6 +3,7 @@
     python -m bench.layers                          # every case: table, and bench/layers.json
     python -m bench.layers --cases batchnorm,dwconv3x3 --reps 5
     python -m bench.layers --smoke --reps 1 --steps 1   # every case at a tiny size: runs, times nothing real
+                                                        # (and leaves out the t[malloc] column)
 
 `python -m bench` says where a whole training step stands; this says which layer to look at. Each case times
 y = layer(x) and the back-propagation of a fixed upstream gradient dy (the same array every step) to x and
@@ -177,8 +178,11 @@ def run(names, reps=3, steps=15, threads=2, smoke=False):
                MKL_NUM_THREADS=str(threads))
     from .__main__ import _malloc_env
     best = {"lamina": {}, "torch": {}, "torch+malloc": {}}
+    # a smoke run checks that every case runs in both frameworks: PyTorch again under other allocator thresholds
+    # (the same code, a second process importing torch: ~2.5 s of CPU) would time nothing real either
+    frameworks = ("lamina", "torch") if smoke else ("lamina", "torch", "torch+malloc")
     for rep in range(reps):
-        for fw in (("lamina", "torch", "torch+malloc") if rep % 2 == 0 else ("torch+malloc", "torch", "lamina")):
+        for fw in (frameworks if rep % 2 == 0 else frameworks[::-1]):
             cmd = [sys.executable, "-m", "bench.layers", "--worker", fw.split("+")[0], "--cases", ",".join(names),
                    "--steps", str(steps), "--threads", str(threads)] + (["--smoke"] if smoke else [])
             wenv = dict(env)
@@ -192,12 +196,12 @@ def run(names, reps=3, steps=15, threads=2, smoke=False):
     rows = []
     print(f"{'case':14s} {'shape':18s} {'lamina ms':>9s} {'torch ms':>9s} {'ratio':>6s} {'t[malloc]':>9s} {'ratio':>6s}")
     for name in names:
-        la, to, tm = best["lamina"][name], best["torch"][name], best["torch+malloc"][name]
+        la, to, tm = best["lamina"][name], best["torch"][name], best["torch+malloc"].get(name)
         rows.append({"case": name, "shape": list(_shape(name, smoke)), "lamina_ms": la, "torch_ms": to,
                      "ratio": la / to,
-                     "torch_malloc_ms": tm, "ratio_malloc": la / tm})
-        print(f"{name:14s} {str(_shape(name, smoke)):18s} {la:9.2f} {to:9.2f} {la / to:6.2f} {tm:9.2f} {la / tm:6.2f}",
-              flush=True)
+                     "torch_malloc_ms": tm, "ratio_malloc": None if tm is None else la / tm})
+        malloc = f"{'-':>9s} {'-':>6s}" if tm is None else f"{tm:9.2f} {la / tm:6.2f}"
+        print(f"{name:14s} {str(_shape(name, smoke)):18s} {la:9.2f} {to:9.2f} {la / to:6.2f} {malloc}", flush=True)
     return rows
 
 
