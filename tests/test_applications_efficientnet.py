@@ -86,6 +86,7 @@ def test_layer_names_and_weight_shapes_equal_live_keras(builder, kwargs, monkeyp
 
 
 @pytest.mark.parametrize("builder", ["EfficientNetB0", "MobileNetV3Small", "EfficientNetV2B0"])
+@pytest.mark.usefixtures("zero_initial_weights")   # lamina's values all come from the file (zeros if one did not)
 def test_keras_weights_file_gives_keras_predictions(builder, tmp_path, monkeypatch):
     """Real Keras's model (random weights, non-trivial batch-norm and input statistics) saved with
     save_weights and loaded into lamina's: every weight lands in its layer, the predictions agree."""

@@ -64,6 +64,7 @@ def test_forward_at_the_smallest_size(name, size):
 
 
 @pytest.mark.parametrize("name,size", [("Xception", 71), ("ConvNeXtTiny", 32), ("NASNetMobile", 32)])
+@pytest.mark.usefixtures("zero_initial_weights")   # lamina's values all come from the file (zeros if one did not)
 def test_weights_saved_by_keras_give_keras_predictions(name, size, keras, tmp_path):
     """Keras's save_weights -> lamina's load_weights: the weight files' paths (layers/<class>_<k>/vars/<i>)
     only line up when lamina has Keras's layers, classes and layer order exactly."""
