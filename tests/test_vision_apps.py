@@ -107,6 +107,7 @@ def test_unet_learns_tiny_shapes(tmp_path):
     model = load_model(str(tmp_path / "model.lamina"))
     assert model.output_shape == (None, 16, 16, 4)
     assert json.loads((tmp_path / "run.json").read_text())["test_mean_iou"] == run["test_mean_iou"]
+    assert not (tmp_path / "history.png").exists() and not (tmp_path / "segmentation.png").exists()   # plot=False
 
 
 # --------------------------------------------------------------------------------------- autoencoder

@@ -211,9 +211,9 @@ def fit_verbose(verbose):
     return 2 if verbose >= 2 else 0
 
 
-def save_run(out, models, history, run, verbose):
-    """Each model as out/NAME (models: {file name: model}), history.json, run.json and, with matplotlib,
-    history.png; every file written atomically."""
+def save_run(out, models, history, run, verbose, plot=True):
+    """Each model as out/NAME (models: {file name: model}), history.json, run.json and, with matplotlib and
+    ``plot``, history.png; every file written atomically. (A recipe's plot=False writes no picture at all.)"""
     import json
     from ..io import atomic_write
     os.makedirs(out, exist_ok=True)
@@ -224,7 +224,7 @@ def save_run(out, models, history, run, verbose):
     history = {k: [float(v) for v in vals] for k, vals in history.items()}
     for name, obj in (("history.json", history), ("run.json", run)):
         atomic_write(os.path.join(out, name), (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
-    if not history:
+    if not history or not plot:
         return
     try:
         from ..plotting import plot_history

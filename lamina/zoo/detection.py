@@ -324,7 +324,7 @@ def train_detection(epochs=None, batch_size=None, out=None, seed=0, verbose=2, n
            "train_seconds": round(seconds, 2), "params": int(model.count_params())}
     common.say(verbose, f"Test mAP@0.5 {m_ap:.3f} (" + ", ".join(f"{k} {v:.3f}" for k, v in per_class.items())
                 + f"); untrained network {baseline:.3f}; {seconds:.1f} s of training.")
-    common.save_run(out, {"model.lamina": model}, history, run, verbose)
+    common.save_run(out, {"model.lamina": model}, history, run, verbose, plot)
     if plot and draw_detections(xt[:8], detect(model, xt[:8]), os.path.join(out, "detections.png"), boxes_t[:8]):
         common.say(verbose, f"Saved {os.path.join(out, 'detections.png')}")
     return run

@@ -116,7 +116,7 @@ def _train(r, data, names, epochs, batch_size, out, seed, verbose, plot, detail)
     worst = [kv for kv in sorted(per_class.items(), key=lambda kv: kv[1])[:3] if kv[1] < 1.0]
     if worst:
         common.say(verbose, "Hardest words: " + ", ".join(f"{k} {v:.0%}" for k, v in worst))
-    common.save_run(out, {"model.lamina": model}, history, run, verbose)
+    common.save_run(out, {"model.lamina": model}, history, run, verbose, plot)
     path = os.path.join(out, "keywords.png")
     if plot and _plot(xt, yt, pred, names, path):
         common.say(verbose, f"Saved {path}")

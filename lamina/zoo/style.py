@@ -162,7 +162,7 @@ def train_style_transfer(epochs=None, batch_size=None, out=None, seed=0, verbose
                          f"{history['content'][-1]:.4f}; {seconds:.1f} s.")
     os.makedirs(out, exist_ok=True)
     np.save(os.path.join(out, "result.npy"), result, allow_pickle=False)
-    common.save_run(out, {}, history, run, verbose)
+    common.save_run(out, {}, history, run, verbose, plot)
     if plot and _plot(content, style, result, os.path.join(out, "style_transfer.png")):
         common.say(verbose, f"Saved {os.path.join(out, 'style_transfer.png')}")
     return run

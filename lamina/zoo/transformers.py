@@ -396,7 +396,7 @@ def sample_text(model, vocabulary, prompt, length=200, temperature=1.0, top_k=No
 # --------------------------------------------------------------------------------------------- recipes
 
 def train_transformer_classifier(epochs=None, batch_size=None, out=None, seed=0, verbose=2,
-                                 num_train=20000, num_test=2000, baseline=True):
+                                 num_train=20000, num_test=2000, baseline=True, plot=True):
     """Train the month classifier (and the bag-of-embeddings baseline); returns the run summary dict."""
     r = RECIPES["transformer-classifier"]
     epochs, batch_size = epochs or r.epochs, batch_size or r.batch_size
@@ -432,7 +432,7 @@ def train_transformer_classifier(epochs=None, batch_size=None, out=None, seed=0,
         run["baseline_test_accuracy_numeric_formats"] = on_numeric(base)
         common.say(verbose, f"Bag-of-embeddings baseline (no order): test accuracy {run['baseline_test_accuracy']:.4f} "
                       f"({run['baseline_test_accuracy_numeric_formats']:.4f} on all-digit dates).")
-    common.save_run(out, {"model.lamina": model}, history, run, verbose)
+    common.save_run(out, {"model.lamina": model}, history, run, verbose, plot)
     return run
 
 
@@ -473,7 +473,7 @@ def train_translate_dates(epochs=None, batch_size=None, out=None, seed=0, verbos
                   f"{run['exact_match_beam']:.4f}; character accuracy {chars:.4f}; {seconds:.1f} s of training.")
     for s, g, _ in run["samples"][:6]:
         common.say(verbose, f"  {s!r:>32} -> {g}")
-    common.save_run(out, {"model.lamina": model}, history, run, verbose)
+    common.save_run(out, {"model.lamina": model}, history, run, verbose, plot)
     if plot:
         try:
             from ..plotting import plot_attention
@@ -487,7 +487,7 @@ def train_translate_dates(epochs=None, batch_size=None, out=None, seed=0, verbos
 
 
 def train_char_transformer(epochs=None, batch_size=None, out=None, seed=0, verbose=2, sequence_length=128,
-                           model_kwargs=None, text=None, max_train_windows=None):
+                           model_kwargs=None, text=None, max_train_windows=None, plot=True):
     """Train the character model on the pydoc help text; report validation loss vs the unigram baseline."""
     r = RECIPES["char-transformer"]
     epochs, batch_size = epochs or r.epochs, batch_size or r.batch_size
@@ -519,7 +519,7 @@ def train_char_transformer(epochs=None, batch_size=None, out=None, seed=0, verbo
                   f"baseline {unigram:.3f} ({unigram / np.log(2):.2f} bits); {seconds:.1f} s of training.")
     for name, s in samples.items():
         common.say(verbose, f"--- {name}:\nThe {s}")
-    common.save_run(out, {"model.lamina": model}, history, run, verbose)
+    common.save_run(out, {"model.lamina": model}, history, run, verbose, plot)
     return run
 
 

@@ -156,7 +156,7 @@ def train_unet(epochs=None, batch_size=None, out=None, seed=0, verbose=2, num_tr
                   f"(all-background baseline: {baseline['pixel_accuracy']:.4f}, {baseline['mean_iou']:.4f}); "
                   f"{seconds:.1f} s of training.")
     common.say(verbose, "  IoU per class: " + ", ".join(f"{c} {v:.3f}" for c, v in run["test_iou_per_class"].items()))
-    common.save_run(out, {"model.lamina": model}, history, run, verbose)
+    common.save_run(out, {"model.lamina": model}, history, run, verbose, plot)
     if plot and _plot_segmentation(xt, yt, pred, os.path.join(out, "segmentation.png")):
         common.say(verbose, f"Saved {os.path.join(out, 'segmentation.png')}")
     return run
@@ -232,7 +232,7 @@ def train_autoencoder(epochs=None, batch_size=None, out=None, seed=0, verbose=2,
            "params": _params(model)}
     common.say(verbose, f"Test reconstruction MSE {mse:.4f} per pixel (PCA with {code_size} components {pca:.4f}, "
                   f"the mean image {mean_image:.4f}); {seconds:.1f} s of training.")
-    common.save_run(out, {"model.lamina": model}, history, run, verbose)
+    common.save_run(out, {"model.lamina": model}, history, run, verbose, plot)
     if plot and _plot_pairs(xt, recon, os.path.join(out, "reconstructions.png"),
                             f"test digits (top) and their reconstructions from a {code_size}-number code"):
         common.say(verbose, f"Saved {os.path.join(out, 'reconstructions.png')}")
@@ -379,7 +379,7 @@ def train_vae(epochs=None, batch_size=None, out=None, seed=0, verbose=2, latent_
                   f"components {run['pca_test_mse']:.4f}); KL {kl:.3f} nats; negative ELBO "
                   f"{run['test_negative_elbo_per_image']:.2f} nats per image; {seconds:.1f} s of training.")
     common.save_run(out, {"model.lamina": model, "encoder.lamina": encoder, "decoder.lamina": decoder}, history, run,
-              verbose)
+              verbose, plot)
     if plot:
         rng = np.random.default_rng(seed)
         samples = decoder.predict(rng.standard_normal((64, latent_dim)).astype(np.float32), verbose=0)
@@ -561,7 +561,7 @@ def train_gan(epochs=None, batch_size=None, out=None, seed=0, verbose=2, latent_
     common.say(verbose, "Frechet distance to the test digits in the classifier's hidden features (lower is closer): "
                   + ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in frechet.items()) + ".")
     common.save_run(out, {"model.lamina": generator, "generator.lamina": generator,
-                    "discriminator.lamina": discriminator}, history, run, verbose)
+                    "discriminator.lamina": discriminator}, history, run, verbose, plot)
     if plot and _plot_grid(generated[:64], os.path.join(out, "samples.png"),
                            "GAN: generated digits (random noise in, one per cell)", 8, 8):
         common.say(verbose, f"Saved {os.path.join(out, 'samples.png')}")
