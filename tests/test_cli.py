@@ -58,7 +58,8 @@ def test_default_train_reaches_97_percent(trained):
         assert not (out / "history.png").exists() and "matplotlib" in result.stdout
 
 
-MLP_OPTIONS = ("--model", "mlp", "--epochs", "2", "--batch-size", "64", "--seed", "3", "--quiet")
+# --no-plot: history.png (matplotlib's import and drawing, ~0.7 s) is the default run's to check
+MLP_OPTIONS = ("--model", "mlp", "--epochs", "2", "--batch-size", "64", "--seed", "3", "--quiet", "--no-plot")
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,7 @@ def test_train_options(mlp_run):
     run = json.loads((out / "run.json").read_text())
     assert (run["model"], run["epochs"], run["batch_size"], run["seed"]) == ("mlp", 2, 64, 3)
     assert "Epoch" not in result.stdout
+    assert not (out / "history.png").exists() and "history.png" not in result.stdout     # --no-plot
 
 
 def test_train_is_reproducible_with_seed(mlp_run, workdir):
@@ -166,7 +168,8 @@ def test_offline_download_error_is_one_line(workdir):
 
 
 def test_train_takes_the_model_name_as_a_positional_argument(tmp_path):
-    r = lamina("train", "longmemory-dense", "--epochs", "1", "--quiet", "--out", str(tmp_path / "o"), cwd=tmp_path)
+    r = lamina("train", "longmemory-dense", "--epochs", "1", "--quiet", "--no-plot", "--out", str(tmp_path / "o"),
+               cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "o" / "model.lamina").exists()
     r = lamina("train", "cnn", "--model", "mlp", cwd=tmp_path)
@@ -175,8 +178,9 @@ def test_train_takes_the_model_name_as_a_positional_argument(tmp_path):
 
 def test_evaluate_refuses_models_that_measure_themselves(tmp_path):
     out = tmp_path / "ae"
-    r = lamina("train", "autoencoder", "--epochs", "1", "--quiet", "--out", str(out), cwd=tmp_path)
+    r = lamina("train", "autoencoder", "--epochs", "1", "--quiet", "--no-plot", "--out", str(out), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.glob("*.png")) == []          # its own loop's figures follow --no-plot too
     r = lamina("evaluate", str(out / "model.lamina"), cwd=tmp_path)
     assert r.returncode == 1 and "own metrics" in r.stderr and "Traceback" not in r.stderr
 
@@ -261,8 +265,8 @@ def test_train_progress_in_a_terminal_shows_every_metric(columns, tmp_path):
     env = {**os.environ, "LAMINA_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     # the MLP: its progress and metric lines are the CNN's, and it trains in a fraction of the time
-    status, lines = ptyscreen.run([sys.executable, "-m", "lamina", "train", "mlp", "--epochs", "2", "--out", "run"],
-                                  columns, env=env, cwd=tmp_path)
+    status, lines = ptyscreen.run([sys.executable, "-m", "lamina", "train", "mlp", "--epochs", "2", "--out", "run",
+                                   "--no-plot"], columns, env=env, cwd=tmp_path)
     assert status == 0, "\n".join(lines)
     if columns:  # progress and metric lines fit (other messages may wrap, as text does)
         assert all(len(line) < columns for line in lines if "/step" in line or "loss: " in line), lines

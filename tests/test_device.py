@@ -430,7 +430,7 @@ def test_lamina_device_variable_without_cupy_names_the_variable():
 
 def test_cli_trains_on_the_device_and_the_file_loads_on_cpu(device_xp, tmp_path, capsys):
     from lamina.cli import main
-    assert main(["train", "--device", "cuda", "--epochs", "1", "--out", str(tmp_path), "--quiet"]) == 0
+    assert main(["train", "--device", "cuda", "--epochs", "1", "--out", str(tmp_path), "--quiet", "--no-plot"]) == 0
     assert "test accuracy" in capsys.readouterr().out.lower()
     backend.set_device("cpu")
     model = lamina.models.load_model(tmp_path / "model.lamina")

@@ -429,8 +429,8 @@ def test_cli_workers(tmp_path):
     env = launcher.child_environment()
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     r = subprocess.run([sys.executable, "-m", "lamina", "train", "mlp", "--epochs", "1", "--workers", "2",
-                        "--out", str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=120,
-                       cwd=str(tmp_path))
+                        "--no-plot", "--out", str(tmp_path / "run")], env=env, capture_output=True, text=True,
+                       timeout=120, cwd=str(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("Test accuracy") == 1          # rank 0 reports
     assert "on 2 ranks" in r.stdout
@@ -445,7 +445,7 @@ def test_cli_under_your_own_mpirun(tmp_path):
     env = launcher.child_environment()
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     cmd = launcher.mpirun_command(2) + [sys.executable, "-m", "lamina", "train", "mlp", "--epochs", "1",
-                                        "--quiet", "--out", str(tmp_path / "run")]
+                                        "--quiet", "--no-plot", "--out", str(tmp_path / "run")]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("data-parallel on 2 ranks") == 1 and r.stdout.count("Saved") >= 1

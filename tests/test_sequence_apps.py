@@ -101,7 +101,7 @@ def test_bundled_movie_snippets():
 def test_sentiment_recipe_learns_in_one_epoch(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     from lamina.cli import main
-    assert main(["train", "--model", "sentiment", "--epochs", "1", "--quiet", "--out", "run"]) == 0
+    assert main(["train", "--model", "sentiment", "--epochs", "1", "--quiet", "--no-plot", "--out", "run"]) == 0
     import json
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["dataset"] == "movie_snippets" and run["test_accuracy"] > 0.7     # chance: 0.5
