@@ -107,11 +107,23 @@ def _zero_gradient(path):
 
 
 # ----------------------------------------------------------------------------- the rank side
+# The modes that end well and print nothing run one after another in one job: starting mpirun and the
+# ranks took ~1.9 s of wall (~1.1 s of CPU) a job, and they were four jobs. Each mode sets its own state
+# (seeds, layer names, the distribution) and puts back what it patches; fake-cupy, which moves the ranks to
+# the device, comes last.
+TOGETHER = ("cases", "syncbn", "buckets", "fake-cupy")
+
+
 def _worker(out_dir, mode):
     from lamina import distribution
     distribution.initialize()
-    distribution.set_distribution(distribution.DataParallel())
-    rank = distribution.process_index()
+    for part in (TOGETHER if mode == "together" else (mode,)):
+        distribution.set_distribution(distribution.DataParallel())
+        _run_mode(out_dir, part, distribution.process_index())
+
+
+def _run_mode(out_dir, mode, rank):
+    from lamina import distribution
     if mode == "cases":
         for name in CASES:
             np.savez(os.path.join(out_dir, f"{name}_rank{rank}.npz"), **run_case(name))
@@ -126,13 +138,16 @@ def _worker(out_dir, mode):
             launches.append((self.nonblocking, k))
             return real(self, k)
         _runtime._BucketedReduce._launch = spy
-        for setting, mb, overlap in BUCKET_SETTINGS:
-            distribution.set_distribution(distribution.DataParallel(bucket_mb=mb, overlap=overlap))
-            for name in BUCKET_CASES:
-                del launches[:]
-                out = run_case(name)
-                out["launches"] = np.array(launches, np.int64).reshape(-1, 2)
-                np.savez(os.path.join(out_dir, f"{name}_{setting}_rank{rank}.npz"), **out)
+        try:
+            for setting, mb, overlap in BUCKET_SETTINGS:
+                distribution.set_distribution(distribution.DataParallel(bucket_mb=mb, overlap=overlap))
+                for name in BUCKET_CASES:
+                    del launches[:]
+                    out = run_case(name)
+                    out["launches"] = np.array(launches, np.int64).reshape(-1, 2)
+                    np.savez(os.path.join(out_dir, f"{name}_{setting}_rank{rank}.npz"), **out)
+        finally:
+            _runtime._BucketedReduce._launch = real
     elif mode == "fake-cupy":   # the 'cuda' device on tests/fake_cupy.py: gradients staged through the host
         sys.path.insert(0, HERE)
         import fake_cupy
@@ -210,9 +225,16 @@ def _require_mpi():
         pytest.skip("mpi4py is not installed (pip install 'lamina[mpi]')")
 
 
-def test_two_ranks_equal_one_process(tmp_path):
+@pytest.fixture(scope="module")
+def together(tmp_path_factory):
+    """(folder, result) of one 2-rank job running the TOGETHER modes, each writing its own files."""
     _require_mpi()
-    r = _launch(tmp_path, "cases")
+    out = tmp_path_factory.mktemp("together")
+    return out, _launch(out, "together", timeout=480)
+
+
+def test_two_ranks_equal_one_process(together):
+    tmp_path, r = together
     assert r.returncode == 0, r.stdout + r.stderr
     for name in CASES:
         ref = run_case(name)
@@ -232,13 +254,12 @@ def test_two_ranks_equal_one_process(tmp_path):
                 np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=f"{name}: {key}")
 
 
-def test_synchronized_batch_norm_on_two_ranks_equals_one_process(tmp_path):
+def test_synchronized_batch_norm_on_two_ranks_equals_one_process(together):
     """BatchNormalization(synchronized=True) under mpirun -n 2 (a CNN, a ragged last batch of 5 split 2/3):
     weights, moving statistics, History, evaluate and predict of one process with the same global batch.
     The same model with per-rank statistics (synchronized=False) does not match: its moving statistics
     come from half batches, which shows the comparison can tell."""
-    _require_mpi()
-    r = _launch(tmp_path, "syncbn")
+    tmp_path, r = together
     assert r.returncode == 0, r.stdout + r.stderr
     ref = run_case("cnn_syncbn")
     ranks = [np.load(tmp_path / f"cnn_syncbn_rank{k}.npz") for k in range(2)]
@@ -256,14 +277,13 @@ def test_synchronized_batch_norm_on_two_ranks_equals_one_process(tmp_path):
     assert not all(np.allclose(local[f"w{i}"], ref[f"w{i}"], rtol=2e-4, atol=2e-5) for i in moving)
 
 
-def test_gradient_buckets_on_two_ranks_equal_one_process(tmp_path):
+def test_gradient_buckets_on_two_ranks_equal_one_process(together):
     """DataParallel(bucket_mb=0.0001): the gradients go in buckets of at most 105 bytes, so every step
     all-reduces several; overlapped with the backward pass (non-blocking, started as buckets complete;
     with synchronized batch norm's own collectives in between) and not, and with one fused buffer
     (bucket_mb=None), the result is the single-process one (MLP with sample weights, LSTM with an empty
     slice, CNN with synchronized batch norm). The default (25 MB, overlapped) runs in the other tests."""
-    _require_mpi()
-    r = _launch(tmp_path, "buckets", timeout=240)
+    tmp_path, r = together
     assert r.returncode == 0, r.stdout + r.stderr
     for name in BUCKET_CASES:
         ref = run_case(name)
@@ -365,12 +385,11 @@ def test_synchronized_batch_norm_without_a_distribution_is_plain_batch_norm(tmp_
     np.testing.assert_allclose(loaded.predict(x, verbose=0), km.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
 
 
-def test_two_ranks_on_the_device_stand_in(tmp_path):
+def test_two_ranks_on_the_device_stand_in(together):
     """With device arrays (tests/fake_cupy.py, the CPU stand-in that refuses implicit host conversions as
     CuPy does), the broadcast, the gradient all-reduce and the gathers go through the host and give the
     CPU single-process result."""
-    _require_mpi()
-    r = _launch(tmp_path, "fake-cupy")
+    tmp_path, r = together
     assert r.returncode == 0, r.stdout + r.stderr
     ref = run_case("cnn")
     for k in range(2):
