@@ -123,7 +123,8 @@ def test_charlm_learns_below_unigram_and_generates(tmp_path):
     recipe = catalog.get("charlm")
     model = recipe.compile(recipe.build(input_shape=x.shape[1:], num_classes=int(y.max()) + 1))
     before = model.evaluate(xv[:2000], yv[:2000], batch_size=500, verbose=0)[0]
-    model.fit(x[:19200], y[:19200], batch_size=128, epochs=1, verbose=0)    # one short epoch
+    # one short epoch: 100 steps leave the validation loss at 2.94-2.99 over seeds 0-7, under the unigram's 3.23
+    model.fit(x[:12800], y[:12800], batch_size=128, epochs=1, verbose=0)
     after = model.evaluate(xv[:2000], yv[:2000], batch_size=500, verbose=0)[0]
     assert before > baselines["unigram"] > after
     path = str(tmp_path / "charlm.lamina")
