@@ -359,33 +359,39 @@ class Op:
 
     @classmethod
     def apply(cls, *inputs, **params):
+        # Every op of every forward pass goes through here (a small model's training step makes hundreds of
+        # calls, a gradient check hundreds of thousands): the common case (Tensor inputs on the CPU, one
+        # ndarray output) takes no generator, set or constructor it does not need.
         scope = _AUTOCAST.dtype
         if scope is not None and not cls.keeps_variables:
             inputs = _autocast(inputs, scope)
         op = cls(**params)
-        if all(x is None or isinstance(x, Tensor) for x in inputs):
-            tensors = inputs
-        else:  # Python numbers and lists are constants made on the device of the op's array inputs
-            given = [x.data if isinstance(x, Tensor) else x for x in inputs
-                     if isinstance(x, (Tensor, np.ndarray)) or backend.is_cupy_array(x)]
-            home = backend.get_array_module(*given) if given else None
-            tensors = [None if x is None else x if isinstance(x, Tensor) else Tensor(_as_array(x, xp=home))
-                       for x in inputs]
+        tensors = inputs
+        for x in inputs:
+            if x is not None and not isinstance(x, Tensor):
+                # Python numbers and lists are constants made on the device of the op's array inputs
+                given = [x.data if isinstance(x, Tensor) else x for x in inputs
+                         if isinstance(x, (Tensor, np.ndarray)) or backend.is_cupy_array(x)]
+                home = backend.get_array_module(*given) if given else None
+                tensors = [None if x is None else x if isinstance(x, Tensor) else Tensor(_as_array(x, xp=home))
+                           for x in inputs]
+                break
         arrays = [None if t is None else t.data for t in tensors]
         present = [a for a in arrays if a is not None]
-        op.xp = backend.get_array_module(*present)
-        if op.xp is not np and any(a.ndim > 0 and not backend.is_cupy_array(a) for a in present):
-            where = ", ".join(f"input {i}: {'cuda' if backend.is_cupy_array(a) else 'cpu'} {tuple(a.shape)}"
-                              for i, a in enumerate(arrays) if a is not None)
-            raise ValueError(f"{cls.__name__}: inputs are on different devices ({where}). Move them to one "
-                             "device first (lamina.backend.to_device, or model.to(...)).")
-        if op.xp is not np:  # host 0-d constants (np.asarray(0.5)) join the device too
-            arrays = [a if a is None or backend.is_cupy_array(a) else op.xp.asarray(a) for a in arrays]
-        if cls.same_float_dtype and len({a.dtype for a in present if a.dtype.kind == "f"}) > 1:
+        op.xp = xp = backend.get_array_module(*present)
+        if xp is not np:
+            if any(a.ndim > 0 and not backend.is_cupy_array(a) for a in present):
+                where = ", ".join(f"input {i}: {'cuda' if backend.is_cupy_array(a) else 'cpu'} {tuple(a.shape)}"
+                                  for i, a in enumerate(arrays) if a is not None)
+                raise ValueError(f"{cls.__name__}: inputs are on different devices ({where}). Move them to one "
+                                 "device first (lamina.backend.to_device, or model.to(...)).")
+            # host 0-d constants (np.asarray(0.5)) join the device too
+            arrays = [a if a is None or backend.is_cupy_array(a) else xp.asarray(a) for a in arrays]
+        if cls.same_float_dtype and len(present) > 1 and _mixed_floats(present):
             arrays = _unify_float_dtypes(cls, inputs, arrays)
-        op.needs_grad = needs = tuple(t is not None and t.requires_grad for t in tensors)
-        record = is_grad_enabled() and any(needs)
-        if cls.half_via_float32 and op.xp is np and _all_half(arrays):
+        op.needs_grad = needs = tuple([t is not None and t.requires_grad for t in tensors])
+        record = any(needs) and getattr(_state, "grad_enabled", True)
+        if cls.half_via_float32 and xp is np and _all_half(arrays):
             op._half = True
             arrays = [a.astype(np.float32) if a is not None and a.dtype == np.float16 else a for a in arrays]
             out = op.forward(*arrays)
@@ -396,8 +402,11 @@ class Op:
         # integer and bool outputs (argmax, masks) never require a gradient
         outs = []
         for o in (out if isinstance(out, tuple) else (out,)):
+            if type(o) is np.ndarray:
+                outs.append(_wrap(o, record and o.dtype.kind == "f"))
+                continue
             if isinstance(o, np.generic):
-                o = _as_array(o, xp=op.xp)
+                o = _as_array(o, xp=xp)
             outs.append(Tensor(o, requires_grad=record and o.dtype.kind == "f"))
         if record:
             edges, watch = [], []
@@ -420,7 +429,7 @@ class Op:
             rec = getattr(_state, "recorder", None)
             if rec is not None:
                 rec.ops.append(op)
-            op.out_meta = tuple((o.data.shape, o.data.dtype) for o in outs)
+            op.out_meta = tuple([(o.data.shape, o.data.dtype) for o in outs])
             for i, o in enumerate(outs):
                 if o.requires_grad:  # an integer output stays a leaf without gradient
                     o._op, o._out_index = op, i
@@ -439,6 +448,29 @@ class Op:
 
     def backward(self, *gys):  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} has no backward")
+
+
+def _mixed_floats(arrays):
+    """Whether the arrays hold floats of more than one dtype."""
+    first = None
+    for a in arrays:
+        d = a.dtype
+        if d.kind == "f":
+            if first is None:
+                first = d
+            elif d != first:
+                return True
+    return False
+
+
+def _wrap(array, requires_grad):
+    """Tensor(array, requires_grad=...) for an ndarray an op made (nothing to convert or check)."""
+    t = _new_tensor(Tensor)
+    t.data, t.requires_grad, t.grad, t.name, t._op, t._out_index = array, requires_grad, None, None, None, 0
+    return t
+
+
+_new_tensor = object.__new__
 
 
 def _all_half(arrays):
