@@ -107,11 +107,11 @@ def _zero_gradient(path):
 
 
 # ----------------------------------------------------------------------------- the rank side
-# The modes that end well and print nothing run one after another in one job: starting mpirun and the
-# ranks took ~1.9 s of wall (~1.1 s of CPU) a job, and they were four jobs. Each mode sets its own state
-# (seeds, layer names, the distribution) and puts back what it patches; fake-cupy, which moves the ranks to
-# the device, comes last.
-TOGETHER = ("cases", "syncbn", "buckets", "fake-cupy")
+# The modes that end well run one after another in one job: starting mpirun and the ranks took ~1.9 s of
+# wall (~1.1 s of CPU) a job, and they were five jobs. Each mode sets its own state (seeds, layer names, the
+# distribution) and puts back what it patches; only callbacks prints (its test counts its lines); fake-cupy,
+# which moves the ranks to the device, comes last.
+TOGETHER = ("cases", "syncbn", "buckets", "callbacks", "fake-cupy")
 
 
 def _worker(out_dir, mode):
@@ -178,7 +178,10 @@ def _run_mode(out_dir, mode, rank):
         cbs = [lamina.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=True),
                lamina.callbacks.ModelCheckpoint(os.path.join(out_dir, "ckpt.keras")),
                lamina.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0, verbose=1)]
-        history = model.fit(x, y, batch_size=10, epochs=4, verbose=1, callbacks=cbs)
+        try:
+            history = model.fit(x, y, batch_size=10, epochs=4, verbose=1, callbacks=cbs)
+        finally:
+            MODEL_FILES["save_model"] = real
         with open(os.path.join(out_dir, f"epochs_rank{rank}.json"), "w") as f:
             json.dump(len(history.history["loss"]), f)
     elif mode == "backup":   # killed after epoch 2 of 4, once BackupAndRestore has written its backup
@@ -400,9 +403,8 @@ def test_two_ranks_on_the_device_stand_in(together):
                 np.testing.assert_allclose(got[key], ref[key], rtol=2e-4, atol=2e-5, err_msg=key)
 
 
-def test_callbacks_write_once_and_decide_alike(tmp_path):
-    _require_mpi()
-    r = _launch(tmp_path, "callbacks")
+def test_callbacks_write_once_and_decide_alike(together):
+    tmp_path, r = together
     assert r.returncode == 0, r.stdout + r.stderr
     # EarlyStopping stopped every rank after the same epoch (min_delta=10 never counts as improvement)
     epochs = [json.load(open(tmp_path / f"epochs_rank{k}.json")) for k in range(2)]
