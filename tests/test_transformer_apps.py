@@ -171,7 +171,7 @@ def test_char_transformer_beats_the_unigram_baseline_and_samples(tmp_path):
     text = load_pydoc_topics()[:40000]
     run = T.train_char_transformer(epochs=2, batch_size=32, out=str(tmp_path), verbose=0, sequence_length=32,
                                    text=text, model_kwargs=dict(embed_dim=32, num_heads=2, intermediate_dim=64,
-                                                                num_layers=1))
+                                                                num_layers=1), plot=False)
     assert run["validation_loss"] < run["unigram_loss"] - 0.2, run
     model = lamina.models.load_model(str(tmp_path / "model.lamina"))
     _, _, vocab, _ = T.load_char_data(32, text=text)
@@ -235,7 +235,8 @@ def test_recipes_are_listed():
 
 
 def test_classifier_recipe_beats_its_order_blind_baseline(tmp_path):
-    run = T.train_transformer_classifier(epochs=2, out=str(tmp_path), verbose=0, num_train=5000, num_test=400)
+    run = T.train_transformer_classifier(epochs=2, out=str(tmp_path), verbose=0, num_train=5000, num_test=400,
+                                         plot=False)
     assert run["test_accuracy"] > run["baseline_test_accuracy"] + 0.1, run
     assert run["test_accuracy_numeric_formats"] > run["baseline_test_accuracy_numeric_formats"] + 0.2, run
     assert os.path.exists(tmp_path / "model.lamina")
