@@ -235,8 +235,8 @@ def save_run(out, models, history, run, verbose, plot=True):
 
 
 def recipe_main(prog, description, recipes, argv=None):
-    """``python -m PROG NAME [--epochs N] [--batch-size B] [--out DIR] [--seed S] [--quiet]`` for a module
-    of recipes that carry their own training loop."""
+    """``python -m PROG NAME [--epochs N] [--batch-size B] [--out DIR] [--seed S] [--quiet] [--no-plot]`` for a
+    module of recipes that carry their own training loop (--no-plot: no pictures, as for ``lamina train``)."""
     import argparse
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("name", choices=list(recipes))
@@ -245,7 +245,8 @@ def recipe_main(prog, description, recipes, argv=None):
     p.add_argument("--out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--no-plot", action="store_true")
     a = p.parse_args(argv)
     recipes[a.name].train(epochs=a.epochs, batch_size=a.batch_size, out=a.out, seed=a.seed,
-                          verbose=1 if a.quiet else 2)
+                          verbose=1 if a.quiet else 2, plot=not a.no_plot)
     return 0
