@@ -249,11 +249,10 @@ def _gemm_col2im(xp, g2, kernels, shape, oh, ow, stride, dilation):
     """
     kh, kw = kernels.shape[:2]
     n, c = shape[0], shape[3]
-    if xp is np and kernels.dtype == g2.dtype:
+    gather = _kernels.col2im_gather(g2) if xp is np and kernels.dtype == g2.dtype else None
+    if gather is not None:
         w2 = np.ascontiguousarray(kernels.transpose(2, 0, 1, 3)).reshape(kernels.shape[2], kh * kw * c)
-        gather = _kernels.col2im_gather(g2, w2)
-        if gather is not None:
-            return _gathered_col2im(g2, w2, gather, shape, (kh, kw), oh, ow, stride, dilation)
+        return _gathered_col2im(g2, w2, gather, shape, (kh, kw), oh, ow, stride, dilation)
     out = xp.zeros(shape, dtype=g2.dtype)
     buf = xp.empty((g2.shape[0], c), dtype=g2.dtype)
     for i in range(kh):

@@ -140,6 +140,8 @@ def _define(numba):
     """Compile-on-first-call definitions (kept in a function so that importing this module never imports
     numba)."""
     jit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+    # no fastmath at all: the NumPy code's operations in its order and rounding (Adam, col2im, max pooling)
+    exact = numba.njit(cache=True, nogil=True, error_model="numpy")
     k = _Kernels()
 
     @jit
@@ -277,7 +279,7 @@ def _define(numba):
     # Adam's update is element-wise with no reduction: compiled without fastmath, so the float operations
     # are those of the NumPy code (optimizers/adam.py, _adam_block), in its order and rounding: no fused
     # multiply-add, the scalars already in the arrays' dtype. The same weights to the bit either way.
-    @numba.njit(cache=True, nogil=True, error_model="numpy")
+    @exact
     def adam_update(w, g, m, v, c1, c2, eps, alpha):
         for i in range(w.size):
             gi = g[i]
@@ -292,7 +294,7 @@ def _define(numba):
     # reached it (the NumPy code adds one strided window per offset to a zero array: the same additions in
     # the same order for every position), and is written once. No fastmath (the order). The columns come from
     # one wider product than the NumPy code's per-offset ones, which BLAS may round differently in the last bit.
-    @numba.njit(cache=True, nogil=True, error_model="numpy")
+    @exact
     def col2im_gather(cols, out, sh, sw, dh, dw):
         # cols (S, OH, OW, KH, KW, C) -> out (S, Hp, Wp, C)
         samples, oh, ow, kh, kw, c = cols.shape
@@ -328,7 +330,6 @@ def _define(numba):
 
     # Max pooling compares and selects only: no fastmath at all, so that the compiled code keeps the NumPy
     # code's every rule (NaN, the sign of a zero, the order of the overlapping windows' additions).
-    exact = numba.njit(cache=True, nogil=True, error_model="numpy")
 
     @exact
     def max_pool_rows(x, ph, pw, sh, sw, pt, pl, y, which, note):
@@ -536,12 +537,13 @@ def adam_update(w, g, m, v, b1, b2, eps, alpha):
     return True
 
 
-def col2im_gather(g2, w2):
-    """The compiled col2im for a convolution's input gradient g2 (rows, O) @ w2 (O, KH*KW*C) (their size and
-    dtypes decide, as for the other kernels), or None where the kernels do not run. Called as
+def col2im_gather(g2):
+    """The compiled col2im for a convolution's input gradient g2 (rows, O) @ W2 (O, KH*KW*C) (g2's size and
+    dtype decide, as for the other kernels; the caller makes W2 contiguous, in g2's dtype), or None where the
+    kernels do not run. Called as
     ``f(cols, out, sh, sw, dh, dw)`` with a block's columns (S, OH, OW, KH, KW, C) and its padded input
     gradient (S, Hp, Wp, C), which it writes whole (no zeroed array needed)."""
-    k = _eligible(g2, w2)
+    k = _eligible(g2)
     return None if k is None else k.col2im_gather
 
 
