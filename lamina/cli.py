@@ -170,14 +170,13 @@ def cmd_train(args):
         "params": int(sum(int(np.prod(w.shape)) for w in model.weights))})
     _say(f"Saved {model_path}")
     plot_path = os.path.join(out, PLOT_FILE)
-    if args.no_plot:
-        pass
-    elif not history.get("loss"):   # stopped in its first epoch (a non-finite loss): no curve to draw
-        _say("(No epoch finished: no training curves to draw.)")
-    elif _plot(history, plot_path):
-        _say(f"Saved {plot_path}")
-    else:
-        _say("(Install matplotlib, e.g. pip install 'lamina[plot]', for a PNG of the training curves.)")
+    if not args.no_plot:
+        if not history.get("loss"):   # stopped in its first epoch (a non-finite loss): no curve to draw
+            _say("(No epoch finished: no training curves to draw.)")
+        elif _plot(history, plot_path):
+            _say(f"Saved {plot_path}")
+        else:
+            _say("(Install matplotlib, e.g. pip install 'lamina[plot]', for a PNG of the training curves.)")
     return 0
 
 

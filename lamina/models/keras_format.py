@@ -15,6 +15,7 @@ gets the suffix), recurrent layers under ``.../cell/vars``, Bidirectional under 
 same walk over a lamina model gives the same paths, so weights are matched by path, and each shape is
 checked before anything is assigned.
 """
+import functools
 import inspect
 import os
 import re
@@ -174,24 +175,19 @@ _KERAS_DEFAULTS = {"renorm_momentum": 0.99, "pool_mode": "max"}
 _KERAS_OPERATIONS = {k: cls.__name__ for k, cls in OPERATION_CLASSES.items()}
 
 
-_ACCEPTED = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _accepted(cls):
     """The argument names cls.__init__ takes (all, when it takes **kwargs beyond the base Layer's). Read once
     per class (inspect.signature of every __init__ in the MRO took ~0.3 ms, for every layer of every file)."""
-    names = _ACCEPTED.get(cls)
-    if names is None:
-        names = set()
-        for klass in cls.__mro__:
-            init = klass.__dict__.get("__init__")
-            if init is None:
-                continue
-            for p in inspect.signature(init).parameters.values():
-                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-                    names.add(p.name)
-        names = _ACCEPTED[cls] = frozenset(names)
-    return names
+    names = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                names.add(p.name)
+    return frozenset(names)
 
 
 def from_keras_config(obj, path, where="model"):
