@@ -259,6 +259,25 @@ def test_updates_in_place_and_float32():
     assert all(v.data.dtype == np.float32 for v in variables)
 
 
+@pytest.mark.parametrize("kernels", ["numpy", "auto"])
+def test_scalar_weights_update_like_one_element_weights(kernels, monkeypatch):
+    """A 0-d weight (Attention's ``scale``) takes the same steps as a weight of shape (1,): NumPy's ufuncs return
+    scalars for 0-d operands, which the in-place updates once refused (TypeError under LAMINA_KERNELS=numpy)."""
+    from lamina.ops import kernels as K
+    monkeypatch.setitem(K._state, "mode", kernels)
+    gs = [np.float32(v) for v in (0.5, -1.25, 2.0, 0.0, 0.75)]
+    for name in ["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "lion", "ftrl",
+                 "lamb"]:
+        scalar, vector = lamina.Variable(np.float32(1.5)), lamina.Variable(np.full((1,), 1.5, np.float32))
+        for v in (scalar, vector):
+            opt = optimizers.get(name)
+            for g in gs:
+                opt.apply_gradients([(np.full(v.shape, g, np.float32), v)])
+        assert scalar.data.shape == () and scalar.data.dtype == np.float32, name
+        assert scalar.data != 1.5, name
+        np.testing.assert_array_equal(scalar.data.reshape(1), vector.data, err_msg=name)
+
+
 def test_step_and_zero_grad_use_dot_grad():
     w = lamina.Variable(np.array([1.0, 2.0], np.float32), name="w")
     loss = (w * w).sum()

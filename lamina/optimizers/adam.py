@@ -5,7 +5,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..ops import kernels as _kernels
-from .base import Optimizer
+from .base import Optimizer, fresh
 
 _BASE_DOC = "and the base arguments (weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ...)"
 
@@ -118,7 +118,7 @@ class Adamax(Optimizer):
         t = self.iterations + 1
         m, u = self._slot("momentum", variable), self._slot("norm", variable)
         xp = _xp(m)
-        tmp = xp.subtract(gradient, m)
+        tmp = fresh(xp.subtract(gradient, m))
         tmp *= 1.0 - b1
         m += tmp
         u *= b2
@@ -185,7 +185,7 @@ class Nadam(Optimizer):
         m, v = self._slot("momentum", variable), self._slot("velocity", variable)
         _moments(m, v, gradient, float(self.beta_1), b2)
         xp = _xp(m)
-        denom = xp.multiply(v, 1.0 / (1.0 - b2 ** t))
+        denom = fresh(xp.multiply(v, 1.0 / (1.0 - b2 ** t)))
         xp.sqrt(denom, out=denom)
         denom += self.epsilon
         num = xp.multiply(m, u_t1 / (1.0 - p_t1))
@@ -230,7 +230,7 @@ def _moments(m, v, g, b1, b2, scratch=None):
     """In place: m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2), with one temporary (returned, for reuse;
     ``scratch``, at least m's size, is reused instead of allocating one)."""
     xp = _xp(m)
-    tmp = xp.subtract(g, m) if scratch is None else xp.subtract(g, m, out=scratch[:m.size].reshape(m.shape))
+    tmp = fresh(xp.subtract(g, m)) if scratch is None else xp.subtract(g, m, out=scratch[:m.size].reshape(m.shape))
     tmp *= 1.0 - b1
     m += tmp
     xp.multiply(g, g, out=tmp)

@@ -46,6 +46,12 @@ def _array(g):
     return g.data if isinstance(g, Tensor) else g
 
 
+def fresh(x):
+    """A ufunc's new result as an array an update may write into (``out=``): for 0-d operands (a scalar weight,
+    e.g. Attention's ``scale``) NumPy returns a scalar instead, which ``out=`` refuses."""
+    return np.asarray(x) if isinstance(x, np.generic) else x
+
+
 class Optimizer:
     """Base of every optimizer (Keras 3 arguments and defaults).
 

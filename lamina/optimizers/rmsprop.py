@@ -1,6 +1,6 @@
 """RMSprop, Adagrad and Adadelta: per-weight step sizes from running squares of the gradient."""
 from ..backend import get_array_module
-from .base import Optimizer
+from .base import Optimizer, fresh
 
 
 class RMSprop(Optimizer):
@@ -33,7 +33,7 @@ class RMSprop(Optimizer):
         rho = float(self.rho)
         v = self._slot("velocity", variable)
         xp = get_array_module(v)
-        tmp = xp.multiply(gradient, gradient)
+        tmp = fresh(xp.multiply(gradient, gradient))
         tmp *= 1.0 - rho
         v *= rho
         v += tmp
@@ -90,7 +90,7 @@ class Adagrad(Optimizer):
     def update_step(self, gradient, variable, learning_rate):
         acc = self._slot("accumulator", variable)
         xp = get_array_module(acc)
-        tmp = xp.multiply(gradient, gradient)
+        tmp = fresh(xp.multiply(gradient, gradient))
         acc += tmp
         xp.add(acc, self.epsilon, out=tmp)
         xp.sqrt(tmp, out=tmp)
@@ -133,11 +133,11 @@ class Adadelta(Optimizer):
         acc_g = self._slot("accumulated_grad", variable)
         acc_d = self._slot("accumulated_delta_var", variable)
         xp = get_array_module(acc_g)
-        tmp = xp.multiply(gradient, gradient)
+        tmp = fresh(xp.multiply(gradient, gradient))
         tmp *= 1.0 - rho
         acc_g *= rho
         acc_g += tmp
-        delta = xp.add(acc_d, self.epsilon)
+        delta = fresh(xp.add(acc_d, self.epsilon))
         xp.sqrt(delta, out=delta)
         xp.add(acc_g, self.epsilon, out=tmp)
         xp.sqrt(tmp, out=tmp)
