@@ -294,6 +294,28 @@ def test_adam_kernel_stands_aside_for_amsgrad_and_odd_coefficients(compiled):
     assert calls == []
 
 
+def test_adam_kernel_takes_small_variables_too(monkeypatch):
+    """Adam's kernel runs below MIN_ELEMENTS (a bias, a scalar: its NumPy code there is ten ufunc calls that
+    cost more than one compiled call), with the same weights to the bit."""
+    monkeypatch.setitem(K._state, "mode", "auto")
+    monkeypatch.setitem(K._state, "pending", 0)
+    shapes = [(), (3,), (10, 7)]
+    start = [R.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [R.standard_normal(s).astype(np.float32) for s in shapes]
+
+    def run():
+        vs = [lamina.Variable(w.copy()) for w in start]
+        opt = lamina.optimizers.Adam(learning_rate=0.01)
+        for _ in range(3):
+            opt.apply([g.copy() for g in grads], vs)
+        return [np.asarray(v.data) for v in vs]
+    calls = _count_calls(monkeypatch, "adam_update", record=lambda args: args[0].size)
+    fused, plain = _both(monkeypatch, run)
+    assert sorted(set(calls)) == [1, 3, 70] and len(calls) == 9
+    for a, b in zip(fused, plain):
+        np.testing.assert_array_equal(a, b)
+
+
 # ----------------------------------------------------------------------------- when they run
 def test_kernels_stand_aside_where_they_should_not_run(monkeypatch):
     monkeypatch.setitem(K._state, "mode", "auto")
