@@ -158,3 +158,30 @@ def test_resampling_layers_match_torch():
           lambda t: F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False))
     _both(layers.ZeroPadding2D(((1, 2), (3, 0))), x, lambda t: F.pad(t, (3, 0, 1, 2)))
     _both(layers.Cropping2D(((1, 0), (1, 2))), x, lambda t: t[:, :, 1:, 1:2])
+
+
+# ----------------------------------------------------------------------------- a batch of no samples
+EMPTY_BATCH = [
+    (layers.Flatten, {}, (0, 2, 3)), (layers.GroupNormalization, dict(groups=2), (0, 4, 4, 4)),
+    (layers.MaxPooling3D, {}, (0, 4, 4, 4, 1)), (layers.Dense, dict(units=4), (0, 3)),
+    (layers.Conv2D, dict(filters=4, kernel_size=3, padding="same"), (0, 8, 8, 2)),
+    (layers.MaxPooling2D, {}, (0, 8, 8, 2)), (layers.AveragePooling3D, {}, (0, 4, 4, 4, 1)),
+    (layers.BatchNormalization, {}, (0, 5)), (layers.LayerNormalization, {}, (0, 5)),
+    (layers.LSTM, dict(units=3), (0, 4, 2)), (layers.GlobalAveragePooling2D, {}, (0, 8, 8, 2)),
+    (layers.Conv2DTranspose, dict(filters=4, kernel_size=3, strides=2), (0, 4, 4, 2)),
+]
+
+
+@pytest.mark.parametrize("cls,kwargs,shape", EMPTY_BATCH, ids=[c.__name__ for c, _, _ in EMPTY_BATCH])
+def test_a_batch_of_no_samples_goes_through_forward_and_backward(cls, kwargs, shape):
+    """A batch of 0 samples (an empty selection, a filtered batch) gives the layer's output shape with 0 samples
+    and empty gradients, as Keras and PyTorch do; Flatten, GroupNormalization and MaxPooling3D once reshaped it
+    with a -1, which NumPy cannot infer from 0 values."""
+    layer = cls(**kwargs)
+    x = Tensor(np.zeros(shape, np.float32), requires_grad=True)
+    y = layer(x, training=True)
+    assert tuple(y.shape) == tuple(layer.compute_output_shape(shape))
+    gx, *gw = grad(lamina.ops.sum(y), [x] + list(layer.trainable_weights))
+    assert gx.shape == shape
+    for g, w in zip(gw, layer.trainable_weights):
+        assert g.shape == w.shape and np.all(np.asarray(g.data) == 0)

@@ -30,7 +30,7 @@ class Flatten(Layer):
     def call(self, inputs):
         if self.data_format == "channels_first" and inputs.ndim > 2:
             inputs = to_channels_last(inputs, "channels_first")
-        return ops.reshape(inputs, (inputs.shape[0], -1))
+        return ops.reshape(inputs, (inputs.shape[0], _prod(inputs.shape[1:])))   # not -1: a batch of 0 samples
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], _prod(input_shape[1:]))

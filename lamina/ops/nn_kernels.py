@@ -578,7 +578,7 @@ class MaxPoolND(Op):
         xpd = _pad(xp, x, self.pads, -xp.inf)
         out = _out_size(xpd.shape[1:-1], self.pool, self.stride, (1,) * d)
         view = window_view(xp, xpd, self.pool, out, self.stride, (1,) * d)
-        flat = view.reshape((x.shape[0],) + out + (-1, x.shape[-1]))     # (N, O..., K, C)
+        flat = view.reshape((x.shape[0],) + out + (int(np.prod(self.pool)), x.shape[-1]))   # (N, O..., K, C)
         arg = flat.argmax(axis=-2)
         self.meta = (x.shape, xpd.shape, out)
         self.saved = (arg,)

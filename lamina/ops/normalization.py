@@ -549,7 +549,7 @@ class GroupNorm(Op):
         x, gamma, beta = _upcast(_compute_dtype(x.dtype), x, gamma, beta)
         xc = xp.moveaxis(x, ax, -1)  # channels last: (N, ..., C)
         self.ax, self.cshape = ax, xc.shape
-        xr = xc.reshape(xc.shape[0], -1, G, C // G)  # (N, S, G, C/G)
+        xr = xc.reshape(xc.shape[0], int(np.prod(xc.shape[1:-1])), G, C // G)  # (N, S, G, C/G); not -1: N may be 0
         mean = xr.mean(axis=(1, 3), keepdims=True)
         d = xr - mean
         inv = 1.0 / xp.sqrt((d * d).mean(axis=(1, 3), keepdims=True) + self.epsilon)
@@ -573,7 +573,7 @@ class GroupNorm(Op):
         if self.needs_grad[0]:
             N, C, G = gc.shape[0], gc.shape[-1], self.groups
             gxhat = gc if gamma is None else gc * gamma
-            gr = gxhat.reshape(N, -1, G, C // G)
+            gr = gxhat.reshape(N, int(np.prod(gc.shape[1:-1])), G, C // G)
             dx = _norm_backward(gr, xhat.reshape(gr.shape), inv, (1, 3)).reshape(self.cshape)
             dx = xp.moveaxis(dx, -1, self.ax)
         return _in_dtypes((dx, dgamma, dbeta), self.dtypes)
