@@ -345,6 +345,29 @@ def test_quantiles_over_axes_like_keras(method):
                       _keras("nanpercentile", X345N, np.asarray(q) * 100, **kw), f"nanpercentile{kw}")
 
 
+def test_quantiles_of_no_values_are_nan_as_numpys():
+    """Over an empty axis median, nanmedian and quantile give NaN in NumPy's shapes (Keras's torch backend raises
+    there; its NumPy backend gives NaN) and an empty gradient; they once failed with an IndexError. corrcoef of one
+    0-d observation is NaN as in NumPy and Keras, and tril/triu of a 1-D array raise a clear error, as Keras's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # NumPy's "Mean of empty slice"
+        for shape in [(0, 3), (0,), (4, 0), (2, 0, 3)]:
+            x = np.zeros(shape, np.float32)
+            for kw in [{}, {"axis": 0}, {"axis": -1}, {"axis": 0, "keepdims": True}, {"keepdims": True}]:
+                for name in ("median", "nanmedian"):
+                    ours, ref = getattr(lnp, name)(x, **kw).numpy(), getattr(np, name)(x, **kw)
+                    assert ours.dtype == np.float32 and ours.shape == np.shape(ref), (name, shape, kw)
+                    np.testing.assert_array_equal(ours, ref)
+        assert lnp.quantile(np.zeros((3, 0)), [0.1, 0.5], axis=1).shape == (2, 3)
+    t = Tensor(np.zeros((4, 0), np.float32), requires_grad=True)
+    (g,) = lamina.grad(lnp.sum(lnp.median(t, axis=1)), [t])
+    assert g.shape == (4, 0)
+    assert np.isnan(lnp.corrcoef(np.float32(1.5)).numpy()) and lnp.corrcoef(np.float32(1.5)).shape == ()
+    for fn in (lnp.tril, lnp.triu):
+        with pytest.raises(ValueError, match="at least 2"):
+            fn(np.zeros(3))
+
+
 def test_keyword_calls():
     x = X34
     _same(lnp.clip(x=x, x_min=-0.1, x_max=0.2), kops.clip(x=x, x_min=-0.1, x_max=0.2), "clip")

@@ -783,6 +783,9 @@ def diagflat(x, k=0):
 
 
 def _tri_mask(x, k, lower):
+    if x.ndim < 2:
+        raise ValueError(f"{'tril' if lower else 'triu'} works on the last two axes of an array of at least 2 "
+                         f"dimensions; received shape {tuple(x.shape)}.")
     xp = _xp(x)
     r, c = x.shape[-2], x.shape[-1]
     diff = xp.arange(c)[None, :] - xp.arange(r)[:, None]

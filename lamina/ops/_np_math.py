@@ -1256,7 +1256,7 @@ def histogram(x, bins=10, range=None):  # noqa: A002 - Keras's name
 def corrcoef(x):
     """Pearson correlation coefficients of the rows of x (variables in rows, observations in columns)."""
     x = convert(x, _f64_dtype(x))
-    if x.ndim == 1:
+    if x.ndim < 2:   # one variable (a 0-d array: one observation, NaN as in NumPy)
         x = _s.reshape(x, (1, -1))
     xc = _m.subtract(x, _m.mean(x, axis=(1,), keepdims=True))
     cov = _m.matmul(xc, _s.transpose(xc))

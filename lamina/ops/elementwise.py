@@ -274,7 +274,7 @@ def _to_last(x, axes):
     keep = [i for i in range(x.ndim) if i not in axes]
     xt = x.transpose(keep + list(axes))
     kept_shape = tuple(x.shape[i] for i in keep)
-    return xt.reshape(kept_shape + (-1,)), keep
+    return xt.reshape(kept_shape + (int(np.prod([x.shape[a] for a in axes])),)), keep   # (not -1: may be empty)
 
 
 def _from_last(g2, shape, axes, keep):
@@ -362,6 +362,11 @@ class Quantile(Op):
         xp = self.xp
         x2, keep = _to_last(x, self.axes)
         n = x2.shape[-1]
+        self.meta = (x.shape, keep)
+        if n == 0:   # quantiles of no values: NaN, as NumPy's (no order statistic to read, no gradient)
+            self.saved = None
+            out = xp.full((len(self.q),) + x2.shape[:-1], np.nan, x.dtype)
+            return self._shaped(out, x.shape)
         order = xp.argsort(x2, axis=-1)   # NaNs sort last
         xs = xp.take_along_axis(x2, order, axis=-1)
         nan_count = xp.isnan(x2).sum(axis=-1)
@@ -396,18 +401,24 @@ class Quantile(Op):
         bad = (valid == 0) if self.ignore_nan else (nan_count > 0)
         out = xp.where(bad, xp.asarray(np.nan, dtype=x.dtype), out).astype(x.dtype, copy=False)
         self.saved = (order, lo, hi, w, bad)
-        self.meta = (x.shape, keep)
+        return self._shaped(out, x.shape)
+
+    def _shaped(self, out, shape):
+        """(Q, kept axes...) quantiles with the reduced axes kept as 1 (keepdims) and the q axis dropped for a
+        scalar q."""
         if self.keepdims:
-            shp = [1 if i in self.axes else s for i, s in enumerate(x.shape)]
-            out = out.reshape((q.shape[0],) + tuple(shp))
+            shp = [1 if i in self.axes else s for i, s in enumerate(shape)]
+            out = out.reshape((out.shape[0],) + tuple(shp))
         if self.scalar_q:
             out = out[0]
         return out
 
     def backward(self, gy):
-        order, lo, hi, w, bad = self.saved
         shape, keep = self.meta
         xp = self.xp
+        if self.saved is None:   # no values were reduced: an empty gradient
+            return xp.zeros(shape, gy.dtype)
+        order, lo, hi, w, bad = self.saved
         g = gy[None] if self.scalar_q else gy
         g = g.reshape(w.shape)
         g = xp.where(bad, 0, g)
