@@ -885,3 +885,33 @@ def test_attention_broadcasting_and_ctc_empty_target_match_keras():
     both("dot_product_attention", [q, k, v], {"bias": _r(4, 1, 1, 3, 6)}, diff=(0, 1, 2))
     t, o = np.array([[1, 2], [3, 0]], np.int32), _r(5, 2, 5, 4)
     both("ctc_loss", [t, o, np.array([2, 0]), np.array([5, 4])], diff=(1,), atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,axis", [((3, 0), -1), ((0, 4), -1), ((3, 0), 0), ((2, 0, 3), 1)])
+def test_softmaxes_of_empty_arrays_are_empty_as_in_keras(shape, axis):
+    """softmax, log_softmax and sparsemax of an array with no values (an empty axis included): an empty result of
+    the input's shape, as Keras's (torch's) softmax gives, and an empty gradient; they once raised ("zero-size
+    array to reduction operation maximum")."""
+    x = np.zeros(shape, np.float32)
+    for name in ("softmax", "log_softmax", "sparsemax"):
+        t = Tensor(x, requires_grad=True)
+        y = getattr(ops, name)(t, axis=axis)
+        (g,) = grad(ops.sum(y), [t])
+        assert y.shape == shape and g.shape == shape, name
+        if name != "sparsemax":
+            assert tuple(_np(getattr(K, name)(x, axis=axis)).shape) == shape
+
+
+def test_axes_out_of_range_and_0d_inputs_raise_clear_errors():
+    """moments over an axis the input lacks raises instead of wrapping it onto another axis (axes=[2] of a 2-D
+    array once reduced axis 0); top_k of a 0-d value says why."""
+    x = np.arange(6.0).reshape(2, 3)
+    with pytest.raises(ValueError, match="axis 2 is out of range for an input of rank 2"):
+        ops.moments(x, axes=[2])
+    with pytest.raises(ValueError, match="rank 0"):
+        ops.moments(np.float32(1.0), axes=[0])
+    with pytest.raises(ValueError, match="at least one axis"):
+        ops.top_k(np.float32(1.0), 1)
+    mean, var = ops.moments(x, axes=[-1])
+    np.testing.assert_allclose(_np(mean), [1.0, 4.0])
+    np.testing.assert_allclose(_np(var), [2 / 3, 2 / 3])

@@ -679,7 +679,9 @@ class Softmax(Op):
         if _half(x.dtype):
             x = x.astype(xp.float32)
         rows = _last_axis_rows(x, self.axis)
-        if rows is not None:  # the usual case: over the last axis of a contiguous array, as (R, D) rows
+        if x.size == 0:   # (an empty axis has no maximum to subtract)
+            y = xp.empty(x.shape, x.dtype)
+        elif rows is not None:  # the usual case: over the last axis of a contiguous array, as (R, D) rows
             e = xp.subtract(rows, row_max(xp, rows)[:, None])
             xp.exp(e, out=e)
             e /= sum_rows(xp, e.T)[:, None]  # row sums as a GEMV
@@ -710,7 +712,9 @@ class LogSoftmax(Op):
         if _half(x.dtype):
             x = x.astype(xp.float32)
         rows = _last_axis_rows(x, self.axis)
-        if rows is not None:  # over the last axis of a contiguous array, as (R, D) rows
+        if x.size == 0:   # (an empty axis has no maximum to subtract)
+            y = xp.empty(x.shape, x.dtype)
+        elif rows is not None:  # over the last axis of a contiguous array, as (R, D) rows
             z = xp.subtract(rows, row_max(xp, rows)[:, None])
             z -= xp.log(sum_rows(xp, xp.exp(z).T))[:, None]
             y = z.reshape(x.shape)

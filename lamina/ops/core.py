@@ -443,6 +443,8 @@ def top_k(x, k, sorted=True):  # noqa: A002
     on Keras's torch backend. Results are always sorted."""
     x = _t(x)
     k = int(k)
+    if x.ndim == 0:
+        raise ValueError("top_k: the input must have at least one axis (its last is searched); received a 0-d value.")
     if not 0 <= k <= x.shape[-1]:
         raise ValueError(f"top_k: k={k} is out of range for a last axis of {x.shape[-1]}.")
     sink = {}

@@ -604,7 +604,11 @@ def _axes(axes, ndim):
         return tuple(range(ndim))
     if isinstance(axes, (int, np.integer)):
         axes = (axes,)
-    return tuple(sorted(int(a) % max(ndim, 1) for a in axes))
+    axes = tuple(int(a) for a in axes)
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"axis {a} is out of range for an input of rank {ndim}.")
+    return tuple(sorted(a % ndim for a in axes))
 
 
 def moments(x, axes, keepdims=False, synchronized=False):

@@ -157,6 +157,9 @@ class Sparsemax(Op):
     def forward(self, x):
         xp = self.xp
         ax = self.axis
+        if x.size == 0:   # nothing to project (an empty axis has no largest value)
+            self.saved = (xp.zeros(x.shape, bool),)
+            return xp.empty(x.shape, x.dtype)
         z = -xp.sort(-x, axis=ax)                                    # descending
         cs = xp.cumsum(z, axis=ax)
         shape = [1] * x.ndim
@@ -171,6 +174,8 @@ class Sparsemax(Op):
 
     def backward(self, gy):
         (s,) = self.saved
+        if s.size == 0:
+            return self.xp.zeros(s.shape, gy.dtype)
         gs = gy * s
         return (gs - s * (gs.sum(axis=self.axis, keepdims=True) / s.sum(axis=self.axis, keepdims=True))).astype(
             gy.dtype, copy=False)
