@@ -6,6 +6,7 @@ import inspect
 import json
 import pathlib
 
+import numpy as np
 import pytest
 
 import lamina.ops
@@ -108,3 +109,18 @@ def test_parity_tool_runs_and_reports():
     fake = types.SimpleNamespace(logsumexp=lambda x, axis=None, keepdims=False: lamina.ops.core.rsqrt(x))
     status, _ = tool.compare_one("ops", "logsumexp", DATA["ops"]["logsumexp"], fake, kops, tool._samples())
     assert status in ("differs", "shape")
+
+
+AXIS_OPS = ["cumsum", "cumprod", "nancumsum", "nancumprod", "diff", "trapezoid", "logsumexp", "norm", "normalize",
+            "softmax", "log_softmax", "unstack", "sum", "mean", "max", "argmax", "sort", "moments", "median"]
+
+
+@pytest.mark.parametrize("name", AXIS_OPS)
+@pytest.mark.parametrize("axis", [2, -3])
+def test_an_axis_the_input_lacks_raises_instead_of_wrapping(name, axis):
+    """NumPy and Keras refuse an axis beyond the rank; several ops once took it modulo the rank and silently
+    worked along another axis (softmax(x, axis=-3) of a 2-D x ran over its last axis)."""
+    x = np.arange(1, 7, dtype=np.float32).reshape(2, 3) / 7
+    fn = getattr(lamina.ops, name)
+    with pytest.raises(ValueError, match="out of"):
+        fn(x, axes=[axis]) if name == "moments" else fn(x, axis=axis)

@@ -1030,7 +1030,7 @@ def _scan(kernel, ufunc, x, axis, dtype):
     if axis is None:
         x = _s.reshape(x, (-1,))
         axis = 0
-    axis = int(axis) % builtins.max(x.ndim, 1)
+    axis = _m.axis_index(axis, x.ndim)
     if x.dtype.kind != "f":
         return _const(getattr(_xp(x), ufunc)(x.data, axis=axis).astype(d, copy=False))
     return kernel.apply(x, axis=axis)
@@ -1296,7 +1296,7 @@ def correlate(x1, x2, mode="valid"):
 def diff(a, n=1, axis=-1):
     """n-th forward difference along axis: a[1:] - a[:-1], n times."""
     x = convert(a)
-    ax = int(axis) % x.ndim
+    ax = _m.axis_index(axis, x.ndim)
     for _ in range(int(n)):
         hi = tuple(slice(1, None) if i == ax else slice(None) for i in range(x.ndim))
         lo = tuple(slice(None, -1) if i == ax else slice(None) for i in range(x.ndim))
@@ -1312,7 +1312,7 @@ def diff(a, n=1, axis=-1):
 def trapezoid(y, x=None, dx=1.0, axis=-1):
     """Integral of y along axis by the trapezoidal rule, at sample points x (or spacing dx)."""
     y = convert(y, _float_dtype(y))
-    ax = int(axis) % y.ndim
+    ax = _m.axis_index(axis, y.ndim)
     hi = tuple(slice(1, None) if i == ax else slice(None) for i in range(y.ndim))
     lo = tuple(slice(None, -1) if i == ax else slice(None) for i in range(y.ndim))
     mids = _m.add(_s.getitem(y, hi), _s.getitem(y, lo))

@@ -9,7 +9,7 @@ import numpy as np
 from .. import threads as _threads
 from ..tensor import Op
 from .math import _WORD as _WORDS  # float width -> signed integer of that width (select's)
-from .math import relu_grad, relu_into, row_max, select, sum_rows, unbroadcast
+from .math import axis_index, relu_grad, relu_into, row_max, select, sum_rows, unbroadcast
 
 __all__ = ["relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "sigmoid", "hard_sigmoid", "tanh",
            "softplus", "softsign", "silu", "swish", "softmax", "log_softmax", "exponential", "linear_act",
@@ -832,11 +832,20 @@ swish = silu
 
 def softmax(x, axis=-1):
     """Normalised exponentials along axis; each slice sums to 1."""
-    return Softmax.apply(x, axis=axis)
+    return Softmax.apply(x, axis=_checked_axes(x, axis))
 
 
 def log_softmax(x, axis=-1):
-    return LogSoftmax.apply(x, axis=axis)
+    return LogSoftmax.apply(x, axis=_checked_axes(x, axis))
+
+
+def _checked_axes(x, axis):
+    """axis (an int, a tuple or None) unchanged, after checking x has it (an axis beyond the rank would wrap)."""
+    if axis is not None:
+        nd = len(x.shape)
+        for a in ((axis,) if isinstance(axis, (int, np.integer)) else axis):
+            axis_index(a, nd)
+    return axis
 
 
 def exponential(x):

@@ -428,7 +428,7 @@ def slice_update(inputs, start_indices, updates):
 def unstack(x, num=None, axis=0):
     """The slices of x along axis, as a list of tensors."""
     x = _t(x)
-    axis = axis % x.ndim
+    axis = _m.axis_index(axis, x.ndim)
     n = x.shape[axis]
     if num is not None and num != n:
         raise ValueError(f"unstack: num={num} but axis {axis} has {n} entries.")

@@ -336,7 +336,7 @@ def _norm(x, ord, axis, keepdims):
                              f"got shape {x.shape}.")
         axis = tuple(range(x.ndim))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    axes = tuple(int(a) % x.ndim for a in axes)
+    axes = tuple(_m.axis_index(a, x.ndim) for a in axes)
     if len(axes) == 1:
         if isinstance(ord, str):
             raise ValueError(f"Invalid `ord` argument for vector norm. Received: ord={ord}")

@@ -469,12 +469,21 @@ class Where(Op):
                 unbroadcast(select(xp, c, z, gy), sb) if self.needs_grad[2] else None)
 
 
+def axis_index(axis, ndim):
+    """``axis`` as an index in [0, ndim) (a 0-d input takes 0 or -1, as a reduction over "its" axis); a ValueError
+    (NumPy's AxisError is one) for an axis the input does not have, instead of wrapping it onto another one."""
+    axis, top = int(axis), ndim or 1   # (this module's max is the op)
+    if not -ndim <= axis < top:
+        raise ValueError(f"axis {axis} is out of bounds for an array of rank {ndim}.")
+    return axis % top
+
+
 def _norm_axis(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
-    if isinstance(axis, int):
+    if isinstance(axis, (int, np.integer)):
         axis = (axis,)
-    return tuple(a % ndim for a in axis)
+    return tuple(axis_index(a, ndim) for a in axis)
 
 
 def _expand(g, shape, axes, keepdims):
