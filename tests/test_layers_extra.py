@@ -110,6 +110,14 @@ def test_config_round_trip_with_keras(name, kwargs, shape):
         assert key in config and key in theirs
 
 
+@pytest.mark.parametrize("axis", [2, -3, (1, 2)])
+def test_rms_normalization_refuses_an_axis_the_input_lacks(axis):
+    """Keras raises for an axis beyond the rank; RMSNormalization once took it modulo the rank (axis=2 of a 2-D
+    input normalised axis 0)."""
+    with pytest.raises(ValueError, match="out of range for an input of rank 2"):
+        layers.RMSNormalization(axis=axis)(np.ones((2, 3), np.float32))
+
+
 def test_alpha_dropout_keeps_selu_statistics_and_is_identity_at_inference():
     layer = layers.AlphaDropout(0.2, seed=3)
     x = R.standard_normal((400, 500)).astype(np.float32)

@@ -471,6 +471,10 @@ class RMSNormalization(Layer):
 
     def _axes(self, ndim):
         axes = self.axis if isinstance(self.axis, (list, tuple)) else [self.axis]
+        for a in axes:
+            if not -ndim <= int(a) < ndim:
+                raise ValueError(f"RMSNormalization '{self.name}': axis {a} is out of range for an input of rank "
+                                 f"{ndim}.")
         return tuple(sorted(int(a) % ndim for a in axes))
 
     def build(self, input_shape):
