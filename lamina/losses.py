@@ -142,6 +142,7 @@ def _wrap_regression(kernel, doc):
         y_true, y_pred = align_ranks(_tensor(y_true), y_pred)
         return kernel(_float_target(y_true, y_pred), y_pred)
     fn.__doc__ = doc
+    fn.__name__ = fn.__qualname__ = kernel.__name__   # a metric made of it is named after it, as in Keras
     return fn
 
 
@@ -573,6 +574,7 @@ _ALIASES = {
 }
 _FUNCTIONS = {
     "mean_squared_error": mean_squared_error, "mse": mean_squared_error, "MSE": mean_squared_error,
+    "bce": binary_crossentropy, "BCE": binary_crossentropy,
     "mean_absolute_error": mean_absolute_error, "mae": mean_absolute_error, "MAE": mean_absolute_error,
     "huber": huber, "kl_divergence": kl_divergence, "kld": kl_divergence, "KLD": kl_divergence,
     "kullback_leibler_divergence": kl_divergence, "binary_crossentropy": binary_crossentropy,

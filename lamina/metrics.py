@@ -1232,23 +1232,26 @@ _BY_NAME = {
     "kl_divergence": KLDivergence, "kld": KLDivergence, "poisson": Poisson, "squared_hinge": SquaredHinge,
     "categorical_hinge": CategoricalHinge, "pearson_correlation": PearsonCorrelation,
     "concordance_correlation": ConcordanceCorrelation, "r2_score": R2Score,
+    "bce": BinaryCrossentropy, "BCE": BinaryCrossentropy,
 }
 
 
 def get(identifier):
     """A Metric from a Keras name ('mse', 'auc', 'sparse_categorical_accuracy', ...), a class name, a
     ``{'class_name', 'config'}`` dict, a Metric (returned as is) or a function ``fn(y_true, y_pred)``
-    (wrapped in MeanMetricWrapper). 'accuracy'/'acc' are resolved by the training loop, not here."""
+    (wrapped in MeanMetricWrapper). Keras's names all resolve (snake-case class names too: 'accuracy' gives
+    Accuracy, exact matches, as Keras's get; model.compile chooses binary, categorical or sparse accuracy for
+    'accuracy' and 'acc' itself)."""
     if isinstance(identifier, Metric):
         return identifier
     if isinstance(identifier, dict):
         return deserialize(identifier)
     if isinstance(identifier, str):
-        cls = _BY_NAME.get(identifier) or _BY_NAME.get(identifier.lower()) or _CLASSES.get(identifier)
+        cls = (_BY_NAME.get(identifier) or _BY_NAME.get(identifier.lower()) or _CLASSES.get(identifier)
+               or _snake_names().get(identifier))
         if cls is None or identifier in ("Metric", "MeanMetricWrapper"):
-            hint = (" 'accuracy' is resolved by model.compile from the loss; use BinaryAccuracy, "
-                    "CategoricalAccuracy or SparseCategoricalAccuracy directly."
-                    if identifier.lower() in ("accuracy", "acc") else "")
+            hint = (" In model.compile 'acc' (like 'accuracy') is chosen from the loss; here use BinaryAccuracy, "
+                    "CategoricalAccuracy or SparseCategoricalAccuracy." if identifier.lower() == "acc" else "")
             raise ValueError(f"Unknown metric {identifier!r}. Valid names: {', '.join(sorted(_BY_NAME))} "
                              f"(and the class names).{hint}")
         return cls()
@@ -1257,6 +1260,13 @@ def get(identifier):
     if callable(identifier):
         return MeanMetricWrapper(identifier, name=getattr(identifier, "__name__", None))
     raise ValueError(f"Could not interpret metric identifier: {identifier!r}")
+
+
+def _snake_names():
+    """Every public metric class by its snake-case name, as Keras's get finds them ('accuracy' -> Accuracy (exact
+    match; model.compile chooses its own for 'accuracy'), 'mean' -> Mean, 'log_cosh_error', 'binary_io_u')."""
+    return {_snake(name): cls for name, cls in _CLASSES.items()
+            if not name.startswith("_") and name not in ("Metric", "MeanMetricWrapper")}
 
 
 def deserialize(config, custom_objects=None):

@@ -198,8 +198,9 @@ def test_get_names_and_errors():
     assert metrics.get("mae").name == "mean_absolute_error"
     with pytest.raises(ValueError, match="Valid names"):
         metrics.get("acuracy")
-    with pytest.raises(ValueError, match="resolved by model.compile"):
-        metrics.get("accuracy")
+    with pytest.raises(ValueError, match="chosen from the loss"):
+        metrics.get("acc")
+    assert isinstance(metrics.get("accuracy"), metrics.Accuracy)   # as Keras's get (compile chooses its own)
     fn = metrics.get(lambda t, p: np.abs(t - p).max(axis=-1))
     assert fn(np.zeros((2, 2)), np.array([[1.0, 3.0], [2.0, 0.0]])) == pytest.approx(2.5)
 
