@@ -102,7 +102,7 @@ class OrthogonalRegularizer(Regularizer):
 # Keras 3 exports the classes under the lower-case names too (so l1_l2() defaults to no penalty,
 # unlike Keras 2's l1_l2 function with 0.01 each).
 l1, l2, l1_l2, orthogonal_regularizer = L1, L2, L1L2, OrthogonalRegularizer
-_ALIASES = {"l1": L1, "l2": L2, "l1_l2": L1L2, "L1": L1, "L2": L2, "L1L2": L1L2,
+_ALIASES = {"l1": L1, "l2": L2, "l1_l2": L1L2, "l1l2": L1L2, "L1": L1, "L2": L2, "L1L2": L1L2,
             "orthogonal_regularizer": OrthogonalRegularizer, "OrthogonalRegularizer": OrthogonalRegularizer}
 
 
