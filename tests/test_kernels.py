@@ -639,3 +639,44 @@ def test_max_pool_layer_trains_the_same_with_and_without_the_kernels(compiled):
     assert len(calls) == 2   # both pooling layers' backward, the first run only
     _close(got, want, np.float32)
     assert not np.allclose(got[1], start[0])   # the step did change the weights
+
+
+# ----------------------------------------------------------------------------- attention's softmax
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 5, 7), (2, 3, 64, 64), (1, 1, 4), (4, 1, 1)])
+def test_column_softmax_kernel_equals_numpy_with_nan_and_inf(compiled, dtype, shape):
+    """The softmax down the columns equals NumPy's max / subtract / exp / sum / divide bit for bit, NaN, +-inf
+    and the most negative float (attention's masked score) included."""
+    x = (R.standard_normal(shape) * 30).astype(dtype)
+    if shape[-2] > 2:   # below a column's first row (there a NaN would stay the maximum either way)
+        lead = (0,) * (len(shape) - 2)
+        x[lead + (2, 1)], x[lead + (1, 2)], x[lead + (2, 3)], x[lead + (1, 0)] = (np.nan, np.inf, -np.inf,
+                                                                                   np.finfo(dtype).min)
+    ours, theirs = x.copy(), x.copy()
+    with np.errstate(all="ignore"):
+        assert K.softmax_columns(ours)
+        theirs -= theirs.max(axis=-2, keepdims=True)
+        np.exp(theirs, out=theirs)
+        theirs /= theirs.sum(axis=-2, keepdims=True)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_takes_the_softmax_kernel_and_gives_numpys_values(compiled, masked):
+    """Scaled dot-product attention, split over threads or not, masked or not: the same output, weights and
+    gradients with the kernel as with NumPy's code, and the kernel ran."""
+    from lamina.ops.attention import scaled_dot_product_attention as sdpa
+    q, k, v = (R.standard_normal((4, 2, 9, 5)).astype(np.float32) for _ in range(3))
+    mask = R.random((4, 1, 9, 9)) > 0.3 if masked else None
+
+    def run():
+        ts = [Tensor(a, requires_grad=True) for a in (q, k, v)]
+        out, w = sdpa(*ts, mask=mask, return_weights=True)
+        gs = grad(ops.sum(out * out) + ops.sum(w), ts)
+        return [np.asarray(out.data), np.asarray(w.data)] + [np.asarray(g.data) for g in gs]
+    calls = _count_calls(compiled, "column_max_subtract")
+    _force_split(compiled)
+    fused, plain = _both(compiled, run)
+    assert calls
+    for a, b in zip(fused, plain):
+        np.testing.assert_array_equal(a, b)

@@ -15,6 +15,7 @@ import numpy as np
 from .. import backend
 from ..tensor import Op, Tensor, as_tensor
 from ..threads import split_rows
+from . import kernels as _kernels
 from .math import mm, sum_rows, unbroadcast
 
 __all__ = ["scaled_dot_product_attention", "causal_mask"]
@@ -77,9 +78,10 @@ class ScaledDotProductAttention(Op):
                 # the most negative finite float: exp() of it minus the column max is exactly 0, and a
                 # query with no allowed key stays finite (uniform), to be zeroed below instead of NaN
                 xp.copyto(s, low, where=~a)            # in place: keeps the transposed layout
-            s -= s.max(axis=-2, keepdims=True)         # stable softmax over keys, in place
-            xp.exp(s, out=s)
-            s /= s.sum(axis=-2, keepdims=True)
+            if not _kernels.softmax_columns(s):        # two compiled passes around the exp (kernels.py)
+                s -= s.max(axis=-2, keepdims=True)     # stable softmax over keys, in place
+                xp.exp(s, out=s)
+                s /= s.sum(axis=-2, keepdims=True)
             if a is not None and self.empty_rows == "zeros":
                 s *= a
             w = xp.swapaxes(s, -1, -2)                 # (..., Tq, Tk), a view

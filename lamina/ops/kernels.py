@@ -24,6 +24,9 @@ read while it sits in the first-level cache, so each array is read or written on
   and two maxima per window offset, over a padded copy), the gradient in one pass writing each input value
   once (NumPy: a compare and a multiply per offset). Equal to NumPy's code bit for bit, overlapping windows'
   sums included (they add in its order), but for which of two NaNs an addition keeps.
+- :func:`softmax_columns`: attention's softmax over the keys of its transposed scores, the column maxima and
+  sums each in one pass over a block in cache (NumPy: strided reductions and separate passes), NumPy's exp
+  between them; the same values as NumPy's code.
 
 They are used only where they pay: NumPy arrays (not CuPy), float32 or float64, C-contiguous, at least
 :data:`MIN_ELEMENTS` values (smaller arrays stay in cache anyway), and in 'auto' mode only once the process
@@ -50,7 +53,7 @@ from .. import threads as _threads
 
 __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "layer_norm_forward", "layer_norm_backward",
            "bias_relu", "relu_bias_grad", "lstm_cell_grad", "gru_cell_grad", "adam_update",
-           "col2im_gather", "max_pool2d", "max_pool2d_grad"]
+           "col2im_gather", "max_pool2d", "max_pool2d_grad", "softmax_columns"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
@@ -425,6 +428,45 @@ def _define(numba):
                                 for ch in range(c):
                                     dx[s, i, j, ch] = gy[s, oi, oj, ch] * (one if which[s, oi, oj, ch] == k else zero)
     k.max_pool_rows_grad = max_pool_rows_grad
+
+    # Softmax down the columns of (B, K, Q) blocks (attention's transposed scores: over the keys K for each query
+    # q), the two reductions of NumPy's code without its strided reduction passes: per block the column maxima,
+    # subtracted in the same pass over the block (in cache), then (after NumPy's SIMD exp) the column sums and
+    # the division. The same operations in NumPy's order (each column's sum runs down k, as NumPy's reduction
+    # over a non-contiguous axis adds row after row), so the same values, NaN and infinities included. No
+    # fastmath: the loops over q vectorise as they are.
+    @exact
+    def column_max_subtract(s):
+        blocks, rows, cols = s.shape
+        m = np.empty(cols, s.dtype)
+        for b in range(blocks):
+            for q in range(cols):
+                m[q] = s[b, 0, q]
+            for i in range(1, rows):
+                for q in range(cols):
+                    v = s[b, i, q]
+                    if v > m[q]:   # (a NaN in the column makes its sum, so all its weights, NaN either way)
+                        m[q] = v
+            for i in range(rows):
+                for q in range(cols):
+                    s[b, i, q] -= m[q]
+    k.column_max_subtract = column_max_subtract
+
+    @exact
+    def column_sum_divide(s):
+        blocks, rows, cols = s.shape
+        a = np.empty(cols, s.dtype)
+        zero = s.dtype.type(0)
+        for b in range(blocks):
+            for q in range(cols):
+                a[q] = zero
+            for i in range(rows):
+                for q in range(cols):
+                    a[q] += s[b, i, q]
+            for i in range(rows):
+                for q in range(cols):
+                    s[b, i, q] /= a[q]
+    k.column_sum_divide = column_sum_divide
     return k
 
 
@@ -557,6 +599,20 @@ def gru_cell_grad(gates):
     dprev)``."""
     k = _eligible(gates)
     return None if k is None else k.gru_cell_grad
+
+
+def softmax_columns(s):
+    """In place, the softmax of each column of ``s`` (..., K, Q) down its K rows (attention's transposed scores):
+    True if done here (NumPy's exp between two compiled passes), False where the kernels do not run (the caller's
+    NumPy code does then: max, subtract, exp, sum, divide, the same values)."""
+    k = _eligible(s)
+    if k is None or s.ndim < 2 or s.shape[-2] == 0:
+        return False
+    s3 = s.reshape((-1,) + s.shape[-2:])
+    k.column_max_subtract(s3)
+    np.exp(s3, out=s3)
+    k.column_sum_divide(s3)
+    return True
 
 
 def _pool_geometry(shape, pool, stride, pads):
