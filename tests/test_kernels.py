@@ -675,8 +675,9 @@ def test_attention_takes_the_softmax_kernel_and_gives_numpys_values(compiled, ma
         gs = grad(ops.sum(out * out) + ops.sum(w), ts)
         return [np.asarray(out.data), np.asarray(w.data)] + [np.asarray(g.data) for g in gs]
     calls = _count_calls(compiled, "column_max_subtract")
+    grad_calls = _count_calls(compiled, "column_softmax_grad")
     _force_split(compiled)
     fused, plain = _both(compiled, run)
-    assert calls
+    assert calls and grad_calls
     for a, b in zip(fused, plain):
         np.testing.assert_array_equal(a, b)

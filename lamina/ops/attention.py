@@ -122,8 +122,9 @@ class ScaledDotProductAttention(Op):
                 gw_t = xp.swapaxes(_part(gw, sl, len(batch)), -1, -2)
                 ds_t += gw_t
                 rowsum += (gw_t * s).sum(axis=-2, keepdims=True)
-            ds_t -= rowsum
-            ds_t *= s
+            if not _kernels.softmax_columns_grad(ds_t, rowsum, s):   # one compiled pass (kernels.py)
+                ds_t -= rowsum
+                ds_t *= s
             if self.dead is not None:  # uniform rows came from constants (Keras's where): no score gradient
                 ds_t *= ~_part(self.dead, sl, len(batch))
             if gq is not None:

@@ -26,7 +26,7 @@ read while it sits in the first-level cache, so each array is read or written on
   sums included (they add in its order), but for which of two NaNs an addition keeps.
 - :func:`softmax_columns`: attention's softmax over the keys of its transposed scores, the column maxima and
   sums each in one pass over a block in cache (NumPy: strided reductions and separate passes), NumPy's exp
-  between them; the same values as NumPy's code.
+  between them, and its backward's (dW - row sum) * W in one pass; the same values as NumPy's code.
 
 They are used only where they pay: NumPy arrays (not CuPy), float32 or float64, C-contiguous, at least
 :data:`MIN_ELEMENTS` values (smaller arrays stay in cache anyway), and in 'auto' mode only once the process
@@ -53,7 +53,8 @@ from .. import threads as _threads
 
 __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "layer_norm_forward", "layer_norm_backward",
            "bias_relu", "relu_bias_grad", "lstm_cell_grad", "gru_cell_grad", "adam_update",
-           "col2im_gather", "max_pool2d", "max_pool2d_grad", "softmax_columns"]
+           "col2im_gather", "max_pool2d", "max_pool2d_grad", "softmax_columns",
+           "softmax_columns_grad"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
@@ -467,6 +468,16 @@ def _define(numba):
                 for q in range(cols):
                     s[b, i, q] /= a[q]
     k.column_sum_divide = column_sum_divide
+
+    @exact
+    def column_softmax_grad(d, rowsum, w):
+        # d = (d - rowsum) * w in one pass (rowsum: one value per column of each block), NumPy's two operations
+        blocks, rows, cols = d.shape
+        for b in range(blocks):
+            for i in range(rows):
+                for q in range(cols):
+                    d[b, i, q] = (d[b, i, q] - rowsum[b, 0, q]) * w[b, i, q]
+    k.column_softmax_grad = column_softmax_grad
     return k
 
 
@@ -612,6 +623,18 @@ def softmax_columns(s):
     k.column_max_subtract(s3)
     np.exp(s3, out=s3)
     k.column_sum_divide(s3)
+    return True
+
+
+def softmax_columns_grad(d, rowsum, w):
+    """In place, ``d = (d - rowsum) * w`` for the softmax's column weights w (..., K, Q) and one rowsum per column
+    (..., 1, Q), in one pass: True if done here, False where the kernels do not run (the caller's NumPy code does
+    then, with the same values)."""
+    k = _eligible(d, rowsum, w)
+    if k is None or d.ndim < 2 or d.shape != w.shape or rowsum.shape != d.shape[:-2] + (1, d.shape[-1]):
+        return False
+    k.column_softmax_grad(d.reshape((-1,) + d.shape[-2:]), rowsum.reshape((-1, 1, d.shape[-1])),
+                          w.reshape((-1,) + w.shape[-2:]))
     return True
 
 
