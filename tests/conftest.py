@@ -40,6 +40,16 @@ _kernels._state["pending"] = 0
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
 import fake_cupy  # noqa: E402  (tests/fake_cupy.py)
+import warm_caches  # noqa: E402  (tests/warm_caches.py)
+
+
+def pytest_sessionstart(session):
+    """In an xdist run's controller, before its workers start (xdist starts them in its own, trylast, hook): the
+    on-disk caches every worker would fill on a fresh clone (rewritten test modules, numba's kernels) filled once,
+    one process a worker (tests/warm_caches.py)."""
+    config = session.config
+    if not os.environ.get("PYTEST_XDIST_WORKER") and config.pluginmanager.hasplugin("dsession"):
+        warm_caches.fill(config, config.option.numprocesses or 1)
 
 
 @pytest.fixture(autouse=True)
