@@ -52,6 +52,34 @@ def pytest_sessionstart(session):
         warm_caches.fill(config, config.option.numprocesses or 1)
 
 
+# The modules that take longest (seconds of one worker on the 2-core VM). With --dist loadfile, xdist hands out one
+# module at a time, those with the most tests first, so these few-but-slow ones came last (test_resnet_recipe's
+# 2 tests, 11 s; test_rl's 2, 7 s) and one worker finished them alone while the other waited. Handed out first,
+# the many quick modules after them even out the end. Only the order matters: a module missing here or a stale
+# figure costs balance, never a result (each module still runs whole, in order, on one worker).
+SLOW_MODULES = {"test_docs.py": 36, "test_applications_forward.py": 26, "test_cli.py": 24,
+                "test_applications_xic.py": 21, "test_distributed.py": 20, "test_sequence_apps.py": 18,
+                "test_kernels.py": 18, "test_transformer_apps.py": 14, "test_hostile_files.py": 14,
+                "test_applications_efficientnet.py": 14, "test_resnet_recipe.py": 11, "test_detection.py": 10,
+                "test_applications.py": 10, "test_hostile_crash.py": 9, "test_fit.py": 8, "test_bench_smoke.py": 8,
+                "test_rl.py": 7, "test_keras_files.py": 7, "test_audio_layers.py": 7, "test_vision_apps.py": 6,
+                "test_speech.py": 6, "test_examples.py": 6, "test_tensor.py": 5}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile, the slowest modules first (SLOW_MODULES)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SlowFirst(LoadFileScheduling):
+        def _assign_work_unit(self, node):
+            slowest = max(self.workqueue, key=lambda scope: SLOW_MODULES.get(os.path.basename(scope), 0))
+            self.workqueue.move_to_end(slowest, last=False)   # the first of the slowest (else xdist's next)
+            super()._assign_work_unit(node)
+    return SlowFirst(config, log)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     lamina.backend.set_random_seed(0)
