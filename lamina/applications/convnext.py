@@ -99,6 +99,7 @@ def _block(x, projection_dim, drop_path_rate, layer_scale_init_value, name):
     return AddOperation()(inputs, x)
 
 
+@_common.builder
 def ConvNeXt(depths, projection_dims, drop_path_rate=0.0, layer_scale_init_value=1e-6, default_size=224,
              name="convnext", include_preprocessing=True, include_top=True, weights=None, input_tensor=None,
              input_shape=None, pooling=None, classes=1000, classifier_activation="softmax", weights_name=None):

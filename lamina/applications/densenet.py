@@ -25,6 +25,7 @@ def _transition(x, reduction, name):
     return layers.AveragePooling2D(2, strides=2, name=f"{name}_pool")(x)
 
 
+@_common.builder
 def _densenet(keras_name, blocks, include_top, weights, input_tensor, input_shape, pooling, classes,
               classifier_activation, name):
     _common.check_classes(weights, include_top, classes, name)

@@ -67,6 +67,7 @@ def _block(inputs, activation, drop_rate, name, filters_in, filters_out, kernel_
     return x
 
 
+@_common.builder
 def _efficientnet(width, depth, default_size, dropout_rate, name, include_top, weights, input_tensor,
                   input_shape, pooling, classes, classifier_activation, keras_name, drop_connect_rate=0.2,
                   activation="swish"):

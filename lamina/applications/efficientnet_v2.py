@@ -67,6 +67,7 @@ def _round_filters(filters, width, divisor=8):
     return int(max(divisor, int(filters * width + divisor / 2) // divisor * divisor))
 
 
+@_common.builder
 def _efficientnet_v2(variant, width, depth, default_size, name, include_top, weights, input_tensor, input_shape,
                      pooling, classes, classifier_activation, include_preprocessing, keras_name,
                      dropout_rate=0.2, drop_connect_rate=0.2, activation="swish"):

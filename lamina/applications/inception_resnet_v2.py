@@ -59,6 +59,7 @@ def inception_resnet_block(x, scale, block_type, block_idx, activation="relu"):
     return x
 
 
+@_common.builder
 def InceptionResNetV2(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
                       classes=1000, classifier_activation="softmax", name="inception_resnet_v2"):
     """Inception-ResNet v2: a stem, 10 block35, a reduction, 20 block17, a reduction, 10 block8 and a 1536

@@ -51,6 +51,7 @@ def _block_8(x, i):
     return layers.Concatenate(axis=-1, name=f"mixed{9 + i}")([b1, b3, d, _avg_branch(x, 192)])
 
 
+@_common.builder
 def InceptionV3(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
                 classes=1000, classifier_activation="softmax", name="inception_v3"):
     """Inception v3: a five-convolution stem, three 35x35 modules, a reduction, four 17x17 modules, a

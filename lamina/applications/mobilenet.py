@@ -33,6 +33,7 @@ _PLAN = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (5
          (512, 1), (1024, 2), (1024, 1)]
 
 
+@_common.builder
 def MobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, include_top=True,
               weights="imagenet", input_tensor=None, pooling=None, classes=1000, classifier_activation="softmax",
               name=None):

@@ -52,6 +52,7 @@ _PLAN = [(16, 1, 1), (24, 2, 6), (24, 1, 6), (32, 2, 6), (32, 1, 6), (32, 1, 6),
          (320, 1, 6)]
 
 
+@_common.builder
 def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights="imagenet", input_tensor=None,
                 pooling=None, classes=1000, classifier_activation="softmax", name=None):
     """MobileNetV2: a 3x3 stem, 17 inverted residual blocks and a 1280-channel 1x1 convolution

@@ -83,6 +83,7 @@ _LARGE = [(1, 16, 3, 1, False, "r"), (4, 24, 3, 2, False, "r"), (3, 24, 3, 1, Fa
           (6, 160, "k", 2, True, "a"), (6, 160, "k", 1, True, "a"), (6, 160, "k", 1, True, "a")]
 
 
+@_common.builder
 def _mobilenet_v3(plan, last_point_ch, model_type, keras_name, input_shape, alpha, minimalistic, include_top,
                   weights, input_tensor, classes, pooling, dropout_rate, classifier_activation,
                   include_preprocessing, name):

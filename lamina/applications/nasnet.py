@@ -103,6 +103,7 @@ def _reduction_cell(ip, p, filters, block_id):
     return layers.Concatenate(axis=-1, name=f"reduction_concat_{block_id}")([x2, x3, x4, x5]), ip
 
 
+@_common.builder
 def NASNet(input_shape=None, penultimate_filters=4032, num_blocks=6, stem_block_filters=96, skip_reduction=True,
            filter_multiplier=2, include_top=True, weights="imagenet", input_tensor=None, pooling=None, classes=1000,
            default_size=None, classifier_activation="softmax", name="NASNet"):

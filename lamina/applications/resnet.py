@@ -58,6 +58,7 @@ def _stack_v2(x, filters, blocks, stride1=2, name=None):
     return _block_v2(x, filters, stride=stride1, name=f"{name}_block{blocks}")
 
 
+@_common.builder
 def _resnet(depths, v2, include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation,
             name, keras_name):
     _common.check_classes(weights, include_top, classes, name)

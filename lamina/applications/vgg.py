@@ -5,6 +5,7 @@ from . import _common
 __all__ = ["VGG16", "VGG19", "preprocess_input", "decode_predictions"]
 
 
+@_common.builder
 def _vgg(keras_name, convs, include_top, weights, input_tensor, input_shape, pooling, classes,
          classifier_activation, name):
     _common.check_classes(weights, include_top, classes, name)

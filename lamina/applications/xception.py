@@ -56,6 +56,7 @@ def head(x, include_top, pooling, classes, classifier_activation):
     return x
 
 
+@_common.builder
 def Xception(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
              classes=1000, classifier_activation="softmax", name="xception"):
     """Xception: entry flow (two convolutions, three down-sampling separable blocks), middle flow (eight
