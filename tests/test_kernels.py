@@ -399,6 +399,14 @@ def test_auto_mode_warms_up_on_numpy_then_runs_the_kernels(monkeypatch):
     monkeypatch.setitem(K._state, "mode", "auto")
 
 
+def test_every_kernel_is_in_one_group_of_the_cache_filler():
+    """tests/warm_caches.py compiles each kernel once, before an xdist run's workers start (on a fresh clone
+    every worker compiled all of them): every kernel kernels.py defines is in exactly one of its groups."""
+    import warm_caches
+    listed = [name for group in warm_caches.GROUPS for name in group]
+    assert sorted(listed) == sorted(vars(K._load()))
+
+
 # ----------------------------------------------------------------------------- the LSTM's backward step
 # padded sequences (trailing steps masked), a masked step inside one, a sequence with every step masked
 _MASK = np.ones((5, 7), bool)

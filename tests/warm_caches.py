@@ -21,11 +21,13 @@ import os
 import subprocess
 import sys
 
-# Two groups of about equal compile time (seconds on the 2-core VM, float32 and float64 together): 8.5 and 8.7.
-# A kernel's signatures are all compiled in one process (numba keeps one index file per kernel).
-GROUPS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad"),                    # 4.9, 1.9, 1.6
-          ("max_pool_rows_grad", "col2im_gather", "bias_relu_rows", "relu_bias_grad_rows",  # 3.7, 1.8, 0.4, 0.8
-           "lstm_cell_grad", "gru_cell_grad", "adam_update"))                                # 0.9, 0.8, 0.2
+# Two groups of about equal compile time (seconds on the 2-core VM, float32 and float64 together): ~9 each.
+# A kernel's signatures are all compiled in one process (numba keeps one index file per kernel). Every kernel
+# of lamina/ops/kernels.py is in one group (tests/test_kernels.py checks).
+GROUPS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_softmax_grad"),  # 4.9, 1.9, 1.6, .8
+          ("max_pool_rows_grad", "col2im_gather", "bias_relu_rows", "relu_bias_grad_rows",       # 3.7, 1.8, .4, .8
+           "lstm_cell_grad", "gru_cell_grad", "adam_update", "column_max_subtract",              # .9, .8, .5, .8
+           "column_sum_divide"))                                                                 # .8
 
 
 def _compile_kernels(names):
@@ -39,7 +41,8 @@ def _compile_kernels(names):
     rng = np.random.default_rng(0)
 
     def run(fn, x, forward, backward):
-        """fn(x) and its gradient, the kernels on in each pass only if its kernel (forward / backward) is ours."""
+        """fn(x) and its gradient, the kernels on in each pass only if its kernel (forward / backward) is ours
+        (attention's forward runs two: column_max_subtract and column_sum_divide, in one group)."""
         K.set_mode("numba" if forward in names else "numpy")
         xt = Tensor(x, requires_grad=True)
         y = fn(xt)
@@ -57,8 +60,10 @@ def _compile_kernels(names):
         run(layers.Conv2D(4, 3, dtype=dtype), x(2, 6, 6, 10), None, "col2im_gather")
         run(layers.LSTM(3, dtype=dtype), x(2, 2, 4), None, "lstm_cell_grad")
         run(layers.GRU(3, dtype=dtype), x(2, 2, 4), None, "gru_cell_grad")
-    K.set_mode("numba" if "adam_update" in names else "numpy")
-    lamina.optimizers.Adam().apply([x(6)], [lamina.Variable(x(6))])   # a Variable is float32 (floatx), as in Keras
+        attention = layers.MultiHeadAttention(num_heads=2, key_dim=3, dtype=dtype)   # softmax over the keys
+        run(lambda t: attention(t, t), x(2, 4, 5), "column_max_subtract", "column_softmax_grad")
+        K.set_mode("numba" if "adam_update" in names else "numpy")
+        lamina.optimizers.Adam().apply([x(6)], [lamina.Variable(x(6), dtype=dtype)])
     kernels = K._load()
     for group in GROUPS:
         for name in group:
