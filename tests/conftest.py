@@ -71,11 +71,15 @@ def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
+    if not callable(getattr(LoadFileScheduling, "_assign_work_unit", None)):
+        return None   # (a pytest-xdist whose scheduler works otherwise: its own order)
 
     class SlowFirst(LoadFileScheduling):
         def _assign_work_unit(self, node):
-            slowest = max(self.workqueue, key=lambda scope: SLOW_MODULES.get(os.path.basename(scope), 0))
-            self.workqueue.move_to_end(slowest, last=False)   # the first of the slowest (else xdist's next)
+            queue = getattr(self, "workqueue", None)
+            if queue and hasattr(queue, "move_to_end"):
+                slowest = max(queue, key=lambda scope: SLOW_MODULES.get(os.path.basename(scope), 0))
+                queue.move_to_end(slowest, last=False)   # the first of the slowest (else xdist's next)
             super()._assign_work_unit(node)
     return SlowFirst(config, log)
 
