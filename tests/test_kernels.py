@@ -271,7 +271,7 @@ def test_adam_kernel_gives_numpys_weights_to_the_bit(compiled, dtype, name, spli
     start = [R.standard_normal(s).astype(dtype) for s in shapes]
 
     def run():
-        vs = [lamina.Variable(w) for w in start]
+        vs = [lamina.Variable(w, dtype=w.dtype) for w in start]   # (float64 too: Variable defaults to floatx)
         opt = getattr(lamina.optimizers, name)(learning_rate=0.01)
         for gs in grads:
             opt.apply([g.copy() for g in gs], vs)
