@@ -162,7 +162,8 @@ def binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False, alpha
     """mean((1 - p_t)^gamma * bce, axis), p_t = t p + (1 - t)(1 - p); times t alpha + (1 - t)(1 - alpha)
     with apply_class_balancing. Targets smoothed towards 0.5 by label_smoothing."""
     y_pred = _tensor(y_pred)
-    y_true = _float_target(_tensor(y_true), y_pred)
+    y_true, y_pred = align_ranks(_tensor(y_true), y_pred)   # (N,) against (N, 1): per sample, as binary_crossentropy
+    y_true = _float_target(y_true, y_pred)
     if label_smoothing:
         y_true = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
     if from_logits:

@@ -87,6 +87,17 @@ def test_rank_alignment_and_gradient():
     np.testing.assert_allclose(np.asarray(p.grad)[:, 0], expected, rtol=1e-4)
 
 
+def test_focal_crossentropy_aligns_ranks_as_binary_crossentropy():
+    """binary_focal_crossentropy takes (N, 1) against (N, 1, 1) targets per sample, as binary_crossentropy does
+    (it once broadcast them to (N, N))."""
+    r = np.random.default_rng(3)
+    yt, yp = r.integers(0, 2, (5, 1)).astype("float32"), r.random((5, 1)).astype("float32")
+    a = losses.binary_focal_crossentropy(yt, yp).numpy()
+    b = losses.binary_focal_crossentropy(yt[:, :, None], yp).numpy()
+    assert a.shape == b.shape == (5,)
+    np.testing.assert_allclose(a, b)
+
+
 def test_wrong_targets_raise_helpful_errors():
     with pytest.raises(ValueError, match="sparse_categorical_crossentropy"):
         losses.CategoricalCrossentropy()(LABELS, P)
