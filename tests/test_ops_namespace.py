@@ -124,3 +124,12 @@ def test_an_axis_the_input_lacks_raises_instead_of_wrapping(name, axis):
     fn = getattr(lamina.ops, name)
     with pytest.raises(ValueError, match="out of"):
         fn(x, axes=[axis]) if name == "moments" else fn(x, axis=axis)
+
+
+def test_axes_a_0d_input_has_still_work():
+    """The checks refuse only axes the input lacks: a 0-d value takes axis 0 or -1 as NumPy's reductions do
+    (softmax of a scalar is 1, its cumsum one value), and array-likes still come in as lists."""
+    from lamina.ops import activations
+    assert float(lamina.ops.softmax(np.float32(2.0), axis=-1).numpy()) == 1.0
+    np.testing.assert_array_equal(lamina.ops.cumsum(np.float32(2.0), axis=-1).numpy(), [2.0])
+    np.testing.assert_allclose(activations.softmax([1.0, 2.0]).numpy(), [0.26894142, 0.73105858], rtol=1e-6)

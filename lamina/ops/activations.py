@@ -9,7 +9,7 @@ import numpy as np
 from .. import threads as _threads
 from ..tensor import Op
 from .math import _WORD as _WORDS  # float width -> signed integer of that width (select's)
-from .math import axis_index, relu_grad, relu_into, row_max, select, sum_rows, unbroadcast
+from .math import _norm_axis, relu_grad, relu_into, row_max, select, sum_rows, unbroadcast
 
 __all__ = ["relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "sigmoid", "hard_sigmoid", "tanh",
            "softplus", "softsign", "silu", "swish", "softmax", "log_softmax", "exponential", "linear_act",
@@ -665,7 +665,7 @@ def _last_axis_rows(x, axis):
     """x as (R, D) rows when ``axis`` is its last axis and x is a C-contiguous float array (a view); else None."""
     if not isinstance(axis, (int, np.integer)) or x.ndim == 0 or x.size == 0 or x.dtype.kind != "f":
         return None
-    if axis % x.ndim != x.ndim - 1 or not x.flags.c_contiguous:
+    if axis not in (-1, x.ndim - 1) or not x.flags.c_contiguous:   # (NumPy's code refuses an axis x lacks)
         return None
     return x.reshape(-1, x.shape[-1])
 
@@ -680,6 +680,7 @@ class Softmax(Op):
             x = x.astype(xp.float32)
         rows = _last_axis_rows(x, self.axis)
         if x.size == 0:   # (an empty axis has no maximum to subtract)
+            _norm_axis(self.axis, x.ndim)   # (an axis x lacks: an error, as NumPy's code gives)
             y = xp.empty(x.shape, x.dtype)
         elif rows is not None:  # the usual case: over the last axis of a contiguous array, as (R, D) rows
             e = xp.subtract(rows, row_max(xp, rows)[:, None])
@@ -713,6 +714,7 @@ class LogSoftmax(Op):
             x = x.astype(xp.float32)
         rows = _last_axis_rows(x, self.axis)
         if x.size == 0:   # (an empty axis has no maximum to subtract)
+            _norm_axis(self.axis, x.ndim)   # (an axis x lacks: an error, as NumPy's code gives)
             y = xp.empty(x.shape, x.dtype)
         elif rows is not None:  # over the last axis of a contiguous array, as (R, D) rows
             z = xp.subtract(rows, row_max(xp, rows)[:, None])
@@ -832,20 +834,11 @@ swish = silu
 
 def softmax(x, axis=-1):
     """Normalised exponentials along axis; each slice sums to 1."""
-    return Softmax.apply(x, axis=_checked_axes(x, axis))
+    return Softmax.apply(x, axis=axis)
 
 
 def log_softmax(x, axis=-1):
-    return LogSoftmax.apply(x, axis=_checked_axes(x, axis))
-
-
-def _checked_axes(x, axis):
-    """axis (an int, a tuple or None) unchanged, after checking x has it (an axis beyond the rank would wrap)."""
-    if axis is not None:
-        nd = len(x.shape)
-        for a in ((axis,) if isinstance(axis, (int, np.integer)) else axis):
-            axis_index(a, nd)
-    return axis
+    return LogSoftmax.apply(x, axis=axis)
 
 
 def exponential(x):

@@ -470,10 +470,10 @@ class Where(Op):
 
 
 def axis_index(axis, ndim):
-    """``axis`` as an index in [0, ndim) (a 0-d input takes 0 or -1, as a reduction over "its" axis); a ValueError
+    """``axis`` as an index in [0, ndim) (a 0-d input takes 0 or -1, as NumPy's reductions do); a ValueError
     (NumPy's AxisError is one) for an axis the input does not have, instead of wrapping it onto another one."""
     axis, top = int(axis), ndim or 1   # (this module's max is the op)
-    if not -ndim <= axis < top:
+    if not -top <= axis < top:
         raise ValueError(f"axis {axis} is out of bounds for an array of rank {ndim}.")
     return axis % top
 
