@@ -617,7 +617,7 @@ def softmax_columns(s):
     True if done here (NumPy's exp between two compiled passes), False where the kernels do not run (the caller's
     NumPy code does then: max, subtract, exp, sum, divide, the same values)."""
     k = _eligible(s)
-    if k is None or s.ndim < 2 or s.shape[-2] == 0:
+    if k is None or s.ndim < 2:   # (an empty array never runs here: _eligible wants values)
         return False
     s3 = s.reshape((-1,) + s.shape[-2:])
     k.column_max_subtract(s3)

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from ..tensor import Op
-from .math import axis_index, unbroadcast
+from .math import _norm_axis, unbroadcast
 
 __all__ = []  # kernels only: the public functions are in core.py
 
@@ -167,10 +167,7 @@ def multiply_at(xp, out, idx, vals):
 
 
 def _norm_axes(axis, ndim):
-    if axis is None:
-        return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    return tuple(sorted(axis_index(a, ndim) for a in axes))
+    return tuple(sorted(_norm_axis(axis, ndim)))
 
 
 class LogSumExp(Op):
