@@ -261,13 +261,14 @@ def test_updates_in_place_and_float32():
 
 @pytest.mark.parametrize("kernels", ["numpy", "auto"])
 def test_scalar_weights_update_like_one_element_weights(kernels, monkeypatch):
-    """A 0-d weight (Attention's ``scale``) takes the same steps as a weight of shape (1,): NumPy's ufuncs return
-    scalars for 0-d operands, which the in-place updates once refused (TypeError under LAMINA_KERNELS=numpy)."""
+    """A 0-d weight (Attention's ``scale``) takes the same steps as a weight of shape (1,), in every optimizer
+    (LossScaleOptimizer and MultiOptimizer wrap these): NumPy's ufuncs return scalars for 0-d operands, which the
+    in-place updates once refused (TypeError under LAMINA_KERNELS=numpy)."""
     from lamina.ops import kernels as K
     monkeypatch.setitem(K._state, "mode", kernels)
     gs = [np.float32(v) for v in (0.5, -1.25, 2.0, 0.0, 0.75)]
     for name in ["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "lion", "ftrl",
-                 "lamb"]:
+                 "lamb", "adafactor", "muon", "ScheduleFreeAdamW"]:
         scalar, vector = lamina.Variable(np.float32(1.5)), lamina.Variable(np.full((1,), 1.5, np.float32))
         for v in (scalar, vector):
             opt = optimizers.get(name)
