@@ -14,6 +14,7 @@ import threading
 import numpy as np
 
 from .. import backend, dtype_policies, initializers
+from .. import tree as _tree
 from .. import rematerialization as _remat
 from .. import ops as _ops
 from ..config import DTypePolicy
@@ -1056,7 +1057,10 @@ class Lambda(Layer):
             raise NotImplementedError
         if callable(self._output_shape):
             return self._output_shape(input_shape)
-        return (input_shape[0],) + tuple(self._output_shape)
+        # output_shape leaves the batch out; the batch is the first dimension of the first input, also when
+        # the inputs are a list (a distance of two towers): Keras's tree.flatten(input_shape)[0]
+        batch = _tree.flatten(input_shape)[0]
+        return _tree.map_shape_structure(lambda s: (batch,) + tuple(s), self._output_shape)
 
     def get_config(self):
         raise ValueError(f"Lambda layer '{self.name}' cannot be serialised: lamina never stores or executes "
