@@ -36,3 +36,28 @@ def test_lambda_output_shape_on_a_list_of_inputs_adds_the_batch_like_keras():
     assert [t.shape for t in outs] == [tuple(t.shape) for t in kouts] == [(None, 2), (None, 4)]
     # a single input, as before
     assert layers.Lambda(lambda v: v * 2, output_shape=(4,))(a).shape == (None, 4)
+
+
+def _param_lines(lib, capsys):
+    model = lib.Sequential([lib.Input((6, 6, 2)), lib.layers.Conv2D(3, 3), lib.layers.BatchNormalization(),
+                            lib.layers.Flatten(), lib.layers.Dense(4)])
+    lines = {}
+    for stage in ("uncompiled", "trained"):
+        if stage == "trained":
+            model.compile(optimizer="adam", loss="mse")
+            model.fit(np.ones((4, 6, 6, 2), "float32"), np.ones((4, 4), "float32"), verbose=0)
+        model.summary(print_fn=lambda s, **k: print(s))
+        out = capsys.readouterr().out
+        lines[stage] = {ln.split(":")[0].strip(): ln.split(":")[1].split("(")[0].strip()
+                        for ln in out.splitlines() if "params:" in ln}
+    return lines
+
+
+def test_summary_counts_optimizer_variables_in_the_total_like_keras(capsys):
+    """Involution example: keras.io's summary after fit shows Total = trainable + non-trainable + optimizer
+    params, the optimizer's iteration and learning rate counted too (26,150 for 13,074 Adam-trained weights)."""
+    assert _param_lines(lamina, capsys) == _param_lines(keras, capsys)
+    ours = _param_lines(lamina, capsys)["trained"]
+    trainable, non_trainable = int(ours["Trainable params"]), int(ours["Non-trainable params"])
+    assert int(ours["Optimizer params"]) == 2 * trainable + 2                  # Adam: m, v per weight + 2 scalars
+    assert int(ours["Total params"]) == trainable + non_trainable + int(ours["Optimizer params"])

@@ -167,17 +167,19 @@ def print_summary(model, line_length=None, positions=None, print_fn=None, expand
         if k < len(rows) - 1:
             lines.append(rule("sep"))
     lines.append(rule("bottom"))
-    total_n, total_b = _weights_size(model.weights)
     train_n, train_b = _weights_size(model.trainable_weights)
     non_n, non_b = _weights_size(model.non_trainable_weights)
+    # as Keras: a built optimizer's variables (its iteration count and learning rate too) are counted on
+    # their own line and in the total
+    opt = getattr(model, "optimizer", None)
+    opt_built = opt is not None and getattr(opt, "built", False)
+    opt_n, opt_b = _weights_size(opt.variables) if opt_built else (0, 0)
+    total_n, total_b = train_n + non_n + opt_n, train_b + non_b + opt_b
     lines.append(f" Total params: {total_n:,} ({readable_memory_size(total_b)})")
     lines.append(f" Trainable params: {train_n:,} ({readable_memory_size(train_b)})")
     lines.append(f" Non-trainable params: {non_n:,} ({readable_memory_size(non_b)})")
-    opt = getattr(model, "optimizer", None)
-    if opt is not None and getattr(opt, "built", False):
-        opt_n, opt_b = _weights_size([v for v in opt.variables if v.ndim > 0])
-        if opt_n:
-            lines.append(f" Optimizer params: {opt_n:,} ({readable_memory_size(opt_b)})")
+    if opt_built:
+        lines.append(f" Optimizer params: {opt_n:,} ({readable_memory_size(opt_b)})")
     for text in lines:
         print_fn(text)
 
