@@ -11,18 +11,22 @@ TensorFlow-style custom loop ports by changing the import::
     grads = tape.gradient(loss, model.trainable_weights)
     optimizer.apply_gradients(zip(grads, model.trainable_weights))
 
-Differences from TensorFlow: gradients are first order (a tape inside a tape does not give second
-derivatives); a weight of a frozen layer gets None (TensorFlow does not watch it either); there is no
-``jacobian``.
+Differences from TensorFlow: gradients are first order. A tape inside a tape does not give second
+derivatives: the inner tape's gradients are values, and an outer tape asked to differentiate through one
+(a WGAN-GP gradient penalty, a Hessian-vector product) raises a RuntimeError instead of leaving that term
+out without a word (``ops.stop_gradient`` on the inner gradient says "treat it as a constant"). A weight of a
+frozen layer gets None (TensorFlow does not watch it either); there is no ``jacobian``.
 """
 import contextlib
 
 import numpy as np
 
 from . import backend
-from .tensor import Tensor, enable_grad, grad, no_grad
+from .tensor import Op, Tensor, _toposort, enable_grad, grad, is_grad_enabled, no_grad
 
 __all__ = ["GradientTape"]
+
+_RECORDING = []   # the tapes inside their `with` block, outermost first
 
 
 def _flatten(x):
@@ -45,6 +49,35 @@ def _pack_like(structure, flat):
             return {k: values[k] for k in x}
         return next(it)
     return build(structure)
+
+
+class _InnerGradient(Op):
+    """An inner tape's gradient as seen by an outer tape: the value (param ``value``) with edges to the
+    weights and watched tensors it was computed from, so that differentiating through it fails loudly
+    (lamina has no second derivatives) instead of treating it as a constant without a word."""
+
+    def forward(self, *leaves):
+        return self.value
+
+    def backward(self, gy):
+        raise RuntimeError(
+            "GradientTape: the target depends on a gradient computed by another GradientTape inside this one "
+            "(a gradient penalty, a Hessian-vector product). lamina computes first-order gradients only and "
+            "cannot differentiate a gradient. To use the inner gradient as a constant, wrap it in "
+            "ops.stop_gradient(...).")
+
+
+def _leaves(targets):
+    """The tensors that want a gradient (weights, watched inputs) the targets' graphs start from."""
+    seen, out = set(), []
+    for t in targets:
+        if isinstance(t, Tensor) and t._op is not None and not t._op._freed:
+            for op in _toposort(t._op):
+                for e in op._edges:
+                    if e is not None and e[2] is not None and id(e[2]) not in seen:
+                        seen.add(id(e[2]))
+                        out.append(e[2])
+    return out
 
 
 class GradientTape:
@@ -70,9 +103,12 @@ class GradientTape:
             raise RuntimeError("GradientTape: this tape is already recording (nested `with` of the same tape).")
         self._grad_ctx = enable_grad()
         self._grad_ctx.__enter__()
+        _RECORDING.append(self)
         return self
 
     def __exit__(self, *exc):
+        if any(t is self for t in _RECORDING):
+            del _RECORDING[next(i for i, t in enumerate(_RECORDING) if t is self)]
         try:
             for t in self._restore:
                 t.requires_grad = False
@@ -134,6 +170,10 @@ class GradientTape:
         outs = [None] * len(targets) if output_gradients is None else _flatten(output_gradients)
         if len(outs) != len(targets):
             raise ValueError(f"GradientTape.gradient: {len(outs)} output_gradients for {len(targets)} targets.")
+        # inside another recording tape, the gradients keep edges to what they were computed from (see
+        # _InnerGradient): an outer tape that differentiates through them raises instead of dropping the term
+        outer = is_grad_enabled() and any(tape is not self for tape in _RECORDING)
+        leaves = _leaves(targets) if outer else ()
         total = [None] * len(flat_sources)
         for i, (t, og) in enumerate(zip(targets, outs)):
             if not isinstance(t, Tensor):
@@ -148,5 +188,5 @@ class GradientTape:
         for g, s in zip(total, flat_sources):
             if g is None and unconnected_gradients == "zero":
                 g = backend.get_array_module(s.data).zeros_like(s.data)
-            result.append(None if g is None else Tensor(g))
+            result.append(None if g is None else _InnerGradient.apply(*leaves, value=g) if leaves else Tensor(g))
         return _pack_like(sources, result) if isinstance(sources, (list, tuple, dict)) else result[0]

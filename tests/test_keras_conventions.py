@@ -659,6 +659,57 @@ def test_gradient_tape_watch_persistent_and_structures():
             t.watch(np.ones(3))
 
 
+def test_a_gradient_penalty_through_nested_tapes_raises_instead_of_dropping_the_term():
+    """WGAN-GP's pattern: an inner tape's gradient (of the critic with respect to its input) inside the outer
+    tape's loss. TensorFlow differentiates through it (second order); lamina cannot, and used to return the
+    outer gradient without the penalty's term, silently. Now the outer gradient raises; stop_gradient on the
+    inner gradient (a constant on purpose) and an inner gradient only looked at still work."""
+    rng = np.random.default_rng(0)
+    critic = lamina.Sequential([lamina.Input((3,)), lamina.layers.Dense(4, activation="tanh"), lamina.layers.Dense(1)])
+    x = lamina.Tensor(rng.standard_normal((5, 3)).astype("float32"))
+    w = critic.trainable_weights
+
+    def penalty_loss(stop):
+        with lamina.GradientTape() as outer:
+            with lamina.GradientTape() as inner:
+                inner.watch(x)
+                score = critic(x)
+            g = inner.gradient(score, x)
+            g = lamina.ops.stop_gradient(g) if stop else g
+            gp = lamina.ops.mean((lamina.ops.sqrt(lamina.ops.sum(g * g, axis=1)) - 1.0) ** 2)
+            loss = lamina.ops.mean(critic(x)) + 10.0 * gp     # the critic's cost: its own forward pass
+        return outer, loss, g
+
+    outer, loss, g = penalty_loss(stop=False)
+    with pytest.raises(RuntimeError, match="cannot differentiate a gradient"):
+        outer.gradient(loss, w)
+    # the inner gradient's value is the plain first-order gradient
+    with lamina.GradientTape() as plain:
+        plain.watch(x)
+        score = critic(x)
+    np.testing.assert_allclose(g.numpy(), plain.gradient(score, x).numpy(), rtol=1e-6)
+    # stop_gradient: the penalty is a constant, the outer gradient is that of the mean score
+    outer, loss, _ = penalty_loss(stop=True)
+    got = outer.gradient(loss, w)
+    with lamina.GradientTape() as ref:
+        s = lamina.ops.mean(critic(x))
+    for a, b in zip(got, ref.gradient(s, w)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+    # an inner gradient only logged, never differentiated: the outer tape works as before
+    with lamina.GradientTape() as outer:
+        with lamina.GradientTape() as inner:
+            inner.watch(x)
+            score = critic(x)
+        norm = float(lamina.ops.sum(inner.gradient(score, x) ** 2))
+        loss = lamina.ops.mean(critic(x))
+    assert norm > 0 and all(v is not None for v in outer.gradient(loss, w))
+    # outside any other tape the gradient is a plain constant, as before
+    with lamina.GradientTape() as alone:
+        alone.watch(x)
+        score = critic(x)
+    assert alone.gradient(score, x)._op is None
+
+
 def test_tensorflow_style_loop_on_a_model():
     """The TensorFlow custom training loop, import changed: the loss falls and matches fit()."""
     rng = np.random.default_rng(0)
