@@ -1,0 +1,78 @@
+"""Patterns met running held-out keras.io programs of the second round (nlp, time series, structured data,
+recipes, guides; docs/keras_programs.md), each written here as our own small code and checked against real
+Keras (KERAS_BACKEND=torch) where Keras runs here."""
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import lamina
+from lamina import layers, ops
+
+keras = pytest.importorskip("keras")
+
+
+def _halves(lib):
+    class Halves(lib.layers.Layer):           # two outputs along time, each with its half of the mask
+        def call(self, x):
+            return lib.ops.split(x, 2, axis=1)
+
+        def compute_mask(self, x, mask=None):
+            return None if mask is None else lib.ops.split(mask, 2, axis=1)
+    return Halves
+
+
+def _masked_mean(lib):
+    class MaskedMean(lib.layers.Layer):       # a mask consumer: mean over the unmasked steps
+        def call(self, x, mask=None):
+            assert mask is not None
+            w = lib.ops.expand_dims(lib.ops.cast(mask, "float32"), -1)
+            return lib.ops.sum(x * w, axis=1) / (lib.ops.sum(w, axis=1) + 1e-3)
+    return MaskedMean
+
+
+SEQ = np.array([[4, 1, 0, 0, 0, 0], [2, 3, 5, 7, 0, 0]], np.int32)
+
+
+def test_a_layer_with_several_outputs_gives_each_its_mask_like_keras():
+    """masking guide: TemporalSplit returns ops.split of x and compute_mask ops.split of the mask."""
+    x = np.stack([SEQ, SEQ * 2], -1).astype("float32")
+    got = [np.asarray(t._keras_mask) for t in _halves(lamina)()(layers.Masking()(x))]
+    want = [np.asarray(t._keras_mask) for t in _halves(keras)()(keras.layers.Masking()(x))]
+    assert len(got) == len(want) == 2
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_a_mask_reaches_a_mask_consumer_while_a_functional_model_is_built_like_keras():
+    """masking guide: a custom call(inputs, mask=None) that asserts a mask, in a functional model; the
+    symbolic output of a mask-passing layer has a bool symbolic mask."""
+    def build(lib):
+        inp = lib.Input((6,), dtype="int32")
+        emb = lib.layers.Embedding(10, 3, mask_zero=True)
+        x = emb(inp)
+        a, b = _halves(lib)()(x)
+        out = lib.layers.Concatenate()([_masked_mean(lib)()(a), _masked_mean(lib)()(b)])
+        return lib.Model(inp, out), emb, x, a
+    ours, emb, x, a = build(lamina)
+    theirs, kemb, kx, ka = build(keras)
+    for sym, ksym in ((x, kx), (a, ka)):
+        assert sym._keras_mask is not None and ksym._keras_mask is not None
+        assert tuple(sym._keras_mask.shape) == tuple(ksym._keras_mask.shape)
+        assert str(sym._keras_mask.dtype) == str(ksym._keras_mask.dtype) == "bool"
+    emb.set_weights([np.asarray(kemb.get_weights()[0])])
+    np.testing.assert_allclose(np.asarray(ours(SEQ)), theirs(SEQ).detach().numpy(), rtol=1e-5, atol=1e-6)
+    # an input without a mask: no symbolic mask, as in Keras
+    assert lamina.Input((3,))._keras_mask is None and layers.Dense(2)(lamina.Input((3,)))._keras_mask is None
+
+
+def test_a_symbolic_mask_passed_back_by_hand_is_taken_from_the_input_when_the_graph_runs():
+    inp = lamina.Input((None,), dtype="int32")
+    x = layers.Embedding(10, 3, mask_zero=True)(inp)
+    out = layers.LSTM(2)(x, mask=x._keras_mask)
+    model = lamina.Model(inp, out)
+    ref = lamina.Model(inp, layers.LSTM(2)(x))
+    ref.layers[-1].set_weights(model.layers[-1].get_weights())
+    np.testing.assert_allclose(np.asarray(model(SEQ)), np.asarray(ref(SEQ)), rtol=1e-6)
