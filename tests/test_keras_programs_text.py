@@ -76,3 +76,34 @@ def test_a_symbolic_mask_passed_back_by_hand_is_taken_from_the_input_when_the_gr
     ref = lamina.Model(inp, layers.LSTM(2)(x))
     ref.layers[-1].set_weights(model.layers[-1].get_weights())
     np.testing.assert_allclose(np.asarray(model(SEQ)), np.asarray(ref(SEQ)), rtol=1e-6)
+
+
+def test_fit_takes_a_torch_dataloader_and_its_list_batches_are_x_y_like_keras():
+    """custom train step guide (torch): fit(DataLoader(TensorDataset(x, y))) -- each batch is a list [x, y]."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 3)).astype("float32")
+    y = rng.normal(size=(12, 1)).astype("float32")
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+                                         batch_size=4, shuffle=False)
+    seen = []
+
+    def build(lib):
+        class Recording(lib.Model):
+            def train_step(self, data):
+                seen.append((lib is keras, type(data).__name__, len(data)))
+                return super().train_step(data)
+        inp = lib.Input((3,))
+        model = Recording(inp, lib.layers.Dense(1, kernel_initializer="ones")(inp))
+        model.compile(optimizer=lib.optimizers.SGD(0.1), loss="mse")
+        return model
+    ours, theirs = build(lamina), build(keras)
+    h1 = ours.fit(loader, epochs=2, verbose=0).history["loss"]
+    h2 = theirs.fit(loader, epochs=2, verbose=0).history["loss"]
+    np.testing.assert_allclose(h1, h2, rtol=1e-5)
+    np.testing.assert_allclose(ours.get_weights()[0], theirs.get_weights()[0], rtol=1e-5)
+    assert {s[1:] for s in seen} == {("list", 2)}                  # a list, as the loader made it, in both
+    np.testing.assert_allclose(ours.evaluate(loader, verbose=0), theirs.evaluate(loader, verbose=0), rtol=1e-5)
+    # a dataset of x alone: [x] reaches predict as x
+    xs = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x)), batch_size=4)
+    np.testing.assert_allclose(ours.predict(xs, verbose=0), theirs.predict(xs, verbose=0), rtol=1e-5)
