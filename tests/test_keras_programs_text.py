@@ -107,3 +107,27 @@ def test_fit_takes_a_torch_dataloader_and_its_list_batches_are_x_y_like_keras():
     # a dataset of x alone: [x] reaches predict as x
     xs = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x)), batch_size=4)
     np.testing.assert_allclose(ours.predict(xs, verbose=0), theirs.predict(xs, verbose=0), rtol=1e-5)
+
+
+def test_a_model_called_on_torch_tensors_from_a_dataloader_like_keras():
+    """custom training loop guide (torch): logits = model(inputs) on a DataLoader's torch tensors; the loss
+    and the metric take the torch targets."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(5, 4)).astype("float32")
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, 5)]
+
+    def run(lib):
+        inp = lib.Input((4,))
+        model = lib.Model(inp, lib.layers.Dense(3, kernel_initializer="ones", bias_initializer="zeros")(inp))
+        logits = model(torch.from_numpy(x))
+        loss = lib.losses.CategoricalCrossentropy(from_logits=True)(torch.from_numpy(y), logits)
+        acc = lib.metrics.CategoricalAccuracy()
+        acc.update_state(torch.from_numpy(y), logits)
+        return np.asarray(logits.detach()), float(loss.detach()), float(acc.result())
+    ours, theirs = run(lamina), run(keras)
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-6)
+    assert ours[1] == pytest.approx(theirs[1], rel=1e-6) and ours[2] == pytest.approx(theirs[2])
+    # a layer alone, and an integer torch tensor into an Embedding
+    np.testing.assert_array_equal(np.asarray(layers.Embedding(5, 2, embeddings_initializer="ones")(
+        torch.tensor([[1, 2]]))), np.ones((1, 2, 2), np.float32))

@@ -645,6 +645,9 @@ class Layer:
             t = x
         elif isinstance(x, (np.ndarray, np.generic, list, float, int)) or backend.is_cupy_array(x):
             t = Tensor(backend.to_device(np.asarray(x), self._array_module()) if not backend.is_cupy_array(x) else x)
+        elif hasattr(x, "__array__") and hasattr(x, "shape") and hasattr(x, "dtype"):
+            # another library's CPU tensor (a torch DataLoader's batch): its values, as Keras converts inputs
+            t = Tensor(backend.to_device(np.asarray(x), self._array_module()))
         else:
             return x
         if (self.autocast and np.issubdtype(t.dtype, np.floating) and t.dtype != self._compute
