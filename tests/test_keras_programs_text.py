@@ -131,3 +131,51 @@ def test_a_model_called_on_torch_tensors_from_a_dataloader_like_keras():
     # a layer alone, and an integer torch tensor into an Embedding
     np.testing.assert_array_equal(np.asarray(layers.Embedding(5, 2, embeddings_initializer="ones")(
         torch.tensor([[1, 2]]))), np.ones((1, 2, 2), np.float32))
+
+
+def _cube(x):                                    # a user's activation, unregistered
+    return x * x * x
+
+
+def test_a_registered_function_as_activation_saves_and_loads_like_keras(tmp_path):
+    """serialization guide: Dense(1, activation=custom_fn) with custom_fn registered under a package; the
+    .keras file written by either library loads in both."""
+    lamina.saving.get_custom_objects().clear()
+    keras.saving.get_custom_objects().clear()
+
+    def halve(x):
+        return x * 0.5
+    def halve_k(x):
+        return x * 0.5
+    ours_fn = lamina.saving.register_keras_serializable(package="pkg_text", name="halve")(halve)
+    theirs_fn = keras.saving.register_keras_serializable(package="pkg_text", name="halve")(halve_k)
+
+    def build(lib, fn):
+        inp = lib.Input((3,))
+        return lib.Model(inp, lib.layers.Dense(2, activation=fn, kernel_initializer="ones")(inp))
+    ours, theirs = build(lamina, ours_fn), build(keras, theirs_fn)
+    want = keras.layers.Dense(2, activation=theirs_fn).get_config()["activation"]
+    assert layers.Dense(2, activation=ours_fn).get_config()["activation"] == want
+    assert want["config"] == "pkg_text>halve" and want["class_name"] == "function"
+    x = np.arange(6, dtype="float32").reshape(2, 3)
+    ours.save(tmp_path / "ours.keras")
+    theirs.save(tmp_path / "theirs.keras")
+    for path in ("ours.keras", "theirs.keras"):
+        np.testing.assert_allclose(np.asarray(lamina.models.load_model(tmp_path / path)(x)), np.full((2, 2), [[1.5], [6.]]))
+        np.testing.assert_allclose(keras.models.load_model(tmp_path / path)(x).detach().numpy(),
+                                   np.full((2, 2), [[1.5], [6.]]))
+    lamina.saving.get_custom_objects().clear()
+    keras.saving.get_custom_objects().clear()
+    # unregistered: written by its name; load_model's custom_objects (and a scope) find it, as in Keras
+    assert layers.Dense(2, activation=_cube).get_config()["activation"] == \
+        keras.layers.Dense(2, activation=_cube).get_config()["activation"]
+    build(lamina, _cube).save(tmp_path / "cube.keras")
+    with pytest.raises(ValueError, match="_cube"):
+        lamina.models.load_model(tmp_path / "cube.keras")
+    got = lamina.models.load_model(tmp_path / "cube.keras", custom_objects={"_cube": _cube})
+    np.testing.assert_allclose(np.asarray(got(x)), np.full((2, 2), [[27.], [1728.]]))
+    with lamina.saving.custom_object_scope({"_cube": _cube}):
+        assert lamina.models.load_model(tmp_path / "cube.keras").layers[-1].activation is _cube
+    # built-in activations stay names
+    assert layers.Dense(2, activation="relu").get_config()["activation"] == "relu"
+    assert lamina.activations.serialize(lamina.activations.gelu) == keras.activations.serialize(keras.activations.gelu)
