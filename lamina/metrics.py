@@ -9,6 +9,7 @@ String names resolve through ``get``: 'mse', 'mae', 'binary_accuracy', 'categori
 'sparse_categorical_accuracy', 'auc', 'precision', 'recall', ... 'accuracy' is left to the training
 loop, which picks binary, categorical or sparse accuracy from the loss and the shapes.
 """
+import functools
 import warnings
 
 import numpy as np
@@ -64,6 +65,21 @@ def _samplewise(values, sample_weight):
     return values, sw
 
 
+def _tensor_result(result):
+    """result() giving a Tensor of the metric's dtype, as Keras's metrics give a backend tensor
+    (``m.result().numpy()``, ``float(m.result())``); a dict or a Tensor a subclass returns stays as it is."""
+    @functools.wraps(result)
+    def wrapped(self):
+        value = result(self)
+        if isinstance(value, (float, int, np.number, np.ndarray)) and not isinstance(value, bool):
+            # the metric's float dtype (an IoU's dtype is its confusion matrix's int32: its result is a float)
+            dtype = np.dtype(self.dtype) if np.issubdtype(np.dtype(self.dtype), np.floating) else backend.floatx()
+            return Tensor(np.asarray(value, dtype=dtype))
+        return value
+    wrapped._gives_tensor = True
+    return wrapped
+
+
 class Metric:
     """Base of every metric. Subclasses write ``update_state``, ``result`` and ``reset_state``.
 
@@ -76,6 +92,8 @@ class Metric:
         # prefixed: losses have classes of the same names (MeanSquaredError, ...)
         register(cls, name=f"metrics>{cls.__name__}")
         _CLASSES[cls.__name__] = cls
+        if "result" in cls.__dict__ and not getattr(cls.__dict__["result"], "_gives_tensor", False):
+            cls.result = _tensor_result(cls.__dict__["result"])
 
     def __init__(self, name=None, dtype=None):
         self.name = name or _snake(type(self).__name__)

@@ -179,3 +179,34 @@ def test_a_registered_function_as_activation_saves_and_loads_like_keras(tmp_path
     # built-in activations stay names
     assert layers.Dense(2, activation="relu").get_config()["activation"] == "relu"
     assert lamina.activations.serialize(lamina.activations.gelu) == keras.activations.serialize(keras.activations.gelu)
+
+
+@pytest.mark.parametrize("name,args,update", [
+    ("Mean", {}, ([1.0, 2.0, 4.0],)),
+    ("Sum", {}, ([1.0, 2.0],)),
+    ("MeanAbsoluteError", {}, ([[0.0], [1.0]], [[0.5], [0.0]])),
+    ("CategoricalAccuracy", {}, ([[0, 1], [1, 0]], [[0.2, 0.8], [0.3, 0.7]])),
+    ("Precision", {"thresholds": [0.3, 0.6]}, ([1, 0, 1], [0.5, 0.4, 0.9])),
+    ("F1Score", {"average": None}, (np.eye(3), np.eye(3)[[0, 2, 1]])),
+    ("IoU", {"num_classes": 2, "target_class_ids": [0, 1]}, ([0, 1, 1], [0, 1, 0])),
+])
+def test_metric_result_is_a_tensor_like_keras(name, args, update):
+    """sklearn-metric callback recipe: self.keras_metric.result().numpy().astype(float)."""
+    ours, theirs = getattr(lamina.metrics, name)(**args), getattr(keras.metrics, name)(**args)
+    upd = [np.asarray(u, dtype="float32") for u in update]
+    ours.update_state(*upd)
+    theirs.update_state(*upd)
+    got, want = ours.result(), theirs.result()
+    assert isinstance(got, lamina.Tensor)
+    assert got.shape == tuple(want.shape) and str(got.dtype) == str(want.dtype).split(".")[-1] == "float32"
+    np.testing.assert_allclose(got.numpy().astype(float), want.cpu().numpy().astype(float), rtol=1e-6)
+    if got.ndim == 0:
+        assert float(got) == pytest.approx(float(want))
+    # a result() a user's metric writes returns what it returns, as in Keras
+    class Constant(lamina.metrics.Metric):
+        def update_state(self, *a, **k):
+            pass
+
+        def result(self):
+            return {"a": 1.0}
+    assert Constant().result() == {"a": 1.0}
