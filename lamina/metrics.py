@@ -14,9 +14,9 @@ import warnings
 
 import numpy as np
 
-from . import backend
+from . import backend, initializers
 from .registry import register, serialize
-from .tensor import Tensor
+from .tensor import Tensor, Variable
 
 _EPS = 1e-7
 
@@ -98,7 +98,13 @@ class Metric:
     def __init__(self, name=None, dtype=None):
         self.name = name or _snake(type(self).__name__)
         self.dtype = dtype or backend.floatx()
-        self.reset_state()
+        # lamina's own metrics keep their state in plain attributes that reset_state() sets: run the
+        # reset_state of the nearest lamina class, never a user's override, which (as in Keras, whose
+        # Metric.__init__ resets nothing) may read variables its __init__ has yet to create
+        for klass in type(self).__mro__:
+            if "reset_state" in klass.__dict__ and klass.__module__ == __name__:
+                klass.__dict__["reset_state"](self)
+                break
 
     def update_state(self, *args, **kwargs):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -107,7 +113,22 @@ class Metric:
         raise NotImplementedError
 
     def reset_state(self):
-        pass
+        """Zeros in every variable made by add_variable (Keras's default); lamina's metrics override it."""
+        for v in self.__dict__.get("_user_variables", ()):
+            v.assign(np.zeros(v.shape, dtype=v.dtype))
+
+    def add_variable(self, shape, initializer, dtype=None, aggregation="sum", name=None):
+        """A state variable of the metric (not trainable), as Keras's ``Metric.add_variable``: a custom
+        metric keeps its counts in these and updates them with ``assign`` / ``assign_add``. ``aggregation``
+        is accepted for Keras's signature."""
+        value = initializers.get(initializer)(tuple(shape), dtype=dtype or self.dtype)
+        variable = Variable(value, name=name, trainable=False, dtype=dtype or self.dtype)
+        self.__dict__.setdefault("_user_variables", []).append(variable)
+        return variable
+
+    def add_weight(self, shape=(), initializer=None, dtype=None, name=None):
+        """Keras's older name for add_variable (zeros by default)."""
+        return self.add_variable(shape, initializer or "zeros", dtype=dtype, name=name)
 
     def reset_states(self):  # Keras 2 name
         self.reset_state()
@@ -125,7 +146,7 @@ class Metric:
 
     @property
     def variables(self):
-        return [np.asarray(v) for v in self._state()]
+        return [np.asarray(v) for v in self._state()] + list(self.__dict__.get("_user_variables", ()))
 
     def _state(self):
         return []

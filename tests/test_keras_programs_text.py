@@ -210,3 +210,53 @@ def test_metric_result_is_a_tensor_like_keras(name, args, update):
         def result(self):
             return {"a": 1.0}
     assert Constant().result() == {"a": 1.0}
+
+
+def _count_above(lib):
+    class CountAbove(lib.metrics.Metric):      # state in add_variable; reset_state reads it
+        def __init__(self, name="count_above", **kwargs):
+            super().__init__(name=name, **kwargs)
+            self.hits = self.add_variable(shape=(), name="hits", initializer="zeros")
+            self.seen = self.add_weight(name="seen", initializer="zeros")
+
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            above = lib.ops.cast(lib.ops.greater(y_pred, 0.0), "float32")
+            if sample_weight is not None:
+                above = above * lib.ops.reshape(lib.ops.cast(sample_weight, "float32"), (-1, 1))
+            self.hits.assign_add(lib.ops.sum(above))
+            self.seen.assign_add(lib.ops.cast(lib.ops.shape(y_pred)[0], "float32"))
+
+        def result(self):
+            return self.hits / self.seen
+
+        def reset_state(self):
+            self.hits.assign(0.0)
+            self.seen.assign(0.0)
+    return CountAbove
+
+
+def test_a_custom_metric_with_add_variable_and_its_own_reset_state_like_keras():
+    """training guide: CategoricalTruePositives makes its state with self.add_variable and resets it in
+    its own reset_state (Metric.__init__ must not call it before the variables exist)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(16, 3)).astype("float32")
+    y = rng.normal(size=(16, 1)).astype("float32")
+    sw = rng.random(16).astype("float32")
+
+    def run(lib):
+        m = _count_above(lib)()
+        assert [v.shape for v in m.variables] == [(), ()] or [tuple(v.shape) for v in m.variables] == [(), ()]
+        inp = lib.Input((3,))
+        model = lib.Model(inp, lib.layers.Dense(1, kernel_initializer="ones")(inp))
+        model.compile(optimizer=lib.optimizers.SGD(0.05), loss="mse", metrics=[m])
+        hist = model.fit(x, y, sample_weight=sw, batch_size=4, epochs=2, shuffle=False, verbose=0).history
+        return hist["count_above"], model.evaluate(x, y, verbose=0, return_dict=True)["count_above"]
+    ours, theirs = run(lamina), run(keras)
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-6)
+    assert ours[1] == pytest.approx(theirs[1], rel=1e-6)
+    # Keras's default reset_state zeroes the variables
+    m = _count_above(lamina)()
+    m.update_state(None, np.ones((2, 1), np.float32))
+    assert float(m.result()) == 1.0
+    lamina.metrics.Metric.reset_state(m)
+    assert float(m.hits) == 0.0 and float(m.seen) == 0.0
