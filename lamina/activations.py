@@ -1,5 +1,7 @@
 """Activation functions by name: ``activations.get('relu')``, as Keras's ``keras.activations``."""
-from . import ops
+import inspect
+
+from . import ops, registry
 from .ops.activations import (elu, exponential, gelu, hard_sigmoid, hard_silu, leaky_relu, log_softmax,  # noqa: F401
                               relu, relu6, selu, sigmoid, silu, softmax, softplus, softsign, swish, tanh)
 from .ops.nn import (celu, glu, hard_shrink, hard_tanh, log_sigmoid, soft_shrink, sparse_plus,  # noqa: F401
@@ -38,10 +40,21 @@ hard_silu._keras_name = "hard_silu"
 
 
 def _name_of(identifier):
-    """The name inside a serialised {'class_name', 'config': {'name'}} dict; anything else as it is."""
+    """The name inside a serialised {'class_name', 'config': {'name'}} dict, or inside Keras's dict for a
+    function, {'class_name': 'function', 'config': 'package>name'}; anything else as it is."""
     if isinstance(identifier, dict):
-        return identifier.get("config", {}).get("name", identifier.get("class_name"))
+        inner = identifier.get("config", {})
+        if identifier.get("class_name") == "function" and isinstance(inner, str):
+            return inner
+        return inner.get("name", identifier.get("class_name")) if isinstance(inner, dict) else inner
     return identifier
+
+
+def _custom(name):
+    """A user function registered under name (register_keras_serializable, get_custom_objects, the
+    custom_object_scope, load_model's custom_objects), or None; classes are not activations."""
+    found = registry.get_registered_object(name)
+    return found if callable(found) and not isinstance(found, type) else None
 
 
 def get(identifier):
@@ -50,7 +63,7 @@ def get(identifier):
         return linear
     identifier = _name_of(identifier)
     if isinstance(identifier, str):
-        fn = _ACTIVATIONS.get(identifier)
+        fn = _ACTIVATIONS.get(identifier) or _custom(identifier)
         if fn is None:
             raise ValueError(f"Unknown activation {identifier!r}. Valid names: {', '.join(sorted(_ACTIVATIONS))}.")
         return fn
@@ -60,7 +73,16 @@ def get(identifier):
 
 
 def serialize(fn):
-    return getattr(fn, "_keras_name", getattr(fn, "__name__", None))
+    """A built-in activation's name; a user's function as Keras writes it, {'module': 'builtins',
+    'class_name': 'function', 'config': its registered name ('package>name') or its name,
+    'registered_name': 'function'}, which get() and Keras both read back."""
+    name = getattr(fn, "_keras_name", None)
+    if name in _ACTIVATIONS:
+        return name
+    if inspect.isfunction(fn):
+        return {"module": "builtins", "class_name": "function",
+                "config": getattr(fn, "_registered_name", fn.__name__), "registered_name": "function"}
+    return getattr(fn, "__name__", None)
 
 
 def deserialize(config, custom_objects=None):

@@ -9,13 +9,14 @@ String names resolve through ``get``: 'mse', 'mae', 'binary_accuracy', 'categori
 'sparse_categorical_accuracy', 'auc', 'precision', 'recall', ... 'accuracy' is left to the training
 loop, which picks binary, categorical or sparse accuracy from the loss and the shapes.
 """
+import functools
 import warnings
 
 import numpy as np
 
-from . import backend
+from . import backend, initializers
 from .registry import register, serialize
-from .tensor import Tensor
+from .tensor import Tensor, Variable
 
 _EPS = 1e-7
 
@@ -64,6 +65,21 @@ def _samplewise(values, sample_weight):
     return values, sw
 
 
+def _tensor_result(result):
+    """result() giving a Tensor of the metric's dtype, as Keras's metrics give a backend tensor
+    (``m.result().numpy()``, ``float(m.result())``); a dict or a Tensor a subclass returns stays as it is."""
+    @functools.wraps(result)
+    def wrapped(self):
+        value = result(self)
+        if isinstance(value, (float, int, np.number, np.ndarray)) and not isinstance(value, bool):
+            # the metric's float dtype (an IoU's dtype is its confusion matrix's int32: its result is a float)
+            dtype = np.dtype(self.dtype) if np.issubdtype(np.dtype(self.dtype), np.floating) else backend.floatx()
+            return Tensor(np.asarray(value, dtype=dtype))
+        return value
+    wrapped._gives_tensor = True
+    return wrapped
+
+
 class Metric:
     """Base of every metric. Subclasses write ``update_state``, ``result`` and ``reset_state``.
 
@@ -76,11 +92,19 @@ class Metric:
         # prefixed: losses have classes of the same names (MeanSquaredError, ...)
         register(cls, name=f"metrics>{cls.__name__}")
         _CLASSES[cls.__name__] = cls
+        if "result" in cls.__dict__ and not getattr(cls.__dict__["result"], "_gives_tensor", False):
+            cls.result = _tensor_result(cls.__dict__["result"])
 
     def __init__(self, name=None, dtype=None):
         self.name = name or _snake(type(self).__name__)
         self.dtype = dtype or backend.floatx()
-        self.reset_state()
+        # lamina's own metrics keep their state in plain attributes that reset_state() sets: run the
+        # reset_state of the nearest lamina class, never a user's override, which (as in Keras, whose
+        # Metric.__init__ resets nothing) may read variables its __init__ has yet to create
+        for klass in type(self).__mro__:
+            if "reset_state" in klass.__dict__ and klass.__module__ == __name__:
+                klass.__dict__["reset_state"](self)
+                break
 
     def update_state(self, *args, **kwargs):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -89,7 +113,22 @@ class Metric:
         raise NotImplementedError
 
     def reset_state(self):
-        pass
+        """Zeros in every variable made by add_variable (Keras's default); lamina's metrics override it."""
+        for v in self.__dict__.get("_user_variables", ()):
+            v.assign(np.zeros(v.shape, dtype=v.dtype))
+
+    def add_variable(self, shape, initializer, dtype=None, aggregation="sum", name=None):
+        """A state variable of the metric (not trainable), as Keras's ``Metric.add_variable``: a custom
+        metric keeps its counts in these and updates them with ``assign`` / ``assign_add``. ``aggregation``
+        is accepted for Keras's signature."""
+        value = initializers.get(initializer)(tuple(shape), dtype=dtype or self.dtype)
+        variable = Variable(value, name=name, trainable=False, dtype=dtype or self.dtype)
+        self.__dict__.setdefault("_user_variables", []).append(variable)
+        return variable
+
+    def add_weight(self, shape=(), initializer=None, dtype=None, name=None):
+        """Keras's older name for add_variable (zeros by default)."""
+        return self.add_variable(shape, initializer or "zeros", dtype=dtype, name=name)
 
     def reset_states(self):  # Keras 2 name
         self.reset_state()
@@ -107,7 +146,7 @@ class Metric:
 
     @property
     def variables(self):
-        return [np.asarray(v) for v in self._state()]
+        return [np.asarray(v) for v in self._state()] + list(self.__dict__.get("_user_variables", ()))
 
     def _state(self):
         return []

@@ -1,6 +1,8 @@
 """The name registry: every serialisable class (layers, initializers, losses, optimizers, ...)
 registers itself here when defined, so that configs and model files can find classes by name
 without importing anything from an upper floor, and without ever executing code from a file."""
+import contextlib
+import inspect
 
 _REGISTRY = {}
 # keras.saving.get_custom_objects(): user objects registered by name (register_keras_serializable adds
@@ -32,6 +34,19 @@ def register_keras_serializable(package="Custom", name=None):
         cls._registered_name = f"{package}>{key}"
         return cls
     return deco
+
+
+@contextlib.contextmanager
+def objects_in_scope(custom_objects):
+    """custom_objects resolvable by name, on top of the active scope, while the block runs (load_model's
+    custom_objects reach the configs nested in the model's, as in Keras)."""
+    saved = dict(_SCOPE)
+    _SCOPE.update(custom_objects or {})
+    try:
+        yield
+    finally:
+        _SCOPE.clear()
+        _SCOPE.update(saved)
 
 
 def get_registered_object(name, custom_objects=None, base=None):
@@ -66,6 +81,11 @@ def serialize(obj):
         return {"class_name": getattr(type(obj), "_registered_name", type(obj).__name__),
                 "config": serialize(obj.get_config())}
     if callable(obj) and hasattr(obj, "__name__"):
+        if (not hasattr(obj, "_keras_name") and inspect.isfunction(obj)
+                and not (obj.__module__ or "").startswith("lamina")):
+            # a user's function, as Keras writes it: by its registered name ('package>name') or its name
+            return {"module": "builtins", "class_name": "function",
+                    "config": getattr(obj, "_registered_name", obj.__name__), "registered_name": "function"}
         return getattr(obj, "_keras_name", obj.__name__)
     try:  # NumPy scalars and arrays
         import numpy as np

@@ -94,9 +94,10 @@ def test_precision_recall_vs_sklearn(thresholds):
     ths = [0.5] if thresholds is None else np.atleast_1d(thresholds)
     want_p = [sk.precision_score(y, p > t, sample_weight=w) for t in ths]
     want_r = [sk.recall_score(y, p > t, sample_weight=w) for t in ths]
-    np.testing.assert_allclose(np.atleast_1d(got_p), want_p, rtol=1e-9)
-    np.testing.assert_allclose(np.atleast_1d(got_r), want_r, rtol=1e-9)
-    assert isinstance(got_p, float) == (not isinstance(thresholds, list))
+    # result() is a float32 tensor, as Keras's: 0-d for one threshold, one value per threshold for a list
+    np.testing.assert_allclose(np.atleast_1d(got_p), want_p, rtol=1e-6)
+    np.testing.assert_allclose(np.atleast_1d(got_r), want_r, rtol=1e-6)
+    assert np.ndim(got_p) == (1 if isinstance(thresholds, list) else 0) and got_p.dtype == np.float32
 
 
 def test_precision_class_id_and_top_k():

@@ -646,6 +646,9 @@ class Layer:
             t = x
         elif isinstance(x, (np.ndarray, np.generic, list, float, int)) or backend.is_cupy_array(x):
             t = Tensor(backend.to_device(np.asarray(x), self._array_module()) if not backend.is_cupy_array(x) else x)
+        elif hasattr(x, "__array__") and hasattr(x, "shape") and hasattr(x, "dtype"):
+            # another library's CPU tensor (a torch DataLoader's batch): its values, as Keras converts inputs
+            t = Tensor(backend.to_device(np.asarray(x), self._array_module()))
         else:
             return x
         if (self.autocast and np.issubdtype(t.dtype, np.floating) and t.dtype != self._compute
@@ -767,6 +770,13 @@ class Layer:
                 outputs._keras_mask = out_mask
             elif getattr(outputs, "_keras_mask", None) is None:
                 outputs._keras_mask = None
+        elif isinstance(outputs, (list, tuple, dict)) and out_mask is not None:
+            # several outputs (a split): compute_mask's nest gives each output its mask, as Keras pairs the
+            # flattened outputs with the flattened masks; an output that has a mask already keeps it
+            flat_masks = _nest_flatten(out_mask) if isinstance(out_mask, (list, tuple, dict)) else [out_mask]
+            for out, m in zip(_nest_flatten(outputs), flat_masks):
+                if isinstance(out, Tensor) and m is not None and getattr(out, "_keras_mask", None) is None:
+                    out._keras_mask = m
 
     def _check_input_spec(self, inputs):
         if self.input_spec is None:
@@ -780,6 +790,9 @@ class Layer:
     # ----- symbolic (functional API)
     def _symbolic_call(self, *args, **kwargs):
         inputs = args[0]
+        # a symbolic mask handed back by hand (mask=x._keras_mask) is no graph tensor: the layer's call
+        # takes the mask from its input when the graph runs
+        kwargs = {k: None if getattr(v, "_is_symbolic_mask", False) else v for k, v in kwargs.items()}
         shapes = _nest_map(lambda t: t.shape if isinstance(t, KerasTensor) else None, inputs)
         with self._name_scope():
             if not self.built:
@@ -795,7 +808,41 @@ class Layer:
 
         outputs = _map_specs(make, out_spec)
         self._inbound_nodes.append(Node(self, args, kwargs, outputs))
+        self._set_symbolic_output_mask(inputs, outputs, kwargs.get("mask"))
         return outputs
+
+    def _set_symbolic_output_mask(self, inputs, outputs, mask):
+        """The symbolic outputs' ``_keras_mask``, as Keras gives them: a bool KerasTensor of the mask's shape
+        where the layer passes on or makes a mask (compute_mask run on dummy inputs of two sizes, the sizes
+        that differ are None). A mask is metadata, not a node of the graph: the graph makes it again when it
+        runs."""
+        in_masks = [getattr(t, "_keras_mask", None) for t in _nest_flatten(inputs)]
+        if mask is None and all(m is None for m in in_masks) and type(self).compute_mask is Layer.compute_mask:
+            return
+        found = []
+        for fill in (2, 3):
+            dummy_in = _nest_map(lambda t: _dummy_tensor(self, t, fill), inputs)
+            if mask is not None:
+                m = _nest_map(lambda t: _dummy_tensor(self, t, fill), mask)
+            else:
+                ms = [getattr(t, "_keras_mask", None) for t in _nest_flatten(dummy_in)]
+                m = None if all(v is None for v in ms) else (ms[0] if len(ms) == 1 else ms)
+            try:
+                with no_grad():
+                    found.append(self.compute_mask(dummy_in, m))
+            except Exception:   # a compute_mask that cannot run on dummy data: no symbolic mask, as before
+                return
+        first, second = found
+        if first is None:
+            return
+        firsts = _nest_flatten(first) if isinstance(first, (list, tuple, dict)) else [first]
+        seconds = _nest_flatten(second) if isinstance(second, (list, tuple, dict)) else [second]
+        for out, m1, m2 in zip(_nest_flatten(outputs), firsts, seconds):
+            if isinstance(out, KerasTensor) and isinstance(m1, Tensor) and isinstance(m2, Tensor):
+                shape = tuple(None if d1 != d2 else d1 for d1, d2 in zip(m1.shape, m2.shape))
+                sym = KerasTensor(shape, "bool", name=f"{self.name}_mask")
+                sym._is_symbolic_mask = True
+                out._keras_mask = sym
 
     def compute_output_spec(self, *args, **kwargs):
         """(shape, dtype) of the output for symbolic inputs: from compute_output_shape when the layer
@@ -821,15 +868,8 @@ class Layer:
     def _trace_output_spec(self, *args, **kwargs):
         outs = []
         for fill in (2, 3):
-            def dummy(t):
-                if not isinstance(t, KerasTensor):
-                    return t
-                shape = tuple(fill if d is None else d for d in t.shape)
-                xp = self._array_module()
-                # ones, as Keras's tracing: valid ids for an Embedding inside a custom layer, too
-                return Tensor(xp.ones(shape, t.dtype))
-            a = _nest_map(dummy, args)
-            k = _nest_map(dummy, kwargs)
+            a = _nest_map(lambda t: _dummy_tensor(self, t, fill), args)
+            k = _nest_map(lambda t: _dummy_tensor(self, t, fill), kwargs)
             k.pop("training", None)
             with no_grad(), _no_losses():
                 outs.append(Layer.__call__(self, *a, training=False, **k))
@@ -908,6 +948,20 @@ def _unique(*lists):
             if id(w) not in seen:
                 seen.add(id(w))
                 out.append(w)
+    return out
+
+
+def _dummy_tensor(layer, t, fill):
+    """Ones in the place of a KerasTensor (unknown sizes = fill), as Keras's tracing: valid ids for an
+    Embedding inside a custom layer, too; with an all-True mask where the KerasTensor has one, so that a
+    mask-consuming call() sees a mask while traced, as in Keras."""
+    if not isinstance(t, KerasTensor):
+        return t
+    xp = layer._array_module()
+    out = Tensor(xp.ones(tuple(fill if d is None else d for d in t.shape), t.dtype))
+    m = getattr(t, "_keras_mask", None)
+    if isinstance(m, KerasTensor):
+        out._keras_mask = Tensor(xp.ones(tuple(fill if d is None else d for d in m.shape), bool))
     return out
 
 

@@ -91,7 +91,18 @@ def _to_array(a):
 
 def _is_structure_of_arrays(x):
     """A list/tuple of arrays (several inputs), as opposed to a (nested) Python list of numbers."""
-    return bool(x) and all(isinstance(v, (np.ndarray, Tensor, dict)) or backend.is_cupy_array(v) for v in x)
+    return bool(x) and all(isinstance(v, (np.ndarray, Tensor, dict)) or backend.is_cupy_array(v)
+                           or _is_foreign_array(v) for v in x)
+
+
+def _is_foreign_array(v):
+    """Another library's tensor (torch, jax, ...): it has a shape, a dtype and NumPy's __array__."""
+    return hasattr(v, "__array__") and hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, (list, tuple))
+
+
+def _is_torch_loader(data):
+    """A torch.utils.data.DataLoader (duck-typed by its module; torch is never imported here)."""
+    return type(data).__module__.startswith("torch.utils.data")
 
 
 def to_batch(x):
@@ -184,6 +195,9 @@ class IterableData:
         self.indexable = (hasattr(data, "__getitem__") and hasattr(data, "__len__")
                           and not isinstance(data, (list, tuple)))
         self.is_iterator = not self.indexable and iter(data) is data
+        # a torch DataLoader's batches are lists ([x, y]); Keras hands such a list to train_step as it
+        # came, and its unpacking reads a list as a tuple: x, y (elsewhere a list batch is x alone)
+        self.list_is_tuple = _is_torch_loader(data)
         self._it = iter(data) if self.is_iterator else None
         self.exhausted = False
 
@@ -207,8 +221,12 @@ class IterableData:
             source = iter(self.data)
         for step, batch in enumerate(source):
             # a tuple batch goes to train_step as it came; anything else is x alone (a list of arrays: (x,))
-            yield tuple(to_batch(b) for b in batch) if isinstance(batch, tuple) else \
-                pack_x_y_sample_weight(to_batch(batch))
+            if isinstance(batch, tuple):
+                yield tuple(to_batch(b) for b in batch)
+            elif self.list_is_tuple and isinstance(batch, list):
+                yield [to_batch(b) for b in batch]
+            else:
+                yield pack_x_y_sample_weight(to_batch(batch))
             if self.steps and step + 1 >= self.steps:
                 break
         else:
