@@ -120,9 +120,15 @@ class Metric:
     def add_variable(self, shape, initializer, dtype=None, aggregation="sum", name=None):
         """A state variable of the metric (not trainable), as Keras's ``Metric.add_variable``: a custom
         metric keeps its counts in these and updates them with ``assign`` / ``assign_add``. ``aggregation``
-        is accepted for Keras's signature."""
+        says how data-parallel training (lamina.distribution) combines the ranks' updates: 'sum' (the
+        default: counts and totals add up over the ranks); anything else ('mean', 'none',
+        'only_first_replica') leaves each rank's value as it is."""
+        if aggregation not in ("sum", "mean", "none", "only_first_replica"):
+            raise ValueError(f"Metric.add_variable: aggregation must be 'sum', 'mean', 'none' or "
+                             f"'only_first_replica'. Received: aggregation={aggregation!r}")
         value = initializers.get(initializer)(tuple(shape), dtype=dtype or self.dtype)
         variable = Variable(value, name=name, trainable=False, dtype=dtype or self.dtype)
+        variable._metric_aggregation = aggregation
         self.__dict__.setdefault("_user_variables", []).append(variable)
         return variable
 

@@ -28,6 +28,21 @@ BUCKET_SETTINGS = (("overlap", 0.0001, True), ("blocking", 0.0001, False), ("fus
 
 
 # ----------------------------------------------------------------------------- the cases (both sides)
+class _PositiveCount(lamina.metrics.Metric):
+    """A user's metric written as Keras's guides write one: its state in an add_variable variable, which
+    the ranks' updates must add up in (the mlp case's History and evaluate compare it)."""
+
+    def __init__(self, name="positive_count", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.count = self.add_variable((), "zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        self.count.assign_add(lamina.ops.sum(lamina.ops.cast(y_pred[:, 0] > 0.3, "float32")))
+
+    def result(self):
+        return self.count
+
+
 def _case(name):
     """(model, x, y, sample_weight, fit kwargs) for a case; the same on every rank and in the reference."""
     lamina.backend.clear_session(free_memory=False)   # the same layer names in every process
@@ -40,7 +55,7 @@ def _case(name):
         model = lamina.Sequential([lamina.Input((6,)), layers.Dense(8, activation="relu"),
                                    layers.Dense(3, activation="softmax")])
         model.compile(optimizer=lamina.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"], weighted_metrics=["accuracy"])
+                      metrics=["accuracy", _PositiveCount()], weighted_metrics=["accuracy"])
         return model, x, y, sw, dict(batch_size=10, epochs=3)   # 45 = 4 x 10 + a ragged 5
     if name == "cnn":
         x = rng.normal(size=(21, 6, 6, 1)).astype("float32")

@@ -212,3 +212,13 @@ def test_get_names_and_errors():
 def test_config_round_trip(m):
     clone = metrics.deserialize(lamina.registry.serialize(m))
     assert type(clone) is type(m) and clone.get_config() == m.get_config()
+
+
+def test_metric_add_variable_checks_its_aggregation():
+    """Keras's aggregations are accepted (data-parallel training sums 'sum' variables over the ranks,
+    tests/test_distributed.py); anything else is refused with the valid names."""
+    m = lamina.metrics.Mean()
+    for agg in ("sum", "mean", "none", "only_first_replica"):
+        assert m.add_variable((2,), "zeros", aggregation=agg)._metric_aggregation == agg
+    with pytest.raises(ValueError, match="aggregation must be"):
+        m.add_variable((2,), "zeros", aggregation="max")

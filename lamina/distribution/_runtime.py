@@ -23,7 +23,7 @@ import numpy as np
 from .. import backend
 from ..layers import normalization as _normalization
 from ..layers.layer import _nest_flatten, _nest_map
-from ..tensor import Tensor, grad
+from ..tensor import Tensor, Variable, grad
 
 MPI_INSTALL_HINT = "lamina.distribution needs mpi4py and Open MPI: pip install 'lamina[mpi]'"
 
@@ -530,7 +530,8 @@ _normalization.set_sync_reducer(step_reducer)
 
 
 def _numeric_state(obj):
-    """The numeric attributes of a metric (or loss tracker): name -> float or ndarray."""
+    """The numeric attributes of a metric (or loss tracker): name -> float or ndarray. A custom metric's
+    variables (Keras's ``add_variable``, aggregation 'sum') count by their values."""
     state = {}
     for k, v in vars(obj).items():
         if isinstance(v, bool) or isinstance(v, np.bool_):
@@ -539,6 +540,9 @@ def _numeric_state(obj):
             state[k] = float(v)
         elif isinstance(v, np.ndarray) and v.dtype.kind in "fiu":
             state[k] = v.copy()
+        elif (isinstance(v, Variable) and v.dtype.kind in "fiu"
+              and getattr(v, "_metric_aggregation", None) == "sum"):
+            state[k] = np.array(backend.to_numpy(v.data))
         elif v is None:
             state[k] = None
     return state
@@ -595,7 +599,10 @@ def reduce_metrics(state):
         n = int(np.size(new))
         total = np.asarray(prev, np.float64) + flat[offset:offset + n].reshape(np.shape(new))
         offset += n
-        if isinstance(new, np.ndarray):
+        current = getattr(obj, k)
+        if isinstance(current, Variable):
+            current.assign(total.astype(new.dtype))
+        elif isinstance(new, np.ndarray):
             setattr(obj, k, total.astype(new.dtype))
         else:
             setattr(obj, k, type(getattr(obj, k))(total.item()) if isinstance(getattr(obj, k), int) and
