@@ -545,3 +545,39 @@ def test_attention_layer_row_with_no_key_is_uniform_as_keras():
     scores = q[0] @ v[0].T
     e = np.exp(scores - scores.max(-1, keepdims=True))
     np.testing.assert_allclose(w.numpy()[0], e / e.sum(-1, keepdims=True), rtol=1e-5)
+
+
+def _mha_grads(extra_use):
+    """Gradients of a self-attention layer's weighted output (and, with extra_use, of a term that reads the
+    projected queries too) with respect to its input and weights."""
+    from lamina.ops.attention import project_heads
+    lamina.utils.set_random_seed(3)
+    rng = np.random.default_rng(3)
+    layer = layers.MultiHeadAttention(num_heads=2, key_dim=4)
+    x = lamina.Tensor(rng.standard_normal((3, 5, 8)).astype("float32"), requires_grad=True)
+    layer(x, x)
+    w = lamina.Tensor(rng.standard_normal((3, 5, 8)).astype("float32"))
+    out = (layer(x, x) * w).sum()
+    if extra_use:   # q feeds attention and a second consumer: its gradient is a sum, not attention's array
+        q, k, v = project_heads(x, (layer.query_kernel, layer.key_kernel, layer.value_kernel),
+                                (layer.query_bias, layer.key_bias, layer.value_bias))
+        out = out + (lamina.ops.scaled_dot_product_attention(q, k, v) * 0.5).sum() + (q * q).sum()
+    return [g.numpy() if hasattr(g, "numpy") else g for g in lamina.grad(out, [x] + layer.trainable_weights)]
+
+
+@pytest.mark.parametrize("extra_use", [False, True])
+def test_self_attention_writes_its_gradients_into_the_projection_buffer(monkeypatch, extra_use):
+    """Attention on ProjectHeads' three outputs writes dq, dk, dv into the array ProjectHeads' backward
+    multiplies (no transposing copies); the gradients are the same bits as with separate arrays, and a
+    projection that also feeds something else falls back to adding and copying."""
+    from lamina.ops import attention as A
+    calls = []
+    real = A.ProjectHeads.gradient_views
+    monkeypatch.setattr(A.ProjectHeads, "gradient_views", lambda self: calls.append(1) or real(self))
+    fast = _mha_grads(extra_use)
+    assert len(calls) == (2 if extra_use else 1)
+    monkeypatch.setattr(A, "_projection_of", lambda q, k, v: None)
+    plain = _mha_grads(extra_use)
+    assert len(calls) == (2 if extra_use else 1)   # not asked again
+    for a, b in zip(fast, plain):
+        np.testing.assert_array_equal(a, b)

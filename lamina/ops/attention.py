@@ -32,6 +32,7 @@ class ScaledDotProductAttention(Op):
     Params: scale, rate (dropout on the weights), training, is_causal, return_weights, empty_rows."""
 
     half_via_float32 = True  # float16 through float32 BLAS (tensor.Op)
+    grad_into = None         # a ProjectHeads op whose outputs q, k, v are (see ProjectHeads.gradient_views)
     # The scores are computed transposed, sT = K (scale Q)^T of shape (..., Tk, Tq): the softmax over keys
     # then reduces down columns (axis -2), which NumPy vectorises across rows, while a max or sum over a
     # short last axis runs row by row (softmax of (32, 4, 64, 64) scores: 1.04 -> 0.70 ms). The weights W
@@ -67,7 +68,13 @@ class ScaledDotProductAttention(Op):
                 keep = backend.to_device(keep, xp)
         qs = xp.multiply(q, dt(self.scale))             # scale Q (Tq*d products) instead of S (Tq*Tk)
         st = xp.empty(batch + (tk, tq), q.dtype)        # S^T, then the weights W^T in place
-        out = xp.empty(batch + (tq, v.shape[-1]), q.dtype)
+        if len(batch) == 2:
+            # (N, heads, Tq, dv) as a view of an (N, Tq, heads, dv) array: the heads side by side is what
+            # every attention layer asks for next (transpose, reshape to (N, Tq, heads*dv)), and that is then
+            # a view instead of a copy; the products write the strided view directly (BLAS's leading dimension)
+            out = xp.swapaxes(xp.empty((batch[0], tq, batch[1], v.shape[-1]), q.dtype), 1, 2)
+        else:
+            out = xp.empty(batch + (tq, v.shape[-1]), q.dtype)
         low = dt(xp.finfo(q.dtype).min) if allowed is not None else None
 
         def part(sl):
@@ -98,10 +105,16 @@ class ScaledDotProductAttention(Op):
         q_shape, k_shape, v_shape = self.shapes
         batch = st.shape[:-2]
         need_v, need_s = self.needs_grad[2], self.needs_grad[0] or self.needs_grad[1]
-        # gradients over the broadcast batch shape, reduced to each input's shape after the parts
-        gv = xp.empty(batch + v_shape[-2:], v.dtype) if need_v else None
-        gq = xp.empty(batch + q_shape[-2:], qs.dtype) if self.needs_grad[0] else None
-        gk = xp.empty(batch + k_shape[-2:], k.dtype) if self.needs_grad[1] else None
+        # gradients over the broadcast batch shape, reduced to each input's shape after the parts; where q, k
+        # and v came from one ProjectHeads (self-attention), straight into the buffer its backward multiplies
+        into = self.grad_into.gradient_views() if self.grad_into is not None and all(self.needs_grad[:3]) else None
+        if into is not None and [a.shape for a in into] == [batch + s[-2:] for s in (q_shape, k_shape, v_shape)] \
+                and all(a.dtype == qs.dtype for a in into):
+            gq, gk, gv = into
+        else:
+            gv = xp.empty(batch + v_shape[-2:], v.dtype) if need_v else None
+            gq = xp.empty(batch + q_shape[-2:], qs.dtype) if self.needs_grad[0] else None
+            gk = xp.empty(batch + k_shape[-2:], k.dtype) if self.needs_grad[1] else None
         scale = qs.dtype.type(self.scale)
 
         def part(sl):
@@ -149,6 +162,7 @@ class ProjectHeads(Op):
     half_via_float32 = True  # float16 through float32 BLAS (tensor.Op)
     same_float_dtype = True
     none_grads = True        # a projection no gradient reached adds nothing
+    _grads = None            # (buffer, views) handed out by gradient_views for this backward
 
     def forward(self, x, *wb):
         xp = self.xp
@@ -169,17 +183,34 @@ class ProjectHeads(Op):
         return tuple(xp.swapaxes(y[:, cols].reshape(n, t, shape[1], shape[2]), 1, 2)
                      for shape, _, cols in self.parts)
 
+    def gradient_views(self):
+        """Arrays for the outputs' gradients, shaped as the outputs, that are views of the one (N*T, width)
+        array backward multiplies: the op computing those gradients (attention, which gets this op as its
+        ``grad_into``) writes them there, and backward takes the array as it is instead of copying each
+        head-split gradient in (three transposing copies of an input-sized array per self-attention)."""
+        x, w_all = self.saved
+        n, t, _ = x.shape
+        g = self.xp.empty((n * t, w_all.shape[1]), w_all.dtype)
+        views = tuple(self.xp.swapaxes(g[:, cols].reshape(n, t, shape[1], shape[2]), 1, 2)
+                      for shape, _, cols in self.parts)
+        self._grads = (g, views)
+        return views
+
     def backward(self, *gys):
         xp = self.xp
         x, w_all = self.saved
         n, t, dim = x.shape
-        g = xp.empty((n * t, w_all.shape[1]), w_all.dtype)   # the product's gradient, filled per projection
-        for gy, (shape, _, cols) in zip(gys, self.parts):
-            part = g[:, cols].reshape(n, t, shape[1], shape[2])                 # a view into g
-            if gy is None:
-                part[...] = 0
-            else:
-                xp.copyto(part, xp.swapaxes(gy, 1, 2))
+        handed, self._grads = self._grads, None
+        if handed is not None and all(gy is view for gy, view in zip(gys, handed[1])):
+            g = handed[0]   # every gradient arrived as written into gradient_views' array, nothing added
+        else:
+            g = xp.empty((n * t, w_all.shape[1]), w_all.dtype)   # the product's gradient, filled per projection
+            for gy, (shape, _, cols) in zip(gys, self.parts):
+                part = g[:, cols].reshape(n, t, shape[1], shape[2])                 # a view into g
+                if gy is None:
+                    part[...] = 0
+                else:
+                    xp.copyto(part, xp.swapaxes(gy, 1, 2))
         m = len(self.parts)
         gx = mm(xp, g, w_all.T).reshape(x.shape) if self.needs_grad[0] else None
         gw = mm(xp, x.reshape(n * t, dim).T, g) if any(self.needs_grad[1:1 + m]) else None
@@ -197,6 +228,15 @@ def project_heads(x, kernels, biases):
     if len(kernels) != len(biases):
         raise ValueError(f"project_heads: {len(kernels)} kernels but {len(biases)} biases")
     return ProjectHeads.apply(as_tensor(x), *kernels, *biases)
+
+
+def _projection_of(q, k, v):
+    """The ProjectHeads op whose three outputs are exactly q, k and v (in that order), or None."""
+    op = q._op
+    if (op is None or type(op) is not ProjectHeads or len(op.parts) != 3 or k._op is not op or v._op is not op
+            or (q._out_index, k._out_index, v._out_index) != (0, 1, 2)):
+        return None
+    return op
 
 
 # Attention is split over threads by its first batch axis from this many scores (a (32, 4, 64, 64) batch has
@@ -294,4 +334,5 @@ def scaled_dot_product_attention(q, k, v, mask=None, scale=None, dropout_rate=0.
         scale = 1.0 / float(np.sqrt(q.shape[-1]))
     return ScaledDotProductAttention.apply(q, k, v, mask, scale=float(scale), rate=float(dropout_rate),
                                            training=bool(training), is_causal=bool(is_causal),
-                                           return_weights=bool(return_weights), rng=rng, empty_rows=empty_rows)
+                                           return_weights=bool(return_weights), rng=rng, empty_rows=empty_rows,
+                                           grad_into=_projection_of(q, k, v))
