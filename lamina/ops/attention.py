@@ -130,7 +130,8 @@ class ScaledDotProductAttention(Op):
             # softmax backward: dS = W * (dW - sum_j dW_j W_j); masked entries have W = 0, so dS = 0.
             # The row sum needs no (Tq, Tk) temporary: sum_j (dO V^T)_ij keep_ij W_ij = dO_i . O_i
             # (a row-wise dot product: einsum's one pass, 3x faster than a product and a sum over a short axis)
-            rowsum = xp.einsum("...i,...i->...", gy[sl], out[sl])[..., None, :]     # (..., 1, Tq)
+            # (C order: with the output laid out heads side by side, einsum would follow that layout)
+            rowsum = xp.ascontiguousarray(xp.einsum("...i,...i->...", gy[sl], out[sl]))[..., None, :]  # (..., 1, Tq)
             if gw is not None:                                                       # weights returned and used
                 gw_t = xp.swapaxes(_part(gw, sl, len(batch)), -1, -2)
                 ds_t += gw_t
