@@ -689,3 +689,44 @@ def test_attention_takes_the_softmax_kernel_and_gives_numpys_values(compiled, ma
     assert calls and grad_calls
     for a, b in zip(fused, plain):
         np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- the embedding table's gradient
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("time_major", [False, True])
+def test_embedding_scatter_kernel_equals_numpy(compiled, dtype, time_major):
+    """The table's gradient from the compiled pass: the NumPy code's bits for ids seen up to three times
+    (NaN, -0.0 and inf included), its values to rounding for ids seen more often (add.reduceat sums those in
+    another order), zeros where no id looked; also for a gradient laid out time-major (a recurrent layer's)."""
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 40, (6, 9))
+    ids[0, :8] = 3                                     # one id eight times: the rounding case
+    gy = rng.standard_normal((6, 9, 5)).astype(dtype)
+    gy[1, 2, 0], gy[2, 3, 1], gy[3, 4, 2] = np.nan, -0.0, np.inf
+    if time_major:   # the same values in memory ordered (time, batch, features)
+        gy = np.ascontiguousarray(gy.transpose(1, 0, 2)).transpose(1, 0, 2)
+    calls = _count_calls(compiled, "scatter_rows")
+
+    def table_grad():
+        layer = layers.Embedding(40, 5, dtype=dtype)
+        layer.build(ids.shape)
+        out = layer(ids)
+        return np.asarray(grad(out, layer.trainable_weights, grad_output=Tensor(gy))[0])
+    fast, plain = _both(compiled, table_grad)
+    assert len(calls) == 1
+    counts = np.bincount(ids.reshape(-1), minlength=40)
+    few = counts <= 3
+    assert np.array_equal(_bits(fast[few]), _bits(plain[few])) and not fast[counts == 0].any()
+    _close([fast], [plain], dtype)
+    assert np.signbit(fast[ids[2, 3], 1]) == np.signbit(plain[ids[2, 3], 1])
+
+
+def test_embedding_scatter_kernel_refuses_ids_outside_the_table(compiled):
+    """ids changed in place after the forward pass cannot make the compiled pass write outside the table: it
+    raises, as the NumPy code's indexing does."""
+    ids = np.array([[1, 2, 3]])
+    layer = layers.Embedding(4, 3)
+    out = layer(ids)
+    ids[0, 1] = 9
+    with pytest.raises(IndexError):
+        grad(out, layer.trainable_weights, grad_output=Tensor(np.ones(out.shape, "float32")))

@@ -24,7 +24,8 @@ import sys
 # Two groups of about equal compile time (seconds on the 2-core VM, float32 and float64 together): ~9 each.
 # A kernel's signatures are all compiled in one process (numba keeps one index file per kernel). Every kernel
 # of lamina/ops/kernels.py is in one group (tests/test_kernels.py checks).
-GROUPS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_softmax_grad"),  # 4.9, 1.9, 1.6, .8
+GROUPS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_softmax_grad",  # 4.9, 1.9, 1.6, .8
+           "scatter_rows"),                                                                      # .5
           ("max_pool_rows_grad", "col2im_gather", "bias_relu_rows", "relu_bias_grad_rows",       # 3.7, 1.8, .4, .8
            "lstm_cell_grad", "gru_cell_grad", "adam_update", "column_max_subtract",              # .9, .8, .5, .8
            "column_sum_divide"))                                                                 # .8
@@ -64,6 +65,10 @@ def _compile_kernels(names):
         run(lambda t: attention(t, t), x(2, 4, 5), "column_max_subtract", "column_softmax_grad")
         K.set_mode("numba" if "adam_update" in names else "numpy")
         lamina.optimizers.Adam().apply([x(6)], [lamina.Variable(x(6), dtype=dtype)])
+        K.set_mode("numba" if "scatter_rows" in names else "numpy")    # the embedding table's gradient
+        table = layers.Embedding(7, 4, dtype=dtype)
+        out = table(np.array([[1, 2, 1]]))
+        grad(out, table.trainable_weights, grad_output=Tensor(np.ones(out.shape, dtype)))
     kernels = K._load()
     for group in GROUPS:
         for name in group:

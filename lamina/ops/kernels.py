@@ -54,7 +54,7 @@ from .. import threads as _threads
 __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "layer_norm_forward", "layer_norm_backward",
            "bias_relu", "relu_bias_grad", "lstm_cell_grad", "gru_cell_grad", "adam_update",
            "col2im_gather", "max_pool2d", "max_pool2d_grad", "softmax_columns",
-           "softmax_columns_grad"]
+           "softmax_columns_grad", "scatter_rows"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
@@ -478,6 +478,38 @@ def _define(numba):
                 for q in range(cols):
                     d[b, i, q] = (d[b, i, q] - rowsum[b, 0, q]) * w[b, i, q]
     k.column_softmax_grad = column_softmax_grad
+
+    # The embedding table's gradient: each row of gy added to its id's row in position order (an id's first
+    # row assigned, so the table is written once: rows nobody looked up are zeroed here), instead of sorting
+    # the ids and gathering gy through the order. The NumPy code (ops/embedding.py) adds an id's first three
+    # rows in the same order, so the tables are the same bits unless an id comes four or more times (NumPy's
+    # add.reduceat sums the rest in an order of its own: a difference in rounding only).
+    @exact
+    def scatter_rows(ids, gy, out):
+        n, d = gy.shape
+        rows = out.shape[0]
+        seen = np.zeros(rows, np.bool_)
+        for i in range(n):
+            r = ids[i]
+            if r < 0 or r >= rows:
+                raise IndexError("embedding: an id is outside the table (changed since the forward pass?)")
+            seen[r] = True
+        zero = out.dtype.type(0)
+        for r in range(rows):
+            if not seen[r]:
+                for j in range(d):
+                    out[r, j] = zero
+            seen[r] = False   # from here: whether the row has had its first assignment
+        for i in range(n):
+            r = ids[i]
+            if seen[r]:
+                for j in range(d):
+                    out[r, j] += gy[i, j]
+            else:
+                seen[r] = True
+                for j in range(d):
+                    out[r, j] = gy[i, j]
+    k.scatter_rows = scatter_rows
     return k
 
 
@@ -636,6 +668,19 @@ def softmax_columns_grad(d, rowsum, w):
     k.column_softmax_grad(d.reshape((-1,) + d.shape[-2:]), rowsum.reshape((-1, 1, d.shape[-1])),
                           w.reshape((-1,) + w.shape[-2:]))
     return True
+
+
+def scatter_rows(ids, gy, num_rows):
+    """The (num_rows, D) table with each row of gy (N, D) added to row ids[i] (ids (N,) in [0, num_rows)) in
+    position order, in one compiled pass; None where the kernels do not run."""
+    k = _eligible(gy)
+    if k is None or gy.ndim != 2 or ids.ndim != 1 or ids.shape[0] != gy.shape[0] or ids.dtype.kind not in "iu":
+        return None
+    if ids.dtype != np.int64 or not ids.flags.c_contiguous:
+        ids = np.ascontiguousarray(ids, np.int64)
+    out = np.empty((num_rows, gy.shape[1]), gy.dtype)
+    k.scatter_rows(ids, gy, out)
+    return out
 
 
 def _pool_geometry(shape, pool, stride, pads):
