@@ -1,0 +1,54 @@
+"""Patterns met running held-out keras.io programs of the third round (vision, generative, nlp;
+docs/keras_programs.md), each written here as our own small code and checked against real Keras
+(KERAS_BACKEND=torch) where Keras runs here."""
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import lamina
+from lamina import layers, ops
+
+keras = pytest.importorskip("keras")
+
+
+def _np(t):
+    return np.asarray(t) if isinstance(t, (lamina.Tensor, np.ndarray)) else keras.ops.convert_to_numpy(t)
+
+
+@pytest.mark.parametrize("make", [
+    lambda lib: lib.layers.Dense(3, activation="softmax"),
+    lambda lib: lib.layers.Conv2D(3, 2, activation="relu"),
+    lambda lib: lib.layers.Conv1D(3, 2, activation="sigmoid"),
+    lambda lib: lib.layers.SeparableConv2D(3, 2, activation="relu"),
+    lambda lib: lib.layers.DepthwiseConv2D(2, activation="relu"),
+    lambda lib: lib.layers.Conv2DTranspose(3, 2, activation="tanh"),
+    lambda lib: lib.layers.EinsumDense("ab,bc->ac", output_shape=3, activation="relu"),
+])
+def test_setting_a_layers_activation_to_none_gives_its_linear_output_like_keras(make):
+    """grad_cam: `model.layers[-1].activation = None` drops the classifier's softmax before the call."""
+    rng = np.random.default_rng(0)
+    ours, theirs = make(lamina), make(keras)
+    shape = {"Dense": (2, 4), "EinsumDense": (2, 4), "Conv1D": (2, 5, 4)}.get(type(ours).__name__, (2, 5, 5, 4))
+    x = rng.standard_normal(shape).astype("float32")
+    ours(x), theirs(x)
+    ours.set_weights([_np(w) for w in theirs.get_weights()])
+    ours.activation = None
+    theirs.activation = None
+    got, want = _np(ours(x)), _np(theirs(x))
+    assert (got < 0).any()                     # no relu, softmax, sigmoid or tanh left
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_model_whose_last_activation_is_removed_predicts_logits():
+    """The same through a functional model's predict, as in the Grad-CAM program."""
+    inp = lamina.Input((4,))
+    model = lamina.Model(inp, layers.Dense(3, activation="softmax")(layers.Dense(5)(inp)))
+    x = np.random.default_rng(1).standard_normal((6, 4)).astype("float32")
+    probs = model.predict(x, verbose=0)
+    model.layers[-1].activation = None
+    logits = model.predict(x, verbose=0)
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    np.testing.assert_allclose(e / e.sum(-1, keepdims=True), probs, rtol=1e-5, atol=1e-6)
