@@ -52,3 +52,37 @@ def test_a_model_whose_last_activation_is_removed_predicts_logits():
     logits = model.predict(x, verbose=0)
     e = np.exp(logits - logits.max(-1, keepdims=True))
     np.testing.assert_allclose(e / e.sum(-1, keepdims=True), probs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("module", ["resnet50", "vgg16", "xception", "densenet"])
+def test_preprocess_input_on_a_models_input_is_part_of_the_model_like_keras(module):
+    """deeplabv3_plus: `preprocess_input(keras.Input(...))` feeds an application built with input_tensor=; on a
+    symbolic tensor (and on a Tensor) preprocessing is made of ops, as Keras's, and gives the same values."""
+    x = np.random.default_rng(2).uniform(0, 255, (2, 4, 4, 3)).astype("float32")
+
+    def build(lib):
+        inp = lib.Input((4, 4, 3))
+        out = getattr(lib.applications, module).preprocess_input(inp)
+        return lib.Model(inp, lib.layers.Activation("linear")(out))
+    got = np.asarray(build(lamina).predict(x, verbose=0))
+    want = build(keras).predict(x, verbose=0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    eager = getattr(lamina.applications, module).preprocess_input(ops.convert_to_tensor(x))
+    assert isinstance(eager, lamina.Tensor)
+    np.testing.assert_allclose(np.asarray(eager), want, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(getattr(lamina.applications, module).preprocess_input(x.copy()), want,
+                               rtol=1e-5, atol=1e-4)
+
+
+def test_a_resnet_built_on_a_preprocessed_input_tensor_trains():
+    """The DeepLabV3+ pattern in small: ResNet50(input_tensor=preprocess_input(Input)), an inner layer's output
+    and a fit step; the preprocessing is part of the graph (no weights, gradients flow through it)."""
+    inp = lamina.Input((32, 32, 3))
+    base = lamina.applications.ResNet50(weights=None, include_top=False,
+                                        input_tensor=lamina.applications.resnet50.preprocess_input(inp))
+    feat = base.get_layer("conv2_block1_out").output
+    model = lamina.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(feat)))
+    model.compile("sgd", "mse")
+    h = model.fit(np.full((2, 32, 32, 3), 120.0, "float32"), np.zeros((2, 2), "float32"), epochs=1, verbose=0)
+    assert np.isfinite(h.history["loss"][0])
+    assert len(base.inputs) == 1 and base.inputs[0] is inp
