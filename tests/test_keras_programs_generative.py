@@ -86,3 +86,24 @@ def test_a_resnet_built_on_a_preprocessed_input_tensor_trains():
     h = model.fit(np.full((2, 32, 32, 3), 120.0, "float32"), np.zeros((2, 2), "float32"), epochs=1, verbose=0)
     assert np.isfinite(h.history["loss"][0])
     assert len(base.inputs) == 1 and base.inputs[0] is inp
+
+
+def test_convert_to_tensor_of_strings_feeds_a_string_input_model():
+    """pretrained_word_embeddings: `end_to_end_model(keras.ops.convert_to_tensor([["some text"]]))` on a model
+    with `Input(shape=(1,), dtype="string")`. lamina holds strings as Keras's TensorFlow backend does (its text
+    models take them); Keras's torch backend has no string tensors and refuses with a ValueError."""
+    with pytest.raises(ValueError, match="string"):
+        keras.ops.convert_to_tensor([["a b"]])
+    vec = layers.TextVectorization(output_sequence_length=4)
+    vec.adapt(["the cat sat", "the dog ran"])
+    inp = lamina.Input((1,), dtype="string")
+    model = lamina.Model(inp, vec(inp))
+    t = ops.convert_to_tensor([["the dog sat"]])
+    assert isinstance(t, lamina.Tensor) and t.shape == (1, 1)
+    np.testing.assert_array_equal(np.asarray(model(t)), np.asarray(model(np.array([["the dog sat"]]))))
+    for text in ("one", ["a", "b"], np.array(["x", "y"]), [b"raw", b"bytes"]):
+        assert ops.convert_to_tensor(text).shape == np.shape(text)
+    np.testing.assert_array_equal(np.asarray(ops.convert_to_tensor(["a"], dtype="string")), np.array(["a"], object))
+    with pytest.raises(ValueError, match="expects str or bytes"):
+        ops.convert_to_tensor([1.0, 2.0], dtype="string")
+    np.testing.assert_array_equal(np.asarray(ops.convert_to_tensor([1, 2])), [1, 2])   # numbers unchanged
