@@ -107,3 +107,38 @@ def test_convert_to_tensor_of_strings_feeds_a_string_input_model():
     with pytest.raises(ValueError, match="expects str or bytes"):
         ops.convert_to_tensor([1.0, 2.0], dtype="string")
     np.testing.assert_array_equal(np.asarray(ops.convert_to_tensor([1, 2])), [1, 2])   # numbers unchanged
+
+
+def _codebook_layer(lib):
+    class Codebook(lib.layers.Layer):          # variables made by hand in __init__, not by add_weight
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.codes = lib.Variable(np.linspace(-1, 1, 12).reshape(3, 4).astype("float32"), name="codes")
+            self.scale = lib.Variable(np.float32(2.0), trainable=False, name="scale")
+
+        def call(self, x):
+            return lib.ops.matmul(x, self.codes) * self.scale
+    return Codebook
+
+
+def test_a_variable_assigned_in_a_layers_init_is_a_weight_like_keras():
+    """vq_vae: `self.embeddings = tf.Variable(...)` in a layer's __init__ is a trainable weight of the layer and of
+    every model holding it (counted by summary, trained by fit)."""
+    def build(lib):
+        inp = lib.Input((3,))
+        return lib.Model(inp, lib.layers.Dense(2)(_codebook_layer(lib)(name="cb")(inp)))
+    ours, theirs = build(lamina), build(keras)
+    for attr in ("trainable_weights", "non_trainable_weights", "weights"):
+        assert [tuple(w.shape) for w in getattr(ours, attr)] == [tuple(w.shape) for w in getattr(theirs, attr)]
+    assert [w.name for w in ours.get_layer("cb").weights] == [w.name for w in theirs.get_layer("cb").weights]
+    assert ours.count_params() == theirs.count_params() == 12 + 1 + 10
+    ours.set_weights([_np(w) for w in theirs.get_weights()])
+    x = np.random.default_rng(3).standard_normal((8, 3)).astype("float32")
+    y = np.random.default_rng(4).standard_normal((8, 2)).astype("float32")
+    for m in (ours, theirs):
+        m.compile(optimizer="sgd", loss="mse")
+    ours.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    theirs.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    for g, w in zip(ours.get_weights(), theirs.get_weights()):
+        np.testing.assert_allclose(g, _np(w), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(ours.get_layer("cb").get_weights()[0], np.linspace(-1, 1, 12).reshape(3, 4))
