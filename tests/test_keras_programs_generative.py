@@ -142,3 +142,49 @@ def test_a_variable_assigned_in_a_layers_init_is_a_weight_like_keras():
     for g, w in zip(ours.get_weights(), theirs.get_weights()):
         np.testing.assert_allclose(g, _np(w), rtol=1e-5, atol=1e-6)
     assert not np.allclose(ours.get_layer("cb").get_weights()[0], np.linspace(-1, 1, 12).reshape(3, 4))
+
+
+def _model_with_build(lib):
+    class WithBuild(lib.Model):                # sub-layers and a weight made in build(), not __init__
+        def build(self, input_shape):
+            self.offset = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="offset")
+            self.hidden = lib.layers.Dense(4, activation="relu")
+            self.out = lib.layers.Dense(2)
+            super().build(input_shape)
+
+        def call(self, x):
+            return self.out(self.hidden(x + self.offset))
+    return WithBuild
+
+
+def test_a_subclassed_models_own_build_runs_before_its_first_call_like_keras():
+    """perceiver: a keras.Model subclass makes its sub-layers in build(input_shape) and calls super().build();
+    fit must run that build before call() (lamina skipped it: 'object has no attribute')."""
+    x = np.random.default_rng(5).standard_normal((6, 3)).astype("float32")
+    y = np.random.default_rng(6).standard_normal((6, 2)).astype("float32")
+    ours, theirs = _model_with_build(lamina)(), _model_with_build(keras)()
+    theirs(x)
+    ours(x)
+    assert [tuple(w.shape) for w in ours.weights] == [tuple(w.shape) for w in theirs.weights]
+    ours.set_weights([_np(w) for w in theirs.get_weights()])
+    np.testing.assert_allclose(np.asarray(ours(x)), _np(theirs(x)), rtol=1e-5, atol=1e-6)
+    fresh = _model_with_build(lamina)()        # first touched by fit, as in the program
+    fresh.compile("adam", "mse")
+    h = fresh.fit(x, y, epochs=2, batch_size=3, verbose=0)
+    assert len(fresh.trainable_weights) == 5 and np.isfinite(h.history["loss"]).all()
+
+
+def test_a_built_add_layer_broadcasts_a_batch_of_one_like_keras():
+    """perceiver: a latent array of batch 1 (`expand_dims(weight, 0)`) meets a data batch in the Add of a functional
+    model built on Input shapes; Keras checks batch sizes when the layer is built and broadcasts later calls."""
+    def build(lib):
+        a, b = lib.Input((3, 2)), lib.Input((3, 2))
+        return lib.Model([a, b], lib.layers.Add()([a, lib.layers.Multiply()([a, b])]))
+    big = np.random.default_rng(7).standard_normal((4, 3, 2)).astype("float32")
+    one = np.random.default_rng(8).standard_normal((1, 3, 2)).astype("float32")
+    for args in ([big, one], [one, big]):
+        np.testing.assert_allclose(np.asarray(build(lamina)(args)), _np(build(keras)(args)), rtol=1e-6)
+    with pytest.raises(ValueError, match="batch"):             # an unbuilt layer checks, as Keras's build does
+        layers.Add()([big, one])
+    with pytest.raises(ValueError):
+        build(lamina)([big, big[:, :2]])                       # other axes still must agree
