@@ -188,3 +188,20 @@ def test_a_built_add_layer_broadcasts_a_batch_of_one_like_keras():
         layers.Add()([big, one])
     with pytest.raises(ValueError):
         build(lamina)([big, big[:, :2]])                       # other axes still must agree
+
+
+@pytest.mark.parametrize("initializer", ["zeros", "ones", lambda lib: lib.initializers.Constant(3.0),
+                                         lambda lib: np.arange(6, dtype="float32").reshape(2, 3)])
+def test_variable_takes_keras_initializer_and_shape_keywords(initializer):
+    """vq_vae in Keras 3's form: `keras.Variable(initializer=..., shape=..., trainable=..., name=...)` (Keras 3 has
+    no tf.Variable(initial_value=...)); the initializer a name, an Initializer or an array."""
+    def make(lib):
+        init = initializer(lib) if callable(initializer) else initializer
+        return lib.Variable(initializer=init, shape=(2, 3), trainable=False, name="codebook")
+    ours, theirs = make(lamina), make(keras)
+    np.testing.assert_array_equal(np.asarray(ours), _np(theirs))
+    assert ours.shape == tuple(theirs.shape) and ours.trainable is theirs.trainable is False
+    assert ours.name == theirs.name == "codebook"
+    assert np.dtype(ours.dtype) == np.dtype(keras.backend.standardize_dtype(theirs.dtype))
+    with pytest.raises(ValueError, match="shape"):
+        lamina.Variable(initializer="zeros")
