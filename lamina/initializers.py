@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from . import backend, threads
+from . import tensor as _tensor
 from .registry import register, registered_names
 
 
@@ -386,3 +387,6 @@ def get(identifier):
 __all__ = list(_ALIASES) + [c.__name__ for c in set(_ALIASES.values())] + ["get", "Initializer", "compute_fans",
                                                                             "serialize", "deserialize"]
 _ = registered_names
+
+
+_tensor._GET_INITIALIZER = get  # Variable(initializer='zeros', shape=...) finds initializers by name

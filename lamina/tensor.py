@@ -736,6 +736,10 @@ def grad(output, inputs, grad_output=None, retain_graph=False, on_ready=None):
     return _backprop(output, grad_output, retain_graph, accumulate=False, targets=inputs, on_ready=on_ready)
 
 
+# initializers.get, set by lamina.initializers (a floor above): Variable(initializer="zeros", shape=...)
+_GET_INITIALIZER = None
+
+
 class Variable(Tensor):
     """A model weight: a named leaf Tensor updated in place by optimizers (Keras's Variable).
 
@@ -746,16 +750,38 @@ class Variable(Tensor):
 
     autocast = True  # read in a mixed layer's compute dtype inside its call() (see Op.apply); add_weight sets it
 
-    def __init__(self, value, name=None, trainable=True, dtype=None, constraint=None, regularizer=None, *,
+    def __init__(self, value=None, name=None, trainable=True, dtype=None, constraint=None, regularizer=None, *,
+                 initializer=None, shape=None, autocast=True, aggregation="none", synchronization="auto",
                  _copy=True):
         # (_copy=False: for a fresh array nobody else holds, e.g. add_weight's draw from lamina's own
         # initializers; copying a large model's weights once more cost as much as drawing them)
+        # Keras's form: Variable(initializer=..., shape=...), the initializer an array, a name or a callable
+        if initializer is not None:
+            if value is not None:
+                raise ValueError("Variable: pass the initial value or an initializer, not both.")
+            if isinstance(initializer, str) or (callable(initializer) and not hasattr(initializer, "shape")):
+                if shape is None:
+                    raise ValueError(f"Variable: an initializer ({initializer!r}) needs a shape. Received: shape=None")
+                init = _GET_INITIALIZER(initializer) if isinstance(initializer, str) else initializer
+                value = init(tuple(shape), dtype=dtype or backend.floatx())
+                value = value.data if isinstance(value, Tensor) else value
+                _copy = False
+            else:
+                value = initializer
+        if value is None:
+            raise TypeError("Variable() needs an initial value: Variable(value) or Variable(initializer=..., "
+                            "shape=...).")
+        if shape is not None and tuple(np.shape(value.data if isinstance(value, Tensor) else value)) != tuple(shape):
+            raise ValueError(f"Variable: the initial value has shape {np.shape(value)}, not the shape given, "
+                             f"{tuple(shape)}.")
         given = value.data if isinstance(value, Tensor) else value
         super().__init__(value, requires_grad=False, dtype=dtype or backend.floatx(), name=name)
         if self.data is given and _copy:
             self.data = self.data.copy()
         self.requires_grad = _is_float(self.data.dtype)
         self.trainable = trainable
+        if not autocast:
+            self.autocast = False
         self.constraint = constraint
         self.regularizer = regularizer
         scope = backend.current_path()   # inside keras.name_scope("enc"): enc/<name>

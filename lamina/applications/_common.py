@@ -14,10 +14,13 @@ import sys
 
 import numpy as np
 
-from .. import layers
+from .. import layers, ops
+from ..backend import is_keras_tensor
+from ..tensor import Tensor
 from ..io.limits import weight_budget
 from ..models import Model
 from ..utils.data_utils import lamina_home
+from ..utils.general import get_source_inputs
 
 __all__ = ["builder", "image_input", "classifier_head", "load_weights", "preprocess", "decode_imagenet"]
 
@@ -82,7 +85,12 @@ def check_classes(weights, include_top, classes, name):
 
 def build(inputs, outputs, name, weights, keras_name, weights_name=None):
     """The model; with weights='imagenet', loaded from ``$LAMINA_HOME/models/<weights_name>.weights.h5`` (or
-    ``.keras``), weights_name defaulting to the architecture's lower-case name (never the model's name=)."""
+    ``.keras``), weights_name defaulting to the architecture's lower-case name (never the model's name=).
+    An ``input_tensor`` computed from an Input (``preprocess_input(Input(...))``) makes that Input the model's,
+    as Keras takes the tensor's source inputs, so the steps before the tensor are part of the model."""
+    if is_keras_tensor(inputs):
+        sources = get_source_inputs(inputs)
+        inputs = sources[0] if len(sources) == 1 else sources
     model = Model(inputs, outputs, name=name)
     if weights == "imagenet":
         folder = os.path.join(lamina_home(), "models")
@@ -111,7 +119,10 @@ def load_weights(model, path):
 
 def preprocess(x, data_format=None, mode="caffe"):
     """ImageNet preprocessing as Keras's modes: 'caffe' (RGB -> BGR, minus the per-channel ImageNet mean),
-    'torch' (to [0, 1], minus mean, over std), 'tf' (to [-1, 1])."""
+    'torch' (to [0, 1], minus mean, over std), 'tf' (to [-1, 1]). A Tensor or a symbolic tensor (a model's
+    Input) gives a Tensor or a symbolic tensor, by ops, as Keras; anything else a new NumPy array."""
+    if isinstance(x, Tensor) or is_keras_tensor(x):
+        return _preprocess_tensor(x, data_format, mode)
     x = np.asarray(x)
     x = x.astype("float32") if not np.issubdtype(x.dtype, np.floating) else x.copy()
     if data_format not in (None, "channels_last"):
@@ -123,6 +134,18 @@ def preprocess(x, data_format=None, mode="caffe"):
         return ((x - np.array([0.485, 0.456, 0.406], x.dtype)) / np.array([0.229, 0.224, 0.225], x.dtype))
     x = x[..., ::-1]
     return x - np.array([103.939, 116.779, 123.68], x.dtype)
+
+
+def _preprocess_tensor(x, data_format, mode):
+    if data_format not in (None, "channels_last"):
+        raise ValueError(f"Only data_format='channels_last' is supported. Received: {data_format!r}")
+    if not np.issubdtype(np.dtype(x.dtype), np.floating):
+        x = ops.cast(x, "float32")
+    if mode == "tf":
+        return x / 127.5 - 1.0
+    if mode == "torch":
+        return (x / 255.0 - np.array([0.485, 0.456, 0.406], "float32")) / np.array([0.229, 0.224, 0.225], "float32")
+    return ops.flip(x, axis=-1) - np.array([103.939, 116.779, 123.68], "float32")
 
 
 def decode_imagenet(preds, top=5):

@@ -145,7 +145,8 @@ class BaseConv(Layer):
         if self._fuses_relu and self.groups == 1 and self.activation is _relu:
             y = self._conv(x, activation="relu")  # inside the op, block by block (ops.conv2d)
         else:
-            y = self.activation(self._conv(x))
+            y = self._conv(x)
+            y = y if self.activation is None else self.activation(y)  # None once set by hand, as Keras
         return to_channels_first(y, self.data_format)
 
     def _spatial_out(self, size, a):

@@ -165,7 +165,8 @@ class _BaseDepthwise(Layer):
         return (shape[0],) + out + (c,) if self.data_format == "channels_last" else (shape[0], c) + out
 
     def call(self, inputs):
-        y = self.activation(_bias(self._conv(to_channels_last(inputs, self.data_format)), self.bias))
+        y = _bias(self._conv(to_channels_last(inputs, self.data_format)), self.bias)
+        y = y if self.activation is None else self.activation(y)  # None once set by hand, as Keras
         return to_channels_first(y, self.data_format)
 
 
@@ -613,7 +614,7 @@ class EinsumDense(LoraKernel, Layer):
 
     def call(self, inputs):
         y = _bias(ops.einsum(self.equation, inputs, _like(self.effective_kernel(), inputs)), self.bias)
-        return self.activation(y)
+        return y if self.activation is None else self.activation(y)  # None once set by hand, as Keras
 
     def compute_output_shape(self, input_shape):
         return _einsum_shapes(self.equation, self.bias_axes, input_shape, self.partial_output_shape, self.name)[2]

@@ -167,7 +167,8 @@ class Dense(LoraKernel, Layer):
         kernel = self.effective_kernel()
         if self.activation is _relu:
             return ops.linear(inputs, kernel, self.bias, activation="relu")  # fused into the op
-        return self.activation(ops.linear(inputs, kernel, self.bias))
+        y = ops.linear(inputs, kernel, self.bias)
+        return y if self.activation is None else self.activation(y)  # None once set by hand, as Keras
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)

@@ -360,6 +360,12 @@ class Layer:
                 for v in value:
                     if not any(v is l for l in self._layers):
                         self._layers.append(v)
+            elif isinstance(value, Variable) and "_own_weights" in self.__dict__ and \
+                    not any(value is w for w in self._own_weights):
+                # a Variable made by hand (``self.e = keras.Variable(...)``) is one of the layer's weights, as in
+                # Keras: trained, counted, saved (add_weight's are tracked already)
+                value.requires_grad = bool(value.requires_grad and self._trainable and value.trainable)
+                self._own_weights.append(value)
         object.__setattr__(self, name, value)
 
     def _set_dtype_policy(self, dtype):

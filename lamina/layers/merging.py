@@ -114,7 +114,9 @@ class Merge(Layer):
     # ----- forward
     def call(self, inputs, mask=None):
         inputs = list(inputs)
-        self.compute_output_shape([tuple(x.shape) for x in inputs])  # also checks later calls
+        # later calls are checked after the batch axis only: once built, a batch of 1 broadcasts against the
+        # others as in Keras (whose batch check runs in build), e.g. a learned array expanded to batch 1
+        self.compute_output_shape([(None,) + tuple(x.shape[1:]) for x in inputs])
         rank = max(x.ndim for x in inputs)
         # Keras inserts the missing axes right after the batch axis (not in front of it)
         inputs = [ops.reshape(x, (x.shape[0],) + (1,) * (rank - x.ndim) + tuple(x.shape[1:])) if x.ndim < rank else x

@@ -172,11 +172,22 @@ class Model(Layer):
         # A subclassed model creates its sub-layers' weights by running call() right after this;
         # the input shape is kept (batch axis as None) so that a saved model can be rebuilt.
         self._called_shapes = _nest_map_shapes(lambda s: (None,) + tuple(s[1:]), shapes)
+        if type(self).build is not Model.build:
+            # a subclass's own build(input_shape) (making its sub-layers there) runs before the first call, as in
+            # Keras; its super().build() then only marks the model built, since the call follows
+            object.__setattr__(self, "_in_first_build", True)
+            try:
+                self.build(shapes)
+            finally:
+                object.__setattr__(self, "_in_first_build", False)
         self.built = True
 
     def build(self, input_shape):
         """Create the weights of a subclassed model by running it once on zeros of input_shape
         (None sizes count as 1)."""
+        if self.__dict__.get("_in_first_build"):
+            self.built = True
+            return
         def zeros(shape):
             return np.zeros(tuple(1 if d is None else d for d in shape), backend.floatx())
         is_shape = isinstance(input_shape, (tuple, list)) and all(d is None or isinstance(d, int) for d in input_shape)

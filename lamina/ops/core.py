@@ -50,6 +50,8 @@ def convert_to_tensor(x, dtype=None, sparse=None, ragged=None):
         return x if dtype is None else cast(x, dtype)
     if dtype is not None:
         dtype = _dt.standardize_dtype(dtype)
+    if dtype == "string" or (dtype is None and _is_text(x)):
+        return _text_tensor(x)
     if isinstance(x, (bool, int, float, complex)) and not isinstance(x, np.generic):
         if dtype is None:
             if isinstance(x, bool):
@@ -77,6 +79,29 @@ def convert_to_tensor(x, dtype=None, sparse=None, ragged=None):
     if dtype is not None and arr.dtype != _np_dtype(dtype):
         arr = arr.astype(_np_dtype(dtype))
     return Tensor(arr)
+
+
+def _is_text(x):
+    """True for str/bytes, a (nested) list of them, or a NumPy array of strings."""
+    if isinstance(x, (str, bytes)):
+        return True
+    if isinstance(x, (list, tuple)):
+        items = tree.flatten(list(x))
+        return bool(items) and all(isinstance(e, (str, bytes)) for e in items)
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind in "US":
+            return True
+        return x.dtype == object and x.size > 0 and all(isinstance(e, (str, bytes)) for e in x.flat)
+    return False
+
+
+def _text_tensor(x):
+    """Strings as lamina holds Keras's string tensors (the inputs of text models): a NumPy object array
+    in a Tensor, as ``Input(dtype="string")`` and TextVectorization take them."""
+    if not _is_text(x):
+        raise ValueError(f"convert_to_tensor(dtype='string') expects str or bytes values (or nested lists or "
+                         f"arrays of them). Received: {type(x).__name__}")
+    return Tensor(np.asarray(np.asarray(x), dtype=object))
 
 
 _t = convert_to_tensor
