@@ -37,3 +37,50 @@ def test_deprecated_output_mode_binary_is_multi_hot_like_keras():
         layers.StringLookup(vocabulary=["a"], output_mode="binaryy")
     with pytest.raises(ValueError, match="output_mode"):
         layers.Discretization(bin_boundaries=[0.0], output_mode="binary")   # not an alias there in Keras
+
+
+def _mixture_nll(lib, k):
+    ops = lib.ops
+
+    def mixture_nll(y_true, y_pred):          # (N,) targets against (N, 3k) outputs: the loss splits them
+        y = ops.reshape(y_true, (-1, 1))
+        mu, log_sig, logits = y_pred[:, :k], y_pred[:, k:2 * k], y_pred[:, 2 * k:]
+        z = (y - mu) / ops.exp(log_sig)
+        comp = -0.5 * z * z - log_sig + ops.log_softmax(logits, axis=-1)
+        return -ops.logsumexp(comp, axis=-1)
+    return mixture_nll
+
+
+def test_a_user_loss_gets_targets_and_outputs_of_different_widths_like_keras():
+    """mixture density recipe: compile(loss=fn) where fn reshapes (N,) targets against (N, 3k) outputs.
+    lamina's own target/output check refused it; Keras hands a user's loss the arrays as they are."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 2)).astype("float32")
+    y = rng.normal(size=(64,)).astype("float32")
+    k = 3
+    results = []
+    for lib in (lamina, keras):
+        model = lib.Sequential([lib.Input((2,)), lib.layers.Dense(3 * k)])
+        w = [rng.normal(size=(2, 3 * k)).astype("float32") * 0.1, np.zeros(3 * k, "float32")] if not results \
+            else results[0][1]
+        model.set_weights(w)
+        model.compile(optimizer=lib.optimizers.SGD(0.1), loss=_mixture_nll(lib, k))
+        hist = model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0).history["loss"]
+        results.append((hist, w, model.evaluate(x, y, verbose=0)))
+
+    class Nll(lamina.losses.Loss):                # a user's Loss subclass is not checked either
+        def call(self, y_true, y_pred):
+            return _mixture_nll(lamina, k)(y_true, y_pred)
+    model = lamina.Sequential([lamina.Input((2,)), lamina.layers.Dense(3 * k)])
+    model.set_weights(results[0][1])
+    model.compile(optimizer=lamina.optimizers.SGD(0.1), loss=Nll())
+    results.append((model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0).history["loss"],))
+
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
+    np.testing.assert_allclose(results[0][2], results[1][2], rtol=1e-5)
+    np.testing.assert_allclose(results[2][0], results[1][0], rtol=1e-5)
+    # lamina's own losses still say what is wrong
+    model = lamina.Sequential([lamina.Input((2,)), lamina.layers.Dense(3 * k)])
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match="do not match"):
+        model.fit(x, y, epochs=1, verbose=0)
