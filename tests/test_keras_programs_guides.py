@@ -84,3 +84,26 @@ def test_a_user_loss_gets_targets_and_outputs_of_different_widths_like_keras():
     model.compile(optimizer="sgd", loss="mse")
     with pytest.raises(ValueError, match="do not match"):
         model.fit(x, y, epochs=1, verbose=0)
+
+
+def _named_models(lib):
+    class ImageClassifier(lib.Model):          # functional subclassing: the graph is built in __init__
+        def __init__(self, **kwargs):
+            inputs = lib.Input((4,))
+            super().__init__(inputs=inputs, outputs=lib.layers.Dense(2)(inputs), **kwargs)
+
+    class TwoDense(lib.Sequential):
+        pass
+
+    lib.backend.clear_session()
+    x = lib.Input((4,))
+    return [ImageClassifier().name, ImageClassifier().name, lib.Model(x, lib.layers.Dense(1)(x)).name,
+            TwoDense([lib.layers.Dense(2)]).name, lib.Sequential().name, ImageClassifier(name="mine").name]
+
+
+def test_a_functional_subclass_is_named_after_its_class_like_keras():
+    """packaging recipe: class MnistModel(keras.Model) whose __init__ calls super().__init__(inputs, outputs)
+    is 'mnist_model' in Keras's summary; lamina called it 'functional_1' (and numbered the next plain
+    functional model after it)."""
+    assert _named_models(lamina) == _named_models(keras) == [
+        "image_classifier", "image_classifier_1", "functional", "two_dense", "sequential", "mine"]
