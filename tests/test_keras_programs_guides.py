@@ -107,3 +107,38 @@ def test_a_functional_subclass_is_named_after_its_class_like_keras():
     functional model after it)."""
     assert _named_models(lamina) == _named_models(keras) == [
         "image_classifier", "image_classifier_1", "functional", "two_dense", "sequential", "mine"]
+
+
+def _scaled_dense(lib):
+    class ScaledDense(lib.layers.Dense):       # a weight made by hand, not by add_weight
+        def __init__(self, units, **kwargs):
+            super().__init__(units, **kwargs)
+            self.scale = lib.Variable(np.full((units,), 0.5, "float32"), name="scale")
+
+        def call(self, inputs):
+            return super().call(inputs) * self.scale
+    return ScaledDense
+
+
+def test_a_variable_set_as_a_layer_attribute_is_a_weight_like_keras():
+    """customizing-saving guide: self.stored_variables = Variable(...) in a Dense subclass's __init__ is one
+    of the layer's weights in Keras (listed first, trained, counted); lamina ignored it."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(16, 3)).astype("float32")
+    y = rng.normal(size=(16, 2)).astype("float32")
+    out = []
+    for lib in (lamina, keras):
+        layer = _scaled_dense(lib)(2)
+        model = lib.Sequential([lib.Input((3,)), layer])
+        model.set_weights([np.full((2,), 0.5, "float32"), np.eye(3, 2, dtype="float32"), np.zeros(2, "float32")])
+        model.compile(optimizer=lib.optimizers.SGD(0.1), loss="mse")
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+        out.append(([w.name for w in layer.weights], [w.name for w in layer.trainable_weights],
+                    model.count_params(), [np.asarray(w) for w in model.get_weights()]))
+    assert out[0][:3] == out[1][:3] == (["scale", "kernel", "bias"], ["scale", "kernel", "bias"], 10)
+    for a, b in zip(out[0][3], out[1][3]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    frozen = lamina.Variable(np.zeros(2, "float32"), trainable=False)
+    layer = _scaled_dense(lamina)(2)
+    layer.offset = frozen                        # a non-trainable one goes with the non-trainable weights
+    assert layer.non_trainable_weights == [frozen] and len(layer.weights) == 2

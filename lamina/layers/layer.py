@@ -360,6 +360,11 @@ class Layer:
                 for v in value:
                     if not any(v is l for l in self._layers):
                         self._layers.append(v)
+        # a Variable made by hand (self.v = keras.Variable(...)) is one of the layer's weights, as in Keras:
+        # trained when trainable, listed in weights, saved with them
+        if (isinstance(value, Variable) and not name.startswith("__") and "_own_weights" in self.__dict__
+                and not any(value is w for w in self._own_weights)):
+            self._own_weights.append(value)
         object.__setattr__(self, name, value)
 
     def _set_dtype_policy(self, dtype):
