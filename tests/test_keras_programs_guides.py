@@ -142,3 +142,24 @@ def test_a_variable_set_as_a_layer_attribute_is_a_weight_like_keras():
     layer = _scaled_dense(lamina)(2)
     layer.offset = frozen                        # a non-trainable one goes with the non-trainable weights
     assert layer.non_trainable_weights == [frozen] and len(layer.weights) == 2
+
+
+def test_convert_to_tensor_keeps_strings_for_string_inputs():
+    """FeatureSpace advanced example: inference on {name: keras.ops.convert_to_tensor([value])} where some
+    values are strings. Keras (TF backend, as the example sets) makes string tensors; lamina raised
+    TypeError "data type 'string' not understood". Keras's torch backend has no strings (it raises), so the
+    reference here is the dtype Keras names for str, and the same model fed NumPy string arrays."""
+    assert lamina.dtypes.result_type(str) == keras.backend.standardize_dtype(str) == "string"
+    t = lamina.ops.convert_to_tensor(["blue-collar", "admin."])
+    assert np.asarray(t).tolist() == ["blue-collar", "admin."]
+    assert np.asarray(lamina.ops.convert_to_tensor("x")).tolist() == "x"
+    assert np.asarray(lamina.ops.convert_to_tensor(np.array(["ab"]), dtype="string")).tolist() == ["ab"]
+
+    job = lamina.Input((1,), dtype="string", name="job")
+    ids = layers.StringLookup(vocabulary=["admin.", "blue-collar"], output_mode="one_hot")(job)
+    model = lamina.Model({"job": job}, layers.Dense(1, kernel_initializer="ones")(ids))
+    from_ops = model.predict({"job": lamina.ops.convert_to_tensor([["blue-collar"]])}, verbose=0)
+    from_numpy = model.predict({"job": np.array([["blue-collar"]])}, verbose=0)
+    np.testing.assert_array_equal(from_ops, from_numpy)
+    with pytest.raises(ValueError, match="dtype"):
+        lamina.ops.convert_to_tensor([b"raw bytes"])
