@@ -163,3 +163,42 @@ def test_convert_to_tensor_keeps_strings_for_string_inputs():
     np.testing.assert_array_equal(from_ops, from_numpy)
     with pytest.raises(ValueError, match="dtype"):
         lamina.ops.convert_to_tensor([b"raw bytes"])
+
+
+def _forest(lib):
+    class Forest(lib.Model):                   # sub-layers added to a list and a dict after assignment
+        def __init__(self):
+            super().__init__()
+            self.trees = []
+            for _ in range(3):
+                self.trees.append(lib.layers.Dense(2))
+            self.heads = {}
+            self.heads["extra"] = lib.layers.Dense(2)
+
+        def call(self, x):
+            out = self.heads["extra"](x)
+            for tree in self.trees:
+                out = out + tree(x)
+            return out
+    return Forest
+
+
+def test_layers_added_to_a_list_or_dict_attribute_later_are_tracked_like_keras():
+    """neural decision forest example: self.ensemble = [] then self.ensemble.append(NeuralDecisionTree(...)).
+    lamina tracked a list only when assigned full of layers, so the trees' weights were neither trained nor
+    counted (2,132 parameters instead of the forest's); Keras tracks the list and dicts as they change."""
+    x = np.random.default_rng(2).normal(size=(8, 4)).astype("float32")
+    y = np.zeros((8, 2), "float32")
+    out = []
+    for lib in (lamina, keras):
+        model = _forest(lib)()
+        model(x)
+        model.compile(optimizer=lib.optimizers.SGD(0.1), loss="mse")
+        before = [np.asarray(w).copy() for w in model.trainable_weights]
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+        moved = [not np.allclose(a, np.asarray(w)) for a, w in zip(before, model.trainable_weights)]
+        out.append((len(model.layers), len(model.trainable_weights), model.count_params(), all(moved), model))
+    assert out[0][:4] == out[1][:4] == (4, 8, 40, True)
+    ours = out[0][4]
+    assert isinstance(ours.trees, list) and isinstance(ours.heads, dict)   # still a list and a dict to the user
+    assert ours.trees[0] is ours.layers[0] and ours.heads["extra"] is ours.layers[3]
