@@ -202,3 +202,7 @@ def test_layers_added_to_a_list_or_dict_attribute_later_are_tracked_like_keras()
     ours = out[0][4]
     assert isinstance(ours.trees, list) and isinstance(ours.heads, dict)   # still a list and a dict to the user
     assert ours.trees[0] is ours.layers[0] and ours.heads["extra"] is ours.layers[3]
+    import copy
+    twin = copy.deepcopy(ours)                 # the tracking containers survive a deep copy
+    twin.trees.append(lamina.layers.Dense(2))
+    assert len(twin.layers) == 5 and len(ours.layers) == 4 and twin.trees[0] is twin.layers[0]

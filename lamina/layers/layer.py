@@ -300,10 +300,14 @@ class InputSpec:
 
 
 def _track_layers(owner, items):
-    """Make the Layers among items sub-layers of owner (once each, never owner itself)."""
+    """Make the Layers among items sub-layers of owner (once each, never owner itself). An owner not set up
+    yet (a list being rebuilt by copy.deepcopy before its layer) is skipped: its own _layers is copied too."""
+    layers = getattr(owner, "__dict__", {}).get("_layers")
+    if layers is None:
+        return
     for v in items:
-        if isinstance(v, Layer) and v is not owner and not any(v is l for l in owner._layers):
-            owner._layers.append(v)
+        if isinstance(v, Layer) and v is not owner and not any(v is l for l in layers):
+            layers.append(v)
 
 
 class _TrackedList(list):
@@ -312,20 +316,20 @@ class _TrackedList(list):
 
     def append(self, v):
         super().append(v)
-        _track_layers(self._owner, (v,))
+        _track_layers(getattr(self, "_owner", None), (v,))
 
     def extend(self, values):
         values = list(values)
         super().extend(values)
-        _track_layers(self._owner, values)
+        _track_layers(getattr(self, "_owner", None), values)
 
     def insert(self, i, v):
         super().insert(i, v)
-        _track_layers(self._owner, (v,))
+        _track_layers(getattr(self, "_owner", None), (v,))
 
     def __setitem__(self, i, v):
         super().__setitem__(i, v)
-        _track_layers(self._owner, v if isinstance(i, slice) else (v,))
+        _track_layers(getattr(self, "_owner", None), v if isinstance(i, slice) else (v,))
 
     def __iadd__(self, values):
         self.extend(values)
@@ -338,15 +342,15 @@ class _TrackedDict(dict):
 
     def __setitem__(self, k, v):
         super().__setitem__(k, v)
-        _track_layers(self._owner, (v,))
+        _track_layers(getattr(self, "_owner", None), (v,))
 
     def update(self, *args, **kwargs):
         super().update(*args, **kwargs)
-        _track_layers(self._owner, self.values())
+        _track_layers(getattr(self, "_owner", None), self.values())
 
     def setdefault(self, k, default=None):
         v = super().setdefault(k, default)
-        _track_layers(self._owner, (v,))
+        _track_layers(getattr(self, "_owner", None), (v,))
         return v
 
 class Layer:
