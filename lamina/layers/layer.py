@@ -298,6 +298,61 @@ class InputSpec:
                     raise ValueError(f"{where}: expected shape={self.shape}, found shape={tuple(shape)}")
 
 
+
+def _track_layers(owner, items):
+    """Make the Layers among items sub-layers of owner (once each, never owner itself). An owner not set up
+    yet (a list being rebuilt by copy.deepcopy before its layer) is skipped: its own _layers is copied too."""
+    layers = getattr(owner, "__dict__", {}).get("_layers")
+    if layers is None:
+        return
+    for v in items:
+        if isinstance(v, Layer) and v is not owner and not any(v is l for l in layers):
+            layers.append(v)
+
+
+class _TrackedList(list):
+    """A layer's list attribute: layers added to it later become the layer's sub-layers (Keras's tracking)."""
+    __slots__ = ("_owner",)
+
+    def append(self, v):
+        super().append(v)
+        _track_layers(getattr(self, "_owner", None), (v,))
+
+    def extend(self, values):
+        values = list(values)
+        super().extend(values)
+        _track_layers(getattr(self, "_owner", None), values)
+
+    def insert(self, i, v):
+        super().insert(i, v)
+        _track_layers(getattr(self, "_owner", None), (v,))
+
+    def __setitem__(self, i, v):
+        super().__setitem__(i, v)
+        _track_layers(getattr(self, "_owner", None), v if isinstance(i, slice) else (v,))
+
+    def __iadd__(self, values):
+        self.extend(values)
+        return self
+
+
+class _TrackedDict(dict):
+    """A layer's dict attribute: layers stored in it become the layer's sub-layers (Keras's tracking)."""
+    __slots__ = ("_owner",)
+
+    def __setitem__(self, k, v):
+        super().__setitem__(k, v)
+        _track_layers(getattr(self, "_owner", None), (v,))
+
+    def update(self, *args, **kwargs):
+        super().update(*args, **kwargs)
+        _track_layers(getattr(self, "_owner", None), self.values())
+
+    def setdefault(self, k, default=None):
+        v = super().setdefault(k, default)
+        _track_layers(getattr(self, "_owner", None), (v,))
+        return v
+
 class Layer:
     """Base of every layer. Subclasses write ``build(input_shape)`` (weights via ``add_weight``),
     ``call(inputs, training=None)`` (composing ops) and ``compute_output_shape``.
@@ -351,6 +406,17 @@ class Layer:
 
     # ----- tracking
     def __setattr__(self, name, value):
+        # a public list or dict attribute is tracked: layers appended or stored in it later are sub-layers too
+        # (self.ensemble = [] then self.ensemble.append(Tree()), self.embeddings[name] = Embedding(...)), as
+        # Keras tracks them; lamina's own '_'-named containers are left as they are
+        if not name.startswith("_") and "_layers" in self.__dict__:
+            if type(value) is list:
+                value = _TrackedList(value)
+                value._owner = self
+            elif type(value) is dict:
+                value = _TrackedDict(value)
+                value._owner = self
+                _track_layers(self, value.values())
         # '_layers' itself is skipped: a Functional model assigns its whole layer list there, and tracking each
         # member into the list being replaced was quadratic (a quarter of building NASNetLarge's 1041 layers)
         if name != "_layers" and not name.startswith("__") and "_layers" in self.__dict__:

@@ -33,7 +33,9 @@ def _array(x):
 _MODES = ("int", "one_hot", "multi_hot", "count", "tf_idf")
 
 
-def _check_mode(layer, mode, valid=_MODES):
+def _check_mode(layer, mode, valid=_MODES, aliases=None):
+    """The output_mode, with Keras's deprecated spellings given in ``aliases`` (e.g. 'binary') renamed."""
+    mode = (aliases or {}).get(mode, mode)
     if mode not in valid:
         raise ValueError(f"{type(layer).__name__} '{layer.name}': unknown output_mode {mode!r}. "
                          f"Valid: {', '.join(repr(v) for v in valid)}.")
@@ -54,7 +56,8 @@ class CategoryEncoding(Layer):
             raise ValueError(f"CategoryEncoding '{self.name}': num_tokens must be a positive int. "
                              f"Received: num_tokens={num_tokens!r}")
         self.num_tokens = int(num_tokens)
-        self.output_mode = _check_mode(self, output_mode, ("one_hot", "multi_hot", "count"))
+        self.output_mode = _check_mode(self, output_mode, ("one_hot", "multi_hot", "count"),
+                                       {"binary": "multi_hot"})  # Keras's deprecated name, still accepted
         if sparse:
             raise ValueError(f"CategoryEncoding '{self.name}': sparse outputs are not supported by lamina.")
         self.sparse = False
@@ -85,6 +88,11 @@ class CategoryEncoding(Layer):
 
     def compute_output_spec(self, inputs, **kwargs):
         return self.compute_output_shape(inputs.shape), self.dtype
+
+    def get_config(self):
+        config = super().get_config()
+        config["output_mode"] = self.output_mode   # 'binary' reported as 'multi_hot', as Keras
+        return config
 
 
 class Discretization(Layer):
@@ -190,7 +198,8 @@ class _Lookup(Layer):
         self.mask_token = mask_token
         self.oov_token = oov_token
         self.invert = bool(invert)
-        self.output_mode = _check_mode(self, output_mode)
+        # Keras's deprecated names 'binary' and 'tf-idf' are still accepted and stored under the new ones.
+        self.output_mode = _check_mode(self, output_mode, aliases={"binary": "multi_hot", "tf-idf": "tf_idf"})
         if self.invert and self.output_mode != "int":
             raise ValueError(f"{type(self).__name__} '{self.name}': invert=True needs output_mode='int'.")
         if self.output_mode == "tf_idf" and idf_weights is None and vocabulary is not None:
@@ -326,6 +335,7 @@ class _Lookup(Layer):
         config = super().get_config()
         config["vocabulary"] = list(self._vocab)
         config["idf_weights"] = self.idf_weights
+        config["output_mode"] = self.output_mode   # 'binary' reported as 'multi_hot', as Keras
         return config
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from .. import ops
 from ..backend import current_path, get_array_module, unique_name
 from ..layers.core import InputLayer
-from ..layers.layer import KerasTensor, Layer, Node, _is_spec, _nest_flatten, _nest_map
+from ..layers.layer import KerasTensor, Layer, Node, _is_spec, _nest_flatten, _nest_map, _snake
 from ..registry import serialize
 from ..tensor import Tensor, no_grad
 from .model import Model, deserialize_layer
@@ -103,7 +103,10 @@ class Functional(Model):
     """``Model(inputs, outputs, name=None)`` over symbolic tensors. Build it through ``lamina.Model``."""
 
     def __init__(self, inputs, outputs, name=None, trainable=True, **kwargs):
-        Layer.__init__(self, name=name or unique_name("functional"), trainable=trainable, **kwargs)
+        # named as Keras names it: 'functional' for Model(inputs, outputs), a subclass after its class
+        # (class MnistModel(Model) calling super().__init__(inputs, outputs) -> 'mnist_model')
+        default = "functional" if type(self) is Functional else _snake(type(self).__name__)
+        Layer.__init__(self, name=name or unique_name(default), trainable=trainable, **kwargs)
         self._init_model_state()
         self._init_graph(inputs, outputs)
         with self._name_scope():   # built here, as Keras's (its layers were built when called)

@@ -6,7 +6,7 @@ every layer has its weights, ``layer.output`` and an output shape for ``summary(
 """
 from ..backend import unique_name
 from ..layers.core import InputLayer
-from ..layers.layer import KerasTensor, Layer, _is_spec, _nest_flatten
+from ..layers.layer import KerasTensor, Layer, _is_spec, _nest_flatten, _snake
 from ..tensor import no_grad
 from .functional import _nonfinite, _spec_to_tensor, _tensor_to_spec
 from .model import Model, deserialize_layer
@@ -17,7 +17,9 @@ class Sequential(Model):
     or ``model = Sequential(); model.add(...)``."""
 
     def __init__(self, layers=None, trainable=True, name=None, **kwargs):
-        Layer.__init__(self, name=name or unique_name("sequential"), trainable=trainable, **kwargs)
+        # a subclass of Sequential is named after its class, as Keras names layers
+        default = "sequential" if type(self) is Sequential else _snake(type(self).__name__)
+        Layer.__init__(self, name=name or unique_name(default), trainable=trainable, **kwargs)
         self._init_model_state()
         object.__setattr__(self, "_input_layer", None)
         self._layer_outputs = {}

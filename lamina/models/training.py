@@ -346,6 +346,13 @@ def _loss_kind(loss):
     return "other"
 
 
+def _is_lamina_loss(loss):
+    """True for lamina's own losses; False for a user's loss function or Loss subclass, which may reshape or
+    split its arguments itself (a mixture-density loss takes (N,) targets against (N, 3k) outputs)."""
+    owner = getattr(loss, "fn", None) or type(loss)
+    return (getattr(owner, "__module__", None) or "").split(".")[0] == "lamina"
+
+
 def resolve_metric(identifier, y_true, y_pred, loss=None):
     """A Metric for identifier; 'accuracy'/'acc' (and 'crossentropy'/'ce') chosen from the output and
     target shapes as Keras does: width 1 -> binary, integer labels -> sparse, else categorical."""
@@ -498,7 +505,10 @@ class CompileState:
         return [y]
 
     def _check(self, loss, yt, yp):
-        """Catch target/output mismatches with a message saying what to use instead."""
+        """Catch target/output mismatches with a message saying what to use instead. Only lamina's own losses
+        are checked: Keras hands a user's loss function the targets and outputs as they are."""
+        if not _is_lamina_loss(loss):
+            return
         kind = _loss_kind(loss)
         t_shape, p_shape = tuple(np.shape(yt)), tuple(yp.shape)
         if kind == "sparse":

@@ -32,6 +32,8 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- conversion and dtypes
 def _np_dtype(name):
+    if name == "string":   # Keras's string dtype (strings reach StringLookup, TextVectorization, FeatureSpace)
+        return np.dtype(str)
     return np.dtype("float32" if name == "bfloat16" else name)
 
 
