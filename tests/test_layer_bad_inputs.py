@@ -47,3 +47,25 @@ def test_integer_and_bool_inputs_compute_in_the_layer_float_dtype(name, kwargs, 
     assert y.dtype == np.float32, f"{name}: {y.dtype}"
     expected = _call(layer, name, x.astype("float32"))
     np.testing.assert_allclose(np.asarray(y.numpy()), np.asarray(expected.numpy()), rtol=1e-6, atol=1e-6)
+
+
+GLOBAL_MAX = [("GlobalMaxPooling1D", (0, 6, 3)), ("GlobalMaxPooling2D", (0, 6, 6, 3)),
+              ("GlobalMaxPooling3D", (0, 4, 4, 4, 3))]
+
+
+@pytest.mark.parametrize("name,shape", GLOBAL_MAX, ids=[c[0] for c in GLOBAL_MAX])
+def test_global_max_pooling_of_an_empty_batch(name, shape):
+    # the max runs over the spatial axes, which are not empty: (0, ..., C) -> (0, C), as every other pooling
+    # layer (NumPy said 'zero-size array to reduction operation')
+    y = getattr(layers, name)()(np.zeros(shape, "float32"))
+    assert tuple(y.shape) == (0, 3)
+    y = getattr(layers, name)(keepdims=True)(np.zeros(shape, "float32"))
+    assert tuple(y.shape) == (0,) + (1,) * (len(shape) - 2) + (3,)
+
+
+def test_keras_ops_max_over_nonempty_axes_of_an_empty_array():
+    from lamina import ops
+    assert tuple(ops.max(np.zeros((0, 4), "float32"), axis=1).shape) == (0,)
+    assert tuple(ops.min(np.zeros((0, 4), "int32"), axis=-1).shape) == (0,)
+    with pytest.raises(ValueError, match="zero-size array"):   # an empty reduced axis has no max
+        ops.max(np.zeros((0, 4), "float32"), axis=0)
