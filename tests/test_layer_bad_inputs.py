@@ -69,3 +69,24 @@ def test_keras_ops_max_over_nonempty_axes_of_an_empty_array():
     assert tuple(ops.min(np.zeros((0, 4), "int32"), axis=-1).shape) == (0,)
     with pytest.raises(ValueError, match="zero-size array"):   # an empty reduced axis has no max
         ops.max(np.zeros((0, 4), "float32"), axis=0)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "bool"])
+@pytest.mark.parametrize("name,kwargs", [("Dropout", dict(rate=0.3)), ("SpatialDropout1D", dict(rate=0.3)),
+                                         ("GaussianNoise", dict(stddev=0.5)), ("GaussianDropout", dict(rate=0.3)),
+                                         ("AlphaDropout", dict(rate=0.3))], ids=lambda v: v if isinstance(v, str) else "")
+def test_noise_layers_in_training_turn_integer_inputs_into_floats(name, kwargs, dtype):
+    # The kept values of Dropout are scaled by 1/(1-rate) and the noise layers add or multiply real noise:
+    # on int/bool inputs the result was cast back to the input's dtype (Dropout kept 3 as 3, GaussianNoise
+    # changed nothing). In training they now compute in float32, as Keras; at inference they pass through.
+    x = np.full((4, 6, 1), 3, "int32") if dtype == "int32" else np.ones((4, 6, 1), bool)
+    layer = getattr(layers, name)(seed=1, **kwargs)
+    y = layer(x, training=True)
+    assert y.dtype == np.float32
+    if name in ("Dropout", "SpatialDropout1D"):
+        kept = np.asarray(y.numpy())[np.asarray(y.numpy()) != 0]
+        np.testing.assert_allclose(kept, x.astype("float32").max() / 0.7, rtol=1e-6)
+    else:
+        assert not np.allclose(np.asarray(y.numpy()), x.astype("float32"))
+    assert layer(x).dtype == x.dtype  # inference: the input as it is
+

@@ -664,6 +664,7 @@ class AlphaDropout(Layer):
     def call(self, inputs, training=None):
         if not training or self.rate <= 0:
             return inputs
+        inputs = self._cast_integers(inputs)  # a * x + b of bool/int values is float, as Keras
         shape = tuple(inputs.shape) if self.noise_shape is None else tuple(
             n if k is None else k for n, k in zip(inputs.shape, self.noise_shape))
         gen = self._rng or backend.rng()
