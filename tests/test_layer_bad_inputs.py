@@ -90,3 +90,60 @@ def test_noise_layers_in_training_turn_integer_inputs_into_floats(name, kwargs, 
         assert not np.allclose(np.asarray(y.numpy()), x.astype("float32"))
     assert layer(x).dtype == x.dtype  # inference: the input as it is
 
+
+def _raises_naming_layer(layer, *args):
+    with pytest.raises(ValueError) as info:
+        layer(*args)
+    assert layer.name in str(info.value), str(info.value)
+    return str(info.value)
+
+
+def _rand(*shape):
+    return np.random.default_rng(0).standard_normal(shape).astype("float32")
+
+
+CHANGED_FEATURES = [
+    ("RMSNormalization", {}, (B, 4), (B, 5)),
+    ("EinsumDense", dict(equation="ab,bc->ac", output_shape=3), (B, 4), (B, 5)),
+    ("EinsumDense", dict(equation="...b,bc->...c", output_shape=3), (B, 3, 4), (B, 3, 5)),
+    ("EinsumDense", dict(equation="abc,cd->abd", output_shape=(None, 3)), (B, 3, 4), (B, 3, 5)),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,first,second", CHANGED_FEATURES, ids=[c[0] for c in CHANGED_FEATURES])
+def test_a_feature_size_that_changes_after_build_is_refused_naming_the_layer(name, kwargs, first, second):
+    # NumPy said 'operands could not be broadcast together' / 'Size of label ... does not match'
+    layer = getattr(layers, name)(**kwargs)
+    layer(_rand(*first))
+    msg = _raises_naming_layer(layer, _rand(*second))
+    assert "expected axis" in msg and str(second) in msg
+
+
+def test_additive_attention_refuses_a_feature_size_that_changes_after_build():
+    layer = layers.AdditiveAttention()
+    layer([_rand(B, 3, 4), _rand(B, 3, 4)])
+    msg = _raises_naming_layer(layer, [_rand(B, 3, 5), _rand(B, 3, 5)])
+    assert "expected axis -1" in msg
+
+
+@pytest.mark.parametrize("name", ["Attention", "AdditiveAttention"])
+def test_attention_refuses_different_batch_sizes_or_key_value_lengths_naming_the_layer(name):
+    msg = _raises_naming_layer(getattr(layers, name)(), [_rand(2, 3, 4), _rand(3, 3, 4)])
+    assert "batch size" in msg
+    msg = _raises_naming_layer(getattr(layers, name)(), [_rand(2, 3, 4), _rand(2, 3, 4), _rand(2, 5, 4)])
+    assert "same length" in msg
+
+
+@pytest.mark.parametrize("name", ["Attention", "AdditiveAttention", "RMSNormalization"])
+def test_attention_and_rms_normalization_compute_integer_inputs_in_float(name):
+    x = np.arange(24).reshape(2, 3, 4) % 3
+    layer = getattr(layers, name)()
+    y = layer([x, x]) if "Attention" in name else layer(x)
+    assert y.dtype == np.float32
+
+
+@pytest.mark.parametrize("shape", [(4,), (2, 4, 2)])
+def test_einsum_dense_refuses_an_input_of_the_wrong_rank_naming_the_layer(shape):
+    # rank 1: an IndexError from the shape inference ('list index out of range'); rank 3: NumPy's einsum message
+    msg = _raises_naming_layer(layers.EinsumDense("ab,bc->ac", output_shape=3), _rand(*shape))
+    assert "rank 2" in msg and str(shape) in msg

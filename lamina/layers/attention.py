@@ -320,6 +320,8 @@ class Attention(Layer):
     and in 'dot' mode the returned scores are the weights before dropout.
     """
 
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype, as Dense
+
     def __init__(self, use_scale=False, score_mode="dot", dropout=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
         if score_mode not in ("dot", "concat"):
@@ -378,6 +380,13 @@ class Attention(Layer):
         if q.shape[-1] != k.shape[-1]:
             raise ValueError(f"{type(self).__name__} '{self.name}': query and key must have the same last axis. "
                              f"Received: query shape {tuple(q.shape)}, key shape {tuple(k.shape)}")
+        if q.ndim >= 3 and not q.shape[0] == v.shape[0] == k.shape[0]:
+            raise ValueError(f"{type(self).__name__} '{self.name}': query, value and key must have the same batch "
+                             f"size. Received: query shape {tuple(q.shape)}, value shape {tuple(v.shape)}, "
+                             f"key shape {tuple(k.shape)}")
+        if k.shape[-2] != v.shape[-2]:
+            raise ValueError(f"{type(self).__name__} '{self.name}': key and value must have the same length "
+                             f"(axis -2). Received: value shape {tuple(v.shape)}, key shape {tuple(k.shape)}")
         xp = backend.get_array_module(q.data)
         scores_mask = None
         if v_mask is not None:
@@ -426,6 +435,7 @@ class AdditiveAttention(Attention):
         self.scale = None
         if self.use_scale:
             self.scale = self.add_weight(shape=(dim,), initializer="glorot_uniform", name="scale")
+            self.input_spec = [InputSpec(axes={-1: dim})]   # the query's features (the key's must equal them)
         self.built = True
 
     def _calculate_scores(self, query, key):

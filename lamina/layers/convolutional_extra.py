@@ -467,6 +467,8 @@ class RMSNormalization(Layer):
     """y = x / sqrt(mean(x^2 over axis) + epsilon) * scale (Keras 3.15: scale of the normalised axes' shape,
     initialised to ones; epsilon default 1e-6)."""
 
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype, as LayerNormalization
+
     def __init__(self, axis=-1, epsilon=1e-6, **kwargs):
         super().__init__(**kwargs)
         self.axis = axis
@@ -485,6 +487,8 @@ class RMSNormalization(Layer):
         axes = self._axes(len(input_shape))
         shape = tuple(input_shape[a] for a in axes)
         self.scale = self.add_weight(shape=shape, initializer="ones", name="scale")
+        raw = self.axis if isinstance(self.axis, (list, tuple)) else [self.axis]
+        self.input_spec = InputSpec(axes={int(a): input_shape[int(a)] for a in raw})   # the scale's axes
         self.built = True
 
     def call(self, x):
@@ -533,6 +537,10 @@ def _einsum_shapes(equation, bias_axes, input_shape, output_shape, name):
     input_shape = list(input_shape)
     out = list(output_shape) if isinstance(output_shape, (list, tuple)) else [output_shape]
     elided = len(input_shape) - len(in_spec)
+    if elided < 0 or (elided > 0 and "..." not in equation):
+        raise ValueError(f"Layer '{name}': the equation {equation!r} expects an input of rank "
+                         f"{'at least ' if '...' in equation else ''}{len(in_spec)}. "
+                         f"Received input_shape={tuple(input_shape)}")
     if elided > 0 and left:
         out = input_shape[:elided] + out
     else:
@@ -575,6 +583,17 @@ def _einsum_shapes(equation, bias_axes, input_shape, output_shape, name):
     return tuple(kernel), None if bias is None else tuple(bias), tuple(out)
 
 
+def _einsum_input_spec(equation, input_shape):
+    """The input's rank and the sizes of its axes that the kernel was built for (a later input that differs
+    gets the InputSpec error naming the layer, not NumPy's einsum message)."""
+    in_spec, w_spec = equation.split("->")[0].split(",")
+    left, ellipsis = in_spec.startswith("..."), "..." in in_spec
+    in_spec = in_spec.replace("...", "")
+    n = len(in_spec)
+    axes = {(i - n if left else i): input_shape[i - n if left else i] for i, c in enumerate(in_spec) if c in w_spec}
+    return InputSpec(ndim=None if ellipsis else n, min_ndim=n if ellipsis else None, axes=axes)
+
+
 class EinsumDense(LoraKernel, Layer):
     """A Dense layer for any einsum: y = activation(einsum(equation, x, kernel) + bias).
 
@@ -608,6 +627,7 @@ class EinsumDense(LoraKernel, Layer):
     def build(self, input_shape):
         k, b, out = _einsum_shapes(self.equation, self.bias_axes, input_shape, self.partial_output_shape, self.name)
         self.full_output_shape = out
+        self.input_spec = _einsum_input_spec(self.equation, input_shape)
         self.kernel = self.add_weight(shape=k, name="kernel", initializer=self.kernel_initializer,
                                       regularizer=self.kernel_regularizer, constraint=self.kernel_constraint)
         self.bias = None if b is None else self.add_weight(shape=b, name="bias", initializer=self.bias_initializer,
