@@ -147,3 +147,63 @@ def test_einsum_dense_refuses_an_input_of_the_wrong_rank_naming_the_layer(shape)
     # rank 1: an IndexError from the shape inference ('list index out of range'); rank 3: NumPy's einsum message
     msg = _raises_naming_layer(layers.EinsumDense("ab,bc->ac", output_shape=3), _rand(*shape))
     assert "rank 2" in msg and str(shape) in msg
+
+
+SPEC_BEFORE_BUILD = [
+    ("Dense", dict(units=3), "min_ndim=2"),
+    ("Conv1D", dict(filters=2, kernel_size=3), "ndim=3"),
+    ("Conv2D", dict(filters=2, kernel_size=3), "ndim=4"),
+    ("Conv2DTranspose", dict(filters=2, kernel_size=3), "ndim=4"),
+    ("Conv3D", dict(filters=2, kernel_size=3), "ndim=5"),
+    ("DepthwiseConv2D", dict(kernel_size=3), "ndim=4"),
+    ("SeparableConv2D", dict(filters=2, kernel_size=3), "ndim=4"),
+    ("ConvLSTM2D", dict(filters=2, kernel_size=3), "ndim=5"),
+    ("Reshape", dict(target_shape=(2, 2)), "min_ndim=1"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,expected", SPEC_BEFORE_BUILD, ids=[c[0] for c in SPEC_BEFORE_BUILD])
+def test_a_0d_input_is_checked_against_the_input_spec_before_build(name, kwargs, expected):
+    # build read input_shape[-1] of () first: IndexError 'tuple index out of range'. Keras checks the spec
+    # set in __init__ before building, and so does Layer.__call__ now.
+    layer = getattr(layers, name)(**kwargs)
+    msg = _raises_naming_layer(layer, np.float32(1.0))
+    assert f"expected {expected}, found ndim=0" in msg
+    assert not layer.built
+
+
+@pytest.mark.parametrize("name", ["Add", "Multiply", "Maximum", "Average", "Subtract"])
+def test_merge_layers_refuse_0d_inputs_naming_the_layer(name):
+    msg = _raises_naming_layer(getattr(layers, name)(), [np.float32(1.0), np.float32(2.0)])
+    assert "batch axis" in msg
+
+
+@pytest.mark.parametrize("name", ["Attention", "AdditiveAttention"])
+def test_attention_refuses_inputs_without_length_and_feature_axes(name):
+    msg = _raises_naming_layer(getattr(layers, name)(), [_rand(4), _rand(4)])
+    assert "expected min_ndim=2, found ndim=1" in msg
+
+
+NONE_INPUT = ["Dense", "Conv2D", "ELU", "Softmax", "Dropout", "SpatialDropout1D", "UnitNormalization", "Flatten",
+              "Identity", "Embedding", "LSTM"]
+_NONE_KW = {"Dense": dict(units=2), "Conv2D": dict(filters=2, kernel_size=3), "Dropout": dict(rate=0.5),
+            "SpatialDropout1D": dict(rate=0.5), "Embedding": dict(input_dim=5, output_dim=2), "LSTM": dict(units=2)}
+
+
+@pytest.mark.parametrize("name", NONE_INPUT)
+def test_none_as_the_input_is_refused_with_keras_words(name):
+    # ELU(None) gave a NaN scalar, SpatialDropout1D(None) returned None, others an AttributeError. Keras 3.15
+    # (checked by the sweep; importing it here would cost seconds): Flatten()(None) -> "Inputs to a layer should
+    # be tensors. Got 'None' (of type <class 'NoneType'>) as input for layer 'flatten'."
+    layer = getattr(layers, name)(**_NONE_KW.get(name, {}))
+    msg = _raises_naming_layer(layer, None)
+    assert msg.startswith("Inputs to a layer should be tensors. Got 'None'")
+
+
+def test_none_stays_allowed_where_call_gives_the_input_a_default():
+    class Constant(layers.Layer):
+        def call(self, inputs=None):
+            return lamina.ops.ones((1, 2))
+
+    assert tuple(Constant()(None).shape) == (1, 2)
+

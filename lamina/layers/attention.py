@@ -335,6 +335,7 @@ class Attention(Layer):
         self.scale = None
         self.concat_score_weight = None
         self.supports_masking = True
+        self.input_spec = [InputSpec(min_ndim=2)] * 3   # query, value, key: (..., length, features)
 
     def _validate_inputs(self, inputs, what="inputs"):
         if not isinstance(inputs, (list, tuple)) or not 2 <= len(inputs) <= 3:
@@ -435,7 +436,8 @@ class AdditiveAttention(Attention):
         self.scale = None
         if self.use_scale:
             self.scale = self.add_weight(shape=(dim,), initializer="glorot_uniform", name="scale")
-            self.input_spec = [InputSpec(axes={-1: dim})]   # the query's features (the key's must equal them)
+            # the query's features (the key's must equal them)
+            self.input_spec = [InputSpec(min_ndim=2, axes={-1: dim})] + [InputSpec(min_ndim=2)] * 2
         self.built = True
 
     def _calculate_scores(self, query, key):

@@ -674,15 +674,16 @@ class Layer:
         self.build(shapes)
         self.built = True
 
-    def _first_call_arg(self):
-        """The name of call()'s first positional parameter (Keras lets it be passed by keyword), or None."""
+    def _first_call_arg(self, required=False):
+        """The name of call()'s first positional parameter (Keras lets it be passed by keyword), or None;
+        with ``required``: whether that parameter has no default (so None cannot be a meant input)."""
         cache = type(self).__dict__.get("_first_arg_cache")
         if cache is None:
             first = next(iter(inspect.signature(self.call).parameters.values()), None)
-            cache = (first.name if first is not None and first.kind in (first.POSITIONAL_ONLY,
-                                                                          first.POSITIONAL_OR_KEYWORD) else None,)
+            positional = first is not None and first.kind in (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD)
+            cache = (first.name if positional else None, positional and first.default is first.empty)
             type.__setattr__(type(self), "_first_arg_cache", cache)
-        return cache[0]
+        return cache[1] if required else cache[0]
 
     def __call__(self, *args, **kwargs):
         if not args:
@@ -693,6 +694,10 @@ class Layer:
                 raise TypeError(f"Layer '{self.name}' must be called with its inputs as the first argument.")
             args = (kwargs.pop(key),)
         inputs = args[0]
+        if inputs is None and self._first_call_arg(required=True):
+            # (Keras's words; the ops below would make a NaN scalar, pass None on, or fail on an attribute)
+            raise ValueError(f"Inputs to a layer should be tensors. Got 'None' (of type {type(None)}) as input for "
+                             f"layer '{self.name}'.")
         if _holds_keras_tensor(args) or (kwargs and _holds_keras_tensor(kwargs)):
             return self._symbolic_call(*args, **kwargs)
         names, var_kw, training_default = self._call_params()
@@ -716,6 +721,9 @@ class Layer:
         shapes = _nest_map(lambda t: t.shape if isinstance(t, Tensor) else None, inputs)
         with self._name_scope():  # (sublayers built in call() get this layer's path)
             if not self.built:
+                # the spec set in __init__ first, as Keras: a wrong rank never reaches build (a 0-d input was
+                # an IndexError there); build may set a stricter spec, checked below
+                self._check_input_spec(inputs)
                 self._maybe_build(shapes)
             self._check_input_spec(inputs)
             with _outer_call(self):
@@ -796,6 +804,7 @@ class Layer:
         shapes = _nest_map(lambda t: t.shape if isinstance(t, KerasTensor) else None, inputs)
         with self._name_scope():
             if not self.built:
+                self._check_input_spec(inputs)   # (before build, as the eager call)
                 self._maybe_build(shapes)
             self._check_input_spec(inputs)
             out_spec = self.compute_output_spec(*args, **kwargs)

@@ -74,6 +74,9 @@ class Merge(Layer):
         if len(input_shape) < self._min_inputs:
             raise ValueError(f"{what} layer '{self.name}' should be called on a list of at least "
                              f"{self._min_inputs} inputs. Received: {len(input_shape)} input(s)")
+        if any(s is not None and len(s) == 0 for s in input_shape):   # (the batch axis is read below)
+            raise ValueError(f"{what} layer '{self.name}': every input needs a batch axis (rank >= 1). "
+                             f"Received: input_shape={[None if s is None else tuple(s) for s in input_shape]}")
 
     def _elementwise_shape(self, shape1, shape2, all_shapes):
         """Broadcast of two shapes without their batch axis (aligned from the right), or ValueError."""
