@@ -207,3 +207,21 @@ def test_none_stays_allowed_where_call_gives_the_input_a_default():
 
     assert tuple(Constant()(None).shape) == (1, 2)
 
+
+
+@pytest.mark.parametrize("name,kwargs", [("MultiHeadAttention", dict(num_heads=2, key_dim=2)),
+                                         ("GroupQueryAttention", dict(head_dim=2, num_query_heads=2,
+                                                                      num_key_value_heads=1))],
+                         ids=["MultiHeadAttention", "GroupQueryAttention"])
+@pytest.mark.parametrize("tq,tk", [(0, 0), (0, 3), (3, 0)])
+def test_attention_over_empty_sequences(name, kwargs, tq, tk):
+    # no keys: NumPy's 'zero-size array to reduction operation maximum' in the softmax. Keras gives the empty
+    # query's (B, 0, dim) and, for queries with no keys, zero weights: the output projection's bias (zeros)
+    layer = getattr(layers, name)(**kwargs)
+    q = lamina.Tensor(_rand(B, tq, 4), requires_grad=True)
+    v = lamina.Tensor(_rand(B, tk, 4), requires_grad=True)
+    y = layer(q, v)
+    assert tuple(y.shape) == (B, tq, 4)
+    np.testing.assert_array_equal(np.asarray(y.numpy()), 0.0)
+    y.sum().backward()
+    assert q.grad.shape == q.shape and v.grad.shape == v.shape
