@@ -225,3 +225,20 @@ def test_attention_over_empty_sequences(name, kwargs, tq, tk):
     np.testing.assert_array_equal(np.asarray(y.numpy()), 0.0)
     y.sum().backward()
     assert q.grad.shape == q.shape and v.grad.shape == v.shape
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("name,shape,out", [("AdaptiveAveragePooling1D", (1, 7, 2), 3),
+                                            ("AdaptiveAveragePooling2D", (1, 7, 6, 2), (3, 2))],
+                         ids=["1D", "2D"])
+def test_adaptive_average_pooling_keeps_nan_and_inf_in_their_window(name, shape, out, bad):
+    # the pooling was a matmul with an averaging matrix: 0 * inf = NaN spread one bad value to every window
+    x = np.ones(shape, "float32")
+    at = (0, 3) + (0,) * (len(shape) - 3) + (0,)  # step 3 of 7 lies in the middle window [2, 5) only
+    x[at] = bad
+    y = np.asarray(getattr(layers, name)(out)(x).numpy())
+    hit = (0, 1) + (0,) * (len(shape) - 3) + (0,)
+    np.testing.assert_array_equal(y[hit], bad)
+    rest = np.ones(y.shape, bool)
+    rest[hit] = False
+    np.testing.assert_array_equal(y[rest], 1.0)
