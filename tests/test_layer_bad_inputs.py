@@ -242,3 +242,12 @@ def test_adaptive_average_pooling_keeps_nan_and_inf_in_their_window(name, shape,
     rest = np.ones(y.shape, bool)
     rest[hit] = False
     np.testing.assert_array_equal(y[rest], 1.0)
+
+
+@pytest.mark.parametrize("name,shape", [("Cropping1D", (2, 2, 3)), ("Cropping2D", (2, 2, 6, 3)),
+                                        ("Cropping3D", (2, 2, 6, 6, 3)), ("Cropping3D", (2, 6, 6, 1, 3))],
+                         ids=["1D", "2D", "3D-depth", "3D-width"])
+def test_a_cropping_that_leaves_nothing_is_refused_naming_the_layer(name, shape):
+    # Cropping3D returned an empty (2, 0, 4, 4, 3) array; Keras and Cropping1D/2D refuse
+    msg = _raises_naming_layer(getattr(layers, name)(1), _rand(*shape))
+    assert "leaves nothing" in msg

@@ -446,6 +446,7 @@ class Cropping3D(Layer):
         self.input_spec = InputSpec(ndim=5)
 
     def call(self, inputs):
+        self.compute_output_shape(tuple(inputs.shape))   # (a cropping that leaves nothing: the error, not (N, 0, ...))
         index = [slice(None)] * 5
         for axis, (a, b) in zip(_spatial_axes(self.data_format), self.cropping):
             index[axis] = slice(a, inputs.shape[axis] - b)
