@@ -251,3 +251,35 @@ def test_a_cropping_that_leaves_nothing_is_refused_naming_the_layer(name, shape)
     # Cropping3D returned an empty (2, 0, 4, 4, 3) array; Keras and Cropping1D/2D refuse
     msg = _raises_naming_layer(getattr(layers, name)(1), _rand(*shape))
     assert "leaves nothing" in msg
+
+
+OP_ERRORS = [
+    ("Conv2D", dict(filters=2, kernel_size=3), (2, 1, 1, 3), "smaller than the dilated kernel"),
+    ("Conv1D", dict(filters=2, kernel_size=3), (2, 1, 3), "shorter than the dilated kernel"),
+    ("MaxPooling2D", dict(pool_size=2), (2, 1, 1, 3), "smaller than the pool"),
+    ("GlobalMaxPooling2D", {}, (2, 0, 6, 3), "zero-size array"),
+    ("AdaptiveMaxPooling1D", dict(output_size=2), (2, 0, 3), "empty"),
+    ("LSTM", dict(units=2), (2, 0, 3), "at least one time step"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,shape,words", OP_ERRORS, ids=[c[0] for c in OP_ERRORS])
+def test_an_error_from_an_op_inside_a_layer_names_the_layer(name, kwargs, shape, words):
+    # the op's message named the op ('conv2d: the input ...'), not the layer, where Keras says
+    # 'Exception encountered when calling Conv2D.call()'
+    layer = getattr(layers, name)(**kwargs, name=f"my_{name.lower()}")
+    with pytest.raises(ValueError, match=words) as info:
+        layer(np.zeros(shape, "float32"))
+    assert str(info.value).startswith(f"{name} 'my_{name.lower()}': ")
+
+
+def test_only_the_innermost_layer_names_itself():
+    inner = layers.Conv2D(2, 3, name="inner_conv")
+    model = lamina.Sequential([layers.Input((4, 4, 3)), inner])
+    with pytest.raises(ValueError) as info:
+        model(np.zeros((2, 1, 1, 3), "float32"))
+    msg = str(info.value)
+    assert "'inner_conv'" in msg and "sequential" not in msg.lower()
+    with pytest.raises(ValueError) as info:   # a message that names the layer already is left as it is
+        layers.Dense(3, name="d")(np.zeros((3,), "float32"))
+    assert str(info.value).startswith("Input 0 of layer 'd' is incompatible")

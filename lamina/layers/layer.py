@@ -298,6 +298,20 @@ class InputSpec:
                     raise ValueError(f"{where}: expected shape={self.shape}, found shape={tuple(shape)}")
 
 
+def _name_the_layer(layer, e):
+    """An error raised inside a layer's build or call says which layer, as Keras's 'Exception encountered when
+    calling <Layer>.call()': the innermost layer puts its class and name in front of a message that lacks its
+    name (an op's 'conv2d: the input ... is smaller than the kernel'); the layers around it leave it alone."""
+    if getattr(e, "_lamina_layer", None) is not None:
+        return
+    try:
+        e._lamina_layer = layer.name
+    except AttributeError:   # (an exception type without a __dict__)
+        return
+    if e.args and isinstance(e.args[0], str) and f"'{layer.name}'" not in e.args[0]:   # (quoted: not an op's name)
+        e.args = (f"{type(layer).__name__} '{layer.name}': {e.args[0]}",) + e.args[1:]
+
+
 class Layer:
     """Base of every layer. Subclasses write ``build(input_shape)`` (weights via ``add_weight``),
     ``call(inputs, training=None)`` (composing ops) and ``compute_output_shape``.
@@ -719,22 +733,26 @@ class Layer:
             if any(m is not None for m in masks):
                 kwargs["mask"] = masks[0] if not isinstance(inputs, (list, tuple)) else masks
         shapes = _nest_map(lambda t: t.shape if isinstance(t, Tensor) else None, inputs)
-        with self._name_scope():  # (sublayers built in call() get this layer's path)
-            if not self.built:
-                # the spec set in __init__ first, as Keras: a wrong rank never reaches build (a 0-d input was
-                # an IndexError there); build may set a stricter spec, checked below
+        try:
+            with self._name_scope():  # (sublayers built in call() get this layer's path)
+                if not self.built:
+                    # the spec set in __init__ first, as Keras: a wrong rank never reaches build (a 0-d input
+                    # was an IndexError there); build may set a stricter spec, checked below
+                    self._check_input_spec(inputs)
+                    self._maybe_build(shapes)
                 self._check_input_spec(inputs)
-                self._maybe_build(shapes)
-            self._check_input_spec(inputs)
-            with _outer_call(self):
-                if getattr(self, "_remat_mode", None) is None:
-                    _remat.note_layer_call(self)   # (its own generators, for an enclosing remat's rerun)
-                    with call_context(training), self._autocast_scope():
-                        outputs = self.call(*args, **kwargs)
-                else:
-                    outputs = self._rematerialized_call(training, args, kwargs)
-                if self.activity_regularizer is not None:
-                    self._add_activity_losses(outputs)
+                with _outer_call(self):
+                    if getattr(self, "_remat_mode", None) is None:
+                        _remat.note_layer_call(self)   # (its own generators, for an enclosing remat's rerun)
+                        with call_context(training), self._autocast_scope():
+                            outputs = self.call(*args, **kwargs)
+                    else:
+                        outputs = self._rematerialized_call(training, args, kwargs)
+                    if self.activity_regularizer is not None:
+                        self._add_activity_losses(outputs)
+        except (ValueError, TypeError) as e:
+            _name_the_layer(self, e)
+            raise
         self._set_output_mask(inputs, outputs, kwargs.get("mask"))
         return outputs
 
@@ -802,12 +820,16 @@ class Layer:
         # takes the mask from its input when the graph runs
         kwargs = {k: None if getattr(v, "_is_symbolic_mask", False) else v for k, v in kwargs.items()}
         shapes = _nest_map(lambda t: t.shape if isinstance(t, KerasTensor) else None, inputs)
-        with self._name_scope():
-            if not self.built:
-                self._check_input_spec(inputs)   # (before build, as the eager call)
-                self._maybe_build(shapes)
-            self._check_input_spec(inputs)
-            out_spec = self.compute_output_spec(*args, **kwargs)
+        try:
+            with self._name_scope():
+                if not self.built:
+                    self._check_input_spec(inputs)   # (before build, as the eager call)
+                    self._maybe_build(shapes)
+                self._check_input_spec(inputs)
+                out_spec = self.compute_output_spec(*args, **kwargs)
+        except (ValueError, TypeError) as e:
+            _name_the_layer(self, e)
+            raise
         node_index = len(self._inbound_nodes)
         counter = iter(range(10 ** 6))
 
