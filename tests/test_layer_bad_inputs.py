@@ -283,3 +283,25 @@ def test_only_the_innermost_layer_names_itself():
     with pytest.raises(ValueError) as info:   # a message that names the layer already is left as it is
         layers.Dense(3, name="d")(np.zeros((3,), "float32"))
     assert str(info.value).startswith("Input 0 of layer 'd' is incompatible")
+
+
+def test_an_error_whose_message_numpy_builds_from_attributes_is_named_too():
+    # NumPy's AxisError keeps its message in attributes, so the layer's name goes into a new ValueError
+    # (AxisError is a ValueError) raised from it
+    with pytest.raises(ValueError, match="^Softmax 'sm': axis 3 is out of bounds") as info:
+        layers.Softmax(axis=3, name="sm")(np.zeros((2, 3), "float32"))
+    assert isinstance(info.value.__cause__, np.exceptions.AxisError)
+
+
+NON_NUMERIC = [("Dense", dict(units=2), 2), ("LayerNormalization", {}, 2), ("BatchNormalization", {}, 2),
+               ("Conv1D", dict(filters=2, kernel_size=1), 3), ("LSTM", dict(units=2), 3)]
+
+
+@pytest.mark.parametrize("kind", ["object", "str"])
+@pytest.mark.parametrize("name,kwargs,rank", NON_NUMERIC, ids=[c[0] for c in NON_NUMERIC])
+def test_layers_that_compute_in_float_refuse_object_and_string_inputs(name, kwargs, rank, kind):
+    # an object array's None became NaN silently (Dense gave [nan, nan]); Keras: 'Invalid dtype: object'
+    x = np.array([[1, None, 2]], dtype=object) if kind == "object" else np.array([["a", "b", "c"]])
+    x = x.reshape(x.shape + (1,) * (rank - 2))
+    msg = _raises_naming_layer(getattr(layers, name)(**kwargs), x)
+    assert "Invalid dtype" in msg

@@ -303,13 +303,21 @@ def _name_the_layer(layer, e):
     calling <Layer>.call()': the innermost layer puts its class and name in front of a message that lacks its
     name (an op's 'conv2d: the input ... is smaller than the kernel'); the layers around it leave it alone."""
     if getattr(e, "_lamina_layer", None) is not None:
-        return
+        return e
+    quoted = f"'{layer.name}'"   # (quoted: an op called like the layer, 'conv2d: ...', does not count)
+    if quoted in str(e):
+        named = e
+    else:
+        if e.args and isinstance(e.args[0], str):
+            e.args = (f"{type(layer).__name__} {quoted}: {e.args[0]}",) + e.args[1:]
+        named = e
+        if quoted not in str(e):   # a message made from attributes (NumPy's AxisError, UFuncTypeError): a new one
+            named = (ValueError if isinstance(e, ValueError) else TypeError)(f"{type(layer).__name__} {quoted}: {e}")
     try:
-        e._lamina_layer = layer.name
+        named._lamina_layer = layer.name
     except AttributeError:   # (an exception type without a __dict__)
-        return
-    if e.args and isinstance(e.args[0], str) and f"'{layer.name}'" not in e.args[0]:   # (quoted: not an op's name)
-        e.args = (f"{type(layer).__name__} '{layer.name}': {e.args[0]}",) + e.args[1:]
+        pass
+    return named
 
 
 class Layer:
@@ -675,12 +683,19 @@ class Layer:
 
     def _cast_integers(self, t):
         """A bool or integer input in the layer's float dtype (layers with ``_cast_integer_inputs``)."""
+        if isinstance(t, Tensor) and t.dtype.kind in "OSUV":
+            self._refuse_dtype(t)
         if isinstance(t, Tensor) and self.autocast and t.dtype.kind in "biu":
             from ..ops.math import cast
             mask = getattr(t, "_keras_mask", None)
             t = cast(t, self._compute)
             t._keras_mask = mask
         return t
+
+    def _refuse_dtype(self, t):
+        """A layer that computes in float given strings or Python objects (an object array's None became NaN)."""
+        raise ValueError(f"{type(self).__name__} '{self.name}': Invalid dtype: {t.dtype}. Expected a numeric input "
+                         f"(float, int or bool); received an input of shape {tuple(t.shape)} and dtype {t.dtype}.")
 
     def _maybe_build(self, shapes):
         if self.built:
@@ -751,8 +766,10 @@ class Layer:
                     if self.activity_regularizer is not None:
                         self._add_activity_losses(outputs)
         except (ValueError, TypeError) as e:
-            _name_the_layer(self, e)
-            raise
+            named = _name_the_layer(self, e)
+            if named is e:
+                raise
+            raise named from e
         self._set_output_mask(inputs, outputs, kwargs.get("mask"))
         return outputs
 
@@ -828,8 +845,10 @@ class Layer:
                 self._check_input_spec(inputs)
                 out_spec = self.compute_output_spec(*args, **kwargs)
         except (ValueError, TypeError) as e:
-            _name_the_layer(self, e)
-            raise
+            named = _name_the_layer(self, e)
+            if named is e:
+                raise
+            raise named from e
         node_index = len(self._inbound_nodes)
         counter = iter(range(10 ** 6))
 
