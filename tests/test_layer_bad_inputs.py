@@ -305,3 +305,21 @@ def test_layers_that_compute_in_float_refuse_object_and_string_inputs(name, kwar
     x = x.reshape(x.shape + (1,) * (rank - 2))
     msg = _raises_naming_layer(getattr(layers, name)(**kwargs), x)
     assert "Invalid dtype" in msg
+
+
+LIST_INPUTS = [("Dense", dict(units=3), (2, 4)), ("Embedding", dict(input_dim=10, output_dim=3), (2, 4)),
+               ("Rescaling", dict(scale=0.5), (2, 4)), ("Masking", {}, (2, 3, 4)), ("Dropout", dict(rate=0.5), (2, 4)),
+               ("LSTM", dict(units=3), (2, 5, 3)), ("MultiHeadAttention", dict(num_heads=2, key_dim=2), (2, 3, 4))]
+
+
+@pytest.mark.parametrize("name,kwargs,shape", LIST_INPUTS, ids=[c[0] for c in LIST_INPUTS])
+def test_nested_python_lists_of_numbers_are_one_array(name, kwargs, shape):
+    # the nest was mapped leaf by leaf: Dropout returned nested lists of 0-d tensors, Embedding, Rescaling,
+    # Masking and the attention layers raised AttributeError ('list' object has no attribute ...)
+    x = np.random.default_rng(0).integers(0, 10, size=shape)
+    x = x if name == "Embedding" else x.astype("float32")
+    layer = getattr(layers, name)(**kwargs)
+    args = (x.tolist(), x.tolist()) if name == "MultiHeadAttention" else (x.tolist(),)
+    y = layer(*args)
+    expected = layer(*((x, x) if name == "MultiHeadAttention" else (x,)))
+    np.testing.assert_allclose(np.asarray(y.numpy()), np.asarray(expected.numpy()), rtol=1e-6)

@@ -30,7 +30,7 @@ def _positive_int(layer, name, value, allow_none=False):
 
 
 def _shape_of(x):
-    return None if x is None else tuple(x.shape)
+    return None if x is None else tuple(x.shape) if hasattr(x, "shape") else np.shape(x)   # (a nested list)
 
 
 def _mask_array(m, xp):

@@ -144,6 +144,14 @@ def _holds_keras_tensor(x):
     return isinstance(x, KerasTensor)
 
 
+def _holds_only_numbers(x):
+    """Whether the nest of lists and tuples x has Python numbers as its leaves, at least one (a list of NumPy
+    scalars or arrays stays a list of inputs: a merge layer's [np.float32(1), np.float32(2)])."""
+    if isinstance(x, (list, tuple)):
+        return len(x) > 0 and all(_holds_only_numbers(v) for v in x)
+    return isinstance(x, (bool, int, float))
+
+
 def _nest_map(fn, x):
     if isinstance(x, list):
         return [_nest_map(fn, v) for v in x]
@@ -730,10 +738,14 @@ class Layer:
         if _holds_keras_tensor(args) or (kwargs and _holds_keras_tensor(kwargs)):
             return self._symbolic_call(*args, **kwargs)
         names, var_kw, training_default = self._call_params()
+        if isinstance(inputs, (list, tuple)) and _holds_only_numbers(inputs):
+            inputs = np.asarray(inputs)   # nested Python numbers are one array (not a list of 0-d inputs)
         inputs = _nest_map(self._convert_input, inputs)
         if self._cast_integer_inputs:
             inputs = _nest_map(self._cast_integers, inputs)
-        args = (inputs,) + tuple(_nest_map(self._convert_input, a) if isinstance(a, (np.ndarray, Tensor)) else a
+        args = (inputs,) + tuple(_nest_map(self._convert_input, a) if isinstance(a, (np.ndarray, Tensor)) else
+                                 self._convert_input(np.asarray(a))
+                                 if isinstance(a, (list, tuple)) and _holds_only_numbers(a) else a
                                  for a in args[1:])
         # training: given by the caller, else from an outer layer call, else call()'s default (Keras)
         training = kwargs.pop("training", None)
