@@ -294,7 +294,8 @@ def test_an_error_whose_message_numpy_builds_from_attributes_is_named_too():
 
 
 NON_NUMERIC = [("Dense", dict(units=2), 2), ("LayerNormalization", {}, 2), ("BatchNormalization", {}, 2),
-               ("Conv1D", dict(filters=2, kernel_size=1), 3), ("LSTM", dict(units=2), 3)]
+               ("Conv1D", dict(filters=2, kernel_size=1), 3), ("LSTM", dict(units=2), 3), ("ELU", {}, 2),
+               ("ReLU", {}, 2), ("Softmax", {}, 2), ("Activation", dict(activation="tanh"), 2)]
 
 
 @pytest.mark.parametrize("kind", ["object", "str"])

@@ -178,6 +178,8 @@ class Dense(LoraKernel, Layer):
 class Activation(Layer):
     """Applies an activation function by name or callable: ``Activation('relu')``."""
 
+    _numeric_inputs = True   # (an object array's None became NaN)
+
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
         self.activation = activations.get(activation)

@@ -338,6 +338,7 @@ class Layer:
     (autocast off) casts whole-number floats to ids. Other layers pass integers through (Flatten, Dropout)."""
 
     _cast_integer_inputs = False
+    _numeric_inputs = False   # True: object and string inputs are refused (layers that keep int dtypes, ELU, ReLU)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -743,6 +744,10 @@ class Layer:
         inputs = _nest_map(self._convert_input, inputs)
         if self._cast_integer_inputs:
             inputs = _nest_map(self._cast_integers, inputs)
+        elif self._numeric_inputs:
+            for t in _nest_flatten(inputs):
+                if isinstance(t, Tensor) and t.dtype.kind in "OSUV":
+                    self._refuse_dtype(t)
         args = (inputs,) + tuple(_nest_map(self._convert_input, a) if isinstance(a, (np.ndarray, Tensor)) else
                                  self._convert_input(np.asarray(a))
                                  if isinstance(a, (list, tuple)) and _holds_only_numbers(a) else a
