@@ -324,3 +324,11 @@ def test_nested_python_lists_of_numbers_are_one_array(name, kwargs, shape):
     y = layer(*args)
     expected = layer(*((x, x) if name == "MultiHeadAttention" else (x,)))
     np.testing.assert_allclose(np.asarray(y.numpy()), np.asarray(expected.numpy()), rtol=1e-6)
+
+
+def test_spectral_normalization_checks_the_wrapped_layers_rank_before_build():
+    # the wrapped Dense's build met the 0-d input first: IndexError 'tuple index out of range'
+    msg = _raises_naming_layer(layers.SpectralNormalization(layers.Dense(3)), np.float32(1.0))
+    assert "expected min_ndim=2, found ndim=0" in msg
+    msg = _raises_naming_layer(layers.SpectralNormalization(layers.Conv2D(2, 3)), _rand(2, 5, 3))
+    assert "expected ndim=4, found ndim=3" in msg
