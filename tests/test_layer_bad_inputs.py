@@ -332,3 +332,11 @@ def test_spectral_normalization_checks_the_wrapped_layers_rank_before_build():
     assert "expected min_ndim=2, found ndim=0" in msg
     msg = _raises_naming_layer(layers.SpectralNormalization(layers.Conv2D(2, 3)), _rand(2, 5, 3))
     assert "expected ndim=4, found ndim=3" in msg
+
+
+@pytest.mark.parametrize("name", ["Resizing", "CenterCrop"])
+@pytest.mark.parametrize("shape", [(2, 0, 6, 3), (2, 6, 0, 3)])
+def test_resizing_an_image_without_pixels_is_refused_naming_the_layer(name, shape):
+    # the interpolation table indexed pixel -1 of an empty axis: IndexError
+    msg = _raises_naming_layer(getattr(layers, name)(3, 3), np.zeros(shape, "float32"))
+    assert "at least 1 pixel" in msg

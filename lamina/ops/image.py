@@ -69,7 +69,14 @@ class Resize(Op):
 def _resize(images, size, interpolation="bilinear"):
     """Kernel of the Resizing layer: resize (N, H, W, C) images to size=(height, width), 'bilinear' or
     'nearest'."""
+    _check_pixels(images.shape[1], images.shape[2], images.shape)
     return Resize.apply(images, size=tuple(int(s) for s in size), method=interpolation)
+
+
+def _check_pixels(h, w, shape):
+    if h == 0 or w == 0:   # (no pixel to interpolate from: an IndexError in the interpolation table)
+        raise ValueError(f"resize: the images must be at least 1 pixel high and wide. Received images of shape "
+                         f"{tuple(shape)}")
 
 
 def _fix_index(i, size, mode):
@@ -1014,6 +1021,7 @@ def resize(images, size, interpolation="bilinear", antialias=False, crop_to_aspe
     x = images if images.dtype in (np.float32, np.float64) else _m.cast(images, "float32")
     x, undo = _to_nhwc(x, df)
     n, h, w, c = x.shape
+    _check_pixels(h, w, images.shape)
     if crop_to_aspect_ratio:
         ch = max(min(h, int(float(w * th) / tw)), 1)
         cw = max(min(w, int(float(h * tw) / th)), 1)
