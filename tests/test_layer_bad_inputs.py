@@ -71,10 +71,12 @@ def test_keras_ops_max_over_nonempty_axes_of_an_empty_array():
         ops.max(np.zeros((0, 4), "float32"), axis=0)
 
 
+NOISE = [("Dropout", dict(rate=0.3)), ("SpatialDropout1D", dict(rate=0.3)), ("GaussianNoise", dict(stddev=0.5)),
+         ("GaussianDropout", dict(rate=0.3)), ("AlphaDropout", dict(rate=0.3))]
+
+
 @pytest.mark.parametrize("dtype", ["int32", "bool"])
-@pytest.mark.parametrize("name,kwargs", [("Dropout", dict(rate=0.3)), ("SpatialDropout1D", dict(rate=0.3)),
-                                         ("GaussianNoise", dict(stddev=0.5)), ("GaussianDropout", dict(rate=0.3)),
-                                         ("AlphaDropout", dict(rate=0.3))], ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("name,kwargs", NOISE, ids=[c[0] for c in NOISE])
 def test_noise_layers_in_training_turn_integer_inputs_into_floats(name, kwargs, dtype):
     # The kept values of Dropout are scaled by 1/(1-rate) and the noise layers add or multiply real noise:
     # on int/bool inputs the result was cast back to the input's dtype (Dropout kept 3 as 3, GaussianNoise
