@@ -342,3 +342,16 @@ def test_resizing_an_image_without_pixels_is_refused_naming_the_layer(name, shap
     # the interpolation table indexed pixel -1 of an empty axis: IndexError
     msg = _raises_naming_layer(getattr(layers, name)(3, 3), np.zeros(shape, "float32"))
     assert "at least 1 pixel" in msg
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_resizing_keeps_nan_and_inf_to_the_outputs_that_read_them(interpolation, bad):
+    # the resize is two GEMMs with interpolation matrices: 0 * inf = NaN made the whole 3x3 output NaN
+    x = np.ones((1, 6, 6, 2), "float32")
+    x[0, 5, 5, 0] = bad
+    y = np.asarray(layers.Resizing(3, 3, interpolation=interpolation)(x).numpy())
+    rest = np.ones(y.shape, bool)
+    rest[0, 2, 2, 0] = False
+    np.testing.assert_array_equal(y[rest], 1.0)
+    assert np.isnan(y[0, 2, 2, 0]) if np.isnan(bad) else y[0, 2, 2, 0] == bad
