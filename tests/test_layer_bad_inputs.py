@@ -174,9 +174,13 @@ def test_a_0d_input_is_checked_against_the_input_spec_before_build(name, kwargs,
     assert not layer.built
 
 
-@pytest.mark.parametrize("name", ["Add", "Multiply", "Maximum", "Average", "Subtract"])
-def test_merge_layers_refuse_0d_inputs_naming_the_layer(name):
-    msg = _raises_naming_layer(getattr(layers, name)(), [np.float32(1.0), np.float32(2.0)])
+@pytest.mark.parametrize("name,expected", [("Add", 3.0), ("Multiply", 2.0), ("Maximum", 2.0), ("Average", 1.5),
+                                           ("Subtract", -1.0)])
+def test_merge_layers_merge_0d_inputs_as_keras_and_refuse_0d_beside_batched(name, expected):
+    # reading the batch axis of () was an IndexError; Keras merges two scalars into a scalar
+    y = getattr(layers, name)()([np.float32(1.0), np.float32(2.0)])
+    assert tuple(y.shape) == () and float(y.numpy()) == expected
+    msg = _raises_naming_layer(getattr(layers, name)(), [np.float32(1.0), _rand(2, 3)])
     assert "batch axis" in msg
 
 
