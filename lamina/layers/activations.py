@@ -28,6 +28,8 @@ def _non_negative(layer, arg, value, allow_none=False):
 
 
 class _Elementwise(Layer):
+    _numeric_inputs = True   # (an object array's None became NaN)
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.supports_masking = True

@@ -30,7 +30,7 @@ def _positive_int(layer, name, value, allow_none=False):
 
 
 def _shape_of(x):
-    return None if x is None else tuple(x.shape)
+    return None if x is None else tuple(x.shape) if hasattr(x, "shape") else np.shape(x)   # (a nested list)
 
 
 def _mask_array(m, xp):
@@ -235,6 +235,9 @@ class MultiHeadAttention(Layer):
 
     def call(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None, attention_mask=None,
              return_attention_scores=False, training=None, use_causal_mask=False):
+        # bool/int inputs compute in the layer's float dtype, as Dense (not float64 by promotion)
+        query, value, key = (None if t is None else self._cast_integers(self._convert_input(t))
+                             for t in (query, value, key)) if self.autocast else (query, value, key)
         key_is_value = key is None or key is value
         self_attention = key_is_value and query is value
         key = value if key is None else key
@@ -317,6 +320,8 @@ class Attention(Layer):
     and in 'dot' mode the returned scores are the weights before dropout.
     """
 
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype, as Dense
+
     def __init__(self, use_scale=False, score_mode="dot", dropout=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
         if score_mode not in ("dot", "concat"):
@@ -330,6 +335,7 @@ class Attention(Layer):
         self.scale = None
         self.concat_score_weight = None
         self.supports_masking = True
+        self.input_spec = [InputSpec(min_ndim=2)] * 3   # query, value, key: (..., length, features)
 
     def _validate_inputs(self, inputs, what="inputs"):
         if not isinstance(inputs, (list, tuple)) or not 2 <= len(inputs) <= 3:
@@ -375,6 +381,13 @@ class Attention(Layer):
         if q.shape[-1] != k.shape[-1]:
             raise ValueError(f"{type(self).__name__} '{self.name}': query and key must have the same last axis. "
                              f"Received: query shape {tuple(q.shape)}, key shape {tuple(k.shape)}")
+        if q.ndim >= 3 and not q.shape[0] == v.shape[0] == k.shape[0]:
+            raise ValueError(f"{type(self).__name__} '{self.name}': query, value and key must have the same batch "
+                             f"size. Received: query shape {tuple(q.shape)}, value shape {tuple(v.shape)}, "
+                             f"key shape {tuple(k.shape)}")
+        if k.shape[-2] != v.shape[-2]:
+            raise ValueError(f"{type(self).__name__} '{self.name}': key and value must have the same length "
+                             f"(axis -2). Received: value shape {tuple(v.shape)}, key shape {tuple(k.shape)}")
         xp = backend.get_array_module(q.data)
         scores_mask = None
         if v_mask is not None:
@@ -423,6 +436,8 @@ class AdditiveAttention(Attention):
         self.scale = None
         if self.use_scale:
             self.scale = self.add_weight(shape=(dim,), initializer="glorot_uniform", name="scale")
+            # the query's features (the key's must equal them)
+            self.input_spec = [InputSpec(min_ndim=2, axes={-1: dim})] + [InputSpec(min_ndim=2)] * 2
         self.built = True
 
     def _calculate_scores(self, query, key):

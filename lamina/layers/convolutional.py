@@ -69,6 +69,7 @@ class BaseConv(Layer):
     rank = 2
     transpose = False
     paddings = ("valid", "same")
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype (not float64 by promotion)
 
     def __init__(self, rank, filters, kernel_size, strides=1, padding="valid", output_padding=None,
                  data_format=None, dilation_rate=1, groups=1, activation=None, use_bias=True,

@@ -113,6 +113,8 @@ Convolution3D, Convolution3DTranspose = Conv3D, Conv3DTranspose
 class _BaseDepthwise(Layer):
     """Shared arguments of the depthwise and separable convolutions (rank 1 or 2)."""
 
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype, as the other convolutions
+
     def _init_common(self, rank, kernel_size, strides, padding, data_format, dilation_rate, depth_multiplier,
                      activation, use_bias, bias_initializer, bias_regularizer, bias_constraint,
                      activity_regularizer):
@@ -324,6 +326,8 @@ class MaxPooling3D(_Pooling3D):
 class AveragePooling3D(_Pooling3D):
     """Mean over (pd, ph, pw) windows (of the real entries under 'same'): (N, D, H, W, C) -> (N, OD, OH, OW, C)."""
 
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype (a mean is no integer)
+
     def __init__(self, pool_size=(2, 2, 2), strides=None, padding="valid", data_format=None, **kwargs):
         super().__init__(3, "avg", pool_size, strides, padding, data_format, **kwargs)
 
@@ -443,6 +447,7 @@ class Cropping3D(Layer):
         self.input_spec = InputSpec(ndim=5)
 
     def call(self, inputs):
+        self.compute_output_shape(tuple(inputs.shape))   # (a cropping that leaves nothing: the error, not (N, 0, ...))
         index = [slice(None)] * 5
         for axis, (a, b) in zip(_spatial_axes(self.data_format), self.cropping):
             index[axis] = slice(a, inputs.shape[axis] - b)
@@ -464,6 +469,8 @@ class RMSNormalization(Layer):
     """y = x / sqrt(mean(x^2 over axis) + epsilon) * scale (Keras 3.15: scale of the normalised axes' shape,
     initialised to ones; epsilon default 1e-6)."""
 
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype, as LayerNormalization
+
     def __init__(self, axis=-1, epsilon=1e-6, **kwargs):
         super().__init__(**kwargs)
         self.axis = axis
@@ -482,6 +489,8 @@ class RMSNormalization(Layer):
         axes = self._axes(len(input_shape))
         shape = tuple(input_shape[a] for a in axes)
         self.scale = self.add_weight(shape=shape, initializer="ones", name="scale")
+        raw = self.axis if isinstance(self.axis, (list, tuple)) else [self.axis]
+        self.input_spec = InputSpec(axes={int(a): input_shape[int(a)] for a in raw})   # the scale's axes
         self.built = True
 
     def call(self, x):
@@ -530,6 +539,10 @@ def _einsum_shapes(equation, bias_axes, input_shape, output_shape, name):
     input_shape = list(input_shape)
     out = list(output_shape) if isinstance(output_shape, (list, tuple)) else [output_shape]
     elided = len(input_shape) - len(in_spec)
+    if elided < 0 or (elided > 0 and "..." not in equation):
+        raise ValueError(f"Layer '{name}': the equation {equation!r} expects an input of rank "
+                         f"{'at least ' if '...' in equation else ''}{len(in_spec)}. "
+                         f"Received input_shape={tuple(input_shape)}")
     if elided > 0 and left:
         out = input_shape[:elided] + out
     else:
@@ -572,6 +585,17 @@ def _einsum_shapes(equation, bias_axes, input_shape, output_shape, name):
     return tuple(kernel), None if bias is None else tuple(bias), tuple(out)
 
 
+def _einsum_input_spec(equation, input_shape):
+    """The input's rank and the sizes of its axes that the kernel was built for (a later input that differs
+    gets the InputSpec error naming the layer, not NumPy's einsum message)."""
+    in_spec, w_spec = equation.split("->")[0].split(",")
+    left, ellipsis = in_spec.startswith("..."), "..." in in_spec
+    in_spec = in_spec.replace("...", "")
+    n = len(in_spec)
+    axes = {(i - n if left else i): input_shape[i - n if left else i] for i, c in enumerate(in_spec) if c in w_spec}
+    return InputSpec(ndim=None if ellipsis else n, min_ndim=n if ellipsis else None, axes=axes)
+
+
 class EinsumDense(LoraKernel, Layer):
     """A Dense layer for any einsum: y = activation(einsum(equation, x, kernel) + bias).
 
@@ -580,6 +604,8 @@ class EinsumDense(LoraKernel, Layer):
     lora_rank, lora_alpha: freeze the kernel (..., k, n) and train ``(lora_alpha / rank) * A @ B`` instead,
     A (..., k, rank), B (rank, n) from zero, as Keras's ``enable_lora``; a .keras file holds the merged kernel.
     """
+
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype, as Dense
 
     def __init__(self, equation, output_shape, activation=None, bias_axes=None, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
@@ -603,6 +629,7 @@ class EinsumDense(LoraKernel, Layer):
     def build(self, input_shape):
         k, b, out = _einsum_shapes(self.equation, self.bias_axes, input_shape, self.partial_output_shape, self.name)
         self.full_output_shape = out
+        self.input_spec = _einsum_input_spec(self.equation, input_shape)
         self.kernel = self.add_weight(shape=k, name="kernel", initializer=self.kernel_initializer,
                                       regularizer=self.kernel_regularizer, constraint=self.kernel_constraint)
         self.bias = None if b is None else self.add_weight(shape=b, name="bias", initializer=self.bias_initializer,
@@ -659,6 +686,7 @@ class AlphaDropout(Layer):
     def call(self, inputs, training=None):
         if not training or self.rate <= 0:
             return inputs
+        inputs = self._cast_integers(inputs)  # a * x + b of bool/int values is float, as Keras
         shape = tuple(inputs.shape) if self.noise_shape is None else tuple(
             n if k is None else k for n, k in zip(inputs.shape, self.noise_shape))
         gen = self._rng or backend.rng()

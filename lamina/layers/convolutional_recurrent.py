@@ -88,6 +88,7 @@ class _ConvLSTM(Layer):
     """ConvLSTM over (N, T, *S, C) ('channels_last') or (N, T, C, *S) ('channels_first') sequences."""
 
     rank = 2
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype, as the other RNNs
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
                  activation="tanh", recurrent_activation="sigmoid", use_bias=True, kernel_initializer="glorot_uniform",

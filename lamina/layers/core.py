@@ -163,6 +163,8 @@ class Dense(LoraKernel, Layer):
 
     def call(self, inputs):
         if inputs.dtype.kind not in "fc":  # integer or bool features: compute in the layer's float dtype
+            if inputs.dtype.kind in "OSUV":
+                self._refuse_dtype(inputs)
             inputs = ops.cast(inputs, self.compute_dtype)
         kernel = self.effective_kernel()
         if self.activation is _relu:
@@ -176,6 +178,8 @@ class Dense(LoraKernel, Layer):
 
 class Activation(Layer):
     """Applies an activation function by name or callable: ``Activation('relu')``."""
+
+    _numeric_inputs = True   # (an object array's None became NaN)
 
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)

@@ -135,6 +135,9 @@ class GroupedQueryAttention(Layer):
         if self._flash_attention and return_attention_scores:
             raise ValueError(f"GroupQueryAttention '{self.name}': returning attention scores is not supported "
                              "when flash attention is enabled. Set flash_attention=None to get them.")
+        # bool/int inputs compute in the layer's float dtype, as Dense (not float64 by promotion)
+        query, value, key = (None if t is None else self._cast_integers(self._convert_input(t))
+                             for t in (query, value, key)) if self.autocast else (query, value, key)
         key_is_value = key is None or key is value
         key = value if key is None else key
         if query_mask is None:

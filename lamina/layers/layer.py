@@ -144,6 +144,14 @@ def _holds_keras_tensor(x):
     return isinstance(x, KerasTensor)
 
 
+def _holds_only_numbers(x):
+    """Whether the nest of lists and tuples x has Python numbers as its leaves, at least one (a list of NumPy
+    scalars or arrays stays a list of inputs: a merge layer's [np.float32(1), np.float32(2)])."""
+    if isinstance(x, (list, tuple)):
+        return len(x) > 0 and all(_holds_only_numbers(v) for v in x)
+    return isinstance(x, (bool, int, float))
+
+
 def _nest_map(fn, x):
     if isinstance(x, list):
         return [_nest_map(fn, v) for v in x]
@@ -353,6 +361,29 @@ class _TrackedDict(dict):
         _track_layers(getattr(self, "_owner", None), (v,))
         return v
 
+
+def _name_the_layer(layer, e):
+    """An error raised inside a layer's build or call says which layer, as Keras's 'Exception encountered when
+    calling <Layer>.call()': the innermost layer puts its class and name in front of a message that lacks its
+    name (an op's 'conv2d: the input ... is smaller than the kernel'); the layers around it leave it alone."""
+    if getattr(e, "_lamina_layer", None) is not None:
+        return e
+    quoted = f"'{layer.name}'"   # (quoted: an op called like the layer, 'conv2d: ...', does not count)
+    if quoted in str(e):
+        named = e
+    else:
+        if e.args and isinstance(e.args[0], str):
+            e.args = (f"{type(layer).__name__} {quoted}: {e.args[0]}",) + e.args[1:]
+        named = e
+        if quoted not in str(e):   # a message made from attributes (NumPy's AxisError, UFuncTypeError): a new one
+            named = (ValueError if isinstance(e, ValueError) else TypeError)(f"{type(layer).__name__} {quoted}: {e}")
+    try:
+        named._lamina_layer = layer.name
+    except AttributeError:   # (an exception type without a __dict__)
+        pass
+    return named
+
+
 class Layer:
     """Base of every layer. Subclasses write ``build(input_shape)`` (weights via ``add_weight``),
     ``call(inputs, training=None)`` (composing ops) and ``compute_output_shape``.
@@ -363,6 +394,7 @@ class Layer:
     (autocast off) casts whole-number floats to ids. Other layers pass integers through (Flatten, Dropout)."""
 
     _cast_integer_inputs = False
+    _numeric_inputs = False   # True: object and string inputs are refused (layers that keep int dtypes, ELU, ReLU)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -733,6 +765,8 @@ class Layer:
 
     def _cast_integers(self, t):
         """A bool or integer input in the layer's float dtype (layers with ``_cast_integer_inputs``)."""
+        if isinstance(t, Tensor) and t.dtype.kind in "OSUV":
+            self._refuse_dtype(t)
         if isinstance(t, Tensor) and self.autocast and t.dtype.kind in "biu":
             from ..ops.math import cast
             mask = getattr(t, "_keras_mask", None)
@@ -740,21 +774,27 @@ class Layer:
             t._keras_mask = mask
         return t
 
+    def _refuse_dtype(self, t):
+        """A layer that computes in float given strings or Python objects (an object array's None became NaN)."""
+        raise ValueError(f"{type(self).__name__} '{self.name}': Invalid dtype: {t.dtype}. Expected a numeric input "
+                         f"(float, int or bool); received an input of shape {tuple(t.shape)} and dtype {t.dtype}.")
+
     def _maybe_build(self, shapes):
         if self.built:
             return
         self.build(shapes)
         self.built = True
 
-    def _first_call_arg(self):
-        """The name of call()'s first positional parameter (Keras lets it be passed by keyword), or None."""
+    def _first_call_arg(self, required=False):
+        """The name of call()'s first positional parameter (Keras lets it be passed by keyword), or None;
+        with ``required``: whether that parameter has no default (so None cannot be a meant input)."""
         cache = type(self).__dict__.get("_first_arg_cache")
         if cache is None:
             first = next(iter(inspect.signature(self.call).parameters.values()), None)
-            cache = (first.name if first is not None and first.kind in (first.POSITIONAL_ONLY,
-                                                                          first.POSITIONAL_OR_KEYWORD) else None,)
+            positional = first is not None and first.kind in (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD)
+            cache = (first.name if positional else None, positional and first.default is first.empty)
             type.__setattr__(type(self), "_first_arg_cache", cache)
-        return cache[0]
+        return cache[1] if required else cache[0]
 
     def __call__(self, *args, **kwargs):
         if not args:
@@ -765,13 +805,25 @@ class Layer:
                 raise TypeError(f"Layer '{self.name}' must be called with its inputs as the first argument.")
             args = (kwargs.pop(key),)
         inputs = args[0]
+        if inputs is None and self._first_call_arg(required=True):
+            # (Keras's words; the ops below would make a NaN scalar, pass None on, or fail on an attribute)
+            raise ValueError(f"Inputs to a layer should be tensors. Got 'None' (of type {type(None)}) as input for "
+                             f"layer '{self.name}'.")
         if _holds_keras_tensor(args) or (kwargs and _holds_keras_tensor(kwargs)):
             return self._symbolic_call(*args, **kwargs)
         names, var_kw, training_default = self._call_params()
+        if isinstance(inputs, (list, tuple)) and _holds_only_numbers(inputs):
+            inputs = np.asarray(inputs)   # nested Python numbers are one array (not a list of 0-d inputs)
         inputs = _nest_map(self._convert_input, inputs)
         if self._cast_integer_inputs:
             inputs = _nest_map(self._cast_integers, inputs)
-        args = (inputs,) + tuple(_nest_map(self._convert_input, a) if isinstance(a, (np.ndarray, Tensor)) else a
+        elif self._numeric_inputs:
+            for t in _nest_flatten(inputs):
+                if isinstance(t, Tensor) and t.dtype.kind in "OSUV":
+                    self._refuse_dtype(t)
+        args = (inputs,) + tuple(_nest_map(self._convert_input, a) if isinstance(a, (np.ndarray, Tensor)) else
+                                 self._convert_input(np.asarray(a))
+                                 if isinstance(a, (list, tuple)) and _holds_only_numbers(a) else a
                                  for a in args[1:])
         # training: given by the caller, else from an outer layer call, else call()'s default (Keras)
         training = kwargs.pop("training", None)
@@ -786,19 +838,28 @@ class Layer:
             if any(m is not None for m in masks):
                 kwargs["mask"] = masks[0] if not isinstance(inputs, (list, tuple)) else masks
         shapes = _nest_map(lambda t: t.shape if isinstance(t, Tensor) else None, inputs)
-        with self._name_scope():  # (sublayers built in call() get this layer's path)
-            if not self.built:
-                self._maybe_build(shapes)
-            self._check_input_spec(inputs)
-            with _outer_call(self):
-                if getattr(self, "_remat_mode", None) is None:
-                    _remat.note_layer_call(self)   # (its own generators, for an enclosing remat's rerun)
-                    with call_context(training), self._autocast_scope():
-                        outputs = self.call(*args, **kwargs)
-                else:
-                    outputs = self._rematerialized_call(training, args, kwargs)
-                if self.activity_regularizer is not None:
-                    self._add_activity_losses(outputs)
+        try:
+            with self._name_scope():  # (sublayers built in call() get this layer's path)
+                if not self.built:
+                    # the spec set in __init__ first, as Keras: a wrong rank never reaches build (a 0-d input
+                    # was an IndexError there); build may set a stricter spec, checked below
+                    self._check_input_spec(inputs)
+                    self._maybe_build(shapes)
+                self._check_input_spec(inputs)
+                with _outer_call(self):
+                    if getattr(self, "_remat_mode", None) is None:
+                        _remat.note_layer_call(self)   # (its own generators, for an enclosing remat's rerun)
+                        with call_context(training), self._autocast_scope():
+                            outputs = self.call(*args, **kwargs)
+                    else:
+                        outputs = self._rematerialized_call(training, args, kwargs)
+                    if self.activity_regularizer is not None:
+                        self._add_activity_losses(outputs)
+        except (ValueError, TypeError) as e:
+            named = _name_the_layer(self, e)
+            if named is e:
+                raise
+            raise named from e
         self._set_output_mask(inputs, outputs, kwargs.get("mask"))
         return outputs
 
@@ -866,11 +927,18 @@ class Layer:
         # takes the mask from its input when the graph runs
         kwargs = {k: None if getattr(v, "_is_symbolic_mask", False) else v for k, v in kwargs.items()}
         shapes = _nest_map(lambda t: t.shape if isinstance(t, KerasTensor) else None, inputs)
-        with self._name_scope():
-            if not self.built:
-                self._maybe_build(shapes)
-            self._check_input_spec(inputs)
-            out_spec = self.compute_output_spec(*args, **kwargs)
+        try:
+            with self._name_scope():
+                if not self.built:
+                    self._check_input_spec(inputs)   # (before build, as the eager call)
+                    self._maybe_build(shapes)
+                self._check_input_spec(inputs)
+                out_spec = self.compute_output_spec(*args, **kwargs)
+        except (ValueError, TypeError) as e:
+            named = _name_the_layer(self, e)
+            if named is e:
+                raise
+            raise named from e
         node_index = len(self._inbound_nodes)
         counter = iter(range(10 ** 6))
 

@@ -74,6 +74,10 @@ class Merge(Layer):
         if len(input_shape) < self._min_inputs:
             raise ValueError(f"{what} layer '{self.name}' should be called on a list of at least "
                              f"{self._min_inputs} inputs. Received: {len(input_shape)} input(s)")
+        ranks = {len(s) for s in input_shape if s is not None}
+        if 0 in ranks and ranks != {0}:   # (the batch axis is read below; scalars only merge with scalars, as Keras)
+            raise ValueError(f"{what} layer '{self.name}': every input needs a batch axis (rank >= 1). "
+                             f"Received: input_shape={[None if s is None else tuple(s) for s in input_shape]}")
 
     def _elementwise_shape(self, shape1, shape2, all_shapes):
         """Broadcast of two shapes without their batch axis (aligned from the right), or ValueError."""
@@ -96,6 +100,8 @@ class Merge(Layer):
     def compute_output_shape(self, input_shape):
         self._check_inputs(input_shape)
         shapes = [None if s is None else tuple(s) for s in input_shape]
+        if all(s == () for s in shapes):
+            return ()
         out = None if shapes[0] is None else shapes[0][1:]
         for s in shapes[1:]:
             out = self._elementwise_shape(out, None if s is None else s[1:], shapes)

@@ -65,6 +65,8 @@ class AveragePooling1D(BasePooling):
     """Mean over windows of ``pool_size`` steps: (N, L, C) -> (N, OL, C); no parameters.
     With 'same' padding, border windows average their real elements only."""
 
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype (a mean is no integer)
+
     def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kwargs):
         super().__init__(1, "avg", pool_size, strides, padding, data_format, **kwargs)
 
@@ -72,6 +74,8 @@ class AveragePooling1D(BasePooling):
 class AveragePooling2D(BasePooling):
     """Mean over (ph, pw) windows: (N, H, W, C) -> (N, OH, OW, C); no parameters.
     With 'same' padding, border windows average their real elements only (as Keras)."""
+
+    _cast_integer_inputs = True  # bool/int inputs compute in the layer's float dtype (a mean is no integer)
 
     def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None, **kwargs):
         super().__init__(2, "avg", pool_size, strides, padding, data_format, **kwargs)

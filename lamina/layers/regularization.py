@@ -54,6 +54,7 @@ class Dropout(_RandomLayer):
     def call(self, inputs, training=None):
         if not training or self.rate == 0.0:
             return inputs
+        inputs = self._cast_integers(inputs)  # (kept bool/int values scaled by 1/(1-rate) are no longer whole)
         return ops.dropout(inputs, self.rate, noise_shape=self._noise_shape(inputs), training=True, rng=self._rng)
 
 
@@ -121,6 +122,7 @@ class GaussianNoise(_RandomLayer):
     def call(self, inputs, training=None):
         if not training or self.stddev == 0:
             return inputs
+        inputs = self._cast_integers(inputs)  # noise on bool/int values is float, as Keras
         return ops.gaussian_noise(inputs, self.stddev, training=True, rng=self._rng)
 
 
@@ -136,6 +138,7 @@ class GaussianDropout(_RandomLayer):
     def call(self, inputs, training=None):
         if not training or self.rate == 0.0:
             return inputs
+        inputs = self._cast_integers(inputs)  # noise on bool/int values is float, as Keras
         return ops.gaussian_dropout(inputs, self.rate, training=True, rng=self._rng)
 
 

@@ -49,6 +49,7 @@ class Reshape(Layer):
         if sum(d == -1 for d in self.target_shape) > 1 or any(d < -1 or d == 0 for d in self.target_shape):
             raise ValueError(f"Layer '{self.name}': target_shape must hold positive sizes and at most one -1. "
                              f"Received: target_shape={target_shape!r}")
+        self.input_spec = InputSpec(min_ndim=1)   # (the batch axis is kept)
 
     def _resolve(self, input_shape):
         size = _prod(input_shape[1:])

@@ -75,6 +75,8 @@ class SpectralNormalization(Wrapper):
             raise ValueError(f"SpectralNormalization '{self.name}': power_iterations must be a positive int. "
                              f"Received: power_iterations={power_iterations!r}")
         self.power_iterations = int(power_iterations)
+        # the wrapped layer's rank check before build (its build, called directly, would meet a 0-d input first)
+        self.input_spec = layer.input_spec if isinstance(layer.input_spec, InputSpec) else InputSpec(min_ndim=1)
 
     def build(self, input_shape):
         super().build(input_shape)

@@ -902,7 +902,8 @@ def _maxmin(x, axis, keepdims, initial, is_max):
     x = convert(x)
     axes = _norm_axes(axis, x.ndim)
     xp = _xp(x)
-    if x.size == 0 or builtins.any(x.shape[a] == 0 for a in axes):
+    # only an empty reduced axis has no max (an empty batch reduced over its other axes gives an empty result)
+    if builtins.any(x.shape[a] == 0 for a in axes):
         if initial is None:
             raise ValueError("zero-size array to reduction operation max/min which has no identity; "
                              "give `initial`.")

@@ -85,7 +85,9 @@ class ScaledDotProductAttention(Op):
                 # the most negative finite float: exp() of it minus the column max is exactly 0, and a
                 # query with no allowed key stays finite (uniform), to be zeroed below instead of NaN
                 xp.copyto(s, low, where=~a)            # in place: keeps the transposed layout
-            if not _kernels.softmax_columns(s):        # two compiled passes around the exp (kernels.py)
+            if s.shape[-2] == 0:                       # no keys: no weights, and W V of no values is zeros
+                pass
+            elif not _kernels.softmax_columns(s):      # two compiled passes around the exp (kernels.py)
                 s -= s.max(axis=-2, keepdims=True)     # stable softmax over keys, in place
                 xp.exp(s, out=s)
                 s /= s.sum(axis=-2, keepdims=True)

@@ -42,6 +42,22 @@ def _interp_matrix(out_size, in_size, method, xp, dtype):
     return xp.asarray(m.astype(dtype))
 
 
+def _sparse_rows(m, x, axis, xp):
+    """m (out, in) applied along ``axis`` of x, reading only the (few) non-zero weights of each row: a gather
+    of those pixels and a sum of weight * pixel where the weight is not 0 (so an inf meets no 0 weight)."""
+    m = m.get() if hasattr(m, "get") else m                                   # (a small table: on the host)
+    nz = m != 0
+    k = max(int(nz.sum(axis=1).max()), 1)
+    idx = np.argsort(~nz, axis=1, kind="stable")[:, :k]                       # (out, k): non-zero columns first
+    wts = xp.asarray(np.take_along_axis(m, idx, axis=1))                       # (out, k), 0 where padding
+    idx = xp.asarray(idx)
+    g = xp.take(x, idx.reshape(-1), axis=axis)
+    g = g.reshape(x.shape[:axis] + idx.shape + x.shape[axis + 1:])             # (..., out, k, ...)
+    wshape = (1,) * axis + wts.shape + (1,) * (x.ndim - axis - 1)
+    wts = wts.reshape(wshape)
+    return xp.where(wts != 0, g * wts, 0).sum(axis=axis + 1).astype(x.dtype, copy=False)
+
+
 class Resize(Op):
     """Separable resize of (N, H, W, C) images: y = A_h x A_w^T per channel, as two batched GEMMs.
 
@@ -55,6 +71,10 @@ class Resize(Op):
         ah = _interp_matrix(oh, h, self.method, xp, x.dtype)
         aw = _interp_matrix(ow, w, self.method, xp, x.dtype)
         self.saved = (ah, aw, x.shape)
+        if not bool(xp.isfinite(x).all()):
+            # 0 * inf is NaN: the GEMMs would spread a NaN or inf to every output row and column that
+            # shares its image row or column; sum only the pixels each output really reads
+            return _sparse_rows(aw, _sparse_rows(ah, x, 1, xp), 2, xp)
         t = xp.matmul(ah, x.reshape(n, h, w * c)).reshape(n * oh, w, c)      # (N*OH, W, C)
         return xp.matmul(aw, t).reshape(n, oh, ow, c)
 
@@ -69,7 +89,14 @@ class Resize(Op):
 def _resize(images, size, interpolation="bilinear"):
     """Kernel of the Resizing layer: resize (N, H, W, C) images to size=(height, width), 'bilinear' or
     'nearest'."""
+    _check_pixels(images.shape[1], images.shape[2], images.shape)
     return Resize.apply(images, size=tuple(int(s) for s in size), method=interpolation)
+
+
+def _check_pixels(h, w, shape):
+    if h == 0 or w == 0:   # (no pixel to interpolate from: an IndexError in the interpolation table)
+        raise ValueError(f"resize: the images must be at least 1 pixel high and wide. Received images of shape "
+                         f"{tuple(shape)}")
 
 
 def _fix_index(i, size, mode):
@@ -1014,6 +1041,7 @@ def resize(images, size, interpolation="bilinear", antialias=False, crop_to_aspe
     x = images if images.dtype in (np.float32, np.float64) else _m.cast(images, "float32")
     x, undo = _to_nhwc(x, df)
     n, h, w, c = x.shape
+    _check_pixels(h, w, images.shape)
     if crop_to_aspect_ratio:
         ch = max(min(h, int(float(w * th) / tw)), 1)
         cw = max(min(w, int(float(h * tw) / th)), 1)

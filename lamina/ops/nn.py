@@ -379,18 +379,35 @@ def adaptive_average_pool(inputs, output_size, data_format=None):
 
     Separable: one (L, o) averaging matrix per axis, applied as a matmul (backward: its transpose)."""
     x = _float(inputs)
+    # 0 * inf is NaN: with a NaN or inf in the input, the matmul would spread it to every window of its row,
+    # so those inputs gather each window instead (a NaN or inf stays in the windows that hold it, as torch's)
+    finite = bool(_xp(x).isfinite(x.data).all())
 
     def run(t):
         d = t.ndim - 2
         for a, o in enumerate(_output_size(output_size, d, "adaptive_average_pool")):
             n = t.shape[1 + a]
             start, end = _k.adaptive_bounds(n, o)
+            if not finite:
+                t = _along(t, 1 + a, lambda u, start=start, end=end: _window_means(u, start, end))
+                continue
             pos = np.arange(n)[:, None]
             mat = ((pos >= start) & (pos < end)) / (end - start).astype(np.float64)
             mat = Tensor(backend.to_device(mat.astype(t.dtype), _xp(t)))
             t = _along(t, 1 + a, lambda u: _m.matmul(u, mat))
         return t
     return _channels_last(run, x, data_format, "adaptive_average_pool")
+
+
+def _window_means(u, start, end):
+    """Means of u's last axis over the windows [start[i], end[i]): (..., L) -> (..., o), each window gathered
+    (o, width) and its padding left out by a select, not a product."""
+    width = int((end - start).max())
+    idx = start[:, None] + np.arange(width)
+    inside = idx < end[:, None]
+    g = _s.getitem(u, (Ellipsis, np.minimum(idx, u.shape[-1] - 1)))            # (..., o, width)
+    g = _m.where(backend.to_device(inside, _xp(u)), g, 0.0)
+    return _m.sum(g, axis=-1) / Tensor(backend.to_device((end - start).astype(u.dtype), _xp(u)))
 
 
 def adaptive_max_pool(inputs, output_size, data_format=None):
