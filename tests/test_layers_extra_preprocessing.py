@@ -240,3 +240,13 @@ def test_lookup_vocabulary_ties_follow_keras():
     i = layers.IntegerLookup()
     i.adapt(np.array([3, 1, 2, 1, 3, 5]))
     assert i.get_vocabulary() == [-1, 3, 1, 5, 2]
+
+
+@pytest.mark.parametrize("vocabulary", [["a", "b"], [1.5, 2.0], [b"7"]])
+def test_integer_lookup_names_itself_when_given_tokens_that_are_not_integers(vocabulary):
+    """A string (or fractional) vocabulary is a mistake worth a message that says which layer and what to use
+    (it was Python's "invalid literal for int() with base 10: 'a'"); integral floats still count as integers."""
+    with pytest.raises(ValueError, match="IntegerLookup .* must be integers .*StringLookup"):
+        layers.IntegerLookup(vocabulary=vocabulary)
+    lookup = layers.IntegerLookup(vocabulary=[3.0, 7.0])
+    np.testing.assert_array_equal(lookup(np.array([7, 3, 5])).numpy(), [2, 1, 0])

@@ -389,6 +389,10 @@ class IntegerLookup(_Lookup):
                          output_mode, pad_to_max_tokens, sparse, name=name, **kwargs)
 
     def _token(self, t):
+        if not isinstance(t, (int, np.integer, np.bool_, float, np.floating)) \
+                or (isinstance(t, (float, np.floating)) and not float(t).is_integer()):
+            raise ValueError(f"IntegerLookup '{self.name}': the vocabulary, mask and OOV tokens must be integers "
+                             f"(use StringLookup for strings). Received: {t!r}")
         return int(t)
 
     def _oov_slot(self, tokens):
