@@ -125,6 +125,22 @@ def test_own_variables_keras_to_lamina_and_back(tmp_path):
     np.testing.assert_allclose(_state(again)[0], _state(mine)[0])
 
 
+def test_own_variables_in_weights_h5_both_ways(tmp_path):
+    keras = _keras()
+    theirs = _scaled_model(keras, calls=4)
+    theirs.save_weights(tmp_path / "k.weights.h5")
+    mine = _scaled_model(lamina, calls=0)
+    mine.load_weights(tmp_path / "k.weights.h5")
+    np.testing.assert_allclose(_state(mine)[0], _state(theirs)[0])
+    assert mine.layers[-1].calls == 4
+    mine.layers[-1].calls = 6
+    mine.save_weights(tmp_path / "l.weights.h5")
+    again = _scaled_model(keras, calls=0)
+    again.load_weights(tmp_path / "l.weights.h5")
+    assert again.layers[-1].calls == 6
+    np.testing.assert_allclose(_state(again)[0], _state(mine)[0])
+
+
 def test_default_hooks_match_keras_keys():
     layer = lamina.layers.Dense(2)
     layer.build((None, 3))

@@ -309,11 +309,12 @@ def _saved_assets(model):
     return out
 
 
-def _load_hooked_variables(model, arrays, path):
-    """Call load_own_variables of each overriding layer with its entry of model.weights.h5 (a dict); returns the
-    group paths so handled, which the batched path then leaves alone."""
-    done = set()
-    for inner, layer in _hooked_layers(model, "load_own_variables"):
+def _assign_all(model, arrays, path):
+    """Set the model's weights from {dataset path: array}: the batched, shape-checked path for every layer but
+    those whose class overrides load_own_variables, which then get their entry (a dict) themselves."""
+    hooked = _hooked_layers(model, "load_own_variables")
+    _assign_by_path(model, arrays, path, skip={inner + "/vars" for inner, _ in hooked})
+    for inner, layer in hooked:
         group = inner + "/vars/"
         store = {k[len(group):]: a for k, a in arrays.items() if k.startswith(group) and "/" not in k[len(group):]}
         try:
@@ -321,8 +322,6 @@ def _load_hooked_variables(model, arrays, path):
         except (ValueError, KeyError, TypeError, IndexError) as e:
             raise ModelFileError(path, f"layer '{layer.name}' could not load its variables from {group}: "
                                        f"{type(e).__name__}: {e}") from e
-        done.add(inner + "/vars")
-    return done
 
 
 def _load_hooked_assets(model, path):
@@ -336,12 +335,12 @@ def _load_hooked_assets(model, path):
             layer.load_assets(tmp if extract_assets(path, inner, tmp) else None)
 
 
-def keras_weight_groups(model):
-    """[(group path, [arrays])]: what a .keras file of model holds in model.weights.h5 (the layers' weights,
-    then the optimizer's variables when it has state lamina can give in Keras's order)."""
+def layer_groups(model):
+    """[(group path, [arrays] or {key: array})]: the layers' entries in model.weights.h5; a layer whose class
+    overrides save_own_variables fills its own entry (Keras's layout: layers/<name>/vars/<key>)."""
     groups = [(p, [backend.to_numpy(v.data) for v in vs]) for p, vs in weight_paths(model)]
     hooked = _hooked_layers(model, "save_own_variables")
-    if hooked:   # a layer's own save_own_variables decides what its entry holds
+    if hooked:
         index = {p: i for i, (p, _) in enumerate(groups)}
         for inner, layer in hooked:
             store = _SaveStore()
@@ -351,6 +350,13 @@ def keras_weight_groups(model):
                 groups[index[group[0]]] = group
             else:
                 groups.append(group)
+    return groups
+
+
+def keras_weight_groups(model):
+    """[(group path, [arrays])]: what a .keras file of model holds in model.weights.h5 (the layers' weights,
+    then the optimizer's variables when it has state lamina can give in Keras's order)."""
+    groups = layer_groups(model)
     optimizer = getattr(model, "optimizer", None)
     if getattr(model, "compiled", False) and model.get_compile_config() is not None:
         slots = _keras_optimizer_vars(model, optimizer)
@@ -486,7 +492,7 @@ def load_keras(filepath, custom_objects=None, compile=True):
     with weight_budget(stored, filepath):   # the config may not ask for more weight memory than the file holds
         model = rebuild({"class_name": converted.get("class_name"), "config": converted.get("config"),
                          "build_config": converted.get("build_config")}, custom_objects, filepath)
-    _assign_by_path(model, arrays, filepath, skip=_load_hooked_variables(model, arrays, filepath))
+    _assign_all(model, arrays, filepath)
     _load_hooked_assets(model, filepath)
     compile_config = converted.get("compile_config")
     if compile and compile_config:
@@ -525,8 +531,7 @@ def save_weights_h5(model, filepath):
     """``model.save_weights('x.weights.h5')``: the weights alone, in Keras's h5 layout."""
     from ..io import atomic_write
     from ..io.keras_archive import write_weights_h5
-    groups = [(p, [backend.to_numpy(v.data) for v in vs]) for p, vs in weight_paths(model)]
-    atomic_write(os.fspath(filepath), write_weights_h5(groups))
+    atomic_write(os.fspath(filepath), write_weights_h5(layer_groups(model)))
     return filepath
 
 
@@ -534,7 +539,7 @@ def load_weights_from_archive(model, filepath):
     """``load_weights`` given a whole .keras file: the weights only, matched by path."""
     filepath = os.fspath(filepath)
     _, _, arrays = read_keras_archive(filepath)
-    _assign_by_path(model, arrays, filepath)
+    _assign_all(model, arrays, filepath)
 
 
 def load_weights_h5(model, filepath):
@@ -542,5 +547,5 @@ def load_weights_h5(model, filepath):
     from ..io.formats import MAX_WEIGHTS_BYTES, _read_bounded
     filepath = os.fspath(filepath)
     blob = _read_bounded(filepath, MAX_WEIGHTS_BYTES)
-    _assign_by_path(model, read_weights_h5(filepath, blob), filepath)
+    _assign_all(model, read_weights_h5(filepath, blob), filepath)
 
