@@ -141,6 +141,22 @@ def test_own_variables_in_weights_h5_both_ways(tmp_path):
     np.testing.assert_allclose(_state(again)[0], _state(mine)[0])
 
 
+def test_hooks_of_a_layer_in_a_nested_model_both_ways(tmp_path):
+    keras = _keras()
+    Scaled, Lookup = _classes(keras)
+    inner = keras.Sequential([keras.Input((4,)), Scaled(3)])
+    inner.layers[-1].calls = 7
+    outer = keras.Sequential([keras.Input((4,)), inner, Lookup()])
+    outer.layers[-1].vocabulary = ["p", "q"]
+    outer.save(tmp_path / "k.keras")
+    mine = lamina.models.load_model(tmp_path / "k.keras")
+    assert mine.layers[0].layers[-1].calls == 7 and mine.layers[-1].vocabulary == ["p", "q"]
+    np.testing.assert_allclose(mine.predict(X, verbose=0), outer.predict(X, verbose=0), rtol=1e-5)
+    mine.save(tmp_path / "l.keras")
+    again = keras.models.load_model(tmp_path / "l.keras")
+    assert again.layers[0].layers[-1].calls == 7 and again.layers[-1].vocabulary == ["p", "q"]
+
+
 def test_default_hooks_match_keras_keys():
     layer = lamina.layers.Dense(2)
     layer.build((None, 3))
