@@ -221,3 +221,11 @@ def test_symlink_asset_refused(tmp_path):
         z.writestr(info, b"/etc/passwd")
     with pytest.raises(ModelFileError):
         lamina.models.load_model(tmp_path / "bad.keras")
+
+
+def test_asset_file_clashing_with_a_folder_refused(tmp_path):
+    _lookup_model(lamina).save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras", "a") as z:
+        z.writestr("assets/layers/lookup/vocabulary.txt/inner", b"x")
+    with pytest.raises(ModelFileError, match="cannot extract member"):
+        lamina.models.load_model(tmp_path / "m.keras")

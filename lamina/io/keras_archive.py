@@ -188,8 +188,11 @@ def extract_assets(path, prefix, dest):
                 target = os.path.realpath(os.path.join(dest, *info.filename[len(want):].split("/")))
                 if os.path.commonpath([dest_real, target]) != dest_real:
                     raise ModelFileError(path, f"member {info.filename!r} would land outside its folder; refused.")
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                with open(target, "xb") as out:
-                    out.write(data)
+                try:
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    with open(target, "xb") as out:
+                        out.write(data)
+                except OSError as e:   # a file where a folder should be (a/x and a/x/y), a name the OS refuses
+                    raise ModelFileError(path, f"cannot extract member {info.filename!r}: {e}") from e
                 count += 1
     return count
