@@ -20,11 +20,12 @@ from .formats import (MAX_INFLATE_RATIO, MAX_JSON_BYTES, MAX_WEIGHTS_BYTES, Mode
 from .limits import open_regular
 
 __all__ = ["CONFIG", "METADATA", "WEIGHTS_H5", "is_keras_archive", "read_keras_archive", "write_keras_archive",
-           "read_weights_h5", "write_weights_h5"]
+           "read_weights_h5", "write_weights_h5", "has_assets", "extract_assets"]
 
 CONFIG, METADATA, WEIGHTS_H5, WEIGHTS_NPZ, ASSETS = "config.json", "metadata.json", "model.weights.h5", \
     "model.weights.npz", "assets/"
 MAX_DATASETS = 100_000
+MAX_ASSETS_BYTES = 1 << 30   # all the assets of one archive, inflated
 _NUMERIC = "biuf"
 
 
@@ -42,8 +43,9 @@ def is_keras_archive(path):
     return CONFIG in names and (WEIGHTS_H5 in names or WEIGHTS_NPZ in names)
 
 
-def write_keras_archive(path, config, weight_groups, keras_version="3.15.1"):
-    """Write a .keras archive atomically. weight_groups: [(group path, [arrays])] in Keras's layout."""
+def write_keras_archive(path, config, weight_groups, keras_version="3.15.1", assets=()):
+    """Write a .keras archive atomically. weight_groups: [(group path, [arrays])] in Keras's layout; assets:
+    [(member name under assets/, bytes)], the files the layers' save_assets wrote (Keras's layout)."""
     config_bytes = json.dumps(config, allow_nan=False).encode("utf-8")
     metadata = {"keras_version": keras_version,
                 "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
@@ -54,6 +56,8 @@ def write_keras_archive(path, config, weight_groups, keras_version="3.15.1"):
             z.writestr(METADATA, json.dumps(metadata), compress_type=zipfile.ZIP_STORED)
             z.writestr(CONFIG, config_bytes, compress_type=zipfile.ZIP_STORED)
             z.writestr(WEIGHTS_H5, h5_bytes, compress_type=zipfile.ZIP_STORED)
+            for name, data in assets:
+                z.writestr(ASSETS + name, data, compress_type=zipfile.ZIP_STORED)
 
     atomic_write(path, write)
 
@@ -131,6 +135,8 @@ def read_keras_archive(path):
                 raise ModelFileError(path, f"its weights are in {WEIGHTS_NPZ}, which stores pickled objects; "
                                            "lamina never unpickles. Re-save the model with Keras as .keras "
                                            "(model.weights.h5).")
+            for info in infos:
+                _check_member_name(path, info)
             missing = [m for m in (CONFIG, WEIGHTS_H5) if m not in by_name]
             if missing:
                 raise ModelFileError(path, f"missing member(s) {', '.join(missing)}: not a Keras 3 .keras file.")
@@ -142,3 +148,51 @@ def read_keras_archive(path):
                 metadata = _parse_json(path, _read_member(path, z, by_name[METADATA], 1 << 20), METADATA)
             blob = _read_member(path, z, by_name[WEIGHTS_H5], MAX_WEIGHTS_BYTES)
     return config, metadata, read_weights_h5(path, blob)
+
+
+def _check_member_name(path, info):
+    """Refuse a member that could land outside a folder it is extracted to (an absolute path, a '..', a drive, a
+    backslash) or that is a link, whether or not lamina extracts it."""
+    name = info.filename
+    parts = name.split("/")
+    if (name.startswith("/") or "\\" in name or "\0" in name or ":" in parts[0] or ".." in parts
+            or any(p in ("", ".") for p in parts[:-1])):
+        raise ModelFileError(path, f"member {name!r} has an unsafe path (absolute, '..' or odd); refused.")
+    if (info.external_attr >> 16) & 0o170000 == 0o120000:
+        raise ModelFileError(path, f"member {name!r} is a symbolic link; refused.")
+
+
+def has_assets(path):
+    """True when the archive at path holds files under assets/."""
+    with open_regular(path, ".keras file") as f:
+        with open_zip(path, f, max_members=1000) as z:
+            return any(n.startswith(ASSETS) and not n.endswith("/") for n in z.namelist())
+
+
+def extract_assets(path, prefix, dest):
+    """Copy the files under assets/<prefix>/ of the archive at path into dest (a folder lamina made), each
+    member's name checked and its size bounded before it is inflated. Returns the number of files copied."""
+    want = ASSETS + prefix.strip("/") + "/"
+    budget, count = MAX_ASSETS_BYTES, 0
+    dest_real = os.path.realpath(dest)
+    with open_regular(path, ".keras file") as f:
+        with open_zip(path, f, max_members=1000) as z:
+            for info in z.infolist():
+                _check_member_name(path, info)
+                if not info.filename.startswith(want) or info.filename.endswith("/"):
+                    continue
+                budget -= info.file_size
+                if budget < 0:
+                    raise ModelFileError(path, f"the assets add up to more than the {MAX_ASSETS_BYTES}-byte limit.")
+                data = _read_member(path, z, info, MAX_ASSETS_BYTES)
+                target = os.path.realpath(os.path.join(dest, *info.filename[len(want):].split("/")))
+                if os.path.commonpath([dest_real, target]) != dest_real:
+                    raise ModelFileError(path, f"member {info.filename!r} would land outside its folder; refused.")
+                try:
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    with open(target, "xb") as out:
+                        out.write(data)
+                except OSError as e:   # a file where a folder should be (a/x and a/x/y), a name the OS refuses
+                    raise ModelFileError(path, f"cannot extract member {info.filename!r}: {e}") from e
+                count += 1
+    return count

@@ -692,6 +692,37 @@ class Layer:
         for p, w in zip(params, weights):
             p.assign(np.asarray(w, p.dtype))
 
+    # ----- saving hooks (Keras 3's): model.save / load_model call these for every layer
+    def _own_variables(self):
+        own = self._tracked_own()
+        return [w for w in own if w.trainable] + [w for w in own if not w.trainable]
+
+    def save_own_variables(self, store):
+        """Write this layer's own variables (not its sub-layers') into store, a dict-like of the layer's entry in
+        model.weights.h5, under the keys "0", "1", ... (Keras's order). Override to save other state."""
+        for i, v in enumerate(self._own_variables()):
+            store[str(i)] = backend.to_numpy(v.data)
+
+    def load_own_variables(self, store):
+        """Set this layer's own variables from store (what save_own_variables wrote); ValueError on a mismatch."""
+        own = self._own_variables()
+        if len(store.keys()) != len(own):
+            raise ValueError(f"Layer '{self.name}' expects {len(own)} variables, but the file holds "
+                             f"{len(store.keys())} for it.")
+        values = [np.asarray(store[str(i)]) for i in range(len(own))]
+        for v, a in zip(own, values):
+            if tuple(a.shape) != tuple(v.shape):
+                raise ValueError(f"Layer '{self.name}' weight '{v.name}' has shape {tuple(v.shape)}, "
+                                 f"but the file holds shape {tuple(a.shape)}.")
+        for v, a in zip(own, values):
+            v.assign(np.asarray(a, v.dtype))
+
+    def save_assets(self, dir_path):
+        """Write files (a vocabulary...) into dir_path, a folder of the archive's assets/. Default: nothing."""
+
+    def load_assets(self, dir_path):
+        """Read what save_assets wrote, from dir_path (a temporary copy of the layer's assets). Default: nothing."""
+
     def count_params(self):
         if not self.built and not self.weights:
             raise ValueError(f"You tried to call count_params on layer '{self.name}', but the layer isn't built. "

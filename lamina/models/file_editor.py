@@ -100,7 +100,8 @@ class KerasFileEditor:
         print("Running comparison")
         # shapes only: zero-size views standing for the model's arrays
         ref = _tree({f"{group}/{i}": np.broadcast_to(np.zeros((), np.asarray(a).dtype), np.shape(a))
-                     for group, arrays in keras_weight_groups(reference_model) for i, a in enumerate(arrays)},
+                     for group, arrays in keras_weight_groups(reference_model)   # a dict: a layer's own keys
+                     for i, a in (arrays.items() if isinstance(arrays, dict) else enumerate(arrays))},
                     "reference model")
         checked = set()
         errors, matches = _compare(self.weights_dict, ref, "", "saved file", "reference model", checked)

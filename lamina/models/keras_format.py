@@ -19,6 +19,7 @@ import functools
 import inspect
 import os
 import re
+import tempfile
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from ..layers.operations import OPERATION_CLASSES
 from .. import backend
 from ..io import ModelFileError
 from ..io.limits import weight_budget
-from ..io.keras_archive import read_keras_archive, write_keras_archive
+from ..io.keras_archive import extract_assets, has_assets, read_keras_archive, write_keras_archive
 from ..registry import get_registered_object, serialize
 from .serialization import build_config, class_name, rebuild
 
@@ -153,6 +154,11 @@ def _keras_object(obj):
         if keras_module is not None:
             module = keras_module
             out["class_name"] = out["registered_name"] = getattr(cls, "_keras_class_name", obj["class_name"])
+        if ">" in str(obj["class_name"]) and cls is not None and keras_module is None:
+            # a class registered with register_keras_serializable: Keras writes its own class name, the
+            # 'package>Name' as registered_name (which Keras looks up first) and the Python module
+            out["class_name"], out["registered_name"] = cls.__name__, obj["class_name"]
+            out["module"] = cls.__module__
         out.setdefault("module", module)
         out.setdefault("registered_name", None)
     return out
@@ -202,6 +208,9 @@ def from_keras_config(obj, path, where="model"):
     if obj.get("class_name") == "__keras_tensor__":
         return obj
     out = {k: v for k, v in obj.items() if k not in ("module", "registered_name", "shared_object_id")}
+    registered = obj.get("registered_name")
+    if isinstance(registered, str) and ">" in registered and get_registered_object(registered) is not None:
+        out["class_name"] = registered   # Keras's name of a class registered with register_keras_serializable
     if str(obj.get("module", "")).startswith("keras.src.ops.") and obj.get("class_name") in _KERAS_OPERATIONS:
         out["class_name"] = _KERAS_OPERATIONS[obj["class_name"]]   # a symbolic op in a functional graph
     if "class_name" in out and isinstance(out.get("config"), dict):
@@ -242,14 +251,112 @@ def save_keras(model, filepath):
         if optimizer is not None:
             compile_config["optimizer"] = serialize(optimizer)
         config["compile_config"] = _keras_object(compile_config)
-    write_keras_archive(filepath, config, keras_weight_groups(model), KERAS_VERSION)
+    write_keras_archive(filepath, config, keras_weight_groups(model), KERAS_VERSION, _saved_assets(model))
     return filepath
+
+
+# ----------------------------------------------------------------------- the layers' saving hooks
+def _overrides(layer, hook):
+    """True when layer's class replaces Layer's default hook (the default path keeps the fast, batched one)."""
+    from ..layers.layer import Layer
+    return getattr(type(layer), hook, None) is not getattr(Layer, hook)
+
+
+def _hooked_layers(model, hook, prefix=""):
+    """[(inner path, layer)] of the layers in model (nested models walked, as in weight_paths) whose class
+    overrides hook; inner path is Keras's: "layers/<snake name>[_k]"."""
+    from .model import Model
+    out, seen = [], {}
+    for layer in _container_layers(model):
+        base = _snake(type(layer).__name__)
+        k = seen.get(base, 0)
+        seen[base] = k + 1
+        inner = f"{prefix}layers/{base}{'_' + str(k) if k else ''}"
+        if isinstance(layer, Model):
+            out += _hooked_layers(layer, hook, inner + "/")
+        if _overrides(layer, hook):
+            out.append((inner, layer))
+    return out
+
+
+class _SaveStore(dict):
+    """The dict a layer's save_own_variables fills: values become NumPy arrays as they are set (Keras's H5Entry
+    takes variables, tensors or arrays alike)."""
+
+    def __setitem__(self, key, value):
+        data = getattr(value, "data", value) if not isinstance(value, np.ndarray) else value
+        super().__setitem__(str(key), np.asarray(backend.to_numpy(data)))
+
+
+def _saved_assets(model):
+    """[(member name under assets/, bytes)] of what each overriding layer's save_assets writes into a temporary
+    folder (Keras: assets/<inner path>/<file>); links and other non-files are refused."""
+    out = []
+    for inner, layer in _hooked_layers(model, "save_assets"):
+        with tempfile.TemporaryDirectory(prefix="lamina-assets-") as tmp:
+            layer.save_assets(tmp)
+            for root, dirs, files in os.walk(tmp):
+                for name in sorted(dirs + files):
+                    full = os.path.join(root, name)
+                    if os.path.islink(full) or not (os.path.isdir(full) or os.path.isfile(full)):
+                        raise ValueError(f"Layer '{layer.name}': save_assets left {full!r}, which is not a plain "
+                                         "file or folder.")
+                dirs.sort()
+                for name in sorted(files):
+                    rel = os.path.relpath(os.path.join(root, name), tmp).replace(os.sep, "/")
+                    with open(os.path.join(root, name), "rb") as f:
+                        out.append((f"{inner}/{rel}", f.read()))
+    return out
+
+
+def _assign_all(model, arrays, path):
+    """Set the model's weights from {dataset path: array}: the batched, shape-checked path for every layer but
+    those whose class overrides load_own_variables, which then get their entry (a dict) themselves."""
+    hooked = _hooked_layers(model, "load_own_variables")
+    _assign_by_path(model, arrays, path, skip={inner + "/vars" for inner, _ in hooked})
+    for inner, layer in hooked:
+        group = inner + "/vars/"
+        store = {k[len(group):]: a for k, a in arrays.items() if k.startswith(group) and "/" not in k[len(group):]}
+        try:
+            layer.load_own_variables(store)
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            raise ModelFileError(path, f"layer '{layer.name}' could not load its variables from {group}: "
+                                       f"{type(e).__name__}: {e}") from e
+
+
+def _load_hooked_assets(model, path):
+    """Call load_assets of each overriding layer with a temporary copy of its assets (Keras: only when the
+    archive holds assets; None for a layer that has none)."""
+    hooked = _hooked_layers(model, "load_assets")
+    if not hooked or not has_assets(path):
+        return
+    for inner, layer in hooked:
+        with tempfile.TemporaryDirectory(prefix="lamina-assets-") as tmp:
+            layer.load_assets(tmp if extract_assets(path, inner, tmp) else None)
+
+
+def layer_groups(model):
+    """[(group path, [arrays] or {key: array})]: the layers' entries in model.weights.h5; a layer whose class
+    overrides save_own_variables fills its own entry (Keras's layout: layers/<name>/vars/<key>)."""
+    groups = [(p, [backend.to_numpy(v.data) for v in vs]) for p, vs in weight_paths(model)]
+    hooked = _hooked_layers(model, "save_own_variables")
+    if hooked:
+        index = {p: i for i, (p, _) in enumerate(groups)}
+        for inner, layer in hooked:
+            store = _SaveStore()
+            layer.save_own_variables(store)
+            group = (inner + "/vars", dict(store))
+            if group[0] in index:
+                groups[index[group[0]]] = group
+            else:
+                groups.append(group)
+    return groups
 
 
 def keras_weight_groups(model):
     """[(group path, [arrays])]: what a .keras file of model holds in model.weights.h5 (the layers' weights,
     then the optimizer's variables when it has state lamina can give in Keras's order)."""
-    groups = [(p, [backend.to_numpy(v.data) for v in vs]) for p, vs in weight_paths(model)]
+    groups = layer_groups(model)
     optimizer = getattr(model, "optimizer", None)
     if getattr(model, "compiled", False) and model.get_compile_config() is not None:
         slots = _keras_optimizer_vars(model, optimizer)
@@ -385,7 +492,8 @@ def load_keras(filepath, custom_objects=None, compile=True):
     with weight_budget(stored, filepath):   # the config may not ask for more weight memory than the file holds
         model = rebuild({"class_name": converted.get("class_name"), "config": converted.get("config"),
                          "build_config": converted.get("build_config")}, custom_objects, filepath)
-    _assign_by_path(model, arrays, filepath)
+    _assign_all(model, arrays, filepath)
+    _load_hooked_assets(model, filepath)
     compile_config = converted.get("compile_config")
     if compile and compile_config:
         try:
@@ -396,9 +504,11 @@ def load_keras(filepath, custom_objects=None, compile=True):
     return model
 
 
-def _assign_by_path(model, arrays, path):
+def _assign_by_path(model, arrays, path, skip=()):
     pending = []
     for group, variables in weight_paths(model):
+        if group in skip:   # loaded by the layer's own load_own_variables
+            continue
         for i, v in enumerate(variables):
             key = f"{group}/{i}"
             if key not in arrays:
@@ -421,8 +531,7 @@ def save_weights_h5(model, filepath):
     """``model.save_weights('x.weights.h5')``: the weights alone, in Keras's h5 layout."""
     from ..io import atomic_write
     from ..io.keras_archive import write_weights_h5
-    groups = [(p, [backend.to_numpy(v.data) for v in vs]) for p, vs in weight_paths(model)]
-    atomic_write(os.fspath(filepath), write_weights_h5(groups))
+    atomic_write(os.fspath(filepath), write_weights_h5(layer_groups(model)))
     return filepath
 
 
@@ -430,7 +539,7 @@ def load_weights_from_archive(model, filepath):
     """``load_weights`` given a whole .keras file: the weights only, matched by path."""
     filepath = os.fspath(filepath)
     _, _, arrays = read_keras_archive(filepath)
-    _assign_by_path(model, arrays, filepath)
+    _assign_all(model, arrays, filepath)
 
 
 def load_weights_h5(model, filepath):
@@ -438,5 +547,5 @@ def load_weights_h5(model, filepath):
     from ..io.formats import MAX_WEIGHTS_BYTES, _read_bounded
     filepath = os.fspath(filepath)
     blob = _read_bounded(filepath, MAX_WEIGHTS_BYTES)
-    _assign_by_path(model, read_weights_h5(filepath, blob), filepath)
+    _assign_all(model, read_weights_h5(filepath, blob), filepath)
 
