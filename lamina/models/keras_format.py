@@ -266,6 +266,8 @@ def _hooked_layers(model, hook, prefix=""):
     """[(inner path, layer)] of the layers in model (nested models walked, as in weight_paths) whose class
     overrides hook; inner path is Keras's: "layers/<snake name>[_k]"."""
     from .model import Model
+    if not isinstance(model, Model):   # another file root (a FeatureSpace) keeps its own state
+        return []
     out, seen = [], {}
     for layer in _container_layers(model):
         base = _snake(type(layer).__name__)
