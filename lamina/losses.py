@@ -98,6 +98,10 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
     """-sum(t * log softmax-normalised p, axis=-1) for one-hot (or soft) targets t."""
     y_pred = _tensor(y_pred)
     y_true = _tensor(y_true)
+    if y_pred.ndim == 0 or y_true.ndim == 0:
+        raise ValueError(f"categorical_crossentropy expects one-hot targets and predictions with a class axis; "
+                         f"received targets of shape {tuple(y_true.shape)} and outputs of shape "
+                         f"{tuple(y_pred.shape)}.")
     if y_true.ndim == y_pred.ndim - 1 or (y_true.ndim == y_pred.ndim and y_true.shape[-1] != y_pred.shape[-1]):
         raise ValueError(_cce_shape_message(y_true.shape, y_pred.shape))
     return _loss_ops.categorical_crossentropy(_float_target(y_true, y_pred), y_pred, from_logits=from_logits,
@@ -138,8 +142,12 @@ def _scce_shape_message(t_shape, p_shape):
 
 def _wrap_regression(kernel, doc):
     def fn(y_true, y_pred):
-        y_pred = _tensor(y_pred)
-        y_true, y_pred = align_ranks(_tensor(y_true), y_pred)
+        y_pred, y_true = _tensor(y_pred), _tensor(y_true)
+        if y_pred.ndim == 0 and y_true.ndim == 0:
+            # one value each: a length-1 last axis, whose mean is the value, as Keras computes it
+            y_pred, y_true = ops.expand_dims(y_pred, -1), ops.expand_dims(y_true, -1)
+            return kernel(_float_target(y_true, y_pred), y_pred)
+        y_true, y_pred = align_ranks(y_true, y_pred)
         return kernel(_float_target(y_true, y_pred), y_pred)
     fn.__doc__ = doc
     fn.__name__ = fn.__qualname__ = kernel.__name__   # a metric made of it is named after it, as in Keras
@@ -331,8 +339,12 @@ class Loss:
         mask = getattr(y_pred, "_keras_mask", None)
         # computed in the loss's dtype when one is given, and float16 predictions (a 'mixed_float16' model's)
         # in floatx, as Keras computes losses in float32
+        # integer or bool predictions are cast to floatx first, as Keras's convert_to_tensor(y_pred,
+        # dtype=self.dtype) does; otherwise float targets would be cast down to the predictions' int dtype
         dtype = (np.dtype(self.dtype) if self.dtype is not None else
-                 np.dtype(backend.floatx()) if y_pred.dtype.kind == "f" and y_pred.dtype.itemsize < 4 else None)
+                 np.dtype(backend.floatx()) if y_pred.dtype.kind != "f" or y_pred.dtype.itemsize < 4 else None)
+        if dtype is not None and y_pred.dtype.kind != "f":
+            y_pred = ops.cast(y_pred, dtype)
         if dtype is not None:
             y_pred, y_true = (ops.cast(t, dtype) if t.dtype.kind == "f" and t.dtype != dtype else t
                               for t in (y_pred, y_true))
