@@ -213,6 +213,9 @@ class MeanMetricWrapper(Mean):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true, y_pred = squeeze_or_expand_to_same_rank(_np(y_true), _np(y_pred))
+        if y_true.ndim == 0 and y_pred.ndim == 0:
+            # one value each: a length-1 last axis for the per-sample functions, as Keras reads them
+            y_true, y_pred = y_true[None], y_pred[None]
         super().update_state(self._fn(y_true, y_pred, **self._fn_kwargs), sample_weight)
 
     def get_config(self):
@@ -256,22 +259,44 @@ def sparse_categorical_accuracy(y_true, y_pred):
     return (np.argmax(y_pred, axis=-1) == y_true.astype(np.int64)).astype(np.float64)
 
 
+def _sparse_labels(y_true, y_pred, name):
+    """Integer labels of shape y_pred.shape[:-1] (a trailing axis of 1 dropped), checked: a clear
+    ValueError for labels of the wrong shape or not finite, as Keras refuses them, instead of an
+    IndexError from the gather."""
+    t, p = _np(y_true), _np(y_pred)
+    if p.ndim == 0:
+        raise ValueError(f"{name}: y_pred must have a class axis; received y_pred of shape {p.shape}.")
+    if t.ndim == p.ndim and t.shape[-1] == 1:
+        t = t[..., 0]
+    if t.shape != p.shape[:-1]:
+        raise ValueError(f"{name}: y_true must hold one integer label per sample, shape {p.shape[:-1]} "
+                         f"(or {p.shape[:-1] + (1,)}) for y_pred of shape {p.shape}; received y_true of "
+                         f"shape {t.shape}.")
+    if t.dtype.kind == "f" and not np.isfinite(t).all():
+        raise ValueError(f"{name}: y_true must hold integer class labels; received NaN or inf.")
+    return t.astype(np.int64), p
+
+
 def _in_top_k(target, scores, k):
-    # the label counts as found when fewer than k scores beat it (ties count in, as in_top_k)
-    own = np.take_along_axis(scores, target[..., None].astype(np.int64), axis=-1)
-    return ((scores > own).sum(axis=-1) < k).astype(np.float64)
+    # the label counts as found when fewer than k scores beat it (ties count in, as in_top_k);
+    # a label outside [0, classes) is never found (no wrap-around for negatives)
+    inside = (target >= 0) & (target < scores.shape[-1])
+    own = np.take_along_axis(scores, np.where(inside, target, 0)[..., None].astype(np.int64), axis=-1)
+    return (((scores > own).sum(axis=-1) < k) & inside).astype(np.float64)
 
 
 def top_k_categorical_accuracy(y_true, y_pred, k=5):
     """1 where the true class (one-hot) is among the k highest scores."""
-    return _in_top_k(np.argmax(_np(y_true), axis=-1), _np(y_pred), k)
+    t, p = _np(y_true), _np(y_pred)
+    if t.ndim == 0 or p.ndim == 0 or t.shape[:-1] != p.shape[:-1]:
+        raise ValueError(f"top_k_categorical_accuracy: y_true (one-hot) and y_pred must have the same shape "
+                         f"(samples, classes); received y_true of shape {t.shape} and y_pred of shape {p.shape}.")
+    return _in_top_k(np.argmax(t, axis=-1), p, k)
 
 
 def sparse_top_k_categorical_accuracy(y_true, y_pred, k=5):
     """1 where the integer label is among the k highest scores."""
-    y_true, y_pred = _np(y_true), _np(y_pred)
-    if y_true.ndim == y_pred.ndim and y_true.shape[-1] == 1:
-        y_true = y_true[..., 0]
+    y_true, y_pred = _sparse_labels(y_true, y_pred, "sparse_top_k_categorical_accuracy")
     return _in_top_k(y_true, y_pred, k)
 
 
@@ -322,12 +347,16 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
 
 
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1):
-    t, p = _np(y_true), _np(y_pred, np.float64)
-    if axis not in (-1, p.ndim - 1):
+    p = _np(y_pred, np.float64)
+    if p.ndim and axis not in (-1, p.ndim - 1):
         p = np.moveaxis(p, axis, -1)
-    if t.ndim == p.ndim and t.shape[-1] == 1:
-        t = t[..., 0]
-    t = t.astype(np.int64)
+    t, p = _sparse_labels(y_true, p, "sparse_categorical_crossentropy")
+    bad = (t < 0) | (t >= p.shape[-1])
+    if ignore_class is not None:
+        bad &= t != ignore_class
+    if bad.any():
+        raise ValueError(f"sparse_categorical_crossentropy: labels must be in [0, {p.shape[-1]}) for "
+                         f"{p.shape[-1]} classes; received labels from {t.min()} to {t.max()}.")
     if ignore_class is None:
         return -np.take_along_axis(_log_probs(p, from_logits), t[..., None], axis=-1)[..., 0]
     ignored = t == ignore_class
