@@ -48,7 +48,18 @@ def align_ranks(y_true, y_pred, sparse=False):
             y_true = ops.squeeze(y_true, -1)
         else:
             y_pred = ops.expand_dims(y_pred, -1)
+    _check_broadcast(y_true.shape, y_pred.shape)
     return y_true, y_pred
+
+
+def _check_broadcast(t_shape, p_shape):
+    """A clear ValueError naming both shapes when targets and predictions cannot meet elementwise,
+    instead of NumPy's 'operands could not be broadcast' from deep inside a kernel."""
+    try:
+        np.broadcast_shapes(tuple(t_shape), tuple(p_shape))
+    except ValueError:
+        raise ValueError(f"y_true and y_pred must have the same shape (or shapes that broadcast); received "
+                         f"y_true of shape {tuple(t_shape)} and y_pred of shape {tuple(p_shape)}.") from None
 
 
 def _float_target(y_true, y_pred):
@@ -370,6 +381,12 @@ def reduce_weighted_values(values, sample_weight=None, mask=None, reduction="sum
             sw = ops.squeeze(sw, -1)
         while sw.ndim < values.ndim:
             sw = ops.expand_dims(sw, -1)
+        try:
+            np.broadcast_shapes(tuple(sw.shape), tuple(values.shape))
+        except ValueError:
+            raise ValueError(f"sample_weight of shape {np.shape(sample_weight)} does not fit the per-sample loss "
+                             f"values of shape {tuple(values.shape)}; expected a scalar, shape "
+                             f"{tuple(values.shape[:1])} or {tuple(values.shape)}.") from None
         weights = sw
     if mask is not None:
         m = as_tensor(mask.data if isinstance(mask, Tensor) else mask, dtype=values.dtype)
