@@ -46,6 +46,19 @@ def squeeze_or_expand_to_same_rank(x1, x2, expand_rank_1=True):
     return x1, x2
 
 
+def _broadcast(a, shape, what="sample_weight"):
+    """np.broadcast_to with a clear ValueError naming the argument and both shapes (not NumPy's
+    'remapped shapes' message)."""
+    try:
+        return np.broadcast_to(a, shape)
+    except ValueError:
+        if what == "y_true":
+            raise ValueError(f"y_true and y_pred must have the same shape; received y_true of shape "
+                             f"{np.shape(a)} and y_pred of shape {tuple(shape)}.") from None
+        raise ValueError(f"{what} of shape {np.shape(a)} does not fit the values of shape {tuple(shape)}; "
+                         f"expected a scalar, shape {tuple(shape[:1])} or {tuple(shape)}.") from None
+
+
 def _samplewise(values, sample_weight):
     """Keras's reduce_to_samplewise_values with mean: per-sample values (weighted) and the weights."""
     values = values.astype(np.float64)
@@ -54,7 +67,7 @@ def _samplewise(values, sample_weight):
         values, sw = squeeze_or_expand_to_same_rank(values, sw)
         if values.ndim > sw.ndim:
             values = values.mean(axis=tuple(range(sw.ndim, values.ndim)))
-        sw = np.broadcast_to(sw, values.shape)
+        sw = _broadcast(sw, values.shape)
         values = values * sw
         if sw.ndim > 1:
             sw = sw.mean(axis=tuple(range(1, sw.ndim)))
@@ -174,7 +187,15 @@ class Sum(Metric):
         values = _np(values, np.float64)
         if sample_weight is not None:
             values, sw = squeeze_or_expand_to_same_rank(values, _np(sample_weight, np.float64))
-            values = values * np.broadcast_to(sw, values.shape) if sw.ndim <= values.ndim else values * sw
+            # weights of shape (N,) weigh whole samples: trailing axes added, as Keras broadcasts them
+            if 0 < sw.ndim < values.ndim:
+                sw = sw.reshape(sw.shape + (1,) * (values.ndim - sw.ndim))
+            try:
+                values = values * sw
+            except ValueError:
+                raise ValueError(f"Sum: sample_weight of shape {np.shape(sample_weight)} does not fit values of shape "
+                                 f"{values.shape}; expected a scalar, shape {values.shape[:1]} or "
+                                 f"{values.shape}.") from None
         self.total += float(np.sum(values))
 
     def result(self):
@@ -216,6 +237,12 @@ class MeanMetricWrapper(Mean):
         if y_true.ndim == 0 and y_pred.ndim == 0:
             # one value each: a length-1 last axis for the per-sample functions, as Keras reads them
             y_true, y_pred = y_true[None], y_pred[None]
+        if y_true.ndim == y_pred.ndim:
+            try:
+                np.broadcast_shapes(y_true.shape, y_pred.shape)
+            except ValueError:
+                raise ValueError(f"{type(self).__name__}: y_true and y_pred must have the same shape; received "
+                                 f"y_true of shape {y_true.shape} and y_pred of shape {y_pred.shape}.") from None
         super().update_state(self._fn(y_true, y_pred, **self._fn_kwargs), sample_weight)
 
     def get_config(self):
@@ -256,6 +283,10 @@ def sparse_categorical_accuracy(y_true, y_pred):
     y_true, y_pred = _np(y_true), _np(y_pred)
     if y_true.ndim == y_pred.ndim and y_true.shape[-1] == 1:
         y_true = y_true[..., 0]
+    if y_pred.ndim == 0 or y_true.shape != y_pred.shape[:-1]:
+        raise ValueError(f"sparse_categorical_accuracy: y_true must hold one label per sample, shape "
+                         f"{y_pred.shape[:-1]} for y_pred of shape {y_pred.shape}; received y_true of shape "
+                         f"{y_true.shape}.")
     return (np.argmax(y_pred, axis=-1) == y_true.astype(np.int64)).astype(np.float64)
 
 
@@ -632,10 +663,13 @@ class R2Score(Metric):
             t, p = t[:, None], p[:, None]
         if t.ndim != 2:
             raise ValueError(f"R2Score expects 2D inputs (batch_size, output_dim); received y_true.shape={t.shape}")
+        if t.shape != p.shape:
+            raise ValueError(f"R2Score: y_true and y_pred must have the same shape; received y_true of shape "
+                             f"{t.shape} and y_pred of shape {p.shape}.")
         w = np.ones(1) if sample_weight is None else _np(sample_weight, np.float64)
         if w.ndim == 1:
             w = w[:, None]
-        w = np.broadcast_to(w, t.shape)
+        w = _broadcast(w, t.shape)
         if self.sum is None:
             self.sum, self.squared_sum, self.total_mse, self.count = (np.zeros(t.shape[1]) for _ in range(4))
         self.sum = self.sum + (t * w).sum(0)
@@ -681,7 +715,7 @@ class RootMeanSquaredError(Mean):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true, y_pred = squeeze_or_expand_to_same_rank(_np(y_true, np.float64), _np(y_pred, np.float64))
-        super().update_state((y_pred - y_true) ** 2, sample_weight)
+        super().update_state((y_pred - _broadcast(y_true, y_pred.shape, "y_true")) ** 2, sample_weight)
 
     def result(self):
         return float(np.sqrt(super().result()))
@@ -693,14 +727,23 @@ def _prepare_confusion(y_true, y_pred, sample_weight, class_id, top_k):
     y_true, y_pred = _np(y_true, np.float64), _np(y_pred, np.float64)
     y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
     if y_true.shape != y_pred.shape:
-        y_true = np.broadcast_to(y_true, y_pred.shape)
+        try:
+            y_true = np.broadcast_to(y_true, y_pred.shape)
+        except ValueError:
+            raise ValueError(f"y_true and y_pred must have the same shape; received y_true of shape "
+                             f"{y_true.shape} and y_pred of shape {y_pred.shape}.") from None
     sw = None
     if sample_weight is not None:
         sw = _np(sample_weight, np.float64)
         sw, _ = squeeze_or_expand_to_same_rank(sw, y_pred)
         if sw.ndim < y_pred.ndim:
             sw = sw.reshape(sw.shape + (1,) * (y_pred.ndim - sw.ndim))
-        sw = np.broadcast_to(sw, y_pred.shape)
+        try:
+            sw = np.broadcast_to(sw, y_pred.shape)
+        except ValueError:
+            raise ValueError(f"sample_weight of shape {np.shape(sample_weight)} does not fit y_pred of shape "
+                             f"{y_pred.shape}; expected a scalar, shape {y_pred.shape[:1]} or "
+                             f"{y_pred.shape}.") from None
     if top_k is not None:
         # keep the k highest scores per row; the others can never exceed a threshold
         kth = -np.sort(-y_pred, axis=-1)[..., top_k - 1:top_k]
@@ -900,7 +943,7 @@ class AUC(Metric):
         y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
         if self.from_logits:
             y_pred = 1.0 / (1.0 + np.exp(-y_pred))
-        y_true = np.broadcast_to(y_true, y_pred.shape)
+        y_true = _broadcast(y_true, y_pred.shape, "y_true")
         if sample_weight is None:
             sw = np.ones(y_pred.shape)
         else:
@@ -908,7 +951,7 @@ class AUC(Metric):
             sw, _ = squeeze_or_expand_to_same_rank(sw, y_pred)
             if sw.ndim < y_pred.ndim:
                 sw = sw.reshape(sw.shape + (1,) * (y_pred.ndim - sw.ndim))
-            sw = np.broadcast_to(sw, y_pred.shape)
+            sw = _broadcast(sw, y_pred.shape)
         if self.multi_label:
             L = y_pred.shape[-1]
             t, p, w = (a.reshape(-1, L) for a in (y_true, y_pred, sw))
@@ -1010,7 +1053,14 @@ class FBetaScore(Metric):
         super().__init__(name=name, dtype=dtype)
 
     def reset_state(self):
-        self.true_positives = self.false_positives = self.false_negatives = self.intermediate_weights = None
+        # once built (the class count known), reset keeps one zero per class, as Keras's variables do, so
+        # result() after reset_state() has the same shape as before
+        built = getattr(self, "true_positives", None)
+        if built is None:
+            self.true_positives = self.false_positives = self.false_negatives = self.intermediate_weights = None
+        else:
+            self.true_positives, self.false_positives, self.false_negatives, self.intermediate_weights = (
+                np.zeros_like(built) for _ in range(4))
 
     def _state(self):
         return [self.true_positives, self.false_positives, self.false_negatives, self.intermediate_weights]
@@ -1026,6 +1076,9 @@ class FBetaScore(Metric):
         else:
             pred = (y_pred > self.threshold).astype(np.float64)
         w = np.ones((y_true.shape[0], 1)) if sample_weight is None else _np(sample_weight, np.float64).reshape(-1, 1)
+        if w.shape[0] not in (1, y_true.shape[0]):
+            raise ValueError(f"{type(self).__name__}: sample_weight must hold one weight per sample "
+                             f"({y_true.shape[0]}); received sample_weight of shape {np.shape(sample_weight)}.")
         tp = (pred * y_true * w).sum(axis=0)
         fp = (pred * (1.0 - y_true) * w).sum(axis=0)
         fn = ((1.0 - pred) * y_true * w).sum(axis=0)
@@ -1101,8 +1154,20 @@ class MeanIoU(Metric):
             y_pred = np.argmax(y_pred, axis=self.axis)
         t = y_true.reshape(-1).astype(np.int64)
         p = y_pred.reshape(-1).astype(np.int64)
-        w = np.ones(t.shape) if sample_weight is None else np.broadcast_to(
-            _np(sample_weight, np.float64), y_true.shape).reshape(-1)
+        if t.size != p.size:
+            raise ValueError(f"{type(self).__name__}: y_true and y_pred must hold one label each per sample; "
+                             f"received y_true of shape {y_true.shape} and y_pred of shape {y_pred.shape}"
+                             f"{'' if self.sparse_y_true and self.sparse_y_pred else ' (after the argmax)'}.")
+        w = np.ones(t.shape)
+        if sample_weight is not None:
+            # flattened like the labels, as Keras does: (N,), (N, 1) and a scalar all fit (N,) labels
+            w = _np(sample_weight, np.float64).reshape(-1)
+            if w.size == 1:
+                w = np.broadcast_to(w, t.shape)
+            elif w.size != t.size:
+                raise ValueError(f"{type(self).__name__}: sample_weight must have one weight per label "
+                                 f"({t.size}); received sample_weight of shape {np.shape(sample_weight)} for "
+                                 f"y_true of shape {y_true.shape}.")
         keep = (t >= 0) & (t < self.num_classes) & (p >= 0) & (p < self.num_classes)
         if self.ignore_class is not None:
             keep &= t != self.ignore_class

@@ -46,7 +46,7 @@ def test_sparse_top_k_label_out_of_range_is_never_found(label):
 
 def test_top_k_metric_mismatched_batch_raises_valueerror():
     m = metrics.TopKCategoricalAccuracy(k=2)
-    with pytest.raises(ValueError, match="top_k_categorical_accuracy"):
+    with pytest.raises(ValueError, match=r"shape \(2, 3\)"):
         m.update_state(np.eye(3, dtype="float32")[[0, 1]], PROBS)
 
 
@@ -88,3 +88,88 @@ def test_metric_0d_inputs_match_keras(name):
 def test_categorical_crossentropy_0d_raises_valueerror():
     with pytest.raises(ValueError, match="categorical_crossentropy"):
         losses.CategoricalCrossentropy()(np.float32(1.0), np.float32(0.3))
+
+
+# ----- sample weights: (N,) and (N, 1) accepted as Keras does; a wrong shape a clear ValueError
+def test_sum_sample_weight_per_sample_matches_keras():
+    keras = _keras()
+    sw = np.arange(4.0, dtype="float32")
+    m, k = metrics.Sum(), keras.metrics.Sum()
+    m.update_state(Y_REG, sample_weight=sw)
+    k.update_state(Y_REG, sample_weight=sw)
+    np.testing.assert_allclose(float(m.result()), float(k.result()), rtol=1e-5)
+
+
+def test_mean_iou_sample_weight_n1_matches_keras():
+    keras = _keras()
+    t, p, sw = np.array([0, 1, 2, 1]), np.array([0, 1, 1, 1]), np.ones((4, 1), "float32")
+    m, k = metrics.MeanIoU(num_classes=3), keras.metrics.MeanIoU(num_classes=3)
+    m.update_state(t, p, sample_weight=sw)
+    k.update_state(t, p, sample_weight=sw)
+    np.testing.assert_allclose(float(m.result()), float(k.result()), rtol=1e-5)
+
+
+BAD_SW = [
+    ("Sum", lambda m: m.update_state(Y_REG, sample_weight=np.ones(5))),
+    ("Mean", lambda m: m.update_state(Y_REG, sample_weight=np.ones(5))),
+    ("MeanIoU", lambda m: m.update_state(np.array([0, 1, 2, 1]), np.array([0, 1, 1, 1]), sample_weight=np.ones(5))),
+    ("Precision", lambda m: m.update_state(Y_REG > 0, PROBS, sample_weight=np.ones(5))),
+    ("AUC", lambda m: m.update_state(Y_REG > 0, PROBS, sample_weight=np.ones(5))),
+    ("F1Score", lambda m: m.update_state(np.eye(3)[[0, 1, 2, 1]], PROBS, sample_weight=np.ones(5))),
+    ("R2Score", lambda m: m.update_state(Y_REG, Y_REG, sample_weight=np.ones(5))),
+    ("MeanSquaredError", lambda m: m.update_state(Y_REG, Y_REG, sample_weight=np.ones(5))),
+]
+
+
+@pytest.mark.parametrize("name,update", BAD_SW, ids=[b[0] for b in BAD_SW])
+def test_metric_wrong_sample_weight_shape_says_so(name, update):
+    kwargs = {"num_classes": 3} if name == "MeanIoU" else {}
+    with pytest.raises(ValueError, match=r"sample_weight.*\(5"):
+        update(getattr(metrics, name)(**kwargs))
+
+
+@pytest.mark.parametrize("name", ["MeanSquaredError", "BinaryCrossentropy", "Huber", "SparseCategoricalCrossentropy"])
+def test_loss_wrong_sample_weight_shape_says_so(name):
+    y_true = np.array([0, 1, 2, 1]) if name.startswith("Sparse") else (Y_REG > 0).astype("float32")
+    y_pred = PROBS
+    with pytest.raises(ValueError, match=r"sample_weight of shape \(5,\)"):
+        getattr(losses, name)()(y_true, y_pred, sample_weight=np.ones(5, "float32"))
+
+
+# ----- mismatched y_true / y_pred shapes: a ValueError naming both shapes, not NumPy's broadcast message
+MISMATCH = [(Y_REG[:2], Y_REG), (Y_REG, np.concatenate([Y_REG, Y_REG], -1))]
+
+
+@pytest.mark.parametrize("name", ["MeanSquaredError", "MeanAbsoluteError", "Huber", "Hinge", "KLDivergence",
+                                  "CosineSimilarity", "BinaryCrossentropy"])
+@pytest.mark.parametrize("pair", [0, 1], ids=["batch", "width"])
+def test_loss_mismatched_shapes_name_both(name, pair):
+    t, p = MISMATCH[pair]
+    with pytest.raises(ValueError, match=r"y_true of shape .* and y_pred of shape"):
+        getattr(losses, name)()(np.abs(t) / 4, np.clip(np.abs(p) / 4, 0.01, 0.99))
+
+
+@pytest.mark.parametrize("name", ["Accuracy", "BinaryAccuracy", "MeanSquaredError", "MeanAbsoluteError",
+                                  "R2Score", "RootMeanSquaredError", "Precision", "Recall", "AUC"])
+@pytest.mark.parametrize("pair", [0, 1], ids=["batch", "width"])
+def test_metric_mismatched_shapes_name_both(name, pair):
+    t, p = MISMATCH[pair]
+    with pytest.raises(ValueError, match=r"y_true.*shape.*y_pred.*shape|same shape"):
+        getattr(metrics, name)().update_state((t > 0).astype("float32"), np.clip(np.abs(p) / 4, 0, 1))
+
+
+@pytest.mark.parametrize("name", ["MeanIoU", "SparseCategoricalAccuracy"])
+def test_label_metric_mismatched_batch_raises_valueerror(name):
+    m = metrics.MeanIoU(num_classes=3) if name == "MeanIoU" else metrics.SparseCategoricalAccuracy()
+    y_pred = np.array([0, 1, 1, 1]) if name == "MeanIoU" else PROBS
+    with pytest.raises(ValueError, match=r"y_true of shape \(2,\)"):
+        m.update_state(np.array([0, 1]), y_pred)
+
+
+# ----- F1Score: reset keeps one score per class, as Keras's variables do
+def test_f1_score_reset_keeps_per_class_shape():
+    m = metrics.F1Score()
+    m.update_state(np.eye(3, dtype="float32")[[0, 1, 2, 1]], PROBS)
+    m.reset_state()
+    result = np.asarray(m.result())
+    assert result.shape == (3,) and not result.any()
