@@ -216,7 +216,18 @@ def categorical_focal_crossentropy(y_true, y_pred, alpha=0.25, gamma=2.0, from_l
 def categorical_generalized_cross_entropy(y_true, y_pred, q):
     """(1 - p[label]^q) / q for integer labels: between cross-entropy (q -> 0) and MAE (q = 1)."""
     y_pred = _tensor(y_pred)
-    labels = backend.to_numpy(_tensor(y_true).data).astype(np.int64)
+    labels = backend.to_numpy(_tensor(y_true).data)
+    if labels.ndim == y_pred.ndim and labels.ndim > 1 and labels.shape[-1] == 1:
+        labels = labels[..., 0]
+    if y_pred.ndim == 0 or labels.shape != tuple(y_pred.shape[:-1]):
+        raise ValueError(f"categorical_generalized_cross_entropy expects integer labels of shape "
+                         f"{tuple(y_pred.shape[:-1])} for y_pred of shape {tuple(y_pred.shape)}; received y_true "
+                         f"of shape {labels.shape}.")
+    if labels.size and (not np.isfinite(labels).all() or labels.min() < 0 or labels.max() >= y_pred.shape[-1]):
+        raise ValueError(f"categorical_generalized_cross_entropy: labels must be integers in [0, "
+                         f"{y_pred.shape[-1]}) for {y_pred.shape[-1]} classes; received labels from "
+                         f"{labels.min()} to {labels.max()}.")
+    labels = labels.astype(np.int64)
     onehot = np.eye(y_pred.shape[-1], dtype=y_pred.dtype)[labels]
     xp = backend.get_array_module(y_pred.data)
     p = ops.sum(y_pred * Tensor(backend.to_device(onehot, xp) if xp is not np else onehot), axis=-1)

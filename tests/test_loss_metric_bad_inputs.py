@@ -173,3 +173,23 @@ def test_f1_score_reset_keeps_per_class_shape():
     m.reset_state()
     result = np.asarray(m.result())
     assert result.shape == (3,) and not result.any()
+
+
+# ----- categorical_generalized_cross_entropy: integer labels checked, as the other sparse losses
+@pytest.mark.parametrize("labels", [[0, 1, 3, 1], [0, 1, -1, 1], [0.0, 1.0, np.nan, 1.0], [[0, 1, 2], [1, 2, 0]]],
+                         ids=["too_high", "negative", "nan", "wrong_shape"])
+def test_categorical_generalized_cross_entropy_bad_labels(labels):
+    with pytest.raises(ValueError, match="categorical_generalized_cross_entropy"):
+        losses.CategoricalGeneralizedCrossEntropy()(np.asarray(labels), PROBS)
+
+
+def test_categorical_generalized_cross_entropy_matches_keras():
+    keras = _keras()
+    labels = np.array([0, 1, 2, 1])
+    got = float(losses.CategoricalGeneralizedCrossEntropy()(labels, PROBS))
+    assert got == pytest.approx(float(keras.losses.CategoricalGeneralizedCrossEntropy()(labels, PROBS)), rel=1e-5)
+
+
+def test_squeeze_axis_out_of_bounds_raises_valueerror():
+    with pytest.raises(ValueError, match="out of bounds"):
+        lamina.ops.squeeze(np.float32(1.0), -1)
