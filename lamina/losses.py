@@ -34,6 +34,9 @@ def align_ranks(y_true, y_pred, sparse=False):
     """Make target and prediction ranks agree as Keras does: a trailing axis of size 1 is dropped from
     the larger one, or added to the smaller one. Sparse targets have one axis fewer than predictions."""
     t_nd, p_nd = y_true.ndim, y_pred.ndim
+    if t_nd == 0 and p_nd == 0 and not sparse:
+        # one value each: a length-1 last axis, whose mean over that axis is the value, as Keras computes it
+        return ops.expand_dims(y_true, -1), ops.expand_dims(y_pred, -1)
     if sparse:
         if t_nd == p_nd and t_nd > 1 and y_true.shape[-1] == 1:
             y_true = ops.squeeze(y_true, -1)
@@ -153,12 +156,8 @@ def _scce_shape_message(t_shape, p_shape):
 
 def _wrap_regression(kernel, doc):
     def fn(y_true, y_pred):
-        y_pred, y_true = _tensor(y_pred), _tensor(y_true)
-        if y_pred.ndim == 0 and y_true.ndim == 0:
-            # one value each: a length-1 last axis, whose mean is the value, as Keras computes it
-            y_pred, y_true = ops.expand_dims(y_pred, -1), ops.expand_dims(y_true, -1)
-            return kernel(_float_target(y_true, y_pred), y_pred)
-        y_true, y_pred = align_ranks(y_true, y_pred)
+        y_pred = _tensor(y_pred)
+        y_true, y_pred = align_ranks(_tensor(y_true), y_pred)
         return kernel(_float_target(y_true, y_pred), y_pred)
     fn.__doc__ = doc
     fn.__name__ = fn.__qualname__ = kernel.__name__   # a metric made of it is named after it, as in Keras

@@ -61,7 +61,7 @@ def test_loss_int_predictions_match_keras(name):
 
 
 # ----- 0-d inputs: one value each, as Keras reads them
-LOSSES_0D = ["Hinge", "SquaredHinge", "MeanAbsolutePercentageError", "MeanSquaredLogarithmicError",
+LOSSES_0D = ["BinaryCrossentropy", "BinaryFocalCrossentropy", "Hinge", "SquaredHinge", "MeanAbsolutePercentageError", "MeanSquaredLogarithmicError",
              "Poisson", "CategoricalHinge"]
 METRICS_0D = ["Accuracy", "BinaryAccuracy", "MeanAbsoluteError", "Hinge", "LogCoshError", "BinaryCrossentropy"]
 
