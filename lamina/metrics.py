@@ -237,7 +237,7 @@ class MeanMetricWrapper(Mean):
         if y_true.ndim == 0 and y_pred.ndim == 0:
             # one value each: a length-1 last axis for the per-sample functions, as Keras reads them
             y_true, y_pred = y_true[None], y_pred[None]
-        if y_true.ndim == y_pred.ndim:
+        if y_true.ndim == y_pred.ndim and self._fn not in _NOT_ELEMENTWISE:
             try:
                 np.broadcast_shapes(y_true.shape, y_pred.shape)
             except ValueError:
@@ -283,7 +283,12 @@ def sparse_categorical_accuracy(y_true, y_pred):
     y_true, y_pred = _np(y_true), _np(y_pred)
     if y_true.ndim == y_pred.ndim and y_true.shape[-1] == 1:
         y_true = y_true[..., 0]
-    if y_pred.ndim == 0 or y_true.shape != y_pred.shape[:-1]:
+    try:   # broadcasting labels against the argmax is allowed, as Keras; what cannot meet is refused
+        np.broadcast_shapes(y_true.shape, y_pred.shape[:-1])
+        ok = y_pred.ndim > 0
+    except ValueError:
+        ok = False
+    if not ok:
         raise ValueError(f"sparse_categorical_accuracy: y_true must hold one label per sample, shape "
                          f"{y_pred.shape[:-1]} for y_pred of shape {y_pred.shape}; received y_true of shape "
                          f"{y_true.shape}.")
@@ -464,6 +469,12 @@ _FUNCTIONS = {f.__name__: f for f in (
 
 
 # ---------------------------------------------------------------- mean-wrapped metric classes
+# per-sample functions that compare an argmax or a label with the scores: y_true and y_pred need not have
+# the same shape, so MeanMetricWrapper's shape check leaves them to their own checks
+_NOT_ELEMENTWISE = (categorical_accuracy, sparse_categorical_accuracy, top_k_categorical_accuracy,
+                    sparse_top_k_categorical_accuracy, sparse_categorical_crossentropy)
+
+
 def _wrapper(fn, default_name, doc, order=None, **defaults):
     """__init__ taking Keras's positional order: (name, dtype, *options) unless ``order`` says otherwise
     (TopKCategoricalAccuracy: k first), so that ``BinaryAccuracy("acc")`` names the metric "acc"."""
@@ -715,7 +726,12 @@ class RootMeanSquaredError(Mean):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true, y_pred = squeeze_or_expand_to_same_rank(_np(y_true, np.float64), _np(y_pred, np.float64))
-        super().update_state((y_pred - _broadcast(y_true, y_pred.shape, "y_true")) ** 2, sample_weight)
+        try:
+            np.broadcast_shapes(y_true.shape, y_pred.shape)
+        except ValueError:
+            raise ValueError(f"{type(self).__name__}: y_true and y_pred must have the same shape; received y_true "
+                             f"of shape {y_true.shape} and y_pred of shape {y_pred.shape}.") from None
+        super().update_state((y_pred - y_true) ** 2, sample_weight)
 
     def result(self):
         return float(np.sqrt(super().result()))

@@ -193,3 +193,20 @@ def test_categorical_generalized_cross_entropy_matches_keras():
 def test_squeeze_axis_out_of_bounds_raises_valueerror():
     with pytest.raises(ValueError, match="out of bounds"):
         lamina.ops.squeeze(np.float32(1.0), -1)
+
+
+# ----- what Keras accepts with differing shapes stays accepted: argmax/label metrics and broadcasting
+ACCEPTED = [
+    ("SparseCategoricalAccuracy", np.array([0, 1, 2, 1]), PROBS[0]),              # one score row, four labels
+    ("CategoricalAccuracy", np.eye(3, dtype="float32")[[0, 1, 2, 1]], np.concatenate([PROBS, PROBS], -1)),
+    ("RootMeanSquaredError", Y_REG, Y_REG[..., None, None]),
+]
+
+
+@pytest.mark.parametrize("name,y_true,y_pred", ACCEPTED, ids=[a[0] for a in ACCEPTED])
+def test_metric_broadcasting_inputs_match_keras(name, y_true, y_pred):
+    keras = _keras()
+    m, k = getattr(metrics, name)(), getattr(keras.metrics, name)()
+    m.update_state(y_true, y_pred)
+    k.update_state(y_true, y_pred)
+    np.testing.assert_allclose(float(m.result()), float(k.result()), rtol=1e-5, atol=1e-6)
