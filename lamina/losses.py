@@ -65,6 +65,14 @@ def _check_broadcast(t_shape, p_shape):
                          f"y_true of shape {tuple(t_shape)} and y_pred of shape {tuple(p_shape)}.") from None
 
 
+def _same_shape(y_true, y_pred):
+    """Keras's binary cross-entropies refuse targets and outputs of different shapes (after the rank
+    alignment) rather than broadcasting them into a bigger, meaningless array."""
+    if tuple(y_true.shape) != tuple(y_pred.shape):
+        raise ValueError("Arguments `target` and `output` must have the same shape. Received: "
+                         f"target.shape={tuple(y_true.shape)}, output.shape={tuple(y_pred.shape)}")
+
+
 def _float_target(y_true, y_pred):
     if y_true.dtype != y_pred.dtype:
         return ops.cast(y_true, y_pred.dtype)
@@ -104,6 +112,7 @@ def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, 
     """mean(-(t log p + (1 - t) log(1 - p)), axis); t smoothed towards 0.5 by label_smoothing."""
     y_pred = _tensor(y_pred)
     y_true, y_pred = align_ranks(_tensor(y_true), y_pred)
+    _same_shape(y_true, y_pred)
     return _loss_ops.binary_crossentropy(_float_target(y_true, y_pred), y_pred, from_logits=from_logits,
                                          label_smoothing=label_smoothing, axis=axis)
 
@@ -181,6 +190,7 @@ def binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False, alpha
     with apply_class_balancing. Targets smoothed towards 0.5 by label_smoothing."""
     y_pred = _tensor(y_pred)
     y_true, y_pred = align_ranks(_tensor(y_true), y_pred)   # (N,) against (N, 1): per sample, as binary_crossentropy
+    _same_shape(y_true, y_pred)
     y_true = _float_target(y_true, y_pred)
     if label_smoothing:
         y_true = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing

@@ -210,3 +210,11 @@ def test_metric_broadcasting_inputs_match_keras(name, y_true, y_pred):
     m.update_state(y_true, y_pred)
     k.update_state(y_true, y_pred)
     np.testing.assert_allclose(float(m.result()), float(k.result()), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["BinaryCrossentropy", "BinaryFocalCrossentropy"])
+def test_binary_crossentropies_refuse_shapes_keras_refuses(name):
+    # (4, 3) against (4, 3, 1, 1) broadcast silently to (4, 3, 4, 3); Keras refuses it with this message
+    y_true, y_pred = (Y_REG > 0).astype("float32"), PROBS[..., None, None]
+    with pytest.raises(ValueError, match="`target` and `output` must have the same shape"):
+        getattr(losses, name)()(y_true, y_pred)
