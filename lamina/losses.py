@@ -212,6 +212,7 @@ def categorical_focal_crossentropy(y_true, y_pred, alpha=0.25, gamma=2.0, from_l
         raise ValueError(f"`axis` must be of type `int`. Received: axis={axis} of type {type(axis)}")
     y_pred = _tensor(y_pred)
     y_true = _float_target(_tensor(y_true), y_pred)
+    _check_broadcast(y_true.shape, y_pred.shape)
     if label_smoothing:
         y_true = y_true * (1.0 - label_smoothing) + label_smoothing / y_true.shape[-1]
     if from_logits:
@@ -255,6 +256,7 @@ def dice(y_true, y_pred, axis=None):
     """1 - 2 sum(t p) / (sum(t) + sum(p) + eps), summed over axis (None: everything)."""
     y_pred = _tensor(y_pred)
     y_true = _float_target(_tensor(y_true), y_pred)
+    _check_broadcast(y_true.shape, y_pred.shape)
     inter = ops.sum(y_true * y_pred, axis=axis)
     return 1.0 - 2.0 * inter / (ops.sum(y_true, axis=axis) + ops.sum(y_pred, axis=axis) + _loss_ops.EPSILON)
 
@@ -264,6 +266,7 @@ def tversky(y_true, y_pred, alpha=0.5, beta=0.5, axis=None):
     FN = sum(p (1 - t)) over axis (None: everything)."""
     y_pred = _tensor(y_pred)
     y_true = _float_target(_tensor(y_true), y_pred)
+    _check_broadcast(y_true.shape, y_pred.shape)
     inter = ops.sum(y_true * y_pred, axis=axis)
     fp = ops.sum((1.0 - y_pred) * y_true, axis=axis)
     fn = ops.sum(y_pred * (1.0 - y_true), axis=axis)

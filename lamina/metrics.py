@@ -275,7 +275,13 @@ def binary_accuracy(y_true, y_pred, threshold=0.5):
 
 def categorical_accuracy(y_true, y_pred):
     """1 where argmax(y_pred) equals argmax(y_true) (one-hot targets), per sample."""
-    return (np.argmax(_np(y_true), axis=-1) == np.argmax(_np(y_pred), axis=-1)).astype(np.float64)
+    t, p = np.argmax(_np(y_true), axis=-1), np.argmax(_np(y_pred), axis=-1)
+    try:   # argmaxes that broadcast are compared, as Keras; what cannot meet is refused
+        np.broadcast_shapes(t.shape, p.shape)
+    except ValueError:
+        raise ValueError(f"categorical_accuracy: y_true (one-hot) and y_pred must hold the same samples; received "
+                         f"y_true of shape {np.shape(y_true)} and y_pred of shape {np.shape(y_pred)}.")
+    return (t == p).astype(np.float64)
 
 
 def sparse_categorical_accuracy(y_true, y_pred):

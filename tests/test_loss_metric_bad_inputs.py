@@ -218,3 +218,16 @@ def test_binary_crossentropies_refuse_shapes_keras_refuses(name):
     y_true, y_pred = (Y_REG > 0).astype("float32"), PROBS[..., None, None]
     with pytest.raises(ValueError, match="`target` and `output` must have the same shape"):
         getattr(losses, name)()(y_true, y_pred)
+
+
+@pytest.mark.parametrize("name", ["Dice", "Tversky", "CategoricalFocalCrossentropy"])
+@pytest.mark.parametrize("pair", [0, 1], ids=["batch", "width"])
+def test_more_losses_mismatched_shapes_name_both(name, pair):
+    t, p = MISMATCH[pair]
+    with pytest.raises(ValueError, match=r"y_true of shape .* and y_pred of shape"):
+        getattr(losses, name)()((t > 0).astype("float32"), np.clip(np.abs(p) / 4, 0.01, 0.99))
+
+
+def test_categorical_accuracy_mismatched_batch_names_both():
+    with pytest.raises(ValueError, match="categorical_accuracy"):
+        metrics.CategoricalAccuracy().update_state(np.eye(3, dtype="float32")[[0, 1]], PROBS)
