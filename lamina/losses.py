@@ -34,6 +34,9 @@ def align_ranks(y_true, y_pred, sparse=False):
     """Make target and prediction ranks agree as Keras does: a trailing axis of size 1 is dropped from
     the larger one, or added to the smaller one. Sparse targets have one axis fewer than predictions."""
     t_nd, p_nd = y_true.ndim, y_pred.ndim
+    if t_nd == 0 and p_nd == 0 and not sparse:
+        # one value each: a length-1 last axis, whose mean over that axis is the value, as Keras computes it
+        return ops.expand_dims(y_true, -1), ops.expand_dims(y_pred, -1)
     if sparse:
         if t_nd == p_nd and t_nd > 1 and y_true.shape[-1] == 1:
             y_true = ops.squeeze(y_true, -1)
@@ -48,7 +51,26 @@ def align_ranks(y_true, y_pred, sparse=False):
             y_true = ops.squeeze(y_true, -1)
         else:
             y_pred = ops.expand_dims(y_pred, -1)
+    _check_broadcast(y_true.shape, y_pred.shape)
     return y_true, y_pred
+
+
+def _check_broadcast(t_shape, p_shape):
+    """A clear ValueError naming both shapes when targets and predictions cannot meet elementwise,
+    instead of NumPy's 'operands could not be broadcast' from deep inside a kernel."""
+    try:
+        np.broadcast_shapes(tuple(t_shape), tuple(p_shape))
+    except ValueError:
+        raise ValueError(f"y_true and y_pred must have the same shape (or shapes that broadcast); received "
+                         f"y_true of shape {tuple(t_shape)} and y_pred of shape {tuple(p_shape)}.") from None
+
+
+def _same_shape(y_true, y_pred):
+    """Keras's binary cross-entropies refuse targets and outputs of different shapes (after the rank
+    alignment) rather than broadcasting them into a bigger, meaningless array."""
+    if tuple(y_true.shape) != tuple(y_pred.shape):
+        raise ValueError("Arguments `target` and `output` must have the same shape. Received: "
+                         f"target.shape={tuple(y_true.shape)}, output.shape={tuple(y_pred.shape)}")
 
 
 def _float_target(y_true, y_pred):
@@ -90,6 +112,7 @@ def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, 
     """mean(-(t log p + (1 - t) log(1 - p)), axis); t smoothed towards 0.5 by label_smoothing."""
     y_pred = _tensor(y_pred)
     y_true, y_pred = align_ranks(_tensor(y_true), y_pred)
+    _same_shape(y_true, y_pred)
     return _loss_ops.binary_crossentropy(_float_target(y_true, y_pred), y_pred, from_logits=from_logits,
                                          label_smoothing=label_smoothing, axis=axis)
 
@@ -98,6 +121,10 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
     """-sum(t * log softmax-normalised p, axis=-1) for one-hot (or soft) targets t."""
     y_pred = _tensor(y_pred)
     y_true = _tensor(y_true)
+    if y_pred.ndim == 0 or y_true.ndim == 0:
+        raise ValueError(f"categorical_crossentropy expects one-hot targets and predictions with a class axis; "
+                         f"received targets of shape {tuple(y_true.shape)} and outputs of shape "
+                         f"{tuple(y_pred.shape)}.")
     if y_true.ndim == y_pred.ndim - 1 or (y_true.ndim == y_pred.ndim and y_true.shape[-1] != y_pred.shape[-1]):
         raise ValueError(_cce_shape_message(y_true.shape, y_pred.shape))
     return _loss_ops.categorical_crossentropy(_float_target(y_true, y_pred), y_pred, from_logits=from_logits,
@@ -163,6 +190,7 @@ def binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False, alpha
     with apply_class_balancing. Targets smoothed towards 0.5 by label_smoothing."""
     y_pred = _tensor(y_pred)
     y_true, y_pred = align_ranks(_tensor(y_true), y_pred)   # (N,) against (N, 1): per sample, as binary_crossentropy
+    _same_shape(y_true, y_pred)
     y_true = _float_target(y_true, y_pred)
     if label_smoothing:
         y_true = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
@@ -184,6 +212,7 @@ def categorical_focal_crossentropy(y_true, y_pred, alpha=0.25, gamma=2.0, from_l
         raise ValueError(f"`axis` must be of type `int`. Received: axis={axis} of type {type(axis)}")
     y_pred = _tensor(y_pred)
     y_true = _float_target(_tensor(y_true), y_pred)
+    _check_broadcast(y_true.shape, y_pred.shape)
     if label_smoothing:
         y_true = y_true * (1.0 - label_smoothing) + label_smoothing / y_true.shape[-1]
     if from_logits:
@@ -197,7 +226,18 @@ def categorical_focal_crossentropy(y_true, y_pred, alpha=0.25, gamma=2.0, from_l
 def categorical_generalized_cross_entropy(y_true, y_pred, q):
     """(1 - p[label]^q) / q for integer labels: between cross-entropy (q -> 0) and MAE (q = 1)."""
     y_pred = _tensor(y_pred)
-    labels = backend.to_numpy(_tensor(y_true).data).astype(np.int64)
+    labels = backend.to_numpy(_tensor(y_true).data)
+    if labels.ndim == y_pred.ndim and labels.ndim > 1 and labels.shape[-1] == 1:
+        labels = labels[..., 0]
+    if y_pred.ndim == 0 or labels.shape != tuple(y_pred.shape[:-1]):
+        raise ValueError(f"categorical_generalized_cross_entropy expects integer labels of shape "
+                         f"{tuple(y_pred.shape[:-1])} for y_pred of shape {tuple(y_pred.shape)}; received y_true "
+                         f"of shape {labels.shape}.")
+    if labels.size and (not np.isfinite(labels).all() or labels.min() < 0 or labels.max() >= y_pred.shape[-1]):
+        raise ValueError(f"categorical_generalized_cross_entropy: labels must be integers in [0, "
+                         f"{y_pred.shape[-1]}) for {y_pred.shape[-1]} classes; received labels from "
+                         f"{labels.min()} to {labels.max()}.")
+    labels = labels.astype(np.int64)
     onehot = np.eye(y_pred.shape[-1], dtype=y_pred.dtype)[labels]
     xp = backend.get_array_module(y_pred.data)
     p = ops.sum(y_pred * Tensor(backend.to_device(onehot, xp) if xp is not np else onehot), axis=-1)
@@ -216,6 +256,7 @@ def dice(y_true, y_pred, axis=None):
     """1 - 2 sum(t p) / (sum(t) + sum(p) + eps), summed over axis (None: everything)."""
     y_pred = _tensor(y_pred)
     y_true = _float_target(_tensor(y_true), y_pred)
+    _check_broadcast(y_true.shape, y_pred.shape)
     inter = ops.sum(y_true * y_pred, axis=axis)
     return 1.0 - 2.0 * inter / (ops.sum(y_true, axis=axis) + ops.sum(y_pred, axis=axis) + _loss_ops.EPSILON)
 
@@ -225,6 +266,7 @@ def tversky(y_true, y_pred, alpha=0.5, beta=0.5, axis=None):
     FN = sum(p (1 - t)) over axis (None: everything)."""
     y_pred = _tensor(y_pred)
     y_true = _float_target(_tensor(y_true), y_pred)
+    _check_broadcast(y_true.shape, y_pred.shape)
     inter = ops.sum(y_true * y_pred, axis=axis)
     fp = ops.sum((1.0 - y_pred) * y_true, axis=axis)
     fn = ops.sum(y_pred * (1.0 - y_true), axis=axis)
@@ -331,8 +373,12 @@ class Loss:
         mask = getattr(y_pred, "_keras_mask", None)
         # computed in the loss's dtype when one is given, and float16 predictions (a 'mixed_float16' model's)
         # in floatx, as Keras computes losses in float32
+        # integer or bool predictions are cast to floatx first, as Keras's convert_to_tensor(y_pred,
+        # dtype=self.dtype) does; otherwise float targets would be cast down to the predictions' int dtype
         dtype = (np.dtype(self.dtype) if self.dtype is not None else
-                 np.dtype(backend.floatx()) if y_pred.dtype.kind == "f" and y_pred.dtype.itemsize < 4 else None)
+                 np.dtype(backend.floatx()) if y_pred.dtype.kind != "f" or y_pred.dtype.itemsize < 4 else None)
+        if dtype is not None and y_pred.dtype.kind != "f":
+            y_pred = ops.cast(y_pred, dtype)
         if dtype is not None:
             y_pred, y_true = (ops.cast(t, dtype) if t.dtype.kind == "f" and t.dtype != dtype else t
                               for t in (y_pred, y_true))
@@ -358,6 +404,12 @@ def reduce_weighted_values(values, sample_weight=None, mask=None, reduction="sum
             sw = ops.squeeze(sw, -1)
         while sw.ndim < values.ndim:
             sw = ops.expand_dims(sw, -1)
+        try:
+            np.broadcast_shapes(tuple(sw.shape), tuple(values.shape))
+        except ValueError:
+            raise ValueError(f"sample_weight of shape {np.shape(sample_weight)} does not fit the per-sample loss "
+                             f"values of shape {tuple(values.shape)}; expected a scalar, shape "
+                             f"{tuple(values.shape[:1])} or {tuple(values.shape)}.") from None
         weights = sw
     if mask is not None:
         m = as_tensor(mask.data if isinstance(mask, Tensor) else mask, dtype=values.dtype)

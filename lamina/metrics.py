@@ -46,6 +46,19 @@ def squeeze_or_expand_to_same_rank(x1, x2, expand_rank_1=True):
     return x1, x2
 
 
+def _broadcast(a, shape, what="sample_weight"):
+    """np.broadcast_to with a clear ValueError naming the argument and both shapes (not NumPy's
+    'remapped shapes' message)."""
+    try:
+        return np.broadcast_to(a, shape)
+    except ValueError:
+        if what == "y_true":
+            raise ValueError(f"y_true and y_pred must have the same shape; received y_true of shape "
+                             f"{np.shape(a)} and y_pred of shape {tuple(shape)}.") from None
+        raise ValueError(f"{what} of shape {np.shape(a)} does not fit the values of shape {tuple(shape)}; "
+                         f"expected a scalar, shape {tuple(shape[:1])} or {tuple(shape)}.") from None
+
+
 def _samplewise(values, sample_weight):
     """Keras's reduce_to_samplewise_values with mean: per-sample values (weighted) and the weights."""
     values = values.astype(np.float64)
@@ -54,7 +67,7 @@ def _samplewise(values, sample_weight):
         values, sw = squeeze_or_expand_to_same_rank(values, sw)
         if values.ndim > sw.ndim:
             values = values.mean(axis=tuple(range(sw.ndim, values.ndim)))
-        sw = np.broadcast_to(sw, values.shape)
+        sw = _broadcast(sw, values.shape)
         values = values * sw
         if sw.ndim > 1:
             sw = sw.mean(axis=tuple(range(1, sw.ndim)))
@@ -174,7 +187,15 @@ class Sum(Metric):
         values = _np(values, np.float64)
         if sample_weight is not None:
             values, sw = squeeze_or_expand_to_same_rank(values, _np(sample_weight, np.float64))
-            values = values * np.broadcast_to(sw, values.shape) if sw.ndim <= values.ndim else values * sw
+            # weights of shape (N,) weigh whole samples: trailing axes added, as Keras broadcasts them
+            if 0 < sw.ndim < values.ndim:
+                sw = sw.reshape(sw.shape + (1,) * (values.ndim - sw.ndim))
+            try:
+                values = values * sw
+            except ValueError:
+                raise ValueError(f"Sum: sample_weight of shape {np.shape(sample_weight)} does not fit values of shape "
+                                 f"{values.shape}; expected a scalar, shape {values.shape[:1]} or "
+                                 f"{values.shape}.") from None
         self.total += float(np.sum(values))
 
     def result(self):
@@ -213,6 +234,15 @@ class MeanMetricWrapper(Mean):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true, y_pred = squeeze_or_expand_to_same_rank(_np(y_true), _np(y_pred))
+        if y_true.ndim == 0 and y_pred.ndim == 0:
+            # one value each: a length-1 last axis for the per-sample functions, as Keras reads them
+            y_true, y_pred = y_true[None], y_pred[None]
+        if y_true.ndim == y_pred.ndim and self._fn not in _NOT_ELEMENTWISE:
+            try:
+                np.broadcast_shapes(y_true.shape, y_pred.shape)
+            except ValueError:
+                raise ValueError(f"{type(self).__name__}: y_true and y_pred must have the same shape; received "
+                                 f"y_true of shape {y_true.shape} and y_pred of shape {y_pred.shape}.") from None
         super().update_state(self._fn(y_true, y_pred, **self._fn_kwargs), sample_weight)
 
     def get_config(self):
@@ -245,7 +275,13 @@ def binary_accuracy(y_true, y_pred, threshold=0.5):
 
 def categorical_accuracy(y_true, y_pred):
     """1 where argmax(y_pred) equals argmax(y_true) (one-hot targets), per sample."""
-    return (np.argmax(_np(y_true), axis=-1) == np.argmax(_np(y_pred), axis=-1)).astype(np.float64)
+    t, p = np.argmax(_np(y_true), axis=-1), np.argmax(_np(y_pred), axis=-1)
+    try:   # argmaxes that broadcast are compared, as Keras; what cannot meet is refused
+        np.broadcast_shapes(t.shape, p.shape)
+    except ValueError:
+        raise ValueError(f"categorical_accuracy: y_true (one-hot) and y_pred must hold the same samples; received "
+                         f"y_true of shape {np.shape(y_true)} and y_pred of shape {np.shape(y_pred)}.")
+    return (t == p).astype(np.float64)
 
 
 def sparse_categorical_accuracy(y_true, y_pred):
@@ -253,25 +289,56 @@ def sparse_categorical_accuracy(y_true, y_pred):
     y_true, y_pred = _np(y_true), _np(y_pred)
     if y_true.ndim == y_pred.ndim and y_true.shape[-1] == 1:
         y_true = y_true[..., 0]
+    try:   # broadcasting labels against the argmax is allowed, as Keras; what cannot meet is refused
+        np.broadcast_shapes(y_true.shape, y_pred.shape[:-1])
+        ok = y_pred.ndim > 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"sparse_categorical_accuracy: y_true must hold one label per sample, shape "
+                         f"{y_pred.shape[:-1]} for y_pred of shape {y_pred.shape}; received y_true of shape "
+                         f"{y_true.shape}.")
     return (np.argmax(y_pred, axis=-1) == y_true.astype(np.int64)).astype(np.float64)
 
 
+def _sparse_labels(y_true, y_pred, name):
+    """Integer labels of shape y_pred.shape[:-1] (a trailing axis of 1 dropped), checked: a clear
+    ValueError for labels of the wrong shape or not finite, as Keras refuses them, instead of an
+    IndexError from the gather."""
+    t, p = _np(y_true), _np(y_pred)
+    if p.ndim == 0:
+        raise ValueError(f"{name}: y_pred must have a class axis; received y_pred of shape {p.shape}.")
+    if t.ndim == p.ndim and t.shape[-1] == 1:
+        t = t[..., 0]
+    if t.shape != p.shape[:-1]:
+        raise ValueError(f"{name}: y_true must hold one integer label per sample, shape {p.shape[:-1]} "
+                         f"(or {p.shape[:-1] + (1,)}) for y_pred of shape {p.shape}; received y_true of "
+                         f"shape {t.shape}.")
+    if t.dtype.kind == "f" and not np.isfinite(t).all():
+        raise ValueError(f"{name}: y_true must hold integer class labels; received NaN or inf.")
+    return t.astype(np.int64), p
+
+
 def _in_top_k(target, scores, k):
-    # the label counts as found when fewer than k scores beat it (ties count in, as in_top_k)
-    own = np.take_along_axis(scores, target[..., None].astype(np.int64), axis=-1)
-    return ((scores > own).sum(axis=-1) < k).astype(np.float64)
+    # the label counts as found when fewer than k scores beat it (ties count in, as in_top_k);
+    # a label outside [0, classes) is never found (no wrap-around for negatives)
+    inside = (target >= 0) & (target < scores.shape[-1])
+    own = np.take_along_axis(scores, np.where(inside, target, 0)[..., None].astype(np.int64), axis=-1)
+    return (((scores > own).sum(axis=-1) < k) & inside).astype(np.float64)
 
 
 def top_k_categorical_accuracy(y_true, y_pred, k=5):
     """1 where the true class (one-hot) is among the k highest scores."""
-    return _in_top_k(np.argmax(_np(y_true), axis=-1), _np(y_pred), k)
+    t, p = _np(y_true), _np(y_pred)
+    if t.ndim == 0 or p.ndim == 0 or t.shape[:-1] != p.shape[:-1]:
+        raise ValueError(f"top_k_categorical_accuracy: y_true (one-hot) and y_pred must have the same shape "
+                         f"(samples, classes); received y_true of shape {t.shape} and y_pred of shape {p.shape}.")
+    return _in_top_k(np.argmax(t, axis=-1), p, k)
 
 
 def sparse_top_k_categorical_accuracy(y_true, y_pred, k=5):
     """1 where the integer label is among the k highest scores."""
-    y_true, y_pred = _np(y_true), _np(y_pred)
-    if y_true.ndim == y_pred.ndim and y_true.shape[-1] == 1:
-        y_true = y_true[..., 0]
+    y_true, y_pred = _sparse_labels(y_true, y_pred, "sparse_top_k_categorical_accuracy")
     return _in_top_k(y_true, y_pred, k)
 
 
@@ -322,12 +389,16 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
 
 
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1):
-    t, p = _np(y_true), _np(y_pred, np.float64)
-    if axis not in (-1, p.ndim - 1):
+    p = _np(y_pred, np.float64)
+    if p.ndim and axis not in (-1, p.ndim - 1):
         p = np.moveaxis(p, axis, -1)
-    if t.ndim == p.ndim and t.shape[-1] == 1:
-        t = t[..., 0]
-    t = t.astype(np.int64)
+    t, p = _sparse_labels(y_true, p, "sparse_categorical_crossentropy")
+    bad = (t < 0) | (t >= p.shape[-1])
+    if ignore_class is not None:
+        bad &= t != ignore_class
+    if bad.any():
+        raise ValueError(f"sparse_categorical_crossentropy: labels must be in [0, {p.shape[-1]}) for "
+                         f"{p.shape[-1]} classes; received labels from {t.min()} to {t.max()}.")
     if ignore_class is None:
         return -np.take_along_axis(_log_probs(p, from_logits), t[..., None], axis=-1)[..., 0]
     ignored = t == ignore_class
@@ -404,6 +475,12 @@ _FUNCTIONS = {f.__name__: f for f in (
 
 
 # ---------------------------------------------------------------- mean-wrapped metric classes
+# per-sample functions that compare an argmax or a label with the scores: y_true and y_pred need not have
+# the same shape, so MeanMetricWrapper's shape check leaves them to their own checks
+_NOT_ELEMENTWISE = (categorical_accuracy, sparse_categorical_accuracy, top_k_categorical_accuracy,
+                    sparse_top_k_categorical_accuracy, sparse_categorical_crossentropy)
+
+
 def _wrapper(fn, default_name, doc, order=None, **defaults):
     """__init__ taking Keras's positional order: (name, dtype, *options) unless ``order`` says otherwise
     (TopKCategoricalAccuracy: k first), so that ``BinaryAccuracy("acc")`` names the metric "acc"."""
@@ -603,10 +680,13 @@ class R2Score(Metric):
             t, p = t[:, None], p[:, None]
         if t.ndim != 2:
             raise ValueError(f"R2Score expects 2D inputs (batch_size, output_dim); received y_true.shape={t.shape}")
+        if t.shape != p.shape:
+            raise ValueError(f"R2Score: y_true and y_pred must have the same shape; received y_true of shape "
+                             f"{t.shape} and y_pred of shape {p.shape}.")
         w = np.ones(1) if sample_weight is None else _np(sample_weight, np.float64)
         if w.ndim == 1:
             w = w[:, None]
-        w = np.broadcast_to(w, t.shape)
+        w = _broadcast(w, t.shape)
         if self.sum is None:
             self.sum, self.squared_sum, self.total_mse, self.count = (np.zeros(t.shape[1]) for _ in range(4))
         self.sum = self.sum + (t * w).sum(0)
@@ -652,6 +732,11 @@ class RootMeanSquaredError(Mean):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true, y_pred = squeeze_or_expand_to_same_rank(_np(y_true, np.float64), _np(y_pred, np.float64))
+        try:
+            np.broadcast_shapes(y_true.shape, y_pred.shape)
+        except ValueError:
+            raise ValueError(f"{type(self).__name__}: y_true and y_pred must have the same shape; received y_true "
+                             f"of shape {y_true.shape} and y_pred of shape {y_pred.shape}.") from None
         super().update_state((y_pred - y_true) ** 2, sample_weight)
 
     def result(self):
@@ -664,14 +749,23 @@ def _prepare_confusion(y_true, y_pred, sample_weight, class_id, top_k):
     y_true, y_pred = _np(y_true, np.float64), _np(y_pred, np.float64)
     y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
     if y_true.shape != y_pred.shape:
-        y_true = np.broadcast_to(y_true, y_pred.shape)
+        try:
+            y_true = np.broadcast_to(y_true, y_pred.shape)
+        except ValueError:
+            raise ValueError(f"y_true and y_pred must have the same shape; received y_true of shape "
+                             f"{y_true.shape} and y_pred of shape {y_pred.shape}.") from None
     sw = None
     if sample_weight is not None:
         sw = _np(sample_weight, np.float64)
         sw, _ = squeeze_or_expand_to_same_rank(sw, y_pred)
         if sw.ndim < y_pred.ndim:
             sw = sw.reshape(sw.shape + (1,) * (y_pred.ndim - sw.ndim))
-        sw = np.broadcast_to(sw, y_pred.shape)
+        try:
+            sw = np.broadcast_to(sw, y_pred.shape)
+        except ValueError:
+            raise ValueError(f"sample_weight of shape {np.shape(sample_weight)} does not fit y_pred of shape "
+                             f"{y_pred.shape}; expected a scalar, shape {y_pred.shape[:1]} or "
+                             f"{y_pred.shape}.") from None
     if top_k is not None:
         # keep the k highest scores per row; the others can never exceed a threshold
         kth = -np.sort(-y_pred, axis=-1)[..., top_k - 1:top_k]
@@ -871,7 +965,7 @@ class AUC(Metric):
         y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
         if self.from_logits:
             y_pred = 1.0 / (1.0 + np.exp(-y_pred))
-        y_true = np.broadcast_to(y_true, y_pred.shape)
+        y_true = _broadcast(y_true, y_pred.shape, "y_true")
         if sample_weight is None:
             sw = np.ones(y_pred.shape)
         else:
@@ -879,7 +973,7 @@ class AUC(Metric):
             sw, _ = squeeze_or_expand_to_same_rank(sw, y_pred)
             if sw.ndim < y_pred.ndim:
                 sw = sw.reshape(sw.shape + (1,) * (y_pred.ndim - sw.ndim))
-            sw = np.broadcast_to(sw, y_pred.shape)
+            sw = _broadcast(sw, y_pred.shape)
         if self.multi_label:
             L = y_pred.shape[-1]
             t, p, w = (a.reshape(-1, L) for a in (y_true, y_pred, sw))
@@ -981,7 +1075,14 @@ class FBetaScore(Metric):
         super().__init__(name=name, dtype=dtype)
 
     def reset_state(self):
-        self.true_positives = self.false_positives = self.false_negatives = self.intermediate_weights = None
+        # once built (the class count known), reset keeps one zero per class, as Keras's variables do, so
+        # result() after reset_state() has the same shape as before
+        built = getattr(self, "true_positives", None)
+        if built is None:
+            self.true_positives = self.false_positives = self.false_negatives = self.intermediate_weights = None
+        else:
+            self.true_positives, self.false_positives, self.false_negatives, self.intermediate_weights = (
+                np.zeros_like(built) for _ in range(4))
 
     def _state(self):
         return [self.true_positives, self.false_positives, self.false_negatives, self.intermediate_weights]
@@ -997,6 +1098,9 @@ class FBetaScore(Metric):
         else:
             pred = (y_pred > self.threshold).astype(np.float64)
         w = np.ones((y_true.shape[0], 1)) if sample_weight is None else _np(sample_weight, np.float64).reshape(-1, 1)
+        if w.shape[0] not in (1, y_true.shape[0]):
+            raise ValueError(f"{type(self).__name__}: sample_weight must hold one weight per sample "
+                             f"({y_true.shape[0]}); received sample_weight of shape {np.shape(sample_weight)}.")
         tp = (pred * y_true * w).sum(axis=0)
         fp = (pred * (1.0 - y_true) * w).sum(axis=0)
         fn = ((1.0 - pred) * y_true * w).sum(axis=0)
@@ -1072,8 +1176,20 @@ class MeanIoU(Metric):
             y_pred = np.argmax(y_pred, axis=self.axis)
         t = y_true.reshape(-1).astype(np.int64)
         p = y_pred.reshape(-1).astype(np.int64)
-        w = np.ones(t.shape) if sample_weight is None else np.broadcast_to(
-            _np(sample_weight, np.float64), y_true.shape).reshape(-1)
+        if t.size != p.size:
+            raise ValueError(f"{type(self).__name__}: y_true and y_pred must hold one label each per sample; "
+                             f"received y_true of shape {y_true.shape} and y_pred of shape {y_pred.shape}"
+                             f"{'' if self.sparse_y_true and self.sparse_y_pred else ' (after the argmax)'}.")
+        w = np.ones(t.shape)
+        if sample_weight is not None:
+            # flattened like the labels, as Keras does: (N,), (N, 1) and a scalar all fit (N,) labels
+            w = _np(sample_weight, np.float64).reshape(-1)
+            if w.size == 1:
+                w = np.broadcast_to(w, t.shape)
+            elif w.size != t.size:
+                raise ValueError(f"{type(self).__name__}: sample_weight must have one weight per label "
+                                 f"({t.size}); received sample_weight of shape {np.shape(sample_weight)} for "
+                                 f"y_true of shape {y_true.shape}.")
         keep = (t >= 0) & (t < self.num_classes) & (p >= 0) & (p < self.num_classes)
         if self.ignore_class is not None:
             keep &= t != self.ignore_class

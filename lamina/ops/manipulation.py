@@ -245,7 +245,12 @@ def squeeze(x, axis=None):
     if axis is None:
         shape = [n for n in x.shape if n != 1]
     else:
-        axes = {a % x.ndim for a in ((axis,) if isinstance(axis, int) else axis)}
+        given = (axis,) if isinstance(axis, int) else tuple(axis)
+        bad = [a for a in given if not -x.ndim <= a < x.ndim]
+        if bad:   # checked first: a % 0 on a 0-d input raised ZeroDivisionError
+            raise ValueError(f"squeeze: axis {bad[0]} is out of bounds for an input of shape {x.shape} "
+                             f"(rank {x.ndim}).")
+        axes = {a % x.ndim for a in given}
         for a in axes:
             if x.shape[a] != 1:
                 raise ValueError(f"Cannot squeeze axis {a} of shape {x.shape}: its size is not 1.")
