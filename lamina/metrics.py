@@ -83,14 +83,27 @@ def _tensor_result(result):
     (``m.result().numpy()``, ``float(m.result())``); a dict or a Tensor a subclass returns stays as it is."""
     @functools.wraps(result)
     def wrapped(self):
-        value = result(self)
-        if isinstance(value, (float, int, np.number, np.ndarray)) and not isinstance(value, bool):
-            # the metric's float dtype (an IoU's dtype is its confusion matrix's int32: its result is a float)
-            dtype = np.dtype(self.dtype) if np.issubdtype(np.dtype(self.dtype), np.floating) else backend.floatx()
-            return Tensor(np.asarray(value, dtype=dtype))
-        return value
+        value = _in_result_dtype(self, result(self))
+        return Tensor(value) if isinstance(value, np.ndarray) else value
     wrapped._gives_tensor = True
     return wrapped
+
+
+def _in_result_dtype(metric, value):
+    """A number or array result as an array of the metric's float dtype (an IoU's dtype is its confusion
+    matrix's int32: its result is a float); anything else (a dict, a Tensor) as it is."""
+    if isinstance(value, (float, int, np.number, np.ndarray)) and not isinstance(value, bool):
+        dtype = np.dtype(metric.dtype)
+        return np.asarray(value, dtype=dtype if dtype.kind == "f" else backend.floatx())
+    return value
+
+
+def result_value(metric):
+    """What ``metric.result()`` holds, as a NumPy array instead of a Tensor where it is one number or array
+    (the training loop logs Python floats every step: no Tensor made only to be turned back into a float)."""
+    fn = type(metric).result
+    raw = getattr(fn, "__wrapped__", None) if getattr(fn, "_gives_tensor", False) else None
+    return _in_result_dtype(metric, raw(metric)) if raw is not None else metric.result()
 
 
 class Metric:

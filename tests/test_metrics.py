@@ -222,3 +222,22 @@ def test_metric_add_variable_checks_its_aggregation():
         assert m.add_variable((2,), "zeros", aggregation=agg)._metric_aggregation == agg
     with pytest.raises(ValueError, match="aggregation must be"):
         m.add_variable((2,), "zeros", aggregation="max")
+
+
+def test_the_training_loop_reads_results_without_making_tensors():
+    """result() gives a Tensor, as Keras (tests/test_keras_programs_text.py); the loop logs Python floats every
+    step, so it takes the value result() computes (metrics.result_value) with no Tensor made on the way:
+    the same number, and a user's override that returns a Tensor or a dict is taken as it is."""
+    m = metrics.Mean()
+    m.update_state([1.0, 2.0, 4.0])
+    assert isinstance(m.result(), lamina.Tensor)
+    assert not isinstance(metrics.result_value(m), lamina.Tensor)
+    assert float(metrics.result_value(m)) == float(m.result())   # the same float32 number
+
+    class Both(metrics.Metric):
+        def update_state(self, *args):
+            pass
+
+        def result(self):
+            return {"a": 1.0, "b": lamina.Tensor(np.float32(2.0))}
+    assert metrics.result_value(Both()) == Both().result()

@@ -319,7 +319,7 @@ class Model(Layer):
         """{name: value} of every metric in ``model.metrics`` (a dict result, compile_metrics', merged in)."""
         logs = {}
         for m in self.metrics:
-            result = m.result()
+            result = metrics_mod.result_value(m)   # (logged as Python numbers: no Tensor made for it)
             if isinstance(result, dict):
                 logs.update(result)
             else:

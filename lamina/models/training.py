@@ -304,7 +304,7 @@ class CompileMetrics:
         self._state.update_metrics(y_true, y_pred, sample_weight)
 
     def result(self):
-        return {name: float(m.result()) for name, m in self._state.named_metrics()}
+        return {name: float(metrics_mod.result_value(m)) for name, m in self._state.named_metrics()}
 
     def reset_state(self):
         for m in self.metrics:
