@@ -91,14 +91,20 @@ def _keras():
     return keras
 
 
+def _loads_the_same(loader, saved, path, calls, rtol):
+    """loader(path) gives saved's own variables, its call count and its predictions; the loaded model."""
+    back = loader(path)
+    np.testing.assert_allclose(_state(back)[0], _state(saved)[0])
+    assert back.layers[-1].calls == calls
+    np.testing.assert_allclose(back.predict(X, verbose=0), saved.predict(X, verbose=0), rtol=rtol)
+    return back
+
+
 # ------------------------------------------------------------------------------ save_own_variables
 def test_own_variables_round_trip_in_lamina(tmp_path):
     model = _scaled_model(lamina, calls=2)
     model.save(tmp_path / "m.keras")
-    back = lamina.models.load_model(tmp_path / "m.keras")
-    np.testing.assert_array_equal(_state(back)[0], _state(model)[0])
-    assert back.layers[-1].calls == 2
-    np.testing.assert_allclose(back.predict(X, verbose=0), model.predict(X, verbose=0), rtol=1e-6)
+    _loads_the_same(lamina.models.load_model, model, tmp_path / "m.keras", 2, 1e-6)
 
 
 def test_own_variables_keys_in_keras_layout(tmp_path):
@@ -114,10 +120,7 @@ def test_own_variables_keras_to_lamina_and_back(tmp_path):
     keras = _keras()
     theirs = _scaled_model(keras, calls=3)
     theirs.save(tmp_path / "k.keras")
-    mine = lamina.models.load_model(tmp_path / "k.keras")
-    np.testing.assert_allclose(_state(mine)[0], _state(theirs)[0])
-    assert mine.layers[-1].calls == 3
-    np.testing.assert_allclose(mine.predict(X, verbose=0), theirs.predict(X, verbose=0), rtol=1e-5)
+    mine = _loads_the_same(lamina.models.load_model, theirs, tmp_path / "k.keras", 3, 1e-5)
     mine.layers[-1].calls = 5
     mine.save(tmp_path / "l.keras")
     again = keras.models.load_model(tmp_path / "l.keras")
