@@ -163,8 +163,7 @@ class Dense(LoraKernel, Layer):
 
     def call(self, inputs):
         if inputs.dtype.kind not in "fc":  # integer or bool features: compute in the layer's float dtype
-            if inputs.dtype.kind in "OSUV":
-                self._refuse_dtype(inputs)
+            self._refuse_non_numeric(inputs)
             inputs = ops.cast(inputs, self.compute_dtype)
         kernel = self.effective_kernel()
         if self.activation is _relu:

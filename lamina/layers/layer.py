@@ -384,6 +384,15 @@ def _name_the_layer(layer, e):
     return named
 
 
+def _raise_named(layer, e):
+    """Raise e (caught inside the layer's build or call) again, named by _name_the_layer: e itself with its
+    traceback, or the new error made from it, chained."""
+    named = _name_the_layer(layer, e)
+    if named is e:
+        raise e
+    raise named from e
+
+
 class Layer:
     """Base of every layer. Subclasses write ``build(input_shape)`` (weights via ``add_weight``),
     ``call(inputs, training=None)`` (composing ops) and ``compute_output_shape``.
@@ -796,8 +805,7 @@ class Layer:
 
     def _cast_integers(self, t):
         """A bool or integer input in the layer's float dtype (layers with ``_cast_integer_inputs``)."""
-        if isinstance(t, Tensor) and t.dtype.kind in "OSUV":
-            self._refuse_dtype(t)
+        self._refuse_non_numeric(t)
         if isinstance(t, Tensor) and self.autocast and t.dtype.kind in "biu":
             from ..ops.math import cast
             mask = getattr(t, "_keras_mask", None)
@@ -805,8 +813,10 @@ class Layer:
             t._keras_mask = mask
         return t
 
-    def _refuse_dtype(self, t):
+    def _refuse_non_numeric(self, t):
         """A layer that computes in float given strings or Python objects (an object array's None became NaN)."""
+        if not (isinstance(t, Tensor) and t.dtype.kind in "OSUV"):
+            return
         raise ValueError(f"{type(self).__name__} '{self.name}': Invalid dtype: {t.dtype}. Expected a numeric input "
                          f"(float, int or bool); received an input of shape {tuple(t.shape)} and dtype {t.dtype}.")
 
@@ -850,8 +860,7 @@ class Layer:
             inputs = _nest_map(self._cast_integers, inputs)
         elif self._numeric_inputs:
             for t in _nest_flatten(inputs):
-                if isinstance(t, Tensor) and t.dtype.kind in "OSUV":
-                    self._refuse_dtype(t)
+                self._refuse_non_numeric(t)
         args = (inputs,) + tuple(_nest_map(self._convert_input, a) if isinstance(a, (np.ndarray, Tensor)) else
                                  self._convert_input(np.asarray(a))
                                  if isinstance(a, (list, tuple)) and _holds_only_numbers(a) else a
@@ -887,10 +896,7 @@ class Layer:
                     if self.activity_regularizer is not None:
                         self._add_activity_losses(outputs)
         except (ValueError, TypeError) as e:
-            named = _name_the_layer(self, e)
-            if named is e:
-                raise
-            raise named from e
+            _raise_named(self, e)
         self._set_output_mask(inputs, outputs, kwargs.get("mask"))
         return outputs
 
@@ -966,10 +972,7 @@ class Layer:
                 self._check_input_spec(inputs)
                 out_spec = self.compute_output_spec(*args, **kwargs)
         except (ValueError, TypeError) as e:
-            named = _name_the_layer(self, e)
-            if named is e:
-                raise
-            raise named from e
+            _raise_named(self, e)
         node_index = len(self._inbound_nodes)
         counter = iter(range(10 ** 6))
 
