@@ -676,7 +676,7 @@ def _backprop(root, grad, retain_graph=False, accumulate=True, targets=None, on_
                     slot = pending.get(id(parent))
                     if slot is None:
                         slot = pending[id(parent)] = [None] * len(parent.out_meta)
-                    slot[k] = g if slot[k] is None else slot[k] + g
+                    slot[k] = g if slot[k] is None else _sum_into(slot, k, g)
             if not retain_graph:  # free what it saved now: the peak memory of backward stays low
                 _free(op)
         if ready_after:   # the leaves the last op fed, and targets that are not leaves or not reached
@@ -686,6 +686,41 @@ def _backprop(root, grad, retain_graph=False, accumulate=True, targets=None, on_
             for op in order:
                 _free(op)
     return result
+
+
+def _sum_into(slot, k, g):
+    """slot[k] + g, the sum written into slot[k]'s own memory when this sweep alone can see it: a writeable NumPy
+    array of g's shape and dtype referenced only by the pending list, and which owns its memory or is the only
+    view of an array nobody else holds (a view keeps a reference to its base, so another view or holder shows in
+    the base's count). A residual connection's gradient (a reshaped product's, say) is summed that way without a
+    fresh array and its page faults per block; an array anyone else may read (an op's gy also sent to another
+    input, a saved array, a caller's) gets a new sum as before."""
+    a = slot[k]
+    if (type(a) is np.ndarray and sys.getrefcount(a) <= _SOLE_REFS[0] and a.flags.writeable
+            and a.shape == g.shape and a.dtype == g.dtype):
+        base = a.base
+        if base is None or (type(base) is np.ndarray and base.base is None
+                            and sys.getrefcount(base) <= _SOLE_REFS[1]):
+            np.add(a, g, out=a)
+            return a
+    return a + g
+
+
+def _sole_refs():
+    """getrefcount of slot[k]'s array, and of its base when it is the base's only view, inside _sum_into when
+    only the list holds the array (measured, not assumed: the counts differ between Python versions)."""
+    seen = []
+
+    def probe(slot, k, g):
+        a = slot[k]
+        seen.append(sys.getrefcount(a))
+        base = a.base
+        seen.append(sys.getrefcount(base))
+    probe([np.zeros(4)[1:]], 0, None)
+    return seen
+
+
+_SOLE_REFS = _sole_refs()
 
 
 def _ready_after(order, want):

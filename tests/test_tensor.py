@@ -113,6 +113,67 @@ def test_long_chain_no_recursion_and_each_op_once():
     assert len(calls) == len(set(calls)) == 2 * 2000
 
 
+def test_branch_gradients_summed_in_place_only_into_arrays_nobody_else_holds():
+    from lamina.tensor import _sum_into
+    own, g = np.ones(4), np.full(4, 2.0)
+    slot = [own]
+    del own
+    out = _sum_into(slot, 0, g)
+    assert out is slot[0] and list(out) == [3.0] * 4            # summed where it lay: no new array
+    held = np.ones(4)
+    slot = [held]
+    assert _sum_into(slot, 0, g) is not held and list(held) == [1.0] * 4   # someone else holds it
+    base = np.ones(8)
+    slot = [base[:4]]
+    assert _sum_into(slot, 0, g) is not slot[0] and list(base) == [1.0] * 8  # a view: never written through
+    slot = [np.ones(8)[2:6]]                                       # the only view of an array nobody holds
+    view = slot[0]
+    del view
+    out = _sum_into(slot, 0, g)
+    assert out is slot[0] and list(out) == [3.0] * 4
+    slot = [np.ones(4, np.float32)]
+    assert _sum_into(slot, 0, g).dtype == np.float64               # another dtype: the ordinary sum
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_gradients_along_many_shared_paths_equal_torchs(seed):
+    """Random graphs where tensors are reused along several paths, through ops whose gradient arrays are shared
+    (Add sends one array to both operands, x + x the same one twice) or views (reshape, slices): the sums
+    written in place must never reach an array another path still reads."""
+    torch = pytest.importorskip("torch")
+    r = np.random.default_rng(seed)
+    xv = r.standard_normal((3, 4))
+    x, xt = Tensor(xv, requires_grad=True), torch.tensor(xv, requires_grad=True)
+    nodes = [(x, xt)]
+    for _ in range(14):
+        i, j = r.integers(len(nodes), size=2)
+        (a, at), (b, bt) = nodes[i], nodes[j]
+        kind = r.integers(7)
+        if kind == 0:
+            new = (a + b, at + bt)
+        elif kind == 1:
+            new = (a * b * 0.5, at * bt * 0.5)
+        elif kind == 2:
+            new = (ops.tanh(a) + a, torch.tanh(at) + at)
+        elif kind == 3:
+            new = (ops.reshape(ops.reshape(a, (12,)) * 1.5, (3, 4)) - b, (at.reshape(12) * 1.5).reshape(3, 4) - bt)
+        elif kind == 4:
+            new = (a + a, at + at)
+        elif kind == 5:                              # two views of one gradient array, one per operand
+            new = (ops.reshape(ops.reshape(a, (12,)) + ops.reshape(b, (12,)), (3, 4)),
+                   (at.reshape(12) + bt.reshape(12)).reshape(3, 4))
+        else:
+            new = (ops.concatenate([a[:, :2] * 2.0, a[:, 2:]], axis=1) + b, torch.cat([at[:, :2] * 2.0, at[:, 2:]], 1) + bt)
+        nodes.append(new)
+    total, total_t = nodes[-1][0].sum(), nodes[-1][1].sum()
+    for k in r.integers(len(nodes), size=3):      # a few inner tensors feed the loss too
+        total = total + (nodes[k][0] * nodes[k][0]).sum() * 0.1
+        total_t = total_t + (nodes[k][1] * nodes[k][1]).sum() * 0.1
+    total.backward()
+    total_t.backward()
+    np.testing.assert_allclose(x.grad, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
 def test_multi_output_op_and_unused_output():
     x = Tensor(np.arange(6.0), requires_grad=True)
     a, b, c = ops.split(x, 3)
