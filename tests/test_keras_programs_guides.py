@@ -208,3 +208,61 @@ def test_layers_added_to_a_list_or_dict_attribute_later_are_tracked_like_keras()
     twin = copy.deepcopy(ours)                 # the tracking containers survive a deep copy
     twin.trees.append(lamina.layers.Dense(2))
     assert len(twin.layers) == 5 and len(ours.layers) == 4 and twin.trees[0] is twin.layers[0]
+
+
+def _variables_in_containers(lib):
+    class Scaled(lib.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.scales = [lib.Variable(np.full((3,), 2.0, "float32"), name="s0"),
+                           lib.Variable(np.zeros((3,), "float32"), trainable=False, name="count")]
+            self.shifts = {"b": lib.Variable(np.zeros((3,), "float32"), name="b")}
+            self.pair = (lib.Variable(np.ones((3,), "float32"), name="p"),)
+
+        def call(self, x):
+            return x * self.scales[0] * self.pair[0] + self.shifts["b"] + self.scales[1]
+    return Scaled
+
+
+@pytest.mark.filterwarnings("ignore:Gradients do not exist")   # the late variable is not used by call()
+def test_variables_in_list_tuple_and_dict_attributes_are_weights_like_keras(tmp_path):
+    """Keras tracks Variables put in a layer's lists, tuples and dicts (and added to them later) as the layer's
+    weights; lamina tracked only a Variable assigned to an attribute by itself, so these were neither trained,
+    counted nor saved."""
+    x = np.random.default_rng(3).normal(size=(8, 3)).astype("float32")
+    y = np.ones((8, 3), "float32")
+    out = []
+    for lib in (lamina, keras):
+        layer = _variables_in_containers(lib)()
+        layer.scales.append(lib.Variable(np.ones((2,), "float32"), name="late"))   # added after construction
+        shapes = [(tuple(w.shape), w.trainable) for w in layer.weights]
+        model = lib.Sequential([lib.Input((3,)), layer])
+        model.compile(optimizer=lib.optimizers.SGD(0.1), loss="mse")
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+        out.append((shapes, model.count_params(), [np.asarray(w).copy() for w in layer.weights]))
+    assert out[0][0] == out[1][0] and len(out[0][0]) == 5
+    assert out[0][1] == out[1][1] == 14
+    for ours, theirs in zip(out[0][2], out[1][2]):            # trained the same (one SGD step from the same start)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(out[0][2][0], 2.0)                 # and the list's first scale did move
+    path = tmp_path / "m.weights.h5"
+    model.save_weights(path)                                   # Keras's file, read back into lamina's twin
+    twin = lamina.Sequential([lamina.Input((3,)), _variables_in_containers(lamina)()])
+    twin.layers[0].scales.append(lamina.Variable(np.ones((2,), "float32"), name="late"))
+    twin.load_weights(path)
+    for ours, theirs in zip(twin.layers[0].weights, out[1][2]):
+        np.testing.assert_array_equal(np.asarray(ours), theirs)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN"])
+def test_stateful_recurrent_states_are_not_weights_like_keras(kind):
+    """A stateful RNN keeps its states in a list of Variables; Keras makes them outside its attribute tracking,
+    so they are neither counted nor saved, and lamina (which now tracks Variables in lists) must do the same."""
+    x = np.ones((2, 5, 3), "float32")
+    paths = []
+    for lib in (lamina, keras):
+        model = lib.Sequential([lib.Input((5, 3), batch_size=2), getattr(lib.layers, kind)(4, stateful=True)])
+        model(x)
+        assert len(model.layers[0].states) >= 1
+        paths.append([w.path.split("/", 1)[1] for w in model.weights])   # (the models' own names differ)
+    assert paths[0] == paths[1] and not any("state" in p for p in paths[0])

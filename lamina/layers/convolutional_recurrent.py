@@ -227,8 +227,9 @@ class _ConvLSTM(Layer):
             outs.append(h)
         if self.stateful:
             if self.states is None or tuple(self.states[0].shape) != state_shape:
-                self.states = [Variable(xp.zeros(state_shape, zx.dtype), name="rnn_state", trainable=False)
-                               for _ in range(2)]
+                # not weights: Keras makes them without its attribute tracking (not counted, saved or trained)
+                object.__setattr__(self, "states", [Variable(xp.zeros(state_shape, zx.dtype), name="rnn_state",
+                                                             trainable=False) for _ in range(2)])
             for v, s in zip(self.states, (h, c)):
                 v.assign(s.data)
         y = self._first(ops.stack(outs, axis=1), True) if self.return_sequences else self._first(h, False)

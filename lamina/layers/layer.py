@@ -308,14 +308,18 @@ class InputSpec:
 
 
 def _track_layers(owner, items):
-    """Make the Layers among items sub-layers of owner (once each, never owner itself). An owner not set up
-    yet (a list being rebuilt by copy.deepcopy before its layer) is skipped: its own _layers is copied too."""
+    """Make the Layers among items sub-layers of owner (once each, never owner itself), and the Variables among
+    them owner's weights, as Keras tracks both in a layer's lists, tuples and dicts. An owner not set up yet (a
+    list being rebuilt by copy.deepcopy before its layer) is skipped: its own _layers is copied too."""
     layers = getattr(owner, "__dict__", {}).get("_layers")
     if layers is None:
         return
     for v in items:
-        if isinstance(v, Layer) and v is not owner and not any(v is l for l in layers):
-            layers.append(v)
+        if isinstance(v, Layer):
+            if v is not owner and not any(v is l for l in layers):
+                layers.append(v)
+        elif isinstance(v, Variable):
+            owner._track_variable(v)
 
 
 class _TrackedList(list):
@@ -454,10 +458,13 @@ class Layer:
             if type(value) is list:
                 value = _TrackedList(value)
                 value._owner = self
+                _track_layers(self, [v for v in value if isinstance(v, Variable)])
             elif type(value) is dict:
                 value = _TrackedDict(value)
                 value._owner = self
                 _track_layers(self, value.values())
+            elif type(value) is tuple:
+                _track_layers(self, [v for v in value if isinstance(v, Variable)])
         # '_layers' itself is skipped: a Functional model assigns its whole layer list there, and tracking each
         # member into the list being replaced was quadratic (a quarter of building NASNetLarge's 1041 layers)
         if name != "_layers" and not name.startswith("__") and "_layers" in self.__dict__:
@@ -467,13 +474,16 @@ class Layer:
                 for v in value:
                     if not any(v is l for l in self._layers):
                         self._layers.append(v)
-            elif isinstance(value, Variable) and "_own_weights" in self.__dict__ and \
-                    not any(value is w for w in self._own_weights):
-                # a Variable made by hand (``self.e = keras.Variable(...)``) is one of the layer's weights, as in
-                # Keras: trained, counted, saved (add_weight's are tracked already)
-                value.requires_grad = bool(value.requires_grad and self._trainable and value.trainable)
-                self._own_weights.append(value)
+            elif isinstance(value, Variable):
+                self._track_variable(value)
         object.__setattr__(self, name, value)
+
+    def _track_variable(self, value):
+        """A Variable made by hand (``self.e = keras.Variable(...)``, or one in a list, tuple or dict attribute)
+        is one of the layer's weights, as in Keras: trained, counted, saved (add_weight's are tracked already)."""
+        if "_own_weights" in self.__dict__ and not any(value is w for w in self._own_weights):
+            value.requires_grad = bool(value.requires_grad and self._trainable and value.trainable)
+            self._own_weights.append(value)
 
     def _set_dtype_policy(self, dtype):
         """The layer's dtype policy from its ``dtype`` argument (a dtype or policy name, a DTypePolicy, a

@@ -476,8 +476,9 @@ class RNN(Layer):
         if self.stateful:
             if self.states is None or self.states[0].shape[0] != N:
                 xp = backend.get_array_module(sequences.data)
-                self.states = [Variable(xp.zeros((N, s), self.compute_dtype), name="rnn_state", trainable=False)
-                               for s in self.state_size]
+                # not weights: Keras makes them without its attribute tracking (not counted, saved or trained)
+                object.__setattr__(self, "states", [Variable(xp.zeros((N, s), self.compute_dtype), name="rnn_state",
+                                                             trainable=False) for s in self.state_size])
             return [Tensor(v.data.copy()) for v in self.states]
         return self.get_initial_state(N)
 
