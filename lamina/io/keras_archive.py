@@ -172,7 +172,7 @@ def has_assets(path):
 def extract_assets(path, prefix, dest):
     """Copy the files under assets/<prefix>/ of the archive at path into dest (a folder lamina made), each
     member's name checked and its size bounded before it is inflated. Returns the number of files copied."""
-    want = ASSETS + prefix.strip("/") + "/"
+    want = ASSETS + (prefix.strip("/") + "/" if prefix.strip("/") else "")   # "": the model's own, all of them
     budget, count = MAX_ASSETS_BYTES, 0
     dest_real = os.path.realpath(dest)
     with open_regular(path, ".keras file") as f:

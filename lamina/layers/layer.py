@@ -322,6 +322,17 @@ def _track_layers(owner, items):
             owner._track_variable(v)
 
 
+def _nested_members(value, depth=0):
+    """The items of a list, tuple or dict (its values) attribute, nested containers' items in their place."""
+    out = []
+    for v in (value.values() if isinstance(value, dict) else value):
+        if isinstance(v, (list, tuple, dict)) and depth < 20 and not isinstance(v, Tensor):
+            out += _nested_members(v, depth + 1)
+        else:
+            out.append(v)
+    return out
+
+
 class _TrackedList(list):
     """A layer's list attribute: layers added to it later become the layer's sub-layers (Keras's tracking)."""
     __slots__ = ("_owner",)
@@ -458,13 +469,11 @@ class Layer:
             if type(value) is list:
                 value = _TrackedList(value)
                 value._owner = self
-                _track_layers(self, [v for v in value if isinstance(v, Variable)])
             elif type(value) is dict:
                 value = _TrackedDict(value)
                 value._owner = self
-                _track_layers(self, value.values())
-            elif type(value) is tuple:
-                _track_layers(self, [v for v in value if isinstance(v, Variable)])
+            if isinstance(value, (list, tuple, dict)):   # nested ones too ([Dense(), [Dense()]]), as Keras
+                _track_layers(self, _nested_members(value))
         # '_layers' itself is skipped: a Functional model assigns its whole layer list there, and tracking each
         # member into the list being replaced was quadratic (a quarter of building NASNetLarge's 1041 layers)
         if name != "_layers" and not name.startswith("__") and "_layers" in self.__dict__:

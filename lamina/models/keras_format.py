@@ -11,9 +11,12 @@ Weights: ``model.weights.h5`` holds each layer's variables under a path Keras de
 tree: ``layers/<snake_case class name>[_<k>]/vars/<i>`` in each model (the k-th layer of the same class
 gets the suffix), recurrent layers under ``.../cell/vars``, Bidirectional under ``forward_layer/`` and
 ``backward_layer/``, TimeDistributed under ``layer/``, MultiHeadAttention under ``query_dense/``,
-``key_dense/``, ``value_dense/`` and ``output_dense/``, nested models under their own ``layers/``. The
-same walk over a lamina model gives the same paths, so weights are matched by path, and each shape is
-checked before anything is assigned.
+``key_dense/``, ``value_dense/`` and ``output_dense/``, nested models under their own ``layers/``. A
+subclassed model, and a custom layer of the user's with sub-layers, are walked attribute by attribute as
+Keras's saving_lib walks them (``<attribute>/vars``, a list's layers under ``<attribute>/<snake name>[_k]``,
+the model's ``layers`` list in its name order, a layer met twice saved once). The same walk over a lamina
+model gives the same paths, so weights are matched by path, and each shape is checked before anything is
+assigned; files lamina wrote before it walked attributes load by their old layout.
 """
 import functools
 import inspect
@@ -52,42 +55,51 @@ def _container_layers(model):
     return layers
 
 
-def weight_paths(obj, prefix=""):
-    """[(group path, [Variables])] for obj (a model or a layer) in Keras's h5 layout."""
+def weight_paths(obj, prefix="", walk=None, legacy=False):
+    """[(group path, [Variables])] for obj (a model or a layer) in Keras's h5 layout. walk, if given, collects
+    every layer reached with its inner path ([(inner path, layer)] in walk.layers); legacy gives the layout lamina
+    wrote before it followed Keras's attribute walk (every sub-layer of a subclassed model under layers/, a
+    custom layer's sub-layers' weights in its own vars), for reading older files."""
     from .model import Model
+    walk = _Walk(legacy) if walk is None else walk
+    walk.visited.add(id(obj))
+    walk.layers.append((prefix[:-1], obj))
     kind = type(obj).__name__
+    if not walk.legacy and _walked_by_attribute(obj):
+        return _attribute_paths(obj, prefix, walk)
     if isinstance(obj, Model):
         out, seen = [(prefix + "vars", [])], {}
         for layer in _container_layers(obj):
             base = _snake(type(layer).__name__)
             k = seen.get(base, 0)
             seen[base] = k + 1
-            out += weight_paths(layer, f"{prefix}layers/{base}{'_' + str(k) if k else ''}/")
+            if id(layer) not in walk.visited or walk.legacy:
+                out += weight_paths(layer, f"{prefix}layers/{base}{'_' + str(k) if k else ''}/", walk)
         return out
     if kind == "SpectralNormalization":  # Keras tracks the wrapped kernel and vector_u on the wrapper too
-        return [(prefix + "vars", [obj.kernel, obj.vector_u])] + weight_paths(obj.layer, prefix + "layer/")
+        return [(prefix + "vars", [obj.kernel, obj.vector_u])] + weight_paths(obj.layer, prefix + "layer/", walk)
     if kind == "Wrapper":
-        return [(prefix + "vars", [])] + weight_paths(obj.layer, prefix + "layer/")
+        return [(prefix + "vars", [])] + weight_paths(obj.layer, prefix + "layer/", walk)
     if kind == "StackedRNNCells":  # Keras: .../cell/cells/<snake cell name>[_k]/vars
         out, seen = [(prefix + "vars", [])], {}
         for c in obj.cells:
             base = _snake(type(c).__name__)
             k = seen.get(base, 0)
             seen[base] = k + 1
-            out += weight_paths(c, f"{prefix}cells/{base}{'_' + str(k) if k else ''}/")
+            out += weight_paths(c, f"{prefix}cells/{base}{'_' + str(k) if k else ''}/", walk)
         return out
     if kind in ("ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"):
         return [(prefix + "vars", []), (prefix + "cell/vars", list(obj.weights))]
     if kind in ("SimpleRNN", "LSTM", "GRU", "RNN"):
         cell = getattr(obj, "cell", None)
         if kind == "RNN" and cell is not None:
-            return weight_paths(cell, prefix + "cell/")
+            return weight_paths(cell, prefix + "cell/", walk)
         return [(prefix + "cell/vars", list(obj.weights))]
     if kind == "Bidirectional":
-        return weight_paths(obj.forward_layer, prefix + "forward_layer/") + \
-            weight_paths(obj.backward_layer, prefix + "backward_layer/")
+        return weight_paths(obj.forward_layer, prefix + "forward_layer/", walk) + \
+            weight_paths(obj.backward_layer, prefix + "backward_layer/", walk)
     if kind == "TimeDistributed":
-        return [(prefix + "vars", [])] + weight_paths(obj.layer, prefix + "layer/")
+        return [(prefix + "vars", [])] + weight_paths(obj.layer, prefix + "layer/", walk)
     if kind == "MultiHeadAttention":
         ws = list(obj.weights)
         step = 2 if obj.get_config().get("use_bias", True) else 1
@@ -105,6 +117,91 @@ def weight_paths(obj, prefix=""):
         return [(prefix + "vars", [_MergedLora(obj) if w is frozen else w for w in obj.weights
                                    if w is not a and w is not b])]
     return [(prefix + "vars", list(obj.weights))]
+
+
+class _Walk:
+    """One walk over a model's object tree: the layers reached so far (Keras saves a layer once, at the first
+    path it meets it on) and each layer's inner path."""
+
+    def __init__(self, legacy=False):
+        self.legacy = legacy
+        self.visited = set()
+        self.layers = []
+
+
+def _walked_by_attribute(obj):
+    """Keras walks a subclassed model, and a layer of the user's own with sub-layers, attribute by attribute
+    (its saving_lib's _walk_saveable); lamina's built-in layers keep their own paths above (Keras's for the
+    same built-in layers)."""
+    from ..layers.layer import Layer
+    from .model import Model
+    from .sequential import Sequential
+    if isinstance(obj, Model):
+        return not isinstance(obj, Sequential) and getattr(obj, "_nodes", None) is None
+    module = type(obj).__module__ or ""
+    return (isinstance(obj, Layer) and bool(obj.__dict__.get("_layers"))
+            and (not module.startswith("lamina.") or module.startswith("lamina.zoo")))
+
+
+@functools.lru_cache(maxsize=None)
+def _base_attributes(is_model):
+    """The attribute names lamina's own Layer (or Model) machinery gives an object, built and called: Keras skips
+    its base Layer's attributes, and an attribute the user's class sets is walked in both libraries."""
+    from ..layers.layer import Layer
+    from .model import Model
+
+    class _Plain(Model if is_model else Layer):
+        def call(self, x):
+            return x
+    ref = _Plain()
+    ref(np.zeros((1, 1), "float32"))
+    return frozenset(dir(ref)) | frozenset(dir(Model if is_model else Layer))
+
+
+def _attribute_paths(obj, prefix, walk):
+    """Keras's walk of obj: its own variables in vars, then each attribute (public names first, each group in
+    name order) holding a layer or a list, tuple or dict of them, at <attribute>/ (a container's members at
+    <attribute>/<snake class name>[_k]/); a model's layers list comes in name order as "layers"."""
+    from ..layers.layer import Layer
+    from .model import Model
+    out = [(prefix + "vars", obj._own_variables())]
+    skip = _base_attributes(isinstance(obj, Model))
+    names = [n for n in obj.__dict__ if not n.startswith("__") and n not in skip]
+    if isinstance(obj, Model):
+        names.append("layers")
+    for name in sorted(set(names), key=lambda n: "~" + n if n.startswith("_") else n):
+        child = obj.layers if name == "layers" and isinstance(obj, Model) else obj.__dict__[name]
+        if isinstance(child, Layer):
+            if id(child) not in walk.visited:
+                out += weight_paths(child, f"{prefix}{name}/", walk)
+        elif isinstance(child, (list, tuple, dict)):
+            out += _container_paths(child, f"{prefix}{name}/", walk, set())
+    return out
+
+
+def _container_paths(items, prefix, walk, seen_containers):
+    """Keras's _save_container_state: a list's (a dict's values', a tuple's) layers at <snake class name>[_k]/,
+    k counting that class in this container; nested containers at container[_k]/."""
+    from ..layers.layer import Layer
+    if id(items) in seen_containers:
+        return []
+    seen_containers.add(id(items))
+    out, used = [], {}
+
+    def unique(base):
+        if base in used:
+            used[base] += 1
+            return f"{base}_{used[base]}"
+        used[base] = 0
+        return base
+    for item in (items.values() if isinstance(items, dict) else items):
+        if isinstance(item, Layer):
+            name = unique(_snake(type(item).__name__))
+            if id(item) not in walk.visited:
+                out += weight_paths(item, f"{prefix}{name}/", walk)
+        elif isinstance(item, (list, tuple, dict)):
+            out += _container_paths(item, f"{prefix}{unique('container')}/", walk, seen_containers)
+    return out
 
 
 class _MergedLora:
@@ -167,8 +264,9 @@ def _keras_object(obj):
 def to_keras_config(model):
     """The config.json dict Keras 3 writes for model (without compile_config)."""
     config = _keras_object({"class_name": class_name(model), "config": model.get_config()})
-    config["module"] = "keras.src.models.functional" if config["class_name"] == "Functional" else "keras"
-    config["registered_name"] = config["class_name"]
+    if ">" not in str(config.get("registered_name")):   # (a registered class of the user's keeps 'package>Name')
+        config["module"] = "keras.src.models.functional" if config["class_name"] == "Functional" else "keras"
+        config["registered_name"] = config["class_name"]
     config["build_config"] = build_config(model)
     return config
 
@@ -262,23 +360,21 @@ def _overrides(layer, hook):
     return getattr(type(layer), hook, None) is not getattr(Layer, hook)
 
 
-def _hooked_layers(model, hook, prefix=""):
-    """[(inner path, layer)] of the layers in model (nested models walked, as in weight_paths) whose class
-    overrides hook; inner path is Keras's: "layers/<snake name>[_k]"."""
+def _hooked_layers(model, hook):
+    """[(inner path, layer)] of the layers Keras's walk reaches in model (the model itself, nested models, a
+    custom layer's sub-layers) whose class overrides hook; inner path is Keras's ("layers/<snake name>[_k]",
+    "<attribute>", ...; "" for the model itself)."""
     from .model import Model
     if not isinstance(model, Model):   # another file root (a FeatureSpace) keeps its own state
         return []
-    out, seen = [], {}
-    for layer in _container_layers(model):
-        base = _snake(type(layer).__name__)
-        k = seen.get(base, 0)
-        seen[base] = k + 1
-        inner = f"{prefix}layers/{base}{'_' + str(k) if k else ''}"
-        if isinstance(layer, Model):
-            out += _hooked_layers(layer, hook, inner + "/")
-        if _overrides(layer, hook):
-            out.append((inner, layer))
-    return out
+    walk = _Walk()
+    weight_paths(model, "", walk)
+    return [(inner, layer) for inner, layer in walk.layers if _overrides(layer, hook)]
+
+
+def _under(inner, rest):
+    """The path rest inside a layer's entry (the model's own entry is the file's root)."""
+    return f"{inner}/{rest}" if inner else rest
 
 
 class _SaveStore(dict):
@@ -307,7 +403,7 @@ def _saved_assets(model):
                 for name in sorted(files):
                     rel = os.path.relpath(os.path.join(root, name), tmp).replace(os.sep, "/")
                     with open(os.path.join(root, name), "rb") as f:
-                        out.append((f"{inner}/{rel}", f.read()))
+                        out.append((_under(inner, rel), f.read()))
     return out
 
 
@@ -315,9 +411,9 @@ def _assign_all(model, arrays, path):
     """Set the model's weights from {dataset path: array}: the batched, shape-checked path for every layer but
     those whose class overrides load_own_variables, which then get their entry (a dict) themselves."""
     hooked = _hooked_layers(model, "load_own_variables")
-    _assign_by_path(model, arrays, path, skip={inner + "/vars" for inner, _ in hooked})
+    _assign_by_path(model, arrays, path, skip={_under(inner, "vars") for inner, _ in hooked})
     for inner, layer in hooked:
-        group = inner + "/vars/"
+        group = _under(inner, "vars/")
         store = {k[len(group):]: a for k, a in arrays.items() if k.startswith(group) and "/" not in k[len(group):]}
         try:
             layer.load_own_variables(store)
@@ -347,7 +443,7 @@ def layer_groups(model):
         for inner, layer in hooked:
             store = _SaveStore()
             layer.save_own_variables(store)
-            group = (inner + "/vars", dict(store))
+            group = (_under(inner, "vars"), dict(store))
             if group[0] in index:
                 groups[index[group[0]]] = group
             else:
@@ -506,9 +602,19 @@ def load_keras(filepath, custom_objects=None, compile=True):
     return model
 
 
+def _all_present(groups, arrays, skip):
+    return all(f"{group}/{i}" in arrays for group, variables in groups if group not in skip
+               for i in range(len(variables)))
+
+
 def _assign_by_path(model, arrays, path, skip=()):
+    groups = weight_paths(model)
+    if not _all_present(groups, arrays, skip):
+        legacy = weight_paths(model, legacy=True)   # a file lamina wrote before it walked attributes as Keras
+        if [g for g, _ in legacy] != [g for g, _ in groups] and _all_present(legacy, arrays, skip):
+            groups = legacy
     pending = []
-    for group, variables in weight_paths(model):
+    for group, variables in groups:
         if group in skip:   # loaded by the layer's own load_own_variables
             continue
         for i, v in enumerate(variables):
