@@ -688,6 +688,10 @@ def _backprop(root, grad, retain_graph=False, accumulate=True, targets=None, on_
     return result
 
 
+# below this many elements a fresh sum costs no more than the checks (the allocator reuses small blocks)
+SUM_IN_PLACE_MIN = 4096
+
+
 def _sum_into(slot, k, g):
     """slot[k] + g, the sum written into slot[k]'s own memory when this sweep alone can see it: a writeable NumPy
     array of g's shape and dtype referenced only by the pending list, and which owns its memory or is the only
@@ -696,8 +700,8 @@ def _sum_into(slot, k, g):
     fresh array and its page faults per block; an array anyone else may read (an op's gy also sent to another
     input, a saved array, a caller's) gets a new sum as before."""
     a = slot[k]
-    if (type(a) is np.ndarray and sys.getrefcount(a) <= _SOLE_REFS[0] and a.flags.writeable
-            and a.shape == g.shape and a.dtype == g.dtype):
+    if (type(a) is np.ndarray and a.size >= SUM_IN_PLACE_MIN and sys.getrefcount(a) <= _SOLE_REFS[0]
+            and a.flags.writeable and a.shape == g.shape and a.dtype == g.dtype):
         base = a.base
         if base is None or (type(base) is np.ndarray and base.base is None
                             and sys.getrefcount(base) <= _SOLE_REFS[1]):

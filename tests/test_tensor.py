@@ -113,8 +113,10 @@ def test_long_chain_no_recursion_and_each_op_once():
     assert len(calls) == len(set(calls)) == 2 * 2000
 
 
-def test_branch_gradients_summed_in_place_only_into_arrays_nobody_else_holds():
+def test_branch_gradients_summed_in_place_only_into_arrays_nobody_else_holds(monkeypatch):
+    from lamina import tensor
     from lamina.tensor import _sum_into
+    monkeypatch.setattr(tensor, "SUM_IN_PLACE_MIN", 0)     # (small arrays here; the rule is the same)
     own, g = np.ones(4), np.full(4, 2.0)
     slot = [own]
     del own
@@ -136,11 +138,13 @@ def test_branch_gradients_summed_in_place_only_into_arrays_nobody_else_holds():
 
 
 @pytest.mark.parametrize("seed", range(24))
-def test_gradients_along_many_shared_paths_equal_torchs(seed):
+def test_gradients_along_many_shared_paths_equal_torchs(seed, monkeypatch):
     """Random graphs where tensors are reused along several paths, through ops whose gradient arrays are shared
     (Add sends one array to both operands, x + x the same one twice) or views (reshape, slices): the sums
     written in place must never reach an array another path still reads."""
     torch = pytest.importorskip("torch")
+    from lamina import tensor
+    monkeypatch.setattr(tensor, "SUM_IN_PLACE_MIN", 0)     # every sum eligible, however small
     r = np.random.default_rng(seed)
     xv = r.standard_normal((3, 4))
     x, xt = Tensor(xv, requires_grad=True), torch.tensor(xv, requires_grad=True)
