@@ -69,19 +69,21 @@ def test_transformer_learns_the_token_after_a_marker_and_a_bag_of_embeddings_can
     x, y = _marker_task(6000, rng)
     xt, yt = _marker_task(500, rng)
 
-    def fit(model):
+    def fit(model, epochs):
         model.compile(optimizer=optimizers.Adam(5e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        model.fit(x, y, batch_size=32, epochs=4, verbose=0)
+        model.fit(x, y, batch_size=32, epochs=epochs, verbose=0)
         return model.evaluate(xt, yt, verbose=0)[1]
 
+    # 3 epochs: over seeds 0-7 (data and weights) the transformer reached 0.98-1.0 (4 epochs: 1.0 on all; 2: one
+    # seed at 0.67); the bag gets 4, more training than the transformer, and stayed at 0.32-0.37 (seeds 0-4)
     inp = lamina.Input(shape=(8,), dtype="int32")
     h = layers.TokenAndPositionEmbedding(10, 8, 32)(inp)
     h = layers.TransformerEncoder(64, 2, normalize_first=True)(h)
     h = layers.GlobalAveragePooling1D()(h)
-    transformer = fit(lamina.Model(inp, layers.Dense(10, activation="softmax")(h)))
+    transformer = fit(lamina.Model(inp, layers.Dense(10, activation="softmax")(h)), epochs=3)
     inp = lamina.Input(shape=(8,), dtype="int32")
     h = layers.GlobalAveragePooling1D()(layers.Embedding(10, 32)(inp))
-    bag = fit(lamina.Model(inp, layers.Dense(10, activation="softmax")(h)))
+    bag = fit(lamina.Model(inp, layers.Dense(10, activation="softmax")(h)), epochs=4)
     assert transformer > 0.95, transformer
     assert bag < 0.5, bag                  # it can only guess among the tokens present (about 1 in 3)
 
