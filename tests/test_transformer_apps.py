@@ -170,7 +170,9 @@ def test_translate_dates_short_run_learns_and_saves(tmp_path):
 # ------------------------------------------------------------------------------- the character model
 def test_char_transformer_beats_the_unigram_baseline_and_samples(tmp_path):
     from lamina.datasets.text import load_pydoc_topics
-    text = load_pydoc_topics()[:40000]
+    # 28,000 characters: over seeds 0-4 the validation loss ended 0.49-0.53 nats under the unigram's (40,000:
+    # 0.57-0.60; 20,000: 0.27-0.37), asserted with 0.2
+    text = load_pydoc_topics()[:28000]
     run = T.train_char_transformer(epochs=2, batch_size=32, out=str(tmp_path), verbose=0, sequence_length=32,
                                    text=text, model_kwargs=dict(embed_dim=32, num_heads=2, intermediate_dim=64,
                                                                 num_layers=1), plot=False)
