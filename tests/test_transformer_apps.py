@@ -239,7 +239,9 @@ def test_recipes_are_listed():
 
 
 def test_classifier_recipe_beats_its_order_blind_baseline(tmp_path):
-    run = T.train_transformer_classifier(epochs=2, out=str(tmp_path), verbose=0, num_train=5000, num_test=400,
+    # 3,000 dates: over seeds 0-7 the transformer beat the baseline by 0.245-0.37 (numeric formats: 0.34-0.51);
+    # 5,000 (seeds 0-4): 0.30-0.44 (0.41-0.68)
+    run = T.train_transformer_classifier(epochs=2, out=str(tmp_path), verbose=0, num_train=3000, num_test=400,
                                          plot=False)
     assert run["test_accuracy"] > run["baseline_test_accuracy"] + 0.1, run
     assert run["test_accuracy_numeric_formats"] > run["baseline_test_accuracy_numeric_formats"] + 0.2, run
