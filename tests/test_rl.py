@@ -32,6 +32,8 @@ def test_short_dqn_run_beats_a_random_policy(tmp_path):
             total += reward
             done = terminated or truncated
         random_returns.append(total)
-    run = rl.train_dqn(total_steps=3000, eval_every=1500, out=str(tmp_path / "dqn"), verbose=0, plot=False,
+    # 2,500 steps (1,500 of them training, after the 1,000 of warm-up): over seeds 0-7 the mean return of the
+    # 10 greedy episodes was 144-230 (3,000 steps: 146-208), against a threshold of about 66
+    run = rl.train_dqn(total_steps=2500, eval_every=1250, out=str(tmp_path / "dqn"), verbose=0, plot=False,
                        final_episodes=10)
     assert run["mean_return"] > 3 * np.mean(random_returns)    # random play lasts ~22 steps

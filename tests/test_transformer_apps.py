@@ -69,19 +69,21 @@ def test_transformer_learns_the_token_after_a_marker_and_a_bag_of_embeddings_can
     x, y = _marker_task(6000, rng)
     xt, yt = _marker_task(500, rng)
 
-    def fit(model):
+    def fit(model, epochs):
         model.compile(optimizer=optimizers.Adam(5e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        model.fit(x, y, batch_size=32, epochs=4, verbose=0)
+        model.fit(x, y, batch_size=32, epochs=epochs, verbose=0)
         return model.evaluate(xt, yt, verbose=0)[1]
 
+    # 3 epochs: over seeds 0-7 (data and weights) the transformer reached 0.98-1.0 (4 epochs: 1.0 on all; 2: one
+    # seed at 0.67); the bag gets 4, more training than the transformer, and stayed at 0.32-0.37 (seeds 0-4)
     inp = lamina.Input(shape=(8,), dtype="int32")
     h = layers.TokenAndPositionEmbedding(10, 8, 32)(inp)
     h = layers.TransformerEncoder(64, 2, normalize_first=True)(h)
     h = layers.GlobalAveragePooling1D()(h)
-    transformer = fit(lamina.Model(inp, layers.Dense(10, activation="softmax")(h)))
+    transformer = fit(lamina.Model(inp, layers.Dense(10, activation="softmax")(h)), epochs=3)
     inp = lamina.Input(shape=(8,), dtype="int32")
     h = layers.GlobalAveragePooling1D()(layers.Embedding(10, 32)(inp))
-    bag = fit(lamina.Model(inp, layers.Dense(10, activation="softmax")(h)))
+    bag = fit(lamina.Model(inp, layers.Dense(10, activation="softmax")(h)), epochs=4)
     assert transformer > 0.95, transformer
     assert bag < 0.5, bag                  # it can only guess among the tokens present (about 1 in 3)
 
@@ -168,7 +170,9 @@ def test_translate_dates_short_run_learns_and_saves(tmp_path):
 # ------------------------------------------------------------------------------- the character model
 def test_char_transformer_beats_the_unigram_baseline_and_samples(tmp_path):
     from lamina.datasets.text import load_pydoc_topics
-    text = load_pydoc_topics()[:40000]
+    # 28,000 characters: over seeds 0-4 the validation loss ended 0.49-0.53 nats under the unigram's (40,000:
+    # 0.57-0.60; 20,000: 0.27-0.37), asserted with 0.2
+    text = load_pydoc_topics()[:28000]
     run = T.train_char_transformer(epochs=2, batch_size=32, out=str(tmp_path), verbose=0, sequence_length=32,
                                    text=text, model_kwargs=dict(embed_dim=32, num_heads=2, intermediate_dim=64,
                                                                 num_layers=1), plot=False)
@@ -235,7 +239,9 @@ def test_recipes_are_listed():
 
 
 def test_classifier_recipe_beats_its_order_blind_baseline(tmp_path):
-    run = T.train_transformer_classifier(epochs=2, out=str(tmp_path), verbose=0, num_train=5000, num_test=400,
+    # 3,000 dates: over seeds 0-7 the transformer beat the baseline by 0.245-0.37 (numeric formats: 0.34-0.51);
+    # 5,000 (seeds 0-4): 0.30-0.44 (0.41-0.68)
+    run = T.train_transformer_classifier(epochs=2, out=str(tmp_path), verbose=0, num_train=3000, num_test=400,
                                          plot=False)
     assert run["test_accuracy"] > run["baseline_test_accuracy"] + 0.1, run
     assert run["test_accuracy_numeric_formats"] > run["baseline_test_accuracy_numeric_formats"] + 0.2, run

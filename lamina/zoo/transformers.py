@@ -370,23 +370,33 @@ def sample_text(model, vocabulary, prompt, length=200, temperature=1.0, top_k=No
     if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 1):
         raise ValueError(f"sample_text: top_k must be None or an int >= 1. Received: top_k={top_k!r}")
     rng = np.random.default_rng(seed)
+    return _sample_rows(model, vocabulary, prompt, length, [temperature] * num_samples, [top_k] * num_samples,
+                        lambda: rng.random((num_samples, 1)))
+
+
+def _sample_rows(model, vocabulary, prompt, length, temperatures, top_ks, draw):
+    """sample_text's loop for rows that each have their own temperature and top_k (one model call a step for
+    all of them); ``draw()``: the rows' uniform numbers of a step, (rows, 1)."""
     window = model.input_shape[1]
-    ids = np.repeat(vocabulary.encode([prompt], len(prompt))[0][None], num_samples, axis=0)
+    rows = len(temperatures)
+    temperature = np.array(temperatures, dtype=np.float64)[:, None]
+    ids = np.repeat(vocabulary.encode([prompt], len(prompt))[0][None], rows, axis=0)
     out = []
     for _ in range(length):
         ctx = ids[:, -window:]
         n = ctx.shape[1]
-        x = np.zeros((num_samples, window), dtype=np.int64)
+        x = np.zeros((rows, window), dtype=np.int64)
         x[:, :n] = ctx                      # causal: the padding after position n - 1 does not change its logits
         z = _logits(model, x)[:, n - 1] / temperature
         z[:, :3] = -np.inf                  # never sample PAD, START or END
-        if top_k is not None and top_k < z.shape[1]:
-            kth = np.sort(z, axis=1)[:, -top_k][:, None]
-            z = np.where(z < kth, -np.inf, z)
+        for i, top_k in enumerate(top_ks):
+            if top_k is not None and top_k < z.shape[1]:
+                kth = np.sort(z[i])[-top_k]
+                z[i] = np.where(z[i] < kth, -np.inf, z[i])
         p = np.exp(z - z.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
         # one uniform draw per sample through the cumulative distribution: vectorised categorical sampling
-        nxt = (p.cumsum(axis=1) < rng.random((num_samples, 1))).sum(axis=1)
+        nxt = (p.cumsum(axis=1) < draw()).sum(axis=1)
         nxt = np.minimum(nxt, z.shape[1] - 1)
         ids = np.concatenate([ids, nxt[:, None]], axis=1)
         out.append(nxt)
@@ -507,9 +517,13 @@ def train_char_transformer(epochs=None, batch_size=None, out=None, seed=0, verbo
     seconds = time.perf_counter() - start
     val_loss = float(model.evaluate(val[:, :-1], val[:, 1:], batch_size=64, verbose=0))
     unigram = unigram_cross_entropy(train[:, 1:], val[:, 1:], len(vocab))
-    samples = {f"temperature {t}, top_k {k}": sample_text(model, vocab, "The ", 240, temperature=t, top_k=k,
-                                                          seed=seed)[0]
-               for t, k in ((0.5, None), (0.8, 10), (1.0, None))}
+    # three samples, each as sample_text(..., temperature=t, top_k=k, seed=seed) gives it, drawn side by side
+    # (one model call a character for the three)
+    settings = ((0.5, None), (0.8, 10), (1.0, None))
+    rngs = [np.random.default_rng(seed) for _ in settings]
+    texts = _sample_rows(model, vocab, "The ", 240, [t for t, _ in settings], [k for _, k in settings],
+                         lambda: np.array([[g.random()] for g in rngs]))
+    samples = {f"temperature {t}, top_k {k}": text for (t, k), text in zip(settings, texts)}
     run = {"model": r.name, "dataset": r.dataset, "epochs": epochs, "batch_size": batch_size, "seed": seed,
            "sequence_length": sequence_length, "train_windows": len(train), "validation_windows": len(val),
            "validation_loss": val_loss, "validation_bits_per_char": val_loss / np.log(2),
