@@ -44,11 +44,16 @@ def lamina_here(*args, cwd):
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
                 warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("default")
+            warnings.simplefilter("default")     # a plain `python` process's filters: each warning once,
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", category)   # but these four not at all
             try:
                 status = cli.main([str(a) for a in args])
-            except SystemExit as e:
-                status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except SystemExit as e:             # argparse's exit or sys.exit: what the process would end with
+                status = e.code
+                if status is not None and not isinstance(status, int):
+                    print(status, file=sys.stderr)
+                    status = 1
     finally:
         os.chdir(folder)
         if home is None:
