@@ -3,8 +3,9 @@
 The tests of argument handling, messages and exit statuses call the same entry point in this process instead
 (lamina_here: lamina.cli.main with the same LAMINA_HOME, working folder and captured output, argparse's exit
 read as the exit status): a subprocess only added Python's and lamina's start (~0.5 s a call, ~35 calls). The
-tests about the command as a process stay subprocesses: the default training run, `python -m lamina`, the
-terminal output, the training runs of other recipes and the memory limit of `predict`."""
+tests about the command as a process stay subprocesses: the default training run, the MLP runs with options
+(and their reproducibility from a fresh process), `python -m lamina`, the terminal output and `predict`'s
+refusal to allocate what a .npy header claims."""
 import contextlib
 import io
 import json
@@ -214,7 +215,7 @@ def test_offline_download_error_is_one_line(workdir, monkeypatch):
 
 
 def test_train_takes_the_model_name_as_a_positional_argument(tmp_path):
-    r = lamina("train", "longmemory-dense", "--epochs", "1", "--quiet", "--no-plot", "--out", str(tmp_path / "o"),
+    r = lamina_here("train", "longmemory-dense", "--epochs", "1", "--quiet", "--no-plot", "--out", str(tmp_path / "o"),
                cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "o" / "model.lamina").exists()
@@ -224,7 +225,7 @@ def test_train_takes_the_model_name_as_a_positional_argument(tmp_path):
 
 def test_evaluate_refuses_models_that_measure_themselves(tmp_path):
     out = tmp_path / "ae"
-    r = lamina("train", "autoencoder", "--epochs", "1", "--quiet", "--no-plot", "--out", str(out), cwd=tmp_path)
+    r = lamina_here("train", "autoencoder", "--epochs", "1", "--quiet", "--no-plot", "--out", str(out), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.glob("*.png")) == []          # its own loop's figures follow --no-plot too
     r = lamina_here("evaluate", str(out / "model.lamina"), cwd=tmp_path)
