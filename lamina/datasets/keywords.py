@@ -49,11 +49,21 @@ def _formant_tracks(cls, t, onset, length, scale):
     return tracks * scale[None, :, None]
 
 
+def _raised_cosine(u):
+    """0.5 - 0.5 cos(pi u) of u in [0, 1], the cosine taken only strictly inside (0, 1): at 0 and 1 the formula
+    gives exactly 0 and 1 (cos(0) = 1 and cos(pi) = -1 in floating point), which u already holds there. A ramp
+    is 160 of a clip's 8000 samples, so this skips ~98% of the cosines and gives the same values to the bit."""
+    inside = (u > 0.0) & (u < 1.0)
+    out = u.copy()
+    out[inside] = 0.5 - 0.5 * np.cos(np.pi * u[inside])
+    return out
+
+
 def _envelope(t, start, length, ramp=0.02):
     """(n, T) 0..1 gate: on from start for length seconds, with raised-cosine ramps of ramp seconds."""
     rise = np.clip((t - start) / ramp, 0.0, 1.0)
     fall = np.clip((start + length - t) / ramp, 0.0, 1.0)
-    return (0.5 - 0.5 * np.cos(np.pi * rise)) * (0.5 - 0.5 * np.cos(np.pi * fall))
+    return _raised_cosine(rise) * _raised_cosine(fall)
 
 
 def _voiced(rng, cls, t, onset, length, voice_start, voiced):
