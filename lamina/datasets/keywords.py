@@ -120,28 +120,35 @@ def _fricative(rng, t, onset, length):
 
 
 def _tones(rng, cls, t, onset, length):
-    """Whistles (one gliding tone) and beeps (two or three short tones) with their own base frequency."""
+    """Whistles (one gliding tone) and beeps (two or three short tones) with their own base frequency; zero in
+    the rows of other classes (every row draws its random numbers, so that the stream of draws does not depend
+    on the classes, but only the rows of the four tone classes are computed, each on its own)."""
     n = len(cls)
     base = rng.uniform(500.0, 900.0, (n, 1))
-    up, down = cls == CLASSES.index("whistle-up"), cls == CLASSES.index("whistle-down")
+    span = rng.uniform(1.0, 1.6, (n, 1))                             # octaves covered by a whistle
+    step = 2.0 ** (rng.uniform(3.0, 5.0, (n, 1)) / 12.0)
+    full = np.zeros(t.shape)
+    rows = np.isin(cls, [CLASSES.index(c) for c in ("whistle-up", "whistle-down", "beep-beep", "do-re-do")])
+    if not rows.any():
+        return full
+    cls, t, onset, length, base, span, step = (a[rows] for a in (cls, t, onset, length, base, span, step))
+    up = cls == CLASSES.index("whistle-up")
     beeps, tune = cls == CLASSES.index("beep-beep"), cls == CLASSES.index("do-re-do")
     rel = np.clip((t - onset) / length, 0.0, 1.0)
-    span = rng.uniform(1.0, 1.6, (n, 1))                             # octaves covered by a whistle
     freq = np.where(up[:, None], base * 2.0 ** (span * rel), base * 2.0 ** (span * (1.0 - rel)))
     gate = _envelope(t, onset, length)
     # beeps: k equal slots with short gaps; do-re-do's middle tone is 3-5 semitones higher
     slots = np.where(tune, 3, 2)[:, None]
     slot = np.minimum((rel * slots).astype(int), slots - 1)
     inside = (rel * slots - slot) < 0.7                             # each slot: 70% tone, 30% silence
-    step = 2.0 ** (rng.uniform(3.0, 5.0, (n, 1)) / 12.0)
     note = np.where(tune[:, None] & (slot == 1), base * step, base)
     beep_gate = gate * inside
     freq = np.where((beeps | tune)[:, None], note, freq)
     gate = np.where((beeps | tune)[:, None], beep_gate, gate)
     phase = 2 * np.pi * np.cumsum(freq, axis=1) / SAMPLING_RATE
     second = np.where(2.0 * freq < 0.45 * SAMPLING_RATE, 0.3 * np.sin(2 * phase), 0.0)  # no aliasing
-    out = (np.sin(phase) + second) * gate
-    return np.where((up | down | beeps | tune)[:, None], out, 0.0)
+    full[rows] = (np.sin(phase) + second) * gate
+    return full
 
 
 def keywords(n, seed=0, chunk=256):
