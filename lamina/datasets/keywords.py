@@ -107,16 +107,21 @@ def _voiced(rng, cls, t, onset, length, voice_start, voiced):
     return full
 
 
-def _fricative(rng, t, onset, length):
-    """High-passed noise ('s') over the first 30-40% of the word."""
+def _fricative(rng, t, onset, length, rows):
+    """High-passed noise ('s') over the first 30-40% of the word, and where the voice after it starts. The
+    hiss is zero outside ``rows`` ((n,) bool: every row draws its noise, so that the stream of draws does not
+    depend on the classes, but only these rows are filtered, each on its own)."""
     noise = rng.standard_normal(t.shape)
-    spectrum = np.fft.rfft(noise, axis=1)
-    freqs = np.fft.rfftfreq(t.shape[1], 1.0 / SAMPLING_RATE)
-    spectrum *= np.clip((freqs - 2500.0) / 500.0, 0.0, 1.0)          # energy above ~2.5-3 kHz only
-    hiss = np.fft.irfft(spectrum, n=t.shape[1], axis=1)
-    hiss /= hiss.std(axis=1, keepdims=True) + 1e-12
     frac = rng.uniform(0.3, 0.4, (t.shape[0], 1)) * length
-    return 0.8 * hiss * _envelope(t, onset, frac), onset + 0.8 * frac
+    full = np.zeros(t.shape)
+    if rows.any():
+        spectrum = np.fft.rfft(noise[rows], axis=1)
+        freqs = np.fft.rfftfreq(t.shape[1], 1.0 / SAMPLING_RATE)
+        spectrum *= np.clip((freqs - 2500.0) / 500.0, 0.0, 1.0)          # energy above ~2.5-3 kHz only
+        hiss = np.fft.irfft(spectrum, n=t.shape[1], axis=1)
+        hiss /= hiss.std(axis=1, keepdims=True) + 1e-12
+        full[rows] = 0.8 * hiss * _envelope(t[rows], onset[rows], frac[rows])
+    return full, onset + 0.8 * frac
 
 
 def _tones(rng, cls, t, onset, length):
@@ -170,8 +175,8 @@ def _draw(rng, cls):
     length = rng.uniform(0.35, 0.65, (n, 1))
     onset = rng.uniform(0.05, 0.95 - length)
     voiced = np.isin(cls, [CLASSES.index(c) for c in _VOICED])[:, None]
-    hiss, voice_start = _fricative(rng, t, onset, length)
     fricative = (cls == CLASSES.index("sah"))[:, None]
+    hiss, voice_start = _fricative(rng, t, onset, length, fricative[:, 0])
     voice_start = np.where(fricative, voice_start, onset)
     signal = _voiced(rng, cls, t, onset, length, voice_start, voiced)
     signal += np.where(fricative, hiss, 0.0) + _tones(rng, cls, t, onset, length)
