@@ -73,11 +73,12 @@ def _voiced(rng, cls, t, onset, length, voice_start, voiced):
     n, sr = len(cls), SAMPLING_RATE
     f0 = rng.uniform(90.0, 260.0, (n, 1))
     glide = rng.uniform(-0.15, 0.15, (n, 1))            # the pitch drifts by up to 15% over the word
-    vibrato = 0.02 * np.sin(2 * np.pi * rng.uniform(3.0, 7.0, (n, 1)) * t + rng.uniform(0, 2 * np.pi, (n, 1)))
+    vibrato_rate, vibrato_phase = rng.uniform(3.0, 7.0, (n, 1)), rng.uniform(0, 2 * np.pi, (n, 1))
     scale = rng.uniform(0.85, 1.15, n)
     rows = voiced[:, 0]
     cls, t, onset, length, voice_start = cls[rows], t[rows], onset[rows], length[rows], voice_start[rows]
-    pitch = f0[rows] * (1.0 + glide[rows] * np.clip((t - onset) / length, 0.0, 1.0) + vibrato[rows])   # (n, T)
+    vibrato = 0.02 * np.sin(2 * np.pi * vibrato_rate[rows] * t + vibrato_phase[rows])
+    pitch = f0[rows] * (1.0 + glide[rows] * np.clip((t - onset) / length, 0.0, 1.0) + vibrato)   # (n, T)
     phase = 2 * np.pi * np.cumsum(pitch, axis=1) / sr
     # the formants and the pitch change slowly: the harmonics' loudness is computed every 2 ms and held
     hold = 16
