@@ -17,9 +17,11 @@ def test_workload_one_step(framework, workload):
         assert r["loss_decreased"], f"{framework} {workload}: loss went from {r['loss_first']} to {r['loss_last']}"
 
 
-def test_ab_compares_a_revision_with_the_working_tree():
+def test_ab_compares_a_revision_with_the_working_tree(monkeypatch):
     """bench.ab times the mlp in a worktree of HEAD and in the working tree, one pair, and removes the
-    worktree afterwards."""
+    worktree afterwards. Both workers run NumPy's element-wise code (LAMINA_KERNELS=numpy): the fresh worktree
+    has no numba cache, and compiling the kernels there and loading numba in both workers (~4 s of the
+    test's ~5) checked nothing this test is about (tests/test_kernels.py checks the kernels)."""
     import os
     import shutil
     import subprocess
@@ -27,6 +29,7 @@ def test_ab_compares_a_revision_with_the_working_tree():
     from bench import ab
     if shutil.which("git") is None or not os.path.exists(os.path.join(ab.ROOT, ".git")):   # (a file in a worktree)
         pytest.skip("needs a git checkout")
+    monkeypatch.setenv("LAMINA_KERNELS", "numpy")
     before = subprocess.run(["git", "worktree", "list"], cwd=ab.ROOT, capture_output=True, text=True).stdout
     lines = []
     res = ab.compare("HEAD", ["mlp"], pairs=1, steps=2, warmup=1, report=lines.append)

@@ -54,10 +54,13 @@ def test_loss_surface_centre_is_the_trained_loss_and_weights_come_back(trained, 
 
 
 def test_default_layers_include_the_first_convolution(trained, tmp_path, monkeypatch):
+    """Which layers the two pictures take by default (the pictures themselves: the test above, with the same
+    defaults): the figures are drawn but not rendered to PNG here."""
     model, x, _ = trained
     seen = []
     real = plotting._feature_model
     monkeypatch.setattr(plotting, "_feature_model", lambda m, names: seen.append(list(names)) or real(m, names))
+    monkeypatch.setattr(plotting, "save_figure", lambda fig, path, close=False, **kwargs: plotting._pyplot().close(fig))
     plotting.plot_feature_maps(model, x[0], str(tmp_path / "m.png"))
     plotting.plot_activation_histograms(model, x[:20], str(tmp_path / "h.png"))
     assert seen[0] == [model.layers[0].name, model.layers[1].name, model.layers[2].name]

@@ -12,7 +12,7 @@ Unused rows have class -1.
 """
 import numpy as np
 
-from .synthetic import _shape_masks
+from .synthetic import _shape_inside
 
 __all__ = ["CLASSES", "scenes", "load_data"]
 
@@ -49,9 +49,7 @@ def scenes(n, size=64, max_objects=4, min_radius=5.0, max_radius=10.0, noise=0.0
     for k in range(max_objects):
         dy = grid[None, :, None] - cy[:, k, None, None]
         dx = grid[None, None, :] - cx[:, k, None, None]
-        shapes = _shape_masks(dy, dx, radius[:, k, None, None])
-        c = kind[:, k, None, None]
-        inside = np.where(c == 0, shapes[0], np.where(c == 1, shapes[1], shapes[2])) & keep[:, k, None, None]
+        inside = _shape_inside(kind[:, k], keep[:, k], dy, dx, radius[:, k, None, None])
         images = np.where(inside, bright[:, k, None, None], images)
         rows, cols = inside.any(axis=2), inside.any(axis=1)          # (n, size) each
         present = rows.any(axis=1)

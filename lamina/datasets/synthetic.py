@@ -22,13 +22,34 @@ def _shape_masks(dy, dx, r):
 
     circle: radius r; square: axis-aligned, half side 0.8 r; triangle: equilateral, apex up, circumradius
     1.15 r (its inradius, the distance from the centre to each side, is half the circumradius)."""
-    circle = dy * dy + dx * dx <= r * r
-    square = (np.abs(dy) <= 0.8 * r) & (np.abs(dx) <= 0.8 * r)
+    return _circle(dy, dx, r), _square(dy, dx, r), _triangle(dy, dx, r)
+
+
+def _circle(dy, dx, r):
+    return dy * dy + dx * dx <= r * r
+
+
+def _square(dy, dx, r):
+    return (np.abs(dy) <= 0.8 * r) & (np.abs(dx) <= 0.8 * r)
+
+
+def _triangle(dy, dx, r):
     inradius = 0.575 * r
     s = np.sqrt(3.0) / 2.0
     # outward unit normals of the three sides, in (x, y) with y pointing down: base (0, 1), slants (+-s, -1/2)
-    triangle = (dy <= inradius) & (s * dx - 0.5 * dy <= inradius) & (-s * dx - 0.5 * dy <= inradius)
-    return circle, square, triangle
+    return (dy <= inradius) & (s * dx - 0.5 * dy <= inradius) & (-s * dx - 0.5 * dy <= inradius)
+
+
+def _shape_inside(which, active, dy, dx, r):
+    """(N, H, W) bool: each image's inside test of its own shape (which (N,): 0 circle, 1 square, 2 triangle),
+    False in the images that are not active ((N,) bool). Each test runs on the images of its shape only, where
+    picking from _shape_masks paid all three tests for every image (the same booleans)."""
+    inside = np.zeros((len(which), dy.shape[1], dx.shape[2]), bool)
+    for shape, test in enumerate((_circle, _square, _triangle)):
+        chosen = (which == shape) & active
+        if chosen.any():
+            inside[chosen] = test(dy[chosen], dx[chosen], r[chosen])
+    return inside
 
 
 def shapes(n, size=32, max_shapes=3, min_radius=None, max_radius=None, noise=0.05, seed=0):
@@ -76,9 +97,8 @@ def shapes(n, size=32, max_shapes=3, min_radius=None, max_radius=None, noise=0.0
     for k in range(max_shapes):          # a loop over shape slots (a handful), vectorised over images and pixels
         dy = grid[None, :, None] - cy[:, k, None, None]
         dx = grid[None, None, :] - cx[:, k, None, None]
-        circle, square, triangle = _shape_masks(dy, dx, radius[:, k, None, None])
         c = kind[:, k, None, None]
-        inside = np.where(c == 1, circle, np.where(c == 2, square, triangle)) & (k < count)[:, None, None]
+        inside = _shape_inside(kind[:, k] - 1, k < count, dy, dx, radius[:, k, None, None])   # kind 1..3
         masks = np.where(inside, c, masks)
         images = np.where(inside, bright[:, k, None, None], images)
     images = np.clip(images + pixel_noise, 0.0, 1.0).astype(np.float32)
