@@ -233,7 +233,7 @@ def test_low_level_loop_with_grad_and_apply_gradients():
 
 
 def test_docs_gan_example_runs():
-    pytest.importorskip("sklearn")
+    """docs/gan.md's three blocks in this process, with what they make checked (test_docs only runs pages)."""
     import pathlib
     import re
     text = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "gan.md").read_text()
