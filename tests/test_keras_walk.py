@@ -105,7 +105,8 @@ def test_nested_list_layers_are_tracked_and_trained_like_keras(pair):
     """A list attribute holding a list ([Dense, [Dense], Block]): Keras tracks the inner list's layer too;
     lamina tracked a list only when every item was a layer, so none of these was trained or counted."""
     ours, theirs = pair["lamina"][0], pair["keras"][0]
-    assert [w.path for w in ours.trainable_weights] == [w.path for w in theirs.trainable_weights]
+    # (shapes in order: the paths' automatic names count layers made earlier in the process, per library)
+    assert [tuple(w.shape) for w in ours.trainable_weights] == [tuple(w.shape) for w in theirs.trainable_weights]
     assert len(ours.trainable_weights) == 19
     assert ours.count_params() == theirs.count_params()
     assert any(ours.blocks[1][0] is layer for layer in ours.layers)
