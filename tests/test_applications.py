@@ -1,6 +1,7 @@
 """keras.applications architectures: Keras 3.15's parameter counts, layer counts and names, a forward pass at a
 small size, preprocess_input as Keras's, and a clear message for ImageNet weights that are not there."""
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -73,13 +74,29 @@ def test_imagenet_weights_missing_says_where_to_put_them(tmp_path, monkeypatch):
     assert str(tmp_path / "models" / "densenet121.weights.h5") in msg and "weights=None" in msg
 
 
-def test_imagenet_weights_placed_by_the_user_are_loaded(tmp_path, monkeypatch):
-    monkeypatch.setenv("LAMINA_HOME", str(tmp_path))
+@pytest.fixture(scope="module")
+def densenet121_file(tmp_path_factory):
+    """A randomly initialised DenseNet121's weights and the .weights.h5 file it saved: the ImageNet-weights tests
+    below only read them, so the model is built and saved once for both."""
     source = applications.DenseNet121(weights=None)
-    os.makedirs(tmp_path / "models")
-    source.save_weights(tmp_path / "models" / "densenet121.weights.h5")
+    path = tmp_path_factory.mktemp("densenet121") / "densenet121.weights.h5"
+    source.save_weights(path)
+    return source.get_weights(), path
+
+
+def _place(path, lamina_home):
+    """The weights file where weights='imagenet' looks for it: $LAMINA_HOME/models/<architecture>.weights.h5."""
+    os.makedirs(lamina_home / "models")
+    shutil.copyfile(path, lamina_home / "models" / path.name)
+
+
+def test_imagenet_weights_placed_by_the_user_are_loaded(tmp_path, monkeypatch, densenet121_file):
+    monkeypatch.setenv("LAMINA_HOME", str(tmp_path))
+    weights, path = densenet121_file
+    _place(path, tmp_path)
     loaded = applications.DenseNet121()
-    for a, b in zip(loaded.get_weights(), source.get_weights()):
+    assert len(loaded.get_weights()) == len(weights)
+    for a, b in zip(loaded.get_weights(), weights):
         np.testing.assert_array_equal(a, b)
 
 
@@ -126,13 +143,12 @@ def test_same_weights_give_keras_outputs(name, monkeypatch):
                                rtol=1e-4, atol=1e-4)
 
 
-def test_imagenet_weights_are_found_by_architecture_not_by_the_models_name(tmp_path, monkeypatch):
+def test_imagenet_weights_are_found_by_architecture_not_by_the_models_name(tmp_path, monkeypatch, densenet121_file):
     monkeypatch.setenv("LAMINA_HOME", str(tmp_path))
-    source = applications.DenseNet121(weights=None)
-    os.makedirs(tmp_path / "models")
-    source.save_weights(tmp_path / "models" / "densenet121.weights.h5")
+    weights, path = densenet121_file
+    _place(path, tmp_path)
     renamed = applications.DenseNet121(name="my_densenet")          # weights='imagenet' (the default)
     assert renamed.name == "my_densenet"
-    np.testing.assert_array_equal(renamed.get_weights()[0], source.get_weights()[0])
+    np.testing.assert_array_equal(renamed.get_weights()[0], weights[0])
     with pytest.raises(FileNotFoundError, match=r"keras\.applications\.MobileNetV2\(weights='imagenet'\)"):
         applications.MobileNetV2()
