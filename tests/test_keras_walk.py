@@ -220,3 +220,53 @@ def test_hooks_of_nested_layers_and_of_the_model_itself_run_both_ways(tmp_path):
         model(X)
         model.load_weights(files[src])
         assert (model.outer.counter.count, model.steps) == (7, 11)
+
+
+def _text_classifier(lib):
+    """keras.io's text classification with a Transformer, as written there: a custom block holding attention, a
+    Sequential and normalisation layers, and a custom embedding holding two Embeddings, in a functional model."""
+    layers = lib.layers
+
+    class TransformerBlock(layers.Layer):
+        def __init__(self, embed_dim, num_heads, ff_dim, rate=0.1):
+            super().__init__()
+            self.att = layers.MultiHeadAttention(num_heads=num_heads, key_dim=embed_dim)
+            self.ffn = lib.Sequential([layers.Dense(ff_dim, activation="relu"), layers.Dense(embed_dim)])
+            self.layernorm1 = layers.LayerNormalization(epsilon=1e-6)
+            self.layernorm2 = layers.LayerNormalization(epsilon=1e-6)
+            self.dropout1, self.dropout2 = layers.Dropout(rate), layers.Dropout(rate)
+
+        def call(self, inputs):
+            out1 = self.layernorm1(inputs + self.dropout1(self.att(inputs, inputs)))
+            return self.layernorm2(out1 + self.dropout2(self.ffn(out1)))
+
+    class TokenAndPositionEmbedding(layers.Layer):
+        def __init__(self, maxlen, vocab_size, embed_dim):
+            super().__init__()
+            self.token_emb = layers.Embedding(input_dim=vocab_size, output_dim=embed_dim)
+            self.pos_emb = layers.Embedding(input_dim=maxlen, output_dim=embed_dim)
+
+        def call(self, x):
+            return self.token_emb(x) + self.pos_emb(lib.ops.arange(0, lib.ops.shape(x)[-1], 1))
+
+    inputs = layers.Input(shape=(10,))
+    x = TransformerBlock(16, 2, 32)(TokenAndPositionEmbedding(10, 50, 16)(inputs))
+    outputs = layers.Dense(2, activation="softmax")(layers.GlobalAveragePooling1D()(x))
+    return lib.Model(inputs=inputs, outputs=outputs)
+
+
+def test_kerasio_transformer_classifier_weights_travel_both_ways(tmp_path):
+    ids = np.random.default_rng(0).integers(0, 50, (4, 10))
+    models, files, preds = {}, {}, {}
+    for name, lib in (("lamina", lamina), ("keras", keras)):
+        models[name] = _text_classifier(lib)
+        preds[name] = _numpy(lib, models[name](ids))
+        files[name] = tmp_path / f"{name}.weights.h5"
+        models[name].save_weights(files[name])
+    paths = _h5_paths(files["lamina"].read_bytes())
+    assert paths == _h5_paths(files["keras"].read_bytes())
+    assert ("layers/transformer_block/att/query_dense/vars/0", (16, 2, 16)) in paths
+    assert ("layers/transformer_block/ffn/layers/dense/vars/0", (16, 32)) in paths
+    for src, dst, lib in (("keras", "lamina", lamina), ("lamina", "keras", keras)):
+        models[dst].load_weights(files[src])
+        np.testing.assert_allclose(_numpy(lib, models[dst](ids)), preds[src], rtol=1e-4, atol=1e-5)
