@@ -266,3 +266,32 @@ def test_stateful_recurrent_states_are_not_weights_like_keras(kind):
         assert len(model.layers[0].states) >= 1
         paths.append([w.path.split("/", 1)[1] for w in model.weights])   # (the models' own names differ)
     assert paths[0] == paths[1] and not any("state" in p for p in paths[0])
+
+
+def test_private_containers_filled_by_user_code_are_tracked_like_keras():
+    """self._blocks = [] then self._blocks.append(Dense(...)) in a user's layer: Keras tracks '_'-named containers
+    too; lamina tracked only public ones, so these layers were neither trained nor counted (lamina's own
+    '_'-named containers, set by its own code, stay plain)."""
+    x = np.random.default_rng(4).normal(size=(8, 3)).astype("float32")
+    out = []
+    for lib in (lamina, keras):
+        class Stack(lib.layers.Layer):
+            def __init__(self):
+                super().__init__()
+                self._blocks = []
+                for _ in range(2):
+                    self._blocks.append(lib.layers.Dense(3))
+                self._scales = {"s": lib.Variable(np.ones(3, "float32"))}
+
+            def call(self, h):
+                for block in self._blocks:
+                    h = block(h)
+                return h * self._scales["s"]
+        model = lib.Sequential([lib.Input((3,)), Stack()])
+        model.compile(optimizer=lib.optimizers.SGD(0.1), loss="mse")
+        before = [np.asarray(w).copy() for w in model.trainable_weights]
+        model.fit(x, np.ones((8, 3), "float32"), epochs=1, batch_size=8, verbose=0)
+        moved = all(not np.allclose(a, np.asarray(w)) for a, w in zip(before, model.trainable_weights))
+        out.append((len(model.trainable_weights), model.count_params(), moved))
+    assert out[0] == out[1] == (5, 27, True)
+    assert type(lamina.layers.Dense(2).__dict__["_own_weights"]) is list   # lamina's own stay plain lists

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import inspect
 import re
+import sys
 import threading
 
 import numpy as np
@@ -322,6 +323,12 @@ def _track_layers(owner, items):
             owner._track_variable(v)
 
 
+def _set_by_user_code():
+    """True when the attribute being set in Layer.__setattr__ is set by code outside lamina (a user's layer)."""
+    caller = sys._getframe(2).f_globals.get("__name__", "")
+    return not (caller == "lamina" or caller.startswith("lamina."))
+
+
 def _nested_members(value, depth=0):
     """The items of a list, tuple or dict (its values) attribute, nested containers' items in their place."""
     out = []
@@ -462,10 +469,11 @@ class Layer:
 
     # ----- tracking
     def __setattr__(self, name, value):
-        # a public list or dict attribute is tracked: layers appended or stored in it later are sub-layers too
+        # a list or dict attribute is tracked: layers appended or stored in it later are sub-layers too
         # (self.ensemble = [] then self.ensemble.append(Tree()), self.embeddings[name] = Embedding(...)), as
-        # Keras tracks them; lamina's own '_'-named containers are left as they are
-        if not name.startswith("_") and "_layers" in self.__dict__:
+        # Keras tracks them; a '_'-named one only when the user's code sets it (lamina's own are left as they are)
+        if "_layers" in self.__dict__ and (not name.startswith("_") or (
+                type(value) in (list, dict, tuple) and not name.startswith("__") and _set_by_user_code())):
             if type(value) is list:
                 value = _TrackedList(value)
                 value._owner = self
