@@ -194,7 +194,7 @@ def _draw(rng, cls):
     hiss, voice_start = _fricative(rng, t, onset, length, fricative)
     voice_start = np.where(fricative, voice_start, onset)
     signal = _voiced(rng, cls, t, onset, length, voice_start, voiced)
-    signal += np.where(fricative, hiss, 0.0) + _tones(rng, cls, t, onset, length)
+    signal += hiss + _tones(rng, cls, t, onset, length)   # (hiss is zero outside the fricative rows)
     signal /= np.abs(signal).max(axis=1, keepdims=True) + 1e-12
     signal *= rng.uniform(0.3, 0.9, (n, 1))                          # loudness
     snr_db = rng.uniform(0.0, 25.0, (n, 1))

@@ -17,14 +17,6 @@ __all__ = ["SHAPE_CLASSES", "shapes", "load_shapes", "moons", "rings", "gaussian
 SHAPE_CLASSES = ("background", "circle", "square", "triangle")
 
 
-def _shape_masks(dy, dx, r):
-    """Inside tests of the three shapes for offsets (dy, dx) from each centre, size r (broadcast (N, 1, 1)).
-
-    circle: radius r; square: axis-aligned, half side 0.8 r; triangle: equilateral, apex up, circumradius
-    1.15 r (its inradius, the distance from the centre to each side, is half the circumradius)."""
-    return _circle(dy, dx, r), _square(dy, dx, r), _triangle(dy, dx, r)
-
-
 def _circle(dy, dx, r):
     return dy * dy + dx * dx <= r * r
 
@@ -42,8 +34,11 @@ def _triangle(dy, dx, r):
 
 def _shape_inside(which, active, dy, dx, r):
     """(N, H, W) bool: each image's inside test of its own shape (which (N,): 0 circle, 1 square, 2 triangle),
-    False in the images that are not active ((N,) bool). Each test runs on the images of its shape only, where
-    picking from _shape_masks paid all three tests for every image (the same booleans)."""
+    False in the images that are not active ((N,) bool), for offsets (dy, dx) from each centre and size r
+    (broadcast (N, 1, 1)). Each test runs on the images of its shape only.
+
+    circle: radius r; square: axis-aligned, half side 0.8 r; triangle: equilateral, apex up, circumradius
+    1.15 r (its inradius, the distance from the centre to each side, is half the circumradius)."""
     inside = np.zeros((len(which), dy.shape[1], dx.shape[2]), bool)
     for shape, test in enumerate((_circle, _square, _triangle)):
         chosen = (which == shape) & active
