@@ -333,7 +333,7 @@ def _nested_members(value, depth=0):
     """The items of a list, tuple or dict (its values) attribute, nested containers' items in their place."""
     out = []
     for v in (value.values() if isinstance(value, dict) else value):
-        if isinstance(v, (list, tuple, dict)) and depth < 20 and not isinstance(v, Tensor):
+        if isinstance(v, (list, tuple, dict)) and depth < 20:
             out += _nested_members(v, depth + 1)
         else:
             out.append(v)
@@ -472,6 +472,7 @@ class Layer:
         # a list or dict attribute is tracked: layers appended or stored in it later are sub-layers too
         # (self.ensemble = [] then self.ensemble.append(Tree()), self.embeddings[name] = Embedding(...)), as
         # Keras tracks them; a '_'-named one only when the user's code sets it (lamina's own are left as they are)
+        tracked = False
         if "_layers" in self.__dict__ and (not name.startswith("_") or (
                 type(value) in (list, dict, tuple) and not name.startswith("__") and _set_by_user_code())):
             if type(value) is list:
@@ -482,17 +483,15 @@ class Layer:
                 value._owner = self
             if isinstance(value, (list, tuple, dict)):   # nested ones too ([Dense(), [Dense()]]), as Keras
                 _track_layers(self, _nested_members(value))
+                tracked = True
         # '_layers' itself is skipped: a Functional model assigns its whole layer list there, and tracking each
         # member into the list being replaced was quadratic (a quarter of building NASNetLarge's 1041 layers)
         if name != "_layers" and not name.startswith("__") and "_layers" in self.__dict__:
-            if isinstance(value, Layer) and value is not self and not any(value is l for l in self._layers):
-                self._layers.append(value)
-            elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Layer) for v in value):
-                for v in value:
-                    if not any(v is l for l in self._layers):
-                        self._layers.append(v)
-            elif isinstance(value, Variable):
-                self._track_variable(value)
+            if isinstance(value, (Layer, Variable)):
+                _track_layers(self, (value,))
+            elif (not tracked and isinstance(value, (list, tuple)) and value
+                  and all(isinstance(v, Layer) for v in value)):
+                _track_layers(self, value)   # a list of layers lamina's own code keeps under a '_' name
         object.__setattr__(self, name, value)
 
     def _track_variable(self, value):
