@@ -360,16 +360,21 @@ def _overrides(layer, hook):
     return getattr(type(layer), hook, None) is not getattr(Layer, hook)
 
 
-def _hooked_layers(model, hook):
+def _walk_model(model):
+    """(weight_paths(model), [(inner path, layer)] of every layer the walk reached) from one walk."""
+    walk = _Walk()
+    return weight_paths(model, "", walk), walk.layers
+
+
+def _hooked_layers(model, hook, reached=None):
     """[(inner path, layer)] of the layers Keras's walk reaches in model (the model itself, nested models, a
     custom layer's sub-layers) whose class overrides hook; inner path is Keras's ("layers/<snake name>[_k]",
-    "<attribute>", ...; "" for the model itself)."""
+    "<attribute>", ...; "" for the model itself). reached: the layers of a walk already made (_walk_model)."""
     from .model import Model
     if not isinstance(model, Model):   # another file root (a FeatureSpace) keeps its own state
         return []
-    walk = _Walk()
-    weight_paths(model, "", walk)
-    return [(inner, layer) for inner, layer in walk.layers if _overrides(layer, hook)]
+    reached = _walk_model(model)[1] if reached is None else reached
+    return [(inner, layer) for inner, layer in reached if _overrides(layer, hook)]
 
 
 def _under(inner, rest):
@@ -410,8 +415,9 @@ def _saved_assets(model):
 def _assign_all(model, arrays, path):
     """Set the model's weights from {dataset path: array}: the batched, shape-checked path for every layer but
     those whose class overrides load_own_variables, which then get their entry (a dict) themselves."""
-    hooked = _hooked_layers(model, "load_own_variables")
-    _assign_by_path(model, arrays, path, skip={_under(inner, "vars") for inner, _ in hooked})
+    groups, reached = _walk_model(model)
+    hooked = _hooked_layers(model, "load_own_variables", reached)
+    _assign_by_path(model, arrays, path, skip={_under(inner, "vars") for inner, _ in hooked}, groups=groups)
     for inner, layer in hooked:
         group = _under(inner, "vars/")
         store = {k[len(group):]: a for k, a in arrays.items() if k.startswith(group) and "/" not in k[len(group):]}
@@ -436,8 +442,9 @@ def _load_hooked_assets(model, path):
 def layer_groups(model):
     """[(group path, [arrays] or {key: array})]: the layers' entries in model.weights.h5; a layer whose class
     overrides save_own_variables fills its own entry (Keras's layout: layers/<name>/vars/<key>)."""
-    groups = [(p, [backend.to_numpy(v.data) for v in vs]) for p, vs in weight_paths(model)]
-    hooked = _hooked_layers(model, "save_own_variables")
+    paths, reached = _walk_model(model)
+    groups = [(p, [backend.to_numpy(v.data) for v in vs]) for p, vs in paths]
+    hooked = _hooked_layers(model, "save_own_variables", reached)
     if hooked:
         index = {p: i for i, (p, _) in enumerate(groups)}
         for inner, layer in hooked:
@@ -607,8 +614,8 @@ def _all_present(groups, arrays, skip):
                for i in range(len(variables)))
 
 
-def _assign_by_path(model, arrays, path, skip=()):
-    groups = weight_paths(model)
+def _assign_by_path(model, arrays, path, skip=(), groups=None):
+    groups = weight_paths(model) if groups is None else groups
     if not _all_present(groups, arrays, skip):
         legacy = weight_paths(model, legacy=True)   # a file lamina wrote before it walked attributes as Keras
         if [g for g, _ in legacy] != [g for g, _ in groups] and _all_present(legacy, arrays, skip):
