@@ -219,12 +219,17 @@ def _machine():
         info["blas"] = blas_info()
     except ImportError:  # pragma: no cover
         pass
-    from lamina.ops import kernels   # compiled element-wise kernels (numba) or NumPy's passes
-    if kernels.available():
-        import numba
-        info["kernels"] = f"numba {numba.__version__}"
+    import importlib.util
+    from importlib.metadata import version
+    from lamina.ops import kernels, kernels_aot   # compiled element-wise kernels, or NumPy's passes
+    if kernels.mode() == "numpy":
+        info["kernels"] = "numpy"
+    elif kernels_aot.module_paths() is not None:
+        info["kernels"] = "built ahead of time ('lamina kernels')"
+    elif importlib.util.find_spec("numba") is not None:
+        info["kernels"] = f"numba {version('numba')}, compiled in-process"
     else:
-        info["kernels"] = "numpy" + ("" if kernels.mode() == "numpy" else " (numba not installed)")
+        info["kernels"] = "numpy (numba not installed)"
     return info
 
 

@@ -86,8 +86,9 @@ def run(framework, workload, min_steps=30, min_time=10.0, warmup=5, size="base",
     med = _percentile(ms, 0.5)
     extra = {"gpu_mem_mb": _gpu_memory_mb(framework)} if device == "cuda" else {}
     if framework.startswith("lamina"):
+        from lamina.ops import kernels
         from lamina.threads import blas_info, get_num_threads
-        extra.update(blas=blas_info(), threads_end=get_num_threads())
+        extra.update(blas=blas_info(), threads_end=get_num_threads(), kernels=kernels.in_use())
     elif framework.startswith("torch"):
         import torch
         extra.update(threads_end=torch.get_num_threads())

@@ -352,10 +352,11 @@ def test_mode_is_validated_and_read_from_the_environment(monkeypatch):
 
 
 def test_small_and_short_programs_never_import_numba_and_missing_numba_falls_back():
-    """Importing lamina and training on small arrays does not import numba (~0.9 s with its first kernel),
-    nor does a short program on large ones (the warm-up: WARMUP_ELEMENTS values through NumPy's code first, here
-    lowered to 3 calls' worth); a longer one does, at the same call every run; with numba made unimportable,
-    large arrays take NumPy's code and give the same values."""
+    """Without built modules (kernels_aot.py; tests/test_kernels_aot.py has the programs with them): importing
+    lamina and training on small arrays does not import numba (~0.9 s with its first kernel), nor does a short
+    program on large ones (the warm-up: WARMUP_ELEMENTS values through NumPy's code first, here lowered to 3
+    calls' worth); a longer one does, at the same call every run; with numba made unimportable, large arrays take
+    NumPy's code and give the same values."""
     code = (
         "import sys, numpy as np\n"
         "if sys.argv[1] == 'hide': sys.modules['numba'] = None\n"
@@ -363,6 +364,7 @@ def test_small_and_short_programs_never_import_numba_and_missing_numba_falls_bac
         "from lamina import layers\n"
         "lamina.utils.set_random_seed(0)\n"
         "from lamina.ops import kernels\n"
+        "kernels._aot.module_paths = lambda: None\n"
         "n, calls = int(sys.argv[2]), int(sys.argv[3])\n"
         "kernels.WARMUP_ELEMENTS = 3 * n * 64\n"
         "x = np.random.default_rng(0).standard_normal((n, 64)).astype(np.float32)\n"
@@ -384,8 +386,9 @@ def test_small_and_short_programs_never_import_numba_and_missing_numba_falls_bac
 
 
 def test_auto_mode_warms_up_on_numpy_then_runs_the_kernels(monkeypatch):
-    """'auto' runs NumPy's code until WARMUP_ELEMENTS values have passed through eligible calls, then the
-    kernels; 'numba' starts at once."""
+    """Without built modules, 'auto' runs NumPy's code until WARMUP_ELEMENTS values have passed through eligible
+    calls, then the kernels; 'numba' starts at once."""
+    monkeypatch.setattr(K._aot, "module_paths", lambda: None)
     big = R.standard_normal((512, 64)).astype(np.float32)
     bias = np.ones(64, np.float32)
     monkeypatch.setattr(K, "WARMUP_ELEMENTS", 2 * big.size + 1)
@@ -397,14 +400,6 @@ def test_auto_mode_warms_up_on_numpy_then_runs_the_kernels(monkeypatch):
     K.set_mode("numba")
     assert K.bias_relu(big.copy(), bias)
     monkeypatch.setitem(K._state, "mode", "auto")
-
-
-def test_every_kernel_is_in_one_group_of_the_cache_filler():
-    """tests/warm_caches.py compiles each kernel once, before an xdist run's workers start (on a fresh clone
-    every worker compiled all of them): every kernel kernels.py defines is in exactly one of its groups."""
-    import warm_caches
-    listed = [name for group in warm_caches.GROUPS for name in group]
-    assert sorted(listed) == sorted(vars(K._load()))
 
 
 # ----------------------------------------------------------------------------- the LSTM's backward step

@@ -3,17 +3,21 @@
 On a fresh clone every worker filled them itself, the same work in each, at the same time:
 - pytest's assertion-rewritten test modules (tests/__pycache__/*-pytest-*.pyc): each worker collects every
   module, ~9 s of CPU on the 2-core Intel VM;
-- numba's machine code of lamina's compiled kernels (lamina/ops/kernels.py, cached beside it): ~10 s of CPU in
-  a worker that meets them all; and two processes adding signatures of one kernel to its cache index at once
-  can lose one of them, or leave one's entry naming the other's code.
+- lamina's compiled kernels built ahead of time (lamina/ops/kernels_aot.py, ``lamina kernels``: ~30 s of CPU,
+  two processes side by side), which every test and every program the tests start then loads without numba;
+- numba's in-process compilation of the same kernels for tests/kernel_cases.py's float32 calls (cached beside
+  kernels.py), which tests/test_kernels_aot.py compares the built modules with; two processes adding
+  signatures of one kernel to its cache index at once can lose one of them, or leave one's entry naming the
+  other's code.
 Here ``parts`` processes (one a worker, so one a core) fill them side by side, each kernel's signatures in one
-process only, compiled through the layers and optimizer that call them in the suite (so the signatures are
-theirs), and lamina's own bytecode, which the workers and the programs the tests start read. A warm checkout
-costs a look at the files: the rewritten modules are there, and a stamp beside the kernels' cache says it was
-filled for this kernels.py (its time and size: numba's own test of freshness), numba, Python and cache folder.
+process only, and lamina's own bytecode, which the workers and the programs the tests start read, while the
+controller builds the modules. A warm checkout costs a look at the files: the rewritten modules are there, the
+built modules' names match this machine and these loops, and a stamp beside the kernels' cache says it was
+filled for this kernel_loops.py (its time and size: numba's own test of freshness), numba, Python and cache
+folder.
 
 Run as ``python tests/warm_caches.py PART PARTS KERNELS [MODULE ...]`` (KERNELS: 1 to compile them): part PART
-of the work (every PARTS-th module of the list, ordered by size; group PART of the kernels), printing the
+of the work (every PARTS-th module of the list, ordered by size; part PART of the kernels), printing the
 kernels' cache index files, one a line.
 """
 import importlib.util
@@ -21,61 +25,20 @@ import os
 import subprocess
 import sys
 
-# Two groups of about equal compile time (seconds on the 2-core VM, float32 and float64 together): ~9 each.
-# A kernel's signatures are all compiled in one process (numba keeps one index file per kernel). Every kernel
-# of lamina/ops/kernels.py is in one group (tests/test_kernels.py checks).
-GROUPS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_softmax_grad",  # 4.9, 1.9, 1.6, .8
-           "scatter_rows"),                                                                      # .5
-          ("max_pool_rows_grad", "col2im_gather", "bias_relu_rows", "relu_bias_grad_rows",       # 3.7, 1.8, .4, .8
-           "lstm_cell_grad", "gru_cell_grad", "adam_update", "column_max_subtract",              # .9, .8, .5, .8
-           "column_sum_divide"))                                                                 # .8
-
-
-def _compile_kernels(names):
-    """Call the kernels ``names`` the way lamina's layers and optimizer do, for float32 and float64, and no other
-    kernel; yield the paths of their cache indexes."""
+def _compile_kernels(part):
+    """numba's in-process compilation of the kernels of part ``part`` of kernels_aot.PARTS, for the float32 calls
+    of tests/kernel_cases.py (what tests/test_kernels_aot.py compares the built modules with; every other test
+    runs the built modules); yield the paths of their cache indexes."""
     import numpy as np
-    import lamina
-    from lamina import Tensor, grad, layers, ops
+    import kernel_cases
     from lamina.ops import kernels as K
-    K.MIN_ELEMENTS = 0          # tiny arrays do: the compiled code depends on the types only
-    rng = np.random.default_rng(0)
-
-    def run(fn, x, forward, backward):
-        """fn(x) and its gradient, the kernels on in each pass only if its kernel (forward / backward) is ours
-        (attention's forward runs two: column_max_subtract and column_sum_divide, in one group)."""
-        K.set_mode("numba" if forward in names else "numpy")
-        xt = Tensor(x, requires_grad=True)
-        y = fn(xt)
-        K.set_mode("numba" if backward in names else "numpy")
-        grad(y, [xt] + list(getattr(fn, "trainable_weights", [])), grad_output=Tensor(np.ones(y.shape, x.dtype)))
-
-    for dtype in ("float32", "float64"):
-        def x(*shape):
-            return rng.standard_normal(shape).astype(dtype)
-        pool = ("max_pool_rows", "max_pool_rows_grad")
-        run(lambda t: ops.max_pool2d(t, 2, 2, "valid"), x(2, 4, 4, 3), *pool)     # a uint8 note
-        run(lambda t: ops.max_pool2d(t, 17, 1, "valid"), x(1, 17, 17, 2), *pool)  # 289 offsets: an int32 note
-        run(layers.LayerNormalization(dtype=dtype), x(3, 8), "layer_norm_rows", "layer_norm_rows_grad")
-        run(layers.Dense(4, activation="relu", dtype=dtype), x(3, 5), "bias_relu_rows", "relu_bias_grad_rows")
-        run(layers.Conv2D(4, 3, dtype=dtype), x(2, 6, 6, 10), None, "col2im_gather")
-        run(layers.LSTM(3, dtype=dtype), x(2, 2, 4), None, "lstm_cell_grad")
-        run(layers.GRU(3, dtype=dtype), x(2, 2, 4), None, "gru_cell_grad")
-        attention = layers.MultiHeadAttention(num_heads=2, key_dim=3, dtype=dtype)   # softmax over the keys
-        run(lambda t: attention(t, t), x(2, 4, 5), "column_max_subtract", "column_softmax_grad")
-        K.set_mode("numba" if "adam_update" in names else "numpy")
-        lamina.optimizers.Adam().apply([x(6)], [lamina.Variable(x(6), dtype=dtype)])
-        K.set_mode("numba" if "scatter_rows" in names else "numpy")    # the embedding table's gradient
-        table = layers.Embedding(7, 4, dtype=dtype)
-        out = table(np.array([[1, 2, 1]]))
-        grad(out, table.trainable_weights, grad_output=Tensor(np.ones(out.shape, dtype)))
-    kernels = K._load()
-    for group in GROUPS:
-        for name in group:
-            if bool(getattr(kernels, name).signatures) != (name in names):
-                raise RuntimeError(f"warm_caches: the kernel {name} was {'not ' * (name in names)}compiled")
-    for name in names:   # numba's index of the kernel's cached signatures
-        yield getattr(kernels, name)._cache._cache_file._index_path
+    from lamina.ops import kernels_aot
+    jit = K._jit()
+    cases = kernel_cases.cases(np.float32)
+    for name in kernels_aot.PARTS[part]:
+        for args in cases[name]:
+            getattr(jit, name)(*args)
+        yield getattr(jit, name)._cache._cache_file._index_path
 
 
 def _rewritten_pyc(module):
@@ -106,17 +69,25 @@ def _rewrite(modules):
 
 def _stamp():
     """(the kernels' stamp's path, what it holds when their cache was filled for the code and tools of this run)."""
+    import lamina.ops.kernel_loops as loops
     import lamina.ops.kernels as K
     from importlib.metadata import version
-    st = os.stat(K.__file__)
+    st = os.stat(loops.__file__)
     key = (f"{version('numba')} {sys.version.split()[0]} {st.st_mtime!r} {st.st_size} "
            f"{os.environ.get('NUMBA_CACHE_DIR', '')}\n")
     return os.path.join(os.path.dirname(K.__file__), "__pycache__", "kernels.numba-cache-filled"), key
 
 
+def _built():
+    from lamina.ops import kernels_aot
+    return kernels_aot.module_paths() is not None
+
+
 def _kernels_cached():
     if importlib.util.find_spec("numba") is None:
         return True   # nothing to compile: the kernels' callers run NumPy's code
+    if not _built():
+        return False
     path, key = _stamp()
     try:
         with open(path) as f:
@@ -144,13 +115,19 @@ def fill(config, parts):
     kernels = not _kernels_cached()
     if not modules and not kernels:
         return
-    parts = max(1, min(parts, len(GROUPS)))
+    from lamina.ops import kernels_aot
+    parts = max(1, min(parts, len(kernels_aot.PARTS)))
     modules.sort(key=os.path.getsize, reverse=True)   # dealt out in turn: parts of about equal size
     root = os.path.dirname(os.path.dirname(os.path.abspath(__import__("lamina").__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     procs = [subprocess.Popen([sys.executable, __file__, str(i), str(parts), str(int(kernels)), *modules], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for i in range(parts)]
+    if kernels and not _built():
+        try:
+            kernels_aot.build()
+        except Exception:   # (no C compiler: tests/test_kernels_aot.py says so; the others run numba's kernels)
+            pass
     outs = [p.communicate()[0] for p in procs]
     if not kernels or any(p.returncode for p in procs):
         return
@@ -175,5 +152,7 @@ if __name__ == "__main__":
     except (ImportError, AttributeError, TypeError):   # another pytest's private helpers: the workers rewrite
         pass
     if kernels:
-        for index in _compile_kernels([n for i, group in enumerate(GROUPS) if i % parts == part for n in group]):
-            print(index)
+        from lamina.ops import kernels_aot
+        for kernel_part in range(part, len(kernels_aot.PARTS), parts):
+            for index in _compile_kernels(kernel_part):
+                print(index)

@@ -40,18 +40,23 @@ they repeat the NumPy code's operations in its order). Per-row statistics accumu
 many rows (bias and gamma gradients) in the array's dtype within blocks of _BLOCK rows and in float64
 across blocks.
 
-numba compiles each kernel on its first call for a dtype and caches the machine code on disk
-(``cache=True``: in ``__pycache__`` beside this file, or numba's user cache directory when that is read-only;
-``NUMBA_CACHE_DIR`` moves it). That cache is numba's, like Python's own bytecode cache: lamina's model and
-data files never pass through it.
+The loops themselves are plain Python in kernel_loops.py. They run compiled one of two ways: from the modules
+``lamina kernels`` builds ahead of time for this machine (kernels_aot.py: loaded in milliseconds, no numba or
+LLVM in the process, the same values to the bit), or, where those are not built, by numba on each kernel's
+first call for a dtype, which caches the machine code on disk (``cache=True``: in ``__pycache__`` beside
+kernel_loops.py, or numba's user cache directory when that is read-only; ``NUMBA_CACHE_DIR`` moves it). Both
+caches are lamina's and numba's own, like Python's bytecode cache: lamina's model and data files never pass
+through them.
 """
 import os
 
 import numpy as np
 
 from .. import threads as _threads
+from . import kernel_loops as _loops
+from . import kernels_aot as _aot
 
-__all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "layer_norm_forward", "layer_norm_backward",
+__all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "in_use", "layer_norm_forward", "layer_norm_backward",
            "bias_relu", "relu_bias_grad", "lstm_cell_grad", "gru_cell_grad", "adam_update",
            "col2im_gather", "max_pool2d", "max_pool2d_grad", "softmax_columns",
            "softmax_columns_grad", "scatter_rows"]
@@ -68,18 +73,20 @@ SPLIT_ELEMENTS = 1 << 21
 # does (on 2 threads, with the other core partly busy: (32, 32, 32, 32) float32 forward and backward 1.59 ->
 # 1.23 ms split; below, split at 2^17 values, (64, 13, 13, 64) 0.69 -> 0.99 and (16, 32, 32, 32) 0.89 -> 1.15).
 POOL_SPLIT_ELEMENTS = 1 << 20
-# Column sums over many rows add each block of this many rows in the array's dtype (SIMD-wide), then the
-# blocks' sums in float64 (so a float32 sum over 65536 rows loses little more than one over 256).
-_BLOCK = 256
+# Column sums over many rows: blocks of this many rows (kernel_loops.BLOCK)
+_BLOCK = _loops.BLOCK
 # In 'auto' mode a process runs NumPy's code until its eligible calls have passed this many values, then the
 # kernels. The first compiled call imports numba and LLVM (~0.9 s of CPU, ~125 MB), which the kernels' saving
 # (~1-3 ns a value: a (2048, 128) float32 LayerNorm forward and backward save ~1.4 ms) wins back only after
 # some 10^8-10^9 values: a short program (an evaluation, a few epochs of a small model, a docs snippet) never
 # pays it, a long training run switches after its first seconds. The count is deterministic: the same program
-# switches at the same call on every run. set_mode('numba') (or LAMINA_KERNELS=numba) starts at once.
+# switches at the same call on every run. set_mode('numba') (or LAMINA_KERNELS=numba) starts at once, and so
+# does 'auto' where the kernels are built ahead of time (``lamina kernels``: their import costs milliseconds).
 WARMUP_ELEMENTS = 1 << 29
 _MODES = ("auto", "numba", "numpy")
-_state = {"mode": None, "kernels": None, "pending": None}   # pending: values 'auto' still waits for
+# kernels: the object _load gives (False: none); jit: numba's in-process kernels; pending: values 'auto' still
+# waits for; fallbacks: calls the built module's guards handed to numba, by kernel
+_state = {"mode": None, "kernels": None, "jit": None, "pending": None, "fallbacks": {}}
 
 
 def set_mode(value):
@@ -106,15 +113,61 @@ def available():
     return mode() != "numpy" and _load() is not None
 
 
+def in_use():
+    """Which compiled kernels this process has run: 'built' (the modules built ahead of time), 'numba'
+    (numba's in-process compilation) or None (none yet: NumPy's code, or still warming up)."""
+    k = _state["kernels"]
+    return None if not k else "built" if isinstance(k, _aot._Loaded) else "numba"
+
+
 def _load():
+    """The kernels: the module built ahead of time where there is one for this machine (kernels_aot.py: no
+    numba loaded), else numba's in-process compilation, else None (numba not installed)."""
     if _state["kernels"] is None:
+        aot = None
+        try:
+            aot = _aot.load(_fallback)
+        except (ImportError, OSError) as e:   # a module that does not load (another NumPy ABI, a damaged file)
+            import warnings
+            warnings.warn(f"lamina's built kernels did not load ({e}); compiling them in this process instead "
+                          "('lamina kernels' rebuilds them)", RuntimeWarning, stacklevel=3)
+        _state["kernels"] = aot or _jit() or False
+    return _state["kernels"] or None
+
+
+def _jit():
+    """numba's in-process kernels (compiled on first call, cached on disk), or None without numba."""
+    if _state["jit"] is None:
         try:
             import numba
         except ImportError:
-            _state["kernels"] = False
+            _state["jit"] = False
         else:
-            _state["kernels"] = _define(numba)
-    return _state["kernels"] or None
+            _state["jit"] = _define(numba)
+    return _state["jit"] or None
+
+
+def _fallback(name):
+    """The in-process kernel ``name``, for a call whose arguments the built module's exports do not take (see
+    kernels_aot._guard; counted in _state["fallbacks"], which the tests keep at zero for lamina's own calls)."""
+    _state["fallbacks"][name] = _state["fallbacks"].get(name, 0) + 1
+    k = _jit()
+    if k is None:
+        raise TypeError(f"the compiled kernel {name} was called with arguments its built module does not take, "
+                        "and numba, which would compile them, is not installed")
+    return getattr(k, name)
+
+
+def _warmup_pending():
+    """Values 'auto' mode still runs through NumPy's code: none where a built module is there to load (its
+    import costs milliseconds, not numba's ~0.9 s: see WARMUP_ELEMENTS)."""
+    if _state["pending"] is None:
+        try:
+            built = _aot.module_paths() is not None
+        except OSError:   # (the loops' source unreadable: no digest to find a module by)
+            built = False
+        _state["pending"] = 0 if built else WARMUP_ELEMENTS
+    return _state["pending"]
 
 
 def _eligible(*arrays, size=None, least=None):
@@ -132,385 +185,27 @@ def _eligible(*arrays, size=None, least=None):
     if m == "numpy":
         return None
     if m == "auto":
-        pending = WARMUP_ELEMENTS if _state["pending"] is None else _state["pending"]
+        pending = _warmup_pending()
         if pending > 0:   # still warming up: NumPy's code (see WARMUP_ELEMENTS)
             _state["pending"] = pending - size
             return None
     return _load()
 
 
-class _Kernels:
-    pass
-
-
 def _define(numba):
-    """Compile-on-first-call definitions (kept in a function so that importing this module never imports
-    numba)."""
+    """The kernels compiled on their first call (kept in a function so that importing this module never imports
+    numba): kernel_loops' functions under numba.njit with the options kernels_aot.SIGNATURES names."""
     jit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
     # no fastmath at all: the NumPy code's operations in its order and rounding (Adam, col2im, max pooling)
     exact = numba.njit(cache=True, nogil=True, error_model="numpy")
-    k = _Kernels()
-
-    @jit
-    def layer_norm_rows(x, gamma, beta, has_gamma, has_beta, eps, y, mean, inv):
-        rows, d = x.shape
-        zero, one = x.dtype.type(0), x.dtype.type(1)
-        scale = one / x.dtype.type(d)
-        for i in range(rows):
-            s = zero
-            for j in range(d):
-                s += x[i, j]
-            m = s * scale
-            v = zero
-            for j in range(d):
-                t = x[i, j] - m
-                v += t * t
-            r = one / np.sqrt(v * scale + eps)
-            mean[i] = m
-            inv[i] = r
-            for j in range(d):
-                h = (x[i, j] - m) * r
-                if has_gamma:
-                    h = h * gamma[j]
-                if has_beta:
-                    h = h + beta[j]
-                y[i, j] = h
-    k.layer_norm_rows = layer_norm_rows
-
-    @jit
-    def layer_norm_rows_grad(gy, x, mean, inv, gamma, has_gamma, need_x, need_params, dx, blocks):
-        # dx = inv * (g - mean(g) - xhat * mean(g * xhat)) with g = gy * gamma; blocks[b, 0] += gy * xhat and
-        # blocks[b, 1] += gy over the rows of block b (zeroed by the caller): the gamma and beta gradients
-        rows, d = gy.shape
-        zero, one = gy.dtype.type(0), gy.dtype.type(1)
-        scale = one / gy.dtype.type(d)
-        for i in range(rows):
-            m = mean[i]
-            r = inv[i]
-            if need_x:
-                m1 = zero
-                m2 = zero
-                for j in range(d):
-                    g = gy[i, j] * gamma[j] if has_gamma else gy[i, j]
-                    m1 += g
-                    m2 += g * ((x[i, j] - m) * r)
-                m1 *= scale
-                m2 *= scale
-                for j in range(d):
-                    g = gy[i, j] * gamma[j] if has_gamma else gy[i, j]
-                    dx[i, j] = (g - m1 - (x[i, j] - m) * r * m2) * r
-            if need_params:
-                sg = blocks[i // _BLOCK, 0]
-                sb = blocks[i // _BLOCK, 1]
-                for j in range(d):
-                    sg[j] += gy[i, j] * ((x[i, j] - m) * r)
-                    sb[j] += gy[i, j]
-    k.layer_norm_rows_grad = layer_norm_rows_grad
-
-    @jit
-    def bias_relu_rows(y, b):
-        rows, d = y.shape
-        zero = y.dtype.type(0)
-        for i in range(rows):
-            for j in range(d):
-                v = y[i, j] + b[j]
-                y[i, j] = zero if v < zero else v   # NaN stays NaN, as maximum(v, 0)
-    k.bias_relu_rows = bias_relu_rows
-
-    @jit
-    def relu_bias_grad_rows(gy, y, g, need_b, blocks):
-        # g = gy * (y > 0): NaN in gy stays NaN (NaN * 0), NaN in y passes nothing; blocks[b] += g over the
-        # rows of block b (zeroed by the caller): the bias gradient
-        rows, d = gy.shape
-        zero, one = gy.dtype.type(0), gy.dtype.type(1)
-        for i in range(rows):
-            if need_b:
-                sb = blocks[i // _BLOCK]
-                for j in range(d):
-                    v = gy[i, j] * (one if y[i, j] > zero else zero)
-                    g[i, j] = v
-                    sb[j] += v
-            else:
-                for j in range(d):
-                    g[i, j] = gy[i, j] * (one if y[i, j] > zero else zero)
-    k.relu_bias_grad_rows = relu_bias_grad_rows
-
-    @jit
-    def lstm_cell_grad(dh, dc, gates, tc, c_prev, dz, dc_prev):
-        # one LSTM step backward (sigmoid gates i, f, o; tanh candidate g and cell output; a mask is the
-        # caller's: it passes the step's share of dh and dc):
-        # d(act c) = dc + dh o (1 - tc^2); the pre-activation gradients of i, f, o, g into dz (N, 4u, gate
-        # blocks of u columns) and the gradient into the previous cell state into dc_prev
-        n, u = dh.shape
-        one = dh.dtype.type(1)
-        for r in range(n):
-            for j in range(u):
-                i = gates[0, r, j]
-                f = gates[1, r, j]
-                o = gates[2, r, j]
-                g = gates[3, r, j]
-                t = tc[r, j]
-                d = (one - t * t) * o * dh[r, j] + dc[r, j]
-                dz[r, j] = d * g * ((one - i) * i)
-                dz[r, u + j] = d * c_prev[r, j] * ((one - f) * f)
-                dz[r, 2 * u + j] = dh[r, j] * t * ((one - o) * o)
-                dz[r, 3 * u + j] = d * i * (one - g * g)
-                dc_prev[r, j] = d * f
-    k.lstm_cell_grad = lstm_cell_grad
-
-    @jit
-    def gru_cell_grad(dh, zr, hh, h_prev, rh, dx, dr, dprev):
-        # one GRU step backward (reset_after, sigmoid z and r, tanh candidate; a mask is the caller's: it
-        # passes the step's share of dh): the pre-activation
-        # gradients of z, r and the candidate into dx (N, 3u), those of h U + b' into dr, and dh z into dprev
-        n, u = dh.shape
-        one = dh.dtype.type(1)
-        for i in range(n):
-            for j in range(u):
-                z = zr[0, i, j]
-                r = zr[1, i, j]
-                c = hh[i, j]
-                d = dh[i, j]
-                da = (one - z) * d * (one - c * c)
-                dz = (h_prev[i, j] - c) * d * ((one - z) * z)
-                dgr = da * rh[i, j] * ((one - r) * r)
-                dx[i, j] = dz
-                dx[i, u + j] = dgr
-                dx[i, 2 * u + j] = da
-                dr[i, j] = dz
-                dr[i, u + j] = dgr
-                dr[i, 2 * u + j] = da * r
-                dprev[i, j] = d * z
-    k.gru_cell_grad = gru_cell_grad
-
-    # Adam's update is element-wise with no reduction: compiled without fastmath, so the float operations
-    # are those of the NumPy code (optimizers/adam.py, _adam_block), in its order and rounding: no fused
-    # multiply-add, the scalars already in the arrays' dtype. The same weights to the bit either way.
-    @exact
-    def adam_update(w, g, m, v, c1, c2, eps, alpha):
-        for i in range(w.size):
-            gi = g[i]
-            mi = m[i] + (gi - m[i]) * c1
-            vi = v[i] + (gi * gi - v[i]) * c2
-            m[i] = mi
-            v[i] = vi
-            w[i] -= mi / (np.sqrt(vi) + eps) * alpha
-    k.adam_update = adam_update
-
-    # col2im as a gather: each padded input position sums, in kernel-offset order, the column entries that
-    # reached it (the NumPy code adds one strided window per offset to a zero array: the same additions in
-    # the same order for every position), and is written once. No fastmath (the order). The columns come from
-    # one wider product than the NumPy code's per-offset ones, which BLAS may round differently in the last bit.
-    @exact
-    def col2im_gather(cols, out, sh, sw, dh, dw):
-        # cols (S, OH, OW, KH, KW, C) -> out (S, Hp, Wp, C)
-        samples, oh, ow, kh, kw, c = cols.shape
-        hp, wp = out.shape[1], out.shape[2]
-        zero = out.dtype.type(0)
-        for s in range(samples):
-            for py in range(hp):
-                for px in range(wp):
-                    o = out[s, py, px]
-                    for q in range(c):
-                        o[q] = zero
-                    if sh == 1 and dh == 1:   # the offsets that reach this row: a range, no test per offset
-                        i_lo, i_hi = max(0, py - oh + 1), min(kh, py + 1)
-                    else:
-                        i_lo, i_hi = 0, kh
-                    if sw == 1 and dw == 1:
-                        j_lo, j_hi = max(0, px - ow + 1), min(kw, px + 1)
-                    else:
-                        j_lo, j_hi = 0, kw
-                    for i in range(i_lo, i_hi):
-                        y = py - i * dh
-                        if y < 0 or y % sh != 0 or y // sh >= oh:
-                            continue
-                        y //= sh
-                        for j in range(j_lo, j_hi):
-                            x = px - j * dw
-                            if x < 0 or x % sw != 0 or x // sw >= ow:
-                                continue
-                            src = cols[s, y, x // sw, i, j]
-                            for q in range(c):
-                                o[q] += src[q]
-    k.col2im_gather = col2im_gather
-
-    # Max pooling compares and selects only: no fastmath at all, so that the compiled code keeps the NumPy
-    # code's every rule (NaN, the sign of a zero, the order of the overlapping windows' additions).
-
-    @exact
-    def max_pool_rows(x, ph, pw, sh, sw, pt, pl, y, which, note):
-        # y (N, OH, OW, C) = the maximum over each window of x (N, H, W, C), window (oi, oj) starting at row
-        # oi*sh - pt and column oj*sw - pl. Per output, the NumPy code's chain: y = the window's first value,
-        # then for the offsets k = 1, 2, ... in row-major window order the note becomes k where v > y, and
-        # y = maximum(y, v). So the note is the FIRST offset holding the maximum, a NaN wins the maximum (the
-        # first NaN, as np.maximum) but is never noted (v > y is False), and on equal values y takes the later
-        # one (np.maximum(a, b) is b when a == b: -0.0 against 0.0). Positions outside x are the NumPy code's
-        # -inf padding: a window starting there begins at y = -inf, note 0, and each real value then goes
-        # through the chain (noted unless it is -inf or NaN; maximum(-inf, v) is v); padding later in a window
-        # changes nothing, so it is skipped (no padded copy of x).
-        n, h, w, c = x.shape
-        oh, ow = y.shape[1], y.shape[2]
-        nb = np.empty(c, np.int32)   # the note of one output (int32: as wide as float32's lanes)
-        low = x.dtype.type(-np.inf)
-        for s in range(n):
-            for oi in range(oh):
-                i0 = oi * sh - pt
-                ki0, ki1 = max(0, -i0), min(ph, h - i0)
-                for oj in range(ow):
-                    j0 = oj * sw - pl
-                    kj0, kj1 = max(0, -j0), min(pw, w - j0)
-                    ym = y[s, oi, oj]
-                    first = ki0 * pw + kj0
-                    if first == 0:   # the window's first value, note 0
-                        xr = x[s, i0, j0]
-                        for ch in range(c):
-                            ym[ch] = xr[ch]
-                            nb[ch] = 0
-                    else:            # padding first: -inf, note 0, and the first real value goes through the chain
-                        first = -1
-                        for ch in range(c):
-                            ym[ch] = low
-                            nb[ch] = 0
-                    for ki in range(ki0, ki1):
-                        for kj in range(kj0, kj1):
-                            kk = ki * pw + kj
-                            if kk == first:
-                                continue
-                            xr = x[s, i0 + ki, j0 + kj]
-                            if note:
-                                k = np.int32(kk)
-                                for ch in range(c):
-                                    v = xr[ch]
-                                    m = ym[ch]
-                                    nb[ch] = k if v > m else nb[ch]
-                                    ym[ch] = m if (m > v or m != m) else v
-                            else:
-                                for ch in range(c):
-                                    v = xr[ch]
-                                    m = ym[ch]
-                                    ym[ch] = m if (m > v or m != m) else v
-                    if note:
-                        wm = which[s, oi, oj]
-                        for ch in range(c):
-                            wm[ch] = nb[ch]
-    k.max_pool_rows = max_pool_rows
-
-    @exact
-    def max_pool_rows_grad(gy, which, ph, pw, sh, sw, pt, pl, dx, fill, overlap):
-        # dx (N, H, W, C): each window's offset k gets gy * (note == k) (so NaN and inf in gy spread over
-        # the window as NaN * 0, and -0.0 stays -0.0, as the NumPy code's multiply); disjoint windows assign,
-        # overlapping ones add, each position's terms in the NumPy code's order (offset by offset: k rises as
-        # the output falls, so the outputs are walked backwards). fill: zero each sample first (positions no
-        # window covers, and the sums' start)
-        n, h, w, c = dx.shape
-        oh, ow = gy.shape[1], gy.shape[2]
-        zero, one = dx.dtype.type(0), dx.dtype.type(1)
-        for s in range(n):
-            if fill:
-                for i in range(h):
-                    for j in range(w):
-                        for ch in range(c):
-                            dx[s, i, j, ch] = zero
-            for oi in range(oh - 1, -1, -1):
-                i0 = oi * sh - pt
-                ki0, ki1 = max(0, -i0), min(ph, h - i0)
-                for oj in range(ow - 1, -1, -1):
-                    j0 = oj * sw - pl
-                    kj0, kj1 = max(0, -j0), min(pw, w - j0)
-                    for ki in range(ki0, ki1):
-                        for kj in range(kj0, kj1):
-                            k = which.dtype.type(ki * pw + kj)
-                            i, j = i0 + ki, j0 + kj
-                            if overlap:
-                                for ch in range(c):
-                                    dx[s, i, j, ch] += gy[s, oi, oj, ch] * (one if which[s, oi, oj, ch] == k else zero)
-                            else:
-                                for ch in range(c):
-                                    dx[s, i, j, ch] = gy[s, oi, oj, ch] * (one if which[s, oi, oj, ch] == k else zero)
-    k.max_pool_rows_grad = max_pool_rows_grad
-
-    # Softmax down the columns of (B, K, Q) blocks (attention's transposed scores: over the keys K for each query
-    # q), the two reductions of NumPy's code without its strided reduction passes: per block the column maxima,
-    # subtracted in the same pass over the block (in cache), then (after NumPy's SIMD exp) the column sums and
-    # the division. The same operations in NumPy's order (each column's sum runs down k, as NumPy's reduction
-    # over a non-contiguous axis adds row after row), so the same values, NaN and infinities included. No
-    # fastmath: the loops over q vectorise as they are.
-    @exact
-    def column_max_subtract(s):
-        blocks, rows, cols = s.shape
-        m = np.empty(cols, s.dtype)
-        for b in range(blocks):
-            for q in range(cols):
-                m[q] = s[b, 0, q]
-            for i in range(1, rows):
-                for q in range(cols):
-                    v = s[b, i, q]
-                    if v > m[q]:   # (a NaN in the column makes its sum, so all its weights, NaN either way)
-                        m[q] = v
-            for i in range(rows):
-                for q in range(cols):
-                    s[b, i, q] -= m[q]
-    k.column_max_subtract = column_max_subtract
-
-    @exact
-    def column_sum_divide(s):
-        blocks, rows, cols = s.shape
-        a = np.empty(cols, s.dtype)
-        zero = s.dtype.type(0)
-        for b in range(blocks):
-            for q in range(cols):
-                a[q] = zero
-            for i in range(rows):
-                for q in range(cols):
-                    a[q] += s[b, i, q]
-            for i in range(rows):
-                for q in range(cols):
-                    s[b, i, q] /= a[q]
-    k.column_sum_divide = column_sum_divide
-
-    @exact
-    def column_softmax_grad(d, rowsum, w):
-        # d = (d - rowsum) * w in one pass (rowsum: one value per column of each block), NumPy's two operations
-        blocks, rows, cols = d.shape
-        for b in range(blocks):
-            for i in range(rows):
-                for q in range(cols):
-                    d[b, i, q] = (d[b, i, q] - rowsum[b, 0, q]) * w[b, i, q]
-    k.column_softmax_grad = column_softmax_grad
-
-    # The embedding table's gradient: each row of gy added to its id's row in position order (an id's first
-    # row assigned, so the table is written once: rows nobody looked up are zeroed here), instead of sorting
-    # the ids and gathering gy through the order. The NumPy code (ops/embedding.py) adds an id's first three
-    # rows in the same order, so the tables are the same bits unless an id comes four or more times (NumPy's
-    # add.reduceat sums the rest in an order of its own: a difference in rounding only).
-    @exact
-    def scatter_rows(ids, gy, out):
-        n, d = gy.shape
-        rows = out.shape[0]
-        seen = np.zeros(rows, np.bool_)
-        for i in range(n):
-            r = ids[i]
-            if r < 0 or r >= rows:
-                raise IndexError("embedding: an id is outside the table (changed since the forward pass?)")
-            seen[r] = True
-        zero = out.dtype.type(0)
-        for r in range(rows):
-            if not seen[r]:
-                for j in range(d):
-                    out[r, j] = zero
-            seen[r] = False   # from here: whether the row has had its first assignment
-        for i in range(n):
-            r = ids[i]
-            if seen[r]:
-                for j in range(d):
-                    out[r, j] += gy[i, j]
-            else:
-                seen[r] = True
-                for j in range(d):
-                    out[r, j] = gy[i, j]
-    k.scatter_rows = scatter_rows
+    k = _Jitted()
+    for name, (is_exact, _) in _aot.SIGNATURES.items():
+        setattr(k, name, (exact if is_exact else jit)(getattr(_loops, name)))
     return k
+
+
+class _Jitted:
+    pass
 
 
 def _split(body, rows, elements):

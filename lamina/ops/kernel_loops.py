@@ -1,0 +1,360 @@
+"""The loops of lamina's compiled kernels, as plain Python (kernels.py says what each is for and where it runs).
+
+numba compiles these functions, either on their first call in a process (``numba.njit``, cached on disk) or ahead
+of time into an extension module (kernels_aot.py) that later processes load without numba or LLVM. Each reads
+its arrays once, row by row, in the order the NumPy code of the op it replaces computes them.
+
+Only NumPy is imported here: no module of lamina, so that the ahead-of-time build compiles this file alone.
+"""
+import numpy as np
+
+# Column sums over many rows add each block of this many rows in the array's dtype (SIMD-wide), then the
+# blocks' sums in float64 (so a float32 sum over 65536 rows loses little more than one over 256).
+BLOCK = 256
+
+
+def layer_norm_rows(x, gamma, beta, has_gamma, has_beta, eps, y, mean, inv):
+    rows, d = x.shape
+    zero, one = x.dtype.type(0), x.dtype.type(1)
+    scale = one / x.dtype.type(d)
+    for i in range(rows):
+        s = zero
+        for j in range(d):
+            s += x[i, j]
+        m = s * scale
+        v = zero
+        for j in range(d):
+            t = x[i, j] - m
+            v += t * t
+        r = one / np.sqrt(v * scale + eps)
+        mean[i] = m
+        inv[i] = r
+        for j in range(d):
+            h = (x[i, j] - m) * r
+            if has_gamma:
+                h = h * gamma[j]
+            if has_beta:
+                h = h + beta[j]
+            y[i, j] = h
+
+
+def layer_norm_rows_grad(gy, x, mean, inv, gamma, has_gamma, need_x, need_params, dx, blocks):
+    # dx = inv * (g - mean(g) - xhat * mean(g * xhat)) with g = gy * gamma; blocks[b, 0] += gy * xhat and
+    # blocks[b, 1] += gy over the rows of block b (zeroed by the caller): the gamma and beta gradients
+    rows, d = gy.shape
+    zero, one = gy.dtype.type(0), gy.dtype.type(1)
+    scale = one / gy.dtype.type(d)
+    for i in range(rows):
+        m = mean[i]
+        r = inv[i]
+        if need_x:
+            m1 = zero
+            m2 = zero
+            for j in range(d):
+                g = gy[i, j] * gamma[j] if has_gamma else gy[i, j]
+                m1 += g
+                m2 += g * ((x[i, j] - m) * r)
+            m1 *= scale
+            m2 *= scale
+            for j in range(d):
+                g = gy[i, j] * gamma[j] if has_gamma else gy[i, j]
+                dx[i, j] = (g - m1 - (x[i, j] - m) * r * m2) * r
+        if need_params:
+            sg = blocks[i // BLOCK, 0]
+            sb = blocks[i // BLOCK, 1]
+            for j in range(d):
+                sg[j] += gy[i, j] * ((x[i, j] - m) * r)
+                sb[j] += gy[i, j]
+
+
+def bias_relu_rows(y, b):
+    rows, d = y.shape
+    zero = y.dtype.type(0)
+    for i in range(rows):
+        for j in range(d):
+            v = y[i, j] + b[j]
+            y[i, j] = zero if v < zero else v   # NaN stays NaN, as maximum(v, 0)
+
+
+def relu_bias_grad_rows(gy, y, g, need_b, blocks):
+    # g = gy * (y > 0): NaN in gy stays NaN (NaN * 0), NaN in y passes nothing; blocks[b] += g over the
+    # rows of block b (zeroed by the caller): the bias gradient
+    rows, d = gy.shape
+    zero, one = gy.dtype.type(0), gy.dtype.type(1)
+    for i in range(rows):
+        if need_b:
+            sb = blocks[i // BLOCK]
+            for j in range(d):
+                v = gy[i, j] * (one if y[i, j] > zero else zero)
+                g[i, j] = v
+                sb[j] += v
+        else:
+            for j in range(d):
+                g[i, j] = gy[i, j] * (one if y[i, j] > zero else zero)
+
+
+def lstm_cell_grad(dh, dc, gates, tc, c_prev, dz, dc_prev):
+    # one LSTM step backward (sigmoid gates i, f, o; tanh candidate g and cell output; a mask is the
+    # caller's: it passes the step's share of dh and dc):
+    # d(act c) = dc + dh o (1 - tc^2); the pre-activation gradients of i, f, o, g into dz (N, 4u, gate
+    # blocks of u columns) and the gradient into the previous cell state into dc_prev
+    n, u = dh.shape
+    one = dh.dtype.type(1)
+    for r in range(n):
+        for j in range(u):
+            i = gates[0, r, j]
+            f = gates[1, r, j]
+            o = gates[2, r, j]
+            g = gates[3, r, j]
+            t = tc[r, j]
+            d = (one - t * t) * o * dh[r, j] + dc[r, j]
+            dz[r, j] = d * g * ((one - i) * i)
+            dz[r, u + j] = d * c_prev[r, j] * ((one - f) * f)
+            dz[r, 2 * u + j] = dh[r, j] * t * ((one - o) * o)
+            dz[r, 3 * u + j] = d * i * (one - g * g)
+            dc_prev[r, j] = d * f
+
+
+def gru_cell_grad(dh, zr, hh, h_prev, rh, dx, dr, dprev):
+    # one GRU step backward (reset_after, sigmoid z and r, tanh candidate; a mask is the caller's: it
+    # passes the step's share of dh): the pre-activation
+    # gradients of z, r and the candidate into dx (N, 3u), those of h U + b' into dr, and dh z into dprev
+    n, u = dh.shape
+    one = dh.dtype.type(1)
+    for i in range(n):
+        for j in range(u):
+            z = zr[0, i, j]
+            r = zr[1, i, j]
+            c = hh[i, j]
+            d = dh[i, j]
+            da = (one - z) * d * (one - c * c)
+            dz = (h_prev[i, j] - c) * d * ((one - z) * z)
+            dgr = da * rh[i, j] * ((one - r) * r)
+            dx[i, j] = dz
+            dx[i, u + j] = dgr
+            dx[i, 2 * u + j] = da
+            dr[i, j] = dz
+            dr[i, u + j] = dgr
+            dr[i, 2 * u + j] = da * r
+            dprev[i, j] = d * z
+
+
+# Adam's update is element-wise with no reduction: compiled without fastmath, so the float operations
+# are those of the NumPy code (optimizers/adam.py, _adam_block), in its order and rounding: no fused
+# multiply-add, the scalars already in the arrays' dtype. The same weights to the bit either way.
+def adam_update(w, g, m, v, c1, c2, eps, alpha):
+    for i in range(w.size):
+        gi = g[i]
+        mi = m[i] + (gi - m[i]) * c1
+        vi = v[i] + (gi * gi - v[i]) * c2
+        m[i] = mi
+        v[i] = vi
+        w[i] -= mi / (np.sqrt(vi) + eps) * alpha
+
+
+# col2im as a gather: each padded input position sums, in kernel-offset order, the column entries that
+# reached it (the NumPy code adds one strided window per offset to a zero array: the same additions in
+# the same order for every position), and is written once. No fastmath (the order). The columns come from
+# one wider product than the NumPy code's per-offset ones, which BLAS may round differently in the last bit.
+def col2im_gather(cols, out, sh, sw, dh, dw):
+    # cols (S, OH, OW, KH, KW, C) -> out (S, Hp, Wp, C)
+    samples, oh, ow, kh, kw, c = cols.shape
+    hp, wp = out.shape[1], out.shape[2]
+    zero = out.dtype.type(0)
+    for s in range(samples):
+        for py in range(hp):
+            for px in range(wp):
+                o = out[s, py, px]
+                for q in range(c):
+                    o[q] = zero
+                if sh == 1 and dh == 1:   # the offsets that reach this row: a range, no test per offset
+                    i_lo, i_hi = max(0, py - oh + 1), min(kh, py + 1)
+                else:
+                    i_lo, i_hi = 0, kh
+                if sw == 1 and dw == 1:
+                    j_lo, j_hi = max(0, px - ow + 1), min(kw, px + 1)
+                else:
+                    j_lo, j_hi = 0, kw
+                for i in range(i_lo, i_hi):
+                    y = py - i * dh
+                    if y < 0 or y % sh != 0 or y // sh >= oh:
+                        continue
+                    y //= sh
+                    for j in range(j_lo, j_hi):
+                        x = px - j * dw
+                        if x < 0 or x % sw != 0 or x // sw >= ow:
+                            continue
+                        src = cols[s, y, x // sw, i, j]
+                        for q in range(c):
+                            o[q] += src[q]
+
+
+# Max pooling compares and selects only: no fastmath at all, so that the compiled code keeps the NumPy
+# code's every rule (NaN, the sign of a zero, the order of the overlapping windows' additions).
+
+
+def max_pool_rows(x, ph, pw, sh, sw, pt, pl, y, which, note):
+    # y (N, OH, OW, C) = the maximum over each window of x (N, H, W, C), window (oi, oj) starting at row
+    # oi*sh - pt and column oj*sw - pl. Per output, the NumPy code's chain: y = the window's first value,
+    # then for the offsets k = 1, 2, ... in row-major window order the note becomes k where v > y, and
+    # y = maximum(y, v). So the note is the FIRST offset holding the maximum, a NaN wins the maximum (the
+    # first NaN, as np.maximum) but is never noted (v > y is False), and on equal values y takes the later
+    # one (np.maximum(a, b) is b when a == b: -0.0 against 0.0). Positions outside x are the NumPy code's
+    # -inf padding: a window starting there begins at y = -inf, note 0, and each real value then goes
+    # through the chain (noted unless it is -inf or NaN; maximum(-inf, v) is v); padding later in a window
+    # changes nothing, so it is skipped (no padded copy of x).
+    n, h, w, c = x.shape
+    oh, ow = y.shape[1], y.shape[2]
+    nb = np.empty(c, np.int32)   # the note of one output (int32: as wide as float32's lanes)
+    low = x.dtype.type(-np.inf)
+    for s in range(n):
+        for oi in range(oh):
+            i0 = oi * sh - pt
+            ki0, ki1 = max(0, -i0), min(ph, h - i0)
+            for oj in range(ow):
+                j0 = oj * sw - pl
+                kj0, kj1 = max(0, -j0), min(pw, w - j0)
+                ym = y[s, oi, oj]
+                first = ki0 * pw + kj0
+                if first == 0:   # the window's first value, note 0
+                    xr = x[s, i0, j0]
+                    for ch in range(c):
+                        ym[ch] = xr[ch]
+                        nb[ch] = 0
+                else:            # padding first: -inf, note 0, and the first real value goes through the chain
+                    first = -1
+                    for ch in range(c):
+                        ym[ch] = low
+                        nb[ch] = 0
+                for ki in range(ki0, ki1):
+                    for kj in range(kj0, kj1):
+                        kk = ki * pw + kj
+                        if kk == first:
+                            continue
+                        xr = x[s, i0 + ki, j0 + kj]
+                        if note:
+                            k = np.int32(kk)
+                            for ch in range(c):
+                                v = xr[ch]
+                                m = ym[ch]
+                                nb[ch] = k if v > m else nb[ch]
+                                ym[ch] = m if (m > v or m != m) else v
+                        else:
+                            for ch in range(c):
+                                v = xr[ch]
+                                m = ym[ch]
+                                ym[ch] = m if (m > v or m != m) else v
+                if note:
+                    wm = which[s, oi, oj]
+                    for ch in range(c):
+                        wm[ch] = nb[ch]
+
+
+def max_pool_rows_grad(gy, which, ph, pw, sh, sw, pt, pl, dx, fill, overlap):
+    # dx (N, H, W, C): each window's offset k gets gy * (note == k) (so NaN and inf in gy spread over
+    # the window as NaN * 0, and -0.0 stays -0.0, as the NumPy code's multiply); disjoint windows assign,
+    # overlapping ones add, each position's terms in the NumPy code's order (offset by offset: k rises as
+    # the output falls, so the outputs are walked backwards). fill: zero each sample first (positions no
+    # window covers, and the sums' start)
+    n, h, w, c = dx.shape
+    oh, ow = gy.shape[1], gy.shape[2]
+    zero, one = dx.dtype.type(0), dx.dtype.type(1)
+    for s in range(n):
+        if fill:
+            for i in range(h):
+                for j in range(w):
+                    for ch in range(c):
+                        dx[s, i, j, ch] = zero
+        for oi in range(oh - 1, -1, -1):
+            i0 = oi * sh - pt
+            ki0, ki1 = max(0, -i0), min(ph, h - i0)
+            for oj in range(ow - 1, -1, -1):
+                j0 = oj * sw - pl
+                kj0, kj1 = max(0, -j0), min(pw, w - j0)
+                for ki in range(ki0, ki1):
+                    for kj in range(kj0, kj1):
+                        k = which.dtype.type(ki * pw + kj)
+                        i, j = i0 + ki, j0 + kj
+                        if overlap:
+                            for ch in range(c):
+                                dx[s, i, j, ch] += gy[s, oi, oj, ch] * (one if which[s, oi, oj, ch] == k else zero)
+                        else:
+                            for ch in range(c):
+                                dx[s, i, j, ch] = gy[s, oi, oj, ch] * (one if which[s, oi, oj, ch] == k else zero)
+
+
+# Softmax down the columns of (B, K, Q) blocks (attention's transposed scores: over the keys K for each query
+# q), the two reductions of NumPy's code without its strided reduction passes: per block the column maxima,
+# subtracted in the same pass over the block (in cache), then (after NumPy's SIMD exp) the column sums and
+# the division. The same operations in NumPy's order (each column's sum runs down k, as NumPy's reduction
+# over a non-contiguous axis adds row after row), so the same values, NaN and infinities included. No
+# fastmath: the loops over q vectorise as they are.
+def column_max_subtract(s):
+    blocks, rows, cols = s.shape
+    m = np.empty(cols, s.dtype)
+    for b in range(blocks):
+        for q in range(cols):
+            m[q] = s[b, 0, q]
+        for i in range(1, rows):
+            for q in range(cols):
+                v = s[b, i, q]
+                if v > m[q]:   # (a NaN in the column makes its sum, so all its weights, NaN either way)
+                    m[q] = v
+        for i in range(rows):
+            for q in range(cols):
+                s[b, i, q] -= m[q]
+
+
+def column_sum_divide(s):
+    blocks, rows, cols = s.shape
+    a = np.empty(cols, s.dtype)
+    zero = s.dtype.type(0)
+    for b in range(blocks):
+        for q in range(cols):
+            a[q] = zero
+        for i in range(rows):
+            for q in range(cols):
+                a[q] += s[b, i, q]
+        for i in range(rows):
+            for q in range(cols):
+                s[b, i, q] /= a[q]
+
+
+def column_softmax_grad(d, rowsum, w):
+    # d = (d - rowsum) * w in one pass (rowsum: one value per column of each block), NumPy's two operations
+    blocks, rows, cols = d.shape
+    for b in range(blocks):
+        for i in range(rows):
+            for q in range(cols):
+                d[b, i, q] = (d[b, i, q] - rowsum[b, 0, q]) * w[b, i, q]
+
+
+# The embedding table's gradient: each row of gy added to its id's row in position order (an id's first
+# row assigned, so the table is written once: rows nobody looked up are zeroed here), instead of sorting
+# the ids and gathering gy through the order. The NumPy code (ops/embedding.py) adds an id's first three
+# rows in the same order, so the tables are the same bits unless an id comes four or more times (NumPy's
+# add.reduceat sums the rest in an order of its own: a difference in rounding only).
+def scatter_rows(ids, gy, out):
+    n, d = gy.shape
+    rows = out.shape[0]
+    seen = np.zeros(rows, np.bool_)
+    for i in range(n):
+        r = ids[i]
+        if r < 0 or r >= rows:
+            raise IndexError("embedding: an id is outside the table (changed since the forward pass?)")
+        seen[r] = True
+    zero = out.dtype.type(0)
+    for r in range(rows):
+        if not seen[r]:
+            for j in range(d):
+                out[r, j] = zero
+        seen[r] = False   # from here: whether the row has had its first assignment
+    for i in range(n):
+        r = ids[i]
+        if seen[r]:
+            for j in range(d):
+                out[r, j] += gy[i, j]
+        else:
+            seen[r] = True
+            for j in range(d):
+                out[r, j] = gy[i, j]

@@ -1,0 +1,284 @@
+"""The compiled kernels built ahead of time: one extension module that later processes load without numba.
+
+numba compiling on a kernel's first call (kernels.py) loads numba and LLVM into the process even when every
+kernel comes from its disk cache: ~0.9 s of CPU and ~125 MB of resident memory (LLVM's code pages, the CPU
+target's registries, the JIT), more than a model's whole working set on the benchmark's workloads. Built once
+ahead of time (:func:`build`, ``lamina kernels``), the same loops (kernel_loops.py, compiled
+with the same numba options) are a ~1 MB extension module whose import costs milliseconds and a few MB, and
+needs neither numba nor LLVM at run time.
+
+The module is compiled for this machine's CPU (the JIT's choice too), by numba's ``pycc`` (the only ahead-of-time
+compiler numba has; marked for replacement since numba 0.57, still in 0.68): numba and a C compiler are needed
+to build it, not to load it. Its file name carries a digest of what it was built from (the loops' source, the
+signatures below, NumPy's version, the CPU features NumPy detects), so a module built from other loops or for
+another CPU is never loaded: kernels.py compiles in-process instead, as without one.
+
+Exported functions check nothing (an array of another dtype or rank reads memory as if it were the declared
+one), so every call goes through a guard that checks each argument's type, dtype, rank and contiguity against
+the signature, and hands any other call to numba's in-process compilation (which specialises on whatever it
+gets) rather than to the exported code.
+
+The built file lives in ``__pycache__`` beside this module, or in ``$LAMINA_HOME/kernels`` (``~/.lamina``) when
+that is read-only: written by lamina's own build, like Python's bytecode beside the sources; no model or data
+file ever passes through it.
+"""
+import hashlib
+import importlib.machinery
+import importlib.util
+import inspect
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+
+from . import kernel_loops
+
+__all__ = ["SIGNATURES", "PARTS", "build", "load", "module_paths", "module_name"]
+
+# Each kernel's arguments: "T<n>" an n-dimensional C-contiguous array of the kernel's float dtype (float32 or
+# float64: one export each), "T" a scalar of that dtype, "b" a bool, "i" an int64 scalar, "I1" a 1-D
+# C-contiguous int64 array, "W4" a 4-D C-contiguous uint8 or int32 array (max pooling's note of the window
+# offset: one export each). With whether it compiles without fastmath ("exact": the NumPy code's operations in
+# its order) or with reassociation and fused multiply-add (its sums vectorise): kernels.py's two numba options.
+SIGNATURES = {
+    "layer_norm_rows": (False, ("T2", "T1", "T1", "b", "b", "T", "T2", "T1", "T1")),
+    "layer_norm_rows_grad": (False, ("T2", "T2", "T1", "T1", "T1", "b", "b", "b", "T2", "T3")),
+    "bias_relu_rows": (False, ("T2", "T1")),
+    "relu_bias_grad_rows": (False, ("T2", "T2", "T2", "b", "T2")),
+    "lstm_cell_grad": (False, ("T2", "T2", "T3", "T2", "T2", "T2", "T2")),
+    "gru_cell_grad": (False, ("T2", "T3", "T2", "T2", "T2", "T2", "T2", "T2")),
+    "adam_update": (True, ("T1", "T1", "T1", "T1", "T", "T", "T", "T")),
+    "col2im_gather": (True, ("T6", "T4", "i", "i", "i", "i")),
+    "max_pool_rows": (True, ("T4", "i", "i", "i", "i", "i", "i", "T4", "W4", "b")),
+    "max_pool_rows_grad": (True, ("T4", "W4", "i", "i", "i", "i", "i", "i", "T4", "b", "b")),
+    "column_max_subtract": (True, ("T3",)),
+    "column_sum_divide": (True, ("T3",)),
+    "column_softmax_grad": (True, ("T3", "T3", "T3")),
+    "scatter_rows": (True, ("I1", "T2", "T2")),
+}
+# The kernels in two modules of about equal build time (seconds of one core on the 2-core Intel VM, float32 and
+# float64 together), built side by side on two cores
+PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_softmax_grad",      # 4.9, 1.9, 1.6, .8
+          "scatter_rows"),                                                                          # .5
+         ("max_pool_rows_grad", "col2im_gather", "bias_relu_rows", "relu_bias_grad_rows",           # 3.7, 1.8, .4, .8
+          "lstm_cell_grad", "gru_cell_grad", "adam_update", "column_max_subtract",                  # .9, .8, .5, .8
+          "column_sum_divide"))                                                                     # .8
+_FLOATS = {"f4": np.dtype(np.float32), "f8": np.dtype(np.float64)}
+# The dtype objects the guards' tables are keyed by; an array whose dtype is not one of them (byte-swapped,
+# another kind) is no export's
+_CANONICAL = {d: d for d in (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.uint8), np.dtype(np.int32))}
+_NOTES = {"u1": np.dtype(np.uint8), "i4": np.dtype(np.int32)}
+
+
+def _variants(spec):
+    """(export suffix, {token letter: dtype}) for each dtype combination a signature is exported for."""
+    notes = _NOTES if any(tok.startswith("W") for tok in spec) else {None: None}
+    for f, fdt in _FLOATS.items():
+        for w, wdt in notes.items():
+            yield (f if w is None else f"{f}_{w}"), {"T": fdt, "W": wdt, "I": np.dtype(np.int64)}
+
+
+def _numba_type(tok, dtypes):
+    """The numba signature text of one argument token."""
+    if tok == "b":
+        return "b1"
+    if tok == "i":
+        return "i8"
+    code = {np.dtype(np.float32): "f4", np.dtype(np.float64): "f8", np.dtype(np.uint8): "u1",
+            np.dtype(np.int32): "i4", np.dtype(np.int64): "i8"}[dtypes[tok[0]]]
+    if tok == "T":
+        return code
+    ndim = int(tok[1:])
+    return f"{code}[{', '.join([':'] * (ndim - 1) + ['::1'])}]"
+
+
+def _cpu_features():
+    """The CPU features NumPy detected at import (its own dispatch uses them), as one sorted text."""
+    core = getattr(np, "_core", None) or np.core
+    feats = getattr(core._multiarray_umath, "__cpu_features__", {})
+    return ",".join(sorted(k for k, v in feats.items() if v))
+
+
+def module_name(part):
+    """The extension module of part ``part`` (of PARTS): its name carries a digest of everything its code
+    depends on."""
+    h = hashlib.sha256()
+    for text in (inspect.getsource(kernel_loops), repr([(n, SIGNATURES[n]) for n in PARTS[part]]), np.__version__,
+                 platform.machine(), _cpu_features(), sys.implementation.cache_tag or ""):
+        h.update(text.encode())
+        h.update(b"\0")
+    return f"_lamina_kernels{part}_{h.hexdigest()[:20]}"
+
+
+def _directories():
+    """Where the modules may be: beside this file, then lamina's home folder."""
+    from ..utils.data_utils import lamina_home
+    return [os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__"),
+            os.path.join(lamina_home(), "kernels")]
+
+
+def module_paths():
+    """The built modules' paths (one a part) if every part is built for this machine and these loops, else
+    None."""
+    paths = []
+    for part in range(len(PARTS)):
+        name = module_name(part) + importlib.machinery.EXTENSION_SUFFIXES[0]
+        found = [os.path.join(d, name) for d in _directories() if os.path.isfile(os.path.join(d, name))]
+        if not found:
+            return None
+        paths.append(found[0])
+    return paths
+
+
+def load(fallback):
+    """The kernels from the built modules, as an object with one attribute per kernel (kernels.py's names),
+    or None if they are not built. ``fallback(name)`` gives the in-process compiled kernel for a call whose
+    arguments the exports do not take."""
+    paths = module_paths()
+    if paths is None:
+        return None
+    kernels = _Loaded()
+    kernels.paths = paths
+    for part, path in enumerate(paths):
+        name = os.path.basename(path).split(".")[0]
+        loader = importlib.machinery.ExtensionFileLoader(name, path)
+        module = importlib.util.module_from_spec(importlib.util.spec_from_file_location(name, path, loader=loader))
+        loader.exec_module(module)
+        for kname in PARTS[part]:
+            spec = SIGNATURES[kname][1]
+            exports = {tag: getattr(module, f"{kname}__{tag}") for tag, _ in _variants(spec)}
+            setattr(kernels, kname, _guard(kname, spec, exports, fallback))
+    return kernels
+
+
+class _Loaded:
+    pass
+
+
+def _guard(name, spec, exports, fallback):
+    """The kernel as a function that checks every argument against the signature (type, dtype, rank and
+    C-contiguity of each array; the type of each scalar) and calls the export for its dtypes; any other call goes
+    to ``fallback(name)``. ~2 us for nine arguments (numba's own dispatch: ~1.3)."""
+    first = next(i for i, tok in enumerate(spec) if tok[0] == "T" and len(tok) > 1)
+    note = next((i for i, tok in enumerate(spec) if tok[0] == "W"), first)   # (no note: the float dtype again)
+    # (index, rank, whose dtype: 0 the first array's, 1 the note's, 2 int64) of each array; (index, types) of
+    # each scalar
+    arrays = tuple((i, int(tok[1:]), "TWI".index(tok[0])) for i, tok in enumerate(spec) if len(tok) > 1)
+    scalars = tuple((i, _BOOLS if tok == "b" else _INTS if tok == "i" else _NUMBERS)
+                    for i, tok in enumerate(spec) if len(tok) == 1)
+    table = {(dtypes["T"], dtypes["W"] if note != first else dtypes["T"]): exports[tag]
+             for tag, dtypes in _variants(spec)}
+    n, ndarray, int64 = len(spec), np.ndarray, np.dtype(np.int64)
+
+    def call(*args):
+        if len(args) == n:
+            d = getattr(args[first], "dtype", None)
+            w = getattr(args[note], "dtype", None)
+            fn = table.get((d, w))
+            if fn is not None:
+                kinds = (d, w, int64)
+                for i, ndim, kind in arrays:
+                    a = args[i]
+                    # dtypes by identity (NumPy's native float32, float64, ... are one object each: an equal
+                    # dtype that is another object only costs a trip to numba)
+                    if type(a) is not ndarray or a.dtype is not kinds[kind] or a.ndim != ndim:
+                        break
+                    if not a.flags.c_contiguous:
+                        break
+                else:
+                    for i, types in scalars:
+                        if type(args[i]) not in types:
+                            break
+                    else:
+                        return fn(*args)
+        return fallback(name)(*args)
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+_BOOLS = (bool, np.bool_)
+_INTS = (int, np.int64, np.int32, np.int16, np.int8, np.uint64, np.uint32, np.uint16, np.uint8)
+_NUMBERS = (float, int, np.float32, np.float64, np.int64, np.int32)
+
+
+def build(directory=None, parts=None, verbose=False):
+    """Compile the kernels ahead of time into this machine's modules (numba and a C compiler needed) and return
+    their paths. ``directory``: where to write them (default: the first writable of ``__pycache__`` beside this
+    file and ``$LAMINA_HOME/kernels``); ``parts``: which of PARTS (default all: more than one are built in
+    processes side by side, one a core). Each is written to a temporary name first and renamed, so that a process
+    never loads a half-written module and two builds at once leave one whole file."""
+    if importlib.util.find_spec("numba") is None:
+        raise ImportError("building the kernels needs numba: pip install 'lamina[fast]'")
+    parts = list(range(len(PARTS))) if parts is None else list(parts)
+    targets = [directory] if directory is not None else _directories()
+    target = None
+    for d in targets:
+        try:
+            os.makedirs(d, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(d, os.W_OK):
+            target = d
+            break
+    if target is None:
+        raise OSError(f"no writable folder for the compiled kernels among: {', '.join(targets)}")
+    if len(parts) == 1 or (os.cpu_count() or 1) == 1:
+        return [_build_part(part, target, verbose) for part in parts]
+    import concurrent.futures
+    import multiprocessing
+    with concurrent.futures.ProcessPoolExecutor(min(len(parts), os.cpu_count()),
+                                                mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_build_part, parts, [target] * len(parts), [verbose] * len(parts)))
+
+
+def _build_part(part, target, verbose=False):
+    name = module_name(part)
+    final = os.path.join(target, name + importlib.machinery.EXTENSION_SUFFIXES[0])
+    with tempfile.TemporaryDirectory(prefix="lamina-kernels-") as tmp:
+        built = _compile(name, PARTS[part], tmp, verbose)
+        staging = final + f".{os.getpid()}.part"
+        shutil.copyfile(built, staging)
+        os.chmod(staging, 0o755)
+        os.replace(staging, final)
+    return final
+
+
+def _compile(name, kernel_names, out_dir, verbose):
+    """numba's pycc over kernel_loops with kernels.py's options: each kernel's fastmath set as its JIT's, and
+    the GIL released during the call (nogil: lamina splits rows over its threads)."""
+    from numba.core.errors import NumbaPendingDeprecationWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NumbaPendingDeprecationWarning)
+        from numba.pycc import CC
+        from numba.pycc import compiler as pycc_compiler
+    from numba.core.cpu import FastMathOptions
+
+    exact_functions = {getattr(kernel_loops, k) for k, (exact, _) in SIGNATURES.items() if exact}
+    original = pycc_compiler.compile_extra
+
+    def compile_extra(typingctx, targetctx, func, args, return_type, flags, locals, **kws):
+        # pycc compiles every export with one Flags object and no options: set the JIT's per function
+        flags.release_gil = True
+        flags.error_model = "numpy"
+        flags.fastmath = FastMathOptions(False if func in exact_functions else {"reassoc", "contract"})
+        return original(typingctx, targetctx, func, args, return_type, flags, locals, **kws)
+
+    cc = CC(name)
+    cc.output_dir = out_dir
+    cc.target_cpu = "host"
+    cc.verbose = verbose
+    for kname in kernel_names:
+        func, spec = getattr(kernel_loops, kname), SIGNATURES[kname][1]
+        for tag, dtypes in _variants(spec):
+            sig = f"void({', '.join(_numba_type(tok, dtypes) for tok in spec)})"
+            cc.export(f"{kname}__{tag}", sig)(func)
+    pycc_compiler.compile_extra = compile_extra
+    try:
+        cc.compile()
+    finally:
+        pycc_compiler.compile_extra = original
+    return os.path.join(out_dir, cc.output_file)

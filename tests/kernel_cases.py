@@ -1,0 +1,56 @@
+"""One call of every compiled kernel (lamina/ops/kernel_loops.py) per dtype, with small arrays in the layouts and
+dtypes lamina's callers pass, NaN and infinities among the values: for comparing the ahead-of-time built kernels
+with numba's in-process ones (tests/test_kernels_aot.py), and for filling numba's cache with exactly those
+signatures before the workers start (tests/warm_caches.py)."""
+import numpy as np
+
+
+def cases(dtype, seed=0):
+    """{kernel name: [argument tuple, ...]} for float dtype ``dtype``; arrays fresh on every call."""
+    rng = np.random.default_rng(seed)
+    t = np.dtype(dtype).type
+
+    def a(*shape, low=None):
+        x = rng.standard_normal(shape).astype(dtype)
+        if low is not None:
+            x = np.abs(x) % 1 + low
+        return x
+
+    def odd(x):   # a NaN and both infinities in the first values
+        flat = x.reshape(-1)
+        flat[:3] = (np.nan, np.inf, -np.inf)
+        return x
+    n, d = 300, 24     # more than one block of 256 rows (the column sums' blocks)
+    blocks = -(-n // 256)
+    ln = [(a(n, d), a(d), a(d), g, b, t(1e-3), a(n, d), a(n), a(n)) for g, b in ((True, True), (False, False))]
+    ln.append((odd(a(n, d)), a(d), a(d), True, False, t(1e-5), a(n, d), a(n), a(n)))
+    lng = [(a(n, d), a(n, d), a(n), a(n, low=0.5), a(d), g, nx, npar, a(n, d), np.zeros((blocks, 2, d), dtype))
+           for g, nx, npar in ((True, True, True), (False, True, False), (True, False, True))]
+    return {
+        "layer_norm_rows": ln,
+        "layer_norm_rows_grad": lng,
+        "bias_relu_rows": [(odd(a(n, d)), a(d))],
+        "relu_bias_grad_rows": [(odd(a(n, d)), a(n, d), a(n, d), nb, np.zeros((blocks, d), dtype))
+                                for nb in (True, False)],
+        "lstm_cell_grad": [(a(5, 6), a(5, 6), a(4, 5, 6, low=0.0), a(5, 6, low=-0.5), a(5, 6), a(5, 24), a(5, 6))],
+        "gru_cell_grad": [(a(5, 6), a(2, 5, 6, low=0.0), a(5, 6, low=-0.5), a(5, 6), a(5, 6), a(5, 18), a(5, 18),
+                           a(5, 6))],
+        "adam_update": [(a(70), a(70), a(70), a(70, low=0.0), t(0.1), t(0.001), t(1e-7), t(0.01))],
+        # (S, OH, OW, KH, KW, C) -> (S, Hp, Wp, C): stride 1 and 2, dilation 1 and 2
+        "col2im_gather": [(a(2, 4, 4, 3, 3, 5), a(2, 6, 6, 5), 1, 1, 1, 1),
+                          (a(2, 3, 3, 3, 3, 5), a(2, 9, 9, 5), 2, 2, 2, 2)],
+        # x (N, H, W, C), pool, stride, top/left padding, y, note (uint8; int32 for 17 x 17 windows), note?
+        "max_pool_rows": [(odd(a(2, 6, 6, 3)), 2, 2, 2, 2, 0, 0, a(2, 3, 3, 3), np.zeros((2, 3, 3, 3), np.uint8), True),
+                          (a(2, 6, 6, 3), 3, 3, 2, 2, 1, 1, a(2, 3, 3, 3), np.zeros((2, 3, 3, 3), np.uint8), False),
+                          (a(1, 17, 17, 2), 17, 17, 1, 1, 0, 0, a(1, 1, 1, 2), np.zeros((1, 1, 1, 2), np.int32), True)],
+        "max_pool_rows_grad": [(a(2, 3, 3, 3), rng.integers(0, 4, (2, 3, 3, 3)).astype(np.uint8), 2, 2, 2, 2, 0, 0,
+                                a(2, 6, 6, 3), False, False),
+                               (a(2, 3, 3, 3), rng.integers(0, 9, (2, 3, 3, 3)).astype(np.uint8), 3, 3, 2, 2, 1, 1,
+                                a(2, 6, 6, 3), True, True),
+                               (a(1, 1, 1, 2), rng.integers(0, 289, (1, 1, 1, 2)).astype(np.int32), 17, 17, 1, 1, 0,
+                                0, a(1, 17, 17, 2), True, False)],
+        "column_max_subtract": [(odd(a(3, 7, 5)),)],
+        "column_sum_divide": [(a(3, 7, 5, low=0.1),)],
+        "column_softmax_grad": [(a(3, 7, 5), a(3, 1, 5), a(3, 7, 5, low=0.0))],
+        "scatter_rows": [(rng.integers(0, 9, 40), a(40, 6), a(9, 6))],
+    }
