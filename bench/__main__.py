@@ -132,6 +132,8 @@ def main(argv=None):
         from lamina.backend import MALLOC_TUNED
         if MALLOC_TUNED:
             frameworks.append("torch+malloc")
+    if a.device == "cpu" and not a.smoke and any(f.startswith("lamina") for f in frameworks):
+        _build_kernels()
     runs = []
     if a.contention:
         a.no_idle_wait = True
@@ -205,6 +207,21 @@ def _measure(a, frameworks, workloads, extra, runs):
                 runs.append(r)
                 status = r.get("error", "").splitlines()[-1:] if "error" in r else f"{r['median_ms']:.1f} ms"
                 print(f"  rep {rep} {w:12s} {fw:7s} {status}", file=sys.stderr, flush=True)
+
+
+def _build_kernels():
+    """lamina's compiled kernels built ahead of time before measuring, where numba can build them and they are
+    not built (``lamina kernels``): without them each lamina worker would load numba and LLVM, ~125 MB that are
+    not lamina's."""
+    import importlib.util
+    from lamina.ops import kernels, kernels_aot
+    if kernels.mode() == "numpy" or importlib.util.find_spec("numba") is None or kernels_aot.module_paths():
+        return
+    print("building lamina's compiled kernels for this machine first (lamina kernels, ~20 s)...", flush=True)
+    try:
+        kernels_aot.build()
+    except Exception as e:   # no C compiler: the workers compile in-process, and the report says so
+        print(f"  not built ({type(e).__name__}: {e}); lamina's workers compile them in-process", flush=True)
 
 
 def _machine():
