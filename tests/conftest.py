@@ -74,9 +74,9 @@ SLOW_MODULES = {"test_docs.py": 36, "test_applications_forward.py": 30, "test_ap
 # with its torch backend (scikit-learn among what it imports) was ~5 s of each worker's ~10 s of collection CPU on
 # the 2-core VM, torch aside. The modules that use them all go to one worker, gw0, and the rest to the others,
 # so those never import them; each worker takes from the other's share only when its own is empty. A module uses
-# them when its source imports keras or sklearn (an import, importorskip or lazy_module); one that does so out of
-# sight costs that import on another worker, never a result, and says so in a warning
-# (pytest_runtest_teardown below).
+# them when its source imports keras or sklearn (an import, importorskip or lazy_module). A module that imports
+# them at its top, or out of sight, costs that import on another worker, never a result: a warning says so
+# (pytest_collection_finish, pytest_runtest_teardown below).
 REFERENCE_LIBRARIES = ("keras", "sklearn")
 _REFERENCE_IMPORT = re.compile(r"""^[ \t]*(?:import (?:keras|sklearn)\b|from (?:keras|sklearn)[. ]"""
                                r"""|.*\b(?:importorskip|lazy_module)\(\s*["'](?:keras|sklearn)\b)""", re.M)
@@ -112,7 +112,17 @@ def pytest_xdist_make_scheduler(config, log):
     return SlowFirst(config, log)
 
 
-_reference_imported = []
+_reference_imported = []   # set once: the test after which Keras or scikit-learn was first seen (None: collection)
+
+
+def pytest_collection_finish(session):
+    """A module that imports Keras or scikit-learn when collected, not through tests/lazy_modules.py, makes every
+    worker import it again: said in a warning."""
+    loaded = [name for name in REFERENCE_LIBRARIES if name in sys.modules]
+    if loaded:
+        _reference_imported.append(None)
+        warnings.warn(f"collecting the tests imported {' and '.join(loaded)} (in every xdist worker): a module "
+                      "imports it at its top rather than with tests/lazy_modules.py's lazy_module", stacklevel=1)
 
 
 @pytest.hookimpl(trylast=True)
