@@ -1,5 +1,8 @@
+import functools
 import os
+import re
 import sys
+import warnings
 
 # Bytecode even where the environment says not to write it (PYTHONDONTWRITEBYTECODE, set on the machines this
 # project is developed and tested on): the suite starts ~150 Python processes (CLI runs, docs snippets,
@@ -66,8 +69,30 @@ SLOW_MODULES = {"test_docs.py": 36, "test_applications_forward.py": 30, "test_ap
                 "test_layers_extra.py": 5, "test_tensor.py": 5}
 
 
+# Real Keras and scikit-learn, the references many modules compare with, are imported by the first test that uses
+# them, not when the module is collected (tests/lazy_modules.py): every worker collects every module, and Keras
+# with its torch backend (scikit-learn among what it imports) was ~5 s of each worker's ~10 s of collection CPU on
+# the 2-core VM, torch aside. The modules that use them all go to one worker, gw0, and the rest to the others,
+# so those never import them; each worker takes from the other's share only when its own is empty. A module uses
+# them when its source imports keras or sklearn (an import, importorskip or lazy_module). A module that imports
+# them at its top, or out of sight, costs that import on another worker, never a result: a warning says so
+# (pytest_collection_finish, pytest_runtest_teardown below).
+REFERENCE_LIBRARIES = ("keras", "sklearn")
+_REFERENCE_IMPORT = re.compile(r"""^[ \t]*(?:import (?:keras|sklearn)\b|from (?:keras|sklearn)[. ]"""
+                               r"""|.*\b(?:importorskip|lazy_module)\(\s*["'](?:keras|sklearn)\b)""", re.M)
+
+
+@functools.lru_cache(maxsize=None)
+def uses_reference_libraries(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return _REFERENCE_IMPORT.search(f.read()) is not None
+    except OSError:
+        return False
+
+
 def pytest_xdist_make_scheduler(config, log):
-    """--dist loadfile, the slowest modules first (SLOW_MODULES)."""
+    """--dist loadfile, the slowest modules first (SLOW_MODULES), those using Keras or scikit-learn on gw0."""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
@@ -78,10 +103,40 @@ def pytest_xdist_make_scheduler(config, log):
         def _assign_work_unit(self, node):
             queue = getattr(self, "workqueue", None)
             if queue and hasattr(queue, "move_to_end"):
-                slowest = max(queue, key=lambda scope: SLOW_MODULES.get(os.path.basename(scope), 0))
+                on_gw0 = getattr(node, "workerinput", {}).get("workerid") == "gw0"
+                own = [scope for scope in queue
+                       if uses_reference_libraries(str(config.rootpath / scope)) == on_gw0] or queue
+                slowest = max(own, key=lambda scope: SLOW_MODULES.get(os.path.basename(scope), 0))
                 queue.move_to_end(slowest, last=False)   # the first of the slowest (else xdist's next)
             super()._assign_work_unit(node)
     return SlowFirst(config, log)
+
+
+_reference_imported = []   # set once: the test after which Keras or scikit-learn was first seen (None: collection)
+
+
+def pytest_collection_finish(session):
+    """A module that imports Keras or scikit-learn when collected, not through tests/lazy_modules.py, makes every
+    worker import it again: said in a warning."""
+    loaded = [name for name in REFERENCE_LIBRARIES if name in sys.modules]
+    if loaded:
+        _reference_imported.append(None)
+        warnings.warn(f"collecting the tests imported {' and '.join(loaded)} (in every xdist worker): a module "
+                      "imports it at its top rather than with tests/lazy_modules.py's lazy_module", stacklevel=1)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item):
+    """In a worker, when Keras or scikit-learn is first found imported: a warning if the module that imported
+    it is not one that the scheduler sends to gw0 (uses_reference_libraries)."""
+    if _reference_imported or not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    loaded = [name for name in REFERENCE_LIBRARIES if name in sys.modules]
+    if loaded:
+        _reference_imported.append(item.nodeid)
+        if not uses_reference_libraries(str(item.path)):
+            warnings.warn(f"{item.path.name} imports {' and '.join(loaded)} where tests/conftest.py does not see it: "
+                          "it runs on the worker without them and imports them there", stacklevel=1)
 
 
 @pytest.fixture(autouse=True)

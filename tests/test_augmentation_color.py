@@ -14,7 +14,8 @@ import lamina  # noqa: E402
 from lamina import layers  # noqa: E402
 from lamina.testing import check_grad  # noqa: E402
 
-keras = pytest.importorskip("keras")
+from lazy_modules import lazy_module  # noqa: E402  (tests/lazy_modules.py)
+keras = lazy_module("keras")
 torch = pytest.importorskip("torch")
 R = np.random.default_rng(1415)
 

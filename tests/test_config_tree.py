@@ -8,10 +8,11 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import keras as real  # noqa: E402
+from lazy_modules import lazy_module  # noqa: E402  (tests/lazy_modules.py)
+real = lazy_module("keras", skip=False)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from keras.src.tree import optree_impl  # noqa: E402
+optree_impl = lazy_module("keras.src.tree.optree_impl", skip=False)
 
 import lamina as keras  # noqa: E402
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
-keras = pytest.importorskip("keras")
+from lazy_modules import lazy_module  # noqa: E402  (tests/lazy_modules.py)
+keras = lazy_module("keras")
 import lamina  # noqa: E402
 from lamina.io import ModelFileError  # noqa: E402
 from lamina.saving import KerasFileEditor  # noqa: E402

@@ -11,10 +11,16 @@ from lamina import Tensor, grad, layers
 from lamina.testing import check_grad
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
-keras = pytest.importorskip("keras")
+from lazy_modules import lazy_module  # noqa: E402  (tests/lazy_modules.py)
+keras = lazy_module("keras")
 torch = pytest.importorskip("torch")
-if keras.backend.backend() != "torch":  # pragma: no cover - another test module imported keras first
-    pytest.skip("real Keras runs on its torch backend here", allow_module_level=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _keras_on_torch():   # (a fixture: Keras is imported by the first test, not at collection)
+    if keras.backend.backend() != "torch":  # pragma: no cover - another test module imported keras first
+        pytest.skip("real Keras runs on its torch backend here")
+
 
 B, T, S, DIM = 2, 5, 6, 8
 

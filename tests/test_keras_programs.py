@@ -10,7 +10,8 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import lamina
 from lamina import initializers, layers, ops
 
-keras = pytest.importorskip("keras")
+from lazy_modules import lazy_module  # noqa: E402  (tests/lazy_modules.py)
+keras = lazy_module("keras")
 
 INITS = [("RandomNormal", {}), ("RandomUniform", {}), ("TruncatedNormal", {}), ("GlorotNormal", {}),
          ("GlorotUniform", {}), ("HeNormal", {}), ("LecunUniform", {}), ("VarianceScaling", {}),

@@ -11,7 +11,8 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import lamina
 from lamina import layers
 
-keras = pytest.importorskip("keras")
+from lazy_modules import lazy_module  # noqa: E402  (tests/lazy_modules.py)
+keras = lazy_module("keras")
 
 
 def test_deprecated_output_mode_binary_is_multi_hot_like_keras():

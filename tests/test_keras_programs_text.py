@@ -11,7 +11,8 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import lamina
 from lamina import layers, ops
 
-keras = pytest.importorskip("keras")
+from lazy_modules import lazy_module  # noqa: E402  (tests/lazy_modules.py)
+keras = lazy_module("keras")
 
 
 def _halves(lib):

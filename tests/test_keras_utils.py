@@ -16,7 +16,8 @@ import pytest
 import lamina
 import lamina as L
 
-keras = pytest.importorskip("keras")
+from lazy_modules import lazy_module  # noqa: E402  (tests/lazy_modules.py)
+keras = lazy_module("keras")
 PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 

@@ -14,7 +14,8 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "torch")
 import lamina  # noqa: E402
 
-keras = pytest.importorskip("keras")
+from lazy_modules import lazy_module  # noqa: E402  (tests/lazy_modules.py)
+keras = lazy_module("keras")
 
 X = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
 

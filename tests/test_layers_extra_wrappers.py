@@ -7,7 +7,8 @@ import lamina
 from lamina import layers
 from lamina.testing import check_grad
 
-keras = pytest.importorskip("keras")
+from lazy_modules import lazy_module  # noqa: E402  (tests/lazy_modules.py)
+keras = lazy_module("keras")
 R = np.random.default_rng(3)
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
-keras = pytest.importorskip("keras")
+from lazy_modules import lazy_module  # noqa: E402  (tests/lazy_modules.py)
+keras = lazy_module("keras")
 
 from lamina import losses  # noqa: E402
 from lamina.testing import check_grad  # noqa: E402

@@ -4,9 +4,10 @@ import pytest
 
 import lamina
 from lamina import metrics
+from lazy_modules import lazy_module  # tests/lazy_modules.py
 
 R = np.random.default_rng(3)
-sk = pytest.importorskip("sklearn.metrics")
+sk = lazy_module("sklearn.metrics")
 
 
 def batches(metric, y_true, y_pred, sample_weight=None, n=3):

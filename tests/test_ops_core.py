@@ -8,7 +8,8 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from keras import ops as K  # noqa: E402
+from lazy_modules import lazy_module  # noqa: E402  (tests/lazy_modules.py)
+K = lazy_module("keras.ops")
 
 import lamina  # noqa: E402
 from lamina import ops as L  # noqa: E402

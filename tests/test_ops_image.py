@@ -8,13 +8,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 torch = pytest.importorskip("torch")
-keras = pytest.importorskip("keras")
+from lazy_modules import lazy_module  # noqa: E402  (tests/lazy_modules.py)
+keras = lazy_module("keras")
 
 from lamina import Tensor  # noqa: E402
 from lamina.ops import image as I  # noqa: E402
 from lamina.testing import check_grad  # noqa: E402
 
-KI = keras.ops.image
+KI = lazy_module("keras.ops.image")
 RNG = np.random.default_rng(0)
 X = RNG.random((2, 9, 11, 3)).astype("float32")
 XCF = np.ascontiguousarray(X.transpose(0, 3, 1, 2))

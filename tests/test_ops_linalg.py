@@ -8,14 +8,15 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 torch = pytest.importorskip("torch")
-keras = pytest.importorskip("keras")
+from lazy_modules import lazy_module  # noqa: E402  (tests/lazy_modules.py)
+keras = lazy_module("keras")
 
 from lamina import Tensor  # noqa: E402
 from lamina.ops import linalg as L  # noqa: E402
 from lamina.ops.manipulation import swapaxes  # noqa: E402
 from lamina.testing import check_grad  # noqa: E402
 
-kops = keras.ops
+kops = lazy_module("keras.ops")
 RNG = np.random.default_rng(0)
 A = RNG.standard_normal((2, 4, 4)).astype("float32")
 B = RNG.standard_normal((2, 4, 3)).astype("float32")

@@ -12,8 +12,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 torch = pytest.importorskip("torch")
-keras = pytest.importorskip("keras")
-from keras import ops as K  # noqa: E402
+from lazy_modules import lazy_module  # noqa: E402  (tests/lazy_modules.py)
+keras = lazy_module("keras")
+K = lazy_module("keras.ops")
 
 from lamina import ops  # noqa: E402
 from lamina.ops import nn as N  # noqa: E402

@@ -8,8 +8,9 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-keras = pytest.importorskip("keras")
-kops = keras.ops
+from lazy_modules import lazy_module  # noqa: E402  (tests/lazy_modules.py)
+keras = lazy_module("keras")
+kops = lazy_module("keras.ops")
 
 from lamina import Tensor, ops  # noqa: E402
 from lamina.ops import _np_array  # noqa: E402

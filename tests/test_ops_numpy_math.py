@@ -17,11 +17,17 @@ from lamina.ops import elementwise as E  # noqa: E402
 from lamina.ops import numpy as lnp  # noqa: E402
 from lamina.testing import check_grad  # noqa: E402
 
-keras = pytest.importorskip("keras")
+from lazy_modules import lazy_module  # noqa: E402  (tests/lazy_modules.py)
+keras = lazy_module("keras")
 torch = pytest.importorskip("torch")
-kops = keras.ops
-if keras.backend.backend() != "torch":  # pragma: no cover - the reference is Keras on torch
-    pytest.skip("these tests compare against Keras's torch backend", allow_module_level=True)
+kops = lazy_module("keras.ops")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _keras_on_torch():   # (a fixture: Keras is imported by the first test, not at collection)
+    if keras.backend.backend() != "torch":  # pragma: no cover - the reference is Keras on torch
+        pytest.skip("these tests compare against Keras's torch backend")
+
 
 HERE = os.path.dirname(__file__)
 NAMES = """abs absolute add all allclose amax amin angle any arange arccos arccosh arcsin arcsinh arctan

@@ -6,7 +6,8 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import keras as real  # noqa: E402
+from lazy_modules import lazy_module  # noqa: E402  (tests/lazy_modules.py)
+real = lazy_module("keras", skip=False)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
