@@ -17,9 +17,23 @@ MODEL_FILES = {}
 
 
 def register(cls, name=None):
-    """Register cls under its class name (and an optional extra name). Returns cls (usable as a decorator)."""
-    _REGISTRY[name or cls.__name__] = cls
+    """Register cls under its class name (and an optional extra name). Returns cls (usable as a decorator).
+
+    Every Layer subclass comes here when defined, a program's own too, so that its model files load without
+    custom_objects. A program's class never takes the name of one of lamina's own classes, though (keras.io's
+    text classifier defines its own TokenAndPositionEmbedding): lamina's model files name lamina's class, and a
+    later load_model in that process would have built the program's for them. The program's class is found by
+    custom_objects or register_keras_serializable then, as Keras finds any custom class."""
+    key = name or cls.__name__
+    held = _REGISTRY.get(key)
+    if held is not None and held is not cls and _lamina_own(held) and not _lamina_own(cls):
+        return cls
+    _REGISTRY[key] = cls
     return cls
+
+
+def _lamina_own(obj):
+    return getattr(obj, "__module__", "").split(".")[0] == "lamina"
 
 
 def register_keras_serializable(package="Custom", name=None):

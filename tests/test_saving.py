@@ -161,6 +161,36 @@ def test_custom_objects_for_unregistered_layer(tmp_path):
     assert np.array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
 
 
+def test_a_programs_class_named_as_one_of_laminas_leaves_laminas_files_loadable(tmp_path):
+    """keras.io's text classifier defines its own TokenAndPositionEmbedding. Defining it must not make lamina's
+    class of that name unreachable: a model file with lamina's layer still loads as lamina's (it built the
+    program's class, which refused the file's config), and the program's own model loads with custom_objects,
+    as a custom class does in Keras."""
+    from lamina.registry import get_registered_object
+    ids = np.random.default_rng(0).integers(0, 50, (3, 8))
+    ours = keras.Sequential([keras.Input((8,), dtype="int32"),
+                             keras.layers.TokenAndPositionEmbedding(50, 8, 4), keras.layers.Dense(2)])
+    ours.save(tmp_path / "ours.keras")
+
+    class TokenAndPositionEmbedding(keras.layers.Layer):   # the program's, as keras.io writes it
+        def __init__(self, maxlen, vocab_size, embed_dim, **kwargs):
+            super().__init__(**kwargs)
+            self.token_emb = keras.layers.Embedding(input_dim=vocab_size, output_dim=embed_dim)
+            self.pos_emb = keras.layers.Embedding(input_dim=maxlen, output_dim=embed_dim)
+
+        def call(self, x):
+            return self.token_emb(x) + self.pos_emb(keras.ops.arange(0, keras.ops.shape(x)[-1], 1))
+    assert get_registered_object("TokenAndPositionEmbedding") is keras.layers.TokenAndPositionEmbedding
+    loaded = load_model(tmp_path / "ours.keras")
+    assert type(loaded.layers[0]) is keras.layers.TokenAndPositionEmbedding
+    assert np.array_equal(ours.predict(ids, verbose=0), loaded.predict(ids, verbose=0))
+    theirs = keras.Sequential([keras.Input((8,), dtype="int32"), TokenAndPositionEmbedding(8, 50, 4)])
+    theirs.save(tmp_path / "theirs.keras")
+    back = load_model(tmp_path / "theirs.keras", custom_objects={"TokenAndPositionEmbedding": TokenAndPositionEmbedding})
+    assert type(back.layers[0]) is TokenAndPositionEmbedding
+    assert np.array_equal(theirs.predict(ids, verbose=0), back.predict(ids, verbose=0))
+
+
 def test_lambda_refused_before_writing(tmp_path):
     model = keras.Sequential([keras.Input((5,)), keras.layers.Lambda(lambda t: t * 2), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="Lambda.*cannot be serialised"):

@@ -32,7 +32,7 @@ from .. import backend
 from ..io import ModelFileError
 from ..io.limits import weight_budget
 from ..io.keras_archive import extract_assets, has_assets, read_keras_archive, write_keras_archive
-from ..registry import get_registered_object, serialize
+from ..registry import get_registered_object, objects_in_scope, serialize
 from .serialization import build_config, class_name, rebuild
 
 __all__ = ["save_keras", "load_keras", "weight_paths", "to_keras_config", "from_keras_config"]
@@ -592,7 +592,8 @@ def load_keras(filepath, custom_objects=None, compile=True):
     """A lamina model from a Keras 3 ``.keras`` archive (written by Keras or by lamina)."""
     filepath = os.fspath(filepath)
     config, _, arrays = read_keras_archive(filepath)
-    converted = from_keras_config(config, filepath)
+    with objects_in_scope(custom_objects):   # a class of custom_objects checks its own arguments, not a namesake's
+        converted = from_keras_config(config, filepath)
     stored = sum(a.nbytes for k, a in arrays.items() if not k.startswith("optimizer/"))
     with weight_budget(stored, filepath):   # the config may not ask for more weight memory than the file holds
         model = rebuild({"class_name": converted.get("class_name"), "config": converted.get("config"),
