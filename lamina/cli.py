@@ -440,7 +440,8 @@ def cmd_kernels(args):
         raise UserError(str(e)) from None
     except Exception as e:   # the C compiler missing or failing (distutils' and numba's own error types)
         raise UserError(f"building the kernels failed ({type(e).__name__}: {e}); it needs numba and a C compiler "
-                        "(gcc or cc). Without them lamina runs numba's in-process compilation or NumPy's code") from None
+                        "(gcc or cc). Without them lamina runs numba's in-process compilation or NumPy's code"
+                        ) from None
     for p in paths:
         _say(p)
     return 0

@@ -1,24 +1,24 @@
-"""The compiled kernels built ahead of time: one extension module that later processes load without numba.
+"""The compiled kernels built ahead of time: extension modules that later processes load without numba.
 
 numba compiling on a kernel's first call (kernels.py) loads numba and LLVM into the process even when every
 kernel comes from its disk cache: ~0.9 s of CPU and ~125 MB of resident memory (LLVM's code pages, the CPU
 target's registries, the JIT), more than a model's whole working set on the benchmark's workloads. Built once
-ahead of time (:func:`build`, ``lamina kernels``), the same loops (kernel_loops.py, compiled
-with the same numba options) are a ~1 MB extension module whose import costs milliseconds and a few MB, and
-needs neither numba nor LLVM at run time.
+ahead of time (:func:`build`, ``lamina kernels``), the same loops (kernel_loops.py, compiled with the same numba
+options) are two small extension modules: importing them costs milliseconds and a few MB, with neither numba nor
+LLVM at run time.
 
-The module is compiled for this machine's CPU (the JIT's choice too), by numba's ``pycc`` (the only ahead-of-time
-compiler numba has; marked for replacement since numba 0.57, still in 0.68): numba and a C compiler are needed
-to build it, not to load it. Its file name carries a digest of what it was built from (the loops' source, the
-signatures below, NumPy's version, the CPU features NumPy detects), so a module built from other loops or for
-another CPU is never loaded: kernels.py compiles in-process instead, as without one.
+The modules are compiled for this machine's CPU (the JIT's choice too) by numba's ``pycc`` (the only
+ahead-of-time compiler numba has; marked for replacement since numba 0.57, still in 0.68): numba and a C
+compiler are needed to build them, not to load them. Each file name carries a digest of what it was built from
+(the loops' source, the signatures below, NumPy's version, the CPU features NumPy detects), so a module built
+from other loops or for another CPU is never loaded: kernels.py compiles in-process instead, as without them.
 
 Exported functions check nothing (an array of another dtype or rank reads memory as if it were the declared
 one), so every call goes through a guard that checks each argument's type, dtype, rank and contiguity against
 the signature, and hands any other call to numba's in-process compilation (which specialises on whatever it
 gets) rather than to the exported code.
 
-The built file lives in ``__pycache__`` beside this module, or in ``$LAMINA_HOME/kernels`` (``~/.lamina``) when
+The built files live in ``__pycache__`` beside this module, or in ``$LAMINA_HOME/kernels`` (``~/.lamina``) when
 that is read-only: written by lamina's own build, like Python's bytecode beside the sources; no model or data
 file ever passes through it.
 """
@@ -68,9 +68,6 @@ PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_so
           "lstm_cell_grad", "gru_cell_grad", "adam_update", "column_max_subtract",                  # .9, .8, .5, .8
           "column_sum_divide"))                                                                     # .8
 _FLOATS = {"f4": np.dtype(np.float32), "f8": np.dtype(np.float64)}
-# The dtype objects the guards' tables are keyed by; an array whose dtype is not one of them (byte-swapped,
-# another kind) is no export's
-_CANONICAL = {d: d for d in (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.uint8), np.dtype(np.int32))}
 _NOTES = {"u1": np.dtype(np.uint8), "i4": np.dtype(np.int32)}
 
 
