@@ -421,8 +421,8 @@ def cmd_kernels(args):
     """Build the compiled kernels ahead of time for this machine, or say where they stand (ops/kernels_aot.py)."""
     import importlib.util
     from .ops import kernels, kernels_aot
-    paths = kernels_aot.module_paths()
     if args.status:
+        paths = kernels_aot.module_paths()
         numba = importlib.util.find_spec("numba") is not None
         _say(f"kernel mode: {kernels.mode()} (LAMINA_KERNELS)")
         _say(f"numba: {'installed' if numba else 'not installed'}")

@@ -183,11 +183,12 @@ def test_a_module_for_other_loops_or_another_cpu_has_another_name(monkeypatch):
                   lambda: monkeypatch.setattr(np, "__version__", "0.0.0"),
                   lambda: monkeypatch.setitem(kernels_aot.SIGNATURES, "layer_norm_rows",
                                                 (True, kernels_aot.SIGNATURES["layer_norm_rows"][1])),
-                  lambda: monkeypatch.setattr(kernels_aot.inspect, "getsource", lambda m: "def other(): pass")):
+                  lambda: monkeypatch.setattr(kernels_aot.inspect, "getsource", lambda m: "def other(): pass"),
+                  lambda: monkeypatch.setattr(kernels_aot, "FASTMATH", frozenset({"reassoc"}))):
         patch()
         names.add(kernels_aot.module_name(0))
         monkeypatch.undo()
-    assert len(names) == 5 and kernels_aot.module_name(0) != kernels_aot.module_name(1)
+    assert len(names) == 6 and kernels_aot.module_name(0) != kernels_aot.module_name(1)
 
 
 def test_a_damaged_module_is_reported_and_numba_compiles_instead(tmp_path, monkeypatch):
@@ -205,7 +206,8 @@ def test_build_writes_whole_modules_under_their_digest_names(built, monkeypatch,
     """build() into a folder: each part compiled (here: the compile replaced by a copy of the real module; the
     real build, its two parts in processes side by side, runs in tests/warm_caches.py before the workers start
     and in the ``built`` fixture otherwise), staged and renamed to the name load() looks for, nothing else left
-    behind; a folder that cannot be written is an error that names it."""
+    behind; a folder that cannot be written is an error that names it, and a copy that fails halfway leaves no
+    file behind."""
     real = dict(zip(range(len(kernels_aot.PARTS)), kernels_aot.module_paths()))
 
     def fake_compile(name, kernel_names, out_dir, verbose):
@@ -225,6 +227,16 @@ def test_build_writes_whole_modules_under_their_digest_names(built, monkeypatch,
     blocked.write_text("")
     with pytest.raises(OSError, match="no writable folder"):
         kernels_aot.build(str(blocked / "sub"))
+    half = tmp_path / "half"
+
+    def copy_halfway(src, dst):   # a full disk in the middle of the copy
+        with open(dst, "wb") as f:
+            f.write(b"\x7fELF")
+        raise OSError("No space left on device")
+    monkeypatch.setattr(kernels_aot.shutil, "copyfile", copy_halfway)
+    with pytest.raises(OSError, match="No space left"):
+        kernels_aot.build(str(half), parts=[0])
+    assert os.listdir(half) == []   # nothing half-written left where load() looks
 
 
 _PROGRAM = (

@@ -194,10 +194,11 @@ def _eligible(*arrays, size=None, least=None):
 
 def _define(numba):
     """The kernels compiled on their first call (kept in a function so that importing this module never imports
-    numba): kernel_loops' functions under numba.njit with the options kernels_aot.SIGNATURES names."""
-    jit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+    numba): kernel_loops' functions under numba.njit with kernels_aot's OPTIONS, and FASTMATH where SIGNATURES
+    does not mark the kernel exact."""
+    jit = numba.njit(cache=True, fastmath=set(_aot.FASTMATH), **_aot.OPTIONS)
     # no fastmath at all: the NumPy code's operations in its order and rounding (Adam, col2im, max pooling)
-    exact = numba.njit(cache=True, nogil=True, error_model="numpy")
+    exact = numba.njit(cache=True, **_aot.OPTIONS)
     k = _Jitted()
     for name, (is_exact, _) in _aot.SIGNATURES.items():
         setattr(k, name, (exact if is_exact else jit)(getattr(_loops, name)))

@@ -10,8 +10,9 @@ LLVM at run time.
 The modules are compiled for this machine's CPU (the JIT's choice too) by numba's ``pycc`` (the only
 ahead-of-time compiler numba has; marked for replacement since numba 0.57, still in 0.68): numba and a C
 compiler are needed to build them, not to load them. Each file name carries a digest of what it was built from
-(the loops' source, the signatures below, NumPy's version, the CPU features NumPy detects), so a module built
-from other loops or for another CPU is never loaded: kernels.py compiles in-process instead, as without them.
+(the loops' source, the signatures and options below, NumPy's version, the CPU features NumPy detects), so a
+module built from other loops or for another CPU is never loaded: kernels.py compiles in-process instead, as
+without them.
 
 Exported functions check nothing (an array of another dtype or rank reads memory as if it were the declared
 one), so every call goes through a guard that checks each argument's type, dtype, rank and contiguity against
@@ -39,11 +40,17 @@ from . import kernel_loops
 
 __all__ = ["SIGNATURES", "PARTS", "build", "load", "module_paths", "module_name"]
 
+# numba's options for every kernel, compiled in-process (kernels._define) and ahead of time (_compile) alike:
+# NumPy's error model (x / 0 is inf, not an exception), the GIL released during the call (lamina splits rows
+# over its threads), and for the kernels that are not exact, reassociation and fused multiply-add (their sums
+# vectorise; no flag that assumes finite values)
+OPTIONS = {"error_model": "numpy", "nogil": True}
+FASTMATH = frozenset({"reassoc", "contract"})
 # Each kernel's arguments: "T<n>" an n-dimensional C-contiguous array of the kernel's float dtype (float32 or
 # float64: one export each), "T" a scalar of that dtype, "b" a bool, "i" an int64 scalar, "I1" a 1-D
 # C-contiguous int64 array, "W4" a 4-D C-contiguous uint8 or int32 array (max pooling's note of the window
 # offset: one export each). With whether it compiles without fastmath ("exact": the NumPy code's operations in
-# its order) or with reassociation and fused multiply-add (its sums vectorise): kernels.py's two numba options.
+# its order) or with FASTMATH.
 SIGNATURES = {
     "layer_norm_rows": (False, ("T2", "T1", "T1", "b", "b", "T", "T2", "T1", "T1")),
     "layer_norm_rows_grad": (False, ("T2", "T2", "T1", "T1", "T1", "b", "b", "b", "T2", "T3")),
@@ -104,8 +111,9 @@ def module_name(part):
     """The extension module of part ``part`` (of PARTS): its name carries a digest of everything its code
     depends on."""
     h = hashlib.sha256()
-    for text in (inspect.getsource(kernel_loops), repr([(n, SIGNATURES[n]) for n in PARTS[part]]), np.__version__,
-                 platform.machine(), _cpu_features(), sys.implementation.cache_tag or ""):
+    for text in (inspect.getsource(kernel_loops), repr([(n, SIGNATURES[n]) for n in PARTS[part]]),
+                 repr((sorted(OPTIONS.items()), sorted(FASTMATH))), np.__version__, platform.machine(),
+                 _cpu_features(), sys.implementation.cache_tag or ""):
         h.update(text.encode())
         h.update(b"\0")
     return f"_lamina_kernels{part}_{h.hexdigest()[:20]}"
@@ -159,7 +167,8 @@ class _Loaded:
 def _guard(name, spec, exports, fallback):
     """The kernel as a function that checks every argument against the signature (type, dtype, rank and
     C-contiguity of each array; the type of each scalar) and calls the export for its dtypes; any other call goes
-    to ``fallback(name)``. ~2 us for nine arguments (numba's own dispatch: ~1.3)."""
+    to ``fallback(name)``. A call with nine arguments takes ~3.7 us here (the bare export ~0.6, numba's own
+    dispatch ~1.4)."""
     first = next(i for i, tok in enumerate(spec) if tok[0] == "T" and len(tok) > 1)
     note = next((i for i, tok in enumerate(spec) if tok[0] == "W"), first)   # (no note: the float dtype again)
     # (index, rank, whose dtype: 0 the first array's, 1 the note's, 2 int64) of each array; (index, types) of
@@ -238,15 +247,19 @@ def _build_part(part, target, verbose=False):
     with tempfile.TemporaryDirectory(prefix="lamina-kernels-") as tmp:
         built = _compile(name, PARTS[part], tmp, verbose)
         staging = final + f".{os.getpid()}.part"
-        shutil.copyfile(built, staging)
-        os.chmod(staging, 0o755)
-        os.replace(staging, final)
+        try:
+            shutil.copyfile(built, staging)
+            os.chmod(staging, 0o755)
+            os.replace(staging, final)
+        except BaseException:   # (a full disk, an interrupt): no half-written file left beside the modules
+            if os.path.exists(staging):
+                os.remove(staging)
+            raise
     return final
 
 
 def _compile(name, kernel_names, out_dir, verbose):
-    """numba's pycc over kernel_loops with kernels.py's options: each kernel's fastmath set as its JIT's, and
-    the GIL released during the call (nogil: lamina splits rows over its threads)."""
+    """numba's pycc over kernel_loops with the JIT's options (OPTIONS, and FASTMATH where not exact)."""
     from numba.core.errors import NumbaPendingDeprecationWarning
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NumbaPendingDeprecationWarning)
@@ -259,9 +272,9 @@ def _compile(name, kernel_names, out_dir, verbose):
 
     def compile_extra(typingctx, targetctx, func, args, return_type, flags, locals, **kws):
         # pycc compiles every export with one Flags object and no options: set the JIT's per function
-        flags.release_gil = True
-        flags.error_model = "numpy"
-        flags.fastmath = FastMathOptions(False if func in exact_functions else {"reassoc", "contract"})
+        flags.release_gil = OPTIONS["nogil"]
+        flags.error_model = OPTIONS["error_model"]
+        flags.fastmath = FastMathOptions(False if func in exact_functions else set(FASTMATH))
         return original(typingctx, targetctx, func, args, return_type, flags, locals, **kws)
 
     cc = CC(name)
