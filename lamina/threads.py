@@ -417,20 +417,26 @@ class Governor:
     the candidates are measured for ``probe`` steps each, fewest threads first, and the lowest median wins
     if it beats the current choice by more than ``margin``. Every ``interval`` seconds of training the best
     rival is measured again; a rival faster by more than ``margin`` takes over and the interval restarts at
-    its minimum, otherwise the interval doubles up to ``max_interval``. A rival's measurement stops after
-    one step when that step already takes ``abort`` times the best median known: on a busy machine a thread
-    team can be many times slower, and one such step is all it costs to find out.
+    its minimum, otherwise the interval doubles up to ``max_interval`` (not after the first decision, made
+    in the first second of training: the first re-check comes after ``interval``).
+
+    The first step after the count changes is not recorded (``settle``): it pays for the change (OpenBLAS
+    starts or stops its team, whose waiting worker holds the second core ~0.1 s after its last product) and
+    measured 1.3-2x a settled step on a 2-core VM, enough to keep a wrong choice for the next re-check. A
+    measurement stops early when a step already takes ``abort`` times the best median known (three times
+    that for the settling step): on a busy machine a thread team can be many times slower, and one such
+    step is all it costs to find out.
     """
 
     def __init__(self, candidates=None, warmup=1, probe=3, interval=4.0, max_interval=64.0, margin=0.08,
-                 abort=1.5, apply=None):
+                 abort=1.5, settle=1, apply=None):
         if candidates is None:
             top = usable_cores()
             current = get_num_threads()
             top = max(1, min(top, current)) if current > 1 else top
             candidates = sorted({1, max(1, top // 2), top})
         self.candidates = sorted(candidates)
-        self.warmup, self.probe, self.margin, self.abort = warmup, probe, margin, abort
+        self.warmup, self.probe, self.margin, self.abort, self.settle = warmup, probe, margin, abort, settle
         self.min_interval, self.max_interval = interval, max_interval
         self._apply = apply or _apply
         self.choice = self.candidates[0]                # the safe count until measurements say otherwise
@@ -440,6 +446,9 @@ class Governor:
         self._trained = 0.0      # seconds of training since the last decision
         self._interval = interval
         self._trying = None      # the candidate being measured now
+        self._applied = None     # the count the last step ran with
+        self._settling = 0       # steps left before the count just applied is measured
+        self._decisions = 0
         self.history = []        # (step number, thread count chosen) each time the choice changes
 
     @property
@@ -451,7 +460,11 @@ class Governor:
         if self._trying is None and self._queue and self._seen >= self.warmup:
             self._trying = self._queue.pop(0)
             self.times[self._trying] = []
-        self._apply(self._trying if self._trying is not None else self.choice)
+        count = self._trying if self._trying is not None else self.choice
+        if count != self._applied and self._applied is not None:
+            self._settling = self.settle
+        self._applied = count
+        self._apply(count)
 
     def timed(self, fn, *args):
         """fn(*args) as one measured step: the thread count set before, its wall time recorded after (not
@@ -466,6 +479,16 @@ class Governor:
         """Record one step's wall time (run with the count ``begin`` set)."""
         self._seen += 1
         if self._seen <= self.warmup:
+            return
+        if self._settling:
+            self._settling -= 1
+            c = self._trying
+            known = [m for m in (self._median(k, None) for k in self.candidates if k != c) if m is not None]
+            if c is not None and known and seconds > 3 * self.abort * min(known):
+                self._record(c, seconds)    # hopeless even for a first step: no need to settle
+                self._trying = None
+                if not self._queue:
+                    self._decide()
             return
         if self._trying is None:
             self._record(self.choice, seconds)
@@ -499,8 +522,9 @@ class Governor:
             self.choice = best
             self._interval = self.min_interval
             self.history.append((self._seen, best))
-        else:
+        elif self._decisions:
             self._interval = min(self._interval * 2, self.max_interval)
+        self._decisions += 1
         self._trained = 0.0
 
 
