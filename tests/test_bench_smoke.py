@@ -98,3 +98,29 @@ def test_only_a_full_default_run_replaces_the_results_file():
                    dict(size="large"), dict(device="cuda"), dict(smoke=True)]:
         assert _json_path(Namespace(**dict(full, **change))) is None, change
         assert _json_path(Namespace(**dict(full, json="x.json", **change))) == "x.json"
+
+
+def test_a_run_the_hypervisor_stole_from_is_measured_again_and_left_out_of_the_table(monkeypatch):
+    """A run during which the VM's host took cores away ('steal' in /proc/stat) is repeated, for either
+    framework, and kept in the JSON marked as discarded, out of the table's medians."""
+    from argparse import Namespace
+
+    import bench.__main__ as runner
+    steals = {"lamina": [0.38, 0.01, 0.5, 0.4, 0.3], "torch": [0.0, 0.02]}   # in the order the runs come
+
+    def fake(fw, w, threads, extra, root=None):
+        steal = steals[fw].pop(0)
+        return {"framework": fw, "workload": w, "median_ms": 100.0 if steal > runner.STEAL_LIMIT else 60.0,
+                "steal_cpu": steal, "peak_rss_mb": 10.0, "gflops": 1.0, "loss_decreased": True}
+
+    monkeypatch.setattr(runner, "_run_worker", fake)
+    runs = []
+    runner._measure(Namespace(smoke=False, device="none", reps=2, no_idle_wait=True, threads=2),
+                    ["lamina", "torch"], ["mlp"], [], runs)
+    assert not steals["lamina"] and not steals["torch"]
+    lamina_runs = [r for r in runs if r["framework"] == "lamina"]
+    assert [r["rep"] for r in lamina_runs] == [0, 0, 1, 1, 1]
+    assert [bool(r.get("discarded")) for r in lamina_runs] == [True, False, True, True, False]  # two repeats at most
+    table = runner.summarise(runs, ["mlp"], ["lamina", "torch"])
+    row = next(line for line in table.splitlines() if line.startswith("mlp"))
+    assert "80.00 (60.0-100.0)" in row and "60.00 (60.0-60.0)" in row   # the kept runs' medians only
