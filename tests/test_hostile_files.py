@@ -249,6 +249,40 @@ def _rewrite(src, dst, replace=None, add=None, ctype=zipfile.ZIP_STORED):
     return dst
 
 
+def _bomb(src, dst, member, zeros):
+    """src's zip with ``member`` followed by ``zeros`` zero bytes, deflated: a decompression bomb. zipfile would
+    run zlib over every zero (~1 s a 100 MB); the deflate stream of 1 MiB of zeros after a full flush depends on
+    nothing before it, so it is made once and repeated, and the member's header fields (method, CRC, sizes)
+    are written into a copy stored with that stream as its bytes."""
+    import zlib
+    assert zeros % (1 << 20) == 0
+    with zipfile.ZipFile(src) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    head, block = members[member], bytes(1 << 20)
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    start = c.compress(head) + c.flush(zlib.Z_FULL_FLUSH)
+    chunk = c.compress(block) + c.flush(zlib.Z_FULL_FLUSH)
+    assert c.compress(block) + c.flush(zlib.Z_FULL_FLUSH) == chunk    # the same bytes each time
+    stream = start + chunk * (zeros >> 20) + c.flush()
+    crc = zlib.crc32(head)
+    for _ in range(zeros >> 20):
+        crc = zlib.crc32(block, crc)
+    members[member] = stream
+    with zipfile.ZipFile(dst, "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b, compress_type=zipfile.ZIP_STORED)
+    data = bytearray(dst.read_bytes())
+    name = member.encode()
+    for e in _central_entries(bytes(data)):
+        if data[e + 46:e + 46 + len(name)] == name:
+            local = struct.unpack_from("<I", data, e + 42)[0]
+            for at, fields in ((e + 10, "<HHHIII"), (local + 8, "<HHHIII")):
+                _, t, d, _, csize, _ = struct.unpack_from(fields, data, at)
+                struct.pack_into(fields, data, at, zipfile.ZIP_DEFLATED, t, d, crc, csize, len(head) + zeros)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
 @pytest.mark.parametrize("ext", [".lamina", ".keras"])
 def test_config_asking_for_huge_weights_fails_before_allocating(tmp_path, ext):
     path = tmp_path / f"m{ext}"
@@ -265,8 +299,7 @@ def test_config_asking_for_huge_weights_fails_before_allocating(tmp_path, ext):
 def test_zip_bomb_is_refused_before_inflating(tmp_path):
     path = tmp_path / "m.lamina"
     _model().save(str(path))
-    bomb = _rewrite(path, tmp_path / "bomb.lamina",
-                    {"model.weights.safetensors": lambda b: b + bytes(256 << 20)}, ctype=zipfile.ZIP_DEFLATED)
+    bomb = _bomb(path, tmp_path / "bomb.lamina", "model.weights.safetensors", 256 << 20)
     assert os.path.getsize(bomb) < (1 << 20)
     peak = _peak(lambda: pytest.raises(ModelFileError, load_model, str(bomb)))
     assert peak < (4 << 20)
@@ -422,8 +455,7 @@ def test_hostile_files_stay_under_an_address_space_cap(tmp_path):
     import h5py
     path = tmp_path / "m.lamina"
     _model().save(str(path))
-    bomb = _rewrite(path, tmp_path / "bomb.lamina", {"model.weights.safetensors": lambda b: b + bytes(320 << 20)},
-                    ctype=zipfile.ZIP_DEFLATED)
+    bomb = _bomb(path, tmp_path / "bomb.lamina", "model.weights.safetensors", 320 << 20)
     big = _rewrite(path, tmp_path / "big.lamina",
                    {"config.json": lambda b: b.replace(b'"units": 3', b'"units": 1000000000', 1)})
     keras_path = tmp_path / "m.keras"
