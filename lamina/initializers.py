@@ -98,7 +98,7 @@ class RandomNormal(Initializer):
 
     def __call__(self, shape, dtype=None):
         rng = self._rng()
-        return _draw(shape, _dt(dtype), lambda n: rng.normal(self.mean, self.stddev, n))
+        return _draw(shape, _dt(dtype), _normal(rng, self.mean, self.stddev))
 
     def get_config(self):
         return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
@@ -110,7 +110,7 @@ class RandomUniform(Initializer):
 
     def __call__(self, shape, dtype=None):
         rng = self._rng()
-        return _draw(shape, _dt(dtype), lambda n: rng.uniform(self.minval, self.maxval, n))
+        return _draw(shape, _dt(dtype), _uniform(rng, self.minval, self.maxval))
 
     def get_config(self):
         return {"minval": self.minval, "maxval": self.maxval, "seed": self.seed}
@@ -119,17 +119,53 @@ class RandomUniform(Initializer):
 # Draws are made in float64 (the numbers each seed has always given) and cast into the weight's dtype a block
 # at a time: a large weight otherwise passed through float64 temporaries of twice its size, whose page faults
 # were most of a large model's build (ConvNeXtXLarge, 350 M weights: 2.5 -> 1.2-1.7 s). The generator's stream
-# is consumed in the same order, so the values are the same to the bit.
+# is consumed in the same order, so the values are the same to the bit. Each block is drawn into one reused
+# float64 buffer, and uniform and normal draws are NumPy's standard draws scaled and shifted in two passes:
+# Generator.uniform and .normal compute low + (high - low) * u and loc + scale * z value by value through a
+# per-value call (5.9 and 21.5 ns a value here, against 3.0 and 18.6 for the standard draws into a buffer),
+# the same two roundings in the same order, so the same bits (checked on 10^7 values for several bounds).
 _DRAW_BLOCK = 1 << 16
 
 
-def _draw(shape, dtype, sample):
-    """An array of ``shape`` and ``dtype`` filled in order with ``sample(n)``, n float64 draws at a time."""
+def _draw(shape, dtype, fill):
+    """An array of ``shape`` and ``dtype`` filled in order: ``fill(buf)`` writes len(buf) float64 draws into
+    buf, a reused block of at most _DRAW_BLOCK values, which is then cast into place."""
     out = np.empty(shape, dtype)
     flat = out.reshape(-1)
+    buf = np.empty(min(_DRAW_BLOCK, flat.size))
     for s in range(0, flat.size, _DRAW_BLOCK):
-        flat[s:s + _DRAW_BLOCK] = sample(min(_DRAW_BLOCK, flat.size - s))
+        b = buf[:min(_DRAW_BLOCK, flat.size - s)]
+        fill(b)
+        flat[s:s + b.size] = b
     return out
+
+
+def _uniform(rng, low, high):
+    """A _draw fill giving ``rng.uniform(low, high)``'s values (see above)."""
+    if np.ndim(low) or np.ndim(high):     # (array bounds: NumPy's broadcasting, value by value)
+        return lambda b: b.__setitem__(Ellipsis, rng.uniform(low, high, b.size))
+    rng.uniform(low, high, 0)             # NumPy's own checks of the bounds; draws nothing
+    low, span = float(low), float(high) - float(low)
+
+    def fill(b):
+        rng.random(out=b)
+        b *= span
+        b += low
+    return fill
+
+
+def _normal(rng, loc, scale):
+    """A _draw fill giving ``rng.normal(loc, scale)``'s values (see above)."""
+    if np.ndim(loc) or np.ndim(scale):
+        return lambda b: b.__setitem__(Ellipsis, rng.normal(loc, scale, b.size))
+    rng.normal(loc, scale, 0)
+    loc, scale = float(loc), float(scale)
+
+    def fill(b):
+        rng.standard_normal(out=b)
+        b *= scale
+        b += loc
+    return fill
 
 
 def _truncated_normal(rng, shape, stddev, dtype, mean=None):
@@ -137,20 +173,25 @@ def _truncated_normal(rng, shape, stddev, dtype, mean=None):
     is redrawn, in index order, all at once, until none is (vectorised resampling, drawn and cast a block at a
     time as _draw)."""
     def scaled(z):
-        return z * stddev if mean is None else mean + z * stddev
+        z *= stddev
+        if mean is not None:
+            z += mean
+        return z
 
     out = np.empty(shape, dtype)
     flat = out.reshape(-1)
     outside = []
+    buf = np.empty(min(_DRAW_BLOCK, flat.size))
     for s in range(0, flat.size, _DRAW_BLOCK):
-        z = rng.standard_normal(min(_DRAW_BLOCK, flat.size - s))
-        flat[s:s + z.size] = scaled(z)
+        z = rng.standard_normal(out=buf[:min(_DRAW_BLOCK, flat.size - s)])
         outside.append(np.flatnonzero(np.abs(z) > 2.0) + s)
+        flat[s:s + z.size] = scaled(z)
     redo = np.concatenate(outside) if outside else np.zeros(0, np.intp)
     while redo.size:
         z = rng.standard_normal(redo.size)
+        far = np.abs(z) > 2.0
         flat[redo] = scaled(z)
-        redo = redo[np.abs(z) > 2.0]
+        redo = redo[far]
     return out
 
 
@@ -191,9 +232,9 @@ class VarianceScaling(Initializer):
             stddev = math.sqrt(scale) / 0.87962566103423978  # std of a unit normal truncated at 2
             return _truncated_normal(rng, shape, stddev, dtype)
         if self.distribution == "untruncated_normal":
-            return _draw(shape, dtype, lambda n: rng.normal(0.0, math.sqrt(scale), n))
+            return _draw(shape, dtype, _normal(rng, 0.0, math.sqrt(scale)))
         limit = math.sqrt(3.0 * scale)
-        return _draw(shape, dtype, lambda n: rng.uniform(-limit, limit, n))
+        return _draw(shape, dtype, _uniform(rng, -limit, limit))
 
     def get_config(self):
         return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution, "seed": self.seed}

@@ -139,6 +139,18 @@ def test_block_by_block_draws_equal_one_whole_draw(shape, dtype):
         np.testing.assert_array_equal(got, want, err_msg=type(init).__name__)
 
 
+def test_bounds_numpy_refuses_are_refused_before_drawing():
+    """Uniform and normal draws are NumPy's standard draws scaled and shifted (initializers._uniform /
+    _normal); NumPy's own checks of the bounds still apply."""
+    with pytest.raises(OverflowError):
+        initializers.RandomUniform(-np.inf, 1.0)((3,))
+    with pytest.raises(ValueError, match="scale"):
+        initializers.RandomNormal(0.0, -1.0)((3,))
+    lo, hi = np.array([-1.0, 0.0, 2.0]), np.array([1.0, 1.0, 5.0])    # array bounds: NumPy's broadcasting
+    got = np.asarray(initializers.RandomUniform(lo, hi, seed=9)((3,), "float64"))
+    np.testing.assert_array_equal(got, np.random.default_rng(9).uniform(lo, hi, 3))
+
+
 def test_weights_are_the_initializers_draw_and_never_a_callers_array():
     """add_weight keeps the draw of lamina's own initializers as it is (no second copy of a large model's
     weights), while an array handed in by the caller, through a plain callable or an Initializer subclass
