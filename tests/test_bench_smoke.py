@@ -124,3 +124,14 @@ def test_a_run_the_hypervisor_stole_from_is_measured_again_and_left_out_of_the_t
     table = runner.summarise(runs, ["mlp"], ["lamina", "torch"])
     row = next(line for line in table.splitlines() if line.startswith("mlp"))
     assert "80.00 (60.0-100.0)" in row and "60.00 (60.0-60.0)" in row   # the kept runs' medians only
+
+
+def test_an_auto_threads_run_records_the_governor_s_choices(monkeypatch):
+    """With --threads auto a lamina run's JSON says when the governor changed the thread count (None where the
+    count is fixed, as it is in a test worker): a run that ended on one thread can then be told from a slow one."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    r = worker.run("lamina", "mlp", min_steps=2, min_time=0.0, warmup=1)
+    assert r["threads"] == "auto" and "governor_history" in r
+    from lamina import threads
+    gov = threads.governor()
+    assert r["governor_history"] == (None if gov is None else gov.history)
