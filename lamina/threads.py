@@ -480,32 +480,34 @@ class Governor:
         self._seen += 1
         if self._seen <= self.warmup:
             return
+        c = self._trying
         if self._settling:
             self._settling -= 1
-            c = self._trying
-            known = [m for m in (self._median(k, None) for k in self.candidates if k != c) if m is not None]
-            if c is not None and known and seconds > 3 * self.abort * min(known):
+            if c is not None and self._beyond(c, seconds, 3 * self.abort):
                 self._record(c, seconds)    # hopeless even for a first step: no need to settle
-                self._trying = None
-                if not self._queue:
-                    self._decide()
+                self._end_probe()
             return
-        if self._trying is None:
+        if c is None:
             self._record(self.choice, seconds)
             self._trained += seconds
             if self._trained >= self._interval and self.active:
-                rivals = [c for c in self.candidates if c != self.choice]
-                self._queue = [min(rivals, key=lambda c: self._median(c, float("inf")))]
+                rivals = [k for k in self.candidates if k != self.choice]
+                self._queue = [min(rivals, key=lambda k: self._median(k, float("inf")))]
                 self._trained = 0.0
             return
-        c = self._trying
         self._record(c, seconds)
+        if len(self.times[c]) >= self.probe or self._beyond(c, seconds, self.abort):
+            self._end_probe()
+
+    def _beyond(self, c, seconds, factor):
+        """Whether a step of candidate c took over ``factor`` times the best median of the others measured."""
         known = [m for m in (self._median(k, None) for k in self.candidates if k != c) if m is not None]
-        aborted = bool(known) and seconds > self.abort * min(known)
-        if len(self.times[c]) >= self.probe or aborted:
-            self._trying = None
-            if not self._queue:
-                self._decide()
+        return bool(known) and seconds > factor * min(known)
+
+    def _end_probe(self):
+        self._trying = None
+        if not self._queue:
+            self._decide()
 
     def _record(self, c, seconds):
         t = self.times[c]
