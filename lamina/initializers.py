@@ -140,32 +140,30 @@ def _draw(shape, dtype, fill):
     return out
 
 
-def _uniform(rng, low, high):
-    """A _draw fill giving ``rng.uniform(low, high)``'s values (see above)."""
-    if np.ndim(low) or np.ndim(high):     # (array bounds: NumPy's broadcasting, value by value)
-        return lambda b: b.__setitem__(Ellipsis, rng.uniform(low, high, b.size))
-    rng.uniform(low, high, 0)             # NumPy's own checks of the bounds; draws nothing
-    low, span = float(low), float(high) - float(low)
+def _shifted(draw, standard, a, b, shift_scale):
+    """A _draw fill giving the values of ``draw(a, b, n)`` (Generator.uniform or .normal): the ``standard``
+    draws (Generator.random or .standard_normal) into the buffer, times the scale, plus the shift, where
+    ``shift_scale(a, b)`` gives (shift, scale) for scalar a and b (see above)."""
+    if np.ndim(a) or np.ndim(b):          # (array bounds: NumPy's broadcasting, value by value)
+        return lambda buf: buf.__setitem__(Ellipsis, draw(a, b, buf.size))
+    draw(a, b, 0)                         # NumPy's own checks of the arguments; draws nothing
+    shift, scale = shift_scale(float(a), float(b))
 
-    def fill(b):
-        rng.random(out=b)
-        b *= span
-        b += low
+    def fill(buf):
+        standard(out=buf)
+        buf *= scale
+        buf += shift
     return fill
+
+
+def _uniform(rng, low, high):
+    """rng.uniform(low, high): low + (high - low) * u."""
+    return _shifted(rng.uniform, rng.random, low, high, lambda lo, hi: (lo, hi - lo))
 
 
 def _normal(rng, loc, scale):
-    """A _draw fill giving ``rng.normal(loc, scale)``'s values (see above)."""
-    if np.ndim(loc) or np.ndim(scale):
-        return lambda b: b.__setitem__(Ellipsis, rng.normal(loc, scale, b.size))
-    rng.normal(loc, scale, 0)
-    loc, scale = float(loc), float(scale)
-
-    def fill(b):
-        rng.standard_normal(out=b)
-        b *= scale
-        b += loc
-    return fill
+    """rng.normal(loc, scale): loc + scale * z."""
+    return _shifted(rng.normal, rng.standard_normal, loc, scale, lambda m, s: (m, s))
 
 
 def _truncated_normal(rng, shape, stddev, dtype, mean=None):
