@@ -87,10 +87,9 @@ def run(framework, workload, min_steps=30, min_time=10.0, warmup=5, size="base",
     extra = {"gpu_mem_mb": _gpu_memory_mb(framework)} if device == "cuda" else {}
     if framework.startswith("lamina"):
         from lamina.ops import kernels
-        from lamina.threads import blas_info, get_num_threads
+        from lamina.threads import blas_info, get_num_threads, governor
         extra.update(blas=blas_info(), threads_end=get_num_threads(), kernels=kernels.in_use())
         if threads == "auto":   # the governor's choices, (step, thread count) each time it changed
-            from lamina.threads import governor
             gov = governor()
             extra.update(governor_history=gov.history if gov is not None else None)
     elif framework.startswith("torch"):

@@ -276,9 +276,9 @@ def _bomb(src, dst, member, zeros):
     for e in _central_entries(bytes(data)):
         if data[e + 46:e + 46 + len(name)] == name:
             local = struct.unpack_from("<I", data, e + 42)[0]
-            for at, fields in ((e + 10, "<HHHIII"), (local + 8, "<HHHIII")):
-                _, t, d, _, csize, _ = struct.unpack_from(fields, data, at)
-                struct.pack_into(fields, data, at, zipfile.ZIP_DEFLATED, t, d, crc, csize, len(head) + zeros)
+            for at in (e + 10, local + 8):   # method, time, date, CRC, sizes: central entry, then local header
+                _, t, d, _, csize, _ = struct.unpack_from("<HHHIII", data, at)
+                struct.pack_into("<HHHIII", data, at, zipfile.ZIP_DEFLATED, t, d, crc, csize, len(head) + zeros)
     dst.write_bytes(bytes(data))
     return dst
 
