@@ -432,6 +432,11 @@ def cmd_kernels(args):
                 _say(f"  {p}")
         else:
             _say("built for this machine: no" + (" (lamina kernels builds them)" if numba else ""))
+            state, detail = kernels_aot.build_status()
+            if state == "running":
+                _say(f"an automatic build is running (process {detail}, at idle priority)")
+            elif state == "failed":
+                _say(f"the automatic build failed ({detail}); lamina kernels shows the compiler's messages")
         return 0
     _say("building lamina's compiled kernels for this machine (numba and a C compiler; ~20 s)...")
     try:

@@ -288,3 +288,175 @@ def test_lamina_kernels_reports_and_builds(built, monkeypatch, capsys):
     monkeypatch.setattr(kernels_aot, "module_paths", lambda: None)
     assert cli.main(["kernels", "--status"]) == 0
     assert "built for this machine: no (lamina kernels builds them)" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ the automatic build
+def test_numbas_compilation_in_a_program_starts_the_build_for_later_programs(built, monkeypatch):
+    """Where the modules are not built and numba compiles in-process, _load starts their build (once, detached:
+    start_background_build); where they are built it loads them and starts nothing."""
+    started = []
+    monkeypatch.setattr(kernels_aot, "start_background_build", lambda: started.append(1))
+    monkeypatch.setitem(K._state, "kernels", None)
+    assert K._load() is not None and started == []          # built: loaded, nothing to build
+    monkeypatch.setattr(kernels_aot, "module_paths", lambda: None)
+    monkeypatch.setitem(K._state, "kernels", None)
+    assert K._load() is K._jit() and started == [1]
+
+
+@pytest.fixture
+def autobuild(monkeypatch, tmp_path):
+    """The automatic build with its folder in tmp_path, allowed, not yet started in this program, and the
+    process it would start recorded instead of run; with the id of a process that has ended."""
+    dead = _dead_pid()
+    monkeypatch.setattr(kernels_aot, "_directories", lambda: [str(tmp_path)])
+    monkeypatch.setenv(kernels_aot.AUTOBUILD_ENV, "1")
+    monkeypatch.setitem(kernels_aot._autobuild, "started", False)
+    launched = []
+
+    class FakePopen:
+        def __init__(self, args, **kwargs):
+            launched.append((args, kwargs))
+
+        def wait(self):
+            return 0
+    monkeypatch.setattr(kernels_aot.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(kernels_aot.atexit, "register", lambda fn, *args: launched.append(("at exit", fn, args)))
+    return launched, dead
+
+
+def _dead_pid():
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_the_background_build_starts_once_detached_and_says_so(autobuild, monkeypatch, tmp_path, capsys):
+    """One detached process at the first call of a program (a new session, no inherited descriptors), with a line
+    on stderr; none where LAMINA_KERNELS_AUTOBUILD=0, where a live process holds the lock, where an earlier
+    automatic build failed, or where the modules are built; a lock left by a dead process does not stop it."""
+    autobuild, dead = autobuild
+    assert kernels_aot.start_background_build() is True
+    (args, kwargs), (_, at_exit, (process,)) = autobuild
+    assert args[0] == sys.executable and "kernels_aot._background()" in args[-1]
+    assert kwargs["start_new_session"] and kwargs["close_fds"] and kwargs["stdin"] == subprocess.DEVNULL
+    assert at_exit is kernels_aot._finish_build and process is kernels_aot._autobuild["process"]
+    assert "building its compiled kernels for this machine beside this program" in capsys.readouterr().err
+    assert kernels_aot.start_background_build() is False and len(autobuild) == 2   # once per program
+    del autobuild[1]
+
+    def again():
+        monkeypatch.setitem(kernels_aot._autobuild, "started", False)
+        return kernels_aot.start_background_build()
+    monkeypatch.setenv(kernels_aot.AUTOBUILD_ENV, "0")
+    assert again() is False
+    monkeypatch.setenv(kernels_aot.AUTOBUILD_ENV, "1")
+    lock = tmp_path / os.path.basename(kernels_aot._note(str(tmp_path), "building"))
+    lock.write_text(str(os.getpid()))                       # a live process is building them
+    assert again() is False and kernels_aot.build_status() == ("running", os.getpid())
+    lock.write_text(str(dead))                              # its process died: stale
+    assert kernels_aot.build_status() == (None, None) and again() is True and len(autobuild) == 3
+    lock.unlink()
+    (tmp_path / os.path.basename(kernels_aot._note(str(tmp_path), "failed"))).write_text("RuntimeError: no gcc")
+    assert again() is False and kernels_aot.build_status() == ("failed", "RuntimeError: no gcc")
+    monkeypatch.setattr(kernels_aot, "module_paths", lambda: ["built.so"])
+    assert again() is False and len(autobuild) == 3
+
+
+def test_a_program_waits_at_exit_for_the_build_it_started_and_a_ctrl_c_stops_it(capsys):
+    """_finish_build (registered at exit): nothing to do for an ended build; a running one is waited for, with a
+    line on stderr; a Ctrl-C during the wait ends the build's whole process group instead."""
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    kernels_aot._finish_build(done)
+    assert capsys.readouterr().err == ""
+    short = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"], start_new_session=True)
+    kernels_aot._finish_build(short)
+    assert short.returncode == 0 and "finishing the build of its compiled kernels" in capsys.readouterr().err
+    long = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+
+    class Interrupted:   # the wait interrupted by a Ctrl-C
+        pid = long.pid
+
+        def poll(self):
+            return None
+
+        def wait(self):
+            raise KeyboardInterrupt
+    kernels_aot._finish_build(Interrupted())
+    assert long.wait(timeout=10) == -kernels_aot.signal.SIGTERM
+
+
+def test_the_background_process_builds_under_a_lock_and_notes_a_failure(monkeypatch, tmp_path):
+    """_background (the detached process): lowers its priority, holds the lock (its pid) while it builds and
+    removes it after; a failed build leaves a note with the error, which stops later automatic builds and which a
+    successful build removes; with the lock held by a live process it builds nothing; a dead one's it takes over."""
+    lowered, builds = [], []
+    monkeypatch.setattr(kernels_aot, "_idle_priority", lambda: lowered.append(1))   # (not this test's worker)
+    monkeypatch.setattr(kernels_aot, "_directories", lambda: [str(tmp_path)])
+    lock = kernels_aot._note(str(tmp_path), "building")
+    failed = kernels_aot._note(str(tmp_path), "failed")
+
+    def fake_build(directory=None):
+        with open(lock) as f:
+            builds.append((directory, int(f.read())))
+    monkeypatch.setattr(kernels_aot, "build", fake_build)
+    assert kernels_aot._background() == 0
+    assert lowered == [1] and builds == [(str(tmp_path), os.getpid())] and os.listdir(tmp_path) == []
+
+    def failing(directory=None):
+        raise RuntimeError("gcc: command not found")
+    monkeypatch.setattr(kernels_aot, "build", failing)
+    assert kernels_aot._background() == 1
+    assert os.listdir(tmp_path) == [os.path.basename(failed)]
+    assert kernels_aot.build_status() == ("failed", "RuntimeError: gcc: command not found")
+
+    monkeypatch.setattr(kernels_aot, "build", fake_build)
+    with open(lock, "w") as f:
+        f.write(str(os.getpid()))                          # a live build elsewhere
+    assert kernels_aot._background() == 0 and len(builds) == 1 and os.path.exists(lock)
+    with open(lock, "w") as f:
+        f.write(str(_dead_pid()))
+    assert kernels_aot._background() == 0 and len(builds) == 2 and not os.path.exists(lock)
+
+
+def test_a_successful_build_clears_an_automatic_builds_failure_note(built, monkeypatch, tmp_path):
+    real = dict(enumerate(kernels_aot.module_paths()))
+
+    def fake_compile(name, kernel_names, out_dir, verbose):
+        part = int(name[len("_lamina_kernels")])
+        path = os.path.join(out_dir, os.path.basename(real[part]))
+        with open(real[part], "rb") as src, open(path, "wb") as dst:
+            dst.write(src.read())
+        return path
+    monkeypatch.setattr(kernels_aot, "_compile", fake_compile)
+    monkeypatch.setattr(kernels_aot, "_directories", lambda: [str(tmp_path)])
+    note = tmp_path / os.path.basename(kernels_aot._note(str(tmp_path), "failed"))
+    note.write_text("RuntimeError: no gcc")
+    kernels_aot.build(parts=[0])
+    assert note.exists()                                  # one part built: not yet built for this machine
+    kernels_aot.build(parts=[1])
+    assert not note.exists() and kernels_aot.build_status() == (None, None)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_the_build_runs_at_idle_priority_and_so_do_its_compiler_processes():
+    code = ("import os, subprocess, sys\n"
+            "from lamina.ops import kernels_aot\n"
+            "kernels_aot._idle_priority()\n"
+            "child = subprocess.run([sys.executable, '-c', 'import os; print(os.sched_getscheduler(0) == os.SCHED_IDLE)'],"
+            " capture_output=True, text=True).stdout.strip()\n"
+            "print(os.sched_getscheduler(0) == os.SCHED_IDLE, child)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]
+
+
+def test_lamina_kernels_status_tells_of_the_automatic_build(monkeypatch, capsys):
+    from lamina import cli
+    monkeypatch.setattr(kernels_aot, "module_paths", lambda: None)
+    monkeypatch.setattr(kernels_aot, "build_status", lambda: ("running", 4321))
+    assert cli.main(["kernels", "--status"]) == 0
+    assert "an automatic build is running (process 4321" in capsys.readouterr().out
+    monkeypatch.setattr(kernels_aot, "build_status", lambda: ("failed", "RuntimeError: no gcc"))
+    assert cli.main(["kernels", "--status"]) == 0
+    assert "the automatic build failed (RuntimeError: no gcc)" in capsys.readouterr().out

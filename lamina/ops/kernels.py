@@ -132,6 +132,8 @@ def _load():
             warnings.warn(f"lamina's built kernels did not load ({e}); compiling them in this process instead "
                           "('lamina kernels' rebuilds them)", RuntimeWarning, stacklevel=3)
         _state["kernels"] = aot or _jit() or False
+        if aot is None and _state["kernels"]:   # numba compiles here: the modules get built for later programs
+            _aot.start_background_build()
     return _state["kernels"] or None
 
 

@@ -23,6 +23,8 @@ The built files live in ``__pycache__`` beside this module, or in ``$LAMINA_HOME
 that is read-only: written by lamina's own build, like Python's bytecode beside the sources; no model or data
 file ever passes through it.
 """
+import atexit
+import contextlib
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -30,8 +32,12 @@ import inspect
 import os
 import platform
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -220,25 +226,173 @@ def build(directory=None, parts=None, verbose=False):
     if importlib.util.find_spec("numba") is None:
         raise ImportError("building the kernels needs numba: pip install 'lamina[fast]'")
     parts = list(range(len(PARTS))) if parts is None else list(parts)
+    target = _target(directory)
+    if len(parts) == 1 or (os.cpu_count() or 1) == 1:
+        paths = [_build_part(part, target, verbose) for part in parts]
+    else:
+        import concurrent.futures
+        import multiprocessing
+        with concurrent.futures.ProcessPoolExecutor(min(len(parts), os.cpu_count()),
+                                                    mp_context=multiprocessing.get_context("spawn")) as pool:
+            paths = list(pool.map(_build_part, parts, [target] * len(parts), [verbose] * len(parts)))
+    if module_paths() is not None:   # built for this machine: an earlier automatic build's failure is history
+        for d in _directories():
+            with contextlib.suppress(OSError):
+                os.remove(_note(d, "failed"))
+    return paths
+
+
+def _target(directory=None):
+    """The folder the modules are written to: ``directory``, else the first writable of _directories()."""
     targets = [directory] if directory is not None else _directories()
-    target = None
     for d in targets:
         try:
             os.makedirs(d, exist_ok=True)
         except OSError:
             continue
         if os.access(d, os.W_OK):
-            target = d
+            return d
+    raise OSError(f"no writable folder for the compiled kernels among: {', '.join(targets)}")
+
+
+# ------------------------------------------------------------------ the automatic build
+# A program that reaches numba's in-process compilation (kernels._load: 'auto' mode past its warm-up, or
+# LAMINA_KERNELS=numba) while the modules are not built starts their build, once for the machine, so that later
+# programs load the modules in milliseconds instead of numba and LLVM (~125 MB and ~1 s each). The program goes on
+# with numba's kernels meanwhile. The build runs in its own process at idle priority (SCHED_IDLE: only on a core
+# this program leaves free; on the 2-core VM it still slowed a transformer step beside it by 8-45%, the host's
+# cores shared), out of the terminal's reach (a Ctrl-C meant for the program does not end it), and the program
+# waits for it at exit rather than leave it running: a build never slows what runs after the program (the next
+# measurement of a benchmark above all). One build at a time per folder (a lock file naming its process); one that
+# fails leaves a note with its error and is not retried automatically (``lamina kernels`` shows the compiler's own
+# messages, and clears the note when it succeeds). LAMINA_KERNELS_AUTOBUILD=0 turns it off.
+AUTOBUILD_ENV = "LAMINA_KERNELS_AUTOBUILD"
+_STALE_LOCK_SECONDS = 3600     # a lock older than this is a build that died without removing it
+_autobuild = {"started": False, "process": None}
+
+
+def _note(directory, kind):
+    """The path of the automatic build's lock ('building') or failure note ('failed') in ``directory``: named
+    after every part's module, so that a note about other loops or another CPU is never read."""
+    tag = hashlib.sha256("".join(module_name(p) for p in range(len(PARTS))).encode()).hexdigest()[:20]
+    return os.path.join(directory, f".lamina-kernels-{tag}.{kind}")
+
+
+def _lock_holder(lock):
+    """The process id of a live build holding ``lock``, else None (no lock, or one left by a dead process)."""
+    try:
+        with open(lock, encoding="ascii") as f:
+            pid = int(f.read(32).strip() or 0)
+        age = time.time() - os.stat(lock).st_mtime
+    except (OSError, ValueError):
+        return None
+    if pid <= 0 or age > _STALE_LOCK_SECONDS:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:   # alive, another user's
+        pass
+    return pid
+
+
+def build_status():
+    """Where the automatic build stands: ('running', pid), ('failed', message) or (None, None)."""
+    for d in _directories():
+        pid = _lock_holder(_note(d, "building"))
+        if pid is not None:
+            return "running", pid
+        try:
+            with open(_note(d, "failed"), encoding="utf-8", errors="replace") as f:
+                return "failed", f.read(2000).strip()
+        except OSError:
+            pass
+    return None, None
+
+
+def start_background_build():
+    """Start the modules' build in a detached idle-priority process, once per program, unless they are built, one
+    is being built, an earlier automatic build failed, LAMINA_KERNELS_AUTOBUILD=0, or this is not a POSIX
+    system. Returns whether a build was started."""
+    if _autobuild["started"] or os.environ.get(AUTOBUILD_ENV, "1").strip() == "0" or os.name != "posix":
+        return False
+    _autobuild["started"] = True
+    try:
+        if module_paths() is not None or build_status()[0] is not None:
+            return False
+        _target()   # (a folder to write to, or nothing to start)
+    except OSError:
+        return False
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from lamina.ops import kernels_aot; raise SystemExit(kernels_aot._background())"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+            start_new_session=True, close_fds=True)
+    except OSError:
+        return False
+    _autobuild["process"] = process
+    threading.Thread(target=process.wait, name="lamina-kernels-build", daemon=True).start()   # reaped as it ends
+    atexit.register(_finish_build, process)
+    print("lamina: building its compiled kernels for this machine beside this program, once, at idle priority "
+          "(later programs load them without numba; 'lamina kernels --status' says where it stands, "
+          f"{AUTOBUILD_ENV}=0 turns this off)", file=sys.stderr, flush=True)
+    return True
+
+
+def _finish_build(process):
+    """At exit: wait for the automatic build this program started (see above); a Ctrl-C stops it instead (its lock,
+    left by a process that is gone, does not stop the next program's build)."""
+    if process.poll() is not None:
+        return
+    print("lamina: finishing the build of its compiled kernels (once for this machine; Ctrl-C stops it)...",
+          file=sys.stderr, flush=True)
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGTERM)   # the build and its compiler processes (its own session)
+
+
+def _idle_priority():
+    """This process (and the build processes it starts, which inherit it) at the lowest CPU priority."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.nice(19)
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+def _background(directory=None):
+    """The automatic build's process (start_background_build): idle priority, the lock, the build, and a note
+    with the error where it fails. Returns its exit status."""
+    _idle_priority()
+    target = _target(directory)
+    lock = _note(target, "building")
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             break
-    if target is None:
-        raise OSError(f"no writable folder for the compiled kernels among: {', '.join(targets)}")
-    if len(parts) == 1 or (os.cpu_count() or 1) == 1:
-        return [_build_part(part, target, verbose) for part in parts]
-    import concurrent.futures
-    import multiprocessing
-    with concurrent.futures.ProcessPoolExecutor(min(len(parts), os.cpu_count()),
-                                                mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_build_part, parts, [target] * len(parts), [verbose] * len(parts)))
+        except FileExistsError:
+            if _lock_holder(lock) is not None:
+                return 0            # another process is building them
+            with contextlib.suppress(OSError):
+                os.remove(lock)     # left by a build that died: take it over
+    else:
+        return 0
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(str(os.getpid()))
+    try:
+        build(target)
+    except BaseException as e:     # (KeyboardInterrupt too: a note rather than a silent retry every run)
+        with contextlib.suppress(OSError), open(_note(target, "failed"), "w", encoding="utf-8") as f:
+            f.write(f"{type(e).__name__}: {e}"[:2000])
+        return 1
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(lock)
+    return 0
 
 
 def _build_part(part, target, verbose=False):
