@@ -29,8 +29,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # name torch once here, before any module imports keras, so no module is skipped for want of it whatever
 # order the modules run in (several set it themselves too, for running them on their own).
 os.environ.setdefault("KERAS_BACKEND", "torch")
-# Tests (and the programs they start) never start the compiled kernels' automatic background build
-# (kernels_aot.start_background_build): several simulate unbuilt modules; tests/test_kernels_aot.py tests the build.
+# Tests (and the programs they start) never start the compiled kernels' automatic build at exit
+# (kernels_aot.schedule_build): several simulate unbuilt modules; tests/test_kernels_aot.py tests the build.
 os.environ["LAMINA_KERNELS_AUTOBUILD"] = "0"
 
 import numpy as np  # noqa: E402

@@ -291,37 +291,27 @@ def test_lamina_kernels_reports_and_builds(built, monkeypatch, capsys):
 
 
 # ------------------------------------------------------------------ the automatic build
-def test_numbas_compilation_in_a_program_starts_the_build_for_later_programs(built, monkeypatch):
-    """Where the modules are not built and numba compiles in-process, _load starts their build (once, detached:
-    start_background_build); where they are built it loads them and starts nothing."""
-    started = []
-    monkeypatch.setattr(kernels_aot, "start_background_build", lambda: started.append(1))
+def test_numbas_compilation_in_a_program_schedules_the_build_for_its_exit(built, monkeypatch):
+    """Where the modules are not built and numba compiles in-process, _load has them built when the program ends
+    (schedule_build); where they are built it loads them and schedules nothing."""
+    scheduled = []
+    monkeypatch.setattr(kernels_aot, "schedule_build", lambda: scheduled.append(1))
     monkeypatch.setitem(K._state, "kernels", None)
-    assert K._load() is not None and started == []          # built: loaded, nothing to build
+    assert K._load() is not None and scheduled == []          # built: loaded, nothing to build
     monkeypatch.setattr(kernels_aot, "module_paths", lambda: None)
     monkeypatch.setitem(K._state, "kernels", None)
-    assert K._load() is K._jit() and started == [1]
+    assert K._load() is K._jit() and scheduled == [1]
 
 
-@pytest.fixture
-def autobuild(monkeypatch, tmp_path):
-    """The automatic build with its folder in tmp_path, allowed, not yet started in this program, and the
-    process it would start recorded instead of run; with the id of a process that has ended."""
-    dead = _dead_pid()
-    monkeypatch.setattr(kernels_aot, "_directories", lambda: [str(tmp_path)])
+def test_the_build_is_scheduled_once_for_the_programs_exit(monkeypatch):
+    registered = []
+    monkeypatch.setattr(kernels_aot.atexit, "register", lambda fn, *args: registered.append(fn))
+    monkeypatch.setitem(kernels_aot._autobuild, "scheduled", False)
+    monkeypatch.setenv(kernels_aot.AUTOBUILD_ENV, "0")
+    assert kernels_aot.schedule_build() is False and registered == []
     monkeypatch.setenv(kernels_aot.AUTOBUILD_ENV, "1")
-    monkeypatch.setitem(kernels_aot._autobuild, "started", False)
-    launched = []
-
-    class FakePopen:
-        def __init__(self, args, **kwargs):
-            launched.append((args, kwargs))
-
-        def wait(self):
-            return 0
-    monkeypatch.setattr(kernels_aot.subprocess, "Popen", FakePopen)
-    monkeypatch.setattr(kernels_aot.atexit, "register", lambda fn, *args: launched.append(("at exit", fn, args)))
-    return launched, dead
+    assert kernels_aot.schedule_build() is True and registered == [kernels_aot._build_at_exit]
+    assert kernels_aot.schedule_build() is False and len(registered) == 1     # once per program
 
 
 def _dead_pid():
@@ -330,68 +320,82 @@ def _dead_pid():
     return p.pid
 
 
-def test_the_background_build_starts_once_detached_and_says_so(autobuild, monkeypatch, tmp_path, capsys):
-    """One detached process at the first call of a program (a new session, no inherited descriptors), with a line
-    on stderr; none where LAMINA_KERNELS_AUTOBUILD=0, where a live process holds the lock, where an earlier
-    automatic build failed, or where the modules are built; a lock left by a dead process does not stop it."""
-    autobuild, dead = autobuild
-    assert kernels_aot.start_background_build() is True
-    (args, kwargs), (_, at_exit, (process,)) = autobuild
+def test_a_program_that_compiled_in_process_waits_at_exit_for_the_build(built, tmp_path):
+    """The wiring, in a program of its own: numba compiling in-process (the modules hidden) schedules the build,
+    which starts when the program's code is done (here a stand-in process that writes a file after 0.5 s) and is
+    waited for; with LAMINA_KERNELS_AUTOBUILD=0 nothing starts."""
+    done = tmp_path / "built"
+    stand_in = f"import time; time.sleep(0.5); open({str(done)!r}, 'w').close()"
+    code = ("import subprocess, sys, numpy as np\n"
+            "from lamina.ops import kernels, kernels_aot\n"
+            "kernels_aot.module_paths = lambda: None\n"
+            f"kernels_aot._launch = lambda: subprocess.Popen([sys.executable, '-c', {stand_in!r}],\n"
+            "    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+            "x = np.ones((512, 64), np.float32)\n"
+            "kernels.bias_relu(x, np.ones(64, np.float32))\n"
+            "print(kernels.in_use())\n")
+    for setting, expect in (("0", False), ("1", True)):
+        env = dict(os.environ, LAMINA_KERNELS="numba", **{kernels_aot.AUTOBUILD_ENV: setting})
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["numba"] and done.exists() == expect
+
+
+def test_at_exit_the_build_starts_in_its_own_session_and_says_so(monkeypatch, tmp_path, capsys):
+    """_launch (at exit): one process of its own session (a Ctrl-C meant for the program does not reach it), no
+    inherited descriptors, with a line on stderr; none where LAMINA_KERNELS_AUTOBUILD=0, where a live process holds
+    the lock, where an earlier automatic build failed, or where the modules are built; a lock left by a dead
+    process does not stop it."""
+    dead = _dead_pid()
+    monkeypatch.setattr(kernels_aot, "_directories", lambda: [str(tmp_path)])
+    monkeypatch.setenv(kernels_aot.AUTOBUILD_ENV, "1")
+    launched = []
+
+    class FakePopen:
+        def __init__(self, args, **kwargs):
+            launched.append((args, kwargs))
+    monkeypatch.setattr(kernels_aot.subprocess, "Popen", FakePopen)
+    assert isinstance(kernels_aot._launch(), FakePopen)
+    (args, kwargs), = launched
     assert args[0] == sys.executable and "kernels_aot._background()" in args[-1]
     assert kwargs["start_new_session"] and kwargs["close_fds"] and kwargs["stdin"] == subprocess.DEVNULL
-    assert at_exit is kernels_aot._finish_build and process is kernels_aot._autobuild["process"]
-    assert "building its compiled kernels for this machine beside this program" in capsys.readouterr().err
-    assert kernels_aot.start_background_build() is False and len(autobuild) == 2   # once per program
-    del autobuild[1]
-
-    def again():
-        monkeypatch.setitem(kernels_aot._autobuild, "started", False)
-        return kernels_aot.start_background_build()
+    assert "building its compiled kernels for this machine, once" in capsys.readouterr().err
     monkeypatch.setenv(kernels_aot.AUTOBUILD_ENV, "0")
-    assert again() is False
+    assert kernels_aot._launch() is None
     monkeypatch.setenv(kernels_aot.AUTOBUILD_ENV, "1")
     lock = tmp_path / os.path.basename(kernels_aot._note(str(tmp_path), "building"))
     lock.write_text(str(os.getpid()))                       # a live process is building them
-    assert again() is False and kernels_aot.build_status() == ("running", os.getpid())
+    assert kernels_aot._launch() is None and kernels_aot.build_status() == ("running", os.getpid())
     lock.write_text(str(dead))                              # its process died: stale
-    assert kernels_aot.build_status() == (None, None) and again() is True and len(autobuild) == 3
+    assert kernels_aot.build_status() == (None, None) and kernels_aot._launch() is not None and len(launched) == 2
     lock.unlink()
     (tmp_path / os.path.basename(kernels_aot._note(str(tmp_path), "failed"))).write_text("RuntimeError: no gcc")
-    assert again() is False and kernels_aot.build_status() == ("failed", "RuntimeError: no gcc")
+    assert kernels_aot._launch() is None and kernels_aot.build_status() == ("failed", "RuntimeError: no gcc")
     monkeypatch.setattr(kernels_aot, "module_paths", lambda: ["built.so"])
-    assert again() is False and len(autobuild) == 3
+    assert kernels_aot._launch() is None and len(launched) == 2
 
 
-def test_a_program_waits_at_exit_for_the_build_it_started_and_a_ctrl_c_stops_it(capsys):
-    """_finish_build (registered at exit): nothing to do for an ended build; a running one is waited for, with a
-    line on stderr; a Ctrl-C during the wait ends the build's whole process group instead."""
-    done = subprocess.Popen([sys.executable, "-c", "pass"])
-    done.wait()
-    kernels_aot._finish_build(done)
-    assert capsys.readouterr().err == ""
+def test_the_program_waits_for_the_build_and_a_ctrl_c_stops_it():
+    """_wait: the build is waited for; a Ctrl-C during the wait ends the build's whole process group instead."""
     short = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"], start_new_session=True)
-    kernels_aot._finish_build(short)
-    assert short.returncode == 0 and "finishing the build of its compiled kernels" in capsys.readouterr().err
+    kernels_aot._wait(short)
+    assert short.returncode == 0
     long = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
 
     class Interrupted:   # the wait interrupted by a Ctrl-C
         pid = long.pid
 
-        def poll(self):
-            return None
-
         def wait(self):
             raise KeyboardInterrupt
-    kernels_aot._finish_build(Interrupted())
+    kernels_aot._wait(Interrupted())
     assert long.wait(timeout=10) == -kernels_aot.signal.SIGTERM
 
 
-def test_the_background_process_builds_under_a_lock_and_notes_a_failure(monkeypatch, tmp_path):
-    """_background (the detached process): lowers its priority, holds the lock (its pid) while it builds and
-    removes it after; a failed build leaves a note with the error, which stops later automatic builds and which a
-    successful build removes; with the lock held by a live process it builds nothing; a dead one's it takes over."""
-    lowered, builds = [], []
-    monkeypatch.setattr(kernels_aot, "_idle_priority", lambda: lowered.append(1))   # (not this test's worker)
+def test_the_build_process_builds_under_a_lock_and_notes_a_failure(monkeypatch, tmp_path):
+    """_background (the build's process): holds the lock (its pid) while it builds and removes it after; a failed
+    build leaves a note with the error, which stops later automatic builds and which a successful build removes;
+    with the lock held by a live process it builds nothing; a dead one's it takes over."""
+    builds = []
     monkeypatch.setattr(kernels_aot, "_directories", lambda: [str(tmp_path)])
     lock = kernels_aot._note(str(tmp_path), "building")
     failed = kernels_aot._note(str(tmp_path), "failed")
@@ -401,7 +405,7 @@ def test_the_background_process_builds_under_a_lock_and_notes_a_failure(monkeypa
             builds.append((directory, int(f.read())))
     monkeypatch.setattr(kernels_aot, "build", fake_build)
     assert kernels_aot._background() == 0
-    assert lowered == [1] and builds == [(str(tmp_path), os.getpid())] and os.listdir(tmp_path) == []
+    assert builds == [(str(tmp_path), os.getpid())] and os.listdir(tmp_path) == []
 
     def failing(directory=None):
         raise RuntimeError("gcc: command not found")
@@ -436,19 +440,6 @@ def test_a_successful_build_clears_an_automatic_builds_failure_note(built, monke
     assert note.exists()                                  # one part built: not yet built for this machine
     kernels_aot.build(parts=[1])
     assert not note.exists() and kernels_aot.build_status() == (None, None)
-
-
-@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
-def test_the_build_runs_at_idle_priority_and_so_do_its_compiler_processes():
-    code = ("import os, subprocess, sys\n"
-            "from lamina.ops import kernels_aot\n"
-            "kernels_aot._idle_priority()\n"
-            "child = subprocess.run([sys.executable, '-c', 'import os; print(os.sched_getscheduler(0) == os.SCHED_IDLE)'],"
-            " capture_output=True, text=True).stdout.strip()\n"
-            "print(os.sched_getscheduler(0) == os.SCHED_IDLE, child)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["True", "True"]
 
 
 def test_lamina_kernels_status_tells_of_the_automatic_build(monkeypatch, capsys):

@@ -133,7 +133,7 @@ def _load():
                           "('lamina kernels' rebuilds them)", RuntimeWarning, stacklevel=3)
         _state["kernels"] = aot or _jit() or False
         if aot is None and _state["kernels"]:   # numba compiles here: the modules get built for later programs
-            _aot.start_background_build()
+            _aot.schedule_build()
     return _state["kernels"] or None
 
 

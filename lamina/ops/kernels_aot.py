@@ -36,7 +36,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 
@@ -257,18 +256,18 @@ def _target(directory=None):
 
 # ------------------------------------------------------------------ the automatic build
 # A program that reaches numba's in-process compilation (kernels._load: 'auto' mode past its warm-up, or
-# LAMINA_KERNELS=numba) while the modules are not built starts their build, once for the machine, so that later
-# programs load the modules in milliseconds instead of numba and LLVM (~125 MB and ~1 s each). The program goes on
-# with numba's kernels meanwhile. The build runs in its own process at idle priority (SCHED_IDLE: only on a core
-# this program leaves free; on the 2-core VM it still slowed a transformer step beside it by 8-45%, the host's
-# cores shared), out of the terminal's reach (a Ctrl-C meant for the program does not end it), and the program
-# waits for it at exit rather than leave it running: a build never slows what runs after the program (the next
-# measurement of a benchmark above all). One build at a time per folder (a lock file naming its process); one that
-# fails leaves a note with its error and is not retried automatically (``lamina kernels`` shows the compiler's own
-# messages, and clears the note when it succeeds). LAMINA_KERNELS_AUTOBUILD=0 turns it off.
+# LAMINA_KERNELS=numba) while the modules are not built builds them when it ends, once for the machine, so that
+# later programs load the modules in milliseconds instead of numba and LLVM (~125 MB and ~1 s each). At exit, not
+# beside the program: a build running beside a training run slowed its steps 1.1-8x on the 2-core VM (at idle
+# priority too: OpenBLAS's waiting threads yield their core to it), and one left running after the program
+# would slow whatever runs next (the next measurement of a benchmark above all). The build is a process of its
+# own session (a Ctrl-C meant for the program does not reach it; one during the wait stops it). One build at a
+# time per folder (a lock file naming its process); one that fails leaves a note with its error and is not
+# retried automatically (``lamina kernels`` shows the compiler's own messages, and clears the note when it
+# succeeds). LAMINA_KERNELS_AUTOBUILD=0 turns it off.
 AUTOBUILD_ENV = "LAMINA_KERNELS_AUTOBUILD"
 _STALE_LOCK_SECONDS = 3600     # a lock older than this is a build that died without removing it
-_autobuild = {"started": False, "process": None}
+_autobuild = {"scheduled": False}
 
 
 def _note(directory, kind):
@@ -311,19 +310,37 @@ def build_status():
     return None, None
 
 
-def start_background_build():
-    """Start the modules' build in a detached idle-priority process, once per program, unless they are built, one
-    is being built, an earlier automatic build failed, LAMINA_KERNELS_AUTOBUILD=0, or this is not a POSIX
-    system. Returns whether a build was started."""
-    if _autobuild["started"] or os.environ.get(AUTOBUILD_ENV, "1").strip() == "0" or os.name != "posix":
+def _autobuild_allowed():
+    return os.environ.get(AUTOBUILD_ENV, "1").strip() != "0" and os.name == "posix"
+
+
+def schedule_build():
+    """Have the modules built when this program ends (see above), once per program, unless
+    LAMINA_KERNELS_AUTOBUILD=0 or this is not a POSIX system. Returns whether it was scheduled now."""
+    if _autobuild["scheduled"] or not _autobuild_allowed():
         return False
-    _autobuild["started"] = True
+    _autobuild["scheduled"] = True
+    atexit.register(_build_at_exit)
+    return True
+
+
+def _build_at_exit():
+    process = _launch()
+    if process is not None:
+        _wait(process)
+
+
+def _launch():
+    """The build's process, started unless the modules are built, one is being built, an earlier automatic build
+    failed, or there is no folder to write them to; else None."""
+    if not _autobuild_allowed():
+        return None
     try:
         if module_paths() is not None or build_status()[0] is not None:
-            return False
-        _target()   # (a folder to write to, or nothing to start)
+            return None
+        _target()
     except OSError:
-        return False
+        return None
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
     try:
@@ -332,23 +349,15 @@ def start_background_build():
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
             start_new_session=True, close_fds=True)
     except OSError:
-        return False
-    _autobuild["process"] = process
-    threading.Thread(target=process.wait, name="lamina-kernels-build", daemon=True).start()   # reaped as it ends
-    atexit.register(_finish_build, process)
-    print("lamina: building its compiled kernels for this machine beside this program, once, at idle priority "
-          "(later programs load them without numba; 'lamina kernels --status' says where it stands, "
-          f"{AUTOBUILD_ENV}=0 turns this off)", file=sys.stderr, flush=True)
-    return True
+        return None
+    print("lamina: building its compiled kernels for this machine, once (~20 s; later programs load them at once, "
+          f"without numba; Ctrl-C skips it, {AUTOBUILD_ENV}=0 turns this off)...", file=sys.stderr, flush=True)
+    return process
 
 
-def _finish_build(process):
-    """At exit: wait for the automatic build this program started (see above); a Ctrl-C stops it instead (its lock,
-    left by a process that is gone, does not stop the next program's build)."""
-    if process.poll() is not None:
-        return
-    print("lamina: finishing the build of its compiled kernels (once for this machine; Ctrl-C stops it)...",
-          file=sys.stderr, flush=True)
+def _wait(process):
+    """Wait for the build's process; a Ctrl-C stops it instead (its lock, left by a process that is gone, does not
+    stop the next program's build)."""
     try:
         process.wait()
     except KeyboardInterrupt:
@@ -356,18 +365,9 @@ def _finish_build(process):
             os.killpg(process.pid, signal.SIGTERM)   # the build and its compiler processes (its own session)
 
 
-def _idle_priority():
-    """This process (and the build processes it starts, which inherit it) at the lowest CPU priority."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.nice(19)
-    with contextlib.suppress(AttributeError, OSError):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-
-
 def _background(directory=None):
-    """The automatic build's process (start_background_build): idle priority, the lock, the build, and a note
-    with the error where it fails. Returns its exit status."""
-    _idle_priority()
+    """The automatic build's process (_launch): the lock, the build, and a note with the error where it fails.
+    Returns its exit status."""
     target = _target(directory)
     lock = _note(target, "building")
     for _ in range(2):
@@ -385,7 +385,7 @@ def _background(directory=None):
         f.write(str(os.getpid()))
     try:
         build(target)
-    except BaseException as e:     # (KeyboardInterrupt too: a note rather than a silent retry every run)
+    except Exception as e:
         with contextlib.suppress(OSError), open(_note(target, "failed"), "w", encoding="utf-8") as f:
             f.write(f"{type(e).__name__}: {e}"[:2000])
         return 1
