@@ -202,22 +202,27 @@ def test_a_damaged_module_is_reported_and_numba_compiles_instead(tmp_path, monke
     assert loaded is K._jit()
 
 
+def _copying(built):
+    """kernels_aot._compile replaced by a copy of the module ``built`` loaded (tests/warm_caches.py or the fixture
+    built it), checking that it was asked for the part's kernels."""
+    def compile(name, kernel_names, out_dir, verbose):
+        part = int(name[len("_lamina_kernels")])
+        assert list(kernel_names) == list(kernels_aot.PARTS[part])
+        path = os.path.join(out_dir, os.path.basename(built.paths[part]))
+        with open(built.paths[part], "rb") as src, open(path, "wb") as dst:   # (not shutil's copy, which a test
+            dst.write(src.read())                                               # makes fail halfway)
+        return path
+    return compile
+
+
 def test_build_writes_whole_modules_under_their_digest_names(built, monkeypatch, tmp_path):
     """build() into a folder: each part compiled (here: the compile replaced by a copy of the real module; the
     real build, its two parts in processes side by side, runs in tests/warm_caches.py before the workers start
     and in the ``built`` fixture otherwise), staged and renamed to the name load() looks for, nothing else left
     behind; a folder that cannot be written is an error that names it, and a copy that fails halfway leaves no
     file behind."""
-    real = dict(zip(range(len(kernels_aot.PARTS)), kernels_aot.module_paths()))
-
-    def fake_compile(name, kernel_names, out_dir, verbose):
-        part = int(name[len("_lamina_kernels")])
-        assert list(kernel_names) == list(kernels_aot.PARTS[part])
-        path = os.path.join(out_dir, os.path.basename(real[part]))
-        with open(real[part], "rb") as src, open(path, "wb") as dst:
-            dst.write(src.read())
-        return path
-    monkeypatch.setattr(kernels_aot, "_compile", fake_compile)
+    real = dict(enumerate(built.paths))
+    monkeypatch.setattr(kernels_aot, "_compile", _copying(built))
     paths = [p for part in (0, 1) for p in kernels_aot.build(str(tmp_path), parts=[part])]
     assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in real.values())
     assert [os.path.basename(p) for p in paths] == [os.path.basename(real[i]) for i in (0, 1)]
@@ -424,15 +429,7 @@ def test_the_build_process_builds_under_a_lock_and_notes_a_failure(monkeypatch, 
 
 
 def test_a_successful_build_clears_an_automatic_builds_failure_note(built, monkeypatch, tmp_path):
-    real = dict(enumerate(kernels_aot.module_paths()))
-
-    def fake_compile(name, kernel_names, out_dir, verbose):
-        part = int(name[len("_lamina_kernels")])
-        path = os.path.join(out_dir, os.path.basename(real[part]))
-        with open(real[part], "rb") as src, open(path, "wb") as dst:
-            dst.write(src.read())
-        return path
-    monkeypatch.setattr(kernels_aot, "_compile", fake_compile)
+    monkeypatch.setattr(kernels_aot, "_compile", _copying(built))
     monkeypatch.setattr(kernels_aot, "_directories", lambda: [str(tmp_path)])
     note = tmp_path / os.path.basename(kernels_aot._note(str(tmp_path), "failed"))
     note.write_text("RuntimeError: no gcc")
