@@ -11,9 +11,10 @@ import argparse
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 
-from .__main__ import _run_worker
+from .__main__ import _build_kernels, _run_worker
 from .workloads import WORKLOADS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,12 +28,29 @@ def _time(tree, workload, threads, steps, warmup):
     return r["median_ms"]
 
 
+def _build_tree_kernels(tree, report):
+    """The base tree's compiled kernels built before measuring, as ``python -m bench`` builds this tree's: else its
+    workers would compile them in-process (numba's JIT, ~1 s a process) or, where they still warm up, run NumPy's
+    code for a while. A revision without the ahead-of-time build, or a machine without numba, is left as it is."""
+    if os.environ.get("LAMINA_KERNELS", "").strip().lower() == "numpy":   # (the workers would not run them)
+        return
+    code = ("import importlib.util, sys\n"
+            "try:\n    from lamina.ops import kernels_aot\nexcept ImportError:\n    sys.exit(0)\n"
+            "if importlib.util.find_spec('numba') and kernels_aot.module_paths() is None:\n    kernels_aot.build()\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tree, env=dict(os.environ, PYTHONPATH=tree),
+                         capture_output=True, text=True)
+    if out.returncode:
+        report(f"the base revision's kernels were not built ({out.stderr.strip()[-300:]}); its workers compile them")
+
+
 def compare(base, workloads, pairs, threads=2, steps=30, warmup=5, report=print):
     """{workload: (base medians, new medians)} over ``pairs`` alternating process pairs."""
     with tempfile.TemporaryDirectory(prefix="lamina-ab-") as tmp:
         tree = os.path.join(tmp, "base")
         subprocess.run(["git", "worktree", "add", "--detach", "-q", tree, base], cwd=ROOT, check=True)
         try:
+            _build_kernels()
+            _build_tree_kernels(tree, report)
             results = {}
             for w in workloads:
                 a, b = [], []

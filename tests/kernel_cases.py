@@ -49,8 +49,9 @@ def cases(dtype, seed=0):
                                 a(2, 6, 6, 3), True, True),
                                (a(1, 1, 1, 2), rng.integers(0, 289, (1, 1, 1, 2)).astype(np.int32), 17, 17, 1, 1, 0,
                                 0, a(1, 17, 17, 2), True, False)],
-        "column_max_subtract": [(odd(a(3, 7, 5)),)],
+        "column_max_subtract": [(odd(a(3, 7, 5)), t(1.0)), (a(3, 7, 5), t(0.17677669))],
         "column_sum_divide": [(a(3, 7, 5, low=0.1),)],
-        "column_softmax_grad": [(a(3, 7, 5), a(3, 1, 5), a(3, 7, 5, low=0.0))],
+        "column_softmax_grad": [(a(3, 7, 5), a(3, 1, 5), a(3, 7, 5, low=0.0), t(1.0)),
+                                (a(3, 7, 5), a(3, 1, 5), a(3, 7, 5, low=0.0), t(0.17677669))],
         "scatter_rows": [(rng.integers(0, 9, 40), a(40, 6), a(9, 6))],
     }

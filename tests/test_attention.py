@@ -145,8 +145,10 @@ def _close(a, b, rtol=1e-4, atol=1e-5, what=""):
 
 
 @pytest.mark.parametrize("causal,masked,scale", [(False, False, None), (True, False, None), (False, True, 0.3),
-                                                 (True, True, None)])
+                                                 (True, True, None), (False, True, -0.6), (True, False, 0.0)])
 def test_sdpa_matches_torch(causal, masked, scale):
+    """Against PyTorch, output and gradients; a positive scale is folded into the softmax, a negative or zero one
+    multiplies Q (ops/attention.py)."""
     q = R.standard_normal((2, 3, 5, 4)).astype(np.float32)
     k = R.standard_normal((2, 3, 6, 4)).astype(np.float32)
     v = R.standard_normal((2, 3, 6, 7)).astype(np.float32)

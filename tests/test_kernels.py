@@ -645,11 +645,13 @@ def test_max_pool_layer_trains_the_same_with_and_without_the_kernels(compiled):
 
 
 # ----------------------------------------------------------------------------- attention's softmax
+@pytest.mark.parametrize("factor", [1.0, 0.17677669])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(3, 5, 7), (2, 3, 64, 64), (1, 1, 4), (4, 1, 1)])
-def test_column_softmax_kernel_equals_numpy_with_nan_and_inf(compiled, dtype, shape):
-    """The softmax down the columns equals NumPy's max / subtract / exp / sum / divide bit for bit, NaN, +-inf
-    and the most negative float (attention's masked score) included."""
+def test_column_softmax_kernel_equals_numpy_with_nan_and_inf(compiled, dtype, shape, factor):
+    """The softmax down the columns (of the scores times a folded scale, where given) equals NumPy's max /
+    subtract / multiply / exp / sum / divide bit for bit, NaN, +-inf and the most negative float (attention's
+    masked score) included."""
     x = (R.standard_normal(shape) * 30).astype(dtype)
     if shape[-2] > 2:   # below a column's first row (there a NaN would stay the maximum either way)
         lead = (0,) * (len(shape) - 2)
@@ -657,8 +659,9 @@ def test_column_softmax_kernel_equals_numpy_with_nan_and_inf(compiled, dtype, sh
                                                                                    np.finfo(dtype).min)
     ours, theirs = x.copy(), x.copy()
     with np.errstate(all="ignore"):
-        assert K.softmax_columns(ours)
+        assert K.softmax_columns(ours, factor)
         theirs -= theirs.max(axis=-2, keepdims=True)
+        theirs *= dtype(factor)
         np.exp(theirs, out=theirs)
         theirs /= theirs.sum(axis=-2, keepdims=True)
     np.testing.assert_array_equal(ours, theirs)

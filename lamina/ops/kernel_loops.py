@@ -288,8 +288,9 @@ def max_pool_rows_grad(gy, which, ph, pw, sh, sw, pt, pl, dx, fill, overlap):
 # subtracted in the same pass over the block (in cache), then (after NumPy's SIMD exp) the column sums and
 # the division. The same operations in NumPy's order (each column's sum runs down k, as NumPy's reduction
 # over a non-contiguous axis adds row after row), so the same values, NaN and infinities included. No
-# fastmath: the loops over q vectorise as they are.
-def column_max_subtract(s):
+# fastmath: the loops over q vectorise as they are. ``f``: a positive factor the differences are multiplied by
+# after the subtraction (attention's scale, folded in: softmax(f s) = exp(f (s - max s)) / sum), 1 for none.
+def column_max_subtract(s, f):
     blocks, rows, cols = s.shape
     m = np.empty(cols, s.dtype)
     for b in range(blocks):
@@ -302,7 +303,7 @@ def column_max_subtract(s):
                     m[q] = v
         for i in range(rows):
             for q in range(cols):
-                s[b, i, q] -= m[q]
+                s[b, i, q] = (s[b, i, q] - m[q]) * f
 
 
 def column_sum_divide(s):
@@ -320,13 +321,14 @@ def column_sum_divide(s):
                 s[b, i, q] /= a[q]
 
 
-def column_softmax_grad(d, rowsum, w):
-    # d = (d - rowsum) * w in one pass (rowsum: one value per column of each block), NumPy's two operations
+def column_softmax_grad(d, rowsum, w, f):
+    # d = (d - rowsum) * w * f in one pass (rowsum: one value per column of each block; f: the folded scale, or
+    # 1), NumPy's three operations
     blocks, rows, cols = d.shape
     for b in range(blocks):
         for i in range(rows):
             for q in range(cols):
-                d[b, i, q] = (d[b, i, q] - rowsum[b, 0, q]) * w[b, i, q]
+                d[b, i, q] = (d[b, i, q] - rowsum[b, 0, q]) * w[b, i, q] * f
 
 
 # The embedding table's gradient: each row of gy added to its id's row in position order (an id's first

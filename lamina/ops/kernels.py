@@ -342,29 +342,30 @@ def gru_cell_grad(gates):
     return None if k is None else k.gru_cell_grad
 
 
-def softmax_columns(s):
-    """In place, the softmax of each column of ``s`` (..., K, Q) down its K rows (attention's transposed scores):
-    True if done here (NumPy's exp between two compiled passes), False where the kernels do not run (the caller's
-    NumPy code does then: max, subtract, exp, sum, divide, the same values)."""
+def softmax_columns(s, factor=1.0):
+    """In place, the softmax of each column of ``s`` (..., K, Q) down its K rows (attention's transposed scores),
+    of the scores times ``factor`` (> 0) where given: True if done here (NumPy's exp between two compiled passes),
+    False where the kernels do not run (the caller's NumPy code does then: max, subtract, times the factor, exp,
+    sum, divide, the same values)."""
     k = _eligible(s)
     if k is None or s.ndim < 2:   # (an empty array never runs here: _eligible wants values)
         return False
     s3 = s.reshape((-1,) + s.shape[-2:])
-    k.column_max_subtract(s3)
+    k.column_max_subtract(s3, s.dtype.type(factor))
     np.exp(s3, out=s3)
     k.column_sum_divide(s3)
     return True
 
 
-def softmax_columns_grad(d, rowsum, w):
-    """In place, ``d = (d - rowsum) * w`` for the softmax's column weights w (..., K, Q) and one rowsum per column
-    (..., 1, Q), in one pass: True if done here, False where the kernels do not run (the caller's NumPy code does
-    then, with the same values)."""
+def softmax_columns_grad(d, rowsum, w, factor=1.0):
+    """In place, ``d = (d - rowsum) * w * factor`` for the softmax's column weights w (..., K, Q) and one rowsum
+    per column (..., 1, Q), in one pass (``factor``: softmax_columns', or 1): True if done here, False where the
+    kernels do not run (the caller's NumPy code does then, with the same values)."""
     k = _eligible(d, rowsum, w)
     if k is None or d.ndim < 2 or d.shape != w.shape or rowsum.shape != d.shape[:-2] + (1, d.shape[-1]):
         return False
     k.column_softmax_grad(d.reshape((-1,) + d.shape[-2:]), rowsum.reshape((-1, 1, d.shape[-1])),
-                          w.reshape((-1,) + w.shape[-2:]))
+                          w.reshape((-1,) + w.shape[-2:]), d.dtype.type(factor))
     return True
 
 

@@ -67,9 +67,9 @@ SIGNATURES = {
     "col2im_gather": (True, ("T6", "T4", "i", "i", "i", "i")),
     "max_pool_rows": (True, ("T4", "i", "i", "i", "i", "i", "i", "T4", "W4", "b")),
     "max_pool_rows_grad": (True, ("T4", "W4", "i", "i", "i", "i", "i", "i", "T4", "b", "b")),
-    "column_max_subtract": (True, ("T3",)),
+    "column_max_subtract": (True, ("T3", "T")),
     "column_sum_divide": (True, ("T3",)),
-    "column_softmax_grad": (True, ("T3", "T3", "T3")),
+    "column_softmax_grad": (True, ("T3", "T3", "T3", "T")),
     "scatter_rows": (True, ("I1", "T2", "T2")),
 }
 # The kernels in two modules of about equal build time (seconds of one core on the 2-core Intel VM, float32 and
