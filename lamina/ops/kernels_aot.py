@@ -5,7 +5,8 @@ kernel comes from its disk cache: ~0.9 s of CPU and ~125 MB of resident memory (
 target's registries, the JIT), more than a model's whole working set on the benchmark's workloads. Built once
 ahead of time (:func:`build`, ``lamina kernels``), the same loops (kernel_loops.py, compiled with the same numba
 options) are two small extension modules: importing them costs milliseconds and a few MB, with neither numba nor
-LLVM at run time.
+LLVM at run time. Where numba is installed and they are not built, the first program that compiles the kernels
+in-process builds them at its exit (see "the automatic build" below).
 
 The modules are compiled for this machine's CPU (the JIT's choice too) by numba's ``pycc`` (the only
 ahead-of-time compiler numba has; marked for replacement since numba 0.57, still in 0.68): numba and a C
