@@ -434,7 +434,7 @@ def cmd_kernels(args):
             _say("built for this machine: no" + (" (lamina kernels builds them)" if numba else ""))
             state, detail = kernels_aot.build_status()
             if state == "running":
-                _say(f"an automatic build is running (process {detail}, at idle priority)")
+                _say(f"an automatic build is running (process {detail})")
             elif state == "failed":
                 _say(f"the automatic build failed ({detail}); lamina kernels shows the compiler's messages")
         return 0

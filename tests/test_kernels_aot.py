@@ -362,7 +362,7 @@ def test_at_exit_the_build_starts_in_its_own_session_and_says_so(monkeypatch, tm
     monkeypatch.setattr(kernels_aot.subprocess, "Popen", FakePopen)
     assert isinstance(kernels_aot._launch(), FakePopen)
     (args, kwargs), = launched
-    assert args[0] == sys.executable and "kernels_aot._background()" in args[-1]
+    assert args[0] == sys.executable and "kernels_aot._build_process()" in args[-1]
     assert kwargs["start_new_session"] and kwargs["close_fds"] and kwargs["stdin"] == subprocess.DEVNULL
     assert "building its compiled kernels for this machine, once" in capsys.readouterr().err
     monkeypatch.setenv(kernels_aot.AUTOBUILD_ENV, "0")
@@ -397,7 +397,7 @@ def test_the_program_waits_for_the_build_and_a_ctrl_c_stops_it():
 
 
 def test_the_build_process_builds_under_a_lock_and_notes_a_failure(monkeypatch, tmp_path):
-    """_background (the build's process): holds the lock (its pid) while it builds and removes it after; a failed
+    """_build_process (the build's process): holds the lock (its pid) while it builds and removes it after; a failed
     build leaves a note with the error, which stops later automatic builds and which a successful build removes;
     with the lock held by a live process it builds nothing; a dead one's it takes over."""
     builds = []
@@ -409,23 +409,23 @@ def test_the_build_process_builds_under_a_lock_and_notes_a_failure(monkeypatch, 
         with open(lock) as f:
             builds.append((directory, int(f.read())))
     monkeypatch.setattr(kernels_aot, "build", fake_build)
-    assert kernels_aot._background() == 0
+    assert kernels_aot._build_process() == 0
     assert builds == [(str(tmp_path), os.getpid())] and os.listdir(tmp_path) == []
 
     def failing(directory=None):
         raise RuntimeError("gcc: command not found")
     monkeypatch.setattr(kernels_aot, "build", failing)
-    assert kernels_aot._background() == 1
+    assert kernels_aot._build_process() == 1
     assert os.listdir(tmp_path) == [os.path.basename(failed)]
     assert kernels_aot.build_status() == ("failed", "RuntimeError: gcc: command not found")
 
     monkeypatch.setattr(kernels_aot, "build", fake_build)
     with open(lock, "w") as f:
         f.write(str(os.getpid()))                          # a live build elsewhere
-    assert kernels_aot._background() == 0 and len(builds) == 1 and os.path.exists(lock)
+    assert kernels_aot._build_process() == 0 and len(builds) == 1 and os.path.exists(lock)
     with open(lock, "w") as f:
         f.write(str(_dead_pid()))
-    assert kernels_aot._background() == 0 and len(builds) == 2 and not os.path.exists(lock)
+    assert kernels_aot._build_process() == 0 and len(builds) == 2 and not os.path.exists(lock)
 
 
 def test_a_successful_build_clears_an_automatic_builds_failure_note(built, monkeypatch, tmp_path):

@@ -346,7 +346,7 @@ def _launch():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
     try:
         process = subprocess.Popen(
-            [sys.executable, "-c", "from lamina.ops import kernels_aot; raise SystemExit(kernels_aot._background())"],
+            [sys.executable, "-c", "from lamina.ops import kernels_aot; raise SystemExit(kernels_aot._build_process())"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
             start_new_session=True, close_fds=True)
     except OSError:
@@ -366,7 +366,7 @@ def _wait(process):
             os.killpg(process.pid, signal.SIGTERM)   # the build and its compiler processes (its own session)
 
 
-def _background(directory=None):
+def _build_process(directory=None):
     """The automatic build's process (_launch): the lock, the build, and a note with the error where it fails.
     Returns its exit status."""
     target = _target(directory)
