@@ -249,16 +249,27 @@ def _overlap_on(monkeypatch):
     monkeypatch.setattr(recurrent, "_overlap", lambda *a: None)
     monkeypatch.setattr(threads, "overlap_ok", lambda: True)
     real_act = recurrent._act_
+    helped = threading.Event()   # the second thread has run a task
+    waited = []
 
     def slow_act(*a, **k):
+        # The loop's first step waits (at most 10 s, once) for the second thread to take a task: a sleep
+        # alone left it to the scheduler whether a busy machine ever ran that thread in time.
+        if not waited:
+            waited.append(helped.wait(10.0))
         time.sleep(0.0005)
         return real_act(*a, **k)
     monkeypatch.setattr(recurrent, "_act_", slow_act)
     seen = []
     for cls in (recurrent._Inputs, recurrent._Grads):
         def run(self, k, real=cls.run, name=cls.__name__):
-            seen.append((name, k, threading.current_thread().name))
-            return real(self, k)
+            thread = threading.current_thread().name
+            seen.append((name, k, thread))
+            try:
+                return real(self, k)
+            finally:
+                if thread.startswith("lamina-split"):
+                    helped.set()
         monkeypatch.setattr(cls, "run", run)
     return seen
 

@@ -562,17 +562,22 @@ def test_overlap_runs_every_task_once_on_both_threads():
     import threading
     import time
     ran = []
+    helped = threading.Event()
 
     def run(k):
         ran.append((k, threading.current_thread().name))
         time.sleep(0.002)
+        if threading.current_thread().name.startswith("lamina-split"):
+            helped.set()
     before = threads.get_num_threads()
     with threads.Overlap(run, active=True) as ov:
         assert ov.active and threads._split["busy"]
         for k in range(8):
             ov.post(k)
         ov.need(0)
-        time.sleep(0.05)   # the caller's own work: the second thread takes queued tasks meanwhile
+        # the caller's own work: the second thread takes queued tasks meanwhile (waited for, not slept
+        # for: how soon a busy machine runs that thread is the scheduler's choice)
+        helped.wait(10.0)
         ov.need(7)
         ov.finish()
     assert sorted(k for k, _ in ran) == list(range(8))
