@@ -144,7 +144,7 @@ def main(argv=None):
     machine = _machine()
     print(report)
     archs = ", ".join(str(b.get("architecture")) for b in machine.get("blas", [])) or "?"
-    print(f"machine: {machine.get('cpu', '?')}; BLAS kernels {archs}; element-wise kernels {machine['kernels']}")
+    print(f"machine: {describe_cpu(machine)}; BLAS kernels {archs}; element-wise kernels {machine['kernels']}")
     path = _json_path(a)
     if path is None:
         print(f"(not saved to {DEFAULT_JSON}, which holds full default runs: pass --json FILE to keep this one)")
@@ -245,12 +245,62 @@ def _build_kernels():
         print(f"  not built ({type(e).__name__}: {e}); lamina's workers compile them in-process", flush=True)
 
 
+# The cores behind the names virtual machines give ("AMD EPYC", "Intel(R) Xeon(R) Processor"): (vendor, family)
+# -> (first model, last model, core). Zen 3 and Zen 4 both say "AMD EPYC"; Sapphire and Emerald Rapids both
+# say "Xeon"; their GEMM kernels, and so the ratios against PyTorch, differ.
+_CORES = {
+    ("AuthenticAMD", 0x17): [(0x00, 0x2F, "Zen / Zen+"), (0x30, 0xAF, "Zen 2")],
+    ("AuthenticAMD", 0x19): [(0x00, 0x0F, "Zen 3"), (0x10, 0x1F, "Zen 4"), (0x20, 0x5F, "Zen 3"),
+                             (0x60, 0x7F, "Zen 4"), (0xA0, 0xAF, "Zen 4c")],
+    ("AuthenticAMD", 0x1A): [(0x00, 0xFF, "Zen 5")],
+    ("GenuineIntel", 6): [(0x55, 0x55, "Skylake / Cascade Lake (server)"), (0x6A, 0x6C, "Ice Lake (server)"),
+                          (0x8F, 0x8F, "Sapphire Rapids"), (0xCF, 0xCF, "Emerald Rapids"),
+                          (0xAD, 0xAE, "Granite Rapids")],
+}
+_ISA = ("avx2", "avx512f", "avx512_bf16", "amx_tile")  # what decides which GEMM kernels a BLAS can run
+
+
+def cpu_identity(text):
+    """The first processor of a /proc/cpuinfo text: its name, vendor, family, model, stepping, the core these
+    numbers name (None where not in _CORES) and which of _ISA it has."""
+    fields = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    ident = {"cpu": fields.get("model name")}
+    try:
+        vendor, family, model = fields["vendor_id"], int(fields["cpu family"]), int(fields["model"])
+    except (KeyError, ValueError):
+        return ident
+    core = next((name for lo, hi, name in _CORES.get((vendor, family), ()) if lo <= model <= hi), None)
+    flags = set(fields.get("flags", "").split())
+    ident.update(vendor=vendor, family=family, model=model, stepping=int(step) if (step := fields.get("stepping", "")).isdigit() else None,
+                 core=core,
+                 isa=[f for f in _ISA if f in flags])
+    return ident
+
+
+def describe_cpu(ident):
+    """One line for the table's foot: 'AMD EPYC (Zen 4: family 25, model 17; avx2 avx512f)'."""
+    name = ident.get("cpu") or "?"
+    if "family" not in ident:
+        return name
+    core = f"{ident['core']}: " if ident.get("core") else ""
+    isa = " ".join(ident.get("isa") or ()) or "no AVX2"
+    return f"{name} ({core}family {ident['family']}, model {ident['model']}; {isa})"
+
+
 def _machine():
     info = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     try:
         with open("/proc/cpuinfo") as f:
-            info["cpu"] = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
+            ident = cpu_identity(f.read())
+        info.update({k: v for k, v in ident.items() if v is not None})
+    except OSError:
         pass
     try:  # which BLAS and which of its kernels (OpenBLAS's core type) NumPy runs on this CPU
         from lamina.threads import blas_info

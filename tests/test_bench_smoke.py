@@ -135,3 +135,44 @@ def test_an_auto_threads_run_records_the_governor_s_choices(monkeypatch):
     from lamina import threads
     gov = threads.governor()
     assert r["governor_history"] == (None if gov is None else gov.history)
+
+
+_AMD = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC
+stepping\t: 1
+flags\t\t: fpu sse2 avx fma avx2 avx512f avx512dq avx512_bf16 avx512_vnni
+
+processor\t: 1
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 143
+"""
+
+_INTEL = """processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 207
+model name\t: Intel(R) Xeon(R) Processor
+stepping\t: 2
+flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8
+"""
+
+
+def test_the_machine_record_names_the_core_behind_a_generic_cpu_name():
+    """'AMD EPYC' covers Zen 3 and Zen 4, 'Xeon' Sapphire and Emerald Rapids: the record keeps the family and
+    model numbers (of the first processor only) and the core they name, which is what the ratios depend on."""
+    from bench.__main__ import cpu_identity, describe_cpu
+    amd = cpu_identity(_AMD)
+    assert amd == dict(cpu="AMD EPYC", vendor="AuthenticAMD", family=25, model=17, stepping=1, core="Zen 4",
+                       isa=["avx2", "avx512f", "avx512_bf16"])
+    assert describe_cpu(amd) == "AMD EPYC (Zen 4: family 25, model 17; avx2 avx512f avx512_bf16)"
+    intel = cpu_identity(_INTEL)
+    assert (intel["core"], intel["isa"]) == ("Emerald Rapids", ["avx2", "avx512f", "avx512_bf16", "amx_tile"])
+    assert cpu_identity(_INTEL.replace(": 207", ": 143"))["core"] == "Sapphire Rapids"
+    unknown = cpu_identity(_AMD.replace(": 17", ": 200", 1))
+    assert unknown["core"] is None and describe_cpu(unknown).startswith("AMD EPYC (family 25, model 200;")
+    arm = cpu_identity("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n")
+    assert arm == {"cpu": None} and describe_cpu(arm) == "?"
