@@ -159,13 +159,15 @@ DEFAULT_JSON = "bench/results.json"
 
 def _json_path(a):
     """Where the parsed arguments' runs are written: --json, else DEFAULT_JSON for a full default run (every
-    workload, lamina and torch, 2 threads, no contention, the base size on the CPU, not a smoke run), else
-    nowhere: a partial run written there replaced the full table that bench/README.md cites."""
+    workload, lamina and torch, 2 threads, no contention, the base size on the CPU, not a smoke run, the compiled
+    kernels not switched off by LAMINA_KERNELS=numpy), else nowhere: a partial run written there replaced the full
+    table that bench/README.md cites."""
     if a.json:
         return a.json
     full = (set(w for w in a.workloads.split(",") if w) == set(WORKLOADS)
             and {"lamina", "torch"} <= set(a.frameworks.split(",")) and a.threads == 2 and not a.contention
-            and a.size == "base" and a.device == "cpu" and not a.smoke)
+            and a.size == "base" and a.device == "cpu" and not a.smoke
+            and os.environ.get("LAMINA_KERNELS", "").strip().lower() != "numpy")
     return DEFAULT_JSON if full else None
 
 

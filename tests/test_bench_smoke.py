@@ -85,19 +85,26 @@ def test_layer_bench_runs_every_case_in_both_frameworks(tmp_path):
         layers.main(["--cases", "nope"])
 
 
-def test_only_a_full_default_run_replaces_the_results_file():
+def test_only_a_full_default_run_replaces_the_results_file(monkeypatch):
     """python -m bench writes bench/results.json (the table bench/README.md cites) only for a full default
-    run; a partial or otherwise changed run goes where --json says, or nowhere."""
+    run; a partial or otherwise changed run (NumPy's code forced by LAMINA_KERNELS=numpy too) goes where --json
+    says, or nowhere."""
     from argparse import Namespace
 
     from bench.__main__ import DEFAULT_JSON, _json_path
     full = dict(json=None, workloads=",".join(WORKLOADS), frameworks="lamina,torch", threads=2, contention=0,
                 size="base", device="cpu", smoke=False)
+    monkeypatch.delenv("LAMINA_KERNELS", raising=False)
     assert _json_path(Namespace(**full)) == DEFAULT_JSON
     for change in [dict(workloads="lstm"), dict(frameworks="lamina"), dict(threads="auto"), dict(contention=1),
                    dict(size="large"), dict(device="cuda"), dict(smoke=True)]:
         assert _json_path(Namespace(**dict(full, **change))) is None, change
         assert _json_path(Namespace(**dict(full, json="x.json", **change))) == "x.json"
+    monkeypatch.setenv("LAMINA_KERNELS", "auto")
+    assert _json_path(Namespace(**full)) == DEFAULT_JSON
+    monkeypatch.setenv("LAMINA_KERNELS", "NumPy")
+    assert _json_path(Namespace(**full)) is None
+    assert _json_path(Namespace(**dict(full, json="x.json"))) == "x.json"
 
 
 def test_a_run_the_hypervisor_stole_from_is_measured_again_and_left_out_of_the_table(monkeypatch):
