@@ -355,8 +355,9 @@ def test_small_and_short_programs_never_import_numba_and_missing_numba_falls_bac
     """Without built modules (kernels_aot.py; tests/test_kernels_aot.py has the programs with them): importing
     lamina and training on small arrays does not import numba (~0.9 s with its first kernel), nor does a short
     program on large ones (the warm-up: WARMUP_ELEMENTS values through NumPy's code first, here lowered to 3
-    calls' worth); a longer one does, at the same call every run; with numba made unimportable, large arrays take
-    NumPy's code and give the same values."""
+    calls' worth); a longer one does, at the same call every run, where no build at its exit can come (the suite
+    sets LAMINA_KERNELS_AUTOBUILD=0; tests/test_kernels_aot.py has the program that defers to that build); with
+    numba made unimportable, large arrays take NumPy's code and give the same values."""
     code = (
         "import sys, numpy as np\n"
         "if sys.argv[1] == 'hide': sys.modules['numba'] = None\n"
@@ -387,15 +388,28 @@ def test_small_and_short_programs_never_import_numba_and_missing_numba_falls_bac
 
 def test_auto_mode_warms_up_on_numpy_then_runs_the_kernels(monkeypatch):
     """Without built modules, 'auto' runs NumPy's code until WARMUP_ELEMENTS values have passed through eligible
-    calls, then the kernels; 'numba' starts at once."""
+    calls; then, where a build at the program's exit can come, it keeps to NumPy's code and schedules that build
+    (numba never loaded: kernels._deferred), and where none can (here: kernels_aot.build_expected says so, as
+    with LAMINA_KERNELS_AUTOBUILD=0, numba missing or a failed build), numba's in-process kernels; 'numba'
+    starts at once."""
     monkeypatch.setattr(K._aot, "module_paths", lambda: None)
     big = R.standard_normal((512, 64)).astype(np.float32)
     bias = np.ones(64, np.float32)
     monkeypatch.setattr(K, "WARMUP_ELEMENTS", 2 * big.size + 1)
     monkeypatch.setitem(K._state, "mode", "auto")
-    monkeypatch.setitem(K._state, "pending", None)
-    ran = [bool(K.bias_relu(big.copy(), bias)) for _ in range(4)]
-    assert ran == [False, False, False, True]
+    monkeypatch.setitem(K._state, "kernels", None)
+    scheduled = []
+    monkeypatch.setattr(K._aot, "schedule_build", lambda: scheduled.append(1) or True)
+    for can_build, last in ((True, False), (False, True)):
+        monkeypatch.setattr(K._aot, "build_expected", lambda: can_build)
+        monkeypatch.setitem(K._state, "pending", None)
+        monkeypatch.setitem(K._state, "deferred", None)
+        scheduled.clear()
+        ran = [bool(K.bias_relu(big.copy(), bias)) for _ in range(5)]
+        assert ran == [False, False, False, last, last]
+        # deferred: decided once, the build scheduled; in-process: _load schedules it, as it always has
+        assert scheduled == [1] and K._state["deferred"] is can_build
+        assert (K.in_use() == "numba") is last
     monkeypatch.setitem(K._state, "pending", None)
     K.set_mode("numba")
     assert K.bias_relu(big.copy(), bias)

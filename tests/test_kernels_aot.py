@@ -346,6 +346,36 @@ def test_a_program_that_compiled_in_process_waits_at_exit_for_the_build(built, t
         assert out.stdout.split() == ["numba"] and done.exists() == expect
 
 
+def test_a_long_program_in_auto_mode_keeps_numba_out_and_has_the_modules_built_at_exit(tmp_path):
+    """'auto' mode past its warm-up, the modules not built and a build able to come: the program keeps to NumPy's
+    code (numba never imported: ~125 MB and a compilation stall saved) and the build starts when it ends (here a
+    stand-in process that writes a file); where an earlier automatic build failed (its note in the folder), no
+    build can come, and numba compiles in-process as before."""
+    folder, done = tmp_path / "kernels", tmp_path / "built"
+    folder.mkdir()
+    stand_in = f"open({str(done)!r}, 'w').close()"
+    code = ("import subprocess, sys, numpy as np\n"
+            "from lamina.ops import kernels, kernels_aot\n"
+            f"kernels_aot._directories = lambda: [{str(folder)!r}]\n"
+            "if sys.argv[1] == 'failed':\n"
+            "    open(kernels_aot._note(kernels_aot._directories()[0], 'failed'), 'w').write('gcc: not found')\n"
+            f"kernels_aot._launch = lambda: subprocess.Popen([sys.executable, '-c', {stand_in!r}])\n"
+            "kernels.WARMUP_ELEMENTS = 2 * 512 * 64\n"
+            "x = np.random.default_rng(0).standard_normal((512, 64)).astype(np.float32)\n"
+            "ys = [x.copy() for _ in range(4)]\n"
+            "ran = [kernels.bias_relu(y, np.ones(64, np.float32)) for y in ys]\n"
+            "assert all(np.array_equal(y, np.maximum(x + 1, 0)) for y, r in zip(ys, ran) if r)\n"
+            "print(ran[-1], kernels.in_use(), 'numba' in sys.modules)\n")
+    env = dict(os.environ, LAMINA_KERNELS="auto", **{kernels_aot.AUTOBUILD_ENV: "1"})
+    out = subprocess.run([sys.executable, "-c", code, "fresh"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "None", "False"] and done.exists()
+    done.unlink()
+    out = subprocess.run([sys.executable, "-c", code, "failed"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "numba", "True"]
+
+
 def test_at_exit_the_build_starts_in_its_own_session_and_says_so(monkeypatch, tmp_path, capsys):
     """_launch (at exit): one process of its own session (a Ctrl-C meant for the program does not reach it), no
     inherited descriptors, with a line on stderr; none where LAMINA_KERNELS_AUTOBUILD=0, where a live process holds

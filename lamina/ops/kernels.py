@@ -42,8 +42,9 @@ across blocks.
 
 The loops themselves are plain Python in kernel_loops.py. They run compiled one of two ways: from the modules
 ``lamina kernels`` builds ahead of time for this machine (kernels_aot.py: loaded in milliseconds, no numba or
-LLVM in the process, the same values to the bit), or, where those are not built, by numba on each kernel's
-first call for a dtype, which caches the machine code on disk (``cache=True``: in ``__pycache__`` beside
+LLVM in the process, the same values to the bit), or by numba on each kernel's first call for a dtype (with
+``LAMINA_KERNELS=numba``, or in 'auto' mode where those modules are not built and cannot be: see
+:func:`_deferred`), which caches the machine code on disk (``cache=True``: in ``__pycache__`` beside
 kernel_loops.py, or numba's user cache directory when that is read-only; ``NUMBA_CACHE_DIR`` moves it). Both
 caches are lamina's and numba's own, like Python's bytecode cache: lamina's model and data files never pass
 through them.
@@ -76,7 +77,8 @@ POOL_SPLIT_ELEMENTS = 1 << 20
 # Column sums over many rows: blocks of this many rows (kernel_loops.BLOCK)
 _BLOCK = _loops.BLOCK
 # In 'auto' mode a process runs NumPy's code until its eligible calls have passed this many values, then the
-# kernels. The first compiled call imports numba and LLVM (~0.9 s of CPU, ~125 MB), which the kernels' saving
+# kernels (where they are not built: NumPy's code on, and the modules built at the program's exit, _deferred).
+# The first call compiled in-process imports numba and LLVM (~0.9 s of CPU, ~125 MB), which the kernels' saving
 # (~1-3 ns a value: a (2048, 128) float32 LayerNorm forward and backward save ~1.4 ms) wins back only after
 # some 10^8-10^9 values: a short program (an evaluation, a few epochs of a small model, a docs snippet) never
 # pays it, a long training run switches after its first seconds. The count is deterministic: the same program
@@ -86,7 +88,8 @@ WARMUP_ELEMENTS = 1 << 29
 _MODES = ("auto", "numba", "numpy")
 # kernels: the object _load gives (False: none); jit: numba's in-process kernels; pending: values 'auto' still
 # waits for; fallbacks: calls the built module's guards handed to numba, by kernel
-_state = {"mode": None, "kernels": None, "jit": None, "pending": None, "fallbacks": {}}
+# deferred: whether 'auto' mode waits for the modules built at this program's exit (_deferred)
+_state = {"mode": None, "kernels": None, "jit": None, "pending": None, "fallbacks": {}, "deferred": None}
 
 
 def set_mode(value):
@@ -191,7 +194,26 @@ def _eligible(*arrays, size=None, least=None):
         if pending > 0:   # still warming up: NumPy's code (see WARMUP_ELEMENTS)
             _state["pending"] = pending - size
             return None
+        if _state["kernels"] is None and _deferred():   # built at this program's exit: NumPy's code until then
+            return None
     return _load()
+
+
+def _deferred():
+    """'auto' mode past its warm-up where the modules are not built: whether this program keeps to NumPy's code and
+    has them built when it ends (kernels_aot.schedule_build), rather than loading numba to compile in-process. numba
+    and LLVM would double a model's resident memory (~125 MB, a fixed cost: the benchmark's workloads go from
+    0.2-0.3x PyTorch's peak to 0.5-0.7x) and stall the run for their first compilation (~0.4-1.5 s), for kernels
+    that save ~0-20% of a step; the next program loads the built modules in milliseconds. Where no build can come
+    (numba missing, LAMINA_KERNELS_AUTOBUILD=0, an earlier automatic build failed, no folder to write to), numba
+    compiles in-process as before. Decided once a process; ``LAMINA_KERNELS=numba`` compiles in-process at once."""
+    if _state["deferred"] is None:
+        try:
+            defer = _aot.module_paths() is None and _aot.build_expected()
+        except OSError:   # (the loops' source unreadable: no digest to find a module by)
+            defer = False
+        _state["deferred"] = bool(defer and (_aot.schedule_build() or _aot.build_scheduled()))
+    return _state["deferred"]
 
 
 def _define(numba):

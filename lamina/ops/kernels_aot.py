@@ -5,8 +5,9 @@ kernel comes from its disk cache: ~0.9 s of CPU and ~125 MB of resident memory (
 target's registries, the JIT), more than a model's whole working set on the benchmark's workloads. Built once
 ahead of time (:func:`build`, ``lamina kernels``), the same loops (kernel_loops.py, compiled with the same numba
 options) are two small extension modules: importing them costs milliseconds and a few MB, with neither numba nor
-LLVM at run time. Where numba is installed and they are not built, the first program that compiles the kernels
-in-process builds them at its exit (see "the automatic build" below).
+LLVM at run time. Where numba is installed and they are not built, the first long program (past 'auto' mode's
+warm-up, which then keeps to NumPy's code rather than load numba) or the first that compiles the kernels in-process
+(``LAMINA_KERNELS=numba``) builds them at its exit (see "the automatic build" below).
 
 The modules are compiled for this machine's CPU (the JIT's choice too) by numba's ``pycc`` (the only
 ahead-of-time compiler numba has; marked for replacement since numba 0.57, still in 0.68): numba and a C
@@ -256,8 +257,9 @@ def _target(directory=None):
 
 
 # ------------------------------------------------------------------ the automatic build
-# A program that reaches numba's in-process compilation (kernels._load: 'auto' mode past its warm-up, or
-# LAMINA_KERNELS=numba) while the modules are not built builds them when it ends, once for the machine, so that
+# A program that passes 'auto' mode's warm-up (kernels._deferred: it keeps to NumPy's code meanwhile) or reaches
+# numba's in-process compilation (kernels._load: LAMINA_KERNELS=numba, or 'auto' where no build can come) while
+# the modules are not built builds them when it ends, once for the machine, so that
 # later programs load the modules in milliseconds instead of numba and LLVM (~125 MB and ~1 s each). At exit, not
 # beside the program: a build running beside a training run slowed its steps 1.1-8x on the 2-core VM (at idle
 # priority too: OpenBLAS's waiting threads yield their core to it), and one left running after the program
@@ -322,6 +324,26 @@ def schedule_build():
         return False
     _autobuild["scheduled"] = True
     atexit.register(_build_at_exit)
+    return True
+
+
+def build_scheduled():
+    """Whether this program has the build scheduled for its exit."""
+    return _autobuild["scheduled"]
+
+
+def build_expected():
+    """Whether a program ending now could have the modules built (or one is being built): the automatic build
+    allowed here, numba installed (found, not imported), no earlier automatic build failed, a folder to write
+    them to."""
+    if not _autobuild_allowed() or importlib.util.find_spec("numba") is None:
+        return False
+    try:
+        if build_status()[0] == "failed":
+            return False
+        _target()
+    except OSError:
+        return False
     return True
 
 
