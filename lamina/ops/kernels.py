@@ -118,7 +118,8 @@ def available():
 
 def in_use():
     """Which compiled kernels this process has run: 'built' (the modules built ahead of time), 'numba'
-    (numba's in-process compilation) or None (none yet: NumPy's code, or still warming up)."""
+    (numba's in-process compilation) or None (none yet: NumPy's code, still warming up, or past the warm-up with the
+    modules to be built at this program's exit: see _deferred)."""
     k = _state["kernels"]
     return None if not k else "built" if isinstance(k, _aot._Loaded) else "numba"
 
