@@ -376,6 +376,64 @@ def test_a_long_program_in_auto_mode_keeps_numba_out_and_has_the_modules_built_a
     assert out.stdout.split() == ["True", "numba", "True"]
 
 
+def test_a_deferring_program_that_runs_long_builds_the_modules_in_its_course_and_runs_them(built, monkeypatch,
+                                                                                          fallbacks):
+    """Past LATE_ELEMENTS more values, a program that deferred to the build at its exit (kernels._deferred) builds
+    the modules then (kernels_aot.build_now) and takes them from that call on, numba never loaded; once only, and
+    where the build does not come, NumPy's code to the end."""
+    real_paths = kernels_aot.module_paths
+    monkeypatch.setattr(kernels_aot, "module_paths", lambda: None)
+    monkeypatch.setattr(kernels_aot, "build_expected", lambda: True)
+    monkeypatch.setattr(kernels_aot, "schedule_build", lambda: True)
+    builds = []
+
+    def build_now(ok):
+        builds.append(ok)
+        if ok:
+            monkeypatch.setattr(kernels_aot, "module_paths", real_paths)
+        return ok
+    big = np.random.default_rng(0).standard_normal((512, 64)).astype(np.float32)
+    bias = np.ones(64, np.float32)
+    monkeypatch.setattr(K, "LATE_ELEMENTS", 2 * big.size + 1)
+    monkeypatch.setitem(K._state, "mode", "auto")
+    for ok, expect in ((False, [False] * 6), (True, [False, False, True, True, True, True])):
+        monkeypatch.setattr(kernels_aot, "build_now", lambda ok=ok: build_now(ok))
+        for key, value in (("kernels", None), ("pending", 0), ("deferred", None), ("late", None)):
+            monkeypatch.setitem(K._state, key, value)
+        ys = [big.copy() for _ in range(6)]
+        ran = [bool(K.bias_relu(y, bias)) for y in ys]
+        assert ran == expect and builds[-1] is ok and len(builds) == 1 + ok
+        assert K.in_use() == ("built" if ok else None)
+        for y, r in zip(ys, ran):
+            if r:
+                np.testing.assert_array_equal(y, np.maximum(big + bias, 0))
+    assert fallbacks == {}
+
+
+def test_a_long_program_builds_the_modules_in_its_course_then_runs_them_and_builds_nothing_at_exit(built, tmp_path):
+    """The wiring, in a program of its own ('auto' mode, the modules not built, the warm-up and LATE_ELEMENTS
+    lowered): the build starts in the program's course (a stand-in process that logs a line and leaves the
+    modules "built"), the program waits for it, takes the built modules from that call on without importing
+    numba, and at its exit finds nothing to build."""
+    log = tmp_path / "builds.log"
+    stand_in = f"open({str(log)!r}, 'a').write('built\\n')"
+    code = ("import os, subprocess, sys, numpy as np\n"
+            "from lamina.ops import kernels, kernels_aot\n"
+            "real = kernels_aot.module_paths\n"
+            f"kernels_aot.module_paths = lambda: real() if os.path.exists({str(log)!r}) else None\n"
+            "kernels_aot._launch = lambda now=False: (None if kernels_aot.module_paths() is not None else\n"
+            f"    subprocess.Popen([sys.executable, '-c', {stand_in!r}]))\n"
+            "kernels.WARMUP_ELEMENTS = kernels.LATE_ELEMENTS = 2 * 512 * 64\n"
+            "x = np.random.default_rng(0).standard_normal((512, 64)).astype(np.float32)\n"
+            "ran = [kernels.bias_relu(x.copy(), np.ones(64, np.float32)) for _ in range(6)]\n"
+            "print(ran.index(True), all(ran[ran.index(True):]), kernels.in_use(), 'numba' in sys.modules)\n")
+    env = dict(os.environ, LAMINA_KERNELS="auto", **{kernels_aot.AUTOBUILD_ENV: "1"})
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["3", "True", "built", "False"]
+    assert log.read_text() == "built\n"      # once, in the program's course; nothing at its exit
+
+
 def test_at_exit_the_build_starts_in_its_own_session_and_says_so(monkeypatch, tmp_path, capsys):
     """_launch (at exit): one process of its own session (a Ctrl-C meant for the program does not reach it), no
     inherited descriptors, with a line on stderr; none where LAMINA_KERNELS_AUTOBUILD=0, where a live process holds
@@ -395,6 +453,9 @@ def test_at_exit_the_build_starts_in_its_own_session_and_says_so(monkeypatch, tm
     assert args[0] == sys.executable and "kernels_aot._build_process()" in args[-1]
     assert kwargs["start_new_session"] and kwargs["close_fds"] and kwargs["stdin"] == subprocess.DEVNULL
     assert "building its compiled kernels for this machine, once" in capsys.readouterr().err
+    assert isinstance(kernels_aot._launch(now=True), FakePopen)   # in a long program's course (build_now)
+    assert "this long run goes on with them" in capsys.readouterr().err
+    launched.pop()
     monkeypatch.setenv(kernels_aot.AUTOBUILD_ENV, "0")
     assert kernels_aot._launch() is None
     monkeypatch.setenv(kernels_aot.AUTOBUILD_ENV, "1")
@@ -423,6 +484,12 @@ def test_the_program_waits_for_the_build_and_a_ctrl_c_stops_it():
         def wait(self):
             raise KeyboardInterrupt
     kernels_aot._wait(Interrupted())
+    assert long.wait(timeout=10) == -kernels_aot.signal.SIGTERM
+    # in the middle of a program (build_now), the Ctrl-C then stops the program too, as it would have without it
+    long = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    Interrupted.pid = long.pid
+    with pytest.raises(KeyboardInterrupt):
+        kernels_aot._wait(Interrupted(), reraise=True)
     assert long.wait(timeout=10) == -kernels_aot.signal.SIGTERM
 
 

@@ -85,11 +85,20 @@ _BLOCK = _loops.BLOCK
 # switches at the same call on every run. set_mode('numba') (or LAMINA_KERNELS=numba) starts at once, and so
 # does 'auto' where the kernels are built ahead of time (``lamina kernels``: their import costs milliseconds).
 WARMUP_ELEMENTS = 1 << 29
+# A program that defers to the build at its exit (_deferred: past the warm-up, the modules not built) builds them
+# in its own course once its eligible calls have passed this many values more (a few minutes of the benchmark's
+# workloads: mlp ~230 s, cnn ~100, lstm ~300, transformer ~200 on the 2-core AMD VM), and runs them from there: a
+# run that has gone on that long likely goes on as long again, which wins back the build's ~10-20 s pause, and its
+# exit then has nothing left to build. A count, not a clock: the same program switches at the same call every
+# run (and its NumPy and compiled sums, which round differently, at the same place).
+LATE_ELEMENTS = 1 << 35
 _MODES = ("auto", "numba", "numpy")
 # kernels: the object _load gives (False: none); jit: numba's in-process kernels; pending: values 'auto' still
 # waits for; fallbacks: calls the built module's guards handed to numba, by kernel
 # deferred: whether 'auto' mode waits for the modules built at this program's exit (_deferred)
-_state = {"mode": None, "kernels": None, "jit": None, "pending": None, "fallbacks": {}, "deferred": None}
+# late: values a deferring program still runs before building the modules itself (None: not counting)
+_state = {"mode": None, "kernels": None, "jit": None, "pending": None, "fallbacks": {}, "deferred": None,
+          "late": None}
 
 
 def set_mode(value):
@@ -195,7 +204,7 @@ def _eligible(*arrays, size=None, least=None):
         if pending > 0:   # still warming up: NumPy's code (see WARMUP_ELEMENTS)
             _state["pending"] = pending - size
             return None
-        if _state["kernels"] is None and _deferred():   # built at this program's exit: NumPy's code until then
+        if _state["kernels"] is None and _deferred() and not _built_now(size):   # NumPy's code till they are built
             return None
     return _load()
 
@@ -205,16 +214,35 @@ def _deferred():
     has them built when it ends (kernels_aot.schedule_build), rather than loading numba to compile in-process. numba
     and LLVM would double a model's resident memory (~125 MB, a fixed cost: the benchmark's workloads go from
     0.2-0.3x PyTorch's peak to 0.5-0.7x) and stall the run for their first compilation (~0.4-1.5 s), for kernels
-    that save ~0-20% of a step; the next program loads the built modules in milliseconds. Where no build can come
-    (numba missing, LAMINA_KERNELS_AUTOBUILD=0, an earlier automatic build failed, no folder to write to), numba
-    compiles in-process as before. Decided once a process; ``LAMINA_KERNELS=numba`` compiles in-process at once."""
+    that save ~0-20% of a step; the next program loads the built modules in milliseconds, and a program that goes
+    on past LATE_ELEMENTS builds them itself (_built_now). Where no build can come (numba missing,
+    LAMINA_KERNELS_AUTOBUILD=0, an earlier automatic build failed, no folder to write to), numba compiles
+    in-process as before. Decided once a process; ``LAMINA_KERNELS=numba`` compiles in-process at once."""
     if _state["deferred"] is None:
         try:
             defer = _aot.module_paths() is None and _aot.build_expected()
         except OSError:   # (the loops' source unreadable: no digest to find a module by)
             defer = False
         _state["deferred"] = bool(defer and (_aot.schedule_build() or _aot.build_scheduled()))
+        _state["late"] = LATE_ELEMENTS if _state["deferred"] else None
     return _state["deferred"]
+
+
+def _built_now(size):
+    """For a deferring program (_deferred): counts the values of its eligible calls and, once they pass
+    LATE_ELEMENTS, builds the modules then and there (kernels_aot.build_now: the ~10-20 s its exit would have
+    spent, with a line on stderr) and returns True where they are built, so that the rest of the run takes them;
+    False before that point, and after it where the build did not come (NumPy's code to the end)."""
+    if _state["late"] is None:
+        return False
+    _state["late"] -= size
+    if _state["late"] > 0:
+        return False
+    _state["late"] = None        # once
+    if not _aot.build_now():
+        return False
+    _state["deferred"] = False   # _load finds the built modules
+    return True
 
 
 def _define(numba):

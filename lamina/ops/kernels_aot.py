@@ -259,9 +259,10 @@ def _target(directory=None):
 # ------------------------------------------------------------------ the automatic build
 # A program that passes 'auto' mode's warm-up (kernels._deferred: it keeps to NumPy's code meanwhile) or reaches
 # numba's in-process compilation (kernels._load: LAMINA_KERNELS=numba, or 'auto' where no build can come) while
-# the modules are not built builds them when it ends, once for the machine, so that
-# later programs load the modules in milliseconds instead of numba and LLVM (~125 MB and ~1 s each). At exit, not
-# beside the program: a build running beside a training run slowed its steps 1.1-8x on the 2-core VM (at idle
+# the modules are not built builds them when it ends (a deferring one that runs on past kernels.LATE_ELEMENTS: in
+# its course, build_now, and runs them from there), once for the machine, so that
+# later programs load the modules in milliseconds instead of numba and LLVM (~125 MB and ~1 s each). At exit or
+# with the program waiting for it, never beside the program's work: a build running beside a training run slowed its steps 1.1-8x on the 2-core VM (at idle
 # priority too: OpenBLAS's waiting threads yield their core to it), and one left running after the program
 # would slow whatever runs next (the next measurement of a benchmark above all). The build is a process of its
 # own session (a Ctrl-C meant for the program does not reach it; one during the wait stops it). One build at a
@@ -353,9 +354,23 @@ def _build_at_exit():
         _wait(process)
 
 
-def _launch():
+def build_now():
+    """The automatic build started now and waited for, in the middle of a long program (kernels._deferred: past
+    kernels.LATE_ELEMENTS), which then runs the modules: whether they are built for this machine afterwards. A
+    Ctrl-C during the wait stops the build and then the program, as it would have without the build."""
+    process = _launch(now=True)
+    if process is not None:
+        _wait(process, reraise=True)
+    try:
+        return module_paths() is not None
+    except OSError:
+        return False
+
+
+def _launch(now=False):
     """The build's process, started unless the modules are built, one is being built, an earlier automatic build
-    failed, or there is no folder to write them to; else None."""
+    failed, or there is no folder to write them to; else None. ``now``: in the middle of the program (build_now),
+    not at its exit (what the line on stderr says)."""
     if not _autobuild_allowed():
         return None
     try:
@@ -373,19 +388,24 @@ def _launch():
             start_new_session=True, close_fds=True)
     except OSError:
         return None
-    print("lamina: building its compiled kernels for this machine, once (~20 s; later programs load them at once, "
-          f"without numba; Ctrl-C skips it, {AUTOBUILD_ENV}=0 turns this off)...", file=sys.stderr, flush=True)
+    then = ("this long run goes on with them, and later programs load them at once" if now else
+            "later programs load them at once")
+    print(f"lamina: building its compiled kernels for this machine, once (~20 s; {then}, without numba; Ctrl-C "
+          f"{'stops the build and the program' if now else 'skips it'}, {AUTOBUILD_ENV}=0 turns this off)...",
+          file=sys.stderr, flush=True)
     return process
 
 
-def _wait(process):
+def _wait(process, reraise=False):
     """Wait for the build's process; a Ctrl-C stops it instead (its lock, left by a process that is gone, does not
-    stop the next program's build)."""
+    stop the next program's build), and with ``reraise`` goes on to the program."""
     try:
         process.wait()
     except KeyboardInterrupt:
         with contextlib.suppress(OSError):
             os.killpg(process.pid, signal.SIGTERM)   # the build and its compiler processes (its own session)
+        if reraise:
+            raise
 
 
 def _build_process(directory=None):
