@@ -742,3 +742,37 @@ def test_embedding_scatter_kernel_refuses_ids_outside_the_table(compiled):
     ids[0, 1] = 9
     with pytest.raises(IndexError):
         grad(out, layer.trainable_weights, grad_output=Tensor(np.ones(out.shape, "float32")))
+
+
+def test_the_late_build_starts_once_whatever_the_threads(monkeypatch):
+    """A deferring program's count towards LATE_ELEMENTS (kernels._built_now) is called from lamina's threads too
+    (attention's parts): many threads passing the line together start one build, and none of them fails."""
+    import threading
+    import time
+
+    class Yielding(dict):   # every read of the count lets another thread run: the race, made likely
+        def __getitem__(self, key):
+            if key == "late":
+                time.sleep(0)
+            return dict.__getitem__(self, key)
+    calls, errors = [], []
+    monkeypatch.setattr(K._aot, "build_now", lambda: calls.append(1) or False)
+    monkeypatch.setattr(K, "_state", Yielding(K._state, late=5000))
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)   # threads trade the GIL as often as they can
+
+    def work():
+        try:
+            for _ in range(400):
+                K._built_now(7)
+        except Exception as e:   # (without the lock: None -= 7 in a thread that read the count before another ended it)
+            errors.append(e)
+    try:
+        workers = [threading.Thread(target=work) for _ in range(6)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == [] and calls == [1] and K._state["late"] is None

@@ -50,6 +50,7 @@ caches are lamina's and numba's own, like Python's bytecode cache: lamina's mode
 through them.
 """
 import os
+import threading
 
 import numpy as np
 
@@ -99,6 +100,7 @@ _MODES = ("auto", "numba", "numpy")
 # late: values a deferring program still runs before building the modules itself (None: not counting)
 _state = {"mode": None, "kernels": None, "jit": None, "pending": None, "fallbacks": {}, "deferred": None,
           "late": None}
+_LATE_LOCK = threading.Lock()
 
 
 def set_mode(value):
@@ -232,14 +234,16 @@ def _built_now(size):
     """For a deferring program (_deferred): counts the values of its eligible calls and, once they pass
     LATE_ELEMENTS, builds the modules then and there (kernels_aot.build_now: the ~10-20 s its exit would have
     spent, with a line on stderr) and returns True where they are built, so that the rest of the run takes them;
-    False before that point, and after it where the build did not come (NumPy's code to the end)."""
-    if _state["late"] is None:
-        return False
-    _state["late"] -= size
-    if _state["late"] > 0:
-        return False
-    _state["late"] = None        # once
-    if not _aot.build_now():
+    False before that point, and after it where the build did not come (NumPy's code to the end). The count is
+    kept under a lock (attention's parts call the kernels from lamina's threads); the build starts once, in the
+    thread whose call passes the line, while any other goes on with NumPy's code."""
+    with _LATE_LOCK:
+        late = _state["late"]
+        if late is None:
+            return False
+        late -= size
+        _state["late"] = late if late > 0 else None   # None: once
+    if late > 0 or not _aot.build_now():
         return False
     _state["deferred"] = False   # _load finds the built modules
     return True
