@@ -215,7 +215,7 @@ def _deferred():
     """'auto' mode past its warm-up where the modules are not built: whether this program keeps to NumPy's code and
     has them built when it ends (kernels_aot.schedule_build), rather than loading numba to compile in-process. numba
     and LLVM would double a model's resident memory (~125 MB, a fixed cost: the benchmark's workloads go from
-    0.2-0.3x PyTorch's peak to 0.5-0.7x) and stall the run for their first compilation (~0.4-1.5 s), for kernels
+    0.2-0.3x PyTorch's peak to 0.5-0.7x) and stall the run for their first compilation (~0.4-3 s), for kernels
     that save ~0-20% of a step; the next program loads the built modules in milliseconds, and a program that goes
     on past LATE_ELEMENTS builds them itself (_built_now). Where no build can come (numba missing,
     LAMINA_KERNELS_AUTOBUILD=0, an earlier automatic build failed, no folder to write to), numba compiles

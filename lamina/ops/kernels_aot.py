@@ -260,10 +260,10 @@ def _target(directory=None):
 # A program that passes 'auto' mode's warm-up (kernels._deferred: it keeps to NumPy's code meanwhile) or reaches
 # numba's in-process compilation (kernels._load: LAMINA_KERNELS=numba, or 'auto' where no build can come) while
 # the modules are not built builds them when it ends (a deferring one that runs on past kernels.LATE_ELEMENTS: in
-# its course, build_now, and runs them from there), once for the machine, so that
-# later programs load the modules in milliseconds instead of numba and LLVM (~125 MB and ~1 s each). At exit or
-# with the program waiting for it, never beside the program's work: a build running beside a training run slowed its steps 1.1-8x on the 2-core VM (at idle
-# priority too: OpenBLAS's waiting threads yield their core to it), and one left running after the program
+# its course, build_now, and runs them from there), once for the machine, so that later programs load the modules
+# in milliseconds instead of numba and LLVM (~125 MB and ~1 s each). At exit or with the program waiting for it,
+# never beside the program's work: a build running beside a training run slowed its steps 1.1-8x on the 2-core VM
+# (at idle priority too: OpenBLAS's waiting threads yield their core to it), and one left running after the program
 # would slow whatever runs next (the next measurement of a benchmark above all). The build is a process of its
 # own session (a Ctrl-C meant for the program does not reach it; one during the wait stops it). One build at a
 # time per folder (a lock file naming its process); one that fails leaves a note with its error and is not
