@@ -434,6 +434,22 @@ def test_a_long_program_builds_the_modules_in_its_course_then_runs_them_and_buil
     assert log.read_text() == "built\n"      # once, in the program's course; nothing at its exit
 
 
+def test_build_now_waits_for_another_programs_build(monkeypatch):
+    """build_now where another program holds the build's lock (another rank of an MPI job reaching the same call):
+    no build of its own, it waits until that build is done and then reports the modules built; where the other
+    build ends without them (it failed), it reports none."""
+    polls = []
+    monkeypatch.setattr(kernels_aot, "_launch", lambda now=False: None)
+    monkeypatch.setattr(kernels_aot.time, "sleep", lambda s: polls.append(s))
+    for succeeds in (True, False):
+        polls.clear()
+        monkeypatch.setattr(kernels_aot, "build_status",
+                            lambda: ("running", 1) if len(polls) < 3 else (None, None))
+        monkeypatch.setattr(kernels_aot, "module_paths",
+                            lambda: ["a.so", "b.so"] if succeeds and len(polls) >= 3 else None)
+        assert kernels_aot.build_now() is succeeds and len(polls) == 3
+
+
 def test_at_exit_the_build_starts_in_its_own_session_and_says_so(monkeypatch, tmp_path, capsys):
     """_launch (at exit): one process of its own session (a Ctrl-C meant for the program does not reach it), no
     inherited descriptors, with a line on stderr; none where LAMINA_KERNELS_AUTOBUILD=0, where a live process holds

@@ -357,11 +357,15 @@ def _build_at_exit():
 def build_now():
     """The automatic build started now and waited for, in the middle of a long program (kernels._deferred: past
     kernels.LATE_ELEMENTS), which then runs the modules: whether they are built for this machine afterwards. A
-    Ctrl-C during the wait stops the build and then the program, as it would have without the build."""
+    Ctrl-C during the wait stops the build and then the program, as it would have without the build. Where another
+    program's build holds the lock (the other ranks of a data-parallel job reach this call together), this one
+    waits for that build too, so that they all go on with the modules from the same call."""
     process = _launch(now=True)
     if process is not None:
         _wait(process, reraise=True)
     try:
+        while module_paths() is None and build_status()[0] == "running":
+            time.sleep(0.2)
         return module_paths() is not None
     except OSError:
         return False
