@@ -470,8 +470,12 @@ def test_at_exit_the_build_starts_in_its_own_session_and_says_so(monkeypatch, tm
     assert kwargs["start_new_session"] and kwargs["close_fds"] and kwargs["stdin"] == subprocess.DEVNULL
     assert "building its compiled kernels for this machine, once" in capsys.readouterr().err
     assert isinstance(kernels_aot._launch(now=True), FakePopen)   # in a long program's course (build_now)
-    assert "this long run goes on with them" in capsys.readouterr().err
-    launched.pop()
+    assert capsys.readouterr().err.startswith("lamina: building its compiled kernels")   # (not a terminal)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert isinstance(kernels_aot._launch(now=True), FakePopen)
+    err = capsys.readouterr().err
+    assert err.startswith("\nlamina: building") and "this long run goes on with them" in err   # below a progress bar
+    launched[-2:] = []
     monkeypatch.setenv(kernels_aot.AUTOBUILD_ENV, "0")
     assert kernels_aot._launch() is None
     monkeypatch.setenv(kernels_aot.AUTOBUILD_ENV, "1")

@@ -394,8 +394,10 @@ def _launch(now=False):
         return None
     then = ("this long run goes on with them, and later programs load them at once" if now else
             "later programs load them at once")
-    print(f"lamina: building its compiled kernels for this machine, once (~20 s; {then}, without numba; Ctrl-C "
-          f"{'stops the build and the program' if now else 'skips it'}, {AUTOBUILD_ENV}=0 turns this off)...",
+    # in a program's course, on a terminal: on a line of its own, not after a progress bar's half-drawn line
+    fresh_line = "\n" if now and getattr(sys.stderr, "isatty", lambda: False)() else ""
+    print(f"{fresh_line}lamina: building its compiled kernels for this machine, once (~20 s; {then}, without numba; "
+          f"Ctrl-C {'stops the build and the program' if now else 'skips it'}, {AUTOBUILD_ENV}=0 turns this off)...",
           file=sys.stderr, flush=True)
     return process
 
