@@ -225,7 +225,9 @@ def _deferred():
             defer = _aot.module_paths() is None and _aot.build_expected()
         except OSError:   # (the loops' source unreadable: no digest to find a module by)
             defer = False
-        _state["deferred"] = bool(defer and (_aot.schedule_build() or _aot.build_scheduled()))
+        if defer:   # (build_expected saw the automatic build allowed: scheduled now, or by an earlier call)
+            _aot.schedule_build()
+        _state["deferred"] = bool(defer)
         _state["late"] = LATE_ELEMENTS if _state["deferred"] else None
     return _state["deferred"]
 

@@ -328,11 +328,6 @@ def schedule_build():
     return True
 
 
-def build_scheduled():
-    """Whether this program has the build scheduled for its exit."""
-    return _autobuild["scheduled"]
-
-
 def build_expected():
     """Whether a program ending now could have the modules built (or one is being built): the automatic build
     allowed here, numba installed (found, not imported), no earlier automatic build failed, a folder to write
