@@ -214,6 +214,26 @@ def test_relu_kernels_keep_numpy_nan_rules(compiled):
     np.testing.assert_array_equal(g, gy * (plain > 0))
     assert np.isnan(db[0]) and np.isnan(db[1]) and db[2] == 0 and db[3] == 2
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_layer_backward_takes_the_kernel_with_numpys_bits(compiled, dtype):
+    """A ReLU layer's (and activation='relu' on a layer without bias) backward is the kernel's one pass, with
+    the bits of NumPy's gy * (y > 0): -0 for a negative gradient under the mask, NaN rules as above."""
+    x = R.standard_normal((4, 6, 6, 16)).astype(dtype)
+    x[0, 0, 0, :4] = [np.nan, 0.0, -0.0, np.inf]
+    gy = R.standard_normal(x.shape).astype(dtype)
+    gy[0, 0, 0, 4:6] = np.nan
+    calls = _count_calls(compiled, "relu_bias_grad_rows", lambda args: args[0].shape)
+    got, want = _both(compiled, lambda: _grads(layers.ReLU(dtype=dtype.__name__), x, gy))
+    assert len(calls) == 1 and calls[0][1] in (4096, 1024, 256, 64, 16)   # one call, on wide rows
+    for u, v in zip(got, want):
+        assert u.dtype == v.dtype == dtype
+        np.testing.assert_array_equal(u.view(np.uint8), v.view(np.uint8))   # the same bits, -0 and NaN
+    dense = layers.Dense(16, activation="relu", use_bias=False, dtype=dtype.__name__)
+    calls.clear()
+    got, want = _both(compiled, lambda: _grads(dense, x[..., :8], gy))
+    assert len(calls) == 1
+    _close(got, want, dtype)
+
 
 def test_column_sums_of_many_rows_stay_accurate(compiled):
     """The bias gradient over 2^18 float32 rows (blocks of rows in float32, the blocks in float64) is within

@@ -11,7 +11,8 @@ read while it sits in the first-level cache, so each array is read or written on
   (rows of D values); the backward recomputes x-hat from x, the mean and the inverse deviation instead of
   keeping an input-sized x-hat (less memory as well).
 - :func:`bias_relu`: y += bias, then max(y, 0), in place, one pass.
-- :func:`relu_bias_grad`: the ReLU mask of the gradient and the bias gradient (its column sums), one pass.
+- :func:`relu_bias_grad`: the ReLU mask of the gradient and the bias gradient (its column sums), one pass
+  (without the bias, a ReLU layer's or activation's backward: ops.math.relu_grad).
 - :func:`lstm_cell_grad` / :func:`gru_cell_grad`: one backward step of the LSTM's (GRU's) gate arithmetic
   (sigmoid and tanh derivatives from the saved activations: no transcendental function, which a compiled
   loop computes slower than NumPy's SIMD code), one call where NumPy makes a dozen per step.

@@ -287,12 +287,22 @@ def relu_into(xp, x, out):
 
 def relu_grad(xp, gy, y):
     """gy where y > 0, else 0: the ReLU's backward from its input or output (NaN in y passes nothing, NaN
-    in gy passes through where y > 0). Large contiguous arrays are split over lamina's threads."""
+    in gy passes through where y > 0). One compiled pass where the kernels run (kernels.py: NumPy's code reads
+    y twice and gy once, through a boolean mask); else large contiguous arrays are split over lamina's threads."""
     if xp is not np or gy.shape != y.shape or not (gy.flags.c_contiguous and y.flags.c_contiguous):
         return gy * (y > 0)
+    width = next((w for w in (4096, 1024, 256, 64, 16) if gy.size % w == 0), 0)
+    done = _kernels.relu_bias_grad(gy.reshape(-1, width), y.reshape(-1, width), False) if width else None
+    if done is not None:
+        return done[0].reshape(gy.shape)
+    return _relu_grad_numpy(gy, y)
+
+
+def _relu_grad_numpy(gy, y):
+    """relu_grad's NumPy code for C-contiguous arrays of one shape (split over lamina's threads when large)."""
     out = np.empty(gy.shape, np.result_type(gy.dtype, np.bool_))
     fg, fy, fo = gy.reshape(-1), y.reshape(-1), out.reshape(-1)
-    split_pass(xp, lambda lo, hi: np.multiply(fg[lo:hi], fy[lo:hi] > 0, out=fo[lo:hi]), fg.size, fg.size)
+    split_pass(np, lambda lo, hi: np.multiply(fg[lo:hi], fy[lo:hi] > 0, out=fo[lo:hi]), fg.size, fg.size)
     return out
 
 
@@ -301,10 +311,13 @@ def relu_bias_grad(xp, gy, y, need_b):
     before the ReLU: (the masked gradient, the bias gradient or None). Where the compiled kernels run
     (kernels.py) the bias gradient comes from the same pass; otherwise it is None and the caller sums the
     masked gradient itself."""
+    if not need_b:
+        return relu_grad(xp, gy, y), None
     d = gy.shape[-1]
     done = _kernels.relu_bias_grad(gy.reshape(-1, d), y.reshape(-1, d), need_b)
-    if done is None:
-        return relu_grad(xp, gy, y), None
+    if done is None:   # (not relu_grad: the kernels were asked once for this call, and said no)
+        plain = (xp is np and gy.shape == y.shape and gy.flags.c_contiguous and y.flags.c_contiguous)
+        return (_relu_grad_numpy(gy, y) if plain else gy * (y > 0)), None
     return done[0].reshape(gy.shape), done[1]
 
 
