@@ -553,10 +553,11 @@ def build_parser():
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("kernels", help="build the compiled kernels for this machine (pip install 'lamina[fast]')",
-                       description="Compile lamina's kernels (LayerNorm, bias + ReLU, the LSTM and GRU steps, "
-                                   "Adam, attention's softmax, pooling, col2im, the embedding's gradient) ahead of "
-                                   "time into extension modules for this machine's CPU, so that later processes "
-                                   "load them in milliseconds without numba and LLVM (~125 MB less memory). Needs "
+                       description="Compile lamina's kernels (LayerNorm, BatchNorm, bias + ReLU, the LSTM and GRU "
+                                   "steps, Adam, attention's softmax, pooling, col2im, the embedding's gradient) "
+                                   "ahead of time into extension modules for this machine's CPU, so that later "
+                                   "processes load them in milliseconds without numba and LLVM (~125 MB less "
+                                   "memory). Needs "
                                    "numba and a C compiler once; without a build, numba compiles them in each "
                                    "process that uses them.")
     p.add_argument("--status", action="store_true", help="say whether they are built, and where; build nothing")

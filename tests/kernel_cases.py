@@ -54,4 +54,10 @@ def cases(dtype, seed=0):
         "column_softmax_grad": [(a(3, 7, 5), a(3, 1, 5), a(3, 7, 5, low=0.0), t(1.0)),
                                 (a(3, 7, 5), a(3, 1, 5), a(3, 7, 5, low=0.0), t(0.17677669))],
         "scatter_rows": [(rng.integers(0, 9, 40), a(40, 6), a(9, 6))],
+        # batch norm over (rows, channels): the column sums (plain, then squared about a center), y, backward
+        "column_sums_rows": [(odd(a(n, d)), a(d), sq, np.zeros((blocks, d), dtype)) for sq in (False, True)],
+        "batch_norm_rows": [(odd(a(n, d)), a(d), a(d, low=0.5), a(d), a(d), g, b, a(n, d))
+                            for g, b in ((True, True), (False, False))],
+        "batch_norm_rows_grad_sums": [(odd(a(n, d)), a(n, d), a(d), a(d, low=0.5), np.zeros((blocks, 2, d), dtype))],
+        "batch_norm_rows_grad": [(odd(a(n, d)), a(n, d), a(d), a(d, low=0.5), a(d), a(d), a(d), a(n, d))],
     }

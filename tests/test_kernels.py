@@ -246,6 +246,115 @@ def test_column_sums_of_many_rows_stay_accurate(compiled):
     np.testing.assert_allclose(db, exact, rtol=5e-6)
 
 
+# ----------------------------------------------------------------------------- BatchNormalization
+def _bn_all(x, gamma, beta, gy, gm, gv):
+    """y, mean, var and the gradients of sum(y gy) + sum(mean gm) + sum(var gv) for x, gamma and beta."""
+    xt = Tensor(x, requires_grad=True)
+    params = [Tensor(p, requires_grad=True) for p in (gamma, beta) if p is not None]
+    it = iter(params)
+    g, b = (next(it) if gamma is not None else None), (next(it) if beta is not None else None)
+    y, mean, var = ops.batch_norm_training(xt, g, b, 1e-3, -1)
+    loss = ops.sum(y * gy)
+    if gm is not None:
+        loss = loss + ops.sum(mean * gm) + ops.sum(var * gv)
+    grads = grad(loss, [xt] + params)
+    return [np.asarray(a.data) for a in (y, mean, var)] + [np.asarray(a.data) for a in grads]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(4, 5, 5, 16), (3, 700, 24), (2000, 8)])
+@pytest.mark.parametrize("center,scale", [(True, True), (False, True), (True, False), (False, False)])
+@pytest.mark.parametrize("stats", [False, True])
+def test_batch_norm_kernels_equal_numpy(compiled, dtype, shape, center, scale, stats):
+    """Forward (y and the batch statistics) and every gradient, the statistics outputs' gradients included,
+    as NumPy's code gives them; the kernels' calls counted, so a silent fallback fails. float32 against the
+    float64 values: the kernels' column sums (float32 blocks of rows, float64 across them) are the closer ones
+    (over 2000 rows 5e-5 off at worst, NumPy's float32 GEMV sums 2.7e-4), so the two codes differ by more than
+    either differs from the exact sums."""
+    c = shape[-1]
+    x = (R.standard_normal(shape) * 3 + 5).astype(dtype)   # an offset mean: a one-pass variance would lose it
+    gamma = R.standard_normal(c).astype(dtype) if scale else None
+    beta = R.standard_normal(c).astype(dtype) if center else None
+    gy = R.standard_normal(shape).astype(dtype)
+    gm, gv = (R.standard_normal(c).astype(dtype), R.standard_normal(c).astype(dtype)) if stats else (None, None)
+    calls = _count_calls(compiled, "batch_norm_rows_grad")
+    got, want = _both(compiled, lambda: _bn_all(x, gamma, beta, gy, gm, gv))
+    assert calls == [1]
+    if dtype == np.float64:
+        _close(got, want, dtype)
+    else:
+        exact = _bn_all(*(None if a is None else a.astype(np.float64) for a in (x, gamma, beta, gy, gm, gv)))
+        for u, v, e in zip(got, want, exact):
+            np.testing.assert_allclose(u, e, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(v, e, rtol=1e-3, atol=1e-3)
+
+
+def test_batch_norm_kernels_leave_short_rows_to_numpy(compiled):
+    """Fewer channels than K.BN_MIN_CHANNELS (an RGB input's 3): NumPy's code, which tiles short rows wider."""
+    x = R.standard_normal((4, 9, 9, K.BN_MIN_CHANNELS - 1)).astype(np.float32)
+    calls = _count_calls(compiled, "batch_norm_rows")
+    got, want = _both(compiled, lambda: _bn_all(x, None, None, np.ones_like(x), None, None))
+    assert calls == []
+    for u, v in zip(got, want):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_batch_norm_kernels_split_over_threads_give_the_same_bits(compiled):
+    x = R.standard_normal((8, 16, 16, 32)).astype(np.float32)
+    gy = R.standard_normal(x.shape).astype(np.float32)
+    gamma, beta = R.standard_normal(32).astype(np.float32), R.standard_normal(32).astype(np.float32)
+    one = _bn_all(x, gamma, beta, gy, None, None)
+    splits = _force_split(compiled)
+    split = _bn_all(x, gamma, beta, gy, None, None)
+    assert len(splits) == 5   # forward: the two sums and y; backward: the sums and dx
+    for u, v in zip(one, split):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_batch_norm_layer_with_kernels_matches_pytorch_and_numerical_gradients(compiled):
+    torch = pytest.importorskip("torch")
+    x = (R.standard_normal((6, 7, 7, 12)) * 2 - 1).astype(np.float32)
+    gy = R.standard_normal(x.shape).astype(np.float32)
+    bn = layers.BatchNormalization(epsilon=1e-3, momentum=0.9)
+    bn(x)
+    bn.gamma.assign(R.standard_normal(12).astype(np.float32))
+    bn.beta.assign(R.standard_normal(12).astype(np.float32))
+    calls = _count_calls(compiled, "batch_norm_rows")
+    got = _grads(bn, x, gy)
+    assert calls == [1]
+    tb = torch.nn.BatchNorm2d(12, eps=1e-3, momentum=0.1)
+    with torch.no_grad():
+        tb.weight.copy_(torch.from_numpy(np.asarray(bn.gamma.data)))
+        tb.bias.copy_(torch.from_numpy(np.asarray(bn.beta.data)))
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
+    yt = tb.train()(xt)
+    yt.backward(torch.from_numpy(gy.transpose(0, 3, 1, 2).copy()))
+    want = [yt.detach().numpy().transpose(0, 2, 3, 1), xt.grad.numpy().transpose(0, 2, 3, 1),
+            tb.weight.grad.numpy(), tb.bias.grad.numpy()]
+    for u, v in zip(got, want):
+        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-4)
+    # the moving statistics followed the batch's (PyTorch keeps the unbiased variance, Keras the biased one)
+    n = x.size // 12
+    np.testing.assert_allclose(np.asarray(bn.moving_mean.data), tb.running_mean.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(bn.moving_variance.data) - 0.9,
+                               (tb.running_var.numpy() - 0.9) * (n - 1) / n, rtol=1e-4, atol=1e-6)
+    g64 = ops.convert_to_tensor(gy[:2, :3].astype(np.float64))
+    check_grad(lambda v: ops.batch_norm_training(v, None, None, 1e-3, -1)[0] * g64,
+               x[:2, :3].astype(np.float64))   # float64 through the kernels (compiled: any size)
+
+
+def test_batch_norm_mode_switched_between_forward_and_backward(compiled):
+    """Forward through the kernels (x and the mean kept, not x-hat), backward in NumPy's code: the same
+    gradients."""
+    x = R.standard_normal((5, 6, 6, 8)).astype(np.float32)
+    gy = R.standard_normal(x.shape).astype(np.float32)
+    want = _both(compiled, lambda: _bn_all(x, None, None, gy, None, None))[0]
+    xt = Tensor(x, requires_grad=True)
+    y = ops.batch_norm_training(xt, None, None, 1e-3, -1)[0]
+    compiled.setitem(K._state, "mode", "numpy")
+    got = grad(ops.sum(y * gy), [xt])[0]
+    np.testing.assert_allclose(np.asarray(got.data), want[3], rtol=2e-5, atol=2e-5)
+
 # ----------------------------------------------------------------------------- col2im
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kernel,strides,dilation,padding", [

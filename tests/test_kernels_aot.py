@@ -107,9 +107,10 @@ def test_every_call_lamina_makes_reaches_the_built_kernels(built, fallbacks, mon
                            (layers.Dense(4, activation="relu", dtype=dtype), x(3, 5)),
                            (layers.Conv2D(4, 3, dtype=dtype), x(2, 6, 6, 10)),
                            (layers.LSTM(3, dtype=dtype), x(2, 3, 4)),
-                           (layers.GRU(3, dtype=dtype), x(2, 3, 4))):
+                           (layers.GRU(3, dtype=dtype), x(2, 3, 4)),
+                           (layers.BatchNormalization(dtype=dtype), x(2, 3, 3, 8))):
             layer(inp)
-            run(layer, inp, layer.trainable_weights)
+            run(lambda t, layer=layer: layer(t, training=True), inp, layer.trainable_weights)
         attention = layers.MultiHeadAttention(num_heads=2, key_dim=3, dtype=dtype)
         run(lambda t: attention(t, t), x(2, 4, 5), [])
         table = layers.Embedding(7, 4, dtype=dtype)

@@ -93,6 +93,55 @@ def relu_bias_grad_rows(gy, y, g, need_b, blocks):
                 g[i, j] = gy[i, j] * (one if y[i, j] > zero else zero)
 
 
+
+def column_sums_rows(x, center, squared, blocks):
+    # blocks[b] += x over the rows of block b, or (x - center)^2 where squared (zeroed by the caller): a batch
+    # norm's per-channel sums, the mean's and then the variance's
+    rows, d = x.shape
+    for i in range(rows):
+        sb = blocks[i // BLOCK]
+        if squared:
+            for j in range(d):
+                t = x[i, j] - center[j]
+                sb[j] += t * t
+        else:
+            for j in range(d):
+                sb[j] += x[i, j]
+
+
+def batch_norm_rows(x, mean, inv, gamma, beta, has_gamma, has_beta, y):
+    # y = (x - mean) * inv (* gamma) (+ beta), per channel (column), in the NumPy code's order
+    rows, d = x.shape
+    for i in range(rows):
+        for j in range(d):
+            h = (x[i, j] - mean[j]) * inv[j]
+            if has_gamma:
+                h = h * gamma[j]
+            if has_beta:
+                h = h + beta[j]
+            y[i, j] = h
+
+
+def batch_norm_rows_grad_sums(gy, x, mean, inv, blocks):
+    # blocks[b, 0] += gy and blocks[b, 1] += gy * xhat over the rows of block b (zeroed by the caller), with
+    # xhat = (x - mean) * inv recomputed: beta's and gamma's gradients and the input gradient's two sums
+    rows, d = gy.shape
+    for i in range(rows):
+        sb = blocks[i // BLOCK, 0]
+        sg = blocks[i // BLOCK, 1]
+        for j in range(d):
+            g = gy[i, j]
+            sb[j] += g
+            sg[j] += g * ((x[i, j] - mean[j]) * inv[j])
+
+
+def batch_norm_rows_grad(gy, x, mean, inv, a, b, c, dx):
+    # dx = gy * a + (xhat * c + b), per channel a, b, c (the NumPy code's three-term rule, folded)
+    rows, d = gy.shape
+    for i in range(rows):
+        for j in range(d):
+            dx[i, j] = gy[i, j] * a[j] + ((x[i, j] - mean[j]) * inv[j] * c[j] + b[j])
+
 def lstm_cell_grad(dh, dc, gates, tc, c_prev, dz, dc_prev):
     # one LSTM step backward (sigmoid gates i, f, o; tanh candidate g and cell output; a mask is the
     # caller's: it passes the step's share of dh and dc):

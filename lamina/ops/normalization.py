@@ -201,6 +201,12 @@ class BatchNormTraining(Op):
         xp = self.xp
         x2 = x.reshape(-1, C)
         M = x2.shape[0]
+        done = _kernels.batch_norm_forward(x2, gamma, beta, self.epsilon)   # where compiled (kernels.py)
+        if done is not None:
+            y, mean, var, inv = done
+            self.saved = (x2, inv, gamma, None, None, mean)   # x and the mean: x-hat is recomputed in backward
+            y = y.reshape(x.shape)
+            return y.astype(_out_dtype(self.dtypes[0], y.dtype), copy=False), mean, var
         mean = sum_rows(xp, x2) * (1.0 / M)
         xhat = rows_op(xp, xp.subtract, x2, mean)
         buf = xp.multiply(xhat, xhat)
@@ -222,6 +228,20 @@ class BatchNormTraining(Op):
         xhat, inv, gamma, w, W, d = self.saved
         cd = xhat.dtype
         if self.rows:
+            if d is not None:   # the kernels' forward ran: saved x (not x-hat) and the mean (d)
+                x2, mean = xhat, d
+                if gy is not None:
+                    done = _kernels.batch_norm_backward(
+                        self.xp.ascontiguousarray(gy.astype(cd, copy=False).reshape(x2.shape)), x2, mean, inv,
+                        gamma, None if gmean is None else gmean.astype(cd, copy=False),
+                        None if gvar is None else gvar.astype(cd, copy=False), self.needs_grad[0])
+                    if done is not None:
+                        dx, dgamma, dbeta = done
+                        return _in_dtypes((None if dx is None else dx.reshape(self.out_meta[0][0]),
+                                           dgamma if self.needs_grad[1] else None,
+                                           dbeta if self.needs_grad[2] else None, None), self.dtypes + (None,))
+                xhat = rows_op(self.xp, self.xp.subtract, x2, mean)   # the kernels were switched off in between
+                rows_op(self.xp, self.xp.multiply, xhat, inv, out=xhat)
             return _in_dtypes(self._rows_backward(gy, gmean, gvar, xhat, inv, gamma, cd), self.dtypes + (None,))
         gy, gmean, gvar = (self.xp.zeros(s, dt) if g is None else g
                            for g, (s, dt) in zip((gy, gmean, gvar), self.out_meta))
