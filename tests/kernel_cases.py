@@ -60,4 +60,8 @@ def cases(dtype, seed=0):
                             for g, b in ((True, True), (False, False))],
         "batch_norm_rows_grad_sums": [(odd(a(n, d)), a(n, d), a(d), a(d, low=0.5), np.zeros((blocks, 2, d), dtype))],
         "batch_norm_rows_grad": [(odd(a(n, d)), a(n, d), a(d), a(d, low=0.5), a(d), a(d), a(d), a(n, d))],
+        # a depthwise convolution's flat passes: rows of 16 entries, 3 offsets, blocks of 32 entries
+        "depthwise_flat": [(odd(a(200)), np.array([0, 16, 48]), a(3, 16), a(128), 0, 128)],
+        "depthwise_flat_grad_input": [(odd(a(192)), np.array([0, 16, 48]), a(3, 32), a(176), 0, 6, 176, 128)],
+        "depthwise_flat_grad_weight": [(odd(a(200)), a(128), np.array([0, 16, 48]), a(4, 3, 16), 0, 4, 32)],
     }

@@ -355,6 +355,58 @@ def test_batch_norm_mode_switched_between_forward_and_backward(compiled):
     got = grad(ops.sum(y * gy), [xt])[0]
     np.testing.assert_allclose(np.asarray(got.data), want[3], rtol=2e-5, atol=2e-5)
 
+# ----------------------------------------------------------------------------- depthwise convolution
+_DEPTHWISE = [((2, 9, 9, 16), dict(kernel_size=3, padding="same")),
+              ((3, 11, 10, 8), dict(kernel_size=3, strides=2, padding="same")),
+              ((2, 12, 12, 6), dict(kernel_size=5, padding="valid", dilation_rate=2)),
+              ((2, 8, 8, 4), dict(kernel_size=3, depth_multiplier=2, padding="same")),
+              ((2, 14, 14, 24), dict(kernel_size=(3, 5), strides=(2, 1), padding="valid"))]
+
+
+def _bits_equal(got, want):
+    for u, v in zip(got, want):
+        assert u.dtype == v.dtype and u.shape == v.shape
+        np.testing.assert_array_equal(u.view(np.uint8), v.view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,kwargs", _DEPTHWISE)
+def test_depthwise_kernels_give_numpys_bits(compiled, dtype, shape, kwargs):
+    """Output, input and weight gradients of DepthwiseConv2D (strides, dilation, a depth multiplier, 'same' and
+    'valid'): the compiled passes give NumPy's code's values to the bit, and each of the three ran."""
+    layer = layers.DepthwiseConv2D(dtype=dtype.__name__, **kwargs)
+    x = R.standard_normal(shape).astype(dtype)
+    x.reshape(-1)[:3] = (np.nan, np.inf, -0.0)
+    layer(x)
+    for w in layer.trainable_weights:
+        w.assign(R.standard_normal(w.shape).astype(dtype))
+    gy = R.standard_normal(layer(x).shape).astype(dtype)
+    names = ("depthwise_flat", "depthwise_flat_grad_input", "depthwise_flat_grad_weight")
+    calls = {n: _count_calls(compiled, n) for n in names}
+    got, want = _both(compiled, lambda: _grads(layer, x, gy))
+    assert all(calls[n] for n in names)
+    _bits_equal(got, want)
+
+
+def test_depthwise_kernels_split_over_threads_give_the_same_bits(compiled):
+    layer = layers.DepthwiseConv2D(3, padding="same")
+    x = R.standard_normal((8, 20, 20, 32)).astype(np.float32)
+    layer(x)
+    gy = R.standard_normal(x.shape).astype(np.float32)
+    one = _grads(layer, x, gy)
+    splits = _force_split(compiled)
+    from lamina.ops import nn_kernels
+    compiled.setattr(nn_kernels, "_SPLIT_DEPTHWISE", 1)
+    compiled.setattr(nn_kernels, "_SPLIT_DEPTHWISE_BACKWARD", 1)
+    split = _grads(layer, x, gy)
+    assert len(splits) == 2   # forward, and backward's shares of both gradients
+    _bits_equal(one, split)
+
+
+def test_depthwise_kernel_gradients_are_numerically_right(compiled):
+    layer = layers.DepthwiseConv2D(3, strides=2, padding="same", dtype="float64")
+    check_grad(layer, R.standard_normal((2, 7, 7, 3)))
+
 # ----------------------------------------------------------------------------- col2im
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kernel,strides,dilation,padding", [

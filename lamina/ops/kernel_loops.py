@@ -142,6 +142,75 @@ def batch_norm_rows_grad(gy, x, mean, inv, a, b, c, dx):
         for j in range(d):
             dx[i, j] = gy[i, j] * a[j] + ((x[i, j] - mean[j]) * inv[j] * c[j] + b[j])
 
+
+def depthwise_flat(xf, offs, wts, yf, lo, hi):
+    # a depthwise convolution on the flat padded input (ops.nn_kernels.DepthwiseConvND._flat_forward): for the
+    # rows of len(wts[0]) entries in yf[lo:hi], y = sum over offsets k of xf shifted by offs[k] times wts[k]
+    # (the offset's weights tiled along a row), the first product then one addition an offset, as NumPy's code.
+    # (Each row through slices: indexing the flat arrays with sums of offsets kept numba from vectorising, 5x
+    # slower.)
+    nk, row = wts.shape
+    for r0 in range(lo, hi, row):
+        y = yf[r0:r0 + row]
+        x = xf[r0 + offs[0]:r0 + offs[0] + row]
+        w = wts[0]
+        for i in range(row):
+            y[i] = x[i] * w[i]
+        for k in range(1, nk):
+            x = xf[r0 + offs[k]:r0 + offs[k] + row]
+            w = wts[k]
+            for i in range(row):
+                y[i] += x[i] * w[i]
+
+
+def depthwise_flat_grad_input(gpad, offs, wlong, gx, lo, hi, total, length):
+    # the input gradient of depthwise_flat, by blocks lo:hi of len(wlong[0]) entries: gx[q] = sum over offsets
+    # k of g[q - offs[k]] wlong[k] (g = gpad past a block of zeros), skipping an offset whose window of the
+    # block lies wholly outside g, as NumPy's code does; zeros where none is left
+    nk, block = wlong.shape
+    for b in range(lo, hi):
+        q0 = b * block
+        n = min(block, total - q0)
+        y = gx[q0:q0 + n]
+        first = True
+        for k in range(nk):
+            o = offs[k]
+            if q0 - o + n <= 0 or q0 - o >= length:
+                continue
+            g = gpad[block + q0 - o:block + q0 - o + n]
+            w = wlong[k]
+            if first:
+                for i in range(n):
+                    y[i] = g[i] * w[i]
+                first = False
+            else:
+                for i in range(n):
+                    y[i] += g[i] * w[i]
+        if first:
+            for i in range(n):
+                y[i] = gx.dtype.type(0)
+
+
+def depthwise_flat_grad_weight(xf, gf, offs, parts, lo, hi, block):
+    # the weight gradient's per-block sums of depthwise_flat: parts[b, k] = sum over the rows r of block b of
+    # xf[b0 + offs[k] + r row + i] * gf[b0 + r row + i], row by row from the first product (NumPy's sum down
+    # the rows of their products)
+    nk, row = parts.shape[1], parts.shape[2]
+    for b in range(lo, hi):
+        b0 = b * block
+        for k in range(nk):
+            acc = parts[b, k]
+            o = b0 + offs[k]
+            x = xf[o:o + row]
+            g = gf[b0:b0 + row]
+            for i in range(row):
+                acc[i] = x[i] * g[i]
+            for r in range(row, block, row):
+                x = xf[o + r:o + r + row]
+                g = gf[b0 + r:b0 + r + row]
+                for i in range(row):
+                    acc[i] += x[i] * g[i]
+
 def lstm_cell_grad(dh, dc, gates, tc, c_prev, dz, dc_prev):
     # one LSTM step backward (sigmoid gates i, f, o; tanh candidate g and cell output; a mask is the
     # caller's: it passes the step's share of dh and dc):

@@ -22,6 +22,9 @@ read while it sits in the first-level cache, so each array is read or written on
   NumPy passes, with NumPy's float operations (the same weights to the bit).
 - :func:`col2im_gather`: a convolution's input gradient from its columns, each input position summed once
   in the NumPy code's order, instead of one strided window addition per kernel offset.
+- :func:`depthwise`: a depthwise convolution's forward, input gradient and weight gradient on its flat padded
+  input, each block in one pass over the kernel's offsets (NumPy: a multiply and an add an offset); the same
+  values to the bit.
 - :func:`max_pool2d` / :func:`max_pool2d_grad`: 2-D max pooling (MaxPooling1D/2D, ops.max_pool in 1-D and
   2-D), the maximum and the note of its window offset in one pass over the input (NumPy: one compare, multiply
   and two maxima per window offset, over a padded copy), the gradient in one pass writing each input value
@@ -63,8 +66,8 @@ from . import kernels_aot as _aot
 
 __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "in_use", "layer_norm_forward", "layer_norm_backward",
            "batch_norm_forward", "batch_norm_backward", "bias_relu", "relu_bias_grad", "lstm_cell_grad",
-           "gru_cell_grad", "adam_update", "col2im_gather", "max_pool2d", "max_pool2d_grad", "softmax_columns",
-           "softmax_columns_grad", "scatter_rows"]
+           "gru_cell_grad", "adam_update", "col2im_gather", "depthwise", "max_pool2d", "max_pool2d_grad",
+           "softmax_columns", "softmax_columns_grad", "scatter_rows"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
@@ -452,6 +455,15 @@ def col2im_gather(g2):
     k = _eligible(g2)
     return None if k is None else k.col2im_gather
 
+
+
+def depthwise(xf):
+    """The compiled depthwise-convolution loops (``depthwise_flat``, ``depthwise_flat_grad_input``,
+    ``depthwise_flat_grad_weight``: ops.nn_kernels.DepthwiseConvND's flat passes, each output block written in
+    one pass over the kernel's offsets where NumPy makes two calls an offset) for the flat padded input ``xf``
+    (its size and dtype decide, as for the other kernels), or None where the kernels do not run. They give
+    NumPy's code's values to the bit (the same products, added in its order)."""
+    return _eligible(xf)
 
 def gru_cell_grad(gates):
     """As :func:`lstm_cell_grad`, for a GRU with reset_after, sigmoid gates and a tanh candidate (``gates``:

@@ -77,15 +77,20 @@ SIGNATURES = {
     "batch_norm_rows": (False, ("T2", "T1", "T1", "T1", "T1", "b", "b", "T2")),
     "batch_norm_rows_grad_sums": (False, ("T2", "T2", "T1", "T1", "T3")),
     "batch_norm_rows_grad": (False, ("T2", "T2", "T1", "T1", "T1", "T1", "T1", "T2")),
+    "depthwise_flat": (True, ("T1", "I1", "T2", "T1", "i", "i")),
+    "depthwise_flat_grad_input": (True, ("T1", "I1", "T2", "T1", "i", "i", "i", "i")),
+    "depthwise_flat_grad_weight": (True, ("T1", "T1", "I1", "T3", "i", "i", "i")),
 }
 # The kernels in two modules of about equal build time (seconds of one core on the 2-core Intel VM, float32 and
-# float64 together; batch norm's four added later: the parts built one at a time on the AMD VM, 8.0 and 9.4 s),
+# float64 together; batch norm's four and the depthwise convolution's three added later: the parts built one at
+# a time on the AMD VM, 10.8 and 12.1 s),
 # built side by side on two cores
 PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_softmax_grad",      # 4.9, 1.9, 1.6, .8
-          "scatter_rows", "column_sums_rows", "batch_norm_rows_grad_sums"),                        # .5
+          "scatter_rows", "column_sums_rows", "batch_norm_rows_grad_sums", "depthwise_flat_grad_input"),
          ("max_pool_rows_grad", "col2im_gather", "bias_relu_rows", "relu_bias_grad_rows",           # 3.7, 1.8, .4, .8
           "lstm_cell_grad", "gru_cell_grad", "adam_update", "column_max_subtract",                  # .9, .8, .5, .8
-          "column_sum_divide", "batch_norm_rows", "batch_norm_rows_grad"))                          # .8
+          "column_sum_divide", "batch_norm_rows", "batch_norm_rows_grad", "depthwise_flat",
+          "depthwise_flat_grad_weight"))
 _FLOATS = {"f4": np.dtype(np.float32), "f8": np.dtype(np.float64)}
 _NOTES = {"u1": np.dtype(np.uint8), "i4": np.dtype(np.int32)}
 

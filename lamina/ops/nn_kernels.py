@@ -16,6 +16,7 @@ import numpy as np
 from .. import threads as _threads
 from ..tensor import Op
 from . import activations as _act
+from . import kernels as _kernels
 
 __all__ = []  # kernels only: the public functions live in lamina.ops.nn
 
@@ -388,9 +389,14 @@ class DepthwiseConvND(Op):
             self._padded(xf[i * length:], grid)[gs] = x[xs]
         wts = xp.tile(w3[:, :, 0], (1, row // c))           # (K, row): each offset's weights along a row
         yf = xp.empty(length, dtype=x.dtype)
+        k = _kernels.depthwise(xf) if xp is np else None     # compiled: one pass a block (kernels.py)
+        offs_a = np.asarray(offs, np.int64)
 
         def blocks(lo, hi, many=1):  # output blocks lo:hi, ``many`` at a time (each reads xf only, writes
-            step = block * many         # its own slice of yf)
+            if k is not None:           # its own slice of yf)
+                k.depthwise_flat(xf, offs_a, wts, yf, lo * block, hi * block)
+                return
+            step = block * many
             tmp = xp.empty(step, dtype=x.dtype).reshape(-1, row)
             for b0 in range(lo * block, hi * block, step):
                 n = min(step, hi * block - b0)
@@ -438,8 +444,13 @@ class DepthwiseConvND(Op):
         gx = xp.empty(total, dtype=gy.dtype) if self.needs_grad[0] else None
         parts = xp.empty((length // block, K, row), dtype=gy.dtype) if self.needs_grad[1] else None
         wlong = xp.tile(w3[:, :, 0], (1, block // c)) if gx is not None else None  # (K, block): w_k by channel
+        k = _kernels.depthwise(gf) if xp is np and gf.dtype == w3.dtype else None   # compiled (kernels.py)
+        offs_a = np.asarray(offs, np.int64)
 
         def weight_blocks(lo, hi):
+            if k is not None:
+                k.depthwise_flat_grad_weight(xf, gf, offs_a, parts, lo, hi, block)
+                return
             tmp = xp.empty((block // row, row), dtype=gy.dtype)
             for b in range(lo, hi):
                 b0 = b * block
@@ -449,6 +460,9 @@ class DepthwiseConvND(Op):
                     tmp.sum(axis=0, out=parts[b, j])
 
         def input_blocks(lo, hi):  # (offsets are multiples of C: g_flat[q - off_k] has q's channel)
+            if k is not None:
+                k.depthwise_flat_grad_input(gpad, offs_a, wlong, gx, lo, hi, total, length)
+                return
             tmp = xp.empty(block, dtype=gy.dtype)
             for b in range(lo, hi):
                 q0 = b * block
