@@ -64,4 +64,7 @@ def cases(dtype, seed=0):
         "depthwise_flat": [(odd(a(200)), np.array([0, 16, 48]), a(3, 16), a(128), 0, 128)],
         "depthwise_flat_grad_input": [(odd(a(192)), np.array([0, 16, 48]), a(3, 32), a(176), 0, 6, 176, 128)],
         "depthwise_flat_grad_weight": [(odd(a(200)), a(128), np.array([0, 16, 48]), a(4, 3, 16), 0, 4, 32)],
+        # im2col rows of samples 1:3 of (3, 5, 6, 4): 3x3, stride 1 with padding 1; stride 2, dilation 2, none
+        "im2col_rows": [(odd(a(3, 5, 6, 4)), a(60, 36), 1, 3, 5, 6, 3, 3, 1, 1, 1, 1, 1, 1),
+                        (a(3, 5, 6, 4), a(2, 36), 1, 3, 1, 1, 3, 3, 2, 2, 2, 2, 0, 0)],
     }

@@ -434,6 +434,27 @@ def test_col2im_kernel_equals_numpy(compiled, dtype, kernel, strides, dilation, 
         check_grad(conv, x[:2, :8, :9])   # numerically, through the gather
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel,strides,dilation,padding,channels", [
+    (3, 1, 1, "same", 16), (3, 2, 1, "same", 10), ((2, 3), (1, 3), 1, "same", 10), (3, 1, 2, "same", 16),
+    (5, 2, 1, "same", 10)])
+def test_im2col_kernel_gives_numpys_columns(compiled, dtype, kernel, strides, dilation, padding, channels):
+    """Conv2D's columns (forward, the kernel gradient's rebuilt blocks and, at stride 1 with 16 channels, the input
+    gradient as a convolution of dy) written by the compiled im2col from the unpadded input: the same columns as
+    NumPy's padded and strided copies, so the same outputs and gradients to the bit (the products are the
+    same calls on the same operands). ('valid' keeps NumPy's copy, as fast there.)"""
+    from lamina.ops import convolution
+    compiled.setattr(convolution, "_KEEP_COLS_BYTES", 0)   # the kernel gradient rebuilds its columns too
+    calls = _count_calls(compiled, "im2col_rows")
+    conv = layers.Conv2D(12, kernel, strides=strides, dilation_rate=dilation, padding=padding, dtype=dtype.__name__)
+    x = R.standard_normal((3, 11, 13, channels)).astype(dtype)
+    x.reshape(-1)[:3] = (np.nan, np.inf, -0.0)
+    gy = R.standard_normal(conv(x).shape).astype(dtype)
+    got, want = _both(compiled, lambda: _grads(conv, x, gy))
+    _bits_equal(got, want)
+    assert len(calls) >= 2   # forward and the kernel gradient's blocks at least
+
+
 # ----------------------------------------------------------------------------- Adam
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])

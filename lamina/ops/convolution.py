@@ -167,10 +167,21 @@ def _im2col_blocks(xp, x, pads, kh, kw, oh, ow, stride, dilation, into=None):
     k = kh * kw * c
     step = _block(xp, n, oh * ow * k * x.dtype.itemsize)
     buf = xp.empty((step * oh * ow, k), dtype=x.dtype) if into is None else None
+    # compiled where it runs (kernels.py) and x is padded: each block's rows written straight from x, the padding
+    # as zeros, in one pass (NumPy: a padded copy of the block, then a strided copy; (16, 56, 56, 64) 3x3 'same'
+    # 6.8 -> 4.0 ms, (64, 32, 32, 32) 5.2 -> 5.0)
+    padded = any(a or b for a, b in pads)   # (unpadded, NumPy's strided copy runs KW*C floats: as fast)
+    gather = _kernels.im2col(x) if xp is np and padded and (into is None or into.dtype == x.dtype) else None
+    (pt, _), (pl, _) = pads
     for s0 in range(0, n, step):  # blocks of samples, each one vectorised copy (and the caller's GEMM)
         s1 = min(s0 + step, n)
-        xb = _pad_hw(xp, x[s0:s1], pads, 0)
         rows = buf if into is None else into[s0 * oh * ow:]
+        if gather is not None:
+            rows = rows[:(s1 - s0) * oh * ow]
+            gather(x, rows, s0, s1, oh, ow, kh, kw, stride[0], stride[1], dilation[0], dilation[1], pt, pl)
+            yield s0, s1, rows
+            continue
+        xb = _pad_hw(xp, x[s0:s1], pads, 0)
         yield s0, s1, _im2col_into(xp, xb, kh, kw, oh, ow, stride, dilation, rows)
 
 

@@ -211,6 +211,34 @@ def depthwise_flat_grad_weight(xf, gf, offs, parts, lo, hi, block):
                 for i in range(row):
                     acc[i] += x[i] * g[i]
 
+
+def im2col_rows(x, cols, s0, s1, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl):
+    # the im2col rows of samples s0:s1 of the (N, H, W, C) input x under (pt, pl) zero padding: row
+    # ((s - s0) oh + i) ow + j, columns ((a kw + b) C + c) = x[s, i sh + a dh - pt, j sw + b dw - pl, c], or 0
+    # outside the input (ops.convolution._im2col_blocks' values, without the padded copy)
+    n, h, w, c = x.shape
+    xf = x.reshape(n * h * w * c)
+    zero = cols.dtype.type(0)
+    r = 0
+    for s in range(s0, s1):
+        for i in range(oh):
+            for j in range(ow):
+                row = cols[r]
+                for a in range(kh):
+                    y = i * sh + a * dh - pt
+                    for b in range(kw):
+                        v = j * sw + b * dw - pl
+                        dst = row[(a * kw + b) * c:(a * kw + b + 1) * c]
+                        if 0 <= y < h and 0 <= v < w:
+                            o = ((s * h + y) * w + v) * c
+                            src = xf[o:o + c]
+                            for q in range(c):
+                                dst[q] = src[q]
+                        else:
+                            for q in range(c):
+                                dst[q] = zero
+                r += 1
+
 def lstm_cell_grad(dh, dc, gates, tc, c_prev, dz, dc_prev):
     # one LSTM step backward (sigmoid gates i, f, o; tanh candidate g and cell output; a mask is the
     # caller's: it passes the step's share of dh and dc):

@@ -22,6 +22,8 @@ read while it sits in the first-level cache, so each array is read or written on
   NumPy passes, with NumPy's float operations (the same weights to the bit).
 - :func:`col2im_gather`: a convolution's input gradient from its columns, each input position summed once
   in the NumPy code's order, instead of one strided window addition per kernel offset.
+- :func:`im2col`: a padded convolution's column rows, written from the unpadded input with zeros for the
+  padding (NumPy: a padded copy of each block, then the strided copy); a copy, so the same values.
 - :func:`depthwise`: a depthwise convolution's forward, input gradient and weight gradient on its flat padded
   input, each block in one pass over the kernel's offsets (NumPy: a multiply and an add an offset); the same
   values to the bit.
@@ -66,7 +68,7 @@ from . import kernels_aot as _aot
 
 __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "in_use", "layer_norm_forward", "layer_norm_backward",
            "batch_norm_forward", "batch_norm_backward", "bias_relu", "relu_bias_grad", "lstm_cell_grad",
-           "gru_cell_grad", "adam_update", "col2im_gather", "depthwise", "max_pool2d", "max_pool2d_grad",
+           "gru_cell_grad", "adam_update", "col2im_gather", "depthwise", "im2col", "max_pool2d", "max_pool2d_grad",
            "softmax_columns", "softmax_columns_grad", "scatter_rows"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
@@ -464,6 +466,16 @@ def depthwise(xf):
     (its size and dtype decide, as for the other kernels), or None where the kernels do not run. They give
     NumPy's code's values to the bit (the same products, added in its order)."""
     return _eligible(xf)
+
+
+def im2col(x):
+    """The compiled im2col (``im2col_rows``: a convolution's column rows of a block of samples, from the
+    unpadded channels-last input, zeros where the padding is) for the input ``x`` (its size and dtype decide,
+    as for the other kernels), or None where the kernels do not run. Called as
+    ``f(x, cols, s0, s1, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl)``; the same values as ops.convolution's
+    padded copy and strided copy (a copy: to the bit)."""
+    k = _eligible(x) if x.ndim == 4 else None
+    return None if k is None else k.im2col_rows
 
 def gru_cell_grad(gates):
     """As :func:`lstm_cell_grad`, for a GRU with reset_after, sigmoid gates and a tanh candidate (``gates``:

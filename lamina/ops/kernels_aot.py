@@ -80,13 +80,15 @@ SIGNATURES = {
     "depthwise_flat": (True, ("T1", "I1", "T2", "T1", "i", "i")),
     "depthwise_flat_grad_input": (True, ("T1", "I1", "T2", "T1", "i", "i", "i", "i")),
     "depthwise_flat_grad_weight": (True, ("T1", "T1", "I1", "T3", "i", "i", "i")),
+    "im2col_rows": (True, ("T4", "T2") + ("i",) * 12),
 }
 # The kernels in two modules of about equal build time (seconds of one core on the 2-core Intel VM, float32 and
 # float64 together; batch norm's four and the depthwise convolution's three added later: the parts built one at
 # a time on the AMD VM, 10.8 and 12.1 s),
 # built side by side on two cores
 PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_softmax_grad",      # 4.9, 1.9, 1.6, .8
-          "scatter_rows", "column_sums_rows", "batch_norm_rows_grad_sums", "depthwise_flat_grad_input"),
+          "scatter_rows", "column_sums_rows", "batch_norm_rows_grad_sums", "depthwise_flat_grad_input",
+          "im2col_rows"),
          ("max_pool_rows_grad", "col2im_gather", "bias_relu_rows", "relu_bias_grad_rows",           # 3.7, 1.8, .4, .8
           "lstm_cell_grad", "gru_cell_grad", "adam_update", "column_max_subtract",                  # .9, .8, .5, .8
           "column_sum_divide", "batch_norm_rows", "batch_norm_rows_grad", "depthwise_flat",
