@@ -61,7 +61,7 @@ def cases(dtype, seed=0):
         "batch_norm_rows_grad_sums": [(odd(a(n, d)), a(n, d), a(d), a(d, low=0.5), np.zeros((blocks, 2, d), dtype))],
         "batch_norm_rows_grad": [(odd(a(n, d)), a(n, d), a(d), a(d, low=0.5), a(d), a(d), a(d), a(n, d))],
         # a depthwise convolution's flat passes: rows of 16 entries, 3 offsets, blocks of 32 entries
-        "depthwise_flat": [(odd(a(200)), np.array([0, 16, 48]), a(3, 16), a(128), 0, 128)],
+        "depthwise_rows": [(odd(a(200)), np.array([0, 16, 40, 56]), np.array([0, 16, 48]), a(3, 16), a(4, 16), 1, 4)],
         "depthwise_flat_grad_input": [(odd(a(192)), np.array([0, 16, 48]), a(3, 32), a(176), 0, 6, 176, 128)],
         "depthwise_flat_grad_weight": [(odd(a(200)), a(128), np.array([0, 16, 48]), a(4, 3, 16), 0, 4, 32)],
         # im2col rows of samples 1:3 of (3, 5, 6, 4): 3x3, stride 1 with padding 1; stride 2, dilation 2, none

@@ -381,7 +381,7 @@ def test_depthwise_kernels_give_numpys_bits(compiled, dtype, shape, kwargs):
     for w in layer.trainable_weights:
         w.assign(R.standard_normal(w.shape).astype(dtype))
     gy = R.standard_normal(layer(x).shape).astype(dtype)
-    names = ("depthwise_flat", "depthwise_flat_grad_input", "depthwise_flat_grad_weight")
+    names = ("depthwise_rows", "depthwise_flat_grad_input", "depthwise_flat_grad_weight")
     calls = {n: _count_calls(compiled, n) for n in names}
     got, want = _both(compiled, lambda: _grads(layer, x, gy))
     assert all(calls[n] for n in names)

@@ -143,24 +143,26 @@ def batch_norm_rows_grad(gy, x, mean, inv, a, b, c, dx):
             dx[i, j] = gy[i, j] * a[j] + ((x[i, j] - mean[j]) * inv[j] * c[j] + b[j])
 
 
-def depthwise_flat(xf, offs, wts, yf, lo, hi):
-    # a depthwise convolution on the flat padded input (ops.nn_kernels.DepthwiseConvND._flat_forward): for the
-    # rows of len(wts[0]) entries in yf[lo:hi], y = sum over offsets k of xf shifted by offs[k] times wts[k]
-    # (the offset's weights tiled along a row), the first product then one addition an offset, as NumPy's code.
-    # (Each row through slices: indexing the flat arrays with sums of offsets kept numba from vectorising, 5x
-    # slower.)
-    nk, row = wts.shape
-    for r0 in range(lo, hi, row):
-        y = yf[r0:r0 + row]
-        x = xf[r0 + offs[0]:r0 + offs[0] + row]
+def depthwise_rows(xf, bases, offs, wts, y, lo, hi):
+    # a depthwise convolution on the flat padded input (ops.nn_kernels.DepthwiseConvND._flat_forward): output row r
+    # (the last spatial axis times the channels, len(wts[0]) values) is the sum over offsets k of xf from
+    # bases[r] + offs[k] times wts[k] (the offset's weights tiled along the row), the first product then one
+    # addition an offset, as NumPy's code; rows lo:hi. (Through row slices: indexing the flat arrays with sums of
+    # offsets kept numba from vectorising, 5x slower.)
+    nk, n = wts.shape
+    for r in range(lo, hi):
+        yr = y[r]
+        o = bases[r] + offs[0]
+        x = xf[o:o + n]
         w = wts[0]
-        for i in range(row):
-            y[i] = x[i] * w[i]
+        for i in range(n):
+            yr[i] = x[i] * w[i]
         for k in range(1, nk):
-            x = xf[r0 + offs[k]:r0 + offs[k] + row]
+            o = bases[r] + offs[k]
+            x = xf[o:o + n]
             w = wts[k]
-            for i in range(row):
-                y[i] += x[i] * w[i]
+            for i in range(n):
+                yr[i] += x[i] * w[i]
 
 
 def depthwise_flat_grad_input(gpad, offs, wlong, gx, lo, hi, total, length):

@@ -460,9 +460,9 @@ def col2im_gather(g2):
 
 
 def depthwise(xf):
-    """The compiled depthwise-convolution loops (``depthwise_flat``, ``depthwise_flat_grad_input``,
-    ``depthwise_flat_grad_weight``: ops.nn_kernels.DepthwiseConvND's flat passes, each output block written in
-    one pass over the kernel's offsets where NumPy makes two calls an offset) for the flat padded input ``xf``
+    """The compiled depthwise-convolution loops (``depthwise_rows``, ``depthwise_flat_grad_input``,
+    ``depthwise_flat_grad_weight``: ops.nn_kernels.DepthwiseConvND's flat passes, each output row or block written
+    in one pass over the kernel's offsets where NumPy makes two calls an offset) for the flat padded input ``xf``
     (its size and dtype decide, as for the other kernels), or None where the kernels do not run. They give
     NumPy's code's values to the bit (the same products, added in its order)."""
     return _eligible(xf)

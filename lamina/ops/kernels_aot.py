@@ -77,7 +77,7 @@ SIGNATURES = {
     "batch_norm_rows": (False, ("T2", "T1", "T1", "T1", "T1", "b", "b", "T2")),
     "batch_norm_rows_grad_sums": (False, ("T2", "T2", "T1", "T1", "T3")),
     "batch_norm_rows_grad": (False, ("T2", "T2", "T1", "T1", "T1", "T1", "T1", "T2")),
-    "depthwise_flat": (True, ("T1", "I1", "T2", "T1", "i", "i")),
+    "depthwise_rows": (True, ("T1", "I1", "I1", "T2", "T2", "i", "i")),
     "depthwise_flat_grad_input": (True, ("T1", "I1", "T2", "T1", "i", "i", "i", "i")),
     "depthwise_flat_grad_weight": (True, ("T1", "T1", "I1", "T3", "i", "i", "i")),
     "im2col_rows": (True, ("T4", "T2") + ("i",) * 12),
@@ -91,7 +91,7 @@ PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_so
           "im2col_rows"),
          ("max_pool_rows_grad", "col2im_gather", "bias_relu_rows", "relu_bias_grad_rows",           # 3.7, 1.8, .4, .8
           "lstm_cell_grad", "gru_cell_grad", "adam_update", "column_max_subtract",                  # .9, .8, .5, .8
-          "column_sum_divide", "batch_norm_rows", "batch_norm_rows_grad", "depthwise_flat",
+          "column_sum_divide", "batch_norm_rows", "batch_norm_rows_grad", "depthwise_rows",
           "depthwise_flat_grad_weight"))
 _FLOATS = {"f4": np.dtype(np.float32), "f8": np.dtype(np.float64)}
 _NOTES = {"u1": np.dtype(np.uint8), "i4": np.dtype(np.int32)}

@@ -387,16 +387,16 @@ class DepthwiseConvND(Op):
         for i, ph in enumerate(phases):  # (one phase at stride 1: x into the padded grid)
             xs, gs = self._phase_slices(x.shape, ph)
             self._padded(xf[i * length:], grid)[gs] = x[xs]
+        self.meta = (x.shape, grid, out, offs, length, block, row, phases, span)
+        self.saved = (xf if self.needs_grad[1] else None, w3, wshape)
+        k = _kernels.depthwise(xf) if xp is np else None
+        if k is not None:
+            return self._rows_forward(k, xf, w3, grid, out, offs, length)
         wts = xp.tile(w3[:, :, 0], (1, row // c))           # (K, row): each offset's weights along a row
         yf = xp.empty(length, dtype=x.dtype)
-        k = _kernels.depthwise(xf) if xp is np else None     # compiled: one pass a block (kernels.py)
-        offs_a = np.asarray(offs, np.int64)
 
         def blocks(lo, hi, many=1):  # output blocks lo:hi, ``many`` at a time (each reads xf only, writes
-            if k is not None:           # its own slice of yf)
-                k.depthwise_flat(xf, offs_a, wts, yf, lo * block, hi * block)
-                return
-            step = block * many
+            step = block * many         # its own slice of yf)
             tmp = xp.empty(step, dtype=x.dtype).reshape(-1, row)
             for b0 in range(lo * block, hi * block, step):
                 n = min(step, hi * block - b0)
@@ -414,9 +414,30 @@ class DepthwiseConvND(Op):
             _threads.run_split([lambda r=r: blocks(*r, many=2) for r in _threads.ranges(nblocks, width)])
         else:
             blocks(0, nblocks)
-        self.meta = (x.shape, grid, out, offs, length, block, row, phases, span)
-        self.saved = (xf if self.needs_grad[1] else None, w3, wshape)
         return xp.ascontiguousarray(self._crop_out(yf, grid, out))
+
+    def _rows_forward(self, k, xf, w3, grid, out, offs, length):
+        """_flat_forward's output through the compiled rows (kernels.depthwise): each output row along the last
+        spatial axis is a contiguous run of the flat grid, so the kernel writes the (N, O..., C) output directly,
+        with no flat output to crop and no grid position outside the output computed; the same products in the
+        same order, so the same values."""
+        c = w3.shape[1]
+        strides = np.cumprod((1,) + grid[:0:-1])[::-1]      # flat element strides of the grid's axes
+        bases = np.zeros(1, np.int64)
+        for size, stride in zip((grid[0],) + tuple(out[:-1]), strides):   # the rows: N and all but the last axis
+            bases = (bases[:, None] + np.arange(size, dtype=np.int64) * int(stride)).reshape(-1)
+        wts = np.tile(w3[:, :, 0], (1, out[-1]))             # (K, O_last * C)
+        y = np.empty((grid[0],) + tuple(out) + (c,), dtype=xf.dtype)
+        y2 = y.reshape(len(bases), -1)
+        offs_a = np.asarray(offs, np.int64)
+        rows = len(bases)
+        width = min(rows, _threads.split_width(length * len(offs), _SPLIT_DEPTHWISE))
+        if width > 1:
+            _threads.run_split([lambda r=r: k.depthwise_rows(xf, bases, offs_a, wts, y2, *r)
+                                for r in _threads.ranges(rows, width)])
+        else:
+            k.depthwise_rows(xf, bases, offs_a, wts, y2, 0, rows)
+        return y
 
     @staticmethod
     def _padded(flat, padded):
