@@ -30,6 +30,7 @@ def cases(dtype, seed=0):
         "layer_norm_rows": ln,
         "layer_norm_rows_grad": lng,
         "bias_relu_rows": [(odd(a(n, d)), a(d))],
+        "relu_rows": [(odd(a(n, d)), a(n, d))],
         "relu_bias_grad_rows": [(odd(a(n, d)), a(n, d), a(n, d), nb, np.zeros((blocks, d), dtype))
                                 for nb in (True, False)],
         "lstm_cell_grad": [(a(5, 6), a(5, 6), a(4, 5, 6, low=0.0), a(5, 6, low=-0.5), a(5, 6), a(5, 24), a(5, 6))],

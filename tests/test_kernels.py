@@ -216,15 +216,18 @@ def test_relu_kernels_keep_numpy_nan_rules(compiled):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_relu_layer_backward_takes_the_kernel_with_numpys_bits(compiled, dtype):
-    """A ReLU layer's (and activation='relu' on a layer without bias) backward is the kernel's one pass, with
-    the bits of NumPy's gy * (y > 0): -0 for a negative gradient under the mask, NaN rules as above."""
+    """A ReLU layer's (and activation='relu' on a layer without bias) forward and backward are the kernels' one
+    pass each, with the bits of NumPy's maximum(x, 0) (NaN stays NaN, -0 becomes +0) and gy * (y > 0) (-0 for a
+    negative gradient under the mask, NaN rules as above)."""
     x = R.standard_normal((4, 6, 6, 16)).astype(dtype)
     x[0, 0, 0, :4] = [np.nan, 0.0, -0.0, np.inf]
     gy = R.standard_normal(x.shape).astype(dtype)
     gy[0, 0, 0, 4:6] = np.nan
     calls = _count_calls(compiled, "relu_bias_grad_rows", lambda args: args[0].shape)
+    forward = _count_calls(compiled, "relu_rows")
     got, want = _both(compiled, lambda: _grads(layers.ReLU(dtype=dtype.__name__), x, gy))
     assert len(calls) == 1 and calls[0][1] in (4096, 1024, 256, 64, 16)   # one call, on wide rows
+    assert forward == [1]
     for u, v in zip(got, want):
         assert u.dtype == v.dtype == dtype
         np.testing.assert_array_equal(u.view(np.uint8), v.view(np.uint8))   # the same bits, -0 and NaN

@@ -76,6 +76,18 @@ def bias_relu_rows(y, b):
             y[i, j] = zero if v < zero else v   # NaN stays NaN, as maximum(v, 0)
 
 
+
+def relu_rows(x, y):
+    # y = max(x, 0) as NumPy's maximum against zeros gives it: NaN stays NaN, -0 becomes +0 (y may be x)
+    rows, d = x.shape
+    zero = x.dtype.type(0)
+    for i in range(rows):
+        xr = x[i]
+        yr = y[i]
+        for j in range(d):
+            v = xr[j]
+            yr[j] = v if (v > zero or v != v) else zero
+
 def relu_bias_grad_rows(gy, y, g, need_b, blocks):
     # g = gy * (y > 0): NaN in gy stays NaN (NaN * 0), NaN in y passes nothing; blocks[b] += g over the
     # rows of block b (zeroed by the caller): the bias gradient

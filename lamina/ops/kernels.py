@@ -67,7 +67,7 @@ from . import kernel_loops as _loops
 from . import kernels_aot as _aot
 
 __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "in_use", "layer_norm_forward", "layer_norm_backward",
-           "batch_norm_forward", "batch_norm_backward", "bias_relu", "relu_bias_grad", "lstm_cell_grad",
+           "batch_norm_forward", "batch_norm_backward", "bias_relu", "relu", "relu_bias_grad", "lstm_cell_grad",
            "gru_cell_grad", "adam_update", "col2im_gather", "depthwise", "im2col", "max_pool2d", "max_pool2d_grad",
            "softmax_columns", "softmax_columns_grad", "scatter_rows"]
 
@@ -409,6 +409,18 @@ def bias_relu(y2, b):
     _split(lambda lo, hi: k.bias_relu_rows(y2[lo:hi], b), y2.shape[0], y2.size)
     return True
 
+
+
+def relu(x2, y2):
+    """y2 = max(x2, 0) for (R, D) arrays (y2 may be x2), one compiled pass with NumPy's maximum's values (NaN stays
+    NaN, -0 becomes +0): True if done here, False where the kernels do not run (the caller's NumPy code does
+    then). Rows over lamina's threads only from SPLIT_ELEMENTS (NumPy's split pass, from 2^20, is ~2x a copy on
+    the VMs measured: the hand-off)."""
+    k = _eligible(x2, y2)
+    if k is None or x2.shape != y2.shape:
+        return False
+    _split(lambda lo, hi: k.relu_rows(x2[lo:hi], y2[lo:hi]), x2.shape[0], x2.size)
+    return True
 
 def relu_bias_grad(gy2, y2, need_b):
     """(gy2 * (y2 > 0), its column sums or None) for (R, D) arrays, one pass; None where the kernels do not

@@ -62,6 +62,7 @@ SIGNATURES = {
     "layer_norm_rows": (False, ("T2", "T1", "T1", "b", "b", "T", "T2", "T1", "T1")),
     "layer_norm_rows_grad": (False, ("T2", "T2", "T1", "T1", "T1", "b", "b", "b", "T2", "T3")),
     "bias_relu_rows": (False, ("T2", "T1")),
+    "relu_rows": (True, ("T2", "T2")),
     "relu_bias_grad_rows": (False, ("T2", "T2", "T2", "b", "T2")),
     "lstm_cell_grad": (False, ("T2", "T2", "T3", "T2", "T2", "T2", "T2")),
     "gru_cell_grad": (False, ("T2", "T3", "T2", "T2", "T2", "T2", "T2", "T2")),
@@ -91,7 +92,7 @@ PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_so
           "im2col_rows"),
          ("max_pool_rows_grad", "col2im_gather", "bias_relu_rows", "relu_bias_grad_rows",           # 3.7, 1.8, .4, .8
           "lstm_cell_grad", "gru_cell_grad", "adam_update", "column_max_subtract",                  # .9, .8, .5, .8
-          "column_sum_divide", "batch_norm_rows", "batch_norm_rows_grad", "depthwise_rows",
+          "column_sum_divide", "batch_norm_rows", "batch_norm_rows_grad", "depthwise_rows", "relu_rows",
           "depthwise_flat_grad_weight"))
 _FLOATS = {"f4": np.dtype(np.float32), "f8": np.dtype(np.float64)}
 _NOTES = {"u1": np.dtype(np.uint8), "i4": np.dtype(np.int32)}
