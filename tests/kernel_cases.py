@@ -59,6 +59,7 @@ def cases(dtype, seed=0):
         "column_sums_rows": [(odd(a(n, d)), a(d), sq, np.zeros((blocks, d), dtype)) for sq in (False, True)],
         "batch_norm_rows": [(odd(a(n, d)), a(d), a(d, low=0.5), a(d), a(d), g, b, a(n, d))
                             for g, b in ((True, True), (False, False))],
+        "scale_shift_rows": [(odd(a(n, d)), a(d), a(d), a(n, d))],
         "batch_norm_rows_grad_sums": [(odd(a(n, d)), a(n, d), a(d), a(d, low=0.5), np.zeros((blocks, 2, d), dtype))],
         "batch_norm_rows_grad": [(odd(a(n, d)), a(n, d), a(d), a(d, low=0.5), a(d), a(d), a(d), a(n, d))],
         # a depthwise convolution's flat passes: rows of 16 entries, 3 offsets, blocks of 32 entries

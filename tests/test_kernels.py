@@ -346,6 +346,29 @@ def test_batch_norm_layer_with_kernels_matches_pytorch_and_numerical_gradients(c
                x[:2, :3].astype(np.float64))   # float64 through the kernels (compiled: any size)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inference_batch_norm_kernel_gives_numpys_bits(compiled, dtype):
+    """BatchNormalization with its moving statistics (inference): x * scale + shift in one compiled pass, NumPy's
+    two passes' values to the bit; its gradients as before."""
+    bn = layers.BatchNormalization(dtype=dtype.__name__)
+    x = (R.standard_normal((4, 6, 6, 16)) * 2 + 1).astype(dtype)
+    x.reshape(-1)[:3] = (np.nan, np.inf, -0.0)
+    bn(x)
+    for v in bn.weights:
+        v.assign((np.abs(R.standard_normal(v.shape)) + 0.1).astype(dtype))
+    calls = _count_calls(compiled, "scale_shift_rows")
+    gy = R.standard_normal(x.shape).astype(dtype)
+
+    def run():
+        xt = Tensor(x, requires_grad=True)
+        y = bn(xt, training=False)
+        gs = grad(y, [xt] + list(bn.trainable_weights), grad_output=Tensor(gy))
+        return [np.asarray(y.data)] + [np.asarray(g.data) for g in gs]
+    got, want = _both(compiled, run)
+    assert calls == [1]
+    _bits_equal(got, want)
+
+
 def test_batch_norm_mode_switched_between_forward_and_backward(compiled):
     """Forward through the kernels (x and the mean kept, not x-hat), backward in NumPy's code: the same
     gradients."""

@@ -114,6 +114,7 @@ def test_every_call_lamina_makes_reaches_the_built_kernels(built, fallbacks, mon
                            (layers.ReLU(dtype=dtype), x(3, 16))):
             layer(inp)
             run(lambda t, layer=layer: layer(t, training=True), inp, layer.trainable_weights)
+        layers.BatchNormalization(dtype=dtype)(x(2, 3, 3, 8))   # inference: the moving statistics' scale and shift
         attention = layers.MultiHeadAttention(num_heads=2, key_dim=3, dtype=dtype)
         run(lambda t: attention(t, t), x(2, 4, 5), [])
         table = layers.Embedding(7, 4, dtype=dtype)

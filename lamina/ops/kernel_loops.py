@@ -121,6 +121,17 @@ def column_sums_rows(x, center, squared, blocks):
                 sb[j] += x[i, j]
 
 
+
+def scale_shift_rows(x, scale, shift, y):
+    # y = x * scale + shift per column (a batch norm with given statistics), the product rounded before the sum
+    # as NumPy's two passes round it
+    rows, d = x.shape
+    for i in range(rows):
+        xr = x[i]
+        yr = y[i]
+        for j in range(d):
+            yr[j] = xr[j] * scale[j] + shift[j]
+
 def batch_norm_rows(x, mean, inv, gamma, beta, has_gamma, has_beta, y):
     # y = (x - mean) * inv (* gamma) (+ beta), per channel (column), in the NumPy code's order
     rows, d = x.shape

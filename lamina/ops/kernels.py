@@ -67,8 +67,8 @@ from . import kernel_loops as _loops
 from . import kernels_aot as _aot
 
 __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "in_use", "layer_norm_forward", "layer_norm_backward",
-           "batch_norm_forward", "batch_norm_backward", "bias_relu", "relu", "relu_bias_grad", "lstm_cell_grad",
-           "gru_cell_grad", "adam_update", "col2im_gather", "depthwise", "im2col", "max_pool2d", "max_pool2d_grad",
+           "batch_norm_forward", "batch_norm_backward", "scale_shift", "bias_relu", "relu", "relu_bias_grad",
+           "lstm_cell_grad", "gru_cell_grad", "adam_update", "col2im_gather", "depthwise", "im2col", "max_pool2d", "max_pool2d_grad",
            "softmax_columns", "softmax_columns_grad", "scatter_rows"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
@@ -345,6 +345,18 @@ def layer_norm_backward(gy2, x2, mean, inv, gamma, need_x, need_params):
     return (dx if need_x else None), dgamma, dbeta
 
 
+
+
+def scale_shift(x2, scale, shift):
+    """x2 * scale + shift over the rows of a (M, C) array with (C,) vectors (an inference batch norm), one compiled
+    pass with NumPy's two passes' values (the product rounded, then the sum): the new array, or None where the
+    kernels do not run or the rows are shorter than BN_MIN_CHANNELS."""
+    k = _eligible(x2, scale, shift) if x2.ndim == 2 and x2.shape[1] >= BN_MIN_CHANNELS else None
+    if k is None:
+        return None
+    y = np.empty_like(x2)
+    _split(lambda lo, hi: k.scale_shift_rows(x2[lo:hi], scale, shift, y[lo:hi]), x2.shape[0], x2.size)
+    return y
 
 def batch_norm_forward(x2, gamma, beta, epsilon):
     """Training batch norm over the rows of a (M, C) array (channels last): (y, mean, var, inv), the biased

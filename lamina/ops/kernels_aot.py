@@ -76,6 +76,7 @@ SIGNATURES = {
     "scatter_rows": (True, ("I1", "T2", "T2")),
     "column_sums_rows": (False, ("T2", "T1", "b", "T2")),
     "batch_norm_rows": (False, ("T2", "T1", "T1", "T1", "T1", "b", "b", "T2")),
+    "scale_shift_rows": (True, ("T2", "T1", "T1", "T2")),
     "batch_norm_rows_grad_sums": (False, ("T2", "T2", "T1", "T1", "T3")),
     "batch_norm_rows_grad": (False, ("T2", "T2", "T1", "T1", "T1", "T1", "T1", "T2")),
     "depthwise_rows": (True, ("T1", "I1", "I1", "T2", "T2", "i", "i")),
@@ -89,7 +90,7 @@ SIGNATURES = {
 # built side by side on two cores
 PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_softmax_grad",      # 4.9, 1.9, 1.6, .8
           "scatter_rows", "column_sums_rows", "batch_norm_rows_grad_sums", "depthwise_flat_grad_input",
-          "im2col_rows"),
+          "im2col_rows", "scale_shift_rows"),
          ("max_pool_rows_grad", "col2im_gather", "bias_relu_rows", "relu_bias_grad_rows",           # 3.7, 1.8, .4, .8
           "lstm_cell_grad", "gru_cell_grad", "adam_update", "column_max_subtract",                  # .9, .8, .5, .8
           "column_sum_divide", "batch_norm_rows", "batch_norm_rows_grad", "depthwise_rows", "relu_rows",

@@ -100,8 +100,11 @@ class BatchNorm(Op):
         # layer passes its moving-statistics arrays, which a later training call updates in place
         self.saved = (x, None if gamma is None else gamma.copy(), mean.copy(), inv, scale)
         if ax == x.ndim - 1 and x.flags.c_contiguous and x.size:   # channels last: rows_op's wide rows
-            y = rows_op(self.xp, self.xp.multiply, x.reshape(-1, C), scale)
-            y = rows_op(self.xp, self.xp.add, y, shift, out=y).reshape(x.shape)
+            y = _kernels.scale_shift(x.reshape(-1, C), scale, shift)  # one pass where compiled (kernels.py)
+            if y is None:
+                y = rows_op(self.xp, self.xp.multiply, x.reshape(-1, C), scale)
+                y = rows_op(self.xp, self.xp.add, y, shift, out=y)
+            y = y.reshape(x.shape)
         else:
             y = x * scale.reshape(self.bshape) + shift.reshape(self.bshape)
         return y.astype(_out_dtype(self.dtypes[0], y.dtype), copy=False)
