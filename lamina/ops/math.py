@@ -263,15 +263,22 @@ def rows_op(xp, ufunc, a2, vec, out=None):
     return out
 
 
+def _flat_width(size):
+    """The widest row (4096, 1024, 256, 64 or 16 values) that a contiguous array of ``size`` values splits into
+    evenly, or 0: element-wise passes over a whole array run on rows that long, whatever its shape."""
+    return next((w for w in (4096, 1024, 256, 64, 16) if size % w == 0), 0)
+
+
 def relu_into(xp, x, out):
-    """max(x, 0) written to ``out`` (``x`` itself for in place); NaN stays NaN, as the ReLU op.
+    """max(x, 0) written to ``out`` (``x`` itself for in place); NaN stays NaN, as the ReLU op. One compiled pass
+    where the kernels run (kernels.relu, with the values below).
 
     NumPy (2.4) runs ``maximum(x, 0)`` against a scalar about 2.4x slower than against an array (its SIMD
     loop is for two arrays: 0.55 against 0.23 ms for a (57600, 32) float32 conv output), so a contiguous x
     is taken as rows of a small cached zero row instead of broadcasting a scalar. Large arrays are split
     over lamina's threads by rows."""
     if xp is np and x.flags.c_contiguous and out.flags.c_contiguous and x.size:
-        width = next((w for w in (4096, 1024, 256, 64, 16) if x.size % w == 0), 0)
+        width = _flat_width(x.size)
         if width and out.shape == x.shape and _kernels.relu(x.reshape(-1, width), out.reshape(-1, width)):
             return out   # one compiled pass (kernels.py)
         if width:
@@ -287,21 +294,27 @@ def relu_into(xp, x, out):
     return out
 
 
+def _plain_pair(xp, gy, y):
+    """Whether gy and y are NumPy arrays of one shape, both C-contiguous: what relu_grad's flat passes need."""
+    return xp is np and gy.shape == y.shape and gy.flags.c_contiguous and y.flags.c_contiguous
+
+
 def relu_grad(xp, gy, y):
     """gy where y > 0, else 0: the ReLU's backward from its input or output (NaN in y passes nothing, NaN
     in gy passes through where y > 0). One compiled pass where the kernels run (kernels.py: NumPy's code reads
     y twice and gy once, through a boolean mask); else large contiguous arrays are split over lamina's threads."""
-    if xp is not np or gy.shape != y.shape or not (gy.flags.c_contiguous and y.flags.c_contiguous):
-        return gy * (y > 0)
-    width = next((w for w in (4096, 1024, 256, 64, 16) if gy.size % w == 0), 0)
+    width = _flat_width(gy.size) if _plain_pair(xp, gy, y) else 0
     done = _kernels.relu_bias_grad(gy.reshape(-1, width), y.reshape(-1, width), False) if width else None
     if done is not None:
         return done[0].reshape(gy.shape)
-    return _relu_grad_numpy(gy, y)
+    return _relu_grad_numpy(xp, gy, y)
 
 
-def _relu_grad_numpy(gy, y):
-    """relu_grad's NumPy code for C-contiguous arrays of one shape (split over lamina's threads when large)."""
+def _relu_grad_numpy(xp, gy, y):
+    """relu_grad's NumPy code: contiguous arrays of one shape in flat passes (split over lamina's threads when
+    large), anything else broadcast."""
+    if not _plain_pair(xp, gy, y):
+        return gy * (y > 0)
     out = np.empty(gy.shape, np.result_type(gy.dtype, np.bool_))
     fg, fy, fo = gy.reshape(-1), y.reshape(-1), out.reshape(-1)
     split_pass(np, lambda lo, hi: np.multiply(fg[lo:hi], fy[lo:hi] > 0, out=fo[lo:hi]), fg.size, fg.size)
@@ -318,8 +331,7 @@ def relu_bias_grad(xp, gy, y, need_b):
     d = gy.shape[-1]
     done = _kernels.relu_bias_grad(gy.reshape(-1, d), y.reshape(-1, d), need_b)
     if done is None:   # (not relu_grad: the kernels were asked once for this call, and said no)
-        plain = (xp is np and gy.shape == y.shape and gy.flags.c_contiguous and y.flags.c_contiguous)
-        return (_relu_grad_numpy(gy, y) if plain else gy * (y > 0)), None
+        return _relu_grad_numpy(xp, gy, y), None
     return done[0].reshape(gy.shape), done[1]
 
 
