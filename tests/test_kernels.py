@@ -214,6 +214,7 @@ def test_relu_kernels_keep_numpy_nan_rules(compiled):
     np.testing.assert_array_equal(g, gy * (plain > 0))
     assert np.isnan(db[0]) and np.isnan(db[1]) and db[2] == 0 and db[3] == 2
 
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_relu_layer_backward_takes_the_kernel_with_numpys_bits(compiled, dtype):
     """A ReLU layer's (and activation='relu' on a layer without bias) forward and backward are the kernels' one
@@ -381,6 +382,7 @@ def test_batch_norm_mode_switched_between_forward_and_backward(compiled):
     got = grad(ops.sum(y * gy), [xt])[0]
     np.testing.assert_allclose(np.asarray(got.data), want[3], rtol=2e-5, atol=2e-5)
 
+
 # ----------------------------------------------------------------------------- depthwise convolution
 _DEPTHWISE = [((2, 9, 9, 16), dict(kernel_size=3, padding="same")),
               ((3, 11, 10, 8), dict(kernel_size=3, strides=2, padding="same")),
@@ -432,6 +434,7 @@ def test_depthwise_kernels_split_over_threads_give_the_same_bits(compiled):
 def test_depthwise_kernel_gradients_are_numerically_right(compiled):
     layer = layers.DepthwiseConv2D(3, strides=2, padding="same", dtype="float64")
     check_grad(layer, R.standard_normal((2, 7, 7, 3)))
+
 
 # ----------------------------------------------------------------------------- col2im
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

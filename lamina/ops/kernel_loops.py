@@ -76,7 +76,6 @@ def bias_relu_rows(y, b):
             y[i, j] = zero if v < zero else v   # NaN stays NaN, as maximum(v, 0)
 
 
-
 def relu_rows(x, y):
     # y = max(x, 0) as NumPy's maximum against zeros gives it: NaN stays NaN, -0 becomes +0 (y may be x)
     rows, d = x.shape
@@ -87,6 +86,7 @@ def relu_rows(x, y):
         for j in range(d):
             v = xr[j]
             yr[j] = v if (v > zero or v != v) else zero
+
 
 def relu_bias_grad_rows(gy, y, g, need_b, blocks):
     # g = gy * (y > 0): NaN in gy stays NaN (NaN * 0), NaN in y passes nothing; blocks[b] += g over the
@@ -105,7 +105,6 @@ def relu_bias_grad_rows(gy, y, g, need_b, blocks):
                 g[i, j] = gy[i, j] * (one if y[i, j] > zero else zero)
 
 
-
 def column_sums_rows(x, center, squared, blocks):
     # blocks[b] += x over the rows of block b, or (x - center)^2 where squared (zeroed by the caller): a batch
     # norm's per-channel sums, the mean's and then the variance's
@@ -121,7 +120,6 @@ def column_sums_rows(x, center, squared, blocks):
                 sb[j] += x[i, j]
 
 
-
 def scale_shift_rows(x, scale, shift, y):
     # y = x * scale + shift per column (a batch norm with given statistics), the product rounded before the sum
     # as NumPy's two passes round it
@@ -131,6 +129,7 @@ def scale_shift_rows(x, scale, shift, y):
         yr = y[i]
         for j in range(d):
             yr[j] = xr[j] * scale[j] + shift[j]
+
 
 def batch_norm_rows(x, mean, inv, gamma, beta, has_gamma, has_beta, y):
     # y = (x - mean) * inv (* gamma) (+ beta), per channel (column), in the NumPy code's order
@@ -189,9 +188,9 @@ def depthwise_rows(xf, bases, offs, wts, y, lo, hi):
 
 
 def depthwise_flat_grad_input(gpad, offs, wlong, gx, lo, hi, total, length):
-    # the input gradient of depthwise_flat, by blocks lo:hi of len(wlong[0]) entries: gx[q] = sum over offsets
-    # k of g[q - offs[k]] wlong[k] (g = gpad past a block of zeros), skipping an offset whose window of the
-    # block lies wholly outside g, as NumPy's code does; zeros where none is left
+    # the input gradient of depthwise_rows, on the flat grid by blocks lo:hi of len(wlong[0]) entries: gx[q] =
+    # sum over offsets k of g[q - offs[k]] wlong[k] (g = gpad past a block of zeros), skipping an offset whose
+    # window of the block lies wholly outside g, as NumPy's code does; zeros where none is left
     nk, block = wlong.shape
     for b in range(lo, hi):
         q0 = b * block
@@ -217,7 +216,7 @@ def depthwise_flat_grad_input(gpad, offs, wlong, gx, lo, hi, total, length):
 
 
 def depthwise_flat_grad_weight(xf, gf, offs, parts, lo, hi, block):
-    # the weight gradient's per-block sums of depthwise_flat: parts[b, k] = sum over the rows r of block b of
+    # the weight gradient's per-block sums of depthwise_rows: parts[b, k] = sum over the rows r of block b of
     # xf[b0 + offs[k] + r row + i] * gf[b0 + r row + i], row by row from the first product (NumPy's sum down
     # the rows of their products)
     nk, row = parts.shape[1], parts.shape[2]
@@ -263,6 +262,7 @@ def im2col_rows(x, cols, s0, s1, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl):
                             for q in range(c):
                                 dst[q] = zero
                 r += 1
+
 
 def lstm_cell_grad(dh, dc, gates, tc, c_prev, dz, dc_prev):
     # one LSTM step backward (sigmoid gates i, f, o; tanh candidate g and cell output; a mask is the

@@ -68,8 +68,8 @@ from . import kernels_aot as _aot
 
 __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "in_use", "layer_norm_forward", "layer_norm_backward",
            "batch_norm_forward", "batch_norm_backward", "scale_shift", "bias_relu", "relu", "relu_bias_grad",
-           "lstm_cell_grad", "gru_cell_grad", "adam_update", "col2im_gather", "depthwise", "im2col", "max_pool2d", "max_pool2d_grad",
-           "softmax_columns", "softmax_columns_grad", "scatter_rows"]
+           "lstm_cell_grad", "gru_cell_grad", "adam_update", "col2im_gather", "depthwise", "im2col", "max_pool2d",
+           "max_pool2d_grad", "softmax_columns", "softmax_columns_grad", "scatter_rows"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
@@ -345,18 +345,22 @@ def layer_norm_backward(gy2, x2, mean, inv, gamma, need_x, need_params):
     return (dx if need_x else None), dgamma, dbeta
 
 
+def _channel_rows_eligible(x2, *vectors):
+    """_eligible for batch norm's (M, C) rows and their (C,) vectors: None for rows under BN_MIN_CHANNELS too."""
+    return _eligible(x2, *vectors) if x2.ndim == 2 and x2.shape[1] >= BN_MIN_CHANNELS else None
 
 
 def scale_shift(x2, scale, shift):
     """x2 * scale + shift over the rows of a (M, C) array with (C,) vectors (an inference batch norm), one compiled
     pass with NumPy's two passes' values (the product rounded, then the sum): the new array, or None where the
     kernels do not run or the rows are shorter than BN_MIN_CHANNELS."""
-    k = _eligible(x2, scale, shift) if x2.ndim == 2 and x2.shape[1] >= BN_MIN_CHANNELS else None
+    k = _channel_rows_eligible(x2, scale, shift)
     if k is None:
         return None
     y = np.empty_like(x2)
     _split(lambda lo, hi: k.scale_shift_rows(x2[lo:hi], scale, shift, y[lo:hi]), x2.shape[0], x2.size)
     return y
+
 
 def batch_norm_forward(x2, gamma, beta, epsilon):
     """Training batch norm over the rows of a (M, C) array (channels last): (y, mean, var, inv), the biased
@@ -364,7 +368,7 @@ def batch_norm_forward(x2, gamma, beta, epsilon):
     caller's NumPy code does then). Three passes over x (the sums of x, then of (x - mean)^2: no cancellation,
     as the NumPy code's two passes) and one writing y; NumPy's code makes about thirteen. gamma and beta:
     (C,) or None. Rows of fewer than BN_MIN_CHANNELS stay with NumPy's code (which tiles short rows)."""
-    k = _eligible(x2, gamma, beta) if x2.ndim == 2 and x2.shape[1] >= BN_MIN_CHANNELS else None
+    k = _channel_rows_eligible(x2, gamma, beta)
     if k is None:
         return None
     rows, c = x2.shape
@@ -412,6 +416,7 @@ def batch_norm_backward(gy2, x2, mean, inv, gamma, gmean, gvar, need_x):
                rows, gy2.size)
     return dx, dgamma, dbeta
 
+
 def bias_relu(y2, b):
     """y2 += b, then max(y2, 0), in place on a (R, D) array with b (D,): True if done here, False where the
     kernels do not run (the caller's NumPy code does then)."""
@@ -420,7 +425,6 @@ def bias_relu(y2, b):
         return False
     _split(lambda lo, hi: k.bias_relu_rows(y2[lo:hi], b), y2.shape[0], y2.size)
     return True
-
 
 
 def relu(x2, y2):
@@ -433,6 +437,7 @@ def relu(x2, y2):
         return False
     _split(lambda lo, hi: k.relu_rows(x2[lo:hi], y2[lo:hi]), x2.shape[0], x2.size)
     return True
+
 
 def relu_bias_grad(gy2, y2, need_b):
     """(gy2 * (y2 > 0), its column sums or None) for (R, D) arrays, one pass; None where the kernels do not
@@ -482,7 +487,6 @@ def col2im_gather(g2):
     return None if k is None else k.col2im_gather
 
 
-
 def depthwise(xf):
     """The compiled depthwise-convolution loops (``depthwise_rows``, ``depthwise_flat_grad_input``,
     ``depthwise_flat_grad_weight``: ops.nn_kernels.DepthwiseConvND's flat passes, each output row or block written
@@ -500,6 +504,7 @@ def im2col(x):
     padded copy and strided copy (a copy: to the bit)."""
     k = _eligible(x) if x.ndim == 4 else None
     return None if k is None else k.im2col_rows
+
 
 def gru_cell_grad(gates):
     """As :func:`lstm_cell_grad`, for a GRU with reset_after, sigmoid gates and a tanh candidate (``gates``:

@@ -84,10 +84,9 @@ SIGNATURES = {
     "depthwise_flat_grad_weight": (True, ("T1", "T1", "I1", "T3", "i", "i", "i")),
     "im2col_rows": (True, ("T4", "T2") + ("i",) * 12),
 }
-# The kernels in two modules of about equal build time (seconds of one core on the 2-core Intel VM, float32 and
-# float64 together; batch norm's four and the depthwise convolution's three added later: the parts built one at
-# a time on the AMD VM, 10.8 and 12.1 s),
-# built side by side on two cores
+# The kernels in two modules of about equal build time, built side by side on two cores (seconds of one core on
+# the 2-core Intel VM, float32 and float64 together; the kernels added later, batch norm's, the depthwise
+# convolution's, im2col's and the ReLU's, unmarked: the two parts built one at a time on the AMD VM, 10.8 and 12.1 s)
 PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_softmax_grad",      # 4.9, 1.9, 1.6, .8
           "scatter_rows", "column_sums_rows", "batch_norm_rows_grad_sums", "depthwise_flat_grad_input",
           "im2col_rows", "scale_shift_rows"),
