@@ -470,8 +470,11 @@ def test_col2im_kernel_equals_numpy(compiled, dtype, kernel, strides, dilation, 
 def test_im2col_kernel_gives_numpys_columns(compiled, dtype, kernel, strides, dilation, padding, channels):
     """Conv2D's columns (forward, the kernel gradient's rebuilt blocks and, at stride 1 with 16 channels, the input
     gradient as a convolution of dy) written by the compiled im2col from the unpadded input: the same columns as
-    NumPy's padded and strided copies, so the same outputs and gradients to the bit (the products are the
-    same calls on the same operands). ('valid' keeps NumPy's copy, as fast there.)"""
+    NumPy's padded and strided copies, so the same outputs and kernel gradients to the bit (the products are the
+    same calls on the same operands). ('valid' keeps NumPy's copy, as fast there.) The input gradient is bitwise
+    only where it is a convolution of dy (stride 1, 16 channels); elsewhere it is col2im's, whose compiled gather
+    takes one (rows, KH*KW*C) product where NumPy's code takes KH*KW of C columns: OpenBLAS's Haswell/Zen kernels
+    round those differently (seen on a Zen 2 EPYC; SkylakeX's gave the same bits)."""
     from lamina.ops import convolution
     compiled.setattr(convolution, "_KEEP_COLS_BYTES", 0)   # the kernel gradient rebuilds its columns too
     calls = _count_calls(compiled, "im2col_rows")
@@ -480,7 +483,11 @@ def test_im2col_kernel_gives_numpys_columns(compiled, dtype, kernel, strides, di
     x.reshape(-1)[:3] = (np.nan, np.inf, -0.0)
     gy = R.standard_normal(conv(x).shape).astype(dtype)
     got, want = _both(compiled, lambda: _grads(conv, x, gy))
-    _bits_equal(got, want)
+    if strides == 1 and channels >= 16:
+        _bits_equal(got, want)
+    else:
+        _bits_equal(got[:1] + got[2:], want[:1] + want[2:])
+        _close(got[1:2], want[1:2], dtype)
     assert len(calls) >= 2   # forward and the kernel gradient's blocks at least
 
 
