@@ -26,7 +26,7 @@ def cases(dtype, seed=0):
     ln.append((odd(a(n, d)), a(d), a(d), True, False, t(1e-5), a(n, d), a(n), a(n)))
     lng = [(a(n, d), a(n, d), a(n), a(n, low=0.5), a(d), g, nx, npar, a(n, d), np.zeros((blocks, 2, d), dtype))
            for g, nx, npar in ((True, True, True), (False, True, False), (True, False, True))]
-    return {
+    out = {
         "layer_norm_rows": ln,
         "layer_norm_rows_grad": lng,
         "bias_relu_rows": [(odd(a(n, d)), a(d))],
@@ -70,3 +70,7 @@ def cases(dtype, seed=0):
         "im2col_rows": [(odd(a(3, 5, 6, 4)), a(60, 36), 1, 3, 5, 6, 3, 3, 1, 1, 1, 1, 1, 1),
                         (a(3, 5, 6, 4), a(2, 36), 1, 3, 1, 1, 3, 3, 2, 2, 2, 2, 0, 0)],
     }
+    if np.dtype(dtype) == np.float32:   # an LSTM step forward (float32 only): 5 rows, 6 units, with and without bias
+        out.update(lstm_cell=[(odd(a(5, 24) * 30), a(5, 24), a(24), hb, a(5, 6), a(4, 5, 6), a(5, 6), a(5, 6), a(5, 6),
+                               a(24), a(24)) for hb in (True, False)])
+    return out

@@ -692,6 +692,74 @@ def test_lstm_backward_step_kernel_equals_numpy(compiled, dtype, kwargs):
     _cell_kernel_equals_numpy(compiled, layers.LSTM, "lstm_cell_grad", dtype, kwargs)
 
 
+@pytest.mark.parametrize("kwargs", [dict(), dict(return_sequences=True), dict(go_backwards=True, return_state=True),
+                                    dict(return_sequences=True, masked=True), dict(go_backwards=True, masked=True),
+                                    dict(use_bias=False)])
+def test_lstm_forward_step_kernel_equals_numpy(compiled, kwargs):
+    """The compiled forward step (float32: the gate arithmetic, exp and tanh in one call a step) against NumPy's
+    passes: outputs and every gradient to float32's rounding (its exp and tanh are not NumPy's), one call a step,
+    also where NumPy's exp is AVX-512's and the step stays NumPy's by default."""
+    compiled.setattr(K, "LSTM_CELL_COMPILED", True)
+    calls = _count_calls(compiled, "lstm_cell")
+    _cell_kernel_equals_numpy(compiled, layers.LSTM, "lstm_cell_grad", np.float32, kwargs)
+    assert len(calls) == 14   # 7 steps, twice (the call that shapes dy, the compiled run); the NumPy run none
+
+
+def test_lstm_forward_step_kernel_stands_aside(compiled):
+    """NumPy's passes run for float64, for other activations, and where NumPy's exp is vectorised
+    (LSTM_CELL_COMPILED off)."""
+    calls = _count_calls(compiled, "lstm_cell")
+    x = R.standard_normal((3, 5, 4))
+    compiled.setattr(K, "LSTM_CELL_COMPILED", True)
+    for layer, inp in ((layers.LSTM(4, dtype="float64"), x), (layers.LSTM(4, activation="relu"), x.astype("float32")),
+                       (layers.LSTM(4, recurrent_activation="hard_sigmoid"), x.astype("float32"))):
+        layer(inp)
+    compiled.setattr(K, "LSTM_CELL_COMPILED", False)
+    layers.LSTM(4)(x.astype("float32"))
+    assert calls == []
+
+
+def test_lstm_forward_step_kernel_exp_and_tanh_to_a_few_ulps(compiled):
+    """The kernel's own exp, sigmoid and tanh over float32's whole range, against float64 references: within 3
+    ulps of the rounded value wherever the result is a normal number (0 or subnormal where it would be subnormal),
+    NaN stays NaN, infinities give the limits, tanh keeps the sign of zero."""
+    k = K._load()
+    zs = np.concatenate([np.linspace(-100, 100, 4001), np.geomspace(1e-30, 20, 2000), -np.geomspace(1e-30, 20, 2000),
+                         [0.0, -0.0, np.inf, -np.inf, np.nan, 88.0, 89.0, -87.0, -88.0, 0.625, -0.625, 0.6249999]])
+    zs = zs.astype(np.float32)
+    u = 8
+    n = -(-zs.size // u)
+    z = np.zeros(n * u, np.float32)
+    z[:zs.size] = zs
+    z = z.reshape(n, u)
+    rec = np.concatenate([z, z, z, z], axis=1)      # every gate sees every value
+    xw = np.full_like(rec, -0.0)   # z + -0.0 is z, -0.0 included
+    c_prev = np.zeros((n, u), np.float32)
+    gates, c, tc, h = np.empty((4, n, u), np.float32), np.empty((n, u), np.float32), np.empty((n, u), np.float32), \
+        np.empty((n, u), np.float32)
+    k.lstm_cell(rec, xw, rec[0], False, c_prev, gates, c, tc, h, np.empty(4 * u, np.float32), np.empty(4 * u, np.float32))
+    z64 = z.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sig = 1 / (1 + np.exp(-z64))
+        th = np.tanh(z64)
+        for got, want in ((gates[0], sig), (gates[2], sig), (gates[3], th)):
+            nan = np.isnan(want)
+            assert np.array_equal(np.isnan(got), nan)
+            normal = ~nan & (np.abs(want) >= np.finfo(np.float32).tiny)
+            ulp = np.spacing(np.abs(want[normal]).astype(np.float32)).astype(np.float64)
+            assert np.max(np.abs(got[normal] - want[normal]) / ulp) <= 3
+            assert np.all(np.abs(got[~nan & ~normal]) < np.finfo(np.float32).tiny)   # 0 or subnormal
+    assert np.signbit(gates[3][z == 0]).tolist() == np.signbit(z[z == 0]).tolist()
+    # c = f * 0 + i * g; tanh(c) and h = o tanh(c) from the kernel's own gates
+    want_c = gates[1] * c_prev + gates[0] * gates[3]
+    np.testing.assert_array_equal(c, want_c)
+    with np.errstate(invalid="ignore"):
+        th_c = np.tanh(want_c.astype(np.float64))
+    fin = ~np.isnan(th_c)
+    assert np.max(np.abs(tc[fin] - th_c[fin]) / np.spacing(np.abs(th_c[fin]).astype(np.float32))) <= 3
+    np.testing.assert_array_equal(h, gates[2] * tc)
+
+
 def test_lstm_kernel_stands_aside_for_other_activations(compiled):
     calls = _count_calls(compiled, "lstm_cell_grad")
     x = R.standard_normal((3, 5, 4)).astype(np.float32)

@@ -57,7 +57,8 @@ FASTMATH = frozenset({"reassoc", "contract"})
 # float64: one export each), "T" a scalar of that dtype, "b" a bool, "i" an int64 scalar, "I1" a 1-D
 # C-contiguous int64 array, "W4" a 4-D C-contiguous uint8 or int32 array (max pooling's note of the window
 # offset: one export each). With whether it compiles without fastmath ("exact": the NumPy code's operations in
-# its order) or with FASTMATH.
+# its order) or with FASTMATH, and, as a third element where a kernel is exported for fewer float dtypes, those
+# dtypes' tags (lstm_cell's float32 exp is float32 only).
 SIGNATURES = {
     "layer_norm_rows": (False, ("T2", "T1", "T1", "b", "b", "T", "T2", "T1", "T1")),
     "layer_norm_rows_grad": (False, ("T2", "T2", "T1", "T1", "T1", "b", "b", "b", "T2", "T3")),
@@ -83,13 +84,14 @@ SIGNATURES = {
     "depthwise_flat_grad_input": (True, ("T1", "I1", "T2", "T1", "i", "i", "i", "i")),
     "depthwise_flat_grad_weight": (True, ("T1", "T1", "I1", "T3", "i", "i", "i")),
     "im2col_rows": (True, ("T4", "T2") + ("i",) * 12),
+    "lstm_cell": (True, ("T2", "T2", "T1", "b", "T2", "T3", "T2", "T2", "T2", "T1", "T1"), ("f4",)),
 }
 # The kernels in two modules of about equal build time, built side by side on two cores (seconds of one core on
 # the 2-core Intel VM, float32 and float64 together; the kernels added later, batch norm's, the depthwise
 # convolution's, im2col's and the ReLU's, unmarked: the two parts built one at a time on the AMD VM, 10.8 and 12.1 s)
 PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_softmax_grad",      # 4.9, 1.9, 1.6, .8
           "scatter_rows", "column_sums_rows", "batch_norm_rows_grad_sums", "depthwise_flat_grad_input",
-          "im2col_rows", "scale_shift_rows"),
+          "im2col_rows", "scale_shift_rows", "lstm_cell"),
          ("max_pool_rows_grad", "col2im_gather", "bias_relu_rows", "relu_bias_grad_rows",           # 3.7, 1.8, .4, .8
           "lstm_cell_grad", "gru_cell_grad", "adam_update", "column_max_subtract",                  # .9, .8, .5, .8
           "column_sum_divide", "batch_norm_rows", "batch_norm_rows_grad", "depthwise_rows", "relu_rows",
@@ -98,10 +100,20 @@ _FLOATS = {"f4": np.dtype(np.float32), "f8": np.dtype(np.float64)}
 _NOTES = {"u1": np.dtype(np.uint8), "i4": np.dtype(np.int32)}
 
 
-def _variants(spec):
-    """(export suffix, {token letter: dtype}) for each dtype combination a signature is exported for."""
+def _floats(name):
+    """The float dtypes' tags kernel ``name`` is exported for (SIGNATURES' third element; all of _FLOATS without
+    one)."""
+    entry = SIGNATURES[name]
+    return entry[2] if len(entry) > 2 else tuple(_FLOATS)
+
+
+def _variants(spec, floats=tuple(_FLOATS)):
+    """(export suffix, {token letter: dtype}) for each dtype combination a signature is exported for (of the
+    float dtypes ``floats``)."""
     notes = _NOTES if any(tok.startswith("W") for tok in spec) else {None: None}
     for f, fdt in _FLOATS.items():
+        if f not in floats:
+            continue
         for w, wdt in notes.items():
             yield (f if w is None else f"{f}_{w}"), {"T": fdt, "W": wdt, "I": np.dtype(np.int64)}
 
@@ -175,7 +187,7 @@ def load(fallback):
         loader.exec_module(module)
         for kname in PARTS[part]:
             spec = SIGNATURES[kname][1]
-            exports = {tag: getattr(module, f"{kname}__{tag}") for tag, _ in _variants(spec)}
+            exports = {tag: getattr(module, f"{kname}__{tag}") for tag, _ in _variants(spec, _floats(kname))}
             setattr(kernels, kname, _guard(kname, spec, exports, fallback))
     return kernels
 
@@ -197,7 +209,7 @@ def _guard(name, spec, exports, fallback):
     scalars = tuple((i, _BOOLS if tok == "b" else _INTS if tok == "i" else _NUMBERS)
                     for i, tok in enumerate(spec) if len(tok) == 1)
     table = {(dtypes["T"], dtypes["W"] if note != first else dtypes["T"]): exports[tag]
-             for tag, dtypes in _variants(spec)}
+             for tag, dtypes in _variants(spec, _floats(name))}
     n, ndarray, int64 = len(spec), np.ndarray, np.dtype(np.int64)
 
     def call(*args):
@@ -478,7 +490,7 @@ def _compile(name, kernel_names, out_dir, verbose):
         from numba.pycc import compiler as pycc_compiler
     from numba.core.cpu import FastMathOptions
 
-    exact_functions = {getattr(kernel_loops, k) for k, (exact, _) in SIGNATURES.items() if exact}
+    exact_functions = {getattr(kernel_loops, k) for k, (exact, *_) in SIGNATURES.items() if exact}
     original = pycc_compiler.compile_extra
 
     def compile_extra(typingctx, targetctx, func, args, return_type, flags, locals, **kws):
@@ -494,7 +506,7 @@ def _compile(name, kernel_names, out_dir, verbose):
     cc.verbose = verbose
     for kname in kernel_names:
         func, spec = getattr(kernel_loops, kname), SIGNATURES[kname][1]
-        for tag, dtypes in _variants(spec):
+        for tag, dtypes in _variants(spec, _floats(kname)):
             sig = f"void({', '.join(_numba_type(tok, dtypes) for tok in spec)})"
             cc.export(f"{kname}__{tag}", sig)(func)
     pycc_compiler.compile_extra = compile_extra

@@ -392,20 +392,32 @@ class LSTMSeq(Op):
         TC = _buffer(xp, N, T, u, x.dtype)      # act(new c)
         ig = xp.empty((N, u), x.dtype)
         h, c = Hp[:, steps[0]], Cp[:, steps[0]]
+        # the step's gate arithmetic as one compiled call where it runs (kernels.py: float32, Keras's default
+        # activations, every operand of that dtype, NumPy's exp and tanh not vectorised on this machine)
+        cell = (_kernels.lstm_cell(Gs) if (act == "tanh" and ract == "sigmoid" and rec.dtype == x.dtype and
+                                           (bias is None or bias.dtype == x.dtype)) else None)
+        if cell is not None:
+            scratch = xp.empty((2, 4 * u), x.dtype)
+            b = bias if bias is not None else scratch[0]
         with inputs:
             for t in steps:
                 inputs.ready(t)
                 xp.matmul(h, recurrent_kernel, out=rec)  # one product for all four gates
-                if bias is not None:
-                    rec += bias
-                z = xp.add(rec4, xw4[t], out=Gs[t])      # + the input part, laid out gate-major
-                _act_(xp, ract, z[:3])
-                _act_(xp, act, z[3])
-                i, f, o, g = z
-                cn = xp.multiply(f, c, out=C[:, t])
-                cn += xp.multiply(i, g, out=ig)
-                tc = _act_(xp, act, TC[:, t], cn)
-                hn = xp.multiply(o, tc, out=H[:, t])
+                if cell is not None:
+                    cn, hn = C[:, t], H[:, t]
+                    cell(rec, inputs.xw2[t * N:(t + 1) * N], b, bias is not None, c, Gs[t], cn, TC[:, t], hn,
+                         scratch[0], scratch[1])
+                else:
+                    if bias is not None:
+                        rec += bias
+                    z = xp.add(rec4, xw4[t], out=Gs[t])      # + the input part, laid out gate-major
+                    _act_(xp, ract, z[:3])
+                    _act_(xp, act, z[3])
+                    i, f, o, g = z
+                    cn = xp.multiply(f, c, out=C[:, t])
+                    cn += xp.multiply(i, g, out=ig)
+                    tc = _act_(xp, act, TC[:, t], cn)
+                    hn = xp.multiply(o, tc, out=H[:, t])
                 if mt is not None:
                     cn[...] = xp.where(mt[:, t], cn, c)
                     hn[...] = xp.where(mt[:, t], hn, h)
