@@ -18,6 +18,9 @@ read while it sits in the first-level cache, so each array is read or written on
 - :func:`lstm_cell_grad` / :func:`gru_cell_grad`: one backward step of the LSTM's (GRU's) gate arithmetic
   (sigmoid and tanh derivatives from the saved activations: no transcendental function, which a compiled
   loop computes slower than NumPy's SIMD code), one call where NumPy makes a dozen per step.
+- :func:`lstm_cell`: one forward step of the LSTM's gate arithmetic in float32, with its own vectorised exp and
+  tanh (a polynomial each, within 3 ulps), for machines whose NumPy has no SIMD exp and tanh (those without
+  AVX-512, where NumPy's run at scalar speed): :data:`LSTM_CELL_COMPILED`.
 - :func:`adam_update`: Adam's moments and weight update, one pass over the four arrays instead of twelve
   NumPy passes, with NumPy's float operations (the same weights to the bit).
 - :func:`col2im_gather`: a convolution's input gradient from its columns, each input position summed once
@@ -68,8 +71,8 @@ from . import kernels_aot as _aot
 
 __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "in_use", "layer_norm_forward", "layer_norm_backward",
            "batch_norm_forward", "batch_norm_backward", "scale_shift", "bias_relu", "relu", "relu_bias_grad",
-           "lstm_cell_grad", "gru_cell_grad", "adam_update", "col2im_gather", "depthwise", "im2col", "max_pool2d",
-           "max_pool2d_grad", "softmax_columns", "softmax_columns_grad", "scatter_rows"]
+           "lstm_cell", "lstm_cell_grad", "gru_cell_grad", "adam_update", "col2im_gather", "depthwise", "im2col",
+           "max_pool2d", "max_pool2d_grad", "softmax_columns", "softmax_columns_grad", "scatter_rows"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
