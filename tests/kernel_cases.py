@@ -70,7 +70,9 @@ def cases(dtype, seed=0):
         "im2col_rows": [(odd(a(3, 5, 6, 4)), a(60, 36), 1, 3, 5, 6, 3, 3, 1, 1, 1, 1, 1, 1),
                         (a(3, 5, 6, 4), a(2, 36), 1, 3, 1, 1, 3, 3, 2, 2, 2, 2, 0, 0)],
     }
-    if np.dtype(dtype) == np.float32:   # an LSTM step forward (float32 only): 5 rows, 6 units, with and without bias
+    if np.dtype(dtype) == np.float32:   # float32 only: an LSTM step forward (5 rows, 6 units, with and without
+        # bias); sigmoid and tanh in place
         out.update(lstm_cell=[(odd(a(5, 24) * 30), a(5, 24), a(24), hb, a(5, 6), a(4, 5, 6), a(5, 6), a(5, 6), a(5, 6),
-                               a(24), a(24)) for hb in (True, False)])
+                               a(24), a(24)) for hb in (True, False)],
+                   sigmoid_tanh_rows=[(odd(a(5, 24) * 30), th, a(24), a(24)) for th in (False, True)])
     return out

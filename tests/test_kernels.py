@@ -699,7 +699,7 @@ def test_lstm_forward_step_kernel_equals_numpy(compiled, kwargs):
     """The compiled forward step (float32: the gate arithmetic, exp and tanh in one call a step) against NumPy's
     passes: outputs and every gradient to float32's rounding (its exp and tanh are not NumPy's), one call a step,
     also where NumPy's exp is AVX-512's and the step stays NumPy's by default."""
-    compiled.setattr(K, "LSTM_CELL_COMPILED", True)
+    compiled.setattr(K, "OWN_EXP", True)
     calls = _count_calls(compiled, "lstm_cell")
     _cell_kernel_equals_numpy(compiled, layers.LSTM, "lstm_cell_grad", np.float32, kwargs)
     assert len(calls) == 14   # 7 steps, twice (the call that shapes dy, the compiled run); the NumPy run none
@@ -707,20 +707,21 @@ def test_lstm_forward_step_kernel_equals_numpy(compiled, kwargs):
 
 def test_lstm_forward_step_kernel_stands_aside(compiled):
     """NumPy's passes run for float64, for other activations, and where NumPy's exp is vectorised
-    (LSTM_CELL_COMPILED off)."""
+    (OWN_EXP off)."""
     calls = _count_calls(compiled, "lstm_cell")
     x = R.standard_normal((3, 5, 4))
-    compiled.setattr(K, "LSTM_CELL_COMPILED", True)
+    compiled.setattr(K, "OWN_EXP", True)
     for layer, inp in ((layers.LSTM(4, dtype="float64"), x), (layers.LSTM(4, activation="relu"), x.astype("float32")),
                        (layers.LSTM(4, recurrent_activation="hard_sigmoid"), x.astype("float32"))):
         layer(inp)
-    compiled.setattr(K, "LSTM_CELL_COMPILED", False)
+    compiled.setattr(K, "OWN_EXP", False)
     layers.LSTM(4)(x.astype("float32"))
     assert calls == []
 
 
 def test_lstm_forward_step_kernel_exp_and_tanh_to_a_few_ulps(compiled):
-    """The kernel's own exp, sigmoid and tanh over float32's whole range, against float64 references: within 3
+    """The kernel's own exp, sigmoid and tanh over float32's whole range (and sigmoid_tanh_rows', the same
+    values), against float64 references: within 3
     ulps of the rounded value wherever the result is a normal number (0 or subnormal where it would be subnormal),
     NaN stays NaN, infinities give the limits, tanh keeps the sign of zero."""
     k = K._load()
@@ -750,6 +751,11 @@ def test_lstm_forward_step_kernel_exp_and_tanh_to_a_few_ulps(compiled):
             assert np.max(np.abs(got[normal] - want[normal]) / ulp) <= 3
             assert np.all(np.abs(got[~nan & ~normal]) < np.finfo(np.float32).tiny)   # 0 or subnormal
     assert np.signbit(gates[3][z == 0]).tolist() == np.signbit(z[z == 0]).tolist()
+    # the in-place pass (kernels.sigmoid_tanh) computes the same values as the step's gates
+    for tanh, want in ((False, gates[0]), (True, gates[3])):
+        y = z.copy()
+        k.sigmoid_tanh_rows(y, tanh, np.empty(u, np.float32), np.empty(u, np.float32))
+        np.testing.assert_array_equal(y, want)
     # c = f * 0 + i * g; tanh(c) and h = o tanh(c) from the kernel's own gates
     want_c = gates[1] * c_prev + gates[0] * gates[3]
     np.testing.assert_array_equal(c, want_c)
@@ -758,6 +764,36 @@ def test_lstm_forward_step_kernel_exp_and_tanh_to_a_few_ulps(compiled):
     fin = ~np.isnan(th_c)
     assert np.max(np.abs(tc[fin] - th_c[fin]) / np.spacing(np.abs(th_c[fin]).astype(np.float32))) <= 3
     np.testing.assert_array_equal(h, gates[2] * tc)
+
+
+@pytest.mark.parametrize("make", [layers.GRU, layers.SimpleRNN])
+@pytest.mark.parametrize("kwargs", [dict(), dict(return_sequences=True, masked=True), dict(go_backwards=True)])
+def test_recurrent_gates_take_the_kernels_sigmoid_and_tanh(compiled, make, kwargs):
+    """The GRU's and SimpleRNN's float32 gates through kernels.sigmoid_tanh (where NumPy's exp is not SIMD, and
+    here forced): outputs and gradients as NumPy's passes give them, to float32's rounding; one call per step
+    and activation; float64 and a strided view keep NumPy's passes."""
+    compiled.setattr(K, "OWN_EXP", True)
+    calls = _count_calls(compiled, "sigmoid_tanh_rows", lambda args: bool(args[1]))
+    x = R.standard_normal((5, 7, 4)).astype(np.float32)
+    mask = _MASK if kwargs.pop("masked", False) else None
+    layer = make(6, **kwargs)
+    out = layer(x, mask=mask)
+    gy = R.standard_normal(out.shape).astype(np.float32)
+
+    def run():
+        xt = Tensor(x, requires_grad=True)
+        y = layer(xt, training=True, mask=mask)
+        gs = grad(y, [xt] + list(layer.trainable_weights), grad_output=Tensor(gy))
+        return [np.asarray(y.data)] + [np.asarray(g.data) for g in gs]
+    calls.clear()
+    got, want = _both(compiled, run)
+    _close(got, want, np.float32)
+    per_step = [False, True] if make is layers.GRU else [True]   # GRU: z and r, then the candidate's tanh
+    assert calls == per_step * 7
+    calls.clear()
+    make(6, dtype="float64")(x.astype(np.float64))
+    a = R.standard_normal((4, 6)).astype(np.float32)
+    assert not K.sigmoid_tanh(a[:, ::2], True) and calls == []
 
 
 def test_lstm_kernel_stands_aside_for_other_activations(compiled):

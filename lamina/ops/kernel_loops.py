@@ -361,6 +361,45 @@ def lstm_cell(rec, xw, bias, has_bias, c_prev, gates, c_out, tc_out, h_out, e, f
             h[j] = go[j] * t
 
 
+def sigmoid_tanh_rows(x, tanh, e, f):
+    # FLOAT32 ONLY: x (rows, width) in place: sigmoid(x) = 1 / (1 + exp(-x)), or with ``tanh`` tanh(x), with
+    # lstm_cell's exp and tanh (see there); e and f scratch rows of ``width`` values
+    rows, width = x.shape
+    one = np.float32(1)
+    two = np.float32(2)
+    lo = np.float32(-87.33654)
+    hi = np.float32(88.72283)
+    big = np.float32(12582912.0)
+    bits = f.view(np.int32)
+    for r in range(rows):
+        xr = x[r]
+        for j in range(width):
+            a = two * abs(xr[j]) if tanh else -xr[j]
+            a = a if not (a < lo) else lo
+            a = a if not (a > hi) else hi
+            m = (a * np.float32(1.44269504088896341) + big) - big
+            q = a - m * np.float32(0.693359375) - m * np.float32(-2.12194440e-4)
+            e[j] = (((((np.float32(1.9875691500e-4) * q + np.float32(1.3981999507e-3)) * q
+                       + np.float32(8.3334519073e-3)) * q + np.float32(4.1665795894e-2)) * q
+                     + np.float32(1.6666665459e-1)) * q + np.float32(5.0000001201e-1)) * (q * q) + q + one
+            bits[j] = (np.int32(m) + np.int32(127)) << np.int32(23)
+        for j in range(width):
+            e[j] *= f[j]
+        if tanh:
+            for j in range(width):
+                z = xr[j]
+                t = one - two / (e[j] + one)
+                t = t if z >= 0 else -t
+                z2 = z * z
+                s = z * (((((np.float32(-5.70498872745e-3) * z2 + np.float32(2.06390887954e-2)) * z2
+                            - np.float32(5.37397155531e-2)) * z2 + np.float32(1.33314422036e-1)) * z2
+                          - np.float32(3.33332819422e-1)) * z2 + one)
+                xr[j] = s if abs(z) < np.float32(0.625) else t
+        else:
+            for j in range(width):
+                xr[j] = one / (one + e[j])
+
+
 def lstm_cell_grad(dh, dc, gates, tc, c_prev, dz, dc_prev):
     # one LSTM step backward (sigmoid gates i, f, o; tanh candidate g and cell output; a mask is the
     # caller's: it passes the step's share of dh and dc):

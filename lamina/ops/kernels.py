@@ -20,7 +20,8 @@ read while it sits in the first-level cache, so each array is read or written on
   loop computes slower than NumPy's SIMD code), one call where NumPy makes a dozen per step.
 - :func:`lstm_cell`: one forward step of the LSTM's gate arithmetic in float32, with its own vectorised exp and
   tanh (a polynomial each, within 3 ulps), for machines whose NumPy has no SIMD exp and tanh (those without
-  AVX-512, where NumPy's run at scalar speed): :data:`LSTM_CELL_COMPILED`.
+  AVX-512, where NumPy's run at scalar speed): :data:`OWN_EXP`; :func:`sigmoid_tanh` the same exp and tanh
+  as an in-place pass (the GRU's and SimpleRNN's gates there).
 - :func:`adam_update`: Adam's moments and weight update, one pass over the four arrays instead of twelve
   NumPy passes, with NumPy's float operations (the same weights to the bit).
 - :func:`col2im_gather`: a convolution's input gradient from its columns, each input position summed once
@@ -71,7 +72,7 @@ from . import kernels_aot as _aot
 
 __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "in_use", "layer_norm_forward", "layer_norm_backward",
            "batch_norm_forward", "batch_norm_backward", "scale_shift", "bias_relu", "relu", "relu_bias_grad",
-           "lstm_cell", "lstm_cell_grad", "gru_cell_grad", "adam_update", "col2im_gather", "depthwise", "im2col",
+           "lstm_cell", "sigmoid_tanh", "lstm_cell_grad", "gru_cell_grad", "adam_update", "col2im_gather", "depthwise", "im2col",
            "max_pool2d", "max_pool2d_grad", "softmax_columns", "softmax_columns_grad", "scatter_rows"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
@@ -464,23 +465,43 @@ def _numpy_exp_is_simd():
     return bool(getattr(core._multiarray_umath, "__cpu_features__", {}).get("AVX512F"))
 
 
-# The compiled LSTM step forward runs where NumPy's exp and tanh are not vectorised: measured there (Zen 2,
-# (64, 128) a step) 147 -> 68-78 us a step. With AVX-512 NumPy's own passes stay (measured before on Zen 4 and
-# Intel; the compiled step was not measured there).
-LSTM_CELL_COMPILED = not _numpy_exp_is_simd()
+# The kernels' own vectorised exp (lstm_cell, sigmoid_tanh) runs where NumPy's exp and tanh are not vectorised:
+# measured there (Zen 2, (64, 128) a step) an LSTM step's gate arithmetic 147 -> 68-78 us, a GRU step's sigmoid
+# and tanh ~130 -> ~20 us. With AVX-512 NumPy's own passes stay (measured before on Zen 4 and Intel; the compiled
+# ones were not measured there).
+OWN_EXP = not _numpy_exp_is_simd()
 
 
 def lstm_cell(gates):
     """The compiled forward step of an LSTM with sigmoid gates and tanh activations (kernel_loops.lstm_cell:
     the gate arithmetic and exp, tanh in one call), for the sequence's float32 gate buffer ``gates`` (T, 4, N,
-    u); None where it does not run (float64, NumPy's SIMD exp: LSTM_CELL_COMPILED). Called as ``f(rec, xw_t,
+    u); None where it does not run (float64, NumPy's SIMD exp: OWN_EXP). Called as ``f(rec, xw_t,
     bias, has_bias, c_prev, gates[t], c_t, tanh_c_t, h_t, e, f)`` on contiguous arrays, rec and xw_t (N, 4u)
     in gate order i, f, o, g, e and f scratch rows of 4u values. The values agree with NumPy's passes to a few
     ulps (its exp and tanh round differently), NaN and infinities as there."""
-    if not LSTM_CELL_COMPILED or gates.dtype != np.float32:
+    if not OWN_EXP or gates.dtype != np.float32:
         return None
     k = _eligible(gates)
     return None if k is None else k.lstm_cell
+
+
+def sigmoid_tanh(a, tanh):
+    """In place, sigmoid(a) (1 / (1 + exp(-a))) or with ``tanh`` tanh(a), compiled with the kernels' own exp and
+    tanh (kernel_loops.sigmoid_tanh_rows: one call where NumPy's sigmoid makes four passes): True if done, False
+    where it does not run (float64, a non-contiguous array, NumPy's SIMD exp: OWN_EXP); within 3 ulps of the
+    exact values, NaN and the infinities as NumPy's (sigmoid is 0 or subnormal where it would be subnormal)."""
+    if not OWN_EXP or type(a) is not np.ndarray or a.dtype != np.float32 or a.ndim == 0:
+        return False
+    k = _eligible(a, least=min(MIN_ELEMENTS, 256))   # (exp's arithmetic is what it saves: a step's gates pay)
+    if k is None:
+        return False
+    width = a.shape[-1]
+    if width == 0:
+        return True
+    rows = a.reshape(-1, width)
+    scratch = np.empty((2, width), np.float32)
+    k.sigmoid_tanh_rows(rows, bool(tanh), scratch[0], scratch[1])
+    return True
 
 
 def lstm_cell_grad(gates):

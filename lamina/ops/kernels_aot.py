@@ -58,7 +58,7 @@ FASTMATH = frozenset({"reassoc", "contract"})
 # C-contiguous int64 array, "W4" a 4-D C-contiguous uint8 or int32 array (max pooling's note of the window
 # offset: one export each). With whether it compiles without fastmath ("exact": the NumPy code's operations in
 # its order) or with FASTMATH, and, as a third element where a kernel is exported for fewer float dtypes, those
-# dtypes' tags (lstm_cell's float32 exp is float32 only).
+# dtypes' tags (lstm_cell's and sigmoid_tanh_rows' exp is float32's alone).
 SIGNATURES = {
     "layer_norm_rows": (False, ("T2", "T1", "T1", "b", "b", "T", "T2", "T1", "T1")),
     "layer_norm_rows_grad": (False, ("T2", "T2", "T1", "T1", "T1", "b", "b", "b", "T2", "T3")),
@@ -85,6 +85,7 @@ SIGNATURES = {
     "depthwise_flat_grad_weight": (True, ("T1", "T1", "I1", "T3", "i", "i", "i")),
     "im2col_rows": (True, ("T4", "T2") + ("i",) * 12),
     "lstm_cell": (True, ("T2", "T2", "T1", "b", "T2", "T3", "T2", "T2", "T2", "T1", "T1"), ("f4",)),
+    "sigmoid_tanh_rows": (True, ("T2", "b", "T1", "T1"), ("f4",)),
 }
 # The kernels in two modules of about equal build time, built side by side on two cores (seconds of one core on
 # the 2-core Intel VM, float32 and float64 together; the kernels added later, batch norm's, the depthwise
@@ -95,7 +96,7 @@ PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_so
          ("max_pool_rows_grad", "col2im_gather", "bias_relu_rows", "relu_bias_grad_rows",           # 3.7, 1.8, .4, .8
           "lstm_cell_grad", "gru_cell_grad", "adam_update", "column_max_subtract",                  # .9, .8, .5, .8
           "column_sum_divide", "batch_norm_rows", "batch_norm_rows_grad", "depthwise_rows", "relu_rows",
-          "depthwise_flat_grad_weight"))
+          "depthwise_flat_grad_weight", "sigmoid_tanh_rows"))
 _FLOATS = {"f4": np.dtype(np.float32), "f8": np.dtype(np.float64)}
 _NOTES = {"u1": np.dtype(np.uint8), "i4": np.dtype(np.int32)}
 

@@ -46,13 +46,18 @@ def _act_name(act):
 
 def _act_(xp, name, a, src=None):
     """Apply activation ``name`` to array ``a`` IN PLACE (a may be a view) and return it; with ``src``, to
-    src, written into a."""
+    src, written into a. Sigmoid and tanh in place on float32 take the kernels' own vectorised exp where NumPy's
+    is not (kernels.sigmoid_tanh: machines without AVX-512)."""
     if name == "tanh":
+        if src is None and _kernels.sigmoid_tanh(a, True):
+            return a
         xp.tanh(a if src is None else src, out=a)
         return a
     if src is not None:
         a[...] = src
     if name == "sigmoid":
+        if _kernels.sigmoid_tanh(a, False):
+            return a
         # relatively exact down to sigmoid's subnormal range, where a gate is 0 in all but name (the form
         # (tanh(x/2) + 1) / 2 would cancel for x < 0)
         sigmoid_inplace(xp, a, subnormals=False)
