@@ -363,7 +363,10 @@ def lstm_cell(rec, xw, bias, has_bias, c_prev, gates, c_out, tc_out, h_out, e, f
 
 def sigmoid_tanh_rows(x, tanh, e, f):
     # FLOAT32 ONLY: x (rows, width) in place: sigmoid(x) = 1 / (1 + exp(-x)), or with ``tanh`` tanh(x), with
-    # lstm_cell's exp and tanh (see there); e and f scratch rows of ``width`` values
+    # lstm_cell's exp and tanh (see there); e and f scratch rows of ``width`` values. The exp and tanh are written
+    # out in each kernel (three copies with lstm_cell's two): numba compiles no call to a plain Python function,
+    # and these loops compile without numba in scope; keep the copies the same (tests/test_kernels.py checks that
+    # this kernel gives lstm_cell's values).
     rows, width = x.shape
     one = np.float32(1)
     two = np.float32(2)
