@@ -157,6 +157,13 @@ def main(argv=None):
 DEFAULT_JSON = "bench/results.json"
 
 
+def kernels_off():
+    """Whether the environment switches lamina's compiled kernels off (LAMINA_KERNELS=numpy) for the workers this
+    runner starts (read here, not through lamina.ops.kernels.mode(): the workers, not this process, run them, and
+    bench.ab's base tree is another lamina)."""
+    return os.environ.get("LAMINA_KERNELS", "").strip().lower() == "numpy"
+
+
 def _json_path(a):
     """Where the parsed arguments' runs are written: --json, else DEFAULT_JSON for a full default run (every
     workload, lamina and torch, 2 threads, no contention, the base size on the CPU, not a smoke run, the compiled
@@ -167,7 +174,7 @@ def _json_path(a):
     full = (set(w for w in a.workloads.split(",") if w) == set(WORKLOADS)
             and {"lamina", "torch"} <= set(a.frameworks.split(",")) and a.threads == 2 and not a.contention
             and a.size == "base" and a.device == "cpu" and not a.smoke
-            and os.environ.get("LAMINA_KERNELS", "").strip().lower() != "numpy")
+            and not kernels_off())
     return DEFAULT_JSON if full else None
 
 

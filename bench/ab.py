@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 
-from .__main__ import _build_kernels, _run_worker
+from .__main__ import _build_kernels, _run_worker, kernels_off
 from .workloads import WORKLOADS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,7 +32,7 @@ def _build_tree_kernels(tree, report):
     """The base tree's compiled kernels built before measuring, as ``python -m bench`` builds this tree's: else its
     workers would compile them in-process (numba's JIT, ~1 s a process) or, where they still warm up, run NumPy's
     code for a while. A revision without the ahead-of-time build, or a machine without numba, is left as it is."""
-    if os.environ.get("LAMINA_KERNELS", "").strip().lower() == "numpy":   # (the workers would not run them)
+    if kernels_off():   # (the workers would not run them)
         return
     code = ("import importlib.util, sys\n"
             "try:\n    from lamina.ops import kernels_aot\nexcept ImportError:\n    sys.exit(0)\n"
