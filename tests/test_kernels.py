@@ -738,7 +738,8 @@ def test_lstm_forward_step_kernel_exp_and_tanh_to_a_few_ulps(compiled):
     c_prev = np.zeros((n, u), np.float32)
     gates, c, tc, h = np.empty((4, n, u), np.float32), np.empty((n, u), np.float32), np.empty((n, u), np.float32), \
         np.empty((n, u), np.float32)
-    k.lstm_cell(rec, xw, rec[0], False, c_prev, gates, c, tc, h, np.empty(4 * u, np.float32), np.empty(4 * u, np.float32))
+    scratch = np.empty((2, 4 * u), np.float32)
+    k.lstm_cell(rec, xw, rec[0], False, c_prev, gates, c, tc, h, scratch[0], scratch[1])
     z64 = z.astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         sig = 1 / (1 + np.exp(-z64))
