@@ -73,6 +73,6 @@ def cases(dtype, seed=0):
     if np.dtype(dtype) == np.float32:   # float32 only: an LSTM step forward (5 rows, 6 units, with and without
         # bias); sigmoid and tanh in place
         out.update(lstm_cell=[(odd(a(5, 24) * 30), a(5, 24), a(24), hb, a(5, 6), a(4, 5, 6), a(5, 6), a(5, 6), a(5, 6),
-                               a(24), a(24)) for hb in (True, False)],
-                   sigmoid_tanh_rows=[(odd(a(5, 24) * 30), th, a(24), a(24)) for th in (False, True)])
+                               a(3, 24)) for hb in (True, False)],
+                   sigmoid_tanh_rows=[(odd(a(5, 24) * 30), th, a(3, 24)) for th in (False, True)])
     return out

@@ -264,25 +264,62 @@ def im2col_rows(x, cols, s0, s1, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl):
                 r += 1
 
 
-def lstm_cell(rec, xw, bias, has_bias, c_prev, gates, c_out, tc_out, h_out, e, f):
+def _exp_into(a, e, f):
+    # e = exp(a) for float32 rows (a helper of the float32 kernels below: kernels_aot.HELPERS, compiled with them).
+    # exp(a) = 2^m p(r), m = round(a / ln 2) (by adding and subtracting 1.5 * 2^23), r = a - m ln 2 in two parts
+    # (Cody and Waite), p Cephes' expf polynomial (~1 ulp); 2^m from its bits, written into the int32 view of the
+    # scratch row f. a is clamped to [-87.34, 88.72]: overflow becomes inf and underflow 2^-126, which change
+    # neither 1 / (1 + e) nor tanh; NaN passes the clamps (negated comparisons) and stays NaN. Exact compilation
+    # only: reassociation would undo the rounding and the two-part reduction.
+    lo = np.float32(-87.33654)
+    hi = np.float32(88.72283)
+    big = np.float32(12582912.0)
+    one = np.float32(1)
+    bits = f.view(np.int32)
+    for j in range(a.shape[0]):
+        x = a[j]
+        x = x if not (x < lo) else lo
+        x = x if not (x > hi) else hi
+        m = (x * np.float32(1.44269504088896341) + big) - big
+        q = x - m * np.float32(0.693359375) - m * np.float32(-2.12194440e-4)
+        e[j] = (((((np.float32(1.9875691500e-4) * q + np.float32(1.3981999507e-3)) * q
+                   + np.float32(8.3334519073e-3)) * q + np.float32(4.1665795894e-2)) * q
+                 + np.float32(1.6666665459e-1)) * q + np.float32(5.0000001201e-1)) * (q * q) + q + one
+        bits[j] = (np.int32(m) + np.int32(127)) << np.int32(23)
+    for j in range(a.shape[0]):
+        e[j] *= f[j]
+
+
+def _tanh_from(z, e, out):
+    # out = tanh(z) given e = exp(2|z|) (a helper as _exp_into; out another array than z, else the loop runs
+    # without SIMD): sign(z) (1 - 2 / (e + 1)), and for |z| < 0.625, where that cancels, Cephes' tanhf polynomial
+    # (as z times one more: tanh(-0) stays -0)
+    one = np.float32(1)
+    two = np.float32(2)
+    for j in range(z.shape[0]):
+        v = z[j]
+        t = one - two / (e[j] + one)
+        t = t if v >= 0 else -t
+        v2 = v * v
+        s = v * (((((np.float32(-5.70498872745e-3) * v2 + np.float32(2.06390887954e-2)) * v2
+                    - np.float32(5.37397155531e-2)) * v2 + np.float32(1.33314422036e-1)) * v2
+                  - np.float32(3.33332819422e-1)) * v2 + one)
+        out[j] = s if abs(v) < np.float32(0.625) else t
+
+
+def lstm_cell(rec, xw, bias, has_bias, c_prev, gates, c_out, tc_out, h_out, scratch):
     # FLOAT32 ONLY (exported for float32 alone): one LSTM step forward. rec = h_prev U and xw = x_t W, rows
     # (N, 4u) in gate order i, f, o, g; writes the gate activations into gates (4, N, u), c, tanh(c) and h.
-    # exp is computed here, vectorised (NumPy's float32 exp and tanh run at scalar speed without AVX-512):
-    # exp(a) = 2^m p(r), m = round(a / ln 2), r = a - m ln 2 in two parts (Cody and Waite), p Cephes' expf
-    # polynomial (~1 ulp), 2^m built from its bits in the int32 view of the scratch row f. Arguments are
-    # clamped to [-87.34, 88.72]: exp's overflow becomes inf there and its underflow 2^-126, which changes
-    # neither 1 / (1 + e) nor tanh; NaN passes through the clamps (written as negated comparisons) and stays
-    # NaN. sigmoid(z) = 1 / (1 + exp(-z)); tanh(z) = sign(z) (1 - 2 / (exp(2|z|) + 1)), and for |z| < 0.625,
-    # where that cancels, Cephes' tanhf polynomial. Exact compilation only: reassociation would undo the
-    # rounding by 1.5 * 2^23 and the two-part reduction.
+    # exp and tanh are _exp_into's and _tanh_from's, vectorised (NumPy's float32 exp and tanh run at scalar speed
+    # without AVX-512): sigmoid(z) = 1 / (1 + exp(-z)). scratch: three rows of 4u values (the exp arguments,
+    # the exps, _exp_into's bits).
     n, u4 = rec.shape
     u = u4 // 4
     one = np.float32(1)
     two = np.float32(2)
-    lo = np.float32(-87.33654)
-    hi = np.float32(88.72283)
-    big = np.float32(12582912.0)
-    bits = f.view(np.int32)
+    arg = scratch[0]
+    e = scratch[1]
+    f = scratch[2]
     for r in range(n):
         for k in range(4):
             rr = rec[r, k * u:(k + 1) * u]
@@ -295,109 +332,60 @@ def lstm_cell(rec, xw, bias, has_bias, c_prev, gates, c_out, tc_out, h_out, e, f
             else:
                 for j in range(u):
                     g[j] = rr[j] + xr[j]
-            ek = e[k * u:(k + 1) * u]
-            bk = bits[k * u:(k + 1) * u]
+            ak = arg[k * u:(k + 1) * u]
             for j in range(u):
-                a = -g[j] if k < 3 else two * abs(g[j])
-                a = a if not (a < lo) else lo
-                a = a if not (a > hi) else hi
-                m = (a * np.float32(1.44269504088896341) + big) - big
-                q = a - m * np.float32(0.693359375) - m * np.float32(-2.12194440e-4)
-                ek[j] = (((((np.float32(1.9875691500e-4) * q + np.float32(1.3981999507e-3)) * q
-                            + np.float32(8.3334519073e-3)) * q + np.float32(4.1665795894e-2)) * q
-                          + np.float32(1.6666665459e-1)) * q + np.float32(5.0000001201e-1)) * (q * q) + q + one
-                bk[j] = (np.int32(m) + np.int32(127)) << np.int32(23)
-        for j in range(u4):
-            e[j] *= f[j]
+                ak[j] = -g[j] if k < 3 else two * abs(g[j])
+        _exp_into(arg, e, f)
         for k in range(3):
             g = gates[k, r]
             ek = e[k * u:(k + 1) * u]
             for j in range(u):
                 g[j] = one / (one + ek[j])
         g = gates[3, r]
-        ek = e[3 * u:]
+        tg = arg[3 * u:]
+        _tanh_from(g, e[3 * u:], tg)   # (not in place: the helper's loop would not vectorise, its operands may alias)
         for j in range(u):
-            z = g[j]
-            t = one - two / (ek[j] + one)
-            t = t if z >= 0 else -t
-            z2 = z * z
-            s = z * (((((np.float32(-5.70498872745e-3) * z2 + np.float32(2.06390887954e-2)) * z2
-                        - np.float32(5.37397155531e-2)) * z2 + np.float32(1.33314422036e-1)) * z2
-                      - np.float32(3.33332819422e-1)) * z2 + one)   # (z times: tanh(-0) stays -0)
-            g[j] = s if abs(z) < np.float32(0.625) else t
+            g[j] = tg[j]
         gi = gates[0, r]
         gf = gates[1, r]
-        go = gates[2, r]
         gg = gates[3, r]
         cp = c_prev[r]
         co = c_out[r]
-        ek = e[:u]
-        bk = bits[:u]
         for j in range(u):
             c = gf[j] * cp[j] + gi[j] * gg[j]   # NumPy's order: f c_prev, then + i g
             co[j] = c
-            a = two * abs(c)
-            a = a if not (a > hi) else hi
-            m = (a * np.float32(1.44269504088896341) + big) - big
-            q = a - m * np.float32(0.693359375) - m * np.float32(-2.12194440e-4)
-            ek[j] = (((((np.float32(1.9875691500e-4) * q + np.float32(1.3981999507e-3)) * q
-                        + np.float32(8.3334519073e-3)) * q + np.float32(4.1665795894e-2)) * q
-                      + np.float32(1.6666665459e-1)) * q + np.float32(5.0000001201e-1)) * (q * q) + q + one
-            bk[j] = (np.int32(m) + np.int32(127)) << np.int32(23)
-        for j in range(u):
-            ek[j] *= f[j]
+            arg[j] = two * abs(c)
+        _exp_into(arg[:u], e[:u], f[:u])
         tc = tc_out[r]
+        _tanh_from(co, e[:u], tc)
+        go = gates[2, r]
         h = h_out[r]
         for j in range(u):
-            z = co[j]
-            t = one - two / (ek[j] + one)
-            t = t if z >= 0 else -t
-            z2 = z * z
-            s = z * (((((np.float32(-5.70498872745e-3) * z2 + np.float32(2.06390887954e-2)) * z2
-                        - np.float32(5.37397155531e-2)) * z2 + np.float32(1.33314422036e-1)) * z2
-                      - np.float32(3.33332819422e-1)) * z2 + one)   # (z times: tanh(-0) stays -0)
-            t = s if abs(z) < np.float32(0.625) else t
-            tc[j] = t
-            h[j] = go[j] * t
+            h[j] = go[j] * tc[j]
 
 
-def sigmoid_tanh_rows(x, tanh, e, f):
+def sigmoid_tanh_rows(x, tanh, scratch):
     # FLOAT32 ONLY: x (rows, width) in place: sigmoid(x) = 1 / (1 + exp(-x)), or with ``tanh`` tanh(x), with
-    # lstm_cell's exp and tanh (see there); e and f scratch rows of ``width`` values. The exp and tanh are written
-    # out in each kernel (three copies with lstm_cell's two): numba compiles no call to a plain Python function,
-    # and these loops compile without numba in scope; keep the copies the same (tests/test_kernels.py checks that
-    # this kernel gives lstm_cell's values).
+    # lstm_cell's exp and tanh (_exp_into, _tanh_from); scratch: three rows of ``width`` values
     rows, width = x.shape
     one = np.float32(1)
     two = np.float32(2)
-    lo = np.float32(-87.33654)
-    hi = np.float32(88.72283)
-    big = np.float32(12582912.0)
-    bits = f.view(np.int32)
+    arg = scratch[0]
+    e = scratch[1]
+    f = scratch[2]
     for r in range(rows):
         xr = x[r]
-        for j in range(width):
-            a = two * abs(xr[j]) if tanh else -xr[j]
-            a = a if not (a < lo) else lo
-            a = a if not (a > hi) else hi
-            m = (a * np.float32(1.44269504088896341) + big) - big
-            q = a - m * np.float32(0.693359375) - m * np.float32(-2.12194440e-4)
-            e[j] = (((((np.float32(1.9875691500e-4) * q + np.float32(1.3981999507e-3)) * q
-                       + np.float32(8.3334519073e-3)) * q + np.float32(4.1665795894e-2)) * q
-                     + np.float32(1.6666665459e-1)) * q + np.float32(5.0000001201e-1)) * (q * q) + q + one
-            bits[j] = (np.int32(m) + np.int32(127)) << np.int32(23)
-        for j in range(width):
-            e[j] *= f[j]
         if tanh:
             for j in range(width):
-                z = xr[j]
-                t = one - two / (e[j] + one)
-                t = t if z >= 0 else -t
-                z2 = z * z
-                s = z * (((((np.float32(-5.70498872745e-3) * z2 + np.float32(2.06390887954e-2)) * z2
-                            - np.float32(5.37397155531e-2)) * z2 + np.float32(1.33314422036e-1)) * z2
-                          - np.float32(3.33332819422e-1)) * z2 + one)
-                xr[j] = s if abs(z) < np.float32(0.625) else t
+                arg[j] = two * abs(xr[j])
+        else:
+            for j in range(width):
+                arg[j] = -xr[j]
+        _exp_into(arg, e, f)
+        if tanh:
+            _tanh_from(xr, e, arg)   # (not in place: as in lstm_cell)
+            for j in range(width):
+                xr[j] = arg[j]
         else:
             for j in range(width):
                 xr[j] = one / (one + e[j])

@@ -275,6 +275,7 @@ def _define(numba):
     jit = numba.njit(cache=True, fastmath=set(_aot.FASTMATH), **_aot.OPTIONS)
     # no fastmath at all: the NumPy code's operations in its order and rounding (Adam, col2im, max pooling)
     exact = numba.njit(cache=True, **_aot.OPTIONS)
+    _aot.compile_helpers(exact)   # (before any kernel that calls one compiles)
     k = _Jitted()
     for name, (is_exact, *_) in _aot.SIGNATURES.items():
         setattr(k, name, (exact if is_exact else jit)(getattr(_loops, name)))
@@ -477,8 +478,8 @@ def lstm_cell(gates):
     """The compiled forward step of an LSTM with sigmoid gates and tanh activations (kernel_loops.lstm_cell:
     the gate arithmetic and exp, tanh in one call), for the sequence's float32 gate buffer ``gates`` (T, 4, N,
     u); None where it does not run (float64, NumPy's SIMD exp: OWN_EXP). Called as ``f(rec, xw_t,
-    bias, has_bias, c_prev, gates[t], c_t, tanh_c_t, h_t, e, f)`` on contiguous arrays, rec and xw_t (N, 4u)
-    in gate order i, f, o, g, e and f scratch rows of 4u values. The values agree with NumPy's passes to a few
+    bias, has_bias, c_prev, gates[t], c_t, tanh_c_t, h_t, scratch)`` on contiguous arrays, rec and xw_t (N, 4u)
+    in gate order i, f, o, g, scratch (3, 4u). The values agree with NumPy's passes to a few
     ulps (its exp and tanh round differently), NaN and infinities as there."""
     if not OWN_EXP or gates.dtype != np.float32:
         return None
@@ -500,8 +501,7 @@ def sigmoid_tanh(a, tanh):
     if width == 0:
         return True
     rows = a.reshape(-1, width)
-    scratch = np.empty((2, width), np.float32)
-    k.sigmoid_tanh_rows(rows, bool(tanh), scratch[0], scratch[1])
+    k.sigmoid_tanh_rows(rows, bool(tanh), np.empty((3, width), np.float32))
     return True
 
 

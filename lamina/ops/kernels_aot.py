@@ -84,9 +84,22 @@ SIGNATURES = {
     "depthwise_flat_grad_input": (True, ("T1", "I1", "T2", "T1", "i", "i", "i", "i")),
     "depthwise_flat_grad_weight": (True, ("T1", "T1", "I1", "T3", "i", "i", "i")),
     "im2col_rows": (True, ("T4", "T2") + ("i",) * 12),
-    "lstm_cell": (True, ("T2", "T2", "T1", "b", "T2", "T3", "T2", "T2", "T2", "T1", "T1"), ("f4",)),
-    "sigmoid_tanh_rows": (True, ("T2", "b", "T1", "T1"), ("f4",)),
+    "lstm_cell": (True, ("T2", "T2", "T1", "b", "T2", "T3", "T2", "T2", "T2", "T2"), ("f4",)),
+    "sigmoid_tanh_rows": (True, ("T2", "b", "T2"), ("f4",)),
 }
+# kernel_loops' helpers: plain functions some kernels call (numba compiles no call to a plain Python function, and
+# kernel_loops imports no numba). Each is compiled exact and put in kernel_loops' namespace before any kernel that
+# calls it compiles, in-process (kernels._define) and ahead of time (_compile): compile_helpers.
+HELPERS = ("_exp_into", "_tanh_from")
+
+
+def compile_helpers(njit):
+    """Replace each of HELPERS in kernel_loops by its compiled version ``njit(function)`` (once a process: a helper
+    already compiled stays)."""
+    for name in HELPERS:
+        f = getattr(kernel_loops, name)
+        if not hasattr(f, "py_func"):   # (a numba dispatcher keeps the Python function there)
+            setattr(kernel_loops, name, njit(f))
 # The kernels in two modules of about equal build time, built side by side on two cores (seconds of one core on
 # the 2-core Intel VM, float32 and float64 together; the kernels added later, batch norm's, the depthwise
 # convolution's, im2col's and the ReLU's, unmarked: the two parts built one at a time on the AMD VM, 10.8 and 12.1 s)
@@ -491,6 +504,8 @@ def _compile(name, kernel_names, out_dir, verbose):
         from numba.pycc import compiler as pycc_compiler
     from numba.core.cpu import FastMathOptions
 
+    import numba
+    compile_helpers(numba.njit(**OPTIONS))
     exact_functions = {getattr(kernel_loops, k) for k, (exact, *_) in SIGNATURES.items() if exact}
     original = pycc_compiler.compile_extra
 

@@ -402,7 +402,7 @@ class LSTMSeq(Op):
         cell = (_kernels.lstm_cell(Gs) if (act == "tanh" and ract == "sigmoid" and rec.dtype == x.dtype and
                                            (bias is None or bias.dtype == x.dtype)) else None)
         if cell is not None:
-            scratch = xp.empty((2, 4 * u), x.dtype)
+            scratch = xp.empty((3, 4 * u), x.dtype)
             b = bias if bias is not None else scratch[0]
         with inputs:
             for t in steps:
@@ -411,7 +411,7 @@ class LSTMSeq(Op):
                 if cell is not None:
                     cn, hn = C[:, t], H[:, t]
                     cell(rec, inputs.xw2[t * N:(t + 1) * N], b, bias is not None, c, Gs[t], cn, TC[:, t], hn,
-                         scratch[0], scratch[1])
+                         scratch)
                 else:
                     if bias is not None:
                         rec += bias
