@@ -721,9 +721,9 @@ def test_lstm_forward_step_kernel_stands_aside(compiled):
 
 def test_lstm_forward_step_kernel_exp_and_tanh_to_a_few_ulps(compiled):
     """The kernel's own exp, sigmoid and tanh over float32's whole range (and sigmoid_tanh_rows', the same
-    values), against float64 references: within 3
-    ulps of the rounded value wherever the result is a normal number (0 or subnormal where it would be subnormal),
-    NaN stays NaN, infinities give the limits, tanh keeps the sign of zero."""
+    values), against float64 references: within 3 ulps of the rounded value wherever the result is a normal number
+    (0 or subnormal where it would be subnormal), NaN stays NaN, infinities give the limits, tanh keeps the sign of
+    zero."""
     k = K._load()
     zs = np.concatenate([np.linspace(-100, 100, 4001), np.geomspace(1e-30, 20, 2000), -np.geomspace(1e-30, 20, 2000),
                          [0.0, -0.0, np.inf, -np.inf, np.nan, 88.0, 89.0, -87.0, -88.0, 0.625, -0.625, 0.6249999]])

@@ -463,8 +463,7 @@ def _numpy_exp_is_simd():
     """Whether this NumPy runs its float32 exp and tanh with AVX-512 (its SIMD versions of both need AVX512F;
     without, each runs at about scalar speed: 1.8 and 3.0 ns a value on a Zen 2 EPYC, against 0.1-0.2 for an
     add)."""
-    core = getattr(np, "_core", None) or np.core
-    return bool(getattr(core._multiarray_umath, "__cpu_features__", {}).get("AVX512F"))
+    return bool(_aot.numpy_cpu_features().get("AVX512F"))
 
 
 # The kernels' own vectorised exp (lstm_cell, sigmoid_tanh) runs where NumPy's exp and tanh are not vectorised:
@@ -495,11 +494,9 @@ def sigmoid_tanh(a, tanh):
     if not OWN_EXP or type(a) is not np.ndarray or a.dtype != np.float32 or a.ndim == 0:
         return False
     k = _eligible(a, least=min(MIN_ELEMENTS, 256))   # (exp's arithmetic is what it saves: a step's gates pay)
-    if k is None:
+    if k is None:   # (also every empty array: _eligible wants values)
         return False
     width = a.shape[-1]
-    if width == 0:
-        return True
     rows = a.reshape(-1, width)
     k.sigmoid_tanh_rows(rows, bool(tanh), np.empty((3, width), np.float32))
     return True
