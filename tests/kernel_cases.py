@@ -26,6 +26,8 @@ def cases(dtype, seed=0):
     ln.append((odd(a(n, d)), a(d), a(d), True, False, t(1e-5), a(n, d), a(n), a(n)))
     lng = [(a(n, d), a(n, d), a(n), a(n, low=0.5), a(d), g, nx, npar, a(n, d), np.zeros((blocks, 2, d), dtype))
            for g, nx, npar in ((True, True, True), (False, True, False), (True, False, True))]
+    same = np.array([1, 3, 4, 8, 1, 3, 4, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0, 1, 1])
+    strided = np.array([1, 5, 5, 8, 1, 2, 2, 1, 3, 3, 1, 2, 2, 1, 1, 1, 0, 0, 0])
     out = {
         "layer_norm_rows": ln,
         "layer_norm_rows_grad": lng,
@@ -62,10 +64,14 @@ def cases(dtype, seed=0):
         "scale_shift_rows": [(odd(a(n, d)), a(d), a(d), a(n, d))],
         "batch_norm_rows_grad_sums": [(odd(a(n, d)), a(n, d), a(d), a(d, low=0.5), np.zeros((blocks, 2, d), dtype))],
         "batch_norm_rows_grad": [(odd(a(n, d)), a(n, d), a(d), a(d, low=0.5), a(d), a(d), a(d), a(n, d))],
-        # a depthwise convolution's flat passes: rows of 16 entries, 3 offsets, blocks of 32 entries
-        "depthwise_rows": [(odd(a(200)), np.array([0, 16, 40, 56]), np.array([0, 16, 48]), a(3, 16), a(4, 16), 1, 4)],
-        "depthwise_flat_grad_input": [(odd(a(192)), np.array([0, 16, 48]), a(3, 32), a(176), 0, 6, 176, 128)],
-        "depthwise_flat_grad_weight": [(odd(a(200)), a(128), np.array([0, 16, 48]), a(4, 3, 16), 0, 4, 32)],
+        # a depthwise convolution straight from its input (N, D, H, W, C) = (2, 1, 3, 4, 8): 3x3 'same' with a bias,
+        # and (2, 1, 5, 5, 8) 3x3 stride 2 'valid' without; the weight gradient by chunks of 2 rows, with the bias
+        "depthwise_direct": [(odd(a(192)), a(9, 32), a(32), a(192), same, 0, 6),
+                             (a(400), a(9, 16), a(0), a(64), strided, 0, 4)],
+        "depthwise_direct_grad_input": [(odd(a(192)), a(9, 32), a(192), same, 0, 6),
+                                        (a(64), a(9, 16), a(400), strided, 0, 10)],
+        "depthwise_direct_grad_weight": [(odd(a(192)), a(192), a(10, 32), a(3, 10, 8), same, 2, 0, 3),
+                                         (a(400), a(64), a(9, 16), a(2, 9, 8), strided, 2, 0, 2)],
         # im2col rows of samples 1:3 of (3, 5, 6, 4): 3x3, stride 1 with padding 1; stride 2, dilation 2, none
         "im2col_rows": [(odd(a(3, 5, 6, 4)), a(60, 36), 1, 3, 5, 6, 3, 3, 1, 1, 1, 1, 1, 1),
                         (a(3, 5, 6, 4), a(2, 36), 1, 3, 1, 1, 3, 3, 2, 2, 2, 2, 0, 0)],

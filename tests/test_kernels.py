@@ -384,11 +384,15 @@ def test_batch_norm_mode_switched_between_forward_and_backward(compiled):
 
 
 # ----------------------------------------------------------------------------- depthwise convolution
-_DEPTHWISE = [((2, 9, 9, 16), dict(kernel_size=3, padding="same")),
-              ((3, 11, 10, 8), dict(kernel_size=3, strides=2, padding="same")),
-              ((2, 12, 12, 6), dict(kernel_size=5, padding="valid", dilation_rate=2)),
-              ((2, 8, 8, 4), dict(kernel_size=3, depth_multiplier=2, padding="same")),
-              ((2, 14, 14, 24), dict(kernel_size=(3, 5), strides=(2, 1), padding="valid"))]
+# (input shape, ops.nn.depthwise_conv_bias arguments, multiplier, bias?): 1-D to 3-D, strides, dilation, a depth
+# multiplier, 'same' and 'valid'
+_DEPTHWISE = [((2, 9, 9, 16), dict(padding="same"), (3, 3), 1, True),
+              ((3, 11, 10, 8), dict(strides=2, padding="same"), (3, 3), 1, True),
+              ((2, 12, 12, 6), dict(padding="valid", dilation_rate=2), (5, 5), 1, False),
+              ((2, 8, 8, 4), dict(padding="same"), (3, 3), 2, True),
+              ((2, 14, 14, 24), dict(strides=(2, 1), padding="valid"), (3, 5), 1, True),
+              ((3, 17, 12), dict(strides=3, padding="same"), (4,), 1, True),
+              ((2, 5, 6, 7, 8), dict(padding="same", dilation_rate=(1, 2, 1)), (3, 2, 3), 1, True)]
 
 
 def _bits_equal(got, want):
@@ -397,23 +401,60 @@ def _bits_equal(got, want):
         np.testing.assert_array_equal(u.view(np.uint8), v.view(np.uint8))
 
 
+def _depthwise_grads(x, w, b, gy, **kw):
+    """y, dx, dw (and db) of ops.nn.depthwise_conv_bias."""
+    ts = [Tensor(a, requires_grad=True) for a in (x, w) + (() if b is None else (b,))]
+    y = ops.nn.depthwise_conv_bias(*ts[:2], ts[2] if b is not None else None, **kw)
+    return [np.asarray(y.data)] + [np.asarray(g.data) for g in grad(y, ts, grad_output=Tensor(gy))]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape,kwargs", _DEPTHWISE)
-def test_depthwise_kernels_give_numpys_bits(compiled, dtype, shape, kwargs):
-    """Output, input and weight gradients of DepthwiseConv2D (strides, dilation, a depth multiplier, 'same' and
-    'valid'): the compiled passes give NumPy's code's values to the bit, and each of the three ran."""
-    layer = layers.DepthwiseConv2D(dtype=dtype.__name__, **kwargs)
+@pytest.mark.parametrize("shape,kw,kernel,m,bias", _DEPTHWISE)
+def test_depthwise_kernels_equal_numpys_code(compiled, dtype, shape, kw, kernel, m, bias):
+    """Output, input, weight and bias gradients of a depthwise convolution with its bias (1-D to 3-D, strides,
+    dilation, a depth multiplier, 'same' and 'valid'): the compiled direct passes give NumPy's code's output and
+    input gradient to the bit (the same products added in the same order), the weight and bias gradients (sums
+    in another order) to rounding; and each of the three kernels ran."""
     x = R.standard_normal(shape).astype(dtype)
     x.reshape(-1)[:3] = (np.nan, np.inf, -0.0)
-    layer(x)
-    for w in layer.trainable_weights:
-        w.assign(R.standard_normal(w.shape).astype(dtype))
-    gy = R.standard_normal(layer(x).shape).astype(dtype)
-    names = ("depthwise_rows", "depthwise_flat_grad_input", "depthwise_flat_grad_weight")
+    c = shape[-1]
+    w = R.standard_normal(kernel + (c, m)).astype(dtype)
+    b = R.standard_normal(c * m).astype(dtype) if bias else None
+    gy = R.standard_normal(ops.depthwise_conv(x, w, **kw).shape).astype(dtype)
+    names = ("depthwise_direct", "depthwise_direct_grad_input", "depthwise_direct_grad_weight")
     calls = {n: _count_calls(compiled, n) for n in names}
-    got, want = _both(compiled, lambda: _grads(layer, x, gy))
+    got, want = _both(compiled, lambda: _depthwise_grads(x, w, b, gy, **kw))
     assert all(calls[n] for n in names)
-    _bits_equal(got, want)
+    assert len(got) == 3 + bias
+    _bits_equal(got[:2], want[:2])
+    _close(got[2:], want[2:], dtype)
+
+
+@pytest.mark.parametrize("mode", ["auto", "numpy"])
+@pytest.mark.parametrize("padding,strides", [("valid", 1), ("same", 1), ("same", 2)])
+def test_depthwise_weight_gradient_stays_finite_where_no_window_reads_an_infinity(compiled, mode, padding, strides):
+    """An inf in the input reaches only the weights whose windows read it, as in PyTorch. (The flat passes also
+    paired grid positions outside the output, whose gradient is 0, with input values that offset never reads:
+    0 * inf made NaN of finite weight gradients; NumPy's code now redoes such a gradient window by window.)"""
+    torch = pytest.importorskip("torch")
+    compiled.setitem(K._state, "mode", mode)
+    x = R.standard_normal((2, 7, 7, 3)).astype(np.float32)
+    x[0, 2, 6, 0] = np.inf          # the last column: offsets of the first kernel column (valid) never read it
+    x[1, 0, 3, 1] = -np.inf
+    w = R.standard_normal((3, 3, 3, 1)).astype(np.float32)
+    gy = np.ones(ops.depthwise_conv(x, w, strides=strides, padding=padding).shape, np.float32)
+    _, _, dw = _depthwise_grads(x, w, None, gy, strides=strides, padding=padding)
+    tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    tw = torch.from_numpy(np.ascontiguousarray(w.transpose(2, 3, 0, 1))).requires_grad_(True)
+    pad = 1 if padding == "same" else 0
+    if padding == "same" and strides == 2:   # TensorFlow's 'same' at stride 2 on 7: one row and column each side
+        pad = 1
+    ty = torch.nn.functional.conv2d(tx, tw, stride=strides, padding=pad, groups=3)
+    ty.backward(torch.from_numpy(np.ascontiguousarray(gy.transpose(0, 3, 1, 2))))
+    want = tw.grad.numpy().transpose(2, 3, 0, 1)
+    assert np.isfinite(want).any() and not np.isfinite(want).all()
+    np.testing.assert_array_equal(np.isfinite(dw), np.isfinite(want))
+    np.testing.assert_allclose(dw, want, rtol=1e-4, atol=1e-4)
 
 
 def test_depthwise_kernels_split_over_threads_give_the_same_bits(compiled):
@@ -432,8 +473,13 @@ def test_depthwise_kernels_split_over_threads_give_the_same_bits(compiled):
 
 
 def test_depthwise_kernel_gradients_are_numerically_right(compiled):
-    layer = layers.DepthwiseConv2D(3, strides=2, padding="same", dtype="float64")
-    check_grad(layer, R.standard_normal((2, 7, 7, 3)))
+    for layer, shape in ((layers.DepthwiseConv2D(3, strides=2, padding="same", dtype="float64"), (2, 7, 7, 3)),
+                         (layers.DepthwiseConv1D(4, strides=3, padding="same", dtype="float64"), (2, 11, 3)),
+                         (layers.DepthwiseConv2D((2, 3), dilation_rate=2, depth_multiplier=2, dtype="float64"),
+                          (2, 6, 7, 2))):
+        calls = _count_calls(compiled, "depthwise_direct_grad_weight")
+        check_grad(layer, R.standard_normal(shape))
+        assert calls
 
 
 # ----------------------------------------------------------------------------- col2im

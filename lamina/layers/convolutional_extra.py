@@ -167,9 +167,12 @@ class _BaseDepthwise(Layer):
         return (shape[0],) + out + (c,) if self.data_format == "channels_last" else (shape[0], c) + out
 
     def call(self, inputs):
-        y = _bias(self._conv(to_channels_last(inputs, self.data_format)), self.bias)
+        y = self._conv_bias(to_channels_last(inputs, self.data_format))
         y = y if self.activation is None else self.activation(y)  # None once set by hand, as Keras
         return to_channels_first(y, self.data_format)
+
+    def _conv_bias(self, x):
+        return _bias(self._conv(x), self.bias)
 
 
 class _DepthwiseConv(_BaseDepthwise):
@@ -203,6 +206,9 @@ class _DepthwiseConv(_BaseDepthwise):
 
     def _conv(self, x):
         return ops.depthwise_conv(x, self.kernel, self.strides, self.padding, "channels_last", self.dilation_rate)
+
+    def _conv_bias(self, x):   # the bias inside the op (ops.nn.depthwise_conv_bias)
+        return ops.nn.depthwise_conv_bias(x, self.kernel, self.bias, self.strides, self.padding, self.dilation_rate)
 
 
 class DepthwiseConv1D(_DepthwiseConv):

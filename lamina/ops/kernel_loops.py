@@ -165,75 +165,163 @@ def batch_norm_rows_grad(gy, x, mean, inv, a, b, c, dx):
             dx[i, j] = gy[i, j] * a[j] + ((x[i, j] - mean[j]) * inv[j] * c[j] + b[j])
 
 
-def depthwise_rows(xf, bases, offs, wts, y, lo, hi):
-    # a depthwise convolution on the flat padded input (ops.nn_kernels.DepthwiseConvND._flat_forward): output row r
-    # (the last spatial axis times the channels, len(wts[0]) values) is the sum over offsets k of xf from
-    # bases[r] + offs[k] times wts[k] (the offset's weights tiled along the row), the first product then one
-    # addition an offset, as NumPy's code; rows lo:hi. (Through row slices: indexing the flat arrays with sums of
-    # offsets kept numba from vectorising, 5x slower.)
-    nk, n = wts.shape
+def _span(off, s, n_in, n_out):
+    # the outputs j in [j0, j1) of an axis whose input position j s + off lies inside the input's n_in (a helper,
+    # kernels_aot.HELPERS: the depthwise kernels below)
+    j0 = max(0, (s - 1 - off) // s)
+    j1 = min(n_out, (n_in - 1 - off) // s + 1)
+    return j0, max(j0, j1)
+
+
+def depthwise_direct(x, wt, bt, y, geo, lo, hi):
+    # a depthwise convolution (ops.nn_kernels.DepthwiseConvND) on the unpadded channels-last input x, as
+    # (N, D, H, W, C) flat, over output rows lo:hi (a row: one (n, od, oh), its OW * C outputs). geo: the input's
+    # D, H, W, C, the output's OD, OH, OW, the kernel's KD, KH, KW, then the strides, dilations and padding before,
+    # each (d, h, w). Each row starts at zero and adds each kernel offset's products where its window lies inside
+    # the input (the padding's zeros are skipped, not multiplied), offsets in row-major order as NumPy's code; then
+    # the bias (bt, the bias tiled along the row, or empty). wt: each offset's weights tiled along a row, width
+    # max(OW, W) * C. Along the last axis at stride 1 an offset's products are one contiguous run.
+    h_, w_, c = geo[1], geo[2], geo[3]
+    od_, oh_, ow_ = geo[4], geo[5], geo[6]
+    kh, kw = geo[8], geo[9]
+    sw, dw, pw = geo[12], geo[15], geo[18]
+    width = ow_ * c
+    zero = y.dtype.type(0)
     for r in range(lo, hi):
-        yr = y[r]
-        o = bases[r] + offs[0]
-        x = xf[o:o + n]
-        w = wts[0]
-        for i in range(n):
-            yr[i] = x[i] * w[i]
-        for k in range(1, nk):
-            o = bases[r] + offs[k]
-            x = xf[o:o + n]
-            w = wts[k]
-            for i in range(n):
-                yr[i] += x[i] * w[i]
-
-
-def depthwise_flat_grad_input(gpad, offs, wlong, gx, lo, hi, total, length):
-    # the input gradient of depthwise_rows, on the flat grid by blocks lo:hi of len(wlong[0]) entries: gx[q] =
-    # sum over offsets k of g[q - offs[k]] wlong[k] (g = gpad past a block of zeros), skipping an offset whose
-    # window of the block lies wholly outside g, as NumPy's code does; zeros where none is left
-    nk, block = wlong.shape
-    for b in range(lo, hi):
-        q0 = b * block
-        n = min(block, total - q0)
-        y = gx[q0:q0 + n]
-        first = True
-        for k in range(nk):
-            o = offs[k]
-            if q0 - o + n <= 0 or q0 - o >= length:
+        yr = y[r * width:(r + 1) * width]
+        for m in range(width):
+            yr[m] = zero
+        n, od, oh = r // (oh_ * od_), (r // oh_) % od_, r % oh_
+        for a in range(geo[7]):
+            i0 = od * geo[10] + a * geo[13] - geo[16]
+            if i0 < 0 or i0 >= geo[0]:
                 continue
-            g = gpad[block + q0 - o:block + q0 - o + n]
-            w = wlong[k]
-            if first:
-                for i in range(n):
-                    y[i] = g[i] * w[i]
-                first = False
-            else:
-                for i in range(n):
-                    y[i] += g[i] * w[i]
-        if first:
-            for i in range(n):
-                y[i] = gx.dtype.type(0)
+            for b in range(kh):
+                i1 = oh * geo[11] + b * geo[14] - geo[17]
+                if i1 < 0 or i1 >= h_:
+                    continue
+                base = ((n * geo[0] + i0) * h_ + i1) * w_ * c
+                for e in range(kw):
+                    off = e * dw - pw
+                    j0, j1 = _span(off, sw, w_, ow_)
+                    wk = wt[(a * kh + b) * kw + e]
+                    if sw == 1:
+                        xs = x[base + (j0 + off) * c:base + (j1 + off) * c]
+                        ys = yr[j0 * c:j1 * c]
+                        ws = wk[j0 * c:j1 * c]
+                        for m in range(ys.shape[0]):
+                            ys[m] += xs[m] * ws[m]
+                    else:
+                        for j in range(j0, j1):
+                            xs = x[base + (j * sw + off) * c:base + (j * sw + off + 1) * c]
+                            ys = yr[j * c:(j + 1) * c]
+                            for m in range(c):
+                                ys[m] += xs[m] * wk[m]
+        for m in range(bt.shape[0]):
+            yr[m] += bt[m]
 
 
-def depthwise_flat_grad_weight(xf, gf, offs, parts, lo, hi, block):
-    # the weight gradient's per-block sums of depthwise_rows: parts[b, k] = sum over the rows r of block b of
-    # xf[b0 + offs[k] + r row + i] * gf[b0 + r row + i], row by row from the first product (NumPy's sum down
-    # the rows of their products)
-    nk, row = parts.shape[1], parts.shape[2]
-    for b in range(lo, hi):
-        b0 = b * block
-        for k in range(nk):
-            acc = parts[b, k]
-            o = b0 + offs[k]
-            x = xf[o:o + row]
-            g = gf[b0:b0 + row]
-            for i in range(row):
-                acc[i] = x[i] * g[i]
-            for r in range(row, block, row):
-                x = xf[o + r:o + r + row]
-                g = gf[b0 + r:b0 + r + row]
-                for i in range(row):
-                    acc[i] += x[i] * g[i]
+def depthwise_direct_grad_input(gy, wt, gx, geo, lo, hi):
+    # depthwise_direct's input gradient over input rows lo:hi (a row: one (n, id, ih), its W * C entries): each
+    # starts at zero and gathers gy times the weights from every offset whose output lies inside gy (geo, wt
+    # as there), offsets in row-major order
+    h_, w_, c = geo[1], geo[2], geo[3]
+    od_, oh_, ow_ = geo[4], geo[5], geo[6]
+    kh, kw = geo[8], geo[9]
+    sd, sh, sw, dw, pw = geo[10], geo[11], geo[12], geo[15], geo[18]
+    width = w_ * c
+    zero = gx.dtype.type(0)
+    for r in range(lo, hi):
+        gr = gx[r * width:(r + 1) * width]
+        for m in range(width):
+            gr[m] = zero
+        n, i0, i1 = r // (h_ * geo[0]), (r // h_) % geo[0], r % h_
+        for a in range(geo[7]):
+            t0 = i0 + geo[16] - a * geo[13]
+            if t0 < 0 or t0 % sd != 0 or t0 // sd >= od_:
+                continue
+            for b in range(kh):
+                t1 = i1 + geo[17] - b * geo[14]
+                if t1 < 0 or t1 % sh != 0 or t1 // sh >= oh_:
+                    continue
+                base = ((n * od_ + t0 // sd) * oh_ + t1 // sh) * ow_ * c
+                for e in range(kw):
+                    off = e * dw - pw
+                    j0, j1 = _span(off, sw, w_, ow_)
+                    wk = wt[(a * kh + b) * kw + e]
+                    if sw == 1:
+                        gs = gy[base + j0 * c:base + j1 * c]
+                        xs = gr[(j0 + off) * c:(j1 + off) * c]
+                        ws = wk[j0 * c:j1 * c]
+                        for m in range(xs.shape[0]):
+                            xs[m] += gs[m] * ws[m]
+                    else:
+                        for j in range(j0, j1):
+                            gs = gy[base + j * c:base + (j + 1) * c]
+                            xs = gr[(j * sw + off) * c:(j * sw + off + 1) * c]
+                            for m in range(c):
+                                xs[m] += gs[m] * wk[m]
+
+
+def depthwise_direct_grad_weight(x, gy, acc, parts, geo, rows, lo, hi):
+    # depthwise_direct's weight gradient (geo as there) by chunks lo:hi of ``rows`` output rows: parts[q, k] =
+    # the sum over chunk q's outputs of gy times x in offset k's window, accumulated along the rows in acc (K, OW C)
+    # then over the positions in order; where acc has a row K, the bias's gradient (gy's sum) too. Chunks of a
+    # fixed size, added in order by the caller: the same numbers however the chunks are shared over threads.
+    h_, w_, c = geo[1], geo[2], geo[3]
+    od_, oh_, ow_ = geo[4], geo[5], geo[6]
+    kh, kw = geo[8], geo[9]
+    sw, dw, pw = geo[12], geo[15], geo[18]
+    width = ow_ * c
+    nk = geo[7] * kh * kw
+    total = gy.shape[0] // width
+    zero = acc.dtype.type(0)
+    for q in range(lo, hi):
+        for k in range(acc.shape[0]):
+            ak = acc[k]
+            for m in range(width):
+                ak[m] = zero
+        for r in range(q * rows, min(total, (q + 1) * rows)):
+            g = gy[r * width:(r + 1) * width]
+            if acc.shape[0] > nk:
+                ab = acc[nk]
+                for m in range(width):
+                    ab[m] += g[m]
+            n, od, oh = r // (oh_ * od_), (r // oh_) % od_, r % oh_
+            for a in range(geo[7]):
+                i0 = od * geo[10] + a * geo[13] - geo[16]
+                if i0 < 0 or i0 >= geo[0]:
+                    continue
+                for b in range(kh):
+                    i1 = oh * geo[11] + b * geo[14] - geo[17]
+                    if i1 < 0 or i1 >= h_:
+                        continue
+                    base = ((n * geo[0] + i0) * h_ + i1) * w_ * c
+                    for e in range(kw):
+                        off = e * dw - pw
+                        j0, j1 = _span(off, sw, w_, ow_)
+                        ak = acc[(a * kh + b) * kw + e]
+                        if sw == 1:
+                            xs = x[base + (j0 + off) * c:base + (j1 + off) * c]
+                            gs = g[j0 * c:j1 * c]
+                            ks = ak[j0 * c:j1 * c]
+                            for m in range(ks.shape[0]):
+                                ks[m] += xs[m] * gs[m]
+                        else:
+                            for j in range(j0, j1):
+                                xs = x[base + (j * sw + off) * c:base + (j * sw + off + 1) * c]
+                                gs = g[j * c:(j + 1) * c]
+                                ks = ak[j * c:(j + 1) * c]
+                                for m in range(c):
+                                    ks[m] += xs[m] * gs[m]
+        for k in range(acc.shape[0]):
+            ak = acc[k]
+            pk = parts[q, k]
+            for m in range(c):
+                pk[m] = ak[m]
+            for j in range(1, ow_):
+                for m in range(c):
+                    pk[m] += ak[j * c + m]
 
 
 def im2col_rows(x, cols, s0, s1, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl):

@@ -28,9 +28,10 @@ read while it sits in the first-level cache, so each array is read or written on
   in the NumPy code's order, instead of one strided window addition per kernel offset.
 - :func:`im2col`: a padded convolution's column rows, written from the unpadded input with zeros for the
   padding (NumPy: a padded copy of each block, then the strided copy); a copy, so the same values.
-- :func:`depthwise`: a depthwise convolution's forward, input gradient and weight gradient on its flat padded
-  input, each block in one pass over the kernel's offsets (NumPy: a multiply and an add an offset); the same
-  values to the bit.
+- :func:`depthwise`: a depthwise convolution's forward (with its bias), input gradient and weight (and bias)
+  gradient straight from the unpadded input, row by row, each offset's products only where its window lies inside
+  the input (NumPy: a padded flat copy of the input, and of the output gradient backward, a multiply and an add an
+  offset over it); the same output and input gradient as NumPy's code, the weight gradient summed by fixed chunks.
 - :func:`max_pool2d` / :func:`max_pool2d_grad`: 2-D max pooling (MaxPooling1D/2D, ops.max_pool in 1-D and
   2-D), the maximum and the note of its window offset in one pass over the input (NumPy: one compare, multiply
   and two maxima per window offset, over a padded copy), the gradient in one pass writing each input value
@@ -536,13 +537,13 @@ def col2im_gather(g2):
     return None if k is None else k.col2im_gather
 
 
-def depthwise(xf):
-    """The compiled depthwise-convolution loops (``depthwise_rows``, ``depthwise_flat_grad_input``,
-    ``depthwise_flat_grad_weight``: ops.nn_kernels.DepthwiseConvND's flat passes, each output row or block written
-    in one pass over the kernel's offsets where NumPy makes two calls an offset) for the flat padded input ``xf``
-    (its size and dtype decide, as for the other kernels), or None where the kernels do not run. They give
-    NumPy's code's values to the bit (the same products, added in its order)."""
-    return _eligible(xf)
+def depthwise(x):
+    """The compiled depthwise-convolution loops (``depthwise_direct``, ``depthwise_direct_grad_input``,
+    ``depthwise_direct_grad_weight``: ops.nn_kernels.DepthwiseConvND's direct passes) for the input ``x`` (its
+    size and dtype decide, as for the other kernels), or None where the kernels do not run. The output and the
+    input gradient are NumPy's code's values (the same products, added in its order; the padding's products,
+    zeros there, skipped, so only a zero's sign may differ); the weight gradient's sums run in another order."""
+    return _eligible(x)
 
 
 def im2col(x):

@@ -425,7 +425,7 @@ def adaptive_max_pool(inputs, output_size, data_format=None):
 
 
 # ----------------------------------------------------------------------------- convolution
-def _grouped(x, w, groups, strides, padding, dilation_rate, op):
+def _grouped(x, w, groups, strides, padding, dilation_rate, op, bias=None):
     d = x.ndim - 2
     s = _conv._tuple(strides, d, "strides", op)
     dil = _conv._tuple(dilation_rate, d, "dilation_rate", op)
@@ -440,11 +440,12 @@ def _grouped(x, w, groups, strides, padding, dilation_rate, op):
                              f"along spatial axis {a}.")
     if groups > 1 and groups == x.shape[-1]:  # depthwise: one input channel per group
         w = _s.reshape(w, w.shape[:d] + (groups, w.shape[-1] // groups))
-        return _k.DepthwiseConvND.apply(x, w, stride=s, dilation=dil, pads=pads)
-    return _k.GroupConvND.apply(x, w, groups=groups, stride=s, dilation=dil, pads=pads)
+        return _k.DepthwiseConvND.apply(x, w, bias, stride=s, dilation=dil, pads=pads)
+    y = _k.GroupConvND.apply(x, w, groups=groups, stride=s, dilation=dil, pads=pads)
+    return y if bias is None else _m.add(y, bias)
 
 
-def _conv_last(x, w, strides, padding, dilation_rate, op):
+def _conv_last(x, w, strides, padding, dilation_rate, op, bias=None):
     d = _spatial(x, op)
     if w.ndim != d + 2:
         raise ValueError(f"{op}: the kernel must have rank {d + 2} for inputs of rank {x.ndim}; "
@@ -455,10 +456,10 @@ def _conv_last(x, w, strides, padding, dilation_rate, op):
                          f"({cin}); input shape {x.shape}, kernel shape {w.shape}.")
     groups = c // cin
     if groups == 1 and d == 2:
-        return _conv.conv2d(x, w, None, strides, padding, dilation_rate)
+        return _conv.conv2d(x, w, bias, strides, padding, dilation_rate)
     if groups == 1 and d == 1:
-        return _conv.conv1d(x, w, None, strides, _conv._padding_name(padding, op), dilation_rate)
-    return _grouped(x, w, groups, strides, padding, dilation_rate, op)
+        return _conv.conv1d(x, w, bias, strides, _conv._padding_name(padding, op), dilation_rate)
+    return _grouped(x, w, groups, strides, padding, dilation_rate, op, bias)
 
 
 def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
@@ -485,16 +486,26 @@ def depthwise_conv(inputs, kernel, strides=1, padding="valid", data_format=None,
     y = _int_out(lambda a, b: depthwise_conv(a, b, strides, padding, data_format, dilation_rate), inputs, kernel)
     if y is not None:
         return y
+    return _channels_last(lambda t: depthwise_conv_bias(t, kernel, None, strides, padding, dilation_rate),
+                          _float(inputs), data_format, "depthwise_conv")
+
+
+def depthwise_conv_bias(inputs, kernel, bias, strides=1, padding="valid", dilation_rate=1):
+    """:func:`depthwise_conv` of a channels-last input plus ``bias`` (C * M,) or None (lamina's own, for the
+    DepthwiseConv layers): the compiled kernels add the bias to each output row while it is in cache and sum its
+    gradient in the weight gradient's pass, instead of two more passes over the output."""
+    y = _int_out(lambda a, b: depthwise_conv(a, b, strides, padding, None, dilation_rate), inputs, kernel)
+    if y is not None:
+        return y if bias is None else _m.add(y, bias)
     x = _float(inputs)
     w = _like(kernel, x)
     d = _spatial(x, "depthwise_conv")
-    c = x.shape[1] if _data_format(data_format) == "channels_first" else x.shape[-1]
+    c = x.shape[-1]
     if w.ndim != d + 2 or w.shape[-2] != c:
         raise ValueError(f"depthwise_conv: the kernel must have shape (spatial..., {c}, multiplier) for inputs "
                          f"with {c} channels; received kernel shape {w.shape}.")
     w = _s.reshape(w, w.shape[:-2] + (1, w.shape[-2] * w.shape[-1]))
-    return _channels_last(lambda t: _conv_last(t, w, strides, padding, dilation_rate, "depthwise_conv"), x,
-                          data_format, "depthwise_conv")
+    return _conv_last(x, w, strides, padding, dilation_rate, "depthwise_conv", None if bias is None else _like(bias, x))
 
 
 def separable_conv(inputs, depthwise_kernel, pointwise_kernel, strides=1, padding="valid", data_format=None,

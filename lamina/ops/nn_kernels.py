@@ -284,38 +284,49 @@ _SPLIT_DEPTHWISE = 1 << 23
 # ... and the backward (weight and input gradients, counted twice) from this many: (8,20,20,96) 3x3 at 2 threads
 # 1.65 -> 1.35 ms, (16,12,12,144) 1.88 -> 1.67, (8,8,8,480) 1.8-2.2 -> 1.6; about even at (8,5,5,480), below.
 _SPLIT_DEPTHWISE_BACKWARD = 1 << 21
+# The compiled weight gradient adds its products by chunks of output rows of about this many values, then the
+# chunks in order (a fixed size: the same sums however the chunks are shared over threads)
+_DIRECT_CHUNK = 1 << 15
 
 
 class DepthwiseConvND(Op):
     """Depthwise N-d convolution, channels last: x (N, S..., C), w (K..., C, M) -> (N, O..., C*M), output
     channel c*M + m = sum_k x[o*stride + k*dilation, c] w[k, c, m].
 
-    Elementwise passes only, no im2col copy and no tiny per-channel GEMMs. The fallback (an empty input, or
-    input and kernel of different dtypes) works per kernel offset and multiplier m: one strided view of the
-    padded input times that offset's (C,) weights, accumulated; backward, per offset: dw[k, :, m] = sum over
-    positions of view * dy[m]; dx's window += dy[m] w[k, :, m].
+    Elementwise passes only, no im2col copy and no tiny per-channel GEMMs. An optional bias b (C*M,) is added in
+    the op (the DepthwiseConv layers pass theirs: ops.nn.depthwise_conv_bias). A multiplier M > 1 runs as M = 1
+    over the channels repeated M times. Three ways, the first that applies:
 
-    It runs on the padded input as one flat array (see _flat_forward; a multiplier M > 1 as M = 1 over the
-    channels repeated M times): in padded coordinates offset k reads the same array shifted by a constant, so
-    every pass is over contiguous memory, as rows of ~_FLAT_ROW entries against the weights tiled to that width
-    (a strided view, or broadcasting a row of C = 32 weights, costs NumPy 2-3x per pass), a block of rows at
-    a time (in cache across the K passes); backward gathers the input gradient by blocks the same way, so both
-    directions run on lamina's threads by blocks ((64,32,32,32) 3x3 'same', backward at 2 threads 11.0-11.2 ->
-    7.9-8.3 ms against the earlier scatter on one). At a stride s the input's
-    s^d stride phases are laid side by side first (see _flat_layout), so each offset is again one shifted
-    slice: (64,32,32,32) 3x3 stride 2, forward + backward 11.3-11.7 -> 8.3-8.8 ms.
+    - The compiled kernels (kernels.depthwise; NumPy arrays of one float dtype, 1-D to 3-D): straight from the
+      unpadded input, output row by output row (all axes but the last spatial one), each kernel offset's
+      products only where its window lies inside the input, then the bias, while the row is in cache; backward
+      gathers the input gradient row by row the same way and sums the weight and bias gradients by fixed chunks
+      of output rows. No padded copy of the input or of the gradient, no output position outside the output
+      ((64,32,32,32) 3x3 'same' with its bias, forward + backward at 2 threads: 16.1 ms over the flat passes'
+      kernels and a separate bias addition -> 6.0 ms, against PyTorch's 16.0 in the same run).
+    - NumPy's code (or a device's) on the padded input as one flat array (see _flat_forward): in padded
+      coordinates offset k reads the same array shifted by a constant, so every pass is over contiguous memory,
+      as rows of ~_FLAT_ROW entries against the weights tiled to that width (a strided view, or broadcasting a
+      row of C = 32 weights, costs NumPy 2-3x per pass), a block of rows at a time (in cache across the K
+      passes); backward gathers the input gradient by blocks the same way, so both directions run on lamina's
+      threads by blocks. At a stride s the input's s^d stride phases are laid side by side first (see
+      _flat_layout), so each offset is again one shifted slice.
+    - The fallback (an empty input, or input and kernel of different dtypes) works per kernel offset and
+      multiplier m: one strided view of the padded input times that offset's (C,) weights, accumulated;
+      backward, per offset: dw[k, :, m] = sum over positions of view * dy[m]; dx's window += dy[m] w[k, :, m].
     """
 
     half_via_float32 = True  # float16 through float32 BLAS (tensor.Op)
 
-    def forward(self, x, w):
+    def forward(self, x, w, b=None):
         xp = self.xp
         d = x.ndim - 2
         kernel, (c, m) = w.shape[:d], w.shape[d:]
-        padded = tuple(n + a + b for n, (a, b) in zip(x.shape[1:-1], self.pads))
+        padded = tuple(n + lo + hi for n, (lo, hi) in zip(x.shape[1:-1], self.pads))
         out = _out_size(padded, kernel, self.stride, self.dilation)
         w3 = w.reshape(-1, c, m)
         self.flat = x.size > 0 and x.dtype == w.dtype
+        self.direct = None   # the compiled kernels where they ran
         if self.flat:
             if m > 1:
                 # each input channel repeated M times is a depthwise convolution with multiplier 1 over C*M
@@ -323,16 +334,101 @@ class DepthwiseConvND(Op):
                 # ((64,32,32,32) 3x3, M = 2, forward + backward 86-100 -> 60 ms); backward sums the copies
                 x = xp.repeat(x, m, axis=-1)
                 w3 = w3.reshape(w3.shape[0], c * m, 1)
-            return self._flat_forward(x, w3, w.shape, kernel, out)
-        xpd = _pad(xp, x, self.pads)
-        y = xp.zeros((m, x.shape[0]) + out + (c,), dtype=x.dtype)           # multiplier first: contiguous slices
-        for j, off in enumerate(np.ndindex(*kernel)):
-            v = self._view(xpd, off, out)
-            for k in range(m):
-                y[k] += v * w3[j, :, k]
-        self.meta = (x.shape, xpd.shape, out)
-        self.saved = (xpd if self.needs_grad[1] else None, w3, w.shape)
-        return xp.moveaxis(y, 0, -1).reshape((x.shape[0],) + out + (c * m,))
+            k = _kernels.depthwise(x) if xp is np and d <= 3 and (b is None or b.dtype == x.dtype) else None
+            if k is not None:   # compiled (kernels.py): straight from x, the bias added in the same pass
+                self.direct = k
+                return self._direct_forward(k, xp.ascontiguousarray(x), w3, b, w.shape, out)
+            y = self._flat_forward(x, w3, w.shape, kernel, out)
+        else:
+            xpd = _pad(xp, x, self.pads)
+            y = xp.zeros((m, x.shape[0]) + out + (c,), dtype=x.dtype)       # multiplier first: contiguous slices
+            for j, off in enumerate(np.ndindex(*kernel)):
+                v = self._view(xpd, off, out)
+                for k in range(m):
+                    y[k] += v * w3[j, :, k]
+            self.meta = (x.shape, xpd.shape, out)
+            self.saved = (xpd if self.needs_grad[1] else None, w3, w.shape)
+            y = xp.moveaxis(y, 0, -1).reshape((x.shape[0],) + out + (c * m,))
+        if b is not None:    # (y is this op's own array)
+            y += b
+        return y
+
+    def _geometry(self, xshape, out, wshape):
+        """The direct kernels' int64 geometry (kernel_loops.depthwise_direct): the input's spatial sizes and
+        channels, the output's sizes, the kernel's, the strides, dilations and padding before, three of each
+        (1-D and 2-D as 3-D, leading axes of one)."""
+        d = len(out)
+        lead = 3 - d
+
+        def three(values, fill=1):
+            return (fill,) * lead + tuple(int(v) for v in values)
+        return np.array(three(xshape[1:-1]) + (int(xshape[-1]),) + three(out) + three(wshape[:d]) + three(self.stride)
+                        + three(self.dilation) + three((p[0] for p in self.pads), 0), np.int64)
+
+    def _direct_forward(self, k, x, w3, b, wshape, out):
+        """The output through the compiled direct kernel, output rows (every axis but the last spatial one)
+        shared over lamina's threads: no padded copy, only the output's positions computed, the bias added
+        to each row while it is in cache."""
+        c = x.shape[-1]
+        geo = self._geometry(x.shape, out, wshape)
+        wt = np.tile(w3[:, :, 0], (1, out[-1]))              # (K, OW * C): each offset's weights along a row
+        bt = np.tile(b, out[-1]) if b is not None else np.zeros(0, x.dtype)
+        y = np.empty((x.shape[0],) + tuple(out) + (c,), dtype=x.dtype)
+        rows = y.size // (out[-1] * c)
+        self.meta = (x.shape, geo, wt, out)
+        self.saved = (x if self.needs_grad[1] else None, w3, wshape)
+        xf, yf = x.reshape(-1), y.reshape(-1)
+        width = min(rows, _threads.split_width(y.size * wt.shape[0], _SPLIT_DEPTHWISE))
+        if width > 1:
+            _threads.run_split([lambda r=r: k.depthwise_direct(xf, wt, bt, yf, geo, *r)
+                                for r in _threads.ranges(rows, width)])
+        else:
+            k.depthwise_direct(xf, wt, bt, yf, geo, 0, rows)
+        return y
+
+    def _direct_backward(self, gy):
+        """Input, weight and bias gradients through the compiled direct kernels (each thread a share of the
+        input rows and of the weight gradient's chunks, in one handoff). The weight gradient adds fixed chunks
+        of output rows in order: the same numbers on any number of threads."""
+        x, w3, wshape = self.saved
+        xshape, geo, wt, out = self.meta
+        k = self.direct
+        gy = np.ascontiguousarray(gy, dtype=wt.dtype)
+        gf = gy.reshape(-1)
+        c, K = xshape[-1], wt.shape[0]
+        need_x, need_w, need_b = self.needs_grad[0], self.needs_grad[1], len(self.needs_grad) > 2 and self.needs_grad[2]
+        gx = np.empty(xshape, dtype=gy.dtype) if need_x else None
+        xrows = int(np.prod(xshape[:-2]))
+        per = out[-1] * c
+        orows = gy.size // per
+        chunk = max(1, _DIRECT_CHUNK // per)
+        chunks = -(-orows // chunk)
+        parts = np.empty((chunks, K + bool(need_b), c), dtype=gy.dtype) if need_w else None
+
+        def share(x_range, w_range):
+            if gx is not None:
+                k.depthwise_direct_grad_input(gf, wt, gx.reshape(-1), geo, *x_range)
+            if parts is not None:
+                acc = np.empty(parts.shape[1:2] + (per,), dtype=gy.dtype)
+                k.depthwise_direct_grad_weight(x.reshape(-1), gf, acc, parts, geo, chunk, *w_range)
+
+        width = min(max(xrows, chunks), _threads.split_width(gy.size * K * 2, _SPLIT_DEPTHWISE_BACKWARD))
+        if width > 1:
+            _threads.run_split([lambda a=a, b=b: share(a, b) for a, b in zip(_threads.ranges(xrows, width),
+                                                                             _threads.ranges(chunks, width))])
+        else:
+            share((0, xrows), (0, chunks))
+        gw = gb = None
+        if parts is not None:
+            sums = parts.sum(axis=0)
+            gw = sums[:K].reshape(wshape)
+            gb = sums[K] if need_b else None
+        elif need_b:
+            gb = gy.reshape(-1, c).sum(axis=0)
+        m = wshape[-1]
+        if gx is not None and m > 1:   # the input's channels were repeated M times: their gradients add up
+            gx = gx.reshape(gx.shape[:-1] + (c // m, m)).sum(axis=-1)
+        return gx, gw, gb
 
     def _view(self, a, off, out):
         return a[(slice(None),) + tuple(
@@ -389,9 +485,6 @@ class DepthwiseConvND(Op):
             self._padded(xf[i * length:], grid)[gs] = x[xs]
         self.meta = (x.shape, grid, out, offs, length, block, row, phases, span)
         self.saved = (xf if self.needs_grad[1] else None, w3, wshape)
-        k = _kernels.depthwise(xf) if xp is np else None
-        if k is not None:
-            return self._rows_forward(k, xf, w3, grid, out, offs, length)
         wts = xp.tile(w3[:, :, 0], (1, row // c))           # (K, row): each offset's weights along a row
         yf = xp.empty(length, dtype=x.dtype)
 
@@ -415,29 +508,6 @@ class DepthwiseConvND(Op):
         else:
             blocks(0, nblocks)
         return xp.ascontiguousarray(self._crop_out(yf, grid, out))
-
-    def _rows_forward(self, k, xf, w3, grid, out, offs, length):
-        """_flat_forward's output through the compiled rows (kernels.depthwise): each output row along the last
-        spatial axis is a contiguous run of the flat grid, so the kernel writes the (N, O..., C) output directly,
-        with no flat output to crop and no grid position outside the output computed; the same products in the
-        same order, so the same values."""
-        c = w3.shape[1]
-        strides = np.cumprod((1,) + grid[:0:-1])[::-1]      # flat element strides of the grid's axes
-        bases = np.zeros(1, np.int64)
-        for size, stride in zip((grid[0],) + tuple(out[:-1]), strides):   # the rows: N and all but the last axis
-            bases = (bases[:, None] + np.arange(size, dtype=np.int64) * int(stride)).reshape(-1)
-        wts = np.tile(w3[:, :, 0], (1, out[-1]))             # (K, O_last * C)
-        y = np.empty((grid[0],) + tuple(out) + (c,), dtype=xf.dtype)
-        y2 = y.reshape(len(bases), -1)
-        offs_a = np.asarray(offs, np.int64)
-        rows = len(bases)
-        width = min(rows, _threads.split_width(length * len(offs), _SPLIT_DEPTHWISE))
-        if width > 1:
-            _threads.run_split([lambda r=r: k.depthwise_rows(xf, bases, offs_a, wts, y2, *r)
-                                for r in _threads.ranges(rows, width)])
-        else:
-            k.depthwise_rows(xf, bases, offs_a, wts, y2, 0, rows)
-        return y
 
     @staticmethod
     def _padded(flat, padded):
@@ -465,13 +535,8 @@ class DepthwiseConvND(Op):
         gx = xp.empty(total, dtype=gy.dtype) if self.needs_grad[0] else None
         parts = xp.empty((length // block, K, row), dtype=gy.dtype) if self.needs_grad[1] else None
         wlong = xp.tile(w3[:, :, 0], (1, block // c)) if gx is not None else None  # (K, block): w_k by channel
-        k = _kernels.depthwise(gf) if xp is np and gf.dtype == w3.dtype else None   # compiled (kernels.py)
-        offs_a = np.asarray(offs, np.int64)
 
         def weight_blocks(lo, hi):
-            if k is not None:
-                k.depthwise_flat_grad_weight(xf, gf, offs_a, parts, lo, hi, block)
-                return
             tmp = xp.empty((block // row, row), dtype=gy.dtype)
             for b in range(lo, hi):
                 b0 = b * block
@@ -481,9 +546,6 @@ class DepthwiseConvND(Op):
                     tmp.sum(axis=0, out=parts[b, j])
 
         def input_blocks(lo, hi):  # (offsets are multiples of C: g_flat[q - off_k] has q's channel)
-            if k is not None:
-                k.depthwise_flat_grad_input(gpad, offs_a, wlong, gx, lo, hi, total, length)
-                return
             tmp = xp.empty(block, dtype=gy.dtype)
             for b in range(lo, hi):
                 q0 = b * block
@@ -504,7 +566,8 @@ class DepthwiseConvND(Op):
 
         def share(w_range, x_range):
             if parts is not None:
-                weight_blocks(*w_range)
+                with np.errstate(invalid="ignore"):   # (0 * inf outside the windows: redone below)
+                    weight_blocks(*w_range)
             if gx is not None:
                 input_blocks(*x_range)
 
@@ -517,6 +580,10 @@ class DepthwiseConvND(Op):
             share((0, wblocks), (0, xblocks))
         gws = None if parts is None else parts.sum(axis=0)
         gw = None if gws is None else gws.reshape(len(offs), -1, c).sum(axis=1).reshape(wshape)
+        if gw is not None and not bool(xp.isfinite(gw).all()):
+            # the flat products also pair grid positions outside the output (gradient 0) with input values that
+            # offset never reads: an inf or NaN there made 0 * inf = NaN in a gradient that is finite
+            gw = self._windowed_weight_grad(xf, gy).reshape(wshape)
         if gx is not None:
             if len(phases) == 1:
                 gx = _crop(self._padded(gx, grid), self.pads, xshape[1:-1])
@@ -530,9 +597,27 @@ class DepthwiseConvND(Op):
                 gx = gx.reshape(gx.shape[:-1] + (c // m, m)).sum(axis=-1)
         return gx, gw
 
+    def _windowed_weight_grad(self, xf, gy):
+        """The weight gradient (K, C) from the flat padded input's phases put back in place, per kernel offset
+        over that offset's window only (_flat_backward's way where the flat products met a non-finite input)."""
+        xp = self.xp
+        xshape, grid, out, offs, length, block, row, phases, span = self.meta
+        x = xp.empty(xshape, dtype=xf.dtype)
+        for i, ph in enumerate(phases):
+            xs, gs = self._phase_slices(xshape, ph)
+            x[xs] = self._padded(xf[i * length:], grid)[gs]
+        xpd, lead = _pad(xp, x, self.pads), tuple(range(len(out) + 1))
+        kernel = self.saved[2][:len(out)]
+        return xp.stack([(self._view(xpd, off, out) * gy).sum(axis=lead) for off in np.ndindex(*kernel)])
+
     def backward(self, gy):
+        gb = None
+        if len(self.needs_grad) > 2 and self.needs_grad[2] and self.direct is None:
+            gb = gy.sum(axis=tuple(range(gy.ndim - 1)))
+        if self.direct is not None:
+            return self._direct_backward(gy)[:len(self.needs_grad)]
         if self.flat:
-            return self._flat_backward(gy)
+            return (self._flat_backward(gy) + (gb,))[:len(self.needs_grad)]
         xp = self.xp
         xpd, w3, wshape = self.saved
         xshape, pshape, out = self.meta
@@ -551,7 +636,7 @@ class DepthwiseConvND(Op):
                 if win is not None:
                     win += g[k] * w3[j, :, k]
         return (None if gx is None else _crop(gx, self.pads, xshape[1:-1]),
-                None if gw is None else gw.reshape(wshape))
+                None if gw is None else gw.reshape(wshape), gb)[:len(self.needs_grad)]
 
 
 class ConvTransposeND(Op):
