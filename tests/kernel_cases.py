@@ -39,9 +39,10 @@ def cases(dtype, seed=0):
         "gru_cell_grad": [(a(5, 6), a(2, 5, 6, low=0.0), a(5, 6, low=-0.5), a(5, 6), a(5, 6), a(5, 18), a(5, 18),
                            a(5, 6))],
         "adam_update": [(a(70), a(70), a(70), a(70, low=0.0), t(0.1), t(0.001), t(1e-7), t(0.01))],
-        # (S, OH, OW, KH, KW, C) -> (S, Hp, Wp, C): stride 1 and 2, dilation 1 and 2
-        "col2im_gather": [(a(2, 4, 4, 3, 3, 5), a(2, 6, 6, 5), 1, 1, 1, 1),
-                          (a(2, 3, 3, 3, 3, 5), a(2, 9, 9, 5), 2, 2, 2, 2)],
+        # (S, OH, OW, KH, KW, C) -> (S, Hp, Wp, C): stride 1 and 2, dilation 1 and 2; a window from (1, 2)
+        "col2im_gather": [(a(2, 4, 4, 3, 3, 5), a(2, 6, 6, 5), 1, 1, 1, 1, 0, 0),
+                          (a(2, 3, 3, 3, 3, 5), a(2, 9, 9, 5), 2, 2, 2, 2, 0, 0),
+                          (a(2, 4, 4, 3, 3, 5), a(2, 4, 3, 5), 1, 1, 1, 1, 1, 2)],
         # x (N, H, W, C), pool, stride, top/left padding, y, note (uint8; int32 for 17 x 17 windows), note?
         "max_pool_rows": [(odd(a(2, 6, 6, 3)), 2, 2, 2, 2, 0, 0, a(2, 3, 3, 3), np.zeros((2, 3, 3, 3), np.uint8), True),
                           (a(2, 6, 6, 3), 3, 3, 2, 2, 1, 1, a(2, 3, 3, 3), np.zeros((2, 3, 3, 3), np.uint8), False),

@@ -509,6 +509,23 @@ def test_col2im_kernel_equals_numpy(compiled, dtype, kernel, strides, dilation, 
         check_grad(conv, x[:2, :8, :9])   # numerically, through the gather
 
 
+@pytest.mark.parametrize("kernel,strides,padding,output_padding", [
+    (3, 2, "same", None), (3, 2, "same", 1), (3, (2, 3), "valid", (1, 2)), (4, 2, "same", None), (2, 3, "valid", 2)])
+def test_conv_transpose_window_and_gradient_columns_equal_numpy(compiled, kernel, strides, padding, output_padding):
+    """Conv2DTranspose's output window gathered straight from its columns (no full canvas and no crop) and, in
+    backward, the gradient's columns written by the compiled im2col from the gradient itself (the canvas's zeros
+    around it as padding, no canvas): the same output and gradients as NumPy's code, windows that run past the
+    canvas (output_padding) included."""
+    gathers = _count_calls(compiled, "col2im_gather")
+    columns = _count_calls(compiled, "im2col_rows")
+    up = layers.Conv2DTranspose(12, kernel, strides=strides, padding=padding, output_padding=output_padding)
+    x = R.standard_normal((3, 6, 7, 10)).astype(np.float32)
+    gy = R.standard_normal(up(x).shape).astype(np.float32)
+    got, want = _both(compiled, lambda: _grads(up, x, gy))
+    _close(got, want, np.float32)
+    assert gathers and (columns or padding == "valid")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kernel,strides,dilation,padding,channels", [
     (3, 1, 1, "same", 16), (3, 2, 1, "same", 10), ((2, 3), (1, 3), 1, "same", 10), (3, 1, 2, "same", 16),

@@ -251,29 +251,32 @@ def _thin_col2im(xp, g2, w2, kshape, canvas, oh, ow, stride, dilation):
     return out
 
 
-def _gemm_col2im(xp, g2, kernels, shape, oh, ow, stride, dilation):
+def _gemm_col2im(xp, g2, kernels, shape, oh, ow, stride, dilation, window=None):
     """col2im fused with the GEMM that makes the columns: for each kernel offset (i, j), the
     (N*OH*OW, C) product g2 @ kernels[i, j] is added at its strided window of a zero array of ``shape``.
 
     Equal to col2im(g2 @ W2^T) but each offset's product is contiguous (cheaper to add than the
     strided slices of one big column matrix) and the (N*OH*OW, KH*KW*C) buffer is never made.
+    ``window`` ((top, left), (H, W)): only that window of the result (a view, or with the compiled gather only
+    its positions computed: no array of ``shape``, no crop).
     """
     kh, kw = kernels.shape[:2]
     n, c = shape[0], shape[3]
+    (top, left), (h, w) = window if window is not None else ((0, 0), shape[1:3])
     gather = _kernels.col2im_gather(g2) if xp is np and kernels.dtype == g2.dtype else None
     if gather is not None:
         w2 = np.ascontiguousarray(kernels.transpose(2, 0, 1, 3)).reshape(kernels.shape[2], kh * kw * c)
-        return _gathered_col2im(g2, w2, gather, shape, (kh, kw), oh, ow, stride, dilation)
+        return _gathered_col2im(g2, w2, gather, (n, h, w, c), (kh, kw), oh, ow, stride, dilation, (top, left))
     out = xp.zeros(shape, dtype=g2.dtype)
     buf = xp.empty((g2.shape[0], c), dtype=g2.dtype)
     for i in range(kh):
         for j in range(kw):
             mm(xp, g2, kernels[i, j], out=buf)
             _window(out, i, j, oh, ow, stride, dilation)[...] += buf.reshape(n, oh, ow, c)
-    return out
+    return out if window is None else out[:, top:top + h, left:left + w]
 
 
-def _gathered_col2im(g2, w2, gather, shape, kernel_size, oh, ow, stride, dilation):
+def _gathered_col2im(g2, w2, gather, shape, kernel_size, oh, ow, stride, dilation, corner=(0, 0)):
     """_gemm_col2im with the compiled gather (kernels.col2im_gather): per block of samples one product
     g2_block @ w2, (rows, KH*KW*C) columns still in cache when the gather sums them into the block's input
     gradient, written once. One product of KH*KW*C columns instead of KH*KW of C (thin when C is small),
@@ -290,7 +293,8 @@ def _gathered_col2im(g2, w2, gather, shape, kernel_size, oh, ow, stride, dilatio
     for s0 in range(0, n, step):
         s1 = min(s0 + step, n)
         cols = mm(np, g2[s0 * per:s1 * per], w2, out=buf[:(s1 - s0) * per])
-        gather(cols.reshape(s1 - s0, oh, ow, kh, kw, c), out[s0:s1], stride[0], stride[1], dilation[0], dilation[1])
+        gather(cols.reshape(s1 - s0, oh, ow, kh, kw, c), out[s0:s1], stride[0], stride[1], dilation[0], dilation[1],
+               *corner)
     return out
 
 
@@ -453,9 +457,9 @@ class Conv2D(Op):
                 gx = self._dx_as_conv(gy, w, xshape) if self.stride == (1, 1) and xshape[3] >= 16 else None
             if gx is None:
                 # dx = col2im(dy W2^T), one (M, O) @ (O, C) product per kernel offset
-                gxp = _gemm_col2im(xp, g2, w.transpose(0, 1, 3, 2), (n,) + pshape + (xshape[3],), oh, ow,
-                                   self.stride, self.dilation)
-                gx = _crop_hw(gxp, self.pads, xshape[1], xshape[2])
+                (pt, _), (pl, _) = self.pads
+                gx = _gemm_col2im(xp, g2, w.transpose(0, 1, 3, 2), (n,) + pshape + (xshape[3],), oh, ow,
+                                  self.stride, self.dilation, ((pt, pl), xshape[1:3]))
         return gx, gw, gb
 
     def _dx_as_conv(self, gy, w, xshape):
@@ -522,11 +526,16 @@ class Conv2DTranspose(Op):
             y[:, :hh, :ww, :] = yt[:, :, bh:bh + hh, bw:bw + ww].transpose(1, 2, 3, 0)
         else:
             # col2im(x W2^T): each input pixel's x @ W[i, j]^T lands at (h*sh + i*dh, w*sw + j*dw)
-            yfull = _gemm_col2im(xp, x.reshape(-1, c), w.transpose(0, 1, 3, 2), (n, full[0], full[1], o),
-                                 h, wd, self.stride, self.dilation)
-            # output window [before, before + out) of the full result; zeros where it runs past the end
-            y = xp.zeros((n, oh, ow, o), dtype=yfull.dtype)
-            y[:, :hh, :ww, :] = yfull[:, bh:bh + hh, bw:bw + ww, :]
+            # the output window [before, before + out) of the full result, zeros where it runs past the end
+            yw = _gemm_col2im(xp, x.reshape(-1, c), w.transpose(0, 1, 3, 2), (n, full[0], full[1], o),
+                              h, wd, self.stride, self.dilation, ((bh, bw), (max(hh, 0), max(ww, 0))))
+            if min(hh, ww) <= 0:   # (a window wholly past the result: zeros only)
+                y = xp.zeros((n, oh, ow, o), dtype=yw.dtype)
+            elif (hh, ww) == (oh, ow):
+                y = xp.ascontiguousarray(yw)     # (the compiled gather's window is its own array already)
+            else:
+                y = xp.zeros((n, oh, ow, o), dtype=yw.dtype)
+                y[:, :hh, :ww, :] = yw
         if b is not None:
             y += b
         self.meta = (x.shape, full, w.shape)
@@ -550,10 +559,13 @@ class Conv2DTranspose(Op):
                 blocks = ((s0, s1, ct.T) for s0, s1, ct in _thin_blocks(xp, gfull, kh, kw, h, wd, self.stride,
                                                                         self.dilation, False))
             else:
-                gfull = xp.zeros((n, full[0], full[1], o), dtype=gy.dtype)
-                gfull[:, bh:bh + hh, bw:bw + ww, :] = gy[:, :hh, :ww, :]
-                # im2col of the gradient a block of samples at a time: never the (N*H*W, KH*KW*O) matrix
-                blocks = _im2col_blocks(xp, gfull, ((0, 0), (0, 0)), kh, kw, h, wd, self.stride, self.dilation)
+                # im2col of the gradient placed on the full canvas (zeros around it), a block of samples at a time:
+                # never the (N*H*W, KH*KW*O) matrix, nor the canvas itself: the gradient's window is the canvas
+                # padded by (bh, bw) before and the rest after (cut first where the window runs past the canvas;
+                # the compiled im2col writes the padding's zeros itself)
+                g = gy if (hh, ww) == (oh, ow) else xp.ascontiguousarray(gy[:, :hh, :ww, :])
+                pads = ((bh, full[0] - bh - hh), (bw, full[1] - bw - ww))
+                blocks = _im2col_blocks(xp, g, pads, kh, kw, h, wd, self.stride, self.dilation)
             if self.needs_grad[0]:
                 w2 = w.reshape(kh * kw * o, c)
                 gx = xp.empty((n * h * wd, c), dtype=np.result_type(gy.dtype, w.dtype))

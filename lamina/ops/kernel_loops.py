@@ -542,32 +542,36 @@ def adam_update(w, g, m, v, c1, c2, eps, alpha):
 # reached it (the NumPy code adds one strided window per offset to a zero array: the same additions in
 # the same order for every position), and is written once. No fastmath (the order). The columns come from
 # one wider product than the NumPy code's per-offset ones, which BLAS may round differently in the last bit.
-def col2im_gather(cols, out, sh, sw, dh, dw):
-    # cols (S, OH, OW, KH, KW, C) -> out (S, Hp, Wp, C)
+def col2im_gather(cols, out, sh, sw, dh, dw, pt, pl):
+    # cols (S, OH, OW, KH, KW, C) -> out (S, H, W, C): the window of the padded canvas from (pt, pl) (a convolution's
+    # unpadded input gradient, or a transposed convolution's output window), each position the sum over the offsets
+    # that reach it
     samples, oh, ow, kh, kw, c = cols.shape
     hp, wp = out.shape[1], out.shape[2]
     zero = out.dtype.type(0)
     for s in range(samples):
         for py in range(hp):
+            cy = py + pt
             for px in range(wp):
+                cx = px + pl
                 o = out[s, py, px]
                 for q in range(c):
                     o[q] = zero
                 if sh == 1 and dh == 1:   # the offsets that reach this row: a range, no test per offset
-                    i_lo, i_hi = max(0, py - oh + 1), min(kh, py + 1)
+                    i_lo, i_hi = max(0, cy - oh + 1), min(kh, cy + 1)
                 else:
                     i_lo, i_hi = 0, kh
                 if sw == 1 and dw == 1:
-                    j_lo, j_hi = max(0, px - ow + 1), min(kw, px + 1)
+                    j_lo, j_hi = max(0, cx - ow + 1), min(kw, cx + 1)
                 else:
                     j_lo, j_hi = 0, kw
                 for i in range(i_lo, i_hi):
-                    y = py - i * dh
+                    y = cy - i * dh
                     if y < 0 or y % sh != 0 or y // sh >= oh:
                         continue
                     y //= sh
                     for j in range(j_lo, j_hi):
-                        x = px - j * dw
+                        x = cx - j * dw
                         if x < 0 or x % sw != 0 or x // sw >= ow:
                             continue
                         src = cols[s, y, x // sw, i, j]

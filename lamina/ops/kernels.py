@@ -531,8 +531,9 @@ def col2im_gather(g2):
     """The compiled col2im for a convolution's input gradient g2 (rows, O) @ W2 (O, KH*KW*C) (g2's size and
     dtype decide, as for the other kernels; the caller makes W2 contiguous, in g2's dtype), or None where the
     kernels do not run. Called as
-    ``f(cols, out, sh, sw, dh, dw)`` with a block's columns (S, OH, OW, KH, KW, C) and its padded input
-    gradient (S, Hp, Wp, C), which it writes whole (no zeroed array needed)."""
+    ``f(cols, out, sh, sw, dh, dw, pt, pl)`` with a block's columns (S, OH, OW, KH, KW, C) and the window
+    (S, H, W, C) of its padded input gradient from (pt, pl) (the unpadded gradient: no padded array, no crop),
+    which it writes whole (no zeroed array needed)."""
     k = _eligible(g2)
     return None if k is None else k.col2im_gather
 

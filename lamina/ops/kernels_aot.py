@@ -68,7 +68,7 @@ SIGNATURES = {
     "lstm_cell_grad": (False, ("T2", "T2", "T3", "T2", "T2", "T2", "T2")),
     "gru_cell_grad": (False, ("T2", "T3", "T2", "T2", "T2", "T2", "T2", "T2")),
     "adam_update": (True, ("T1", "T1", "T1", "T1", "T", "T", "T", "T")),
-    "col2im_gather": (True, ("T6", "T4", "i", "i", "i", "i")),
+    "col2im_gather": (True, ("T6", "T4", "i", "i", "i", "i", "i", "i")),
     "max_pool_rows": (True, ("T4", "i", "i", "i", "i", "i", "i", "T4", "W4", "b")),
     "max_pool_rows_grad": (True, ("T4", "W4", "i", "i", "i", "i", "i", "i", "T4", "b", "b")),
     "column_max_subtract": (True, ("T3", "T")),
