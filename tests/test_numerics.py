@@ -210,9 +210,15 @@ def test_sigmoid_family_relative_error_over_wide_range(name, dtype, rtol):
     # (x sigmoid(x) inherits the subnormal precision of sigmoid near x = -87: a margin above tiny)
     tiny = np.finfo(dtype).tiny * 2 ** 10
     assert v.dtype == dtype and g.dtype == dtype
-    assert _rel_err(v, rv, tiny) < rtol, (name, "value")
+    # float32 silu where sigmoid(x) is subnormal (x < -87.3): where NumPy's exp is scalar (no AVX-512) silu takes
+    # the compiled sigmoid (kernels.sigmoid_tanh), 0 there as PyTorch's float32 sigmoid (F.silu(-90.) is -0.0):
+    # silu and its gradient, at most |x| 2^-126 ~ 1e-36, are then checked absolutely
+    sub = X_WIDE < -87.3 if (name == "silu" and dtype == np.float32) else np.zeros(X_WIDE.shape, bool)
+    assert (np.abs(v[sub] - rv[sub]) <= 100 * np.finfo(dtype).tiny).all(), (name, "value, sigmoid subnormal")
+    assert (np.abs(g[sub] - rg[sub]) <= 100 * np.finfo(dtype).tiny).all(), (name, "gradient, sigmoid subnormal")
+    assert _rel_err(v[~sub], rv[~sub], tiny) < rtol, (name, "value")
     # for x > 0 the derivative of a value near 1 (y (1 - y), as torch's backward) is only absolutely exact
-    neg = X_WIDE <= 0
+    neg = (X_WIDE <= 0) & ~sub
     assert _rel_err(g[neg], rg[neg], tiny) < rtol * 10, (name, "gradient")
     # (silu's s + x s (1 - s) multiplies that error by x)
     bound = 4 * np.finfo(dtype).eps * (1.0 + np.abs(X_WIDE[~neg]))

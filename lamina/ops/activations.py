@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import threads as _threads
 from ..tensor import Op
+from . import kernels as _kernels
 from .math import _WORD as _WORDS  # float width -> signed integer of that width (select's)
 from .math import _norm_axis, relu_grad, relu_into, row_max, select, sum_rows, unbroadcast
 
@@ -325,7 +326,8 @@ class GELU(Op):
                 s *= _GELU_C * 0.044715
                 s += _GELU_C
                 s *= x
-                xp.tanh(s, out=t)
+                if not _kernels.sigmoid_tanh(s, True, out=t):   # compiled, where NumPy's tanh is scalar
+                    xp.tanh(s, out=t)
                 xp.add(t, 1.0, out=y)
                 y *= x
                 y *= 0.5
@@ -638,7 +640,8 @@ class SiLU(Op):
             return x * s
 
         def forward(x, y, s, t):
-            _sigmoid_into(xp, x, s, t)
+            if not _kernels.sigmoid_tanh(x, False, out=s):   # compiled, where NumPy's exp is scalar (kernels.py)
+                _sigmoid_into(xp, x, s, t)
             xp.multiply(x, s, out=y)
 
         y, s = _chain(xp, forward, [x], 2)

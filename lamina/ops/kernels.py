@@ -487,18 +487,26 @@ def lstm_cell(gates):
     return None if k is None else k.lstm_cell
 
 
-def sigmoid_tanh(a, tanh):
-    """In place, sigmoid(a) (1 / (1 + exp(-a))) or with ``tanh`` tanh(a), compiled with the kernels' own exp and
-    tanh (kernel_loops.sigmoid_tanh_rows: one call where NumPy's sigmoid makes four passes): True if done, False
-    where it does not run (float64, a non-contiguous array, NumPy's SIMD exp: OWN_EXP); within 3 ulps of the
-    exact values, NaN and the infinities as NumPy's (sigmoid is 0 or subnormal where it would be subnormal)."""
-    if not OWN_EXP or type(a) is not np.ndarray or a.dtype != np.float32 or a.ndim == 0:
+def sigmoid_tanh(a, tanh, out=None):
+    """In place, or into ``out`` (a new C-contiguous array of a's shape), sigmoid(a) (1 / (1 + exp(-a))) or with
+    ``tanh`` tanh(a), compiled with the kernels' own exp and tanh (kernel_loops.sigmoid_tanh_rows: one call where
+    NumPy's sigmoid makes four passes): True if done, False where it does not run (float64, a non-contiguous
+    array, NumPy's SIMD exp: OWN_EXP); within 3 ulps of the exact values, NaN and the infinities as NumPy's
+    (sigmoid is 0 or subnormal where it would be subnormal, as PyTorch's)."""
+    target = a if out is None else out
+    if (not OWN_EXP or type(target) is not np.ndarray or target.dtype != np.float32 or target.ndim == 0
+            or getattr(a, "dtype", None) != np.float32):
         return False
-    k = _eligible(a, least=min(MIN_ELEMENTS, 256))   # (exp's arithmetic is what it saves: a step's gates pay)
+    # (exp's arithmetic is what it saves: a step's gates pay from 256 values; an activation's blocks at any size,
+    # so that a chain's last short block takes the same path however the blocks fall on threads)
+    k = _eligible(target, least=min(MIN_ELEMENTS, 256) if out is None else 1)
     if k is None:   # (also every empty array: _eligible wants values)
         return False
-    width = a.shape[-1]
-    rows = a.reshape(-1, width)
+    if out is not None:
+        np.copyto(out, a)
+    # rows of 1024 values where a flat run divides so (a chain's blocks: a small scratch, in L1)
+    width = 1024 if target.ndim == 1 and target.size % 1024 == 0 else target.shape[-1]
+    rows = target.reshape(-1, width)
     k.sigmoid_tanh_rows(rows, bool(tanh), np.empty((3, width), np.float32))
     return True
 
