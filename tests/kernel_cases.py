@@ -33,6 +33,7 @@ def cases(dtype, seed=0):
         "layer_norm_rows_grad": lng,
         "bias_relu_rows": [(odd(a(n, d)), a(d))],
         "relu_rows": [(odd(a(n, d)), a(n, d))],
+        "silu_grad_rows": [(odd(a(n, d)), a(n, d, low=0.0), a(n, d), a(n, d))],
         "relu_bias_grad_rows": [(odd(a(n, d)), a(n, d), a(n, d), nb, np.zeros((blocks, d), dtype))
                                 for nb in (True, False)],
         "lstm_cell_grad": [(a(5, 6), a(5, 6), a(4, 5, 6, low=0.0), a(5, 6, low=-0.5), a(5, 6), a(5, 24), a(5, 6))],
@@ -81,5 +82,6 @@ def cases(dtype, seed=0):
         # bias); sigmoid and tanh in place
         out.update(lstm_cell=[(odd(a(5, 24) * 30), a(5, 24), a(24), hb, a(5, 6), a(4, 5, 6), a(5, 6), a(5, 6), a(5, 6),
                                a(3, 24)) for hb in (True, False)],
-                   sigmoid_tanh_rows=[(odd(a(5, 24) * 30), th, a(3, 24)) for th in (False, True)])
+                   sigmoid_tanh_rows=[(odd(a(5, 24) * 30), th, a(3, 24)) for th in (False, True)],
+                   silu_rows=[(odd(a(5, 24) * 30), a(5, 24), a(5, 24), a(3, 24))])
     return out

@@ -863,19 +863,20 @@ def _gelu_tanh64(x):
     return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
 
 
-@pytest.mark.parametrize("name,fn,tanh,want", [
-    ("silu", ops.silu, False, lambda x: x / (1.0 + np.exp(-x))),
-    ("gelu_tanh", lambda t: ops.gelu(t, approximate=True), True, _gelu_tanh64)])
-def test_activations_take_the_kernels_exp_where_numpys_is_scalar(compiled, name, fn, tanh, want):
-    """SiLU's float32 sigmoid (EfficientNet's swish: 16% of its training step on a Zen 2 VM, mostly NumPy's
-    scalar exp) and the tanh of GELU's tanh approximation through kernels.sigmoid_tanh, block by block (here
-    forced: OWN_EXP): within a few ulps of float64's formula wherever the result is normal (GELU's: a few ulps of
+@pytest.mark.parametrize("kernel,fn,tanh,want", [
+    ("silu_rows", ops.silu, False, lambda x: x / (1.0 + np.exp(-x))),
+    ("sigmoid_tanh_rows", lambda t: ops.gelu(t, approximate=True), True, _gelu_tanh64)])
+def test_activations_take_the_kernels_exp_where_numpys_is_scalar(compiled, kernel, fn, tanh, want):
+    """SiLU's float32 forward (EfficientNet's swish: 16% of its training step on a Zen 2 VM, mostly NumPy's
+    scalar exp) through kernels.silu, and the tanh of GELU's tanh approximation through kernels.sigmoid_tanh,
+    block by block (here forced: OWN_EXP): within a few ulps of float64's formula wherever the result is normal (GELU's: a few ulps of
     1 times x where its formula cancels), gradients as NumPy's passes give them (to the same cancellation); every
     block of the chain takes it, the last short one too; float64 keeps NumPy's passes."""
     compiled.setattr(K, "OWN_EXP", True)
     from lamina.ops import activations
     compiled.setattr(activations, "_CHAIN_BLOCK", 1024)
-    calls = _count_calls(compiled, "sigmoid_tanh_rows", lambda args: (args[0].size, bool(args[1])))
+    calls = _count_calls(compiled, kernel, lambda args: (args[0].size, kernel != "silu_rows" and bool(args[1])))
+    grads = _count_calls(compiled, "silu_grad_rows", lambda args: args[0].size)
     x = np.concatenate([np.linspace(-87, 88, 3001), R.standard_normal(2000) * 4]).astype(np.float32)
     x[:3] = (np.nan, np.inf, -np.inf)
     gy = R.standard_normal(x.shape).astype(np.float32)
@@ -887,6 +888,7 @@ def test_activations_take_the_kernels_exp_where_numpys_is_scalar(compiled, name,
     (y, g), (y_np, g_np) = _both(compiled, run)
     assert sum(n for n, _ in calls) == x.size and len(calls) == -(-x.size // 1024)
     assert {t for _, t in calls} == {tanh}
+    assert sum(grads) == (x.size if kernel == "silu_rows" else 0)
     with np.errstate(over="ignore", invalid="ignore"):
         ref = want(x.astype(np.float64))
     fin = np.isfinite(ref) & (np.abs(ref) >= np.finfo(np.float32).tiny)
@@ -901,8 +903,31 @@ def test_activations_take_the_kernels_exp_where_numpys_is_scalar(compiled, name,
                                              if tanh else 0)
     assert np.all(np.abs(g[ok] - g_np[ok]) <= lim)
     calls.clear()
-    fn(Tensor(x.astype(np.float64)))
-    assert calls == []
+    grads.clear()
+    x64 = Tensor(x.astype(np.float64), requires_grad=True)
+    y64 = fn(x64)
+    grad(y64, [x64], grad_output=Tensor(gy.astype(np.float64)))
+    assert calls == [] and sum(grads) == (x.size if kernel == "silu_rows" else 0)   # (the gradient's: any float)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_silu_gradient_kernel_gives_numpys_bits(compiled, dtype):
+    """SiLU's gradient in one compiled pass: NumPy's chain's values to the bit (the same operations in its order),
+    given the same sigmoid (NumPy's here: OWN_EXP off), over several blocks and a short last one."""
+    compiled.setattr(K, "OWN_EXP", False)
+    calls = _count_calls(compiled, "silu_grad_rows")
+    x = R.standard_normal(3 * 16384 + 77).astype(dtype) * 5
+    x[:4] = (np.nan, np.inf, -np.inf, -0.0)
+    gy = R.standard_normal(x.shape).astype(dtype)
+
+    def run():
+        xt = Tensor(x, requires_grad=True)
+        return np.asarray(grad(ops.silu(xt), [xt], grad_output=Tensor(gy))[0].data)
+    got, want = _both(compiled, run)
+    assert calls
+    nan = np.isnan(want)   # (NaN where NaN, any sign and payload)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    _bits_equal([got[~nan]], [want[~nan]])
 
 
 def test_lstm_kernel_stands_aside_for_other_activations(compiled):

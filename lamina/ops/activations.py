@@ -640,7 +640,9 @@ class SiLU(Op):
             return x * s
 
         def forward(x, y, s, t):
-            if not _kernels.sigmoid_tanh(x, False, out=s):   # compiled, where NumPy's exp is scalar (kernels.py)
+            if _kernels.silu(x, y, s):   # one compiled pass, where NumPy's exp is scalar (kernels.py)
+                return
+            if not _kernels.sigmoid_tanh(x, False, out=s):
                 _sigmoid_into(xp, x, s, t)
             xp.multiply(x, s, out=y)
 
@@ -655,6 +657,8 @@ class SiLU(Op):
             return gy * (s + x * s * (1.0 - s))
 
         def backward(x, s, gy, gx, t):
+            if _kernels.silu_grad(x, s, gy, gx):   # one compiled pass (kernels.py), the same operations
+                return
             xp.multiply(x, s, out=gx)
             xp.subtract(1.0, s, out=t)
             gx *= t

@@ -479,6 +479,44 @@ def sigmoid_tanh_rows(x, tanh, scratch):
                 xr[j] = one / (one + e[j])
 
 
+def silu_rows(x, y, s, scratch):
+    # FLOAT32 ONLY: s = sigmoid(x) (sigmoid_tanh_rows' values) and y = x s, rows of x (rows, width) read once;
+    # scratch: three rows of ``width`` values
+    rows, width = x.shape
+    one = np.float32(1)
+    arg = scratch[0]
+    e = scratch[1]
+    f = scratch[2]
+    for r in range(rows):
+        xr = x[r]
+        for j in range(width):
+            arg[j] = -xr[j]
+        _exp_into(arg, e, f)
+        sr = s[r]
+        yr = y[r]
+        for j in range(width):
+            v = one / (one + e[j])
+            sr[j] = v
+            yr[j] = xr[j] * v
+
+
+def silu_grad_rows(x, s, gy, gx):
+    # SiLU's gradient gy (s + x s (1 - s)) in one pass, in the NumPy chain's operations and order:
+    # x s, times 1 - s, plus s, times gy
+    rows, width = x.shape
+    one = x.dtype.type(1)
+    for r in range(rows):
+        xr = x[r]
+        sr = s[r]
+        gr = gy[r]
+        dr = gx[r]
+        for j in range(width):
+            v = xr[j] * sr[j]
+            v = v * (one - sr[j])
+            v = v + sr[j]
+            dr[j] = v * gr[j]
+
+
 def lstm_cell_grad(dh, dc, gates, tc, c_prev, dz, dc_prev):
     # one LSTM step backward (sigmoid gates i, f, o; tanh candidate g and cell output; a mask is the
     # caller's: it passes the step's share of dh and dc):

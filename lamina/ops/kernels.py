@@ -21,7 +21,9 @@ read while it sits in the first-level cache, so each array is read or written on
 - :func:`lstm_cell`: one forward step of the LSTM's gate arithmetic in float32, with its own vectorised exp and
   tanh (a polynomial each, within 3 ulps), for machines whose NumPy has no SIMD exp and tanh (those without
   AVX-512, where NumPy's run at scalar speed): :data:`OWN_EXP`; :func:`sigmoid_tanh` the same exp and tanh
-  as an in-place pass (the GRU's and SimpleRNN's gates there).
+  as an in-place pass (the GRU's and SimpleRNN's gates there, the tanh of GELU's approximation), and
+  :func:`silu` SiLU's sigmoid and product in one pass (EfficientNet's swish); :func:`silu_grad` its gradient
+  in one pass on every machine (NumPy's chain: five).
 - :func:`adam_update`: Adam's moments and weight update, one pass over the four arrays instead of twelve
   NumPy passes, with NumPy's float operations (the same weights to the bit).
 - :func:`col2im_gather`: a convolution's input gradient from its columns, each input position summed once
@@ -75,7 +77,7 @@ __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "in_use", "layer_nor
            "batch_norm_forward", "batch_norm_backward", "scale_shift", "bias_relu", "relu", "relu_bias_grad",
            "lstm_cell", "sigmoid_tanh", "lstm_cell_grad", "gru_cell_grad", "adam_update", "col2im_gather",
            "depthwise", "im2col", "max_pool2d", "max_pool2d_grad", "softmax_columns", "softmax_columns_grad",
-           "scatter_rows"]
+           "scatter_rows", "silu", "silu_grad"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
@@ -504,10 +506,41 @@ def sigmoid_tanh(a, tanh, out=None):
         return False
     if out is not None:
         np.copyto(out, a)
-    # rows of 1024 values where a flat run divides so (a chain's blocks: a small scratch, in L1)
-    width = 1024 if target.ndim == 1 and target.size % 1024 == 0 else target.shape[-1]
-    rows = target.reshape(-1, width)
-    k.sigmoid_tanh_rows(rows, bool(tanh), np.empty((3, width), np.float32))
+    rows = _rows(target)
+    k.sigmoid_tanh_rows(rows, bool(tanh), np.empty((3, rows.shape[1]), np.float32))
+    return True
+
+
+def _rows(a):
+    """A C-contiguous array as (rows, width): a flat run of a multiple of 1024 values as rows of 1024 (a chain's
+    block: the kernels' scratch rows small, in L1), else its last axis as the width."""
+    width = 1024 if a.ndim == 1 and a.size % 1024 == 0 else a.shape[-1]
+    return a.reshape(-1, width)
+
+
+def silu(x, y, s):
+    """SiLU's forward into the new C-contiguous arrays y and s of x's shape: s = sigmoid(x) with the kernels'
+    own exp (sigmoid_tanh's values) and y = x s, one pass (kernel_loops.silu_rows; NumPy: the sigmoid's four
+    passes and a product): True if done, False where it does not run (float64, a non-contiguous x, NumPy's
+    SIMD exp: OWN_EXP). At any size (an activation's blocks: the same path however they fall on threads)."""
+    if (not OWN_EXP or type(x) is not np.ndarray or x.dtype != np.float32 or x.ndim == 0
+            or not x.flags.c_contiguous):
+        return False
+    k = _eligible(y, s, least=1)
+    if k is None:
+        return False
+    k.silu_rows(_rows(x), _rows(y), _rows(s), np.empty((3, _rows(x).shape[1]), np.float32))
+    return True
+
+
+def silu_grad(x, s, gy, gx):
+    """SiLU's gradient gx = gy (s + x s (1 - s)) in one pass (kernel_loops.silu_grad_rows; NumPy's chain: five),
+    the same float operations in the same order: True if done, False where the kernels do not run (also a
+    broadcast or strided gy). At any size, as :func:`silu`."""
+    k = _eligible(gx, x, s, gy, least=1)
+    if k is None or x.ndim == 0 or not (x.shape == s.shape == gy.shape == gx.shape):
+        return False
+    k.silu_grad_rows(_rows(x), _rows(s), _rows(gy), _rows(gx))
     return True
 
 
