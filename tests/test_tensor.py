@@ -41,6 +41,26 @@ def test_broadcast_gradients_reduce_to_operand_shape(rng):
     np.testing.assert_allclose(b.grad, gb, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("big,small", [((6, 5, 4, 7), (6, 1, 1, 7)), ((6, 5, 4, 7), (7,)), ((6, 5, 4, 7), (5, 1, 7)),
+                                       ((6, 5, 4, 7), (6, 5, 4, 1)), ((6, 5, 4, 7), ()), ((3, 1, 4), (3, 1, 4))])
+def test_product_gradient_to_a_broadcast_operand(rng, dtype, big, small):
+    """x * s with s broadcast (a squeeze-excite scale, a per-channel scale, a mask): s's gradient, the product's
+    sum over the broadcast axes, is NumPy's sum of the product to the bit (an einsum without the x-sized product
+    where the last axis is kept; the product and NumPy's pairwise sum where it is summed too), x's gradient gy s."""
+    x = rng.standard_normal(big).astype(dtype)
+    s = np.asarray(rng.standard_normal(small)).astype(dtype)
+    gy = rng.standard_normal(big).astype(dtype)
+    xt, st = Tensor(x, requires_grad=True), Tensor(s, requires_grad=True)
+    gx, gs = lamina.grad(xt * st, [xt, st], grad_output=Tensor(gy))
+    want = (gy * x).sum(axis=tuple(i for i in range(len(big)) if i < len(big) - len(small)
+                                   or small[i - len(big) + len(small)] == 1 and big[i] != 1)).reshape(small)
+    assert gs.shape == s.shape and gs.dtype == dtype
+    bits = [np.asarray(a).reshape(-1).view(np.uint8) for a in (gs, want)]
+    np.testing.assert_array_equal(*bits)
+    np.testing.assert_array_equal(np.asarray(gx), gy * s)
+
+
 def test_no_grad_records_nothing():
     x = Tensor([1.0, 2.0], requires_grad=True)
     with lamina.no_grad():

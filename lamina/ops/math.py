@@ -60,6 +60,23 @@ class Subtract(Op):
                 unbroadcast(-gy, sb) if self.needs_grad[1] else None)
 
 
+def _product_unbroadcast(gy, other, shape):
+    """unbroadcast(gy * other, shape): where ``other`` has gy's shape and ``shape`` is broadcast along axes other
+    than the last (a squeeze-excite scale (N, 1, 1, C) of a feature map, a per-channel scale), one einsum that
+    multiplies and sums without the gy-sized product (NumPy: (16, 48, 48, 96) float32 4.2 -> 2.2 ms); the same
+    values, as NumPy's sum also adds down those axes one row after another. A sum along the last axis keeps the
+    product and NumPy's sum (pairwise there: einsum's running sum would lose precision over long rows)."""
+    shape = tuple(shape)
+    if (type(gy) is np.ndarray and type(other) is np.ndarray and gy.shape == other.shape and gy.shape != shape
+            and gy.dtype == other.dtype and gy.dtype.kind == "f" and 0 < gy.ndim <= 26
+            and shape and shape[-1] == gy.shape[-1]):
+        lead = gy.ndim - len(shape)
+        letters = "abcdefghijklmnopqrstuvwxyz"[:gy.ndim]
+        keep = "".join(letters[i + lead] for i, n in enumerate(shape) if n != 1 or gy.shape[i + lead] == 1)
+        return np.einsum(f"{letters},{letters}->{keep}", gy, other).reshape(shape)
+    return unbroadcast(gy * other, shape)
+
+
 class Multiply(Op):
     same_float_dtype = True
 
@@ -69,8 +86,8 @@ class Multiply(Op):
 
     def backward(self, gy):
         a, b = self.saved
-        return (unbroadcast(gy * b, a.shape) if self.needs_grad[0] else None,
-                unbroadcast(gy * a, b.shape) if self.needs_grad[1] else None)
+        return (_product_unbroadcast(gy, b, a.shape) if self.needs_grad[0] else None,
+                _product_unbroadcast(gy, a, b.shape) if self.needs_grad[1] else None)
 
 
 class Divide(Op):
