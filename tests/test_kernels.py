@@ -457,11 +457,13 @@ def test_depthwise_weight_gradient_stays_finite_where_no_window_reads_an_infinit
     np.testing.assert_allclose(dw, want, rtol=1e-4, atol=1e-4)
 
 
-def test_depthwise_kernels_split_over_threads_give_the_same_bits(compiled):
-    layer = layers.DepthwiseConv2D(3, padding="same")
-    x = R.standard_normal((8, 20, 20, 32)).astype(np.float32)
-    layer(x)
-    gy = R.standard_normal(x.shape).astype(np.float32)
+@pytest.mark.parametrize("shape,strides", [((8, 20, 20, 32), 1), ((1, 9, 9, 4), 1), ((1, 7, 9, 4), 2)])
+def test_depthwise_kernels_split_over_threads_give_the_same_bits(compiled, shape, strides):
+    """Forward and backward over 3 threads: the one-thread values to the bit, also where the weight gradient has
+    fewer chunks than threads (a small image: one chunk, nine input rows) or the rows are fewer."""
+    layer = layers.DepthwiseConv2D(3, strides=strides, padding="same")
+    x = R.standard_normal(shape).astype(np.float32)
+    gy = R.standard_normal(layer(x).shape).astype(np.float32)
     one = _grads(layer, x, gy)
     splits = _force_split(compiled)
     from lamina.ops import nn_kernels

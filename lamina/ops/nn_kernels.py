@@ -11,6 +11,8 @@
 
 Every kernel is xp-agnostic (``self.xp`` is NumPy or CuPy). The public functions are in ``nn.py``.
 """
+import itertools
+
 import numpy as np
 
 from .. import threads as _threads
@@ -413,9 +415,9 @@ class DepthwiseConvND(Op):
                 k.depthwise_direct_grad_weight(x.reshape(-1), gf, acc, parts, geo, chunk, *w_range)
 
         width = min(max(xrows, chunks), _threads.split_width(gy.size * K * 2, _SPLIT_DEPTHWISE_BACKWARD))
-        if width > 1:
-            _threads.run_split([lambda a=a, b=b: share(a, b) for a, b in zip(_threads.ranges(xrows, width),
-                                                                             _threads.ranges(chunks, width))])
+        if width > 1:   # (fewer chunks than threads, or rows: the short list's threads take an empty range)
+            _threads.run_split([lambda a=a, b=b: share(a, b) for a, b in itertools.zip_longest(
+                _threads.ranges(xrows, width), _threads.ranges(chunks, width), fillvalue=(0, 0))])
         else:
             share((0, xrows), (0, chunks))
         gw = gb = None
