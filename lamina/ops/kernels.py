@@ -87,6 +87,11 @@ ADAM_MIN_ELEMENTS = 1
 # Rows are split over lamina's threads from this many values (a fused pass costs a third of NumPy's, so
 # the hand-off to another thread pays later than for NumPy's passes).
 SPLIT_ELEMENTS = 1 << 21
+# ... and layer normalisation's from this many: its rows cost more than a pass's (three passes a row each way).
+# Forward + backward on a 2-core Zen 2, split at 2^17 against 2^21, 10 alternating rounds: (64, 80, 128) 0.82x,
+# (32, 128, 256) 0.77x, (8, 196, 768) 0.73x, but (32, 64, 128) (262 K values) 1.05x and (16, 64, 128) 1.26x;
+# at 2^19, in a slower phase of the host: 0.94x, 0.90x, 0.93x, and (32, 64, 128) 0.98x (not split).
+LN_SPLIT_ELEMENTS = 1 << 19
 # Max pooling splits its samples over lamina's threads from this many input values, as NumPy's pooling code
 # does (on 2 threads, with the other core partly busy: (32, 32, 32, 32) float32 forward and backward 1.59 ->
 # 1.23 ms split; below, split at 2^17 values, (64, 13, 13, 64) 0.69 -> 0.99 and (16, 32, 32, 32) 0.89 -> 1.15).
@@ -289,10 +294,12 @@ class _Jitted:
     pass
 
 
-def _split(body, rows, elements):
-    """body(lo, hi) over rows 0..rows, split over lamina's threads for large arrays, every part starting on a
-    block of _BLOCK rows (so that each block's column sums are the same whichever thread makes them)."""
-    width = min(-(-rows // _BLOCK), _threads.split_width(elements, SPLIT_ELEMENTS)) if rows > _BLOCK else 1
+def _split(body, rows, elements, least=None):
+    """body(lo, hi) over rows 0..rows, split over lamina's threads for large arrays (from ``least`` values,
+    default SPLIT_ELEMENTS), every part starting on a block of _BLOCK rows (so that each block's column sums are
+    the same whichever thread makes them)."""
+    least = SPLIT_ELEMENTS if least is None else least
+    width = min(-(-rows // _BLOCK), _threads.split_width(elements, least)) if rows > _BLOCK else 1
     if width < 2:
         body(0, rows)
     else:
@@ -327,7 +334,7 @@ def layer_norm_forward(x2, gamma, beta, epsilon):
     def body(lo, hi):
         k.layer_norm_rows(x2[lo:hi], g, b, gamma is not None, beta is not None, eps, y[lo:hi], mean[lo:hi],
                           inv[lo:hi])
-    _split(body, rows, x2.size)
+    _split(body, rows, x2.size, LN_SPLIT_ELEMENTS)
     return y, mean, inv
 
 
@@ -346,7 +353,7 @@ def layer_norm_backward(gy2, x2, mean, inv, gamma, need_x, need_params):
     def body(lo, hi):
         k.layer_norm_rows_grad(gy2[lo:hi], x2[lo:hi], mean[lo:hi], inv[lo:hi], g, gamma is not None, need_x,
                                need_params, dx[lo:hi] if need_x else dx, blocks[lo // _BLOCK:] if need_params else blocks)
-    _split(body, rows, gy2.size)
+    _split(body, rows, gy2.size, LN_SPLIT_ELEMENTS)
     dgamma = dbeta = None
     if need_params:
         dgamma, dbeta = _column_sums(blocks)
