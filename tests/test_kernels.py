@@ -932,6 +932,52 @@ def test_silu_gradient_kernel_gives_numpys_bits(compiled, dtype):
     _bits_equal([got[~nan]], [want[~nan]])
 
 
+def test_exp_rows_is_within_3_ulps_and_keeps_numpys_special_values(compiled):
+    """kernels.exp_rows (the softmaxes' and cross-entropies' exp where NumPy's is scalar; here forced): within
+    3 ulps of float64's exp over float32's range, subnormal results within one subnormal step, exp(-inf) = 0,
+    inf and NaN as NumPy's; rows without such values and rows with them alike; float64 refused."""
+    compiled.setattr(K, "OWN_EXP", True)
+    x = np.concatenate([np.linspace(-110, 89, 40000), R.standard_normal(8000) * 30]).astype(np.float32)
+    a = x.reshape(-1, 96).copy()
+    a[:200] = np.abs(a[:200]) % 80 - 40   # rows with no value outside the polynomial's range
+    a[-1, :4] = (np.nan, np.inf, -np.inf, -0.0)
+    want = np.exp(a.astype(np.float64))
+    got = a.copy()
+    assert K.exp_rows(got)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    big = want > np.finfo(np.float32).max
+    assert np.all(got[big] == np.inf)
+    fin = np.isfinite(want) & (want >= np.finfo(np.float32).tiny) & ~big
+    assert np.max(np.abs(got[fin] - want[fin]) / np.spacing(want[fin].astype(np.float32))) <= 3
+    sub = want < np.finfo(np.float32).tiny
+    assert np.all(np.abs(got[sub] - want[sub]) <= np.finfo(np.float32).smallest_subnormal)
+    assert got[-1, 2] == 0.0 and got[-1, 1] == np.inf and got[-1, 3] == 1.0
+    assert not K.exp_rows(a.astype(np.float64))
+
+
+@pytest.mark.parametrize("mode", ["auto", "numpy"])
+def test_sparse_crossentropy_from_logits_with_masked_classes_is_finite(compiled, mode):
+    """A logit of -inf (a masked class) beside the label's: the loss is finite, as PyTorch's (the one-hot product
+    summed gave 0 * -inf = NaN), and the gradient is softmax - onehot; wide rows take the compiled exp where it
+    runs (here forced), the same loss and gradient to float32's rounding."""
+    torch = pytest.importorskip("torch")
+    compiled.setattr(K, "OWN_EXP", True)
+    compiled.setitem(K._state, "mode", mode)
+    x = R.standard_normal((64, 700)).astype(np.float32) * 3
+    x[:, 5::7] = -np.inf
+    lab = R.integers(0, 700, 64)
+    lab[lab % 7 == 5] += 1
+    xt = Tensor(x, requires_grad=True)
+    loss = ops.sparse_categorical_crossentropy(lab, xt, from_logits=True)
+    (g,) = grad(ops.sum(loss), [xt])
+    tx = torch.from_numpy(x).requires_grad_(True)
+    tl = torch.nn.functional.cross_entropy(tx, torch.from_numpy(lab), reduction="none")
+    tl.sum().backward()
+    np.testing.assert_allclose(np.asarray(loss.data), tl.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(g.data), tx.grad.numpy(), rtol=1e-5, atol=1e-6)
+    assert np.all(np.asarray(g.data)[:, 5::7] == 0)
+
+
 def test_lstm_kernel_stands_aside_for_other_activations(compiled):
     calls = _count_calls(compiled, "lstm_cell_grad")
     x = R.standard_normal((3, 5, 4)).astype(np.float32)

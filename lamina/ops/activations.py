@@ -677,6 +677,15 @@ def _last_axis_rows(x, axis):
     return x.reshape(-1, x.shape[-1])
 
 
+def _exp_new(xp, a):
+    """exp(a) as a new array: the compiled exp where NumPy's float32 exp is scalar (kernels.exp_rows), else
+    NumPy's."""
+    if _kernels.OWN_EXP and xp is np and a.dtype == np.float32:
+        e = a.copy()
+        return e if _kernels.exp_rows(e) else np.exp(a, out=e)
+    return xp.exp(a)
+
+
 class Softmax(Op):
     """exp(x - max) / sum (in float32 for a half-precision x). Backward: y (g - sum(g y))."""
 
@@ -691,7 +700,8 @@ class Softmax(Op):
             y = xp.empty(x.shape, x.dtype)
         elif rows is not None:  # the usual case: over the last axis of a contiguous array, as (R, D) rows
             e = xp.subtract(rows, row_max(xp, rows)[:, None])
-            xp.exp(e, out=e)
+            if not _kernels.exp_rows(e):   # compiled where NumPy's exp is scalar (kernels.py)
+                xp.exp(e, out=e)
             e /= sum_rows(xp, e.T)[:, None]  # row sums as a GEMV
             y = e.reshape(x.shape)
         else:
@@ -725,7 +735,7 @@ class LogSoftmax(Op):
             y = xp.empty(x.shape, x.dtype)
         elif rows is not None:  # over the last axis of a contiguous array, as (R, D) rows
             z = xp.subtract(rows, row_max(xp, rows)[:, None])
-            z -= xp.log(sum_rows(xp, xp.exp(z).T))[:, None]
+            z -= xp.log(sum_rows(xp, _exp_new(xp, z).T))[:, None]
             y = z.reshape(x.shape)
         else:
             z = x - x.max(axis=self.axis, keepdims=True)
@@ -738,7 +748,7 @@ class LogSoftmax(Op):
         gy = gy.astype(y.dtype, copy=False)
         rows = _last_axis_rows(gy, self.axis)
         if rows is not None:
-            g = self.xp.exp(y.reshape(rows.shape))
+            g = _exp_new(self.xp, y.reshape(rows.shape))
             g *= sum_rows(self.xp, rows.T)[:, None]
             self.xp.subtract(rows, g, out=g)
             return g.reshape(gy.shape).astype(self.dtype, copy=False)

@@ -479,6 +479,30 @@ def sigmoid_tanh_rows(x, tanh, scratch):
                 xr[j] = one / (one + e[j])
 
 
+def exp_rows(x, scratch):
+    # FLOAT32 ONLY: x (rows, width) in place: exp(x) with lstm_cell's exp (_exp_into), which clamps below at
+    # -87.34 (2^-126) and overflows from 88.03 (its 2^128 before the polynomial brings it down); a row holding
+    # values outside [-87.33, 88] (a softmax's far or masked logits) has those redone in float64, so that the
+    # subnormal results, exp(-inf) = 0 and the top of the range are NumPy's. scratch: two rows of ``width``
+    rows, width = x.shape
+    lo = np.float32(-87.33654)
+    hi = np.float32(88.0)
+    a = scratch[0]
+    f = scratch[1]
+    for r in range(rows):
+        xr = x[r]
+        outside = 0
+        for j in range(width):
+            v = xr[j]
+            a[j] = v
+            outside |= (v < lo) | (v > hi)
+        _exp_into(a, xr, f)
+        if outside:
+            for j in range(width):
+                if a[j] < lo or a[j] > hi:
+                    xr[j] = np.float32(np.exp(np.float64(a[j])))
+
+
 def silu_rows(x, y, s, scratch):
     # FLOAT32 ONLY: s = sigmoid(x) (sigmoid_tanh_rows' values) and y = x s, rows of x (rows, width) read once;
     # scratch: three rows of ``width`` values

@@ -77,7 +77,7 @@ __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "in_use", "layer_nor
            "batch_norm_forward", "batch_norm_backward", "scale_shift", "bias_relu", "relu", "relu_bias_grad",
            "lstm_cell", "sigmoid_tanh", "lstm_cell_grad", "gru_cell_grad", "adam_update", "col2im_gather",
            "depthwise", "im2col", "max_pool2d", "max_pool2d_grad", "softmax_columns", "softmax_columns_grad",
-           "scatter_rows", "silu", "silu_grad"]
+           "scatter_rows", "silu", "silu_grad", "exp_rows"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
@@ -537,6 +537,25 @@ def silu(x, y, s):
     if k is None:
         return False
     k.silu_rows(_rows(x), _rows(y), _rows(s), np.empty((3, _rows(x).shape[1]), np.float32))
+    return True
+
+
+def exp_rows(a):
+    """In place, exp(a) of a C-contiguous float32 array with the kernels' own exp (kernel_loops.exp_rows), rows
+    split over threads for large arrays: True if done, False where it does not run (float64, a non-contiguous
+    array, NumPy's SIMD exp: OWN_EXP). Within 3 ulps of the exact values; NaN, the infinities, subnormal results
+    and exp(-inf) = 0 as NumPy's. For the softmaxes and cross-entropies over wide rows (a language model's
+    vocabulary: NumPy's scalar exp was most of their time)."""
+    if not OWN_EXP or type(a) is not np.ndarray or a.dtype != np.float32 or a.ndim == 0:
+        return False
+    k = _eligible(a)
+    if k is None:
+        return False
+    rows = a.reshape(-1, a.shape[-1])
+
+    def body(lo, hi):
+        k.exp_rows(rows[lo:hi], np.empty((2, rows.shape[1]), np.float32))
+    _split(body, rows.shape[0], a.size)
     return True
 
 

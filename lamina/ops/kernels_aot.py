@@ -87,6 +87,7 @@ SIGNATURES = {
     "lstm_cell": (True, ("T2", "T2", "T1", "b", "T2", "T3", "T2", "T2", "T2", "T2"), ("f4",)),
     "sigmoid_tanh_rows": (True, ("T2", "b", "T2"), ("f4",)),
     "silu_rows": (True, ("T2", "T2", "T2", "T2"), ("f4",)),
+    "exp_rows": (True, ("T2", "T2"), ("f4",)),
     "silu_grad_rows": (True, ("T2", "T2", "T2", "T2")),
 }
 # The kernels in two modules of about equal build time, built side by side on two cores (seconds of one core on
@@ -94,7 +95,7 @@ SIGNATURES = {
 # convolution's, im2col's and the ReLU's, unmarked: the two parts built one at a time on the AMD VM, 10.8 and 12.1 s)
 PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_softmax_grad",      # 4.9, 1.9, 1.6, .8
           "scatter_rows", "column_sums_rows", "batch_norm_rows_grad_sums", "depthwise_direct_grad_input",
-          "im2col_rows", "scale_shift_rows", "lstm_cell", "silu_rows"),
+          "im2col_rows", "scale_shift_rows", "lstm_cell", "silu_rows", "exp_rows"),
          ("max_pool_rows_grad", "col2im_gather", "bias_relu_rows", "relu_bias_grad_rows",           # 3.7, 1.8, .4, .8
           "lstm_cell_grad", "gru_cell_grad", "adam_update", "column_max_subtract",                  # .9, .8, .5, .8
           "column_sum_divide", "batch_norm_rows", "batch_norm_rows_grad", "depthwise_direct", "relu_rows",

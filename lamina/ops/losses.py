@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Op, Tensor, as_tensor
+from . import kernels as _kernels
 from . import math as _m
 from . import manipulation as _s
 from .activations import stable_sigmoid
@@ -89,14 +90,23 @@ class SparseCategoricalCrossentropy(Op):
         x = xp.moveaxis(y_pred, self.axis, -1)
         labels, valid = self.labels, self.valid
         K = x.shape[-1]
-        onehot = (xp.arange(K) == labels[..., None])
         if self.from_logits:
-            z = x - x.max(axis=-1, keepdims=True)
-            e = xp.exp(z)
-            s = e.sum(axis=-1, keepdims=True)
-            loss = (xp.log(s) - (z * onehot).sum(axis=-1, keepdims=True))[..., 0]
-            self.saved = (e / s, onehot)
+            # as (R, K) rows: the label's logit picked, not a one-hot product summed (one pass less, and a logit
+            # of -inf elsewhere in the row, a masked class, no longer made 0 * -inf = NaN of the loss); the
+            # softmax kept for backward, normalised in place
+            x2 = x.reshape(-1, K)
+            lab = labels.reshape(-1)
+            m = _m.row_max(xp, x2) if x2.flags.c_contiguous else x2.max(axis=1)
+            e = xp.subtract(x2, m[:, None])
+            picked = e[xp.arange(e.shape[0]), lab]
+            if not _kernels.exp_rows(e):   # compiled where NumPy's exp is scalar (kernels.py)
+                xp.exp(e, out=e)
+            s = _m.sum_rows(xp, e.T)
+            loss = (xp.log(s) - picked).reshape(labels.shape)
+            e /= s[:, None]
+            self.saved = (e, lab, x.shape)
         else:
+            onehot = (xp.arange(K) == labels[..., None])
             total = x.sum(axis=-1, keepdims=True)
             q = (x * onehot).sum(axis=-1, keepdims=True) / total
             qc = xp.clip(q, EPSILON, 1.0 - EPSILON)
@@ -113,8 +123,12 @@ class SparseCategoricalCrossentropy(Op):
         xp = self.xp
         g = g[..., None] if self.valid is None else (g * self.valid)[..., None]
         if self.from_logits:
-            soft, onehot = self.saved
-            dx = (soft - onehot) * g
+            soft, lab, shape = self.saved
+            g2 = g.reshape(-1, 1)
+            dx = soft * g2                                   # (softmax - onehot) g, the onehot's part picked
+            rows = xp.arange(dx.shape[0])
+            dx[rows, lab] = (soft[rows, lab] - 1.0) * g2[:, 0]
+            dx = dx.reshape(shape)
         else:
             qc, total, inrange, onehot = self.saved
             dx = (1.0 - onehot / qc) * (inrange / total) * g
