@@ -499,8 +499,11 @@ def exp_rows(x, scratch):
         _exp_into(a, xr, f)
         if outside:
             for j in range(width):
-                if a[j] < lo or a[j] > hi:
-                    xr[j] = np.float32(np.exp(np.float64(a[j])))
+                v = a[j]
+                if v < np.float32(-104.0):   # below float32's smallest subnormal's log: 0 (masked logits)
+                    xr[j] = np.float32(0)
+                elif v < lo or v > hi:
+                    xr[j] = np.float32(np.exp(np.float64(v)))
 
 
 def silu_rows(x, y, s, scratch):
