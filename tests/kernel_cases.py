@@ -84,5 +84,6 @@ def cases(dtype, seed=0):
                                a(3, 24)) for hb in (True, False)],
                    sigmoid_tanh_rows=[(odd(a(5, 24) * 30), th, a(3, 24)) for th in (False, True)],
                    silu_rows=[(odd(a(5, 24) * 30), a(5, 24), a(5, 24), a(3, 24))],
-                   exp_rows=[(odd(a(5, 24) * 40), a(2, 24))])
+                   exp_rows=[(odd(a(5, 24) * 40), a(0), a(5, 24), a(2, 24)),
+                             (odd(a(5, 24) * 40), a(5), a(5, 24), a(2, 24))])
     return out

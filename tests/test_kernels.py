@@ -944,6 +944,13 @@ def test_exp_rows_is_within_3_ulps_and_keeps_numpys_special_values(compiled):
     want = np.exp(a.astype(np.float64))
     got = a.copy()
     assert K.exp_rows(got)
+    shift = R.standard_normal(a.shape[0]).astype(np.float32)
+    shifted = np.empty_like(a)
+    assert K.exp_rows(a, shift, out=shifted)
+    with np.errstate(invalid="ignore"):
+        want_shifted = np.exp((a - shift[:, None]).astype(np.float64))   # (the subtraction in float32, as the kernel)
+    ok = np.isfinite(want_shifted) & (want_shifted >= np.finfo(np.float32).tiny) & (want_shifted < 1e38)
+    assert np.max(np.abs(shifted[ok] - want_shifted[ok]) / np.spacing(want_shifted[ok].astype(np.float32))) <= 3
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     big = want > np.finfo(np.float32).max
     assert np.all(got[big] == np.inf)

@@ -680,9 +680,9 @@ def _last_axis_rows(x, axis):
 def _exp_new(xp, a):
     """exp(a) as a new array: the compiled exp where NumPy's float32 exp is scalar (kernels.exp_rows), else
     NumPy's."""
-    if _kernels.OWN_EXP and xp is np and a.dtype == np.float32:
-        e = a.copy()
-        return e if _kernels.exp_rows(e) else np.exp(a, out=e)
+    if _kernels.OWN_EXP and xp is np and a.dtype == np.float32 and a.ndim == 2:
+        e = np.empty_like(a)
+        return e if _kernels.exp_rows(a, out=e) else np.exp(a, out=e)
     return xp.exp(a)
 
 
@@ -699,8 +699,10 @@ class Softmax(Op):
             _norm_axis(self.axis, x.ndim)   # (an axis x lacks: an error, as NumPy's code gives)
             y = xp.empty(x.shape, x.dtype)
         elif rows is not None:  # the usual case: over the last axis of a contiguous array, as (R, D) rows
-            e = xp.subtract(rows, row_max(xp, rows)[:, None])
-            if not _kernels.exp_rows(e):   # compiled where NumPy's exp is scalar (kernels.py)
+            m = row_max(xp, rows)
+            e = xp.empty(rows.shape, rows.dtype)
+            if not _kernels.exp_rows(rows, m, out=e):   # exp(x - max) compiled, where NumPy's exp is scalar
+                xp.subtract(rows, m[:, None], out=e)
                 xp.exp(e, out=e)
             e /= sum_rows(xp, e.T)[:, None]  # row sums as a GEMV
             y = e.reshape(x.shape)

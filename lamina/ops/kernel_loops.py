@@ -479,31 +479,41 @@ def sigmoid_tanh_rows(x, tanh, scratch):
                 xr[j] = one / (one + e[j])
 
 
-def exp_rows(x, scratch):
-    # FLOAT32 ONLY: x (rows, width) in place: exp(x) with lstm_cell's exp (_exp_into), which clamps below at
-    # -87.34 (2^-126) and overflows from 88.03 (its 2^128 before the polynomial brings it down); a row holding
-    # values outside [-87.33, 88] (a softmax's far or masked logits) has those redone in float64, so that the
-    # subnormal results, exp(-inf) = 0 and the top of the range are NumPy's. scratch: two rows of ``width``
+def exp_rows(x, shift, y, scratch):
+    # FLOAT32 ONLY: y = exp(x - shift[r]) row by row (y may be x; shift (rows,) or empty for none: a softmax's row
+    # maxima subtracted in the same pass) with lstm_cell's exp (_exp_into), which clamps below at -87.34 (2^-126)
+    # and overflows from 88.03 (its 2^128 before the polynomial brings it down): a row holding arguments outside
+    # [-87.33, 88] (a softmax's far or masked logits) has those redone, 0 below -104 and in float64 between, so
+    # that subnormal results, exp(-inf) = 0 and the top of the range are NumPy's. scratch: two rows of ``width``
     rows, width = x.shape
     lo = np.float32(-87.33654)
     hi = np.float32(88.0)
     a = scratch[0]
     f = scratch[1]
+    shifted = shift.shape[0] > 0
     for r in range(rows):
         xr = x[r]
+        yr = y[r]
         outside = 0
-        for j in range(width):
-            v = xr[j]
-            a[j] = v
-            outside |= (v < lo) | (v > hi)
-        _exp_into(a, xr, f)
+        if shifted:
+            m = shift[r]
+            for j in range(width):
+                v = xr[j] - m
+                a[j] = v
+                outside |= (v < lo) | (v > hi)
+        else:
+            for j in range(width):
+                v = xr[j]
+                a[j] = v
+                outside |= (v < lo) | (v > hi)
+        _exp_into(a, yr, f)
         if outside:
             for j in range(width):
                 v = a[j]
                 if v < np.float32(-104.0):   # below float32's smallest subnormal's log: 0 (masked logits)
-                    xr[j] = np.float32(0)
+                    yr[j] = np.float32(0)
                 elif v < lo or v > hi:
-                    xr[j] = np.float32(np.exp(np.float64(v)))
+                    yr[j] = np.float32(np.exp(np.float64(v)))
 
 
 def silu_rows(x, y, s, scratch):

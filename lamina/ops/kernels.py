@@ -540,22 +540,27 @@ def silu(x, y, s):
     return True
 
 
-def exp_rows(a):
-    """In place, exp(a) of a C-contiguous float32 array with the kernels' own exp (kernel_loops.exp_rows), rows
-    split over threads for large arrays: True if done, False where it does not run (float64, a non-contiguous
-    array, NumPy's SIMD exp: OWN_EXP). Within 3 ulps of the exact values; NaN, the infinities, subnormal results
-    and exp(-inf) = 0 as NumPy's. For the softmaxes and cross-entropies over wide rows (a language model's
-    vocabulary: NumPy's scalar exp was most of their time)."""
-    if not OWN_EXP or type(a) is not np.ndarray or a.dtype != np.float32 or a.ndim == 0:
+def exp_rows(a, shift=None, out=None):
+    """exp(a - shift[:, None]) of the rows of a C-contiguous float32 (R, D) array (``shift`` (R,) or None),
+    in place or into ``out`` (a new C-contiguous array of a's shape), with the kernels' own exp
+    (kernel_loops.exp_rows: a softmax's subtraction of its maxima in the same pass), rows split over threads for
+    large arrays: True if done, False where it does not run (float64, a non-contiguous array, NumPy's SIMD exp:
+    OWN_EXP). Within 3 ulps of the exact values; NaN, the infinities, subnormal results and exp(-inf) = 0 as
+    NumPy's. For the softmaxes and cross-entropies over wide rows (a language model's vocabulary: NumPy's scalar
+    exp was most of their time)."""
+    target = a if out is None else out
+    if (not OWN_EXP or type(a) is not np.ndarray or a.dtype != np.float32 or a.ndim != 2
+            or not a.flags.c_contiguous or (shift is not None and (shift.dtype != np.float32 or
+                                                                   shift.shape != a.shape[:1]))):
         return False
-    k = _eligible(a)
+    k = _eligible(target)
     if k is None:
         return False
-    rows = a.reshape(-1, a.shape[-1])
+    m = np.zeros(0, np.float32) if shift is None else np.ascontiguousarray(shift)
 
     def body(lo, hi):
-        k.exp_rows(rows[lo:hi], np.empty((2, rows.shape[1]), np.float32))
-    _split(body, rows.shape[0], a.size)
+        k.exp_rows(a[lo:hi], m[lo:hi] if m.size else m, target[lo:hi], np.empty((2, a.shape[1]), np.float32))
+    _split(body, a.shape[0], a.size)
     return True
 
 

@@ -87,7 +87,7 @@ SIGNATURES = {
     "lstm_cell": (True, ("T2", "T2", "T1", "b", "T2", "T3", "T2", "T2", "T2", "T2"), ("f4",)),
     "sigmoid_tanh_rows": (True, ("T2", "b", "T2"), ("f4",)),
     "silu_rows": (True, ("T2", "T2", "T2", "T2"), ("f4",)),
-    "exp_rows": (True, ("T2", "T2"), ("f4",)),
+    "exp_rows": (True, ("T2", "T1", "T2", "T2"), ("f4",)),
     "silu_grad_rows": (True, ("T2", "T2", "T2", "T2")),
 }
 # The kernels in two modules of about equal build time, built side by side on two cores (seconds of one core on

@@ -97,9 +97,10 @@ class SparseCategoricalCrossentropy(Op):
             x2 = x.reshape(-1, K)
             lab = labels.reshape(-1)
             m = _m.row_max(xp, x2) if x2.flags.c_contiguous else x2.max(axis=1)
-            e = xp.subtract(x2, m[:, None])
-            picked = e[xp.arange(e.shape[0]), lab]
-            if not _kernels.exp_rows(e):   # compiled where NumPy's exp is scalar (kernels.py)
+            picked = x2[xp.arange(x2.shape[0]), lab] - m
+            e = xp.empty(x2.shape, x2.dtype)
+            if not _kernels.exp_rows(x2, m, out=e):   # exp(x - max) compiled, where NumPy's exp is scalar
+                xp.subtract(x2, m[:, None], out=e)
                 xp.exp(e, out=e)
             s = _m.sum_rows(xp, e.T)
             loss = (xp.log(s) - picked).reshape(labels.shape)
