@@ -871,9 +871,9 @@ def _gelu_tanh64(x):
 def test_activations_take_the_kernels_exp_where_numpys_is_scalar(compiled, kernel, fn, tanh, want):
     """SiLU's float32 forward (EfficientNet's swish: 16% of its training step on a Zen 2 VM, mostly NumPy's
     scalar exp) through kernels.silu, and the tanh of GELU's tanh approximation through kernels.sigmoid_tanh,
-    block by block (here forced: OWN_EXP): within a few ulps of float64's formula wherever the result is normal (GELU's: a few ulps of
-    1 times x where its formula cancels), gradients as NumPy's passes give them (to the same cancellation); every
-    block of the chain takes it, the last short one too; float64 keeps NumPy's passes."""
+    block by block (here forced: OWN_EXP): within a few ulps of float64's formula wherever the result is normal
+    (GELU's: a few ulps of 1 times x where its formula cancels), gradients as NumPy's passes give them (to the
+    same cancellation); every block of the chain takes it, the last short one too; float64 keeps NumPy's passes."""
     compiled.setattr(K, "OWN_EXP", True)
     from lamina.ops import activations
     compiled.setattr(activations, "_CHAIN_BLOCK", 1024)
