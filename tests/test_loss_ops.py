@@ -272,3 +272,44 @@ def test_bad_labels_raise_clear_errors():
         ops.sparse_categorical_crossentropy(np.zeros((4, 3)), x)
     with pytest.raises(ValueError, match="same shape"):
         ops.categorical_crossentropy(np.zeros((4, 2)), x)
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+@pytest.mark.parametrize("axis,ignore", [(-1, None), (1, None), (-1, 3)])
+def test_sparse_crossentropy_picks_the_label_as_the_one_hot_formula(from_logits, axis, ignore):
+    """Sparse categorical cross-entropy reads the label's entry instead of summing a one-hot product over the
+    classes: from probabilities the loss and gradient are the one-hot formula's values to the bit (the gradient
+    (1 - onehot / qc) (inrange / total) g, in that order); from logits, to float32's rounding (its softmax sums
+    run as a GEMV)."""
+    rng = np.random.default_rng(7)
+    x = rng.random((6, 5, 9)).astype(np.float32) + (0.0 if from_logits else 1e-3)
+    if from_logits:
+        x = (x - 0.5) * 8
+    lab = rng.integers(0, 5 if axis == 1 else 9, (6, 9) if axis == 1 else (6, 5))
+    g = rng.standard_normal(lab.shape).astype(np.float32)
+    xt = Tensor(x, requires_grad=True)
+    loss = ops.sparse_categorical_crossentropy(lab, xt, from_logits=from_logits, axis=axis, ignore_class=ignore)
+    (gx,) = grad(loss, [xt], grad_output=Tensor(g))
+    # the one-hot formula (the code this replaced), in NumPy
+    p = np.moveaxis(x, axis, -1)
+    valid = np.ones(lab.shape, np.float32) if ignore is None else (lab != ignore).astype(np.float32)
+    lab0 = np.where(valid > 0, lab, 0)
+    onehot = np.arange(p.shape[-1]) == lab0[..., None]
+    gg = (g * valid)[..., None]
+    if from_logits:
+        z = p - p.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        s = e.sum(axis=-1, keepdims=True)
+        want = (np.log(s) - (z * onehot).sum(axis=-1, keepdims=True))[..., 0] * valid
+        want_g = (e / s - onehot) * gg
+        np.testing.assert_allclose(np.asarray(loss.data), want, rtol=2e-6, atol=2e-6)
+        np.testing.assert_allclose(np.asarray(gx.data), np.moveaxis(want_g, -1, axis), rtol=2e-5, atol=2e-6)
+        return
+    total = p.sum(axis=-1, keepdims=True)
+    q = (p * onehot).sum(axis=-1, keepdims=True) / total
+    qc = np.clip(q, 1e-7, 1.0 - 1e-7)
+    inrange = ((q >= 1e-7) & (q <= 1.0 - 1e-7)).astype(np.float32)
+    want = -np.log(qc)[..., 0] * valid
+    want_g = (1.0 - onehot / qc) * (inrange / total) * gg
+    np.testing.assert_array_equal(np.asarray(loss.data), want)
+    np.testing.assert_array_equal(np.asarray(gx.data), np.moveaxis(want_g, -1, axis))
