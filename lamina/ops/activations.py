@@ -642,8 +642,7 @@ class SiLU(Op):
         def forward(x, y, s, t):
             if _kernels.silu(x, y, s):   # one compiled pass, where NumPy's exp is scalar (kernels.py)
                 return
-            if not _kernels.sigmoid_tanh(x, False, out=s):
-                _sigmoid_into(xp, x, s, t)
+            _sigmoid_into(xp, x, s, t)
             xp.multiply(x, s, out=y)
 
         y, s = _chain(xp, forward, [x], 2)
@@ -677,13 +676,17 @@ def _last_axis_rows(x, axis):
     return x.reshape(-1, x.shape[-1])
 
 
-def _exp_new(xp, a):
-    """exp(a) as a new array: the compiled exp where NumPy's float32 exp is scalar (kernels.exp_rows), else
-    NumPy's."""
-    if _kernels.OWN_EXP and xp is np and a.dtype == np.float32 and a.ndim == 2:
-        e = np.empty_like(a)
-        return e if _kernels.exp_rows(a, out=e) else np.exp(a, out=e)
-    return xp.exp(a)
+def row_exp(xp, rows, shift=None):
+    """exp(rows - shift[:, None]) (exp(rows) without ``shift``) of (R, D) rows as a new array: the compiled exp
+    with the subtraction in its pass where NumPy's float32 exp is scalar (kernels.exp_rows), else NumPy's
+    subtraction and exp (the softmaxes' and the sparse cross-entropy's)."""
+    e = xp.empty(rows.shape, rows.dtype)
+    if xp is np and _kernels.exp_rows(rows, shift, out=e):
+        return e
+    if shift is None:
+        return xp.exp(rows, out=e)
+    xp.subtract(rows, shift[:, None], out=e)
+    return xp.exp(e, out=e)
 
 
 class Softmax(Op):
@@ -699,11 +702,7 @@ class Softmax(Op):
             _norm_axis(self.axis, x.ndim)   # (an axis x lacks: an error, as NumPy's code gives)
             y = xp.empty(x.shape, x.dtype)
         elif rows is not None:  # the usual case: over the last axis of a contiguous array, as (R, D) rows
-            m = row_max(xp, rows)
-            e = xp.empty(rows.shape, rows.dtype)
-            if not _kernels.exp_rows(rows, m, out=e):   # exp(x - max) compiled, where NumPy's exp is scalar
-                xp.subtract(rows, m[:, None], out=e)
-                xp.exp(e, out=e)
+            e = row_exp(xp, rows, row_max(xp, rows))
             e /= sum_rows(xp, e.T)[:, None]  # row sums as a GEMV
             y = e.reshape(x.shape)
         else:
@@ -737,7 +736,7 @@ class LogSoftmax(Op):
             y = xp.empty(x.shape, x.dtype)
         elif rows is not None:  # over the last axis of a contiguous array, as (R, D) rows
             z = xp.subtract(rows, row_max(xp, rows)[:, None])
-            z -= xp.log(sum_rows(xp, _exp_new(xp, z).T))[:, None]
+            z -= xp.log(sum_rows(xp, row_exp(xp, z).T))[:, None]
             y = z.reshape(x.shape)
         else:
             z = x - x.max(axis=self.axis, keepdims=True)
@@ -750,7 +749,7 @@ class LogSoftmax(Op):
         gy = gy.astype(y.dtype, copy=False)
         rows = _last_axis_rows(gy, self.axis)
         if rows is not None:
-            g = _exp_new(self.xp, y.reshape(rows.shape))
+            g = row_exp(self.xp, y.reshape(rows.shape))
             g *= sum_rows(self.xp, rows.T)[:, None]
             self.xp.subtract(rows, g, out=g)
             return g.reshape(gy.shape).astype(self.dtype, copy=False)

@@ -180,7 +180,7 @@ def depthwise_direct(x, wt, bt, y, geo, lo, hi):
     # each (d, h, w). Each row starts at zero and adds each kernel offset's products where its window lies inside
     # the input (the padding's zeros are skipped, not multiplied), offsets in row-major order as NumPy's code; then
     # the bias (bt, the bias tiled along the row, or empty). wt: each offset's weights tiled along a row, width
-    # max(OW, W) * C. Along the last axis at stride 1 an offset's products are one contiguous run.
+    # OW * C. Along the last axis at stride 1 an offset's products are one contiguous run.
     h_, w_, c = geo[1], geo[2], geo[3]
     od_, oh_, ow_ = geo[4], geo[5], geo[6]
     kh, kw = geo[8], geo[9]
@@ -490,22 +490,16 @@ def exp_rows(x, shift, y, scratch):
     hi = np.float32(88.0)
     a = scratch[0]
     f = scratch[1]
-    shifted = shift.shape[0] > 0
+    zero = np.float32(0)
     for r in range(rows):
         xr = x[r]
         yr = y[r]
+        m = shift[r] if shift.shape[0] > 0 else zero   # (x - 0 is x, -0 and NaN included)
         outside = 0
-        if shifted:
-            m = shift[r]
-            for j in range(width):
-                v = xr[j] - m
-                a[j] = v
-                outside |= (v < lo) | (v > hi)
-        else:
-            for j in range(width):
-                v = xr[j]
-                a[j] = v
-                outside |= (v < lo) | (v > hi)
+        for j in range(width):
+            v = xr[j] - m
+            a[j] = v
+            outside |= (v < lo) | (v > hi)
         _exp_into(a, yr, f)
         if outside:
             for j in range(width):

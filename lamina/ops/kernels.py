@@ -528,15 +528,16 @@ def _rows(a):
 def silu(x, y, s):
     """SiLU's forward into the new C-contiguous arrays y and s of x's shape: s = sigmoid(x) with the kernels'
     own exp (sigmoid_tanh's values) and y = x s, one pass (kernel_loops.silu_rows; NumPy: the sigmoid's four
-    passes and a product): True if done, False where it does not run (float64, a non-contiguous x, NumPy's
-    SIMD exp: OWN_EXP). At any size (an activation's blocks: the same path however they fall on threads)."""
-    if (not OWN_EXP or type(x) is not np.ndarray or x.dtype != np.float32 or x.ndim == 0
-            or not x.flags.c_contiguous):
+    passes and a product): True if done, False where it does not run (float64, NumPy's SIMD exp: OWN_EXP). At
+    any size (an activation's blocks: the same path however they fall on threads); a strided x is copied first
+    (a small whole array: a chain's blocks are contiguous)."""
+    if not OWN_EXP or type(x) is not np.ndarray or x.dtype != np.float32 or x.ndim == 0:
         return False
     k = _eligible(y, s, least=1)
     if k is None:
         return False
-    k.silu_rows(_rows(x), _rows(y), _rows(s), np.empty((3, _rows(x).shape[1]), np.float32))
+    rows = _rows(np.ascontiguousarray(x))
+    k.silu_rows(rows, _rows(y), _rows(s), np.empty((3, rows.shape[1]), np.float32))
     return True
 
 

@@ -13,10 +13,9 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Op, Tensor, as_tensor
-from . import kernels as _kernels
 from . import math as _m
 from . import manipulation as _s
-from .activations import stable_sigmoid
+from .activations import row_exp, stable_sigmoid
 from .math import select, unbroadcast
 
 __all__ = [
@@ -98,10 +97,7 @@ class SparseCategoricalCrossentropy(Op):
             lab = labels.reshape(-1)
             m = _m.row_max(xp, x2) if x2.flags.c_contiguous else x2.max(axis=1)
             picked = x2[xp.arange(x2.shape[0]), lab] - m
-            e = xp.empty(x2.shape, x2.dtype)
-            if not _kernels.exp_rows(x2, m, out=e):   # exp(x - max) compiled, where NumPy's exp is scalar
-                xp.subtract(x2, m[:, None], out=e)
-                xp.exp(e, out=e)
+            e = row_exp(xp, x2, m)   # exp(x - max): compiled where NumPy's exp is scalar
             s = _m.sum_rows(xp, e.T)
             loss = (xp.log(s) - picked).reshape(labels.shape)
             e /= s[:, None]
