@@ -474,6 +474,17 @@ def test_depthwise_kernels_split_over_threads_give_the_same_bits(compiled, shape
     _bits_equal(one, split)
 
 
+def test_depthwise_conv_bias_refuses_a_bias_of_the_wrong_length(compiled):
+    """The bias is written along each output row by the compiled kernel: one of another length is an error, named,
+    before anything runs."""
+    x = R.standard_normal((2, 6, 6, 4)).astype(np.float32)
+    w = R.standard_normal((3, 3, 4, 2)).astype(np.float32)
+    for bad in (np.ones(4, np.float32), np.ones(16, np.float32), np.ones((8, 1), np.float32)):
+        with pytest.raises(ValueError, match="bias must have shape \\(8,\\)"):
+            ops.nn.depthwise_conv_bias(x, w, bad, padding="same")
+    assert ops.nn.depthwise_conv_bias(x, w, np.ones(8, np.float32), padding="same").shape == (2, 6, 6, 8)
+
+
 def test_depthwise_kernel_gradients_are_numerically_right(compiled):
     for layer, shape in ((layers.DepthwiseConv2D(3, strides=2, padding="same", dtype="float64"), (2, 7, 7, 3)),
                          (layers.DepthwiseConv1D(4, strides=3, padding="same", dtype="float64"), (2, 11, 3)),

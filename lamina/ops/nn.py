@@ -504,6 +504,9 @@ def depthwise_conv_bias(inputs, kernel, bias, strides=1, padding="valid", dilati
     if w.ndim != d + 2 or w.shape[-2] != c:
         raise ValueError(f"depthwise_conv: the kernel must have shape (spatial..., {c}, multiplier) for inputs "
                          f"with {c} channels; received kernel shape {w.shape}.")
+    if bias is not None and tuple(bias.shape) != (w.shape[-2] * w.shape[-1],):
+        raise ValueError(f"depthwise_conv_bias: the bias must have shape ({w.shape[-2] * w.shape[-1]},), one value "
+                         f"per output channel (channels x multiplier); received bias shape {tuple(bias.shape)}.")
     w = _s.reshape(w, w.shape[:-2] + (1, w.shape[-2] * w.shape[-1]))
     return _conv_last(x, w, strides, padding, dilation_rate, "depthwise_conv", None if bias is None else _like(bias, x))
 
