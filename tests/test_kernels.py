@@ -971,6 +971,10 @@ def test_exp_rows_is_within_3_ulps_and_keeps_numpys_special_values(compiled):
     assert np.all(np.abs(got[sub] - want[sub]) <= np.finfo(np.float32).smallest_subnormal)
     assert got[-1, 2] == 0.0 and got[-1, 1] == np.inf and got[-1, 3] == 1.0
     assert not K.exp_rows(a.astype(np.float64))
+    # an out= of another shape is refused (the kernel would write its rows past the array's end)
+    assert not K.exp_rows(a, out=np.empty((a.shape[0], a.shape[1] - 1), np.float32))
+    assert not K.sigmoid_tanh(a, True, out=np.empty((a.shape[0] + 1, a.shape[1]), np.float32))
+    assert not K.silu(a, np.empty_like(a), np.empty((a.shape[0], 7), np.float32))
 
 
 @pytest.mark.parametrize("mode", ["auto", "numpy"])

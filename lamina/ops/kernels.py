@@ -504,7 +504,7 @@ def sigmoid_tanh(a, tanh, out=None):
     (sigmoid is 0 or subnormal where it would be subnormal, as PyTorch's)."""
     target = a if out is None else out
     if (not OWN_EXP or type(target) is not np.ndarray or target.dtype != np.float32 or target.ndim == 0
-            or getattr(a, "dtype", None) != np.float32):
+            or getattr(a, "dtype", None) != np.float32 or target.shape != a.shape):
         return False
     # (exp's arithmetic is what it saves: a step's gates pay from 256 values; an activation's blocks at any size,
     # so that a chain's last short block takes the same path however the blocks fall on threads)
@@ -531,7 +531,8 @@ def silu(x, y, s):
     passes and a product): True if done, False where it does not run (float64, NumPy's SIMD exp: OWN_EXP). At
     any size (an activation's blocks: the same path however they fall on threads); a strided x is copied first
     (a small whole array: a chain's blocks are contiguous)."""
-    if not OWN_EXP or type(x) is not np.ndarray or x.dtype != np.float32 or x.ndim == 0:
+    if (not OWN_EXP or type(x) is not np.ndarray or x.dtype != np.float32 or x.ndim == 0
+            or not x.shape == y.shape == s.shape):
         return False
     k = _eligible(y, s, least=1)
     if k is None:
@@ -551,8 +552,8 @@ def exp_rows(a, shift=None, out=None):
     exp was most of their time)."""
     target = a if out is None else out
     if (not OWN_EXP or type(a) is not np.ndarray or a.dtype != np.float32 or a.ndim != 2
-            or not a.flags.c_contiguous or (shift is not None and (shift.dtype != np.float32 or
-                                                                   shift.shape != a.shape[:1]))):
+            or not a.flags.c_contiguous or getattr(target, "shape", None) != a.shape
+            or (shift is not None and (shift.dtype != np.float32 or shift.shape != a.shape[:1]))):
         return False
     k = _eligible(target)
     if k is None:
