@@ -34,6 +34,7 @@ def cases(dtype, seed=0):
         "bias_relu_rows": [(odd(a(n, d)), a(d))],
         "relu_rows": [(odd(a(n, d)), a(n, d))],
         "silu_grad_rows": [(odd(a(n, d)), a(n, d, low=0.0), a(n, d), a(n, d))],
+        "softmax_rows_grad": [(a(n, d, low=0.0), odd(a(n, d)), a(n, d))],
         "relu_bias_grad_rows": [(odd(a(n, d)), a(n, d), a(n, d), nb, np.zeros((blocks, d), dtype))
                                 for nb in (True, False)],
         "lstm_cell_grad": [(a(5, 6), a(5, 6), a(4, 5, 6, low=0.0), a(5, 6, low=-0.5), a(5, 6), a(5, 24), a(5, 6))],
@@ -84,6 +85,7 @@ def cases(dtype, seed=0):
                                a(3, 24)) for hb in (True, False)],
                    sigmoid_tanh_rows=[(odd(a(5, 24) * 30), th, a(3, 24)) for th in (False, True)],
                    silu_rows=[(odd(a(5, 24) * 30), a(5, 24), a(5, 24), a(3, 24))],
-                   exp_rows=[(odd(a(5, 24) * 40), a(0), a(5, 24), a(2, 24)),
-                             (odd(a(5, 24) * 40), a(5), a(5, 24), a(2, 24))])
+                   exp_rows=[(odd(a(5, 24) * 40), a(0), a(5, 24), a(0), False, a(2, 24)),
+                             (odd(a(5, 24) * 40), a(5), a(5, 24), a(0), False, a(2, 24)),
+                             (odd(a(5, 21) * 40), a(5), a(5, 21), a(5), True, a(2, 21))])
     return out

@@ -977,6 +977,101 @@ def test_exp_rows_is_within_3_ulps_and_keeps_numpys_special_values(compiled):
     assert not K.silu(a, np.empty_like(a), np.empty((a.shape[0], 7), np.float32))
 
 
+@pytest.mark.parametrize("width", [5, 8, 64, 203])
+def test_exp_rows_softmax_finds_the_maxima_and_sums_and_divides(compiled, width):
+    """kernels.exp_rows with find_max and sums (the softmax's one visit of each row, here forced): the row maxima
+    NumPy's wherever a row has no NaN, the sums and the softmax float64's within a few float32 roundings, rows with
+    masked (-inf) logits as NumPy's, and rows with NaN, +inf or only -inf all NaN, as NumPy's softmax; split over
+    threads the same bits."""
+    compiled.setattr(K, "OWN_EXP", True)
+    x = (R.standard_normal((300, width)) * 20).astype(np.float32)
+    x[1, ::2] = -np.inf
+    x[2, 0] = np.nan
+    x[3, width // 2] = np.inf
+    x[4] = -np.inf
+    x[5] = np.float32(-1e30)   # every argument 0 after the maximum: a uniform row
+    m, sums, y = np.empty(300, np.float32), np.empty(300, np.float32), np.empty_like(x)
+    assert K.exp_rows(x, m, out=y, sums=sums, find_max=True)
+    clean = ~np.isnan(x).any(axis=1)
+    np.testing.assert_array_equal(m[clean], x[clean].max(axis=1))
+    x64 = x.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        e = np.exp(x64 - x64.max(axis=1, keepdims=True))
+    want_sums, want = e.sum(axis=1), e / e.sum(axis=1, keepdims=True)
+    bad = np.zeros(300, bool)
+    bad[[2, 3, 4]] = True
+    assert np.isnan(y[bad]).all() and np.isnan(want[bad]).all()
+    np.testing.assert_allclose(sums[~bad], want_sums[~bad], rtol=2e-6)
+    np.testing.assert_allclose(y[~bad], want[~bad], rtol=5e-6, atol=1e-30)
+    assert np.all(y[1, ::2] == 0) and np.all(y[5] == np.float32(1) / np.float32(width))
+    splits = _force_split(compiled)
+    m2, sums2, y2 = np.empty_like(m), np.empty_like(sums), np.empty_like(y)
+    assert K.exp_rows(x, m2, out=y2, sums=sums2, find_max=True)
+    assert splits
+    _bits_equal([m2, sums2, y2], [m, sums, y])
+    assert not K.exp_rows(x, None, out=y, sums=sums, find_max=True)   # find_max needs the array to write
+    assert not K.exp_rows(x, m, out=y, sums=np.empty(299, np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_rows_grad_kernel_equals_the_formula(compiled, dtype):
+    """kernels.softmax_rows_grad: gy y - y sum(gy y) row by row, float64's values within the dtype's rounding (the
+    row sums add in another order than NumPy's GEMV), NaN where gy has one; in place into gy as well."""
+    y = R.random((300, 37)).astype(dtype)
+    y /= y.sum(axis=1, keepdims=True)
+    gy = R.standard_normal((300, 37)).astype(dtype)
+    gy[7, 3] = np.nan
+    out = np.empty_like(gy)
+    assert K.softmax_rows_grad(y, gy, out)
+    y64, g64 = y.astype(np.float64), gy.astype(np.float64)
+    want = g64 * y64 - y64 * (g64 * y64).sum(axis=1, keepdims=True)
+    assert np.isnan(out[7]).all()
+    ok = np.ones(300, bool)
+    ok[7] = False
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(out[ok], want[ok], rtol=tol * 10, atol=tol)
+    inplace = gy.copy()
+    assert K.softmax_rows_grad(y, inplace, inplace)
+    np.testing.assert_array_equal(inplace, out)
+    assert not K.softmax_rows_grad(y, gy[:, :36], out[:, :36])   # (strided views: NumPy's code)
+
+
+@pytest.mark.parametrize("mode", ["auto", "numpy"])
+@pytest.mark.parametrize("shape", [(40, 300), (6, 7, 64), (256, 3)])
+def test_softmax_op_in_both_modes_matches_torch(compiled, mode, shape):
+    """ops.softmax over the last axis, forward and backward, with the compiled row kernels (forced) and with
+    NumPy's code: PyTorch's values to float32's rounding, masked logits included."""
+    torch = pytest.importorskip("torch")
+    compiled.setattr(K, "OWN_EXP", True)
+    compiled.setitem(K._state, "mode", mode)
+    calls = _count_calls(compiled, "softmax_rows_grad") if mode == "auto" else []
+    x = (R.standard_normal(shape) * 4).astype(np.float32)
+    x[..., 1::5] = -np.inf
+    gy = R.standard_normal(shape).astype(np.float32)
+    xt = Tensor(x, requires_grad=True)
+    y = ops.softmax(xt, axis=-1)
+    (g,) = grad(y, [xt], grad_output=Tensor(gy))
+    tx = torch.from_numpy(x).requires_grad_(True)
+    ty = torch.softmax(tx, -1)
+    ty.backward(torch.from_numpy(gy))
+    np.testing.assert_allclose(np.asarray(y.data), ty.detach().numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(g.data), tx.grad.numpy(), rtol=1e-4, atol=1e-6)
+    assert len(calls) == (mode == "auto")
+
+
+def test_no_kernel_compiled_with_fastmath_calls_a_helper():
+    """numba compiles a helper once, with the flags of the first kernel that calls it: a FASTMATH caller would
+    change the exact helper's arithmetic for every other kernel (it did: lstm_cell's gates moved by an ulp once
+    exp_rows was compiled with FASTMATH). So a kernel that calls a helper must be exact."""
+    import inspect
+    import re
+    from lamina.ops import kernel_loops, kernels_aot
+    for name, (exact, *_) in kernels_aot.SIGNATURES.items():
+        source = inspect.getsource(getattr(kernel_loops, name))
+        called = [h for h in kernels_aot.HELPERS if re.search(rf"\b{h}\(", source)]
+        assert exact or not called, f"{name} is compiled with FASTMATH but calls {called}"
+
+
 @pytest.mark.parametrize("mode", ["auto", "numpy"])
 def test_sparse_crossentropy_from_logits_with_masked_classes_is_finite(compiled, mode):
     """A logit of -inf (a masked class) beside the label's: the loss is finite, as PyTorch's (the one-hot product

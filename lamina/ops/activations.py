@@ -679,7 +679,7 @@ def _last_axis_rows(x, axis):
 def row_exp(xp, rows, shift=None):
     """exp(rows - shift[:, None]) (exp(rows) without ``shift``) of (R, D) rows as a new array: the compiled exp
     with the subtraction in its pass where NumPy's float32 exp is scalar (kernels.exp_rows), else NumPy's
-    subtraction and exp (the softmaxes' and the sparse cross-entropy's)."""
+    subtraction and exp (the log-softmax's)."""
     e = xp.empty(rows.shape, rows.dtype)
     if xp is np and _kernels.exp_rows(rows, shift, out=e):
         return e
@@ -687,6 +687,24 @@ def row_exp(xp, rows, shift=None):
         return xp.exp(rows, out=e)
     xp.subtract(rows, shift[:, None], out=e)
     return xp.exp(e, out=e)
+
+
+def row_softmax(xp, rows):
+    """(softmax, maxima, sums) of C-contiguous (R, D) rows: exp(rows - max) / sum, with the rows' maxima and the
+    sums of exp(rows - max) (R,), as new arrays (the softmax's and the sparse cross-entropy's). Where NumPy's
+    float32 exp is scalar, one compiled visit of each row finds its maximum, takes the exp, sums and divides
+    (kernels.exp_rows); else NumPy's maxima, exp, row sums (a GEMV) and division."""
+    e = xp.empty(rows.shape, rows.dtype)
+    if xp is np:
+        m, sums = np.empty((2, rows.shape[0]), rows.dtype)
+        if _kernels.exp_rows(rows, m, out=e, sums=sums, find_max=True):
+            return e, m, sums
+    m = row_max(xp, rows)
+    xp.subtract(rows, m[:, None], out=e)
+    xp.exp(e, out=e)
+    sums = sum_rows(xp, e.T)
+    e /= sums[:, None]
+    return e, m, sums
 
 
 class Softmax(Op):
@@ -702,9 +720,7 @@ class Softmax(Op):
             _norm_axis(self.axis, x.ndim)   # (an axis x lacks: an error, as NumPy's code gives)
             y = xp.empty(x.shape, x.dtype)
         elif rows is not None:  # the usual case: over the last axis of a contiguous array, as (R, D) rows
-            e = row_exp(xp, rows, row_max(xp, rows))
-            e /= sum_rows(xp, e.T)[:, None]  # row sums as a GEMV
-            y = e.reshape(x.shape)
+            y = row_softmax(xp, rows)[0].reshape(x.shape)
         else:
             e = xp.exp(x - x.max(axis=self.axis, keepdims=True))
             y = e / e.sum(axis=self.axis, keepdims=True)
@@ -713,7 +729,13 @@ class Softmax(Op):
 
     def backward(self, gy):
         (y,) = self.saved
-        gyy = gy.astype(y.dtype, copy=False) * y
+        gy = gy.astype(y.dtype, copy=False)
+        g2 = _last_axis_rows(gy, self.axis)
+        if self.xp is np and g2 is not None and y.flags.c_contiguous:   # each row visited once (kernels.py)
+            gx = np.empty(y.shape, y.dtype)
+            if _kernels.softmax_rows_grad(y.reshape(g2.shape), g2, gx.reshape(g2.shape)):
+                return gx.astype(self.dtype, copy=False)
+        gyy = gy * y
         rows = _last_axis_rows(gyy, self.axis)
         if rows is not None:
             y2 = y.reshape(rows.shape)

@@ -479,21 +479,42 @@ def sigmoid_tanh_rows(x, tanh, scratch):
                 xr[j] = one / (one + e[j])
 
 
-def exp_rows(x, shift, y, scratch):
+def exp_rows(x, shift, y, sums, find_max, scratch):
     # FLOAT32 ONLY: y = exp(x - shift[r]) row by row (y may be x; shift (rows,) or empty for none: a softmax's row
     # maxima subtracted in the same pass) with lstm_cell's exp (_exp_into), which clamps below at -87.34 (2^-126)
     # and overflows from 88.03 (its 2^128 before the polynomial brings it down): a row holding arguments outside
     # [-87.33, 88] (a softmax's far or masked logits) has those redone, 0 below -104 and in float64 between, so
-    # that subnormal results, exp(-inf) = 0 and the top of the range are NumPy's. scratch: two rows of ``width``
+    # that subnormal results, exp(-inf) = 0 and the top of the range are NumPy's. ``find_max``: each row's maximum
+    # found here and written into shift first (NaN skipped: it makes a softmax's whole row NaN anyway). Where
+    # ``sums`` (rows,) is given (else empty), each row's sum is written there and the row divided by it while in
+    # cache (a softmax). The maximum and the sum run as eight interleaved partial results, combined pairwise, which
+    # vectorise in this exact compilation (a kernel that calls a helper is compiled exact: FASTMATH in the caller
+    # would reach the helper, numba compiling it once for all its callers). scratch: two rows of ``width``
     rows, width = x.shape
     lo = np.float32(-87.33654)
     hi = np.float32(88.0)
     a = scratch[0]
     f = scratch[1]
     zero = np.float32(0)
+    w8 = width - width % 8
     for r in range(rows):
         xr = x[r]
         yr = y[r]
+        if find_max:
+            m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = np.float32(-np.inf)
+            for j in range(0, w8, 8):
+                m0 = xr[j] if xr[j] > m0 else m0
+                m1 = xr[j + 1] if xr[j + 1] > m1 else m1
+                m2 = xr[j + 2] if xr[j + 2] > m2 else m2
+                m3 = xr[j + 3] if xr[j + 3] > m3 else m3
+                m4 = xr[j + 4] if xr[j + 4] > m4 else m4
+                m5 = xr[j + 5] if xr[j + 5] > m5 else m5
+                m6 = xr[j + 6] if xr[j + 6] > m6 else m6
+                m7 = xr[j + 7] if xr[j + 7] > m7 else m7
+            m0 = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
+            for j in range(w8, width):
+                m0 = xr[j] if xr[j] > m0 else m0
+            shift[r] = m0
         m = shift[r] if shift.shape[0] > 0 else zero   # (x - 0 is x, -0 and NaN included)
         outside = 0
         for j in range(width):
@@ -508,6 +529,38 @@ def exp_rows(x, shift, y, scratch):
                     yr[j] = np.float32(0)
                 elif v < lo or v > hi:
                     yr[j] = np.float32(np.exp(np.float64(v)))
+        if sums.shape[0] > 0:
+            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
+            for j in range(0, w8, 8):
+                s0 += yr[j]
+                s1 += yr[j + 1]
+                s2 += yr[j + 2]
+                s3 += yr[j + 3]
+                s4 += yr[j + 4]
+                s5 += yr[j + 5]
+                s6 += yr[j + 6]
+                s7 += yr[j + 7]
+            s0 = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+            for j in range(w8, width):
+                s0 += yr[j]
+            sums[r] = s0
+            for j in range(width):
+                yr[j] /= s0
+
+
+def softmax_rows_grad(y, gy, gx):
+    # a softmax's backward over rows: gx = gy y - y sum(gy y) (gx may be gy), the row's sum and its use in one
+    # visit of the row (NumPy's code: a product, a GEMV for the sums, a product and a subtraction over memory)
+    rows, width = y.shape
+    for r in range(rows):
+        yr = y[r]
+        gr = gy[r]
+        xr = gx[r]
+        s = yr.dtype.type(0)
+        for j in range(width):
+            s += gr[j] * yr[j]
+        for j in range(width):
+            xr[j] = gr[j] * yr[j] - yr[j] * s
 
 
 def silu_rows(x, y, s, scratch):

@@ -42,6 +42,9 @@ read while it sits in the first-level cache, so each array is read or written on
 - :func:`softmax_columns`: attention's softmax over the keys of its transposed scores, the column maxima and
   sums each in one pass over a block in cache (NumPy: strided reductions and separate passes), NumPy's exp
   between them, and its backward's (dW - row sum) * W in one pass; the same values as NumPy's code.
+- :func:`exp_rows`: exp(x - row maxima) of float32 rows with the kernels' own exp where NumPy's is scalar, and a
+  softmax's row sums and division in the same visit of each row (the softmaxes and the sparse cross-entropy over
+  wide rows); :func:`softmax_rows_grad` a softmax's backward over rows, each row visited once, on every machine.
 
 They are used only where they pay: NumPy arrays (not CuPy), float32 or float64, C-contiguous, at least
 :data:`MIN_ELEMENTS` values (smaller arrays stay in cache anyway), and in 'auto' mode only once the process
@@ -77,7 +80,7 @@ __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "in_use", "layer_nor
            "batch_norm_forward", "batch_norm_backward", "scale_shift", "bias_relu", "relu", "relu_bias_grad",
            "lstm_cell", "sigmoid_tanh", "lstm_cell_grad", "gru_cell_grad", "adam_update", "col2im_gather",
            "depthwise", "im2col", "max_pool2d", "max_pool2d_grad", "softmax_columns", "softmax_columns_grad",
-           "scatter_rows", "silu", "silu_grad", "exp_rows"]
+           "scatter_rows", "silu", "silu_grad", "exp_rows", "softmax_rows_grad"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
@@ -542,27 +545,51 @@ def silu(x, y, s):
     return True
 
 
-def exp_rows(a, shift=None, out=None):
+def exp_rows(a, shift=None, out=None, sums=None, find_max=False):
     """exp(a - shift[:, None]) of the rows of a C-contiguous float32 (R, D) array (``shift`` (R,) or None),
     in place or into ``out`` (a new C-contiguous array of a's shape), with the kernels' own exp
     (kernel_loops.exp_rows: a softmax's subtraction of its maxima in the same pass), rows split over threads for
     large arrays: True if done, False where it does not run (float64, a non-contiguous array, NumPy's SIMD exp:
     OWN_EXP). Within 3 ulps of the exact values; NaN, the infinities, subnormal results and exp(-inf) = 0 as
-    NumPy's. For the softmaxes and cross-entropies over wide rows (a language model's vocabulary: NumPy's scalar
-    exp was most of their time)."""
+    NumPy's. ``find_max``: the rows' maxima are found in the same visit and written into ``shift`` (a float32
+    (R,) array then; a row holding NaN may get another maximum than NumPy's, for a softmax's all-NaN row alike).
+    With ``sums`` (a float32 (R,) array) each row's sum is written there and the row divided by it in the same
+    visit (a softmax). For the softmaxes and cross-entropies over wide rows (a language model's vocabulary:
+    NumPy's scalar exp was most of their time)."""
     target = a if out is None else out
+
+    def vector(v):
+        return type(v) is np.ndarray and v.dtype == np.float32 and v.shape == a.shape[:1] and v.flags.c_contiguous
     if (not OWN_EXP or type(a) is not np.ndarray or a.dtype != np.float32 or a.ndim != 2
             or not a.flags.c_contiguous or getattr(target, "shape", None) != a.shape
-            or (shift is not None and (shift.dtype != np.float32 or shift.shape != a.shape[:1]))):
+            or (shift is not None and not (vector(shift) or not find_max and shift.dtype == np.float32
+                                           and shift.shape == a.shape[:1]))
+            or (find_max and shift is None) or (sums is not None and not vector(sums))):
         return False
     k = _eligible(target)
     if k is None:
         return False
-    m = np.zeros(0, np.float32) if shift is None else np.ascontiguousarray(shift)
+    m = np.zeros(0, np.float32) if shift is None else shift if find_max else np.ascontiguousarray(shift)
+    s = np.zeros(0, np.float32) if sums is None else sums
 
     def body(lo, hi):
-        k.exp_rows(a[lo:hi], m[lo:hi] if m.size else m, target[lo:hi], np.empty((2, a.shape[1]), np.float32))
+        k.exp_rows(a[lo:hi], m[lo:hi] if m.size else m, target[lo:hi], s[lo:hi] if s.size else s, bool(find_max),
+                   np.empty((2, a.shape[1]), np.float32))
     _split(body, a.shape[0], a.size)
+    return True
+
+
+def softmax_rows_grad(y, gy, out):
+    """A softmax's input gradient over the rows of (R, D) arrays, ``out = gy y - y sum(gy y)`` (out may be gy), each
+    row visited once (kernel_loops.softmax_rows_grad), rows split over threads for large arrays: True if done, False
+    where the kernels do not run (the caller's NumPy code does then; the row sums add in another order)."""
+    k = _eligible(out, y, gy)
+    if k is None or y.ndim != 2 or not (y.shape == gy.shape == out.shape):
+        return False
+
+    def body(lo, hi):
+        k.softmax_rows_grad(y[lo:hi], gy[lo:hi], out[lo:hi])
+    _split(body, y.shape[0], y.size)
     return True
 
 

@@ -87,7 +87,8 @@ SIGNATURES = {
     "lstm_cell": (True, ("T2", "T2", "T1", "b", "T2", "T3", "T2", "T2", "T2", "T2"), ("f4",)),
     "sigmoid_tanh_rows": (True, ("T2", "b", "T2"), ("f4",)),
     "silu_rows": (True, ("T2", "T2", "T2", "T2"), ("f4",)),
-    "exp_rows": (True, ("T2", "T1", "T2", "T2"), ("f4",)),
+    "exp_rows": (True, ("T2", "T1", "T2", "T1", "b", "T2"), ("f4",)),
+    "softmax_rows_grad": (False, ("T2", "T2", "T2")),
     "silu_grad_rows": (True, ("T2", "T2", "T2", "T2")),
 }
 # The kernels in two modules of about equal build time, built side by side on two cores (seconds of one core on
@@ -99,7 +100,7 @@ PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_so
          ("max_pool_rows_grad", "col2im_gather", "bias_relu_rows", "relu_bias_grad_rows",           # 3.7, 1.8, .4, .8
           "lstm_cell_grad", "gru_cell_grad", "adam_update", "column_max_subtract",                  # .9, .8, .5, .8
           "column_sum_divide", "batch_norm_rows", "batch_norm_rows_grad", "depthwise_direct", "relu_rows",
-          "depthwise_direct_grad_weight", "sigmoid_tanh_rows", "silu_grad_rows"))
+          "depthwise_direct_grad_weight", "sigmoid_tanh_rows", "silu_grad_rows", "softmax_rows_grad"))
 # kernel_loops' helpers: plain functions some kernels call (numba compiles no call to a plain Python function, and
 # kernel_loops imports no numba). Each is compiled exact and put in kernel_loops' namespace before any kernel that
 # calls it compiles, in-process (kernels._define) and ahead of time (_compile): compile_helpers. (The depthwise kernels'

@@ -15,7 +15,7 @@ from .. import backend
 from ..tensor import Op, Tensor, as_tensor
 from . import math as _m
 from . import manipulation as _s
-from .activations import row_exp, stable_sigmoid
+from .activations import row_softmax, stable_sigmoid
 from .math import select, unbroadcast
 
 __all__ = [
@@ -95,12 +95,9 @@ class SparseCategoricalCrossentropy(Op):
             # softmax kept for backward, normalised in place
             x2 = x.reshape(-1, K)
             lab = labels.reshape(-1)
-            m = _m.row_max(xp, x2) if x2.flags.c_contiguous else x2.max(axis=1)
+            e, m, s = row_softmax(xp, xp.ascontiguousarray(x2))   # compiled where NumPy's exp is scalar
             picked = x2[xp.arange(x2.shape[0]), lab] - m
-            e = row_exp(xp, x2, m)   # exp(x - max): compiled where NumPy's exp is scalar
-            s = _m.sum_rows(xp, e.T)
             loss = (xp.log(s) - picked).reshape(labels.shape)
-            e /= s[:, None]
             self.saved = (e, lab, x.shape)
         else:
             total = x.sum(axis=-1, keepdims=True)
