@@ -32,7 +32,7 @@ def cases(dtype, seed=0):
         "layer_norm_rows": ln,
         "layer_norm_rows_grad": lng,
         "bias_relu_rows": [(odd(a(n, d)), a(d))],
-        "relu_rows": [(odd(a(n, d)), a(n, d))],
+        "relu_rows": [(odd(a(n, d)), a(n, d)), (lambda v: (v, v))(odd(a(n, d)))],   # into another array; in place
         "silu_grad_rows": [(odd(a(n, d)), a(n, d, low=0.0), a(n, d), a(n, d))],
         "softmax_rows_grad": [(a(n, d, low=0.0), odd(a(n, d)), a(n, d))],
         "relu_bias_grad_rows": [(odd(a(n, d)), a(n, d), a(n, d), nb, np.zeros((blocks, d), dtype))

@@ -216,6 +216,20 @@ def test_relu_kernels_keep_numpy_nan_rules(compiled):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_kernel_in_place_and_into_another_array_give_numpys_bits(compiled, dtype):
+    """kernels.relu into another array and in place (its scratch-row loop: the form a Conv2D's or Dense's fused
+    ReLU without a bias takes): NumPy's maximum(x, 0) bit for bit, NaN kept, -0 made +0, infinities as they are."""
+    x = R.standard_normal((37, 29)).astype(dtype)
+    x[0, :5] = [np.nan, -0.0, 0.0, np.inf, -np.inf]
+    want = np.maximum(x, np.zeros(29, dtype))
+    out = np.empty_like(x)
+    assert K.relu(x, out)
+    inplace = x.copy()
+    assert K.relu(inplace, inplace)
+    _bits_equal([out, inplace], [want, want])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_relu_layer_backward_takes_the_kernel_with_numpys_bits(compiled, dtype):
     """A ReLU layer's (and activation='relu' on a layer without bias) forward and backward are the kernels' one
     pass each, with the bits of NumPy's maximum(x, 0) (NaN stays NaN, -0 becomes +0) and gy * (y > 0) (-0 for a

@@ -77,9 +77,22 @@ def bias_relu_rows(y, b):
 
 
 def relu_rows(x, y):
-    # y = max(x, 0) as NumPy's maximum against zeros gives it: NaN stays NaN, -0 becomes +0 (y may be x)
+    # y = max(x, 0) as NumPy's maximum against zeros gives it: NaN stays NaN, -0 becomes +0 (y may be x). In place,
+    # each row goes through a scratch row: written back directly, the loop would store a value only where it
+    # changes (x <= 0), a conditional store that runs without SIMD and mispredicts on mixed signs ((64, 4096)
+    # float32 in place: 170 against 60 us); out of place the direct loop is the faster (41 against 60)
     rows, d = x.shape
     zero = x.dtype.type(0)
+    if x.ctypes.data == y.ctypes.data:
+        t = np.empty(d, x.dtype)
+        for i in range(rows):
+            xr = x[i]
+            for j in range(d):
+                v = xr[j]
+                t[j] = v if (v > zero or v != v) else zero
+            for j in range(d):
+                xr[j] = t[j]
+        return
     for i in range(rows):
         xr = x[i]
         yr = y[i]
