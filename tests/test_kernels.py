@@ -1198,6 +1198,23 @@ def test_max_pool_kernels_equal_numpy(compiled, dtype, shape, pool, strides, pad
     _same_bits(got[2], want[2], nan_sign=False)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,pool,strides,padding", _POOLS)
+def test_max_pool_kernel_without_the_note_equals_numpy(compiled, dtype, shape, pool, strides, padding):
+    """The forward pass alone (no gradient: no note, the maximum carried between two scratch rows): NumPy's
+    maximum to the bit, NaN, infinities, padding and the sign of tied zeros included."""
+    x = _awkward(shape, dtype, seed=sum(shape) + 1, rare=1 / 20 if pool == 17 else 1)
+    forward = _count_calls(compiled, "max_pool_rows", lambda args: args[-1])
+
+    def run():
+        with lamina.no_grad():
+            return np.asarray(ops.max_pool2d(Tensor(x), pool, strides, padding).data)
+    got, want = _both(compiled, run)
+    assert forward == [False]   # the kernel ran once, without the note
+    assert np.isnan(want).any()
+    _same_bits(got, want)
+
+
 def test_max_pool_kernel_notes_the_first_maximum_and_skips_padding(compiled):
     """One channel by hand: ties go to the first offset, NaN wins the maximum but keeps the note where it was,
     a window starting in the 'same' padding notes its first real value unless that is -inf (then the padding's
