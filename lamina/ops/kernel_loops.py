@@ -614,6 +614,9 @@ def silu_grad_rows(x, s, gy, gx):
             dr[j] = v * gr[j]
 
 
+# The two backward steps below run each row as a few loops over row views, each reading and writing few arrays:
+# one loop over all of them (the LSTM's reads seven rows and writes five) ran without SIMD, as LLVM gives up on
+# proving that many pairs of arrays apart. Each value's arithmetic is one expression as before (the same bits).
 def lstm_cell_grad(dh, dc, gates, tc, c_prev, dz, dc_prev):
     # one LSTM step backward (sigmoid gates i, f, o; tanh candidate g and cell output; a mask is the
     # caller's: it passes the step's share of dh and dc):
@@ -621,19 +624,28 @@ def lstm_cell_grad(dh, dc, gates, tc, c_prev, dz, dc_prev):
     # blocks of u columns) and the gradient into the previous cell state into dc_prev
     n, u = dh.shape
     one = dh.dtype.type(1)
+    d = np.empty(u, dh.dtype)
     for r in range(n):
+        ir, fr, orow, gr = gates[0, r], gates[1, r], gates[2, r], gates[3, r]
+        tr, dhr, dcr, cpr, zr = tc[r], dh[r], dc[r], c_prev[r], dz[r]
         for j in range(u):
-            i = gates[0, r, j]
-            f = gates[1, r, j]
-            o = gates[2, r, j]
-            g = gates[3, r, j]
-            t = tc[r, j]
-            d = (one - t * t) * o * dh[r, j] + dc[r, j]
-            dz[r, j] = d * g * ((one - i) * i)
-            dz[r, u + j] = d * c_prev[r, j] * ((one - f) * f)
-            dz[r, 2 * u + j] = dh[r, j] * t * ((one - o) * o)
-            dz[r, 3 * u + j] = d * i * (one - g * g)
-            dc_prev[r, j] = d * f
+            t = tr[j]
+            d[j] = (one - t * t) * orow[j] * dhr[j] + dcr[j]
+        for j in range(u):
+            i = ir[j]
+            zr[j] = d[j] * gr[j] * ((one - i) * i)
+        for j in range(u):
+            f = fr[j]
+            zr[u + j] = d[j] * cpr[j] * ((one - f) * f)
+        for j in range(u):
+            o = orow[j]
+            zr[2 * u + j] = dhr[j] * tr[j] * ((one - o) * o)
+        for j in range(u):
+            g = gr[j]
+            zr[3 * u + j] = d[j] * ir[j] * (one - g * g)
+        pr = dc_prev[r]
+        for j in range(u):
+            pr[j] = d[j] * fr[j]
 
 
 def gru_cell_grad(dh, zr, hh, h_prev, rh, dx, dr, dprev):
@@ -642,22 +654,28 @@ def gru_cell_grad(dh, zr, hh, h_prev, rh, dx, dr, dprev):
     # gradients of z, r and the candidate into dx (N, 3u), those of h U + b' into dr, and dh z into dprev
     n, u = dh.shape
     one = dh.dtype.type(1)
+    da = np.empty(u, dh.dtype)
     for i in range(n):
+        zrow, rrow, cr, dhr, hpr, rhr = zr[0, i], zr[1, i], hh[i], dh[i], h_prev[i], rh[i]
+        xr, rr, pr = dx[i], dr[i], dprev[i]
         for j in range(u):
-            z = zr[0, i, j]
-            r = zr[1, i, j]
-            c = hh[i, j]
-            d = dh[i, j]
-            da = (one - z) * d * (one - c * c)
-            dz = (h_prev[i, j] - c) * d * ((one - z) * z)
-            dgr = da * rh[i, j] * ((one - r) * r)
-            dx[i, j] = dz
-            dx[i, u + j] = dgr
-            dx[i, 2 * u + j] = da
-            dr[i, j] = dz
-            dr[i, u + j] = dgr
-            dr[i, 2 * u + j] = da * r
-            dprev[i, j] = d * z
+            c = cr[j]
+            da[j] = (one - zrow[j]) * dhr[j] * (one - c * c)
+        for j in range(u):
+            z = zrow[j]
+            v = (hpr[j] - cr[j]) * dhr[j] * ((one - z) * z)
+            xr[j] = v
+            rr[j] = v
+        for j in range(u):
+            r = rrow[j]
+            v = da[j] * rhr[j] * ((one - r) * r)
+            xr[u + j] = v
+            rr[u + j] = v
+        for j in range(u):
+            xr[2 * u + j] = da[j]
+            rr[2 * u + j] = da[j] * rrow[j]
+        for j in range(u):
+            pr[j] = dhr[j] * zrow[j]
 
 
 # Adam's update is element-wise with no reduction: compiled without fastmath, so the float operations
