@@ -991,7 +991,7 @@ def test_exp_rows_is_within_3_ulps_and_keeps_numpys_special_values(compiled):
     assert not K.silu(a, np.empty_like(a), np.empty((a.shape[0], 7), np.float32))
 
 
-@pytest.mark.parametrize("width", [5, 8, 64, 203])
+@pytest.mark.parametrize("width", [5, 8, 64, 203, 2100])   # (2100: wider than a group of rows, kernels.EXP_GROUP)
 def test_exp_rows_softmax_finds_the_maxima_and_sums_and_divides(compiled, width):
     """kernels.exp_rows with find_max and sums (the softmax's one visit of each row, here forced): the row maxima
     NumPy's wherever a row has no NaN, the sums and the softmax float64's within a few float32 roundings, rows with
