@@ -746,6 +746,13 @@ def col2im_gather(cols, out, sh, sw, dh, dw, pt, pl):
 # code's every rule (NaN, the sign of a zero, the order of the overlapping windows' additions).
 
 
+def _window(o, s, p, k, n):
+    # output o's window along one axis of a pooling: (its first input position o s - p, and the window offsets
+    # [k0, k1) that fall inside the input's n positions) (a helper, kernels_aot.HELPERS)
+    i0 = o * s - p
+    return i0, max(0, -i0), min(k, n - i0)
+
+
 def _max_pool_plain(x, ph, pw, sh, sw, pt, pl, y):
     # max_pool_rows without the note (a helper: kernels_aot.HELPERS), the same chain of maxima. The running maximum
     # moves between two scratch rows, one offset to the next (read one, write the other): updated in place, "keep
@@ -759,11 +766,9 @@ def _max_pool_plain(x, ph, pw, sh, sw, pt, pl, y):
     low = x.dtype.type(-np.inf)
     for s in range(n):
         for oi in range(oh):
-            i0 = oi * sh - pt
-            ki0, ki1 = max(0, -i0), min(ph, h - i0)
+            i0, ki0, ki1 = _window(oi, sh, pt, ph, h)
             for oj in range(ow):
-                j0 = oj * sw - pl
-                kj0, kj1 = max(0, -j0), min(pw, w - j0)
+                j0, kj0, kj1 = _window(oj, sw, pl, pw, w)
                 first = ki0 * pw + kj0
                 if first == 0:
                     xr = x[s, i0, j0]
@@ -807,11 +812,9 @@ def max_pool_rows(x, ph, pw, sh, sw, pt, pl, y, which, note):
     low = x.dtype.type(-np.inf)
     for s in range(n):
         for oi in range(oh):
-            i0 = oi * sh - pt
-            ki0, ki1 = max(0, -i0), min(ph, h - i0)
+            i0, ki0, ki1 = _window(oi, sh, pt, ph, h)
             for oj in range(ow):
-                j0 = oj * sw - pl
-                kj0, kj1 = max(0, -j0), min(pw, w - j0)
+                j0, kj0, kj1 = _window(oj, sw, pl, pw, w)
                 ym = y[s, oi, oj]
                 first = ki0 * pw + kj0
                 if first == 0:   # the window's first value, note 0

@@ -106,7 +106,7 @@ PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_so
 # calls it compiles, in-process (kernels._define) and ahead of time (_compile): compile_helpers. (The depthwise kernels'
 # shared walk over a row's windows stays written out in each: as helpers, called or inlined by numba, the layer
 # ran ~10% slower at 32 channels.)
-HELPERS = ("_exp_into", "_tanh_from", "_span", "_max_pool_plain")
+HELPERS = ("_exp_into", "_tanh_from", "_span", "_window", "_max_pool_plain")
 
 
 def compile_helpers(njit):
