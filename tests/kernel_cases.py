@@ -34,7 +34,7 @@ def cases(dtype, seed=0):
         "bias_relu_rows": [(odd(a(n, d)), a(d))],
         "relu_rows": [(odd(a(n, d)), a(n, d)), (lambda v: (v, v))(odd(a(n, d)))],   # into another array; in place
         "silu_grad_rows": [(odd(a(n, d)), a(n, d, low=0.0), a(n, d), a(n, d))],
-        "softmax_rows_grad": [(a(n, d, low=0.0), odd(a(n, d)), a(n, d))],
+        "softmax_rows_grad": [(a(n, d, low=0.0), odd(a(n, d)), lg, a(n, d)) for lg in (False, True)],
         "relu_bias_grad_rows": [(odd(a(n, d)), a(n, d), a(n, d), nb, np.zeros((blocks, d), dtype))
                                 for nb in (True, False)],
         "lstm_cell_grad": [(a(5, 6), a(5, 6), a(4, 5, 6, low=0.0), a(5, 6, low=-0.5), a(5, 6), a(5, 24), a(5, 6))],

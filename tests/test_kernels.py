@@ -1048,29 +1048,37 @@ def test_softmax_rows_grad_kernel_equals_the_formula(compiled, dtype):
     assert K.softmax_rows_grad(y, inplace, inplace)
     np.testing.assert_array_equal(inplace, out)
     assert not K.softmax_rows_grad(y, gy[:, :36], out[:, :36])   # (strided views: NumPy's code)
+    # a log-softmax's, given its softmax: gy - y sum(gy)
+    assert K.softmax_rows_grad(y, gy, out, log=True)
+    want = g64 - y64 * g64.sum(axis=1, keepdims=True)
+    assert np.isnan(out[7]).all()
+    np.testing.assert_allclose(out[ok], want[ok], rtol=tol * 10, atol=tol * 10)
 
 
 @pytest.mark.parametrize("mode", ["auto", "numpy"])
 @pytest.mark.parametrize("shape", [(40, 300), (6, 7, 64), (256, 3)])
-def test_softmax_op_in_both_modes_matches_torch(compiled, mode, shape):
-    """ops.softmax over the last axis, forward and backward, with the compiled row kernels (forced) and with
-    NumPy's code: PyTorch's values to float32's rounding, masked logits included."""
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_op_in_both_modes_matches_torch(compiled, mode, shape, log):
+    """ops.softmax and ops.log_softmax over the last axis, forward and backward, with the compiled row kernels
+    (forced) and with NumPy's code: PyTorch's values to float32's rounding, masked logits included."""
     torch = pytest.importorskip("torch")
     compiled.setattr(K, "OWN_EXP", True)
     compiled.setitem(K._state, "mode", mode)
-    calls = _count_calls(compiled, "softmax_rows_grad") if mode == "auto" else []
+    calls = _count_calls(compiled, "softmax_rows_grad", lambda args: args[2]) if mode == "auto" else []
+    sums = _count_calls(compiled, "exp_rows", lambda args: args[4]) if mode == "auto" else []
     x = (R.standard_normal(shape) * 4).astype(np.float32)
     x[..., 1::5] = -np.inf
     gy = R.standard_normal(shape).astype(np.float32)
     xt = Tensor(x, requires_grad=True)
-    y = ops.softmax(xt, axis=-1)
+    y = (ops.log_softmax if log else ops.softmax)(xt, axis=-1)
     (g,) = grad(y, [xt], grad_output=Tensor(gy))
     tx = torch.from_numpy(x).requires_grad_(True)
-    ty = torch.softmax(tx, -1)
+    ty = (torch.log_softmax if log else torch.softmax)(tx, -1)
     ty.backward(torch.from_numpy(gy))
-    np.testing.assert_allclose(np.asarray(y.data), ty.detach().numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(y.data), ty.detach().numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(g.data), tx.grad.numpy(), rtol=1e-4, atol=1e-6)
-    assert len(calls) == (mode == "auto")
+    assert calls == ([log] if mode == "auto" else [])
+    assert sums[:1] == ([True] if mode == "auto" else [])   # the forward's maxima found by the kernel
 
 
 def test_no_kernel_compiled_with_fastmath_calls_a_helper():

@@ -707,6 +707,17 @@ def row_softmax(xp, rows):
     return e, m, sums
 
 
+def row_logsumexp(xp, rows):
+    """(maxima, sums of exp(rows - maxima)) (R,) of C-contiguous (R, D) rows (the log-softmax's): in one compiled
+    visit of each row where NumPy's float32 exp is scalar (kernels.exp_rows), else NumPy's maxima, exp and a GEMV."""
+    if xp is np:
+        m, s = np.empty((2, rows.shape[0]), rows.dtype)
+        if _kernels.exp_rows(rows, m, out=np.empty(rows.shape, rows.dtype), sums=s, find_max=True):
+            return m, s
+    m = row_max(xp, rows)
+    return m, sum_rows(xp, row_exp(xp, rows, m).T)
+
+
 class Softmax(Op):
     """exp(x - max) / sum (in float32 for a half-precision x). Backward: y (g - sum(g y))."""
 
@@ -757,8 +768,9 @@ class LogSoftmax(Op):
             _norm_axis(self.axis, x.ndim)   # (an axis x lacks: an error, as NumPy's code gives)
             y = xp.empty(x.shape, x.dtype)
         elif rows is not None:  # over the last axis of a contiguous array, as (R, D) rows
-            z = xp.subtract(rows, row_max(xp, rows)[:, None])
-            z -= xp.log(sum_rows(xp, row_exp(xp, z).T))[:, None]
+            m, s = row_logsumexp(xp, rows)
+            z = xp.subtract(rows, m[:, None])
+            z -= xp.log(s)[:, None]
             y = z.reshape(x.shape)
         else:
             z = x - x.max(axis=self.axis, keepdims=True)
@@ -771,7 +783,11 @@ class LogSoftmax(Op):
         gy = gy.astype(y.dtype, copy=False)
         rows = _last_axis_rows(gy, self.axis)
         if rows is not None:
-            g = row_exp(self.xp, y.reshape(rows.shape))
+            g = row_exp(self.xp, y.reshape(rows.shape))   # the softmax
+            if self.xp is np:   # one visit a row (into another array: written over its input, the loop ran scalar)
+                gx = np.empty(g.shape, g.dtype)
+                if _kernels.softmax_rows_grad(g, rows, gx, log=True):
+                    return gx.reshape(gy.shape).astype(self.dtype, copy=False)
             g *= sum_rows(self.xp, rows.T)[:, None]
             self.xp.subtract(rows, g, out=g)
             return g.reshape(gy.shape).astype(self.dtype, copy=False)

@@ -571,19 +571,26 @@ def exp_rows(x, shift, y, sums, find_max, scratch):
                     yr[j] /= s0
 
 
-def softmax_rows_grad(y, gy, gx):
-    # a softmax's backward over rows: gx = gy y - y sum(gy y) (gx may be gy), the row's sum and its use in one
-    # visit of the row (NumPy's code: a product, a GEMV for the sums, a product and a subtraction over memory)
+def softmax_rows_grad(y, gy, log, gx):
+    # a softmax's backward over rows, gx = gy y - y sum(gy y), or with ``log`` a log-softmax's given its softmax y,
+    # gx = gy - y sum(gy) (gx may be gy or y): the row's sum and its use in one visit of the row (NumPy's code: a
+    # product or not, a GEMV for the sums, a product and a subtraction over memory)
     rows, width = y.shape
     for r in range(rows):
         yr = y[r]
         gr = gy[r]
         xr = gx[r]
         s = yr.dtype.type(0)
-        for j in range(width):
-            s += gr[j] * yr[j]
-        for j in range(width):
-            xr[j] = gr[j] * yr[j] - yr[j] * s
+        if log:
+            for j in range(width):
+                s += gr[j]
+            for j in range(width):
+                xr[j] = gr[j] - yr[j] * s
+        else:
+            for j in range(width):
+                s += gr[j] * yr[j]
+            for j in range(width):
+                xr[j] = gr[j] * yr[j] - yr[j] * s
 
 
 def silu_rows(x, y, s, scratch):

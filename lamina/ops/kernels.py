@@ -44,7 +44,8 @@ read while it sits in the first-level cache, so each array is read or written on
   between them, and its backward's (dW - row sum) * W in one pass; the same values as NumPy's code.
 - :func:`exp_rows`: exp(x - row maxima) of float32 rows with the kernels' own exp where NumPy's is scalar, and a
   softmax's row sums and division in the same visit of each row (the softmaxes and the sparse cross-entropy over
-  wide rows); :func:`softmax_rows_grad` a softmax's backward over rows, each row visited once, on every machine.
+  wide rows); :func:`softmax_rows_grad` a softmax's (or log-softmax's) backward over rows, each row visited once,
+  on every machine.
 
 They are used only where they pay: NumPy arrays (not CuPy), float32 or float64, C-contiguous, at least
 :data:`MIN_ELEMENTS` values (smaller arrays stay in cache anyway), and in 'auto' mode only once the process
@@ -581,16 +582,17 @@ def exp_rows(a, shift=None, out=None, sums=None, find_max=False):
     return True
 
 
-def softmax_rows_grad(y, gy, out):
-    """A softmax's input gradient over the rows of (R, D) arrays, ``out = gy y - y sum(gy y)`` (out may be gy), each
-    row visited once (kernel_loops.softmax_rows_grad), rows split over threads for large arrays: True if done, False
-    where the kernels do not run (the caller's NumPy code does then; the row sums add in another order)."""
+def softmax_rows_grad(y, gy, out, log=False):
+    """A softmax's input gradient over the rows of (R, D) arrays, ``out = gy y - y sum(gy y)``, or with ``log`` a
+    log-softmax's from its softmax y, ``out = gy - y sum(gy)`` (out may be gy or y), each row visited once
+    (kernel_loops.softmax_rows_grad), rows split over threads for large arrays: True if done, False where the
+    kernels do not run (the caller's NumPy code does then; the row sums add in another order)."""
     k = _eligible(out, y, gy)
     if k is None or y.ndim != 2 or not (y.shape == gy.shape == out.shape):
         return False
 
     def body(lo, hi):
-        k.softmax_rows_grad(y[lo:hi], gy[lo:hi], out[lo:hi])
+        k.softmax_rows_grad(y[lo:hi], gy[lo:hi], bool(log), out[lo:hi])
     _split(body, y.shape[0], y.size)
     return True
 

@@ -88,7 +88,7 @@ SIGNATURES = {
     "sigmoid_tanh_rows": (True, ("T2", "b", "T2"), ("f4",)),
     "silu_rows": (True, ("T2", "T2", "T2", "T2"), ("f4",)),
     "exp_rows": (True, ("T2", "T1", "T2", "T1", "b", "T2"), ("f4",)),
-    "softmax_rows_grad": (False, ("T2", "T2", "T2")),
+    "softmax_rows_grad": (False, ("T2", "T2", "b", "T2")),
     "silu_grad_rows": (True, ("T2", "T2", "T2", "T2")),
 }
 # The kernels in two modules of about equal build time, built side by side on two cores (seconds of one core on
