@@ -1117,6 +1117,30 @@ def test_sparse_crossentropy_from_logits_with_masked_classes_is_finite(compiled,
     assert np.all(np.asarray(g.data)[:, 5::7] == 0)
 
 
+@pytest.mark.parametrize("mode", ["auto", "numpy"])
+@pytest.mark.parametrize("shape", [(64, 700), (4, 5, 33)])
+def test_categorical_crossentropy_from_logits_in_both_modes_matches_torch(compiled, mode, shape):
+    """Categorical cross-entropy from logits with soft targets: the softmax's rows in one compiled visit where it
+    runs (here forced), kept for the backward; loss and both gradients PyTorch's to float32's rounding."""
+    torch = pytest.importorskip("torch")
+    compiled.setattr(K, "OWN_EXP", True)
+    compiled.setitem(K._state, "mode", mode)
+    visits = _count_calls(compiled, "exp_rows", lambda args: args[4]) if mode == "auto" else []
+    x = (R.standard_normal(shape) * 5).astype(np.float32)
+    t = R.random(shape).astype(np.float32)
+    t /= t.sum(axis=-1, keepdims=True)
+    xt, tt = Tensor(x, requires_grad=True), Tensor(t, requires_grad=True)
+    loss = ops.categorical_crossentropy(tt, xt, from_logits=True)
+    gx, gt = grad(ops.sum(loss), [xt, tt])
+    tx, ttt = torch.from_numpy(x).requires_grad_(True), torch.from_numpy(t).requires_grad_(True)
+    tl = -(ttt * torch.log_softmax(tx, -1)).sum(-1)
+    tl.sum().backward()
+    np.testing.assert_allclose(np.asarray(loss.data), tl.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(gx.data), tx.grad.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(gt.data), ttt.grad.numpy(), rtol=1e-5, atol=1e-5)
+    assert visits == ([True] if mode == "auto" else [])
+
+
 def test_lstm_kernel_stands_aside_for_other_activations(compiled):
     calls = _count_calls(compiled, "lstm_cell_grad")
     x = R.standard_normal((3, 5, 4)).astype(np.float32)

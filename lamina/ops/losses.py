@@ -15,7 +15,7 @@ from .. import backend
 from ..tensor import Op, Tensor, as_tensor
 from . import math as _m
 from . import manipulation as _s
-from .activations import row_softmax, stable_sigmoid
+from .activations import _last_axis_rows, row_softmax, stable_sigmoid
 from .math import select, unbroadcast
 
 __all__ = [
@@ -152,9 +152,17 @@ class CategoricalCrossentropy(Op):
         if ls:
             t = t * (1.0 - ls) + ls / p.shape[ax]
         if self.from_logits:
-            z = p - p.max(axis=ax, keepdims=True)
-            logq = z - xp.log(xp.exp(z).sum(axis=ax, keepdims=True))
-            self.saved = (t, logq)
+            rows = _last_axis_rows(p, ax) if p.size else None
+            if rows is not None:   # the usual layout: the softmax's rows in one compiled visit, kept for backward
+                soft, m, s = row_softmax(xp, rows)
+                logq = xp.subtract(rows, m[:, None])
+                logq -= xp.log(s)[:, None]
+                logq, soft = logq.reshape(p.shape), soft.reshape(p.shape)
+            else:
+                z = p - p.max(axis=ax, keepdims=True)
+                logq = z - xp.log(xp.exp(z).sum(axis=ax, keepdims=True))
+                soft = None
+            self.saved = (t, logq, soft)
         else:
             total = p.sum(axis=ax, keepdims=True)
             q = p / total
@@ -175,7 +183,8 @@ class CategoricalCrossentropy(Op):
             dt = unbroadcast(-logq * g * (1.0 - self.label_smoothing), self.shapes[0])
         if self.needs_grad[1]:
             if self.from_logits:
-                dp = (xp.exp(logq) * t.sum(axis=ax, keepdims=True) - t) * g
+                soft = self.saved[2]
+                dp = ((xp.exp(logq) if soft is None else soft) * t.sum(axis=ax, keepdims=True) - t) * g
             else:
                 _, _, qc, total, inrange = self.saved
                 dp = (-t / qc * inrange + (t * inrange).sum(axis=ax, keepdims=True)) / total * g
