@@ -85,6 +85,8 @@ def cases(dtype, seed=0):
                                a(3, 24)) for hb in (True, False)],
                    sigmoid_tanh_rows=[(odd(a(5, 24) * 30), th, a(3, 24)) for th in (False, True)],
                    silu_rows=[(odd(a(5, 24) * 30), a(5, 24), a(5, 24), a(3, 24))],
+                   gelu_rows=[(odd(a(5, 24) * 30), a(5, 24), a(5, 24), a(3, 24))],
+                   gelu_grad_rows=[(odd(a(5, 24) * 30), a(5, 24, low=0.0), a(5, 24), a(5, 24), a(3, 24))],
                    exp_rows=[(odd(a(5, 24) * 40), a(0), a(5, 24), a(0), False, a(2, 24)),
                              (odd(a(5, 24) * 40), a(5), a(5, 24), a(0), False, a(2, 24)),
                              (odd(a(5, 21) * 40), a(5), a(5, 21), a(5), True, a(2, 21))])

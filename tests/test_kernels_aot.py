@@ -106,6 +106,8 @@ def test_every_call_lamina_makes_reaches_the_built_kernels(built, fallbacks, mon
         run(lambda t: ops.max_pool2d(t, 2, 2, "valid"), x(2, 4, 4, 3))
         run(lambda t: ops.max_pool2d(t, 17, 1, "valid"), x(1, 17, 17, 2))
         run(lambda t: ops.softmax(t), x(3, 16))
+        run(lambda t: ops.log_softmax(t), x(3, 16))
+        run(lambda t: ops.gelu(t, approximate=False), x(3, 16))
         for layer, inp in ((layers.LayerNormalization(dtype=dtype), x(3, 8)),
                            (layers.Dense(4, activation="relu", dtype=dtype), x(3, 5)),
                            (layers.Conv2D(4, 3, dtype=dtype), x(2, 6, 6, 10)),

@@ -339,6 +339,8 @@ class GELU(Op):
             x = x.astype(np.float64)
 
         def forward(x, y, cdf, t):  # cdf = (1 + erf(x / sqrt 2)) / 2, y = x cdf
+            if _kernels.gelu(x, y, cdf):   # one compiled pass, where NumPy's exp is scalar (kernels.py)
+                return
             xp.divide(x, math.sqrt(2.0), out=y)
             _erf_into(xp, y, cdf, t)
             cdf += 1.0
@@ -369,6 +371,8 @@ class GELU(Op):
             return _chain(xp, backward, [x, s, xp.broadcast_to(gy, x.shape)], 1, _SPLIT_GELU)[0]
 
         def backward(x, s, gy, gx, t):  # gy (cdf + x pdf), pdf = e^(-x^2 / 2) / sqrt(2 pi)
+            if _kernels.gelu_grad(x, s, gy, gx):   # one compiled pass, the chain's operations (kernels.py)
+                return
             xp.multiply(x, -0.5, out=t)
             t *= x
             xp.exp(t, out=t)

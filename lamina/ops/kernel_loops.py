@@ -614,6 +614,69 @@ def silu_rows(x, y, s, scratch):
             yr[j] = xr[j] * v
 
 
+def gelu_rows(x, y, cdf, scratch):
+    # FLOAT32 ONLY: exact GELU, cdf = (1 + erf(x / sqrt 2)) / 2 and y = x cdf, rows of x read once: erf by
+    # Abramowitz & Stegun 7.1.26 in the operations and order of activations._erf_into, with _exp_into's exp of
+    # -(x / sqrt 2)^2 (clamped at 2^-126 where NumPy's underflows: 1 - t P(t) e is 1 either way). scratch: three
+    # rows of ``width`` values
+    rows, width = x.shape
+    one = np.float32(1)
+    half = np.float32(0.5)
+    root2 = np.float32(1.4142135623730951)
+    arg = scratch[0]
+    e = scratch[1]
+    f = scratch[2]
+    for r in range(rows):
+        xr = x[r]
+        for j in range(width):
+            v = xr[j] / root2
+            arg[j] = -v * v
+        _exp_into(arg, e, f)
+        cr = cdf[r]
+        yr = y[r]
+        for j in range(width):
+            v = xr[j] / root2
+            t = one / (abs(v) * np.float32(0.3275911) + one)
+            p = t * np.float32(1.061405429)
+            p = (p + np.float32(-1.453152027)) * t
+            p = (p + np.float32(1.421413741)) * t
+            p = (p + np.float32(-0.284496736)) * t
+            p = (p + np.float32(0.254829592)) * t
+            p = (one - p * e[j]) * np.sign(v)
+            c = (p + one) * half
+            cr[j] = c
+            yr[j] = xr[j] * c
+
+
+def gelu_grad_rows(x, cdf, gy, gx, scratch):
+    # FLOAT32 ONLY: exact GELU's gradient gy (cdf + x pdf), pdf = exp(-x^2 / 2) / sqrt(2 pi), in the NumPy chain's
+    # operations and order, with _exp_into's exp; where it clamps (|x| > 13.2) the exp is redone in float64, so
+    # that x pdf is NumPy's there (inf * 0 = NaN at x = +-inf). scratch: three rows of ``width`` values
+    rows, width = x.shape
+    root2pi = np.float32(2.5066282746310002)
+    lo = np.float32(-87.33654)
+    arg = scratch[0]
+    e = scratch[1]
+    f = scratch[2]
+    for r in range(rows):
+        xr = x[r]
+        outside = 0
+        for j in range(width):
+            v = xr[j] * np.float32(-0.5) * xr[j]
+            arg[j] = v
+            outside |= v < lo
+        _exp_into(arg, e, f)
+        if outside:
+            for j in range(width):
+                if arg[j] < lo:
+                    e[j] = np.float32(np.exp(np.float64(arg[j])))
+        cr = cdf[r]
+        gr = gy[r]
+        dr = gx[r]
+        for j in range(width):
+            dr[j] = gr[j] * (e[j] / root2pi * xr[j] + cr[j])
+
+
 def silu_grad_rows(x, s, gy, gx):
     # SiLU's gradient gy (s + x s (1 - s)) in one pass, in the NumPy chain's operations and order:
     # x s, times 1 - s, plus s, times gy

@@ -81,7 +81,7 @@ __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "in_use", "layer_nor
            "batch_norm_forward", "batch_norm_backward", "scale_shift", "bias_relu", "relu", "relu_bias_grad",
            "lstm_cell", "sigmoid_tanh", "lstm_cell_grad", "gru_cell_grad", "adam_update", "col2im_gather",
            "depthwise", "im2col", "max_pool2d", "max_pool2d_grad", "softmax_columns", "softmax_columns_grad",
-           "scatter_rows", "silu", "silu_grad", "exp_rows", "softmax_rows_grad"]
+           "scatter_rows", "silu", "silu_grad", "exp_rows", "softmax_rows_grad", "gelu", "gelu_grad"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
@@ -545,6 +545,33 @@ def silu(x, y, s):
         return False
     rows = _rows(np.ascontiguousarray(x))
     k.silu_rows(rows, _rows(y), _rows(s), np.empty((3, rows.shape[1]), np.float32))
+    return True
+
+
+def gelu(x, y, cdf):
+    """Exact GELU's forward into the new C-contiguous arrays y and cdf of x's shape: cdf = (1 + erf(x / sqrt 2)) / 2
+    and y = x cdf, one pass with the kernels' own exp (kernel_loops.gelu_rows; NumPy: ~20 passes with its scalar
+    exp): True if done, False where it does not run (float64, NumPy's SIMD exp: OWN_EXP). At any size, as
+    :func:`silu`."""
+    return _gelu_call("gelu_rows", x, y, cdf)
+
+
+def gelu_grad(x, cdf, gy, gx):
+    """Exact GELU's gradient gx = gy (cdf + x pdf) from the forward's cdf, one pass with the kernels' own exp
+    (kernel_loops.gelu_grad_rows; the NumPy chain's operations otherwise): True if done, False where it does not
+    run (as :func:`gelu`; also a broadcast gy)."""
+    return _gelu_call("gelu_grad_rows", x, cdf, gy, gx)
+
+
+def _gelu_call(name, x, *arrays):
+    if (not OWN_EXP or x.ndim == 0
+            or any(type(a) is not np.ndarray or a.dtype != np.float32 or a.shape != x.shape for a in (x,) + arrays)):
+        return False
+    k = _eligible(*arrays, least=1)
+    if k is None:
+        return False
+    rows = _rows(np.ascontiguousarray(x))
+    getattr(k, name)(rows, *(_rows(a) for a in arrays), np.empty((3, rows.shape[1]), np.float32))
     return True
 
 
