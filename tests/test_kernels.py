@@ -968,7 +968,9 @@ def test_exact_gelu_takes_the_kernels_where_numpys_exp_is_scalar(compiled):
     assert y[1] == np.inf and np.isnan(y[2])   # inf * 1, and -inf * 0 as NumPy's chain
     x64 = x[3:].astype(np.float64)
     exact = x64 * 0.5 * (1.0 + np.array([math.erf(v / math.sqrt(2.0)) for v in x64]))
-    assert np.all(np.abs(y[3:] - exact) <= 1.5e-7 * np.abs(x64) + 4 * np.spacing(np.abs(exact).astype(np.float32)))
+    # (the erf approximation's 1.5e-7, halved, and float32's roundings of 1 + erf, which cancels for x < 0: |x| times
+    # a few ulps of 1)
+    assert np.all(np.abs(y[3:] - exact) <= 4e-7 * np.abs(x64) + 4 * np.spacing(np.abs(exact).astype(np.float32)))
     fwd.clear()
     bwd.clear()
     t64 = Tensor(x.astype(np.float64), requires_grad=True)
