@@ -23,7 +23,8 @@ read while it sits in the first-level cache, so each array is read or written on
   AVX-512, where NumPy's run at scalar speed): :data:`OWN_EXP`; :func:`sigmoid_tanh` the same exp and tanh
   as an in-place pass (the GRU's and SimpleRNN's gates there, the tanh of GELU's approximation), and
   :func:`silu` SiLU's sigmoid and product in one pass (EfficientNet's swish); :func:`silu_grad` its gradient
-  in one pass on every machine (NumPy's chain: five).
+  in one pass on every machine (NumPy's chain: five); :func:`gelu` / :func:`gelu_grad` exact GELU's (erf)
+  forward and backward in one pass each with that exp.
 - :func:`adam_update`: Adam's moments and weight update, one pass over the four arrays instead of twelve
   NumPy passes, with NumPy's float operations (the same weights to the bit).
 - :func:`col2im_gather`: a convolution's input gradient from its columns, each input position summed once
