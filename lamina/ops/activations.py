@@ -693,18 +693,26 @@ def row_exp(xp, rows, shift=None):
     return xp.exp(e, out=e)
 
 
+def _compiled_softmax(xp, rows):
+    """(softmax, maxima, sums) of C-contiguous (R, D) rows from one compiled visit of each row (kernels.exp_rows:
+    the maximum found, the exp, the sum and the division), or None where it does not run (NumPy's float32 exp
+    vectorised, float64, CuPy)."""
+    if xp is not np:
+        return None
+    e = np.empty(rows.shape, rows.dtype)
+    m, sums = np.empty((2, rows.shape[0]), rows.dtype)
+    return (e, m, sums) if _kernels.exp_rows(rows, m, out=e, sums=sums, find_max=True) else None
+
+
 def row_softmax(xp, rows):
     """(softmax, maxima, sums) of C-contiguous (R, D) rows: exp(rows - max) / sum, with the rows' maxima and the
-    sums of exp(rows - max) (R,), as new arrays (the softmax's and the sparse cross-entropy's). Where NumPy's
-    float32 exp is scalar, one compiled visit of each row finds its maximum, takes the exp, sums and divides
-    (kernels.exp_rows); else NumPy's maxima, exp, row sums (a GEMV) and division."""
-    e = xp.empty(rows.shape, rows.dtype)
-    if xp is np:
-        m, sums = np.empty((2, rows.shape[0]), rows.dtype)
-        if _kernels.exp_rows(rows, m, out=e, sums=sums, find_max=True):
-            return e, m, sums
+    sums of exp(rows - max) (R,), as new arrays (the softmax's and the cross-entropies'): compiled where NumPy's
+    float32 exp is scalar (_compiled_softmax), else NumPy's maxima, exp, row sums (a GEMV) and division."""
+    done = _compiled_softmax(xp, rows)
+    if done is not None:
+        return done
     m = row_max(xp, rows)
-    xp.subtract(rows, m[:, None], out=e)
+    e = xp.subtract(rows, m[:, None])
     xp.exp(e, out=e)
     sums = sum_rows(xp, e.T)
     e /= sums[:, None]
@@ -712,12 +720,11 @@ def row_softmax(xp, rows):
 
 
 def row_logsumexp(xp, rows):
-    """(maxima, sums of exp(rows - maxima)) (R,) of C-contiguous (R, D) rows (the log-softmax's): in one compiled
-    visit of each row where NumPy's float32 exp is scalar (kernels.exp_rows), else NumPy's maxima, exp and a GEMV."""
-    if xp is np:
-        m, s = np.empty((2, rows.shape[0]), rows.dtype)
-        if _kernels.exp_rows(rows, m, out=np.empty(rows.shape, rows.dtype), sums=s, find_max=True):
-            return m, s
+    """(maxima, sums of exp(rows - maxima)) (R,) of C-contiguous (R, D) rows (the log-softmax's): compiled where
+    NumPy's float32 exp is scalar (_compiled_softmax), else NumPy's maxima, exp and a GEMV."""
+    done = _compiled_softmax(xp, rows)
+    if done is not None:
+        return done[1:]
     m = row_max(xp, rows)
     return m, sum_rows(xp, row_exp(xp, rows, m).T)
 

@@ -538,15 +538,7 @@ def silu(x, y, s):
     passes and a product): True if done, False where it does not run (float64, NumPy's SIMD exp: OWN_EXP). At
     any size (an activation's blocks: the same path however they fall on threads); a strided x is copied first
     (a small whole array: a chain's blocks are contiguous)."""
-    if (not OWN_EXP or type(x) is not np.ndarray or x.dtype != np.float32 or x.ndim == 0
-            or not x.shape == y.shape == s.shape):
-        return False
-    k = _eligible(y, s, least=1)
-    if k is None:
-        return False
-    rows = _rows(np.ascontiguousarray(x))
-    k.silu_rows(rows, _rows(y), _rows(s), np.empty((3, rows.shape[1]), np.float32))
-    return True
+    return _own_exp_pass("silu_rows", x, y, s)
 
 
 def gelu(x, y, cdf):
@@ -554,17 +546,19 @@ def gelu(x, y, cdf):
     and y = x cdf, one pass with the kernels' own exp (kernel_loops.gelu_rows; NumPy: ~20 passes with its scalar
     exp): True if done, False where it does not run (float64, NumPy's SIMD exp: OWN_EXP). At any size, as
     :func:`silu`."""
-    return _gelu_call("gelu_rows", x, y, cdf)
+    return _own_exp_pass("gelu_rows", x, y, cdf)
 
 
 def gelu_grad(x, cdf, gy, gx):
     """Exact GELU's gradient gx = gy (cdf + x pdf) from the forward's cdf, one pass with the kernels' own exp
     (kernel_loops.gelu_grad_rows; the NumPy chain's operations otherwise): True if done, False where it does not
     run (as :func:`gelu`; also a broadcast gy)."""
-    return _gelu_call("gelu_grad_rows", x, cdf, gy, gx)
+    return _own_exp_pass("gelu_grad_rows", x, cdf, gy, gx)
 
 
-def _gelu_call(name, x, *arrays):
+def _own_exp_pass(name, x, *arrays):
+    """kernel ``name`` (an activation's float32 pass with the kernels' own exp: x's rows, then ``arrays``' rows,
+    then three scratch rows) over float32 arrays of x's shape, where OWN_EXP: True if it ran."""
     if (not OWN_EXP or x.ndim == 0
             or any(type(a) is not np.ndarray or a.dtype != np.float32 or a.shape != x.shape for a in (x,) + arrays)):
         return False
