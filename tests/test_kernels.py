@@ -1408,10 +1408,14 @@ def test_max_pool_layer_trains_the_same_with_and_without_the_kernels(compiled):
 @pytest.mark.parametrize("factor", [1.0, 0.17677669])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(3, 5, 7), (2, 3, 64, 64), (1, 1, 4), (4, 1, 1)])
-def test_column_softmax_kernel_equals_numpy_with_nan_and_inf(compiled, dtype, shape, factor):
+@pytest.mark.parametrize("own_exp", [False, True])
+def test_column_softmax_kernel_equals_numpy_with_nan_and_inf(compiled, dtype, shape, factor, own_exp):
     """The softmax down the columns (of the scores times a folded scale, where given) equals NumPy's max /
     subtract / multiply / exp / sum / divide bit for bit, NaN, +-inf and the most negative float (attention's
-    masked score) included."""
+    masked score) included; with the kernels' own exp (float32 where NumPy's exp is scalar: OWN_EXP, here
+    forced both ways) within a few float32 roundings of those values, NaN, zeros and ones where NumPy has them."""
+    compiled.setattr(K, "OWN_EXP", own_exp)
+    exps = _count_calls(compiled, "exp_rows")
     x = (R.standard_normal(shape) * 30).astype(dtype)
     if shape[-2] > 2:   # below a column's first row (there a NaN would stay the maximum either way)
         lead = (0,) * (len(shape) - 2)
@@ -1424,13 +1428,27 @@ def test_column_softmax_kernel_equals_numpy_with_nan_and_inf(compiled, dtype, sh
         theirs *= dtype(factor)
         np.exp(theirs, out=theirs)
         theirs /= theirs.sum(axis=-2, keepdims=True)
-    np.testing.assert_array_equal(ours, theirs)
+    assert len(exps) == (own_exp and dtype == np.float32)
+    if not exps:
+        np.testing.assert_array_equal(ours, theirs)
+        return
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+    np.testing.assert_array_equal(ours == 0, theirs == 0)
+    np.testing.assert_array_equal(ours == 1, theirs == 1)
+    ok = ~np.isnan(theirs)
+    # exp within 3 ulps, the column sum and the division a few roundings more: 8 ulps of the value, at least
+    # one subnormal step where it is that small
+    step = np.maximum(np.spacing(np.abs(theirs[ok])), np.finfo(np.float32).smallest_subnormal)
+    assert np.max(np.abs(ours[ok] - theirs[ok]) / step) <= 8
 
 
+@pytest.mark.parametrize("own_exp", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
-def test_attention_takes_the_softmax_kernel_and_gives_numpys_values(compiled, masked):
+def test_attention_takes_the_softmax_kernel_and_gives_numpys_values(compiled, masked, own_exp):
     """Scaled dot-product attention, split over threads or not, masked or not: the same output, weights and
-    gradients with the kernel as with NumPy's code, and the kernel ran."""
+    gradients with the kernel as with NumPy's code, and the kernel ran; with the kernels' own exp (OWN_EXP,
+    forced) the same to float32's rounding."""
+    compiled.setattr(K, "OWN_EXP", own_exp)
     from lamina.ops.attention import scaled_dot_product_attention as sdpa
     q, k, v = (R.standard_normal((4, 2, 9, 5)).astype(np.float32) for _ in range(3))
     mask = R.random((4, 1, 9, 9)) > 0.3 if masked else None
@@ -1446,7 +1464,10 @@ def test_attention_takes_the_softmax_kernel_and_gives_numpys_values(compiled, ma
     fused, plain = _both(compiled, run)
     assert calls and grad_calls
     for a, b in zip(fused, plain):
-        np.testing.assert_array_equal(a, b)
+        if own_exp:
+            np.testing.assert_allclose(a, b, rtol=2e-6, atol=2e-6)
+        else:
+            np.testing.assert_array_equal(a, b)
 
 
 # ----------------------------------------------------------------------------- the embedding table's gradient

@@ -42,7 +42,8 @@ read while it sits in the first-level cache, so each array is read or written on
   sums included (they add in its order), but for which of two NaNs an addition keeps.
 - :func:`softmax_columns`: attention's softmax over the keys of its transposed scores, the column maxima and
   sums each in one pass over a block in cache (NumPy: strided reductions and separate passes), NumPy's exp
-  between them, and its backward's (dW - row sum) * W in one pass; the same values as NumPy's code.
+  between them (for float32 the own exp where OWN_EXP), and its backward's (dW - row sum) * W in one pass; the
+  same values as NumPy's code (within the own exp's roundings where it runs).
 - :func:`exp_rows`: exp(x - row maxima) of float32 rows with the kernels' own exp where NumPy's is scalar, and a
   softmax's row sums and division in the same visit of each row (the softmaxes and the sparse cross-entropy over
   wide rows); :func:`softmax_rows_grad` a softmax's (or log-softmax's) backward over rows, each row visited once,
@@ -485,7 +486,8 @@ def _numpy_exp_is_simd():
 
 # The kernels' own vectorised exp (lstm_cell, sigmoid_tanh) runs where NumPy's exp and tanh are not vectorised:
 # measured there (Zen 2, (64, 128) a step) an LSTM step's gate arithmetic 147 -> 68-78 us; sigmoid over 16384
-# values 45 -> 26 us, tanh 52 -> 33; the GRU layer's step 0.96x, SimpleRNN's 0.93x. With AVX-512 NumPy's own
+# values 45 -> 26 us, tanh 52 -> 33; the GRU layer's step 0.96x, SimpleRNN's 0.93x; attention's column softmax
+# of (32, 4, 64, 64) scores on one thread 1.34 -> 0.95 ms (softmax_columns). With AVX-512 NumPy's own
 # passes stay (measured before on Zen 4 and Intel; the compiled ones were not measured there).
 OWN_EXP = not _numpy_exp_is_simd()
 
@@ -694,15 +696,23 @@ def gru_cell_grad(gates):
 
 def softmax_columns(s, factor=1.0):
     """In place, the softmax of each column of ``s`` (..., K, Q) down its K rows (attention's transposed scores),
-    of the scores times ``factor`` (> 0) where given: True if done here (NumPy's exp between two compiled passes),
-    False where the kernels do not run (the caller's NumPy code does then: max, subtract, times the factor, exp,
-    sum, divide, the same values)."""
+    of the scores times ``factor`` (> 0) where given: True if done here (an exp between two compiled passes:
+    NumPy's, or where that is scalar (OWN_EXP) for float32 the kernels' own, within 3 ulps of it), False where the
+    kernels do not run (the caller's NumPy code does then: max, subtract, times the factor, exp, sum, divide, the
+    same values but for the own exp's roundings)."""
     k = _eligible(s)
     if k is None or s.ndim < 2:   # (an empty array never runs here: _eligible wants values)
         return False
     s3 = s.reshape((-1,) + s.shape[-2:])
     k.column_max_subtract(s3, s.dtype.type(factor))
-    np.exp(s3, out=s3)
+    if OWN_EXP and s.dtype == np.float32 and s.shape[-1] > 0:
+        # the kernels' own exp where NumPy's float32 exp is scalar (no AVX-512), in place a row at a time (this
+        # runs inside attention's own split over threads: no split of its own)
+        none = np.zeros(0, np.float32)
+        rows = s3.reshape(-1, s.shape[-1])
+        k.exp_rows(rows, none, rows, none, False, np.empty((2, max(rows.shape[1], EXP_GROUP)), np.float32))
+    else:
+        np.exp(s3, out=s3)
     k.column_sum_divide(s3)
     return True
 
