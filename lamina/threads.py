@@ -235,9 +235,24 @@ def split_rows(body, n, elements, min_elements=None):
     run_split([lambda r=r: body(*r) for r in ranges(n, width)])
 
 
+def _callers_errstate(fn):
+    """fn, to run on another thread under this thread's NumPy floating-point error handling. np.errstate is
+    per thread (a context variable in NumPy 2, thread-local before), so the part of a split pass that runs on a
+    worker would warn where the caller asked to ignore (an overflow to inf, an inf times 0 in its half of the
+    array), or go on where the caller asked to raise: the same call would then behave by array size."""
+    import numpy as np
+    err = np.geterr()
+
+    def run():
+        with np.errstate(**err):
+            return fn()
+    return run
+
+
 def run_split(parts):
     """Run the callables ``parts`` (independent, of similar cost) at once: the first on this thread, the
-    others on lamina's split threads; wait for all and re-raise the first exception."""
+    others on lamina's split threads (under this thread's np.errstate); wait for all and re-raise the first
+    exception."""
     if len(parts) <= 1:
         for part in parts:
             part()
@@ -245,7 +260,7 @@ def run_split(parts):
     busy, _split["busy"] = _split["busy"], True   # no split inside a part (see _alone)
     error = None
     try:
-        futures = [_pool(len(parts) - 1).submit(part) for part in parts[1:]]
+        futures = [_pool(len(parts) - 1).submit(_callers_errstate(part)) for part in parts[1:]]
         try:
             parts[0]()
         except BaseException as e:  # the others must finish before the caller sees the arrays again
@@ -305,7 +320,7 @@ class Overlap:
             _apply(1)              # first: raising the count again would restart the team
             _team_release()()
             _split["busy"] = True  # no split inside (see _alone)
-            self._helper = _pool(1).submit(self._serve)
+            self._helper = _pool(1).submit(_callers_errstate(self._serve))
         return self
 
     def __exit__(self, kind, error, tb):

@@ -346,6 +346,46 @@ def test_chained_activations_split_over_threads_are_the_same(name, monkeypatch):
         np.testing.assert_array_equal(g, got[0][1])
 
 
+def test_split_parts_run_under_the_callers_errstate():
+    """A part on a split thread follows the caller's np.errstate (per thread in NumPy): an inf times 0 in its
+    half raises under errstate(invalid='raise'), stays silent under 'ignore', warns under 'warn'; the Overlap's
+    tasks likewise."""
+    import warnings
+    inf = np.full(4, np.inf, np.float32)
+
+    def bad():
+        return inf * np.float32(0)
+    with np.errstate(invalid="raise"):
+        with pytest.raises(FloatingPointError):
+            threads.run_split([lambda: None, bad])
+    for mode, expected in (("ignore", 0), ("warn", 1)):
+        with warnings.catch_warnings(record=True) as caught, np.errstate(invalid=mode):
+            warnings.simplefilter("always")
+            threads.run_split([lambda: None, bad])
+        assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == expected, mode
+    with np.errstate(invalid="raise"):
+        with pytest.raises(FloatingPointError):
+            with threads.Overlap(lambda k: bad(), active=True) as ov:
+                ov.post(0)
+                ov.finish()
+
+
+def test_a_split_activation_keeps_the_callers_errstate(monkeypatch):
+    """End to end: GELU's NumPy chain split over threads, the inf times 0 of a -inf input in the worker's part,
+    warns nothing under np.errstate(all='ignore'), as on one thread."""
+    import warnings
+    from lamina.ops import activations as A
+    from lamina.ops import kernels as K
+    monkeypatch.setitem(K._state, "mode", "numpy")
+    monkeypatch.setattr(threads, "split_width", lambda *a: 2)
+    x = np.ones(4 * A._CHAIN_BLOCK, np.float32)
+    x[-3] = -np.inf                      # in the last part: the split thread's
+    with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
+        warnings.simplefilter("always")
+        y = np.asarray(lamina.activations.gelu(lamina.Variable(x)))
+    assert np.isnan(y[-3]) and not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
 def test_ranges_cover_and_align():
     for n, width, align in [(10, 3, 1), (1000, 2, 64), (65, 4, 64), (7, 8, 1), (0, 2, 4)]:
         r = threads.ranges(n, width, align)
