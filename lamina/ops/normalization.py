@@ -556,8 +556,26 @@ class LayerNorm(Op):
         return _in_dtypes((dx, dgamma, dbeta), self.dtypes)
 
 
+def _group_sums(xp, a, groups, b=None):
+    """For a (N, S, C) array: the sums over positions and over each group's channels, of a (or of a * b), as
+    (N, 1, C), each channel holding its group's sum. Each channel's sum over S comes first, as a matrix-vector
+    product with ones (BLAS) or einsum's one pass for a product, then the groups' sums of those (N, C) values:
+    NumPy's own reduction over axes (1, 3) of the (N, S, G, C/G) view walks its short inner axis element by
+    element ((64, 1024, 8, 4) float32: 12.6 ms against 0.22 for the product with ones)."""
+    n, size, c = a.shape
+    if b is not None:
+        per = xp.einsum("nsc,nsc->nc", a, b)
+    elif size:
+        per = xp.matmul(xp.ones(size, a.dtype), a)
+    else:
+        per = xp.zeros((n, c), a.dtype)
+    g = per.reshape(n, groups, c // groups).sum(axis=-1, keepdims=True)
+    return xp.broadcast_to(g, (n, groups, c // groups)).reshape(n, 1, c)
+
+
 class GroupNorm(Op):
-    """Per-sample normalisation within groups of channels (channels on ``axis``, default last)."""
+    """Per-sample normalisation within groups of channels (channels on ``axis``, default last). Computed on
+    the (N, S, C) rows of the channels-last input (S: every position), the statistics through _group_sums."""
 
     def forward(self, x, gamma, beta):
         xp = self.xp
@@ -572,33 +590,45 @@ class GroupNorm(Op):
         x, gamma, beta = _upcast(_compute_dtype(x.dtype), x, gamma, beta)
         xc = xp.moveaxis(x, ax, -1)  # channels last: (N, ..., C)
         self.ax, self.cshape = ax, xc.shape
-        xr = xc.reshape(xc.shape[0], int(np.prod(xc.shape[1:-1])), G, C // G)  # (N, S, G, C/G); not -1: N may be 0
-        mean = xr.mean(axis=(1, 3), keepdims=True)
-        d = xr - mean
-        inv = 1.0 / xp.sqrt((d * d).mean(axis=(1, 3), keepdims=True) + self.epsilon)
-        xhat = (d * inv).reshape(xc.shape)
-        y = xhat if gamma is None else xhat * gamma
+        x3 = xc.reshape(xc.shape[0], int(np.prod(xc.shape[1:-1])), C)  # a copy only if the channels were not last
+        count = x3.shape[1] * (C // G)   # values in each sample's group
+        d = x3 - _group_sums(xp, x3, G) / count
+        inv = 1.0 / xp.sqrt(_group_sums(xp, d, G, d) / count + self.epsilon)   # (N, 1, C)
+        d *= inv   # x-hat, in place
+        y = d if gamma is None else d * gamma
         if beta is not None:
-            y = y + beta
-        self.saved = (xhat, inv, gamma)
-        return xp.moveaxis(y, -1, ax).astype(_out_dtype(self.dtypes[0], y.dtype), copy=False)
+            y = y + beta if y is d else xp.add(y, beta, out=y)
+        self.saved = (d, inv, gamma)
+        return xp.moveaxis(y.reshape(xc.shape), -1, ax).astype(_out_dtype(self.dtypes[0], y.dtype), copy=False)
 
     def backward(self, gy):
         xp = self.xp
         xhat, inv, gamma = self.saved
-        gc = xp.moveaxis(gy.astype(xhat.dtype, copy=False), self.ax, -1)
-        lead = tuple(range(gc.ndim - 1))
-        dx = dgamma = dbeta = None
-        if self.needs_grad[1]:
-            dgamma = (gc * xhat).sum(axis=lead)
-        if self.needs_grad[2]:
-            dbeta = gc.sum(axis=lead)
-        if self.needs_grad[0]:
-            N, C, G = gc.shape[0], gc.shape[-1], self.groups
-            gxhat = gc if gamma is None else gc * gamma
-            gr = gxhat.reshape(N, int(np.prod(gc.shape[1:-1])), G, C // G)
-            dx = _norm_backward(gr, xhat.reshape(gr.shape), inv, (1, 3)).reshape(self.cshape)
-            dx = xp.moveaxis(dx, -1, self.ax)
+        n, size, c = xhat.shape
+        gc = xp.moveaxis(gy.astype(xhat.dtype, copy=False), self.ax, -1).reshape(n, size, c)
+        need_x, need_g, need_b = self.needs_grad
+        # per sample and channel: the sums of gy x-hat (dgamma's) and of gy (dbeta's), each one pass
+        e = xp.einsum("nsc,nsc->nc", gc, xhat) if need_x or need_g else None
+        f = (xp.matmul(xp.ones(size, gc.dtype), gc) if size else xp.zeros((n, c), gc.dtype)) \
+            if need_x or need_b else None
+        dgamma = e.sum(axis=0) if need_g else None
+        dbeta = f.sum(axis=0) if need_b else None
+        dx = None
+        if need_x:
+            # dx = inv (g - mean(g) - x-hat mean(g x-hat)) with g = gy gamma, the means over each sample's group:
+            # from the per-channel sums (times gamma), summed within the groups
+            if gamma is not None:
+                e, f = e * gamma, f * gamma
+            count = size * (c // self.groups)
+            groups = self.groups
+
+            def spread(v):   # (N, C) per-channel values -> (N, 1, C), each channel its group's sum / count
+                g = v.reshape(n, groups, c // groups).sum(axis=-1, keepdims=True) / count
+                return xp.broadcast_to(g, (n, groups, c // groups)).reshape(n, 1, c)
+            dx = gc * (inv if gamma is None else inv * gamma)
+            dx -= xhat * (inv * spread(e))
+            dx -= inv * spread(f)
+            dx = xp.moveaxis(dx.reshape(self.cshape), -1, self.ax)
         return _in_dtypes((dx, dgamma, dbeta), self.dtypes)
 
 
