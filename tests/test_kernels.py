@@ -515,18 +515,18 @@ def test_depthwise_kernel_gradients_are_numerically_right(compiled):
     (3, 1, 1, "valid"), (3, 2, 1, "same"), ((2, 3), (1, 3), 1, "valid"), (3, 1, 2, "same"), (5, 2, 1, "same")])
 def test_col2im_kernel_equals_numpy(compiled, dtype, kernel, strides, dilation, padding):
     """Conv2D's input gradient (col2im: 10 input channels, neither the thin layout nor the stride-1 'dx as a
-    convolution') and Conv2DTranspose's forward through the compiled gather equal NumPy's code, every weight
-    gradient too. The gather adds in NumPy's order; the columns come from one wider product, which BLAS may
-    round differently in the last bit (so not bit for bit)."""
+    convolution'; 32 filters, enough for the gather at stride 1 too) and Conv2DTranspose's forward through the
+    compiled gather equal NumPy's code, every weight gradient too. The gather adds in NumPy's order; the columns
+    come from one wider product, which BLAS may round differently in the last bit (so not bit for bit)."""
     calls = _count_calls(compiled, "col2im_gather")
-    conv = layers.Conv2D(12, kernel, strides=strides, dilation_rate=dilation, padding=padding, dtype=dtype.__name__)
+    conv = layers.Conv2D(32, kernel, strides=strides, dilation_rate=dilation, padding=padding, dtype=dtype.__name__)
     x = R.standard_normal((3, 11, 13, 10)).astype(dtype)
     gy = R.standard_normal(conv(x).shape).astype(dtype)
     got, want = _both(compiled, lambda: _grads(conv, x, gy))
     _close(got, want, dtype)
     assert len(calls) == 1
     if dilation == 1:
-        up = layers.Conv2DTranspose(12, kernel, strides=strides, padding=padding, dtype=dtype.__name__)
+        up = layers.Conv2DTranspose(32, kernel, strides=strides, padding=padding, dtype=dtype.__name__)
         x = R.standard_normal((3, 6, 7, 10)).astype(dtype)
         gy = R.standard_normal(up(x).shape).astype(dtype)
         got, want = _both(compiled, lambda: _grads(up, x, gy))
@@ -534,6 +534,20 @@ def test_col2im_kernel_equals_numpy(compiled, dtype, kernel, strides, dilation, 
         assert len(calls) == 3   # and the transposed convolution's forward, built and run once compiled
     if dtype == np.float64:
         check_grad(conv, x[:2, :8, :9])   # numerically, through the gather
+
+
+@pytest.mark.parametrize("strides,filters,gathered", [(1, 12, False), (1, 32, True), (2, 12, True)])
+def test_col2im_takes_the_gather_where_it_is_faster(compiled, strides, filters, gathered):
+    """The input gradient's col2im at stride 1 with few channels each way (10 x 12: its runs too short for the
+    compiled gather) keeps the offsets' own products; with more filters, or at stride 2, it takes the gather.
+    The same values either way."""
+    calls = _count_calls(compiled, "col2im_gather")
+    conv = layers.Conv2D(filters, 3, strides=strides, padding="same")
+    x = R.standard_normal((3, 11, 13, 10)).astype(np.float32)
+    gy = R.standard_normal(conv(x).shape).astype(np.float32)
+    got, want = _both(compiled, lambda: _grads(conv, x, gy))
+    _close(got, want, np.float32)
+    assert len(calls) == int(gathered)
 
 
 @pytest.mark.parametrize("kernel,strides,padding,output_padding", [
