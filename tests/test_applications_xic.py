@@ -159,6 +159,49 @@ def test_grouped_conv2d_matches_torch(groups, cin, filters, padding):
     check_grad(layer, x, atol=1e-5)
 
 
+@pytest.mark.parametrize("rank,groups,cin,filters,kw", [
+    (2, 2, 32, 32, dict(strides=1, padding="same")),                     # 16 channels a group: dx as a convolution
+    (2, 4, 32, 16, dict(strides=2, padding="same")),
+    (2, 8, 64, 64, dict(strides=1, padding="valid", dilation_rate=2)),
+    (1, 4, 32, 8, dict(strides=2, padding="valid")),
+    (1, 2, 16, 32, dict(strides=1, padding="same", dilation_rate=3))])
+def test_grouped_conv_each_group_as_a_dense_conv_matches_torch(rank, groups, cin, filters, kw):
+    """Grouped 1-D and 2-D convolutions run each group through the dense convolution's forward and backward:
+    output, input and kernel gradients as PyTorch's, at strides, dilations and both paddings."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    cls = layers.Conv2D if rank == 2 else layers.Conv1D
+    layer = cls(filters, 3, groups=groups, **kw)
+    shape = (3, 11, 12, cin) if rank == 2 else (3, 17, cin)
+    x = rng.standard_normal(shape).astype("float32")
+    y = layer(x)
+    gy = rng.standard_normal(y.shape).astype("float32")
+    xt = lamina.Tensor(x, requires_grad=True)
+    gx, gk, gb = lamina.grad(layer(xt), [xt, layer.kernel, layer.bias], grad_output=lamina.Tensor(gy))
+    perm = (0, 3, 1, 2) if rank == 2 else (0, 2, 1)
+    back = (0, 2, 3, 1) if rank == 2 else (0, 2, 1)
+    tx = torch.tensor(np.transpose(x, perm), requires_grad=True)
+    tw = torch.tensor(np.transpose(layer.kernel.numpy(), (3, 2, 0, 1) if rank == 2 else (2, 1, 0)), requires_grad=True)
+    s, d = kw["strides"], kw.get("dilation_rate", 1)
+    if kw["padding"] == "same":   # TensorFlow's rule: the extra row at the end (these shapes: none at stride 1)
+        pads = []
+        for n in reversed(shape[1:-1]):
+            total = max((-(-n // s) - 1) * s + (3 - 1) * d + 1 - n, 0)
+            pads += [total // 2, total - total // 2]
+        tin = torch.nn.functional.pad(tx, pads)
+    else:
+        tin = tx
+    conv = torch.nn.functional.conv2d if rank == 2 else torch.nn.functional.conv1d
+    ty = conv(tin, tw, torch.tensor(layer.bias.numpy()), stride=s, dilation=d, groups=groups)
+    ty.backward(torch.tensor(np.transpose(gy, perm)))
+    np.testing.assert_allclose(y.numpy(), np.transpose(ty.detach().numpy(), back), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(gx), np.transpose(tx.grad.numpy(), back), rtol=1e-4, atol=1e-4)
+    kt = tw.grad.numpy()
+    np.testing.assert_allclose(np.asarray(gk), np.transpose(kt, (2, 3, 1, 0) if rank == 2 else (2, 1, 0)),
+                               rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(gb), gy.sum(axis=tuple(range(gy.ndim - 1))), rtol=1e-4, atol=1e-4)
+
+
 def test_grouped_conv1d_causal_matches_torch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(1)

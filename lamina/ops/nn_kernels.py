@@ -226,19 +226,28 @@ def _out_size(padded, kernel, stride, dilation):
 
 
 class GroupConvND(Op):
-    """Grouped N-d convolution, channels last: x (N, S..., C), w (K..., C/G, O), G groups.
+    """Grouped N-d convolution, channels last: x (N, S..., C), w (K..., C/G, O), G groups; output channel
+    g*(O/G) + j is group g's j-th filter (torch's / Keras's order; groups = C with w (K..., 1, C*M) is a
+    depthwise convolution).
 
-    Forward: cols = im2col(pad(x)) arranged (G, M, K*C/G); y = cols @ w (G, K*C/G, O/G), one batched GEMM;
-    output channel g*(O/G) + j is group g's j-th filter (torch's / Keras's order; groups = C with
-    w (K..., 1, C*M) is a depthwise convolution).
-    Backward: dw = cols^T dy (batched GEMM); dx = crop(col2im(dy w^T)).
+    1-D and 2-D: each group through the dense 2-D convolution's own forward and backward (ops.convolution.Conv2D:
+    its blocked im2col, compiled where built, and its input gradient as a convolution or a col2im), on a
+    contiguous copy of the group's channels. Measured (forward + backward, 2 threads, against the general way
+    below): (32, 32, 32, 32) 3x3 G=4 84 -> 30 ms (PyTorch 10), (16, 14, 14, 128) G=32 34.5 -> 20.4, (16, 28, 28, 64)
+    G=8 57.8 -> 24.9, (32, 16, 16, 64) G=2 33.8 -> 18.9; the general way's transposing copies and its col2im (one
+    strided addition per offset over the padded gradient) were most of its time.
+    Otherwise (3-D, an empty input): cols = im2col(pad(x)) arranged (G, M, K*C/G); y = cols @ w (G, K*C/G, O/G),
+    one batched GEMM. Backward: dw = cols^T dy (batched GEMM); dx = crop(col2im(dy w^T)).
     """
 
     half_via_float32 = True  # float16 through float32 BLAS (tensor.Op)
+    _groups = None           # (the per-group Conv2D ops, x's shape, w's shape) of the 1-D and 2-D way
 
     def forward(self, x, w):
         xp = self.xp
         G, d = self.groups, x.ndim - 2
+        if d in (1, 2) and x.size and w.size:
+            return self._per_group_forward(x, w)
         kernel = w.shape[:d]
         cg, o = w.shape[-2], w.shape[-1]
         og, kp = o // G, int(np.prod(kernel))
@@ -253,8 +262,41 @@ class GroupConvND(Op):
         self.saved = (cols if self.needs_grad[1] else None, w3, w.shape)
         return y.transpose(1, 0, 2).reshape((n,) + out + (o,))
 
+    def _per_group_forward(self, x, w):
+        from .convolution import Conv2D   # (the same floor, imported where used)
+        xp, G, d = self.xp, self.groups, x.ndim - 2
+        # 1-D as 2-D with a height of one, as ops.convolution.conv1d runs it
+        x4 = x if d == 2 else x.reshape(x.shape[0], 1, x.shape[1], x.shape[2])
+        w4 = w if d == 2 else w.reshape((1,) + w.shape)
+        stride, dilation = ((tuple(self.stride), tuple(self.dilation)) if d == 2
+                            else ((1,) + tuple(self.stride), (1,) + tuple(self.dilation)))
+        pads = tuple(self.pads) if d == 2 else ((0, 0),) + tuple(self.pads)
+        n, h, wd, c = x4.shape
+        kh, kw, cg, o = w4.shape
+        og = o // G
+        xg = xp.ascontiguousarray(xp.moveaxis(x4.reshape(n, h, wd, G, cg), 3, 0))     # (G, N, H, W, C/G)
+        wg = xp.ascontiguousarray(xp.moveaxis(w4.reshape(kh, kw, cg, G, og), 3, 0))   # (G, KH, KW, C/G, O/G)
+        ops, ys = [], []
+        for g in range(G):
+            op = Conv2D(stride=stride, dilation=dilation, pads=pads)
+            op.xp, op.needs_grad = xp, (self.needs_grad[0], self.needs_grad[1], False)
+            ys.append(op.forward(xg[g], wg[g], None))
+            ops.append(op)
+        self._groups = (ops, x.shape, w.shape)
+        y = xp.stack(ys, axis=-2)                                                      # (N, OH, OW, G, O/G)
+        return y.reshape(y.shape[:3] + (o,)) if d == 2 else y.reshape(n, y.shape[2], o)
+
     def backward(self, gy):
         xp = self.xp
+        if self._groups is not None:
+            ops, xshape, wshape = self._groups
+            G, o = self.groups, gy.shape[-1]
+            g4 = gy if gy.ndim == 4 else gy.reshape(gy.shape[0], 1, gy.shape[1], o)
+            gg = xp.ascontiguousarray(xp.moveaxis(g4.reshape(g4.shape[:3] + (G, o // G)), 3, 0))
+            parts = [op.backward(gg[g]) for g, op in enumerate(ops)]
+            gx = xp.stack([p[0] for p in parts], axis=-2).reshape(xshape) if self.needs_grad[0] else None
+            gw = xp.stack([p[1] for p in parts], axis=-2).reshape(wshape) if self.needs_grad[1] else None
+            return gx, gw
         cols, w3, wshape = self.saved
         xshape, pshape, out = self.meta
         G, d = self.groups, len(out)
