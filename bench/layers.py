@@ -78,6 +78,10 @@ CASES = {
     "bilstm": (lambda L: L.Bidirectional(L.LSTM(64)),
                lambda nn, H: H[0](nn.LSTM(128, 64, batch_first=True, bidirectional=True)), _SEQ, "x"),
     "attention": (lambda L: L.MultiHeadAttention(num_heads=4, key_dim=32), lambda nn, H: H[1](), (32, 64, 128), "x"),
+    # (added last: every earlier case keeps its input, seeded by its position)
+    "conv3x3_g4": (lambda L: L.Conv2D(32, 3, padding="same", groups=4),
+                   lambda nn, H: nn.Conv2d(32, 32, 3, padding=1, groups=4), _IMG32, "x"),
+    "groupnorm": (lambda L: L.GroupNormalization(8, epsilon=1e-5), lambda nn, H: nn.GroupNorm(8, 32), _IMG32, "x"),
 }
 
 
@@ -127,7 +131,7 @@ def _torch_step(name, x):
     _, factory, _, kind = CASES[name]
     module = factory(nn, _torch_helpers(torch, nn))
     module.train()
-    conv_like = name.startswith(("conv", "dwconv", "deconv", "batchnorm", "maxpool", "avgpool", "relu"))
+    conv_like = name.startswith(("conv", "dwconv", "deconv", "batchnorm", "maxpool", "avgpool", "relu", "groupnorm"))
     xt = torch.from_numpy(_channels_first(x) if conv_like else x).requires_grad_(kind == "x")
     with torch.no_grad():
         gy = torch.from_numpy(np.random.default_rng(1).standard_normal(tuple(module(xt).shape)).astype(np.float32))
