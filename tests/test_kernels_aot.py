@@ -110,7 +110,7 @@ def test_every_call_lamina_makes_reaches_the_built_kernels(built, fallbacks, mon
         run(lambda t: ops.gelu(t, approximate=False), x(3, 16))
         for layer, inp in ((layers.LayerNormalization(dtype=dtype), x(3, 8)),
                            (layers.Dense(4, activation="relu", dtype=dtype), x(3, 5)),
-                           (layers.Conv2D(4, 3, dtype=dtype), x(2, 6, 6, 10)),
+                           (layers.Conv2D(32, 3, dtype=dtype), x(2, 6, 6, 10)),   # (10 x 32: the gathered col2im)
                            (layers.Conv2D(4, 3, padding="same", dtype=dtype), x(2, 6, 6, 10)),
                            (layers.LSTM(3, dtype=dtype), x(2, 3, 4)),
                            (layers.GRU(3, dtype=dtype), x(2, 3, 4)),
