@@ -397,6 +397,69 @@ def test_batch_norm_mode_switched_between_forward_and_backward(compiled):
     np.testing.assert_allclose(np.asarray(got.data), want[3], rtol=2e-5, atol=2e-5)
 
 
+# ----------------------------------------------------------------------------- group normalisation
+def _gn_all(x, groups, gamma, beta, gy, axis=-1):
+    ts = [Tensor(x, requires_grad=True)] + [None if a is None else Tensor(a, requires_grad=True) for a in (gamma, beta)]
+    y = ops.group_norm(ts[0], ts[1], ts[2], groups=groups, epsilon=1e-3, axis=axis)
+    gs = grad(ops.sum(y * Tensor(gy)), [t for t in ts if t is not None])
+    return [np.asarray(y.data)] + [np.asarray(g.data) for g in gs]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,groups,axis,affine", [((3, 5, 6, 16), 4, -1, True), ((4, 300, 32), 8, -1, False),
+                                                      ((2, 16, 7, 3), 2, 1, True), ((5, 24), 3, -1, True)])
+def test_group_norm_kernels_equal_numpy(compiled, dtype, shape, groups, axis, affine):
+    """GroupNorm through the batch norm's kernels, sample by sample (a sample's rows; channels first too, and
+    more rows than a block of column sums): NumPy's code's output and gradients to rounding, and float64's
+    formula; the kernels ran."""
+    x = (R.standard_normal(shape) * 3 + 2).astype(dtype)
+    c = shape[axis]
+    gamma = (R.standard_normal(c) + 1).astype(dtype) if affine else None
+    beta = R.standard_normal(c).astype(dtype) if affine else None
+    gy = R.standard_normal(shape).astype(dtype)
+    calls = _count_calls(compiled, "batch_norm_rows")
+    grads = _count_calls(compiled, "batch_norm_rows_grad")
+    got, want = _both(compiled, lambda: _gn_all(x, groups, gamma, beta, gy, axis))
+    assert len(calls) == shape[0] and len(grads) == shape[0]
+    _close(got, want, dtype)
+    if dtype == np.float32:
+        exact = _gn_all(*(None if a is None else a.astype(np.float64) for a in (x,)), groups,
+                        *(None if a is None else a.astype(np.float64) for a in (gamma, beta, gy)), axis=axis)
+        for u, e in zip(got, exact):
+            np.testing.assert_allclose(u, e, rtol=1e-4, atol=1e-4)
+
+
+def test_group_norm_kernels_leave_few_channels_to_numpy_and_split_over_threads_the_same(compiled):
+    """Fewer channels than K.BN_MIN_CHANNELS stay with NumPy's code; over three threads (samples split) the
+    one-thread values to the bit."""
+    x = R.standard_normal((4, 9, 9, K.BN_MIN_CHANNELS - 2)).astype(np.float32)
+    calls = _count_calls(compiled, "batch_norm_rows")
+    _gn_all(x, 2, None, None, np.ones_like(x))
+    assert calls == []
+    x = R.standard_normal((7, 10, 10, 32)).astype(np.float32)
+    gy = R.standard_normal(x.shape).astype(np.float32)
+    gamma, beta = R.standard_normal(32).astype(np.float32), R.standard_normal(32).astype(np.float32)
+    one = _gn_all(x, 8, gamma, beta, gy)
+    splits = _force_split(compiled)
+    split = _gn_all(x, 8, gamma, beta, gy)
+    assert len(splits) == 5   # forward: the two sums and y; backward: the sums and dx
+    for u, v in zip(one, split):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_group_norm_mode_switched_between_forward_and_backward(compiled):
+    """Forward through the kernels (x and the mean kept, not x-hat), backward in NumPy's code: the same
+    gradients."""
+    x = R.standard_normal((3, 6, 6, 16)).astype(np.float32)
+    gy = R.standard_normal(x.shape).astype(np.float32)
+    want = _both(compiled, lambda: _gn_all(x, 4, None, None, gy))[0]
+    xt = Tensor(x, requires_grad=True)
+    y = ops.group_norm(xt, None, None, groups=4)
+    compiled.setitem(K._state, "mode", "numpy")
+    got = grad(ops.sum(y * gy), [xt])[0]
+    np.testing.assert_allclose(np.asarray(got.data), want[1], rtol=2e-5, atol=2e-5)
+
+
 # ----------------------------------------------------------------------------- depthwise convolution
 # (input shape, ops.nn.depthwise_conv_bias arguments, multiplier, bias?): 1-D to 3-D, strides, dilation, a depth
 # multiplier, 'same' and 'valid'

@@ -12,6 +12,8 @@ read while it sits in the first-level cache, so each array is read or written on
   keeping an input-sized x-hat (less memory as well).
 - :func:`batch_norm_forward` / :func:`batch_norm_backward`: training BatchNormalization over channels-last
   rows, the per-channel sums in passes of their own and x-hat recomputed from x in backward, as LayerNorm's.
+- :func:`group_norm_forward` / :func:`group_norm_backward`: GroupNormalization (and InstanceNormalization)
+  through the batch norm's kernels, each sample's rows with its own per-channel vectors, samples over threads.
 - :func:`bias_relu`: y += bias, then max(y, 0), in place, one pass.
 - :func:`relu_bias_grad`: the ReLU mask of the gradient and the bias gradient (its column sums), one pass
   (without the bias, a ReLU layer's or activation's backward: ops.math.relu_grad).
@@ -438,6 +440,95 @@ def batch_norm_backward(gy2, x2, mean, inv, gamma, gmean, gvar, need_x):
         dx = np.empty_like(gy2)
         _split(lambda lo, hi: k.batch_norm_rows_grad(gy2[lo:hi], x2[lo:hi], mean, inv, a, bv, cv, dx[lo:hi]),
                rows, gy2.size)
+    return dx, dgamma, dbeta
+
+
+def _by_samples(body, n, elements):
+    """body(lo, hi) over samples 0..n, split over lamina's threads for large arrays (each sample's results its
+    own: the same values on any number of threads)."""
+    width = min(n, _threads.split_width(elements, LN_SPLIT_ELEMENTS)) if n > 1 else 1
+    if width < 2:
+        body(0, n)
+    else:
+        _threads.run_split([lambda r=r: body(*r) for r in _threads.ranges(n, width)])
+
+
+def _group_spread(per, groups, count):
+    """(N, C) per-channel sums -> (N, C): each channel its group's sum / count (the sums in float64)."""
+    n, c = per.shape
+    g = per.reshape(n, groups, c // groups).sum(axis=-1, dtype=np.float64, keepdims=True) / count
+    return np.broadcast_to(g, (n, groups, c // groups)).reshape(n, c)
+
+
+def group_norm_forward(x3, groups, gamma, beta, epsilon):
+    """GroupNorm of a (N, S, C) array (each sample's S positions, channels last, C a multiple of ``groups``):
+    (y, mean, inv), mean and inv (N, C) with each channel its group's values; or None where the kernels do not
+    run. Each sample's rows go through the batch norm's kernels with that sample's per-channel vectors: the
+    column sums of x, then of (x - mean)^2 (two passes: no cancellation, as the NumPy code's), then y in one pass;
+    the groups' statistics from the column sums (float64 across the row blocks and a group's channels). Samples
+    split over threads. gamma and beta: (C,) or None."""
+    k = _eligible(x3, gamma, beta) if x3.ndim == 3 and x3.shape[2] >= BN_MIN_CHANNELS else None
+    if k is None:
+        return None
+    n, size, c = x3.shape
+    count = size * (c // groups)
+    nb = -(-size // _BLOCK)
+    blocks = np.zeros((n, nb, c), x3.dtype)
+    mean = np.empty((n, c), x3.dtype)
+
+    def sums(lo, hi, squared):
+        for i in range(lo, hi):
+            k.column_sums_rows(x3[i], mean[i] if squared else x3[i, 0], squared, blocks[i])
+    _by_samples(lambda lo, hi: sums(lo, hi, False), n, x3.size)
+    mean[...] = _group_spread(blocks.sum(axis=1, dtype=np.float64), groups, count)
+    blocks[...] = 0
+    _by_samples(lambda lo, hi: sums(lo, hi, True), n, x3.size)
+    inv = (1.0 / np.sqrt(_group_spread(blocks.sum(axis=1, dtype=np.float64), groups, count) + epsilon)).astype(
+        x3.dtype)
+    y = np.empty_like(x3)
+    g = mean[0] if gamma is None else gamma
+    b = mean[0] if beta is None else beta
+
+    def write(lo, hi):
+        for i in range(lo, hi):
+            k.batch_norm_rows(x3[i], mean[i], inv[i], g, b, gamma is not None, beta is not None, y[i])
+    _by_samples(write, n, x3.size)
+    return y, mean, inv
+
+
+def group_norm_backward(gy3, x3, groups, mean, inv, gamma, need_x):
+    """(dx or None, dgamma, dbeta) of :func:`group_norm_forward` for the gradient gy3 (N, S, C): each sample's
+    sums of gy and gy x-hat (x-hat recomputed from x, the mean and inv) in one pass, then dx in one pass, the batch
+    norm's kernels with that sample's vectors; dgamma and dbeta are those sums over the samples. None where the
+    kernels do not run."""
+    k = _eligible(gy3, x3, gamma) if gy3.shape == x3.shape else None
+    if k is None:
+        return None
+    n, size, c = gy3.shape
+    count = size * (c // groups)
+    blocks = np.zeros((n, -(-size // _BLOCK), 2, c), gy3.dtype)
+
+    def sums(lo, hi):
+        for i in range(lo, hi):
+            k.batch_norm_rows_grad_sums(gy3[i], x3[i], mean[i], inv[i], blocks[i])
+    _by_samples(sums, n, gy3.size)
+    per = blocks.sum(axis=1, dtype=np.float64)            # (N, 2, C): sums of gy and of gy x-hat
+    dbeta = per[:, 0].sum(axis=0).astype(gy3.dtype)
+    dgamma = per[:, 1].sum(axis=0).astype(gy3.dtype)
+    if not need_x:
+        return None, dgamma, dbeta
+    # dx = inv (g - mean(g) - x-hat mean(g x-hat)), g = gy gamma, the means over the sample's group:
+    # a gy + c x-hat + b with a = inv gamma, b = -inv mean(g), c = -inv mean(g x-hat)
+    gam = np.ones(c, np.float64) if gamma is None else gamma.astype(np.float64)
+    a = (inv if gamma is None else inv * gamma).astype(gy3.dtype)
+    bv = (-inv * _group_spread(per[:, 0] * gam, groups, count)).astype(gy3.dtype)
+    cv = (-inv * _group_spread(per[:, 1] * gam, groups, count)).astype(gy3.dtype)
+    dx = np.empty_like(gy3)
+
+    def write(lo, hi):
+        for i in range(lo, hi):
+            k.batch_norm_rows_grad(gy3[i], x3[i], mean[i], inv[i], a[i], bv[i], cv[i], dx[i])
+    _by_samples(write, n, gy3.size)
     return dx, dgamma, dbeta
 
 
