@@ -619,3 +619,30 @@ def test_gradient_of_first_input_matches_torch_autograd(name, args, kwargs):
     sum((y * Tensor(g)).sum() for y, g in zip(run(ops, lx), gys)).backward()
     tol = 1e-5 if name in KEEPS_FLOAT64 | {"vdot"} else 1e-9  # Keras computes these in float32
     np.testing.assert_allclose(lx.grad, tx.grad.numpy(), rtol=tol, atol=tol * 1e-3, err_msg=name)
+
+
+def test_einsum_results_come_back_contiguous_and_equal():
+    """A two-operand einsum whose BLAS route NumPy hands back in a transposed layout (EinsumDense's input gradient,
+    'abd,cd->abc') is computed with the operands swapped, which comes back C-contiguous (no strided reads or copy
+    later): the same values as np.einsum, and the same bits on the next call (the order remembered)."""
+    from lamina import grad
+    r = np.random.default_rng(3)
+    x = r.standard_normal((4, 6, 8)).astype(np.float32)
+    w = r.standard_normal((8, 16)).astype(np.float32)
+    gy = r.standard_normal((4, 6, 16)).astype(np.float32)
+    got = []
+    for _ in range(2):
+        xt, wt = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+        y = ops.einsum("abc,cd->abd", xt, wt)
+        gx, gw = grad(y, [xt, wt], grad_output=Tensor(gy))
+        got.append((np.asarray(y.data), np.asarray(gx.data), np.asarray(gw.data)))
+        assert all(a.flags.c_contiguous for a in got[-1])
+    np.testing.assert_allclose(got[0][0], np.einsum("abc,cd->abd", x, w), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[0][1], np.einsum("abd,cd->abc", gy, w), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[0][2], np.einsum("abc,abd->cd", x, gy), rtol=1e-5, atol=1e-5)
+    for a, b in zip(*got):
+        np.testing.assert_array_equal(a, b)
+    for _ in range(2):   # the forward of the gradient's own form: NumPy's order gives strides (24, 4, 96) here
+        z = ops.einsum("abd,cd->abc", gy, w)
+        assert z.data.flags.c_contiguous
+        np.testing.assert_allclose(np.asarray(z.data), np.einsum("abd,cd->abc", gy, w), rtol=1e-5, atol=1e-5)
