@@ -610,3 +610,25 @@ def test_gate_sigmoid_relatively_exact_in_the_normal_range(dtype, low):
     sigmoid_inplace(np, block[:, :1], subnormals=False)
     np.testing.assert_array_equal(block[:, 0], got)
     np.testing.assert_array_equal(block[:, 1], x)
+
+
+@pytest.mark.parametrize("shape,axis", [((6, 7, 5, 4), (1, 3)), ((3, 4, 5, 2, 3), (1, 2, 4)), ((5, 6, 3), (2, 0)),
+                                        ((4, 3, 70), (1, 2)), ((3, 4), None), ((3, 4, 2), (0, 1, 2))])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_sum_mean_var_over_several_axes_with_a_short_last_one(shape, axis, keepdims):
+    """sum, mean and var over axes that include a short last axis (summed after the others: NumPy's own reduction
+    walks it element by element) or not, a whole array's too: NumPy's values and shapes in float32 (within its
+    rounding) and float64, and their gradients numerically."""
+    x = np.random.default_rng(4).standard_normal(shape)
+    for dt, tol in ((np.float32, 1e-5), (np.float64, 1e-12)):
+        a = x.astype(dt)
+        for fn, ref in ((ops.sum, np.sum), (ops.mean, np.mean), (ops.var, np.var)):
+            got = np.asarray(fn(Tensor(a), axis=axis, keepdims=keepdims).data)
+            want = ref(a, axis=axis, keepdims=keepdims)
+            assert got.shape == np.shape(want)
+            assert got.dtype == dt or fn is ops.var   # (ops.var computes float64 in float32, as Keras's)
+            t = tol if got.dtype == dt else 1e-5
+            np.testing.assert_allclose(got, want, rtol=t, atol=t)
+    from lamina.ops import math as M   # (the ops themselves: ops.var computes float64 in float32)
+    for fn in (M.sum, M.mean, M.var):
+        check_grad(lambda t, fn=fn: fn(t, axis=axis, keepdims=keepdims), x)

@@ -540,11 +540,39 @@ def _expand(g, shape, axes, keepdims):
     return g.reshape(shp)
 
 
+# NumPy reduces several axes that include a short last one element by element along it: (64, 1024, 8, 4) float32
+# over axes (1, 3) 12.7 ms, against 1.3 for the other axes first (the last one kept: vectorised along it), then the
+# last; (32, 32, 32, 8, 4) over (1, 2, 4) 6.4 against 0.6. (A last axis that is not reduced, or a long one, is fast.)
+_SHORT_LAST_AXIS = 64
+
+
+def _sum_axes(xp, x, axes, keepdims):
+    """x.sum over ``axes`` (normalised), a short last axis among several (not all: a whole array's sum is NumPy's
+    pairwise one over the flat array, fast and the more accurate) summed after the others."""
+    last = x.ndim - 1
+    ax = sorted(set(axes))
+    if (xp is not np or len(ax) < 2 or len(ax) == x.ndim or ax[-1] != last or x.shape[last] >= _SHORT_LAST_AXIS
+            or x.dtype.kind != "f"):
+        return x.sum(axis=axes, keepdims=keepdims)
+    s = x.sum(axis=tuple(ax[:-1]), keepdims=True).sum(axis=-1, keepdims=True)
+    return s if keepdims else s.reshape([n for i, n in enumerate(x.shape) if i not in ax])
+
+
+def _mean_axes(xp, x, axes, keepdims):
+    """x.mean over ``axes`` as NumPy's (the sum, then divided by the count), the sum by _sum_axes; float16 as NumPy
+    (its mean accumulates in float32)."""
+    if x.dtype == np.float16 or x.dtype.kind != "f" or not axes:
+        return x.mean(axis=axes, keepdims=keepdims)
+    count = int(np.prod([x.shape[a] for a in axes]))
+    s = _sum_axes(xp, x, axes, keepdims)
+    return xp.true_divide(s, count, out=s if isinstance(s, xp.ndarray) else None)
+
+
 class Sum(Op):
     def forward(self, x):
         self.shape_in = x.shape
         self.axes = _norm_axis(self.axis, x.ndim)
-        return x.sum(axis=self.axes, keepdims=self.keepdims)
+        return _sum_axes(self.xp, x, self.axes, self.keepdims)
 
     def backward(self, gy):
         g = _expand(gy, self.shape_in, self.axes, self.keepdims)
@@ -556,7 +584,7 @@ class Mean(Op):
         self.shape_in = x.shape
         self.axes = _norm_axis(self.axis, x.ndim)
         self.count = int(np.prod([x.shape[a] for a in self.axes])) if self.axes else 1
-        return x.mean(axis=self.axes, keepdims=self.keepdims)
+        return _mean_axes(self.xp, x, self.axes, self.keepdims)
 
     def backward(self, gy):
         g = _expand(gy, self.shape_in, self.axes, self.keepdims) / self.count
@@ -617,10 +645,10 @@ class Var(Op):
     def forward(self, x):
         self.axes = _norm_axis(self.axis, x.ndim)
         self.count = int(np.prod([x.shape[a] for a in self.axes])) if self.axes else 1
-        mu = x.mean(axis=self.axes, keepdims=True)
+        mu = _mean_axes(self.xp, x, self.axes, True)
         d = x - mu
         self.saved = (d,)
-        return (d * d).mean(axis=self.axes, keepdims=self.keepdims)
+        return _mean_axes(self.xp, d * d, self.axes, self.keepdims)
 
     def backward(self, gy):
         (d,) = self.saved
