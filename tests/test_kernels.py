@@ -1547,6 +1547,27 @@ def test_attention_takes_the_softmax_kernel_and_gives_numpys_values(compiled, ma
             np.testing.assert_array_equal(a, b)
 
 
+# ----------------------------------------------------------------------------- segment_sum
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(300, 5), (200,), (120, 3, 4)])
+def test_segment_sum_takes_the_scatter_kernel_and_equals_numpy(compiled, dtype, shape):
+    """ops.segment_sum through the embedding gradient's compiled scatter: NumPy's code's values (np.add.at) for ids
+    in range, ids out of range dropped, empty segments 0, rows of any rank; its gradient as before."""
+    data = R.standard_normal(shape).astype(dtype)
+    ids = R.integers(-2, 42, shape[0])                     # some out of range on both sides
+    calls = _count_calls(compiled, "scatter_rows")
+
+    def run():
+        t = Tensor(data, requires_grad=True)
+        y = ops.segment_sum(t, ids, num_segments=40)
+        (g,) = grad(ops.sum(y * y), [t])
+        return [np.asarray(y.data), np.asarray(g.data)]
+    got, want = _both(compiled, run)
+    assert len(calls) == 1
+    assert got[0].shape == (40,) + shape[1:]
+    _close(got, want, dtype)
+
+
 # ----------------------------------------------------------------------------- the embedding table's gradient
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("time_major", [False, True])

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from ..tensor import Op
+from . import kernels as _kernels
 from .math import _norm_axis, unbroadcast
 
 __all__ = []  # kernels only: the public functions are in core.py
@@ -207,6 +208,15 @@ class SegmentReduce(Op):
         if data.dtype.kind != "f" and self.kind in ("max", "min"):
             info = np.iinfo(data.dtype) if data.dtype.kind in "iu" else None
             init = (info.min if self.kind == "max" else info.max) if info else (self.kind == "min")
+        if self.kind == "sum" and xp is np and data.dtype.kind == "f" and data.ndim >= 1:
+            # the embedding gradient's compiled scatter (rows added by id in position order, a table written once,
+            # rows no id names zeroed): np.add.at walks the rows one by one ((2048, 128) into 512 segments 3.6 ms)
+            rows = np.ascontiguousarray(data.reshape(data.shape[0], -1))
+            table = _kernels.scatter_rows(ids_c, rows, n + 1)
+            if table is not None:
+                out = table.reshape((n + 1,) + tuple(data.shape[1:]))
+                self.saved = (data, ids_c, out)
+                return out[:n]
         out = xp.full((n + 1,) + tuple(data.shape[1:]), init, dtype=data.dtype)
         if self.kind == "prod":
             multiply_at(xp, out, ids_c, data)
