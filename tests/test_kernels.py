@@ -1568,6 +1568,30 @@ def test_segment_sum_takes_the_scatter_kernel_and_equals_numpy(compiled, dtype, 
     _close(got, want, dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("how", ["rows", "take_axis1", "slices_axis2", "negative", "take_axis0_of_1d"])
+def test_gather_gradients_take_the_scatter_kernel_and_equal_numpy(compiled, dtype, how):
+    """The gradient of a gather by one 1-D integer index (x[ids], x[:, ids], ops.take along an axis; repeated and
+    negative ids) through the compiled scatter: NumPy's code's values (np.add.at), the kernel ran."""
+    x = R.standard_normal((7, 9, 5) if how != "take_axis0_of_1d" else (40,)).astype(dtype)
+    ids = R.integers(0, 7, 12)
+    fn = {"rows": lambda t: t[ids],
+          "take_axis1": lambda t: ops.take(t, np.array([8, 0, 8, 3, 3, 3, 3, 1]), axis=1),
+          "slices_axis2": lambda t: t[:, :, np.array([4, 4, 0])],
+          "negative": lambda t: t[np.array([-1, 0, -7, 6, -1])],
+          "take_axis0_of_1d": lambda t: ops.take(t, np.array([39, 0, 39, 5]), axis=0)}[how]
+    calls = _count_calls(compiled, "scatter_rows")
+
+    def run():
+        t = Tensor(x, requires_grad=True)
+        y = fn(t)
+        (g,) = grad(ops.sum(y * y), [t])
+        return [np.asarray(y.data), np.asarray(g.data)]
+    got, want = _both(compiled, run)
+    assert len(calls) == 1
+    _close(got, want, dtype)
+
+
 # ----------------------------------------------------------------------------- the embedding table's gradient
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("time_major", [False, True])

@@ -9,13 +9,20 @@ import string
 import numpy as np
 
 from ..tensor import Op
+from . import kernels as _kernels
 
 __all__ = []
 
 
 def _scatter_along(xp, g_out, idx, axis, n):
-    """The adjoint of ``xp.take(x, idx, axis)`` for a 1-D ``idx``: sums g_out's slices into n slots."""
+    """The adjoint of ``xp.take(x, idx, axis)`` for a 1-D ``idx``: sums g_out's slices into n slots (through the
+    embedding gradient's compiled scatter where it runs: np.add.at walks the slices one by one, (32, 32, 128)
+    into 64 slots along axis 1 2.2 ms)."""
     moved = xp.moveaxis(g_out, axis, 0)
+    if xp is np and moved.dtype.kind == "f":
+        table = _kernels.scatter_index_rows(np.asarray(idx), moved.reshape(moved.shape[0], -1), n)
+        if table is not None:
+            return xp.moveaxis(table.reshape((n,) + moved.shape[1:]), 0, axis)
     g = xp.zeros((n,) + moved.shape[1:], g_out.dtype)
     xp.add.at(g, idx, moved)
     return xp.moveaxis(g, 0, axis)

@@ -833,6 +833,20 @@ def scatter_rows(ids, gy, num_rows):
     return out
 
 
+def scatter_index_rows(ids, rows, num_rows):
+    """:func:`scatter_rows` for the gradient of a gather by an integer index (NumPy's: negative ids count from the
+    end): the (num_rows, D) table, or None where the kernels do not run, the ids are not 1-D integers, or one lies
+    outside [-num_rows, num_rows) (the kernel writes unchecked)."""
+    if (not isinstance(ids, np.ndarray) or ids.ndim != 1 or ids.dtype.kind not in "iu" or ids.size == 0
+            or not isinstance(rows, np.ndarray) or rows.ndim != 2 or rows.shape[0] != ids.shape[0]):
+        return None
+    if ids.dtype.kind == "i" and ids.min() < 0:
+        ids = np.where(ids < 0, ids + num_rows, ids)
+    if ids.min() < 0 or ids.max() >= num_rows:
+        return None
+    return scatter_rows(ids, np.ascontiguousarray(rows), num_rows)
+
+
 def _pool_geometry(shape, pool, stride, pads):
     (ph, pw), (sh, sw), ((pt, pb), (pl, pr)) = pool, stride, pads
     oh = (shape[1] + pt + pb - ph) // sh + 1

@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import tensor as _tensor_module
 from ..tensor import Op, Tensor, as_tensor
+from . import kernels as _kernels
 from .math import unbroadcast
 
 __all__ = ["reshape", "transpose", "getitem", "concatenate", "stack", "split", "pad", "expand_dims",
@@ -42,6 +43,22 @@ def _is_basic(idx):
     return all(i is None or i is Ellipsis or isinstance(i, (int, slice)) for i in items)
 
 
+def _gather_axis(idx):
+    """The axis an index gathers along when it is one 1-D integer array, alone or among full slices
+    (x[ids], x[:, ids]); else None."""
+    if isinstance(idx, np.ndarray):
+        return 0 if idx.ndim == 1 and idx.dtype.kind in "iu" else None
+    if not isinstance(idx, tuple):
+        return None
+    arrays = [i for i, v in enumerate(idx) if isinstance(v, np.ndarray)]
+    if len(arrays) != 1 or idx[arrays[0]].ndim != 1 or idx[arrays[0]].dtype.kind not in "iu":
+        return None
+    full = slice(None)
+    if not all(isinstance(v, slice) and v == full for i, v in enumerate(idx) if i != arrays[0]):
+        return None
+    return arrays[0]
+
+
 def _index_on(xp, idx):
     """idx with its NumPy index arrays moved to xp's device (CuPy will not take host arrays everywhere)."""
     if xp is np:
@@ -64,6 +81,17 @@ class GetItem(Op):
 
     def backward(self, gy):
         shape, dtype = self.meta
+        axis = _gather_axis(self.idx) if self.xp is np and gy.dtype.kind == "f" else None
+        if axis is not None:
+            # x[..., ids, ...] with one 1-D integer array, full slices around it (ops.take along an axis, rows
+            # gathered): the embedding gradient's compiled scatter where it runs (np.add.at walks the slices one by
+            # one: (32, 32, 128) into 64 slots along axis 1, 2.2 ms)
+            ids = self.idx if axis == 0 and not isinstance(self.idx, tuple) else self.idx[axis]
+            moved = np.moveaxis(gy, axis, 0)
+            table = _kernels.scatter_index_rows(ids, moved.reshape(moved.shape[0], -1), shape[axis])
+            if table is not None:
+                g = np.moveaxis(table.reshape((shape[axis],) + moved.shape[1:]), 0, axis)
+                return np.ascontiguousarray(g).astype(dtype, copy=False)
         g = self.xp.zeros(shape, dtype)
         if _is_basic(self.idx):
             g[self.idx] = gy
