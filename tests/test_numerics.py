@@ -613,12 +613,13 @@ def test_gate_sigmoid_relatively_exact_in_the_normal_range(dtype, low):
 
 
 @pytest.mark.parametrize("shape,axis", [((6, 7, 5, 4), (1, 3)), ((3, 4, 5, 2, 3), (1, 2, 4)), ((5, 6, 3), (2, 0)),
-                                        ((4, 3, 70), (1, 2)), ((3, 4), None), ((3, 4, 2), (0, 1, 2))])
+                                        ((4, 5, 3, 2, 2), (0, 3, 4)), ((4, 3, 70), (1, 2)), ((4, 3, 5, 6), (0, 2, 3)),
+                                        ((3, 4), None), ((3, 4, 2), (0, 1, 2))])
 @pytest.mark.parametrize("keepdims", [False, True])
 def test_sum_mean_var_over_several_axes_with_a_short_last_one(shape, axis, keepdims):
-    """sum, mean and var over axes that include a short last axis (summed after the others: NumPy's own reduction
-    walks it element by element) or not, a whole array's too: NumPy's values and shapes in float32 (within its
-    rounding) and float64, and their gradients numerically."""
+    """sum, mean and var over axes that end in a short trailing run behind other reduced axes (summed after the
+    others: NumPy's own reduction walks it element by element) or not, a whole array's too: NumPy's values and
+    shapes in float32 (within its rounding) and float64, and their gradients numerically."""
     x = np.random.default_rng(4).standard_normal(shape)
     for dt, tol in ((np.float32, 1e-5), (np.float64, 1e-12)):
         a = x.astype(dt)
