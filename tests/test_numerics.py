@@ -616,14 +616,15 @@ def test_gate_sigmoid_relatively_exact_in_the_normal_range(dtype, low):
                                         ((4, 5, 3, 2, 2), (0, 3, 4)), ((4, 3, 70), (1, 2)), ((4, 3, 5, 6), (0, 2, 3)),
                                         ((3, 4), None), ((3, 4, 2), (0, 1, 2))])
 @pytest.mark.parametrize("keepdims", [False, True])
-def test_sum_mean_var_over_several_axes_with_a_short_last_one(shape, axis, keepdims):
-    """sum, mean and var over axes that end in a short trailing run behind other reduced axes (summed after the
-    others: NumPy's own reduction walks it element by element) or not, a whole array's too: NumPy's values and
-    shapes in float32 (within its rounding) and float64, and their gradients numerically."""
+def test_reductions_over_several_axes_with_a_short_last_run(shape, axis, keepdims):
+    """sum, mean, var, max and min over axes that end in a short trailing run behind other reduced axes (reduced
+    after the others: NumPy's own reduction walks it element by element) or not, a whole array's too: NumPy's values
+    and shapes in float32 (within its rounding) and float64, their gradients numerically, max's shared among ties."""
     x = np.random.default_rng(4).standard_normal(shape)
     for dt, tol in ((np.float32, 1e-5), (np.float64, 1e-12)):
         a = x.astype(dt)
-        for fn, ref in ((ops.sum, np.sum), (ops.mean, np.mean), (ops.var, np.var)):
+        for fn, ref in ((ops.sum, np.sum), (ops.mean, np.mean), (ops.var, np.var), (ops.max, np.max),
+                        (ops.min, np.min)):
             got = np.asarray(fn(Tensor(a), axis=axis, keepdims=keepdims).data)
             want = ref(a, axis=axis, keepdims=keepdims)
             assert got.shape == np.shape(want)
@@ -631,5 +632,11 @@ def test_sum_mean_var_over_several_axes_with_a_short_last_one(shape, axis, keepd
             t = tol if got.dtype == dt else 1e-5
             np.testing.assert_allclose(got, want, rtol=t, atol=t)
     from lamina.ops import math as M   # (the ops themselves: ops.var computes float64 in float32)
-    for fn in (M.sum, M.mean, M.var):
+    for fn in (M.sum, M.mean, M.var, M.max, M.min):
         check_grad(lambda t, fn=fn: fn(t, axis=axis, keepdims=keepdims), x)
+    # max's gradient shared among ties, counted over the same axes
+    tied = np.round(x * 2) / 2
+    t = Tensor(tied, requires_grad=True)
+    (g,) = grad(ops.sum(ops.max(t, axis=axis, keepdims=True)), [t])
+    top = tied == tied.max(axis=axis, keepdims=True)
+    np.testing.assert_allclose(np.asarray(g.data), top / top.sum(axis=axis, keepdims=True), rtol=1e-12)

@@ -548,17 +548,18 @@ def _expand(g, shape, axes, keepdims):
 _SHORT_LAST_RUN = 64
 
 
-def _sum_axes(xp, x, axes, keepdims):
-    """x.sum over ``axes`` (normalised); a short trailing run of reduced axes behind other reduced axes and a kept
-    one is summed after the others."""
+def _sum_axes(xp, x, axes, keepdims, method="sum"):
+    """x.sum (or x.max, x.min: ``method``) over ``axes`` (normalised); a short trailing run of reduced axes behind
+    other reduced axes and a kept one is reduced after the others."""
     ax = sorted(set(axes))
     run = 0
     while run < len(ax) and ax[-1 - run] == x.ndim - 1 - run:
         run += 1
     if (xp is not np or run == 0 or run == len(ax) or x.dtype.kind != "f"
             or int(np.prod(x.shape[x.ndim - run:])) >= _SHORT_LAST_RUN):
-        return x.sum(axis=axes, keepdims=keepdims)
-    s = x.sum(axis=tuple(ax[:-run]), keepdims=True).sum(axis=tuple(range(x.ndim - run, x.ndim)), keepdims=True)
+        return getattr(x, method)(axis=axes, keepdims=keepdims)
+    s = getattr(x, method)(axis=tuple(ax[:-run]), keepdims=True)
+    s = getattr(s, method)(axis=tuple(range(x.ndim - run, x.ndim)), keepdims=True)
     return s if keepdims else s.reshape([n for i, n in enumerate(x.shape) if i not in ax])
 
 
@@ -629,7 +630,7 @@ class MaxMin(Op):
             y = run_extreme(np.maximum if self.is_max else np.minimum, run)
             y = y.reshape([1 if i in self.axes else n for i, n in enumerate(x.shape)])
         else:
-            y = (x.max if self.is_max else x.min)(axis=self.axes, keepdims=True)
+            y = _sum_axes(xp, x, self.axes, True, "max" if self.is_max else "min")
         self.saved = (x, y)
         return y if self.keepdims else y.reshape([n for i, n in enumerate(y.shape) if i not in self.axes])
 
@@ -637,8 +638,12 @@ class MaxMin(Op):
         x, y = self.saved
         mask = (x == y)
         run = _run_of_axes(mask, self.axes) if self.xp is np else None
-        count = (run.sum(axis=1, dtype=np.int32).reshape(y.shape) if run is not None
-                 else mask.sum(axis=self.axes, keepdims=True))
+        if run is not None:
+            count = run.sum(axis=1, dtype=np.int32).reshape(y.shape)
+        elif self.xp is np and gy.dtype.kind == "f":   # (in the gradient's dtype: the short-run reroute applies)
+            count = _sum_axes(np, mask.astype(gy.dtype), self.axes, True)
+        else:
+            count = mask.sum(axis=self.axes, keepdims=True)
         g = _expand(gy, x.shape, self.axes, self.keepdims)
         return (mask * (g / count)).astype(gy.dtype, copy=False)
 
