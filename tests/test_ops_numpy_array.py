@@ -646,3 +646,25 @@ def test_einsum_results_come_back_contiguous_and_equal():
         z = ops.einsum("abd,cd->abc", gy, w)
         assert z.data.flags.c_contiguous
         np.testing.assert_allclose(np.asarray(z.data), np.einsum("abd,cd->abc", gy, w), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_take_along_axis_gradient_adds_repeated_and_negative_positions(axis):
+    """take_along_axis's gradient (one flat add.at over the flat gradient): every gathered position gets the sum of
+    its gradients, repeated positions adding up and negative ones counting from the end, as np.add.at's."""
+    from lamina import grad
+    r = np.random.default_rng(5)
+    x = r.standard_normal((4, 5, 6)).astype(np.float32)
+    shape = list(x.shape)
+    shape[axis] = 7
+    n = x.shape[axis]
+    idx = r.integers(-n, n, shape)
+    gy = r.standard_normal(shape).astype(np.float32)
+    t = Tensor(x, requires_grad=True)
+    (g,) = grad(ops.take_along_axis(t, idx, axis=axis), [t], grad_output=Tensor(gy))
+    want = np.zeros_like(x)
+    ax = axis % 3
+    pos = [np.arange(s).reshape([-1 if d == k else 1 for d in range(3)]) for k, s in enumerate(shape)]
+    pos[ax] = idx % n
+    np.add.at(want, tuple(np.broadcast_to(p, shape) for p in pos), gy)
+    np.testing.assert_allclose(np.asarray(g.data), want, rtol=1e-6, atol=1e-6)

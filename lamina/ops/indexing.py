@@ -116,7 +116,15 @@ class TakeAlongAxis(Op):
             else:
                 full.append(xp.arange(self.out_shape[d]).reshape(view))
         g = xp.zeros(shape, gy.dtype)
-        xp.add.at(g, tuple(xp.broadcast_to(f, self.out_shape) for f in full), gy)
+        index = tuple(xp.broadcast_to(f, self.out_shape) for f in full)
+        if xp is np:
+            # one flat index into the flat gradient: NumPy's add.at over a tuple of index arrays is ~6x slower than
+            # over one 1-D array ((32, 64, 16) positions of (32, 64, 128): 0.82 -> 0.12 ms), the same additions in
+            # the same order ('wrap': the negative positions NumPy's indexing counts from the end)
+            flat = np.ravel_multi_index(index, shape, mode="wrap").reshape(-1)
+            np.add.at(g.reshape(-1), flat, np.broadcast_to(gy, self.out_shape).reshape(-1))
+            return g, None
+        xp.add.at(g, index, gy)
         return g, None
 
 
