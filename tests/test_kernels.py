@@ -1592,6 +1592,28 @@ def test_gather_gradients_take_the_scatter_kernel_and_equal_numpy(compiled, dtyp
     _close(got, want, dtype)
 
 
+@pytest.mark.parametrize("shape,k", [((30, 20, 8), 1), ((10, 12, 6), 2), ((50, 40), 2), ((100,), 1)])
+def test_scatter_takes_flat_indices_and_equals_numpys_add_at(compiled, shape, k):
+    """ops.scatter through one flat index over the first k axes (rows through the compiled scatter, single values
+    through a 1-D add.at): np.add.at's values over the tuple of index arrays, to the bit, negative indices counted
+    from the end; an index out of range still NumPy's IndexError; the gradient a gather."""
+    n = 300
+    idx = np.stack([R.integers(-s, s, n) for s in shape[:k]], -1)
+    vals = R.standard_normal((n,) + shape[k:]).astype(np.float32)
+    calls = _count_calls(compiled, "scatter_rows")
+    got = np.asarray(ops.scatter(idx, vals, shape).data)
+    want = np.zeros(shape, np.float32)
+    np.add.at(want, tuple(idx[:, j] for j in range(k)), vals)
+    np.testing.assert_array_equal(got, want)
+    assert len(calls) == (1 if len(shape) > k else 0)
+    with pytest.raises(IndexError):
+        ops.scatter(np.array([[shape[0]] * k]), np.ones((1,) + shape[k:], np.float32), shape)
+    v = Tensor(vals, requires_grad=True)
+    gy = R.standard_normal(shape).astype(np.float32)
+    (g,) = grad(ops.scatter(idx, v, shape), [v], grad_output=Tensor(gy))
+    np.testing.assert_array_equal(np.asarray(g.data), gy[tuple(idx[:, j] for j in range(k))])
+
+
 # ----------------------------------------------------------------------------- the embedding table's gradient
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("time_major", [False, True])

@@ -262,8 +262,23 @@ class Scatter(Op):
         k = self.indices.shape[-1]
         idx = _index_tuple(xp, self.indices.reshape(-1, k))
         self.idx, self.vshape = idx, values.shape
+        rows = values.reshape((-1,) + tuple(self.shape[k:]))
+        dims = tuple(self.shape[:k])
+        if xp is np and values.dtype.kind == "f" and k and all(((a >= -n) & (a < n)).all() for a, n in zip(idx, dims)):
+            # one flat index into the first k axes' rows: NumPy's add.at over a tuple of index arrays walks them one
+            # by one; the compiled scatter where it runs, else add.at over one 1-D index (the same additions in the
+            # same order). Ids out of range go to NumPy's own call below, for its IndexError.
+            flat = np.ravel_multi_index(tuple(np.where(a < 0, a + n, a) for a, n in zip(idx, dims)), dims)
+            width = int(np.prod(self.shape[k:]))
+            table = (_kernels.scatter_index_rows(flat, rows.reshape(flat.shape[0], width), int(np.prod(dims)))
+                     if width > 1 else None)   # (single values: add.at over a 1-D index is the faster)
+            if table is None:
+                table = np.zeros((int(np.prod(dims)), width), values.dtype)
+                np.add.at(table.reshape(-1) if width == 1 else table, flat,
+                          rows.reshape(-1) if width == 1 else rows.reshape(flat.shape[0], width))
+            return table.reshape(self.shape)
         out = xp.zeros(self.shape, values.dtype)
-        xp.add.at(out, idx, values.reshape((-1,) + tuple(self.shape[k:])))
+        xp.add.at(out, idx, rows)
         return out
 
     def backward(self, gy):
