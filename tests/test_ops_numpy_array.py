@@ -668,3 +668,24 @@ def test_take_along_axis_gradient_adds_repeated_and_negative_positions(axis):
     pos[ax] = idx % n
     np.add.at(want, tuple(np.broadcast_to(p, shape) for p in pos), gy)
     np.testing.assert_allclose(np.asarray(g.data), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,make", [
+    ((64, 18), lambda r: (np.arange(64), r.integers(0, 18, 64))),                      # a DQN's q[arange(n), actions]
+    ((20, 30, 5), lambda r: (r.integers(-20, 20, (7, 1)), r.integers(0, 30, (1, 4)))),  # broadcast, negative, rows
+    ((40, 8), lambda r: (r.integers(0, 40, 500), r.integers(-8, 8, 500)))])             # many repeats
+def test_getitem_with_several_index_arrays_gradient_equals_add_at(shape, make):
+    """x[rows, cols] backward through one flat index: np.add.at's values over the tuple of index arrays, to the
+    bit (repeats adding in the same order, negative indices counted from the end, broadcast index arrays, trailing
+    axes as rows)."""
+    from lamina import grad
+    r = np.random.default_rng(6)
+    x = r.standard_normal(shape).astype(np.float32)
+    idx = make(r)
+    t = Tensor(x, requires_grad=True)
+    y = t[idx]
+    gy = r.standard_normal(y.shape).astype(np.float32)
+    (g,) = grad(y, [t], grad_output=Tensor(gy))
+    want = np.zeros_like(x)
+    np.add.at(want, idx, gy)
+    np.testing.assert_array_equal(np.asarray(g.data), want)
