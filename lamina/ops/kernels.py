@@ -304,16 +304,16 @@ class _Jitted:
     pass
 
 
-def _split(body, rows, elements, least=None):
+def _split(body, rows, elements, least=None, align=_BLOCK):
     """body(lo, hi) over rows 0..rows, split over lamina's threads for large arrays (from ``least`` values,
-    default SPLIT_ELEMENTS), every part starting on a block of _BLOCK rows (so that each block's column sums are
-    the same whichever thread makes them)."""
+    default SPLIT_ELEMENTS), every part starting on a block of ``align`` rows (by default _BLOCK: so that each
+    block's column sums are the same whichever thread makes them)."""
     least = SPLIT_ELEMENTS if least is None else least
-    width = min(-(-rows // _BLOCK), _threads.split_width(elements, least)) if rows > _BLOCK else 1
+    width = min(-(-rows // align), _threads.split_width(elements, least)) if rows > align else 1
     if width < 2:
         body(0, rows)
     else:
-        _threads.run_split([lambda r=r: body(*r) for r in _threads.ranges(rows, width, align=_BLOCK)])
+        _threads.run_split([lambda r=r: body(*r) for r in _threads.ranges(rows, width, align=align)])
 
 
 def _blocks(rows, shape, dtype):
@@ -443,16 +443,6 @@ def batch_norm_backward(gy2, x2, mean, inv, gamma, gmean, gvar, need_x):
     return dx, dgamma, dbeta
 
 
-def _by_samples(body, n, elements):
-    """body(lo, hi) over samples 0..n, split over lamina's threads for large arrays (each sample's results its
-    own: the same values on any number of threads)."""
-    width = min(n, _threads.split_width(elements, LN_SPLIT_ELEMENTS)) if n > 1 else 1
-    if width < 2:
-        body(0, n)
-    else:
-        _threads.run_split([lambda r=r: body(*r) for r in _threads.ranges(n, width)])
-
-
 def _group_spread(per, groups, count):
     """(N, C) per-channel sums -> (N, C): each channel its group's sum / count (the sums in float64)."""
     n, c = per.shape
@@ -479,10 +469,10 @@ def group_norm_forward(x3, groups, gamma, beta, epsilon):
     def sums(lo, hi, squared):
         for i in range(lo, hi):
             k.column_sums_rows(x3[i], mean[i] if squared else x3[i, 0], squared, blocks[i])
-    _by_samples(lambda lo, hi: sums(lo, hi, False), n, x3.size)
+    _split(lambda lo, hi: sums(lo, hi, False), n, x3.size, LN_SPLIT_ELEMENTS, 1)
     mean[...] = _group_spread(blocks.sum(axis=1, dtype=np.float64), groups, count)
     blocks[...] = 0
-    _by_samples(lambda lo, hi: sums(lo, hi, True), n, x3.size)
+    _split(lambda lo, hi: sums(lo, hi, True), n, x3.size, LN_SPLIT_ELEMENTS, 1)
     inv = (1.0 / np.sqrt(_group_spread(blocks.sum(axis=1, dtype=np.float64), groups, count) + epsilon)).astype(
         x3.dtype)
     y = np.empty_like(x3)
@@ -492,7 +482,7 @@ def group_norm_forward(x3, groups, gamma, beta, epsilon):
     def write(lo, hi):
         for i in range(lo, hi):
             k.batch_norm_rows(x3[i], mean[i], inv[i], g, b, gamma is not None, beta is not None, y[i])
-    _by_samples(write, n, x3.size)
+    _split(write, n, x3.size, LN_SPLIT_ELEMENTS, 1)
     return y, mean, inv
 
 
@@ -511,7 +501,7 @@ def group_norm_backward(gy3, x3, groups, mean, inv, gamma, need_x):
     def sums(lo, hi):
         for i in range(lo, hi):
             k.batch_norm_rows_grad_sums(gy3[i], x3[i], mean[i], inv[i], blocks[i])
-    _by_samples(sums, n, gy3.size)
+    _split(sums, n, gy3.size, LN_SPLIT_ELEMENTS, 1)
     per = blocks.sum(axis=1, dtype=np.float64)            # (N, 2, C): sums of gy and of gy x-hat
     dbeta = per[:, 0].sum(axis=0).astype(gy3.dtype)
     dgamma = per[:, 1].sum(axis=0).astype(gy3.dtype)
@@ -528,7 +518,7 @@ def group_norm_backward(gy3, x3, groups, mean, inv, gamma, need_x):
     def write(lo, hi):
         for i in range(lo, hi):
             k.batch_norm_rows_grad(gy3[i], x3[i], mean[i], inv[i], a[i], bv[i], cv[i], dx[i])
-    _by_samples(write, n, gy3.size)
+    _split(write, n, gy3.size, LN_SPLIT_ELEMENTS, 1)
     return dx, dgamma, dbeta
 
 
