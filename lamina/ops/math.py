@@ -548,7 +548,7 @@ def _expand(g, shape, axes, keepdims):
 _SHORT_LAST_RUN = 64
 
 
-def _sum_axes(xp, x, axes, keepdims, method="sum"):
+def _reduce_axes(xp, x, axes, keepdims, method="sum"):
     """x.sum (or x.max, x.min: ``method``) over ``axes`` (normalised); a short trailing run of reduced axes behind
     other reduced axes and a kept one is reduced after the others."""
     ax = sorted(set(axes))
@@ -564,12 +564,12 @@ def _sum_axes(xp, x, axes, keepdims, method="sum"):
 
 
 def _mean_axes(xp, x, axes, keepdims):
-    """x.mean over ``axes`` as NumPy's (the sum, then divided by the count), the sum by _sum_axes; float16 as NumPy
+    """x.mean over ``axes`` as NumPy's (the sum, then divided by the count), the sum by _reduce_axes; float16 as NumPy
     (its mean accumulates in float32)."""
     if x.dtype == np.float16 or x.dtype.kind != "f" or not axes:
         return x.mean(axis=axes, keepdims=keepdims)
     count = int(np.prod([x.shape[a] for a in axes]))
-    s = _sum_axes(xp, x, axes, keepdims)
+    s = _reduce_axes(xp, x, axes, keepdims)
     return xp.true_divide(s, count, out=s if isinstance(s, xp.ndarray) else None)
 
 
@@ -577,7 +577,7 @@ class Sum(Op):
     def forward(self, x):
         self.shape_in = x.shape
         self.axes = _norm_axis(self.axis, x.ndim)
-        return _sum_axes(self.xp, x, self.axes, self.keepdims)
+        return _reduce_axes(self.xp, x, self.axes, self.keepdims)
 
     def backward(self, gy):
         g = _expand(gy, self.shape_in, self.axes, self.keepdims)
@@ -630,7 +630,7 @@ class MaxMin(Op):
             y = run_extreme(np.maximum if self.is_max else np.minimum, run)
             y = y.reshape([1 if i in self.axes else n for i, n in enumerate(x.shape)])
         else:
-            y = _sum_axes(xp, x, self.axes, True, "max" if self.is_max else "min")
+            y = _reduce_axes(xp, x, self.axes, True, "max" if self.is_max else "min")
         self.saved = (x, y)
         return y if self.keepdims else y.reshape([n for i, n in enumerate(y.shape) if i not in self.axes])
 
@@ -641,7 +641,7 @@ class MaxMin(Op):
         if run is not None:
             count = run.sum(axis=1, dtype=np.int32).reshape(y.shape)
         elif self.xp is np and gy.dtype.kind == "f":   # (in the gradient's dtype: the short-run reroute applies)
-            count = _sum_axes(np, mask.astype(gy.dtype), self.axes, True)
+            count = _reduce_axes(np, mask.astype(gy.dtype), self.axes, True)
         else:
             count = mask.sum(axis=self.axes, keepdims=True)
         g = _expand(gy, x.shape, self.axes, self.keepdims)
