@@ -1551,8 +1551,9 @@ def test_attention_takes_the_softmax_kernel_and_gives_numpys_values(compiled, ma
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(300, 5), (200,), (120, 3, 4)])
 def test_segment_sum_takes_the_scatter_kernel_and_equals_numpy(compiled, dtype, shape):
-    """ops.segment_sum through the embedding gradient's compiled scatter: NumPy's code's values (np.add.at) for ids
-    in range, ids out of range dropped, empty segments 0, rows of any rank; its gradient as before."""
+    """ops.segment_sum through the embedding gradient's compiled scatter (rows of several values; single values
+    through add.at over the flat table): NumPy's code's values (np.add.at) for ids in range, ids out of range
+    dropped, empty segments 0, rows of any rank; its gradient as before."""
     data = R.standard_normal(shape).astype(dtype)
     ids = R.integers(-2, 42, shape[0])                     # some out of range on both sides
     calls = _count_calls(compiled, "scatter_rows")
@@ -1563,7 +1564,7 @@ def test_segment_sum_takes_the_scatter_kernel_and_equals_numpy(compiled, dtype, 
         (g,) = grad(ops.sum(y * y), [t])
         return [np.asarray(y.data), np.asarray(g.data)]
     got, want = _both(compiled, run)
-    assert len(calls) == 1
+    assert len(calls) == (1 if len(shape) > 1 else 0)
     assert got[0].shape == (40,) + shape[1:]
     _close(got, want, dtype)
 

@@ -14,6 +14,29 @@ from . import kernels as _kernels
 __all__ = []
 
 
+def flat_index(arrays, dims):
+    """The 1-D flat index into axes of sizes ``dims`` of NumPy integer index arrays (broadcast against each other,
+    in range, negative entries counted from the end as NumPy's indexing counts them)."""
+    parts = np.broadcast_arrays(*[np.where(a < 0, a + n, a) for a, n in zip(arrays, dims)])
+    return np.ravel_multi_index(parts, tuple(dims)).reshape(-1)
+
+
+def add_at_flat(flat, rows, num_rows):
+    """A zero (num_rows, W) table with the rows (N, W) added at the 1-D index ``flat`` (in range), in order: the
+    scatter of a gradient or of ops.scatter's values. NumPy's add.at over a tuple of index arrays is several times
+    slower than over one 1-D index ((32, 64, 16) positions of (32, 64, 128): 0.82 against 0.12 ms), and over rows
+    it walks them one by one: rows of several values go through the embedding gradient's compiled scatter where it
+    runs, single values through add.at over the flat table (the same additions in the same order either way)."""
+    width = rows.shape[1]
+    if width > 1:
+        table = _kernels.scatter_index_rows(flat, rows, num_rows)
+        if table is not None:
+            return table
+    table = np.zeros((num_rows, width), rows.dtype)
+    np.add.at(table.reshape(-1) if width == 1 else table, flat, rows.reshape(-1) if width == 1 else rows)
+    return table
+
+
 def _scatter_along(xp, g_out, idx, axis, n):
     """The adjoint of ``xp.take(x, idx, axis)`` for a 1-D ``idx``: sums g_out's slices into n slots (through the
     embedding gradient's compiled scatter where it runs: np.add.at walks the slices one by one, (32, 32, 128)
@@ -115,15 +138,11 @@ class TakeAlongAxis(Op):
                 full.append(xp.zeros(view, dtype=np.intp))
             else:
                 full.append(xp.arange(self.out_shape[d]).reshape(view))
-        g = xp.zeros(shape, gy.dtype)
         index = tuple(xp.broadcast_to(f, self.out_shape) for f in full)
-        if xp is np:
-            # one flat index into the flat gradient: NumPy's add.at over a tuple of index arrays is ~6x slower than
-            # over one 1-D array ((32, 64, 16) positions of (32, 64, 128): 0.82 -> 0.12 ms), the same additions in
-            # the same order ('wrap': the negative positions NumPy's indexing counts from the end)
-            flat = np.ravel_multi_index(index, shape, mode="wrap").reshape(-1)
-            np.add.at(g.reshape(-1), flat, np.broadcast_to(gy, self.out_shape).reshape(-1))
-            return g, None
+        if xp is np:   # one flat index into the flat gradient (add_at_flat)
+            rows = np.broadcast_to(gy, self.out_shape).reshape(-1, 1)
+            return add_at_flat(flat_index(index, shape), rows, int(np.prod(shape))).reshape(shape), None
+        g = xp.zeros(shape, gy.dtype)
         xp.add.at(g, index, gy)
         return g, None
 
@@ -215,23 +234,21 @@ class Einsum(Op):
         # order ('abd,cd->abc', EinsumDense's input gradient: strides (256, 4, 8192)), which every later pass
         # then reads strided (a contiguous copy of it: 2.1 ms against the 0.8 of the product at (32, 64, 128)).
         # The other order can come out contiguous: the order that does is remembered per subscripts and shapes.
+        ins, out = subs.split("->")
+        first, second = ins.split(",")
+        swapped = f"{second},{first}->{out}"
         key = (subs, arrays[0].shape, arrays[1].shape)
         swap = _EINSUM_SWAP.get(key)
-        if swap is None:
-            y = np.einsum(subs, *arrays, optimize=True)
-            if y.flags.c_contiguous:
-                _remember(key, False)
-                return y
-            ins, out = subs.split("->")
-            first, second = ins.split(",")
-            z = np.einsum(f"{second},{first}->{out}", arrays[1], arrays[0], optimize=True)
-            _remember(key, bool(z.flags.c_contiguous))
-            return z if z.flags.c_contiguous else y
-        if swap:
-            ins, out = subs.split("->")
-            first, second = ins.split(",")
-            return np.einsum(f"{second},{first}->{out}", arrays[1], arrays[0], optimize=True)
-        return np.einsum(subs, *arrays, optimize=True)
+        if swap is not None:
+            return np.einsum(swapped, arrays[1], arrays[0], optimize=True) if swap else np.einsum(
+                subs, *arrays, optimize=True)
+        y = np.einsum(subs, *arrays, optimize=True)
+        if y.flags.c_contiguous:
+            _remember(key, False)
+            return y
+        z = np.einsum(swapped, arrays[1], arrays[0], optimize=True)
+        _remember(key, bool(z.flags.c_contiguous))
+        return z if z.flags.c_contiguous else y
 
     def forward(self, *xs):
         ins, out, free = _expand_einsum(self.subscripts, [x.shape for x in xs])

@@ -5,7 +5,7 @@ import numpy as np
 
 from .. import tensor as _tensor_module
 from ..tensor import Op, Tensor, as_tensor
-from . import kernels as _kernels
+from .indexing import _scatter_along, add_at_flat, flat_index
 from .math import unbroadcast
 
 __all__ = ["reshape", "transpose", "getitem", "concatenate", "stack", "split", "pad", "expand_dims",
@@ -84,25 +84,18 @@ class GetItem(Op):
         axis = _gather_axis(self.idx) if self.xp is np and gy.dtype.kind == "f" else None
         if axis is not None:
             # x[..., ids, ...] with one 1-D integer array, full slices around it (ops.take along an axis, rows
-            # gathered): the embedding gradient's compiled scatter where it runs (np.add.at walks the slices one by
-            # one: (32, 32, 128) into 64 slots along axis 1, 2.2 ms)
+            # gathered): ops.indexing's scatter along that axis (np.add.at over the index tuple walked the slices
+            # one by one: (32, 32, 128) into 64 slots along axis 1, 2.2 ms)
             ids = self.idx if axis == 0 and not isinstance(self.idx, tuple) else self.idx[axis]
-            moved = np.moveaxis(gy, axis, 0)
-            table = _kernels.scatter_index_rows(ids, moved.reshape(moved.shape[0], -1), shape[axis])
-            if table is not None:
-                g = np.moveaxis(table.reshape((shape[axis],) + moved.shape[1:]), 0, axis)
-                return np.ascontiguousarray(g).astype(dtype, copy=False)
+            g = _scatter_along(np, gy, ids, axis, shape[axis])
+            return np.ascontiguousarray(g).astype(dtype, copy=False)
         if (self.xp is np and gy.dtype.kind == "f" and isinstance(self.idx, tuple) and 1 < len(self.idx) <= len(shape)
                 and all(isinstance(i, np.ndarray) and i.dtype.kind in "iu" for i in self.idx)):
-            # x[rows, cols] (a DQN's q[arange(n), actions]): one flat index over those axes, NumPy's add.at over a
-            # tuple of index arrays being several times slower than over one 1-D index (the same additions)
+            # x[rows, cols] (a DQN's q[arange(n), actions]): one flat index over those axes (add_at_flat)
             k = len(self.idx)
-            parts = np.broadcast_arrays(*[np.where(i < 0, i + n, i) for i, n in zip(self.idx, shape)])
-            flat = np.ravel_multi_index(parts, shape[:k]).reshape(-1)
-            width = int(np.prod(shape[k:]))
-            g = np.zeros((int(np.prod(shape[:k])), width), dtype)
-            np.add.at(g.reshape(-1) if width == 1 else g, flat, gy.reshape(-1) if width == 1 else gy.reshape(-1, width))
-            return g.reshape(shape)
+            flat = flat_index(self.idx, shape[:k])
+            g = add_at_flat(flat, gy.reshape(flat.shape[0], -1), int(np.prod(shape[:k])))
+            return g.reshape(shape).astype(dtype, copy=False)
         g = self.xp.zeros(shape, dtype)
         if _is_basic(self.idx):
             g[self.idx] = gy

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from ..tensor import Op
-from . import kernels as _kernels
+from .indexing import add_at_flat, flat_index
 from .math import _norm_axis, unbroadcast
 
 __all__ = []  # kernels only: the public functions are in core.py
@@ -209,14 +209,10 @@ class SegmentReduce(Op):
             info = np.iinfo(data.dtype) if data.dtype.kind in "iu" else None
             init = (info.min if self.kind == "max" else info.max) if info else (self.kind == "min")
         if self.kind == "sum" and xp is np and data.dtype.kind == "f" and data.ndim >= 1:
-            # the embedding gradient's compiled scatter (rows added by id in position order, a table written once,
-            # rows no id names zeroed): np.add.at walks the rows one by one ((2048, 128) into 512 segments 3.6 ms)
-            rows = np.ascontiguousarray(data.reshape(data.shape[0], -1))
-            table = _kernels.scatter_rows(ids_c, rows, n + 1)
-            if table is not None:
-                out = table.reshape((n + 1,) + tuple(data.shape[1:]))
-                self.saved = (data, ids_c, out)
-                return out[:n]
+            # ops.indexing.add_at_flat: np.add.at walked the rows one by one ((2048, 128) into 512 segments 3.6 ms)
+            out = add_at_flat(ids_c, data.reshape(data.shape[0], -1), n + 1).reshape((n + 1,) + tuple(data.shape[1:]))
+            self.saved = (data, ids_c, out)
+            return out[:n]
         out = xp.full((n + 1,) + tuple(data.shape[1:]), init, dtype=data.dtype)
         if self.kind == "prod":
             multiply_at(xp, out, ids_c, data)
@@ -265,18 +261,10 @@ class Scatter(Op):
         rows = values.reshape((-1,) + tuple(self.shape[k:]))
         dims = tuple(self.shape[:k])
         if xp is np and values.dtype.kind == "f" and k and all(((a >= -n) & (a < n)).all() for a, n in zip(idx, dims)):
-            # one flat index into the first k axes' rows: NumPy's add.at over a tuple of index arrays walks them one
-            # by one; the compiled scatter where it runs, else add.at over one 1-D index (the same additions in the
-            # same order). Ids out of range go to NumPy's own call below, for its IndexError.
-            flat = np.ravel_multi_index(tuple(np.where(a < 0, a + n, a) for a, n in zip(idx, dims)), dims)
-            width = int(np.prod(self.shape[k:]))
-            table = (_kernels.scatter_index_rows(flat, rows.reshape(flat.shape[0], width), int(np.prod(dims)))
-                     if width > 1 else None)   # (single values: add.at over a 1-D index is the faster)
-            if table is None:
-                table = np.zeros((int(np.prod(dims)), width), values.dtype)
-                np.add.at(table.reshape(-1) if width == 1 else table, flat,
-                          rows.reshape(-1) if width == 1 else rows.reshape(flat.shape[0], width))
-            return table.reshape(self.shape)
+            # one flat index into the first k axes' rows (ops.indexing.add_at_flat). Ids out of range go to NumPy's
+            # own call below, for its IndexError.
+            flat = flat_index(idx, dims)
+            return add_at_flat(flat, rows.reshape(flat.shape[0], -1), int(np.prod(dims))).reshape(self.shape)
         out = xp.zeros(self.shape, values.dtype)
         xp.add.at(out, idx, rows)
         return out
