@@ -82,6 +82,8 @@ CASES = {
     "conv3x3_g4": (lambda L: L.Conv2D(32, 3, padding="same", groups=4),
                    lambda nn, H: nn.Conv2d(32, 32, 3, padding=1, groups=4), _IMG32, "x"),
     "groupnorm": (lambda L: L.GroupNormalization(8, epsilon=1e-5), lambda nn, H: nn.GroupNorm(8, 32), _IMG32, "x"),
+    "conv3x3_c8": (lambda L: L.Conv2D(8, 3, padding="same"), lambda nn, H: nn.Conv2d(8, 8, 3, padding=1),
+                   (32, 32, 32, 8), "x"),   # (a U-Net's first level: the planes convolution)
 }
 
 

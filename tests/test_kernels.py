@@ -658,6 +658,130 @@ def test_im2col_kernel_gives_numpys_columns(compiled, dtype, kernel, strides, di
     assert len(calls) >= 2   # forward and the kernel gradient's blocks at least
 
 
+# ----------------------------------------------------------------------------- the planes convolution
+_PLANES = [   # (input shape, filters, Conv2D keywords): 256 output positions or more a sample, <= 32 channels each way
+    ((3, 16, 17, 8), 8, dict(kernel_size=3, padding="same", activation="relu")),
+    ((2, 18, 19, 5), 7, dict(kernel_size=3)),                                    # 'valid', odd channel counts
+    ((2, 18, 20, 16), 3, dict(kernel_size=5, padding="same", dilation_rate=2, use_bias=False)),
+    ((2, 16, 24, 3), 16, dict(kernel_size=(2, 4), padding="same", activation="relu")),   # asymmetric 'same'
+    ((2, 16, 16, 12), 13, dict(kernel_size=1)),
+    ((2, 23, 21, 1), 9, dict(kernel_size=(3, 5), padding="same", dilation_rate=(2, 1))),
+    ((2, 16, 16, 32), 8, dict(kernel_size=3, padding="same")),                   # 32 planes (their rows' spacing)
+]
+
+
+def _planes_calls(monkeypatch):
+    """{kernel: [(first, end sample) of each call]} for the two planes kernels."""
+    return {"conv_planes": _count_calls(monkeypatch, "conv_planes", lambda a: a[6:8]),
+            "conv_planes_grad_weight": _count_calls(monkeypatch, "conv_planes_grad_weight", lambda a: a[5:7])}
+
+
+def _samples(calls):
+    return sum(hi - lo for lo, hi in calls)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,filters,kw", _PLANES)
+def test_planes_convolution_equals_numpys_code(compiled, dtype, shape, filters, kw):
+    """A stride-1 convolution with few channels each way through the compiled planes (forward with its bias and
+    ReLU, the input gradient as dy's convolution by the turned kernel, the weight gradient's per-sample sums):
+    NumPy's code's output and gradients (im2col and BLAS: the same sums in another order), infinities and a NaN in
+    the input included, and each kernel ran."""
+    calls = _planes_calls(compiled)
+    conv = layers.Conv2D(filters, dtype=dtype.__name__, **kw)
+    x = R.standard_normal(shape).astype(dtype)
+    x.reshape(-1)[:3] = (np.nan, np.inf, -0.0)
+    x[-1, 5, 3, 0] = -np.inf
+    gy = R.standard_normal(conv(x).shape).astype(dtype)
+    got, want = _both(compiled, lambda: _grads(conv, x, gy))
+    n = shape[0]   # the forward to size gy, the forward and the input gradient; the weight gradient
+    assert _samples(calls["conv_planes"]) == 3 * n and _samples(calls["conv_planes_grad_weight"]) == n
+    assert len(got) == 3 + conv.use_bias
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for u, v in zip(got, want):
+        np.testing.assert_array_equal(np.isnan(u), np.isnan(v))
+        np.testing.assert_array_equal(np.isinf(u), np.isinf(v))
+        scale = np.abs(np.where(np.isfinite(v), v, 1)).max()   # (sums of up to 400 terms in another order)
+        np.testing.assert_allclose(u, v, rtol=tol, atol=tol * scale)
+
+
+def test_planes_weight_gradient_stays_finite_where_no_window_reads_an_infinity(compiled):
+    """An infinite input value reaches only the weights whose windows read it, as in PyTorch: in the planes' wide
+    rows the positions past each output row pair a zero of dy with input values the offset never reads (0 * inf),
+    so such a sample's sums run row by row."""
+    torch = pytest.importorskip("torch")
+    calls = _planes_calls(compiled)
+    x = R.standard_normal((2, 18, 18, 3)).astype(np.float32)
+    x[0, 4, 17, 0] = np.inf       # the last column: the first kernel column's offsets ('valid') never read it
+    x[1, 0, 7, 2] = -np.inf       # the first row: only the first kernel row's offsets read it
+    w = R.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    xt, wt = Tensor(x), Tensor(w, requires_grad=True)
+    y = ops.conv2d(xt, wt)
+    gy = R.standard_normal(y.shape).astype(np.float32)
+    (dw,) = grad(y, [wt], grad_output=Tensor(gy))
+    assert calls["conv_planes_grad_weight"]
+    tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    tw = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1))).requires_grad_(True)
+    torch.nn.functional.conv2d(tx, tw).backward(torch.from_numpy(np.ascontiguousarray(gy.transpose(0, 3, 1, 2))))
+    want = tw.grad.numpy().transpose(2, 3, 1, 0)
+    assert np.isfinite(want).any() and not np.isfinite(want).all()
+    np.testing.assert_array_equal(np.isfinite(dw), np.isfinite(want))
+    np.testing.assert_allclose(np.where(np.isfinite(want), dw, 0), np.where(np.isfinite(want), want, 0), rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_planes_split_over_threads_give_the_same_bits(compiled):
+    """Forward, input and weight gradients over 3 threads (shares of the samples): the one-thread values to the bit
+    (the weight gradient's per-sample sums added in sample order either way)."""
+    from lamina.ops import convolution
+    conv = layers.Conv2D(8, 3, padding="same", activation="relu")
+    x = R.standard_normal((7, 16, 16, 8)).astype(np.float32)
+    gy = R.standard_normal((7, 16, 16, 8)).astype(np.float32)
+    conv(x)
+    one = _grads(conv, x, gy)
+    _force_split(compiled)
+    compiled.setattr(convolution, "_SPLIT_PLANES", 1)
+    calls = _planes_calls(compiled)
+    split = _grads(conv, x, gy)
+    assert len(calls["conv_planes"]) == 6 and len(calls["conv_planes_grad_weight"]) == 3   # (forward and dx: 3 each)
+    assert _samples(calls["conv_planes"]) == 14 and _samples(calls["conv_planes_grad_weight"]) == 7
+    _bits_equal(one, split)
+
+
+@pytest.mark.parametrize("shape,filters,kw,planes", [
+    ((2, 16, 16, 8), 8, dict(kernel_size=3, padding="same"), True),
+    ((2, 15, 16, 8), 8, dict(kernel_size=3, padding="same"), False),           # 240 positions: im2col's products
+    ((2, 16, 16, 8), 8, dict(kernel_size=3, strides=2, padding="same"), False),
+    ((2, 16, 16, 16), 32, dict(kernel_size=3, padding="same"), False),         # 16 x 32 channels: BLAS's
+    ((2, 16, 16, 4), 64, dict(kernel_size=3, padding="same"), False),
+    ((2, 16, 16, 3), 32, dict(kernel_size=3, padding="same"), True)])          # (an RGB input's first layer)
+def test_planes_run_where_they_are_faster(compiled, shape, filters, kw, planes):
+    """The planes at stride 1 with at most 32 channels each way, C * O <= 256 and 256 output positions or more a
+    sample; other convolutions keep im2col and BLAS."""
+    calls = _planes_calls(compiled)
+    conv = layers.Conv2D(filters, **kw)
+    x = R.standard_normal(shape).astype(np.float32)
+    _grads(conv, x, R.standard_normal(conv(x).shape).astype(np.float32))
+    assert bool(calls["conv_planes"]) == planes and bool(calls["conv_planes_grad_weight"]) == planes
+
+
+def test_planes_gradients_are_numerically_right(compiled):
+    calls = _planes_calls(compiled)
+    for conv, shape in ((layers.Conv2D(3, 3, padding="same", activation="relu", dtype="float64"), (2, 16, 16, 2)),
+                        (layers.Conv2D(2, (2, 3), dilation_rate=(1, 2), dtype="float64"), (1, 17, 20, 3))):
+        check_grad(conv, R.standard_normal(shape))
+    assert calls["conv_planes"] and calls["conv_planes_grad_weight"]
+
+
+def test_planes_scratch_rows_are_an_odd_number_of_cache_lines_apart():
+    """Planes 4 KB apart fall in the same sets of the L1 cache, and the packing writes one value to each plane in
+    turn: the scratch rows are padded to an odd number of 64-byte lines (32 x 32 planes: 17 lines, not 16)."""
+    from lamina.ops.convolution import _planes
+    for size, dtype in ((1024, np.float32), (1000, np.float32), (512, np.float64), (7, np.float64), (34 * 34, "f4")):
+        p = _planes(5, size, dtype)
+        assert p.shape[1] >= size and p.strides[0] % 64 == 0 and (p.strides[0] // 64) % 2 == 1
+
+
 # ----------------------------------------------------------------------------- Adam
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])
@@ -1200,17 +1324,22 @@ def test_softmax_op_in_both_modes_matches_torch(compiled, mode, shape, log):
     assert sums[:1] == ([True] if mode == "auto" else [])   # the forward's maxima found by the kernel
 
 
-def test_no_kernel_compiled_with_fastmath_calls_a_helper():
+def test_no_helper_is_called_by_kernels_of_both_compilation_modes():
     """numba compiles a helper once, with the flags of the first kernel that calls it: a FASTMATH caller would
-    change the exact helper's arithmetic for every other kernel (it did: lstm_cell's gates moved by an ulp once
-    exp_rows was compiled with FASTMATH). So a kernel that calls a helper must be exact."""
+    change an exact helper's arithmetic for every other kernel (it did: lstm_cell's gates moved by an ulp once
+    exp_rows was compiled with FASTMATH). So a helper's callers are all exact or all FASTMATH (the planes
+    convolution's packing, a copy, is called by its two FASTMATH kernels alone)."""
     import inspect
     import re
     from lamina.ops import kernel_loops, kernels_aot
+    modes = {}
     for name, (exact, *_) in kernels_aot.SIGNATURES.items():
         source = inspect.getsource(getattr(kernel_loops, name))
-        called = [h for h in kernels_aot.HELPERS if re.search(rf"\b{h}\(", source)]
-        assert exact or not called, f"{name} is compiled with FASTMATH but calls {called}"
+        for h in kernels_aot.HELPERS:
+            if re.search(rf"\b{h}\(", source):
+                modes.setdefault(h, set()).add(exact)
+    assert {h: m for h, m in modes.items() if len(m) > 1} == {}
+    assert modes["_exp_into"] == {True} and modes["_pack_planes"] == {False}
 
 
 @pytest.mark.parametrize("mode", ["auto", "numpy"])

@@ -112,6 +112,7 @@ def test_every_call_lamina_makes_reaches_the_built_kernels(built, fallbacks, mon
                            (layers.Dense(4, activation="relu", dtype=dtype), x(3, 5)),
                            (layers.Conv2D(32, 3, dtype=dtype), x(2, 6, 6, 10)),   # (10 x 32: the gathered col2im)
                            (layers.Conv2D(4, 3, padding="same", dtype=dtype), x(2, 6, 6, 10)),
+                           (layers.Conv2D(8, 3, padding="same", dtype=dtype), x(2, 16, 16, 4)),   # (the planes)
                            (layers.LSTM(3, dtype=dtype), x(2, 3, 4)),
                            (layers.GRU(3, dtype=dtype), x(2, 3, 4)),
                            (layers.BatchNormalization(dtype=dtype), x(2, 3, 3, 8)),

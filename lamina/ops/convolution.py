@@ -17,7 +17,12 @@ How the convolution is computed (the hot path of a CNN):
 - thin images (fewer than _THIN_CHANNELS channels: an RGB or grey input, a generator's RGB output) take the
   transposed layout: the columns as (KH*KW*C, rows) built from a channels-first copy, whose row copies run OW
   floats instead of KW*C, the bias as a row of ones inside the product; their col2im adds channels-first
-  slabs (_thin_blocks, _thin_col2im).
+  slabs (_thin_blocks, _thin_col2im);
+- few channels each way at stride 1 (at most 32, C * O <= 256: a U-Net's first levels, an RGB first layer) and
+  256 output positions or more: no im2col, but the compiled planes kernels (kernel_loops.conv_planes), each sample
+  packed channels-first into zero-padded planes, each kernel offset one pass over contiguous runs; the input
+  gradient is the same kernel on dy with the turned kernel, the kernel gradient dot products of the same runs.
+  BLAS runs a product with so few output columns far below its rate, after a 9x copy of the input.
 
 Padding follows Keras (TensorFlow's rule): 'same' pads total = max((ceil(n/s)-1)*s + (k-1)*d + 1 - n, 0)
 with total // 2 before and the rest after (so at stride 2 the extra row goes at the bottom, unlike
@@ -25,6 +30,7 @@ PyTorch's symmetric padding); 'causal' (1-D) pads (k-1)*d on the left only.
 """
 import numpy as np
 
+from .. import threads as _threads
 from ..tensor import Op, as_tensor
 from .manipulation import getitem, pad, repeat, reshape
 from . import kernels as _kernels
@@ -304,6 +310,81 @@ def _gathered_col2im(g2, w2, gather, shape, kernel_size, oh, ow, stride, dilatio
     return out
 
 
+# A stride-1 convolution with at most _PLANES_CHANNELS channels each way, C * O at most _PLANES_PRODUCT, and at least
+# _PLANES_POSITIONS output positions a sample takes the compiled planes kernels (kernels.conv_planes); its input
+# gradient too where that convolution (O channels to C) qualifies. Split over lamina's threads by samples from
+# _SPLIT_PLANES products. Measured (3x3 'same', 32 samples, forward + backward with the input gradient, against
+# im2col's path, Zen 2, 2 threads / 1 thread): 32 x 32 8 -> 8 2.7 against 8.7 ms, 16 -> 8 4.0 / 17.0, 16 -> 16
+# 7.0 / 19.8 (one thread 10.6 / 12.3), 16 x 16 8 -> 16 1.65 / 2.7; (64, 30, 30, 3) -> 32 8.3 / 11.4 (one thread 10.9
+# / 10.5; bench cnn's first layer, whose input needs no gradient: its step 29.4 -> 28.4 ms, cnn_infer 10.6 -> 9.8).
+# Beyond C * O = 256 one thread of the planes falls behind BLAS's (32 -> 32: 37.9 against 29.1 ms), and on two the
+# product's team decides (in a phase of this host's where BLAS's two threads gain nothing on im2col's blocks, the
+# planes were ahead up to 32 -> 32: 21.1 against 34.7 ms; in the quieter phases im2col's is about 15).
+_PLANES_CHANNELS = 32
+_PLANES_PRODUCT = 256
+_PLANES_POSITIONS = 256
+_SPLIT_PLANES = 1 << 20
+
+
+def _planes_kernels(x, w, b, out_hw, stride):
+    """The compiled kernels for the planes convolution of x (N, H, W, C) by w (KH, KW, C, O) to out_hw, or None."""
+    c, o = w.shape[2:]
+    if (stride != (1, 1) or max(c, o) > _PLANES_CHANNELS or c * o > _PLANES_PRODUCT
+            or out_hw[0] * out_hw[1] < _PLANES_POSITIONS
+            or w.dtype != x.dtype or (b is not None and b.dtype != x.dtype)):
+        return None
+    return _kernels.conv_planes(x)
+
+
+def _planes_geometry(w, out_hw, dilation):
+    kh, kw = w.shape[:2]
+    (oh, ow), (dh, dw) = out_hw, dilation
+    return oh + (kh - 1) * dh, ow + (kw - 1) * dw
+
+
+def _planes(count, size, dtype):
+    """Scratch planes (count, >= size): each row an odd number of 64-byte lines long. Rows a multiple of 4 KB apart
+    share the L1 cache's sets, and the packing's stores (one per plane for each input position) evicted each other:
+    (64, 30, 30, 32) -> 1 3x3 took 8.0 ms with 32 x 32 planes, 0.94 with these."""
+    per = 64 // np.dtype(dtype).itemsize
+    lines = -(-size // per)
+    return np.empty((count, (lines | 1) * per), dtype=dtype)
+
+
+def _planes_conv(k, x, w, b, out_hw, corner, dilation, relu):
+    """conv2d of x (N, H, W, C) by w (KH, KW, C, O) at stride 1, x's (0, 0) at ``corner`` = (top, left) of the
+    padded input, to (N, OH, OW, O) with the bias b (or none) and the ReLU where ``relu``: kernel_loops.conv_planes,
+    samples shared over lamina's threads (each part its own scratch planes)."""
+    n, c, o = x.shape[0], x.shape[3], w.shape[3]
+    (oh, ow), (pt, pl), (dh, dw) = out_hw, corner, dilation
+    hp, wp = _planes_geometry(w, out_hw, dilation)
+    w = np.ascontiguousarray(w)
+    b = np.zeros(o, x.dtype) if b is None else np.ascontiguousarray(b)
+    y = np.empty((n, oh, ow, o), dtype=x.dtype)
+
+    def part(lo, hi):
+        xs, acc = _planes(c, hp * wp, x.dtype), _planes(o, oh * wp, x.dtype)
+        k.conv_planes(x, w, b, y, xs, acc, lo, hi, pt, pl, dh, dw, relu)
+    _threads.split_rows(part, n, y.size * w.shape[0] * w.shape[1] * c, _SPLIT_PLANES)
+    return y
+
+
+def _planes_grad_weight(k, x, gy, kshape, corner, dilation):
+    """The planes convolution's kernel gradient (KH, KW, C, O): kernel_loops.conv_planes_grad_weight's per-sample
+    sums (samples shared over lamina's threads), added in sample order (the same on any number of threads)."""
+    n, c, o = x.shape[0], x.shape[3], gy.shape[3]
+    oh, ow = gy.shape[1:3]
+    (pt, pl), (dh, dw) = corner, dilation
+    hp, wp = _planes_geometry(np.empty(kshape[:2] + (0,)), (oh, ow), dilation)
+    parts = np.empty((n,) + tuple(kshape), dtype=x.dtype)
+
+    def part(lo, hi):
+        xs, gs = _planes(c, hp * wp, x.dtype), _planes(o, oh * wp, x.dtype)
+        k.conv_planes_grad_weight(x, gy, parts, xs, gs, lo, hi, pt, pl, dh, dw)
+    _threads.split_rows(part, n, parts.size * oh * ow, _SPLIT_PLANES)
+    return parts.sum(axis=0)
+
+
 def _crop_hw(x, pads, h, w):
     (t, _), (l, _) = pads
     if x.shape[1] == h and x.shape[2] == w:
@@ -336,6 +417,13 @@ class Conv2D(Op):
         self.meta = (x.shape, (h + pt + pb, wd + pl + pr), oh, ow)
         self.kernel_shape = w.shape
         self.thin = None
+        self.planes = _planes_kernels(x, w, b, (oh, ow), self.stride) if xp is np else None
+        if self.planes is not None:   # few channels each way at stride 1: no im2col (see kernel_loops.conv_planes)
+            relu = self.activation == "relu"
+            y = _planes_conv(self.planes, x, w, b, (oh, ow), (pt, pl), self.dilation, relu)
+            self.saved = (None, x if self.needs_grad[1] else None, w if self.needs_grad[0] else None,
+                          y if relu else None)
+            return y
         if c < _THIN_CHANNELS and xp is np:
             y, cols, keep_cols = self._thin_forward(x, w, b, oh, ow)
         else:
@@ -443,7 +531,20 @@ class Conv2D(Op):
         n, o = gy.shape[0], gy.shape[-1]
         g2 = gy.reshape(-1, o)
         gx = gw = None
-        if self.needs_grad[1]:
+        (pt, _), (pl, _) = self.pads
+        if self.planes is not None:
+            gy = np.ascontiguousarray(gy)
+            if self.needs_grad[1]:
+                gw = _planes_grad_weight(self.planes, x, gy, self.kernel_shape, (pt, pl), self.dilation)
+            if self.needs_grad[0]:   # at stride 1 the input gradient is dy's convolution by the turned kernel
+                kh, kw = self.kernel_shape[:2]
+                wf = w[::-1, ::-1].transpose(0, 1, 3, 2)
+                k = _planes_kernels(gy, wf, None, xshape[1:3], (1, 1))
+                if k is not None:
+                    dh, dw = self.dilation
+                    gx = _planes_conv(k, gy, wf, None, xshape[1:3], ((kh - 1) * dh - pt, (kw - 1) * dw - pl),
+                                      self.dilation, False)
+        elif self.needs_grad[1]:
             kh, kw, c, _ = self.kernel_shape
             if self.thin is not None:
                 gw, gb = self._thin_kernel_grad(cols, x, g2)
@@ -456,14 +557,13 @@ class Conv2D(Op):
                 gw = gw.reshape(self.kernel_shape)
         if self.needs_grad[2] and gb is None:
             gb = sum_rows(xp, g2)
-        if self.needs_grad[0]:
+        if self.needs_grad[0] and gx is None:
             if self.thin is not None:
                 gx = self._thin_input_grad(g2, w, xshape)
             else:
                 gx = self._dx_as_conv(gy, w, xshape) if self.stride == (1, 1) and xshape[3] >= 16 else None
             if gx is None:
                 # dx = col2im(dy W2^T), one (M, O) @ (O, C) product per kernel offset
-                (pt, _), (pl, _) = self.pads
                 gx = _gemm_col2im(xp, g2, w.transpose(0, 1, 3, 2), (n,) + pshape + (xshape[3],), oh, ow,
                                   self.stride, self.dilation, ((pt, pl), xshape[1:3]))
         return gx, gw, gb

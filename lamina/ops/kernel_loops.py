@@ -365,6 +365,149 @@ def im2col_rows(x, cols, s0, s1, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl):
                 r += 1
 
 
+# A stride-1 convolution with few channels each way (ops.convolution.Conv2D's planes path) as "wide" planes: each
+# sample's input channels-first and zero-padded, (C, Hp * Wp), Hp = OH + (KH - 1) dh and Wp = OW + (KW - 1) dw, and
+# each output channel a plane over the same wide rows (OH rows of Wp positions, the last (KW - 1) dw of each unused).
+# In those coordinates kernel offset (i, j) reads the input plane shifted by i dh Wp + j dw, so every term is one
+# pass over contiguous runs (a loop the compiler vectorises), where im2col would copy the input KH * KW times into
+# columns for a product whose few output columns BLAS runs far below its rate. Sums of products in another order
+# than the im2col product's: compiled with FASTMATH.
+def _pack_planes(x, n, planes, pt, pl, hp, wp):
+    # planes (C, >= hp * wp) <- sample n of the channels-last x (N, H, W, C) channels-first, its row r and column q
+    # at (r + pt) wp + q + pl, zeros around it (x's rows and columns outside the hp x wp plane left out); whether
+    # every value copied is finite (v - v is 0, NaN for an infinity or NaN) (a helper, kernels_aot.HELPERS)
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    zero = planes.dtype.type(0)
+    for cc in range(c):
+        plane = planes[cc]
+        for k in range(hp * wp):
+            plane[k] = zero
+    check = zero
+    for r in range(max(0, -pt), min(h, hp - pt)):
+        xr = x[n, r]
+        base = (r + pt) * wp + pl
+        for q in range(max(0, -pl), min(w, wp - pl)):
+            xq = xr[q]
+            for cc in range(c):
+                v = xq[cc]
+                planes[cc, base + q] = v
+                check += v - v
+    return check == zero
+
+
+def conv_planes(x, w, b, y, xs, acc, lo, hi, pt, pl, dh, dw, relu):
+    # y[n, p, q, :] = b + sum over (i, j, c) of x[n, p + i dh - pt, q + j dw - pl, c] w[i, j, c, :] (zeros outside
+    # x), then max(., 0) where relu, for the samples lo:hi. Scratch: xs (C, Hp * Wp) the packed input, acc
+    # (O, OH * Wp) the output planes. Output channels two at a time and a kernel row's offsets three at a time share
+    # each pass's loads.
+    c = x.shape[3]
+    kh, kw, o = w.shape[0], w.shape[1], w.shape[3]
+    oh, ow = y.shape[1], y.shape[2]
+    hp = oh + (kh - 1) * dh
+    wp = ow + (kw - 1) * dw
+    span = (oh - 1) * wp + ow
+    zero = acc.dtype.type(0)
+    for n in range(lo, hi):
+        _pack_planes(x, n, xs, pt, pl, hp, wp)
+        for m in range(0, o, 2):
+            two = m + 1 < o
+            a0 = acc[m, :span]
+            a1 = acc[m + 1 if two else m, :span]
+            for k in range(span):
+                a0[k] = zero
+                a1[k] = zero
+            for cc in range(c):
+                plane = xs[cc]
+                for i in range(kh):
+                    row = i * dh * wp
+                    for j in range(0, kw - 2, 3):
+                        s = row + j * dw
+                        x0 = plane[s:s + span]
+                        x1 = plane[s + dw:s + dw + span]
+                        x2 = plane[s + 2 * dw:s + 2 * dw + span]
+                        u0, u1, u2 = w[i, j, cc, m], w[i, j + 1, cc, m], w[i, j + 2, cc, m]
+                        if two:
+                            v0, v1, v2 = w[i, j, cc, m + 1], w[i, j + 1, cc, m + 1], w[i, j + 2, cc, m + 1]
+                            for k in range(span):
+                                e0, e1, e2 = x0[k], x1[k], x2[k]
+                                a0[k] += u0 * e0 + u1 * e1 + u2 * e2
+                                a1[k] += v0 * e0 + v1 * e1 + v2 * e2
+                        else:
+                            for k in range(span):
+                                a0[k] += u0 * x0[k] + u1 * x1[k] + u2 * x2[k]
+                    for j in range(kw - kw % 3, kw):
+                        s = row + j * dw
+                        x0 = plane[s:s + span]
+                        u0 = w[i, j, cc, m]
+                        if two:
+                            v0 = w[i, j, cc, m + 1]
+                            for k in range(span):
+                                e0 = x0[k]
+                                a0[k] += u0 * e0
+                                a1[k] += v0 * e0
+                        else:
+                            for k in range(span):
+                                a0[k] += u0 * x0[k]
+        for p in range(oh):
+            yr = y[n, p]
+            for q in range(ow):
+                ys = yr[q]
+                k = p * wp + q
+                for m in range(o):
+                    v = acc[m, k] + b[m]
+                    ys[m] = zero if relu and v < zero else v   # NaN stays NaN, as bias_relu_rows
+
+
+def conv_planes_grad_weight(x, gy, gw, xs, gs, lo, hi, pt, pl, dh, dw):
+    # conv_planes' weight gradient, one partial per sample: gw[n, i, j, c, :] = sum over positions (p, q) of
+    # x[n, p + i dh - pt, q + j dw - pl, c] gy[n, p, q, :] for the samples lo:hi (the caller adds the partials in
+    # sample order: the same sums on any number of threads). Scratch: xs as conv_planes', gs (O, OH * Wp) gy's sample
+    # packed into the wide rows, zeros at their unused positions, so that each weight's sum is one dot product of
+    # contiguous runs; four output channels at a time share the input's loads. Where the sample's input holds an
+    # infinity or NaN, the unused positions' zeros would pair with input values (0 * inf: NaN in a weight whose
+    # windows never read it), and the sums run over each output row's positions instead (OW long: slower).
+    c = x.shape[3]
+    kh, kw, o = gw.shape[1], gw.shape[2], gw.shape[4]
+    oh, ow = gy.shape[1], gy.shape[2]
+    hp = oh + (kh - 1) * dh
+    wp = ow + (kw - 1) * dw
+    zero = gw.dtype.type(0)
+    for n in range(lo, hi):
+        finite = _pack_planes(x, n, xs, pt, pl, hp, wp)
+        _pack_planes(gy, n, gs, 0, 0, oh, wp)
+        run = (oh - 1) * wp + ow if finite else ow   # each sum: one run, or OH runs of OW
+        rows = 1 if finite else oh
+        for cc in range(c):
+            plane = xs[cc]
+            for i in range(kh):
+                for j in range(kw):
+                    s = i * dh * wp + j * dw
+                    g = gw[n, i, j, cc]
+                    for m in range(0, o - 3, 4):
+                        t0 = t1 = t2 = t3 = zero
+                        for p in range(rows):
+                            r = p * wp
+                            xv = plane[s + r:s + r + run]
+                            g0, g1 = gs[m, r:r + run], gs[m + 1, r:r + run]
+                            g2, g3 = gs[m + 2, r:r + run], gs[m + 3, r:r + run]
+                            for k in range(run):
+                                e = xv[k]
+                                t0 += e * g0[k]
+                                t1 += e * g1[k]
+                                t2 += e * g2[k]
+                                t3 += e * g3[k]
+                        g[m], g[m + 1], g[m + 2], g[m + 3] = t0, t1, t2, t3
+                    for m in range(o - o % 4, o):
+                        t0 = zero
+                        for p in range(rows):
+                            r = p * wp
+                            xv = plane[s + r:s + r + run]
+                            g0 = gs[m, r:r + run]
+                            for k in range(run):
+                                t0 += xv[k] * g0[k]
+                        g[m] = t0
+
+
 def _exp_into(a, e, f):
     # e = exp(a) for float32 rows (a helper of the float32 kernels below: kernels_aot.HELPERS, compiled with them).
     # exp(a) = 2^m p(r), m = round(a / ln 2) (by adding and subtracting 1.5 * 2^23), r = a - m ln 2 in two parts

@@ -37,6 +37,10 @@ read while it sits in the first-level cache, so each array is read or written on
   gradient straight from the unpadded input, row by row, each offset's products only where its window lies inside
   the input (NumPy: a padded flat copy of the input, and of the output gradient backward, a multiply and an add an
   offset over it); the same output and input gradient as NumPy's code, the weight gradient summed by fixed chunks.
+- :func:`conv_planes`: a stride-1 convolution with few channels each way (and its weight gradient) over each
+  sample's input packed channels-first into zero-padded planes, each kernel offset one pass over contiguous runs
+  (NumPy: an im2col copy of KH * KW times the input and a product with few output columns, far below BLAS's
+  rate); the same sums in another order.
 - :func:`max_pool2d` / :func:`max_pool2d_grad`: 2-D max pooling (MaxPooling1D/2D, ops.max_pool in 1-D and
   2-D), the maximum and the note of its window offset in one pass over the input (NumPy: one compare, multiply
   and two maxima per window offset, over a padded copy), the gradient in one pass writing each input value
@@ -84,8 +88,9 @@ from . import kernels_aot as _aot
 __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "in_use", "layer_norm_forward", "layer_norm_backward",
            "batch_norm_forward", "batch_norm_backward", "scale_shift", "bias_relu", "relu", "relu_bias_grad",
            "lstm_cell", "sigmoid_tanh", "lstm_cell_grad", "gru_cell_grad", "adam_update", "col2im_gather",
-           "depthwise", "im2col", "max_pool2d", "max_pool2d_grad", "softmax_columns", "softmax_columns_grad",
-           "scatter_rows", "silu", "silu_grad", "exp_rows", "softmax_rows_grad", "gelu", "gelu_grad"]
+           "depthwise", "conv_planes", "im2col", "max_pool2d", "max_pool2d_grad", "softmax_columns",
+           "softmax_columns_grad", "scatter_rows", "silu", "silu_grad", "exp_rows", "softmax_rows_grad", "gelu",
+           "gelu_grad"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
@@ -755,6 +760,13 @@ def depthwise(x):
     input gradient are NumPy's code's values (the same products, added in its order; the padding's products,
     zeros there, skipped, so only a zero's sign may differ); the weight gradient's sums run in another order."""
     return _eligible(x)
+
+
+def conv_planes(x):
+    """The compiled planes convolution (``conv_planes``: forward, fused bias and ReLU; ``conv_planes_grad_weight``:
+    per-sample weight gradients) for the channels-last input ``x`` (its size and dtype decide, as for the other
+    kernels), or None where the kernels do not run (ops.convolution.Conv2D's planes path)."""
+    return _eligible(x) if x.ndim == 4 else None
 
 
 def im2col(x):
