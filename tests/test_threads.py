@@ -393,6 +393,76 @@ def test_ranges_cover_and_align():
         assert all(lo % align == 0 for lo, _ in r) and len(r) <= width
 
 
+def test_split_products_pins_blas_to_one_thread_before_stopping_its_team(monkeypatch):
+    """A split of work that runs products: BLAS at one thread during the parts, its count back after (also when a
+    part fails), and the team stopped only after the count went to one (stopped first, OpenBLAS starts it again
+    when the count changes, and its waiting thread takes a core from the split); parts start on multiples of
+    ``align``; small work, or one core, runs once here at the old count."""
+    events = []
+    monkeypatch.setattr(threads, "_team_release", lambda: lambda: events.append("release"))
+    monkeypatch.setattr(threads, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "_apply", lambda n: events.append(("apply", n)))
+    seen = []
+    threads.split_products(lambda lo, hi: seen.append((lo, hi)), 10, 100, 100, align=3)
+    assert sorted(seen) == [(0, 6), (6, 10)]
+    assert events == [("apply", 1), "release", ("apply", 2)]
+    events.clear()
+    seen.clear()
+    threads.split_products(lambda lo, hi: seen.append((lo, hi)), 10, 99, 100)
+    assert seen == [(0, 10)] and events == []
+    threads.split_products(lambda lo, hi: seen.append((lo, hi)), 2, 100, 100, align=4)   # one block: no split
+    assert seen[-1] == (0, 2) and events == []
+
+    def fail(lo, hi):
+        raise ValueError(lo)
+    with pytest.raises(ValueError):
+        threads.split_products(fail, 10, 100, 100)
+    assert events[-1] == ("apply", 2)
+
+
+def _conv_grads(layer, x, gy):
+    t = lamina.Tensor(x, requires_grad=True)
+    y = layer(t, training=True)
+    gs = lamina.grad(y, [t] + list(layer.trainable_weights), grad_output=lamina.Tensor(gy))
+    return [np.asarray(y)] + [np.asarray(g) for g in gs]
+
+
+@pytest.mark.parametrize("layer,shape", [
+    (lambda: lamina.layers.Conv2D(24, 3, padding="same"), (7, 9, 10, 20)),     # wide blocks, dx as a convolution
+    (lambda: lamina.layers.Conv2D(24, 3, strides=2, padding="same"), (7, 9, 10, 20)),   # col2im (the gather)
+    (lambda: lamina.layers.Conv2D(24, 3), (7, 9, 10, 20)),
+    (lambda: lamina.layers.Conv2DTranspose(16, 3, strides=2, padding="same"), (7, 5, 6, 20))])
+def test_convolution_blocks_split_over_threads_are_the_same(layer, shape, monkeypatch):
+    """A convolution's blocks of samples (im2col and product, the kernel gradient's rebuilt columns, dx as a
+    convolution of dy, the gathered col2im, the transposed convolution's backward) shared over 2 and 3 threads:
+    the one-thread values bit for bit (products on one BLAS thread either way; the kernel gradient's block
+    products added in block order), blocks of 2 samples so that parts start on block boundaries."""
+    from lamina.ops import convolution, kernels
+    monkeypatch.setattr(kernels, "MIN_ELEMENTS", 0)
+    monkeypatch.setitem(kernels._state, "mode", "auto")
+    monkeypatch.setitem(kernels._state, "pending", 0)
+    monkeypatch.setattr(convolution, "_KEEP_COLS_BYTES", 0)       # the kernel gradient rebuilds its columns
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(shape).astype(np.float32)
+    conv = layer()
+    y = conv(x)
+    per = (y.shape[1] * y.shape[2] if isinstance(conv, lamina.layers.Conv2D) else shape[1] * shape[2]) * 9 * 20 * 4
+    monkeypatch.setattr(convolution, "_BLOCK_BYTES_CPU", 2 * per)  # (2 samples a block: 4 blocks of 7 samples)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    parts, real = [], threads.run_split
+    monkeypatch.setattr(threads, "run_split", lambda ps: (parts.append(len(ps)), real(ps))[1])
+    got = []
+    for width in (1, 2, 3):
+        monkeypatch.setattr(threads, "_width", lambda *a, width=width: (width, lambda: None))
+        with threads.one_thread():
+            got.append(_conv_grads(conv, x, gy))
+    assert parts and set(parts) == {2, 3}
+    for other in got[1:]:
+        for u, v in zip(other, got[0]):
+            np.testing.assert_array_equal(u, v)
+
+
 @pytest.mark.parametrize("pool,strides,padding", [(2, 2, "valid"), (3, 2, "same"), (3, 1, "valid")])
 def test_max_pooling_split_over_samples_is_the_same(pool, strides, padding, monkeypatch):
     """MaxPool2D forward and backward spread over threads by samples (ties included: the first maximum in

@@ -301,12 +301,15 @@ def _gathered_col2im(g2, w2, gather, shape, kernel_size, oh, ow, stride, dilatio
     per = oh * ow
     out = np.empty(shape, dtype=g2.dtype)
     step = _block(np, n, per * w2.shape[1] * g2.dtype.itemsize)
-    buf = np.empty((step * per, w2.shape[1]), dtype=g2.dtype)
-    for s0 in range(0, n, step):
-        s1 = min(s0 + step, n)
-        cols = mm(np, g2[s0 * per:s1 * per], w2, out=buf[:(s1 - s0) * per])
-        gather(cols.reshape(s1 - s0, oh, ow, kh, kw, c), out[s0:s1], stride[0], stride[1], dilation[0], dilation[1],
-               *corner)
+
+    def part(lo, hi):   # samples lo:hi (lamina's threads: _split_samples)
+        buf = np.empty((min(step, hi - lo) * per, w2.shape[1]), dtype=g2.dtype)
+        for s0 in range(lo, hi, step):
+            s1 = min(s0 + step, hi)
+            cols = mm(np, g2[s0 * per:s1 * per], w2, out=buf[:(s1 - s0) * per])
+            gather(cols.reshape(s1 - s0, oh, ow, kh, kw, c), out[s0:s1], stride[0], stride[1], dilation[0],
+                   dilation[1], *corner)
+    _split_samples(np, part, n, n * per * w2.size, align=step)
     return out
 
 
@@ -385,6 +388,21 @@ def _planes_grad_weight(k, x, gy, kshape, corner, dilation):
     return parts.sum(axis=0)
 
 
+# Blocks of samples whose products come to this many multiply-adds or more are shared over lamina's threads, each
+# thread its own blocks with BLAS on one thread (threads.split_products).
+_SPLIT_BLOCKS = 1 << 22
+
+
+def _split_samples(xp, body, n, work, align):
+    """body(lo, hi) over samples 0..n of a convolution's blocks (each an im2col copy and its product), ``align``
+    samples a block: threads.split_products for NumPy (each thread whole blocks: the same products as one thread's,
+    as BLAS may round a product of other rows otherwise), once for a device."""
+    if xp is np:
+        _threads.split_products(body, n, work, _SPLIT_BLOCKS, align)
+    else:
+        body(0, n)
+
+
 def _crop_hw(x, pads, h, w):
     (t, _), (l, _) = pads
     if x.shape[1] == h and x.shape[2] == w:
@@ -452,9 +470,13 @@ class Conv2D(Op):
         y = xp.empty((n * oh * ow, o), dtype=np.result_type(x.dtype, w2.dtype))
         if keep_cols:
             cols = xp.empty((n * oh * ow, k), dtype=x.dtype)
-        for s0, s1, cc in self._blocks(x, kh, kw, oh, ow, cols):
-            yb = mm(xp, cc, w2, out=y[s0 * oh * ow:s1 * oh * ow])
-            self._finish(yb, b)  # while the block is still in cache
+
+        def part(lo, hi):   # samples lo:hi, block by block
+            into = None if cols is None else cols[lo * oh * ow:hi * oh * ow]
+            for s0, s1, cc in self._blocks(x[lo:hi], kh, kw, oh, ow, into):
+                yb = mm(xp, cc, w2, out=y[(lo + s0) * oh * ow:(lo + s1) * oh * ow])
+                self._finish(yb, b)  # while the block is still in cache
+        _split_samples(xp, part, n, n * oh * ow * k * o, align=_block(xp, n, oh * ow * k * x.dtype.itemsize))
         return y, cols, keep_cols
 
     def _thin_forward(self, x, w, b, oh, ow):
@@ -551,10 +573,7 @@ class Conv2D(Op):
             elif cols is not None:
                 gw = (cols.T @ g2).reshape(self.kernel_shape)
             else:
-                gw = xp.zeros((kh * kw * c, o), dtype=np.result_type(x.dtype, gy.dtype))
-                for s0, s1, cc in self._blocks(x, kh, kw, oh, ow):
-                    gw += cc.T @ g2[s0 * oh * ow:s1 * oh * ow]
-                gw = gw.reshape(self.kernel_shape)
+                gw = self._rebuilt_kernel_grad(x, g2)
         if self.needs_grad[2] and gb is None:
             gb = sum_rows(xp, g2)
         if self.needs_grad[0] and gx is None:
@@ -567,6 +586,23 @@ class Conv2D(Op):
                 gx = _gemm_col2im(xp, g2, w.transpose(0, 1, 3, 2), (n,) + pshape + (xshape[3],), oh, ow,
                                   self.stride, self.dilation, ((pt, pl), xshape[1:3]))
         return gx, gw, gb
+
+    def _rebuilt_kernel_grad(self, x, g2):
+        """dW = cols^T dy with the columns rebuilt from x block by block: each block's product kept, the blocks
+        shared over lamina's threads (_split_samples, on block boundaries), then added in block order (the sum of
+        the one-thread loop, gw += block product, whatever the split)."""
+        xp = self.xp
+        kh, kw, c, o = self.kernel_shape
+        _, _, oh, ow = self.meta
+        n, k = x.shape[0], kh * kw * c
+        step = _block(xp, n, oh * ow * k * x.dtype.itemsize)   # (_im2col_blocks' blocks)
+        parts = xp.empty((-(-n // step), k, o), dtype=np.result_type(x.dtype, g2.dtype))
+
+        def part(lo, hi):   # samples lo:hi, from a block's first sample
+            for s0, s1, cc in self._blocks(x[lo:hi], kh, kw, oh, ow):
+                mm(xp, cc.T, g2[(lo + s0) * oh * ow:(lo + s1) * oh * ow], out=parts[(lo + s0) // step])
+        _split_samples(xp, part, n, n * oh * ow * k * o, align=step)
+        return parts.sum(axis=0).reshape(self.kernel_shape)
 
     def _dx_as_conv(self, gy, w, xshape):
         """At stride 1 the input gradient is itself a convolution: dy, padded by (k-1)*d less the forward's
@@ -597,10 +633,15 @@ class Conv2D(Op):
             # input's in forward (_thin_blocks)
             blocks = ((s0, s1, ct.T) for s0, s1, ct in _thin_blocks(xp, _channels_first(xp, gy, pads), kh, kw, h,
                                                                     wd, (1, 1), self.dilation, False))
-        else:
-            blocks = _im2col_blocks(xp, gy, pads, kh, kw, h, wd, (1, 1), self.dilation)
-        for s0, s1, cc in blocks:
-            mm(xp, cc, wf, out=gx[s0 * h * wd:s1 * h * wd])
+            for s0, s1, cc in blocks:
+                mm(xp, cc, wf, out=gx[s0 * h * wd:s1 * h * wd])
+            return gx.reshape(n, h, wd, c)
+
+        def part(lo, hi):   # samples lo:hi
+            for s0, s1, cc in _im2col_blocks(xp, gy[lo:hi], pads, kh, kw, h, wd, (1, 1), self.dilation):
+                mm(xp, cc, wf, out=gx[(lo + s0) * h * wd:(lo + s1) * h * wd])
+        _split_samples(xp, part, n, n * h * wd * kh * kw * o * c,
+                       align=_block(xp, n, h * wd * kh * kw * o * gy.dtype.itemsize))
         return gx.reshape(n, h, wd, c)
 
 
@@ -659,31 +700,43 @@ class Conv2DTranspose(Op):
         gx = gw = gb = None
         if self.needs_grad[0] or self.needs_grad[1]:
             hh, ww = min(oh, full[0] - bh), min(ow, full[1] - bw)
+            if self.needs_grad[0]:
+                w2 = w.reshape(kh * kw * o, c)
+                gx = xp.empty((n * h * wd, c), dtype=np.result_type(gy.dtype, w.dtype))
+            x2 = x.reshape(-1, c) if self.needs_grad[1] else None
             if self.thin:  # the gradient's columns transposed, from a channels-first canvas (_thin_blocks)
                 gfull = xp.zeros((o, n, full[0], full[1]), dtype=gy.dtype)
                 gfull[:, :, bh:bh + hh, bw:bw + ww] = gy[:, :hh, :ww, :].transpose(3, 0, 1, 2)
-                blocks = ((s0, s1, ct.T) for s0, s1, ct in _thin_blocks(xp, gfull, kh, kw, h, wd, self.stride,
-                                                                        self.dilation, False))
+                if x2 is not None:
+                    gw = xp.zeros((kh * kw * o, c), dtype=np.result_type(gy.dtype, x.dtype))
+                for s0, s1, ct in _thin_blocks(xp, gfull, kh, kw, h, wd, self.stride, self.dilation, False):
+                    rows = slice(s0 * h * wd, s1 * h * wd)
+                    if gx is not None:
+                        mm(xp, ct.T, w2, out=gx[rows])
+                    if gw is not None:
+                        gw += ct @ x2[rows]
             else:
                 # im2col of the gradient placed on the full canvas (zeros around it), a block of samples at a time:
                 # never the (N*H*W, KH*KW*O) matrix, nor the canvas itself: the gradient's window is the canvas
                 # padded by (bh, bw) before and the rest after (cut first where the window runs past the canvas;
-                # the compiled im2col writes the padding's zeros itself)
+                # the compiled im2col writes the padding's zeros itself). The blocks shared over lamina's threads,
+                # each block's kernel-gradient product kept and added in block order (as Conv2D's)
                 g = gy if (hh, ww) == (oh, ow) else xp.ascontiguousarray(gy[:, :hh, :ww, :])
                 pads = ((bh, full[0] - bh - hh), (bw, full[1] - bw - ww))
-                blocks = _im2col_blocks(xp, g, pads, kh, kw, h, wd, self.stride, self.dilation)
-            if self.needs_grad[0]:
-                w2 = w.reshape(kh * kw * o, c)
-                gx = xp.empty((n * h * wd, c), dtype=np.result_type(gy.dtype, w.dtype))
-            if self.needs_grad[1]:
-                x2 = x.reshape(-1, c)
-                gw = xp.zeros((kh * kw * o, c), dtype=np.result_type(gy.dtype, x.dtype))
-            for s0, s1, gc in blocks:  # gc: (rows, KH*KW*O) (a transposed view in the thin layout)
-                rows = slice(s0 * h * wd, s1 * h * wd)
-                if gx is not None:
-                    mm(xp, gc, w2, out=gx[rows])
-                if gw is not None:
-                    gw += gc.T @ x2[rows]
+                k = kh * kw * o
+                step = _block(xp, n, h * wd * k * g.dtype.itemsize)   # (_im2col_blocks' blocks)
+                parts = None if x2 is None else xp.empty((-(-n // step), k, c), np.result_type(gy.dtype, x.dtype))
+
+                def part(lo, hi):   # samples lo:hi, from a block's first sample
+                    for s0, s1, gc in _im2col_blocks(xp, g[lo:hi], pads, kh, kw, h, wd, self.stride, self.dilation):
+                        rows = slice((lo + s0) * h * wd, (lo + s1) * h * wd)
+                        if gx is not None:
+                            mm(xp, gc, w2, out=gx[rows])
+                        if parts is not None:
+                            mm(xp, gc.T, x2[rows], out=parts[(lo + s0) // step])
+                _split_samples(xp, part, n, n * h * wd * k * c * (2 if gx is not None and x2 is not None else 1),
+                               align=step)
+                gw = None if parts is None else parts.sum(axis=0)
             gx = None if gx is None else gx.reshape(xshape)
             gw = None if gw is None else gw.reshape(wshape)
         if self.needs_grad[2]:
