@@ -80,11 +80,14 @@ def cases(dtype, seed=0):
                         (a(3, 5, 6, 4), a(2, 36), 1, 3, 1, 1, 3, 3, 2, 2, 2, 2, 0, 0)],
         # the planes convolution of (3, 5, 6, 4) -> (3, 5, 6, 3) 3x3 'same' (planes 7 x 8), samples 1:3, with the
         # ReLU and without; its weight gradient 2x3 'valid' -> 6 channels (four, then two), the first sample holding
-        # infinities (its sums row by row)
+        # infinities (its sums row by row); and a group's: input channels 4:6, output channels 3:6 (6:9 of dy)
         "conv_planes": [(odd(a(3, 5, 6, 4)), a(3, 3, 4, 3), a(3), a(3, 5, 6, 3), a(4, 64), a(3, 48), 1, 3, 1, 1, 1,
-                         1, relu) for relu in (True, False)],
+                         1, relu, 0, 0) for relu in (True, False)]
+        + [(a(3, 5, 6, 6), a(3, 3, 2, 3), a(3), a(3, 5, 6, 9), a(2, 64), a(3, 48), 0, 3, 1, 1, 1, 1, False, 4, 3)],
         "conv_planes_grad_weight": [(odd(a(3, 5, 6, 4)), a(3, 4, 4, 6), a(3, 2, 3, 4, 6), a(4, 48), a(6, 48), 0, 3,
-                                     0, 0, 1, 1)],
+                                     0, 0, 1, 1, 0, 0),
+                                    (a(3, 5, 6, 6), a(3, 4, 4, 9), a(3, 2, 3, 2, 3), a(2, 48), a(3, 48), 0, 3, 0, 0, 1,
+                                     1, 4, 6)],
     }
     if np.dtype(dtype) == np.float32:   # float32 only: an LSTM step forward (5 rows, 6 units, with and without
         # bias); sigmoid and tanh in place

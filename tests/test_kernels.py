@@ -705,6 +705,28 @@ def test_planes_convolution_equals_numpys_code(compiled, dtype, shape, filters, 
         np.testing.assert_allclose(u, v, rtol=tol, atol=tol * scale)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layer,shape", [
+    (lambda d: layers.Conv2D(12, 3, padding="same", groups=4, dtype=d), (3, 16, 17, 8)),
+    (lambda d: layers.Conv2D(9, (3, 2), dilation_rate=(1, 2), groups=3, activation="relu", dtype=d), (2, 18, 20, 6)),
+    (lambda d: layers.Conv1D(16, 5, padding="same", groups=2, dtype=d), (2, 300, 8))])
+def test_grouped_planes_convolution_equals_numpys_code(compiled, dtype, layer, shape):
+    """A grouped convolution whose groups qualify runs each group through the planes kernels straight from the
+    input's channels into the output's (no per-group copies): NumPy's code's output and gradients (its groups
+    through im2col), and each group's forward, input and kernel gradient ran there."""
+    calls = _planes_calls(compiled)
+    conv = layer(dtype.__name__)
+    x = R.standard_normal(shape).astype(dtype)
+    groups = conv.groups
+    gy = R.standard_normal(conv(x).shape).astype(dtype)
+    got, want = _both(compiled, lambda: _grads(conv, x, gy))
+    n = shape[0]
+    assert _samples(calls["conv_planes"]) == 3 * groups * n and _samples(calls["conv_planes_grad_weight"]) == groups * n
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for u, v in zip(got, want):
+        np.testing.assert_allclose(u, v, rtol=tol, atol=tol * np.abs(v).max())
+
+
 def test_planes_weight_gradient_stays_finite_where_no_window_reads_an_infinity(compiled):
     """An infinite input value reaches only the weights whose windows read it, as in PyTorch: in the planes' wide
     rows the positions past each output row pair a zero of dy with input values the offset never reads (0 * inf),

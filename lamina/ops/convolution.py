@@ -354,28 +354,30 @@ def _planes(count, size, dtype):
     return np.empty((count, (lines | 1) * per), dtype=dtype)
 
 
-def _planes_conv(k, x, w, b, out_hw, corner, dilation, relu):
+def _planes_conv(k, x, w, b, out_hw, corner, dilation, relu, y=None, c0=0, o0=0):
     """conv2d of x (N, H, W, C) by w (KH, KW, C, O) at stride 1, x's (0, 0) at ``corner`` = (top, left) of the
     padded input, to (N, OH, OW, O) with the bias b (or none) and the ReLU where ``relu``: kernel_loops.conv_planes,
-    samples shared over lamina's threads (each part its own scratch planes)."""
-    n, c, o = x.shape[0], x.shape[3], w.shape[3]
+    samples shared over lamina's threads (each part its own scratch planes). A group of a grouped convolution:
+    w's C channels from channel c0 of x, written to channels o0:o0 + O of ``y`` (N, OH, OW, any)."""
+    n, c, o = x.shape[0], w.shape[2], w.shape[3]
     (oh, ow), (pt, pl), (dh, dw) = out_hw, corner, dilation
     hp, wp = _planes_geometry(w, out_hw, dilation)
     w = np.ascontiguousarray(w)
     b = np.zeros(o, x.dtype) if b is None else np.ascontiguousarray(b)
-    y = np.empty((n, oh, ow, o), dtype=x.dtype)
+    y = np.empty((n, oh, ow, o), dtype=x.dtype) if y is None else y
 
     def part(lo, hi):
         xs, acc = _planes(c, hp * wp, x.dtype), _planes(o, oh * wp, x.dtype)
-        k.conv_planes(x, w, b, y, xs, acc, lo, hi, pt, pl, dh, dw, relu)
-    _threads.split_rows(part, n, y.size * w.shape[0] * w.shape[1] * c, _SPLIT_PLANES)
+        k.conv_planes(x, w, b, y, xs, acc, lo, hi, pt, pl, dh, dw, relu, c0, o0)
+    _threads.split_rows(part, n, n * oh * ow * o * w.shape[0] * w.shape[1] * c, _SPLIT_PLANES)
     return y
 
 
-def _planes_grad_weight(k, x, gy, kshape, corner, dilation):
+def _planes_grad_weight(k, x, gy, kshape, corner, dilation, c0=0, o0=0):
     """The planes convolution's kernel gradient (KH, KW, C, O): kernel_loops.conv_planes_grad_weight's per-sample
-    sums (samples shared over lamina's threads), added in sample order (the same on any number of threads)."""
-    n, c, o = x.shape[0], x.shape[3], gy.shape[3]
+    sums (samples shared over lamina's threads), added in sample order (the same on any number of threads). A
+    group's: x's channels c0:c0 + C, gy's o0:o0 + O."""
+    n, (c, o) = x.shape[0], kshape[2:]
     oh, ow = gy.shape[1:3]
     (pt, pl), (dh, dw) = corner, dilation
     hp, wp = _planes_geometry(np.empty(kshape[:2] + (0,)), (oh, ow), dilation)
@@ -383,7 +385,7 @@ def _planes_grad_weight(k, x, gy, kshape, corner, dilation):
 
     def part(lo, hi):
         xs, gs = _planes(c, hp * wp, x.dtype), _planes(o, oh * wp, x.dtype)
-        k.conv_planes_grad_weight(x, gy, parts, xs, gs, lo, hi, pt, pl, dh, dw)
+        k.conv_planes_grad_weight(x, gy, parts, xs, gs, lo, hi, pt, pl, dh, dw, c0, o0)
     _threads.split_rows(part, n, parts.size * oh * ow, _SPLIT_PLANES)
     return parts.sum(axis=0)
 

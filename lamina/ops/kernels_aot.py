@@ -92,8 +92,8 @@ SIGNATURES = {
     "silu_grad_rows": (True, ("T2", "T2", "T2", "T2")),
     "gelu_rows": (True, ("T2", "T2", "T2", "T2"), ("f4",)),
     "gelu_grad_rows": (True, ("T2", "T2", "T2", "T2", "T2"), ("f4",)),
-    "conv_planes": (False, ("T4", "T4", "T1", "T4", "T2", "T2") + ("i",) * 6 + ("b",)),
-    "conv_planes_grad_weight": (False, ("T4", "T4", "T5", "T2", "T2") + ("i",) * 6),
+    "conv_planes": (False, ("T4", "T4", "T1", "T4", "T2", "T2") + ("i",) * 6 + ("b", "i", "i")),
+    "conv_planes_grad_weight": (False, ("T4", "T4", "T5", "T2", "T2") + ("i",) * 8),
 }
 # The kernels in two modules of about equal build time, built side by side on two cores (seconds of one core on
 # the 2-core Intel VM, float32 and float64 together; the kernels added later, batch norm's, the depthwise

@@ -232,16 +232,19 @@ class GroupConvND(Op):
 
     1-D and 2-D: each group through the dense 2-D convolution's own forward and backward (ops.convolution.Conv2D:
     its blocked im2col, compiled where built, and its input gradient as a convolution or a col2im), on a
-    contiguous copy of the group's channels. Measured (forward + backward, 2 threads, against the general way
-    below): (32, 32, 32, 32) 3x3 G=4 84 -> 30 ms (PyTorch 10), (16, 14, 14, 128) G=32 34.5 -> 20.4, (16, 28, 28, 64)
-    G=8 57.8 -> 24.9, (32, 16, 16, 64) G=2 33.8 -> 18.9; the general way's transposing copies and its col2im (one
-    strided addition per offset over the padded gradient) were most of its time.
+    contiguous copy of the group's channels; where the groups qualify for the planes convolution (few channels at
+    stride 1: _planes_forward), those kernels instead, straight from x's channels into y's. Measured (forward +
+    backward, 2 threads, the per-group Conv2D ops against the general way below): (32, 32, 32, 32) 3x3 G=4 84 -> 30
+    ms (PyTorch 10), (16, 14, 14, 128) G=32 34.5 -> 20.4, (16, 28, 28, 64) G=8 57.8 -> 24.9, (32, 16, 16, 64) G=2
+    33.8 -> 18.9; the general way's transposing copies and its col2im (one strided addition per offset over the
+    padded gradient) were most of its time.
     Otherwise (3-D, an empty input): cols = im2col(pad(x)) arranged (G, M, K*C/G); y = cols @ w (G, K*C/G, O/G),
     one batched GEMM. Backward: dw = cols^T dy (batched GEMM); dx = crop(col2im(dy w^T)).
     """
 
     half_via_float32 = True  # float16 through float32 BLAS (tensor.Op)
     _groups = None           # (the per-group Conv2D ops, x's shape, w's shape) of the 1-D and 2-D way
+    _planes = None           # (kernels, x, w, geometry) where the groups run as planes convolutions
 
     def forward(self, x, w):
         xp = self.xp
@@ -274,6 +277,9 @@ class GroupConvND(Op):
         n, h, wd, c = x4.shape
         kh, kw, cg, o = w4.shape
         og = o // G
+        y = self._planes_forward(x4, w4, stride, dilation, pads, (x.shape, w.shape))
+        if y is not None:
+            return y if d == 2 else y.reshape(n, y.shape[2], o)
         xg = xp.ascontiguousarray(xp.moveaxis(x4.reshape(n, h, wd, G, cg), 3, 0))     # (G, N, H, W, C/G)
         wg = xp.ascontiguousarray(xp.moveaxis(w4.reshape(kh, kw, cg, G, og), 3, 0))   # (G, KH, KW, C/G, O/G)
         ops, ys = [], []
@@ -286,8 +292,55 @@ class GroupConvND(Op):
         y = xp.stack(ys, axis=-2)                                                      # (N, OH, OW, G, O/G)
         return y.reshape(y.shape[:3] + (o,)) if d == 2 else y.reshape(n, y.shape[2], o)
 
+    def _planes_forward(self, x4, w4, stride, dilation, pads, shapes):
+        """The groups as planes convolutions (ops.convolution's few-channel stride-1 way: kernel_loops.conv_planes)
+        straight from x's channels into y's, no per-group copies, where each group qualifies, its input gradient
+        too when needed; else None. bench.layers conv3x3_g4 ((64, 32, 32, 32) 3x3 'same' G=4: 8 channels a group),
+        forward + backward: 31 -> 23.8 ms (PyTorch 12-15); the per-group copies and the stacking were 12 of the 31."""
+        from . import convolution as cv   # (the same floor, imported where used)
+        n, h, wd, c = x4.shape
+        kh, kw, cg, o = w4.shape
+        og = o // self.groups
+        (pt, pb), (pl, pr) = pads
+        (dh, dw) = dilation
+        out = (h + pt + pb - (kh - 1) * dh, wd + pl + pr - (kw - 1) * dw)
+        k = cv._planes_kernels(x4, w4[..., :og], None, out, stride) if self.xp is np and min(out) > 0 else None
+        if k is None or (self.needs_grad[0] and h * wd < cv._PLANES_POSITIONS) or not x4.flags.c_contiguous:
+            return None
+        y = np.empty((n,) + out + (o,), dtype=x4.dtype)
+        for g in range(self.groups):
+            cv._planes_conv(k, x4, w4[..., g * og:(g + 1) * og], None, out, (pt, pl), dilation, False, y=y,
+                            c0=g * cg, o0=g * og)
+        self._planes = (k, x4 if self.needs_grad[1] else None, w4 if self.needs_grad[0] else None, (pt, pl), dilation,
+                        x4.shape, w4.shape, shapes)
+        return y
+
+    def _planes_backward(self, gy):
+        from . import convolution as cv   # (the same floor, imported where used)
+        k, x4, w4, corner, dilation, xshape4, wshape4, (xshape, wshape) = self._planes
+        G, o = self.groups, gy.shape[-1]
+        kh, kw, cg, _ = wshape4
+        og = o // G
+        g4 = np.ascontiguousarray(gy)
+        g4 = g4.reshape(g4.shape[0], 1, g4.shape[1], o) if g4.ndim == 3 else g4   # (1-D as 2-D, as forward)
+        gx = gw = None
+        if x4 is not None:   # each group's kernel gradient, side by side along the output channels
+            gw = np.concatenate([cv._planes_grad_weight(k, x4, g4, (kh, kw, cg, og), corner, dilation, c0=g * cg,
+                                                        o0=g * og) for g in range(G)], axis=-1).reshape(wshape)
+        if w4 is not None:   # each group's input gradient: its dy's convolution by its turned kernel
+            dh, dw = dilation
+            gx = np.empty(xshape4, dtype=g4.dtype)
+            for g in range(G):
+                wf = w4[::-1, ::-1, :, g * og:(g + 1) * og].transpose(0, 1, 3, 2)
+                cv._planes_conv(k, g4, wf, None, xshape4[1:3], ((kh - 1) * dh - corner[0], (kw - 1) * dw - corner[1]),
+                                dilation, False, y=gx, c0=g * og, o0=g * cg)
+            gx = gx.reshape(xshape)
+        return gx, gw
+
     def backward(self, gy):
         xp = self.xp
+        if self._planes is not None:
+            return self._planes_backward(gy)
         if self._groups is not None:
             ops, xshape, wshape = self._groups
             G, o = self.groups, gy.shape[-1]
