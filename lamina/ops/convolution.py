@@ -245,15 +245,19 @@ def _thin_col2im(xp, g2, w2, kshape, canvas, oh, ow, stride, dilation):
     dtype = np.result_type(g2.dtype, w2.dtype)
     out = xp.zeros((c, n, hp, wp), dtype=dtype)
     step = _block(xp, n, oh * ow * k * dtype.itemsize)
-    buf = xp.empty(k * step * oh * ow, dtype=dtype)
-    for s0 in range(0, n, step):
-        s1 = min(s0 + step, n)
-        m = (s1 - s0) * oh * ow
-        d = mm(xp, w2, g2[s0 * oh * ow:s1 * oh * ow].T, out=buf[:k * m].reshape(k, m))
-        d6 = d.reshape(kh, kw, c, s1 - s0, oh, ow)
-        for i in range(kh):
-            for j in range(kw):
-                out[:, s0:s1, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw] += d6[i, j]
+
+    def part(lo, hi):   # samples lo:hi (lamina's threads: _split_samples)
+        buf = xp.empty(k * min(step, hi - lo) * oh * ow, dtype=dtype)
+        for s0 in range(lo, hi, step):
+            s1 = min(s0 + step, hi)
+            m = (s1 - s0) * oh * ow
+            d = mm(xp, w2, g2[s0 * oh * ow:s1 * oh * ow].T, out=buf[:k * m].reshape(k, m))
+            d6 = d.reshape(kh, kw, c, s1 - s0, oh, ow)
+            for i in range(kh):
+                for j in range(kw):
+                    out[:, s0:s1, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+                        j * dw:j * dw + sw * (ow - 1) + 1:sw] += d6[i, j]
+    _split_samples(xp, part, n, n * oh * ow * k * w2.shape[1], align=step)
     return out
 
 
@@ -497,10 +501,15 @@ class Conv2D(Op):
         keep = self.needs_grad[1] and rows * n * oh * ow * x.dtype.itemsize <= _KEEP_COLS_BYTES
         cols = xp.empty((rows, n * oh * ow), dtype=x.dtype) if keep else None
         y = xp.empty((n * oh * ow, o), dtype=np.result_type(x.dtype, w.dtype))
-        for s0, s1, ct in _thin_blocks(xp, xt, kh, kw, oh, ow, self.stride, self.dilation, b is not None, cols):
-            yb = mm(xp, ct.T, w2, out=y[s0 * oh * ow:s1 * oh * ow])
-            if self.activation == "relu":
-                relu_into(xp, yb, yb)  # while the block is in cache
+
+        def part(lo, hi):   # samples lo:hi (lamina's threads: _split_samples)
+            into = None if cols is None else cols[:, lo * oh * ow:hi * oh * ow]
+            for s0, s1, ct in _thin_blocks(xp, xt[:, lo:hi], kh, kw, oh, ow, self.stride, self.dilation,
+                                           b is not None, into):
+                yb = mm(xp, ct.T, w2, out=y[(lo + s0) * oh * ow:(lo + s1) * oh * ow])
+                if self.activation == "relu":
+                    relu_into(xp, yb, yb)  # while the block is in cache
+        _split_samples(xp, part, n, n * oh * ow * rows * o, align=_block(xp, n, oh * ow * rows * x.dtype.itemsize))
         self.thin = b is not None  # not None: thin layout; True: the columns carry the bias row
         return y, cols, keep
 
@@ -514,11 +523,18 @@ class Conv2D(Op):
         k = kh * kw * c
         if cols is not None:
             gwb = cols @ g2
-        else:
-            gwb = xp.zeros((k + self.thin, o), dtype=np.result_type(x.dtype, g2.dtype))
+        else:   # each block's product kept, added in block order (as _rebuilt_kernel_grad's)
+            n, rows = x.shape[0], k + self.thin
+            step = _block(xp, n, oh * ow * rows * x.dtype.itemsize)   # (_thin_blocks' blocks)
+            parts = xp.empty((-(-n // step), rows, o), dtype=np.result_type(x.dtype, g2.dtype))
             xt = _channels_first(xp, x, self.pads)
-            for s0, s1, ct in _thin_blocks(xp, xt, kh, kw, oh, ow, self.stride, self.dilation, self.thin):
-                gwb += ct @ g2[s0 * oh * ow:s1 * oh * ow]
+
+            def part(lo, hi):
+                for s0, s1, ct in _thin_blocks(xp, xt[:, lo:hi], kh, kw, oh, ow, self.stride, self.dilation,
+                                               self.thin):
+                    mm(xp, ct, g2[(lo + s0) * oh * ow:(lo + s1) * oh * ow], out=parts[(lo + s0) // step])
+            _split_samples(xp, part, n, n * oh * ow * rows * o, align=step)
+            gwb = parts.sum(axis=0)
         return gwb[:k].reshape(self.kernel_shape), (gwb[k] if self.thin else None)
 
     def _thin_input_grad(self, g2, w, xshape):
