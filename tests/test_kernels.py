@@ -774,11 +774,12 @@ def test_planes_split_over_threads_give_the_same_bits(compiled):
     ((2, 16, 16, 8), 8, dict(kernel_size=3, padding="same"), True),
     ((2, 15, 16, 8), 8, dict(kernel_size=3, padding="same"), False),           # 240 positions: im2col's products
     ((2, 16, 16, 8), 8, dict(kernel_size=3, strides=2, padding="same"), False),
-    ((2, 16, 16, 16), 32, dict(kernel_size=3, padding="same"), False),         # 16 x 32 channels: BLAS's
+    ((2, 16, 16, 16), 32, dict(kernel_size=3, padding="same"), True),          # C * O = 512
+    ((2, 16, 16, 32), 32, dict(kernel_size=3, padding="same"), False),         # 32 x 32 channels: BLAS's
     ((2, 16, 16, 4), 64, dict(kernel_size=3, padding="same"), False),
     ((2, 16, 16, 3), 32, dict(kernel_size=3, padding="same"), True)])          # (an RGB input's first layer)
 def test_planes_run_where_they_are_faster(compiled, shape, filters, kw, planes):
-    """The planes at stride 1 with at most 32 channels each way, C * O <= 256 and 256 output positions or more a
+    """The planes at stride 1 with at most 32 channels each way, C * O <= 512 and 256 output positions or more a
     sample; other convolutions keep im2col and BLAS."""
     calls = _planes_calls(compiled)
     conv = layers.Conv2D(filters, **kw)

@@ -18,7 +18,7 @@ How the convolution is computed (the hot path of a CNN):
   transposed layout: the columns as (KH*KW*C, rows) built from a channels-first copy, whose row copies run OW
   floats instead of KW*C, the bias as a row of ones inside the product; their col2im adds channels-first
   slabs (_thin_blocks, _thin_col2im);
-- few channels each way at stride 1 (at most 32, C * O <= 256: a U-Net's first levels, an RGB first layer) and
+- few channels each way at stride 1 (at most 32, C * O <= 512: a U-Net's first levels, an RGB first layer) and
   256 output positions or more: no im2col, but the compiled planes kernels (kernel_loops.conv_planes), each sample
   packed channels-first into zero-padded planes, each kernel offset one pass over contiguous runs; the input
   gradient is the same kernel on dy with the turned kernel, the kernel gradient dot products of the same runs.
@@ -320,15 +320,15 @@ def _gathered_col2im(g2, w2, gather, shape, kernel_size, oh, ow, stride, dilatio
 # A stride-1 convolution with at most _PLANES_CHANNELS channels each way, C * O at most _PLANES_PRODUCT, and at least
 # _PLANES_POSITIONS output positions a sample takes the compiled planes kernels (kernels.conv_planes); its input
 # gradient too where that convolution (O channels to C) qualifies. Split over lamina's threads by samples from
-# _SPLIT_PLANES products. Measured (3x3 'same', 32 samples, forward + backward with the input gradient, against
-# im2col's path, Zen 2, 2 threads / 1 thread): 32 x 32 8 -> 8 2.7 against 8.7 ms, 16 -> 8 4.0 / 17.0, 16 -> 16
-# 7.0 / 19.8 (one thread 10.6 / 12.3), 16 x 16 8 -> 16 1.65 / 2.7; (64, 30, 30, 3) -> 32 8.3 / 11.4 (one thread 10.9
-# / 10.5; bench cnn's first layer, whose input needs no gradient: its step 29.4 -> 28.4 ms, cnn_infer 10.6 -> 9.8).
-# Beyond C * O = 256 one thread of the planes falls behind BLAS's (32 -> 32: 37.9 against 29.1 ms), and on two the
-# product's team decides (in a phase of this host's where BLAS's two threads gain nothing on im2col's blocks, the
-# planes were ahead up to 32 -> 32: 21.1 against 34.7 ms; in the quieter phases im2col's is about 15).
+# _SPLIT_PLANES products. Measured (Zen 2, 3x3 'same', 32 samples, forward + backward with the input gradient,
+# against im2col's path with its blocks on one thread; 2 threads): 32 x 32 8 -> 8 2.7 against 8.7 ms (one im2col
+# block loop on BLAS's two threads), 16 -> 8 4.0 / 17.0; with im2col's blocks shared over lamina's threads
+# (_split_samples): 16 x 16 32 -> 16 4.05 against 5.45, 16 -> 32 4.83 / 4.88, 32 x 32 16 -> 32 12.4 / 13.9,
+# 32 -> 16 12.8 / 13.8, (64, 30, 30, 3) -> 32 9.2 / 11.8; but 32 -> 32 22.2 against 19.4 (C * O = 1024), where
+# one thread of the planes is also behind BLAS's (37.9 against 29.1 ms; at 512, even: 16 -> 32 20.3 / 18.3,
+# 32 -> 16 18.9 / 19.5). bench cnn's first layer (3 -> 32, no input gradient): its step 29.4 -> 28.4 ms.
 _PLANES_CHANNELS = 32
-_PLANES_PRODUCT = 256
+_PLANES_PRODUCT = 512
 _PLANES_POSITIONS = 256
 _SPLIT_PLANES = 1 << 20
 
