@@ -88,6 +88,12 @@ def cases(dtype, seed=0):
                                      0, 0, 1, 1, 0, 0),
                                     (a(3, 5, 6, 6), a(3, 4, 4, 9), a(3, 2, 3, 2, 3), a(2, 48), a(3, 48), 0, 3, 0, 0, 1,
                                      1, 4, 6)],
+        # GroupNorm of samples 1:3 of (3, 20, 8) in 4 groups, with gamma and beta and without; its backward, with dx
+        # and without (the sums only)
+        "group_norm_rows": [(odd(a(3, 20, 8)), a(8), a(8), gb, gb, t(1e-3), 4, a(3, 8), a(3, 8), a(3, 20, 8), 1, 3)
+                            for gb in (True, False)],
+        "group_norm_rows_grad": [(odd(a(3, 20, 8)), a(3, 20, 8), a(3, 8), a(3, 8, low=0.5), a(8), g, 4, nx,
+                                  a(3, 2, 8), a(3, 20, 8), 0, 3) for g, nx in ((True, True), (False, False))],
     }
     if np.dtype(dtype) == np.float32:   # float32 only: an LSTM step forward (5 rows, 6 units, with and without
         # bias); sigmoid and tanh in place

@@ -116,6 +116,7 @@ def test_every_call_lamina_makes_reaches_the_built_kernels(built, fallbacks, mon
                            (layers.LSTM(3, dtype=dtype), x(2, 3, 4)),
                            (layers.GRU(3, dtype=dtype), x(2, 3, 4)),
                            (layers.BatchNormalization(dtype=dtype), x(2, 3, 3, 8)),
+                           (layers.GroupNormalization(4, dtype=dtype), x(2, 3, 3, 8)),
                            (layers.DepthwiseConv2D(3, padding="same", dtype=dtype), x(2, 5, 5, 4)),
                            (layers.ReLU(dtype=dtype), x(3, 16)),
                            (layers.Activation("silu", dtype=dtype), x(3, 16))):

@@ -178,6 +178,102 @@ def batch_norm_rows_grad(gy, x, mean, inv, a, b, c, dx):
             dx[i, j] = gy[i, j] * a[j] + ((x[i, j] - mean[j]) * inv[j] * c[j] + b[j])
 
 
+def group_norm_rows(x, gamma, beta, has_gamma, has_beta, eps, groups, mean, inv, y, lo, hi):
+    # GroupNorm of the samples lo:hi of x (N, S, C), C a multiple of groups, each sample's three passes one after
+    # another while it is in cache: per-channel sums in float64, each group's mean over its S * C/G values; then the
+    # sums of (x - mean)^2 (no cancellation, as the NumPy code's) and inv = 1 / sqrt(var + eps); mean and inv (N, C)
+    # each channel's group's values in x's dtype; then y as batch_norm_rows writes it
+    s, c = x.shape[1], x.shape[2]
+    cg = c // groups
+    count = s * cg
+    acc = np.empty(c, np.float64)
+    for n in range(lo, hi):
+        xn, mn, vn, yn = x[n], mean[n], inv[n], y[n]
+        for j in range(c):
+            acc[j] = 0.0
+        for i in range(s):
+            xr = xn[i]
+            for j in range(c):
+                acc[j] += xr[j]
+        for g in range(groups):
+            t = 0.0
+            for j in range(g * cg, (g + 1) * cg):
+                t += acc[j]
+            for j in range(g * cg, (g + 1) * cg):
+                mn[j] = t / count
+        for j in range(c):
+            acc[j] = 0.0
+        for i in range(s):
+            xr = xn[i]
+            for j in range(c):
+                d = xr[j] - mn[j]
+                acc[j] += d * d
+        for g in range(groups):
+            t = 0.0
+            for j in range(g * cg, (g + 1) * cg):
+                t += acc[j]
+            v = 1.0 / np.sqrt(t / count + eps)
+            for j in range(g * cg, (g + 1) * cg):
+                vn[j] = v
+        for i in range(s):
+            xr, yr = xn[i], yn[i]
+            for j in range(c):
+                h = (xr[j] - mn[j]) * vn[j]
+                if has_gamma:
+                    h = h * gamma[j]
+                if has_beta:
+                    h = h + beta[j]
+                yr[j] = h
+
+
+def group_norm_rows_grad(gy, x, mean, inv, gamma, has_gamma, groups, need_x, sums, dx, lo, hi):
+    # group_norm_rows' backward for the samples lo:hi, each sample's two passes while it is in cache: sums[n, 0] and
+    # sums[n, 1] the per-channel sums of gy and of gy * xhat (xhat = (x - mean) * inv recomputed; summed in float64,
+    # stored in gy's dtype: beta's and gamma's gradients once added over the samples); then, where need_x,
+    # dx = inv (g - mean(g) - xhat mean(g xhat)) with g = gy gamma and the means over the sample's group, as
+    # batch_norm_rows_grad's folded rule gy a + (xhat c + b)
+    s, c = gy.shape[1], gy.shape[2]
+    cg = c // groups
+    count = s * cg
+    sb = np.empty(c, np.float64)
+    sg = np.empty(c, np.float64)
+    a = np.empty(c, gy.dtype)
+    b = np.empty(c, gy.dtype)
+    cc = np.empty(c, gy.dtype)
+    for n in range(lo, hi):
+        gn, xn, mn, vn = gy[n], x[n], mean[n], inv[n]
+        for j in range(c):
+            sb[j] = 0.0
+            sg[j] = 0.0
+        for i in range(s):
+            gr, xr = gn[i], xn[i]
+            for j in range(c):
+                g = gr[j]
+                sb[j] += g
+                sg[j] += g * ((xr[j] - mn[j]) * vn[j])
+        for j in range(c):
+            sums[n, 0, j] = sb[j]
+            sums[n, 1, j] = sg[j]
+        if not need_x:
+            continue
+        for grp in range(groups):
+            tb = 0.0
+            tg = 0.0
+            for j in range(grp * cg, (grp + 1) * cg):
+                w = gamma[j] if has_gamma else 1.0
+                tb += sb[j] * w
+                tg += sg[j] * w
+            for j in range(grp * cg, (grp + 1) * cg):
+                a[j] = vn[j] * gamma[j] if has_gamma else vn[j]
+                b[j] = -vn[j] * (tb / count)
+                cc[j] = -vn[j] * (tg / count)
+        dn = dx[n]
+        for i in range(s):
+            gr, xr, dr = gn[i], xn[i], dn[i]
+            for j in range(c):
+                dr[j] = gr[j] * a[j] + ((xr[j] - mn[j]) * vn[j] * cc[j] + b[j])
+
+
 def _span(off, s, n_in, n_out):
     # the outputs j in [j0, j1) of an axis whose input position j s + off lies inside the input's n_in (a helper,
     # kernels_aot.HELPERS: the depthwise kernels below)
