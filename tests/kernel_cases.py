@@ -82,12 +82,17 @@ def cases(dtype, seed=0):
         # ReLU and without; its weight gradient 2x3 'valid' -> 6 channels (four, then two), the first sample holding
         # infinities (its sums row by row); and a group's: input channels 4:6, output channels 3:6 (6:9 of dy)
         "conv_planes": [(odd(a(3, 5, 6, 4)), a(3, 3, 4, 3), a(3), a(3, 5, 6, 3), a(4, 64), a(3, 48), 1, 3, 1, 1, 1,
-                         1, relu, 0, 0) for relu in (True, False)]
-        + [(a(3, 5, 6, 6), a(3, 3, 2, 3), a(3), a(3, 5, 6, 9), a(2, 64), a(3, 48), 0, 3, 1, 1, 1, 1, False, 4, 3)],
+                         1, relu, 0, 0, a(0, 0, 0, 0)) for relu in (True, False)]
+        + [(a(3, 5, 6, 6), a(3, 3, 2, 3), a(3), a(3, 5, 6, 9), a(2, 64), a(3, 48), 0, 3, 1, 1, 1, 1, False, 4, 3,
+            a(0, 0, 0, 0)),
+           (a(3, 5, 6, 4), a(3, 3, 4, 3), a(3), a(3, 5, 6, 3), a(4, 64), a(3, 48), 0, 3, 1, 1, 1, 1, False, 0, 0,
+            odd(a(3, 5, 6, 4)))],   # (a fused ReLU's input gradient: the input masked)
         "conv_planes_grad_weight": [(odd(a(3, 5, 6, 4)), a(3, 4, 4, 6), a(3, 2, 3, 4, 6), a(4, 48), a(6, 48), 0, 3,
-                                     0, 0, 1, 1, 0, 0),
+                                     0, 0, 1, 1, 0, 0, a(0, 0, 0, 0), a(0, 0)),
                                     (a(3, 5, 6, 6), a(3, 4, 4, 9), a(3, 2, 3, 2, 3), a(2, 48), a(3, 48), 0, 3, 0, 0, 1,
-                                     1, 4, 6)],
+                                     1, 4, 6, a(0, 0, 0, 0), a(0, 0)),
+                                    (a(3, 5, 6, 4), odd(a(3, 4, 4, 6)), a(3, 2, 3, 4, 6), a(4, 48), a(6, 48), 0, 3,
+                                     0, 0, 1, 1, 0, 0, odd(a(3, 4, 4, 6)), a(3, 6))],   # (masked, with the bias's)
         # GroupNorm of samples 1:3 of (3, 20, 8) in 4 groups, with gamma and beta and without; its backward, with dx
         # and without (the sums only)
         "group_norm_rows": [(odd(a(3, 20, 8)), a(8), a(8), gb, gb, t(1e-3), 4, a(3, 8), a(3, 8), a(3, 20, 8), 1, 3)

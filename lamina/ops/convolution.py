@@ -358,11 +358,12 @@ def _planes(count, size, dtype):
     return np.empty((count, (lines | 1) * per), dtype=dtype)
 
 
-def _planes_conv(k, x, w, b, out_hw, corner, dilation, relu, y=None, c0=0, o0=0):
+def _planes_conv(k, x, w, b, out_hw, corner, dilation, relu, y=None, c0=0, o0=0, mask=None):
     """conv2d of x (N, H, W, C) by w (KH, KW, C, O) at stride 1, x's (0, 0) at ``corner`` = (top, left) of the
     padded input, to (N, OH, OW, O) with the bias b (or none) and the ReLU where ``relu``: kernel_loops.conv_planes,
     samples shared over lamina's threads (each part its own scratch planes). A group of a grouped convolution:
-    w's C channels from channel c0 of x, written to channels o0:o0 + O of ``y`` (N, OH, OW, any)."""
+    w's C channels from channel c0 of x, written to channels o0:o0 + O of ``y`` (N, OH, OW, any). With ``mask``
+    (x's shape), of x * (mask > 0): a fused ReLU's input gradient from dy and the layer's output."""
     n, c, o = x.shape[0], w.shape[2], w.shape[3]
     (oh, ow), (pt, pl), (dh, dw) = out_hw, corner, dilation
     hp, wp = _planes_geometry(w, out_hw, dilation)
@@ -372,26 +373,34 @@ def _planes_conv(k, x, w, b, out_hw, corner, dilation, relu, y=None, c0=0, o0=0)
 
     def part(lo, hi):
         xs, acc = _planes(c, hp * wp, x.dtype), _planes(o, oh * wp, x.dtype)
-        k.conv_planes(x, w, b, y, xs, acc, lo, hi, pt, pl, dh, dw, relu, c0, o0)
+        k.conv_planes(x, w, b, y, xs, acc, lo, hi, pt, pl, dh, dw, relu, c0, o0, _none(x) if mask is None else mask)
     _threads.split_rows(part, n, n * oh * ow * o * w.shape[0] * w.shape[1] * c, _SPLIT_PLANES)
     return y
 
 
-def _planes_grad_weight(k, x, gy, kshape, corner, dilation, c0=0, o0=0):
+def _planes_grad_weight(k, x, gy, kshape, corner, dilation, c0=0, o0=0, mask=None, bias=False):
     """The planes convolution's kernel gradient (KH, KW, C, O): kernel_loops.conv_planes_grad_weight's per-sample
     sums (samples shared over lamina's threads), added in sample order (the same on any number of threads). A
-    group's: x's channels c0:c0 + C, gy's o0:o0 + O."""
+    group's: x's channels c0:c0 + C, gy's o0:o0 + O. With ``mask`` (gy's shape) of gy * (mask > 0) (a fused
+    ReLU's), and where ``bias`` (gw, its bias gradient) from the same pass."""
     n, (c, o) = x.shape[0], kshape[2:]
     oh, ow = gy.shape[1:3]
     (pt, pl), (dh, dw) = corner, dilation
     hp, wp = _planes_geometry(np.empty(kshape[:2] + (0,)), (oh, ow), dilation)
     parts = np.empty((n,) + tuple(kshape), dtype=x.dtype)
+    bparts = np.empty((n, o) if bias else (0, 0), dtype=x.dtype)
 
     def part(lo, hi):
         xs, gs = _planes(c, hp * wp, x.dtype), _planes(o, oh * wp, x.dtype)
-        k.conv_planes_grad_weight(x, gy, parts, xs, gs, lo, hi, pt, pl, dh, dw, c0, o0)
+        k.conv_planes_grad_weight(x, gy, parts, xs, gs, lo, hi, pt, pl, dh, dw, c0, o0,
+                                  _none(gy) if mask is None else mask, bparts)
     _threads.split_rows(part, n, parts.size * oh * ow, _SPLIT_PLANES)
-    return parts.sum(axis=0)
+    return (parts.sum(axis=0), bparts.sum(axis=0)) if bias else parts.sum(axis=0)
+
+
+def _none(x):
+    """An empty array of x's rank and dtype: a kernel's "no mask"."""
+    return np.empty((0,) * x.ndim, x.dtype)
 
 
 # Blocks of samples whose products come to this many multiply-adds or more are shared over lamina's threads, each
@@ -566,24 +575,33 @@ class Conv2D(Op):
         cols, x, w, out = self.saved
         xshape, pshape, oh, ow = self.meta
         gb = None
+        (pt, _), (pl, _) = self.pads
+        gx = gw = None
+        if self.planes is not None:
+            gy = np.ascontiguousarray(gy)
+            kh, kw = self.kernel_shape[:2]
+            wf = w[::-1, ::-1].transpose(0, 1, 3, 2) if self.needs_grad[0] else None
+            kx = _planes_kernels(gy, wf, None, xshape[1:3], (1, 1)) if self.needs_grad[0] else None
+            if out is not None and self.needs_grad[1] and (kx is not None or not self.needs_grad[0]):
+                # the fused ReLU's mask rides in the kernels' packing of dy, and its bias gradient in the kernel
+                # gradient's pass (relu_bias_grad's pass over dy and its masked copy skipped)
+                gw = _planes_grad_weight(self.planes, x, gy, self.kernel_shape, (pt, pl), self.dilation, mask=out,
+                                         bias=self.needs_grad[2])
+                gw, gb = gw if self.needs_grad[2] else (gw, None)
+                mask, out = out, None
+            else:
+                mask = None
         if out is not None:   # the fused ReLU's backward, as the ReLU op's (the thin layout makes its own db)
             gy, gb = relu_bias_grad(self.xp, gy, out, self.needs_grad[2] and self.thin is None)
         n, o = gy.shape[0], gy.shape[-1]
         g2 = gy.reshape(-1, o)
-        gx = gw = None
-        (pt, _), (pl, _) = self.pads
         if self.planes is not None:
-            gy = np.ascontiguousarray(gy)
-            if self.needs_grad[1]:
+            if self.needs_grad[1] and gw is None:
                 gw = _planes_grad_weight(self.planes, x, gy, self.kernel_shape, (pt, pl), self.dilation)
-            if self.needs_grad[0]:   # at stride 1 the input gradient is dy's convolution by the turned kernel
-                kh, kw = self.kernel_shape[:2]
-                wf = w[::-1, ::-1].transpose(0, 1, 3, 2)
-                k = _planes_kernels(gy, wf, None, xshape[1:3], (1, 1))
-                if k is not None:
-                    dh, dw = self.dilation
-                    gx = _planes_conv(k, gy, wf, None, xshape[1:3], ((kh - 1) * dh - pt, (kw - 1) * dw - pl),
-                                      self.dilation, False)
+            if kx is not None:   # at stride 1 the input gradient is dy's convolution by the turned kernel
+                dh, dw = self.dilation
+                gx = _planes_conv(kx, gy, wf, None, xshape[1:3], ((kh - 1) * dh - pt, (kw - 1) * dw - pl),
+                                  self.dilation, False, mask=mask)
         elif self.needs_grad[1]:
             kh, kw, c, _ = self.kernel_shape
             if self.thin is not None:

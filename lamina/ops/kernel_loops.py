@@ -468,13 +468,15 @@ def im2col_rows(x, cols, s0, s1, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl):
 # pass over contiguous runs (a loop the compiler vectorises), where im2col would copy the input KH * KW times into
 # columns for a product whose few output columns BLAS runs far below its rate. Sums of products in another order
 # than the im2col product's: compiled with FASTMATH.
-def _pack_planes(x, n, c0, planes, pt, pl, hp, wp):
+def _pack_planes(x, n, c0, planes, pt, pl, hp, wp, mask):
     # planes (c, >= hp * wp) <- channels c0:c0 + c of sample n of the channels-last x (N, H, W, C) channels-first, its
     # row r and column q at (r + pt) wp + q + pl, zeros around it (x's rows and columns outside the hp x wp plane left
-    # out); whether every value copied is finite (v - v is 0, NaN for an infinity or NaN) (a helper,
-    # kernels_aot.HELPERS)
+    # out); where mask (x's shape, else empty) is given, x * (mask > 0) instead, relu_bias_grad_rows' rule (a fused
+    # ReLU's backward: mask its output). Returns whether every value written is finite (v - v is 0, NaN for an
+    # infinity or NaN) (a helper, kernels_aot.HELPERS)
     h, w, c = x.shape[1], x.shape[2], planes.shape[0]
-    zero = planes.dtype.type(0)
+    zero, one = planes.dtype.type(0), planes.dtype.type(1)
+    masked = mask.size > 0
     for cc in range(c):
         plane = planes[cc]
         for k in range(hp * wp):
@@ -485,19 +487,27 @@ def _pack_planes(x, n, c0, planes, pt, pl, hp, wp):
         base = (r + pt) * wp + pl
         for q in range(max(0, -pl), min(w, wp - pl)):
             xq = xr[q, c0:c0 + c]
-            for cc in range(c):
-                v = xq[cc]
-                planes[cc, base + q] = v
-                check += v - v
+            if masked:
+                mq = mask[n, r, q, c0:c0 + c]
+                for cc in range(c):
+                    v = xq[cc] * (one if mq[cc] > zero else zero)
+                    planes[cc, base + q] = v
+                    check += v - v
+            else:
+                for cc in range(c):
+                    v = xq[cc]
+                    planes[cc, base + q] = v
+                    check += v - v
     return check == zero
 
 
-def conv_planes(x, w, b, y, xs, acc, lo, hi, pt, pl, dh, dw, relu, c0, o0):
+def conv_planes(x, w, b, y, xs, acc, lo, hi, pt, pl, dh, dw, relu, c0, o0, mask):
     # y[n, p, q, o0 + m] = b[m] + sum over (i, j, c) of x[n, p + i dh - pt, q + j dw - pl, c0 + c] w[i, j, c, m]
     # (zeros outside x), then max(., 0) where relu, for the samples lo:hi: w's C input channels from channel c0 of x,
     # its O outputs to y's channels from o0 (a group of a grouped convolution; 0 and 0 with all channels). Scratch:
     # xs (C, Hp * Wp) the packed input, acc (O, OH * Wp) the output planes. Output channels two at a time and a
-    # kernel row's offsets three at a time share each pass's loads.
+    # kernel row's offsets three at a time share each pass's loads. With ``mask`` (x's shape, else empty) the input
+    # is x * (mask > 0): a fused ReLU's input gradient, dy masked by the layer's output, with no pass of its own.
     c = w.shape[2]
     kh, kw, o = w.shape[0], w.shape[1], w.shape[3]
     oh, ow = y.shape[1], y.shape[2]
@@ -506,7 +516,7 @@ def conv_planes(x, w, b, y, xs, acc, lo, hi, pt, pl, dh, dw, relu, c0, o0):
     span = (oh - 1) * wp + ow
     zero = acc.dtype.type(0)
     for n in range(lo, hi):
-        _pack_planes(x, n, c0, xs[:c], pt, pl, hp, wp)
+        _pack_planes(x, n, c0, xs[:c], pt, pl, hp, wp, mask)
         for m in range(0, o, 2):
             two = m + 1 < o
             a0 = acc[m, :span]
@@ -556,14 +566,16 @@ def conv_planes(x, w, b, y, xs, acc, lo, hi, pt, pl, dh, dw, relu, c0, o0):
                     ys[m] = zero if relu and v < zero else v   # NaN stays NaN, as bias_relu_rows
 
 
-def conv_planes_grad_weight(x, gy, gw, xs, gs, lo, hi, pt, pl, dh, dw, c0, o0):
+def conv_planes_grad_weight(x, gy, gw, xs, gs, lo, hi, pt, pl, dh, dw, c0, o0, mask, gb):
     # conv_planes' weight gradient, one partial per sample: gw[n, i, j, c, m] = sum over positions (p, q) of
     # x[n, p + i dh - pt, q + j dw - pl, c0 + c] gy[n, p, q, o0 + m] for the samples lo:hi (the caller adds the partials
     # in sample order: the same sums on any number of threads). Scratch: xs as conv_planes', gs (O, OH * Wp) gy's sample
     # packed into the wide rows, zeros at their unused positions, so that each weight's sum is one dot product of
     # contiguous runs; four output channels at a time share the input's loads. Where the sample's input holds an
     # infinity or NaN, the unused positions' zeros would pair with input values (0 * inf: NaN in a weight whose
-    # windows never read it), and the sums run over each output row's positions instead (OW long: slower).
+    # windows never read it), and the sums run over each output row's positions instead (OW long: slower). With
+    # ``mask`` (gy's shape, else empty) gy * (mask > 0) instead (a fused ReLU's), and with gb (N, O) (else empty) each
+    # sample's sums of that over its positions too: the bias gradient's partials.
     c = gw.shape[3]
     kh, kw, o = gw.shape[1], gw.shape[2], gw.shape[4]
     oh, ow = gy.shape[1], gy.shape[2]
@@ -571,8 +583,15 @@ def conv_planes_grad_weight(x, gy, gw, xs, gs, lo, hi, pt, pl, dh, dw, c0, o0):
     wp = ow + (kw - 1) * dw
     zero = gw.dtype.type(0)
     for n in range(lo, hi):
-        finite = _pack_planes(x, n, c0, xs[:c], pt, pl, hp, wp)
-        _pack_planes(gy, n, o0, gs[:o], 0, 0, oh, wp)
+        finite = _pack_planes(x, n, c0, xs[:c], pt, pl, hp, wp, x[:0])
+        _pack_planes(gy, n, o0, gs[:o], 0, 0, oh, wp, mask)
+        if gb.size > 0:
+            for m in range(o):
+                g0 = gs[m, :oh * wp]
+                t0 = zero
+                for k in range(oh * wp):
+                    t0 += g0[k]
+                gb[n, m] = t0
         run = (oh - 1) * wp + ow if finite else ow   # each sum: one run, or OH runs of OW
         rows = 1 if finite else oh
         for cc in range(c):

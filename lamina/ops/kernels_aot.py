@@ -92,8 +92,8 @@ SIGNATURES = {
     "silu_grad_rows": (True, ("T2", "T2", "T2", "T2")),
     "gelu_rows": (True, ("T2", "T2", "T2", "T2"), ("f4",)),
     "gelu_grad_rows": (True, ("T2", "T2", "T2", "T2", "T2"), ("f4",)),
-    "conv_planes": (False, ("T4", "T4", "T1", "T4", "T2", "T2") + ("i",) * 6 + ("b", "i", "i")),
-    "conv_planes_grad_weight": (False, ("T4", "T4", "T5", "T2", "T2") + ("i",) * 8),
+    "conv_planes": (False, ("T4", "T4", "T1", "T4", "T2", "T2") + ("i",) * 6 + ("b", "i", "i", "T4")),
+    "conv_planes_grad_weight": (False, ("T4", "T4", "T5", "T2", "T2") + ("i",) * 8 + ("T4", "T2")),
     "group_norm_rows": (True, ("T3", "T1", "T1", "b", "b", "T", "i", "T2", "T2", "T3", "i", "i")),
     "group_norm_rows_grad": (True, ("T3", "T3", "T2", "T2", "T1", "b", "i", "b", "T3", "T3", "i", "i")),
 }
