@@ -431,3 +431,40 @@ def test_bilinear_upsampling_matches_half_pixel_formula():
         i1 = min(i0 + 1, 3)
         expected.append(v[i0] * (1 - (src - i0)) + v[i1] * (src - i0))
     np.testing.assert_allclose(y, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape,kw", [
+    ((2, 7, 9, 8, 3), dict(filters=4, kernel_size=3, padding="same")),
+    ((2, 9, 8, 10, 5), dict(filters=6, kernel_size=(3, 2, 3), strides=(2, 1, 2), padding="same")),
+    ((1, 11, 9, 9, 4), dict(filters=3, kernel_size=2, dilation_rate=(2, 1, 2))),
+    ((2, 6, 20, 20, 8), dict(filters=8, kernel_size=3, padding="same", activation="relu")),   # (2-D planes inside)
+    ((1, 3, 4, 4, 2), dict(filters=2, kernel_size=(4, 1, 1), padding="same"))])
+def test_conv3d_through_2d_convolutions_equals_the_general_way(shape, kw, monkeypatch):
+    """Conv3D (one group) runs as one 2-D convolution per depth offset over the depth slices (strides, dilation,
+    'same' padding in depth included): the output and every gradient of the general way (one product over the
+    whole 3-D im2col), which the same layer takes when the depth way is switched off; and the depth way ran."""
+    from lamina import layers
+    from lamina.ops import nn_kernels
+    layer = layers.Conv3D(**kw)
+    x = R.standard_normal(shape).astype(np.float32)
+    gy = R.standard_normal(layer(x).shape).astype(np.float32)
+
+    def run():
+        xt = Tensor(x, requires_grad=True)
+        y = layer(xt, training=True)
+        return [np.asarray(y)] + [np.asarray(g) for g in grad(y, [xt] + list(layer.trainable_weights),
+                                                              grad_output=Tensor(gy))]
+    ran, real = [], nn_kernels.GroupConvND._depth_forward
+    monkeypatch.setattr(nn_kernels.GroupConvND, "_depth_forward", lambda self, *a: (ran.append(1), real(self, *a))[1])
+    got = run()
+    monkeypatch.setattr(nn_kernels.GroupConvND, "_depth_forward", lambda self, *a: None)
+    want = run()
+    assert ran
+    for u, v in zip(got, want):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-5 * np.abs(v).max())
+
+
+def test_conv3d_through_2d_convolutions_numerical_gradients():
+    from lamina import layers
+    check_grad(layers.Conv3D(2, (3, 2, 2), strides=(2, 1, 1), padding="same", dtype="float64"),
+               R.standard_normal((2, 5, 4, 4, 3)))
