@@ -249,20 +249,29 @@ def split_products(body, n, work, min_work, align=1):
     restored after), or once on this thread. Each core copies and multiplies its own blocks: a product's BLAS team
     instead shares each block's few-MB operands across the cores, and waits for both at every block (on the 2-core
     Zen 2 VM, a (64, 32, 32, 32) 3x3 convolution's forward: 19.7 ms with two BLAS threads, 19.5 with one, 9.9 split
-    over two of lamina's threads). BLAS's count goes to one before its team is stopped: set after the stop,
-    OpenBLAS starts the team again, whose waiting thread then takes a core from the split (19.3 ms)."""
+    over two of lamina's threads; with the team stopped before the count was lowered, 19.3: see
+    _one_thread_team_stopped)."""
     width, release = _width(work, min_work) if n > 1 else (1, None)
     width = min(width, -(-n // align))
     if width < 2:
         body(0, n)
         return
-    count = get_num_threads()
-    _apply(1)
+    count = _one_thread_team_stopped(release)
     try:
-        release()
         run_split([lambda r=r: body(*r) for r in ranges(n, width, align)])
     finally:
         _apply(count)
+
+
+def _one_thread_team_stopped(release):
+    """BLAS's count lowered to one, then its waiting team stopped with ``release`` (split_width's); the count it had,
+    for the caller to put back. In this order: setting the count starts a stopped team afresh, and its worker then
+    busy-waits ~0.1 s on the core another of lamina's threads needs (Overlap's second thread ran its products at
+    half speed; split_products' blocks gained nothing over one thread)."""
+    count = get_num_threads()
+    _apply(1)
+    release()
+    return count
 
 
 def _callers_errstate(fn):
@@ -346,9 +355,7 @@ class Overlap:
 
     def __enter__(self):
         if self._active:
-            self._saved = (get_num_threads(), _split["busy"])
-            _apply(1)              # first: raising the count again would restart the team
-            _team_release()()
+            self._saved = (_one_thread_team_stopped(_team_release()), _split["busy"])
             _split["busy"] = True  # no split inside (see _alone)
             self._helper = _pool(1).submit(_callers_errstate(self._serve))
         return self

@@ -343,9 +343,9 @@ def _planes_kernels(x, w, b, out_hw, stride):
     return _kernels.conv_planes(x)
 
 
-def _planes_geometry(w, out_hw, dilation):
-    kh, kw = w.shape[:2]
-    (oh, ow), (dh, dw) = out_hw, dilation
+def _planes_geometry(kernel_hw, out_hw, dilation):
+    """(Hp, Wp): the padded input's planes that an OH x OW output reads at stride 1."""
+    (kh, kw), (oh, ow), (dh, dw) = kernel_hw, out_hw, dilation
     return oh + (kh - 1) * dh, ow + (kw - 1) * dw
 
 
@@ -366,7 +366,7 @@ def _planes_conv(k, x, w, b, out_hw, corner, dilation, relu, y=None, c0=0, o0=0,
     (x's shape), of x * (mask > 0): a fused ReLU's input gradient from dy and the layer's output."""
     n, c, o = x.shape[0], w.shape[2], w.shape[3]
     (oh, ow), (pt, pl), (dh, dw) = out_hw, corner, dilation
-    hp, wp = _planes_geometry(w, out_hw, dilation)
+    hp, wp = _planes_geometry(w.shape[:2], out_hw, dilation)
     w = np.ascontiguousarray(w)
     b = np.zeros(o, x.dtype) if b is None else np.ascontiguousarray(b)
     y = np.empty((n, oh, ow, o), dtype=x.dtype) if y is None else y
@@ -382,11 +382,11 @@ def _planes_grad_weight(k, x, gy, kshape, corner, dilation, c0=0, o0=0, mask=Non
     """The planes convolution's kernel gradient (KH, KW, C, O): kernel_loops.conv_planes_grad_weight's per-sample
     sums (samples shared over lamina's threads), added in sample order (the same on any number of threads). A
     group's: x's channels c0:c0 + C, gy's o0:o0 + O. With ``mask`` (gy's shape) of gy * (mask > 0) (a fused
-    ReLU's), and where ``bias`` (gw, its bias gradient) from the same pass."""
+    ReLU's). Returns (gw, the bias gradient from the same pass where ``bias``, else None)."""
     n, (c, o) = x.shape[0], kshape[2:]
     oh, ow = gy.shape[1:3]
     (pt, pl), (dh, dw) = corner, dilation
-    hp, wp = _planes_geometry(np.empty(kshape[:2] + (0,)), (oh, ow), dilation)
+    hp, wp = _planes_geometry(kshape[:2], (oh, ow), dilation)
     parts = np.empty((n,) + tuple(kshape), dtype=x.dtype)
     bparts = np.empty((n, o) if bias else (0, 0), dtype=x.dtype)
 
@@ -395,7 +395,7 @@ def _planes_grad_weight(k, x, gy, kshape, corner, dilation, c0=0, o0=0, mask=Non
         k.conv_planes_grad_weight(x, gy, parts, xs, gs, lo, hi, pt, pl, dh, dw, c0, o0,
                                   _none(gy) if mask is None else mask, bparts)
     _threads.split_rows(part, n, parts.size * oh * ow, _SPLIT_PLANES)
-    return (parts.sum(axis=0), bparts.sum(axis=0)) if bias else parts.sum(axis=0)
+    return parts.sum(axis=0), (bparts.sum(axis=0) if bias else None)
 
 
 def _none(x):
@@ -585,9 +585,8 @@ class Conv2D(Op):
             if out is not None and self.needs_grad[1] and (kx is not None or not self.needs_grad[0]):
                 # the fused ReLU's mask rides in the kernels' packing of dy, and its bias gradient in the kernel
                 # gradient's pass (relu_bias_grad's pass over dy and its masked copy skipped)
-                gw = _planes_grad_weight(self.planes, x, gy, self.kernel_shape, (pt, pl), self.dilation, mask=out,
-                                         bias=self.needs_grad[2])
-                gw, gb = gw if self.needs_grad[2] else (gw, None)
+                gw, gb = _planes_grad_weight(self.planes, x, gy, self.kernel_shape, (pt, pl), self.dilation, mask=out,
+                                             bias=self.needs_grad[2])
                 mask, out = out, None
             else:
                 mask = None
@@ -597,7 +596,7 @@ class Conv2D(Op):
         g2 = gy.reshape(-1, o)
         if self.planes is not None:
             if self.needs_grad[1] and gw is None:
-                gw = _planes_grad_weight(self.planes, x, gy, self.kernel_shape, (pt, pl), self.dilation)
+                gw = _planes_grad_weight(self.planes, x, gy, self.kernel_shape, (pt, pl), self.dilation)[0]
             if kx is not None:   # at stride 1 the input gradient is dy's convolution by the turned kernel
                 dh, dw = self.dilation
                 gx = _planes_conv(kx, gy, wf, None, xshape[1:3], ((kh - 1) * dh - pt, (kw - 1) * dw - pl),

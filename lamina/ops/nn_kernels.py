@@ -271,8 +271,15 @@ class GroupConvND(Op):
         self.saved = (cols if self.needs_grad[1] else None, w3, w.shape)
         return y.transpose(1, 0, 2).reshape((n,) + out + (o,))
 
-    def _per_group_forward(self, x, w):
+    def _conv2d_op(self, stride, dilation, pads):
+        """A dense 2-D convolution op (ops.convolution.Conv2D, no bias) for one of this op's parts (a group, a depth
+        offset), run by hand: its forward and backward called here, the gradients this op needs."""
         from .convolution import Conv2D   # (the same floor, imported where used)
+        op = Conv2D(stride=stride, dilation=dilation, pads=pads)
+        op.xp, op.needs_grad = self.xp, (self.needs_grad[0], self.needs_grad[1], False)
+        return op
+
+    def _per_group_forward(self, x, w):
         xp, G, d = self.xp, self.groups, x.ndim - 2
         # 1-D as 2-D with a height of one, as ops.convolution.conv1d runs it
         x4 = x if d == 2 else x.reshape(x.shape[0], 1, x.shape[1], x.shape[2])
@@ -288,12 +295,8 @@ class GroupConvND(Op):
             return y if d == 2 else y.reshape(n, y.shape[2], o)
         xg = xp.ascontiguousarray(xp.moveaxis(x4.reshape(n, h, wd, G, cg), 3, 0))     # (G, N, H, W, C/G)
         wg = xp.ascontiguousarray(xp.moveaxis(w4.reshape(kh, kw, cg, G, og), 3, 0))   # (G, KH, KW, C/G, O/G)
-        ops, ys = [], []
-        for g in range(G):
-            op = Conv2D(stride=stride, dilation=dilation, pads=pads)
-            op.xp, op.needs_grad = xp, (self.needs_grad[0], self.needs_grad[1], False)
-            ys.append(op.forward(xg[g], wg[g], None))
-            ops.append(op)
+        ops = [self._conv2d_op(stride, dilation, pads) for _ in range(G)]
+        ys = [op.forward(xg[g], wg[g], None) for g, op in enumerate(ops)]
         self._groups = (ops, x.shape, w.shape)
         y = xp.stack(ys, axis=-2)                                                      # (N, OH, OW, G, O/G)
         return y.reshape(y.shape[:3] + (o,)) if d == 2 else y.reshape(n, y.shape[2], o)
@@ -306,9 +309,8 @@ class GroupConvND(Op):
         depth. Keeps KD depth-sliced copies of x where the general way kept its whole im2col (KD * KH * KW times x).
         3x3x3 'same', forward + backward at 2 threads (Zen 2): (8, 16, 16, 16, 16) -> 32 56 -> 46 ms, (4, 16, 32, 32, 8)
         -> 16 51.5 -> 26.3 (PyTorch 22 and 20)."""
-        from .convolution import Conv2D   # (the same floor, imported where used)
         n, depth, h, wd, c = x.shape
-        kd, o = w.shape[0], w.shape[-1]
+        kd = w.shape[0]
         (p0, p1), sd, dd = self.pads[0], self.stride[0], self.dilation[0]
         out = _out_size(tuple(m + lo + hi for m, (lo, hi) in zip(x.shape[1:4], self.pads)), w.shape[:3], self.stride,
                         self.dilation)
@@ -322,8 +324,7 @@ class GroupConvND(Op):
         ops, y = [], None
         for a in range(kd):
             xa = np.ascontiguousarray(xpad[:, a * dd:a * dd + (od - 1) * sd + 1:sd]).reshape(n * od, h, wd, c)
-            op = Conv2D(stride=tuple(self.stride[1:]), dilation=tuple(self.dilation[1:]), pads=tuple(self.pads[1:]))
-            op.xp, op.needs_grad = np, (self.needs_grad[0], self.needs_grad[1], False)
+            op = self._conv2d_op(tuple(self.stride[1:]), tuple(self.dilation[1:]), tuple(self.pads[1:]))
             ya = op.forward(xa, np.ascontiguousarray(w[a]), None)
             if y is None:
                 y = ya
@@ -359,8 +360,7 @@ class GroupConvND(Op):
         kh, kw, cg, o = w4.shape
         og = o // self.groups
         (pt, pb), (pl, pr) = pads
-        (dh, dw) = dilation
-        out = (h + pt + pb - (kh - 1) * dh, wd + pl + pr - (kw - 1) * dw)
+        out = _out_size((h + pt + pb, wd + pl + pr), (kh, kw), stride, dilation)
         k = cv._planes_kernels(x4, w4[..., :og], None, out, stride) if self.xp is np and min(out) > 0 else None
         if k is None or (self.needs_grad[0] and h * wd < cv._PLANES_POSITIONS) or not x4.flags.c_contiguous:
             return None
@@ -383,7 +383,7 @@ class GroupConvND(Op):
         gx = gw = None
         if x4 is not None:   # each group's kernel gradient, side by side along the output channels
             gw = np.concatenate([cv._planes_grad_weight(k, x4, g4, (kh, kw, cg, og), corner, dilation, c0=g * cg,
-                                                        o0=g * og) for g in range(G)], axis=-1).reshape(wshape)
+                                                        o0=g * og)[0] for g in range(G)], axis=-1).reshape(wshape)
         if w4 is not None:   # each group's input gradient: its dy's convolution by its turned kernel
             dh, dw = dilation
             gx = np.empty(xshape4, dtype=g4.dtype)
