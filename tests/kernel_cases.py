@@ -34,6 +34,10 @@ def cases(dtype, seed=0):
         "bias_relu_rows": [(odd(a(n, d)), a(d))],
         "relu_rows": [(odd(a(n, d)), a(n, d)), (lambda v: (v, v))(odd(a(n, d)))],   # into another array; in place
         "silu_grad_rows": [(odd(a(n, d)), a(n, d, low=0.0), a(n, d), a(n, d))],
+        "leaky_relu_rows": [(odd(a(n, d)), t(0.2), a(n, d)), (odd(a(n, d)), t(np.inf), a(n, d))],
+        "leaky_relu_grad_rows": [(odd(a(n, d)), odd(a(n, d)), t(0.3), a(n, d))],
+        "sigmoid_grad_rows": [(a(n, d, low=0.0), odd(a(n, d)), a(n, d))],
+        "elu_grad_rows": [(odd(a(n, d)), a(n, d), odd(a(n, d)), t(1.6732632), t(1.050701), a(n, d))],
         "softmax_rows_grad": [(a(n, d, low=0.0), odd(a(n, d)), lg, a(n, d)) for lg in (False, True)],
         "relu_bias_grad_rows": [(odd(a(n, d)), a(n, d), a(n, d), nb, np.zeros((blocks, d), dtype))
                                 for nb in (True, False)],
@@ -106,6 +110,10 @@ def cases(dtype, seed=0):
                                a(3, 24)) for hb in (True, False)],
                    sigmoid_tanh_rows=[(odd(a(5, 24) * 30), th, a(3, 24)) for th in (False, True)],
                    silu_rows=[(odd(a(5, 24) * 30), a(5, 24), a(5, 24), a(3, 24))],
+                   sigmoid_rows=[(odd(a(5, 24) * 60), a(5, 24), g, a(5, 24), a(3, 24)) for g in (False, True)],
+                   elu_rows=[(odd(a(5, 24) * 30), t(1.5), t(sc), a(5, 24), a(5, 24), kp, a(3, 24))
+                             for sc, kp in ((1.0, False), (1.050701, True))],
+                   softplus_rows=[(odd(a(5, 24) * 60), a(5, 24), a(3, 24))],
                    gelu_rows=[(odd(a(5, 24) * 30), a(5, 24), a(5, 24), a(3, 24))],
                    gelu_grad_rows=[(odd(a(5, 24) * 30), a(5, 24, low=0.0), a(5, 24), a(5, 24), a(3, 24))],
                    exp_rows=[(odd(a(5, 24) * 40), a(0), a(5, 24), a(0), False, a(2, 24)),

@@ -1122,7 +1122,8 @@ def test_activations_take_the_kernels_exp_where_numpys_is_scalar(compiled, kerne
     scalar exp) through kernels.silu, and the tanh of GELU's tanh approximation through kernels.sigmoid_tanh,
     block by block (here forced: OWN_EXP): within a few ulps of float64's formula wherever the result is normal
     (GELU's: a few ulps of 1 times x where its formula cancels), gradients as NumPy's passes give them (to the
-    same cancellation); every block of the chain takes it, the last short one too; float64 keeps NumPy's passes."""
+    same cancellation); SiLU's one pass takes the whole array (rows of 1024 and the short rest), the approximate
+    GELU's tanh every block of its chain, the last short one too; float64 keeps NumPy's passes."""
     compiled.setattr(K, "OWN_EXP", True)
     from lamina.ops import activations
     compiled.setattr(activations, "_CHAIN_BLOCK", 1024)
@@ -1137,7 +1138,7 @@ def test_activations_take_the_kernels_exp_where_numpys_is_scalar(compiled, kerne
         y = fn(xt)
         return [np.asarray(y.data), np.asarray(grad(y, [xt], grad_output=Tensor(gy))[0].data)]
     (y, g), (y_np, g_np) = _both(compiled, run)
-    assert sum(n for n, _ in calls) == x.size and len(calls) == -(-x.size // 1024)
+    assert [n for n, _ in calls] == ([1024] * 4 if tanh else [4096]) + [905]
     assert {t for _, t in calls} == {tanh}
     assert sum(grads) == (x.size if kernel == "silu_rows" else 0)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -1182,7 +1183,7 @@ def test_exact_gelu_takes_the_kernels_where_numpys_exp_is_scalar(compiled):
         y = ops.gelu(xt, approximate=False)
         return [np.asarray(y.data), np.asarray(grad(y, [xt], grad_output=Tensor(gy))[0].data)]
     (y, g), (y_np, g_np) = _both(compiled, run)
-    assert sum(fwd) == sum(bwd) == x.size and len(fwd) == -(-x.size // 1024)
+    assert fwd == bwd == [4096, 905]   # (one pass over the whole: its rows of 1024, then the rest)
     np.testing.assert_array_equal(np.isnan(y), np.isnan(y_np))
     np.testing.assert_array_equal(np.isnan(g), np.isnan(g_np))
     ok = np.isfinite(y_np)
@@ -1220,6 +1221,105 @@ def test_silu_gradient_kernel_gives_numpys_bits(compiled, dtype):
     nan = np.isnan(want)   # (NaN where NaN, any sign and payload)
     np.testing.assert_array_equal(np.isnan(got), nan)
     _bits_equal([got[~nan]], [want[~nan]])
+
+
+_EXACT_ACTIVATIONS = [   # (function, the kernels that must run: those whose values are NumPy's chain's to the bit)
+    (lambda t: ops.leaky_relu(t, 0.2), ("leaky_relu_rows", "leaky_relu_grad_rows")),
+    (lambda t: ops.leaky_relu(t, 1.5), ("leaky_relu_rows", "leaky_relu_grad_rows")),
+    (ops.sigmoid, ("sigmoid_grad_rows",)),
+    (lambda t: ops.elu(t, 0.7), ("elu_grad_rows",)),
+    (ops.selu, ("elu_grad_rows",))]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn,kernels", _EXACT_ACTIVATIONS)
+@pytest.mark.parametrize("size", [3 * 16384 + 77, 5 * 65536 + 1000])
+def test_exact_activation_kernels_give_numpys_bits(compiled, dtype, fn, kernels, size):
+    """LeakyReLU's forward, and the gradients of LeakyReLU, the sigmoid, ELU and SELU, each one compiled pass: NumPy's
+    chains' values to the bit (the same operations in the same order; NaN, the infinities and -0.0 among the
+    inputs, given the same forward: NumPy's exp here, OWN_EXP off), on a whole array of one chain block and on one
+    split over three threads (rows of 1024 values and a short rest in each thread's run)."""
+    compiled.setattr(K, "OWN_EXP", False)
+    calls = {k: _count_calls(compiled, k, lambda args: args[0].size) for k in kernels}
+    if size > 65536:
+        _force_split(compiled, 3)
+    x = R.standard_normal(size).astype(dtype) * 4
+    x[:5] = (np.nan, np.inf, -np.inf, -0.0, 0.0)
+    gy = R.standard_normal(x.shape).astype(dtype)
+    gy[5:7] = (np.nan, np.inf)
+
+    def run():
+        xt = Tensor(x, requires_grad=True)
+        y = fn(xt)
+        return [np.asarray(y.data), np.asarray(grad(y, [xt], grad_output=Tensor(gy))[0].data)]
+    got, want = _both(compiled, run)
+    for k in kernels:   # (each value once, in runs of whole rows but for the last of each thread's run)
+        assert sum(calls[k]) == size, k
+        assert all(n % 1024 == 0 for n in calls[k][:-1]) or size > 65536, k
+    for u, v in zip(got, want):
+        nan = np.isnan(v)   # (NaN where NaN, any sign and payload)
+        np.testing.assert_array_equal(np.isnan(u), nan)
+        _bits_equal([u[~nan]], [v[~nan]])
+
+
+def _ulps(got, want):
+    """|got - want| in float32 ulps of want (float64 values) where want is a normal float32 number."""
+    return np.abs(got.astype(np.float64) - want) / np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "elu", "selu", "softplus", "tanh"])
+def test_own_exp_activations_are_within_a_few_ulps_over_float32s_range(compiled, name):
+    """The sigmoid's, ELU's, SELU's, softplus' and tanh's float32 forwards (and softplus' gradient, sigmoid(x) gy) in
+    one compiled pass with the kernels' own exp (and expm1 near 0, log1p, tanh) where NumPy's are scalar (forced):
+    within 4 ulps of float64's formula wherever the result is a normal number, subnormal tails as NumPy's stable
+    formulas give them (the sigmoid below -88.7, softplus below -87.3: not the exp's clamp), NaN, the infinities
+    and the sign of zero as NumPy's chain; float64 keeps NumPy's passes."""
+    compiled.setattr(K, "OWN_EXP", True)
+    kernel = {"sigmoid": "sigmoid_rows", "elu": "elu_rows", "selu": "elu_rows", "softplus": "softplus_rows",
+              "tanh": "sigmoid_tanh_rows"}[name]
+    calls = _count_calls(compiled, kernel, lambda args: args[0].size)
+    sig = _count_calls(compiled, "sigmoid_rows", lambda args: bool(args[2]))
+    fn = {"sigmoid": ops.sigmoid, "elu": lambda t: ops.elu(t, 1.3), "selu": ops.selu, "softplus": ops.softplus,
+          "tanh": ops.tanh}[name]
+    a, s = 1.6732632423543772, 1.0507009873554805
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        ref = {"sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+               "elu": lambda v: np.where(v > 0, v, 1.3 * np.expm1(np.minimum(v, 0))),
+               "selu": lambda v: s * np.where(v > 0, v, a * np.expm1(np.minimum(v, 0))),
+               "softplus": lambda v: np.maximum(v, 0) + np.log1p(np.exp(-np.abs(v))), "tanh": np.tanh}[name]
+    x = np.concatenate([np.linspace(-110, 90, 40001), np.geomspace(1e-30, 30, 4000), -np.geomspace(1e-30, 30, 4000),
+                        [0.0, -0.0, np.inf, -np.inf, np.nan, -0.5, -0.49999997, -0.50000006, 88.72, -88.72, -87.34,
+                         -103.9, -104.0]]).astype(np.float32)
+    gy = R.standard_normal(x.shape).astype(np.float32)
+
+    def run():
+        xt = Tensor(x, requires_grad=True)
+        y = fn(xt)
+        return [np.asarray(y.data), np.asarray(grad(y, [xt], grad_output=Tensor(gy))[0].data)]
+    (y, g), (y_np, g_np) = _both(compiled, run)
+    assert sum(calls) == x.size
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        want = ref(x.astype(np.float64))
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(y), nan)
+    normal = ~nan & (np.abs(want) >= np.finfo(np.float32).tiny) & np.isfinite(want)
+    assert np.max(_ulps(y[normal], want[normal])) <= 4
+    tail = ~nan & ~normal & np.isfinite(want)   # subnormal or zero results: NumPy's chain's, to a subnormal step
+    assert np.all(np.abs(y[tail] - y_np[tail]) <= np.finfo(np.float32).smallest_subnormal)
+    np.testing.assert_array_equal(y[np.isinf(want)], want[np.isinf(want)])
+    zero = (x == 0) & ~nan
+    np.testing.assert_array_equal(np.signbit(y[zero]), np.signbit(y_np[zero]))
+    # gradients as NumPy's chains give them from these outputs: to a few ulps of the output (the sigmoid's 1 - y
+    # reads y's ulps near 1), times gy
+    ok = np.isfinite(g_np)
+    np.testing.assert_array_equal(np.isnan(g), np.isnan(g_np))
+    lim = 8 * np.finfo(np.float32).eps * np.abs(gy[ok]) * (1 + np.abs(y_np[ok])) + 4 * np.spacing(np.abs(g_np[ok]))
+    assert np.all(np.abs(g[ok] - g_np[ok]) <= lim)
+    assert (True in sig) == (name == "softplus")
+    calls.clear()
+    x64 = Tensor(x.astype(np.float64), requires_grad=True)
+    grad(fn(x64), [x64], grad_output=Tensor(gy.astype(np.float64)))
+    assert calls == []
 
 
 def test_exp_rows_is_within_3_ulps_and_keeps_numpys_special_values(compiled):

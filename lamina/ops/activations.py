@@ -24,29 +24,43 @@ _SELU_SCALE = 1.0507009873554804934193349852946
 # many elements, in cache across the passes, in place: ConvNeXtTiny's GELU on (8, 56, 56, 384) float32, erf
 # alone, 76 -> 22 ms (whole arrays, a fresh array a pass) with the same numbers.
 _CHAIN_BLOCK = 1 << 16
+# A compiled chain's rows (kernels._rows: a flat run of a multiple of this many values)
+_KERNEL_ROW = 1024
 
 
-def _chain(xp, fn, inputs, n_out, min_split=None):
+def _chain(xp, fn, inputs, n_out, min_split=None, kernel=None):
     """``fn(*input blocks, *output blocks, scratch)`` over flat blocks of equally shaped inputs; returns the
     n_out outputs (new arrays of the first input's shape and dtype). CuPy takes whole arrays (one kernel a
     pass is what it wants). Large arrays are split over lamina's threads (threads.split_width; ``min_split``
     elements for chains dear enough to gain below its default), each thread a contiguous run of blocks with a
-    scratch of its own: the same numbers as one thread."""
+    scratch of its own: the same numbers as one thread.
+
+    ``kernel(*flat inputs, *flat outputs)``: the chain as one compiled pass (kernels.py), True where it ran. It
+    takes each thread's whole run at once, as rows of _KERNEL_ROW values and one call for the short rest (the
+    same values however the runs fall: the kernels are element-wise); where it declines, ``fn`` does the blocks.
+    (Block by block, the calls' ~5 us of Python each were half of a LeakyReLU's compiled pass.)"""
     first = inputs[0]
     # C order whatever the inputs' layout: the blocks are written through flat views (reshape(-1) of a
     # transposed output would be a copy, and the values would be lost)
     outs = [xp.empty(first.shape, first.dtype) for _ in range(n_out)]
-    if xp is not np or first.size <= _CHAIN_BLOCK:
+    small = first.size <= _CHAIN_BLOCK
+    if xp is not np or (small and kernel is None):
         fn(*inputs, *outs, xp.empty_like(first))
         return outs
     flat = [a.reshape(-1) for a in inputs] + [o.reshape(-1) for o in outs]
 
-    width = _threads.split_width(first.size, min_split)
+    width = 1 if small else _threads.split_width(first.size, min_split)
     # on several threads, blocks twice as long: half the NumPy calls, each of which hands the GIL over (each
     # core has its own L2); GELU on 3.2 M float32, fwd+bwd on two threads, 8.1 -> 7.1 ms, sigmoid 3.8 -> 3.4
     step = _CHAIN_BLOCK * (2 if width > 1 else 1)
 
     def run(lo, hi):
+        if kernel is not None:
+            cut = lo + (hi - lo) // _KERNEL_ROW * _KERNEL_ROW
+            if cut == lo or kernel(*[a[lo:cut] for a in flat]):
+                if cut == hi or kernel(*[a[cut:hi] for a in flat]):
+                    return
+                lo = cut
         scratch = np.empty(step, first.dtype)
         for s in range(lo, hi, step):
             e = min(s + step, hi)
@@ -158,7 +172,8 @@ class LeakyReLU(Op):
                 xp.multiply(x, alpha, out=y)
                 pick(x, y, out=y)
 
-            return _chain(xp, forward, [x], 1)[0]
+            # one compiled pass where the kernels run, the select's bits (kernels.py)
+            return _chain(xp, forward, [x], 1, kernel=lambda x, y: _kernels.leaky_relu(x, alpha, y))[0]
         xa = x * alpha
         if (xa.dtype != x.dtype or x.dtype.kind != "f" or not math.isfinite(alpha) or alpha == 0
                 or x.ndim == 0):
@@ -176,7 +191,8 @@ class LeakyReLU(Op):
                 d ^= low
                 xp.multiply(gy, t, out=gx)
 
-            return _chain(xp, backward, [x, xp.broadcast_to(gy, x.shape)], 1)[0]
+            return _chain(xp, backward, [x, xp.broadcast_to(gy, x.shape)], 1,
+                          kernel=lambda x, gy, gx: _kernels.leaky_relu_grad(x, gy, alpha, gx))[0]
         return select(xp, x > 0, gy, gy * alpha)
 
 
@@ -204,7 +220,8 @@ class ELU(Op):
                 xp.maximum(x, _filled(xp, x, -0.0), out=t)
                 y += t
 
-            y = _chain(xp, forward, [x], 1)[0]
+            # one compiled pass where NumPy's expm1 is scalar (kernels.py)
+            y = _chain(xp, forward, [x], 1, kernel=lambda x, y: _kernels.elu(x, alpha, 1.0, y))[0]
             self.saved = (None, y)
             return y
         self.saved = (x, None)
@@ -227,7 +244,8 @@ class ELU(Op):
             d ^= _where_positive_words(xp, y, gx, flip)
             xp.multiply(gy, t, out=gx)
 
-        return _chain(xp, backward, [y, xp.broadcast_to(gy, y.shape)], 1)[0]
+        return _chain(xp, backward, [y, xp.broadcast_to(gy, y.shape)], 1,   # (compiled: the same bits)
+                      kernel=lambda y, gy, gx: _kernels.elu_grad(y, y, gy, alpha, 1.0, gx))[0]
 
 
 class SELU(Op):
@@ -243,7 +261,8 @@ class SELU(Op):
                 xp.add(neg, t, out=y)
                 y *= _SELU_SCALE
 
-            y, neg = _chain(xp, forward, [x], 2)
+            y, neg = _chain(xp, forward, [x], 2,   # one compiled pass, as ELU's
+                            kernel=lambda x, y, neg: _kernels.elu(x, _SELU_ALPHA, _SELU_SCALE, y, neg))
         else:
             neg = _SELU_ALPHA * xp.expm1(xp.minimum(x, 0))
             y = (_SELU_SCALE * select(xp, x > 0, x, neg)).astype(x.dtype, copy=False)
@@ -263,7 +282,8 @@ class SELU(Op):
                 xp.multiply(gy, t, out=gx)
                 gx *= _SELU_SCALE
 
-            return _chain(xp, backward, [x, neg, xp.broadcast_to(gy, x.shape)], 1)[0]
+            return _chain(xp, backward, [x, neg, xp.broadcast_to(gy, x.shape)], 1,   # (compiled: the same bits)
+                          kernel=lambda x, neg, gy, gx: _kernels.elu_grad(x, neg, gy, _SELU_ALPHA, _SELU_SCALE, gx))[0]
         return (_SELU_SCALE * select(xp, x > 0, gy, gy * (neg + _SELU_ALPHA))).astype(gy.dtype, copy=False)
 
 
@@ -339,15 +359,14 @@ class GELU(Op):
             x = x.astype(np.float64)
 
         def forward(x, y, cdf, t):  # cdf = (1 + erf(x / sqrt 2)) / 2, y = x cdf
-            if _kernels.gelu(x, y, cdf):   # one compiled pass, where NumPy's exp is scalar (kernels.py)
-                return
             xp.divide(x, math.sqrt(2.0), out=y)
             _erf_into(xp, y, cdf, t)
             cdf += 1.0
             cdf *= 0.5
             xp.multiply(x, cdf, out=y)
 
-        y, cdf = _chain(xp, forward, [x], 2, _SPLIT_GELU)
+        # one compiled pass, where NumPy's exp is scalar (kernels.py)
+        y, cdf = _chain(xp, forward, [x], 2, _SPLIT_GELU, kernel=_kernels.gelu)
         self.saved = (x, cdf)
         return y
 
@@ -371,8 +390,6 @@ class GELU(Op):
             return _chain(xp, backward, [x, s, xp.broadcast_to(gy, x.shape)], 1, _SPLIT_GELU)[0]
 
         def backward(x, s, gy, gx, t):  # gy (cdf + x pdf), pdf = e^(-x^2 / 2) / sqrt(2 pi)
-            if _kernels.gelu_grad(x, s, gy, gx):   # one compiled pass, the chain's operations (kernels.py)
-                return
             xp.multiply(x, -0.5, out=t)
             t *= x
             xp.exp(t, out=t)
@@ -381,7 +398,8 @@ class GELU(Op):
             t += s
             xp.multiply(gy, t, out=gx)
 
-        return _chain(xp, backward, [x, s, xp.broadcast_to(gy, x.shape)], 1, _SPLIT_GELU)[0]
+        return _chain(xp, backward, [x, s, xp.broadcast_to(gy, x.shape)], 1, _SPLIT_GELU,   # (compiled, as forward)
+                      kernel=_kernels.gelu_grad)[0]
 
 
 def _sigmoid_into(xp, x, s, t):
@@ -432,7 +450,8 @@ class Sigmoid(Op):
     def forward(self, x):
         xp = self.xp
         if _chains(x):
-            y = _chain(xp, lambda x, y, t: _sigmoid_into(xp, x, y, t), [x], 1)[0]
+            # one compiled pass where NumPy's exp is scalar (kernels.py), else the stable formula's six
+            y = _chain(xp, lambda x, y, t: _sigmoid_into(xp, x, y, t), [x], 1, kernel=_kernels.sigmoid)[0]
         else:
             y = stable_sigmoid(xp, x)
         self.saved = (y,)
@@ -447,7 +466,8 @@ class Sigmoid(Op):
                 xp.subtract(1.0, y, out=t)
                 gx *= t
 
-            return _chain(xp, backward, [y, xp.broadcast_to(gy, y.shape)], 1)[0]
+            return _chain(xp, backward, [y, xp.broadcast_to(gy, y.shape)], 1,   # (compiled: the same bits)
+                          kernel=_kernels.sigmoid_grad)[0]
         return gy * y * (1.0 - y)
 
 
@@ -519,7 +539,9 @@ class Tanh(Op):
     def forward(self, x):
         xp = self.xp
         if _chains(x):
-            y = _chain(xp, lambda x, y, t: xp.tanh(x, out=y), [x], 1)[0]
+            # one compiled pass where NumPy's tanh is scalar (kernels.sigmoid_tanh: the kernels' own, 3 ulps)
+            y = _chain(xp, lambda x, y, t: xp.tanh(x, out=y), [x], 1,
+                       kernel=lambda x, y: _kernels.sigmoid_tanh(x, True, out=y))[0]
         else:
             y = xp.tanh(x)
         self.saved = (y,)
@@ -558,7 +580,8 @@ class Softplus(Op):
                 xp.maximum(x, _filled(xp, x, 0.0), out=y)
                 y += t
 
-            return _chain(xp, forward, [x], 1)[0]
+            # one compiled pass where NumPy's exp and log1p are scalar (kernels.py)
+            return _chain(xp, forward, [x], 1, kernel=_kernels.softplus)[0]
         return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
 
     def backward(self, gy):
@@ -569,7 +592,8 @@ class Softplus(Op):
                 _sigmoid_into(xp, x, gx, t)
                 gx *= gy
 
-            return _chain(xp, backward, [x, xp.broadcast_to(gy, x.shape)], 1)[0]
+            return _chain(xp, backward, [x, xp.broadcast_to(gy, x.shape)], 1,   # (compiled: as Sigmoid's)
+                          kernel=lambda x, gy, gx: _kernels.sigmoid(x, gx, gy))[0]
         return gy * stable_sigmoid(xp, x)
 
 
@@ -644,12 +668,10 @@ class SiLU(Op):
             return x * s
 
         def forward(x, y, s, t):
-            if _kernels.silu(x, y, s):   # one compiled pass, where NumPy's exp is scalar (kernels.py)
-                return
             _sigmoid_into(xp, x, s, t)
             xp.multiply(x, s, out=y)
 
-        y, s = _chain(xp, forward, [x], 2)
+        y, s = _chain(xp, forward, [x], 2, kernel=_kernels.silu)   # one compiled pass, where NumPy's exp is scalar
         self.saved = (x, s)
         return y
 
@@ -660,15 +682,14 @@ class SiLU(Op):
             return gy * (s + x * s * (1.0 - s))
 
         def backward(x, s, gy, gx, t):
-            if _kernels.silu_grad(x, s, gy, gx):   # one compiled pass (kernels.py), the same operations
-                return
             xp.multiply(x, s, out=gx)
             xp.subtract(1.0, s, out=t)
             gx *= t
             gx += s
             gx *= gy
 
-        return _chain(xp, backward, [x, s, xp.broadcast_to(gy, x.shape)], 1)[0]
+        return _chain(xp, backward, [x, s, xp.broadcast_to(gy, x.shape)], 1,   # (one compiled pass, the same bits)
+                      kernel=_kernels.silu_grad)[0]
 
 
 def _last_axis_rows(x, axis):

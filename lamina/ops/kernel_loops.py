@@ -954,6 +954,179 @@ def silu_grad_rows(x, s, gy, gx):
             dr[j] = v * gr[j]
 
 
+def leaky_relu_rows(x, alpha, y):
+    # y = x where x > 0, else x alpha: the bits of select(x > 0, x, x alpha) for any alpha (NaN stays NaN; x = 0
+    # with a non-finite alpha gives NaN there, as the select)
+    rows, width = x.shape
+    zero = x.dtype.type(0)
+    for r in range(rows):
+        xr = x[r]
+        yr = y[r]
+        for j in range(width):
+            v = xr[j]
+            yr[j] = v if v > zero else v * alpha
+
+
+def leaky_relu_grad_rows(x, gy, alpha, gx):
+    # gx = gy where x > 0, else gy alpha: the bits of select(x > 0, gy, gy alpha)
+    rows, width = x.shape
+    zero = x.dtype.type(0)
+    for r in range(rows):
+        xr = x[r]
+        gr = gy[r]
+        dr = gx[r]
+        for j in range(width):
+            g = gr[j]
+            dr[j] = g if xr[j] > zero else g * alpha
+
+
+def _sigmoid_row(x, out, arg, e, f):
+    # out = sigmoid(x) = 1 / (1 + exp(-x)) for a float32 row (a helper as _exp_into: sigmoid_tanh_rows' values),
+    # but where exp(-x) overflows or is clamped (x < -88.03: sigmoid subnormal or 0) redone in float64 from -87, so
+    # that the tail is NumPy's stable formula's (subnormal values and exact zeros), not 0 or the clamp's 2.9e-39
+    one = np.float32(1)
+    hi = np.float32(87.0)
+    outside = False
+    for j in range(x.shape[0]):
+        v = -x[j]
+        arg[j] = v
+        outside |= v > hi
+    _exp_into(arg, e, f)
+    for j in range(x.shape[0]):
+        out[j] = one / (one + e[j])
+    if outside:
+        for j in range(x.shape[0]):
+            if arg[j] > hi:
+                out[j] = np.float32(1.0 / (1.0 + np.exp(np.float64(arg[j]))))
+
+
+def sigmoid_rows(x, gy, use_gy, y, scratch):
+    # FLOAT32 ONLY: y = sigmoid(x) (_sigmoid_row), or with ``use_gy`` sigmoid(x) gy (softplus' gradient), rows of x
+    # read once; scratch: three rows of ``width`` values
+    rows, width = x.shape
+    arg = scratch[0]
+    e = scratch[1]
+    f = scratch[2]
+    for r in range(rows):
+        yr = y[r]
+        _sigmoid_row(x[r], yr, arg, e, f)
+        if use_gy:
+            gr = gy[r]
+            for j in range(width):
+                yr[j] = yr[j] * gr[j]
+
+
+def sigmoid_grad_rows(y, gy, gx):
+    # the sigmoid's gradient from its output, in the NumPy chain's operations and order: gy y, times 1 - y
+    rows, width = y.shape
+    one = y.dtype.type(1)
+    for r in range(rows):
+        yr = y[r]
+        gr = gy[r]
+        dr = gx[r]
+        for j in range(width):
+            dr[j] = (gr[j] * yr[j]) * (one - yr[j])
+
+
+def elu_rows(x, alpha, scale, y, neg, keep, scratch):
+    # FLOAT32 ONLY: ELU (scale 1) and SELU: neg = alpha expm1(min(x, 0)) and y = (neg + max(x, -0.0)) scale, the
+    # NumPy chain's operations (activations.ELU) but for expm1: on [-0.5, 0] its Taylor polynomial to x^8 (a
+    # truncation under 0.3 ulp), below that _exp_into's exp minus 1 (no cancellation there: exp <= 0.61). NaN stays
+    # NaN (min and max keep it), ELU(-0.0) is +0.0 as there. ``keep``: neg written (SELU's backward reads it);
+    # scratch: three rows of ``width`` values
+    rows, width = x.shape
+    zero = np.float32(0)
+    one = np.float32(1)
+    arg = scratch[0]
+    e = scratch[1]
+    f = scratch[2]
+    for r in range(rows):
+        xr = x[r]
+        for j in range(width):
+            v = xr[j]
+            arg[j] = v if (v < zero or v != v) else zero   # NumPy's minimum(x, 0): NaN kept, min(-0.0, 0) is +0
+        _exp_into(arg, e, f)
+        yr = y[r]
+        nr = neg[r]
+        for j in range(width):
+            m = arg[j]
+            p = np.float32(1.9841270e-4) + m * np.float32(2.4801587e-5)
+            p = np.float32(4.1666668e-2) + m * (np.float32(8.3333338e-3) + m * (np.float32(1.3888889e-3) + m * p))
+            p = m * (one + m * (np.float32(0.5) + m * (np.float32(1.6666667e-1) + m * p)))
+            arg[j] = (p if m > np.float32(-0.5) else e[j] - one) * alpha
+        if keep:   # (a loop of its own: a conditional store in the loop above kept it from SIMD, 3x slower)
+            for j in range(width):
+                nr[j] = arg[j]
+        for j in range(width):
+            v = xr[j]
+            yr[j] = (arg[j] + (v if not (v < zero) else np.float32(-0.0))) * scale
+
+
+def elu_grad_rows(sel, neg, gy, alpha, scale, gx):
+    # ELU's and SELU's gradient: gy scale where sel > 0, else gy (neg + alpha) scale, the NumPy chains' operations
+    # (sel = neg = y for ELU, whose scale 1 changes no bit; sel = x and its neg for SELU)
+    rows, width = sel.shape
+    zero = sel.dtype.type(0)
+    for r in range(rows):
+        sr = sel[r]
+        nr = neg[r]
+        gr = gy[r]
+        dr = gx[r]
+        for j in range(width):
+            g = gr[j]
+            dr[j] = (g if sr[j] > zero else g * (nr[j] + alpha)) * scale
+
+
+def softplus_rows(x, y, scratch):
+    # FLOAT32 ONLY: softplus max(x, 0) + log1p(exp(-|x|)), the NumPy chain's formula, with _exp_into's exp and
+    # log1p(t) = log(u) + (t - (u - 1)) / u, u = 1 + t (the rounding of u corrected to first order), log(u) for u in
+    # [1, 2] by Cephes' logf polynomial. Where exp(-|x|) passes _exp_into's lower clamp (|x| > 87.3, a subnormal or
+    # zero t) the row's values there are redone in float64 (NumPy's: exp(-inf) = 0). NaN stays NaN. scratch: three
+    # rows of ``width`` values
+    rows, width = x.shape
+    zero = np.float32(0)
+    one = np.float32(1)
+    half = np.float32(0.5)
+    lo = np.float32(-87.33654)
+    arg = scratch[0]
+    e = scratch[1]
+    f = scratch[2]
+    for r in range(rows):
+        xr = x[r]
+        outside = False
+        for j in range(width):
+            v = -abs(xr[j])
+            arg[j] = v
+            outside |= v < lo
+        _exp_into(arg, e, f)
+        yr = y[r]
+        for j in range(width):
+            t = e[j]
+            u = one + t
+            big = u > np.float32(1.41421356)
+            k = one if big else zero
+            w = u * half if big else u
+            z = w - one
+            z2 = z * z
+            lg = ((((((((np.float32(7.0376836292e-2) * z - np.float32(1.1514610310e-1)) * z
+                        + np.float32(1.1676998740e-1)) * z - np.float32(1.2420140846e-1)) * z
+                      + np.float32(1.4249322787e-1)) * z - np.float32(1.6668057665e-1)) * z
+                    + np.float32(2.0000714765e-1)) * z - np.float32(2.4999993993e-1)) * z
+                  + np.float32(3.3333331174e-1)) * z * z2
+            lg = lg + k * np.float32(-2.12194440e-4)
+            lg = lg - half * z2
+            lg = z + lg
+            lg = lg + k * np.float32(0.693359375)
+            lg = lg + (t - (u - one)) / u
+            v = xr[j]
+            yr[j] = (v if not (v < zero) else zero) + lg
+        if outside:
+            for j in range(width):
+                if arg[j] < lo:
+                    v = xr[j]
+                    yr[j] = np.float32((v if not (v < zero) else zero) + np.log1p(np.exp(np.float64(arg[j]))))
+
+
 # The two backward steps below run each row as a few loops over row views, each reading and writing few arrays:
 # one loop over all of them (the LSTM's reads seven rows and writes five) ran without SIMD, as LLVM gives up on
 # proving that many pairs of arrays apart. Each value's arithmetic is one expression as before (the same bits).

@@ -28,6 +28,11 @@ read while it sits in the first-level cache, so each array is read or written on
   :func:`silu` SiLU's sigmoid and product in one pass (EfficientNet's swish); :func:`silu_grad` its gradient
   in one pass on every machine (NumPy's chain: five); :func:`gelu` / :func:`gelu_grad` exact GELU's (erf)
   forward and backward in one pass each with that exp.
+- :func:`leaky_relu` / :func:`sigmoid` / :func:`elu` / :func:`softplus` (and tanh through :func:`sigmoid_tanh`):
+  the activations' float32 forwards in one pass each with that exp (ELU's and SELU's expm1 a polynomial near 0,
+  softplus' log1p Cephes' log polynomial) where OWN_EXP, the far tails as NumPy's formulas give them; LeakyReLU's
+  forward and the gradients (:func:`leaky_relu_grad`, :func:`sigmoid_grad`, :func:`elu_grad`) in one pass each on
+  every machine, NumPy's chains' bits. activations._chain hands each thread's whole run to them at once.
 - :func:`adam_update`: Adam's moments and weight update, one pass over the four arrays instead of twelve
   NumPy passes, with NumPy's float operations (the same weights to the bit).
 - :func:`col2im_gather`: a convolution's input gradient from its columns, each input position summed once
@@ -91,7 +96,7 @@ __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "in_use", "layer_nor
            "lstm_cell", "sigmoid_tanh", "lstm_cell_grad", "gru_cell_grad", "adam_update", "col2im_gather",
            "depthwise", "conv_planes", "im2col", "max_pool2d", "max_pool2d_grad", "softmax_columns",
            "softmax_columns_grad", "scatter_rows", "silu", "silu_grad", "exp_rows", "softmax_rows_grad", "gelu",
-           "gelu_grad"]
+           "gelu_grad", "leaky_relu", "leaky_relu_grad", "sigmoid", "sigmoid_grad", "elu", "elu_grad", "softplus"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
@@ -676,6 +681,92 @@ def silu_grad(x, s, gy, gx):
     if k is None or x.ndim == 0 or not (x.shape == s.shape == gy.shape == gx.shape):
         return False
     k.silu_grad_rows(_rows(x), _rows(s), _rows(gy), _rows(gx))
+    return True
+
+
+def _same_rows(k, *arrays):
+    """(k, arrays as (rows, width) views) for arrays of x's shape each (C-contiguous, of one float dtype: _eligible's
+    check, which gave k), or (None, None) where the kernels do not run (k None, a 0-d array, another shape)."""
+    first = arrays[0]
+    if k is None or first.ndim == 0 or any(a.shape != first.shape for a in arrays):
+        return None, None
+    return k, [_rows(a) for a in arrays]
+
+
+def leaky_relu(x, alpha, y):
+    """LeakyReLU's forward y = x where x > 0, else x alpha, into y (x's shape), one pass with the bits of NumPy's
+    select (kernel_loops.leaky_relu_rows; NumPy's chain: two passes): True if done, False where the kernels do not
+    run. At any size (an activation's chain blocks)."""
+    k, rows = _same_rows(_eligible(y, x, least=1), x, y)
+    if k is None:
+        return False
+    k.leaky_relu_rows(rows[0], x.dtype.type(alpha), rows[1])
+    return True
+
+
+def leaky_relu_grad(x, gy, alpha, gx):
+    """LeakyReLU's gradient gx = gy where x > 0, else gy alpha, one pass (NumPy's chain: three), the same bits."""
+    k, rows = _same_rows(_eligible(gx, x, gy, least=1), x, gy, gx)
+    if k is None:
+        return False
+    k.leaky_relu_grad_rows(rows[0], rows[1], x.dtype.type(alpha), rows[2])
+    return True
+
+
+def sigmoid(x, y, gy=None):
+    """y = sigmoid(x), or sigmoid(x) gy (softplus' gradient), for float32 arrays of one shape, one pass with the
+    kernels' own exp (kernel_loops.sigmoid_rows; NumPy's stable formula: six passes with its scalar exp) where
+    OWN_EXP: True if done. Within 3 ulps where the result is normal, the subnormal tail and NaN as NumPy's."""
+    arrays = (x, y) if gy is None else (x, gy, y)
+    k, rows = _same_rows(_eligible(*arrays, least=1), *arrays) if OWN_EXP and x.dtype == np.float32 else (None, None)
+    if k is None:
+        return False
+    k.sigmoid_rows(rows[0], rows[-2], gy is not None, rows[-1], np.empty((3, rows[0].shape[1]), np.float32))
+    return True
+
+
+def sigmoid_grad(y, gy, gx):
+    """The sigmoid's gradient gx = gy y (1 - y) from its output, one pass (NumPy's chain: three), the same bits."""
+    k, rows = _same_rows(_eligible(gx, y, gy, least=1), y, gy, gx)
+    if k is None:
+        return False
+    k.sigmoid_grad_rows(*rows)
+    return True
+
+
+def elu(x, alpha, scale, y, neg=None):
+    """ELU's (scale 1) and SELU's float32 forward, neg = alpha expm1(min(x, 0)) (into ``neg`` where given) and
+    y = (neg + max(x, -0.0)) scale, one pass with the kernels' own exp and a polynomial expm1 near 0
+    (kernel_loops.elu_rows; NumPy's chain: five passes with its scalar expm1) where OWN_EXP: True if done."""
+    arrays = (x, y) if neg is None else (x, y, neg)
+    k, rows = _same_rows(_eligible(*arrays, least=1), *arrays) if OWN_EXP and x.dtype == np.float32 else (None, None)
+    if k is None:
+        return False
+    t = x.dtype.type
+    k.elu_rows(rows[0], t(alpha), t(scale), rows[1], rows[-1], neg is not None,
+                     np.empty((3, rows[0].shape[1]), np.float32))
+    return True
+
+
+def elu_grad(sel, neg, gy, alpha, scale, gx):
+    """ELU's and SELU's gradient gx = gy scale where sel > 0, else gy (neg + alpha) scale (ELU: sel = neg = y,
+    scale 1; SELU: sel = x), one pass (NumPy's chain: four or five), the same bits."""
+    k, rows = _same_rows(_eligible(gx, sel, neg, gy, least=1), sel, neg, gy, gx)
+    if k is None:
+        return False
+    t = sel.dtype.type
+    k.elu_grad_rows(rows[0], rows[1], rows[2], t(alpha), t(scale), rows[3])
+    return True
+
+
+def softplus(x, y):
+    """Softplus' float32 forward max(x, 0) + log1p(exp(-|x|)), one pass with the kernels' own exp and log1p
+    (kernel_loops.softplus_rows; NumPy's chain: five passes with its scalar exp and log1p) where OWN_EXP: True if
+    done. Within a few ulps; the far tails (|x| > 87.3), NaN and the infinities as NumPy's."""
+    k, rows = _same_rows(_eligible(y, x, least=1), x, y) if OWN_EXP and x.dtype == np.float32 else (None, None)
+    if k is None:
+        return False
+    k.softplus_rows(rows[0], rows[1], np.empty((3, rows[0].shape[1]), np.float32))
     return True
 
 
