@@ -612,9 +612,36 @@ def test_gate_sigmoid_relatively_exact_in_the_normal_range(dtype, low):
     np.testing.assert_array_equal(block[:, 1], x)
 
 
+def test_sums_over_a_run_before_kept_axes_take_blas_with_numpys_values():
+    """Sums and means over one run of axes before kept ones (a global average pooling's (1, 2), a batch's axis 0) as
+    ones @ x (BLAS): within float32's rounding of the float64 sum (no worse than NumPy's own), NaN and the
+    infinities propagating as NumPy's, float16 / integers / strided views and a trailing run keeping NumPy's sum;
+    and the product really is the path taken."""
+    from lamina.ops import math as M
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 30, 20, 16)).astype(np.float32) * 5
+    want = x.astype(np.float64).sum(axis=(1, 2))
+    got = np.asarray(ops.sum(Tensor(x), axis=(1, 2)).data)
+    mine = np.abs(got - want).max()
+    assert got.dtype == np.float32 and mine <= 2 * np.abs(x.sum(axis=(1, 2)) - want).max() + 1e-5
+    np.testing.assert_allclose(np.asarray(ops.mean(Tensor(x), axis=(1, 2)).data), want / 600, rtol=1e-5, atol=1e-6)
+    assert M._sum_run(np, x, [1, 2]) is not None and M._sum_run(np, x, [0]) is not None
+    for a, ax in ((x.astype(np.float16), [1, 2]), (x.astype(np.int32), [1, 2]), (x[:, ::2], [1, 2]), (x, [2, 3]),
+                  (x, [0, 2]), (x[:0], [0])):
+        assert M._sum_run(np, a, ax) is None
+    y = x.copy()
+    y[1, 3, 4, 5], y[2, 0, 0, 1], y[2, 5, 5, 1], y[3, 1, 1, 2] = np.nan, np.inf, -np.inf, np.inf
+    got = np.asarray(ops.sum(Tensor(y), axis=(1, 2)).data)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(y.sum(axis=(1, 2))))
+    assert got[3, 2] == np.inf
+
+
 @pytest.mark.parametrize("shape,axis", [((6, 7, 5, 4), (1, 3)), ((3, 4, 5, 2, 3), (1, 2, 4)), ((5, 6, 3), (2, 0)),
                                         ((4, 5, 3, 2, 2), (0, 3, 4)), ((4, 3, 70), (1, 2)), ((4, 3, 5, 6), (0, 2, 3)),
-                                        ((3, 4), None), ((3, 4, 2), (0, 1, 2))])
+                                        ((3, 4), None), ((3, 4, 2), (0, 1, 2)),
+                                        # one run of axes before kept ones: a product with ones (math._sum_run)
+                                        ((6, 7, 5, 4), (1, 2)), ((5, 6, 3), 0), ((4, 3, 5, 6), (0, 1, 2)),
+                                        ((3, 4, 5), (1,)), ((3, 1, 5), 1)])
 @pytest.mark.parametrize("keepdims", [False, True])
 def test_reductions_over_several_axes_with_a_short_last_run(shape, axis, keepdims):
     """sum, mean, var, max and min over axes that end in a short trailing run behind other reduced axes (reduced
