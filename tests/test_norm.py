@@ -63,6 +63,41 @@ def test_batch_norm_training_rows_equal_the_general_path():
         np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-10)
 
 
+@pytest.mark.parametrize("shape,axis", [((6, 5, 7, 8), 1), ((4, 6, 9), 1), ((3, 4, 2, 3, 5), 1), ((5, 3, 4, 6), 2)])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("strided", [False, True])
+def test_batch_norm_training_over_a_channel_axis_before_others_matches_torch(shape, axis, affine, strided):
+    """A channel axis that is not the last (channels first), float32: the (before, C, after) view with its GEMV sums
+    and the folded backward (a strided input: NumPy's broadcasts over the array as it is), against PyTorch's
+    batch_norm with the channels moved to axis 1: output, statistics, and the gradients of x, gamma and beta, with
+    the statistics in the loss too."""
+    torch = pytest.importorskip("torch")
+    C = shape[axis]
+    x = (R.standard_normal(shape) * 2 + 0.5).astype(np.float32)
+    if strided:
+        x = np.repeat(x, 2, axis=0)[::2]
+    assert x.flags.c_contiguous != strided
+    g = (R.standard_normal(C) + 1).astype(np.float32) if affine else None
+    b = R.standard_normal(C).astype(np.float32) if affine else None
+    gy = R.standard_normal(shape).astype(np.float32)
+    ts = [Tensor(a, requires_grad=True) for a in (x, g, b) if a is not None]
+    y, mean, var = ops.batch_norm_training(ts[0], *(ts[1:] if affine else (None, None)), 1e-3, axis)
+    grads = _loss_grads(y + (mean * var).sum() * 0.3, gy, ts)
+    first = [torch.tensor(np.moveaxis(x, axis, 1).copy(), requires_grad=True)]
+    first += [torch.tensor(a, requires_grad=True) for a in (g, b) if a is not None]
+    yt = torch.nn.functional.batch_norm(first[0], None, None, *(first[1:] if affine else (None, None)), training=True,
+                                        eps=1e-3)
+    red = [i for i in range(len(shape)) if i != 1]
+    mt, vt = first[0].mean(dim=red), first[0].var(dim=red, unbiased=False)
+    ((yt + (mt * vt).sum() * 0.3) * torch.tensor(np.moveaxis(gy, axis, 1).copy())).sum().backward()
+    np.testing.assert_allclose(y.numpy(), np.moveaxis(yt.detach().numpy(), 1, axis), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(mean.numpy(), mt.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(var.numpy(), vt.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(grads[0]), np.moveaxis(first[0].grad.numpy(), 1, axis), rtol=1e-3, atol=1e-4)
+    for got, t in zip(grads[1:], first[1:]):
+        np.testing.assert_allclose(np.asarray(got), t.grad.numpy(), rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("shape", [(5, 0), (2, 3, 0)])
 def test_batch_norm_training_of_no_channels_is_empty(shape):
     """Zero channels: empty output and statistics, and an empty gradient (it divided by zero before)."""

@@ -50,10 +50,29 @@ def _out_dtype(x_dtype, computed):
     return x_dtype if _compute_dtype(x_dtype) != x_dtype else computed
 
 
-def _norm_backward(gxhat, xhat, inv, axes):
+def _norm_backward(gxhat, xhat, inv, axes, xp):
     """dx when the mean and variance over ``axes`` were computed from x (the three-term rule above)."""
-    return inv * (gxhat - gxhat.mean(axis=axes, keepdims=True)
-                  - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True))
+    m = int(np.prod([xhat.shape[i] for i in axes]))
+    return inv * (gxhat - _sum_but(xp, gxhat, axes, True) / m - xhat * (_sum_but(xp, gxhat * xhat, axes, True) / m))
+
+
+_BLAS_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _sum_but(xp, a, axes, keepdims=False):
+    """a summed over ``axes``. Over every axis but one (a per-channel sum: a batch norm over a channel axis that is
+    not the last), for a C-contiguous float NumPy array, as two products with ones vectors over its (before, C,
+    after) view, where NumPy's sum over axes around a kept one runs a strided row at a time ((32, 32, 32, 32)
+    float32 over (0, 2, 3): ~0.6 ms against ~0.1). Else NumPy's sum."""
+    keep = [i for i in range(a.ndim) if i not in axes]
+    if (xp is not np or len(keep) != 1 or len(axes) != a.ndim - 1 or a.dtype not in _BLAS_FLOATS
+            or not a.flags.c_contiguous or a.size == 0):
+        return a.sum(axis=axes, keepdims=keepdims)
+    c = keep[0]
+    a3 = a.reshape(int(np.prod(a.shape[:c])), a.shape[c], -1)
+    per = np.matmul(a3, np.ones(a3.shape[2], a.dtype))   # (before, C)
+    s = np.matmul(np.ones(a3.shape[0], a.dtype), per)
+    return s.reshape(_param_shape(a.ndim, (c,), a.shape)) if keepdims else s
 
 
 def _sum_over(xp, a, axes):
@@ -169,18 +188,35 @@ class BatchNormTraining(Op):
             # statistics of no entries are undefined: a clear error rather than NaN moving statistics
             raise ValueError(f"batch_norm_training: the input {tuple(x.shape)} has no entries per channel, so "
                              "there are no batch statistics. Run inference mode (batch_norm) on an empty batch.")
+        shape = x.shape
+        if mask is None and ax != x.ndim - 1 and x.flags.c_contiguous and x.size > 0:
+            # a channel axis before others (channels first) as (before, C, after): each channel's positions one
+            # contiguous run, along which the broadcasts' inner loops go, and the sums two GEMVs (_sum_but). With
+            # the in-place passes below and _folded_backward, a (32, 32, 32, 32) float32 batch over axis 1:
+            # forward 2.9 -> 1.9 ms, forward and backward 8.3 -> 4.7 (PyTorch 1.6-1.8; the broadcasts of a
+            # channel's number along its run cost NumPy ~2x a plain pass, and there are ten)
+            x = x.reshape(int(np.prod(shape[:ax])), C, -1)
+            ax = 1
         red = tuple(i for i in range(x.ndim) if i != ax)
         self.ax, self.red, self.bshape = ax, red, _param_shape(x.ndim, (ax,), x.shape)
         self.rows = (mask is None and ax == x.ndim - 1 and x.flags.c_contiguous and x.dtype.kind == "f"
                      and x.size > 0)
         if self.rows:
             return self._rows_forward(x, gamma, beta, C)
-        if mask is None:
-            w = None
-            mean = x.mean(axis=red, keepdims=True)
+        if mask is None:   # (two passes for the variance: no cancellation; x-hat in d's buffer, y in d^2's)
+            m = x.size // C if C else 1
+            mean = _sum_but(xp, x, red, True) / m
             d = x - mean
-            var = (d * d).mean(axis=red, keepdims=True)
-            W = None
+            sq = d * d
+            var = _sum_but(xp, sq, red, True) / m
+            inv = 1.0 / xp.sqrt(var + self.epsilon)
+            xhat = xp.multiply(d, inv, out=d)
+            y = xhat if gamma is None else xp.multiply(xhat, gamma.reshape(self.bshape), out=sq)
+            if beta is not None:
+                y = xp.add(y, beta.reshape(self.bshape), out=sq)
+            self.saved = (xhat, inv, gamma, None, None, None)
+            y = y.reshape(shape).astype(_out_dtype(self.dtypes[0], y.dtype), copy=False)
+            return y, mean.reshape(C), var.reshape(C)
         else:
             w = _bn_mask_weights(xp, mask, x, ax)
             # Keras adds epsilon 1e-7 to the weight total so that an all-masked batch gives 0, not NaN
@@ -196,7 +232,8 @@ class BatchNormTraining(Op):
         self.saved = (xhat, inv, gamma, w, W, d)
         # y in the input's dtype; the statistics stay in the compute dtype (float32 for a float16 input),
         # which is what the layer's moving averages need
-        return y.astype(_out_dtype(self.dtypes[0], y.dtype), copy=False), mean.reshape(C), var.reshape(C)
+        y = y.reshape(shape).astype(_out_dtype(self.dtypes[0], y.dtype), copy=False)
+        return y, mean.reshape(C), var.reshape(C)
 
     def _rows_forward(self, x, gamma, beta, C):
         """Forward on x as (M, C) rows: mean, d = x - mean, var = mean(d^2) (two passes: no cancellation),
@@ -246,10 +283,44 @@ class BatchNormTraining(Op):
                 xhat = rows_op(self.xp, self.xp.subtract, x2, mean)   # the kernels were switched off in between
                 rows_op(self.xp, self.xp.multiply, xhat, inv, out=xhat)
             return _in_dtypes(self._rows_backward(gy, gmean, gvar, xhat, inv, gamma, cd), self.dtypes + (None,))
-        gy, gmean, gvar = (self.xp.zeros(s, dt) if g is None else g
-                           for g, (s, dt) in zip((gy, gmean, gvar), self.out_meta))
-        gy, gmean, gvar = (g.astype(cd, copy=False) for g in (gy, gmean, gvar))
-        return _in_dtypes(self._backward(gy, gmean, gvar, xhat, inv, gamma, w, W, d), self.dtypes + (None,))
+        if w is None:
+            gy = self.xp.zeros(*self.out_meta[0]) if gy is None else gy
+            gmean, gvar = (None if g is None else g.astype(cd, copy=False) for g in (gmean, gvar))
+            dx, dgamma, dbeta, _ = self._folded_backward(gy.astype(cd, copy=False).reshape(xhat.shape), gmean, gvar,
+                                                         xhat, inv, gamma)
+        else:
+            gy, gmean, gvar = (self.xp.zeros(s, dt) if g is None else g
+                               for g, (s, dt) in zip((gy, gmean, gvar), self.out_meta))
+            gy, gmean, gvar = (g.astype(cd, copy=False) for g in (gy, gmean, gvar))
+            dx, dgamma, dbeta, _ = self._backward(gy, gmean, gvar, xhat, inv, gamma, w, W, d)
+        dx = None if dx is None else dx.reshape(self.out_meta[0][0])   # (forward's (before, C, after) view undone)
+        return _in_dtypes((dx, dgamma, dbeta, None), self.dtypes + (None,))
+
+    def _folded_backward(self, gy, gmean, gvar, xhat, inv, gamma):
+        """_rows_backward's folded rule, dx = a * gy + c * xhat + b, with per-channel factors broadcast in the
+        op's parameter shape: any layout without a mask (a channel axis before others as forward's (before, C,
+        after) view); the sums by _sum_but. Four passes for dx where the plain three-term rule with the
+        statistics' terms made eleven."""
+        xp, red, bshape = self.xp, self.red, self.bshape
+        C = xhat.shape[self.ax]
+        M = xhat.size // C if C else 1
+        t = xp.multiply(gy, xhat)
+        sum_gx, sum_g = _sum_but(xp, t, red), _sum_but(xp, gy, red)
+        dx = None
+        if self.needs_grad[0]:
+            inv_c = inv.reshape(C)
+            a = inv_c if gamma is None else inv_c * gamma
+            b = -a * sum_g
+            c = -a * sum_gx
+            if gmean is not None:
+                b = b + gmean
+            if gvar is not None:   # (the variance output's 2 (x - mean) / M is 2 x-hat / inv / M)
+                c = c + 2.0 * gvar / inv_c
+            b, c = b * (1.0 / M), c * (1.0 / M)
+            dx = xp.multiply(xhat, c.reshape(bshape))
+            dx += b.reshape(bshape)
+            dx += xp.multiply(gy, a.reshape(bshape), out=t)
+        return dx, sum_gx if self.needs_grad[1] else None, sum_g if self.needs_grad[2] else None, None
 
     def _rows_backward(self, gy, gmean, gvar, xhat, inv, gamma, cd):
         """The three-term rule on (M, C) rows with every per-channel factor folded together:
@@ -288,6 +359,8 @@ class BatchNormTraining(Op):
         return dx, sum_gx if need_g else None, sum_g if need_b else None, None
 
     def _backward(self, gy, gmean, gvar, xhat, inv, gamma, w, W, d):
+        """A masked batch's gradients: the general weighted rule (the mean and variance depend on x only through
+        the weighted entries)."""
         red, bshape = self.red, self.bshape
         dx = dgamma = dbeta = None
         if self.needs_grad[1]:
@@ -297,17 +370,10 @@ class BatchNormTraining(Op):
         if self.needs_grad[0]:
             gxhat = gy if gamma is None else gy * gamma.reshape(bshape)
             gm, gv = gmean.reshape(bshape), gvar.reshape(bshape)
-            if w is None:
-                M = xhat.size // xhat.shape[self.ax] if xhat.shape[self.ax] else 1   # no channels: nothing to divide
-                dx = _norm_backward(gxhat, xhat, inv, red)
-                # the mean and variance are outputs too: d mean/dx = 1/M, d var/dx = 2 (x - mean) / M
-                dx = dx + (gm + 2.0 * gv * d) * (1.0 / M)
-            else:
-                # general weighted rule: mean and var depend on x only through the weighted entries
-                dvar = -0.5 * inv * inv * (gxhat * xhat).sum(axis=red, keepdims=True) + gv
-                dmean = (-inv * gxhat.sum(axis=red, keepdims=True)
-                         - 2.0 * dvar * (w * d).sum(axis=red, keepdims=True) / W + gm)
-                dx = gxhat * inv + (w / W) * (2.0 * dvar * d + dmean)
+            dvar = -0.5 * inv * inv * (gxhat * xhat).sum(axis=red, keepdims=True) + gv
+            dmean = (-inv * gxhat.sum(axis=red, keepdims=True)
+                     - 2.0 * dvar * (w * d).sum(axis=red, keepdims=True) / W + gm)
+            dx = gxhat * inv + (w / W) * (2.0 * dvar * d + dmean)
         return dx, dgamma, dbeta, None
 
 
@@ -552,7 +618,7 @@ class LayerNorm(Op):
                 # y = x * inv: d inv/dx = -inv^3 (x - mean) / M
                 dx = inv * gxhat - d * (inv * inv) * (gxhat * xhat).mean(axis=self.axes, keepdims=True)
             else:
-                dx = _norm_backward(gxhat, xhat, inv, self.axes)
+                dx = _norm_backward(gxhat, xhat, inv, self.axes, self.xp)
         return _in_dtypes((dx, dgamma, dbeta), self.dtypes)
 
 
