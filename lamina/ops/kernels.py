@@ -111,6 +111,11 @@ SPLIT_ELEMENTS = 1 << 21
 # (32, 128, 256) 0.77x, (8, 196, 768) 0.73x, but (32, 64, 128) (262 K values) 1.05x and (16, 64, 128) 1.26x;
 # at 2^19, in a slower phase of the host: 0.94x, 0.90x, 0.93x, and (32, 64, 128) 0.98x (not split).
 LN_SPLIT_ELEMENTS = 1 << 19
+# ... and the training batch norm's passes from this many (five splits a step, each ~50 us of hand-off: forward +
+# backward on the 2-core Zen 2, split at 2^21 against here, 3 rounds: (2048, 512) float32 1.63 -> 1.22 ms, (32, 32,
+# 32, 32) 1.97 -> 1.42, (64, 16, 16, 48) 1.41 -> 1.24; but split at 2^19, (1024, 512) 0.71 -> 1.02, (32, 16, 16,
+# 64) 0.79 -> 1.00, and at 2^17 (512, 512) 0.47 -> 0.88)
+BN_SPLIT_ELEMENTS = 3 << 18
 # Max pooling splits its samples over lamina's threads from this many input values, as NumPy's pooling code
 # does (on 2 threads, with the other core partly busy: (32, 32, 32, 32) float32 forward and backward 1.59 ->
 # 1.23 ms split; below, split at 2^17 values, (64, 13, 13, 64) 0.69 -> 0.99 and (16, 32, 32, 32) 0.89 -> 1.15).
@@ -411,17 +416,19 @@ def batch_norm_forward(x2, gamma, beta, epsilon):
     rows, c = x2.shape
     dt = x2.dtype.type
     blocks = _blocks(rows, (c,), x2.dtype)
-    _split(lambda lo, hi: k.column_sums_rows(x2[lo:hi], x2[0], False, blocks[lo // _BLOCK:]), rows, x2.size)
+    _split(lambda lo, hi: k.column_sums_rows(x2[lo:hi], x2[0], False, blocks[lo // _BLOCK:]), rows, x2.size,
+           BN_SPLIT_ELEMENTS)
     mean = _column_sums(blocks) * dt(1.0 / rows)
     blocks[...] = 0
-    _split(lambda lo, hi: k.column_sums_rows(x2[lo:hi], mean, True, blocks[lo // _BLOCK:]), rows, x2.size)
+    _split(lambda lo, hi: k.column_sums_rows(x2[lo:hi], mean, True, blocks[lo // _BLOCK:]), rows, x2.size,
+           BN_SPLIT_ELEMENTS)
     var = _column_sums(blocks) * dt(1.0 / rows)
     inv = dt(1.0) / np.sqrt(var + dt(epsilon))
     y = np.empty_like(x2)
     g = mean if gamma is None else gamma
     b = mean if beta is None else beta
     _split(lambda lo, hi: k.batch_norm_rows(x2[lo:hi], mean, inv, g, b, gamma is not None, beta is not None,
-                                            y[lo:hi]), rows, x2.size)
+                                            y[lo:hi]), rows, x2.size, BN_SPLIT_ELEMENTS)
     return y, mean, var, inv
 
 
@@ -437,7 +444,7 @@ def batch_norm_backward(gy2, x2, mean, inv, gamma, gmean, gvar, need_x):
     dt = gy2.dtype.type
     blocks = _blocks(rows, (2, c), gy2.dtype)
     _split(lambda lo, hi: k.batch_norm_rows_grad_sums(gy2[lo:hi], x2[lo:hi], mean, inv, blocks[lo // _BLOCK:]),
-           rows, gy2.size)
+           rows, gy2.size, BN_SPLIT_ELEMENTS)
     dbeta, dgamma = _column_sums(blocks)
     dx = None
     if need_x:   # dx = a gy + c xhat + b (BatchNormTraining._rows_backward's rule)
@@ -450,7 +457,7 @@ def batch_norm_backward(gy2, x2, mean, inv, gamma, gmean, gvar, need_x):
         bv, cv = bv * dt(1.0 / rows), cv * dt(1.0 / rows)
         dx = np.empty_like(gy2)
         _split(lambda lo, hi: k.batch_norm_rows_grad(gy2[lo:hi], x2[lo:hi], mean, inv, a, bv, cv, dx[lo:hi]),
-               rows, gy2.size)
+               rows, gy2.size, BN_SPLIT_ELEMENTS)
     return dx, dgamma, dbeta
 
 
