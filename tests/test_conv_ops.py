@@ -464,6 +464,37 @@ def test_conv3d_through_2d_convolutions_equals_the_general_way(shape, kw, monkey
         np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-5 * np.abs(v).max())
 
 
+@pytest.mark.parametrize("shape,kw", [
+    ((2, 7, 9, 8, 8), dict(filters=8, kernel_size=3, padding="same", groups=4)),
+    ((2, 9, 8, 10, 6), dict(filters=4, kernel_size=(3, 2, 3), strides=(2, 1, 2), padding="same", groups=2)),
+    ((1, 11, 9, 9, 4), dict(filters=6, kernel_size=2, dilation_rate=(2, 1, 2), groups=2, use_bias=False))])
+def test_grouped_conv3d_per_group_equals_the_general_way(shape, kw, monkeypatch):
+    """Conv3D with a few groups runs each group as a one-group 3-D convolution of its own (through 2-D convolutions
+    over the depth slices): the output and every gradient of the general batched way, which the same layer takes
+    with the per-group way off (_GROUPS_3D = 1); and the per-group way ran, once per group."""
+    from lamina import layers
+    from lamina.ops import nn_kernels
+    layer = layers.Conv3D(**kw)
+    x = R.standard_normal(shape).astype(np.float32)
+    gy = R.standard_normal(layer(x).shape).astype(np.float32)
+
+    def run():
+        xt = Tensor(x, requires_grad=True)
+        y = layer(xt, training=True)
+        return [np.asarray(y)] + [np.asarray(g) for g in grad(y, [xt] + list(layer.trainable_weights),
+                                                              grad_output=Tensor(gy))]
+    ran, real = [], nn_kernels.GroupConvND._depth_forward
+    monkeypatch.setattr(nn_kernels.GroupConvND, "_depth_forward", lambda self, *a: (ran.append(1), real(self, *a))[1])
+    got = run()
+    assert len(ran) == kw["groups"]
+    monkeypatch.setattr(nn_kernels, "_GROUPS_3D", 1)
+    ran.clear()
+    want = run()
+    assert ran == []
+    for u, v in zip(got, want):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-5 * np.abs(v).max())
+
+
 def test_conv3d_through_2d_convolutions_numerical_gradients():
     from lamina import layers
     check_grad(layers.Conv3D(2, (3, 2, 2), strides=(2, 1, 1), padding="same", dtype="float64"),

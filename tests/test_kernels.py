@@ -1677,8 +1677,8 @@ def test_max_pool_kernel_gradients_are_numerically_right(compiled, shape, pool, 
 
 def test_max_pool_1d_and_keras_ops_take_the_kernels(compiled):
     """MaxPooling1D, ops.max_pool1d and ops.max_pool (1-D and 2-D) run MaxPool2D, so the kernels; 3-D
-    pooling has its own op (nn_kernels.MaxPoolND), and channels-first input reaches MaxPool2D as a strided
-    view (NumPy's code)."""
+    pooling (nn_kernels.MaxPoolND) runs it over its depth slices, so the kernels too; channels-first input reaches
+    MaxPool2D as a strided view (NumPy's code)."""
     calls = _count_calls(compiled, "max_pool_rows")
     x3, x4 = _awkward((3, 11, 4), np.float32, 1), _awkward((3, 8, 9, 4), np.float32, 2)
     runs = [lambda: layers.MaxPooling1D(3, 2, padding="same")(x3), lambda: ops.max_pool(x3, 2),
@@ -1688,8 +1688,9 @@ def test_max_pool_1d_and_keras_ops_take_the_kernels(compiled):
         _same_bits(got, want)
     assert len(calls) == len(runs)
     ops.max_pool(x4[:, :, :, :, None], 2)
+    assert len(calls) == len(runs) + 1
     layers.MaxPooling2D(data_format="channels_first")(x4)
-    assert len(calls) == len(runs)
+    assert len(calls) == len(runs) + 1
 
 
 def test_max_pool_kernels_stand_aside_where_they_should_not_run(monkeypatch):

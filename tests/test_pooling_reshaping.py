@@ -185,3 +185,69 @@ def test_a_batch_of_no_samples_goes_through_forward_and_backward(cls, kwargs, sh
     assert gx.shape == shape
     for g, w in zip(gw, layer.trainable_weights):
         assert g.shape == w.shape and np.all(np.asarray(g.data) == 0)
+
+
+# ----------------------------------------------------------------------------- 3-D pooling through depth slices
+_POOL3D = [((2, 2, 2), None, "valid", (2, 6, 8, 8, 3)), ((3, 3, 3), (1, 1, 1), "same", (2, 5, 6, 7, 2)),
+           ((2, 3, 2), (1, 2, 2), "valid", (1, 5, 7, 6, 3)), ((3, 2, 2), (2, 2, 2), "same", (2, 7, 5, 5, 2)),
+           ((1, 2, 2), None, "valid", (2, 3, 4, 4, 2)), ((4, 1, 1), (3, 1, 1), "same", (1, 8, 3, 3, 2)),
+           ((2, 2, 2), (1, 1, 1), "same", (1, 5, 4, 4, 2)), ((4, 3, 2), (1, 2, 1), "same", (2, 6, 5, 4, 2))]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pool,strides,padding,shape", _POOL3D)
+def test_3d_pooling_through_depth_slices_equals_the_general_way(monkeypatch, dtype, pool, strides, padding, shape):
+    """MaxPooling3D / AveragePooling3D as the 2-D pooling of each depth slice and a pass over the depth offsets
+    (nn_kernels.MaxPoolND / AvgPoolND._by_depth): the general window way's output and gradient, max's to the bit with
+    ties (dy to the first maximum in row-major window order, depth first) and NaN among the inputs, average's to
+    rounding; NaN where the general way has it; overlapping windows, 'same' padding on every axis and odd sizes.
+    (Which offset's gradient a NaN window routes dy to follows MaxPooling2D's own rule, not the general way's.)"""
+    from lamina import ops
+    from lamina.ops import nn_kernels
+    x = np.round(R.standard_normal(shape) * 2).astype(dtype)   # (many ties)
+    gy_shape = ops.max_pool(x, pool, strides, padding).shape
+    gy = R.standard_normal(gy_shape).astype(dtype)
+    nan = x.copy()
+    nan.reshape(-1)[7] = np.nan
+    for fn in (ops.max_pool, ops.average_pool):
+        got = []
+        for depth in (True, False):
+            monkeypatch.setattr(nn_kernels.MaxPoolND, "by_depth", depth)
+            monkeypatch.setattr(nn_kernels.AvgPoolND, "by_depth", depth)
+            t = Tensor(x, requires_grad=True)
+            y = fn(t, pool, strides, padding)
+            (g,) = grad(y, [t], grad_output=Tensor(gy))
+            got.append((np.asarray(y.data), np.asarray(g.data)))
+            got.append(np.isnan(np.asarray(fn(Tensor(nan), pool, strides, padding).data)))
+        (y, g), nan_y, (y0, g0), nan_y0 = got
+        np.testing.assert_array_equal(nan_y, nan_y0)   # a NaN input is NaN in every output window holding it
+        assert nan_y.any()
+        if fn is ops.max_pool:   # (overlapping windows add their shares in another order: to rounding there)
+            np.testing.assert_array_equal(y, y0)
+            if all(s >= p for s, p in zip(strides or pool, pool)):
+                np.testing.assert_array_equal(g, g0)
+            np.testing.assert_allclose(g, g0, rtol=1e-6, atol=1e-6)
+        else:
+            tol = 1e-5 if dtype == np.float32 else 1e-12
+            np.testing.assert_allclose(y, y0, rtol=tol, atol=tol)
+            np.testing.assert_allclose(g, g0, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("pool,strides", [((2, 2, 2), None), ((3, 3, 3), (2, 2, 2)), ((2, 3, 2), (1, 2, 1))])
+def test_3d_pooling_matches_torch_with_ties(pool, strides):
+    """Against PyTorch's max_pool3d / avg_pool3d ('valid'): outputs, and gradients routed to the first maximum where
+    values tie (rounded inputs)."""
+    torch = pytest.importorskip("torch")
+    from lamina import ops
+    x = np.round(R.standard_normal((2, 7, 8, 9, 3)) * 1.5).astype(np.float32)
+    xt = torch.tensor(np.moveaxis(x, -1, 1).copy(), requires_grad=True)
+    for fn, tfn in ((ops.max_pool, torch.nn.functional.max_pool3d), (ops.average_pool, torch.nn.functional.avg_pool3d)):
+        t = Tensor(x, requires_grad=True)
+        y = fn(t, pool, strides, "valid")
+        gy = R.standard_normal(y.shape).astype(np.float32)
+        (g,) = grad(y, [t], grad_output=Tensor(gy))
+        xt.grad = None
+        yt = tfn(xt, pool, strides or pool)
+        yt.backward(torch.tensor(np.moveaxis(gy, -1, 1).copy()))
+        np.testing.assert_allclose(np.asarray(y.data), np.moveaxis(yt.detach().numpy(), 1, -1), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(g.data), np.moveaxis(xt.grad.numpy(), 1, -1), rtol=1e-6, atol=1e-6)
