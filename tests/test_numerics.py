@@ -636,6 +636,27 @@ def test_sums_over_a_run_before_kept_axes_take_blas_with_numpys_values():
     assert got[3, 2] == np.inf
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_global_max_pooling_shares_the_gradient_among_ties(dtype, keepdims):
+    """max over a run of axes before kept ones (GlobalMaxPooling2D's): each window's gy shared equally among the
+    entries equal to its maximum, in gy's dtype (the counts a product with ones), NaN windows NaN."""
+    x = np.round(np.random.default_rng(5).standard_normal((4, 6, 5, 3)) * 1.5).astype(dtype)   # (many ties)
+    x[1, 2, 3, 1] = np.nan
+    gy = np.random.default_rng(6).standard_normal((4, 1, 1, 3) if keepdims else (4, 3)).astype(dtype)
+    t = Tensor(x, requires_grad=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        (g,) = grad(ops.max(t, axis=(1, 2), keepdims=keepdims), [t], grad_output=Tensor(gy))
+        top = x == np.max(x, axis=(1, 2), keepdims=True)
+        want = top * (gy.reshape(4, 1, 1, 3) / top.sum(axis=(1, 2), keepdims=True))
+    g = np.asarray(g.data)
+    assert g.dtype == dtype
+    np.testing.assert_array_equal(np.isnan(g), np.isnan(want))
+    ok = ~np.isnan(want)
+    np.testing.assert_allclose(g[ok], want[ok], rtol=1e-6 if dtype == np.float32 else 1e-15)
+    assert (top.sum(axis=(1, 2)) > 1).any() and np.isnan(g[1, ..., 1]).all() and not np.isnan(g[1, ..., 0]).any()
+
+
 @pytest.mark.parametrize("shape,axis", [((6, 7, 5, 4), (1, 3)), ((3, 4, 5, 2, 3), (1, 2, 4)), ((5, 6, 3), (2, 0)),
                                         ((4, 5, 3, 2, 2), (0, 3, 4)), ((4, 3, 70), (1, 2)), ((4, 3, 5, 6), (0, 2, 3)),
                                         ((3, 4), None), ((3, 4, 2), (0, 1, 2)),

@@ -665,6 +665,16 @@ class MaxMin(Op):
         x, y = self.saved
         mask = (x == y)
         run = _run_of_axes(mask, self.axes) if self.xp is np else None
+        if run is not None and gy.dtype in _BLAS_FLOATS:
+            # (before, run, after): the mask in gy's dtype, its counts a product with ones (_sum_run's way: NumPy
+            # sums a middle run of booleans a strided row at a time), each window's share gy / count in gy's dtype
+            # and then spread in the mask's buffer (a global max pooling's (32, 32, 32, 32) backward: the
+            # counts' strided sum, a float64 product over the input and its cast back were 2.9 of its 3.7 ms)
+            m3 = run.astype(gy.dtype)
+            count = np.matmul(np.ones(m3.shape[1], gy.dtype), m3)
+            g3 = _expand(gy, x.shape, self.axes, self.keepdims).reshape(m3.shape[0], 1, m3.shape[2])
+            m3 *= g3 / count[:, None, :]
+            return m3.reshape(x.shape)
         if run is not None:
             count = run.sum(axis=1, dtype=np.int32).reshape(y.shape)
         elif self.xp is np and gy.dtype.kind == "f":   # (in the gradient's dtype: the short-run reroute applies)
