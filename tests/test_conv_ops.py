@@ -495,6 +495,38 @@ def test_grouped_conv3d_per_group_equals_the_general_way(shape, kw, monkeypatch)
         np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-5 * np.abs(v).max())
 
 
+@pytest.mark.parametrize("shape,kw", [
+    ((2, 4, 5, 6, 6), dict(filters=5, kernel_size=3, strides=2, padding="same")),
+    ((1, 3, 4, 4, 4), dict(filters=3, kernel_size=(2, 3, 2), strides=(2, 1, 2))),
+    ((2, 5, 4, 3, 3), dict(filters=4, kernel_size=3, strides=(3, 2, 1), padding="same", output_padding=(1, 1, 0))),
+    ((1, 4, 3, 5, 2), dict(filters=2, kernel_size=(3, 2, 2), dilation_rate=(2, 1, 1), padding="same")),
+    ((2, 3, 6, 6, 8), dict(filters=2, kernel_size=(1, 3, 3), strides=(1, 2, 2), padding="same", use_bias=False))])
+def test_conv3d_transpose_through_2d_ones_equals_the_general_way(shape, kw, monkeypatch):
+    """Conv3DTranspose as one 2-D transposed convolution per depth offset, each added at its output depths within
+    Keras's window (strides, dilation, output_padding, 'same' and 'valid'): the output and every gradient of the
+    general way (one 3-D col2im), which the same layer takes with the depth way off."""
+    from lamina import layers
+    from lamina.ops import nn_kernels
+    layer = layers.Conv3DTranspose(**kw)
+    x = R.standard_normal(shape).astype(np.float32)
+    gy = R.standard_normal(layer(x).shape).astype(np.float32)
+
+    def run():
+        xt = Tensor(x, requires_grad=True)
+        y = layer(xt, training=True)
+        return [np.asarray(y)] + [np.asarray(g) for g in grad(y, [xt] + list(layer.trainable_weights),
+                                                              grad_output=Tensor(gy))]
+    ran, real = [], nn_kernels.ConvTransposeND._depth_forward
+    monkeypatch.setattr(nn_kernels.ConvTransposeND, "_depth_forward",
+                        lambda self, *a: (ran.append(1), real(self, *a))[1])
+    got = run()
+    monkeypatch.setattr(nn_kernels.ConvTransposeND, "by_depth", False)
+    want = run()
+    assert len(ran) == 1
+    for u, v in zip(got, want):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-5 * np.abs(v).max())
+
+
 def test_conv3d_through_2d_convolutions_numerical_gradients():
     from lamina import layers
     check_grad(layers.Conv3D(2, (3, 2, 2), strides=(2, 1, 1), padding="same", dtype="float64"),

@@ -863,10 +863,14 @@ class ConvTransposeND(Op):
     """
 
     half_via_float32 = True  # float16 through float32 BLAS (tensor.Op)
+    _depth = None            # 3-D: (the per-depth-offset Conv2DTranspose ops, their depth ranges, shapes)
+    by_depth = True          # 3-D through 2-D transposed convolutions (False: the general way, which tests compare)
 
     def forward(self, x, w):
         xp = self.xp
         d = x.ndim - 2
+        if d == 3 and xp is np and x.size and w.size and self.by_depth:
+            return self._depth_forward(x, w)
         kernel, (o, c) = w.shape[:d], w.shape[d:]
         size = x.shape[1:-1]
         full = tuple((s - 1) * st + (k - 1) * dl + 1 for s, k, st, dl in zip(size, kernel, self.stride, self.dilation))
@@ -888,8 +892,59 @@ class ConvTransposeND(Op):
             dst.append(slice(0, m))
         return tuple(src), tuple(dst)
 
+    def _depth_forward(self, x, w):
+        """3-D as KD 2-D transposed convolutions (ops.convolution.Conv2DTranspose: its col2im, compiled gather and
+        thin layout) over the N * D depth slices, kernel slice a's outputs added at output depths a dd + i sd - b
+        of the window; backward each op's from the matching slices of dy. (8, 16, 16, 16, 16) -> 8, 3x3x3 stride 2
+        'same', forward + backward on the 2-core Zen 2: 69 -> 33 ms (PyTorch 16-21; the general way's whole 3-D
+        col2im and im2col were the time)."""
+        from .convolution import Conv2DTranspose   # (the same floor, imported where used)
+        n, depth = x.shape[:2]
+        kd = w.shape[0]
+        sd, dd = self.stride[0], self.dilation[0]
+        b, od = self.window[0]
+        x4 = np.ascontiguousarray(x).reshape((n * depth,) + x.shape[2:])
+        y, parts = None, []
+        for a in range(kd):
+            # the slices lo:hi whose output depths a dd + i sd - b fall in the window
+            lo = max(0, -(-(b - a * dd) // sd))
+            hi = min(depth, -(-(od + b - a * dd) // sd))
+            op = Conv2DTranspose(stride=tuple(self.stride[1:]), dilation=tuple(self.dilation[1:]),
+                                 window=tuple(self.window[1:]))
+            op.xp, op.needs_grad = np, (self.needs_grad[0], self.needs_grad[1], False)
+            ya = op.forward(x4, np.ascontiguousarray(w[a]), None)
+            if y is None:
+                y = np.zeros((n, od) + ya.shape[1:], ya.dtype)
+            if hi > lo:
+                p = a * dd + lo * sd - b
+                y[:, p:p + (hi - lo - 1) * sd + 1:sd] += ya.reshape((n, depth) + ya.shape[1:])[:, lo:hi]
+            parts.append((op, lo, hi))
+        self._depth = (parts, x.shape, w.shape)
+        return y
+
+    def _depth_backward(self, gy):
+        parts, xshape, wshape = self._depth
+        n, depth = xshape[:2]
+        sd, dd = self.stride[0], self.dilation[0]
+        b = self.window[0][0]
+        gx = np.zeros(xshape, gy.dtype) if self.needs_grad[0] else None
+        gw = np.empty(wshape, gy.dtype) if self.needs_grad[1] else None
+        for a, (op, lo, hi) in enumerate(parts):
+            ga = np.zeros((n, depth) + gy.shape[2:], gy.dtype)
+            if hi > lo:
+                p = a * dd + lo * sd - b
+                ga[:, lo:hi] = gy[:, p:p + (hi - lo - 1) * sd + 1:sd]
+            gxa, gwa, _ = op.backward(ga.reshape((n * depth,) + gy.shape[2:]))
+            if gx is not None:
+                gx += gxa.reshape(xshape)
+            if gw is not None:
+                gw[a] = gwa
+        return gx, gw
+
     def backward(self, gy):
         xp = self.xp
+        if self._depth is not None:
+            return self._depth_backward(gy)
         x, w = self.saved
         xshape, full = self.meta
         d = len(full)
