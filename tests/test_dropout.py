@@ -145,3 +145,21 @@ def test_check_layer_regularization(cls, kwargs, shape):
 def test_spatial_dropout_rank_error_names_layer():
     with pytest.raises(ValueError, match="sd"):
         layers.SpatialDropout2D(0.5, name="sd")(np.ones((2, 3, 4), np.float32))
+
+
+@pytest.mark.parametrize("shape,mshape", [((8, 5, 5, 6), (8, 1, 1, 6)), ((4, 7, 3), (4, 1, 3)),
+                                          ((3, 4, 6, 2, 5), (3, 1, 1, 1, 5)), ((2, 6, 4, 4), (2, 6, 1, 1)),
+                                          ((5, 9, 1100), (5, 1, 1100))])
+def test_a_mask_shared_along_middle_axes_multiplies_exactly(shape, mshape):
+    """A SpatialDropout mask (N, 1, ..., 1, C) is tiled along the channels for NumPy's inner loop: the products are
+    a * m's to the bit, forward and backward, whatever the shapes (channels first: the plain broadcast)."""
+    from lamina.ops.random import MultiplyNoise
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal(shape).astype(np.float32)
+    m = (rng.random(mshape) > 0.4).astype(np.float32) * np.float32(1 / 0.6)
+    gy = rng.standard_normal(shape).astype(np.float32)
+    t = Tensor(a, requires_grad=True)
+    y = MultiplyNoise.apply(t, noise=m)
+    (g,) = grad(y, [t], grad_output=Tensor(gy))
+    np.testing.assert_array_equal(np.asarray(y.data), a * m)
+    np.testing.assert_array_equal(np.asarray(g.data), gy * m)
