@@ -45,6 +45,13 @@ def cases(dtype, seed=0):
         "gru_cell_grad": [(a(5, 6), a(2, 5, 6, low=0.0), a(5, 6, low=-0.5), a(5, 6), a(5, 6), a(5, 18), a(5, 18),
                            a(5, 6))],
         "adam_update": [(a(70), a(70), a(70), a(70, low=0.0), t(0.1), t(0.001), t(1e-7), t(0.01))],
+        "sgd_momentum_update": [(a(70), odd(a(70)), a(70), t(0.01), t(0.9), nv) for nv in (False, True)],
+        "rmsprop_update": [(a(70), odd(a(70)), a(70, low=0.0), a(70), t(0.9), t(0.1), t(1e-7), t(0.01), t(0.5), mo)
+                           for mo in (False, True)],
+        "adagrad_update": [(a(70), odd(a(70)), a(70, low=0.0), t(1e-7), t(0.01))],
+        "nadam_update": [(a(70), odd(a(70)), a(70), a(70, low=0.0), t(0.1), t(0.001), t(1.2), t(1e-7), t(0.5), t(0.3),
+                          t(0.01))],
+        "lion_update": [(a(70), odd(a(70)), a(70), t(0.9), t(0.1), t(0.99), t(0.01), t(1e-4))],
         # (S, OH, OW, KH, KW, C) -> (S, Hp, Wp, C): stride 1 and 2, dilation 1 and 2; a window from (1, 2)
         "col2im_gather": [(a(2, 4, 4, 3, 3, 5), a(2, 6, 6, 5), 1, 1, 1, 1, 0, 0),
                           (a(2, 3, 3, 3, 3, 5), a(2, 9, 9, 5), 2, 2, 2, 2, 0, 0),

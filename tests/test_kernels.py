@@ -835,6 +835,62 @@ def test_adam_kernel_gives_numpys_weights_to_the_bit(compiled, dtype, name, spli
         np.testing.assert_array_equal(a, b)
 
 
+_ONE_PASS_UPDATES = [   # (optimizer, the kernel that must run)
+    (lambda: lamina.optimizers.SGD(0.05, momentum=0.9), "sgd_momentum_update"),
+    (lambda: lamina.optimizers.SGD(0.05, momentum=0.8, nesterov=True), "sgd_momentum_update"),
+    (lambda: lamina.optimizers.RMSprop(0.01), "rmsprop_update"),
+    (lambda: lamina.optimizers.RMSprop(0.01, momentum=0.5, rho=0.8), "rmsprop_update"),
+    (lambda: lamina.optimizers.Adagrad(0.1), "adagrad_update"),
+    (lambda: lamina.optimizers.Nadam(0.01), "nadam_update"),
+    (lambda: lamina.optimizers.Lion(0.01), "lion_update")]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make,kernel", _ONE_PASS_UPDATES)
+@pytest.mark.parametrize("split", [False, True])
+def test_one_pass_optimizer_updates_give_numpys_weights_to_the_bit(compiled, dtype, make, kernel, split):
+    """SGD with momentum (and Nesterov's), RMSprop (with momentum too), Adagrad, Nadam and Lion: five steps on a
+    scalar, a small weight, a 2-D one and one over the threads' split, NaN and inf in a gradient and zeros (Lion's
+    sign), split over three threads or not: each kernel's weights and slots equal NumPy's code's bit for bit (the
+    same float operations), and it ran for every variable at every step."""
+    from lamina import threads
+    if split:
+        compiled.setattr(threads, "split_width", lambda *a: 3)
+    shapes = [(), (300,), (64, 96), (K.UPDATE_SPLIT_ELEMENTS + 4099,)]
+    grads = [[R.standard_normal(s).astype(dtype) for s in shapes] for _ in range(5)]
+    grads[2][1][3] = np.nan
+    grads[3][2][0, 1] = np.inf
+    grads[0][3][:50] = 0.0
+    start = [R.standard_normal(s).astype(dtype) for s in shapes]
+
+    def run():
+        vs = [lamina.Variable(w, dtype=w.dtype) for w in start]
+        opt = make()
+        for gs in grads:
+            opt.apply([g.copy() for g in gs], vs)
+        return [np.asarray(v.data) for v in vs] + [np.asarray(s.data) for s in opt.variables[2:]]
+    calls = _count_calls(compiled, kernel)
+    fused, plain = _both(compiled, run)
+    assert len(calls) >= 5 * len(shapes)
+    assert len(fused) > len(shapes)   # (the slots compared too)
+    for a, b in zip(fused, plain):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_one_pass_updates_stand_aside_for_numpy_scalars_and_centred_rmsprop(compiled):
+    """A NumPy-scalar epsilon (NumPy's code then computes in float64) and the centred RMSprop (a running average the
+    kernel does not keep) run NumPy's code. (The learning rate is a Python float whatever it was given as.)"""
+    names = ("rmsprop_update", "adagrad_update", "nadam_update")
+    calls = [_count_calls(compiled, n) for n in names]
+    eps = np.float64(1e-7)
+    for opt in (lamina.optimizers.RMSprop(centered=True), lamina.optimizers.RMSprop(epsilon=eps),
+                lamina.optimizers.Adagrad(epsilon=eps), lamina.optimizers.Nadam(epsilon=eps)):
+        v = lamina.Variable(np.ones((50, 50), np.float32))
+        opt.apply([np.full((50, 50), 0.5, np.float32)], [v])
+        assert np.isfinite(np.asarray(v.data)).all() and (np.asarray(v.data) != 1).all()
+    assert calls == [[], [], []]
+
+
 def test_adam_kernel_stands_aside_for_amsgrad_and_odd_coefficients(compiled):
     """AMSGrad (a running maximum the kernel does not keep) and a NumPy-scalar epsilon (whose float64 sum NumPy
     rounds differently) run NumPy's code."""

@@ -134,6 +134,10 @@ def test_every_call_lamina_makes_reaches_the_built_kernels(built, fallbacks, mon
         out = table(np.array([[1, 2, 1]]))
         grad(out, table.trainable_weights, grad_output=Tensor(np.ones(out.shape, dtype)))
         lamina.optimizers.Adam().apply([x(6)], [lamina.Variable(x(6), dtype=dtype)])
+        for opt in (lamina.optimizers.SGD(momentum=0.9), lamina.optimizers.RMSprop(momentum=0.5),
+                    lamina.optimizers.RMSprop(), lamina.optimizers.Adagrad(), lamina.optimizers.Nadam(),
+                    lamina.optimizers.Lion()):
+            opt.apply([x(6)], [lamina.Variable(x(6), dtype=dtype)])
     assert called == set(kernels_aot.SIGNATURES)
     assert fallbacks == {}
 

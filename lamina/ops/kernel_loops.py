@@ -1204,6 +1204,70 @@ def adam_update(w, g, m, v, c1, c2, eps, alpha):
         w[i] -= mi / (np.sqrt(vi) + eps) * alpha
 
 
+def sgd_momentum_update(w, g, m, lr, mu, nesterov):
+    # SGD with momentum in place, one pass, the NumPy code's operations (optimizers.SGD): step = lr g,
+    # m = m mu - step, w += m; nesterov: w = (w - step) + mu m
+    for i in range(w.size):
+        s = lr * g[i]
+        mi = m[i] * mu - s
+        m[i] = mi
+        if nesterov:
+            w[i] = (w[i] - s) + mu * mi
+        else:
+            w[i] += mi
+
+
+def rmsprop_update(w, g, v, mom, rho, keep, eps, lr, mu, use_mom):
+    # RMSprop (not centred) in place, one pass, the NumPy code's operations (optimizers.RMSprop): v = v rho +
+    # g^2 (1 - rho) (``keep``), t = g / sqrt(v + eps) lr; with momentum mom = mom mu + t, w -= mom; else w -= t
+    for i in range(w.size):
+        gi = g[i]
+        vi = v[i] * rho + (gi * gi) * keep
+        v[i] = vi
+        t = gi / np.sqrt(vi + eps) * lr
+        if use_mom:
+            mi = mom[i] * mu + t
+            mom[i] = mi
+            w[i] -= mi
+        else:
+            w[i] -= t
+
+
+def adagrad_update(w, g, acc, eps, lr):
+    # Adagrad in place, one pass, the NumPy code's operations (optimizers.Adagrad): acc += g^2,
+    # w -= g / sqrt(acc + eps) lr
+    for i in range(w.size):
+        gi = g[i]
+        a = acc[i] + gi * gi
+        acc[i] = a
+        w[i] -= gi / np.sqrt(a + eps) * lr
+
+
+def nadam_update(w, g, m, v, c1, c2, vs, eps, a, b, lr):
+    # Nadam in place, one pass, the NumPy code's operations (optimizers.Nadam): Adam's moments (as adam_update),
+    # d = sqrt(v vs) + eps, w -= (m a + b g) / d lr
+    for i in range(w.size):
+        gi = g[i]
+        mi = m[i] + (gi - m[i]) * c1
+        vi = v[i] + (gi * gi - v[i]) * c2
+        m[i] = mi
+        v[i] = vi
+        w[i] -= (mi * a + b * gi) / (np.sqrt(vi * vs) + eps) * lr
+
+
+def lion_update(w, g, m, b1, c1, b2, c2, lr):
+    # Lion in place, one pass, the NumPy code's operations (optimizers.Lion): u = m b1 + g (1 - b1) (``c1``),
+    # w -= lr sign(u) (NumPy's sign: NaN stays NaN, zeros +0), m = m b2 + g (1 - b2) (``c2``)
+    one = w.dtype.type(1)
+    zero = w.dtype.type(0)
+    for i in range(w.size):
+        gi = g[i]
+        u = m[i] * b1 + gi * c1
+        s = one if u > zero else (-one if u < zero else (zero if u == zero else u))
+        w[i] -= lr * s
+        m[i] = m[i] * b2 + gi * c2
+
+
 # col2im as a gather: each padded input position sums, in kernel-offset order, the column entries that
 # reached it (the NumPy code adds one strided window per offset to a zero array: the same additions in
 # the same order for every position), and is written once. No fastmath (the order). The columns come from

@@ -103,6 +103,11 @@ SIGNATURES = {
     "elu_rows": (True, ("T2", "T", "T", "T2", "T2", "b", "T2"), ("f4",)),
     "elu_grad_rows": (True, ("T2", "T2", "T2", "T", "T", "T2")),
     "softplus_rows": (True, ("T2", "T2", "T2"), ("f4",)),
+    "sgd_momentum_update": (True, ("T1", "T1", "T1", "T", "T", "b")),
+    "rmsprop_update": (True, ("T1", "T1", "T1", "T1", "T", "T", "T", "T", "T", "b")),
+    "adagrad_update": (True, ("T1", "T1", "T1", "T", "T")),
+    "nadam_update": (True, ("T1", "T1", "T1", "T1") + ("T",) * 7),
+    "lion_update": (True, ("T1", "T1", "T1") + ("T",) * 5),
 }
 # The kernels in two modules of about equal build time, built side by side on two cores (seconds of one core on
 # the 2-core Intel VM, float32 and float64 together; the kernels added later, batch norm's, the depthwise
@@ -110,13 +115,14 @@ SIGNATURES = {
 PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_softmax_grad",      # 4.9, 1.9, 1.6, .8
           "scatter_rows", "column_sums_rows", "batch_norm_rows_grad_sums", "depthwise_direct_grad_input",
           "im2col_rows", "scale_shift_rows", "lstm_cell", "silu_rows", "exp_rows", "gelu_rows", "conv_planes",
-          "group_norm_rows", "elu_rows", "sigmoid_grad_rows", "leaky_relu_grad_rows"),
+          "group_norm_rows", "elu_rows", "sigmoid_grad_rows", "leaky_relu_grad_rows", "rmsprop_update",
+          "nadam_update"),
          ("max_pool_rows_grad", "col2im_gather", "bias_relu_rows", "relu_bias_grad_rows",           # 3.7, 1.8, .4, .8
           "lstm_cell_grad", "gru_cell_grad", "adam_update", "column_max_subtract",                  # .9, .8, .5, .8
           "column_sum_divide", "batch_norm_rows", "batch_norm_rows_grad", "depthwise_direct", "relu_rows",
           "depthwise_direct_grad_weight", "sigmoid_tanh_rows", "silu_grad_rows", "softmax_rows_grad", "gelu_grad_rows",
           "conv_planes_grad_weight", "group_norm_rows_grad", "softplus_rows", "sigmoid_rows", "elu_grad_rows",
-          "leaky_relu_rows"))
+          "leaky_relu_rows", "sgd_momentum_update", "adagrad_update", "lion_update"))
 # kernel_loops' helpers: plain functions some kernels call (numba compiles no call to a plain Python function, and
 # kernel_loops imports no numba). Each is compiled exact and put in kernel_loops' namespace before any kernel that
 # calls it compiles, in-process (kernels._define) and ahead of time (_compile): compile_helpers. (The depthwise kernels'

@@ -5,7 +5,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..ops import kernels as _kernels
-from .base import Optimizer, fresh
+from .base import Optimizer, fresh, python_numbers
 
 _BASE_DOC = "and the base arguments (weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ...)"
 
@@ -183,13 +183,18 @@ class Nadam(Optimizer):
         p_t = self._u_product
         p_t1 = p_t * u_t1
         m, v = self._slot("momentum", variable), self._slot("velocity", variable)
+        a, b = u_t1 / (1.0 - p_t1), (1.0 - u_t) / (1.0 - p_t)
+        if python_numbers(learning_rate, self.epsilon) and _kernels.nadam_update(
+                variable.data, gradient, m, v, float(self.beta_1), b2, 1.0 / (1.0 - b2 ** t), self.epsilon, a, b,
+                learning_rate):
+            return   # one compiled pass, the same float operations (python_numbers)
         _moments(m, v, gradient, float(self.beta_1), b2)
         xp = _xp(m)
         denom = fresh(xp.multiply(v, 1.0 / (1.0 - b2 ** t)))
         xp.sqrt(denom, out=denom)
         denom += self.epsilon
-        num = xp.multiply(m, u_t1 / (1.0 - p_t1))
-        num += ((1.0 - u_t) / (1.0 - p_t)) * gradient
+        num = xp.multiply(m, a)
+        num += b * gradient
         num /= denom
         num *= learning_rate
         variable.data -= num

@@ -52,6 +52,13 @@ def fresh(x):
     return np.asarray(x) if isinstance(x, np.generic) else x
 
 
+def python_numbers(*values):
+    """Whether every value is a Python float or int: NumPy then computes an update's float32 arithmetic in float32
+    (weak scalars), which the compiled one-pass updates (ops.kernels) repeat to the bit; a NumPy float64 scalar
+    would make NumPy's code compute in float64."""
+    return all(type(v) in (float, int) for v in values)
+
+
 class Optimizer:
     """Base of every optimizer (Keras 3 arguments and defaults).
 

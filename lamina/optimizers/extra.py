@@ -2,8 +2,9 @@
 import math
 
 from .. import backend
+from ..ops import kernels as _kernels
 from ..registry import serialize
-from .base import Optimizer, _array, deserialize, get
+from .base import Optimizer, _array, deserialize, get, python_numbers
 
 _BASE = dict(weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, use_ema=False,
              ema_momentum=0.99, ema_overwrite_frequency=None, loss_scale_factor=None,
@@ -41,6 +42,8 @@ class Lion(Optimizer):
         m = self._slot("momentum", variable)
         xp = _xp(m)
         b1, b2 = float(self.beta_1), float(self.beta_2)
+        if python_numbers(learning_rate) and _kernels.lion_update(variable.data, gradient, m, b1, b2, learning_rate):
+            return   # one compiled pass, the same float operations (python_numbers)
         variable.data -= learning_rate * xp.sign(m * b1 + gradient * (1.0 - b1))
         m *= b2
         m += gradient * (1.0 - b2)

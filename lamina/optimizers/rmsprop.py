@@ -1,6 +1,7 @@
 """RMSprop, Adagrad and Adadelta: per-weight step sizes from running squares of the gradient."""
 from ..backend import get_array_module
-from .base import Optimizer, fresh
+from ..ops import kernels as _kernels
+from .base import Optimizer, fresh, python_numbers
 
 
 class RMSprop(Optimizer):
@@ -33,6 +34,11 @@ class RMSprop(Optimizer):
         rho = float(self.rho)
         v = self._slot("velocity", variable)
         xp = get_array_module(v)
+        mom = self._slot("momentum", variable) if self.momentum > 0 else None
+        if (not self.centered and python_numbers(learning_rate, self.epsilon, self.momentum)
+                and _kernels.rmsprop_update(variable.data, gradient, v, mom, rho, self.epsilon, learning_rate,
+                                            self.momentum)):
+            return   # one compiled pass, the same float operations (python_numbers)
         tmp = fresh(xp.multiply(gradient, gradient))
         tmp *= 1.0 - rho
         v *= rho
@@ -90,6 +96,9 @@ class Adagrad(Optimizer):
     def update_step(self, gradient, variable, learning_rate):
         acc = self._slot("accumulator", variable)
         xp = get_array_module(acc)
+        if python_numbers(learning_rate, self.epsilon) and _kernels.adagrad_update(variable.data, gradient, acc,
+                                                                                   self.epsilon, learning_rate):
+            return   # one compiled pass, the same float operations
         tmp = fresh(xp.multiply(gradient, gradient))
         acc += tmp
         xp.add(acc, self.epsilon, out=tmp)

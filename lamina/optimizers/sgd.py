@@ -1,5 +1,6 @@
 """Stochastic gradient descent, with optional (Nesterov) momentum."""
-from .base import Optimizer
+from ..ops import kernels as _kernels
+from .base import Optimizer, python_numbers
 
 
 class SGD(Optimizer):
@@ -35,6 +36,9 @@ class SGD(Optimizer):
             w -= learning_rate * gradient
             return
         m = self._slot("momentum", variable)
+        if python_numbers(learning_rate) and _kernels.sgd_momentum_update(w, gradient, m, learning_rate, self.momentum,
+                                                                           self.nesterov):
+            return   # one compiled pass, the same float operations (python_numbers)
         step = learning_rate * gradient            # the one temporary
         m *= self.momentum
         m -= step
