@@ -313,3 +313,73 @@ def test_sparse_crossentropy_picks_the_label_as_the_one_hot_formula(from_logits,
     want_g = (1.0 - onehot / qc) * (inrange / total) * gg
     np.testing.assert_array_equal(np.asarray(loss.data), want)
     np.testing.assert_array_equal(np.asarray(gx.data), np.moveaxis(want_g, -1, axis))
+
+
+@pytest.mark.parametrize("name", ["MeanSquaredError", "MeanAbsoluteError", "Huber", "BinaryCrossentropy"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_batch_losses_and_gradients_against_float64_formulas(name, weighted):
+    """The losses as a model computes them (a batch's mean, or sample weights: each row's own factor in backward,
+    where an unweighted mean's rows share one), forward and gradient against float64 formulas: MSE and MAE, Huber
+    at |d| = delta exactly too, the binary cross-entropy from logits up to +-100 (its softplus and sigmoid through
+    the activations' compiled passes where they run)."""
+    import lamina
+    rng = np.random.default_rng(8)
+    n, d = 300, 40
+    t = (rng.integers(0, 2, (n, d)) if name == "BinaryCrossentropy" else rng.standard_normal((n, d))).astype(np.float32)
+    p = (rng.standard_normal((n, d)) * 3).astype(np.float32)
+    if name == "Huber":
+        p[0, :4] = t[0, :4] + np.float32([1.0, -1.0, 0.0, 0.5])
+    if name == "BinaryCrossentropy":
+        p[1, :4] = [100.0, -100.0, 30.0, -30.0]
+    sw = rng.uniform(0.1, 2.0, n).astype(np.float32) if weighted else None
+    loss = (lamina.losses.BinaryCrossentropy(from_logits=True) if name == "BinaryCrossentropy"
+            else getattr(lamina.losses, name)())
+    pt = Tensor(p, requires_grad=True)
+    value = loss(t, pt, sample_weight=sw)
+    (g,) = grad(value, [pt])
+    t64, p64 = t.astype(np.float64), p.astype(np.float64)
+    e = p64 - t64
+    if name == "MeanSquaredError":
+        per, dper = e * e, 2 * e
+    elif name == "MeanAbsoluteError":
+        per, dper = np.abs(e), np.sign(e)
+    elif name == "Huber":
+        per = np.where(np.abs(e) <= 1, 0.5 * e * e, np.abs(e) - 0.5)
+        dper = np.clip(e, -1, 1)
+    else:
+        per = np.logaddexp(0, p64) - p64 * t64
+        dper = 1 / (1 + np.exp(-p64)) - t64
+    w = np.ones(n) if sw is None else sw.astype(np.float64)
+    want = (per.mean(-1) * w).sum() / n
+    want_g = dper / d * w[:, None] / n
+    np.testing.assert_allclose(float(value.numpy()), want, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(g.data), want_g, rtol=2e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("labels", ["one_hot", "soft", "unnormalised", "smoothed"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_categorical_crossentropy_from_logits_against_float64(labels, weighted):
+    """The categorical cross-entropy from logits over a batch: one-hot labels (softmax - t, the sum(t) scale left
+    out), soft ones, labels not summing to 1 (the general rule softmax sum(t) - t) and smoothed ones, with a batch
+    mean or sample weights: loss and gradient against float64's log-softmax formulas."""
+    import lamina
+    rng = np.random.default_rng(9)
+    n, k = 200, 30
+    x = (rng.standard_normal((n, k)) * 3).astype(np.float32)
+    if labels == "one_hot":
+        t = np.eye(k, dtype=np.float32)[rng.integers(0, k, n)]
+    else:
+        t = rng.dirichlet(np.ones(k), n).astype(np.float32) * (1.7 if labels == "unnormalised" else 1.0)
+    ls = 0.1 if labels == "smoothed" else 0.0
+    sw = rng.uniform(0.1, 2.0, n).astype(np.float32) if weighted else None
+    xt = Tensor(x, requires_grad=True)
+    value = lamina.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=ls)(t, xt, sample_weight=sw)
+    (g,) = grad(value, [xt])
+    t64 = t.astype(np.float64) * (1 - ls) + ls / k
+    z = x.astype(np.float64) - x.max(-1, keepdims=True)
+    logq = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    w = np.ones(n) if sw is None else sw.astype(np.float64)
+    want = (-(t64 * logq).sum(-1) * w).sum() / n
+    want_g = (np.exp(logq) * t64.sum(-1, keepdims=True) - t64) * w[:, None] / n
+    np.testing.assert_allclose(float(value.numpy()), want, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(g.data), want_g, rtol=1e-4, atol=1e-8)

@@ -471,6 +471,14 @@ class Sigmoid(Op):
         return gy * y * (1.0 - y)
 
 
+def forward_values(cls, xp, x):
+    """Activation op ``cls``'s forward values of the array x as a new array, outside the autograd graph (an
+    activation inside another op's arithmetic: the binary cross-entropy's softplus and sigmoid)."""
+    op = cls()
+    op.xp = xp
+    return op.forward(x)
+
+
 def _hard_sigmoid_into(xp, x, out):
     """clip(x / 6 + 0.5, 0, 1) into out: relu6(x + 3) / 6 as the whole-array code computed it."""
     xp.divide(x, 6.0, out=out)

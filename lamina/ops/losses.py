@@ -15,8 +15,9 @@ from .. import backend
 from ..tensor import Op, Tensor, as_tensor
 from . import math as _m
 from . import manipulation as _s
-from .activations import _last_axis_rows, row_softmax, stable_sigmoid
-from .math import select, unbroadcast
+from . import activations as _act
+from .activations import _last_axis_rows, row_softmax
+from .math import unbroadcast
 
 __all__ = [
     "sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
@@ -171,6 +172,8 @@ class CategoricalCrossentropy(Op):
             logq = xp.log(qc)
             # backward divides by qc (= q where inrange, never 0): t / q at q = 0 would be NaN
             self.saved = (t, logq, qc, total, inrange)
+        if ax in (-1, p.ndim - 1):
+            return -_row_dot(xp, t, logq)   # (one pass, no product array)
         return -(t * logq).sum(axis=ax)
 
     def backward(self, g):
@@ -184,7 +187,12 @@ class CategoricalCrossentropy(Op):
         if self.needs_grad[1]:
             if self.from_logits:
                 soft = self.saved[2]
-                dp = ((xp.exp(logq) if soft is None else soft) * t.sum(axis=ax, keepdims=True) - t) * g
+                q = xp.exp(logq) if soft is None else soft
+                ts = t.sum(axis=ax, keepdims=True)
+                # one-hot or soft labels summing to 1 (the usual): softmax - t, the rest's scale by sum(t) left out;
+                # a batch mean's g one number: a scalar product (_row_factor), twice the speed of a broadcast one
+                dp = xp.subtract(q, t) if _all_equal(xp, ts, 1) else xp.multiply(q, ts) - t
+                dp *= g.reshape(-1)[0] if _all_equal(xp, g) else g
             else:
                 _, _, qc, total, inrange = self.saved
                 dp = (-t / qc * inrange + (t * inrange).sum(axis=ax, keepdims=True)) / total * g
@@ -209,7 +217,11 @@ class BinaryCrossentropy(Op):
             t = t * (1.0 - ls) + 0.5 * ls
         self.count = p.shape[self.axis]
         if self.from_logits:
-            l = xp.maximum(p, 0) - p * t + xp.log1p(xp.exp(-xp.abs(p)))
+            # softplus(p) - p t: the softplus (max(p, 0) + log1p(exp(-|p|))) as the activation's chain computes it,
+            # one compiled pass where NumPy's exp and log1p are scalar ((4096, 256) float32 forward + backward:
+            # 20.5 -> 4.2 ms; PyTorch 3.1-3.3)
+            l = _act.forward_values(_act.Softplus, xp, p)
+            l -= p * t
             self.saved = (t, p)
         else:
             pc = xp.clip(p, EPSILON, 1.0 - EPSILON)
@@ -227,7 +239,9 @@ class BinaryCrossentropy(Op):
             if self.needs_grad[0]:
                 dt = -x * g * (1.0 - self.label_smoothing)
             if self.needs_grad[1]:
-                dp = (stable_sigmoid(xp, x) - t) * g
+                dp = _act.forward_values(_act.Sigmoid, xp, x)   # (compiled where NumPy's exp is scalar)
+                dp -= t
+                dp *= g
         else:
             t, pc, inrange = self.saved
             if self.needs_grad[0]:
@@ -240,7 +254,8 @@ class BinaryCrossentropy(Op):
 
 # ----------------------------------------------------------------------------- regression losses
 class _MeanOfDiff(Op):
-    """mean over the last axis of f(d), d = y_pred - y_true. Subclasses give f and f'.
+    """mean over the last axis of f(d), d = y_pred - y_true. Subclasses give f and f' (``mean`` for a mean of
+    their own, ``scaled_df`` for f'(d) times the per-row factor s in fewer passes).
     Backward: dp = f'(d) / D * g, dt = -dp."""
 
     def forward(self, t, p):
@@ -248,34 +263,93 @@ class _MeanOfDiff(Op):
         d = p - t
         self.saved = (d,)
         self.count = d.shape[-1] if d.ndim else 1
-        v = self.f(d)
-        return v.mean(axis=-1) if d.ndim else v
+        if d.ndim:
+            return self.mean(d)
+        return self.f(d)
+
+    def mean(self, d):
+        return self.f(d).mean(axis=-1)
+
+    def scaled_df(self, d, s):
+        return self.df(d) * s
 
     def backward(self, g):
         (d,) = self.saved
-        g = g[..., None] if d.ndim else g
-        gd = self.df(d) * g * (1.0 / self.count)
+        if d.ndim:   # (the per-row factor g / D first: one pass over d-sized arrays where there were three)
+            gd = self.scaled_df(d, _row_factor(self.xp, g * (1.0 / self.count)))
+        else:
+            gd = self.df(d) * g
         return (unbroadcast(-gd, self.shapes[0]) if self.needs_grad[0] else None,
                 unbroadcast(gd, self.shapes[1]) if self.needs_grad[1] else None)
 
 
+def _all_equal(xp, a, value=None):
+    """Whether every value of the NumPy array a equals ``value`` (default: a's first value; NaN equals nothing)."""
+    return xp is np and a.size > 0 and bool((a == (a.reshape(-1)[0] if value is None else value)).all())
+
+
+def _row_factor(xp, s):
+    """The per-row factors s (...,) to multiply (..., D) rows by: s[..., None], or s's one value where every row has
+    the same (a mean over the batch: g = 1 / N), whose scalar product NumPy runs at twice the speed of the
+    row-broadcast one ((4096, 256) float32: 0.13 against 0.29 ms). The same products either way (NaN is never
+    equal to itself: rows with NaN factors broadcast)."""
+    if s.ndim and _all_equal(xp, s):
+        return s.reshape(-1)[0]
+    return s[..., None]
+
+
+def _row_dot(xp, a, b):
+    """sum(a * b) over the last axis, without the product array (einsum's contiguous sum of products)."""
+    return xp.einsum("...i,...i->...", a, b)
+
+
 class MeanSquaredError(_MeanOfDiff):
+    """mean(d^2): forward a sum of products and a division (NumPy's mean divides its sum too), backward d (2 g / D)
+    in one pass (a (4096, 256) float32 batch, forward + backward: 2.0 -> 1.0 ms; PyTorch 0.4)."""
     def f(self, d): return d * d
     def df(self, d): return 2.0 * d
+
+    def mean(self, d):
+        return _row_dot(self.xp, d, d) / self.count
+
+    def scaled_df(self, d, s):
+        return d * (2.0 * s)
 
 
 class MeanAbsoluteError(_MeanOfDiff):
     def f(self, d): return self.xp.abs(d)
     def df(self, d): return self.xp.sign(d)
 
+    def scaled_df(self, d, s):
+        out = self.xp.sign(d)
+        out *= s
+        return out
+
 
 class Huber(_MeanOfDiff):
-    """0.5 d^2 where |d| <= delta, else delta (|d| - 0.5 delta); derivative clip(d, -delta, delta)."""
+    """0.5 d^2 where |d| <= delta, else delta (|d| - 0.5 delta); derivative clip(d, -delta, delta).
+    Both sides as one formula, q (|d| - q / 2) with q = min(|d|, delta) (no select: 0.5 d^2 exactly where
+    |d| <= delta, NaN staying NaN), its mean a sum of products."""
     def f(self, d):
         a = self.xp.abs(d)
-        return select(self.xp, a <= self.delta, 0.5 * d * d, self.delta * a - 0.5 * self.delta ** 2)
+        q = self.xp.clip(a, 0.0, self.delta)   # (min(|d|, delta): NumPy's clip is SIMD, minimum by a scalar 4x slower)
+        a -= 0.5 * q
+        a *= q
+        return a
 
     def df(self, d): return self.xp.clip(d, -self.delta, self.delta)
+
+    def mean(self, d):
+        xp = self.xp
+        a = xp.abs(d)
+        q = xp.clip(a, 0.0, self.delta)
+        a -= 0.5 * q
+        return _row_dot(xp, q, a) / self.count
+
+    def scaled_df(self, d, s):
+        out = self.xp.clip(d, -self.delta, self.delta)
+        out *= s
+        return out
 
 
 class LogCosh(_MeanOfDiff):
