@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Op, as_tensor
+from .math import tile_middle
 
 __all__ = ["dropout", "gaussian_noise", "gaussian_dropout"]
 
@@ -28,14 +29,9 @@ def _times_noise(xp, a, m):
     products): a (32, 32, 32, 32) float32 product 0.43 -> 0.28 ms, SpatialDropout2D's step 1.33 -> 1.14 ms."""
     if (xp is np and a.ndim >= 3 and m.ndim == a.ndim and a.flags.c_contiguous and a.dtype.kind == "f"
             and m.dtype == a.dtype and m.shape[0] == a.shape[0] and m.shape[-1] == a.shape[-1]
-            and all(n == 1 for n in m.shape[1:-1])):
+            and all(n == 1 for n in m.shape[1:-1]) and a.size):
         n, c = a.shape[0], a.shape[-1]
-        s = a.size // (n * c) if n * c else 0
-        k = next((k for k in range(max(1, 4096 // max(c, 1)), 1, -1) if s % k == 0), 1) if s and c < 1024 else 1
-        if k > 1:
-            tiled = np.empty((n, 1, k, c), m.dtype)
-            tiled[...] = m.reshape(n, 1, 1, c)
-            return np.multiply(a.reshape(n, s // k, k * c), tiled.reshape(n, 1, k * c)).reshape(a.shape)
+        return np.multiply(*tile_middle(a.reshape(n, -1, c), m.reshape(n, 1, c))).reshape(a.shape)
     return a * m
 
 
