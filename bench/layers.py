@@ -49,7 +49,7 @@ def _torch_helpers(torch, nn):
     return LastStep, SelfAttention
 
 
-_IMG32, _IMG16, _SEQ = (64, 32, 32, 32), (64, 16, 16, 64), (64, 80, 128)
+_IMG32, _IMG16, _SEQ, _VOL = (64, 32, 32, 32), (64, 16, 16, 64), (64, 80, 128), (8, 16, 16, 16, 16)
 
 # name -> (lamina layer from lamina.layers L, torch module from (torch.nn, helpers H), lamina input shape, kind)
 CASES = {
@@ -84,6 +84,12 @@ CASES = {
     "groupnorm": (lambda L: L.GroupNormalization(8, epsilon=1e-5), lambda nn, H: nn.GroupNorm(8, 32), _IMG32, "x"),
     "conv3x3_c8": (lambda L: L.Conv2D(8, 3, padding="same"), lambda nn, H: nn.Conv2d(8, 8, 3, padding=1),
                    (32, 32, 32, 8), "x"),   # (a U-Net's first level: the planes convolution)
+    "elu": (lambda L: L.ELU(), lambda nn, H: nn.ELU(), _IMG32, "x"),
+    "sigmoid": (lambda L: L.Activation("sigmoid"), lambda nn, H: nn.Sigmoid(), _IMG32, "x"),
+    "gmp2d": (lambda L: L.GlobalMaxPooling2D(), lambda nn, H: nn.AdaptiveMaxPool2d(1), _IMG32, "x"),
+    "maxpool3d": (lambda L: L.MaxPooling3D(2), lambda nn, H: nn.MaxPool3d(2), _VOL, "x"),
+    "conv3d_g4": (lambda L: L.Conv3D(16, 3, padding="same", groups=4),
+                  lambda nn, H: nn.Conv3d(16, 16, 3, padding=1, groups=4), _VOL, "x"),
 }
 
 
@@ -133,7 +139,8 @@ def _torch_step(name, x):
     _, factory, _, kind = CASES[name]
     module = factory(nn, _torch_helpers(torch, nn))
     module.train()
-    conv_like = name.startswith(("conv", "dwconv", "deconv", "batchnorm", "maxpool", "avgpool", "relu", "groupnorm"))
+    conv_like = name.startswith(("conv", "dwconv", "deconv", "batchnorm", "maxpool", "avgpool", "relu", "groupnorm",
+                                 "gmp"))
     xt = torch.from_numpy(_channels_first(x) if conv_like else x).requires_grad_(kind == "x")
     with torch.no_grad():
         gy = torch.from_numpy(np.random.default_rng(1).standard_normal(tuple(module(xt).shape)).astype(np.float32))
