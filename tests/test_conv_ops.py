@@ -433,6 +433,34 @@ def test_bilinear_upsampling_matches_half_pixel_formula():
     np.testing.assert_allclose(y, expected, rtol=1e-12)
 
 
+def _layer_outputs_and_grads(layer, x, gy):
+    """[y, dx, the weights' gradients...] of one training call of ``layer`` on x against gy, as arrays."""
+    xt = Tensor(x, requires_grad=True)
+    y = layer(xt, training=True)
+    return [np.asarray(y)] + [np.asarray(g) for g in grad(y, [xt] + list(layer.trainable_weights),
+                                                          grad_output=Tensor(gy))]
+
+
+def _layer_case(make, shape, kw):
+    """A function giving _layer_outputs_and_grads of a fresh make(**kw) on a fixed input and upstream gradient."""
+    layer = make(**kw)
+    x = R.standard_normal(shape).astype(np.float32)
+    gy = R.standard_normal(layer(x).shape).astype(np.float32)
+    return lambda: _layer_outputs_and_grads(layer, x, gy)
+
+
+def _spy(monkeypatch, cls, name):
+    """cls's method ``name`` wrapped to note each call; the list of notes."""
+    ran, real = [], getattr(cls, name)
+    monkeypatch.setattr(cls, name, lambda self, *a: (ran.append(1), real(self, *a))[1])
+    return ran
+
+
+def _close_to(got, want):
+    for u, v in zip(got, want):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-5 * np.abs(v).max())
+
+
 @pytest.mark.parametrize("shape,kw", [
     ((2, 7, 9, 8, 3), dict(filters=4, kernel_size=3, padding="same")),
     ((2, 9, 8, 10, 5), dict(filters=6, kernel_size=(3, 2, 3), strides=(2, 1, 2), padding="same")),
@@ -445,23 +473,13 @@ def test_conv3d_through_2d_convolutions_equals_the_general_way(shape, kw, monkey
     whole 3-D im2col), which the same layer takes when the depth way is switched off; and the depth way ran."""
     from lamina import layers
     from lamina.ops import nn_kernels
-    layer = layers.Conv3D(**kw)
-    x = R.standard_normal(shape).astype(np.float32)
-    gy = R.standard_normal(layer(x).shape).astype(np.float32)
-
-    def run():
-        xt = Tensor(x, requires_grad=True)
-        y = layer(xt, training=True)
-        return [np.asarray(y)] + [np.asarray(g) for g in grad(y, [xt] + list(layer.trainable_weights),
-                                                              grad_output=Tensor(gy))]
-    ran, real = [], nn_kernels.GroupConvND._depth_forward
-    monkeypatch.setattr(nn_kernels.GroupConvND, "_depth_forward", lambda self, *a: (ran.append(1), real(self, *a))[1])
+    run = _layer_case(layers.Conv3D, shape, kw)
+    ran = _spy(monkeypatch, nn_kernels.GroupConvND, "_depth_forward")
     got = run()
     monkeypatch.setattr(nn_kernels.GroupConvND, "_depth_forward", lambda self, *a: None)
     want = run()
     assert ran
-    for u, v in zip(got, want):
-        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-5 * np.abs(v).max())
+    _close_to(got, want)
 
 
 @pytest.mark.parametrize("shape,kw", [
@@ -474,25 +492,15 @@ def test_grouped_conv3d_per_group_equals_the_general_way(shape, kw, monkeypatch)
     with the per-group way off (_GROUPS_3D = 1); and the per-group way ran, once per group."""
     from lamina import layers
     from lamina.ops import nn_kernels
-    layer = layers.Conv3D(**kw)
-    x = R.standard_normal(shape).astype(np.float32)
-    gy = R.standard_normal(layer(x).shape).astype(np.float32)
-
-    def run():
-        xt = Tensor(x, requires_grad=True)
-        y = layer(xt, training=True)
-        return [np.asarray(y)] + [np.asarray(g) for g in grad(y, [xt] + list(layer.trainable_weights),
-                                                              grad_output=Tensor(gy))]
-    ran, real = [], nn_kernels.GroupConvND._depth_forward
-    monkeypatch.setattr(nn_kernels.GroupConvND, "_depth_forward", lambda self, *a: (ran.append(1), real(self, *a))[1])
+    run = _layer_case(layers.Conv3D, shape, kw)
+    ran = _spy(monkeypatch, nn_kernels.GroupConvND, "_depth_forward")
     got = run()
     assert len(ran) == kw["groups"]
     monkeypatch.setattr(nn_kernels, "_GROUPS_3D", 1)
     ran.clear()
     want = run()
     assert ran == []
-    for u, v in zip(got, want):
-        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-5 * np.abs(v).max())
+    _close_to(got, want)
 
 
 @pytest.mark.parametrize("shape,kw", [
@@ -507,24 +515,13 @@ def test_conv3d_transpose_through_2d_ones_equals_the_general_way(shape, kw, monk
     general way (one 3-D col2im), which the same layer takes with the depth way off."""
     from lamina import layers
     from lamina.ops import nn_kernels
-    layer = layers.Conv3DTranspose(**kw)
-    x = R.standard_normal(shape).astype(np.float32)
-    gy = R.standard_normal(layer(x).shape).astype(np.float32)
-
-    def run():
-        xt = Tensor(x, requires_grad=True)
-        y = layer(xt, training=True)
-        return [np.asarray(y)] + [np.asarray(g) for g in grad(y, [xt] + list(layer.trainable_weights),
-                                                              grad_output=Tensor(gy))]
-    ran, real = [], nn_kernels.ConvTransposeND._depth_forward
-    monkeypatch.setattr(nn_kernels.ConvTransposeND, "_depth_forward",
-                        lambda self, *a: (ran.append(1), real(self, *a))[1])
+    run = _layer_case(layers.Conv3DTranspose, shape, kw)
+    ran = _spy(monkeypatch, nn_kernels.ConvTransposeND, "_depth_forward")
     got = run()
     monkeypatch.setattr(nn_kernels.ConvTransposeND, "by_depth", False)
     want = run()
     assert len(ran) == 1
-    for u, v in zip(got, want):
-        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-5 * np.abs(v).max())
+    _close_to(got, want)
 
 
 def test_conv3d_through_2d_convolutions_numerical_gradients():

@@ -65,6 +65,13 @@ def _both(monkeypatch, fn):
     return a, b
 
 
+def _fn_and_grad(fn, x, gy):
+    """[fn(x), the gradient of fn at x against gy] as arrays."""
+    xt = Tensor(x, requires_grad=True)
+    y = fn(xt)
+    return [np.asarray(y.data), np.asarray(grad(y, [xt], grad_output=Tensor(gy))[0].data)]
+
+
 def _grads(layer, x, gy):
     xt = Tensor(x, requires_grad=True)
     y = layer(xt, training=True)
@@ -1188,12 +1195,7 @@ def test_activations_take_the_kernels_exp_where_numpys_is_scalar(compiled, kerne
     x = np.concatenate([np.linspace(-87, 88, 3001), R.standard_normal(2000) * 4]).astype(np.float32)
     x[:3] = (np.nan, np.inf, -np.inf)
     gy = R.standard_normal(x.shape).astype(np.float32)
-
-    def run():
-        xt = Tensor(x, requires_grad=True)
-        y = fn(xt)
-        return [np.asarray(y.data), np.asarray(grad(y, [xt], grad_output=Tensor(gy))[0].data)]
-    (y, g), (y_np, g_np) = _both(compiled, run)
+    (y, g), (y_np, g_np) = _both(compiled, lambda: _fn_and_grad(fn, x, gy))
     assert [n for n, _ in calls] == ([1024] * 4 if tanh else [4096]) + [905]
     assert {t for _, t in calls} == {tanh}
     assert sum(grads) == (x.size if kernel == "silu_rows" else 0)
@@ -1233,12 +1235,7 @@ def test_exact_gelu_takes_the_kernels_where_numpys_exp_is_scalar(compiled):
     x = np.concatenate([np.linspace(-20, 20, 3001), rng.standard_normal(2000) * 3]).astype(np.float32)
     x[:3] = (np.nan, np.inf, -np.inf)
     gy = rng.standard_normal(x.shape).astype(np.float32)
-
-    def run():
-        xt = Tensor(x, requires_grad=True)
-        y = ops.gelu(xt, approximate=False)
-        return [np.asarray(y.data), np.asarray(grad(y, [xt], grad_output=Tensor(gy))[0].data)]
-    (y, g), (y_np, g_np) = _both(compiled, run)
+    (y, g), (y_np, g_np) = _both(compiled, lambda: _fn_and_grad(lambda t: ops.gelu(t, approximate=False), x, gy))
     assert fwd == bwd == [4096, 905]   # (one pass over the whole: its rows of 1024, then the rest)
     np.testing.assert_array_equal(np.isnan(y), np.isnan(y_np))
     np.testing.assert_array_equal(np.isnan(g), np.isnan(g_np))
@@ -1303,12 +1300,7 @@ def test_exact_activation_kernels_give_numpys_bits(compiled, dtype, fn, kernels,
     x[:5] = (np.nan, np.inf, -np.inf, -0.0, 0.0)
     gy = R.standard_normal(x.shape).astype(dtype)
     gy[5:7] = (np.nan, np.inf)
-
-    def run():
-        xt = Tensor(x, requires_grad=True)
-        y = fn(xt)
-        return [np.asarray(y.data), np.asarray(grad(y, [xt], grad_output=Tensor(gy))[0].data)]
-    got, want = _both(compiled, run)
+    got, want = _both(compiled, lambda: _fn_and_grad(fn, x, gy))
     for k in kernels:   # (each value once, in runs of whole rows but for the last of each thread's run)
         assert sum(calls[k]) == size, k
         assert all(n % 1024 == 0 for n in calls[k][:-1]) or size > 65536, k
@@ -1347,12 +1339,7 @@ def test_own_exp_activations_are_within_a_few_ulps_over_float32s_range(compiled,
                         [0.0, -0.0, np.inf, -np.inf, np.nan, -0.5, -0.49999997, -0.50000006, 88.72, -88.72, -87.34,
                          -103.9, -104.0]]).astype(np.float32)
     gy = R.standard_normal(x.shape).astype(np.float32)
-
-    def run():
-        xt = Tensor(x, requires_grad=True)
-        y = fn(xt)
-        return [np.asarray(y.data), np.asarray(grad(y, [xt], grad_output=Tensor(gy))[0].data)]
-    (y, g), (y_np, g_np) = _both(compiled, run)
+    (y, g), (y_np, g_np) = _both(compiled, lambda: _fn_and_grad(fn, x, gy))
     assert sum(calls) == x.size
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         want = ref(x.astype(np.float64))
