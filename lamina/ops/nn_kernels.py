@@ -969,6 +969,26 @@ def _plane_pool(cls, op):
     return inner
 
 
+def _depth_planes(op, cls, x, fill):
+    """A 3-D pooling op's first step: the 2-D pooling op ``cls`` over x's depth slices, its outputs padded along
+    depth with ``fill`` by op's depth pads, and their views at each depth offset of op's windows:
+    (the 2-D op, the padded outputs (N, D', OH, OW, C), the views)."""
+    n, depth = x.shape[:2]
+    inner = _plane_pool(cls, op)
+    m = inner.forward(x.reshape((n * depth,) + x.shape[2:]))
+    m = _pad(op.xp, m.reshape((n, depth) + m.shape[1:]), op.pads[:1] + ((0, 0),) * 2, fill)
+    od = (m.shape[1] - op.pool[0]) // op.stride[0] + 1
+    return inner, m, _depth_windows(m, op.pool[0], op.stride[0], od)
+
+
+def _through_planes(op, inner, gm, xshape):
+    """A 3-D pooling op's input gradient from gm, the gradient of its padded depth slices' 2-D pooling (as
+    _depth_planes made them): the depth padding cropped, then the 2-D op's backward."""
+    front = op.pads[0][0]
+    gm = op.xp.ascontiguousarray(gm[:, front:front + xshape[1]])
+    return inner.backward(gm.reshape((-1,) + gm.shape[2:])).reshape(xshape)
+
+
 def _depth_windows(a, pool, stride, out):
     """The views a[:, k : k + stride (out - 1) + 1 : stride] of depth offset k = 0..pool-1 of a (N, D, ...) array
     (already padded along depth): each (N, out, ...)."""
@@ -1006,13 +1026,7 @@ class MaxPoolND(Op):
 
     def _by_depth(self, x):
         xp = self.xp
-        n, depth = x.shape[:2]
-        inner = _plane_pool("MaxPool2D", self)
-        m = inner.forward(x.reshape((n * depth,) + x.shape[2:]))
-        m = _pad(xp, m.reshape((n, depth) + m.shape[1:]), self.pads[:1] + ((0, 0),) * 2, -xp.inf)
-        pd, sd = self.pool[0], self.stride[0]
-        od = (m.shape[1] - pd) // sd + 1
-        views = _depth_windows(m, pd, sd, od)
+        inner, m, views = _depth_planes(self, "MaxPool2D", x, -xp.inf)
         y = views[0].copy()
         note = xp.zeros(y.shape, np.uint8) if self.needs_grad[0] else None
         above = xp.empty(y.shape, bool) if note is not None else None
@@ -1028,14 +1042,10 @@ class MaxPoolND(Op):
         xp = self.xp
         if self._planes is not None:
             inner, note, xshape, mshape = self._planes
-            pd, sd = self.pool[0], self.stride[0]
             gm = xp.zeros(mshape, gy.dtype)
-            for k, v in enumerate(_depth_windows(gm, pd, sd, gy.shape[1])):
+            for k, v in enumerate(_depth_windows(gm, self.pool[0], self.stride[0], gy.shape[1])):
                 v += gy * (note == k)
-            front = self.pads[0][0]
-            gm = gm[:, front:front + xshape[1]]
-            g = inner.backward(xp.ascontiguousarray(gm).reshape((-1,) + mshape[2:]))
-            return g.reshape(xshape)
+            return _through_planes(self, inner, gm, xshape)
         (arg,) = self.saved
         xshape, pshape, out = self.meta
         kp = int(np.prod(self.pool))
@@ -1074,19 +1084,15 @@ class AvgPoolND(Op):
 
     def _by_depth(self, x):
         xp = self.xp
-        n, depth = x.shape[:2]
-        inner = _plane_pool("AvgPool2D", self)
-        m = inner.forward(x.reshape((n * depth,) + x.shape[2:]))
-        m = _pad(xp, m.reshape((n, depth) + m.shape[1:]), self.pads[:1] + ((0, 0),) * 2)
-        pd, sd = self.pool[0], self.stride[0]
-        od = (m.shape[1] - pd) // sd + 1
-        views = _depth_windows(m, pd, sd, od)
+        inner, m, views = _depth_planes(self, "AvgPool2D", x, 0)
         y = views[0].copy()
         for v in views[1:]:
             y += v
         # each window's real depth offsets: the same sums over a padded line of ones
-        ones = _pad(np, np.ones((1, depth, 1), x.dtype), self.pads[:1])
-        count = xp.asarray(sum(_depth_windows(ones, pd, sd, od)).reshape((1, od) + (1,) * (x.ndim - 2)))
+        od = y.shape[1]
+        ones = _pad(np, np.ones((1, x.shape[1], 1), x.dtype), self.pads[:1])
+        count = xp.asarray(sum(_depth_windows(ones, self.pool[0], self.stride[0], od)).reshape(
+            (1, od) + (1,) * (x.ndim - 2)))
         y /= count
         self._planes = (inner, count, x.shape, m.shape)
         return y
@@ -1099,9 +1105,7 @@ class AvgPoolND(Op):
             gm = xp.zeros(mshape, g.dtype)
             for v in _depth_windows(gm, self.pool[0], self.stride[0], gy.shape[1]):
                 v += g
-            front = self.pads[0][0]
-            gm = gm[:, front:front + xshape[1]]
-            return inner.backward(xp.ascontiguousarray(gm).reshape((-1,) + mshape[2:])).reshape(xshape)
+            return _through_planes(self, inner, gm, xshape)
         xshape, pshape, out, count = self.meta
         d = len(out)
         g = gy / count
