@@ -625,17 +625,27 @@ def gelu_grad(x, cdf, gy, gx):
     return _own_exp_pass("gelu_grad_rows", x, cdf, gy, gx)
 
 
+def _same_rows(k, *arrays):
+    """(k, arrays as (rows, width) views) for arrays of x's shape each (C-contiguous, of one float dtype: _eligible's
+    check, which gave k), or (None, None) where the kernels do not run (k None, a 0-d array, another shape)."""
+    first = arrays[0]
+    if k is None or first.ndim == 0 or any(a.shape != first.shape for a in arrays):
+        return None, None
+    return k, [_rows(a) for a in arrays]
+
+
 def _own_exp_pass(name, x, *arrays):
     """kernel ``name`` (an activation's float32 pass with the kernels' own exp: x's rows, then ``arrays``' rows,
     then three scratch rows) over float32 arrays of x's shape, where OWN_EXP: True if it ran."""
-    if (not OWN_EXP or x.ndim == 0
-            or any(type(a) is not np.ndarray or a.dtype != np.float32 or a.shape != x.shape for a in (x,) + arrays)):
+    if (not OWN_EXP or type(x) is not np.ndarray or x.dtype != np.float32
+            or getattr(arrays[0], "dtype", None) != np.float32):
         return False
     k = _eligible(*arrays, least=1)
+    if k is not None:   # (x copied only where the pass runs: a strided x, a small whole array's)
+        k, rows = _same_rows(k, np.ascontiguousarray(x), *arrays)
     if k is None:
         return False
-    rows = _rows(np.ascontiguousarray(x))
-    getattr(k, name)(rows, *(_rows(a) for a in arrays), np.empty((3, rows.shape[1]), np.float32))
+    getattr(k, name)(*rows, np.empty((3, rows[0].shape[1]), np.float32))
     return True
 
 
@@ -692,20 +702,11 @@ def silu_grad(x, s, gy, gx):
     """SiLU's gradient gx = gy (s + x s (1 - s)) in one pass (kernel_loops.silu_grad_rows; NumPy's chain: five),
     the same float operations in the same order: True if done, False where the kernels do not run (also a
     broadcast or strided gy). At any size, as :func:`silu`."""
-    k = _eligible(gx, x, s, gy, least=1)
-    if k is None or x.ndim == 0 or not (x.shape == s.shape == gy.shape == gx.shape):
+    k, rows = _same_rows(_eligible(gx, x, s, gy, least=1), x, s, gy, gx)
+    if k is None:
         return False
-    k.silu_grad_rows(_rows(x), _rows(s), _rows(gy), _rows(gx))
+    k.silu_grad_rows(*rows)
     return True
-
-
-def _same_rows(k, *arrays):
-    """(k, arrays as (rows, width) views) for arrays of x's shape each (C-contiguous, of one float dtype: _eligible's
-    check, which gave k), or (None, None) where the kernels do not run (k None, a 0-d array, another shape)."""
-    first = arrays[0]
-    if k is None or first.ndim == 0 or any(a.shape != first.shape for a in arrays):
-        return None, None
-    return k, [_rows(a) for a in arrays]
 
 
 def leaky_relu(x, alpha, y):
@@ -778,11 +779,7 @@ def softplus(x, y):
     """Softplus' float32 forward max(x, 0) + log1p(exp(-|x|)), one pass with the kernels' own exp and log1p
     (kernel_loops.softplus_rows; NumPy's chain: five passes with its scalar exp and log1p) where OWN_EXP: True if
     done. Within a few ulps; the far tails (|x| > 87.3), NaN and the infinities as NumPy's."""
-    k, rows = _same_rows(_eligible(y, x, least=1), x, y) if OWN_EXP and x.dtype == np.float32 else (None, None)
-    if k is None:
-        return False
-    k.softplus_rows(rows[0], rows[1], np.empty((3, rows[0].shape[1]), np.float32))
-    return True
+    return _own_exp_pass("softplus_rows", x, y)
 
 
 def lstm_cell_grad(gates):
@@ -809,70 +806,47 @@ def adam_update(w, g, m, v, b1, b2, eps, alpha):
     return True
 
 
-def _update_arrays(arrays):
-    """The kernels and the flat views of an optimizer's equally shaped arrays (weights, gradient, slots), or
-    (None, None) where the kernels do not run."""
+def _one_pass_update(name, arrays, scalars, flags=()):
+    """Optimizer kernel ``name`` in place over equally shaped arrays (weights, gradient, slots: their flat views),
+    then ``scalars`` in the arrays' dtype and the bool ``flags``, split over lamina's threads from
+    UPDATE_SPLIT_ELEMENTS values: True if it ran, False where the kernels do not run."""
     k = _eligible(*arrays, least=ADAM_MIN_ELEMENTS)
     if k is None or any(a.shape != arrays[0].shape for a in arrays):
-        return None, None
-    return k, [a.reshape(-1) for a in arrays]
+        return False
+    flat = [a.reshape(-1) for a in arrays]
+    t = arrays[0].dtype.type
+    args = tuple(t(v) for v in scalars) + tuple(bool(f) for f in flags)
+    kernel = getattr(k, name)
+    size = flat[0].size
+    _split(lambda lo, hi: kernel(*(f[lo:hi] for f in flat), *args), size, size, UPDATE_SPLIT_ELEMENTS, 1024)
+    return True
 
 
 def sgd_momentum_update(w, g, m, lr, mu, nesterov):
     """SGD with momentum in place, one pass (NumPy's code: four), its float operations: True if done here."""
-    k, flat = _update_arrays((w, g, m))
-    if k is None:
-        return False
-    t = w.dtype.type
-    _split(lambda lo, hi: k.sgd_momentum_update(*(f[lo:hi] for f in flat), t(lr), t(mu), bool(nesterov)),
-           w.size, w.size, UPDATE_SPLIT_ELEMENTS, 1024)
-    return True
+    return _one_pass_update("sgd_momentum_update", (w, g, m), (lr, mu), (nesterov,))
 
 
 def rmsprop_update(w, g, v, mom, rho, eps, lr, mu):
     """RMSprop (not centred; ``mom`` None without momentum) in place, one pass (NumPy's code: eight or ten), its
     float operations: True if done here."""
-    k, flat = _update_arrays((w, g, v) + (() if mom is None else (mom,)))
-    if k is None:
-        return False
-    t = w.dtype.type
-    _split(lambda lo, hi: k.rmsprop_update(flat[0][lo:hi], flat[1][lo:hi], flat[2][lo:hi], flat[-1][lo:hi], t(rho),
-                                           t(1.0 - rho), t(eps), t(lr), t(mu), mom is not None),
-           w.size, w.size, UPDATE_SPLIT_ELEMENTS, 1024)
-    return True
+    return _one_pass_update("rmsprop_update", (w, g, v, w if mom is None else mom), (rho, 1.0 - rho, eps, lr, mu),
+                            (mom is not None,))   # (w stands in for the momentum the kernel then leaves alone)
 
 
 def adagrad_update(w, g, acc, eps, lr):
     """Adagrad in place, one pass (NumPy's code: seven), its float operations: True if done here."""
-    k, flat = _update_arrays((w, g, acc))
-    if k is None:
-        return False
-    t = w.dtype.type
-    _split(lambda lo, hi: k.adagrad_update(*(f[lo:hi] for f in flat), t(eps), t(lr)), w.size, w.size,
-           UPDATE_SPLIT_ELEMENTS, 1024)
-    return True
+    return _one_pass_update("adagrad_update", (w, g, acc), (eps, lr))
 
 
 def nadam_update(w, g, m, v, b1, b2, vs, eps, a, b, lr):
     """Nadam in place, one pass (NumPy's code: fourteen), its float operations: True if done here."""
-    k, flat = _update_arrays((w, g, m, v))
-    if k is None:
-        return False
-    t = w.dtype.type
-    c = (t(1.0 - b1), t(1.0 - b2), t(vs), t(eps), t(a), t(b), t(lr))
-    _split(lambda lo, hi: k.nadam_update(*(f[lo:hi] for f in flat), *c), w.size, w.size, UPDATE_SPLIT_ELEMENTS, 1024)
-    return True
+    return _one_pass_update("nadam_update", (w, g, m, v), (1.0 - b1, 1.0 - b2, vs, eps, a, b, lr))
 
 
 def lion_update(w, g, m, b1, b2, lr):
     """Lion in place, one pass (NumPy's code: seven), its float operations: True if done here."""
-    k, flat = _update_arrays((w, g, m))
-    if k is None:
-        return False
-    t = w.dtype.type
-    c = (t(b1), t(1.0 - b1), t(b2), t(1.0 - b2), t(lr))
-    _split(lambda lo, hi: k.lion_update(*(f[lo:hi] for f in flat), *c), w.size, w.size, UPDATE_SPLIT_ELEMENTS, 1024)
-    return True
+    return _one_pass_update("lion_update", (w, g, m), (b1, 1.0 - b1, b2, 1.0 - b2, lr))
 
 
 def col2im_gather(g2):
