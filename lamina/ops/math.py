@@ -268,12 +268,11 @@ def rows_op(xp, ufunc, a2, vec, out=None):
         out = xp.empty(a2.shape, dtype=xp.result_type(a2, vec))
     M, C = a2.shape
     if xp is np and a2.flags.c_contiguous and out.flags.c_contiguous:
-        k = next((k for k in range(4096 // C, 1, -1) if M % k == 0), 1) if M >= _ROWS_TILED and 0 < C < 1024 else 1
         rows, v, o = a2, vec, out
-        if k > 1:
-            rows, o = a2.reshape(M // k, k * C), out.reshape(M // k, k * C)
-            v = np.empty(k * C, vec.dtype)  # np.tile(vec, k) without its ~5-10 us of Python
-            v.reshape(k, C)[...] = vec
+        if M >= _ROWS_TILED:   # (tile_middle: np.tile(vec, k) without its ~5-10 us of Python)
+            r3, v3 = tile_middle(a2.reshape(1, M, C), vec.reshape(1, 1, C))
+            rows, v = r3[0], v3[0, 0]
+            o = out.reshape(rows.shape)
         split_pass(xp, lambda lo, hi: ufunc(rows[lo:hi], v, out=o[lo:hi]), len(rows), a2.size)
         return out
     ufunc(a2, vec, out=out)

@@ -70,8 +70,7 @@ def _sum_but(xp, a, axes, keepdims=False):
         return a.sum(axis=axes, keepdims=keepdims)
     c = keep[0]
     a3 = a.reshape(int(np.prod(a.shape[:c])), a.shape[c], -1)
-    per = np.matmul(a3, np.ones(a3.shape[2], a.dtype))   # (before, C)
-    s = np.matmul(np.ones(a3.shape[0], a.dtype), per)
+    s = sum_rows(xp, np.matmul(a3, np.ones(a3.shape[2], a.dtype)))   # (the (before, C) sums' column sums)
     return s.reshape(_param_shape(a.ndim, (c,), a.shape)) if keepdims else s
 
 
