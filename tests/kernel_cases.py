@@ -36,6 +36,9 @@ def cases(dtype, seed=0):
         "silu_grad_rows": [(odd(a(n, d)), a(n, d, low=0.0), a(n, d), a(n, d))],
         "leaky_relu_rows": [(odd(a(n, d)), t(0.2), a(n, d)), (odd(a(n, d)), t(np.inf), a(n, d))],
         "leaky_relu_grad_rows": [(odd(a(n, d)), odd(a(n, d)), t(0.3), a(n, d))],
+        "prelu_rows": [(odd(a(n, d)), a(d), a(n, d), 0, d), (odd(a(n, d)), a(d), a(n, d), 5, 19)],
+        "prelu_grad_rows": [(odd(a(n, d)), odd(a(n, d)), a(d), a(n, d), np.zeros(d, dtype), lo, hi, gx, ga)
+                            for lo, hi, gx, ga in ((0, d, True, True), (3, 17, True, False), (0, 9, False, True))],
         "sigmoid_grad_rows": [(a(n, d, low=0.0), odd(a(n, d)), a(n, d))],
         "elu_grad_rows": [(odd(a(n, d)), a(n, d), odd(a(n, d)), t(1.6732632), t(1.050701), a(n, d))],
         "softmax_rows_grad": [(a(n, d, low=0.0), odd(a(n, d)), lg, a(n, d)) for lg in (False, True)],

@@ -1984,3 +1984,71 @@ def test_the_late_build_starts_once_whatever_the_threads(monkeypatch):
     finally:
         sys.setswitchinterval(interval)
     assert errors == [] and calls == [1] and K._state["late"] is None
+
+
+def _prelu_grads(x, alpha, gy, want=(True, True)):
+    """y, and the gradients ops.prelu gives of x and alpha (None where not asked for)."""
+    xt, at = Tensor(x, requires_grad=want[0]), Tensor(alpha, requires_grad=want[1])
+    y = ops.prelu(xt, at)
+    asked = [t for t, w in zip((xt, at), want) if w]
+    gs = iter(grad(y, asked, grad_output=Tensor(gy)))
+    return [np.asarray(y.data)] + [np.asarray(next(gs).data) if w else None for w in want]
+
+
+def _prelu_case(dtype, alpha_shape, shape=(4, 6, 20, 32)):
+    x = R.standard_normal(shape).astype(dtype)
+    x.reshape(-1)[:5] = (np.nan, np.inf, -np.inf, -0.0, 0.0)
+    gy = R.standard_normal(shape).astype(dtype)
+    gy.reshape(-1)[5:8] = (np.nan, np.inf, -np.inf)
+    alpha = R.uniform(-0.5, 1.5, alpha_shape).astype(dtype)
+    return x, alpha, gy
+
+
+# alpha's shapes over a (4, 6, 20, 32) input: a slope an entry (Keras's default), one a channel (channels last:
+# shared_axes [1, 2], the second axis folded into the rows; channels first: [2, 3]), shared over the second axis
+# (folded), a plain (C,) vector
+_PRELU_ALPHAS = [(6, 20, 32), (1, 1, 32), (6, 1, 1), (1, 20, 32), (32,)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("alpha_shape", _PRELU_ALPHAS)
+def test_prelu_kernels_give_the_selects_bits(compiled, dtype, alpha_shape):
+    """PReLU forward and input gradient in one compiled pass each: NumPy's select's values to the bit (NaN, the
+    infinities and -0.0 among x and gy); the slopes' gradient (the sums of gy x where x > 0 is false, over the
+    samples and the shared axes) within float rounding of a float64 sum, NaN where a NaN or inf * 0 falls in its
+    sum, as NumPy's code."""
+    calls = {k: _count_calls(compiled, k) for k in ("prelu_rows", "prelu_grad_rows")}
+    x, alpha, gy = _prelu_case(dtype, alpha_shape)
+    with np.errstate(invalid="ignore"):   # (inf - inf in a slope's sum)
+        got, want = _both(compiled, lambda: _prelu_grads(x, alpha, gy))
+    assert calls["prelu_rows"] and calls["prelu_grad_rows"]
+    for u, v in zip(got[:2], want[:2]):
+        nan = np.isnan(v)
+        np.testing.assert_array_equal(np.isnan(u), nan)
+        _bits_equal([u[~nan]], [v[~nan]])
+    with np.errstate(invalid="ignore"):
+        terms = np.where(x > 0, 0.0, gy.astype(np.float64) * x)
+    ref = terms.reshape((-1,) + alpha.shape).sum(axis=0) if alpha.ndim < 3 else terms.sum(
+        axis=(0,) + tuple(i + 1 for i, n in enumerate(alpha_shape) if n == 1)).reshape(alpha_shape)
+    assert got[2].shape == want[2].shape == alpha.shape and got[2].dtype == dtype
+    np.testing.assert_array_equal(np.isnan(got[2]), np.isnan(want[2]))
+    np.testing.assert_allclose(got[2], ref, rtol=2e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+    assert np.isnan(got[2]).any() and not np.isnan(got[2]).all()
+
+
+@pytest.mark.parametrize("want", [(True, False), (False, True)])
+def test_prelu_kernels_split_over_threads_and_one_gradient(compiled, want):
+    """The columns split over three threads: the same bits as one thread, the slopes' sums too (each column's sum
+    in row order whichever thread takes it); only the gradient asked for is made (a frozen alpha, an input that
+    needs none)."""
+    x, alpha, gy = _prelu_case(np.float32, (6, 20, 32), shape=(30, 6, 20, 32))
+    one = _prelu_grads(x, alpha, gy, want)
+    splits = _force_split(compiled, 3)
+    three = _prelu_grads(x, alpha, gy, want)
+    assert splits and all(n == 3 for n in splits)
+    both = _prelu_grads(x, alpha, gy)
+    for u, v, w, asked in zip(one, three, both, (True,) + want):
+        assert (u is None) == (v is None) == (not asked)
+        if asked:
+            _bits_equal([u], [v])
+            np.testing.assert_array_equal(u.view(np.uint8), w.view(np.uint8))

@@ -845,18 +845,70 @@ class Exponential(Op):
 
 
 class PReLU(Op):
-    """x if x > 0 else alpha x, with a learned alpha broadcast against x."""
+    """x if x > 0 else alpha x, with a learned alpha broadcast against x. On NumPy, for float32 / float64 x and alpha
+    of its dtype broadcasting into x's sample shape, x as (R, S) rows and alpha as S slopes (the axes where alpha is
+    1 before its first full axis fold into the rows; the rest of alpha is broadcast into a (S,) copy), forward and
+    both gradients in one compiled pass each (kernels.prelu / prelu_grad): (32, 32, 32, 32) float32, a slope an
+    entry (Keras's default), forward + backward 8.7 -> 0.6 ms on the 2-core Zen 2 (PyTorch's PReLU, a slope a
+    channel: 3.6). Elsewhere NumPy's passes, the slopes' gradient through the branch-free select."""
 
     def forward(self, x, alpha):
         self.saved = (x, alpha)
+        view = _prelu_rows(self.xp, x, alpha)
+        self._rows, self._rest = (None, None) if view is None else (view[:2], view[2])
+        if self._rows is not None:
+            x2, a = self._rows
+            y = np.empty(x.shape, x.dtype)
+            if _kernels.prelu(x2, a, y.reshape(x2.shape)):
+                return y
+            self._rows = None
         return select(self.xp, x > 0, x, x * alpha)
 
     def backward(self, gy):
         x, alpha = self.saved
+        want_gx, want_ga = self.needs_grad
+        if self._rows is not None and gy.dtype == x.dtype:
+            x2, a = self._rows
+            done = _kernels.prelu_grad(x2, np.ascontiguousarray(gy).reshape(x2.shape), a, want_gx, want_ga)
+            if done is not None:
+                gx, ga = done
+                if ga is not None:   # the slopes' sums over the rows, then over alpha's broadcast axes in the rest
+                    ga = unbroadcast(ga.reshape(x.shape[x.ndim - len(self._rest):]), self._rest).reshape(alpha.shape)
+                return (None if gx is None else gx.reshape(x.shape)), ga
+        xp = self.xp
         pos = x > 0
-        gx = select(self.xp, pos, gy, gy * alpha) if self.needs_grad[0] else None
-        ga = unbroadcast(self.xp.where(pos, 0, gy * x), alpha.shape).astype(gy.dtype) if self.needs_grad[1] else None
+        gx = select(xp, pos, gy, gy * alpha) if want_gx else None
+        ga = None
+        if want_ga:
+            t = gy * x
+            ga = unbroadcast(select(xp, pos, xp.zeros_like(t), t) if pos.shape == t.shape else xp.where(pos, 0, t),
+                             alpha.shape).astype(gy.dtype)
         return gx, ga
+
+
+_PRELU_WIDTH = 256
+
+
+def _prelu_rows(xp, x, alpha):
+    """(x as (R, S), alpha as a C-contiguous (S,)) for PReLU's kernels, or None: NumPy float32 / float64 arrays of
+    one dtype, x C-contiguous of two or more axes, alpha broadcasting into x's sample shape (its axes after the
+    first), and alpha's shape over the columns' axes (its gradient's). The leading axes where alpha is 1 fold into
+    the rows (while the rows stay _PRELU_WIDTH wide: a few channels' rows would leave the loops little to vectorise).
+    """
+    if (xp is not np or type(x) is not np.ndarray or type(alpha) is not np.ndarray or x.ndim < 2
+            or x.dtype not in _CHAIN_DTYPES or alpha.dtype != x.dtype or alpha.ndim >= x.ndim
+            or not x.flags.c_contiguous or x.size == 0):
+        return None
+    sample = x.shape[1:]
+    full = (1,) * (len(sample) - alpha.ndim) + alpha.shape
+    if any(n not in (1, m) for n, m in zip(full, sample)):
+        return None
+    lead = next((i for i, n in enumerate(full) if n != 1), len(full))
+    while lead > 0 and math.prod(sample[lead:]) < _PRELU_WIDTH:
+        lead -= 1
+    rest = sample[lead:]
+    a = np.ascontiguousarray(np.broadcast_to(alpha.reshape(full[lead:]), rest)).reshape(-1)
+    return x.reshape(-1, a.size), a, full[lead:]
 
 
 def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):

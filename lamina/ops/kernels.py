@@ -33,6 +33,8 @@ read while it sits in the first-level cache, so each array is read or written on
   softplus' log1p Cephes' log polynomial) where OWN_EXP, the far tails as NumPy's formulas give them; LeakyReLU's
   forward and the gradients (:func:`leaky_relu_grad`, :func:`sigmoid_grad`, :func:`elu_grad`) in one pass each on
   every machine, NumPy's chains' bits. activations._chain hands each thread's whole run to them at once.
+- :func:`prelu` / :func:`prelu_grad`: PReLU's forward and both gradients (the input's and the slopes', summed over
+  the samples) in one pass each, the select's bits, threads taking columns so that each slope's sum is the same.
 - :func:`adam_update`: Adam's moments and weight update, one pass over the four arrays instead of twelve
   NumPy passes, with NumPy's float operations (the same weights to the bit); :func:`sgd_momentum_update`,
   :func:`rmsprop_update`, :func:`adagrad_update`, :func:`nadam_update` and :func:`lion_update` the same for
@@ -100,7 +102,7 @@ __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "in_use", "layer_nor
            "softmax_columns_grad", "scatter_rows", "silu", "silu_grad", "exp_rows", "softmax_rows_grad", "gelu",
            "gelu_grad", "leaky_relu", "leaky_relu_grad", "sigmoid", "sigmoid_grad", "elu", "elu_grad", "softplus",
            "sgd_momentum_update", "rmsprop_update", "adagrad_update", "nadam_update",
-           "lion_update"]
+           "lion_update", "prelu", "prelu_grad"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
@@ -727,6 +729,37 @@ def leaky_relu_grad(x, gy, alpha, gx):
         return False
     k.leaky_relu_grad_rows(rows[0], rows[1], x.dtype.type(alpha), rows[2])
     return True
+
+
+# PReLU's column ranges start on whole cache lines of float32 (threads writing one line would share it)
+_PRELU_ALIGN = 16
+
+
+def prelu(x2, a, y2):
+    """PReLU's forward y = x where x > 0, else x a over the rows of (R, S) arrays with one slope a (S,) a column,
+    one pass with the bits of NumPy's select (kernel_loops.prelu_rows; NumPy: a broadcast product and the select),
+    columns split over threads for large arrays: True if done, False where the kernels do not run."""
+    k = _eligible(y2, x2, a)
+    if k is None or x2.ndim != 2 or y2.shape != x2.shape or a.shape != x2.shape[1:]:
+        return False
+    _split(lambda lo, hi: k.prelu_rows(x2, a, y2, lo, hi), x2.shape[1], x2.size, least=_threads.SPLIT_MIN_ELEMENTS,
+           align=_PRELU_ALIGN)
+    return True
+
+
+def prelu_grad(x2, gy2, a, want_gx, want_ga):
+    """PReLU's gradients over (R, S) arrays, slopes a (S,): (gx, ga) with gx = gy where x > 0, else gy a (the
+    select's bits; None unless ``want_gx``) and ga (S,) the column sums of gy x where x > 0 is false, in row order
+    (None unless ``want_ga``), one pass (kernel_loops.prelu_grad_rows; NumPy: a broadcast product, a select, a
+    where, a product and the reduction), or None where the kernels do not run."""
+    k = _eligible(gy2, x2, a)
+    if k is None or x2.ndim != 2 or gy2.shape != x2.shape or a.shape != x2.shape[1:]:
+        return None
+    gx = np.empty(x2.shape if want_gx else (x2.shape[0], 0), x2.dtype)
+    ga = np.zeros(a.shape if want_ga else (0,), x2.dtype)
+    _split(lambda lo, hi: k.prelu_grad_rows(x2, gy2, a, gx, ga, lo, hi, bool(want_gx), bool(want_ga)), x2.shape[1],
+           x2.size, least=_threads.SPLIT_MIN_ELEMENTS, align=_PRELU_ALIGN)
+    return (gx if want_gx else None), (ga if want_ga else None)
 
 
 def sigmoid(x, y, gy=None):
