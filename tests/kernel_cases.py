@@ -36,6 +36,7 @@ def cases(dtype, seed=0):
         "silu_grad_rows": [(odd(a(n, d)), a(n, d, low=0.0), a(n, d), a(n, d))],
         "leaky_relu_rows": [(odd(a(n, d)), t(0.2), a(n, d)), (odd(a(n, d)), t(np.inf), a(n, d))],
         "leaky_relu_grad_rows": [(odd(a(n, d)), odd(a(n, d)), t(0.3), a(n, d))],
+        "extreme_grad_rows": [(odd(a(4, 9, d)), a(4, d), odd(a(4, d)), a(4, 9, d), a(d))],
         "prelu_rows": [(odd(a(n, d)), a(d), a(n, d), 0, d), (odd(a(n, d)), a(d), a(n, d), 5, 19)],
         "prelu_grad_rows": [(odd(a(n, d)), odd(a(n, d)), a(d), a(n, d), np.zeros(d, dtype), lo, hi, gx, ga)
                             for lo, hi, gx, ga in ((0, d, True, True), (3, 17, True, False), (0, 9, False, True))],

@@ -2052,3 +2052,32 @@ def test_prelu_kernels_split_over_threads_and_one_gradient(compiled, want):
         if asked:
             _bits_equal([u], [v])
             np.testing.assert_array_equal(u.view(np.uint8), w.view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn,shape", [(lambda t: ops.max(t, axis=(1, 2)), (6, 7, 9, 16)),
+                                      (lambda t: ops.min(t, axis=1, keepdims=True), (5, 40, 24)),
+                                      (lambda t: layers.GlobalMaxPooling1D()(t), (30, 50, 16))])
+def test_extreme_gradient_kernel_gives_numpys_bits(compiled, dtype, fn, shape):
+    """The gradient of a maximum or minimum over a middle run of axes (global max pooling) in two compiled passes:
+    NumPy's code's bits, ties sharing gy equally (rounded values repeat within a window), a NaN's window NaN, -0.0
+    equal to 0.0, infinite and NaN gy among the values; the same on three threads."""
+    calls = _count_calls(compiled, "extreme_grad_rows")
+    x = np.round(R.standard_normal(shape) * 2).astype(dtype)   # (many ties)
+    flat = x.reshape(-1)
+    flat[:4] = (np.nan, np.inf, -np.inf, -0.0)
+    gy = R.standard_normal(np.asarray(fn(Tensor(x)).data).shape).astype(dtype)
+    gy.reshape(-1)[4:7] = (np.inf, -np.inf, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        got, want = _both(compiled, lambda: _fn_and_grad(fn, x, gy))
+        assert calls
+        _force_split(compiled, 3)
+        split = _fn_and_grad(fn, x, gy)
+    for u, v, w in zip(got, want, split):
+        nan = np.isnan(v)
+        assert nan.any() and not nan.all()
+        np.testing.assert_array_equal(np.isnan(u), nan)
+        np.testing.assert_array_equal(np.isnan(w), nan)
+        _bits_equal([u[~nan]], [v[~nan]])
+        _bits_equal([w[~nan]], [v[~nan]])
+    assert len(calls) > 1

@@ -1024,6 +1024,30 @@ def prelu_grad_rows(x, gy, a, gx, ga, lo, hi, want_gx, want_ga):
                 gar[j] += zero if v > zero else gr[j] * v
 
 
+def extreme_grad_rows(x, y, gy, gx, share):
+    # The gradient of y[i, j] = the maximum (or minimum) of x[i, k, j] over k, for x (B, R, A): gy[i, j] shared equally by the k where x[i, k, j] == y[i, j], as
+    # ops.math.MaxMin's NumPy code (mask in the float dtype, its count, share = gy / count, gx = mask share: the
+    # same bits, NaN where a NaN's count of 0 makes the share infinite). share: scratch of A values.
+    one = x.dtype.type(1)
+    zero = x.dtype.type(0)
+    for i in range(x.shape[0]):
+        yi = y[i]
+        for j in range(x.shape[2]):
+            share[j] = zero
+        for k in range(x.shape[1]):
+            xk = x[i, k]
+            for j in range(x.shape[2]):
+                share[j] += one if xk[j] == yi[j] else zero
+        gi = gy[i]
+        for j in range(x.shape[2]):
+            share[j] = gi[j] / share[j]
+        for k in range(x.shape[1]):
+            xk = x[i, k]
+            dk = gx[i, k]
+            for j in range(x.shape[2]):
+                dk[j] = (one if xk[j] == yi[j] else zero) * share[j]
+
+
 def _sigmoid_row(x, out, arg, e, f):
     # out = sigmoid(x) = 1 / (1 + exp(-x)) for a float32 row (a helper as _exp_into: sigmoid_tanh_rows' values),
     # but where exp(-x) overflows or is clamped (x < -88.03: sigmoid subnormal or 0) redone in float64 from -87, so

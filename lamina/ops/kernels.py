@@ -33,6 +33,8 @@ read while it sits in the first-level cache, so each array is read or written on
   softplus' log1p Cephes' log polynomial) where OWN_EXP, the far tails as NumPy's formulas give them; LeakyReLU's
   forward and the gradients (:func:`leaky_relu_grad`, :func:`sigmoid_grad`, :func:`elu_grad`) in one pass each on
   every machine, NumPy's chains' bits. activations._chain hands each thread's whole run to them at once.
+- :func:`extreme_grad`: the gradient of a maximum or minimum over the middle axis of (B, R, A) (a global max
+  pooling over steps or pixels), shared among ties, in two passes over x, samples over threads.
 - :func:`prelu` / :func:`prelu_grad`: PReLU's forward and both gradients (the input's and the slopes', summed over
   the samples) in one pass each, the select's bits, threads taking columns so that each slope's sum is the same.
 - :func:`adam_update`: Adam's moments and weight update, one pass over the four arrays instead of twelve
@@ -102,7 +104,7 @@ __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "in_use", "layer_nor
            "softmax_columns_grad", "scatter_rows", "silu", "silu_grad", "exp_rows", "softmax_rows_grad", "gelu",
            "gelu_grad", "leaky_relu", "leaky_relu_grad", "sigmoid", "sigmoid_grad", "elu", "elu_grad", "softplus",
            "sgd_momentum_update", "rmsprop_update", "adagrad_update", "nadam_update",
-           "lion_update", "prelu", "prelu_grad"]
+           "lion_update", "prelu", "prelu_grad", "extreme_grad"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
@@ -729,6 +731,25 @@ def leaky_relu_grad(x, gy, alpha, gx):
         return False
     k.leaky_relu_grad_rows(rows[0], rows[1], x.dtype.type(alpha), rows[2])
     return True
+
+
+# extreme_grad takes rows of at least this many values (fewer leave its loops little to vectorise)
+EXTREME_WIDTH = 8
+
+
+def extreme_grad(x3, y2, gy2):
+    """The gradient of y2 (B, A), the maximum or minimum of x3 (B, R, A) over its middle axis: gy (B, A) shared
+    equally among the positions equal to the extreme, the bits of ops.math.MaxMin's NumPy code (four NumPy passes
+    and a product), in two passes over x (kernel_loops.extreme_grad_rows), or None where the kernels do not run."""
+    k = _eligible(x3, y2, gy2)
+    if (k is None or x3.ndim != 3 or x3.shape[2] < EXTREME_WIDTH or y2.shape != (x3.shape[0], x3.shape[2])
+            or gy2.shape != y2.shape):
+        return None
+    gx = np.empty(x3.shape, x3.dtype)
+    _split(lambda lo, hi: k.extreme_grad_rows(x3[lo:hi], y2[lo:hi], gy2[lo:hi], gx[lo:hi],
+                                              np.empty(x3.shape[2], x3.dtype)),
+           x3.shape[0], x3.size, least=_threads.SPLIT_MIN_ELEMENTS, align=1)
+    return gx
 
 
 # PReLU's column ranges start on whole cache lines of float32 (threads writing one line would share it)

@@ -100,6 +100,7 @@ SIGNATURES = {
     "leaky_relu_grad_rows": (True, ("T2", "T2", "T", "T2")),
     "prelu_rows": (True, ("T2", "T1", "T2", "i", "i")),
     "prelu_grad_rows": (True, ("T2", "T2", "T1", "T2", "T1", "i", "i", "b", "b")),
+    "extreme_grad_rows": (True, ("T3", "T2", "T2", "T3", "T1")),
     "sigmoid_rows": (True, ("T2", "T2", "b", "T2", "T2"), ("f4",)),
     "sigmoid_grad_rows": (True, ("T2", "T2", "T2")),
     "elu_rows": (True, ("T2", "T", "T", "T2", "T2", "b", "T2"), ("f4",)),
@@ -124,7 +125,8 @@ PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_so
           "column_sum_divide", "batch_norm_rows", "batch_norm_rows_grad", "depthwise_direct", "relu_rows",
           "depthwise_direct_grad_weight", "sigmoid_tanh_rows", "silu_grad_rows", "softmax_rows_grad", "gelu_grad_rows",
           "conv_planes_grad_weight", "group_norm_rows_grad", "softplus_rows", "sigmoid_rows", "elu_grad_rows",
-          "leaky_relu_rows", "sgd_momentum_update", "adagrad_update", "lion_update", "prelu_rows"))
+          "leaky_relu_rows", "sgd_momentum_update", "adagrad_update", "lion_update", "prelu_rows",
+          "extreme_grad_rows"))
 # kernel_loops' helpers: plain functions some kernels call (numba compiles no call to a plain Python function, and
 # kernel_loops imports no numba). Each is compiled exact and put in kernel_loops' namespace before any kernel that
 # calls it compiles, in-process (kernels._define) and ahead of time (_compile): compile_helpers. (The depthwise kernels'

@@ -678,6 +678,13 @@ class MaxMin(Op):
     def backward(self, gy):
         x, y = self.saved
         x3 = _run_of_axes(x, self.axes) if self.xp is np else None
+        if x3 is not None and gy.dtype == x.dtype:
+            # two compiled passes, the bits of the NumPy code below: a global max pooling's (32, 32, 32, 32) forward
+            # + backward 1.44 -> 0.84 ms (PyTorch 0.8; the mask, its cast and the spread were the time)
+            b, r, a = x3.shape
+            gx = _kernels.extreme_grad(x3, y.reshape(b, a), np.ascontiguousarray(gy).reshape(b, a))
+            if gx is not None:
+                return gx.reshape(x.shape)
         if x3 is not None and gy.dtype in _BLAS_FLOATS:
             # (before, run, after): the mask in gy's dtype, its counts a product with ones (_sum_run's way: NumPy
             # sums a middle run of booleans a strided row at a time), each window's share gy / count in gy's dtype
