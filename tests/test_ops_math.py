@@ -199,3 +199,61 @@ def test_max_min_over_a_run_of_axes_equal_numpy_with_shared_gradients(shape, axi
     xn = x.copy()
     xn.reshape(-1)[0] = np.nan
     np.testing.assert_array_equal(ops.max(xn, axis=axis).numpy(), np.max(xn, axis=axis))
+
+
+# ----------------------------------------------------------------------------- mm_tn: weight gradients in chunks
+from lamina import layers, threads, utils  # noqa: E402
+from lamina.ops import math as M  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k,m,n", [(9000, 7, 5), (3 * 4096, 32, 32), (8191, 4, 4), (9000, 300, 300)])
+def test_mm_tn_is_the_transposed_product(dtype, k, m, n):
+    """a.T @ b in fixed chunks of rows added in order (where K spans two chunks or more and the product is small):
+    within rounding of a float64 product, and the same bits on one thread and on three."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((k, m)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+    got = M.mm_tn(np, a, b)
+    assert got.shape == (m, n) and got.dtype == dtype
+    np.testing.assert_allclose(got, a.T.astype(np.float64) @ b, rtol=1e-4 if dtype == np.float32 else 1e-11,
+                               atol=1e-3 if dtype == np.float32 else 1e-10)
+    chunked = k >= 2 * M._TN_CHUNK and m * n <= M._TN_MAX_OUT
+    with pytest.MonkeyPatch.context() as mp:
+        widths = []
+        real = threads.split_products
+        mp.setattr(threads, "split_width", lambda *args: 3)
+        mp.setattr(threads, "split_products", lambda body, *args, **kw: (widths.append(1), real(body, *args, **kw)))
+        three = M.mm_tn(np, a, b)
+    assert bool(widths) == chunked
+    np.testing.assert_array_equal(three, got)
+
+
+def _weight_grads(make, x, chunk, monkeypatch):
+    monkeypatch.setattr(M, "_TN_CHUNK", chunk)
+    layer = make()
+    call = (lambda t: layer(t, t)) if isinstance(layer, layers.MultiHeadAttention) else layer
+    call(x)
+    xt = Tensor(x, requires_grad=True)
+    y = call(xt)
+    gy = np.random.default_rng(3).standard_normal(y.shape).astype(np.float32)
+    return [np.asarray(g) for g in grad(y, list(layer.trainable_weights), grad_output=Tensor(gy))]
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: layers.Dense(6, activation="relu"), (40, 7, 9)),
+    (lambda: layers.Dense(6, use_bias=False), (300, 9)),
+    (lambda: layers.Conv2D(5, 1), (4, 8, 8, 16)),
+    (lambda: layers.MultiHeadAttention(2, 4), (20, 10, 6)),
+    (lambda: layers.LSTM(4), (30, 5, 3)),
+])
+def test_weight_gradients_through_mm_tn(make, shape, monkeypatch):
+    """The layers whose weight gradient is a long sum over rows (Dense, a 1x1 convolution's kept columns, the
+    attention projections' and the recurrent kernels' products): chunks of 16 rows (forced) give the one-product
+    values within rounding, seeded alike."""
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    utils.set_random_seed(7)
+    whole = _weight_grads(make, x, 1 << 30, monkeypatch)
+    utils.set_random_seed(7)
+    chunked = _weight_grads(make, x, 16, monkeypatch)
+    for u, v in zip(chunked, whole):
+        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5)

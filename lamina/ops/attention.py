@@ -16,7 +16,7 @@ from .. import backend
 from ..tensor import Op, Tensor, as_tensor
 from ..threads import split_rows
 from . import kernels as _kernels
-from .math import mm, sum_rows, unbroadcast
+from .math import mm, mm_tn, sum_rows, unbroadcast
 
 __all__ = ["scaled_dot_product_attention", "causal_mask"]
 
@@ -228,7 +228,7 @@ class ProjectHeads(Op):
                     xp.copyto(part, xp.swapaxes(gy, 1, 2))
         m = len(self.parts)
         gx = mm(xp, g, w_all.T).reshape(x.shape) if self.needs_grad[0] else None
-        gw = mm(xp, x.reshape(n * t, dim).T, g) if any(self.needs_grad[1:1 + m]) else None
+        gw = mm_tn(xp, x.reshape(n * t, dim), g) if any(self.needs_grad[1:1 + m]) else None
         gb = sum_rows(xp, g) if any(self.needs_grad[1 + m:]) else None
         gws = [xp.ascontiguousarray(gw[:, cols]).reshape(shape) if self.needs_grad[1 + i] else None
                for i, (shape, _, cols) in enumerate(self.parts)]

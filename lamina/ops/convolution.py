@@ -34,7 +34,7 @@ from .. import threads as _threads
 from ..tensor import Op, as_tensor
 from .manipulation import getitem, pad, repeat, reshape
 from . import kernels as _kernels
-from .math import fused_activation, mm, relu_bias_grad, relu_into, split_pass, sum_rows
+from .math import fused_activation, mm, mm_tn, relu_bias_grad, relu_into, split_pass, sum_rows
 
 __all__ = ["conv1d", "conv2d", "conv1d_transpose", "conv2d_transpose", "max_pool1d", "max_pool2d",
            "avg_pool1d", "avg_pool2d", "upsampling1d", "upsampling2d", "zero_padding1d", "zero_padding2d",
@@ -606,7 +606,7 @@ class Conv2D(Op):
             if self.thin is not None:
                 gw, gb = self._thin_kernel_grad(cols, x, g2)
             elif cols is not None:
-                gw = (cols.T @ g2).reshape(self.kernel_shape)
+                gw = mm_tn(xp, cols, g2).reshape(self.kernel_shape)
             else:
                 gw = self._rebuilt_kernel_grad(x, g2)
         if self.needs_grad[2] and gb is None:

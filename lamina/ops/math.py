@@ -177,9 +177,9 @@ class MatMul(Op):
             ga = unbroadcast(ga, a2.shape).reshape(a.shape)
         if self.needs_grad[1]:
             if a2.ndim == 2 and g2.ndim == 2:
-                gb = mm(xp, a2.T, g2)
+                gb = mm_tn(xp, a2, g2)
             elif b2.ndim == 2:  # fold batch axes into one big product
-                gb = mm(xp, a2.reshape(-1, a2.shape[-1]).T, g2.reshape(-1, g2.shape[-1]))
+                gb = mm_tn(xp, a2.reshape(-1, a2.shape[-1]), g2.reshape(-1, g2.shape[-1]))
             else:
                 gb = unbroadcast(mm(xp, xp.swapaxes(a2, -1, -2), g2), b2.shape)
             gb = gb.reshape(b.shape)
@@ -202,6 +202,34 @@ def mm(xp, a, b, out=None):
         out[...] = np.dot(a, b)
         return out
     return np.multiply(a, b, out=out)
+
+
+# mm_tn's chunks of rows, the largest product it chunks (M N), and the work (K M N) from which they go to threads
+_TN_CHUNK = 4096
+_TN_MAX_OUT = 1 << 16
+_TN_MIN_WORK = 1 << 22
+
+
+def mm_tn(xp, a, b):
+    """``a.T @ b`` for 2-D a (K, M) and b (K, N): a weight's gradient, a sum over K rows (a batch's samples and
+    positions). Where K is long and the product small (two chunks or more, M N <= _TN_MAX_OUT, float32 / float64),
+    as the products of fixed chunks of _TN_CHUNK rows shared over lamina's threads, BLAS on one thread each
+    (threads.split_products), then added in chunk order: the same sums on any number of threads. OpenBLAS's own
+    threads split M and N, of which a small product has little: on the 2-core Zen 2, (32768, 32) by (32768, 32)
+    float32 1.31 ms on its two threads (1.02 on one) against 0.67 chunked; (32768, 128) pairs 9.7 -> 7.3 ms;
+    (100352, 32) pairs 5.3 -> 2.2; (8192, 512) pairs 25 -> 23 (so not chunked past M N = 2^16)."""
+    k = a.shape[0]
+    if (xp is not np or a.ndim != 2 or b.ndim != 2 or k < 2 * _TN_CHUNK or a.shape[1] * b.shape[1] > _TN_MAX_OUT
+            or a.dtype != b.dtype or a.dtype not in _BLAS_FLOATS):
+        return mm(xp, a.T, b)
+    parts = np.empty((-(-k // _TN_CHUNK), a.shape[1], b.shape[1]), a.dtype)
+
+    def body(lo, hi):
+        for c in range(lo, hi):
+            rows = slice(c * _TN_CHUNK, (c + 1) * _TN_CHUNK)
+            np.matmul(a[rows].T, b[rows], out=parts[c])
+    _threads.split_products(body, parts.shape[0], k * parts.shape[1] * parts.shape[2], _TN_MIN_WORK)
+    return parts.sum(axis=0)
 
 
 _WORD = {2: np.int16, 4: np.int32, 8: np.int64}
@@ -399,7 +427,7 @@ class Linear(Op):
         if self.needs_grad[0]:
             gx = mm(self.xp, g2, w.T).reshape(x.shape)
         if self.needs_grad[1]:
-            gw = mm(self.xp, x.reshape(-1, x.shape[-1]).T, g2)
+            gw = mm_tn(self.xp, x.reshape(-1, x.shape[-1]), g2)
         if need_b and gb is None:
             gb = sum_rows(self.xp, g2)
         return gx, gw, gb

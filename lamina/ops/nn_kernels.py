@@ -19,6 +19,7 @@ from .. import threads as _threads
 from ..tensor import Op
 from . import activations as _act
 from . import kernels as _kernels
+from .math import mm_tn
 
 __all__ = []  # kernels only: the public functions live in lamina.ops.nn
 
@@ -956,7 +957,7 @@ class ConvTransposeND(Op):
         gcols = gcols.reshape(-1, int(np.prod(kernel)) * o)
         w2 = w.reshape(-1, c)
         gx = (gcols @ w2).reshape(xshape) if self.needs_grad[0] else None
-        gw = (gcols.T @ x.reshape(-1, c)).reshape(w.shape) if self.needs_grad[1] else None
+        gw = mm_tn(xp, gcols, x.reshape(-1, c)).reshape(w.shape) if self.needs_grad[1] else None
         return gx, gw
 
 

@@ -29,7 +29,7 @@ from . import kernels as _kernels
 from .. import backend, threads
 from ..tensor import Op, Tensor
 from .activations import sigmoid_inplace
-from .math import relu_into, sum_rows
+from .math import mm_tn, relu_into, sum_rows
 
 __all__ = ["simple_rnn", "lstm", "gru", "FUSED_ACTIVATIONS"]
 
@@ -289,7 +289,7 @@ class _Grads:
         (the column sums of dZ) or None), the kernels' after the ``with`` block."""
         xp, N, need = self.xp, self.N, self.op.needs_grad
         gx = None if self.gx2 is None else self.gx2.reshape(self.inputs.T, N, self.gx2.shape[1]).transpose(1, 0, 2)
-        gk = self.inputs.x2.T @ self.dz2 if need[1] else None
+        gk = mm_tn(xp, self.inputs.x2, self.dz2) if need[1] else None
         grk = None
         if need[2]:
             grk = [a.T @ b for a, b in self.pairs]
