@@ -257,3 +257,19 @@ def test_weight_gradients_through_mm_tn(make, shape, monkeypatch):
     chunked = _weight_grads(make, x, 16, monkeypatch)
     for u, v in zip(chunked, whole):
         np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("gshape,shape", [((6, 5, 4, 8), (8,)), ((6, 5, 4, 8), (1, 1, 8)), ((6, 5, 4, 8), (4, 8)),
+                                          ((6, 5, 4, 8), (1, 4, 1)), ((6, 5, 4, 8), (5, 1, 8)), ((300, 7), (7,)),
+                                          ((6, 5, 4, 8), (1, 5, 4, 8)), ((0, 3), (3,)), ((6, 5), ())])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_unbroadcast_sums_what_broadcasting_stretched(gshape, shape, dtype):
+    """The gradient summed back to its operand's shape: leading axes as a product with ones (float arrays), any
+    other pattern by NumPy's sum; the sums within rounding of float64's, the shape and dtype kept."""
+    g = (np.random.default_rng(0).standard_normal(gshape) * 10).astype(dtype)
+    want = g.astype(np.float64).sum(axis=tuple(range(len(gshape) - len(shape))), keepdims=False)
+    want = want.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1), keepdims=True).reshape(shape)
+    for arr in (g, np.asfortranarray(g)):
+        got = M.unbroadcast(arr, shape)
+        assert got.shape == shape and got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
