@@ -37,6 +37,11 @@ def cases(dtype, seed=0):
         "leaky_relu_rows": [(odd(a(n, d)), t(0.2), a(n, d)), (odd(a(n, d)), t(np.inf), a(n, d))],
         "leaky_relu_grad_rows": [(odd(a(n, d)), odd(a(n, d)), t(0.3), a(n, d))],
         "extreme_grad_rows": [(odd(a(4, 9, d)), a(4, d), odd(a(4, d)), a(4, 9, d), a(d))],
+        "channel_sums_rows": [(odd(a(4, 5, d)), a(5), sq, a(4, 5)) for sq in (False, True)],
+        "channel_norm_rows": [(odd(a(4, 5, d)), a(5), a(5, low=0.5), a(5), a(5), g, b, a(4, 5, d))
+                              for g, b in ((True, True), (True, False), (False, True), (False, False))],
+        "channel_norm_grad_sums": [(odd(a(4, 5, d)), a(4, 5, d), a(5), a(5, low=0.5), a(4, 2, 5))],
+        "channel_norm_grad": [(odd(a(4, 5, d)), a(4, 5, d), a(5), a(5, low=0.5), a(5), a(5), a(5), a(4, 5, d))],
         "prelu_rows": [(odd(a(n, d)), a(d), a(n, d), 0, d), (odd(a(n, d)), a(d), a(n, d), 5, 19)],
         "prelu_grad_rows": [(odd(a(n, d)), odd(a(n, d)), a(d), a(n, d), np.zeros(d, dtype), lo, hi, gx, ga)
                             for lo, hi, gx, ga in ((0, d, True, True), (3, 17, True, False), (0, 9, False, True))],

@@ -272,13 +272,14 @@ def test_column_sums_of_many_rows_stay_accurate(compiled):
 
 
 # ----------------------------------------------------------------------------- BatchNormalization
-def _bn_all(x, gamma, beta, gy, gm, gv):
-    """y, mean, var and the gradients of sum(y gy) + sum(mean gm) + sum(var gv) for x, gamma and beta."""
+def _bn_all(x, gamma, beta, gy, gm, gv, axis=-1):
+    """y, mean, var and the gradients of sum(y gy) + sum(mean gm) + sum(var gv) for x, gamma and beta (the channels
+    along ``axis``)."""
     xt = Tensor(x, requires_grad=True)
     params = [Tensor(p, requires_grad=True) for p in (gamma, beta) if p is not None]
     it = iter(params)
     g, b = (next(it) if gamma is not None else None), (next(it) if beta is not None else None)
-    y, mean, var = ops.batch_norm_training(xt, g, b, 1e-3, -1)
+    y, mean, var = ops.batch_norm_training(xt, g, b, 1e-3, axis)
     loss = ops.sum(y * gy)
     if gm is not None:
         loss = loss + ops.sum(mean * gm) + ops.sum(var * gv)
@@ -401,6 +402,59 @@ def test_batch_norm_mode_switched_between_forward_and_backward(compiled):
     y = ops.batch_norm_training(xt, None, None, 1e-3, -1)[0]
     compiled.setitem(K._state, "mode", "numpy")
     got = grad(ops.sum(y * gy), [xt])[0]
+    np.testing.assert_allclose(np.asarray(got.data), want[3], rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(4, 16, 5, 5), (3, 24, 700), (300, 8, 9)])
+@pytest.mark.parametrize("center,scale", [(True, True), (False, True), (True, False), (False, False)])
+@pytest.mark.parametrize("stats", [False, True])
+def test_channels_first_batch_norm_kernels_equal_numpy(compiled, dtype, shape, center, scale, stats):
+    """A batch norm over axis 1 (channels first) through its kernels (each channel's runs of positions summed in
+    float64): y, the statistics and every gradient within rounding of float64's values, as NumPy's code (its
+    float32 GEMV sums the further off); float64 the NumPy code's values to rounding. The kernels' calls counted."""
+    c = shape[1]
+    x = (R.standard_normal(shape) * 3 + 5).astype(dtype)   # an offset mean: a one-pass variance would lose it
+    gamma = R.standard_normal(c).astype(dtype) if scale else None
+    beta = R.standard_normal(c).astype(dtype) if center else None
+    gy = R.standard_normal(shape).astype(dtype)
+    gm, gv = (R.standard_normal(c).astype(dtype), R.standard_normal(c).astype(dtype)) if stats else (None, None)
+    calls = {k: _count_calls(compiled, k) for k in ("channel_norm_rows", "channel_norm_grad")}
+    got, want = _both(compiled, lambda: _bn_all(x, gamma, beta, gy, gm, gv, axis=1))
+    assert calls["channel_norm_rows"] == [1] and calls["channel_norm_grad"] == [1]
+    if dtype == np.float64:
+        _close(got, want, dtype)
+    else:
+        exact = _bn_all(*(None if a is None else a.astype(np.float64) for a in (x, gamma, beta, gy, gm, gv)), axis=1)
+        for u, v, e in zip(got, want, exact):
+            np.testing.assert_allclose(u, e, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(v, e, rtol=1e-3, atol=1e-3)
+
+
+def test_channels_first_batch_norm_kernels_split_short_runs_and_mode_switch(compiled):
+    """The samples split over three threads: the same bits as one thread (five split passes); runs shorter than
+    BN_MIN_CHANNELS left to NumPy's code; forward through the kernels and backward in NumPy's code (x kept, not
+    x-hat): the same gradients."""
+    x = R.standard_normal((9, 16, 12, 12)).astype(np.float32)
+    gy = R.standard_normal(x.shape).astype(np.float32)
+    gamma, beta = R.standard_normal(16).astype(np.float32), R.standard_normal(16).astype(np.float32)
+    one = _bn_all(x, gamma, beta, gy, None, None, axis=1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(K, "MIN_ELEMENTS", 0)
+        splits = _force_split(mp)
+        split = _bn_all(x, gamma, beta, gy, None, None, axis=1)
+    assert len(splits) == 5
+    _bits_equal(split, one)
+    short = R.standard_normal((4, 6, K.BN_MIN_CHANNELS - 1)).astype(np.float32)
+    calls = _count_calls(compiled, "channel_norm_rows")
+    got, want = _both(compiled, lambda: _bn_all(short, None, None, np.ones_like(short), None, None, axis=1))
+    assert calls == []
+    _bits_equal(got, want)
+    xt = Tensor(x, requires_grad=True)
+    y = ops.batch_norm_training(xt, None, None, 1e-3, 1)[0]
+    compiled.setitem(K._state, "mode", "numpy")
+    got = grad(ops.sum(y * gy), [xt])[0]
+    want = _both(compiled, lambda: _bn_all(x, None, None, gy, None, None, axis=1))[0]
     np.testing.assert_allclose(np.asarray(got.data), want[3], rtol=2e-5, atol=2e-5)
 
 

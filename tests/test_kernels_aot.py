@@ -126,7 +126,8 @@ def test_every_call_lamina_makes_reaches_the_built_kernels(built, fallbacks, mon
                            (layers.Activation("selu", dtype=dtype), x(3, 16)),
                            (layers.LeakyReLU(0.2, dtype=dtype), x(3, 16)),
                            (layers.PReLU(dtype=dtype), x(3, 16)),
-                           (layers.GlobalMaxPooling2D(dtype=dtype), x(2, 3, 3, 8))):
+                           (layers.GlobalMaxPooling2D(dtype=dtype), x(2, 3, 3, 8)),
+                           (layers.BatchNormalization(axis=1, dtype=dtype), x(2, 3, 3, 8))):
             layer(inp)
             run(lambda t, layer=layer: layer(t, training=True), inp, layer.trainable_weights)
         layers.BatchNormalization(dtype=dtype)(x(2, 3, 3, 8))   # inference: the moving statistics' scale and shift

