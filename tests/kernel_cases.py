@@ -42,6 +42,9 @@ def cases(dtype, seed=0):
                               for g, b in ((True, True), (True, False), (False, True), (False, False))],
         "channel_norm_grad_sums": [(odd(a(4, 5, d)), a(4, 5, d), a(5), a(5, low=0.5), a(4, 2, 5))],
         "channel_norm_grad": [(odd(a(4, 5, d)), a(4, 5, d), a(5), a(5, low=0.5), a(5), a(5), a(5), a(4, 5, d))],
+        "diff_loss_rows": [(a(n, d), odd(a(n, d)), kind, t(0.7), a(n)) for kind in (0, 1, 2)],
+        "diff_loss_grad_rows": [(a(n, d), odd(a(n, d)), kind, t(0.7), f, a(n, d))
+                                for kind in (0, 1, 2) for f in (a(1), a(n))],
         "prelu_rows": [(odd(a(n, d)), a(d), a(n, d), 0, d), (odd(a(n, d)), a(d), a(n, d), 5, 19)],
         "prelu_grad_rows": [(odd(a(n, d)), odd(a(n, d)), a(d), a(n, d), np.zeros(d, dtype), lo, hi, gx, ga)
                             for lo, hi, gx, ga in ((0, d, True, True), (3, 17, True, False), (0, 9, False, True))],

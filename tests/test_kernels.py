@@ -2135,3 +2135,42 @@ def test_extreme_gradient_kernel_gives_numpys_bits(compiled, dtype, fn, shape):
         _bits_equal([u[~nan]], [v[~nan]])
         _bits_equal([w[~nan]], [v[~nan]])
     assert len(calls) > 1
+
+
+_DIFF_LOSSES = [(ops.mean_squared_error, "mse"), (ops.mean_absolute_error, "mae"),
+                (lambda t, p: ops.huber(t, p, 0.7), "huber")]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn,name", _DIFF_LOSSES)
+@pytest.mark.parametrize("shape,rows_differ", [((300, 17), False), ((5, 6, 40), True)])
+def test_diff_loss_kernels_equal_numpy(compiled, dtype, fn, name, shape, rows_differ):
+    """Mean squared, mean absolute and Huber losses through one compiled pass each way (the difference never
+    stored): the per-row losses within rounding of NumPy's code's (sums in another order), the gradients of both
+    inputs its bits (the same products), NaN and inf among the values and |d| at Huber's delta; with one factor for
+    all rows (a batch mean) and a factor a row; the same bits on three threads."""
+    calls = {k: _count_calls(compiled, k) for k in ("diff_loss_rows", "diff_loss_grad_rows")}
+    p = (R.standard_normal(shape) * 2).astype(dtype)
+    t = R.standard_normal(shape).astype(dtype)
+    p.reshape(-1)[:4] = (np.nan, np.inf, 0.5, -0.0)
+    t.reshape(-1)[2:5] = (0.5 - 0.7, 0.0, 1.0)   # d = 0.7 exactly at Huber's delta (float64), d = -0.0
+    gy = R.standard_normal(shape[:-1]).astype(dtype) if rows_differ else np.full(shape[:-1], 0.25, dtype)
+
+    def run():
+        pt, tt = Tensor(p, requires_grad=True), Tensor(t, requires_grad=True)
+        y = fn(tt, pt)
+        return [np.asarray(y.data)] + [np.asarray(g.data) for g in grad(y, [pt, tt], grad_output=Tensor(gy))]
+    with np.errstate(invalid="ignore"):
+        got, want = _both(compiled, run)
+        assert calls["diff_loss_rows"] == [1] and calls["diff_loss_grad_rows"] == [1]
+        nan = np.isnan(want[0])
+        assert nan.any() and not nan.all()
+        np.testing.assert_array_equal(np.isnan(got[0]), nan)
+        np.testing.assert_allclose(got[0][~nan], want[0][~nan], rtol=1e-6 if dtype == np.float32 else 1e-14)
+        for u, v in zip(got[1:], want[1:]):
+            np.testing.assert_array_equal(np.isnan(u), np.isnan(v))
+            _bits_equal([u[~np.isnan(v)]], [v[~np.isnan(v)]])
+        _force_split(compiled, 3)
+        split = run()
+    for u, v in zip(split, got):
+        _bits_equal([u], [v])

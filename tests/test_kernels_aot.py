@@ -136,6 +136,8 @@ def test_every_call_lamina_makes_reaches_the_built_kernels(built, fallbacks, mon
         table = layers.Embedding(7, 4, dtype=dtype)
         out = table(np.array([[1, 2, 1]]))
         grad(out, table.trainable_weights, grad_output=Tensor(np.ones(out.shape, dtype)))
+        for loss in (ops.mean_squared_error, ops.mean_absolute_error, ops.huber):
+            run(lambda t, loss=loss: loss(Tensor(x(3, 16)), t), x(3, 16))
         lamina.optimizers.Adam().apply([x(6)], [lamina.Variable(x(6), dtype=dtype)])
         for opt in (lamina.optimizers.SGD(momentum=0.9), lamina.optimizers.RMSprop(momentum=0.5),
                     lamina.optimizers.RMSprop(), lamina.optimizers.Adagrad(), lamina.optimizers.Nadam(),

@@ -1118,6 +1118,52 @@ def extreme_grad_rows(x, y, gy, gx, share):
                 dk[j] = (one if xk[j] == yi[j] else zero) * share[j]
 
 
+def diff_loss_rows(t, p, kind, delta, out):
+    # out[r] = the sum over j of f(d), d = p[r, j] - t[r, j]: kind 0 d^2 (mean squared error), 1 |d| (mean absolute
+    # error), 2 Huber's q (|d| - q / 2) with q = min(|d|, delta) (ops.losses.Huber's one formula); NaN stays NaN
+    zero = p.dtype.type(0)
+    half = p.dtype.type(0.5)
+    for r in range(p.shape[0]):
+        tr, pr = t[r], p[r]
+        s = zero
+        if kind == 0:
+            for j in range(p.shape[1]):
+                d = pr[j] - tr[j]
+                s += d * d
+        elif kind == 1:
+            for j in range(p.shape[1]):
+                s += abs(pr[j] - tr[j])
+        else:
+            for j in range(p.shape[1]):
+                a = abs(pr[j] - tr[j])
+                q = delta if a >= delta else a   # (NaN: a, as NumPy's clip keeps it)
+                s += q * (a - half * q)
+        out[r] = s
+
+
+def diff_loss_grad_rows(t, p, kind, delta, s, gp):
+    # gp[r, j] = f'(d) s[r] (s of one value: that value for every row), d = p[r, j] - t[r, j]: kind 0 d (2 s) (the
+    # caller's s already doubled: d s), 1 sign(d) s, 2 clip(d, -delta, delta) s: ops.losses' NumPy products' bits
+    # (sign(NaN) and the clip of NaN NaN)
+    zero = p.dtype.type(0)
+    one = p.dtype.type(1)
+    scalar = s.shape[0] == 1
+    for r in range(p.shape[0]):
+        tr, pr, gr = t[r], p[r], gp[r]
+        f = s[0] if scalar else s[r]
+        if kind == 0:
+            for j in range(p.shape[1]):
+                gr[j] = (pr[j] - tr[j]) * f
+        elif kind == 1:
+            for j in range(p.shape[1]):
+                d = pr[j] - tr[j]
+                gr[j] = (one if d > zero else (-one if d < zero else (zero if d == zero else d))) * f   # (NaN kept)
+        else:
+            for j in range(p.shape[1]):
+                d = pr[j] - tr[j]
+                gr[j] = (delta if d > delta else (-delta if d < -delta else d)) * f
+
+
 def _sigmoid_row(x, out, arg, e, f):
     # out = sigmoid(x) = 1 / (1 + exp(-x)) for a float32 row (a helper as _exp_into: sigmoid_tanh_rows' values),
     # but where exp(-x) overflows or is clamped (x < -88.03: sigmoid subnormal or 0) redone in float64 from -87, so

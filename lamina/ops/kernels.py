@@ -37,6 +37,8 @@ read while it sits in the first-level cache, so each array is read or written on
   every machine, NumPy's chains' bits. activations._chain hands each thread's whole run to them at once.
 - :func:`extreme_grad`: the gradient of a maximum or minimum over the middle axis of (B, R, A) (a global max
   pooling over steps or pixels), shared among ties, in two passes over x, samples over threads.
+- :func:`diff_loss` / :func:`diff_loss_grad`: the mean squared, mean absolute and Huber losses' row sums of f(p - t)
+  and their gradient f'(p - t) times each row's factor, one pass each, the difference never stored.
 - :func:`prelu` / :func:`prelu_grad`: PReLU's forward and both gradients (the input's and the slopes', summed over
   the samples) in one pass each, the select's bits, threads taking columns so that each slope's sum is the same.
 - :func:`adam_update`: Adam's moments and weight update, one pass over the four arrays instead of twelve
@@ -107,7 +109,7 @@ __all__ = ["MIN_ELEMENTS", "mode", "set_mode", "available", "in_use", "layer_nor
            "gelu_grad", "leaky_relu", "leaky_relu_grad", "sigmoid", "sigmoid_grad", "elu", "elu_grad", "softplus",
            "sgd_momentum_update", "rmsprop_update", "adagrad_update", "nadam_update",
            "lion_update", "prelu", "prelu_grad", "extreme_grad",
-           "batch_norm_channels_forward", "batch_norm_channels_backward"]
+           "batch_norm_channels_forward", "batch_norm_channels_backward", "diff_loss", "diff_loss_grad"]
 
 # Smaller arrays keep to NumPy (a (64, 512) float32 array, 128 KB, already stays in cache).
 MIN_ELEMENTS = 1 << 15
@@ -815,6 +817,36 @@ def extreme_grad(x3, y2, gy2):
                                               np.empty(x3.shape[2], x3.dtype)),
            x3.shape[0], x3.size, least=_threads.SPLIT_MIN_ELEMENTS, align=1)
     return gx
+
+
+def diff_loss(t2, p2, kind, delta):
+    """The row sums of f(p - t) over (R, D) arrays of one float dtype (kind 0: d^2, 1: |d|, 2: Huber's with
+    ``delta``), one pass (kernel_loops.diff_loss_rows; NumPy's code: the difference, then the passes of f and its
+    sums), rows split over threads: (R,) in their dtype, or None where the kernels do not run."""
+    k = _eligible(p2, t2)
+    if k is None or p2.ndim != 2 or t2.shape != p2.shape:
+        return None
+    out = np.empty(p2.shape[0], p2.dtype)
+    dt = p2.dtype.type
+    _split(lambda lo, hi: k.diff_loss_rows(t2[lo:hi], p2[lo:hi], int(kind), dt(delta), out[lo:hi]), p2.shape[0],
+           p2.size, least=_threads.SPLIT_MIN_ELEMENTS, align=1)
+    return out
+
+
+def diff_loss_grad(t2, p2, kind, delta, s):
+    """f'(p - t) s over (R, D) arrays (kind as :func:`diff_loss`'s; for kind 0 f' is d, s already doubled), s the
+    rows' factors (R,) or one value for all (1,), in one pass (kernel_loops.diff_loss_grad_rows), the bits of
+    ops.losses' NumPy products: the gradient (R, D), or None where the kernels do not run."""
+    k = _eligible(p2, t2, s)
+    if k is None or p2.ndim != 2 or t2.shape != p2.shape or s.ndim != 1 or s.shape[0] not in (1, p2.shape[0]):
+        return None
+    gp = np.empty_like(p2)
+    scalar = s.shape[0] == 1
+    dt = p2.dtype.type
+    _split(lambda lo, hi: k.diff_loss_grad_rows(t2[lo:hi], p2[lo:hi], int(kind), dt(delta), s if scalar else s[lo:hi],
+                                                gp[lo:hi]), p2.shape[0], p2.size, least=_threads.SPLIT_MIN_ELEMENTS,
+           align=1)
+    return gp
 
 
 # PReLU's column ranges start on whole cache lines of float32 (threads writing one line would share it)

@@ -102,6 +102,8 @@ SIGNATURES = {
     "prelu_grad_rows": (True, ("T2", "T2", "T1", "T2", "T1", "i", "i", "b", "b")),
     "extreme_grad_rows": (True, ("T3", "T2", "T2", "T3", "T1")),
     "channel_sums_rows": (False, ("T3", "T1", "b", "T2")),
+    "diff_loss_rows": (False, ("T2", "T2", "i", "T", "T1")),
+    "diff_loss_grad_rows": (True, ("T2", "T2", "i", "T", "T1", "T2")),
     "channel_norm_rows": (True, ("T3", "T1", "T1", "T1", "T1", "b", "b", "T3")),
     "channel_norm_grad_sums": (False, ("T3", "T3", "T1", "T1", "T3")),
     "channel_norm_grad": (False, ("T3", "T3", "T1", "T1", "T1", "T1", "T1", "T3")),
@@ -124,14 +126,15 @@ PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_so
           "im2col_rows", "scale_shift_rows", "lstm_cell", "silu_rows", "exp_rows", "gelu_rows", "conv_planes",
           "group_norm_rows", "elu_rows", "sigmoid_grad_rows", "leaky_relu_grad_rows", "rmsprop_update",
           "nadam_update", "prelu_grad_rows", "channel_sums_rows",
-          "channel_norm_grad"),
+          "channel_norm_grad", "diff_loss_rows"),
          ("max_pool_rows_grad", "col2im_gather", "bias_relu_rows", "relu_bias_grad_rows",           # 3.7, 1.8, .4, .8
           "lstm_cell_grad", "gru_cell_grad", "adam_update", "column_max_subtract",                  # .9, .8, .5, .8
           "column_sum_divide", "batch_norm_rows", "batch_norm_rows_grad", "depthwise_direct", "relu_rows",
           "depthwise_direct_grad_weight", "sigmoid_tanh_rows", "silu_grad_rows", "softmax_rows_grad", "gelu_grad_rows",
           "conv_planes_grad_weight", "group_norm_rows_grad", "softplus_rows", "sigmoid_rows", "elu_grad_rows",
           "leaky_relu_rows", "sgd_momentum_update", "adagrad_update", "lion_update", "prelu_rows",
-          "extreme_grad_rows", "channel_norm_rows", "channel_norm_grad_sums"))
+          "extreme_grad_rows", "channel_norm_rows", "channel_norm_grad_sums",
+          "diff_loss_grad_rows"))
 # kernel_loops' helpers: plain functions some kernels call (numba compiles no call to a plain Python function, and
 # kernel_loops imports no numba). Each is compiled exact and put in kernel_loops' namespace before any kernel that
 # calls it compiles, in-process (kernels._define) and ahead of time (_compile): compile_helpers. (The depthwise kernels'
