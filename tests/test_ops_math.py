@@ -245,6 +245,7 @@ def _weight_grads(make, x, chunk, monkeypatch):
     (lambda: layers.Conv2D(5, 1), (4, 8, 8, 16)),
     (lambda: layers.MultiHeadAttention(2, 4), (20, 10, 6)),
     (lambda: layers.LSTM(4), (30, 5, 3)),
+    (lambda: layers.GRU(4, reset_after=False), (30, 5, 3)),
 ])
 def test_weight_gradients_through_mm_tn(make, shape, monkeypatch):
     """The layers whose weight gradient is a long sum over rows (Dense, a 1x1 convolution's kept columns, the

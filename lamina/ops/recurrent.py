@@ -292,7 +292,7 @@ class _Grads:
         gk = mm_tn(xp, self.inputs.x2, self.dz2) if need[1] else None
         grk = None
         if need[2]:
-            grk = [a.T @ b for a, b in self.pairs]
+            grk = [mm_tn(xp, a, b) for a, b in self.pairs]
             grk = grk[0] if len(grk) == 1 else xp.concatenate(grk, axis=1)
         gb = sum_rows(xp, self.dz2) if need[3] else None
         return gx, gk, grk, gb
