@@ -218,9 +218,10 @@ _TN_MIN_WORK = 1 << 22
 
 def mm_tn(xp, a, b):
     """``a.T @ b`` for 2-D a (K, M) and b (K, N): a weight's gradient, a sum over K rows (a batch's samples and
-    positions). Where K is long and the product small (two chunks or more, M N <= _TN_MAX_OUT, float32 / float64),
-    as the products of fixed chunks of _TN_CHUNK rows shared over lamina's threads, BLAS on one thread each
-    (threads.split_products), then added in chunk order: the same sums on any number of threads. OpenBLAS's own
+    positions). Where K is long and the product small (K >= 2 _TN_CHUNK, M N <= _TN_MAX_OUT, float32 / float64), as
+    the products of chunks of rows (a multiple of four of them, each at most _TN_CHUNK long: fixed by K alone) shared
+    over lamina's threads, BLAS on one thread each (threads.split_products), then added in chunk order: the same
+    sums on any number of threads. OpenBLAS's own
     threads split M and N, of which a small product has little: on the 2-core Zen 2, (32768, 32) by (32768, 32)
     float32 1.31 ms on its two threads (1.02 on one) against 0.67 chunked; (32768, 128) pairs 9.7 -> 7.3 ms;
     (100352, 32) pairs 5.3 -> 2.2; (8192, 512) pairs 25 -> 23 (so not chunked past M N = 2^16)."""
@@ -228,11 +229,13 @@ def mm_tn(xp, a, b):
     if (xp is not np or a.ndim != 2 or b.ndim != 2 or k < 2 * _TN_CHUNK or a.shape[1] * b.shape[1] > _TN_MAX_OUT
             or a.dtype != b.dtype or a.dtype not in _BLAS_FLOATS):
         return mm(xp, a.T, b)
-    parts = np.empty((-(-k // _TN_CHUNK), a.shape[1], b.shape[1]), a.dtype)
+    count = 4 * -(-k // (4 * _TN_CHUNK))   # (a multiple of four: as many on each of 2 or 4 threads)
+    size = -(-k // count)
+    parts = np.empty((count, a.shape[1], b.shape[1]), a.dtype)
 
     def body(lo, hi):
         for c in range(lo, hi):
-            rows = slice(c * _TN_CHUNK, (c + 1) * _TN_CHUNK)
+            rows = slice(c * size, (c + 1) * size)
             np.matmul(a[rows].T, b[rows], out=parts[c])
     _threads.split_products(body, parts.shape[0], k * parts.shape[1] * parts.shape[2], _TN_MIN_WORK)
     return parts.sum(axis=0)
