@@ -163,3 +163,34 @@ def test_a_mask_shared_along_middle_axes_multiplies_exactly(shape, mshape):
     (g,) = grad(y, [t], grad_output=Tensor(gy))
     np.testing.assert_array_equal(np.asarray(y.data), a * m)
     np.testing.assert_array_equal(np.asarray(g.data), gy * m)
+
+
+def test_large_normal_noise_is_drawn_in_parts_the_same_on_any_thread_count(monkeypatch):
+    """Normal noise from _NOISE_SPLIT values on is drawn in fixed parts, each from a generator keyed by one seed the
+    stream gives: the same values on one thread and on two (and after reseeding), each part standard normal and
+    the parts uncorrelated; GaussianDropout's multiplicative noise the same way."""
+    from lamina import threads
+    from lamina.ops import random as rnd
+    shape = (rnd._NOISE_SPLIT // 100 + 3, 100)   # past the split, parts of unequal length
+    x = np.zeros(shape, np.float32)
+    widths = []
+    real = threads.run_split
+    monkeypatch.setattr(threads, "run_split", lambda parts: (widths.append(len(parts)), real(parts))[1])
+    lamina.utils.set_random_seed(5)
+    monkeypatch.setattr(threads, "split_width", lambda *a: 2)
+    two = ops.gaussian_noise(x, 1.0).numpy()
+    assert widths == [rnd._NOISE_PARTS]
+    lamina.utils.set_random_seed(5)
+    monkeypatch.setattr(threads, "split_width", lambda *a: 1)
+    one = ops.gaussian_noise(x, 1.0).numpy()
+    assert widths == [rnd._NOISE_PARTS]   # (one thread: no split)
+    np.testing.assert_array_equal(one, two)
+    flat = one.reshape(-1)
+    half = flat.size // 2
+    for part in (flat[:half], flat[half:]):
+        assert abs(part.mean()) < 0.01 and abs(part.std() - 1) < 0.01
+    assert abs(np.corrcoef(flat[:half - 1], flat[half:2 * half - 1])[0, 1]) < 0.01
+    assert not np.array_equal(flat[:1000], flat[half:half + 1000])
+    assert not np.array_equal(ops.gaussian_noise(x, 1.0).numpy(), one)   # the stream moved on
+    m = ops.gaussian_dropout(np.ones(shape, np.float32), 0.2).numpy()
+    assert abs(m.mean() - 1) < 0.01 and abs(m.std() - 0.5) < 0.01

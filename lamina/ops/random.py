@@ -7,6 +7,7 @@ same masks on NumPy and on CuPy, and ``lamina.utils.set_random_seed`` makes ever
 import numpy as np
 
 from .. import backend
+from .. import threads as _threads
 from ..tensor import Op, as_tensor
 from .math import tile_middle
 
@@ -74,6 +75,34 @@ def _device(a, like):
     return a if xp is np else backend.to_device(a, xp)
 
 
+# Normal noise of this many values or more is drawn in _NOISE_PARTS parts, each from a generator of its own
+_NOISE_SPLIT = 1 << 18
+_NOISE_PARTS = 2
+
+
+def _standard_normal(gen, shape):
+    """float32 standard normal values of ``shape`` from the Generator ``gen``. NumPy's ziggurat runs at ~11 ns a
+    value on the 2-core Zen 2 (torch.randn ~5); from _NOISE_SPLIT values on, gen gives one 63-bit seed and the
+    array is filled in _NOISE_PARTS fixed parts, each by a PCG64 keyed by (that seed, its index) (NumPy's Generator
+    releases the GIL while it fills), on lamina's threads where they are free: a (32, 32, 32, 32) draw 11.6 -> 6.0 ms
+    (GaussianNoise forward + backward 12.8 -> 10.2, PyTorch 5.9).
+    The values depend on gen's state alone, not on the thread count: one seed gives one noise."""
+    size = int(np.prod(shape))
+    if size < _NOISE_SPLIT:
+        return gen.standard_normal(shape, dtype=np.float32)
+    seed = int(gen.integers(2 ** 63))
+    out = np.empty(size, np.float32)
+    cuts = [size * i // _NOISE_PARTS for i in range(_NOISE_PARTS + 1)]
+    parts = [lambda i=i: np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, i]))).standard_normal(
+        out=out[cuts[i]:cuts[i + 1]], dtype=np.float32) for i in range(_NOISE_PARTS)]
+    if _threads.split_width(size, _NOISE_SPLIT) > 1:
+        _threads.run_split(parts)
+    else:
+        for part in parts:
+            part()
+    return out.reshape(shape)
+
+
 def dropout(x, rate, noise_shape=None, training=True, rng=None):
     """Inverted dropout: zero each entry with probability ``rate`` and scale the kept ones by 1/(1-rate),
     so the expected value is unchanged and inference needs no rescaling.
@@ -110,7 +139,8 @@ def gaussian_noise(x, stddev, training=True, rng=None):
     if not training or stddev == 0:
         return x
     gen = rng or backend.rng()
-    noise = gen.standard_normal(x.shape, dtype=np.float32).astype(x.dtype, copy=False) * x.dtype.type(stddev)
+    noise = _standard_normal(gen, x.shape).astype(x.dtype, copy=False)
+    noise *= x.dtype.type(stddev)
     return AddNoise.apply(x, noise=_device(noise, x.data))
 
 
@@ -125,5 +155,7 @@ def gaussian_dropout(x, rate, training=True, rng=None):
         return x
     gen = rng or backend.rng()
     std = np.sqrt(rate / (1.0 - rate))
-    m = gen.standard_normal(x.shape, dtype=np.float32).astype(x.dtype, copy=False) * x.dtype.type(std) + x.dtype.type(1)
+    m = _standard_normal(gen, x.shape).astype(x.dtype, copy=False)
+    m *= x.dtype.type(std)
+    m += x.dtype.type(1)
     return MultiplyNoise.apply(x, noise=_device(m, x.data))
