@@ -194,3 +194,27 @@ def test_large_normal_noise_is_drawn_in_parts_the_same_on_any_thread_count(monke
     assert not np.array_equal(ops.gaussian_noise(x, 1.0).numpy(), one)   # the stream moved on
     m = ops.gaussian_dropout(np.ones(shape, np.float32), 0.2).numpy()
     assert abs(m.mean() - 1) < 0.01 and abs(m.std() - 0.5) < 0.01
+
+
+def test_spatial_dropout_products_split_over_threads(monkeypatch):
+    """SpatialDropout's products with its channel mask (tiled along the positions), forward and backward, with the
+    samples split over three threads: the values of one thread's."""
+    from lamina import threads
+    x = np.random.default_rng(0).standard_normal((7, 6, 5, 16)).astype(np.float32)
+    gy = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+
+    def run():
+        lamina.utils.set_random_seed(3)
+        xt = Tensor(x, requires_grad=True)
+        y = layers.SpatialDropout2D(0.4)(xt, training=True)
+        return np.asarray(y.data), np.asarray(grad(y, [xt], grad_output=Tensor(gy))[0].data)
+    one = run()
+    widths = []
+    real = threads.run_split
+    monkeypatch.setattr(threads, "split_width", lambda *a: 3)
+    monkeypatch.setattr(threads, "run_split", lambda parts: (widths.append(len(parts)), real(parts))[1])
+    three = run()
+    assert widths == [3, 3]
+    for u, v in zip(one, three):
+        np.testing.assert_array_equal(u, v)
+    assert (one[0] == 0).any() and (one[0] != 0).any()
