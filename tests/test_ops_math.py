@@ -274,3 +274,35 @@ def test_unbroadcast_sums_what_broadcasting_stretched(gshape, shape, dtype):
         got = M.unbroadcast(arr, shape)
         assert got.shape == shape and got.dtype == dtype
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("m,o", [(262147, 8), (65536, 32), (4099, 100), (40000, 3), (64, 10), (9000, 600)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sum_rows_of_narrow_rows(m, o, dtype):
+    """Column sums (bias gradients): narrow rows of a large matrix k at a time (the GEMV over (M / k, k O), the k
+    partial sums then added, the rows past a multiple of k on their own): within rounding of float64's sums."""
+    g = np.random.default_rng(0).standard_normal((m, o)).astype(dtype)
+    got = M.sum_rows(np, g)
+    assert got.shape == (o,) and got.dtype == dtype
+    np.testing.assert_allclose(got, g.astype(np.float64).sum(axis=0), rtol=1e-5, atol=2e-3 if dtype == np.float32
+                               else 1e-9)
+
+
+@pytest.mark.parametrize("ashape,bshape", [((300, 40, 8), (8,)), ((8,), (300, 40, 8)), ((20, 9, 9, 16), (1, 1, 16)),
+                                           ((5000, 7), (1, 7)), ((3, 4), (4,))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_add_of_a_bias_vector(ashape, bshape, dtype):
+    """A bias over the last axis added to a large array (either operand) through rows_op's tiled rows: NumPy's sums
+    to the bit (one addition an element, the operands in either order), and the gradients of both operands."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(ashape).astype(dtype), rng.standard_normal(bshape).astype(dtype)
+    at, bt = Tensor(a, requires_grad=True), Tensor(b, requires_grad=True)
+    y = ops.add(at, bt)
+    np.testing.assert_array_equal(np.asarray(y.data), a + b)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    ga, gb = grad(y, [at, bt], grad_output=Tensor(gy))
+    for g, shape in ((ga, ashape), (gb, bshape)):
+        lead = len(gy.shape) - len(shape)
+        want = gy.astype(np.float64).sum(axis=tuple(range(lead)) + tuple(
+            i + lead for i, n in enumerate(shape) if n == 1 and gy.shape[i + lead] != 1), keepdims=False)
+        np.testing.assert_allclose(np.asarray(g.data).reshape(-1), want.reshape(-1), rtol=1e-5, atol=1e-3)
