@@ -468,9 +468,9 @@ def _close_to(got, want):
     ((2, 6, 20, 20, 8), dict(filters=8, kernel_size=3, padding="same", activation="relu")),   # (2-D planes inside)
     ((1, 3, 4, 4, 2), dict(filters=2, kernel_size=(4, 1, 1), padding="same"))])
 def test_conv3d_through_2d_convolutions_equals_the_general_way(shape, kw, monkeypatch):
-    """Conv3D (one group) runs as one 2-D convolution per depth offset over the depth slices (strides, dilation,
-    'same' padding in depth included): the output and every gradient of the general way (one product over the
-    whole 3-D im2col), which the same layer takes when the depth way is switched off; and the depth way ran."""
+    """Conv3D (one group) runs as one 2-D convolution over its depth slices stacked along the channels (strides,
+    dilation, 'same' padding in depth included): the output and every gradient of the general way (one product over
+    the whole 3-D im2col), which the same layer takes when the depth way is switched off; and the depth way ran."""
     from lamina import layers
     from lamina.ops import nn_kernels
     run = _layer_case(layers.Conv3D, shape, kw)

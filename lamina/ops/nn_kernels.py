@@ -244,8 +244,8 @@ class GroupConvND(Op):
     ms (PyTorch 10), (16, 14, 14, 128) G=32 34.5 -> 20.4, (16, 28, 28, 64) G=8 57.8 -> 24.9, (32, 16, 16, 64) G=2
     33.8 -> 18.9; the general way's transposing copies and its col2im (one strided addition per offset over the
     padded gradient) were most of its time.
-    3-D with one group: as KD 2-D convolutions over the depth slices (_depth_forward); with up to _GROUPS_3D
-    groups, each group so on a copy of its channels (_per_group_3d_forward).
+    3-D with one group: as one 2-D convolution over the depth slices stacked along the channels (_depth_forward);
+    with up to _GROUPS_3D groups, each group so on a copy of its channels (_per_group_3d_forward).
     Otherwise (more 3-D groups, an empty input): cols = im2col(pad(x)) arranged (G, M, K*C/G); y = cols @ w
     (G, K*C/G, O/G), one batched GEMM. Backward: dw = cols^T dy (batched GEMM); dx = crop(col2im(dy w^T)).
     """
@@ -314,13 +314,14 @@ class GroupConvND(Op):
         return y.reshape(y.shape[:3] + (o,)) if d == 2 else y.reshape(n, y.shape[2], o)
 
     def _depth_forward(self, x, w):
-        """A 3-D convolution (one group) as KD 2-D ones: y = sum over the depth offsets a of conv2d(x's depth slices
-        a dd, a dd + sd, ... (the zero-padded depth), w[a]), each through the dense 2-D convolution's op (its
-        blocks shared over lamina's threads, the planes kernels where they qualify) over N * OD images; backward
-        each offset's op gives its kernel slice's gradient and its slices' input gradient, added into the padded
-        depth. Keeps KD depth-sliced copies of x where the general way kept its whole im2col (KD * KH * KW times x).
-        3x3x3 'same', forward + backward at 2 threads (Zen 2): (8, 16, 16, 16, 16) -> 32 56 -> 46 ms, (4, 16, 32, 32, 8)
-        -> 16 51.5 -> 26.3 (PyTorch 22 and 20)."""
+        """A 3-D convolution (one group) as one 2-D convolution over KD times the channels: each output depth's KD
+        input depth slices (a dd, a dd + sd, ... of the zero-padded depth) side by side along the channels, a
+        (N * OD, H, W, KD * C) copy, and the kernel as (KH, KW, KD * C, O), through the dense 2-D convolution's op
+        (its blocks shared over lamina's threads, the planes kernels where they qualify); backward the op's kernel
+        gradient taken apart again and its input gradient's KD slices added into the padded depth. Keeps that copy
+        (KD times x) where the general way kept its whole im2col (KD * KH * KW times x). 3x3x3 'same', forward +
+        backward at 2 threads (Zen 2): (8, 16, 16, 16, 16) -> 16: general 56 ms, KD 2-D convolutions added 28, one
+        over the stacked slices 19 (PyTorch 16)."""
         n, depth, h, wd, c = x.shape
         kd = w.shape[0]
         (p0, p1), sd, dd = self.pads[0], self.stride[0], self.dilation[0]
@@ -333,17 +334,13 @@ class GroupConvND(Op):
         if p0 or p1:
             xpad = np.zeros((n, depth + p0 + p1, h, wd, c), dtype=x.dtype)
             xpad[:, p0:p0 + depth] = x
-        ops, y = [], None
+        stacked = np.empty((n, od, h, wd, kd, c), dtype=x.dtype)
         for a in range(kd):
-            xa = np.ascontiguousarray(xpad[:, a * dd:a * dd + (od - 1) * sd + 1:sd]).reshape(n * od, h, wd, c)
-            op = self._conv2d_op(tuple(self.stride[1:]), tuple(self.dilation[1:]), tuple(self.pads[1:]))
-            ya = op.forward(xa, np.ascontiguousarray(w[a]), None)
-            if y is None:
-                y = ya
-            else:
-                y += ya
-            ops.append(op)
-        self._depth = (ops, x.shape, xpad.shape, od, w.shape)
+            stacked[:, :, :, :, a] = xpad[:, a * dd:a * dd + (od - 1) * sd + 1:sd]
+        op = self._conv2d_op(tuple(self.stride[1:]), tuple(self.dilation[1:]), tuple(self.pads[1:]))
+        w2 = np.ascontiguousarray(w.transpose(1, 2, 0, 3, 4)).reshape(w.shape[1], w.shape[2], kd * c, w.shape[4])
+        y = op.forward(stacked.reshape(n * od, h, wd, kd * c), w2, None)
+        self._depth = (op, x.shape, xpad.shape, od, w.shape)
         return y.reshape((n, od) + y.shape[1:])
 
     def _per_group_3d_forward(self, x, w):
@@ -366,19 +363,20 @@ class GroupConvND(Op):
         return np.concatenate([y for _, y in parts], axis=-1)
 
     def _depth_backward(self, gy):
-        ops, xshape, pshape, od, wshape = self._depth
+        op, xshape, pshape, od, wshape = self._depth
         n, depth = xshape[:2]
+        kd, kh, kw, c, o = wshape
         (p0, _), sd, dd = self.pads[0], self.stride[0], self.dilation[0]
         g2 = np.ascontiguousarray(gy).reshape((n * od,) + gy.shape[2:])
-        gxp = np.zeros(pshape, dtype=gy.dtype) if self.needs_grad[0] else None
-        gw = np.empty(wshape, dtype=gy.dtype) if self.needs_grad[1] else None
-        for a, op in enumerate(ops):
-            gxa, gwa, _ = op.backward(g2)
-            if gw is not None:
-                gw[a] = gwa
-            if gxp is not None:
-                gxp[:, a * dd:a * dd + (od - 1) * sd + 1:sd] += gxa.reshape((n, od) + gxa.shape[1:])
-        gx = None if gxp is None else np.ascontiguousarray(gxp[:, p0:p0 + depth])
+        gxs, gw2, _ = op.backward(g2)
+        gw = None if gw2 is None else np.ascontiguousarray(gw2.reshape(kh, kw, kd, c, o).transpose(2, 0, 1, 3, 4))
+        gx = None
+        if gxs is not None:
+            gxs = gxs.reshape((n, od) + gxs.shape[1:3] + (kd, c))
+            gxp = np.zeros(pshape, dtype=gy.dtype)
+            for a in range(kd):
+                gxp[:, a * dd:a * dd + (od - 1) * sd + 1:sd] += gxs[:, :, :, :, a]
+            gx = np.ascontiguousarray(gxp[:, p0:p0 + depth])
         return gx, gw
 
     def _planes_forward(self, x4, w4, stride, dilation, pads, shapes):
