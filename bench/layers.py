@@ -90,7 +90,16 @@ CASES = {
     "maxpool3d": (lambda L: L.MaxPooling3D(2), lambda nn, H: nn.MaxPool3d(2), _VOL, "x"),
     "conv3d_g4": (lambda L: L.Conv3D(16, 3, padding="same", groups=4),
                   lambda nn, H: nn.Conv3d(16, 16, 3, padding=1, groups=4), _VOL, "x"),
+    "conv3d": (lambda L: L.Conv3D(16, 3, padding="same"), lambda nn, H: nn.Conv3d(16, 16, 3, padding=1), _VOL, "x"),
+    "deconv3d_s2": (lambda L: L.Conv3DTranspose(8, 3, strides=2, padding="same"),
+                    lambda nn, H: nn.ConvTranspose3d(16, 8, 3, 2, 1, output_padding=1), _VOL, "x"),
+    "prelu": (lambda L: L.PReLU(shared_axes=[1, 2]), lambda nn, H: nn.PReLU(32), _IMG32, "x"),   # (a slope a channel)
+    "batchnorm_cf": (lambda L: L.BatchNormalization(axis=1), lambda nn, H: nn.BatchNorm2d(32), _IMG32, "x"),
 }
+
+
+# the cases whose lamina layer takes its channels on axis 1, as PyTorch's (their input goes to torch as it is)
+_CHANNELS_FIRST = ("batchnorm_cf",)
 
 
 def _shape(name, smoke=False):
@@ -100,6 +109,8 @@ def _shape(name, smoke=False):
     shape, kind = CASES[name][2:]
     if not smoke:
         return shape
+    if name in _CHANNELS_FIRST:
+        return (2, shape[1]) + tuple(min(d, 8) for d in shape[2:])
     inner = shape[1:] if kind == "ids" else shape[1:-1]
     return (2,) + tuple(min(d, 8) for d in inner) + (() if kind == "ids" else shape[-1:])
 
@@ -140,7 +151,7 @@ def _torch_step(name, x):
     module = factory(nn, _torch_helpers(torch, nn))
     module.train()
     conv_like = name.startswith(("conv", "dwconv", "deconv", "batchnorm", "maxpool", "avgpool", "relu", "groupnorm",
-                                 "gmp"))
+                                 "gmp", "prelu")) and name not in _CHANNELS_FIRST
     xt = torch.from_numpy(_channels_first(x) if conv_like else x).requires_grad_(kind == "x")
     with torch.no_grad():
         gy = torch.from_numpy(np.random.default_rng(1).standard_normal(tuple(module(xt).shape)).astype(np.float32))
