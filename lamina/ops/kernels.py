@@ -454,6 +454,20 @@ def batch_norm_forward(x2, gamma, beta, epsilon):
     return y, mean, var, inv
 
 
+def _bn_dx_factors(inv, gamma, dbeta, dgamma, gmean, gvar, m):
+    """The per-channel factors (a, b, c) of a training batch norm's input gradient dx = a gy + c xhat + b
+    (BatchNormTraining._rows_backward's rule) over m values a channel, from the sums dbeta (of gy) and dgamma (of gy
+    xhat) and the statistics outputs' gradients gmean and gvar (or None), in inv's dtype."""
+    dt = inv.dtype.type
+    a = inv if gamma is None else inv * gamma
+    b, c = -a * dbeta, -a * dgamma
+    if gmean is not None:
+        b = b + gmean.astype(inv.dtype, copy=False)
+    if gvar is not None:
+        c = c + dt(2.0) * gvar.astype(inv.dtype, copy=False) / inv
+    return a, b * dt(1.0 / m), c * dt(1.0 / m)
+
+
 def batch_norm_backward(gy2, x2, mean, inv, gamma, gmean, gvar, need_x):
     """(dx, dgamma, dbeta) of :func:`batch_norm_forward` for the gradient gy2 (M, C) and the statistics
     outputs' gradients gmean and gvar ((C,) or None), dx None unless need_x; dgamma and dbeta come whole (the
@@ -463,20 +477,13 @@ def batch_norm_backward(gy2, x2, mean, inv, gamma, gmean, gvar, need_x):
     if k is None:
         return None
     rows, c = gy2.shape
-    dt = gy2.dtype.type
     blocks = _blocks(rows, (2, c), gy2.dtype)
     _split(lambda lo, hi: k.batch_norm_rows_grad_sums(gy2[lo:hi], x2[lo:hi], mean, inv, blocks[lo // _BLOCK:]),
            rows, gy2.size, BN_SPLIT_ELEMENTS)
     dbeta, dgamma = _column_sums(blocks)
     dx = None
-    if need_x:   # dx = a gy + c xhat + b (BatchNormTraining._rows_backward's rule)
-        a = inv if gamma is None else inv * gamma
-        bv, cv = -a * dbeta, -a * dgamma
-        if gmean is not None:
-            bv = bv + gmean.astype(gy2.dtype, copy=False)
-        if gvar is not None:
-            cv = cv + dt(2.0) * gvar.astype(gy2.dtype, copy=False) / inv
-        bv, cv = bv * dt(1.0 / rows), cv * dt(1.0 / rows)
+    if need_x:
+        a, bv, cv = _bn_dx_factors(inv, gamma, dbeta, dgamma, gmean, gvar, rows)
         dx = np.empty_like(gy2)
         _split(lambda lo, hi: k.batch_norm_rows_grad(gy2[lo:hi], x2[lo:hi], mean, inv, a, bv, cv, dx[lo:hi]),
                rows, gy2.size, BN_SPLIT_ELEMENTS)
@@ -524,21 +531,13 @@ def batch_norm_channels_backward(gy3, x3, mean, inv, gamma, gmean, gvar, need_x)
     if k is None:
         return None
     b, c, a = x3.shape
-    dt = gy3.dtype.type
     sums = np.empty((b, 2, c), gy3.dtype)
     _split(lambda lo, hi: k.channel_norm_grad_sums(gy3[lo:hi], x3[lo:hi], mean, inv, sums[lo:hi]), b, x3.size,
            BN_SPLIT_ELEMENTS, 1)
     dbeta, dgamma = sums.sum(axis=0, dtype=np.float64).astype(gy3.dtype)
     dx = None
-    if need_x:   # dx = a gy + c xhat + b (BatchNormTraining._rows_backward's rule)
-        m = b * a
-        fa = inv if gamma is None else inv * gamma
-        fb, fc = -fa * dbeta, -fa * dgamma
-        if gmean is not None:
-            fb = fb + gmean.astype(gy3.dtype, copy=False)
-        if gvar is not None:
-            fc = fc + dt(2.0) * gvar.astype(gy3.dtype, copy=False) / inv
-        fb, fc = fb * dt(1.0 / m), fc * dt(1.0 / m)
+    if need_x:
+        fa, fb, fc = _bn_dx_factors(inv, gamma, dbeta, dgamma, gmean, gvar, b * a)
         dx = np.empty_like(gy3)
         _split(lambda lo, hi: k.channel_norm_grad(gy3[lo:hi], x3[lo:hi], mean, inv, fa, fb, fc, dx[lo:hi]), b,
                x3.size, BN_SPLIT_ELEMENTS, 1)

@@ -280,31 +280,18 @@ class BatchNormTraining(Op):
         if self.rows:
             if d is not None:   # the kernels' forward ran: saved x (not x-hat) and the mean (d)
                 x2, mean = xhat, d
-                if gy is not None:
-                    done = _kernels.batch_norm_backward(
-                        self.xp.ascontiguousarray(gy.astype(cd, copy=False).reshape(x2.shape)), x2, mean, inv,
-                        gamma, None if gmean is None else gmean.astype(cd, copy=False),
-                        None if gvar is None else gvar.astype(cd, copy=False), self.needs_grad[0])
-                    if done is not None:
-                        dx, dgamma, dbeta = done
-                        return _in_dtypes((None if dx is None else dx.reshape(self.out_meta[0][0]),
-                                           dgamma if self.needs_grad[1] else None,
-                                           dbeta if self.needs_grad[2] else None, None), self.dtypes + (None,))
+                done = self._kernels_backward(_kernels.batch_norm_backward, gy, gmean, gvar, x2, mean, inv, gamma, cd)
+                if done is not None:
+                    return done
                 xhat = rows_op(self.xp, self.xp.subtract, x2, mean)   # the kernels were switched off in between
                 rows_op(self.xp, self.xp.multiply, xhat, inv, out=xhat)
             return _in_dtypes(self._rows_backward(gy, gmean, gvar, xhat, inv, gamma, cd), self.dtypes + (None,))
         if self.channels:   # the kernels' forward ran: saved x (B, C, A), not x-hat, and the mean (d)
             x3, mean = xhat, d
-            if gy is not None:
-                done = _kernels.batch_norm_channels_backward(
-                    self.xp.ascontiguousarray(gy.astype(cd, copy=False).reshape(x3.shape)), x3, mean, inv, gamma,
-                    None if gmean is None else gmean.astype(cd, copy=False),
-                    None if gvar is None else gvar.astype(cd, copy=False), self.needs_grad[0])
-                if done is not None:
-                    dx, dgamma, dbeta = done
-                    return _in_dtypes((None if dx is None else dx.reshape(self.out_meta[0][0]),
-                                       dgamma if self.needs_grad[1] else None,
-                                       dbeta if self.needs_grad[2] else None, None), self.dtypes + (None,))
+            done = self._kernels_backward(_kernels.batch_norm_channels_backward, gy, gmean, gvar, x3, mean, inv, gamma,
+                                          cd)
+            if done is not None:
+                return done
             # (no gradient for y, or the kernels switched off in between: x-hat for the NumPy code)
             xhat = (x3 - mean.reshape(self.bshape)) * inv.reshape(self.bshape)
             inv = inv.reshape(self.bshape)
@@ -320,6 +307,22 @@ class BatchNormTraining(Op):
             dx, dgamma, dbeta, _ = self._backward(gy, gmean, gvar, xhat, inv, gamma, w, W, d)
         dx = None if dx is None else dx.reshape(self.out_meta[0][0])   # (forward's (before, C, after) view undone)
         return _in_dtypes((dx, dgamma, dbeta, None), self.dtypes + (None,))
+
+    def _kernels_backward(self, backward, gy, gmean, gvar, x, mean, inv, gamma, cd):
+        """The gradients through the kernels' backward (kernels.batch_norm_backward or its channels-first twin) from the
+        kept x (its rows or (B, C, A) view) and the mean, as backward returns them; None where there is no gradient
+        for y or the kernels do not run (the caller's NumPy code then)."""
+        if gy is None:
+            return None
+        done = backward(self.xp.ascontiguousarray(gy.astype(cd, copy=False).reshape(x.shape)), x, mean, inv, gamma,
+                        None if gmean is None else gmean.astype(cd, copy=False),
+                        None if gvar is None else gvar.astype(cd, copy=False), self.needs_grad[0])
+        if done is None:
+            return None
+        dx, dgamma, dbeta = done
+        return _in_dtypes((None if dx is None else dx.reshape(self.out_meta[0][0]),
+                           dgamma if self.needs_grad[1] else None, dbeta if self.needs_grad[2] else None, None),
+                          self.dtypes + (None,))
 
     def _folded_backward(self, gy, gmean, gvar, xhat, inv, gamma):
         """_rows_backward's folded rule, dx = a * gy + c * xhat + b, with per-channel factors broadcast in the
