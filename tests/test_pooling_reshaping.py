@@ -251,3 +251,24 @@ def test_3d_pooling_matches_torch_with_ties(pool, strides):
         yt.backward(torch.tensor(np.moveaxis(gy, -1, 1).copy()))
         np.testing.assert_allclose(np.asarray(y.data), np.moveaxis(yt.detach().numpy(), 1, -1), rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(np.asarray(g.data), np.moveaxis(xt.grad.numpy(), 1, -1), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,pad_width,value", [((40, 33, 30, 8), [(0, 0), (2, 3), (0, 1), (0, 0)], 0.0),
+                                                   ((90, 3000), [(0, 0), (5, 7)], 2.5),
+                                                   ((30, 20, 20, 40), [(0, 0), (1, 1), (1, 1), (2, 0)], -1.0)])
+@pytest.mark.parametrize("width", [1, 3])
+def test_large_padding_of_the_samples_is_numpys(shape, pad_width, value, width, monkeypatch):
+    """Constant padding that leaves the batch axis alone, on an input large enough to split its samples over threads
+    (forced: one and three): np.pad's array to the bit, the gradient its inner slice."""
+    from lamina import threads
+    from lamina.ops import manipulation
+    monkeypatch.setattr(threads, "split_width", lambda *a: width)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    assert x.size >= manipulation._PAD_SPLIT
+    xt = lamina.Tensor(x, requires_grad=True)
+    y = lamina.ops.pad(xt, pad_width, constant_values=value)
+    np.testing.assert_array_equal(np.asarray(y.data), np.pad(x, pad_width, constant_values=value))
+    gy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+    g = lamina.grad(y, [xt], grad_output=lamina.Tensor(gy))[0]
+    np.testing.assert_array_equal(np.asarray(g.data), gy[tuple(slice(lo, n - hi) for n, (lo, hi) in
+                                                                zip(gy.shape, pad_width))])

@@ -6,7 +6,7 @@ import numpy as np
 from .. import tensor as _tensor_module
 from ..tensor import Op, Tensor, as_tensor
 from .indexing import _scatter_along, add_at_flat, flat_index
-from .math import unbroadcast
+from .math import split_pass, unbroadcast
 
 __all__ = ["reshape", "transpose", "getitem", "concatenate", "stack", "split", "pad", "expand_dims",
            "squeeze", "broadcast_to", "flatten", "tile", "repeat", "swapaxes"]
@@ -142,11 +142,40 @@ class Pad(Op):
 
     def forward(self, x):
         self.pw = [tuple(p) for p in self.pad_width]
+        if (self.xp is np and type(x) is np.ndarray and x.ndim >= 2 and self.pw[0] == (0, 0)
+                and x.size >= _PAD_SPLIT and x.flags.c_contiguous and np.ndim(self.value) == 0):
+            return _pad_samples(x, self.pw, self.value)
         return self.xp.pad(x, self.pw, mode="constant", constant_values=self.value)
 
     def backward(self, gy):
         sl = tuple(slice(lo, gy.shape[i] - hi) for i, (lo, hi) in enumerate(self.pw))
         return gy[sl]
+
+
+# Padding that leaves the batch axis alone splits its samples over lamina's threads from this many input values
+_PAD_SPLIT = 1 << 18
+
+
+def _pad_samples(x, pw, value):
+    """np.pad(x, pw, constant ``value``) for a C-contiguous x whose first axis is not padded: each part of the samples
+    (over lamina's threads, math.split_pass) fills its borders and copies its inner block, as np.pad does for the
+    whole: ZeroPadding2D(2) of (32, 32, 32, 32) float32 0.34 -> 0.23 ms on the 2-core Zen 2. The same array."""
+    y = np.empty(tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, pw)), x.dtype)
+    fill = np.asarray(value).astype(x.dtype)
+    inner = tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape, pw))
+
+    def body(lo, hi):
+        part = y[lo:hi]
+        for axis in range(1, x.ndim):   # (the slabs before and after the inner block on each axis; corners twice)
+            before, after = pw[axis]
+            head = (slice(None),) * axis
+            if before:
+                part[head + (slice(0, before),)] = fill
+            if after:
+                part[head + (slice(part.shape[axis] - after, None),)] = fill
+        part[(slice(None),) + inner[1:]] = x[lo:hi]
+    split_pass(np, body, x.shape[0], y.size, _PAD_SPLIT)
+    return y
 
 
 class BroadcastTo(Op):
