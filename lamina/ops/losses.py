@@ -289,6 +289,11 @@ class _MeanOfDiff(Op):
     def mean(self, d):
         return self.f(d).mean(axis=-1)
 
+    def factor(self, s):
+        """The per-row factor s as scaled_df and the compiled gradient pass take it, f'(d) times that (MSE: d times
+        2 s)."""
+        return s
+
     def scaled_df(self, d, s):
         return self.df(d) * s
 
@@ -296,9 +301,7 @@ class _MeanOfDiff(Op):
         (d,) = self.saved
         if self.pair is not None:
             t2, p2 = self.pair
-            s = _row_factor(self.xp, g * (1.0 / self.count))
-            if self.kind == 0:
-                s = 2.0 * s   # (MeanSquaredError.scaled_df's factor)
+            s = self.factor(_row_factor(self.xp, g * (1.0 / self.count)))
             s = np.ascontiguousarray(s, dtype=p2.dtype).reshape(-1) if np.result_type(s) == p2.dtype else None
             gd = None if s is None else _kernels.diff_loss_grad(t2, p2, self.kind, getattr(self, "delta", 0.0), s)
             if gd is not None:
@@ -345,8 +348,11 @@ class MeanSquaredError(_MeanOfDiff):
     def mean(self, d):
         return _row_dot(self.xp, d, d) / self.count
 
+    def factor(self, s):
+        return 2.0 * s
+
     def scaled_df(self, d, s):
-        return d * (2.0 * s)
+        return d * self.factor(s)
 
 
 class MeanAbsoluteError(_MeanOfDiff):

@@ -241,10 +241,10 @@ def mm_tn(xp, a, b):
     positions). Where K is long and the product small (K >= 2 _TN_CHUNK, M N <= _TN_MAX_OUT, float32 / float64), as
     the products of chunks of rows (a multiple of four of them, each at most _TN_CHUNK long: fixed by K alone) shared
     over lamina's threads, BLAS on one thread each (threads.split_products), then added in chunk order: the same
-    sums on any number of threads. OpenBLAS's own
-    threads split M and N, of which a small product has little: on the 2-core Zen 2, (32768, 32) by (32768, 32)
-    float32 1.31 ms on its two threads (1.02 on one) against 0.67 chunked; (32768, 128) pairs 9.7 -> 7.3 ms;
-    (100352, 32) pairs 5.3 -> 2.2; (8192, 512) pairs 25 -> 23 (so not chunked past M N = 2^16)."""
+    sums on any number of threads. OpenBLAS's own threads split M and N, of which a small product has little: on the
+    2-core Zen 2, (32768, 32) by (32768, 32) float32 1.31 ms on its two threads (1.02 on one) against 0.67 chunked;
+    (32768, 128) pairs 9.7 -> 7.3 ms; (100352, 32) pairs 5.3 -> 2.2; (8192, 512) pairs 25 -> 23 (so not chunked past
+    M N = 2^16)."""
     k = a.shape[0]
     if (xp is not np or a.ndim != 2 or b.ndim != 2 or k < 2 * _TN_CHUNK or a.shape[1] * b.shape[1] > _TN_MAX_OUT
             or a.dtype != b.dtype or a.dtype not in _BLAS_FLOATS):

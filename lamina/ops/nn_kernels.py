@@ -222,6 +222,19 @@ def _crop(x, pads, size):
     return x[(slice(None),) + tuple(slice(a, a + n) for (a, _), n in zip(pads, size))]
 
 
+def _depth_stacked(w):
+    """A 3-D kernel (KD, KH, KW, A, B) as a 2-D one (KH, KW, KD * A, B), its depth slices side by side along the third
+    axis (slice a's entries at a * A + i): the one 2-D convolution (or transposed one) of the 3-D ways by depth."""
+    kd, kh, kw, a, b = w.shape
+    return np.ascontiguousarray(w.transpose(1, 2, 0, 3, 4)).reshape(kh, kw, kd * a, b)
+
+
+def _depth_unstacked(g, shape):
+    """:func:`_depth_stacked` undone: a (KH, KW, KD * A, B) kernel gradient as the (KD, KH, KW, A, B) ``shape``."""
+    kd, kh, kw, a, b = shape
+    return np.ascontiguousarray(g.reshape(kh, kw, kd, a, b).transpose(2, 0, 1, 3, 4))
+
+
 def _out_size(padded, kernel, stride, dilation):
     return tuple((p - (k - 1) * d - 1) // s + 1 for p, k, s, d in zip(padded, kernel, stride, dilation))
 
@@ -338,8 +351,7 @@ class GroupConvND(Op):
         for a in range(kd):
             stacked[:, :, :, :, a] = xpad[:, a * dd:a * dd + (od - 1) * sd + 1:sd]
         op = self._conv2d_op(tuple(self.stride[1:]), tuple(self.dilation[1:]), tuple(self.pads[1:]))
-        w2 = np.ascontiguousarray(w.transpose(1, 2, 0, 3, 4)).reshape(w.shape[1], w.shape[2], kd * c, w.shape[4])
-        y = op.forward(stacked.reshape(n * od, h, wd, kd * c), w2, None)
+        y = op.forward(stacked.reshape(n * od, h, wd, kd * c), _depth_stacked(w), None)
         self._depth = (op, x.shape, xpad.shape, od, w.shape)
         return y.reshape((n, od) + y.shape[1:])
 
@@ -365,11 +377,11 @@ class GroupConvND(Op):
     def _depth_backward(self, gy):
         op, xshape, pshape, od, wshape = self._depth
         n, depth = xshape[:2]
-        kd, kh, kw, c, o = wshape
+        kd, c = wshape[0], wshape[3]
         (p0, _), sd, dd = self.pads[0], self.stride[0], self.dilation[0]
         g2 = np.ascontiguousarray(gy).reshape((n * od,) + gy.shape[2:])
         gxs, gw2, _ = op.backward(g2)
-        gw = None if gw2 is None else np.ascontiguousarray(gw2.reshape(kh, kw, kd, c, o).transpose(2, 0, 1, 3, 4))
+        gw = None if gw2 is None else _depth_unstacked(gw2, wshape)
         gx = None
         if gxs is not None:
             gxs = gxs.reshape((n, od) + gxs.shape[1:3] + (kd, c))
@@ -901,15 +913,14 @@ class ConvTransposeND(Op):
         and im2col were the time)."""
         from .convolution import Conv2DTranspose   # (the same floor, imported where used)
         n, depth = x.shape[:2]
-        kd, kh, kw, o, c = w.shape
+        kd, o = w.shape[0], w.shape[3]
         sd, dd = self.stride[0], self.dilation[0]
         b, od = self.window[0]
         x4 = np.ascontiguousarray(x).reshape((n * depth,) + x.shape[2:])
         op = Conv2DTranspose(stride=tuple(self.stride[1:]), dilation=tuple(self.dilation[1:]),
                              window=tuple(self.window[1:]))
         op.xp, op.needs_grad = np, (self.needs_grad[0], self.needs_grad[1], False)
-        w2 = np.ascontiguousarray(w.transpose(1, 2, 0, 3, 4)).reshape(kh, kw, kd * o, c)
-        ys = op.forward(x4, w2, None)
+        ys = op.forward(x4, _depth_stacked(w), None)
         ys = ys.reshape((n, depth) + ys.shape[1:3] + (kd, o))
         y = np.zeros((n, od) + ys.shape[2:4] + (o,), ys.dtype)
         ranges = []
@@ -917,27 +928,25 @@ class ConvTransposeND(Op):
             # the slices lo:hi whose output depths a dd + i sd - b fall in the window
             lo = max(0, -(-(b - a * dd) // sd))
             hi = min(depth, -(-(od + b - a * dd) // sd))
+            p = a * dd + lo * sd - b   # (the first of them's output depth)
             if hi > lo:
-                p = a * dd + lo * sd - b
                 y[:, p:p + (hi - lo - 1) * sd + 1:sd] += ys[:, lo:hi, :, :, a]
-            ranges.append((lo, hi))
+            ranges.append((lo, hi, p))
         self._depth = (op, ranges, x.shape, w.shape)
         return y
 
     def _depth_backward(self, gy):
         op, ranges, xshape, wshape = self._depth
         n, depth = xshape[:2]
-        kd, kh, kw, o, c = wshape
-        sd, dd = self.stride[0], self.dilation[0]
-        b = self.window[0][0]
+        kd, o = wshape[0], wshape[3]
+        sd = self.stride[0]
         gs = np.zeros((n, depth) + gy.shape[2:4] + (kd, o), gy.dtype)
-        for a, (lo, hi) in enumerate(ranges):
+        for a, (lo, hi, p) in enumerate(ranges):
             if hi > lo:
-                p = a * dd + lo * sd - b
                 gs[:, lo:hi, :, :, a] = gy[:, p:p + (hi - lo - 1) * sd + 1:sd]
         gx4, gw2, _ = op.backward(gs.reshape((n * depth,) + gy.shape[2:4] + (kd * o,)))
         gx = None if gx4 is None else gx4.reshape(xshape)
-        gw = None if gw2 is None else np.ascontiguousarray(gw2.reshape(kh, kw, kd, o, c).transpose(2, 0, 1, 3, 4))
+        gw = None if gw2 is None else _depth_unstacked(gw2, wshape)
         return gx, gw
 
     def backward(self, gy):
