@@ -1547,19 +1547,20 @@ def test_softmax_op_in_both_modes_matches_torch(compiled, mode, shape, log):
 def test_no_helper_is_called_by_kernels_of_both_compilation_modes():
     """numba compiles a helper once, with the flags of the first kernel that calls it: a FASTMATH caller would
     change an exact helper's arithmetic for every other kernel (it did: lstm_cell's gates moved by an ulp once
-    exp_rows was compiled with FASTMATH). So a helper's callers are all exact or all FASTMATH (the planes
-    convolution's packing, a copy, is called by its two FASTMATH kernels alone)."""
+    exp_rows was compiled with FASTMATH). So a helper's callers are all of one compilation mode (the own exp's
+    kernels all "fused"; the planes convolution's packing, a copy, called by its two "fast" kernels alone)."""
     import inspect
     import re
     from lamina.ops import kernel_loops, kernels_aot
     modes = {}
-    for name, (exact, *_) in kernels_aot.SIGNATURES.items():
+    for name, (mode, *_) in kernels_aot.SIGNATURES.items():
         source = inspect.getsource(getattr(kernel_loops, name))
         for h in kernels_aot.HELPERS:
             if re.search(rf"\b{h}\(", source):
-                modes.setdefault(h, set()).add(exact)
+                modes.setdefault(h, set()).add(mode)
     assert {h: m for h, m in modes.items() if len(m) > 1} == {}
-    assert modes["_exp_into"] == {True} and modes["_pack_planes"] == {False}
+    assert modes == {h: {mode} for h, mode in kernels_aot.HELPERS.items()}   # (compiled in their callers' mode)
+    assert modes["_exp_into"] == {"fused"} and modes["_pack_planes"] == {"fast"}
 
 
 @pytest.mark.parametrize("mode", ["auto", "numpy"])

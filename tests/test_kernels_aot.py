@@ -81,6 +81,20 @@ def test_the_built_fastmath_kernels_do_reassociate(built):
     assert mean[0] != seq / np.float32(x.shape[1])   # reassociated: not the left-to-right sum
 
 
+
+def test_the_built_own_exp_kernels_fuse_multiply_adds(built):
+    """The "fused" mode reaches the build: the built exp_rows' exp of float32 values rounds as fused multiply-adds
+    do, not as the loop's operations run one at a time in Python (float32 scalars, each rounded), from which it
+    differs in the last bit of a few values, never more."""
+    x = np.random.default_rng(0).uniform(-80, 80, (1, 4096)).astype(np.float32)
+    y = np.empty_like(x)
+    built.exp_rows(x, np.zeros(1, np.float32), y, np.empty(0, np.float32), False, np.empty((2, 4096), np.float32))
+    one_at_a_time = getattr(kernel_loops._exp_into, "py_func", kernel_loops._exp_into)
+    e = np.empty(4096, np.float32)
+    one_at_a_time(x[0], e, np.empty(4096, np.float32))
+    ulps = np.abs(y[0].view(np.int32) - e.view(np.int32))
+    assert ulps.max() == 1 and 0 < np.count_nonzero(ulps) < 400
+
 def test_every_call_lamina_makes_reaches_the_built_kernels(built, fallbacks, monkeypatch):
     """Each layer and optimizer that has a kernel, forward and backward, float32 and float64, with the kernels
     on for any size: every kernel called, none of its calls handed to numba (so lamina's arguments are the
@@ -209,9 +223,9 @@ def test_a_module_for_other_loops_or_another_cpu_has_another_name(monkeypatch):
     for patch in (lambda: monkeypatch.setattr(kernels_aot, "_cpu_features", lambda: "SSE2"),
                   lambda: monkeypatch.setattr(np, "__version__", "0.0.0"),
                   lambda: monkeypatch.setitem(kernels_aot.SIGNATURES, "layer_norm_rows",
-                                                (True, kernels_aot.SIGNATURES["layer_norm_rows"][1])),
+                                                ("exact", kernels_aot.SIGNATURES["layer_norm_rows"][1])),
                   lambda: monkeypatch.setattr(kernels_aot.inspect, "getsource", lambda m: "def other(): pass"),
-                  lambda: monkeypatch.setattr(kernels_aot, "FASTMATH", frozenset({"reassoc"}))):
+                  lambda: monkeypatch.setitem(kernels_aot.FASTMATH_OF, "fused", frozenset())):
         patch()
         names.add(kernels_aot.module_name(0))
         monkeypatch.undo()

@@ -700,8 +700,8 @@ def _exp_into(a, e, f):
     # exp(a) = 2^m p(r), m = round(a / ln 2) (by adding and subtracting 1.5 * 2^23), r = a - m ln 2 in two parts
     # (Cody and Waite), p Cephes' expf polynomial (~1 ulp); 2^m from its bits, written into the int32 view of the
     # scratch row f. a is clamped to [-87.34, 88.72]: overflow becomes inf and underflow 2^-126, which change
-    # neither 1 / (1 + e) nor tanh; NaN passes the clamps (negated comparisons) and stays NaN. Exact compilation
-    # only: reassociation would undo the rounding and the two-part reduction.
+    # neither 1 / (1 + e) nor tanh; NaN passes the clamps (negated comparisons) and stays NaN. Fused multiply-adds
+    # at most ("fused" kernels): reassociation would undo the rounding and the two-part reduction.
     lo = np.float32(-87.33654)
     hi = np.float32(88.72283)
     big = np.float32(12582912.0)
@@ -831,10 +831,10 @@ def exp_rows(x, shift, y, sums, find_max, scratch):
     # found here and written into shift first (NaN skipped: it makes a softmax's whole row NaN anyway). Where
     # ``sums`` (rows,) is given (else empty), each row's sum is written there and the row divided by it while in
     # cache (a softmax). The maximum and the sum run as eight interleaved partial results, combined pairwise, which
-    # vectorise in this exact compilation (a kernel that calls a helper is compiled exact: FASTMATH in the caller
-    # would reach the helper, numba compiling it once for all its callers). scratch: two rows of at least
-    # ``width`` values; rows go through the exp a group at a time, as many as the scratch holds (a call a row:
-    # (8192, 64) took 1.0 ms, 0.45 of it the calls)
+    # vectorise without reassociation (the own exp's kernels are compiled "fused", no more: FASTMATH's
+    # reassociation in the caller would reach the helper, numba compiling it once for all its callers). scratch:
+    # two rows of at least ``width`` values; rows go through the exp a group at a time, as many as the scratch
+    # holds (a call a row: (8192, 64) took 1.0 ms, 0.45 of it the calls)
     rows, width = x.shape
     lo = np.float32(-87.33654)
     hi = np.float32(88.0)

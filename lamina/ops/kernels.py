@@ -78,8 +78,9 @@ program never wins back). Without numba, or with ``LAMINA_KERNELS=numpy`` in the
 :func:`set_mode`), every caller runs its NumPy code, which computes the same values (tests check both ways;
 the sums run in another order, so the last bits may differ). The arithmetic follows the NumPy code's rules:
 NaN propagates as there (no ``fastmath`` flags that assume finite values: the kernels that reduce allow only
-reassociation and fused multiply-add, so their sums vectorise; Adam's, col2im's and max pooling's none, so
-they repeat the NumPy code's operations in its order). Per-row statistics accumulate in the array's dtype; column sums over
+reassociation and fused multiply-add, so their sums vectorise; the float32 passes with the kernels' own exp
+fused multiply-add alone; Adam's, col2im's and max pooling's none, so they repeat the NumPy code's operations
+in its order: kernels_aot.FASTMATH_OF). Per-row statistics accumulate in the array's dtype; column sums over
 many rows (bias and gamma gradients) in the array's dtype within blocks of _BLOCK rows and in float64
 across blocks.
 
@@ -326,15 +327,13 @@ def _built_now(size):
 
 def _define(numba):
     """The kernels compiled on their first call (kept in a function so that importing this module never imports
-    numba): kernel_loops' functions under numba.njit with kernels_aot's OPTIONS, and FASTMATH where SIGNATURES
-    does not mark the kernel exact."""
-    jit = numba.njit(cache=True, fastmath=set(_aot.FASTMATH), **_aot.OPTIONS)
-    # no fastmath at all: the NumPy code's operations in its order and rounding (Adam, col2im, max pooling)
-    exact = numba.njit(cache=True, **_aot.OPTIONS)
-    _aot.compile_helpers(exact)   # (before any kernel that calls one compiles)
+    numba): kernel_loops' functions under numba.njit with kernels_aot's OPTIONS and each kernel's fastmath flags
+    (kernels_aot.FASTMATH_OF of its mode in SIGNATURES)."""
+    jits = _aot.njit_of_modes(numba, cache=True)
+    _aot.compile_helpers(jits)   # (before any kernel that calls one compiles)
     k = _Jitted()
-    for name, (is_exact, *_) in _aot.SIGNATURES.items():
-        setattr(k, name, (exact if is_exact else jit)(getattr(_loops, name)))
+    for name, (mode, *_) in _aot.SIGNATURES.items():
+        setattr(k, name, jits[mode](getattr(_loops, name)))
     return k
 
 

@@ -48,75 +48,80 @@ from . import kernel_loops
 __all__ = ["SIGNATURES", "PARTS", "build", "load", "module_paths", "module_name"]
 
 # numba's options for every kernel, compiled in-process (kernels._define) and ahead of time (_compile) alike:
-# NumPy's error model (x / 0 is inf, not an exception), the GIL released during the call (lamina splits rows
-# over its threads), and for the kernels that are not exact, reassociation and fused multiply-add (their sums
-# vectorise; no flag that assumes finite values)
+# NumPy's error model (x / 0 is inf, not an exception) and the GIL released during the call (lamina splits rows
+# over its threads). Then each kernel's fastmath flags by its mode (SIGNATURES' first element, FASTMATH_OF):
+# "exact" none (the NumPy code's operations in its order and rounding: Adam, col2im, max pooling); "fast"
+# reassociation and fused multiply-add (their sums vectorise; no flag that assumes finite values); "fused" fused
+# multiply-add alone, for the float32 passes with the kernels' own exp (_exp_into: its rounding to an integer
+# and two-part reduction survive contraction, which reassociation would undo; a product-add rounded once is
+# within the exp's ~1 ulp): forward + backward on the 2-core Zen 2, (1024, 1024) float32 on one thread, GELU's
+# passes 1.98 + 1.53 -> 1.63 + 1.23 ms, SiLU's forward 1.32 -> 1.10, the exp alone 0.89 -> 0.69
 OPTIONS = {"error_model": "numpy", "nogil": True}
 FASTMATH = frozenset({"reassoc", "contract"})
+FASTMATH_OF = {"exact": False, "fast": FASTMATH, "fused": frozenset({"contract"})}
 # Each kernel's arguments: "T<n>" an n-dimensional C-contiguous array of the kernel's float dtype (float32 or
 # float64: one export each), "T" a scalar of that dtype, "b" a bool, "i" an int64 scalar, "I1" a 1-D
 # C-contiguous int64 array, "W4" a 4-D C-contiguous uint8 or int32 array (max pooling's note of the window
-# offset: one export each). With whether it compiles without fastmath ("exact": the NumPy code's operations in
-# its order) or with FASTMATH, and, as a third element where a kernel is exported for fewer float dtypes, those
-# dtypes' tags (lstm_cell's and sigmoid_tanh_rows' exp is float32's alone).
+# offset: one export each). With its compilation mode (FASTMATH_OF's key) first, and, as a third element where a
+# kernel is exported for fewer float dtypes, those dtypes' tags (the own exp's kernels are float32's alone).
 SIGNATURES = {
-    "layer_norm_rows": (False, ("T2", "T1", "T1", "b", "b", "T", "T2", "T1", "T1")),
-    "layer_norm_rows_grad": (False, ("T2", "T2", "T1", "T1", "T1", "b", "b", "b", "T2", "T3")),
-    "bias_relu_rows": (False, ("T2", "T1")),
-    "relu_rows": (True, ("T2", "T2")),
-    "relu_bias_grad_rows": (False, ("T2", "T2", "T2", "b", "T2")),
-    "lstm_cell_grad": (False, ("T2", "T2", "T3", "T2", "T2", "T2", "T2")),
-    "gru_cell_grad": (False, ("T2", "T3", "T2", "T2", "T2", "T2", "T2", "T2")),
-    "adam_update": (True, ("T1", "T1", "T1", "T1", "T", "T", "T", "T")),
-    "col2im_gather": (True, ("T6", "T4", "i", "i", "i", "i", "i", "i")),
-    "max_pool_rows": (True, ("T4", "i", "i", "i", "i", "i", "i", "T4", "W4", "b")),
-    "max_pool_rows_grad": (True, ("T4", "W4", "i", "i", "i", "i", "i", "i", "T4", "b", "b")),
-    "column_max_subtract": (True, ("T3", "T")),
-    "column_sum_divide": (True, ("T3",)),
-    "column_softmax_grad": (True, ("T3", "T3", "T3", "T")),
-    "scatter_rows": (True, ("I1", "T2", "T2")),
-    "column_sums_rows": (False, ("T2", "T1", "b", "T2")),
-    "batch_norm_rows": (False, ("T2", "T1", "T1", "T1", "T1", "b", "b", "T2")),
-    "scale_shift_rows": (True, ("T2", "T1", "T1", "T2")),
-    "batch_norm_rows_grad_sums": (False, ("T2", "T2", "T1", "T1", "T3")),
-    "batch_norm_rows_grad": (False, ("T2", "T2", "T1", "T1", "T1", "T1", "T1", "T2")),
-    "depthwise_direct": (True, ("T1", "T2", "T1", "T1", "I1", "i", "i")),
-    "depthwise_direct_grad_input": (True, ("T1", "T2", "T1", "I1", "i", "i")),
-    "depthwise_direct_grad_weight": (True, ("T1", "T1", "T2", "T3", "I1", "i", "i", "i")),
-    "im2col_rows": (True, ("T4", "T2") + ("i",) * 12),
-    "lstm_cell": (True, ("T2", "T2", "T1", "b", "T2", "T3", "T2", "T2", "T2", "T2"), ("f4",)),
-    "sigmoid_tanh_rows": (True, ("T2", "b", "T2"), ("f4",)),
-    "silu_rows": (True, ("T2", "T2", "T2", "T2"), ("f4",)),
-    "exp_rows": (True, ("T2", "T1", "T2", "T1", "b", "T2"), ("f4",)),
-    "softmax_rows_grad": (False, ("T2", "T2", "b", "T2")),
-    "silu_grad_rows": (True, ("T2", "T2", "T2", "T2")),
-    "gelu_rows": (True, ("T2", "T2", "T2", "T2"), ("f4",)),
-    "gelu_grad_rows": (True, ("T2", "T2", "T2", "T2", "T2"), ("f4",)),
-    "conv_planes": (False, ("T4", "T4", "T1", "T4", "T2", "T2") + ("i",) * 6 + ("b", "i", "i", "T4")),
-    "conv_planes_grad_weight": (False, ("T4", "T4", "T5", "T2", "T2") + ("i",) * 8 + ("T4", "T2")),
-    "group_norm_rows": (True, ("T3", "T1", "T1", "b", "b", "T", "i", "T2", "T2", "T3", "i", "i")),
-    "group_norm_rows_grad": (True, ("T3", "T3", "T2", "T2", "T1", "b", "i", "b", "T3", "T3", "i", "i")),
-    "leaky_relu_rows": (True, ("T2", "T", "T2")),
-    "leaky_relu_grad_rows": (True, ("T2", "T2", "T", "T2")),
-    "prelu_rows": (True, ("T2", "T1", "T2", "i", "i")),
-    "prelu_grad_rows": (True, ("T2", "T2", "T1", "T2", "T1", "i", "i", "b", "b")),
-    "extreme_grad_rows": (True, ("T3", "T2", "T2", "T3", "T1")),
-    "channel_sums_rows": (False, ("T3", "T1", "b", "T2")),
-    "diff_loss_rows": (False, ("T2", "T2", "i", "T", "T1")),
-    "diff_loss_grad_rows": (True, ("T2", "T2", "i", "T", "T1", "T2")),
-    "channel_norm_rows": (True, ("T3", "T1", "T1", "T1", "T1", "b", "b", "T3")),
-    "channel_norm_grad_sums": (False, ("T3", "T3", "T1", "T1", "T3")),
-    "channel_norm_grad": (False, ("T3", "T3", "T1", "T1", "T1", "T1", "T1", "T3")),
-    "sigmoid_rows": (True, ("T2", "T2", "b", "T2", "T2"), ("f4",)),
-    "sigmoid_grad_rows": (True, ("T2", "T2", "T2")),
-    "elu_rows": (True, ("T2", "T", "T", "T2", "T2", "b", "T2"), ("f4",)),
-    "elu_grad_rows": (True, ("T2", "T2", "T2", "T", "T", "T2")),
-    "softplus_rows": (True, ("T2", "T2", "T2"), ("f4",)),
-    "sgd_momentum_update": (True, ("T1", "T1", "T1", "T", "T", "b")),
-    "rmsprop_update": (True, ("T1", "T1", "T1", "T1", "T", "T", "T", "T", "T", "b")),
-    "adagrad_update": (True, ("T1", "T1", "T1", "T", "T")),
-    "nadam_update": (True, ("T1", "T1", "T1", "T1") + ("T",) * 7),
-    "lion_update": (True, ("T1", "T1", "T1") + ("T",) * 5),
+    "layer_norm_rows": ("fast", ("T2", "T1", "T1", "b", "b", "T", "T2", "T1", "T1")),
+    "layer_norm_rows_grad": ("fast", ("T2", "T2", "T1", "T1", "T1", "b", "b", "b", "T2", "T3")),
+    "bias_relu_rows": ("fast", ("T2", "T1")),
+    "relu_rows": ("exact", ("T2", "T2")),
+    "relu_bias_grad_rows": ("fast", ("T2", "T2", "T2", "b", "T2")),
+    "lstm_cell_grad": ("fast", ("T2", "T2", "T3", "T2", "T2", "T2", "T2")),
+    "gru_cell_grad": ("fast", ("T2", "T3", "T2", "T2", "T2", "T2", "T2", "T2")),
+    "adam_update": ("exact", ("T1", "T1", "T1", "T1", "T", "T", "T", "T")),
+    "col2im_gather": ("exact", ("T6", "T4", "i", "i", "i", "i", "i", "i")),
+    "max_pool_rows": ("exact", ("T4", "i", "i", "i", "i", "i", "i", "T4", "W4", "b")),
+    "max_pool_rows_grad": ("exact", ("T4", "W4", "i", "i", "i", "i", "i", "i", "T4", "b", "b")),
+    "column_max_subtract": ("exact", ("T3", "T")),
+    "column_sum_divide": ("exact", ("T3",)),
+    "column_softmax_grad": ("exact", ("T3", "T3", "T3", "T")),
+    "scatter_rows": ("exact", ("I1", "T2", "T2")),
+    "column_sums_rows": ("fast", ("T2", "T1", "b", "T2")),
+    "batch_norm_rows": ("fast", ("T2", "T1", "T1", "T1", "T1", "b", "b", "T2")),
+    "scale_shift_rows": ("exact", ("T2", "T1", "T1", "T2")),
+    "batch_norm_rows_grad_sums": ("fast", ("T2", "T2", "T1", "T1", "T3")),
+    "batch_norm_rows_grad": ("fast", ("T2", "T2", "T1", "T1", "T1", "T1", "T1", "T2")),
+    "depthwise_direct": ("exact", ("T1", "T2", "T1", "T1", "I1", "i", "i")),
+    "depthwise_direct_grad_input": ("exact", ("T1", "T2", "T1", "I1", "i", "i")),
+    "depthwise_direct_grad_weight": ("exact", ("T1", "T1", "T2", "T3", "I1", "i", "i", "i")),
+    "im2col_rows": ("exact", ("T4", "T2") + ("i",) * 12),
+    "lstm_cell": ("fused", ("T2", "T2", "T1", "b", "T2", "T3", "T2", "T2", "T2", "T2"), ("f4",)),
+    "sigmoid_tanh_rows": ("fused", ("T2", "b", "T2"), ("f4",)),
+    "silu_rows": ("fused", ("T2", "T2", "T2", "T2"), ("f4",)),
+    "exp_rows": ("fused", ("T2", "T1", "T2", "T1", "b", "T2"), ("f4",)),
+    "softmax_rows_grad": ("fast", ("T2", "T2", "b", "T2")),
+    "silu_grad_rows": ("exact", ("T2", "T2", "T2", "T2")),
+    "gelu_rows": ("fused", ("T2", "T2", "T2", "T2"), ("f4",)),
+    "gelu_grad_rows": ("fused", ("T2", "T2", "T2", "T2", "T2"), ("f4",)),
+    "conv_planes": ("fast", ("T4", "T4", "T1", "T4", "T2", "T2") + ("i",) * 6 + ("b", "i", "i", "T4")),
+    "conv_planes_grad_weight": ("fast", ("T4", "T4", "T5", "T2", "T2") + ("i",) * 8 + ("T4", "T2")),
+    "group_norm_rows": ("exact", ("T3", "T1", "T1", "b", "b", "T", "i", "T2", "T2", "T3", "i", "i")),
+    "group_norm_rows_grad": ("exact", ("T3", "T3", "T2", "T2", "T1", "b", "i", "b", "T3", "T3", "i", "i")),
+    "leaky_relu_rows": ("exact", ("T2", "T", "T2")),
+    "leaky_relu_grad_rows": ("exact", ("T2", "T2", "T", "T2")),
+    "prelu_rows": ("exact", ("T2", "T1", "T2", "i", "i")),
+    "prelu_grad_rows": ("exact", ("T2", "T2", "T1", "T2", "T1", "i", "i", "b", "b")),
+    "extreme_grad_rows": ("exact", ("T3", "T2", "T2", "T3", "T1")),
+    "channel_sums_rows": ("fast", ("T3", "T1", "b", "T2")),
+    "diff_loss_rows": ("fast", ("T2", "T2", "i", "T", "T1")),
+    "diff_loss_grad_rows": ("exact", ("T2", "T2", "i", "T", "T1", "T2")),
+    "channel_norm_rows": ("exact", ("T3", "T1", "T1", "T1", "T1", "b", "b", "T3")),
+    "channel_norm_grad_sums": ("fast", ("T3", "T3", "T1", "T1", "T3")),
+    "channel_norm_grad": ("fast", ("T3", "T3", "T1", "T1", "T1", "T1", "T1", "T3")),
+    "sigmoid_rows": ("fused", ("T2", "T2", "b", "T2", "T2"), ("f4",)),
+    "sigmoid_grad_rows": ("exact", ("T2", "T2", "T2")),
+    "elu_rows": ("fused", ("T2", "T", "T", "T2", "T2", "b", "T2"), ("f4",)),
+    "elu_grad_rows": ("exact", ("T2", "T2", "T2", "T", "T", "T2")),
+    "softplus_rows": ("fused", ("T2", "T2", "T2"), ("f4",)),
+    "sgd_momentum_update": ("exact", ("T1", "T1", "T1", "T", "T", "b")),
+    "rmsprop_update": ("exact", ("T1", "T1", "T1", "T1", "T", "T", "T", "T", "T", "b")),
+    "adagrad_update": ("exact", ("T1", "T1", "T1", "T", "T")),
+    "nadam_update": ("exact", ("T1", "T1", "T1", "T1") + ("T",) * 7),
+    "lion_update": ("exact", ("T1", "T1", "T1") + ("T",) * 5),
 }
 # The kernels in two modules of about equal build time, built side by side on two cores (seconds of one core on
 # the 2-core Intel VM, float32 and float64 together; the kernels added later, batch norm's, the depthwise
@@ -136,20 +141,28 @@ PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_so
           "extreme_grad_rows", "channel_norm_rows", "channel_norm_grad_sums",
           "diff_loss_grad_rows"))
 # kernel_loops' helpers: plain functions some kernels call (numba compiles no call to a plain Python function, and
-# kernel_loops imports no numba). Each is compiled exact and put in kernel_loops' namespace before any kernel that
-# calls it compiles, in-process (kernels._define) and ahead of time (_compile): compile_helpers. (The depthwise kernels'
-# shared walk over a row's windows stays written out in each: as helpers, called or inlined by numba, the layer
-# ran ~10% slower at 32 channels.)
-HELPERS = ("_exp_into", "_tanh_from", "_span", "_window", "_max_pool_plain", "_pack_planes", "_sigmoid_row")
+# kernel_loops imports no numba), each with the compilation mode of its callers (all of one mode: a test checks).
+# Each is compiled so and put in kernel_loops' namespace before any kernel that calls it compiles, in-process
+# (kernels._define) and ahead of time (_compile): compile_helpers. (The depthwise kernels' shared walk over a row's
+# windows stays written out in each: as helpers, called or inlined by numba, the layer ran ~10% slower at 32
+# channels.)
+HELPERS = {"_exp_into": "fused", "_tanh_from": "fused", "_sigmoid_row": "fused", "_span": "exact", "_window": "exact",
+           "_max_pool_plain": "exact", "_pack_planes": "fast"}
 
 
-def compile_helpers(njit):
-    """Replace each of HELPERS in kernel_loops by its compiled version ``njit(function)`` (once a process: a helper
-    already compiled stays)."""
-    for name in HELPERS:
+def compile_helpers(njit_of):
+    """Replace each of HELPERS in kernel_loops by its compiled version ``njit_of[mode](function)`` (njit_of: numba's
+    njit decorator for each compilation mode; once a process: a helper already compiled stays)."""
+    for name, mode in HELPERS.items():
         f = getattr(kernel_loops, name)
         if not hasattr(f, "py_func"):   # (a numba dispatcher keeps the Python function there)
-            setattr(kernel_loops, name, njit(f))
+            setattr(kernel_loops, name, njit_of[mode](f))
+
+
+def njit_of_modes(numba, **options):
+    """numba.njit with OPTIONS (and ``options``) for each compilation mode, with FASTMATH_OF's flags."""
+    return {mode: numba.njit(fastmath=set(flags) if flags else False, **options, **OPTIONS)
+            for mode, flags in FASTMATH_OF.items()}
 
 
 _FLOATS = {"f4": np.dtype(np.float32), "f8": np.dtype(np.float64)}
@@ -204,7 +217,9 @@ def module_name(part):
     depends on."""
     h = hashlib.sha256()
     for text in (inspect.getsource(kernel_loops), repr([(n, SIGNATURES[n]) for n in PARTS[part]]),
-                 repr((sorted(OPTIONS.items()), sorted(FASTMATH), HELPERS)), np.__version__, platform.machine(),
+                 repr((sorted(OPTIONS.items()), sorted((k, sorted(v or ())) for k, v in FASTMATH_OF.items()),
+                       sorted(HELPERS.items()))),
+                 np.__version__, platform.machine(),
                  _cpu_features(), sys.implementation.cache_tag or ""):
         h.update(text.encode())
         h.update(b"\0")
@@ -542,7 +557,7 @@ def _build_part(part, target, verbose=False):
 
 
 def _compile(name, kernel_names, out_dir, verbose):
-    """numba's pycc over kernel_loops with the JIT's options (OPTIONS, and FASTMATH where not exact)."""
+    """numba's pycc over kernel_loops with the JIT's options (OPTIONS, and each kernel's FASTMATH_OF)."""
     from numba.core.errors import NumbaPendingDeprecationWarning
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NumbaPendingDeprecationWarning)
@@ -551,15 +566,16 @@ def _compile(name, kernel_names, out_dir, verbose):
     from numba.core.cpu import FastMathOptions
 
     import numba
-    compile_helpers(numba.njit(**OPTIONS))
-    exact_functions = {getattr(kernel_loops, k) for k, (exact, *_) in SIGNATURES.items() if exact}
+    compile_helpers(njit_of_modes(numba))
+    flags_of = {getattr(kernel_loops, k): FASTMATH_OF[mode] for k, (mode, *_) in SIGNATURES.items()}
     original = pycc_compiler.compile_extra
 
     def compile_extra(typingctx, targetctx, func, args, return_type, flags, locals, **kws):
         # pycc compiles every export with one Flags object and no options: set the JIT's per function
         flags.release_gil = OPTIONS["nogil"]
         flags.error_model = OPTIONS["error_model"]
-        flags.fastmath = FastMathOptions(False if func in exact_functions else set(FASTMATH))
+        fastmath = flags_of.get(func, False)   # (a helper: compile_helpers' flags)
+        flags.fastmath = FastMathOptions(set(fastmath) if fastmath else False)
         return original(typingctx, targetctx, func, args, return_type, flags, locals, **kws)
 
     cc = CC(name)
