@@ -424,6 +424,9 @@ def reduce_weighted_values(values, sample_weight=None, mask=None, reduction="sum
         values = values * weights
     if reduction is None or reduction == "none" or values.ndim == 0:
         return values
+    if (reduction in ("sum_over_batch_size", "mean") or (reduction == "mean_with_sample_weight" and weights is None)) \
+            and values.size and values.dtype in (np.float32, np.float64):
+        return ops.mean(values)   # (one op for sum / size: the same bits, both ways, in float32 and float64)
     total = ops.sum(values)
     if reduction == "sum":
         return total

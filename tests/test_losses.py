@@ -111,3 +111,26 @@ def test_mask_on_predictions_averages_over_valid_entries():
     value = losses.MeanSquaredError()(YR, p).numpy()
     per = ((YR - PR) ** 2).mean(-1)
     assert np.isclose(value, per[p._keras_mask].mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "mean"])
+def test_a_mean_reduction_is_the_sum_over_the_size_to_the_bit(dtype, reduction):
+    """The mean reductions (one op where the values are float32 / float64) give Keras's sum(values) / size and
+    its gradient, 1 / size everywhere, to the bit, for batches of any length (NumPy's pairwise sums change
+    their blocking at 8 and 128 values; a float16 mean would sum in float32, so float16 keeps the sum and the
+    division), and a weighted mean still divides by the size, an empty batch 0."""
+    from lamina import ops
+    for n in (1, 7, 8, 9, 127, 129, 1000):
+        values = lamina.Tensor((np.random.default_rng(n).standard_normal(n) * 10).astype(dtype), requires_grad=True)
+        got = losses.reduce_weighted_values(values, reduction=reduction)
+        want = ops.sum(values) / float(n)
+        assert got.dtype == dtype and got.numpy().tobytes() == np.asarray(want.numpy(), dtype).tobytes()
+        g = lamina.grad(got, [values])[0]
+        assert np.asarray(g).tobytes() == np.asarray(lamina.grad(want, [values])[0]).tobytes()
+    w = np.arange(7, dtype=dtype)
+    values = lamina.Tensor(np.ones(7, dtype))
+    weighted = losses.reduce_weighted_values(values, sample_weight=w, reduction=reduction)
+    np.testing.assert_allclose(weighted.numpy(), w.sum() / 7, rtol=1e-3)
+    empty = losses.reduce_weighted_values(lamina.Tensor(np.zeros(0, dtype)), reduction=reduction)
+    assert float(empty.numpy()) == 0.0
