@@ -218,3 +218,17 @@ def test_spatial_dropout_products_split_over_threads(monkeypatch):
     for u, v in zip(one, three):
         np.testing.assert_array_equal(u, v)
     assert (one[0] == 0).any() and (one[0] != 0).any()
+
+
+@pytest.mark.parametrize("shape", [(4, 8, 8, 6), (3, 5, 7, 4), (2, 6, 5)])
+def test_spatial_dropout_backward_takes_the_forwards_mask(shape):
+    """dx = dy * mask, with the channel mask the forward drew (tiled along the channels once, kept for backward's
+    product of the same shape): exactly dy times the forward's output for an input of ones."""
+    layer = layers.SpatialDropout2D(0.4) if len(shape) == 4 else layers.SpatialDropout1D(0.4)
+    x = Tensor(np.ones(shape, np.float32), requires_grad=True)
+    y = layer(x, training=True)
+    gy = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    (dx,) = grad(y, [x], grad_output=Tensor(gy))
+    mask = y.numpy()
+    assert 0 < (mask == 0).mean() < 1
+    np.testing.assert_array_equal(np.asarray(dx), gy * mask)

@@ -18,21 +18,29 @@ class MultiplyNoise(Op):
     """y = x * m for a constant array m (a scaled keep mask or multiplicative noise). Backward: gy * m."""
 
     def forward(self, x):
-        return _times_noise(self.xp, x, self.noise)
+        self.tiled = {}
+        return _times_noise(self.xp, x, self.noise, self.tiled)
 
     def backward(self, gy):
-        return _times_noise(self.xp, gy, self.noise)
+        return _times_noise(self.xp, gy, self.noise, getattr(self, "tiled", {}))
 
 
-def _times_noise(xp, a, m):
+def _times_noise(xp, a, m, tiled):
     """a * m. A mask shared along the middle axes of a C-contiguous float array (SpatialDropout's (N, 1, ..., 1, C))
     is tiled k times along its channels, so that NumPy's inner loop runs over k * C entries instead of C (the same
-    products): a (32, 32, 32, 32) float32 product 0.43 -> 0.28 ms, SpatialDropout2D's step 1.33 -> 1.14 ms."""
+    products): a (32, 32, 32, 32) float32 product 0.43 -> 0.28 ms, SpatialDropout2D's step 1.33 -> 1.14 ms. The
+    tiled mask is kept in ``tiled`` (a dict, by a's shape) for backward's product of the same shape (its tiling
+    took 0.09 ms of a 0.84 ms step at that shape)."""
     if (xp is np and a.ndim >= 3 and m.ndim == a.ndim and a.flags.c_contiguous and a.dtype.kind == "f"
             and m.dtype == a.dtype and m.shape[0] == a.shape[0] and m.shape[-1] == a.shape[-1]
             and all(n == 1 for n in m.shape[1:-1]) and a.size):
         n, c = a.shape[0], a.shape[-1]
-        a3, m3 = tile_middle(a.reshape(n, -1, c), m.reshape(n, 1, c))
+        m3 = tiled.get(a.shape)
+        if m3 is None:
+            a3, m3 = tile_middle(a.reshape(n, -1, c), m.reshape(n, 1, c))
+            tiled[a.shape] = m3
+        else:
+            a3 = a.reshape(n, -1, m3.shape[-1])
         out = np.empty(a3.shape, np.result_type(a3, m3))
         # (large arrays' samples over lamina's threads: (32, 32, 32, 32) float32 0.43 -> 0.25 ms a product)
         split_pass(np, lambda lo, hi: np.multiply(a3[lo:hi], m3[lo:hi], out=out[lo:hi]), n, a.size)
