@@ -282,7 +282,7 @@ class InputSpec:
         return cls(**config)
 
     def check(self, layer, i, shape):
-        where = f"Input {i} of layer '{layer.name}' is incompatible with the layer"
+        where = _IncompatibleInput(layer, i)   # (the message's words made only when one is raised)
         rank = len(shape)
         if self.ndim is not None and rank != self.ndim:
             raise ValueError(f"{where}: expected ndim={self.ndim}, found ndim={rank}. "
@@ -306,6 +306,16 @@ class InputSpec:
                 if want is not None and got is not None and want != got:
                     raise ValueError(f"{where}: expected shape={self.shape}, found shape={tuple(shape)}")
 
+
+
+class _IncompatibleInput:
+    """The start of InputSpec.check's messages, formatted when one is raised (every layer call checks its input)."""
+
+    def __init__(self, layer, i):
+        self.layer, self.i = layer, i
+
+    def __format__(self, spec):
+        return f"Input {self.i} of layer '{self.layer.name}' is incompatible with the layer"
 
 
 def _track_layers(owner, items):
@@ -821,7 +831,7 @@ class Layer:
             t = Tensor(backend.to_device(np.asarray(x), self._array_module()))
         else:
             return x
-        if (self.autocast and np.issubdtype(t.dtype, np.floating) and t.dtype != self._compute
+        if (self.autocast and t.dtype.kind == "f" and t.dtype != self._compute
                 and not getattr(_autocast_state, "off", False)):
             from ..ops.math import cast
             mask = getattr(t, "_keras_mask", None)
@@ -903,14 +913,13 @@ class Layer:
             masks = [getattr(t, "_keras_mask", None) for t in _nest_flatten(inputs)]
             if any(m is not None for m in masks):
                 kwargs["mask"] = masks[0] if not isinstance(inputs, (list, tuple)) else masks
-        shapes = _nest_map(lambda t: t.shape if isinstance(t, Tensor) else None, inputs)
         try:
             with self._name_scope():  # (sublayers built in call() get this layer's path)
                 if not self.built:
                     # the spec set in __init__ first, as Keras: a wrong rank never reaches build (a 0-d input
                     # was an IndexError there); build may set a stricter spec, checked below
                     self._check_input_spec(inputs)
-                    self._maybe_build(shapes)
+                    self._maybe_build(_nest_map(lambda t: t.shape if isinstance(t, Tensor) else None, inputs))
                 self._check_input_spec(inputs)
                 with _outer_call(self):
                     if getattr(self, "_remat_mode", None) is None:
