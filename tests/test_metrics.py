@@ -242,3 +242,17 @@ def test_the_training_loop_reads_results_without_making_tensors():
         def result(self):
             return {"a": 1.0, "b": lamina.Tensor(np.float32(2.0))}
     assert metrics.result_value(Both()) == Both().result()
+
+
+def test_mean_of_python_numbers_matches_the_array_path_to_the_bit():
+    """Mean.update_state of one Python float (fit's loss tracker, weighted by the batch size) keeps the same total
+    and count as the same number given as an array, with and without a weight, over many updates."""
+    rng = np.random.default_rng(0)
+    fast, slow = metrics.Mean(), metrics.Mean()
+    for i in range(200):
+        v = float(rng.standard_normal() * 10.0 ** rng.integers(-3, 4))
+        w = [None, int(rng.integers(1, 100)), float(rng.random())][i % 3]
+        fast.update_state(v, sample_weight=w)
+        slow.update_state(np.array([v]), sample_weight=None if w is None else np.array([w]))
+    assert (fast.total, fast.count) == (slow.total, slow.count)
+    assert float(fast.result()) == float(slow.result())
