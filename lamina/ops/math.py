@@ -4,6 +4,7 @@ Binary ops broadcast like NumPy; their backward sums each gradient back to its o
 with ``unbroadcast``.
 """
 import sys as _sys
+from math import prod as _prod
 
 import numpy as np
 
@@ -32,7 +33,7 @@ def unbroadcast(g, shape):
     axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
     if (axes and type(g) is np.ndarray and g.dtype in _BLAS_FLOATS and g.flags.c_contiguous
             and axes == tuple(range(axes[-1] + 1)) and axes[-1] + 1 < g.ndim and g.size):
-        return sum_rows(np, g.reshape(-1, int(np.prod(g.shape[axes[-1] + 1:])))).reshape(shape)
+        return sum_rows(np, g.reshape(-1, _prod(g.shape[axes[-1] + 1:]))).reshape(shape)
     if axes:
         g = g.sum(axis=axes, keepdims=True)
     if lead:
@@ -633,7 +634,7 @@ def _reduce_axes(xp, x, axes, keepdims, method="sum"):
     while run < len(ax) and ax[-1 - run] == x.ndim - 1 - run:
         run += 1
     if (xp is not np or run == 0 or run == len(ax) or x.dtype.kind != "f"
-            or int(np.prod(x.shape[x.ndim - run:])) >= _SHORT_LAST_RUN):
+            or _prod(x.shape[x.ndim - run:]) >= _SHORT_LAST_RUN):
         return getattr(x, method)(axis=axes, keepdims=keepdims)
     s = getattr(x, method)(axis=tuple(ax[:-run]), keepdims=True)
     s = getattr(s, method)(axis=tuple(range(x.ndim - run, x.ndim)), keepdims=True)
@@ -651,10 +652,10 @@ def _sum_run(xp, x, ax):
             or ax != list(range(ax[0], ax[-1] + 1)) or ax[-1] == x.ndim - 1):
         return None
     sh = x.shape
-    run = int(np.prod(sh[ax[0]:ax[-1] + 1]))
+    run = _prod(sh[ax[0]:ax[-1] + 1])
     if run < 2:
         return None
-    x3 = x.reshape(int(np.prod(sh[:ax[0]])), run, int(np.prod(sh[ax[-1] + 1:])))
+    x3 = x.reshape(_prod(sh[:ax[0]]), run, _prod(sh[ax[-1] + 1:]))
     return np.matmul(np.ones(run, x.dtype), x3)
 
 
@@ -666,7 +667,7 @@ def _mean_axes(xp, x, axes, keepdims):
     (its mean accumulates in float32)."""
     if x.dtype == np.float16 or x.dtype.kind != "f" or not axes:
         return x.mean(axis=axes, keepdims=keepdims)
-    count = int(np.prod([x.shape[a] for a in axes]))
+    count = _prod([x.shape[a] for a in axes])
     s = _reduce_axes(xp, x, axes, keepdims)
     return xp.true_divide(s, count, out=s if isinstance(s, xp.ndarray) else None)
 
@@ -686,7 +687,7 @@ class Mean(Op):
     def forward(self, x):
         self.shape_in = x.shape
         self.axes = _norm_axis(self.axis, x.ndim)
-        self.count = int(np.prod([x.shape[a] for a in self.axes])) if self.axes else 1
+        self.count = _prod([x.shape[a] for a in self.axes]) if self.axes else 1
         return _mean_axes(self.xp, x, self.axes, self.keepdims)
 
     def backward(self, gy):
@@ -715,7 +716,7 @@ def _run_of_axes(x, axes):
         return None
     sh = x.shape
     before, run, after = sh[:axes[0]], sh[axes[0]:axes[-1] + 1], sh[axes[-1] + 1:]
-    return x.reshape(int(np.prod(before)), int(np.prod(run)), int(np.prod(after)))
+    return x.reshape(_prod(before), _prod(run), _prod(after))
 
 
 def run_extreme(ufunc, a3):
@@ -787,7 +788,7 @@ class Var(Op):
 
     def forward(self, x):
         self.axes = _norm_axis(self.axis, x.ndim)
-        self.count = int(np.prod([x.shape[a] for a in self.axes])) if self.axes else 1
+        self.count = _prod([x.shape[a] for a in self.axes]) if self.axes else 1
         mu = _mean_axes(self.xp, x, self.axes, True)
         d = x - mu
         self.saved = (d,)
