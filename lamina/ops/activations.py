@@ -734,8 +734,8 @@ def row_exp(xp, rows, shift=None):
 def _compiled_softmax(xp, rows):
     """(softmax, maxima, sums) of C-contiguous (R, D) rows from one compiled visit of each row (kernels.exp_rows:
     the maximum found, the exp, the sum and the division), or None where it does not run (NumPy's float32 exp
-    vectorised, float64, CuPy)."""
-    if xp is not np:
+    vectorised, float64, CuPy, fewer values than the kernels take: their arrays not made for nothing)."""
+    if xp is not np or rows.size < _kernels.MIN_ELEMENTS:
         return None
     e = np.empty(rows.shape, rows.dtype)
     m, sums = np.empty((2, rows.shape[0]), rows.dtype)
