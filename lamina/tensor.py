@@ -474,9 +474,20 @@ _new_tensor = object.__new__
 
 
 def _all_half(arrays):
-    """Whether the float arrays among ``arrays`` are all float16 (and there is one)."""
-    floats = [a.dtype for a in arrays if a is not None and a.dtype.kind == "f"]
-    return bool(floats) and all(d == np.float16 for d in floats)
+    """Whether the float arrays among ``arrays`` are all float16 (and there is one). (A loop that stops at the first
+    other float: asked by every product's apply, where a list and all() of a generator cost ~1.7 us.)"""
+    found = False
+    for a in arrays:
+        if a is not None:
+            d = a.dtype
+            if d.kind == "f":
+                if d != _FLOAT16:
+                    return False
+                found = True
+    return found
+
+
+_FLOAT16 = np.dtype(np.float16)
 
 
 def _half(o):
