@@ -891,16 +891,18 @@ class Layer:
         names, var_kw, training_default = self._call_params()
         if isinstance(inputs, (list, tuple)) and _holds_only_numbers(inputs):
             inputs = np.asarray(inputs)   # nested Python numbers are one array (not a list of 0-d inputs)
-        inputs = _nest_map(self._convert_input, inputs)
+        # (one Tensor, the usual input, without the nest walks: every layer call comes through here)
+        single = type(inputs) is Tensor
+        inputs = self._convert_input(inputs) if single else _nest_map(self._convert_input, inputs)
         if self._cast_integer_inputs:
             inputs = _nest_map(self._cast_integers, inputs)
         elif self._numeric_inputs:
-            for t in _nest_flatten(inputs):
+            for t in ((inputs,) if single else _nest_flatten(inputs)):
                 self._refuse_non_numeric(t)
-        args = (inputs,) + tuple(_nest_map(self._convert_input, a) if isinstance(a, (np.ndarray, Tensor)) else
-                                 self._convert_input(np.asarray(a))
-                                 if isinstance(a, (list, tuple)) and _holds_only_numbers(a) else a
-                                 for a in args[1:])
+        args = (inputs,) if len(args) == 1 else (inputs,) + tuple(
+            _nest_map(self._convert_input, a) if isinstance(a, (np.ndarray, Tensor)) else
+            self._convert_input(np.asarray(a)) if isinstance(a, (list, tuple)) and _holds_only_numbers(a) else a
+            for a in args[1:])
         # training: given by the caller, else from an outer layer call, else call()'s default (Keras)
         training = kwargs.pop("training", None)
         if training is None:
@@ -966,6 +968,12 @@ class Layer:
             self.add_loss(penalty)
 
     def _set_output_mask(self, inputs, outputs, mask):
+        if (mask is None and type(inputs) is Tensor and type(outputs) is Tensor
+                and getattr(inputs, "_keras_mask", None) is None and type(self).compute_mask is Layer.compute_mask):
+            # (the usual call: no mask in, none to compute: what the general path below does then)
+            if getattr(outputs, "_keras_mask", None) is None:
+                outputs._keras_mask = None
+            return
         if mask is None:
             masks = [getattr(t, "_keras_mask", None) for t in _nest_flatten(inputs)]
             mask = None if all(m is None for m in masks) else (masks[0] if len(masks) == 1 else masks)
@@ -984,7 +992,11 @@ class Layer:
                     out._keras_mask = m
 
     def _check_input_spec(self, inputs):
-        if self.input_spec is None:
+        spec = self.input_spec
+        if spec is None:
+            return
+        if type(inputs) is Tensor and isinstance(spec, InputSpec):   # (the usual call: one Tensor, one spec)
+            spec.check(self, 0, inputs.data.shape)
             return
         specs = self.input_spec if isinstance(self.input_spec, (list, tuple)) else [self.input_spec]
         flat = _nest_flatten(inputs)
