@@ -53,6 +53,25 @@ def test_update_that_overflows_the_weights_stops_fit_at_the_next_batch_naming_th
     assert "epoch 2, batch 0" in str(rec[-1].message)
 
 
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_nonfinite_indices_finds_nan_and_inf_and_only_them():
+    """The gradients' check (a sum of squares first, the exact check where that is not finite): NaN, +inf and -inf
+    found at any position in float16/32/64, C-ordered or not; huge finite values, whose squares overflow, and
+    subnormal ones are not flagged."""
+    from lamina.models.training import nonfinite_indices
+    for dtype in (np.float16, np.float32, np.float64):
+        big = np.finfo(dtype).max
+        clean = [np.ones((5, 7), dtype), np.full(9, big, dtype), np.full(3, np.finfo(dtype).smallest_subnormal, dtype),
+                 np.ones((6, 4), dtype).T, np.zeros(0, dtype), np.arange(5)]
+        assert nonfinite_indices(clean) == []
+        for bad in (np.nan, np.inf, -np.inf):
+            for pos in (0, 17, 34):
+                a = np.ones((5, 7), dtype)
+                a.reshape(-1)[pos] = bad
+                assert nonfinite_indices([np.ones(3, dtype), a, np.full(4, big, dtype)]) == [1]
+                assert nonfinite_indices([np.ascontiguousarray(a.T).T]) == [0]
+
 # ----- finding 6: validation_split takes the LAST part
 def _linear(n_in=3, seed=0):
     lamina.utils.set_random_seed(seed)
