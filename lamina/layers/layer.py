@@ -998,7 +998,7 @@ class Layer:
         if type(inputs) is Tensor and isinstance(spec, InputSpec):   # (the usual call: one Tensor, one spec)
             spec.check(self, 0, inputs.data.shape)
             return
-        specs = self.input_spec if isinstance(self.input_spec, (list, tuple)) else [self.input_spec]
+        specs = spec if isinstance(spec, (list, tuple)) else [spec]
         flat = _nest_flatten(inputs)
         for i, (spec, x) in enumerate(zip(specs, flat)):
             if spec is not None and hasattr(x, "shape"):   # (an optional spec's None input: nothing to check)

@@ -22,7 +22,7 @@ class MultiplyNoise(Op):
         return _times_noise(self.xp, x, self.noise, self.tiled)
 
     def backward(self, gy):
-        return _times_noise(self.xp, gy, self.noise, getattr(self, "tiled", {}))
+        return _times_noise(self.xp, gy, self.noise, self.tiled)
 
 
 def _times_noise(xp, a, m, tiled):
