@@ -55,6 +55,13 @@ def _count_calls(monkeypatch, kernel, record=lambda args: 1):
     return calls
 
 
+def _force_own_exp(monkeypatch, own=True):
+    """The kernels' own exp and tanh everywhere they have one, as on a machine whose NumPy has no SIMD exp (own),
+    or NumPy's exp and tanh everywhere (not own)."""
+    monkeypatch.setattr(K, "OWN_EXP", own)
+    monkeypatch.setattr(K, "NUMPY_SIMD_EXP", not own)
+
+
 def _both(monkeypatch, fn):
     """fn() with the kernels, then with NumPy's code."""
     monkeypatch.setitem(K._state, "mode", "auto")
@@ -1203,7 +1210,7 @@ def test_recurrent_gates_take_the_kernels_sigmoid_and_tanh(compiled, make, kwarg
     """The GRU's and SimpleRNN's float32 gates through kernels.sigmoid_tanh (where NumPy's exp is not SIMD, and
     here forced): outputs and gradients as NumPy's passes give them, to float32's rounding; one call per step
     and activation; float64 and a strided view keep NumPy's passes."""
-    compiled.setattr(K, "OWN_EXP", True)
+    _force_own_exp(compiled)
     calls = _count_calls(compiled, "sigmoid_tanh_rows", lambda args: bool(args[1]))
     x = R.standard_normal((5, 7, 4)).astype(np.float32)
     mask = _MASK if kwargs.pop("masked", False) else None
@@ -1241,7 +1248,7 @@ def test_activations_take_the_kernels_exp_where_numpys_is_scalar(compiled, kerne
     (GELU's: a few ulps of 1 times x where its formula cancels), gradients as NumPy's passes give them (to the
     same cancellation); SiLU's one pass takes the whole array (rows of 1024 and the short rest), the approximate
     GELU's tanh every block of its chain, the last short one too; float64 keeps NumPy's passes."""
-    compiled.setattr(K, "OWN_EXP", True)
+    _force_own_exp(compiled)
     from lamina.ops import activations
     compiled.setattr(activations, "_CHAIN_BLOCK", 1024)
     calls = _count_calls(compiled, kernel, lambda args: (args[0].size, kernel != "silu_rows" and bool(args[1])))
@@ -1272,6 +1279,38 @@ def test_activations_take_the_kernels_exp_where_numpys_is_scalar(compiled, kerne
     y64 = fn(x64)
     grad(y64, [x64], grad_output=Tensor(gy.astype(np.float64)))
     assert calls == [] and sum(grads) == (x.size if kernel == "silu_rows" else 0)   # (the gradient's: any float)
+
+
+def test_where_numpys_exp_is_vectorised_fused_passes_keep_the_own_exp_and_lone_tanh_and_exp_passes_numpys(compiled):
+    """With AVX-512 (NUMPY_SIMD_EXP, here forced) the passes that fuse the own exp with other work still take it
+    (the sigmoid's, SiLU's, exact GELU's, softplus', an LSTM step's, a softmax's rows: the passes they save pay
+    there too), while a lone tanh (the tanh activation, GRU's candidate, GELU's approximation) and attention's
+    column exp keep NumPy's vectorised ones: their values then NumPy's to the bit."""
+    assert K.OWN_EXP   # (on every machine)
+    compiled.setattr(K, "OWN_EXP", True)
+    compiled.setattr(K, "NUMPY_SIMD_EXP", True)
+    calls = _count_calls(compiled, "sigmoid_tanh_rows", lambda args: bool(args[1]))
+    fused = {name: _count_calls(compiled, name) for name in ("sigmoid_rows", "silu_rows", "gelu_rows",
+                                                               "softplus_rows", "lstm_cell", "exp_rows")}
+    x = (R.standard_normal((64, 300)) * 3).astype(np.float32)
+    for fn in (ops.sigmoid, ops.silu, lambda t: ops.gelu(t, approximate=False), ops.softplus,
+               lambda t: ops.softmax(t, axis=-1),
+               lambda t: layers.LSTM(8)(ops.reshape(t, (64, 30, 10)))):
+        fn(Tensor(x))
+    assert all(len(c) >= 1 for c in fused.values()), {n: len(c) for n, c in fused.items()}
+    fused["exp_rows"].clear()
+    np.testing.assert_array_equal(np.asarray(ops.tanh(Tensor(x)).data), np.tanh(x))
+    y = np.asarray(ops.gelu(Tensor(x), approximate=True).data)
+    layers.GRU(6)(x.reshape(64, 30, 10))
+    s = x.reshape(4, 16, 300).copy()
+    assert K.softmax_columns(s)
+    assert calls == [False] * 30   # the GRU's z and r through the kernel, no tanh anywhere
+    assert fused["exp_rows"] == []
+    z = x * x
+    z *= np.float32(np.sqrt(2 / np.pi) * 0.044715)
+    z += np.float32(np.sqrt(2 / np.pi))
+    z *= x
+    np.testing.assert_array_equal(y, (np.tanh(z) + 1) * x * np.float32(0.5))
 
 
 def test_exact_gelu_takes_the_kernels_where_numpys_exp_is_scalar(compiled):
@@ -1376,7 +1415,7 @@ def test_own_exp_activations_are_within_a_few_ulps_over_float32s_range(compiled,
     within 4 ulps of float64's formula wherever the result is a normal number, subnormal tails as NumPy's stable
     formulas give them (the sigmoid below -88.7, softplus below -87.3: not the exp's clamp), NaN, the infinities
     and the sign of zero as NumPy's chain; float64 keeps NumPy's passes."""
-    compiled.setattr(K, "OWN_EXP", True)
+    _force_own_exp(compiled)
     kernel = {"sigmoid": "sigmoid_rows", "elu": "elu_rows", "selu": "elu_rows", "softplus": "softplus_rows",
               "tanh": "sigmoid_tanh_rows"}[name]
     calls = _count_calls(compiled, kernel, lambda args: args[0].size)
@@ -1842,7 +1881,7 @@ def test_column_softmax_kernel_equals_numpy_with_nan_and_inf(compiled, dtype, sh
     subtract / multiply / exp / sum / divide bit for bit, NaN, +-inf and the most negative float (attention's
     masked score) included; with the kernels' own exp (float32 where NumPy's exp is scalar: OWN_EXP, here
     forced both ways) within a few float32 roundings of those values, NaN, zeros and ones where NumPy has them."""
-    compiled.setattr(K, "OWN_EXP", own_exp)
+    _force_own_exp(compiled, own_exp)
     exps = _count_calls(compiled, "exp_rows")
     x = (R.standard_normal(shape) * 30).astype(dtype)
     if shape[-2] > 2:   # below a column's first row (there a NaN would stay the maximum either way)
@@ -1876,7 +1915,7 @@ def test_attention_takes_the_softmax_kernel_and_gives_numpys_values(compiled, ma
     """Scaled dot-product attention, split over threads or not, masked or not: the same output, weights and
     gradients with the kernel as with NumPy's code, and the kernel ran; with the kernels' own exp (OWN_EXP,
     forced) the same to float32's rounding."""
-    compiled.setattr(K, "OWN_EXP", own_exp)
+    _force_own_exp(compiled, own_exp)
     from lamina.ops.attention import scaled_dot_product_attention as sdpa
     q, k, v = (R.standard_normal((4, 2, 9, 5)).astype(np.float32) for _ in range(3))
     mask = R.random((4, 1, 9, 9)) > 0.3 if masked else None

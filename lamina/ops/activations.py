@@ -320,12 +320,14 @@ _GELU_C = math.sqrt(2.0 / math.pi)
 _SPLIT_GELU = 1 << 18
 
 
-def _split_exp():
-    """Where the compiled passes run with the kernels' own exp (kernels.OWN_EXP), the dearest of them (tanh's and
-    softplus', ~2 ns a value here) split over threads from GELU's _SPLIT_GELU as GELU's do: forward + backward on
-    the 2-core Zen 2, 262144 float32 softplus 1.01 -> 0.87 ms, 524288 1.89 -> 1.48, tanh 1.40 -> 1.14 (the sigmoid's,
-    SiLU's and ELU's, ~1 ns a value, gained at 524288 and lost at 262144: the default). NumPy's SIMD exp elsewhere:
-    the default."""
+def _split_exp(tanh=False):
+    """Where a compiled pass runs with the kernels' own exp (kernels.OWN_EXP; ``tanh``: the own tanh, only where
+    NumPy's is not vectorised), the dearest of them (tanh's and softplus', ~2 ns a value on the Zen 2) split over
+    threads from GELU's _SPLIT_GELU as GELU's do: forward + backward on the 2-core Zen 2, 262144 float32 softplus
+    1.01 -> 0.87 ms, 524288 1.89 -> 1.48, tanh 1.40 -> 1.14 (the sigmoid's, SiLU's and ELU's, ~1 ns a value,
+    gained at 524288 and lost at 262144: the default). NumPy's exp and tanh elsewhere: the default."""
+    if tanh:
+        return _SPLIT_GELU if _kernels.OWN_EXP and not _kernels.NUMPY_SIMD_EXP else None
     return _SPLIT_GELU if _kernels.OWN_EXP else None
 
 
@@ -374,7 +376,7 @@ class GELU(Op):
             cdf *= 0.5
             xp.multiply(x, cdf, out=y)
 
-        # one compiled pass, where NumPy's exp is scalar (kernels.py)
+        # one compiled pass with the kernels' own exp (kernels.OWN_EXP)
         y, cdf = _chain(xp, forward, [x], 2, _SPLIT_GELU, kernel=_kernels.gelu)
         self.saved = (x, cdf)
         return y
@@ -459,7 +461,7 @@ class Sigmoid(Op):
     def forward(self, x):
         xp = self.xp
         if _chains(x):
-            # one compiled pass where NumPy's exp is scalar (kernels.py), else the stable formula's six
+            # one compiled pass with the kernels' own exp (kernels.OWN_EXP), else the stable formula's six
             y = _chain(xp, lambda x, y, t: _sigmoid_into(xp, x, y, t), [x], 1, kernel=_kernels.sigmoid)[0]
         else:
             y = stable_sigmoid(xp, x)
@@ -557,7 +559,7 @@ class Tanh(Op):
         xp = self.xp
         if _chains(x):
             # one compiled pass where NumPy's tanh is scalar (kernels.sigmoid_tanh: the kernels' own, 3 ulps)
-            y = _chain(xp, lambda x, y, t: xp.tanh(x, out=y), [x], 1, _split_exp(),
+            y = _chain(xp, lambda x, y, t: xp.tanh(x, out=y), [x], 1, _split_exp(tanh=True),
                        kernel=lambda x, y: _kernels.sigmoid_tanh(x, True, out=y))[0]
         else:
             y = xp.tanh(x)
@@ -688,7 +690,7 @@ class SiLU(Op):
             _sigmoid_into(xp, x, s, t)
             xp.multiply(x, s, out=y)
 
-        y, s = _chain(xp, forward, [x], 2, kernel=_kernels.silu)   # one compiled pass, where NumPy's exp is scalar
+        y, s = _chain(xp, forward, [x], 2, kernel=_kernels.silu)   # one compiled pass (the kernels' own exp)
         self.saved = (x, s)
         return y
 

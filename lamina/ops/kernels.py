@@ -24,9 +24,10 @@ read while it sits in the first-level cache, so each array is read or written on
   (sigmoid and tanh derivatives from the saved activations: no transcendental function, which a compiled
   loop computes slower than NumPy's SIMD code), one call where NumPy makes a dozen per step.
 - :func:`lstm_cell`: one forward step of the LSTM's gate arithmetic in float32, with its own vectorised exp and
-  tanh (a polynomial each, within 3 ulps), for machines whose NumPy has no SIMD exp and tanh (those without
-  AVX-512, where NumPy's run at scalar speed): :data:`OWN_EXP`; :func:`sigmoid_tanh` the same exp and tanh
-  as an in-place pass (the GRU's and SimpleRNN's gates there, the tanh of GELU's approximation), and
+  tanh (a polynomial each, within 3 ulps): :data:`OWN_EXP` (on every machine: where NumPy has no SIMD exp and
+  tanh, without AVX-512, they run at scalar speed there, and with it the passes saved still pay);
+  :func:`sigmoid_tanh` the same exp and tanh as an in-place pass (the GRU's and SimpleRNN's gates, the tanh of
+  GELU's approximation; its tanh only where NumPy's is scalar: :data:`NUMPY_SIMD_EXP`), and
   :func:`silu` SiLU's sigmoid and product in one pass (EfficientNet's swish); :func:`silu_grad` its gradient
   in one pass on every machine (NumPy's chain: five); :func:`gelu` / :func:`gelu_grad` exact GELU's (erf)
   forward and backward in one pass each with that exp.
@@ -66,7 +67,7 @@ read while it sits in the first-level cache, so each array is read or written on
   sums each in one pass over a block in cache (NumPy: strided reductions and separate passes), NumPy's exp
   between them (for float32 the own exp where OWN_EXP), and its backward's (dW - row sum) * W in one pass; the
   same values as NumPy's code (within the own exp's roundings where it runs).
-- :func:`exp_rows`: exp(x - row maxima) of float32 rows with the kernels' own exp where NumPy's is scalar, and a
+- :func:`exp_rows`: exp(x - row maxima) of float32 rows with the kernels' own exp (OWN_EXP), and a
   softmax's row sums and division in the same visit of each row (the softmaxes and the sparse cross-entropy over
   wide rows); :func:`softmax_rows_grad` a softmax's (or log-softmax's) backward over rows, each row visited once,
   on every machine.
@@ -625,18 +626,24 @@ def _numpy_exp_is_simd():
     return bool(_aot.numpy_cpu_features().get("AVX512F"))
 
 
-# The kernels' own vectorised exp (lstm_cell, sigmoid_tanh) runs where NumPy's exp and tanh are not vectorised:
-# measured there (Zen 2, (64, 128) a step) an LSTM step's gate arithmetic 147 -> 68-78 us; sigmoid over 16384
-# values 45 -> 26 us, tanh 52 -> 33; the GRU layer's step 0.96x, SimpleRNN's 0.93x; attention's column softmax
-# of (32, 4, 64, 64) scores on one thread 1.34 -> 0.95 ms (softmax_columns). With AVX-512 NumPy's own
-# passes stay (measured before on Zen 4 and Intel; the compiled ones were not measured there).
-OWN_EXP = not _numpy_exp_is_simd()
+# The kernels' own vectorised exp runs in every fused pass (an activation's forward, an LSTM step's gates, a
+# softmax's rows): where NumPy's exp and tanh are not vectorised (no AVX-512) it saves their scalar speed as
+# well (Zen 2, (64, 128) a step: an LSTM step's gate arithmetic 147 -> 68-78 us; sigmoid over 16384 values
+# 45 -> 26 us, tanh 52 -> 33; attention's column softmax of (32, 4, 64, 64) scores on one thread 1.34 -> 0.95
+# ms), and where they are (AVX-512) the passes it saves still pay: on a Zen 4 EPYC, a layer's forward + backward
+# at (64, 32, 32, 32) float32 with the own exp against NumPy's chains, sigmoid 4.2 -> 1.9-2.4 ms, exact GELU 8.5
+# -> 3.6, SiLU 4.7 -> 2.8, softplus 6.2 -> 3.4, SELU 5.0 -> 3.1, ELU 3.6 -> 2.5, softmax 7-10 -> 3.0; the
+# LSTM layer (64, 80, 128) 44 -> 38. A single exp or tanh pass with nothing fused (attention's column softmax'
+# exp, the tanh activation, GELU's tanh approximation) keeps NumPy's where that is vectorised: there its tanh
+# runs twice as fast as the own one (1 M float32 0.38 against 0.75 ms) and its exp as fast (0.48 / 0.51).
+OWN_EXP = True
+NUMPY_SIMD_EXP = _numpy_exp_is_simd()
 
 
 def lstm_cell(gates):
     """The compiled forward step of an LSTM with sigmoid gates and tanh activations (kernel_loops.lstm_cell:
     the gate arithmetic and exp, tanh in one call), for the sequence's float32 gate buffer ``gates`` (T, 4, N,
-    u); None where it does not run (float64, NumPy's SIMD exp: OWN_EXP). Called as ``f(rec, xw_t,
+    u); None where it does not run (float64, OWN_EXP off). Called as ``f(rec, xw_t,
     bias, has_bias, c_prev, gates[t], c_t, tanh_c_t, h_t, scratch)`` on contiguous arrays, rec and xw_t (N, 4u)
     in gate order i, f, o, g, scratch (3, 4u). The values agree with NumPy's passes to a few
     ulps (its exp and tanh round differently), NaN and infinities as there."""
@@ -650,11 +657,11 @@ def sigmoid_tanh(a, tanh, out=None):
     """In place, or into ``out`` (a new C-contiguous array of a's shape), sigmoid(a) (1 / (1 + exp(-a))) or with
     ``tanh`` tanh(a), compiled with the kernels' own exp and tanh (kernel_loops.sigmoid_tanh_rows: one call where
     NumPy's sigmoid makes four passes): True if done, False where it does not run (float64, a non-contiguous
-    array, NumPy's SIMD exp: OWN_EXP); within 3 ulps of the exact values, NaN and the infinities as NumPy's
-    (sigmoid is 0 or subnormal where it would be subnormal, as PyTorch's)."""
+    array, OWN_EXP off; tanh where NumPy's is vectorised: NUMPY_SIMD_EXP); within 3 ulps of the exact values,
+    NaN and the infinities as NumPy's (sigmoid is 0 or subnormal where it would be subnormal, as PyTorch's)."""
     target = a if out is None else out
-    if (not OWN_EXP or type(target) is not np.ndarray or target.dtype != np.float32 or target.ndim == 0
-            or getattr(a, "dtype", None) != np.float32 or target.shape != a.shape):
+    if (not OWN_EXP or tanh and NUMPY_SIMD_EXP or type(target) is not np.ndarray or target.dtype != np.float32
+            or target.ndim == 0 or getattr(a, "dtype", None) != np.float32 or target.shape != a.shape):
         return False
     # (exp's arithmetic is what it saves: a step's gates pay from 256 values; an activation's blocks at any size,
     # so that a chain's last short block takes the same path however the blocks fall on threads)
@@ -678,7 +685,7 @@ def _rows(a):
 def silu(x, y, s):
     """SiLU's forward into the new C-contiguous arrays y and s of x's shape: s = sigmoid(x) with the kernels'
     own exp (sigmoid_tanh's values) and y = x s, one pass (kernel_loops.silu_rows; NumPy: the sigmoid's four
-    passes and a product): True if done, False where it does not run (float64, NumPy's SIMD exp: OWN_EXP). At
+    passes and a product): True if done, False where it does not run (float64, OWN_EXP off). At
     any size (an activation's blocks: the same path however they fall on threads); a strided x is copied first
     (a small whole array: a chain's blocks are contiguous)."""
     return _own_exp_pass("silu_rows", x, y, s)
@@ -687,7 +694,7 @@ def silu(x, y, s):
 def gelu(x, y, cdf):
     """Exact GELU's forward into the new C-contiguous arrays y and cdf of x's shape: cdf = (1 + erf(x / sqrt 2)) / 2
     and y = x cdf, one pass with the kernels' own exp (kernel_loops.gelu_rows; NumPy: ~20 passes with its scalar
-    exp): True if done, False where it does not run (float64, NumPy's SIMD exp: OWN_EXP). At any size, as
+    exp): True if done, False where it does not run (float64, OWN_EXP off). At any size, as
     :func:`silu`."""
     return _own_exp_pass("gelu_rows", x, y, cdf)
 
@@ -727,8 +734,8 @@ def exp_rows(a, shift=None, out=None, sums=None, find_max=False):
     """exp(a - shift[:, None]) of the rows of a C-contiguous float32 (R, D) array (``shift`` (R,) or None),
     in place or into ``out`` (a new C-contiguous array of a's shape), with the kernels' own exp
     (kernel_loops.exp_rows: a softmax's subtraction of its maxima in the same pass), rows split over threads for
-    large arrays: True if done, False where it does not run (float64, a non-contiguous array, NumPy's SIMD exp:
-    OWN_EXP). Within 3 ulps of the exact values; NaN, the infinities, subnormal results and exp(-inf) = 0 as
+    large arrays: True if done, False where it does not run (float64, a non-contiguous array, OWN_EXP
+    off). Within 3 ulps of the exact values; NaN, the infinities, subnormal results and exp(-inf) = 0 as
     NumPy's. ``find_max``: the rows' maxima are found in the same visit and written into ``shift`` (a float32
     (R,) array then; a row holding NaN may get another maximum than NumPy's, for a softmax's all-NaN row alike).
     With ``sums`` (a float32 (R,) array) each row's sum is written there and the row divided by it in the same
@@ -1059,7 +1066,7 @@ def softmax_columns(s, factor=1.0):
         return False
     s3 = s.reshape((-1,) + s.shape[-2:])
     k.column_max_subtract(s3, s.dtype.type(factor))
-    if OWN_EXP and s.dtype == np.float32 and s.shape[-1] > 0:
+    if OWN_EXP and not NUMPY_SIMD_EXP and s.dtype == np.float32 and s.shape[-1] > 0:
         # the kernels' own exp where NumPy's float32 exp is scalar (no AVX-512), in place a row at a time (this
         # runs inside attention's own split over threads: no split of its own)
         none = np.zeros(0, np.float32)

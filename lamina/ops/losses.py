@@ -97,7 +97,7 @@ class SparseCategoricalCrossentropy(Op):
             # softmax kept for backward, normalised in place
             x2 = x.reshape(-1, K)
             lab = labels.reshape(-1)
-            e, m, s = row_softmax(xp, xp.ascontiguousarray(x2))   # compiled where NumPy's exp is scalar
+            e, m, s = row_softmax(xp, xp.ascontiguousarray(x2))   # compiled: the kernels' own exp
             picked = x2[xp.arange(x2.shape[0]), lab] - m
             loss = (xp.log(s) - picked).reshape(labels.shape)
             self.saved = (e, lab, x.shape)

@@ -46,8 +46,8 @@ def _act_name(act):
 
 def _act_(xp, name, a, src=None):
     """Apply activation ``name`` to array ``a`` IN PLACE (a may be a view) and return it; with ``src``, to
-    src, written into a. Sigmoid and tanh in place on float32 take the kernels' own vectorised exp where NumPy's
-    is not (kernels.sigmoid_tanh: machines without AVX-512)."""
+    src, written into a. Sigmoid in place on float32 takes the kernels' own vectorised exp (kernels.sigmoid_tanh),
+    tanh too where NumPy's is not vectorised (machines without AVX-512)."""
     if name == "tanh":
         if src is None and _kernels.sigmoid_tanh(a, True):
             return a
