@@ -88,6 +88,7 @@ def cases(dtype, seed=0):
         "batch_norm_rows": [(odd(a(n, d)), a(d), a(d, low=0.5), a(d), a(d), g, b, a(n, d))
                             for g, b in ((True, True), (False, False))],
         "scale_shift_rows": [(odd(a(n, d)), a(d), a(d), a(n, d))],
+        "shift_rows": [(odd(a(n, d)), a(n), a(n), a(n, d))],
         "batch_norm_rows_grad_sums": [(odd(a(n, d)), a(n, d), a(d), a(d, low=0.5), np.zeros((blocks, 2, d), dtype))],
         "batch_norm_rows_grad": [(odd(a(n, d)), a(n, d), a(d), a(d, low=0.5), a(d), a(d), a(d), a(n, d))],
         # a depthwise convolution straight from its input (N, D, H, W, C) = (2, 1, 3, 4, 8): 3x3 'same' with a bias,

@@ -1567,6 +1567,7 @@ def test_softmax_op_in_both_modes_matches_torch(compiled, mode, shape, log):
     compiled.setitem(K._state, "mode", mode)
     calls = _count_calls(compiled, "softmax_rows_grad", lambda args: args[2]) if mode == "auto" else []
     sums = _count_calls(compiled, "exp_rows", lambda args: args[4]) if mode == "auto" else []
+    shifts = _count_calls(compiled, "shift_rows") if mode == "auto" else []
     x = (R.standard_normal(shape) * 4).astype(np.float32)
     x[..., 1::5] = -np.inf
     gy = R.standard_normal(shape).astype(np.float32)
@@ -1581,6 +1582,26 @@ def test_softmax_op_in_both_modes_matches_torch(compiled, mode, shape, log):
     np.testing.assert_allclose(np.asarray(g.data), tx.grad.numpy(), rtol=1e-4, atol=1e-5 if log else 1e-6)
     assert calls == ([log] if mode == "auto" else [])
     assert sums[:1] == ([True] if mode == "auto" else [])   # the forward's maxima found by the kernel
+    # the log-softmax keeps the forward's softmax for its backward (no exp there) and writes y in one pass
+    assert len(sums) == (mode == "auto") and len(shifts) == (mode == "auto" and log)
+
+
+def test_shift_rows_gives_numpys_two_subtractions_to_the_bit(compiled):
+    """kernels.shift_rows (a log-softmax's y = (x - m) - log s): NumPy's two broadcast subtractions' bits, NaN and
+    the infinities included, rows split over threads; None for vectors of another length."""
+    splits = _force_split(compiled)
+    x = (R.standard_normal((3000, 37)) * 50).astype(np.float32)
+    x[5, 3], x[7, 1], x[9, 2] = np.nan, np.inf, -np.inf
+    m = x.max(axis=1) + R.standard_normal(3000).astype(np.float32)
+    ls = np.log(R.random(3000).astype(np.float32) * 30 + 1)
+    m[11], ls[12] = np.inf, np.nan
+    with np.errstate(invalid="ignore"):
+        want = x - m[:, None]
+        want -= ls[:, None]
+        got = K.shift_rows(x, m, ls)
+    np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+    assert splits
+    assert K.shift_rows(x, m[:-1], ls[:-1]) is None and K.shift_rows(x, m, ls[:-1]) is None
 
 
 def test_no_helper_is_called_by_kernels_of_both_compilation_modes():

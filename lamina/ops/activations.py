@@ -819,7 +819,18 @@ class LogSoftmax(Op):
             _norm_axis(self.axis, x.ndim)   # (an axis x lacks: an error, as NumPy's code gives)
             y = xp.empty(x.shape, x.dtype)
         elif rows is not None:  # over the last axis of a contiguous array, as (R, D) rows
-            m, s = row_logsumexp(xp, rows)
+            done = _compiled_softmax(xp, rows)
+            if done is not None:
+                # one compiled visit of each row gave the softmax, its maxima and sums; the softmax is what backward
+                # needs (kept instead of y: no exp there), y = (x - m) - log(s) one more compiled pass
+                e, m, s = done
+                z = _kernels.shift_rows(rows, m, np.log(s))
+                if z is not None:
+                    self.saved = (e.reshape(x.shape),)
+                    self._softmax = True
+                    return z.reshape(x.shape).astype(self.dtype, copy=False)
+            else:
+                m, s = row_logsumexp(xp, rows)
             z = xp.subtract(rows, m[:, None])
             z -= xp.log(s)[:, None]
             y = z.reshape(x.shape)
@@ -827,22 +838,28 @@ class LogSoftmax(Op):
             z = x - x.max(axis=self.axis, keepdims=True)
             y = z - xp.log(xp.exp(z).sum(axis=self.axis, keepdims=True))
         self.saved = (y,)
+        self._softmax = False
         return y.astype(self.dtype, copy=False)
 
     def backward(self, gy):
-        (y,) = self.saved
+        (y,) = self.saved   # (the softmax where self._softmax)
         gy = gy.astype(y.dtype, copy=False)
         rows = _last_axis_rows(gy, self.axis)
         if rows is not None:
-            g = row_exp(self.xp, y.reshape(rows.shape))   # the softmax
+            g = y.reshape(rows.shape) if self._softmax else row_exp(self.xp, y.reshape(rows.shape))   # the softmax
             if self.xp is np:   # one visit a row (into another array: written over its input, the loop ran scalar)
                 gx = np.empty(g.shape, g.dtype)
                 if _kernels.softmax_rows_grad(g, rows, gx, log=True):
                     return gx.reshape(gy.shape).astype(self.dtype, copy=False)
-            g *= sum_rows(self.xp, rows.T)[:, None]
+            sums = sum_rows(self.xp, rows.T)[:, None]
+            if self._softmax:   # (the saved softmax stays as it is)
+                g = g * sums
+            else:
+                g *= sums
             self.xp.subtract(rows, g, out=g)
             return g.reshape(gy.shape).astype(self.dtype, copy=False)
-        return (gy - self.xp.exp(y) * gy.sum(axis=self.axis, keepdims=True)).astype(self.dtype, copy=False)
+        softmax = y if self._softmax else self.xp.exp(y)
+        return (gy - softmax * gy.sum(axis=self.axis, keepdims=True)).astype(self.dtype, copy=False)
 
 
 class Exponential(Op):

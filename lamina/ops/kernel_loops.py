@@ -144,6 +144,19 @@ def scale_shift_rows(x, scale, shift, y):
             yr[j] = xr[j] * scale[j] + shift[j]
 
 
+def shift_rows(x, m, ls, y):
+    # y = (x - m) - ls per row (a log-softmax from its row maxima and the logs of its sums), the two subtractions
+    # rounded one after the other as NumPy's two broadcast passes round them
+    rows, d = x.shape
+    for i in range(rows):
+        xr = x[i]
+        yr = y[i]
+        mi = m[i]
+        li = ls[i]
+        for j in range(d):
+            yr[j] = (xr[j] - mi) - li
+
+
 def batch_norm_rows(x, mean, inv, gamma, beta, has_gamma, has_beta, y):
     # y = (x - mean) * inv (* gamma) (+ beta), per channel (column), in the NumPy code's order
     rows, d = x.shape

@@ -70,7 +70,7 @@ read while it sits in the first-level cache, so each array is read or written on
 - :func:`exp_rows`: exp(x - row maxima) of float32 rows with the kernels' own exp (OWN_EXP), and a
   softmax's row sums and division in the same visit of each row (the softmaxes and the sparse cross-entropy over
   wide rows); :func:`softmax_rows_grad` a softmax's (or log-softmax's) backward over rows, each row visited once,
-  on every machine.
+  on every machine; :func:`shift_rows` a log-softmax's (x - max) - log(sum) in one pass (NumPy's bits).
 
 They are used only where they pay: NumPy arrays (not CuPy), float32 or float64, C-contiguous, at least
 :data:`MIN_ELEMENTS` values (smaller arrays stay in cache anyway), and in 'auto' mode only once the process
@@ -423,6 +423,19 @@ def scale_shift(x2, scale, shift):
         return None
     y = np.empty_like(x2)
     _split(lambda lo, hi: k.scale_shift_rows(x2[lo:hi], scale, shift, y[lo:hi]), x2.shape[0], x2.size)
+    return y
+
+
+def shift_rows(x2, m, ls):
+    """(x2 - m[:, None]) - ls[:, None] over the rows of a (R, D) array with (R,) vectors (a log-softmax from its
+    row maxima and the logs of its sums), one compiled pass with NumPy's two broadcast passes' values (NumPy's
+    inner loop is a row: rows of 32 took ~1.4 ms a pass at (65536, 32) on a Zen 4 EPYC): the new array, or None
+    where the kernels do not run."""
+    k = _eligible(x2, m, ls)
+    if k is None or x2.ndim != 2 or not (m.shape == ls.shape == x2.shape[:1]):
+        return None
+    y = np.empty_like(x2)
+    _split(lambda lo, hi: k.shift_rows(x2[lo:hi], m[lo:hi], ls[lo:hi], y[lo:hi]), x2.shape[0], x2.size)
     return y
 
 

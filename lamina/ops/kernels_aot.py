@@ -83,6 +83,7 @@ SIGNATURES = {
     "column_sums_rows": ("fast", ("T2", "T1", "b", "T2")),
     "batch_norm_rows": ("fast", ("T2", "T1", "T1", "T1", "T1", "b", "b", "T2")),
     "scale_shift_rows": ("exact", ("T2", "T1", "T1", "T2")),
+    "shift_rows": ("exact", ("T2", "T1", "T1", "T2")),
     "batch_norm_rows_grad_sums": ("fast", ("T2", "T2", "T1", "T1", "T3")),
     "batch_norm_rows_grad": ("fast", ("T2", "T2", "T1", "T1", "T1", "T1", "T1", "T2")),
     "depthwise_direct": ("exact", ("T1", "T2", "T1", "T1", "I1", "i", "i")),
@@ -131,7 +132,7 @@ PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_so
           "im2col_rows", "scale_shift_rows", "lstm_cell", "silu_rows", "exp_rows", "gelu_rows", "conv_planes",
           "group_norm_rows", "elu_rows", "sigmoid_grad_rows", "leaky_relu_grad_rows", "rmsprop_update",
           "nadam_update", "prelu_grad_rows", "channel_sums_rows",
-          "channel_norm_grad", "diff_loss_rows"),
+          "channel_norm_grad", "diff_loss_rows", "shift_rows"),
          ("max_pool_rows_grad", "col2im_gather", "bias_relu_rows", "relu_bias_grad_rows",           # 3.7, 1.8, .4, .8
           "lstm_cell_grad", "gru_cell_grad", "adam_update", "column_max_subtract",                  # .9, .8, .5, .8
           "column_sum_divide", "batch_norm_rows", "batch_norm_rows_grad", "depthwise_direct", "relu_rows",
