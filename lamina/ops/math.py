@@ -664,12 +664,13 @@ def _sum_run(xp, x, ax):
 _BLAS_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _mean_axes(xp, x, axes, keepdims):
-    """x.mean over ``axes`` as NumPy's (the sum, then divided by the count), the sum by _reduce_axes; float16 as NumPy
-    (its mean accumulates in float32)."""
+def _mean_axes(xp, x, axes, keepdims, count=None):
+    """x.mean over ``axes`` as NumPy's (the sum, then divided by the count: ``count``, where the caller has it), the
+    sum by _reduce_axes; float16 as NumPy (its mean accumulates in float32)."""
     if x.dtype == np.float16 or x.dtype.kind != "f" or not axes:
         return x.mean(axis=axes, keepdims=keepdims)
-    count = _prod([x.shape[a] for a in axes])
+    if count is None:
+        count = _prod([x.shape[a] for a in axes])
     s = _reduce_axes(xp, x, axes, keepdims)
     return xp.true_divide(s, count, out=s if isinstance(s, xp.ndarray) else None)
 
@@ -690,7 +691,7 @@ class Mean(Op):
         self.shape_in = x.shape
         self.axes = _norm_axis(self.axis, x.ndim)
         self.count = _prod([x.shape[a] for a in self.axes]) if self.axes else 1
-        return _mean_axes(self.xp, x, self.axes, self.keepdims)
+        return _mean_axes(self.xp, x, self.axes, self.keepdims, self.count)
 
     def backward(self, gy):
         g = _expand(gy, self.shape_in, self.axes, self.keepdims) / self.count
