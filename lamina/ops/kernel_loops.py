@@ -708,30 +708,34 @@ def conv_planes_grad_weight(x, gy, gw, xs, gs, lo, hi, pt, pl, dh, dw, c0, o0, m
                         g[m] = t0
 
 
-def _exp_into(a, e, f):
-    # e = exp(a) for float32 rows (a helper of the float32 kernels below: kernels_aot.HELPERS, compiled with them).
-    # exp(a) = 2^m p(r), m = round(a / ln 2) (by adding and subtracting 1.5 * 2^23), r = a - m ln 2 in two parts
-    # (Cody and Waite), p Cephes' expf polynomial (~1 ulp); 2^m from its bits, written into the int32 view of the
-    # scratch row f. a is clamped to [-87.34, 88.72]: overflow becomes inf and underflow 2^-126, which change
-    # neither 1 / (1 + e) nor tanh; NaN passes the clamps (negated comparisons) and stays NaN. Fused multiply-adds
-    # at most ("fused" kernels): reassociation would undo the rounding and the two-part reduction.
+def _exp_scalar(x):
+    # exp(x) of a float32 (a helper of the float32 kernels below: kernels_aot.HELPERS, compiled with them; inlined in
+    # its callers' loops, which vectorise). exp(x) = 2^m p(r), m = round(x / ln 2) (by adding and subtracting 1.5 *
+    # 2^23), r = x - m ln 2 in two parts (Cody and Waite), p Cephes' expf polynomial (~1 ulp); 2^m from its bits (an
+    # exact scaling: p * 2^m rounds only below the normal range, and a caller's addition fused with it gives the same
+    # value). x is clamped to [-87.34, 88.72]: overflow becomes inf and underflow 2^-126, which change neither
+    # 1 / (1 + e) nor tanh; NaN passes the clamps (negated comparisons) and stays NaN. Fused multiply-adds at most
+    # ("fused" kernels): reassociation would undo the rounding and the two-part reduction.
     lo = np.float32(-87.33654)
     hi = np.float32(88.72283)
     big = np.float32(12582912.0)
     one = np.float32(1)
-    bits = f.view(np.int32)
+    x = x if not (x < lo) else lo
+    x = x if not (x > hi) else hi
+    m = (x * np.float32(1.44269504088896341) + big) - big
+    q = x - m * np.float32(0.693359375) - m * np.float32(-2.12194440e-4)
+    p = (((((np.float32(1.9875691500e-4) * q + np.float32(1.3981999507e-3)) * q
+           + np.float32(8.3334519073e-3)) * q + np.float32(4.1665795894e-2)) * q
+         + np.float32(1.6666665459e-1)) * q + np.float32(5.0000001201e-1)) * (q * q) + q + one
+    return p * np.int32((np.int32(m) + np.int32(127)) << np.int32(23)).view(np.float32)
+
+
+def _exp_into(a, e):
+    # e = exp(a) for float32 rows (_exp_scalar's values; a helper as it). One loop: on a Zen 4 EPYC (AVX-512) the
+    # exp and its scaling in two loops over the rows (2^m through an int32 scratch row) stored twice as much, and a
+    # sigmoid of 1 M float32 took 0.51 ms against 0.44 (0.36 with the sigmoid's own arithmetic in the same loop)
     for j in range(a.shape[0]):
-        x = a[j]
-        x = x if not (x < lo) else lo
-        x = x if not (x > hi) else hi
-        m = (x * np.float32(1.44269504088896341) + big) - big
-        q = x - m * np.float32(0.693359375) - m * np.float32(-2.12194440e-4)
-        e[j] = (((((np.float32(1.9875691500e-4) * q + np.float32(1.3981999507e-3)) * q
-                   + np.float32(8.3334519073e-3)) * q + np.float32(4.1665795894e-2)) * q
-                 + np.float32(1.6666665459e-1)) * q + np.float32(5.0000001201e-1)) * (q * q) + q + one
-        bits[j] = (np.int32(m) + np.int32(127)) << np.int32(23)
-    for j in range(a.shape[0]):
-        e[j] *= f[j]
+        e[j] = _exp_scalar(a[j])
 
 
 def _tanh_from(z, e, out):
@@ -754,16 +758,15 @@ def _tanh_from(z, e, out):
 def lstm_cell(rec, xw, bias, has_bias, c_prev, gates, c_out, tc_out, h_out, scratch):
     # FLOAT32 ONLY (exported for float32 alone): one LSTM step forward. rec = h_prev U and xw = x_t W, rows
     # (N, 4u) in gate order i, f, o, g; writes the gate activations into gates (4, N, u), c, tanh(c) and h.
-    # exp and tanh are _exp_into's and _tanh_from's, vectorised (NumPy's float32 exp and tanh run at scalar speed
-    # without AVX-512): sigmoid(z) = 1 / (1 + exp(-z)). scratch: three rows of 4u values (the exp arguments,
-    # the exps, _exp_into's bits).
+    # exp and tanh are _exp_scalar's and _tanh_from's, vectorised (NumPy's float32 exp and tanh run at scalar speed
+    # without AVX-512): sigmoid(z) = 1 / (1 + exp(-z)), each gate's in the loop that sums it. scratch: at least two
+    # rows of 4u values (the tanh's values, the exps).
     n, u4 = rec.shape
     u = u4 // 4
     one = np.float32(1)
     two = np.float32(2)
     arg = scratch[0]
     e = scratch[1]
-    f = scratch[2]
     for r in range(n):
         for k in range(4):
             rr = rec[r, k * u:(k + 1) * u]
@@ -776,15 +779,13 @@ def lstm_cell(rec, xw, bias, has_bias, c_prev, gates, c_out, tc_out, h_out, scra
             else:
                 for j in range(u):
                     g[j] = rr[j] + xr[j]
-            ak = arg[k * u:(k + 1) * u]
-            for j in range(u):
-                ak[j] = -g[j] if k < 3 else two * abs(g[j])
-        _exp_into(arg, e, f)
-        for k in range(3):
-            g = gates[k, r]
-            ek = e[k * u:(k + 1) * u]
-            for j in range(u):
-                g[j] = one / (one + ek[j])
+            if k < 3:   # the sigmoid gates in place, one loop with the exp (_exp_into)
+                for j in range(u):
+                    g[j] = one / (one + _exp_scalar(-g[j]))
+            else:
+                ek = e[3 * u:]
+                for j in range(u):
+                    ek[j] = _exp_scalar(two * abs(g[j]))
         g = gates[3, r]
         tg = arg[3 * u:]
         _tanh_from(g, e[3 * u:], tg)   # (not in place: the helper's loop would not vectorise, its operands may alias)
@@ -798,8 +799,7 @@ def lstm_cell(rec, xw, bias, has_bias, c_prev, gates, c_out, tc_out, h_out, scra
         for j in range(u):
             c = gf[j] * cp[j] + gi[j] * gg[j]   # NumPy's order: f c_prev, then + i g
             co[j] = c
-            arg[j] = two * abs(c)
-        _exp_into(arg[:u], e[:u], f[:u])
+            e[j] = _exp_scalar(two * abs(c))
         tc = tc_out[r]
         _tanh_from(co, e[:u], tc)
         go = gates[2, r]
@@ -810,29 +810,24 @@ def lstm_cell(rec, xw, bias, has_bias, c_prev, gates, c_out, tc_out, h_out, scra
 
 def sigmoid_tanh_rows(x, tanh, scratch):
     # FLOAT32 ONLY: x (rows, width) in place: sigmoid(x) = 1 / (1 + exp(-x)), or with ``tanh`` tanh(x), with
-    # lstm_cell's exp and tanh (_exp_into, _tanh_from); scratch: three rows of ``width`` values
+    # lstm_cell's exp and tanh (_exp_into, _tanh_from); scratch: at least two rows of ``width`` values
     rows, width = x.shape
     one = np.float32(1)
     two = np.float32(2)
     arg = scratch[0]
     e = scratch[1]
-    f = scratch[2]
     for r in range(rows):
         xr = x[r]
         if tanh:
             for j in range(width):
                 arg[j] = two * abs(xr[j])
-        else:
-            for j in range(width):
-                arg[j] = -xr[j]
-        _exp_into(arg, e, f)
-        if tanh:
+            _exp_into(arg, e)
             _tanh_from(xr, e, arg)   # (not in place: as in lstm_cell)
             for j in range(width):
                 xr[j] = arg[j]
-        else:
+        else:   # (one loop with the exp: _exp_into)
             for j in range(width):
-                xr[j] = one / (one + e[j])
+                xr[j] = one / (one + _exp_scalar(-xr[j]))
 
 
 def exp_rows(x, shift, y, sums, find_max, scratch):
@@ -852,7 +847,6 @@ def exp_rows(x, shift, y, sums, find_max, scratch):
     lo = np.float32(-87.33654)
     hi = np.float32(88.0)
     a = scratch[0]
-    f = scratch[1]
     zero = np.float32(0)
     w8 = width - width % 8
     yf = y.reshape(rows * width)
@@ -885,7 +879,7 @@ def exp_rows(x, shift, y, sums, find_max, scratch):
                 outside |= (v < lo) | (v > hi)
         start = r0 * width
         n = (r1 - r0) * width
-        _exp_into(a[:n], yf[start:start + n], f[:n])
+        _exp_into(a[:n], yf[start:start + n])
         if outside:
             for k in range(n):
                 v = a[k]
@@ -938,46 +932,33 @@ def softmax_rows_grad(y, gy, log, gx):
 
 def silu_rows(x, y, s, scratch):
     # FLOAT32 ONLY: s = sigmoid(x) (sigmoid_tanh_rows' values) and y = x s, rows of x (rows, width) read once;
-    # scratch: three rows of ``width`` values
+    # scratch: unused (the signature the own exp's kernels share)
     rows, width = x.shape
     one = np.float32(1)
-    arg = scratch[0]
-    e = scratch[1]
-    f = scratch[2]
     for r in range(rows):
         xr = x[r]
-        for j in range(width):
-            arg[j] = -xr[j]
-        _exp_into(arg, e, f)
         sr = s[r]
         yr = y[r]
-        for j in range(width):
-            v = one / (one + e[j])
+        for j in range(width):   # (one loop with the exp: _exp_into)
+            v = one / (one + _exp_scalar(-xr[j]))
             sr[j] = v
             yr[j] = xr[j] * v
 
 
 def gelu_rows(x, y, cdf, scratch):
     # FLOAT32 ONLY: exact GELU, cdf = (1 + erf(x / sqrt 2)) / 2 and y = x cdf, rows of x read once: erf by
-    # Abramowitz & Stegun 7.1.26 in the operations and order of activations._erf_into, with _exp_into's exp of
-    # -(x / sqrt 2)^2 (clamped at 2^-126 where NumPy's underflows: 1 - t P(t) e is 1 either way). scratch: three
-    # rows of ``width`` values
+    # Abramowitz & Stegun 7.1.26 in the operations and order of activations._erf_into, with _exp_scalar's exp of
+    # -(x / sqrt 2)^2 (clamped at 2^-126 where NumPy's underflows: 1 - t P(t) e is 1 either way). scratch: unused
+    # (the signature the own exp's kernels share)
     rows, width = x.shape
     one = np.float32(1)
     half = np.float32(0.5)
     root2 = np.float32(1.4142135623730951)
-    arg = scratch[0]
-    e = scratch[1]
-    f = scratch[2]
     for r in range(rows):
         xr = x[r]
-        for j in range(width):
-            v = xr[j] / root2
-            arg[j] = -v * v
-        _exp_into(arg, e, f)
         cr = cdf[r]
         yr = y[r]
-        for j in range(width):
+        for j in range(width):   # (one loop with the exp: _exp_into)
             v = xr[j] / root2
             t = one / (abs(v) * np.float32(0.3275911) + one)
             p = t * np.float32(1.061405429)
@@ -985,7 +966,7 @@ def gelu_rows(x, y, cdf, scratch):
             p = (p + np.float32(1.421413741)) * t
             p = (p + np.float32(-0.284496736)) * t
             p = (p + np.float32(0.254829592)) * t
-            p = (one - p * e[j]) * np.sign(v)
+            p = (one - p * _exp_scalar(-v * v)) * np.sign(v)
             c = (p + one) * half
             cr[j] = c
             yr[j] = xr[j] * c
@@ -993,31 +974,27 @@ def gelu_rows(x, y, cdf, scratch):
 
 def gelu_grad_rows(x, cdf, gy, gx, scratch):
     # FLOAT32 ONLY: exact GELU's gradient gy (cdf + x pdf), pdf = exp(-x^2 / 2) / sqrt(2 pi), in the NumPy chain's
-    # operations and order, with _exp_into's exp; where it clamps (|x| > 13.2) the exp is redone in float64, so
-    # that x pdf is NumPy's there (inf * 0 = NaN at x = +-inf). scratch: three rows of ``width`` values
+    # operations and order, with _exp_scalar's exp; where it clamps (|x| > 13.2) the exp is redone in float64, so
+    # that x pdf is NumPy's there (inf * 0 = NaN at x = +-inf); gx is another array than x, cdf and gy (the tail
+    # reads them again). scratch: unused (the signature the own exp's kernels share)
     rows, width = x.shape
     root2pi = np.float32(2.5066282746310002)
     lo = np.float32(-87.33654)
-    arg = scratch[0]
-    e = scratch[1]
-    f = scratch[2]
     for r in range(rows):
         xr = x[r]
-        outside = 0
-        for j in range(width):
-            v = xr[j] * np.float32(-0.5) * xr[j]
-            arg[j] = v
-            outside |= v < lo
-        _exp_into(arg, e, f)
-        if outside:
-            for j in range(width):
-                if arg[j] < lo:
-                    e[j] = np.float32(np.exp(np.float64(arg[j])))
         cr = cdf[r]
         gr = gy[r]
         dr = gx[r]
-        for j in range(width):
-            dr[j] = gr[j] * (e[j] / root2pi * xr[j] + cr[j])
+        outside = 0
+        for j in range(width):   # (one loop with the exp: _exp_into)
+            v = xr[j] * np.float32(-0.5) * xr[j]
+            outside |= v < lo
+            dr[j] = gr[j] * (_exp_scalar(v) / root2pi * xr[j] + cr[j])
+        if outside:
+            for j in range(width):
+                v = xr[j] * np.float32(-0.5) * xr[j]
+                if v < lo:
+                    dr[j] = gr[j] * (np.float32(np.exp(np.float64(v))) / root2pi * xr[j] + cr[j])
 
 
 def silu_grad_rows(x, s, gy, gx):
@@ -1108,8 +1085,8 @@ def prelu_grad_rows(x, gy, a, gx, ga, lo, hi, want_gx, want_ga):
 
 
 def extreme_grad_rows(x, y, gy, gx, share):
-    # The gradient of y[i, j] = the maximum (or minimum) of x[i, k, j] over k, for x (B, R, A): gy[i, j] shared equally by the k where x[i, k, j] == y[i, j], as
-    # ops.math.MaxMin's NumPy code (mask in the float dtype, its count, share = gy / count, gx = mask share: the
+    # The gradient of y[i, j] = the maximum (or minimum) of x[i, k, j] over k, for x (B, R, A): gy[i, j] shared
+    # equally by the k where x[i, k, j] == y[i, j], as ops.math.MaxMin's NumPy code (mask in the float dtype, its count, share = gy / count, gx = mask share: the
     # same bits, NaN where a NaN's count of 0 makes the share infinite). share: scratch of A values.
     one = x.dtype.type(1)
     zero = x.dtype.type(0)
@@ -1177,36 +1154,32 @@ def diff_loss_grad_rows(t, p, kind, delta, s, gp):
                 gr[j] = (delta if d > delta else (-delta if d < -delta else d)) * f
 
 
-def _sigmoid_row(x, out, arg, e, f):
-    # out = sigmoid(x) = 1 / (1 + exp(-x)) for a float32 row (a helper as _exp_into: sigmoid_tanh_rows' values),
-    # but where exp(-x) overflows or is clamped (x < -88.03: sigmoid subnormal or 0) redone in float64 from -87, so
-    # that the tail is NumPy's stable formula's (subnormal values and exact zeros), not 0 or the clamp's 2.9e-39
+def _sigmoid_row(x, out):
+    # out = sigmoid(x) = 1 / (1 + exp(-x)) for a float32 row (a helper as _exp_scalar: sigmoid_tanh_rows' values),
+    # in one loop with the exp, but where exp(-x) overflows or is clamped (x < -88.03: sigmoid subnormal or 0) redone
+    # in float64 from -87, so that the tail is NumPy's stable formula's (subnormal values and exact zeros), not 0 or
+    # the clamp's 2.9e-39; out is another array than x (the tail reads x again)
     one = np.float32(1)
     hi = np.float32(87.0)
     outside = False
     for j in range(x.shape[0]):
         v = -x[j]
-        arg[j] = v
         outside |= v > hi
-    _exp_into(arg, e, f)
-    for j in range(x.shape[0]):
-        out[j] = one / (one + e[j])
+        out[j] = one / (one + _exp_scalar(v))
     if outside:
         for j in range(x.shape[0]):
-            if arg[j] > hi:
-                out[j] = np.float32(1.0 / (1.0 + np.exp(np.float64(arg[j]))))
+            v = -x[j]
+            if v > hi:
+                out[j] = np.float32(1.0 / (1.0 + np.exp(np.float64(v))))
 
 
 def sigmoid_rows(x, gy, use_gy, y, scratch):
     # FLOAT32 ONLY: y = sigmoid(x) (_sigmoid_row), or with ``use_gy`` sigmoid(x) gy (softplus' gradient), rows of x
-    # read once; scratch: three rows of ``width`` values
+    # read once; scratch: unused (the signature the own exp's kernels share: its one loop needs none)
     rows, width = x.shape
-    arg = scratch[0]
-    e = scratch[1]
-    f = scratch[2]
     for r in range(rows):
         yr = y[r]
-        _sigmoid_row(x[r], yr, arg, e, f)
+        _sigmoid_row(x[r], yr)
         if use_gy:
             gr = gy[r]
             for j in range(width):
@@ -1230,19 +1203,18 @@ def elu_rows(x, alpha, scale, y, neg, keep, scratch):
     # NumPy chain's operations (activations.ELU) but for expm1: on [-0.5, 0] its Taylor polynomial to x^8 (a
     # truncation under 0.3 ulp), below that _exp_into's exp minus 1 (no cancellation there: exp <= 0.61). NaN stays
     # NaN (min and max keep it), ELU(-0.0) is +0.0 as there. ``keep``: neg written (SELU's backward reads it);
-    # scratch: three rows of ``width`` values
+    # scratch: at least two rows of ``width`` values
     rows, width = x.shape
     zero = np.float32(0)
     one = np.float32(1)
     arg = scratch[0]
     e = scratch[1]
-    f = scratch[2]
     for r in range(rows):
         xr = x[r]
         for j in range(width):
             v = xr[j]
             arg[j] = v if (v < zero or v != v) else zero   # NumPy's minimum(x, 0): NaN kept, min(-0.0, 0) is +0
-        _exp_into(arg, e, f)
+        _exp_into(arg, e)
         yr = y[r]
         nr = neg[r]
         for j in range(width):
@@ -1287,7 +1259,6 @@ def softplus_rows(x, y, scratch):
     lo = np.float32(-87.33654)
     arg = scratch[0]
     e = scratch[1]
-    f = scratch[2]
     for r in range(rows):
         xr = x[r]
         outside = False
@@ -1295,7 +1266,7 @@ def softplus_rows(x, y, scratch):
             v = -abs(xr[j])
             arg[j] = v
             outside |= v < lo
-        _exp_into(arg, e, f)
+        _exp_into(arg, e)
         yr = y[r]
         for j in range(width):
             t = e[j]
