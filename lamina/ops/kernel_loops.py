@@ -1201,28 +1201,24 @@ def sigmoid_grad_rows(y, gy, gx):
 def elu_rows(x, alpha, scale, y, neg, keep, scratch):
     # FLOAT32 ONLY: ELU (scale 1) and SELU: neg = alpha expm1(min(x, 0)) and y = (neg + max(x, -0.0)) scale, the
     # NumPy chain's operations (activations.ELU) but for expm1: on [-0.5, 0] its Taylor polynomial to x^8 (a
-    # truncation under 0.3 ulp), below that _exp_into's exp minus 1 (no cancellation there: exp <= 0.61). NaN stays
-    # NaN (min and max keep it), ELU(-0.0) is +0.0 as there. ``keep``: neg written (SELU's backward reads it);
-    # scratch: at least two rows of ``width`` values
+    # truncation under 0.3 ulp), below that _exp_scalar's exp minus 1 (no cancellation there: exp <= 0.61). NaN
+    # stays NaN (min and max keep it), ELU(-0.0) is +0.0 as there. ``keep``: neg written (SELU's backward reads it);
+    # scratch: a row of at least ``width`` values
     rows, width = x.shape
     zero = np.float32(0)
     one = np.float32(1)
     arg = scratch[0]
-    e = scratch[1]
     for r in range(rows):
         xr = x[r]
-        for j in range(width):
-            v = xr[j]
-            arg[j] = v if (v < zero or v != v) else zero   # NumPy's minimum(x, 0): NaN kept, min(-0.0, 0) is +0
-        _exp_into(arg, e)
         yr = y[r]
         nr = neg[r]
-        for j in range(width):
-            m = arg[j]
+        for j in range(width):   # (one loop with the exp: _exp_into)
+            v = xr[j]
+            m = v if (v < zero or v != v) else zero   # NumPy's minimum(x, 0): NaN kept, min(-0.0, 0) is +0
             p = np.float32(1.9841270e-4) + m * np.float32(2.4801587e-5)
             p = np.float32(4.1666668e-2) + m * (np.float32(8.3333338e-3) + m * (np.float32(1.3888889e-3) + m * p))
             p = m * (one + m * (np.float32(0.5) + m * (np.float32(1.6666667e-1) + m * p)))
-            arg[j] = (p if m > np.float32(-0.5) else e[j] - one) * alpha
+            arg[j] = (p if m > np.float32(-0.5) else _exp_scalar(m) - one) * alpha
         if keep:   # (a loop of its own: a conditional store in the loop above kept it from SIMD, 3x slower)
             for j in range(width):
                 nr[j] = arg[j]
@@ -1249,27 +1245,22 @@ def elu_grad_rows(sel, neg, gy, alpha, scale, gx):
 def softplus_rows(x, y, scratch):
     # FLOAT32 ONLY: softplus max(x, 0) + log1p(exp(-|x|)), the NumPy chain's formula, with _exp_into's exp and
     # log1p(t) = log(u) + (t - (u - 1)) / u, u = 1 + t (the rounding of u corrected to first order), log(u) for u in
-    # [1, 2] by Cephes' logf polynomial. Where exp(-|x|) passes _exp_into's lower clamp (|x| > 87.3, a subnormal or
-    # zero t) the row's values there are redone in float64 (NumPy's: exp(-inf) = 0). NaN stays NaN. scratch: three
-    # rows of ``width`` values
+    # [1, 2] by Cephes' logf polynomial. Where exp(-|x|) passes _exp_scalar's lower clamp (|x| > 87.3, a subnormal
+    # or zero t) the row's values there are redone in float64 (NumPy's: exp(-inf) = 0). NaN stays NaN. y is another
+    # array than x (the redo reads x again). scratch: unused (the signature the own exp's kernels share)
     rows, width = x.shape
     zero = np.float32(0)
     one = np.float32(1)
     half = np.float32(0.5)
     lo = np.float32(-87.33654)
-    arg = scratch[0]
-    e = scratch[1]
     for r in range(rows):
         xr = x[r]
-        outside = False
-        for j in range(width):
-            v = -abs(xr[j])
-            arg[j] = v
-            outside |= v < lo
-        _exp_into(arg, e)
         yr = y[r]
-        for j in range(width):
-            t = e[j]
+        outside = False
+        for j in range(width):   # (one loop with the exp: _exp_into)
+            a = -abs(xr[j])
+            outside |= a < lo
+            t = _exp_scalar(a)
             u = one + t
             big = u > np.float32(1.41421356)
             k = one if big else zero
@@ -1290,9 +1281,10 @@ def softplus_rows(x, y, scratch):
             yr[j] = (v if not (v < zero) else zero) + lg
         if outside:
             for j in range(width):
-                if arg[j] < lo:
+                a = -abs(xr[j])
+                if a < lo:
                     v = xr[j]
-                    yr[j] = np.float32((v if not (v < zero) else zero) + np.log1p(np.exp(np.float64(arg[j]))))
+                    yr[j] = np.float32((v if not (v < zero) else zero) + np.log1p(np.exp(np.float64(a))))
 
 
 # The two backward steps below run each row as a few loops over row views, each reading and writing few arrays:
