@@ -738,35 +738,30 @@ def _exp_into(a, e):
         e[j] = _exp_scalar(a[j])
 
 
-def _tanh_from(z, e, out):
-    # out = tanh(z) given e = exp(2|z|) (a helper as _exp_into; out another array than z, else the loop runs
-    # without SIMD): sign(z) (1 - 2 / (e + 1)), and for |z| < 0.625, where that cancels, Cephes' tanhf polynomial
-    # (as z times one more: tanh(-0) stays -0)
+def _tanh_scalar(v):
+    # tanh(v) of a float32 (a helper as _exp_scalar, inlined in its callers' loops: in place too): sign(v) (1 - 2 /
+    # (exp(2|v|) + 1)), and for |v| < 0.625, where that cancels, Cephes' tanhf polynomial (as v times one more:
+    # tanh(-0) stays -0)
     one = np.float32(1)
     two = np.float32(2)
-    for j in range(z.shape[0]):
-        v = z[j]
-        t = one - two / (e[j] + one)
-        t = t if v >= 0 else -t
-        v2 = v * v
-        s = v * (((((np.float32(-5.70498872745e-3) * v2 + np.float32(2.06390887954e-2)) * v2
-                    - np.float32(5.37397155531e-2)) * v2 + np.float32(1.33314422036e-1)) * v2
-                  - np.float32(3.33332819422e-1)) * v2 + one)
-        out[j] = s if abs(v) < np.float32(0.625) else t
+    t = one - two / (_exp_scalar(two * abs(v)) + one)
+    t = t if v >= 0 else -t
+    v2 = v * v
+    s = v * (((((np.float32(-5.70498872745e-3) * v2 + np.float32(2.06390887954e-2)) * v2
+                - np.float32(5.37397155531e-2)) * v2 + np.float32(1.33314422036e-1)) * v2
+              - np.float32(3.33332819422e-1)) * v2 + one)
+    return s if abs(v) < np.float32(0.625) else t
 
 
 def lstm_cell(rec, xw, bias, has_bias, c_prev, gates, c_out, tc_out, h_out, scratch):
     # FLOAT32 ONLY (exported for float32 alone): one LSTM step forward. rec = h_prev U and xw = x_t W, rows
     # (N, 4u) in gate order i, f, o, g; writes the gate activations into gates (4, N, u), c, tanh(c) and h.
-    # exp and tanh are _exp_scalar's and _tanh_from's, vectorised (NumPy's float32 exp and tanh run at scalar speed
-    # without AVX-512): sigmoid(z) = 1 / (1 + exp(-z)), each gate's in the loop that sums it. scratch: at least two
-    # rows of 4u values (the tanh's values, the exps).
+    # exp and tanh are _exp_scalar's and _tanh_scalar's, vectorised (NumPy's float32 exp and tanh run at scalar speed
+    # without AVX-512): sigmoid(z) = 1 / (1 + exp(-z)), each gate's in the loop that sums it. scratch: unused (the
+    # signature the own exp's kernels share).
     n, u4 = rec.shape
     u = u4 // 4
     one = np.float32(1)
-    two = np.float32(2)
-    arg = scratch[0]
-    e = scratch[1]
     for r in range(n):
         for k in range(4):
             rr = rec[r, k * u:(k + 1) * u]
@@ -779,52 +774,39 @@ def lstm_cell(rec, xw, bias, has_bias, c_prev, gates, c_out, tc_out, h_out, scra
             else:
                 for j in range(u):
                     g[j] = rr[j] + xr[j]
-            if k < 3:   # the sigmoid gates in place, one loop with the exp (_exp_into)
+            if k < 3:   # the gates' activations in place, one loop with the exp (_exp_into)
                 for j in range(u):
                     g[j] = one / (one + _exp_scalar(-g[j]))
             else:
-                ek = e[3 * u:]
                 for j in range(u):
-                    ek[j] = _exp_scalar(two * abs(g[j]))
-        g = gates[3, r]
-        tg = arg[3 * u:]
-        _tanh_from(g, e[3 * u:], tg)   # (not in place: the helper's loop would not vectorise, its operands may alias)
-        for j in range(u):
-            g[j] = tg[j]
+                    g[j] = _tanh_scalar(g[j])
         gi = gates[0, r]
         gf = gates[1, r]
         gg = gates[3, r]
         cp = c_prev[r]
         co = c_out[r]
-        for j in range(u):
-            c = gf[j] * cp[j] + gi[j] * gg[j]   # NumPy's order: f c_prev, then + i g
-            co[j] = c
-            e[j] = _exp_scalar(two * abs(c))
         tc = tc_out[r]
-        _tanh_from(co, e[:u], tc)
         go = gates[2, r]
         h = h_out[r]
         for j in range(u):
-            h[j] = go[j] * tc[j]
+            c = gf[j] * cp[j] + gi[j] * gg[j]   # NumPy's order: f c_prev, then + i g
+            co[j] = c
+            t = _tanh_scalar(c)
+            tc[j] = t
+            h[j] = go[j] * t
 
 
 def sigmoid_tanh_rows(x, tanh, scratch):
     # FLOAT32 ONLY: x (rows, width) in place: sigmoid(x) = 1 / (1 + exp(-x)), or with ``tanh`` tanh(x), with
-    # lstm_cell's exp and tanh (_exp_into, _tanh_from); scratch: at least two rows of ``width`` values
+    # lstm_cell's exp and tanh (_exp_scalar, _tanh_scalar); scratch: unused (the signature the own exp's kernels
+    # share)
     rows, width = x.shape
     one = np.float32(1)
-    two = np.float32(2)
-    arg = scratch[0]
-    e = scratch[1]
     for r in range(rows):
         xr = x[r]
         if tanh:
             for j in range(width):
-                arg[j] = two * abs(xr[j])
-            _exp_into(arg, e)
-            _tanh_from(xr, e, arg)   # (not in place: as in lstm_cell)
-            for j in range(width):
-                xr[j] = arg[j]
+                xr[j] = _tanh_scalar(xr[j])
         else:   # (one loop with the exp: _exp_into)
             for j in range(width):
                 xr[j] = one / (one + _exp_scalar(-xr[j]))

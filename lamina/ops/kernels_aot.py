@@ -147,7 +147,7 @@ PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_so
 # (kernels._define) and ahead of time (_compile): compile_helpers. (The depthwise kernels' shared walk over a row's
 # windows stays written out in each: as helpers, called or inlined by numba, the layer ran ~10% slower at 32
 # channels.)
-HELPERS = {"_exp_scalar": "fused", "_exp_into": "fused", "_tanh_from": "fused", "_sigmoid_row": "fused",
+HELPERS = {"_exp_scalar": "fused", "_exp_into": "fused", "_tanh_scalar": "fused", "_sigmoid_row": "fused",
            "_span": "exact", "_window": "exact", "_max_pool_plain": "exact", "_pack_planes": "fast"}
 
 
