@@ -735,8 +735,8 @@ def row_exp(xp, rows, shift=None):
 
 def _compiled_softmax(xp, rows):
     """(softmax, maxima, sums) of C-contiguous (R, D) rows from one compiled visit of each row (kernels.exp_rows:
-    the maximum found, the exp, the sum and the division), or None where it does not run (NumPy's float32 exp
-    vectorised, float64, CuPy, fewer values than the kernels take: their arrays not made for nothing)."""
+    the maximum found, the exp, the sum and the division), or None where it does not run (float64, CuPy, fewer
+    values than the kernels take: their arrays not made for nothing)."""
     if xp is not np or rows.size < _kernels.MIN_ELEMENTS:
         return None
     e = np.empty(rows.shape, rows.dtype)
@@ -746,8 +746,8 @@ def _compiled_softmax(xp, rows):
 
 def row_softmax(xp, rows):
     """(softmax, maxima, sums) of C-contiguous (R, D) rows: exp(rows - max) / sum, with the rows' maxima and the
-    sums of exp(rows - max) (R,), as new arrays (the softmax's and the cross-entropies'): compiled where NumPy's
-    float32 exp is scalar (_compiled_softmax), else NumPy's maxima, exp, row sums (a GEMV) and division."""
+    sums of exp(rows - max) (R,), as new arrays (the softmax's and the cross-entropies'): compiled for float32
+    (_compiled_softmax), else NumPy's maxima, exp, row sums (a GEMV) and division."""
     done = _compiled_softmax(xp, rows)
     if done is not None:
         return done
@@ -759,12 +759,9 @@ def row_softmax(xp, rows):
     return e, m, sums
 
 
-def row_logsumexp(xp, rows):
-    """(maxima, sums of exp(rows - maxima)) (R,) of C-contiguous (R, D) rows (the log-softmax's): compiled where
-    NumPy's float32 exp is scalar (_compiled_softmax), else NumPy's maxima, exp and a GEMV."""
-    done = _compiled_softmax(xp, rows)
-    if done is not None:
-        return done[1:]
+def _row_logsumexp(xp, rows):
+    """(maxima, sums of exp(rows - maxima)) (R,) of C-contiguous (R, D) rows (the log-softmax's where the
+    compiled softmax does not run): NumPy's maxima, exp and a GEMV."""
     m = row_max(xp, rows)
     return m, sum_rows(xp, row_exp(xp, rows, m).T)
 
@@ -830,7 +827,7 @@ class LogSoftmax(Op):
                     self._softmax = True
                     return z.reshape(x.shape).astype(self.dtype, copy=False)
             else:
-                m, s = row_logsumexp(xp, rows)
+                m, s = _row_logsumexp(xp, rows)
             z = xp.subtract(rows, m[:, None])
             z -= xp.log(s)[:, None]
             y = z.reshape(x.shape)
