@@ -753,12 +753,11 @@ def _tanh_scalar(v):
     return s if abs(v) < np.float32(0.625) else t
 
 
-def lstm_cell(rec, xw, bias, has_bias, c_prev, gates, c_out, tc_out, h_out, scratch):
+def lstm_cell(rec, xw, bias, has_bias, c_prev, gates, c_out, tc_out, h_out):
     # FLOAT32 ONLY (exported for float32 alone): one LSTM step forward. rec = h_prev U and xw = x_t W, rows
     # (N, 4u) in gate order i, f, o, g; writes the gate activations into gates (4, N, u), c, tanh(c) and h.
     # exp and tanh are _exp_scalar's and _tanh_scalar's, vectorised (NumPy's float32 exp and tanh run at scalar speed
-    # without AVX-512): sigmoid(z) = 1 / (1 + exp(-z)), each gate's in the loop that sums it. scratch: unused (the
-    # signature the own exp's kernels share).
+    # without AVX-512): sigmoid(z) = 1 / (1 + exp(-z)), each gate's in the loop that sums it.
     n, u4 = rec.shape
     u = u4 // 4
     one = np.float32(1)
@@ -774,7 +773,7 @@ def lstm_cell(rec, xw, bias, has_bias, c_prev, gates, c_out, tc_out, h_out, scra
             else:
                 for j in range(u):
                     g[j] = rr[j] + xr[j]
-            if k < 3:   # the gates' activations in place, one loop with the exp (_exp_into)
+            if k < 3:   # the gates' activations in place, the exp in this loop (_exp_into)
                 for j in range(u):
                     g[j] = one / (one + _exp_scalar(-g[j]))
             else:
@@ -796,10 +795,9 @@ def lstm_cell(rec, xw, bias, has_bias, c_prev, gates, c_out, tc_out, h_out, scra
             h[j] = go[j] * t
 
 
-def sigmoid_tanh_rows(x, tanh, scratch):
+def sigmoid_tanh_rows(x, tanh):
     # FLOAT32 ONLY: x (rows, width) in place: sigmoid(x) = 1 / (1 + exp(-x)), or with ``tanh`` tanh(x), with
-    # lstm_cell's exp and tanh (_exp_scalar, _tanh_scalar); scratch: unused (the signature the own exp's kernels
-    # share)
+    # lstm_cell's exp and tanh (_exp_scalar, _tanh_scalar)
     rows, width = x.shape
     one = np.float32(1)
     for r in range(rows):
@@ -807,7 +805,7 @@ def sigmoid_tanh_rows(x, tanh, scratch):
         if tanh:
             for j in range(width):
                 xr[j] = _tanh_scalar(xr[j])
-        else:   # (one loop with the exp: _exp_into)
+        else:   # (the exp in this loop: _exp_into)
             for j in range(width):
                 xr[j] = one / (one + _exp_scalar(-xr[j]))
 
@@ -912,26 +910,24 @@ def softmax_rows_grad(y, gy, log, gx):
                 xr[j] = gr[j] * yr[j] - yr[j] * s
 
 
-def silu_rows(x, y, s, scratch):
-    # FLOAT32 ONLY: s = sigmoid(x) (sigmoid_tanh_rows' values) and y = x s, rows of x (rows, width) read once;
-    # scratch: unused (the signature the own exp's kernels share)
+def silu_rows(x, y, s):
+    # FLOAT32 ONLY: s = sigmoid(x) (sigmoid_tanh_rows' values) and y = x s, rows of x (rows, width) read once
     rows, width = x.shape
     one = np.float32(1)
     for r in range(rows):
         xr = x[r]
         sr = s[r]
         yr = y[r]
-        for j in range(width):   # (one loop with the exp: _exp_into)
+        for j in range(width):   # (the exp in this loop: _exp_into)
             v = one / (one + _exp_scalar(-xr[j]))
             sr[j] = v
             yr[j] = xr[j] * v
 
 
-def gelu_rows(x, y, cdf, scratch):
+def gelu_rows(x, y, cdf):
     # FLOAT32 ONLY: exact GELU, cdf = (1 + erf(x / sqrt 2)) / 2 and y = x cdf, rows of x read once: erf by
     # Abramowitz & Stegun 7.1.26 in the operations and order of activations._erf_into, with _exp_scalar's exp of
-    # -(x / sqrt 2)^2 (clamped at 2^-126 where NumPy's underflows: 1 - t P(t) e is 1 either way). scratch: unused
-    # (the signature the own exp's kernels share)
+    # -(x / sqrt 2)^2 (clamped at 2^-126 where NumPy's underflows: 1 - t P(t) e is 1 either way)
     rows, width = x.shape
     one = np.float32(1)
     half = np.float32(0.5)
@@ -940,7 +936,7 @@ def gelu_rows(x, y, cdf, scratch):
         xr = x[r]
         cr = cdf[r]
         yr = y[r]
-        for j in range(width):   # (one loop with the exp: _exp_into)
+        for j in range(width):   # (the exp in this loop: _exp_into)
             v = xr[j] / root2
             t = one / (abs(v) * np.float32(0.3275911) + one)
             p = t * np.float32(1.061405429)
@@ -954,11 +950,11 @@ def gelu_rows(x, y, cdf, scratch):
             yr[j] = xr[j] * c
 
 
-def gelu_grad_rows(x, cdf, gy, gx, scratch):
+def gelu_grad_rows(x, cdf, gy, gx):
     # FLOAT32 ONLY: exact GELU's gradient gy (cdf + x pdf), pdf = exp(-x^2 / 2) / sqrt(2 pi), in the NumPy chain's
     # operations and order, with _exp_scalar's exp; where it clamps (|x| > 13.2) the exp is redone in float64, so
     # that x pdf is NumPy's there (inf * 0 = NaN at x = +-inf); gx is another array than x, cdf and gy (the tail
-    # reads them again). scratch: unused (the signature the own exp's kernels share)
+    # reads them again)
     rows, width = x.shape
     root2pi = np.float32(2.5066282746310002)
     lo = np.float32(-87.33654)
@@ -968,7 +964,7 @@ def gelu_grad_rows(x, cdf, gy, gx, scratch):
         gr = gy[r]
         dr = gx[r]
         outside = 0
-        for j in range(width):   # (one loop with the exp: _exp_into)
+        for j in range(width):   # (the exp in this loop: _exp_into)
             v = xr[j] * np.float32(-0.5) * xr[j]
             outside |= v < lo
             dr[j] = gr[j] * (_exp_scalar(v) / root2pi * xr[j] + cr[j])
@@ -1068,8 +1064,9 @@ def prelu_grad_rows(x, gy, a, gx, ga, lo, hi, want_gx, want_ga):
 
 def extreme_grad_rows(x, y, gy, gx, share):
     # The gradient of y[i, j] = the maximum (or minimum) of x[i, k, j] over k, for x (B, R, A): gy[i, j] shared
-    # equally by the k where x[i, k, j] == y[i, j], as ops.math.MaxMin's NumPy code (mask in the float dtype, its count, share = gy / count, gx = mask share: the
-    # same bits, NaN where a NaN's count of 0 makes the share infinite). share: scratch of A values.
+    # equally by the k where x[i, k, j] == y[i, j], as ops.math.MaxMin's NumPy code (mask in the float dtype, its
+    # count, share = gy / count, gx = mask share: the same bits, NaN where a NaN's count of 0 makes the share
+    # infinite). share: scratch of A values.
     one = x.dtype.type(1)
     zero = x.dtype.type(0)
     for i in range(x.shape[0]):
@@ -1155,9 +1152,9 @@ def _sigmoid_row(x, out):
                 out[j] = np.float32(1.0 / (1.0 + np.exp(np.float64(v))))
 
 
-def sigmoid_rows(x, gy, use_gy, y, scratch):
+def sigmoid_rows(x, gy, use_gy, y):
     # FLOAT32 ONLY: y = sigmoid(x) (_sigmoid_row), or with ``use_gy`` sigmoid(x) gy (softplus' gradient), rows of x
-    # read once; scratch: unused (the signature the own exp's kernels share: its one loop needs none)
+    # read once
     rows, width = x.shape
     for r in range(rows):
         yr = y[r]
@@ -1194,7 +1191,7 @@ def elu_rows(x, alpha, scale, y, neg, keep, scratch):
         xr = x[r]
         yr = y[r]
         nr = neg[r]
-        for j in range(width):   # (one loop with the exp: _exp_into)
+        for j in range(width):   # (the exp in this loop: _exp_into)
             v = xr[j]
             m = v if (v < zero or v != v) else zero   # NumPy's minimum(x, 0): NaN kept, min(-0.0, 0) is +0
             p = np.float32(1.9841270e-4) + m * np.float32(2.4801587e-5)
@@ -1224,12 +1221,12 @@ def elu_grad_rows(sel, neg, gy, alpha, scale, gx):
             dr[j] = (g if sr[j] > zero else g * (nr[j] + alpha)) * scale
 
 
-def softplus_rows(x, y, scratch):
+def softplus_rows(x, y):
     # FLOAT32 ONLY: softplus max(x, 0) + log1p(exp(-|x|)), the NumPy chain's formula, with _exp_into's exp and
     # log1p(t) = log(u) + (t - (u - 1)) / u, u = 1 + t (the rounding of u corrected to first order), log(u) for u in
     # [1, 2] by Cephes' logf polynomial. Where exp(-|x|) passes _exp_scalar's lower clamp (|x| > 87.3, a subnormal
     # or zero t) the row's values there are redone in float64 (NumPy's: exp(-inf) = 0). NaN stays NaN. y is another
-    # array than x (the redo reads x again). scratch: unused (the signature the own exp's kernels share)
+    # array than x (the redo reads x again)
     rows, width = x.shape
     zero = np.float32(0)
     one = np.float32(1)
@@ -1239,7 +1236,7 @@ def softplus_rows(x, y, scratch):
         xr = x[r]
         yr = y[r]
         outside = False
-        for j in range(width):   # (one loop with the exp: _exp_into)
+        for j in range(width):   # (the exp in this loop: _exp_into)
             a = -abs(xr[j])
             outside |= a < lo
             t = _exp_scalar(a)

@@ -658,8 +658,8 @@ def lstm_cell(gates):
     """The compiled forward step of an LSTM with sigmoid gates and tanh activations (kernel_loops.lstm_cell:
     the gate arithmetic and exp, tanh in one call), for the sequence's float32 gate buffer ``gates`` (T, 4, N,
     u); None where it does not run (float64, OWN_EXP off). Called as ``f(rec, xw_t,
-    bias, has_bias, c_prev, gates[t], c_t, tanh_c_t, h_t, scratch)`` on contiguous arrays, rec and xw_t (N, 4u)
-    in gate order i, f, o, g, scratch (3, 4u). The values agree with NumPy's passes to a few
+    bias, has_bias, c_prev, gates[t], c_t, tanh_c_t, h_t)`` on contiguous arrays, rec and xw_t (N, 4u)
+    in gate order i, f, o, g (bias (4u,), any values where not has_bias). The values agree with NumPy's passes to a few
     ulps (its exp and tanh round differently), NaN and infinities as there."""
     if not OWN_EXP or gates.dtype != np.float32:
         return None
@@ -685,7 +685,7 @@ def sigmoid_tanh(a, tanh, out=None):
     if out is not None:
         np.copyto(out, a)
     rows = _rows(target)
-    k.sigmoid_tanh_rows(rows, bool(tanh), np.empty((3, rows.shape[1]), np.float32))
+    k.sigmoid_tanh_rows(rows, bool(tanh))
     return True
 
 
@@ -730,8 +730,8 @@ def _same_rows(k, *arrays):
 
 
 def _own_exp_pass(name, x, *arrays):
-    """kernel ``name`` (an activation's float32 pass with the kernels' own exp: x's rows, then ``arrays``' rows,
-    then three scratch rows) over float32 arrays of x's shape, where OWN_EXP: True if it ran."""
+    """kernel ``name`` (an activation's float32 pass with the kernels' own exp: x's rows, then ``arrays``' rows)
+    over float32 arrays of x's shape, where OWN_EXP: True if it ran."""
     if (not OWN_EXP or type(x) is not np.ndarray or x.dtype != np.float32
             or getattr(arrays[0], "dtype", None) != np.float32):
         return False
@@ -740,7 +740,7 @@ def _own_exp_pass(name, x, *arrays):
         k, rows = _same_rows(k, np.ascontiguousarray(x), *arrays)
     if k is None:
         return False
-    getattr(k, name)(*rows, np.empty((3, rows[0].shape[1]), np.float32))
+    getattr(k, name)(*rows)
     return True
 
 
@@ -912,7 +912,7 @@ def sigmoid(x, y, gy=None):
     k, rows = _same_rows(_eligible(*arrays, least=1), *arrays) if OWN_EXP and x.dtype == np.float32 else (None, None)
     if k is None:
         return False
-    k.sigmoid_rows(rows[0], rows[-2], gy is not None, rows[-1], np.empty((3, rows[0].shape[1]), np.float32))
+    k.sigmoid_rows(rows[0], rows[-2], gy is not None, rows[-1])
     return True
 
 

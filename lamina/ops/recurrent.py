@@ -402,16 +402,14 @@ class LSTMSeq(Op):
         cell = (_kernels.lstm_cell(Gs) if (act == "tanh" and ract == "sigmoid" and rec.dtype == x.dtype and
                                            (bias is None or bias.dtype == x.dtype)) else None)
         if cell is not None:
-            scratch = xp.empty((3, 4 * u), x.dtype)
-            b = bias if bias is not None else scratch[0]
+            b = bias if bias is not None else xp.empty(4 * u, x.dtype)   # (not read without a bias)
         with inputs:
             for t in steps:
                 inputs.ready(t)
                 xp.matmul(h, recurrent_kernel, out=rec)  # one product for all four gates
                 if cell is not None:
                     cn, hn = C[:, t], H[:, t]
-                    cell(rec, inputs.xw2[t * N:(t + 1) * N], b, bias is not None, c, Gs[t], cn, TC[:, t], hn,
-                         scratch)
+                    cell(rec, inputs.xw2[t * N:(t + 1) * N], b, bias is not None, c, Gs[t], cn, TC[:, t], hn)
                 else:
                     if bias is not None:
                         rec += bias
