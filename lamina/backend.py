@@ -207,6 +207,14 @@ def is_cupy_array(a):
     return type(a).__module__.startswith("cupy")
 
 
+def array_of(a):
+    """The array behind a Tensor or Variable (its .data), or ``a`` itself: a NumPy or CuPy array as it is (a CuPy
+    array's own .data is its device memory pointer, not an array), anything else unchanged."""
+    if isinstance(a, np.ndarray) or is_cupy_array(a):
+        return a
+    return getattr(a, "data", a)
+
+
 def get_array_module(*arrays):
     """numpy, or cupy if any of the arrays is a CuPy array (CuPy is never imported otherwise)."""
     for a in arrays:

@@ -55,7 +55,7 @@ def plot_attention(weights, x_labels, y_labels, path, title=None, cmap="viridis"
         title: optional figure title; cmap: a matplotlib colour map name; dpi: resolution.
     Returns the path. Raises ValueError when the label counts do not match the weights' shape.
     """
-    w = backend.to_numpy(getattr(weights, "data", weights)).astype(np.float64)  # NumPy, CuPy or a Tensor
+    w = backend.to_numpy(backend.array_of(weights)).astype(np.float64)  # NumPy, CuPy or a Tensor
     if w.ndim == 2:
         w = w[None]
     if w.ndim != 3:

@@ -113,6 +113,12 @@ class ndarray(NDArrayOperatorsMixin):
             return lambda *args, **kwargs: _wrap(attr(*_unwrap(args), **_unwrap(kwargs)))
         return _wrap(attr)
 
+    @property
+    def data(self):
+        """CuPy's own: the array's device memory (a MemoryPointer), not an array: code that unwraps Tensors with
+        getattr(x, "data", x) gets this from a CuPy array."""
+        return _MemoryPointer()
+
     def __len__(self):
         return len(self._a)
 
@@ -164,8 +170,20 @@ class _UfuncProxy:
         return attr
 
 
+class _MemoryPointer:
+    """What a CuPy array's .data is: a pointer into device memory, with no array methods."""
+
+
+# Keyword arguments NumPy's function takes and CuPy 14's does not (CuPy raises TypeError).
+_NARROWER = {"einsum": {"out"}}
+
+
 def _function(fn, name):
     def device_fn(*args, **kwargs):
+        refused = sorted(_NARROWER.get(name, set()) & set(kwargs))
+        if refused:
+            raise TypeError(f"fake cupy: cupy.{name} does not take {refused} (CuPy: 'Did not understand the "
+                            f"following kwargs: {refused}')")
         if name not in _HOST_ARGS_OK:
             _check(args, f"cupy.{name}")
         return _wrap(fn(*_unwrap(args), **_unwrap(kwargs)))

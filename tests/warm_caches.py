@@ -112,7 +112,8 @@ def fill(config, parts):
                    if any(m == c or m.startswith(os.path.join(c, "")) for c in chosen)]
         if all(pyc is None or pyc.exists() for pyc in map(_rewritten_pyc, modules)):
             modules = []
-    kernels = not _kernels_cached()
+    # (none where LAMINA_KERNELS=numpy switches them off: the GPU run, bench/gpu_run.sh, on a fresh machine)
+    kernels = not _kernels_cached() and os.environ.get("LAMINA_KERNELS", "").strip().lower() != "numpy"
     if not modules and not kernels:
         return
     from lamina.ops import kernels_aot

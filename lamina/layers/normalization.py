@@ -4,7 +4,7 @@ Each rescales activations to zero mean and unit variance over some axes, then ap
 per-feature scale ``gamma`` and offset ``beta``. The math lives in ``lamina.ops.normalization`` (fused ops with
 hand-written backward); the layers own the weights and, for batch norm, the moving statistics.
 """
-from .. import initializers, ops
+from .. import backend, initializers, ops
 from .layer import InputSpec, Layer
 
 __all__ = ["BatchNormalization", "LayerNormalization", "GroupNormalization", "InstanceNormalization"]
@@ -95,7 +95,7 @@ class BatchNormalization(Layer):
         # the moving statistics stay as they are (Keras 3.15 turns them into NaN), via the inference path
         empty = inputs.shape[self.axis] > 0 and 0 in inputs.shape
         if training and self.trainable and not empty:
-            m = None if mask is None else getattr(mask, "data", mask)
+            m = None if mask is None else backend.array_of(mask)
             reducer = _SYNC_REDUCER() if self.synchronized and _SYNC_REDUCER is not None else None
             y, mean, var = ops.batch_norm_training(inputs, self.gamma, self.beta, self.epsilon, self.axis, mask=m,
                                                    reducer=reducer)

@@ -387,7 +387,7 @@ class _SaveStore(dict):
     takes variables, tensors or arrays alike)."""
 
     def __setitem__(self, key, value):
-        data = getattr(value, "data", value) if not isinstance(value, np.ndarray) else value
+        data = backend.array_of(value)
         super().__setitem__(str(key), np.asarray(backend.to_numpy(data)))
 
 

@@ -565,7 +565,10 @@ class LayerNorm(Op):
         def rows(lo, hi):  # everything after the means is row by row
             dr, ir = d[lo:hi], inv[lo:hi]
             xp.subtract(x2[lo:hi], mean[lo:hi, None], out=dr)
-            xp.einsum("ij,ij->i", dr, dr, out=ir)
+            if xp is np:
+                xp.einsum("ij,ij->i", dr, dr, out=ir)
+            else:   # (CuPy's einsum takes no out=)
+                ir[...] = xp.einsum("ij,ij->i", dr, dr)
             ir *= 1.0 / D
             ir += self.epsilon
             xp.sqrt(ir, out=ir)
