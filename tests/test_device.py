@@ -59,6 +59,13 @@ OPS = {
                     + ops.softsign(x) + ops.silu(x), lambda r: [_f(r, 5, 7)]),
     "conv2d_same_strided": (lambda x, w, b: ops.conv2d(x, w, b, strides=2, padding="same"),
                             lambda r: [_f(r, 2, 7, 7, 3), _f(r, 3, 3, 3, 4), _f(r, 4)]),
+    # channels-last layouts with 16 input channels: the input gradient through col2im (one fused launch on a GPU)
+    "conv2d_wide_valid": (lambda x, w, b: ops.conv2d(x, w, b),
+                          lambda r: [_f(r, 2, 9, 9, 16), _f(r, 3, 3, 16, 8), _f(r, 8)]),
+    "conv2d_wide_strided_dilated": (lambda x, w: ops.conv2d(x, w, strides=(2, 1), padding="same", dilation_rate=(1, 2)),
+                                    lambda r: [_f(r, 2, 9, 8, 16), _f(r, 3, 2, 16, 5)]),
+    "max_pool_overlapping_same": (lambda x: ops.max_pool2d(x, 3, strides=2, padding="same"),
+                                  lambda r: [_f(r, 2, 7, 8, 5)]),
     "conv2d_dilated": (lambda x, w: ops.conv2d(x, w, dilation_rate=2), lambda r: [_f(r, 2, 8, 8, 2), _f(r, 3, 3, 2, 3)]),
     "conv1d_causal": (lambda x, w: ops.conv1d(x, w, padding="causal"), lambda r: [_f(r, 2, 9, 3), _f(r, 3, 3, 4)]),
     "conv2d_transpose": (lambda x, w, b: ops.conv2d_transpose(x, w, b, strides=2, padding="same"),
@@ -73,6 +80,10 @@ OPS = {
                              lambda r: [_f(r, 8, 3), _f(r, 3), _f(r, 3), _f(r, 3), _f(r, 3)]),
     "layer_norm_rms": (lambda x, g, b: ops.layer_norm(x, g, b) + ops.layer_norm(x, g, rms_scaling=True),
                        lambda r: [_f(r, 4, 6), _f(r, 6), _f(r, 6)]),
+    # rows wider than a warp (the fused GPU LayerNorm visits a row 32 columns at a time), with and without the affine
+    "layer_norm_wide": (lambda x, g, b: ops.layer_norm(x, g, b, epsilon=1e-5) * 2 + ops.layer_norm(x, None, b)
+                        + ops.layer_norm(x * 3, g) + ops.layer_norm(x, axes=(1, 2)).sum(axis=1, keepdims=True),
+                        lambda r: [_f(r, 5, 3, 70), _f(r, 70), _f(r, 70)]),
     "group_norm": (lambda x, g, b: ops.group_norm(x, g, b, groups=2), lambda r: [_f(r, 2, 3, 3, 4), _f(r, 4), _f(r, 4)]),
     "embedding": (lambda ids, table: ops.embedding(ids, table), lambda r: [_ids(r, 6, 3, 5), _f(r, 6, 4)]),
     "simple_rnn": (lambda x, k, u, b: ops.simple_rnn(x, k, u, b)[0], lambda r: [_f(r, 2, 5, 3), _f(r, 3, 4), _f(r, 4, 4), _f(r, 4)]),
@@ -89,6 +100,10 @@ OPS = {
         lambda r: [_f(r, 2, 1, 3, 4), _f(r, 2, 1, 4, 4), _f(r, 2, 1, 4, 4)]),
     "sparse_ce_logits": (lambda y, p: ops.sparse_categorical_crossentropy(y, p, from_logits=True),
                          lambda r: [_ids(r, 5, 6), _f(r, 6, 5)]),
+    # rows wider than a warp (the fused GPU softmax visits a row 32 columns at a time), 3-d labels
+    "sparse_ce_logits_wide": (lambda y, p: ops.sparse_categorical_crossentropy(y, p, from_logits=True),
+                              lambda r: [_ids(r, 77, 3, 4), _f(r, 3, 4, 77) * 4]),
+    "softmax_wide": (lambda x: ops.softmax(x * 3) * ops.softmax(x, axis=0), lambda r: [_f(r, 9, 70)]),
     "categorical_ce_probs": (lambda y, p: ops.losses.categorical_crossentropy(ops.softmax(y), ops.softmax(p), label_smoothing=0.1),
                              lambda r: [_f(r, 6, 5), _f(r, 6, 5)]),
     "binary_ce_logits": (lambda y, p: ops.binary_crossentropy(ops.sigmoid(y), p, from_logits=True), lambda r: [_f(r, 6, 1), _f(r, 6, 1)]),
@@ -194,6 +209,9 @@ LAYERS = {
     "Bidirectional_GRU": (lambda: L.Bidirectional(L.GRU(3, return_sequences=True), merge_mode="ave"),
                           lambda r: _f(r, 2, 5, 3)),
     "LSTM_recurrent_dropout": (lambda: L.LSTM(4, dropout=0.2, recurrent_dropout=0.2), lambda r: _f(r, 2, 5, 3)),
+    # the whole-sequence op with Keras's activations (the fused GPU step kernels), sequences and a last state
+    "LSTM_sequences": (lambda: L.LSTM(6, return_sequences=True), lambda r: _f(r, 3, 7, 4)),
+    "LSTM_backwards_no_bias": (lambda: L.LSTM(5, go_backwards=True, use_bias=False), lambda r: _f(r, 2, 6, 3)),
     "RNN_of_cell": (lambda: L.RNN(L.GRUCell(3)), lambda r: _f(r, 2, 4, 3)),
     "TimeDistributed_Dense": (lambda: L.TimeDistributed(L.Dense(3)), lambda r: _f(r, 2, 4, 5)),
     "TokenAndPosition_Encoder": (lambda: lamina.Sequential([L.TokenAndPositionEmbedding(12, 7, 8, mask_zero=True),
@@ -476,6 +494,7 @@ def test_every_array_function_lamina_calls_exists_in_cupy():
 
 OPTIMIZERS = {
     "SGD_nesterov": lambda: lamina.optimizers.SGD(0.1, momentum=0.9, nesterov=True, clipvalue=0.5),
+    "Adam": lambda: lamina.optimizers.Adam(0.01),   # (the fused GPU update; AMSGrad takes the generic code)
     "Adam_amsgrad": lambda: lamina.optimizers.Adam(0.01, amsgrad=True, global_clipnorm=1.0),
     "AdamW_ema": lambda: lamina.optimizers.AdamW(0.01, weight_decay=0.1, use_ema=True, clipnorm=0.5),
     "RMSprop_centered": lambda: lamina.optimizers.RMSprop(0.01, momentum=0.5, centered=True),
@@ -579,3 +598,45 @@ def test_fit_and_predict_take_device_arrays(device_xp):
     np.testing.assert_allclose(pred, model.predict(x, verbose=0), rtol=1e-6)
     assert model.evaluate(xd, yd, verbose=0, return_dict=True)["loss"] == pytest.approx(
         model.evaluate(x, y, verbose=0, return_dict=True)["loss"], rel=1e-5)
+
+
+def test_sparse_ce_refuses_labels_out_of_range_on_device(device_xp):
+    logits = Tensor(backend.to_device(_f(np.random.default_rng(0), 4, 3), device_xp), requires_grad=True)
+    for bad in ([0, 1, 3, 2], [0, -1, 2, 2]):
+        with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+            ops.sparse_categorical_crossentropy(backend.to_device(np.array(bad), device_xp), logits, from_logits=True)
+    ops.sparse_categorical_crossentropy(backend.to_device(np.array([0, 1, 2, 2]), device_xp), logits, from_logits=True)
+
+
+def test_fused_cuda_kernels_run_where_cupy_is_real(device_xp, monkeypatch):
+    """On a GPU the LSTM step, Adam, the softmax, the sparse cross-entropy, the embedding's gradient, max pooling,
+    col2im and LayerNorm launch lamina's fused kernels (their values: the tests above); on the stand-in, and with
+    LAMINA_CUDA_KERNELS=0, every one stands aside."""
+    from lamina.ops import cuda_kernels
+
+    launched = []
+    real_kernel = cuda_kernels._kernel
+    monkeypatch.setattr(cuda_kernels, "_kernel", lambda xp, name: launched.append(name) or real_kernel(xp, name))
+    rng = np.random.default_rng(0)
+
+    def step():
+        model = lamina.Sequential([lamina.Input((5,), dtype="int32"), L.Embedding(10, 3), L.LSTM(4), L.Dense(6)])
+        model.compile("adam", lamina.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(rng.integers(0, 10, (8, 5)), rng.integers(0, 6, 8), epochs=1, batch_size=8, verbose=0)
+        model = lamina.Sequential([lamina.Input((7, 7, 3)), L.Conv2D(16, 3, activation="relu"), L.MaxPooling2D(2),
+                                   L.Conv2D(8, 2), L.Flatten(), L.LayerNormalization(), L.Dense(6)])
+        model.compile("adam", lamina.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(_f(rng, 8, 7, 7, 3), rng.integers(0, 6, 8), epochs=1, batch_size=8, verbose=0)
+
+    step()
+    fused = {"lstm_cell_f32", "lstm_cell_grad_f32", "adam_update_f32", "softmax_rows_f32", "sce_loss_f32",
+             "sce_grad_f32", "labels_out_of_range", "scatter_rows_f32", "max_pool_f32", "max_pool_grad_f32",
+             "col2im_f32", "layer_norm_f32", "layer_norm_grad_f32"}
+    if getattr(device_xp, "is_fake", False):
+        assert launched == []
+    else:
+        assert fused <= set(launched), sorted(fused - set(launched))
+        launched.clear()
+        monkeypatch.setenv("LAMINA_CUDA_KERNELS", "0")
+        step()
+        assert launched == []

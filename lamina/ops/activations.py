@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import threads as _threads
 from ..tensor import Op
+from . import cuda_kernels as _cuda_kernels
 from . import kernels as _kernels
 from .math import _WORD as _WORDS  # float width -> signed integer of that width (select's)
 from .math import _norm_axis, relu_grad, relu_into, row_max, select, sum_rows, unbroadcast
@@ -747,8 +748,9 @@ def _compiled_softmax(xp, rows):
 def row_softmax(xp, rows):
     """(softmax, maxima, sums) of C-contiguous (R, D) rows: exp(rows - max) / sum, with the rows' maxima and the
     sums of exp(rows - max) (R,), as new arrays (the softmax's and the cross-entropies'): compiled for float32
-    (_compiled_softmax), else NumPy's maxima, exp, row sums (a GEMV) and division."""
-    done = _compiled_softmax(xp, rows)
+    (_compiled_softmax), one fused kernel on a GPU (cuda_kernels.row_softmax), else the array module's maxima,
+    exp, row sums (a GEMV) and division."""
+    done = _compiled_softmax(xp, rows) if xp is np else _cuda_kernels.row_softmax(rows)  # (a launch on a GPU)
     if done is not None:
         return done
     m = row_max(xp, rows)

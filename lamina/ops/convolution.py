@@ -33,6 +33,7 @@ import numpy as np
 from .. import threads as _threads
 from ..tensor import Op, as_tensor
 from .manipulation import getitem, pad, repeat, reshape
+from . import cuda_kernels as _cuda_kernels
 from . import kernels as _kernels
 from .math import fused_activation, mm, mm_tn, relu_bias_grad, relu_into, split_pass, sum_rows
 
@@ -278,6 +279,10 @@ def _gemm_col2im(xp, g2, kernels, shape, oh, ow, stride, dilation, window=None):
     # with their strided additions are faster (3x3, 32 samples of 32 x 32, the col2im alone, best of three
     # interleaved: C=8 O=8 3.95 against 2.18 ms, C=8 O=16 4.46 / 2.83, C=16 O=16 6.08 / 5.35, C=12 O=24 5.72 /
     # 5.46; but C=16 O=32 7.27 / 9.26, C=24 O=24 8.42 / 10.86, and at stride 2 the gather was ahead from C=8 O=16)
+    if xp is not np:   # on a GPU: one product of every offset's columns, then one gathering launch
+        done = _device_col2im(xp, g2, kernels, shape, oh, ow, stride, dilation, window)
+        if done is not None:
+            return done
     few = max(stride) == 1 and c * g2.shape[1] < 300
     gather = _kernels.col2im_gather(g2) if xp is np and kernels.dtype == g2.dtype and not few else None
     if gather is not None:
@@ -290,6 +295,25 @@ def _gemm_col2im(xp, g2, kernels, shape, oh, ow, stride, dilation, window=None):
             mm(xp, g2, kernels[i, j], out=buf)
             _window(out, i, j, oh, ow, stride, dilation)[...] += buf.reshape(n, oh, ow, c)
     return out if window is None else out[:, top:top + h, left:left + w]
+
+
+# On a GPU: the largest column matrix (N*OH*OW, KH*KW*C) a convolution keeps for its kernel gradient, and the
+# largest column-gradient matrix col2im makes (bytes); larger ones are rebuilt / take the per-offset products.
+_DEVICE_COLS_BYTES = 2 ** 30
+
+
+def _device_col2im(xp, g2, kernels, shape, oh, ow, stride, dilation, window):
+    """_gemm_col2im on a GPU: dcols = g2 W2^T in one product (W2 the (KH*KW*C, O) kernel), then
+    cuda_kernels.col2im sums each input position's columns in one launch (the per-offset code makes 2 KH*KW
+    launches and a zeroed canvas); None where that kernel does not run or the columns would be too large."""
+    kh, kw, o, c = kernels.shape
+    if g2.shape[0] * kh * kw * c * g2.dtype.itemsize > _DEVICE_COLS_BYTES:
+        return None
+    w2 = kernels.transpose(0, 1, 3, 2).reshape(kh * kw * c, o)
+    dcols = mm(xp, g2, w2.T)
+    if window is None:
+        window = ((0, 0), shape[1:3])
+    return _cuda_kernels.col2im(xp.ascontiguousarray(dcols), shape, oh, ow, (kh, kw), stride, dilation, window)
 
 
 def _gathered_col2im(g2, w2, gather, shape, kernel_size, oh, ow, stride, dilation, corner=(0, 0)):
@@ -471,8 +495,8 @@ class Conv2D(Op):
         """(y rows, the kept columns or None, whether they are kept) in the channels-last layout."""
         xp = self.xp
         n, k, o = x.shape[0], w2.shape[0], w2.shape[1]
-        keep_cols = self.needs_grad[1] and (n * oh * ow * k <= x.size
-                                            or n * oh * ow * k * x.dtype.itemsize <= _KEEP_COLS_BYTES)
+        limit = _KEEP_COLS_BYTES if xp is np else _DEVICE_COLS_BYTES   # (a GPU's memory: no rebuild in backward)
+        keep_cols = self.needs_grad[1] and (n * oh * ow * k <= x.size or n * oh * ow * k * x.dtype.itemsize <= limit)
         cols = None
         kh, kw = self.kernel_shape[:2]
         if keep_cols and n * oh * ow * k <= x.size:
@@ -931,8 +955,9 @@ class MaxPool2D(Op):
     def forward(self, x):
         xp = self.xp
         (ph, pw), (sh, sw) = self.pool, self.stride
-        done = _kernels.max_pool2d(x, self.pool, self.stride, self.pads, self.needs_grad[0])
-        if done is not None:   # compiled: one pass, no padded copy (kernels.py)
+        done = (_kernels if xp is np else _cuda_kernels).max_pool2d(x, self.pool, self.stride, self.pads,
+                                                                    self.needs_grad[0])
+        if done is not None:   # compiled: one pass, no padded copy (kernels.py; on a GPU one launch)
             y, self.saved = done
             (t, b), (l, r) = self.pads
             self.meta = (x.shape, (x.shape[0], x.shape[1] + t + b, x.shape[2] + l + r, x.shape[3]), y.shape[1],
@@ -971,7 +996,8 @@ class MaxPool2D(Op):
         which = self.saved
         xshape, pshape, oh, ow = self.meta
         (ph, pw), (sh, sw) = self.pool, self.stride
-        done = _kernels.max_pool2d_grad(gy, which, xshape, self.pool, self.stride, self.pads)
+        done = (_kernels if xp is np else _cuda_kernels).max_pool2d_grad(gy, which, xshape, self.pool, self.stride,
+                                                                         self.pads)
         if done is not None:   # compiled, whichever code noted `which` (the same note either way)
             return done
         disjoint = sh >= ph and sw >= pw

@@ -11,6 +11,7 @@ Backward: dtable[v] = sum over positions p with ids[p] == v of gy[p]     (no gra
 import numpy as np
 
 from ..tensor import Op
+from . import cuda_kernels as _cuda_kernels
 from . import kernels as _kernels
 
 __all__ = ["embedding"]
@@ -21,7 +22,9 @@ def _check_ids(ids, num_rows, who):
     if ids.dtype.kind not in "iu":
         raise ValueError(f"{who}: ids must be integers (token indices in [0, {num_rows})); received an array "
                          f"of dtype {ids.dtype}. Cast it first, e.g. ids.astype('int32').")
-    if ids.size:
+    # (on a GPU one launch and one read of a flag, the extremes only for the message)
+    bad = None if type(ids) is np.ndarray else _cuda_kernels.labels_out_of_range(ids, num_rows)
+    if ids.size and bad is not False:
         lo, hi = int(ids.min()), int(ids.max())
         if lo < 0 or hi >= num_rows:
             raise ValueError(f"{who}: ids must be in [0, {num_rows}) (the table has {num_rows} rows); "
@@ -44,10 +47,9 @@ def _scatter_rows(xp, ids, gy, num_rows):
     CuPy has no reduceat, and its add.at is a native scatter-add kernel, so it takes that path. Where the
     compiled kernels run (kernels.py), one pass in this order gives the same table.
     """
-    if xp is np:
-        done = _kernels.scatter_rows(ids, gy, num_rows)
-        if done is not None:
-            return done
+    done = _kernels.scatter_rows(ids, gy, num_rows) if xp is np else _cuda_kernels.scatter_rows(ids, gy, num_rows)
+    if done is not None:
+        return done
     out = xp.zeros((num_rows, gy.shape[-1]), gy.dtype)
     n = ids.shape[0]
     if n == 0:

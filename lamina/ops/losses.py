@@ -16,6 +16,7 @@ from ..tensor import Op, Tensor, as_tensor
 from . import math as _m
 from . import manipulation as _s
 from . import activations as _act
+from . import cuda_kernels as _cuda_kernels
 from . import kernels as _kernels
 from .activations import _last_axis_rows, row_softmax
 from .math import unbroadcast
@@ -97,9 +98,12 @@ class SparseCategoricalCrossentropy(Op):
             # softmax kept for backward, normalised in place
             x2 = x.reshape(-1, K)
             lab = labels.reshape(-1)
-            e, m, s = row_softmax(xp, xp.ascontiguousarray(x2))   # compiled: the kernels' own exp
-            picked = x2[xp.arange(x2.shape[0]), lab] - m
-            loss = (xp.log(s) - picked).reshape(labels.shape)
+            x2 = xp.ascontiguousarray(x2)
+            e, m, s = row_softmax(xp, x2)   # compiled: the kernels' own exp (one launch on a GPU)
+            loss = None if xp is np else _cuda_kernels.sce_loss(x2, lab, m, s)   # the pick and log in one launch
+            if loss is None:
+                loss = xp.log(s) - (x2[xp.arange(x2.shape[0]), lab] - m)
+            loss = loss.reshape(labels.shape)
             self.saved = (e, lab, x.shape)
         else:
             total = x.sum(axis=-1, keepdims=True)
@@ -122,9 +126,11 @@ class SparseCategoricalCrossentropy(Op):
         if self.from_logits:
             soft, lab, shape = self.saved
             g2 = g.reshape(-1, 1)
-            dx = soft * g2                                   # (softmax - onehot) g, the onehot's part picked
-            rows = xp.arange(dx.shape[0])
-            dx[rows, lab] = (soft[rows, lab] - 1.0) * g2[:, 0]
+            dx = None if xp is np else _cuda_kernels.sce_grad(soft, lab, xp.ascontiguousarray(g2[:, 0]))
+            if dx is None:
+                dx = soft * g2                                   # (softmax - onehot) g, the onehot's part picked
+                rows = xp.arange(dx.shape[0])
+                dx[rows, lab] = (soft[rows, lab] - 1.0) * g2[:, 0]
             dx = dx.reshape(shape)
         else:
             # (1 - onehot / qc) (inrange / total) g: the row's (inrange / total) g everywhere, and at the label
@@ -472,7 +478,9 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1, 
         keep = lab != int(ignore_class)
         valid = keep.astype(y_pred.dtype)
         lab = xp.where(keep, lab, 0)
-    if lab.size:
+    # (on a GPU one launch and one read of a flag, the extremes only for the message)
+    bad = None if xp is np else _cuda_kernels.labels_out_of_range(xp.ascontiguousarray(lab), K)
+    if lab.size and bad is not False:
         lo, hi = int(lab.min()), int(lab.max())
         if lo < 0 or hi >= K:
             raise ValueError(f"sparse_categorical_crossentropy: labels must be in [0, {K}) for {K} classes; "

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Op
+from . import cuda_kernels as _cuda_kernels
 from . import kernels as _kernels
 from .math import rows_op, split_pass, sum_rows
 
@@ -550,7 +551,8 @@ class LayerNorm(Op):
         D = _prod([x.shape[a] for a in self.axes])
         x2 = x.reshape(-1, D)
         vectors = [None if p is None else p.reshape(D) for p in (gamma, beta)]
-        done = _kernels.layer_norm_forward(x2, *vectors, self.epsilon)   # one pass, where compiled (kernels.py)
+        # one pass, where compiled (kernels.py; on a GPU one launch, cuda_kernels.py)
+        done = (_kernels if xp is np else _cuda_kernels).layer_norm_forward(x2, *vectors, self.epsilon)
         if done is not None:
             y, mean, inv = done
             self.rows = D
@@ -595,8 +597,8 @@ class LayerNorm(Op):
         need_x, need_g, need_b = self.needs_grad
         if mean is not None:   # the kernels' forward ran: saved x (not x-hat), inv and the mean
             g = None if gamma is None else gamma.reshape(D)
-            done = _kernels.layer_norm_backward(xp.ascontiguousarray(gy2), xhat, mean, inv, g, need_x,
-                                                need_g or need_b)
+            done = (_kernels if xp is np else _cuda_kernels).layer_norm_backward(
+                xp.ascontiguousarray(gy2), xhat, mean, inv, g, need_x, need_g or need_b)
             if done is not None:
                 dx, dgamma, dbeta = done
                 return _in_dtypes((None if dx is None else dx.reshape(gy.shape),

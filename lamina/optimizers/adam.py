@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 from ..backend import get_array_module
+from ..ops import cuda_kernels as _cuda_kernels
 from ..ops import kernels as _kernels
 from .base import Optimizer, fresh, python_numbers
 
@@ -249,8 +250,9 @@ def _adam_block(block, coefficients, scratch=None):
     """Adam's update of one block (w, g, m, v[, v_hat]) in place; returns its scratch array for reuse."""
     w, g, m, v, *v_hat = block
     b1, b2, eps, alpha = coefficients
-    if not v_hat and all(type(c) is float for c in coefficients) and _kernels.adam_update(w, g, m, v, *coefficients):
-        return scratch   # one compiled pass, the same float operations (NumPy's scalars here are Python floats)
+    if not v_hat and all(type(c) is float for c in coefficients) and (
+            _kernels.adam_update(w, g, m, v, *coefficients) or _cuda_kernels.adam_update(w, g, m, v, *coefficients)):
+        return scratch   # one compiled pass (a launch on a GPU), the same float operations (Python floats here)
     xp = _xp(w)
     tmp = _moments(m, v, g, b1, b2, scratch)
     if v_hat:
