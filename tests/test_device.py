@@ -95,6 +95,9 @@ OPS = {
                          lambda r: [_f(r, 2, 5, 3), _f(r, 3, 12), _f(r, 4, 12), _f(r, 12)]),
     "attention_causal": (lambda q, k, v: ops.scaled_dot_product_attention(q, k, v, is_causal=True),
                          lambda r: [_f(r, 2, 2, 5, 4), _f(r, 2, 2, 5, 4), _f(r, 2, 2, 5, 3)]),
+    # more keys than a block's threads cover in one go, unmasked: the fused GPU column softmax and its gradient
+    "attention_wide": (lambda q, k, v: ops.scaled_dot_product_attention(q, k, v) * 2,
+                       lambda r: [_f(r, 2, 3, 40, 8), _f(r, 2, 3, 37, 8), _f(r, 2, 3, 37, 6)]),
     "attention_padding_mask": (lambda q, k, v: ops.scaled_dot_product_attention(
         q, k, v, mask=np.array([[[[1, 1, 1, 0]]], [[[1, 1, 0, 0]]]], bool)),
         lambda r: [_f(r, 2, 1, 3, 4), _f(r, 2, 1, 4, 4), _f(r, 2, 1, 4, 4)]),
@@ -609,9 +612,9 @@ def test_sparse_ce_refuses_labels_out_of_range_on_device(device_xp):
 
 
 def test_fused_cuda_kernels_run_where_cupy_is_real(device_xp, monkeypatch):
-    """On a GPU the LSTM step, Adam, the softmax, the sparse cross-entropy, the embedding's gradient, max pooling,
-    col2im and LayerNorm launch lamina's fused kernels (their values: the tests above); on the stand-in, and with
-    LAMINA_CUDA_KERNELS=0, every one stands aside."""
+    """On a GPU the LSTM loops, Adam, the softmax, the sparse cross-entropy, the embedding's gradient, max pooling,
+    col2im, LayerNorm and attention's softmax launch lamina's fused kernels (their values: the tests above); on
+    the stand-in, and with LAMINA_CUDA_KERNELS=0, every one stands aside."""
     from lamina.ops import cuda_kernels
 
     launched = []
@@ -627,11 +630,14 @@ def test_fused_cuda_kernels_run_where_cupy_is_real(device_xp, monkeypatch):
                                    L.Conv2D(8, 2), L.Flatten(), L.LayerNormalization(), L.Dense(6)])
         model.compile("adam", lamina.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(_f(rng, 8, 7, 7, 3), rng.integers(0, 6, 8), epochs=1, batch_size=8, verbose=0)
+        q = Tensor(backend.to_device(_f(rng, 2, 2, 5, 4), device_xp), requires_grad=True)
+        ops.sum(ops.scaled_dot_product_attention(q, q * 2.0, q)).backward()
 
     step()
-    fused = {"lstm_cell_f32", "lstm_cell_grad_f32", "adam_update_f32", "softmax_rows_f32", "sce_loss_f32",
+    fused = {"lstm_cell_f32", "lstm_step_grad_f32", "adam_update_f32", "softmax_rows_f32", "sce_loss_f32",
              "sce_grad_f32", "labels_out_of_range", "scatter_rows_f32", "max_pool_f32", "max_pool_grad_f32",
-             "col2im_f32", "layer_norm_f32", "layer_norm_grad_f32"}
+             "col2im_f32", "layer_norm_f32", "layer_norm_grad_f32", "softmax_columns_f32",
+             "softmax_columns_grad_f32"}
     if getattr(device_xp, "is_fake", False):
         assert launched == []
     else:

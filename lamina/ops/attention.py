@@ -15,6 +15,7 @@ import numpy as np
 from .. import backend
 from ..tensor import Op, Tensor, as_tensor
 from ..threads import split_rows
+from . import cuda_kernels as _cuda_kernels
 from . import kernels as _kernels
 from .math import mm, mm_tn, sum_rows, unbroadcast
 
@@ -93,7 +94,8 @@ class ScaledDotProductAttention(Op):
                 xp.copyto(s, low, where=~a)            # in place: keeps the transposed layout
             if s.shape[-2] == 0:                       # no keys: no weights, and W V of no values is zeros
                 pass
-            elif not _kernels.softmax_columns(s, factor):   # two compiled passes around the exp (kernels.py)
+            # two compiled passes around the exp (kernels.py), one launch on a GPU (cuda_kernels.py)
+            elif not (_kernels if xp is np else _cuda_kernels).softmax_columns(s, factor):
                 s -= s.max(axis=-2, keepdims=True)     # stable softmax over keys, in place
                 if fold:
                     s *= factor
@@ -147,7 +149,8 @@ class ScaledDotProductAttention(Op):
                 gw_t = xp.swapaxes(_part(gw, sl, len(batch)), -1, -2)
                 ds_t += gw_t
                 rowsum += (gw_t * s).sum(axis=-2, keepdims=True)
-            if not _kernels.softmax_columns_grad(ds_t, rowsum, s, factor):   # one compiled pass (kernels.py)
+            # one compiled pass (kernels.py; one launch on a GPU)
+            if not (_kernels if xp is np else _cuda_kernels).softmax_columns_grad(ds_t, rowsum, s, factor):
                 ds_t -= rowsum
                 ds_t *= s
                 if self.fold:       # dS of the unscaled scores Q K^T: no scaling of dQ below, Q itself for dK

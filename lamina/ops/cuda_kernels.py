@@ -94,6 +94,28 @@ extern "C" __global__ void lstm_cell_grad_f32(const float* dh, const float* dc, 
     }
 }
 
+// lstm_cell_grad_f32 with the step's share of the sequence output's gradient added to dh on the way in
+// (gh_t rows gh_stride apart; has_gh 0: none): the backward time loop's step without a separate addition.
+extern "C" __global__ void lstm_step_grad_f32(const float* dh, const float* gh, long long gh_stride, int has_gh,
+                                              const float* dc, const float* gates, const float* tc,
+                                              const float* c_prev, float* dz, float* dc_prev, int n, int u) {
+    long long nu = (long long)n * u;
+    for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < nu;
+         idx += (long long)blockDim.x * gridDim.x) {
+        long long r = idx / u;
+        int j = (int)(idx - r * u);
+        float i = gates[idx], f = gates[nu + idx], o = gates[2 * nu + idx], g = gates[3 * nu + idx];
+        float t = tc[idx], h = has_gh ? dh[idx] + gh[r * gh_stride + j] : dh[idx];
+        float d = (1.0f - t * t) * o * h + dc[idx];
+        float* z = dz + r * 4 * u + j;
+        z[0] = d * g * ((1.0f - i) * i);
+        z[u] = d * c_prev[idx] * ((1.0f - f) * f);
+        z[2 * u] = h * t * ((1.0f - o) * o);
+        z[3 * u] = d * i * (1.0f - g * g);
+        dc_prev[idx] = d * f;
+    }
+}
+
 // Softmax of contiguous (R, D) rows, one warp a row (coalesced over any D): e = exp(x - max) / sum, with each
 // row's maximum m and sum s of exp(x - max), as activations.row_softmax.
 template <typename T>
@@ -129,6 +151,56 @@ extern "C" __global__ void softmax_rows_f32(const float* x, float* e, float* m, 
 extern "C" __global__ void softmax_rows_f64(const double* x, double* e, double* m, double* s, long long R,
                                             int D) {
     softmax_rows_(x, e, m, s, R, D);
+}
+
+// Attention's transposed scores s (B, K, Q), in place: each column's softmax down its K rows of the scores
+// times factor, exp((s - max) factor) / sum, a thread a column (the array code's max, subtract, scale, exp, sum,
+// divide); and its gradient d = (d - rowsum) w factor, rowsum (B, 1, Q).
+template <typename T>
+__device__ void softmax_columns_(T* s, long long B, int K, int Q, T factor) {
+    long long n = B * Q;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)blockDim.x * gridDim.x) {
+        long long b = i / Q;
+        T* col = s + b * K * Q + (i - b * Q);
+        T m = col[0];
+        for (int k = 1; k < K; ++k) m = max(m, col[(long long)k * Q]);
+        T sum = 0;
+        for (int k = 0; k < K; ++k) {
+            T v = exp((col[(long long)k * Q] - m) * factor);
+            col[(long long)k * Q] = v;
+            sum += v;
+        }
+        for (int k = 0; k < K; ++k) col[(long long)k * Q] = col[(long long)k * Q] / sum;
+    }
+}
+
+template <typename T>
+__device__ void softmax_columns_grad_(T* d, const T* rowsum, const T* w, long long B, int K, int Q, T factor) {
+    long long n = B * K * Q;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)blockDim.x * gridDim.x) {
+        long long b = i / ((long long)K * Q);
+        d[i] = (d[i] - rowsum[b * Q + i % Q]) * w[i] * factor;
+    }
+}
+
+extern "C" __global__ void softmax_columns_f32(float* s, long long B, int K, int Q, float factor) {
+    softmax_columns_(s, B, K, Q, factor);
+}
+
+extern "C" __global__ void softmax_columns_f64(double* s, long long B, int K, int Q, double factor) {
+    softmax_columns_(s, B, K, Q, factor);
+}
+
+extern "C" __global__ void softmax_columns_grad_f32(float* d, const float* rowsum, const float* w, long long B,
+                                                    int K, int Q, float factor) {
+    softmax_columns_grad_(d, rowsum, w, B, K, Q, factor);
+}
+
+extern "C" __global__ void softmax_columns_grad_f64(double* d, const double* rowsum, const double* w, long long B,
+                                                    int K, int Q, double factor) {
+    softmax_columns_grad_(d, rowsum, w, B, K, Q, factor);
 }
 
 // Sparse cross-entropy from logits, after softmax_rows: loss = log(s) - (x[label] - m) a row, and its
@@ -425,7 +497,9 @@ extern "C" __global__ void labels_out_of_range(const long long* lab, long long n
 }
 """
 
-NAMES = ("adam_update_f32", "adam_update_f64", "lstm_cell_f32", "lstm_cell_grad_f32", "softmax_rows_f32",
+NAMES = ("adam_update_f32", "adam_update_f64", "lstm_cell_f32", "lstm_cell_grad_f32", "lstm_step_grad_f32",
+         "softmax_rows_f32", "softmax_columns_f32", "softmax_columns_f64", "softmax_columns_grad_f32",
+         "softmax_columns_grad_f64",
          "softmax_rows_f64", "sce_loss_f32", "sce_loss_f64", "sce_grad_f32", "sce_grad_f64", "scatter_rows_f32",
          "scatter_rows_f64", "max_pool_f32", "max_pool_f64", "max_pool_grad_f32", "max_pool_grad_f64", "col2im_f32",
          "col2im_f64", "layer_norm_f32", "layer_norm_f64", "layer_norm_grad_f32", "layer_norm_grad_f64",
@@ -537,6 +611,34 @@ def row_softmax(rows):
     m, sums = xp.empty((2, R), rows.dtype)
     _kernel(xp, "softmax_rows_" + _suffix(rows.dtype))(*_warp_grid(R), (rows, e, m, sums, np.int64(R), np.int32(D)))
     return e, m, sums
+
+
+def softmax_columns(s, factor=1.0):
+    """kernels.softmax_columns on the GPU: in place, the softmax of each column of a contiguous (..., K, Q) float
+    array down its K rows, of the scores times ``factor``; one launch. True if done, False where it does not
+    run."""
+    xp = _cupy_of(s)
+    if xp is None or s.ndim < 2 or _suffix(s.dtype) is None or not _contiguous(s) or s.size == 0:
+        return False
+    K, Q = s.shape[-2:]
+    B = s.size // (K * Q)
+    _kernel(xp, "softmax_columns_" + _suffix(s.dtype))(*_grid(B * Q), (s, np.int64(B), np.int32(K), np.int32(Q),
+                                                                       s.dtype.type(factor)))
+    return True
+
+
+def softmax_columns_grad(d, rowsum, w, factor=1.0):
+    """kernels.softmax_columns_grad on the GPU: in place d = (d - rowsum) w factor for contiguous d and w
+    (..., K, Q) and rowsum (..., 1, Q), one launch. True if done, False where it does not run."""
+    xp = _cupy_of(d, rowsum, w)
+    if (xp is None or d.ndim < 2 or _suffix(d.dtype) is None or not (d.dtype == rowsum.dtype == w.dtype)
+            or d.shape != w.shape or rowsum.shape != d.shape[:-2] + (1, d.shape[-1])
+            or not _contiguous(d, rowsum, w) or d.size == 0):
+        return False
+    K, Q = d.shape[-2:]
+    _kernel(xp, "softmax_columns_grad_" + _suffix(d.dtype))(*_grid(d.size), (
+        d, rowsum, w, np.int64(d.size // (K * Q)), np.int32(K), np.int32(Q), d.dtype.type(factor)))
+    return True
 
 
 def labels_out_of_range(labels, classes):
@@ -691,6 +793,111 @@ def layer_norm_backward(gy2, x2, mean, inv, gamma, need_x, need_params):
         _kernel(xp, "layer_norm_grad_" + _suffix(gy2.dtype))(*_warp_grid(R), (
             gy2, x2, mean, inv, g, np.int32(gamma is not None), np.int32(bool(need_x)), np.int32(p is not gy2), dx, p,
             np.int64(R), np.int32(D)))
-    dgamma = p.sum(axis=0) if p is not gy2 else None
-    dbeta = gy2.sum(axis=0) if need_params else None
+    ones = xp.ones(R, gy2.dtype) if need_params else None   # column sums as GEMVs (ops.math.sum_rows's way)
+    dgamma = ones @ p if p is not gy2 else None
+    dbeta = ones @ gy2 if need_params else None
     return (dx if need_x else None), dgamma, dbeta
+
+
+# The LSTM's time loops on a GPU without a view or an array call per step: each step is one cuBLAS SGEMM and
+# one launch of the cell kernel, both given raw device addresses (a step of the per-step cell path made some
+# six CuPy views, a CuPy matmul and a launch: ~75 us of host time, the whole of an H200 step's time).
+
+def _addr(a):
+    """A CuPy array's device address (its first element's, for a view)."""
+    return a.data.ptr
+
+
+def _time_major(a, n, width):
+    """Whether an (N, T, width) view lies time-major in memory: a[:, t] one contiguous (N, width) block."""
+    isz = a.dtype.itemsize
+    return a.ndim == 3 and a.shape[0] == n and a.shape[2] == width and a.strides[0] == width * isz \
+        and abs(a.strides[1]) == n * width * isz and a.strides[2] == isz
+
+
+def _sgemm(xp):
+    """(cuBLAS handle, sgemm, the host scalars 1 and 0 and their addresses); sgemm runs column-major, so the
+    row-major product C (m, n) = A (m, k) @ B (k, n) is sgemm(handle, 0, 0, n, m, k, 1, B, n, A, k, 0, C, n)."""
+    from cupy_backends.cuda.libs import cublas
+    handle = xp.cuda.device.get_cublas_handle()
+    scalars = np.array([1.0, 0.0], np.float32)
+    host = getattr(cublas, "CUBLAS_POINTER_MODE_HOST", 0)   # (scalars read from host memory: cuBLAS's default)
+    if cublas.getPointerMode(handle) != host:
+        cublas.setPointerMode(handle, host)
+    one, zero = scalars.ctypes.data, scalars.ctypes.data + 4
+    return handle, cublas.sgemm, scalars, one, zero
+
+
+def lstm_forward_loop(xw2, recurrent_kernel, bias, gates, H, Hp, C, Cp, TC, steps):
+    """The LSTM forward time loop (LSTMSeq, no mask) on a GPU: for each step t of ``steps``, rec = Hp[:, t] U
+    (SGEMM) and the cell kernel writing gates[t], C[:, t], TC[:, t], H[:, t] from rec, the input rows xw2[t]
+    and the bias; float32, the op's time-major buffers. True if done, False where it does not run."""
+    xp = _cupy_of(xw2, recurrent_kernel, gates, H, Hp, C, Cp, TC, *(() if bias is None else (bias,)))
+    if xp is None or gates.dtype != np.float32 or gates.ndim != 4:
+        return False
+    T, _, N, u = gates.shape
+    arrays = (xw2, recurrent_kernel, gates) + (() if bias is None else (bias,))
+    if (any(a.dtype != np.float32 for a in arrays + (H, Hp, C, Cp, TC)) or not _contiguous(*arrays)
+            or xw2.shape != (T * N, 4 * u) or recurrent_kernel.shape != (u, 4 * u)
+            or not all(_time_major(a, N, u) for a in (H, Hp, C, Cp, TC)) or N * u == 0):
+        return False
+    handle, sgemm, scalars, one, zero = _sgemm(xp)
+    kernel = _kernel(xp, "lstm_cell_f32")
+    grid, block = _grid(N * u)
+    rec = xp.empty((N, 4 * u), np.float32)
+    ptr = np.uint64
+    rk, rec_p, xw0 = _addr(recurrent_kernel), _addr(rec), _addr(xw2)
+    b = ptr(_addr(bias) if bias is not None else rec_p)
+    has_bias, n32, u32 = np.int32(bias is not None), np.int32(N), np.int32(u)
+    row_block, gate_block = N * 4 * u * 4, gates.strides[0]
+    (h0, hs), (hp0, hps), (c0, cs), (cp0, cps), (tc0, tcs) = ((_addr(a), a.strides[1]) for a in (H, Hp, C, Cp, TC))
+    g0 = _addr(gates)
+    for t in steps:
+        sgemm(handle, 0, 0, 4 * u, N, u, one, rk, 4 * u, hp0 + t * hps, u, zero, rec_p, 4 * u)
+        kernel(grid, block, (ptr(rec_p), ptr(xw0 + t * row_block), b, has_bias, ptr(cp0 + t * cps),
+                             ptr(g0 + t * gate_block), ptr(c0 + t * cs), ptr(tc0 + t * tcs), ptr(h0 + t * hs),
+                             n32, u32))
+    del scalars   # (alive until here: cuBLAS read the scalars through their host addresses)
+    return True
+
+
+def lstm_backward_loop(dh, dc, gH, rkT, gates, TC, Cp, dZ, steps, done):
+    """The LSTM backward time loop (LSTMSeq, no mask) on a GPU: for each step t of ``steps`` (in backward order),
+    the cell's gradient kernel (with gH[:, t] added to dh, when the sequence output has a gradient) writing dZ[:, t]
+    and the cell-state gradient, then dh = dZ[:, t] rkT (SGEMM), then ``done(t)``. dh and dc (N, u) hold the last
+    step's state gradients and are overwritten; returns (dh, dc) after the first step, or None where it does not
+    run (nothing written then)."""
+    xp = _cupy_of(dh, dc, rkT, gates, TC, Cp, dZ, *(() if gH is None else (gH,)))
+    if xp is None or gates.dtype != np.float32 or gates.ndim != 4:
+        return None
+    T, _, N, u = gates.shape
+    if (any(a.dtype != np.float32 for a in (dh, dc, rkT, gates, TC, Cp, dZ))
+            or not _contiguous(dh, dc, rkT, gates) or dh.shape != (N, u) or dc.shape != (N, u)
+            or rkT.shape != (4 * u, u) or not all(_time_major(a, N, u) for a in (TC, Cp))
+            or not _time_major(dZ, N, 4 * u) or N * u == 0
+            or (gH is not None and (gH.dtype != np.float32 or gH.shape != (N, T, u) or gH.strides[2] != 4
+                                    or gH.strides[0] <= 0 or gH.strides[0] % 4))):
+        return None
+    handle, sgemm, scalars, one, zero = _sgemm(xp)
+    kernel = _kernel(xp, "lstm_step_grad_f32")
+    grid, block = _grid(N * u)
+    dc_next = xp.empty_like(dc)
+    ptr = np.uint64
+    dh_p, rk = _addr(dh), _addr(rkT)
+    n32, u32 = np.int32(N), np.int32(u)
+    has_gh = np.int32(gH is not None)
+    gh0, ghs = (_addr(gH), gH.strides[1]) if gH is not None else (dh_p, 0)
+    gh_stride = np.int64(gH.strides[0] // 4 if gH is not None else 0)
+    (tc0, tcs), (cp0, cps), (z0, zs) = ((_addr(a), a.strides[1]) for a in (TC, Cp, dZ))
+    g0, gate_block = _addr(gates), gates.strides[0]
+    cur, nxt = dc, dc_next
+    for t in steps:
+        z = z0 + t * zs
+        kernel(grid, block, (ptr(dh_p), ptr(gh0 + t * ghs), gh_stride, has_gh, ptr(_addr(cur)),
+                             ptr(g0 + t * gate_block), ptr(tc0 + t * tcs), ptr(cp0 + t * cps), ptr(z), ptr(_addr(nxt)),
+                             n32, u32))
+        sgemm(handle, 0, 0, u, N, 4 * u, one, rk, u, z, 4 * u, zero, dh_p, u)
+        cur, nxt = nxt, cur
+        done(t)
+    del scalars
+    return dh, cur

@@ -411,7 +411,15 @@ class LSTMSeq(Op):
         if cell is not None:
             b = bias if bias is not None else xp.empty(4 * u, x.dtype)   # (not read without a bias)
         with inputs:
-            for t in steps:
+            # on a GPU, without a mask: the whole loop in cuda_kernels (raw addresses, no view or array call a step)
+            fast = cell is not None and mt is None and xp is not np and T > 0
+            if fast:
+                for t in steps:
+                    inputs.ready(t)
+                fast = _cuda_kernels.lstm_forward_loop(inputs.xw2, recurrent_kernel, bias, Gs, H, Hp, C, Cp, TC, steps)
+                if fast:
+                    h, c = H[:, steps[-1]], C[:, steps[-1]]
+            for t in (() if fast else steps):
                 inputs.ready(t)
                 xp.matmul(h, recurrent_kernel, out=rec)  # one product for all four gates
                 if cell is not None:
@@ -459,7 +467,12 @@ class LSTMSeq(Op):
         if cell is not None and mf is not None:
             dhn, dcn = xp.empty((N, u), dtype), xp.empty((N, u), dtype)
         with grads:
-            for t in reversed(steps):
+            fast = None   # on a GPU, without a mask: the whole loop in cuda_kernels (as the forward's)
+            if cell is not None and mf is None and xp is not np:
+                fast = _cuda_kernels.lstm_backward_loop(dh, dc, gH, rkT, Gs, TC, Cp, dZ, steps[::-1], grads.done)
+            if fast is not None:
+                dh, dc = fast
+            for t in (() if fast is not None else reversed(steps)):
                 if gH is not None:
                     dh += gH[:, t]
                 if cell is not None:
