@@ -14,20 +14,11 @@ import functools
 import time
 
 
-def _all_subclasses(cls):
-    out, todo = [], [cls]
-    while todo:
-        c = todo.pop()
-        for s in c.__subclasses__():
-            out.append(s)
-            todo.append(s)
-    return out
-
-
 def instrument(sync, table):
     """Wrap every Op subclass's own forward and backward, and Optimizer.apply_gradients, so each call is timed
     between two device synchronisations into table[name] = [calls, seconds]. Returns an undo function."""
     from lamina.optimizers.base import Optimizer
+    from lamina.registry import subclasses
     from lamina.tensor import Op
 
     undo = []
@@ -49,7 +40,7 @@ def instrument(sync, table):
         setattr(owner, attr, timed)
         undo.append((owner, attr, fn))
 
-    for cls in _all_subclasses(Op):
+    for cls in set(subclasses(Op)):
         for attr, tag in (("forward", "fwd"), ("backward", "bwd")):
             if attr in cls.__dict__:
                 wrap(cls, attr, f"{cls.__name__}.{tag}")

@@ -16,6 +16,17 @@ EXPORTERS = {}
 MODEL_FILES = {}
 
 
+def subclasses(cls):
+    """Every class derived from ``cls``, directly or not (depth first; a class reached twice through multiple
+    inheritance listed twice)."""
+    out, todo = [], list(cls.__subclasses__())
+    while todo:
+        c = todo.pop()
+        out.append(c)
+        todo += c.__subclasses__()
+    return out
+
+
 def register(cls, name=None):
     """Register cls under its class name (and an optional extra name). Returns cls (usable as a decorator).
 

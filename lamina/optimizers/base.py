@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import backend
 from .. import threads as _threads
-from ..registry import get_registered_object, register, serialize
+from ..registry import get_registered_object, register, serialize, subclasses
 from ..tensor import Tensor, Variable
 from . import schedules as _schedules
 
@@ -497,12 +497,9 @@ def _by_name(name):
     name = str(name).lower()
     if name not in _GET_NAMES:
         return None
-    todo = list(Optimizer.__subclasses__())
-    while todo:
-        cls = todo.pop()
+    for cls in subclasses(Optimizer):
         if cls.__name__.lower() == name and cls.__module__.startswith("lamina.optimizers"):
             return cls
-        todo += cls.__subclasses__()
     return None
 
 

@@ -5,7 +5,7 @@ schedule at ``optimizer.iterations`` before every update. Each schedule returns 
 """
 import math
 
-from ..registry import get_registered_object, register, serialize
+from ..registry import get_registered_object, register, serialize, subclasses
 
 
 class LearningRateSchedule:
@@ -188,10 +188,4 @@ def deserialize(config, custom_objects=None):
 
 
 def _all_schedules():
-    out, todo = [], [LearningRateSchedule]
-    while todo:
-        c = todo.pop()
-        for s in c.__subclasses__():
-            out.append(s)
-            todo.append(s)
-    return out
+    return subclasses(LearningRateSchedule)
