@@ -183,3 +183,38 @@ def test_the_machine_record_names_the_core_behind_a_generic_cpu_name():
     assert unknown["core"] is None and describe_cpu(unknown).startswith("AMD EPYC (family 25, model 200;")
     arm = cpu_identity("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n")
     assert arm == {"cpu": None} and describe_cpu(arm) == "?"
+
+
+def test_gpu_profile_times_each_op_and_puts_every_method_back(monkeypatch):
+    """bench.gpu_profile on CuPy's CPU stand-in (a no-op synchronize): every op's forward and backward and the
+    optimizer get a row, the rows add up to no more than the synchronised step, and the wrapped methods are the
+    originals again afterwards."""
+    import sys
+    import types
+
+    import fake_cupy
+    from bench import gpu_profile
+    from lamina.optimizers.base import Optimizer
+    from lamina.registry import subclasses
+    from lamina.tensor import Op
+
+    module = fake_cupy.make_module()
+    syncs = []
+    module.cuda = types.SimpleNamespace(Device=lambda: types.SimpleNamespace(synchronize=lambda: syncs.append(1)))
+    monkeypatch.setitem(sys.modules, "cupy", module)
+    before = {(c, a): c.__dict__[a] for c in subclasses(Op) for a in ("forward", "backward") if a in c.__dict__}
+    before[Optimizer, "apply_gradients"] = Optimizer.__dict__["apply_gradients"]
+    try:
+        plain, synced, rows = gpu_profile.profile("mlp", "base", steps=2, warmup=1)
+    finally:
+        import lamina
+        lamina.set_device("cpu")
+    names = {name for _, _, name in rows}
+    assert {"Linear.fwd", "Linear.bwd", "SparseCategoricalCrossentropy.fwd", "optimizer.apply_gradients"} <= names
+    assert all(calls > 0 and ms >= 0 for ms, calls, _ in rows)
+    assert sum(ms for ms, _, _ in rows) <= synced * 1.01 and plain > 0
+    assert {name: calls for _, calls, name in rows}["Linear.fwd"] == 3   # three Dense layers a step
+    assert syncs   # the device was synchronised around each call
+    after = {(c, a): c.__dict__[a] for c in subclasses(Op) for a in ("forward", "backward") if a in c.__dict__}
+    after[Optimizer, "apply_gradients"] = Optimizer.__dict__["apply_gradients"]
+    assert after == before
