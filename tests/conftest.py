@@ -182,17 +182,23 @@ def _real_cupy_or_skip():
     return cupy
 
 
-@pytest.fixture(params=["fake-cupy", "cupy"])
+@pytest.fixture(params=["fake-cupy", "fake-cupy-kernels", "cupy"])
 def device_xp(request, monkeypatch):
     """The array module of the 'cuda' device, with lamina's current device set to it for the test.
 
     'cupy' is the real thing (skipped without CuPy and a GPU); 'fake-cupy' is tests/fake_cupy.py, a CPU
-    stand-in that raises where CuPy would on arrays left on the host. The device goes back to 'cpu' after."""
+    stand-in that raises where CuPy would on arrays left on the host, on which the fused CUDA kernels stand aside;
+    'fake-cupy-kernels' the same stand-in with those kernels launched as NumPy models (tests/cuda_models.py: each
+    launch checked against the kernel's CUDA signature), the GPU's code path. The device goes back to 'cpu'
+    after."""
     if request.param == "cupy":
         module = _real_cupy_or_skip()
     else:
         module = fake_cupy.make_module()
         monkeypatch.setitem(sys.modules, "cupy", module)
+        if request.param == "fake-cupy-kernels":
+            import cuda_models  # (tests/cuda_models.py)
+            module.kernel_launches = cuda_models.install(monkeypatch, module)
     lamina.backend.set_device("cuda")
     try:
         yield module

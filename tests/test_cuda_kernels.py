@@ -68,3 +68,17 @@ def test_the_environment_switches_them_off(monkeypatch):
     for off in ("0", "off", "false"):
         monkeypatch.setenv("LAMINA_CUDA_KERNELS", off)
         assert not cuda_kernels.enabled()
+
+
+def test_every_kernel_has_a_signature_and_a_numpy_model():
+    """tests/cuda_models.py parses each kernel's CUDA signature (to check every launch's arguments on the CPU
+    stand-in) and models each kernel in NumPy: both must cover every kernel the module exports."""
+    import cuda_models
+
+    sigs = cuda_models.signatures()
+    assert set(sigs) == set(cuda_kernels.NAMES)
+    for name in sigs:
+        assert callable(cuda_models.model_of(name)), name
+        params = [p for p, _, _ in sigs[name]]
+        model = cuda_models.model_of(name).__code__
+        assert list(model.co_varnames[:model.co_argcount]) == params, f"{name}: the model's parameters"

@@ -2,13 +2,13 @@
 
 Those loops hand cuBLAS and the cell kernels raw device addresses, leading dimensions and strides computed from
 the op's time-major buffers. Here they run over NumPy memory: the stand-in for CuPy (tests/fake_cupy.py) holds
-the arrays, an address is the NumPy buffer's, and Python models of SGEMM and of the two CUDA kernels read and
-write through those addresses as the device would. The LSTM op's results (outputs, last states, every
+the arrays, an address is the NumPy buffer's, and the NumPy models of SGEMM and of the CUDA kernels
+(tests/cuda_models.py) read and write through those addresses as the device would. The LSTM op's results (outputs, last states, every
 gradient) must then equal the CPU's: that checks the address arithmetic, the column-major SGEMM arguments, the
 step order (forward, go_backwards) and the handling of the sequence output's gradient. The kernels' own
 arithmetic is checked against the CPU on a real GPU (tests/test_device.py).
 """
-import ctypes
+import sys
 
 import numpy as np
 import pytest
@@ -17,85 +17,17 @@ from lamina import backend, ops
 from lamina.ops import cuda_kernels
 from lamina.tensor import Tensor
 
+import cuda_models
 import fake_cupy
-
-
-def _mem(addr, count):
-    """count float32 values at a host address, as a writable NumPy array (no copy)."""
-    return np.ctypeslib.as_array((ctypes.c_float * count).from_address(int(addr)))
-
-
-def _addr(a):
-    return a._a.ctypes.data if isinstance(a, fake_cupy.ndarray) else int(a)
-
-
-def _sgemm(handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
-    """cublasSgemm, column-major, no transposes: C (m, n) = alpha A (m, k) B (k, n) + beta C."""
-    assert (transa, transb) == (0, 0) and lda >= m and ldb >= k and ldc >= m
-    a = _mem(A, (k - 1) * lda + m)
-    b = _mem(B, (n - 1) * ldb + k)
-    c = _mem(C, (n - 1) * ldc + m)
-    col = lambda v, rows, cols, ld: np.lib.stride_tricks.as_strided(v, (rows, cols), (4, 4 * ld))  # noqa: E731
-    out = col(c, m, n, ldc)
-    out[...] = _mem(alpha, 1)[0] * (col(a, m, k, lda) @ col(b, k, n, ldb)) + _mem(beta, 1)[0] * out
-
-
-def _lstm_cell(grid, block, args):
-    rec, xw, b, has_bias, cp, g, c, tc, h, n, u = args
-    n, u = int(n), int(u)
-    z = _mem(_addr(rec), n * 4 * u).reshape(n, 4 * u)
-    if has_bias:
-        z = z + _mem(_addr(b), 4 * u)
-    z = (z + _mem(_addr(xw), n * 4 * u).reshape(n, 4 * u)).reshape(n, 4, u).transpose(1, 0, 2)
-    gates = _mem(_addr(g), 4 * n * u).reshape(4, n, u)
-    gates[:3] = 1 / (1 + np.exp(-z[:3]))
-    gates[3] = np.tanh(z[3])
-    cell = _mem(_addr(c), n * u).reshape(n, u)
-    cell[...] = gates[1] * _mem(_addr(cp), n * u).reshape(n, u) + gates[0] * gates[3]
-    t = _mem(_addr(tc), n * u).reshape(n, u)
-    t[...] = np.tanh(cell)
-    _mem(_addr(h), n * u).reshape(n, u)[...] = gates[2] * t
-
-
-def _lstm_step_grad(grid, block, args):
-    dh, gh, gh_stride, has_gh, dc, g, tc, cp, dz, dc_prev, n, u = args
-    n, u = int(n), int(u)
-    h = _mem(_addr(dh), n * u).reshape(n, u).copy()
-    if has_gh:
-        h += np.lib.stride_tricks.as_strided(_mem(_addr(gh), (n - 1) * int(gh_stride) + u), (n, u),
-                                             (4 * int(gh_stride), 4))
-    i, f, o, gg = _mem(_addr(g), 4 * n * u).reshape(4, n, u)
-    t = _mem(_addr(tc), n * u).reshape(n, u)
-    d = (1 - t * t) * o * h + _mem(_addr(dc), n * u).reshape(n, u)
-    z = _mem(_addr(dz), n * 4 * u).reshape(n, 4, u)
-    z[:, 0] = d * gg * ((1 - i) * i)
-    z[:, 1] = d * _mem(_addr(cp), n * u).reshape(n, u) * ((1 - f) * f)
-    z[:, 2] = h * t * ((1 - o) * o)
-    z[:, 3] = d * i * (1 - gg * gg)
-    _mem(_addr(dc_prev), n * u).reshape(n, u)[...] = d * f
 
 
 @pytest.fixture
 def loops_on_host_memory(monkeypatch):
-    """lamina's 'cuda' device on the stand-in, with cuda_kernels' LSTM loops running on the models above; yields
-    the list of kernel names launched."""
+    """lamina's 'cuda' device on the stand-in, with cuda_kernels' launches and SGEMM calls running on the NumPy
+    models of tests/cuda_models.py; yields the list of kernel names launched."""
     module = fake_cupy.make_module()
-    monkeypatch.setitem(__import__("sys").modules, "cupy", module)
-    launched = []
-    models = {"lstm_cell_f32": _lstm_cell, "lstm_step_grad_f32": _lstm_step_grad}
-
-    def kernel(xp, name):   # (the per-step cells are asked for too, and must not run: no model for theirs)
-        def launch(grid, block, args):
-            launched.append(name)
-            return models[name](grid, block, args)
-        return launch
-    monkeypatch.setattr(cuda_kernels, "_cupy_of", lambda *a: module if all(
-        isinstance(x, fake_cupy.ndarray) for x in a) else None)
-    monkeypatch.setattr(cuda_kernels, "_kernel", kernel)
-    monkeypatch.setattr(cuda_kernels, "_addr", _addr)
-    scalars = np.array([1.0, 0.0], np.float32)
-    monkeypatch.setattr(cuda_kernels, "_sgemm", lambda xp: (None, _sgemm, scalars, scalars.ctypes.data,
-                                                            scalars.ctypes.data + 4))
+    monkeypatch.setitem(sys.modules, "cupy", module)
+    launched = cuda_models.install(monkeypatch, module)
     backend.set_device("cuda")
     try:
         yield launched

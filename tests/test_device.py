@@ -638,7 +638,7 @@ def test_fused_cuda_kernels_run_where_cupy_is_real(device_xp, monkeypatch):
              "sce_grad_f32", "labels_out_of_range", "scatter_rows_f32", "max_pool_f32", "max_pool_grad_f32",
              "col2im_f32", "layer_norm_f32", "layer_norm_grad_f32", "softmax_columns_f32",
              "softmax_columns_grad_f32"}
-    if getattr(device_xp, "is_fake", False):
+    if getattr(device_xp, "is_fake", False) and not hasattr(device_xp, "kernel_launches"):
         assert launched == []
     else:
         assert fused <= set(launched), sorted(fused - set(launched))
