@@ -3,10 +3,10 @@
 Those loops hand cuBLAS and the cell kernels raw device addresses, leading dimensions and strides computed from
 the op's time-major buffers. Here they run over NumPy memory: the stand-in for CuPy (tests/fake_cupy.py) holds
 the arrays, an address is the NumPy buffer's, and the NumPy models of SGEMM and of the CUDA kernels
-(tests/cuda_models.py) read and write through those addresses as the device would. The LSTM op's results (outputs, last states, every
-gradient) must then equal the CPU's: that checks the address arithmetic, the column-major SGEMM arguments, the
-step order (forward, go_backwards) and the handling of the sequence output's gradient. The kernels' own
-arithmetic is checked against the CPU on a real GPU (tests/test_device.py).
+(tests/cuda_models.py) read and write through those addresses as the device would. The LSTM op's results
+(outputs, last states, every gradient) must then equal the CPU's: that checks the address arithmetic, the
+column-major SGEMM arguments, the step order (forward, go_backwards) and the handling of the sequence output's
+gradient. The kernels' own arithmetic is checked against the CPU on a real GPU (tests/test_device.py).
 """
 import sys
 
