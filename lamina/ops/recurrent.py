@@ -406,8 +406,8 @@ class LSTMSeq(Op):
         h, c = Hp[:, steps[0]], Cp[:, steps[0]]
         # the step's gate arithmetic as one compiled call where it runs (kernels.py: float32, Keras's default
         # activations, every operand of that dtype, NumPy's exp and tanh not vectorised on this machine)
-        cell = (_step_kernels(xp).lstm_cell(Gs) if (act == "tanh" and ract == "sigmoid" and rec.dtype == x.dtype and
-                                           (bias is None or bias.dtype == x.dtype)) else None)
+        cell = (_step_kernels(xp).lstm_cell(Gs) if (act == "tanh" and ract == "sigmoid" and rec.dtype == x.dtype
+                                                     and (bias is None or bias.dtype == x.dtype)) else None)
         if cell is not None:
             b = bias if bias is not None else xp.empty(4 * u, x.dtype)   # (not read without a bias)
         with inputs:
@@ -462,7 +462,7 @@ class LSTMSeq(Op):
         # the step's gate arithmetic as one compiled call where it can run (kernels.py): Keras's default
         # activations, one dtype throughout (dh and dc stay contiguous arrays of it every step)
         cell = (_step_kernels(xp).lstm_cell_grad(Gs) if (act == "tanh" and ract == "sigmoid"
-                                                and dh.dtype == dc.dtype == rkT.dtype == dtype) else None)
+                                                          and dh.dtype == dc.dtype == rkT.dtype == dtype) else None)
         dc_next = xp.empty((N, u), dtype) if cell is not None else None
         if cell is not None and mf is not None:
             dhn, dcn = xp.empty((N, u), dtype), xp.empty((N, u), dtype)
