@@ -263,7 +263,9 @@ def sgemm(handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
     def col(addr, rows, cols, ld):
         return np.lib.stride_tricks.as_strided(Ptr(addr, f).a((cols - 1) * ld + rows), (rows, cols), (4, 4 * ld))
     out = col(C, m, n, ldc)
-    out[...] = Ptr(alpha, f).a(1)[0] * (col(A, m, k, lda) @ col(B, k, n, ldb)) + Ptr(beta, f).a(1)[0] * out
+    product = Ptr(alpha, f).a(1)[0] * (col(A, m, k, lda) @ col(B, k, n, ldb))
+    beta = Ptr(beta, f).a(1)[0]
+    out[...] = product if beta == 0 else product + beta * out   # (beta 0: C is not read, as cuBLAS's)
 
 
 def install(monkeypatch, module):
