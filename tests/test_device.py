@@ -106,6 +106,11 @@ OPS = {
     # rows wider than a warp (the fused GPU softmax visits a row 32 columns at a time), 3-d labels
     "sparse_ce_logits_wide": (lambda y, p: ops.sparse_categorical_crossentropy(y, p, from_logits=True),
                               lambda r: [_ids(r, 77, 3, 4), _f(r, 3, 4, 77) * 4]),
+    # float64 through the fused GPU kernels' double variants
+    "float64_fused": (lambda y, x, img: ops.sparse_categorical_crossentropy(y, ops.softmax(x) * 3 + ops.layer_norm(x),
+                                                                           from_logits=True)
+                      + ops.sum(ops.max_pool2d(img, 2), axis=(1, 2, 3)),
+                      lambda r: [_ids(r, 9, 4), r.standard_normal((4, 9)), r.standard_normal((4, 4, 6, 3))]),
     "softmax_wide": (lambda x: ops.softmax(x * 3) * ops.softmax(x, axis=0), lambda r: [_f(r, 9, 70)]),
     "categorical_ce_probs": (lambda y, p: ops.losses.categorical_crossentropy(ops.softmax(y), ops.softmax(p), label_smoothing=0.1),
                              lambda r: [_f(r, 6, 5), _f(r, 6, 5)]),
