@@ -2239,3 +2239,22 @@ def test_diff_loss_kernels_equal_numpy(compiled, dtype, fn, name, shape, rows_di
         split = run()
     for u, v in zip(split, got):
         _bits_equal([u], [v])
+
+
+def test_the_row_softmax_takes_its_kernel_from_fewer_values_than_the_others(monkeypatch):
+    """kernels.SOFTMAX_MIN_ELEMENTS (4096) below MIN_ELEMENTS: a (64, 64) softmax or sparse cross-entropy visits
+    its rows in one compiled call at the default thresholds, a classifier's (32, 10) keeps NumPy's code (its calls'
+    own cost: no gain there), and the values agree either way."""
+    monkeypatch.setitem(K._state, "mode", "auto")
+    monkeypatch.setitem(K._state, "pending", 0)
+    assert K.SOFTMAX_MIN_ELEMENTS == 1 << 12 < K.MIN_ELEMENTS
+    visits = _count_calls(monkeypatch, "exp_rows")
+    for shape, compiled in (((64, 64), True), ((32, 10), False), ((40, 100), False), ((41, 100), True)):
+        x = R.standard_normal(shape).astype(np.float32)
+        del visits[:]
+        y = ops.softmax(Tensor(x)).numpy()
+        loss = ops.sparse_categorical_crossentropy(R.integers(0, shape[1], shape[0]), Tensor(x), from_logits=True)
+        assert len(visits) == 2 * compiled, shape
+        e = np.exp(x.astype(np.float64) - x.max(axis=1, keepdims=True))
+        np.testing.assert_allclose(y, e / e.sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-7)
+        assert np.isfinite(loss.numpy()).all()

@@ -737,12 +737,13 @@ def row_exp(xp, rows, shift=None):
 def _compiled_softmax(xp, rows):
     """(softmax, maxima, sums) of C-contiguous (R, D) rows from one compiled visit of each row (kernels.exp_rows:
     the maximum found, the exp, the sum and the division), or None where it does not run (float64, CuPy, fewer
-    values than the kernels take: their arrays not made for nothing)."""
-    if xp is not np or rows.size < _kernels.MIN_ELEMENTS:
+    values than kernels.SOFTMAX_MIN_ELEMENTS: their arrays not made for nothing)."""
+    least = min(_kernels.SOFTMAX_MIN_ELEMENTS, _kernels.MIN_ELEMENTS)
+    if xp is not np or rows.size < least or rows.dtype != np.float32:
         return None
     e = np.empty(rows.shape, rows.dtype)
     m, sums = np.empty((2, rows.shape[0]), rows.dtype)
-    return (e, m, sums) if _kernels.exp_rows(rows, m, out=e, sums=sums, find_max=True) else None
+    return (e, m, sums) if _kernels.exp_rows(rows, m, out=e, sums=sums, find_max=True, least=least) else None
 
 
 def row_softmax(xp, rows):

@@ -118,6 +118,11 @@ MIN_ELEMENTS = 1 << 15
 # Adam's update takes the kernel at any size: its NumPy code is ten ufunc calls, whose cost at small sizes is
 # per call (a 128-value update: 14.6 us against the compiled call's 10.1).
 ADAM_MIN_ELEMENTS = 1
+# The softmax rows (exp_rows with find_max and sums: Softmax, the cross-entropies from logits) from fewer values
+# than the other kernels: NumPy's code there is five or six calls (maxima, subtract, exp, row sums, divide). Zen 4,
+# one process alternating both, best of 8, op forward + backward: (64, 64) softmax 0.95, sparse CE 0.91; (128, 100)
+# 0.88 / 0.89; (256, 64) 0.88 / 0.83; but (32, 10) to (32, 64) 0.98-1.07 (the calls' own cost).
+SOFTMAX_MIN_ELEMENTS = 1 << 12
 # The optimizers' one-pass updates (SGD's, RMSprop's, Adagrad's, Nadam's, Lion's) split a weight over lamina's
 # threads from this many values (SGD with momentum over the 2.4 M weights of 6 arrays, 2 threads on the 2-core
 # Zen 2: 2.06 -> 1.46 ms a step, PyTorch's foreach 1.6-1.7; NumPy's four passes 4.48)
@@ -744,7 +749,7 @@ def _own_exp_pass(name, x, *arrays):
     return True
 
 
-def exp_rows(a, shift=None, out=None, sums=None, find_max=False):
+def exp_rows(a, shift=None, out=None, sums=None, find_max=False, least=None):
     """exp(a - shift[:, None]) of the rows of a C-contiguous float32 (R, D) array (``shift`` (R,) or None),
     in place or into ``out`` (a new C-contiguous array of a's shape), with the kernels' own exp
     (kernel_loops.exp_rows: a softmax's subtraction of its maxima in the same pass), rows split over threads for
@@ -754,7 +759,7 @@ def exp_rows(a, shift=None, out=None, sums=None, find_max=False):
     (R,) array then; a row holding NaN may get another maximum than NumPy's, for a softmax's all-NaN row alike).
     With ``sums`` (a float32 (R,) array) each row's sum is written there and the row divided by it in the same
     visit (a softmax). For the softmaxes and cross-entropies over wide rows (a language model's vocabulary:
-    NumPy's scalar exp was most of their time)."""
+    NumPy's scalar exp was most of their time). ``least``: the fewest values it runs for (default MIN_ELEMENTS)."""
     target = a if out is None else out
 
     def vector(v):
@@ -765,7 +770,7 @@ def exp_rows(a, shift=None, out=None, sums=None, find_max=False):
                                            and shift.shape == a.shape[:1]))
             or (find_max and shift is None) or (sums is not None and not vector(sums))):
         return False
-    k = _eligible(target)
+    k = _eligible(target, least=least)
     if k is None:
         return False
     m = np.zeros(0, np.float32) if shift is None else shift if find_max else np.ascontiguousarray(shift)
