@@ -16,7 +16,6 @@ from .. import backend
 from ..tensor import Op, Tensor, as_tensor
 from ..threads import split_rows
 from . import cuda_kernels as _cuda_kernels
-from . import kernels as _kernels
 from .math import mm, mm_tn, sum_rows, unbroadcast
 
 __all__ = ["scaled_dot_product_attention", "causal_mask"]
@@ -95,7 +94,7 @@ class ScaledDotProductAttention(Op):
             if s.shape[-2] == 0:                       # no keys: no weights, and W V of no values is zeros
                 pass
             # two compiled passes around the exp (kernels.py), one launch on a GPU (cuda_kernels.py)
-            elif not (_kernels if xp is np else _cuda_kernels).softmax_columns(s, factor):
+            elif not _cuda_kernels.kernels_for(xp).softmax_columns(s, factor):
                 s -= s.max(axis=-2, keepdims=True)     # stable softmax over keys, in place
                 if fold:
                     s *= factor
@@ -150,7 +149,7 @@ class ScaledDotProductAttention(Op):
                 ds_t += gw_t
                 rowsum += (gw_t * s).sum(axis=-2, keepdims=True)
             # one compiled pass (kernels.py; one launch on a GPU)
-            if not (_kernels if xp is np else _cuda_kernels).softmax_columns_grad(ds_t, rowsum, s, factor):
+            if not _cuda_kernels.kernels_for(xp).softmax_columns_grad(ds_t, rowsum, s, factor):
                 ds_t -= rowsum
                 ds_t *= s
                 if self.fold:       # dS of the unscaled scores Q K^T: no scaling of dQ below, Q itself for dK

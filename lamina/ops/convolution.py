@@ -955,8 +955,7 @@ class MaxPool2D(Op):
     def forward(self, x):
         xp = self.xp
         (ph, pw), (sh, sw) = self.pool, self.stride
-        done = (_kernels if xp is np else _cuda_kernels).max_pool2d(x, self.pool, self.stride, self.pads,
-                                                                    self.needs_grad[0])
+        done = _cuda_kernels.kernels_for(xp).max_pool2d(x, self.pool, self.stride, self.pads, self.needs_grad[0])
         if done is not None:   # compiled: one pass, no padded copy (kernels.py; on a GPU one launch)
             y, self.saved = done
             (t, b), (l, r) = self.pads
@@ -996,8 +995,7 @@ class MaxPool2D(Op):
         which = self.saved
         xshape, pshape, oh, ow = self.meta
         (ph, pw), (sh, sw) = self.pool, self.stride
-        done = (_kernels if xp is np else _cuda_kernels).max_pool2d_grad(gy, which, xshape, self.pool, self.stride,
-                                                                         self.pads)
+        done = _cuda_kernels.kernels_for(xp).max_pool2d_grad(gy, which, xshape, self.pool, self.stride, self.pads)
         if done is not None:   # compiled, whichever code noted `which` (the same note either way)
             return done
         disjoint = sh >= ph and sw >= pw

@@ -14,10 +14,12 @@ the values differ from NumPy's by the rounding of the device's exp and tanh (tes
 every one of them with the CPU on a real GPU).
 """
 import os
+import sys
 
 import numpy as np
 
 from .. import backend
+from . import kernels as _cpu_kernels
 
 SOURCE = r"""
 template <typename T> __device__ __forceinline__ T sigmoid_(T z) { return T(1) / (T(1) + exp(-z)); }
@@ -506,6 +508,13 @@ NAMES = ("adam_update_f32", "adam_update_f64", "lstm_cell_f32", "lstm_cell_grad_
          "labels_out_of_range")
 _BLOCK = 256
 _module = {}
+
+
+def kernels_for(xp):
+    """The fused kernels for arrays of the module ``xp``: kernels.py's compiled loops for NumPy's, this module's for
+    CuPy's. Both have the same functions with the same arguments, each saying None / False where it does not run
+    (the caller's generic array code runs then)."""
+    return _cpu_kernels if xp is np else sys.modules[__name__]
 
 
 def enabled():

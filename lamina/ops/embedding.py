@@ -12,7 +12,6 @@ import numpy as np
 
 from ..tensor import Op
 from . import cuda_kernels as _cuda_kernels
-from . import kernels as _kernels
 
 __all__ = ["embedding"]
 
@@ -47,7 +46,7 @@ def _scatter_rows(xp, ids, gy, num_rows):
     CuPy has no reduceat, and its add.at is a native scatter-add kernel, so it takes that path. Where the
     compiled kernels run (kernels.py), one pass in this order gives the same table.
     """
-    done = _kernels.scatter_rows(ids, gy, num_rows) if xp is np else _cuda_kernels.scatter_rows(ids, gy, num_rows)
+    done = _cuda_kernels.kernels_for(xp).scatter_rows(ids, gy, num_rows)
     if done is not None:
         return done
     out = xp.zeros((num_rows, gy.shape[-1]), gy.dtype)

@@ -552,7 +552,7 @@ class LayerNorm(Op):
         x2 = x.reshape(-1, D)
         vectors = [None if p is None else p.reshape(D) for p in (gamma, beta)]
         # one pass, where compiled (kernels.py; on a GPU one launch, cuda_kernels.py)
-        done = (_kernels if xp is np else _cuda_kernels).layer_norm_forward(x2, *vectors, self.epsilon)
+        done = _cuda_kernels.kernels_for(xp).layer_norm_forward(x2, *vectors, self.epsilon)
         if done is not None:
             y, mean, inv = done
             self.rows = D
@@ -597,7 +597,7 @@ class LayerNorm(Op):
         need_x, need_g, need_b = self.needs_grad
         if mean is not None:   # the kernels' forward ran: saved x (not x-hat), inv and the mean
             g = None if gamma is None else gamma.reshape(D)
-            done = (_kernels if xp is np else _cuda_kernels).layer_norm_backward(
+            done = _cuda_kernels.kernels_for(xp).layer_norm_backward(
                 xp.ascontiguousarray(gy2), xhat, mean, inv, g, need_x, need_g or need_b)
             if done is not None:
                 dx, dgamma, dbeta = done

@@ -93,12 +93,6 @@ def _dact_into(xp, name, y, out):
     return out
 
 
-def _step_kernels(xp):
-    """Where a step's fused gate arithmetic comes from: kernels.py's compiled loops for NumPy arrays,
-    cuda_kernels' for CuPy's (each says None where it does not run: the generic passes then)."""
-    return _kernels if xp is np else _cuda_kernels
-
-
 def _start(xp, g, like):
     """The gradient flowing into the last step's state: a copy of ``g`` (the loop adds to it in place), or
     zeros of one step's state when no gradient reached that output (the op sets ``none_grads``)."""
@@ -406,8 +400,8 @@ class LSTMSeq(Op):
         h, c = Hp[:, steps[0]], Cp[:, steps[0]]
         # the step's gate arithmetic as one compiled call where it runs (kernels.py: float32, Keras's default
         # activations, every operand of that dtype, NumPy's exp and tanh not vectorised on this machine)
-        cell = (_step_kernels(xp).lstm_cell(Gs) if (act == "tanh" and ract == "sigmoid" and rec.dtype == x.dtype
-                                                     and (bias is None or bias.dtype == x.dtype)) else None)
+        fits = act == "tanh" and ract == "sigmoid" and rec.dtype == x.dtype and (bias is None or bias.dtype == x.dtype)
+        cell = _cuda_kernels.kernels_for(xp).lstm_cell(Gs) if fits else None
         if cell is not None:
             b = bias if bias is not None else xp.empty(4 * u, x.dtype)   # (not read without a bias)
         with inputs:
@@ -461,8 +455,8 @@ class LSTMSeq(Op):
         grads = _Grads(self, xp, inputs, dZ, [(_rows(Hp), _rows(dZ))])
         # the step's gate arithmetic as one compiled call where it can run (kernels.py): Keras's default
         # activations, one dtype throughout (dh and dc stay contiguous arrays of it every step)
-        cell = (_step_kernels(xp).lstm_cell_grad(Gs) if (act == "tanh" and ract == "sigmoid"
-                                                          and dh.dtype == dc.dtype == rkT.dtype == dtype) else None)
+        fits = act == "tanh" and ract == "sigmoid" and dh.dtype == dc.dtype == rkT.dtype == dtype
+        cell = _cuda_kernels.kernels_for(xp).lstm_cell_grad(Gs) if fits else None
         dc_next = xp.empty((N, u), dtype) if cell is not None else None
         if cell is not None and mf is not None:
             dhn, dcn = xp.empty((N, u), dtype), xp.empty((N, u), dtype)
