@@ -219,7 +219,10 @@ def lstm_cell(rec, xw, bias, has_bias, c_prev, gates, c_out, tc_out, h_out, n, u
     h_out.a(n * u, (n, u))[...] = g[2] * t
 
 
-def _lstm_grad(h, dc, gates, tc, c_prev, dz, dc_prev, n, u):
+def lstm_step_grad(dh, gh, gh_stride, has_gh, dc, gates, tc, c_prev, dz, dc_prev, n, u):
+    h = dh.a(n * u, (n, u)).copy()
+    if has_gh:
+        h += np.lib.stride_tricks.as_strided(gh.a((n - 1) * gh_stride + u), (n, u), (4 * gh_stride, 4))
     i, f, o, g = gates.a(4 * n * u, (4, n, u))
     t = tc.a(n * u, (n, u))
     d = (1 - t * t) * o * h + dc.a(n * u, (n, u))
@@ -231,23 +234,11 @@ def _lstm_grad(h, dc, gates, tc, c_prev, dz, dc_prev, n, u):
     dc_prev.a(n * u, (n, u))[...] = d * f
 
 
-def lstm_cell_grad(dh, dc, gates, tc, c_prev, dz, dc_prev, n, u):
-    _lstm_grad(dh.a(n * u, (n, u)).copy(), dc, gates, tc, c_prev, dz, dc_prev, n, u)
-
-
-def lstm_step_grad(dh, gh, gh_stride, has_gh, dc, gates, tc, c_prev, dz, dc_prev, n, u):
-    h = dh.a(n * u, (n, u)).copy()
-    if has_gh:
-        h += np.lib.stride_tricks.as_strided(gh.a((n - 1) * gh_stride + u), (n, u), (4 * gh_stride, 4))
-    _lstm_grad(h, dc, gates, tc, c_prev, dz, dc_prev, n, u)
-
-
 MODELS = {"adam_update": adam_update, "softmax_rows": softmax_rows, "softmax_columns": softmax_columns,
           "softmax_columns_grad": softmax_columns_grad, "sce_loss": sce_loss, "sce_grad": sce_grad,
           "labels_out_of_range": labels_out_of_range, "scatter_rows": scatter_rows, "max_pool": max_pool,
           "max_pool_grad": max_pool_grad, "col2im": col2im, "layer_norm": layer_norm,
-          "layer_norm_grad": layer_norm_grad, "lstm_cell": lstm_cell, "lstm_cell_grad": lstm_cell_grad,
-          "lstm_step_grad": lstm_step_grad}
+          "layer_norm_grad": layer_norm_grad, "lstm_cell": lstm_cell, "lstm_step_grad": lstm_step_grad}
 
 
 def model_of(name):

@@ -74,30 +74,9 @@ extern "C" __global__ void lstm_cell_f32(const float* rec, const float* xw, cons
     }
 }
 
-// One LSTM step backward: d = dc + dh o (1 - tc^2); the pre-activation gradients of i, f, o, g into dz
+// One LSTM step backward, dh the step's share of the gradient into h, plus gh_t (the sequence output's, rows
+// gh_stride apart; has_gh 0: none): d = dc + dh o (1 - tc^2); the pre-activation gradients of i, f, o, g into dz
 // (n, 4u: gate blocks of u columns) and d f, the gradient into the previous cell state, into dc_prev.
-extern "C" __global__ void lstm_cell_grad_f32(const float* dh, const float* dc, const float* gates,
-                                              const float* tc, const float* c_prev, float* dz, float* dc_prev,
-                                              int n, int u) {
-    long long nu = (long long)n * u;
-    for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < nu;
-         idx += (long long)blockDim.x * gridDim.x) {
-        long long r = idx / u;
-        int j = (int)(idx - r * u);
-        float i = gates[idx], f = gates[nu + idx], o = gates[2 * nu + idx], g = gates[3 * nu + idx];
-        float t = tc[idx], h = dh[idx];
-        float d = (1.0f - t * t) * o * h + dc[idx];
-        float* z = dz + r * 4 * u + j;
-        z[0] = d * g * ((1.0f - i) * i);
-        z[u] = d * c_prev[idx] * ((1.0f - f) * f);
-        z[2 * u] = h * t * ((1.0f - o) * o);
-        z[3 * u] = d * i * (1.0f - g * g);
-        dc_prev[idx] = d * f;
-    }
-}
-
-// lstm_cell_grad_f32 with the step's share of the sequence output's gradient added to dh on the way in
-// (gh_t rows gh_stride apart; has_gh 0: none): the backward time loop's step without a separate addition.
 extern "C" __global__ void lstm_step_grad_f32(const float* dh, const float* gh, long long gh_stride, int has_gh,
                                               const float* dc, const float* gates, const float* tc,
                                               const float* c_prev, float* dz, float* dc_prev, int n, int u) {
@@ -499,7 +478,7 @@ extern "C" __global__ void labels_out_of_range(const long long* lab, long long n
 }
 """
 
-NAMES = ("adam_update_f32", "adam_update_f64", "lstm_cell_f32", "lstm_cell_grad_f32", "lstm_step_grad_f32",
+NAMES = ("adam_update_f32", "adam_update_f64", "lstm_cell_f32", "lstm_step_grad_f32",
          "softmax_rows_f32", "softmax_columns_f32", "softmax_columns_f64", "softmax_columns_grad_f32",
          "softmax_columns_grad_f64",
          "softmax_rows_f64", "sce_loss_f32", "sce_loss_f64", "sce_grad_f32", "sce_grad_f64", "scatter_rows_f32",
@@ -594,14 +573,15 @@ def lstm_cell_grad(gates):
     xp = _cupy_of(gates)
     if xp is None or gates.dtype != np.float32 or gates.size == 0:
         return None
-    kernel = _kernel(xp, "lstm_cell_grad_f32")
+    kernel = _kernel(xp, "lstm_step_grad_f32")
+    no_gh = (np.int64(0), np.int32(0))   # (no sequence gradient: the caller added its share to dh)
 
     def cell(dh, dc, g, tc, c_prev, dz, dc_prev):
         n, u = dh.shape
         arrays = (dh, dc, g, tc, c_prev, dz, dc_prev)
         if any(a.dtype != np.float32 for a in arrays) or not _contiguous(*arrays):
             raise ValueError("lstm_cell_grad: every operand must be a contiguous float32 array")
-        kernel(*_grid(n * u), (dh, dc, g, tc, c_prev, dz, dc_prev, np.int32(n), np.int32(u)))
+        kernel(*_grid(n * u), (dh, dh, *no_gh, dc, g, tc, c_prev, dz, dc_prev, np.int32(n), np.int32(u)))
     return cell
 
 
