@@ -479,7 +479,7 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1, 
         valid = keep.astype(y_pred.dtype)
         lab = xp.where(keep, lab, 0)
     # (on a GPU one launch and one read of a flag, the extremes only for the message)
-    bad = None if xp is np else _cuda_kernels.labels_out_of_range(xp.ascontiguousarray(lab), K)
+    bad = None if xp is np else _cuda_kernels.labels_out_of_range(lab, K)
     if lab.size and bad is not False:
         lo, hi = int(lab.min()), int(lab.max())
         if lo < 0 or hi >= K:
