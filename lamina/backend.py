@@ -221,7 +221,7 @@ def get_array_module(*arrays):
         if type(a) is np.ndarray:   # the common case first: every op asks of each of its inputs
             continue
         if not isinstance(a, np.ndarray) and not is_cupy_array(a):
-            a = getattr(a, "data", a)  # a Tensor's array
+            a = getattr(a, "data", a)  # a Tensor's array (array_of's rule, inline: every op's inputs come here)
         if is_cupy_array(a):
             import cupy
             return cupy
