@@ -528,6 +528,21 @@ def test_group_norm_mode_switched_between_forward_and_backward(compiled):
     np.testing.assert_allclose(np.asarray(got.data), want[1], rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("offset,outlier", [(1e8, 0.0), (3.0, 1e4)])
+def test_group_norm_kernels_keep_the_variance_of_far_off_or_outlying_values(compiled, offset, outlier):
+    """The forward kernel's one pass of shifted sums (each channel's first value subtracted, the channels combined
+    by Chan's rule): float64 values 1e8 from zero with unit spread (plain sums of x and x^2 cancel to nothing
+    there), and a first position 1e4 spreads off the rest, give NumPy's two-pass code's output and gradient."""
+    x = R.standard_normal((3, 40, 16)) + offset
+    x[:, 0, ::3] += outlier
+    gy = R.standard_normal(x.shape)
+    calls = _count_calls(compiled, "group_norm_rows", lambda a: a[-1] - a[-2])
+    got, want = _both(compiled, lambda: _gn_all(x, 4, None, None, gy))
+    assert sum(calls) == 3
+    for u, v in zip(got, want):
+        np.testing.assert_allclose(u, v, rtol=1e-7, atol=1e-7)
+
+
 # ----------------------------------------------------------------------------- depthwise convolution
 # (input shape, ops.nn.depthwise_conv_bias arguments, multiplier, bias?): 1-D to 3-D, strides, dilation, a depth
 # multiplier, 'same' and 'valid'

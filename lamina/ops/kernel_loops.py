@@ -262,79 +262,88 @@ def channel_norm_grad(gy, x, mean, inv, ca, cb, cc, dx):
 
 
 def group_norm_rows(x, gamma, beta, has_gamma, has_beta, eps, groups, mean, inv, y, lo, hi):
-    # GroupNorm of the samples lo:hi of x (N, S, C), C a multiple of groups, each sample's three passes one after
-    # another while it is in cache: per-channel sums in float64, each group's mean over its S * C/G values; then the
-    # sums of (x - mean)^2 (no cancellation, as the NumPy code's) and inv = 1 / sqrt(var + eps); mean and inv (N, C)
-    # each channel's group's values in x's dtype; then y as batch_norm_rows writes it
+    # GroupNorm of the samples lo:hi of x (N, S, C), C a multiple of groups, each sample's two passes one after the
+    # other while it is in cache. First each channel's sums of d = x - k and d^2 in float64, k the channel's value
+    # in the sample's first position (shifted sums: k lies within the channel's values, so s2 - s1^2 / S cancels
+    # no more than the two-pass variance does); the group's mean and squared deviations combined from its
+    # channels' (Chan's pairwise rule: each channel's own, plus S (its mean - the group's)^2), inv = 1 / sqrt(var
+    # + eps); mean and inv (N, C) each channel's group's values in x's dtype. Then y = (x - mean) a + b with
+    # a = inv gamma and b = beta per channel, one pass
     s, c = x.shape[1], x.shape[2]
     cg = c // groups
     count = s * cg
-    acc = np.empty(c, np.float64)
+    k = np.empty(c, x.dtype)
+    s1 = np.empty(c, np.float64)
+    s2 = np.empty(c, np.float64)
+    m = np.empty(c, x.dtype)
+    a = np.empty(c, x.dtype)
+    b = np.zeros(c, x.dtype)
     for n in range(lo, hi):
-        xn, mn, vn, yn = x[n], mean[n], inv[n], y[n]
+        xn, yn = x[n], y[n]
         for j in range(c):
-            acc[j] = 0.0
+            k[j] = xn[0, j]
+            s1[j] = 0.0
+            s2[j] = 0.0
         for i in range(s):
             xr = xn[i]
             for j in range(c):
-                acc[j] += xr[j]
+                d = np.float64(xr[j] - k[j])
+                s1[j] += d
+                s2[j] += d * d
         for g in range(groups):
             t = 0.0
             for j in range(g * cg, (g + 1) * cg):
-                t += acc[j]
+                t += k[j] * s + s1[j]
+            mg = t / count
+            q = 0.0
             for j in range(g * cg, (g + 1) * cg):
-                mn[j] = t / count
+                mj = s1[j] / s                 # the channel's mean - k
+                e = (k[j] + mj) - mg
+                q += (s2[j] - s1[j] * mj) + s * e * e
+            v = 1.0 / np.sqrt(max(q, 0.0) / count + eps)
+            for j in range(g * cg, (g + 1) * cg):
+                mean[n, j] = mg
+                inv[n, j] = v
         for j in range(c):
-            acc[j] = 0.0
-        for i in range(s):
-            xr = xn[i]
-            for j in range(c):
-                d = xr[j] - mn[j]
-                acc[j] += d * d
-        for g in range(groups):
-            t = 0.0
-            for j in range(g * cg, (g + 1) * cg):
-                t += acc[j]
-            v = 1.0 / np.sqrt(t / count + eps)
-            for j in range(g * cg, (g + 1) * cg):
-                vn[j] = v
+            m[j] = mean[n, j]
+            a[j] = inv[n, j] * gamma[j] if has_gamma else inv[n, j]
+            if has_beta:
+                b[j] = beta[j]
         for i in range(s):
             xr, yr = xn[i], yn[i]
             for j in range(c):
-                h = (xr[j] - mn[j]) * vn[j]
-                if has_gamma:
-                    h = h * gamma[j]
-                if has_beta:
-                    h = h + beta[j]
-                yr[j] = h
+                yr[j] = (xr[j] - m[j]) * a[j] + b[j]
 
 
 def group_norm_rows_grad(gy, x, mean, inv, gamma, has_gamma, groups, need_x, sums, dx, lo, hi):
     # group_norm_rows' backward for the samples lo:hi, each sample's two passes while it is in cache: sums[n, 0] and
-    # sums[n, 1] the per-channel sums of gy and of gy * xhat (xhat = (x - mean) * inv recomputed; summed in float64,
-    # stored in gy's dtype: beta's and gamma's gradients once added over the samples); then, where need_x,
-    # dx = inv (g - mean(g) - xhat mean(g xhat)) with g = gy gamma and the means over the sample's group, as
-    # batch_norm_rows_grad's folded rule gy a + (xhat c + b)
+    # sums[n, 1] the per-channel sums of gy and of gy * xhat (xhat = (x - mean) * inv: the sum of gy (x - mean) in
+    # float64, times inv once; stored in gy's dtype: beta's and gamma's gradients once added over the samples);
+    # then, where need_x, dx = inv (g - mean(g) - xhat mean(g xhat)) with g = gy gamma and the means over the
+    # sample's group, as gy a + ((x - mean) c + b) per channel
     s, c = gy.shape[1], gy.shape[2]
     cg = c // groups
     count = s * cg
     sb = np.empty(c, np.float64)
     sg = np.empty(c, np.float64)
+    m = np.empty(c, gy.dtype)
     a = np.empty(c, gy.dtype)
     b = np.empty(c, gy.dtype)
     cc = np.empty(c, gy.dtype)
     for n in range(lo, hi):
-        gn, xn, mn, vn = gy[n], x[n], mean[n], inv[n]
+        gn, xn = gy[n], x[n]
         for j in range(c):
             sb[j] = 0.0
             sg[j] = 0.0
+            m[j] = mean[n, j]
         for i in range(s):
             gr, xr = gn[i], xn[i]
             for j in range(c):
                 g = gr[j]
                 sb[j] += g
-                sg[j] += g * ((xr[j] - mn[j]) * vn[j])
+                sg[j] += g * (xr[j] - m[j])
         for j in range(c):
+            sg[j] *= inv[n, j]
             sums[n, 0, j] = sb[j]
             sums[n, 1, j] = sg[j]
         if not need_x:
@@ -347,14 +356,15 @@ def group_norm_rows_grad(gy, x, mean, inv, gamma, has_gamma, groups, need_x, sum
                 tb += sb[j] * w
                 tg += sg[j] * w
             for j in range(grp * cg, (grp + 1) * cg):
-                a[j] = vn[j] * gamma[j] if has_gamma else vn[j]
-                b[j] = -vn[j] * (tb / count)
-                cc[j] = -vn[j] * (tg / count)
+                v = inv[n, j]
+                a[j] = v * gamma[j] if has_gamma else v
+                b[j] = -v * (tb / count)
+                cc[j] = -v * v * (tg / count)
         dn = dx[n]
         for i in range(s):
             gr, xr, dr = gn[i], xn[i], dn[i]
             for j in range(c):
-                dr[j] = gr[j] * a[j] + ((xr[j] - mn[j]) * vn[j] * cc[j] + b[j])
+                dr[j] = gr[j] * a[j] + ((xr[j] - m[j]) * cc[j] + b[j])
 
 
 def _span(off, s, n_in, n_out):
