@@ -123,6 +123,12 @@ class _NameScopes(threading.local):
 _NAME_SCOPES = _NameScopes()
 
 
+def name_scope_stack():
+    """This thread's open name scopes, innermost last: the list a layer call pushes its own scope onto and pops
+    (Layer.__call__, without a name_scope object's enter and exit on every call)."""
+    return _NAME_SCOPES.stack
+
+
 class name_scope:
     """Keras's name scope: variables made inside it have its path as the prefix of theirs
     (``with keras.name_scope("enc"): ...`` -> ``enc/dense/kernel``). Layers open one with their own name (the

@@ -62,6 +62,37 @@ def test_training_flag_is_inherited_by_inner_calls():
     assert o.weights == [] and o._layers and o._layers[0] is o.inner
 
 
+def test_a_failing_call_leaves_no_scope_training_flag_or_call_depth_behind():
+    """Layer.__call__ sets its name scope, the training flag, the outer-call depth and the autocast dtype by hand:
+    a call that raises restores each of them (the next call's weights get their plain path, its inner layers see
+    its own training flag, and its losses are cleared as an outermost call's)."""
+    from lamina import backend
+    from lamina.layers.layer import current_training
+    from lamina.tensor import autocast_dtype
+
+    class Boom(layers.Layer):
+        def call(self, x, training=None):
+            assert backend.current_path().endswith("boom") and current_training() is True
+            raise ValueError("boom")
+
+    class Lossy(layers.Layer):
+        def call(self, x):
+            self.add_loss(ops.sum(x))
+            return x
+
+    boom = Boom(name="boom", dtype="mixed_float16")
+    with pytest.raises(ValueError, match="boom"):
+        boom(np.ones((1, 2), np.float32), training=True)
+    assert backend.name_scope_stack() == [] and current_training() is None and autocast_dtype() is None
+    lossy = Lossy()
+    lossy(np.ones((1, 2), np.float32))
+    lossy(np.full((1, 2), 2.0, np.float32))
+    assert len(lossy.losses) == 1 and float(lossy.losses[0]) == 4.0   # (each outermost call clears the last's)
+    d = layers.Dense(1, name="after")
+    d(np.ones((1, 2), np.float32))
+    assert d.kernel.path == "after/kernel"
+
+
 def test_relu_keeps_nan():
     y = ops.relu(np.array([np.nan, -1.0, 2.0], np.float32)).numpy()
     assert np.isnan(y[0]) and y[1] == 0 and y[2] == 2

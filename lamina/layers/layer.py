@@ -20,6 +20,7 @@ from .. import rematerialization as _remat
 from .. import ops as _ops
 from ..config import DTypePolicy
 from ..backend import clear_session, unique_name  # noqa: F401  (re-exported)
+from ..backend import name_scope_stack as _name_scopes
 from ..registry import register, serialize
 from ..tensor import Tensor, Variable, autocast_dtype, no_grad, set_autocast_dtype
 from ..io.limits import charge_weight
@@ -34,9 +35,9 @@ def _snake(name):
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", s).lower()
 
 
-# call_context and _outer_call are entered by every layer call, so they are classes: a generator-based
-# context manager (contextlib.contextmanager) costs ~1 us more to enter and leave, a few percent of a small
-# model's training step
+# call_context is entered by a rematerialised layer call and by code that sets the training flag for a block, so
+# it is a class: a generator-based context manager (contextlib.contextmanager) costs ~1 us more to enter and leave.
+# Layer.__call__'s usual path sets the flag (and its other scopes) by hand
 class call_context:
     """The training flag of the layer calls inside the block (None: the enclosing one's)."""
 
@@ -70,24 +71,6 @@ class _AutocastScope:
 
 
 _NO_SCOPE = contextlib.nullcontext()
-
-
-class _outer_call:
-    """Marks a layer call. The outermost one (no layer call around it) first clears the losses that
-    ``add_loss`` and activity regularizers recorded in the layer and its sub-layers, as Keras does: a
-    layer called several times inside one outer call keeps every call's losses."""
-
-    def __init__(self, layer):
-        self.layer = layer
-
-    def __enter__(self):
-        self.depth = depth = getattr(_ctx, "depth", 0)
-        if depth == 0 and not _remat.is_recomputing():   # (a rerun in backward keeps the forward's losses)
-            self.layer._clear_losses()
-        _ctx.depth = depth + 1
-
-    def __exit__(self, *exc):
-        _ctx.depth = self.depth
 
 
 @contextlib.contextmanager
@@ -282,8 +265,16 @@ class InputSpec:
         return cls(**config)
 
     def check(self, layer, i, shape):
-        where = _IncompatibleInput(layer, i)   # (the message's words made only when one is raised)
         rank = len(shape)
+        if (self.ndim is None or rank == self.ndim) and self.shape is None and self.max_ndim is None and (
+                self.min_ndim is None or rank >= self.min_ndim):
+            # (the usual spec: a rank bound and known axes, as Dense's and the convolutions'; every call checks)
+            for axis, value in self.axes.items():
+                if value is not None and -rank <= axis < rank and shape[axis] != value:
+                    break
+            else:
+                return
+        where = _IncompatibleInput(layer, i)   # (the message's words made only when one is raised)
         if self.ndim is not None and rank != self.ndim:
             raise ValueError(f"{where}: expected ndim={self.ndim}, found ndim={rank}. "
                              f"Full shape received: {tuple(shape)}")
@@ -544,6 +535,15 @@ class Layer:
         """This layer's name scope (backend.name_scope, the layer as its caller: not repeated inside itself),
         opened around its build, call and add_weight, as Keras's."""
         return backend.name_scope(self.name, caller=self)
+
+    def _call_scope(self):
+        """The name scope that __call__ pushes onto the scope stack itself (the same as _name_scope's, made once
+        for the layer's current name: every layer call comes through here)."""
+        scope = self.__dict__.get("_call_scope_entry")
+        if scope is None or scope.name != self.name:
+            scope = backend.name_scope(self.name, caller=self)
+            self.__dict__["_call_scope_entry"] = scope
+        return scope
 
     @property
     def path(self):
@@ -915,23 +915,52 @@ class Layer:
             masks = [getattr(t, "_keras_mask", None) for t in _nest_flatten(inputs)]
             if any(m is not None for m in masks):
                 kwargs["mask"] = masks[0] if not isinstance(inputs, (list, tuple)) else masks
+        # The scopes below are this layer's name scope (sublayers built in call() get its path), the outer-call depth
+        # (the outermost call clears the losses that add_loss and activity regularizers recorded in the layer and its
+        # sub-layers, as Keras: a layer called several times inside one outer call keeps every call's losses), the
+        # training flag (call_context's) and the autocast dtype, entered and left by hand: as context managers
+        # they were ~3-4 us of every layer call
+        stack = _name_scopes()
+        top = stack[-1] if stack else None
+        pushed = top is None or top.caller is not self or top.name != self.name   # (name_scope's deduplicate)
         try:
-            with self._name_scope():  # (sublayers built in call() get this layer's path)
+            if pushed:
+                stack.append(self._call_scope())
+            try:
                 if not self.built:
                     # the spec set in __init__ first, as Keras: a wrong rank never reaches build (a 0-d input
                     # was an IndexError there); build may set a stricter spec, checked below
                     self._check_input_spec(inputs)
                     self._maybe_build(_nest_map(lambda t: t.shape if isinstance(t, Tensor) else None, inputs))
                 self._check_input_spec(inputs)
-                with _outer_call(self):
+                depth = getattr(_ctx, "depth", 0)
+                if depth == 0 and not _remat.is_recomputing():   # (a rerun in backward keeps the forward's losses)
+                    self._clear_losses()
+                _ctx.depth = depth + 1
+                try:
                     if getattr(self, "_remat_mode", None) is None:
                         _remat.note_layer_call(self)   # (its own generators, for an enclosing remat's rerun)
-                        with call_context(training), self._autocast_scope():
-                            outputs = self.call(*args, **kwargs)
+                        outer = getattr(_ctx, "training", None)
+                        if training is not None:
+                            _ctx.training = training
+                        try:
+                            scope = self._autocast_scope()
+                            if scope is _NO_SCOPE:
+                                outputs = self.call(*args, **kwargs)
+                            else:
+                                with scope:
+                                    outputs = self.call(*args, **kwargs)
+                        finally:
+                            _ctx.training = outer
                     else:
                         outputs = self._rematerialized_call(training, args, kwargs)
                     if self.activity_regularizer is not None:
                         self._add_activity_losses(outputs)
+                finally:
+                    _ctx.depth = depth
+            finally:
+                if pushed:
+                    stack.pop()
         except (ValueError, TypeError) as e:
             _raise_named(self, e)
         self._set_output_mask(inputs, outputs, kwargs.get("mask"))
