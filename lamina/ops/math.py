@@ -355,7 +355,13 @@ def rows_op(xp, ufunc, a2, vec, out=None):
 def _flat_width(size):
     """The widest row (4096, 1024, 256, 64 or 16 values) that a contiguous array of ``size`` values splits into
     evenly, or 0: element-wise passes over a whole array run on rows that long, whatever its shape."""
-    return next((w for w in (4096, 1024, 256, 64, 16) if size % w == 0), 0)
+    for w in _FLAT_WIDTHS:   # (a loop: next() over a generator cost ~1 us a call, on every small pass)
+        if size % w == 0:
+            return w
+    return 0
+
+
+_FLAT_WIDTHS = (4096, 1024, 256, 64, 16)
 
 
 def relu_into(xp, x, out):
@@ -368,16 +374,21 @@ def relu_into(xp, x, out):
     over lamina's threads by rows."""
     if xp is np and x.flags.c_contiguous and out.flags.c_contiguous and x.size:
         width = _flat_width(x.size)
-        if width and out.shape == x.shape and _kernels.relu(x.reshape(-1, width), out.reshape(-1, width)):
+        if (width and x.size >= _kernels.MIN_ELEMENTS and out.shape == x.shape   # (below it the kernels decline)
+                and _kernels.relu(x.reshape(-1, width), out.reshape(-1, width))):
             return out   # one compiled pass (kernels.py)
         if width:
-            key = (x.dtype.str, width)
+            key = (x.dtype, width)
             zero = _ZERO_ROWS.get(key)
             if zero is None:
                 zero = _ZERO_ROWS[key] = np.zeros(width, dtype=x.dtype)
                 zero.flags.writeable = False
             rows_x, rows_out = x.reshape(-1, width), out.reshape(-1, width)
-            split_pass(xp, lambda lo, hi: xp.maximum(rows_x[lo:hi], zero, out=rows_out[lo:hi]), len(rows_x), x.size)
+            if x.size < _SPLIT_PASS:   # one pass here, no split to set up (~2 us at a small Dense's size)
+                np.maximum(rows_x, zero, out=rows_out)
+            else:
+                split_pass(xp, lambda lo, hi: xp.maximum(rows_x[lo:hi], zero, out=rows_out[lo:hi]), len(rows_x),
+                           x.size)
             return out
     xp.maximum(x, x.dtype.type(0), out=out)
     return out
