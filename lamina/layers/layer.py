@@ -22,7 +22,7 @@ from ..config import DTypePolicy
 from ..backend import clear_session, unique_name  # noqa: F401  (re-exported)
 from ..backend import name_scope_stack as _name_scopes
 from ..registry import register, serialize
-from ..tensor import Tensor, Variable, autocast_dtype, no_grad, set_autocast_dtype
+from ..tensor import Tensor, Variable, _recorder, autocast_dtype, no_grad, set_autocast_dtype
 from ..io.limits import charge_weight
 
 _ctx = threading.local()
@@ -886,7 +886,8 @@ class Layer:
             # (Keras's words; the ops below would make a NaN scalar, pass None on, or fail on an attribute)
             raise ValueError(f"Inputs to a layer should be tensors. Got 'None' (of type {type(None)}) as input for "
                              f"layer '{self.name}'.")
-        if _holds_keras_tensor(args) or (kwargs and _holds_keras_tensor(kwargs)):
+        if ((len(args) > 1 or type(inputs) is not Tensor) and _holds_keras_tensor(args)) or (
+                kwargs and _holds_keras_tensor(kwargs)):   # (one Tensor, the usual input, is no KerasTensor)
             return self._symbolic_call(*args, **kwargs)
         names, var_kw, training_default = self._call_params()
         if isinstance(inputs, (list, tuple)) and _holds_only_numbers(inputs):
@@ -939,7 +940,8 @@ class Layer:
                 _ctx.depth = depth + 1
                 try:
                     if getattr(self, "_remat_mode", None) is None:
-                        _remat.note_layer_call(self)   # (its own generators, for an enclosing remat's rerun)
+                        if _recorder() is not None:   # (its own generators, for an enclosing remat's rerun)
+                            _remat.note_layer_call(self)
                         outer = getattr(_ctx, "training", None)
                         if training is not None:
                             _ctx.training = training
