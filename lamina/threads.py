@@ -6,7 +6,9 @@ when a core it counts on is busy with another process (each GEMM waits for the d
 gain from threads either. No static rule gets both right, so by default lamina measures: during ``fit`` the
 :class:`Governor` times a few training steps with each candidate thread count (1 and all usable cores, and
 half on larger machines), keeps the fastest, and re-checks now and then (less often while the choice holds),
-so a neighbour that starts or stops mid-training moves the choice.
+so a neighbour that starts or stops mid-training moves the choice. On Linux it also reads how busy the other
+processes keep its cores (/proc/stat, :func:`foreign_load`) and does not try a thread team those cores would
+leave waiting.
 
 A fixed count switches the governor off:
 
@@ -37,8 +39,8 @@ import os
 import threading
 import time
 
-__all__ = ["get_num_threads", "set_num_threads", "usable_cores", "Governor", "governor", "blas_info",
-           "split_width", "split_rows", "split_products", "run_split", "ranges", "Overlap", "one_thread"]
+__all__ = ["get_num_threads", "set_num_threads", "usable_cores", "Governor", "governor", "foreign_load",
+           "blas_info", "split_width", "split_rows", "split_products", "run_split", "ranges", "Overlap", "one_thread"]
 
 _ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _state = {"fixed": None, "controller": None, "checked_env": False}
@@ -478,10 +480,22 @@ class Governor:
     measurement stops early when a step already takes ``abort`` times the best median known (three times
     that for the settling step): on a busy machine a thread team can be many times slower, and one such
     step is all it costs to find out.
+
+    With ``load`` (a function giving the CPU seconds other processes have used on this process's cores so far
+    and a clock, as :func:`foreign_load` reads them from Linux), a rival of more than one thread is measured
+    only once ``window`` seconds have passed since the last look at the load, and not at all that time when
+    the others kept busy more of the cores than it would leave them (``count`` threads need ``count - 0.5``
+    cores free): its one step would only have found its team waiting on a taken core (a CNN's step 3 ms on one
+    thread, 60 ms on two beside one busy process on the 2-core Zen 4). It is looked at again at the next
+    re-check.
     """
 
     def __init__(self, candidates=None, warmup=1, probe=3, interval=4.0, max_interval=64.0, margin=0.08,
-                 abort=1.5, settle=1, apply=None):
+                 abort=1.5, settle=1, apply=None, load=None, cores=None, window=0.2):
+        self._load, self.window = load, window
+        self.cores = usable_cores() if cores is None else cores
+        self._mark = None if load is None else load()   # (others' CPU seconds, clock) when the window began
+        self.skipped = []        # (step number, the rival not measured for the others' load)
         if candidates is None:
             top = usable_cores()
             current = get_num_threads()
@@ -509,7 +523,7 @@ class Governor:
 
     def begin(self):
         """Set the thread count the next step should run with."""
-        if self._trying is None and self._queue and self._seen >= self.warmup:
+        if self._trying is None and self._queue and self._seen >= self.warmup and self._may_try(self._queue[0]):
             self._trying = self._queue.pop(0)
             self.times[self._trying] = []
         count = self._trying if self._trying is not None else self.choice
@@ -551,6 +565,27 @@ class Governor:
         if len(self.times[c]) >= self.probe or self._beyond(c, seconds, self.abort):
             self._end_probe()
 
+    def _may_try(self, c):
+        """Whether candidate c is measured now (always without ``load``, and for one thread). With it, a team
+        waits until ``window`` seconds have passed since the last look (the others' load needs that long to read:
+        /proc/stat counts in hundredths of a second), and is dropped from this round, the choice kept, when the
+        others left fewer than c - 0.5 of the cores free meanwhile."""
+        if self._load is None or c <= 1:
+            return True
+        used, now = self._load()
+        seconds = now - self._mark[1]
+        if seconds < self.window:
+            return False
+        others = (used - self._mark[0]) / seconds
+        self._mark = (used, now)
+        if self.cores - others >= c - 0.5:
+            return True
+        self._queue.pop(0)
+        self.skipped.append((self._seen, c))
+        if not self._queue:
+            self._decide()
+        return False
+
     def _beyond(self, c, seconds, factor):
         """Whether a step of candidate c took over ``factor`` times the best median of the others measured."""
         known = [m for m in (self._median(k, None) for k in self.candidates if k != c) if m is not None]
@@ -585,11 +620,38 @@ class Governor:
 _governor = {"g": None}
 
 
+def foreign_load():
+    """(CPU seconds that other processes and the host (steal) have used on this process's cores, a clock in
+    seconds), both counted from an arbitrary start: the busy time of those cores in /proc/stat less this process's
+    own CPU time. None where /proc/stat cannot be read (not Linux)."""
+    try:
+        cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+        with open("/proc/stat", "rb") as f:
+            lines = f.read().decode("ascii", "replace").splitlines()
+    except (AttributeError, OSError):
+        return None
+    busy = 0
+    for line in lines:
+        parts = line.split()
+        if parts and parts[0] in cpus and len(parts) > 8:
+            # user nice system idle iowait irq softirq steal: all but idle and iowait are busy
+            busy += sum(int(v) for v in parts[1:4]) + sum(int(v) for v in parts[6:9])
+    own = os.times()
+    return busy / _TICKS - (own.user + own.system), time.monotonic()
+
+
+try:
+    _TICKS = os.sysconf("SC_CLK_TCK")
+except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+    _TICKS = 100
+
+
 def governor():
-    """The process's governor, or None when the thread count is fixed or there is nothing to choose."""
+    """The process's governor, or None when the thread count is fixed or there is nothing to choose. It reads the
+    others' load (:func:`foreign_load`) where Linux gives it."""
     if is_fixed():
         return None
     if _governor["g"] is None:
-        g = Governor()
+        g = Governor(load=foreign_load if foreign_load() is not None else None)
         _governor["g"] = g if g.active else False
     return _governor["g"] or None

@@ -124,6 +124,86 @@ def test_three_candidates_on_a_bigger_machine():
     assert g.choice == 4
 
 
+class LoadedMachine(Machine):
+    """A simulated machine whose other processes keep ``others`` cores busy: a clock that the steps advance, and
+    the others' CPU seconds, which Governor's ``load`` reads."""
+
+    def __init__(self, cost, others):
+        super().__init__(cost)
+        self.others, self.clock, self.used = others, 0.0, 0.0
+
+    def load(self):
+        return self.used, self.clock
+
+    def run(self, gov, steps):
+        for _ in range(steps):
+            gov.begin()
+            seconds = self.cost[self.current]
+            self.clock += seconds
+            self.used += self.others * seconds
+            gov.step(seconds)
+
+
+def test_a_team_is_not_tried_while_the_others_hold_the_cores_it_needs():
+    """One core of two busy with another process: two threads would only wait on it (the simulated 0.1 s), so the
+    governor never runs a step on them, at the first decision or at any re-check, and keeps one thread; it notes
+    each skip."""
+    m = LoadedMachine({1: 0.010, 2: 0.100}, others=1.0)
+    g = threads.Governor(candidates=[1, 2], apply=m.apply, load=m.load, cores=2, interval=0.05, max_interval=0.05)
+    m.run(g, 150)   # 1.5 s of training: a re-check each time the 0.2 s load window has passed
+    assert g.choice == 1 and 2 not in m.applied
+    assert len(g.skipped) >= 5 and all(c == 2 for _, c in g.skipped)
+
+
+def test_a_team_is_tried_once_the_others_leave_and_a_window_has_passed():
+    """Quiet from the start: the two-thread team is measured only after the load window (0.2 s: /proc/stat counts
+    hundredths), then chosen; after a neighbour arrives it is dropped, and measured again once the neighbour
+    leaves."""
+    m = LoadedMachine({1: 0.010, 2: 0.006}, others=0.0)
+    g = threads.Governor(candidates=[1, 2], apply=m.apply, load=m.load, cores=2, interval=0.05, max_interval=0.05)
+    m.run(g, 15)
+    assert 2 not in m.applied and m.clock >= 0.1   # 0.15 s of training: still on one thread
+    m.run(g, 30)
+    assert g.choice == 2 and g.skipped == []
+    m.cost[2], m.others = 0.080, 1.2    # a neighbour: two threads now collapse
+    m.run(g, 80)
+    assert g.choice == 1
+    tries = m.applied.count(2)
+    m.run(g, 100)
+    assert m.applied.count(2) == tries and g.skipped   # (while it stays, no step on two threads)
+    m.cost[2], m.others = 0.006, 0.0    # it leaves
+    m.run(g, 200)
+    assert g.choice == 2
+
+
+def test_half_a_core_of_load_leaves_a_team_of_two_its_try():
+    """Others using less than half a core leave two threads 1.5 cores: the team is measured (and here wins)."""
+    m = LoadedMachine({1: 0.010, 2: 0.006}, others=0.4)
+    g = threads.Governor(candidates=[1, 2], apply=m.apply, load=m.load, cores=2)
+    m.run(g, 60)
+    assert g.choice == 2 and g.skipped == []
+
+
+def test_foreign_load_sees_a_busy_process():
+    """lamina's reading of the others' load (Linux /proc/stat less this process's own CPU time): a child process
+    spinning for 0.6 s shows as at least half a core (more when something else runs too)."""
+    import subprocess
+    import sys
+    import time
+    if threads.foreign_load() is None:
+        pytest.skip("no /proc/stat here")
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 2: pass"])
+    try:
+        time.sleep(0.3)
+        used0, t0 = threads.foreign_load()
+        time.sleep(0.6)
+        used1, t1 = threads.foreign_load()
+    finally:
+        child.kill()
+        child.wait()
+    assert t1 - t0 >= 0.55 and (used1 - used0) / (t1 - t0) > 0.5
+
+
 @pytest.fixture
 def fresh_state(monkeypatch):
     saved = dict(threads._state), dict(threads._governor)
@@ -173,13 +253,15 @@ def test_fit_runs_under_the_governor(fresh_state, monkeypatch):
             seen.append(seconds)
             super().step(seconds)
 
-    monkeypatch.setattr(threads, "Governor", lambda: Spy(candidates=[1, 2]))
+    made = []
+    monkeypatch.setattr(threads, "Governor", lambda **kw: made.append(kw) or Spy(candidates=[1, 2], **kw))
     model = lamina.Sequential([lamina.Input((4,)), lamina.layers.Dense(3)])
     model.compile("sgd", "mse")
     x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
     model.fit(x, x[:, :3], batch_size=8, epochs=2, verbose=0)
     assert len(seen) == 16 and all(s > 0 for s in seen)
     assert threads.get_num_threads() in (1, 2)
+    assert made == [{"load": threads.foreign_load}]   # (Linux: the others' load read from /proc/stat)
 
 
 def test_cli_threads_option(fresh_state, tmp_path, monkeypatch):
