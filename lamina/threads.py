@@ -481,8 +481,9 @@ class Governor:
     that for the settling step): on a busy machine a thread team can be many times slower, and one such
     step is all it costs to find out.
 
-    With ``load`` (a function giving the CPU seconds other processes have used on this process's cores so far
-    and a clock, as :func:`foreign_load` reads them from Linux), a rival of more than one thread is measured
+    With ``load`` (a function giving the CPU seconds other processes have used on this process's cores so far,
+    as :func:`foreign_load` reads them from Linux; ``clock`` the seconds it is read against), a rival of more than
+    one thread is measured
     only once ``window`` seconds have passed since the last look at the load, and not at all that time when
     the others kept busy more of the cores than it would leave them (``count`` threads need ``count - 0.5``
     cores free): its one step would only have found its team waiting on a taken core (a CNN's step 3 ms on one
@@ -491,10 +492,10 @@ class Governor:
     """
 
     def __init__(self, candidates=None, warmup=1, probe=3, interval=4.0, max_interval=64.0, margin=0.08,
-                 abort=1.5, settle=1, apply=None, load=None, cores=None, window=0.2):
-        self._load, self.window = load, window
+                 abort=1.5, settle=1, apply=None, load=None, clock=time.monotonic, cores=None, window=0.2):
+        self._load, self._clock, self.window = load, clock, window
         self.cores = usable_cores() if cores is None else cores
-        self._mark = None if load is None else load()   # (others' CPU seconds, clock) when the window began
+        self._mark = None if load is None else (load(), clock())   # (others' CPU seconds, clock) at the last look
         self.skipped = []        # (step number, the rival not measured for the others' load)
         if candidates is None:
             top = usable_cores()
@@ -572,10 +573,11 @@ class Governor:
         others left fewer than c - 0.5 of the cores free meanwhile."""
         if self._load is None or c <= 1:
             return True
-        used, now = self._load()
+        now = self._clock()
         seconds = now - self._mark[1]
-        if seconds < self.window:
+        if seconds < self.window:   # (the clock first: reading /proc/stat costs ~30 us)
             return False
+        used = self._load()
         others = (used - self._mark[0]) / seconds
         self._mark = (used, now)
         if self.cores - others >= c - 0.5:
@@ -621,9 +623,9 @@ _governor = {"g": None}
 
 
 def foreign_load():
-    """(CPU seconds that other processes and the host (steal) have used on this process's cores, a clock in
-    seconds), both counted from an arbitrary start: the busy time of those cores in /proc/stat less this process's
-    own CPU time. None where /proc/stat cannot be read (not Linux)."""
+    """The CPU seconds that other processes and the host (steal) have used on this process's cores, counted from an
+    arbitrary start (read it twice against time.monotonic for a rate): the busy time of those cores in /proc/stat
+    less this process's own CPU time. None where /proc/stat cannot be read (not Linux)."""
     try:
         cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)}
         with open("/proc/stat", "rb") as f:
@@ -637,7 +639,7 @@ def foreign_load():
             # user nice system idle iowait irq softirq steal: all but idle and iowait are busy
             busy += sum(int(v) for v in parts[1:4]) + sum(int(v) for v in parts[6:9])
     own = os.times()
-    return busy / _TICKS - (own.user + own.system), time.monotonic()
+    return busy / _TICKS - (own.user + own.system)
 
 
 try:

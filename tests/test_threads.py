@@ -133,7 +133,10 @@ class LoadedMachine(Machine):
         self.others, self.clock, self.used = others, 0.0, 0.0
 
     def load(self):
-        return self.used, self.clock
+        return self.used
+
+    def now(self):
+        return self.clock
 
     def run(self, gov, steps):
         for _ in range(steps):
@@ -149,7 +152,8 @@ def test_a_team_is_not_tried_while_the_others_hold_the_cores_it_needs():
     governor never runs a step on them, at the first decision or at any re-check, and keeps one thread; it notes
     each skip."""
     m = LoadedMachine({1: 0.010, 2: 0.100}, others=1.0)
-    g = threads.Governor(candidates=[1, 2], apply=m.apply, load=m.load, cores=2, interval=0.05, max_interval=0.05)
+    g = threads.Governor(candidates=[1, 2], apply=m.apply, load=m.load, clock=m.now, cores=2, interval=0.05,
+                         max_interval=0.05)
     m.run(g, 150)   # 1.5 s of training: a re-check each time the 0.2 s load window has passed
     assert g.choice == 1 and 2 not in m.applied
     assert len(g.skipped) >= 5 and all(c == 2 for _, c in g.skipped)
@@ -160,7 +164,8 @@ def test_a_team_is_tried_once_the_others_leave_and_a_window_has_passed():
     hundredths), then chosen; after a neighbour arrives it is dropped, and measured again once the neighbour
     leaves."""
     m = LoadedMachine({1: 0.010, 2: 0.006}, others=0.0)
-    g = threads.Governor(candidates=[1, 2], apply=m.apply, load=m.load, cores=2, interval=0.05, max_interval=0.05)
+    g = threads.Governor(candidates=[1, 2], apply=m.apply, load=m.load, clock=m.now, cores=2, interval=0.05,
+                         max_interval=0.05)
     m.run(g, 15)
     assert 2 not in m.applied and m.clock >= 0.1   # 0.15 s of training: still on one thread
     m.run(g, 30)
@@ -179,7 +184,7 @@ def test_a_team_is_tried_once_the_others_leave_and_a_window_has_passed():
 def test_half_a_core_of_load_leaves_a_team_of_two_its_try():
     """Others using less than half a core leave two threads 1.5 cores: the team is measured (and here wins)."""
     m = LoadedMachine({1: 0.010, 2: 0.006}, others=0.4)
-    g = threads.Governor(candidates=[1, 2], apply=m.apply, load=m.load, cores=2)
+    g = threads.Governor(candidates=[1, 2], apply=m.apply, load=m.load, clock=m.now, cores=2)
     m.run(g, 60)
     assert g.choice == 2 and g.skipped == []
 
@@ -195,9 +200,9 @@ def test_foreign_load_sees_a_busy_process():
     child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 2: pass"])
     try:
         time.sleep(0.3)
-        used0, t0 = threads.foreign_load()
+        used0, t0 = threads.foreign_load(), time.monotonic()
         time.sleep(0.6)
-        used1, t1 = threads.foreign_load()
+        used1, t1 = threads.foreign_load(), time.monotonic()
     finally:
         child.kill()
         child.wait()
