@@ -245,6 +245,17 @@ extern "C" __global__ void scatter_rows_f64(const long long* ids, const double* 
     scatter_rows_(ids, gy, out, N, D);
 }
 
+// Element i of a channels-last (N, H, W, C) array: its sample n, row y, column x and channel c (the decoding of
+// the pooling and col2im kernels' flat indices).
+__device__ __forceinline__ void nhwc_(long long i, int H, int W, int C, long long& n, int& y, int& x, int& c) {
+    c = (int)(i % C);
+    long long rest = i / C;
+    x = (int)(rest % W);
+    rest /= W;
+    y = (int)(rest % H);
+    n = rest / H;
+}
+
 // Max pooling of (N, H, W, C) x (padding never chosen): y (N, OH, OW, C) and, with note, which (uint8): the
 // window offset (row-major) of each output's first maximum, as MaxPool2D's array code (a NaN wins and stays).
 template <typename T>
@@ -253,12 +264,9 @@ __device__ void max_pool_(const T* x, T* y, unsigned char* which, int note, long
     long long n_out = N * OH * OW * C;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n_out;
          i += (long long)blockDim.x * gridDim.x) {
-        int c = (int)(i % C);
-        long long rest = i / C;
-        int ox = (int)(rest % OW);
-        rest /= OW;
-        int oy = (int)(rest % OH);
-        long long n = rest / OH;
+        long long n;
+        int oy, ox, c;
+        nhwc_(i, OH, OW, C, n, oy, ox, c);
         T m = 0;
         int best = 0;
         bool any = false;
@@ -289,12 +297,11 @@ __device__ void max_pool_grad_(const T* gy, const unsigned char* which, T* dx, l
     long long n_in = N * H * W * C;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n_in;
          i += (long long)blockDim.x * gridDim.x) {
-        int c = (int)(i % C);
-        long long rest = i / C;
-        int px = (int)(rest % W) + pl;
-        rest /= W;
-        int py = (int)(rest % H) + pt;
-        long long n = rest / H;
+        long long n;
+        int py, px, c;
+        nhwc_(i, H, W, C, n, py, px, c);
+        py += pt;
+        px += pl;
         T sum = 0;
         int oy0 = py - ph + 1 > 0 ? (py - ph + 1 + sh - 1) / sh : 0, oy1 = min(py / sh, OH - 1);
         int ox0 = px - pw + 1 > 0 ? (px - pw + 1 + sw - 1) / sw : 0, ox1 = min(px / sw, OW - 1);
@@ -341,12 +348,11 @@ __device__ void col2im_(const T* dcols, T* dx, long long N, int H, int W, int C,
     long long K = (long long)KH * KW * C;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n_in;
          i += (long long)blockDim.x * gridDim.x) {
-        int c = (int)(i % C);
-        long long rest = i / C;
-        int px = (int)(rest % W) + left;
-        rest /= W;
-        int py = (int)(rest % H) + top;
-        long long n = rest / H;
+        long long n;
+        int py, px, c;
+        nhwc_(i, H, W, C, n, py, px, c);
+        py += top;
+        px += left;
         T sum = 0;
         for (int a = 0; a < KH; ++a) {
             int ty = py - a * dh;
