@@ -250,10 +250,10 @@ def _adam_block(block, coefficients, scratch=None):
     """Adam's update of one block (w, g, m, v[, v_hat]) in place; returns its scratch array for reuse."""
     w, g, m, v, *v_hat = block
     b1, b2, eps, alpha = coefficients
-    if not v_hat and all(type(c) is float for c in coefficients) and (
-            _kernels.adam_update(w, g, m, v, *coefficients) or _cuda_kernels.adam_update(w, g, m, v, *coefficients)):
-        return scratch   # one compiled pass (a launch on a GPU), the same float operations (Python floats here)
     xp = _xp(w)
+    if not v_hat and all(type(c) is float for c in coefficients) and _cuda_kernels.kernels_for(xp).adam_update(
+            w, g, m, v, *coefficients):
+        return scratch   # one compiled pass (a launch on a GPU), the same float operations (Python floats here)
     tmp = _moments(m, v, g, b1, b2, scratch)
     if v_hat:
         xp.maximum(v_hat[0], v, out=v_hat[0])
