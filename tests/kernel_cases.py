@@ -136,7 +136,7 @@ def cases(dtype, seed=0):
                    softplus_rows=[(odd(a(5, 24) * 60), a(5, 24))],
                    gelu_rows=[(odd(a(5, 24) * 30), a(5, 24), a(5, 24))],
                    gelu_grad_rows=[(odd(a(5, 24) * 30), a(5, 24, low=0.0), a(5, 24), a(5, 24))],
-                   exp_rows=[(odd(a(5, 24) * 40), a(0), a(5, 24), a(0), False, a(2, 24)),
+                   exp_rows=[(odd(a(5, 24) * 40), a(0), a(5, 24), a(0), False, a(1, 24)),
                              (odd(a(5, 24) * 40), a(5), a(5, 24), a(0), False, a(2, 24)),
                              (odd(a(5, 21) * 40), a(5), a(5, 21), a(5), True, a(2, 21))])
     return out

@@ -846,7 +846,7 @@ def exp_rows(x, shift, y, sums, find_max, scratch):
     # cache (a softmax). The maximum and the sum run as eight interleaved partial results, combined pairwise, which
     # vectorise without reassociation (the own exp's kernels are compiled "fused", no more: FASTMATH's
     # reassociation in the caller would reach the helper, numba compiling it once for all its callers). scratch:
-    # two rows of at least ``width`` values; rows go through the exp a group at a time, as many as the scratch
+    # a row (1, n) of at least ``width`` values; rows go through the exp a group at a time, as many as the scratch
     # holds (a call a row: (8192, 64) took 1.0 ms, 0.45 of it the calls)
     rows, width = x.shape
     lo = np.float32(-87.33654)

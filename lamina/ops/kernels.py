@@ -153,7 +153,7 @@ POOL_SPLIT_ELEMENTS = 1 << 20
 # slower than NumPy's code on rows it tiles wider (forward + backward, (64, 32, 32, C) float32: C = 4 0.87 ms
 # NumPy against 1.86 compiled, C = 8 2.26 against 2.24, C = 16 4.30 against 2.13, C = 32 9.6 against 2.6).
 BN_MIN_CHANNELS = 8
-# exp_rows takes narrow rows through its exp a group at a time, about this many values (two scratch rows of it)
+# exp_rows takes narrow rows through its exp a group at a time, about this many values (a scratch row of it)
 EXP_GROUP = 2048
 # Column sums over many rows: blocks of this many rows (kernel_loops.BLOCK)
 _BLOCK = _loops.BLOCK
@@ -778,7 +778,7 @@ def exp_rows(a, shift=None, out=None, sums=None, find_max=False, least=None):
 
     def body(lo, hi):
         k.exp_rows(a[lo:hi], m[lo:hi] if m.size else m, target[lo:hi], s[lo:hi] if s.size else s, bool(find_max),
-                   np.empty((2, max(a.shape[1], EXP_GROUP)), np.float32))
+                   np.empty((1, max(a.shape[1], EXP_GROUP)), np.float32))
     _split(body, a.shape[0], a.size, EXP_SPLIT_ELEMENTS)
     return True
 
@@ -1090,7 +1090,7 @@ def softmax_columns(s, factor=1.0):
         # runs inside attention's own split over threads: no split of its own)
         none = np.zeros(0, np.float32)
         rows = s3.reshape(-1, s.shape[-1])
-        k.exp_rows(rows, none, rows, none, False, np.empty((2, max(rows.shape[1], EXP_GROUP)), np.float32))
+        k.exp_rows(rows, none, rows, none, False, np.empty((1, max(rows.shape[1], EXP_GROUP)), np.float32))
     else:
         np.exp(s3, out=s3)
     k.column_sum_divide(s3)
