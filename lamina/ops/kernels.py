@@ -940,7 +940,7 @@ def elu(x, alpha, scale, y, neg=None):
         return False
     t = x.dtype.type
     k.elu_rows(rows[0], t(alpha), t(scale), rows[1], rows[-1], neg is not None,
-                     np.empty((3, rows[0].shape[1]), np.float32))
+                     np.empty((1, rows[0].shape[1]), np.float32))
     return True
 
 
