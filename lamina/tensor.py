@@ -365,33 +365,48 @@ class Op:
         scope = _AUTOCAST.dtype
         if scope is not None and not cls.keeps_variables:
             inputs = _autocast(inputs, scope)
-        op = cls(**params)
+        if cls.__init__ is _OP_INIT:   # (a constructor call and its frame cost ~0.5 us)
+            op = _new_op(cls)
+            if params:
+                op.__dict__.update(params)
+        else:
+            op = cls(**params)
+        # One scan of the usual inputs (Tensors holding NumPy arrays, or None): their arrays, whether each needs a
+        # gradient, and whether their float dtypes differ or all are float16 (the dtype rules below)
+        arrays, needs = [], []
+        first = None       # the first float dtype
+        mixed = False      # float dtypes differ
         tensors = inputs
         for x in inputs:
-            if x is not None and not isinstance(x, Tensor):
-                # Python numbers and lists are constants made on the device of the op's array inputs
-                given = [x.data if isinstance(x, Tensor) else x for x in inputs
-                         if isinstance(x, (Tensor, np.ndarray)) or backend.is_cupy_array(x)]
-                home = backend.get_array_module(*given) if given else None
-                tensors = [None if x is None else x if isinstance(x, Tensor) else Tensor(_as_array(x, xp=home))
-                           for x in inputs]
+            if x is None:
+                arrays.append(None)
+                needs.append(False)
+                continue
+            if not isinstance(x, Tensor) or type(x.data) is not np.ndarray:
+                tensors, arrays, xp = _general_inputs(cls, inputs)
+                present = [a for a in arrays if a is not None]
+                needs = [t is not None and t.requires_grad for t in tensors]
+                mixed = len(present) > 1 and _mixed_floats(present)
+                first = next((a.dtype for a in present if a.dtype.kind == "f"), None)
                 break
-        arrays = [None if t is None else t.data for t in tensors]
-        present = [a for a in arrays if a is not None]
-        op.xp = xp = backend.get_array_module(*present)
-        if xp is not np:
-            if any(a.ndim > 0 and not backend.is_cupy_array(a) for a in present):
-                where = ", ".join(f"input {i}: {'cuda' if backend.is_cupy_array(a) else 'cpu'} {tuple(a.shape)}"
-                                  for i, a in enumerate(arrays) if a is not None)
-                raise ValueError(f"{cls.__name__}: inputs are on different devices ({where}). Move them to one "
-                                 "device first (lamina.backend.to_device, or model.to(...)).")
-            # host 0-d constants (np.asarray(0.5)) join the device too
-            arrays = [a if a is None or backend.is_cupy_array(a) else xp.asarray(a) for a in arrays]
-        if cls.same_float_dtype and len(present) > 1 and _mixed_floats(present):
+            a = x.data
+            arrays.append(a)
+            needs.append(x.requires_grad)
+            d = a.dtype
+            if d.kind == "f":
+                if first is None:
+                    first = d
+                elif d != first:
+                    mixed = True
+        else:
+            xp = np
+        op.xp = xp
+        if mixed and cls.same_float_dtype:
             arrays = _unify_float_dtypes(cls, inputs, arrays)
-        op.needs_grad = needs = tuple([t is not None and t.requires_grad for t in tensors])
-        record = any(needs) and getattr(_state, "grad_enabled", True)
-        if cls.half_via_float32 and xp is np and _all_half(arrays):
+        op.needs_grad = needs = tuple(needs)
+        record = (True in needs) and getattr(_state, "grad_enabled", True)
+        if (cls.half_via_float32 and xp is np
+                and (_all_half(arrays) if mixed else first == _FLOAT16)):   # (one float dtype: all float16 if it is)
             op._half = True
             arrays = [a.astype(np.float32) if a is not None and a.dtype == np.float16 else a for a in arrays]
             out = op.forward(*arrays)
@@ -400,27 +415,34 @@ class Op:
             out = op.forward(*arrays)
         # NumPy reductions return scalars (np.generic): they stay on the op's device as 0-d arrays;
         # integer and bool outputs (argmax, masks) never require a gradient
-        outs = []
-        for o in (out if isinstance(out, tuple) else (out,)):
-            if type(o) is np.ndarray:
-                outs.append(_wrap(o, record and o.dtype.kind == "f"))
-                continue
-            if isinstance(o, np.generic):
-                o = _as_array(o, xp=xp)
-            outs.append(Tensor(o, requires_grad=record and o.dtype.kind == "f"))
+        if type(out) is np.ndarray:   # (the usual: one array)
+            outs = (_wrap(out, record and out.dtype.kind == "f"),)
+        else:
+            outs = []
+            for o in (out if isinstance(out, tuple) else (out,)):
+                if type(o) is np.ndarray:
+                    outs.append(_wrap(o, record and o.dtype.kind == "f"))
+                    continue
+                if isinstance(o, np.generic):
+                    o = _as_array(o, xp=xp)
+                outs.append(Tensor(o, requires_grad=record and o.dtype.kind == "f"))
         if record:
             edges, watch = [], []
-            for i, t in enumerate(tensors):
-                if not needs[i]:     # a constant; a Variable (frozen weight) is still watched
+            i = -1
+            for t, need in zip(tensors, needs):
+                i += 1
+                if not need:         # a constant; a Variable (frozen weight) is still watched
                     edges.append(None)
                     src = None if t is None else t if isinstance(t, Variable) else t._base
                     if src is not None:
                         watch.append((i, src, src._version))
                 elif t._op is None:  # a leaf: kept itself (it is alive anyway), its version watched
-                    edges.append((None, 0, t, t.data.shape, t.data.dtype))
+                    a = t.data
+                    edges.append((None, 0, t, a.shape, a.dtype))
                     watch.append((i, t, t._version))
                 else:                # an intermediate: only the op that made it, never its array
-                    edges.append((t._op, t._out_index, None, t.data.shape, t.data.dtype))
+                    a = t.data
+                    edges.append((t._op, t._out_index, None, a.shape, a.dtype))
                     if t._base is not None:
                         watch.append((i, t._base, t._base._version))
             op._edges = tuple(edges)
@@ -430,7 +452,9 @@ class Op:
             if rec is not None:
                 rec.ops.append(op)
             op.out_meta = tuple([(o.data.shape, o.data.dtype) for o in outs])
-            for i, o in enumerate(outs):
+            i = -1
+            for o in outs:
+                i += 1
                 if o.requires_grad:  # an integer output stays a leaf without gradient
                     o._op, o._out_index = op, i
             if cls.is_view:
@@ -448,6 +472,32 @@ class Op:
 
     def backward(self, *gys):  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} has no backward")
+
+
+def _general_inputs(cls, inputs):
+    """Op.apply's inputs beyond the usual (Tensors holding NumPy arrays): Python numbers, lists and arrays as
+    constant Tensors made on the device of the array inputs, and CuPy arrays, checked to be on one device. Returns
+    (tensors, arrays, xp)."""
+    tensors = inputs
+    if not all(x is None or isinstance(x, Tensor) for x in inputs):
+        # Python numbers and lists are constants made on the device of the op's array inputs
+        given = [x.data if isinstance(x, Tensor) else x for x in inputs
+                 if isinstance(x, (Tensor, np.ndarray)) or backend.is_cupy_array(x)]
+        home = backend.get_array_module(*given) if given else None
+        tensors = [None if x is None else x if isinstance(x, Tensor) else Tensor(_as_array(x, xp=home))
+                   for x in inputs]
+    arrays = [None if t is None else t.data for t in tensors]
+    present = [a for a in arrays if a is not None]
+    xp = backend.get_array_module(*present)
+    if xp is not np:
+        if any(a.ndim > 0 and not backend.is_cupy_array(a) for a in present):
+            where = ", ".join(f"input {i}: {'cuda' if backend.is_cupy_array(a) else 'cpu'} {tuple(a.shape)}"
+                              for i, a in enumerate(arrays) if a is not None)
+            raise ValueError(f"{cls.__name__}: inputs are on different devices ({where}). Move them to one "
+                             "device first (lamina.backend.to_device, or model.to(...)).")
+        # host 0-d constants (np.asarray(0.5)) join the device too
+        arrays = [a if a is None or backend.is_cupy_array(a) else xp.asarray(a) for a in arrays]
+    return tensors, arrays, xp
 
 
 def _mixed_floats(arrays):
@@ -471,6 +521,8 @@ def _wrap(array, requires_grad):
 
 
 _new_tensor = object.__new__
+_new_op = object.__new__
+_OP_INIT = Op.__init__
 
 
 def _all_half(arrays):

@@ -433,3 +433,22 @@ def test_same_leaf_as_both_operands_and_across_two_backwards():
     (tx * tx + tx / tx - tx).sum().backward()
     torch.maximum(tx, tx * 2).sum().backward()
     np.testing.assert_allclose(x.grad, tx.grad.numpy())
+
+
+def test_apply_input_rules_hold_for_tensors_constants_and_float16():
+    """Op.apply scans plain Tensor inputs in one loop and sends anything else (numbers, arrays) through its general
+    path; both keep the same rules. A float16 product runs through float32 (NumPy has no float16 BLAS) also when
+    a float64 constant joined it: the constant takes the tensor's dtype first."""
+    from lamina.ops.math import Add, MatMul
+    half = Tensor(np.ones((1, 4096), np.float16), requires_grad=True)
+    column = Tensor(half.data.T, requires_grad=True)
+    for out in (MatMul.apply(half, np.ones((4096, 1))), MatMul.apply(np.ones((1, 4096)), column)):
+        assert out.dtype == np.float16 and float(out.data.ravel()[0]) == 4096.0 and out._op._half
+    with pytest.raises(ValueError, match="different dtypes"):   # two float tensors: no silent upcast
+        Add.apply(Tensor(np.ones(3, np.float32)), Tensor(np.ones(3, np.float64)))
+    x = Tensor(np.arange(3.0, dtype=np.float32), requires_grad=True)
+    y = Add.apply(x, np.full(3, 2.0))   # a float64 array: a constant, of x's float dtype
+    assert y.dtype == np.float32 and y.requires_grad and y.data.tolist() == [2.0, 3.0, 4.0]
+    assert not Add.apply(Tensor(np.ones(2)), Tensor(np.ones(2))).requires_grad
+    (g,) = lamina.grad(ops.sum(y * y), [x])
+    assert g.data.tolist() == [4.0, 6.0, 8.0]

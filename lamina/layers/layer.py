@@ -20,9 +20,10 @@ from .. import rematerialization as _remat
 from .. import ops as _ops
 from ..config import DTypePolicy
 from ..backend import clear_session, unique_name  # noqa: F401  (re-exported)
-from ..backend import name_scope_stack as _name_scopes
+from ..backend import _NAME_SCOPES
 from ..registry import register, serialize
-from ..tensor import Tensor, Variable, _recorder, autocast_dtype, no_grad, set_autocast_dtype
+from ..tensor import Tensor, Variable, autocast_dtype, no_grad, set_autocast_dtype
+from ..tensor import _AUTOCAST, _state as _tensor_state
 from ..io.limits import charge_weight
 
 _ctx = threading.local()
@@ -889,12 +890,15 @@ class Layer:
         if ((len(args) > 1 or type(inputs) is not Tensor) and _holds_keras_tensor(args)) or (
                 kwargs and _holds_keras_tensor(kwargs)):   # (one Tensor, the usual input, is no KerasTensor)
             return self._symbolic_call(*args, **kwargs)
-        names, var_kw, training_default = self._call_params()
+        names, var_kw, training_default = type(self).__dict__.get("_call_sig_cache") or self._call_params()
         if isinstance(inputs, (list, tuple)) and _holds_only_numbers(inputs):
             inputs = np.asarray(inputs)   # nested Python numbers are one array (not a list of 0-d inputs)
         # (one Tensor, the usual input, without the nest walks: every layer call comes through here)
         single = type(inputs) is Tensor
-        inputs = self._convert_input(inputs) if single else _nest_map(self._convert_input, inputs)
+        if not single:
+            inputs = _nest_map(self._convert_input, inputs)
+        elif inputs.data.dtype != self._compute and self.autocast:   # (else _convert_input returns it as it is)
+            inputs = self._convert_input(inputs)
         if self._cast_integer_inputs:
             inputs = _nest_map(self._cast_integers, inputs)
         elif self._numeric_inputs:
@@ -907,7 +911,7 @@ class Layer:
         # training: given by the caller, else from an outer layer call, else call()'s default (Keras)
         training = kwargs.pop("training", None)
         if training is None:
-            training = current_training()
+            training = getattr(_ctx, "training", None)   # (current_training(), inline)
         if training is None:
             training = training_default
         if "training" in names or var_kw:
@@ -921,7 +925,7 @@ class Layer:
         # sub-layers, as Keras: a layer called several times inside one outer call keeps every call's losses), the
         # training flag (call_context's) and the autocast dtype, entered and left by hand: as context managers
         # they were ~3-4 us of every layer call
-        stack = _name_scopes()
+        stack = _NAME_SCOPES.stack   # (backend.name_scope_stack(), inline)
         top = stack[-1] if stack else None
         pushed = top is None or top.caller is not self or top.name != self.name   # (name_scope's deduplicate)
         try:
@@ -933,20 +937,28 @@ class Layer:
                     # was an IndexError there); build may set a stricter spec, checked below
                     self._check_input_spec(inputs)
                     self._maybe_build(_nest_map(lambda t: t.shape if isinstance(t, Tensor) else None, inputs))
-                self._check_input_spec(inputs)
+                spec = self.input_spec
+                if spec is not None:
+                    if single and type(spec) is InputSpec:   # (_check_input_spec's usual case, inline)
+                        spec.check(self, 0, inputs.data.shape)
+                    else:
+                        self._check_input_spec(inputs)
                 depth = getattr(_ctx, "depth", 0)
                 if depth == 0 and not _remat.is_recomputing():   # (a rerun in backward keeps the forward's losses)
                     self._clear_losses()
                 _ctx.depth = depth + 1
                 try:
                     if getattr(self, "_remat_mode", None) is None:
-                        if _recorder() is not None:   # (its own generators, for an enclosing remat's rerun)
+                        if getattr(_tensor_state, "recorder", None) is not None:   # (_recorder(): an enclosing
+                            # remat's record; the layer notes its own generators for the rerun)
                             _remat.note_layer_call(self)
                         outer = getattr(_ctx, "training", None)
                         if training is not None:
                             _ctx.training = training
                         try:
-                            scope = self._autocast_scope()
+                            # (the usual: no autocast scope open and none to open, _autocast_scope's test inline)
+                            scope = (_NO_SCOPE if _AUTOCAST.dtype is None and self._compute == self._dtype
+                                     else self._autocast_scope())
                             if scope is _NO_SCOPE:
                                 outputs = self.call(*args, **kwargs)
                             else:
