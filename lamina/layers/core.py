@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import activations, initializers, ops
 from ..ops.activations import relu as _relu
+from ..ops.math import Linear as _Linear
 from ..tensor import Tensor
 from .layer import InputSpec, KerasTensor, Lambda, Layer, Node, unique_name  # noqa: F401  (Lambda: re-exported)
 
@@ -166,10 +167,12 @@ class Dense(LoraKernel, Layer):
             self._refuse_non_numeric(inputs)
             inputs = ops.cast(inputs, self.compute_dtype)
         kernel = self.effective_kernel()
-        if self.activation is _relu:
-            return ops.linear(inputs, kernel, self.bias, activation="relu")  # fused into the op
-        y = ops.linear(inputs, kernel, self.bias)
-        return y if self.activation is None else self.activation(y)  # None once set by hand, as Keras
+        relu = "relu" if self.activation is _relu else None   # (a ReLU is fused into the op)
+        if type(inputs) is Tensor:   # the op itself: ops.linear's symbolic-argument test is for other callers (~0.7 us)
+            y = _Linear.apply(inputs, kernel, self.bias, activation=relu)
+        else:
+            y = ops.linear(inputs, kernel, self.bias, activation=relu)
+        return y if relu or self.activation is None else self.activation(y)  # (None once set by hand, as Keras)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
