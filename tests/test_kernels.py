@@ -295,7 +295,7 @@ def _bn_all(x, gamma, beta, gy, gm, gv, axis=-1):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(4, 5, 5, 16), (3, 700, 24), (2000, 8)])
+@pytest.mark.parametrize("shape", [(4, 5, 5, 16), (3, 700, 24), (2000, 8), (2003, 8)])   # (rows past four a sum)
 @pytest.mark.parametrize("center,scale", [(True, True), (False, True), (True, False), (False, False)])
 @pytest.mark.parametrize("stats", [False, True])
 def test_batch_norm_kernels_equal_numpy(compiled, dtype, shape, center, scale, stats):

@@ -135,17 +135,38 @@ def relu_bias_grad_rows(gy, y, g, need_b, blocks):
 
 def column_sums_rows(x, center, squared, blocks):
     # blocks[b] += x over the rows of block b, or (x - center)^2 where squared (zeroed by the caller): a batch
-    # norm's per-channel sums, the mean's and then the variance's
+    # norm's per-channel sums, the mean's and then the variance's. Four rows an update of a block's sums (their
+    # stores, one a value, were the time at few channels: (65536, 32) float32 0.24 -> 0.19 ms, the squares' 0.31
+    # -> 0.19, on one Zen 4 thread); each block's rows in the same order on any number of threads
     rows, d = x.shape
-    for i in range(rows):
-        sb = blocks[i // BLOCK]
-        if squared:
-            for j in range(d):
-                t = x[i, j] - center[j]
-                sb[j] += t * t
-        else:
-            for j in range(d):
-                sb[j] += x[i, j]
+    for b0 in range(0, rows, BLOCK):
+        sb = blocks[b0 // BLOCK]
+        b1 = min(rows, b0 + BLOCK)
+        b4 = b1 - (b1 - b0) % 4
+        for i in range(b0, b4, 4):
+            x0 = x[i]
+            x1 = x[i + 1]
+            x2 = x[i + 2]
+            x3 = x[i + 3]
+            if squared:
+                for j in range(d):
+                    c = center[j]
+                    t0 = x0[j] - c
+                    t1 = x1[j] - c
+                    t2 = x2[j] - c
+                    t3 = x3[j] - c
+                    sb[j] += (t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3)
+            else:
+                for j in range(d):
+                    sb[j] += (x0[j] + x1[j]) + (x2[j] + x3[j])
+        for i in range(b4, b1):
+            if squared:
+                for j in range(d):
+                    t = x[i, j] - center[j]
+                    sb[j] += t * t
+            else:
+                for j in range(d):
+                    sb[j] += x[i, j]
 
 
 def scale_shift_rows(x, scale, shift, y):
@@ -187,15 +208,34 @@ def batch_norm_rows(x, mean, inv, gamma, beta, has_gamma, has_beta, y):
 
 def batch_norm_rows_grad_sums(gy, x, mean, inv, blocks):
     # blocks[b, 0] += gy and blocks[b, 1] += gy * xhat over the rows of block b (zeroed by the caller), with
-    # xhat = (x - mean) * inv recomputed: beta's and gamma's gradients and the input gradient's two sums
+    # xhat = (x - mean) * inv recomputed: beta's and gamma's gradients and the input gradient's two sums. Four rows
+    # an update of the sums, as column_sums_rows ((65536, 32) float32: 0.73-0.86 -> 0.54 ms on one Zen 4 thread)
     rows, d = gy.shape
-    for i in range(rows):
-        sb = blocks[i // BLOCK, 0]
-        sg = blocks[i // BLOCK, 1]
-        for j in range(d):
-            g = gy[i, j]
-            sb[j] += g
-            sg[j] += g * ((x[i, j] - mean[j]) * inv[j])
+    for b0 in range(0, rows, BLOCK):
+        sb = blocks[b0 // BLOCK, 0]
+        sg = blocks[b0 // BLOCK, 1]
+        b1 = min(rows, b0 + BLOCK)
+        b4 = b1 - (b1 - b0) % 4
+        for i in range(b0, b4, 4):
+            g0 = gy[i]
+            g1 = gy[i + 1]
+            g2 = gy[i + 2]
+            g3 = gy[i + 3]
+            x0 = x[i]
+            x1 = x[i + 1]
+            x2 = x[i + 2]
+            x3 = x[i + 3]
+            for j in range(d):
+                m = mean[j]
+                v = inv[j]
+                sb[j] += (g0[j] + g1[j]) + (g2[j] + g3[j])
+                sg[j] += ((g0[j] * ((x0[j] - m) * v) + g1[j] * ((x1[j] - m) * v))
+                          + (g2[j] * ((x2[j] - m) * v) + g3[j] * ((x3[j] - m) * v)))
+        for i in range(b4, b1):
+            for j in range(d):
+                g = gy[i, j]
+                sb[j] += g
+                sg[j] += g * ((x[i, j] - mean[j]) * inv[j])
 
 
 def batch_norm_rows_grad(gy, x, mean, inv, a, b, c, dx):
