@@ -202,6 +202,82 @@ def test_grouped_conv_each_group_as_a_dense_conv_matches_torch(rank, groups, cin
     np.testing.assert_allclose(np.asarray(gb), gy.sum(axis=tuple(range(gy.ndim - 1))), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("cls,filters,kw,shape", [
+    ("Conv2D", 8, dict(padding="same", groups=2), (2, 16, 16, 8)),                  # the planes kernels, per group
+    ("Conv2D", 16, dict(padding="same", groups=2, strides=2), (2, 12, 12, 32)),     # each group a dense conv op
+    ("Conv2D", 8, dict(padding="same", groups=8), (2, 9, 9, 8)),                    # depthwise
+    ("Conv1D", 8, dict(padding="causal", groups=4, dilation_rate=2), (2, 300, 8)),  # planes, 1-D, causal
+    ("Conv3D", 4, dict(padding="same"), (2, 5, 6, 6, 3)),                           # one 2-D conv over depth slices
+    ("Conv3D", 4, dict(padding="valid", groups=2), (2, 5, 6, 6, 4)),                # per group, 3-D
+    ("Conv3D", 36, dict(kernel_size=2, groups=18), (1, 3, 4, 4, 36))])              # the batched general way
+@pytest.mark.parametrize("frozen", [False, True])
+def test_grouped_and_3d_convolutions_with_bias_and_relu_inside_the_op_match_torch(cls, filters, kw, shape, frozen,
+                                                                                  monkeypatch):
+    """Grouped and 3-D convolution layers add their bias and take a ReLU inside the convolution op (the planes
+    kernels as they write each row, the other ways on the finished output): output and the input, kernel and bias
+    gradients as PyTorch's conv + bias + ReLU, on each way the op takes (the compiled kernels on for any size where
+    they run: the planes cases then go through them); with a frozen kernel the bias's gradient alone."""
+    torch = pytest.importorskip("torch")
+    from lamina.ops import kernels, nn_kernels
+    monkeypatch.setattr(kernels, "MIN_ELEMENTS", 0)
+    monkeypatch.setitem(kernels._state, "pending", 0)
+    planes = []
+    real = nn_kernels.GroupConvND._planes_backward
+    monkeypatch.setattr(nn_kernels.GroupConvND, "_planes_backward", lambda op, gy: planes.append(1) or real(op, gy))
+    rng = np.random.default_rng(3)
+    kw = dict(kw)
+    layer = getattr(layers, cls)(filters, kw.pop("kernel_size", 3), activation="relu", **kw)
+    x = rng.standard_normal(shape).astype("float32")
+    layer(x)
+    layer.bias.assign(rng.standard_normal(filters).astype("float32") * 0.5)
+    if frozen:
+        layer.kernel.requires_grad = False   # (no kernel gradient made: the op's needs)
+    xt = lamina.Tensor(x, requires_grad=True)
+    y = layer(xt)
+    gy = rng.standard_normal(y.shape).astype("float32")
+    wanted = [xt, layer.bias] if frozen else [xt, layer.kernel, layer.bias]
+    got = lamina.grad(y, wanted, grad_output=lamina.Tensor(gy))
+    rank = len(shape) - 2
+    perm, back = (0, rank + 1) + tuple(range(1, rank + 1)), (0,) + tuple(range(2, rank + 2)) + (1,)
+    tx = torch.tensor(np.transpose(x, perm), requires_grad=True)
+    tw = torch.tensor(np.transpose(layer.kernel.numpy(), (rank + 1, rank) + tuple(range(rank))), requires_grad=True)
+    tb = torch.tensor(layer.bias.numpy(), requires_grad=True)
+    k, d = layer.kernel_size, layer.dilation_rate
+    if layer.padding == "causal":
+        tin = torch.nn.functional.pad(tx, (d[0] * (k[0] - 1), 0))
+    elif layer.padding == "same":   # stride 1 here, or even sizes at stride 2: TensorFlow's extra row at the end
+        pads = []
+        for a in reversed(range(rank)):
+            n, s = shape[1 + a], layer.strides[a]
+            total = max((-(-n // s) - 1) * s + (k[a] - 1) * d[a] + 1 - n, 0)
+            pads += [total // 2, total - total // 2]
+        tin = torch.nn.functional.pad(tx, pads)
+    else:
+        tin = tx
+    conv = (torch.nn.functional.conv1d, torch.nn.functional.conv2d, torch.nn.functional.conv3d)[rank - 1]
+    ty = torch.relu(conv(tin, tw, tb, stride=layer.strides, dilation=d, groups=layer.groups))
+    ty.backward(torch.tensor(np.transpose(gy, perm)))
+    np.testing.assert_allclose(y.numpy(), np.transpose(ty.detach().numpy(), back), rtol=1e-4, atol=1e-4)
+    want = [np.transpose(tx.grad.numpy(), back)]
+    if not frozen:
+        want.append(np.transpose(tw.grad.numpy(), tuple(range(2, rank + 2)) + (1, 0)))
+    want.append(tb.grad.numpy())
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), w, rtol=1e-4, atol=1e-3)
+    assert bool(planes) == (kernels.available() and kw.get("groups", 1) in (2, 4) and "strides" not in kw
+                            and cls != "Conv3D")
+
+
+def test_conv_bias_refuses_a_wrong_bias_or_activation():
+    x, w = np.ones((1, 5, 5, 4), np.float32), np.ones((3, 3, 2, 6), np.float32)
+    with pytest.raises(ValueError, match=r"bias must have shape \(6,\)"):
+        lamina.ops.nn.conv_bias(x, w, np.ones(4, np.float32))
+    with pytest.raises(ValueError, match="activation must be None or 'relu'"):
+        lamina.ops.nn.conv_bias(x, w, None, activation="tanh")
+    y = lamina.ops.nn.conv_bias(x, w, np.full(6, -100.0, np.float32), padding="same", activation="relu")
+    assert y.shape == (1, 5, 5, 6) and float(np.asarray(y.data).max()) == 0.0   # (2 groups; the ReLU of -100 + 18)
+
+
 def test_grouped_conv1d_causal_matches_torch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(1)

@@ -143,8 +143,8 @@ class BaseConv(Layer):
 
     def call(self, inputs):
         x = to_channels_last(inputs, self.data_format)
-        if self._fuses_relu and self.groups == 1 and self.activation is _relu:
-            y = self._conv(x, activation="relu")  # inside the op, block by block (ops.conv2d)
+        if self._fuses_relu and self.activation is _relu:
+            y = self._conv(x, activation="relu")  # inside the op, block by block (ops.conv2d, ops.nn.conv_bias)
         else:
             y = self._conv(x)
             y = y if self.activation is None else self.activation(y)  # None once set by hand, as Keras
@@ -170,15 +170,14 @@ class BaseConv(Layer):
         return (shape[0], self.filters) + out
 
 
-def _grouped_conv(layer, x):
-    """groups > 1 (depthwise when groups equals the input channels): ops.conv infers the groups from the
-    kernel's input channels."""
+def _grouped_conv(layer, x, activation=None):
+    """groups > 1 (depthwise when groups equals the input channels): ops.nn.conv_bias infers the groups from the
+    kernel's input channels, and adds the bias and takes a ReLU inside its op."""
     padding = layer.padding
     if padding == "causal":      # Conv1D: pad the past only
         x = ops.pad(x, ((0, 0), (layer.dilation_rate[0] * (layer.kernel_size[0] - 1), 0), (0, 0)))
         padding = "valid"
-    y = ops.conv(x, layer.kernel, layer.strides, padding, "channels_last", layer.dilation_rate)
-    return y if layer.bias is None else y + ops.cast(layer.bias, y.dtype)
+    return ops.nn.conv_bias(x, layer.kernel, layer.bias, layer.strides, padding, layer.dilation_rate, activation)
 
 
 class Conv1D(BaseConv):
@@ -206,7 +205,7 @@ class Conv1D(BaseConv):
 
     def _conv(self, x, activation=None):
         if self.groups > 1:
-            return _grouped_conv(self, x)
+            return _grouped_conv(self, x, activation)
         return ops.conv1d(x, self.kernel, self.bias, self.strides, self.padding, self.dilation_rate,
                           activation=activation)
 
@@ -234,7 +233,7 @@ class Conv2D(BaseConv):
 
     def _conv(self, x, activation=None):
         if self.groups > 1:
-            return _grouped_conv(self, x)
+            return _grouped_conv(self, x, activation)
         return ops.conv2d(x, self.kernel, self.bias, self.strides, self.padding, self.dilation_rate,
                           activation=activation)
 

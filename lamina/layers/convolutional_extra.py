@@ -75,9 +75,10 @@ class Conv3D(BaseConv):
         self.input_spec = InputSpec(ndim=5, axes={self._channel_axis: c})
         self.built = True
 
-    def _conv(self, x):
-        y = ops.conv(x, self.kernel, self.strides, self.padding, "channels_last", self.dilation_rate)
-        return _bias(y, self.bias)
+    _fuses_relu = True
+
+    def _conv(self, x, activation=None):   # (the bias and a ReLU inside the op: ops.nn.conv_bias)
+        return ops.nn.conv_bias(x, self.kernel, self.bias, self.strides, self.padding, self.dilation_rate, activation)
 
 
 class Conv3DTranspose(BaseConv):

@@ -425,7 +425,7 @@ def adaptive_max_pool(inputs, output_size, data_format=None):
 
 
 # ----------------------------------------------------------------------------- convolution
-def _grouped(x, w, groups, strides, padding, dilation_rate, op, bias=None):
+def _grouped(x, w, groups, strides, padding, dilation_rate, op, bias=None, activation=None):
     d = x.ndim - 2
     s = _conv._tuple(strides, d, "strides", op)
     dil = _conv._tuple(dilation_rate, d, "dilation_rate", op)
@@ -440,12 +440,12 @@ def _grouped(x, w, groups, strides, padding, dilation_rate, op, bias=None):
                              f"along spatial axis {a}.")
     if groups > 1 and groups == x.shape[-1]:  # depthwise: one input channel per group
         w = _s.reshape(w, w.shape[:d] + (groups, w.shape[-1] // groups))
-        return _k.DepthwiseConvND.apply(x, w, bias, stride=s, dilation=dil, pads=pads)
-    y = _k.GroupConvND.apply(x, w, groups=groups, stride=s, dilation=dil, pads=pads)
-    return y if bias is None else _m.add(y, bias)
+        y = _k.DepthwiseConvND.apply(x, w, bias, stride=s, dilation=dil, pads=pads)
+        return y if activation is None else _act.relu(y)
+    return _k.GroupConvND.apply(x, w, bias, groups=groups, stride=s, dilation=dil, pads=pads, activation=activation)
 
 
-def _conv_last(x, w, strides, padding, dilation_rate, op, bias=None):
+def _conv_last(x, w, strides, padding, dilation_rate, op, bias=None, activation=None):
     d = _spatial(x, op)
     if w.ndim != d + 2:
         raise ValueError(f"{op}: the kernel must have rank {d + 2} for inputs of rank {x.ndim}; "
@@ -456,10 +456,11 @@ def _conv_last(x, w, strides, padding, dilation_rate, op, bias=None):
                          f"({cin}); input shape {x.shape}, kernel shape {w.shape}.")
     groups = c // cin
     if groups == 1 and d == 2:
-        return _conv.conv2d(x, w, bias, strides, padding, dilation_rate)
+        return _conv.conv2d(x, w, bias, strides, padding, dilation_rate, activation=activation)
     if groups == 1 and d == 1:
-        return _conv.conv1d(x, w, bias, strides, _conv._padding_name(padding, op), dilation_rate)
-    return _grouped(x, w, groups, strides, padding, dilation_rate, op, bias)
+        return _conv.conv1d(x, w, bias, strides, _conv._padding_name(padding, op), dilation_rate,
+                            activation=activation)
+    return _grouped(x, w, groups, strides, padding, dilation_rate, op, bias, activation)
 
 
 def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
@@ -476,6 +477,26 @@ def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_
     w = _like(kernel, x)
     return _channels_last(lambda t: _conv_last(t, w, strides, padding, dilation_rate, "conv"), x, data_format,
                           "conv")
+
+
+def conv_bias(inputs, kernel, bias, strides=1, padding="valid", dilation_rate=1, activation=None):
+    """:func:`conv` of a channels-last input plus ``bias`` (C_out,) or None, then ``activation`` None or 'relu'
+    (lamina's own, for the convolution layers: grouped and 3-D ones among them): inside the op, where its kernels
+    add the bias and take the ReLU as each output row is written, instead of two more ops over the output."""
+    y = _int_out(lambda a, b: conv(a, b, strides, padding, None, dilation_rate), inputs, kernel)
+    if y is not None:
+        y = y if bias is None else _m.add(y, bias)
+        return y if activation is None else _act.relu(y)
+    x = _float(inputs)
+    w = _like(kernel, x)
+    if activation not in (None, "relu"):
+        raise ValueError(f"conv_bias: activation must be None or 'relu' (the one fused into the op). "
+                         f"Received: activation={activation!r}")
+    if bias is not None and tuple(bias.shape) != (w.shape[-1],):
+        raise ValueError(f"conv_bias: the bias must have shape ({w.shape[-1]},), one value per output channel; "
+                         f"received bias shape {tuple(bias.shape)}.")
+    return _conv_last(x, w, strides, padding, dilation_rate, "conv", None if bias is None else _like(bias, x),
+                      activation)
 
 
 def depthwise_conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
