@@ -148,7 +148,8 @@ PARTS = (("max_pool_rows", "layer_norm_rows", "layer_norm_rows_grad", "column_so
 # windows stays written out in each: as helpers, called or inlined by numba, the layer ran ~10% slower at 32
 # channels.)
 HELPERS = {"_exp_scalar": "fused", "_exp_into": "fused", "_tanh_scalar": "fused", "_sigmoid_row": "fused",
-           "_span": "exact", "_window": "exact", "_max_pool_plain": "exact", "_pack_planes": "fast"}
+           "_span": "exact", "_window": "exact", "_max_pool_plain": "exact", "_pack_planes": "fast",
+           "_grad_weight_sums": "fast"}
 
 
 def compile_helpers(njit_of):
