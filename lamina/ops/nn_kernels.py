@@ -262,7 +262,7 @@ class GroupConvND(Op):
     Otherwise (more 3-D groups, an empty input): cols = im2col(pad(x)) arranged (G, M, K*C/G); y = cols @ w
     (G, K*C/G, O/G), one batched GEMM. Backward: dw = cols^T dy (batched GEMM); dx = crop(col2im(dy w^T)).
 
-    The bias b (O,) or None, and activation None or 'relu' (the layers' own, through grouped_conv_bias): inside the
+    The bias b (O,) or None, and activation None or 'relu' (the layers' own, through ops.nn.conv_bias): inside the
     planes kernels' passes where the groups run so (the bias added and the ReLU taken as each output row is
     written; backward the ReLU's mask read in the packing of dy and the bias gradient summed in the kernel
     gradient's pass); else on the finished output, in place. bench.layers conv3x3_g4 (a bias, no activation):
