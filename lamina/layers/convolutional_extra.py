@@ -532,7 +532,7 @@ class UnitNormalization(Layer):
 def _einsum_shapes(equation, bias_axes, input_shape, output_shape, name):
     """(kernel shape, bias shape or None, full output shape) from Keras's EinsumDense rules."""
     dot = r"[a-zA-Z]"
-    m = re.match(f"^([a-zA-Z]+),([a-zA-Z]+)->([a-zA-Z]+)$", equation)
+    m = re.match("^([a-zA-Z]+),([a-zA-Z]+)->([a-zA-Z]+)$", equation)
     left = False
     if m is None:
         m = re.match(r"^\.\.\.([a-zA-Z]+),([a-zA-Z]+)->\.\.\.([a-zA-Z]+)$", equation)
