@@ -272,3 +272,31 @@ def test_large_padding_of_the_samples_is_numpys(shape, pad_width, value, width, 
     g = lamina.grad(y, [xt], grad_output=lamina.Tensor(gy))[0]
     np.testing.assert_array_equal(np.asarray(g.data), gy[tuple(slice(lo, n - hi) for n, (lo, hi) in
                                                                 zip(gy.shape, pad_width))])
+
+
+@pytest.mark.parametrize("axes,keepdims", [((1, 2), False), ((1, 2), True), ((2, 1), False), ((3,), False),
+                                           (None, False)])
+def test_a_large_means_gradient_is_an_array_of_its_own_with_the_same_values(axes, keepdims):
+    """A global average pooling's gradient (a mean over a run of axes of a large input) is a C-contiguous, writable
+    array of its own (the op below it then takes its compiled kernels; a leaf gets it without a copy), with the
+    broadcast's values; unsorted axes keep the broadcast. Through a ReLU below it: as PyTorch's."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 64, 64, 8)).astype(np.float32)   # 2^17 values: past ops.math.MEAN_FILL_MIN
+    gy_shape = np.mean(x, axis=axes, keepdims=keepdims).shape
+    gy = rng.standard_normal(gy_shape).astype(np.float32)
+    xt = Tensor(x, requires_grad=True)
+    y = lamina.ops.mean(lamina.ops.relu(xt), axis=axes, keepdims=keepdims)
+    (gx,) = grad(y, [xt], grad_output=Tensor(gy))
+    tx = torch.tensor(x, requires_grad=True)
+    dims = tuple(range(4)) if axes is None else axes
+    torch.relu(tx).mean(dim=dims, keepdim=keepdims).backward(torch.tensor(gy))
+    np.testing.assert_allclose(np.asarray(gx), tx.grad.numpy(), rtol=1e-6, atol=1e-9)
+    (gm,) = grad(lamina.ops.mean(xt, axis=axes, keepdims=keepdims), [xt], grad_output=Tensor(gy))
+    gm = np.asarray(gm)
+    from lamina.ops.math import Mean
+    direct = Mean.apply(xt, axis=axes, keepdims=keepdims)._op.backward(gy)   # (before any copy of a leaf's)
+    assert (direct.flags.c_contiguous and direct.flags.writeable) == (axes != (2, 1))
+    np.testing.assert_array_equal(direct, gm)
+    kept = gy if keepdims else np.expand_dims(gy, tuple(range(4)) if axes is None else axes)
+    np.testing.assert_array_equal(gm, np.broadcast_to(kept, x.shape) / np.float32(x.size // gy.size))
