@@ -897,7 +897,7 @@ class Layer:
         single = type(inputs) is Tensor
         if not single:
             inputs = _nest_map(self._convert_input, inputs)
-        elif inputs.data.dtype != self._compute and self.autocast:   # (else _convert_input returns it as it is)
+        elif self.autocast and inputs.data.dtype != self._compute:   # (else _convert_input returns it as it is)
             inputs = self._convert_input(inputs)
         if self._cast_integer_inputs:
             inputs = _nest_map(self._cast_integers, inputs)
