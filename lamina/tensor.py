@@ -428,10 +428,8 @@ class Op:
                 outs.append(Tensor(o, requires_grad=record and o.dtype.kind == "f"))
         if record:
             edges, watch = [], []
-            i = -1
-            for t, need in zip(tensors, needs):
-                i += 1
-                if not need:         # a constant; a Variable (frozen weight) is still watched
+            for i, t in enumerate(tensors):
+                if not needs[i]:     # a constant; a Variable (frozen weight) is still watched
                     edges.append(None)
                     src = None if t is None else t if isinstance(t, Variable) else t._base
                     if src is not None:
@@ -452,9 +450,7 @@ class Op:
             if rec is not None:
                 rec.ops.append(op)
             op.out_meta = tuple([(o.data.shape, o.data.dtype) for o in outs])
-            i = -1
-            for o in outs:
-                i += 1
+            for i, o in enumerate(outs):
                 if o.requires_grad:  # an integer output stays a leaf without gradient
                     o._op, o._out_index = op, i
             if cls.is_view:

@@ -23,7 +23,7 @@ from ..backend import clear_session, unique_name  # noqa: F401  (re-exported)
 from ..backend import _NAME_SCOPES
 from ..registry import register, serialize
 from ..tensor import Tensor, Variable, autocast_dtype, no_grad, set_autocast_dtype
-from ..tensor import _AUTOCAST, _state as _tensor_state
+from ..tensor import _AUTOCAST, _recorder
 from ..io.limits import charge_weight
 
 _ctx = threading.local()
@@ -890,7 +890,7 @@ class Layer:
         if ((len(args) > 1 or type(inputs) is not Tensor) and _holds_keras_tensor(args)) or (
                 kwargs and _holds_keras_tensor(kwargs)):   # (one Tensor, the usual input, is no KerasTensor)
             return self._symbolic_call(*args, **kwargs)
-        names, var_kw, training_default = type(self).__dict__.get("_call_sig_cache") or self._call_params()
+        names, var_kw, training_default = self._call_params()
         if isinstance(inputs, (list, tuple)) and _holds_only_numbers(inputs):
             inputs = np.asarray(inputs)   # nested Python numbers are one array (not a list of 0-d inputs)
         # (one Tensor, the usual input, without the nest walks: every layer call comes through here)
@@ -911,7 +911,7 @@ class Layer:
         # training: given by the caller, else from an outer layer call, else call()'s default (Keras)
         training = kwargs.pop("training", None)
         if training is None:
-            training = getattr(_ctx, "training", None)   # (current_training(), inline)
+            training = current_training()
         if training is None:
             training = training_default
         if "training" in names or var_kw:
@@ -949,8 +949,7 @@ class Layer:
                 _ctx.depth = depth + 1
                 try:
                     if getattr(self, "_remat_mode", None) is None:
-                        if getattr(_tensor_state, "recorder", None) is not None:   # (_recorder(): an enclosing
-                            # remat's record; the layer notes its own generators for the rerun)
+                        if _recorder() is not None:   # (its own generators, for an enclosing remat's rerun)
                             _remat.note_layer_call(self)
                         outer = getattr(_ctx, "training", None)
                         if training is not None:
