@@ -272,8 +272,9 @@ def test_conv_bias_refuses_a_wrong_bias_or_activation():
     x, w = np.ones((1, 5, 5, 4), np.float32), np.ones((3, 3, 2, 6), np.float32)
     with pytest.raises(ValueError, match=r"bias must have shape \(6,\)"):
         lamina.ops.nn.conv_bias(x, w, np.ones(4, np.float32))
-    with pytest.raises(ValueError, match="activation must be None or 'relu'"):
-        lamina.ops.nn.conv_bias(x, w, None, activation="tanh")
+    for given in (x, x.astype(np.int32)):   # (integers too: they take the NumPy convolution's own way)
+        with pytest.raises(ValueError, match="activation must be None or 'relu'"):
+            lamina.ops.nn.conv_bias(given, w.astype(given.dtype), None, activation="tanh")
     y = lamina.ops.nn.conv_bias(x, w, np.full(6, -100.0, np.float32), padding="same", activation="relu")
     assert y.shape == (1, 5, 5, 6) and float(np.asarray(y.data).max()) == 0.0   # (2 groups; the ReLU of -100 + 18)
 

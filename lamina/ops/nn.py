@@ -483,15 +483,13 @@ def conv_bias(inputs, kernel, bias, strides=1, padding="valid", dilation_rate=1,
     """:func:`conv` of a channels-last input plus ``bias`` (C_out,) or None, then ``activation`` None or 'relu'
     (lamina's own, for the convolution layers: grouped and 3-D ones among them): inside the op, where its kernels
     add the bias and take the ReLU as each output row is written, instead of two more ops over the output."""
+    activation = _m.fused_activation(activation, "conv_bias")
     y = _int_out(lambda a, b: conv(a, b, strides, padding, None, dilation_rate), inputs, kernel)
     if y is not None:
         y = y if bias is None else _m.add(y, bias)
         return y if activation is None else _act.relu(y)
     x = _float(inputs)
     w = _like(kernel, x)
-    if activation not in (None, "relu"):
-        raise ValueError(f"conv_bias: activation must be None or 'relu' (the one fused into the op). "
-                         f"Received: activation={activation!r}")
     if bias is not None and tuple(bias.shape) != (w.shape[-1],):
         raise ValueError(f"conv_bias: the bias must have shape ({w.shape[-1]},), one value per output channel; "
                          f"received bias shape {tuple(bias.shape)}.")

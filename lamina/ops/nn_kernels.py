@@ -19,7 +19,7 @@ from .. import threads as _threads
 from ..tensor import Op
 from . import activations as _act
 from . import kernels as _kernels
-from .math import mm_tn, relu_grad, sum_rows
+from .math import mm_tn, relu_grad, relu_into, sum_rows
 
 __all__ = []  # kernels only: the public functions live in lamina.ops.nn
 
@@ -284,7 +284,7 @@ class GroupConvND(Op):
             if b is not None:
                 y += b   # (y is this op's own new array on every way)
             if relu:
-                y = self.xp.maximum(y, 0, out=y)
+                relu_into(self.xp, y, y)
         self._out = y if relu else None   # (a reference: the graph holds the output anyway)
         return y
 
