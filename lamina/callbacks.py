@@ -127,7 +127,7 @@ class ProgbarLogger(Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         from .utils.progbar import Progbar
-        if self.params.get("mode", "train") == "train":
+        if self.params.get("mode", "train") == "train" and self.params.get("epochs", 1) > 1:   # (as Keras 3.15)
             print(f"Epoch {epoch + 1}/{self.params.get('epochs', 1)}", file=self._out(), flush=True)
         self._seen = 0
         self.bar = Progbar(self.params.get("steps"), verbose=1 if self.params.get("verbose", 1) == 1 else 2,
