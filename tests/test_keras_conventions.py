@@ -831,3 +831,61 @@ def test_evaluate_list_order_for_several_outputs_is_keras_s(keras):
     # [loss, a_loss, b_loss, a_mae, b_mse], each recomputed
     np.testing.assert_allclose(ev[0], ev[1] + ev[2], rtol=1e-6)
     np.testing.assert_allclose(ev[1:], [d["a_loss"], d["b_loss"], d["a_mae"], d["b_mse"]], rtol=1e-6)
+
+
+def _several_outputs_logs(K, loss):
+    """A 3-output functional model (dict outputs given out of name order) evaluated, trained one batch and fitted
+    for an epoch: what Keras 3.15 puts in which order."""
+    i = K.Input((3,), name="x")
+    h = K.layers.Dense(4, kernel_initializer="ones", name="h")(i)
+    outs = {name: K.layers.Dense(1, kernel_initializer=init, name=name)(h)
+            for name, init in (("zeta", "ones"), ("mid", "zeros"), ("alpha", "zeros"))}
+    m = K.Model(i, outs)
+    m.compile("sgd", loss, metrics={"zeta": ["mae"], "alpha": ["mse"]})
+    x = np.ones((8, 3), "float32")
+    ys = {"zeta": np.ones((8, 1), "float32"), "mid": np.full((8, 1), 2.0, "float32"),
+          "alpha": np.full((8, 1), 3.0, "float32")}
+    seen = {}
+
+    class Record(K.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.setdefault("batch", list(logs))
+
+        def on_epoch_end(self, epoch, logs=None):
+            seen["epoch"] = list(logs)
+
+    ev, d = m.evaluate(x, ys, verbose=0), m.evaluate(x, ys, verbose=0, return_dict=True)
+    tob = m.train_on_batch(x, ys, return_dict=True)
+    h = m.fit(x, ys, epochs=1, verbose=0, validation_data=(x, ys),
+              callbacks=[Record(), K.callbacks.ReduceLROnPlateau(monitor="loss")])
+    return dict(ev=ev, d=list(d.items()), tob=list(tob), history=list(h.history), predict=list(m.predict(x, verbose=0)),
+                call=list(m(x)), names=list(m.output_names), **seen)
+
+
+@pytest.mark.parametrize("loss", [
+    {"zeta": "mse", "alpha": "mae"},                    # no loss for 'mid'; named out of order
+    {"alpha": "mae", "mid": "mse", "zeta": "mse"},
+], ids=["two_of_three", "all_sorted"])
+def test_logs_and_output_losses_are_in_keras_order(keras, loss):
+    # Keras 3.15: one loss tracker per output that has a loss, in the order compile() named them (evaluate's list
+    # follows it after the total); every dict of logs (evaluate's, train_on_batch's, the callbacks', the history's)
+    # in the order of the names, the val_ entries among the others, then what callbacks add (learning_rate); a
+    # dict of outputs in the order of its keys
+    ours, theirs = _several_outputs_logs(lamina, loss), _several_outputs_logs(keras, loss)
+    np.testing.assert_allclose(ours.pop("ev"), theirs.pop("ev"), rtol=1e-6)
+    d, k_d = ours.pop("d"), theirs.pop("d")
+    assert [k for k, _ in d] == [k for k, _ in k_d]
+    np.testing.assert_allclose([v for _, v in d], [v for _, v in k_d], rtol=1e-6)
+    assert ours == theirs
+
+
+def test_logs_and_output_losses_order_recomputed():
+    # the same without Keras: 3 outputs, zeta = 4 * 3 = 12 against 1 (mse 121), alpha = 0 against 3 (mae 3, mse 9)
+    r = _several_outputs_logs(lamina, {"zeta": "mse", "alpha": "mae"})
+    np.testing.assert_allclose(r["ev"], [124.0, 121.0, 3.0, 9.0, 11.0], rtol=1e-6)   # loss, zeta, alpha, then by name
+    assert [k for k, _ in r["d"]] == ["alpha_loss", "alpha_mse", "loss", "zeta_loss", "zeta_mae"]
+    assert r["batch"] == r["tob"] == ["alpha_loss", "alpha_mse", "loss", "zeta_loss", "zeta_mae"]
+    assert r["epoch"] == ["alpha_loss", "alpha_mse", "loss", "val_alpha_loss", "val_alpha_mse", "val_loss",
+                          "val_zeta_loss", "val_zeta_mae", "zeta_loss", "zeta_mae"]
+    assert r["history"] == r["epoch"] + ["learning_rate"]   # (added by ReduceLROnPlateau, after Record saw them)
+    assert r["predict"] == r["call"] == r["names"] == ["alpha", "mid", "zeta"]

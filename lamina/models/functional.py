@@ -117,6 +117,8 @@ class Functional(Model):
             inputs = list(inputs)
         if isinstance(outputs, tuple):
             outputs = list(outputs)
+        if isinstance(outputs, dict):   # (Keras 3.15 returns a dict of outputs in the order of its keys)
+            outputs = {k: outputs[k] for k in sorted(outputs)}
         flat_in, flat_out = _nest_flatten(inputs), _nest_flatten(outputs)
         for what, flat in (("inputs", flat_in), ("outputs", flat_out)):
             bad = [t for t in flat if not isinstance(t, KerasTensor)]

@@ -422,6 +422,7 @@ class CompileState:
         # one per output for several outputs (the compiled loss updates those when it computes them)
         self.loss_tracker = metrics_mod.Mean(name="loss")
         self.output_trackers = []
+        self.tracked_outputs = []   # the output index of each of output_trackers
         self.metric_entries = []
         self.metrics_built = False
         self.compile_metrics = CompileMetrics(self) if (metrics or weighted_metrics) else None
@@ -448,7 +449,12 @@ class CompileState:
         weights = self.loss_weights_spec
         self.loss_weights = [1.0 if w is None else float(w) for w in _per_output(weights, self.names, "loss_weights")] \
             if weights is not None else [1.0] * n
-        self.output_trackers = [metrics_mod.Mean(name=f"{name}_loss") for name in self.names] if n > 1 else []
+        # one loss tracker per output that has a loss (several outputs), in the order compile() named the losses:
+        # a dict's key order, else the outputs' (Keras 3.15: evaluate() lists them in this order after the loss)
+        order = ([self.names.index(k) for k in self.loss_spec if k in self.names]
+                 if isinstance(self.loss_spec, dict) else range(n))
+        self.tracked_outputs = [i for i in order if self.losses[i] is not None] if n > 1 else []
+        self.output_trackers = [metrics_mod.Mean(name=f"{self.names[i]}_loss") for i in self.tracked_outputs]
         self.built = True
         if not self.metrics_built:
             self.build_metrics(y_true_flat, y_pred_flat)
@@ -594,9 +600,9 @@ class CompileState:
         for reg in self.model.losses:
             total = total + reg
         batch = batch_size_of(y_pred_flat[0])
-        for tracker, value in zip(self.output_trackers, per):
-            if value is not None:
-                tracker.update_state(float(value.numpy()), sample_weight=batch)
+        for i, tracker in zip(self.tracked_outputs, self.output_trackers):
+            if per[i] is not None:
+                tracker.update_state(float(per[i].numpy()), sample_weight=batch)
         return total
 
     def update_metrics(self, y, y_pred, sample_weight=None):
@@ -627,19 +633,29 @@ class CompileState:
 
 
 def pythonify_logs(logs):
-    """Logs as a flat dict of Python floats (as Keras): nested dicts (a CompileMetrics result) are merged
+    """Logs as a flat dict of Python floats in the order of their names (as Keras 3, whose logs, history and
+    progress bars read 'accuracy', 'loss', 'val_accuracy', ...): nested dicts (a CompileMetrics result) are merged
     in, Tensors and NumPy scalars become floats; values that are not numbers stay as they are."""
     out = {}
+    _flat_logs(logs, out)
+    return sorted_logs(out)
+
+
+def _flat_logs(logs, out):
     for key, value in (logs or {}).items():
         if isinstance(value, dict):
-            out.update(pythonify_logs(value))
+            _flat_logs(value, out)
             continue
         try:
             value = float(value.numpy() if isinstance(value, Tensor) else value)
         except (TypeError, ValueError):
             pass
         out[key] = value
-    return out
+
+
+def sorted_logs(logs):
+    """A new dict of ``logs``' entries in the order of their names."""
+    return {k: logs[k] for k in sorted(logs, key=str)}
 
 
 # ----- non-finite losses
@@ -816,6 +832,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
         if val_data is not None and (epoch + 1) % validation_freq == 0:
             val_logs = _evaluate_loop(model, val_data, cbs)
             logs.update({"val_" + k: v for k, v in val_logs.items()})
+            logs = sorted_logs(logs)   # (Keras's: the val_ entries among the others by name)
         cbs.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
