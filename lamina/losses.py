@@ -363,7 +363,12 @@ class Loss:
                              "'sum_over_batch_size', 'mean', 'mean_with_sample_weight', 'sum', 'none', None.")
         self.name = name or _snake(type(self).__name__)
         self.reduction = reduction
-        self.dtype = dtype
+        self._dtype = None if dtype is None else backend.standardize_dtype(dtype)
+
+    @property
+    def dtype(self):
+        """The dtype the loss computes in: the one given, else floatx (read at each call, as Keras's)."""
+        return self._dtype or backend.floatx()
 
     def call(self, y_true, y_pred):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -371,17 +376,13 @@ class Loss:
     def __call__(self, y_true, y_pred, sample_weight=None):
         y_pred, y_true = _tensor(y_pred), _tensor(y_true)
         mask = getattr(y_pred, "_keras_mask", None)
-        # computed in the loss's dtype when one is given, and float16 predictions (a 'mixed_float16' model's)
-        # in floatx, as Keras computes losses in float32
-        # integer or bool predictions are cast to floatx first, as Keras's convert_to_tensor(y_pred,
-        # dtype=self.dtype) does; otherwise float targets would be cast down to the predictions' int dtype
-        dtype = (np.dtype(self.dtype) if self.dtype is not None else
-                 np.dtype(backend.floatx()) if y_pred.dtype.kind != "f" or y_pred.dtype.itemsize < 4 else None)
-        if dtype is not None and y_pred.dtype.kind != "f":
-            y_pred = ops.cast(y_pred, dtype)
-        if dtype is not None:
-            y_pred, y_true = (ops.cast(t, dtype) if t.dtype.kind == "f" and t.dtype != dtype else t
-                              for t in (y_pred, y_true))
+        # computed in the loss's dtype, floatx unless one is given, as Keras's convert_to_tensor(y, dtype=self.dtype):
+        # float16 predictions (a 'mixed_float16' model's) and float64 ones alike; integer or bool predictions are
+        # cast too (otherwise float targets would be cast down to the predictions' int dtype); integer targets
+        # (class indices) stay as they are
+        dtype = np.dtype(self.dtype)
+        y_pred, y_true = (ops.cast(t, dtype) if t.dtype != dtype and (t.dtype.kind == "f" or t is y_pred) else t
+                          for t in (y_pred, y_true))
         values = self.call(y_true, y_pred)
         return reduce_weighted_values(values, sample_weight, mask, self.reduction)
 

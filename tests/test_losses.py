@@ -134,3 +134,20 @@ def test_a_mean_reduction_is_the_sum_over_the_size_to_the_bit(dtype, reduction):
     np.testing.assert_allclose(weighted.numpy(), w.sum() / 7, rtol=1e-3)
     empty = losses.reduce_weighted_values(lamina.Tensor(np.zeros(0, dtype)), reduction=reduction)
     assert float(empty.numpy()) == 0.0
+
+
+def test_loss_objects_compute_in_floatx_unless_given_a_dtype():
+    # Keras 3.15: a loss object converts both inputs to its dtype (floatx by default) before computing, so float64
+    # NumPy targets and predictions give a float32 loss; the functional forms keep the inputs' dtype
+    t, p = np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([[0.3, 0.7], [0.6, 0.4]])
+    for loss in (lamina.losses.MeanSquaredError(), lamina.losses.CategoricalCrossentropy(), lamina.losses.Huber()):
+        assert loss.dtype == "float32"
+        out = loss(t, p)
+        assert out.dtype == np.float32
+        np.testing.assert_allclose(out.numpy(), loss.__class__(dtype="float64")(t, p).numpy(), rtol=1e-6)
+    assert lamina.losses.MeanSquaredError(dtype="float64")(t, p).dtype == np.float64
+    assert lamina.losses.mean_squared_error(t, p).dtype == np.float64
+    np.testing.assert_allclose(lamina.losses.MeanSquaredError()(t, p).numpy(), np.mean((t - p) ** 2), rtol=1e-6)
+    # integer class targets stay integers (sparse losses index with them)
+    sp = lamina.losses.SparseCategoricalCrossentropy()(np.array([1, 0]), p)
+    np.testing.assert_allclose(sp.numpy(), -np.mean(np.log([0.7, 0.6])), rtol=1e-6)

@@ -113,7 +113,7 @@ def test_ctc_matches_keras_and_string_lookup():
     ("LogCosh", {}, YR, PR), ("Poisson", {}, YR, PR),
 ])
 def test_new_losses_gradients(name, kw, t, p):
-    loss = getattr(losses, name)(**kw)
+    loss = getattr(losses, name)(dtype="float64", **kw)   # (a loss object computes in floatx unless told, as Keras's)
     check_grad(lambda x: loss(t.astype(np.float64) if t.dtype.kind == "f" else t, x), p.astype(np.float64))
 
 
