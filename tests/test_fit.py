@@ -233,8 +233,10 @@ def test_loss_shape_errors_say_what_to_use():
 
 def test_uncompiled_and_bad_arguments():
     model = _mlp()
-    with pytest.raises(RuntimeError, match="compile"):
-        model.fit(np.zeros((2, 8)), np.zeros(2))
+    for run in (lambda: model.fit(np.zeros((2, 8)), np.zeros(2)), lambda: model.evaluate(np.zeros((2, 8)), np.zeros(2)),
+                lambda: model.train_on_batch(np.zeros((2, 8)), np.zeros(2))):
+        with pytest.raises(ValueError, match="compile"):   # (Keras's exception type)
+            run()
     model.compile("adam", "mse")
     with pytest.raises(ValueError, match="cardinality"):
         model.fit(np.zeros((4, 8)), np.zeros((3, 3)), verbose=0)

@@ -277,7 +277,8 @@ class Model(Layer):
 
     def _assert_compiled(self, what):
         if not self.compiled:
-            raise RuntimeError(f"You must call compile() on model '{self.name}' before {what}().")
+            raise ValueError(   # (Keras 3.15 raises a ValueError here)
+                f"You must call compile() on model '{self.name}' before {what}().")
 
     # ----- metrics (Keras's order: loss, compiled metrics, per-output losses, the model's own Metric attributes)
     def __setattr__(self, name, value):
