@@ -107,6 +107,33 @@ def test_functional_summary_has_connections_and_keras_totals():
     assert " Total params: 77 (308.00 B)" in lines
 
 
+def test_summary_expand_nested_and_trainable_marks_as_keras():
+    # Keras 3.15: expand_nested lists a nested model's layers under it, each prefixed '   └ ' per level, with
+    # its own output shape and '-' for connections; show_trainable marks Y / N, and '-' for a layer with no weights
+    a, b = lamina.Input((3,), name="a"), lamina.Input((3,), name="b")
+    shared = layers.Dense(4, name="shared")
+    inner = lamina.Model([a, b], layers.Add(name="add")([shared(a), shared(b)]), name="inner")
+    deep = models.Sequential([lamina.Input((4,)), layers.Dense(2, name="d2", trainable=False)], name="deep")
+    x1, x2 = lamina.Input((3,), name="x1"), lamina.Input((3,), name="x2")
+    outer = lamina.Model([x1, x2], layers.Dense(1, name="out")(deep(inner([x1, x2]))), name="outer")
+    lines = []
+    outer.summary(print_fn=lines.append, expand_nested=True, show_trainable=True, line_length=120)
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in lines if line.startswith("│")]
+    rows = [r for r in rows if r[0]]   # (not the connections' continuation lines)
+    assert [r[0] for r in rows] == ["x1 (InputLayer)", "x2 (InputLayer)", "inner (Functional)", "└ a (InputLayer)",
+                                    "└ b (InputLayer)", "└ shared (Dense)", "└ add (Add)", "deep (Sequential)",
+                                    "└ d2 (Dense)", "out (Dense)"]
+    assert [line for line in lines if "└ shared" in line][0].split("│")[1].startswith("    └ shared")  # 3 + 1 spaces
+    by_name = {r[0]: r for r in rows}
+    assert by_name["└ shared (Dense)"][1:] == ["(None, 4)", "16", "-", "Y"]
+    assert by_name["└ d2 (Dense)"][1:] == ["(None, 2)", "10", "-", "N"]
+    assert by_name["x1 (InputLayer)"][-1] == "-" and by_name["inner (Functional)"][-1] == "Y"
+    assert by_name["deep (Sequential)"][-1] == "Y"   # (the model's own flag, as Keras's, whatever its layers')
+    plain = []
+    outer.summary(print_fn=plain.append)
+    assert not any("│    └ " in line for line in plain) and not any("Trainable ┃" in line for line in plain)
+
+
 def test_config_round_trips_give_the_same_outputs():
     seq = models.Sequential([layers.Dense(4, activation="relu", input_shape=(3,)), layers.Dense(2)])
     copy = models.Sequential.from_config(seq.get_config())

@@ -59,6 +59,7 @@ def _is_sequential_like(model):
 
 
 def _rows(model, sequential_like):
+    """[(layer, [name (type), output shape, params, connections])] for the model's own layers."""
     rows = []
     nodes = getattr(model, "_nodes", None)
     if nodes is not None:  # functional
@@ -75,13 +76,35 @@ def _rows(model, sequential_like):
                         continue
                     src, ni, ti = t._history
                     connected.append(f"{src.name}[{index_map.get((id(src), ni), ni)}][{ti}]")
-            kind = getattr(layer, "_keras_class_name", type(layer).__name__)
-            rows.append([f"{layer.name} ({kind})", shape, _params(layer), connected or ["-"]])
+            rows.append((layer, [_name(layer), shape, _params(layer), connected or ["-"]]))
         return rows
     outputs = getattr(model, "_layer_outputs", {})
     for layer in model.layers:
-        rows.append([f"{layer.name} ({type(layer).__name__})", _shape_str(outputs.get(id(layer))), _params(layer),
-                     []])
+        rows.append((layer, [_name(layer), _shape_str(outputs.get(id(layer))), _params(layer), []]))
+    return rows
+
+
+def _name(layer, prefix=""):
+    return f"{prefix}{layer.name} ({getattr(layer, '_keras_class_name', type(layer).__name__)})"
+
+
+def _nested_rows(model, level):
+    """expand_nested: a nested model's layers, each named after Keras's prefix for its depth ('   └ '), its output
+    shape where its own graph or stack knows it, no connections of the outer graph ('-'); deeper models in turn."""
+    rows = []
+    nodes = getattr(model, "_nodes", None)
+    own = None if nodes is None else {id(n) for n in nodes}
+    outputs = getattr(model, "_layer_outputs", {})
+    for layer in (model._layers if nodes is not None else model.layers):
+        if own is not None:
+            found = [n.outputs for n in layer._inbound_nodes if id(n) in own] or \
+                [n.outputs for n in layer._inbound_nodes[:1]]
+            shape = _shape_str(found[0]) if found else "?"
+        else:
+            shape = _shape_str(outputs.get(id(layer)))
+        rows.append((layer, [_name(layer, "   " * level + "└ "), shape, _params(layer), ["-"]]))
+        if getattr(layer, "layers", None):
+            rows += _nested_rows(layer, level + 1)
     return rows
 
 
@@ -128,9 +151,12 @@ def print_summary(model, line_length=None, positions=None, print_fn=None, expand
         widths.append(9)
     rows = _rows(model, sequential_like)
     if layer_range is not None:
-        names = [r[0].split(" (")[0] for r in rows]
+        names = [layer.name for layer, _ in rows]
         start, end = names.index(layer_range[0]), names.index(layer_range[1]) + 1
         rows = rows[start:end]
+    if expand_nested:   # each nested model's layers under it (Keras's rows)
+        rows = [r for layer, cells in rows
+                for r in [(layer, cells)] + (_nested_rows(layer, 1) if getattr(layer, "layers", None) else [])]
     box = _BOX if _can_encode("".join(_BOX.values())) else _ASCII
 
     def rule(kind):
@@ -145,21 +171,24 @@ def print_summary(model, line_length=None, positions=None, print_fn=None, expand
             parts = []
             for j, (c, w) in enumerate(zip(wrapped, widths)):
                 text = c[i] if i < len(c) else ""
-                parts.append(text.rjust(w) if align[j] == "r" else text.ljust(w))
+                parts.append(text.rjust(w) if align[j] == "r" else text.center(w) if align[j] == "c" else text.ljust(w))
             out.append(box[kind][0] + " " + (" " + box[kind][1] + " ").join(parts) + " " + box[kind][1])
         return out
 
     align = ["l", "l", "r", "l", "l"]
     lines = [f'Model: "{model.name}"', rule("top")] + line(headers, "head", align) + [rule("mid")]
-    for k, row in enumerate(rows):
+    if show_trainable:
+        align.insert(len(headers) - 1, "c")
+    for k, (layer, row) in enumerate(rows):
         name, shape, params, connected = row
+        if box is _ASCII:   # (a stream that cannot print the box characters cannot print the nested rows' mark)
+            name = name.replace("└", "+")
         cells = [name, shape, params]
         if not sequential_like:
             extra = connected[1:]
             cells.append(connected[0])
-        if show_trainable:
-            layer = model.get_layer(name.split(" (")[0])
-            cells.append("Y" if layer.trainable else "N")
+        if show_trainable:   # (Keras's marks: '-' for a layer without weights)
+            cells.append(("Y" if layer.trainable else "N") if layer.weights else "-")
         lines += line(cells, "row", align)
         if not sequential_like:
             for c in extra:
