@@ -472,43 +472,15 @@ def keras_weight_groups(model):
     return groups
 
 
-# How Keras 3.15 orders each optimizer's variables after [iteration, learning_rate]: groups of slot names;
-# within a group the slots are interleaved per weight (a_momentum, a_velocity, b_momentum, ...), and the
-# groups follow one another.
-_KERAS_SLOT_LAYOUT = {
-    "SGD": [("momentum",)], "Adam": [("momentum", "velocity"), ("velocity_hat",)],
-    "AdamW": [("momentum", "velocity"), ("velocity_hat",)], "RMSprop": [("velocity",), ("momentum",),
-                                                                        ("average_gradient",)],
-    "Adagrad": [("accumulator",)], "Adadelta": [("accumulated_grad", "accumulated_delta_var")],
-    "Adamax": [("momentum", "norm")], "Nadam": [("momentum", "velocity")], "Lion": [("momentum",)],
-    "Lamb": [("momentum", "velocity")], "Ftrl": [("accumulator", "linear")], "Adafactor": [("r", "c", "velocity")],
-    "ScheduleFreeAdamW": [("momentum", "velocity")],
-}
 # Variables Keras keeps after the slots: Nadam's running product of its momentum schedule (a float32 scalar)
 _KERAS_TRAILING = {"Nadam": 1}
 
 
-_KERAS_BASE_SLOTS = ("average", "gradient_accumulator")   # use_ema, gradient_accumulation_steps: first
-
-
 def _keras_slot_order(optimizer):
-    """[(slot name, weight index)] in Keras's variable order, or None when lamina does not know it."""
-    own = getattr(optimizer, "_keras_slot_order", None)   # a layout that depends on the weights (Muon)
-    if own is not None:
-        return own()
-    layout = _KERAS_SLOT_LAYOUT.get(type(optimizer).__name__)
-    if layout is None:
-        return None
-    layout = [(name,) for name in _KERAS_BASE_SLOTS] + list(layout)
-    active = list(optimizer._slots)
-    if set(active) - {n for group in layout for n in group}:
-        return None
-    n = len(optimizer._trainable_variables)
-    order = []
-    for group in layout:
-        names = [name for name in group if name in active]
-        order += [(name, i) for i in range(n) for name in names]
-    return order
+    """[(slot name, weight index)] in Keras's variable order (the optimizer's own: Optimizer._keras_slot_groups, or
+    a layout that depends on the weights, Muon's), or None when lamina does not know it."""
+    own = getattr(optimizer, "_keras_slot_order", None)
+    return None if own is None else own()
 
 
 def _is_loss_scale(optimizer):

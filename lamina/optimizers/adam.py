@@ -26,6 +26,8 @@ class Adam(Optimizer):
 
     Args: learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, """ + _BASE_DOC + "."
 
+    _keras_slot_groups = (("momentum", "velocity"), ("velocity_hat",))   # (Optimizer._keras_slot_groups)
+
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
                  weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, use_ema=False,
                  ema_momentum=0.99, ema_overwrite_frequency=None, loss_scale_factor=None,
@@ -113,6 +115,7 @@ class Adamax(Optimizer):
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
 
     _slot_names = ("momentum", "norm")
+    _keras_slot_groups = (("momentum", "norm"),)
 
     def update_step(self, gradient, variable, learning_rate):
         b1, b2 = float(self.beta_1), float(self.beta_2)
@@ -163,6 +166,7 @@ class Nadam(Optimizer):
         self._u_product = 1.0
 
     _slot_names = ("momentum", "velocity")
+    _keras_slot_groups = (("momentum", "velocity"),)
 
     def _u(self, t):
         return float(self.beta_1) * (1.0 - 0.5 * 0.96 ** t)

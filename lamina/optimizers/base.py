@@ -59,6 +59,10 @@ def python_numbers(*values):
     return all(type(v) in (float, int) for v in values)
 
 
+# the base class's own slots (use_ema's average, gradient_accumulation_steps' accumulator): first in Keras's order
+_KERAS_BASE_SLOTS = ("average", "gradient_accumulator")
+
+
 class Optimizer:
     """Base of every optimizer (Keras 3 arguments and defaults).
 
@@ -81,6 +85,11 @@ class Optimizer:
 
     _slot_names = ()
     _slot_initial = {}   # slot name -> constant initial value (default 0)
+    # Keras 3.15's order of its optimizer variables after [iteration, learning_rate] (in ``variables`` and in .keras
+    # files): groups of slot names, within a group the slots interleaved per weight (a_momentum, a_velocity,
+    # b_momentum, ...), the groups one after another, the base's own slots (_KERAS_BASE_SLOTS) first; None where
+    # lamina does not know Keras's order for the optimizer
+    _keras_slot_groups = None
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -215,9 +224,29 @@ class Optimizer:
         out = [Variable(np.asarray(self._iterations, np.int64), name="iteration", trainable=False, dtype="int64")]
         if isinstance(self._learning_rate, float):
             out.append(Variable(np.asarray(self._learning_rate, np.float32), name="learning_rate", trainable=False))
-        for slots in self._slots.values():
-            out.extend(slots)
+        order = self._keras_slot_order() if self.built else None
+        if order is None:
+            for slots in self._slots.values():
+                out.extend(slots)
+        else:   # (Keras's order: each weight's slots together)
+            out.extend(self._slots[name][i] for name, i in order)
         return out
+
+    def _keras_slot_order(self):
+        """[(slot name, weight index)] in Keras's variable order, or None where lamina does not know it (no
+        ``_keras_slot_groups``, or a slot they do not name)."""
+        if self._keras_slot_groups is None:
+            return None
+        layout = [(name,) for name in _KERAS_BASE_SLOTS] + list(self._keras_slot_groups)
+        active = list(self._slots)
+        if set(active) - {name for group in layout for name in group}:
+            return None
+        n = len(self._trainable_variables)
+        order = []
+        for group in layout:
+            names = [name for name in group if name in active]
+            order += [(name, i) for i in range(n) for name in names]
+        return order
 
     def get_state(self):
         """The exact state as a list of arrays: the step counter (int64), then each slot (in

@@ -26,6 +26,8 @@ class Lion(Optimizer):
         m = beta_2 m + (1 - beta_2) g
 
     Args: learning_rate=0.001, beta_1=0.9, beta_2=0.99, and the base arguments."""
+
+    _keras_slot_groups = (("momentum",),)   # (Optimizer._keras_slot_groups)
     _slot_names = ("momentum",)
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.99, weight_decay=None, clipnorm=None,
@@ -60,6 +62,8 @@ class Lamb(Optimizer):
         w -= lr * r * u,  r = ||w|| / ||u|| (1 when either norm is 0)
 
     Args: learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, and the base arguments."""
+
+    _keras_slot_groups = (("momentum", "velocity"),)   # (Optimizer._keras_slot_groups)
     _slot_names = ("momentum", "velocity")
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=None,
@@ -95,6 +99,8 @@ class Ftrl(Optimizer):
     Args: learning_rate=0.001, learning_rate_power=-0.5, initial_accumulator_value=0.1,
     l1_regularization_strength=0, l2_regularization_strength=0, l2_shrinkage_regularization_strength=0,
     beta=0, and the base arguments."""
+
+    _keras_slot_groups = (("accumulator", "linear"),)   # (Optimizer._keras_slot_groups)
     _slot_names = ("accumulator", "linear")
 
     def __init__(self, learning_rate=0.001, learning_rate_power=-0.5, initial_accumulator_value=0.1,
@@ -151,6 +157,8 @@ class Adafactor(Optimizer):
 
     Args: learning_rate=0.001, beta_2_decay=-0.8, epsilon_1=1e-30, epsilon_2=1e-3, clip_threshold=1.0,
     relative_step=True, and the base arguments."""
+
+    _keras_slot_groups = (("r", "c", "velocity"),)   # (Optimizer._keras_slot_groups)
     _slot_names = ("r", "c", "velocity")
 
     def __init__(self, learning_rate=0.001, beta_2_decay=-0.8, epsilon_1=1e-30, epsilon_2=1e-3, clip_threshold=1.0,

@@ -15,6 +15,8 @@ class RMSprop(Optimizer):
     Args: learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, and the base arguments.
     """
 
+    _keras_slot_groups = (("velocity",), ("momentum",), ("average_gradient",))   # (Optimizer._keras_slot_groups)
+
     def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
                  weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, use_ema=False,
                  ema_momentum=0.99, ema_overwrite_frequency=None, loss_scale_factor=None,
@@ -79,6 +81,8 @@ class Adagrad(Optimizer):
     Args: learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, and the base arguments.
     """
 
+    _keras_slot_groups = (("accumulator",),)   # (Optimizer._keras_slot_groups)
+
     def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, weight_decay=None,
                  clipnorm=None, clipvalue=None, global_clipnorm=None, use_ema=False, ema_momentum=0.99,
                  ema_overwrite_frequency=None, loss_scale_factor=None, gradient_accumulation_steps=None,
@@ -123,6 +127,8 @@ class Adadelta(Optimizer):
 
     Args: learning_rate=0.001, rho=0.95, epsilon=1e-7, and the base arguments.
     """
+
+    _keras_slot_groups = (("accumulated_grad", "accumulated_delta_var"),)   # (Optimizer._keras_slot_groups)
 
     def __init__(self, learning_rate=0.001, rho=0.95, epsilon=1e-7, weight_decay=None, clipnorm=None,
                  clipvalue=None, global_clipnorm=None, use_ema=False, ema_momentum=0.99,

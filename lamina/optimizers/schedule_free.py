@@ -30,6 +30,8 @@ class ScheduleFreeAdamW(Optimizer):
     Args: learning_rate=0.0025, beta_1=0.9, beta_2=0.999, epsilon=1e-8, warmup_steps=0, and the base
     arguments.
     """
+
+    _keras_slot_groups = (("momentum", "velocity"),)   # (Optimizer._keras_slot_groups)
     _slot_names = ("momentum", "velocity")
 
     def __init__(self, learning_rate=0.0025, beta_1=0.9, beta_2=0.999, epsilon=1e-8, warmup_steps=0,

@@ -13,6 +13,8 @@ class SGD(Optimizer):
     Args: learning_rate=0.01, momentum=0.0 (in [0, 1]), nesterov=False, and the base arguments.
     """
 
+    _keras_slot_groups = (("momentum",),)   # (Optimizer._keras_slot_groups)
+
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=None, clipnorm=None,
                  clipvalue=None, global_clipnorm=None, use_ema=False, ema_momentum=0.99,
                  ema_overwrite_frequency=None, loss_scale_factor=None, gradient_accumulation_steps=None,
