@@ -165,6 +165,60 @@ def test_sample_weight_and_class_weight():
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
+class _Frame:
+    """A table-like array of another library (as a pandas DataFrame: a shape and __array__, dtypes but no dtype)."""
+
+    def __init__(self, a):
+        self._a, self.shape = a, a.shape
+
+    def __array__(self, dtype=None, copy=None):
+        return self._a if dtype is None else self._a.astype(dtype)
+
+    def __iter__(self):   # (a DataFrame iterates over its column names: never batches)
+        return iter(["a", "b"])
+
+
+def test_array_likes_of_other_libraries_are_arrays_like_keras():
+    # Keras's data adapters take anything with __array__ (pandas DataFrames and Series, torch tensors) as arrays;
+    # lamina took a DataFrame for an iterable of batches ("y must be None")
+    x, y = _data(n=40)
+    ref = None
+    for make in (lambda a: _Frame(a), lambda a: a):
+        lamina.utils.set_random_seed(0)
+        model = _mlp()
+        model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        h = model.fit(make(x), make(y), epochs=2, batch_size=8, verbose=0, shuffle=False, validation_split=0.25)
+        out = (h.history, model.evaluate(make(x), make(y), verbose=0), model.predict(make(x), verbose=0))
+        if ref is None:
+            ref = out
+        else:
+            assert out[0] == ref[0] and out[1] == ref[1]
+            np.testing.assert_array_equal(out[2], ref[2])
+
+
+def test_pandas_frames_and_series_train_like_arrays():
+    pd = pytest.importorskip("pandas")
+    x, y = _data(n=40)
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])], index=np.arange(100, 140))
+    labels = pd.Series(y, index=frame.index)
+    results = []
+    for xs, ys in ((x, y), (frame, labels)):
+        lamina.utils.set_random_seed(0)
+        model = _mlp()
+        model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        h = model.fit(xs, ys, epochs=2, batch_size=8, verbose=0, validation_data=(xs, ys),
+                      sample_weight=None if ys is y else pd.Series(np.ones(40), index=frame.index))
+        results.append((h.history, model.predict(xs, verbose=0)))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    # a dict of columns into a functional model's named inputs
+    inputs = {name: lamina.Input((1,), name=name) for name in ("f0", "f1")}
+    model = lamina.Model(inputs, layers.Dense(1)(layers.Concatenate()([inputs["f0"], inputs["f1"]])))
+    model.compile("sgd", "mse")
+    h = model.fit({"f0": frame["f0"], "f1": frame["f1"]}, labels.astype("float32"), epochs=1, batch_size=10, verbose=0)
+    assert len(h.history["loss"]) == 1 and np.isfinite(h.history["loss"][0])
+
+
 def test_generator_and_iterable_inputs():
     x, y = _data()
     model = _mlp()

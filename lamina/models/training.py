@@ -111,8 +111,9 @@ def _is_structure_of_arrays(x):
 
 
 def _is_foreign_array(v):
-    """Another library's tensor (torch, jax, ...): it has a shape, a dtype and NumPy's __array__."""
-    return hasattr(v, "__array__") and hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, (list, tuple))
+    """Another library's array (a torch or jax tensor, a pandas DataFrame or Series, ...): it has a shape and NumPy's
+    __array__, as Keras's data adapters take any such array (a DataFrame has dtypes, not one dtype)."""
+    return hasattr(v, "__array__") and hasattr(v, "shape") and not isinstance(v, (list, tuple, dict, str))
 
 
 def _is_torch_loader(data):
@@ -272,7 +273,7 @@ def make_data(x, y=None, sample_weight=None, batch_size=None, shuffle=False, ste
 
 
 def _is_array_input(x):
-    if isinstance(x, (np.ndarray, Tensor)) or backend.is_cupy_array(x):
+    if isinstance(x, (np.ndarray, Tensor)) or backend.is_cupy_array(x) or _is_foreign_array(x):
         return True
     if isinstance(x, dict):
         return all(_is_array_input(v) or isinstance(v, (list, float, int)) for v in x.values())
