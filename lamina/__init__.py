@@ -38,3 +38,12 @@ from .rematerialization import RematScope, remat  # noqa: F401  (keras.RematScop
 def version():
     """lamina's version (``keras.version()``)."""
     return __version__
+
+
+def __getattr__(name):
+    # keras.wrappers (scikit-learn's estimators around a model): loaded on first use, so that ``import lamina``
+    # does not import scikit-learn
+    if name == "wrappers":
+        import importlib
+        return importlib.import_module(__name__ + ".wrappers")   # (``from . import`` would ask this hook again)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
