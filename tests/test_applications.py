@@ -111,6 +111,20 @@ def test_preprocess_input_matches_keras(monkeypatch):
                                    rtol=1e-5, atol=1e-4)
 
 
+def test_imagenet_utils_preprocess_every_mode_as_keras(monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    x = np.random.default_rng(1).integers(0, 256, (2, 4, 4, 3)).astype("float32")
+    for mode in ("caffe", "tf", "torch"):
+        mine = applications.imagenet_utils.preprocess_input(x.copy(), mode=mode)
+        theirs = keras.applications.imagenet_utils.preprocess_input(x.copy(), mode=mode)
+        np.testing.assert_allclose(mine, np.asarray(theirs), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="mode"):
+        applications.imagenet_utils.preprocess_input(x, mode="caffe2")
+    with pytest.raises(ValueError, match="1000"):
+        applications.imagenet_utils.decode_predictions(np.zeros((2, 10)))
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="weights"):
         applications.VGG16(weights="nonsense")

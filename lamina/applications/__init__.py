@@ -19,6 +19,7 @@ from .efficientnet_v2 import (EfficientNetV2B0, EfficientNetV2B1, EfficientNetV2
 from .mobilenet_v3 import MobileNetV3Large, MobileNetV3Small
 from . import inception_resnet_v2, inception_v3, xception; from .inception_resnet_v2 import InceptionResNetV2; from .inception_v3 import InceptionV3; from .xception import Xception  # noqa: E702,E501
 from . import nasnet; from .nasnet import NASNetLarge, NASNetMobile  # noqa: E702
+from . import imagenet_utils  # noqa: F401  (keras.applications.imagenet_utils)
 from . import convnext; from .convnext import ConvNeXtBase, ConvNeXtLarge, ConvNeXtSmall, ConvNeXtTiny, ConvNeXtXLarge  # noqa: E702
 
 __all__ = ["ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2", "VGG16", "VGG19",
@@ -28,4 +29,4 @@ __all__ = ["ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "R
     n for n in efficientnet.__all__ + efficientnet_v2.__all__ if n[0].isupper()] + [
     "Xception", "xception", "InceptionV3", "inception_v3", "InceptionResNetV2", "inception_resnet_v2", "ConvNeXtTiny",
     "ConvNeXtSmall", "ConvNeXtBase", "ConvNeXtLarge", "ConvNeXtXLarge", "convnext", "NASNetMobile", "NASNetLarge",
-    "nasnet"]
+    "nasnet", "imagenet_utils"]
