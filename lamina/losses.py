@@ -698,6 +698,8 @@ def serialize(loss):
 
 
 def deserialize(config, custom_objects=None):
+    if isinstance(config, dict) and config.get("class_name") == "function" and isinstance(config.get("config"), str):
+        config = config["config"]   # Keras's form of a loss function, {"class_name": "function", "config": its name}
     if isinstance(config, dict) and custom_objects and config.get("class_name") in custom_objects:
         return custom_objects[config["class_name"]].from_config(config.get("config", {}))
     if isinstance(config, str) and custom_objects and config in custom_objects:

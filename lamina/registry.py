@@ -27,6 +27,20 @@ def subclasses(cls):
     return out
 
 
+def from_config(cls, config, custom_objects=None):
+    """``cls.from_config(config)``, with ``custom_objects=`` where that from_config takes it (lamina's models and a
+    few others do): a program's own override written as Keras's ``from_config(cls, config)`` gets the config alone
+    (the custom objects are in scope while files load anyway)."""
+    fn = cls.from_config
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):   # pragma: no cover - a builtin without a signature
+        params = ()
+    if any(p.name == "custom_objects" or p.kind is p.VAR_KEYWORD for p in params):
+        return fn(config, custom_objects=custom_objects)
+    return fn(config)
+
+
 def register(cls, name=None):
     """Register cls under its class name (and an optional extra name). Returns cls (usable as a decorator).
 

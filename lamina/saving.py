@@ -156,9 +156,4 @@ def deserialize_keras_object(config, custom_objects=None, safe_mode=True, **kwar
         raise ValueError(f"deserialize_keras_object: the config of {class_name!r} must be a dict; received {inner!r}")
     clean = from_keras_config({"class_name": class_name, "config": inner}, "<config>", class_name)["config"]
     with CustomObjectScope({**registry._SCOPE, **(custom_objects or {})}):
-        try:
-            return cls.from_config(clean, custom_objects=custom_objects)
-        except TypeError as e:
-            if "custom_objects" not in str(e):
-                raise
-            return cls.from_config(clean)
+        return registry.from_config(cls, clean, custom_objects)

@@ -151,3 +151,10 @@ def test_loss_objects_compute_in_floatx_unless_given_a_dtype():
     # integer class targets stay integers (sparse losses index with them)
     sp = lamina.losses.SparseCategoricalCrossentropy()(np.array([1, 0]), p)
     np.testing.assert_allclose(sp.numpy(), -np.mean(np.log([0.7, 0.6])), rtol=1e-6)
+
+
+def test_deserialize_takes_keras_function_form():
+    # Keras 3.15 serializes a loss function as {"class_name": "function", "config": its name, ...}
+    form = {"module": "builtins", "class_name": "function", "config": "mean_absolute_error",
+            "registered_name": "function"}
+    assert lamina.losses.deserialize(form) is lamina.losses.mean_absolute_error

@@ -296,3 +296,32 @@ def test_sigkill_while_saving_model(tmp_path):
     assert bias.shape in ((3,), (512,)) and np.all(bias == bias[0])
     assert [p.name for p in tmp_path.iterdir()] == ["m.keras"] or all(
         p.name == "m.keras" or p.name.startswith(".m.keras.") for p in tmp_path.iterdir())
+
+
+def test_a_subclassed_models_own_from_config_without_custom_objects_loads(tmp_path):
+    # Keras's pattern: from_config(cls, config) rebuilding a nested model; lamina called it with custom_objects=
+    @keras.saving.register_keras_serializable(package="test_saving")
+    class Scaled(keras.Model):
+        def __init__(self, inner, k=2.0, **kw):
+            super().__init__(**kw)
+            self.inner, self.k = inner, k
+
+        def call(self, x):
+            return self.inner(x) * self.k
+
+        def get_config(self):
+            return {**super().get_config(), "inner": keras.saving.serialize_keras_object(self.inner), "k": self.k}
+
+        @classmethod
+        def from_config(cls, config):
+            config = dict(config)
+            config["inner"] = keras.saving.deserialize_keras_object(config["inner"])
+            return cls(**config)
+
+    model = Scaled(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), k=3.0)
+    x = np.ones((2, 3), np.float32)
+    want = model(x).numpy()
+    model.save(tmp_path / "s.keras")
+    loaded = keras.models.load_model(tmp_path / "s.keras")
+    assert type(loaded).__name__ == "Scaled" and loaded.k == 3.0
+    np.testing.assert_allclose(loaded(x).numpy(), want, rtol=1e-6)

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import backend, losses as losses_mod, metrics as metrics_mod, optimizers
 from ..layers.layer import KerasTensor, Layer, _nest_flatten
-from ..registry import MODEL_FILES, get_registered_object, serialize
+from ..registry import MODEL_FILES, from_config, get_registered_object, serialize
 from ..tensor import Tensor, no_grad
 from . import summary as summary_mod
 from . import training
@@ -35,7 +35,7 @@ def deserialize_layer(config, custom_objects=None):
         raise ValueError(f"Unknown layer class {name!r}. If it is a custom layer, register it with "
                          "lamina.utils.register_keras_serializable or pass it in custom_objects.")
     if isinstance(cls, type) and issubclass(cls, Model):
-        return cls.from_config(config.get("config", {}), custom_objects=custom_objects)
+        return from_config(cls, config.get("config", {}), custom_objects)
     return cls.from_config(config.get("config", {}))
 
 
@@ -269,6 +269,14 @@ class Model(Layer):
         return dict(self._compile_config) if self._compile_config is not None else None
 
     def compile_from_config(self, config):
+        if type(self).compile is not Model.compile:
+            # as Keras 3.15: a model whose compile() is its own (other arguments, other state) is not compiled from
+            # the file's config, whose arguments are the base class's
+            warnings.warn("`compile()` was not called as part of model loading because the model's `compile()` "
+                          "method is custom. All subclassed Models that have `compile()` overridden should also "
+                          "override `get_compile_config()` and `compile_from_config(config)`. Alternatively, you can "
+                          "call `compile()` manually after loading.", stacklevel=2)
+            return
         config = dict(config)
         opt = config.get("optimizer", "rmsprop")
         loss = _deserialize_structure(config.get("loss"), _deserialize_loss)

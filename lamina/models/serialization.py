@@ -6,7 +6,7 @@ The root object of a file is a Model, or an object whose class sets ``_file_root
 FeatureSpace, a Layer, as a file's root too): such a class writes its own build_config
 (``get_build_config()``) and rebuilds its state from it (``build_from_config``), as in Keras."""
 from ..io import ModelFileError
-from ..registry import get_registered_object, objects_in_scope
+from ..registry import from_config, get_registered_object, objects_in_scope
 from .model import Model
 
 __all__ = ["class_name", "build_config", "rebuild"]
@@ -50,7 +50,7 @@ def rebuild(config, custom_objects, path):
         raise ModelFileError(path, "config.json has no model config object.")
     try:
         with objects_in_scope(custom_objects):
-            model = cls.from_config(model_config, custom_objects=custom_objects)
+            model = from_config(cls, model_config, custom_objects)
     except ModelFileError:
         raise
     except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
