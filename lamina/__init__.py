@@ -21,6 +21,7 @@ from . import export  # noqa: F401  (registers model.export formats)
 from . import applications  # noqa: F401,E402
 from . import distribution  # noqa: F401  (keras.distribution: data-parallel training over MPI)
 from . import dtype_policies, mixed_precision  # noqa: F401
+from . import distillation  # noqa: F401  (keras.distillation: a student trained on a teacher's outputs)
 from . import visualization  # noqa: F401  (keras.visualization: image galleries, boxes and masks drawn in)
 # Keras 3's top-level names for the base classes and policies that Keras code subclasses or checks against
 from .backend import device, name_scope  # noqa: F401  (``with keras.device("cpu"):``, keras.name_scope)
