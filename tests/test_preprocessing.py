@@ -201,3 +201,17 @@ def test_bad_arguments():
         layers.RandomFlip("diagonal")
     with pytest.raises(ValueError, match="interpolation"):
         layers.Resizing(2, 2, interpolation="lanczos7")
+
+
+def test_normalization_mean_and_variance_attributes_as_keras():
+    # Keras's tutorials print normalizer.mean after adapt: the statistics broadcast to the input's rank
+    data = np.random.default_rng(0).normal(2.0, 3.0, (50, 3)).astype(np.float32)
+    norm = lamina.layers.Normalization(axis=-1)
+    assert norm.mean is None and norm.variance is None          # not built yet
+    norm.adapt(data)
+    assert tuple(norm.mean.shape) == tuple(norm.variance.shape) == (1, 3)
+    np.testing.assert_allclose(np.asarray(norm.mean), data.mean(0, keepdims=True), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(norm.variance), data.var(0, keepdims=True), rtol=1e-4)
+    fixed = lamina.layers.Normalization(mean=[1.0, 2.0, 3.0], variance=[4.0, 1.0, 0.25])
+    fixed(data)
+    np.testing.assert_allclose(np.asarray(fixed.mean), [[1.0, 2.0, 3.0]])

@@ -109,6 +109,17 @@ class Normalization(Layer):
         self.adapt_mean.assign(np.asarray(mean, np.float32).reshape(self.adapt_mean.shape))
         self.adapt_variance.assign(np.asarray(m2 / count, np.float32).reshape(self.adapt_variance.shape))
 
+    @property
+    def mean(self):
+        """The mean subtracted, broadcast to the input's rank ((1, d) for axis=-1), as Keras's attribute; None
+        before the layer is built."""
+        return self._stats()[0] if self.built else None
+
+    @property
+    def variance(self):
+        """The variance divided by (its square root), shaped as ``mean``; None before the layer is built."""
+        return self._stats()[1] if self.built else None
+
     def _stats(self):
         if self.input_mean is not None:
             return self._const_mean, self._const_var
