@@ -176,9 +176,28 @@ def test_activations_extreme_inputs_are_finite():
     for name in ("log_sigmoid", "softplus", "sigmoid", "silu", "celu", "squareplus", "sparse_plus", "tanh_shrink"):
         y = getattr(N, name)(x).numpy()
         assert np.all(np.isfinite(y)), name
+        if name == "squareplus":   # (Keras's direct sum cancels to 0 at -1e4; lamina keeps the true 1e-4, see below)
+            continue
         np.testing.assert_allclose(y, _np(getattr(K, name)(x)), rtol=1e-5, atol=1e-5, err_msg=name)
     s = N.sparsemax(np.array([[1e4, 0.0, -1e4]], np.float32)).numpy()
     np.testing.assert_allclose(s, [[1.0, 0.0, 0.0]])
+
+
+def test_squareplus_keeps_its_digits_for_negative_inputs_and_shrinks_keep_nan():
+    # (x + sqrt(x^2 + b)) / 2 at x = -88 subtracts two near-equal numbers: the float32 result lost 4 digits
+    x = np.array([-1e30, -88.0, -3.0, -0.1, 0.0, 2.0, 1e30], np.float32)
+    want = np.array([b / (np.sqrt(v * v + b) - v) / 2 if v < 0 else (v + np.sqrt(v * v + b)) / 2
+                     for v, b in zip(x.astype(np.float64), [4.0] * len(x))])
+    np.testing.assert_allclose(N.squareplus(x, b=4).numpy(), want, rtol=2e-7)
+    check_grad(lambda t: ops.sum(N.squareplus(t, b=4)), np.array([-60.0, -5.0, -0.5, 0.3, 4.0]))
+    v = Tensor(np.array([-88.0], np.float64), requires_grad=True)
+    (g,) = grad(ops.sum(N.squareplus(v, b=4)), [v])
+    s = np.sqrt(88.0 ** 2 + 4)
+    np.testing.assert_allclose(g, [(1 - 88.0 / s) / 2], rtol=1e-9)
+    nan = np.array([np.nan, 0.1, -2.0], np.float32)
+    assert np.isnan(N.hard_shrink(nan, 0.5).numpy()[0]) and np.isnan(N.soft_shrink(nan, 0.5).numpy()[0])
+    np.testing.assert_allclose(N.soft_shrink(nan, 0.5).numpy()[1:], [0.0, -1.5])
+    np.testing.assert_allclose(N.hard_shrink(nan, 0.5).numpy()[1:], [0.0, -2.0])
 
 
 # ----------------------------------------------------------------------------- encodings and statistics

@@ -669,3 +669,11 @@ def test_on_device_matches_cpu(name, device_xp):
     got = run(device_xp)
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, rtol=2e-4, atol=2e-5, err_msg=name)
+
+
+def test_nanvar_of_an_infinite_entry_is_nan_as_numpy():
+    # the NaN entries count as absent; an infinite one makes inf - inf, and the variance NaN (it was inf)
+    x = np.array([[1.0, np.nan, 3.0, np.inf], [1.0, np.nan, 3.0, 5.0]], np.float32)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(lnp.nanvar(x, axis=1).numpy(), np.nanvar(x, axis=1), rtol=1e-6)
+        np.testing.assert_allclose(lnp.nanstd(x, axis=1).numpy(), np.nanstd(x, axis=1), rtol=1e-6)

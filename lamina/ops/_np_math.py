@@ -1136,7 +1136,9 @@ def nanvar(x, axis=None, keepdims=False):
     x = convert(x, _rf_dtype(x))
     axes = _norm_axes(axis, x.ndim)
     mu = nanmean(x, axes, keepdims=True)
-    dev = _nan_fill(_m.subtract(x, mu), 0)
+    # the deviations, 0 where x is NaN (not where x - mu is: an infinite entry gives inf - inf, and the variance NaN,
+    # as NumPy's nanvar; filling that NaN too gave inf)
+    dev = _m.subtract(_m.where(Tensor(_xp(x).isnan(x.data)), mu, x), mu)
     with np.errstate(invalid="ignore", divide="ignore"):
         return _m.divide(_m.sum(_m.square(dev), axis=axes, keepdims=keepdims),
                          Tensor(_nan_count(x, axes, keepdims, x.dtype)))

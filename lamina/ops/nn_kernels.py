@@ -63,7 +63,7 @@ class HardShrink(_Elementwise):
     """x where |x| > threshold, else 0. Derivative: 1 where |x| > threshold."""
 
     def f(self, x):
-        return self.xp.where(self.xp.abs(x) > self.threshold, x, 0)
+        return self.xp.where(self.xp.abs(x) <= self.threshold, 0, x)   # (NaN stays NaN, as torch's)
 
     def df(self, x):
         return self.xp.abs(x) > self.threshold
@@ -74,7 +74,7 @@ class SoftShrink(_Elementwise):
 
     def f(self, x):
         t = self.threshold
-        return self.xp.where(x > t, x - t, self.xp.where(x < -t, x + t, 0))
+        return self.xp.where(self.xp.abs(x) <= t, 0, x - self.xp.sign(x) * t)   # (NaN stays NaN, as torch's)
 
     def df(self, x):
         return self.xp.abs(x) > self.threshold
@@ -102,13 +102,24 @@ class Threshold(_Elementwise):
 
 
 class Squareplus(_Elementwise):
-    """(x + sqrt(x^2 + b)) / 2. Derivative: (1 + x / sqrt(x^2 + b)) / 2."""
+    """(x + sqrt(x^2 + b)) / 2. Derivative: (1 + x / sqrt(x^2 + b)) / 2. For x < 0 both are written without the
+    difference of two near-equal numbers, b / (2 (s - x)) and b / (2 s (s - x)) with s = sqrt(x^2 + b) (a hypot,
+    finite for |x| past sqrt of float32's largest): at x = -88, b = 4 the direct sum lost 4 of float32's 7 digits
+    (0.0113640 against 0.0113622)."""
+
+    def _parts(self, x):
+        xp = self.xp
+        s = xp.hypot(x, xp.sqrt(xp.asarray(self.b, x.dtype)))   # sqrt(x^2 + b) without x^2's overflow
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return x < 0, s, xp.asarray(self.b, x.dtype) / (s - x)   # (b / (s - x): at x < 0 only)
 
     def f(self, x):
-        return (x + self.xp.sqrt(x * x + self.b)) / 2
+        negative, s, ratio = self._parts(x)
+        return self.xp.where(negative, ratio / 2, (x + s) / 2)
 
     def df(self, x):
-        return (1 + x / self.xp.sqrt(x * x + self.b)) / 2
+        negative, s, ratio = self._parts(x)
+        return self.xp.where(negative, ratio / (2 * s), (1 + x / s) / 2)
 
 
 class SparsePlus(_Elementwise):
