@@ -306,3 +306,17 @@ def test_add_of_a_bias_vector(ashape, bshape, dtype):
         want = gy.astype(np.float64).sum(axis=tuple(range(lead)) + tuple(
             i + lead for i, n in enumerate(shape) if n == 1 and gy.shape[i + lead] != 1), keepdims=False)
         np.testing.assert_allclose(np.asarray(g.data).reshape(-1), want.reshape(-1), rtol=1e-5, atol=1e-3)
+
+
+def test_divide_and_arctan2_slopes_where_squares_underflow():
+    # b^2 and a^2 + b^2 underflow to 0 in float32 below ~1e-19: the slopes were NaN or infinite where they are finite
+    a = Tensor(np.array([0.0, 1e-30, 3e-20], np.float32), requires_grad=True)
+    b = Tensor(np.array([1e-30, 1e-30, 1e-20], np.float32), requires_grad=True)
+    ga, gb = grad(ops.sum(a / b), [a, b])
+    np.testing.assert_allclose(gb, [0.0, -1e30, -3e20], rtol=1e-6)
+    np.testing.assert_allclose(ga, 1 / b.numpy(), rtol=1e-6)
+    x = Tensor(np.array([0.0, 0.0, 1e-30, 3.0], np.float32), requires_grad=True)
+    y = Tensor(np.array([0.0, 1e-30, 1e-30, 4.0], np.float32), requires_grad=True)
+    gx, gy = grad(ops.sum(ops.arctan2(x, y)), [x, y])
+    np.testing.assert_allclose(gx, [0.0, 1e30, 5e29, 4 / 25], rtol=1e-6)    # 0 at the origin (undefined; torch's)
+    np.testing.assert_allclose(gy, [0.0, 0.0, -5e29, -3 / 25], rtol=1e-6)

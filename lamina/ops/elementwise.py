@@ -193,12 +193,17 @@ class _Binary(Op):
 
 
 class Arctan2(_Binary):
-    """atan2(a, b); d/da = b / (a^2 + b^2), d/db = -a / (a^2 + b^2)."""
+    """atan2(a, b); d/da = b / (a^2 + b^2), d/db = -a / (a^2 + b^2), written (b / r) / r with r = hypot(a, b) (a^2 +
+    b^2 underflowed to 0 for tiny a and b: inf or NaN where the slopes are finite), and 0 at the origin, where they are
+    undefined (torch's value there; it was NaN)."""
     def f(self, xp, a, b): return xp.arctan2(a, b)
 
     def df(self, xp, a, b, y):
-        r2 = a * a + b * b
-        return b / r2, -a / r2
+        r = xp.hypot(a, b)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            da, db = (b / r) / r, (-a / r) / r
+        origin = r == 0
+        return xp.where(origin, 0, da).astype(da.dtype), xp.where(origin, 0, db).astype(db.dtype)
 
 
 class Hypot(_Binary):

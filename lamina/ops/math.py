@@ -127,7 +127,9 @@ class Divide(Op):
     def backward(self, gy):
         a, b = self.saved
         ga = unbroadcast(gy / b, a.shape) if self.needs_grad[0] else None
-        gb = unbroadcast(-gy * a / (b * b), b.shape) if self.needs_grad[1] else None
+        # -(a / b) / b, not -a / b^2: b^2 underflows to 0 for |b| below ~1e-19 in float32 (a = 0 then gave 0 / 0,
+        # NaN, and a = b = 1e-30 -inf, where the slope is 0 and -1e30)
+        gb = unbroadcast(-(gy * (a / b)) / b, b.shape) if self.needs_grad[1] else None
         return ga, gb
 
 
