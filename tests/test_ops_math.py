@@ -320,3 +320,18 @@ def test_divide_and_arctan2_slopes_where_squares_underflow():
     gx, gy = grad(ops.sum(ops.arctan2(x, y)), [x, y])
     np.testing.assert_allclose(gx, [0.0, 1e30, 5e29, 4 / 25], rtol=1e-6)    # 0 at the origin (undefined; torch's)
     np.testing.assert_allclose(gy, [0.0, 0.0, -5e29, -3 / 25], rtol=1e-6)
+
+
+def test_std_of_constant_and_extreme_rows():
+    # sqrt(var): its slope (x - mean) / (n std) was 0 / 0 (NaN) for a constant row, and the value inf where the
+    # variance passes float32's range; both as torch gives them now
+    x = Tensor(np.array([[2.0, 2.0, 2.0, 2.0], [1e-30, 0, 0, 0], [1e20, 1e20, 0, 0], [1.0, 2.0, 3.0, 4.0]],
+                        np.float32), requires_grad=True)
+    s = ops.std(x, axis=1)
+    np.testing.assert_allclose(s.numpy(), [0.0, np.sqrt(3) / 4 * 1e-30, 5e19, np.sqrt(1.25)], rtol=1e-6)
+    (g,) = grad(ops.sum(s), [x])
+    assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(g[0], 0.0)
+    np.testing.assert_allclose(g[1], np.array([0.75, -0.25, -0.25, -0.25]) / np.sqrt(3), rtol=1e-5)
+    np.testing.assert_allclose(g[3], (np.arange(1, 5) - 2.5) / (4 * np.sqrt(1.25)), rtol=1e-5)
+    check_grad(lambda t: ops.std(t, axis=(0, 2), keepdims=True), np.random.default_rng(0).normal(size=(2, 3, 4)))

@@ -968,7 +968,7 @@ def var(x, axis=None, keepdims=False):
 def std(x, axis=None, keepdims=False):
     """Population standard deviation (ddof 0): sqrt(var)."""
     x = convert(x, _float_dtype(x))
-    return _m.sqrt(_m.var(x, axis=_norm_axes(axis, x.ndim), keepdims=keepdims))
+    return _m.std(x, axis=_norm_axes(axis, x.ndim), keepdims=keepdims)
 
 
 def all(x, axis=None, keepdims=False):  # noqa: A001 - Keras's name

@@ -841,6 +841,33 @@ class Var(Op):
         return (g * d * (2.0 / self.count)).astype(gy.dtype, copy=False)
 
 
+class Std(Op):
+    """Population standard deviation (ddof=0), from the deviations scaled by their largest magnitude m:
+    std = m sqrt(mean((d / m)^2)). sqrt(var) overflowed where the variance passes float32's range ((1e20, 1e20, 0,
+    0): inf, std 5e19) and underflowed to 0 where it falls under it; its slope (x - mean) / (n std) was then 0 / 0,
+    NaN, also for constant entries, where it is 0 here (torch's value). Backward: r / (n sqrt(mean(r^2))), r = d / m."""
+
+    def forward(self, x):
+        xp = self.xp
+        self.axes = _norm_axis(self.axis, x.ndim)
+        self.count = _prod([x.shape[a] for a in self.axes]) if self.axes else 1
+        d = x - _mean_axes(xp, x, self.axes, True)
+        m = xp.abs(d).max(axis=self.axes, keepdims=True) if d.size else xp.ones((1,) * d.ndim, d.dtype)
+        m = xp.where(m > 0, m, xp.ones((), m.dtype))                  # (constant entries: d = 0, any scale)
+        r = d / m
+        root = xp.sqrt(_mean_axes(xp, r * r, self.axes, True))
+        self.saved = (r, root)
+        out = (m * root).astype(x.dtype, copy=False)
+        return out if self.keepdims else out.reshape([n for a, n in enumerate(out.shape) if a not in self.axes])
+
+    def backward(self, gy):
+        r, root = self.saved
+        g = _expand(gy, r.shape, self.axes, self.keepdims)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            slope = self.xp.where(root > 0, r / (self.count * root), 0)
+        return (g * slope).astype(gy.dtype, copy=False)
+
+
 class Cast(Op):
     keeps_variables = True  # (the autocast of variables is itself a Cast)
 
@@ -1018,7 +1045,8 @@ def var(x, axis=None, keepdims=False):
 
 
 def std(x, axis=None, keepdims=False):
-    return sqrt(var(x, axis, keepdims))
+    """Population standard deviation (ddof=0), as Keras's ops.std (see Std)."""
+    return Std.apply(x, axis=axis, keepdims=keepdims)
 
 
 def cast(x, dtype):
