@@ -935,3 +935,14 @@ def test_axes_out_of_range_and_0d_inputs_raise_clear_errors():
     mean, var = ops.moments(x, axes=[-1])
     np.testing.assert_allclose(_np(mean), [1.0, 4.0])
     np.testing.assert_allclose(_np(var), [2 / 3, 2 / 3])
+
+
+def test_normalize_of_a_zero_vector_has_a_finite_slope():
+    # 1 / max(norm, eps) capped after the reciprocal sent the zero vector's backward through 1 / sqrt(0): NaN
+    x = Tensor(np.array([[0.0, 0.0, 0.0], [3.0, 4.0, 0.0]], np.float32), requires_grad=True)
+    y = N.normalize(x, axis=-1)
+    np.testing.assert_allclose(y.numpy(), [[0, 0, 0], [0.6, 0.8, 0]], atol=1e-7)
+    (g,) = grad(ops.sum(y * np.array([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]], np.float32)), [x])
+    np.testing.assert_allclose(g[0], [0.0, 1e7, 0.0], rtol=1e-6)     # 1 / epsilon (torch's F.normalize: 1 / its eps)
+    np.testing.assert_allclose(g[1], [-0.6 * 0.8 / 5, (1 - 0.8 ** 2) / 5, 0.0], rtol=1e-5, atol=1e-7)
+    check_grad(lambda t: N.normalize(t, axis=1), np.random.default_rng(0).normal(size=(3, 4)))

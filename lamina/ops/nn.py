@@ -736,9 +736,11 @@ def normalize(x, axis=-1, order=2, epsilon=None):
     eps = _EPSILON if epsilon is None else float(epsilon)
     ax = axis if axis is None or isinstance(axis, (int, np.integer)) else tuple(axis)
     if order == 2:
-        with np.errstate(divide="ignore"):  # a zero vector: 1/0 = inf, capped at 1/epsilon below
-            inv = 1.0 / _m.sqrt(_m.sum(x * x, axis=ax, keepdims=True))
-        return x * _m.minimum(inv, Tensor(_xp(x).asarray(1.0 / eps, dtype=x.dtype)))
+        # 1 / max(norm, epsilon) as 1 / sqrt(max(sum x^2, epsilon^2)): capping 1 / norm after the reciprocal left a zero
+        # vector's backward through 1 / sqrt(0) (a zero weight times an infinite slope: NaN); capped before, the zero
+        # vector's slope is 1 / epsilon, as torch's F.normalize
+        floor = Tensor(_xp(x).asarray(eps * eps, dtype=x.dtype))
+        return x * (1.0 / _m.sqrt(_m.maximum(_m.sum(x * x, axis=ax, keepdims=True), floor)))
     if order == 1:
         norm = _m.sum(_m.abs(x), axis=ax, keepdims=True)
     else:
