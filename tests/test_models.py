@@ -123,7 +123,8 @@ def test_summary_expand_nested_and_trainable_marks_as_keras():
     assert [r[0] for r in rows] == ["x1 (InputLayer)", "x2 (InputLayer)", "inner (Functional)", "└ a (InputLayer)",
                                     "└ b (InputLayer)", "└ shared (Dense)", "└ add (Add)", "deep (Sequential)",
                                     "└ d2 (Dense)", "out (Dense)"]
-    assert [line for line in lines if "└ shared" in line][0].split("│")[1].startswith("    └ shared")  # 3 + 1 spaces
+    shared_row = [line for line in lines if "└ shared" in line][0]
+    assert shared_row.split("│")[1].startswith("    └ shared")   # the cell's space, then 3 for the level
     by_name = {r[0]: r for r in rows}
     assert by_name["└ shared (Dense)"][1:] == ["(None, 4)", "16", "-", "Y"]
     assert by_name["└ d2 (Dense)"][1:] == ["(None, 2)", "10", "-", "N"]
