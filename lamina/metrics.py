@@ -16,18 +16,13 @@ import numpy as np
 
 from . import backend, initializers
 from .registry import register, serialize
-from .tensor import Tensor, Variable
+from .tensor import Tensor, Variable, host_array
 
 _EPS = 1e-7
 
 
 def _np(x, dtype=None):
-    if x is None:
-        return None
-    if isinstance(x, Tensor):
-        x = x.data
-    a = backend.to_numpy(x)
-    return a.astype(dtype) if dtype is not None and a.dtype != dtype else a
+    return None if x is None else host_array(x, dtype)
 
 
 def squeeze_or_expand_to_same_rank(x1, x2, expand_rank_1=True):

@@ -316,6 +316,13 @@ class Tensor:
         return _s.transpose(self, axes or None)
 
 
+def host_array(x, dtype=None):
+    """A NumPy array of x: a Tensor's data, a NumPy or CuPy array (copied from the device), or anything np.asarray
+    takes (lists, numbers, other libraries' tensors); converted to ``dtype`` when given and different."""
+    a = backend.to_numpy(x.data if isinstance(x, Tensor) else x)
+    return a if dtype is None or a.dtype == dtype else a.astype(dtype)
+
+
 def as_tensor(x, dtype=None):
     """x itself if it is a Tensor (cast if dtype is given; a variable read in an autocast scope comes in the
     scope's dtype), else a constant Tensor."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import backend, ops
 from ..ops.image import _data_format, _gauss1d, _sample_nhwc, affine_transform, perspective_transform
-from ..tensor import Tensor
+from ..tensor import Tensor, host_array
 from .augmentation_color import Equalization, RandomSharpness
 from .preprocessing import RandomContrast, RandomRotation, RandomTranslation, _RandomLayer
 from .preprocessing_extra import (AutoContrast, RandomBrightness, RandomColorDegeneration, RandomPosterization,
@@ -32,12 +32,9 @@ _INTERPOLATIONS = ("nearest", "bilinear")
 
 
 # ----------------------------------------------------------------------------- helpers
-def _host(v):
-    """A NumPy array from a transformation value: a NumPy/CuPy array, a lamina Tensor, a number, or
-    anything with __array__ (a CPU torch tensor that Keras drew)."""
-    if isinstance(v, Tensor):
-        v = v.data
-    return backend.to_numpy(v)
+# a NumPy array from a transformation value: a NumPy/CuPy array, a lamina Tensor, a number, or anything with
+# __array__ (a CPU torch tensor that Keras drew)
+_host = host_array
 
 
 def _on(v, like, dtype=None):

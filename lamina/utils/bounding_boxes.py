@@ -16,17 +16,13 @@ import numpy as np
 
 from ..backend import epsilon
 from ..tensor import Tensor
+from ..tensor import host_array as _host
 
 __all__ = ["convert_format", "compute_iou", "compute_ciou", "clip_to_image_size", "crop", "pad", "affine_transform",
            "encode_box_to_deltas", "decode_deltas_to_boxes"]
 
 SUPPORTED_FORMATS = ("xyxy", "yxyx", "xywh", "center_xywh", "center_yxhw", "rel_xyxy", "rel_yxyx", "rel_xywh",
                      "rel_center_xywh")
-
-
-def _host(x, dtype=None):
-    a = x.numpy() if isinstance(x, Tensor) else np.asarray(x)
-    return a if dtype is None else a.astype(dtype, copy=False)
 
 
 def _columns(b):
