@@ -16,13 +16,16 @@ __all__ = ["plot_attention", "plot_history", "plot_filters", "plot_feature_maps"
            "loss_surface", "plot_loss_surface"]
 
 
-def _pyplot():
+def _pyplot(headless=True):
+    """matplotlib.pyplot, on the Agg backend where ``headless`` (pictures written to files); else in whatever
+    backend is in use (keras.visualization's galleries, shown where there is a display)."""
     try:
         import matplotlib
     except ImportError:
-        raise ImportError("lamina.plotting needs matplotlib, which is not installed. "
+        raise ImportError("lamina's plots need matplotlib, which is not installed. "
                           "Install it with: pip install 'lamina[plot]'") from None
-    matplotlib.use("Agg")
+    if headless:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
 
@@ -38,8 +41,8 @@ def save_figure(fig, path, close=False, **kwargs):
     try:
         atomic_write(path, lambda f: fig.savefig(f, **kwargs))
     finally:
-        if close:
-            _pyplot().close(fig)
+        if close:   # (the figure exists: closing it needs no backend chosen)
+            _pyplot(headless=False).close(fig)
     return path
 
 

@@ -15,15 +15,13 @@ import math
 
 import numpy as np
 
-from .tensor import Tensor
+from .ops.image import _data_format
+from .plotting import _pyplot
+from .tensor import host_array as _host
 from .utils.bounding_boxes import _convert
 
 __all__ = ["draw_bounding_boxes", "draw_segmentation_masks", "plot_image_gallery", "plot_bounding_box_gallery",
            "plot_segmentation_mask_gallery"]
-
-
-def _host(x):
-    return x.numpy() if isinstance(x, Tensor) else np.asarray(x)
 
 
 def _batched(images, what="images"):
@@ -34,9 +32,7 @@ def _batched(images, what="images"):
 
 
 def _channels_last(images, data_format):
-    if data_format not in (None, "channels_last", "channels_first"):
-        raise ValueError(f"data_format must be 'channels_last' or 'channels_first'. Received: {data_format!r}")
-    return images.transpose(0, 2, 3, 1) if data_format == "channels_first" else images
+    return images.transpose(0, 2, 3, 1) if _data_format(data_format) == "channels_first" else images
 
 
 def _text_location(x, y, font_scale, thickness):
@@ -151,14 +147,6 @@ def draw_segmentation_masks(images, segmentation_masks, num_classes=None, color_
     return np.where((masks != ignore_index)[..., None], mixed, images).astype(np.uint8)
 
 
-def _pyplot():
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError("The galleries of keras.visualization need matplotlib: pip install 'lamina[plot]'") from None
-    return plt
-
-
 def plot_image_gallery(images, y_true=None, y_pred=None, label_map=None, rows=None, cols=None, value_range=(0, 255),
                        scale=2, path=None, show=None, transparent=True, dpi=60, legend_handles=None,
                        data_format=None):
@@ -169,7 +157,7 @@ def plot_image_gallery(images, y_true=None, y_pred=None, label_map=None, rows=No
         raise ValueError("plot_gallery() expects either `path` to be set, or `show` to be true.")
     if (y_true is not None or y_pred is not None) and label_map is None:
         raise ValueError("If `y_true` or `y_pred` are provided, a `label_map` must also be provided.")
-    plt = _pyplot()
+    plt = _pyplot(headless=False)   # (shown in the user's backend, a notebook's too)
     show = show if show is not None else path is None
     images = _host(images)
     if images.ndim != 4:
