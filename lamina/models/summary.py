@@ -58,8 +58,11 @@ def _is_sequential_like(model):
     return True
 
 
-def _rows(model, sequential_like):
-    """[(layer, [name (type), output shape, params, connections])] for the model's own layers."""
+def _rows(model, level=0):
+    """[(layer, [name (type), output shape, params, connections])] for the model's own layers. At a nesting
+    ``level`` (expand_nested: a nested model's rows, under its own), Keras's form of them: named with '   └ ' a
+    level, the output shape of the layer's first call alone, and none of the outer graph's connections ('-')."""
+    prefix = "   " * level + "└ " if level else ""
     rows = []
     nodes = getattr(model, "_nodes", None)
     if nodes is not None:  # functional
@@ -68,6 +71,10 @@ def _rows(model, sequential_like):
         for layer in model._layers:  # operations (ops on symbolic tensors) too, as Keras
             layer_nodes = [n for n in layer._inbound_nodes if id(n) in own] or layer._inbound_nodes[:1]
             outs = [n.outputs for n in layer_nodes]
+            if level:
+                rows.append((layer, [_name(layer, prefix), _shape_str(outs[0]) if outs else "?", _params(layer),
+                                     ["-"]]))
+                continue
             shape = _shape_str(outs[0]) if len(outs) == 1 else ", ".join(_shape_str(o) for o in outs)
             connected = []
             for n in layer_nodes:
@@ -80,7 +87,8 @@ def _rows(model, sequential_like):
         return rows
     outputs = getattr(model, "_layer_outputs", {})
     for layer in model.layers:
-        rows.append((layer, [_name(layer), _shape_str(outputs.get(id(layer))), _params(layer), []]))
+        rows.append((layer, [_name(layer, prefix), _shape_str(outputs.get(id(layer))), _params(layer),
+                             ["-"] if level else []]))
     return rows
 
 
@@ -88,24 +96,15 @@ def _name(layer, prefix=""):
     return f"{prefix}{layer.name} ({getattr(layer, '_keras_class_name', type(layer).__name__)})"
 
 
-def _nested_rows(model, level):
-    """expand_nested: a nested model's layers, each named after Keras's prefix for its depth ('   └ '), its output
-    shape where its own graph or stack knows it, no connections of the outer graph ('-'); deeper models in turn."""
-    rows = []
-    nodes = getattr(model, "_nodes", None)
-    own = None if nodes is None else {id(n) for n in nodes}
-    outputs = getattr(model, "_layer_outputs", {})
-    for layer in (model._layers if nodes is not None else model.layers):
-        if own is not None:
-            found = [n.outputs for n in layer._inbound_nodes if id(n) in own] or \
-                [n.outputs for n in layer._inbound_nodes[:1]]
-            shape = _shape_str(found[0]) if found else "?"
-        else:
-            shape = _shape_str(outputs.get(id(layer)))
-        rows.append((layer, [_name(layer, "   " * level + "└ "), shape, _params(layer), ["-"]]))
+def _expanded(rows, level=1):
+    """expand_nested: after each nested model's row, its own layers' rows (_rows at the next level), deeper models
+    in turn."""
+    out = []
+    for layer, cells in rows:
+        out.append((layer, cells))
         if getattr(layer, "layers", None):
-            rows += _nested_rows(layer, level + 1)
-    return rows
+            out += _expanded(_rows(layer, level), level + 1)
+    return out
 
 
 def _can_encode(chars):
@@ -149,14 +148,13 @@ def print_summary(model, line_length=None, positions=None, print_fn=None, expand
     if show_trainable:
         headers.append("Trainable")
         widths.append(9)
-    rows = _rows(model, sequential_like)
+    rows = _rows(model)
     if layer_range is not None:
         names = [layer.name for layer, _ in rows]
         start, end = names.index(layer_range[0]), names.index(layer_range[1]) + 1
         rows = rows[start:end]
     if expand_nested:   # each nested model's layers under it (Keras's rows)
-        rows = [r for layer, cells in rows
-                for r in [(layer, cells)] + (_nested_rows(layer, 1) if getattr(layer, "layers", None) else [])]
+        rows = _expanded(rows)
     box = _BOX if _can_encode("".join(_BOX.values())) else _ASCII
 
     def rule(kind):
