@@ -245,11 +245,11 @@ class Distiller(Model):
     def call(self, inputs, training=None, **kwargs):
         return self.student(inputs, training=training, **kwargs)
 
-    def _features(self, loss, features, final, teacher):
+    def _features(self, loss, features, teacher):
         name = getattr(loss, "teacher_layer_name" if teacher else "student_layer_name", None) or "final_output"
         if name not in features:
             raise ValueError(f"Layer '{name}' not found in extracted features. Available: {list(features)}")
-        return features[name] if name != "final_output" or final is None else final
+        return features[name]
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if y_pred is None:
@@ -268,8 +268,8 @@ class Distiller(Model):
                        else {"final_output": y_pred})
             for loss, weight in zip(self.distillation_losses, self.distillation_loss_weights):
                 if getattr(loss, "teacher_layer_name", None) is not None:
-                    t_out = self._features(loss, teacher, None, True)
-                    s_out = self._features(loss, student, None, False)
+                    t_out = self._features(loss, teacher, True)
+                    s_out = self._features(loss, student, False)
                 else:
                     t_out, s_out = teacher["final_output"], y_pred
                 loss.validate_outputs(t_out, s_out)

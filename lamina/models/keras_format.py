@@ -476,13 +476,6 @@ def keras_weight_groups(model):
 _KERAS_TRAILING = {"Nadam": 1}
 
 
-def _keras_slot_order(optimizer):
-    """[(slot name, weight index)] in Keras's variable order (the optimizer's own: Optimizer._keras_slot_groups, or
-    a layout that depends on the weights, Muon's), or None when lamina does not know it."""
-    own = getattr(optimizer, "_keras_slot_order", None)
-    return None if own is None else own()
-
-
 def _is_loss_scale(optimizer):
     return type(optimizer).__name__ == "LossScaleOptimizer"
 
@@ -500,7 +493,7 @@ def _keras_optimizer_vars(model, optimizer):
                 np.asarray(optimizer.dynamic_scale, np.float32)] + inner
     if optimizer is None or not getattr(optimizer, "built", False):
         return None
-    order = _keras_slot_order(optimizer)
+    order = optimizer._keras_slot_order()   # (Keras's order, or None: Optimizer._keras_slot_groups)
     if order is None:
         return None
     out = [np.asarray(optimizer._iterations, np.int64)]
@@ -541,7 +534,7 @@ def _restore_optimizer(model, arrays, path):
 
 def _restore_state(optimizer, stored, path):
     """Set optimizer (built) from Keras's variables; False (left fresh) when the layout is not one lamina knows."""
-    order = _keras_slot_order(optimizer)
+    order = optimizer._keras_slot_order()   # (Keras's order, or None: Optimizer._keras_slot_groups)
     trailing = _KERAS_TRAILING.get(type(optimizer).__name__, 0)
     head = 2 if isinstance(optimizer._learning_rate, float) else 1   # iteration[, learning_rate]
     if order is None or len(stored) != head + len(order) + trailing:
