@@ -179,13 +179,15 @@ def test_inference_passes_through_as_keras(name, kw):
     assert single.shape == X[0].shape and single.dtype == np.float32
 
 
-def test_bounding_box_format_is_kept_but_boxes_are_not_supported():
+def test_bounding_box_format_is_kept_and_boxes_are_refused_where_keras_refuses_them():
     layer = layers.RandomShear(0.2, bounding_box_format="xyxy")
     want = keras.layers.RandomShear(0.2, bounding_box_format="xyxy").get_config()["bounding_box_format"]
     assert layer.get_config()["bounding_box_format"] == want == "xyxy"
     boxes = {"boxes": np.zeros((5, 1, 4), np.float32), "labels": np.zeros((5, 1), np.int32)}
-    with pytest.raises(NotImplementedError, match="bounding_boxes"):
-        layer({"images": X, "bounding_boxes": boxes})
+    for name in ("CutMix", "RandomElasticTransform"):   # (tests/test_augmentation_boxes.py: the layers that move them)
+        for lib in (keras, lamina):
+            with pytest.raises(NotImplementedError):
+                getattr(lib.layers, name)(bounding_box_format="xyxy")({"images": X, "bounding_boxes": dict(boxes)})
 
 
 def test_rank_must_be_three_or_four():

@@ -12,18 +12,20 @@ only with ``training=True``; Equalization too (as Keras); CLAHE and MaxNumBoundi
 Hue, saturation, sharpness, blur and erasing are differentiable expressions of the images (through
 lamina's rgb_to_hsv / hsv_to_rgb, a depthwise convolution, where and clip). The equalisations are lookups
 of integer pixel levels and have no gradient (as in Keras). Inputs are (N, H, W, C) or one (H, W, C) image;
-``data_format='channels_first'`` takes (N, C, H, W). Dict inputs {"images", "bounding_boxes", "labels", ...}
-are accepted as in Keras: the images are transformed, the boxes (which need ``bounding_box_format``) pass
-unchanged except through MaxNumBoundingBoxes.
+``data_format='channels_first'`` takes (N, C, H, W). Dict inputs {"images", "bounding_boxes", "labels",
+"segmentation_masks"} are accepted as in Keras (lamina/layers/image_preprocessing.py): the images are transformed;
+labels, masks and boxes (which need ``bounding_box_format``) pass unchanged, except the boxes through
+MaxNumBoundingBoxes.
 """
 import numbers
 
 import numpy as np
 
 from .. import backend, ops
-from ..ops.image import _data_format, _depthwise, gaussian_blur, hsv_to_rgb, rgb_to_hsv
+from ..ops.image import _depthwise, gaussian_blur, hsv_to_rgb, rgb_to_hsv
 from ..tensor import Tensor, as_tensor
-from .preprocessing import _RandomLayer, _to_batch
+from .image_preprocessing import (_Augmentation, _brightness, _column, _contrast, _keras_range, _to_batch,
+                                  _value_range)
 
 __all__ = ["RandomHue", "RandomSaturation", "RandomSharpness", "RandomColorJitter", "RandomGaussianBlur",
            "RandomErasing", "Equalization", "ContrastLimitedAdaptiveHistogramEqualization", "MaxNumBoundingBoxes"]
@@ -54,31 +56,7 @@ def _bounded_factor(layer, value, bounds, name="factor"):
     raise ValueError(msg)
 
 
-def _value_range(layer, value_range):
-    """Keras's _set_value_range: two numbers, kept sorted."""
-    if not isinstance(value_range, (tuple, list)) or len(value_range) != 2:
-        raise ValueError(f"{type(layer).__name__} '{layer.name}': `value_range` must be a list of two numbers. "
-                         f"Received: value_range={value_range!r}")
-    return sorted(value_range)
-
-
 # ----------------------------------------------------------------------------- shared numerics
-def _keras_range(x, src, dst):
-    """Keras's _transform_value_range in float32, in its order of operations: ((x - a) / (b - a)) * (d - c) + c.
-    x: a Tensor (differentiable) or an array."""
-    if src[0] == dst[0] and src[1] == dst[1]:
-        return x
-    a, b, c, d = (_F32(v) for v in (src[0], src[1], dst[0], dst[1]))
-    return (x - a) / (b - a) * (d - c) + c
-
-
-def _column(values, x):
-    """(N,) host values -> an (N, 1, 1, 1) constant Tensor on x's device, in x's dtype."""
-    xp = backend.get_array_module(x.data)
-    v = np.asarray(backend.to_numpy(values.data if isinstance(values, Tensor) else values))
-    return Tensor(xp.asarray(v.astype(x.dtype).reshape(-1, 1, 1, 1)))
-
-
 def _hue(x, delta, value_range):
     """Rotates the hue of NHWC images by delta (N,) turns on the 0..1 scale (Keras's RandomHue)."""
     y = _keras_range(x, value_range, (0, 1))
@@ -96,129 +74,6 @@ def _saturation(x, factor, value_range):
     hsv = rgb_to_hsv(x)
     s = ops.clip(hsv[..., 1:2] * _column(factor, x), value_range[0], value_range[1])
     return hsv_to_rgb(ops.concatenate([hsv[..., 0:1], s, hsv[..., 2:3]], axis=-1))
-
-
-def _brightness(x, rgb_delta, value_range):
-    return ops.clip(x + _column(rgb_delta, x), value_range[0], value_range[1])
-
-
-def _contrast(x, contrast_factor, value_range):
-    mean = ops.mean(ops.mean(x, axis=1, keepdims=True), axis=2, keepdims=True)   # per image and channel
-    return ops.clip((x - mean) * _column(contrast_factor, x) + mean, value_range[0], value_range[1])
-
-
-# ----------------------------------------------------------------------------- base
-class _Augmentation(_RandomLayer):
-    """Keras's BaseImagePreprocessingLayer plumbing over lamina's _RandomLayer: the draw / apply split, rank-3
-    images, channels_first, and dict inputs."""
-
-    _nhwc = True                 # transpose channels_first images to NHWC around _transform
-    _always = False              # also applies at inference (training=False)
-    _float_at_inference = False  # Keras casts the images to float even when it leaves them unchanged
-    _draw_when_none = True       # transform_images(images, None) draws its own parameters
-
-    def __init__(self, seed=None, data_format=None, bounding_box_format=None, **kwargs):
-        super().__init__(seed=seed, **kwargs)
-        self.data_format = _data_format(data_format)
-        self.bounding_box_format = bounding_box_format
-
-    # ----- the split
-    def _draw_rng(self, seed):
-        if seed is None:
-            return self._rng()
-        return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-
-    def _images_shape(self, data):
-        images = data["images"] if isinstance(data, dict) else data
-        shape = tuple(images.shape) if hasattr(images, "shape") else np.shape(images)
-        if len(shape) not in (3, 4):
-            raise ValueError(f"{type(self).__name__} '{self.name}': expected images of rank 3 or 4. "
-                             f"Received: images.shape={shape}")
-        return shape if len(shape) == 4 else (1,) + shape
-
-    def get_random_transformation(self, data, training=True, seed=None):
-        """The per-image parameters for a batch of images (or a dict with 'images'): a dict of NumPy arrays
-        under Keras's keys, or None for a deterministic layer or (for most layers) outside training."""
-        if not training and not self._always:
-            return None
-        return self._draw(self._images_shape(data), self._draw_rng(seed))
-
-    def _draw(self, shape, rng):
-        return None
-
-    def transform_images(self, images, transformation=None, training=True):
-        """Applies given parameters (from get_random_transformation) to a batch (or one image)."""
-        x = images if isinstance(images, Tensor) else self._convert_input(images)
-        if not (training or self._always):
-            return ops.cast(x, self.compute_dtype) if self._float_at_inference and x.dtype != self.compute_dtype else x
-        x, single = _to_batch(x)
-        if not np.issubdtype(x.dtype, np.floating):
-            x = ops.cast(x, self.compute_dtype)
-        if transformation is None and self._draw_when_none:   # Keras's RandomColorJitter draws here
-            transformation = self._draw(tuple(x.shape), self._rng())
-        first = self._nhwc and self.data_format == "channels_first"
-        if first:
-            x = ops.transpose(x, (0, 2, 3, 1))
-        y = self._transform(x, transformation)
-        if first:
-            y = ops.transpose(y, (0, 3, 1, 2))
-        return y[0] if single else y
-
-    def _transform(self, x, transformation):
-        raise NotImplementedError
-
-    def transform_bounding_boxes(self, bounding_boxes, transformation=None, training=True):
-        return bounding_boxes
-
-    # ----- calling
-    def call(self, inputs, training=True):
-        if not isinstance(inputs, dict):
-            return self.transform_images(inputs, self.get_random_transformation(inputs, training), training)
-        data = dict(inputs)
-        transformation = self.get_random_transformation(data, training)
-        data["images"] = self.transform_images(data["images"], transformation, training)
-        if "bounding_boxes" in data:
-            if not self.bounding_box_format:
-                raise ValueError(f"{type(self).__name__} '{self.name}': the input has a 'bounding_boxes' key but "
-                                 "the layer has no bounding_box_format. Pass one, e.g. "
-                                 "bounding_box_format='xyxy'.")
-            boxes = _check_boxes(self, data["bounding_boxes"])
-            batched = len(data["images"].shape) == 4
-            if not batched:
-                boxes = {k: (v[None] if k in ("boxes", "labels") else v) for k, v in boxes.items()}
-            boxes = self.transform_bounding_boxes(boxes, transformation, training)
-            if not batched:
-                boxes = {k: (v[0] if k in ("boxes", "labels") else v) for k, v in boxes.items()}
-            data["bounding_boxes"] = boxes
-        return data
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config["data_format"] = self.data_format
-        if self.bounding_box_format is None:
-            config.pop("bounding_box_format", None)
-        return config
-
-
-def _check_boxes(layer, bounding_boxes):
-    """Keras's validation of a {'boxes', 'labels'} dict; boxes become float32 tensors, labels keep their dtype."""
-    if not isinstance(bounding_boxes, dict) or "boxes" not in bounding_boxes or "labels" not in bounding_boxes:
-        raise ValueError(f"{type(layer).__name__} '{layer.name}': `bounding_boxes` must be a dict with keys 'boxes' "
-                         f"and 'labels'. Received: bounding_boxes={bounding_boxes!r}")
-    out = dict(bounding_boxes)
-    boxes, labels = as_tensor(out["boxes"]), as_tensor(out["labels"])
-    if boxes.ndim not in (2, 3):
-        raise ValueError(f"{type(layer).__name__} '{layer.name}': bounding_boxes['boxes'] must have rank 2 or 3, "
-                         f"(num_boxes, 4) or (batch_size, num_boxes, 4). Received shape {boxes.shape}")
-    if labels.ndim not in ((1, 2) if boxes.ndim == 2 else (2, 3)):
-        raise ValueError(f"{type(layer).__name__} '{layer.name}': bounding_boxes['labels'] has shape {labels.shape}, "
-                         f"which does not go with boxes of shape {boxes.shape}.")
-    out["boxes"] = boxes if boxes.dtype == np.float32 else Tensor(boxes.data.astype(np.float32))
-    out["labels"] = labels
-    return out
 
 
 # ----------------------------------------------------------------------------- colour

@@ -9,8 +9,10 @@ training=True)`` (and ``transform_labels``, ``transform_segmentation_masks``) ap
 the whole batch at once. A transformation drawn by Keras can be handed to lamina's ``transform_*`` as it is
 (its arrays are read with ``np.asarray``), which is how the tests compare the two.
 
-Calling the layer does both steps. It takes a batch (N, H, W, C), one image (H, W, C), or Keras's dict
-``{"images": ..., "labels": ..., "segmentation_masks": ...}`` (returned as a new dict with the same keys).
+Calling the layer does both steps (lamina/layers/image_preprocessing.py). It takes a batch (N, H, W, C), one image
+(H, W, C), or Keras's dict ``{"images", "labels", "bounding_boxes", "segmentation_masks"}`` (returned as a new dict
+with the same keys); RandomShear, RandomPerspective, MixUp and RandAugment move bounding boxes as Keras 3.15 does,
+AugMix passes them, CutMix and RandomElasticTransform refuse them (NotImplementedError), as Keras.
 As in Keras, ``training`` defaults to True when the layer is called directly; fit() passes True and
 predict()/evaluate() pass False, where the images pass through (cast to float, as Keras does).
 Random draws come from the layer's own generator when a ``seed`` is given, else from lamina's seeded one.
@@ -18,10 +20,11 @@ Random draws come from the layer's own generator when a ``seed`` is given, else 
 import numpy as np
 
 from .. import backend, ops
-from ..ops.image import _data_format, _gauss1d, _sample_nhwc, affine_transform, perspective_transform
-from ..tensor import Tensor, host_array
+from ..ops.image import _gauss1d, _homography, _sample_nhwc, affine_transform, perspective_transform
+from ..tensor import Tensor, as_tensor, host_array
 from .augmentation_color import Equalization, RandomSharpness
-from .preprocessing import RandomContrast, RandomRotation, RandomTranslation, _RandomLayer
+from .image_preprocessing import _Boxes, _ImageAugmentation, _float, _keras_factor
+from .preprocessing import RandomContrast, RandomRotation, RandomTranslation
 from .preprocessing_extra import (AutoContrast, RandomBrightness, RandomColorDegeneration, RandomPosterization,
                                   Solarization)
 
@@ -45,148 +48,9 @@ def _on(v, like, dtype=None):
     return Tensor(backend.to_device(a, backend.get_array_module(like.data)))
 
 
-def _keras_factor(factor, bounds=(0, 1), name="factor"):
-    """Keras's BaseImagePreprocessingLayer._set_factor: x -> (max(-|x|, low), |x|) with x inside bounds; a
-    pair (a, b) -> sorted, rejected only when a > high or b < low. Keras's message."""
-    msg = (f"The `{name}` argument should be a number (or a list of two numbers) in the range "
-           f"[{bounds[0]}, {bounds[1]}]. Received: factor={factor}")
-    if isinstance(factor, (tuple, list)):
-        if len(factor) != 2 or factor[0] > bounds[1] or factor[1] < bounds[0]:
-            raise ValueError(msg)
-        lo, hi = sorted(factor)
-    elif isinstance(factor, (int, float)) and not isinstance(factor, bool):
-        if factor < bounds[0] or factor > bounds[1]:
-            raise ValueError(msg)
-        factor = abs(factor)
-        lo, hi = max(-factor, bounds[0]), factor
-    else:
-        raise ValueError(msg)
-    return lo, hi
-
-
 def _check_interpolation(interpolation, valid=_INTERPOLATIONS):
     if interpolation not in valid:
         raise NotImplementedError(f"Unknown `interpolation` {interpolation}. Expected of one {valid}.")
-
-
-def _rank(images):
-    nd = len(images.shape)
-    if nd not in (3, 4):
-        raise ValueError("Expected image tensor to have rank 3 (single image) or 4 (batch of images). "
-                         f"Received: data.shape={tuple(images.shape)}")
-    return nd
-
-
-def _float(layer, x):
-    x = x if isinstance(x, Tensor) else Tensor(backend.to_device(np.asarray(x), layer._array_module()))
-    return x if x.dtype == np.dtype(layer.compute_dtype) else ops.cast(x, layer.compute_dtype)
-
-
-class _ImageAugmentation(_RandomLayer):
-    """Keras's image-augmentation protocol on top of lamina's seeded _RandomLayer (see the module text).
-
-    Subclasses define get_random_transformation and _transform(images, transformation, interpolation) on
-    batched images in the layer's data_format; the base casts, handles single images, dicts and training.
-    """
-
-    _ALWAYS_CAST = True      # Keras's base transform_images casts to the compute dtype even at inference
-
-    def __init__(self, seed=None, data_format=None, bounding_box_format=None, **kwargs):
-        super().__init__(seed=seed, **kwargs)
-        self.data_format = _data_format(data_format)
-        self.bounding_box_format = bounding_box_format   # accepted and saved, as Keras; boxes are not supported
-        self.interpolation = getattr(self, "interpolation", "bilinear")
-
-    # ----- draws
-    def _generator(self, seed=None):
-        """The NumPy Generator for a draw: the layer's (or lamina's) by default; an int seed draws the
-        same values every time, as Keras's integer seeds; a Generator or SeedGenerator is used as given."""
-        if seed is None:
-            return self._rng()
-        if isinstance(seed, np.random.Generator):
-            return seed
-        if hasattr(seed, "generator"):
-            return seed.generator()
-        return np.random.default_rng(int(seed))
-
-    def _hw(self, shape):
-        return (shape[-3], shape[-2]) if self.data_format == "channels_last" else (shape[-2], shape[-1])
-
-    @staticmethod
-    def _images_of(data):
-        return data["images"] if isinstance(data, dict) else data
-
-    def _draw_which(self, data, seed):
-        """(images, height, width, generator, which images to transform): each image is transformed with a
-        probability drawn in the factor range, as Keras's perspective and elastic layers draw it."""
-        shape = tuple(self._images_of(data).shape)
-        n = 1 if len(shape) == 3 else shape[0]
-        h, w = self._hw(shape)
-        rng = self._generator(seed)
-        probability = rng.uniform(self.factor[0], self.factor[1], n)
-        return n, h, w, rng, rng.uniform(0.0, 1.0, n) < probability
-
-    def get_random_transformation(self, data, training=True, seed=None):
-        return None
-
-    # ----- application
-    def _transform(self, images, transformation, interpolation):
-        raise NotImplementedError
-
-    def _batched(self, fn, images, *args):
-        """fn on a batch; a single image is expanded to a batch of one and squeezed back."""
-        if images.ndim == 3:
-            return fn(ops.expand_dims(images, 0), *args)[0]
-        return fn(images, *args)
-
-    def transform_images(self, images, transformation, training=True):
-        x = _float(self, images) if (self._ALWAYS_CAST or training) else images
-        if training and transformation is not None:
-            x = self._batched(self._transform, x, transformation, self.interpolation)
-        return x
-
-    def transform_labels(self, labels, transformation, training=True):
-        return labels
-
-    def transform_segmentation_masks(self, segmentation_masks, transformation, training=True):
-        if training and transformation is not None:
-            return self._batched(self._transform, segmentation_masks, transformation, "nearest")
-        return segmentation_masks
-
-    # ----- call
-    def call(self, inputs, training=True):
-        if not isinstance(inputs, dict):
-            _rank(inputs)
-            transformation = self.get_random_transformation(inputs, training=training)
-            return self.transform_images(inputs, transformation, training=training)
-        if "images" not in inputs:
-            raise ValueError(f"{type(self).__name__}: a dict input needs an 'images' entry. "
-                             f"Received keys: {sorted(inputs)}")
-        if "bounding_boxes" in inputs:
-            raise NotImplementedError(f"{type(self).__name__}: lamina does not transform 'bounding_boxes' yet "
-                                      "(images, labels and segmentation_masks only).")
-        single = _rank(inputs["images"]) == 3
-        transformation = self.get_random_transformation(inputs, training=training)
-        out = dict(inputs)
-        out["images"] = self.transform_images(inputs["images"], transformation, training=training)
-        for key, fn in (("labels", self.transform_labels), ("segmentation_masks", self.transform_segmentation_masks)):
-            if key in inputs:
-                value = inputs[key]
-                if single:   # Keras's transform_single_*: a batch of one, squeezed back
-                    out[key] = fn(ops.expand_dims(value, 0), transformation, training=training)[0]
-                else:
-                    out[key] = fn(value, transformation, training=training)
-        return out
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config["data_format"] = self.data_format
-        if self.bounding_box_format is not None:
-            config["bounding_box_format"] = self.bounding_box_format
-        return config
 
 
 def _mix(weight, a, b, shape):
@@ -241,10 +105,23 @@ class MixUp(_ImageAugmentation):
         return _mix_labels(self, labels, transformation) if training and transformation is not None else labels
 
     def transform_segmentation_masks(self, segmentation_masks, transformation, training=True):
+        """The masks mixed as the images (in float). Keras 3.15 takes the permuted masks from the flattened
+        array (its ``take`` has no axis), which gives masks of another shape; lamina mixes whole masks."""
         if not training or transformation is None:
             return segmentation_masks
         m = _float(self, segmentation_masks)
         return self._batched(self._transform, m, transformation, "nearest")
+
+    def transform_bounding_boxes(self, bounding_boxes, transformation, training=True):
+        """Keras's: each image's boxes followed by those of the image it was mixed with, boxes (N, 2B, 4); the box
+        labels are joined along the batch axis, (2N, B), as Keras 3.15 joins them. Only 'boxes' and 'labels' are
+        returned (as Keras)."""
+        if not training or transformation is None:
+            return bounding_boxes
+        perm = _host(transformation["permutation_order"]).astype(np.int64)
+        boxes, labels = as_tensor(bounding_boxes["boxes"]), as_tensor(bounding_boxes["labels"])
+        return {"boxes": ops.concatenate([boxes, ops.take(boxes, perm, axis=0)], axis=1),
+                "labels": ops.concatenate([labels, ops.take(labels, perm, axis=0)], axis=0)}
 
     def get_config(self):
         config = super().get_config()
@@ -266,7 +143,7 @@ class CutMix(_ImageAugmentation):
 
     def __init__(self, factor=1.0, seed=None, data_format=None, **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
-        self.factor = _keras_factor(factor)
+        self.factor = _keras_factor(factor, (0, 1))
 
     def get_random_transformation(self, data, training=True, seed=None):
         if not training:
@@ -386,6 +263,24 @@ class RandomShear(_ImageAugmentation):
         return affine_transform(images, _on(self._matrix(shear), images), interpolation=interpolation,
                                 fill_mode=self.fill_mode, fill_value=self.fill_value, data_format=self.data_format)
 
+    def transform_bounding_boxes(self, bounding_boxes, transformation, training=True):
+        """Keras 3.15's box shear, on relative xyxy boxes (the factors are applied to relative coordinates, as
+        Keras does): x1, x2 move by -s_x times the top or bottom edge (the one that widens the box), then y1, y2
+        by -s_y times the left or right edge; clipped to [0, 1] (a box left with no area gets label -1)."""
+        if not training or transformation is None:
+            return bounding_boxes
+        h, w = self._hw(transformation["input_shape"])
+        b = _Boxes(bounding_boxes).convert(self.bounding_box_format, "rel_xyxy", h, w)
+        shear = _host(transformation["shear_factor"]).astype(np.float32)
+        sx, sy = shear[..., 0:1], shear[..., 1:2]                                  # (N, 1), against boxes (N, B)
+        x1, y1, x2, y2 = (b.boxes[..., k] for k in range(4))
+        x1 = np.where(sx < 0, x1 - sx * y1, x1 - sx * y2)
+        x2 = np.where(sx < 0, x2 - sx * y2, x2 - sx * y1)
+        y1 = np.where(sy > 0, y1 - sy * x2, y1 - sy * x1)
+        y2 = np.where(sy > 0, y2 - sy * x1, y2 - sy * x2)
+        b.boxes = np.stack([x1, y1, x2, y2], axis=-1)
+        return b.clip(h, w, "rel_xyxy").convert("rel_xyxy", self.bounding_box_format, h, w).result()
+
     def get_config(self):
         config = super().get_config()
         # Keras writes (-f, f) for a factor f, which Keras 3.15 then refuses to load; f means the same and
@@ -410,7 +305,7 @@ class RandomPerspective(_ImageAugmentation):
     def __init__(self, factor=1.0, scale=1.0, interpolation="bilinear", fill_value=0.0, seed=None, data_format=None,
                  **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
-        self.factor = _keras_factor(factor)
+        self.factor = _keras_factor(factor, (0, 1))
         self.scale, self.fill_value, self.interpolation = scale, fill_value, interpolation
         if scale < 0.0 or scale > 1.0:
             raise ValueError(f"The `scale` argument should be a number in the range [0,1]. Received: scale={scale}")
@@ -432,6 +327,30 @@ class RandomPerspective(_ImageAugmentation):
                                        fill_value=self.fill_value, data_format=self.data_format)
         apply = _on(transformation["apply_perspective"], images, bool)
         return ops.where(ops.reshape(apply, (-1, 1, 1, 1)), warped, images)
+
+    def transform_bounding_boxes(self, bounding_boxes, transformation, training=True):
+        """Keras 3.15's: each box's four corners through the inverse of the images' homography (input to output
+        points), the box around them where the image is warped, then clipped to the image (a box left with no
+        area gets label -1). As in Keras, the boxes come back in xyxy whatever bounding_box_format is."""
+        if not training or transformation is None:
+            return bounding_boxes
+        h, w = self._hw(transformation["input_shape"])
+        b = _Boxes(bounding_boxes).convert(self.bounding_box_format, "xyxy", h, w)
+        start = Tensor(_host(transformation["start_points"]).astype(np.float32))
+        end = Tensor(_host(transformation["end_points"]).astype(np.float32))
+        m = _host(_homography(start, end)).astype(np.float32)                    # output -> input, (N, 8)
+        m = np.linalg.inv(np.concatenate([m, np.ones((m.shape[0], 1), np.float32)], axis=1).reshape(-1, 3, 3))
+        x0, y0, x1, y1 = (b.boxes[..., k] for k in range(4))
+        xs, ys = [], []
+        for x, y in ((x0, y0), (x1, y1), (x0, y1), (x1, y0)):                      # the four corners
+            p = m.astype(np.float32) @ np.stack([x, y, np.ones_like(x)], axis=-2)  # (N, 3, B)
+            xs.append(p[:, 0] / p[:, 2])
+            ys.append(p[:, 1] / p[:, 2])
+        xs, ys = np.stack(xs, axis=-1), np.stack(ys, axis=-1)
+        moved = np.stack([xs.min(-1), ys.min(-1), xs.max(-1), ys.max(-1)], axis=-1)
+        apply = _host(transformation["apply_perspective"]).astype(bool).reshape(-1, 1, 1)
+        b.boxes = np.where(apply, moved, b.boxes)
+        return b.clip(h, w, "xyxy").result()
 
     def get_config(self):
         config = super().get_config()
@@ -467,8 +386,8 @@ class RandomElasticTransform(_ImageAugmentation):
     def __init__(self, factor=1.0, scale=1.0, interpolation="bilinear", fill_mode="reflect", fill_value=0.0,
                  value_range=(0, 255), seed=None, data_format=None, **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
-        self.factor = _keras_factor(factor)
-        self.scale = _keras_factor(scale, name="scale")
+        self.factor = _keras_factor(factor, (0, 1))
+        self.scale = _keras_factor(scale, (0, 1), "scale")
         self.interpolation, self.fill_mode, self.fill_value = interpolation, fill_mode, fill_value
         self.value_range = value_range
         _check_interpolation(interpolation)
@@ -537,17 +456,10 @@ def _policy_layers():
 
 
 class _Policy(_ImageAugmentation):
-    """Shared by AugMix and RandAugment: builds Keras's set of augmentation layers (found by class name in
-    lamina.layers when the policy is made) and draws / applies one of them on the whole batch.
-
-    A sub-layer with Keras's split (get_random_transformation / transform_images: RandomShear here) draws
-    from an int seed taken from the policy's generator, and its transformation is Keras's dict. A lamina
-    layer that still draws and applies in one step (``_augment``) gets ``{"seed": s}`` and is run with a
-    generator seeded by s, so that a transformation means the same augmentation each time it is applied
-    (given a transformation that Keras drew, such a layer makes a fresh draw of its own: its Keras-format
-    parameters cannot be read until it has the split too). A deterministic layer (AutoContrast, Equalization) has the transformation None. Images are processed
-    channels_last (a channels_first policy transposes around the whole thing).
-    """
+    """Shared by AugMix and RandAugment: Keras's set of augmentation layers, made with the policy's data_format
+    and bounding_box_format (as Keras makes them). Each draws its own Keras transformation, from an int seed taken
+    from the policy's generator, and applies it with its own transform_* (a transformation that Keras drew works
+    as it is); a deterministic layer (AutoContrast, Equalization) has the transformation None."""
 
     def _make_layers(self, names, factor, value_range, interpolation):
         f = tuple(factor)
@@ -566,37 +478,18 @@ class _Policy(_ImageAugmentation):
         }
         classes = _policy_layers()
         # a plain dict, not attributes: the sub-layers hold no weights and are not part of the saved model
-        self._ops = {n: classes[n](**args[n], name=f"{self.name}_{n}", dtype=self.dtype_policy) for n in names}
+        self._ops = {n: classes[n](**args[n], data_format=self.data_format,
+                                   bounding_box_format=self.bounding_box_format, name=f"{self.name}_{n}",
+                                   dtype=self.dtype_policy) for n in names}
 
     def _draw(self, name, x, rng):
-        layer = self._ops[name]
-        if hasattr(layer, "get_random_transformation") and hasattr(layer, "transform_images"):
-            return layer.get_random_transformation(x, training=True, seed=int(rng.integers(2 ** 31)))
-        if hasattr(layer, "_augment"):
-            return {"seed": int(rng.integers(2 ** 31))}
-        return None
+        return self._ops[name].get_random_transformation(x, training=True, seed=int(rng.integers(2 ** 31)))
 
     def _apply(self, name, x, transformation):
-        layer = self._ops[name]
-        if hasattr(layer, "get_random_transformation") and hasattr(layer, "transform_images"):
-            return layer.transform_images(x, transformation, training=True)
-        if hasattr(layer, "_augment"):
-            seed = (transformation or {}).get("seed")
-            saved = layer._gen
-            layer._gen = np.random.default_rng(int(_host(seed))) if seed is not None else saved
-            try:
-                return layer._augment(x)
-            finally:
-                layer._gen = saved
-        return layer(x)
+        return self._ops[name].transform_images(x, transformation, training=True)
 
     def _transform(self, images, transformation, interpolation):
-        if self.data_format == "channels_first":
-            return ops.transpose(self._mixed(ops.transpose(images, (0, 2, 3, 1)), transformation), (0, 3, 1, 2))
         return self._mixed(images, transformation)
-
-    def transform_segmentation_masks(self, segmentation_masks, transformation, training=True):
-        raise NotImplementedError(f"{type(self).__name__}: lamina does not transform segmentation masks here.")
 
 
 class AugMix(_Policy):
@@ -606,9 +499,11 @@ class AugMix(_Policy):
     alpha): clip(w x + (1 - w) sum_k m_k chain_k(x), value_range).
 
     The choices are drawn from the layer's generator (Keras uses Python's unseeded ``random.choice``), so a
-    seeded AugMix repeats its augmentations. The layers: RandomShear, RandomTranslation, RandomRotation, RandomPosterization, Solarization,
-    AutoContrast, Equalization, and with all_ops=True also RandomBrightness, RandomColorDegeneration,
-    RandomContrast, RandomSharpness, all with strength factor (f -> (0, f), in [0, 1]).
+    seeded AugMix repeats its augmentations. The layers: RandomShear, RandomTranslation, RandomRotation,
+    RandomPosterization, Solarization, AutoContrast, Equalization, and with all_ops=True also RandomBrightness,
+    RandomColorDegeneration, RandomContrast, RandomSharpness, all with strength factor (f -> (0, f), in [0, 1]).
+    Segmentation masks go through the same chains and are mixed the same way; bounding boxes pass unchanged (both
+    as Keras 3.15).
 
     Args: value_range=(0, 255), num_chains=3, chain_depth=3, factor=0.3, alpha=1.0, all_ops=True,
     interpolation='bilinear', seed=None, data_format=None. Transformation keys (Keras's):
@@ -625,7 +520,7 @@ class AugMix(_Policy):
                  interpolation="bilinear", seed=None, data_format=None, **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
         self.value_range, self.num_chains, self.chain_depth = value_range, num_chains, chain_depth
-        self.factor = _keras_factor(factor)
+        self.factor = _keras_factor(factor, (0, 1))
         self.alpha, self.all_ops, self.interpolation = alpha, all_ops, interpolation
         self._augment_layers = list(self._LAYERS_ALL if all_ops else self._LAYERS)
         self._make_layers(self._augment_layers, self.factor, value_range, interpolation)
@@ -664,6 +559,29 @@ class AugMix(_Policy):
         out = x * sample + mixed * (x.dtype.type(1) - sample)
         return ops.clip(out, self.value_range[0], self.value_range[1])
 
+    def transform_segmentation_masks(self, segmentation_masks, transformation, training=True):
+        """Keras's: each chain's steps through the layers' own transform_segmentation_masks (the geometric ones
+        move the masks with nearest sampling, the colour ones leave them), mixed as the images are but not
+        clipped. Integer masks are mixed in the layer's float dtype."""
+        if not training or transformation is None:
+            return segmentation_masks
+        m = as_tensor(segmentation_masks)
+        if m.dtype.kind != "f":
+            m = _float(self, m)
+        weights = _host(transformation["chain_mixing_weights"]).astype(m.dtype)
+        sample = m.dtype.type(_host(transformation["weight_sample"]))
+        mixed = m * 0.0
+        for k, chain in enumerate(transformation["chain_transforms"]):
+            y = m
+            for step in chain:
+                y = self._ops[step["layer_name"]].transform_segmentation_masks(y, step["transformation"])
+            mixed = mixed + y * m.dtype.type(weights[k])
+        return m * sample + mixed * (m.dtype.type(1) - sample)
+
+    def transform_bounding_boxes(self, bounding_boxes, transformation, training=True):
+        """The boxes pass unchanged, as in Keras 3.15 (whose AugMix does not move them)."""
+        return bounding_boxes
+
     def get_config(self):
         config = super().get_config()
         config.update(value_range=list(self.value_range), num_chains=self.num_chains, chain_depth=self.chain_depth,
@@ -692,7 +610,7 @@ class RandAugment(_Policy):
                  data_format=None, **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
         self.value_range, self.num_ops = value_range, num_ops
-        self.factor = _keras_factor(factor)
+        self.factor = _keras_factor(factor, (0, 1))
         self.interpolation = interpolation
         self._make_layers(self._AUGMENT_LAYERS, self.factor, value_range, interpolation)
 
@@ -711,6 +629,32 @@ class RandAugment(_Policy):
             name = self._AUGMENT_LAYERS[int(i)]
             x = self._apply(name, x, transforms[name])
         return x
+
+    def _chosen(self, transformation):
+        return [self._AUGMENT_LAYERS[int(i)] for i in _host(transformation["layer_idxes"]).reshape(-1)[:self.num_ops]]
+
+    def transform_segmentation_masks(self, segmentation_masks, transformation, training=True):
+        """The chosen layers' own transform_segmentation_masks in turn (nearest sampling for the geometric ones;
+        the colour ones leave the masks), as Keras."""
+        if not training or transformation is None:
+            return segmentation_masks
+        for name in self._chosen(transformation):
+            segmentation_masks = self._ops[name].transform_segmentation_masks(segmentation_masks,
+                                                                              transformation["transforms"][name])
+        return segmentation_masks
+
+    def transform_bounding_boxes(self, bounding_boxes, transformation, training=True):
+        """Keras 3.15's order: each chosen layer once, in the order of the layer list (not of the draw), moves the
+        boxes with its own transform_bounding_boxes (a layer chosen twice moves them once)."""
+        if not training or transformation is None:
+            return bounding_boxes
+        chosen = set(self._chosen(transformation))
+        boxes = dict(bounding_boxes)
+        for name in self._AUGMENT_LAYERS:
+            if name in chosen:
+                moved = self._ops[name].transform_bounding_boxes(dict(boxes), transformation["transforms"][name])
+                boxes["boxes"], boxes["labels"] = moved["boxes"], moved["labels"]
+        return boxes
 
     def get_config(self):
         config = super().get_config()

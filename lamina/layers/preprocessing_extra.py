@@ -1,21 +1,26 @@
-"""More Keras 3 preprocessing layers: CategoryEncoding, Discretization, StringLookup, IntegerLookup, the
-colour augmentations RandomBrightness, RandomGrayscale, RandomInvert, Solarization, AutoContrast, and
-MelSpectrogram.
+"""More Keras 3 preprocessing layers: CategoryEncoding, Discretization, StringLookup, IntegerLookup, MelSpectrogram,
+the colour augmentations RandomBrightness, RandomGrayscale, RandomInvert, Solarization, AutoContrast,
+RandomColorDegeneration, RandomPosterization, and RandomCrop.
 
-Encodings and lookups work on integer ids or strings and have no gradient (as in Keras). The colour
-augmentations are differentiable NumPy/CuPy expressions of the images; they run only when called with
-``training=True`` (AutoContrast, which is deterministic, always runs, as Keras). Random draws come from the
-layer's own generator when a ``seed`` is given, else from lamina's seeded one.
+Encodings and lookups work on integer ids or strings and have no gradient (as in Keras). The image layers follow
+Keras's image-preprocessing protocol (lamina/layers/image_preprocessing.py): get_random_transformation and the
+transform_* methods under Keras's keys, and dict inputs with labels, bounding boxes and segmentation masks. The
+colour augmentations are differentiable NumPy/CuPy expressions of the images (RandomPosterization aside); they run
+only when called with ``training=True`` (AutoContrast, which is deterministic, always runs, as Keras). Random
+draws come from the layer's own generator when a ``seed`` is given, else from lamina's seeded one.
 """
-
 import numpy as np
 
 from .. import backend, ops
-from ..tensor import Tensor
+from ..ops import image as image_ops
+from ..ops.image import rgb_to_grayscale
+from ..tensor import Tensor, host_array
 from ._encoding import _encode, _xp_of
 from .hashing import fingerprint64, siphash24
+from .image_preprocessing import (_Augmentation, _Boxes, _brightness, _column, _float, _ImageAugmentation,
+                                  _keras_factor, _keras_range, _value_range)
 from .layer import Layer
-from .preprocessing import _RandomLayer, _factor_range
+from .preprocessing import _crop_box, _sized_shape
 
 __all__ = ["CategoryEncoding", "Discretization", "StringLookup", "IntegerLookup", "RandomBrightness",
            "RandomGrayscale", "RandomInvert", "Solarization", "AutoContrast", "MelSpectrogram",
@@ -402,108 +407,6 @@ class IntegerLookup(_Lookup):
         return Tensor(tokens.astype(np.int64))
 
 
-# ----------------------------------------------------------------------------- colour augmentations
-def _to_range(x, src, dst):
-    """Linear map of value range src onto dst (Keras's _transform_value_range)."""
-    if tuple(src) == tuple(dst):
-        return x
-    return (x - src[0]) * ((dst[1] - dst[0]) / (src[1] - src[0])) + dst[0]
-
-
-def _per_image(layer, x, lo, hi):
-    """(N, 1, 1, 1) uniform draws in [lo, hi) on x's device and dtype."""
-    n = x.shape[0]
-    xp = backend.get_array_module(x.data)
-    return Tensor(xp.asarray(layer._rng().uniform(lo, hi, n).astype(x.dtype)).reshape(n, 1, 1, 1))
-
-
-class RandomBrightness(_RandomLayer):
-    """Adds delta * (value_range[1] - value_range[0]) to each image, delta ~ U(factor), then clips to
-    value_range. factor: f (-> (-f, f)) or (lower, upper) in [-1, 1]."""
-
-    def __init__(self, factor, value_range=(0, 255), seed=None, **kwargs):
-        super().__init__(seed=seed, **kwargs)
-        self._lo, self._hi = _factor_range(self, "factor", factor)
-        if self._lo < -1 or self._hi > 1:
-            raise ValueError(f"RandomBrightness '{self.name}': factor must be in [-1, 1]. Received: {factor!r}")
-        self.factor, self.value_range = factor, tuple(value_range)
-
-    def _augment(self, x):
-        delta = _per_image(self, x, self._lo, self._hi) * float(self.value_range[1] - self.value_range[0])
-        return ops.clip(x + delta, self.value_range[0], self.value_range[1])
-
-
-class RandomGrayscale(_RandomLayer):
-    """With probability factor, replaces an image by its luma (0.2989 R + 0.587 G + 0.114 B) on every channel."""
-
-    def __init__(self, factor=0.5, data_format=None, seed=None, **kwargs):
-        super().__init__(seed=seed, **kwargs)
-        if not 0 <= float(factor) <= 1:
-            raise ValueError(f"RandomGrayscale '{self.name}': factor must be in [0, 1]. Received: {factor!r}")
-        self.factor, self.data_format = float(factor), data_format
-
-    def _augment(self, x):
-        apply = _per_image(self, x, 0.0, 1.0) < self.factor
-        gray = ops.rgb_to_grayscale(x)
-        return ops.where(apply, gray, x)
-
-
-class RandomInvert(_RandomLayer):
-    """With probability p ~ U(factor) per image, x -> value_range[1] - x (Keras's formula)."""
-
-    def __init__(self, factor=1.0, value_range=(0, 255), seed=None, data_format=None, **kwargs):
-        super().__init__(seed=seed, **kwargs)
-        self._lo, self._hi = _factor_range(self, "factor", factor, symmetric=False)
-        self.factor, self.value_range, self.data_format = factor, tuple(value_range), data_format
-
-    def _augment(self, x):
-        p = _per_image(self, x, self._lo, self._hi)
-        apply = _per_image(self, x, 0.0, 1.0) < p
-        return ops.where(apply, float(self.value_range[1]) - x, x)
-
-
-class Solarization(_RandomLayer):
-    """Keras's solarization on a 0..255 scale: x + a (a ~ U(addition_factor) * 255), clipped, then pixels
-    at or above a threshold t ~ U(threshold_factor) * 255 become 255 - x; mapped back to value_range."""
-
-    def __init__(self, addition_factor=0.0, threshold_factor=0.0, value_range=(0, 255), seed=None, **kwargs):
-        super().__init__(seed=seed, **kwargs)
-        self._add = _factor_range(self, "addition_factor", addition_factor, symmetric=False)
-        self._thr = _factor_range(self, "threshold_factor", threshold_factor, symmetric=False)
-        self.addition_factor, self.threshold_factor = addition_factor, threshold_factor
-        self.value_range = tuple(value_range)
-
-    def _augment(self, x):
-        add = _per_image(self, x, self._add[0], self._add[1] * 255)   # Keras's bounds: (lo, hi * 255)
-        thr = _per_image(self, x, self._thr[0], self._thr[1] * 255)
-        y = ops.clip(_to_range(x, self.value_range, (0, 255)) + add, 0, 255)
-        y = ops.where(y < thr, y, 255.0 - y)
-        return _to_range(y, (0, 255), self.value_range)
-
-
-class AutoContrast(Layer):
-    """Stretches each image's channels to the full value_range: (x - min) / (max - min) per image and channel
-    (a constant channel is left unchanged). Deterministic, so it also runs at inference (as Keras)."""
-
-    def __init__(self, value_range=(0, 255), **kwargs):
-        super().__init__(**kwargs)
-        self.value_range = tuple(value_range)
-
-    def call(self, inputs):
-        x = inputs if np.issubdtype(inputs.dtype, np.floating) else ops.cast(inputs, self.compute_dtype)
-        y = _to_range(x, self.value_range, (0, 255))
-        low = ops.min(y, axis=(-3, -2), keepdims=True)
-        high = ops.max(y, axis=(-3, -2), keepdims=True)
-        span = high - low
-        flat = span == 0
-        scale = 255.0 / ops.where(flat, span * 0.0 + 1.0, span)
-        out = _to_range(ops.clip((y - low) * scale, 0.0, 255.0), (0, 255), self.value_range)
-        return ops.where(flat, x, out)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-
 # ----------------------------------------------------------------------------- audio
 _MEL_BREAK_HZ, _MEL_HIGH_Q = 700.0, 1127.0
 
@@ -590,71 +493,249 @@ class MelSpectrogram(Layer):
         return s[:-1] + (self.num_mel_bins, None if s[-1] is None else self._frames(s[-1]))
 
 
-class RandomColorDegeneration(_RandomLayer):
+# ----------------------------------------------------------------------------- colour augmentations
+# Keras 3.15's draws and formulas, on lamina/layers/image_preprocessing.py's _Augmentation: the transformation of a
+# batch under Keras's keys, applied to NHWC float images (channels_first ones are transposed around it); labels,
+# bounding boxes and segmentation masks pass unchanged, as in Keras.
+def _bool_column(values, x):
+    """(N,) host booleans -> an (N, 1, 1, 1) constant Tensor on x's device."""
+    xp = backend.get_array_module(x.data)
+    return Tensor(xp.asarray(host_array(values).astype(bool).reshape(-1, 1, 1, 1)))
+
+
+class RandomBrightness(_Augmentation):
+    """Adds delta (value_range[1] - value_range[0]) to each image, delta ~ U(factor), then clips to value_range.
+    factor: f (-> (-f, f)) or (lower, upper) in [-1, 1]. Transformation: {'rgb_delta': (N, 1, 1, 1)}."""
+
+    def __init__(self, factor, value_range=(0, 255), seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self.factor = _keras_factor(factor, (-1, 1))
+        self.value_range = _value_range(self, value_range)
+
+    def _draw(self, shape, rng):
+        delta = rng.uniform(self.factor[0], self.factor[1], (shape[0], 1, 1, 1)).astype(np.float32)
+        return {"rgb_delta": delta * np.float32(self.value_range[1] - self.value_range[0])}
+
+    def _transform(self, x, t):
+        return _brightness(x, t["rgb_delta"], self.value_range)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor, "value_range": self.value_range, "seed": self.seed}
+
+
+class RandomGrayscale(_Augmentation):
+    """With probability factor, replaces an image by its luma (0.2989 R + 0.587 G + 0.114 B) on every channel.
+    Transformation (Keras's): the (N, 1, 1, 1) booleans of the images to change (not a dict)."""
+
+    def __init__(self, factor=0.5, data_format=None, seed=None, **kwargs):
+        super().__init__(seed=seed, data_format=data_format, **kwargs)
+        if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not 0 <= factor <= 1:
+            raise ValueError(f"`factor` should be between 0 and 1. Received: factor={factor}")
+        self.factor = factor
+
+    def _draw(self, shape, rng):
+        return (rng.uniform(0.0, 1.0, shape[0]).astype(np.float32) < self.factor).reshape(-1, 1, 1, 1)
+
+    def _transform(self, x, t):
+        return ops.where(_bool_column(t, x), rgb_to_grayscale(x), x)
+
+
+class RandomInvert(_Augmentation):
+    """With probability p ~ U(factor) per image, x -> value_range[1] - x (Keras's formula and draw).
+    Transformation: {'apply_inversion': (N,) bool}."""
+
+    def __init__(self, factor=1.0, value_range=(0, 255), seed=None, data_format=None, **kwargs):
+        super().__init__(seed=seed, data_format=data_format, **kwargs)
+        self.factor = _keras_factor(factor, (0, 1))
+        self.value_range = value_range
+
+    def _draw(self, shape, rng):
+        probability = rng.uniform(self.factor[0], self.factor[1], shape[0]).astype(np.float32)
+        return {"apply_inversion": rng.uniform(0.0, 1.0, shape[0]).astype(np.float32) < probability}
+
+    def _transform(self, x, t):
+        return ops.where(_bool_column(t["apply_inversion"], x), float(self.value_range[1]) - x, x)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor, "value_range": self.value_range, "seed": self.seed}
+
+
+def _solarization_factor(factor, name):
+    """Keras's Solarization rule: numbers in [0, 1]; x -> (0, x); a pair sorted."""
+    msg = "The `factor` argument should be a number (or a list of two numbers) in the range [0, 1.0]. "
+
+    def check(v):
+        if not isinstance(v, (int, float)) or v > 1.0 or v < 0:
+            raise ValueError(msg + f"Received: input_number={v}")
+    if isinstance(factor, (tuple, list)):
+        if len(factor) != 2:
+            raise ValueError(msg + f"Received: {name}={factor}")
+        check(factor[0])
+        check(factor[1])
+        return tuple(sorted(factor))
+    check(factor)
+    return (0, factor)
+
+
+class Solarization(_Augmentation):
+    """Keras's solarization on a 0..255 scale: x + a (a ~ U(lower, upper * 255) of addition_factor), clipped, then
+    pixels at or above a threshold t ~ U(lower, upper * 255) of threshold_factor become 255 - x; mapped back to
+    value_range. Transformation: {'additions', 'thresholds'}, each (N, 1, 1, 1)."""
+
+    _float_at_inference = True
+    _draw_when_none = False
+
+    def __init__(self, addition_factor=0.0, threshold_factor=0.0, value_range=(0, 255), seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self.addition_factor = _solarization_factor(addition_factor, "addition_factor")
+        self.threshold_factor = _solarization_factor(threshold_factor, "threshold_factor")
+        self.value_range = _value_range(self, value_range)
+
+    def _draw(self, shape, rng):
+        size = (shape[0], 1, 1, 1)
+        (a0, a1), (t0, t1) = self.addition_factor, self.threshold_factor
+        return {"additions": rng.uniform(a0, a1 * 255, size).astype(np.float32),
+                "thresholds": rng.uniform(t0, t1 * 255, size).astype(np.float32)}
+
+    def _transform(self, x, t):
+        if t is None:
+            return x
+        y = ops.clip(_keras_range(x, self.value_range, (0, 255)) + _column(t["additions"], x), 0, 255)
+        y = ops.where(y < _column(t["thresholds"], x), y, 255.0 - y)
+        return _keras_range(y, (0, 255), self.value_range)
+
+    def get_config(self):
+        return {**super().get_config(), "addition_factor": self.addition_factor,
+                "threshold_factor": self.threshold_factor, "value_range": self.value_range, "seed": self.seed}
+
+
+class AutoContrast(_Augmentation):
+    """Stretches each image's channels to the full value_range: on the 0..255 scale x (255 / (max - min)) -
+    min (255 / (max - min)), per image and channel, clipped (a constant channel is left as it is). Deterministic,
+    so it also runs at inference (as Keras)."""
+
+    _always = True
+    _draw_when_none = False
+
+    def __init__(self, value_range=(0, 255), **kwargs):
+        super().__init__(**kwargs)
+        self.value_range = _value_range(self, value_range)
+
+    def _transform(self, x, t):
+        y = _keras_range(x, self.value_range, (0, 255))
+        low = ops.min(y, axis=(1, 2), keepdims=True)
+        high = ops.max(y, axis=(1, 2), keepdims=True)
+        span = high - low
+        flat = span == 0
+        scale = 255.0 / ops.where(flat, span * 0.0 + 1.0, span)   # (no inf where the channel is flat)
+        out = _keras_range(ops.clip(y * scale + (0.0 - low) * scale, 0.0, 255.0), (0, 255), self.value_range)
+        return ops.where(flat, x, out)
+
+    def get_config(self):
+        return {**super().get_config(), "value_range": self.value_range}
+
+
+class RandomColorDegeneration(_Augmentation):
     """Blends each image towards its grayscale version: x + f (gray - x), f ~ U(factor) per image, clipped to
-    value_range. factor: f (-> (0, f)) or (lower, upper) in [0, 1]."""
+    value_range. factor: f (-> (-f, f), Keras's bounds [-1, 1]: a negative f moves away from gray) or (lower,
+    upper). Transformation: {'factor': (N, 1, 1, 1)}."""
 
     def __init__(self, factor, value_range=(0, 255), data_format=None, seed=None, **kwargs):
-        super().__init__(seed=seed, **kwargs)
-        self._lo, self._hi = _factor_range(self, "factor", factor, symmetric=False)
-        if self._lo < 0 or self._hi > 1:
-            raise ValueError(f"RandomColorDegeneration '{self.name}': factor must be in [0, 1]. Received: {factor!r}")
-        self.factor, self.value_range, self.data_format = factor, tuple(value_range), data_format
+        super().__init__(seed=seed, data_format=data_format, **kwargs)
+        self.factor = _keras_factor(factor, (-1, 1))
+        self.value_range = _value_range(self, value_range)
 
-    def _augment(self, x):
-        f = _per_image(self, x, self._lo, self._hi)
-        y = x + f * (ops.rgb_to_grayscale(x) - x)
+    def _draw(self, shape, rng):
+        return {"factor": rng.uniform(self.factor[0], self.factor[1], (shape[0], 1, 1, 1)).astype(np.float32)}
+
+    def _transform(self, x, t):
+        y = x + _column(t["factor"], x) * (rgb_to_grayscale(x) - x)
         return ops.clip(y, self.value_range[0], self.value_range[1])
 
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor, "value_range": self.value_range, "seed": self.seed}
 
-class RandomPosterization(_RandomLayer):
-    """Keeps the top b bits of each 8-bit channel value: on the 0..255 scale y = floor(x / 2^(8-b)) 2^(8-b),
-    mapped back to value_range. No gradient. b per image as Keras draws it: factor (lower, upper) -> an int in
-    [lower, upper) (exactly lower when lower == upper); an int factor f means (1, f)."""
+
+class RandomPosterization(_Augmentation):
+    """Keeps the top b bits of each 8-bit channel value: on the 0..255 scale the value truncated to uint8, shifted
+    right then left by 8 - b, mapped back to value_range. No gradient. b per image as Keras draws it: an int in
+    [lower, upper) of factor (exactly lower when lower == upper); an int factor f means (1, f), in [1, 8].
+    Transformation: {'shift_factor': (N,) uint8, 8 - b}."""
 
     def __init__(self, factor, value_range=(0, 255), data_format=None, seed=None, **kwargs):
-        super().__init__(seed=seed, **kwargs)
-        lo, hi = (1, factor) if isinstance(factor, (int, np.integer)) else tuple(int(v) for v in factor)
-        if not 1 <= lo <= hi <= 8:
-            raise ValueError(f"RandomPosterization '{self.name}': factor must be an int (or a pair) in [1, 8]. "
-                             f"Received: factor={factor!r}")
-        self._lo, self._hi = int(lo), int(hi)
-        self.factor, self.value_range, self.data_format = factor, tuple(value_range), data_format
+        super().__init__(seed=seed, data_format=data_format, **kwargs)
+        self.factor = _keras_factor(factor, (1, 8))
+        self.value_range = _value_range(self, value_range)
 
-    def _augment(self, x):
-        n = x.shape[0]
+    def _draw(self, shape, rng):
+        lo, hi = int(self.factor[0]), int(self.factor[1])
+        bits = np.full(shape[0], lo) if lo == hi else rng.integers(lo, hi, shape[0])
+        return {"shift_factor": (8 - bits).astype(np.uint8)}
+
+    def _transform(self, x, t):
         xp = backend.get_array_module(x.data)
-        bits = np.full(n, self._lo) if self._lo == self._hi else self._rng().integers(self._lo, self._hi, n)
-        step = xp.asarray((2.0 ** (8 - bits)).astype(x.dtype)).reshape(n, 1, 1, 1)
-        v = xp.trunc(_to_range(x.data, self.value_range, (0, 255))).astype(np.uint8).astype(x.dtype)
-        y = xp.floor(v / step) * step
-        return Tensor(_to_range(y, (0, 255), self.value_range).astype(x.dtype))
+        shift = xp.asarray(host_array(t["shift_factor"]).astype(np.uint8).reshape(-1, 1, 1, 1))
+        v = xp.trunc(_keras_range(x.data, self.value_range, (0, 255))).astype(np.uint8)
+        y = ((v >> shift) << shift).astype(x.dtype)
+        return Tensor(_keras_range(y, (0, 255), self.value_range).astype(x.dtype))
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor, "value_range": self.value_range, "seed": self.seed}
 
 
-class RandomCrop(_RandomLayer):
-    """Training: crops one random (height, width) window (the same offset for the whole batch, as Keras) when
-    the images are larger on both axes; otherwise, as Keras 3.15, the window [top:top+height, left:left+width]
-    from the offset of the centred aspect-ratio crop, resized bilinearly to (height, width) when it comes out
-    smaller. At inference the images pass unchanged, as in Keras 3.15."""
+class RandomCrop(_ImageAugmentation):
+    """Training: crops one random (height, width) window (the same offset for the whole batch, as Keras) when the
+    images are larger on both axes; otherwise, as Keras 3.15, the window [top:top+height, left:left+width] from the
+    offset of the centred aspect-ratio crop, resized bilinearly to (height, width) when it comes out smaller. At
+    inference the images pass unchanged, as in Keras 3.15. Transformation (Keras's): the tuple (top, left).
+
+    Masks are cropped as the images, also at inference (Keras 3.15 crops them with training=True whatever it is
+    given). Boxes follow Keras 3.15 exactly: read with the crop's size, moved by (top, left) applied to (x, y) in
+    that order (Keras's axes) and floored at 0, not clipped to the crop; their labels are kept.
+    """
 
     def __init__(self, height, width, seed=None, data_format=None, name=None, **kwargs):
-        super().__init__(seed=seed, name=name, **kwargs)
+        super().__init__(seed=seed, data_format=data_format, name=name, **kwargs)
         self.height, self.width = int(height), int(width)
-        self.data_format = data_format
+        self.supports_masking = False
 
-    def _augment(self, x):
-        from .preprocessing import _crop_box, resize
-        _, h, w, _ = x.shape
-        if h > self.height and w > self.width:
-            rng = self._rng()
+    def get_random_transformation(self, data, training=True, seed=None):
+        h, w = self._hw(self._shape_of(data))
+        if training and h > self.height and w > self.width:
+            rng = self._generator(seed)
             top = int(rng.uniform(0, h - self.height + 1))
             left = int(rng.uniform(0, w - self.width + 1))
-            return x[:, top:top + self.height, left:left + self.width, :]
+            return top, left
         top, left, _, _ = _crop_box(h, w, self.height, self.width)
-        x = x[:, top:top + self.height, left:left + self.width, :]
-        if tuple(x.shape[1:3]) != (self.height, self.width):
-            x = resize(x, (self.height, self.width), "bilinear")
+        return top, left
+
+    def transform_images(self, images, transformation=None, training=True):
+        if not training:
+            return images
+        x = _float(self, images)
+        if transformation is None:
+            transformation = self.get_random_transformation(x, training=True)
+        top, left = (int(v) for v in transformation)
+        rows, cols = slice(top, top + self.height), slice(left, left + self.width)
+        x = x[(Ellipsis, rows, cols, slice(None)) if self.data_format == "channels_last" else (Ellipsis, rows, cols)]
+        if tuple(self._hw(x.shape)) != (self.height, self.width):
+            x = image_ops.resize(x, (self.height, self.width), data_format=self.data_format)
         return x
 
+    def transform_segmentation_masks(self, segmentation_masks, transformation=None, training=True):
+        return self.transform_images(segmentation_masks, transformation)
+
+    def transform_bounding_boxes(self, bounding_boxes, transformation=None, training=True):
+        if not training:
+            return bounding_boxes
+        top, left = (np.float32(v) for v in transformation)
+        b = _Boxes(bounding_boxes).convert(self.bounding_box_format, "xyxy", self.height, self.width)
+        b.boxes = np.maximum(b.boxes - np.array([top, left, top, left], np.float32), np.float32(0))
+        out = b.convert("xyxy", self.bounding_box_format, self.height, self.width).result()
+        return {"boxes": out["boxes"], "labels": out["labels"]}
+
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-3]) + (self.height, self.width, input_shape[-1])
+        return _sized_shape(self, input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "height": self.height, "width": self.width, "seed": self.seed}

@@ -1012,6 +1012,8 @@ class _MatrixResize(Resize):
         oh, ow = self.size
         ah, aw = xp.asarray(self.ah, x.dtype), xp.asarray(self.aw, x.dtype)
         self.saved = (ah, aw, x.shape)
+        if not bool(xp.isfinite(x).all()):   # (as Resize: a NaN or inf reaches only the outputs that read it)
+            return _sparse_rows(aw, _sparse_rows(ah, x, 1, xp), 2, xp)
         t = xp.matmul(ah, x.reshape(n, h, w * c)).reshape(n * oh, w, c)
         return xp.matmul(aw, t).reshape(n, oh, ow, c)
 
