@@ -35,6 +35,8 @@ from .metrics import Metric  # noqa: F401
 from .optimizers import Optimizer  # noqa: F401
 from .regularizers import Regularizer  # noqa: F401
 from .rematerialization import RematScope, remat  # noqa: F401  (keras.RematScope, keras.remat: gradient checkpointing)
+from .scopes import StatelessScope, SymbolicScope  # noqa: F401  (keras.StatelessScope, keras.SymbolicScope)
+from .models.functional import Function  # noqa: F401  (keras.Function: a callable graph of ops)
 
 
 def version():

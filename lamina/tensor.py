@@ -369,9 +369,8 @@ class Op:
         # Every op of every forward pass goes through here (a small model's training step makes hundreds of
         # calls, a gradient check hundreds of thousands): the common case (Tensor inputs on the CPU, one
         # ndarray output) takes no generator, set or constructor it does not need.
-        scope = _AUTOCAST.dtype
-        if scope is not None and not cls.keeps_variables:
-            inputs = _autocast(inputs, scope)
+        if _READS.active:   # (an autocast or a stateless scope is open in this thread: one test when none is)
+            inputs = _read_variables(cls, inputs)
         if cls.__init__ is _OP_INIT:   # (a constructor call and its frame cost ~0.5 us)
             op = _new_op(cls)
             if params:
@@ -550,25 +549,61 @@ def _half(o):
     return o.astype(np.float16) if isinstance(o, np.ndarray) and o.dtype == np.float32 else o
 
 
-class _AutocastState(threading.local):
+class _VariableReads(threading.local):
+    """What the ops of this thread read a variable as, set by two scopes (per thread, as Keras's):
+
+    - ``dtype``, Keras's autocast scope: while a layer with a mixed dtype policy ('mixed_float16') runs its call(),
+      the ops it calls read its float variables in the compute dtype, through a differentiable cast, so the
+      gradient reaches the float32 variable (lamina.layers.Layer sets and restores it; None: no scope);
+    - ``stateless``, the open ``StatelessScope`` (lamina.scopes): a variable it maps reads as its value there.
+
+    ``active`` is True while either is set: the one thing Op.apply asks of every op."""
     dtype = None
+    stateless = None
+    active = False
 
 
-# Keras's autocast scope: while a layer with a mixed dtype policy ('mixed_float16') runs its call(), the ops it
-# calls read its float variables in the compute dtype, through a differentiable cast, so the gradient reaches
-# the float32 variable (lamina.layers.Layer sets and restores this, per thread as Keras's; None: no scope).
-_AUTOCAST = _AutocastState()
+_READS = _VariableReads()
 
 
 def autocast_dtype():
     """The compute dtype of the autocast scope of this thread, or None."""
-    return _AUTOCAST.dtype
+    return _READS.dtype
 
 
 def set_autocast_dtype(dtype):
     """Enter (a dtype) or leave (None) an autocast scope in this thread; returns the previous one."""
-    previous, _AUTOCAST.dtype = _AUTOCAST.dtype, dtype
+    previous, _READS.dtype = _READS.dtype, dtype
+    _READS.active = dtype is not None or _READS.stateless is not None
     return previous
+
+
+def stateless_scope():
+    """The StatelessScope open in this thread (lamina.scopes), or None."""
+    return _READS.stateless
+
+
+def set_stateless_scope(scope):
+    """Make scope (a lamina.scopes.StatelessScope, or None) the open one of this thread; returns the previous one."""
+    previous, _READS.stateless = _READS.stateless, scope
+    _READS.active = scope is not None or _READS.dtype is not None
+    return previous
+
+
+def _read_variables(cls, inputs):
+    """An op's inputs as the open scopes read them: float variables cast to the autocast dtype (not for the ops
+    that keep variables as they are: Cast itself), then each variable the StatelessScope maps replaced by its
+    value there (a cast's own input included, as that cast goes through here too), so that the gradient reaches
+    that value, as the value a Keras variable reads in the scope."""
+    dtype = _READS.dtype
+    if dtype is not None and not cls.keeps_variables:
+        inputs = _autocast(inputs, dtype)
+    scope = _READS.stateless
+    if scope is not None:
+        for x in inputs:
+            if isinstance(x, Variable):
+                return tuple(scope._read(v) if isinstance(v, Variable) else v for v in inputs)
+    return inputs
 
 
 def _autocast(inputs, dtype):
@@ -585,7 +620,7 @@ def autocast_variable(x):
     """x, or in an autocast scope a float variable of x's read in the scope's dtype (a differentiable cast):
     where the ops convert their arguments, so that a function deciding dtypes before its op sees the variable
     as the scope's dtype, as Keras's variables read inside a mixed layer's call()."""
-    dtype = _AUTOCAST.dtype
+    dtype = _READS.dtype
     return cast(x, dtype) if dtype is not None and _casts(x, dtype) else x
 
 
@@ -891,7 +926,11 @@ class Variable(Tensor):
         self.regularizer = regularizer
         scope = backend.current_path()   # inside keras.name_scope("enc"): enc/<name>
         self.path = f"{scope}/{name}" if scope and name else name
+        if _READS.stateless is not None:   # made inside a StatelessScope: new state, which it assigns directly
+            _READS.stateless._note_created(self)
 
+    # In a StatelessScope (lamina.scopes) the three assignments below record the new value there instead, and the
+    # variable keeps its own once the scope closes (the scope's _assign says False for a variable made inside it)
     def assign(self, value):
         _note_assign(self)
         value = _as_array(value, self.dtype)
@@ -901,25 +940,36 @@ class Variable(Tensor):
         xp = backend.get_array_module(self.data)
         if backend.get_array_module(value) is not xp:
             value = backend.to_device(value, xp)
+        scope = _READS.stateless
+        if scope is not None and scope._assign(self, value, fresh=False):
+            return self
         self.data[...] = value
         self._bump_version()
         return self
 
     def assign_add(self, value):
         _note_assign(self)
+        scope = _READS.stateless
+        if scope is not None and scope._assign(self, self.data + _as_array(value, self.dtype), fresh=True):
+            return self
         self.data += _as_array(value, self.dtype)
         self._bump_version()
         return self
 
     def assign_sub(self, value):
         _note_assign(self)
+        scope = _READS.stateless
+        if scope is not None and scope._assign(self, self.data - _as_array(value, self.dtype), fresh=True):
+            return self
         self.data -= _as_array(value, self.dtype)
         self._bump_version()
         return self
 
     @property
     def value(self):
-        return self
+        """The variable itself, or in a StatelessScope its value there (Keras's ``variable.value``)."""
+        scope = _READS.stateless
+        return self if scope is None else scope._read(self)
 
     def __repr__(self):
         return f"<Variable path={self.path} shape={self.shape} dtype={self.dtype}>"

@@ -19,11 +19,13 @@ from .. import tree as _tree
 from .. import rematerialization as _remat
 from .. import ops as _ops
 from ..config import DTypePolicy
+from ..dtype_policies import DTypePolicyMap
 from ..backend import clear_session, unique_name  # noqa: F401  (re-exported)
 from ..backend import _NAME_SCOPES
 from ..registry import register, serialize
 from ..tensor import Tensor, Variable, autocast_dtype, no_grad, set_autocast_dtype
-from ..tensor import _AUTOCAST, _recorder
+from ..tensor import _READS, _recorder
+from ..scopes import StatelessScope, SymbolicScope
 from ..io.limits import charge_weight
 
 _ctx = threading.local()
@@ -72,17 +74,6 @@ class _AutocastScope:
 
 
 _NO_SCOPE = contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def _no_losses():
-    """Inside (the dummy calls that infer a symbolic output's shape), add_loss records nothing."""
-    prev = getattr(_ctx, "no_losses", False)
-    _ctx.no_losses = True
-    try:
-        yield
-    finally:
-        _ctx.no_losses = prev
 
 
 _autocast_state = threading.local()
@@ -505,17 +496,29 @@ class Layer:
 
     def _set_dtype_policy(self, dtype):
         """The layer's dtype policy from its ``dtype`` argument (a dtype or policy name, a DTypePolicy, a
-        serialized policy, or None: the global policy), as Keras: ``_dtype`` is its variables' dtype and
-        ``_compute`` the one it computes in (float16 with float32 variables for 'mixed_float16')."""
+        DTypePolicyMap, a serialized policy, or None: the global policy), as Keras: ``_dtype`` is its variables'
+        dtype and ``_compute`` the one it computes in (float16 with float32 variables for 'mixed_float16')."""
         if isinstance(dtype, dict):  # a serialised dtype policy
-            dtype = dtype.get("config", {}).get("name")
+            if dtype.get("class_name") == "DTypePolicyMap":
+                dtype = dtype_policies.deserialize(dtype)
+            else:
+                dtype = dtype.get("config", {}).get("name")
         if dtype is not None and not isinstance(dtype, (str, DTypePolicy)):
             dtype = np.dtype(dtype).name     # np.float32, np.dtype("int64"), ...
-        policy = dtype_policies.get(dtype)  # (None: the global policy)
+        self._dtype_policy = dtype_policies.get(dtype)  # (None: the global policy)
+        self._resolve_dtype_policy()
+
+    def _resolve_dtype_policy(self):
+        """``_dtype`` and ``_compute`` from the layer's policy; a DTypePolicyMap gives the policy of the layer's
+        path (Keras's lookup: the exact path, else the one key matching it as a regular expression, else the map's
+        default), found again when the build sets the path (before, its default)."""
+        policy = self._dtype_policy
+        if isinstance(policy, DTypePolicyMap):
+            path = self.path
+            policy = policy[path] if path else policy.default_policy
         if "bfloat16" in policy.name:
             raise ValueError(f"{type(self).__name__}: the dtype policy {policy.name!r} computes in bfloat16, which "
                              "NumPy (lamina's arrays) does not have. Use 'mixed_float16', 'float16' or 'float32'.")
-        self._dtype_policy = policy
         self._dtype = np.dtype(policy.variable_dtype)
         self._compute = np.dtype(policy.compute_dtype)
 
@@ -554,13 +557,27 @@ class Layer:
 
     @property
     def dtype_policy(self):
-        """The layer's DTypePolicy (Keras's): its compute and variable dtypes. Settable, as in Keras (weights
-        already made keep their dtype)."""
+        """The layer's DTypePolicy (Keras's): its compute and variable dtypes, or the DTypePolicyMap it was given
+        (the policy of its path applies). Settable, as in Keras (weights already made keep their dtype); a layer
+        with a map and a path sets the policy of its path in that map."""
         return self._dtype_policy
 
     @dtype_policy.setter
     def dtype_policy(self, value):
-        self._set_dtype_policy(value)
+        current = self._dtype_policy
+        if isinstance(current, DTypePolicyMap) and self.path:
+            policy = dtype_policies.get(value)
+            if self.path in current:
+                del current[self.path]
+            current[self.path] = policy
+            self._resolve_dtype_policy()
+        else:
+            self._set_dtype_policy(value)
+
+    def _dtype_config(self):
+        """The ``dtype`` entry of get_config: the policy's name, a DTypePolicyMap serialized whole."""
+        policy = self._dtype_policy
+        return dtype_policies.serialize(policy) if isinstance(policy, DTypePolicyMap) else policy.name
 
     @property
     def dtype(self):
@@ -777,14 +794,28 @@ class Layer:
 
     # ----- losses
     def add_loss(self, loss):
-        if not getattr(_ctx, "no_losses", False) and not _remat.is_recomputing():
-            self._activity_losses.append(loss)
+        """Add a loss (a scalar Tensor) to ``layer.losses`` from call(); in a StatelessScope it goes to the scope's
+        ``losses`` when the scope collects them, else nowhere (as Keras's)."""
+        if _remat.is_recomputing():   # (a rerun in backward: the forward recorded it)
+            return
+        scope = _READS.stateless
+        if scope is not None:
+            if scope.collect_losses:
+                scope.add_loss(loss)
+                scope._loss_layers[id(loss)] = self
+            return
+        self._activity_losses.append(loss)
 
     @property
     def losses(self):
-        """Losses added (add_loss, activity regularizers) during the last outermost call, and the
-        regularisation penalties of the trainable weights (differentiable)."""
-        out = list(self._activity_losses)
+        """Losses added (add_loss, activity regularizers) during the last outermost call (in a StatelessScope: those
+        the scope collected from this layer), and the regularisation penalties of the trainable weights
+        (differentiable; in a StatelessScope, of the weights' values there)."""
+        scope = _READS.stateless
+        if scope is None:
+            out = list(self._activity_losses)
+        else:
+            out = [x for x in scope.losses if scope._loss_layers.get(id(x)) is self]
         for w in self._tracked_own() if self._trainable else ():
             if w.regularizer is not None and w.trainable:
                 out.append(w.regularizer(w))
@@ -793,6 +824,9 @@ class Layer:
         return out
 
     def _clear_losses(self):
+        scope = _READS.stateless
+        if scope is not None and scope.losses:   # (the losses this layer added to the scope, as Keras's)
+            scope.losses[:] = [x for x in scope.losses if scope._loss_layers.get(id(x)) is not self]
         if self._activity_losses:   # (every outermost call comes here: no attribute set when there is nothing)
             self._activity_losses = []
         for layer in self._layers:
@@ -936,7 +970,11 @@ class Layer:
                     # the spec set in __init__ first, as Keras: a wrong rank never reaches build (a 0-d input
                     # was an IndexError there); build may set a stricter spec, checked below
                     self._check_input_spec(inputs)
+                    compute = self._compute
                     self._maybe_build(_nest_map(lambda t: t.shape if isinstance(t, Tensor) else None, inputs))
+                    if self._compute != compute:   # (a DTypePolicyMap's policy for the path the build gave it)
+                        inputs = _nest_map(self._convert_input, inputs)
+                        args = (inputs,) + args[1:]
                 spec = self.input_spec
                 if spec is not None:
                     if single and type(spec) is InputSpec:   # (_check_input_spec's usual case, inline)
@@ -956,7 +994,7 @@ class Layer:
                             _ctx.training = training
                         try:
                             # (the usual: no autocast scope open and none to open, _autocast_scope's test inline)
-                            scope = (_NO_SCOPE if _AUTOCAST.dtype is None and self._compute == self._dtype
+                            scope = (_NO_SCOPE if _READS.dtype is None and self._compute == self._dtype
                                      else self._autocast_scope())
                             if scope is _NO_SCOPE:
                                 outputs = self.call(*args, **kwargs)
@@ -978,6 +1016,47 @@ class Layer:
             _raise_named(self, e)
         self._set_output_mask(inputs, outputs, kwargs.get("mask"))
         return outputs
+
+    def stateless_call(self, trainable_variables, non_trainable_variables, *args, return_losses=False, **kwargs):
+        """Call the layer on ``*args, **kwargs`` with the given weight values, changing none of its state
+        (Keras's ``stateless_call``): ``trainable_variables`` and ``non_trainable_variables`` hold one value each
+        for ``layer.trainable_variables`` and ``layer.non_trainable_variables``, in their order.
+
+        Returns ``(outputs, non_trainable_variables)``: the latter the values of the non-trainable variables
+        after the call (a BatchNormalization's moving statistics updated in training, the others as given), to
+        assign back or to pass to the next call; with ``return_losses=True``, ``(outputs, non_trainable_variables,
+        losses)``. The gradient of the outputs reaches the values given as Tensors. Randomness (Dropout's) comes
+        from lamina's generators, which are not variables, so a random layer draws from them as in a call.
+
+        >>> import numpy as np, lamina
+        >>> bn = lamina.layers.BatchNormalization()
+        >>> x = np.arange(6, dtype="float32").reshape(3, 2)
+        >>> _ = bn(x)
+        >>> values = [np.asarray(v) for v in bn.non_trainable_variables]
+        >>> y, new = bn.stateless_call(bn.trainable_variables, values, x, training=True)
+        >>> new[0].numpy(), bn.moving_mean.numpy()
+        (array([0.02, 0.03], dtype=float32), array([0., 0.], dtype=float32))
+        """
+        if not self.built:
+            raise ValueError(f"To call stateless_call, {type(self).__name__} must be built (i.e. its variables must "
+                             "have been already created). You can build it by calling it on some data.")
+        trainable, non_trainable = self.trainable_variables, self.non_trainable_variables
+        for what, given, own in (("trainable_variables", trainable_variables, trainable),
+                                 ("non_trainable_variables", non_trainable_variables, non_trainable)):
+            if len(given) != len(own):
+                raise ValueError(f"Argument `{what}` must be a list of tensors corresponding 1:1 to "
+                                 f"{type(self).__name__}().{what}. Received list with length {len(given)}, but "
+                                 f"expected {len(own)} variables.")
+        mapping = list(zip(trainable, trainable_variables)) + list(zip(non_trainable, non_trainable_variables))
+        losses = None
+        with StatelessScope(state_mapping=mapping, collect_losses=return_losses) as scope:
+            outputs = self(*args, **kwargs)
+            if return_losses:
+                losses = self.losses
+        new_values = [scope.get_current_value(v) for v in non_trainable]
+        if return_losses:
+            return outputs, new_values, losses
+        return outputs, new_values
 
     def _rematerialized_call(self, training, args, kwargs):
         """call() under the RematScope the layer was created in (Keras's modes): 'full' recomputes the whole
@@ -1143,7 +1222,9 @@ class Layer:
             a = _nest_map(lambda t: _dummy_tensor(self, t, fill), args)
             k = _nest_map(lambda t: _dummy_tensor(self, t, fill), kwargs)
             k.pop("training", None)
-            with no_grad(), _no_losses():
+            # Keras's symbolic evaluation: in a StatelessScope (add_loss keeps nothing, an assignment changes
+            # nothing) and a SymbolicScope
+            with no_grad(), StatelessScope(), SymbolicScope():
                 outs.append(Layer.__call__(self, *a, training=False, **k))
         first, second = outs
 
@@ -1180,7 +1261,7 @@ class Layer:
 
     # ----- config
     def get_config(self):
-        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype_policy.name}
+        config = {"name": self.name, "trainable": self.trainable, "dtype": self._dtype_config()}
         if self.activity_regularizer is not None:
             config["activity_regularizer"] = serialize(self.activity_regularizer)
         if self._batch_input_shape is not None:
@@ -1267,9 +1348,15 @@ def _build_in_name_scope(build):
     def wrapped(self, *args, **kwargs):
         with self._name_scope():
             self._path = backend.current_path()
+            if isinstance(self._dtype_policy, DTypePolicyMap):   # (the policy of the path it now has)
+                self._resolve_dtype_policy()
             return build(self, *args, **kwargs)
     wrapped._in_name_scope = True
     return wrapped
+
+
+# the base build too (a layer without weights of its own): every layer's build sets its path, as Keras's
+Layer.build = _build_in_name_scope(Layer.build)
 
 
 def _capture_config(init):

@@ -800,7 +800,7 @@ class Bidirectional(Layer):
         return None
 
     def get_config(self):
-        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype_policy.name,
+        config = {"name": self.name, "trainable": self.trainable, "dtype": self._dtype_config(),
                   "merge_mode": self.merge_mode}
         from ..registry import serialize
         config["layer"] = serialize(self.forward_layer)

@@ -1,16 +1,20 @@
-"""The functional model: a graph of layer calls between symbolic ``lamina.Input`` tensors and outputs.
+"""The functional graph: ``keras.Function`` and, on it, the functional model.
 
-``Model(inputs, outputs)`` walks back from the outputs through the recorded calls (each KerasTensor
-knows the layer call, a ``Node``, that made it), keeps the calls in an order where every call comes after
-the calls it reads from, and runs them in that order on real data. Several inputs and outputs (lists or
-dicts), layers shared between calls, and models used as layers all work, as in Keras.
+``Function(inputs, outputs)`` walks back from the outputs through the recorded calls (each KerasTensor
+knows the layer or operation call, a ``Node``, that made it), keeps the calls in an order where every call comes
+after the calls it reads from, and runs them in that order on real data, or on KerasTensors to infer the outputs'
+shapes. ``Model(inputs, outputs)`` is a Functional: a Model (weights, compile, fit, saving) that is also a
+Function over the same graph, as in Keras. Several inputs and outputs (lists or dicts), layers shared between
+calls, and models used as layers all work, as in Keras.
 """
 import numpy as np
 
 from .. import ops
+from .. import tree as _tree
 from ..backend import current_path, get_array_module, unique_name
 from ..layers.core import InputLayer
 from ..layers.layer import KerasTensor, Layer, Node, _is_spec, _nest_flatten, _nest_map, _snake
+from ..layers.operations import Operation
 from ..registry import serialize
 from ..tensor import Tensor, no_grad
 from .model import Model, deserialize_layer
@@ -91,40 +95,82 @@ def _keras_layer_order(flat_in, flat_out):
         for parent in node.parent_nodes:
             if id(parent) in in_graph:
                 node_depth[id(parent)] = max(depth + 1, node_depth.get(id(parent), 0))
-    for t in flat_in:                           # inputs no output depends on
-        if t._history is not None and id(t._history[0]) not in layer_depth:
+    for t in flat_in:                           # inputs no output depends on (Input layers only)
+        if (t._history is not None and isinstance(t._history[0], InputLayer)
+                and id(t._history[0]) not in layer_depth):
             layer_depth[id(t._history[0])] = 0
             index[id(t._history[0])] = (-1, t._history[0])
     return [layer for _, (_, layer) in sorted(((-layer_depth[k], v) for k, v in index.items()),
                                               key=lambda e: (e[0], e[1][0]))]
 
 
-class Functional(Model):
-    """``Model(inputs, outputs, name=None)`` over symbolic tensors. Build it through ``lamina.Model``."""
+def _sorted_dicts(struct):
+    """struct with every dict's keys in sorted order (the order Keras's tree gives a Function's outputs)."""
+    if isinstance(struct, dict):
+        return {k: _sorted_dicts(struct[k]) for k in sorted(struct)}
+    if isinstance(struct, (list, tuple)):
+        return type(struct)(_sorted_dicts(v) for v in struct)
+    return struct
 
-    def __init__(self, inputs, outputs, name=None, trainable=True, **kwargs):
-        # named as Keras names it: 'functional' for Model(inputs, outputs), a subclass after its class
-        # (class MnistModel(Model) calling super().__init__(inputs, outputs) -> 'mnist_model')
-        default = "functional" if type(self) is Functional else _snake(type(self).__name__)
-        Layer.__init__(self, name=name or unique_name(default), trainable=trainable, **kwargs)
-        self._init_model_state()
-        self._init_graph(inputs, outputs)
-        with self._name_scope():   # built here, as Keras's (its layers were built when called)
-            self._path = current_path()
+
+def _shapes_as(struct, shapes):
+    """KerasTensors of these shapes in the structure of struct (a nest of KerasTensors, whose dtypes they take)."""
+    if isinstance(struct, KerasTensor):
+        return KerasTensor(tuple(shapes), struct.dtype)
+    if isinstance(struct, dict):
+        return {k: _shapes_as(v, shapes[k]) for k, v in struct.items()}
+    return type(struct)(_shapes_as(v, s) for v, s in zip(struct, shapes))
+
+
+class Function(Operation):
+    """A callable graph of layer and ``keras.ops`` calls between symbolic tensors (``keras.Function``).
+
+    ``Function(inputs, outputs)``: inputs and outputs are KerasTensors (``keras.Input``, ``keras.KerasTensor``,
+    or tensors made from them), or nests of them (lists, tuples, dicts). Calling the function on arrays or
+    Tensors in the inputs' structure runs the calls between them and returns the outputs in their structure;
+    called on KerasTensors it is a node of a larger graph. Unlike a functional Model it has no weights of its
+    own, no training and no saving. ``operations`` lists the layers and operations of the graph (inputs' layers
+    included) in Keras's order; ``inputs`` and ``outputs`` are flat lists; ``compute_output_spec`` gives the
+    outputs' KerasTensors for inputs of other shapes.
+
+    >>> import numpy as np, lamina as keras
+    >>> a, b = keras.KerasTensor((None, 3)), keras.KerasTensor((None, 3))
+    >>> fn = keras.Function([a, b], {"sum": a + b, "prod": keras.ops.multiply(a, b)})
+    >>> out = fn([np.ones((2, 3)), np.full((2, 3), 2.0)])
+    >>> out["sum"].numpy()[0], out["prod"].numpy()[0]
+    (array([3., 3., 3.], dtype=float32), array([2., 2., 2.], dtype=float32))
+    """
+
+    _graph_kind = "Function"   # (the word error messages use: a Functional says "Model")
+
+    def __init__(self, inputs, outputs, name=None):
+        super().__init__(name=name)
+        self._init_graph(inputs, _sorted_dicts(outputs))
+
+    @property
+    def operations(self):
+        """The layers and operations of the graph (the inputs' InputLayers among them), in Keras's order."""
+        return list(self._layers)
+
+    @property
+    def inputs(self):
+        """The symbolic inputs, as a flat list."""
+        return list(self._flat_inputs)
+
+    @property
+    def outputs(self):
+        """The symbolic outputs, as a flat list."""
+        return list(self._flat_outputs)
 
     def _init_graph(self, inputs, outputs):
-        if isinstance(inputs, tuple):
-            inputs = list(inputs)
-        if isinstance(outputs, tuple):
-            outputs = list(outputs)
-        if isinstance(outputs, dict):   # (Keras 3.15 returns a dict of outputs in the order of its keys)
-            outputs = {k: outputs[k] for k in sorted(outputs)}
         flat_in, flat_out = _nest_flatten(inputs), _nest_flatten(outputs)
         for what, flat in (("inputs", flat_in), ("outputs", flat_out)):
+            if not flat:
+                raise ValueError(f"`{what}` argument cannot be empty. Received:\ninputs={inputs}\noutputs={outputs}")
             bad = [t for t in flat if not isinstance(t, KerasTensor)]
-            if bad or not flat:
-                raise ValueError(f"Model {what} must be symbolic tensors (from lamina.Input and layer calls on "
-                                 f"them). Received: {bad[0] if bad else flat!r}")
+            if bad:
+                raise ValueError(f"{self._graph_kind} {what} must be symbolic tensors (from lamina.Input and layer "
+                                 f"calls on them). Received: {bad[0]!r}")
         self._inputs_struct, self._outputs_struct = inputs, outputs
         self._flat_inputs, self._flat_outputs = flat_in, flat_out
         input_ids = {id(t) for t in flat_in}
@@ -132,6 +178,9 @@ class Functional(Model):
         for out in flat_out:
             if id(out) in input_ids:
                 continue
+            if out._history is None:
+                raise ValueError(f"Output {out} of the {self._graph_kind.lower()} is not connected to its inputs: "
+                                 "it was made by no layer or operation call.")
             stack = [(_producer(out), False)]
             while stack:
                 node, expanded = stack.pop()
@@ -150,8 +199,8 @@ class Functional(Model):
                     if t._history is None or isinstance(t._history[0], InputLayer):
                         raise ValueError(
                             f"Graph disconnected: cannot obtain the value of tensor {t} at layer "
-                            f"'{node.layer.name}': it comes from an Input that is not among the model's inputs "
-                            f"({[x.name for x in flat_in]}).")
+                            f"'{node.layer.name}': it comes from an Input that is not among the "
+                            f"{self._graph_kind.lower()}'s inputs ({[x.name for x in flat_in]}).")
                     parent = _producer(t)
                     if id(parent) not in state:
                         stack.append((parent, False))
@@ -166,6 +215,134 @@ class Functional(Model):
         self.built = True
 
     # ----- running the graph
+    def _flatten_inputs(self, inputs):
+        """The values in the order of the flat inputs: a Function takes exactly its inputs' structure, of the
+        ranks and known sizes of its inputs (Keras's checks)."""
+        try:
+            _tree.assert_same_structure(inputs, self._inputs_struct)
+        except (ValueError, TypeError):
+            raise ValueError(f"{type(self).__name__} was called with an invalid input structure. Expected input "
+                             f"structure: {self._inputs_struct}\nReceived input structure: {inputs}") from None
+        flat = _nest_flatten(inputs)
+        for x, ref in zip(flat, self._flat_inputs):
+            shape = tuple(np.shape(x)) if not hasattr(x, "shape") else tuple(x.shape)
+            if len(shape) != len(ref.shape) or any(a is not None and b is not None and a != b
+                                                   for a, b in zip(shape, ref.shape)):
+                raise ValueError(f"{type(self).__name__} was passed incompatible inputs. For input '{ref.name}', "
+                                 f"expected shape {ref.shape}, but received instead a tensor with shape {shape}.")
+        return flat
+
+    def _run_graph(self, inputs, probe=None):
+        flat = self._flatten_inputs(inputs)
+        values = {}
+        for i, (kt, v) in enumerate(zip(self._flat_inputs, flat)):
+            v = _adjust_rank(v, kt)
+            shape = getattr(v, "shape", None)
+            if shape is not None:
+                if len(shape) != kt.ndim or any(a is not None and a != b for a, b in zip(kt.shape, shape)):
+                    kind = self._graph_kind.lower()
+                    raise ValueError(f"Input {i} of {kind} '{self.name}' is incompatible with the {kind}: "
+                                     f"expected shape={kt.shape}, found shape={tuple(shape)}")
+            values[id(kt)] = v
+
+        def look(t):
+            return values[id(t)] if isinstance(t, KerasTensor) else t
+        for node in self._nodes:
+            args = _nest_map(look, node.call_args)
+            kwargs = _nest_map(look, node.call_kwargs)
+            out = node.layer(*args, **kwargs)
+            flat_out = _nest_flatten(out)
+            for kt, o in zip(node.output_tensors, flat_out):
+                values[id(kt)] = o
+            if probe is not None and any(_nonfinite(o) for o in flat_out):
+                return node.layer
+        if probe is not None:
+            return None
+        return _nest_map(look, self._outputs_struct)
+
+    def call(self, inputs):
+        """The outputs for these input values (in the inputs' structure), in the outputs' structure."""
+        return self._run_graph(inputs)
+
+    def _graph_spec(self, flat):
+        """The outputs' KerasTensors (in the outputs' structure) for inputs of these shapes and dtypes (flat),
+        from each call's compute_output_spec along the graph."""
+        values = {id(kt): KerasTensor(v.shape, v.dtype) for kt, v in zip(self._flat_inputs, flat)}
+
+        def look(t):
+            return values[id(t)] if isinstance(t, KerasTensor) else t
+        for node in self._nodes:
+            args = _nest_map(look, node.call_args)
+            kw = _nest_map(look, node.call_kwargs)
+            outs = _nest_flatten(_spec_to_tensor(node.layer.compute_output_spec(*args, **kw)))
+            for kt, o in zip(node.output_tensors, outs):
+                values[id(kt)] = o
+        return _nest_map(look, self._outputs_struct)
+
+    def compute_output_spec(self, inputs):
+        """KerasTensors (shape and dtype) of the outputs, in their structure, for KerasTensor inputs."""
+        flat = self._flatten_inputs(inputs)
+        if all(tuple(x.shape) == ref.shape for x, ref in zip(flat, self._flat_inputs)):
+            return _nest_map(lambda t: KerasTensor(t.shape, t.dtype), self._outputs_struct)
+        return self._graph_spec(flat)
+
+    def compute_output_shape(self, input_shape):
+        """The outputs' shapes, in their structure, for inputs of these shapes (in the inputs' structure)."""
+        return _nest_map(lambda t: t.shape, self.compute_output_spec(_shapes_as(self._inputs_struct, input_shape)))
+
+    def symbolic_call(self, inputs):
+        """Called on KerasTensors: a node of the graph being built, which runs this function."""
+        return _FunctionNode(self)(inputs)
+
+    def __repr__(self):
+        return f"<Function name={self.name}>"
+
+
+class _FunctionNode(Layer):
+    """A Function called on symbolic tensors, as a node of another graph: an operation (kept out of
+    ``model.layers``, as Keras's Function is no layer) running the function, in memory only."""
+    _operation = True
+
+    def __init__(self, function):
+        super().__init__(name=function.name)
+        self.function = function
+
+    def call(self, inputs):
+        return self.function.call(inputs)
+
+    def compute_output_spec(self, inputs, **kwargs):
+        return _tensor_to_spec(self.function.compute_output_spec(inputs))
+
+    def get_config(self):
+        raise ValueError(f"This model calls keras.Function '{self.function.name}' on symbolic tensors: such a node "
+                         "runs in memory but cannot be saved. Build the model from the function's own layers and "
+                         "operations to save it.")
+
+
+class Functional(Model, Function):
+    """``Model(inputs, outputs, name=None)`` over symbolic tensors: a Model that is also a ``Function`` of its
+    graph (as Keras's). Build it through ``lamina.Model``."""
+
+    _graph_kind = "Model"
+
+    def __init__(self, inputs, outputs, name=None, trainable=True, **kwargs):
+        # named as Keras names it: 'functional' for Model(inputs, outputs), a subclass after its class
+        # (class MnistModel(Model) calling super().__init__(inputs, outputs) -> 'mnist_model')
+        default = "functional" if type(self) is Functional else _snake(type(self).__name__)
+        Layer.__init__(self, name=name or unique_name(default), trainable=trainable, **kwargs)
+        self._init_model_state()
+        if isinstance(inputs, tuple):
+            inputs = list(inputs)
+        if isinstance(outputs, tuple):
+            outputs = list(outputs)
+        if isinstance(outputs, dict):   # (Keras 3.15 returns a dict of outputs in the order of its keys)
+            outputs = {k: outputs[k] for k in sorted(outputs)}
+        self._init_graph(inputs, outputs)
+        with self._name_scope():   # built here, as Keras's (its layers were built when called)
+            self._path = current_path()
+
+    # ----- running the graph (a Model takes its inputs more freely than a Function: a list for a dict of
+    # inputs, a dict by input names, a trailing axis of size 1 added or dropped)
     def _flatten_inputs(self, inputs):
         struct = self._inputs_struct
         if isinstance(struct, dict):
@@ -197,33 +374,6 @@ class Functional(Model):
     def _check_input_spec(self, inputs):
         pass  # checked in call(), after Keras's rank adjustment
 
-    def _run_graph(self, inputs, probe=None):
-        flat = self._flatten_inputs(inputs)
-        values = {}
-        for i, (kt, v) in enumerate(zip(self._flat_inputs, flat)):
-            v = _adjust_rank(v, kt)
-            shape = getattr(v, "shape", None)
-            if shape is not None:
-                if len(shape) != kt.ndim or any(a is not None and a != b for a, b in zip(kt.shape, shape)):
-                    raise ValueError(f"Input {i} of model '{self.name}' is incompatible with the model: "
-                                     f"expected shape={kt.shape}, found shape={tuple(shape)}")
-            values[id(kt)] = v
-
-        def look(t):
-            return values[id(t)] if isinstance(t, KerasTensor) else t
-        for node in self._nodes:
-            args = _nest_map(look, node.call_args)
-            kwargs = _nest_map(look, node.call_kwargs)
-            out = node.layer(*args, **kwargs)
-            flat_out = _nest_flatten(out)
-            for kt, o in zip(node.output_tensors, flat_out):
-                values[id(kt)] = o
-            if probe is not None and any(_nonfinite(o) for o in flat_out):
-                return node.layer
-        if probe is not None:
-            return None
-        return _nest_map(look, self._outputs_struct)
-
     def call(self, inputs, training=None, mask=None):
         return self._run_graph(inputs)
 
@@ -233,18 +383,7 @@ class Functional(Model):
 
     # ----- symbolic use (a model called on symbolic tensors, as a layer of another model)
     def compute_output_spec(self, inputs, training=None, mask=None, **kwargs):
-        flat = self._flatten_inputs(inputs)
-        values = {id(kt): KerasTensor(v.shape, v.dtype) for kt, v in zip(self._flat_inputs, flat)}
-
-        def look(t):
-            return values[id(t)] if isinstance(t, KerasTensor) else t
-        for node in self._nodes:
-            args = _nest_map(look, node.call_args)
-            kw = _nest_map(look, node.call_kwargs)
-            outs = _nest_flatten(_spec_to_tensor(node.layer.compute_output_spec(*args, **kw)))
-            for kt, o in zip(node.output_tensors, outs):
-                values[id(kt)] = o
-        return _tensor_to_spec(_nest_map(look, self._outputs_struct))
+        return _tensor_to_spec(self._graph_spec(self._flatten_inputs(inputs)))
 
     def _symbolic_call(self, *args, **kwargs):
         spec = self.compute_output_spec(*args, **kwargs)
@@ -405,4 +544,4 @@ def _nest_spec_shapes(spec):
     return [_nest_spec_shapes(s) for s in spec]
 
 
-__all__ = ["Functional"]
+__all__ = ["Function", "Functional"]

@@ -137,7 +137,7 @@ class Sequential(Model):
         for layer in self._layers:
             layers.append({"class_name": getattr(type(layer), "_registered_name", type(layer).__name__),
                            "config": layer.get_config()})
-        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype_policy.name, "layers": layers}
+        config = {"name": self.name, "trainable": self.trainable, "dtype": self._dtype_config(), "layers": layers}
         if self.built and self._input_layer is not None:
             config["build_input_shape"] = list(self._input_layer.batch_shape)
         return config

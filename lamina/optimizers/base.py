@@ -14,6 +14,7 @@ import numpy as np
 from .. import backend
 from .. import threads as _threads
 from ..registry import get_registered_object, register, serialize, subclasses
+from ..scopes import StatelessScope
 from ..tensor import Tensor, Variable
 from . import schedules as _schedules
 
@@ -382,6 +383,44 @@ class Optimizer:
         _bump(kept_v)
         _bump(self._slot_variables(kept_v, self._slots))
         self._iterations += 1
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        """One step on given values, changing neither the weights nor the optimizer (Keras's ``stateless_apply``).
+
+        ``optimizer_variables`` holds one value per ``optimizer.variables`` (the step counter, the learning rate
+        when it is a number, the slots), ``trainable_variables`` one per variable the optimizer was built on,
+        ``grads`` their gradients. Returns ``(trainable_variables, optimizer_variables)`` after the step, as
+        Tensors (the values given for what the step leaves unchanged)."""
+        if not self.built:
+            raise ValueError(f"To call `stateless_apply`, {type(self).__name__} must be built (i.e. its variables "
+                             "must have been created). You can build it via `optimizer.build(trainable_variables)`.")
+        own = self.variables
+        if len(optimizer_variables) != len(own):
+            raise ValueError(f"Argument `optimizer_variables` must be a list of tensors corresponding 1:1 to "
+                             f"{type(self).__name__}().variables. Received list with length "
+                             f"{len(optimizer_variables)}, but expected {len(own)} variables.")
+        if len(trainable_variables) != len(self._trainable_variables):
+            raise ValueError("Argument `trainable_variables` must be a list of tensors corresponding 1:1 to the "
+                             "trainable variables list that the optimizer was built with. Received "
+                             f"len(trainable_variables) == {len(trainable_variables)} whereas the optimizer was "
+                             f"built with {len(self._trainable_variables)} variables.")
+        mapping = list(zip(self._trainable_variables, trainable_variables)) + list(zip(own, optimizer_variables))
+        # the step counter and a number learning rate are Python numbers here, not variables: set from the values
+        # given for their variables (own[0], own[1]) for the step, then put back, with every other number the step
+        # changes (Nadam's momentum product, recomputed from the counter)
+        numbers = {k: v for k, v in self.__dict__.items() if type(v) in (int, float, bool)}
+        try:
+            with StatelessScope(mapping) as scope:
+                self._iterations = int(own[0].numpy())
+                if isinstance(self._learning_rate, float):
+                    self._learning_rate = float(own[1].numpy())
+                self._restore_extra()
+                self.apply(grads)
+                own[0].assign(self._iterations)
+        finally:
+            self.__dict__.update(numbers)
+        return ([scope.get_current_value(v) for v in self._trainable_variables],
+                [scope.get_current_value(v) for v in own])
 
     def _update_all(self, grads, variables, lr):
         """update_step for every variable, or, for an optimizer whose update splits into independent

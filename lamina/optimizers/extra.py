@@ -210,6 +210,12 @@ class Adafactor(Optimizer):
                 "relative_step": self.relative_step}
 
 
+# (Keras keeps this state in the optimizer's variables; lamina keeps it outside them, where a stateless step could
+# neither take it from its arguments nor return it)
+_NO_STATELESS = ("{name}.stateless_apply is not available in lamina: {state} live outside `optimizer.variables`, so a "
+                 "step could not leave them as they are. Use apply(), or stateless_apply on a plain optimizer.")
+
+
 class LossScaleOptimizer(Optimizer):
     """Dynamic loss scaling around an inner optimizer (Keras 3): ``scale_loss`` multiplies the loss by
     ``dynamic_scale``; ``apply`` unscales the gradients and applies them when all are finite (doubling the
@@ -272,6 +278,10 @@ class LossScaleOptimizer(Optimizer):
                 self.inner_optimizer.build(list(trainable_variables))
             self.step_counter = 0
             self.dynamic_scale /= 2.0
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        raise NotImplementedError(_NO_STATELESS.format(name=type(self).__name__,
+                                                       state="the dynamic loss scale and its step counter"))
 
     def get_state(self):
         return self.inner_optimizer.get_state()
@@ -416,6 +426,10 @@ class MultiOptimizer(Optimizer):
             if pairs:
                 opt.apply([g for g, _ in pairs], [v for _, v in pairs])
         self._iterations += 1
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        raise NotImplementedError(_NO_STATELESS.format(name=type(self).__name__,
+                                                       state="the state of its inner optimizers"))
 
     def get_state(self):
         return [s for opt in self._inner for s in opt.get_state()]
