@@ -528,3 +528,23 @@ def test_images_masks_and_boxes_on_device_match_cpu(name, kw, device_xp):
     for g, w in zip(got, want):
         assert backend.get_array_module(g.data) is device_xp
         np.testing.assert_allclose(backend.to_numpy(g.data), w, rtol=1e-5, atol=1e-3)
+
+
+def test_a_sequential_pipeline_takes_the_dict_as_keras_does():
+    """keras.Sequential of augmentation layers called on {"images", "bounding_boxes"}: Keras runs the layers one
+    after another on the dict (no graph from one input shape); lamina refused it ("takes a single input")."""
+    data = {"images": X, "bounding_boxes": {"boxes": XYXY, "labels": BOX_LABELS}, "segmentation_masks": MASKS}
+
+    def pipeline(lib):
+        return lib.Sequential([lib.layers.Resizing(24, 20, bounding_box_format="xyxy"),
+                               lib.layers.CenterCrop(16, 16, bounding_box_format="xyxy")])
+    want = pipeline(keras)({k: (dict(v) if isinstance(v, dict) else v.copy()) for k, v in data.items()})
+    got = pipeline(lamina)(data)
+    assert sorted(got) == sorted(want)
+    np.testing.assert_allclose(_arr(got["images"]), _np(want["images"]), atol=1e-3)
+    np.testing.assert_allclose(_arr(got["segmentation_masks"]), _np(want["segmentation_masks"]), atol=1e-4)
+    np.testing.assert_allclose(_arr(got["bounding_boxes"]["boxes"]), _np(want["bounding_boxes"]["boxes"]), atol=1e-4)
+    np.testing.assert_array_equal(_arr(got["bounding_boxes"]["labels"]), _np(want["bounding_boxes"]["labels"]))
+    # the same pipeline on plain images still builds its graph from the one input shape
+    plain = pipeline(lamina)
+    assert tuple(plain(X).shape) == (N, 16, 16, 3) and plain.built

@@ -359,3 +359,14 @@ def test_resizing_keeps_nan_and_inf_to_the_outputs_that_read_them(interpolation,
     rest[0, 2, 2, 0] = False
     np.testing.assert_array_equal(y[rest], 1.0)
     assert np.isnan(y[0, 2, 2, 0]) if np.isnan(bad) else y[0, 2, 2, 0] == bad
+
+
+@pytest.mark.parametrize("make", [lambda: layers.Dense(3), lambda: layers.Conv1D(2, 1)])
+def test_a_single_input_layer_called_on_a_list_says_so(make):
+    """Dense([a, b]): Keras's message (it expects one input, received two), where lamina failed deep in build."""
+    x = np.ones((2, 4), np.float32)
+    with pytest.raises(ValueError, match=r"expects 1 input\(s\), but it received 2 input tensors"):
+        make()([x, x])
+    seq = lamina.Sequential([layers.Dense(3)])   # a Sequential runs its layers on a list one after another
+    with pytest.raises(ValueError, match=r"expects 1 input\(s\), but it received 2 input tensors"):
+        seq([x, x])

@@ -1121,6 +1121,9 @@ class Layer:
             return
         specs = spec if isinstance(spec, (list, tuple)) else [spec]
         flat = _nest_flatten(inputs)
+        if isinstance(spec, InputSpec) and len(flat) > 1:   # (Keras's check: Dense called on [a, b])
+            raise ValueError(f'Layer "{self.name}" expects 1 input(s), but it received {len(flat)} input tensors. '
+                             f"Received shapes: {[tuple(getattr(x, 'shape', ())) for x in flat]}")
         for i, (spec, x) in enumerate(zip(specs, flat)):
             if spec is not None and hasattr(x, "shape"):   # (an optional spec's None input: nothing to check)
                 spec.check(self, i, tuple(x.shape))

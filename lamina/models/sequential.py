@@ -101,7 +101,10 @@ class Sequential(Model):
         if self.built:
             return
         if not isinstance(shapes, tuple):
-            raise ValueError(f"Sequential model '{self.name}' takes a single input; received {shapes}.")
+            # a nest of inputs (an augmentation pipeline's {"images", "bounding_boxes", ...}): no graph to trace
+            # from one input shape, so the layers run one after another on whatever each returns, as Keras's
+            # Sequential does when its input is not a single tensor
+            return
         self.build((None,) + tuple(shapes[1:]))
 
     def call(self, inputs, training=None, mask=None):
