@@ -2,7 +2,8 @@
 
 A constraint maps an array to an array (no gradient flows through it)."""
 from .backend import get_array_module
-from .registry import register
+from .registry import find_in_config, register, serialize_in_module
+from .registry import serialize as _serialize
 
 _EPS = 1e-7
 
@@ -90,7 +91,7 @@ def get(identifier):
     if identifier is None or isinstance(identifier, Constraint) or callable(identifier) and not isinstance(identifier, (str, type)):
         return identifier
     if isinstance(identifier, dict):
-        cls = _ALIASES.get(identifier["class_name"])
+        cls = find_in_config(identifier, Constraint, _ALIASES)
         if cls is None:
             raise ValueError(f"Unknown constraint {identifier['class_name']!r}. Valid names: {', '.join(_ALIASES)}.")
         return cls.from_config(identifier.get("config", {}))
@@ -103,11 +104,13 @@ def get(identifier):
 
 
 def serialize(constraint):
-    """``{'class_name', 'config'}`` of a constraint (Keras's layout)."""
+    """A constraint as Keras serializes it: ``{'module', 'class_name', 'config', 'registered_name'}`` (a program's
+    registered class under its module and 'package>Name'); a plain function by name."""
     if constraint is None:
         return None
-    return {"module": "keras.constraints", "class_name": type(constraint).__name__,
-            "config": constraint.get_config(), "registered_name": None}
+    if not isinstance(constraint, Constraint):
+        return _serialize(constraint)
+    return serialize_in_module(constraint, "keras.constraints")
 
 
 def deserialize(config, custom_objects=None):

@@ -14,11 +14,16 @@ import numpy as np
 
 from . import backend, threads
 from . import tensor as _tensor
-from .registry import register, registered_names
+from .registry import find_in_config, register, registered_names, serialize_in_module
+from .registry import serialize as _serialize
 
 
-def compute_fans(shape):
+def compute_fans(shape, input_axes=None, output_axes=None):
+    """(fan_in, fan_out) of a weight shape: the products of the sizes on input_axes and output_axes when both are
+    given (an EinsumDense kernel), else as for a kernel (..., in, out)."""
     shape = tuple(shape)
+    if input_axes is not None and output_axes is not None:
+        return int(np.prod([shape[a] for a in input_axes])), int(np.prod([shape[a] for a in output_axes]))
     if len(shape) == 0:
         return 1, 1
     if len(shape) == 1:
@@ -210,7 +215,8 @@ class VarianceScaling(Initializer):
     _MODES = ("fan_in", "fan_out", "fan_avg")
     _DISTS = ("truncated_normal", "untruncated_normal", "uniform")
 
-    def __init__(self, scale=1.0, mode="fan_in", distribution="truncated_normal", seed=None):
+    def __init__(self, scale=1.0, mode="fan_in", distribution="truncated_normal", seed=None, input_axes=None,
+                 output_axes=None):
         if mode not in self._MODES:
             raise ValueError(f"Invalid mode {mode!r}. Valid: {', '.join(self._MODES)}.")
         if distribution == "normal":
@@ -220,9 +226,11 @@ class VarianceScaling(Initializer):
         if scale <= 0:
             raise ValueError(f"scale must be positive. Received: scale={scale}")
         self.scale, self.mode, self.distribution, self.seed = scale, mode, distribution, seed
+        # the axes whose sizes make the fans (Keras's; None: a kernel's (..., in, out) layout)
+        self.input_axes, self.output_axes = input_axes, output_axes
 
     def __call__(self, shape, dtype=None):
-        fan_in, fan_out = compute_fans(shape)
+        fan_in, fan_out = compute_fans(shape, self.input_axes, self.output_axes)
         fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
         scale = self.scale / max(1.0, fan)
         rng, dtype = self._rng(), _dt(dtype)
@@ -235,15 +243,16 @@ class VarianceScaling(Initializer):
         return _draw(shape, dtype, _uniform(rng, -limit, limit))
 
     def get_config(self):
-        return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution, "seed": self.seed}
+        return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution, "seed": self.seed,
+                "input_axes": self.input_axes, "output_axes": self.output_axes}
 
 
 def _fixed(name, scale, mode, distribution):
-    def __init__(self, seed=None):
-        VarianceScaling.__init__(self, scale, mode, distribution, seed)
+    def __init__(self, seed=None, input_axes=None, output_axes=None):
+        VarianceScaling.__init__(self, scale, mode, distribution, seed, input_axes, output_axes)
 
     def get_config(self):
-        return {"seed": self.seed}
+        return {"seed": self.seed, "input_axes": self.input_axes, "output_axes": self.output_axes}
 
     cls = type(name, (VarianceScaling,), {"__init__": __init__, "get_config": get_config,
                                           "__doc__": f"VarianceScaling(scale={scale}, mode={mode!r}, "
@@ -384,12 +393,17 @@ for _name, _cls in (("OrthogonalInitializer", Orthogonal), ("IdentityInitializer
     register(_cls)
 
 
+_BY_NAME = {**{c.__name__: c for c in _ALIASES.values()}, **_ALIASES}
+
+
 def serialize(initializer):
-    """``{'class_name', 'config'}`` of an initializer (Keras's layout, module included)."""
+    """An initializer as Keras serializes it: ``{'module', 'class_name', 'config', 'registered_name'}`` (a
+    program's registered class under its module and 'package>Name'); a plain function by name."""
     if initializer is None:
         return None
-    return {"module": "keras.initializers", "class_name": type(initializer).__name__,
-            "config": initializer.get_config(), "registered_name": None}
+    if not isinstance(initializer, Initializer):
+        return _serialize(initializer)
+    return serialize_in_module(initializer, "keras.initializers")
 
 
 def deserialize(config, custom_objects=None):
@@ -408,7 +422,7 @@ def get(identifier):
     if isinstance(identifier, type) and issubclass(identifier, Initializer):
         return identifier()
     if isinstance(identifier, dict):
-        cls = _ALIASES.get(identifier["class_name"]) or globals().get(identifier["class_name"])
+        cls = find_in_config(identifier, Initializer, _BY_NAME)
         if cls is None or not (isinstance(cls, type) and issubclass(cls, Initializer)):
             raise ValueError(f"Unknown initializer {identifier['class_name']!r}. Valid names: {', '.join(_ALIASES)}.")
         return cls.from_config(identifier.get("config", {}))

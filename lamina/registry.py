@@ -135,3 +135,32 @@ def serialize(obj):
     except ImportError:  # pragma: no cover
         pass
     raise TypeError(f"Cannot serialize {obj!r} of type {type(obj).__name__} into a config.")
+
+
+def serialize_in_module(obj, module):
+    """obj (an initializer, regularizer, constraint, ...) as Keras serializes it: lamina's own classes under
+    Keras's public ``module`` with ``registered_name`` None; a program's class under its Python module, with the
+    name register_keras_serializable gave it ('package>Name'), else its class name, as ``registered_name``."""
+    cls = type(obj)
+    if _lamina_own(cls):
+        registered = None
+    else:
+        module, registered = cls.__module__, cls.__dict__.get("_registered_name", cls.__name__)
+    return {"module": module, "class_name": cls.__name__, "config": serialize(obj.get_config()),
+            "registered_name": registered}
+
+
+def find_in_config(config, base, aliases):
+    """The class a serialized dict names (its registered_name first, as Keras looks it up, then class_name):
+    a name in aliases (lamina's own, Keras's spellings), else a class registered by name that derives from base;
+    None when nothing fits."""
+    for key in ("registered_name", "class_name"):
+        name = config.get(key)
+        if not isinstance(name, str):
+            continue
+        cls = aliases.get(name) if key == "class_name" else None
+        if cls is None:
+            cls = get_registered_object(name, base=base)
+        if cls is not None:
+            return cls
+    return None

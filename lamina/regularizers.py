@@ -6,7 +6,8 @@ import math
 import numbers
 
 from . import ops
-from .registry import register
+from .registry import find_in_config, register, serialize_in_module
+from .registry import serialize as _serialize
 
 
 def _factor(name, value):
@@ -111,7 +112,7 @@ def get(identifier):
     if identifier is None or isinstance(identifier, Regularizer) or callable(identifier) and not isinstance(identifier, (str, type)):
         return identifier
     if isinstance(identifier, dict):
-        cls = _ALIASES.get(identifier["class_name"])
+        cls = find_in_config(identifier, Regularizer, _ALIASES)
         if cls is None:
             raise ValueError(f"Unknown regularizer {identifier['class_name']!r}. Valid names: {', '.join(_ALIASES)}.")
         return cls.from_config(identifier.get("config", {}))
@@ -124,11 +125,13 @@ def get(identifier):
 
 
 def serialize(regularizer):
-    """``{'class_name', 'config'}`` of a regularizer (Keras's layout)."""
+    """A regularizer as Keras serializes it: ``{'module', 'class_name', 'config', 'registered_name'}`` (a program's
+    registered class under its module and 'package>Name'); a plain function by name."""
     if regularizer is None:
         return None
-    return {"module": "keras.regularizers", "class_name": type(regularizer).__name__,
-            "config": regularizer.get_config(), "registered_name": None}
+    if not isinstance(regularizer, Regularizer):
+        return _serialize(regularizer)
+    return serialize_in_module(regularizer, "keras.regularizers")
 
 
 def deserialize(config, custom_objects=None):

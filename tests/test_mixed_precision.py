@@ -177,7 +177,9 @@ def test_bfloat16_policies_are_refused_with_a_reason():
 
 def test_a_layers_config_carries_its_policy():
     layer = layers.Dense(3, dtype="mixed_float16")
-    assert layer.get_config()["dtype"] == "mixed_float16"
+    assert layer.get_config()["dtype"] == {"module": "keras", "class_name": "DTypePolicy",
+                                           "config": {"name": "mixed_float16"}, "registered_name": None}
+    assert layers.Dense.from_config({**layer.get_config(), "dtype": "mixed_float16"}).compute_dtype == "float16"
     assert layers.Dense.from_config(layer.get_config()).dtype_policy.name == "mixed_float16"
     assert layers.Dense(3, dtype={"class_name": "DTypePolicy", "config": {"name": "mixed_float16"}}).compute_dtype \
         == "float16"

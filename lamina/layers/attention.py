@@ -140,10 +140,15 @@ class MultiHeadAttention(Layer):
     """
 
     def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0, use_bias=True, output_shape=None,
-                 attention_axes=None, flash_attention=None, kernel_initializer="glorot_uniform",
+                 attention_axes=None, sliding_window=None, flash_attention=None, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
-                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None, seed=None, **kwargs):
+                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None, use_gate=False, seed=None,
+                 **kwargs):
         super().__init__(**kwargs)
+        for arg, value, off in (("sliding_window", sliding_window, None), ("use_gate", use_gate, False)):
+            if value != off:   # (Keras 3.15's banded attention and gated heads: accepted off, as its configs hold)
+                raise NotImplementedError(f"MultiHeadAttention '{self.name}': lamina does not implement "
+                                          f"{arg}={value!r}; only {arg}={off!r}.")
         self._num_heads = _positive_int(self, "num_heads", num_heads)
         self._key_dim = _positive_int(self, "key_dim", key_dim)
         self._value_dim = _positive_int(self, "value_dim", value_dim, allow_none=True) or self._key_dim
@@ -292,6 +297,14 @@ class MultiHeadAttention(Layer):
         if return_attention_scores:
             return out, ops.reshape(w, (n, h) + q_pos + v_pos)
         return out
+
+    def get_config(self):
+        config = super().get_config()
+        config["value_dim"] = self._value_dim           # (None resolved to key_dim, as Keras writes it)
+        if config.get("flash_attention") is None:       # (Keras takes it but does not write it)
+            config.pop("flash_attention", None)
+        config.setdefault("activity_regularizer", None)
+        return config
 
     def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
         out = self._output_shape or (query_shape[-1],)

@@ -14,7 +14,7 @@ from ..ops.convolution import _pairs
 from ..tensor import Tensor
 from .convolutional import (BaseConv, standardize_data_format, standardize_padding, standardize_tuple,
                             to_channels_first, to_channels_last)
-from .core import LoraKernel, _check_lora_rank
+from .core import LoraKernel, _check_lora_rank, _check_quantization_config
 from .layer import InputSpec, Layer
 from .pooling import BaseGlobalPooling, BasePooling
 
@@ -616,8 +616,9 @@ class EinsumDense(LoraKernel, Layer):
 
     def __init__(self, equation, output_shape, activation=None, bias_axes=None, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
-                 bias_constraint=None, lora_rank=None, lora_alpha=None, **kwargs):
+                 bias_constraint=None, lora_rank=None, lora_alpha=None, quantization_config=None, **kwargs):
         super().__init__(**kwargs)
+        _check_quantization_config(self, quantization_config)
         _check_lora_rank(self, lora_rank)
         self.equation = equation
         self.partial_output_shape = (tuple(output_shape) if isinstance(output_shape, (list, tuple))
@@ -652,6 +653,12 @@ class EinsumDense(LoraKernel, Layer):
 
     def compute_output_shape(self, input_shape):
         return _einsum_shapes(self.equation, self.bias_axes, input_shape, self.partial_output_shape, self.name)[2]
+
+    def get_config(self):
+        config = super().get_config()
+        config["output_shape"] = self.partial_output_shape   # (a tuple, as Keras writes it)
+        config.setdefault("activity_regularizer", None)      # (Keras's EinsumDense writes it always)
+        return config
 
 
 # ----------------------------------------------------------------------------- small ones

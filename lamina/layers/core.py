@@ -17,12 +17,17 @@ class InputLayer(Layer):
     """The entry of a functional model: holds the shape (without the batch axis) of the data fed in."""
 
     def __init__(self, shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, name=None,
-                 input_tensor=None, **kwargs):
+                 input_tensor=None, ragged=None, optional=False, **kwargs):
         kwargs.pop("input_shape", None)
+        for arg, value in (("ragged", ragged), ("optional", optional)):
+            if value:   # (Keras's ragged inputs need TensorFlow; optional ones may be fed None)
+                raise NotImplementedError(f"InputLayer: lamina has no {arg} inputs; {arg} must be False. "
+                                          f"Received: {arg}={value!r}")
         if "batch_input_shape" in kwargs:
             batch_shape = kwargs.pop("batch_input_shape")
         super().__init__(name=name or unique_name("input_layer"),
                          dtype=None if dtype in ("string", "str") else dtype, **kwargs)
+        self.sparse, self.ragged, self.optional = bool(sparse), False, False
         if batch_shape is None:
             if shape is None:
                 raise ValueError("InputLayer needs a shape, e.g. InputLayer(shape=(28, 28, 1)).")
@@ -41,12 +46,15 @@ class InputLayer(Layer):
         return inputs
 
     def get_config(self):
-        return {"batch_shape": list(self.batch_shape), "dtype": self._input_dtype.name, "name": self.name}
+        return {"batch_shape": self.batch_shape, "dtype": self._input_dtype.name, "sparse": self.sparse,
+                "ragged": self.ragged, "name": self.name, "optional": self.optional}
 
 
-def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, name=None, tensor=None):
+def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, name=None, tensor=None,
+          ragged=None, optional=False):
     """A symbolic input tensor for the functional API: ``x = Input(shape=(32, 32, 3))``."""
-    layer = InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, batch_shape=batch_shape, name=name)
+    layer = InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, sparse=sparse, batch_shape=batch_shape,
+                       name=name, ragged=ragged, optional=optional)
     return layer.output_tensor
 
 
@@ -54,6 +62,23 @@ def _check_lora_rank(layer, rank):
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1):
         raise ValueError(f"{type(layer).__name__} '{layer.name}': lora_rank must be a positive int or None. "
                          f"Received: lora_rank={rank!r}")
+
+
+def _check_quantization_config(layer, quantization_config):
+    if quantization_config is not None:
+        raise NotImplementedError(f"{type(layer).__name__} '{layer.name}': lamina has no quantized layers; "
+                                  f"quantization_config must be None. Received: {quantization_config!r}")
+
+
+def lora_config(layer, config):
+    """config with Keras's LoRA keys: lora_rank and lora_alpha (the rank when not given) only while LoRA is on
+    (a rank given to the constructor, or enable_lora), as Keras writes them."""
+    config.pop("lora_rank", None)
+    config.pop("lora_alpha", None)
+    if layer.lora_rank:
+        config["lora_rank"] = layer.lora_rank
+        config["lora_alpha"] = layer.lora_rank if layer.lora_alpha is None else layer.lora_alpha
+    return config
 
 
 def _enable_lora(layer, frozen, prefix, rank, lora_alpha, a_initializer, b_initializer, regularizer, constraint,
@@ -113,6 +138,9 @@ class LoraKernel:
         # Keras keeps creation order here (the frozen kernel and the bias first, then the LoRA factors).
         return self._tracked_own()
 
+    def get_config(self):
+        return lora_config(self, super().get_config())
+
 
 class Dense(LoraKernel, Layer):
     """Fully connected layer: ``activation(inputs @ kernel + bias)`` over the last axis.
@@ -128,8 +156,9 @@ class Dense(LoraKernel, Layer):
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  activity_regularizer=None, kernel_constraint=None, bias_constraint=None, lora_rank=None,
-                 lora_alpha=None, **kwargs):
+                 lora_alpha=None, quantization_config=None, **kwargs):
         super().__init__(**kwargs)
+        _check_quantization_config(self, quantization_config)
         if not isinstance(units, (int, np.integer)) or isinstance(units, bool) or units <= 0:
             raise ValueError(f"Dense '{self.name}': units must be a positive int. Received: units={units!r}")
         self.units = int(units)
@@ -177,6 +206,12 @@ class Dense(LoraKernel, Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 
+    def get_config(self):
+        config = super().get_config()
+        if config.get("activity_regularizer") is None:   # (Keras's Dense writes it only when set)
+            config.pop("activity_regularizer", None)
+        return config
+
 
 class Activation(Layer):
     """Applies an activation function by name or callable: ``Activation('relu')``."""
@@ -216,9 +251,10 @@ class Embedding(Layer):
 
     def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", embeddings_regularizer=None,
                  embeddings_constraint=None, mask_zero=False, weights=None, lora_rank=None, lora_alpha=None,
-                 **kwargs):
+                 quantization_config=None, **kwargs):
         kwargs.pop("input_length", None)  # Keras 2's argument: shapes come from the data now
         super().__init__(**kwargs)
+        _check_quantization_config(self, quantization_config)
         for arg, value in (("input_dim", input_dim), ("output_dim", output_dim)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"Embedding '{self.name}': {arg} must be a positive int. Received: {arg}={value!r}")
@@ -306,8 +342,9 @@ class Embedding(Layer):
         config = super().get_config()  # drops "input_dim" (a base-layer argument elsewhere): put it back
         config.pop("weights", None)
         config.pop("input_length", None)
+        config.setdefault("activity_regularizer", None)   # (Keras's Embedding writes it always)
         base = {k: config.pop(k) for k in ("name", "trainable", "dtype") if k in config}
-        return {**base, "input_dim": self.input_dim, **config}
+        return lora_config(self, {**base, "input_dim": self.input_dim, **config})
 
 
 __all__ = ["InputLayer", "Input", "Dense", "Activation", "Lambda", "Embedding"]

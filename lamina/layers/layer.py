@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-from .. import backend, dtype_policies, initializers
+from .. import backend, constraints, dtype_policies, initializers, regularizers
 from .. import tree as _tree
 from .. import rematerialization as _remat
 from .. import ops as _ops
@@ -575,9 +575,9 @@ class Layer:
             self._set_dtype_policy(value)
 
     def _dtype_config(self):
-        """The ``dtype`` entry of get_config: the policy's name, a DTypePolicyMap serialized whole."""
-        policy = self._dtype_policy
-        return dtype_policies.serialize(policy) if isinstance(policy, DTypePolicyMap) else policy.name
+        """The ``dtype`` entry of get_config, as Keras writes it: the serialized policy (``{'module': 'keras',
+        'class_name': 'DTypePolicy', 'config': {'name': 'float32'}, ...}``; a DTypePolicyMap whole)."""
+        return dtype_policies.serialize(self._dtype_policy)
 
     @property
     def dtype(self):
@@ -1266,7 +1266,7 @@ class Layer:
     def get_config(self):
         config = {"name": self.name, "trainable": self.trainable, "dtype": self._dtype_config()}
         if self.activity_regularizer is not None:
-            config["activity_regularizer"] = serialize(self.activity_regularizer)
+            config["activity_regularizer"] = regularizers.serialize(self.activity_regularizer)
         if self._batch_input_shape is not None:
             config["batch_input_shape"] = list(self._batch_input_shape)
         for k, v in self._auto_config.items():
@@ -1279,7 +1279,7 @@ class Layer:
                     continue
             if k == "activation" and v is None:
                 v = "linear"    # Keras serialises no activation as 'linear'
-            config[k] = serialize(v)
+            config[k] = _serialize_argument(k, v)
         return config
 
     @classmethod
@@ -1288,6 +1288,25 @@ class Layer:
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+# Arguments named ``*_initializer``, ``*_regularizer`` and ``*_constraint`` (kernel_initializer, beta_constraint,
+# activity_regularizer, ...) -> the floor that reads them; get_config writes them as that floor serializes them.
+_FAMILIES = (("_initializer", initializers), ("_regularizer", regularizers), ("_constraint", constraints))
+
+
+def _serialize_argument(key, value):
+    """A constructor argument as Keras's get_config writes it: an initializer, regularizer or constraint, given as
+    a name ('glorot_uniform', 'l2'), a serialized dict or an object, as the dict its floor serializes it to (the
+    objects the layer holds, so equal to Keras's); anything else by the registry's serialize."""
+    if value is not None:
+        for suffix, family in _FAMILIES:
+            if key.endswith(suffix):
+                try:
+                    return family.serialize(family.get(value))
+                except (ValueError, TypeError, KeyError):
+                    break       # not one of the family's (a layer's own argument of that name): as given
+    return serialize(value)
 
 
 # Constructor arguments a layer standardises (an int for every spatial axis, a list as a tuple, the default data
@@ -1369,6 +1388,11 @@ def _capture_config(init):
 
     @functools.wraps(init)
     def __init__(self, *args, **kwargs):
+        policy = kwargs.get("dtype")
+        if isinstance(policy, dict) and policy.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
+            # a config's serialized policy (get_config writes Keras's form): its name, as a layer's own code
+            # reading its dtype argument expects ('int64', 'mixed_float16', ...)
+            kwargs["dtype"] = (policy.get("config") or {}).get("name")
         if "_auto_config" not in self.__dict__:
             config = fast(args, kwargs) if fast is not None else None
             if config is None:

@@ -29,6 +29,8 @@ class BatchNormalization(Layer):
     statistics are those of the global batch (all ranks' slices) and the backward pass all-reduces the two
     per-channel sums it needs, so N ranks equal one process with the same global batch; without a
     distribution (or on one rank) it changes nothing. Keras 3 builds it on TensorFlow only.
+    renorm, renorm_clipping, renorm_momentum: Keras's batch renormalization, accepted off only (renorm=True
+    raises NotImplementedError).
     Weights: gamma (C,), beta (C,), moving_mean (C,), moving_variance (C,) (the last two not trainable).
     Parameters: 4 C (2 C trainable). Input and output shape: the same, any rank.
     Forward: training=True: y = (x - mean_B) / sqrt(var_B + epsilon) * gamma + beta with the batch mean
@@ -42,8 +44,14 @@ class BatchNormalization(Layer):
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  beta_initializer="zeros", gamma_initializer="ones", moving_mean_initializer="zeros",
                  moving_variance_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
-                 beta_constraint=None, gamma_constraint=None, synchronized=False, **kwargs):
+                 beta_constraint=None, gamma_constraint=None, synchronized=False, renorm=False, renorm_clipping=None,
+                 renorm_momentum=0.99, **kwargs):
         super().__init__(**kwargs)
+        if renorm:
+            raise NotImplementedError(f"BatchNormalization '{self.name}': lamina has no batch renormalization "
+                                      "(renorm=True); use renorm=False.")
+        # (Keras's renorm arguments, kept for its configs; without renorm they change nothing)
+        self.renorm, self.renorm_clipping, self.renorm_momentum = False, renorm_clipping, renorm_momentum
         if isinstance(axis, (list, tuple)):
             if len(axis) != 1:
                 raise ValueError(f"BatchNormalization '{self.name}': axis must be one int (the channel axis). "

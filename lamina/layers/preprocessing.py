@@ -147,7 +147,7 @@ class Normalization(Layer):
 
     def get_config(self):
         config = super().get_config()
-        config["axis"] = list(self.axis) if len(self.axis) != 1 else self.axis[0]
+        config["axis"] = self.axis   # (a tuple, as Keras writes it: (-1,) for axis=-1)
         for k, v in (("mean", self.input_mean), ("variance", self.input_variance)):
             config[k] = None if v is None else np.asarray(v).tolist()
         return config

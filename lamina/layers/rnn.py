@@ -433,6 +433,14 @@ class RNN(Layer):
     def units(self):
         return getattr(self.cell, "units", None)
 
+    def get_config(self):
+        config = super().get_config()
+        config["zero_output_for_mask"] = self.zero_output_for_mask   # (LSTM, GRU, SimpleRNN take it in kwargs)
+        # lamina's own arguments Keras's config lacks, written only when they are not their defaults
+        if config.get("use_cudnn") == "auto":
+            del config["use_cudnn"]
+        return config
+
     def build(self, sequences_shape, initial_state_shape=None):
         if len(sequences_shape) != 3:
             raise ValueError(f"{type(self).__name__} '{self.name}': expected 3-D inputs (batch, timesteps, "
@@ -600,6 +608,12 @@ class SimpleRNN(RNN):
                          go_backwards=go_backwards, stateful=stateful, unroll=unroll, zero_output_for_mask=zero,
                          **kwargs)
         self.activity_regularizer = activity_regularizer
+
+    def get_config(self):
+        config = super().get_config()
+        if config.get("seed") is None:   # (Keras's SimpleRNN does not write its seed; lamina's only when given)
+            config.pop("seed", None)
+        return config
 
 
 class LSTM(RNN):
