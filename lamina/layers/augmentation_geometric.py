@@ -23,7 +23,7 @@ from .. import backend, ops
 from ..ops.image import _gauss1d, _homography, _sample_nhwc, affine_transform, perspective_transform
 from ..tensor import Tensor, as_tensor, host_array
 from .augmentation_color import Equalization, RandomSharpness
-from .image_preprocessing import _Boxes, _ImageAugmentation, _float, _keras_factor
+from .image_preprocessing import _Boxes, _ImageAugmentation, _checked_factor, _float, _keras_factor
 from .preprocessing import RandomContrast, RandomRotation, RandomTranslation
 from .preprocessing_extra import (AutoContrast, RandomBrightness, RandomColorDegeneration, RandomPosterization,
                                   Solarization)
@@ -221,23 +221,11 @@ class RandomShear(_ImageAugmentation):
 
     def _factor(self, factor, name):
         """Keras's RandomShear rule: every number in [0, 1]; x -> (-x, x); a pair is sorted."""
-        def check(v):
-            if v > 1.0 or v < 0.0:
-                raise ValueError(self._MSG + f"Received: input_number={v}")
-        if isinstance(factor, (tuple, list)):
-            if len(factor) != 2:
-                raise ValueError(self._MSG + f"Received: {name}={factor}")
-            if factor[0] < 0 and factor[0] == -factor[1] <= 1.0:
-                # (-f, f) is what Keras's get_config writes for f, and Keras 3.15 rejects it when loading;
-                # lamina reads such configs and files
-                return (float(factor[0]), float(factor[1]))
-            check(factor[0])
-            check(factor[1])
-            return tuple(sorted(factor))
-        if isinstance(factor, (int, float)) and not isinstance(factor, bool):
-            check(factor)
-            return (-abs(factor), abs(factor))
-        raise ValueError(self._MSG + f"Received: {name}={factor}")
+        if isinstance(factor, (tuple, list)) and len(factor) == 2 and factor[0] < 0 and factor[0] == -factor[1] <= 1:
+            # (-f, f) is what Keras's get_config writes for f, and Keras 3.15 rejects it when loading;
+            # lamina reads such configs and files
+            return (float(factor[0]), float(factor[1]))
+        return _checked_factor(factor, name, self._MSG, 0.0, 1.0)
 
     def get_random_transformation(self, data, training=True, seed=None):
         if not training:

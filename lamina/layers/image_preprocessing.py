@@ -63,6 +63,25 @@ def _keras_factor(factor, bounds=(-1, 1), name="factor"):
     return lo, hi
 
 
+def _checked_factor(factor, name, message, low, high, low_open=False, single=None):
+    """The factor rule of Keras's translation, zoom, shear and solarization layers: every number in [low, high]
+    ((low, high] with ``low_open``), a pair sorted, one number x -> ``single(x)`` (default (-|x|, |x|)); Keras's
+    ValueError (``message`` followed by the offending number, or by the argument for a wrong type or length)."""
+    def check(v):
+        if not isinstance(v, numbers.Real) or isinstance(v, bool) or v > high or v < low or (low_open and v == low):
+            raise ValueError(message + f"Received: input_number={v}")
+    if isinstance(factor, (tuple, list)):
+        if len(factor) != 2:
+            raise ValueError(message + f"Received: {name}={factor}")
+        check(factor[0])
+        check(factor[1])
+        return tuple(sorted(factor))
+    if isinstance(factor, numbers.Real) and not isinstance(factor, bool):
+        check(factor)
+        return (-abs(factor), abs(factor)) if single is None else single(factor)
+    raise ValueError(message + f"Received: {name}={factor}")
+
+
 def _value_range(layer, value_range):
     """Keras's _set_value_range: two numbers, kept sorted."""
     if not isinstance(value_range, (tuple, list)) or len(value_range) != 2:

@@ -21,7 +21,7 @@ from ..ops import image as image_ops
 from ..ops.image import _INTERPOLATIONS, _RESIZE_METHODS
 from ..tensor import Tensor, host_array
 from .image_preprocessing import (_Augmentation, _Boxes, _boxes_module, _contrast, _float, _ImageAugmentation,
-                                  _keras_factor)
+                                  _checked_factor, _keras_factor)
 from .layer import InputSpec, Layer
 
 _EPS = 1e-7
@@ -483,20 +483,7 @@ def _check_shift_factor(factor, name, low_open=False):
     what = ("The `height_factor` and `width_factor` arguments should be a number (or a list of two numbers) in the "
             "range (-1.0, 1.0]. ") if low_open else ("The `factor` argument should be a number (or a list of two "
                                                      "numbers) in the range [-1.0, 1.0]. ")
-
-    def check(v):
-        if v > 1.0 or v < -1.0 or (low_open and v == -1.0):
-            raise ValueError(what + f"Received: input_number={v}")
-    if isinstance(factor, (tuple, list)):
-        if len(factor) != 2:
-            raise ValueError(what + f"Received: {name}={factor}")
-        check(factor[0])
-        check(factor[1])
-        return tuple(sorted(factor))
-    if isinstance(factor, (int, float)) and not isinstance(factor, bool):
-        check(factor)
-        return (-abs(factor), abs(factor))
-    raise ValueError(what + f"Received: {name}={factor}")
+    return _checked_factor(factor, name, what, -1.0, 1.0, low_open)
 
 
 class RandomTranslation(_AffineLayer):

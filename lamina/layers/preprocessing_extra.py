@@ -18,7 +18,7 @@ from ..tensor import Tensor, host_array
 from ._encoding import _encode, _xp_of
 from .hashing import fingerprint64, siphash24
 from .image_preprocessing import (_Augmentation, _Boxes, _brightness, _column, _float, _ImageAugmentation,
-                                  _keras_factor, _keras_range, _value_range)
+                                  _checked_factor, _keras_factor, _keras_range, _value_range)
 from .layer import Layer
 from .preprocessing import _crop_box, _sized_shape
 
@@ -563,18 +563,7 @@ class RandomInvert(_Augmentation):
 def _solarization_factor(factor, name):
     """Keras's Solarization rule: numbers in [0, 1]; x -> (0, x); a pair sorted."""
     msg = "The `factor` argument should be a number (or a list of two numbers) in the range [0, 1.0]. "
-
-    def check(v):
-        if not isinstance(v, (int, float)) or v > 1.0 or v < 0:
-            raise ValueError(msg + f"Received: input_number={v}")
-    if isinstance(factor, (tuple, list)):
-        if len(factor) != 2:
-            raise ValueError(msg + f"Received: {name}={factor}")
-        check(factor[0])
-        check(factor[1])
-        return tuple(sorted(factor))
-    check(factor)
-    return (0, factor)
+    return _checked_factor(factor, name, msg, 0.0, 1.0, single=lambda x: (0, x))
 
 
 class Solarization(_Augmentation):
