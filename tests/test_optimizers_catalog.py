@@ -1,6 +1,7 @@
 """Lion, Lamb, Ftrl, Adafactor and LossScaleOptimizer against real Keras 3.15 (torch backend): the same
 starting weights and gradients for several steps give the same weights (to 1e-6); configs equal Keras's."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -136,3 +137,23 @@ def test_variables_are_in_keras_order(name, kw):
     assert [a.shape for a in mine] == [b.shape for b in theirs]
     for a, b in zip(mine, theirs):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Lion",
+                                  "Lamb", "Ftrl"])
+def test_names_and_variable_paths_are_keras(name):
+    """Keras 3.15 names an optimizer after its class (auto_name: 'sgd', 'rm_sprop', 'adam_w', then 'sgd_1' for a
+    second one) and makes its variables inside that name's scope ('sgd/iteration', 'sgd/w0_momentum'); lamina
+    had fixed names ('SGD', 'rmsprop', 'adamw', the same for every instance) and unprefixed paths."""
+    def look(lib):
+        first, second = getattr(lib.optimizers, name)(), getattr(lib.optimizers, name)()
+        ws = [lib.Variable(np.ones(s, np.float32), name=f"w{i}") for i, s in enumerate(SHAPES)]
+        first.build(ws)
+        named = getattr(lib.optimizers, name)(name="mine")
+        named.build(ws)
+        own = [v for v in first.variables if "/" in v.path]   # (Keras's Nadam: its momentum product, unscoped)
+        return (re.sub(r"_\d+$", "", first.name), first.name != second.name,
+                {v.path.split("/")[0] for v in own} == {first.name}, [v.path.split("/", 1)[1] for v in own],
+                {v.path.split("/")[0] for v in named.variables if "/" in v.path})
+    ours, theirs = look(lamina), look(keras)
+    assert ours == theirs and ours[1] and ours[2] and ours[4] == {"mine"}

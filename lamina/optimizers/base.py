@@ -7,6 +7,7 @@ follows Keras 3: drop None gradients, unscale (loss_scale_factor), clip (clipnor
 clipvalue), decay the weights (``w -= lr * weight_decay * w``), run each optimizer's ``update_step``,
 project with the variable's constraint, update the EMA, count the step.
 """
+import re
 import warnings
 
 import numpy as np
@@ -212,7 +213,13 @@ class Optimizer:
         xp = backend.get_array_module(variable.data)
         data = xp.full(variable.data.shape, init, dtype=variable.data.dtype)
         path = (getattr(variable, "path", None) or variable.name or "variable").replace("/", "_")
-        return Variable(data, name=f"{path}_{slot}", trainable=False, dtype=variable.data.dtype)
+        with self._scope():
+            return Variable(data, name=f"{path}_{slot}", trainable=False, dtype=variable.data.dtype)
+
+    def _scope(self):
+        """The optimizer's name scope: its variables' paths are 'adam/iteration', 'adam/dense_kernel_momentum', as
+        Keras's (MultiOptimizer routes by path, so the prefix is the optimizer's own name)."""
+        return backend.name_scope(self.name, caller=self)
 
     def _slot(self, name, variable):
         return self._slots[name][self._index[id(variable)]].data
@@ -222,9 +229,11 @@ class Optimizer:
         """The optimizer's state as Variables: the step counter, the learning rate (when it is a float),
         then every slot for every weight. The first two are snapshots; use ``learning_rate`` /
         ``iterations`` to change them."""
-        out = [Variable(np.asarray(self._iterations, np.int64), name="iteration", trainable=False, dtype="int64")]
-        if isinstance(self._learning_rate, float):
-            out.append(Variable(np.asarray(self._learning_rate, np.float32), name="learning_rate", trainable=False))
+        with self._scope():
+            out = [Variable(np.asarray(self._iterations, np.int64), name="iteration", trainable=False, dtype="int64")]
+            if isinstance(self._learning_rate, float):
+                out.append(Variable(np.asarray(self._learning_rate, np.float32), name="learning_rate",
+                                    trainable=False))
         order = self._keras_slot_order() if self.built else None
         if order is None:
             for slots in self._slots.values():
@@ -544,12 +553,9 @@ def _bump(tensors):
 
 
 def _snake(name):
-    out = []
-    for i, c in enumerate(name):
-        if c.isupper() and i and not name[i - 1].isupper():
-            out.append("_")
-        out.append(c.lower())
-    return "".join(out)
+    """Keras's automatic name for a class: 'RMSprop' -> 'rm_sprop', 'AdamW' -> 'adam_w', 'SGD' -> 'sgd'."""
+    s = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", s).lower()
 
 
 # The names optimizers.get() accepts, Keras's (case-insensitive; each is a lamina optimizer's class name in
