@@ -236,3 +236,20 @@ def keras_shapes_only():
         finally:
             global_state.set_global_attribute("uninitialized_variables", [])
     return scope
+
+
+@pytest.fixture
+def keras_brightness_without_aliasing(monkeypatch):
+    """Keras 3.15's RandomBrightness.transform_images adds in place (``images += delta``): on the torch backend it
+    changes the caller's tensor, so inside RandAugment (which runs every layer at every op and keeps the chosen one
+    with a where) each op also adds the brightness delta to the images the other layers see. TensorFlow and JAX make
+    a new array there, the intended behaviour and lamina's; comparisons with Keras use that (tests of the
+    augmentation layers against Keras)."""
+    from keras.src.layers.preprocessing.image_preprocessing.random_brightness import RandomBrightness
+
+    def transform_images(self, images, transformation, training=True):
+        if training:
+            images = images + self.backend.cast(transformation["rgb_delta"], images.dtype)
+            return self.backend.numpy.clip(images, self.value_range[0], self.value_range[1])
+        return images
+    monkeypatch.setattr(RandomBrightness, "transform_images", transform_images)

@@ -406,21 +406,6 @@ def test_aug_mix_masks_replay_keras_and_boxes_pass():
     np.testing.assert_array_equal(out["bounding_boxes"]["boxes"].numpy(), b["boxes"])
 
 
-@pytest.fixture
-def keras_brightness_without_aliasing(monkeypatch):
-    """Keras 3.15's RandomBrightness.transform_images adds in place (``images += delta``): on the torch backend,
-    inside RandAugment (which runs every layer at every op and keeps the chosen one), that changes the images the
-    other layers see. The comparison uses the intended out-of-place sum (TensorFlow's and JAX's behaviour)."""
-    from keras.src.layers.preprocessing.image_preprocessing.random_brightness import RandomBrightness
-
-    def transform_images(self, images, transformation, training=True):
-        if training:
-            images = images + self.backend.cast(transformation["rgb_delta"], images.dtype)
-            return self.backend.numpy.clip(images, self.value_range[0], self.value_range[1])
-        return images
-    monkeypatch.setattr(RandomBrightness, "transform_images", transform_images)
-
-
 def test_policies_with_keras_transformations_of_the_older_layers(keras_brightness_without_aliasing):
     """RandAugment's sub-layers (translation, rotation, contrast, brightness, ...) take Keras's own draws now."""
     k, l = keras.layers.RandAugment(num_ops=3), layers.RandAugment(num_ops=3)

@@ -413,22 +413,6 @@ def policy_layers(monkeypatch):
         monkeypatch.setattr(layers, "RandomSharpness", _StandInSharpness, raising=False)
 
 
-@pytest.fixture
-def keras_brightness_without_aliasing(monkeypatch):
-    """Keras 3.15's RandomBrightness.transform_images does ``images += delta``: on the torch backend that
-    changes the caller's tensor, so inside RandAugment (which evaluates every layer and keeps the chosen
-    one with a where) each op also adds the brightness delta to the images. TensorFlow and JAX make a new
-    array there, which is the intended behaviour and lamina's; the comparison uses that one."""
-    from keras.src.layers.preprocessing.image_preprocessing.random_brightness import RandomBrightness
-
-    def transform_images(self, images, transformation, training=True):
-        if training:
-            images = images + self.backend.cast(transformation["rgb_delta"], images.dtype)
-            return self.backend.numpy.clip(images, self.value_range[0], self.value_range[1])
-        return images
-    monkeypatch.setattr(RandomBrightness, "transform_images", transform_images)
-
-
 @pytest.mark.parametrize("idxes", [[0, 9], [9, 0], [0, 0], [9, 9, 0]])
 def test_rand_augment_matches_keras_on_its_split_layers(policy_layers, keras_brightness_without_aliasing, idxes):
     # RandomShear (index 0) has Keras's split in lamina, AutoContrast (9) is deterministic: on these the
