@@ -9,6 +9,7 @@ import ctypes
 import functools
 import os
 import random as _pyrandom
+import re
 import sys
 import threading
 
@@ -252,6 +253,13 @@ def to_device(a, xp=None):
 
 
 _NAME_UIDS = {}
+_SNAKE_1, _SNAKE_2 = re.compile(r"(.)([A-Z][a-z]+)"), re.compile(r"([a-z])([A-Z])")
+
+
+def snake_case(name):
+    """Keras's to_snake_case, the stem of automatic names: 'Conv2DTranspose' -> 'conv2d_transpose', 'RMSprop' ->
+    'rm_sprop', 'AdamW' -> 'adam_w' (layers, models, optimizers, and the paths of Keras's weight files)."""
+    return _SNAKE_2.sub(r"\1_\2", _SNAKE_1.sub(r"\1_\2", name)).lower()
 
 
 def unique_name(prefix):

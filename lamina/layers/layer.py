@@ -8,7 +8,6 @@ Called on a symbolic ``KerasTensor`` (from ``lamina.Input``) it records a graph 
 import contextlib
 import functools
 import inspect
-import re
 import sys
 import threading
 
@@ -31,11 +30,6 @@ from ..io.limits import charge_weight
 _ctx = threading.local()
 _BASE_KWARGS = ("name", "trainable", "dtype", "input_shape", "batch_input_shape", "batch_size", "input_dim",
                 "autocast", "input_length", "activity_regularizer")
-
-
-def _snake(name):
-    s = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z])([A-Z])", r"\1_\2", s).lower()
 
 
 # call_context is entered by a rematerialised layer call and by code that sets the training flag for a block, so
@@ -439,7 +433,7 @@ class Layer:
         object.__setattr__(self, "_layers", [])
         self._own_weights = []
         self._trainable = trainable
-        self.name = name or unique_name(_snake(type(self).__name__))
+        self.name = name or unique_name(backend.snake_case(type(self).__name__))
         self._set_dtype_policy(dtype)
         self.autocast = autocast
         self.built = False

@@ -13,9 +13,9 @@ import inspect
 
 from .. import backend, ops
 from .. import rematerialization as _remat
-from ..backend import unique_name
+from ..backend import snake_case, unique_name
 from .keras_operations_table import KERAS_OPERATIONS
-from .layer import KerasTensor, Lambda, Layer, _snake
+from .layer import KerasTensor, Lambda, Layer
 
 # Keras's class name -> the keras.ops (numpy namespace) function it records, for the operations whose
 # config holds nothing but a name (the first ones lamina read; kept for the tests and callers that use it)
@@ -183,7 +183,7 @@ class Operation:
     on small dummy data, as a layer's."""
 
     def __init__(self, name=None):
-        self.name = name or unique_name(_snake(type(self).__name__))
+        self.name = name or unique_name(snake_case(type(self).__name__))
         self._remat_mode = _remat.get_current_remat_mode()   # a RematScope around its creation (Keras)
 
     def __call__(self, *args, **kwargs):

@@ -11,9 +11,9 @@ import numpy as np
 
 from .. import ops
 from .. import tree as _tree
-from ..backend import current_path, get_array_module, unique_name
+from ..backend import current_path, get_array_module, snake_case, unique_name
 from ..layers.core import InputLayer
-from ..layers.layer import KerasTensor, Layer, Node, _is_spec, _nest_flatten, _nest_map, _snake
+from ..layers.layer import KerasTensor, Layer, Node, _is_spec, _nest_flatten, _nest_map
 from ..layers.operations import Operation
 from ..registry import serialize
 from ..tensor import Tensor, no_grad
@@ -328,7 +328,7 @@ class Functional(Model, Function):
     def __init__(self, inputs, outputs, name=None, trainable=True, **kwargs):
         # named as Keras names it: 'functional' for Model(inputs, outputs), a subclass after its class
         # (class MnistModel(Model) calling super().__init__(inputs, outputs) -> 'mnist_model')
-        default = "functional" if type(self) is Functional else _snake(type(self).__name__)
+        default = "functional" if type(self) is Functional else snake_case(type(self).__name__)
         Layer.__init__(self, name=name or unique_name(default), trainable=trainable, **kwargs)
         self._init_model_state()
         if isinstance(inputs, tuple):

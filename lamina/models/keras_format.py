@@ -21,7 +21,6 @@ assigned; files lamina wrote before it walked attributes load by their old layou
 import functools
 import inspect
 import os
-import re
 import tempfile
 
 import numpy as np
@@ -38,11 +37,6 @@ from .serialization import build_config, class_name, rebuild
 __all__ = ["save_keras", "load_keras", "weight_paths", "to_keras_config", "from_keras_config"]
 
 KERAS_VERSION = "3.15.1"
-_SNAKE_1, _SNAKE_2 = re.compile(r"(.)([A-Z][a-z]+)"), re.compile(r"([a-z])([A-Z])")  # Keras's to_snake_case
-
-
-def _snake(name):
-    return _SNAKE_2.sub(r"\1_\2", _SNAKE_1.sub(r"\1_\2", name)).lower()
 
 
 # ---------------------------------------------------------------------------------- weight paths
@@ -70,7 +64,7 @@ def weight_paths(obj, prefix="", walk=None, legacy=False):
     if isinstance(obj, Model):
         out, seen = [(prefix + "vars", [])], {}
         for layer in _container_layers(obj):
-            base = _snake(type(layer).__name__)
+            base = backend.snake_case(type(layer).__name__)
             k = seen.get(base, 0)
             seen[base] = k + 1
             if id(layer) not in walk.visited or walk.legacy:
@@ -83,7 +77,7 @@ def weight_paths(obj, prefix="", walk=None, legacy=False):
     if kind == "StackedRNNCells":  # Keras: .../cell/cells/<snake cell name>[_k]/vars
         out, seen = [(prefix + "vars", [])], {}
         for c in obj.cells:
-            base = _snake(type(c).__name__)
+            base = backend.snake_case(type(c).__name__)
             k = seen.get(base, 0)
             seen[base] = k + 1
             out += weight_paths(c, f"{prefix}cells/{base}{'_' + str(k) if k else ''}/", walk)
@@ -196,7 +190,7 @@ def _container_paths(items, prefix, walk, seen_containers):
         return base
     for item in (items.values() if isinstance(items, dict) else items):
         if isinstance(item, Layer):
-            name = unique(_snake(type(item).__name__))
+            name = unique(backend.snake_case(type(item).__name__))
             if id(item) not in walk.visited:
                 out += weight_paths(item, f"{prefix}{name}/", walk)
         elif isinstance(item, (list, tuple, dict)):

@@ -4,9 +4,9 @@ The input shape comes from ``input_shape=`` on the first layer, a leading ``lami
 or, lazily, from the first data the model sees. Once it is known the stack is traced symbolically, so
 every layer has its weights, ``layer.output`` and an output shape for ``summary()``.
 """
-from ..backend import unique_name
+from ..backend import snake_case, unique_name
 from ..layers.core import InputLayer
-from ..layers.layer import KerasTensor, Layer, _is_spec, _nest_flatten, _snake
+from ..layers.layer import KerasTensor, Layer, _is_spec, _nest_flatten
 from ..tensor import no_grad
 from .functional import _nonfinite, _spec_to_tensor, _tensor_to_spec
 from .model import Model, deserialize_layer
@@ -18,7 +18,7 @@ class Sequential(Model):
 
     def __init__(self, layers=None, trainable=True, name=None, **kwargs):
         # a subclass of Sequential is named after its class, as Keras names layers
-        default = "sequential" if type(self) is Sequential else _snake(type(self).__name__)
+        default = "sequential" if type(self) is Sequential else snake_case(type(self).__name__)
         Layer.__init__(self, name=name or unique_name(default), trainable=trainable, **kwargs)
         self._init_model_state()
         object.__setattr__(self, "_input_layer", None)

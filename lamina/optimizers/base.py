@@ -7,7 +7,6 @@ follows Keras 3: drop None gradients, unscale (loss_scale_factor), clip (clipnor
 clipvalue), decay the weights (``w -= lr * weight_decay * w``), run each optimizer's ``update_step``,
 project with the variable's constraint, update the EMA, count the step.
 """
-import re
 import warnings
 
 import numpy as np
@@ -117,7 +116,7 @@ class Optimizer:
                              f"Received: gradient_accumulation_steps={gradient_accumulation_steps}")
         if use_ema and not 0.0 <= ema_momentum <= 1.0:
             raise ValueError(f"{type(self).__name__}: `ema_momentum` must be in [0, 1]. Received: {ema_momentum}")
-        self.name = name or backend.unique_name(_snake(type(self).__name__))
+        self.name = name or backend.unique_name(backend.snake_case(type(self).__name__))
         self.weight_decay = weight_decay
         self.clipnorm = clipnorm
         self.clipvalue = clipvalue
@@ -550,12 +549,6 @@ def _bump(tensors):
     """Record an in-place change of each tensor's data (see Tensor._bump_version)."""
     for t in tensors:
         t._bump_version()
-
-
-def _snake(name):
-    """Keras's automatic name for a class: 'RMSprop' -> 'rm_sprop', 'AdamW' -> 'adam_w', 'SGD' -> 'sgd'."""
-    s = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z])([A-Z])", r"\1_\2", s).lower()
 
 
 # The names optimizers.get() accepts, Keras's (case-insensitive; each is a lamina optimizer's class name in
