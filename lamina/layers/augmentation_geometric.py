@@ -23,7 +23,7 @@ from .. import backend, ops
 from ..ops.image import _gauss1d, _homography, _sample_nhwc, affine_transform, perspective_transform
 from ..tensor import Tensor, as_tensor, host_array
 from .augmentation_color import Equalization, RandomSharpness
-from .image_preprocessing import _Boxes, _ImageAugmentation, _checked_factor, _float, _keras_factor
+from .image_preprocessing import _Boxes, _ImageAugmentation, _checked_factor, _float, _keras_factor, _on
 from .preprocessing import RandomContrast, RandomRotation, RandomTranslation
 from .preprocessing_extra import (AutoContrast, RandomBrightness, RandomColorDegeneration, RandomPosterization,
                                   Solarization)
@@ -38,14 +38,6 @@ _INTERPOLATIONS = ("nearest", "bilinear")
 # a NumPy array from a transformation value: a NumPy/CuPy array, a lamina Tensor, a number, or anything with
 # __array__ (a CPU torch tensor that Keras drew)
 _host = host_array
-
-
-def _on(v, like, dtype=None):
-    """A transformation value as a constant Tensor on the device of the Tensor ``like``."""
-    a = _host(v)
-    if dtype is not None:
-        a = a.astype(dtype)
-    return Tensor(backend.to_device(a, backend.get_array_module(like.data)))
 
 
 def _check_interpolation(interpolation, valid=_INTERPOLATIONS):

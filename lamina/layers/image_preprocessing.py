@@ -99,6 +99,15 @@ def _float(layer, x):
     return ops.cast(x, layer.compute_dtype)
 
 
+def _on(v, like, dtype=None, shape=None):
+    """A transformation value (a host or device array, a Tensor, a number, a CPU torch tensor that Keras drew) as
+    a constant Tensor on the device of the Tensor ``like``, in ``dtype`` and ``shape`` when given."""
+    a = host_array(v)
+    a = a if dtype is None else a.astype(dtype)
+    a = a if shape is None else a.reshape(shape)
+    return Tensor(backend.to_device(a, backend.get_array_module(like.data)))
+
+
 def _squeeze0(x):
     """Drop a leading axis of size 1 (torch's squeeze(0), which leaves any other size alone)."""
     return x[0] if x.shape and x.shape[0] == 1 else x

@@ -21,7 +21,7 @@ from ..ops import image as image_ops
 from ..ops.image import _INTERPOLATIONS, _RESIZE_METHODS
 from ..tensor import Tensor, host_array
 from .image_preprocessing import (_Augmentation, _Boxes, _boxes_module, _contrast, _float, _ImageAugmentation,
-                                  _checked_factor, _keras_factor)
+                                  _checked_factor, _keras_factor, _on)
 from .layer import InputSpec, Layer
 
 _EPS = 1e-7
@@ -187,14 +187,6 @@ def _crop_box(h, w, th, tw):
     ch = max(min(h, int(float(w * th) / tw)), 1)
     cw = max(min(w, int(float(h * tw) / th)), 1)
     return int(float(h - ch) / 2), int(float(w - cw) / 2), ch, cw
-
-
-def _on(v, like, dtype=None, shape=None):
-    """A transformation value as a constant Tensor on the device of the Tensor ``like``."""
-    a = host_array(v)
-    a = a if dtype is None else a.astype(dtype)
-    a = a if shape is None else a.reshape(shape)
-    return Tensor(backend.to_device(a, backend.get_array_module(like.data)))
 
 
 def _sized_shape(layer, input_shape):
