@@ -64,12 +64,17 @@ class Resize(Op):
     Forward: t = A_h @ x (over H), y = A_w @ t (over W). Backward: the transposes, in reverse order.
     """
 
+    def _matrices(self, x):
+        """The (OH, H) and (OW, W) interpolation matrices for images x, in x's dtype."""
+        oh, ow = self.size
+        return (_interp_matrix(oh, x.shape[1], self.method, self.xp, x.dtype),
+                _interp_matrix(ow, x.shape[2], self.method, self.xp, x.dtype))
+
     def forward(self, x):
         xp = self.xp
         n, h, w, c = x.shape
         oh, ow = self.size
-        ah = _interp_matrix(oh, h, self.method, xp, x.dtype)
-        aw = _interp_matrix(ow, w, self.method, xp, x.dtype)
+        ah, aw = self._matrices(x)
         self.saved = (ah, aw, x.shape)
         if not bool(xp.isfinite(x).all()):
             # 0 * inf is NaN: the GEMMs would spread a NaN or inf to every output row and column that
@@ -1004,18 +1009,10 @@ def _resize_matrix(out_size, in_size, method, antialias):
 
 
 class _MatrixResize(Resize):
-    """Resize with given (OH, H) and (OW, W) interpolation matrices; backward as Resize's."""
+    """Resize with given (OH, H) and (OW, W) interpolation matrices; forward and backward as Resize's."""
 
-    def forward(self, x):
-        xp = self.xp
-        n, h, w, c = x.shape
-        oh, ow = self.size
-        ah, aw = xp.asarray(self.ah, x.dtype), xp.asarray(self.aw, x.dtype)
-        self.saved = (ah, aw, x.shape)
-        if not bool(xp.isfinite(x).all()):   # (as Resize: a NaN or inf reaches only the outputs that read it)
-            return _sparse_rows(aw, _sparse_rows(ah, x, 1, xp), 2, xp)
-        t = xp.matmul(ah, x.reshape(n, h, w * c)).reshape(n * oh, w, c)
-        return xp.matmul(aw, t).reshape(n, oh, ow, c)
+    def _matrices(self, x):
+        return self.xp.asarray(self.ah, x.dtype), self.xp.asarray(self.aw, x.dtype)
 
 
 def resize(images, size, interpolation="bilinear", antialias=False, crop_to_aspect_ratio=False,
